@@ -1,0 +1,32 @@
+"""``evpay config validate FILE``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from gateway.errors import ConfigError
+from gateway.settings import load_settings
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    config = commands.add_parser("config", help="check configuration files")
+    sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    validate = sub.add_parser("validate", help="validate a config file; exit 2 naming each problem")
+    validate.add_argument("file", type=Path)
+    validate.set_defaults(handler=_validate)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings(args.file)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    print(
+        f"{args.file}: ok (site {settings.site.id}, {len(settings.terminals)} terminal(s), "
+        f"upstream {'on' if settings.upstream.enabled else 'off'}, "
+        f"charger link {'on' if settings.charger.enabled else 'off'})"
+    )
+    return 0

@@ -1,0 +1,121 @@
+"""``evpay run`` (the daemon) and ``evpay status`` (what a technician needs to see)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from gateway.errors import GatewayError
+from gateway.runtime import logs
+from gateway.runtime.app import Daemon
+from gateway.settings import Settings, load_settings
+from gateway.store import Store
+
+_EXIT_UNREACHABLE = 3
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    run = commands.add_parser("run", help="run the gateway daemon")
+    run.add_argument("--config", type=Path, required=True)
+    run.set_defaults(handler=_run)
+    status = commands.add_parser("status", help="show workers, terminals, sessions, outbox backlog")
+    status.add_argument("--config", type=Path, required=True)
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(handler=_status)
+
+
+def _run(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    logs.configure(settings.logging.level, settings.logging.format)
+    return asyncio.run(_serve(settings))
+
+
+async def _serve(settings: Settings) -> int:
+    daemon = Daemon(settings)
+    return await daemon.run()
+
+
+def _status(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    report: dict[str, Any] = {"daemon": None, "store": None}
+    try:
+        url = f"http://{settings.api.host}:{settings.api.port}/status"
+        with urllib.request.urlopen(url, timeout=3) as response:
+            report["daemon"] = json.load(response)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        report["daemon_error"] = str(getattr(exc, "reason", exc))
+    report["store"] = _store_report(settings.storage.path)
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        _print_status(settings, report)
+    return 0 if report["daemon"] is not None else _EXIT_UNREACHABLE
+
+
+def _store_report(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {"path": str(path), "error": "no database yet (the daemon has not run here)"}
+    try:
+        store = Store.open(path, read_only=True)
+    except GatewayError as exc:
+        return {"path": str(path), "error": str(exc)}
+    try:
+        backlog = store.outbox.backlog()
+        return {
+            "path": str(path),
+            "schema_version": store.schema_version,
+            "open_sessions": [
+                {"id": s["id"], "state": s["state"], "updated_at": s["updated_at"].isoformat()}
+                for s in store.sessions(open_only=True)
+            ],
+            "terminals": store.terminals(),
+            "outbox_pending": backlog.pending,
+            "outbox_dead": backlog.dead,
+            "outbox_oldest": backlog.oldest_pending.isoformat() if backlog.oldest_pending else None,
+        }
+    finally:
+        store.close()
+
+
+def _print_status(settings: Settings, report: dict[str, Any]) -> None:
+    daemon = report["daemon"]
+    print(f"site {settings.site.id} ({settings.site.name})")
+    if daemon is None:
+        print(
+            f"daemon: NOT REACHABLE at {settings.api.host}:{settings.api.port} ({report.get('daemon_error')})"
+        )
+    else:
+        print(f"daemon: running, version {daemon['version']}, up {daemon['uptime_s']} s")
+        for w in daemon["workers"]:
+            extra = f", last error: {w['last_error']}" if w["last_error"] else ""
+            print(f"  worker {w['name']:<16} {w['state']:<8} restarts {w['restarts']}{extra}")
+        age = daemon["outbox"]["oldest_age_s"]
+        print(
+            f"outbox: {daemon['outbox']['pending']} pending, {daemon['outbox']['dead']} dead"
+            + (f", oldest {age} s" if age is not None else "")
+        )
+    store = report["store"]
+    if "error" in store:
+        print(f"store {store['path']}: {store['error']}")
+        return
+    print(f"store {store['path']} (schema {store['schema_version']})")
+    for t in settings.terminals:
+        seen = next((r for r in store["terminals"] if r["id"] == t.id), None)
+        state = f"{seen['state']} since {seen['updated_at']}" if seen else "never registered"
+        print(f"  terminal {t.id:<12} {t.device:<36} {state}")
+    print(f"open sessions: {len(store['open_sessions'])}")
+    for s in store["open_sessions"]:
+        print(f"  {s['id']}  {s['state']}  updated {s['updated_at']}")
+    if daemon is None:
+        print(
+            f"outbox (from store): {store['outbox_pending']} pending, {store['outbox_dead']} dead, "
+            f"oldest {store['outbox_oldest'] or '-'}"
+        )
+
+
+__all__ = ["register"]

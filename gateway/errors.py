@@ -1,0 +1,91 @@
+"""The gateway's one error hierarchy.
+
+Every error carries a stable machine ``code`` (used in logs, metrics and exit codes) and a
+message written for the person who has to act on it: what was wrong and what to do.
+Expected business outcomes (a declined card, a timeout at the terminal) are engine events,
+never exceptions.
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway raises on purpose."""
+
+    code = "gateway_error"
+    exit_code = 1
+
+
+class ConfigError(GatewayError):
+    """The configuration is unreadable or invalid; the daemon refuses to start (EX_CONFIG)."""
+
+    code = "config_invalid"
+    exit_code = 78
+
+    def __init__(self, path: str, problems: list[str]) -> None:
+        self.path = path
+        self.problems = problems
+        lines = "\n".join(f"  {p}" for p in problems)
+        super().__init__(f"{path}: invalid configuration:\n{lines}")
+
+
+class SecretUnavailable(GatewayError):
+    """A secret named in the configuration cannot be read."""
+
+    code = "secret_unavailable"
+    exit_code = 78
+
+
+class StoreError(GatewayError):
+    """The durable store cannot be used; nothing was written (EX_IOERR)."""
+
+    code = "store_error"
+    exit_code = 74
+
+
+class StoreFull(StoreError):
+    code = "store_full"
+
+    def __init__(self, path: str) -> None:
+        super().__init__(
+            f"{path}: the disk holding the database is full; nothing was written. "
+            "Free space on that file system, then restart evpay."
+        )
+
+
+class StoreReadOnly(StoreError):
+    code = "store_read_only"
+
+    def __init__(self, path: str) -> None:
+        super().__init__(
+            f"{path}: the database is read-only; nothing was written. "
+            "Check the file's owner and mode and that its file system is mounted read-write."
+        )
+
+
+class StoreCorrupt(StoreError):
+    code = "store_corrupt"
+
+    def __init__(self, path: str, detail: str) -> None:
+        super().__init__(
+            f"{path}: the database file is damaged or not an evpay database ({detail}). "
+            "Stop evpay, keep the file for analysis and restore the latest backup."
+        )
+
+
+class SchemaTooNew(StoreError):
+    code = "store_schema_too_new"
+
+    def __init__(self, path: str, found: int, known: int) -> None:
+        super().__init__(
+            f"{path}: the database has schema version {found}, but this evpay knows versions "
+            f"up to {known}. It was written by a newer evpay: upgrade evpay (never downgrade "
+            "over a live database)."
+        )
+
+
+class InvariantViolated(GatewayError):
+    """A bug: state that must never exist. Crash, let systemd restart, the journal explains."""
+
+    code = "invariant_violated"
+    exit_code = 70

@@ -1,0 +1,1 @@
+"""The asyncio edge: the composition root, workers, supervision, systemd, local API."""

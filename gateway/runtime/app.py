@@ -1,0 +1,155 @@
+"""The composition root: builds the daemon's parts from Settings and runs them.
+
+This is the only place that wires layers together. Everything below it is either a
+sans-I/O core or a worker that feeds it; everything above it is the CLI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway import __version__
+from gateway.runtime.api import ApiWorker
+from gateway.runtime.metrics import Metrics
+from gateway.runtime.sdnotify import Notifier
+from gateway.runtime.supervisor import Supervisor, Worker
+from gateway.settings import Settings
+from gateway.store import Store
+
+_LOGGER = logging.getLogger(__name__)
+_STATUS_EVERY_S = 10.0
+
+
+class Daemon:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        notifier: Notifier | None = None,
+        extra_workers: Sequence[Worker] = (),
+    ) -> None:
+        self.settings = settings
+        self.notifier = notifier or Notifier()
+        self.metrics = Metrics()
+        self.store = Store.open(settings.storage.path, busy_timeout_ms=settings.storage.busy_timeout_ms)
+        self._started = time.monotonic()
+        self.api = ApiWorker(settings.api.host, settings.api.port, self.metrics, self.snapshot, self.healthy)
+        workers: list[Worker] = [self.api, *extra_workers]
+        self.supervisor = Supervisor(
+            workers, settings.daemon.restart_backoff_min_s, settings.daemon.restart_backoff_max_s
+        )
+        self.ready = asyncio.Event()
+        self._stop_requested: asyncio.Event | None = None
+        self.metrics.add_collector(self._collect)
+
+    def healthy(self) -> bool:
+        return self.supervisor.all_up()
+
+    def snapshot(self) -> dict[str, Any]:
+        backlog = self.store.outbox.backlog()
+        now = datetime.now(UTC)
+        return {
+            "version": __version__,
+            "site": self.settings.site.id,
+            "uptime_s": round(time.monotonic() - self._started, 1),
+            "workers": [
+                {"name": s.name, "state": s.state, "restarts": s.restarts, "last_error": s.last_error}
+                for s in self.supervisor.status.values()
+            ],
+            "terminals": [
+                {"id": t.id, "device": t.device, "protocol": t.protocol} for t in self.settings.terminals
+            ],
+            "open_sessions": self.store.count_open_sessions(),
+            "outbox": {
+                "pending": backlog.pending,
+                "dead": backlog.dead,
+                "oldest_age_s": round((now - backlog.oldest_pending).total_seconds(), 1)
+                if backlog.oldest_pending
+                else None,
+            },
+        }
+
+    def _status_line(self) -> str:
+        up = sum(1 for s in self.supervisor.status.values() if s.state == "up")
+        backlog = self.store.outbox.backlog()
+        return (
+            f"{up}/{len(self.supervisor.status)} workers up, "
+            f"{self.store.count_open_sessions()} open sessions, outbox {backlog.pending} pending"
+        )
+
+    def _collect(self, metrics: Metrics) -> None:
+        metrics.describe("evpay_worker_up", "gauge", "1 when the worker is running")
+        metrics.describe("evpay_worker_restarts_total", "counter", "worker restarts after a crash")
+        for s in self.supervisor.status.values():
+            metrics.set("evpay_worker_up", 1.0 if s.state == "up" else 0.0, worker=s.name)
+            metrics.set("evpay_worker_restarts_total", float(s.restarts), worker=s.name)
+        backlog = self.store.outbox.backlog()
+        metrics.describe("evpay_outbox_pending", "gauge", "upstream messages waiting to be sent")
+        metrics.set("evpay_outbox_pending", float(backlog.pending))
+        metrics.describe("evpay_outbox_dead", "gauge", "upstream messages dead-lettered")
+        metrics.set("evpay_outbox_dead", float(backlog.dead))
+        metrics.describe("evpay_outbox_oldest_age_seconds", "gauge", "age of the oldest pending message")
+        age = (datetime.now(UTC) - backlog.oldest_pending).total_seconds() if backlog.oldest_pending else 0.0
+        metrics.set("evpay_outbox_oldest_age_seconds", age)
+        metrics.describe("evpay_sessions_open", "gauge", "charging sessions not yet final")
+        metrics.set("evpay_sessions_open", float(self.store.count_open_sessions()))
+
+    def request_stop(self, reason: str) -> None:
+        _LOGGER.info("daemon.stop_requested", extra={"reason": reason})
+        if self._stop_requested is not None:
+            self._stop_requested.set()
+
+    async def run(self) -> int:
+        """Run until SIGTERM/SIGINT (or request_stop); 0 after a graceful drain."""
+        loop = asyncio.get_running_loop()
+        self._stop_requested = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.request_stop, sig.name)
+        _LOGGER.info(
+            "daemon.starting",
+            extra={"version": __version__, "site": self.settings.site.id, "db": str(self.store.path)},
+        )
+        self.supervisor.start()
+        heartbeat = asyncio.create_task(self._heartbeat(), name="heartbeat")
+        try:
+            await self._stop_requested.wait()
+        finally:
+            self.notifier.stopping()
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+            await self.supervisor.stop(self.settings.daemon.shutdown_grace_s)
+            self.store.checkpoint()
+            self.store.close()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.remove_signal_handler(sig)
+            _LOGGER.info("daemon.stopped")
+        return 0
+
+    async def _heartbeat(self) -> None:
+        """READY once every worker is up; then STATUS and WATCHDOG from the event loop."""
+        interval = self.notifier.watchdog_interval
+        tick = min(interval, 1.0) if interval else 0.2
+        last_ping = last_status = 0.0
+        while True:
+            now = time.monotonic()
+            if not self.ready.is_set() and self.supervisor.all_up() and self.api.listening.is_set():
+                self.ready.set()
+                self.notifier.ready(self._status_line())
+                _LOGGER.info("daemon.ready", extra={"api_port": self.api.bound_port})
+            if interval and now - last_ping >= interval:
+                self.notifier.watchdog()
+                last_ping = now
+            if self.ready.is_set() and now - last_status >= _STATUS_EVERY_S:
+                self.notifier.status(self._status_line())
+                last_status = now
+            await asyncio.sleep(tick)

@@ -1,0 +1,85 @@
+"""Structured logs: one event per line on stdout (journald picks it up), logfmt or JSON.
+
+Call sites log an event name as the message and context as ``extra``:
+``_LOGGER.info("worker.crashed", extra={"worker": name, "error": str(exc)})``.
+As a last line of defence every rendered line is passed through ``mask_pans``: a run of
+13 to 19 digits is shown as first 6 and last 4 only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "taskName",
+}
+_PAN = re.compile(r"(?<!\d)(\d{6})(\d{3,9})(\d{4})(?!\d)")
+_SYSLOG = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+
+
+def mask_pans(text: str) -> str:
+    return _PAN.sub(lambda m: m.group(1) + "*" * len(m.group(2)) + m.group(3), text)
+
+
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+        "level": record.levelname.lower(),
+        "logger": record.name,
+        "event": record.getMessage(),
+    }
+    fields.update((k, v) for k, v in vars(record).items() if k not in _STANDARD)
+    if record.exc_info and record.exc_info[1] is not None:
+        exc = record.exc_info[1]
+        fields["exc"] = f"{type(exc).__name__}: {exc}"
+    return fields
+
+
+def _quote(value: Any) -> str:
+    text = str(value)
+    if text and not any(c in text for c in ' "=\n\t\\'):
+        return text
+    return json.dumps(text, ensure_ascii=False)
+
+
+class LogfmtFormatter(logging.Formatter):
+    def __init__(self, journald: bool = False) -> None:
+        super().__init__()
+        self._journald = journald
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = " ".join(f"{k}={_quote(v)}" for k, v in _fields(record).items())
+        prefix = f"<{_SYSLOG.get(record.levelno, 6)}>" if self._journald else ""
+        return prefix + mask_pans(line)
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return mask_pans(json.dumps(_fields(record), ensure_ascii=False, default=str))
+
+
+def _under_journald() -> bool:
+    """True when stdout is connected to journald (systemd sets JOURNAL_STREAM=dev:ino)."""
+    stream = os.environ.get("JOURNAL_STREAM", "")
+    try:
+        st = os.fstat(sys.stdout.fileno())
+    except (OSError, ValueError):
+        return False
+    return stream == f"{st.st_dev}:{st.st_ino}"
+
+
+def configure(level: str = "info", fmt: str = "logfmt") -> None:
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else LogfmtFormatter(_under_journald()))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

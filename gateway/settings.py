@@ -1,0 +1,276 @@
+"""The one configuration model: a TOML file loaded into a pydantic tree.
+
+Unknown keys are errors (a typo must never silently fall back to a default that moves
+money). Secrets are never written in the model's output: they are *references* (an
+environment variable, a file, a systemd credential) resolved only when used.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
+
+from drivers.errors import AmountError, DeviceUrlError
+from drivers.money import Money, known_currencies
+from drivers.transport.url import parse_device_url
+from gateway.errors import ConfigError, SecretUnavailable
+
+Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,32}$")]
+
+
+def _no_float(value: object) -> object:
+    if isinstance(value, float):
+        raise ValueError(  # noqa: TRY004 - pydantic reports ValueErrors as validation errors
+            'write amounts as strings, e.g. "50.00" (a float is not exact)'
+        )
+    return value
+
+
+Amount = Annotated[Decimal, BeforeValidator(_no_float)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SecretRef(_Model):
+    """Where a secret lives. Exactly one of the four; ``value`` is for demos and tests."""
+
+    env: str | None = None
+    file: Path | None = None
+    credential: str | None = Field(
+        default=None, description="systemd LoadCredential= name, read from $CREDENTIALS_DIRECTORY"
+    )
+    value: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SecretRef:
+        given = [k for k in ("env", "file", "credential", "value") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of env, file, credential or value")
+        return self
+
+    def reveal(self) -> str:
+        """The secret's text; SecretUnavailable names where it was looked for (never the value)."""
+        if self.value is not None:
+            return self.value.get_secret_value()
+        if self.env is not None:
+            found = os.environ.get(self.env)
+            if found is None:
+                raise SecretUnavailable(f"secret: environment variable {self.env} is not set")
+            return found
+        path = self.file or Path()
+        if self.credential is not None:
+            directory = os.environ.get("CREDENTIALS_DIRECTORY")
+            if directory is None:
+                raise SecretUnavailable(
+                    f"secret: credential {self.credential!r} needs $CREDENTIALS_DIRECTORY "
+                    "(systemd LoadCredential=)"
+                )
+            path = Path(directory) / self.credential
+        try:
+            return path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise SecretUnavailable(f"secret: cannot read {path}: {exc.strerror}") from None
+
+    def __repr__(self) -> str:
+        where = self.env or self.file or self.credential or "inline"
+        return f"SecretRef({where!s})"
+
+
+class SiteSettings(_Model):
+    id: Annotated[str, Field(min_length=1, max_length=36)]
+    name: str = ""
+    country: Annotated[str, Field(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2")]
+    currency: str = "EUR"
+    timezone: str = "UTC"
+
+    @field_validator("currency")
+    @classmethod
+    def _currency(cls, v: str) -> str:
+        if v not in known_currencies():
+            raise ValueError(f"unknown currency {v!r}; known: {', '.join(sorted(known_currencies()))}")
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r} (use an IANA name like Europe/Berlin)") from None
+        return v
+
+
+class StorageSettings(_Model):
+    path: Path = Path("/var/lib/evpay/evpay.sqlite3")
+    busy_timeout_ms: Annotated[int, Field(ge=0, le=60_000)] = 5000
+
+
+class ApiSettings(_Model):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8787
+
+
+class LoggingSettings(_Model):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["logfmt", "json"] = "logfmt"
+
+
+class DaemonSettings(_Model):
+    shutdown_grace_s: Annotated[float, Field(gt=0, le=120)] = 10.0
+    restart_backoff_min_s: Annotated[float, Field(gt=0)] = 1.0
+    restart_backoff_max_s: Annotated[float, Field(gt=0)] = 60.0
+
+
+class TerminalSettings(_Model):
+    id: Identifier
+    protocol: Literal["zvt"] = "zvt"
+    device: str = Field(description="serial:///dev/…, tcp://host:port or usb://VID:PID")
+    password: SecretRef | None = Field(default=None, description="ZVT password, 6 digits")
+    currency: str | None = None
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        try:
+            parse_device_url(v)
+        except DeviceUrlError as exc:
+            raise ValueError(str(exc)) from None
+        return v
+
+
+class EvseSettings(_Model):
+    id: Annotated[str, Field(min_length=1, max_length=48)]
+    terminal: Identifier
+
+
+class ChargerSettings(_Model):
+    enabled: bool = False
+    broker: str = "mqtt://127.0.0.1:1883"
+    topic_prefix: str = "evpay/v1"
+    evses: list[EvseSettings] = []
+
+
+class UpstreamSettings(_Model):
+    enabled: bool = False
+    versions_url: str = ""
+    country_code: Annotated[str, Field(pattern=r"^[A-Z]{2}$")] = "DE"
+    party_id: Annotated[str, Field(pattern=r"^[A-Z0-9]{3}$")] = "EVP"
+    token_a: SecretRef | None = None
+    timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+
+    @model_validator(mode="after")
+    def _complete_when_enabled(self) -> UpstreamSettings:
+        if self.enabled and (not self.versions_url or self.token_a is None):
+            raise ValueError("an enabled upstream needs versions_url and token_a")
+        return self
+
+
+class PricingSettings(_Model):
+    strategy: Literal["fixed", "target", "incremental"] = "fixed"
+    fixed_hold: dict[str, Amount] = Field(default_factory=lambda: {"EUR": Decimal("50.00")})
+    hold_min: Amount = Decimal("5.00")
+    hold_max: Amount = Decimal("150.00")
+
+    @field_validator("fixed_hold")
+    @classmethod
+    def _holds(cls, v: dict[str, Decimal]) -> dict[str, Decimal]:
+        for code, amount in v.items():
+            try:
+                held = Money.parse(str(amount), code)
+            except AmountError as exc:
+                raise ValueError(str(exc)) from None
+            if held.minor == 0:
+                raise ValueError(f"{code} hold must be positive")
+        return v
+
+    @model_validator(mode="after")
+    def _clamps(self) -> PricingSettings:
+        if self.hold_min > self.hold_max:
+            raise ValueError("hold_min must not exceed hold_max")
+        return self
+
+
+class Settings(_Model):
+    site: SiteSettings
+    storage: StorageSettings = StorageSettings()
+    api: ApiSettings = ApiSettings()
+    logging: LoggingSettings = LoggingSettings()
+    daemon: DaemonSettings = DaemonSettings()
+    terminals: list[TerminalSettings] = []
+    charger: ChargerSettings = ChargerSettings()
+    upstream: UpstreamSettings = UpstreamSettings()
+    pricing: PricingSettings = PricingSettings()
+
+    @model_validator(mode="after")
+    def _references(self) -> Settings:
+        ids = [t.id for t in self.terminals]
+        if len(ids) != len(set(ids)):
+            raise ValueError("terminal ids must be unique")
+        for evse in self.charger.evses:
+            if evse.terminal not in ids:
+                raise ValueError(
+                    f"evse {evse.id!r} names terminal {evse.terminal!r}, which is not configured"
+                )
+        return self
+
+
+def parse_settings(text: str, source: str) -> Settings:
+    """Validate TOML text; ConfigError lists every problem as ``dotted.key: what is wrong``."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, [f"TOML syntax: {exc}"]) from None
+    try:
+        settings = Settings.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(source, [_describe(err) for err in exc.errors()]) from None
+    return _resolve_paths(settings, source)
+
+
+def load_settings(path: Path) -> Settings:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), [f"cannot read file: {exc.strerror}"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError(str(path), ["file is not UTF-8 text"]) from None
+    return parse_settings(text, str(path))
+
+
+def _describe(err: ErrorDetails) -> str:
+    key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return f"{key}: unknown key (check its spelling; unknown keys are not ignored)"
+    if kind == "missing":
+        return f"{key}: required but missing"
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    return f"{key}: {msg}"
+
+
+def _resolve_paths(settings: Settings, source: str) -> Settings:
+    """A relative storage path is relative to the config file, not to the working directory."""
+    path = settings.storage.path
+    if path.is_absolute() or source.startswith("<"):
+        return settings
+    base = Path(source).resolve().parent
+    storage = settings.storage.model_copy(update={"path": base / path})
+    return settings.model_copy(update={"storage": storage})

@@ -1,0 +1,27 @@
+"""Durable store: the only package that touches SQLite."""
+
+from gateway.store.records import (
+    Backlog,
+    InboxMessage,
+    JournalEntry,
+    OutboxMessage,
+    PaymentRecord,
+    SessionRecord,
+    Step,
+    StoredOutbox,
+    TerminalRecord,
+)
+from gateway.store.store import Store
+
+__all__ = [
+    "Backlog",
+    "InboxMessage",
+    "JournalEntry",
+    "OutboxMessage",
+    "PaymentRecord",
+    "SessionRecord",
+    "Step",
+    "Store",
+    "StoredOutbox",
+    "TerminalRecord",
+]

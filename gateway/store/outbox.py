@@ -1,0 +1,112 @@
+"""The one outbox: upstream messages written in the step that decided them, sent later.
+
+Delivery is at-least-once and ordered per ``object_key``: only the oldest pending message
+of an object is ever due, so a later PATCH can never overtake its POST. A message that can
+never succeed is dead-lettered with its reason and stops blocking its object.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import datetime
+
+from gateway.store.db import from_text, sqlite_errors, to_text
+from gateway.store.records import Backlog, StoredOutbox
+
+_COLUMNS = (
+    "id, message_id, object_key, kind, payload, created_at, status, attempts, next_attempt_at, last_error"
+)
+
+
+class Outbox:
+    def __init__(self, conn: sqlite3.Connection, path: str) -> None:
+        self._conn = conn
+        self._path = path
+
+    def due(self, now: datetime, limit: int = 100) -> list[StoredOutbox]:
+        """The head message of each object whose retry time has come, oldest first."""
+        with sqlite_errors(self._path):
+            rows = self._conn.execute(
+                f"SELECT {_COLUMNS} FROM outbox o WHERE status = 'pending' AND next_attempt_at <= ?"
+                " AND id = (SELECT min(id) FROM outbox p WHERE p.object_key = o.object_key"
+                " AND p.status = 'pending') ORDER BY id LIMIT ?",
+                (to_text(now), limit),
+            ).fetchall()
+        return [_row(r) for r in rows]
+
+    def get(self, message_id: str) -> StoredOutbox | None:
+        with sqlite_errors(self._path):
+            row = self._conn.execute(
+                f"SELECT {_COLUMNS} FROM outbox WHERE message_id = ?", (message_id,)
+            ).fetchone()
+        return _row(row) if row else None
+
+    def list(self, status: str | None = None, limit: int = 100) -> list[StoredOutbox]:
+        query = f"SELECT {_COLUMNS} FROM outbox"
+        args: tuple[object, ...] = ()
+        if status:
+            query += " WHERE status = ?"
+            args = (status,)
+        with sqlite_errors(self._path):
+            rows = self._conn.execute(query + " ORDER BY id LIMIT ?", (*args, limit)).fetchall()
+        return [_row(r) for r in rows]
+
+    def delivered(self, message_id: str, now: datetime) -> None:
+        self._update(
+            "UPDATE outbox SET status = 'done', done_at = ?, attempts = attempts + 1, last_error = NULL"
+            " WHERE message_id = ? AND status = 'pending'",
+            (to_text(now), message_id),
+        )
+
+    def retry_later(self, message_id: str, error: str, at: datetime) -> None:
+        self._update(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?"
+            " WHERE message_id = ? AND status = 'pending'",
+            (error[:500], to_text(at), message_id),
+        )
+
+    def dead_letter(self, message_id: str, reason: str, now: datetime) -> None:
+        self._update(
+            "UPDATE outbox SET status = 'dead', attempts = attempts + 1, last_error = ?, done_at = ?"
+            " WHERE message_id = ? AND status = 'pending'",
+            (reason[:500], to_text(now), message_id),
+        )
+
+    def requeue(self, message_id: str, now: datetime) -> bool:
+        """A technician's retry: a dead or waiting message becomes due now. False if not found."""
+        with sqlite_errors(self._path):
+            cur = self._conn.execute(
+                "UPDATE outbox SET status = 'pending', next_attempt_at = ?, done_at = NULL"
+                " WHERE message_id = ? AND status IN ('pending', 'dead')",
+                (to_text(now), message_id),
+            )
+        return cur.rowcount == 1
+
+    def backlog(self) -> Backlog:
+        with sqlite_errors(self._path):
+            pending, oldest = self._conn.execute(
+                "SELECT count(*), min(created_at) FROM outbox WHERE status = 'pending'"
+            ).fetchone()
+            dead = self._conn.execute("SELECT count(*) FROM outbox WHERE status = 'dead'").fetchone()[0]
+        return Backlog(int(pending), int(dead), from_text(oldest) if oldest else None)
+
+    def _update(self, sql: str, args: tuple[object, ...]) -> None:
+        with sqlite_errors(self._path):
+            self._conn.execute(sql, args)
+
+
+def _row(row: tuple[object, ...]) -> StoredOutbox:
+    (id_, message_id, object_key, kind, payload, created, status, attempts, next_at, error) = row
+    return StoredOutbox(
+        id=int(str(id_)),
+        message_id=str(message_id),
+        object_key=str(object_key),
+        kind=str(kind),
+        payload=json.loads(str(payload)),
+        created_at=from_text(str(created)),
+        status=str(status),
+        attempts=int(str(attempts)),
+        next_attempt_at=from_text(str(next_at)),
+        last_error=None if error is None else str(error),
+    )

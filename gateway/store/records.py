@@ -1,0 +1,99 @@
+"""What a step writes: plain frozen dataclasses, no SQL.
+
+A ``Step`` is the unit of durability: everything in it is written in one SQLite transaction
+or nothing is. The engine builds steps; only ``gateway.store`` turns them into SQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+Json = Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    id: str
+    state: str
+    data: Json
+    final: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentRecord:
+    id: str
+    session_id: str
+    kind: str
+    state: str
+    amount_minor: int
+    currency: str
+    data: Json = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class TerminalRecord:
+    id: str
+    device: str
+    protocol: str
+    state: str
+    data: Json = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    entity: str  # "session", "payment", "terminal", "outbox", ...
+    entity_id: str
+    kind: str  # what happened, e.g. "preauth.approved"
+    data: Json = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    message_id: str  # unique: enqueueing the same id twice is refused by the schema
+    object_key: str  # ordering key, e.g. "fac:<authorization_reference>"
+    kind: str
+    payload: Json
+
+
+@dataclass(frozen=True, slots=True)
+class InboxMessage:
+    message_id: str
+    source: str
+    kind: str
+    payload: Json
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    key: str  # idempotency key: a step whose key was applied before is skipped whole
+    sessions: Sequence[SessionRecord] = ()
+    payments: Sequence[PaymentRecord] = ()
+    terminals: Sequence[TerminalRecord] = ()
+    journal: Sequence[JournalEntry] = ()
+    outbox: Sequence[OutboxMessage] = ()
+    inbox: Sequence[InboxMessage] = ()
+    inbox_processed: Sequence[str] = ()  # message ids handled by this step
+
+
+@dataclass(frozen=True, slots=True)
+class StoredOutbox:
+    id: int
+    message_id: str
+    object_key: str
+    kind: str
+    payload: Json
+    created_at: datetime
+    status: str
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    pending: int
+    dead: int
+    oldest_pending: datetime | None

@@ -1,0 +1,240 @@
+"""The Store: one SQLite file, and one way to change it — ``apply(step)``.
+
+A step's session/payment/terminal rows, journal entries, outbox and inbox messages are
+written in a single ``BEGIN IMMEDIATE … COMMIT``. Nothing is sent to a terminal, charger
+or CPO before the step that decided it has committed.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from gateway.errors import InvariantViolated, SchemaTooNew, StoreError
+from gateway.store import journal as _journal
+from gateway.store.db import (
+    connect,
+    from_text,
+    latest_version,
+    migrate,
+    schema_version,
+    sqlite_errors,
+    to_text,
+)
+from gateway.store.outbox import Outbox
+from gateway.store.records import Step
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Store:
+    def __init__(self, conn: sqlite3.Connection, path: Path, clock: Callable[[], datetime]) -> None:
+        self._conn = conn
+        self.path = path
+        self._clock = clock
+        self.outbox = Outbox(conn, str(path))
+
+    @classmethod
+    def open(
+        cls,
+        path: Path,
+        *,
+        read_only: bool = False,
+        busy_timeout_ms: int = 5000,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> Store:
+        """Open (and migrate, unless read-only) the database at ``path``."""
+        conn = connect(path, read_only=read_only, busy_timeout_ms=busy_timeout_ms)
+        try:
+            if read_only:
+                found, known = schema_version(conn), latest_version()
+                if found > known:
+                    raise SchemaTooNew(str(path), found, known)
+            else:
+                migrate(conn, str(path))
+        except BaseException:
+            conn.close()
+            raise
+        return cls(conn, path, clock)
+
+    def close(self) -> None:
+        with sqlite_errors(str(self.path)):
+            self._conn.close()
+
+    @property
+    def schema_version(self) -> int:
+        return schema_version(self._conn)
+
+    def apply(self, step: Step) -> bool:
+        """Write the whole step or nothing. False if a step with this key was applied before."""
+        self._refuse_card_data(step)
+        where = str(self.path)
+        at = to_text(self._clock())
+        with sqlite_errors(where):
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                if self._conn.execute("SELECT 1 FROM steps WHERE key = ?", (step.key,)).fetchone():
+                    self._conn.execute("ROLLBACK")
+                    return False
+                self._write(step, at)
+                self._conn.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
+        return True
+
+    def _write(self, step: Step, at: str) -> None:
+        c = self._conn
+        c.execute("INSERT INTO steps (key, applied_at) VALUES (?, ?)", (step.key, at))
+        for s in step.sessions:
+            c.execute(
+                "INSERT INTO sessions (id, state, final, data, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT(id) DO UPDATE SET state = excluded.state, final = excluded.final,"
+                " data = excluded.data, updated_at = excluded.updated_at",
+                (s.id, s.state, int(s.final), _journal.dumps(s.data), at, at),
+            )
+        for p in step.payments:
+            c.execute(
+                "INSERT INTO payments (id, session_id, kind, state, amount_minor, currency, data,"
+                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT(id) DO UPDATE SET state = excluded.state, amount_minor = excluded.amount_minor,"
+                " data = excluded.data, updated_at = excluded.updated_at",
+                (
+                    p.id,
+                    p.session_id,
+                    p.kind,
+                    p.state,
+                    p.amount_minor,
+                    p.currency,
+                    _journal.dumps(p.data),
+                    at,
+                    at,
+                ),
+            )
+        for t in step.terminals:
+            c.execute(
+                "INSERT INTO terminals (id, device, protocol, state, data, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT(id) DO UPDATE SET device = excluded.device, protocol = excluded.protocol,"
+                " state = excluded.state, data = excluded.data, updated_at = excluded.updated_at",
+                (t.id, t.device, t.protocol, t.state, _journal.dumps(t.data), at),
+            )
+        _journal.append(c, step.key, at, list(step.journal))
+        for m in step.outbox:
+            c.execute(
+                "INSERT INTO outbox (message_id, object_key, kind, payload, step_key, created_at,"
+                " next_attempt_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (m.message_id, m.object_key, m.kind, _journal.dumps(m.payload), step.key, at, at),
+            )
+        for i in step.inbox:
+            c.execute(
+                "INSERT INTO inbox (message_id, source, kind, payload, received_at) VALUES (?, ?, ?, ?, ?)",
+                (i.message_id, i.source, i.kind, _journal.dumps(i.payload), at),
+            )
+        for message_id in step.inbox_processed:
+            cur = c.execute(
+                "UPDATE inbox SET processed_at = ? WHERE message_id = ? AND processed_at IS NULL",
+                (at, message_id),
+            )
+            if cur.rowcount != 1:
+                raise InvariantViolated(f"inbox message {message_id!r} is unknown or already processed")
+
+    @staticmethod
+    def _refuse_card_data(step: Step) -> None:
+        records: list[tuple[str, Any]] = [
+            *((f"session {s.id}", s.data) for s in step.sessions),
+            *((f"payment {p.id}", p.data) for p in step.payments),
+            *((f"terminal {t.id}", t.data) for t in step.terminals),
+            *((f"journal {e.kind}", e.data) for e in step.journal),
+            *((f"outbox {m.message_id}", m.payload) for m in step.outbox),
+            *((f"inbox {i.message_id}", i.payload) for i in step.inbox),
+        ]
+        for what, data in records:
+            key = _journal.find_card_data(data)
+            if key:
+                raise InvariantViolated(f"{what}: refusing to store card data under key {key!r}")
+
+    # ---- reads -------------------------------------------------------------------------
+
+    def session(self, session_id: str) -> dict[str, Any] | None:
+        rows = self._query(
+            "SELECT id, state, final, data, created_at, updated_at FROM sessions WHERE id = ?", (session_id,)
+        )
+        return _session_dict(rows[0]) if rows else None
+
+    def sessions(self, *, open_only: bool = False, limit: int = 100) -> list[dict[str, Any]]:
+        where = " WHERE final = 0" if open_only else ""
+        rows = self._query(
+            "SELECT id, state, final, data, created_at, updated_at FROM sessions"
+            f"{where} ORDER BY created_at DESC LIMIT ?",
+            (limit,),
+        )
+        return [_session_dict(r) for r in rows]
+
+    def count_open_sessions(self) -> int:
+        return int(self._query("SELECT count(*) FROM sessions WHERE final = 0", ())[0][0])
+
+    def payments(self, session_id: str) -> list[dict[str, Any]]:
+        rows = self._query(
+            "SELECT id, kind, state, amount_minor, currency, data, updated_at FROM payments"
+            " WHERE session_id = ? ORDER BY created_at, id",
+            (session_id,),
+        )
+        keys = ("id", "kind", "state", "amount_minor", "currency", "data", "updated_at")
+        return [dict(zip(keys, (*r[:5], json.loads(r[5]), r[6]), strict=True)) for r in rows]
+
+    def journal(self, entity_id: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        where, args = ("WHERE entity_id = ?", (entity_id,)) if entity_id else ("", ())
+        rows = self._query(
+            f"SELECT seq, at, entity, entity_id, kind, data FROM journal {where} ORDER BY seq LIMIT ?",
+            (*args, limit),
+        )
+        keys = ("seq", "at", "entity", "entity_id", "kind", "data")
+        return [dict(zip(keys, (*r[:5], json.loads(r[5])), strict=True)) for r in rows]
+
+    def terminals(self) -> list[dict[str, Any]]:
+        rows = self._query(
+            "SELECT id, device, protocol, state, data, updated_at FROM terminals ORDER BY id", ()
+        )
+        keys = ("id", "device", "protocol", "state", "data", "updated_at")
+        return [dict(zip(keys, (*r[:4], json.loads(r[4]), r[5]), strict=True)) for r in rows]
+
+    def step_applied(self, key: str) -> bool:
+        return bool(self._query("SELECT 1 FROM steps WHERE key = ?", (key,)))
+
+    def verify_journal(self) -> _journal.ChainReport:
+        with sqlite_errors(str(self.path)):
+            return _journal.verify(self._conn)
+
+    def checkpoint(self) -> None:
+        """Fold the WAL into the main file (at shutdown, so a copied file is complete)."""
+        with sqlite_errors(str(self.path)):
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def _query(self, sql: str, args: tuple[object, ...]) -> list[tuple[Any, ...]]:
+        with sqlite_errors(str(self.path)):
+            return self._conn.execute(sql, args).fetchall()
+
+
+def _session_dict(row: tuple[Any, ...]) -> dict[str, Any]:
+    id_, state, final, data, created, updated = row
+    return {
+        "id": id_,
+        "state": state,
+        "final": bool(final),
+        "data": json.loads(data),
+        "created_at": from_text(created),
+        "updated_at": from_text(updated),
+    }
+
+
+__all__ = ["Store", "StoreError"]

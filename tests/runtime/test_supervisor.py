@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import asyncio
+
+from gateway.runtime.supervisor import Supervisor
+
+
+class Flaky:
+    """Crashes on its first two runs, then serves until stopped."""
+
+    def __init__(self) -> None:
+        self.name = "flaky"
+        self.runs = 0
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        self.runs += 1
+        if self.runs <= 2:
+            raise RuntimeError(f"boom {self.runs}")
+        await stopping.wait()
+
+
+class Steady:
+    def __init__(self) -> None:
+        self.name = "steady"
+        self.ticks = 0
+        self.parked = False
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        while not stopping.is_set():
+            self.ticks += 1
+            await asyncio.sleep(0.005)
+        self.parked = True  # finished its in-flight work before returning
+
+
+class Stubborn:
+    name = "stubborn"
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        await asyncio.sleep(3600)  # ignores stopping: must be cancelled after the grace period
+
+
+async def test_a_crashing_worker_is_restarted_while_others_keep_serving() -> None:
+    flaky, steady = Flaky(), Steady()
+    sup = Supervisor([flaky, steady], backoff_min=0.01, backoff_max=0.05)
+    sup.start()
+    for _ in range(200):
+        await asyncio.sleep(0.01)
+        if flaky.runs >= 3 and sup.all_up():
+            break
+    assert flaky.runs == 3
+    assert sup.status["flaky"].restarts == 2
+    assert sup.status["flaky"].last_error == "RuntimeError: boom 2"
+    assert sup.status["steady"].restarts == 0
+    ticks = steady.ticks
+    await asyncio.sleep(0.05)
+    assert steady.ticks > ticks  # still serving
+    await sup.stop(grace=1.0)
+    assert steady.parked
+    assert {s.state for s in sup.status.values()} == {"stopped"}
+
+
+async def test_stop_cancels_a_worker_that_ignores_the_grace_period() -> None:
+    sup = Supervisor([Stubborn()], backoff_min=0.01)
+    sup.start()
+    await asyncio.sleep(0.01)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await sup.stop(grace=0.1)
+    assert loop.time() - started < 1.0
+    assert sup.status["stubborn"].state == "stopped"

@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+import subprocess
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from gateway.errors import ConfigError, SecretUnavailable
+from gateway.settings import SecretRef, load_settings, parse_settings
+from tests.helpers import EVPAY, REPO, subprocess_env
+
+MINIMAL = '[site]\nid = "S1"\ncountry = "DE"\n'
+
+
+@pytest.mark.parametrize("name", ["demo.toml", "gateway.example.toml"])
+def test_shipped_configs_validate(name: str) -> None:
+    result = subprocess.run(
+        [*EVPAY, "config", "validate", str(REPO / "config" / name)],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert ": ok" in result.stdout
+
+
+def test_bad_config_exits_2_naming_file_and_every_problem(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        '[storage]\npaht = "/tmp/x"\n[api]\nport = "eighty"\n[[terminals]]\nid = "t1"\ndevice = "tcp://h"\n',
+        encoding="utf-8",
+    )
+    result = subprocess.run(
+        [*EVPAY, "config", "validate", str(bad)],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        check=False,
+    )
+    assert result.returncode == 2
+    err = result.stderr
+    assert str(bad) in err
+    assert "site: required but missing" in err
+    assert "storage.paht: unknown key" in err
+    assert "api.port:" in err and "integer" in err
+    assert "terminals.0.device:" in err and "host and port" in err
+
+
+def test_toml_syntax_error_names_the_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_settings('[site\nid = "x"', "broken.toml")
+    assert "broken.toml" in str(info.value) and "line 1" in str(info.value)
+
+
+def test_amounts_must_be_exact_strings() -> None:
+    with pytest.raises(ConfigError, match=r"pricing\.hold_min: .*strings"):
+        parse_settings(MINIMAL + "[pricing]\nhold_min = 5.5\n", "<t>")
+    with pytest.raises(ConfigError, match=r"more decimals than EUR allows"):
+        parse_settings(MINIMAL + '[pricing]\nfixed_hold = { EUR = "50.001" }\n', "<t>")
+    s = parse_settings(MINIMAL + '[pricing]\nfixed_hold = { EUR = "42.50" }\n', "<t>")
+    assert s.pricing.fixed_hold["EUR"] == Decimal("42.50")
+
+
+def test_references_between_sections_are_checked() -> None:
+    text = MINIMAL + '[charger]\n[[charger.evses]]\nid = "E1"\nterminal = "nope"\n'
+    with pytest.raises(ConfigError, match="names terminal 'nope'"):
+        parse_settings(text, "<t>")
+
+
+def test_relative_storage_path_is_relative_to_the_config_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "g.toml"
+    cfg.write_text(MINIMAL + '[storage]\npath = "data/e.sqlite3"\n', encoding="utf-8")
+    assert load_settings(cfg).storage.path == tmp_path / "data" / "e.sqlite3"
+
+
+def test_secrets_resolve_from_env_file_and_credential(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EVPAY_T_PW", "123456")
+    assert SecretRef(env="EVPAY_T_PW").reveal() == "123456"
+    (tmp_path / "pw").write_text("654321\n", encoding="utf-8")
+    assert SecretRef(file=tmp_path / "pw").reveal() == "654321"
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    assert SecretRef(credential="pw").reveal() == "654321"
+    with pytest.raises(SecretUnavailable, match="EVPAY_NOPE"):
+        SecretRef(env="EVPAY_NOPE").reveal()
+
+
+def test_secret_values_never_appear_in_dumps_or_reprs() -> None:
+    s = parse_settings(
+        MINIMAL
+        + '[[terminals]]\nid = "t1"\ndevice = "tcp://127.0.0.1:20007"\npassword = { value = "987123" }\n',
+        "<t>",
+    )
+    assert "987123" not in repr(s)
+    assert "987123" not in s.model_dump_json()
+    assert s.terminals[0].password is not None and s.terminals[0].password.reveal() == "987123"
+
+
+def test_a_secret_needs_exactly_one_source() -> None:
+    with pytest.raises(ConfigError, match="exactly one"):
+        parse_settings(MINIMAL + '[upstream]\ntoken_a = { env = "A", file = "/b" }\n', "<t>")
