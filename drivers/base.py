@@ -1,0 +1,87 @@
+"""The one driver interface the engine uses: ``PaymentTerminal``, with typed results.
+
+A second protocol (nexo, OPI, Payter) must fit behind this without changing the engine.
+The engine never sees bytes: every operation returns a ``TerminalResult`` whose
+``outcome`` says what happened to the money, and card data is masked (first 6, last 4).
+
+``Outcome.UNKNOWN`` is the important one: the terminal accepted the command but the result
+never arrived (timeout, link lost). The engine must then *ask* the terminal (open
+pre-authorisations, last result) rather than assume or repeat.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+from drivers.money import Money
+
+
+class Outcome(StrEnum):
+    APPROVED = "approved"
+    DECLINED = "declined"  # the card, issuer or customer said no
+    ABORTED = "aborted"  # cancelled (abort key, abort command, card removed, customer timeout)
+    BUSY = "busy"  # the terminal cannot take the command now; nothing happened
+    ERROR = "error"  # the terminal refused or failed; nothing happened to money
+    UNKNOWN = "unknown"  # the command ran but its result was lost: ask, never repeat blindly
+
+
+@dataclass(frozen=True, slots=True)
+class CardInfo:
+    masked_pan: str | None = None  # first 6 and last 4 only
+    brand: str | None = None
+    aid: str | None = None
+    is_payment_card: bool = True  # False for an RFID/membership card from a card read
+
+
+@dataclass(frozen=True, slots=True)
+class TerminalResult:
+    operation: str
+    outcome: Outcome
+    message: str = ""
+    result_code: int | None = None
+    amount: Money | None = None  # what the terminal approved or booked
+    receipt_no: int | None = None
+    trace_no: int | None = None
+    terminal_id: str | None = None
+    card: CardInfo | None = None
+    receipt_lines: tuple[str, ...] = ()
+    open_receipts: tuple[int, ...] = ()
+    details: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def approved(self) -> bool:
+        return self.outcome is Outcome.APPROVED
+
+
+# Called with the result *before* the terminal is told it arrived (ZVT: before the ECR acks
+# 04 0F), so a crash between the two can never lose an approved payment.
+PersistHook = Callable[[TerminalResult], Awaitable[None]]
+
+
+class PaymentTerminal(Protocol):
+    name: str
+
+    async def connect(self) -> TerminalResult: ...
+    async def close(self) -> None: ...
+    async def status(self) -> TerminalResult: ...
+    async def read_card(self, timeout_s: int) -> TerminalResult: ...
+    async def preauthorize(
+        self, amount: Money, reference: str, persist: PersistHook | None = None
+    ) -> TerminalResult: ...
+    async def capture(
+        self, receipt_no: int, held: Money, amount: Money, reference: str, persist: PersistHook | None = None
+    ) -> TerminalResult: ...
+    async def release(
+        self, receipt_no: int, held: Money, persist: PersistHook | None = None
+    ) -> TerminalResult: ...
+    async def reverse(self, receipt_no: int, persist: PersistHook | None = None) -> TerminalResult: ...
+    async def abort(self) -> TerminalResult: ...
+    async def end_of_day(self) -> TerminalResult: ...
+    async def diagnose(self) -> TerminalResult: ...
+    async def display(self, lines: Sequence[str], seconds: int) -> TerminalResult: ...
+    async def print_text(self, lines: Sequence[str]) -> TerminalResult: ...
+    async def open_preauthorizations(self) -> TerminalResult: ...
+    async def last_result(self) -> TerminalResult: ...

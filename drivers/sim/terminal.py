@@ -1,0 +1,440 @@
+"""The simulated PT: registration, status, card reads, pre-authorisation and its completion
+(partial reversal, book total, reversal), sale, end of day, display and print, the open
+pre-authorisation enquiry and repeat receipt — with configurable card outcomes and faults.
+
+Card outcomes (one is consumed per card transaction; ``default_outcome`` after that):
+``approve``, ``decline``, ``partial:<minor units>``, ``card_removed``, ``timeout``, ``busy``,
+``power_loss`` (approve, send the result, then go silent / drop the line with the
+pre-authorisation left open), ``disconnect`` (drop the line right after accepting).
+Line faults (serial): ``nak_next`` frames NAKed, ``corrupt_next`` frames sent with a bad CRC,
+``noise`` bytes of garbage before every frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from drivers.errors import ConnectionLost
+from drivers.sim.ports import Port
+from drivers.zvt import messages as m
+from drivers.zvt.apdu import Apdu
+from drivers.zvt.constants import RECEIPT_NONE, Command
+from drivers.zvt.errors import ZvtDecodeError
+from drivers.zvt.fields import Bmp, Tlv, bcd_encode, encode_tlv, find_tlv
+from drivers.zvt.link import ApduReceived, LinkFailed, SerialLink, StreamLink
+from drivers.zvt.serial_framing import ACK, NAK
+
+_LOGGER = logging.getLogger(__name__)
+_CARD_PAN = "541333******0074"  # a PT masks PANs towards the ECR
+
+
+@dataclass(slots=True)
+class Transaction:
+    receipt: int
+    trace: int
+    kind: str  # preauth, sale
+    amount: int
+    state: str = "open"  # open, booked, reversed
+    booked: int = 0
+
+
+@dataclass(slots=True)
+class SimConfig:
+    password: str = "000000"  # noqa: S105 - the ZVT factory default, a simulator setting
+    terminal_id: str = "52523535"
+    currency: int = 978
+    outcomes: deque[str] = field(default_factory=deque)
+    default_outcome: str = "approve"
+    card_wait_s: float = 0.05
+    result_ack_timeout_s: float = 5.0
+    nak_next: int = 0
+    corrupt_next: int = 0
+    noise: int = 0
+    state_path: Path | None = None
+
+
+@dataclass(slots=True)
+class SimState:
+    """The PT's turnover store; survives a simulated power loss (and a restart, via state_path)."""
+
+    next_receipt: int = 1
+    next_trace: int = 1
+    transactions: dict[int, Transaction] = field(default_factory=dict)
+    registered: bool = False
+    config_byte: int = 0
+    text_blocks: bool = False
+    last_result: list[tuple[int, str]] = field(default_factory=list)  # BMPs of the last 04 0F, hex
+    displayed: list[str] = field(default_factory=list)
+    printed: list[str] = field(default_factory=list)
+    commands: list[str] = field(default_factory=list)
+
+
+class _Silenced(Exception):
+    """Power loss: stop answering for the rest of this sequence."""
+
+
+class SimTerminal:
+    def __init__(self, config: SimConfig | None = None) -> None:
+        self.config = config or SimConfig()
+        self.state = self._load()
+        self.rng = random.Random(7)  # noqa: S311 - line noise, not cryptography
+
+    # ---- persistence ---------------------------------------------------------------------
+
+    def _load(self) -> SimState:
+        path = self.config.state_path
+        if path is None or not path.exists():
+            return SimState()
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        state = SimState(next_receipt=raw["next_receipt"], next_trace=raw["next_trace"])
+        state.transactions = {int(k): Transaction(**v) for k, v in raw["transactions"].items()}
+        return state
+
+    def _save(self) -> None:
+        if self.config.state_path is None:
+            return
+        raw = {
+            "next_receipt": self.state.next_receipt,
+            "next_trace": self.state.next_trace,
+            "transactions": {str(k): asdict(v) for k, v in self.state.transactions.items()},
+        }
+        self.config.state_path.write_text(json.dumps(raw), encoding="utf-8")
+
+    def open_preauths(self) -> list[int]:
+        return [
+            t.receipt for t in self.state.transactions.values() if t.kind == "preauth" and t.state == "open"
+        ]
+
+    # ---- connection loop -------------------------------------------------------------------
+
+    async def serve(self, port: Port, *, serial: bool) -> None:
+        """Answer one connection until it closes."""
+        session = _Session(self, port, serial)
+        try:
+            await session.run()
+        except ConnectionLost:
+            _LOGGER.info("sim.connection_closed", extra={"port": port.description})
+
+
+class _Session:
+    def __init__(self, sim: SimTerminal, port: Port, serial: bool) -> None:
+        self.sim, self.port, self.serial = sim, port, serial
+        self.link: SerialLink | StreamLink = SerialLink() if serial else StreamLink()
+        self.inbox: deque[Apdu] = deque()
+        self.loop = asyncio.get_running_loop()
+
+    # ---- I/O over the link cores ------------------------------------------------------------
+
+    async def _flush(self) -> None:
+        data = self.link.data_to_send()
+        if not data:
+            return
+        cfg = self.sim.config
+        if self.serial and data[:2] == b"\x10\x02" and cfg.corrupt_next > 0:
+            cfg.corrupt_next -= 1
+            data = data[:-1] + bytes([data[-1] ^ 0xFF])
+        if self.serial and ACK in data and cfg.nak_next > 0 and data[0] == ACK:
+            cfg.nak_next -= 1
+            data = bytes([NAK]) + data[1:]
+        if self.serial and cfg.noise and data[:2] == b"\x10\x02":
+            garbage = bytes(
+                self.sim.rng.choice([0x00, 0x41, 0x7F, 0xFE, 0x02, 0x03]) for _ in range(cfg.noise)
+            )
+            data = garbage + data
+        await self.port.write(data)
+
+    async def _pump(self, timeout: float | None) -> None:
+        deadline = self.link.next_deadline()
+        wait = timeout
+        if deadline is not None:
+            wait = (
+                max(0.0, deadline - self.loop.time())
+                if wait is None
+                else min(wait, max(0.0, deadline - self.loop.time()))
+            )
+        data = await self.port.read(wait)
+        now = self.loop.time()
+        if data:
+            self.link.receive_data(data, now)
+        self.link.on_deadline(now)
+        while (event := self.link.next_event()) is not None:
+            if isinstance(event, LinkFailed):
+                raise ConnectionLost(event.reason)
+            if isinstance(event, ApduReceived):
+                self.inbox.append(event.apdu)
+        await self._flush()
+
+    async def receive(self, timeout: float | None) -> Apdu | None:
+        end = None if timeout is None else self.loop.time() + timeout
+        while not self.inbox:
+            left = None if end is None else end - self.loop.time()
+            if left is not None and left <= 0:
+                return None
+            await self._pump(left)
+        return self.inbox.popleft()
+
+    async def send(self, message: m.Message) -> None:
+        self.link.send_apdu(message.to_apdu().encode(), self.loop.time())
+        await self._flush()
+        while not self.link.idle:
+            await self._pump(None)
+
+    async def send_expect_ack(self, message: m.Message, timeout: float = 5.0) -> bool:
+        """PT-master message: send, then wait for the ECR's 80 00 00."""
+        await self.send(message)
+        reply = await self.receive(timeout)
+        return reply is not None and reply.command == Command.ACK
+
+    # ---- command loop ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        while True:
+            apdu = await self.receive(None)
+            if apdu is None or apdu.command == Command.ACK:
+                continue  # a late acknowledgement of something we gave up waiting for
+            try:
+                command = m.Message.from_apdu(apdu)
+            except ZvtDecodeError:
+                await self.send(m.nack(0x9A))
+                continue
+            self.sim.state.commands.append(f"{command.command:04X}")
+            try:
+                await self.dispatch(command)
+            except _Silenced:
+                if not self.serial:
+                    raise ConnectionLost("simulated power loss") from None
+            finally:
+                self.sim._save()
+
+    async def dispatch(self, cmd: m.Message) -> None:
+        handlers = {
+            Command.REGISTRATION: self.registration, Command.LOG_OFF: self.ack_only,
+            Command.STATUS_ENQUIRY: self.status_enquiry, Command.PRE_AUTHORISATION: self.card_payment,
+            Command.AUTHORIZATION: self.card_payment, Command.PARTIAL_REVERSAL: self.partial_reversal,
+            Command.BOOK_TOTAL: self.book_total, Command.PRE_AUTH_REVERSAL: self.preauth_reversal,
+            Command.REVERSAL: self.reversal, Command.END_OF_DAY: self.end_of_day,
+            Command.DIAGNOSIS: self.simple_completion, Command.ABORT: self.ack_only,
+            Command.DISPLAY_TEXT: self.display_text, Command.PRINT_TEXT_BLOCK: self.print_block,
+            Command.READ_CARD: self.read_card, Command.REPEAT_RECEIPT: self.repeat_receipt,
+        }  # fmt: skip
+        handler = handlers.get(Command(cmd.command)) if cmd.command in Command._value2member_map_ else None
+        if handler is None:
+            await self.send(m.nack(0x83))
+            return
+        await handler(cmd)
+
+    # ---- handlers ----------------------------------------------------------------------------
+
+    async def ack_only(self, _cmd: m.Message) -> None:
+        await self.send(m.ack())
+
+    async def simple_completion(self, _cmd: m.Message) -> None:
+        await self.send(m.ack())
+        await self.send_expect_ack(m.completion())
+
+    async def registration(self, cmd: m.Message) -> None:
+        if cmd.password != self.sim.config.password:
+            await self.send(m.nack(0x6B))
+            return
+        if cmd.registration_currency not in (None, self.sim.config.currency):
+            await self.send(m.nack(0x6F))
+            return
+        state = self.sim.state
+        state.registered, state.config_byte = True, cmd.config_byte or 0
+        permitted = find_tlv(cmd.tlv, 0x26)
+        state.text_blocks = bool(permitted and any(c.value == b"\x06\xd3" for c in permitted.children))
+        await self.send(m.ack())
+        await self.send_expect_ack(
+            m.completion([Bmp(0x19, b"\x00"), m.bmp_bcd(0x29, int(self.sim.config.terminal_id), 4),
+                          m.bmp_currency(self.sim.config.currency)])
+        )  # fmt: skip
+
+    async def status_enquiry(self, _cmd: m.Message) -> None:
+        await self.send(m.ack())
+        await self.send_expect_ack(m.status_completion("EVPAY-SIM-1.0", 0x00))
+
+    async def display_text(self, cmd: m.Message) -> None:
+        self.sim.state.displayed = [b.value.decode("cp437") for b in cmd.bmps if 0xF1 <= b.number <= 0xF8]
+        await self.send(m.ack())
+
+    async def print_block(self, cmd: m.Message) -> None:
+        self.sim.state.printed.extend(cmd.text_lines)
+        await self.send(m.ack())
+
+    async def _wait_card(self) -> bool:
+        """Wait for the card; False if the ECR sent Abort (06 B0) meanwhile."""
+        incoming = await self.receive(self.sim.config.card_wait_s)
+        if incoming is not None and incoming.command == Command.ABORT:
+            await self.send(m.ack())
+            return False
+        return True
+
+    def _next_outcome(self) -> str:
+        cfg = self.sim.config
+        return cfg.outcomes.popleft() if cfg.outcomes else cfg.default_outcome
+
+    async def card_payment(self, cmd: m.Message) -> None:
+        outcome = self._next_outcome()
+        if outcome == "busy":
+            await self.send(m.nack(0x9C))
+            return
+        await self.send(m.ack())
+        if outcome == "disconnect":
+            raise _Silenced
+        if self.sim.state.config_byte & 0x08:
+            await self.send_expect_ack(m.intermediate(0x0A))  # insert card
+        if not await self._wait_card() or outcome == "timeout":
+            await self.send_expect_ack(m.abort_pt(0x6C))
+            return
+        if outcome == "card_removed":
+            await self.send_expect_ack(m.abort_pt(0x64))
+            return
+        if outcome == "decline":
+            await self.send_expect_ack(m.status_information(
+                [Bmp(0x27, b"\x05"), Bmp(0x3C, b"\xf0\xf1\xf5Karte abgelehnt")]))  # fmt: skip
+            await self.send_expect_ack(m.abort_pt(0x05))
+            return
+        requested = cmd.amount or 2500
+        approved = min(requested, int(outcome.split(":")[1])) if outcome.startswith("partial:") else requested
+        kind = "preauth" if cmd.command == Command.PRE_AUTHORISATION else "sale"
+        tx = self._new_transaction(kind, approved)
+        tx.state = "open" if kind == "preauth" else "booked"
+        tx.booked = 0 if kind == "preauth" else approved
+        result = self._status_bmps(tx, approved)
+        if not await self.send_expect_ack(m.status_information(result), self.sim.config.result_ack_timeout_s):
+            tx.state = "reversed"  # spec 2.2.8: no acknowledgement, no transaction (auto-reversal)
+            return
+        self._remember(result)
+        if outcome == "power_loss":
+            raise _Silenced
+        await self.send_expect_ack(m.completion())
+
+    def _new_transaction(self, kind: str, amount: int) -> Transaction:
+        state = self.sim.state
+        tx = Transaction(state.next_receipt, state.next_trace, kind, amount)
+        state.transactions[tx.receipt] = tx
+        state.next_receipt = state.next_receipt % 9999 + 1
+        state.next_trace = state.next_trace % 999999 + 1
+        return tx
+
+    def _status_bmps(self, tx: Transaction, amount: int) -> list[Bmp]:
+        now = datetime.now(UTC)
+        return [
+            Bmp(0x27, b"\x00"), m.bmp_amount(amount), m.bmp_currency(self.sim.config.currency),
+            m.bmp_time(now.time().replace(microsecond=0)), m.bmp_date(now.date()), m.pan_bmp(_CARD_PAN),
+            m.bmp_receipt(tx.receipt), Bmp(0x3B, b"750071\x00\x00"), m.bmp_bcd(0x0B, tx.trace, 3),
+            Bmp(0x19, b"\x60"), m.bmp_bcd(0x29, int(self.sim.config.terminal_id), 4), Bmp(0x0E, b"\x28\x12"),
+            Bmp(0x8A, b"\x06"), m.bmp_llvar(0x8B, b"MasterCard\x00"),
+            Bmp(0x06, encode_tlv([Tlv(0x60, children=(Tlv(0x43, bytes.fromhex("A0000000041010")),))])),
+        ]  # fmt: skip
+
+    def _remember(self, bmps: list[Bmp]) -> None:
+        self.sim.state.last_result = [(b.number, b.value.hex()) for b in bmps]
+
+    async def _book(self, receipt: int | None, booked: int | None) -> None:
+        """Common end of 06 23 / 06 24 / 06 25: book ``booked`` of the pre-auth (None = all)."""
+        tx = self.sim.state.transactions.get(receipt or -1)
+        await self.send(m.ack())
+        if tx is None or tx.kind != "preauth":
+            await self.send_expect_ack(m.abort_pt(0xB8))
+            return
+        if tx.state != "open":
+            await self.send_expect_ack(m.abort_pt(0xB4))
+            return
+        amount = tx.amount if booked is None else booked
+        if amount > tx.amount or amount < 0:
+            await self.send_expect_ack(m.abort_pt(0xB7))
+            return
+        tx.state, tx.booked = ("booked", amount) if amount else ("reversed", 0)
+        record = self._new_transaction("booking", amount)
+        record.state = "booked"
+        result = self._status_bmps(record, amount)
+        if not await self.send_expect_ack(m.status_information(result), self.sim.config.result_ack_timeout_s):
+            tx.state, tx.booked = "open", 0
+            return
+        self._remember(result)
+        await self._receipt(tx, amount)
+        await self.send_expect_ack(m.completion())
+
+    async def _receipt(self, tx: Transaction, amount: int) -> None:
+        state = self.sim.state
+        if not state.config_byte & 0x02:
+            return
+        lines = ["EVPAY SIMULATED TERMINAL", f"Receipt {tx.receipt:04d}", f"Amount {amount / 100:.2f} EUR",
+                 f"Card {_CARD_PAN}"]  # fmt: skip
+        if state.text_blocks:
+            await self.send_expect_ack(m.print_text_block(lines))
+        else:
+            for line in lines:
+                await self.send_expect_ack(m.print_line(0x00, line))
+
+    async def partial_reversal(self, cmd: m.Message) -> None:
+        if cmd.receipt_number == RECEIPT_NONE:
+            await self.send(m.ack())
+            open_ = self.sim.open_preauths()
+            first = open_[0] if open_ else RECEIPT_NONE
+            listing = Tlv(0x23, children=tuple(Tlv(0x08, bcd_encode(r, 2)) for r in open_))
+            bmps = [m.bmp_receipt(first)] + ([Bmp(0x06, encode_tlv([listing]))] if open_ else [])
+            await self.send_expect_ack(m.abort_pt(0xB8, bmps))
+            return
+        tx = self.sim.state.transactions.get(cmd.receipt_number or -1)
+        release = cmd.amount or 0
+        await self._book(cmd.receipt_number, None if tx is None else max(tx.amount - release, -1))
+
+    async def book_total(self, cmd: m.Message) -> None:
+        await self._book(cmd.receipt_number, cmd.amount)
+
+    async def preauth_reversal(self, cmd: m.Message) -> None:
+        await self._book(cmd.receipt_number, 0)
+
+    async def reversal(self, cmd: m.Message) -> None:
+        tx = self.sim.state.transactions.get(cmd.receipt_number or -1)
+        await self.send(m.ack())
+        if tx is None or tx.kind != "sale" or tx.state != "booked":
+            await self.send_expect_ack(m.abort_pt(0xB5 if tx else 0xB8))
+            return
+        tx.state = "reversed"
+        await self.send_expect_ack(m.status_information([Bmp(0x27, b"\x00"), m.bmp_receipt(tx.receipt)]))
+        await self.send_expect_ack(m.completion())
+
+    async def end_of_day(self, cmd: m.Message) -> None:
+        if cmd.password != self.sim.config.password:
+            await self.send(m.nack(0x6B))
+            return
+        await self.send(m.ack())
+        if self.sim.open_preauths():  # Feig: open pre-auths block the batch
+            await self.send_expect_ack(m.abort_pt(0x77, [m.bmp_receipt(self.sim.open_preauths()[0])]))
+            return
+        booked = [
+            t for t in self.sim.state.transactions.values() if t.state == "booked" and t.kind != "booking"
+        ]
+        total = sum(t.booked for t in booked)
+        await self.send_expect_ack(m.status_information([Bmp(0x27, b"\x00"), m.bmp_amount(total)]))
+        self.sim.state.transactions.clear()
+        await self.send_expect_ack(m.completion())
+
+    async def read_card(self, _cmd: m.Message) -> None:
+        outcome = self._next_outcome()
+        await self.send(m.ack())
+        if not await self._wait_card() or outcome in ("timeout", "card_removed"):
+            await self.send_expect_ack(m.abort_pt(0x6C))
+            return
+        app = Tlv(0x60, children=(Tlv(0x43, bytes.fromhex("A0000000041010")),))
+        await self.send_expect_ack(m.status_information(
+            [Bmp(0x27, b"\x00"), m.pan_bmp(_CARD_PAN), Bmp(0x06, encode_tlv([app]))]))  # fmt: skip
+
+    async def repeat_receipt(self, _cmd: m.Message) -> None:
+        await self.send(m.ack())
+        last = self.sim.state.last_result
+        if not last:
+            await self.send_expect_ack(m.abort_pt(0x83))
+            return
+        await self.send_expect_ack(m.status_information([Bmp(n, bytes.fromhex(v)) for n, v in last]))
+        await self.send_expect_ack(m.completion())

@@ -1,0 +1,183 @@
+"""The asyncio adapter: a transport, a link core and the ECR sequence core, driven together.
+
+The only code in ``drivers.zvt`` that waits. It reads ``loop.time()``, feeds bytes and
+deadlines into the sans-I/O cores and writes what they produce. One sequence at a time;
+``abort()`` may be called from another task while a sequence runs (card wait).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from drivers.errors import ConnectionLost, ProtocolError
+from drivers.transport.base import Transport
+from drivers.zvt.link import ApduReceived, LinkFailed, SerialLink, StreamLink
+from drivers.zvt.messages import Message
+from drivers.zvt.sequences import (
+    FINAL,
+    Aborted,
+    Accepted,
+    Completed,
+    EcrSequence,
+    Intermediate,
+    Malformed,
+    Printed,
+    Rejected,
+    ResultReceived,
+    TimedOut,
+)
+
+_LOGGER = logging.getLogger(__name__)
+_WIRE = logging.getLogger("drivers.zvt.wire")
+
+
+@dataclass(slots=True)
+class SequenceOutcome:
+    """Everything one command sequence produced, for the driver to turn into a result."""
+
+    accepted: bool = False
+    rejected: int | None = None
+    results: list[Message] = field(default_factory=list)
+    intermediates: list[str] = field(default_factory=list)
+    printed: list[str] = field(default_factory=list)
+    completion: Message | None = None
+    aborted: Aborted | None = None
+    timed_out: str | None = None
+    malformed: list[str] = field(default_factory=list)
+
+
+OnResult = Callable[[Message], Awaitable[None]]
+
+
+class ZvtClient:
+    def __init__(
+        self, transport: Transport, *, serial_framing: bool, t3: float = 5.0, t4: float = 180.0
+    ) -> None:
+        self.transport = transport
+        self.link: SerialLink | StreamLink = SerialLink() if serial_framing else StreamLink()
+        self.ecr = EcrSequence(t3=t3, t4=t4)
+        self._lock = asyncio.Lock()
+        self.connected = False
+
+    async def open(self) -> None:
+        await self.transport.open()
+        self.link.reset()
+        self.ecr = EcrSequence(t3=self.ecr.t3, t4=self.ecr.t4)
+        self.connected = True
+
+    async def close(self) -> None:
+        self.connected = False
+        await self.transport.close()
+
+    @property
+    def busy(self) -> bool:
+        return self._lock.locked()
+
+    async def request_abort(self) -> bool:
+        """Abort the running sequence (the PT allows it while it waits for the card).
+
+        Safe from another task: the cores are plain objects on the same event loop, so the
+        06 B0 is queued and written at once, without waking the running sequence."""
+        if not self._lock.locked():
+            return False
+        now = asyncio.get_running_loop().time()
+        if not self.ecr.abort(now):
+            return False
+        await self._flush(now)
+        return True
+
+    async def execute(
+        self,
+        command: Message,
+        *,
+        t3: float | None = None,
+        completes_on_ack: bool = False,
+        completes_on_result: bool = False,
+        on_result: OnResult | None = None,
+    ) -> SequenceOutcome:
+        """Run one sequence to its end. ConnectionLost/ProtocolError if the line dies."""
+        async with self._lock:
+            loop = asyncio.get_running_loop()
+            self.ecr.start(
+                command, loop.time(), t3=t3, completes_on_ack=completes_on_ack,
+                completes_on_result=completes_on_result,
+            )  # fmt: skip
+            outcome = SequenceOutcome()
+            done = False
+            try:
+                while not (done and self.link.idle):
+                    await self._flush(loop.time())
+                    done = await self._drain_events(outcome, on_result) or done
+                    await self._flush(loop.time())
+                    if done and self.link.idle:
+                        break
+                    await self._wait(done)
+            except (ConnectionLost, ProtocolError):
+                self.connected = False
+                self.ecr = EcrSequence(t3=self.ecr.t3, t4=self.ecr.t4)
+                raise
+            return outcome
+
+    async def _flush(self, now: float) -> None:
+        for apdu in self.ecr.apdus_to_send():
+            if _WIRE.isEnabledFor(logging.DEBUG):
+                _WIRE.debug("tx", extra={"apdu": f"{apdu.cls:02X}{apdu.instr:02X}", "len": len(apdu.data)})
+            self.link.send_apdu(apdu.encode(), now)
+        data = self.link.data_to_send()
+        if data:
+            await self.transport.write(data)
+
+    async def _drain_events(self, outcome: SequenceOutcome, on_result: OnResult | None) -> bool:
+        loop = asyncio.get_running_loop()
+        done = False
+        while (link_event := self.link.next_event()) is not None:
+            if isinstance(link_event, LinkFailed):
+                raise ProtocolError(f"{self.transport.description}: {link_event.reason}")
+            if isinstance(link_event, ApduReceived):
+                self.ecr.receive(link_event.apdu, loop.time())
+        while (event := self.ecr.next_event()) is not None:
+            if isinstance(event, ResultReceived):
+                outcome.results.append(event.message)
+                if on_result is not None:
+                    await on_result(event.message)  # persisted before the PT hears we have it
+                self.ecr.confirm_result(loop.time())
+            elif isinstance(event, Accepted):
+                outcome.accepted = True
+            elif isinstance(event, Intermediate):
+                outcome.intermediates.append(event.text)
+            elif isinstance(event, Printed):
+                outcome.printed.extend(event.lines)
+            elif isinstance(event, Malformed):
+                outcome.malformed.append(event.error)
+                _LOGGER.warning(
+                    "zvt.malformed", extra={"terminal": self.transport.description, "error": event.error}
+                )
+            self._record_final(event, outcome)
+            done = done or isinstance(event, FINAL)
+        return done
+
+    @staticmethod
+    def _record_final(event: object, outcome: SequenceOutcome) -> None:
+        if isinstance(event, Rejected):
+            outcome.rejected = event.code
+        elif isinstance(event, Completed):
+            outcome.completion = event.message
+        elif isinstance(event, Aborted):
+            outcome.aborted = event
+        elif isinstance(event, TimedOut):
+            outcome.timed_out = event.timer
+
+    async def _wait(self, done: bool) -> None:
+        loop = asyncio.get_running_loop()
+        deadlines = [d for d in (self.link.next_deadline(), None if done else self.ecr.next_deadline()) if d]
+        timeout = max(min(deadlines) - loop.time(), 0.0) if deadlines else 1.0
+        data = await self.transport.read(timeout)
+        now = loop.time()
+        if data:
+            self.link.receive_data(data, now)
+        self.link.on_deadline(now)
+        if not done:
+            self.ecr.on_deadline(now)

@@ -1,0 +1,304 @@
+"""``ZvtTerminal``: the ZVT implementation of ``drivers.base.PaymentTerminal``.
+
+It turns ZVT sequences into typed ``TerminalResult``s; the engine never sees a byte. A lost
+line after the terminal accepted a money command gives ``Outcome.UNKNOWN`` (with whatever
+receipt number was already learned): the caller recovers with ``open_preauthorizations`` or
+``last_result``, never by repeating the command.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from drivers.base import CardInfo, Outcome, PersistHook, TerminalResult
+from drivers.errors import ConnectionLost, DriverError, ProtocolError
+from drivers.money import Money, currency, currency_by_numeric
+from drivers.transport.base import Transport
+from drivers.zvt import messages as m
+from drivers.zvt.client import OnResult, SequenceOutcome, ZvtClient
+from drivers.zvt.constants import ABORT_CODES, BUSY_CODES, DECLINE_CODES, result_text
+from drivers.zvt.fields import Tlv, find_tlv
+
+_LOGGER = logging.getLogger(__name__)
+
+# Config byte: ECR prints payment+admin receipts as text (02|04|80), wants intermediate status
+# (08), controls payment and administration (10|20).
+DEFAULT_CONFIG_BYTE = 0xBE
+# Fuel and fleet cards are not bank cards even when a card read returns an AID (Feig practice).
+_NON_PAYMENT_AIDS = ("A00000083", "A00000066")
+
+
+@dataclass(frozen=True, slots=True)
+class ZvtOptions:
+    password: str = "000000"  # noqa: S105 - ZVT factory default; real ones come from config secrets
+    currency: str = "EUR"
+    config_byte: int = DEFAULT_CONFIG_BYTE
+    capture_mode: Literal["partial_reversal", "book_total"] = "partial_reversal"
+    reference_prefix: str = "EV"  # BMP60 reference identifier (two letters)
+    t3: float = 5.0
+    t4: float = 180.0
+
+
+class ZvtTerminal:
+    def __init__(self, name: str, transport: Transport, *, serial_framing: bool, options: ZvtOptions) -> None:
+        self.name = name
+        self.options = options
+        self._currency = currency(options.currency)
+        self.client = ZvtClient(transport, serial_framing=serial_framing, t3=options.t3, t4=options.t4)
+        self.terminal_id: str | None = None
+
+    # ---- lifecycle ----------------------------------------------------------------------
+
+    async def connect(self) -> TerminalResult:
+        """Open the line and register (06 00), asking for receipts as 06 D3 text blocks."""
+        await self.client.open()
+        command = m.registration(
+            self.options.password, self.options.config_byte, self._currency.numeric,
+            tlv=[Tlv(0x26, children=(Tlv(0x0A, b"\x06\xd3"),))],
+        )  # fmt: skip
+        result = await self._run("register", command, ensure=False)
+        if result.terminal_id:
+            self.terminal_id = result.terminal_id
+        return result
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    # ---- payment operations -------------------------------------------------------------
+
+    async def preauthorize(
+        self, amount: Money, reference: str, persist: PersistHook | None = None
+    ) -> TerminalResult:
+        self._check(amount)
+        command = m.pre_authorisation(
+            amount.minor,
+            self._currency.numeric,
+            tlv=[m.reference_tlv(self.options.reference_prefix, reference)],
+        )
+        return await self._run("preauthorize", command, persist=persist, money=True, requested=amount)
+
+    async def capture(
+        self, receipt_no: int, held: Money, amount: Money, reference: str, persist: PersistHook | None = None
+    ) -> TerminalResult:
+        """Book ``amount`` of the hold and release the rest (partial reversal or book total)."""
+        self._check(held)
+        self._check(amount)
+        if amount > held:
+            raise DriverError(f"capture {amount} exceeds the hold {held}; refusing to send it")
+        if amount.minor == 0:
+            return await self.release(receipt_no, held, persist)
+        ref = [m.reference_tlv(self.options.reference_prefix, reference)]
+        if self.options.capture_mode == "book_total":
+            command = m.book_total(receipt_no, amount.minor, self._currency.numeric, tlv=ref)
+        else:
+            command = m.partial_reversal(
+                receipt_no, held.minor - amount.minor, self._currency.numeric, tlv=ref
+            )
+        return await self._run("capture", command, persist=persist, money=True, requested=amount)
+
+    async def release(
+        self, receipt_no: int, held: Money, persist: PersistHook | None = None
+    ) -> TerminalResult:
+        self._check(held)
+        command = m.pre_auth_reversal(receipt_no, self._currency.numeric)
+        return await self._run(
+            "release", command, persist=persist, money=True, requested=Money(0, held.currency)
+        )
+
+    async def reverse(self, receipt_no: int, persist: PersistHook | None = None) -> TerminalResult:
+        command = m.reversal(self.options.password, receipt_no)
+        return await self._run("reverse", command, persist=persist, money=True)
+
+    async def read_card(self, timeout_s: int) -> TerminalResult:
+        command = m.read_card(timeout_s, tlv=[Tlv(0x1F15, b"\xd0"), Tlv(0x1F60, b"\x07")])
+        return await self._run("read_card", command, t3=self.options.t3, completes_on_result=True)
+
+    async def abort(self) -> TerminalResult:
+        if self.client.busy:
+            sent = await self.client.request_abort()
+            outcome = Outcome.APPROVED if sent else Outcome.ERROR
+            text = "abort sent to the running sequence" if sent else "the running step cannot be aborted now"
+            return TerminalResult("abort", outcome, text)
+        return await self._run("abort", m.abort(), completes_on_ack=True)
+
+    # ---- administration -----------------------------------------------------------------
+
+    async def status(self) -> TerminalResult:
+        return await self._run("status", m.status_enquiry(self.options.password))
+
+    async def end_of_day(self) -> TerminalResult:
+        return await self._run("end_of_day", m.end_of_day(self.options.password))
+
+    async def diagnose(self) -> TerminalResult:
+        return await self._run("diagnose", m.diagnosis())
+
+    async def display(self, lines: Sequence[str], seconds: int) -> TerminalResult:
+        return await self._run("display", m.display_text(list(lines), seconds), completes_on_ack=True)
+
+    async def print_text(self, lines: Sequence[str]) -> TerminalResult:
+        return await self._run("print_text", m.print_text_block(list(lines)), completes_on_ack=True)
+
+    async def open_preauthorizations(self) -> TerminalResult:
+        """06 23 87 FF FF: which pre-authorisations does the terminal still hold open?"""
+        return await self._run("open_preauthorizations", m.enquire_open_preauths())
+
+    async def last_result(self) -> TerminalResult:
+        """06 20 (repeat receipt, service bit 0): the terminal's last 04 0F, for resync."""
+        return await self._run("last_result", m.repeat_receipt(self.options.password))
+
+    # ---- plumbing -----------------------------------------------------------------------
+
+    def _check(self, amount: Money) -> None:
+        if amount.currency != self._currency.alpha:
+            raise DriverError(
+                f"terminal {self.name} is registered for {self._currency.alpha}, not {amount.currency}"
+            )
+
+    async def _run(
+        self,
+        operation: str,
+        command: m.Message,
+        *,
+        ensure: bool = True,
+        persist: PersistHook | None = None,
+        money: bool = False,
+        requested: Money | None = None,
+        t3: float | None = None,
+        completes_on_ack: bool = False,
+        completes_on_result: bool = False,
+    ) -> TerminalResult:
+        if ensure and not self.client.connected:
+            try:
+                reconnect = await self.connect()
+            except DriverError as exc:
+                return TerminalResult(operation, Outcome.ERROR, str(exc))
+            if reconnect.outcome is not Outcome.APPROVED:
+                return TerminalResult(
+                    operation, Outcome.ERROR, f"re-registration failed: {reconnect.message}"
+                )
+
+        on_result: OnResult | None = None
+        if persist is not None:
+            hook = persist
+
+            async def on_result(message: m.Message) -> None:
+                await hook(self._from_status(operation, message, requested))
+
+        outcome = SequenceOutcome()
+        try:
+            outcome = await self.client.execute(
+                command, t3=t3, completes_on_ack=completes_on_ack,
+                completes_on_result=completes_on_result, on_result=on_result,
+            )  # fmt: skip
+        except (ConnectionLost, ProtocolError) as exc:
+            _LOGGER.warning(
+                "zvt.link_lost", extra={"terminal": self.name, "operation": operation, "error": str(exc)}
+            )
+            return self._lost(operation, money, str(exc))
+        return self._interpret(operation, outcome, money, requested)
+
+    def _lost(self, operation: str, money: bool, error: str) -> TerminalResult:
+        # We cannot tell whether the terminal started: a money command's fate is unknown.
+        outcome = Outcome.UNKNOWN if money else Outcome.ERROR
+        return TerminalResult(operation, outcome, f"connection lost: {error}")
+
+    def _interpret(
+        self, operation: str, seq: SequenceOutcome, money: bool, requested: Money | None
+    ) -> TerminalResult:
+        last = seq.results[-1] if seq.results else None
+        lines = tuple(seq.printed)
+        if seq.rejected is not None:
+            kind = Outcome.BUSY if seq.rejected in BUSY_CODES else Outcome.ERROR
+            return TerminalResult(
+                operation, kind, result_text(seq.rejected), seq.rejected, receipt_lines=lines
+            )
+        if seq.timed_out is not None:
+            kind = Outcome.UNKNOWN if money else Outcome.ERROR
+            base = self._from_status(operation, last, requested) if last else None
+            text = f"no answer from the terminal ({seq.timed_out} expired)"
+            return TerminalResult(operation, kind, text, receipt_no=base.receipt_no if base else None)
+        if seq.aborted is not None:
+            code = seq.aborted.code
+            message = seq.aborted.message
+            if operation == "open_preauthorizations" and code == 0xB8:
+                return TerminalResult(operation, Outcome.APPROVED, "open pre-authorisations listed",
+                                      code, open_receipts=tuple(message.open_preauths))  # fmt: skip
+            return TerminalResult(operation, _classify(code), result_text(code), code, receipt_lines=lines)
+        if last is not None:
+            result = self._from_status(operation, last, requested)
+            return replace(result, receipt_lines=lines or result.receipt_lines)
+        completion = seq.completion
+        details: dict[str, str] = {}
+        tid = None
+        outcome = Outcome.APPROVED
+        text = "ok"
+        if completion is not None:
+            tid = completion.terminal_id
+            if completion.software_version is not None:
+                details["software_version"] = completion.software_version
+            status = completion.terminal_status
+            if status is not None:
+                details["terminal_status"] = f"{status:02X}"
+                if status != 0:
+                    outcome, text = Outcome.ERROR, f"terminal status {status:02X}: {result_text(status)}"
+            if completion.status_byte is not None:
+                details["status_byte"] = f"{completion.status_byte:02X}"
+        return TerminalResult(operation, outcome, text, terminal_id=tid, receipt_lines=lines, details=details)
+
+    def _from_status(self, operation: str, status: m.Message, requested: Money | None) -> TerminalResult:
+        code = status.result_code or 0
+        amount = None
+        if status.amount is not None:
+            numeric = status.currency
+            alpha = currency_by_numeric(numeric).alpha if numeric else self._currency.alpha
+            amount = Money(status.amount, alpha)
+        elif requested is not None and code == 0:
+            amount = requested
+        card = None
+        aid = _application_id(status.tlv) or status.aid
+        if status.masked_pan or status.card_name or aid:
+            card = CardInfo(
+                masked_pan=status.masked_pan, brand=status.card_name, aid=aid,
+                is_payment_card=_is_payment_card(status.tlv),
+            )  # fmt: skip
+        return TerminalResult(
+            operation,
+            Outcome.APPROVED if code == 0 else _classify(code),
+            status.additional_text or result_text(code),
+            code,
+            amount=amount,
+            receipt_no=status.receipt_number,
+            trace_no=status.trace_number,
+            terminal_id=status.terminal_id or self.terminal_id,
+            card=card,
+        )
+
+
+def _classify(code: int) -> Outcome:
+    if code in ABORT_CODES:
+        return Outcome.ABORTED
+    if code in BUSY_CODES:
+        return Outcome.BUSY
+    if code in DECLINE_CODES:
+        return Outcome.DECLINED
+    return Outcome.ERROR
+
+
+def _application_id(tlv: tuple[Tlv, ...]) -> str | None:
+    for container in (tlv, *(t.children for t in tlv if t.tag in (0x60, 0x61, 0x62))):
+        app = find_tlv(container, 0x60)
+        source = app.children if app else container
+        aid = find_tlv(source, 0x43)
+        if aid is not None:
+            return aid.value.hex().upper()
+    return None
+
+
+def _is_payment_card(tlv: tuple[Tlv, ...]) -> bool:
+    aid = _application_id(tlv)
+    if aid is None:
+        return find_tlv(tlv, 0x4C) is None  # a UID and no application: an RFID card
+    return not aid.startswith(_NON_PAYMENT_AIDS)
