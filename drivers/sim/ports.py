@@ -35,7 +35,8 @@ class StreamPort(Port):
 
     async def read(self, timeout: float | None) -> bytes:
         try:
-            data = await asyncio.wait_for(self._reader.read(4096), timeout)
+            async with asyncio.timeout(timeout):
+                data = await self._reader.read(4096)
         except TimeoutError:
             return b""
         except OSError as exc:
@@ -75,9 +76,20 @@ class PtyPort(Port):
             self._buffer += os.read(self.master, 4096)
         except BlockingIOError:
             return
-        except OSError:  # EIO: nobody has the slave open right now
+        except OSError:
+            # EIO: nobody has the slave open right now (the driver closed it). Stop watching
+            # (the fd would stay readable and spin the loop) and look again shortly: a
+            # driver that reconnects reopens the slave.
+            loop = asyncio.get_running_loop()
+            loop.remove_reader(self.master)
+            loop.call_later(0.05, self._rewatch)
             return
         self._ready.set()
+
+    def _rewatch(self) -> None:
+        if self._watching:
+            with contextlib.suppress(OSError, ValueError):
+                asyncio.get_running_loop().add_reader(self.master, self._on_readable)
 
     async def read(self, timeout: float | None) -> bytes:
         if not self._watching:
@@ -86,7 +98,8 @@ class PtyPort(Port):
         if not self._buffer:
             self._ready.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._ready.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._ready.wait()
         data, self._buffer = bytes(self._buffer), bytearray()
         return data
 

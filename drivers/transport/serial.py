@@ -65,7 +65,8 @@ class SerialTransport:
         if not self._buffer and self._lost is None:
             self._ready.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._ready.wait(), max(timeout, 0))
+                async with asyncio.timeout(max(timeout, 0)):
+                    await self._ready.wait()
         if self._buffer:
             data, self._buffer = bytes(self._buffer), bytearray()
             return data

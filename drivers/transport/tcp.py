@@ -21,9 +21,8 @@ class TcpTransport:
     async def open(self) -> None:
         await self.close()
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(self.host, self.port), CONNECT_TIMEOUT
-            )
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                reader, writer = await asyncio.open_connection(self.host, self.port)
         except (OSError, TimeoutError) as exc:
             raise PortOpenFailed(
                 f"{self.description}: cannot connect ({exc or 'timeout'}); check the terminal is on, "
@@ -41,7 +40,8 @@ class TcpTransport:
         if self._reader is None:
             raise ConnectionLost(f"{self.description}: not connected")
         try:
-            data = await asyncio.wait_for(self._reader.read(4096), max(timeout, 0))
+            async with asyncio.timeout(max(timeout, 0)):
+                data = await self._reader.read(4096)
         except TimeoutError:
             return b""
         except OSError as exc:

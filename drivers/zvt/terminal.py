@@ -108,6 +108,12 @@ class ZvtTerminal:
             "release", command, persist=persist, money=True, requested=Money(0, held.currency)
         )
 
+    async def sale(self, amount: Money, persist: PersistHook | None = None) -> TerminalResult:
+        """06 01: a plain payment, booked at once (not used by the charging flow)."""
+        self._check(amount)
+        command = m.authorization(amount.minor, self._currency.numeric)
+        return await self._run("sale", command, persist=persist, money=True, requested=amount)
+
     async def reverse(self, receipt_no: int, persist: PersistHook | None = None) -> TerminalResult:
         command = m.reversal(self.options.password, receipt_no)
         return await self._run("reverse", command, persist=persist, money=True)

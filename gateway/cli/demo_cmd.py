@@ -45,7 +45,8 @@ async def _run(settings: Settings, seconds: float) -> int:
     daemon = Daemon(settings)
     print(f"demo: site {settings.site.id}, database {settings.storage.path}")
     task = asyncio.create_task(daemon.run())
-    await asyncio.wait_for(daemon.ready.wait(), timeout=10)
+    async with asyncio.timeout(10):
+        await daemon.ready.wait()
     base = f"http://{settings.api.host}:{daemon.api.bound_port}"
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{base}/health") as r:

@@ -93,7 +93,8 @@ class Supervisor:
                 "worker.restart_scheduled", extra={"worker": worker.name, "delay_s": round(delay, 3)}
             )
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await self._stopping.wait()
             delay = min(delay * 2, self._backoff_max)
         status.state, status.since = "stopped", time.monotonic()
         _LOGGER.info("worker.stopped", extra={"worker": worker.name})

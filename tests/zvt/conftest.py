@@ -1,0 +1,62 @@
+"""A simulator terminal on a real pty (serial framing) or loopback TCP, and a driver for it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import pytest
+
+from drivers.sim.ports import PtyPort, serve_tcp
+from drivers.sim.terminal import SimConfig, SimTerminal
+from drivers.transport.serial import SerialTransport
+from drivers.transport.tcp import TcpTransport
+from drivers.transport.url import SerialUrl
+from drivers.zvt.terminal import ZvtOptions, ZvtTerminal
+
+
+@dataclass
+class Rig:
+    sim: SimTerminal
+    make_driver: Callable[..., ZvtTerminal]
+    kind: str
+
+
+@pytest.fixture(params=["pty", "tcp"])
+async def rig(request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
+    sim = SimTerminal(SimConfig(password="123456", card_wait_s=0.05, result_ack_timeout_s=2.0))
+    drivers: list[ZvtTerminal] = []
+    if request.param == "pty":
+        port = PtyPort()
+        task = asyncio.create_task(sim.serve(port, serial=True))
+
+        def make(**opts: object) -> ZvtTerminal:
+            options = ZvtOptions(**{"password": "123456", "t3": 2.0, "t4": 3.0, **opts})  # type: ignore[arg-type]
+            d = ZvtTerminal(
+                "t1", SerialTransport(SerialUrl(port.slave_path)), serial_framing=True, options=options
+            )
+            drivers.append(d)
+            return d
+
+        yield Rig(sim, make, "pty")
+        for d in drivers:
+            await d.close()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await port.close()
+    else:
+        server = await serve_tcp("127.0.0.1", 0, lambda p: sim.serve(p, serial=False))
+        tcp_port = server.sockets[0].getsockname()[1]
+
+        def make(**opts: object) -> ZvtTerminal:
+            options = ZvtOptions(**{"password": "123456", "t3": 2.0, "t4": 3.0, **opts})  # type: ignore[arg-type]
+            d = ZvtTerminal("t1", TcpTransport("127.0.0.1", tcp_port), serial_framing=False, options=options)
+            drivers.append(d)
+            return d
+
+        yield Rig(sim, make, "tcp")
+        for d in drivers:
+            await d.close()
+        server.close()
+        await server.wait_closed()

@@ -1,0 +1,198 @@
+"""The ZVT driver against the simulator over real ptys (serial framing) and loopback TCP."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from drivers.base import Outcome, TerminalResult
+from drivers.money import Money
+from tests.zvt.conftest import Rig
+
+EUR50 = Money(5000, "EUR")
+
+
+async def test_registration_and_status(rig: Rig) -> None:
+    t = rig.make_driver()
+    reg = await t.connect()
+    assert reg.approved and reg.terminal_id == "52523535"
+    assert rig.sim.state.registered and rig.sim.state.text_blocks  # asked for 06 D3 receipts
+    status = await t.status()
+    assert status.approved and status.details["software_version"] == "EVPAY-SIM-1.0"
+
+
+async def test_wrong_password_is_refused(rig: Rig) -> None:
+    reg = await rig.make_driver(password="999999").connect()
+    assert reg.outcome is Outcome.ERROR and reg.result_code == 0x6B
+
+
+async def test_preauth_then_partial_reversal(rig: Rig) -> None:
+    t = rig.make_driver()
+    await t.connect()
+    stored: list[TerminalResult] = []
+
+    async def persist(result: TerminalResult) -> None:
+        assert rig.sim.state.transactions[result.receipt_no or 0].state == "open"  # before the PT hears back
+        stored.append(result)
+
+    pre = await t.preauthorize(EUR50, "SESSION-1", persist)
+    assert pre.approved and pre.amount == EUR50 and stored == [pre]
+    assert (
+        pre.card is not None and pre.card.masked_pan == "541333******0074" and pre.card.brand == "MasterCard"
+    )
+    cap = await t.capture(pre.receipt_no or 0, EUR50, Money(1234, "EUR"), "SESSION-1")
+    assert cap.approved and cap.amount == Money(1234, "EUR")
+    assert "Amount 12.34 EUR" in cap.receipt_lines
+    tx = rig.sim.state.transactions[pre.receipt_no or 0]
+    assert (tx.state, tx.booked) == ("booked", 1234)
+    again = await t.capture(pre.receipt_no or 0, EUR50, Money(1234, "EUR"), "SESSION-1")
+    assert again.outcome is Outcome.ERROR and again.result_code == 0xB4  # never booked twice
+
+
+async def test_preauth_then_book_total(rig: Rig) -> None:
+    t = rig.make_driver(capture_mode="book_total")
+    await t.connect()
+    pre = await t.preauthorize(EUR50, "S2")
+    cap = await t.capture(pre.receipt_no or 0, EUR50, Money(4999, "EUR"), "S2")
+    assert cap.approved
+    assert rig.sim.state.transactions[pre.receipt_no or 0].booked == 4999
+    assert "0624" in rig.sim.state.commands
+
+
+async def test_zero_capture_releases_the_whole_hold(rig: Rig) -> None:
+    t = rig.make_driver()
+    await t.connect()
+    pre = await t.preauthorize(EUR50, "S3")
+    rel = await t.capture(pre.receipt_no or 0, EUR50, Money(0, "EUR"), "S3")
+    assert rel.approved and rel.operation == "release"
+    assert rig.sim.state.transactions[pre.receipt_no or 0].state == "reversed"
+    assert (await t.open_preauthorizations()).open_receipts == ()
+
+
+async def test_sale_then_reversal(rig: Rig) -> None:
+    t = rig.make_driver()
+    await t.connect()
+    sale = await t.sale(Money(990, "EUR"))
+    assert sale.approved
+    rev = await t.reverse(sale.receipt_no or 0)
+    assert rev.approved
+    assert rig.sim.state.transactions[sale.receipt_no or 0].state == "reversed"
+
+
+@pytest.mark.parametrize(
+    ("outcome", "expected", "code"),
+    [("decline", Outcome.DECLINED, 0x05), ("card_removed", Outcome.DECLINED, 0x64),
+     ("timeout", Outcome.ABORTED, 0x6C), ("busy", Outcome.BUSY, 0x9C)],
+)  # fmt: skip
+async def test_unhappy_card_outcomes(rig: Rig, outcome: str, expected: Outcome, code: int) -> None:
+    t = rig.make_driver()
+    await t.connect()
+    rig.sim.config.outcomes.append(outcome)
+    result = await t.preauthorize(EUR50, "S4")
+    assert (result.outcome, result.result_code) == (expected, code)
+    assert rig.sim.open_preauths() == []
+    assert (await t.preauthorize(EUR50, "S5")).approved  # the terminal is usable afterwards
+
+
+async def test_partial_approval_reports_the_approved_amount(rig: Rig) -> None:
+    t = rig.make_driver()
+    await t.connect()
+    rig.sim.config.outcomes.append("partial:3000")
+    result = await t.preauthorize(EUR50, "S6")
+    assert result.approved and result.amount == Money(3000, "EUR")
+
+
+async def test_abort_during_card_wait(rig: Rig) -> None:
+    t = rig.make_driver()
+    await t.connect()
+    rig.sim.config.card_wait_s = 5.0
+    running = asyncio.create_task(t.preauthorize(EUR50, "S7"))
+    await asyncio.sleep(0.3)
+    aborted = await t.abort()
+    assert aborted.approved
+    result = await running
+    assert (result.outcome, result.result_code) == (Outcome.ABORTED, 0x6C)
+    assert rig.sim.open_preauths() == []
+
+
+async def test_disconnect_mid_transaction_then_reconnect(rig: Rig) -> None:
+    t = rig.make_driver()
+    await t.connect()
+    rig.sim.config.outcomes.append("disconnect")
+    lost = await t.preauthorize(EUR50, "S8")
+    assert lost.outcome is Outcome.UNKNOWN  # accepted, then silence or a dropped line
+    enquiry = await t.open_preauthorizations()  # reconnects and re-registers by itself (TCP)
+    assert enquiry.approved and enquiry.open_receipts == ()
+    assert (await t.preauthorize(EUR50, "S9")).approved
+
+
+async def test_open_transaction_recovered_after_restart(rig: Rig) -> None:
+    t = rig.make_driver()
+    await t.connect()
+    rig.sim.config.outcomes.append("power_loss")
+    held: list[TerminalResult] = []
+
+    async def persist(result: TerminalResult) -> None:
+        held.append(result)
+
+    lost = await t.preauthorize(EUR50, "S10", persist)
+    assert lost.outcome is Outcome.UNKNOWN
+    assert held and held[0].approved  # the approval was stored before it was acknowledged
+    await t.close()
+    fresh = rig.make_driver()  # the gateway restarts: a new driver, nothing in memory
+    await fresh.connect()
+    enquiry = await fresh.open_preauthorizations()
+    assert enquiry.open_receipts == (held[0].receipt_no,)
+    release = await fresh.release(held[0].receipt_no or 0, EUR50)
+    assert release.approved
+    assert (await fresh.open_preauthorizations()).open_receipts == ()
+
+
+async def test_end_of_day_refused_while_a_preauth_is_open_then_done(rig: Rig) -> None:
+    t = rig.make_driver()
+    await t.connect()
+    pre = await t.preauthorize(EUR50, "S11")
+    blocked = await t.end_of_day()
+    assert blocked.outcome is Outcome.ERROR and blocked.result_code == 0x77
+    await t.capture(pre.receipt_no or 0, EUR50, Money(700, "EUR"), "S11")
+    eod = await t.end_of_day()
+    assert eod.approved and eod.amount == Money(700, "EUR")
+
+
+async def test_display_print_diagnose_and_last_result(rig: Rig) -> None:
+    t = rig.make_driver()
+    await t.connect()
+    assert (await t.display(["Bitte Karte", "vorhalten"], 10)).approved
+    assert rig.sim.state.displayed == ["Bitte Karte", "vorhalten"]
+    assert (await t.print_text(["Invoice INV-1", "Fiscal sig ABC"])).approved
+    assert rig.sim.state.printed == ["Invoice INV-1", "Fiscal sig ABC"]
+    assert (await t.diagnose()).approved
+    pre = await t.preauthorize(EUR50, "S12")
+    last = await t.last_result()
+    assert last.approved and last.receipt_no == pre.receipt_no
+
+
+async def test_read_card_tells_a_bank_card(rig: Rig) -> None:
+    t = rig.make_driver()
+    await t.connect()
+    card = await t.read_card(10)
+    assert card.approved and card.card is not None
+    assert card.card.is_payment_card and card.card.aid == "A0000000041010"
+
+
+@pytest.mark.parametrize("rig", ["pty"], indirect=True)  # line faults exist on serial framing only
+@pytest.mark.parametrize("fault", ["nak_next", "corrupt_next", "noise"])
+async def test_line_faults_are_survived_on_serial(rig: Rig, fault: str) -> None:
+    t = rig.make_driver()
+    await t.connect()
+    setattr(rig.sim.config, fault, 2 if fault != "noise" else 7)
+    pre = await t.preauthorize(EUR50, "S13")
+    assert pre.approved
+    cap = await t.capture(pre.receipt_no or 0, EUR50, Money(100, "EUR"), "S13")
+    assert cap.approved
+    link = t.client.link
+    if fault == "nak_next":
+        assert link.stats["naks_received"] == 2 and link.stats["retransmits"] == 2
+    if fault == "corrupt_next":
+        assert link.stats["naks_sent"] == 2
