@@ -283,10 +283,13 @@ def _prefix_size(command: int, data: bytes, where: str) -> int:
             raise ZvtDecodeError(where, "intermediate status without a status byte")
         return min(n, 2)
     if command == Command.COMPLETION and n and data[0] >> 4 == 0xF:
-        _version, end = read_llvar(data, 0, 3, f"{where} software version")
-        if end >= n:
-            raise ZvtDecodeError(where, "status enquiry completion without a terminal status byte")
-        return end + 1
+        # 05 01's completion starts with a positional LLLVAR software version; other 06 0F
+        # start with BMPs (27, 0C, AA, 19, 29, 49, 06). Take the positional form when it fits.
+        try:
+            _version, end = read_llvar(data, 0, 3, f"{where} software version")
+        except ZvtDecodeError:
+            return 0
+        return end + 1 if end < n else 0
     return 0
 
 
