@@ -1,0 +1,82 @@
+"""``evpay simulate terminal``: the PT simulator, standalone, on TCP or a pty."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+from collections import deque
+from pathlib import Path
+
+from drivers.sim.ports import PtyPort, serve_tcp
+from drivers.sim.terminal import SimConfig, SimTerminal
+from drivers.transport.url import TcpUrl, parse_device_url
+from gateway.runtime import logs
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    sim = commands.add_parser("simulate", help="run simulators (terminal)")
+    sub = sim.add_subparsers(dest="what", required=True, metavar="WHAT")
+    term = sub.add_parser("terminal", help="a ZVT payment terminal on TCP or a pty")
+    where = term.add_mutually_exclusive_group(required=True)
+    where.add_argument("--listen", help="tcp://127.0.0.1:20007")
+    where.add_argument("--pty", action="store_true", help="create a pty and print its device path")
+    term.add_argument(
+        "--outcomes",
+        default="",
+        help="comma list used in order: approve, decline, partial:<minor>, card_removed, timeout, busy, "
+        "power_loss, disconnect",
+    )
+    term.add_argument("--default-outcome", default="approve")
+    term.add_argument("--card-wait", type=float, default=1.0, help="seconds the simulated customer needs")
+    term.add_argument("--password-env", default="EVPAY_ZVT_PASSWORD", help="env var with the PT password")
+    term.add_argument("--state", type=Path, help="keep the turnover store in this JSON file across restarts")
+    term.set_defaults(handler=_terminal)
+
+
+def _terminal(args: argparse.Namespace) -> int:
+    logs.configure("info")
+    config = SimConfig(
+        password=os.environ.get(args.password_env, "000000"),
+        outcomes=deque(o for o in args.outcomes.split(",") if o),
+        default_outcome=args.default_outcome,
+        card_wait_s=args.card_wait,
+        state_path=args.state,
+    )
+    return asyncio.run(_serve(SimTerminal(config), args))
+
+
+async def _serve(sim: SimTerminal, args: argparse.Namespace) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if args.pty:
+        port = PtyPort()
+        print(f"simulated terminal on pty {port.slave_path} (use serial://{port.slave_path})", flush=True)
+        serving = asyncio.create_task(_serve_pty(sim, port, stop))
+        await stop.wait()
+        serving.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await serving
+        await port.close()
+        return 0
+    url = parse_device_url(args.listen)
+    if not isinstance(url, TcpUrl):
+        print("--listen takes tcp://HOST:PORT")
+        return 2
+    server = await serve_tcp(url.host, url.port, lambda p: sim.serve(p, serial=False))
+    print(
+        f"simulated terminal listening on tcp://{url.host}:{server.sockets[0].getsockname()[1]}", flush=True
+    )
+    await stop.wait()
+    server.close()
+    await server.wait_closed()
+    return 0
+
+
+async def _serve_pty(sim: SimTerminal, port: PtyPort, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        await sim.serve(port, serial=True)
