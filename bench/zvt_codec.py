@@ -16,9 +16,7 @@ from drivers.zvt.fields import Tlv, decode_tlv, encode_tlv
 from drivers.zvt.serial_framing import FrameDecoder, frame
 
 APPROVAL = (
-    bytes.fromhex(
-        "040F5A27000400000000250049097 80C2255580D040522F0F8559883EEEEEE8074870231 3B".replace(" ", "")
-    )
+    bytes.fromhex("040F5A27000400000000250049097 80C2255580D040522F0F8559883EEEEEE8074870231 3B".replace(" ", ""))
     + b"750071\x00\x00"
     + bytes.fromhex("0B000975196029525235350E24058A068C018BF1F1")
     + b"MasterCard\x00\x2a804011926      "

@@ -80,8 +80,7 @@ class SecretRef(_Model):
             directory = os.environ.get("CREDENTIALS_DIRECTORY")
             if directory is None:
                 raise SecretUnavailable(
-                    f"secret: credential {self.credential!r} needs $CREDENTIALS_DIRECTORY "
-                    "(systemd LoadCredential=)"
+                    f"secret: credential {self.credential!r} needs $CREDENTIALS_DIRECTORY (systemd LoadCredential=)"
                 )
             path = Path(directory) / self.credential
         try:
@@ -226,9 +225,7 @@ class Settings(_Model):
             raise ValueError("terminal ids must be unique")
         for evse in self.charger.evses:
             if evse.terminal not in ids:
-                raise ValueError(
-                    f"evse {evse.id!r} names terminal {evse.terminal!r}, which is not configured"
-                )
+                raise ValueError(f"evse {evse.id!r} names terminal {evse.terminal!r}, which is not configured")
         return self
 
 

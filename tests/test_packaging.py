@@ -63,7 +63,5 @@ def test_ruff_is_clean() -> None:
 
 @pytest.mark.timeout(600)
 def test_mypy_strict_is_clean() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "mypy"], capture_output=True, text=True, check=False, cwd=REPO
-    )
+    result = subprocess.run([sys.executable, "-m", "mypy"], capture_output=True, text=True, check=False, cwd=REPO)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -75,9 +75,7 @@ def test_relative_storage_path_is_relative_to_the_config_file(tmp_path: Path) ->
     assert load_settings(cfg).storage.path == tmp_path / "data" / "e.sqlite3"
 
 
-def test_secrets_resolve_from_env_file_and_credential(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_secrets_resolve_from_env_file_and_credential(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EVPAY_T_PW", "123456")
     assert SecretRef(env="EVPAY_T_PW").reveal() == "123456"
     (tmp_path / "pw").write_text("654321\n", encoding="utf-8")
@@ -90,8 +88,7 @@ def test_secrets_resolve_from_env_file_and_credential(
 
 def test_secret_values_never_appear_in_dumps_or_reprs() -> None:
     s = parse_settings(
-        MINIMAL
-        + '[[terminals]]\nid = "t1"\ndevice = "tcp://127.0.0.1:20007"\npassword = { value = "987123" }\n',
+        MINIMAL + '[[terminals]]\nid = "t1"\ndevice = "tcp://127.0.0.1:20007"\npassword = { value = "987123" }\n',
         "<t>",
     )
     assert "987123" not in repr(s)

@@ -108,9 +108,7 @@ class SimTerminal:
         self.config.state_path.write_text(json.dumps(raw), encoding="utf-8")
 
     def open_preauths(self) -> list[int]:
-        return [
-            t.receipt for t in self.state.transactions.values() if t.kind == "preauth" and t.state == "open"
-        ]
+        return [t.receipt for t in self.state.transactions.values() if t.kind == "preauth" and t.state == "open"]
 
     # ---- connection loop -------------------------------------------------------------------
 
@@ -144,9 +142,7 @@ class _Session:
             cfg.nak_next -= 1
             data = bytes([NAK]) + data[1:]
         if self.serial and cfg.noise and data[:2] == b"\x10\x02":
-            garbage = bytes(
-                self.sim.rng.choice([0x00, 0x41, 0x7F, 0xFE, 0x02, 0x03]) for _ in range(cfg.noise)
-            )
+            garbage = bytes(self.sim.rng.choice([0x00, 0x41, 0x7F, 0xFE, 0x02, 0x03]) for _ in range(cfg.noise))
             data = garbage + data
         await self.port.write(data)
 
@@ -412,9 +408,7 @@ class _Session:
         if self.sim.open_preauths():  # Feig: open pre-auths block the batch
             await self.send_expect_ack(m.abort_pt(0x77, [m.bmp_receipt(self.sim.open_preauths()[0])]))
             return
-        booked = [
-            t for t in self.sim.state.transactions.values() if t.state == "booked" and t.kind != "booking"
-        ]
+        booked = [t for t in self.sim.state.transactions.values() if t.state == "booked" and t.kind != "booking"]
         total = sum(t.booked for t in booked)
         await self.send_expect_ack(m.status_information([Bmp(0x27, b"\x00"), m.bmp_amount(total)]))
         self.sim.state.transactions.clear()

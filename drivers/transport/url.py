@@ -63,8 +63,7 @@ def parse_device_url(text: str) -> DeviceUrl:
     if scheme == "usb":
         return _usb(text, parts.netloc, parts.path)
     raise DeviceUrlError(
-        f"{text!r}: unknown device scheme {parts.scheme!r}; use serial:///dev/ttyUSB0, "
-        "tcp://host:port or usb://VID:PID"
+        f"{text!r}: unknown device scheme {parts.scheme!r}; use serial:///dev/ttyUSB0, tcp://host:port or usb://VID:PID"
     )
 
 
@@ -73,9 +72,7 @@ def _serial(text: str, path: str, query: dict[str, str]) -> SerialUrl:
         raise DeviceUrlError(f"{text!r}: a serial device needs an absolute path, e.g. serial:///dev/ttyUSB0")
     unknown = set(query) - {"baud", "parity", "stopbits"}
     if unknown:
-        raise DeviceUrlError(
-            f"{text!r}: unknown serial option(s) {sorted(unknown)}; known: baud, parity, stopbits"
-        )
+        raise DeviceUrlError(f"{text!r}: unknown serial option(s) {sorted(unknown)}; known: baud, parity, stopbits")
     try:
         baud = int(query.get("baud", "9600"))
         stopbits = int(query.get("stopbits", "2"))

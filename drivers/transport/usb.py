@@ -71,13 +71,9 @@ class UsbTransport:
                 intf, custom_match=lambda e: direction(e.bEndpointAddress) == usb.util.ENDPOINT_OUT
             )
         except usb.core.USBError as exc:
-            raise PortOpenFailed(
-                f"{self.description}: cannot claim interface {self.interface}: {exc}"
-            ) from None
+            raise PortOpenFailed(f"{self.description}: cannot claim interface {self.interface}: {exc}") from None
         if self._ep_in is None or self._ep_out is None:
-            raise PortOpenFailed(
-                f"{self.description}: interface {self.interface} has no bulk IN/OUT endpoint pair"
-            )
+            raise PortOpenFailed(f"{self.description}: interface {self.interface} has no bulk IN/OUT endpoint pair")
         self._dev = dev
 
     async def open(self) -> None:

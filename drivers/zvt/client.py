@@ -53,9 +53,7 @@ OnResult = Callable[[Message], Awaitable[None]]
 
 
 class ZvtClient:
-    def __init__(
-        self, transport: Transport, *, serial_framing: bool, t3: float = 5.0, t4: float = 180.0
-    ) -> None:
+    def __init__(self, transport: Transport, *, serial_framing: bool, t3: float = 5.0, t4: float = 180.0) -> None:
         self.transport = transport
         self.link: SerialLink | StreamLink = SerialLink() if serial_framing else StreamLink()
         self.ecr = EcrSequence(t3=t3, t4=t4)
@@ -152,9 +150,7 @@ class ZvtClient:
                 outcome.printed.extend(event.lines)
             elif isinstance(event, Malformed):
                 outcome.malformed.append(event.error)
-                _LOGGER.warning(
-                    "zvt.malformed", extra={"terminal": self.transport.description, "error": event.error}
-                )
+                _LOGGER.warning("zvt.malformed", extra={"terminal": self.transport.description, "error": event.error})
             self._record_final(event, outcome)
             done = done or isinstance(event, FINAL)
         return done

@@ -351,14 +351,10 @@ def status_enquiry(password: str | None = None, service_byte: int | None = None)
 
 
 def authorization(amount: int, currency: int, payment_type: int = 0x40) -> Message:
-    return Message(
-        Command.AUTHORIZATION, b"", (_amount(amount), _currency(currency), Bmp(0x19, bytes([payment_type])))
-    )
+    return Message(Command.AUTHORIZATION, b"", (_amount(amount), _currency(currency), Bmp(0x19, bytes([payment_type]))))
 
 
-def pre_authorisation(
-    amount: int | None, currency: int, payment_type: int = 0x40, tlv: Sequence[Tlv] = ()
-) -> Message:
+def pre_authorisation(amount: int | None, currency: int, payment_type: int = 0x40, tlv: Sequence[Tlv] = ()) -> Message:
     bmps = [Bmp(0x19, bytes([payment_type])), _currency(currency)]
     if amount is not None:
         bmps.append(_amount(amount))
@@ -407,9 +403,7 @@ def end_of_day(password: str) -> Message:
 
 
 def diagnosis(kind: int | None = None) -> Message:
-    return Message(
-        Command.DIAGNOSIS, b"", tuple(_tlv([Tlv(0x1B, bytes([kind]))] if kind is not None else []))
-    )
+    return Message(Command.DIAGNOSIS, b"", tuple(_tlv([Tlv(0x1B, bytes([kind]))] if kind is not None else [])))
 
 
 def repeat_receipt(password: str, service_byte: int = 0x01) -> Message:
@@ -462,9 +456,7 @@ def completion(bmps: Sequence[Bmp] = ()) -> Message:
 
 def status_completion(software_version: str, terminal_status: int, tlv: Sequence[Tlv] = ()) -> Message:
     raw = software_version.encode("cp437")
-    return Message(
-        Command.COMPLETION, llvar_prefix(len(raw), 3) + raw + bytes([terminal_status]), tuple(_tlv(tlv))
-    )
+    return Message(Command.COMPLETION, llvar_prefix(len(raw), 3) + raw + bytes([terminal_status]), tuple(_tlv(tlv)))
 
 
 def abort_pt(result_code: int, bmps: Sequence[Bmp] = ()) -> Message:

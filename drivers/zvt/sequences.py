@@ -93,9 +93,7 @@ class Malformed:
     error: str
 
 
-EcrEvent = (
-    Accepted | Rejected | Intermediate | Printed | ResultReceived | Completed | Aborted | TimedOut | Malformed
-)
+EcrEvent = Accepted | Rejected | Intermediate | Printed | ResultReceived | Completed | Aborted | TimedOut | Malformed
 FINAL = (Rejected, Completed, Aborted, TimedOut)
 
 

@@ -69,9 +69,7 @@ class ZvtTerminal:
 
     # ---- payment operations -------------------------------------------------------------
 
-    async def preauthorize(
-        self, amount: Money, reference: str, persist: PersistHook | None = None
-    ) -> TerminalResult:
+    async def preauthorize(self, amount: Money, reference: str, persist: PersistHook | None = None) -> TerminalResult:
         self._check(amount)
         command = m.pre_authorisation(
             amount.minor,
@@ -94,19 +92,13 @@ class ZvtTerminal:
         if self.options.capture_mode == "book_total":
             command = m.book_total(receipt_no, amount.minor, self._currency.numeric, tlv=ref)
         else:
-            command = m.partial_reversal(
-                receipt_no, held.minor - amount.minor, self._currency.numeric, tlv=ref
-            )
+            command = m.partial_reversal(receipt_no, held.minor - amount.minor, self._currency.numeric, tlv=ref)
         return await self._run("capture", command, persist=persist, money=True, requested=amount)
 
-    async def release(
-        self, receipt_no: int, held: Money, persist: PersistHook | None = None
-    ) -> TerminalResult:
+    async def release(self, receipt_no: int, held: Money, persist: PersistHook | None = None) -> TerminalResult:
         self._check(held)
         command = m.pre_auth_reversal(receipt_no, self._currency.numeric)
-        return await self._run(
-            "release", command, persist=persist, money=True, requested=Money(0, held.currency)
-        )
+        return await self._run("release", command, persist=persist, money=True, requested=Money(0, held.currency))
 
     async def sale(self, amount: Money, persist: PersistHook | None = None) -> TerminalResult:
         """06 01: a plain payment, booked at once (not used by the charging flow)."""
@@ -159,9 +151,7 @@ class ZvtTerminal:
 
     def _check(self, amount: Money) -> None:
         if amount.currency != self._currency.alpha:
-            raise DriverError(
-                f"terminal {self.name} is registered for {self._currency.alpha}, not {amount.currency}"
-            )
+            raise DriverError(f"terminal {self.name} is registered for {self._currency.alpha}, not {amount.currency}")
 
     async def _run(
         self,
@@ -182,9 +172,7 @@ class ZvtTerminal:
             except DriverError as exc:
                 return TerminalResult(operation, Outcome.ERROR, str(exc))
             if reconnect.outcome is not Outcome.APPROVED:
-                return TerminalResult(
-                    operation, Outcome.ERROR, f"re-registration failed: {reconnect.message}"
-                )
+                return TerminalResult(operation, Outcome.ERROR, f"re-registration failed: {reconnect.message}")
 
         on_result: OnResult | None = None
         if persist is not None:
@@ -200,9 +188,7 @@ class ZvtTerminal:
                 completes_on_result=completes_on_result, on_result=on_result,
             )  # fmt: skip
         except (ConnectionLost, ProtocolError) as exc:
-            _LOGGER.warning(
-                "zvt.link_lost", extra={"terminal": self.name, "operation": operation, "error": str(exc)}
-            )
+            _LOGGER.warning("zvt.link_lost", extra={"terminal": self.name, "operation": operation, "error": str(exc)})
             return self._lost(operation, money, str(exc))
         return self._interpret(operation, outcome, money, requested)
 
@@ -211,16 +197,12 @@ class ZvtTerminal:
         outcome = Outcome.UNKNOWN if money else Outcome.ERROR
         return TerminalResult(operation, outcome, f"connection lost: {error}")
 
-    def _interpret(
-        self, operation: str, seq: SequenceOutcome, money: bool, requested: Money | None
-    ) -> TerminalResult:
+    def _interpret(self, operation: str, seq: SequenceOutcome, money: bool, requested: Money | None) -> TerminalResult:
         last = seq.results[-1] if seq.results else None
         lines = tuple(seq.printed)
         if seq.rejected is not None:
             kind = Outcome.BUSY if seq.rejected in BUSY_CODES else Outcome.ERROR
-            return TerminalResult(
-                operation, kind, result_text(seq.rejected), seq.rejected, receipt_lines=lines
-            )
+            return TerminalResult(operation, kind, result_text(seq.rejected), seq.rejected, receipt_lines=lines)
         if seq.timed_out is not None:
             kind = Outcome.UNKNOWN if money else Outcome.ERROR
             base = self._from_status(operation, last, requested) if last else None

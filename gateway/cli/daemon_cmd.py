@@ -86,9 +86,7 @@ def _print_status(settings: Settings, report: dict[str, Any]) -> None:
     daemon = report["daemon"]
     print(f"site {settings.site.id} ({settings.site.name})")
     if daemon is None:
-        print(
-            f"daemon: NOT REACHABLE at {settings.api.host}:{settings.api.port} ({report.get('daemon_error')})"
-        )
+        print(f"daemon: NOT REACHABLE at {settings.api.host}:{settings.api.port} ({report.get('daemon_error')})")
     else:
         print(f"daemon: running, version {daemon['version']}, up {daemon['uptime_s']} s")
         for w in daemon["workers"]:

@@ -56,9 +56,7 @@ async def _run(settings: Settings, seconds: float) -> int:
         print(f"demo: daemon ready on {base}: health {health['status']}")
         for w in status["workers"]:
             print(f"demo:   worker {w['name']} {w['state']}")
-        print(
-            f"demo:   open sessions {status['open_sessions']}, outbox pending {status['outbox']['pending']}"
-        )
+        print(f"demo:   open sessions {status['open_sessions']}, outbox pending {status['outbox']['pending']}")
         await asyncio.sleep(seconds)
         async with http.get(f"{base}/metrics") as r:
             metric_lines = sum(1 for line in (await r.text()).splitlines() if not line.startswith("#"))

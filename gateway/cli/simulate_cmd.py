@@ -68,9 +68,7 @@ async def _serve(sim: SimTerminal, args: argparse.Namespace) -> int:
         print("--listen takes tcp://HOST:PORT")
         return 2
     server = await serve_tcp(url.host, url.port, lambda p: sim.serve(p, serial=False))
-    print(
-        f"simulated terminal listening on tcp://{url.host}:{server.sockets[0].getsockname()[1]}", flush=True
-    )
+    print(f"simulated terminal listening on tcp://{url.host}:{server.sockets[0].getsockname()[1]}", flush=True)
     await stop.wait()
     server.close()
     await server.wait_closed()

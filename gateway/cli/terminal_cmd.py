@@ -31,9 +31,7 @@ _EXIT_USAGE = 2
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     term = commands.add_parser("terminal", help="talk to a payment terminal directly (bench checks)")
     term.add_argument("action", choices=ACTIONS)
-    term.add_argument(
-        "--device", required=True, help="serial:///dev/ttyUSB0, tcp://host:port or usb://VID:PID"
-    )
+    term.add_argument("--device", required=True, help="serial:///dev/ttyUSB0, tcp://host:port or usb://VID:PID")
     term.add_argument("--amount", help="decimal amount, e.g. 12.34 (preauth, capture, partial-reverse)")
     term.add_argument("--held", help="the pre-authorised amount (partial-reverse, release)")
     term.add_argument("--currency", default="EUR")
@@ -132,9 +130,7 @@ def _print(result: TerminalResult, as_json: bool) -> None:
             value = f"{data[key]:02X}" if key == "result_code" else data[key]
             print(f"  {key}: {value}")
     if result.card:
-        print(
-            f"  card: {result.card.brand or '?'} {result.card.masked_pan or ''} AID {result.card.aid or '-'}"
-        )
+        print(f"  card: {result.card.brand or '?'} {result.card.masked_pan or ''} AID {result.card.aid or '-'}")
     if result.open_receipts:
         print(f"  open pre-authorisations: {', '.join(f'{r:04d}' for r in result.open_receipts)}")
     for key, value in result.details.items():

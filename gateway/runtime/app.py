@@ -63,9 +63,7 @@ class Daemon:
                 {"name": s.name, "state": s.state, "restarts": s.restarts, "last_error": s.last_error}
                 for s in self.supervisor.status.values()
             ],
-            "terminals": [
-                {"id": t.id, "device": t.device, "protocol": t.protocol} for t in self.settings.terminals
-            ],
+            "terminals": [{"id": t.id, "device": t.device, "protocol": t.protocol} for t in self.settings.terminals],
             "open_sessions": self.store.count_open_sessions(),
             "outbox": {
                 "pending": backlog.pending,

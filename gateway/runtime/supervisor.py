@@ -89,9 +89,7 @@ class Supervisor:
                 delay = self._backoff_min  # it ran fine for a while: start the backoff afresh
             status.state, status.since = "backoff", time.monotonic()
             status.restarts += 1
-            _LOGGER.info(
-                "worker.restart_scheduled", extra={"worker": worker.name, "delay_s": round(delay, 3)}
-            )
+            _LOGGER.info("worker.restart_scheduled", extra={"worker": worker.name, "delay_s": round(delay, 3)})
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await self._stopping.wait()

@@ -14,9 +14,7 @@ from datetime import datetime
 from gateway.store.db import from_text, sqlite_errors, to_text
 from gateway.store.records import Backlog, StoredOutbox
 
-_COLUMNS = (
-    "id, message_id, object_key, kind, payload, created_at, status, attempts, next_attempt_at, last_error"
-)
+_COLUMNS = "id, message_id, object_key, kind, payload, created_at, status, attempts, next_attempt_at, last_error"
 
 
 class Outbox:
@@ -37,9 +35,7 @@ class Outbox:
 
     def get(self, message_id: str) -> StoredOutbox | None:
         with sqlite_errors(self._path):
-            row = self._conn.execute(
-                f"SELECT {_COLUMNS} FROM outbox WHERE message_id = ?", (message_id,)
-            ).fetchone()
+            row = self._conn.execute(f"SELECT {_COLUMNS} FROM outbox WHERE message_id = ?", (message_id,)).fetchone()
         return _row(row) if row else None
 
     def list(self, status: str | None = None, limit: int = 100) -> list[StoredOutbox]:

@@ -202,9 +202,7 @@ class Store:
         return [dict(zip(keys, (*r[:5], json.loads(r[5])), strict=True)) for r in rows]
 
     def terminals(self) -> list[dict[str, Any]]:
-        rows = self._query(
-            "SELECT id, device, protocol, state, data, updated_at FROM terminals ORDER BY id", ()
-        )
+        rows = self._query("SELECT id, device, protocol, state, data, updated_at FROM terminals ORDER BY id", ())
         keys = ("id", "device", "protocol", "state", "data", "updated_at")
         return [dict(zip(keys, (*r[:4], json.loads(r[4]), r[5]), strict=True)) for r in rows]
 

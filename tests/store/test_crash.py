@@ -42,14 +42,8 @@ def test_sigkill_between_and_during_steps_leaves_whole_steps_only(tmp_path: Path
         for n in steps:
             sid = f"s{n % 50}"
             assert conn.execute("SELECT count(*) FROM payments WHERE id = ?", (f"p{n}",)).fetchone()[0] == 1
-            assert (
-                conn.execute("SELECT count(*) FROM journal WHERE step_key = ?", (f"step-{n}",)).fetchone()[0]
-                == 3
-            )
-            assert (
-                conn.execute("SELECT count(*) FROM outbox WHERE step_key = ?", (f"step-{n}",)).fetchone()[0]
-                == 2
-            )
+            assert conn.execute("SELECT count(*) FROM journal WHERE step_key = ?", (f"step-{n}",)).fetchone()[0] == 3
+            assert conn.execute("SELECT count(*) FROM outbox WHERE step_key = ?", (f"step-{n}",)).fetchone()[0] == 2
             assert conn.execute("SELECT count(*) FROM sessions WHERE id = ?", (sid,)).fetchone()[0] == 1
         # nothing from a step that did not commit
         assert conn.execute("SELECT count(*) FROM payments").fetchone()[0] == len(steps), f"seed {seed}"

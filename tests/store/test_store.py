@@ -17,11 +17,7 @@ def _step(n: int) -> Step:
     return Step(
         key=f"step-{n}",
         sessions=[SessionRecord(sid, "authorized", {"n": n})],
-        payments=[
-            PaymentRecord(
-                f"p{n}", sid, "preauth", "approved", 5000, "EUR", {"masked_pan": "541333******0074"}
-            )
-        ],
+        payments=[PaymentRecord(f"p{n}", sid, "preauth", "approved", 5000, "EUR", {"masked_pan": "541333******0074"})],
         journal=[JournalEntry("session", sid, "preauth.approved", {"n": n})],
         outbox=[OutboxMessage(f"m{n}", f"fac:{sid}", "fac.post", {"n": n})],
     )
@@ -148,9 +144,7 @@ def test_disk_full_is_a_clear_error_and_loses_no_committed_step(tmp_path: Path) 
     path = tmp_path / "full.sqlite3"
     store = Store.open(path)
     store.apply(_step(0))
-    store._conn.execute(
-        "PRAGMA max_page_count = " + str(store._conn.execute("PRAGMA page_count").fetchone()[0])
-    )
+    store._conn.execute("PRAGMA max_page_count = " + str(store._conn.execute("PRAGMA page_count").fetchone()[0]))
     big = Step("big", journal=[JournalEntry("session", "s0", "x", {"blob": "x" * 200_000})])
     with pytest.raises(StoreFull, match="disk holding the database is full"):
         store.apply(big)

@@ -33,9 +33,7 @@ async def rig(request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
 
         def make(**opts: object) -> ZvtTerminal:
             options = ZvtOptions(**{"password": "123456", "t3": 2.0, "t4": 3.0, **opts})  # type: ignore[arg-type]
-            d = ZvtTerminal(
-                "t1", SerialTransport(SerialUrl(port.slave_path)), serial_framing=True, options=options
-            )
+            d = ZvtTerminal("t1", SerialTransport(SerialUrl(port.slave_path)), serial_framing=True, options=options)
             drivers.append(d)
             return d
 

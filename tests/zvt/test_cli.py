@@ -29,9 +29,7 @@ def test_terminal_cli_against_the_simulator_on_a_pty() -> None:
         result = json.loads(pre.stdout)
         assert result["outcome"] == "approved" and result["amount"] == "25.00 EUR"
         assert result["card"]["masked_pan"] == "541333******0074"
-        cap = evpay(
-            "partial-reverse", "--receipt", str(result["receipt_no"]), "--held", "25.00", "--amount", "7.50"
-        )
+        cap = evpay("partial-reverse", "--receipt", str(result["receipt_no"]), "--held", "25.00", "--amount", "7.50")
         assert cap.returncode == 0 and "capture: APPROVED" in cap.stdout and "7.50 EUR" in cap.stdout
         again = evpay("release", "--receipt", str(result["receipt_no"]), "--held", "25.00")
         assert again.returncode == 1 and "already reversed" in again.stdout

@@ -77,9 +77,7 @@ ECR_COMMANDS = [
     ("reversal rcpt 0012", m.reversal("123456", 12), "06 30 06 12 34 56 87 00 12", "spec 06 30 layout"),
     (
         "read card 15 s chip silent UID+hash (Feig)",
-        m.read_card(
-            15, card_type=0x10, dialog_control=0x02, tlv=[Tlv(0x1F15, b"\xd0"), Tlv(0x1F60, b"\x07")]
-        ),
+        m.read_card(15, card_type=0x10, dialog_control=0x02, tlv=[Tlv(0x1F15, b"\xd0"), Tlv(0x1F60, b"\x07")]),
         "06 C0 0F 0F 19 10 FC 02 06 08 1F 15 01 D0 1F 60 01 07",
         "FEIG (Qwello)",
     ),
@@ -94,12 +92,8 @@ ECR_COMMANDS = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("name", "message", "wire", "source"), ECR_COMMANDS, ids=[c[0] for c in ECR_COMMANDS]
-)
-def test_ecr_commands_encode_and_decode_exactly(
-    name: str, message: m.Message, wire: str, source: str
-) -> None:
+@pytest.mark.parametrize(("name", "message", "wire", "source"), ECR_COMMANDS, ids=[c[0] for c in ECR_COMMANDS])
+def test_ecr_commands_encode_and_decode_exactly(name: str, message: m.Message, wire: str, source: str) -> None:
     raw = h(wire)
     assert message.to_apdu().encode() == raw, f"{name} ({source})"
     assert m.decode(raw) == message

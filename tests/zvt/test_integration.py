@@ -38,9 +38,7 @@ async def test_preauth_then_partial_reversal(rig: Rig) -> None:
 
     pre = await t.preauthorize(EUR50, "SESSION-1", persist)
     assert pre.approved and pre.amount == EUR50 and stored == [pre]
-    assert (
-        pre.card is not None and pre.card.masked_pan == "541333******0074" and pre.card.brand == "MasterCard"
-    )
+    assert pre.card is not None and pre.card.masked_pan == "541333******0074" and pre.card.brand == "MasterCard"
     cap = await t.capture(pre.receipt_no or 0, EUR50, Money(1234, "EUR"), "SESSION-1")
     assert cap.approved and cap.amount == Money(1234, "EUR")
     assert "Amount 12.34 EUR" in cap.receipt_lines

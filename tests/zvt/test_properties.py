@@ -42,9 +42,7 @@ def _bmp_value(number: int) -> st.SearchStrategy[bytes]:
     if spec.kind is Kind.BINARY:
         return st.binary(min_size=spec.size, max_size=spec.size)
     if spec.kind is Kind.BCD:
-        return st.integers(0, 10 ** (2 * spec.size) - 1).map(
-            lambda v: bytes.fromhex(f"{v:0{2 * spec.size}d}")
-        )
+        return st.integers(0, 10 ** (2 * spec.size) - 1).map(lambda v: bytes.fromhex(f"{v:0{2 * spec.size}d}"))
     if spec.kind is Kind.LLVAR:
         return st.binary(max_size=99)
     if spec.kind is Kind.LLLVAR:
@@ -72,9 +70,7 @@ def test_tlv_roundtrip(objects: tuple[Tlv, ...]) -> None:
     assert decode_tlv(encode_tlv(objects)) == objects
 
 
-bmps = st.lists(
-    st.sampled_from(sorted(BMPS)).flatmap(lambda n: _bmp_value(n).map(lambda v: Bmp(n, v))), max_size=8
-)
+bmps = st.lists(st.sampled_from(sorted(BMPS)).flatmap(lambda n: _bmp_value(n).map(lambda v: Bmp(n, v))), max_size=8)
 
 
 @given(bmps)

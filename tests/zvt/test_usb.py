@@ -23,9 +23,7 @@ async def test_usb_preauth_capture_and_replug() -> None:
     serving = asyncio.create_task(sim.serve(device.device_port, serial=True))
     url = parse_device_url("usb://0x0403:0x6001")
     transport = UsbTransport(url, backend=device)  # type: ignore[arg-type]
-    terminal = ZvtTerminal(
-        "t-usb", transport, serial_framing=True, options=ZvtOptions(password="123456", t3=2, t4=3)
-    )
+    terminal = ZvtTerminal("t-usb", transport, serial_framing=True, options=ZvtOptions(password="123456", t3=2, t4=3))
     try:
         assert (await terminal.connect()).approved
         assert device.claimed == {0}

@@ -25,9 +25,7 @@ EP_IN, EP_OUT = 0x81, 0x01
 
 
 class EmulatedTerminal(usb.backend.IBackend):  # type: ignore[misc]
-    def __init__(
-        self, vid: int = 0x0403, pid: int = 0x6001, bus: int = 1, ports: tuple[int, ...] = (1, 2)
-    ) -> None:
+    def __init__(self, vid: int = 0x0403, pid: int = 0x6001, bus: int = 1, ports: tuple[int, ...] = (1, 2)) -> None:
         self.vid, self.pid, self.bus, self.ports = vid, pid, bus, ports
         self.plugged = True
         self.claimed: set[int] = set()

@@ -1,0 +1,105 @@
+"""Outputs of the session state machine: what the engine worker must do, after the step that
+decided it is stored. ``key`` is the idempotency key of the action."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Preauthorize:
+    key: str
+    session_id: str
+    terminal: str
+    amount_minor: int
+    currency: str
+    reference: str
+
+
+@dataclass(frozen=True, slots=True)
+class TopUp:
+    key: str
+    session_id: str
+    terminal: str
+    receipt_no: int
+    amount_minor: int
+    currency: str
+
+
+@dataclass(frozen=True, slots=True)
+class Capture:
+    key: str
+    session_id: str
+    terminal: str
+    receipt_no: int
+    held_minor: int
+    amount_minor: int
+    currency: str
+    reference: str
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    key: str
+    session_id: str
+    terminal: str
+    receipt_no: int
+    held_minor: int
+    currency: str
+
+
+@dataclass(frozen=True, slots=True)
+class QueryOpenPreauths:
+    key: str
+    session_id: str
+    terminal: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorizeCharger:
+    key: str
+    session_id: str
+    evse: str
+    max_cost_minor: int
+    currency: str
+
+
+@dataclass(frozen=True, slots=True)
+class StopCharger:
+    key: str
+    session_id: str
+    evse: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Enqueue:
+    """An upstream message, written to the outbox in the same step."""
+
+    message_id: str
+    object_key: str
+    kind: str
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ShowReceipt:
+    key: str
+    session_id: str
+    terminal: str
+    lines: tuple[str, ...]
+
+
+Command = (
+    Preauthorize
+    | TopUp
+    | Capture
+    | Release
+    | QueryOpenPreauths
+    | AuthorizeCharger
+    | StopCharger
+    | Enqueue
+    | ShowReceipt
+)
+TERMINAL_COMMANDS = (Preauthorize, TopUp, Capture, Release, QueryOpenPreauths, ShowReceipt)

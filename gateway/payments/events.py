@@ -1,0 +1,119 @@
+"""Inputs of the session state machine. Every event has an ``event_id``: the store applies a
+step per (session, event_id) once, so a redelivered event is a no-op."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from drivers.base import Outcome
+from gateway.payments.preauth import Target
+
+
+@dataclass(frozen=True, slots=True)
+class CardPresented:
+    """A driver asked to pay at an EVSE (card at the terminal or start on the charger)."""
+
+    session_id: str
+    event_id: str
+    evse: str
+    terminal: str
+    currency: str
+    target: Target | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TerminalResultArrived:
+    """The outcome of a terminal command (preauthorize, topup, capture, release)."""
+
+    session_id: str
+    event_id: str
+    operation: str  # preauthorize | topup | capture | release
+    outcome: Outcome
+    amount_minor: int | None = None
+    receipt_no: int | None = None
+    message: str = ""
+    card: dict[str, str] = field(default_factory=dict)  # masked_pan, brand, aid — never a full PAN
+
+
+@dataclass(frozen=True, slots=True)
+class OpenPreauthsReported:
+    """The terminal's open pre-authorisations; ``orphans`` are those no stored session owns."""
+
+    session_id: str
+    event_id: str
+    receipts: tuple[int, ...]
+    orphans: tuple[int, ...] = ()
+    failed: bool = False  # the enquiry itself failed: try again later
+
+
+@dataclass(frozen=True, slots=True)
+class OrphanFound:
+    """The terminal sweep found a hold that no open session owns."""
+
+    session_id: str
+    event_id: str
+    terminal: str
+    receipt_no: int
+    currency: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChargerStarted:
+    session_id: str
+    event_id: str
+    meter_wh: int
+
+
+@dataclass(frozen=True, slots=True)
+class MeterValue:
+    session_id: str
+    event_id: str
+    meter_wh: int
+    trusted: bool = True  # signed (OCMF-verified) or from a calibrated meter
+
+
+@dataclass(frozen=True, slots=True)
+class ChargerStopped:
+    session_id: str
+    event_id: str
+    meter_wh: int | None = None
+    session_energy_wh: int | None = None  # the charger's own total, if it reports one
+    reason: str = "stopped"
+
+
+@dataclass(frozen=True, slots=True)
+class ChargerFaulted:
+    """A fault or a lost charger link mid-charge: bill what the last trusted reading shows."""
+
+    session_id: str
+    event_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class TimerFired:
+    session_id: str
+    event_id: str
+    kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class Resumed:
+    """The gateway restarted: re-establish what was in flight (ask, never repeat blindly)."""
+
+    session_id: str
+    event_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class FiscalDataArrived:
+    session_id: str
+    event_id: str
+    lines: tuple[str, ...]
+
+
+Event = (
+    CardPresented | TerminalResultArrived | OpenPreauthsReported | OrphanFound | ChargerStarted | MeterValue
+    | ChargerStopped
+    | ChargerFaulted | TimerFired | Resumed | FiscalDataArrived
+)  # fmt: skip

@@ -1,0 +1,262 @@
+"""OCPI tariffs (mod_tariffs, 2.2.1/2.3.0 shape) priced exactly: ``Decimal`` throughout,
+rounded once, half up, to the currency's minor unit at the very end.
+
+One function, ``price``, prices the pre-authorisation target, the running cost and the final
+capture, so the three can never disagree.
+
+Rules (where OCPI leaves room, the choice is written here):
+- A charging session is a series of meter samples (time, cumulative Wh). Each interval
+  between samples is priced with the *first* tariff element whose restrictions hold at the
+  interval's start (local time, weekday, kWh so far, duration so far, the interval's power).
+- ENERGY is billed per kWh for the energy of the interval; TIME per hour while energy flows;
+  PARKING_TIME per hour while it does not; FLAT once, from the first element active at start.
+- ``step_size`` (Wh for energy, seconds for time) rounds the volume billed under each
+  element's component up to a whole number of steps.
+- VAT: a component's price is excluding VAT; ``vat`` is a percentage; absent = not applicable.
+- ``min_price``/``max_price`` bound the total excluding VAT; the total including VAT is
+  scaled by the same factor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
+from enum import StrEnum
+from itertools import pairwise
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from drivers.money import currency as currency_info
+
+_HOUR = Decimal(3600)
+_KWH = Decimal(1000)
+_DAYS = ("MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY", "SATURDAY", "SUNDAY")
+
+
+class Dimension(StrEnum):
+    ENERGY = "ENERGY"
+    FLAT = "FLAT"
+    TIME = "TIME"
+    PARKING_TIME = "PARKING_TIME"
+
+
+@dataclass(frozen=True, slots=True)
+class PriceComponent:
+    type: Dimension
+    price: Decimal  # excluding VAT, per kWh / per hour / once
+    vat: Decimal | None = None
+    step_size: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Restrictions:
+    start_time: time | None = None
+    end_time: time | None = None
+    start_date: date | None = None
+    end_date: date | None = None
+    min_kwh: Decimal | None = None
+    max_kwh: Decimal | None = None
+    min_power: Decimal | None = None  # kW
+    max_power: Decimal | None = None
+    min_duration: int | None = None  # seconds
+    max_duration: int | None = None
+    day_of_week: frozenset[str] = frozenset()
+
+    def allow(self, local: datetime, kwh: Decimal, duration_s: int, power_kw: Decimal | None) -> bool:
+        if self.start_time is not None or self.end_time is not None:
+            now = local.time()
+            start, end = self.start_time or time(0), self.end_time or time(0)
+            inside = start <= now < end if start < end else (now >= start or now < end)  # may wrap midnight
+            if start == end:
+                inside = True
+            if not inside:
+                return False
+        if self.start_date is not None and local.date() < self.start_date:
+            return False
+        if self.end_date is not None and local.date() >= self.end_date:
+            return False
+        if self.day_of_week and _DAYS[local.weekday()] not in self.day_of_week:
+            return False
+        if self.min_kwh is not None and kwh < self.min_kwh:
+            return False
+        if self.max_kwh is not None and kwh >= self.max_kwh:
+            return False
+        if self.min_duration is not None and duration_s < self.min_duration:
+            return False
+        if self.max_duration is not None and duration_s >= self.max_duration:
+            return False
+        if power_kw is not None:
+            if self.min_power is not None and power_kw < self.min_power:
+                return False
+            if self.max_power is not None and power_kw >= self.max_power:
+                return False
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class TariffElement:
+    components: tuple[PriceComponent, ...]
+    restrictions: Restrictions = Restrictions()
+
+    def component(self, dim: Dimension) -> PriceComponent | None:
+        return next((c for c in self.components if c.type is dim), None)
+
+
+@dataclass(frozen=True, slots=True)
+class Tariff:
+    id: str
+    currency: str
+    elements: tuple[TariffElement, ...]
+    min_price: Decimal | None = None  # excluding VAT
+    max_price: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    at: datetime  # aware
+    energy_wh: int  # cumulative since the session started
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    excl_vat: Decimal
+    incl_vat: Decimal
+    minor: int  # incl. VAT, rounded once: what the driver pays
+    currency: str
+    lines: tuple[tuple[str, Decimal, Decimal], ...] = field(default=())  # (dimension, volume, excl)
+
+
+def price(tariff: Tariff, samples: Sequence[Sample], tz: ZoneInfo) -> Price:
+    """The price of a session described by its meter samples."""
+    volumes: dict[tuple[int, Dimension], Decimal] = {}
+    if samples:
+        start = samples[0]
+        for i, element in enumerate(tariff.elements):
+            if element.component(Dimension.FLAT) and element.restrictions.allow(
+                start.at.astimezone(tz), Decimal(0), 0, None
+            ):
+                volumes[(i, Dimension.FLAT)] = Decimal(1)
+                break
+        for before, after in pairwise(samples):
+            _interval(tariff, start, before, after, tz, volumes)
+    return _total(tariff, volumes)
+
+
+def _interval(
+    tariff: Tariff,
+    start: Sample,
+    before: Sample,
+    after: Sample,
+    tz: ZoneInfo,
+    volumes: dict[tuple[int, Dimension], Decimal],
+) -> None:
+    seconds = Decimal(max(0, int((after.at - before.at).total_seconds())))
+    wh = Decimal(max(0, after.energy_wh - before.energy_wh))
+    power = (wh / _KWH) / (seconds / _HOUR) if seconds else None
+    context = (
+        before.at.astimezone(tz),
+        Decimal(before.energy_wh - start.energy_wh) / _KWH,
+        int((before.at - start.at).total_seconds()),
+        power,
+    )
+    time_dim = Dimension.TIME if wh > 0 else Dimension.PARKING_TIME
+    for dim, volume in ((Dimension.ENERGY, wh), (time_dim, seconds)):
+        if volume == 0:
+            continue
+        for i, element in enumerate(tariff.elements):
+            if element.component(dim) and element.restrictions.allow(*context):
+                volumes[(i, dim)] = volumes.get((i, dim), Decimal(0)) + volume
+                break
+
+
+def _total(tariff: Tariff, volumes: Mapping[tuple[int, Dimension], Decimal]) -> Price:
+    excl = incl = Decimal(0)
+    lines = []
+    for (i, dim), volume in sorted(volumes.items()):
+        comp = tariff.elements[i].component(dim)
+        if comp is None:  # volumes are only recorded for elements that have the component
+            continue
+        step = Decimal(comp.step_size or 1)
+        billed = (volume / step).to_integral_value(ROUND_CEILING) * step if dim is not Dimension.FLAT else volume
+        unit = {Dimension.ENERGY: _KWH, Dimension.FLAT: Decimal(1)}.get(dim, _HOUR)
+        cost = billed / unit * comp.price
+        excl += cost
+        incl += cost * (1 + (comp.vat or Decimal(0)) / 100)
+        lines.append((dim.value, billed, cost))
+    bounded = excl
+    if tariff.min_price is not None and excl < tariff.min_price:
+        bounded = tariff.min_price
+    if tariff.max_price is not None and excl > tariff.max_price:
+        bounded = tariff.max_price
+    if bounded != excl:
+        incl = incl * bounded / excl if excl else bounded
+        excl = bounded
+    exponent = currency_info(tariff.currency).exponent
+    minor = int((incl.scaleb(exponent)).to_integral_value(ROUND_HALF_UP))
+    return Price(excl, incl, minor, tariff.currency, tuple(lines))
+
+
+def session_samples(start: datetime, energy_wh: int, duration: timedelta) -> list[Sample]:
+    """A flat profile: ``energy_wh`` delivered evenly over ``duration`` (for pre-auth targets)."""
+    return [Sample(start, 0), Sample(start + duration, energy_wh)]
+
+
+# ---- OCPI JSON → Tariff (the boundary: the OCPI models of the upstream issue reuse this) ----
+
+
+def tariff_from_ocpi(obj: Mapping[str, Any]) -> Tariff:
+    """Build a Tariff from an OCPI Tariff object (dict). ValueError names the bad field."""
+    try:
+        elements = tuple(_element(e) for e in obj["elements"])
+        return Tariff(
+            id=str(obj["id"]),
+            currency=str(obj["currency"]),
+            elements=elements,
+            min_price=_price_excl(obj.get("min_price")),
+            max_price=_price_excl(obj.get("max_price")),
+        )
+    except (KeyError, TypeError, ArithmeticError) as exc:
+        raise ValueError(f"tariff {obj.get('id', '?')}: {type(exc).__name__} {exc}") from None
+
+
+def _price_excl(value: Any) -> Decimal | None:
+    if value is None:
+        return None
+    if isinstance(value, Mapping):  # {"excl_vat": .., "incl_vat": ..} (2.2.1) or {"before_taxes": ..} (2.3.0)
+        raw = value.get("excl_vat", value.get("before_taxes"))
+        return None if raw is None else Decimal(str(raw))
+    return Decimal(str(value))
+
+
+def _element(e: Mapping[str, Any]) -> TariffElement:
+    comps = tuple(
+        PriceComponent(
+            Dimension(c["type"]),
+            Decimal(str(c["price"])),
+            None if c.get("vat") is None else Decimal(str(c["vat"])),
+            int(c.get("step_size", 1)),
+        )
+        for c in e["price_components"]
+    )
+    r = e.get("restrictions") or {}
+
+    def dec(key: str) -> Decimal | None:
+        return None if r.get(key) is None else Decimal(str(r[key]))
+
+    def clock(key: str) -> time | None:
+        return None if r.get(key) is None else time.fromisoformat(r[key])
+
+    def day(key: str) -> date | None:
+        return None if r.get(key) is None else date.fromisoformat(r[key])
+
+    restrictions = Restrictions(
+        start_time=clock("start_time"), end_time=clock("end_time"), start_date=day("start_date"),
+        end_date=day("end_date"), min_kwh=dec("min_kwh"), max_kwh=dec("max_kwh"), min_power=dec("min_power"),
+        max_power=dec("max_power"),
+        min_duration=None if r.get("min_duration") is None else int(r["min_duration"]),
+        max_duration=None if r.get("max_duration") is None else int(r["max_duration"]),
+        day_of_week=frozenset(r.get("day_of_week") or ()),
+    )  # fmt: skip
+    return TariffElement(comps, restrictions)

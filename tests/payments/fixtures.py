@@ -1,0 +1,51 @@
+"""Shared engine fixtures: a tariff, policies per strategy, a fake clock."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time, timedelta
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+from gateway.payments.preauth import HoldPolicy, Strategy
+from gateway.payments.session import Policy
+from gateway.payments.tariff import Dimension, PriceComponent, Restrictions, Tariff, TariffElement
+
+TZ = ZoneInfo("Europe/Berlin")
+T0 = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
+
+# 0.45 EUR/kWh + 19 % VAT, 1.00 EUR start fee, parking 6.00 EUR/h after 4 h; night energy 0.35.
+TARIFF = Tariff(
+    "T1",
+    "EUR",
+    (
+        TariffElement((PriceComponent(Dimension.FLAT, Decimal("1.00"), Decimal(19)),)),
+        TariffElement(
+            (PriceComponent(Dimension.ENERGY, Decimal("0.35"), Decimal(19), 1),),
+            Restrictions(start_time=time(22), end_time=time(6)),
+        ),
+        TariffElement((PriceComponent(Dimension.ENERGY, Decimal("0.45"), Decimal(19), 1),)),
+        TariffElement(
+            (PriceComponent(Dimension.PARKING_TIME, Decimal("6.00"), Decimal(19), 60),),
+            Restrictions(min_duration=4 * 3600),
+        ),
+    ),
+)
+
+
+def policy(strategy: Strategy = "fixed", **overrides: object) -> Policy:
+    hold = HoldPolicy(strategy=strategy, fixed_minor={"EUR": 5000}, min_minor=500, max_minor=15000,
+                      incremental_initial_minor=1500, incremental_step_minor=1500)  # fmt: skip
+    base = {"hold": hold, "tariffs": {"*": TARIFF}, "tz": TZ, "start_timeout": timedelta(minutes=3)}
+    base.update(overrides)
+    return Policy(**base)  # type: ignore[arg-type]
+
+
+class Clock:
+    def __init__(self, start: datetime = T0) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
