@@ -11,7 +11,7 @@ import os
 import tomllib
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -30,6 +30,7 @@ from drivers.errors import AmountError, DeviceUrlError
 from drivers.money import Money, known_currencies
 from drivers.transport.url import parse_device_url
 from gateway.errors import ConfigError, SecretUnavailable
+from gateway.payments.tariff import tariff_from_ocpi
 
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,32}$")]
 
@@ -158,10 +159,12 @@ class TerminalSettings(_Model):
 class EvseSettings(_Model):
     id: Annotated[str, Field(min_length=1, max_length=48)]
     terminal: Identifier
+    tariff: str | None = None  # a pricing.tariffs id; default: pricing.default_tariff
 
 
 class ChargerSettings(_Model):
     enabled: bool = False
+    mode: Literal["mqtt", "simulated"] = "mqtt"  # simulated: the in-process charger of the demo
     broker: str = "mqtt://127.0.0.1:1883"
     topic_prefix: str = "evpay/v1"
     evses: list[EvseSettings] = []
@@ -187,6 +190,25 @@ class PricingSettings(_Model):
     fixed_hold: dict[str, Amount] = Field(default_factory=lambda: {"EUR": Decimal("50.00")})
     hold_min: Amount = Decimal("5.00")
     hold_max: Amount = Decimal("150.00")
+    target_margin_pct: Amount = Decimal(10)
+    assumed_power_kw: Amount = Decimal(11)
+    incremental_initial: Amount = Decimal("20.00")
+    incremental_step: Amount = Decimal("20.00")
+    safety_margin: Amount = Decimal("0.50")  # stop charging this far below the hold
+    min_partial_approval: Amount = Decimal("5.00")
+    start_timeout_s: Annotated[int, Field(gt=0)] = 180
+    retry_initial_s: Annotated[int, Field(gt=0)] = 30  # capture/release retries back off from here
+    hold_validity_hours: Annotated[int, Field(gt=1)] = 120
+    stop_before_expiry_hours: Annotated[int, Field(ge=0)] = 24
+    default_tariff: str | None = None
+    tariffs: list[dict[str, Any]] = []  # OCPI Tariff objects (mod_tariffs field names)
+
+    @field_validator("tariffs")
+    @classmethod
+    def _tariffs(cls, v: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for raw in v:
+            tariff_from_ocpi(raw)  # raises ValueError naming the tariff and field
+        return v
 
     @field_validator("fixed_hold")
     @classmethod
@@ -204,6 +226,9 @@ class PricingSettings(_Model):
     def _clamps(self) -> PricingSettings:
         if self.hold_min > self.hold_max:
             raise ValueError("hold_min must not exceed hold_max")
+        ids = [str(t.get("id")) for t in self.tariffs]
+        if self.default_tariff is not None and self.default_tariff not in ids:
+            raise ValueError(f"default_tariff {self.default_tariff!r} is not among the tariffs {ids}")
         return self
 
 
@@ -223,9 +248,12 @@ class Settings(_Model):
         ids = [t.id for t in self.terminals]
         if len(ids) != len(set(ids)):
             raise ValueError("terminal ids must be unique")
+        tariff_ids = {str(t.get("id")) for t in self.pricing.tariffs}
         for evse in self.charger.evses:
             if evse.terminal not in ids:
                 raise ValueError(f"evse {evse.id!r} names terminal {evse.terminal!r}, which is not configured")
+            if evse.tariff is not None and evse.tariff not in tariff_ids:
+                raise ValueError(f"evse {evse.id!r} names tariff {evse.tariff!r}, which is not configured")
         return self
 
 

@@ -51,6 +51,7 @@ class SimConfig:
     terminal_id: str = "52523535"
     currency: int = 978
     outcomes: deque[str] = field(default_factory=deque)
+    booking_faults: deque[int] = field(default_factory=deque)  # result codes for the next bookings (06 23/24/25)
     default_outcome: str = "approve"
     card_wait_s: float = 0.05
     result_ack_timeout_s: float = 5.0
@@ -338,6 +339,9 @@ class _Session:
         """Common end of 06 23 / 06 24 / 06 25: book ``booked`` of the pre-auth (None = all)."""
         tx = self.sim.state.transactions.get(receipt or -1)
         await self.send(m.ack())
+        if self.sim.config.booking_faults:  # e.g. A0 receiver not ready: the acquirer is down
+            await self.send_expect_ack(m.abort_pt(self.sim.config.booking_faults.popleft()))
+            return
         if tx is None or tx.kind != "preauth":
             await self.send_expect_ack(m.abort_pt(0xB8))
             return

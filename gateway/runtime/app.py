@@ -15,8 +15,12 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from drivers.base import PaymentTerminal
 from gateway import __version__
 from gateway.runtime.api import ApiWorker
+from gateway.runtime.charger import ChargerLink
+from gateway.runtime.engine_setup import build_engine
+from gateway.runtime.engine_worker import EngineWorker
 from gateway.runtime.metrics import Metrics
 from gateway.runtime.sdnotify import Notifier
 from gateway.runtime.supervisor import Supervisor, Worker
@@ -27,6 +31,10 @@ _LOGGER = logging.getLogger(__name__)
 _STATUS_EVERY_S = 10.0
 
 
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
 class Daemon:
     def __init__(
         self,
@@ -34,6 +42,7 @@ class Daemon:
         *,
         notifier: Notifier | None = None,
         extra_workers: Sequence[Worker] = (),
+        charger: ChargerLink | None = None,
     ) -> None:
         self.settings = settings
         self.notifier = notifier or Notifier()
@@ -42,6 +51,12 @@ class Daemon:
         self._started = time.monotonic()
         self.api = ApiWorker(settings.api.host, settings.api.port, self.metrics, self.snapshot, self.healthy)
         workers: list[Worker] = [self.api, *extra_workers]
+        self.engine: EngineWorker | None = None
+        self.terminals: dict[str, PaymentTerminal] = {}
+        self.charger: ChargerLink | None = None
+        if settings.charger.enabled and settings.charger.evses:
+            self.engine, self.terminals, self.charger = build_engine(settings, self.store, _utcnow, charger)
+            workers.append(self.engine)
         self.supervisor = Supervisor(
             workers, settings.daemon.restart_backoff_min_s, settings.daemon.restart_backoff_max_s
         )
@@ -125,6 +140,8 @@ class Daemon:
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
             await self.supervisor.stop(self.settings.daemon.shutdown_grace_s)
+            for terminal in self.terminals.values():
+                await terminal.close()
             self.store.checkpoint()
             self.store.close()
             for sig in (signal.SIGTERM, signal.SIGINT):

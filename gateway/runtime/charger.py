@@ -1,0 +1,118 @@
+"""The charger side as the engine sees it: one ``ChargerLink`` interface.
+
+The MQTT/EVerest implementation lives in ``firmware_bridge`` (its own issue); the in-process
+``SimulatedCharger`` here serves the tests and ``evpay demo``. A charger asks for payment
+(``payment_requested``), then reports started / meter / stopped / faulted for the session id
+the engine gave it in ``authorize``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+_LOGGER = logging.getLogger(__name__)
+
+Kind = Literal["payment_requested", "started", "meter", "stopped", "faulted"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChargerEvent:
+    kind: Kind
+    evse: str
+    session_id: str = ""
+    meter_wh: int | None = None
+    session_energy_wh: int | None = None
+    seq: int = 0
+    reason: str = ""
+
+
+class ChargerLink(Protocol):
+    def subscribe(self, callback: Callable[[ChargerEvent], None]) -> None: ...
+    async def authorize(self, evse: str, session_id: str, max_cost_minor: int, currency: str) -> None: ...
+    async def stop(self, evse: str, session_id: str, reason: str) -> None: ...
+
+
+@dataclass(slots=True)
+class EvsePlan:
+    """How a simulated charge goes: what the EV takes and what goes wrong."""
+
+    energy_wh: int = 12_000
+    step_wh: int = 1_000  # energy between two meter values
+    start_delay_s: float = 0.05
+    meter_interval_s: float = 0.02
+    never_start: bool = False
+    fault_after_wh: int | None = None
+
+
+@dataclass(slots=True)
+class _Evse:
+    meter_wh: int = 1_000_000
+    session_id: str = ""
+    task: asyncio.Task[None] | None = None
+    plan: EvsePlan = field(default_factory=EvsePlan)
+    stop_requested: str = ""
+
+
+class SimulatedCharger:
+    def __init__(self, evses: list[str]) -> None:
+        self._evses = {e: _Evse() for e in evses}
+        self._callbacks: list[Callable[[ChargerEvent], None]] = []
+        self.authorized: list[tuple[str, str, int]] = []
+
+    def subscribe(self, callback: Callable[[ChargerEvent], None]) -> None:
+        self._callbacks.append(callback)
+
+    def _emit(self, event: ChargerEvent) -> None:
+        for callback in self._callbacks:
+            callback(event)
+
+    def plug_in(self, evse: str, plan: EvsePlan | None = None) -> None:
+        """An EV arrives and its driver asks to pay at this EVSE."""
+        state = self._evses[evse]
+        state.plan = plan or EvsePlan()
+        state.stop_requested = ""
+        self._emit(ChargerEvent("payment_requested", evse))
+
+    async def authorize(self, evse: str, session_id: str, max_cost_minor: int, currency: str) -> None:
+        state = self._evses[evse]
+        state.session_id = session_id
+        self.authorized.append((evse, session_id, max_cost_minor))
+        if not state.plan.never_start:
+            state.task = asyncio.create_task(self._charge(evse, state), name=f"charge:{evse}")
+
+    async def stop(self, evse: str, session_id: str, reason: str) -> None:
+        state = self._evses[evse]
+        if state.session_id == session_id:
+            state.stop_requested = reason or "stop requested"
+
+    async def _charge(self, evse: str, s: _Evse) -> None:
+        plan = s.plan
+        await asyncio.sleep(plan.start_delay_s)
+        sid = s.session_id
+        start = s.meter_wh
+        self._emit(ChargerEvent("started", evse, sid, meter_wh=start))
+        step = max(1, plan.step_wh)
+        seq = 0
+        while s.meter_wh - start < plan.energy_wh and not s.stop_requested:
+            await asyncio.sleep(plan.meter_interval_s)
+            s.meter_wh += min(step, plan.energy_wh - (s.meter_wh - start))
+            seq += 1
+            if plan.fault_after_wh is not None and s.meter_wh - start >= plan.fault_after_wh:
+                self._emit(ChargerEvent("faulted", evse, sid, reason="ground fault"))
+                return
+            self._emit(ChargerEvent("meter", evse, sid, meter_wh=s.meter_wh, seq=seq))
+        reason = s.stop_requested or "EV full"
+        self._emit(ChargerEvent("stopped", evse, sid, meter_wh=s.meter_wh, session_energy_wh=s.meter_wh - start,
+                                reason=reason))  # fmt: skip
+
+    async def close(self) -> None:
+        for state in self._evses.values():
+            if state.task is not None:
+                state.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await state.task

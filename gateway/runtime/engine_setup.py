@@ -1,0 +1,86 @@
+"""From Settings to the engine's parts: policy (holds, tariffs, timings), terminal drivers,
+charger link and the engine worker. Kept out of app.py so the composition root stays short."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from drivers.base import PaymentTerminal
+from drivers.money import Money
+from drivers.transport import open_transport
+from drivers.zvt.terminal import ZvtOptions, ZvtTerminal
+from gateway.errors import ConfigError
+from gateway.payments.preauth import HoldPolicy
+from gateway.payments.session import Policy
+from gateway.payments.tariff import tariff_from_ocpi
+from gateway.runtime.charger import ChargerLink, SimulatedCharger
+from gateway.runtime.engine_host import EngineHost
+from gateway.runtime.engine_worker import EngineWorker
+from gateway.settings import Settings
+from gateway.store import Store
+
+
+def _minor(amount: object, currency: str) -> int:
+    return Money.parse(str(amount), currency).minor
+
+
+def build_policy(settings: Settings) -> Policy:
+    p = settings.pricing
+    cur = settings.site.currency
+    hold = HoldPolicy(
+        strategy=p.strategy,
+        fixed_minor={code: _minor(v, code) for code, v in p.fixed_hold.items()},
+        min_minor=_minor(p.hold_min, cur),
+        max_minor=_minor(p.hold_max, cur),
+        target_margin_pct=p.target_margin_pct,
+        assumed_power_kw=p.assumed_power_kw,
+        incremental_initial_minor=_minor(p.incremental_initial, cur),
+        incremental_step_minor=_minor(p.incremental_step, cur),
+    )
+    tariffs = {str(t["id"]): tariff_from_ocpi(t) for t in p.tariffs}
+    by_evse = {evse.id: tariffs[evse.tariff] for evse in settings.charger.evses if evse.tariff}
+    if p.default_tariff is not None:
+        by_evse["*"] = tariffs[p.default_tariff]
+    return Policy(
+        hold=hold,
+        tariffs=by_evse,
+        tz=ZoneInfo(settings.site.timezone),
+        start_timeout=timedelta(seconds=p.start_timeout_s),
+        retry_initial=timedelta(seconds=p.retry_initial_s),
+        hold_validity=timedelta(hours=p.hold_validity_hours),
+        stop_before_expiry=timedelta(hours=p.stop_before_expiry_hours),
+        safety_margin_minor=_minor(p.safety_margin, cur),
+        min_partial_minor=_minor(p.min_partial_approval, cur),
+    )
+
+
+def build_terminals(settings: Settings) -> dict[str, PaymentTerminal]:
+    terminals: dict[str, PaymentTerminal] = {}
+    for t in settings.terminals:
+        transport, serial_framing = open_transport(t.device)
+        password = t.password.reveal() if t.password else "000000"
+        options = ZvtOptions(password=password, currency=t.currency or settings.site.currency)
+        terminals[t.id] = ZvtTerminal(t.id, transport, serial_framing=serial_framing, options=options)
+    return terminals
+
+
+def build_charger(settings: Settings) -> ChargerLink:
+    if settings.charger.mode == "simulated":
+        return SimulatedCharger([e.id for e in settings.charger.evses])
+    raise ConfigError(
+        "charger.mode",
+        ['mqtt: the MQTT charger link (firmware_bridge) is not built yet; use mode = "simulated" for now'],
+    )
+
+
+def build_engine(
+    settings: Settings, store: Store, clock: Callable[[], datetime], charger: ChargerLink | None = None
+) -> tuple[EngineWorker, dict[str, PaymentTerminal], ChargerLink]:
+    terminals = build_terminals(settings)
+    link = charger or build_charger(settings)
+    host = EngineHost(store, build_policy(settings), clock)
+    terminal_currency = {t.id: t.currency or settings.site.currency for t in settings.terminals}
+    routes = {e.id: EngineWorker.route(e.terminal, terminal_currency[e.terminal]) for e in settings.charger.evses}
+    return EngineWorker(host, terminals, link, routes), terminals, link

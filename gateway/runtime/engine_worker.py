@@ -1,0 +1,221 @@
+"""The engine worker: the asyncio edge around EngineHost.
+
+It turns charger events, terminal results and timers into engine events, hands each to the
+host (which stores the step before anything happens) and then carries out the commands:
+terminal operations through the ``PaymentTerminal`` drivers, charger operations through the
+``ChargerLink``. At start it resumes every open session (asking terminals about anything in
+flight) and sweeps each terminal for holds no session owns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from drivers.base import Outcome, PaymentTerminal, TerminalResult
+from drivers.money import Money
+from gateway.payments import commands as c
+from gateway.payments import events as e
+from gateway.payments.session import Session
+from gateway.runtime.charger import ChargerEvent, ChargerLink
+from gateway.runtime.engine_host import EngineHost
+
+_LOGGER = logging.getLogger(__name__)
+SWEEP_EVERY_S = 600.0
+
+
+@dataclass(slots=True)
+class _Route:
+    terminal: str
+    currency: str
+
+
+@dataclass(slots=True)
+class EngineWorker:
+    host: EngineHost
+    terminals: Mapping[str, PaymentTerminal]
+    charger: ChargerLink
+    routes: Mapping[str, _Route]  # evse -> terminal and currency
+    name: str = "engine"
+    _queue: asyncio.Queue[e.Event] = field(default_factory=asyncio.Queue)
+    _timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _boot: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @staticmethod
+    def route(terminal: str, currency: str) -> _Route:
+        return _Route(terminal, currency)
+
+    # ---- inputs ---------------------------------------------------------------------------
+
+    def submit(self, event: e.Event) -> None:
+        self.idle.clear()
+        self._queue.put_nowait(event)
+
+    def on_charger_event(self, ev: ChargerEvent) -> None:
+        if ev.kind == "payment_requested":
+            route = self.routes.get(ev.evse)
+            if route is None:
+                _LOGGER.warning("engine.unknown_evse", extra={"evse": ev.evse})
+                return
+            sid = uuid.uuid4().hex
+            self.submit(e.CardPresented(sid, "card", ev.evse, route.terminal, route.currency))
+        elif ev.kind == "started":
+            self.submit(e.ChargerStarted(ev.session_id, "started", ev.meter_wh or 0))
+        elif ev.kind == "meter":
+            self.submit(e.MeterValue(ev.session_id, f"meter:{ev.seq}", ev.meter_wh or 0))
+        elif ev.kind == "stopped":
+            self.submit(e.ChargerStopped(ev.session_id, "stopped", ev.meter_wh, ev.session_energy_wh, ev.reason))
+        elif ev.kind == "faulted":
+            self.submit(e.ChargerFaulted(ev.session_id, "faulted", ev.reason or "fault"))
+
+    # ---- the loop ---------------------------------------------------------------------------
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        self.charger.subscribe(self.on_charger_event)
+        for session in self.host.open_sessions():
+            self.submit(e.Resumed(session.id, f"resume:{self._boot}"))
+            self._arm(session)
+        self._spawn(self._sweeper(stopping), "sweeper")
+        getter: asyncio.Task[e.Event] | None = None
+        stop_wait = asyncio.create_task(stopping.wait())
+        try:
+            while not stopping.is_set():
+                if self._queue.empty() and not self._tasks_busy():
+                    self.idle.set()
+                getter = asyncio.create_task(self._queue.get())
+                await asyncio.wait({getter, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+                if getter.done():
+                    self._process(getter.result())
+                    getter = None
+        finally:
+            stop_wait.cancel()
+            if getter is not None:
+                getter.cancel()
+            await self._park()
+
+    def _tasks_busy(self) -> bool:
+        return any(t.get_name() != "sweeper" for t in self._tasks)
+
+    async def _park(self) -> None:
+        """On stop: terminal operations in flight finish (their results are stored); the
+        rest stays stored and resumes at the next start."""
+        for handle in self._timers.values():
+            handle.cancel()
+        pending = [t for t in self._tasks if t.get_name() != "sweeper"]
+        for task in self._tasks:
+            if task.get_name() == "sweeper":
+                task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        while not self._queue.empty():  # results that arrived while finishing
+            self._process(self._queue.get_nowait())
+
+    def _process(self, event: e.Event) -> None:
+        handled = self.host.handle(event)
+        if handled.session is not None:
+            self._arm(handled.session)
+        for command in handled.commands:
+            self._dispatch(command)
+        if self._queue.empty() and not self._tasks_busy():
+            self.idle.set()
+
+    def _arm(self, session: Session) -> None:
+        old = self._timers.pop(session.id, None)
+        if old is not None:
+            old.cancel()
+        if session.timer is None or session.final:
+            return
+        kind, at = session.timer
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, (at - self.host.clock()).total_seconds())
+        event = e.TimerFired(session.id, f"timer:{kind}:{at.isoformat()}", kind)
+        self._timers[session.id] = loop.call_later(delay, self.submit, event)
+
+    def _spawn(self, coro: object, name: str) -> None:
+        task: asyncio.Task[None] = asyncio.create_task(coro, name=name)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            _LOGGER.error("engine.command_failed", exc_info=task.exception(), extra={"task": task.get_name()})
+        if self._queue.empty() and not self._tasks_busy():
+            self.idle.set()
+
+    # ---- commands -----------------------------------------------------------------------------
+
+    def _dispatch(self, cmd: c.Command) -> None:
+        if isinstance(cmd, c.AuthorizeCharger):
+            self._spawn(self.charger.authorize(cmd.evse, cmd.session_id, cmd.max_cost_minor, cmd.currency), cmd.key)
+        elif isinstance(cmd, c.StopCharger):
+            self._spawn(self.charger.stop(cmd.evse, cmd.session_id, cmd.reason), cmd.key)
+        elif isinstance(cmd, c.Enqueue):
+            pass  # already in the outbox, written by the step
+        else:
+            self._spawn(self._terminal(cmd), cmd.key)
+
+    async def _terminal(self, cmd: c.Command) -> None:
+        if isinstance(cmd, c.Enqueue | c.AuthorizeCharger | c.StopCharger):
+            return
+        terminal = self.terminals.get(cmd.terminal)
+        attempt = uuid.uuid4().hex[:8]
+        if terminal is None:
+            _LOGGER.error("engine.unknown_terminal", extra={"terminal": cmd.terminal, "session": cmd.session_id})
+            return
+        if isinstance(cmd, c.QueryOpenPreauths):
+            result = await terminal.open_preauthorizations()
+            self.submit(e.OpenPreauthsReported(cmd.session_id, f"{cmd.key}:{attempt}", result.open_receipts,
+                                               failed=not result.approved))  # fmt: skip
+            return
+        if isinstance(cmd, c.ShowReceipt):
+            await terminal.print_text(cmd.lines)
+            return
+        if isinstance(cmd, c.TopUp):  # no ZVT top-up yet: the engine stops at the cap instead
+            self.submit(e.TerminalResultArrived(cmd.session_id, f"{cmd.key}:{attempt}", "topup", Outcome.ERROR,
+                                                message="top-up not supported by this terminal"))  # fmt: skip
+            return
+        op = {c.Preauthorize: "preauthorize", c.Capture: "capture", c.Release: "release"}[type(cmd)]
+
+        async def persist(result: TerminalResult) -> None:
+            # Stored before the terminal hears we have it (ZVT: before 80 00 to the 04 0F).
+            self._process(self._event(cmd.session_id, f"{cmd.key}:{attempt}:held", op, result))
+
+        if isinstance(cmd, c.Preauthorize):
+            result = await terminal.preauthorize(Money(cmd.amount_minor, cmd.currency), cmd.reference, persist)
+        elif isinstance(cmd, c.Capture):
+            result = await terminal.capture(cmd.receipt_no, Money(cmd.held_minor, cmd.currency),
+                                            Money(cmd.amount_minor, cmd.currency), cmd.reference, persist)  # fmt: skip
+        else:
+            result = await terminal.release(cmd.receipt_no, Money(cmd.held_minor, cmd.currency), persist)
+        self.submit(self._event(cmd.session_id, f"{cmd.key}:{attempt}", op, result))
+
+    @staticmethod
+    def _event(session_id: str, event_id: str, op: str, result: TerminalResult) -> e.TerminalResultArrived:
+        card = {}
+        if result.card is not None:
+            card = {k: v for k, v in (("masked_pan", result.card.masked_pan), ("brand", result.card.brand),
+                                      ("aid", result.card.aid)) if v}  # fmt: skip
+        return e.TerminalResultArrived(
+            session_id, event_id, op, result.outcome,
+            result.amount.minor if result.amount else None, result.receipt_no, result.message, card,
+        )  # fmt: skip
+
+    async def _sweeper(self, stopping: asyncio.Event) -> None:
+        """Release holds no open session owns, at start and then every SWEEP_EVERY_S."""
+        while not stopping.is_set():
+            for name, terminal in self.terminals.items():
+                currency = next((r.currency for r in self.routes.values() if r.terminal == name), "EUR")
+                result = await terminal.open_preauthorizations()
+                if result.approved:
+                    for cmd in self.host.sweep(name, result.open_receipts, currency, self._boot):
+                        self._dispatch(cmd)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(SWEEP_EVERY_S):
+                    await stopping.wait()

@@ -1,0 +1,193 @@
+"""End to end: the simulator terminal on a real pty, the real daemon (store, supervisor,
+engine worker, ZVT driver), the in-process charger and a real SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from drivers.sim.ports import PtyPort
+from drivers.sim.terminal import SimConfig, SimTerminal
+from gateway.runtime.app import Daemon
+from gateway.runtime.charger import EvsePlan, SimulatedCharger
+from gateway.settings import Settings, parse_settings
+
+CONFIG = """
+[site]
+id = "E2E"
+country = "DE"
+timezone = "Europe/Berlin"
+[storage]
+path = "{db}"
+[api]
+port = 0
+[daemon]
+shutdown_grace_s = 5
+[[terminals]]
+id = "t1"
+device = "serial://{pty}"
+password = {{ value = "123456" }}
+[charger]
+enabled = true
+mode = "simulated"
+[[charger.evses]]
+id = "DE*EVP*E1"
+terminal = "t1"
+[pricing]
+strategy = "fixed"
+fixed_hold = {{ EUR = "{hold}" }}
+hold_min = "1.00"
+safety_margin = "0.10"
+start_timeout_s = {start_timeout}
+retry_initial_s = 1
+default_tariff = "T1"
+tariffs = [ {{ id = "T1", currency = "EUR", elements = [
+  {{ price_components = [ {{ type = "ENERGY", price = "0.50", vat = "19", step_size = 1 }} ] }},
+  {{ price_components = [ {{ type = "FLAT", price = "1.00", vat = "19", step_size = 1 }} ] }} ] }} ]
+"""
+
+
+@dataclass
+class Site:
+    sim: SimTerminal
+    charger: SimulatedCharger
+    daemon: Daemon
+    settings: Settings
+    task: asyncio.Task[int]
+
+    async def wait_final(self, timeout: float = 15) -> dict[str, Any]:
+        async with asyncio.timeout(timeout):
+            while True:
+                rows = self.daemon.store.sessions(limit=10)
+                if rows and all(r["final"] for r in rows):
+                    return rows[0]
+                await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def site_factory(tmp_path: Path) -> AsyncIterator[Any]:
+    port = PtyPort()
+    sim = SimTerminal(SimConfig(password="123456", card_wait_s=0.05))
+    serving = asyncio.create_task(sim.serve(port, serial=True))
+    charger = SimulatedCharger(["DE*EVP*E1"])
+    sites: list[Site] = []
+
+    async def start(hold: str = "50.00", start_timeout: int = 180) -> Site:
+        text = CONFIG.format(db=tmp_path / "e2e.sqlite3", pty=port.slave_path, hold=hold, start_timeout=start_timeout)
+        settings = parse_settings(text, "<e2e>")
+        daemon = Daemon(settings, charger=charger)
+        task = asyncio.create_task(daemon.run())
+        async with asyncio.timeout(10):
+            await daemon.ready.wait()
+        site = Site(sim, charger, daemon, settings, task)
+        sites.append(site)
+        return site
+
+    yield start
+    for site in sites:
+        if not site.task.done():
+            site.daemon.request_stop("test over")
+            await site.task
+    await charger.close()
+    serving.cancel()
+    await asyncio.gather(serving, return_exceptions=True)
+    await port.close()
+
+
+def price_minor(energy_wh: int) -> int:
+    """0.50/kWh + 1.00 flat, 19 % VAT, rounded once."""
+    from decimal import ROUND_HALF_UP, Decimal
+
+    total = (Decimal(energy_wh) / 1000 * Decimal("0.50") + Decimal("1.00")) * Decimal("1.19")
+    return int((total * 100).to_integral_value(ROUND_HALF_UP))
+
+
+async def test_card_preauth_charge_stop_capture_release(site_factory: Any) -> None:
+    site = await site_factory()
+    site.charger.plug_in("DE*EVP*E1", EvsePlan(energy_wh=8_000, step_wh=2_000))
+    row = await site.wait_final()
+    data = row["data"]
+    assert row["state"] == "completed", data["notes"]
+    assert data["authorized_minor"] == 5000 and data["billed_energy_wh"] == 8_000
+    assert data["captured_minor"] == price_minor(8_000) == 595
+    assert data["released_minor"] == 5000 - 595
+    assert data["reference"] == f"EVP-{row['id']}"[:36]
+    assert data["card"]["masked_pan"] == "541333******0074"
+    tx = site.sim.state.transactions[data["receipt_no"]]
+    assert (tx.state, tx.booked) == ("booked", 595)  # the terminal agrees with the journal
+    outbox = site.daemon.store.outbox.list()
+    assert [m.kind for m in outbox] == ["session.outcome"] and outbox[0].payload["captured_minor"] == 595
+    kinds = [j["kind"] for j in site.daemon.store.journal(row["id"])]
+    assert kinds[0] == "CardPresented" and "ChargerStopped" in kinds
+
+
+@pytest.mark.parametrize(("outcome", "state"), [("decline", "declined"), ("timeout", "declined"),
+                                                ("card_removed", "declined"), ("busy", "failed")])  # fmt: skip
+async def test_unhappy_preauth_never_authorizes_the_charger(site_factory: Any, outcome: str, state: str) -> None:
+    site = await site_factory()
+    site.sim.config.outcomes.append(outcome)
+    site.charger.plug_in("DE*EVP*E1")
+    row = await site.wait_final()
+    assert row["state"] == state
+    assert site.charger.authorized == []
+    assert row["data"]["authorized_minor"] == row["data"]["captured_minor"] == 0
+    assert len(site.daemon.store.outbox.list()) == 1
+
+
+async def test_charging_never_starts_releases_the_hold(site_factory: Any) -> None:
+    site = await site_factory(start_timeout=1)
+    site.charger.plug_in("DE*EVP*E1", EvsePlan(never_start=True))
+    row = await site.wait_final()
+    assert row["state"] == "voided" and row["data"]["released_minor"] == 5000
+    assert site.sim.state.transactions[row["data"]["receipt_no"]].state == "reversed"
+
+
+async def test_fault_mid_charge_bills_the_last_trusted_reading(site_factory: Any) -> None:
+    site = await site_factory()
+    site.charger.plug_in("DE*EVP*E1", EvsePlan(energy_wh=10_000, step_wh=1_000, fault_after_wh=4_000))
+    row = await site.wait_final()
+    assert row["state"] == "completed"
+    assert row["data"]["billed_energy_wh"] == 3_000  # the fault reading itself is not trusted
+    assert row["data"]["captured_minor"] == price_minor(3_000)
+
+
+async def test_cost_cap_stops_the_charger_then_captures_the_hold(site_factory: Any) -> None:
+    site = await site_factory(hold="5.00")
+    site.charger.plug_in("DE*EVP*E1", EvsePlan(energy_wh=40_000, step_wh=1_000))
+    row = await site.wait_final()
+    data = row["data"]
+    assert row["state"] == "completed" and data["stop_reason"] == "cost cap reached"
+    assert data["captured_minor"] == 500 and data["released_minor"] == 0  # never above the hold
+    assert data["billed_energy_wh"] < 40_000
+
+
+async def test_capture_fails_then_succeeds_on_retry(site_factory: Any) -> None:
+    site = await site_factory()
+    site.sim.config.booking_faults.append(0xA0)  # receiver not ready
+    site.charger.plug_in("DE*EVP*E1", EvsePlan(energy_wh=2_000, step_wh=1_000))
+    row = await site.wait_final(timeout=20)
+    assert row["state"] == "completed" and row["data"]["captured_minor"] == price_minor(2_000)
+    assert any("capture error" in n for n in row["data"]["notes"])
+    assert site.sim.state.transactions[row["data"]["receipt_no"]].booked == price_minor(2_000)
+
+
+async def test_restart_mid_charge_resumes_the_session(site_factory: Any) -> None:
+    first = await site_factory()
+    first.charger.plug_in("DE*EVP*E1", EvsePlan(energy_wh=30_000, step_wh=500, meter_interval_s=0.05))
+    async with asyncio.timeout(10):
+        while not (rows := first.daemon.store.sessions()) or rows[0]["state"] != "charging":
+            await asyncio.sleep(0.02)
+    first.daemon.request_stop("restart")
+    assert await first.task == 0
+    second = await site_factory()  # same database, same terminal, same charger still charging
+    before = len(second.daemon.store.journal(rows[0]["id"]))
+    row = await second.wait_final(timeout=20)
+    assert row["state"] == "completed"
+    assert row["data"]["captured_minor"] == price_minor(row["data"]["billed_energy_wh"])
+    journal = second.daemon.store.journal(row["id"])
+    assert len(journal) > before and journal[-1]["data"]["to"] == "completed"  # finished by the new daemon
