@@ -5,9 +5,11 @@ One function, ``price``, prices the pre-authorisation target, the running cost a
 capture, so the three can never disagree.
 
 Rules (where OCPI leaves room, the choice is written here):
-- A charging session is a series of meter samples (time, cumulative Wh). Each interval
-  between samples is priced with the *first* tariff element whose restrictions hold at the
-  interval's start (local time, weekday, kWh so far, duration so far, the interval's power).
+- A charging session is a series of meter samples (time, cumulative Wh), power constant
+  between two samples. Intervals are cut where a restriction changes (a start/end time of
+  day, a min/max duration, a min/max kWh), and each piece is priced with the *first* tariff
+  element whose restrictions hold at its start (local time, weekday, kWh so far, duration so
+  far, the interval's power).
 - ENERGY is billed per kWh for the energy of the interval; TIME per hour while energy flows;
   PARKING_TIME per hour while it does not; FLAT once, from the first element active at start.
 - ``step_size`` (Wh for energy, seconds for time) rounds the volume billed under each
@@ -139,28 +141,58 @@ def price(tariff: Tariff, samples: Sequence[Sample], tz: ZoneInfo) -> Price:
             ):
                 volumes[(i, Dimension.FLAT)] = Decimal(1)
                 break
-        for before, after in pairwise(samples):
-            _interval(tariff, start, before, after, tz, volumes)
+        points = [(s.at, Decimal(s.energy_wh - start.energy_wh)) for s in samples]
+        for before, after in pairwise(points):
+            for piece in _pieces(tariff, start.at, before, after, tz):
+                _interval(tariff, start.at, piece, tz, volumes)
     return _total(tariff, volumes)
+
+
+Point = tuple[datetime, Decimal]  # (time, Wh since the start of the session)
+
+
+def _pieces(tariff: Tariff, start: datetime, before: Point, after: Point, tz: ZoneInfo) -> list[tuple[Point, Point]]:
+    """Cut one interval where any element's restriction boundary falls inside it."""
+    (t0, e0), (t1, e1) = before, after
+    span = (t1 - t0).total_seconds()
+    if span <= 0:
+        return [(before, after)]
+    cuts: set[datetime] = set()
+    for element in tariff.elements:
+        r = element.restrictions
+        for seconds in (r.min_duration, r.max_duration):
+            if seconds is not None:
+                cuts.add(start + timedelta(seconds=seconds))
+        for kwh in (r.min_kwh, r.max_kwh):
+            if kwh is not None and e0 < kwh * _KWH < e1:
+                cuts.add(t0 + timedelta(seconds=float((kwh * _KWH - e0) / (e1 - e0)) * span))
+        for clock in (r.start_time, r.end_time):
+            if clock is not None:
+                day = t0.astimezone(tz).date()
+                while (at := datetime.combine(day, clock, tz)) < t1:
+                    cuts.add(at)
+                    day += timedelta(days=1)
+    inside = sorted(cut for cut in cuts if t0 < cut < t1)
+    points = [before]
+    for cut in inside:
+        fraction = Decimal((cut - t0).total_seconds()) / Decimal(span)
+        points.append((cut, e0 + (e1 - e0) * fraction))
+    points.append(after)
+    return list(pairwise(points))
 
 
 def _interval(
     tariff: Tariff,
-    start: Sample,
-    before: Sample,
-    after: Sample,
+    start: datetime,
+    piece: tuple[Point, Point],
     tz: ZoneInfo,
     volumes: dict[tuple[int, Dimension], Decimal],
 ) -> None:
-    seconds = Decimal(max(0, int((after.at - before.at).total_seconds())))
-    wh = Decimal(max(0, after.energy_wh - before.energy_wh))
+    (t0, e0), (t1, e1) = piece
+    seconds = Decimal((t1 - t0).total_seconds()) if t1 > t0 else Decimal(0)
+    wh = max(Decimal(0), e1 - e0)
     power = (wh / _KWH) / (seconds / _HOUR) if seconds else None
-    context = (
-        before.at.astimezone(tz),
-        Decimal(before.energy_wh - start.energy_wh) / _KWH,
-        int((before.at - start.at).total_seconds()),
-        power,
-    )
+    context = (t0.astimezone(tz), e0 / _KWH, int((t0 - start).total_seconds()), power)
     time_dim = Dimension.TIME if wh > 0 else Dimension.PARKING_TIME
     for dim, volume in ((Dimension.ENERGY, wh), (time_dim, seconds)):
         if volume == 0:
@@ -217,7 +249,7 @@ def tariff_from_ocpi(obj: Mapping[str, Any]) -> Tariff:
             min_price=_price_excl(obj.get("min_price")),
             max_price=_price_excl(obj.get("max_price")),
         )
-    except (KeyError, TypeError, ArithmeticError) as exc:
+    except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
         raise ValueError(f"tariff {obj.get('id', '?')}: {type(exc).__name__} {exc}") from None
 
 

@@ -82,6 +82,8 @@ class SimulatedCharger:
         state = self._evses[evse]
         state.session_id = session_id
         self.authorized.append((evse, session_id, max_cost_minor))
+        _LOGGER.info("charger.authorized", extra={"evse": evse, "session": session_id, "max_cost": max_cost_minor,
+                                                  "currency": currency})  # fmt: skip
         if not state.plan.never_start:
             state.task = asyncio.create_task(self._charge(evse, state), name=f"charge:{evse}")
 

@@ -1,0 +1,117 @@
+"""Tariff pricing and hold strategies (pure functions)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from gateway.payments.preauth import HoldPolicy, Target, initial_hold, topup
+from gateway.payments.tariff import Sample, price, tariff_from_ocpi
+from tests.payments.fixtures import TARIFF, TZ
+
+DATA = Path(__file__).resolve().parent.parent / "data" / "ocpi"  # copied from the OCPI spec, see SOURCE.md
+UTC_TZ = ZoneInfo("UTC")
+
+
+def samples(*points: tuple[int, int], start: datetime = datetime(2026, 1, 5, 9, tzinfo=UTC)) -> list[Sample]:
+    """(minutes from start, cumulative Wh)."""
+    return [Sample(start + timedelta(minutes=m), wh) for m, wh in points]
+
+
+def ocpi(name: str) -> dict[str, object]:
+    return json.loads((DATA / name).read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+
+
+def test_every_spec_tariff_example_parses() -> None:
+    for path in sorted(DATA.glob("tariff_*.json")):
+        tariff = tariff_from_ocpi(json.loads(path.read_text(encoding="utf-8")))
+        assert tariff.elements, path.name
+
+
+def test_energy_with_vat_is_rounded_once() -> None:
+    t = tariff_from_ocpi(ocpi("tariff_8_simple_025kwh.json"))  # 0.25/kWh, 10 % VAT
+    p = price(t, samples((0, 0), (60, 12_345)), UTC_TZ)
+    assert p.excl_vat == Decimal("3.08625") and p.minor == 339  # 3.394875 -> 3.39
+
+
+def test_step_size_rounds_volume_up_per_component() -> None:
+    t = tariff_from_ocpi(ocpi("tariff_14_step_size.json"))  # TIME 1.20/h in 30-min steps, parking 15-min steps
+    p = price(t, samples((0, 0), (40, 20_000), (50, 20_000)), UTC_TZ)
+    assert p.lines == (("PARKING_TIME", Decimal(900), Decimal("0.250")), ("TIME", Decimal(3600), Decimal("1.2")))
+    assert p.minor == 145
+
+
+def test_max_price_caps_the_total() -> None:
+    t = tariff_from_ocpi(ocpi("tariff_6_025kwh_start_max_price.json"))
+    assert t.max_price is not None
+    p = price(t, samples((0, 0), (600, 200_000)), UTC_TZ)
+    assert p.excl_vat == t.max_price
+
+
+def test_min_price_applies_to_short_sessions() -> None:
+    t = tariff_from_ocpi(ocpi("tariff_12_025kwh_min_price.json"))
+    assert t.min_price is not None
+    p = price(t, samples((0, 0), (5, 100)), UTC_TZ)
+    assert p.excl_vat == t.min_price
+
+
+def test_time_of_day_restriction_switches_the_energy_price_at_22h() -> None:
+    start = datetime(2026, 1, 5, 20, 30, tzinfo=UTC)  # 21:30 in Berlin
+    p = price(TARIFF, samples((0, 0), (30, 5_000), (60, 10_000), start=start), TZ)
+    # 1.00 flat + 5 kWh at 0.45 (before 22:00 local) + 5 kWh at 0.35 (after), all +19 %
+    assert p.minor == int((Decimal("1.00") + 5 * Decimal("0.45") + 5 * Decimal("0.35")) * Decimal(119))
+
+
+def test_parking_after_four_hours_is_charged() -> None:
+    p = price(TARIFF, samples((0, 0), (120, 10_000), (300, 10_000)), TZ)
+    parking = [line for line in p.lines if line[0] == "PARKING_TIME"]
+    assert parking and parking[0][1] == Decimal(3600)  # only the hour after 4 h of session
+    assert p.incl_vat == Decimal("13.685") and p.minor == 1369  # half up, once
+
+
+def test_no_samples_no_price() -> None:
+    assert price(TARIFF, [], TZ).minor == 0
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"id": "x"}, {"id": "x", "currency": "EUR", "elements": [{"price_components": [{"type": "NOPE", "price": 1}]}]}],
+)
+def test_bad_tariffs_are_refused_naming_the_tariff(bad: dict[str, object]) -> None:
+    with pytest.raises(ValueError, match="tariff x"):
+        tariff_from_ocpi(bad)
+
+
+HOLD = HoldPolicy("fixed", {"EUR": 5000}, 500, 15000, incremental_initial_minor=1500, incremental_step_minor=1500)
+NOW = datetime(2026, 1, 5, 9, tzinfo=UTC)
+
+
+def test_fixed_hold_is_per_currency_and_clamped() -> None:
+    assert initial_hold(HOLD, "EUR", TARIFF, None, NOW, TZ) == 5000
+    assert initial_hold(HoldPolicy("fixed", {"EUR": 90_000}, 500, 15000), "EUR", None, None, NOW, TZ) == 15000
+
+
+def test_target_hold_prices_the_declared_energy_plus_margin() -> None:
+    policy = HoldPolicy("target", {"EUR": 5000}, 500, 15000, target_margin_pct=Decimal(10))
+    hold = initial_hold(policy, "EUR", TARIFF, Target(kwh=Decimal(20)), NOW, TZ)
+    expected = (Decimal("1.00") + 20 * Decimal("0.45")) * Decimal("1.19") * Decimal("1.10")
+    assert expected == Decimal("13.09") and hold == 1309  # rounded up, never below the target's price
+    assert initial_hold(policy, "EUR", TARIFF, Target(amount_minor=2000), NOW, TZ) == 2200
+    assert initial_hold(policy, "EUR", TARIFF, Target(amount_minor=100), NOW, TZ) == 500  # clamped
+
+
+def test_incremental_starts_small_and_tops_up_near_the_hold() -> None:
+    policy = HoldPolicy(
+        "incremental", {"EUR": 5000}, 500, 4000, incremental_initial_minor=1500, incremental_step_minor=1500
+    )
+    assert initial_hold(policy, "EUR", TARIFF, None, NOW, TZ) == 1500
+    assert topup(policy, 1500, 1000) is None  # below 80 %
+    assert topup(policy, 1500, 1200) == 1500
+    assert topup(policy, 3500, 3400) == 500  # never beyond hold_max
+    assert topup(policy, 4000, 3900) is None
+    assert topup(HOLD, 5000, 4900) is None  # fixed never tops up
