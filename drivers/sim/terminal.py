@@ -295,7 +295,7 @@ class _Session:
             return
         if outcome == "decline":
             await self.send_expect_ack(m.status_information(
-                [Bmp(0x27, b"\x05"), Bmp(0x3C, b"\xf0\xf1\xf5Karte abgelehnt")]))  # fmt: skip
+                [Bmp(0x27, b"\x05"), Bmp(0x3C, b"Karte abgelehnt")]))  # fmt: skip
             await self.send_expect_ack(m.abort_pt(0x05))
             return
         requested = cmd.amount or 2500

@@ -1,0 +1,106 @@
+"""``evpay sessions list|show ID``: charging sessions and their journal, read-only from the store."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from drivers.money import Money
+from gateway.errors import GatewayError
+from gateway.settings import load_settings
+from gateway.store import Store
+
+_NOT_FOUND = 1
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    sessions = commands.add_parser("sessions", help="inspect charging sessions and their journal")
+    sub = sessions.add_subparsers(dest="sessions_command", required=True, metavar="ACTION")
+    listing = sub.add_parser("list", help="recent sessions, newest first")
+    listing.add_argument("--open", action="store_true", help="only sessions not yet final")
+    listing.add_argument("--limit", type=int, default=50)
+    show = sub.add_parser("show", help="one session with its payments and journal")
+    show.add_argument("id")
+    for p in (listing, show):
+        p.add_argument("--config", type=Path, required=True)
+        p.add_argument("--json", action="store_true")
+    listing.set_defaults(handler=_list)
+    show.set_defaults(handler=_show)
+
+
+def _open(config: Path) -> Store:
+    settings = load_settings(config)
+    if not settings.storage.path.exists():
+        raise GatewayError(f"{settings.storage.path}: no database yet (the daemon has not run with this config)")
+    return Store.open(settings.storage.path, read_only=True)
+
+
+def _money(minor: int, currency: str) -> str:
+    return str(Money(minor, currency))
+
+
+def _list(args: argparse.Namespace) -> int:
+    store = _open(args.config)
+    try:
+        rows = store.sessions(open_only=args.open, limit=args.limit)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps([_summary(r) for r in rows], indent=2, default=str))
+        return 0
+    print(f"{'session':<34} {'state':<16} {'authorized':>12} {'captured':>12} {'released':>12}  updated")
+    for r in rows:
+        d = r["data"]
+        cur = d["currency"]
+        print(f"{r['id']:<34} {r['state']:<16} {_money(d['authorized_minor'], cur):>12} "
+              f"{_money(d['captured_minor'], cur):>12} {_money(d['released_minor'], cur):>12}  "
+              f"{r['updated_at']:%Y-%m-%d %H:%M:%S}")  # fmt: skip
+    return 0
+
+
+def _summary(row: dict[str, Any]) -> dict[str, Any]:
+    d = row["data"]
+    keys = ("evse", "terminal", "currency", "authorized_minor", "captured_minor", "released_minor", "price_minor",
+            "billed_energy_wh", "reference", "receipt_no", "stop_reason")  # fmt: skip
+    return {"id": row["id"], "state": row["state"], "final": row["final"], **{k: d[k] for k in keys},
+            "card": d["card"], "notes": d["notes"], "updated_at": row["updated_at"]}  # fmt: skip
+
+
+def _show(args: argparse.Namespace) -> int:
+    store = _open(args.config)
+    try:
+        row = store.session(args.id)
+        if row is None:
+            print(f"no session {args.id}")
+            return _NOT_FOUND
+        payments = store.payments(args.id)
+        journal = store.journal(args.id)
+    finally:
+        store.close()
+    summary = _summary(row)
+    if args.json:
+        print(json.dumps({"session": summary, "payments": payments, "journal": journal}, indent=2, default=str))
+        return 0
+    cur = summary["currency"]
+    print(f"session {row['id']}: {row['state']}{' (final)' if row['final'] else ''}")
+    print(f"  evse {summary['evse']} via terminal {summary['terminal']}, receipt {summary['receipt_no']}, "
+          f"reference {summary['reference']}")  # fmt: skip
+    card = summary["card"]
+    if card:
+        print(f"  card {card.get('brand', '?')} {card.get('masked_pan', '')}")
+    print(f"  energy {summary['billed_energy_wh'] / 1000:.3f} kWh, price {_money(summary['price_minor'], cur)}")
+    for key in ("authorized_minor", "captured_minor", "released_minor"):
+        print(f"  {key.removesuffix('_minor'):<10} {_money(summary[key], cur)}")
+    for note in summary["notes"]:
+        print(f"  note: {note}")
+    print("  payments:")
+    for p in payments:
+        print(f"    {p['kind']:<8} {p['state']:<9} {_money(p['amount_minor'], p['currency'])}")
+    print("  journal:")
+    for j in journal:
+        d = j["data"]
+        print(f"    #{j['seq']:<5} {j['at']}  {j['kind']:<22} {d.get('from') or '-'} -> {d.get('to')}"
+              + (f"  [{', '.join(d['commands'])}]" if d.get("commands") else ""))  # fmt: skip
+    return 0
