@@ -246,3 +246,12 @@ def test_every_state_is_reachable_and_every_open_state_has_a_way_out() -> None:
 def test_json_round_trip() -> None:
     s = step(charging(), e.MeterValue(SID, "m1", 3000), 10).session
     assert s is not None and from_json(to_json(s)) == s
+
+
+def test_partial_capture_is_recorded_as_such() -> None:
+    s = step(charging(), e.ChargerStopped(SID, "stop", 11_000), 60).session
+    assert s is not None and s.price_minor == 655
+    t = step(s, result("capture", Outcome.APPROVED, 600), 61)
+    d = t.session
+    assert d is not None and d.state is State.COMPLETED and (d.captured_minor, d.released_minor) == (600, 4400)
+    assert "partial capture 600" in d.notes

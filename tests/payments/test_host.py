@@ -1,0 +1,47 @@
+"""The engine host over a real SQLite store: one step per event, duplicates change nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from drivers.base import Outcome
+from gateway.payments import events as e
+from gateway.runtime.engine_host import EngineHost
+from gateway.store import Store
+from tests.payments.fixtures import Clock, policy
+
+
+def test_redelivered_events_are_no_ops_and_every_step_is_journaled(tmp_path: Path) -> None:
+    clock = Clock()
+    store = Store.open(tmp_path / "h.sqlite3", clock=clock)
+    host = EngineHost(store, policy(), clock)
+    card = e.CardPresented("s1", "card", "E1", "T1", "EUR")
+    first = host.handle(card)
+    assert first.applied and [type(x).__name__ for x in first.commands] == ["Preauthorize"]
+    again = host.handle(card)
+    assert not again.applied and again.commands == ()  # no second pre-authorisation
+    approved = e.TerminalResultArrived("s1", "r1", "preauthorize", Outcome.APPROVED, 5000, 4)
+    assert [type(x).__name__ for x in host.handle(approved).commands] == ["AuthorizeCharger"]
+    assert host.handle(approved).commands == ()
+    clock.advance(60)
+    host.handle(e.ChargerStarted("s1", "st", 0))
+    host.handle(e.ChargerStopped("s1", "sp", 4000))
+    done = host.handle(e.TerminalResultArrived("s1", "c1", "capture", Outcome.APPROVED, None, 5))
+    assert done.session is not None and done.session.state.value == "completed"
+    assert [j["kind"] for j in store.journal("s1")] == [
+        "CardPresented", "TerminalResultArrived", "ChargerStarted", "ChargerStopped", "TerminalResultArrived",
+    ]  # fmt: skip
+    payments = {p["kind"]: p["amount_minor"] for p in store.payments("s1")}
+    assert payments["preauth"] == 5000 and payments["capture"] + payments["release"] == 5000
+    assert [m.message_id for m in store.outbox.list()] == ["s1:outcome"]
+
+
+def test_sweep_releases_unowned_holds_but_waits_for_preauths_in_flight(tmp_path: Path) -> None:
+    clock = Clock()
+    store = Store.open(tmp_path / "s.sqlite3", clock=clock)
+    host = EngineHost(store, policy(), clock)
+    host.handle(e.CardPresented("s1", "card", "E1", "T1", "EUR"))
+    assert host.sweep("T1", (8,), "EUR", "x") == []  # s1's pre-auth is in flight: 8 may be its hold
+    host.handle(e.TerminalResultArrived("s1", "r", "preauthorize", Outcome.APPROVED, 5000, 7))
+    commands = host.sweep("T1", (7, 8), "EUR", "y")  # 7 is s1's; 8 belongs to nobody
+    assert [(type(x).__name__, getattr(x, "receipt_no", None)) for x in commands] == [("Release", 8)]
