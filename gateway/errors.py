@@ -84,6 +84,33 @@ class SchemaTooNew(StoreError):
         )
 
 
+class UpstreamError(GatewayError):
+    """The CPO could not be reached or refused a message."""
+
+    code = "upstream_error"
+
+
+class UpstreamUnreachable(UpstreamError):
+    """No usable answer. ``ambiguous``: the request may have reached the CPO (timeout after
+    sending, connection reset), so a POST must be checked with a GET before it is repeated."""
+
+    code = "upstream_unreachable"
+
+    def __init__(self, message: str, *, ambiguous: bool, retry_after: float | None = None) -> None:
+        self.ambiguous = ambiguous
+        self.retry_after = retry_after  # seconds, from the CPO's Retry-After header
+        super().__init__(message)
+
+
+class OcpiRejected(UpstreamError):
+    code = "ocpi_rejected"
+
+    def __init__(self, message: str, *, http_status: int, status_code: int | None) -> None:
+        self.http_status = http_status
+        self.status_code = status_code
+        super().__init__(message)
+
+
 class InvariantViolated(GatewayError):
     """A bug: state that must never exist. Crash, let systemd restart, the journal explains."""
 

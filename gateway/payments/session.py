@@ -118,6 +118,7 @@ class Session:
     captured_minor: int = 0
     released_minor: int = 0
     price_minor: int = 0
+    price_excl: str = "0"  # the price before taxes (Decimal text), for the upstream tax split
     reference: str | None = None  # OCPI authorization_reference, set at approval
     receipt_no: int | None = None
     card: dict[str, str] = field(default_factory=dict)
@@ -358,7 +359,7 @@ def _meter_value(s: Session, ev: e.MeterValue, now: datetime, policy: Policy) ->
     if s.readings and (now < s.readings[-1].at or energy < s.readings[-1].energy_wh):
         return Transition(s, note="meter value out of order: ignored")
     s = replace(s, readings=(*s.readings, Reading(now, energy, ev.trusted)))
-    s = replace(s, price_minor=_price(s, s.readings, policy))
+    s = _price(s, s.readings, policy)
     if s.state is State.STOPPING:
         return Transition(s)
     if s.price_minor >= s.authorized_minor - policy.safety_margin_minor:
@@ -451,11 +452,13 @@ def _fiscal(s: Session, ev: e.FiscalDataArrived) -> Transition:
 # ---- building blocks --------------------------------------------------------------------------
 
 
-def _price(s: Session, readings: tuple[Reading, ...], policy: Policy) -> int:
+def _price(s: Session, readings: tuple[Reading, ...], policy: Policy) -> Session:
+    """The session with its price (incl. and excl. taxes) for these readings."""
     tariff = policy.tariff(s.evse)
     if tariff is None or not readings:
-        return 0
-    return price(tariff, [Sample(r.at, r.energy_wh) for r in readings], policy.tz).minor
+        return replace(s, price_minor=0, price_excl="0")
+    p = price(tariff, [Sample(r.at, r.energy_wh) for r in readings], policy.tz)
+    return replace(s, price_minor=p.minor, price_excl=str(p.excl_vat))
 
 
 def _billed_energy(s: Session, ev: e.ChargerStopped, policy: Policy) -> tuple[int, tuple[str, ...]]:
@@ -477,9 +480,10 @@ def _billed_energy(s: Session, ev: e.ChargerStopped, policy: Policy) -> tuple[in
 
 
 def _finalize(s: Session, readings: tuple[Reading, ...], policy: Policy) -> Transition:
-    amount = _price(s, readings, policy)
-    s = replace(s, readings=readings, price_minor=amount, billed_energy_wh=readings[-1].energy_wh if readings else 0)
-    if min(amount, s.authorized_minor) == 0:
+    s = _price(
+        replace(s, readings=readings, billed_energy_wh=readings[-1].energy_wh if readings else 0), readings, policy
+    )
+    if min(s.price_minor, s.authorized_minor) == 0:
         return _release(s)
     return _capture(replace(s, attempts=0))
 
@@ -548,6 +552,7 @@ def outcome_payload(s: Session) -> dict[str, Any]:
         "captured_minor": s.captured_minor,
         "released_minor": s.released_minor,
         "price_minor": s.price_minor,
+        "price_excl": s.price_excl,
         "energy_wh": s.billed_energy_wh,
         "receipt_no": s.receipt_no,
         "terminal": s.terminal,
@@ -573,6 +578,7 @@ def to_json(s: Session) -> dict[str, Any]:
         "captured_minor": s.captured_minor,
         "released_minor": s.released_minor,
         "price_minor": s.price_minor,
+        "price_excl": s.price_excl,
         "reference": s.reference,
         "receipt_no": s.receipt_no,
         "card": dict(s.card),
@@ -607,6 +613,7 @@ def from_json(d: dict[str, Any]) -> Session:
         captured_minor=d["captured_minor"],
         released_minor=d["released_minor"],
         price_minor=d["price_minor"],
+        price_excl=d.get("price_excl", "0"),
         reference=d["reference"],
         receipt_no=d["receipt_no"],
         card=dict(d["card"]),

@@ -1,0 +1,83 @@
+"""OCPI over HTTP: the envelope, ``Authorization: Token <base64>``, X-Request-ID and
+X-Correlation-ID on every request, a timeout on every call, and errors classified.
+
+``request`` returns the parsed reply or raises: ``UpstreamUnreachable`` (no usable answer;
+``ambiguous`` when the request may have been received) or ``OcpiRejected`` (an answer that
+refuses). Tokens never appear in logs or exception messages.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from gateway.errors import OcpiRejected, UpstreamUnreachable
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    http_status: int
+    status_code: int
+    data: Any
+    message: str
+
+
+def authorization(token: str) -> str:
+    return "Token " + base64.b64encode(token.encode("utf-8")).decode("ascii")
+
+
+def retry_after(headers: Any) -> float | None:
+    value = headers.get("Retry-After") if headers else None
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+class OcpiClient:
+    def __init__(self, http: aiohttp.ClientSession, token: str, timeout_s: float = 10.0) -> None:
+        self._http = http
+        self._token = token
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+
+    async def request(self, method: str, url: str, body: Any = None, *, correlation_id: str | None = None) -> Reply:
+        headers = {
+            "Authorization": authorization(self._token),
+            "X-Request-ID": uuid.uuid4().hex,
+            "X-Correlation-ID": correlation_id or uuid.uuid4().hex,
+        }
+        try:
+            async with self._http.request(method, url, json=body, headers=headers, timeout=self._timeout) as resp:
+                text = await resp.text()
+                status = resp.status
+                after = retry_after(resp.headers)
+        except TimeoutError:
+            raise UpstreamUnreachable(f"{method} {url}: no answer in time", ambiguous=method != "GET") from None
+        except aiohttp.ClientConnectorError as exc:
+            raise UpstreamUnreachable(f"{method} {url}: cannot connect ({exc.os_error})", ambiguous=False) from None
+        except (aiohttp.ClientError, OSError) as exc:  # reset or broken mid-request: it may have arrived
+            raise UpstreamUnreachable(f"{method} {url}: {type(exc).__name__}", ambiguous=method != "GET") from None
+        return self._classify(method, url, status, text, after)
+
+    @staticmethod
+    def _classify(method: str, url: str, status: int, text: str, after: float | None) -> Reply:
+        try:
+            body = json.loads(text) if text else {}
+        except ValueError:
+            body = {}
+        code = body.get("status_code") if isinstance(body, dict) else None
+        message = str(body.get("status_message", "")) if isinstance(body, dict) else ""
+        if status in (408, 429) or status >= 500 or (isinstance(code, int) and code // 1000 in (3, 4)):
+            raise UpstreamUnreachable(
+                f"{method} {url}: HTTP {status}, OCPI {code} {message}".strip(), ambiguous=False, retry_after=after
+            )
+        if status >= 400 or (isinstance(code, int) and code // 1000 == 2) or not isinstance(code, int):
+            raise OcpiRejected(
+                f"{method} {url}: HTTP {status}, OCPI {code} {message}".strip(), http_status=status, status_code=code
+            )
+        return Reply(status, code, body.get("data"), message)

@@ -1,0 +1,61 @@
+"""The credentials handshake, client side (OCPI credentials module).
+
+With token A (given out of band) the gateway discovers the CPO's versions, picks 2.3.0,
+reads its endpoints, and POSTs its own credentials (token B, its versions URL, its role) to
+the CPO's credentials endpoint; the answer carries token C, which authorises every later
+call. The PTP has no Role in OCPI's enum: it registers as ``OTHER`` (see the protocol note).
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from gateway.errors import OcpiRejected, UpstreamError
+from gateway.ocpi.client import OcpiClient
+from gateway.ocpi.models import BusinessDetails, Credentials, CredentialsRole, Version, VersionDetails
+
+VERSION = "2.3.0"
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    token_b: str  # ours: what the CPO presents to us
+    token_c: str  # theirs: what we present to the CPO
+    peer_versions_url: str
+    endpoints: VersionDetails
+
+    def payments_url(self, path: str) -> str:
+        """D1 of the protocol note: the published payments URL is a base for both sub-paths."""
+        base = self.endpoints.url("payments", "RECEIVER")
+        if base is None:
+            raise UpstreamError("the CPO publishes no payments RECEIVER endpoint for version 2.3.0")
+        return f"{base.rstrip('/')}/{path}"
+
+
+async def discover(client: OcpiClient, versions_url: str) -> VersionDetails:
+    versions = [Version.model_validate(v) for v in (await client.request("GET", versions_url)).data or []]
+    chosen = next((v for v in versions if v.version == VERSION), None)
+    if chosen is None:
+        offered = ", ".join(v.version for v in versions) or "none"
+        raise OcpiRejected(f"the CPO offers OCPI {offered}, not {VERSION}", http_status=200, status_code=3002)
+    return VersionDetails.model_validate((await client.request("GET", chosen.url)).data)
+
+
+async def register(
+    client_with_token_a: OcpiClient, versions_url: str, our_versions_url: str, party: tuple[str, str], name: str
+) -> Registration:
+    details = await discover(client_with_token_a, versions_url)
+    credentials_url = details.url("credentials", "RECEIVER") or details.url("credentials", "SENDER")
+    if credentials_url is None:
+        raise UpstreamError("the CPO publishes no credentials endpoint")
+    token_b = secrets.token_urlsafe(24)
+    ours = Credentials(
+        token=token_b,
+        url=our_versions_url,
+        roles=[CredentialsRole(role="OTHER", business_details=BusinessDetails(name=name),
+                               country_code=party[0], party_id=party[1])],
+    )  # fmt: skip
+    reply = await client_with_token_a.request("POST", credentials_url, ours.to_json())
+    theirs = Credentials.model_validate(reply.data)
+    return Registration(token_b, theirs.token, theirs.url, details)

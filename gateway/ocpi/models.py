@@ -1,0 +1,231 @@
+"""OCPI 2.3.0 objects the PTP sends or reads (types, mod_payments, credentials, versions).
+
+Field lengths, enums, CiString and DateTime rules are enforced. Unknown fields from a peer
+are tolerated on input and never produced. Where the spec's own payments examples disagree
+with its object tables (see the note in docs), input is lenient and output follows the table:
+- Price: emitted in the 2.3.0 form (before_taxes + taxes); the 2.2.1 form (excl_vat/incl_vat)
+  that the payments examples still use is read too.
+- FAC.eft_data: always at least one line out; tolerated missing in (the FAILED example).
+- Terminal.last_updated: always sent; tolerated missing in (the minimal example).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Any, Generic, TypeVar
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+
+def _printable_ascii(value: str) -> str:
+    if not all(32 <= ord(ch) < 127 for ch in value):
+        raise ValueError("CiString allows printable ASCII only")
+    return value
+
+
+_ascii = AfterValidator(_printable_ascii)
+# CiString(n) of the spec: printable ASCII, at most n characters ("Req": at least one).
+CiString2 = Annotated[str, StringConstraints(min_length=2, max_length=2), _ascii]
+CiString3 = Annotated[str, StringConstraints(max_length=3), _ascii]
+CiString3Req = Annotated[str, StringConstraints(min_length=1, max_length=3), _ascii]
+CiString10 = Annotated[str, StringConstraints(max_length=10), _ascii]
+CiString20 = Annotated[str, StringConstraints(max_length=20), _ascii]
+CiString36 = Annotated[str, StringConstraints(max_length=36), _ascii]
+CiString36Req = Annotated[str, StringConstraints(min_length=1, max_length=36), _ascii]
+CiString45 = Annotated[str, StringConstraints(max_length=45), _ascii]
+CiString64Req = Annotated[str, StringConstraints(min_length=1, max_length=64), _ascii]
+CiString255 = Annotated[str, StringConstraints(max_length=255), _ascii]
+CiString255Req = Annotated[str, StringConstraints(min_length=1, max_length=255), _ascii]
+
+
+def _utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("DateTime must carry a time zone (OCPI: UTC, 'Z')")
+    return value.astimezone(UTC)
+
+
+DateTime = Annotated[
+    datetime,
+    AfterValidator(_utc),
+    PlainSerializer(lambda v: v.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), return_type=str),
+]
+Number = Annotated[Decimal, PlainSerializer(lambda v: float(v), return_type=float)]
+Url = Annotated[str, StringConstraints(max_length=255)]
+
+
+class OcpiModel(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+class TaxAmount(OcpiModel):
+    name: CiString255
+    account_number: CiString255 | None = None
+    percentage: Number | None = None
+    amount: Number
+
+
+class Price(OcpiModel):
+    before_taxes: Number
+    taxes: list[TaxAmount] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_221(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "before_taxes" not in data and "excl_vat" in data:
+            excl = Decimal(str(data["excl_vat"]))
+            converted: dict[str, Any] = {"before_taxes": excl}
+            if data.get("incl_vat") is not None:
+                converted["taxes"] = [{"name": "VAT", "amount": Decimal(str(data["incl_vat"])) - excl}]
+            return converted
+        return data
+
+    @property
+    def total(self) -> Decimal:
+        return self.before_taxes + sum((t.amount for t in self.taxes or ()), Decimal(0))
+
+
+class CaptureStatusCode(StrEnum):
+    SUCCESS = "SUCCESS"
+    PARTIAL_SUCCESS = "PARTIAL_SUCCESS"
+    FAILED = "FAILED"
+
+
+class InvoiceCreator(StrEnum):
+    CPO = "CPO"
+    PTP = "PTP"
+
+
+class FinancialAdviceConfirmation(OcpiModel):
+    id: CiString36Req
+    authorization_reference: CiString36Req
+    total_costs: Price
+    currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+    eft_data: list[CiString255Req] = []
+    capture_status_code: CaptureStatusCode
+    capture_status_message: CiString255 | None = None
+    last_updated: DateTime
+
+    def to_json(self) -> dict[str, Any]:
+        if not self.eft_data:
+            raise ValueError("a Financial Advice Confirmation needs at least one eft_data line")
+        return super().to_json()
+
+
+class GeoLocation(OcpiModel):
+    latitude: Annotated[str, StringConstraints(pattern=r"^-?[0-9]{1,2}\.[0-9]{5,7}$")]
+    longitude: Annotated[str, StringConstraints(pattern=r"^-?[0-9]{1,3}\.[0-9]{5,7}$")]
+
+
+class Terminal(OcpiModel):
+    terminal_id: CiString36Req
+    customer_reference: CiString36 | None = None
+    party_id: CiString3 | None = None
+    country_code: CiString2 | None = None
+    address: CiString45 | None = None
+    city: CiString45 | None = None
+    postal_code: CiString10 | None = None
+    state: CiString20 | None = None
+    country: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")] | None = None
+    coordinates: GeoLocation | None = None
+    invoice_base_url: Url | None = None
+    invoice_creator: InvoiceCreator | None = None
+    reference: CiString36 | None = None
+    location_ids: list[CiString36] | None = None
+    evse_uids: list[CiString36] | None = None
+    last_updated: DateTime | None = None
+
+    @model_validator(mode="after")
+    def _party_pair(self) -> Terminal:
+        if (self.party_id is None) != (self.country_code is None):
+            raise ValueError("party_id and country_code go together (both or neither)")
+        return self
+
+
+class TerminalPatch(OcpiModel):
+    """PATCH/PUT bodies from the CPO: any subset of Terminal's fields."""
+
+    customer_reference: CiString36 | None = None
+    party_id: CiString3 | None = None
+    country_code: CiString2 | None = None
+    invoice_base_url: Url | None = None
+    invoice_creator: InvoiceCreator | None = None
+    location_ids: list[CiString36] | None = None
+    evse_uids: list[CiString36] | None = None
+    last_updated: DateTime | None = None
+
+
+class Version(OcpiModel):
+    version: Annotated[str, StringConstraints(max_length=10)]
+    url: Url
+
+
+class Endpoint(OcpiModel):
+    identifier: Annotated[str, StringConstraints(max_length=255)]
+    role: Annotated[str, StringConstraints(pattern=r"^(SENDER|RECEIVER)$")]
+    url: Url
+
+
+class VersionDetails(OcpiModel):
+    version: Annotated[str, StringConstraints(max_length=10)]
+    endpoints: list[Endpoint]
+
+    def url(self, identifier: str, role: str) -> str | None:
+        return next((e.url for e in self.endpoints if e.identifier == identifier and e.role == role), None)
+
+
+class BusinessDetails(OcpiModel):
+    name: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    website: Url | None = None
+
+
+class CredentialsRole(OcpiModel):
+    role: Annotated[str, StringConstraints(max_length=10)]  # OTHER for a PTP (Role has no PTP)
+    business_details: BusinessDetails
+    party_id: CiString3Req
+    country_code: CiString2
+
+
+class Credentials(OcpiModel):
+    token: CiString64Req
+    url: Url
+    roles: list[CredentialsRole] = Field(min_length=1)
+
+
+T = TypeVar("T")
+
+
+class Envelope(OcpiModel, Generic[T]):
+    data: T | None = None
+    status_code: Annotated[int, Field(ge=1000, le=4999)]
+    status_message: Annotated[str, StringConstraints(max_length=255)] | None = None
+    timestamp: DateTime
+
+    @field_validator("status_code")
+    @classmethod
+    def _known_class(cls, v: int) -> int:
+        if v // 1000 not in (1, 2, 3, 4):
+            raise ValueError("status_code must be 1xxx, 2xxx, 3xxx or 4xxx")
+        return v
+
+
+def envelope(data: Any = None, status_code: int = 1000, message: str | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"status_code": status_code, "timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    if data is not None:
+        body["data"] = data
+    if message:
+        body["status_message"] = message
+    return body

@@ -1,0 +1,131 @@
+"""Store and forward: drain the outbox to the CPO, oldest first, ordered per object,
+in parallel across objects.
+
+Per message: deliver; on "retry" (no answer, HTTP 408/429/5xx, OCPI 3xxx/4xxx) back off
+exponentially with jitter (``Retry-After`` wins when given); on "refused" (HTTP 4xx, OCPI
+2xxx) dead-letter it with the reason, which stops it blocking its object. POST is not
+idempotent: after an ambiguous failure the object is first fetched by id, and found means
+delivered. The gateway keeps running sessions while the CPO is away; the backlog drains
+when it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from gateway.errors import OcpiRejected, UpstreamUnreachable
+from gateway.ocpi.client import OcpiClient
+from gateway.ocpi.fac import fac_from_outcome
+from gateway.store import Store, StoredOutbox
+
+_LOGGER = logging.getLogger(__name__)
+_AMBIGUOUS = "ambiguous: "
+
+
+class OutboxPusher:
+    name = "upstream"
+
+    def __init__(
+        self,
+        store: Store,
+        client: OcpiClient,
+        fac_url: str,
+        clock: Callable[[], datetime],
+        *,
+        concurrency: int = 8,
+        backoff_min_s: float = 1.0,
+        backoff_max_s: float = 300.0,
+        idle_poll_s: float = 1.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store, self.client, self.fac_url, self.clock = store, client, fac_url.rstrip("/"), clock
+        self.concurrency = concurrency
+        self.backoff_min_s, self.backoff_max_s, self.idle_poll_s = backoff_min_s, backoff_max_s, idle_poll_s
+        self.rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self.wake = asyncio.Event()
+        self.delivered = 0
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        while not stopping.is_set():
+            batch = self.store.outbox.due(self.clock(), limit=self.concurrency)
+            if batch:
+                await asyncio.gather(*(self.deliver(m) for m in batch))
+                continue
+            self.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.idle_poll_s):
+                    await _first(stopping, self.wake)
+
+    async def drain(self) -> None:
+        """Deliver everything that is due now (tests and benches)."""
+        while batch := self.store.outbox.due(self.clock(), limit=self.concurrency):
+            await asyncio.gather(*(self.deliver(m) for m in batch))
+
+    async def deliver(self, message: StoredOutbox) -> None:
+        now = self.clock()
+        try:
+            self._send_or_skip(message)
+            await self._send(message)
+        except _NothingToSend as skip:
+            self.store.outbox.delivered(message.message_id, now)
+            _LOGGER.debug("outbox.local_only", extra={"message_id": message.message_id, "reason": str(skip)})
+            return
+        except OcpiRejected as exc:
+            self.store.outbox.dead_letter(message.message_id, str(exc), now)
+            _LOGGER.error(  # noqa: TRY400 - a refused message is an outcome, its traceback is noise
+                "outbox.dead_letter", extra={"message_id": message.message_id, "reason": str(exc)}
+            )
+            return
+        except UpstreamUnreachable as exc:
+            delay = exc.retry_after if exc.retry_after is not None else self._backoff(message.attempts)
+            prefix = _AMBIGUOUS if exc.ambiguous else ""
+            self.store.outbox.retry_later(message.message_id, prefix + str(exc), now + timedelta(seconds=delay))
+            _LOGGER.info("outbox.retry", extra={"message_id": message.message_id, "in_s": round(delay, 2),
+                                                "attempts": message.attempts + 1, "error": str(exc)})  # fmt: skip
+            return
+        self.store.outbox.delivered(message.message_id, now)
+        self.delivered += 1
+
+    def _backoff(self, attempts: int) -> float:
+        base: float = min(self.backoff_max_s, self.backoff_min_s * 2.0 ** min(attempts, 30))
+        return base / 2 + self.rng.random() * base / 2  # "equal jitter"
+
+    def _send_or_skip(self, message: StoredOutbox) -> None:
+        if message.kind != "session.outcome":
+            raise OcpiRejected(
+                f"no upstream mapping for message kind {message.kind!r}", http_status=0, status_code=None
+            )
+
+    async def _send(self, message: StoredOutbox) -> None:
+        fac = fac_from_outcome(dict(message.payload), self.clock())
+        if fac is None:
+            raise _NothingToSend("the session ended without a capture: nothing to confirm upstream")
+        if message.last_error and message.last_error.startswith(_AMBIGUOUS):
+            # An earlier POST may have arrived (timeout, reset, or a crash while sending): look first.
+            try:
+                found = await self.client.request("GET", f"{self.fac_url}/{fac.id}", correlation_id=message.message_id)
+            except OcpiRejected:
+                found = None  # unknown there: post it
+            if found is not None and found.data:
+                return  # it arrived the first time
+        # Durable before the POST leaves: if the gateway dies mid-request, the next attempt GETs first.
+        self.store.outbox.retry_later(message.message_id, _AMBIGUOUS + "sending", self.clock())
+        await self.client.request("POST", self.fac_url, fac.to_json(), correlation_id=message.message_id)
+
+
+class _NothingToSend(Exception):
+    pass
+
+
+async def _first(*events: asyncio.Event) -> None:
+    waits = [asyncio.create_task(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()

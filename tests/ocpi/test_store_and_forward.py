@@ -1,0 +1,161 @@
+"""Store and forward over real loopback HTTP against the embedded CPO: every session outcome
+reaches the CPO exactly once in effect, whatever the CPO does."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from gateway.errors import OcpiRejected
+from gateway.ocpi.client import OcpiClient
+from gateway.ocpi.cpo_sim import CpoSimulator
+from gateway.ocpi.handshake import register
+from gateway.ocpi.pusher import OutboxPusher
+from gateway.store import OutboxMessage, Step, Store
+
+
+def outcome(n: int, object_key: str | None = None, state: str = "completed") -> Step:
+    sid = f"session-{n:04d}"
+    payload = {"session_id": sid, "authorization_reference": f"EVP-{sid}", "state": state, "currency": "EUR",
+               "captured_minor": 1000 + n, "price_minor": 1000 + n, "price_excl": f"{(1000 + n) / 119:.4f}",
+               "receipt_no": n, "card": {"masked_pan": "541333******0074"}, "notes": []}  # fmt: skip
+    return Step(
+        f"step-{n}",
+        outbox=[OutboxMessage(f"{sid}:outcome", object_key or f"session:{sid}", "session.outcome", payload)],
+    )
+
+
+class Rig:
+    def __init__(self, store: Store, cpo: CpoSimulator, http: aiohttp.ClientSession, token: str) -> None:
+        self.store, self.cpo, self.http, self.token = store, cpo, http, token
+
+    def pusher(self, timeout_s: float = 5.0) -> OutboxPusher:
+        client = OcpiClient(self.http, self.token, timeout_s=timeout_s)
+        return OutboxPusher(self.store, client, self.cpo.fac_url, lambda: datetime.now(UTC),
+                            backoff_min_s=0.05, backoff_max_s=0.2, idle_poll_s=0.05)  # fmt: skip
+
+    async def drain_until(self, done: Any, timeout: float = 10.0, timeout_s: float = 5.0) -> OutboxPusher:
+        pusher = self.pusher(timeout_s)
+        stopping = asyncio.Event()
+        task = asyncio.create_task(pusher.run(stopping))
+        try:
+            async with asyncio.timeout(timeout):
+                while not done():
+                    await asyncio.sleep(0.02)
+        finally:
+            stopping.set()
+            await task
+        return pusher
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    cpo = CpoSimulator()
+    await cpo.start()
+    cpo.state.tokens.add("token-c")
+    store = Store.open(tmp_path / "o.sqlite3")
+    async with aiohttp.ClientSession() as http:
+        yield Rig(store, cpo, http, "token-c")
+    await cpo.stop()
+    store.close()
+
+
+def facs(rig: Rig) -> dict[str, dict[str, Any]]:
+    return rig.cpo.state.facs
+
+
+async def test_handshake_token_a_to_c(rig: Rig) -> None:
+    client_a = OcpiClient(rig.http, rig.cpo.state.token_a)
+    reg = await register(client_a, rig.cpo.versions_url, "https://gw.example/ocpi/versions", ("DE", "EVP"), "Demo PTP")
+    assert reg.token_c in rig.cpo.state.tokens and reg.token_b != reg.token_c
+    assert rig.cpo.state.registered[0]["roles"][0]["role"] == "OTHER"
+    assert reg.payments_url("financial-advice-confirmations") == rig.cpo.fac_url
+    with pytest.raises(OcpiRejected, match="HTTP 401"):
+        await register(OcpiClient(rig.http, "wrong"), rig.cpo.versions_url, "https://x/v", ("DE", "EVP"), "x")
+
+
+async def test_outcomes_delivered_exactly_once_and_local_only_ones_skipped(rig: Rig) -> None:
+    for n in range(5):
+        rig.store.apply(outcome(n))
+    rig.store.apply(outcome(9, state="voided"))  # nothing to confirm upstream
+    await rig.drain_until(lambda: rig.store.outbox.backlog().pending == 0)
+    assert sorted(facs(rig)) == [f"session-{n:04d}" for n in range(5)]
+    assert len(rig.cpo.state.fac_posts) == 5 and not rig.cpo.state.rejected
+
+
+@pytest.mark.parametrize("fault", ["http500", "retry_after", "ocpi3001"])
+async def test_server_errors_are_retried(rig: Rig, fault: str) -> None:
+    rig.cpo.state.faults.extend([fault, fault])
+    rig.store.apply(outcome(1))
+    await rig.drain_until(lambda: rig.store.outbox.backlog().pending == 0)
+    assert rig.cpo.state.fac_posts == ["session-0001"]
+    assert rig.store.outbox.get("session-0001:outcome").attempts >= 3  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("fault", ["slow", "reset_after_store"])
+async def test_ambiguous_failures_get_before_posting_again(rig: Rig, fault: str) -> None:
+    rig.cpo.state.faults.append(fault)
+    rig.cpo.state.slow_s = 0.5
+    rig.store.apply(outcome(1))
+    await rig.drain_until(lambda: rig.store.outbox.backlog().pending == 0, timeout_s=0.2)
+    assert rig.cpo.state.fac_posts == ["session-0001"]  # stored once: the retry found it by GET
+
+
+async def test_poison_message_is_dead_lettered_without_blocking_others(rig: Rig) -> None:
+    rig.cpo.state.faults.append("ocpi2001")
+    for n in range(3):
+        rig.store.apply(outcome(n))
+    await rig.drain_until(lambda: rig.store.outbox.backlog().pending == 0)
+    dead = rig.store.outbox.list("dead")
+    assert len(dead) == 1 and "OCPI 2001" in (dead[0].last_error or "")
+    assert len(facs(rig)) == 2
+
+
+async def test_per_object_order_holds(rig: Rig) -> None:
+    rig.cpo.state.faults.extend(["http500", "http500"])
+    for n in range(4):
+        rig.store.apply(outcome(n, object_key="same-object"))
+    await rig.drain_until(lambda: rig.store.outbox.backlog().pending == 0)
+    assert rig.cpo.state.fac_posts == [f"session-{n:04d}" for n in range(4)]
+
+
+async def test_cpo_down_for_a_while_then_the_backlog_drains(rig: Rig) -> None:
+    port = int(rig.cpo.base.rsplit(":", 1)[1])
+    await rig.cpo.stop()
+    for n in range(20):
+        rig.store.apply(outcome(n))
+    pusher = rig.pusher()
+    stopping = asyncio.Event()
+    task = asyncio.create_task(pusher.run(stopping))
+    await asyncio.sleep(0.5)
+    assert rig.store.outbox.backlog().pending == 20 and facs(rig) == {}  # kept, not lost
+    await rig.cpo.start(port=port)
+    async with asyncio.timeout(10):
+        while rig.store.outbox.backlog().pending:
+            await asyncio.sleep(0.02)
+    stopping.set()
+    await task
+    assert len(facs(rig)) == 20 and len(rig.cpo.state.fac_posts) == 20
+
+
+async def test_gateway_restart_mid_push_does_not_post_twice(rig: Rig, tmp_path: Path) -> None:
+    rig.cpo.state.faults.append("slow")
+    rig.cpo.state.slow_s = 0.6
+    rig.store.apply(outcome(1))
+    first = rig.pusher()
+    stopping = asyncio.Event()
+    task = asyncio.create_task(first.run(stopping))
+    await asyncio.sleep(0.2)
+    task.cancel()  # the gateway dies while the POST is on the wire
+    await asyncio.gather(task, return_exceptions=True)
+    await asyncio.sleep(0.6)  # the CPO finishes storing it
+    rig.store.close()
+    rig.store = Store.open(tmp_path / "o.sqlite3")  # restart: reopen the same database
+    await rig.drain_until(lambda: rig.store.outbox.backlog().pending == 0)
+    assert rig.cpo.state.fac_posts == ["session-0001"]
