@@ -176,12 +176,15 @@ class UpstreamSettings(_Model):
     country_code: Annotated[str, Field(pattern=r"^[A-Z]{2}$")] = "DE"
     party_id: Annotated[str, Field(pattern=r"^[A-Z0-9]{3}$")] = "EVP"
     token_a: SecretRef | None = None
+    key: SecretRef | None = Field(default=None, description="Fernet key that encrypts the OCPI tokens at rest")
+    public_url: str = "https://gateway.invalid/ocpi/versions"  # our versions URL, as the CPO should call it
+    business_name: str = "EVPay Edge"
     timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
 
     @model_validator(mode="after")
     def _complete_when_enabled(self) -> UpstreamSettings:
-        if self.enabled and (not self.versions_url or self.token_a is None):
-            raise ValueError("an enabled upstream needs versions_url and token_a")
+        if self.enabled and (not self.versions_url or self.token_a is None or self.key is None):
+            raise ValueError("an enabled upstream needs versions_url, token_a and key")
         return self
 
 

@@ -18,15 +18,18 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from cryptography.fernet import Fernet
+from pydantic import SecretStr
 
 from drivers.money import Money
 from drivers.sim.ports import PtyPort
 from drivers.sim.terminal import SimConfig, SimTerminal
 from gateway.errors import GatewayError
+from gateway.ocpi.cpo_sim import CpoSimulator
 from gateway.runtime import logs
 from gateway.runtime.app import Daemon
 from gateway.runtime.charger import EvsePlan, SimulatedCharger
-from gateway.settings import Settings, parse_settings
+from gateway.settings import SecretRef, Settings, UpstreamSettings, parse_settings
 
 SCENARIOS: list[tuple[str, str, EvsePlan]] = [
     ("a driver charges 18 kWh and leaves", "approve", EvsePlan(energy_wh=18_000, step_wh=1_500)),
@@ -42,13 +45,17 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     demo.set_defaults(handler=_demo)
 
 
-def demo_settings(workdir: Path, device: str) -> Settings:
+def demo_settings(workdir: Path, device: str, cpo: CpoSimulator) -> Settings:
     text = resources.files("gateway.demo").joinpath("demo.toml").read_text(encoding="utf-8")
     settings = parse_settings(text, "<embedded demo.toml>")
     storage = settings.storage.model_copy(update={"path": workdir / "evpay.sqlite3"})
     api = settings.api.model_copy(update={"port": 0})  # any free port: never clash with a live daemon
     terminal = settings.terminals[0].model_copy(update={"device": device})
-    return settings.model_copy(update={"storage": storage, "api": api, "terminals": [terminal]})
+    upstream = UpstreamSettings(
+        enabled=True, versions_url=cpo.versions_url, token_a=SecretRef(value=SecretStr(cpo.state.token_a)),
+        key=SecretRef(value=SecretStr(Fernet.generate_key().decode("ascii"))), business_name="EVPay Edge demo",
+    )  # fmt: skip
+    return settings.model_copy(update={"storage": storage, "api": api, "terminals": [terminal], "upstream": upstream})
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -62,9 +69,12 @@ async def _run(workdir: Path) -> int:
     port = PtyPort()
     sim = SimTerminal(SimConfig(password=os.environ["EVPAY_ZVT_PASSWORD"], card_wait_s=0.2))
     terminal_task = asyncio.create_task(sim.serve(port, serial=True))
-    settings = demo_settings(workdir, f"serial://{port.slave_path}")
+    cpo = CpoSimulator()
+    await cpo.start()
+    settings = demo_settings(workdir, f"serial://{port.slave_path}", cpo)
     daemon = Daemon(settings)
-    print(f"demo: site {settings.site.id}; terminal simulator on {port.slave_path}; database {settings.storage.path}")
+    print(f"demo: site {settings.site.id}; terminal simulator on {port.slave_path}; embedded CPO at {cpo.base}")
+    print(f"demo: database {settings.storage.path}")
     task = asyncio.create_task(daemon.run())
     try:
         async with asyncio.timeout(15):
@@ -79,13 +89,14 @@ async def _run(workdir: Path) -> int:
             charger.plug_in(evse, plan)
             row = await _finished(daemon, before)
             _print_session(title, row)
-        await _print_daemon(daemon, settings)
+        await _print_daemon(daemon, settings, cpo)
     finally:
         daemon.request_stop("demo finished")
         code = await task
         terminal_task.cancel()
         await asyncio.gather(terminal_task, return_exceptions=True)
         await port.close()
+        await cpo.stop()
     print(f"demo: daemon stopped cleanly (exit {code})")
     return code
 
@@ -112,11 +123,23 @@ def _print_session(title: str, row: dict[str, Any]) -> None:
         print(f"  note: {note}")
 
 
-async def _print_daemon(daemon: Daemon, settings: Settings) -> None:
+async def _print_daemon(daemon: Daemon, settings: Settings, cpo: CpoSimulator) -> None:
+    async with asyncio.timeout(15):
+        while daemon.store.outbox.backlog().pending:  # noqa: ASYNC110 - the store has no change events; a display loop
+            await asyncio.sleep(0.05)
     base = f"http://{settings.api.host}:{daemon.api.bound_port}"
     async with aiohttp.ClientSession() as http, http.get(f"{base}/status") as r:
         status = await r.json()
     print(f"\ndemo: daemon on {base}: " + ", ".join(f"{w['name']} {w['state']}" for w in status["workers"]))
-    print(f"demo: {status['outbox']['pending']} session outcome(s) waiting in the outbox for the CPO "
-          "(the OCPI upstream is not built yet)")  # fmt: skip
+    print(
+        f"demo: outbox {status['outbox']['pending']} pending, {status['outbox']['dead']} dead; "
+        f"the CPO registered us and received {len(cpo.state.facs)} Financial Advice Confirmation(s):"
+    )
+    for fac in cpo.state.facs.values():
+        total = fac["total_costs"]
+        taxes = sum(t["amount"] for t in total.get("taxes", []))
+        print(
+            f"demo:   {fac['authorization_reference']}  {fac['capture_status_code']}  "
+            f"{total['before_taxes']:.2f} + {taxes:.2f} tax {fac['currency']}  eft {fac['eft_data']}"
+        )
     print(f"demo: journal hash chain intact: {daemon.store.verify_journal().broken_at is None}")

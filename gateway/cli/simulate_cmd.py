@@ -13,6 +13,7 @@ from pathlib import Path
 from drivers.sim.ports import PtyPort, serve_tcp
 from drivers.sim.terminal import SimConfig, SimTerminal
 from drivers.transport.url import TcpUrl, parse_device_url
+from gateway.ocpi.cpo_sim import CpoSimulator, CpoState
 from gateway.runtime import logs
 
 
@@ -34,6 +35,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     term.add_argument("--password-env", default="EVPAY_ZVT_PASSWORD", help="env var with the PT password")
     term.add_argument("--state", type=Path, help="keep the turnover store in this JSON file across restarts")
     term.set_defaults(handler=_terminal)
+    cpo = sub.add_parser("cpo", help="the embedded OCPI 2.3.0 CPO (payments receiver, credentials)")
+    cpo.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT")
+    cpo.add_argument("--token-a-env", default="EVPAY_CPO_TOKEN_A", help="env var with the registration token A")
+    cpo.add_argument("--accept-token-env", default="", help="env var with a token C to accept without a handshake")
+    cpo.set_defaults(handler=_cpo)
 
 
 def _terminal(args: argparse.Namespace) -> int:
@@ -72,6 +78,29 @@ async def _serve(sim: SimTerminal, args: argparse.Namespace) -> int:
     await stop.wait()
     server.close()
     await server.wait_closed()
+    return 0
+
+
+def _cpo(args: argparse.Namespace) -> int:
+    logs.configure("warning")
+    host, _, port = args.listen.rpartition(":")
+    state = CpoState()
+    state.token_a = os.environ.get(args.token_a_env, state.token_a)
+    if args.accept_token_env and os.environ.get(args.accept_token_env):
+        state.tokens.add(os.environ[args.accept_token_env])
+    return asyncio.run(_serve_cpo(CpoSimulator(state), host or "127.0.0.1", int(port or 0)))
+
+
+async def _serve_cpo(cpo: CpoSimulator, host: str, port: int) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await cpo.start(host, port)
+    print(f"embedded CPO: versions {cpo.versions_url}", flush=True)
+    await stop.wait()
+    print(f"embedded CPO: received {len(cpo.state.facs)} FACs ({len(cpo.state.fac_posts)} POSTs)", flush=True)
+    await cpo.stop()
     return 0
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from drivers.base import PaymentTerminal
 from gateway import __version__
+from gateway.ocpi.worker import UpstreamWorker
 from gateway.runtime.api import ApiWorker
 from gateway.runtime.charger import ChargerLink
 from gateway.runtime.engine_setup import build_engine
@@ -54,6 +55,10 @@ class Daemon:
         self.engine: EngineWorker | None = None
         self.terminals: dict[str, PaymentTerminal] = {}
         self.charger: ChargerLink | None = None
+        self.upstream: UpstreamWorker | None = None
+        if settings.upstream.enabled:
+            self.upstream = UpstreamWorker(settings.upstream, settings.site.country, self.store, _utcnow)
+            workers.append(self.upstream)
         if settings.charger.enabled and settings.charger.evses:
             self.engine, self.terminals, self.charger = build_engine(settings, self.store, _utcnow, charger)
             workers.append(self.engine)

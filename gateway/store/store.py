@@ -209,6 +209,27 @@ class Store:
     def step_applied(self, key: str) -> bool:
         return bool(self._query("SELECT 1 FROM steps WHERE key = ?", (key,)))
 
+    def save_registration(self, versions_url: str, token_b: str, token_c: str, endpoints: dict[str, Any]) -> None:
+        """Replace the CPO registration (tokens arrive here already encrypted)."""
+        with sqlite_errors(str(self.path)):
+            self._conn.execute(
+                "INSERT INTO upstream_registration (id, versions_url, token_b, token_c, endpoints, registered_at)"
+                " VALUES (1, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET versions_url = excluded.versions_url,"
+                " token_b = excluded.token_b, token_c = excluded.token_c, endpoints = excluded.endpoints,"
+                " registered_at = excluded.registered_at",
+                (versions_url, token_b, token_c, _journal.dumps(endpoints), to_text(self._clock())),
+            )
+
+    def registration(self) -> dict[str, Any] | None:
+        rows = self._query(
+            "SELECT versions_url, token_b, token_c, endpoints, registered_at FROM upstream_registration", ()
+        )
+        if not rows:
+            return None
+        url, token_b, token_c, endpoints, at = rows[0]
+        return {"versions_url": url, "token_b": token_b, "token_c": token_c, "endpoints": json.loads(endpoints),
+                "registered_at": at}  # fmt: skip
+
     def verify_journal(self) -> _journal.ChainReport:
         with sqlite_errors(str(self.path)):
             return _journal.verify(self._conn)

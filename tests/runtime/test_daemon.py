@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.store.db import latest_version
 from tests.helpers import EVPAY, free_port, subprocess_env, write_config
 
 
@@ -118,7 +119,7 @@ def test_ready_watchdog_status_and_graceful_sigterm(
         check=False,
     )
     assert after.returncode == 3
-    assert "NOT REACHABLE" in after.stdout and "schema 2" in after.stdout
+    assert "NOT REACHABLE" in after.stdout and f"schema {latest_version()}" in after.stdout
 
 
 def test_sigint_also_drains(daemon: tuple[subprocess.Popen[str], FakeSystemd, int, Path]) -> None:

@@ -1,0 +1,86 @@
+"""The upstream worker: register with the CPO once (tokens encrypted at rest), then drain
+the outbox for as long as the daemon runs. If the CPO is unreachable the worker fails and
+the supervisor restarts it with backoff; charging and payments go on meanwhile."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+import aiohttp
+from cryptography.fernet import Fernet, InvalidToken
+
+from gateway.errors import ConfigError
+from gateway.ocpi.client import OcpiClient
+from gateway.ocpi.handshake import Registration, register
+from gateway.ocpi.models import VersionDetails
+from gateway.ocpi.pusher import OutboxPusher
+from gateway.settings import UpstreamSettings
+from gateway.store import Store
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class TokenVault:
+    """Encrypts tokens for the store; a wrong key is a configuration error, never a silent reset."""
+
+    def __init__(self, key: str) -> None:
+        try:
+            self._fernet = Fernet(key.encode("ascii"))
+        except (ValueError, TypeError):
+            raise ConfigError("upstream.key", ["not a Fernet key (32 url-safe base64 bytes)"]) from None
+
+    def seal(self, token: str) -> str:
+        return self._fernet.encrypt(token.encode("utf-8")).decode("ascii")
+
+    def open(self, sealed: str) -> str:
+        try:
+            return self._fernet.decrypt(sealed.encode("ascii")).decode("utf-8")
+        except InvalidToken:
+            raise ConfigError(
+                "upstream.key", ["cannot decrypt the stored OCPI tokens: the key changed (restore it or re-register)"]
+            ) from None
+
+
+class UpstreamWorker:
+    name = "upstream"
+
+    def __init__(self, settings: UpstreamSettings, country: str, store: Store, clock: Callable[[], datetime]) -> None:
+        if settings.key is None or settings.token_a is None:
+            raise ConfigError("upstream", ["an enabled upstream needs token_a and key"])
+        self.settings = settings
+        self.country = country
+        self.store = store
+        self.clock = clock
+        self.vault = TokenVault(settings.key.reveal())
+        self.pusher: OutboxPusher | None = None
+
+    async def _registration(self, http: aiohttp.ClientSession) -> Registration:
+        stored = self.store.registration()
+        if stored is not None and stored["versions_url"] == self.settings.versions_url:
+            return Registration(
+                self.vault.open(stored["token_b"]), self.vault.open(stored["token_c"]), stored["versions_url"],
+                VersionDetails.model_validate(stored["endpoints"]),
+            )  # fmt: skip
+        token_a = self.settings.token_a.reveal() if self.settings.token_a else ""
+        reg = await register(
+            OcpiClient(http, token_a, self.settings.timeout_s), self.settings.versions_url, self.settings.public_url,
+            (self.settings.country_code, self.settings.party_id), self.settings.business_name,
+        )  # fmt: skip
+        self.store.save_registration(
+            self.settings.versions_url, self.vault.seal(reg.token_b), self.vault.seal(reg.token_c),
+            reg.endpoints.model_dump(mode="json"),
+        )  # fmt: skip
+        _LOGGER.info("upstream.registered", extra={"versions_url": self.settings.versions_url})
+        return reg
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        async with aiohttp.ClientSession() as http:
+            reg = await self._registration(http)
+            client = OcpiClient(http, reg.token_c, self.settings.timeout_s)
+            self.pusher = OutboxPusher(
+                self.store, client, reg.payments_url("financial-advice-confirmations"), self.clock
+            )
+            await self.pusher.run(stopping)
