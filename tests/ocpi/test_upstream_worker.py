@@ -1,0 +1,87 @@
+"""The upstream worker in the daemon: registers once, keeps tokens encrypted, drains the outbox."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from cryptography.fernet import Fernet
+from pydantic import SecretStr
+
+from gateway.errors import ConfigError
+from gateway.ocpi.cpo_sim import CpoSimulator
+from gateway.ocpi.worker import TokenVault, UpstreamWorker
+from gateway.settings import SecretRef, UpstreamSettings
+from gateway.store import Store
+from tests.helpers import EVPAY, subprocess_env
+from tests.ocpi.test_store_and_forward import outcome
+
+
+async def test_registers_once_tokens_encrypted_then_drains(tmp_path: Path) -> None:
+    cpo = CpoSimulator()
+    await cpo.start()
+    key = Fernet.generate_key().decode()
+    settings = UpstreamSettings(enabled=True, versions_url=cpo.versions_url, token_a=SecretRef(value=SecretStr(cpo.state.token_a)),
+                                key=SecretRef(value=SecretStr(key)))  # fmt: skip
+    store = Store.open(tmp_path / "u.sqlite3")
+    store.apply(outcome(1))
+    try:
+        for _round in range(2):  # a restart reuses the stored registration
+            worker = UpstreamWorker(settings, "DE", store, lambda: datetime.now(UTC))
+            stopping = asyncio.Event()
+            task = asyncio.create_task(worker.run(stopping))
+            async with asyncio.timeout(10):
+                while store.outbox.backlog().pending:
+                    await asyncio.sleep(0.02)
+            stopping.set()
+            await task
+        assert len(cpo.state.registered) == 1 and list(cpo.state.facs) == ["session-0001"]
+        raw = (
+            sqlite3.connect(tmp_path / "u.sqlite3")
+            .execute("SELECT token_b, token_c FROM upstream_registration")
+            .fetchone()
+        )
+        token_c = next(iter(cpo.state.tokens))
+        assert token_c not in raw[1] and TokenVault(key).open(raw[1]) == token_c  # encrypted at rest
+        wrong = UpstreamWorker(settings.model_copy(update={"key": SecretRef(value=SecretStr(Fernet.generate_key().decode()))}),
+                               "DE", store, lambda: datetime.now(UTC))  # fmt: skip
+        with pytest.raises(ConfigError, match="key changed"):
+            await wrong.run(asyncio.Event())
+    finally:
+        store.close()
+        await cpo.stop()
+
+
+def test_bad_key_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="Fernet"):
+        TokenVault("not-a-key")
+
+
+def test_outbox_cli(tmp_path: Path) -> None:
+    db = tmp_path / "evpay.sqlite3"
+    config = tmp_path / "g.toml"
+    config.write_text(f'[site]\nid = "S"\ncountry = "DE"\n[storage]\npath = "{db}"\n', encoding="utf-8")
+    store = Store.open(db)
+    store.apply(outcome(1))
+    store.apply(outcome(2))
+    store.outbox.dead_letter("session-0002:outcome", "OCPI 2001 invalid", datetime.now(UTC))
+    store.close()
+
+    def evpay(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*EVPAY, "outbox", *args, "--config", str(config)], capture_output=True, text=True,
+                              env=subprocess_env(), check=False)  # fmt: skip
+
+    listed = evpay("list")
+    assert listed.returncode == 0 and "1 pending, 1 dead" in listed.stdout
+    dead = json.loads(evpay("dead", "--json").stdout)
+    assert [m["message_id"] for m in dead] == ["session-0002:outcome"] and dead[0]["last_error"] == "OCPI 2001 invalid"
+    shown = evpay("show", "session-0001:outcome")
+    assert "EVP-session-0001" in shown.stdout
+    assert evpay("retry", "session-0002:outcome").returncode == 0
+    assert "2 pending, 0 dead" in evpay("list").stdout
+    assert evpay("retry", "nope").returncode == 1
