@@ -60,8 +60,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     args = parser.parse_args()
     env = {**os.environ, "EVPAY_BENCH_TOKEN": "bench-token"}
-    cpo = subprocess.Popen([sys.executable, "-m", "gateway.cli", "simulate", "cpo", "--listen", "127.0.0.1:0",
-                            "--accept-token-env", "EVPAY_BENCH_TOKEN"], stdout=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    command = [sys.executable, "-m", "gateway.cli", "simulate", "cpo", "--listen", "127.0.0.1:0",
+               "--accept-token-env", "EVPAY_BENCH_TOKEN"]  # fmt: skip
+    cpo = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
     try:
         assert cpo.stdout is not None
         versions_url = re.search(r"versions (\S+)", cpo.stdout.readline()).group(1)  # type: ignore[union-attr]
