@@ -49,7 +49,21 @@ class LinkFailed:
 LinkEvent = ApduReceived | LinkFailed
 
 
-class SerialLink:
+class _Outputs:
+    """What both links hand to their adapter: bytes to write and events to act on."""
+
+    _out: bytearray
+    _events: deque[LinkEvent]
+
+    def data_to_send(self) -> bytes:
+        out, self._out = bytes(self._out), bytearray()
+        return out
+
+    def next_event(self) -> LinkEvent | None:
+        return self._events.popleft() if self._events else None
+
+
+class SerialLink(_Outputs):
     def __init__(self, t1: float = T1, t2: float = T2, retries: int = RETRIES) -> None:
         self.t1, self.t2, self.retries = t1, t2, retries
         self.stats = {"naks_sent": 0, "naks_received": 0, "retransmits": 0, "duplicates": 0}
@@ -91,13 +105,6 @@ class SerialLink:
                 if self._in_flight is not None:
                     self._retransmit(now, "NAK")
         self._byte_deadline = now + self.t1 if self._decoder.in_frame else None
-
-    def data_to_send(self) -> bytes:
-        out, self._out = bytes(self._out), bytearray()
-        return out
-
-    def next_event(self) -> LinkEvent | None:
-        return self._events.popleft() if self._events else None
 
     def next_deadline(self) -> float | None:
         deadlines = [d for d in (self._ack_deadline, self._byte_deadline) if d is not None]
@@ -153,7 +160,7 @@ class SerialLink:
         self._transmit(now)
 
 
-class StreamLink:
+class StreamLink(_Outputs):
     def __init__(self) -> None:
         self._reader = ApduReader()
         self._out = bytearray()
@@ -166,13 +173,6 @@ class StreamLink:
 
     def receive_data(self, data: bytes, now: float) -> None:  # noqa: ARG002
         self._events.extend(ApduReceived(a) for a in self._reader.feed(data))
-
-    def data_to_send(self) -> bytes:
-        out, self._out = bytes(self._out), bytearray()
-        return out
-
-    def next_event(self) -> LinkEvent | None:
-        return self._events.popleft() if self._events else None
 
     def next_deadline(self) -> float | None:
         return None

@@ -10,6 +10,7 @@ import pytest
 
 from drivers.sim.ports import PtyPort, serve_tcp
 from drivers.sim.terminal import SimConfig, SimTerminal
+from drivers.transport.base import Transport
 from drivers.transport.serial import SerialTransport
 from drivers.transport.tcp import TcpTransport
 from drivers.transport.url import SerialUrl
@@ -27,17 +28,20 @@ class Rig:
 async def rig(request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
     sim = SimTerminal(SimConfig(password="123456", card_wait_s=0.05, result_ack_timeout_s=2.0))
     drivers: list[ZvtTerminal] = []
+
+    def factory(transport: Callable[[], Transport], serial: bool) -> Callable[..., ZvtTerminal]:
+        def make(**opts: object) -> ZvtTerminal:
+            options = ZvtOptions(**{"password": "123456", "t3": 2.0, "t4": 3.0, **opts})  # type: ignore[arg-type]
+            driver = ZvtTerminal("t1", transport(), serial_framing=serial, options=options)
+            drivers.append(driver)
+            return driver
+
+        return make
+
     if request.param == "pty":
         port = PtyPort()
         task = asyncio.create_task(sim.serve(port, serial=True))
-
-        def make(**opts: object) -> ZvtTerminal:
-            options = ZvtOptions(**{"password": "123456", "t3": 2.0, "t4": 3.0, **opts})  # type: ignore[arg-type]
-            d = ZvtTerminal("t1", SerialTransport(SerialUrl(port.slave_path)), serial_framing=True, options=options)
-            drivers.append(d)
-            return d
-
-        yield Rig(sim, make, "pty")
+        yield Rig(sim, factory(lambda: SerialTransport(SerialUrl(port.slave_path)), True), "pty")
         for d in drivers:
             await d.close()
         task.cancel()
@@ -46,14 +50,7 @@ async def rig(request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
     else:
         server = await serve_tcp("127.0.0.1", 0, lambda p: sim.serve(p, serial=False))
         tcp_port = server.sockets[0].getsockname()[1]
-
-        def make(**opts: object) -> ZvtTerminal:
-            options = ZvtOptions(**{"password": "123456", "t3": 2.0, "t4": 3.0, **opts})  # type: ignore[arg-type]
-            d = ZvtTerminal("t1", TcpTransport("127.0.0.1", tcp_port), serial_framing=False, options=options)
-            drivers.append(d)
-            return d
-
-        yield Rig(sim, make, "tcp")
+        yield Rig(sim, factory(lambda: TcpTransport("127.0.0.1", tcp_port), False), "tcp")
         for d in drivers:
             await d.close()
         server.close()
