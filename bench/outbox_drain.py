@@ -45,10 +45,10 @@ def fill(store: Store, n: int) -> None:
 
 
 async def drain(store: Store, versions_url: str, concurrency: int) -> int:
-    fac_url = versions_url.replace("/ocpi/versions", "/ocpi/cpo/2.3.0/payments/financial-advice-confirmations")
+    payments_url = versions_url.replace("/ocpi/versions", "/ocpi/cpo/2.3.0/payments")
     connector = aiohttp.TCPConnector(limit=concurrency * 2)
     async with aiohttp.ClientSession(connector=connector) as http:
-        pusher = OutboxPusher(store, OcpiClient(http, "bench-token"), fac_url, lambda: datetime.now(UTC),
+        pusher = OutboxPusher(store, OcpiClient(http, "bench-token"), payments_url, lambda: datetime.now(UTC),
                               concurrency=concurrency)  # fmt: skip
         await pusher.drain()
         return pusher.delivered

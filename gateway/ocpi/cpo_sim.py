@@ -75,6 +75,10 @@ class CpoSimulator:
         return f"{self.base}/ocpi/versions"
 
     @property
+    def payments_url(self) -> str:
+        return f"{self.base}/ocpi/cpo/{VERSION}/payments"
+
+    @property
     def fac_url(self) -> str:
         return f"{self.base}/ocpi/cpo/{VERSION}/payments/financial-advice-confirmations"
 

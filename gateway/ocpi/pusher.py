@@ -17,10 +17,12 @@ import logging
 import random
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 from gateway.errors import OcpiRejected, UpstreamUnreachable
 from gateway.ocpi.client import OcpiClient
 from gateway.ocpi.fac import fac_from_outcome
+from gateway.ocpi.models import Terminal
 from gateway.store import Store, StoredOutbox
 
 _LOGGER = logging.getLogger(__name__)
@@ -34,7 +36,7 @@ class OutboxPusher:
         self,
         store: Store,
         client: OcpiClient,
-        fac_url: str,
+        payments_url: str,
         clock: Callable[[], datetime],
         *,
         concurrency: int = 8,
@@ -43,7 +45,8 @@ class OutboxPusher:
         idle_poll_s: float = 1.0,
         rng: random.Random | None = None,
     ) -> None:
-        self.store, self.client, self.fac_url, self.clock = store, client, fac_url.rstrip("/"), clock
+        self.store, self.client, self.clock = store, client, clock
+        self.payments_url = payments_url.rstrip("/")
         self.concurrency = concurrency
         self.backoff_min_s, self.backoff_max_s, self.idle_poll_s = backoff_min_s, backoff_max_s, idle_poll_s
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
@@ -96,26 +99,34 @@ class OutboxPusher:
         return base / 2 + self.rng.random() * base / 2  # "equal jitter"
 
     def _send_or_skip(self, message: StoredOutbox) -> None:
-        if message.kind != "session.outcome":
+        if message.kind not in ("session.outcome", "terminal.post"):
             raise OcpiRejected(
                 f"no upstream mapping for message kind {message.kind!r}", http_status=0, status_code=None
             )
 
-    async def _send(self, message: StoredOutbox) -> None:
+    def _object(self, message: StoredOutbox) -> tuple[str, str, dict[str, Any]]:
+        """(collection URL, object id, OCPI JSON) for a message."""
+        if message.kind == "terminal.post":
+            terminal = Terminal.model_validate({**message.payload, "last_updated": self.clock()})
+            return f"{self.payments_url}/terminals", terminal.terminal_id, terminal.to_json()
         fac = fac_from_outcome(dict(message.payload), self.clock())
         if fac is None:
             raise _NothingToSend("the session ended without a capture: nothing to confirm upstream")
+        return f"{self.payments_url}/financial-advice-confirmations", fac.id, fac.to_json()
+
+    async def _send(self, message: StoredOutbox) -> None:
+        url, object_id, body = self._object(message)
         if message.last_error and message.last_error.startswith(_AMBIGUOUS):
             # An earlier POST may have arrived (timeout, reset, or a crash while sending): look first.
             try:
-                found = await self.client.request("GET", f"{self.fac_url}/{fac.id}", correlation_id=message.message_id)
+                found = await self.client.request("GET", f"{url}/{object_id}", correlation_id=message.message_id)
             except OcpiRejected:
                 found = None  # unknown there: post it
             if found is not None and found.data:
                 return  # it arrived the first time
         # Durable before the POST leaves: if the gateway dies mid-request, the next attempt GETs first.
         self.store.outbox.retry_later(message.message_id, _AMBIGUOUS + "sending", self.clock())
-        await self.client.request("POST", self.fac_url, fac.to_json(), correlation_id=message.message_id)
+        await self.client.request("POST", url, body, correlation_id=message.message_id)
 
 
 class _NothingToSend(Exception):

@@ -80,7 +80,5 @@ class UpstreamWorker:
         async with aiohttp.ClientSession() as http:
             reg = await self._registration(http)
             client = OcpiClient(http, reg.token_c, self.settings.timeout_s)
-            self.pusher = OutboxPusher(
-                self.store, client, reg.payments_url("financial-advice-confirmations"), self.clock
-            )
+            self.pusher = OutboxPusher(self.store, client, reg.payments_url(""), self.clock)
             await self.pusher.run(stopping)

@@ -15,7 +15,7 @@ from datetime import datetime
 from gateway.payments import commands as c
 from gateway.payments import events as e
 from gateway.payments.session import FINAL, Policy, Session, State, from_json, to_json, transition
-from gateway.store import JournalEntry, OutboxMessage, PaymentRecord, SessionRecord, Step, Store
+from gateway.store import JournalEntry, OutboxMessage, PaymentRecord, SessionRecord, Step, Store, TerminalRecord
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -55,6 +55,24 @@ class EngineHost:
             sid = f"orphan-{terminal}-{receipt}-{sweep_id}"
             commands += self.handle(e.OrphanFound(sid, "found", terminal, receipt, currency)).commands
         return commands
+
+    def record_terminal(self, name: str, device: str, approved: bool, terminal_id: str | None, site: str) -> None:
+        """Store a terminal's registration; the first time a terminal id is seen, announce it
+        to the CPO (OCPI POST Terminal) through the outbox."""
+        state = "registered" if approved else "unreachable"
+        data = {"terminal_id": terminal_id} if terminal_id else {}
+        key = f"terminal:{name}:{state}:{self.clock().isoformat(timespec='seconds')}"
+        outbox = []
+        if approved:
+            key = f"terminal:{name}:registered:{terminal_id}"
+            ocpi_id = f"{site}-{name}"[:36]
+            outbox = [
+                OutboxMessage(f"terminal:{ocpi_id}:{terminal_id}", f"terminal:{ocpi_id}", "terminal.post",
+                              {"terminal_id": ocpi_id, "reference": terminal_id or name})
+            ]  # fmt: skip
+        journal = [JournalEntry("terminal", name, f"terminal.{state}", data)]
+        record = TerminalRecord(name, device, "zvt", state, data)
+        self.store.apply(Step(key, terminals=[record], journal=journal, outbox=outbox))
 
     def _with_orphans(self, event: e.OpenPreauthsReported, session: Session) -> e.OpenPreauthsReported:
         """Orphans are computed here, one event at a time, so two sessions never adopt the same

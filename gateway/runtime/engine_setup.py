@@ -83,4 +83,5 @@ def build_engine(
     host = EngineHost(store, build_policy(settings), clock)
     terminal_currency = {t.id: t.currency or settings.site.currency for t in settings.terminals}
     routes = {e.id: EngineWorker.route(e.terminal, terminal_currency[e.terminal]) for e in settings.charger.evses}
-    return EngineWorker(host, terminals, link, routes), terminals, link
+    devices = {t.id: t.device for t in settings.terminals}
+    return EngineWorker(host, terminals, link, routes, devices, settings.site.id), terminals, link

@@ -40,6 +40,8 @@ class EngineWorker:
     terminals: Mapping[str, PaymentTerminal]
     charger: ChargerLink
     routes: Mapping[str, _Route]  # evse -> terminal and currency
+    devices: Mapping[str, str] = field(default_factory=dict)  # terminal -> device URL, for the records
+    site: str = "site"
     name: str = "engine"
     _queue: asyncio.Queue[e.Event] = field(default_factory=asyncio.Queue)
     _timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
@@ -76,8 +78,16 @@ class EngineWorker:
 
     # ---- the loop ---------------------------------------------------------------------------
 
+    async def _register_terminals(self) -> None:
+        for name, terminal in self.terminals.items():
+            result = await terminal.connect()
+            if not result.approved:
+                _LOGGER.warning("terminal.unreachable", extra={"terminal": name, "error": result.message})
+            self.host.record_terminal(name, self.devices.get(name, "?"), result.approved, result.terminal_id, self.site)
+
     async def run(self, stopping: asyncio.Event) -> None:
         self.charger.subscribe(self.on_charger_event)
+        await self._register_terminals()
         for session in self.host.open_sessions():
             self.submit(e.Resumed(session.id, f"resume:{self._boot}"))
             self._arm(session)

@@ -37,7 +37,7 @@ class Rig:
 
     def pusher(self, timeout_s: float = 5.0) -> OutboxPusher:
         client = OcpiClient(self.http, self.token, timeout_s=timeout_s)
-        return OutboxPusher(self.store, client, self.cpo.fac_url, lambda: datetime.now(UTC),
+        return OutboxPusher(self.store, client, self.cpo.payments_url, lambda: datetime.now(UTC),
                             backoff_min_s=0.05, backoff_max_s=0.2, idle_poll_s=0.05)  # fmt: skip
 
     async def drain_until(self, done: Any, timeout: float = 10.0, timeout_s: float = 5.0) -> OutboxPusher:
@@ -76,6 +76,7 @@ async def test_handshake_token_a_to_c(rig: Rig) -> None:
     assert reg.token_c in rig.cpo.state.tokens and reg.token_b != reg.token_c
     assert rig.cpo.state.registered[0]["roles"][0]["role"] == "OTHER"
     assert reg.payments_url("financial-advice-confirmations") == rig.cpo.fac_url
+    assert reg.payments_url("").rstrip("/") == rig.cpo.payments_url
     with pytest.raises(OcpiRejected, match="HTTP 401"):
         await register(OcpiClient(rig.http, "wrong"), rig.cpo.versions_url, "https://x/v", ("DE", "EVP"), "x")
 
@@ -159,3 +160,16 @@ async def test_gateway_restart_mid_push_does_not_post_twice(rig: Rig, tmp_path: 
     rig.store = Store.open(tmp_path / "o.sqlite3")  # restart: reopen the same database
     await rig.drain_until(lambda: rig.store.outbox.backlog().pending == 0)
     assert rig.cpo.state.fac_posts == ["session-0001"]
+
+
+async def test_terminal_announced_to_the_cpo(rig: Rig) -> None:
+    from gateway.runtime.engine_host import EngineHost
+    from tests.payments.fixtures import Clock, policy
+
+    host = EngineHost(rig.store, policy(), Clock())
+    host.record_terminal("t1", "tcp://10.0.0.5:20007", True, "52523535", "DE-SITE")
+    host.record_terminal("t1", "tcp://10.0.0.5:20007", True, "52523535", "DE-SITE")  # a restart: announced once
+    await rig.drain_until(lambda: rig.store.outbox.backlog().pending == 0)
+    assert rig.cpo.state.terminals == {"DE-SITE-t1": {"terminal_id": "DE-SITE-t1", "reference": "52523535",
+                                                      "last_updated": rig.cpo.state.terminals["DE-SITE-t1"]["last_updated"]}}  # fmt: skip
+    assert rig.store.terminals()[0]["state"] == "registered"

@@ -120,8 +120,11 @@ async def test_card_preauth_charge_stop_capture_release(site_factory: Any) -> No
     assert data["card"]["masked_pan"] == "541333******0074"
     tx = site.sim.state.transactions[data["receipt_no"]]
     assert (tx.state, tx.booked) == ("booked", 595)  # the terminal agrees with the journal
-    outbox = site.daemon.store.outbox.list()
-    assert [m.kind for m in outbox] == ["session.outcome"] and outbox[0].payload["captured_minor"] == 595
+    outbox = [m for m in site.daemon.store.outbox.list() if m.kind == "session.outcome"]
+    assert len(outbox) == 1 and outbox[0].payload["captured_minor"] == 595
+    terminals = [m for m in site.daemon.store.outbox.list() if m.kind == "terminal.post"]
+    assert [m.payload for m in terminals] == [{"terminal_id": "E2E-t1", "reference": "52523535"}]
+    assert site.daemon.store.terminals()[0]["state"] == "registered"
     kinds = [j["kind"] for j in site.daemon.store.journal(row["id"])]
     assert kinds[0] == "CardPresented" and "ChargerStopped" in kinds
 
@@ -136,7 +139,7 @@ async def test_unhappy_preauth_never_authorizes_the_charger(site_factory: Any, o
     assert row["state"] == state
     assert site.charger.authorized == []
     assert row["data"]["authorized_minor"] == row["data"]["captured_minor"] == 0
-    assert len(site.daemon.store.outbox.list()) == 1
+    assert len([m for m in site.daemon.store.outbox.list() if m.kind == "session.outcome"]) == 1
 
 
 async def test_charging_never_starts_releases_the_hold(site_factory: Any) -> None:
