@@ -48,6 +48,7 @@ class EngineWorker:
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _boot: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     idle: asyncio.Event = field(default_factory=asyncio.Event)
+    _subscribed: bool = False
 
     @staticmethod
     def route(terminal: str, currency: str) -> _Route:
@@ -86,7 +87,9 @@ class EngineWorker:
             self.host.record_terminal(name, self.devices.get(name, "?"), result.approved, result.terminal_id, self.site)
 
     async def run(self, stopping: asyncio.Event) -> None:
-        self.charger.subscribe(self.on_charger_event)
+        if not self._subscribed:  # once: a restarted worker must not hear every charger event twice
+            self.charger.subscribe(self.on_charger_event)
+            self._subscribed = True
         await self._register_terminals()
         for session in self.host.open_sessions():
             self.submit(e.Resumed(session.id, f"resume:{self._boot}"))

@@ -194,3 +194,15 @@ async def test_restart_mid_charge_resumes_the_session(site_factory: Any) -> None
     assert row["data"]["captured_minor"] == price_minor(row["data"]["billed_energy_wh"])
     journal = second.daemon.store.journal(row["id"])
     assert len(journal) > before and journal[-1]["data"]["to"] == "completed"  # finished by the new daemon
+
+
+async def test_a_restarted_engine_worker_hears_each_charger_event_once(site_factory: Any) -> None:
+    site = await site_factory()
+    engine = site.daemon.engine
+    assert engine is not None
+    stopping = asyncio.Event()
+    stopping.set()
+    await engine.run(stopping)  # what the supervisor does after a crash: run() again
+    site.charger.plug_in("DE*EVP*E1", EvsePlan(energy_wh=1_000, step_wh=1_000))
+    await site.wait_final()
+    assert len(site.daemon.store.sessions()) == 1
