@@ -178,6 +178,7 @@ class UpstreamSettings(_Model):
     token_a: SecretRef | None = None
     key: SecretRef | None = Field(default=None, description="Fernet key that encrypts the OCPI tokens at rest")
     public_url: str = "https://gateway.invalid/ocpi/versions"  # our versions URL, as the CPO should call it
+    listen: str = ""  # HOST:PORT where the gateway serves its OCPI endpoints to the CPO; empty: not served
     business_name: str = "EVPay Edge"
     timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
 

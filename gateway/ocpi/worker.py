@@ -10,6 +10,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 import aiohttp
+from aiohttp import web
 from cryptography.fernet import Fernet, InvalidToken
 
 from gateway.errors import ConfigError
@@ -17,6 +18,7 @@ from gateway.ocpi.client import OcpiClient
 from gateway.ocpi.handshake import Registration, register
 from gateway.ocpi.models import VersionDetails
 from gateway.ocpi.pusher import OutboxPusher
+from gateway.ocpi.server import PtpServer
 from gateway.settings import UpstreamSettings
 from gateway.store import Store
 
@@ -47,11 +49,11 @@ class TokenVault:
 class UpstreamWorker:
     name = "upstream"
 
-    def __init__(self, settings: UpstreamSettings, country: str, store: Store, clock: Callable[[], datetime]) -> None:
+    def __init__(self, settings: UpstreamSettings, site: str, store: Store, clock: Callable[[], datetime]) -> None:
         if settings.key is None or settings.token_a is None:
             raise ConfigError("upstream", ["an enabled upstream needs token_a and key"])
         self.settings = settings
-        self.country = country
+        self.site = site
         self.store = store
         self.clock = clock
         self.vault = TokenVault(settings.key.reveal())
@@ -79,6 +81,22 @@ class UpstreamWorker:
     async def run(self, stopping: asyncio.Event) -> None:
         async with aiohttp.ClientSession() as http:
             reg = await self._registration(http)
-            client = OcpiClient(http, reg.token_c, self.settings.timeout_s)
-            self.pusher = OutboxPusher(self.store, client, reg.payments_url(""), self.clock)
-            await self.pusher.run(stopping)
+            runner = await self._serve(reg.token_b) if self.settings.listen else None
+            try:
+                client = OcpiClient(http, reg.token_c, self.settings.timeout_s)
+                self.pusher = OutboxPusher(self.store, client, reg.payments_url(""), self.clock)
+                await self.pusher.run(stopping)
+            finally:
+                if runner is not None:
+                    await runner.cleanup()
+
+    async def _serve(self, token_b: str) -> web.AppRunner:
+        """Our OCPI endpoints (versions, payments Sender), for the CPO, authorised by token B."""
+        host, _, port = self.settings.listen.rpartition(":")
+        base = self.settings.public_url.removesuffix("/ocpi/versions")
+        server = PtpServer(self.store, token_b, base, self.site, self.clock)
+        runner = web.AppRunner(server.app(), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, host or "127.0.0.1", int(port)).start()
+        _LOGGER.info("upstream.serving", extra={"listen": self.settings.listen})
+        return runner

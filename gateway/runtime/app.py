@@ -57,7 +57,7 @@ class Daemon:
         self.charger: ChargerLink | None = None
         self.upstream: UpstreamWorker | None = None
         if settings.upstream.enabled:
-            self.upstream = UpstreamWorker(settings.upstream, settings.site.country, self.store, _utcnow)
+            self.upstream = UpstreamWorker(settings.upstream, settings.site.id, self.store, _utcnow)
             workers.append(self.upstream)
         if settings.charger.enabled and settings.charger.evses:
             self.engine, self.terminals, self.charger = build_engine(settings, self.store, _utcnow, charger)

@@ -85,3 +85,42 @@ def test_outbox_cli(tmp_path: Path) -> None:
     assert evpay("retry", "session-0002:outcome").returncode == 0
     assert "2 pending, 0 dead" in evpay("list").stdout
     assert evpay("retry", "nope").returncode == 1
+
+
+async def test_the_worker_serves_our_endpoints_with_token_b(tmp_path: Path) -> None:
+    import aiohttp
+
+    from gateway.ocpi.client import OcpiClient
+    from tests.helpers import free_port
+
+    cpo = CpoSimulator()
+    await cpo.start()
+    key = Fernet.generate_key().decode()
+    port = free_port()
+    settings = UpstreamSettings(enabled=True, versions_url=cpo.versions_url, listen=f"127.0.0.1:{port}",
+                                public_url=f"http://127.0.0.1:{port}/ocpi/versions",
+                                token_a=SecretRef(value=SecretStr(cpo.state.token_a)), key=SecretRef(value=SecretStr(key)))  # fmt: skip
+    store = Store.open(tmp_path / "w.sqlite3")
+    worker = UpstreamWorker(settings, "DE-SITE", store, lambda: datetime.now(UTC))
+    stopping = asyncio.Event()
+    task = asyncio.create_task(worker.run(stopping))
+    try:
+        async with asyncio.timeout(10):
+            while store.registration() is None:
+                await asyncio.sleep(0.02)
+        token_b = TokenVault(key).open(store.registration()["token_b"])  # type: ignore[index]
+        assert cpo.state.registered[0]["token"] == token_b  # what we gave the CPO is what we accept
+        async with aiohttp.ClientSession() as http:
+            async with asyncio.timeout(5):
+                while True:
+                    try:
+                        reply = await OcpiClient(http, token_b).request("GET", settings.public_url)
+                        break
+                    except Exception:  # noqa: BLE001 - the listener may not be up yet
+                        await asyncio.sleep(0.05)
+        assert reply.data[0]["url"] == f"http://127.0.0.1:{port}/ocpi/2.3.0"
+    finally:
+        stopping.set()
+        await task
+        store.close()
+        await cpo.stop()

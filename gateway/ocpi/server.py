@@ -1,0 +1,190 @@
+"""The OCPI endpoints the gateway serves to the CPO (the PTP's Sender interface).
+
+``/ocpi/versions`` and ``/ocpi/2.3.0`` (discovery); payments Sender:
+``terminals`` (GET list/one, PUT, PATCH: the CPO assigns locations/EVSEs; POST ``activate``,
+POST ``{id}/deactivate``) and ``financial-advice-confirmations`` (GET list/one). Lists are
+paginated (``date_from`` inclusive, ``date_to`` exclusive on ``last_updated``; ``offset``,
+``limit``) with ``Link``, ``X-Total-Count`` and ``X-Limit``. Every request must carry our token
+B (from the registration, decrypted once at start); every change is a store step.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from gateway.ocpi.client import authorization
+from gateway.ocpi.fac import fac_from_outcome
+from gateway.ocpi.models import Terminal, TerminalPatch, envelope
+from gateway.payments.session import from_json, outcome_payload
+from gateway.store import JournalEntry, Step, Store, TerminalRecord
+
+VERSION = "2.3.0"
+MAX_LIMIT = 100
+
+
+class PtpServer:
+    def __init__(self, store: Store, token_b: str, base_url: str, site: str, clock: Callable[[], datetime]) -> None:
+        self.store, self.site, self.clock = store, site, clock
+        self._auth = authorization(token_b)
+        self.base = base_url.rstrip("/")
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self._authenticate])
+        r = app.router
+        pay = f"/ocpi/ptp/{VERSION}/payments"
+        r.add_get("/ocpi/versions", self._versions)
+        r.add_get(f"/ocpi/{VERSION}", self._details)
+        r.add_get(f"{pay}/terminals", self._terminals)
+        r.add_post(f"{pay}/terminals/activate", self._activate)
+        r.add_get(f"{pay}/terminals/{{id}}", self._terminal)
+        r.add_put(f"{pay}/terminals/{{id}}", self._update)
+        r.add_patch(f"{pay}/terminals/{{id}}", self._update)
+        r.add_post(f"{pay}/terminals/{{id}}/deactivate", self._deactivate)
+        r.add_get(f"{pay}/financial-advice-confirmations", self._facs)
+        r.add_get(f"{pay}/financial-advice-confirmations/{{id}}", self._fac)
+        return app
+
+    @web.middleware
+    async def _authenticate(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.headers.get("Authorization") != self._auth:
+            return web.json_response(envelope(status_code=2000, message="unknown token"), status=401)
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    # ---- discovery --------------------------------------------------------------------------
+
+    async def _versions(self, _request: web.Request) -> web.Response:
+        return web.json_response(envelope([{"version": VERSION, "url": f"{self.base}/ocpi/{VERSION}"}]))
+
+    async def _details(self, _request: web.Request) -> web.Response:
+        endpoints = [{"identifier": "payments", "role": "SENDER", "url": f"{self.base}/ocpi/ptp/{VERSION}/payments"}]
+        return web.json_response(envelope({"version": VERSION, "endpoints": endpoints}))
+
+    # ---- terminals ----------------------------------------------------------------------------
+
+    def _ocpi_id(self, name: str) -> str:
+        return f"{self.site}-{name}"[:36]
+
+    def _terminal_objects(self) -> list[tuple[str, dict[str, Any]]]:
+        """(our name, OCPI Terminal JSON) for every terminal the gateway has registered."""
+        out = []
+        for row in self.store.terminals():
+            ocpi = dict(row["data"].get("ocpi", {}))
+            ocpi.update(terminal_id=self._ocpi_id(row["id"]), reference=row["data"].get("terminal_id") or row["id"])
+            ocpi["last_updated"] = ocpi.get("last_updated") or row["updated_at"]
+            out.append((row["id"], Terminal.model_validate(ocpi).to_json()))
+        return out
+
+    def _find(self, ocpi_id: str) -> tuple[str, dict[str, Any]] | None:
+        return next(((n, t) for n, t in self._terminal_objects() if t["terminal_id"] == ocpi_id), None)
+
+    async def _terminals(self, request: web.Request) -> web.Response:
+        return _page(request, [t for _, t in self._terminal_objects()])
+
+    async def _terminal(self, request: web.Request) -> web.Response:
+        found = self._find(request.match_info["id"])
+        if found is None:
+            return web.json_response(envelope(status_code=2000, message="unknown terminal"), status=404)
+        return web.json_response(envelope(found[1]))
+
+    async def _update(self, request: web.Request) -> web.Response:
+        found = self._find(request.match_info["id"])
+        if found is None:
+            return web.json_response(envelope(status_code=2000, message="unknown terminal"), status=404)
+        try:
+            patch = TerminalPatch.model_validate(await request.json())
+        except (ValidationError, ValueError):
+            return web.json_response(envelope(status_code=2001, message="invalid terminal fields"), status=400)
+        name, current = found
+        changes = patch.model_dump(mode="json", exclude_none=True)
+        changes.setdefault("last_updated", self.clock().strftime("%Y-%m-%dT%H:%M:%SZ"))
+        self._store(name, {k: v for k, v in {**current, **changes}.items() if k not in ("terminal_id", "reference")},
+                    f"terminal.{request.method.lower()}", changes)  # fmt: skip
+        return web.json_response(envelope())
+
+    async def _activate(self, request: web.Request) -> web.Response:
+        try:
+            wanted = Terminal.model_validate(await request.json())
+        except (ValidationError, ValueError):
+            return web.json_response(envelope(status_code=2001, message="invalid terminal"), status=400)
+        found = self._find(wanted.terminal_id)
+        if found is None:
+            return web.json_response(envelope(status_code=2000, message="unknown terminal"), status=404)
+        name, current = found
+        ocpi = {k: v for k, v in {**current, **wanted.to_json()}.items() if k not in ("terminal_id", "reference")}
+        self._store(name, {**ocpi, "active": True}, "terminal.activated", wanted.to_json())
+        return web.json_response(envelope())
+
+    async def _deactivate(self, request: web.Request) -> web.Response:
+        found = self._find(request.match_info["id"])
+        if found is None:
+            return web.json_response(envelope(status_code=2000, message="unknown terminal"), status=404)
+        name, current = found
+        self._store(name, {**{k: v for k, v in current.items() if k not in ("terminal_id", "reference")},
+                           "active": False}, "terminal.deactivated", {})  # fmt: skip
+        return web.json_response(envelope())
+
+    def _store(self, name: str, ocpi: dict[str, Any], kind: str, change: dict[str, Any]) -> None:
+        row = next(r for r in self.store.terminals() if r["id"] == name)
+        data = {**row["data"], "ocpi": ocpi}
+        self.store.apply(
+            Step(
+                f"ocpi:{name}:{uuid.uuid4().hex}",
+                terminals=[TerminalRecord(name, row["device"], row["protocol"], row["state"], data)],
+                journal=[JournalEntry("terminal", name, kind, change)],
+            )
+        )
+
+    # ---- financial advice confirmations -------------------------------------------------------
+
+    def _fac_objects(self) -> list[dict[str, Any]]:
+        out = []
+        for row in self.store.sessions(limit=100_000):
+            if not row["final"]:
+                continue
+            fac = fac_from_outcome(outcome_payload(from_json(row["data"])), row["updated_at"])
+            if fac is not None:
+                out.append(fac.to_json())
+        return sorted(out, key=lambda f: (f["last_updated"], f["id"]))
+
+    async def _facs(self, request: web.Request) -> web.Response:
+        return _page(request, self._fac_objects())
+
+    async def _fac(self, request: web.Request) -> web.Response:
+        found = next((f for f in self._fac_objects() if f["id"] == request.match_info["id"]), None)
+        if found is None:
+            return web.json_response(envelope(status_code=2000, message="unknown financial advice confirmation"),
+                                     status=404)  # fmt: skip
+        return web.json_response(envelope(found))
+
+
+def _page(request: web.Request, objects: list[dict[str, Any]]) -> web.Response:
+    q = request.query
+    try:
+        offset = int(q.get("offset", "0"))
+        limit = min(int(q.get("limit", str(MAX_LIMIT))), MAX_LIMIT)
+        date_from = q.get("date_from")
+        date_to = q.get("date_to")
+        start = datetime.fromisoformat(date_from) if date_from else None
+        end = datetime.fromisoformat(date_to) if date_to else None
+    except ValueError:
+        return web.json_response(envelope(status_code=2001, message="bad offset, limit or date"), status=400)
+    if offset < 0 or limit < 1:
+        return web.json_response(envelope(status_code=2001, message="bad offset or limit"), status=400)
+    selected = [
+        o for o in objects
+        if (start is None or datetime.fromisoformat(o["last_updated"]) >= start)
+        and (end is None or datetime.fromisoformat(o["last_updated"]) < end)
+    ]  # fmt: skip
+    page = selected[offset : offset + limit]
+    headers = {"X-Total-Count": str(len(selected)), "X-Limit": str(limit)}
+    if offset + limit < len(selected):
+        nxt = request.url.update_query({"offset": str(offset + limit), "limit": str(limit)})
+        headers["Link"] = f'<{nxt}>; rel="next"'
+    return web.json_response(envelope(page), headers=headers)
