@@ -50,6 +50,8 @@ class CpoSimulator:
         r.add_get("/ocpi/versions", self._versions)
         r.add_get(f"/ocpi/{VERSION}", self._details)
         r.add_post(f"/ocpi/{VERSION}/credentials", self._register)
+        r.add_put(f"/ocpi/{VERSION}/credentials", self._rotate)
+        r.add_delete(f"/ocpi/{VERSION}/credentials", self._unregister)
         pay = f"/ocpi/cpo/{VERSION}/payments"
         r.add_post(f"{pay}/financial-advice-confirmations", self._post_fac)
         r.add_get(f"{pay}/financial-advice-confirmations/{{id}}", self._get_fac)
@@ -142,8 +144,8 @@ class CpoSimulator:
         ]
         return web.json_response(envelope({"version": VERSION, "endpoints": endpoints}))
 
-    async def _register(self, request: web.Request) -> web.Response:
-        if not self._allowed(request, registration=True):
+    async def _register(self, request: web.Request, *, rotating: bool = False) -> web.Response:
+        if not rotating and not self._allowed(request, registration=True):
             return web.json_response(envelope(status_code=2000, message="unauthorized"), status=401)
         try:
             creds = Credentials.model_validate(await request.json())
@@ -156,6 +158,20 @@ class CpoSimulator:
         role = {"role": "CPO", "party_id": "CPO", "country_code": "DE", "business_details": {"name": "Embedded CPO"}}
         reply = {"token": token_c, "url": self.versions_url, "roles": [role]}
         return web.json_response(envelope(reply))
+
+    async def _rotate(self, request: web.Request) -> web.Response:
+        token = self._token(request)
+        if token not in self.state.tokens:
+            return web.json_response(envelope(status_code=2000, message="not registered"), status=405)
+        self.state.tokens.discard(token)
+        return await self._register(request, rotating=True)
+
+    async def _unregister(self, request: web.Request) -> web.Response:
+        token = self._token(request)
+        if token not in self.state.tokens:
+            return web.json_response(envelope(status_code=2000, message="not registered"), status=405)
+        self.state.tokens.discard(token)
+        return web.json_response(envelope())
 
     async def _post_fac(self, request: web.Request) -> web.Response:
         return await self._post(request, FinancialAdviceConfirmation, self.state.facs, "id", self.state.fac_posts)

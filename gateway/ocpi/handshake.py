@@ -42,6 +42,39 @@ async def discover(client: OcpiClient, versions_url: str) -> VersionDetails:
     return VersionDetails.model_validate((await client.request("GET", chosen.url)).data)
 
 
+def _our_credentials(token_b: str, our_versions_url: str, party: tuple[str, str], name: str) -> Credentials:
+    return Credentials(
+        token=token_b,
+        url=our_versions_url,
+        roles=[CredentialsRole(role="OTHER", business_details=BusinessDetails(name=name),
+                               country_code=party[0], party_id=party[1])],
+    )  # fmt: skip
+
+
+async def rotate(
+    client_with_token_c: OcpiClient, registration: Registration, our_versions_url: str, party: tuple[str, str],
+    name: str,
+) -> Registration:  # fmt: skip
+    """PUT new credentials (a fresh token B); the CPO answers with a fresh token C."""
+    url = registration.endpoints.url("credentials", "RECEIVER") or registration.endpoints.url("credentials", "SENDER")
+    if url is None:
+        raise UpstreamError("the CPO publishes no credentials endpoint")
+    token_b = secrets.token_urlsafe(24)
+    reply = await client_with_token_c.request(
+        "PUT", url, _our_credentials(token_b, our_versions_url, party, name).to_json()
+    )
+    theirs = Credentials.model_validate(reply.data)
+    return Registration(token_b, theirs.token, theirs.url, registration.endpoints)
+
+
+async def unregister(client_with_token_c: OcpiClient, registration: Registration) -> None:
+    """DELETE our credentials: the CPO forgets token C and stops calling us."""
+    url = registration.endpoints.url("credentials", "RECEIVER") or registration.endpoints.url("credentials", "SENDER")
+    if url is None:
+        raise UpstreamError("the CPO publishes no credentials endpoint")
+    await client_with_token_c.request("DELETE", url)
+
+
 async def register(
     client_with_token_a: OcpiClient, versions_url: str, our_versions_url: str, party: tuple[str, str], name: str
 ) -> Registration:
@@ -50,12 +83,7 @@ async def register(
     if credentials_url is None:
         raise UpstreamError("the CPO publishes no credentials endpoint")
     token_b = secrets.token_urlsafe(24)
-    ours = Credentials(
-        token=token_b,
-        url=our_versions_url,
-        roles=[CredentialsRole(role="OTHER", business_details=BusinessDetails(name=name),
-                               country_code=party[0], party_id=party[1])],
-    )  # fmt: skip
+    ours = _our_credentials(token_b, our_versions_url, party, name)
     reply = await client_with_token_a.request("POST", credentials_url, ours.to_json())
     theirs = Credentials.model_validate(reply.data)
     return Registration(token_b, theirs.token, theirs.url, details)

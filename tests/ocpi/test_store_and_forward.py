@@ -173,3 +173,18 @@ async def test_terminal_announced_to_the_cpo(rig: Rig) -> None:
     assert rig.cpo.state.terminals == {"DE-SITE-t1": {"terminal_id": "DE-SITE-t1", "reference": "52523535",
                                                       "last_updated": rig.cpo.state.terminals["DE-SITE-t1"]["last_updated"]}}  # fmt: skip
     assert rig.store.terminals()[0]["state"] == "registered"
+
+
+async def test_token_rotation_and_unregistration(rig: Rig) -> None:
+    from gateway.ocpi.handshake import rotate, unregister
+
+    reg = await register(
+        OcpiClient(rig.http, rig.cpo.state.token_a), rig.cpo.versions_url, "https://gw/v", ("DE", "EVP"), "x"
+    )
+    rotated = await rotate(OcpiClient(rig.http, reg.token_c), reg, "https://gw/v", ("DE", "EVP"), "x")
+    assert rotated.token_c != reg.token_c and rotated.token_b != reg.token_b
+    assert reg.token_c not in rig.cpo.state.tokens and rotated.token_c in rig.cpo.state.tokens  # the old one is gone
+    await unregister(OcpiClient(rig.http, rotated.token_c), rotated)
+    assert rotated.token_c not in rig.cpo.state.tokens
+    with pytest.raises(OcpiRejected):
+        await unregister(OcpiClient(rig.http, rotated.token_c), rotated)
