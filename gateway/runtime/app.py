@@ -17,6 +17,7 @@ from typing import Any
 
 from drivers.base import PaymentTerminal
 from gateway import __version__
+from gateway.errors import GatewayError, StoreError
 from gateway.ocpi.worker import UpstreamWorker
 from gateway.runtime.api import ApiWorker
 from gateway.runtime.charger import ChargerLink
@@ -63,8 +64,10 @@ class Daemon:
             self.engine, self.terminals, self.charger = build_engine(settings, self.store, _utcnow, charger)
             workers.append(self.engine)
         self.supervisor = Supervisor(
-            workers, settings.daemon.restart_backoff_min_s, settings.daemon.restart_backoff_max_s
-        )
+            workers, settings.daemon.restart_backoff_min_s, settings.daemon.restart_backoff_max_s,
+            on_fatal=self._fatal, fatal=(StoreError,),
+        )  # fmt: skip
+        self.fatal: BaseException | None = None
         self.ready = asyncio.Event()
         self._stop_requested: asyncio.Event | None = None
         self.metrics.add_collector(self._collect)
@@ -119,6 +122,10 @@ class Daemon:
         metrics.describe("evpay_sessions_open", "gauge", "charging sessions not yet final")
         metrics.set("evpay_sessions_open", float(self.store.count_open_sessions()))
 
+    def _fatal(self, exc: BaseException) -> None:
+        self.fatal = exc
+        self.request_stop(f"fatal: {exc}")
+
     def request_stop(self, reason: str) -> None:
         _LOGGER.info("daemon.stop_requested", extra={"reason": reason})
         if self._stop_requested is not None:
@@ -147,12 +154,16 @@ class Daemon:
             await self.supervisor.stop(self.settings.daemon.shutdown_grace_s)
             for terminal in self.terminals.values():
                 await terminal.close()
-            self.store.checkpoint()
-            self.store.close()
+            if self.fatal is None:
+                self.store.checkpoint()
+            with contextlib.suppress(StoreError):
+                self.store.close()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)
             _LOGGER.info("daemon.stopped")
+        if isinstance(self.fatal, GatewayError):
+            raise self.fatal  # the CLI prints it and exits with its code (74 for the store)
         return 0
 
     async def _heartbeat(self) -> None:

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -34,10 +35,19 @@ class WorkerStatus:
 
 
 class Supervisor:
-    def __init__(self, workers: list[Worker], backoff_min: float = 1.0, backoff_max: float = 60.0) -> None:
+    def __init__(
+        self,
+        workers: list[Worker],
+        backoff_min: float = 1.0,
+        backoff_max: float = 60.0,
+        on_fatal: Callable[[BaseException], None] | None = None,
+        fatal: tuple[type[BaseException], ...] = (),
+    ) -> None:
         self._workers = workers
         self._backoff_min = backoff_min
         self._backoff_max = backoff_max
+        self._on_fatal = on_fatal
+        self._fatal = fatal
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.status: dict[str, WorkerStatus] = {w.name: WorkerStatus(w.name) for w in workers}
@@ -77,8 +87,14 @@ class Supervisor:
             except asyncio.CancelledError:
                 status.state = "stopped"
                 raise
-            except Exception as exc:
+            except Exception as exc:  # the supervisor boundary: log, back off, restart
                 status.last_error = f"{type(exc).__name__}: {exc}"
+                if isinstance(exc, self._fatal) and self._on_fatal is not None:
+                    # Restarting cannot help (a full disk, a damaged database): stop the daemon.
+                    _LOGGER.critical("worker.fatal", extra={"worker": worker.name, "error": str(exc)})
+                    status.state = "stopped"
+                    self._on_fatal(exc)
+                    return
                 _LOGGER.exception("worker.crashed", extra={"worker": worker.name})
             else:
                 if self._stopping.is_set():

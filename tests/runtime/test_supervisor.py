@@ -68,3 +68,27 @@ async def test_stop_cancels_a_worker_that_ignores_the_grace_period() -> None:
     await sup.stop(grace=0.1)
     assert loop.time() - started < 1.0
     assert sup.status["stubborn"].state == "stopped"
+
+
+async def test_a_store_error_stops_the_daemon_with_its_exit_code(tmp_path: object) -> None:
+    from pathlib import Path
+
+    import pytest
+
+    from gateway.errors import StoreFull
+    from gateway.runtime.app import Daemon
+    from gateway.settings import load_settings
+    from tests.helpers import write_config
+
+    class DiskFull:
+        name = "writer"
+
+        async def run(self, stopping: asyncio.Event) -> None:
+            raise StoreFull("/var/lib/evpay/evpay.sqlite3")
+
+    assert isinstance(tmp_path, Path)
+    daemon = Daemon(load_settings(write_config(tmp_path, port=0)), extra_workers=[DiskFull()])
+    with pytest.raises(StoreFull) as info:
+        await asyncio.wait_for(daemon.run(), 10)
+    assert info.value.exit_code == 74 and "disk holding the database is full" in str(info.value)
+    assert daemon.supervisor.status["writer"].restarts == 0  # not restarted in a loop
