@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from drivers.base import Outcome, PaymentTerminal, TerminalResult
 from drivers.money import Money
+from gateway.errors import StoreError
 from gateway.payments import commands as c
 from gateway.payments import events as e
 from gateway.payments.session import Session
@@ -49,6 +50,8 @@ class EngineWorker:
     _boot: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     idle: asyncio.Event = field(default_factory=asyncio.Event)
     _subscribed: bool = False
+    _failure: BaseException | None = None
+    _failed: asyncio.Event = field(default_factory=asyncio.Event)
 
     @staticmethod
     def route(terminal: str, currency: str) -> _Route:
@@ -97,17 +100,21 @@ class EngineWorker:
         self._spawn(self._sweeper(stopping), "sweeper")
         getter: asyncio.Task[e.Event] | None = None
         stop_wait = asyncio.create_task(stopping.wait())
+        failed_wait = asyncio.create_task(self._failed.wait())
         try:
             while not stopping.is_set():
                 if self._queue.empty() and not self._tasks_busy():
                     self.idle.set()
                 getter = asyncio.create_task(self._queue.get())
-                await asyncio.wait({getter, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait({getter, stop_wait, failed_wait}, return_when=asyncio.FIRST_COMPLETED)
+                if self._failure is not None:
+                    raise self._failure  # a store error in a command: the supervisor stops the daemon
                 if getter.done():
                     self._process(getter.result())
                     getter = None
         finally:
             stop_wait.cancel()
+            failed_wait.cancel()
             if getter is not None:
                 getter.cancel()
             await self._park()
@@ -158,7 +165,11 @@ class EngineWorker:
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            _LOGGER.error("engine.command_failed", exc_info=task.exception(), extra={"task": task.get_name()})
+            exc = task.exception()
+            _LOGGER.error("engine.command_failed", exc_info=exc, extra={"task": task.get_name()})
+            if isinstance(exc, StoreError):
+                self._failure = exc
+                self._failed.set()
         if self._queue.empty() and not self._tasks_busy():
             self.idle.set()
 
