@@ -15,12 +15,22 @@ import base64
 import secrets
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from pydantic import ValidationError
 
-from gateway.ocpi.models import Credentials, FinancialAdviceConfirmation, Terminal, envelope
+from gateway.ocpi.models import (
+    Credentials,
+    FinancialAdviceConfirmation,
+    StartSession,
+    StopSession,
+    Terminal,
+    envelope,
+)
 
 VERSION = "2.3.0"
 
@@ -36,11 +46,20 @@ class CpoState:
     terminals: dict[str, dict[str, Any]] = field(default_factory=dict)
     registered: list[dict[str, Any]] = field(default_factory=list)
     rejected: list[str] = field(default_factory=list)
+    # the standard flow: a StartSession runs a simulated charge and pushes it to the PTP
+    session_kwh: Decimal = Decimal(6)
+    kwh_step: Decimal = Decimal(1)
+    push_interval_s: float = 0.05
+    price_per_kwh: Decimal = Decimal("0.50")
+    commands: list[str] = field(default_factory=list)
+    stop_requested: set[str] = field(default_factory=set)
+    cdrs: list[dict[str, Any]] = field(default_factory=list)
 
 
 class CpoSimulator:
     def __init__(self, state: CpoState | None = None) -> None:
         self.state = state or CpoState()
+        self._tasks: set[asyncio.Task[None]] = set()
         self.base = ""
         self._runner: web.AppRunner | None = None
 
@@ -55,6 +74,7 @@ class CpoSimulator:
         pay = f"/ocpi/cpo/{VERSION}/payments"
         r.add_post(f"{pay}/financial-advice-confirmations", self._post_fac)
         r.add_get(f"{pay}/financial-advice-confirmations/{{id}}", self._get_fac)
+        r.add_post(f"/ocpi/cpo/{VERSION}/commands/{{command}}", self._command)
         r.add_post(f"{pay}/terminals", self._post_terminal)
         r.add_get(f"{pay}/terminals/{{id}}", self._get_terminal)
         return app
@@ -69,6 +89,9 @@ class CpoSimulator:
         return self.base
 
     async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -141,6 +164,7 @@ class CpoSimulator:
         endpoints = [
             {"identifier": "credentials", "role": "RECEIVER", "url": f"{self.base}/ocpi/{VERSION}/credentials"},
             {"identifier": "payments", "role": "RECEIVER", "url": f"{self.base}/ocpi/cpo/{VERSION}/payments"},
+            {"identifier": "commands", "role": "RECEIVER", "url": f"{self.base}/ocpi/cpo/{VERSION}/commands"},
         ]
         return web.json_response(envelope({"version": VERSION, "endpoints": endpoints}))
 
@@ -172,6 +196,63 @@ class CpoSimulator:
             return web.json_response(envelope(status_code=2000, message="not registered"), status=405)
         self.state.tokens.discard(token)
         return web.json_response(envelope())
+
+    async def _command(self, request: web.Request) -> web.Response:
+        if not self._allowed(request):
+            return web.json_response(envelope(status_code=2000, message="unauthorized"), status=401)
+        command = request.match_info["command"]
+        self.state.commands.append(command)
+        try:
+            body = await request.json()
+            if command == "START_SESSION":
+                start = StartSession.model_validate(body)
+                self._tasks.add(asyncio.create_task(self._run_session(start)))
+            elif command == "STOP_SESSION":
+                self.state.stop_requested.add(StopSession.model_validate(body).session_id)
+            else:
+                return web.json_response(envelope({"result": "NOT_SUPPORTED", "timeout": 0}))
+        except (ValidationError, ValueError) as exc:
+            self.state.rejected.append(str(exc))
+            return web.json_response(envelope(status_code=2001, message="invalid command"), status=400)
+        return web.json_response(envelope({"result": "ACCEPTED", "timeout": 30}))
+
+    async def _run_session(self, start: StartSession) -> None:
+        """Charge, pushing Session updates to the PTP, then send the CDR and the CommandResult."""
+        ptp = self.state.registered[-1]
+        headers = {"Authorization": "Token " + base64.b64encode(ptp["token"].encode()).decode()}
+        async with aiohttp.ClientSession(headers=headers) as http:
+            endpoints = await self._ptp_endpoints(http, ptp["url"])
+            sid = f"CPO-{secrets.token_hex(6)}"
+            now = datetime.now(UTC)
+            session = {"country_code": "DE", "party_id": "CPO", "id": sid, "start_date_time": _ts(now), "kwh": 0,
+                       "authorization_reference": start.authorization_reference, "location_id": start.location_id,
+                       "evse_uid": start.evse_uid or "EVSE", "currency": "EUR", "status": "ACTIVE",
+                       "last_updated": _ts(now)}  # fmt: skip
+            url = f"{endpoints['sessions']}/DE/CPO/{sid}"
+            await http.put(url, json=session)
+            await http.post(start.response_url, json={"result": "ACCEPTED"})
+            kwh = Decimal(0)
+            while kwh < self.state.session_kwh and sid not in self.state.stop_requested:
+                await asyncio.sleep(self.state.push_interval_s)
+                kwh = min(kwh + self.state.kwh_step, self.state.session_kwh)
+                await http.patch(url, json={"kwh": float(kwh), "last_updated": _ts(datetime.now(UTC))})
+            end = datetime.now(UTC)
+            await http.patch(url, json={"status": "COMPLETED", "end_date_time": _ts(end), "last_updated": _ts(end)})
+            cost = (kwh * self.state.price_per_kwh).quantize(Decimal("0.01"))
+            cdr = {"country_code": "DE", "party_id": "CPO", "id": f"CDR-{sid}",
+                   "start_date_time": session["start_date_time"], "end_date_time": _ts(end), "session_id": sid,
+                   "authorization_reference": start.authorization_reference,
+                   "currency": "EUR", "total_cost": {"before_taxes": float(cost)}, "total_energy": float(kwh),
+                   "invoice_reference_id": f"INV-{sid}", "last_updated": _ts(end)}  # fmt: skip
+            self.state.cdrs.append(cdr)
+            await http.post(endpoints["cdrs"], json=cdr)
+
+    async def _ptp_endpoints(self, http: aiohttp.ClientSession, versions_url: str) -> dict[str, str]:
+        async with http.get(versions_url) as r:
+            version_url = (await r.json())["data"][0]["url"]
+        async with http.get(version_url) as r:
+            details = (await r.json())["data"]
+        return {e["identifier"]: e["url"] for e in details["endpoints"]}
 
     async def _post_fac(self, request: web.Request) -> web.Response:
         return await self._post(request, FinancialAdviceConfirmation, self.state.facs, "id", self.state.fac_posts)
@@ -215,6 +296,10 @@ class CpoSimulator:
         if found is None:
             return web.json_response(envelope(status_code=2000, message="unknown object"), status=404)
         return web.json_response(envelope(found))
+
+
+def _ts(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _drop(request: web.Request) -> None:

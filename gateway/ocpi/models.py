@@ -229,3 +229,98 @@ def envelope(data: Any = None, status_code: int = 1000, message: str | None = No
     if message:
         body["status_message"] = message
     return body
+
+
+# ---- Commands, Sessions, CDRs: what the standard payments flow exchanges ---------------------
+
+
+class TokenType(StrEnum):
+    AD_HOC_USER = "AD_HOC_USER"
+    APP_USER = "APP_USER"
+    OTHER = "OTHER"
+    RFID = "RFID"
+
+
+class Token(OcpiModel):
+    """The PTP's own one-time token for a StartSession (D11: AD_HOC_USER, whitelist NEVER)."""
+
+    country_code: CiString2
+    party_id: CiString3Req
+    uid: CiString36Req
+    type: TokenType
+    contract_id: CiString36Req
+    issuer: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    valid: bool
+    whitelist: Annotated[str, StringConstraints(pattern=r"^(ALWAYS|ALLOWED|ALLOWED_OFFLINE|NEVER)$")]
+    last_updated: DateTime
+
+
+class StartSession(OcpiModel):
+    response_url: Url
+    token: Token
+    location_id: CiString36Req
+    evse_uid: CiString36 | None = None
+    authorization_reference: CiString36 | None = None
+
+
+class StopSession(OcpiModel):
+    response_url: Url
+    session_id: CiString36Req
+
+
+class CommandResponse(OcpiModel):
+    result: Annotated[str, StringConstraints(pattern=r"^(NOT_SUPPORTED|REJECTED|ACCEPTED|UNKNOWN_SESSION)$")]
+    timeout: Annotated[int, Field(ge=0)]
+
+
+class CommandResult(OcpiModel):
+    result: Annotated[str, StringConstraints(max_length=32)]  # ACCEPTED, REJECTED, EVSE_OCCUPIED, FAILED, ...
+
+
+class SessionStatus(StrEnum):
+    ACTIVE = "ACTIVE"
+    COMPLETED = "COMPLETED"
+    INVALID = "INVALID"
+    PENDING = "PENDING"
+    RESERVATION = "RESERVATION"
+
+
+class OcpiSession(OcpiModel):
+    """The parts of mod_sessions' Session the PTP reads."""
+
+    country_code: CiString2
+    party_id: CiString3Req
+    id: CiString36Req
+    start_date_time: DateTime
+    end_date_time: DateTime | None = None
+    kwh: Number
+    authorization_reference: CiString36 | None = None
+    location_id: CiString36Req
+    evse_uid: CiString36Req
+    currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+    status: SessionStatus
+    last_updated: DateTime
+
+
+class OcpiSessionPatch(OcpiModel):
+    kwh: Number | None = None
+    status: SessionStatus | None = None
+    end_date_time: DateTime | None = None
+    last_updated: DateTime
+
+
+class Cdr(OcpiModel):
+    """The parts of mod_cdrs' CDR the PTP reads; ``invoice_reference_id`` set = the CPO invoices."""
+
+    country_code: CiString2
+    party_id: CiString3Req
+    id: Annotated[str, StringConstraints(min_length=1, max_length=39)]
+    start_date_time: DateTime
+    end_date_time: DateTime
+    session_id: CiString36 | None = None
+    authorization_reference: CiString36 | None = None
+    currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+    total_cost: Price
+    total_energy: Number
+    invoice_reference_id: CiString36 | None = None
+    last_updated: DateTime

@@ -18,19 +18,29 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
+from gateway.ocpi.charger import OcpiChargerLink
 from gateway.ocpi.client import authorization
 from gateway.ocpi.fac import fac_from_outcome
-from gateway.ocpi.models import Terminal, TerminalPatch, envelope
+from gateway.ocpi.models import Cdr, CommandResult, OcpiSession, OcpiSessionPatch, Terminal, TerminalPatch, envelope
 from gateway.payments.session import from_json, outcome_payload
-from gateway.store import JournalEntry, Step, Store, TerminalRecord
+from gateway.store import InboxMessage, JournalEntry, Step, Store, TerminalRecord
 
 VERSION = "2.3.0"
 MAX_LIMIT = 100
 
 
 class PtpServer:
-    def __init__(self, store: Store, token_b: str, base_url: str, site: str, clock: Callable[[], datetime]) -> None:
-        self.store, self.site, self.clock = store, site, clock
+    def __init__(
+        self,
+        store: Store,
+        token_b: str,
+        base_url: str,
+        site: str,
+        clock: Callable[[], datetime],
+        receiver: OcpiChargerLink | None = None,
+    ) -> None:
+        self.store, self.site, self.clock, self.receiver = store, site, clock, receiver
+        self._sessions: dict[str, dict[str, Any]] = {}  # the last full Session per id, for PATCH
         self._auth = authorization(token_b)
         self.base = base_url.rstrip("/")
 
@@ -48,6 +58,11 @@ class PtpServer:
         r.add_post(f"{pay}/terminals/{{id}}/deactivate", self._deactivate)
         r.add_get(f"{pay}/financial-advice-confirmations", self._facs)
         r.add_get(f"{pay}/financial-advice-confirmations/{{id}}", self._fac)
+        ptp = f"/ocpi/ptp/{VERSION}"
+        r.add_put(f"{ptp}/sessions/{{cc}}/{{party}}/{{id}}", self._session_put)
+        r.add_patch(f"{ptp}/sessions/{{cc}}/{{party}}/{{id}}", self._session_patch)
+        r.add_post(f"{ptp}/cdrs", self._cdr)
+        r.add_post(f"{ptp}/commands/{{command}}/{{uid}}", self._command_result)
         return app
 
     @web.middleware
@@ -63,7 +78,13 @@ class PtpServer:
         return web.json_response(envelope([{"version": VERSION, "url": f"{self.base}/ocpi/{VERSION}"}]))
 
     async def _details(self, _request: web.Request) -> web.Response:
-        endpoints = [{"identifier": "payments", "role": "SENDER", "url": f"{self.base}/ocpi/ptp/{VERSION}/payments"}]
+        ptp = f"{self.base}/ocpi/ptp/{VERSION}"
+        endpoints = [
+            {"identifier": "payments", "role": "SENDER", "url": f"{ptp}/payments"},
+            {"identifier": "sessions", "role": "RECEIVER", "url": f"{ptp}/sessions"},
+            {"identifier": "cdrs", "role": "RECEIVER", "url": f"{ptp}/cdrs"},
+            {"identifier": "commands", "role": "SENDER", "url": f"{ptp}/commands"},
+        ]
         return web.json_response(envelope({"version": VERSION, "endpoints": endpoints}))
 
     # ---- terminals ----------------------------------------------------------------------------
@@ -141,6 +162,64 @@ class PtpServer:
             )
         )
 
+    # ---- receiver: sessions, CDRs, command results -----------------------------------------------
+
+    def _inbox(self, request: web.Request, kind: str, payload: dict[str, Any]) -> bool:
+        """Store what the CPO sent, in one step; False if this request was stored before."""
+        message_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
+        return self.store.apply(
+            Step(
+                f"inbox:{message_id}",
+                inbox=[InboxMessage(message_id, "cpo", kind, payload)],
+                inbox_processed=[message_id],
+            )
+        )
+
+    async def _session_put(self, request: web.Request) -> web.Response:
+        try:
+            session = OcpiSession.model_validate(await _body(request))
+        except ValidationError:
+            return web.json_response(envelope(status_code=2001, message="invalid session"), status=400)
+        return self._session(request, session)
+
+    async def _session_patch(self, request: web.Request) -> web.Response:
+        known = self._sessions.get(request.match_info["id"])
+        if known is None:
+            return web.json_response(envelope(status_code=2001, message="PATCH of an unknown session"), status=404)
+        try:
+            patch = OcpiSessionPatch.model_validate(await _body(request))
+            session = OcpiSession.model_validate({**known, **patch.to_json()})
+        except ValidationError:
+            return web.json_response(envelope(status_code=2001, message="invalid session patch"), status=400)
+        return self._session(request, session)
+
+    def _session(self, request: web.Request, session: OcpiSession) -> web.Response:
+        data = session.to_json()
+        self._sessions[session.id] = data
+        if self._inbox(request, "session", data) and self.receiver is not None:
+            self.receiver.session_pushed(session)
+        return web.json_response(envelope())
+
+    async def _cdr(self, request: web.Request) -> web.Response:
+        try:
+            cdr = Cdr.model_validate(await _body(request))
+        except ValidationError:
+            return web.json_response(envelope(status_code=2001, message="invalid CDR"), status=400)
+        if self._inbox(request, "cdr", cdr.to_json()) and self.receiver is not None:
+            self.receiver.cdr_pushed(cdr)
+        return web.json_response(envelope(), status=201)
+
+    async def _command_result(self, request: web.Request) -> web.Response:
+        try:
+            result = CommandResult.model_validate(await _body(request))
+        except ValidationError:
+            return web.json_response(envelope(status_code=2001, message="invalid command result"), status=400)
+        command, uid = request.match_info["command"], request.match_info["uid"]
+        stored = self._inbox(request, "command_result", {"command": command, "uid": uid, **result.to_json()})
+        if stored and self.receiver is not None:
+            self.receiver.command_result(command, uid, result.result)
+        return web.json_response(envelope())
+
     # ---- financial advice confirmations -------------------------------------------------------
 
     def _fac_objects(self) -> list[dict[str, Any]]:
@@ -162,6 +241,13 @@ class PtpServer:
             return web.json_response(envelope(status_code=2000, message="unknown financial advice confirmation"),
                                      status=404)  # fmt: skip
         return web.json_response(envelope(found))
+
+
+async def _body(request: web.Request) -> Any:
+    try:
+        return await request.json()
+    except ValueError:
+        return None
 
 
 def _page(request: web.Request, objects: list[dict[str, Any]]) -> web.Response:

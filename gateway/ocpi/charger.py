@@ -1,0 +1,129 @@
+"""The standard OCPI payments flow as a ``ChargerLink``: the CPO runs the charger.
+
+``authorize`` sends Commands.StartSession with the session's authorization_reference;
+``stop`` sends StopSession. The CPO's Session pushes and its CDR come back through the
+receiver endpoints (``gateway.ocpi.server``) and become the same charger events the MQTT
+link gives: started, meter (the session's kWh so far), stopped (the CDR's total energy is
+authoritative). The engine does not know which link it drives.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+from gateway.errors import UpstreamError
+from gateway.ocpi.client import OcpiClient
+from gateway.ocpi.models import Cdr, CommandResponse, OcpiSession, SessionStatus, StartSession, StopSession, Token
+from gateway.payments.session import authorization_reference
+from gateway.runtime.charger import ChargerEvent
+
+_LOGGER = logging.getLogger(__name__)
+_PREFIX = "EVP-"
+
+
+def session_id_of(reference: str | None) -> str | None:
+    """Our session id from an authorization_reference we issued (it is derived, not stored)."""
+    return reference[len(_PREFIX) :] if reference and reference.startswith(_PREFIX) else None
+
+
+class OcpiChargerLink:
+    def __init__(
+        self,
+        client: OcpiClient,
+        commands_url: str,
+        response_base_url: str,
+        evse_locations: dict[str, str],
+        party: tuple[str, str],
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.client = client
+        self.commands_url = commands_url.rstrip("/")
+        self.response_base_url = response_base_url.rstrip("/")
+        self.evse_locations = evse_locations
+        self.party = party
+        self.clock = clock
+        self._callbacks: list[Callable[[ChargerEvent], None]] = []
+        self._cpo_sessions: dict[str, str] = {}  # our session id -> the CPO's session id
+        self._seq: dict[str, int] = {}
+        self._evse: dict[str, str] = {}
+        self._done: set[str] = set()
+
+    def subscribe(self, callback: Callable[[ChargerEvent], None]) -> None:
+        self._callbacks.append(callback)
+
+    def _emit(self, event: ChargerEvent) -> None:
+        for callback in self._callbacks:
+            callback(event)
+
+    async def authorize(self, evse: str, session_id: str, max_cost_minor: int, currency: str) -> None:
+        location = self.evse_locations.get(evse)
+        if location is None:
+            self._emit(ChargerEvent("faulted", evse, session_id, reason=f"no OCPI location known for EVSE {evse}"))
+            return
+        reference = authorization_reference(session_id)
+        self._evse[session_id] = evse
+        token = Token(country_code=self.party[0], party_id=self.party[1], uid=session_id[:36], type="AD_HOC_USER",
+                      contract_id=session_id[:36], issuer="EVPay Edge", valid=True, whitelist="NEVER",
+                      last_updated=self.clock())  # fmt: skip
+        command = StartSession(response_url=f"{self.response_base_url}/START_SESSION/{session_id}", token=token,
+                               location_id=location, evse_uid=evse, authorization_reference=reference)  # fmt: skip
+        _LOGGER.info("ocpi.start_session", extra={"session": session_id, "evse": evse, "max_cost": max_cost_minor,
+                                                  "currency": currency})  # fmt: skip
+        try:
+            reply = await self.client.request("POST", f"{self.commands_url}/START_SESSION", command.to_json())
+            response = CommandResponse.model_validate(reply.data)
+        except (UpstreamError, ValueError) as exc:
+            self._emit(ChargerEvent("faulted", evse, session_id, reason=f"StartSession failed: {exc}"))
+            return
+        if response.result != "ACCEPTED":
+            self._emit(ChargerEvent("faulted", evse, session_id, reason=f"StartSession {response.result}"))
+
+    async def stop(self, evse: str, session_id: str, reason: str) -> None:  # noqa: ARG002 - the ChargerLink shape
+        cpo_session = self._cpo_sessions.get(session_id)
+        if cpo_session is None:
+            _LOGGER.warning("ocpi.stop_unknown_session", extra={"session": session_id, "reason": reason})
+            return
+        command = StopSession(
+            response_url=f"{self.response_base_url}/STOP_SESSION/{session_id}", session_id=cpo_session
+        )
+        try:
+            await self.client.request("POST", f"{self.commands_url}/STOP_SESSION", command.to_json())
+        except UpstreamError as exc:
+            _LOGGER.warning("ocpi.stop_failed", extra={"session": session_id, "error": str(exc)})
+
+    # ---- what the CPO pushes (called by the receiver endpoints after the inbox step) ----------
+
+    def session_pushed(self, session: OcpiSession) -> None:
+        ours = session_id_of(session.authorization_reference)
+        if ours is None or ours in self._done:
+            return
+        first = ours not in self._cpo_sessions
+        self._cpo_sessions[ours] = session.id
+        if session.status in (SessionStatus.ACTIVE, SessionStatus.COMPLETED) and first:
+            self._emit(ChargerEvent("started", session.evse_uid, ours, meter_wh=0))
+        wh = int(session.kwh * 1000)
+        if session.status is SessionStatus.ACTIVE and not first:
+            self._seq[ours] = self._seq.get(ours, 0) + 1
+            self._emit(ChargerEvent("meter", session.evse_uid, ours, meter_wh=wh, seq=self._seq[ours]))
+        elif session.status is SessionStatus.INVALID:
+            self._done.add(ours)
+            self._emit(ChargerEvent("faulted", session.evse_uid, ours, reason="the CPO marked the session invalid"))
+
+    def cdr_pushed(self, cdr: Cdr) -> None:
+        """The CDR closes the session: its total energy is what is billed."""
+        ours = session_id_of(cdr.authorization_reference)
+        if ours is None or ours in self._done:
+            return
+        self._done.add(ours)
+        wh = int(cdr.total_energy * 1000)
+        evse = self._evse.get(ours, "?")
+        self._emit(ChargerEvent("stopped", evse, ours, meter_wh=wh, session_energy_wh=wh, reason="CDR received"))
+
+    def command_result(self, command: str, session_id: str, result: str) -> None:
+        """The asynchronous CommandResult: a StartSession that failed at the charger ends the session."""
+        if command == "START_SESSION" and result != "ACCEPTED" and session_id not in self._cpo_sessions:
+            self._done.add(session_id)
+            self._emit(ChargerEvent("faulted", self._evse.get(session_id, "?"), session_id,
+                                    reason=f"StartSession result {result}"))  # fmt: skip

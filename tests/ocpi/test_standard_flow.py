@@ -1,0 +1,95 @@
+"""The OCPI standard payments flow end to end, over a real pty and real loopback HTTP:
+card at the terminal → pre-auth → Commands.StartSession → the CPO's Session pushes → CDR →
+capture at the terminal → Financial Advice Confirmation to the CPO."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+from drivers.sim.ports import PtyPort
+from drivers.sim.terminal import SimConfig, SimTerminal
+from drivers.transport.serial import SerialTransport
+from drivers.transport.url import SerialUrl
+from drivers.zvt.terminal import ZvtOptions, ZvtTerminal
+from gateway.ocpi.charger import OcpiChargerLink
+from gateway.ocpi.client import OcpiClient
+from gateway.ocpi.cpo_sim import CpoSimulator
+from gateway.ocpi.handshake import register
+from gateway.ocpi.pusher import OutboxPusher
+from gateway.ocpi.server import PtpServer
+from gateway.payments.tariff import Sample, price
+from gateway.runtime.charger import ChargerEvent
+from gateway.runtime.engine_host import EngineHost
+from gateway.runtime.engine_worker import EngineWorker
+from gateway.store import Store
+from tests.helpers import free_port
+from tests.payments.fixtures import TARIFF, TZ, policy
+
+
+async def test_start_session_pushes_cdr_capture_fac(tmp_path: Path) -> None:
+    now = lambda: datetime.now(UTC)  # noqa: E731
+    cpo = CpoSimulator()
+    await cpo.start()
+    port = PtyPort()
+    sim = SimTerminal(SimConfig(password="123456", card_wait_s=0.05))
+    serving = asyncio.create_task(sim.serve(port, serial=True))
+    store = Store.open(tmp_path / "flow.sqlite3")
+    ptp_port = free_port()
+    base = f"http://127.0.0.1:{ptp_port}"
+    stopping = asyncio.Event()
+    async with aiohttp.ClientSession() as http:
+        reg = await register(OcpiClient(http, cpo.state.token_a), cpo.versions_url, f"{base}/ocpi/versions",
+                             ("DE", "EVP"), "EVPay Edge")  # fmt: skip
+        client = OcpiClient(http, reg.token_c)
+        commands_url = reg.endpoints.url("commands", "RECEIVER")
+        assert commands_url is not None
+        link = OcpiChargerLink(
+            client, commands_url, f"{base}/ocpi/ptp/2.3.0/commands", {"E1": "LOC1"}, ("DE", "EVP"), now
+        )
+        runner = web.AppRunner(PtpServer(store, reg.token_b, base, "DE-SITE", now, receiver=link).app())
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", ptp_port).start()
+        terminal = ZvtTerminal("T1", SerialTransport(SerialUrl(port.slave_path)), serial_framing=True,
+                               options=ZvtOptions(password="123456"))  # fmt: skip
+        engine = EngineWorker(EngineHost(store, policy(), now), {"T1": terminal}, link,
+                              {"E1": EngineWorker.route("T1", "EUR")}, {"T1": port.slave_path}, "DE-SITE")  # fmt: skip
+        pusher = OutboxPusher(store, client, reg.payments_url(""), now, backoff_min_s=0.05, idle_poll_s=0.05)
+        tasks = [asyncio.create_task(engine.run(stopping)), asyncio.create_task(pusher.run(stopping))]
+        try:
+            await asyncio.sleep(0.3)  # terminal registered
+            engine.on_charger_event(ChargerEvent("payment_requested", "E1"))  # a driver pays at the terminal
+            async with asyncio.timeout(20):
+                while not cpo.state.facs:
+                    await asyncio.sleep(0.05)
+        finally:
+            stopping.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await runner.cleanup()
+            await terminal.close()
+    serving.cancel()
+    await asyncio.gather(serving, return_exceptions=True)
+    await port.close()
+
+    (session,) = [r for r in store.sessions() if not r["id"].startswith("orphan")]
+    data = session["data"]
+    assert session["state"] == "completed" and data["billed_energy_wh"] == 6000
+    assert cpo.state.commands[0] == "START_SESSION"
+    (cdr,) = cpo.state.cdrs
+    assert cdr["authorization_reference"] == data["reference"] and cdr["invoice_reference_id"].startswith("INV-")
+    (fac,) = cpo.state.facs.values()
+    assert fac["authorization_reference"] == data["reference"] and fac["capture_status_code"] == "SUCCESS"
+    gross = fac["total_costs"]["before_taxes"] + sum(t["amount"] for t in fac["total_costs"].get("taxes", []))
+    readings = [Sample(datetime.fromisoformat(at), wh) for at, wh, _trusted in data["readings"]]
+    expected = price(TARIFF, readings, TZ).minor  # 1.00 + 6 kWh at the day or night rate, +19 %
+    assert expected in (440, 369)
+    assert round(gross * 100) == data["captured_minor"] == expected
+    assert sim.state.transactions[data["receipt_no"]].booked == expected  # the terminal booked the same
+    inbox = {k for (k,) in store._conn.execute("SELECT DISTINCT kind FROM inbox")}
+    assert {"session", "cdr"} <= inbox  # every push stored in the inbox first
+    store.close()
+    await cpo.stop()
