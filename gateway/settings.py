@@ -160,11 +160,14 @@ class EvseSettings(_Model):
     id: Annotated[str, Field(min_length=1, max_length=48)]
     terminal: Identifier
     tariff: str | None = None  # a pricing.tariffs id; default: pricing.default_tariff
+    location: str | None = None  # the OCPI location id of this EVSE (charger mode "ocpi")
 
 
 class ChargerSettings(_Model):
     enabled: bool = False
-    mode: Literal["mqtt", "simulated"] = "mqtt"  # simulated: the in-process charger of the demo
+    # mqtt: the charger firmware over MQTT (firmware_bridge, not built yet); ocpi: the CPO runs the
+    # charger (OCPI Commands, Session and CDR pushes; needs the upstream); simulated: the demo's.
+    mode: Literal["mqtt", "ocpi", "simulated"] = "mqtt"
     broker: str = "mqtt://127.0.0.1:1883"
     topic_prefix: str = "evpay/v1"
     evses: list[EvseSettings] = []
@@ -252,6 +255,12 @@ class Settings(_Model):
         ids = [t.id for t in self.terminals]
         if len(ids) != len(set(ids)):
             raise ValueError("terminal ids must be unique")
+        if self.charger.enabled and self.charger.mode == "ocpi":
+            if not self.upstream.enabled:
+                raise ValueError('charger mode "ocpi" needs an enabled [upstream] (the CPO runs the charger)')
+            missing = [e.id for e in self.charger.evses if not e.location]
+            if missing:
+                raise ValueError(f'charger mode "ocpi" needs a location for every EVSE; missing for {missing}')
         tariff_ids = {str(t.get("id")) for t in self.pricing.tariffs}
         for evse in self.charger.evses:
             if evse.terminal not in ids:

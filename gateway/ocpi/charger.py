@@ -31,7 +31,7 @@ def session_id_of(reference: str | None) -> str | None:
 class OcpiChargerLink:
     def __init__(
         self,
-        client: OcpiClient,
+        client: OcpiClient | None,
         commands_url: str,
         response_base_url: str,
         evse_locations: dict[str, str],
@@ -50,6 +50,12 @@ class OcpiChargerLink:
         self._evse: dict[str, str] = {}
         self._done: set[str] = set()
 
+    def bind(self, client: OcpiClient, commands_url: str, response_base_url: str) -> None:
+        """Called by the upstream worker once it is registered with the CPO (token C known)."""
+        self.client = client
+        self.commands_url = commands_url.rstrip("/")
+        self.response_base_url = response_base_url.rstrip("/")
+
     def subscribe(self, callback: Callable[[ChargerEvent], None]) -> None:
         self._callbacks.append(callback)
 
@@ -59,6 +65,9 @@ class OcpiChargerLink:
 
     async def authorize(self, evse: str, session_id: str, max_cost_minor: int, currency: str) -> None:
         location = self.evse_locations.get(evse)
+        if self.client is None:
+            self._emit(ChargerEvent("faulted", evse, session_id, reason="not registered with the CPO yet"))
+            return
         if location is None:
             self._emit(ChargerEvent("faulted", evse, session_id, reason=f"no OCPI location known for EVSE {evse}"))
             return
@@ -82,7 +91,7 @@ class OcpiChargerLink:
 
     async def stop(self, evse: str, session_id: str, reason: str) -> None:  # noqa: ARG002 - the ChargerLink shape
         cpo_session = self._cpo_sessions.get(session_id)
-        if cpo_session is None:
+        if cpo_session is None or self.client is None:
             _LOGGER.warning("ocpi.stop_unknown_session", extra={"session": session_id, "reason": reason})
             return
         command = StopSession(

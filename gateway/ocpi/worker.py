@@ -13,7 +13,8 @@ import aiohttp
 from aiohttp import web
 from cryptography.fernet import Fernet, InvalidToken
 
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, UpstreamError
+from gateway.ocpi.charger import OcpiChargerLink
 from gateway.ocpi.client import OcpiClient
 from gateway.ocpi.handshake import Registration, register
 from gateway.ocpi.models import VersionDetails
@@ -49,7 +50,14 @@ class TokenVault:
 class UpstreamWorker:
     name = "upstream"
 
-    def __init__(self, settings: UpstreamSettings, site: str, store: Store, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        settings: UpstreamSettings,
+        site: str,
+        store: Store,
+        clock: Callable[[], datetime],
+        charger: OcpiChargerLink | None = None,
+    ) -> None:
         if settings.key is None or settings.token_a is None:
             raise ConfigError("upstream", ["an enabled upstream needs token_a and key"])
         self.settings = settings
@@ -57,6 +65,7 @@ class UpstreamWorker:
         self.store = store
         self.clock = clock
         self.vault = TokenVault(settings.key.reveal())
+        self.charger = charger
         self.pusher: OutboxPusher | None = None
 
     async def _registration(self, http: aiohttp.ClientSession) -> Registration:
@@ -84,6 +93,12 @@ class UpstreamWorker:
             runner = await self._serve(reg.token_b) if self.settings.listen else None
             try:
                 client = OcpiClient(http, reg.token_c, self.settings.timeout_s)
+                if self.charger is not None:
+                    commands = reg.endpoints.url("commands", "RECEIVER")
+                    if commands is None:
+                        raise UpstreamError("the CPO publishes no commands endpoint: charger mode ocpi cannot start")
+                    base = self.settings.public_url.removesuffix("/ocpi/versions")
+                    self.charger.bind(client, commands, f"{base}/ocpi/ptp/2.3.0/commands")
                 self.pusher = OutboxPusher(self.store, client, reg.payments_url(""), self.clock)
                 await self.pusher.run(stopping)
             finally:
@@ -94,7 +109,7 @@ class UpstreamWorker:
         """Our OCPI endpoints (versions, payments Sender), for the CPO, authorised by token B."""
         host, _, port = self.settings.listen.rpartition(":")
         base = self.settings.public_url.removesuffix("/ocpi/versions")
-        server = PtpServer(self.store, token_b, base, self.site, self.clock)
+        server = PtpServer(self.store, token_b, base, self.site, self.clock, receiver=self.charger)
         runner = web.AppRunner(server.app(), access_log=None)
         await runner.setup()
         await web.TCPSite(runner, host or "127.0.0.1", int(port)).start()

@@ -27,12 +27,14 @@ class ApiWorker:
         metrics: Metrics,
         status: Callable[[], dict[str, Any]],
         healthy: Callable[[], bool],
+        pay: Callable[[str], bool] | None = None,
     ) -> None:
         self._host = host
         self._port = port
         self._metrics = metrics
         self._status = status
         self._healthy = healthy
+        self._pay = pay
         self.bound_port: int | None = None
         self.listening = asyncio.Event()
 
@@ -41,7 +43,17 @@ class ApiWorker:
         app.router.add_get("/health", self._health)
         app.router.add_get("/status", self._status_view)
         app.router.add_get("/metrics", self._metrics_view)
+        app.router.add_post("/evses/{evse}/pay", self._pay_view)
         return app
+
+    async def _pay_view(self, request: web.Request) -> web.Response:
+        """The site's kiosk or charger screen asks to start a paid session at an EVSE."""
+        evse = request.match_info["evse"]
+        if self._pay is None:
+            return web.json_response({"error": "no payment engine runs on this site"}, status=409)
+        if not self._pay(evse):
+            return web.json_response({"error": f"unknown EVSE {evse!r}"}, status=404)
+        return web.json_response({"evse": evse, "status": "payment requested"}, status=202)
 
     async def _health(self, _request: web.Request) -> web.Response:
         ok = self._healthy()

@@ -18,9 +18,10 @@ from typing import Any
 from drivers.base import PaymentTerminal
 from gateway import __version__
 from gateway.errors import GatewayError, StoreError
+from gateway.ocpi.charger import OcpiChargerLink
 from gateway.ocpi.worker import UpstreamWorker
 from gateway.runtime.api import ApiWorker
-from gateway.runtime.charger import ChargerLink
+from gateway.runtime.charger import ChargerEvent, ChargerLink
 from gateway.runtime.engine_setup import build_engine
 from gateway.runtime.engine_worker import EngineWorker
 from gateway.runtime.metrics import Metrics
@@ -51,18 +52,21 @@ class Daemon:
         self.metrics = Metrics()
         self.store = Store.open(settings.storage.path, busy_timeout_ms=settings.storage.busy_timeout_ms)
         self._started = time.monotonic()
-        self.api = ApiWorker(settings.api.host, settings.api.port, self.metrics, self.snapshot, self.healthy)
+        self.api = ApiWorker(
+            settings.api.host, settings.api.port, self.metrics, self.snapshot, self.healthy, self._request_payment
+        )
         workers: list[Worker] = [self.api, *extra_workers]
         self.engine: EngineWorker | None = None
         self.terminals: dict[str, PaymentTerminal] = {}
         self.charger: ChargerLink | None = None
         self.upstream: UpstreamWorker | None = None
-        if settings.upstream.enabled:
-            self.upstream = UpstreamWorker(settings.upstream, settings.site.id, self.store, _utcnow)
-            workers.append(self.upstream)
         if settings.charger.enabled and settings.charger.evses:
             self.engine, self.terminals, self.charger = build_engine(settings, self.store, _utcnow, charger)
             workers.append(self.engine)
+        if settings.upstream.enabled:
+            link = self.charger if isinstance(self.charger, OcpiChargerLink) else None
+            self.upstream = UpstreamWorker(settings.upstream, settings.site.id, self.store, _utcnow, link)
+            workers.insert(1, self.upstream)
         self.supervisor = Supervisor(
             workers, settings.daemon.restart_backoff_min_s, settings.daemon.restart_backoff_max_s,
             on_fatal=self._fatal, fatal=(StoreError,),
@@ -121,6 +125,12 @@ class Daemon:
         metrics.set("evpay_outbox_oldest_age_seconds", age)
         metrics.describe("evpay_sessions_open", "gauge", "charging sessions not yet final")
         metrics.set("evpay_sessions_open", float(self.store.count_open_sessions()))
+
+    def _request_payment(self, evse: str) -> bool:
+        if self.engine is None or evse not in self.engine.routes:
+            return False
+        self.engine.on_charger_event(ChargerEvent("payment_requested", evse))
+        return True
 
     def _fatal(self, exc: BaseException) -> None:
         self.fatal = exc

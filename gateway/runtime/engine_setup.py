@@ -4,7 +4,7 @@ charger link and the engine worker. Kept out of app.py so the composition root s
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from drivers.base import PaymentTerminal
@@ -12,6 +12,7 @@ from drivers.money import Money
 from drivers.transport import open_transport
 from drivers.zvt.terminal import ZvtOptions, ZvtTerminal
 from gateway.errors import ConfigError
+from gateway.ocpi.charger import OcpiChargerLink
 from gateway.payments.preauth import HoldPolicy
 from gateway.payments.session import Policy
 from gateway.payments.tariff import tariff_from_ocpi
@@ -69,6 +70,10 @@ def build_terminals(settings: Settings) -> dict[str, PaymentTerminal]:
 def build_charger(settings: Settings) -> ChargerLink:
     if settings.charger.mode == "simulated":
         return SimulatedCharger([e.id for e in settings.charger.evses])
+    if settings.charger.mode == "ocpi":
+        locations = {e.id: e.location for e in settings.charger.evses if e.location}
+        party = (settings.upstream.country_code, settings.upstream.party_id)
+        return OcpiChargerLink(None, "", "", locations, party, lambda: datetime.now(UTC))
     raise ConfigError(
         "charger.mode",
         ['mqtt: the MQTT charger link (firmware_bridge) is not built yet; use mode = "simulated" for now'],

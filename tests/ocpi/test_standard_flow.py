@@ -93,3 +93,78 @@ async def test_start_session_pushes_cdr_capture_fac(tmp_path: Path) -> None:
     assert {"session", "cdr"} <= inbox  # every push stored in the inbox first
     store.close()
     await cpo.stop()
+
+
+async def test_the_daemon_runs_the_standard_flow(tmp_path: Path) -> None:
+    """The same flow as a site runs it: `evpay run` with charger mode "ocpi", started from the
+    local API (the kiosk asks to pay at an EVSE)."""
+    from cryptography.fernet import Fernet
+
+    from gateway.runtime.app import Daemon
+    from gateway.settings import parse_settings
+
+    cpo = CpoSimulator()
+    await cpo.start()
+    port = PtyPort()
+    sim = SimTerminal(SimConfig(password="123456", card_wait_s=0.05))
+    serving = asyncio.create_task(sim.serve(port, serial=True))
+    listen = free_port()
+    config = f"""
+[site]
+id = "OCPI-SITE"
+country = "DE"
+[storage]
+path = "{tmp_path / "d.sqlite3"}"
+[api]
+port = 0
+[[terminals]]
+id = "t1"
+device = "serial://{port.slave_path}"
+password = {{ value = "123456" }}
+[charger]
+enabled = true
+mode = "ocpi"
+[[charger.evses]]
+id = "E1"
+terminal = "t1"
+location = "LOC1"
+[upstream]
+enabled = true
+versions_url = "{cpo.versions_url}"
+token_a = {{ value = "{cpo.state.token_a}" }}
+key = {{ value = "{Fernet.generate_key().decode()}" }}
+listen = "127.0.0.1:{listen}"
+public_url = "http://127.0.0.1:{listen}/ocpi/versions"
+[pricing]
+default_tariff = "T"
+tariffs = [ {{ id = "T", currency = "EUR", elements = [
+  {{ price_components = [ {{ type = "ENERGY", price = "0.50", vat = "19", step_size = 1 }} ] }} ] }} ]
+"""
+    daemon = Daemon(parse_settings(config, "<ocpi>"))
+    task = asyncio.create_task(daemon.run())
+    try:
+        async with asyncio.timeout(10):
+            await daemon.ready.wait()
+            while daemon.store.registration() is None:
+                await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"http://127.0.0.1:{daemon.api.bound_port}/evses/E1/pay") as r:
+                assert r.status == 202
+            async with http.post(f"http://127.0.0.1:{daemon.api.bound_port}/evses/NOPE/pay") as r:
+                assert r.status == 404
+        async with asyncio.timeout(20):
+            while not cpo.state.facs:
+                await asyncio.sleep(0.05)
+    finally:
+        daemon.request_stop("test over")
+        await task
+        serving.cancel()
+        await asyncio.gather(serving, return_exceptions=True)
+        await port.close()
+        await cpo.stop()
+    (fac,) = cpo.state.facs.values()
+    assert fac["capture_status_code"] == "SUCCESS"
+    gross = fac["total_costs"]["before_taxes"] + sum(t["amount"] for t in fac["total_costs"].get("taxes", []))
+    assert round(gross * 100) == 357  # 6 kWh at 0.50 + 19 % = 3.57
+    assert "OCPI-SITE-t1" in cpo.state.terminals  # the terminal was announced too
