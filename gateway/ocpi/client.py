@@ -25,6 +25,7 @@ class Reply:
     status_code: int
     data: Any
     message: str
+    link: str = ""  # the Link header of a paginated list
 
 
 def authorization(token: str) -> str:
@@ -56,13 +57,15 @@ class OcpiClient:
                 text = await resp.text()
                 status = resp.status
                 after = retry_after(resp.headers)
+                link = resp.headers.get("Link", "")
         except TimeoutError:
             raise UpstreamUnreachable(f"{method} {url}: no answer in time", ambiguous=method != "GET") from None
         except aiohttp.ClientConnectorError as exc:
             raise UpstreamUnreachable(f"{method} {url}: cannot connect ({exc.os_error})", ambiguous=False) from None
         except (aiohttp.ClientError, OSError) as exc:  # reset or broken mid-request: it may have arrived
             raise UpstreamUnreachable(f"{method} {url}: {type(exc).__name__}", ambiguous=method != "GET") from None
-        return self._classify(method, url, status, text, after)
+        reply = self._classify(method, url, status, text, after)
+        return Reply(reply.http_status, reply.status_code, reply.data, reply.message, link)
 
     @staticmethod
     def _classify(method: str, url: str, status: int, text: str, after: float | None) -> Reply:

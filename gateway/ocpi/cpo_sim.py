@@ -54,6 +54,8 @@ class CpoState:
     commands: list[str] = field(default_factory=list)
     stop_requested: set[str] = field(default_factory=set)
     cdrs: list[dict[str, Any]] = field(default_factory=list)
+    tariffs: list[dict[str, Any]] = field(default_factory=list)  # OCPI Tariff objects it publishes
+    locations: list[dict[str, Any]] = field(default_factory=list)
 
 
 class CpoSimulator:
@@ -75,6 +77,8 @@ class CpoSimulator:
         r.add_post(f"{pay}/financial-advice-confirmations", self._post_fac)
         r.add_get(f"{pay}/financial-advice-confirmations/{{id}}", self._get_fac)
         r.add_post(f"/ocpi/cpo/{VERSION}/commands/{{command}}", self._command)
+        r.add_get(f"/ocpi/cpo/{VERSION}/tariffs", self._list_tariffs)
+        r.add_get(f"/ocpi/cpo/{VERSION}/locations", self._list_locations)
         r.add_post(f"{pay}/terminals", self._post_terminal)
         r.add_get(f"{pay}/terminals/{{id}}", self._get_terminal)
         return app
@@ -165,6 +169,8 @@ class CpoSimulator:
             {"identifier": "credentials", "role": "RECEIVER", "url": f"{self.base}/ocpi/{VERSION}/credentials"},
             {"identifier": "payments", "role": "RECEIVER", "url": f"{self.base}/ocpi/cpo/{VERSION}/payments"},
             {"identifier": "commands", "role": "RECEIVER", "url": f"{self.base}/ocpi/cpo/{VERSION}/commands"},
+            {"identifier": "tariffs", "role": "SENDER", "url": f"{self.base}/ocpi/cpo/{VERSION}/tariffs"},
+            {"identifier": "locations", "role": "SENDER", "url": f"{self.base}/ocpi/cpo/{VERSION}/locations"},
         ]
         return web.json_response(envelope({"version": VERSION, "endpoints": endpoints}))
 
@@ -253,6 +259,22 @@ class CpoSimulator:
         async with http.get(version_url) as r:
             details = (await r.json())["data"]
         return {e["identifier"]: e["url"] for e in details["endpoints"]}
+
+    async def _list_tariffs(self, request: web.Request) -> web.Response:
+        return self._list(request, self.state.tariffs)
+
+    async def _list_locations(self, request: web.Request) -> web.Response:
+        return self._list(request, self.state.locations)
+
+    def _list(self, request: web.Request, objects: list[dict[str, Any]]) -> web.Response:
+        """A paginated Sender list: one object per page, to exercise the Link header."""
+        if not self._allowed(request):
+            return web.json_response(envelope(status_code=2000, message="unauthorized"), status=401)
+        offset = int(request.query.get("offset", "0"))
+        headers = {"X-Total-Count": str(len(objects)), "X-Limit": "1"}
+        if offset + 1 < len(objects):
+            headers["Link"] = f'<{request.url.with_query({"offset": str(offset + 1), "limit": "1"})}>; rel="next"'
+        return web.json_response(envelope(objects[offset : offset + 1]), headers=headers)
 
     async def _post_fac(self, request: web.Request) -> web.Response:
         return await self._post(request, FinancialAdviceConfirmation, self.state.facs, "id", self.state.fac_posts)

@@ -324,3 +324,23 @@ class Cdr(OcpiModel):
     total_energy: Number
     invoice_reference_id: CiString36 | None = None
     last_updated: DateTime
+
+
+class Connector(OcpiModel):
+    id: CiString36Req
+    tariff_ids: list[CiString36] | None = None
+
+
+class Evse(OcpiModel):
+    uid: CiString36Req
+    connectors: list[Connector] = []
+
+
+class Location(OcpiModel):
+    """The parts of mod_locations' Location the PTP reads: which tariff applies at which EVSE."""
+
+    country_code: CiString2
+    party_id: CiString3Req
+    id: CiString36Req
+    evses: list[Evse] | None = None
+    last_updated: DateTime

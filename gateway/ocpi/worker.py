@@ -5,6 +5,7 @@ the supervisor restarts it with backoff; charging and payments go on meanwhile."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -20,10 +21,14 @@ from gateway.ocpi.handshake import Registration, register
 from gateway.ocpi.models import VersionDetails
 from gateway.ocpi.pusher import OutboxPusher
 from gateway.ocpi.server import PtpServer
+from gateway.ocpi.tariffs import pull_tariffs
+from gateway.payments.tariff import Tariff
 from gateway.settings import UpstreamSettings
 from gateway.store import Store
 
 _LOGGER = logging.getLogger(__name__)
+TARIFF_REFRESH_S = 900.0
+TariffSink = Callable[[dict[str, Tariff], dict[str, Tariff]], None]
 
 
 class TokenVault:
@@ -57,6 +62,7 @@ class UpstreamWorker:
         store: Store,
         clock: Callable[[], datetime],
         charger: OcpiChargerLink | None = None,
+        on_tariffs: TariffSink | None = None,
     ) -> None:
         if settings.key is None or settings.token_a is None:
             raise ConfigError("upstream", ["an enabled upstream needs token_a and key"])
@@ -66,6 +72,7 @@ class UpstreamWorker:
         self.clock = clock
         self.vault = TokenVault(settings.key.reveal())
         self.charger = charger
+        self.on_tariffs = on_tariffs
         self.pusher: OutboxPusher | None = None
 
     async def _registration(self, http: aiohttp.ClientSession) -> Registration:
@@ -100,10 +107,33 @@ class UpstreamWorker:
                     base = self.settings.public_url.removesuffix("/ocpi/versions")
                     self.charger.bind(client, commands, f"{base}/ocpi/ptp/2.3.0/commands")
                 self.pusher = OutboxPusher(self.store, client, reg.payments_url(""), self.clock)
-                await self.pusher.run(stopping)
+                puller = asyncio.create_task(self._pull_tariffs(client, reg, stopping))
+                try:
+                    await self.pusher.run(stopping)
+                finally:
+                    puller.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await puller
             finally:
                 if runner is not None:
                     await runner.cleanup()
+
+    async def _pull_tariffs(self, client: OcpiClient, reg: Registration, stopping: asyncio.Event) -> None:
+        """The CPO's tariffs and which EVSE uses which, now and every TARIFF_REFRESH_S."""
+        tariffs, locations = reg.endpoints.url("tariffs", "SENDER"), reg.endpoints.url("locations", "SENDER")
+        if self.on_tariffs is None or tariffs is None or locations is None:
+            return
+        while not stopping.is_set():
+            try:
+                by_evse, catalog = await pull_tariffs(client, tariffs, locations)
+            except (UpstreamError, ValueError) as exc:
+                _LOGGER.warning("upstream.tariffs_failed", extra={"error": str(exc)})
+            else:
+                self.on_tariffs(by_evse, catalog)
+                _LOGGER.info("upstream.tariffs", extra={"tariffs": len(catalog), "evses": len(by_evse)})
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(TARIFF_REFRESH_S):
+                    await stopping.wait()
 
     async def _serve(self, token_b: str) -> web.AppRunner:
         """Our OCPI endpoints (versions, payments Sender), for the CPO, authorised by token B."""

@@ -83,6 +83,7 @@ class Policy:
     hold: HoldPolicy
     tariffs: dict[str, Tariff]  # by EVSE id; "*" is the site default
     tz: ZoneInfo
+    catalog: dict[str, Tariff] = field(default_factory=dict)  # every tariff ever in force, by id
     start_timeout: timedelta = timedelta(minutes=3)
     stop_timeout: timedelta = timedelta(seconds=60)
     hold_validity: timedelta = timedelta(days=5)
@@ -96,6 +97,17 @@ class Policy:
 
     def tariff(self, evse: str) -> Tariff | None:
         return self.tariffs.get(evse) or self.tariffs.get("*")
+
+    def pinned(self, session: Session) -> Tariff | None:
+        """The tariff a session started with (a tariff change mid-session never reprices it)."""
+        if session.tariff_id is not None:
+            found = self.catalog.get(session.tariff_id)
+            if found is not None:
+                return found
+            current = self.tariff(session.evse)
+            if current is not None and current.id == session.tariff_id:
+                return current
+        return self.tariff(session.evse)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +145,7 @@ class Session:
     stop_reason: str | None = None
     notes: tuple[str, ...] = ()
     fiscal: tuple[str, ...] = ()
+    tariff_id: str | None = None  # pinned when the session starts
 
     @property
     def final(self) -> bool:
@@ -193,7 +206,8 @@ def transition(session: Session | None, event: e.Event, now: datetime, policy: P
 def _start(ev: e.CardPresented, now: datetime, policy: Policy) -> Transition:
     tariff = policy.tariff(ev.evse)
     hold = initial_hold(policy.hold, ev.currency, tariff, ev.target, now, policy.tz)
-    s = Session(ev.session_id, ev.evse, ev.terminal, ev.currency, State.AUTHORIZING, now, hold_minor=hold)
+    s = Session(ev.session_id, ev.evse, ev.terminal, ev.currency, State.AUTHORIZING, now, hold_minor=hold,
+                tariff_id=tariff.id if tariff else None)  # fmt: skip
     ref = s.id[:16]  # the terminal's BMP60 reference: short, tied to the session
     return Transition(s, (c.Preauthorize(f"{s.id}:preauth", s.id, s.terminal, hold, s.currency, ref),))
 
@@ -454,7 +468,7 @@ def _fiscal(s: Session, ev: e.FiscalDataArrived) -> Transition:
 
 def _price(s: Session, readings: tuple[Reading, ...], policy: Policy) -> Session:
     """The session with its price (incl. and excl. taxes) for these readings."""
-    tariff = policy.tariff(s.evse)
+    tariff = policy.pinned(s)
     if tariff is None or not readings:
         return replace(s, price_minor=0, price_excl="0")
     p = price(tariff, [Sample(r.at, r.energy_wh) for r in readings], policy.tz)
@@ -593,6 +607,7 @@ def to_json(s: Session) -> dict[str, Any]:
         "stop_reason": s.stop_reason,
         "notes": list(s.notes),
         "fiscal": list(s.fiscal),
+        "tariff_id": s.tariff_id,
     }
 
 
@@ -628,4 +643,5 @@ def from_json(d: dict[str, Any]) -> Session:
         stop_reason=d["stop_reason"],
         notes=tuple(d["notes"]),
         fiscal=tuple(d["fiscal"]),
+        tariff_id=d.get("tariff_id"),
     )

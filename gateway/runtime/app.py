@@ -12,6 +12,7 @@ import logging
 import signal
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +21,7 @@ from gateway import __version__
 from gateway.errors import GatewayError, StoreError
 from gateway.ocpi.charger import OcpiChargerLink
 from gateway.ocpi.worker import UpstreamWorker
+from gateway.payments.tariff import Tariff
 from gateway.runtime.api import ApiWorker
 from gateway.runtime.charger import ChargerEvent, ChargerLink
 from gateway.runtime.engine_setup import build_engine
@@ -65,7 +67,9 @@ class Daemon:
             workers.append(self.engine)
         if settings.upstream.enabled:
             link = self.charger if isinstance(self.charger, OcpiChargerLink) else None
-            self.upstream = UpstreamWorker(settings.upstream, settings.site.id, self.store, _utcnow, link)
+            self.upstream = UpstreamWorker(
+                settings.upstream, settings.site.id, self.store, _utcnow, link, self._apply_tariffs
+            )
             workers.insert(1, self.upstream)
         self.supervisor = Supervisor(
             workers, settings.daemon.restart_backoff_min_s, settings.daemon.restart_backoff_max_s,
@@ -125,6 +129,16 @@ class Daemon:
         metrics.set("evpay_outbox_oldest_age_seconds", age)
         metrics.describe("evpay_sessions_open", "gauge", "charging sessions not yet final")
         metrics.set("evpay_sessions_open", float(self.store.count_open_sessions()))
+
+    def _apply_tariffs(self, by_evse: dict[str, Tariff], catalog: dict[str, Tariff]) -> None:
+        """The CPO's tariffs win over the configured ones for the EVSEs it names; sessions
+        already running keep the tariff they started with (it stays in the catalog)."""
+        if self.engine is None:
+            return
+        policy = self.engine.host.policy
+        self.engine.host.policy = replace(
+            policy, tariffs={**policy.tariffs, **by_evse}, catalog={**policy.catalog, **catalog}
+        )
 
     def _request_payment(self, evse: str) -> bool:
         if self.engine is None or evse not in self.engine.routes:

@@ -105,6 +105,15 @@ async def test_the_daemon_runs_the_standard_flow(tmp_path: Path) -> None:
 
     cpo = CpoSimulator()
     await cpo.start()
+    # The CPO publishes its own tariff for E1 (paginated lists): it must win over the configured one.
+    cpo.state.tariffs = [
+        {"id": "OTHER", "currency": "EUR", "elements": [{"price_components": [{"type": "FLAT", "price": 9}]}],
+         "last_updated": "2026-01-01T00:00:00Z"},
+        {"id": "CPO-T", "currency": "EUR", "last_updated": "2026-01-01T00:00:00Z",
+         "elements": [{"price_components": [{"type": "ENERGY", "price": 0.80, "vat": 19, "step_size": 1}]}]},
+    ]  # fmt: skip
+    cpo.state.locations = [{"country_code": "DE", "party_id": "CPO", "id": "LOC1", "last_updated": "2026-01-01T00:00:00Z",
+                            "evses": [{"uid": "E1", "connectors": [{"id": "1", "tariff_ids": ["CPO-T"]}]}]}]  # fmt: skip
     port = PtyPort()
     sim = SimTerminal(SimConfig(password="123456", card_wait_s=0.05))
     serving = asyncio.create_task(sim.serve(port, serial=True))
@@ -145,8 +154,9 @@ tariffs = [ {{ id = "T", currency = "EUR", elements = [
     try:
         async with asyncio.timeout(10):
             await daemon.ready.wait()
-            while daemon.store.registration() is None:
+            while daemon.engine is None or "E1" not in daemon.engine.host.policy.tariffs:
                 await asyncio.sleep(0.05)
+        assert daemon.engine.host.policy.tariffs["E1"].id == "CPO-T"
         await asyncio.sleep(0.3)
         async with aiohttp.ClientSession() as http:
             async with http.post(f"http://127.0.0.1:{daemon.api.bound_port}/evses/E1/pay") as r:
@@ -166,5 +176,5 @@ tariffs = [ {{ id = "T", currency = "EUR", elements = [
     (fac,) = cpo.state.facs.values()
     assert fac["capture_status_code"] == "SUCCESS"
     gross = fac["total_costs"]["before_taxes"] + sum(t["amount"] for t in fac["total_costs"].get("taxes", []))
-    assert round(gross * 100) == 357  # 6 kWh at 0.50 + 19 % = 3.57
+    assert round(gross * 100) == 571  # 6 kWh at the CPO's 0.80 + 19 % = 5.712 (not the configured 0.50)
     assert "OCPI-SITE-t1" in cpo.state.terminals  # the terminal was announced too

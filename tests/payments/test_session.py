@@ -255,3 +255,16 @@ def test_partial_capture_is_recorded_as_such() -> None:
     d = t.session
     assert d is not None and d.state is State.COMPLETED and (d.captured_minor, d.released_minor) == (600, 4400)
     assert "partial capture 600" in d.notes
+
+
+def test_a_tariff_change_mid_session_does_not_reprice_it() -> None:
+    from decimal import Decimal
+
+    from gateway.payments.tariff import Dimension, PriceComponent, Tariff, TariffElement
+
+    s = step(charging(), e.MeterValue(SID, "m1", 3000), 10).session
+    assert s is not None and s.tariff_id == "T1" and s.price_minor == 226
+    dearer = Tariff("T2", "EUR", (TariffElement((PriceComponent(Dimension.ENERGY, Decimal("9.99"), None),)),))
+    changed = replace(P, tariffs={"*": dearer}, catalog={"T1": P.tariffs["*"], "T2": dearer})
+    t = transition(s, e.MeterValue(SID, "m2", 4000), T0 + timedelta(minutes=20), changed)
+    assert t.session is not None and t.session.price_minor == 280  # still T1: 1.00 + 3 kWh * 0.45, +19 %
