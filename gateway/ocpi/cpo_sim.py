@@ -55,6 +55,7 @@ class CpoState:
     stop_requested: set[str] = field(default_factory=set)
     cdrs: list[dict[str, Any]] = field(default_factory=list)
     tariffs: list[dict[str, Any]] = field(default_factory=list)  # OCPI Tariff objects it publishes
+    fiscal_lines: list[str] = field(default_factory=list)  # sent after the CDR (custom module DEEVPfiscal)
     locations: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -252,6 +253,10 @@ class CpoSimulator:
                    "invoice_reference_id": f"INV-{sid}", "last_updated": _ts(end)}  # fmt: skip
             self.state.cdrs.append(cdr)
             await http.post(endpoints["cdrs"], json=cdr)
+            if self.state.fiscal_lines and "DEEVPfiscal" in endpoints:
+                fiscal = {"lines": [*self.state.fiscal_lines, f"Invoice {cdr['invoice_reference_id']}"],
+                          "invoice_reference_id": cdr["invoice_reference_id"]}  # fmt: skip
+                await http.put(f"{endpoints['DEEVPfiscal']}/{start.authorization_reference}", json=fiscal)
 
     async def _ptp_endpoints(self, http: aiohttp.ClientSession, versions_url: str) -> dict[str, str]:
         async with http.get(versions_url) as r:

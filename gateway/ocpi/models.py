@@ -344,3 +344,11 @@ class Location(OcpiModel):
     id: CiString36Req
     evses: list[Evse] | None = None
     last_updated: DateTime
+
+
+class FiscalData(OcpiModel):
+    """Custom module DEEVPfiscal: receipt lines (invoice reference, VAT, fiscal signature or QR
+    payload) for a session, from the CPO's invoicing side. Never required of a CPO."""
+
+    lines: list[Annotated[str, StringConstraints(max_length=255)]] = Field(min_length=1, max_length=60)
+    invoice_reference_id: CiString36 | None = None

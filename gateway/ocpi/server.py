@@ -18,15 +18,25 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
-from gateway.ocpi.charger import OcpiChargerLink
+from gateway.ocpi.charger import OcpiChargerLink, session_id_of
 from gateway.ocpi.client import authorization
 from gateway.ocpi.fac import fac_from_outcome
-from gateway.ocpi.models import Cdr, CommandResult, OcpiSession, OcpiSessionPatch, Terminal, TerminalPatch, envelope
+from gateway.ocpi.models import (
+    Cdr,
+    CommandResult,
+    FiscalData,
+    OcpiSession,
+    OcpiSessionPatch,
+    Terminal,
+    TerminalPatch,
+    envelope,
+)
 from gateway.payments.session import from_json, outcome_payload
 from gateway.store import InboxMessage, JournalEntry, Step, Store, TerminalRecord
 
 VERSION = "2.3.0"
 MAX_LIMIT = 100
+FISCAL_MODULE = "DEEVPfiscal"  # a custom module: id prefixed with our country code and party id
 
 
 class PtpServer:
@@ -38,8 +48,9 @@ class PtpServer:
         site: str,
         clock: Callable[[], datetime],
         receiver: OcpiChargerLink | None = None,
+        fiscal: Callable[[str, tuple[str, ...], str], None] | None = None,
     ) -> None:
-        self.store, self.site, self.clock, self.receiver = store, site, clock, receiver
+        self.store, self.site, self.clock, self.receiver, self.fiscal = store, site, clock, receiver, fiscal
         self._sessions: dict[str, dict[str, Any]] = {}  # the last full Session per id, for PATCH
         self._auth = authorization(token_b)
         self.base = base_url.rstrip("/")
@@ -63,6 +74,7 @@ class PtpServer:
         r.add_patch(f"{ptp}/sessions/{{cc}}/{{party}}/{{id}}", self._session_patch)
         r.add_post(f"{ptp}/cdrs", self._cdr)
         r.add_post(f"{ptp}/commands/{{command}}/{{uid}}", self._command_result)
+        r.add_put(f"{ptp}/{FISCAL_MODULE}/{{reference}}", self._fiscal)
         return app
 
     @web.middleware
@@ -84,6 +96,7 @@ class PtpServer:
             {"identifier": "sessions", "role": "RECEIVER", "url": f"{ptp}/sessions"},
             {"identifier": "cdrs", "role": "RECEIVER", "url": f"{ptp}/cdrs"},
             {"identifier": "commands", "role": "SENDER", "url": f"{ptp}/commands"},
+            {"identifier": FISCAL_MODULE, "role": "RECEIVER", "url": f"{ptp}/{FISCAL_MODULE}"},
         ]
         return web.json_response(envelope({"version": VERSION, "endpoints": endpoints}))
 
@@ -218,6 +231,22 @@ class PtpServer:
         stored = self._inbox(request, "command_result", {"command": command, "uid": uid, **result.to_json()})
         if stored and self.receiver is not None:
             self.receiver.command_result(command, uid, result.result)
+        return web.json_response(envelope())
+
+    async def _fiscal(self, request: web.Request) -> web.Response:
+        """Custom module (OCPI has no fiscal field): the invoicing side's receipt lines and
+        signature for a session, by its authorization_reference, to print on the terminal."""
+        try:
+            data = FiscalData.model_validate(await _body(request))
+        except ValidationError:
+            return web.json_response(envelope(status_code=2001, message="invalid fiscal data"), status=400)
+        reference = request.match_info["reference"]
+        session_id = session_id_of(reference)
+        if session_id is None or self.store.session(session_id) is None:
+            return web.json_response(envelope(status_code=2000, message="unknown authorization_reference"), status=404)
+        message_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
+        if self._inbox(request, "fiscal", {"authorization_reference": reference, **data.to_json()}) and self.fiscal:
+            self.fiscal(session_id, tuple(data.lines), message_id)
         return web.json_response(envelope())
 
     # ---- financial advice confirmations -------------------------------------------------------

@@ -63,6 +63,7 @@ class UpstreamWorker:
         clock: Callable[[], datetime],
         charger: OcpiChargerLink | None = None,
         on_tariffs: TariffSink | None = None,
+        on_fiscal: Callable[[str, tuple[str, ...], str], None] | None = None,
     ) -> None:
         if settings.key is None or settings.token_a is None:
             raise ConfigError("upstream", ["an enabled upstream needs token_a and key"])
@@ -73,6 +74,7 @@ class UpstreamWorker:
         self.vault = TokenVault(settings.key.reveal())
         self.charger = charger
         self.on_tariffs = on_tariffs
+        self.on_fiscal = on_fiscal
         self.pusher: OutboxPusher | None = None
 
     async def _registration(self, http: aiohttp.ClientSession) -> Registration:
@@ -139,7 +141,8 @@ class UpstreamWorker:
         """Our OCPI endpoints (versions, payments Sender), for the CPO, authorised by token B."""
         host, _, port = self.settings.listen.rpartition(":")
         base = self.settings.public_url.removesuffix("/ocpi/versions")
-        server = PtpServer(self.store, token_b, base, self.site, self.clock, receiver=self.charger)
+        server = PtpServer(self.store, token_b, base, self.site, self.clock, receiver=self.charger,
+                           fiscal=self.on_fiscal)  # fmt: skip
         runner = web.AppRunner(server.app(), access_log=None)
         await runner.setup()
         await web.TCPSite(runner, host or "127.0.0.1", int(port)).start()

@@ -272,7 +272,7 @@ def _money_result(s: Session, ev: e.TerminalResultArrived, *, capture: bool) -> 
         if capture:
             captured = min(ev.amount_minor if ev.amount_minor is not None else s.price_minor, s.authorized_minor)
             note = () if captured == min(s.price_minor, s.authorized_minor) else (f"partial capture {captured}",)
-            return _finish(
+            done = _finish(
                 replace(
                     s,
                     state=State.COMPLETED,
@@ -281,6 +281,10 @@ def _money_result(s: Session, ev: e.TerminalResultArrived, *, capture: bool) -> 
                     notes=(*s.notes, *note),
                 )
             )
+            if not s.fiscal:
+                return done
+            receipt = c.ShowReceipt(f"{s.id}:receipt:capture", s.id, s.terminal, s.fiscal)  # fiscal data came first
+            return Transition(done.session, (*done.commands, receipt))
         return _finish(replace(s, state=State.VOIDED, released_minor=s.authorized_minor))
     # Declined, refused or lost: ask the terminal whether the hold is still open before anything else.
     s = replace(s, notes=(*s.notes, f"{ev.operation} {ev.outcome}: {ev.message}"))

@@ -21,6 +21,7 @@ from gateway import __version__
 from gateway.errors import GatewayError, StoreError
 from gateway.ocpi.charger import OcpiChargerLink
 from gateway.ocpi.worker import UpstreamWorker
+from gateway.payments.events import FiscalDataArrived
 from gateway.payments.tariff import Tariff
 from gateway.runtime.api import ApiWorker
 from gateway.runtime.charger import ChargerEvent, ChargerLink
@@ -68,7 +69,7 @@ class Daemon:
         if settings.upstream.enabled:
             link = self.charger if isinstance(self.charger, OcpiChargerLink) else None
             self.upstream = UpstreamWorker(
-                settings.upstream, settings.site.id, self.store, _utcnow, link, self._apply_tariffs
+                settings.upstream, settings.site.id, self.store, _utcnow, link, self._apply_tariffs, self._fiscal_data
             )
             workers.insert(1, self.upstream)
         self.supervisor = Supervisor(
@@ -139,6 +140,10 @@ class Daemon:
         self.engine.host.policy = replace(
             policy, tariffs={**policy.tariffs, **by_evse}, catalog={**policy.catalog, **catalog}
         )
+
+    def _fiscal_data(self, session_id: str, lines: tuple[str, ...], message_id: str) -> None:
+        if self.engine is not None:
+            self.engine.submit(FiscalDataArrived(session_id, f"fiscal:{message_id}", lines))
 
     def _request_payment(self, evse: str) -> bool:
         if self.engine is None or evse not in self.engine.routes:

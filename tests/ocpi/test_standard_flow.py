@@ -114,6 +114,7 @@ async def test_the_daemon_runs_the_standard_flow(tmp_path: Path) -> None:
     ]  # fmt: skip
     cpo.state.locations = [{"country_code": "DE", "party_id": "CPO", "id": "LOC1", "last_updated": "2026-01-01T00:00:00Z",
                             "evses": [{"uid": "E1", "connectors": [{"id": "1", "tariff_ids": ["CPO-T"]}]}]}]  # fmt: skip
+    cpo.state.fiscal_lines = ["VAT 19 % included", "Fiscal signature QX7-42"]
     port = PtyPort()
     sim = SimTerminal(SimConfig(password="123456", card_wait_s=0.05))
     serving = asyncio.create_task(sim.serve(port, serial=True))
@@ -164,7 +165,7 @@ tariffs = [ {{ id = "T", currency = "EUR", elements = [
             async with http.post(f"http://127.0.0.1:{daemon.api.bound_port}/evses/NOPE/pay") as r:
                 assert r.status == 404
         async with asyncio.timeout(20):
-            while not cpo.state.facs:
+            while not cpo.state.facs or "Fiscal signature QX7-42" not in sim.state.printed:
                 await asyncio.sleep(0.05)
     finally:
         daemon.request_stop("test over")
@@ -178,3 +179,4 @@ tariffs = [ {{ id = "T", currency = "EUR", elements = [
     gross = fac["total_costs"]["before_taxes"] + sum(t["amount"] for t in fac["total_costs"].get("taxes", []))
     assert round(gross * 100) == 571  # 6 kWh at the CPO's 0.80 + 19 % = 5.712 (not the configured 0.50)
     assert "OCPI-SITE-t1" in cpo.state.terminals  # the terminal was announced too
+    assert any(line.startswith("Invoice INV-") for line in sim.state.printed)  # fiscal data on the receipt

@@ -268,3 +268,13 @@ def test_a_tariff_change_mid_session_does_not_reprice_it() -> None:
     changed = replace(P, tariffs={"*": dearer}, catalog={"T1": P.tariffs["*"], "T2": dearer})
     t = transition(s, e.MeterValue(SID, "m2", 4000), T0 + timedelta(minutes=20), changed)
     assert t.session is not None and t.session.price_minor == 280  # still T1: 1.00 + 3 kWh * 0.45, +19 %
+
+
+def test_fiscal_data_before_the_capture_is_printed_when_it_completes() -> None:
+    s = step(charging(), e.ChargerStopped(SID, "stop", 5000), 60).session
+    s = step(s, e.FiscalDataArrived(SID, "f", ("Invoice INV-9", "Signature S")), 61).session
+    assert s is not None and s.state is State.CAPTURING and s.fiscal == ("Invoice INV-9", "Signature S")
+    t = step(s, result("capture", Outcome.APPROVED), 62)
+    assert kinds(t) == ["Enqueue", "ShowReceipt"]
+    receipt = t.commands[1]
+    assert isinstance(receipt, c.ShowReceipt) and receipt.lines == ("Invoice INV-9", "Signature S")
