@@ -3,7 +3,8 @@ in parallel across objects.
 
 Per message: deliver; on "retry" (no answer, HTTP 408/429/5xx, OCPI 3xxx/4xxx) back off
 exponentially with jitter (``Retry-After`` wins when given); on "refused" (HTTP 4xx, OCPI
-2xxx) dead-letter it with the reason, which stops it blocking its object. POST is not
+2xxx) retry too, but only ``max_refusals`` times: a refusal that persists is a poison message,
+dead-lettered with its reason, which stops it blocking its object. POST is not
 idempotent: after an ambiguous failure the object is first fetched by id, and found means
 delivered. The gateway keeps running sessions while the CPO is away; the backlog drains
 when it returns.
@@ -27,6 +28,8 @@ from gateway.store import Store, StoredOutbox
 
 _LOGGER = logging.getLogger(__name__)
 _AMBIGUOUS = "ambiguous: "
+_REFUSED = "refused "
+_MAPPED = ("session.outcome", "terminal.post")
 
 
 class OutboxPusher:
@@ -43,12 +46,14 @@ class OutboxPusher:
         backoff_min_s: float = 1.0,
         backoff_max_s: float = 300.0,
         idle_poll_s: float = 1.0,
+        max_refusals: int = 5,
         rng: random.Random | None = None,
     ) -> None:
         self.store, self.client, self.clock = store, client, clock
         self.payments_url = payments_url.rstrip("/")
         self.concurrency = concurrency
         self.backoff_min_s, self.backoff_max_s, self.idle_poll_s = backoff_min_s, backoff_max_s, idle_poll_s
+        self.max_refusals = max_refusals
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self.wake = asyncio.Event()
         self.delivered = 0
@@ -78,7 +83,17 @@ class OutboxPusher:
             self.store.outbox.delivered(message.message_id, now)
             _LOGGER.debug("outbox.local_only", extra={"message_id": message.message_id, "reason": str(skip)})
             return
+        except ValueError as exc:  # the payload cannot become an OCPI object: no retry can help
+            self.store.outbox.dead_letter(message.message_id, f"cannot build the OCPI object: {exc}", now)
+            _LOGGER.error("outbox.dead_letter", extra={"message_id": message.message_id, "reason": str(exc)})  # noqa: TRY400
+            return
         except OcpiRejected as exc:
+            refusals = _refusals(message.last_error) + 1
+            if refusals < self.max_refusals and message.kind in _MAPPED:
+                delay = self._backoff(refusals)
+                reason = f"{_REFUSED}{refusals}: {exc}"
+                self.store.outbox.retry_later(message.message_id, reason, now + timedelta(seconds=delay))
+                return
             self.store.outbox.dead_letter(message.message_id, str(exc), now)
             _LOGGER.error(  # noqa: TRY400 - a refused message is an outcome, its traceback is noise
                 "outbox.dead_letter", extra={"message_id": message.message_id, "reason": str(exc)}
@@ -99,7 +114,7 @@ class OutboxPusher:
         return base / 2 + self.rng.random() * base / 2  # "equal jitter"
 
     def _send_or_skip(self, message: StoredOutbox) -> None:
-        if message.kind not in ("session.outcome", "terminal.post"):
+        if message.kind not in _MAPPED:
             raise OcpiRejected(
                 f"no upstream mapping for message kind {message.kind!r}", http_status=0, status_code=None
             )
@@ -127,6 +142,14 @@ class OutboxPusher:
         # Durable before the POST leaves: if the gateway dies mid-request, the next attempt GETs first.
         self.store.outbox.retry_later(message.message_id, _AMBIGUOUS + "sending", self.clock())
         await self.client.request("POST", url, body, correlation_id=message.message_id)
+
+
+def _refusals(last_error: str | None) -> int:
+    """How many times in a row the CPO refused this message ("refused N: …")."""
+    if not last_error or not last_error.startswith(_REFUSED):
+        return 0
+    count, _, _ = last_error[len(_REFUSED) :].partition(":")
+    return int(count) if count.isdigit() else 0
 
 
 class _NothingToSend(Exception):

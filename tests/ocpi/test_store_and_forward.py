@@ -108,14 +108,36 @@ async def test_ambiguous_failures_get_before_posting_again(rig: Rig, fault: str)
     assert rig.cpo.state.fac_posts == ["session-0001"]  # stored once: the retry found it by GET
 
 
-async def test_poison_message_is_dead_lettered_without_blocking_others(rig: Rig) -> None:
-    rig.cpo.state.faults.append("ocpi2001")
-    for n in range(3):
-        rig.store.apply(outcome(n))
+async def test_a_passing_refusal_is_retried_and_delivered_once(rig: Rig) -> None:
+    rig.cpo.state.faults.extend(["ocpi2001", "ocpi2001"])
+    rig.store.apply(outcome(1))
     await rig.drain_until(lambda: rig.store.outbox.backlog().pending == 0)
+    assert rig.cpo.state.fac_posts == ["session-0001"] and rig.store.outbox.list("dead") == []
+
+
+async def test_poison_message_is_dead_lettered_without_blocking_others(rig: Rig) -> None:
+    poison = outcome(0)
+    payload = dict(poison.outbox[0].payload)
+    payload["currency"] = "XXX"  # a FAC the CPO can never accept... and we cannot even build: refused locally
+    rig.store.apply(
+        Step("poison", outbox=[OutboxMessage("poison:outcome", "session:poison", "session.outcome", payload)])
+    )
+    rig.cpo.state.faults.extend(["ocpi2001"] * 5)  # the next five POSTs are refused
+    for n in range(1, 3):
+        rig.store.apply(outcome(n, object_key="session:poison-neighbour" if n == 1 else None))
+    await rig.drain_until(lambda: rig.store.outbox.backlog().pending == 0, timeout=20)
     dead = rig.store.outbox.list("dead")
-    assert len(dead) == 1 and "OCPI 2001" in (dead[0].last_error or "")
-    assert len(facs(rig)) == 2
+    assert [m.message_id for m in dead] == ["poison:outcome"], [(m.message_id, m.last_error) for m in dead]
+    assert sorted(facs(rig)) == ["session-0001", "session-0002"]  # the others got through, once each
+    assert "cannot build the OCPI object" in (dead[0].last_error or "")
+
+
+async def test_a_persistent_refusal_is_dead_lettered_after_max_refusals(rig: Rig) -> None:
+    rig.cpo.state.faults.extend(["ocpi2001"] * 5)
+    rig.store.apply(outcome(1))
+    await rig.drain_until(lambda: rig.store.outbox.backlog().pending == 0, timeout=20)
+    (dead,) = rig.store.outbox.list("dead")
+    assert "OCPI 2001" in (dead.last_error or "") and facs(rig) == {}
 
 
 async def test_per_object_order_holds(rig: Rig) -> None:
