@@ -43,12 +43,12 @@ def retry_after(headers: Any) -> float | None:
 class OcpiClient:
     def __init__(self, http: aiohttp.ClientSession, token: str, timeout_s: float = 10.0) -> None:
         self._http = http
-        self._token = token
+        self.token = token  # replaced in place when the CPO rotates our credentials
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
 
     async def request(self, method: str, url: str, body: Any = None, *, correlation_id: str | None = None) -> Reply:
         headers = {
-            "Authorization": authorization(self._token),
+            "Authorization": authorization(self.token),
             "X-Request-ID": uuid.uuid4().hex,
             "X-Correlation-ID": correlation_id or uuid.uuid4().hex,
         }

@@ -42,7 +42,7 @@ async def discover(client: OcpiClient, versions_url: str) -> VersionDetails:
     return VersionDetails.model_validate((await client.request("GET", chosen.url)).data)
 
 
-def _our_credentials(token_b: str, our_versions_url: str, party: tuple[str, str], name: str) -> Credentials:
+def our_credentials(token_b: str, our_versions_url: str, party: tuple[str, str], name: str) -> Credentials:
     return Credentials(
         token=token_b,
         url=our_versions_url,
@@ -61,7 +61,7 @@ async def rotate(
         raise UpstreamError("the CPO publishes no credentials endpoint")
     token_b = secrets.token_urlsafe(24)
     reply = await client_with_token_c.request(
-        "PUT", url, _our_credentials(token_b, our_versions_url, party, name).to_json()
+        "PUT", url, our_credentials(token_b, our_versions_url, party, name).to_json()
     )
     theirs = Credentials.model_validate(reply.data)
     return Registration(token_b, theirs.token, theirs.url, registration.endpoints)
@@ -83,7 +83,7 @@ async def register(
     if credentials_url is None:
         raise UpstreamError("the CPO publishes no credentials endpoint")
     token_b = secrets.token_urlsafe(24)
-    ours = _our_credentials(token_b, our_versions_url, party, name)
+    ours = our_credentials(token_b, our_versions_url, party, name)
     reply = await client_with_token_a.request("POST", credentials_url, ours.to_json())
     theirs = Credentials.model_validate(reply.data)
     return Registration(token_b, theirs.token, theirs.url, details)

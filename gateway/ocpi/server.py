@@ -13,7 +13,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from pydantic import ValidationError
@@ -24,6 +24,7 @@ from gateway.ocpi.fac import fac_from_outcome
 from gateway.ocpi.models import (
     Cdr,
     CommandResult,
+    Credentials,
     FiscalData,
     OcpiSession,
     OcpiSessionPatch,
@@ -36,6 +37,16 @@ from gateway.store import InboxMessage, JournalEntry, Step, Store, TerminalRecor
 
 VERSION = "2.3.0"
 MAX_LIMIT = 100
+
+
+class CredentialsKeeper(Protocol):
+    """Owns the registration (the upstream worker): our credentials, rotation, forgetting."""
+
+    def ours(self) -> Credentials: ...
+    def rotate(self, theirs: Credentials) -> Credentials: ...
+    def forget(self) -> None: ...
+
+
 FISCAL_MODULE = "DEEVPfiscal"  # a custom module: id prefixed with our country code and party id
 
 
@@ -49,9 +60,11 @@ class PtpServer:
         clock: Callable[[], datetime],
         receiver: OcpiChargerLink | None = None,
         fiscal: Callable[[str, tuple[str, ...], str], None] | None = None,
+        credentials: CredentialsKeeper | None = None,
     ) -> None:
         self.store, self.site, self.clock, self.receiver, self.fiscal = store, site, clock, receiver, fiscal
         self._sessions: dict[str, dict[str, Any]] = {}  # the last full Session per id, for PATCH
+        self.credentials = credentials
         self._auth = authorization(token_b)
         self.base = base_url.rstrip("/")
 
@@ -61,6 +74,9 @@ class PtpServer:
         pay = f"/ocpi/ptp/{VERSION}/payments"
         r.add_get("/ocpi/versions", self._versions)
         r.add_get(f"/ocpi/{VERSION}", self._details)
+        r.add_get(f"/ocpi/{VERSION}/credentials", self._credentials_get)
+        r.add_put(f"/ocpi/{VERSION}/credentials", self._credentials_put)
+        r.add_delete(f"/ocpi/{VERSION}/credentials", self._credentials_delete)
         r.add_get(f"{pay}/terminals", self._terminals)
         r.add_post(f"{pay}/terminals/activate", self._activate)
         r.add_get(f"{pay}/terminals/{{id}}", self._terminal)
@@ -92,6 +108,7 @@ class PtpServer:
     async def _details(self, _request: web.Request) -> web.Response:
         ptp = f"{self.base}/ocpi/ptp/{VERSION}"
         endpoints = [
+            {"identifier": "credentials", "role": "RECEIVER", "url": f"{self.base}/ocpi/{VERSION}/credentials"},
             {"identifier": "payments", "role": "SENDER", "url": f"{ptp}/payments"},
             {"identifier": "sessions", "role": "RECEIVER", "url": f"{ptp}/sessions"},
             {"identifier": "cdrs", "role": "RECEIVER", "url": f"{ptp}/cdrs"},
@@ -99,6 +116,35 @@ class PtpServer:
             {"identifier": FISCAL_MODULE, "role": "RECEIVER", "url": f"{ptp}/{FISCAL_MODULE}"},
         ]
         return web.json_response(envelope({"version": VERSION, "endpoints": endpoints}))
+
+    def set_token(self, token_b: str) -> None:
+        """From now on only this token is ours (after a rotation)."""
+        self._auth = authorization(token_b)
+
+    # ---- credentials: the CPO reads, rotates or ends our registration -------------------------
+
+    async def _credentials_get(self, _request: web.Request) -> web.Response:
+        if self.credentials is None:
+            return web.json_response(envelope(status_code=2000, message="not registered"), status=405)
+        return web.json_response(envelope(self.credentials.ours().to_json()))
+
+    async def _credentials_put(self, request: web.Request) -> web.Response:
+        if self.credentials is None:
+            return web.json_response(envelope(status_code=2000, message="not registered"), status=405)
+        try:
+            theirs = Credentials.model_validate(await _body(request))
+        except ValidationError:
+            return web.json_response(envelope(status_code=2001, message="invalid credentials"), status=400)
+        ours = self.credentials.rotate(theirs)
+        self.set_token(ours.token)
+        return web.json_response(envelope(ours.to_json()))
+
+    async def _credentials_delete(self, _request: web.Request) -> web.Response:
+        if self.credentials is None:
+            return web.json_response(envelope(status_code=2000, message="not registered"), status=405)
+        self.credentials.forget()
+        self.set_token(uuid.uuid4().hex)  # nothing the CPO holds is accepted any more
+        return web.json_response(envelope())
 
     # ---- terminals ----------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections.abc import Callable
 from datetime import datetime
 
@@ -17,8 +18,8 @@ from cryptography.fernet import Fernet, InvalidToken
 from gateway.errors import ConfigError, UpstreamError
 from gateway.ocpi.charger import OcpiChargerLink
 from gateway.ocpi.client import OcpiClient
-from gateway.ocpi.handshake import Registration, register
-from gateway.ocpi.models import VersionDetails
+from gateway.ocpi.handshake import Registration, our_credentials, register
+from gateway.ocpi.models import Credentials, VersionDetails
 from gateway.ocpi.pusher import OutboxPusher
 from gateway.ocpi.server import PtpServer
 from gateway.ocpi.tariffs import pull_tariffs
@@ -75,6 +76,8 @@ class UpstreamWorker:
         self.charger = charger
         self.on_tariffs = on_tariffs
         self.on_fiscal = on_fiscal
+        self._registration_now: Registration | None = None
+        self._client: OcpiClient | None = None
         self.pusher: OutboxPusher | None = None
 
     async def _registration(self, http: aiohttp.ClientSession) -> Registration:
@@ -89,19 +92,17 @@ class UpstreamWorker:
             OcpiClient(http, token_a, self.settings.timeout_s), self.settings.versions_url, self.settings.public_url,
             (self.settings.country_code, self.settings.party_id), self.settings.business_name,
         )  # fmt: skip
-        self.store.save_registration(
-            self.settings.versions_url, self.vault.seal(reg.token_b), self.vault.seal(reg.token_c),
-            reg.endpoints.model_dump(mode="json"),
-        )  # fmt: skip
+        self._save(reg)
         _LOGGER.info("upstream.registered", extra={"versions_url": self.settings.versions_url})
         return reg
 
     async def run(self, stopping: asyncio.Event) -> None:
         async with aiohttp.ClientSession() as http:
             reg = await self._registration(http)
+            self._registration_now = reg
+            client = self._client = OcpiClient(http, reg.token_c, self.settings.timeout_s)
             runner = await self._serve(reg.token_b) if self.settings.listen else None
             try:
-                client = OcpiClient(http, reg.token_c, self.settings.timeout_s)
                 if self.charger is not None:
                     commands = reg.endpoints.url("commands", "RECEIVER")
                     if commands is None:
@@ -119,6 +120,37 @@ class UpstreamWorker:
             finally:
                 if runner is not None:
                     await runner.cleanup()
+
+    # ---- CredentialsKeeper: the CPO reads, rotates or ends our registration --------------------
+
+    def _current(self) -> Registration:
+        if self._registration_now is None:
+            raise UpstreamError("not registered with the CPO")
+        return self._registration_now
+
+    def ours(self) -> Credentials:
+        party = (self.settings.country_code, self.settings.party_id)
+        return our_credentials(self._current().token_b, self.settings.public_url, party, self.settings.business_name)
+
+    def rotate(self, theirs: Credentials) -> Credentials:
+        """The CPO sent new credentials (its new token C): store them, issue a new token B."""
+        reg = Registration(secrets.token_urlsafe(24), theirs.token, theirs.url, self._current().endpoints)
+        self._save(reg)
+        if self._client is not None:
+            self._client.token = reg.token_c
+        return self.ours()
+
+    def forget(self) -> None:
+        self.store.forget_registration()
+        self._registration_now = None
+        _LOGGER.warning("upstream.unregistered_by_cpo", extra={"versions_url": self.settings.versions_url})
+
+    def _save(self, reg: Registration) -> None:
+        self.store.save_registration(
+            self.settings.versions_url, self.vault.seal(reg.token_b), self.vault.seal(reg.token_c),
+            reg.endpoints.model_dump(mode="json"),
+        )  # fmt: skip
+        self._registration_now = reg
 
     async def _pull_tariffs(self, client: OcpiClient, reg: Registration, stopping: asyncio.Event) -> None:
         """The CPO's tariffs and which EVSE uses which, now and every TARIFF_REFRESH_S."""
@@ -142,7 +174,7 @@ class UpstreamWorker:
         host, _, port = self.settings.listen.rpartition(":")
         base = self.settings.public_url.removesuffix("/ocpi/versions")
         server = PtpServer(self.store, token_b, base, self.site, self.clock, receiver=self.charger,
-                           fiscal=self.on_fiscal)  # fmt: skip
+                           fiscal=self.on_fiscal, credentials=self)  # fmt: skip
         runner = web.AppRunner(server.app(), access_log=None)
         await runner.setup()
         await web.TCPSite(runner, host or "127.0.0.1", int(port)).start()

@@ -220,6 +220,10 @@ class Store:
                 (versions_url, token_b, token_c, _journal.dumps(endpoints), to_text(self._clock())),
             )
 
+    def forget_registration(self) -> None:
+        with sqlite_errors(str(self.path)):
+            self._conn.execute("DELETE FROM upstream_registration")
+
     def registration(self) -> dict[str, Any] | None:
         rows = self._query(
             "SELECT versions_url, token_b, token_c, endpoints, registered_at FROM upstream_registration", ()

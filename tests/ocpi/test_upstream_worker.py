@@ -124,3 +124,56 @@ async def test_the_worker_serves_our_endpoints_with_token_b(tmp_path: Path) -> N
         await task
         store.close()
         await cpo.stop()
+
+
+async def test_the_cpo_rotates_and_ends_our_registration(tmp_path: Path) -> None:
+    import aiohttp
+
+    from gateway.errors import OcpiRejected
+    from gateway.ocpi.client import OcpiClient
+    from tests.helpers import free_port
+
+    cpo = CpoSimulator()
+    await cpo.start()
+    key = Fernet.generate_key().decode()
+    port = free_port()
+    versions = f"http://127.0.0.1:{port}/ocpi/versions"
+    settings = UpstreamSettings(enabled=True, versions_url=cpo.versions_url, listen=f"127.0.0.1:{port}", public_url=versions,
+                                token_a=SecretRef(value=SecretStr(cpo.state.token_a)), key=SecretRef(value=SecretStr(key)))  # fmt: skip
+    store = Store.open(tmp_path / "r.sqlite3")
+    worker = UpstreamWorker(settings, "DE-SITE", store, lambda: datetime.now(UTC))
+    stopping = asyncio.Event()
+    task = asyncio.create_task(worker.run(stopping))
+    credentials_url = f"http://127.0.0.1:{port}/ocpi/2.3.0/credentials"
+    try:
+        async with asyncio.timeout(10):
+            while worker._client is None:
+                await asyncio.sleep(0.02)
+        old_b = TokenVault(key).open(store.registration()["token_b"])  # type: ignore[index]
+        async with aiohttp.ClientSession() as http:
+            async with asyncio.timeout(5):
+                while True:
+                    try:
+                        mine = await OcpiClient(http, old_b).request("GET", credentials_url)
+                        break
+                    except Exception:  # noqa: BLE001 - the listener may not be up yet
+                        await asyncio.sleep(0.05)
+            assert mine.data["token"] == old_b and mine.data["roles"][0]["role"] == "OTHER"
+            new_c = "the-cpo-s-new-token-c"
+            theirs = {"token": new_c, "url": cpo.versions_url, "roles": [
+                {"role": "CPO", "party_id": "CPO", "country_code": "DE", "business_details": {"name": "CPO"}}]}  # fmt: skip
+            rotated = await OcpiClient(http, old_b).request("PUT", credentials_url, theirs)
+            new_b = rotated.data["token"]
+            assert new_b != old_b and TokenVault(key).open(store.registration()["token_c"]) == new_c  # type: ignore[index]
+            assert worker._client is not None and worker._client.token == new_c
+            with pytest.raises(OcpiRejected, match="HTTP 401"):
+                await OcpiClient(http, old_b).request("GET", credentials_url)  # the old token B is dead
+            await OcpiClient(http, new_b).request("DELETE", credentials_url)
+            assert store.registration() is None
+            with pytest.raises(OcpiRejected, match="HTTP 401"):
+                await OcpiClient(http, new_b).request("GET", credentials_url)
+    finally:
+        stopping.set()
+        await task
+        store.close()
+        await cpo.stop()
