@@ -128,7 +128,9 @@ class OcpiChargerLink:
         self._done.add(ours)
         wh = int(cdr.total_energy * 1000)
         evse = self._evse.get(ours, "?")
-        self._emit(ChargerEvent("stopped", evse, ours, meter_wh=wh, session_energy_wh=wh, reason="CDR received"))
+        invoicer = "cpo" if cdr.invoice_reference_id else "ptp"
+        self._emit(ChargerEvent("stopped", evse, ours, meter_wh=wh, session_energy_wh=wh, reason="CDR received",
+                                invoicer=invoicer, invoice_reference=cdr.invoice_reference_id))  # fmt: skip
 
     def command_result(self, command: str, session_id: str, result: str) -> None:
         """The asynchronous CommandResult: a StartSession that failed at the charger ends the session."""

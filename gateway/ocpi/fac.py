@@ -1,7 +1,9 @@
 """A finished session's outcome → the OCPI Financial Advice Confirmation (or nothing).
 
 Only a capture outcome is confirmed upstream: COMPLETED → SUCCESS (PARTIAL_SUCCESS when the
-terminal booked less than asked), CAPTURE_FAILED → FAILED. A session that ended without a
+terminal booked less than asked), CAPTURE_FAILED → FAILED. In the OCPI standard flow the CDR
+decides who invoices: with an ``invoice_reference_id`` the CPO does and gets the FAC; without
+one the PTP invoices (the terminal receipt) and no FAC is sent. A session that ended without a
 capture (declined, voided, failed) has nothing to confirm; its outcome stays in the local
 journal. Taxes: the captured gross amount is split with the tariff's own ratio of price
 before taxes to price after taxes, rounded to minor units, so before_taxes + taxes = captured.
@@ -20,6 +22,8 @@ from gateway.ocpi.models import CaptureStatusCode, FinancialAdviceConfirmation, 
 def fac_from_outcome(payload: dict[str, Any], now: datetime) -> FinancialAdviceConfirmation | None:
     state = payload["state"]
     if state not in ("completed", "capture_failed") or not payload.get("authorization_reference"):
+        return None
+    if payload.get("invoicer") == "ptp":  # the CDR had no invoice_reference_id: we invoice, no FAC is due
         return None
     cur = payload["currency"]
     exponent = currency(cur).exponent

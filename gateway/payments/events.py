@@ -79,6 +79,8 @@ class ChargerStopped:
     meter_wh: int | None = None
     session_energy_wh: int | None = None  # the charger's own total, if it reports one
     reason: str = "stopped"
+    invoicer: str | None = None  # "cpo" or "ptp" when the CPO's CDR decided who invoices
+    invoice_reference: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

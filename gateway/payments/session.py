@@ -146,6 +146,8 @@ class Session:
     notes: tuple[str, ...] = ()
     fiscal: tuple[str, ...] = ()
     tariff_id: str | None = None  # pinned when the session starts
+    invoicer: str | None = None  # "cpo" / "ptp" from the CDR (OCPI flow); None: the local flow
+    invoice_reference: str | None = None
 
     @property
     def final(self) -> bool:
@@ -400,7 +402,9 @@ def _charger_stopped(s: Session, ev: e.ChargerStopped, now: datetime, policy: Po
         return Transition(s, note="charger stopped: not charging")
     energy, notes = _billed_energy(s, ev, policy)
     readings = (*s.readings, Reading(max(now, s.readings[-1].at), energy, True))
-    return _finalize(replace(s, stop_reason=s.stop_reason or ev.reason, notes=(*s.notes, *notes)), readings, policy)
+    s = replace(s, stop_reason=s.stop_reason or ev.reason, notes=(*s.notes, *notes), invoicer=ev.invoicer,
+                invoice_reference=ev.invoice_reference)  # fmt: skip
+    return _finalize(s, readings, policy)
 
 
 def _charger_faulted(s: Session, ev: e.ChargerFaulted, policy: Policy) -> Transition:
@@ -577,6 +581,8 @@ def outcome_payload(s: Session) -> dict[str, Any]:
         "evse": s.evse,
         "card": dict(s.card),
         "notes": list(s.notes),
+        "invoicer": s.invoicer,
+        "invoice_reference": s.invoice_reference,
     }
 
 
@@ -612,6 +618,8 @@ def to_json(s: Session) -> dict[str, Any]:
         "notes": list(s.notes),
         "fiscal": list(s.fiscal),
         "tariff_id": s.tariff_id,
+        "invoicer": s.invoicer,
+        "invoice_reference": s.invoice_reference,
     }
 
 
@@ -648,4 +656,6 @@ def from_json(d: dict[str, Any]) -> Session:
         notes=tuple(d["notes"]),
         fiscal=tuple(d["fiscal"]),
         tariff_id=d.get("tariff_id"),
+        invoicer=d.get("invoicer"),
+        invoice_reference=d.get("invoice_reference"),
     )

@@ -29,6 +29,8 @@ class ChargerEvent:
     session_energy_wh: int | None = None
     seq: int = 0
     reason: str = ""
+    invoicer: str | None = None  # OCPI flow: "cpo" when the CDR carries an invoice_reference_id, else "ptp"
+    invoice_reference: str | None = None
 
 
 class ChargerLink(Protocol):

@@ -76,7 +76,8 @@ class EngineWorker:
         elif ev.kind == "meter":
             self.submit(e.MeterValue(ev.session_id, f"meter:{ev.seq}", ev.meter_wh or 0))
         elif ev.kind == "stopped":
-            self.submit(e.ChargerStopped(ev.session_id, "stopped", ev.meter_wh, ev.session_energy_wh, ev.reason))
+            self.submit(e.ChargerStopped(ev.session_id, "stopped", ev.meter_wh, ev.session_energy_wh, ev.reason,
+                                         ev.invoicer, ev.invoice_reference))  # fmt: skip
         elif ev.kind == "faulted":
             self.submit(e.ChargerFaulted(ev.session_id, "faulted", ev.reason or "fault"))
 

@@ -59,3 +59,11 @@ def test_fac_from_a_completed_session_follows_the_230_tables() -> None:
     assert fac_from_outcome({**payload, "state": "voided"}, datetime.now(UTC)) is None
     failed = fac_from_outcome({**payload, "state": "capture_failed", "captured_minor": 0}, datetime.now(UTC))
     assert failed is not None and failed.capture_status_code == "FAILED" and failed.eft_data  # D3: never empty
+
+
+def test_no_fac_when_the_ptp_invoices() -> None:
+    payload = {"session_id": "abc", "authorization_reference": "EVP-abc", "state": "completed", "currency": "EUR",
+               "captured_minor": 100, "price_minor": 100, "price_excl": "0.84", "notes": []}  # fmt: skip
+    assert fac_from_outcome({**payload, "invoicer": "ptp"}, datetime.now(UTC)) is None
+    assert fac_from_outcome({**payload, "invoicer": "cpo", "invoice_reference": "INV-1"}, datetime.now(UTC)) is not None
+    assert fac_from_outcome(payload, datetime.now(UTC)) is not None  # the local flow: the CPO is told

@@ -81,6 +81,7 @@ async def test_start_session_pushes_cdr_capture_fac(tmp_path: Path) -> None:
     assert cpo.state.commands[0] == "START_SESSION"
     (cdr,) = cpo.state.cdrs
     assert cdr["authorization_reference"] == data["reference"] and cdr["invoice_reference_id"].startswith("INV-")
+    assert data["invoicer"] == "cpo" and data["invoice_reference"] == cdr["invoice_reference_id"]
     (fac,) = cpo.state.facs.values()
     assert fac["authorization_reference"] == data["reference"] and fac["capture_status_code"] == "SUCCESS"
     gross = fac["total_costs"]["before_taxes"] + sum(t["amount"] for t in fac["total_costs"].get("taxes", []))
