@@ -30,6 +30,7 @@ from drivers.errors import AmountError, DeviceUrlError
 from drivers.money import Money, known_currencies
 from drivers.transport.url import parse_device_url
 from gateway.errors import ConfigError, SecretUnavailable
+from gateway.ocpi.models import OcpiTariff
 from gateway.payments.tariff import tariff_from_ocpi
 
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,32}$")]
@@ -214,6 +215,12 @@ class PricingSettings(_Model):
     @classmethod
     def _tariffs(cls, v: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for raw in v:
+            try:
+                OcpiTariff.model_validate(raw)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                where = ".".join(str(p) for p in first["loc"])
+                raise ValueError(f"tariff {raw.get('id', '?')}: {where}: {first['msg']}") from None
             tariff_from_ocpi(raw)  # raises ValueError naming the tariff and field
         return v
 

@@ -352,3 +352,55 @@ class FiscalData(OcpiModel):
 
     lines: list[Annotated[str, StringConstraints(max_length=255)]] = Field(min_length=1, max_length=60)
     invoice_reference_id: CiString36 | None = None
+
+
+class TariffDimension(StrEnum):
+    ENERGY = "ENERGY"
+    FLAT = "FLAT"
+    PARKING_TIME = "PARKING_TIME"
+    TIME = "TIME"
+
+
+class PriceComponentModel(OcpiModel):
+    type: TariffDimension
+    price: Number
+    vat: Number | None = None
+    step_size: Annotated[int, Field(ge=0)]
+
+
+class TariffRestrictionsModel(OcpiModel):
+    start_time: Annotated[str, StringConstraints(pattern=r"^([0-1][0-9]|2[0-3]):[0-5][0-9]$")] | None = None
+    end_time: Annotated[str, StringConstraints(pattern=r"^([0-1][0-9]|2[0-3]):[0-5][0-9]$")] | None = None
+    start_date: Annotated[str, StringConstraints(pattern=r"^\d{4}-\d{2}-\d{2}$")] | None = None
+    end_date: Annotated[str, StringConstraints(pattern=r"^\d{4}-\d{2}-\d{2}$")] | None = None
+    min_kwh: Number | None = None
+    max_kwh: Number | None = None
+    min_current: Number | None = None
+    max_current: Number | None = None
+    min_power: Number | None = None
+    max_power: Number | None = None
+    min_duration: Annotated[int, Field(ge=0)] | None = None
+    max_duration: Annotated[int, Field(ge=0)] | None = None
+    day_of_week: (
+        list[Annotated[str, StringConstraints(pattern=r"^(MON|TUES|WEDNES|THURS|FRI|SATUR|SUN)DAY$")]] | None
+    ) = None
+
+
+class TariffElementModel(OcpiModel):
+    price_components: list[PriceComponentModel] = Field(min_length=1)
+    restrictions: TariffRestrictionsModel | None = None
+
+
+class OcpiTariff(OcpiModel):
+    """mod_tariffs' Tariff (with the payments edition's ``preauthorize_amount``). Validated
+    here, then priced by ``gateway.payments.tariff`` (plain dataclasses inside)."""
+
+    country_code: CiString2 | None = None
+    party_id: CiString3 | None = None
+    id: CiString36Req
+    currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+    elements: list[TariffElementModel] = Field(min_length=1)
+    min_price: Price | None = None
+    max_price: Price | None = None
+    preauthorize_amount: Number | None = None
+    last_updated: DateTime | None = None  # required by the spec; tolerated missing in config files

@@ -4,13 +4,15 @@ then prices with the CPO's own tariffs; a session keeps the tariff it started wi
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
 from gateway.ocpi.client import OcpiClient
-from gateway.ocpi.models import Location
+from gateway.ocpi.models import Location, OcpiTariff
 from gateway.payments.tariff import Tariff, tariff_from_ocpi
 
+_LOGGER = logging.getLogger(__name__)
 _NEXT = re.compile(r'<([^>]+)>\s*;\s*rel="?next"?')
 MAX_PAGES = 1000
 
@@ -33,7 +35,16 @@ async def pull_tariffs(
     client: OcpiClient, tariffs_url: str, locations_url: str
 ) -> tuple[dict[str, Tariff], dict[str, Tariff]]:
     """(tariff by EVSE uid, tariff by id) as the CPO publishes them now."""
-    catalog = {t.id: t for t in (tariff_from_ocpi(raw) for raw in await pull_all(client, tariffs_url))}
+    catalog: dict[str, Tariff] = {}
+    for raw in await pull_all(client, tariffs_url):
+        try:
+            tariff = tariff_from_ocpi(OcpiTariff.model_validate(raw).to_json())
+        except ValueError as exc:  # one bad tariff must not hide the good ones
+            _LOGGER.warning(
+                "upstream.tariff_invalid", extra={"tariff": str(raw.get("id", "?"))[:36], "error": str(exc)}
+            )
+            continue
+        catalog[tariff.id] = tariff
     by_evse: dict[str, Tariff] = {}
     for raw in await pull_all(client, locations_url):
         location = Location.model_validate(raw)

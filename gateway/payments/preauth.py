@@ -19,7 +19,13 @@ from decimal import ROUND_CEILING, Decimal
 from typing import Literal
 from zoneinfo import ZoneInfo
 
+from drivers.money import currency as currency_info
 from gateway.payments.tariff import Tariff, price, session_samples
+
+
+def currency_exponent(code: str) -> int:
+    return currency_info(code).exponent
+
 
 Strategy = Literal["fixed", "target", "incremental"]
 
@@ -71,6 +77,11 @@ def initial_hold(
             base = policy.fixed_minor.get(currency, policy.max_minor)
         with_margin = (Decimal(base) * (100 + policy.target_margin_pct) / 100).to_integral_value(ROUND_CEILING)
         return clamp(policy, int(with_margin))
+    if tariff is not None and tariff.preauthorize_amount is not None and tariff.currency == currency:
+        # OCPI payments edition: the tariff says what to hold (read as the gross amount).
+        exponent = Decimal(10) ** -currency_exponent(currency)
+        held = (tariff.preauthorize_amount / exponent).to_integral_value(ROUND_CEILING)
+        return clamp(policy, int(held))
     return clamp(policy, policy.fixed_minor.get(currency, policy.max_minor))
 
 

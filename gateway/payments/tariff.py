@@ -113,6 +113,7 @@ class Tariff:
     elements: tuple[TariffElement, ...]
     min_price: Decimal | None = None  # excluding VAT
     max_price: Decimal | None = None
+    preauthorize_amount: Decimal | None = None  # payments edition: what the PTP should hold (gross)
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +249,9 @@ def tariff_from_ocpi(obj: Mapping[str, Any]) -> Tariff:
             elements=elements,
             min_price=_price_excl(obj.get("min_price")),
             max_price=_price_excl(obj.get("max_price")),
+            preauthorize_amount=None
+            if obj.get("preauthorize_amount") is None
+            else Decimal(str(obj["preauthorize_amount"])),
         )
     except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
         raise ValueError(f"tariff {obj.get('id', '?')}: {type(exc).__name__} {exc}") from None

@@ -67,3 +67,10 @@ def test_no_fac_when_the_ptp_invoices() -> None:
     assert fac_from_outcome({**payload, "invoicer": "ptp"}, datetime.now(UTC)) is None
     assert fac_from_outcome({**payload, "invoicer": "cpo", "invoice_reference": "INV-1"}, datetime.now(UTC)) is not None
     assert fac_from_outcome(payload, datetime.now(UTC)) is not None  # the local flow: the CPO is told
+
+
+@pytest.mark.parametrize("path", sorted(DATA.glob("tariff_*.json")), ids=lambda p: p.name)
+def test_every_tariff_example_validates(path: Path) -> None:
+    from gateway.ocpi.models import OcpiTariff
+
+    OcpiTariff.model_validate(json.loads(path.read_text(encoding="utf-8")))

@@ -106,7 +106,8 @@ async def test_the_daemon_runs_the_standard_flow(tmp_path: Path) -> None:
 
     cpo = CpoSimulator()
     await cpo.start()
-    # The CPO publishes its own tariff for E1 (paginated lists): it must win over the configured one.
+    # The CPO publishes its own tariff for E1 (paginated lists): it must win over the configured one;
+    # an invalid tariff (no step_size) is skipped without hiding the others.
     cpo.state.tariffs = [
         {"id": "OTHER", "currency": "EUR", "elements": [{"price_components": [{"type": "FLAT", "price": 9}]}],
          "last_updated": "2026-01-01T00:00:00Z"},

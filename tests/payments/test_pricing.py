@@ -115,3 +115,10 @@ def test_incremental_starts_small_and_tops_up_near_the_hold() -> None:
     assert topup(policy, 3500, 3400) == 500  # never beyond hold_max
     assert topup(policy, 4000, 3900) is None
     assert topup(HOLD, 5000, 4900) is None  # fixed never tops up
+
+
+def test_fixed_hold_follows_the_tariffs_preauthorize_amount() -> None:
+    tariff = tariff_from_ocpi({"id": "P", "currency": "EUR", "preauthorize_amount": 35.5,
+                               "elements": [{"price_components": [{"type": "ENERGY", "price": 0.5}]}]})  # fmt: skip
+    assert initial_hold(HOLD, "EUR", tariff, None, NOW, TZ) == 3550
+    assert initial_hold(HOLD, "GBP", tariff, None, NOW, TZ) == 15000  # another currency: not this tariff's amount
