@@ -33,7 +33,7 @@ from gateway.ocpi.models import (
     envelope,
 )
 from gateway.payments.session import from_json, outcome_payload
-from gateway.store import InboxMessage, JournalEntry, Step, Store, TerminalRecord
+from gateway.store import InboxMessage, JournalEntry, OutboxMessage, Step, Store, TerminalRecord
 
 VERSION = "2.3.0"
 MAX_LIMIT = 100
@@ -198,7 +198,11 @@ class PtpServer:
             return web.json_response(envelope(status_code=2000, message="unknown terminal"), status=404)
         name, current = found
         ocpi = {k: v for k, v in {**current, **wanted.to_json()}.items() if k not in ("terminal_id", "reference")}
-        self._store(name, {**ocpi, "active": True}, "terminal.activated", wanted.to_json())
+        # D17: activation answers at once; the Terminal is then created on the CPO side (POST, via the outbox).
+        announce = {k: v for k, v in {**current, **wanted.to_json()}.items() if k != "last_updated"}
+        message = OutboxMessage(f"terminal:{wanted.terminal_id}:activated:{uuid.uuid4().hex[:8]}",
+                                f"terminal:{wanted.terminal_id}", "terminal.post", announce)  # fmt: skip
+        self._store(name, {**ocpi, "active": True}, "terminal.activated", wanted.to_json(), outbox=[message])
         return web.json_response(envelope())
 
     async def _deactivate(self, request: web.Request) -> web.Response:
@@ -210,7 +214,14 @@ class PtpServer:
                            "active": False}, "terminal.deactivated", {})  # fmt: skip
         return web.json_response(envelope())
 
-    def _store(self, name: str, ocpi: dict[str, Any], kind: str, change: dict[str, Any]) -> None:
+    def _store(
+        self,
+        name: str,
+        ocpi: dict[str, Any],
+        kind: str,
+        change: dict[str, Any],
+        outbox: list[OutboxMessage] | None = None,
+    ) -> None:
         row = next(r for r in self.store.terminals() if r["id"] == name)
         data = {**row["data"], "ocpi": ocpi}
         self.store.apply(
@@ -218,6 +229,7 @@ class PtpServer:
                 f"ocpi:{name}:{uuid.uuid4().hex}",
                 terminals=[TerminalRecord(name, row["device"], row["protocol"], row["state"], data)],
                 journal=[JournalEntry("terminal", name, kind, change)],
+                outbox=outbox or [],
             )
         )
 

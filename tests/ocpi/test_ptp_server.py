@@ -98,6 +98,8 @@ async def test_cpo_assigns_locations_and_deactivates(server: tuple[str, Store, a
                                                            "last_updated": "2026-01-05T11:00:00Z"})  # fmt: skip
     ocpi = store.terminals()[0]["data"]["ocpi"]
     assert ocpi["active"] is True and ocpi["customer_reference"] == "ACME" and ocpi["location_ids"] == ["LOC1"]
+    announced = [m.payload for m in store.outbox.list() if m.kind == "terminal.post"][-1]
+    assert announced["terminal_id"] == "DE-SITE-t1" and announced["location_ids"] == ["LOC1"]  # POSTed back to the CPO
     kinds = [j["kind"] for j in store.journal("t1")]
     assert kinds[-3:] == ["terminal.patch", "terminal.deactivated", "terminal.activated"]
     with pytest.raises(Exception, match="HTTP 404"):
