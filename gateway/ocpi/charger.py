@@ -10,6 +10,7 @@ authoritative). The engine does not know which link it drives.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable
 from datetime import datetime
 
@@ -18,6 +19,7 @@ from gateway.ocpi.client import OcpiClient
 from gateway.ocpi.models import Cdr, CommandResponse, OcpiSession, SessionStatus, StartSession, StopSession, Token
 from gateway.payments.session import authorization_reference
 from gateway.runtime.charger import ChargerEvent
+from gateway.store import JournalEntry, OutboxMessage, Step, Store
 
 _LOGGER = logging.getLogger(__name__)
 _PREFIX = "EVP-"
@@ -37,7 +39,9 @@ class OcpiChargerLink:
         evse_locations: dict[str, str],
         party: tuple[str, str],
         clock: Callable[[], datetime],
+        store: Store | None = None,
     ) -> None:
+        self.store = store
         self.client = client
         self.commands_url = commands_url.rstrip("/")
         self.response_base_url = response_base_url.rstrip("/")
@@ -97,6 +101,15 @@ class OcpiChargerLink:
         command = StopSession(
             response_url=f"{self.response_base_url}/STOP_SESSION/{session_id}", session_id=cpo_session
         )
+        if self.store is not None:
+            # Stopping protects the hold: the command is stored and retried until the CPO has it.
+            message = OutboxMessage(
+                f"{session_id}:stop_session:{uuid.uuid4().hex[:8]}", f"command:{session_id}",
+                "command.stop_session", command.to_json(),
+            )  # fmt: skip
+            journal = JournalEntry("session", session_id, "ocpi.stop_session", {"reason": reason})
+            self.store.apply(Step(f"stop:{message.message_id}", outbox=[message], journal=[journal]))
+            return
         try:
             await self.client.request("POST", f"{self.commands_url}/STOP_SESSION", command.to_json())
         except UpstreamError as exc:

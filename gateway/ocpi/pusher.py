@@ -29,7 +29,7 @@ from gateway.store import Store, StoredOutbox
 _LOGGER = logging.getLogger(__name__)
 _AMBIGUOUS = "ambiguous: "
 _REFUSED = "refused "
-_MAPPED = ("session.outcome", "terminal.post")
+_MAPPED = ("session.outcome", "terminal.post", "command.stop_session")
 
 
 class OutboxPusher:
@@ -48,12 +48,14 @@ class OutboxPusher:
         idle_poll_s: float = 1.0,
         max_refusals: int = 5,
         rng: random.Random | None = None,
+        commands_url: str | None = None,
     ) -> None:
         self.store, self.client, self.clock = store, client, clock
         self.payments_url = payments_url.rstrip("/")
         self.concurrency = concurrency
         self.backoff_min_s, self.backoff_max_s, self.idle_poll_s = backoff_min_s, backoff_max_s, idle_poll_s
         self.max_refusals = max_refusals
+        self.commands_url = commands_url.rstrip("/") if commands_url else None
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self.wake = asyncio.Event()
         self.delivered = 0
@@ -130,6 +132,12 @@ class OutboxPusher:
         return f"{self.payments_url}/financial-advice-confirmations", fac.id, fac.to_json()
 
     async def _send(self, message: StoredOutbox) -> None:
+        if message.kind == "command.stop_session":  # a command: resending is harmless, nothing to GET
+            if self.commands_url is None:
+                raise UpstreamUnreachable("the CPO publishes no commands endpoint yet", ambiguous=False)
+            url = f"{self.commands_url}/STOP_SESSION"
+            await self.client.request("POST", url, dict(message.payload), correlation_id=message.message_id)
+            return
         url, object_id, body = self._object(message)
         if message.last_error and message.last_error.startswith(_AMBIGUOUS):
             # An earlier POST may have arrived (timeout, reset, or a crash while sending): look first.

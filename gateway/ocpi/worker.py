@@ -109,7 +109,8 @@ class UpstreamWorker:
                         raise UpstreamError("the CPO publishes no commands endpoint: charger mode ocpi cannot start")
                     base = self.settings.public_url.removesuffix("/ocpi/versions")
                     self.charger.bind(client, commands, f"{base}/ocpi/ptp/2.3.0/commands")
-                self.pusher = OutboxPusher(self.store, client, reg.payments_url(""), self.clock)
+                self.pusher = OutboxPusher(self.store, client, reg.payments_url(""), self.clock,
+                                           commands_url=reg.endpoints.url("commands", "RECEIVER"))  # fmt: skip
                 puller = asyncio.create_task(self._pull_tariffs(client, reg, stopping))
                 try:
                     await self.pusher.run(stopping)

@@ -67,13 +67,13 @@ def build_terminals(settings: Settings) -> dict[str, PaymentTerminal]:
     return terminals
 
 
-def build_charger(settings: Settings) -> ChargerLink:
+def build_charger(settings: Settings, store: Store | None = None) -> ChargerLink:
     if settings.charger.mode == "simulated":
         return SimulatedCharger([e.id for e in settings.charger.evses])
     if settings.charger.mode == "ocpi":
         locations = {e.id: e.location for e in settings.charger.evses if e.location}
         party = (settings.upstream.country_code, settings.upstream.party_id)
-        return OcpiChargerLink(None, "", "", locations, party, lambda: datetime.now(UTC))
+        return OcpiChargerLink(None, "", "", locations, party, lambda: datetime.now(UTC), store)
     raise ConfigError(
         "charger.mode",
         ['mqtt: the MQTT charger link (firmware_bridge) is not built yet; use mode = "simulated" for now'],
@@ -84,7 +84,7 @@ def build_engine(
     settings: Settings, store: Store, clock: Callable[[], datetime], charger: ChargerLink | None = None
 ) -> tuple[EngineWorker, dict[str, PaymentTerminal], ChargerLink]:
     terminals = build_terminals(settings)
-    link = charger or build_charger(settings)
+    link = charger or build_charger(settings, store)
     host = EngineHost(store, build_policy(settings), clock)
     terminal_currency = {t.id: t.currency or settings.site.currency for t in settings.terminals}
     routes = {e.id: EngineWorker.route(e.terminal, terminal_currency[e.terminal]) for e in settings.charger.evses}

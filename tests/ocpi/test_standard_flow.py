@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from drivers.sim.ports import PtyPort
@@ -96,9 +98,11 @@ async def test_start_session_pushes_cdr_capture_fac(tmp_path: Path) -> None:
     await cpo.stop()
 
 
-async def test_the_daemon_runs_the_standard_flow(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("hold", "session_kwh"), [("50.00", 6), ("2.00", 50)], ids=["full", "cost-cap"])
+async def test_the_daemon_runs_the_standard_flow(tmp_path: Path, hold: str, session_kwh: int) -> None:
     """The same flow as a site runs it: `evpay run` with charger mode "ocpi", started from the
-    local API (the kiosk asks to pay at an EVSE)."""
+    local API (the kiosk asks to pay at an EVSE). With a small hold the engine stops the charge
+    at the cap: StopSession goes through the outbox and the capture never exceeds the hold."""
     from cryptography.fernet import Fernet
 
     from gateway.runtime.app import Daemon
@@ -117,6 +121,9 @@ async def test_the_daemon_runs_the_standard_flow(tmp_path: Path) -> None:
     cpo.state.locations = [{"country_code": "DE", "party_id": "CPO", "id": "LOC1", "last_updated": "2026-01-01T00:00:00Z",
                             "evses": [{"uid": "E1", "connectors": [{"id": "1", "tariff_ids": ["CPO-T"]}]}]}]  # fmt: skip
     cpo.state.fiscal_lines = ["VAT 19 % included", "Fiscal signature QX7-42"]
+    cpo.state.session_kwh = Decimal(session_kwh)
+    cpo.state.kwh_step = Decimal("0.5")
+    cpo.state.push_interval_s = 0.02
     port = PtyPort()
     sim = SimTerminal(SimConfig(password="123456", card_wait_s=0.05))
     serving = asyncio.create_task(sim.serve(port, serial=True))
@@ -148,6 +155,8 @@ key = {{ value = "{Fernet.generate_key().decode()}" }}
 listen = "127.0.0.1:{listen}"
 public_url = "http://127.0.0.1:{listen}/ocpi/versions"
 [pricing]
+fixed_hold = {{ EUR = "{hold}" }}
+hold_min = "1.00"
 default_tariff = "T"
 tariffs = [ {{ id = "T", currency = "EUR", elements = [
   {{ price_components = [ {{ type = "ENERGY", price = "0.50", vat = "19", step_size = 1 }} ] }} ] }} ]
@@ -179,6 +188,11 @@ tariffs = [ {{ id = "T", currency = "EUR", elements = [
     (fac,) = cpo.state.facs.values()
     assert fac["capture_status_code"] == "SUCCESS"
     gross = fac["total_costs"]["before_taxes"] + sum(t["amount"] for t in fac["total_costs"].get("taxes", []))
-    assert round(gross * 100) == 571  # 6 kWh at the CPO's 0.80 + 19 % = 5.712 (not the configured 0.50)
+    if session_kwh == 6:
+        assert round(gross * 100) == 571  # 6 kWh at the CPO's 0.80 + 19 % = 5.712 (not the configured 0.50)
+        assert "STOP_SESSION" not in cpo.state.commands
+    else:
+        assert "STOP_SESSION" in cpo.state.commands  # the engine stopped the charge at the cap
+        assert round(gross * 100) <= 200 and cpo.state.cdrs[0]["total_energy"] < 50
     assert "OCPI-SITE-t1" in cpo.state.terminals  # the terminal was announced too
     assert any(line.startswith("Invoice INV-") for line in sim.state.printed)  # fiscal data on the receipt
