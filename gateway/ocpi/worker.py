@@ -16,10 +16,10 @@ from aiohttp import web
 from cryptography.fernet import Fernet, InvalidToken
 
 from gateway.errors import ConfigError, UpstreamError
-from gateway.ocpi.charger import OcpiChargerLink
+from gateway.ocpi.charger import OcpiChargerLink, session_id_of
 from gateway.ocpi.client import OcpiClient
 from gateway.ocpi.handshake import Registration, our_credentials, register
-from gateway.ocpi.models import Credentials, VersionDetails
+from gateway.ocpi.models import Cdr, Credentials, VersionDetails
 from gateway.ocpi.pusher import OutboxPusher
 from gateway.ocpi.server import PtpServer
 from gateway.ocpi.tariffs import pull_tariffs
@@ -109,6 +109,7 @@ class UpstreamWorker:
                         raise UpstreamError("the CPO publishes no commands endpoint: charger mode ocpi cannot start")
                     base = self.settings.public_url.removesuffix("/ocpi/versions")
                     self.charger.bind(client, commands, f"{base}/ocpi/ptp/2.3.0/commands")
+                    self._replay_cdrs(self.charger)
                 self.pusher = OutboxPusher(self.store, client, reg.payments_url(""), self.clock,
                                            commands_url=reg.endpoints.url("commands", "RECEIVER"))  # fmt: skip
                 puller = asyncio.create_task(self._pull_tariffs(client, reg, stopping))
@@ -121,6 +122,16 @@ class UpstreamWorker:
             finally:
                 if runner is not None:
                     await runner.cleanup()
+
+    def _replay_cdrs(self, charger: OcpiChargerLink) -> None:
+        """A CDR stored just before a crash may never have reached the engine: hand every CDR of a
+        session that is still open to it again (a second delivery is a no-op there)."""
+        open_ids = {s["id"] for s in self.store.sessions(open_only=True, limit=100_000)}
+        for message in self.store.inbox("cdr"):
+            cdr = Cdr.model_validate(message["payload"])
+            if session_id_of(cdr.authorization_reference) in open_ids:
+                _LOGGER.info("upstream.cdr_replayed", extra={"cdr": cdr.id})
+                charger.cdr_pushed(cdr)
 
     # ---- CredentialsKeeper: the CPO reads, rotates or ends our registration --------------------
 

@@ -220,6 +220,13 @@ class Store:
                 (versions_url, token_b, token_c, _journal.dumps(endpoints), to_text(self._clock())),
             )
 
+    def inbox(self, kind: str, limit: int = 10_000) -> list[dict[str, Any]]:
+        """Stored messages from the CPO of one kind, newest first."""
+        rows = self._query(
+            "SELECT message_id, payload, received_at FROM inbox WHERE kind = ? ORDER BY id DESC LIMIT ?", (kind, limit)
+        )
+        return [{"message_id": m, "payload": json.loads(p), "received_at": at} for m, p, at in rows]
+
     def forget_registration(self) -> None:
         with sqlite_errors(str(self.path)):
             self._conn.execute("DELETE FROM upstream_registration")

@@ -177,3 +177,40 @@ async def test_the_cpo_rotates_and_ends_our_registration(tmp_path: Path) -> None
         await task
         store.close()
         await cpo.stop()
+
+
+async def test_a_cdr_stored_before_a_crash_reaches_the_engine_at_start(tmp_path: Path) -> None:
+    from gateway.ocpi.charger import OcpiChargerLink
+    from gateway.runtime.charger import ChargerEvent
+    from gateway.store import InboxMessage, SessionRecord, Step
+
+    cpo = CpoSimulator()
+    await cpo.start()
+    key = Fernet.generate_key().decode()
+    settings = UpstreamSettings(enabled=True, versions_url=cpo.versions_url, token_a=SecretRef(value=SecretStr(cpo.state.token_a)),
+                                key=SecretRef(value=SecretStr(key)))  # fmt: skip
+    store = Store.open(tmp_path / "c.sqlite3")
+    sid = "a" * 32
+    store.apply(Step("open", sessions=[SessionRecord(sid, "charging", {"id": sid})]))
+    cdr = {"country_code": "DE", "party_id": "CPO", "id": "CDR-1", "start_date_time": "2026-01-05T10:00:00Z",
+           "end_date_time": "2026-01-05T11:00:00Z", "authorization_reference": f"EVP-{sid}", "currency": "EUR",
+           "total_cost": {"before_taxes": 3.0}, "total_energy": 6.0, "invoice_reference_id": "INV-1",
+           "last_updated": "2026-01-05T11:00:00Z"}  # fmt: skip
+    store.apply(Step("in", inbox=[InboxMessage("m1", "cpo", "cdr", cdr)], inbox_processed=["m1"]))  # then the crash
+    link = OcpiChargerLink(None, "", "", {"E1": "LOC1"}, ("DE", "EVP"), lambda: datetime.now(UTC), store)
+    heard: list[ChargerEvent] = []
+    link.subscribe(heard.append)
+    worker = UpstreamWorker(settings, "S", store, lambda: datetime.now(UTC), link)
+    stopping = asyncio.Event()
+    task = asyncio.create_task(worker.run(stopping))
+    try:
+        async with asyncio.timeout(10):
+            while not heard:
+                await asyncio.sleep(0.02)
+    finally:
+        stopping.set()
+        await task
+        store.close()
+        await cpo.stop()
+    assert heard[0].kind == "stopped" and heard[0].session_id == sid and heard[0].meter_wh == 6000
+    assert heard[0].invoicer == "cpo"
