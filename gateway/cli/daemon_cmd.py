@@ -74,12 +74,21 @@ def _store_report(path: Path) -> dict[str, Any]:
                 for s in store.sessions(open_only=True)
             ],
             "terminals": store.terminals(),
+            "upstream": _upstream(store),
             "outbox_pending": backlog.pending,
             "outbox_dead": backlog.dead,
             "outbox_oldest": backlog.oldest_pending.isoformat() if backlog.oldest_pending else None,
         }
     finally:
         store.close()
+
+
+def _upstream(store: Store) -> dict[str, Any] | None:
+    """Where the gateway is registered (never the tokens: they stay encrypted in the store)."""
+    reg = store.registration()
+    if reg is None:
+        return None
+    return {"versions_url": reg["versions_url"], "registered_at": reg["registered_at"]}
 
 
 def _print_status(settings: Settings, report: dict[str, Any]) -> None:
@@ -106,6 +115,14 @@ def _print_status(settings: Settings, report: dict[str, Any]) -> None:
         seen = next((r for r in store["terminals"] if r["id"] == t.id), None)
         state = f"{seen['state']} since {seen['updated_at']}" if seen else "never registered"
         print(f"  terminal {t.id:<12} {t.device:<36} {state}")
+    upstream = store.get("upstream")
+    if settings.upstream.enabled:
+        where = (
+            f"registered with {upstream['versions_url']} since {upstream['registered_at']}"
+            if upstream
+            else "NOT registered"
+        )
+        print(f"upstream: {where}")
     print(f"open sessions: {len(store['open_sessions'])}")
     for s in store["open_sessions"]:
         print(f"  {s['id']}  {s['state']}  updated {s['updated_at']}")
