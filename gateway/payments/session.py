@@ -293,24 +293,30 @@ def _money_result(s: Session, ev: e.TerminalResultArrived, *, capture: bool) -> 
     return _query(replace(s, state=State.CAPTURE_UNKNOWN if capture else State.RELEASE_UNKNOWN))
 
 
-def _retry_or_fail(s: Session, now: datetime, policy: Policy, *, capture: bool) -> Transition:
-    delay = min(policy.retry_initial * (2**s.attempts), policy.retry_max)
+def _next_try(s: Session, now: datetime, policy: Policy) -> datetime | None:
+    """When to try again (exponential backoff), or None once that would be too close to the
+    moment the hold lapses at the issuer."""
+    at = now + min(policy.retry_initial * (2**s.attempts), policy.retry_max)
     limit = (s.expires_at or s.created_at + policy.hold_validity) - policy.give_up_before_expiry
-    if now + delay >= limit:
+    return at if at < limit else None
+
+
+def _retry_or_fail(s: Session, now: datetime, policy: Policy, *, capture: bool) -> Transition:
+    at = _next_try(s, now, policy)
+    if at is None:
         failed = State.CAPTURE_FAILED if capture else State.RELEASE_FAILED
         # The hold lapses at the issuer: nothing captured, all of it counted as released.
         return _finish(replace(s, state=failed, released_minor=s.authorized_minor, captured_minor=0))
     retry = State.CAPTURE_RETRY if capture else State.RELEASE_RETRY
-    return Transition(replace(s, state=retry, attempts=s.attempts + 1, timer=("retry", now + delay)))
+    return Transition(replace(s, state=retry, attempts=s.attempts + 1, timer=("retry", at)))
 
 
 def _open_preauths(s: Session, ev: e.OpenPreauthsReported, now: datetime, policy: Policy) -> Transition:
     if s.state not in (State.AUTH_UNKNOWN, State.CAPTURE_UNKNOWN, State.RELEASE_UNKNOWN):
         return Transition(s, note="open pre-auths: not waiting for them")
     if ev.failed:
-        delay = min(policy.retry_initial * (2**s.attempts), policy.retry_max)
-        limit = (s.expires_at or s.created_at + policy.hold_validity) - policy.give_up_before_expiry
-        if now + delay >= limit:
+        at = _next_try(s, now, policy)
+        if at is None:
             return _finish(
                 replace(
                     s,
@@ -320,7 +326,7 @@ def _open_preauths(s: Session, ev: e.OpenPreauthsReported, now: datetime, policy
                     notes=(*s.notes, "terminal unreachable until the hold lapsed"),
                 )
             )
-        return Transition(replace(s, attempts=s.attempts + 1, timer=("query", now + delay)))
+        return Transition(replace(s, attempts=s.attempts + 1, timer=("query", at)))
     if s.state is State.AUTH_UNKNOWN:
         if ev.orphans:  # our pre-auth went through but its result was lost: give the money back
             s = replace(
