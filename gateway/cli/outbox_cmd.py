@@ -8,9 +8,8 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
-from gateway.errors import GatewayError
-from gateway.settings import load_settings
-from gateway.store import Store, StoredOutbox
+from gateway.cli.stores import open_existing
+from gateway.store import StoredOutbox
 
 _NOT_FOUND = 1
 
@@ -35,20 +34,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     dead.set_defaults(handler=lambda a: _list(argparse.Namespace(**{**vars(a), "status": "dead", "limit": 1000})))
 
 
-def _open(config: Path, *, write: bool = False) -> Store:
-    settings = load_settings(config)
-    if not settings.storage.path.exists():
-        raise GatewayError(f"{settings.storage.path}: no database yet (the daemon has not run with this config)")
-    return Store.open(settings.storage.path, read_only=not write)
-
-
 def _row(m: StoredOutbox) -> str:
     return (f"{m.message_id:<44} {m.status:<8} attempts {m.attempts:<3} created {m.created_at:%Y-%m-%d %H:%M:%S}"
             + (f"  last error: {m.last_error}" if m.last_error else ""))  # fmt: skip
 
 
 def _list(args: argparse.Namespace) -> int:
-    store = _open(args.config)
+    store = open_existing(args.config)
     try:
         messages = store.outbox.list(args.status, args.limit)
         backlog = store.outbox.backlog()
@@ -65,7 +57,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    store = _open(args.config)
+    store = open_existing(args.config)
     try:
         message = store.outbox.get(args.message_id)
     finally:
@@ -83,7 +75,7 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _retry(args: argparse.Namespace) -> int:
-    store = _open(args.config, write=True)
+    store = open_existing(args.config, write=True)
     try:
         done = store.outbox.requeue(args.message_id, datetime.now(UTC))
     finally:

@@ -8,9 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from drivers.money import Money
-from gateway.errors import GatewayError
-from gateway.settings import load_settings
-from gateway.store import Store
+from gateway.cli.stores import open_existing
 
 _NOT_FOUND = 1
 
@@ -30,19 +28,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     show.set_defaults(handler=_show)
 
 
-def _open(config: Path) -> Store:
-    settings = load_settings(config)
-    if not settings.storage.path.exists():
-        raise GatewayError(f"{settings.storage.path}: no database yet (the daemon has not run with this config)")
-    return Store.open(settings.storage.path, read_only=True)
-
-
 def _money(minor: int, currency: str) -> str:
     return str(Money(minor, currency))
 
 
 def _list(args: argparse.Namespace) -> int:
-    store = _open(args.config)
+    store = open_existing(args.config)
     try:
         rows = store.sessions(open_only=args.open, limit=args.limit)
     finally:
@@ -69,7 +60,7 @@ def _summary(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _show(args: argparse.Namespace) -> int:
-    store = _open(args.config)
+    store = open_existing(args.config)
     try:
         row = store.session(args.id)
         if row is None:
