@@ -170,13 +170,13 @@ class PtpServer:
     async def _terminal(self, request: web.Request) -> web.Response:
         found = self._find(request.match_info["id"])
         if found is None:
-            return web.json_response(envelope(status_code=2000, message="unknown terminal"), status=404)
+            return _unknown_terminal()
         return web.json_response(envelope(found[1]))
 
     async def _update(self, request: web.Request) -> web.Response:
         found = self._find(request.match_info["id"])
         if found is None:
-            return web.json_response(envelope(status_code=2000, message="unknown terminal"), status=404)
+            return _unknown_terminal()
         try:
             patch = TerminalPatch.model_validate(await request.json())
         except (ValidationError, ValueError):
@@ -184,8 +184,7 @@ class PtpServer:
         name, current = found
         changes = patch.model_dump(mode="json", exclude_none=True)
         changes.setdefault("last_updated", self.clock().strftime("%Y-%m-%dT%H:%M:%SZ"))
-        self._store(name, {k: v for k, v in {**current, **changes}.items() if k not in ("terminal_id", "reference")},
-                    f"terminal.{request.method.lower()}", changes)  # fmt: skip
+        self._store(name, {**current, **changes}, f"terminal.{request.method.lower()}", changes)
         return web.json_response(envelope())
 
     async def _activate(self, request: web.Request) -> web.Response:
@@ -195,23 +194,22 @@ class PtpServer:
             return web.json_response(envelope(status_code=2001, message="invalid terminal"), status=400)
         found = self._find(wanted.terminal_id)
         if found is None:
-            return web.json_response(envelope(status_code=2000, message="unknown terminal"), status=404)
+            return _unknown_terminal()
         name, current = found
-        ocpi = {k: v for k, v in {**current, **wanted.to_json()}.items() if k not in ("terminal_id", "reference")}
+        merged = {**current, **wanted.to_json()}
         # D17: activation answers at once; the Terminal is then created on the CPO side (POST, via the outbox).
-        announce = {k: v for k, v in {**current, **wanted.to_json()}.items() if k != "last_updated"}
+        announce = {k: v for k, v in merged.items() if k != "last_updated"}
         message = OutboxMessage(f"terminal:{wanted.terminal_id}:activated:{uuid.uuid4().hex[:8]}",
                                 f"terminal:{wanted.terminal_id}", "terminal.post", announce)  # fmt: skip
-        self._store(name, {**ocpi, "active": True}, "terminal.activated", wanted.to_json(), outbox=[message])
+        self._store(name, {**merged, "active": True}, "terminal.activated", wanted.to_json(), outbox=[message])
         return web.json_response(envelope())
 
     async def _deactivate(self, request: web.Request) -> web.Response:
         found = self._find(request.match_info["id"])
         if found is None:
-            return web.json_response(envelope(status_code=2000, message="unknown terminal"), status=404)
+            return _unknown_terminal()
         name, current = found
-        self._store(name, {**{k: v for k, v in current.items() if k not in ("terminal_id", "reference")},
-                           "active": False}, "terminal.deactivated", {})  # fmt: skip
+        self._store(name, {**current, "active": False}, "terminal.deactivated", {})
         return web.json_response(envelope())
 
     def _store(
@@ -223,7 +221,9 @@ class PtpServer:
         outbox: list[OutboxMessage] | None = None,
     ) -> None:
         row = next(r for r in self.store.terminals() if r["id"] == name)
-        data = {**row["data"], "ocpi": ocpi}
+        # terminal_id and reference are derived from our name and the terminal's TID: never stored.
+        stored = {k: v for k, v in ocpi.items() if k not in ("terminal_id", "reference")}
+        data = {**row["data"], "ocpi": stored}
         self.store.apply(
             Step(
                 f"ocpi:{name}:{uuid.uuid4().hex}",
@@ -328,6 +328,10 @@ class PtpServer:
             return web.json_response(envelope(status_code=2000, message="unknown financial advice confirmation"),
                                      status=404)  # fmt: skip
         return web.json_response(envelope(found))
+
+
+def _unknown_terminal() -> web.Response:
+    return web.json_response(envelope(status_code=2000, message="unknown terminal"), status=404)
 
 
 async def _body(request: web.Request) -> Any:
