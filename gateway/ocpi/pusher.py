@@ -79,7 +79,7 @@ class OutboxPusher:
     async def deliver(self, message: StoredOutbox) -> None:
         now = self.clock()
         try:
-            self._send_or_skip(message)
+            self._refuse_unmapped(message)
             await self._send(message)
         except _NothingToSend as skip:
             self.store.outbox.delivered(message.message_id, now)
@@ -115,7 +115,7 @@ class OutboxPusher:
         base: float = min(self.backoff_max_s, self.backoff_min_s * 2.0 ** min(attempts, 30))
         return base / 2 + self.rng.random() * base / 2  # "equal jitter"
 
-    def _send_or_skip(self, message: StoredOutbox) -> None:
+    def _refuse_unmapped(self, message: StoredOutbox) -> None:
         if message.kind not in _MAPPED:
             raise OcpiRejected(
                 f"no upstream mapping for message kind {message.kind!r}", http_status=0, status_code=None
