@@ -71,6 +71,19 @@ class PaymentTerminal(Protocol):
     async def preauthorize(
         self, amount: Money, reference: str, persist: PersistHook | None = None
     ) -> TerminalResult: ...
+    async def add_hold(
+        self,
+        first_receipt: int,
+        first_trace: int | None,
+        amount: Money,
+        reference: str,
+        persist: PersistHook | None = None,
+    ) -> TerminalResult:
+        """One more hold on the same card session (incremental strategy). The result's receipt
+        is the new hold's; a terminal that increases the first hold answers with its receipt.
+        A terminal that cannot do it answers ERROR, and the engine stops the charge at the cap."""
+        ...
+
     async def capture(
         self, receipt_no: int, held: Money, amount: Money, reference: str, persist: PersistHook | None = None
     ) -> TerminalResult: ...

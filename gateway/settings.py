@@ -140,12 +140,35 @@ class DaemonSettings(_Model):
     restart_backoff_max_s: Annotated[float, Field(gt=0)] = 60.0
 
 
+SCHEMES = ("default", "mastercard", "maestro", "visa", "amex", "girocard", "jcb", "discover", "unionpay", "unknown")
+
+
+def _validity_table(value: object) -> object:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return {"default": value}  # one number: the validity for every scheme
+    if isinstance(value, dict):
+        unknown = sorted(set(value) - set(SCHEMES))
+        if unknown:
+            raise ValueError(f"unknown card scheme(s) {unknown}; known: {', '.join(SCHEMES)}")
+    return value
+
+
+ValidityHours = Annotated[dict[str, Annotated[int, Field(gt=1)]], BeforeValidator(_validity_table)]
+
+
 class TerminalSettings(_Model):
     id: Identifier
     protocol: Literal["zvt"] = "zvt"
     device: str = Field(description="serial:///dev/…, tcp://host:port or usb://VID:PID")
     password: SecretRef | None = Field(default=None, description="ZVT password, 6 digits")
     currency: str | None = None
+    capture_mode: Literal["partial_reversal", "book_total"] = Field(
+        default="partial_reversal", description="06 23 releasing the unused part, or 06 24 booking the used part"
+    )
+    incremental: bool = Field(default=False, description="the terminal accepts reservation extensions (top-ups)")
+    hold_validity_hours: ValidityHours = Field(
+        default_factory=dict, description="this acquirer's validity per card scheme, overriding [pricing]"
+    )
 
     @field_validator("device")
     @classmethod
@@ -206,8 +229,13 @@ class PricingSettings(_Model):
     min_partial_approval: Amount = Decimal("5.00")
     start_timeout_s: Annotated[int, Field(gt=0)] = 180
     retry_initial_s: Annotated[int, Field(gt=0)] = 30  # capture/release retries back off from here
-    hold_validity_hours: Annotated[int, Field(gt=1)] = 120
+    # How long a pre-authorisation stays valid, per card scheme ("default" for any other or
+    # an unknown card): the engine stops charging and captures before it lapses.
+    hold_validity_hours: ValidityHours = Field(default_factory=lambda: {"default": 48, "mastercard": 720, "visa": 120})
     stop_before_expiry_hours: Annotated[int, Field(ge=0)] = 24
+    answer_timeout_s: Annotated[int, Field(ge=30)] = 360  # a terminal command not answered by then is asked about
+    # Zero energy delivered: release the whole hold (false), or bill the tariff's flat/time parts (true).
+    bill_without_energy: bool = False
     default_tariff: str | None = None
     tariffs: list[dict[str, Any]] = []  # OCPI Tariff objects (mod_tariffs field names)
 

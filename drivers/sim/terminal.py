@@ -5,7 +5,14 @@ pre-authorisation enquiry and repeat receipt — with configurable card outcomes
 Card outcomes (one is consumed per card transaction; ``default_outcome`` after that):
 ``approve``, ``decline``, ``partial:<minor units>``, ``card_removed``, ``timeout``, ``busy``,
 ``power_loss`` (approve, send the result, then go silent / drop the line with the
-pre-authorisation left open), ``disconnect`` (drop the line right after accepting).
+pre-authorisation left open), ``disconnect`` (drop the line right after accepting),
+``no_receipt`` / ``no_result_code`` (approve, but the 04 0F lacks BMP 87 / BMP 27).
+
+Where real terminals differ, the simulator plays each variant (``SimConfig``): ``echo`` —
+which amount the result of a partial reversal (06 23) carries: the amount ``booked`` or the
+amount ``reversed`` (both are seen in the field); ``extensions`` — a reservation extension
+(06 22 with the first hold's trace number) is refused (``none``), makes a new hold with its
+own receipt (``new_receipt``) or increases the first hold (``same_receipt``).
 Line faults (serial): ``nak_next`` frames NAKed, ``corrupt_next`` frames sent with a bad CRC,
 ``noise`` bytes of garbage before every frame.
 """
@@ -20,6 +27,7 @@ from collections import deque
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 from drivers.errors import ConnectionLost
 from drivers.sim.ports import Port
@@ -59,6 +67,8 @@ class SimConfig:
     corrupt_next: int = 0
     noise: int = 0
     state_path: Path | None = None
+    echo: Literal["booked", "reversed"] = "booked"
+    extensions: Literal["none", "new_receipt", "same_receipt"] = "none"
 
 
 @dataclass(slots=True)
@@ -277,7 +287,35 @@ class _Session:
         cfg = self.sim.config
         return cfg.outcomes.popleft() if cfg.outcomes else cfg.default_outcome
 
+    async def extension(self, cmd: m.Message) -> None:
+        """06 22 with BMP 0B: extend the open reservation with that trace number."""
+        await self.send(m.ack())
+        first = next((t for t in self.sim.state.transactions.values()
+                      if t.kind == "preauth" and t.state == "open" and t.trace == cmd.trace_number), None)  # fmt: skip
+        mode = self.sim.config.extensions
+        if mode == "none" or first is None:
+            await self.send_expect_ack(m.abort_pt(0xB8 if first is None else 0x83))
+            return
+        added = cmd.amount or 0
+        if mode == "same_receipt":
+            first.amount += added
+            tx = first
+        else:
+            tx = self._new_transaction("preauth", added)
+        result = self._status_bmps(tx, added)
+        if not await self.send_expect_ack(m.status_information(result), self.sim.config.result_ack_timeout_s):
+            if tx is first:
+                first.amount -= added
+            else:
+                tx.state = "reversed"
+            return
+        self._remember(result)
+        await self.send_expect_ack(m.completion())
+
     async def card_payment(self, cmd: m.Message) -> None:
+        if cmd.command == Command.PRE_AUTHORISATION and cmd.trace_number is not None:
+            await self.extension(cmd)
+            return
         outcome = self._next_outcome()
         if outcome == "busy":
             await self.send(m.nack(0x9C))
@@ -305,6 +343,8 @@ class _Session:
         tx.state = "open" if kind == "preauth" else "booked"
         tx.booked = 0 if kind == "preauth" else approved
         result = self._status_bmps(tx, approved)
+        if outcome in ("no_receipt", "no_result_code"):  # a faulty PT: the field the ECR needs is missing
+            result = [b for b in result if b.number != (0x87 if outcome == "no_receipt" else 0x27)]
         if not await self.send_expect_ack(m.status_information(result), self.sim.config.result_ack_timeout_s):
             tx.state = "reversed"  # spec 2.2.8: no acknowledgement, no transaction (auto-reversal)
             return
@@ -335,8 +375,9 @@ class _Session:
     def _remember(self, bmps: list[Bmp]) -> None:
         self.sim.state.last_result = [(b.number, b.value.hex()) for b in bmps]
 
-    async def _book(self, receipt: int | None, booked: int | None) -> None:
-        """Common end of 06 23 / 06 24 / 06 25: book ``booked`` of the pre-auth (None = all)."""
+    async def _book(self, receipt: int | None, booked: int | None, echo_reversed: bool = False) -> None:
+        """Common end of 06 23 / 06 24 / 06 25: book ``booked`` of the pre-auth (None = all);
+        the result echoes the booked amount, or with ``echo_reversed`` the amount released."""
         tx = self.sim.state.transactions.get(receipt or -1)
         await self.send(m.ack())
         if self.sim.config.booking_faults:  # e.g. A0 receiver not ready: the acquirer is down
@@ -355,7 +396,7 @@ class _Session:
         tx.state, tx.booked = ("booked", amount) if amount else ("reversed", 0)
         record = self._new_transaction("booking", amount)
         record.state = "booked"
-        result = self._status_bmps(record, amount)
+        result = self._status_bmps(record, tx.amount - amount if echo_reversed else amount)
         if not await self.send_expect_ack(m.status_information(result), self.sim.config.result_ack_timeout_s):
             tx.state, tx.booked = "open", 0
             return
@@ -386,7 +427,8 @@ class _Session:
             return
         tx = self.sim.state.transactions.get(cmd.receipt_number or -1)
         release = cmd.amount or 0
-        await self._book(cmd.receipt_number, None if tx is None else max(tx.amount - release, -1))
+        booked = None if tx is None else max(tx.amount - release, -1)
+        await self._book(cmd.receipt_number, booked, echo_reversed=self.sim.config.echo == "reversed")
 
     async def book_total(self, cmd: m.Message) -> None:
         await self._book(cmd.receipt_number, cmd.amount)

@@ -354,10 +354,15 @@ def authorization(amount: int, currency: int, payment_type: int = 0x40) -> Messa
     return Message(Command.AUTHORIZATION, b"", (_amount(amount), _currency(currency), Bmp(0x19, bytes([payment_type]))))
 
 
-def pre_authorisation(amount: int | None, currency: int, payment_type: int = 0x40, tlv: Sequence[Tlv] = ()) -> Message:
+def pre_authorisation(
+    amount: int | None, currency: int, payment_type: int = 0x40, tlv: Sequence[Tlv] = (), trace: int | None = None
+) -> Message:
+    """06 22; with ``trace`` (BMP 0B, the first reservation's trace number) an extension."""
     bmps = [Bmp(0x19, bytes([payment_type])), _currency(currency)]
     if amount is not None:
         bmps.append(_amount(amount))
+    if trace is not None:
+        bmps.append(bmp_bcd(0x0B, trace, 3))
     return Message(Command.PRE_AUTHORISATION, b"", tuple(bmps + _tlv(tlv)))
 
 

@@ -36,7 +36,10 @@ class ZvtOptions:
     password: str = "000000"  # noqa: S105 - ZVT factory default; real ones come from config secrets
     currency: str = "EUR"
     config_byte: int = DEFAULT_CONFIG_BYTE
+    # How a capture is sent: 06 23 releasing the unused part, or 06 24 booking the used part.
+    # Terminals differ (and differ in which amount their result echoes): a per-terminal setting.
     capture_mode: Literal["partial_reversal", "book_total"] = "partial_reversal"
+    incremental: bool = False  # the terminal accepts reservation extensions (06 22 with BMP 0B)
     reference_prefix: str = "EV"  # BMP60 reference identifier (two letters)
     t3: float = 5.0
     t4: float = 180.0
@@ -77,6 +80,28 @@ class ZvtTerminal:
             tlv=[m.reference_tlv(self.options.reference_prefix, reference)],
         )
         return await self._run("preauthorize", command, persist=persist, money=True, requested=amount)
+
+    async def add_hold(
+        self,
+        first_receipt: int,
+        first_trace: int | None,
+        amount: Money,
+        reference: str,
+        persist: PersistHook | None = None,
+    ) -> TerminalResult:
+        """06 22 with the first reservation's trace number (BMP 0B): a reservation extension."""
+        if not self.options.incremental:
+            return TerminalResult(
+                "add_hold", Outcome.ERROR, f"terminal {self.name} cannot add to a hold (incremental off)"
+            )
+        if first_trace is None:
+            return TerminalResult("add_hold", Outcome.ERROR, f"hold {first_receipt} has no trace number to extend")
+        self._check(amount)
+        command = m.pre_authorisation(
+            amount.minor, self._currency.numeric, tlv=[m.reference_tlv(self.options.reference_prefix, reference)],
+            trace=first_trace,
+        )  # fmt: skip
+        return await self._run("add_hold", command, persist=persist, money=True, requested=amount)
 
     async def capture(
         self, receipt_no: int, held: Money, amount: Money, reference: str, persist: PersistHook | None = None
@@ -237,7 +262,14 @@ class ZvtTerminal:
         return TerminalResult(operation, outcome, text, terminal_id=tid, receipt_lines=lines, details=details)
 
     def _from_status(self, operation: str, status: m.Message, requested: Money | None) -> TerminalResult:
-        code = status.result_code or 0
+        if status.result_code is None:  # BMP 27 missing: that is no approval, whatever else it carries
+            outcome = Outcome.UNKNOWN if requested is not None else Outcome.ERROR
+            return TerminalResult(operation, outcome, "status information without a result code",
+                                  receipt_no=status.receipt_number)  # fmt: skip
+        code = status.result_code
+        if code == 0 and status.receipt_number is None and operation in ("preauthorize", "add_hold"):
+            # A hold without its receipt number could never be captured or released.
+            return TerminalResult(operation, Outcome.UNKNOWN, "approval without a receipt number")
         amount = None
         if status.amount is not None:
             numeric = status.currency

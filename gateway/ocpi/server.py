@@ -32,7 +32,8 @@ from gateway.ocpi.models import (
     TerminalPatch,
     envelope,
 )
-from gateway.payments.session import from_json, outcome_payload
+from gateway.payments.record import from_json
+from gateway.payments.session import outcome_payload
 from gateway.store import InboxMessage, JournalEntry, OutboxMessage, Step, Store, TerminalRecord
 
 VERSION = "2.3.0"

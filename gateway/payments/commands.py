@@ -19,12 +19,17 @@ class Preauthorize:
 
 @dataclass(frozen=True, slots=True)
 class TopUp:
+    """One more hold on the same card (ZVT: a pre-authorisation extension by the first hold's
+    trace number); the terminal answers with a new receipt, or the same one increased."""
+
     key: str
     session_id: str
     terminal: str
-    receipt_no: int
+    receipt_no: int  # the session's first hold
     amount_minor: int
     currency: str
+    trace_no: int | None = None
+    reference: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,4 +107,5 @@ Command = (
     | Enqueue
     | ShowReceipt
 )
+TerminalCommand = Preauthorize | TopUp | Capture | Release | QueryOpenPreauths | ShowReceipt
 TERMINAL_COMMANDS = (Preauthorize, TopUp, Capture, Release, QueryOpenPreauths, ShowReceipt)

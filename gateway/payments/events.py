@@ -4,9 +4,28 @@ step per (session, event_id) once, so a redelivered event is a no-op."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from drivers.base import Outcome
 from gateway.payments.preauth import Target
+
+
+class Operation(StrEnum):
+    """The terminal operations whose results the engine consumes."""
+
+    PREAUTHORIZE = "preauthorize"
+    TOPUP = "topup"
+    CAPTURE = "capture"
+    RELEASE = "release"
+
+
+class TimerKind(StrEnum):
+    START = "start"  # the charger must start before this
+    EXPIRY = "expiry"  # stop charging before the hold's validity ends
+    STOP = "stop"  # the charger must confirm the stop before this
+    ANSWER = "answer"  # a terminal command (or enquiry) must have answered by now
+    RETRY = "retry"  # try the capture or release again
+    QUERY = "query"  # ask the terminal again
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,23 +46,36 @@ class TerminalResultArrived:
 
     session_id: str
     event_id: str
-    operation: str  # preauthorize | topup | capture | release
+    operation: Operation
     outcome: Outcome
-    amount_minor: int | None = None
-    receipt_no: int | None = None
+    amount_minor: int | None = None  # what the terminal's result carries (its echo)
+    receipt_no: int | None = None  # the receipt number of *this* transaction
     message: str = ""
     card: dict[str, str] = field(default_factory=dict)  # masked_pan, brand, aid — never a full PAN
+    for_receipt: int | None = None  # the hold a capture, release or top-up was sent for
+    trace_no: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LastResult:
+    """The terminal's repeat of its last result (ZVT 06 20): positive evidence of what it did."""
+
+    approved: bool
+    receipt_no: int | None
+    amount_minor: int | None
 
 
 @dataclass(frozen=True, slots=True)
 class OpenPreauthsReported:
-    """The terminal's open pre-authorisations; ``orphans`` are those no stored session owns."""
+    """The terminal's open pre-authorisations and its last result; ``orphans`` are the open
+    receipts no other session owns (computed by the host, which sees every session)."""
 
     session_id: str
     event_id: str
     receipts: tuple[int, ...]
     orphans: tuple[int, ...] = ()
     failed: bool = False  # the enquiry itself failed: try again later
+    last: LastResult | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +128,7 @@ class ChargerFaulted:
 class TimerFired:
     session_id: str
     event_id: str
-    kind: str
+    kind: TimerKind
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,39 +1,26 @@
 """The charging-session payment state machine: ``transition(session, event, now, policy)``
 gives the new session and the commands to run. Pure: no I/O, no clock, no randomness.
 
-| state           | event                                   | next            | commands                          |
-|-----------------|-----------------------------------------|-----------------|-----------------------------------|
-| (none)          | CardPresented                           | AUTHORIZING     | Preauthorize(hold)                |
-| AUTHORIZING     | preauthorize APPROVED, ≥ min partial    | AUTHORIZED      | AuthorizeCharger(cap); timer start|
-| AUTHORIZING     | preauthorize APPROVED, < min partial    | RELEASING       | Release                           |
-| AUTHORIZING     | preauthorize DECLINED/ABORTED/BUSY/ERROR| DECLINED/FAILED | outcome upstream                  |
-| AUTHORIZING     | preauthorize UNKNOWN; Resumed           | AUTH_UNKNOWN    | QueryOpenPreauths                 |
-| AUTH_UNKNOWN    | open pre-auths: an orphan receipt       | RELEASING       | Release(orphan)                   |
-| AUTH_UNKNOWN    | open pre-auths: no orphan               | FAILED          | outcome upstream                  |
-| AUTHORIZED      | ChargerStarted                          | CHARGING        | timer hold expiry                 |
-| AUTHORIZED      | start timer; ChargerStopped/Faulted     | RELEASING       | Release                           |
-| CHARGING        | MeterValue, cost < cap                  | CHARGING        | (TopUp when incremental)          |
-| CHARGING        | MeterValue, cost ≥ cap; hold expiry     | STOPPING        | StopCharger; timer stop           |
-| TOPPING_UP      | topup result                            | CHARGING        | -                                 |
-| CHARGING/STOPPING/TOPPING_UP | ChargerStopped; stop timer | CAPTURING/RELEASING | Capture(min(price,hold))/Release |
-| CHARGING/STOPPING/TOPPING_UP | ChargerFaulted             | CAPTURING/RELEASING | StopCharger; Capture(last trusted) |
-| CAPTURING       | capture APPROVED                        | COMPLETED       | outcome upstream; receipt         |
-| CAPTURING       | capture failed, time left               | CAPTURE_RETRY   | timer retry (backoff)             |
-| CAPTURING       | capture failed, hold about to expire    | CAPTURE_FAILED  | outcome upstream                  |
-| CAPTURING       | capture UNKNOWN; Resumed                | CAPTURE_UNKNOWN | QueryOpenPreauths                 |
-| CAPTURE_UNKNOWN | receipt still open / not open           | CAPTURING / COMPLETED | Capture / outcome           |
-| CAPTURE_RETRY   | retry timer                             | CAPTURING       | Capture (same key, same amount)   |
-| RELEASING …     | (as CAPTURING, with Release)            | VOIDED / RELEASE_FAILED | outcome upstream          |
+Which state may follow which is the table in ``states.py``; the handlers here decide the
+*trigger* and the commands, ``_go`` follows the table. After every transition the money
+ledger and the liveness rule are checked (``violations``), so a test that drives the engine
+checks them too:
 
-Money invariant in every final state: captured + released == authorized (a hold that could
-not be captured or released in time lapses at the issuer and is counted as released, with
-the failure reported upstream). The capture is the tariff price of the trusted energy and
-time, never above the hold.
+- per hold: captured + released <= held, and a settled hold says how (captured, released,
+  lapsed, unconfirmed); the session's held = captured + released + open;
+- an amount is captured only on positive evidence: the terminal's approval of *our* capture,
+  or its repeat of the last result (ZVT 06 20) showing it. A hold that vanished from the
+  terminal's open list without that evidence is *unconfirmed*, never "probably captured";
+- a final session has nothing open unless it says why: it owes money (``owed_minor``: priced
+  but not captured) or a hold lapsed/stays unconfirmed;
+- an open session always has a next action and a deadline (its timer), and a session that
+  holds money always knows the receipt numbers to settle it with.
 
 Which energy is billed (the documented rule when sources disagree): the meter's stop reading,
 else the last trusted (signed) meter value, else the charger's own session total, else the
 last unsigned value; a difference above the tolerance between the billed value and the
-charger's total is recorded in ``notes`` for reconciliation.
+charger's total is recorded in ``notes`` for reconciliation. Zero energy bills nothing unless
+the site's policy says otherwise (``bill_without_energy``): the whole hold is released.
 """
 
 from __future__ import annotations
@@ -48,34 +35,13 @@ from drivers.base import Outcome
 from gateway.errors import InvariantViolated
 from gateway.payments import commands as c
 from gateway.payments import events as e
+from gateway.payments.events import Operation, TimerKind
 from gateway.payments.preauth import HoldPolicy, initial_hold, topup
+from gateway.payments.schemes import Validity
+from gateway.payments.states import FINAL, HOLDING, State, Trigger, next_state
 from gateway.payments.tariff import Sample, Tariff, price
 
-
-class State(StrEnum):
-    AUTHORIZING = "authorizing"
-    AUTH_UNKNOWN = "auth_unknown"
-    AUTHORIZED = "authorized"
-    CHARGING = "charging"
-    TOPPING_UP = "topping_up"
-    STOPPING = "stopping"
-    CAPTURING = "capturing"
-    CAPTURE_UNKNOWN = "capture_unknown"
-    CAPTURE_RETRY = "capture_retry"
-    RELEASING = "releasing"
-    RELEASE_UNKNOWN = "release_unknown"
-    RELEASE_RETRY = "release_retry"
-    COMPLETED = "completed"
-    VOIDED = "voided"
-    DECLINED = "declined"
-    FAILED = "failed"
-    CAPTURE_FAILED = "capture_failed"
-    RELEASE_FAILED = "release_failed"
-
-
-FINAL = frozenset(
-    {State.COMPLETED, State.VOIDED, State.DECLINED, State.FAILED, State.CAPTURE_FAILED, State.RELEASE_FAILED}
-)
+__all__ = ["FINAL", "Hold", "HoldStatus", "Policy", "Reading", "Session", "State", "Transition", "transition"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +52,9 @@ class Policy:
     catalog: dict[str, Tariff] = field(default_factory=dict)  # every tariff ever in force, by id
     start_timeout: timedelta = timedelta(minutes=3)
     stop_timeout: timedelta = timedelta(seconds=60)
-    hold_validity: timedelta = timedelta(days=5)
+    answer_timeout: timedelta = timedelta(minutes=6)  # ZVT T4 (3 min) with room for intermediate statuses
+    resolve_auth_within: timedelta = timedelta(hours=1)  # a lost pre-auth is asked about this long
+    validity: Validity = field(default_factory=Validity)
     stop_before_expiry: timedelta = timedelta(hours=24)
     give_up_before_expiry: timedelta = timedelta(hours=1)
     retry_initial: timedelta = timedelta(seconds=30)
@@ -94,6 +62,8 @@ class Policy:
     safety_margin_minor: int = 50
     min_partial_minor: int = 500
     energy_tolerance_wh: int = 10
+    bill_without_energy: bool = False  # zero trusted energy: release the whole hold
+    topup_terminals: frozenset[str] = frozenset()  # terminals that can add a hold to a card session
 
     def tariff(self, evse: str) -> Tariff | None:
         return self.tariffs.get(evse) or self.tariffs.get("*")
@@ -108,6 +78,32 @@ class Policy:
             if current is not None and current.id == session.tariff_id:
                 return current
         return self.tariff(session.evse)
+
+
+class HoldStatus(StrEnum):
+    OPEN = "open"
+    CAPTURED = "captured"  # booked (the rest of it released) on positive evidence
+    RELEASED = "released"
+    LAPSED = "lapsed"  # not settled before its validity ended: the issuer lets it go
+    UNCONFIRMED = "unconfirmed"  # gone from the terminal, no evidence of our capture
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """One pre-authorisation at the terminal (a session has one, plus one per top-up)."""
+
+    receipt_no: int
+    amount_minor: int
+    trace_no: int | None = None
+    target_minor: int | None = None  # what to capture from it, decided at the stop
+    captured_minor: int = 0
+    released_minor: int = 0
+    status: HoldStatus = HoldStatus.OPEN
+    booking_receipt: int | None = None  # the terminal's receipt for the capture or release
+
+    @property
+    def open_minor(self) -> int:
+        return self.amount_minor - self.captured_minor - self.released_minor
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,25 +121,27 @@ class Session:
     currency: str
     state: State
     created_at: datetime
-    hold_minor: int = 0
-    authorized_minor: int = 0
-    captured_minor: int = 0
-    released_minor: int = 0
+    hold_minor: int = 0  # the hold asked for
+    holds: tuple[Hold, ...] = ()
     price_minor: int = 0
     price_excl: str = "0"  # the price before taxes (Decimal text), for the upstream tax split
+    owed_minor: int = 0  # priced but not captured with evidence: a debt for reconciliation
+    shortfall_minor: int = 0  # price above what was held (part of owed)
+    unpaid_energy_wh: int = 0  # energy reported after the session ended unpaid
     reference: str | None = None  # OCPI authorization_reference, set at approval
-    receipt_no: int | None = None
     card: dict[str, str] = field(default_factory=dict)
+    scheme: str | None = None
     expires_at: datetime | None = None
     meter_start_wh: int | None = None
     readings: tuple[Reading, ...] = ()
     billed_energy_wh: int = 0
-    timer: tuple[str, datetime] | None = None
+    timer: tuple[TimerKind, datetime] | None = None
     attempts: int = 0
     topup_refused: bool = False
     topup_minor: int = 0
     stop_reason: str | None = None
     notes: tuple[str, ...] = ()
+    discrepancies: tuple[str, ...] = ()  # what the terminal said that does not fit what was asked
     fiscal: tuple[str, ...] = ()
     tariff_id: str | None = None  # pinned when the session starts
     invoicer: str | None = None  # "cpo" / "ptp" from the CDR (OCPI flow); None: the local flow
@@ -152,6 +150,31 @@ class Session:
     @property
     def final(self) -> bool:
         return self.state in FINAL
+
+    @property
+    def authorized_minor(self) -> int:
+        return sum(h.amount_minor for h in self.holds)
+
+    @property
+    def captured_minor(self) -> int:
+        return sum(h.captured_minor for h in self.holds)
+
+    @property
+    def released_minor(self) -> int:
+        return sum(h.released_minor for h in self.holds)
+
+    @property
+    def open_minor(self) -> int:
+        return sum(h.open_minor for h in self.holds)
+
+    @property
+    def receipt_no(self) -> int | None:
+        return self.holds[0].receipt_no if self.holds else None
+
+    @property
+    def current(self) -> Hold | None:
+        """The hold being settled (the first one still open)."""
+        return next((h for h in self.holds if h.status is HoldStatus.OPEN), None)
 
     def next_deadline(self) -> datetime | None:
         return self.timer[1] if self.timer else None
@@ -169,7 +192,20 @@ def authorization_reference(session_id: str) -> str:
     return f"EVP-{session_id}"[:36]
 
 
+_UNKNOWN_STATES = (State.AUTH_UNKNOWN, State.CAPTURE_UNKNOWN, State.RELEASE_UNKNOWN)
+_CHARGING_STATES = (State.CHARGING, State.TOPPING_UP, State.STOPPING)
+
+
 def transition(session: Session | None, event: e.Event, now: datetime, policy: Policy) -> Transition:
+    result = _dispatch(session, event, now, policy)
+    if result.session is not None and result.session != session:
+        problems = violations(result.session)
+        if problems:
+            raise InvariantViolated(f"session {result.session.id} after {type(event).__name__}: {'; '.join(problems)}")
+    return result
+
+
+def _dispatch(session: Session | None, event: e.Event, now: datetime, policy: Policy) -> Transition:
     if session is None:
         if isinstance(event, e.CardPresented):
             return _start(event, now, policy)
@@ -179,6 +215,8 @@ def transition(session: Session | None, event: e.Event, now: datetime, policy: P
     if session.final:
         if isinstance(event, e.FiscalDataArrived):
             return _fiscal(session, event)
+        if isinstance(event, e.ChargerStopped):
+            return _unpaid_energy(session, event, now, policy)
         return Transition(session, note="final: ignored")
     match event:
         case e.TerminalResultArrived():
@@ -192,194 +230,249 @@ def transition(session: Session | None, event: e.Event, now: datetime, policy: P
         case e.ChargerStopped():
             return _charger_stopped(session, event, now, policy)
         case e.ChargerFaulted():
-            return _charger_faulted(session, event, policy)
+            return _charger_faulted(session, event, now, policy)
         case e.TimerFired():
             return _timer(session, event, now, policy)
         case e.Resumed():
-            return _resumed(session)
+            return _resumed(session, now, policy)
         case e.FiscalDataArrived():
             return _fiscal(session, event)
     return Transition(session, note="ignored")
 
 
+def violations(s: Session) -> list[str]:
+    """What is wrong with a session's money or liveness; empty when all is well."""
+    out = []
+    for h in s.holds:
+        if h.captured_minor < 0 or h.released_minor < 0 or h.open_minor < 0:
+            out.append(f"hold {h.receipt_no}: captured {h.captured_minor} + released {h.released_minor} > held")
+        settled = h.status in (HoldStatus.CAPTURED, HoldStatus.RELEASED)
+        if settled != (h.open_minor == 0) and h.amount_minor:
+            out.append(f"hold {h.receipt_no} is {h.status} with {h.open_minor} open")
+    if s.captured_minor > s.authorized_minor:
+        out.append(f"captured {s.captured_minor} > held {s.authorized_minor}")
+    if s.final:
+        explained = s.owed_minor > 0 or any(h.status in (HoldStatus.LAPSED, HoldStatus.UNCONFIRMED) for h in s.holds)
+        if s.open_minor and not explained:
+            out.append(f"final with {s.open_minor} open and nothing owed or lapsed")
+        if s.state in (State.CAPTURE_FAILED, State.CAPTURE_UNCONFIRMED) and s.owed_minor <= 0:
+            out.append(f"{s.state} without an amount owed")
+    else:
+        if s.timer is None:
+            out.append(f"open in {s.state} without a next action and deadline")
+        if s.state in HOLDING and not s.holds:
+            out.append(f"{s.state} without a hold to settle")
+    return out
+
+
 # ---- handlers ------------------------------------------------------------------------------
+
+
+def _go(s: Session, trigger: Trigger, **changes: Any) -> Session:
+    return replace(s, state=next_state(s.state, trigger), **changes)
+
+
+def _note(s: Session, text: str) -> tuple[str, ...]:
+    return (*s.notes, text)
 
 
 def _start(ev: e.CardPresented, now: datetime, policy: Policy) -> Transition:
     tariff = policy.tariff(ev.evse)
     hold = initial_hold(policy.hold, ev.currency, tariff, ev.target, now, policy.tz)
-    s = Session(ev.session_id, ev.evse, ev.terminal, ev.currency, State.AUTHORIZING, now, hold_minor=hold,
-                tariff_id=tariff.id if tariff else None)  # fmt: skip
+    notes: tuple[str, ...] = ()
+    if policy.hold.strategy == "incremental" and ev.terminal not in policy.topup_terminals:
+        notes = (f"terminal {ev.terminal} cannot add to a hold: the charge stops at the cap",)
+    s = Session(ev.session_id, ev.evse, ev.terminal, ev.currency, next_state(None, Trigger.CARD), now,
+                hold_minor=hold, tariff_id=tariff.id if tariff else None, notes=notes,
+                timer=(TimerKind.ANSWER, now + policy.answer_timeout))  # fmt: skip
     ref = s.id[:16]  # the terminal's BMP60 reference: short, tied to the session
     return Transition(s, (c.Preauthorize(f"{s.id}:preauth", s.id, s.terminal, hold, s.currency, ref),))
 
 
 def _orphan(ev: e.OrphanFound, now: datetime, policy: Policy) -> Transition:
-    """A hold open at the terminal that no open session owns (its result was lost and its
-    session ended without it): release it. Its amount is unknown here, so it is booked as 0."""
+    """A hold open at the terminal that no session owns (its result was lost and no session
+    could attribute it by its data): release it. Its amount is unknown here, so it is booked 0."""
     s = Session(
-        ev.session_id,
-        "-",
-        ev.terminal,
-        ev.currency,
-        State.RELEASING,
-        now,
-        receipt_no=ev.receipt_no,
-        expires_at=now + policy.hold_validity,
+        ev.session_id, "-", ev.terminal, ev.currency, next_state(None, Trigger.ORPHAN), now,
+        holds=(Hold(ev.receipt_no, 0, target_minor=0),), expires_at=now + policy.validity.default,
         notes=("orphan hold found by the terminal sweep",),
-    )
-    return _release(s)
+    )  # fmt: skip
+    return _settle_command(s, now, policy)
 
 
 def _terminal_result(s: Session, ev: e.TerminalResultArrived, now: datetime, policy: Policy) -> Transition:
-    if ev.operation == "preauthorize" and s.state is State.AUTHORIZING:
-        return _preauth_result(s, ev, now, policy)
-    if ev.operation == "topup" and s.topup_minor and s.state in (State.TOPPING_UP, State.STOPPING):
-        state = State.CHARGING if s.state is State.TOPPING_UP else s.state
-        if ev.outcome is Outcome.APPROVED:  # counted even if the cap already stopped the charge
-            added = ev.amount_minor if ev.amount_minor is not None else s.topup_minor
-            return Transition(replace(s, state=state, authorized_minor=s.authorized_minor + added, topup_minor=0))
-        return Transition(replace(s, state=state, topup_refused=True, topup_minor=0), note="top-up refused")
-    if ev.operation == "capture" and s.state is State.CAPTURING:
-        return _money_result(s, ev, capture=True)
-    if ev.operation == "release" and s.state is State.RELEASING:
-        return _money_result(s, ev, capture=False)
-    return Transition(s, note=f"{ev.operation} result in {s.state}: ignored")
+    if ev.operation == Operation.PREAUTHORIZE:
+        if s.state is State.AUTHORIZING:
+            return _preauth_result(s, ev, now, policy)
+        if s.state is State.AUTH_UNKNOWN and ev.outcome is Outcome.APPROVED and ev.receipt_no is not None:
+            # Our hold exists after all, but the charger was never authorised: give it back.
+            s = _go(
+                s,
+                Trigger.LATE_APPROVAL,
+                holds=(Hold(ev.receipt_no, ev.amount_minor or s.hold_minor, ev.trace_no, target_minor=0),),
+                card=dict(ev.card),
+                notes=_note(s, "late approval released"),
+            )
+            return _settle_command(s, now, policy)
+        return Transition(s, note=f"pre-auth result in {s.state}: ignored")
+    if ev.operation == Operation.TOPUP:
+        return _topup_result(s, ev, now, policy)
+    hold = _hold(s, ev.for_receipt)
+    if hold is None or hold.status is not HoldStatus.OPEN:
+        return Transition(s, note=f"{ev.operation} result for a hold not being settled: ignored")
+    capture = ev.operation == Operation.CAPTURE
+    settling = (State.CAPTURING, State.CAPTURE_UNKNOWN, State.CAPTURE_RETRY) if capture else (
+        State.RELEASING, State.RELEASE_UNKNOWN, State.RELEASE_RETRY)  # fmt: skip
+    if s.state not in settling:
+        return Transition(s, note=f"{ev.operation} result in {s.state}: ignored")
+    if ev.outcome is Outcome.APPROVED and s.state is not settling[2]:  # a late approval is evidence too
+        return _settled(s, ev, hold, now, policy)
+    if s.state is not settling[0]:
+        return Transition(s, note=f"{ev.operation} {ev.outcome} in {s.state}: the enquiry decides")
+    # Declined, refused or lost: nothing is assumed. Ask the terminal what it holds and did.
+    s = _go(s, Trigger.LOST, notes=_note(s, f"{ev.operation} {ev.outcome}: {ev.message}"))
+    return _query(s, now, policy)
 
 
 def _preauth_result(s: Session, ev: e.TerminalResultArrived, now: datetime, policy: Policy) -> Transition:
+    if ev.outcome is Outcome.APPROVED and ev.receipt_no is None:
+        # Without the receipt number the hold could never be captured or released: not an approval.
+        s = _go(s, Trigger.LOST, notes=_note(s, "approval without a receipt number: asking the terminal"))
+        return _query(s, now, policy)
     if ev.outcome is Outcome.APPROVED:
+        assert ev.receipt_no is not None  # noqa: S101 - narrowed above
         approved = ev.amount_minor if ev.amount_minor is not None else s.hold_minor
+        scheme, validity = policy.validity.for_card(s.terminal, ev.card)
         s = replace(
             s,
-            authorized_minor=approved,
-            receipt_no=ev.receipt_no,
+            holds=(Hold(ev.receipt_no, approved, ev.trace_no),),
             card=dict(ev.card),
+            scheme=scheme,
             reference=authorization_reference(s.id),
-            expires_at=now + policy.hold_validity,
+            expires_at=now + validity,
         )
         if approved < min(policy.min_partial_minor, s.hold_minor):
-            return _release(replace(s, notes=(*s.notes, f"partial approval {approved} below minimum")))
+            s = _go(s, Trigger.APPROVED_LOW, notes=_note(s, f"partial approval {approved} below minimum"))
+            return _settle_command(_targets(s, 0), now, policy)
         cap = max(0, approved - policy.safety_margin_minor)
-        s = replace(s, state=State.AUTHORIZED, timer=("start", now + policy.start_timeout))
+        s = _go(s, Trigger.APPROVED, timer=(TimerKind.START, now + policy.start_timeout))
         return Transition(s, (c.AuthorizeCharger(f"{s.id}:authorize", s.id, s.evse, cap, s.currency),))
     if ev.outcome is Outcome.UNKNOWN:
-        return _query(replace(s, state=State.AUTH_UNKNOWN))
-    state = State.DECLINED if ev.outcome in (Outcome.DECLINED, Outcome.ABORTED) else State.FAILED
-    return _finish(replace(s, state=state, notes=(*s.notes, f"{ev.outcome}: {ev.message}")))
+        return _query(_go(s, Trigger.LOST), now, policy)
+    trigger = Trigger.DECLINED if ev.outcome in (Outcome.DECLINED, Outcome.ABORTED) else Trigger.REFUSED
+    return _finish(_go(s, trigger, notes=_note(s, f"{ev.outcome}: {ev.message}")))
 
 
-def _money_result(s: Session, ev: e.TerminalResultArrived, *, capture: bool) -> Transition:
-    if ev.outcome is Outcome.APPROVED:
-        if capture:
-            captured = min(ev.amount_minor if ev.amount_minor is not None else s.price_minor, s.authorized_minor)
-            note = () if captured == min(s.price_minor, s.authorized_minor) else (f"partial capture {captured}",)
-            done = _finish(
-                replace(
-                    s,
-                    state=State.COMPLETED,
-                    captured_minor=captured,
-                    released_minor=s.authorized_minor - captured,
-                    notes=(*s.notes, *note),
-                )
-            )
-            if not s.fiscal:
-                return done
-            receipt = c.ShowReceipt(f"{s.id}:receipt:capture", s.id, s.terminal, s.fiscal)  # fiscal data came first
-            return Transition(done.session, (*done.commands, receipt))
-        return _finish(replace(s, state=State.VOIDED, released_minor=s.authorized_minor))
-    # Declined, refused or lost: ask the terminal whether the hold is still open before anything else.
-    s = replace(s, notes=(*s.notes, f"{ev.operation} {ev.outcome}: {ev.message}"))
-    return _query(replace(s, state=State.CAPTURE_UNKNOWN if capture else State.RELEASE_UNKNOWN))
-
-
-def _next_try(s: Session, now: datetime, policy: Policy) -> datetime | None:
-    """When to try again (exponential backoff), or None once that would be too close to the
-    moment the hold lapses at the issuer."""
-    at = now + min(policy.retry_initial * (2**s.attempts), policy.retry_max)
-    limit = (s.expires_at or s.created_at + policy.hold_validity) - policy.give_up_before_expiry
-    return at if at < limit else None
-
-
-def _retry_or_fail(s: Session, now: datetime, policy: Policy, *, capture: bool) -> Transition:
-    at = _next_try(s, now, policy)
-    if at is None:
-        failed = State.CAPTURE_FAILED if capture else State.RELEASE_FAILED
-        # The hold lapses at the issuer: nothing captured, all of it counted as released.
-        return _finish(replace(s, state=failed, released_minor=s.authorized_minor, captured_minor=0))
-    retry = State.CAPTURE_RETRY if capture else State.RELEASE_RETRY
-    return Transition(replace(s, state=retry, attempts=s.attempts + 1, timer=("retry", at)))
+def _topup_result(s: Session, ev: e.TerminalResultArrived, now: datetime, policy: Policy) -> Transition:
+    if not s.topup_minor:
+        return Transition(s, note="top-up result not awaited: ignored")
+    if ev.outcome is Outcome.APPROVED and ev.receipt_no is not None:
+        added = ev.amount_minor if ev.amount_minor is not None else s.topup_minor
+        known = _hold(s, ev.receipt_no)
+        if known is not None:  # the terminal increased the same reservation
+            holds = tuple(replace(h, amount_minor=h.amount_minor + added) if h is known else h for h in s.holds)
+        else:  # a new reservation with its own receipt, settled on its own
+            target = 0 if s.state not in _CHARGING_STATES else None
+            holds = (*s.holds, Hold(ev.receipt_no, added, ev.trace_no, target_minor=target))
+        s = replace(s, holds=holds, topup_minor=0)
+    else:
+        why = "top-up result lost" if ev.outcome is Outcome.UNKNOWN else f"top-up refused: {ev.message}"
+        s = replace(s, topup_refused=True, topup_minor=0, notes=_note(s, f"{why}; the charge stops at the cap"))
+    if s.state is State.TOPPING_UP:
+        return Transition(_go(s, Trigger.TOPPED_UP, timer=_expiry_timer(s, now, policy)))
+    return Transition(s)
 
 
 def _open_preauths(s: Session, ev: e.OpenPreauthsReported, now: datetime, policy: Policy) -> Transition:
-    if s.state not in (State.AUTH_UNKNOWN, State.CAPTURE_UNKNOWN, State.RELEASE_UNKNOWN):
+    if s.state not in _UNKNOWN_STATES:
         return Transition(s, note="open pre-auths: not waiting for them")
     if ev.failed:
+        return _enquiry_failed(s, now, policy)
+    if s.state is State.AUTH_UNKNOWN:
+        return _adopt(s, ev, now, policy)
+    hold = s.current
+    assert hold is not None  # noqa: S101 - an unknown settlement always has an open hold
+    capture = s.state is State.CAPTURE_UNKNOWN
+    if hold.receipt_no in ev.receipts:  # the terminal still holds it: our command did not happen
         at = _next_try(s, now, policy)
         if at is None:
-            return _finish(
-                replace(
-                    s,
-                    state=State.FAILED,
-                    released_minor=s.authorized_minor,
-                    captured_minor=0,
-                    notes=(*s.notes, "terminal unreachable until the hold lapsed"),
-                )
-            )
-        return Transition(replace(s, attempts=s.attempts + 1, timer=("query", at)))
-    if s.state is State.AUTH_UNKNOWN:
-        if ev.orphans:  # our pre-auth went through but its result was lost: give the money back
-            s = replace(
-                s,
-                receipt_no=ev.orphans[0],
-                authorized_minor=s.hold_minor,
-                expires_at=now + policy.hold_validity,
-                notes=(*s.notes, "orphan pre-auth released"),
-            )
-            return _release(s)
-        return _finish(replace(s, state=State.FAILED, notes=(*s.notes, "no pre-authorisation was made")))
-    still_open = s.receipt_no in ev.receipts
-    if s.state is State.CAPTURE_UNKNOWN:
-        if still_open:
-            return _retry_or_fail(s, now, policy, capture=True)
-        return _finish(
-            replace(
-                s,
-                state=State.COMPLETED,
-                captured_minor=min(s.price_minor, s.authorized_minor),
-                released_minor=s.authorized_minor - min(s.price_minor, s.authorized_minor),
-                notes=(*s.notes, "capture confirmed by open pre-auth enquiry"),
-            )
-        )
-    if still_open:
-        return _retry_or_fail(s, now, policy, capture=False)
-    return _finish(
-        replace(
+            return _give_up(s, hold, now, policy, "still open as the hold is about to lapse", fate_known=True)
+        kind = "capture" if capture else "release"
+        return Transition(_go(s, Trigger.STILL_OPEN, timer=(TimerKind.RETRY, at), attempts=s.attempts + 1,
+                              notes=_note(s, f"hold {hold.receipt_no} still open: {kind} again later")))  # fmt: skip
+    if not capture:  # no longer held: released (or lapsed) — either way nothing is taken
+        done = replace(hold, released_minor=hold.amount_minor, status=HoldStatus.RELEASED)
+        s = replace(s, notes=_note(s, f"hold {hold.receipt_no} no longer open at the terminal: released"))
+        return _next(_replace_hold(s, hold, done), now, policy)
+    target = hold.target_minor or 0
+    last = ev.last
+    if (
+        last is not None and last.approved and last.receipt_no is not None
+        and last.receipt_no != hold.receipt_no and last.receipt_no not in ev.receipts
+        and last.amount_minor in (target, hold.amount_minor - target)
+    ):  # fmt: skip
+        done = replace(hold, captured_minor=target, released_minor=hold.amount_minor - target,
+                       status=HoldStatus.CAPTURED, booking_receipt=last.receipt_no)  # fmt: skip
+        s = replace(s, notes=_note(s, f"capture of hold {hold.receipt_no} confirmed by the terminal's last result"))
+        return _next(_replace_hold(s, hold, done), now, policy)
+    done = replace(hold, status=HoldStatus.UNCONFIRMED)
+    s = replace(s, notes=_note(s, f"hold {hold.receipt_no} gone from the terminal without evidence of the capture"))
+    return _next(_replace_hold(s, hold, done), now, policy)
+
+
+def _adopt(s: Session, ev: e.OpenPreauthsReported, now: datetime, policy: Policy) -> Transition:
+    """A pre-auth whose result was lost: adopt an open hold only when the terminal's last result
+    shows it and its amount fits ours — never by order of arrival; then give it back."""
+    last = ev.last
+    if (
+        last is not None and last.approved and last.receipt_no in ev.orphans
+        and last.amount_minor is not None and 0 < last.amount_minor <= s.hold_minor
+    ):  # fmt: skip
+        assert last.receipt_no is not None  # noqa: S101 - it is in the orphans
+        s = _go(
             s,
-            state=State.VOIDED,
-            released_minor=s.authorized_minor,
-            notes=(*s.notes, "release confirmed by open pre-auth enquiry"),
+            Trigger.ADOPTED,
+            holds=(Hold(last.receipt_no, last.amount_minor, target_minor=0),),
+            expires_at=now + policy.validity.default,
+            notes=_note(s, "our lost pre-auth found open: released"),
         )
-    )
+        return _settle_command(s, now, policy)
+    why = "no pre-authorisation was made"
+    if ev.orphans:
+        why = f"open holds {list(ev.orphans)} not attributable to this session: left to the terminal sweep"
+    return _finish(_go(s, Trigger.NO_HOLD, notes=_note(s, why)))
+
+
+def _enquiry_failed(s: Session, now: datetime, policy: Policy) -> Transition:
+    at = _next_try(s, now, policy)
+    if at is not None:
+        return Transition(replace(s, attempts=s.attempts + 1, timer=(TimerKind.QUERY, at)))
+    if s.state is State.AUTH_UNKNOWN:
+        note = "terminal unreachable: any hold it made is left to the terminal sweep"
+        return _finish(_go(s, Trigger.UNREACHABLE, notes=_note(s, note)))
+    hold = s.current
+    assert hold is not None  # noqa: S101 - an unknown settlement always has an open hold
+    return _give_up(s, hold, now, policy, "terminal unreachable until the hold lapsed", fate_known=False)
+
+
+def _give_up(s: Session, hold: Hold, now: datetime, policy: Policy, why: str, *, fate_known: bool) -> Transition:
+    """The hold cannot be settled before it lapses: say so on the hold (never as if done). A
+    capture whose fate the terminal could not tell us is unconfirmed, not lapsed."""
+    capture = s.state is State.CAPTURE_UNKNOWN and bool(hold.target_minor)
+    status = HoldStatus.UNCONFIRMED if capture and not fate_known else HoldStatus.LAPSED
+    s = replace(s, notes=_note(s, f"hold {hold.receipt_no}: {why}"))
+    return _next(_replace_hold(s, hold, replace(hold, status=status)), now, policy)
 
 
 def _charger_started(s: Session, ev: e.ChargerStarted, now: datetime, policy: Policy) -> Transition:
     if s.state is not State.AUTHORIZED:
         return Transition(s, note="charger started: not expected")
-    stop_at = (s.expires_at or now + policy.hold_validity) - policy.stop_before_expiry
-    return Transition(
-        replace(
-            s,
-            state=State.CHARGING,
-            meter_start_wh=ev.meter_wh,
-            readings=(Reading(now, 0, True),),
-            timer=("expiry", stop_at),
-        )
-    )
+    s = replace(s, meter_start_wh=ev.meter_wh, readings=(Reading(now, 0, True),))
+    return Transition(_go(s, Trigger.STARTED, timer=_expiry_timer(s, now, policy)))
 
 
 def _meter_value(s: Session, ev: e.MeterValue, now: datetime, policy: Policy) -> Transition:
-    if s.state not in (State.CHARGING, State.TOPPING_UP, State.STOPPING) or s.meter_start_wh is None:
+    if s.state not in _CHARGING_STATES or s.meter_start_wh is None:
         return Transition(s, note="meter value: not charging")
     energy = ev.meter_wh - s.meter_start_wh
     if s.readings and (now < s.readings[-1].at or energy < s.readings[-1].energy_wh):
@@ -388,83 +481,100 @@ def _meter_value(s: Session, ev: e.MeterValue, now: datetime, policy: Policy) ->
     s = _price(s, s.readings, policy)
     if s.state is State.STOPPING:
         return Transition(s)
+    can_topup = s.state is State.CHARGING and not s.topup_refused and s.terminal in policy.topup_terminals
+    extra = topup(policy.hold, s.authorized_minor, s.price_minor) if can_topup else None
+    if extra:
+        return _topup(s, extra, now, policy)
     if s.price_minor >= s.authorized_minor - policy.safety_margin_minor:
-        if s.state is State.CHARGING and not s.topup_refused:
-            extra = topup(policy.hold, s.authorized_minor, s.price_minor)
-            if extra and s.receipt_no is not None:
-                return _topup(s, extra)
         return _stop(s, now, policy, "cost cap reached")
-    if s.state is State.CHARGING and not s.topup_refused and s.receipt_no is not None:
-        extra = topup(policy.hold, s.authorized_minor, s.price_minor)
-        if extra:
-            return _topup(s, extra)
     return Transition(s)
 
 
 def _charger_stopped(s: Session, ev: e.ChargerStopped, now: datetime, policy: Policy) -> Transition:
     if s.state is State.AUTHORIZED:
-        return _release(replace(s, stop_reason=ev.reason, notes=(*s.notes, "charging never started")))
-    if s.state not in (State.CHARGING, State.TOPPING_UP, State.STOPPING) or s.meter_start_wh is None:
+        s = _go(s, Trigger.NOT_STARTED, stop_reason=ev.reason, notes=_note(s, "charging never started"))
+        return _settle_command(_targets(s, 0), now, policy)
+    if s.state not in _CHARGING_STATES or s.meter_start_wh is None:
         return Transition(s, note="charger stopped: not charging")
     energy, notes = _billed_energy(s, ev, policy)
     readings = (*s.readings, Reading(max(now, s.readings[-1].at), energy, True))
     s = replace(s, stop_reason=s.stop_reason or ev.reason, notes=(*s.notes, *notes), invoicer=ev.invoicer,
                 invoice_reference=ev.invoice_reference)  # fmt: skip
-    return _finalize(s, readings, policy)
+    return _finalize(s, readings, now, policy)
 
 
-def _charger_faulted(s: Session, ev: e.ChargerFaulted, policy: Policy) -> Transition:
+def _charger_faulted(s: Session, ev: e.ChargerFaulted, now: datetime, policy: Policy) -> Transition:
     if s.state is State.AUTHORIZED:
-        return _release(replace(s, stop_reason=ev.reason))
-    if s.state not in (State.CHARGING, State.TOPPING_UP, State.STOPPING):
+        s = _go(s, Trigger.NOT_STARTED, stop_reason=ev.reason, notes=_note(s, f"charger fault: {ev.reason}"))
+        return _settle_command(_targets(s, 0), now, policy)
+    if s.state not in _CHARGING_STATES:
         return Transition(s, note="fault: not charging")
     trusted = tuple(r for r in s.readings if r.trusted) or s.readings[:1]
     stop = c.StopCharger(f"{s.id}:stop:fault", s.id, s.evse, ev.reason)
-    done = _finalize(
-        replace(s, stop_reason=ev.reason, notes=(*s.notes, f"billed to last trusted reading: {ev.reason}")),
-        trusted,
-        policy,
-    )
+    s = replace(s, stop_reason=ev.reason, notes=_note(s, f"billed to last trusted reading: {ev.reason}"))
+    done = _finalize(s, trusted, now, policy)
     return Transition(done.session, (stop, *done.commands))
+
+
+def _unpaid_energy(s: Session, ev: e.ChargerStopped, now: datetime, policy: Policy) -> Transition:
+    """Energy reported for a session that already ended without billing it (an ambiguous
+    start whose hold was released, a CDR after the release): a debt, never dropped."""
+    delivered = (
+        ev.session_energy_wh if ev.session_energy_wh is not None else (ev.meter_wh or 0) - (s.meter_start_wh or 0)
+    )
+    if delivered <= 0 or s.billed_energy_wh > 0 or s.unpaid_energy_wh:
+        return Transition(s, note="final: ignored")
+    start = s.readings[0].at if s.readings else s.created_at
+    priced = _price(s, (Reading(start, 0, True), Reading(max(now, start), delivered, True)), policy)
+    s = replace(
+        s,
+        unpaid_energy_wh=delivered,
+        owed_minor=s.owed_minor + priced.price_minor,
+        notes=_note(s, f"{delivered} Wh delivered after the session ended unpaid: {priced.price_minor} owed"),
+    )
+    return Transition(s, (c.Enqueue(f"{s.id}:unpaid", f"session:{s.id}", "session.outcome", outcome_payload(s)),))
 
 
 def _timer(s: Session, ev: e.TimerFired, now: datetime, policy: Policy) -> Transition:
     if s.timer is None or s.timer[0] != ev.kind or now < s.timer[1]:
         return Transition(s, note="stale timer")
-    s = replace(s, timer=None)
-    if ev.kind == "start" and s.state is State.AUTHORIZED:
+    kind = TimerKind(ev.kind)
+    if kind == TimerKind.START and s.state is State.AUTHORIZED:
         stop = c.StopCharger(f"{s.id}:stop:start-timeout", s.id, s.evse, "charging did not start in time")
-        done = _release(replace(s, notes=(*s.notes, "charging did not start in time")))
+        s = _go(s, Trigger.NOT_STARTED, notes=_note(s, "charging did not start in time"))
+        done = _settle_command(_targets(s, 0), now, policy)
         return Transition(done.session, (stop, *done.commands))
-    if ev.kind == "expiry" and s.state in (State.CHARGING, State.TOPPING_UP):
+    if kind == TimerKind.EXPIRY and s.state is State.CHARGING:
         return _stop(s, now, policy, "hold validity ends soon")
-    if ev.kind == "stop" and s.state is State.STOPPING:
-        return _finalize(
-            replace(s, notes=(*s.notes, "no stop confirmation: billed to last reading")),
-            tuple(r for r in s.readings if r.trusted) or s.readings[:1],
-            policy,
-        )
-    if ev.kind == "retry" and s.state is State.CAPTURE_RETRY:
-        return _capture(s)
-    if ev.kind == "retry" and s.state is State.RELEASE_RETRY:
-        return _release(s)
-    if ev.kind == "query" and s.state in (State.AUTH_UNKNOWN, State.CAPTURE_UNKNOWN, State.RELEASE_UNKNOWN):
-        return _query(s)
-    return Transition(s, note=f"timer {ev.kind} in {s.state}: nothing to do")
+    if kind == TimerKind.STOP and s.state is State.STOPPING:
+        s = replace(s, notes=_note(s, "no stop confirmation: billed to last reading"))
+        return _finalize(s, tuple(r for r in s.readings if r.trusted) or s.readings[:1], now, policy)
+    if kind == TimerKind.RETRY and s.state in (State.CAPTURE_RETRY, State.RELEASE_RETRY):
+        return _settle_command(_go(s, Trigger.RETRY), now, policy)
+    if kind == TimerKind.QUERY and s.state in _UNKNOWN_STATES:
+        return _query(s, now, policy)
+    if kind == TimerKind.ANSWER:
+        if s.state in (State.AUTHORIZING, State.CAPTURING, State.RELEASING):
+            return _query(
+                _go(s, Trigger.LOST, notes=_note(s, f"no answer from the terminal in {s.state}")), now, policy
+            )
+        if s.state is State.TOPPING_UP:
+            lost = e.TerminalResultArrived(s.id, ev.event_id, Operation.TOPUP, Outcome.UNKNOWN)
+            return _topup_result(s, lost, now, policy)
+        if s.state in _UNKNOWN_STATES:
+            return _enquiry_failed(s, now, policy)
+    raise InvariantViolated(f"session {s.id}: timer {kind} armed in {s.state}")
 
 
-def _resumed(s: Session) -> Transition:
-    """After a restart: ask the terminal about anything that was in flight."""
-    if s.state is State.AUTHORIZING:
-        return _query(replace(s, state=State.AUTH_UNKNOWN))
-    if s.state is State.CAPTURING:
-        return _query(replace(s, state=State.CAPTURE_UNKNOWN))
-    if s.state is State.RELEASING:
-        return _query(replace(s, state=State.RELEASE_UNKNOWN))
-    if s.state in (State.AUTH_UNKNOWN, State.CAPTURE_UNKNOWN, State.RELEASE_UNKNOWN):
-        return _query(s)
-    if s.state is State.TOPPING_UP:  # its fate is unknown: keep the old hold as the cap
-        return Transition(replace(s, state=State.CHARGING, topup_refused=True, topup_minor=0))
+def _resumed(s: Session, now: datetime, policy: Policy) -> Transition:
+    """After a restart: ask the terminal about anything that was in flight, never repeat it."""
+    if s.state in (State.AUTHORIZING, State.CAPTURING, State.RELEASING):
+        return _query(_go(s, Trigger.LOST), now, policy)
+    if s.state in _UNKNOWN_STATES:
+        return _query(s, now, policy)
+    if s.state is State.TOPPING_UP:  # its fate is unknown: keep the old holds as the cap
+        lost = e.TerminalResultArrived(s.id, "resume", Operation.TOPUP, Outcome.UNKNOWN)
+        return _topup_result(s, lost, now, policy)
     if s.state is State.STOPPING:
         return Transition(s, (c.StopCharger(f"{s.id}:stop:resume", s.id, s.evse, s.stop_reason or "resume"),))
     return Transition(s)
@@ -478,6 +588,29 @@ def _fiscal(s: Session, ev: e.FiscalDataArrived) -> Transition:
 
 
 # ---- building blocks --------------------------------------------------------------------------
+
+
+def _hold(s: Session, receipt: int | None) -> Hold | None:
+    if receipt is None:
+        return s.current
+    return next((h for h in s.holds if h.receipt_no == receipt), None)
+
+
+def _replace_hold(s: Session, old: Hold, new: Hold) -> Session:
+    return replace(s, holds=tuple(new if h is old else h for h in s.holds))
+
+
+def _targets(s: Session, amount: int) -> Session:
+    """Spread ``amount`` over the holds in order: the first ones are captured, the rest released."""
+    left, holds = amount, []
+    for h in s.holds:
+        if h.status is not HoldStatus.OPEN:
+            holds.append(h)
+            continue
+        take = min(left, h.amount_minor)
+        holds.append(replace(h, target_minor=take))
+        left -= take
+    return replace(s, holds=tuple(holds))
 
 
 def _price(s: Session, readings: tuple[Reading, ...], policy: Policy) -> Session:
@@ -507,58 +640,107 @@ def _billed_energy(s: Session, ev: e.ChargerStopped, policy: Policy) -> tuple[in
     return energy, notes
 
 
-def _finalize(s: Session, readings: tuple[Reading, ...], policy: Policy) -> Transition:
-    s = _price(
-        replace(s, readings=readings, billed_energy_wh=readings[-1].energy_wh if readings else 0), readings, policy
-    )
-    if min(s.price_minor, s.authorized_minor) == 0:
-        return _release(s)
-    return _capture(replace(s, attempts=0))
+def _finalize(s: Session, readings: tuple[Reading, ...], now: datetime, policy: Policy) -> Transition:
+    energy = readings[-1].energy_wh if readings else 0
+    s = _price(replace(s, readings=readings, billed_energy_wh=energy), readings, policy)
+    if energy == 0 and not policy.bill_without_energy and s.price_minor:
+        s = replace(s, price_minor=0, price_excl="0", notes=_note(s, "no energy delivered: nothing billed"))
+    capture = min(s.price_minor, s.authorized_minor)
+    shortfall = s.price_minor - capture
+    if shortfall:
+        s = replace(s, shortfall_minor=shortfall,
+                    notes=_note(s, f"shortfall: priced {s.price_minor}, held {s.authorized_minor}"))  # fmt: skip
+    s = _go(s, Trigger.BILL if capture else Trigger.NOTHING_TO_BILL, attempts=0)
+    return _settle_command(_targets(s, capture), now, policy)
 
 
-def _receipt(s: Session) -> int:
-    if s.receipt_no is None:
-        raise InvariantViolated(f"session {s.id} in {s.state} has no receipt number")
-    return s.receipt_no
+def _settle_command(s: Session, now: datetime, policy: Policy) -> Transition:
+    """The command that settles the current hold in the session's (capturing/releasing) state."""
+    hold = s.current
+    if hold is None:
+        raise InvariantViolated(f"session {s.id} in {s.state} has no open hold to settle")
+    s = replace(s, timer=(TimerKind.ANSWER, now + policy.answer_timeout))
+    if s.state is State.CAPTURING:
+        target = hold.target_minor or 0
+        cmd: c.Command = c.Capture(f"{s.id}:capture:{hold.receipt_no}", s.id, s.terminal, hold.receipt_no,
+                                   hold.amount_minor, target, s.currency, s.id[:16])  # fmt: skip
+    else:
+        cmd = c.Release(f"{s.id}:release:{hold.receipt_no}", s.id, s.terminal, hold.receipt_no, hold.amount_minor,
+                        s.currency)  # fmt: skip
+    return Transition(s, (cmd,))
 
 
-def _capture(s: Session) -> Transition:
-    amount = min(s.price_minor, s.authorized_minor)
-    s = replace(s, state=State.CAPTURING, timer=None)
-    return Transition(
-        s,
-        (
-            c.Capture(
-                f"{s.id}:capture",
-                s.id,
-                s.terminal,
-                _receipt(s),
-                s.authorized_minor,
-                amount,
-                s.currency,
-                s.id[:16],
-            ),
-        ),
-    )
+def _settled(s: Session, ev: e.TerminalResultArrived, hold: Hold, now: datetime, policy: Policy) -> Transition:
+    """The terminal approved our capture or release of ``hold``: book what was *asked*."""
+    if ev.operation == Operation.CAPTURE:
+        target = hold.target_minor or 0
+        if ev.amount_minor is not None and ev.amount_minor not in (target, hold.amount_minor - target):
+            s = replace(s, discrepancies=(*s.discrepancies, f"capture of hold {hold.receipt_no}: asked {target} of "
+                        f"{hold.amount_minor}, terminal answered {ev.amount_minor}"))  # fmt: skip
+        done = replace(hold, captured_minor=target, released_minor=hold.amount_minor - target,
+                       status=HoldStatus.CAPTURED, booking_receipt=ev.receipt_no)  # fmt: skip
+    else:
+        done = replace(hold, released_minor=hold.amount_minor, status=HoldStatus.RELEASED,
+                       booking_receipt=ev.receipt_no)  # fmt: skip
+    return _next(_replace_hold(s, hold, done), now, policy)
 
 
-def _release(s: Session) -> Transition:
-    s = replace(s, state=State.RELEASING, timer=None)
-    return Transition(s, (c.Release(f"{s.id}:release", s.id, s.terminal, _receipt(s), s.authorized_minor, s.currency),))
+def _next(s: Session, now: datetime, policy: Policy) -> Transition:
+    """One hold is settled: settle the next one, or finish with a state that sums them up."""
+    hold = s.current
+    if hold is not None:
+        trigger = Trigger.NEXT_CAPTURE if hold.target_minor else Trigger.NEXT_RELEASE
+        return _settle_command(_go(s, trigger, attempts=0), now, policy)
+    statuses = {(h.status, bool(h.target_minor)) for h in s.holds}
+    if any(status is HoldStatus.UNCONFIRMED for status, _ in statuses):
+        trigger = Trigger.CAPTURE_UNPROVEN
+    elif (HoldStatus.LAPSED, True) in statuses:
+        trigger = Trigger.CAPTURE_LAPSED
+    elif (HoldStatus.LAPSED, False) in statuses:
+        trigger = Trigger.RELEASE_LAPSED
+    elif s.captured_minor:
+        trigger = Trigger.ALL_CAPTURED
+    else:
+        trigger = Trigger.ALL_RELEASED
+    s = _go(s, trigger, owed_minor=max(0, s.price_minor - s.captured_minor))
+    done = _finish(s)
+    if s.state is State.COMPLETED and s.fiscal:  # fiscal data came first: print it with the capture
+        receipt = c.ShowReceipt(f"{s.id}:receipt:capture", s.id, s.terminal, s.fiscal)
+        return Transition(done.session, (*done.commands, receipt))
+    return done
 
 
-def _query(s: Session) -> Transition:
-    return Transition(replace(s, timer=None), (c.QueryOpenPreauths(f"{s.id}:query:{s.attempts}", s.id, s.terminal),))
+def _next_try(s: Session, now: datetime, policy: Policy) -> datetime | None:
+    """When to ask or try again (exponential backoff), or None once that would be too close to
+    the moment the hold lapses (or, for a lost pre-auth, past the time to resolve it)."""
+    at = now + min(policy.retry_initial * (2**s.attempts), policy.retry_max)
+    if s.state is State.AUTH_UNKNOWN or s.expires_at is None:
+        limit = s.created_at + policy.resolve_auth_within
+    else:
+        limit = s.expires_at - policy.give_up_before_expiry
+    return at if at < limit else None
 
 
-def _topup(s: Session, extra: int) -> Transition:
-    receipt = _receipt(s)
-    s = replace(s, state=State.TOPPING_UP, topup_minor=extra)
-    return Transition(s, (c.TopUp(f"{s.id}:topup:{s.authorized_minor}", s.id, s.terminal, receipt, extra, s.currency),))
+def _query(s: Session, now: datetime, policy: Policy) -> Transition:
+    s = replace(s, timer=(TimerKind.ANSWER, now + policy.answer_timeout))
+    return Transition(s, (c.QueryOpenPreauths(f"{s.id}:query:{s.attempts}", s.id, s.terminal),))
+
+
+def _expiry_timer(s: Session, now: datetime, policy: Policy) -> tuple[TimerKind, datetime]:
+    expires = s.expires_at or now + policy.validity.default
+    return TimerKind.EXPIRY, max(now, expires - policy.stop_before_expiry)
+
+
+def _topup(s: Session, extra: int, now: datetime, policy: Policy) -> Transition:
+    first = s.holds[0]
+    s = _go(s, Trigger.TOP_UP, topup_minor=extra, timer=(TimerKind.ANSWER, now + policy.answer_timeout))
+    key = f"{s.id}:topup:{s.authorized_minor}"
+    return Transition(s, (c.TopUp(key, s.id, s.terminal, first.receipt_no, extra, s.currency, first.trace_no,
+                                  s.id[:16]),))  # fmt: skip
 
 
 def _stop(s: Session, now: datetime, policy: Policy, reason: str) -> Transition:
-    s = replace(s, state=State.STOPPING, stop_reason=reason, timer=("stop", now + policy.stop_timeout))
+    s = _go(s, Trigger.CAP, stop_reason=reason, timer=(TimerKind.STOP, now + policy.stop_timeout))
     return Transition(s, (c.StopCharger(f"{s.id}:stop", s.id, s.evse, reason),))
 
 
@@ -579,6 +761,10 @@ def outcome_payload(s: Session) -> dict[str, Any]:
         "authorized_minor": s.authorized_minor,
         "captured_minor": s.captured_minor,
         "released_minor": s.released_minor,
+        "open_minor": s.open_minor,
+        "owed_minor": s.owed_minor,
+        "shortfall_minor": s.shortfall_minor,
+        "unpaid_energy_wh": s.unpaid_energy_wh,
         "price_minor": s.price_minor,
         "price_excl": s.price_excl,
         "energy_wh": s.billed_energy_wh,
@@ -587,81 +773,7 @@ def outcome_payload(s: Session) -> dict[str, Any]:
         "evse": s.evse,
         "card": dict(s.card),
         "notes": list(s.notes),
+        "discrepancies": list(s.discrepancies),
         "invoicer": s.invoicer,
         "invoice_reference": s.invoice_reference,
     }
-
-
-# ---- persistence (plain JSON for the store) -------------------------------------------------
-
-
-def to_json(s: Session) -> dict[str, Any]:
-    return {
-        "id": s.id,
-        "evse": s.evse,
-        "terminal": s.terminal,
-        "currency": s.currency,
-        "state": s.state.value,
-        "created_at": s.created_at.isoformat(),
-        "hold_minor": s.hold_minor,
-        "authorized_minor": s.authorized_minor,
-        "captured_minor": s.captured_minor,
-        "released_minor": s.released_minor,
-        "price_minor": s.price_minor,
-        "price_excl": s.price_excl,
-        "reference": s.reference,
-        "receipt_no": s.receipt_no,
-        "card": dict(s.card),
-        "expires_at": s.expires_at.isoformat() if s.expires_at else None,
-        "meter_start_wh": s.meter_start_wh,
-        "readings": [[r.at.isoformat(), r.energy_wh, r.trusted] for r in s.readings],
-        "billed_energy_wh": s.billed_energy_wh,
-        "timer": [s.timer[0], s.timer[1].isoformat()] if s.timer else None,
-        "attempts": s.attempts,
-        "topup_refused": s.topup_refused,
-        "topup_minor": s.topup_minor,
-        "stop_reason": s.stop_reason,
-        "notes": list(s.notes),
-        "fiscal": list(s.fiscal),
-        "tariff_id": s.tariff_id,
-        "invoicer": s.invoicer,
-        "invoice_reference": s.invoice_reference,
-    }
-
-
-def from_json(d: dict[str, Any]) -> Session:
-    def when(text: str | None) -> datetime | None:
-        return datetime.fromisoformat(text) if text else None
-
-    created = datetime.fromisoformat(d["created_at"])
-    return Session(
-        id=d["id"],
-        evse=d["evse"],
-        terminal=d["terminal"],
-        currency=d["currency"],
-        state=State(d["state"]),
-        created_at=created,
-        hold_minor=d["hold_minor"],
-        authorized_minor=d["authorized_minor"],
-        captured_minor=d["captured_minor"],
-        released_minor=d["released_minor"],
-        price_minor=d["price_minor"],
-        price_excl=d.get("price_excl", "0"),
-        reference=d["reference"],
-        receipt_no=d["receipt_no"],
-        card=dict(d["card"]),
-        expires_at=when(d["expires_at"]),
-        meter_start_wh=d["meter_start_wh"],
-        readings=tuple(Reading(datetime.fromisoformat(at), wh, trusted) for at, wh, trusted in d["readings"]),
-        billed_energy_wh=d["billed_energy_wh"],
-        timer=(d["timer"][0], datetime.fromisoformat(d["timer"][1])) if d["timer"] else None,
-        attempts=d["attempts"],
-        topup_refused=d["topup_refused"],
-        topup_minor=d["topup_minor"],
-        stop_reason=d["stop_reason"],
-        notes=tuple(d["notes"]),
-        fiscal=tuple(d["fiscal"]),
-        tariff_id=d.get("tariff_id"),
-        invoicer=d.get("invoicer"),
-        invoice_reference=d.get("invoice_reference"),
-    )

@@ -14,7 +14,8 @@ from datetime import datetime
 
 from gateway.payments import commands as c
 from gateway.payments import events as e
-from gateway.payments.session import FINAL, Policy, Session, State, from_json, to_json, transition
+from gateway.payments.record import from_json, to_json
+from gateway.payments.session import FINAL, HoldStatus, Policy, Session, State, transition
 from gateway.store import JournalEntry, OutboxMessage, PaymentRecord, SessionRecord, Step, Store, TerminalRecord
 
 _LOGGER = logging.getLogger(__name__)
@@ -40,16 +41,25 @@ class EngineHost:
     def open_sessions(self) -> list[Session]:
         return [from_json(r["data"]) for r in self.store.sessions(open_only=True, limit=100_000)]
 
-    def sweep(self, terminal: str, open_receipts: tuple[int, ...], currency: str, sweep_id: str) -> list[c.Command]:
-        """Terminal-level reconciliation: release every open hold no open session owns.
+    def owned_receipts(self, terminal: str, besides: str | None = None) -> set[int]:
+        """Receipts of holds some session answers for: every hold of an open session, and the
+        still-valid holds of a final session that owes money (its capture may yet be proven or
+        retried; the sweep must never release the hold that secures a debt)."""
+        now = self.clock()
+        owners = [s for s in self.open_sessions() if s.terminal == terminal and s.id != besides]
+        owing = [from_json(r["data"]) for r in self.store.sessions(owing=True, limit=100_000)]
+        owners += [s for s in owing if s.terminal == terminal and s.expires_at is not None and s.expires_at > now]
+        return {h.receipt_no for s in owners for h in s.holds}
 
-        Skipped while a pre-authorisation on this terminal is in flight or unresolved: its
-        fresh hold would look like an orphan before its result is stored."""
-        # A final session's old receipt number may be reused for a new hold: only open sessions own one.
+    def sweep(self, terminal: str, open_receipts: tuple[int, ...], currency: str, sweep_id: str) -> list[c.Command]:
+        """Terminal-level reconciliation: release every open hold no session answers for.
+
+        Skipped while a pre-authorisation or top-up on this terminal is in flight or
+        unresolved: its fresh hold would look like an orphan before its result is stored."""
         here = [s for s in self.open_sessions() if s.terminal == terminal]
-        if any(s.state in (State.AUTHORIZING, State.AUTH_UNKNOWN) for s in here):
+        if any(s.state in _MAKING_HOLDS for s in here):
             return []
-        owned = {s.receipt_no for s in here if s.receipt_no is not None}
+        owned = self.owned_receipts(terminal)
         commands: list[c.Command] = []
         for receipt in sorted(set(open_receipts) - owned):
             sid = f"orphan-{terminal}-{receipt}-{sweep_id}"
@@ -79,9 +89,9 @@ class EngineHost:
         hold; and not at all while another pre-auth on the terminal is in flight (its fresh hold
         is not owned yet): the enquiry is then repeated later."""
         others = [s for s in self.open_sessions() if s.terminal == session.terminal and s.id != session.id]
-        if session.state is State.AUTH_UNKNOWN and any(s.state is State.AUTHORIZING for s in others):
+        if session.state is State.AUTH_UNKNOWN and any(s.state in _MAKING_HOLDS for s in others):
             return replace(event, orphans=(), failed=True)
-        owned = {s.receipt_no for s in others if s.receipt_no is not None}
+        owned = self.owned_receipts(session.terminal, besides=session.id)
         return replace(event, orphans=tuple(r for r in event.receipts if r not in owned))
 
     def handle(self, event: e.Event) -> Handled:
@@ -126,26 +136,49 @@ class EngineHost:
         ]
         return Step(
             key=f"{after.id}:{event.event_id}",
-            sessions=[SessionRecord(after.id, after.state.value, to_json(after), final=after.state in FINAL)],
+            sessions=[
+                SessionRecord(
+                    after.id,
+                    after.state.value,
+                    to_json(after),
+                    final=after.state in FINAL,
+                    owed_minor=after.owed_minor,
+                    terminal=after.terminal,
+                )
+            ],
             payments=_payments(after),
             journal=journal,
             outbox=outbox,
         )
 
 
+_MAKING_HOLDS = (State.AUTHORIZING, State.AUTH_UNKNOWN, State.TOPPING_UP)
+
+
 def _payments(s: Session) -> list[PaymentRecord]:
-    """The money view of a session, one row per kind, for reconciliation queries."""
+    """The money view of a session, one row per hold and per settlement, for reconciliation."""
     rows = []
-    if s.authorized_minor or s.state not in (
-        State.AUTHORIZING,
-        State.AUTH_UNKNOWN,
-        State.DECLINED,
-        State.FAILED,
-    ):
-        rows.append(PaymentRecord(f"{s.id}:preauth", s.id, "preauth", "approved" if s.authorized_minor else "none",
-                                  s.authorized_minor, s.currency, {"receipt_no": s.receipt_no}))  # fmt: skip
-    if s.captured_minor:
-        rows.append(PaymentRecord(f"{s.id}:capture", s.id, "capture", "done", s.captured_minor, s.currency))
-    if s.released_minor:
-        rows.append(PaymentRecord(f"{s.id}:release", s.id, "release", "done", s.released_minor, s.currency))
+    for h in s.holds:
+        base = f"{s.id}:{h.receipt_no}"
+        detail = {"receipt_no": h.receipt_no, "status": h.status.value, "booking_receipt": h.booking_receipt}
+        rows.append(PaymentRecord(f"{base}:preauth", s.id, "preauth", "approved", h.amount_minor, s.currency, detail))
+        if h.captured_minor:
+            rows.append(PaymentRecord(f"{base}:capture", s.id, "capture", "done", h.captured_minor, s.currency, detail))
+        if h.released_minor:
+            rows.append(PaymentRecord(f"{base}:release", s.id, "release", "done", h.released_minor, s.currency, detail))
+        if h.status in (HoldStatus.LAPSED, HoldStatus.UNCONFIRMED):
+            rows.append(PaymentRecord(f"{base}:{h.status.value}", s.id, h.status.value, "open", h.open_minor,
+                                      s.currency, detail))  # fmt: skip
+    if s.owed_minor:
+        rows.append(
+            PaymentRecord(
+                f"{s.id}:owed",
+                s.id,
+                "owed",
+                "open",
+                s.owed_minor,
+                s.currency,
+                {"shortfall_minor": s.shortfall_minor, "unpaid_energy_wh": s.unpaid_energy_wh},
+            )
+        )
     return rows

@@ -14,6 +14,7 @@ from drivers.zvt.terminal import ZvtOptions, ZvtTerminal
 from gateway.errors import ConfigError
 from gateway.ocpi.charger import OcpiChargerLink
 from gateway.payments.preauth import HoldPolicy
+from gateway.payments.schemes import Validity
 from gateway.payments.session import Policy
 from gateway.payments.tariff import tariff_from_ocpi
 from gateway.runtime.charger import ChargerLink, SimulatedCharger
@@ -50,10 +51,25 @@ def build_policy(settings: Settings) -> Policy:
         tz=ZoneInfo(settings.site.timezone),
         start_timeout=timedelta(seconds=p.start_timeout_s),
         retry_initial=timedelta(seconds=p.retry_initial_s),
-        hold_validity=timedelta(hours=p.hold_validity_hours),
+        validity=_validity(settings),
+        answer_timeout=timedelta(seconds=p.answer_timeout_s),
+        bill_without_energy=p.bill_without_energy,
+        topup_terminals=frozenset(t.id for t in settings.terminals if t.incremental),
         stop_before_expiry=timedelta(hours=p.stop_before_expiry_hours),
         safety_margin_minor=_minor(p.safety_margin, cur),
         min_partial_minor=_minor(p.min_partial_approval, cur),
+    )
+
+
+def _validity(settings: Settings) -> Validity:
+    def hours(table: dict[str, int]) -> dict[str, timedelta]:
+        return {scheme: timedelta(hours=h) for scheme, h in table.items()}
+
+    table = hours(settings.pricing.hold_validity_hours)
+    return Validity(
+        default=table.pop("default", Validity().default),
+        schemes=table,
+        terminals={t.id: hours(t.hold_validity_hours) for t in settings.terminals if t.hold_validity_hours},
     )
 
 
@@ -62,7 +78,8 @@ def build_terminals(settings: Settings) -> dict[str, PaymentTerminal]:
     for t in settings.terminals:
         transport, serial_framing = open_transport(t.device)
         password = t.password.reveal() if t.password else "000000"
-        options = ZvtOptions(password=password, currency=t.currency or settings.site.currency)
+        options = ZvtOptions(password=password, currency=t.currency or settings.site.currency,
+                             capture_mode=t.capture_mode, incremental=t.incremental)  # fmt: skip
         terminals[t.id] = ZvtTerminal(t.id, transport, serial_framing=serial_framing, options=options)
     return terminals
 

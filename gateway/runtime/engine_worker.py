@@ -21,6 +21,7 @@ from drivers.money import Money
 from gateway.errors import StoreError
 from gateway.payments import commands as c
 from gateway.payments import events as e
+from gateway.payments.events import Operation
 from gateway.payments.session import Session
 from gateway.runtime.charger import ChargerEvent, ChargerLink
 from gateway.runtime.engine_host import EngineHost
@@ -181,55 +182,89 @@ class EngineWorker:
             self._spawn(self.charger.authorize(cmd.evse, cmd.session_id, cmd.max_cost_minor, cmd.currency), cmd.key)
         elif isinstance(cmd, c.StopCharger):
             self._spawn(self.charger.stop(cmd.evse, cmd.session_id, cmd.reason), cmd.key)
-        elif isinstance(cmd, c.Enqueue):
-            pass  # already in the outbox, written by the step
-        else:
+        elif isinstance(cmd, c.TERMINAL_COMMANDS):
             self._spawn(self._terminal(cmd), cmd.key)
+        # c.Enqueue: already in the outbox, written by the step
 
-    async def _terminal(self, cmd: c.Command) -> None:
-        if isinstance(cmd, c.Enqueue | c.AuthorizeCharger | c.StopCharger):
-            return
-        terminal = self.terminals.get(cmd.terminal)
+    async def _terminal(self, cmd: c.TerminalCommand) -> None:
+        """Carry out one terminal command. Whatever happens — an unknown terminal, a driver
+        exception — the session hears back, so it never waits without an answer."""
         attempt = uuid.uuid4().hex[:8]
-        if terminal is None:
-            _LOGGER.error("engine.unknown_terminal", extra={"terminal": cmd.terminal, "session": cmd.session_id})
-            return
+        terminal = self.terminals.get(cmd.terminal)
+        try:
+            if terminal is None:
+                _LOGGER.error("engine.unknown_terminal", extra={"terminal": cmd.terminal, "session": cmd.session_id})
+                result = TerminalResult("-", Outcome.ERROR, f"terminal {cmd.terminal!r} is not configured")
+            else:
+                result = await self._run(terminal, cmd, attempt)
+        except StoreError:
+            raise
+        except Exception as exc:  # a driver bug must not strand a session: its money command's fate is unknown
+            _LOGGER.exception("engine.terminal_error", extra={"terminal": cmd.terminal, "session": cmd.session_id})
+            result = TerminalResult("-", Outcome.UNKNOWN, f"driver error: {type(exc).__name__}: {exc}")
         if isinstance(cmd, c.QueryOpenPreauths):
-            result = await terminal.open_preauthorizations()
+            last = None
+            if result.approved and terminal is not None:
+                last = await self._last_result(terminal)
             self.submit(e.OpenPreauthsReported(cmd.session_id, f"{cmd.key}:{attempt}", result.open_receipts,
-                                               failed=not result.approved))  # fmt: skip
-            return
-        if isinstance(cmd, c.ShowReceipt):
-            await terminal.print_text(cmd.lines)
-            return
-        if isinstance(cmd, c.TopUp):  # no ZVT top-up yet: the engine stops at the cap instead
-            self.submit(e.TerminalResultArrived(cmd.session_id, f"{cmd.key}:{attempt}", "topup", Outcome.ERROR,
-                                                message="top-up not supported by this terminal"))  # fmt: skip
-            return
-        op = {c.Preauthorize: "preauthorize", c.Capture: "capture", c.Release: "release"}[type(cmd)]
+                                               failed=not result.approved, last=last))  # fmt: skip
+        elif not isinstance(cmd, c.ShowReceipt):
+            self.submit(self._event(cmd, f"{cmd.key}:{attempt}", result))
 
+    async def _run(self, terminal: PaymentTerminal, cmd: c.TerminalCommand, attempt: str) -> TerminalResult:
         async def persist(result: TerminalResult) -> None:
             # Stored before the terminal hears we have it (ZVT: before 80 00 to the 04 0F).
-            self._process(self._event(cmd.session_id, f"{cmd.key}:{attempt}:held", op, result))
+            self._process(self._event(cmd, f"{cmd.key}:{attempt}:held", result))
 
-        if isinstance(cmd, c.Preauthorize):
-            result = await terminal.preauthorize(Money(cmd.amount_minor, cmd.currency), cmd.reference, persist)
-        elif isinstance(cmd, c.Capture):
-            result = await terminal.capture(cmd.receipt_no, Money(cmd.held_minor, cmd.currency),
-                                            Money(cmd.amount_minor, cmd.currency), cmd.reference, persist)  # fmt: skip
-        else:
-            result = await terminal.release(cmd.receipt_no, Money(cmd.held_minor, cmd.currency), persist)
-        self.submit(self._event(cmd.session_id, f"{cmd.key}:{attempt}", op, result))
+        match cmd:
+            case c.QueryOpenPreauths():
+                return await terminal.open_preauthorizations()
+            case c.ShowReceipt():
+                return await terminal.print_text(cmd.lines)
+            case c.Preauthorize():
+                return await terminal.preauthorize(Money(cmd.amount_minor, cmd.currency), cmd.reference, persist)
+            case c.TopUp():
+                return await terminal.add_hold(cmd.receipt_no, cmd.trace_no, Money(cmd.amount_minor, cmd.currency),
+                                               cmd.reference, persist)  # fmt: skip
+            case c.Capture():
+                return await terminal.capture(
+                    cmd.receipt_no,
+                    Money(cmd.held_minor, cmd.currency),
+                    Money(cmd.amount_minor, cmd.currency),
+                    cmd.reference,
+                    persist,
+                )
+            case c.Release():
+                return await terminal.release(cmd.receipt_no, Money(cmd.held_minor, cmd.currency), persist)
+        raise AssertionError(f"not a terminal command: {cmd}")
+
+    async def _last_result(self, terminal: PaymentTerminal) -> e.LastResult | None:
+        """The terminal's repeat of its last result (evidence for a lost capture or pre-auth)."""
+        try:
+            last = await terminal.last_result()
+        except StoreError:
+            raise
+        except Exception:  # evidence is optional: without it nothing is booked
+            _LOGGER.exception("engine.last_result_failed", extra={"terminal": terminal.name})
+            return None
+        if last.outcome is Outcome.UNKNOWN or last.result_code is None:
+            return None
+        amount = last.amount.minor if last.amount else None
+        return e.LastResult(last.approved, last.receipt_no, amount)
 
     @staticmethod
-    def _event(session_id: str, event_id: str, op: str, result: TerminalResult) -> e.TerminalResultArrived:
+    def _event(cmd: c.TerminalCommand, event_id: str, result: TerminalResult) -> e.TerminalResultArrived:
+        op = {c.Preauthorize: Operation.PREAUTHORIZE, c.TopUp: Operation.TOPUP, c.Capture: Operation.CAPTURE,
+              c.Release: Operation.RELEASE}[type(cmd)]  # fmt: skip
         card = {}
         if result.card is not None:
             card = {k: v for k, v in (("masked_pan", result.card.masked_pan), ("brand", result.card.brand),
                                       ("aid", result.card.aid)) if v}  # fmt: skip
+        for_receipt = cmd.receipt_no if isinstance(cmd, c.Capture | c.Release | c.TopUp) else None
         return e.TerminalResultArrived(
-            session_id, event_id, op, result.outcome,
+            cmd.session_id, event_id, op, result.outcome,
             result.amount.minor if result.amount else None, result.receipt_no, result.message, card,
+            for_receipt, result.trace_no,
         )  # fmt: skip
 
     async def _sweeper(self, stopping: asyncio.Event) -> None:

@@ -20,6 +20,8 @@ class SessionRecord:
     state: str
     data: Json
     final: bool = False
+    owed_minor: int = 0
+    terminal: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

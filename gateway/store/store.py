@@ -95,11 +95,11 @@ class Store:
         c.execute("INSERT INTO steps (key, applied_at) VALUES (?, ?)", (step.key, at))
         for s in step.sessions:
             c.execute(
-                "INSERT INTO sessions (id, state, final, data, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)"
+                "INSERT INTO sessions (id, state, final, data, created_at, updated_at, owed_minor, terminal)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT(id) DO UPDATE SET state = excluded.state, final = excluded.final,"
-                " data = excluded.data, updated_at = excluded.updated_at",
-                (s.id, s.state, int(s.final), _journal.dumps(s.data), at, at),
+                " data = excluded.data, updated_at = excluded.updated_at, owed_minor = excluded.owed_minor",
+                (s.id, s.state, int(s.final), _journal.dumps(s.data), at, at, s.owed_minor, s.terminal),
             )
         for p in step.payments:
             c.execute(
@@ -171,8 +171,10 @@ class Store:
         )
         return _session_dict(rows[0]) if rows else None
 
-    def sessions(self, *, open_only: bool = False, limit: int = 100) -> list[dict[str, Any]]:
-        where = " WHERE final = 0" if open_only else ""
+    def sessions(self, *, open_only: bool = False, owing: bool = False, limit: int = 100) -> list[dict[str, Any]]:
+        """Newest first; ``open_only``: not final; ``owing``: sessions that owe money (any state)."""
+        clauses = [c for c, on in (("final = 0", open_only), ("owed_minor > 0", owing)) if on]
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
         rows = self._query(
             "SELECT id, state, final, data, created_at, updated_at FROM sessions"
             f"{where} ORDER BY created_at DESC LIMIT ?",

@@ -1,0 +1,130 @@
+"""A session as plain JSON for the store, and back. Rows written before holds were a list
+(one ``receipt_no`` and ``authorized_minor``) still load: they become a one-hold session."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from gateway.payments.events import TimerKind
+from gateway.payments.session import Hold, HoldStatus, Reading, Session, State
+
+
+def to_json(s: Session) -> dict[str, Any]:
+    return {
+        "id": s.id,
+        "evse": s.evse,
+        "terminal": s.terminal,
+        "currency": s.currency,
+        "state": s.state.value,
+        "created_at": s.created_at.isoformat(),
+        "hold_minor": s.hold_minor,
+        "holds": [_hold_json(h) for h in s.holds],
+        # The money view, derived (kept for readers of the row: CLI, reconciliation queries).
+        "authorized_minor": s.authorized_minor,
+        "captured_minor": s.captured_minor,
+        "released_minor": s.released_minor,
+        "open_minor": s.open_minor,
+        "receipt_no": s.receipt_no,
+        "price_minor": s.price_minor,
+        "price_excl": s.price_excl,
+        "owed_minor": s.owed_minor,
+        "shortfall_minor": s.shortfall_minor,
+        "unpaid_energy_wh": s.unpaid_energy_wh,
+        "reference": s.reference,
+        "card": dict(s.card),
+        "scheme": s.scheme,
+        "expires_at": s.expires_at.isoformat() if s.expires_at else None,
+        "meter_start_wh": s.meter_start_wh,
+        "readings": [[r.at.isoformat(), r.energy_wh, r.trusted] for r in s.readings],
+        "billed_energy_wh": s.billed_energy_wh,
+        "timer": [s.timer[0].value, s.timer[1].isoformat()] if s.timer else None,
+        "attempts": s.attempts,
+        "topup_refused": s.topup_refused,
+        "topup_minor": s.topup_minor,
+        "stop_reason": s.stop_reason,
+        "notes": list(s.notes),
+        "discrepancies": list(s.discrepancies),
+        "fiscal": list(s.fiscal),
+        "tariff_id": s.tariff_id,
+        "invoicer": s.invoicer,
+        "invoice_reference": s.invoice_reference,
+    }
+
+
+def _hold_json(h: Hold) -> dict[str, Any]:
+    return {
+        "receipt_no": h.receipt_no,
+        "amount_minor": h.amount_minor,
+        "trace_no": h.trace_no,
+        "target_minor": h.target_minor,
+        "captured_minor": h.captured_minor,
+        "released_minor": h.released_minor,
+        "status": h.status.value,
+        "booking_receipt": h.booking_receipt,
+    }
+
+
+def _holds(d: dict[str, Any]) -> tuple[Hold, ...]:
+    if "holds" in d:
+        return tuple(
+            Hold(
+                h["receipt_no"],
+                h["amount_minor"],
+                h.get("trace_no"),
+                h.get("target_minor"),
+                h["captured_minor"],
+                h["released_minor"],
+                HoldStatus(h["status"]),
+                h.get("booking_receipt"),
+            )
+            for h in d["holds"]
+        )
+    if d.get("receipt_no") is None:
+        return ()
+    captured, released, held = d["captured_minor"], d["released_minor"], d["authorized_minor"]
+    status = HoldStatus.OPEN
+    if captured + released == held and State(d["state"]) in (State.COMPLETED, State.VOIDED):
+        status = HoldStatus.CAPTURED if captured else HoldStatus.RELEASED
+    elif State(d["state"]) in (State.CAPTURE_FAILED, State.RELEASE_FAILED):
+        status, captured, released = HoldStatus.LAPSED, 0, 0
+    return (Hold(d["receipt_no"], held, None, None, captured, released, status),)
+
+
+def from_json(d: dict[str, Any]) -> Session:
+    def when(text: str | None) -> datetime | None:
+        return datetime.fromisoformat(text) if text else None
+
+    return Session(
+        id=d["id"],
+        evse=d["evse"],
+        terminal=d["terminal"],
+        currency=d["currency"],
+        state=State(d["state"]),
+        created_at=datetime.fromisoformat(d["created_at"]),
+        hold_minor=d["hold_minor"],
+        holds=_holds(d),
+        price_minor=d["price_minor"],
+        price_excl=d.get("price_excl", "0"),
+        owed_minor=d.get("owed_minor", 0),
+        shortfall_minor=d.get("shortfall_minor", 0),
+        unpaid_energy_wh=d.get("unpaid_energy_wh", 0),
+        reference=d["reference"],
+        card=dict(d["card"]),
+        scheme=d.get("scheme"),
+        expires_at=when(d["expires_at"]),
+        meter_start_wh=d["meter_start_wh"],
+        readings=tuple(Reading(datetime.fromisoformat(at), wh, trusted) for at, wh, trusted in d["readings"]),
+        billed_energy_wh=d["billed_energy_wh"],
+        timer=(TimerKind(d["timer"][0]), datetime.fromisoformat(d["timer"][1])) if d["timer"] else None,
+        attempts=d["attempts"],
+        topup_refused=d["topup_refused"],
+        topup_minor=d["topup_minor"],
+        stop_reason=d["stop_reason"],
+        notes=tuple(d["notes"]),
+        discrepancies=tuple(d.get("discrepancies", ())),
+        fiscal=tuple(d["fiscal"]),
+        tariff_id=d.get("tariff_id"),
+        invoicer=d.get("invoicer"),
+        invoice_reference=d.get("invoice_reference"),
+    )

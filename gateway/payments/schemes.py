@@ -1,0 +1,69 @@
+"""How long a pre-authorisation stays valid, by card scheme and acquirer profile.
+
+Validity differs by scheme (Mastercard pre-auths 30 days, Visa 5 days since April 2024, many
+PSPs 2 days for card-present) and by acquirer, so it is data: a table per scheme, overridable
+per terminal (each terminal is one acquirer profile), with a conservative default for a card
+whose scheme is unknown. The scheme is read from the approval's card data (AID first, it is
+exact; then the brand text the terminal prints).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+# Registered application provider ids (the first 10 hex digits of an AID); longest match wins.
+_AID_PREFIXES = (
+    ("A0000000043060", "maestro"),
+    ("A0000000042203", "maestro"),
+    ("A000000004", "mastercard"),
+    ("A000000003", "visa"),
+    ("A000000025", "amex"),
+    ("A000000359", "girocard"),
+    ("A000000065", "jcb"),
+    ("A000000152", "discover"),
+    ("A000000333", "unionpay"),
+)
+_BRAND_WORDS = (
+    ("maestro", "maestro"),
+    ("master", "mastercard"),
+    ("v pay", "visa"),
+    ("vpay", "visa"),
+    ("visa", "visa"),
+    ("american express", "amex"),
+    ("amex", "amex"),
+    ("girocard", "girocard"),
+    ("jcb", "jcb"),
+)
+UNKNOWN = "unknown"
+
+
+def scheme_of(card: Mapping[str, str]) -> str:
+    aid = card.get("aid", "").upper()
+    for prefix, scheme in _AID_PREFIXES:
+        if aid.startswith(prefix):
+            return scheme
+    brand = card.get("brand", "").lower()
+    for word, scheme in _BRAND_WORDS:
+        if word in brand:
+            return scheme
+    return UNKNOWN
+
+
+@dataclass(frozen=True, slots=True)
+class Validity:
+    default: timedelta = timedelta(days=2)
+    schemes: Mapping[str, timedelta] = field(
+        default_factory=lambda: {"mastercard": timedelta(days=30), "visa": timedelta(days=5)}
+    )
+    terminals: Mapping[str, Mapping[str, timedelta]] = field(default_factory=dict)  # acquirer profile overrides
+
+    def for_card(self, terminal: str, card: Mapping[str, str]) -> tuple[str, timedelta]:
+        """(scheme, validity) for a hold approved on ``terminal`` for ``card``."""
+        scheme = scheme_of(card)
+        override = self.terminals.get(terminal, {})
+        for table in (override, self.schemes):
+            if scheme in table:
+                return scheme, table[scheme]
+        return scheme, override.get("default", self.default)
