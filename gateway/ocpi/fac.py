@@ -1,12 +1,18 @@
 """A finished session's outcome → the OCPI Financial Advice Confirmation (or nothing).
 
-Only a capture outcome is confirmed upstream: COMPLETED → SUCCESS (PARTIAL_SUCCESS when the
-terminal booked less than asked), CAPTURE_FAILED → FAILED. In the OCPI standard flow the CDR
+A FAC says what was captured against what was priced, and every amount owed goes up too:
+- COMPLETED → SUCCESS with the captured amount; PARTIAL_SUCCESS when the price was above the
+  hold (a shortfall: captured the hold, the rest is owed — the message says both figures);
+- CAPTURE_FAILED (the hold lapsed uncaptured) and CAPTURE_UNCONFIRMED (no evidence either
+  way) → FAILED with the amount owed as total_costs and the reason in the message;
+- energy reported after a session ended unpaid (``unpaid_energy_wh``) → FAILED with the price
+  of that energy, under its own FAC id (``<session>-U``), since the first outcome already went.
+A session that ended without a capture and owes nothing (declined, voided, failed) has
+nothing to confirm; its outcome stays in the local journal. In the OCPI standard flow the CDR
 decides who invoices: with an ``invoice_reference_id`` the CPO does and gets the FAC; without
-one the PTP invoices (the terminal receipt) and no FAC is sent. A session that ended without a
-capture (declined, voided, failed) has nothing to confirm; its outcome stays in the local
-journal. Taxes: the captured gross amount is split with the tariff's own ratio of price
-before taxes to price after taxes, rounded to minor units, so before_taxes + taxes = captured.
+one the PTP invoices (the terminal receipt) and no FAC is sent. Taxes: the gross amount is
+split with the tariff's own ratio of price before taxes to price after taxes, rounded to
+minor units, so before_taxes + taxes = the amount.
 """
 
 from __future__ import annotations
@@ -18,30 +24,41 @@ from typing import Any
 from drivers.money import Money, currency
 from gateway.ocpi.models import CaptureStatusCode, FinancialAdviceConfirmation, Price, TaxAmount
 
+_OWING = ("capture_failed", "capture_unconfirmed")
+
 
 def fac_from_outcome(payload: dict[str, Any], now: datetime) -> FinancialAdviceConfirmation | None:
     state = payload["state"]
-    if state not in ("completed", "capture_failed") or not payload.get("authorization_reference"):
+    unpaid = bool(payload.get("unpaid_energy_wh"))
+    if not payload.get("authorization_reference") or (state not in ("completed", *_OWING) and not unpaid):
         return None
     if payload.get("invoicer") == "ptp":  # the CDR had no invoice_reference_id: we invoice, no FAC is due
         return None
     cur = payload["currency"]
     exponent = currency(cur).exponent
     captured = Money(payload["captured_minor"], cur)
-    gross = captured.to_decimal()
+    owed = Money(payload.get("owed_minor", 0), cur)
+    sid = str(payload["session_id"])
+    fac_id = sid[:34] + "-U" if unpaid else sid[:36]
+    if unpaid:
+        amount, code = owed, CaptureStatusCode.FAILED
+        message = f"{payload['unpaid_energy_wh']} Wh delivered after the session ended unpaid: {owed} owed"
+    elif state in _OWING:
+        amount, code = owed, CaptureStatusCode.FAILED
+        why = "the hold lapsed uncaptured" if state == "capture_failed" else "the capture is unconfirmed"
+        message = f"nothing captured: {why}; {owed} owed"
+    elif payload.get("shortfall_minor"):
+        amount, code = captured, CaptureStatusCode.PARTIAL_SUCCESS
+        message = f"captured {captured} of {Money(payload['price_minor'], cur)} priced; {owed} owed"
+    else:
+        amount, code, message = captured, CaptureStatusCode.SUCCESS, "captured at the terminal"
+    gross = amount.to_decimal()
     price_incl = Money(payload["price_minor"], cur).to_decimal()
     price_excl = Decimal(payload.get("price_excl") or "0")
     if price_incl > 0 and price_excl > 0:
         before = (gross * price_excl / price_incl).quantize(Decimal(1).scaleb(-exponent), ROUND_HALF_UP)
     else:
         before = gross
-    partial = any(str(n).startswith("partial capture") for n in payload.get("notes", ()))
-    if state == "capture_failed":
-        code, message = CaptureStatusCode.FAILED, "capture failed before the hold lapsed"
-    elif partial:
-        code, message = CaptureStatusCode.PARTIAL_SUCCESS, "the terminal booked less than the price"
-    else:
-        code, message = CaptureStatusCode.SUCCESS, "captured at the terminal"
     card = payload.get("card") or {}
     eft = [f"Amount: {captured}"]
     if card.get("brand"):
@@ -54,7 +71,7 @@ def fac_from_outcome(payload: dict[str, Any], now: datetime) -> FinancialAdviceC
         eft.append(f"Receipt: {int(payload['receipt_no']):04d}")
     taxes = [TaxAmount(name="VAT", amount=gross - before)] if gross != before else None
     return FinancialAdviceConfirmation(
-        id=str(payload["session_id"])[:36],
+        id=fac_id,
         authorization_reference=payload["authorization_reference"],
         total_costs=Price(before_taxes=before, taxes=taxes),
         currency=cur,

@@ -127,7 +127,8 @@ class Session:
     price_excl: str = "0"  # the price before taxes (Decimal text), for the upstream tax split
     owed_minor: int = 0  # priced but not captured with evidence: a debt for reconciliation
     shortfall_minor: int = 0  # price above what was held (part of owed)
-    unpaid_energy_wh: int = 0  # energy reported after the session ended unpaid
+    unpaid_energy_wh: int = 0  # energy reported for a session that never billed it
+    unpaid_minor: int = 0  # its price (part of owed)
     reference: str | None = None  # OCPI authorization_reference, set at approval
     card: dict[str, str] = field(default_factory=dict)
     scheme: str | None = None
@@ -491,6 +492,8 @@ def _meter_value(s: Session, ev: e.MeterValue, now: datetime, policy: Policy) ->
 
 
 def _charger_stopped(s: Session, ev: e.ChargerStopped, now: datetime, policy: Policy) -> Transition:
+    if s.meter_start_wh is None and _reported_energy(s, ev) > 0:  # it charged without our knowing
+        s = _unpaid_energy(s, ev, now, policy).session or s
     if s.state is State.AUTHORIZED:
         s = _go(s, Trigger.NOT_STARTED, stop_reason=ev.reason, notes=_note(s, "charging never started"))
         return _settle_command(_targets(s, 0), now, policy)
@@ -516,19 +519,34 @@ def _charger_faulted(s: Session, ev: e.ChargerFaulted, now: datetime, policy: Po
     return Transition(done.session, (stop, *done.commands))
 
 
+def _reported_energy(s: Session, ev: e.ChargerStopped) -> int:
+    if ev.session_energy_wh is not None:
+        return ev.session_energy_wh
+    return (ev.meter_wh or 0) - (s.meter_start_wh or 0)
+
+
 def _unpaid_energy(s: Session, ev: e.ChargerStopped, now: datetime, policy: Policy) -> Transition:
-    """Energy reported for a session that already ended without billing it (an ambiguous
-    start whose hold was released, a CDR after the release): a debt, never dropped."""
-    delivered = (
-        ev.session_energy_wh if ev.session_energy_wh is not None else (ev.meter_wh or 0) - (s.meter_start_wh or 0)
-    )
+    """Energy reported for a session that never billed it (an ambiguous start whose hold is
+    being or was released, a CDR after the release): a debt, never dropped. A final session
+    sends it upstream on its own; an open one carries it in its outcome."""
+    delivered = _reported_energy(s, ev)
     if delivered <= 0 or s.billed_energy_wh > 0 or s.unpaid_energy_wh:
-        return Transition(s, note="final: ignored")
+        return Transition(s, note="stopped: nothing unbilled")
     start = s.readings[0].at if s.readings else s.created_at
     priced = _price(s, (Reading(start, 0, True), Reading(max(now, start), delivered, True)), policy)
+    if not s.final:
+        return Transition(
+            replace(
+                s,
+                unpaid_energy_wh=delivered,
+                unpaid_minor=priced.price_minor,
+                notes=_note(s, f"{delivered} Wh delivered without a start: {priced.price_minor} owed"),
+            )
+        )
     s = replace(
         s,
         unpaid_energy_wh=delivered,
+        unpaid_minor=priced.price_minor,
         owed_minor=s.owed_minor + priced.price_minor,
         notes=_note(s, f"{delivered} Wh delivered after the session ended unpaid: {priced.price_minor} owed"),
     )
@@ -702,7 +720,7 @@ def _next(s: Session, now: datetime, policy: Policy) -> Transition:
         trigger = Trigger.ALL_CAPTURED
     else:
         trigger = Trigger.ALL_RELEASED
-    s = _go(s, trigger, owed_minor=max(0, s.price_minor - s.captured_minor))
+    s = _go(s, trigger, owed_minor=max(0, s.price_minor - s.captured_minor) + s.unpaid_minor)
     done = _finish(s)
     if s.state is State.COMPLETED and s.fiscal:  # fiscal data came first: print it with the capture
         receipt = c.ShowReceipt(f"{s.id}:receipt:capture", s.id, s.terminal, s.fiscal)
@@ -765,6 +783,7 @@ def outcome_payload(s: Session) -> dict[str, Any]:
         "owed_minor": s.owed_minor,
         "shortfall_minor": s.shortfall_minor,
         "unpaid_energy_wh": s.unpaid_energy_wh,
+        "unpaid_minor": s.unpaid_minor,
         "price_minor": s.price_minor,
         "price_excl": s.price_excl,
         "energy_wh": s.billed_energy_wh,

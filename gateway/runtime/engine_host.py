@@ -89,7 +89,7 @@ class EngineHost:
         hold; and not at all while another pre-auth on the terminal is in flight (its fresh hold
         is not owned yet): the enquiry is then repeated later."""
         others = [s for s in self.open_sessions() if s.terminal == session.terminal and s.id != session.id]
-        if session.state is State.AUTH_UNKNOWN and any(s.state in _MAKING_HOLDS for s in others):
+        if session.state is State.AUTH_UNKNOWN and any(s.state in _IN_FLIGHT_HOLDS for s in others):
             return replace(event, orphans=(), failed=True)
         owned = self.owned_receipts(session.terminal, besides=session.id)
         return replace(event, orphans=tuple(r for r in event.receipts if r not in owned))
@@ -152,7 +152,8 @@ class EngineHost:
         )
 
 
-_MAKING_HOLDS = (State.AUTHORIZING, State.AUTH_UNKNOWN, State.TOPPING_UP)
+_IN_FLIGHT_HOLDS = (State.AUTHORIZING, State.TOPPING_UP)  # a fresh hold may exist, not stored yet
+_MAKING_HOLDS = (*_IN_FLIGHT_HOLDS, State.AUTH_UNKNOWN)  # ... or one not yet attributed
 
 
 def _payments(s: Session) -> list[PaymentRecord]:
