@@ -18,6 +18,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     sub = sessions.add_subparsers(dest="sessions_command", required=True, metavar="ACTION")
     listing = sub.add_parser("list", help="recent sessions, newest first")
     listing.add_argument("--open", action="store_true", help="only sessions not yet final")
+    listing.add_argument(
+        "--owing", action="store_true", help="only sessions that owe money (uncaptured, unconfirmed, shortfall)"
+    )
     listing.add_argument("--limit", type=int, default=50)
     show = sub.add_parser("show", help="one session with its payments and journal")
     show.add_argument("id")
@@ -35,19 +38,19 @@ def _money(minor: int, currency: str) -> str:
 def _list(args: argparse.Namespace) -> int:
     store = open_existing(args.config)
     try:
-        rows = store.sessions(open_only=args.open, limit=args.limit)
+        rows = store.sessions(open_only=args.open, owing=args.owing, limit=args.limit)
     finally:
         store.close()
     if args.json:
         print(json.dumps([_summary(r) for r in rows], indent=2, default=str))
         return 0
-    print(f"{'session':<34} {'state':<16} {'authorized':>12} {'captured':>12} {'released':>12}  updated")
+    print(f"{'session':<34} {'state':<20} {'authorized':>12} {'captured':>12} {'released':>12} {'owed':>12}  updated")
     for r in rows:
         d = r["data"]
         cur = d["currency"]
-        print(f"{r['id']:<34} {r['state']:<16} {_money(d['authorized_minor'], cur):>12} "
-              f"{_money(d['captured_minor'], cur):>12} {_money(d['released_minor'], cur):>12}  "
-              f"{r['updated_at']:%Y-%m-%d %H:%M:%S}")  # fmt: skip
+        print(f"{r['id']:<34} {r['state']:<20} {_money(d['authorized_minor'], cur):>12} "
+              f"{_money(d['captured_minor'], cur):>12} {_money(d['released_minor'], cur):>12} "
+              f"{_money(d.get('owed_minor', 0), cur):>12}  {r['updated_at']:%Y-%m-%d %H:%M:%S}")  # fmt: skip
     return 0
 
 
@@ -55,7 +58,9 @@ def _summary(row: dict[str, Any]) -> dict[str, Any]:
     d = row["data"]
     keys = ("evse", "terminal", "currency", "authorized_minor", "captured_minor", "released_minor", "price_minor",
             "billed_energy_wh", "reference", "receipt_no", "stop_reason")  # fmt: skip
+    extra = ("open_minor", "owed_minor", "shortfall_minor", "unpaid_energy_wh", "scheme", "expires_at")
     return {"id": row["id"], "state": row["state"], "final": row["final"], **{k: d[k] for k in keys},
+            **{k: d.get(k) for k in extra}, "holds": d.get("holds", []), "discrepancies": d.get("discrepancies", []),
             "card": d["card"], "notes": d["notes"], "updated_at": row["updated_at"]}  # fmt: skip
 
 
@@ -82,10 +87,20 @@ def _show(args: argparse.Namespace) -> int:
     if card:
         print(f"  card {card.get('brand', '?')} {card.get('masked_pan', '')}")
     print(f"  energy {summary['billed_energy_wh'] / 1000:.3f} kWh, price {_money(summary['price_minor'], cur)}")
-    for key in ("authorized_minor", "captured_minor", "released_minor"):
-        print(f"  {key.removesuffix('_minor'):<10} {_money(summary[key], cur)}")
+    print(f"  hold valid until {summary['expires_at'] or '-'} (scheme {summary['scheme'] or '?'})")
+    for key in ("authorized_minor", "captured_minor", "released_minor", "open_minor", "owed_minor", "shortfall_minor"):
+        if summary[key] or key in ("authorized_minor", "captured_minor", "released_minor"):
+            print(f"  {key.removesuffix('_minor'):<10} {_money(summary[key], cur)}")
+    if summary["unpaid_energy_wh"]:
+        print(f"  unpaid energy {summary['unpaid_energy_wh'] / 1000:.3f} kWh (delivered after the hold was given back)")
+    for h in summary["holds"]:
+        target = "-" if h["target_minor"] is None else _money(h["target_minor"], cur)
+        print(f"  hold {h['receipt_no']}: {_money(h['amount_minor'], cur)} {h['status']}, to capture {target}, "
+              f"captured {_money(h['captured_minor'], cur)}, released {_money(h['released_minor'], cur)}")  # fmt: skip
     for note in summary["notes"]:
         print(f"  note: {note}")
+    for discrepancy in summary["discrepancies"]:
+        print(f"  discrepancy: {discrepancy}")
     print("  payments:")
     for p in payments:
         print(f"    {p['kind']:<8} {p['state']:<9} {_money(p['amount_minor'], p['currency'])}")

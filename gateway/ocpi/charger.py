@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime
 
-from gateway.errors import UpstreamError
+from gateway.errors import UpstreamError, UpstreamUnreachable
 from gateway.ocpi.client import OcpiClient
 from gateway.ocpi.models import Cdr, CommandResponse, OcpiSession, SessionStatus, StartSession, StopSession, Token
 from gateway.payments.session import authorization_reference
@@ -87,14 +87,35 @@ class OcpiChargerLink:
         try:
             reply = await self.client.request("POST", f"{self.commands_url}/START_SESSION", command.to_json())
             response = CommandResponse.model_validate(reply.data)
+        except UpstreamUnreachable as exc:
+            if exc.ambiguous:
+                # The CPO may have started the charge. Keep the hold: the CPO's Session push or
+                # CommandResult resolves it, else the start timeout releases it — and a CDR that
+                # comes after that is recorded as unpaid energy, never dropped.
+                _LOGGER.warning("ocpi.start_session_ambiguous", extra={"session": session_id, "error": str(exc)})
+                return
+            self._emit(ChargerEvent("faulted", evse, session_id, reason=f"StartSession failed: {exc}"))
+            return
         except (UpstreamError, ValueError) as exc:
             self._emit(ChargerEvent("faulted", evse, session_id, reason=f"StartSession failed: {exc}"))
             return
         if response.result != "ACCEPTED":
             self._emit(ChargerEvent("faulted", evse, session_id, reason=f"StartSession {response.result}"))
 
+    def cpo_session(self, session_id: str) -> str | None:
+        """The CPO's session id for ours: from memory, else from the Session pushes stored in the
+        inbox (so a restarted gateway can still send StopSession)."""
+        found = self._cpo_sessions.get(session_id)
+        if found is None and self.store is not None:
+            reference = authorization_reference(session_id)
+            pushes = [p["payload"] for p in self.store.inbox("session")]
+            found = next((p["id"] for p in pushes if p.get("authorization_reference") == reference), None)
+            if found is not None:
+                self._cpo_sessions[session_id] = found
+        return found
+
     async def stop(self, evse: str, session_id: str, reason: str) -> None:  # noqa: ARG002 - the ChargerLink shape
-        cpo_session = self._cpo_sessions.get(session_id)
+        cpo_session = self.cpo_session(session_id)
         if cpo_session is None or self.client is None:
             _LOGGER.warning("ocpi.stop_unknown_session", extra={"session": session_id, "reason": reason})
             return

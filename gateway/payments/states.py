@@ -147,3 +147,7 @@ def mermaid() -> str:
         lines.append(f"    {source.value if source else '[*]'} --> {target.value}: {trigger.value}")
     lines += [f"    {state.value} --> [*]" for state in State if state in FINAL]
     return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m gateway.payments.states: the diagram for the README
+    print(mermaid())  # noqa: T201 - the command's output

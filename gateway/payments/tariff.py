@@ -149,13 +149,18 @@ def price(tariff: Tariff, samples: Sequence[Sample], tz: ZoneInfo) -> Price:
     return _total(tariff, volumes)
 
 
+def _microseconds(span: timedelta) -> int:
+    """A duration as an exact integer (timedelta.total_seconds() is a float)."""
+    return span // timedelta(microseconds=1)
+
+
 Point = tuple[datetime, Decimal]  # (time, Wh since the start of the session)
 
 
 def _pieces(tariff: Tariff, start: datetime, before: Point, after: Point, tz: ZoneInfo) -> list[tuple[Point, Point]]:
     """Cut one interval where any element's restriction boundary falls inside it."""
     (t0, e0), (t1, e1) = before, after
-    span = (t1 - t0).total_seconds()
+    span = _microseconds(t1 - t0)
     if span <= 0:
         return [(before, after)]
     cuts: set[datetime] = set()
@@ -166,7 +171,7 @@ def _pieces(tariff: Tariff, start: datetime, before: Point, after: Point, tz: Zo
                 cuts.add(start + timedelta(seconds=seconds))
         for kwh in (r.min_kwh, r.max_kwh):
             if kwh is not None and e0 < kwh * _KWH < e1:
-                cuts.add(t0 + timedelta(seconds=float((kwh * _KWH - e0) / (e1 - e0)) * span))
+                cuts.add(t0 + timedelta(microseconds=int((kwh * _KWH - e0) * span / (e1 - e0))))
         for clock in (r.start_time, r.end_time):
             if clock is not None:
                 day = t0.astimezone(tz).date()
@@ -176,7 +181,7 @@ def _pieces(tariff: Tariff, start: datetime, before: Point, after: Point, tz: Zo
     inside = sorted(cut for cut in cuts if t0 < cut < t1)
     points = [before]
     for cut in inside:
-        fraction = Decimal((cut - t0).total_seconds()) / Decimal(span)
+        fraction = Decimal(_microseconds(cut - t0)) / Decimal(span)
         points.append((cut, e0 + (e1 - e0) * fraction))
     points.append(after)
     return list(pairwise(points))
@@ -190,10 +195,10 @@ def _interval(
     volumes: dict[tuple[int, Dimension], Decimal],
 ) -> None:
     (t0, e0), (t1, e1) = piece
-    seconds = Decimal((t1 - t0).total_seconds()) if t1 > t0 else Decimal(0)
+    seconds = Decimal(_microseconds(t1 - t0)) / 1_000_000 if t1 > t0 else Decimal(0)
     wh = max(Decimal(0), e1 - e0)
     power = (wh / _KWH) / (seconds / _HOUR) if seconds else None
-    context = (t0.astimezone(tz), e0 / _KWH, int((t0 - start).total_seconds()), power)
+    context = (t0.astimezone(tz), e0 / _KWH, (t0 - start) // timedelta(seconds=1), power)
     time_dim = Dimension.TIME if wh > 0 else Dimension.PARKING_TIME
     for dim, volume in ((Dimension.ENERGY, wh), (time_dim, seconds)):
         if volume == 0:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from gateway.payments import commands as c
 from gateway.payments import events as e
@@ -92,7 +92,18 @@ class EngineHost:
         if session.state is State.AUTH_UNKNOWN and any(s.state in _IN_FLIGHT_HOLDS for s in others):
             return replace(event, orphans=(), failed=True)
         owned = self.owned_receipts(session.terminal, besides=session.id)
-        return replace(event, orphans=tuple(r for r in event.receipts if r not in owned))
+        event = replace(event, orphans=tuple(r for r in event.receipts if r not in owned))
+        last = event.last
+        if last is not None and last.receipt_no is not None and last.receipt_no in self._claimed(session):
+            event = replace(event, last=None)  # the terminal's last result is another session's: no evidence for us
+        return event
+
+    def _claimed(self, session: Session) -> set[int]:
+        """Receipts another session of this terminal already knows as its hold or booking."""
+        since = self.clock() - timedelta(days=2)
+        rows = self.store.sessions_of_terminal(session.terminal, since)
+        others = [from_json(r["data"]) for r in rows if r["id"] != session.id]
+        return {n for s in others for h in s.holds for n in (h.receipt_no, h.booking_receipt) if n is not None}
 
     def handle(self, event: e.Event) -> Handled:
         now = self.clock()

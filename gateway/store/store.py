@@ -182,6 +182,14 @@ class Store:
         )
         return [_session_dict(r) for r in rows]
 
+    def sessions_of_terminal(self, terminal: str, since: datetime) -> list[dict[str, Any]]:
+        """Sessions on one terminal changed since ``since`` (whose receipts the terminal may repeat)."""
+        rows = self._query(
+            "SELECT id, state, final, data, created_at, updated_at FROM sessions WHERE terminal = ? AND updated_at >= ?",
+            (terminal, to_text(since)),
+        )
+        return [_session_dict(r) for r in rows]
+
     def count_open_sessions(self) -> int:
         return int(self._query("SELECT count(*) FROM sessions WHERE final = 0", ())[0][0])
 
