@@ -185,7 +185,8 @@ class Store:
     def sessions_of_terminal(self, terminal: str, since: datetime) -> list[dict[str, Any]]:
         """Sessions on one terminal changed since ``since`` (whose receipts the terminal may repeat)."""
         rows = self._query(
-            "SELECT id, state, final, data, created_at, updated_at FROM sessions WHERE terminal = ? AND updated_at >= ?",
+            "SELECT id, state, final, data, created_at, updated_at FROM sessions"
+            " WHERE terminal = ? AND updated_at >= ?",
             (terminal, to_text(since)),
         )
         return [_session_dict(r) for r in rows]

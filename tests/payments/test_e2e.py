@@ -32,6 +32,7 @@ shutdown_grace_s = 5
 id = "t1"
 device = "serial://{pty}"
 password = {{ value = "123456" }}
+capture_mode = "{capture_mode}"
 [charger]
 enabled = true
 mode = "simulated"
@@ -77,8 +78,9 @@ async def site_factory(tmp_path: Path) -> AsyncIterator[Any]:
     charger = SimulatedCharger(["DE*EVP*E1"])
     sites: list[Site] = []
 
-    async def start(hold: str = "50.00", start_timeout: int = 180) -> Site:
-        text = CONFIG.format(db=tmp_path / "e2e.sqlite3", pty=port.slave_path, hold=hold, start_timeout=start_timeout)
+    async def start(hold: str = "50.00", start_timeout: int = 180, capture_mode: str = "partial_reversal") -> Site:
+        text = CONFIG.format(db=tmp_path / "e2e.sqlite3", pty=port.slave_path, hold=hold, start_timeout=start_timeout,
+                             capture_mode=capture_mode)  # fmt: skip
         settings = parse_settings(text, "<e2e>")
         daemon = Daemon(settings, charger=charger)
         task = asyncio.create_task(daemon.run())
@@ -107,12 +109,18 @@ def price_minor(energy_wh: int) -> int:
     return int((total * 100).to_integral_value(ROUND_HALF_UP))
 
 
-async def test_card_preauth_charge_stop_capture_release(site_factory: Any) -> None:
-    site = await site_factory()
+@pytest.mark.parametrize(
+    ("capture_mode", "echo"),
+    [("partial_reversal", "booked"), ("partial_reversal", "reversed"), ("book_total", "booked")],
+)  # the terminal's result may echo the booked or the reversed amount: the booking follows what was asked
+async def test_card_preauth_charge_stop_capture_release(site_factory: Any, capture_mode: str, echo: str) -> None:
+    site = await site_factory(capture_mode=capture_mode)
+    site.sim.config.echo = echo
     site.charger.plug_in("DE*EVP*E1", EvsePlan(energy_wh=8_000, step_wh=2_000))
     row = await site.wait_final()
     data = row["data"]
     assert row["state"] == "completed", data["notes"]
+    assert data["discrepancies"] == []
     assert data["authorized_minor"] == 5000 and data["billed_energy_wh"] == 8_000
     assert data["captured_minor"] == price_minor(8_000) == 595
     assert data["released_minor"] == 5000 - 595
@@ -130,7 +138,8 @@ async def test_card_preauth_charge_stop_capture_release(site_factory: Any) -> No
 
 
 @pytest.mark.parametrize(("outcome", "state"), [("decline", "declined"), ("timeout", "declined"),
-                                                ("card_removed", "declined"), ("busy", "failed")])  # fmt: skip
+                                                ("card_removed", "declined"), ("busy", "failed"),
+                                                ("no_receipt", "failed"), ("no_result_code", "failed")])  # fmt: skip
 async def test_unhappy_preauth_never_authorizes_the_charger(site_factory: Any, outcome: str, state: str) -> None:
     site = await site_factory()
     site.sim.config.outcomes.append(outcome)

@@ -194,3 +194,50 @@ async def test_line_faults_are_survived_on_serial(rig: Rig, fault: str) -> None:
         assert link.stats["naks_received"] == 2 and link.stats["retransmits"] == 2
     if fault == "corrupt_next":
         assert link.stats["naks_sent"] == 2
+
+
+@pytest.mark.parametrize("mode", ["none", "new_receipt", "same_receipt"])
+async def test_add_hold_plays_each_terminal_variant(rig: Rig, mode: str) -> None:
+    rig.sim.config.extensions = mode  # type: ignore[assignment]
+    t = rig.make_driver(incremental=True)
+    await t.connect()
+    pre = await t.preauthorize(Money(1500, "EUR"), "S9")
+    assert pre.approved and pre.trace_no is not None
+    more = await t.add_hold(pre.receipt_no or 0, pre.trace_no, Money(1500, "EUR"), "S9")
+    if mode == "none":
+        assert more.outcome is Outcome.ERROR  # the engine then stops the charge at the cap
+        return
+    assert more.approved and more.amount == Money(1500, "EUR")
+    if mode == "new_receipt":
+        assert more.receipt_no != pre.receipt_no and rig.sim.open_preauths() == [pre.receipt_no, more.receipt_no]
+    else:
+        assert more.receipt_no == pre.receipt_no and rig.sim.state.transactions[pre.receipt_no or 0].amount == 3000
+
+
+async def test_add_hold_is_refused_without_the_terminal_setting(rig: Rig) -> None:
+    t = rig.make_driver()
+    await t.connect()
+    more = await t.add_hold(1, 1, Money(1500, "EUR"), "S9")
+    assert more.outcome is Outcome.ERROR and "cannot add" in more.message
+
+
+@pytest.mark.parametrize("fault", ["no_receipt", "no_result_code"])
+async def test_an_approval_missing_its_receipt_or_result_code_is_not_an_approval(rig: Rig, fault: str) -> None:
+    rig.sim.config.outcomes.append(fault)
+    t = rig.make_driver()
+    await t.connect()
+    pre = await t.preauthorize(EUR50, "S10")
+    assert pre.outcome is Outcome.UNKNOWN  # the engine asks the terminal instead of charging
+
+
+@pytest.mark.parametrize("echo", ["booked", "reversed"])
+async def test_the_repeat_of_the_last_result_shows_the_capture_as_the_terminal_echoed_it(rig: Rig, echo: str) -> None:
+    rig.sim.config.echo = echo  # type: ignore[assignment]
+    t = rig.make_driver()
+    await t.connect()
+    pre = await t.preauthorize(EUR50, "S11")
+    cap = await t.capture(pre.receipt_no or 0, EUR50, Money(1234, "EUR"), "S11")
+    expected = 1234 if echo == "booked" else 5000 - 1234
+    assert cap.approved and cap.amount == Money(expected, "EUR")
+    last = await t.last_result()
+    assert last.approved and last.receipt_no == cap.receipt_no and last.amount == Money(expected, "EUR")

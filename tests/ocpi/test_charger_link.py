@@ -1,0 +1,59 @@
+"""The OCPI charger link: an ambiguous StartSession keeps the hold (no fault), and the map from
+our session to the CPO's session survives a restart (read back from the stored pushes)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from gateway.errors import UpstreamUnreachable
+from gateway.ocpi.charger import OcpiChargerLink
+from gateway.ocpi.client import OcpiClient
+from gateway.runtime.charger import ChargerEvent
+from gateway.store import InboxMessage, Step, Store
+
+
+class _Client:
+    """A pure-unit stand-in for OcpiClient: fails as told, records what was sent."""
+
+    def __init__(self, error: Exception | None) -> None:
+        self.error, self.sent = error, []  # type: ignore[var-annotated]
+
+    async def request(self, method: str, url: str, body: Any = None, **_: Any) -> Any:
+        self.sent.append((method, url, body))
+        if self.error is not None:
+            raise self.error
+        return None
+
+
+def _link(client: _Client, store: Store | None = None) -> tuple[OcpiChargerLink, list[ChargerEvent]]:
+    link = OcpiChargerLink(client, "http://cpo/commands", "http://gw/cmd", {"E1": "LOC1"}, ("DE", "EVP"),  # type: ignore[arg-type]
+                           lambda: datetime(2026, 1, 5, tzinfo=UTC), store)  # fmt: skip
+    events: list[ChargerEvent] = []
+    link.subscribe(events.append)
+    return link, events
+
+
+async def test_an_ambiguous_start_session_keeps_the_hold() -> None:
+    link, events = _link(_Client(UpstreamUnreachable("POST …: no answer in time", ambiguous=True)))
+    await link.authorize("E1", "s1", 4950, "EUR")
+    assert events == []  # no fault: the Session push, the CommandResult or the start timeout decides
+
+
+async def test_a_start_session_that_never_arrived_is_a_fault() -> None:
+    link, events = _link(_Client(UpstreamUnreachable("POST …: cannot connect", ambiguous=False)))
+    await link.authorize("E1", "s1", 4950, "EUR")
+    assert [e.kind for e in events] == ["faulted"]
+
+
+async def test_stop_session_after_a_restart_finds_the_cpo_session_in_the_store(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "c.sqlite3")
+    push = {"id": "CPO-SESSION-9", "authorization_reference": "EVP-s1", "kwh": 3}
+    store.apply(Step("in", inbox=[InboxMessage("m1", "cpo", "session", push)]))
+    link, _ = _link(_Client(None), store)  # a fresh link: nothing in memory
+    assert link.cpo_session("s1") == "CPO-SESSION-9"
+    await link.stop("E1", "s1", "cost cap reached")
+    (queued,) = [m for m in store.outbox.list() if m.kind == "command.stop_session"]
+    assert queued.payload["session_id"] == "CPO-SESSION-9"
+    assert isinstance(link.client, _Client) and not isinstance(link.client, OcpiClient)

@@ -1,0 +1,311 @@
+"""Regressions for the money-correctness review (issue 8): each test names the scenario that
+booked money never taken, dropped a debt or leaked a hold before the fix."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from drivers.base import Outcome
+from gateway.errors import InvariantViolated
+from gateway.ocpi.fac import fac_from_outcome
+from gateway.payments import commands as c
+from gateway.payments import events as e
+from gateway.payments.schemes import Validity, scheme_of
+from gateway.payments.session import HoldStatus, Session, State, Transition, outcome_payload, transition, violations
+from gateway.runtime.engine_host import EngineHost
+from gateway.store import Store
+from tests.payments.fixtures import T0, Clock, policy
+
+P = policy()
+SID = "s1"
+MC = {"brand": "MasterCard", "aid": "A0000000041010", "masked_pan": "541333******0074"}
+
+
+def at(s: Session | None, ev: e.Event, minutes: float = 0, pol: object = P) -> Session:
+    t = transition(s, ev, T0 + timedelta(minutes=minutes), pol)  # type: ignore[arg-type]
+    assert t.session is not None
+    return t.session
+
+
+def step(s: Session | None, ev: e.Event, minutes: float = 0, pol: object = P) -> Transition:
+    return transition(s, ev, T0 + timedelta(minutes=minutes), pol)  # type: ignore[arg-type]
+
+
+def res(op: str, outcome: Outcome, amount: int | None = None, receipt: int | None = 7, **kw: object) -> e.Event:
+    return e.TerminalResultArrived(SID, f"{op}-{outcome}-{amount}", op, outcome, amount, receipt, **kw)  # type: ignore[arg-type]
+
+
+def capturing(stop_meter: int = 11_000, pol: object = P, card: dict[str, str] | None = None) -> Session:
+    s = at(None, e.CardPresented(SID, "card", "E1", "T1", "EUR"), 0, pol)
+    s = at(s, res("preauthorize", Outcome.APPROVED, 5000, card=card or {}), 0, pol)
+    s = at(s, e.ChargerStarted(SID, "st", 1000), 1, pol)
+    return at(s, e.ChargerStopped(SID, "sp", stop_meter), 60, pol)
+
+
+# ---- 0: captured and released amounts swapped --------------------------------------------------
+
+
+@pytest.mark.parametrize("echo", [655, 4345, None], ids=["echo-booked", "echo-reversed", "no-echo"])
+def test_capture_books_what_was_asked_whichever_amount_the_terminal_echoes(echo: int | None) -> None:
+    s = capturing()
+    assert s.state is State.CAPTURING and s.price_minor == 655
+    done = at(s, res("capture", Outcome.APPROVED, echo, 12), 61)
+    assert done.state is State.COMPLETED and (done.captured_minor, done.released_minor) == (655, 4345)
+    assert done.discrepancies == ()
+    fac = fac_from_outcome(outcome_payload(done), T0)
+    assert fac is not None and fac.total_costs.total == Decimal("6.55")
+
+
+def test_an_echo_that_fits_neither_convention_is_a_discrepancy_not_a_booking() -> None:
+    done = at(capturing(), res("capture", Outcome.APPROVED, 4823, 12), 61)
+    assert done.captured_minor == 655 and "terminal answered 4823" in done.discrepancies[0]
+
+
+# ---- 1: capture "confirmed" by absence ---------------------------------------------------------
+
+
+def test_a_declined_capture_whose_receipt_vanished_is_unconfirmed_and_owed_not_completed() -> None:
+    s = at(capturing(), res("capture", Outcome.DECLINED), 61)
+    assert s.state is State.CAPTURE_UNKNOWN
+    t = step(s, e.OpenPreauthsReported(SID, "q", ()), 62)
+    u = t.session
+    assert u is not None and u.state is State.CAPTURE_UNCONFIRMED and u.captured_minor == 0 and u.owed_minor == 655
+    (out,) = t.commands
+    assert isinstance(out, c.Enqueue)
+    fac = fac_from_outcome(out.payload, T0)
+    assert fac is not None and fac.capture_status_code == "FAILED" and "owed" in (fac.capture_status_message or "")
+
+
+@pytest.mark.parametrize("echo", [655, 4345])
+def test_a_lost_capture_is_booked_on_the_terminals_repeat_of_its_last_result(echo: int) -> None:
+    s = at(capturing(), res("capture", Outcome.UNKNOWN), 61)
+    done = at(s, e.OpenPreauthsReported(SID, "q", (), last=e.LastResult(True, 12, echo)), 62)
+    assert done.state is State.COMPLETED and done.captured_minor == 655 and done.holds[0].booking_receipt == 12
+
+
+def test_a_last_result_of_another_amount_is_no_evidence() -> None:
+    s = at(capturing(), res("capture", Outcome.UNKNOWN), 61)
+    u = at(s, e.OpenPreauthsReported(SID, "q", (), last=e.LastResult(True, 12, 1500)), 62)
+    assert u.state is State.CAPTURE_UNCONFIRMED and u.captured_minor == 0
+
+
+# ---- 2: lost capture ended as FAILED -----------------------------------------------------------
+
+
+def test_a_capture_lost_until_the_hold_lapses_is_owed_and_reported() -> None:
+    s = at(capturing(), res("capture", Outcome.UNKNOWN), 61)
+    s = replace(s, expires_at=T0 + timedelta(minutes=90))  # the hold lapses soon
+    t = step(s, e.OpenPreauthsReported(SID, "q", (), failed=True), 62)
+    u = t.session
+    assert u is not None and u.state is State.CAPTURE_UNCONFIRMED and u.owed_minor == 655
+    assert u.holds[0].status is HoldStatus.UNCONFIRMED and u.open_minor == 5000
+    assert [type(x).__name__ for x in t.commands] == ["Enqueue"]
+
+
+def test_a_release_lost_until_the_hold_lapses_says_so() -> None:
+    s = at(None, e.CardPresented(SID, "card", "E1", "T1", "EUR"))
+    s = at(s, res("preauthorize", Outcome.APPROVED, 5000))
+    s = at(s, e.TimerFired(SID, "t", e.TimerKind.START), 4)
+    s = at(s, res("release", Outcome.UNKNOWN), 5)
+    s = replace(s, expires_at=T0 + timedelta(minutes=30))
+    u = at(s, e.OpenPreauthsReported(SID, "q", (), failed=True), 6)
+    assert u.state is State.RELEASE_FAILED and u.holds[0].status is HoldStatus.LAPSED and u.released_minor == 0
+
+
+# ---- 3: approval without a receipt number ------------------------------------------------------
+
+
+def test_an_approval_without_a_receipt_number_is_not_an_approval() -> None:
+    s = at(None, e.CardPresented(SID, "card", "E1", "T1", "EUR"))
+    t = step(s, res("preauthorize", Outcome.APPROVED, 5000, receipt=None))
+    assert t.session is not None and t.session.state is State.AUTH_UNKNOWN
+    assert [type(x).__name__ for x in t.commands] == ["QueryOpenPreauths"]  # not AuthorizeCharger
+
+
+def test_a_state_that_cannot_be_settled_is_refused() -> None:
+    s = at(None, e.CardPresented(SID, "card", "E1", "T1", "EUR"))
+    assert "without a hold to settle" in " ".join(violations(replace(s, state=State.AUTHORIZED)))
+
+
+# ---- 4: zero energy -----------------------------------------------------------------------------
+
+
+def test_zero_energy_releases_the_whole_hold_despite_a_flat_fee() -> None:
+    s = capturing(stop_meter=1000)  # the fixture tariff has a 1.00 EUR start fee
+    assert s.state is State.RELEASING and s.price_minor == 0 and "nothing billed" in s.notes[-1]
+
+
+def test_zero_energy_bills_the_flat_fee_when_the_site_says_so() -> None:
+    s = capturing(stop_meter=1000, pol=policy(bill_without_energy=True))
+    assert s.state is State.CAPTURING and s.price_minor == 119
+
+
+# ---- 5: the sweep released a hold securing a debt ----------------------------------------------
+
+
+def test_the_sweep_never_releases_the_hold_of_a_session_that_owes(tmp_path: Path) -> None:
+    clock = Clock()
+    store = Store.open(tmp_path / "s.sqlite3", clock=clock)
+    host = EngineHost(store, P, clock)
+    host.handle(e.CardPresented(SID, "card", "E1", "T1", "EUR"))
+    host.handle(res("preauthorize", Outcome.APPROVED, 5000, card=MC))
+    host.handle(e.ChargerStarted(SID, "st", 0))
+    clock.advance(3600)
+    host.handle(e.ChargerStopped(SID, "sp", 10_000))
+    host.handle(res("capture", Outcome.ERROR))
+    # Still open, but the retry comes too late: the capture gives up while the hold is valid.
+    s = host.load(SID)
+    assert s is not None and s.state is State.CAPTURE_UNKNOWN
+    clock.now = s.expires_at - timedelta(minutes=30)  # type: ignore[operator]
+    host.handle(e.OpenPreauthsReported(SID, "q", (7,)))
+    s = host.load(SID)
+    assert s is not None and s.state is State.CAPTURE_FAILED and s.owed_minor > 0
+    assert [r["id"] for r in store.sessions(owing=True)] == [SID]
+    assert host.sweep("T1", (7,), "EUR", "x") == []  # the receipt secures the debt
+
+
+# ---- 6: one hold validity for every card -------------------------------------------------------
+
+
+def test_hold_validity_follows_the_card_scheme_and_the_acquirer_profile() -> None:
+    assert scheme_of(MC) == "mastercard" and scheme_of({"brand": "VISA"}) == "visa"
+    assert scheme_of({"aid": "A0000000043060"}) == "maestro" and scheme_of({}) == "unknown"
+    mc = at(at(None, e.CardPresented(SID, "card", "E1", "T1", "EUR")), res("preauthorize", Outcome.APPROVED, 5000,
+                                                                              card=MC))  # fmt: skip
+    assert mc.scheme == "mastercard" and mc.expires_at == T0 + timedelta(days=30)
+    plain = at(at(None, e.CardPresented(SID, "card", "E1", "T1", "EUR")), res("preauthorize", Outcome.APPROVED, 5000))
+    assert plain.expires_at == T0 + Validity().default  # unknown card: the conservative default
+    acquirer = policy(validity=Validity(terminals={"T1": {"mastercard": timedelta(days=7)}}))
+    s = at(at(None, e.CardPresented(SID, "card", "E1", "T1", "EUR"), 0, acquirer),
+           res("preauthorize", Outcome.APPROVED, 5000, card=MC), 0, acquirer)  # fmt: skip
+    assert s.expires_at == T0 + timedelta(days=7)
+    charging = at(s, e.ChargerStarted(SID, "st", 0), 1, acquirer)
+    assert charging.timer == (e.TimerKind.EXPIRY, T0 + timedelta(days=6))  # stop a day before it lapses
+
+
+# ---- 7: an ambiguous StartSession, energy after the release ------------------------------------
+
+
+def test_energy_reported_after_the_hold_was_released_is_recorded_as_owed() -> None:
+    s = at(None, e.CardPresented(SID, "card", "E1", "T1", "EUR"))
+    s = at(s, res("preauthorize", Outcome.APPROVED, 5000))
+    s = at(s, e.TimerFired(SID, "t", e.TimerKind.START), 4)
+    voided = at(s, res("release", Outcome.APPROVED, 0, 13), 5)
+    assert voided.state is State.VOIDED
+    t = step(voided, e.ChargerStopped(SID, "cdr", 7_000, 7_000, "CDR received"), 60)
+    u = t.session
+    assert u is not None and u.unpaid_energy_wh == 7_000 and u.owed_minor > 0
+    (out,) = t.commands
+    assert isinstance(out, c.Enqueue) and out.message_id == f"{SID}:unpaid"
+    fac = fac_from_outcome(out.payload, T0)
+    assert fac is not None and fac.id == f"{SID}-U" and fac.capture_status_code == "FAILED"
+    assert step(u, e.ChargerStopped(SID, "cdr2", 7_000, 7_000), 61).session == u  # a second CDR: no second debt
+
+
+# ---- 8: shortfall -------------------------------------------------------------------------------
+
+
+def test_a_price_above_the_hold_captures_the_hold_and_records_the_shortfall() -> None:
+    s = capturing(stop_meter=1000 + 120_000)
+    assert s.price_minor > 5000 and s.shortfall_minor == s.price_minor - 5000
+    done = at(s, res("capture", Outcome.APPROVED, 5000, 12), 61)
+    assert done.state is State.COMPLETED and done.captured_minor == 5000 and done.owed_minor == s.shortfall_minor
+    fac = fac_from_outcome(outcome_payload(done), T0)
+    assert (
+        fac is not None
+        and fac.capture_status_code == "PARTIAL_SUCCESS"
+        and "owed" in (fac.capture_status_message or "")
+    )
+
+
+# ---- 9: sessions that could get stuck ----------------------------------------------------------
+
+
+def test_every_terminal_command_has_an_answer_deadline() -> None:
+    s = at(None, e.CardPresented(SID, "card", "E1", "T1", "EUR"))
+    assert s.timer == (e.TimerKind.ANSWER, T0 + P.answer_timeout)
+    t = step(s, e.TimerFired(SID, "t", e.TimerKind.ANSWER), 7)  # no result ever came (unknown terminal, crash)
+    assert t.session is not None and t.session.state is State.AUTH_UNKNOWN and t.session.timer is not None
+    cap = capturing()
+    assert cap.timer is not None and cap.timer[0] == e.TimerKind.ANSWER
+
+
+def test_an_open_session_without_a_deadline_is_refused() -> None:
+    s = at(None, e.CardPresented(SID, "card", "E1", "T1", "EUR"))
+    assert "next action" in " ".join(violations(replace(s, timer=None)))
+    with pytest.raises(InvariantViolated, match="armed in"):  # a timer that would do nothing is a bug, not a no-op
+        transition(replace(s, timer=(e.TimerKind.RETRY, T0)), e.TimerFired(SID, "t", e.TimerKind.RETRY), T0, P)
+
+
+def test_two_lost_preauths_adopt_only_the_hold_whose_data_fits(tmp_path: Path) -> None:
+    clock = Clock()
+    store = Store.open(tmp_path / "a.sqlite3", clock=clock)
+    host = EngineHost(store, policy("target"), clock)
+    host.handle(e.CardPresented("a", "card", "E1", "T1", "EUR", e.Target(amount_minor=2000)))
+    host.handle(e.CardPresented("b", "card", "E2", "T1", "EUR", e.Target(amount_minor=9000)))
+    for sid in ("a", "b"):
+        host.handle(e.Resumed(sid, "boot"))  # both results lost in a restart
+    # The terminal holds 21 (b's, 99.00) and 20 (a's, 22.00); its last result is b's.
+    last = e.LastResult(True, 21, 9900)
+    host.handle(e.OpenPreauthsReported("a", "qa", (20, 21), last=last))
+    host.handle(e.OpenPreauthsReported("b", "qb", (20, 21), last=last))
+    a, b = host.load("a"), host.load("b")
+    assert a is not None and a.state is State.FAILED  # 99.00 is more than a ever asked for: not adopted
+    assert b is not None and b.state is State.RELEASING and b.receipt_no == 21 and b.authorized_minor == 9900
+    assert host.sweep("T1", (20, 21), "EUR", "x")  # a's hold stays for the sweep, b's is owned
+    assert all(cmd.receipt_no == 20 for cmd in host.sweep("T1", (20, 21), "EUR", "y") if isinstance(cmd, c.Release))
+
+
+# ---- incremental holds -------------------------------------------------------------------------
+
+
+def _incremental(new_receipt: bool) -> Session:
+    pol = policy("incremental", topup_terminals=frozenset({"T1"}))
+    s = at(None, e.CardPresented(SID, "card", "E1", "T1", "EUR"), 0, pol)
+    s = at(s, res("preauthorize", Outcome.APPROVED, 1500, 7, trace_no=70), 0, pol)
+    s = at(s, e.ChargerStarted(SID, "st", 0), 1, pol)
+    t = step(s, e.MeterValue(SID, "m", 21_000), 30, pol)  # (1.00 + 21 kWh * 0.45) * 1.19 = 12.44: 80 % of the hold
+    assert t.session is not None and t.session.state is State.TOPPING_UP
+    (top,) = t.commands
+    assert isinstance(top, c.TopUp) and top.trace_no == 70 and top.amount_minor == 1500
+    s = at(t.session, res("topup", Outcome.APPROVED, 1500, 8 if new_receipt else 7, for_receipt=7), 31, pol)
+    return at(s, e.ChargerStopped(SID, "sp", 30_000), 60, pol)
+
+
+def test_incremental_top_up_as_a_second_hold_is_captured_across_both() -> None:
+    s = _incremental(new_receipt=True)
+    assert [h.receipt_no for h in s.holds] == [7, 8] and s.authorized_minor == 3000
+    assert s.state is State.CAPTURING and s.price_minor == 1726  # (1.00 + 30 kWh * 0.45) * 1.19
+    assert [h.target_minor for h in s.holds] == [1500, 226]
+
+
+def test_incremental_top_up_into_the_same_receipt_increases_that_hold() -> None:
+    s = _incremental(new_receipt=False)
+    assert [(h.receipt_no, h.amount_minor) for h in s.holds] == [(7, 3000)]
+
+
+def test_incremental_settles_each_hold_then_completes() -> None:
+    pol = policy("incremental", topup_terminals=frozenset({"T1"}))
+    s = _incremental(new_receipt=True)
+    s = replace(s, holds=(replace(s.holds[0], target_minor=1500), replace(s.holds[1], target_minor=300)),
+                price_minor=1800)  # fmt: skip
+    t = step(s, res("capture", Outcome.APPROVED, 1500, 30, for_receipt=7), 61, pol)
+    assert t.session is not None and t.session.state is State.CAPTURING
+    (nxt,) = t.commands
+    assert isinstance(nxt, c.Capture) and (nxt.receipt_no, nxt.held_minor, nxt.amount_minor) == (8, 1500, 300)
+    done = at(t.session, res("capture", Outcome.APPROVED, 1200, 31, for_receipt=8), 62, pol)
+    assert done.state is State.COMPLETED and (done.captured_minor, done.released_minor) == (1800, 1200)
+
+
+def test_a_terminal_that_cannot_top_up_stops_at_the_cap_and_says_so() -> None:
+    pol = policy("incremental")
+    s = at(None, e.CardPresented(SID, "card", "E1", "T1", "EUR"), 0, pol)
+    assert "cannot add to a hold" in s.notes[0]
+    s = at(s, res("preauthorize", Outcome.APPROVED, 1500), 0, pol)
+    s = at(s, e.ChargerStarted(SID, "st", 0), 1, pol)
+    assert at(s, e.MeterValue(SID, "m", 25_000), 30, pol).state is State.STOPPING  # 14.58 >= 15.00 - 0.50
