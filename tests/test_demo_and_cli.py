@@ -62,3 +62,37 @@ def test_sessions_cli_lists_and_shows(tmp_path: Path) -> None:
     nope = subprocess.run([*EVPAY, "sessions", "show", "nope", "--config", str(config)], capture_output=True,
                           text=True, env=subprocess_env(), check=False)  # fmt: skip
     assert nope.returncode == 1
+
+
+def test_sessions_cli_lists_what_is_owed(tmp_path: Path) -> None:
+    db = tmp_path / "evpay.sqlite3"
+    config = tmp_path / "g.toml"
+    config.write_text(f'[site]\nid = "S"\ncountry = "DE"\n[storage]\npath = "{db}"\n', encoding="utf-8")
+    from datetime import UTC, datetime
+
+    from drivers.base import Outcome
+    from gateway.payments import events as e
+    from gateway.runtime.engine_host import EngineHost
+    from gateway.store import Store
+    from tests.payments.fixtures import policy
+
+    store = Store.open(db)
+    host = EngineHost(store, policy(), lambda: datetime(2026, 1, 5, 9, tzinfo=UTC))
+    for sid in ("paid", "owes"):
+        host.handle(e.CardPresented(sid, "card", "E1", "T1", "EUR"))
+        host.handle(
+            e.TerminalResultArrived(sid, "r", "preauthorize", Outcome.APPROVED, 5000, 12 if sid == "paid" else 13)
+        )
+        host.handle(e.ChargerStarted(sid, "st", 0))
+        host.handle(e.ChargerStopped(sid, "sp", 10_000))
+    host.handle(e.TerminalResultArrived("paid", "c", "capture", Outcome.APPROVED, 655, 20))
+    host.handle(e.TerminalResultArrived("owes", "c", "capture", Outcome.DECLINED))
+    host.handle(e.OpenPreauthsReported("owes", "q", ()))  # the receipt vanished, no evidence of the capture
+    store.close()
+    listed = subprocess.run([*EVPAY, "sessions", "list", "--owing", "--config", str(config), "--json"],
+                            capture_output=True, text=True, env=subprocess_env(), check=False)  # fmt: skip
+    rows = json.loads(listed.stdout)
+    assert [(r["id"], r["state"], r["owed_minor"]) for r in rows] == [("owes", "capture_unconfirmed", 655)]
+    shown = subprocess.run([*EVPAY, "sessions", "show", "owes", "--config", str(config)], capture_output=True,
+                           text=True, env=subprocess_env(), check=False)  # fmt: skip
+    assert "owed       6.55 EUR" in shown.stdout and "hold 13: 50.00 EUR unconfirmed" in shown.stdout

@@ -34,6 +34,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     term.add_argument("--card-wait", type=float, default=1.0, help="seconds the simulated customer needs")
     term.add_argument("--password-env", default="EVPAY_ZVT_PASSWORD", help="env var with the PT password")
     term.add_argument("--state", type=Path, help="keep the turnover store in this JSON file across restarts")
+    term.add_argument("--echo", choices=("booked", "reversed"), default="booked",
+                      help="which amount a partial reversal's result carries (terminals differ)")  # fmt: skip
+    term.add_argument("--extensions", choices=("none", "new_receipt", "same_receipt"), default="none",
+                      help="how a reservation extension (top-up) is answered")  # fmt: skip
     term.set_defaults(handler=_terminal)
     cpo = sub.add_parser("cpo", help="the embedded OCPI 2.3.0 CPO (payments receiver, credentials)")
     cpo.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT")
@@ -50,6 +54,8 @@ def _terminal(args: argparse.Namespace) -> int:
         default_outcome=args.default_outcome,
         card_wait_s=args.card_wait,
         state_path=args.state,
+        echo=args.echo,
+        extensions=args.extensions,
     )
     return asyncio.run(_serve(SimTerminal(config), args))
 
