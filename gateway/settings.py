@@ -30,8 +30,8 @@ from drivers.errors import AmountError, DeviceUrlError
 from drivers.money import Money, known_currencies
 from drivers.transport.url import parse_device_url
 from gateway.errors import ConfigError, SecretUnavailable
-from gateway.ocpi.models import OcpiTariff
 from gateway.payments.tariff import tariff_from_ocpi
+from gateway.wire import OcpiTariff
 
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,32}$")]
 
@@ -197,8 +197,26 @@ class ChargerSettings(_Model):
     evses: list[EvseSettings] = []
 
 
+class InteropSettings(_Model):
+    """Known deviations of real CPO platforms from OCPI 2.3.0. Default: the spec. Each is opt-in."""
+
+    # Terminals reach the CPO by PUT {terminals}/{terminal_id} instead of POST {terminals}.
+    terminal_method: Literal["POST", "PUT"] = "POST"
+    # false: the CPO refuses PARTIAL_SUCCESS. A capture short of the price is then sent as SUCCESS
+    # with the amount actually captured (total_costs), the shortfall named in the message.
+    partial_success: bool = True
+    # Collection URLs get a trailing slash (…/financial-advice-confirmations/), for CPOs that
+    # answer the bare URL with a redirect or a 404.
+    trailing_slash: bool = False
+    # Sent in business_details, for CPOs that require the optional website.
+    business_website: str | None = None
+
+
 class UpstreamSettings(_Model):
     enabled: bool = False
+    # gateway: we POST our credentials with token_a. cpo: the CPO registers with us, presenting
+    # token_a (which we gave it out of band); needs `listen`.
+    registration: Literal["gateway", "cpo"] = "gateway"
     versions_url: str = ""
     country_code: Annotated[str, Field(pattern=r"^[A-Z]{2}$")] = "DE"
     party_id: Annotated[str, Field(pattern=r"^[A-Z0-9]{3}$")] = "EVP"
@@ -209,10 +227,18 @@ class UpstreamSettings(_Model):
     business_name: str = "EVPay Edge"
     timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
 
+    interop: InteropSettings = InteropSettings()
+
     @model_validator(mode="after")
     def _complete_when_enabled(self) -> UpstreamSettings:
-        if self.enabled and (not self.versions_url or self.token_a is None or self.key is None):
-            raise ValueError("an enabled upstream needs versions_url, token_a and key")
+        if not self.enabled:
+            return self
+        if self.token_a is None or self.key is None:
+            raise ValueError("an enabled upstream needs token_a and key")
+        if self.registration == "gateway" and not self.versions_url:
+            raise ValueError('registration "gateway" needs versions_url (the CPO\'s versions endpoint)')
+        if self.registration == "cpo" and not self.listen:
+            raise ValueError('registration "cpo" needs listen: the CPO must reach our credentials endpoint')
         return self
 
 
@@ -244,7 +270,7 @@ class PricingSettings(_Model):
     def _tariffs(cls, v: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for raw in v:
             try:
-                OcpiTariff.model_validate(raw)
+                OcpiTariff.model_validate(raw, context={"decimal_strings": True})
             except ValidationError as exc:
                 first = exc.errors()[0]
                 where = ".".join(str(p) for p in first["loc"])

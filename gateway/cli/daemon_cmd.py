@@ -86,9 +86,13 @@ def _store_report(path: Path) -> dict[str, Any]:
 def _upstream(store: Store) -> dict[str, Any] | None:
     """Where the gateway is registered (never the tokens: they stay encrypted in the store)."""
     reg = store.registration()
-    if reg is None:
-        return None
-    return {"versions_url": reg["versions_url"], "registered_at": reg["registered_at"]}
+    status = store.upstream_status()
+    out: dict[str, Any] = {}
+    if reg is not None:
+        out.update(versions_url=reg["versions_url"], registered_at=reg["registered_at"])
+    if status is not None:
+        out.update(registered=status["registered"] and reg is not None, reason=status["reason"])
+    return out or None
 
 
 def _print_status(settings: Settings, report: dict[str, Any]) -> None:
@@ -117,11 +121,10 @@ def _print_status(settings: Settings, report: dict[str, Any]) -> None:
         print(f"  terminal {t.id:<12} {t.device:<36} {state}")
     upstream = store.get("upstream")
     if settings.upstream.enabled:
-        where = (
-            f"registered with {upstream['versions_url']} since {upstream['registered_at']}"
-            if upstream
-            else "NOT registered"
-        )
+        if upstream and upstream.get("registered", "versions_url" in upstream):
+            where = f"registered with {upstream['versions_url']} since {upstream['registered_at']}"
+        else:
+            where = "not registered — " + (upstream or {}).get("reason", "the upstream worker has not run yet")
         print(f"upstream: {where}")
     print(f"open sessions: {len(store['open_sessions'])}")
     for s in store["open_sessions"]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import socket
 import tempfile
 from importlib import resources
 from pathlib import Path
@@ -45,15 +46,23 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     demo.set_defaults(handler=_demo)
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def demo_settings(workdir: Path, device: str, cpo: CpoSimulator) -> Settings:
     text = resources.files("gateway.demo").joinpath("demo.toml").read_text(encoding="utf-8")
     settings = parse_settings(text, "<embedded demo.toml>")
     storage = settings.storage.model_copy(update={"path": workdir / "evpay.sqlite3"})
     api = settings.api.model_copy(update={"port": 0})  # any free port: never clash with a live daemon
     terminal = settings.terminals[0].model_copy(update={"device": device})
+    ocpi_port = free_port()  # the strict CPO calls our versions back before it answers the registration
     upstream = UpstreamSettings(
         enabled=True, versions_url=cpo.versions_url, token_a=SecretRef(value=SecretStr(cpo.state.token_a)),
         key=SecretRef(value=SecretStr(Fernet.generate_key().decode("ascii"))), business_name="EVPay Edge demo",
+        listen=f"127.0.0.1:{ocpi_port}", public_url=f"http://127.0.0.1:{ocpi_port}/ocpi/versions",
     )  # fmt: skip
     return settings.model_copy(update={"storage": storage, "api": api, "terminals": [terminal], "upstream": upstream})
 
@@ -135,6 +144,7 @@ async def _print_daemon(daemon: Daemon, settings: Settings, cpo: CpoSimulator) -
         f"demo: outbox {status['outbox']['pending']} pending, {status['outbox']['dead']} dead; "
         f"the CPO registered us and received {len(cpo.state.facs)} Financial Advice Confirmation(s):"
     )
+    print(f"demo: the CPO called our OCPI endpoints back while registering: {', '.join(cpo.state.callbacks)}")
     for fac in cpo.state.facs.values():
         total = fac["total_costs"]
         taxes = sum(t["amount"] for t in total.get("taxes", []))

@@ -44,15 +44,22 @@ def _list(args: argparse.Namespace) -> int:
     try:
         messages = store.outbox.list(args.status, args.limit)
         backlog = store.outbox.backlog()
+        upstream = store.upstream_status()
     finally:
         store.close()
+    waiting = None
+    if upstream is not None and not upstream["registered"]:
+        waiting = f"waiting: upstream not registered — {upstream['reason']}"
     if args.json:
-        print(json.dumps([asdict(m) for m in messages], indent=2, default=str))
+        rows = [{**asdict(m), **({"waiting": waiting} if waiting and m.status == "pending" else {})} for m in messages]
+        print(json.dumps(rows, indent=2, default=str))
         return 0
     oldest = f", oldest pending {backlog.oldest_pending:%Y-%m-%d %H:%M:%S}" if backlog.oldest_pending else ""
     print(f"outbox: {backlog.pending} pending, {backlog.dead} dead{oldest}")
+    if waiting and backlog.pending:
+        print(waiting)
     for m in messages:
-        print(_row(m))
+        print(_row(m) + (f"  ({waiting})" if waiting and m.status == "pending" else ""))
     return 0
 
 

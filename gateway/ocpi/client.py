@@ -75,6 +75,8 @@ class OcpiClient:
             body = {}
         code = body.get("status_code") if isinstance(body, dict) else None
         message = str(body.get("status_message", "")) if isinstance(body, dict) else ""
+        if not isinstance(code, int) and text:  # not an OCPI envelope (a proxy's page, a framework error)
+            message = "non-OCPI answer: " + " ".join(text.split())[:200]
         if status in (408, 429) or status >= 500 or (isinstance(code, int) and code // 1000 in (3, 4)):
             raise UpstreamUnreachable(
                 f"{method} {url}: HTTP {status}, OCPI {code} {message}".strip(), ambiguous=False, retry_after=after

@@ -2,16 +2,26 @@
 
 Serves versions and version details, the credentials registration (token A → token C), and
 the payments receiver (Financial Advice Confirmations and Terminals: POST and GET by id).
-Every object it receives is validated against ``gateway.ocpi.models``; it records what it
-stored, and can be told to fail the next requests: ``http500``, ``retry_after``, ``ocpi2001``,
-``ocpi3001``, ``slow`` (answer after ``slow_s``), ``reset_after_store`` (store, then drop the
-connection without an answer), ``drop`` (drop before storing).
+It behaves like the strictest real CPO: during a registration it calls the PTP's versions and
+version details back with the PTP's token B before it answers (3001 if that fails); every
+request must carry ``X-Request-ID`` and ``X-Correlation-ID``, and the PTP must echo them on the
+callbacks; every object is validated strictly (JSON types, lengths, enums, DateTime, the 2.3.0
+Price) and unknown fields from the PTP are refused. It can register with the PTP itself
+(``register_with``: CPO-initiated). It records what it stored, and can be told to fail the next
+requests (``faults``): ``http500``, ``retry_after``, ``ocpi2001``, ``ocpi3001``, ``slow``
+(answer after ``slow_s``), ``reset_after_store`` (store, then drop the connection without an
+answer), ``drop`` (drop before storing). ``quirks`` make it deviate as real peers do:
+``auth403`` (403 where 401 is meant), ``plain422`` (refusals as HTTP 422 with a non-OCPI body),
+``redirect_slash`` (collections only at a trailing-slash URL; the bare one redirects),
+``put_terminals`` (Terminals only by PUT on the object's URL), ``no_partial_success`` (refuses
+PARTIAL_SUCCESS FACs), ``require_website`` (refuses credentials without business_details.website).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import secrets
 from collections import deque
 from dataclasses import dataclass, field
@@ -57,6 +67,12 @@ class CpoState:
     tariffs: list[dict[str, Any]] = field(default_factory=list)  # OCPI Tariff objects it publishes
     fiscal_lines: list[str] = field(default_factory=list)  # sent after the CDR (custom module DEEVPfiscal)
     locations: list[dict[str, Any]] = field(default_factory=list)
+    callback: bool = True  # call the PTP's versions back during registration
+    require_ids: bool = True  # refuse requests without X-Request-ID / X-Correlation-ID
+    quirks: set[str] = field(default_factory=set)
+    callbacks: list[str] = field(default_factory=list)  # what the registration callback saw, for tests
+    ptp_token: str | None = None  # the PTP's token B as the CPO holds it (for its pushes)
+    ptp_versions_url: str | None = None
 
 
 class CpoSimulator:
@@ -67,7 +83,7 @@ class CpoSimulator:
         self._runner: web.AppRunner | None = None
 
     def app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(middlewares=[self._strict])
         r = app.router
         r.add_get("/ocpi/versions", self._versions)
         r.add_get(f"/ocpi/{VERSION}", self._details)
@@ -76,13 +92,53 @@ class CpoSimulator:
         r.add_delete(f"/ocpi/{VERSION}/credentials", self._unregister)
         pay = f"/ocpi/cpo/{VERSION}/payments"
         r.add_post(f"{pay}/financial-advice-confirmations", self._post_fac)
+        r.add_post(f"{pay}/financial-advice-confirmations/", self._post_fac)
         r.add_get(f"{pay}/financial-advice-confirmations/{{id}}", self._get_fac)
         r.add_post(f"/ocpi/cpo/{VERSION}/commands/{{command}}", self._command)
         r.add_get(f"/ocpi/cpo/{VERSION}/tariffs", self._list_tariffs)
         r.add_get(f"/ocpi/cpo/{VERSION}/locations", self._list_locations)
         r.add_post(f"{pay}/terminals", self._post_terminal)
+        r.add_post(f"{pay}/terminals/", self._post_terminal)
         r.add_get(f"{pay}/terminals/{{id}}", self._get_terminal)
+        r.add_put(f"{pay}/terminals/{{id}}", self._put_terminal)
         return app
+
+    @web.middleware
+    async def _strict(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """Message ids required (and echoed); quirks that change how whole requests are answered."""
+        if self.state.require_ids and not (
+            request.headers.get("X-Request-ID") and request.headers.get("X-Correlation-ID")
+        ):
+            self.state.rejected.append(f"{request.method} {request.path}: no X-Request-ID/X-Correlation-ID")
+            return web.json_response(envelope(status_code=2001, message="X-Request-ID and X-Correlation-ID required"),
+                                     status=400)  # fmt: skip
+        collection = request.path.endswith(("/terminals", "/financial-advice-confirmations"))
+        if "redirect_slash" in self.state.quirks and request.method == "POST" and collection:
+            raise web.HTTPPermanentRedirect(request.path + "/")
+        response: web.StreamResponse = await handler(request)
+        for name in ("X-Request-ID", "X-Correlation-ID"):
+            if name in request.headers:
+                response.headers[name] = request.headers[name]
+        return response
+
+    def _refuse(self, why: str, status: int = 400, code: int = 2001) -> web.Response:
+        self.state.rejected.append(why)
+        if "plain422" in self.state.quirks and status == 400:
+            return web.Response(status=422, text=f"Unprocessable Entity: {why}", content_type="text/plain")
+        return web.json_response(envelope(status_code=code, message=why), status=status)
+
+    def _unauthorized(self) -> web.Response:
+        return web.json_response(envelope(status_code=2000, message="unauthorized"),
+                                 status=403 if "auth403" in self.state.quirks else 401)  # fmt: skip
+
+    async def _object(self, request: web.Request, model: Any) -> Any:
+        """The body as ``model``: strict JSON types, and no field the model does not know."""
+        raw = await request.read()
+        data = json.loads(raw)
+        unknown = sorted(set(data) - set(model.model_fields)) if isinstance(data, dict) else []
+        if unknown:
+            raise ValueError(f"unknown fields {unknown}")
+        return model.model_validate_json(raw, strict=True)
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         self._runner = web.AppRunner(self.app(), access_log=None)
@@ -160,12 +216,12 @@ class CpoSimulator:
 
     async def _versions(self, request: web.Request) -> web.Response:
         if not self._allowed(request):
-            return web.json_response(envelope(status_code=2000, message="unauthorized"), status=401)
+            return self._unauthorized()
         return web.json_response(envelope([{"version": VERSION, "url": f"{self.base}/ocpi/{VERSION}"}]))
 
     async def _details(self, request: web.Request) -> web.Response:
         if not self._allowed(request):
-            return web.json_response(envelope(status_code=2000, message="unauthorized"), status=401)
+            return self._unauthorized()
         endpoints = [
             {"identifier": "credentials", "role": "RECEIVER", "url": f"{self.base}/ocpi/{VERSION}/credentials"},
             {"identifier": "payments", "role": "RECEIVER", "url": f"{self.base}/ocpi/cpo/{VERSION}/payments"},
@@ -177,18 +233,83 @@ class CpoSimulator:
 
     async def _register(self, request: web.Request, *, rotating: bool = False) -> web.Response:
         if not rotating and not self._allowed(request, registration=True):
-            return web.json_response(envelope(status_code=2000, message="unauthorized"), status=401)
+            return self._unauthorized()
         try:
-            creds = Credentials.model_validate(await request.json())
+            creds = await self._object(request, Credentials)
         except (ValidationError, ValueError) as exc:
-            self.state.rejected.append(str(exc))
-            return web.json_response(envelope(status_code=2001, message="invalid credentials"), status=400)
+            return self._refuse(f"invalid credentials: {exc}")
+        if "require_website" in self.state.quirks and not any(r.business_details.website for r in creds.roles):
+            return self._refuse("business_details.website is required by this CPO")
+        if self.state.callback:
+            problem = await self._call_back(creds, request.headers.get("X-Correlation-ID", ""))
+            if problem:
+                return self._refuse(f"unable to use the client's API: {problem}", status=200, code=3001)
         self.state.registered.append(creds.to_json())
+        self.state.ptp_token, self.state.ptp_versions_url = creds.token, creds.url
         token_c = secrets.token_hex(16)
         self.state.tokens.add(token_c)
         role = {"role": "CPO", "party_id": "CPO", "country_code": "DE", "business_details": {"name": "Embedded CPO"}}
         reply = {"token": token_c, "url": self.versions_url, "roles": [role]}
         return web.json_response(envelope(reply))
+
+    async def _call_back(self, creds: Credentials, correlation_id: str) -> str | None:
+        """What a strict CPO does before answering a registration: GET the PTP's versions and its
+        2.3.0 details with the token B it was just given; the ids must come back echoed."""
+        try:
+            async with aiohttp.ClientSession(headers=_auth(creds.token)) as http:
+                versions = await self._get_checked(http, creds.url, correlation_id)
+                chosen = next((v for v in versions if v.get("version") == VERSION), None)
+                if chosen is None:
+                    return f"no OCPI {VERSION} at {creds.url}"
+                await self._get_checked(http, chosen["url"], correlation_id)
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError, KeyError) as exc:
+            self.state.callbacks.append(f"failed: {exc}")
+            return f"{type(exc).__name__}: {exc}"
+        return None
+
+    async def _get_checked(self, http: aiohttp.ClientSession, url: str, correlation_id: str) -> Any:
+        ids = {"X-Request-ID": secrets.token_hex(8), "X-Correlation-ID": correlation_id or secrets.token_hex(8)}
+        async with http.get(url, headers=ids, timeout=aiohttp.ClientTimeout(total=5)) as r:
+            body = await r.json()
+            if r.status != 200 or body.get("status_code") != 1000:
+                raise ValueError(f"GET {url}: HTTP {r.status}, OCPI {body.get('status_code')}")
+            echoed = {k: r.headers.get(k) for k in ids}
+            if echoed != ids:
+                raise ValueError(f"GET {url}: message ids not echoed ({echoed})")
+        self.state.callbacks.append(url)
+        return body["data"]
+
+    async def register_with(self, ptp_versions_url: str, token_a: str) -> dict[str, Any]:
+        """CPO-initiated registration: with the token A the PTP gave us, discover its credentials
+        endpoint and POST ours; its answer carries the token B we use to call it."""
+        correlation = secrets.token_hex(8)
+        async with aiohttp.ClientSession(headers=_auth(token_a)) as http:
+            versions = await self._get_checked(http, ptp_versions_url, correlation)
+            details = await self._get_checked(http, versions[0]["url"], correlation)
+            url = next(e["url"] for e in details["endpoints"] if e["identifier"] == "credentials")
+            token_c = secrets.token_hex(16)
+            self.state.tokens.add(token_c)
+            ours = {
+                "token": token_c,
+                "url": self.versions_url,
+                "roles": [
+                    {
+                        "role": "CPO",
+                        "party_id": "CPO",
+                        "country_code": "DE",
+                        "business_details": {"name": "Embedded CPO"},
+                    }
+                ],
+            }
+            ids = {"X-Request-ID": secrets.token_hex(8), "X-Correlation-ID": correlation}
+            async with http.post(url, json=ours, headers=ids) as r:
+                body = await r.json()
+        if body.get("status_code") != 1000:
+            raise ValueError(f"the PTP refused our registration: {body}")
+        creds = Credentials.model_validate(body["data"])
+        self.state.registered.append(creds.to_json())
+        self.state.ptp_token, self.state.ptp_versions_url = creds.token, creds.url
+        return dict(body["data"])
 
     async def _rotate(self, request: web.Request) -> web.Response:
         token = self._token(request)
@@ -206,29 +327,26 @@ class CpoSimulator:
 
     async def _command(self, request: web.Request) -> web.Response:
         if not self._allowed(request):
-            return web.json_response(envelope(status_code=2000, message="unauthorized"), status=401)
+            return self._unauthorized()
         command = request.match_info["command"]
         self.state.commands.append(command)
         try:
-            body = await request.json()
             if command == "START_SESSION":
-                start = StartSession.model_validate(body)
+                start = await self._object(request, StartSession)
                 self._tasks.add(asyncio.create_task(self._run_session(start)))
             elif command == "STOP_SESSION":
-                self.state.stop_requested.add(StopSession.model_validate(body).session_id)
+                self.state.stop_requested.add((await self._object(request, StopSession)).session_id)
             else:
                 return web.json_response(envelope({"result": "NOT_SUPPORTED", "timeout": 0}))
         except (ValidationError, ValueError) as exc:
-            self.state.rejected.append(str(exc))
-            return web.json_response(envelope(status_code=2001, message="invalid command"), status=400)
+            return self._refuse(f"invalid command: {exc}")
         return web.json_response(envelope({"result": "ACCEPTED", "timeout": 30}))
 
     async def _run_session(self, start: StartSession) -> None:
         """Charge, pushing Session updates to the PTP, then send the CDR and the CommandResult."""
-        ptp = self.state.registered[-1]
-        headers = {"Authorization": "Token " + base64.b64encode(ptp["token"].encode()).decode()}
-        async with aiohttp.ClientSession(headers=headers) as http:
-            endpoints = await self._ptp_endpoints(http, ptp["url"])
+        headers = _auth(self.state.ptp_token or "")
+        async with aiohttp.ClientSession(headers=headers, trace_configs=[_with_ids()]) as http:
+            endpoints = await self._ptp_endpoints(http, self.state.ptp_versions_url or "")
             sid = f"CPO-{secrets.token_hex(6)}"
             now = datetime.now(UTC)
             session = {"country_code": "DE", "party_id": "CPO", "id": sid, "start_date_time": _ts(now), "kwh": 0,
@@ -274,7 +392,7 @@ class CpoSimulator:
     def _list(self, request: web.Request, objects: list[dict[str, Any]]) -> web.Response:
         """A paginated Sender list: one object per page, to exercise the Link header."""
         if not self._allowed(request):
-            return web.json_response(envelope(status_code=2000, message="unauthorized"), status=401)
+            return self._unauthorized()
         offset = int(request.query.get("offset", "0"))
         headers = {"X-Total-Count": str(len(objects)), "X-Limit": "1"}
         if offset + 1 < len(objects):
@@ -288,7 +406,18 @@ class CpoSimulator:
         return self._get(request, self.state.facs)
 
     async def _post_terminal(self, request: web.Request) -> web.Response:
+        if "put_terminals" in self.state.quirks:
+            return self._refuse("this CPO takes Terminals by PUT {terminals}/{terminal_id}", status=405, code=2000)
         return await self._post(request, Terminal, self.state.terminals, "terminal_id", None)
+
+    async def _put_terminal(self, request: web.Request) -> web.Response:
+        if "put_terminals" not in self.state.quirks:
+            return self._refuse("PUT is not the Terminals receiver method here; POST the Terminal", 405, 2000)
+        response = await self._post(request, Terminal, self.state.terminals, "terminal_id", None)
+        stored = self.state.terminals.get(request.match_info["id"])
+        if response.status in (200, 201) and stored is None:
+            return self._refuse("terminal_id in the body differs from the URL")
+        return response
 
     async def _get_terminal(self, request: web.Request) -> web.Response:
         return self._get(request, self.state.terminals)
@@ -297,15 +426,16 @@ class CpoSimulator:
         self, request: web.Request, model: Any, table: dict[str, dict[str, Any]], key: str, log: list[str] | None
     ) -> web.Response:
         if not self._allowed(request):
-            return web.json_response(envelope(status_code=2000, message="unauthorized"), status=401)
+            return self._unauthorized()
         fault = await self._fault(request)
         if fault is not None:
             return fault
         try:
-            obj = model.model_validate(await request.json())
+            obj = await self._object(request, model)
         except (ValidationError, ValueError) as exc:
-            self.state.rejected.append(str(exc))
-            return web.json_response(envelope(status_code=2001, message="invalid object"), status=400)
+            return self._refuse(f"invalid {model.__name__}: {exc}")
+        if "no_partial_success" in self.state.quirks and getattr(obj, "capture_status_code", None) == "PARTIAL_SUCCESS":
+            return self._refuse("PARTIAL_SUCCESS is not accepted by this CPO")
         data = obj.model_dump(mode="json", exclude_none=True)
         created = data[key] not in table
         table[data[key]] = data
@@ -318,11 +448,27 @@ class CpoSimulator:
 
     def _get(self, request: web.Request, table: dict[str, dict[str, Any]]) -> web.Response:
         if not self._allowed(request):
-            return web.json_response(envelope(status_code=2000, message="unauthorized"), status=401)
+            return self._unauthorized()
         found = table.get(request.match_info["id"])
         if found is None:
             return web.json_response(envelope(status_code=2000, message="unknown object"), status=404)
         return web.json_response(envelope(found))
+
+
+def _auth(token: str) -> dict[str, str]:
+    return {"Authorization": "Token " + base64.b64encode(token.encode()).decode()}
+
+
+def _with_ids() -> aiohttp.TraceConfig:
+    """Every request the CPO makes carries fresh message ids (a correlation id per request)."""
+
+    async def on_start(_session: Any, _ctx: Any, params: aiohttp.TraceRequestStartParams) -> None:
+        params.headers.setdefault("X-Request-ID", secrets.token_hex(8))
+        params.headers.setdefault("X-Correlation-ID", secrets.token_hex(8))
+
+    config = aiohttp.TraceConfig()
+    config.on_request_start.append(on_start)
+    return config
 
 
 def _ts(moment: datetime) -> str:

@@ -22,12 +22,17 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from drivers.money import Money, currency
-from gateway.ocpi.models import CaptureStatusCode, FinancialAdviceConfirmation, Price, TaxAmount
+from gateway.ocpi.models import CaptureStatusCode, FinancialAdviceConfirmation
+from gateway.wire import Price, TaxAmount
 
 _OWING = ("capture_failed", "capture_unconfirmed")
 
 
-def fac_from_outcome(payload: dict[str, Any], now: datetime) -> FinancialAdviceConfirmation | None:
+def fac_from_outcome(
+    payload: dict[str, Any], now: datetime, *, partial_success: bool = True
+) -> FinancialAdviceConfirmation | None:
+    """The FAC for an outcome message. ``partial_success=False`` (interop, for CPOs that refuse
+    it): a shortfall is sent as SUCCESS with the amount actually captured; the message names it."""
     state = payload["state"]
     unpaid = bool(payload.get("unpaid_energy_wh"))
     if not payload.get("authorization_reference") or (state not in ("completed", *_OWING) and not unpaid):
@@ -48,7 +53,8 @@ def fac_from_outcome(payload: dict[str, Any], now: datetime) -> FinancialAdviceC
         why = "the hold lapsed uncaptured" if state == "capture_failed" else "the capture is unconfirmed"
         message = f"nothing captured: {why}; {owed} owed"
     elif payload.get("shortfall_minor"):
-        amount, code = captured, CaptureStatusCode.PARTIAL_SUCCESS
+        amount = captured
+        code = CaptureStatusCode.PARTIAL_SUCCESS if partial_success else CaptureStatusCode.SUCCESS
         message = f"captured {captured} of {Money(payload['price_minor'], cur)} priced; {owed} owed"
     else:
         amount, code, message = captured, CaptureStatusCode.SUCCESS, "captured at the terminal"

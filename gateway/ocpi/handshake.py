@@ -42,29 +42,26 @@ async def discover(client: OcpiClient, versions_url: str) -> VersionDetails:
     return VersionDetails.model_validate((await client.request("GET", chosen.url)).data)
 
 
-def our_credentials(token_b: str, our_versions_url: str, party: tuple[str, str], name: str) -> Credentials:
+def our_credentials(
+    token_b: str, our_versions_url: str, party: tuple[str, str], name: str, website: str | None = None
+) -> Credentials:
+    details = BusinessDetails(name=name, website=website)
     return Credentials(
         token=token_b,
         url=our_versions_url,
-        roles=[CredentialsRole(role="OTHER", business_details=BusinessDetails(name=name),
-                               country_code=party[0], party_id=party[1])],
-    )  # fmt: skip
+        roles=[CredentialsRole(role="OTHER", business_details=details, country_code=party[0], party_id=party[1])],
+    )
 
 
-async def rotate(
-    client_with_token_c: OcpiClient, registration: Registration, our_versions_url: str, party: tuple[str, str],
-    name: str,
-) -> Registration:  # fmt: skip
-    """PUT new credentials (a fresh token B); the CPO answers with a fresh token C."""
+async def rotate(client_with_token_c: OcpiClient, registration: Registration, ours: Credentials) -> Registration:
+    """PUT new credentials (a fresh token B, already accepted by our server); the CPO answers
+    with a fresh token C."""
     url = registration.endpoints.url("credentials", "RECEIVER") or registration.endpoints.url("credentials", "SENDER")
     if url is None:
         raise UpstreamError("the CPO publishes no credentials endpoint")
-    token_b = secrets.token_urlsafe(24)
-    reply = await client_with_token_c.request(
-        "PUT", url, our_credentials(token_b, our_versions_url, party, name).to_json()
-    )
+    reply = await client_with_token_c.request("PUT", url, ours.to_json())
     theirs = Credentials.model_validate(reply.data)
-    return Registration(token_b, theirs.token, theirs.url, registration.endpoints)
+    return Registration(ours.token, theirs.token, theirs.url, registration.endpoints)
 
 
 async def unregister(client_with_token_c: OcpiClient, registration: Registration) -> None:
@@ -75,15 +72,26 @@ async def unregister(client_with_token_c: OcpiClient, registration: Registration
     await client_with_token_c.request("DELETE", url)
 
 
-async def register(
-    client_with_token_a: OcpiClient, versions_url: str, our_versions_url: str, party: tuple[str, str], name: str
-) -> Registration:
+def new_token() -> str:
+    return secrets.token_urlsafe(24)
+
+
+async def register(client_with_token_a: OcpiClient, versions_url: str, our_credentials_: Credentials) -> Registration:
+    """Gateway-initiated: POST our credentials (with token B) to the CPO, get token C back.
+
+    Our OCPI server must already answer with token B: a CPO calls our versions and version
+    details back before it answers the POST (the registration procedure has it do so)."""
     details = await discover(client_with_token_a, versions_url)
     credentials_url = details.url("credentials", "RECEIVER") or details.url("credentials", "SENDER")
     if credentials_url is None:
         raise UpstreamError("the CPO publishes no credentials endpoint")
-    token_b = secrets.token_urlsafe(24)
-    ours = our_credentials(token_b, our_versions_url, party, name)
-    reply = await client_with_token_a.request("POST", credentials_url, ours.to_json())
+    reply = await client_with_token_a.request("POST", credentials_url, our_credentials_.to_json())
     theirs = Credentials.model_validate(reply.data)
-    return Registration(token_b, theirs.token, theirs.url, details)
+    return Registration(our_credentials_.token, theirs.token, theirs.url, details)
+
+
+async def accept(client_with_their_token: OcpiClient, theirs: Credentials) -> Registration:
+    """CPO-initiated: the CPO POSTed its credentials to us with the token A we gave it. Read its
+    versions and endpoints with its token (before answering), then it gets a fresh token from us."""
+    details = await discover(client_with_their_token, theirs.url)
+    return Registration(new_token(), theirs.token, theirs.url, details)

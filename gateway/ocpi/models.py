@@ -12,90 +12,40 @@ with its object tables (see the note in docs), input is lenient and output follo
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
     Field,
-    PlainSerializer,
     StringConstraints,
     field_validator,
     model_validator,
 )
 
-
-def _printable_ascii(value: str) -> str:
-    if not all(32 <= ord(ch) < 127 for ch in value):
-        raise ValueError("CiString allows printable ASCII only")
-    return value
-
-
-_ascii = AfterValidator(_printable_ascii)
-# CiString(n) of the spec: printable ASCII, at most n characters ("Req": at least one).
-CiString2 = Annotated[str, StringConstraints(min_length=2, max_length=2), _ascii]
-CiString3 = Annotated[str, StringConstraints(max_length=3), _ascii]
-CiString3Req = Annotated[str, StringConstraints(min_length=1, max_length=3), _ascii]
-CiString10 = Annotated[str, StringConstraints(max_length=10), _ascii]
-CiString20 = Annotated[str, StringConstraints(max_length=20), _ascii]
-CiString36 = Annotated[str, StringConstraints(max_length=36), _ascii]
-CiString36Req = Annotated[str, StringConstraints(min_length=1, max_length=36), _ascii]
-CiString45 = Annotated[str, StringConstraints(max_length=45), _ascii]
-CiString64Req = Annotated[str, StringConstraints(min_length=1, max_length=64), _ascii]
-CiString255 = Annotated[str, StringConstraints(max_length=255), _ascii]
-CiString255Req = Annotated[str, StringConstraints(min_length=1, max_length=255), _ascii]
-
-
-def _utc(value: datetime) -> datetime:
-    if value.tzinfo is None:
-        raise ValueError("DateTime must carry a time zone (OCPI: UTC, 'Z')")
-    return value.astimezone(UTC)
-
-
-DateTime = Annotated[
-    datetime,
-    AfterValidator(_utc),
-    PlainSerializer(lambda v: v.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), return_type=str),
-]
-Number = Annotated[Decimal, PlainSerializer(lambda v: float(v), return_type=float)]
-Url = Annotated[str, StringConstraints(max_length=255)]
-
-
-class OcpiModel(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    def to_json(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude_none=True)
-
-
-class TaxAmount(OcpiModel):
-    name: CiString255
-    account_number: CiString255 | None = None
-    percentage: Number | None = None
-    amount: Number
-
-
-class Price(OcpiModel):
-    before_taxes: Number
-    taxes: list[TaxAmount] | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _read_221(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "before_taxes" not in data and "excl_vat" in data:
-            excl = Decimal(str(data["excl_vat"]))
-            converted: dict[str, Any] = {"before_taxes": excl}
-            if data.get("incl_vat") is not None:
-                converted["taxes"] = [{"name": "VAT", "amount": Decimal(str(data["incl_vat"])) - excl}]
-            return converted
-        return data
-
-    @property
-    def total(self) -> Decimal:
-        return self.before_taxes + sum((t.amount for t in self.taxes or ()), Decimal(0))
+from gateway.wire import (  # noqa: F401 - re-exported: the OCPI layer's one place for its types
+    CiString2,
+    CiString3,
+    CiString3Req,
+    CiString10,
+    CiString20,
+    CiString36,
+    CiString36Req,
+    CiString45,
+    CiString64Req,
+    CiString255,
+    CiString255Req,
+    DateTime,
+    Number,
+    OcpiModel,
+    OcpiTariff,
+    Price,
+    PriceComponentModel,
+    TariffDimension,
+    TariffElementModel,
+    TariffRestrictionsModel,
+    TaxAmount,
+    Url,
+)
 
 
 class CaptureStatusCode(StrEnum):
@@ -114,7 +64,7 @@ class FinancialAdviceConfirmation(OcpiModel):
     authorization_reference: CiString36Req
     total_costs: Price
     currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
-    eft_data: list[CiString255Req] = []
+    eft_data: list[CiString255Req] = Field(default_factory=list)
     capture_status_code: CaptureStatusCode
     capture_status_message: CiString255 | None = None
     last_updated: DateTime
@@ -152,6 +102,19 @@ class Terminal(OcpiModel):
     def _party_pair(self) -> Terminal:
         if (self.party_id is None) != (self.country_code is None):
             raise ValueError("party_id and country_code go together (both or neither)")
+        return self
+
+
+class TerminalActivation(Terminal):
+    """POST …/terminals/activate: the CPO names the terminal by its ``reference`` (e.g. the OEM's
+    serial number); ``terminal_id`` is the PTP's to assign, so it may be absent."""
+
+    terminal_id: CiString36 | None = None  # type: ignore[assignment]
+
+    @model_validator(mode="after")
+    def _named(self) -> TerminalActivation:
+        if not self.terminal_id and not self.reference:
+            raise ValueError("give the terminal's reference (or its terminal_id)")
         return self
 
 
@@ -333,7 +296,7 @@ class Connector(OcpiModel):
 
 class Evse(OcpiModel):
     uid: CiString36Req
-    connectors: list[Connector] = []
+    connectors: list[Connector] = Field(default_factory=list)
 
 
 class Location(OcpiModel):
@@ -352,55 +315,3 @@ class FiscalData(OcpiModel):
 
     lines: list[Annotated[str, StringConstraints(max_length=255)]] = Field(min_length=1, max_length=60)
     invoice_reference_id: CiString36 | None = None
-
-
-class TariffDimension(StrEnum):
-    ENERGY = "ENERGY"
-    FLAT = "FLAT"
-    PARKING_TIME = "PARKING_TIME"
-    TIME = "TIME"
-
-
-class PriceComponentModel(OcpiModel):
-    type: TariffDimension
-    price: Number
-    vat: Number | None = None
-    step_size: Annotated[int, Field(ge=0)]
-
-
-class TariffRestrictionsModel(OcpiModel):
-    start_time: Annotated[str, StringConstraints(pattern=r"^([0-1][0-9]|2[0-3]):[0-5][0-9]$")] | None = None
-    end_time: Annotated[str, StringConstraints(pattern=r"^([0-1][0-9]|2[0-3]):[0-5][0-9]$")] | None = None
-    start_date: Annotated[str, StringConstraints(pattern=r"^\d{4}-\d{2}-\d{2}$")] | None = None
-    end_date: Annotated[str, StringConstraints(pattern=r"^\d{4}-\d{2}-\d{2}$")] | None = None
-    min_kwh: Number | None = None
-    max_kwh: Number | None = None
-    min_current: Number | None = None
-    max_current: Number | None = None
-    min_power: Number | None = None
-    max_power: Number | None = None
-    min_duration: Annotated[int, Field(ge=0)] | None = None
-    max_duration: Annotated[int, Field(ge=0)] | None = None
-    day_of_week: (
-        list[Annotated[str, StringConstraints(pattern=r"^(MON|TUES|WEDNES|THURS|FRI|SATUR|SUN)DAY$")]] | None
-    ) = None
-
-
-class TariffElementModel(OcpiModel):
-    price_components: list[PriceComponentModel] = Field(min_length=1)
-    restrictions: TariffRestrictionsModel | None = None
-
-
-class OcpiTariff(OcpiModel):
-    """mod_tariffs' Tariff (with the payments edition's ``preauthorize_amount``). Validated
-    here, then priced by ``gateway.payments.tariff`` (plain dataclasses inside)."""
-
-    country_code: CiString2 | None = None
-    party_id: CiString3 | None = None
-    id: CiString36Req
-    currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
-    elements: list[TariffElementModel] = Field(min_length=1)
-    min_price: Price | None = None
-    max_price: Price | None = None
-    preauthorize_amount: Number | None = None
-    last_updated: DateTime | None = None  # required by the spec; tolerated missing in config files

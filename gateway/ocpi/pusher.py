@@ -24,6 +24,7 @@ from gateway.errors import OcpiRejected, UpstreamUnreachable
 from gateway.ocpi.client import OcpiClient
 from gateway.ocpi.fac import fac_from_outcome
 from gateway.ocpi.models import Terminal
+from gateway.settings import InteropSettings
 from gateway.store import Store, StoredOutbox
 
 _LOGGER = logging.getLogger(__name__)
@@ -49,8 +50,10 @@ class OutboxPusher:
         max_refusals: int = 5,
         rng: random.Random | None = None,
         commands_url: str | None = None,
+        interop: InteropSettings | None = None,
     ) -> None:
         self.store, self.client, self.clock = store, client, clock
+        self.interop = interop or InteropSettings()
         self.payments_url = payments_url.rstrip("/")
         self.concurrency = concurrency
         self.backoff_min_s, self.backoff_max_s, self.idle_poll_s = backoff_min_s, backoff_max_s, idle_poll_s
@@ -121,15 +124,19 @@ class OutboxPusher:
                 f"no upstream mapping for message kind {message.kind!r}", http_status=0, status_code=None
             )
 
+    def _collection(self, path: str) -> str:
+        url = f"{self.payments_url}/{path}"
+        return url + "/" if self.interop.trailing_slash else url
+
     def _object(self, message: StoredOutbox) -> tuple[str, str, dict[str, Any]]:
         """(collection URL, object id, OCPI JSON) for a message."""
         if message.kind == "terminal.post":
             terminal = Terminal.model_validate({**message.payload, "last_updated": self.clock()})
-            return f"{self.payments_url}/terminals", terminal.terminal_id, terminal.to_json()
-        fac = fac_from_outcome(dict(message.payload), self.clock())
+            return self._collection("terminals"), terminal.terminal_id, terminal.to_json()
+        fac = fac_from_outcome(dict(message.payload), self.clock(), partial_success=self.interop.partial_success)
         if fac is None:
             raise _NothingToSend("the session ended without a capture: nothing to confirm upstream")
-        return f"{self.payments_url}/financial-advice-confirmations", fac.id, fac.to_json()
+        return self._collection("financial-advice-confirmations"), fac.id, fac.to_json()
 
     async def _send(self, message: StoredOutbox) -> None:
         if message.kind == "command.stop_session":  # a command: resending is harmless, nothing to GET
@@ -139,10 +146,15 @@ class OutboxPusher:
             await self.client.request("POST", url, dict(message.payload), correlation_id=message.message_id)
             return
         url, object_id, body = self._object(message)
+        by_id = f"{url.rstrip('/')}/{object_id}"
+        if message.kind == "terminal.post" and self.interop.terminal_method == "PUT":
+            # Interop: this CPO takes Terminals by PUT on the object's URL (idempotent: no GET first).
+            await self.client.request("PUT", by_id, body, correlation_id=message.message_id)
+            return
         if message.last_error and message.last_error.startswith(_AMBIGUOUS):
             # An earlier POST may have arrived (timeout, reset, or a crash while sending): look first.
             try:
-                found = await self.client.request("GET", f"{url}/{object_id}", correlation_id=message.message_id)
+                found = await self.client.request("GET", by_id, correlation_id=message.message_id)
             except OcpiRejected:
                 found = None  # unknown there: post it
             if found is not None and found.data:

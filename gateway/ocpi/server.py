@@ -6,18 +6,28 @@ POST ``{id}/deactivate``) and ``financial-advice-confirmations`` (GET list/one).
 paginated (``date_from`` inclusive, ``date_to`` exclusive on ``last_updated``; ``offset``,
 ``limit``) with ``Link``, ``X-Total-Count`` and ``X-Limit``. Every request must carry our token
 B (from the registration, decrypted once at start); every change is a store step.
+
+Every response — errors too — echoes the request's ``X-Request-ID`` and ``X-Correlation-ID``.
+Every body is parsed strictly (JSON types as the spec types them: a DateTime is an RFC 3339
+string, never a number), within a size and nesting limit, and a bad one answers the OCPI
+envelope with 2001 and HTTP 400 — never a 500. Before the gateway is registered the server
+already answers with the token B it is about to send (the CPO calls back during
+registration); in CPO-initiated registration it accepts the CPO's credentials POST with the
+token A we gave it.
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
+from gateway.errors import UpstreamError
 from gateway.ocpi.charger import OcpiChargerLink, session_id_of
 from gateway.ocpi.client import authorization
 from gateway.ocpi.fac import fac_from_outcome
@@ -29,23 +39,32 @@ from gateway.ocpi.models import (
     OcpiSession,
     OcpiSessionPatch,
     Terminal,
+    TerminalActivation,
     TerminalPatch,
     envelope,
 )
-from gateway.payments.record import from_json
-from gateway.payments.session import outcome_payload
 from gateway.store import InboxMessage, JournalEntry, OutboxMessage, Step, Store, TerminalRecord
 
+_LOGGER = logging.getLogger(__name__)
 VERSION = "2.3.0"
 MAX_LIMIT = 100
+MAX_BODY = 256 * 1024  # bytes: the largest object we take (a CDR with its charging periods fits)
+MAX_DEPTH = 16  # JSON nesting: OCPI objects are shallow; deeper is an attack or a bug
+M = TypeVar("M", bound=BaseModel)
+
+
+class BadRequest(Exception):
+    """A request body we refuse: answered 400 / OCPI 2001 with this message."""
 
 
 class CredentialsKeeper(Protocol):
-    """Owns the registration (the upstream worker): our credentials, rotation, forgetting."""
+    """Owns the registration (the upstream worker): our credentials, rotation, forgetting, and
+    the CPO-initiated registration."""
 
     def ours(self) -> Credentials: ...
     def rotate(self, theirs: Credentials) -> Credentials: ...
     def forget(self) -> None: ...
+    async def accept(self, theirs: Credentials) -> Credentials: ...
 
 
 FISCAL_MODULE = "DEEVPfiscal"  # a custom module: id prefixed with our country code and party id
@@ -55,27 +74,32 @@ class PtpServer:
     def __init__(
         self,
         store: Store,
-        token_b: str,
+        token_b: str | Iterable[str],
         base_url: str,
         site: str,
         clock: Callable[[], datetime],
         receiver: OcpiChargerLink | None = None,
         fiscal: Callable[[str, tuple[str, ...], str], None] | None = None,
         credentials: CredentialsKeeper | None = None,
+        registration_token: str | None = None,
     ) -> None:
         self.store, self.site, self.clock, self.receiver, self.fiscal = store, site, clock, receiver, fiscal
         self._sessions: dict[str, dict[str, Any]] = {}  # the last full Session per id, for PATCH
         self.credentials = credentials
-        self._auth = authorization(token_b)
+        tokens = [token_b] if isinstance(token_b, str) else list(token_b)
+        self._auth = {authorization(t) for t in tokens}
+        # Token A, given to the CPO out of band: good for nothing but its credentials POST.
+        self._registration_auth = authorization(registration_token) if registration_token else None
         self.base = base_url.rstrip("/")
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[self._authenticate])
+        app = web.Application(middlewares=[self._ids, self._authenticate], client_max_size=MAX_BODY)
         r = app.router
         pay = f"/ocpi/ptp/{VERSION}/payments"
         r.add_get("/ocpi/versions", self._versions)
         r.add_get(f"/ocpi/{VERSION}", self._details)
         r.add_get(f"/ocpi/{VERSION}/credentials", self._credentials_get)
+        r.add_post(f"/ocpi/{VERSION}/credentials", self._credentials_post)
         r.add_put(f"/ocpi/{VERSION}/credentials", self._credentials_put)
         r.add_delete(f"/ocpi/{VERSION}/credentials", self._credentials_delete)
         r.add_get(f"{pay}/terminals", self._terminals)
@@ -95,9 +119,32 @@ class PtpServer:
         return app
 
     @web.middleware
+    async def _ids(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """Echo the message ids on every answer, errors included; nothing escapes as a bare 500."""
+        request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
+        correlation_id = request.headers.get("X-Correlation-ID") or request_id
+        try:
+            response: web.StreamResponse = await handler(request)
+        except BadRequest as exc:
+            response = _error(400, 2001, str(exc))
+        except web.HTTPException as exc:  # no such route (404), method (405), body too large (413)
+            response = _error(exc.status, 2001 if exc.status == 413 else 2000, exc.reason)
+        except Exception:
+            _LOGGER.exception("ocpi.server_error", extra={"path": request.path, "request_id": request_id})
+            response = _error(500, 3000, "internal error; the request was not processed")
+        response.headers["X-Request-ID"] = request_id
+        response.headers["X-Correlation-ID"] = correlation_id
+        return response
+
+    @web.middleware
     async def _authenticate(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        if request.headers.get("Authorization") != self._auth:
-            return web.json_response(envelope(status_code=2000, message="unknown token"), status=401)
+        auth = request.headers.get("Authorization")
+        # Token A opens discovery and the credentials POST, nothing else (credentials module).
+        registering = (request.method, request.path) in (
+            ("POST", f"/ocpi/{VERSION}/credentials"), ("GET", "/ocpi/versions"), ("GET", f"/ocpi/{VERSION}"),
+        )  # fmt: skip
+        if auth not in self._auth and not (registering and auth and auth == self._registration_auth):
+            return _error(401, 2000, "unknown token")
         response: web.StreamResponse = await handler(request)
         return response
 
@@ -119,8 +166,13 @@ class PtpServer:
         return web.json_response(envelope({"version": VERSION, "endpoints": endpoints}))
 
     def set_token(self, token_b: str) -> None:
-        """From now on only this token is ours (after a rotation)."""
-        self._auth = authorization(token_b)
+        """From now on only this token is ours (after a rotation or a registration)."""
+        self._auth = {authorization(token_b)}
+        self._registration_auth = None
+
+    def accept_token(self, token_b: str) -> None:
+        """Also accept this token (a rotation we start: the CPO may call back with it first)."""
+        self._auth.add(authorization(token_b))
 
     # ---- credentials: the CPO reads, rotates or ends our registration -------------------------
 
@@ -129,13 +181,23 @@ class PtpServer:
             return web.json_response(envelope(status_code=2000, message="not registered"), status=405)
         return web.json_response(envelope(self.credentials.ours().to_json()))
 
+    async def _credentials_post(self, request: web.Request) -> web.Response:
+        """CPO-initiated registration: the CPO sends its credentials with our token A; we read its
+        versions with its token, then answer with the token it will use to call us."""
+        if self.credentials is None or self._registration_auth is None:
+            return _error(405, 2000, "already registered: use PUT to update the credentials")
+        theirs = await parse(request, Credentials)
+        try:
+            ours = await self.credentials.accept(theirs)
+        except UpstreamError as exc:
+            return _error(200, 3001, f"unable to use your API: {exc}")
+        self.set_token(ours.token)
+        return web.json_response(envelope(ours.to_json()))
+
     async def _credentials_put(self, request: web.Request) -> web.Response:
         if self.credentials is None:
             return web.json_response(envelope(status_code=2000, message="not registered"), status=405)
-        try:
-            theirs = Credentials.model_validate(await _body(request))
-        except ValidationError:
-            return web.json_response(envelope(status_code=2001, message="invalid credentials"), status=400)
+        theirs = await parse(request, Credentials)
         ours = self.credentials.rotate(theirs)
         self.set_token(ours.token)
         return web.json_response(envelope(ours.to_json()))
@@ -157,7 +219,8 @@ class PtpServer:
         out = []
         for row in self.store.terminals():
             ocpi = dict(row["data"].get("ocpi", {}))
-            ocpi.update(terminal_id=self._ocpi_id(row["id"]), reference=row["data"].get("terminal_id") or row["id"])
+            reference = ocpi.get("reference") or row["data"].get("terminal_id") or row["id"]
+            ocpi.update(terminal_id=self._ocpi_id(row["id"]), reference=reference)
             ocpi["last_updated"] = ocpi.get("last_updated") or row["updated_at"]
             out.append((row["id"], Terminal.model_validate(ocpi).to_json()))
         return out
@@ -178,10 +241,7 @@ class PtpServer:
         found = self._find(request.match_info["id"])
         if found is None:
             return _unknown_terminal()
-        try:
-            patch = TerminalPatch.model_validate(await request.json())
-        except (ValidationError, ValueError):
-            return web.json_response(envelope(status_code=2001, message="invalid terminal fields"), status=400)
+        patch = await parse(request, TerminalPatch)
         name, current = found
         changes = patch.model_dump(mode="json", exclude_none=True)
         changes.setdefault("last_updated", self.clock().strftime("%Y-%m-%dT%H:%M:%SZ"))
@@ -189,21 +249,38 @@ class PtpServer:
         return web.json_response(envelope())
 
     async def _activate(self, request: web.Request) -> web.Response:
-        try:
-            wanted = Terminal.model_validate(await request.json())
-        except (ValidationError, ValueError):
-            return web.json_response(envelope(status_code=2001, message="invalid terminal"), status=400)
-        found = self._find(wanted.terminal_id)
+        """The CPO activates a terminal it knows by its ``reference`` (the OEM's serial number or
+        another mapping); ``terminal_id`` is ours to assign, so it may be absent. The CPO's
+        reference is kept and served back from then on."""
+        wanted = await parse(request, TerminalActivation)
+        found = self._find(wanted.terminal_id) if wanted.terminal_id else self._by_reference(wanted.reference)
         if found is None:
-            return _unknown_terminal()
+            what = f"terminal_id {wanted.terminal_id!r}" if wanted.terminal_id else f"reference {wanted.reference!r}"
+            return _error(404, 2000, f"no terminal of ours matches {what}")
         name, current = found
-        merged = {**current, **wanted.to_json()}
+        given = wanted.model_dump(mode="json", exclude_none=True)
+        merged = {**current, **given, "terminal_id": current["terminal_id"]}
+        if wanted.reference:
+            merged["reference"] = wanted.reference
+        merged["last_updated"] = self.clock().strftime("%Y-%m-%dT%H:%M:%SZ")
         # D17: activation answers at once; the Terminal is then created on the CPO side (POST, via the outbox).
         announce = {k: v for k, v in merged.items() if k != "last_updated"}
-        message = OutboxMessage(f"terminal:{wanted.terminal_id}:activated:{uuid.uuid4().hex[:8]}",
-                                f"terminal:{wanted.terminal_id}", "terminal.post", announce)  # fmt: skip
-        self._store(name, {**merged, "active": True}, "terminal.activated", wanted.to_json(), outbox=[message])
+        message = OutboxMessage(f"terminal:{merged['terminal_id']}:activated:{uuid.uuid4().hex[:8]}",
+                                f"terminal:{merged['terminal_id']}", "terminal.post", announce)  # fmt: skip
+        self._store(name, {**merged, "active": True}, "terminal.activated", given, outbox=[message])
         return web.json_response(envelope())
+
+    def _by_reference(self, reference: str | None) -> tuple[str, dict[str, Any]] | None:
+        """Our terminal the CPO's reference names: a reference it gave before, our name, its OCPI
+        id or the terminal's own id (ZVT TID)."""
+        if not reference:
+            return None
+        for row in self.store.terminals():
+            known = {row["data"].get("ocpi", {}).get("reference"), row["id"], self._ocpi_id(row["id"]),
+                     row["data"].get("terminal_id")}  # fmt: skip
+            if reference in known:
+                return self._find(self._ocpi_id(row["id"]))
+        return None
 
     async def _deactivate(self, request: web.Request) -> web.Response:
         found = self._find(request.match_info["id"])
@@ -222,8 +299,11 @@ class PtpServer:
         outbox: list[OutboxMessage] | None = None,
     ) -> None:
         row = next(r for r in self.store.terminals() if r["id"] == name)
-        # terminal_id and reference are derived from our name and the terminal's TID: never stored.
-        stored = {k: v for k, v in ocpi.items() if k not in ("terminal_id", "reference")}
+        # terminal_id is derived from our name: never stored. The reference is stored only when the
+        # CPO gave one (activation); otherwise it is the terminal's TID.
+        stored = {k: v for k, v in ocpi.items() if k != "terminal_id"}
+        if stored.get("reference") in (row["data"].get("terminal_id"), name):
+            stored.pop("reference")
         data = {**row["data"], "ocpi": stored}
         self.store.apply(
             Step(
@@ -248,21 +328,17 @@ class PtpServer:
         )
 
     async def _session_put(self, request: web.Request) -> web.Response:
-        try:
-            session = OcpiSession.model_validate(await _body(request))
-        except ValidationError:
-            return web.json_response(envelope(status_code=2001, message="invalid session"), status=400)
-        return self._session(request, session)
+        return self._session(request, await parse(request, OcpiSession))
 
     async def _session_patch(self, request: web.Request) -> web.Response:
         known = self._sessions.get(request.match_info["id"])
         if known is None:
             return web.json_response(envelope(status_code=2001, message="PATCH of an unknown session"), status=404)
+        patch = await parse(request, OcpiSessionPatch)
         try:
-            patch = OcpiSessionPatch.model_validate(await _body(request))
             session = OcpiSession.model_validate({**known, **patch.to_json()})
         except ValidationError:
-            return web.json_response(envelope(status_code=2001, message="invalid session patch"), status=400)
+            return _error(400, 2001, "the session patch makes an invalid session")
         return self._session(request, session)
 
     def _session(self, request: web.Request, session: OcpiSession) -> web.Response:
@@ -273,19 +349,13 @@ class PtpServer:
         return web.json_response(envelope())
 
     async def _cdr(self, request: web.Request) -> web.Response:
-        try:
-            cdr = Cdr.model_validate(await _body(request))
-        except ValidationError:
-            return web.json_response(envelope(status_code=2001, message="invalid CDR"), status=400)
+        cdr = await parse(request, Cdr)
         if self._inbox(request, "cdr", cdr.to_json()) and self.receiver is not None:
             self.receiver.cdr_pushed(cdr)
         return web.json_response(envelope(), status=201)
 
     async def _command_result(self, request: web.Request) -> web.Response:
-        try:
-            result = CommandResult.model_validate(await _body(request))
-        except ValidationError:
-            return web.json_response(envelope(status_code=2001, message="invalid command result"), status=400)
+        result = await parse(request, CommandResult)
         command, uid = request.match_info["command"], request.match_info["uid"]
         stored = self._inbox(request, "command_result", {"command": command, "uid": uid, **result.to_json()})
         if stored and self.receiver is not None:
@@ -295,10 +365,7 @@ class PtpServer:
     async def _fiscal(self, request: web.Request) -> web.Response:
         """Custom module (OCPI has no fiscal field): the invoicing side's receipt lines and
         signature for a session, by its authorization_reference, to print on the terminal."""
-        try:
-            data = FiscalData.model_validate(await _body(request))
-        except ValidationError:
-            return web.json_response(envelope(status_code=2001, message="invalid fiscal data"), status=400)
+        data = await parse(request, FiscalData)
         reference = request.match_info["reference"]
         session_id = session_id_of(reference)
         if session_id is None or self.store.session(session_id) is None:
@@ -311,11 +378,11 @@ class PtpServer:
     # ---- financial advice confirmations -------------------------------------------------------
 
     def _fac_objects(self) -> list[dict[str, Any]]:
+        """Built from the outcome messages the engine wrote upstream (the outbox), not from the
+        engine's own session records: the server reads what was sent, in the form it was sent."""
         out = []
-        for row in self.store.sessions(limit=100_000):
-            if not row["final"]:
-                continue
-            fac = fac_from_outcome(outcome_payload(from_json(row["data"])), row["updated_at"])
+        for message in self.store.outbox.list(kind="session.outcome"):
+            fac = fac_from_outcome(dict(message.payload), message.created_at)
             if fac is not None:
                 out.append(fac.to_json())
         return sorted(out, key=lambda f: (f["last_updated"], f["id"]))
@@ -335,11 +402,45 @@ def _unknown_terminal() -> web.Response:
     return web.json_response(envelope(status_code=2000, message="unknown terminal"), status=404)
 
 
-async def _body(request: web.Request) -> Any:
+def _error(http_status: int, status_code: int, message: str) -> web.Response:
+    return web.json_response(envelope(status_code=status_code, message=message), status=http_status)
+
+
+async def parse(request: web.Request, model: type[M]) -> M:
+    """The request body as ``model``, strictly: JSON types as the spec types them, no deeper than
+    MAX_DEPTH, no larger than MAX_BODY (aiohttp refuses larger with 413). BadRequest otherwise."""
+    raw = await request.read()
+    if not raw:
+        raise BadRequest("a JSON body is required")
+    if _too_deep(raw, MAX_DEPTH):
+        raise BadRequest(f"JSON nested deeper than {MAX_DEPTH} levels")
     try:
-        return await request.json()
-    except ValueError:
-        return None
+        return model.model_validate_json(raw, strict=True)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise BadRequest(f"invalid {model.__name__}: {where}: {first['msg']}") from None
+
+
+def _too_deep(raw: bytes, limit: int) -> bool:
+    depth, in_string, escaped = 0, False, False
+    for byte in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+            if depth > limit:
+                return True
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return False
 
 
 def _page(request: web.Request, objects: list[dict[str, Any]]) -> web.Response:

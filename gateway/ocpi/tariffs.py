@@ -9,8 +9,9 @@ import re
 from typing import Any
 
 from gateway.ocpi.client import OcpiClient
-from gateway.ocpi.models import Location, OcpiTariff
+from gateway.ocpi.models import Location
 from gateway.payments.tariff import Tariff, tariff_from_ocpi
+from gateway.wire import OcpiTariff
 
 _LOGGER = logging.getLogger(__name__)
 _NEXT = re.compile(r'<([^>]+)>\s*;\s*rel="?next"?')

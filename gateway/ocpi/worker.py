@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 from collections.abc import Callable
 from datetime import datetime
 
@@ -18,7 +17,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from gateway.errors import ConfigError, UpstreamError
 from gateway.ocpi.charger import OcpiChargerLink, session_id_of
 from gateway.ocpi.client import OcpiClient
-from gateway.ocpi.handshake import Registration, our_credentials, register
+from gateway.ocpi.handshake import Registration, accept, new_token, our_credentials, register, rotate
 from gateway.ocpi.models import Cdr, Credentials, VersionDetails
 from gateway.ocpi.pusher import OutboxPusher
 from gateway.ocpi.server import PtpServer
@@ -78,50 +77,95 @@ class UpstreamWorker:
         self.on_fiscal = on_fiscal
         self._registration_now: Registration | None = None
         self._client: OcpiClient | None = None
+        self._http: aiohttp.ClientSession | None = None
+        self._accepted = asyncio.Event()
         self.pusher: OutboxPusher | None = None
+        self.server: PtpServer | None = None
+        self.bound_port: int | None = None
 
-    async def _registration(self, http: aiohttp.ClientSession) -> Registration:
+    def _stored(self) -> Registration | None:
         stored = self.store.registration()
-        if stored is not None and stored["versions_url"] == self.settings.versions_url:
-            return Registration(
-                self.vault.open(stored["token_b"]), self.vault.open(stored["token_c"]), stored["versions_url"],
-                VersionDetails.model_validate(stored["endpoints"]),
-            )  # fmt: skip
-        token_a = self.settings.token_a.reveal() if self.settings.token_a else ""
-        reg = await register(
-            OcpiClient(http, token_a, self.settings.timeout_s), self.settings.versions_url, self.settings.public_url,
-            (self.settings.country_code, self.settings.party_id), self.settings.business_name,
+        if stored is None:
+            return None
+        if self.settings.registration == "gateway" and stored["versions_url"] != self.settings.versions_url:
+            return None  # registered with another CPO before: register again
+        return Registration(
+            self.vault.open(stored["token_b"]), self.vault.open(stored["token_c"]), stored["versions_url"],
+            VersionDetails.model_validate(stored["endpoints"]),
         )  # fmt: skip
+
+    def _status(self, registered: bool, reason: str) -> None:
+        self.store.set_upstream_status(registered, reason)
+        if not registered:
+            _LOGGER.warning("upstream.not_registered", extra={"reason": reason})
+
+    async def _register(
+        self, http: aiohttp.ClientSession, token_b: str, stopping: asyncio.Event
+    ) -> Registration | None:
+        """Register: POST our credentials (gateway-initiated), or wait for the CPO's POST
+        (CPO-initiated). Our server already answers with token B, for the CPO's callback."""
+        if self.settings.registration == "cpo":
+            self._status(False, "waiting for the CPO to register (with the token A it was given)")
+            waiting = asyncio.create_task(self._accepted.wait())
+            stop = asyncio.create_task(stopping.wait())
+            await asyncio.wait({waiting, stop}, return_when=asyncio.FIRST_COMPLETED)
+            waiting.cancel()
+            stop.cancel()
+            return self._registration_now
+        token_a = self.settings.token_a.reveal() if self.settings.token_a else ""
+        ours = our_credentials(token_b, self.settings.public_url, self._party(), self.settings.business_name,
+                               self.settings.interop.business_website)  # fmt: skip
+        try:
+            reg = await register(OcpiClient(http, token_a, self.settings.timeout_s), self.settings.versions_url, ours)
+        except (UpstreamError, ValueError) as exc:
+            self._status(False, f"the CPO refused or failed the registration: {exc}")
+            raise
         self._save(reg)
         _LOGGER.info("upstream.registered", extra={"versions_url": self.settings.versions_url})
         return reg
 
+    def _party(self) -> tuple[str, str]:
+        return self.settings.country_code, self.settings.party_id
+
     async def run(self, stopping: asyncio.Event) -> None:
         async with aiohttp.ClientSession() as http:
-            reg = await self._registration(http)
-            self._registration_now = reg
-            client = self._client = OcpiClient(http, reg.token_c, self.settings.timeout_s)
-            runner = await self._serve(reg.token_b) if self.settings.listen else None
+            self._http = http
+            stored = self._stored()
+            self._registration_now = stored
+            token_b = stored.token_b if stored else new_token()  # not stored until the CPO accepts it
+            runner = await self._serve(token_b, registering=stored is None) if self.settings.listen else None
             try:
-                if self.charger is not None:
-                    commands = reg.endpoints.url("commands", "RECEIVER")
-                    if commands is None:
-                        raise UpstreamError("the CPO publishes no commands endpoint: charger mode ocpi cannot start")
-                    base = self.settings.public_url.removesuffix("/ocpi/versions")
-                    self.charger.bind(client, commands, f"{base}/ocpi/ptp/2.3.0/commands")
-                    self._replay_cdrs(self.charger)
-                self.pusher = OutboxPusher(self.store, client, reg.payments_url(""), self.clock,
-                                           commands_url=reg.endpoints.url("commands", "RECEIVER"))  # fmt: skip
-                puller = asyncio.create_task(self._pull_tariffs(client, reg, stopping))
-                try:
-                    await self.pusher.run(stopping)
-                finally:
-                    puller.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await puller
+                reg = stored or await self._register(http, token_b, stopping)
+                if reg is None:
+                    return  # stopped while waiting for the CPO
+                self._status(True, f"registered with {reg.peer_versions_url}")
+                if self.server is not None:
+                    self.server.set_token(reg.token_b)
+                await self._work(http, reg, stopping)
             finally:
                 if runner is not None:
                     await runner.cleanup()
+                self.server = None
+
+    async def _work(self, http: aiohttp.ClientSession, reg: Registration, stopping: asyncio.Event) -> None:
+        client = self._client = OcpiClient(http, reg.token_c, self.settings.timeout_s)
+        if self.charger is not None:
+            commands = reg.endpoints.url("commands", "RECEIVER")
+            if commands is None:
+                raise UpstreamError("the CPO publishes no commands endpoint: charger mode ocpi cannot start")
+            base = self.settings.public_url.removesuffix("/ocpi/versions")
+            self.charger.bind(client, commands, f"{base}/ocpi/ptp/2.3.0/commands")
+            self._replay_cdrs(self.charger)
+        self.pusher = OutboxPusher(self.store, client, reg.payments_url(""), self.clock,
+                                   commands_url=reg.endpoints.url("commands", "RECEIVER"),
+                                   interop=self.settings.interop)  # fmt: skip
+        puller = asyncio.create_task(self._pull_tariffs(client, reg, stopping))
+        try:
+            await self.pusher.run(stopping)
+        finally:
+            puller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await puller
 
     def _replay_cdrs(self, charger: OcpiChargerLink) -> None:
         """A CDR stored just before a crash may never have reached the engine: hand every CDR of a
@@ -141,26 +185,54 @@ class UpstreamWorker:
         return self._registration_now
 
     def ours(self) -> Credentials:
-        party = (self.settings.country_code, self.settings.party_id)
-        return our_credentials(self._current().token_b, self.settings.public_url, party, self.settings.business_name)
+        return our_credentials(self._current().token_b, self.settings.public_url, self._party(),
+                               self.settings.business_name, self.settings.interop.business_website)  # fmt: skip
 
     def rotate(self, theirs: Credentials) -> Credentials:
         """The CPO sent new credentials (its new token C): store them, issue a new token B."""
-        reg = Registration(secrets.token_urlsafe(24), theirs.token, theirs.url, self._current().endpoints)
+        reg = Registration(new_token(), theirs.token, theirs.url, self._current().endpoints)
         self._save(reg)
         if self._client is not None:
             self._client.token = reg.token_c
         return self.ours()
 
+    async def accept(self, theirs: Credentials) -> Credentials:
+        """CPO-initiated registration: read the CPO's versions with its token, then answer."""
+        if self._http is None:
+            raise UpstreamError("the upstream worker is not running")
+        reg = await accept(OcpiClient(self._http, theirs.token, self.settings.timeout_s), theirs)
+        self._save(reg, versions_url=theirs.url)
+        self._status(True, f"registered by the CPO ({theirs.url})")
+        self._accepted.set()
+        return self.ours()
+
+    async def rotate_ours(self) -> None:
+        """Gateway-initiated rotation: a new token B (accepted by our server before the PUT, for
+        the CPO's callback), the CPO's new token C back."""
+        current = self._current()
+        if self._client is None:
+            raise UpstreamError("not connected to the CPO")
+        token_b = new_token()
+        if self.server is not None:
+            self.server.accept_token(token_b)
+        ours = our_credentials(token_b, self.settings.public_url, self._party(), self.settings.business_name,
+                               self.settings.interop.business_website)  # fmt: skip
+        reg = await rotate(self._client, current, ours)
+        stored = self.store.registration()
+        self._save(reg, versions_url=stored["versions_url"] if stored else None)
+        self._client.token = reg.token_c
+        if self.server is not None:
+            self.server.set_token(reg.token_b)
+
     def forget(self) -> None:
         self.store.forget_registration()
         self._registration_now = None
-        _LOGGER.warning("upstream.unregistered_by_cpo", extra={"versions_url": self.settings.versions_url})
+        self._status(False, "the CPO ended the registration (DELETE credentials)")
 
-    def _save(self, reg: Registration) -> None:
+    def _save(self, reg: Registration, versions_url: str | None = None) -> None:
         self.store.save_registration(
-            self.settings.versions_url, self.vault.seal(reg.token_b), self.vault.seal(reg.token_c),
-            reg.endpoints.model_dump(mode="json"),
+            versions_url or self.settings.versions_url or reg.peer_versions_url, self.vault.seal(reg.token_b),
+            self.vault.seal(reg.token_c), reg.endpoints.model_dump(mode="json"),
         )  # fmt: skip
         self._registration_now = reg
 
@@ -181,14 +253,21 @@ class UpstreamWorker:
                 async with asyncio.timeout(TARIFF_REFRESH_S):
                     await stopping.wait()
 
-    async def _serve(self, token_b: str) -> web.AppRunner:
-        """Our OCPI endpoints (versions, payments Sender), for the CPO, authorised by token B."""
+    async def _serve(self, token_b: str, *, registering: bool) -> web.AppRunner:
+        """Our OCPI endpoints for the CPO, up before any registration step: authorised by token B
+        (and, while the CPO is to register with us, its credentials POST by token A)."""
         host, _, port = self.settings.listen.rpartition(":")
         base = self.settings.public_url.removesuffix("/ocpi/versions")
-        server = PtpServer(self.store, token_b, base, self.site, self.clock, receiver=self.charger,
-                           fiscal=self.on_fiscal, credentials=self)  # fmt: skip
-        runner = web.AppRunner(server.app(), access_log=None)
+        token_a = None
+        if registering and self.settings.registration == "cpo" and self.settings.token_a is not None:
+            token_a = self.settings.token_a.reveal()
+        self.server = PtpServer(self.store, token_b, base, self.site, self.clock, receiver=self.charger,
+                                fiscal=self.on_fiscal, credentials=self, registration_token=token_a)  # fmt: skip
+        runner = web.AppRunner(self.server.app(), access_log=None)
         await runner.setup()
-        await web.TCPSite(runner, host or "127.0.0.1", int(port)).start()
-        _LOGGER.info("upstream.serving", extra={"listen": self.settings.listen})
+        site = web.TCPSite(runner, host or "127.0.0.1", int(port))
+        await site.start()
+        sockets = getattr(site._server, "sockets", None) or []
+        self.bound_port = sockets[0].getsockname()[1] if sockets else int(port)
+        _LOGGER.info("upstream.serving", extra={"listen": self.settings.listen, "port": self.bound_port})
         return runner

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -26,8 +27,8 @@ class ApiWorker:
         port: int,
         metrics: Metrics,
         status: Callable[[], dict[str, Any]],
-        healthy: Callable[[], bool],
-        pay: Callable[[str], bool] | None = None,
+        healthy: Callable[[], tuple[bool, dict[str, Any]]],
+        pay: Callable[[str], tuple[int, str]] | None = None,
     ) -> None:
         self._host = host
         self._port = port
@@ -39,7 +40,7 @@ class ApiWorker:
         self.listening = asyncio.Event()
 
     def _app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(middlewares=[_ids], client_max_size=64 * 1024)
         app.router.add_get("/health", self._health)
         app.router.add_get("/status", self._status_view)
         app.router.add_get("/metrics", self._metrics_view)
@@ -51,13 +52,14 @@ class ApiWorker:
         evse = request.match_info["evse"]
         if self._pay is None:
             return web.json_response({"error": "no payment engine runs on this site"}, status=409)
-        if not self._pay(evse):
-            return web.json_response({"error": f"unknown EVSE {evse!r}"}, status=404)
-        return web.json_response({"evse": evse, "status": "payment requested"}, status=202)
+        status, message = self._pay(evse)
+        if status != 202:
+            return web.json_response({"evse": evse, "error": message}, status=status)
+        return web.json_response({"evse": evse, "status": message}, status=202)
 
     async def _health(self, _request: web.Request) -> web.Response:
-        ok = self._healthy()
-        return web.json_response({"status": "ok" if ok else "degraded"}, status=200 if ok else 503)
+        ok, details = self._healthy()
+        return web.json_response({"status": "ok" if ok else "degraded", **details}, status=200 if ok else 503)
 
     async def _status_view(self, _request: web.Request) -> web.Response:
         return web.json_response(self._status())
@@ -80,3 +82,20 @@ class ApiWorker:
         finally:
             self.listening.clear()
             await runner.cleanup()
+
+
+@web.middleware
+async def _ids(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Echo X-Request-ID and X-Correlation-ID on every answer; no bare 500 for a client."""
+    request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
+    correlation_id = request.headers.get("X-Correlation-ID") or request_id
+    try:
+        response: web.StreamResponse = await handler(request)
+    except web.HTTPException as exc:
+        response = web.json_response({"error": exc.reason}, status=exc.status)
+    except Exception:
+        _LOGGER.exception("api.error", extra={"path": request.path, "request_id": request_id})
+        response = web.json_response({"error": "internal error; nothing was done"}, status=500)
+    response.headers["X-Request-ID"] = request_id
+    response.headers["X-Correlation-ID"] = correlation_id
+    return response

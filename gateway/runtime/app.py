@@ -81,8 +81,25 @@ class Daemon:
         self._stop_requested: asyncio.Event | None = None
         self.metrics.add_collector(self._collect)
 
-    def healthy(self) -> bool:
-        return self.supervisor.all_up()
+    def upstream_state(self) -> tuple[bool, str] | None:
+        """(registered, why) when an upstream is configured."""
+        if not self.settings.upstream.enabled:
+            return None
+        status = self.store.upstream_status()
+        if status is None:
+            return False, "the upstream worker has not registered yet"
+        return status["registered"], status["reason"]
+
+    def healthy(self) -> tuple[bool, dict[str, Any]]:
+        ok = self.supervisor.all_up()
+        details: dict[str, Any] = {}
+        upstream = self.upstream_state()
+        if upstream is not None:
+            registered, why = upstream
+            details["upstream"] = why if registered else f"not registered — {why}"
+            if not registered and self.settings.charger.mode == "ocpi":
+                ok = False  # no session can start without the CPO
+        return ok, details
 
     def snapshot(self) -> dict[str, Any]:
         backlog = self.store.outbox.backlog()
@@ -96,6 +113,7 @@ class Daemon:
                 for s in self.supervisor.status.values()
             ],
             "terminals": [{"id": t.id, "device": t.device, "protocol": t.protocol} for t in self.settings.terminals],
+            "upstream": self.healthy()[1].get("upstream"),
             "open_sessions": self.store.count_open_sessions(),
             "outbox": {
                 "pending": backlog.pending,
@@ -145,11 +163,17 @@ class Daemon:
         if self.engine is not None:
             self.engine.submit(FiscalDataArrived(session_id, f"fiscal:{message_id}", lines))
 
-    def _request_payment(self, evse: str) -> bool:
-        if self.engine is None or evse not in self.engine.routes:
-            return False
+    def _request_payment(self, evse: str) -> tuple[int, str]:
+        """(HTTP status, message) for the kiosk: 202 only for a request that can be served."""
+        if self.engine is None:
+            return 409, "no payment engine runs on this site"
+        if evse not in self.engine.routes:
+            return 404, f"unknown EVSE {evse!r}"
+        upstream = self.upstream_state()
+        if self.settings.charger.mode == "ocpi" and upstream is not None and not upstream[0]:
+            return 503, f"upstream: not registered — {upstream[1]}"
         self.engine.on_charger_event(ChargerEvent("payment_requested", evse))
-        return True
+        return 202, "payment requested"
 
     def _fatal(self, exc: BaseException) -> None:
         self.fatal = exc

@@ -38,12 +38,12 @@ class Outbox:
             row = self._conn.execute(f"SELECT {_COLUMNS} FROM outbox WHERE message_id = ?", (message_id,)).fetchone()
         return _row(row) if row else None
 
-    def list(self, status: str | None = None, limit: int = 100) -> list[StoredOutbox]:
-        query = f"SELECT {_COLUMNS} FROM outbox"
-        args: tuple[object, ...] = ()
-        if status:
-            query += " WHERE status = ?"
-            args = (status,)
+    def list(self, status: str | None = None, limit: int = 100, kind: str | None = None) -> list[StoredOutbox]:
+        clauses = [c for c, v in (("status = ?", status), ("kind = ?", kind)) if v]
+        args = tuple(v for v in (status, kind) if v)
+        query = f"SELECT {_COLUMNS} FROM outbox" + (f" WHERE {' AND '.join(clauses)}" if clauses else "")
+        if kind and limit == 100:
+            limit = 1_000_000  # a kind's whole history (the FAC list is built from it)
         with sqlite_errors(self._path):
             rows = self._conn.execute(query + " ORDER BY id LIMIT ?", (*args, limit)).fetchall()
         return [_row(r) for r in rows]

@@ -238,6 +238,22 @@ class Store:
         )
         return [{"message_id": m, "payload": json.loads(p), "received_at": at} for m, p, at in rows]
 
+    def set_upstream_status(self, registered: bool, reason: str) -> None:
+        with sqlite_errors(str(self.path)):
+            self._conn.execute(
+                "INSERT INTO upstream_status (id, state, reason, at) VALUES (1, ?, ?, ?)"
+                " ON CONFLICT(id) DO UPDATE SET state = excluded.state, reason = excluded.reason, at = excluded.at",
+                ("registered" if registered else "not_registered", reason, to_text(self._clock())),
+            )
+
+    def upstream_status(self) -> dict[str, Any] | None:
+        """{"registered": bool, "reason": str, "at": datetime} or None if the upstream never ran."""
+        rows = self._query("SELECT state, reason, at FROM upstream_status", ())
+        if not rows:
+            return None
+        state, reason, at = rows[0]
+        return {"registered": state == "registered", "reason": reason, "at": from_text(at)}
+
     def forget_registration(self) -> None:
         with sqlite_errors(str(self.path)):
             self._conn.execute("DELETE FROM upstream_registration")

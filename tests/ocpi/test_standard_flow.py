@@ -21,7 +21,7 @@ from drivers.zvt.terminal import ZvtOptions, ZvtTerminal
 from gateway.ocpi.charger import OcpiChargerLink
 from gateway.ocpi.client import OcpiClient
 from gateway.ocpi.cpo_sim import CpoSimulator
-from gateway.ocpi.handshake import register
+from gateway.ocpi.handshake import new_token, our_credentials, register
 from gateway.ocpi.pusher import OutboxPusher
 from gateway.ocpi.server import PtpServer
 from gateway.payments.tariff import Sample, price
@@ -45,17 +45,18 @@ async def test_start_session_pushes_cdr_capture_fac(tmp_path: Path) -> None:
     base = f"http://127.0.0.1:{ptp_port}"
     stopping = asyncio.Event()
     async with aiohttp.ClientSession() as http:
-        reg = await register(OcpiClient(http, cpo.state.token_a), cpo.versions_url, f"{base}/ocpi/versions",
-                             ("DE", "EVP"), "EVPay Edge")  # fmt: skip
+        token_b = new_token()  # our server answers with it before we register: the CPO calls back
+        link = OcpiChargerLink(None, "", "", {"E1": "LOC1"}, ("DE", "EVP"), now)
+        runner = web.AppRunner(PtpServer(store, token_b, base, "DE-SITE", now, receiver=link).app())
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", ptp_port).start()
+        reg = await register(OcpiClient(http, cpo.state.token_a), cpo.versions_url,
+                             our_credentials(token_b, f"{base}/ocpi/versions", ("DE", "EVP"), "EVPay Edge"))  # fmt: skip
+        assert cpo.state.callbacks[0] == f"{base}/ocpi/versions"  # the CPO called us back before answering
         client = OcpiClient(http, reg.token_c)
         commands_url = reg.endpoints.url("commands", "RECEIVER")
         assert commands_url is not None
-        link = OcpiChargerLink(
-            client, commands_url, f"{base}/ocpi/ptp/2.3.0/commands", {"E1": "LOC1"}, ("DE", "EVP"), now
-        )
-        runner = web.AppRunner(PtpServer(store, reg.token_b, base, "DE-SITE", now, receiver=link).app())
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", ptp_port).start()
+        link.bind(client, commands_url, f"{base}/ocpi/ptp/2.3.0/commands")
         terminal = ZvtTerminal("T1", SerialTransport(SerialUrl(port.slave_path)), serial_framing=True,
                                options=ZvtOptions(password="123456"))  # fmt: skip
         engine = EngineWorker(EngineHost(store, policy(), now), {"T1": terminal}, link,

@@ -15,7 +15,7 @@ import pytest
 from gateway.errors import OcpiRejected
 from gateway.ocpi.client import OcpiClient
 from gateway.ocpi.cpo_sim import CpoSimulator
-from gateway.ocpi.handshake import register
+from gateway.ocpi.handshake import new_token, our_credentials, register
 from gateway.ocpi.pusher import OutboxPusher
 from gateway.store import OutboxMessage, Step, Store
 
@@ -57,6 +57,7 @@ class Rig:
 @pytest.fixture
 async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     cpo = CpoSimulator()
+    cpo.state.callback = False  # no gateway server in these tests (test_registration.py has the callback)
     await cpo.start()
     cpo.state.tokens.add("token-c")
     store = Store.open(tmp_path / "o.sqlite3")
@@ -72,13 +73,14 @@ def facs(rig: Rig) -> dict[str, dict[str, Any]]:
 
 async def test_handshake_token_a_to_c(rig: Rig) -> None:
     client_a = OcpiClient(rig.http, rig.cpo.state.token_a)
-    reg = await register(client_a, rig.cpo.versions_url, "https://gw.example/ocpi/versions", ("DE", "EVP"), "Demo PTP")
+    ours = our_credentials(new_token(), "https://gw.example/ocpi/versions", ("DE", "EVP"), "Demo PTP")
+    reg = await register(client_a, rig.cpo.versions_url, ours)
     assert reg.token_c in rig.cpo.state.tokens and reg.token_b != reg.token_c
     assert rig.cpo.state.registered[0]["roles"][0]["role"] == "OTHER"
     assert reg.payments_url("financial-advice-confirmations") == rig.cpo.fac_url
     assert reg.payments_url("").rstrip("/") == rig.cpo.payments_url
     with pytest.raises(OcpiRejected, match="HTTP 401"):
-        await register(OcpiClient(rig.http, "wrong"), rig.cpo.versions_url, "https://x/v", ("DE", "EVP"), "x")
+        await register(OcpiClient(rig.http, "wrong"), rig.cpo.versions_url, ours)
 
 
 async def test_outcomes_delivered_exactly_once_and_local_only_ones_skipped(rig: Rig) -> None:
@@ -200,10 +202,10 @@ async def test_terminal_announced_to_the_cpo(rig: Rig) -> None:
 async def test_token_rotation_and_unregistration(rig: Rig) -> None:
     from gateway.ocpi.handshake import rotate, unregister
 
-    reg = await register(
-        OcpiClient(rig.http, rig.cpo.state.token_a), rig.cpo.versions_url, "https://gw/v", ("DE", "EVP"), "x"
-    )
-    rotated = await rotate(OcpiClient(rig.http, reg.token_c), reg, "https://gw/v", ("DE", "EVP"), "x")
+    reg = await register(OcpiClient(rig.http, rig.cpo.state.token_a), rig.cpo.versions_url,
+                         our_credentials(new_token(), "https://gw/v", ("DE", "EVP"), "x"))  # fmt: skip
+    rotated = await rotate(OcpiClient(rig.http, reg.token_c), reg,
+                           our_credentials(new_token(), "https://gw/v", ("DE", "EVP"), "x"))  # fmt: skip
     assert rotated.token_c != reg.token_c and rotated.token_b != reg.token_b
     assert reg.token_c not in rig.cpo.state.tokens and rotated.token_c in rig.cpo.state.tokens  # the old one is gone
     await unregister(OcpiClient(rig.http, rotated.token_c), rotated)

@@ -18,7 +18,7 @@ from gateway.ocpi.cpo_sim import CpoSimulator
 from gateway.ocpi.worker import TokenVault, UpstreamWorker
 from gateway.settings import SecretRef, UpstreamSettings
 from gateway.store import Store
-from tests.helpers import EVPAY, subprocess_env
+from tests.helpers import EVPAY, free_port, subprocess_env
 from tests.ocpi.test_store_and_forward import outcome
 
 
@@ -26,8 +26,10 @@ async def test_registers_once_tokens_encrypted_then_drains(tmp_path: Path) -> No
     cpo = CpoSimulator()
     await cpo.start()
     key = Fernet.generate_key().decode()
+    port = free_port()  # our OCPI server: the CPO calls it back during registration
     settings = UpstreamSettings(enabled=True, versions_url=cpo.versions_url, token_a=SecretRef(value=SecretStr(cpo.state.token_a)),
-                                key=SecretRef(value=SecretStr(key)))  # fmt: skip
+                                key=SecretRef(value=SecretStr(key)), listen=f"127.0.0.1:{port}",
+                                public_url=f"http://127.0.0.1:{port}/ocpi/versions")  # fmt: skip
     store = Store.open(tmp_path / "u.sqlite3")
     store.apply(outcome(1))
     try:
@@ -187,8 +189,10 @@ async def test_a_cdr_stored_before_a_crash_reaches_the_engine_at_start(tmp_path:
     cpo = CpoSimulator()
     await cpo.start()
     key = Fernet.generate_key().decode()
+    port = free_port()  # our OCPI server: the CPO calls it back during registration
     settings = UpstreamSettings(enabled=True, versions_url=cpo.versions_url, token_a=SecretRef(value=SecretStr(cpo.state.token_a)),
-                                key=SecretRef(value=SecretStr(key)))  # fmt: skip
+                                key=SecretRef(value=SecretStr(key)), listen=f"127.0.0.1:{port}",
+                                public_url=f"http://127.0.0.1:{port}/ocpi/versions")  # fmt: skip
     store = Store.open(tmp_path / "c.sqlite3")
     sid = "a" * 32
     store.apply(Step("open", sessions=[SessionRecord(sid, "charging", {"id": sid})]))
