@@ -104,3 +104,91 @@ async def test_cpo_assigns_locations_and_deactivates(server: tuple[str, Store, a
     assert kinds[-3:] == ["terminal.patch", "terminal.deactivated", "terminal.activated"]
     with pytest.raises(Exception, match="HTTP 404"):
         await client.request("GET", f"{terminals}/nope")
+
+
+def _auth(token: str = "token-b") -> dict[str, str]:  # noqa: S107 - the test's token B
+    return {"Authorization": "Token " + __import__("base64").b64encode(token.encode()).decode()}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "token", "status"),
+    [
+        ("GET", "/ocpi/versions", None, "token-b", 200),
+        ("GET", "/ocpi/2.3.0", None, "token-b", 200),
+        ("GET", "/ocpi/versions", None, "wrong", 401),
+        ("GET", "/ocpi/ptp/2.3.0/payments/terminals", None, "token-b", 200),
+        ("GET", "/ocpi/ptp/2.3.0/payments/terminals/nope", None, "token-b", 404),
+        ("PUT", "/ocpi/ptp/2.3.0/payments/terminals/DE-SITE-t1", b"{not json", "token-b", 400),
+        ("GET", "/ocpi/ptp/2.3.0/payments/financial-advice-confirmations/s1", None, "token-b", 200),
+        ("POST", "/ocpi/ptp/2.3.0/cdrs", b"{}", "token-b", 400),
+        ("GET", "/ocpi/no/such/path", None, "token-b", 404),
+        ("DELETE", "/ocpi/versions", None, "token-b", 405),
+    ],
+)  # fmt: skip
+async def test_every_answer_echoes_the_message_ids(
+    server: tuple[str, Store, aiohttp.ClientSession], method: str, path: str, body: bytes | None, token: str,
+    status: int,
+) -> None:  # fmt: skip
+    base, _store, http = server
+    ids = {"X-Request-ID": "req-123", "X-Correlation-ID": "corr-456"}
+    async with http.request(method, base + path, data=body, headers={**_auth(token), **ids}) as r:
+        assert r.status == status
+        assert (r.headers["X-Request-ID"], r.headers["X-Correlation-ID"]) == ("req-123", "corr-456")
+        envelope = await r.json()
+        assert "status_code" in envelope and "timestamp" in envelope  # the OCPI envelope, errors included
+
+
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        ('{"last_updated": 7}', "last_updated"),  # a number is not a DateTime
+        ('{"location_ids": "LOC1", "last_updated": "2026-01-05T10:00:00Z"}', "location_ids"),
+        ('{"location_ids": [1], "last_updated": "2026-01-05T10:00:00Z"}', "location_ids.0"),
+        ('{"customer_reference": "' + "x" * 37 + '", "last_updated": "2026-01-05T10:00:00Z"}', "customer_reference"),
+        ("[" * 5000 + "]" * 5000, "nested"),
+        ('{"a":' * 20 + "1" + "}" * 20, "nested"),
+    ],
+    ids=["datetime-as-number", "list-as-string", "int-in-list", "too-long", "deep-list", "deep-object"],
+)
+async def test_bad_input_is_refused_with_2001_never_a_500(
+    server: tuple[str, Store, aiohttp.ClientSession], body: str, why: str
+) -> None:
+    base, store, http = server
+    before = store.terminals()[0]["data"]
+    url = f"{base}/ocpi/ptp/2.3.0/payments/terminals/DE-SITE-t1"
+    async with http.put(url, data=body.encode(), headers=_auth()) as r:
+        answer = await r.json()
+    assert r.status == 400 and answer["status_code"] == 2001 and why in answer["status_message"]
+    assert store.terminals()[0]["data"] == before  # nothing stored
+
+
+async def test_a_body_too_large_is_refused(server: tuple[str, Store, aiohttp.ClientSession]) -> None:
+    base, _store, http = server
+    big = b'{"customer_reference": "' + b"x" * (300 * 1024) + b'"}'
+    async with http.put(f"{base}/ocpi/ptp/2.3.0/payments/terminals/DE-SITE-t1", data=big, headers=_auth()) as r:
+        answer = await r.json()
+    assert r.status == 413 and answer["status_code"] == 2001
+
+
+async def test_activation_by_reference_only(server: tuple[str, Store, aiohttp.ClientSession]) -> None:
+    base, store, http = server
+    client = OcpiClient(http, "token-b")
+    terminals = f"{base}/ocpi/ptp/2.3.0/payments/terminals"
+    # The CPO knows the terminal only by the reference the OEM gave it (here: the terminal's own id).
+    await client.request("POST", f"{terminals}/activate", {"reference": "52523535", "address": "Hauptstr. 1",
+                                                           "city": "Berlin", "location_ids": ["LOC9"]})  # fmt: skip
+    one = await client.request("GET", f"{terminals}/DE-SITE-t1")
+    assert one.data["reference"] == "52523535" and one.data["location_ids"] == ["LOC9"] and one.data["city"] == "Berlin"
+    # A reference of the CPO's own is kept and served back from then on.
+    await client.request("POST", f"{terminals}/activate", {"reference": "52523535"})
+    store_ref = "OEM-SN-0042"
+    await client.request("POST", f"{terminals}/activate", {"terminal_id": "DE-SITE-t1", "reference": store_ref})
+    assert (await client.request("GET", f"{terminals}/DE-SITE-t1")).data["reference"] == store_ref
+    await client.request("POST", f"{terminals}/activate", {"reference": store_ref, "city": "Potsdam"})  # by it now
+    assert (await client.request("GET", f"{terminals}/DE-SITE-t1")).data["city"] == "Potsdam"
+    announced = [m.payload for m in store.outbox.list() if m.kind == "terminal.post"][-1]
+    assert announced["terminal_id"] == "DE-SITE-t1" and announced["reference"] == store_ref
+    with pytest.raises(Exception, match=r"HTTP 404.*no terminal of ours matches reference 'UNKNOWN'"):
+        await client.request("POST", f"{terminals}/activate", {"reference": "UNKNOWN"})
+    with pytest.raises(Exception, match="HTTP 400"):
+        await client.request("POST", f"{terminals}/activate", {"city": "nowhere"})  # neither id nor reference

@@ -12,6 +12,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
+from cryptography.fernet import Fernet
 
 from drivers.sim.ports import PtyPort
 from drivers.sim.terminal import SimConfig, SimTerminal
@@ -25,9 +26,11 @@ from gateway.ocpi.handshake import new_token, our_credentials, register
 from gateway.ocpi.pusher import OutboxPusher
 from gateway.ocpi.server import PtpServer
 from gateway.payments.tariff import Sample, price
+from gateway.runtime.app import Daemon
 from gateway.runtime.charger import ChargerEvent
 from gateway.runtime.engine_host import EngineHost
 from gateway.runtime.engine_worker import EngineWorker
+from gateway.settings import parse_settings
 from gateway.store import Store
 from tests.helpers import free_port
 from tests.payments.fixtures import TARIFF, TZ, policy
@@ -104,11 +107,6 @@ async def test_the_daemon_runs_the_standard_flow(tmp_path: Path, hold: str, sess
     """The same flow as a site runs it: `evpay run` with charger mode "ocpi", started from the
     local API (the kiosk asks to pay at an EVSE). With a small hold the engine stops the charge
     at the cap: StopSession goes through the outbox and the capture never exceeds the hold."""
-    from cryptography.fernet import Fernet
-
-    from gateway.runtime.app import Daemon
-    from gateway.settings import parse_settings
-
     cpo = CpoSimulator()
     await cpo.start()
     # The CPO publishes its own tariff for E1 (paginated lists): it must win over the configured one;
@@ -200,3 +198,65 @@ tariffs = [ {{ id = "T", currency = "EUR", elements = [
         assert round(gross * 100) <= 200 and cpo.state.cdrs[0]["total_energy"] < 50
     assert "OCPI-SITE-t1" in cpo.state.terminals  # the terminal was announced too
     assert any(line.startswith("Invoice INV-") for line in sim.state.printed)  # fiscal data on the receipt
+
+
+async def test_a_pay_request_while_unregistered_is_refused_with_the_reason(tmp_path: Path) -> None:
+    cpo = CpoSimulator()
+    cpo.state.quirks.add("require_website")  # this CPO refuses our registration
+    await cpo.start()
+    port = PtyPort()
+    sim = SimTerminal(SimConfig(password="123456", card_wait_s=0.05))
+    serving = asyncio.create_task(sim.serve(port, serial=True))
+    listen = free_port()
+    config = f"""
+[site]
+id = "OCPI-SITE"
+country = "DE"
+[storage]
+path = "{tmp_path / "u.sqlite3"}"
+[api]
+port = 0
+[daemon]
+restart_backoff_min_s = 5
+[[terminals]]
+id = "t1"
+device = "serial://{port.slave_path}"
+password = {{ value = "123456" }}
+[charger]
+enabled = true
+mode = "ocpi"
+[[charger.evses]]
+id = "E1"
+terminal = "t1"
+location = "LOC1"
+[upstream]
+enabled = true
+versions_url = "{cpo.versions_url}"
+token_a = {{ value = "{cpo.state.token_a}" }}
+key = {{ value = "{Fernet.generate_key().decode()}" }}
+listen = "127.0.0.1:{listen}"
+public_url = "http://127.0.0.1:{listen}/ocpi/versions"
+"""
+    daemon = Daemon(parse_settings(config, "<unregistered>"))
+    task = asyncio.create_task(daemon.run())
+    try:
+        async with asyncio.timeout(10):
+            while daemon.api.bound_port is None or daemon.store.upstream_status() is None:
+                await asyncio.sleep(0.05)
+        api = f"http://127.0.0.1:{daemon.api.bound_port}"
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{api}/evses/E1/pay") as r:
+                answer = await r.json()
+            assert r.status == 503 and answer["error"].startswith("upstream: not registered — ")
+            assert "website is required" in answer["error"]  # the CPO's own message
+            async with http.get(f"{api}/health") as r:
+                health = await r.json()
+            assert r.status == 503 and health["upstream"].startswith("not registered — ")
+        assert daemon.store.sessions() == []  # nothing was started, nothing parked
+    finally:
+        daemon.request_stop("test over")
+        await task
+        serving.cancel()
+        await asyncio.gather(serving, return_exceptions=True)
+        await port.close()
+        await cpo.stop()
