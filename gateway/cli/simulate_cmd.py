@@ -13,7 +13,7 @@ from pathlib import Path
 from drivers.sim.ports import PtyPort, serve_tcp
 from drivers.sim.terminal import SimConfig, SimTerminal
 from drivers.transport.url import TcpUrl, parse_device_url
-from gateway.ocpi.cpo_sim import CpoSimulator, CpoState
+from gateway.ocpi.cpo_sim import QUIRKS, CpoSimulator, CpoState
 from gateway.runtime import logs
 
 
@@ -43,6 +43,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     cpo.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT")
     cpo.add_argument("--token-a-env", default="EVPAY_CPO_TOKEN_A", help="env var with the registration token A")
     cpo.add_argument("--accept-token-env", default="", help="env var with a token C to accept without a handshake")
+    cpo.add_argument("--no-callback", action="store_true", help="do not call the PTP back during registration")
+    cpo.add_argument("--quirk", action="append", default=[], choices=QUIRKS,
+                     help="deviate as some real CPOs do (repeatable)")  # fmt: skip
     cpo.set_defaults(handler=_cpo)
 
 
@@ -94,6 +97,8 @@ def _cpo(args: argparse.Namespace) -> int:
     state.token_a = os.environ.get(args.token_a_env, state.token_a)
     if args.accept_token_env and os.environ.get(args.accept_token_env):
         state.tokens.add(os.environ[args.accept_token_env])
+    state.callback = not args.no_callback
+    state.quirks = set(args.quirk)
     return asyncio.run(_serve_cpo(CpoSimulator(state), host or "127.0.0.1", int(port or 0)))
 
 

@@ -43,6 +43,7 @@ from gateway.ocpi.models import (
 )
 
 VERSION = "2.3.0"
+QUIRKS = ("auth403", "plain422", "redirect_slash", "put_terminals", "no_partial_success", "require_website")
 
 
 @dataclass
