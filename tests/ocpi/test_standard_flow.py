@@ -5,6 +5,7 @@ capture at the terminal → Financial Advice Confirmation to the CPO."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -32,7 +33,7 @@ from gateway.runtime.engine_host import EngineHost
 from gateway.runtime.engine_worker import EngineWorker
 from gateway.settings import parse_settings
 from gateway.store import Store
-from tests.helpers import free_port
+from tests.helpers import EVPAY, free_port, subprocess_env
 from tests.payments.fixtures import TARIFF, TZ, policy
 
 
@@ -237,6 +238,8 @@ key = {{ value = "{Fernet.generate_key().decode()}" }}
 listen = "127.0.0.1:{listen}"
 public_url = "http://127.0.0.1:{listen}/ocpi/versions"
 """
+    config_file = tmp_path / "u.toml"
+    config_file.write_text(config, encoding="utf-8")
     daemon = Daemon(parse_settings(config, "<unregistered>"))
     task = asyncio.create_task(daemon.run())
     try:
@@ -245,14 +248,22 @@ public_url = "http://127.0.0.1:{listen}/ocpi/versions"
                 await asyncio.sleep(0.05)
         api = f"http://127.0.0.1:{daemon.api.bound_port}"
         async with aiohttp.ClientSession() as http:
-            async with http.post(f"{api}/evses/E1/pay") as r:
+            ids = {"X-Request-ID": "kiosk-1", "X-Correlation-ID": "tap-7"}
+            async with http.post(f"{api}/evses/E1/pay", headers=ids) as r:
                 answer = await r.json()
+                assert (r.headers["X-Request-ID"], r.headers["X-Correlation-ID"]) == ("kiosk-1", "tap-7")
             assert r.status == 503 and answer["error"].startswith("upstream: not registered — ")
             assert "website is required" in answer["error"]  # the CPO's own message
             async with http.get(f"{api}/health") as r:
                 health = await r.json()
             assert r.status == 503 and health["upstream"].startswith("not registered — ")
         assert daemon.store.sessions() == []  # nothing was started, nothing parked
+        async with asyncio.timeout(10):
+            while not daemon.store.outbox.backlog().pending:  # the terminal's announcement waits
+                await asyncio.sleep(0.05)
+        waiting = subprocess.run([*EVPAY, "outbox", "list", "--config", str(config_file)], capture_output=True,
+                                 text=True, env=subprocess_env(), check=False)  # fmt: skip
+        assert "waiting: upstream not registered — " in waiting.stdout and "website is required" in waiting.stdout
     finally:
         daemon.request_stop("test over")
         await task
