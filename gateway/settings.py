@@ -7,6 +7,7 @@ environment variable, a file, a systemd credential) resolved only when used.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from decimal import Decimal
@@ -124,9 +125,47 @@ class StorageSettings(_Model):
     busy_timeout_ms: Annotated[int, Field(ge=0, le=60_000)] = 5000
 
 
+class ApiClientSettings(_Model):
+    """A client of the local API (a kiosk, a charger screen): its bearer token, by reference or
+    as the SHA-256 of it. The daemon keeps only the hash."""
+
+    id: Identifier
+    token: SecretRef | None = None
+    token_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> ApiClientSettings:
+        if (self.token is None) == (self.token_sha256 is None):
+            raise ValueError("give exactly one of token (a secret reference) or token_sha256")
+        return self
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class ApiSettings(_Model):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8787
+    # Who may start paid sessions (POST /evses/{evse}/pay): a bearer token per client. Required
+    # for any bind beyond loopback; on loopback without clients, local processes may pay.
+    clients: list[ApiClientSettings] = []
+    # Browser pages allowed to call the API (their Origin header); any other Origin is refused.
+    allowed_origins: list[str] = []
+
+    @model_validator(mode="after")
+    def _authenticated_beyond_loopback(self) -> ApiSettings:
+        if not is_loopback(self.host) and not self.clients:
+            raise ValueError(
+                f"host {self.host!r} is reachable from the network: configure [[api.clients]] bearer tokens "
+                "(or bind to 127.0.0.1)"
+            )
+        return self
 
 
 class LoggingSettings(_Model):

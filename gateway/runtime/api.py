@@ -1,18 +1,26 @@
-"""The local HTTP API (loopback by default): /health, /status, /metrics.
+"""The local HTTP API (loopback by default): /health, /status, /metrics, and the kiosk's
+``POST /evses/{evse}/pay``.
 
-``evpay status`` and monitoring read it; it never changes money state.
+Reading is open (monitoring on the controller). Paying is guarded: a bearer token per client
+when any are configured (compared by SHA-256, constant time), ``Content-Type:
+application/json`` (a browser cannot send that cross-origin without a preflight, which this
+API never grants), and any ``Origin`` header must be an allowed one. A pay request is stored
+as a session before it is answered 202, or refused at once with the reason.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiohttp import web
 
+from gateway.runtime.engine_worker import PayAnswer
 from gateway.runtime.metrics import Metrics
 
 _LOGGER = logging.getLogger(__name__)
@@ -28,8 +36,12 @@ class ApiWorker:
         metrics: Metrics,
         status: Callable[[], dict[str, Any]],
         healthy: Callable[[], tuple[bool, dict[str, Any]]],
-        pay: Callable[[str], tuple[int, str]] | None = None,
+        pay: Callable[[str, str | None], PayAnswer] | None = None,
+        client_hashes: dict[str, str] | None = None,
+        allowed_origins: Sequence[str] = (),
     ) -> None:
+        self._clients = dict(client_hashes or {})  # sha256 hex of the token -> client id
+        self._origins = set(allowed_origins)
         self._host = host
         self._port = port
         self._metrics = metrics
@@ -47,15 +59,39 @@ class ApiWorker:
         app.router.add_post("/evses/{evse}/pay", self._pay_view)
         return app
 
+    def _refusal(self, request: web.Request) -> web.Response | None:
+        origin = request.headers.get("Origin")
+        if origin is not None and origin not in self._origins:
+            return web.json_response({"error": f"origin {origin!r} is not allowed"}, status=403)
+        if request.content_type != "application/json":
+            return web.json_response({"error": "send Content-Type: application/json"}, status=415)
+        if self._clients:
+            auth = request.headers.get("Authorization", "")
+            token = auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else ""
+            digest = hashlib.sha256(token.encode()).hexdigest()
+            if not token or not any(hmac.compare_digest(digest, known) for known in self._clients):
+                return web.json_response({"error": "a valid bearer token is required"}, status=401,
+                                         headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+        return None
+
     async def _pay_view(self, request: web.Request) -> web.Response:
         """The site's kiosk or charger screen asks to start a paid session at an EVSE."""
+        refused = self._refusal(request)
+        if refused is not None:
+            return refused
         evse = request.match_info["evse"]
         if self._pay is None:
             return web.json_response({"error": "no payment engine runs on this site"}, status=409)
-        status, message = self._pay(evse)
-        if status != 202:
-            return web.json_response({"evse": evse, "error": message}, status=status)
-        return web.json_response({"evse": evse, "status": message}, status=202)
+        key = request.headers.get("Idempotency-Key")
+        if key is not None and not (1 <= len(key) <= 128 and key.isprintable()):
+            return web.json_response({"error": "Idempotency-Key must be 1 to 128 printable characters"}, status=400)
+        answer = self._pay(evse, key)
+        body: dict[str, Any] = {"evse": evse}
+        if answer.session_id:
+            body.update(session=answer.session_id, state=answer.state)
+        if answer.status != 202:
+            return web.json_response({**body, "error": answer.message}, status=answer.status)
+        return web.json_response({**body, "status": answer.message}, status=202)
 
     async def _health(self, _request: web.Request) -> web.Response:
         ok, details = self._healthy()

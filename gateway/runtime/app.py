@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import signal
 import time
@@ -24,9 +25,9 @@ from gateway.ocpi.worker import UpstreamWorker
 from gateway.payments.events import FiscalDataArrived
 from gateway.payments.tariff import Tariff
 from gateway.runtime.api import ApiWorker
-from gateway.runtime.charger import ChargerEvent, ChargerLink
+from gateway.runtime.charger import ChargerLink
 from gateway.runtime.engine_setup import build_engine
-from gateway.runtime.engine_worker import EngineWorker
+from gateway.runtime.engine_worker import EngineWorker, PayAnswer
 from gateway.runtime.metrics import Metrics
 from gateway.runtime.sdnotify import Notifier
 from gateway.runtime.supervisor import Supervisor, Worker
@@ -35,6 +36,17 @@ from gateway.store import Store
 
 _LOGGER = logging.getLogger(__name__)
 _STATUS_EVERY_S = 10.0
+
+
+def api_client_hashes(settings: Settings) -> dict[str, str]:
+    """SHA-256 of each API client's token -> client id (the token itself is not kept)."""
+    hashes = {}
+    for client in settings.api.clients:
+        digest = client.token_sha256
+        if client.token is not None:
+            digest = hashlib.sha256(client.token.reveal().encode()).hexdigest()
+        hashes[str(digest)] = client.id
+    return hashes
 
 
 def _utcnow() -> datetime:
@@ -56,8 +68,9 @@ class Daemon:
         self.store = Store.open(settings.storage.path, busy_timeout_ms=settings.storage.busy_timeout_ms)
         self._started = time.monotonic()
         self.api = ApiWorker(
-            settings.api.host, settings.api.port, self.metrics, self.snapshot, self.healthy, self._request_payment
-        )
+            settings.api.host, settings.api.port, self.metrics, self.snapshot, self.healthy, self._request_payment,
+            client_hashes=api_client_hashes(settings), allowed_origins=settings.api.allowed_origins,
+        )  # fmt: skip
         workers: list[Worker] = [self.api, *extra_workers]
         self.engine: EngineWorker | None = None
         self.terminals: dict[str, PaymentTerminal] = {}
@@ -93,6 +106,11 @@ class Daemon:
     def healthy(self) -> tuple[bool, dict[str, Any]]:
         ok = self.supervisor.all_up()
         details: dict[str, Any] = {}
+        if self.engine is not None and self.engine.terminal_state:
+            details["terminals"] = {
+                name: "ok" if up else f"unavailable: {why}" for name, (up, why) in self.engine.terminal_state.items()
+            }
+            ok = ok and all(up for up, _ in self.engine.terminal_state.values())
         upstream = self.upstream_state()
         if upstream is not None:
             registered, why = upstream
@@ -163,17 +181,14 @@ class Daemon:
         if self.engine is not None:
             self.engine.submit(FiscalDataArrived(session_id, f"fiscal:{message_id}", lines))
 
-    def _request_payment(self, evse: str) -> tuple[int, str]:
-        """(HTTP status, message) for the kiosk: 202 only for a request that can be served."""
+    def _request_payment(self, evse: str, idempotency_key: str | None = None) -> PayAnswer:
+        """The kiosk's request: stored as a session before 202, or refused at once with why."""
         if self.engine is None:
-            return 409, "no payment engine runs on this site"
-        if evse not in self.engine.routes:
-            return 404, f"unknown EVSE {evse!r}"
+            return PayAnswer(409, "no payment engine runs on this site")
         upstream = self.upstream_state()
         if self.settings.charger.mode == "ocpi" and upstream is not None and not upstream[0]:
-            return 503, f"upstream: not registered — {upstream[1]}"
-        self.engine.on_charger_event(ChargerEvent("payment_requested", evse))
-        return 202, "payment requested"
+            return PayAnswer(503, f"upstream: not registered — {upstream[1]}")
+        return self.engine.request_payment(evse, idempotency_key)
 
     def _fatal(self, exc: BaseException) -> None:
         self.fatal = exc

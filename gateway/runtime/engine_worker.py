@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from drivers.base import Outcome, PaymentTerminal, TerminalResult
+from drivers.errors import DriverError
 from drivers.money import Money
 from gateway.errors import StoreError
 from gateway.payments import commands as c
@@ -24,10 +26,20 @@ from gateway.payments import events as e
 from gateway.payments.events import Operation
 from gateway.payments.session import Session
 from gateway.runtime.charger import ChargerEvent, ChargerLink
-from gateway.runtime.engine_host import EngineHost
+from gateway.runtime.engine_host import EngineHost, Handled
 
 _LOGGER = logging.getLogger(__name__)
 SWEEP_EVERY_S = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class PayAnswer:
+    """What a pay request gets: 202 with the stored session, or the refusal and why."""
+
+    status: int
+    message: str
+    session_id: str | None = None
+    state: str | None = None
 
 
 @dataclass(slots=True)
@@ -53,6 +65,9 @@ class EngineWorker:
     _subscribed: bool = False
     _failure: BaseException | None = None
     _failed: asyncio.Event = field(default_factory=asyncio.Event)
+    terminal_state: dict[str, tuple[bool, str]] = field(default_factory=dict)  # name -> (available, why)
+    register_timeout_s: float = 30.0
+    command_timeout_s: float = 330.0  # above ZVT T4 (180 s) with card waits; below the engine's answer deadline
 
     @staticmethod
     def route(terminal: str, currency: str) -> _Route:
@@ -64,14 +79,34 @@ class EngineWorker:
         self.idle.clear()
         self._queue.put_nowait(event)
 
+    def request_payment(self, evse: str, idempotency_key: str | None = None) -> PayAnswer:
+        """Start a paid session at an EVSE, or refuse at once with the reason. The session is a
+        stored step before this returns: nothing money-bearing waits in memory. One open
+        session per EVSE; the same idempotency key gives the same answer."""
+        route = self.routes.get(evse)
+        if route is None:
+            return PayAnswer(404, f"unknown EVSE {evse!r}")
+        sid = uuid.uuid4().hex
+        if idempotency_key:
+            sid = hashlib.sha256(f"{evse}\x00{idempotency_key}".encode()).hexdigest()[:32]
+            known = self.host.load(sid)
+            if known is not None:
+                return PayAnswer(202, "payment requested", sid, known.state.value)
+        busy = next((s for s in self.host.open_sessions() if s.evse == evse), None)
+        if busy is not None:
+            return PayAnswer(409, f"EVSE {evse} already has an open session", busy.id, busy.state.value)
+        up, why = self.terminal_state.get(route.terminal, (False, "not registered yet"))
+        if not up:
+            return PayAnswer(503, f"terminal {route.terminal} unavailable: {why}")
+        handled = self._process(e.CardPresented(sid, "card", evse, route.terminal, route.currency))
+        state = handled.session.state.value if handled and handled.session else "?"
+        return PayAnswer(202, "payment requested", sid, state)
+
     def on_charger_event(self, ev: ChargerEvent) -> None:
         if ev.kind == "payment_requested":
-            route = self.routes.get(ev.evse)
-            if route is None:
-                _LOGGER.warning("engine.unknown_evse", extra={"evse": ev.evse})
-                return
-            sid = uuid.uuid4().hex
-            self.submit(e.CardPresented(sid, "card", ev.evse, route.terminal, route.currency))
+            answer = self.request_payment(ev.evse)
+            if answer.status != 202:
+                _LOGGER.warning("engine.payment_refused", extra={"evse": ev.evse, "reason": answer.message})
         elif ev.kind == "started":
             self.submit(e.ChargerStarted(ev.session_id, "started", ev.meter_wh or 0))
         elif ev.kind == "meter":
@@ -85,11 +120,30 @@ class EngineWorker:
     # ---- the loop ---------------------------------------------------------------------------
 
     async def _register_terminals(self) -> None:
+        """Register every terminal, each within a deadline: a terminal that never answers is
+        marked unavailable (pay requests for it are refused) instead of blocking the engine."""
         for name, terminal in self.terminals.items():
-            result = await terminal.connect()
+            try:
+                async with asyncio.timeout(self.register_timeout_s):
+                    result = await terminal.connect()
+            except TimeoutError:
+                result = TerminalResult("register", Outcome.ERROR, f"no answer within {self.register_timeout_s:.0f} s")
+            except (OSError, DriverError) as exc:
+                result = TerminalResult("register", Outcome.ERROR, str(exc))
+            self._note_terminal(name, result)
             if not result.approved:
                 _LOGGER.warning("terminal.unreachable", extra={"terminal": name, "error": result.message})
             self.host.record_terminal(name, self.devices.get(name, "?"), result.approved, result.terminal_id, self.site)
+
+    def _note_terminal(self, name: str, result: TerminalResult) -> None:
+        """Whether the terminal is there, from what it last did (for pay requests and /health)."""
+        lost = result.outcome in (Outcome.UNKNOWN, Outcome.ERROR) and any(
+            word in result.message for word in ("connection", "no answer", "re-registration", "not configured",
+                                                "cannot", "driver error", "within")
+        )  # fmt: skip
+        if result.operation == "register" and not result.approved:
+            lost = True
+        self.terminal_state[name] = (not lost, result.message if lost else "ok")
 
     async def run(self, stopping: asyncio.Event) -> None:
         if not self._subscribed:  # once: a restarted worker must not hear every charger event twice
@@ -138,7 +192,7 @@ class EngineWorker:
         while not self._queue.empty():  # results that arrived while finishing
             self._process(self._queue.get_nowait())
 
-    def _process(self, event: e.Event) -> None:
+    def _process(self, event: e.Event) -> Handled:
         handled = self.host.handle(event)
         if handled.session is not None:
             self._arm(handled.session)
@@ -146,6 +200,7 @@ class EngineWorker:
             self._dispatch(command)
         if self._queue.empty() and not self._tasks_busy():
             self.idle.set()
+        return handled
 
     def _arm(self, session: Session) -> None:
         old = self._timers.pop(session.id, None)
@@ -196,12 +251,16 @@ class EngineWorker:
                 _LOGGER.error("engine.unknown_terminal", extra={"terminal": cmd.terminal, "session": cmd.session_id})
                 result = TerminalResult("-", Outcome.ERROR, f"terminal {cmd.terminal!r} is not configured")
             else:
-                result = await self._run(terminal, cmd, attempt)
+                async with asyncio.timeout(self.command_timeout_s):  # every exchange has a deadline
+                    result = await self._run(terminal, cmd, attempt)
         except StoreError:
             raise
+        except TimeoutError:
+            result = TerminalResult("-", Outcome.UNKNOWN, f"no answer within {self.command_timeout_s:.0f} s")
         except Exception as exc:  # a driver bug must not strand a session: its money command's fate is unknown
             _LOGGER.exception("engine.terminal_error", extra={"terminal": cmd.terminal, "session": cmd.session_id})
             result = TerminalResult("-", Outcome.UNKNOWN, f"driver error: {type(exc).__name__}: {exc}")
+        self._note_terminal(cmd.terminal, result)
         if isinstance(cmd, c.QueryOpenPreauths):
             last = None
             if result.approved and terminal is not None:

@@ -171,9 +171,9 @@ tariffs = [ {{ id = "T", currency = "EUR", elements = [
         assert daemon.engine.host.policy.tariffs["E1"].id == "CPO-T"
         await asyncio.sleep(0.3)
         async with aiohttp.ClientSession() as http:
-            async with http.post(f"http://127.0.0.1:{daemon.api.bound_port}/evses/E1/pay") as r:
+            async with http.post(f"http://127.0.0.1:{daemon.api.bound_port}/evses/E1/pay", json={}) as r:
                 assert r.status == 202
-            async with http.post(f"http://127.0.0.1:{daemon.api.bound_port}/evses/NOPE/pay") as r:
+            async with http.post(f"http://127.0.0.1:{daemon.api.bound_port}/evses/NOPE/pay", json={}) as r:
                 assert r.status == 404
         async with asyncio.timeout(20):
             while not cpo.state.facs or "Fiscal signature QX7-42" not in sim.state.printed:
@@ -249,7 +249,7 @@ public_url = "http://127.0.0.1:{listen}/ocpi/versions"
         api = f"http://127.0.0.1:{daemon.api.bound_port}"
         async with aiohttp.ClientSession() as http:
             ids = {"X-Request-ID": "kiosk-1", "X-Correlation-ID": "tap-7"}
-            async with http.post(f"{api}/evses/E1/pay", headers=ids) as r:
+            async with http.post(f"{api}/evses/E1/pay", headers=ids, json={}) as r:
                 answer = await r.json()
                 assert (r.headers["X-Request-ID"], r.headers["X-Correlation-ID"]) == ("kiosk-1", "tap-7")
             assert r.status == 503 and answer["error"].startswith("upstream: not registered — ")

@@ -1,0 +1,147 @@
+"""The kiosk API as an attacker on the site network would try it, over real loopback HTTP with
+the real daemon and a simulated terminal on a pty: who may pay, from where, how often, and
+what happens when the terminal is away."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from drivers.sim.ports import PtyPort
+from drivers.sim.terminal import SimConfig, SimTerminal
+from gateway.errors import ConfigError
+from gateway.runtime.app import Daemon
+from gateway.runtime.charger import SimulatedCharger
+from gateway.settings import parse_settings
+from tests.helpers import free_port
+
+KIOSK_TOKEN = "kiosk-token-0123456789abcdef"  # noqa: S105 - the test's kiosk token
+
+CONFIG = """
+[site]
+id = "SEC"
+country = "DE"
+[storage]
+path = "{db}"
+[api]
+port = 0
+allowed_origins = ["http://kiosk.local"]
+[[api.clients]]
+id = "kiosk-1"
+token_sha256 = "{token_hash}"
+[[terminals]]
+id = "t1"
+device = "{device}"
+password = {{ value = "123456" }}
+[charger]
+enabled = true
+mode = "simulated"
+[[charger.evses]]
+id = "E1"
+terminal = "t1"
+[pricing]
+default_tariff = "T"
+tariffs = [ {{ id = "T", currency = "EUR", elements = [
+  {{ price_components = [ {{ type = "ENERGY", price = "0.50", vat = "19", step_size = 1 }} ] }} ] }} ]
+"""
+
+
+class Site:
+    def __init__(self, daemon: Daemon, task: asyncio.Task[int]) -> None:
+        self.daemon, self.task = daemon, task
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.daemon.api.bound_port}/evses/E1/pay"
+
+
+@pytest.fixture
+async def site(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Site]:
+    port = PtyPort()
+    sim = SimTerminal(SimConfig(password="123456", card_wait_s=5.0))  # the driver takes a while at the card
+    serving = asyncio.create_task(sim.serve(port, serial=True))
+    device = f"serial://{port.slave_path}"
+    if getattr(request, "param", "") == "terminal-down":
+        device = f"tcp://127.0.0.1:{free_port()}"  # nothing listens there
+    text = CONFIG.format(db=tmp_path / "s.sqlite3", device=device,
+                         token_hash=hashlib.sha256(KIOSK_TOKEN.encode()).hexdigest())  # fmt: skip
+    daemon = Daemon(parse_settings(text, "<sec>"), charger=SimulatedCharger(["E1"]))
+    task = asyncio.create_task(daemon.run())
+    async with asyncio.timeout(10):
+        await daemon.ready.wait()
+        while daemon.engine is None or "t1" not in daemon.engine.terminal_state:
+            await asyncio.sleep(0.05)
+    yield Site(daemon, task)
+    daemon.request_stop("test over")
+    await task
+    serving.cancel()
+    await asyncio.gather(serving, return_exceptions=True)
+    await port.close()
+
+
+def kiosk(**extra: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {KIOSK_TOKEN}", **extra}
+
+
+async def post(url: str, headers: dict[str, str], body: Any = None, data: bytes | None = None) -> tuple[int, Any]:
+    async with aiohttp.ClientSession() as http, http.post(url, headers=headers, json=body, data=data) as r:
+        return r.status, await r.json()
+
+
+async def test_only_a_client_with_its_token_may_pay(site: Site) -> None:
+    assert (await post(site.url, {}, {}))[0] == 401
+    assert (await post(site.url, {"Authorization": "Bearer wrong"}, {}))[0] == 401
+    status, answer = await post(site.url, kiosk(), {})
+    assert status == 202 and answer["session"] and site.daemon.store.session(answer["session"]) is not None
+
+
+async def test_a_browser_page_cannot_drive_it(site: Site) -> None:
+    status, answer = await post(site.url, kiosk(Origin="http://evil.example"), {})
+    assert status == 403 and "origin" in answer["error"]
+    status, _ = await post(site.url, kiosk(**{"Content-Type": "text/plain"}), data=b"{}")  # a "simple" request
+    assert status == 415
+    assert site.daemon.store.sessions() == []
+    assert (await post(site.url, kiosk(Origin="http://kiosk.local"), {}))[0] == 202
+
+
+async def test_a_double_tap_makes_one_session(site: Site) -> None:
+    first, second = await asyncio.gather(post(site.url, kiosk(), {}), post(site.url, kiosk(), {}))
+    statuses = sorted([first[0], second[0]])
+    assert statuses == [202, 409]
+    winner = first if first[0] == 202 else second
+    loser = second if winner is first else first
+    assert loser[1]["session"] == winner[1]["session"]  # 409 names the open session
+    assert len(site.daemon.store.sessions()) == 1
+
+
+async def test_the_same_idempotency_key_gets_the_same_answer(site: Site) -> None:
+    a = await post(site.url, kiosk(**{"Idempotency-Key": "tap-42"}), {})
+    b = await post(site.url, kiosk(**{"Idempotency-Key": "tap-42"}), {})
+    assert a[0] == b[0] == 202 and a[1]["session"] == b[1]["session"]
+    assert len(site.daemon.store.sessions()) == 1
+
+
+@pytest.mark.parametrize("site", ["terminal-down"], indirect=True)
+async def test_pay_while_the_terminal_is_down_is_refused_and_nothing_runs_later(site: Site) -> None:
+    status, answer = await post(site.url, kiosk(), {})
+    assert status == 503 and "terminal t1 unavailable" in answer["error"]
+    await asyncio.sleep(1.0)
+    assert site.daemon.store.sessions() == []  # nothing parked in memory to run later
+    async with aiohttp.ClientSession() as http, http.get(site.url.replace("/evses/E1/pay", "/health")) as r:
+        assert "t1" in (await r.json()).get("terminals", {})
+
+
+def test_config_refuses_a_network_bind_without_authentication() -> None:
+    with pytest.raises(ConfigError, match="reachable from the network"):
+        parse_settings('[site]\nid = "S"\ncountry = "DE"\n[api]\nhost = "0.0.0.0"\n', "<t>")
+    ok = parse_settings(
+        '[site]\nid = "S"\ncountry = "DE"\n[api]\nhost = "0.0.0.0"\n[[api.clients]]\nid = "k"\n'
+        f'token_sha256 = "{"a" * 64}"\n', "<t>",
+    )  # fmt: skip
+    assert ok.api.clients[0].id == "k"
