@@ -36,6 +36,14 @@ class SecretUnavailable(GatewayError):
     exit_code = 78
 
 
+class Unavailable(GatewayError):
+    """Something the daemon needs at start is taken or absent (a port in use, the database held
+    by another daemon): it refuses to start (EX_UNAVAILABLE)."""
+
+    code = "unavailable"
+    exit_code = 69
+
+
 class StoreError(GatewayError):
     """The durable store cannot be used; nothing was written (EX_IOERR)."""
 
@@ -109,6 +117,16 @@ class OcpiRejected(UpstreamError):
         self.http_status = http_status
         self.status_code = status_code
         super().__init__(message)
+
+
+class StoreGone(StoreError):
+    code = "store_gone"
+
+    def __init__(self, path: str) -> None:
+        super().__init__(
+            f"{path}: the database file was deleted or replaced while the daemon used it; nothing more is "
+            "acknowledged. Restore the file (or accept the new one) and restart evpay."
+        )
 
 
 class InvariantViolated(GatewayError):

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from cryptography.fernet import Fernet
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -412,3 +413,50 @@ def _resolve_paths(settings: Settings, source: str) -> Settings:
     base = Path(source).resolve().parent
     storage = settings.storage.model_copy(update={"path": base / path})
     return settings.model_copy(update={"storage": storage})
+
+
+def check_secrets(settings: Settings) -> list[str]:
+    """Resolve every secret reference and check its form; one ``dotted.key: problem`` per fault.
+    The secrets themselves are never part of a message."""
+    problems: list[str] = []
+
+    def resolve(key: str, ref: SecretRef | None) -> str | None:
+        if ref is None:
+            return None
+        try:
+            return ref.reveal()
+        except SecretUnavailable as exc:
+            problems.append(f"{key}: {str(exc).removeprefix('secret: ')}")
+            return None
+
+    for i, terminal in enumerate(settings.terminals):
+        key = f"terminals.{i}.password"
+        if terminal.password is None:
+            problems.append(f"{key}: required (the terminal's 6-digit ZVT password; write even the factory "
+                            "default 000000 explicitly)")  # fmt: skip
+            continue
+        password = resolve(key, terminal.password)
+        if password is not None and not (len(password) == 6 and password.isdigit()):
+            problems.append(f"{key}: a ZVT password is exactly 6 digits (got {len(password)} characters)")
+    for i, client in enumerate(settings.api.clients):
+        token = resolve(f"api.clients.{i}.token", client.token)
+        if token is not None and len(token) < 16:
+            problems.append(f"api.clients.{i}.token: too short ({len(token)} characters; use 16 or more)")
+    if settings.upstream.enabled:
+        resolve("upstream.token_a", settings.upstream.token_a)
+        fernet_key = resolve("upstream.key", settings.upstream.key)
+        if fernet_key is not None:
+            try:
+                Fernet(fernet_key.encode("ascii"))
+            except (ValueError, TypeError, UnicodeEncodeError):
+                problems.append("upstream.key: not a Fernet key (32 url-safe base64-encoded bytes)")
+    return problems
+
+
+def load_checked(path: Path) -> Settings:
+    """The settings of ``path`` with every secret resolved and checked: ConfigError otherwise."""
+    settings = load_settings(path)
+    problems = check_secrets(settings)
+    if problems:
+        raise ConfigError(str(path), problems)
+    return settings

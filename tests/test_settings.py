@@ -5,6 +5,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from cryptography.fernet import Fernet
 
 from gateway.errors import ConfigError, SecretUnavailable
 from gateway.settings import SecretRef, load_settings, parse_settings
@@ -14,16 +15,46 @@ MINIMAL = '[site]\nid = "S1"\ncountry = "DE"\n'
 
 
 @pytest.mark.parametrize("name", ["demo.toml", "gateway.example.toml"])
-def test_shipped_configs_validate(name: str) -> None:
-    result = subprocess.run(
-        [*EVPAY, "config", "validate", str(REPO / "config" / name)],
-        capture_output=True,
-        text=True,
-        env=subprocess_env(),
-        check=False,
-    )
+def test_shipped_configs_validate_with_their_secrets_in_place(name: str, tmp_path: Path) -> None:
+    creds = tmp_path / "creds"  # what systemd's LoadCredential= provides
+    creds.mkdir()
+    (creds / "zvt-password").write_text("123456\n", encoding="utf-8")
+    (creds / "ocpi-token-a").write_text("token-a\n", encoding="utf-8")
+    (creds / "ocpi-token-key").write_text(Fernet.generate_key().decode() + "\n", encoding="utf-8")
+    env = {**subprocess_env(), "CREDENTIALS_DIRECTORY": str(creds), "EVPAY_ZVT_PASSWORD": "000000"}
+    result = subprocess.run([*EVPAY, "config", "validate", str(REPO / "config" / name)], capture_output=True,
+                            text=True, env=env, check=False)  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert ": ok" in result.stdout
+    offline = subprocess.run([*EVPAY, "config", "validate", "--skip-secrets", str(REPO / "config" / name)],
+                             capture_output=True, text=True, env=subprocess_env(), check=False)  # fmt: skip
+    assert offline.returncode == 0 and "secrets not checked" in offline.stdout
+
+
+@pytest.mark.parametrize(
+    ("secret", "problem"),
+    [
+        ('{ file = "/nonexistent/zvt" }', "terminals.0.password: cannot read /nonexistent/zvt"),
+        (
+            '{ credential = "zvt-password" }',
+            "terminals.0.password: credential 'zvt-password' needs $CREDENTIALS_DIRECTORY",
+        ),
+        ('{ value = "abc" }', "terminals.0.password: a ZVT password is exactly 6 digits"),
+        ('{ value = "12345" }', "terminals.0.password: a ZVT password is exactly 6 digits"),
+    ],
+    ids=["missing-file", "credential-outside-systemd", "letters", "five-digits"],
+)
+def test_validate_resolves_every_secret_and_names_the_bad_key(tmp_path: Path, secret: str, problem: str) -> None:
+    config = tmp_path / "g.toml"
+    config.write_text(MINIMAL + f'[[terminals]]\nid = "t1"\ndevice = "tcp://127.0.0.1:20007"\npassword = {secret}\n'
+                      '[upstream]\nenabled = true\nversions_url = "https://cpo.example/v"\n'
+                      'token_a = { value = "a" }\nkey = { value = "not-a-fernet-key" }\n', encoding="utf-8")  # fmt: skip
+    env = {k: v for k, v in subprocess_env().items() if k != "CREDENTIALS_DIRECTORY"}
+    result = subprocess.run([*EVPAY, "config", "validate", str(config)], capture_output=True, text=True, env=env,
+                            check=False)  # fmt: skip
+    assert result.returncode == 2
+    assert problem in result.stderr and "upstream.key: not a Fernet key" in result.stderr
+    assert "not-a-fernet-key" not in result.stderr  # the secret itself is never printed
 
 
 def test_bad_config_exits_2_naming_file_and_every_problem(tmp_path: Path) -> None:

@@ -7,20 +7,25 @@ import sys
 from pathlib import Path
 
 from gateway.errors import ConfigError
-from gateway.settings import load_settings
+from gateway.settings import load_checked, load_settings
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     config = commands.add_parser("config", help="check configuration files")
     sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
-    validate = sub.add_parser("validate", help="validate a config file; exit 2 naming each problem")
+    validate = sub.add_parser(
+        "validate", help="validate a config file and resolve every secret it references; exit 2 naming each problem"
+    )
     validate.add_argument("file", type=Path)
+    validate.add_argument(
+        "--skip-secrets", action="store_true", help="check the file only (preparing a config away from the site)"
+    )
     validate.set_defaults(handler=_validate)
 
 
 def _validate(args: argparse.Namespace) -> int:
     try:
-        settings = load_settings(args.file)
+        settings = load_settings(args.file) if args.skip_secrets else load_checked(args.file)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 2
@@ -28,5 +33,6 @@ def _validate(args: argparse.Namespace) -> int:
         f"{args.file}: ok (site {settings.site.id}, {len(settings.terminals)} terminal(s), "
         f"upstream {'on' if settings.upstream.enabled else 'off'}, "
         f"charger link {'on' if settings.charger.enabled else 'off'})"
+        + ("; secrets not checked" if args.skip_secrets else "; every secret resolved")
     )
     return 0

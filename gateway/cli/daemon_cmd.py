@@ -13,7 +13,7 @@ from typing import Any
 from gateway.errors import GatewayError
 from gateway.runtime import logs
 from gateway.runtime.app import Daemon
-from gateway.settings import Settings, load_settings
+from gateway.settings import Settings, load_checked, load_settings
 from gateway.store import Store
 
 _EXIT_UNREACHABLE = 3
@@ -30,7 +30,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def _run(args: argparse.Namespace) -> int:
-    settings = load_settings(args.config)
+    settings = load_checked(args.config)  # every secret resolved and checked before anything starts
     logs.configure(settings.logging.level, settings.logging.format)
     return asyncio.run(_serve(settings))
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.errors import Unavailable
 from gateway.runtime.engine_worker import PayAnswer
 from gateway.runtime.metrics import Metrics
 
@@ -50,6 +51,7 @@ class ApiWorker:
         self._pay = pay
         self.bound_port: int | None = None
         self.listening = asyncio.Event()
+        self._runner: web.AppRunner | None = None
 
     def _app(self) -> web.Application:
         app = web.Application(middlewares=[_ids], client_max_size=64 * 1024)
@@ -103,21 +105,36 @@ class ApiWorker:
     async def _metrics_view(self, _request: web.Request) -> web.Response:
         return web.Response(text=self._metrics.render(), content_type="text/plain", charset="utf-8")
 
-    async def run(self, stopping: asyncio.Event) -> None:
+    async def bind(self) -> None:
+        """Listen now (before READY): a port in use is a start failure, not a restart loop."""
+        if self._runner is not None:
+            return
         runner = web.AppRunner(self._app(), access_log=None)
         await runner.setup()
         try:
             site = web.TCPSite(runner, self._host, self._port, reuse_address=True)
             await site.start()
-            server = site._server
-            sockets = getattr(server, "sockets", None) or []
-            self.bound_port = sockets[0].getsockname()[1] if sockets else self._port
-            _LOGGER.info("api.listening", extra={"host": self._host, "port": self.bound_port})
-            self.listening.set()
+        except OSError as exc:
+            await runner.cleanup()
+            raise Unavailable(
+                f"api: cannot listen on {self._host}:{self._port}: {exc.strerror or exc}; "
+                "free the port or change [api] port"
+            ) from None
+        sockets = getattr(site._server, "sockets", None) or []
+        self.bound_port = sockets[0].getsockname()[1] if sockets else self._port
+        self._runner = runner
+        _LOGGER.info("api.listening", extra={"host": self._host, "port": self.bound_port})
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        await self.bind()
+        self.listening.set()
+        try:
             await stopping.wait()
         finally:
             self.listening.clear()
-            await runner.cleanup()
+            if self._runner is not None:
+                await self._runner.cleanup()
+                self._runner = None
 
 
 @web.middleware

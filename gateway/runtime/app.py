@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import logging
 import signal
+import socket
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -19,7 +20,7 @@ from typing import Any
 
 from drivers.base import PaymentTerminal
 from gateway import __version__
-from gateway.errors import GatewayError, StoreError
+from gateway.errors import GatewayError, StoreError, Unavailable
 from gateway.ocpi.charger import OcpiChargerLink
 from gateway.ocpi.worker import UpstreamWorker
 from gateway.payments.events import FiscalDataArrived
@@ -33,6 +34,7 @@ from gateway.runtime.sdnotify import Notifier
 from gateway.runtime.supervisor import Supervisor, Worker
 from gateway.settings import Settings
 from gateway.store import Store
+from gateway.store.lock import DatabaseLock
 
 _LOGGER = logging.getLogger(__name__)
 _STATUS_EVERY_S = 10.0
@@ -65,7 +67,14 @@ class Daemon:
         self.settings = settings
         self.notifier = notifier or Notifier()
         self.metrics = Metrics()
-        self.store = Store.open(settings.storage.path, busy_timeout_ms=settings.storage.busy_timeout_ms)
+        settings.storage.path.parent.mkdir(parents=True, exist_ok=True)
+        self.lock = DatabaseLock(settings.storage.path)
+        self.lock.acquire()  # a second daemon on this database stops here, naming the first one's pid
+        try:
+            self.store = Store.open(settings.storage.path, busy_timeout_ms=settings.storage.busy_timeout_ms)
+        except BaseException:
+            self.lock.release()
+            raise
         self._started = time.monotonic()
         self.api = ApiWorker(
             settings.api.host, settings.api.port, self.metrics, self.snapshot, self.healthy, self._request_payment,
@@ -210,6 +219,12 @@ class Daemon:
             "daemon.starting",
             extra={"version": __version__, "site": self.settings.site.id, "db": str(self.store.path)},
         )
+        try:
+            await self._claim_ports()
+        except BaseException:
+            self.store.close()
+            self.lock.release()
+            raise
         self.supervisor.start()
         heartbeat = asyncio.create_task(self._heartbeat(), name="heartbeat")
         try:
@@ -226,6 +241,7 @@ class Daemon:
                 self.store.checkpoint()
             with contextlib.suppress(StoreError):
                 self.store.close()
+            self.lock.release()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)
@@ -234,18 +250,48 @@ class Daemon:
             raise self.fatal  # the CLI prints it and exits with its code (74 for the store)
         return 0
 
+    async def _claim_ports(self) -> None:
+        """Bind what the daemon serves before anything runs: a busy port fails the start (69)."""
+        await self.api.bind()
+        listen = self.settings.upstream.listen if self.settings.upstream.enabled else ""
+        if listen:
+            host, _, port = listen.rpartition(":")
+            with socket.socket() as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    probe.bind((host or "127.0.0.1", int(port)))
+                except OSError as exc:
+                    raise Unavailable(
+                        f"upstream: cannot listen on {listen}: {exc.strerror or exc}; free the port or change "
+                        "[upstream] listen"
+                    ) from None
+
+    def _essential_up(self) -> bool:
+        """The parts without which no payment can be taken: the API and the engine."""
+        essential = [s for s in self.supervisor.status.values() if s.name in ("api", "engine")]
+        return all(s.state == "up" for s in essential)
+
     async def _heartbeat(self) -> None:
-        """READY once every worker is up; then STATUS and WATCHDOG from the event loop."""
+        """READY once every worker is up; then STATUS and WATCHDOG from the event loop. The
+        watchdog is fed only while the essential parts are up; the database file is checked
+        every tick (deleted or replaced: stop with 74 rather than acknowledge into nothing)."""
         interval = self.notifier.watchdog_interval
         tick = min(interval, 1.0) if interval else 0.2
         last_ping = last_status = 0.0
         while True:
+            try:
+                self.store.check_file()
+            except StoreError as exc:
+                _LOGGER.error("daemon.store_gone", extra={"error": str(exc)})  # noqa: TRY400 - the message says it all
+                self._fatal(exc)
+                return
             now = time.monotonic()
-            if not self.ready.is_set() and self.supervisor.all_up() and self.api.listening.is_set():
+            registered = self.engine is None or self.engine.registered.is_set()
+            if not self.ready.is_set() and self.supervisor.all_up() and self.api.listening.is_set() and registered:
                 self.ready.set()
                 self.notifier.ready(self._status_line())
                 _LOGGER.info("daemon.ready", extra={"api_port": self.api.bound_port})
-            if interval and now - last_ping >= interval:
+            if interval and now - last_ping >= interval and self._essential_up():
                 self.notifier.watchdog()
                 last_ping = now
             if self.ready.is_set() and now - last_status >= _STATUS_EVERY_S:

@@ -77,7 +77,9 @@ def build_terminals(settings: Settings) -> dict[str, PaymentTerminal]:
     terminals: dict[str, PaymentTerminal] = {}
     for t in settings.terminals:
         transport, serial_framing = open_transport(t.device)
-        password = t.password.reveal() if t.password else "000000"
+        if t.password is None:  # never a silent factory default
+            raise ConfigError(f"terminals.{t.id}.password", ["required: the terminal's 6-digit ZVT password"])
+        password = t.password.reveal()
         options = ZvtOptions(password=password, currency=t.currency or settings.site.currency,
                              capture_mode=t.capture_mode, incremental=t.incremental)  # fmt: skip
         terminals[t.id] = ZvtTerminal(t.id, transport, serial_framing=serial_framing, options=options)

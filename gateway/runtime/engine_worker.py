@@ -66,6 +66,7 @@ class EngineWorker:
     _failure: BaseException | None = None
     _failed: asyncio.Event = field(default_factory=asyncio.Event)
     terminal_state: dict[str, tuple[bool, str]] = field(default_factory=dict)  # name -> (available, why)
+    registered: asyncio.Event = field(default_factory=asyncio.Event)
     register_timeout_s: float = 30.0
     command_timeout_s: float = 330.0  # above ZVT T4 (180 s) with card waits; below the engine's answer deadline
 
@@ -150,6 +151,7 @@ class EngineWorker:
             self.charger.subscribe(self.on_charger_event)
             self._subscribed = True
         await self._register_terminals()
+        self.registered.set()  # READY waits for this: pay requests before it would all be refused
         for session in self.host.open_sessions():
             self.submit(e.Resumed(session.id, f"resume:{self._boot}"))
             self._arm(session)

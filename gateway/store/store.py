@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gateway.errors import InvariantViolated, SchemaTooNew, StoreError
+from gateway.errors import InvariantViolated, SchemaTooNew, StoreError, StoreGone
 from gateway.store import journal as _journal
 from gateway.store.db import (
     connect,
@@ -39,6 +39,13 @@ class Store:
         self.path = path
         self._clock = clock
         self.outbox = Outbox(conn, str(path))
+        self._identity = _identity(path)
+
+    def check_file(self) -> None:
+        """StoreGone if the file at our path is no longer the one we hold open (deleted, or
+        replaced): what we write would not be what the next start opens."""
+        if _identity(self.path) != self._identity:
+            raise StoreGone(str(self.path))
 
     @classmethod
     def open(
@@ -83,6 +90,7 @@ class Store:
                     self._conn.execute("ROLLBACK")
                     return False
                 self._write(step, at)
+                self.check_file()  # never acknowledge a step into a file the next start will not open
                 self._conn.execute("COMMIT")
             except BaseException:
                 if self._conn.in_transaction:
@@ -280,6 +288,14 @@ class Store:
     def _query(self, sql: str, args: tuple[object, ...]) -> list[tuple[Any, ...]]:
         with sqlite_errors(str(self.path)):
             return self._conn.execute(sql, args).fetchall()
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _session_dict(row: tuple[Any, ...]) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from gateway.runtime.charger import SimulatedCharger
 from gateway.settings import parse_settings
 from tests.helpers import free_port
 
-KIOSK_TOKEN = "kiosk-token-0123456789abcdef"  # noqa: S105 - the test's kiosk token
+KIOSK_TOKEN = "kiosk-token-0123456789abcdef"
 
 CONFIG = """
 [site]
