@@ -16,6 +16,7 @@ from gateway.runtime.app import Daemon
 from gateway.settings import Settings, load_checked, load_settings
 from gateway.store import Store
 
+_EXIT_DEGRADED = 1  # running, but a part is down (a terminal, the upstream in charger mode ocpi, a worker)
 _EXIT_UNREACHABLE = 3
 
 
@@ -43,18 +44,33 @@ async def _serve(settings: Settings) -> int:
 def _status(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     report: dict[str, Any] = {"daemon": None, "store": None}
+    base = f"http://{settings.api.host}:{settings.api.port}"
     try:
-        url = f"http://{settings.api.host}:{settings.api.port}/status"
-        with urllib.request.urlopen(url, timeout=3) as response:
+        with urllib.request.urlopen(f"{base}/status", timeout=3) as response:  # noqa: S310 - http to our own API
             report["daemon"] = json.load(response)
     except (urllib.error.URLError, OSError, ValueError) as exc:
         report["daemon_error"] = str(getattr(exc, "reason", exc))
+    if report["daemon"] is not None:
+        report["health"] = _health(base)
     report["store"] = _store_report(settings.storage.path)
     if args.json:
         print(json.dumps(report, indent=2, default=str))
     else:
         _print_status(settings, report)
-    return 0 if report["daemon"] is not None else _EXIT_UNREACHABLE
+    if report["daemon"] is None:
+        return _EXIT_UNREACHABLE
+    return 0 if report["health"].get("status") == "ok" else _EXIT_DEGRADED
+
+
+def _health(base: str) -> dict[str, Any]:
+    """/health's answer, 503 (degraded) included."""
+    try:
+        with urllib.request.urlopen(f"{base}/health", timeout=3) as response:  # noqa: S310 - http to our own API
+            return dict(json.load(response))
+    except urllib.error.HTTPError as exc:
+        return dict(json.load(exc))
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        return {"status": "degraded", "error": str(exc)}
 
 
 def _store_report(path: Path) -> dict[str, Any]:
@@ -101,7 +117,10 @@ def _print_status(settings: Settings, report: dict[str, Any]) -> None:
     if daemon is None:
         print(f"daemon: NOT REACHABLE at {settings.api.host}:{settings.api.port} ({report.get('daemon_error')})")
     else:
-        print(f"daemon: running, version {daemon['version']}, up {daemon['uptime_s']} s")
+        health = report.get("health", {})
+        print(f"daemon: running, version {daemon['version']}, up {daemon['uptime_s']} s, {health.get('status')}")
+        for name, state in health.get("terminals", {}).items():
+            print(f"  terminal {name}: {state}")
         for w in daemon["workers"]:
             extra = f", last error: {w['last_error']}" if w["last_error"] else ""
             print(f"  worker {w['name']:<16} {w['state']:<8} restarts {w['restarts']}{extra}")

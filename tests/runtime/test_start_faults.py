@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -69,6 +70,8 @@ def _wait_api(port: int, timeout: float = 10.0) -> None:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1):
                 return
+        except urllib.error.HTTPError:
+            return  # up, and saying it is degraded
         except OSError:
             time.sleep(0.1)
     raise AssertionError("the first daemon did not come up")
@@ -105,3 +108,21 @@ def test_the_database_deleted_under_the_daemon_stops_it_with_74(tmp_path: Path) 
     finally:
         if daemon.poll() is None:
             daemon.kill()
+
+
+def test_status_exits_1_while_a_terminal_is_down(tmp_path: Path) -> None:
+    port = free_port()
+    extra = (TERMINAL.format(secret='{ value = "123456" }') + '[charger]\nenabled = true\nmode = "simulated"\n'
+             '[[charger.evses]]\nid = "E1"\nterminal = "t1"\n')  # fmt: skip
+    config = write_config(tmp_path, port=port, extra=extra)
+    daemon = subprocess.Popen([*EVPAY, "run", "--config", str(config)], env=subprocess_env(),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        _wait_api(port)
+        status = subprocess.run([*EVPAY, "status", "--config", str(config)], capture_output=True, text=True,
+                                env=subprocess_env(), check=False)  # fmt: skip
+        assert status.returncode == 1, status.stdout
+        assert "degraded" in status.stdout and "terminal t1: unavailable" in status.stdout
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=10)
