@@ -268,11 +268,31 @@ class UpstreamSettings(_Model):
     timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
 
     interop: InteropSettings = InteropSettings()
+    # Trust. OCPI goes over https only; plain http only with this lab setting (logged loudly).
+    allow_insecure_http: bool = False
+    # Origins our tokens may go to besides the CPO's own (scheme://host[:port] or a host name).
+    allowed_hosts: list[str] = []
+    ca_file: Path | None = Field(default=None, description="CA bundle the CPO's certificate must chain to")
+    pin_sha256: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")] | None = Field(
+        default=None, description="SHA-256 of the CPO's certificate (DER): pinned instead of CA checks"
+    )
+    tls_cert: Path | None = Field(default=None, description="our OCPI server's certificate chain (PEM)")
+    tls_key: SecretRef | None = Field(default=None, description="its private key (PEM), by reference")
 
     @model_validator(mode="after")
     def _complete_when_enabled(self) -> UpstreamSettings:
         if not self.enabled:
             return self
+        if not self.allow_insecure_http:
+            for key in ("versions_url", "public_url"):
+                url = getattr(self, key)
+                if url and not url.startswith("https://"):
+                    raise ValueError(
+                        f"{key} must be https:// (tokens travel with every request); for a lab only, set "
+                        "allow_insecure_http = true"
+                    )
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
         if self.token_a is None or self.key is None:
             raise ValueError("an enabled upstream needs token_a and key")
         if self.registration == "gateway" and not self.versions_url:

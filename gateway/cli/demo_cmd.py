@@ -61,6 +61,7 @@ def demo_settings(workdir: Path, device: str, cpo: CpoSimulator) -> Settings:
     ocpi_port = free_port()  # the strict CPO calls our versions back before it answers the registration
     upstream = UpstreamSettings(
         enabled=True, versions_url=cpo.versions_url, token_a=SecretRef(value=SecretStr(cpo.state.token_a)),
+        allow_insecure_http=True,  # the embedded CPO on loopback
         key=SecretRef(value=SecretStr(Fernet.generate_key().decode("ascii"))), business_name="EVPay Edge demo",
         listen=f"127.0.0.1:{ocpi_port}", public_url=f"http://127.0.0.1:{ocpi_port}/ocpi/versions",
     )  # fmt: skip

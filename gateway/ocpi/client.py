@@ -11,8 +11,10 @@ from __future__ import annotations
 import base64
 import json
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -28,6 +30,35 @@ class Reply:
     link: str = ""  # the Link header of a paginated list
 
 
+def origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+class Trust:
+    """Where our tokens may be sent: the registered CPO's origin and a configured allow-list;
+    https only unless a lab explicitly allows plain http. A version or endpoint URL the CPO
+    publishes elsewhere is refused, never followed with our token."""
+
+    def __init__(self, origins: Iterable[str], *, allow_http: bool = False) -> None:
+        self.origins = {origin(o) if "://" in o else o.lower() for o in origins if o}
+        self.allow_http = allow_http
+
+    def add(self, url: str) -> None:
+        self.origins.add(origin(url))
+
+    def check(self, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme != "https" and not (parts.scheme == "http" and self.allow_http):
+            raise OcpiRejected(f"refusing {url}: OCPI only over https (a lab may set allow_insecure_http)",
+                               http_status=0, status_code=None)  # fmt: skip
+        if self.origins and origin(url) not in self.origins and (parts.hostname or "") not in self.origins:
+            raise OcpiRejected(
+                f"refusing to send our token to {origin(url)}: not the CPO's origin ({', '.join(sorted(self.origins))})"
+                " nor in [upstream] allowed_hosts", http_status=0, status_code=None,
+            )  # fmt: skip
+
+
 def authorization(token: str) -> str:
     return "Token " + base64.b64encode(token.encode("utf-8")).decode("ascii")
 
@@ -41,12 +72,17 @@ def retry_after(headers: Any) -> float | None:
 
 
 class OcpiClient:
-    def __init__(self, http: aiohttp.ClientSession, token: str, timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, http: aiohttp.ClientSession, token: str, timeout_s: float = 10.0, trust: Trust | None = None
+    ) -> None:
         self._http = http
         self.token = token  # replaced in place when the CPO rotates our credentials
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self.trust = trust
 
     async def request(self, method: str, url: str, body: Any = None, *, correlation_id: str | None = None) -> Reply:
+        if self.trust is not None:
+            self.trust.check(url)  # our token goes only where the CPO is
         headers = {
             "Authorization": authorization(self.token),
             "X-Request-ID": uuid.uuid4().hex,

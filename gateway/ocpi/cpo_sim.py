@@ -14,7 +14,8 @@ answer), ``drop`` (drop before storing). ``quirks`` make it deviate as real peer
 ``auth403`` (403 where 401 is meant), ``plain422`` (refusals as HTTP 422 with a non-OCPI body),
 ``redirect_slash`` (collections only at a trailing-slash URL; the bare one redirects),
 ``put_terminals`` (Terminals only by PUT on the object's URL), ``no_partial_success`` (refuses
-PARTIAL_SUCCESS FACs), ``require_website`` (refuses credentials without business_details.website).
+PARTIAL_SUCCESS FACs), ``require_website`` (refuses credentials without business_details.website),
+``foreign_endpoints`` (its version details name another host). ``start(tls=…)`` serves https.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import asyncio
 import base64
 import json
 import secrets
+import ssl
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -43,7 +45,8 @@ from gateway.ocpi.models import (
 )
 
 VERSION = "2.3.0"
-QUIRKS = ("auth403", "plain422", "redirect_slash", "put_terminals", "no_partial_success", "require_website")
+QUIRKS = ("auth403", "plain422", "redirect_slash", "put_terminals", "no_partial_success", "require_website",
+          "foreign_endpoints")
 
 
 @dataclass
@@ -141,13 +144,19 @@ class CpoSimulator:
             raise ValueError(f"unknown fields {unknown}")
         return model.model_validate_json(raw, strict=True)
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+    async def start(self, host: str = "127.0.0.1", port: int = 0, tls: ssl.SSLContext | None = None) -> str:
         self._runner = web.AppRunner(self.app(), access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
+        site = web.TCPSite(self._runner, host, port, ssl_context=tls)
         await site.start()
         bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.base = f"http://{host}:{bound}"
+        self.base = f"{'https' if tls else 'http'}://{host}:{bound}"
+        return self.base
+
+    def _endpoint_base(self) -> str:
+        """Where the details say the modules are: here, or (quirk ``foreign_endpoints``) elsewhere."""
+        if "foreign_endpoints" in self.state.quirks:
+            return self.base.replace("127.0.0.1", "127.0.0.2")
         return self.base
 
     async def stop(self) -> None:
@@ -223,12 +232,13 @@ class CpoSimulator:
     async def _details(self, request: web.Request) -> web.Response:
         if not self._allowed(request):
             return self._unauthorized()
+        base = self._endpoint_base()
         endpoints = [
-            {"identifier": "credentials", "role": "RECEIVER", "url": f"{self.base}/ocpi/{VERSION}/credentials"},
-            {"identifier": "payments", "role": "RECEIVER", "url": f"{self.base}/ocpi/cpo/{VERSION}/payments"},
-            {"identifier": "commands", "role": "RECEIVER", "url": f"{self.base}/ocpi/cpo/{VERSION}/commands"},
-            {"identifier": "tariffs", "role": "SENDER", "url": f"{self.base}/ocpi/cpo/{VERSION}/tariffs"},
-            {"identifier": "locations", "role": "SENDER", "url": f"{self.base}/ocpi/cpo/{VERSION}/locations"},
+            {"identifier": "credentials", "role": "RECEIVER", "url": f"{base}/ocpi/{VERSION}/credentials"},
+            {"identifier": "payments", "role": "RECEIVER", "url": f"{base}/ocpi/cpo/{VERSION}/payments"},
+            {"identifier": "commands", "role": "RECEIVER", "url": f"{base}/ocpi/cpo/{VERSION}/commands"},
+            {"identifier": "tariffs", "role": "SENDER", "url": f"{base}/ocpi/cpo/{VERSION}/tariffs"},
+            {"identifier": "locations", "role": "SENDER", "url": f"{base}/ocpi/cpo/{VERSION}/locations"},
         ]
         return web.json_response(envelope({"version": VERSION, "endpoints": endpoints}))
 

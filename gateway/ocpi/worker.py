@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
+import tempfile
 from collections.abc import Callable
 from datetime import datetime
 
@@ -16,7 +18,7 @@ from cryptography.fernet import Fernet, InvalidToken
 
 from gateway.errors import ConfigError, UpstreamError
 from gateway.ocpi.charger import OcpiChargerLink, session_id_of
-from gateway.ocpi.client import OcpiClient
+from gateway.ocpi.client import OcpiClient, Trust
 from gateway.ocpi.handshake import Registration, accept, new_token, our_credentials, register, rotate
 from gateway.ocpi.models import Cdr, Credentials, VersionDetails
 from gateway.ocpi.pusher import OutboxPusher
@@ -82,6 +84,7 @@ class UpstreamWorker:
         self.pusher: OutboxPusher | None = None
         self.server: PtpServer | None = None
         self.bound_port: int | None = None
+        self.trust = Trust([])
 
     def _stored(self) -> Registration | None:
         stored = self.store.registration()
@@ -116,7 +119,7 @@ class UpstreamWorker:
         ours = our_credentials(token_b, self.settings.public_url, self._party(), self.settings.business_name,
                                self.settings.interop.business_website)  # fmt: skip
         try:
-            reg = await register(OcpiClient(http, token_a, self.settings.timeout_s), self.settings.versions_url, ours)
+            reg = await register(self.client(http, token_a), self.settings.versions_url, ours)
         except (UpstreamError, ValueError) as exc:
             self._status(False, f"the CPO refused or failed the registration: {exc}")
             raise
@@ -127,8 +130,31 @@ class UpstreamWorker:
     def _party(self) -> tuple[str, str]:
         return self.settings.country_code, self.settings.party_id
 
+    def _trust(self) -> Trust:
+        origins = [self.settings.versions_url, *self.settings.allowed_hosts]
+        stored = self.store.registration()
+        if stored is not None:
+            origins.append(stored["versions_url"])
+        return Trust([o for o in origins if o], allow_http=self.settings.allow_insecure_http)
+
+    def _ssl(self) -> ssl.SSLContext | aiohttp.Fingerprint | None:
+        if self.settings.pin_sha256:
+            return aiohttp.Fingerprint(bytes.fromhex(self.settings.pin_sha256))
+        if self.settings.ca_file is not None:
+            return ssl.create_default_context(cafile=str(self.settings.ca_file))
+        return None
+
+    def client(self, http: aiohttp.ClientSession, token: str) -> OcpiClient:
+        """The one way this worker talks to the CPO: its trust rules and timeout on every call."""
+        return OcpiClient(http, token, self.settings.timeout_s, trust=self.trust)
+
     async def run(self, stopping: asyncio.Event) -> None:
-        async with aiohttp.ClientSession() as http:
+        if self.settings.allow_insecure_http:
+            _LOGGER.warning("upstream.INSECURE_HTTP", extra={"warning": "OCPI over plain http: tokens travel in clear; "
+                                                             "allow_insecure_http is for a lab only"})  # fmt: skip
+        self.trust = self._trust()
+        connector = aiohttp.TCPConnector(ssl=self._ssl() or True)
+        async with aiohttp.ClientSession(connector=connector) as http:
             self._http = http
             stored = self._stored()
             self._registration_now = stored
@@ -148,7 +174,7 @@ class UpstreamWorker:
                 self.server = None
 
     async def _work(self, http: aiohttp.ClientSession, reg: Registration, stopping: asyncio.Event) -> None:
-        client = self._client = OcpiClient(http, reg.token_c, self.settings.timeout_s)
+        client = self._client = self.client(http, reg.token_c)
         if self.charger is not None:
             commands = reg.endpoints.url("commands", "RECEIVER")
             if commands is None:
@@ -200,7 +226,9 @@ class UpstreamWorker:
         """CPO-initiated registration: read the CPO's versions with its token, then answer."""
         if self._http is None:
             raise UpstreamError("the upstream worker is not running")
-        reg = await accept(OcpiClient(self._http, theirs.token, self.settings.timeout_s), theirs)
+        if not self.settings.allowed_hosts and not self.trust.origins:
+            self.trust.add(theirs.url)  # first contact, authenticated by token A: the CPO's origin from now on
+        reg = await accept(self.client(self._http, theirs.token), theirs)
         self._save(reg, versions_url=theirs.url)
         self._status(True, f"registered by the CPO ({theirs.url})")
         self._accepted.set()
@@ -253,6 +281,17 @@ class UpstreamWorker:
                 async with asyncio.timeout(TARIFF_REFRESH_S):
                     await stopping.wait()
 
+    def _server_tls(self) -> ssl.SSLContext | None:
+        """Our OCPI server's own certificate, when it is not behind the site's TLS proxy."""
+        if self.settings.tls_cert is None or self.settings.tls_key is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        with tempfile.NamedTemporaryFile("w", suffix=".pem") as key:  # ssl wants a file; it lives only here
+            key.write(self.settings.tls_key.reveal())
+            key.flush()
+            context.load_cert_chain(str(self.settings.tls_cert), key.name)
+        return context
+
     async def _serve(self, token_b: str, *, registering: bool) -> web.AppRunner:
         """Our OCPI endpoints for the CPO, up before any registration step: authorised by token B
         (and, while the CPO is to register with us, its credentials POST by token A)."""
@@ -265,7 +304,7 @@ class UpstreamWorker:
                                 fiscal=self.on_fiscal, credentials=self, registration_token=token_a)  # fmt: skip
         runner = web.AppRunner(self.server.app(), access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, host or "127.0.0.1", int(port))
+        site = web.TCPSite(runner, host or "127.0.0.1", int(port), ssl_context=self._server_tls())
         await site.start()
         sockets = getattr(site._server, "sockets", None) or []
         self.bound_port = sockets[0].getsockname()[1] if sockets else int(port)

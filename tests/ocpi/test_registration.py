@@ -51,7 +51,7 @@ async def cpo() -> AsyncIterator[CpoSimulator]:
 
 def upstream(cpo: CpoSimulator, port: int, **changes: Any) -> UpstreamSettings:
     return UpstreamSettings(
-        enabled=True, versions_url=cpo.versions_url, token_a=SecretRef(value=SecretStr(cpo.state.token_a)),
+        enabled=True, allow_insecure_http=True, versions_url=cpo.versions_url, token_a=SecretRef(value=SecretStr(cpo.state.token_a)),
         key=SecretRef(value=SecretStr(Fernet.generate_key().decode())), listen=f"127.0.0.1:{port}",
         public_url=f"http://127.0.0.1:{port}/ocpi/versions", **changes,
     )  # fmt: skip

@@ -149,6 +149,7 @@ terminal = "t1"
 location = "LOC1"
 [upstream]
 enabled = true
+allow_insecure_http = true  # the embedded CPO on loopback
 versions_url = "{cpo.versions_url}"
 token_a = {{ value = "{cpo.state.token_a}" }}
 key = {{ value = "{Fernet.generate_key().decode()}" }}
@@ -232,6 +233,7 @@ terminal = "t1"
 location = "LOC1"
 [upstream]
 enabled = true
+allow_insecure_http = true  # the embedded CPO on loopback
 versions_url = "{cpo.versions_url}"
 token_a = {{ value = "{cpo.state.token_a}" }}
 key = {{ value = "{Fernet.generate_key().decode()}" }}

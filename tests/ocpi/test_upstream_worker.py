@@ -27,7 +27,7 @@ async def test_registers_once_tokens_encrypted_then_drains(tmp_path: Path) -> No
     await cpo.start()
     key = Fernet.generate_key().decode()
     port = free_port()  # our OCPI server: the CPO calls it back during registration
-    settings = UpstreamSettings(enabled=True, versions_url=cpo.versions_url, token_a=SecretRef(value=SecretStr(cpo.state.token_a)),
+    settings = UpstreamSettings(enabled=True, allow_insecure_http=True, versions_url=cpo.versions_url, token_a=SecretRef(value=SecretStr(cpo.state.token_a)),
                                 key=SecretRef(value=SecretStr(key)), listen=f"127.0.0.1:{port}",
                                 public_url=f"http://127.0.0.1:{port}/ocpi/versions")  # fmt: skip
     store = Store.open(tmp_path / "u.sqlite3")
@@ -99,7 +99,7 @@ async def test_the_worker_serves_our_endpoints_with_token_b(tmp_path: Path) -> N
     await cpo.start()
     key = Fernet.generate_key().decode()
     port = free_port()
-    settings = UpstreamSettings(enabled=True, versions_url=cpo.versions_url, listen=f"127.0.0.1:{port}",
+    settings = UpstreamSettings(enabled=True, allow_insecure_http=True, versions_url=cpo.versions_url, listen=f"127.0.0.1:{port}",
                                 public_url=f"http://127.0.0.1:{port}/ocpi/versions",
                                 token_a=SecretRef(value=SecretStr(cpo.state.token_a)), key=SecretRef(value=SecretStr(key)))  # fmt: skip
     store = Store.open(tmp_path / "w.sqlite3")
@@ -140,7 +140,7 @@ async def test_the_cpo_rotates_and_ends_our_registration(tmp_path: Path) -> None
     key = Fernet.generate_key().decode()
     port = free_port()
     versions = f"http://127.0.0.1:{port}/ocpi/versions"
-    settings = UpstreamSettings(enabled=True, versions_url=cpo.versions_url, listen=f"127.0.0.1:{port}", public_url=versions,
+    settings = UpstreamSettings(enabled=True, allow_insecure_http=True, versions_url=cpo.versions_url, listen=f"127.0.0.1:{port}", public_url=versions,
                                 token_a=SecretRef(value=SecretStr(cpo.state.token_a)), key=SecretRef(value=SecretStr(key)))  # fmt: skip
     store = Store.open(tmp_path / "r.sqlite3")
     worker = UpstreamWorker(settings, "DE-SITE", store, lambda: datetime.now(UTC))
@@ -190,7 +190,7 @@ async def test_a_cdr_stored_before_a_crash_reaches_the_engine_at_start(tmp_path:
     await cpo.start()
     key = Fernet.generate_key().decode()
     port = free_port()  # our OCPI server: the CPO calls it back during registration
-    settings = UpstreamSettings(enabled=True, versions_url=cpo.versions_url, token_a=SecretRef(value=SecretStr(cpo.state.token_a)),
+    settings = UpstreamSettings(enabled=True, allow_insecure_http=True, versions_url=cpo.versions_url, token_a=SecretRef(value=SecretStr(cpo.state.token_a)),
                                 key=SecretRef(value=SecretStr(key)), listen=f"127.0.0.1:{port}",
                                 public_url=f"http://127.0.0.1:{port}/ocpi/versions")  # fmt: skip
     store = Store.open(tmp_path / "c.sqlite3")
