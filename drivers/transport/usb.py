@@ -39,6 +39,14 @@ class UsbTransport:
         self._ep_out: Any = None
 
     def _find(self) -> Any:
+        try:
+            return self._find_device()
+        except usb.core.NoBackendError:
+            raise PortOpenFailed(
+                f"{self.description}: no USB backend: install libusb (apt-get install libusb-1.0-0)"
+            ) from None
+
+    def _find_device(self) -> Any:
         if self.url.bus_path is not None:
             bus, _, ports = self.url.bus_path.partition("-")
             wanted = tuple(int(p) for p in ports.split(".")) if ports else ()

@@ -1,9 +1,5 @@
-"""``evpay``: the one command for technicians and developers.
-
-Exit codes: 0 ok; 1 findings or a failed operation; 2 usage or invalid input (e.g. a bad
-config file for ``config validate``); 3 daemon unreachable; 74 store unusable; 78 the
-daemon's configuration is invalid (systemd: RestartPreventExitStatus=78).
-"""
+"""``evpay``: the one command for technicians and developers. Its exit codes are the table
+``EXIT_CODES`` (shown by ``evpay --help`` and in the README)."""
 
 from __future__ import annotations
 
@@ -16,8 +12,23 @@ from gateway.cli import config_cmd, daemon_cmd, demo_cmd, outbox_cmd, sessions_c
 from gateway.errors import GatewayError
 
 
+EXIT_CODES = (
+    (0, "ok (the terminal approved; the daemon is healthy)"),
+    (1, "the operation failed or was refused (a declined card, a terminal error); status: degraded"),
+    (2, "bad input: usage, an invalid config file or secret (config validate), a bad amount or password"),
+    (3, "status: the daemon is not reachable"),
+    (69, "unavailable: the terminal device cannot be reached, a port is taken, another daemon holds the database"),
+    (70, "an internal invariant was violated (a bug: report it)"),
+    (74, "the database cannot be used (disk full, read-only, damaged, deleted under the daemon)"),
+    (78, "run: the configuration or a secret it names is invalid (systemd does not restart on 78)"),
+    (130, "interrupted (Ctrl-C)"),
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="evpay", description="EVPay Edge payment gateway")
+    epilog = "exit codes:\n" + "\n".join(f"  {code:>3}  {text}" for code, text in EXIT_CODES)
+    parser = argparse.ArgumentParser(prog="evpay", description="EVPay Edge payment gateway", epilog=epilog,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--version", action="version", version=f"evpay {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (daemon_cmd, config_cmd, sessions_cmd, outbox_cmd, terminal_cmd, simulate_cmd, demo_cmd):

@@ -2,8 +2,10 @@
 
 Amounts are decimal strings (``--amount 12.34 --currency EUR``), converted exactly. The ZVT
 password is never an argument (``ps`` would show it): it comes from ``--password-file`` or
-the environment variable named by ``--password-env`` (default EVPAY_ZVT_PASSWORD), else the
-factory default 000000.
+the environment variable named by ``--password-env`` (default EVPAY_ZVT_PASSWORD) — there is
+no silent default. Every failure is one line (a JSON object under ``--json``) and an exit
+code: 0 approved, 1 the terminal refused or failed, 2 bad input, 69 device unreachable,
+130 interrupted.
 """
 
 from __future__ import annotations
@@ -12,12 +14,13 @@ import argparse
 import asyncio
 import json
 import os
+import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from drivers.base import TerminalResult
-from drivers.errors import DriverError
+from drivers.errors import DriverError, TransportError
 from drivers.money import Money
 from drivers.transport import open_transport
 from drivers.zvt.terminal import ZvtOptions, ZvtTerminal
@@ -26,6 +29,14 @@ ACTIONS = ("status", "register", "preauth", "capture", "partial-reverse", "relea
            "end-of-day", "diagnose", "open-preauths", "read-card", "last-result")  # fmt: skip
 _EXIT_FAILED = 1
 _EXIT_USAGE = 2
+_EXIT_UNAVAILABLE = 69
+_CARD_ACTIONS = ("preauth", "read-card")
+
+
+class _CliError(Exception):
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -34,49 +45,82 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     term.add_argument("--device", required=True, help="serial:///dev/ttyUSB0, tcp://host:port or usb://VID:PID")
     term.add_argument("--amount", help="decimal amount, e.g. 12.34 (preauth, capture, partial-reverse)")
     term.add_argument("--held", help="the pre-authorised amount (partial-reverse, release)")
-    term.add_argument("--currency", default="EUR")
+    term.add_argument("--currency", default="EUR", help="ISO 4217 code of the amounts (default EUR)")
     term.add_argument("--receipt", type=int, help="the terminal's receipt number of the transaction")
     term.add_argument("--reference", default="BENCH", help="reference sent with pre-auth and capture")
-    term.add_argument("--timeout", type=int, default=30, help="card wait for read-card, seconds")
-    term.add_argument("--password-file", type=Path)
-    term.add_argument("--password-env", default="EVPAY_ZVT_PASSWORD")
-    term.add_argument("--json", action="store_true")
+    term.add_argument("--timeout", type=int, default=30, help="seconds to wait for a card (read-card, preauth)")
+    term.add_argument("--password-file", type=Path, help="file holding the terminal's 6-digit ZVT password")
+    term.add_argument("--password-env", default="EVPAY_ZVT_PASSWORD",
+                      help="environment variable holding the password (default EVPAY_ZVT_PASSWORD)")  # fmt: skip
+    term.add_argument("--json", action="store_true", help="machine-readable output, errors included")
     term.set_defaults(handler=_terminal)
 
 
 def _password(args: argparse.Namespace) -> str:
     if args.password_file:
-        return str(args.password_file.read_text(encoding="utf-8").strip())
-    return os.environ.get(args.password_env, "000000")
+        try:
+            password = args.password_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise _CliError(f"cannot read --password-file {args.password_file}: {exc.strerror}", _EXIT_USAGE) from None
+    else:
+        found = os.environ.get(args.password_env)
+        if found is None:
+            raise _CliError(
+                f"no ZVT password: set ${args.password_env} or give --password-file (the terminal's 6-digit "
+                "password; many terminals ship with 000000 — say so explicitly)", _EXIT_USAGE,
+            )  # fmt: skip
+        password = found.strip()
+    if not (len(password) == 6 and password.isdigit()):
+        raise _CliError(f"the ZVT password must be exactly 6 digits (got {len(password)} characters)", _EXIT_USAGE)
+    return str(password)
 
 
 def _money(args: argparse.Namespace, name: str) -> Money:
     text = getattr(args, name)
     if text is None:
-        raise DriverError(f"{args.action} needs --{name}")
-    return Money.parse(text, args.currency)
+        raise _CliError(f"{args.action} needs --{name}", _EXIT_USAGE)
+    try:
+        return Money.parse(text, args.currency)
+    except DriverError as exc:
+        raise _CliError(f"--{name}: {exc}", _EXIT_USAGE) from None
 
 
 def _receipt(args: argparse.Namespace) -> int:
     if args.receipt is None:
-        raise DriverError(f"{args.action} needs --receipt (the terminal's receipt number)")
+        raise _CliError(f"{args.action} needs --receipt (the terminal's receipt number)", _EXIT_USAGE)
     return int(args.receipt)
 
 
 def _terminal(args: argparse.Namespace) -> int:
     try:
-        result = asyncio.run(_run(args))
+        password = _password(args)
+        result = asyncio.run(_run(args, password))
+    except _CliError as exc:
+        return _fail(args, str(exc), exc.exit_code)
+    except TransportError as exc:
+        return _fail(args, str(exc), _EXIT_UNAVAILABLE)
+    except OSError as exc:
+        return _fail(args, f"{args.device}: {exc.strerror or exc}", _EXIT_UNAVAILABLE)
     except DriverError as exc:
-        print(f"evpay terminal: {exc}")
-        return _EXIT_USAGE
+        return _fail(args, str(exc), _EXIT_USAGE)
     _print(result, args.json)
+    if not result.approved and result.operation == "register" and result.result_code == 0x6B:
+        print("  hint: the terminal refused the registration: check the ZVT password", file=sys.stderr)
     return 0 if result.approved else _EXIT_FAILED
 
 
-async def _run(args: argparse.Namespace) -> TerminalResult:
+def _fail(args: argparse.Namespace, message: str, code: int) -> int:
+    if args.json:
+        print(json.dumps({"error": message, "exit_code": code}))
+    else:
+        print(f"evpay terminal: {message}", file=sys.stderr)
+    return code
+
+
+async def _run(args: argparse.Namespace, password: str) -> TerminalResult:
     transport, serial_framing = open_transport(args.device)
     options = ZvtOptions(
-        password=_password(args),
+        password=password,
         currency=args.currency,
         capture_mode="book_total" if args.action == "capture" else "partial_reversal",
     )
@@ -85,9 +129,24 @@ async def _run(args: argparse.Namespace) -> TerminalResult:
         registration = await terminal.connect()
         if args.action == "register" or not registration.approved:
             return registration
+        if args.action in _CARD_ACTIONS and not args.json:
+            countdown = asyncio.create_task(_countdown(args.timeout))
+            try:
+                return await _action(terminal, args)
+            finally:
+                countdown.cancel()
+                print(file=sys.stderr)
         return await _action(terminal, args)
     finally:
         await terminal.close()
+
+
+async def _countdown(seconds: int) -> None:
+    """What the technician sees while the terminal waits for a card."""
+    for left in range(seconds, 0, -1):
+        print(f"\rpresent a card at the terminal: {left:3d} s left ", end="", file=sys.stderr, flush=True)
+        await asyncio.sleep(1)
+    print("\rstill waiting for the terminal's answer…          ", end="", file=sys.stderr, flush=True)
 
 
 async def _action(t: ZvtTerminal, args: argparse.Namespace) -> TerminalResult:

@@ -45,8 +45,15 @@ from gateway.ocpi.models import (
 )
 
 VERSION = "2.3.0"
-QUIRKS = ("auth403", "plain422", "redirect_slash", "put_terminals", "no_partial_success", "require_website",
-          "foreign_endpoints")
+QUIRKS = (
+    "auth403",
+    "plain422",
+    "redirect_slash",
+    "put_terminals",
+    "no_partial_success",
+    "require_website",
+    "foreign_endpoints",
+)
 
 
 @dataclass

@@ -20,9 +20,12 @@ def test_terminal_cli_against_the_simulator_on_a_pty() -> None:
         assert device, line
         url = device.group(1)
 
-        def evpay(*args: str) -> subprocess.CompletedProcess[str]:
+        def evpay(*args: str, password: str | None = "000000") -> subprocess.CompletedProcess[str]:
+            env = {k: v for k, v in subprocess_env().items() if k != "EVPAY_ZVT_PASSWORD"}
+            if password is not None:
+                env["EVPAY_ZVT_PASSWORD"] = password
             return subprocess.run([*EVPAY, "terminal", *args, "--device", url], capture_output=True, text=True,
-                                  env=subprocess_env(), timeout=30, check=False)  # fmt: skip
+                                  env=env, timeout=30, check=False)  # fmt: skip
 
         pre = evpay("preauth", "--amount", "25.00", "--json")
         assert pre.returncode == 0, pre.stdout + pre.stderr
@@ -34,7 +37,40 @@ def test_terminal_cli_against_the_simulator_on_a_pty() -> None:
         again = evpay("release", "--receipt", str(result["receipt_no"]), "--held", "25.00")
         assert again.returncode == 1 and "already reversed" in again.stdout
         bad = evpay("preauth", "--amount", "1.005")
-        assert bad.returncode == 2 and "more decimals" in bad.stdout
+        assert bad.returncode == 2 and "more decimals" in bad.stderr and "Traceback" not in bad.stderr
+        bad_json = evpay("preauth", "--amount", "1.005", "--json")
+        assert bad_json.returncode == 2 and json.loads(bad_json.stdout)["exit_code"] == 2
+        nopass = evpay("status", password=None)  # no silent factory default
+        assert nopass.returncode == 2 and "no ZVT password" in nopass.stderr
+        wrong = evpay("status", password="999999")
+        assert wrong.returncode == 1 and "check the ZVT password" in wrong.stderr
+        short = evpay("status", password="12345")
+        assert short.returncode == 2 and "exactly 6 digits" in short.stderr
+        countdown = evpay("read-card", "--timeout", "3")
+        assert countdown.returncode == 0 and "present a card at the terminal:" in countdown.stderr
     finally:
         sim.send_signal(signal.SIGTERM)
         sim.wait(timeout=10)
+
+
+def test_terminal_cli_errors_are_one_line_with_a_documented_code(tmp_path: object) -> None:
+    def evpay(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*EVPAY, "terminal", *args], capture_output=True, text=True,
+                              env=env or {**subprocess_env(), "EVPAY_ZVT_PASSWORD": "000000"}, timeout=30,
+                              check=False)  # fmt: skip
+
+    cases = [
+        (("status", "--device", "usb://0x0403:0x6001"), 69, None),  # no USB device (or no libusb backend)
+        (("status", "--device", "tcp://127.0.0.1:1"), 69, "cannot connect"),
+        (("status", "--device", "tcp://127.0.0.1:1", "--password-file", "/nonexistent/pw"), 2, "cannot read"),
+        (("status", "--device", "ftp://x"), 2, None),
+        (("capture", "--device", "tcp://127.0.0.1:1"), 69, None),
+    ]
+    for args, code, text in cases:
+        result = evpay(*args)
+        assert result.returncode == code, (args, result.stderr)
+        assert "Traceback" not in result.stderr and result.stderr.count("\n") <= 2, result.stderr
+        if text:
+            assert text in result.stderr
+        as_json = evpay(*args, "--json")
+        assert as_json.returncode == code and json.loads(as_json.stdout)["exit_code"] == code
