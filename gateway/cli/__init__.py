@@ -11,7 +11,6 @@ from gateway import __version__
 from gateway.cli import config_cmd, daemon_cmd, demo_cmd, outbox_cmd, sessions_cmd, simulate_cmd, terminal_cmd
 from gateway.errors import GatewayError
 
-
 EXIT_CODES = (
     (0, "ok (the terminal approved; the daemon is healthy)"),
     (1, "the operation failed or was refused (a declined card, a terminal error); status: degraded"),
