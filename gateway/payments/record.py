@@ -41,6 +41,7 @@ def to_json(s: Session) -> dict[str, Any]:
         "billed_energy_wh": s.billed_energy_wh,
         "timer": [s.timer[0].value, s.timer[1].isoformat()] if s.timer else None,
         "attempts": s.attempts,
+        "lost_results": s.lost_results,
         "topup_refused": s.topup_refused,
         "topup_minor": s.topup_minor,
         "stop_reason": s.stop_reason,
@@ -63,6 +64,7 @@ def _hold_json(h: Hold) -> dict[str, Any]:
         "released_minor": h.released_minor,
         "status": h.status.value,
         "booking_receipt": h.booking_receipt,
+        "capture_sent_at": h.capture_sent_at.isoformat() if h.capture_sent_at else None,
     }
 
 
@@ -78,6 +80,7 @@ def _holds(d: dict[str, Any]) -> tuple[Hold, ...]:
                 h["released_minor"],
                 HoldStatus(h["status"]),
                 h.get("booking_receipt"),
+                datetime.fromisoformat(h["capture_sent_at"]) if h.get("capture_sent_at") else None,
             )
             for h in d["holds"]
         )
@@ -120,6 +123,7 @@ def from_json(d: dict[str, Any]) -> Session:
         billed_energy_wh=d["billed_energy_wh"],
         timer=(TimerKind(d["timer"][0]), datetime.fromisoformat(d["timer"][1])) if d["timer"] else None,
         attempts=d["attempts"],
+        lost_results=d.get("lost_results", 0),
         topup_refused=d["topup_refused"],
         topup_minor=d["topup_minor"],
         stop_reason=d["stop_reason"],

@@ -100,6 +100,7 @@ class Hold:
     released_minor: int = 0
     status: HoldStatus = HoldStatus.OPEN
     booking_receipt: int | None = None  # the terminal's receipt for the capture or release
+    capture_sent_at: datetime | None = None  # when the last capture command for it left
 
     @property
     def open_minor(self) -> int:
@@ -138,6 +139,7 @@ class Session:
     billed_energy_wh: int = 0
     timer: tuple[TimerKind, datetime] | None = None
     attempts: int = 0
+    lost_results: int = 0  # terminal operations whose outcome we never saw (their trace may be the terminal's last)
     topup_refused: bool = False
     topup_minor: int = 0
     stop_reason: str | None = None
@@ -270,6 +272,8 @@ def violations(s: Session) -> list[str]:
 
 
 def _go(s: Session, trigger: Trigger, **changes: Any) -> Session:
+    if trigger is Trigger.LOST:  # a terminal operation whose outcome we did not see
+        changes.setdefault("lost_results", s.lost_results + 1)
     return replace(s, state=next_state(s.state, trigger), **changes)
 
 
@@ -378,7 +382,8 @@ def _topup_result(s: Session, ev: e.TerminalResultArrived, now: datetime, policy
         s = replace(s, holds=holds, topup_minor=0)
     else:
         why = "top-up result lost" if ev.outcome is Outcome.UNKNOWN else f"top-up refused: {ev.message}"
-        s = replace(s, topup_refused=True, topup_minor=0, notes=_note(s, f"{why}; the charge stops at the cap"))
+        s = replace(s, topup_refused=True, topup_minor=0, notes=_note(s, f"{why}; the charge stops at the cap"),
+                    lost_results=s.lost_results + (ev.outcome is Outcome.UNKNOWN))  # fmt: skip
     if s.state is State.TOPPING_UP:
         return Transition(_go(s, Trigger.TOPPED_UP, timer=_expiry_timer(s, now, policy)))
     return Transition(s)
@@ -679,6 +684,7 @@ def _settle_command(s: Session, now: datetime, policy: Policy) -> Transition:
         raise InvariantViolated(f"session {s.id} in {s.state} has no open hold to settle")
     s = replace(s, timer=(TimerKind.ANSWER, now + policy.answer_timeout))
     if s.state is State.CAPTURING:
+        s = _replace_hold(s, hold, replace(hold, capture_sent_at=now))
         target = hold.target_minor or 0
         cmd: c.Command = c.Capture(f"{s.id}:capture:{hold.receipt_no}", s.id, s.terminal, hold.receipt_no,
                                    hold.amount_minor, target, s.currency, s.id[:16])  # fmt: skip

@@ -93,17 +93,27 @@ class EngineHost:
             return replace(event, orphans=(), failed=True)
         owned = self.owned_receipts(session.terminal, besides=session.id)
         event = replace(event, orphans=tuple(r for r in event.receipts if r not in owned))
-        last = event.last
-        if last is not None and last.receipt_no is not None and last.receipt_no in self._claimed(session):
-            event = replace(event, last=None)  # the terminal's last result is another session's: no evidence for us
+        if event.last is not None and self._ambiguous(session, event.last):
+            event = replace(event, last=None)  # it may be another session's transaction: no evidence for us
         return event
 
-    def _claimed(self, session: Session) -> set[int]:
-        """Receipts another session of this terminal already knows as its hold or booking."""
-        since = self.clock() - timedelta(days=2)
+    def _ambiguous(self, session: Session, last: e.LastResult) -> bool:
+        """Could the terminal's last result belong to another session? Yes if another session of
+        this terminal knows that receipt, or — since our capture left — started on the terminal
+        or lost the result of one of its own operations (whose trace we cannot tell from ours)."""
+        hold = session.current
+        sent = hold.capture_sent_at if hold is not None and hold.capture_sent_at else None
+        since = (sent or self.clock()) - timedelta(days=2)
         rows = self.store.sessions_of_terminal(session.terminal, since)
         others = [from_json(r["data"]) for r in rows if r["id"] != session.id]
-        return {n for s in others for h in s.holds for n in (h.receipt_no, h.booking_receipt) if n is not None}
+        known = {n for s in others for h in s.holds for n in (h.receipt_no, h.booking_receipt) if n is not None}
+        if last.receipt_no in known:
+            return True
+        if sent is None:
+            return session.state is State.CAPTURE_UNKNOWN
+        changed = [s for s, r in zip(others, (r for r in rows if r["id"] != session.id), strict=True)
+                   if r["updated_at"] >= sent]  # fmt: skip
+        return any(s.created_at >= sent or s.lost_results or s.state in _MAKING_HOLDS for s in changed)
 
     def handle(self, event: e.Event) -> Handled:
         now = self.clock()

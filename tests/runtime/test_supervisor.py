@@ -92,3 +92,42 @@ async def test_a_store_error_stops_the_daemon_with_its_exit_code(tmp_path: objec
         await asyncio.wait_for(daemon.run(), 10)
     assert info.value.exit_code == 74 and "disk holding the database is full" in str(info.value)
     assert daemon.supervisor.status["writer"].restarts == 0  # not restarted in a loop
+
+
+async def test_the_watchdog_starves_while_an_essential_part_is_down(tmp_path: object) -> None:
+    """systemd then restarts the whole daemon: a half-broken gateway must not look alive."""
+    from pathlib import Path
+
+    from gateway.runtime.app import Daemon
+    from gateway.runtime.sdnotify import Notifier
+    from gateway.settings import load_settings
+    from tests.helpers import write_config
+
+    class Recorder(Notifier):
+        def __init__(self) -> None:
+            super().__init__({"NOTIFY_SOCKET": "", "WATCHDOG_USEC": "100000"})
+            self.pings = 0
+
+        @property
+        def watchdog_interval(self) -> float | None:
+            return 0.05
+
+        def send(self, *fields: str) -> bool:
+            self.pings += "WATCHDOG=1" in fields
+            return True
+
+    class BrokenEngine:
+        name = "engine"  # essential: the payment engine
+
+        async def run(self, stopping: asyncio.Event) -> None:
+            raise RuntimeError("terminal driver bug")
+
+    assert isinstance(tmp_path, Path)
+    notifier = Recorder()
+    daemon = Daemon(load_settings(write_config(tmp_path, port=0)), notifier=notifier, extra_workers=[BrokenEngine()])
+    task = asyncio.create_task(daemon.run())
+    await asyncio.sleep(0.6)
+    assert daemon.supervisor.status["engine"].state != "up"
+    assert notifier.pings == 0  # never fed while the engine is down
+    daemon.request_stop("test over")
+    await task

@@ -20,7 +20,7 @@ def test_terminal_cli_against_the_simulator_on_a_pty() -> None:
         assert device, line
         url = device.group(1)
 
-        def evpay(*args: str, password: str | None = "000000") -> subprocess.CompletedProcess[str]:
+        def evpay(*args: str, password: str | None = "000000") -> subprocess.CompletedProcess[str]:  # noqa: S107 - the simulator's password
             env = {k: v for k, v in subprocess_env().items() if k != "EVPAY_ZVT_PASSWORD"}
             if password is not None:
                 env["EVPAY_ZVT_PASSWORD"] = password
