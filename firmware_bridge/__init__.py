@@ -1,6 +1,3 @@
-"""Charger-firmware link over MQTT (EVerest-style topics).
-
-Not built yet: the engine reaches chargers through ``gateway.payments``' charger interface,
-and this package will hold the MQTT implementation of it (topics, payload models, link).
-It imports nothing from ``gateway`` or ``drivers``.
-"""
+"""The charger firmware over MQTT: our topic contract (``contract.py``, documented in
+``README.md``), the link that implements the engine's charger port over it (``link.py``), and
+a charger simulator that speaks the same contract on a real broker (``sim.py``)."""

@@ -232,8 +232,12 @@ class ChargerSettings(_Model):
     # mqtt: the charger firmware over MQTT (firmware_bridge, not built yet); ocpi: the CPO runs the
     # charger (OCPI Commands, Session and CDR pushes; needs the upstream); simulated: the demo's.
     mode: Literal["mqtt", "ocpi", "simulated"] = "mqtt"
-    broker: str = "mqtt://127.0.0.1:1883"
-    topic_prefix: str = "evpay/v1"
+    broker: str = Field(default="mqtt://127.0.0.1:1883", pattern=r"^mqtts?://[^/]+$")
+    topic_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")] = "evpay/v1"
+    client_id: Identifier = "evpay-gateway"  # fixed: the broker keeps our session across restarts
+    username: str | None = None
+    password: SecretRef | None = None
+    ca_file: Path | None = None  # for mqtts:// brokers with their own CA
     evses: list[EvseSettings] = []
 
 

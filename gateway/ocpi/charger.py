@@ -17,8 +17,8 @@ from datetime import datetime
 from gateway.errors import UpstreamError, UpstreamUnreachable
 from gateway.ocpi.client import OcpiClient
 from gateway.ocpi.models import Cdr, CommandResponse, OcpiSession, SessionStatus, StartSession, StopSession, Token
+from gateway.payments.charger import ChargerEvent
 from gateway.payments.session import authorization_reference
-from gateway.runtime.charger import ChargerEvent
 from gateway.store import JournalEntry, OutboxMessage, Step, Store
 
 _LOGGER = logging.getLogger(__name__)

@@ -16,11 +16,13 @@ import hmac
 import logging
 import uuid
 from collections.abc import Callable, Sequence
+from decimal import Decimal
 from typing import Any
 
 from aiohttp import web
 
 from gateway.errors import Unavailable
+from gateway.payments.preauth import Target
 from gateway.runtime.engine_worker import PayAnswer
 from gateway.runtime.metrics import Metrics
 
@@ -37,7 +39,7 @@ class ApiWorker:
         metrics: Metrics,
         status: Callable[[], dict[str, Any]],
         healthy: Callable[[], tuple[bool, dict[str, Any]]],
-        pay: Callable[[str, str | None], PayAnswer] | None = None,
+        pay: Callable[[str, str | None, Target | None], PayAnswer] | None = None,
         client_hashes: dict[str, str] | None = None,
         allowed_origins: Sequence[str] = (),
     ) -> None:
@@ -87,7 +89,11 @@ class ApiWorker:
         key = request.headers.get("Idempotency-Key")
         if key is not None and not (1 <= len(key) <= 128 and key.isprintable()):
             return web.json_response({"error": "Idempotency-Key must be 1 to 128 printable characters"}, status=400)
-        answer = self._pay(evse, key)
+        try:
+            target = _target(await request.json() if request.can_read_body else {})
+        except ValueError as exc:
+            return web.json_response({"error": f"invalid body: {exc}"}, status=400)
+        answer = self._pay(evse, key, target)
         body: dict[str, Any] = {"evse": evse}
         if answer.session_id:
             body.update(session=answer.session_id, state=answer.state)
@@ -152,3 +158,27 @@ async def _ids(request: web.Request, handler: Any) -> web.StreamResponse:
     response.headers["X-Request-ID"] = request_id
     response.headers["X-Correlation-ID"] = correlation_id
     return response
+
+
+def _target(body: object) -> Target | None:
+    """The driver's declared target from the kiosk: {"target": {"kwh": "20"}} or {"target":
+    {"amount_minor": 3000}} (amounts in minor units or as decimal strings, never floats)."""
+    if not isinstance(body, dict) or set(body) - {"target"}:
+        raise ValueError('expected {} or {"target": {"kwh": "…"} | {"amount_minor": N}}')
+    raw = body.get("target")
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or len(raw) != 1:
+        raise ValueError('target is {"kwh": "<decimal>"} or {"amount_minor": <int>}')
+    if "kwh" in raw and isinstance(raw["kwh"], str | int) and not isinstance(raw["kwh"], bool):
+        try:
+            kwh = Decimal(str(raw["kwh"]))
+        except ArithmeticError:
+            raise ValueError("target.kwh is not a decimal number") from None
+        if not (0 < kwh <= 1000):
+            raise ValueError("target.kwh must be between 0 and 1000")
+        return Target(kwh=kwh)
+    amount = raw.get("amount_minor")
+    if isinstance(amount, int) and not isinstance(amount, bool) and 0 < amount <= 10_000_000:
+        return Target(amount_minor=amount)
+    raise ValueError('target is {"kwh": "<decimal>"} or {"amount_minor": <positive int>}')

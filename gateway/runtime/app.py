@@ -19,14 +19,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from drivers.base import PaymentTerminal
+from firmware_bridge.link import MqttChargerLink
 from gateway import __version__
 from gateway.errors import GatewayError, StoreError, Unavailable
 from gateway.ocpi.charger import OcpiChargerLink
 from gateway.ocpi.worker import UpstreamWorker
+from gateway.payments.charger import ChargerLink
 from gateway.payments.events import FiscalDataArrived
+from gateway.payments.preauth import Target
 from gateway.payments.tariff import Tariff
 from gateway.runtime.api import ApiWorker
-from gateway.runtime.charger import ChargerLink
 from gateway.runtime.engine_setup import build_engine
 from gateway.runtime.engine_worker import EngineWorker, PayAnswer
 from gateway.runtime.metrics import Metrics
@@ -88,6 +90,8 @@ class Daemon:
         if settings.charger.enabled and settings.charger.evses:
             self.engine, self.terminals, self.charger = build_engine(settings, self.store, _utcnow, charger)
             workers.append(self.engine)
+            if isinstance(self.charger, MqttChargerLink):
+                workers.append(self.charger)  # the broker connection is a supervised worker
         if settings.upstream.enabled:
             link = self.charger if isinstance(self.charger, OcpiChargerLink) else None
             self.upstream = UpstreamWorker(
@@ -190,14 +194,16 @@ class Daemon:
         if self.engine is not None:
             self.engine.submit(FiscalDataArrived(session_id, f"fiscal:{message_id}", lines))
 
-    def _request_payment(self, evse: str, idempotency_key: str | None = None) -> PayAnswer:
+    def _request_payment(
+        self, evse: str, idempotency_key: str | None = None, target: Target | None = None
+    ) -> PayAnswer:
         """The kiosk's request: stored as a session before 202, or refused at once with why."""
         if self.engine is None:
             return PayAnswer(409, "no payment engine runs on this site")
         upstream = self.upstream_state()
         if self.settings.charger.mode == "ocpi" and upstream is not None and not upstream[0]:
             return PayAnswer(503, f"upstream: not registered — {upstream[1]}")
-        return self.engine.request_payment(evse, idempotency_key)
+        return self.engine.request_payment(evse, idempotency_key, target)
 
     def _fatal(self, exc: BaseException) -> None:
         self.fatal = exc

@@ -1,10 +1,5 @@
-"""The charger side as the engine sees it: one ``ChargerLink`` interface.
-
-The MQTT/EVerest implementation lives in ``firmware_bridge`` (its own issue); the in-process
-``SimulatedCharger`` here serves the tests and ``evpay demo``. A charger asks for payment
-(``payment_requested``), then reports started / meter / stopped / faulted for the session id
-the engine gave it in ``authorize``.
-"""
+"""The in-process charger simulator (tests and ``evpay demo``): one implementation of the
+charger port, ``gateway.payments.charger.ChargerLink``."""
 
 from __future__ import annotations
 
@@ -13,30 +8,12 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+
+from gateway.payments.charger import ChargerEvent, ChargerLink
 
 _LOGGER = logging.getLogger(__name__)
 
-Kind = Literal["payment_requested", "started", "meter", "stopped", "faulted"]
-
-
-@dataclass(frozen=True, slots=True)
-class ChargerEvent:
-    kind: Kind
-    evse: str
-    session_id: str = ""
-    meter_wh: int | None = None
-    session_energy_wh: int | None = None
-    seq: int = 0
-    reason: str = ""
-    invoicer: str | None = None  # OCPI flow: "cpo" when the CDR carries an invoice_reference_id, else "ptp"
-    invoice_reference: str | None = None
-
-
-class ChargerLink(Protocol):
-    def subscribe(self, callback: Callable[[ChargerEvent], None]) -> None: ...
-    async def authorize(self, evse: str, session_id: str, max_cost_minor: int, currency: str) -> None: ...
-    async def stop(self, evse: str, session_id: str, reason: str) -> None: ...
+__all__ = ["ChargerEvent", "ChargerLink", "EvsePlan", "SimulatedCharger"]
 
 
 @dataclass(slots=True)

@@ -11,13 +11,15 @@ from drivers.base import PaymentTerminal
 from drivers.money import Money
 from drivers.transport import open_transport
 from drivers.zvt.terminal import ZvtOptions, ZvtTerminal
+from firmware_bridge.link import BrokerSettings, MqttChargerLink
 from gateway.errors import ConfigError
 from gateway.ocpi.charger import OcpiChargerLink
+from gateway.payments.charger import ChargerLink
 from gateway.payments.preauth import HoldPolicy
 from gateway.payments.schemes import Validity
 from gateway.payments.session import Policy
 from gateway.payments.tariff import tariff_from_ocpi
-from gateway.runtime.charger import ChargerLink, SimulatedCharger
+from gateway.runtime.charger import SimulatedCharger
 from gateway.runtime.engine_host import EngineHost
 from gateway.runtime.engine_worker import EngineWorker
 from gateway.settings import Settings
@@ -93,10 +95,12 @@ def build_charger(settings: Settings, store: Store | None = None) -> ChargerLink
         locations = {e.id: e.location for e in settings.charger.evses if e.location}
         party = (settings.upstream.country_code, settings.upstream.party_id)
         return OcpiChargerLink(None, "", "", locations, party, lambda: datetime.now(UTC), store)
-    raise ConfigError(
-        "charger.mode",
-        ['mqtt: the MQTT charger link (firmware_bridge) is not built yet; use mode = "simulated" for now'],
-    )
+    c = settings.charger
+    broker = BrokerSettings(
+        url=c.broker, prefix=c.topic_prefix, client_id=c.client_id, username=c.username,
+        password=c.password.reveal() if c.password else None, ca_file=str(c.ca_file) if c.ca_file else None,
+    )  # fmt: skip
+    return MqttChargerLink(broker, {e.id for e in c.evses})
 
 
 def build_engine(

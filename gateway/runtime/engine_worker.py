@@ -23,9 +23,10 @@ from drivers.money import Money
 from gateway.errors import StoreError
 from gateway.payments import commands as c
 from gateway.payments import events as e
+from gateway.payments.charger import ChargerEvent, ChargerLink
 from gateway.payments.events import Operation
+from gateway.payments.preauth import Target
 from gateway.payments.session import Session
-from gateway.runtime.charger import ChargerEvent, ChargerLink
 from gateway.runtime.engine_host import EngineHost, Handled
 
 _LOGGER = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ class EngineWorker:
         self.idle.clear()
         self._queue.put_nowait(event)
 
-    def request_payment(self, evse: str, idempotency_key: str | None = None) -> PayAnswer:
+    def request_payment(self, evse: str, idempotency_key: str | None = None, target: Target | None = None) -> PayAnswer:
         """Start a paid session at an EVSE, or refuse at once with the reason. The session is a
         stored step before this returns: nothing money-bearing waits in memory. One open
         session per EVSE; the same idempotency key gives the same answer."""
@@ -99,19 +100,25 @@ class EngineWorker:
         up, why = self.terminal_state.get(route.terminal, (False, "not registered yet"))
         if not up:
             return PayAnswer(503, f"terminal {route.terminal} unavailable: {why}")
-        handled = self._process(e.CardPresented(sid, "card", evse, route.terminal, route.currency))
+        handled = self._process(e.CardPresented(sid, "card", evse, route.terminal, route.currency, target))
         state = handled.session.state.value if handled and handled.session else "?"
         return PayAnswer(202, "payment requested", sid, state)
 
     def on_charger_event(self, ev: ChargerEvent) -> None:
         if ev.kind == "payment_requested":
-            answer = self.request_payment(ev.evse)
+            target = None
+            route = self.routes.get(ev.evse)
+            if ev.target_kwh is not None:
+                target = Target(kwh=ev.target_kwh)
+            elif ev.target_amount is not None and route is not None:
+                target = Target(amount_minor=Money.parse(str(ev.target_amount), route.currency).minor)
+            answer = self.request_payment(ev.evse, ev.session_id or None, target)  # the charger's message id
             if answer.status != 202:
                 _LOGGER.warning("engine.payment_refused", extra={"evse": ev.evse, "reason": answer.message})
         elif ev.kind == "started":
             self.submit(e.ChargerStarted(ev.session_id, "started", ev.meter_wh or 0))
         elif ev.kind == "meter":
-            self.submit(e.MeterValue(ev.session_id, f"meter:{ev.seq}", ev.meter_wh or 0))
+            self.submit(e.MeterValue(ev.session_id, f"meter:{ev.seq}", ev.meter_wh or 0, ev.trusted))
         elif ev.kind == "stopped":
             self.submit(e.ChargerStopped(ev.session_id, "stopped", ev.meter_wh, ev.session_energy_wh, ev.reason,
                                          ev.invoicer, ev.invoice_reference))  # fmt: skip

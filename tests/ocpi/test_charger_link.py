@@ -10,7 +10,7 @@ from typing import Any
 from gateway.errors import UpstreamUnreachable
 from gateway.ocpi.charger import OcpiChargerLink
 from gateway.ocpi.client import OcpiClient
-from gateway.runtime.charger import ChargerEvent
+from gateway.payments.charger import ChargerEvent
 from gateway.store import InboxMessage, Step, Store
 
 

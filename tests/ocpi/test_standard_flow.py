@@ -26,9 +26,9 @@ from gateway.ocpi.cpo_sim import CpoSimulator
 from gateway.ocpi.handshake import new_token, our_credentials, register
 from gateway.ocpi.pusher import OutboxPusher
 from gateway.ocpi.server import PtpServer
+from gateway.payments.charger import ChargerEvent
 from gateway.payments.tariff import Sample, price
 from gateway.runtime.app import Daemon
-from gateway.runtime.charger import ChargerEvent
 from gateway.runtime.engine_host import EngineHost
 from gateway.runtime.engine_worker import EngineWorker
 from gateway.settings import parse_settings

@@ -183,7 +183,7 @@ async def test_the_cpo_rotates_and_ends_our_registration(tmp_path: Path) -> None
 
 async def test_a_cdr_stored_before_a_crash_reaches_the_engine_at_start(tmp_path: Path) -> None:
     from gateway.ocpi.charger import OcpiChargerLink
-    from gateway.runtime.charger import ChargerEvent
+    from gateway.payments.charger import ChargerEvent
     from gateway.store import InboxMessage, SessionRecord, Step
 
     cpo = CpoSimulator()

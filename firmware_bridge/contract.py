@@ -1,0 +1,122 @@
+"""Our MQTT topic contract with the charger firmware, version 1 (``firmware_bridge/README.md``).
+
+Topics, under a configurable prefix (default ``evpay/v1``):
+
+    charger → gateway   {prefix}/evse/{evse}/plugged | unplugged | started | meter | stopped | fault
+    gateway → charger   {prefix}/evse/{evse}/authorize | stop | display
+    gateway status      {prefix}/gateway/status   (retained; "offline" is the last will)
+
+Every payload is a JSON object with ``v`` (the contract version) and ``id`` (unique per message:
+a redelivered message carries the same id and is ignored). The models refuse unknown fields
+and wrong types: a malformed message is logged with its topic and changes nothing.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+VERSION: Literal[1] = 1
+Id = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+Evse = Annotated[str, StringConstraints(min_length=1, max_length=48, pattern=r"^[^/#+]+$")]
+Wh = Annotated[int, Field(ge=0, le=10**12)]
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    v: Literal[1] = VERSION
+    id: Id
+
+
+# ---- charger → gateway --------------------------------------------------------------------
+
+
+class Plugged(_Message):
+    """An EV is plugged in (or the driver chose this EVSE on the charger's screen): ask for payment."""
+
+    target_kwh: Annotated[str, StringConstraints(pattern=r"^\d{1,4}(\.\d{1,3})?$")] | None = None
+    target_amount: Annotated[str, StringConstraints(pattern=r"^\d{1,6}(\.\d{1,3})?$")] | None = None
+
+
+class Unplugged(_Message):
+    pass
+
+
+class Started(_Message):
+    session_id: Id
+    meter_wh: Wh
+
+
+class Meter(_Message):
+    session_id: Id
+    seq: Annotated[int, Field(ge=0)]
+    meter_wh: Wh
+    power_w: Annotated[int, Field(ge=0)] | None = None
+    signed: Annotated[str, StringConstraints(max_length=8192)] | None = None  # e.g. OCMF, kept byte-exact
+
+
+class Stopped(_Message):
+    session_id: Id
+    meter_wh: Wh | None = None
+    session_energy_wh: Wh | None = None
+    reason: Annotated[str, StringConstraints(max_length=100)] = "stopped"
+
+
+class Fault(_Message):
+    session_id: Id
+    reason: Annotated[str, StringConstraints(max_length=200)]
+
+
+INBOUND: dict[str, type[_Message]] = {
+    "plugged": Plugged, "unplugged": Unplugged, "started": Started, "meter": Meter, "stopped": Stopped,
+    "fault": Fault,
+}  # fmt: skip
+
+
+# ---- gateway → charger --------------------------------------------------------------------
+
+
+class Authorize(_Message):
+    """Start charging for this session, within this cost cap, before this deadline. The charger
+    carries ``authorization_reference`` into its OCPP transaction, so the CPO's Session and CDR
+    match the payment."""
+
+    session_id: Id
+    authorization_reference: Id
+    max_cost_minor: Annotated[int, Field(ge=0)]
+    currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+
+
+class Stop(_Message):
+    session_id: Id
+    reason: Annotated[str, StringConstraints(max_length=100)]
+
+
+class Display(_Message):
+    """Text for the charger's screen (the price must be shown before charging starts)."""
+
+    lines: list[Annotated[str, StringConstraints(max_length=64)]] = Field(max_length=8)
+
+
+def topic(prefix: str, evse: str, name: str) -> str:
+    return f"{prefix}/evse/{evse}/{name}"
+
+
+def status_topic(prefix: str) -> str:
+    return f"{prefix}/gateway/status"
+
+
+def parse_topic(prefix: str, value: str) -> tuple[str, str] | None:
+    """(evse, message name) of a charger topic under ``prefix``, or None."""
+    head = f"{prefix}/evse/"
+    if not value.startswith(head):
+        return None
+    evse, _, name = value[len(head) :].partition("/")
+    return (evse, name) if evse and name and "/" not in name else None
+
+
+def kwh(text: str | None) -> Decimal | None:
+    return None if text is None else Decimal(text)

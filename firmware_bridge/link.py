@@ -1,0 +1,241 @@
+"""The charger port over MQTT: ``MqttChargerLink`` implements ``gateway.payments.charger.ChargerLink``
+with aiomqtt, and is a supervised worker (``run``).
+
+- MQTT v5 where the broker speaks it, 3.1.1 otherwise; QoS 1 both ways; a persistent session
+  (fixed client id, no clean start) so what the charger sent while the gateway restarted is
+  delivered afterwards.
+- A retained ``online`` status, and ``offline`` as the last will: chargers see at once when
+  payment is unavailable.
+- Reconnect with exponential backoff; commands published while the broker is away wait in a
+  bounded queue and go out on reconnect (the engine's deadlines cover a charger that never
+  hears them).
+- Every inbound message is validated (``contract.py``); a malformed one, or one for an EVSE
+  this site does not have, is logged with its topic and dropped — it never changes money
+  state. Redeliveries are recognised by message id (a bounded memory) and, after a restart,
+  by the engine's own idempotent steps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import uuid
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from pydantic import ValidationError
+
+from firmware_bridge import contract as m
+from gateway.payments.charger import ChargerEvent
+
+_LOGGER = logging.getLogger(__name__)
+_SEEN = 10_000  # message ids remembered for de-duplication
+_PENDING = 1_000  # commands kept while the broker is away
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerSettings:
+    url: str = "mqtt://127.0.0.1:1883"
+    prefix: str = "evpay/v1"
+    client_id: str = "evpay-gateway"
+    username: str | None = None
+    password: str | None = None
+    ca_file: str | None = None
+    session_expiry_s: int = 3600
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        parts = urlsplit(self.url)
+        return parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+
+    @property
+    def tls(self) -> bool:
+        return urlsplit(self.url).scheme == "mqtts"
+
+
+class MqttChargerLink:
+    name = "charger"
+
+    def __init__(self, settings: BrokerSettings, evses: set[str]) -> None:
+        self.settings = settings
+        self.evses = evses
+        self._callbacks: list[Callable[[ChargerEvent], None]] = []
+        self._client: aiomqtt.Client | None = None
+        self._pending: deque[tuple[str, bytes]] = deque(maxlen=_PENDING)
+        self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self.connected = asyncio.Event()
+        self.rejected = 0
+        self.protocol: aiomqtt.ProtocolVersion | None = None
+
+    # ---- the port ------------------------------------------------------------------------
+
+    def subscribe(self, callback: Callable[[ChargerEvent], None]) -> None:
+        self._callbacks.append(callback)
+
+    async def authorize(self, evse: str, session_id: str, max_cost_minor: int, currency: str) -> None:
+        reference = f"EVP-{session_id}"[:36]  # the session's OCPI authorization_reference
+        message = m.Authorize(id=uuid.uuid4().hex, session_id=session_id, authorization_reference=reference,
+                              max_cost_minor=max_cost_minor, currency=currency)  # fmt: skip
+        await self._publish(m.topic(self.settings.prefix, evse, "authorize"), message)
+
+    async def stop(self, evse: str, session_id: str, reason: str) -> None:
+        message = m.Stop(id=uuid.uuid4().hex, session_id=session_id, reason=reason[:100])
+        await self._publish(m.topic(self.settings.prefix, evse, "stop"), message)
+
+    async def display(self, evse: str, lines: list[str]) -> None:
+        message = m.Display(id=uuid.uuid4().hex, lines=[line[:64] for line in lines[:8]])
+        await self._publish(m.topic(self.settings.prefix, evse, "display"), message)
+
+    # ---- the worker ----------------------------------------------------------------------
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        delay = 0.5
+        while not stopping.is_set():
+            try:
+                await self._session(stopping)
+                delay = 0.5
+            except aiomqtt.MqttError as exc:
+                self.connected.clear()
+                _LOGGER.warning("mqtt.disconnected", extra={"broker": self.settings.url, "error": str(exc),
+                                                            "retry_s": delay})  # fmt: skip
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await stopping.wait()
+                delay = min(delay * 2, 30.0)
+
+    def _client_for(self, protocol: aiomqtt.ProtocolVersion) -> aiomqtt.Client:
+        s = self.settings
+        will = aiomqtt.Will(m.status_topic(s.prefix), b"offline", qos=1, retain=True)
+        properties = None
+        extra: dict[str, object] = {}
+        if protocol is aiomqtt.ProtocolVersion.V5:
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            properties.SessionExpiryInterval = s.session_expiry_s
+            extra["clean_start"] = False
+        else:
+            extra["clean_session"] = False
+        tls = ssl.create_default_context(cafile=s.ca_file) if s.tls else None
+        return aiomqtt.Client(
+            s.host, s.port, identifier=s.client_id, username=s.username, password=s.password, will=will,
+            protocol=protocol, properties=properties, tls_context=tls, max_queued_incoming_messages=10_000,
+            keepalive=30, timeout=10, **extra,  # type: ignore[arg-type]
+        )  # fmt: skip
+
+    async def _session(self, stopping: asyncio.Event) -> None:
+        protocols = [self.protocol] if self.protocol else [aiomqtt.ProtocolVersion.V5, aiomqtt.ProtocolVersion.V311]
+        for i, protocol in enumerate(protocols):
+            try:
+                async with self._client_for(protocol) as client:
+                    self.protocol = protocol
+                    await self._serve(client, stopping)
+                    return
+            except aiomqtt.MqttCodeError as exc:
+                if i + 1 < len(protocols):  # an old broker refuses v5: speak 3.1.1
+                    _LOGGER.info("mqtt.protocol_fallback", extra={"error": str(exc)})
+                    continue
+                raise
+
+    async def _serve(self, client: aiomqtt.Client, stopping: asyncio.Event) -> None:
+        prefix = self.settings.prefix
+        self._client = client
+        await client.subscribe(f"{prefix}/evse/+/+", qos=1)
+        await client.publish(m.status_topic(prefix), b"online", qos=1, retain=True)
+        self.connected.set()
+        _LOGGER.info("mqtt.connected", extra={"broker": self.settings.url, "protocol": int(self.protocol or 0)})
+        while self._pending:
+            topic, payload = self._pending[0]
+            await client.publish(topic, payload, qos=1)
+            self._pending.popleft()
+        reader = asyncio.create_task(self._read(client))
+        stop = asyncio.create_task(stopping.wait())
+        try:
+            done, _ = await asyncio.wait({reader, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if reader in done:
+                reader.result()  # re-raise the broker error: reconnect
+            else:
+                await client.publish(m.status_topic(prefix), b"offline", qos=1, retain=True)
+        finally:
+            reader.cancel()
+            stop.cancel()
+            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                await reader
+            self._client = None
+            self.connected.clear()
+
+    async def _read(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
+            self.receive(message.topic.value, payload)
+
+    async def _publish(self, topic: str, message: m._Message) -> None:
+        payload = message.model_dump_json().encode()
+        client = self._client
+        if client is None:
+            self._pending.append((topic, payload))  # sent when the broker is back
+            return
+        try:
+            await client.publish(topic, payload, qos=1)
+        except aiomqtt.MqttError as exc:
+            _LOGGER.warning("mqtt.publish_failed", extra={"topic": topic, "error": str(exc)})
+            self._pending.append((topic, payload))
+
+    # ---- inbound (sans-I/O: tests and the simulator call it directly too) ----------------
+
+    def receive(self, topic: str, payload: bytes) -> ChargerEvent | None:
+        """One inbound message → one charger event for the engine, or None (ignored, logged)."""
+        parsed = m.parse_topic(self.settings.prefix, topic)
+        if parsed is None or parsed[1] not in m.INBOUND:
+            return None  # our own commands echoed back, or not ours
+        evse, name = parsed
+        if evse not in self.evses:
+            self.rejected += 1
+            _LOGGER.warning("mqtt.unknown_evse", extra={"topic": topic, "evse": evse[:48]})
+            return None
+        try:
+            message = m.INBOUND[name].model_validate_json(payload)
+        except ValidationError as exc:
+            self.rejected += 1
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "payload"
+            _LOGGER.warning("mqtt.rejected", extra={"topic": topic, "error": f"{where}: {first['msg']}"})
+            return None
+        key = (evse, message.id)
+        if key in self._seen:
+            return None  # a redelivery
+        self._seen[key] = None
+        if len(self._seen) > _SEEN:
+            self._seen.popitem(last=False)
+        event = _event(evse, message)
+        if event is not None:
+            for callback in self._callbacks:
+                callback(event)
+        return event
+
+
+def _event(evse: str, message: m._Message) -> ChargerEvent | None:
+    match message:
+        case m.Plugged():
+            return ChargerEvent("payment_requested", evse, session_id=message.id, target_kwh=m.kwh(message.target_kwh),
+                                target_amount=m.kwh(message.target_amount))  # fmt: skip
+        case m.Started():
+            return ChargerEvent("started", evse, message.session_id, meter_wh=message.meter_wh)
+        case m.Meter():
+            return ChargerEvent("meter", evse, message.session_id, meter_wh=message.meter_wh, seq=message.seq,
+                                trusted=message.signed is not None)  # fmt: skip
+        case m.Stopped():
+            return ChargerEvent("stopped", evse, message.session_id, meter_wh=message.meter_wh,
+                                session_energy_wh=message.session_energy_wh, reason=message.reason)  # fmt: skip
+        case m.Fault():
+            return ChargerEvent("faulted", evse, message.session_id, reason=message.reason)
+    return None  # unplugged: nothing for the engine (a session ends with its stop)

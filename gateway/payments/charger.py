@@ -1,0 +1,40 @@
+"""The charger port: what the engine hears from a charger and what it may ask of one — as
+``drivers/base.py`` is for terminals. Every way to reach a charger implements ``ChargerLink``:
+the in-process simulator (``gateway/runtime/charger.py``), the CPO in the OCPI standard flow
+(``gateway/ocpi/charger.py``) and the charger firmware over MQTT (``firmware_bridge``).
+
+A charger asks for payment (``payment_requested``, with the driver's declared target when it
+has one), then reports started / meter / stopped / faulted for the session id the engine gave
+it in ``authorize``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Literal, Protocol
+
+Kind = Literal["payment_requested", "started", "meter", "stopped", "faulted"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChargerEvent:
+    kind: Kind
+    evse: str
+    session_id: str = ""
+    meter_wh: int | None = None
+    session_energy_wh: int | None = None
+    seq: int = 0
+    reason: str = ""
+    invoicer: str | None = None  # OCPI flow: "cpo" when the CDR carries an invoice_reference_id, else "ptp"
+    invoice_reference: str | None = None
+    target_kwh: Decimal | None = None  # payment_requested: what the driver declared (kWh or an amount)
+    target_amount: Decimal | None = None
+    trusted: bool = True  # meter: a signed or calibrated reading
+
+
+class ChargerLink(Protocol):
+    def subscribe(self, callback: Callable[[ChargerEvent], None]) -> None: ...
+    async def authorize(self, evse: str, session_id: str, max_cost_minor: int, currency: str) -> None: ...
+    async def stop(self, evse: str, session_id: str, reason: str) -> None: ...

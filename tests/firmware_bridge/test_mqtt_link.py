@@ -1,0 +1,191 @@
+"""The charger link over a real mosquitto: a paid session driven over MQTT end to end (real
+daemon, terminal simulator on a pty, charger simulator on the broker), bad input, duplicates,
+the broker restarting mid-session, and the gateway's retained status and last will."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from drivers.sim.ports import PtyPort
+from drivers.sim.terminal import SimConfig, SimTerminal
+from firmware_bridge.link import BrokerSettings, MqttChargerLink
+from firmware_bridge.sim import ChargerSimulator, Plan
+from gateway.runtime.app import Daemon
+from gateway.settings import parse_settings
+from tests.firmware_bridge.conftest import Broker
+
+CONFIG = """
+[site]
+id = "MQTT"
+country = "DE"
+[storage]
+path = "{db}"
+[api]
+port = 0
+[daemon]
+shutdown_grace_s = 5
+[[terminals]]
+id = "t1"
+device = "serial://{pty}"
+password = {{ value = "123456" }}
+[charger]
+enabled = true
+mode = "mqtt"
+broker = "{broker}"
+[[charger.evses]]
+id = "E1"
+terminal = "t1"
+[[charger.evses]]
+id = "E2"
+terminal = "t1"
+[pricing]
+strategy = "{strategy}"
+hold_min = "1.00"
+default_tariff = "T"
+tariffs = [ {{ id = "T", currency = "EUR", elements = [
+  {{ price_components = [ {{ type = "ENERGY", price = "0.50", vat = "19", step_size = 1 }} ] }} ] }} ]
+"""
+
+
+@dataclass
+class Site:
+    daemon: Daemon
+    task: asyncio.Task[int]
+    charger: ChargerSimulator
+    sim: SimTerminal
+
+    @property
+    def link(self) -> MqttChargerLink:
+        assert isinstance(self.daemon.charger, MqttChargerLink)
+        return self.daemon.charger
+
+    async def final(self, count: int = 1, timeout: float = 20) -> list[dict[str, Any]]:
+        async with asyncio.timeout(timeout):
+            while True:
+                rows = [r for r in self.daemon.store.sessions(limit=50) if not r["id"].startswith("orphan")]
+                if len(rows) >= count and all(r["final"] for r in rows):
+                    return rows
+                await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def site_factory(tmp_path: Path, broker: Broker) -> AsyncIterator[Any]:
+    port = PtyPort()
+    sim = SimTerminal(SimConfig(password="123456", card_wait_s=0.05))
+    serving = asyncio.create_task(sim.serve(port, serial=True))
+    started: list[tuple[Site, asyncio.Event, asyncio.Task[None]]] = []
+
+    async def start(strategy: str = "fixed", plan: Plan | None = None) -> Site:
+        text = CONFIG.format(db=tmp_path / "m.sqlite3", pty=port.slave_path, broker=broker.url, strategy=strategy)
+        daemon = Daemon(parse_settings(text, "<mqtt>"))
+        task = asyncio.create_task(daemon.run())
+        charger = ChargerSimulator(BrokerSettings(url=broker.url), ["E1", "E2"], plan or Plan())
+        stopping = asyncio.Event()
+        charger_task = asyncio.create_task(charger.run(stopping))
+        async with asyncio.timeout(15):
+            await daemon.ready.wait()
+            await charger.ready.wait()
+            assert isinstance(daemon.charger, MqttChargerLink)
+            await daemon.charger.connected.wait()
+        site = Site(daemon, task, charger, sim)
+        started.append((site, stopping, charger_task))
+        return site
+
+    yield start
+    for site, stopping, charger_task in started:
+        stopping.set()
+        await asyncio.gather(charger_task, return_exceptions=True)
+        if not site.task.done():
+            site.daemon.request_stop("test over")
+            await asyncio.gather(site.task, return_exceptions=True)
+    serving.cancel()
+    await asyncio.gather(serving, return_exceptions=True)
+    await port.close()
+
+
+async def test_a_paid_session_over_mqtt(site_factory: Any) -> None:
+    site = await site_factory()
+    assert "online" in site.charger.gateway_status  # the retained status the chargers watch
+    await site.charger.plug("E1")
+    (row,) = await site.final()
+    data = row["data"]
+    assert row["state"] == "completed", data["notes"]
+    assert data["billed_energy_wh"] == 8_000 and data["captured_minor"] == 476  # 8 kWh * 0.50 + 19 %
+    (authorize,) = site.charger.evses["E1"].authorized
+    assert authorize["authorization_reference"] == f"EVP-{row['id']}"[:36] and authorize["max_cost_minor"] == 4950
+    tx = site.sim.state.transactions[data["receipt_no"]]
+    assert (tx.state, tx.booked) == ("booked", 476)
+
+
+async def test_the_drivers_target_sizes_the_hold(site_factory: Any) -> None:
+    site = await site_factory(strategy="target")
+    await site.charger.plug("E1", target_kwh="20")
+    (row,) = await site.final()
+    assert row["data"]["hold_minor"] == 1309  # 20 kWh * 0.50 * 1.19 = 11.90, + 10 % margin
+
+
+async def test_bad_input_changes_nothing(site_factory: Any) -> None:
+    site = await site_factory()
+    await site.charger.publish("E1", "plugged", b"{not json")
+    await site.charger.publish("E1", "plugged", {"v": 1, "id": 7})  # an id of the wrong type
+    await site.charger.publish("E1", "plugged", {"v": 1, "id": "x", "surprise": True})  # unknown field
+    await site.charger.publish("E1", "meter", {"v": 1, "id": "m", "session_id": "nope", "seq": 1, "meter_wh": -5})
+    await site.charger.publish("NOPE", "plugged", {"v": 1, "id": "y"})  # an EVSE this site does not have
+    async with asyncio.timeout(5):
+        while site.link.rejected < 5:
+            await asyncio.sleep(0.05)
+    assert site.daemon.store.sessions() == []
+
+
+async def test_a_redelivered_plug_makes_one_session(site_factory: Any) -> None:
+    site = await site_factory()
+    message_id = uuid.uuid4().hex
+    await site.charger.plug("E1", message_id=message_id)
+    await site.charger.plug("E1", message_id=message_id)  # QoS 1 redelivery: the same message id
+    await site.final()
+    await asyncio.sleep(0.3)
+    assert len([r for r in site.daemon.store.sessions() if not r["id"].startswith("orphan")]) == 1
+
+
+async def test_the_broker_restarting_mid_session_loses_nothing(site_factory: Any, broker: Broker) -> None:
+    site = await site_factory(plan=Plan(energy_wh=8_000, step_wh=1_000, interval_s=0.3))
+    await site.charger.plug("E1")
+    async with asyncio.timeout(10):
+        while not site.charger.evses["E1"].authorized:
+            await asyncio.sleep(0.05)
+    broker.stop()
+    await asyncio.sleep(0.5)
+    broker.start()  # the link reconnects with backoff; its persistent session keeps QoS 1 messages
+    (row,) = await site.final(timeout=40)
+    assert row["state"] in ("completed", "voided"), row["data"]["notes"]
+    assert row["data"]["captured_minor"] + row["data"]["released_minor"] == row["data"]["authorized_minor"]
+
+
+async def test_chargers_see_the_gateway_go_offline(site_factory: Any) -> None:
+    site = await site_factory()
+    site.daemon.request_stop("test over")
+    await site.task
+    async with asyncio.timeout(5):
+        while site.charger.gateway_status[-1:] != ["offline"]:
+            await asyncio.sleep(0.05)
+
+
+def test_the_contract_refuses_what_it_does_not_know() -> None:
+    link = MqttChargerLink(BrokerSettings(), {"E1"})
+    seen: list[Any] = []
+    link.subscribe(seen.append)
+    ok = json.dumps({"v": 1, "id": "a", "session_id": "s", "meter_wh": 5}).encode()
+    assert link.receive("evpay/v1/evse/E1/started", ok) is not None
+    assert link.receive("evpay/v1/evse/E1/started", ok) is None  # the same id again: a redelivery
+    assert link.receive("evpay/v1/evse/E1/authorize", ok) is None  # our own command echoed back
+    assert link.receive("evpay/v1/evse/E1/started", b'{"v": 2, "id": "b", "session_id": "s", "meter_wh": 5}') is None
+    assert link.receive("other/topic", ok) is None
+    assert len(seen) == 1 and link.rejected == 1
