@@ -120,3 +120,23 @@ def parse_topic(prefix: str, value: str) -> tuple[str, str] | None:
 
 def kwh(text: str | None) -> Decimal | None:
     return None if text is None else Decimal(text)
+
+
+ALL: dict[str, type[_Message]] = {**INBOUND, "authorize": Authorize, "stop": Stop, "display": Display}
+SCHEMAS = "schemas/v1"  # one JSON schema per payload, next to this file
+
+
+def schema(name: str) -> str:
+    """The JSON schema of one payload, as shipped in ``schemas/v1/<name>.json``."""
+    import json
+
+    return json.dumps(ALL[name].model_json_schema(), indent=2, sort_keys=True) + "\n"
+
+
+if __name__ == "__main__":  # python -m firmware_bridge.contract: write the schemas
+    from pathlib import Path
+
+    folder = Path(__file__).parent / SCHEMAS
+    folder.mkdir(parents=True, exist_ok=True)
+    for message_name in ALL:
+        (folder / f"{message_name}.json").write_text(schema(message_name), encoding="utf-8")

@@ -13,6 +13,8 @@ from pathlib import Path
 from drivers.sim.ports import PtyPort, serve_tcp
 from drivers.sim.terminal import SimConfig, SimTerminal
 from drivers.transport.url import TcpUrl, parse_device_url
+from firmware_bridge.link import BrokerSettings
+from firmware_bridge.sim import ChargerSimulator, Plan
 from gateway.ocpi.cpo_sim import QUIRKS, CpoSimulator, CpoState
 from gateway.runtime import logs
 
@@ -39,6 +41,16 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     term.add_argument("--extensions", choices=("none", "new_receipt", "same_receipt"), default="none",
                       help="how a reservation extension (top-up) is answered")  # fmt: skip
     term.set_defaults(handler=_terminal)
+    charger = sub.add_parser("charger", help="charger firmware on an MQTT broker (our topic contract v1)")
+    charger.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="mqtt://host:port")
+    charger.add_argument("--prefix", default="evpay/v1", help="topic prefix (as [charger] topic_prefix)")
+    charger.add_argument("--evse", action="append", required=True, help="an EVSE id to play (repeatable)")
+    charger.add_argument("--energy-wh", type=int, default=8000, help="what each EV takes")
+    charger.add_argument("--power-kw", type=float, default=11.0, help="charging power")
+    charger.add_argument("--interval", type=float, default=1.0, help="seconds between meter values")
+    charger.add_argument("--plug", action="store_true", help="plug an EV in at every EVSE at start")
+    charger.add_argument("--target-kwh", help="the driver's declared energy, sent with the plug-in")
+    charger.set_defaults(handler=_charger)
     cpo = sub.add_parser("cpo", help="the embedded OCPI 2.3.0 CPO (payments receiver, credentials)")
     cpo.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT")
     cpo.add_argument("--token-a-env", default="EVPAY_CPO_TOKEN_A", help="env var with the registration token A")
@@ -87,6 +99,29 @@ async def _serve(sim: SimTerminal, args: argparse.Namespace) -> int:
     await stop.wait()
     server.close()
     await server.wait_closed()
+    return 0
+
+
+def _charger(args: argparse.Namespace) -> int:
+    logs.configure("info")
+    step = max(1, int(args.power_kw * 1000 * args.interval / 3600))  # Wh per meter interval at that power
+    plan = Plan(energy_wh=args.energy_wh, step_wh=step, interval_s=args.interval)
+    sim = ChargerSimulator(BrokerSettings(url=args.broker, prefix=args.prefix), args.evse, plan)
+    return asyncio.run(_serve_charger(sim, args))
+
+
+async def _serve_charger(sim: ChargerSimulator, args: argparse.Namespace) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    task = asyncio.create_task(sim.run(stop))
+    await sim.ready.wait()
+    print(f"charger simulator: {', '.join(args.evse)} on {args.broker} (prefix {args.prefix})", flush=True)
+    if args.plug:
+        for evse in args.evse:
+            await sim.plug(evse, args.target_kwh)
+    await task
     return 0
 
 

@@ -189,3 +189,81 @@ def test_the_contract_refuses_what_it_does_not_know() -> None:
     assert link.receive("evpay/v1/evse/E1/started", b'{"v": 2, "id": "b", "session_id": "s", "meter_wh": 5}') is None
     assert link.receive("other/topic", ok) is None
     assert len(seen) == 1 and link.rejected == 1
+
+
+async def test_the_gateway_killed_mid_session_gets_what_the_charger_sent_meanwhile(
+    tmp_path: Path, broker: Broker
+) -> None:
+    """SIGKILL the real daemon while the EV charges: the chargers see the last will at once; the
+    stop the charger sends while the gateway is dead waits at the broker (persistent session,
+    QoS 1) and completes the payment after the restart."""
+    import subprocess
+
+    from gateway.store import Store
+    from tests.helpers import EVPAY, subprocess_env
+
+    port = PtyPort()
+    sim = SimTerminal(SimConfig(password="123456", card_wait_s=0.05))
+    serving = asyncio.create_task(sim.serve(port, serial=True))
+    config = tmp_path / "g.toml"
+    config.write_text(CONFIG.format(db=tmp_path / "k.sqlite3", pty=port.slave_path, broker=broker.url,
+                                    strategy="fixed"), encoding="utf-8")  # fmt: skip
+    charger = ChargerSimulator(BrokerSettings(url=broker.url), ["E1", "E2"],
+                               Plan(energy_wh=6_000, step_wh=1_000, interval_s=0.4))  # fmt: skip
+    stopping = asyncio.Event()
+    charger_task = asyncio.create_task(charger.run(stopping))
+
+    def daemon() -> subprocess.Popen[bytes]:
+        return subprocess.Popen([*EVPAY, "run", "--config", str(config)], env=subprocess_env(),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+
+    first = second = None
+    try:
+        await charger.ready.wait()
+        first = daemon()
+        async with asyncio.timeout(15):
+            while charger.gateway_status[-1:] != ["online"]:
+                await asyncio.sleep(0.05)
+        await charger.plug("E1")
+        async with asyncio.timeout(15):
+            while not charger.evses["E1"].authorized:
+                await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)  # charging
+        first.kill()
+        first.wait(timeout=5)
+        async with asyncio.timeout(5):
+            while charger.gateway_status[-1:] != ["offline"]:  # the last will
+                await asyncio.sleep(0.05)
+        async with asyncio.timeout(10):  # the EV finishes while the gateway is dead
+            while charger.evses["E1"].charging is None or not charger.evses["E1"].charging.done():
+                await asyncio.sleep(0.05)
+        second = daemon()
+        async with asyncio.timeout(20):
+            while True:
+                store = Store.open(tmp_path / "k.sqlite3", read_only=True)
+                rows = [r for r in store.sessions() if not r["id"].startswith("orphan")]
+                store.close()
+                if rows and rows[0]["final"]:
+                    break
+                await asyncio.sleep(0.2)
+        (row,) = rows
+        assert row["state"] == "completed" and row["data"]["billed_energy_wh"] == 6_000, row["data"]["notes"]
+    finally:
+        for process in (first, second):
+            if process is not None and process.poll() is None:
+                process.terminate()
+                process.wait(timeout=10)
+        stopping.set()
+        await asyncio.gather(charger_task, return_exceptions=True)
+        serving.cancel()
+        await asyncio.gather(serving, return_exceptions=True)
+        await port.close()
+
+
+def test_the_shipped_json_schemas_are_the_models() -> None:
+    from firmware_bridge import contract
+
+    folder = Path(contract.__file__).parent / contract.SCHEMAS
+    for name in contract.ALL:
+        shipped = (folder / f"{name}.json").read_text(encoding="utf-8")
+        assert shipped == contract.schema(name), f"{name}.json is stale: run python -m firmware_bridge.contract"
