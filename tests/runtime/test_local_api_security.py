@@ -145,3 +145,13 @@ def test_config_refuses_a_network_bind_without_authentication() -> None:
         f'token_sha256 = "{"a" * 64}"\n', "<t>",
     )  # fmt: skip
     assert ok.api.clients[0].id == "k"
+
+
+async def test_the_kiosk_body_is_validated_and_carries_the_target(site: Site) -> None:
+    for body in ({"target": {"kwh": 20.5}}, {"target": {"kwh": "-1"}}, {"surprise": 1}, {"target": {"amount_minor": 1.5}},
+                 [1]):  # fmt: skip
+        status, answer = await post(site.url, kiosk(), body)
+        assert status == 400 and "invalid body" in answer["error"], body
+    assert site.daemon.store.sessions() == []
+    status, answer = await post(site.url, kiosk(), {"target": {"kwh": "20"}})
+    assert status == 202
