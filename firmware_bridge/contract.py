@@ -70,7 +70,9 @@ class Fault(_Message):
     reason: Annotated[str, StringConstraints(max_length=200)]
 
 
-INBOUND: dict[str, type[_Message]] = {
+InboundMessage = Plugged | Unplugged | Started | Meter | Stopped | Fault
+
+INBOUND: dict[str, type[InboundMessage]] = {
     "plugged": Plugged, "unplugged": Unplugged, "started": Started, "meter": Meter, "stopped": Stopped,
     "fault": Fault,
 }  # fmt: skip

@@ -1,5 +1,6 @@
-"""The charger port over MQTT: ``MqttChargerLink`` implements ``gateway.payments.charger.ChargerLink``
-with aiomqtt, and is a supervised worker (``run``).
+"""Our topic contract over a real broker: ``MqttLink`` publishes the gateway's commands and
+hands every valid charger message to its listener. The gateway's charger port is built on it
+(``gateway/runtime/mqtt_charger.py``); like ``drivers``, this package never imports the gateway.
 
 - MQTT v5 where the broker speaks it, 3.1.1 otherwise; QoS 1 both ways; a persistent session
   (fixed client id, no clean start) so what the charger sent while the gateway restarted is
@@ -33,7 +34,6 @@ from paho.mqtt.properties import Properties
 from pydantic import ValidationError
 
 from firmware_bridge import contract as m
-from gateway.payments.charger import ChargerEvent
 
 _LOGGER = logging.getLogger(__name__)
 _SEEN = 10_000  # message ids remembered for de-duplication
@@ -64,13 +64,11 @@ class BrokerSettings:
         return urlsplit(self.url).scheme == "mqtts"
 
 
-class MqttChargerLink:
-    name = "charger"
-
+class MqttLink:
     def __init__(self, settings: BrokerSettings, evses: set[str]) -> None:
         self.settings = settings
         self.evses = evses
-        self._callbacks: list[Callable[[ChargerEvent], None]] = []
+        self._listeners: list[Callable[[str, m.InboundMessage], None]] = []
         self._client: aiomqtt.Client | None = None
         self._pending: deque[tuple[str, bytes]] = deque(maxlen=_PENDING)
         self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
@@ -78,10 +76,11 @@ class MqttChargerLink:
         self.rejected = 0
         self.protocol: aiomqtt.ProtocolVersion | None = None
 
-    # ---- the port ------------------------------------------------------------------------
+    # ---- commands ------------------------------------------------------------------------
 
-    def subscribe(self, callback: Callable[[ChargerEvent], None]) -> None:
-        self._callbacks.append(callback)
+    def listen(self, listener: Callable[[str, m.InboundMessage], None]) -> None:
+        """Called with (evse, message) for every valid, first-seen charger message."""
+        self._listeners.append(listener)
 
     async def authorize(self, evse: str, session_id: str, max_cost_minor: int, currency: str) -> None:
         reference = f"EVP-{session_id}"[:36]  # the session's OCPI authorization_reference
@@ -192,8 +191,8 @@ class MqttChargerLink:
 
     # ---- inbound (sans-I/O: tests and the simulator call it directly too) ----------------
 
-    def receive(self, topic: str, payload: bytes) -> ChargerEvent | None:
-        """One inbound message → one charger event for the engine, or None (ignored, logged)."""
+    def receive(self, topic: str, payload: bytes) -> m.InboundMessage | None:
+        """One inbound message, validated and de-duplicated, to the listeners; None if ignored."""
         parsed = m.parse_topic(self.settings.prefix, topic)
         if parsed is None or parsed[1] not in m.INBOUND:
             return None  # our own commands echoed back, or not ours
@@ -216,26 +215,6 @@ class MqttChargerLink:
         self._seen[key] = None
         if len(self._seen) > _SEEN:
             self._seen.popitem(last=False)
-        event = _event(evse, message)
-        if event is not None:
-            for callback in self._callbacks:
-                callback(event)
-        return event
-
-
-def _event(evse: str, message: m._Message) -> ChargerEvent | None:
-    match message:
-        case m.Plugged():
-            return ChargerEvent("payment_requested", evse, session_id=message.id, target_kwh=m.kwh(message.target_kwh),
-                                target_amount=m.kwh(message.target_amount))  # fmt: skip
-        case m.Started():
-            return ChargerEvent("started", evse, message.session_id, meter_wh=message.meter_wh)
-        case m.Meter():
-            return ChargerEvent("meter", evse, message.session_id, meter_wh=message.meter_wh, seq=message.seq,
-                                trusted=message.signed is not None)  # fmt: skip
-        case m.Stopped():
-            return ChargerEvent("stopped", evse, message.session_id, meter_wh=message.meter_wh,
-                                session_energy_wh=message.session_energy_wh, reason=message.reason)  # fmt: skip
-        case m.Fault():
-            return ChargerEvent("faulted", evse, message.session_id, reason=message.reason)
-    return None  # unplugged: nothing for the engine (a session ends with its stop)
+        for listener in self._listeners:
+            listener(evse, message)
+        return message

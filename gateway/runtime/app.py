@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from drivers.base import PaymentTerminal
-from firmware_bridge.link import MqttChargerLink
 from gateway import __version__
 from gateway.errors import GatewayError, StoreError, Unavailable
 from gateway.ocpi.charger import OcpiChargerLink
@@ -32,6 +31,7 @@ from gateway.runtime.api import ApiWorker
 from gateway.runtime.engine_setup import build_engine
 from gateway.runtime.engine_worker import EngineWorker, PayAnswer
 from gateway.runtime.metrics import Metrics
+from gateway.runtime.mqtt_charger import MqttChargerLink
 from gateway.runtime.sdnotify import Notifier
 from gateway.runtime.supervisor import Supervisor, Worker
 from gateway.settings import Settings

@@ -11,7 +11,7 @@ from drivers.base import PaymentTerminal
 from drivers.money import Money
 from drivers.transport import open_transport
 from drivers.zvt.terminal import ZvtOptions, ZvtTerminal
-from firmware_bridge.link import BrokerSettings, MqttChargerLink
+from firmware_bridge.link import BrokerSettings
 from gateway.errors import ConfigError
 from gateway.ocpi.charger import OcpiChargerLink
 from gateway.payments.charger import ChargerLink
@@ -22,6 +22,7 @@ from gateway.payments.tariff import tariff_from_ocpi
 from gateway.runtime.charger import SimulatedCharger
 from gateway.runtime.engine_host import EngineHost
 from gateway.runtime.engine_worker import EngineWorker
+from gateway.runtime.mqtt_charger import MqttChargerLink
 from gateway.settings import Settings
 from gateway.store import Store
 

@@ -16,9 +16,10 @@ import pytest
 
 from drivers.sim.ports import PtyPort
 from drivers.sim.terminal import SimConfig, SimTerminal
-from firmware_bridge.link import BrokerSettings, MqttChargerLink
+from firmware_bridge.link import BrokerSettings, MqttLink
 from firmware_bridge.sim import ChargerSimulator, Plan
 from gateway.runtime.app import Daemon
+from gateway.runtime.mqtt_charger import MqttChargerLink
 from gateway.settings import parse_settings
 from tests.firmware_bridge.conftest import Broker
 
@@ -179,9 +180,9 @@ async def test_chargers_see_the_gateway_go_offline(site_factory: Any) -> None:
 
 
 def test_the_contract_refuses_what_it_does_not_know() -> None:
-    link = MqttChargerLink(BrokerSettings(), {"E1"})
+    link = MqttLink(BrokerSettings(), {"E1"})
     seen: list[Any] = []
-    link.subscribe(seen.append)
+    link.listen(lambda evse, message: seen.append((evse, message)))
     ok = json.dumps({"v": 1, "id": "a", "session_id": "s", "meter_wh": 5}).encode()
     assert link.receive("evpay/v1/evse/E1/started", ok) is not None
     assert link.receive("evpay/v1/evse/E1/started", ok) is None  # the same id again: a redelivery

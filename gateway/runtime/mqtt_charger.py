@@ -1,0 +1,64 @@
+"""The charger port over MQTT: the gateway's ``ChargerLink`` on top of ``firmware_bridge``'s
+``MqttLink`` (our topic contract on the site's broker). It maps the charger's messages to the
+engine's charger events; the link itself is a supervised worker."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from firmware_bridge import contract as m
+from firmware_bridge.link import BrokerSettings, MqttLink
+from gateway.payments.charger import ChargerEvent
+
+
+class MqttChargerLink:
+    name = "charger"
+
+    def __init__(self, settings: BrokerSettings, evses: set[str]) -> None:
+        self.mqtt = MqttLink(settings, evses)
+        self.mqtt.listen(self._heard)
+        self._callbacks: list[Callable[[ChargerEvent], None]] = []
+        self.connected = self.mqtt.connected
+
+    @property
+    def rejected(self) -> int:
+        return self.mqtt.rejected
+
+    def subscribe(self, callback: Callable[[ChargerEvent], None]) -> None:
+        self._callbacks.append(callback)
+
+    async def authorize(self, evse: str, session_id: str, max_cost_minor: int, currency: str) -> None:
+        await self.mqtt.authorize(evse, session_id, max_cost_minor, currency)
+
+    async def stop(self, evse: str, session_id: str, reason: str) -> None:
+        await self.mqtt.stop(evse, session_id, reason)
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        await self.mqtt.run(stopping)
+
+    def _heard(self, evse: str, message: m.InboundMessage) -> None:
+        event = charger_event(evse, message)
+        if event is not None:
+            for callback in self._callbacks:
+                callback(event)
+
+
+def charger_event(evse: str, message: m.InboundMessage) -> ChargerEvent | None:
+    """A charger message as the engine hears it (``unplugged`` is not an engine event: a session
+    ends with its stop)."""
+    match message:
+        case m.Plugged():  # the message id is the pay request's idempotency key
+            return ChargerEvent("payment_requested", evse, session_id=message.id, target_kwh=m.kwh(message.target_kwh),
+                                target_amount=m.kwh(message.target_amount))  # fmt: skip
+        case m.Started():
+            return ChargerEvent("started", evse, message.session_id, meter_wh=message.meter_wh)
+        case m.Meter():
+            return ChargerEvent("meter", evse, message.session_id, meter_wh=message.meter_wh, seq=message.seq,
+                                trusted=message.signed is not None)  # fmt: skip
+        case m.Stopped():
+            return ChargerEvent("stopped", evse, message.session_id, meter_wh=message.meter_wh,
+                                session_energy_wh=message.session_energy_wh, reason=message.reason)  # fmt: skip
+        case m.Fault():
+            return ChargerEvent("faulted", evse, message.session_id, reason=message.reason)
+    return None
