@@ -37,6 +37,39 @@ from tests.helpers import EVPAY, free_port, subprocess_env
 from tests.payments.fixtures import TARIFF, TZ, policy
 
 
+def ocpi_site(db: Path, pty: str, cpo: CpoSimulator, listen: int, extra: str = "") -> str:
+    """A site in charger mode "ocpi" against the embedded CPO on loopback."""
+    return f"""
+[site]
+id = "OCPI-SITE"
+country = "DE"
+[storage]
+path = "{db}"
+[api]
+port = 0
+{extra}
+[[terminals]]
+id = "t1"
+device = "serial://{pty}"
+password = {{ value = "123456" }}
+[charger]
+enabled = true
+mode = "ocpi"
+[[charger.evses]]
+id = "E1"
+terminal = "t1"
+location = "LOC1"
+[upstream]
+enabled = true
+allow_insecure_http = true  # the embedded CPO on loopback
+versions_url = "{cpo.versions_url}"
+token_a = {{ value = "{cpo.state.token_a}" }}
+key = {{ value = "{Fernet.generate_key().decode()}" }}
+listen = "127.0.0.1:{listen}"
+public_url = "http://127.0.0.1:{listen}/ocpi/versions"
+"""
+
+
 async def test_start_session_pushes_cdr_capture_fac(tmp_path: Path) -> None:
     now = lambda: datetime.now(UTC)  # noqa: E731
     cpo = CpoSimulator()
@@ -128,33 +161,9 @@ async def test_the_daemon_runs_the_standard_flow(tmp_path: Path, hold: str, sess
     sim = SimTerminal(SimConfig(password="123456", card_wait_s=0.05))
     serving = asyncio.create_task(sim.serve(port, serial=True))
     listen = free_port()
-    config = f"""
-[site]
-id = "OCPI-SITE"
-country = "DE"
-[storage]
-path = "{tmp_path / "d.sqlite3"}"
-[api]
-port = 0
-[[terminals]]
-id = "t1"
-device = "serial://{port.slave_path}"
-password = {{ value = "123456" }}
-[charger]
-enabled = true
-mode = "ocpi"
-[[charger.evses]]
-id = "E1"
-terminal = "t1"
-location = "LOC1"
-[upstream]
-enabled = true
-allow_insecure_http = true  # the embedded CPO on loopback
-versions_url = "{cpo.versions_url}"
-token_a = {{ value = "{cpo.state.token_a}" }}
-key = {{ value = "{Fernet.generate_key().decode()}" }}
-listen = "127.0.0.1:{listen}"
-public_url = "http://127.0.0.1:{listen}/ocpi/versions"
+    config = (
+        ocpi_site(tmp_path / "d.sqlite3", port.slave_path, cpo, listen)
+        + f"""
 [pricing]
 fixed_hold = {{ EUR = "{hold}" }}
 hold_min = "1.00"
@@ -162,6 +171,7 @@ default_tariff = "T"
 tariffs = [ {{ id = "T", currency = "EUR", elements = [
   {{ price_components = [ {{ type = "ENERGY", price = "0.50", vat = "19", step_size = 1 }} ] }} ] }} ]
 """
+    )
     daemon = Daemon(parse_settings(config, "<ocpi>"))
     task = asyncio.create_task(daemon.run())
     try:
@@ -210,36 +220,7 @@ async def test_a_pay_request_while_unregistered_is_refused_with_the_reason(tmp_p
     sim = SimTerminal(SimConfig(password="123456", card_wait_s=0.05))
     serving = asyncio.create_task(sim.serve(port, serial=True))
     listen = free_port()
-    config = f"""
-[site]
-id = "OCPI-SITE"
-country = "DE"
-[storage]
-path = "{tmp_path / "u.sqlite3"}"
-[api]
-port = 0
-[daemon]
-restart_backoff_min_s = 5
-[[terminals]]
-id = "t1"
-device = "serial://{port.slave_path}"
-password = {{ value = "123456" }}
-[charger]
-enabled = true
-mode = "ocpi"
-[[charger.evses]]
-id = "E1"
-terminal = "t1"
-location = "LOC1"
-[upstream]
-enabled = true
-allow_insecure_http = true  # the embedded CPO on loopback
-versions_url = "{cpo.versions_url}"
-token_a = {{ value = "{cpo.state.token_a}" }}
-key = {{ value = "{Fernet.generate_key().decode()}" }}
-listen = "127.0.0.1:{listen}"
-public_url = "http://127.0.0.1:{listen}/ocpi/versions"
-"""
+    config = ocpi_site(tmp_path / "u.sqlite3", port.slave_path, cpo, listen, "[daemon]\nrestart_backoff_min_s = 5\n")
     config_file = tmp_path / "u.toml"
     config_file.write_text(config, encoding="utf-8")
     daemon = Daemon(parse_settings(config, "<unregistered>"))
