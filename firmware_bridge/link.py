@@ -26,6 +26,7 @@ import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import urlsplit
 
 import aiomqtt
@@ -38,6 +39,7 @@ from firmware_bridge import contract as m
 _LOGGER = logging.getLogger(__name__)
 _SEEN = 10_000  # message ids remembered for de-duplication
 _PENDING = 1_000  # commands kept while the broker is away
+KEEPALIVE_S = 5.0  # EVerest's communication check wants a sign of life within its timeout
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,10 +66,59 @@ class BrokerSettings:
         return urlsplit(self.url).scheme == "mqtts"
 
 
+Publish = tuple[str, bytes]  # (topic, payload)
+
+
+class Mapping(Protocol):
+    """How charger messages and the gateway's commands look on the broker: our contract
+    (``ContractMapping``) or EVerest's API (``firmware_bridge.everest.EverestMapping``)."""
+
+    def subscriptions(self) -> list[str]: ...
+    def decode(self, topic: str, payload: bytes) -> tuple[str, m.InboundMessage] | None: ...
+    def authorize(self, evse: str, session_id: str, max_cost_minor: int, currency: str) -> list[Publish]: ...
+    def stop(self, evse: str, session_id: str, reason: str) -> list[Publish]: ...
+    def keepalive(self) -> list[Publish]: ...
+
+
+class ContractMapping:
+    """Our own topic contract v1 (``contract.py``, ``README.md``)."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def subscriptions(self) -> list[str]:
+        return [f"{self.prefix}/evse/+/+"]
+
+    def decode(self, topic: str, payload: bytes) -> tuple[str, m.InboundMessage] | None:
+        parsed = m.parse_topic(self.prefix, topic)
+        if parsed is None or parsed[1] not in m.INBOUND:
+            return None  # our own commands echoed back, or not ours
+        evse, name = parsed
+        return evse, m.INBOUND[name].model_validate_json(payload)
+
+    def authorize(self, evse: str, session_id: str, max_cost_minor: int, currency: str) -> list[Publish]:
+        message = m.Authorize(id=uuid.uuid4().hex, session_id=session_id, authorization_reference=reference(session_id),
+                              max_cost_minor=max_cost_minor, currency=currency)  # fmt: skip
+        return [(m.topic(self.prefix, evse, "authorize"), message.model_dump_json().encode())]
+
+    def stop(self, evse: str, session_id: str, reason: str) -> list[Publish]:
+        message = m.Stop(id=uuid.uuid4().hex, session_id=session_id, reason=reason[:100])
+        return [(m.topic(self.prefix, evse, "stop"), message.model_dump_json().encode())]
+
+    def keepalive(self) -> list[Publish]:
+        return []
+
+
+def reference(session_id: str) -> str:
+    """The session's OCPI authorization_reference (the charger carries it into its transaction)."""
+    return f"EVP-{session_id}"[:36]
+
+
 class MqttLink:
-    def __init__(self, settings: BrokerSettings, evses: set[str]) -> None:
+    def __init__(self, settings: BrokerSettings, evses: set[str], mapping: Mapping | None = None) -> None:
         self.settings = settings
         self.evses = evses
+        self.mapping = mapping or ContractMapping(settings.prefix)
         self._listeners: list[Callable[[str, m.InboundMessage], None]] = []
         self._client: aiomqtt.Client | None = None
         self._pending: deque[tuple[str, bytes]] = deque(maxlen=_PENDING)
@@ -83,18 +134,12 @@ class MqttLink:
         self._listeners.append(listener)
 
     async def authorize(self, evse: str, session_id: str, max_cost_minor: int, currency: str) -> None:
-        reference = f"EVP-{session_id}"[:36]  # the session's OCPI authorization_reference
-        message = m.Authorize(id=uuid.uuid4().hex, session_id=session_id, authorization_reference=reference,
-                              max_cost_minor=max_cost_minor, currency=currency)  # fmt: skip
-        await self._publish(m.topic(self.settings.prefix, evse, "authorize"), message)
+        for topic, payload in self.mapping.authorize(evse, session_id, max_cost_minor, currency):
+            await self._publish(topic, payload)
 
     async def stop(self, evse: str, session_id: str, reason: str) -> None:
-        message = m.Stop(id=uuid.uuid4().hex, session_id=session_id, reason=reason[:100])
-        await self._publish(m.topic(self.settings.prefix, evse, "stop"), message)
-
-    async def display(self, evse: str, lines: list[str]) -> None:
-        message = m.Display(id=uuid.uuid4().hex, lines=[line[:64] for line in lines[:8]])
-        await self._publish(m.topic(self.settings.prefix, evse, "display"), message)
+        for topic, payload in self.mapping.stop(evse, session_id, reason):
+            await self._publish(topic, payload)
 
     # ---- the worker ----------------------------------------------------------------------
 
@@ -148,7 +193,8 @@ class MqttLink:
     async def _serve(self, client: aiomqtt.Client, stopping: asyncio.Event) -> None:
         prefix = self.settings.prefix
         self._client = client
-        await client.subscribe(f"{prefix}/evse/+/+", qos=1)
+        for subscription in self.mapping.subscriptions():
+            await client.subscribe(subscription, qos=1)
         await client.publish(m.status_topic(prefix), b"online", qos=1, retain=True)
         self.connected.set()
         _LOGGER.info("mqtt.connected", extra={"broker": self.settings.url, "protocol": int(self.protocol or 0)})
@@ -157,6 +203,7 @@ class MqttLink:
             await client.publish(topic, payload, qos=1)
             self._pending.popleft()
         reader = asyncio.create_task(self._read(client))
+        alive = asyncio.create_task(self._keepalive(client))
         stop = asyncio.create_task(stopping.wait())
         try:
             done, _ = await asyncio.wait({reader, stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -166,9 +213,12 @@ class MqttLink:
                 await client.publish(m.status_topic(prefix), b"offline", qos=1, retain=True)
         finally:
             reader.cancel()
+            alive.cancel()
             stop.cancel()
             with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
                 await reader
+            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                await alive
             self._client = None
             self.connected.clear()
 
@@ -177,8 +227,14 @@ class MqttLink:
             payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
             self.receive(message.topic.value, payload)
 
-    async def _publish(self, topic: str, message: m._Message) -> None:
-        payload = message.model_dump_json().encode()
+    async def _keepalive(self, client: aiomqtt.Client) -> None:
+        """What the other side needs to see us alive (EVerest's communication check)."""
+        while True:
+            for topic, payload in self.mapping.keepalive():
+                await client.publish(topic, payload, qos=1)
+            await asyncio.sleep(KEEPALIVE_S)
+
+    async def _publish(self, topic: str, payload: bytes) -> None:
         client = self._client
         if client is None:
             self._pending.append((topic, payload))  # sent when the broker is back
@@ -193,21 +249,22 @@ class MqttLink:
 
     def receive(self, topic: str, payload: bytes) -> m.InboundMessage | None:
         """One inbound message, validated and de-duplicated, to the listeners; None if ignored."""
-        parsed = m.parse_topic(self.settings.prefix, topic)
-        if parsed is None or parsed[1] not in m.INBOUND:
-            return None  # our own commands echoed back, or not ours
-        evse, name = parsed
+        try:
+            decoded = self.mapping.decode(topic, payload)
+        except (ValidationError, ValueError) as exc:
+            self.rejected += 1
+            why = str(exc).splitlines()[0]
+            if isinstance(exc, ValidationError):
+                first = exc.errors()[0]
+                why = f"{'.'.join(str(p) for p in first['loc']) or 'payload'}: {first['msg']}"
+            _LOGGER.warning("mqtt.rejected", extra={"topic": topic, "error": why})
+            return None
+        if decoded is None:
+            return None
+        evse, message = decoded
         if evse not in self.evses:
             self.rejected += 1
             _LOGGER.warning("mqtt.unknown_evse", extra={"topic": topic, "evse": evse[:48]})
-            return None
-        try:
-            message = m.INBOUND[name].model_validate_json(payload)
-        except ValidationError as exc:
-            self.rejected += 1
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "payload"
-            _LOGGER.warning("mqtt.rejected", extra={"topic": topic, "error": f"{where}: {first['msg']}"})
             return None
         key = (evse, message.id)
         if key in self._seen:

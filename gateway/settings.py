@@ -225,6 +225,8 @@ class EvseSettings(_Model):
     terminal: Identifier
     tariff: str | None = None  # a pricing.tariffs id; default: pricing.default_tariff
     location: str | None = None  # the OCPI location id of this EVSE (charger mode "ocpi")
+    everest_module: str | None = None  # mapping "everest": this EVSE's evse_manager_consumer module id
+    connector: Annotated[int, Field(ge=1, le=16)] = 1  # mapping "everest": the connector the token is for
 
 
 class ChargerSettings(_Model):
@@ -238,7 +240,19 @@ class ChargerSettings(_Model):
     username: str | None = None
     password: SecretRef | None = None
     ca_file: Path | None = None  # for mqtts:// brokers with their own CA
+    # mqtt: "evpay" speaks our topic contract (firmware_bridge/README.md); "everest" is an external
+    # module of EVerest's MQTT API (firmware_bridge/everest.py), with these module ids.
+    mapping: Literal["evpay", "everest"] = "evpay"
+    everest_token_provider: str = "evpay_token_provider"  # noqa: S105 - a module id, not a secret
+    everest_auth_consumer: str = "evpay_auth_consumer"
     evses: list[EvseSettings] = []
+
+    @model_validator(mode="after")
+    def _everest_modules(self) -> ChargerSettings:
+        missing = [e.id for e in self.evses if self.mapping == "everest" and not e.everest_module]
+        if missing:
+            raise ValueError(f'mapping "everest" needs everest_module (its evse_manager_consumer) for EVSEs {missing}')
+        return self
 
 
 class InteropSettings(_Model):

@@ -11,6 +11,7 @@ from drivers.base import PaymentTerminal
 from drivers.money import Money
 from drivers.transport import open_transport
 from drivers.zvt.terminal import ZvtOptions, ZvtTerminal
+from firmware_bridge.everest import EverestEvse, EverestMapping
 from firmware_bridge.link import BrokerSettings
 from gateway.errors import ConfigError
 from gateway.ocpi.charger import OcpiChargerLink
@@ -101,7 +102,11 @@ def build_charger(settings: Settings, store: Store | None = None) -> ChargerLink
         url=c.broker, prefix=c.topic_prefix, client_id=c.client_id, username=c.username,
         password=c.password.reveal() if c.password else None, ca_file=str(c.ca_file) if c.ca_file else None,
     )  # fmt: skip
-    return MqttChargerLink(broker, {e.id for e in c.evses})
+    mapping = None
+    if c.mapping == "everest":
+        evses = [EverestEvse(e.id, str(e.everest_module), e.connector) for e in c.evses]
+        mapping = EverestMapping(c.everest_token_provider, c.everest_auth_consumer, evses)
+    return MqttChargerLink(broker, {e.id for e in c.evses}, mapping)
 
 
 def build_engine(

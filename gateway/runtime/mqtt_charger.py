@@ -8,15 +8,15 @@ import asyncio
 from collections.abc import Callable
 
 from firmware_bridge import contract as m
-from firmware_bridge.link import BrokerSettings, MqttLink
+from firmware_bridge.link import BrokerSettings, Mapping, MqttLink
 from gateway.payments.charger import ChargerEvent
 
 
 class MqttChargerLink:
     name = "charger"
 
-    def __init__(self, settings: BrokerSettings, evses: set[str]) -> None:
-        self.mqtt = MqttLink(settings, evses)
+    def __init__(self, settings: BrokerSettings, evses: set[str], mapping: Mapping | None = None) -> None:
+        self.mqtt = MqttLink(settings, evses, mapping)
         self.mqtt.listen(self._heard)
         self._callbacks: list[Callable[[ChargerEvent], None]] = []
         self.connected = self.mqtt.connected

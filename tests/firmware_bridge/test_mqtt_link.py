@@ -268,3 +268,50 @@ def test_the_shipped_json_schemas_are_the_models() -> None:
     for name in contract.ALL:
         shipped = (folder / f"{name}.json").read_text(encoding="utf-8")
         assert shipped == contract.schema(name), f"{name}.json is stale: run python -m firmware_bridge.contract"
+
+
+async def test_the_same_paid_session_with_the_everest_mapping(tmp_path: Path, broker: Broker) -> None:
+    from tests.firmware_bridge.everest_sim import EverestSimulator
+
+    port = PtyPort()
+    sim = SimTerminal(SimConfig(password="123456", card_wait_s=0.05))
+    serving = asyncio.create_task(sim.serve(port, serial=True))
+    text = CONFIG.format(db=tmp_path / "e.sqlite3", pty=port.slave_path, broker=broker.url, strategy="fixed")
+    text = text.replace('mode = "mqtt"\n', 'mode = "mqtt"\nmapping = "everest"\n')
+    text = text.replace(
+        'id = "E1"\nterminal = "t1"\n', 'id = "E1"\nterminal = "t1"\neverest_module = "evse_manager_1"\n'
+    )
+    text = text.replace('id = "E2"\nterminal = "t1"\n', 'id = "E2"\nterminal = "t1"\neverest_module = "evse_manager_2"\n'
+                        "connector = 1\n")  # fmt: skip
+    daemon = Daemon(parse_settings(text, "<everest>"))
+    task = asyncio.create_task(daemon.run())
+    everest = EverestSimulator("127.0.0.1", broker.port, "evse_manager_1")
+    stopping = asyncio.Event()
+    everest_task = asyncio.create_task(everest.run(stopping))
+    try:
+        async with asyncio.timeout(15):
+            await daemon.ready.wait()
+            await everest.ready.wait()
+            assert isinstance(daemon.charger, MqttChargerLink)
+            await daemon.charger.connected.wait()
+        await everest.plug_in()
+        async with asyncio.timeout(20):
+            while True:
+                rows = daemon.store.sessions()
+                if rows and rows[0]["final"]:
+                    break
+                await asyncio.sleep(0.05)
+        (row,) = rows
+        assert row["state"] == "completed", row["data"]["notes"]
+        assert row["data"]["billed_energy_wh"] == 6_000 and row["data"]["captured_minor"] == 357  # 6 kWh * 0.50 * 1.19
+        (token,) = everest.tokens
+        assert token["id_token"]["value"] == f"EVP-{row['id']}"[:36] and token["connectors"] == [1]
+        assert everest.checks >= 1  # EVerest's communication check is fed
+    finally:
+        stopping.set()
+        await asyncio.gather(everest_task, return_exceptions=True)
+        daemon.request_stop("test over")
+        await task
+        serving.cancel()
+        await asyncio.gather(serving, return_exceptions=True)
+        await port.close()
