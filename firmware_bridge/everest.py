@@ -128,6 +128,9 @@ class EverestMapping:
             (f"{BASE}/auth_consumer/{self.auth_consumer}/m2e/withdraw_authorization", json.dumps(withdraw).encode()),
         ]
 
+    def display(self, evse: str, lines: list[str]) -> list[Publish]:  # noqa: ARG002 - not in the mapped interfaces
+        return []  # display_message_API is not mapped: the price shows on EVerest's own screen
+
     def keepalive(self) -> list[Publish]:
         return [(f"{BASE}/auth_token_provider/{self.token_provider}/m2e/communication_check", b"true")]
 

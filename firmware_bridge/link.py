@@ -77,6 +77,7 @@ class Mapping(Protocol):
     def decode(self, topic: str, payload: bytes) -> tuple[str, m.InboundMessage] | None: ...
     def authorize(self, evse: str, session_id: str, max_cost_minor: int, currency: str) -> list[Publish]: ...
     def stop(self, evse: str, session_id: str, reason: str) -> list[Publish]: ...
+    def display(self, evse: str, lines: list[str]) -> list[Publish]: ...
     def keepalive(self) -> list[Publish]: ...
 
 
@@ -104,6 +105,10 @@ class ContractMapping:
     def stop(self, evse: str, session_id: str, reason: str) -> list[Publish]:
         message = m.Stop(id=uuid.uuid4().hex, session_id=session_id, reason=reason[:100])
         return [(m.topic(self.prefix, evse, "stop"), message.model_dump_json().encode())]
+
+    def display(self, evse: str, lines: list[str]) -> list[Publish]:
+        message = m.Display(id=uuid.uuid4().hex, lines=[line[:64] for line in lines[:8]])
+        return [(m.topic(self.prefix, evse, "display"), message.model_dump_json().encode())]
 
     def keepalive(self) -> list[Publish]:
         return []
@@ -139,6 +144,10 @@ class MqttLink:
 
     async def stop(self, evse: str, session_id: str, reason: str) -> None:
         for topic, payload in self.mapping.stop(evse, session_id, reason):
+            await self._publish(topic, payload)
+
+    async def display(self, evse: str, lines: list[str]) -> None:
+        for topic, payload in self.mapping.display(evse, lines):
             await self._publish(topic, payload)
 
     # ---- the worker ----------------------------------------------------------------------

@@ -229,6 +229,10 @@ class EvseSettings(_Model):
     connector: Annotated[int, Field(ge=1, le=16)] = 1  # mapping "everest": the connector the token is for
 
 
+StartPath = Literal["plug", "kiosk"]
+START_PATHS: tuple[StartPath, ...] = ("plug", "kiosk")
+
+
 class ChargerSettings(_Model):
     enabled: bool = False
     # mqtt: the charger firmware over MQTT (firmware_bridge, not built yet); ocpi: the CPO runs the
@@ -243,6 +247,9 @@ class ChargerSettings(_Model):
     # mqtt: "evpay" speaks our topic contract (firmware_bridge/README.md); "everest" is an external
     # module of EVerest's MQTT API (firmware_bridge/everest.py), with these module ids.
     mapping: Literal["evpay", "everest"] = "evpay"
+    # How sessions may start at this site: "plug" (the charger asks when an EV is plugged in or the
+    # driver picks the EVSE on its screen) and "kiosk" (POST /evses/{evse}/pay on the local API).
+    start_paths: list[StartPath] = Field(default_factory=lambda: list(START_PATHS), min_length=1)
     everest_token_provider: str = "evpay_token_provider"  # noqa: S105 - a module id, not a secret
     everest_auth_consumer: str = "evpay_auth_consumer"
     evses: list[EvseSettings] = []

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from gateway.errors import UpstreamError, UpstreamUnreachable
@@ -113,6 +113,9 @@ class OcpiChargerLink:
             if found is not None:
                 self._cpo_sessions[session_id] = found
         return found
+
+    async def display(self, evse: str, lines: Sequence[str]) -> None:
+        """The CPO runs the charger and its screen: nothing to show from here."""
 
     async def stop(self, evse: str, session_id: str, reason: str) -> None:  # noqa: ARG002 - the ChargerLink shape
         cpo_session = self.cpo_session(session_id)

@@ -10,7 +10,7 @@ it in ``authorize``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal, Protocol
@@ -38,3 +38,7 @@ class ChargerLink(Protocol):
     def subscribe(self, callback: Callable[[ChargerEvent], None]) -> None: ...
     async def authorize(self, evse: str, session_id: str, max_cost_minor: int, currency: str) -> None: ...
     async def stop(self, evse: str, session_id: str, reason: str) -> None: ...
+    async def display(self, evse: str, lines: Sequence[str]) -> None:
+        """Text for the charger's screen (the price, before charging starts); a link without a
+        screen of its own ignores it."""
+        ...

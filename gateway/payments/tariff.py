@@ -301,3 +301,24 @@ def _element(e: Mapping[str, Any]) -> TariffElement:
         day_of_week=frozenset(r.get("day_of_week") or ()),
     )  # fmt: skip
     return TariffElement(comps, restrictions)
+
+
+def describe(tariff: Tariff, limit: int = 6) -> list[str]:
+    """The tariff in a few short lines for the charger's screen (the price is shown before
+    charging starts): each component once, gross (VAT included), with its restriction."""
+    units = {Dimension.ENERGY: "/kWh", Dimension.TIME: "/h charging", Dimension.PARKING_TIME: "/h parking",
+             Dimension.FLAT: " start fee"}  # fmt: skip
+    lines: list[str] = []
+    for element in tariff.elements:
+        for c in element.components:
+            gross = (c.price * (1 + (c.vat or Decimal(0)) / 100)).quantize(Decimal("0.01"))
+            r = element.restrictions
+            when = ""
+            if r.start_time is not None and r.end_time is not None:
+                when = f" {r.start_time:%H:%M}-{r.end_time:%H:%M}"
+            elif r.min_duration is not None:
+                when = f" after {r.min_duration // 60} min"
+            line = f"{gross} {tariff.currency}{units[c.type]}{when}"[:64]
+            if line not in lines:
+                lines.append(line)
+    return lines[:limit]

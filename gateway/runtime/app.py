@@ -200,6 +200,8 @@ class Daemon:
         """The kiosk's request: stored as a session before 202, or refused at once with why."""
         if self.engine is None:
             return PayAnswer(409, "no payment engine runs on this site")
+        if "kiosk" not in self.settings.charger.start_paths:
+            return PayAnswer(403, "sessions do not start from the kiosk at this site ([charger] start_paths)")
         upstream = self.upstream_state()
         if self.settings.charger.mode == "ocpi" and upstream is not None and not upstream[0]:
             return PayAnswer(503, f"upstream: not registered — {upstream[1]}")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from gateway.payments.charger import ChargerEvent, ChargerLink
@@ -40,6 +40,7 @@ class _Evse:
 class SimulatedCharger:
     def __init__(self, evses: list[str]) -> None:
         self._evses = {e: _Evse() for e in evses}
+        self.displayed: dict[str, list[str]] = {}  # what each EVSE's screen shows
         self._callbacks: list[Callable[[ChargerEvent], None]] = []
         self.authorized: list[tuple[str, str, int]] = []
 
@@ -65,6 +66,9 @@ class SimulatedCharger:
                                                   "currency": currency})  # fmt: skip
         if not state.plan.never_start:
             state.task = asyncio.create_task(self._charge(evse, state), name=f"charge:{evse}")
+
+    async def display(self, evse: str, lines: Sequence[str]) -> None:
+        self.displayed[evse] = list(lines)
 
     async def stop(self, evse: str, session_id: str, reason: str) -> None:
         state = self._evses[evse]

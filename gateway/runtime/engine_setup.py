@@ -118,4 +118,6 @@ def build_engine(
     terminal_currency = {t.id: t.currency or settings.site.currency for t in settings.terminals}
     routes = {e.id: EngineWorker.route(e.terminal, terminal_currency[e.terminal]) for e in settings.charger.evses}
     devices = {t.id: t.device for t in settings.terminals}
-    return EngineWorker(host, terminals, link, routes, devices, settings.site.id), terminals, link
+    worker = EngineWorker(host, terminals, link, routes, devices, settings.site.id,
+                          plug_starts="plug" in settings.charger.start_paths)  # fmt: skip
+    return worker, terminals, link

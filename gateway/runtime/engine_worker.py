@@ -27,6 +27,7 @@ from gateway.payments.charger import ChargerEvent, ChargerLink
 from gateway.payments.events import Operation
 from gateway.payments.preauth import Target
 from gateway.payments.session import Session
+from gateway.payments.tariff import describe
 from gateway.runtime.engine_host import EngineHost, Handled
 
 _LOGGER = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ class EngineWorker:
     routes: Mapping[str, _Route]  # evse -> terminal and currency
     devices: Mapping[str, str] = field(default_factory=dict)  # terminal -> device URL, for the records
     site: str = "site"
+    plug_starts: bool = True  # the charger may ask for payment ([charger] start_paths "plug")
     name: str = "engine"
     _queue: asyncio.Queue[e.Event] = field(default_factory=asyncio.Queue)
     _timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
@@ -102,10 +104,17 @@ class EngineWorker:
             return PayAnswer(503, f"terminal {route.terminal} unavailable: {why}")
         handled = self._process(e.CardPresented(sid, "card", evse, route.terminal, route.currency, target))
         state = handled.session.state.value if handled and handled.session else "?"
+        tariff = self.host.policy.tariff(evse)
+        if tariff is not None and handled.session is not None:  # the price, before charging starts
+            hold = Money(handled.session.hold_minor, route.currency)
+            self._spawn(self.charger.display(evse, [*describe(tariff), f"Hold {hold}"]), f"{sid}:display")
         return PayAnswer(202, "payment requested", sid, state)
 
     def on_charger_event(self, ev: ChargerEvent) -> None:
         if ev.kind == "payment_requested":
+            if not self.plug_starts:
+                _LOGGER.warning("engine.payment_refused", extra={"evse": ev.evse, "reason": "plug starts disabled"})
+                return
             target = None
             route = self.routes.get(ev.evse)
             if ev.target_kwh is not None:

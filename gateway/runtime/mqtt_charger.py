@@ -5,7 +5,7 @@ engine's charger events; the link itself is a supervised worker."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from firmware_bridge import contract as m
 from firmware_bridge.link import BrokerSettings, Mapping, MqttLink
@@ -33,6 +33,9 @@ class MqttChargerLink:
 
     async def stop(self, evse: str, session_id: str, reason: str) -> None:
         await self.mqtt.stop(evse, session_id, reason)
+
+    async def display(self, evse: str, lines: Sequence[str]) -> None:
+        await self.mqtt.display(evse, list(lines))
 
     async def run(self, stopping: asyncio.Event) -> None:
         await self.mqtt.run(stopping)

@@ -315,3 +315,24 @@ async def test_the_same_paid_session_with_the_everest_mapping(tmp_path: Path, br
         serving.cancel()
         await asyncio.gather(serving, return_exceptions=True)
         await port.close()
+
+
+async def test_the_price_is_shown_on_the_chargers_screen_before_charging(site_factory: Any, broker: Broker) -> None:
+    import aiomqtt
+
+    site = await site_factory()
+    shown: list[dict[str, Any]] = []
+
+    async def watch() -> None:
+        async with aiomqtt.Client("127.0.0.1", broker.port) as client:
+            await client.subscribe("evpay/v1/evse/E2/display", qos=1)
+            async for message in client.messages:
+                shown.append(json.loads(message.payload))  # type: ignore[arg-type]
+                return
+
+    watcher = asyncio.create_task(watch())
+    await asyncio.sleep(0.3)
+    await site.charger.plug("E2")
+    async with asyncio.timeout(10):
+        await watcher
+    assert shown[0]["lines"] == ["0.60 EUR/kWh", "Hold 50.00 EUR"]  # 0.50 + 19 % VAT

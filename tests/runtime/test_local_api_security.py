@@ -155,3 +155,33 @@ async def test_the_kiosk_body_is_validated_and_carries_the_target(site: Site) ->
     assert site.daemon.store.sessions() == []
     status, answer = await post(site.url, kiosk(), {"target": {"kwh": "20"}})
     assert status == 202
+
+
+async def test_start_paths_are_per_site(tmp_path: Path) -> None:
+    """A site whose sessions start only at the charger refuses the kiosk, and the other way round."""
+    from gateway.payments.charger import ChargerEvent
+
+    port = PtyPort()
+    sim = SimTerminal(SimConfig(password="123456", card_wait_s=0.05))
+    serving = asyncio.create_task(sim.serve(port, serial=True))
+    for paths, kiosk_status in ((["plug"], 403), (["kiosk"], 202)):
+        text = CONFIG.format(db=tmp_path / f"{paths[0]}.sqlite3", device=f"serial://{port.slave_path}",
+                             token_hash=hashlib.sha256(KIOSK_TOKEN.encode()).hexdigest())  # fmt: skip
+        text = text.replace('mode = "simulated"\n', f'mode = "simulated"\nstart_paths = {paths}\n'.replace("'", '"'))
+        daemon = Daemon(parse_settings(text, "<paths>"), charger=SimulatedCharger(["E1"]))
+        task = asyncio.create_task(daemon.run())
+        try:
+            async with asyncio.timeout(10):
+                await daemon.ready.wait()
+            assert daemon.engine is not None
+            daemon.engine.on_charger_event(ChargerEvent("payment_requested", "E1"))  # the charger asks
+            plug_sessions = len(daemon.store.sessions())
+            status, _ = await post(f"http://127.0.0.1:{daemon.api.bound_port}/evses/E1/pay", kiosk(), {})
+            assert status == kiosk_status
+            assert plug_sessions == (1 if "plug" in paths else 0)
+        finally:
+            daemon.request_stop("test over")
+            await task
+    serving.cancel()
+    await asyncio.gather(serving, return_exceptions=True)
+    await port.close()
