@@ -27,6 +27,7 @@ class Plan:
     interval_s: float = 0.05
     meter_start_wh: int = 100_000
     fault_after_wh: int | None = None
+    never_start: bool = False  # the EV never draws: the charger ignores the authorization
 
 
 @dataclass(slots=True)
@@ -104,8 +105,12 @@ class ChargerSimulator:
             else:
                 return
 
-    async def plug(self, evse: str, target_kwh: str | None = None, message_id: str | None = None) -> str:
+    async def plug(
+        self, evse: str, target_kwh: str | None = None, message_id: str | None = None, plan: Plan | None = None
+    ) -> str:
         """The EV is plugged in: ask the gateway for payment. Returns the message id."""
+        if plan is not None:
+            self.evses[evse].plan = plan
         message_id = message_id or uuid.uuid4().hex
         payload: dict[str, object] = {"v": 1, "id": message_id}
         if target_kwh is not None:
@@ -128,6 +133,8 @@ class ChargerSimulator:
             state = self.evses[evse]
             if name == "authorize":
                 state.authorized.append(data)
+                if state.plan.never_start:
+                    continue
                 if state.charging is None or state.charging.done():
                     state.stop.clear()
                     state.charging = asyncio.create_task(self._charge(evse, state, str(data["session_id"])))

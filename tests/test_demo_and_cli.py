@@ -26,6 +26,7 @@ def test_demo_runs_the_site_end_to_end() -> None:
     assert "received 2 Financial Advice Confirmation(s)" in out and "9.82 + 1.87 tax EUR" in out
     assert "outbox 0 pending, 0 dead" in out
     assert "journal hash chain intact: True" in out and "daemon stopped cleanly (exit 0)" in out
+    assert "charger simulator on mosquitto mqtt://127.0.0.1:" in out  # the README's first command installs it
 
 
 def test_sessions_cli_lists_and_shows(tmp_path: Path) -> None:

@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import socket
+import subprocess
 import tempfile
 from importlib import resources
 from pathlib import Path
@@ -25,19 +27,48 @@ from pydantic import SecretStr
 from drivers.money import Money
 from drivers.sim.ports import PtyPort
 from drivers.sim.terminal import SimConfig, SimTerminal
+from firmware_bridge.link import BrokerSettings
+from firmware_bridge.sim import ChargerSimulator, Plan
 from gateway.errors import GatewayError
 from gateway.ocpi.cpo_sim import CpoSimulator
 from gateway.runtime import logs
 from gateway.runtime.app import Daemon
 from gateway.runtime.charger import EvsePlan, SimulatedCharger
+from gateway.runtime.mqtt_charger import MqttChargerLink
 from gateway.settings import SecretRef, Settings, UpstreamSettings, parse_settings
 
-SCENARIOS: list[tuple[str, str, EvsePlan]] = [
-    ("a driver charges 18 kWh and leaves", "approve", EvsePlan(energy_wh=18_000, step_wh=1_500)),
-    ("a card is declined", "decline", EvsePlan()),
-    ("the charger faults at 6 kWh", "approve", EvsePlan(energy_wh=20_000, step_wh=1_000, fault_after_wh=6_000)),
-    ("the EV never starts charging", "approve", EvsePlan(never_start=True)),
-]
+SCENARIOS: list[tuple[str, str, Plan]] = [
+    ("a driver charges 18 kWh and leaves", "approve", Plan(energy_wh=18_000, step_wh=1_500, interval_s=0.02)),
+    ("a card is declined", "decline", Plan(interval_s=0.02)),
+    ("the charger faults at 6 kWh", "approve", Plan(energy_wh=20_000, step_wh=1_000, interval_s=0.02,
+                                                    fault_after_wh=6_000)),
+    ("the EV never starts charging", "approve", Plan(never_start=True)),
+]  # fmt: skip
+MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+
+
+class _Broker:
+    """The demo's own mosquitto on a free port (the README's first command installs it)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        (workdir / "mosquitto.conf").write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n",
+                                                encoding="utf-8")  # fmt: skip
+        assert MOSQUITTO is not None  # noqa: S101 - checked by the caller
+        self.process = subprocess.Popen([MOSQUITTO, "-c", str(workdir / "mosquitto.conf")],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+
+    async def ready(self) -> None:
+        async with asyncio.timeout(10):
+            while True:
+                with socket.socket() as probe:
+                    if probe.connect_ex(("127.0.0.1", self.port)) == 0:
+                        return
+                await asyncio.sleep(0.05)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -52,7 +83,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def demo_settings(workdir: Path, device: str, cpo: CpoSimulator) -> Settings:
+def demo_settings(workdir: Path, device: str, cpo: CpoSimulator, broker: str | None = None) -> Settings:
     text = resources.files("gateway.demo").joinpath("demo.toml").read_text(encoding="utf-8")
     settings = parse_settings(text, "<embedded demo.toml>")
     storage = settings.storage.model_copy(update={"path": workdir / "evpay.sqlite3"})
@@ -65,7 +96,10 @@ def demo_settings(workdir: Path, device: str, cpo: CpoSimulator) -> Settings:
         key=SecretRef(value=SecretStr(Fernet.generate_key().decode("ascii"))), business_name="EVPay Edge demo",
         listen=f"127.0.0.1:{ocpi_port}", public_url=f"http://127.0.0.1:{ocpi_port}/ocpi/versions",
     )  # fmt: skip
-    return settings.model_copy(update={"storage": storage, "api": api, "terminals": [terminal], "upstream": upstream})
+    update: dict[str, Any] = {"storage": storage, "api": api, "terminals": [terminal], "upstream": upstream}
+    if broker is not None:  # the charger firmware over a real broker, as on a site
+        update["charger"] = settings.charger.model_copy(update={"mode": "mqtt", "broker": broker})
+    return settings.model_copy(update=update)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -81,28 +115,53 @@ async def _run(workdir: Path) -> int:
     terminal_task = asyncio.create_task(sim.serve(port, serial=True))
     cpo = CpoSimulator()
     await cpo.start()
-    settings = demo_settings(workdir, f"serial://{port.slave_path}", cpo)
-    daemon = Daemon(settings)
-    print(f"demo: site {settings.site.id}; terminal simulator on {port.slave_path}; embedded CPO at {cpo.base}")
-    print(f"demo: database {settings.storage.path}")
-    task = asyncio.create_task(daemon.run())
+    broker = _Broker(workdir) if MOSQUITTO else None
+    stopping = asyncio.Event()
+    charger_task = None
     try:
-        async with asyncio.timeout(15):
-            await daemon.ready.wait()
-        charger = daemon.charger
-        if not isinstance(charger, SimulatedCharger) or daemon.engine is None:
-            raise GatewayError("the demo config must enable the simulated charger")
+        if broker is not None:
+            await broker.ready()
+        url = f"mqtt://127.0.0.1:{broker.port}" if broker else None
+        settings = demo_settings(workdir, f"serial://{port.slave_path}", cpo, url)
+        daemon = Daemon(settings)
         evse = settings.charger.evses[0].id
-        for title, outcome, plan in SCENARIOS:
-            sim.config.outcomes.append(outcome)
-            before = {r["id"] for r in daemon.store.sessions(limit=100)}
-            charger.plug_in(evse, plan)
-            row = await _finished(daemon, before)
-            _print_session(title, row)
-        await _print_daemon(daemon, settings, cpo)
+        mqtt_charger = ChargerSimulator(BrokerSettings(url=url), [evse]) if url else None
+        if mqtt_charger is not None:
+            charger_task = asyncio.create_task(mqtt_charger.run(stopping))
+        where = f"charger simulator on mosquitto {url}" if url else "in-process charger (mosquitto not installed)"
+        print(f"demo: site {settings.site.id}; terminal simulator on {port.slave_path}; {where}; "
+              f"embedded CPO at {cpo.base}")  # fmt: skip
+        print(f"demo: database {settings.storage.path}")
+        task = asyncio.create_task(daemon.run())
+        try:
+            async with asyncio.timeout(15):
+                await daemon.ready.wait()
+                if mqtt_charger is not None:
+                    await mqtt_charger.ready.wait()
+                    assert isinstance(daemon.charger, MqttChargerLink)  # noqa: S101 - the demo's own config
+                    await daemon.charger.connected.wait()
+            if daemon.engine is None:
+                raise GatewayError("the demo config must enable the charger link")
+            for title, outcome, plan in SCENARIOS:
+                sim.config.outcomes.append(outcome)
+                before = {r["id"] for r in daemon.store.sessions(limit=100)}
+                if mqtt_charger is not None:
+                    await mqtt_charger.plug(evse, plan=plan)
+                elif isinstance(daemon.charger, SimulatedCharger):
+                    daemon.charger.plug_in(evse, EvsePlan(plan.energy_wh, plan.step_wh, never_start=plan.never_start,
+                                                          fault_after_wh=plan.fault_after_wh))  # fmt: skip
+                row = await _finished(daemon, before)
+                _print_session(title, row)
+            await _print_daemon(daemon, settings, cpo)
+        finally:
+            daemon.request_stop("demo finished")
+            code = await task
     finally:
-        daemon.request_stop("demo finished")
-        code = await task
+        stopping.set()
+        if charger_task is not None:
+            await asyncio.gather(charger_task, return_exceptions=True)
+        if broker is not None:
+            broker.stop()
         terminal_task.cancel()
         await asyncio.gather(terminal_task, return_exceptions=True)
         await port.close()
