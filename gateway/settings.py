@@ -229,7 +229,7 @@ class EvseSettings(_Model):
     connector: Annotated[int, Field(ge=1, le=16)] = 1  # mapping "everest": the connector the token is for
 
 
-StartPath = Literal["plug", "kiosk"]
+StartPath = Literal["plug", "kiosk", "card"]
 START_PATHS: tuple[StartPath, ...] = ("plug", "kiosk")
 
 
@@ -248,7 +248,8 @@ class ChargerSettings(_Model):
     # module of EVerest's MQTT API (firmware_bridge/everest.py), with these module ids.
     mapping: Literal["evpay", "everest"] = "evpay"
     # How sessions may start at this site: "plug" (the charger asks when an EV is plugged in or the
-    # driver picks the EVSE on its screen) and "kiosk" (POST /evses/{evse}/pay on the local API).
+    # driver picks the EVSE on its screen), "kiosk" (POST /evses/{evse}/pay on the local API) and
+    # "card" (a card tapped at the terminal first: its read-card loop, ZVT 06 C0).
     start_paths: list[StartPath] = Field(default_factory=lambda: list(START_PATHS), min_length=1)
     everest_token_provider: str = "evpay_token_provider"  # noqa: S105 - a module id, not a secret
     everest_auth_consumer: str = "evpay_auth_consumer"

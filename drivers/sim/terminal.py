@@ -68,6 +68,7 @@ class SimConfig:
     noise: int = 0
     state_path: Path | None = None
     echo: Literal["booked", "reversed"] = "booked"
+    tap_required: bool = False  # read-card (06 C0) waits for tap() instead of presenting a card by itself
     extensions: Literal["none", "new_receipt", "same_receipt"] = "none"
 
 
@@ -85,6 +86,7 @@ class SimState:
     displayed: list[str] = field(default_factory=list)
     printed: list[str] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)
+    taps: int = 0  # cards presented for the next read-card (tap_required)
 
 
 class _Silenced(Exception):
@@ -117,6 +119,10 @@ class SimTerminal:
             "transactions": {str(k): asdict(v) for k, v in self.state.transactions.items()},
         }
         self.config.state_path.write_text(json.dumps(raw), encoding="utf-8")
+
+    def tap(self) -> None:
+        """A driver presents a card for the next read-card (06 C0)."""
+        self.state.taps += 1
 
     def open_preauths(self) -> list[int]:
         return [t.receipt for t in self.state.transactions.values() if t.kind == "preauth" and t.state == "open"]
@@ -461,6 +467,9 @@ class _Session:
         await self.send_expect_ack(m.completion())
 
     async def read_card(self, _cmd: m.Message) -> None:
+        if self.sim.config.tap_required:
+            await self._read_tapped_card()
+            return
         outcome = self._next_outcome()
         await self.send(m.ack())
         if not await self._wait_card() or outcome in ("timeout", "card_removed"):
@@ -469,6 +478,23 @@ class _Session:
         app = Tlv(0x60, children=(Tlv(0x43, bytes.fromhex("A0000000041010")),))
         await self.send_expect_ack(m.status_information(
             [Bmp(0x27, b"\x00"), m.pan_bmp(_CARD_PAN), Bmp(0x06, encode_tlv([app]))]))  # fmt: skip
+
+    async def _read_tapped_card(self) -> None:
+        """Wait (up to a minute) for a tap, or the ECR's abort (06 B0)."""
+        await self.send(m.ack())
+        for _ in range(1200):
+            incoming = await self.receive(0.05)
+            if incoming is not None and incoming.command == Command.ABORT:
+                await self.send(m.ack())
+                await self.send_expect_ack(m.abort_pt(0x6C))
+                return
+            if self.sim.state.taps:
+                self.sim.state.taps -= 1
+                app = Tlv(0x60, children=(Tlv(0x43, bytes.fromhex("A0000000041010")),))
+                await self.send_expect_ack(m.status_information(
+                    [Bmp(0x27, b"\x00"), m.pan_bmp(_CARD_PAN), Bmp(0x06, encode_tlv([app]))]))  # fmt: skip
+                return
+        await self.send_expect_ack(m.abort_pt(0x6C))
 
     async def repeat_receipt(self, _cmd: m.Message) -> None:
         await self.send(m.ack())

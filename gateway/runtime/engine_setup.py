@@ -119,5 +119,6 @@ def build_engine(
     routes = {e.id: EngineWorker.route(e.terminal, terminal_currency[e.terminal]) for e in settings.charger.evses}
     devices = {t.id: t.device for t in settings.terminals}
     worker = EngineWorker(host, terminals, link, routes, devices, settings.site.id,
-                          plug_starts="plug" in settings.charger.start_paths)  # fmt: skip
+                          plug_starts="plug" in settings.charger.start_paths,
+                          card_starts="card" in settings.charger.start_paths)  # fmt: skip
     return worker, terminals, link

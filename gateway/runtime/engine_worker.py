@@ -14,7 +14,7 @@ import contextlib
 import hashlib
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 
 from drivers.base import Outcome, PaymentTerminal, TerminalResult
@@ -32,6 +32,13 @@ from gateway.runtime.engine_host import EngineHost, Handled
 
 _LOGGER = logging.getLogger(__name__)
 SWEEP_EVERY_S = 600.0
+CARD_WAIT_S = 30  # one read-card exchange; the loop starts the next at once
+CARD_ARMED_S = 60.0
+
+
+def _background(task: asyncio.Task[None]) -> bool:
+    """The sweeper and the read-card loops: they run for as long as the worker does."""
+    return task.get_name() == "sweeper" or task.get_name().startswith("cards:")
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +66,10 @@ class EngineWorker:
     devices: Mapping[str, str] = field(default_factory=dict)  # terminal -> device URL, for the records
     site: str = "site"
     plug_starts: bool = True  # the charger may ask for payment ([charger] start_paths "plug")
+    card_starts: bool = False  # a card tapped at the terminal starts a session ([charger] start_paths "card")
+    _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    _reading: set[str] = field(default_factory=set)
+    _armed: dict[str, float] = field(default_factory=dict)  # terminal -> until when a tapped card waits for an EVSE
     name: str = "engine"
     _queue: asyncio.Queue[e.Event] = field(default_factory=asyncio.Queue)
     _timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
@@ -112,7 +123,7 @@ class EngineWorker:
 
     def on_charger_event(self, ev: ChargerEvent) -> None:
         if ev.kind == "payment_requested":
-            if not self.plug_starts:
+            if not self.plug_starts and not self._arm_taken(ev.evse):
                 _LOGGER.warning("engine.payment_refused", extra={"evse": ev.evse, "reason": "plug starts disabled"})
                 return
             target = None
@@ -172,6 +183,9 @@ class EngineWorker:
             self.submit(e.Resumed(session.id, f"resume:{self._boot}"))
             self._arm(session)
         self._spawn(self._sweeper(stopping), "sweeper")
+        if self.card_starts:
+            for name in self.terminals:
+                self._spawn(self._card_loop(name, stopping), f"cards:{name}")
         getter: asyncio.Task[e.Event] | None = None
         stop_wait = asyncio.create_task(stopping.wait())
         failed_wait = asyncio.create_task(self._failed.wait())
@@ -194,16 +208,16 @@ class EngineWorker:
             await self._park()
 
     def _tasks_busy(self) -> bool:
-        return any(t.get_name() != "sweeper" for t in self._tasks)
+        return any(not _background(t) for t in self._tasks)
 
     async def _park(self) -> None:
         """On stop: terminal operations in flight finish (their results are stored); the
         rest stays stored and resumes at the next start."""
         for handle in self._timers.values():
             handle.cancel()
-        pending = [t for t in self._tasks if t.get_name() != "sweeper"]
+        pending = [t for t in self._tasks if not _background(t)]
         for task in self._tasks:
-            if task.get_name() == "sweeper":
+            if _background(task):
                 task.cancel()
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
@@ -269,7 +283,7 @@ class EngineWorker:
                 _LOGGER.error("engine.unknown_terminal", extra={"terminal": cmd.terminal, "session": cmd.session_id})
                 result = TerminalResult("-", Outcome.ERROR, f"terminal {cmd.terminal!r} is not configured")
             else:
-                async with asyncio.timeout(self.command_timeout_s):  # every exchange has a deadline
+                async with asyncio.timeout(self.command_timeout_s), self._claim(cmd.terminal):  # with a deadline
                     result = await self._run(terminal, cmd, attempt)
         except StoreError:
             raise
@@ -282,7 +296,8 @@ class EngineWorker:
         if isinstance(cmd, c.QueryOpenPreauths):
             last = None
             if result.approved and terminal is not None:
-                last = await self._last_result(terminal)
+                async with self._claim(cmd.terminal):
+                    last = await self._last_result(terminal)
             self.submit(e.OpenPreauthsReported(cmd.session_id, f"{cmd.key}:{attempt}", result.open_receipts,
                                                failed=not result.approved, last=last))  # fmt: skip
         elif not isinstance(cmd, c.ShowReceipt):
@@ -344,12 +359,66 @@ class EngineWorker:
             for_receipt, result.trace_no,
         )  # fmt: skip
 
+    # ---- card-first starts: the terminal's read-card loop (ZVT 06 C0) ------------------------
+
+    @contextlib.asynccontextmanager
+    async def _claim(self, name: str) -> AsyncIterator[None]:
+        """One exchange at a time on a terminal: a read-card waiting for a driver is aborted
+        (06 B0) so that a money command never waits behind it."""
+        lock = self._locks.setdefault(name, asyncio.Lock())
+        terminal = self.terminals.get(name)
+        if name in self._reading and terminal is not None:
+            with contextlib.suppress(DriverError, OSError):
+                await terminal.abort()
+        async with lock:
+            yield
+
+    async def _card_loop(self, name: str, stopping: asyncio.Event) -> None:
+        """Card first: a driver taps a card, then the session starts at the terminal's EVSE — at
+        once when it has one free, else at the EVSE where a plug-in (or the driver's choice on
+        the charger's screen) follows within CARD_ARMED_S."""
+        terminal = self.terminals[name]
+        lock = self._locks.setdefault(name, asyncio.Lock())
+        while not stopping.is_set():
+            await asyncio.sleep(0.2)
+            if lock.locked() or not self.terminal_state.get(name, (False, ""))[0]:
+                continue
+            async with lock:
+                self._reading.add(name)
+                try:
+                    result = await terminal.read_card(CARD_WAIT_S)
+                except (DriverError, OSError) as exc:
+                    _LOGGER.warning("engine.read_card_failed", extra={"terminal": name, "error": str(exc)})
+                    continue
+                finally:
+                    self._reading.discard(name)
+            if result.approved and result.card is not None and result.card.is_payment_card:
+                self._card_read(name)
+
+    def _card_read(self, name: str) -> None:
+        evses = [evse for evse, route in self.routes.items() if route.terminal == name]
+        busy = {s.evse for s in self.host.open_sessions()}
+        free = [evse for evse in evses if evse not in busy]
+        if len(free) == 1:
+            answer = self.request_payment(free[0], f"card:{uuid.uuid4().hex}")
+            _LOGGER.info("engine.card_start", extra={"terminal": name, "evse": free[0], "status": answer.status})
+        elif free:
+            self._armed[name] = asyncio.get_running_loop().time() + CARD_ARMED_S
+            _LOGGER.info("engine.card_armed", extra={"terminal": name, "evses": ",".join(free)})
+
+    def _arm_taken(self, evse: str) -> bool:
+        """A plug-in (or an EVSE chosen on the charger) after a card tap at its terminal."""
+        route = self.routes.get(evse)
+        until = self._armed.pop(route.terminal, 0.0) if route else 0.0
+        return until > asyncio.get_running_loop().time()
+
     async def _sweeper(self, stopping: asyncio.Event) -> None:
         """Release holds no open session owns, at start and then every SWEEP_EVERY_S."""
         while not stopping.is_set():
             for name, terminal in self.terminals.items():
                 currency = next((r.currency for r in self.routes.values() if r.terminal == name), "EUR")
-                result = await terminal.open_preauthorizations()
+                async with self._claim(name):
+                    result = await terminal.open_preauthorizations()
                 if result.approved:
                     for cmd in self.host.sweep(name, result.open_receipts, currency, self._boot):
                         self._dispatch(cmd)
