@@ -13,6 +13,7 @@ and wrong types: a malformed message is logged with its topic and changes nothin
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Literal
 
@@ -90,6 +91,7 @@ class Authorize(_Message):
     authorization_reference: Id
     max_cost_minor: Annotated[int, Field(ge=0)]
     currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+    start_by: datetime | None = None  # charging must start before this (UTC), else the hold is released
 
 
 class Stop(_Message):

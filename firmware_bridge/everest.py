@@ -29,6 +29,7 @@ import hashlib
 import json
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from firmware_bridge import contract as m
@@ -109,7 +110,14 @@ class EverestMapping:
             self._sessions[evse] = token[4:]
         return self._sessions.get(evse)
 
-    def authorize(self, evse: str, session_id: str, max_cost_minor: int, currency: str) -> list[Publish]:  # noqa: ARG002 - EVerest takes no cap
+    def authorize(  # EVerest takes neither a cap nor a deadline here: the gateway stops and withdraws itself
+        self,
+        evse: str,
+        session_id: str,
+        max_cost_minor: int,  # noqa: ARG002
+        currency: str,  # noqa: ARG002
+        start_by: datetime | None,  # noqa: ARG002
+    ) -> list[Publish]:
         self._sessions[evse] = session_id
         token = {"id_token": {"value": reference(session_id), "type": "Local"}, "authorization_type": "BankCard",
                  "connectors": [self._evse(evse).connector], "prevalidated": True}  # fmt: skip

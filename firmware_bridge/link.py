@@ -26,6 +26,7 @@ import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -75,7 +76,9 @@ class Mapping(Protocol):
 
     def subscriptions(self) -> list[str]: ...
     def decode(self, topic: str, payload: bytes) -> tuple[str, m.InboundMessage] | None: ...
-    def authorize(self, evse: str, session_id: str, max_cost_minor: int, currency: str) -> list[Publish]: ...
+    def authorize(
+        self, evse: str, session_id: str, max_cost_minor: int, currency: str, start_by: datetime | None
+    ) -> list[Publish]: ...
     def stop(self, evse: str, session_id: str, reason: str) -> list[Publish]: ...
     def display(self, evse: str, lines: list[str]) -> list[Publish]: ...
     def keepalive(self) -> list[Publish]: ...
@@ -97,9 +100,11 @@ class ContractMapping:
         evse, name = parsed
         return evse, m.INBOUND[name].model_validate_json(payload)
 
-    def authorize(self, evse: str, session_id: str, max_cost_minor: int, currency: str) -> list[Publish]:
+    def authorize(
+        self, evse: str, session_id: str, max_cost_minor: int, currency: str, start_by: datetime | None
+    ) -> list[Publish]:
         message = m.Authorize(id=uuid.uuid4().hex, session_id=session_id, authorization_reference=reference(session_id),
-                              max_cost_minor=max_cost_minor, currency=currency)  # fmt: skip
+                              max_cost_minor=max_cost_minor, currency=currency, start_by=start_by)  # fmt: skip
         return [(m.topic(self.prefix, evse, "authorize"), message.model_dump_json().encode())]
 
     def stop(self, evse: str, session_id: str, reason: str) -> list[Publish]:
@@ -138,8 +143,10 @@ class MqttLink:
         """Called with (evse, message) for every valid, first-seen charger message."""
         self._listeners.append(listener)
 
-    async def authorize(self, evse: str, session_id: str, max_cost_minor: int, currency: str) -> None:
-        for topic, payload in self.mapping.authorize(evse, session_id, max_cost_minor, currency):
+    async def authorize(
+        self, evse: str, session_id: str, max_cost_minor: int, currency: str, start_by: datetime | None = None
+    ) -> None:
+        for topic, payload in self.mapping.authorize(evse, session_id, max_cost_minor, currency, start_by):
             await self._publish(topic, payload)
 
     async def stop(self, evse: str, session_id: str, reason: str) -> None:

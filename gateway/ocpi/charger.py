@@ -67,7 +67,14 @@ class OcpiChargerLink:
         for callback in self._callbacks:
             callback(event)
 
-    async def authorize(self, evse: str, session_id: str, max_cost_minor: int, currency: str) -> None:
+    async def authorize(
+        self,
+        evse: str,
+        session_id: str,
+        max_cost_minor: int,
+        currency: str,
+        start_by: datetime | None = None,  # noqa: ARG002 - the CPO's start timeout
+    ) -> None:
         location = self.evse_locations.get(evse)
         if self.client is None:
             self._emit(ChargerEvent("faulted", evse, session_id, reason="not registered with the CPO yet"))

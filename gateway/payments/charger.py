@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Literal, Protocol
 
@@ -36,7 +37,9 @@ class ChargerEvent:
 
 class ChargerLink(Protocol):
     def subscribe(self, callback: Callable[[ChargerEvent], None]) -> None: ...
-    async def authorize(self, evse: str, session_id: str, max_cost_minor: int, currency: str) -> None: ...
+    async def authorize(
+        self, evse: str, session_id: str, max_cost_minor: int, currency: str, start_by: datetime | None = None
+    ) -> None: ...
     async def stop(self, evse: str, session_id: str, reason: str) -> None: ...
     async def display(self, evse: str, lines: Sequence[str]) -> None:
         """Text for the charger's screen (the price, before charging starts); a link without a

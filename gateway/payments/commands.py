@@ -4,6 +4,7 @@ decided it is stored. ``key`` is the idempotency key of the action."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 
@@ -68,6 +69,7 @@ class AuthorizeCharger:
     evse: str
     max_cost_minor: int
     currency: str
+    start_by: datetime | None = None  # the charge must start before this, or the hold is released
 
 
 @dataclass(frozen=True, slots=True)

@@ -360,8 +360,9 @@ def _preauth_result(s: Session, ev: e.TerminalResultArrived, now: datetime, poli
             s = _go(s, Trigger.APPROVED_LOW, notes=_note(s, f"partial approval {approved} below minimum"))
             return _settle_command(_targets(s, 0), now, policy)
         cap = max(0, approved - policy.safety_margin_minor)
-        s = _go(s, Trigger.APPROVED, timer=(TimerKind.START, now + policy.start_timeout))
-        return Transition(s, (c.AuthorizeCharger(f"{s.id}:authorize", s.id, s.evse, cap, s.currency),))
+        start_by = now + policy.start_timeout
+        s = _go(s, Trigger.APPROVED, timer=(TimerKind.START, start_by))
+        return Transition(s, (c.AuthorizeCharger(f"{s.id}:authorize", s.id, s.evse, cap, s.currency, start_by),))
     if ev.outcome is Outcome.UNKNOWN:
         return _query(_go(s, Trigger.LOST), now, policy)
     trigger = Trigger.DECLINED if ev.outcome in (Outcome.DECLINED, Outcome.ABORTED) else Trigger.REFUSED

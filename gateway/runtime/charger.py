@@ -8,6 +8,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from gateway.payments.charger import ChargerEvent, ChargerLink
 
@@ -58,7 +59,14 @@ class SimulatedCharger:
         state.stop_requested = ""
         self._emit(ChargerEvent("payment_requested", evse))
 
-    async def authorize(self, evse: str, session_id: str, max_cost_minor: int, currency: str) -> None:
+    async def authorize(
+        self,
+        evse: str,
+        session_id: str,
+        max_cost_minor: int,
+        currency: str,
+        start_by: datetime | None = None,  # noqa: ARG002 - the simulated EV starts at once
+    ) -> None:
         state = self._evses[evse]
         state.session_id = session_id
         self.authorized.append((evse, session_id, max_cost_minor))

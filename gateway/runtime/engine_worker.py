@@ -266,7 +266,8 @@ class EngineWorker:
 
     def _dispatch(self, cmd: c.Command) -> None:
         if isinstance(cmd, c.AuthorizeCharger):
-            self._spawn(self.charger.authorize(cmd.evse, cmd.session_id, cmd.max_cost_minor, cmd.currency), cmd.key)
+            authorize = self.charger.authorize(cmd.evse, cmd.session_id, cmd.max_cost_minor, cmd.currency, cmd.start_by)
+            self._spawn(authorize, cmd.key)
         elif isinstance(cmd, c.StopCharger):
             self._spawn(self.charger.stop(cmd.evse, cmd.session_id, cmd.reason), cmd.key)
         elif isinstance(cmd, c.TERMINAL_COMMANDS):

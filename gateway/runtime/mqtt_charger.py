@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from datetime import datetime
 
 from firmware_bridge import contract as m
 from firmware_bridge.link import BrokerSettings, Mapping, MqttLink
@@ -28,8 +29,10 @@ class MqttChargerLink:
     def subscribe(self, callback: Callable[[ChargerEvent], None]) -> None:
         self._callbacks.append(callback)
 
-    async def authorize(self, evse: str, session_id: str, max_cost_minor: int, currency: str) -> None:
-        await self.mqtt.authorize(evse, session_id, max_cost_minor, currency)
+    async def authorize(
+        self, evse: str, session_id: str, max_cost_minor: int, currency: str, start_by: datetime | None = None
+    ) -> None:
+        await self.mqtt.authorize(evse, session_id, max_cost_minor, currency, start_by)
 
     async def stop(self, evse: str, session_id: str, reason: str) -> None:
         await self.mqtt.stop(evse, session_id, reason)

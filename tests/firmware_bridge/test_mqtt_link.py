@@ -122,6 +122,7 @@ async def test_a_paid_session_over_mqtt(site_factory: Any) -> None:
     assert data["billed_energy_wh"] == 8_000 and data["captured_minor"] == 476  # 8 kWh * 0.50 + 19 %
     (authorize,) = site.charger.evses["E1"].authorized
     assert authorize["authorization_reference"] == f"EVP-{row['id']}"[:36] and authorize["max_cost_minor"] == 4950
+    assert authorize["start_by"].endswith("Z")  # the deadline for the charge to start (the start timeout)
     tx = site.sim.state.transactions[data["receipt_no"]]
     assert (tx.state, tx.booked) == ("booked", 476)
 
@@ -336,3 +337,20 @@ async def test_the_price_is_shown_on_the_chargers_screen_before_charging(site_fa
     async with asyncio.timeout(10):
         await watcher
     assert shown[0]["lines"] == ["0.60 EUR/kWh", "Hold 50.00 EUR"]  # 0.50 + 19 % VAT
+
+
+async def test_reordered_and_duplicated_meter_values_change_nothing(site_factory: Any) -> None:
+    """A late, older meter reading (MQTT reordering) and a redelivered one leave the bill as the
+    charger's own order of readings says."""
+    site = await site_factory(plan=Plan(energy_wh=4_000, step_wh=1_000, interval_s=0.3))
+    await site.charger.plug("E1")
+    async with asyncio.timeout(10):
+        while site.charger.evses["E1"].session_id == "" or site.charger.evses["E1"].meter_wh < 102_000:
+            await asyncio.sleep(0.05)
+    sid = site.charger.evses["E1"].session_id
+    stale = {"v": 1, "id": "stale-1", "session_id": sid, "seq": 99, "meter_wh": 100_500}  # older than the last
+    await site.charger.publish("E1", "meter", stale)
+    await site.charger.publish("E1", "meter", stale)  # and redelivered
+    (row,) = await site.final()
+    assert row["state"] == "completed" and row["data"]["billed_energy_wh"] == 4_000
+    assert row["data"]["captured_minor"] == 238  # 4 kWh * 0.50 + 19 %
