@@ -8,7 +8,16 @@ import sys
 from collections.abc import Sequence
 
 from gateway import __version__
-from gateway.cli import config_cmd, daemon_cmd, demo_cmd, outbox_cmd, sessions_cmd, simulate_cmd, terminal_cmd
+from gateway.cli import (
+    config_cmd,
+    daemon_cmd,
+    demo_cmd,
+    meter_cmd,
+    outbox_cmd,
+    sessions_cmd,
+    simulate_cmd,
+    terminal_cmd,
+)  # fmt: skip
 from gateway.errors import GatewayError
 
 EXIT_CODES = (
@@ -30,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--version", action="version", version=f"evpay {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (daemon_cmd, config_cmd, sessions_cmd, outbox_cmd, terminal_cmd, simulate_cmd, demo_cmd):
+    for module in (daemon_cmd, config_cmd, sessions_cmd, outbox_cmd, terminal_cmd, meter_cmd, simulate_cmd, demo_cmd):
         module.register(commands)
     return parser
 

@@ -1,0 +1,1 @@
+"""Fiscal data and signed meter values: what a receipt and an auditor need beyond the payment."""

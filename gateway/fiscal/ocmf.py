@@ -1,0 +1,210 @@
+"""Signed meter values in the Open Charge Metering Format: ``OCMF|{payload}|{signature}``.
+
+Sans-I/O: text in, a verdict out. The payload is kept byte-exact (the signature covers its
+bytes as the meter wrote them; it is never re-serialised) and the record is split by JSON
+structure, not by ``|``, so a text field that holds ``|`` cannot cut it in the wrong place.
+
+Why not ``pyocmf``: it splits the record at ``|`` (a ``|`` inside a field breaks it), and it
+accepts only DER public keys and DER signatures. Real meters also give keys as a bare curve
+point and signatures as raw ``r||s``. This module uses ``cryptography`` directly.
+
+Supported: ECDSA on secp256r1, secp256k1, brainpoolP256r1, secp384r1 and brainpoolP384r1,
+with SHA-256/384/512 as the signature algorithm (``SA``) names; keys as DER
+SubjectPublicKeyInfo or a bare point (uncompressed or compressed), in hex (spaces allowed) or
+base64; signatures (``SD``) as DER or raw r||s, hex or base64 (``SE``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+from gateway.errors import GatewayError
+
+CURVES: dict[str, ec.EllipticCurve] = {
+    "secp256r1": ec.SECP256R1(), "secp256k1": ec.SECP256K1(), "brainpoolP256r1": ec.BrainpoolP256R1(),
+    "secp384r1": ec.SECP384R1(), "brainpoolP384r1": ec.BrainpoolP384R1(),
+}  # fmt: skip
+HASHES: dict[str, type[hashes.HashAlgorithm]] = {"SHA256": hashes.SHA256, "SHA384": hashes.SHA384,
+                                                 "SHA512": hashes.SHA512}  # fmt: skip
+DEFAULT_SA = "ECDSA-secp256r1-SHA256"
+MAX_RECORD = 64 * 1024
+
+
+class OcmfError(GatewayError):
+    """The record cannot be read (not a verdict on its signature)."""
+
+    code = "ocmf_unreadable"
+    exit_code = 2
+
+
+@dataclass(frozen=True, slots=True)
+class MeterReading:
+    at: str  # TM as the meter wrote it
+    energy_wh: Decimal
+    status: str  # ST: "G" good
+    kind: str  # TX: B begin, E end, … (empty when absent)
+
+
+@dataclass(frozen=True, slots=True)
+class OcmfRecord:
+    payload_text: str  # byte-exact, as signed
+    signature_text: str
+    payload: dict[str, Any]
+    signature: dict[str, Any]
+    readings: tuple[MeterReading, ...] = field(default=())
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 of the signed payload: the record's identity (duplicates are the same record)."""
+        return hashlib.sha256(self.payload_text.encode("utf-8")).hexdigest()
+
+    @property
+    def algorithm(self) -> str:
+        return str(self.signature.get("SA") or DEFAULT_SA)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    valid: bool
+    reason: str
+
+
+def parse(text: str) -> OcmfRecord:
+    """Split and read a record; OcmfError says what is wrong with it."""
+    if len(text) > MAX_RECORD:
+        raise OcmfError(f"record longer than {MAX_RECORD} characters")
+    text = text.strip()
+    if not text.startswith("OCMF|"):
+        try:
+            text = bytes.fromhex(text).decode("utf-8")  # the hex form of QR codes and XML files
+        except (ValueError, UnicodeDecodeError):
+            raise OcmfError("not an OCMF record: it must start with 'OCMF|'") from None
+        if not text.startswith("OCMF|"):
+            raise OcmfError("not an OCMF record: it must start with 'OCMF|'")
+    start = len("OCMF|")
+    end = _object_end(text, start)
+    if end >= len(text) or text[end] != "|":
+        raise OcmfError("the payload must be followed by '|' and the signature")
+    signature_end = _object_end(text, end + 1)
+    payload_text, signature_text = text[start:end], text[end + 1 : signature_end]
+    try:
+        payload = json.loads(payload_text, parse_float=Decimal)
+        signature = json.loads(signature_text)
+    except ValueError as exc:
+        raise OcmfError(f"invalid JSON: {exc}") from None
+    if not isinstance(payload, dict) or not isinstance(signature, dict) or "SD" not in signature:
+        raise OcmfError("the payload and the signature are JSON objects, and the signature has SD")
+    return OcmfRecord(payload_text, signature_text, payload, signature, _readings(payload))
+
+
+def _object_end(text: str, start: int) -> int:
+    """The index just past the JSON object starting at ``start`` (strings and escapes respected)."""
+    if start >= len(text) or text[start] != "{":
+        raise OcmfError("truncated: a JSON object was expected")
+    depth, in_string, escaped = 0, False, False
+    for i in range(start, len(text)):
+        ch = text[i]
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+            if depth == 0:
+                return i + 1
+    raise OcmfError("truncated: a JSON object is not closed")
+
+
+def _readings(payload: dict[str, Any]) -> tuple[MeterReading, ...]:
+    out = []
+    for raw in payload.get("RD") or []:
+        if not isinstance(raw, dict) or "RV" not in raw:
+            continue
+        value = raw["RV"] if isinstance(raw["RV"], Decimal) else Decimal(str(raw["RV"]))
+        unit = str(raw.get("RU", "kWh"))
+        wh = value * 1000 if unit == "kWh" else value
+        out.append(MeterReading(str(raw.get("TM", "")), wh, str(raw.get("ST", "")), str(raw.get("TX", ""))))
+    return tuple(out)
+
+
+def load_key(text: str, algorithm: str = DEFAULT_SA) -> ec.EllipticCurvePublicKey:
+    """A public key as DER SubjectPublicKeyInfo or a bare point, hex (spaces, colons allowed) or base64."""
+    raw = _bytes("".join(text.split()).replace(":", ""), "public key")
+    try:
+        key = serialization.load_der_public_key(raw)
+    except (ValueError, UnsupportedAlgorithm):
+        curve = _curve(algorithm)
+        try:
+            return ec.EllipticCurvePublicKey.from_encoded_point(curve, raw)
+        except ValueError:
+            raise OcmfError("the public key is neither DER SubjectPublicKeyInfo nor a point on the curve") from None
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise OcmfError("the public key is not an elliptic-curve key")
+    return key
+
+
+def verify(record: OcmfRecord, key: ec.EllipticCurvePublicKey) -> Verdict:
+    """Check the signature over the byte-exact payload with the meter's public key."""
+    algorithm = record.algorithm
+    curve, digest = _curve(algorithm), _hash(algorithm)
+    if key.curve.name != curve.name:
+        return Verdict(False, f"the key is on {key.curve.name}, the record says {algorithm}")
+    encoding = str(record.signature.get("SE") or "hex").lower()
+    signature = _bytes(str(record.signature["SD"]), "signature", encoding)
+    size = (curve.key_size + 7) // 8
+    if len(signature) == 2 * size and signature[0] != 0x30:  # raw r||s
+        signature = encode_dss_signature(
+            int.from_bytes(signature[:size], "big"), int.from_bytes(signature[size:], "big")
+        )
+    try:
+        key.verify(signature, record.payload_text.encode("utf-8"), ec.ECDSA(digest()))
+    except InvalidSignature:
+        return Verdict(False, "the signature does not match the payload and key")
+    except ValueError as exc:
+        return Verdict(False, f"the signature cannot be read: {exc}")
+    return Verdict(True, f"valid {algorithm} signature")
+
+
+def _curve(algorithm: str) -> ec.EllipticCurve:
+    parts = algorithm.split("-")
+    if len(parts) != 3 or parts[0] != "ECDSA" or parts[1] not in CURVES:
+        raise OcmfError(f"unsupported signature algorithm {algorithm!r}; supported curves: {', '.join(CURVES)}")
+    return CURVES[parts[1]]
+
+
+def _hash(algorithm: str) -> type[hashes.HashAlgorithm]:
+    name = algorithm.rsplit("-", 1)[-1]
+    if name not in HASHES:
+        raise OcmfError(f"unsupported hash in {algorithm!r}")
+    return HASHES[name]
+
+
+def _bytes(text: str, what: str, encoding: str = "auto") -> bytes:
+    if encoding in ("hex", "auto"):
+        try:
+            return bytes.fromhex(text)
+        except ValueError:
+            if encoding == "hex":
+                raise OcmfError(f"the {what} is not hex") from None
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise OcmfError(f"the {what} is neither hex nor base64") from None
