@@ -235,8 +235,9 @@ START_PATHS: tuple[StartPath, ...] = ("plug", "kiosk")
 
 class ChargerSettings(_Model):
     enabled: bool = False
-    # mqtt: the charger firmware over MQTT (firmware_bridge, not built yet); ocpi: the CPO runs the
-    # charger (OCPI Commands, Session and CDR pushes; needs the upstream); simulated: the demo's.
+    # mqtt: the charger firmware over the site's broker (firmware_bridge: our contract or EVerest);
+    # ocpi: the CPO runs the charger (OCPI Commands, Session and CDR pushes; needs the upstream);
+    # simulated: in-process, for tests.
     mode: Literal["mqtt", "ocpi", "simulated"] = "mqtt"
     broker: str = Field(default="mqtt://127.0.0.1:1883", pattern=r"^mqtts?://[^/]+$")
     topic_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")] = "evpay/v1"
