@@ -50,6 +50,7 @@ class TerminalResult:
     receipt_lines: tuple[str, ...] = ()
     open_receipts: tuple[int, ...] = ()
     details: dict[str, str] = field(default_factory=dict)
+    unreachable: bool = False  # the terminal could not be reached or did not answer (not a refusal)
 
     @property
     def approved(self) -> bool:

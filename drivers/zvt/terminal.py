@@ -195,9 +195,10 @@ class ZvtTerminal:
             try:
                 reconnect = await self.connect()
             except DriverError as exc:
-                return TerminalResult(operation, Outcome.ERROR, str(exc))
+                return TerminalResult(operation, Outcome.ERROR, str(exc), unreachable=True)
             if reconnect.outcome is not Outcome.APPROVED:
-                return TerminalResult(operation, Outcome.ERROR, f"re-registration failed: {reconnect.message}")
+                return TerminalResult(operation, Outcome.ERROR, f"re-registration failed: {reconnect.message}",
+                                      unreachable=True)  # fmt: skip
 
         on_result: OnResult | None = None
         if persist is not None:
@@ -220,7 +221,7 @@ class ZvtTerminal:
     def _lost(self, operation: str, money: bool, error: str) -> TerminalResult:
         # We cannot tell whether the terminal started: a money command's fate is unknown.
         outcome = Outcome.UNKNOWN if money else Outcome.ERROR
-        return TerminalResult(operation, outcome, f"connection lost: {error}")
+        return TerminalResult(operation, outcome, f"connection lost: {error}", unreachable=True)
 
     def _interpret(self, operation: str, seq: SequenceOutcome, money: bool, requested: Money | None) -> TerminalResult:
         last = seq.results[-1] if seq.results else None
@@ -232,7 +233,7 @@ class ZvtTerminal:
             kind = Outcome.UNKNOWN if money else Outcome.ERROR
             base = self._from_status(operation, last, requested) if last else None
             text = f"no answer from the terminal ({seq.timed_out} expired)"
-            return TerminalResult(operation, kind, text, receipt_no=base.receipt_no if base else None)
+            return TerminalResult(operation, kind, text, receipt_no=base.receipt_no if base else None, unreachable=True)
         if seq.aborted is not None:
             code = seq.aborted.code
             message = seq.aborted.message

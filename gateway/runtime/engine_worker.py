@@ -155,22 +155,19 @@ class EngineWorker:
                 async with asyncio.timeout(self.register_timeout_s):
                     result = await terminal.connect()
             except TimeoutError:
-                result = TerminalResult("register", Outcome.ERROR, f"no answer within {self.register_timeout_s:.0f} s")
+                result = TerminalResult("register", Outcome.ERROR, f"no answer within {self.register_timeout_s:.0f} s",
+                                        unreachable=True)  # fmt: skip
             except (OSError, DriverError) as exc:
-                result = TerminalResult("register", Outcome.ERROR, str(exc))
+                result = TerminalResult("register", Outcome.ERROR, str(exc), unreachable=True)
             self._note_terminal(name, result)
             if not result.approved:
                 _LOGGER.warning("terminal.unreachable", extra={"terminal": name, "error": result.message})
             self.host.record_terminal(name, self.devices.get(name, "?"), result.approved, result.terminal_id, self.site)
 
     def _note_terminal(self, name: str, result: TerminalResult) -> None:
-        """Whether the terminal is there, from what it last did (for pay requests and /health)."""
-        lost = result.outcome in (Outcome.UNKNOWN, Outcome.ERROR) and any(
-            word in result.message for word in ("connection", "no answer", "re-registration", "not configured",
-                                                "cannot", "driver error", "within")
-        )  # fmt: skip
-        if result.operation == "register" and not result.approved:
-            lost = True
+        """Whether the terminal is there, from what it last did (for pay requests and /health): a
+        refusal (a declined card, a top-up it cannot do) leaves it available."""
+        lost = result.unreachable or (result.operation == "register" and not result.approved)
         self.terminal_state[name] = (not lost, result.message if lost else "ok")
 
     async def run(self, stopping: asyncio.Event) -> None:
@@ -282,17 +279,22 @@ class EngineWorker:
         try:
             if terminal is None:
                 _LOGGER.error("engine.unknown_terminal", extra={"terminal": cmd.terminal, "session": cmd.session_id})
-                result = TerminalResult("-", Outcome.ERROR, f"terminal {cmd.terminal!r} is not configured")
+                result = TerminalResult(
+                    "-", Outcome.ERROR, f"terminal {cmd.terminal!r} is not configured", unreachable=True
+                )
             else:
                 async with asyncio.timeout(self.command_timeout_s), self._claim(cmd.terminal):  # with a deadline
                     result = await self._run(terminal, cmd, attempt)
         except StoreError:
             raise
         except TimeoutError:
-            result = TerminalResult("-", Outcome.UNKNOWN, f"no answer within {self.command_timeout_s:.0f} s")
+            result = TerminalResult("-", Outcome.UNKNOWN, f"no answer within {self.command_timeout_s:.0f} s",
+                                    unreachable=True)  # fmt: skip
         except Exception as exc:  # a driver bug must not strand a session: its money command's fate is unknown
             _LOGGER.exception("engine.terminal_error", extra={"terminal": cmd.terminal, "session": cmd.session_id})
-            result = TerminalResult("-", Outcome.UNKNOWN, f"driver error: {type(exc).__name__}: {exc}")
+            result = TerminalResult(
+                "-", Outcome.UNKNOWN, f"driver error: {type(exc).__name__}: {exc}", unreachable=True
+            )
         self._note_terminal(cmd.terminal, result)
         if isinstance(cmd, c.QueryOpenPreauths):
             last = None

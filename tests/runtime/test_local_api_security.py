@@ -185,3 +185,23 @@ async def test_start_paths_are_per_site(tmp_path: Path) -> None:
     serving.cancel()
     await asyncio.gather(serving, return_exceptions=True)
     await port.close()
+
+
+def test_a_refusal_leaves_the_terminal_available_only_unreachability_does_not(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from drivers.base import Outcome, TerminalResult
+    from gateway.runtime.engine_host import EngineHost
+    from gateway.runtime.engine_worker import EngineWorker
+    from gateway.store import Store
+    from tests.payments.fixtures import policy
+
+    store = Store.open(tmp_path / "n.sqlite3")
+    worker = EngineWorker(EngineHost(store, policy(), lambda: datetime.now(UTC)), {}, SimulatedCharger([]), {})
+    worker._note_terminal("t1", TerminalResult("add_hold", Outcome.ERROR, "terminal t1 cannot add to a hold"))
+    assert worker.terminal_state["t1"] == (True, "ok")  # a refusal: the terminal is there
+    worker._note_terminal("t1", TerminalResult("capture", Outcome.UNKNOWN, "connection lost: reset", unreachable=True))
+    assert worker.terminal_state["t1"] == (False, "connection lost: reset")
+    worker._note_terminal("t1", TerminalResult("register", Outcome.ERROR, "wrong password"))
+    assert worker.terminal_state["t1"][0] is False  # not registered: no payments through it
+    store.close()
