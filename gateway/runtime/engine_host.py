@@ -41,14 +41,14 @@ class EngineHost:
     def open_sessions(self) -> list[Session]:
         return [from_json(r["data"]) for r in self.store.sessions(open_only=True, limit=100_000)]
 
-    def owned_receipts(self, terminal: str, besides: str | None = None) -> set[int]:
-        """Receipts of holds some session answers for: every hold of an open session, and the
-        still-valid holds of a final session that owes money (its capture may yet be proven or
-        retried; the sweep must never release the hold that secures a debt)."""
+    def _owned_receipts(self, open_here: list[Session], terminal: str) -> set[int]:
+        """Receipts of holds some session answers for: every hold of the terminal's open sessions
+        (``open_here``, already loaded by the caller), and the still-valid holds of a final
+        session that owes money (its capture may yet be proven; the sweep must never release the
+        hold that secures a debt)."""
         now = self.clock()
-        owners = [s for s in self.open_sessions() if s.terminal == terminal and s.id != besides]
         owing = [from_json(r["data"]) for r in self.store.sessions(owing=True, limit=100_000)]
-        owners += [s for s in owing if s.terminal == terminal and s.expires_at is not None and s.expires_at > now]
+        owners = open_here + [s for s in owing if s.terminal == terminal and s.expires_at and s.expires_at > now]
         return {h.receipt_no for s in owners for h in s.holds}
 
     def sweep(self, terminal: str, open_receipts: tuple[int, ...], currency: str, sweep_id: str) -> list[c.Command]:
@@ -59,7 +59,7 @@ class EngineHost:
         here = [s for s in self.open_sessions() if s.terminal == terminal]
         if any(s.state in _MAKING_HOLDS for s in here):
             return []
-        owned = self.owned_receipts(terminal)
+        owned = self._owned_receipts(here, terminal)
         commands: list[c.Command] = []
         for receipt in sorted(set(open_receipts) - owned):
             sid = f"orphan-{terminal}-{receipt}-{sweep_id}"
@@ -91,7 +91,7 @@ class EngineHost:
         others = [s for s in self.open_sessions() if s.terminal == session.terminal and s.id != session.id]
         if session.state is State.AUTH_UNKNOWN and any(s.state in _IN_FLIGHT_HOLDS for s in others):
             return replace(event, orphans=(), failed=True)
-        owned = self.owned_receipts(session.terminal, besides=session.id)
+        owned = self._owned_receipts(others, session.terminal)
         event = replace(event, orphans=tuple(r for r in event.receipts if r not in owned))
         if event.last is not None and self._ambiguous(session, event.last):
             event = replace(event, last=None)  # it may be another session's transaction: no evidence for us
@@ -104,15 +104,14 @@ class EngineHost:
         hold = session.current
         sent = hold.capture_sent_at if hold is not None and hold.capture_sent_at else None
         since = (sent or self.clock()) - timedelta(days=2)
-        rows = self.store.sessions_of_terminal(session.terminal, since)
-        others = [from_json(r["data"]) for r in rows if r["id"] != session.id]
-        known = {n for s in others for h in s.holds for n in (h.receipt_no, h.booking_receipt) if n is not None}
+        rows = [r for r in self.store.sessions_of_terminal(session.terminal, since) if r["id"] != session.id]
+        others = [(from_json(r["data"]), r["updated_at"]) for r in rows]
+        known = {n for s, _ in others for h in s.holds for n in (h.receipt_no, h.booking_receipt) if n is not None}
         if last.receipt_no in known:
             return True
         if sent is None:
             return session.state is State.CAPTURE_UNKNOWN
-        changed = [s for s, r in zip(others, (r for r in rows if r["id"] != session.id), strict=True)
-                   if r["updated_at"] >= sent]  # fmt: skip
+        changed = [s for s, updated in others if updated >= sent]
         return any(s.created_at >= sent or s.lost_results or s.state in _MAKING_HOLDS for s in changed)
 
     def handle(self, event: e.Event) -> Handled:
