@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from gateway.errors import GatewayError
+from gateway.jsonscan import brackets
 
 CURVES: dict[str, ec.EllipticCurve] = {
     "secp256r1": ec.SECP256R1(), "secp256k1": ec.SECP256K1(), "brainpoolP256r1": ec.BrainpoolP256R1(),
@@ -112,25 +113,10 @@ def _object_end(text: str, start: int) -> int:
     """The index just past the JSON object starting at ``start`` (strings and escapes respected)."""
     if start >= len(text) or text[start] != "{":
         raise OcmfError("truncated: a JSON object was expected")
-    depth, in_string, escaped = 0, False, False
-    for i in range(start, len(text)):
-        ch = text[i]
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch == "{":
-            depth += 1
-        elif ch == "}":
-            depth -= 1
-            if depth == 0:
-                return i + 1
-    raise OcmfError("truncated: a JSON object is not closed")
+    end = next((i for i, depth in brackets(text, start) if depth == 0), None)
+    if end is None:
+        raise OcmfError("truncated: a JSON object is not closed")
+    return end + 1
 
 
 def _readings(payload: dict[str, Any]) -> tuple[MeterReading, ...]:

@@ -28,6 +28,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from gateway.errors import UpstreamError
+from gateway.jsonscan import brackets
 from gateway.ocpi.charger import OcpiChargerLink, session_id_of
 from gateway.ocpi.client import authorization
 from gateway.ocpi.fac import fac_from_outcome
@@ -423,24 +424,7 @@ async def parse(request: web.Request, model: type[M]) -> M:
 
 
 def _too_deep(raw: bytes, limit: int) -> bool:
-    depth, in_string, escaped = 0, False, False
-    for byte in raw:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:  # backslash
-                escaped = True
-            elif byte == 0x22:
-                in_string = False
-        elif byte == 0x22:
-            in_string = True
-        elif byte in (0x5B, 0x7B):
-            depth += 1
-            if depth > limit:
-                return True
-        elif byte in (0x5D, 0x7D):
-            depth -= 1
-    return False
+    return any(depth > limit for _, depth in brackets(raw.decode("utf-8", "replace")))
 
 
 def _page(request: web.Request, objects: list[dict[str, Any]]) -> web.Response:
