@@ -156,17 +156,22 @@ def verify(record: OcmfRecord, key: ec.EllipticCurvePublicKey) -> Verdict:
     encoding = str(record.signature.get("SE") or "hex").lower()
     signature = _bytes(str(record.signature["SD"]), "signature", encoding)
     size = (curve.key_size + 7) // 8
-    if len(signature) == 2 * size and signature[0] != 0x30:  # raw r||s
-        signature = encode_dss_signature(
-            int.from_bytes(signature[:size], "big"), int.from_bytes(signature[size:], "big")
+    readings = [signature]  # DER, as the OCMF specification says
+    if len(signature) == 2 * size:  # or raw r||s, as some meters send: it may begin with 0x30 like DER
+        readings.append(
+            encode_dss_signature(int.from_bytes(signature[:size], "big"), int.from_bytes(signature[size:], "big"))
         )
-    try:
-        key.verify(signature, record.payload_text.encode("utf-8"), ec.ECDSA(digest()))
-    except InvalidSignature:
-        return Verdict(False, "the signature does not match the payload and key")
-    except ValueError as exc:
-        return Verdict(False, f"the signature cannot be read: {exc}")
-    return Verdict(True, f"valid {algorithm} signature")
+    problem = ""
+    for reading in readings:
+        try:
+            key.verify(reading, record.payload_text.encode("utf-8"), ec.ECDSA(digest()))
+        except InvalidSignature:
+            problem = "the signature does not match the payload and key"
+        except ValueError as exc:
+            problem = problem or f"the signature cannot be read: {exc}"
+        else:
+            return Verdict(True, f"valid {algorithm} signature")
+    return Verdict(False, problem)
 
 
 def _curve(algorithm: str) -> ec.EllipticCurve:

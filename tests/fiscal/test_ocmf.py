@@ -86,6 +86,18 @@ def test_every_curve_key_form_and_signature_form(curve: str, form: str, signatur
     assert verdict.valid, verdict.reason
 
 
+def test_a_raw_signature_that_begins_like_der_still_verifies() -> None:
+    """One raw r||s signature in 256 begins with 0x30, the DER sequence tag."""
+    for _ in range(20_000):
+        text, key = sign("secp256r1", PAYLOAD, raw=True)
+        record = parse(text)
+        if bytes.fromhex(str(record.signature["SD"]))[0] == 0x30:
+            break
+    else:
+        pytest.fail("no raw signature beginning with 0x30 in 20,000 tries")
+    assert verify(record, load_key(point(key).hex(), record.algorithm)).valid
+
+
 def test_a_bad_signature_and_a_wrong_key_are_invalid() -> None:
     text, key = sign("secp256r1", PAYLOAD)
     other = ec.generate_private_key(ec.SECP256R1())
