@@ -17,7 +17,7 @@ from datetime import datetime
 from gateway.errors import UpstreamError, UpstreamUnreachable
 from gateway.ocpi.client import OcpiClient
 from gateway.ocpi.models import Cdr, CommandResponse, OcpiSession, SessionStatus, StartSession, StopSession, Token
-from gateway.payments.charger import ChargerEvent
+from gateway.payments.charger import ChargerEvent, ChargerEvents
 from gateway.payments.session import authorization_reference
 from gateway.store import JournalEntry, OutboxMessage, Step, Store
 
@@ -30,7 +30,7 @@ def session_id_of(reference: str | None) -> str | None:
     return reference[len(_PREFIX) :] if reference and reference.startswith(_PREFIX) else None
 
 
-class OcpiChargerLink:
+class OcpiChargerLink(ChargerEvents):
     def __init__(
         self,
         client: OcpiClient | None,
@@ -41,6 +41,7 @@ class OcpiChargerLink:
         clock: Callable[[], datetime],
         store: Store | None = None,
     ) -> None:
+        super().__init__()
         self.store = store
         self.client = client
         self.commands_url = commands_url.rstrip("/")
@@ -48,7 +49,6 @@ class OcpiChargerLink:
         self.evse_locations = evse_locations
         self.party = party
         self.clock = clock
-        self._callbacks: list[Callable[[ChargerEvent], None]] = []
         self._cpo_sessions: dict[str, str] = {}  # our session id -> the CPO's session id
         self._seq: dict[str, int] = {}
         self._evse: dict[str, str] = {}
@@ -59,13 +59,6 @@ class OcpiChargerLink:
         self.client = client
         self.commands_url = commands_url.rstrip("/")
         self.response_base_url = response_base_url.rstrip("/")
-
-    def subscribe(self, callback: Callable[[ChargerEvent], None]) -> None:
-        self._callbacks.append(callback)
-
-    def _emit(self, event: ChargerEvent) -> None:
-        for callback in self._callbacks:
-            callback(event)
 
     async def authorize(
         self,

@@ -35,6 +35,20 @@ class ChargerEvent:
     trusted: bool = True  # meter: a signed or calibrated reading
 
 
+class ChargerEvents:
+    """The subscriber list every charger link keeps: the engine subscribes, the link emits."""
+
+    def __init__(self) -> None:
+        self._callbacks: list[Callable[[ChargerEvent], None]] = []
+
+    def subscribe(self, callback: Callable[[ChargerEvent], None]) -> None:
+        self._callbacks.append(callback)
+
+    def _emit(self, event: ChargerEvent) -> None:
+        for callback in self._callbacks:
+            callback(event)
+
+
 class ChargerLink(Protocol):
     def subscribe(self, callback: Callable[[ChargerEvent], None]) -> None: ...
     async def authorize(

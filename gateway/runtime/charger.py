@@ -6,11 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from gateway.payments.charger import ChargerEvent, ChargerLink
+from gateway.payments.charger import ChargerEvent, ChargerEvents, ChargerLink
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -38,19 +38,12 @@ class _Evse:
     stop_requested: str = ""
 
 
-class SimulatedCharger:
+class SimulatedCharger(ChargerEvents):
     def __init__(self, evses: list[str]) -> None:
+        super().__init__()
         self._evses = {e: _Evse() for e in evses}
         self.displayed: dict[str, list[str]] = {}  # what each EVSE's screen shows
-        self._callbacks: list[Callable[[ChargerEvent], None]] = []
         self.authorized: list[tuple[str, str, int]] = []
-
-    def subscribe(self, callback: Callable[[ChargerEvent], None]) -> None:
-        self._callbacks.append(callback)
-
-    def _emit(self, event: ChargerEvent) -> None:
-        for callback in self._callbacks:
-            callback(event)
 
     def plug_in(self, evse: str, plan: EvsePlan | None = None) -> None:
         """An EV arrives and its driver asks to pay at this EVSE."""

@@ -5,29 +5,26 @@ engine's charger events; the link itself is a supervised worker."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 
 from firmware_bridge import contract as m
 from firmware_bridge.link import BrokerSettings, Mapping, MqttLink
-from gateway.payments.charger import ChargerEvent
+from gateway.payments.charger import ChargerEvent, ChargerEvents
 
 
-class MqttChargerLink:
+class MqttChargerLink(ChargerEvents):
     name = "charger"
 
     def __init__(self, settings: BrokerSettings, evses: set[str], mapping: Mapping | None = None) -> None:
+        super().__init__()
         self.mqtt = MqttLink(settings, evses, mapping)
         self.mqtt.listen(self._heard)
-        self._callbacks: list[Callable[[ChargerEvent], None]] = []
         self.connected = self.mqtt.connected
 
     @property
     def rejected(self) -> int:
         return self.mqtt.rejected
-
-    def subscribe(self, callback: Callable[[ChargerEvent], None]) -> None:
-        self._callbacks.append(callback)
 
     async def authorize(
         self, evse: str, session_id: str, max_cost_minor: int, currency: str, start_by: datetime | None = None
@@ -46,8 +43,7 @@ class MqttChargerLink:
     def _heard(self, evse: str, message: m.InboundMessage) -> None:
         event = charger_event(evse, message)
         if event is not None:
-            for callback in self._callbacks:
-                callback(event)
+            self._emit(event)
 
 
 def charger_event(evse: str, message: m.InboundMessage) -> ChargerEvent | None:
