@@ -31,6 +31,7 @@ from pydantic_core import ErrorDetails
 from drivers.errors import AmountError, DeviceUrlError
 from drivers.money import Money, known_currencies
 from drivers.transport.url import parse_device_url
+from drivers.zvt.messages import is_password
 from gateway.errors import ConfigError, SecretUnavailable
 from gateway.payments.tariff import tariff_from_ocpi
 from gateway.wire import OcpiTariff
@@ -483,7 +484,7 @@ def check_secrets(settings: Settings) -> list[str]:
                             "default 000000 explicitly)")  # fmt: skip
             continue
         password = resolve(key, terminal.password)
-        if password is not None and not (len(password) == 6 and password.isdigit()):
+        if password is not None and not is_password(password):
             problems.append(f"{key}: a ZVT password is exactly 6 digits (got {len(password)} characters)")
     for i, client in enumerate(settings.api.clients):
         token = resolve(f"api.clients.{i}.token", client.token)

@@ -300,8 +300,13 @@ def decode(raw: bytes) -> Message:
 # ---- builders: ECR → PT -----------------------------------------------------------------
 
 
+def is_password(text: str) -> bool:
+    """A ZVT password is 6 digits, sent as 3 BCD bytes; the config check and the CLI ask here."""
+    return len(text) == 6 and text.isdigit()
+
+
 def _password(password: str) -> bytes:
-    if len(password) != 6 or not password.isdigit():
+    if not is_password(password):
         raise ValueError("a ZVT password is 6 digits")
     return bytes.fromhex(password)
 

@@ -23,6 +23,7 @@ from drivers.base import TerminalResult
 from drivers.errors import DriverError, TransportError
 from drivers.money import Money
 from drivers.transport import open_transport
+from drivers.zvt.messages import is_password
 from drivers.zvt.terminal import ZvtOptions, ZvtTerminal
 
 ACTIONS = ("status", "register", "preauth", "capture", "partial-reverse", "release", "reverse", "abort",
@@ -70,7 +71,7 @@ def _password(args: argparse.Namespace) -> str:
                 "password; many terminals ship with 000000 — say so explicitly)", _EXIT_USAGE,
             )  # fmt: skip
         password = found.strip()
-    if not (len(password) == 6 and password.isdigit()):
+    if not is_password(password):
         raise _CliError(f"the ZVT password must be exactly 6 digits (got {len(password)} characters)", _EXIT_USAGE)
     return str(password)
 
