@@ -64,12 +64,16 @@ def _number(value: object, info: ValidationInfo) -> object:
     """A JSON number (never a boolean; a string only from a config file), exactly as written."""
     if isinstance(value, str) and info.context and info.context.get("decimal_strings"):
         try:
-            return Decimal(value)
+            number = Decimal(value)
         except ArithmeticError:
             raise ValueError(f"not a decimal number: {value!r}") from None
-    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
-        raise ValueError("must be a JSON number")  # noqa: TRY004 - pydantic reports ValueErrors
-    return value if isinstance(value, Decimal) else Decimal(str(value))
+    elif isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        raise ValueError("must be a JSON number")
+    else:
+        number = value if isinstance(value, Decimal) else Decimal(str(value))
+    if not number.is_finite():  # NaN and Infinity: Python's JSON reader lets them through
+        raise ValueError(f"not a finite number: {value!r}")
+    return number
 
 
 Number = Annotated[Decimal, BeforeValidator(_number), PlainSerializer(lambda v: float(v), return_type=float)]

@@ -109,6 +109,17 @@ def parse(text: str) -> OcmfRecord:
     return OcmfRecord(payload_text, signature_text, payload, signature, _readings(payload))
 
 
+def _number(raw: object) -> Decimal:
+    """A reading value (RV): a record that is not a finite number there is unreadable, not a crash."""
+    try:
+        value = None if isinstance(raw, bool) else raw if isinstance(raw, Decimal) else Decimal(str(raw))
+    except ArithmeticError:
+        value = None
+    if value is None or not value.is_finite():
+        raise OcmfError(f"a reading value (RV) is not a number: {raw!r}")
+    return value
+
+
 def _object_end(text: str, start: int) -> int:
     """The index just past the JSON object starting at ``start`` (strings and escapes respected)."""
     if start >= len(text) or text[start] != "{":
@@ -124,7 +135,7 @@ def _readings(payload: dict[str, Any]) -> tuple[MeterReading, ...]:
     for raw in payload.get("RD") or []:
         if not isinstance(raw, dict) or "RV" not in raw:
             continue
-        value = raw["RV"] if isinstance(raw["RV"], Decimal) else Decimal(str(raw["RV"]))
+        value = _number(raw["RV"])
         unit = str(raw.get("RU", "kWh"))
         wh = value * 1000 if unit == "kWh" else value
         out.append(MeterReading(str(raw.get("TM", "")), wh, str(raw.get("ST", "")), str(raw.get("TX", ""))))

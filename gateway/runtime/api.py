@@ -175,7 +175,7 @@ def _target(body: object) -> Target | None:
             kwh = Decimal(str(raw["kwh"]))
         except ArithmeticError:
             raise ValueError("target.kwh is not a decimal number") from None
-        if not (0 < kwh <= 1000):
+        if not (kwh.is_finite() and 0 < kwh <= 1000):  # NaN compares by raising
             raise ValueError("target.kwh must be between 0 and 1000")
         return Target(kwh=kwh)
     amount = raw.get("amount_minor")

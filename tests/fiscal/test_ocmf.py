@@ -123,8 +123,30 @@ def test_the_payload_is_kept_byte_exact_and_a_pipe_inside_a_field_does_not_split
 
 @pytest.mark.parametrize(
     "text",
-    [KEBA[:40], KEBA[: KEBA.index('|{"SD"')], "OCMF|", "hello", "OCMF|{}", 'OCMF|{"a":1}|{"SA":"x"}', KEBA[:-2]],
-    ids=["cut-payload", "no-signature", "empty", "not-ocmf", "payload-only", "no-SD", "cut-signature"],
+    [
+        KEBA[:40],
+        KEBA[: KEBA.index('|{"SD"')],
+        "OCMF|",
+        "hello",
+        "OCMF|{}",
+        'OCMF|{"a":1}|{"SA":"x"}',
+        KEBA[:-2],
+        'OCMF|{"RD":[{"RV":"abc"}]}|{"SD":"00"}',
+        'OCMF|{"RD":[{"RV":NaN}]}|{"SD":"00"}',
+        'OCMF|{"RD":[{"RV":true}]}|{"SD":"00"}',
+    ],
+    ids=[
+        "cut-payload",
+        "no-signature",
+        "empty",
+        "not-ocmf",
+        "payload-only",
+        "no-SD",
+        "cut-signature",
+        "RV-text",
+        "RV-NaN",
+        "RV-boolean",
+    ],
 )
 def test_a_truncated_or_malformed_record_is_unreadable(text: str) -> None:
     with pytest.raises(OcmfError):

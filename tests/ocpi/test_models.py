@@ -43,6 +43,9 @@ def test_field_rules_are_enforced() -> None:
     assert (
         FinancialAdviceConfirmation.model_validate({**base, "unknown_extra": 1}).to_json().get("unknown_extra") is None
     )
+    for number in (float("nan"), float("inf"), json.loads("NaN")):  # Python's JSON reader accepts NaN
+        with pytest.raises(ValidationError, match="not a finite number"):
+            FinancialAdviceConfirmation.model_validate({**base, "total_costs": {"before_taxes": number}})
 
 
 def test_fac_from_a_completed_session_follows_the_230_tables() -> None:

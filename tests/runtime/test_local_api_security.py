@@ -149,7 +149,7 @@ def test_config_refuses_a_network_bind_without_authentication() -> None:
 
 async def test_the_kiosk_body_is_validated_and_carries_the_target(site: Site) -> None:
     for body in ({"target": {"kwh": 20.5}}, {"target": {"kwh": "-1"}}, {"surprise": 1}, {"target": {"amount_minor": 1.5}},
-                 [1]):  # fmt: skip
+                 [1], {"target": {"kwh": "NaN"}}, {"target": {"kwh": "sNaN"}}):  # fmt: skip
         status, answer = await post(site.url, kiosk(), body)
         assert status == 400 and "invalid body" in answer["error"], body
     assert site.daemon.store.sessions() == []
