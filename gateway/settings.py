@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cryptography.fernet import Fernet
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -34,6 +35,7 @@ from drivers.transport.url import parse_device_url
 from drivers.zvt.messages import is_password
 from gateway.errors import ConfigError, SecretUnavailable
 from gateway.payments.tariff import tariff_from_ocpi
+from gateway.store.journal import load_signing_key
 from gateway.wire import OcpiTariff
 
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,32}$")]
@@ -179,6 +181,15 @@ class DaemonSettings(_Model):
     shutdown_grace_s: Annotated[float, Field(gt=0, le=120)] = 10.0
     restart_backoff_min_s: Annotated[float, Field(gt=0)] = 1.0
     restart_backoff_max_s: Annotated[float, Field(gt=0)] = 60.0
+
+
+class JournalSettings(_Model):
+    """The device key that signs the journal's chain head (Ed25519 PEM, by reference: a file or
+    a systemd credential). Without it the chain is still kept and checked, but nothing proves a
+    cut-off tail or a rewritten chain (evpay journal verify says so)."""
+
+    signing_key: SecretRef | None = None
+    checkpoint_interval_s: Annotated[float, Field(ge=1, le=86_400)] = 300.0
 
 
 SCHEMES = ("default", "mastercard", "maestro", "visa", "amex", "girocard", "jcb", "discover", "unionpay", "unknown")
@@ -398,6 +409,7 @@ class Settings(_Model):
     charger: ChargerSettings = ChargerSettings()
     upstream: UpstreamSettings = UpstreamSettings()
     pricing: PricingSettings = PricingSettings()
+    journal: JournalSettings = JournalSettings()
 
     @model_validator(mode="after")
     def _references(self) -> Settings:
@@ -490,6 +502,12 @@ def check_secrets(settings: Settings) -> list[str]:
         token = resolve(f"api.clients.{i}.token", client.token)
         if token is not None and len(token) < 16:
             problems.append(f"api.clients.{i}.token: too short ({len(token)} characters; use 16 or more)")
+    pem = resolve("journal.signing_key", settings.journal.signing_key)
+    if pem is not None:
+        try:
+            load_signing_key(pem, "journal.signing_key")
+        except SecretUnavailable as exc:
+            problems.append(str(exc))
     if settings.upstream.enabled:
         resolve("upstream.token_a", settings.upstream.token_a)
         fernet_key = resolve("upstream.key", settings.upstream.key)
@@ -499,6 +517,12 @@ def check_secrets(settings: Settings) -> list[str]:
             except (ValueError, TypeError, UnicodeEncodeError):
                 problems.append("upstream.key: not a Fernet key (32 url-safe base64-encoded bytes)")
     return problems
+
+
+def journal_signing_key(settings: Settings) -> Ed25519PrivateKey | None:
+    """The device key that signs journal checkpoints, or None when none is configured."""
+    ref = settings.journal.signing_key
+    return None if ref is None else load_signing_key(ref.reveal(), "journal.signing_key")
 
 
 def load_checked(path: Path) -> Settings:

@@ -9,6 +9,7 @@ from cryptography.fernet import Fernet
 
 from gateway.errors import ConfigError, SecretUnavailable
 from gateway.settings import SecretRef, load_settings, parse_settings
+from gateway.store.journal import new_signing_key
 from tests.helpers import EVPAY, REPO, subprocess_env
 
 MINIMAL = '[site]\nid = "S1"\ncountry = "DE"\n'
@@ -21,6 +22,7 @@ def test_shipped_configs_validate_with_their_secrets_in_place(name: str, tmp_pat
     (creds / "zvt-password").write_text("123456\n", encoding="utf-8")
     (creds / "ocpi-token-a").write_text("token-a\n", encoding="utf-8")
     (creds / "ocpi-token-key").write_text(Fernet.generate_key().decode() + "\n", encoding="utf-8")
+    (creds / "journal-key").write_text(new_signing_key(), encoding="utf-8")
     env = {**subprocess_env(), "CREDENTIALS_DIRECTORY": str(creds), "EVPAY_ZVT_PASSWORD": "000000"}
     result = subprocess.run([*EVPAY, "config", "validate", str(REPO / "config" / name)], capture_output=True,
                             text=True, env=env, check=False)  # fmt: skip

@@ -12,6 +12,7 @@ from gateway.cli import (
     config_cmd,
     daemon_cmd,
     demo_cmd,
+    journal_cmd,
     meter_cmd,
     outbox_cmd,
     sessions_cmd,
@@ -39,7 +40,17 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--version", action="version", version=f"evpay {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (daemon_cmd, config_cmd, sessions_cmd, outbox_cmd, terminal_cmd, meter_cmd, simulate_cmd, demo_cmd):
+    for module in (
+        daemon_cmd,
+        config_cmd,
+        sessions_cmd,
+        outbox_cmd,
+        terminal_cmd,
+        meter_cmd,
+        journal_cmd,
+        simulate_cmd,
+        demo_cmd,
+    ):
         module.register(commands)
     return parser
 

@@ -212,4 +212,4 @@ async def _print_daemon(daemon: Daemon, settings: Settings, cpo: CpoSimulator) -
             f"demo:   {fac['authorization_reference']}  {fac['capture_status_code']}  "
             f"{total['before_taxes']:.2f} + {taxes:.2f} tax {fac['currency']}  eft {fac['eft_data']}"
         )
-    print(f"demo: journal hash chain intact: {daemon.store.verify_journal().broken_at is None}")
+    print(f"demo: journal hash chain intact: {daemon.store.verify_journal().ok}")

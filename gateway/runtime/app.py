@@ -34,7 +34,7 @@ from gateway.runtime.metrics import Metrics
 from gateway.runtime.mqtt_charger import MqttChargerLink
 from gateway.runtime.sdnotify import Notifier
 from gateway.runtime.supervisor import Supervisor, Worker
-from gateway.settings import Settings
+from gateway.settings import Settings, journal_signing_key
 from gateway.store import Store
 from gateway.store.lock import DatabaseLock
 
@@ -67,6 +67,7 @@ class Daemon:
         charger: ChargerLink | None = None,
     ) -> None:
         self.settings = settings
+        self.journal_key = journal_signing_key(settings)  # read before anything starts: a bad key stops here
         self.notifier = notifier or Notifier()
         self.metrics = Metrics()
         settings.storage.path.parent.mkdir(parents=True, exist_ok=True)
@@ -234,18 +235,22 @@ class Daemon:
             self.lock.release()
             raise
         self.supervisor.start()
-        heartbeat = asyncio.create_task(self._heartbeat(), name="heartbeat")
+        background = [asyncio.create_task(self._heartbeat(), name="heartbeat")]
+        if self.journal_key is not None:
+            background.append(asyncio.create_task(self._sign_journal(), name="journal-checkpoints"))
         try:
             await self._stop_requested.wait()
         finally:
             self.notifier.stopping()
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
+            for task in background:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await self.supervisor.stop(self.settings.daemon.shutdown_grace_s)
             for terminal in self.terminals.values():
                 await terminal.close()
             if self.fatal is None:
+                self._checkpoint_journal()  # the last head is signed at shutdown
                 self.store.checkpoint()
             with contextlib.suppress(StoreError):
                 self.store.close()
@@ -273,6 +278,23 @@ class Daemon:
                         f"upstream: cannot listen on {listen}: {exc.strerror or exc}; free the port or change "
                         "[upstream] listen"
                     ) from None
+
+    async def _sign_journal(self) -> None:
+        """Sign the journal head at the configured interval (a no-op when nothing was added)."""
+        while True:
+            await asyncio.sleep(self.settings.journal.checkpoint_interval_s)
+            try:
+                self._checkpoint_journal()
+            except StoreError as exc:
+                self._fatal(exc)
+                return
+
+    def _checkpoint_journal(self) -> None:
+        if self.journal_key is None:
+            return
+        cp = self.store.sign_journal(self.journal_key)
+        if cp is not None:
+            _LOGGER.info("journal.checkpoint", extra={"checkpoint": cp.id, "seq": cp.seq, "head": cp.head_hash[:16]})
 
     def _essential_up(self) -> bool:
         """The parts without which no payment can be taken: the API and the engine."""

@@ -1,20 +1,24 @@
-"""The append-only journal of every state change, hash-chained for tamper evidence.
+"""The append-only journal of every state change, hash-chained for tamper evidence, and its
+signed checkpoints.
 
-Each entry's hash covers the previous entry's hash and the entry itself, so a deleted,
-edited or reordered entry breaks the chain at that point (``verify`` says where). The
-schema's triggers refuse UPDATE and DELETE outright.
+Each entry's hash covers the previous entry's hash and the entry itself (``audit`` checks the
+chain and names what was changed). The schema's triggers refuse UPDATE and DELETE outright;
+someone with the file and sqlite3 can drop them, which is what the chain and the device key's
+checkpoints are for.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
-from dataclasses import dataclass
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from gateway.errors import SecretUnavailable
+from gateway.store.audit import GENESIS, AuditReport, ChainRow, Checkpoint, Content, audit, checkpoint_message, row_hash
 from gateway.store.records import JournalEntry, Json
 
-GENESIS = "0" * 64
 # Card data must never be persisted; a key like these in any record is a bug, not data.
 FORBIDDEN_KEYS = frozenset({"pan", "card_number", "track1", "track2", "track3", "pin", "cvv", "cvc"})
 
@@ -24,44 +28,85 @@ def dumps(data: Json) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
-def entry_hash(prev_hash: str, step_key: str, at: str, entry: JournalEntry, data_text: str) -> str:
-    material = "\x1f".join((prev_hash, step_key, at, entry.entity, entry.entity_id, entry.kind, data_text))
-    return hashlib.sha256(material.encode("utf-8")).hexdigest()
-
-
 def append(conn: sqlite3.Connection, step_key: str, at: str, entries: list[JournalEntry]) -> None:
     row = conn.execute("SELECT hash FROM journal ORDER BY seq DESC LIMIT 1").fetchone()
     prev = row[0] if row else GENESIS
     for entry in entries:
-        text = dumps(entry.data)
-        digest = entry_hash(prev, step_key, at, entry, text)
+        content = Content(step_key, at, entry.entity, entry.entity_id, entry.kind, dumps(entry.data))
+        digest = row_hash(prev, content)
         conn.execute(
             "INSERT INTO journal (step_key, at, entity, entity_id, kind, data, prev_hash, hash)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (step_key, at, entry.entity, entry.entity_id, entry.kind, text, prev, digest),
+            (step_key, at, entry.entity, entry.entity_id, entry.kind, content.data, prev, digest),
         )
         prev = digest
 
 
-@dataclass(frozen=True, slots=True)
-class ChainReport:
-    entries: int
-    broken_at: int | None  # seq of the first entry whose hash does not match
+_ROW = "SELECT seq, prev_hash, hash, step_key, at, entity, entity_id, kind, data FROM journal"
 
 
-def verify(conn: sqlite3.Connection) -> ChainReport:
-    prev = GENESIS
-    count = 0
-    rows = conn.execute(
-        "SELECT seq, step_key, at, entity, entity_id, kind, data, prev_hash, hash FROM journal ORDER BY seq"
+def rows(conn: sqlite3.Connection, first: int = 1, last: int | None = None) -> list[ChainRow]:
+    """Rows ``first``..``last`` (inclusive) in seq order, with their stored content."""
+    found = conn.execute(f"{_ROW} WHERE seq >= ? AND seq <= ? ORDER BY seq", (first, last or 2**62)).fetchall()
+    return [ChainRow(seq, prev, digest, Content(*content)) for seq, prev, digest, *content in found]
+
+
+def checkpoints(conn: sqlite3.Connection) -> list[Checkpoint]:
+    found = conn.execute(
+        "SELECT id, seq, head_hash, at, public_key, signature FROM journal_checkpoints ORDER BY id"
+    ).fetchall()
+    return [Checkpoint(*row) for row in found]
+
+
+def written(conn: sqlite3.Connection) -> int | None:
+    """How many rows SQLite ever numbered (its AUTOINCREMENT counter): a cut-off tail shows."""
+    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'journal'").fetchone()
+    return int(row[0]) if row else None
+
+
+def verify(conn: sqlite3.Connection, trusted_key: str | None) -> AuditReport:
+    return audit(rows(conn), checkpoints(conn), trusted_key, written=written(conn))
+
+
+def sign_checkpoint(conn: sqlite3.Connection, key: Ed25519PrivateKey, at: str) -> Checkpoint | None:
+    """Sign the current chain head (in the caller's transaction); None when the newest
+    checkpoint already covers it."""
+    head = conn.execute("SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1").fetchone()
+    newest = conn.execute("SELECT seq FROM journal_checkpoints ORDER BY id DESC LIMIT 1").fetchone()
+    if head is None or (newest is not None and newest[0] >= head[0]):
+        return None
+    seq, digest = int(head[0]), str(head[1])
+    signature = key.sign(checkpoint_message(seq, digest, at)).hex()
+    public = public_key_hex(key)
+    cur = conn.execute(
+        "INSERT INTO journal_checkpoints (seq, head_hash, at, public_key, signature) VALUES (?, ?, ?, ?, ?)",
+        (seq, digest, at, public, signature),
     )
-    for seq, step_key, at, entity, entity_id, kind, data, prev_hash, digest in rows:
-        entry = JournalEntry(entity, entity_id, kind)
-        if prev_hash != prev or entry_hash(prev, step_key, at, entry, data) != digest:
-            return ChainReport(count, seq)
-        prev = digest
-        count += 1
-    return ChainReport(count, None)
+    return Checkpoint(int(cur.lastrowid or 0), seq, digest, at, public, signature)
+
+
+def load_signing_key(pem: str, where: str) -> Ed25519PrivateKey:
+    """The device key from its PEM text (``openssl genpkey -algorithm ed25519`` or
+    ``evpay journal keygen``); SecretUnavailable names where it came from, never its content."""
+    try:
+        key = serialization.load_pem_private_key(pem.encode("utf-8"), password=None)
+    except (ValueError, TypeError):
+        raise SecretUnavailable(f"{where}: not an unencrypted PEM private key (make one with "
+                                "`evpay journal keygen --out FILE`)") from None  # fmt: skip
+    if not isinstance(key, Ed25519PrivateKey):
+        raise SecretUnavailable(f"{where}: the journal key must be an Ed25519 key, not {type(key).__name__}")
+    return key
+
+
+def new_signing_key() -> str:
+    pem = Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return pem.decode("ascii")
+
+
+def public_key_hex(key: Ed25519PrivateKey) -> str:
+    return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
 
 
 def find_card_data(data: object, path: str = "") -> str | None:

@@ -14,8 +14,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from gateway.errors import InvariantViolated, SchemaTooNew, StoreError, StoreGone
+from gateway.store import export as _export
 from gateway.store import journal as _journal
+from gateway.store.audit import AuditReport, Checkpoint
 from gateway.store.db import (
     connect,
     from_text,
@@ -276,9 +280,29 @@ class Store:
         return {"versions_url": url, "token_b": token_b, "token_c": token_c, "endpoints": json.loads(endpoints),
                 "registered_at": at}  # fmt: skip
 
-    def verify_journal(self) -> _journal.ChainReport:
+    def verify_journal(self, trusted_key: str | None = None) -> AuditReport:
         with sqlite_errors(str(self.path)):
-            return _journal.verify(self._conn)
+            return _journal.verify(self._conn, trusted_key)
+
+    def sign_journal(self, key: Ed25519PrivateKey) -> Checkpoint | None:
+        """Sign the journal's head with the device key (at intervals and at shutdown)."""
+        with sqlite_errors(str(self.path)):
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                cp = _journal.sign_checkpoint(self._conn, key, to_text(self._clock()))
+                self._conn.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
+        return cp
+
+    def journal_export(self, *, session: str | None = None, start: datetime | None = None,
+                       end: datetime | None = None) -> dict[str, Any]:  # fmt: skip
+        """The audit trail of one session or a time range: see ``gateway.store.export``."""
+        with sqlite_errors(str(self.path)):
+            return _export.build(self._conn, session=session, start=to_text(start) if start else None,
+                                 end=to_text(end) if end else None, exported_at=to_text(self._clock()))  # fmt: skip
 
     def checkpoint(self) -> None:
         """Fold the WAL into the main file (at shutdown, so a copied file is complete)."""

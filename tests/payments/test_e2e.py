@@ -16,6 +16,8 @@ from drivers.sim.terminal import SimConfig, SimTerminal
 from gateway.runtime.app import Daemon
 from gateway.runtime.charger import EvsePlan, SimulatedCharger
 from gateway.settings import Settings, parse_settings
+from gateway.store import Store
+from gateway.store.journal import load_signing_key, new_signing_key, public_key_hex
 
 CONFIG = """
 [site]
@@ -28,6 +30,9 @@ path = "{db}"
 port = 0
 [daemon]
 shutdown_grace_s = 5
+[journal]
+signing_key = {{ file = "{key}" }}
+checkpoint_interval_s = 3600
 [[terminals]]
 id = "t1"
 device = "serial://{pty}"
@@ -77,9 +82,11 @@ async def site_factory(tmp_path: Path) -> AsyncIterator[Any]:
     serving = asyncio.create_task(sim.serve(port, serial=True))
     charger = SimulatedCharger(["DE*EVP*E1"])
     sites: list[Site] = []
+    key_file = tmp_path / "journal.pem"
+    key_file.write_text(new_signing_key(), encoding="ascii")
 
     async def start(hold: str = "50.00", start_timeout: int = 180, capture_mode: str = "partial_reversal") -> Site:
-        text = CONFIG.format(db=tmp_path / "e2e.sqlite3", pty=port.slave_path, hold=hold, start_timeout=start_timeout,
+        text = CONFIG.format(db=tmp_path / "e2e.sqlite3", key=key_file, pty=port.slave_path, hold=hold, start_timeout=start_timeout,
                              capture_mode=capture_mode)  # fmt: skip
         settings = parse_settings(text, "<e2e>")
         daemon = Daemon(settings, charger=charger)
@@ -95,6 +102,12 @@ async def site_factory(tmp_path: Path) -> AsyncIterator[Any]:
         if not site.task.done():
             site.daemon.request_stop("test over")
             await site.task
+    if sites:  # every run ends with the whole journal intact and signed (the shutdown checkpoint)
+        public = public_key_hex(load_signing_key(key_file.read_text(), "test"))
+        store = Store.open(tmp_path / "e2e.sqlite3", read_only=True)
+        report = store.verify_journal(public)
+        store.close()
+        assert report.ok and report.rows > 0 and report.uncovered == 0, report
     await charger.close()
     serving.cancel()
     await asyncio.gather(serving, return_exceptions=True)

@@ -363,7 +363,7 @@ class Simulation:
                 )
             if hold.state == "booked" and owner is not None and not any(h.receipt_no == receipt for h in owner.holds):
                 self.fail(f"receipt {receipt} booked for {hold.session_id}, which does not know the hold")
-        assert self.store.verify_journal().broken_at is None
+        assert self.store.verify_journal().ok
 
 
 def _run(tmp_path: Path, request: pytest.FixtureRequest, sessions: int) -> None:
