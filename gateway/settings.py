@@ -183,6 +183,19 @@ class DaemonSettings(_Model):
     restart_backoff_max_s: Annotated[float, Field(gt=0)] = 60.0
 
 
+class FiscalSettings(_Model):
+    """The site's receipt profile (gateway/fiscal/profiles.py): none, DE (Eichrecht: signed meter
+    data, no per-receipt signature) or HR (a fiscal signature per receipt from the CPO)."""
+
+    profile: Literal["none", "DE", "HR"] = "none"
+    wait_s: Annotated[float, Field(ge=0, le=600)] = Field(
+        default=20.0, description="how long a receipt waits for the CPO's fiscal signature before it prints as pending"
+    )
+    e_receipt_url: Annotated[str, Field(pattern=r"^https?://\S+$", max_length=200)] | None = Field(
+        default=None, description='where the complete receipt will be, "{reference}" replaced by the session\'s'
+    )
+
+
 class JournalSettings(_Model):
     """The device key that signs the journal's chain head (Ed25519 PEM, by reference: a file or
     a systemd credential). Without it the chain is still kept and checked, but nothing proves a
@@ -218,6 +231,7 @@ class TerminalSettings(_Model):
         default="partial_reversal", description="06 23 releasing the unused part, or 06 24 booking the used part"
     )
     incremental: bool = Field(default=False, description="the terminal accepts reservation extensions (top-ups)")
+    printer: bool = Field(default=True, description="false: the receipt is shown on the display (at most 8 lines)")
     hold_validity_hours: ValidityHours = Field(
         default_factory=dict, description="this acquirer's validity per card scheme, overriding [pricing]"
     )
@@ -410,6 +424,7 @@ class Settings(_Model):
     upstream: UpstreamSettings = UpstreamSettings()
     pricing: PricingSettings = PricingSettings()
     journal: JournalSettings = JournalSettings()
+    fiscal: FiscalSettings = FiscalSettings()
 
     @model_validator(mode="after")
     def _references(self) -> Settings:
@@ -422,6 +437,9 @@ class Settings(_Model):
             missing = [e.id for e in self.charger.evses if not e.location]
             if missing:
                 raise ValueError(f'charger mode "ocpi" needs a location for every EVSE; missing for {missing}')
+        if self.fiscal.profile not in ("none", self.site.country):
+            raise ValueError(f"fiscal profile {self.fiscal.profile} does not fit the site's country "
+                             f"{self.site.country}")  # fmt: skip
         tariff_ids = {str(t.get("id")) for t in self.pricing.tariffs}
         for evse in self.charger.evses:
             if evse.terminal not in ids:

@@ -58,7 +58,8 @@ def _summary(row: dict[str, Any]) -> dict[str, Any]:
     d = row["data"]
     keys = ("evse", "terminal", "currency", "authorized_minor", "captured_minor", "released_minor", "price_minor",
             "billed_energy_wh", "reference", "receipt_no", "stop_reason")  # fmt: skip
-    extra = ("open_minor", "owed_minor", "shortfall_minor", "unpaid_energy_wh", "scheme", "expires_at")
+    extra = ("open_minor", "owed_minor", "shortfall_minor", "unpaid_energy_wh", "scheme", "expires_at",
+             "invoice_reference", "receipt", "receipt_missing", "receipt_lines", "fiscal_fields")  # fmt: skip
     return {"id": row["id"], "state": row["state"], "final": row["final"], **{k: d[k] for k in keys},
             **{k: d.get(k) for k in extra}, "holds": d.get("holds", []), "discrepancies": d.get("discrepancies", []),
             "card": d["card"], "notes": d["notes"], "updated_at": row["updated_at"]}  # fmt: skip
@@ -97,6 +98,12 @@ def _show(args: argparse.Namespace) -> int:
         target = "-" if h["target_minor"] is None else _money(h["target_minor"], cur)
         print(f"  hold {h['receipt_no']}: {_money(h['amount_minor'], cur)} {h['status']}, to capture {target}, "
               f"captured {_money(h['captured_minor'], cur)}, released {_money(h['released_minor'], cur)}")  # fmt: skip
+    receipt = summary.get("receipt") or ""
+    if receipt:
+        missing = f" (missing: {', '.join(summary['receipt_missing'])})" if summary.get("receipt_missing") else ""
+        print(f"  receipt {receipt}{missing}, invoice {summary.get('invoice_reference') or summary['reference']}")
+        for line in summary.get("receipt_lines") or ():
+            print(f"    | {line}")
     for note in summary["notes"]:
         print(f"  note: {note}")
     for discrepancy in summary["discrepancies"]:

@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import secrets
 import ssl
+import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -77,6 +79,12 @@ class CpoState:
     cdrs: list[dict[str, Any]] = field(default_factory=list)
     tariffs: list[dict[str, Any]] = field(default_factory=list)  # OCPI Tariff objects it publishes
     fiscal_lines: list[str] = field(default_factory=list)  # sent after the CDR (custom module DEEVPfiscal)
+    # The invoicing system's answer to a FAC (local flow): "" none; "signed" an invoice with ZKI and
+    # JIR (Croatia); "zki_only" the tax authority is down (ZKI now, JIR later); "invoice" no signature.
+    fiscal_on_fac: str = ""
+    fiscal_delay_s: float = 0.0
+    fiscal_sent: list[dict[str, Any]] = field(default_factory=list)
+    receipts: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # DEEVPfiscal PUTs, by reference
     locations: list[dict[str, Any]] = field(default_factory=list)
     callback: bool = True  # call the PTP's versions back during registration
     require_ids: bool = True  # refuse requests without X-Request-ID / X-Correlation-ID
@@ -112,6 +120,7 @@ class CpoSimulator:
         r.add_post(f"{pay}/terminals/", self._post_terminal)
         r.add_get(f"{pay}/terminals/{{id}}", self._get_terminal)
         r.add_put(f"{pay}/terminals/{{id}}", self._put_terminal)
+        r.add_put(f"/ocpi/cpo/{VERSION}/DEEVPfiscal/{{reference}}", self._put_receipt)
         return app
 
     @web.middleware
@@ -247,6 +256,9 @@ class CpoSimulator:
             {"identifier": "tariffs", "role": "SENDER", "url": f"{base}/ocpi/cpo/{VERSION}/tariffs"},
             {"identifier": "locations", "role": "SENDER", "url": f"{base}/ocpi/cpo/{VERSION}/locations"},
         ]
+        if "no_fiscal_module" not in self.state.quirks:
+            endpoints.append({"identifier": "DEEVPfiscal", "role": "RECEIVER",
+                              "url": f"{base}/ocpi/cpo/{VERSION}/DEEVPfiscal"})  # fmt: skip
         return web.json_response(envelope({"version": VERSION, "endpoints": endpoints}))
 
     async def _register(self, request: web.Request, *, rotating: bool = False) -> web.Response:
@@ -418,7 +430,48 @@ class CpoSimulator:
         return web.json_response(envelope(objects[offset : offset + 1]), headers=headers)
 
     async def _post_fac(self, request: web.Request) -> web.Response:
-        return await self._post(request, FinancialAdviceConfirmation, self.state.facs, "id", self.state.fac_posts)
+        known = set(self.state.facs)
+        response = await self._post(request, FinancialAdviceConfirmation, self.state.facs, "id", self.state.fac_posts)
+        new = [fac for fid, fac in self.state.facs.items() if fid not in known]
+        if self.state.fiscal_on_fac and new and new[0]["capture_status_code"] != "FAILED":
+            task = asyncio.create_task(self._send_fiscal(new[0]))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return response
+
+    async def _send_fiscal(self, fac: dict[str, Any]) -> None:
+        """The invoicing system signs the receipt for the captured amount and sends it to the PTP."""
+        await asyncio.sleep(self.state.fiscal_delay_s)
+        reference = fac["authorization_reference"]
+        number = len(self.state.fiscal_sent) + 1
+        body: dict[str, Any] = {"invoice_reference_id": f"{number}/EVP1/1",
+                                "invoice_url": f"{self.base}/invoices/{reference}"}  # fmt: skip
+        if self.state.fiscal_on_fac in ("signed", "zki_only"):
+            issued = datetime.now(UTC).replace(second=0, microsecond=0)
+            zki = hashlib.md5(f"{reference}{number}".encode()).hexdigest()  # noqa: S324 - the ZKI is an MD5 by law
+            fields = {"zki": zki, "issued_at": issued.isoformat()}
+            if self.state.fiscal_on_fac == "signed":
+                fields["jir"] = str(uuid.uuid5(uuid.NAMESPACE_URL, reference))
+            body["fields"] = fields
+        headers = _auth(self.state.ptp_token or "")
+        async with aiohttp.ClientSession(headers=headers, trace_configs=[_with_ids()]) as http:
+            endpoints = await self._ptp_endpoints(http, self.state.ptp_versions_url or "")
+            async with http.put(f"{endpoints['DEEVPfiscal']}/{reference}", json=body) as r:
+                body["answer"] = r.status
+        self.state.fiscal_sent.append(body)
+
+    async def _put_receipt(self, request: web.Request) -> web.Response:
+        """What the driver's receipt said (our side of the custom module DEEVPfiscal)."""
+        if not self._allowed(request):
+            return self._unauthorized()
+        try:
+            body = await request.json()
+        except ValueError:
+            return self._refuse("receipt: not JSON")
+        if not isinstance(body, dict) or body.get("state") not in ("complete", "pending", "delivered_late"):
+            return self._refuse("receipt: state must be complete, pending or delivered_late")
+        self.state.receipts.setdefault(request.match_info["reference"], []).append(body)
+        return web.json_response(envelope())
 
     async def _get_fac(self, request: web.Request) -> web.Response:
         return self._get(request, self.state.facs)

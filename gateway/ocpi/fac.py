@@ -28,6 +28,11 @@ from gateway.wire import Price, TaxAmount
 _OWING = ("capture_failed", "capture_unconfirmed")
 
 
+def ascii_line(text: str) -> str:
+    """An eft_data line (CiString(255): printable ASCII)."""
+    return "".join(ch if " " <= ch <= "~" else "?" for ch in text)[:255]
+
+
 def fac_from_outcome(
     payload: dict[str, Any], now: datetime, *, partial_success: bool = True
 ) -> FinancialAdviceConfirmation | None:
@@ -75,6 +80,8 @@ def fac_from_outcome(
         eft.append(f"PAN: {card['masked_pan']}")
     if payload.get("receipt_no") is not None:
         eft.append(f"Receipt: {int(payload['receipt_no']):04d}")
+    # the receipt's invoice and fiscal lines, so that the CPO's invoice and the driver's receipt agree
+    eft += [ascii_line(str(line)) for line in payload.get("receipt") or () if str(line).strip()]
     taxes = [TaxAmount(name="VAT", amount=gross - before)] if gross != before else None
     return FinancialAdviceConfirmation(
         id=fac_id,

@@ -310,8 +310,20 @@ class Location(OcpiModel):
 
 
 class FiscalData(OcpiModel):
-    """Custom module DEEVPfiscal: receipt lines (invoice reference, VAT, fiscal signature or QR
-    payload) for a session, from the CPO's invoicing side. Never required of a CPO."""
+    """Custom module DEEVPfiscal: the CPO's invoicing data for a session — free receipt lines,
+    its invoice (reference, URL) and, where the country signs each receipt, the signature fields
+    by name (HR: ``zki``, ``jir``, ``issued_at``). Never required of a CPO."""
 
-    lines: list[Annotated[str, StringConstraints(max_length=255)]] = Field(min_length=1, max_length=60)
+    lines: list[Annotated[str, StringConstraints(max_length=255)]] = Field(default_factory=list, max_length=60)
     invoice_reference_id: CiString36 | None = None
+    invoice_url: Url | None = None
+    fields: (
+        dict[Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")],
+             Annotated[str, StringConstraints(min_length=1, max_length=255)]] | None
+    ) = Field(default=None, max_length=20)  # fmt: skip
+
+    @model_validator(mode="after")
+    def _something(self) -> FiscalData:
+        if not (self.lines or self.invoice_reference_id or self.invoice_url or self.fields):
+            raise ValueError("fiscal data needs lines, an invoice or fiscal fields")
+        return self

@@ -22,7 +22,7 @@ from typing import Any
 
 from gateway.errors import OcpiRejected, UpstreamUnreachable
 from gateway.ocpi.client import OcpiClient
-from gateway.ocpi.fac import fac_from_outcome
+from gateway.ocpi.fac import ascii_line, fac_from_outcome
 from gateway.ocpi.models import Terminal
 from gateway.settings import InteropSettings
 from gateway.store import Store, StoredOutbox
@@ -30,7 +30,7 @@ from gateway.store import Store, StoredOutbox
 _LOGGER = logging.getLogger(__name__)
 _AMBIGUOUS = "ambiguous: "
 _REFUSED = "refused "
-_MAPPED = ("session.outcome", "terminal.post", "command.stop_session")
+_MAPPED = ("session.outcome", "session.receipt", "terminal.post", "command.stop_session")
 
 
 class OutboxPusher:
@@ -51,6 +51,7 @@ class OutboxPusher:
         rng: random.Random | None = None,
         commands_url: str | None = None,
         interop: InteropSettings | None = None,
+        fiscal_url: str | None = None,
     ) -> None:
         self.store, self.client, self.clock = store, client, clock
         self.interop = interop or InteropSettings()
@@ -59,6 +60,7 @@ class OutboxPusher:
         self.backoff_min_s, self.backoff_max_s, self.idle_poll_s = backoff_min_s, backoff_max_s, idle_poll_s
         self.max_refusals = max_refusals
         self.commands_url = commands_url.rstrip("/") if commands_url else None
+        self.fiscal_url = fiscal_url.rstrip("/") if fiscal_url else None
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self.wake = asyncio.Event()
         self.delivered = 0
@@ -145,6 +147,9 @@ class OutboxPusher:
             url = f"{self.commands_url}/STOP_SESSION"
             await self.client.request("POST", url, dict(message.payload), correlation_id=message.message_id)
             return
+        if message.kind == "session.receipt":
+            await self._send_receipt(message)
+            return
         url, object_id, body = self._object(message)
         by_id = f"{url.rstrip('/')}/{object_id}"
         if message.kind == "terminal.post" and self.interop.terminal_method == "PUT":
@@ -162,6 +167,20 @@ class OutboxPusher:
         # Durable before the POST leaves: if the gateway dies mid-request, the next attempt GETs first.
         self.store.outbox.retry_later(message.message_id, _AMBIGUOUS + "sending", self.clock())
         await self.client.request("POST", url, body, correlation_id=message.message_id)
+
+    async def _send_receipt(self, message: StoredOutbox) -> None:
+        """What the driver's receipt said (complete, pending with what was missing, or delivered
+        later as an e-receipt): PUT on the CPO's DEEVPfiscal module, idempotent by its reference.
+        A CPO that does not offer the module still has the lines in the FAC's eft_data."""
+        if self.fiscal_url is None:
+            raise _NothingToSend("the CPO offers no DEEVPfiscal receiver: the receipt lines went with the FAC")
+        p = message.payload
+        reference = str(p.get("authorization_reference") or "")
+        if not reference:
+            raise _NothingToSend("a session without an authorization_reference: nothing to refer to upstream")
+        body = {"state": p["state"], "lines": [ascii_line(str(x)) for x in p.get("lines") or ()],
+                "missing": list(p.get("missing") or ()), "last_updated": self.clock().isoformat()}  # fmt: skip
+        await self.client.request("PUT", f"{self.fiscal_url}/{reference}", body, correlation_id=message.message_id)
 
 
 def _refusals(last_error: str | None) -> int:

@@ -44,6 +44,7 @@ from gateway.ocpi.models import (
     TerminalPatch,
     envelope,
 )
+from gateway.payments.events import FiscalDataArrived
 from gateway.store import InboxMessage, JournalEntry, OutboxMessage, Step, Store, TerminalRecord
 
 _LOGGER = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ class PtpServer:
         site: str,
         clock: Callable[[], datetime],
         receiver: OcpiChargerLink | None = None,
-        fiscal: Callable[[str, tuple[str, ...], str], None] | None = None,
+        fiscal: Callable[[FiscalDataArrived], None] | None = None,
         credentials: CredentialsKeeper | None = None,
         registration_token: str | None = None,
     ) -> None:
@@ -373,7 +374,10 @@ class PtpServer:
             return web.json_response(envelope(status_code=2000, message="unknown authorization_reference"), status=404)
         message_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
         if self._inbox(request, "fiscal", {"authorization_reference": reference, **data.to_json()}) and self.fiscal:
-            self.fiscal(session_id, tuple(data.lines), message_id)
+            self.fiscal(FiscalDataArrived(
+                session_id, f"fiscal:{message_id}", tuple(data.lines), data.invoice_reference_id,
+                data.invoice_url, tuple(sorted((data.fields or {}).items())),
+            ))  # fmt: skip
         return web.json_response(envelope())
 
     # ---- financial advice confirmations -------------------------------------------------------

@@ -22,8 +22,9 @@ from gateway.ocpi.client import OcpiClient, Trust
 from gateway.ocpi.handshake import Registration, accept, new_token, our_credentials, register, rotate
 from gateway.ocpi.models import Cdr, Credentials, VersionDetails
 from gateway.ocpi.pusher import OutboxPusher
-from gateway.ocpi.server import PtpServer
+from gateway.ocpi.server import FISCAL_MODULE, PtpServer
 from gateway.ocpi.tariffs import pull_tariffs
+from gateway.payments.events import FiscalDataArrived
 from gateway.payments.tariff import Tariff
 from gateway.settings import UpstreamSettings
 from gateway.store import Store
@@ -65,7 +66,7 @@ class UpstreamWorker:
         clock: Callable[[], datetime],
         charger: OcpiChargerLink | None = None,
         on_tariffs: TariffSink | None = None,
-        on_fiscal: Callable[[str, tuple[str, ...], str], None] | None = None,
+        on_fiscal: Callable[[FiscalDataArrived], None] | None = None,
     ) -> None:
         if settings.key is None or settings.token_a is None:
             raise ConfigError("upstream", ["an enabled upstream needs token_a and key"])
@@ -184,6 +185,7 @@ class UpstreamWorker:
             self._replay_cdrs(self.charger)
         self.pusher = OutboxPusher(self.store, client, reg.payments_url(""), self.clock,
                                    commands_url=reg.endpoints.url("commands", "RECEIVER"),
+                                   fiscal_url=reg.endpoints.url(FISCAL_MODULE, "RECEIVER"),
                                    interop=self.settings.interop)  # fmt: skip
         puller = asyncio.create_task(self._pull_tariffs(client, reg, stopping))
         try:

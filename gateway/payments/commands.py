@@ -96,6 +96,7 @@ class ShowReceipt:
     session_id: str
     terminal: str
     lines: tuple[str, ...]
+    display: bool = False  # the terminal has no printer: show the lines instead (at most 8)
 
 
 Command = (

@@ -26,6 +26,7 @@ class TimerKind(StrEnum):
     ANSWER = "answer"  # a terminal command (or enquiry) must have answered by now
     RETRY = "retry"  # try the capture or release again
     QUERY = "query"  # ask the terminal again
+    FISCAL = "fiscal"  # stop waiting for the CPO's fiscal data: print the receipt as pending
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,9 +142,15 @@ class Resumed:
 
 @dataclass(frozen=True, slots=True)
 class FiscalDataArrived:
+    """The CPO's invoicing data for a session (custom module DEEVPfiscal): free receipt lines,
+    its invoice, and the fiscal signature fields its country requires (``zki``, ``jir``, …)."""
+
     session_id: str
     event_id: str
     lines: tuple[str, ...]
+    invoice_reference: str | None = None
+    invoice_url: str | None = None
+    fields: tuple[tuple[str, str], ...] = ()
 
 
 Event = (

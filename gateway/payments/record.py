@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from gateway.fiscal.receipt import ReceiptState, VatLine
 from gateway.payments.events import TimerKind
 from gateway.payments.session import Hold, HoldStatus, Reading, Session, State
 
@@ -51,6 +52,13 @@ def to_json(s: Session) -> dict[str, Any]:
         "tariff_id": s.tariff_id,
         "invoicer": s.invoicer,
         "invoice_reference": s.invoice_reference,
+        "invoice_url": s.invoice_url,
+        "fiscal_fields": [list(f) for f in s.fiscal_fields],
+        "vat": [[v.rate, v.net_minor, v.tax_minor] for v in s.vat],
+        "receipt": s.receipt.value,
+        "receipt_lines": list(s.receipt_lines),
+        "receipt_missing": list(s.receipt_missing),
+        "captured_at": s.captured_at.isoformat() if s.captured_at else None,
     }
 
 
@@ -133,4 +141,11 @@ def from_json(d: dict[str, Any]) -> Session:
         tariff_id=d.get("tariff_id"),
         invoicer=d.get("invoicer"),
         invoice_reference=d.get("invoice_reference"),
+        invoice_url=d.get("invoice_url"),
+        fiscal_fields=tuple((str(k), str(v)) for k, v in d.get("fiscal_fields", ())),
+        vat=tuple(VatLine(rate, net, tax) for rate, net, tax in d.get("vat", ())),
+        receipt=ReceiptState(d.get("receipt", "")),
+        receipt_lines=tuple(d.get("receipt_lines", ())),
+        receipt_missing=tuple(d.get("receipt_missing", ())),
+        captured_at=when(d.get("captured_at")),
     )

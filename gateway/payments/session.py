@@ -33,13 +33,15 @@ from zoneinfo import ZoneInfo
 
 from drivers.base import Outcome
 from gateway.errors import InvariantViolated
+from gateway.fiscal.profiles import PROFILES, Profile
+from gateway.fiscal.receipt import FiscalData, Receipt, ReceiptFacts, ReceiptState, VatLine, vat_breakdown
 from gateway.payments import commands as c
 from gateway.payments import events as e
 from gateway.payments.events import Operation, TimerKind
 from gateway.payments.preauth import HoldPolicy, initial_hold, topup
 from gateway.payments.schemes import Validity
 from gateway.payments.states import FINAL, HOLDING, State, Trigger, next_state
-from gateway.payments.tariff import Sample, Tariff, price
+from gateway.payments.tariff import Sample, Tariff, describe, price
 
 __all__ = ["FINAL", "Hold", "HoldStatus", "Policy", "Reading", "Session", "State", "Transition", "transition"]
 
@@ -64,6 +66,10 @@ class Policy:
     energy_tolerance_wh: int = 10
     bill_without_energy: bool = False  # zero trusted energy: release the whole hold
     topup_terminals: frozenset[str] = frozenset()  # terminals that can add a hold to a card session
+    fiscal: Profile = field(default_factory=lambda: PROFILES["none"])  # the site's receipt profile
+    fiscal_wait: timedelta = timedelta(seconds=20)  # how long a receipt waits for the CPO's signature
+    e_receipt_url: str | None = None  # where the complete receipt will be, "{reference}" filled in
+    display_only: frozenset[str] = frozenset()  # terminals without a printer: the receipt is displayed
 
     def tariff(self, evse: str) -> Tariff | None:
         return self.tariffs.get(evse) or self.tariffs.get("*")
@@ -145,10 +151,17 @@ class Session:
     stop_reason: str | None = None
     notes: tuple[str, ...] = ()
     discrepancies: tuple[str, ...] = ()  # what the terminal said that does not fit what was asked
-    fiscal: tuple[str, ...] = ()
+    fiscal: tuple[str, ...] = ()  # the CPO's free receipt lines
+    fiscal_fields: tuple[tuple[str, str], ...] = ()  # the CPO's fiscal signature fields (zki, jir, …)
     tariff_id: str | None = None  # pinned when the session starts
     invoicer: str | None = None  # "cpo" / "ptp" from the CDR (OCPI flow); None: the local flow
     invoice_reference: str | None = None
+    invoice_url: str | None = None
+    vat: tuple[VatLine, ...] = ()  # the price's VAT breakdown per rate, adding up to price_minor
+    receipt: ReceiptState = ReceiptState.NONE
+    receipt_lines: tuple[str, ...] = ()  # what was sent to the terminal, as sent
+    receipt_missing: tuple[str, ...] = ()  # required fields the receipt lacked
+    captured_at: datetime | None = None
 
     @property
     def final(self) -> bool:
@@ -217,7 +230,7 @@ def _dispatch(session: Session | None, event: e.Event, now: datetime, policy: Po
         return Transition(None, note="no such session")
     if session.final:
         if isinstance(event, e.FiscalDataArrived):
-            return _fiscal(session, event)
+            return _fiscal(session, event, now, policy)
         if isinstance(event, e.ChargerStopped):
             return _unpaid_energy(session, event, now, policy)
         return Transition(session, note="final: ignored")
@@ -239,7 +252,7 @@ def _dispatch(session: Session | None, event: e.Event, now: datetime, policy: Po
         case e.Resumed():
             return _resumed(session, now, policy)
         case e.FiscalDataArrived():
-            return _fiscal(session, event)
+            return _fiscal(session, event, now, policy)
     return Transition(session, note="ignored")
 
 
@@ -577,6 +590,9 @@ def _timer(s: Session, ev: e.TimerFired, now: datetime, policy: Policy) -> Trans
         return _settle_command(_go(s, Trigger.RETRY), now, policy)
     if kind == TimerKind.QUERY and s.state in _UNKNOWN_STATES:
         return _query(s, now, policy)
+    if kind == TimerKind.FISCAL and s.state is State.RECEIPTING:
+        s, printed = _receipt(_go(s, Trigger.FISCAL_TIMEOUT, timer=None), now, policy)
+        return Transition(s, printed)
     if kind == TimerKind.ANSWER:
         if s.state in (State.AUTHORIZING, State.CAPTURING, State.RELEASING):
             return _query(
@@ -601,13 +617,6 @@ def _resumed(s: Session, now: datetime, policy: Policy) -> Transition:
         return _topup_result(s, lost, now, policy)
     if s.state is State.STOPPING:
         return Transition(s, (c.StopCharger(f"{s.id}:stop:resume", s.id, s.evse, s.stop_reason or "resume"),))
-    return Transition(s)
-
-
-def _fiscal(s: Session, ev: e.FiscalDataArrived) -> Transition:
-    s = replace(s, fiscal=tuple(ev.lines))
-    if s.state is State.COMPLETED:
-        return Transition(s, (c.ShowReceipt(f"{s.id}:receipt:{ev.event_id}", s.id, s.terminal, tuple(ev.lines)),))
     return Transition(s)
 
 
@@ -641,9 +650,9 @@ def _price(s: Session, readings: tuple[Reading, ...], policy: Policy) -> Session
     """The session with its price (incl. and excl. taxes) for these readings."""
     tariff = policy.pinned(s)
     if tariff is None or not readings:
-        return replace(s, price_minor=0, price_excl="0")
+        return replace(s, price_minor=0, price_excl="0", vat=())
     p = price(tariff, [Sample(r.at, r.energy_wh) for r in readings], policy.tz)
-    return replace(s, price_minor=p.minor, price_excl=str(p.excl_vat))
+    return replace(s, price_minor=p.minor, price_excl=str(p.excl_vat), vat=vat_breakdown(p.nets, p.minor, s.currency))
 
 
 def _billed_energy(s: Session, ev: e.ChargerStopped, policy: Policy) -> tuple[int, tuple[str, ...]]:
@@ -668,7 +677,7 @@ def _finalize(s: Session, readings: tuple[Reading, ...], now: datetime, policy: 
     energy = readings[-1].energy_wh if readings else 0
     s = _price(replace(s, readings=readings, billed_energy_wh=energy), readings, policy)
     if energy == 0 and not policy.bill_without_energy and s.price_minor:
-        s = replace(s, price_minor=0, price_excl="0", notes=_note(s, "no energy delivered: nothing billed"))
+        s = replace(s, price_minor=0, price_excl="0", vat=(), notes=_note(s, "no energy delivered: nothing billed"))
     capture = min(s.price_minor, s.authorized_minor)
     shortfall = s.price_minor - capture
     if shortfall:
@@ -727,12 +736,97 @@ def _next(s: Session, now: datetime, policy: Policy) -> Transition:
         trigger = Trigger.ALL_CAPTURED
     else:
         trigger = Trigger.ALL_RELEASED
-    s = _go(s, trigger, owed_minor=max(0, s.price_minor - s.captured_minor) + s.unpaid_minor)
+    owed = max(0, s.price_minor - s.captured_minor) + s.unpaid_minor
+    if trigger is Trigger.ALL_CAPTURED:
+        s = replace(s, captured_at=now)
+        if policy.fiscal.signs_each_receipt and not _render(s, now, policy)[0].complete:
+            # The money is settled (the outcome goes up now: the CPO invoices from it); the receipt
+            # waits a little for the CPO's fiscal signature, then is printed as pending.
+            s = _go(s, Trigger.AWAIT_FISCAL, owed_minor=owed, receipt=ReceiptState.AWAITING,
+                    timer=(TimerKind.FISCAL, now + policy.fiscal_wait))  # fmt: skip
+            return Transition(s, _outcome(s))
+    s = _go(s, trigger, owed_minor=owed)
+    printed: tuple[c.Command, ...] = ()
+    if s.state is State.COMPLETED:
+        s, printed = _receipt(s, now, policy)
     done = _finish(s)
-    if s.state is State.COMPLETED and s.fiscal:  # fiscal data came first: print it with the capture
-        receipt = c.ShowReceipt(f"{s.id}:receipt:capture", s.id, s.terminal, s.fiscal)
-        return Transition(done.session, (*done.commands, receipt))
-    return done
+    return Transition(done.session, (*done.commands, *printed))
+
+
+# ---- the receipt (fiscal sub-machine: awaiting → complete | pending → delivered_late) ---------
+
+
+def receipt_facts(s: Session, now: datetime, policy: Policy) -> ReceiptFacts:
+    tariff = policy.pinned(s)
+    paid = next((h.booking_receipt for h in s.holds if h.booking_receipt is not None), None)
+    url = policy.e_receipt_url.replace("{reference}", s.reference or s.id) if policy.e_receipt_url else None
+    return ReceiptFacts(
+        reference=s.reference or s.id, evse=s.evse, at=(s.captured_at or now).astimezone(policy.tz),
+        energy_wh=s.billed_energy_wh, price_minor=s.price_minor, paid_minor=s.captured_minor,
+        owed_minor=s.owed_minor, currency=s.currency, vat=s.vat, tariff=tuple(describe(tariff)) if tariff else (),
+        card=s.card, terminal_receipt=paid, e_receipt_url=url,
+    )  # fmt: skip
+
+
+def _fiscal_data(s: Session) -> FiscalData | None:
+    if not (s.fiscal or s.fiscal_fields or s.invoice_reference or s.invoice_url):
+        return None
+    return FiscalData(s.invoice_reference, s.invoice_url, dict(s.fiscal_fields), s.fiscal)
+
+
+def _render(s: Session, now: datetime, policy: Policy) -> tuple[Receipt, ReceiptFacts]:
+    facts = receipt_facts(s, now, policy)
+    return policy.fiscal.render(facts, _fiscal_data(s)), facts
+
+
+def _receipt(s: Session, now: datetime, policy: Policy) -> tuple[Session, tuple[c.Command, ...]]:
+    """Render the receipt with what is known now, send it to the terminal and, under a country
+    profile, tell the CPO what the driver got (complete, or pending with what is missing)."""
+    receipt, _facts = _render(s, now, policy)
+    if not receipt.lines:
+        return s, ()  # no profile and no CPO lines: the terminal's own payment slip is the receipt
+    state = ReceiptState.COMPLETE if receipt.complete else ReceiptState.PENDING
+    s = replace(s, receipt=state, receipt_lines=receipt.lines, receipt_missing=receipt.missing)
+    display = s.terminal in policy.display_only
+    lines = policy.fiscal.display(receipt) if display else receipt.lines
+    out: list[c.Command] = [c.ShowReceipt(f"{s.id}:receipt:{state}", s.id, s.terminal, lines, display)]
+    if policy.fiscal.code != "none":
+        out.append(_receipt_message(s, state, receipt.upstream))
+    return s, tuple(out)
+
+
+def _receipt_message(s: Session, state: ReceiptState, upstream: tuple[str, ...]) -> c.Enqueue:
+    payload = {"session_id": s.id, "authorization_reference": s.reference, "state": state.value,
+               "lines": list(upstream), "missing": list(s.receipt_missing),
+               "invoice_reference": s.invoice_reference}  # fmt: skip
+    return c.Enqueue(f"{s.id}:receipt:{state.value}", f"session:{s.id}", "session.receipt", payload)
+
+
+def _fiscal(s: Session, ev: e.FiscalDataArrived, now: datetime, policy: Policy) -> Transition:
+    """The CPO's fiscal data: printed with the receipt if it is still to be printed; after a
+    pending receipt it completes it as an e-receipt (once); otherwise kept for the record."""
+    if s.receipt in (ReceiptState.COMPLETE, ReceiptState.LATE) and policy.fiscal.code != "none":
+        return Transition(s, note="receipt already complete: fiscal data ignored")
+    s = replace(s, fiscal=tuple(ev.lines) or s.fiscal, fiscal_fields=ev.fields or s.fiscal_fields,
+                invoice_reference=ev.invoice_reference or s.invoice_reference,
+                invoice_url=ev.invoice_url or s.invoice_url)  # fmt: skip
+    if s.state is State.RECEIPTING:
+        s = _go(s, Trigger.FISCAL_SIGNED, timer=None)
+        s, printed = _receipt(s, now, policy)
+        return Transition(s, printed)
+    if s.state is not State.COMPLETED:
+        return Transition(s)  # before the capture: printed with it
+    if policy.fiscal.code == "none":  # no profile: the CPO's lines are printed whenever they come
+        lines = tuple(ev.lines)
+        return Transition(s, (c.ShowReceipt(f"{s.id}:receipt:{ev.event_id}", s.id, s.terminal, lines),))
+    if s.receipt is ReceiptState.PENDING:
+        receipt, _facts = _render(s, now, policy)
+        if receipt.complete:  # the driver has gone: the complete receipt is the e-receipt
+            s = replace(s, receipt=ReceiptState.LATE, receipt_missing=(),
+                        notes=_note(s, "fiscal data delivered after the receipt: e-receipt"))  # fmt: skip
+            return Transition(s, (_receipt_message(s, ReceiptState.LATE, receipt.upstream),))
+        s = replace(s, receipt_missing=receipt.missing)
+    return Transition(s)
 
 
 def _next_try(s: Session, now: datetime, policy: Policy) -> datetime | None:
@@ -771,8 +865,11 @@ def _stop(s: Session, now: datetime, policy: Policy, reason: str) -> Transition:
 
 def _finish(s: Session) -> Transition:
     s = replace(s, timer=None)
-    payload = outcome_payload(s)
-    return Transition(s, (c.Enqueue(f"{s.id}:outcome", f"session:{s.id}", "session.outcome", payload),))
+    return Transition(s, _outcome(s))
+
+
+def _outcome(s: Session) -> tuple[c.Command, ...]:
+    return (c.Enqueue(f"{s.id}:outcome", f"session:{s.id}", "session.outcome", outcome_payload(s)),)
 
 
 def outcome_payload(s: Session) -> dict[str, Any]:
@@ -781,7 +878,8 @@ def outcome_payload(s: Session) -> dict[str, Any]:
     return {
         "session_id": s.id,
         "authorization_reference": s.reference,
-        "state": s.state.value,
+        # a session waiting only for its receipt has its money outcome: completed
+        "state": State.COMPLETED.value if s.state is State.RECEIPTING else s.state.value,
         "currency": s.currency,
         "authorized_minor": s.authorized_minor,
         "captured_minor": s.captured_minor,
@@ -802,4 +900,12 @@ def outcome_payload(s: Session) -> dict[str, Any]:
         "discrepancies": list(s.discrepancies),
         "invoicer": s.invoicer,
         "invoice_reference": s.invoice_reference,
+        "receipt": list(_upstream_lines(s)),
     }
+
+
+def _upstream_lines(s: Session) -> tuple[str, ...]:
+    """The receipt's upstream lines when the receipt is decided before the outcome goes up."""
+    if s.receipt in (ReceiptState.COMPLETE, ReceiptState.PENDING):
+        return tuple(line for line in s.receipt_lines if line.startswith(("Invoice ", "ZKI", "JIR")))
+    return ()

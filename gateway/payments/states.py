@@ -28,6 +28,7 @@ class State(StrEnum):
     RELEASING = "releasing"
     RELEASE_UNKNOWN = "release_unknown"
     RELEASE_RETRY = "release_retry"
+    RECEIPTING = "receipting"  # captured; the receipt waits briefly for the CPO's fiscal signature
     COMPLETED = "completed"
     VOIDED = "voided"
     DECLINED = "declined"
@@ -41,6 +42,9 @@ FINAL = frozenset(
     {State.COMPLETED, State.VOIDED, State.DECLINED, State.FAILED, State.CAPTURE_FAILED,
      State.CAPTURE_UNCONFIRMED, State.RELEASE_FAILED}
 )  # fmt: skip
+
+# Open states that no longer occupy the EVSE: the next driver may start there.
+EVSE_FREE = frozenset({State.RECEIPTING})
 
 # States in which a terminal command of the session may be running.
 IN_FLIGHT = frozenset({State.AUTHORIZING, State.TOPPING_UP, State.CAPTURING, State.RELEASING})
@@ -82,6 +86,9 @@ class Trigger(StrEnum):
     CAPTURE_LAPSED = "hold about to lapse uncaptured"
     CAPTURE_UNPROVEN = "no evidence of the capture"
     RELEASE_LAPSED = "hold about to lapse unreleased"
+    AWAIT_FISCAL = "all captured, receipt needs the CPO's signature / wait"
+    FISCAL_SIGNED = "fiscal data arrived / ShowReceipt"
+    FISCAL_TIMEOUT = "no fiscal data in time / ShowReceipt(pending)"
 
 
 S, T = State, Trigger
@@ -93,6 +100,7 @@ _SETTLED = {
     T.NEXT_CAPTURE: S.CAPTURING,
     T.NEXT_RELEASE: S.RELEASING,
     T.ALL_CAPTURED: S.COMPLETED,
+    T.AWAIT_FISCAL: S.RECEIPTING,
     T.ALL_RELEASED: S.VOIDED,
     T.CAPTURE_LAPSED: S.CAPTURE_FAILED,
     T.CAPTURE_UNPROVEN: S.CAPTURE_UNCONFIRMED,
@@ -129,6 +137,8 @@ TRANSITIONS: Mapping[tuple[State | None, Trigger], State] = {
     (S.RELEASING, T.LOST): S.RELEASE_UNKNOWN,
     (S.RELEASE_UNKNOWN, T.STILL_OPEN): S.RELEASE_RETRY,
     (S.RELEASE_RETRY, T.RETRY): S.RELEASING,
+    (S.RECEIPTING, T.FISCAL_SIGNED): S.COMPLETED,
+    (S.RECEIPTING, T.FISCAL_TIMEOUT): S.COMPLETED,
     **{(source, trigger): target for source in _SETTLING for trigger, target in _SETTLED.items()},
 }
 

@@ -129,6 +129,7 @@ class Price:
     minor: int  # incl. VAT, rounded once: what the driver pays
     currency: str
     lines: tuple[tuple[str, Decimal, Decimal], ...] = field(default=())  # (dimension, volume, excl)
+    nets: tuple[tuple[Decimal | None, Decimal], ...] = field(default=())  # (VAT rate, excl) per component
 
 
 def price(tariff: Tariff, samples: Sequence[Sample], tz: ZoneInfo) -> Price:
@@ -212,6 +213,7 @@ def _interval(
 def _total(tariff: Tariff, volumes: Mapping[tuple[int, Dimension], Decimal]) -> Price:
     excl = incl = Decimal(0)
     lines = []
+    nets: list[tuple[Decimal | None, Decimal]] = []
     for (i, dim), volume in sorted(volumes.items()):
         comp = tariff.elements[i].component(dim)
         if comp is None:  # volumes are only recorded for elements that have the component
@@ -223,6 +225,7 @@ def _total(tariff: Tariff, volumes: Mapping[tuple[int, Dimension], Decimal]) -> 
         excl += cost
         incl += cost * (1 + (comp.vat or Decimal(0)) / 100)
         lines.append((dim.value, billed, cost))
+        nets.append((comp.vat, cost))
     bounded = excl
     if tariff.min_price is not None and excl < tariff.min_price:
         bounded = tariff.min_price
@@ -230,10 +233,11 @@ def _total(tariff: Tariff, volumes: Mapping[tuple[int, Dimension], Decimal]) -> 
         bounded = tariff.max_price
     if bounded != excl:
         incl = incl * bounded / excl if excl else bounded
+        nets = [(rate, net * bounded / excl) for rate, net in nets] if excl else [(None, bounded)]
         excl = bounded
     exponent = currency_info(tariff.currency).exponent
     minor = int((incl.scaleb(exponent)).to_integral_value(ROUND_HALF_UP))
-    return Price(excl, incl, minor, tariff.currency, tuple(lines))
+    return Price(excl, incl, minor, tariff.currency, tuple(lines), tuple(nets))
 
 
 def session_samples(start: datetime, energy_wh: int, duration: timedelta) -> list[Sample]:

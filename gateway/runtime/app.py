@@ -191,9 +191,9 @@ class Daemon:
             policy, tariffs={**policy.tariffs, **by_evse}, catalog={**policy.catalog, **catalog}
         )
 
-    def _fiscal_data(self, session_id: str, lines: tuple[str, ...], message_id: str) -> None:
+    def _fiscal_data(self, event: FiscalDataArrived) -> None:
         if self.engine is not None:
-            self.engine.submit(FiscalDataArrived(session_id, f"fiscal:{message_id}", lines))
+            self.engine.submit(event)
 
     def _request_payment(
         self, evse: str, idempotency_key: str | None = None, target: Target | None = None

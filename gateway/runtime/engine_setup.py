@@ -14,6 +14,7 @@ from drivers.zvt.terminal import ZvtOptions, ZvtTerminal
 from firmware_bridge.everest import EverestEvse, EverestMapping
 from firmware_bridge.link import BrokerSettings
 from gateway.errors import ConfigError
+from gateway.fiscal.profiles import PROFILES
 from gateway.ocpi.charger import OcpiChargerLink
 from gateway.payments.charger import ChargerLink
 from gateway.payments.preauth import HoldPolicy
@@ -62,6 +63,10 @@ def build_policy(settings: Settings) -> Policy:
         stop_before_expiry=timedelta(hours=p.stop_before_expiry_hours),
         safety_margin_minor=_minor(p.safety_margin, cur),
         min_partial_minor=_minor(p.min_partial_approval, cur),
+        fiscal=PROFILES[settings.fiscal.profile],
+        fiscal_wait=timedelta(seconds=settings.fiscal.wait_s),
+        e_receipt_url=settings.fiscal.e_receipt_url,
+        display_only=frozenset(t.id for t in settings.terminals if not t.printer),
     )
 
 

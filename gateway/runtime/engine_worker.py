@@ -27,6 +27,7 @@ from gateway.payments.charger import ChargerEvent, ChargerLink
 from gateway.payments.events import Operation
 from gateway.payments.preauth import Target
 from gateway.payments.session import Session
+from gateway.payments.states import EVSE_FREE
 from gateway.payments.tariff import describe
 from gateway.runtime.engine_host import EngineHost, Handled
 
@@ -107,7 +108,7 @@ class EngineWorker:
             known = self.host.load(sid)
             if known is not None:
                 return PayAnswer(202, "payment requested", sid, known.state.value)
-        busy = next((s for s in self.host.open_sessions() if s.evse == evse), None)
+        busy = next((s for s in self.host.open_sessions() if s.evse == evse and s.state not in EVSE_FREE), None)
         if busy is not None:
             return PayAnswer(409, f"EVSE {evse} already has an open session", busy.id, busy.state.value)
         up, why = self.terminal_state.get(route.terminal, (False, "not registered yet"))
@@ -314,6 +315,8 @@ class EngineWorker:
         match cmd:
             case c.QueryOpenPreauths():
                 return await terminal.open_preauthorizations()
+            case c.ShowReceipt(display=True):
+                return await terminal.display(cmd.lines, 60)
             case c.ShowReceipt():
                 return await terminal.print_text(cmd.lines)
             case c.Preauthorize():
@@ -400,7 +403,7 @@ class EngineWorker:
 
     def _card_read(self, name: str) -> None:
         evses = [evse for evse, route in self.routes.items() if route.terminal == name]
-        busy = {s.evse for s in self.host.open_sessions()}
+        busy = {s.evse for s in self.host.open_sessions() if s.state not in EVSE_FREE}
         free = [evse for evse in evses if evse not in busy]
         if len(free) == 1:
             answer = self.request_payment(free[0], f"card:{uuid.uuid4().hex}")

@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 
 from drivers.base import Outcome
+from gateway.fiscal.profiles import PROFILES
 from gateway.payments import commands as c
 from gateway.payments import events as e
 from gateway.payments.record import from_json, to_json
@@ -16,6 +17,7 @@ from tests.payments.fixtures import T0, policy
 
 P = policy()
 P_TOPUP = policy("incremental", topup_terminals=frozenset({"T1"}))
+P_HR = policy(fiscal=PROFILES["HR"])  # a receipt waits for the CPO's signature: the receipting state
 SID = "s1"
 
 
@@ -229,9 +231,10 @@ def test_every_state_is_reachable_and_every_open_state_has_a_way_out() -> None:
         e.ChargerFaulted(SID, "f", "x"), *(result(op, o, 100) for op in ("capture", "release") for o in Outcome),
         *(result("topup", o, 1500, 12) for o in Outcome),
         e.Resumed(SID, "b"), *(e.TimerFired(SID, "t", k) for k in e.TimerKind),
+        e.FiscalDataArrived(SID, "fd", (), "INV-1", None, (("zki", "z"), ("jir", "j"))),
     ]  # fmt: skip
     seen: set[State] = set()
-    for pol in (P, P_TOPUP):
+    for pol in (P, P_TOPUP, P_HR):
         visited: set[tuple[State, object, int]] = set()
         frontier = [transition(None, e.CardPresented(SID, "card", "E1", "T1", "EUR"), T0, pol).session]
         while frontier:
