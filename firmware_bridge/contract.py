@@ -64,6 +64,7 @@ class Stopped(_Message):
     meter_wh: Wh | None = None
     session_energy_wh: Wh | None = None
     reason: Annotated[str, StringConstraints(max_length=100)] = "stopped"
+    signed: Annotated[str, StringConstraints(max_length=8192)] | None = None  # the transaction's OCMF record
 
 
 class Fault(_Message):

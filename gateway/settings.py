@@ -34,6 +34,7 @@ from drivers.money import Money, known_currencies
 from drivers.transport.url import parse_device_url
 from drivers.zvt.messages import is_password
 from gateway.errors import ConfigError, SecretUnavailable
+from gateway.fiscal.ocmf import OcmfError, check_key
 from gateway.payments.tariff import tariff_from_ocpi
 from gateway.store.journal import load_signing_key
 from gateway.wire import OcpiTariff
@@ -253,6 +254,19 @@ class EvseSettings(_Model):
     location: str | None = None  # the OCPI location id of this EVSE (charger mode "ocpi")
     everest_module: str | None = None  # mapping "everest": this EVSE's evse_manager_consumer module id
     connector: Annotated[int, Field(ge=1, le=16)] = 1  # mapping "everest": the connector the token is for
+    meter_public_key: str | None = Field(
+        default=None, description="the meter's OCMF public key (DER SubjectPublicKeyInfo or a bare point, hex/base64)"
+    )
+
+    @field_validator("meter_public_key")
+    @classmethod
+    def _meter_key(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                check_key(v)
+            except OcmfError as exc:
+                raise ValueError(str(exc)) from None
+        return v
 
 
 StartPath = Literal["plug", "kiosk", "card"]

@@ -21,6 +21,7 @@ import binascii
 import hashlib
 import json
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -158,6 +159,20 @@ def load_key(text: str, algorithm: str = DEFAULT_SA) -> ec.EllipticCurvePublicKe
     return key
 
 
+def check_key(text: str) -> None:
+    """OcmfError unless ``text`` is a DER key or a point on one of the supported curves (a bare
+    point's curve is the record's to name, so any of them will do here)."""
+    problem = ""
+    for algorithm in (f"ECDSA-{name}-SHA256" for name in CURVES):
+        try:
+            load_key(text, algorithm)
+        except OcmfError as exc:
+            problem = str(exc)
+        else:
+            return
+    raise OcmfError(problem.replace("the curve", f"any supported curve ({', '.join(CURVES)})"))
+
+
 def verify(record: OcmfRecord, key: ec.EllipticCurvePublicKey) -> Verdict:
     """Check the signature over the byte-exact payload with the meter's public key."""
     algorithm = record.algorithm
@@ -210,3 +225,16 @@ def _bytes(text: str, what: str, encoding: str = "auto") -> bytes:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         raise OcmfError(f"the {what} is neither hex nor base64") from None
+
+
+def signed_record(payload: dict[str, Any], key: ec.EllipticCurvePrivateKey) -> str:
+    """An OCMF record signed with ``key`` (secp256r1, SHA-256, DER in hex): what a simulated
+    meter sends, so the demo and the tests bill from signed data the way a real site does."""
+    text = json.dumps(payload, separators=(",", ":"))
+    signature = key.sign(text.encode("utf-8"), ec.ECDSA(hashes.SHA256())).hex().upper()
+    return f"OCMF|{text}|" + json.dumps({"SA": DEFAULT_SA, "SD": signature}, separators=(",", ":"))
+
+
+def ocmf_time(moment: datetime) -> str:
+    """OCMF's time format: ``2026-01-05T08:00:00,000+0000 S`` (S: synchronised clock)."""
+    return moment.strftime("%Y-%m-%dT%H:%M:%S,") + f"{moment.microsecond // 1000:03d}" + moment.strftime("%z") + " S"

@@ -89,6 +89,7 @@ class CpoState:
     callback: bool = True  # call the PTP's versions back during registration
     require_ids: bool = True  # refuse requests without X-Request-ID / X-Correlation-ID
     quirks: set[str] = field(default_factory=set)
+    down: bool = False  # an outage: every request is answered 503 until it is over
     callbacks: list[str] = field(default_factory=list)  # what the registration callback saw, for tests
     ptp_token: str | None = None  # the PTP's token B as the CPO holds it (for its pushes)
     ptp_versions_url: str | None = None
@@ -126,6 +127,8 @@ class CpoSimulator:
     @web.middleware
     async def _strict(self, request: web.Request, handler: Any) -> web.StreamResponse:
         """Message ids required (and echoed); quirks that change how whole requests are answered."""
+        if self.state.down:
+            return web.json_response(envelope(status_code=3000, message="down for maintenance"), status=503)
         if self.state.require_ids and not (
             request.headers.get("X-Request-ID") and request.headers.get("X-Correlation-ID")
         ):

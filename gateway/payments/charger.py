@@ -33,6 +33,7 @@ class ChargerEvent:
     target_kwh: Decimal | None = None  # payment_requested: what the driver declared (kWh or an amount)
     target_amount: Decimal | None = None
     trusted: bool = True  # meter: a signed or calibrated reading
+    signed: str | None = None  # meter, stopped: the meter's signed record (OCMF text, byte-exact)
 
 
 class ChargerEvents:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from drivers.base import Outcome
+from gateway.fiscal.meter import SignedMeter
 from gateway.payments.preauth import Target
 
 
@@ -103,6 +104,7 @@ class MeterValue:
     event_id: str
     meter_wh: int
     trusted: bool = True  # signed (OCMF-verified) or from a calibrated meter
+    signed: SignedMeter | None = None  # the meter's signed record with this value, checked at the edge
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +116,7 @@ class ChargerStopped:
     reason: str = "stopped"
     invoicer: str | None = None  # "cpo" or "ptp" when the CPO's CDR decided who invoices
     invoice_reference: str | None = None
+    signed: SignedMeter | None = None  # the meter's signed record of the transaction (OCMF), checked
 
 
 @dataclass(frozen=True, slots=True)

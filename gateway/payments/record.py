@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
+from gateway.fiscal.meter import SignedMeter
 from gateway.fiscal.receipt import ReceiptState, VatLine
 from gateway.payments.events import TimerKind
 from gateway.payments.session import Hold, HoldStatus, Reading, Session, State
@@ -58,7 +60,9 @@ def to_json(s: Session) -> dict[str, Any]:
         "receipt": s.receipt.value,
         "receipt_lines": list(s.receipt_lines),
         "receipt_missing": list(s.receipt_missing),
+        "receipt_upstream": list(s.receipt_upstream),
         "captured_at": s.captured_at.isoformat() if s.captured_at else None,
+        "meter_records": [asdict(m) for m in s.meter_records],
     }
 
 
@@ -147,5 +151,7 @@ def from_json(d: dict[str, Any]) -> Session:
         receipt=ReceiptState(d.get("receipt", "")),
         receipt_lines=tuple(d.get("receipt_lines", ())),
         receipt_missing=tuple(d.get("receipt_missing", ())),
+        receipt_upstream=tuple(d.get("receipt_upstream", ())),
         captured_at=when(d.get("captured_at")),
+        meter_records=tuple(SignedMeter(**m) for m in d.get("meter_records", ())),
     )

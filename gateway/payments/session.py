@@ -33,6 +33,7 @@ from zoneinfo import ZoneInfo
 
 from drivers.base import Outcome
 from gateway.errors import InvariantViolated
+from gateway.fiscal.meter import SignedMeter
 from gateway.fiscal.profiles import PROFILES, Profile
 from gateway.fiscal.receipt import FiscalData, Receipt, ReceiptFacts, ReceiptState, VatLine, vat_breakdown
 from gateway.payments import commands as c
@@ -161,7 +162,9 @@ class Session:
     receipt: ReceiptState = ReceiptState.NONE
     receipt_lines: tuple[str, ...] = ()  # what was sent to the terminal, as sent
     receipt_missing: tuple[str, ...] = ()  # required fields the receipt lacked
+    receipt_upstream: tuple[str, ...] = ()  # its invoice and fiscal lines for the CPO (FAC eft_data)
     captured_at: datetime | None = None
+    meter_records: tuple[SignedMeter, ...] = ()  # the meter's signed records (OCMF), one per payload hash
 
     @property
     def final(self) -> bool:
@@ -492,6 +495,8 @@ def _charger_started(s: Session, ev: e.ChargerStarted, now: datetime, policy: Po
 
 
 def _meter_value(s: Session, ev: e.MeterValue, now: datetime, policy: Policy) -> Transition:
+    if ev.signed is not None:
+        s = _record_meter(s, ev.signed)
     if s.state not in _CHARGING_STATES or s.meter_start_wh is None:
         return Transition(s, note="meter value: not charging")
     energy = ev.meter_wh - s.meter_start_wh
@@ -511,6 +516,8 @@ def _meter_value(s: Session, ev: e.MeterValue, now: datetime, policy: Policy) ->
 
 
 def _charger_stopped(s: Session, ev: e.ChargerStopped, now: datetime, policy: Policy) -> Transition:
+    if ev.signed is not None:
+        s = _record_meter(s, ev.signed)
     if s.meter_start_wh is None and _reported_energy(s, ev) > 0:  # it charged without our knowing
         s = _unpaid_energy(s, ev, now, policy).session or s
     if s.state is State.AUTHORIZED:
@@ -536,6 +543,44 @@ def _charger_faulted(s: Session, ev: e.ChargerFaulted, now: datetime, policy: Po
     s = replace(s, stop_reason=ev.reason, notes=_note(s, f"billed to last trusted reading: {ev.reason}"))
     done = _finalize(s, trusted, now, policy)
     return Transition(done.session, (stop, *done.commands))
+
+
+def _record_meter(s: Session, m: SignedMeter) -> Session:
+    """Keep a signed meter record once (by payload hash), with what is wrong with it noted."""
+    if any(r.payload_sha256 == m.payload_sha256 for r in s.meter_records):
+        return s
+    s = replace(s, meter_records=(*s.meter_records, m))
+    if not _bound(s, m):
+        return replace(s, discrepancies=(*s.discrepancies, f"signed meter record {m.payload_sha256[:16]} is for "
+                       f"transaction {m.identification!r}, not {s.reference!r}: not used"))  # fmt: skip
+    if not m.verified:
+        return replace(s, notes=_note(s, f"signed meter record {m.payload_sha256[:16]} not verified: {m.reason}"))
+    return s
+
+
+def _bound(s: Session, m: SignedMeter) -> bool:
+    """A record is this session's if the charger sent it for the session and, where the meter wrote
+    an identification, it is the session's authorization reference (the card transaction's)."""
+    return not m.identification or m.identification == s.reference
+
+
+def _signed_energy(s: Session) -> int | None:
+    """Energy between the verified begin and end readings of one meter, bound to the session."""
+    usable = [m for m in s.meter_records if m.verified and _bound(s, m)]
+    begins = [(m.meter, m.begin_wh) for m in usable if m.begin_wh is not None]
+    ends = [(m.meter, m.end_wh) for m in usable if m.end_wh is not None]
+    if not begins or not ends or begins[0][0] != ends[-1][0]:
+        return None
+    begin, end = begins[0][1], ends[-1][1]
+    return end - begin if end >= begin else None
+
+
+def _meter_proof(s: Session) -> SignedMeter | None:
+    """The record the receipt shows: the verified one with the end reading, else the newest."""
+    bound = [m for m in s.meter_records if _bound(s, m)]
+    return next((m for m in reversed(bound) if m.verified and m.end_wh is not None), None) or (
+        bound[-1] if bound else None
+    )
 
 
 def _reported_energy(s: Session, ev: e.ChargerStopped) -> int:
@@ -668,8 +713,15 @@ def _billed_energy(s: Session, ev: e.ChargerStopped, policy: Policy) -> tuple[in
         energy = s.readings[-1].energy_wh if s.readings else 0
     energy = max(energy, 0)
     notes: tuple[str, ...] = ()
+    signed = _signed_energy(s)
+    if signed is not None:
+        if signed != energy:
+            notes = (f"billed {signed} Wh from the meter's signed readings (the charger said {energy} Wh)",)
+        energy = signed
+    elif s.meter_records:
+        notes = ("no verified signed begin and end reading: billed on the charger's meter reading",)
     if ev.session_energy_wh is not None and abs(ev.session_energy_wh - energy) > policy.energy_tolerance_wh:
-        notes = (f"energy disagreement: billed {energy} Wh, charger reported {ev.session_energy_wh} Wh",)
+        notes = (*notes, f"energy disagreement: billed {energy} Wh, charger reported {ev.session_energy_wh} Wh")
     return energy, notes
 
 
@@ -765,6 +817,7 @@ def receipt_facts(s: Session, now: datetime, policy: Policy) -> ReceiptFacts:
         energy_wh=s.billed_energy_wh, price_minor=s.price_minor, paid_minor=s.captured_minor,
         owed_minor=s.owed_minor, currency=s.currency, vat=s.vat, tariff=tuple(describe(tariff)) if tariff else (),
         card=s.card, terminal_receipt=paid, e_receipt_url=url,
+        meter=proof.proof() if (proof := _meter_proof(s)) else None,
     )  # fmt: skip
 
 
@@ -786,7 +839,8 @@ def _receipt(s: Session, now: datetime, policy: Policy) -> tuple[Session, tuple[
     if not receipt.lines:
         return s, ()  # no profile and no CPO lines: the terminal's own payment slip is the receipt
     state = ReceiptState.COMPLETE if receipt.complete else ReceiptState.PENDING
-    s = replace(s, receipt=state, receipt_lines=receipt.lines, receipt_missing=receipt.missing)
+    s = replace(s, receipt=state, receipt_lines=receipt.lines, receipt_missing=receipt.missing,
+                receipt_upstream=receipt.upstream)  # fmt: skip
     display = s.terminal in policy.display_only
     lines = policy.fiscal.display(receipt) if display else receipt.lines
     out: list[c.Command] = [c.ShowReceipt(f"{s.id}:receipt:{state}", s.id, s.terminal, lines, display)]
@@ -900,12 +954,6 @@ def outcome_payload(s: Session) -> dict[str, Any]:
         "discrepancies": list(s.discrepancies),
         "invoicer": s.invoicer,
         "invoice_reference": s.invoice_reference,
-        "receipt": list(_upstream_lines(s)),
+        # the receipt's invoice and fiscal lines, when it was printed before the outcome went up
+        "receipt": [line for line in s.receipt_upstream if not line.startswith("Receipt: ")],
     }
-
-
-def _upstream_lines(s: Session) -> tuple[str, ...]:
-    """The receipt's upstream lines when the receipt is decided before the outcome goes up."""
-    if s.receipt in (ReceiptState.COMPLETE, ReceiptState.PENDING):
-        return tuple(line for line in s.receipt_lines if line.startswith(("Invoice ", "ZKI", "JIR")))
-    return ()

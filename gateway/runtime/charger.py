@@ -8,9 +8,13 @@ import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from gateway.fiscal.ocmf import ocmf_time, signed_record
 from gateway.payments.charger import ChargerEvent, ChargerEvents, ChargerLink
+from gateway.payments.session import authorization_reference
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -27,6 +31,8 @@ class EvsePlan:
     meter_interval_s: float = 0.02
     never_start: bool = False
     fault_after_wh: int | None = None
+    meter_key: ec.EllipticCurvePrivateKey | None = None  # the meter signs its begin/end readings (OCMF)
+    meter_serial: str = "SIM-METER-1"
 
 
 @dataclass(slots=True)
@@ -81,6 +87,7 @@ class SimulatedCharger(ChargerEvents):
         await asyncio.sleep(plan.start_delay_s)
         sid = s.session_id
         start = s.meter_wh
+        began = datetime.now(UTC)
         self._emit(ChargerEvent("started", evse, sid, meter_wh=start))
         step = max(1, plan.step_wh)
         seq = 0
@@ -93,8 +100,9 @@ class SimulatedCharger(ChargerEvents):
                 return
             self._emit(ChargerEvent("meter", evse, sid, meter_wh=s.meter_wh, seq=seq))
         reason = s.stop_requested or "EV full"
+        signed = _ocmf(plan, sid, start, s.meter_wh, began) if plan.meter_key is not None else None
         self._emit(ChargerEvent("stopped", evse, sid, meter_wh=s.meter_wh, session_energy_wh=s.meter_wh - start,
-                                reason=reason))  # fmt: skip
+                                reason=reason, signed=signed))  # fmt: skip
 
     async def close(self) -> None:
         for state in self._evses.values():
@@ -102,3 +110,14 @@ class SimulatedCharger(ChargerEvents):
                 state.task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await state.task
+
+
+def _ocmf(plan: EvsePlan, sid: str, start_wh: int, end_wh: int, began: datetime) -> str:
+    """The simulated meter's transaction record: begin and end readings, bound to the payment by
+    its authorization reference (OCMF ``ID``), signed with the plan's key."""
+    assert plan.meter_key is not None  # noqa: S101 - the caller checked
+    readings = [{"TM": ocmf_time(at), "TX": tx, "RV": wh / 1000, "RI": "1-b:1.8.0", "RU": "kWh", "ST": "G"}
+                for at, tx, wh in ((began, "B", start_wh), (datetime.now(UTC), "E", end_wh))]  # fmt: skip
+    payload = {"FV": "1.0", "GI": "EVPAY SIMULATED METER", "GV": "1.0", "PG": "T1", "MS": plan.meter_serial,
+               "IS": True, "IT": "UNDEFINED", "ID": authorization_reference(sid), "RD": readings}  # fmt: skip
+    return signed_record(payload, plan.meter_key)

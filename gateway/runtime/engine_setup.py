@@ -123,7 +123,9 @@ def build_engine(
     terminal_currency = {t.id: t.currency or settings.site.currency for t in settings.terminals}
     routes = {e.id: EngineWorker.route(e.terminal, terminal_currency[e.terminal]) for e in settings.charger.evses}
     devices = {t.id: t.device for t in settings.terminals}
+    meter_keys = {e.id: e.meter_public_key for e in settings.charger.evses if e.meter_public_key}
     worker = EngineWorker(host, terminals, link, routes, devices, settings.site.id,
                           plug_starts="plug" in settings.charger.start_paths,
-                          card_starts="card" in settings.charger.start_paths)  # fmt: skip
+                          card_starts="card" in settings.charger.start_paths,
+                          meter_keys=meter_keys)  # fmt: skip
     return worker, terminals, link

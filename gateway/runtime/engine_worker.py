@@ -21,6 +21,8 @@ from drivers.base import Outcome, PaymentTerminal, TerminalResult
 from drivers.errors import DriverError
 from drivers.money import Money
 from gateway.errors import StoreError
+from gateway.fiscal.meter import SignedMeter
+from gateway.fiscal.meter import check as check_meter
 from gateway.payments import commands as c
 from gateway.payments import events as e
 from gateway.payments.charger import ChargerEvent, ChargerLink
@@ -68,6 +70,7 @@ class EngineWorker:
     site: str = "site"
     plug_starts: bool = True  # the charger may ask for payment ([charger] start_paths "plug")
     card_starts: bool = False  # a card tapped at the terminal starts a session ([charger] start_paths "card")
+    meter_keys: Mapping[str, str] = field(default_factory=dict)  # evse -> its meter's public key (OCMF)
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     _reading: set[str] = field(default_factory=set)
     _armed: dict[str, float] = field(default_factory=dict)  # terminal -> until when a tapped card waits for an EVSE
@@ -139,12 +142,18 @@ class EngineWorker:
         elif ev.kind == "started":
             self.submit(e.ChargerStarted(ev.session_id, "started", ev.meter_wh or 0))
         elif ev.kind == "meter":
-            self.submit(e.MeterValue(ev.session_id, f"meter:{ev.seq}", ev.meter_wh or 0, ev.trusted))
+            self.submit(e.MeterValue(ev.session_id, f"meter:{ev.seq}", ev.meter_wh or 0, ev.trusted,
+                                     self._signed(ev)))  # fmt: skip
         elif ev.kind == "stopped":
             self.submit(e.ChargerStopped(ev.session_id, "stopped", ev.meter_wh, ev.session_energy_wh, ev.reason,
-                                         ev.invoicer, ev.invoice_reference))  # fmt: skip
+                                         ev.invoicer, ev.invoice_reference, self._signed(ev)))  # fmt: skip
         elif ev.kind == "faulted":
             self.submit(e.ChargerFaulted(ev.session_id, "faulted", ev.reason or "fault"))
+
+    def _signed(self, ev: ChargerEvent) -> SignedMeter | None:
+        """The meter's OCMF record checked against the EVSE's configured key (CPU only, here at
+        the edge so the engine gets a verdict, not a record to parse)."""
+        return None if ev.signed is None else check_meter(ev.signed, self.meter_keys.get(ev.evse))
 
     # ---- the loop ---------------------------------------------------------------------------
 

@@ -55,11 +55,13 @@ def charger_event(evse: str, message: m.InboundMessage) -> ChargerEvent | None:
                                 target_amount=m.kwh(message.target_amount))  # fmt: skip
         case m.Started():
             return ChargerEvent("started", evse, message.session_id, meter_wh=message.meter_wh)
-        case m.Meter():  # the charger's calibrated meter; verifying a `signed` (OCMF) record is the fiscal flow's
-            return ChargerEvent("meter", evse, message.session_id, meter_wh=message.meter_wh, seq=message.seq)
+        case m.Meter():  # the charger's calibrated meter; a `signed` (OCMF) record is checked by the engine
+            return ChargerEvent("meter", evse, message.session_id, meter_wh=message.meter_wh, seq=message.seq,
+                                signed=message.signed)  # fmt: skip
         case m.Stopped():
             return ChargerEvent("stopped", evse, message.session_id, meter_wh=message.meter_wh,
-                                session_energy_wh=message.session_energy_wh, reason=message.reason)  # fmt: skip
+                                session_energy_wh=message.session_energy_wh, reason=message.reason,
+                                signed=message.signed)  # fmt: skip
         case m.Fault():
             return ChargerEvent("faulted", evse, message.session_id, reason=message.reason)
     return None

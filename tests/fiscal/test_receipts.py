@@ -185,7 +185,7 @@ def test_de_prints_at_capture_and_the_fac_gets_the_invoice_line() -> None:
     assert shown.lines[:3] == ("EV charging at E1", "Date 2026-01-05 10:01", "Invoice EVP-s1")  # Berlin time
     assert "Net 19% 2.80 EUR" in shown.lines and "VAT 19% 0.53 EUR" in shown.lines
     (outcome,) = enqueued(t, "session.outcome")
-    assert outcome["receipt"] == ["Invoice EVP-s1"]
+    assert outcome["receipt"] == ["Invoice: EVP-s1"]
 
 
 @pytest.mark.parametrize("pol", [HR, DE])
