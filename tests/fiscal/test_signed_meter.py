@@ -4,6 +4,7 @@ record twice is kept once."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 from cryptography.hazmat.primitives import serialization
@@ -91,3 +92,19 @@ def test_a_record_for_another_transaction_is_not_used_and_a_repeat_is_kept_once(
     assert any("not 'EVP-s1': not used" in d for d in s.discrepancies)
     s = run(s, e.ChargerStopped(SID, "sp", 5000, 4000), 60).session
     assert s is not None and s.billed_energy_wh == 4000
+
+
+def test_the_mqtt_contract_carries_the_record_byte_exact_to_the_engine() -> None:
+    from firmware_bridge import contract as m
+    from gateway.runtime.mqtt_charger import charger_event
+
+    text = record(1000, 4500)
+    stopped = m.Stopped.model_validate_json(
+        json.dumps({"id": "m1", "session_id": SID, "meter_wh": 4500, "signed": text})
+    )
+    meter = m.Meter.model_validate_json(
+        json.dumps({"id": "m2", "session_id": SID, "seq": 1, "meter_wh": 2000, "signed": text})
+    )
+    for message in (stopped, meter):
+        event = charger_event("E1", message)
+        assert event is not None and event.signed == text
