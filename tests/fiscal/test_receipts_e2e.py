@@ -6,6 +6,7 @@ Croatia, fiscalises) from the FAC and sends its data back through DEEVPfiscal.""
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ from gateway.ocpi.cpo_sim import CpoSimulator
 from gateway.runtime.app import Daemon
 from gateway.runtime.charger import EvsePlan, SimulatedCharger
 from gateway.settings import parse_settings
-from tests.helpers import free_port
+from tests.helpers import EVPAY, free_port, subprocess_env
 
 METER = ec.generate_private_key(ec.SECP256R1())
 METER_KEY = METER.public_key().public_bytes(serialization.Encoding.DER,
@@ -102,6 +103,7 @@ async def start(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
         serving = asyncio.create_task(sim.serve(port, serial=True))
         charger = SimulatedCharger(["E1"])
         text = site(tmp_path / f"{country}.sqlite3", port.slave_path, cpo, country, wait_s)
+        (tmp_path / f"{country}.toml").write_text(text, encoding="utf-8")  # for the technician's CLI
         daemon = Daemon(parse_settings(text, "<fiscal>"), charger=charger)
         task = asyncio.create_task(daemon.run())
         s = Site(sim, cpo, charger, daemon)
@@ -199,3 +201,7 @@ async def test_croatia_offline_prints_pending_then_delivers_the_fiscal_data_once
     assert any(line.startswith("JIR: ") for line in late["lines"])
     await asyncio.sleep(1.0)
     assert len(s.cpo.state.receipts[ref]) == 2 and len(s.cpo.state.fiscal_sent) == 1  # exactly once
+    config = s.daemon.settings.storage.path.with_suffix(".toml")
+    shown = subprocess.run([*EVPAY, "sessions", "show", s.session()["id"], "--config", str(config)],
+                           capture_output=True, text=True, env=subprocess_env(), check=False)  # fmt: skip
+    assert shown.returncode == 0 and f"receipt delivered_late, invoice {data['invoice_reference']}" in shown.stdout
