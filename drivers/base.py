@@ -37,6 +37,13 @@ class CardInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class BrandTotal:
+    brand: str  # card group: girocard, mastercard, visa, amex, jcb, diners, other
+    count: int
+    amount_minor: int
+
+
+@dataclass(frozen=True, slots=True)
 class TerminalResult:
     operation: str
     outcome: Outcome
@@ -51,6 +58,8 @@ class TerminalResult:
     open_receipts: tuple[int, ...] = ()
     details: dict[str, str] = field(default_factory=dict)
     unreachable: bool = False  # the terminal could not be reached or did not answer (not a refusal)
+    totals: tuple[BrandTotal, ...] = ()  # end of day: what the terminal booked in the closed batch
+    receipts: tuple[int, int] | None = None  # end of day: the batch's first and last receipt number
 
     @property
     def approved(self) -> bool:
@@ -91,6 +100,7 @@ class PaymentTerminal(Protocol):
     async def sale(self, amount: Money, persist: PersistHook | None = None) -> TerminalResult: ...
     async def release(self, receipt_no: int, held: Money, persist: PersistHook | None = None) -> TerminalResult: ...
     async def reverse(self, receipt_no: int, persist: PersistHook | None = None) -> TerminalResult: ...
+    async def refund(self, amount: Money, persist: PersistHook | None = None) -> TerminalResult: ...
     async def abort(self) -> TerminalResult: ...
     async def end_of_day(self) -> TerminalResult: ...
     async def diagnose(self) -> TerminalResult: ...

@@ -47,7 +47,7 @@ _CARD_PAN = "541333******0074"  # a PT masks PANs towards the ECR
 class Transaction:
     receipt: int
     trace: int
-    kind: str  # preauth, sale
+    kind: str  # preauth, sale, booking (a capture), reversal, refund
     amount: int
     state: str = "open"  # open, booked, reversed
     booked: int = 0
@@ -232,7 +232,7 @@ class _Session:
             Command.STATUS_ENQUIRY: self.status_enquiry, Command.PRE_AUTHORISATION: self.card_payment,
             Command.AUTHORIZATION: self.card_payment, Command.PARTIAL_REVERSAL: self.partial_reversal,
             Command.BOOK_TOTAL: self.book_total, Command.PRE_AUTH_REVERSAL: self.preauth_reversal,
-            Command.REVERSAL: self.reversal, Command.END_OF_DAY: self.end_of_day,
+            Command.REVERSAL: self.reversal, Command.REFUND: self.refund, Command.END_OF_DAY: self.end_of_day,
             Command.DIAGNOSIS: self.simple_completion, Command.ABORT: self.ack_only,
             Command.DISPLAY_TEXT: self.display_text, Command.PRINT_TEXT_BLOCK: self.print_block,
             Command.READ_CARD: self.read_card, Command.REPEAT_RECEIPT: self.repeat_receipt,
@@ -443,13 +443,33 @@ class _Session:
         await self._book(cmd.receipt_number, 0)
 
     async def reversal(self, cmd: m.Message) -> None:
+        """06 30: reverse a payment of today's batch (a sale, or a pre-auth's capture by its
+        booking receipt), whole: partly giving money back is a refund."""
         tx = self.sim.state.transactions.get(cmd.receipt_number or -1)
         await self.send(m.ack())
-        if tx is None or tx.kind != "sale" or tx.state != "booked":
+        if tx is None or tx.kind not in ("sale", "booking") or tx.state != "booked":
             await self.send_expect_ack(m.abort_pt(0xB5 if tx else 0xB8))
             return
         tx.state = "reversed"
-        await self.send_expect_ack(m.status_information([Bmp(0x27, b"\x00"), m.bmp_receipt(tx.receipt)]))
+        record = self._new_transaction("reversal", tx.amount)
+        record.state = "booked"
+        await self.send_expect_ack(m.status_information([Bmp(0x27, b"\x00"), m.bmp_amount(tx.amount),
+                                                         m.bmp_receipt(record.receipt)]))  # fmt: skip
+        await self.send_expect_ack(m.completion())
+
+    async def refund(self, cmd: m.Message) -> None:
+        """06 31: money back to the card presented (the simulator presents its card at once)."""
+        await self.send(m.ack())
+        if cmd.password != self.sim.config.password:
+            await self.send_expect_ack(m.abort_pt(0x6B))
+            return
+        record = self._new_transaction("refund", cmd.amount or 0)
+        record.state = "booked"
+        result = self._status_bmps(record, record.amount)
+        if not await self.send_expect_ack(m.status_information(result), self.sim.config.result_ack_timeout_s):
+            record.state = "reversed"
+            return
+        self._remember(result)
         await self.send_expect_ack(m.completion())
 
     async def end_of_day(self, cmd: m.Message) -> None:
@@ -460,9 +480,16 @@ class _Session:
         if self.sim.open_preauths():  # Feig: open pre-auths block the batch
             await self.send_expect_ack(m.abort_pt(0x77, [m.bmp_receipt(self.sim.open_preauths()[0])]))
             return
-        booked = [t for t in self.sim.state.transactions.values() if t.state == "booked" and t.kind != "booking"]
-        total = sum(t.booked for t in booked)
-        await self.send_expect_ack(m.status_information([Bmp(0x27, b"\x00"), m.bmp_amount(total)]))
+        batch = list(self.sim.state.transactions.values())
+        paid = [t for t in batch if t.kind in ("sale", "booking") and t.state == "booked" and t.amount]
+        refunded = sum(t.amount for t in batch if t.kind == "refund" and t.state == "booked")
+        total = max(0, sum(t.amount for t in paid) - refunded)  # the card group's net turnover (BCD: not below 0)
+        receipts = [t.receipt for t in batch] or [0]
+        # BMP 60: receipt range, then (count, amount) for each card group; the simulator's card is a Mastercard
+        groups = b"".join(bytes([len(paid) if g == "mastercard" else 0]) + bcd_encode(total if g == "mastercard" else 0,
+                          6) for g in m.TOTALS_GROUPS)  # fmt: skip
+        totals = Bmp(0x60, bcd_encode(min(receipts), 2) + bcd_encode(max(receipts), 2) + groups)
+        await self.send_expect_ack(m.status_information([Bmp(0x27, b"\x00"), m.bmp_amount(total), totals]))
         self.sim.state.transactions.clear()
         await self.send_expect_ack(m.completion())
 

@@ -39,6 +39,17 @@ CARD_TYPES = {0x05: "girocard", 0x06: "Mastercard", 0x08: "American Express", 0x
               0x0D: "V PAY", 0x2E: "Maestro"}  # fmt: skip
 
 
+# BMP 60's card groups, in order (ZVT: girocard, JCB, Eurocard/Mastercard, Amex, Visa, Diners, others).
+TOTALS_GROUPS = ("girocard", "jcb", "mastercard", "amex", "visa", "diners", "other")
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    first_receipt: int
+    last_receipt: int
+    groups: tuple[tuple[str, int, int], ...]  # (card group, count, amount in minor units)
+
+
 @dataclass(frozen=True, slots=True)
 class Message:
     command: int
@@ -86,6 +97,18 @@ class Message:
     def _text(self, number: int) -> str | None:
         value = self.get(number)
         return None if value is None else value.rstrip(b"\x00").decode("cp437").rstrip()
+
+    @property
+    def totals(self) -> Totals | None:
+        """BMP 60 after End-of-Day: the receipt range and, per card group, count and amount."""
+        raw = self.get(0x60)
+        if raw is None or len(raw) < 4 + 7 * len(TOTALS_GROUPS):
+            return None
+        groups = []
+        for i, name in enumerate(TOTALS_GROUPS):
+            at = 4 + 7 * i
+            groups.append((name, raw[at], bcd_decode(raw[at + 1 : at + 7], "BMP 60 total")))
+        return Totals(bcd_decode(raw[0:2], "BMP 60 receipt"), bcd_decode(raw[2:4], "BMP 60 receipt"), tuple(groups))
 
     @property
     def result_code(self) -> int | None:
@@ -398,6 +421,11 @@ def pre_auth_reversal(receipt: int, currency: int, payment_type: int = 0x40) -> 
         b"",
         (Bmp(0x19, bytes([payment_type])), _receipt(receipt), _currency(currency)),
     )
+
+
+def refund(password: str, amount: int, currency: int) -> Message:
+    """06 31: a card-present refund (the card is presented at the terminal)."""
+    return Message(Command.REFUND, _password(password), (_amount(amount), _currency(currency)))
 
 
 def reversal(password: str, receipt: int) -> Message:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from drivers.base import CardInfo, Outcome, PersistHook, TerminalResult
+from drivers.base import BrandTotal, CardInfo, Outcome, PersistHook, TerminalResult
 from drivers.errors import ConnectionLost, DriverError, ProtocolError
 from drivers.money import Money, currency, currency_by_numeric
 from drivers.transport.base import Transport
@@ -130,6 +130,12 @@ class ZvtTerminal:
         self._check(amount)
         command = m.authorization(amount.minor, self._currency.numeric)
         return await self._run("sale", command, persist=persist, money=True, requested=amount)
+
+    async def refund(self, amount: Money, persist: PersistHook | None = None) -> TerminalResult:
+        """06 31: give money back to the card presented (after End-of-Day a reversal is impossible)."""
+        self._check(amount)
+        command = m.refund(self.options.password, amount.minor, self._currency.numeric)
+        return await self._run("refund", command, persist=persist, money=True, requested=amount)
 
     async def reverse(self, receipt_no: int, persist: PersistHook | None = None) -> TerminalResult:
         command = m.reversal(self.options.password, receipt_no)
@@ -285,6 +291,7 @@ class ZvtTerminal:
                 masked_pan=status.masked_pan, brand=status.card_name, aid=aid,
                 is_payment_card=_is_payment_card(status.tlv),
             )  # fmt: skip
+        totals = status.totals
         return TerminalResult(
             operation,
             Outcome.APPROVED if code == 0 else _classify(code),
@@ -295,6 +302,8 @@ class ZvtTerminal:
             trace_no=status.trace_number,
             terminal_id=status.terminal_id or self.terminal_id,
             card=card,
+            totals=tuple(BrandTotal(b, n, a) for b, n, a in totals.groups if n or a) if totals else (),
+            receipts=(totals.first_receipt, totals.last_receipt) if totals else None,
         )
 
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from drivers.base import Outcome, TerminalResult
+from drivers.base import BrandTotal, Outcome, TerminalResult
 from drivers.money import Money
 from tests.zvt.conftest import Rig
 
@@ -156,6 +156,24 @@ async def test_end_of_day_refused_while_a_preauth_is_open_then_done(rig: Rig) ->
     await t.capture(pre.receipt_no or 0, EUR50, Money(700, "EUR"), "S11")
     eod = await t.end_of_day()
     assert eod.approved and eod.amount == Money(700, "EUR")
+    assert eod.totals == (BrandTotal("mastercard", 1, 700),)  # BMP 60: count and amount per card group
+    assert eod.receipts is not None and eod.receipts[0] == pre.receipt_no
+
+
+async def test_a_capture_reversed_before_end_of_day_and_a_refund_after(rig: Rig) -> None:
+    t = rig.make_driver()
+    await t.connect()
+    pre = await t.preauthorize(EUR50, "S12")
+    cap = await t.capture(pre.receipt_no or 0, EUR50, Money(1500, "EUR"), "S12")
+    rev = await t.reverse(cap.receipt_no or 0)  # the booking's receipt: the day is still open
+    assert rev.approved and rev.amount == Money(1500, "EUR")
+    assert (await t.reverse(cap.receipt_no or 0)).outcome is Outcome.ERROR  # never twice
+    sale = await t.sale(Money(2000, "EUR"))
+    eod = await t.end_of_day()
+    assert eod.totals == (BrandTotal("mastercard", 1, 2000),)  # the reversed capture is not in the batch
+    assert (await t.reverse(sale.receipt_no or 0)).outcome is Outcome.ERROR  # after end of day: no reversal
+    refund = await t.refund(Money(500, "EUR"))
+    assert refund.approved and refund.amount == Money(500, "EUR") and refund.receipt_no is not None
 
 
 async def test_display_print_diagnose_and_last_result(rig: Rig) -> None:
