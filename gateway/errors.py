@@ -29,6 +29,13 @@ class ConfigError(GatewayError):
         super().__init__(f"{path}: invalid configuration:\n{lines}")
 
 
+class BadInput(GatewayError):
+    """A command's input is wrong (an amount, a reason, a file that is not what it should be)."""
+
+    code = "bad_input"
+    exit_code = 2
+
+
 class SecretUnavailable(GatewayError):
     """A secret named in the configuration cannot be read."""
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import tomllib
+from datetime import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -180,6 +181,7 @@ class LoggingSettings(_Model):
 
 class DaemonSettings(_Model):
     shutdown_grace_s: Annotated[float, Field(gt=0, le=120)] = 10.0
+    end_of_day_retry_s: Annotated[float, Field(gt=0, le=3600)] = 300.0  # a transaction was open: try again
     restart_backoff_min_s: Annotated[float, Field(gt=0)] = 1.0
     restart_backoff_max_s: Annotated[float, Field(gt=0)] = 60.0
 
@@ -233,6 +235,9 @@ class TerminalSettings(_Model):
     )
     incremental: bool = Field(default=False, description="the terminal accepts reservation extensions (top-ups)")
     printer: bool = Field(default=True, description="false: the receipt is shown on the display (at most 8 lines)")
+    end_of_day: time | None = Field(
+        default=None, description='the daily end of day at the terminal, site time ("23:30"); none: no automatic one'
+    )
     hold_validity_hours: ValidityHours = Field(
         default_factory=dict, description="this acquirer's validity per card scheme, overriding [pricing]"
     )

@@ -3,6 +3,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, settings
 
+pytest_plugins = ["tests.site_rig"]  # the whole-site fixture (start_site) for end-to-end tests
+
 # CI shares two cores with pty and socket tests: judge properties, not per-example wall time.
 settings.register_profile("ci", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("ci")

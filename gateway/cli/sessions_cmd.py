@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import time
 from pathlib import Path
 from typing import Any
 
+from drivers.errors import AmountError
 from drivers.money import Money
 from gateway.cli.stores import open_existing
+from gateway.errors import BadInput
+from gateway.store import InboxMessage, Step, Store
 
 _NOT_FOUND = 1
 
@@ -24,11 +29,71 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     listing.add_argument("--limit", type=int, default=50)
     show = sub.add_parser("show", help="one session with its payments and journal")
     show.add_argument("id")
-    for p in (listing, show):
+    refund = sub.add_parser("refund", help="give back part or all of a completed session's capture")
+    refund.add_argument("id")
+    refund.add_argument("--amount", required=True, help='e.g. "2.50", in the session\'s currency')
+    refund.add_argument("--reason", required=True, help="why (kept in the journal and sent to the CPO)")
+    refund.add_argument("--wait", type=float, default=0.0, help="seconds to wait for the terminal's answer")
+    for p in (listing, show, refund):
         p.add_argument("--config", type=Path, required=True)
         p.add_argument("--json", action="store_true")
     listing.set_defaults(handler=_list)
     show.set_defaults(handler=_show)
+    refund.set_defaults(handler=_refund)
+
+
+def _refund(args: argparse.Namespace) -> int:
+    """Store the request; the daemon carries it out (now, or when it next runs). The same
+    request twice (session, amount, reason) is one request."""
+    reason = " ".join(str(args.reason).split())
+    if not reason:
+        raise BadInput("--reason must say why")
+    store = open_existing(args.config, write=True)
+    try:
+        row = store.session(args.id)
+        if row is None:
+            print(f"no session {args.id}")
+            return _NOT_FOUND
+        d = row["data"]
+        try:
+            amount = Money.parse(str(args.amount), d["currency"])
+        except AmountError as exc:
+            raise BadInput(f"--amount: {exc}") from None
+        key = hashlib.sha256(f"{args.id}\x00{amount.minor}\x00{reason}".encode()).hexdigest()[:32]
+        new = not store.step_applied(f"refund-request:{key}")
+        if new:  # a repeat of a stored request is answered with that request's status, not checked again
+            _check_refund(row, amount)
+            payload = {"session_id": args.id, "amount_minor": amount.minor, "reason": reason, "source": "technician"}
+            store.apply(Step(f"refund-request:{key}", inbox=[InboxMessage(key, "technician", "refund", payload)]))
+        status = _wait_refund(store, args.id, f"refund-{key}", args.wait)
+    finally:
+        store.close()
+    said = "requested" if new else "already requested (the same request is carried out once)"
+    print(json.dumps({"request": key, "new": new, "status": status}) if args.json else f"refund {key}: {said}; "
+          f"status {status}")  # fmt: skip
+    return 0 if status in ("requested", "sent", "done") else 1
+
+
+def _check_refund(row: dict[str, Any], amount: Money) -> None:
+    d = row["data"]
+    pending = sum(r["amount_minor"] for r in d.get("refunds", ()) if r["status"] in ("sent", "unknown"))
+    available = d["captured_minor"] - d.get("refunded_minor", 0) - pending
+    if row["state"] != "completed":
+        raise BadInput(f"session {row['id']} is {row['state']}: only a completed session's capture can be refunded")
+    if amount.minor <= 0 or amount.minor > available:
+        raise BadInput(f"a refund of {amount} is more than the {_money(available, d['currency'])} captured and "
+                       "not yet refunded")  # fmt: skip
+
+
+def _wait_refund(store: Store, session_id: str, refund_id: str, wait_s: float) -> str:
+    deadline = time.monotonic() + wait_s
+    while True:
+        row = store.session(session_id)
+        found = next((r for r in (row or {}).get("data", {}).get("refunds", ()) if r["id"] == refund_id), None)
+        status = found["status"] if found else "requested"
+        if status not in ("requested", "sent") or time.monotonic() >= deadline:
+            return str(status)
+        time.sleep(0.2)
 
 
 def _money(minor: int, currency: str) -> str:
@@ -59,7 +124,8 @@ def _summary(row: dict[str, Any]) -> dict[str, Any]:
     keys = ("evse", "terminal", "currency", "authorized_minor", "captured_minor", "released_minor", "price_minor",
             "billed_energy_wh", "reference", "receipt_no", "stop_reason")  # fmt: skip
     extra = ("open_minor", "owed_minor", "shortfall_minor", "unpaid_energy_wh", "scheme", "expires_at",
-             "invoice_reference", "receipt", "receipt_missing", "receipt_lines", "fiscal_fields")  # fmt: skip
+             "invoice_reference", "receipt", "receipt_missing", "receipt_lines", "fiscal_fields", "refunds",
+             "refunded_minor")  # fmt: skip
     return {"id": row["id"], "state": row["state"], "final": row["final"], **{k: d[k] for k in keys},
             **{k: d.get(k) for k in extra}, "holds": d.get("holds", []), "discrepancies": d.get("discrepancies", []),
             "card": d["card"], "notes": d["notes"], "updated_at": row["updated_at"]}  # fmt: skip
@@ -98,6 +164,11 @@ def _show(args: argparse.Namespace) -> int:
         target = "-" if h["target_minor"] is None else _money(h["target_minor"], cur)
         print(f"  hold {h['receipt_no']}: {_money(h['amount_minor'], cur)} {h['status']}, to capture {target}, "
               f"captured {_money(h['captured_minor'], cur)}, released {_money(h['released_minor'], cur)}")  # fmt: skip
+    for r in summary.get("refunds") or ():
+        slip = f", terminal receipt {r['receipt_no']}" if r.get("receipt_no") is not None else ""
+        why = f" ({r['message']})" if r.get("message") and r["status"] != "done" else ""
+        print(f"  refund {_money(r['amount_minor'], cur)} by {r['method']}: {r['status']}{why}{slip}; "
+              f"{r['source']}: {r['reason']}")  # fmt: skip
     receipt = summary.get("receipt") or ""
     if receipt:
         missing = f" (missing: {', '.join(summary['receipt_missing'])})" if summary.get("receipt_missing") else ""

@@ -13,7 +13,9 @@ import logging
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal
 
+from drivers.money import currency
 from gateway.errors import UpstreamError, UpstreamUnreachable
 from gateway.ocpi.client import OcpiClient
 from gateway.ocpi.models import Cdr, CommandResponse, OcpiSession, SessionStatus, StartSession, StopSession, Token
@@ -53,6 +55,7 @@ class OcpiChargerLink(ChargerEvents):
         self._seq: dict[str, int] = {}
         self._evse: dict[str, str] = {}
         self._done: set[str] = set()
+        self._cdrs: dict[str, str] = {}  # session -> the id of its first CDR (the one billed)
 
     def bind(self, client: OcpiClient, commands_url: str, response_base_url: str) -> None:
         """Called by the upstream worker once it is registered with the CPO (token C known)."""
@@ -160,7 +163,18 @@ class OcpiChargerLink(ChargerEvents):
     def cdr_pushed(self, cdr: Cdr) -> None:
         """The CDR closes the session: its total energy is what is billed."""
         ours = session_id_of(cdr.authorization_reference)
-        if ours is None or ours in self._done:
+        if ours is None:
+            return
+        first = self._cdrs.setdefault(ours, cdr.id)
+        if first != cdr.id:  # a corrected CDR for a session already billed: a refund if it is lower
+            gross = Decimal(str(cdr.total_cost.before_taxes)) + sum(
+                (Decimal(str(t.amount)) for t in cdr.total_cost.taxes or ()), Decimal(0))  # fmt: skip
+            exponent = currency(cdr.currency).exponent
+            total = int(gross.scaleb(exponent).to_integral_value(ROUND_HALF_UP))
+            self._emit(ChargerEvent("price_corrected", self._evse.get(ours, "?"), ours, total_minor=total,
+                                    reason=f"corrected CDR {cdr.id}", seq=len(self._cdrs)))  # fmt: skip
+            return
+        if ours in self._done:
             return
         self._done.add(ours)
         wh = int(cdr.total_energy * 1000)

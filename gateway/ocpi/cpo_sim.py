@@ -85,6 +85,8 @@ class CpoState:
     fiscal_delay_s: float = 0.0
     fiscal_sent: list[dict[str, Any]] = field(default_factory=list)
     receipts: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # DEEVPfiscal PUTs, by reference
+    refunds: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # DEEVPrecon refund PUTs, by id
+    reports: dict[str, dict[str, Any]] = field(default_factory=dict)  # DEEVPrecon reconciliation reports
     locations: list[dict[str, Any]] = field(default_factory=list)
     callback: bool = True  # call the PTP's versions back during registration
     require_ids: bool = True  # refuse requests without X-Request-ID / X-Correlation-ID
@@ -122,6 +124,7 @@ class CpoSimulator:
         r.add_get(f"{pay}/terminals/{{id}}", self._get_terminal)
         r.add_put(f"{pay}/terminals/{{id}}", self._put_terminal)
         r.add_put(f"/ocpi/cpo/{VERSION}/DEEVPfiscal/{{reference}}", self._put_receipt)
+        r.add_put(f"/ocpi/cpo/{VERSION}/DEEVPrecon/{{what}}/{{id}}", self._put_recon)
         return app
 
     @web.middleware
@@ -259,7 +262,10 @@ class CpoSimulator:
             {"identifier": "tariffs", "role": "SENDER", "url": f"{base}/ocpi/cpo/{VERSION}/tariffs"},
             {"identifier": "locations", "role": "SENDER", "url": f"{base}/ocpi/cpo/{VERSION}/locations"},
         ]
-        if "no_fiscal_module" not in self.state.quirks:
+        if "no_custom_modules" not in self.state.quirks:
+            endpoints.append({"identifier": "DEEVPrecon", "role": "RECEIVER",
+                              "url": f"{base}/ocpi/cpo/{VERSION}/DEEVPrecon"})  # fmt: skip
+        if "no_fiscal_module" not in self.state.quirks and "no_custom_modules" not in self.state.quirks:
             endpoints.append({"identifier": "DEEVPfiscal", "role": "RECEIVER",
                               "url": f"{base}/ocpi/cpo/{VERSION}/DEEVPfiscal"})  # fmt: skip
         return web.json_response(envelope({"version": VERSION, "endpoints": endpoints}))
@@ -462,6 +468,23 @@ class CpoSimulator:
             async with http.put(f"{endpoints['DEEVPfiscal']}/{reference}", json=body) as r:
                 body["answer"] = r.status
         self.state.fiscal_sent.append(body)
+
+    async def _put_recon(self, request: web.Request) -> web.Response:
+        """Refunds and reconciliation reports (our side of the custom module DEEVPrecon)."""
+        if not self._allowed(request):
+            return self._unauthorized()
+        what, ident = request.match_info["what"], request.match_info["id"]
+        try:
+            body = await request.json()
+        except ValueError:
+            return self._refuse("DEEVPrecon: not JSON")
+        if what == "refunds" and isinstance(body, dict) and isinstance(body.get("amount_minor"), int):
+            self.state.refunds.setdefault(ident, []).append(body)
+        elif what == "reports" and isinstance(body, dict) and isinstance(body.get("findings"), list):
+            self.state.reports[ident] = body
+        else:
+            return self._refuse(f"DEEVPrecon: not a valid {what} object")
+        return web.json_response(envelope())
 
     async def _put_receipt(self, request: web.Request) -> web.Response:
         """What the driver's receipt said (our side of the custom module DEEVPfiscal)."""

@@ -19,6 +19,7 @@ import random
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 from gateway.errors import OcpiRejected, UpstreamUnreachable
 from gateway.ocpi.client import OcpiClient
@@ -30,7 +31,10 @@ from gateway.store import Store, StoredOutbox
 _LOGGER = logging.getLogger(__name__)
 _AMBIGUOUS = "ambiguous: "
 _REFUSED = "refused "
-_MAPPED = ("session.outcome", "session.receipt", "terminal.post", "command.stop_session")
+# Messages OCPI has no place for go to our custom modules on the CPO's side (docs/FISCAL.md,
+# docs/RECONCILIATION.md), when its version details list them; else they stay local.
+CUSTOM = {"session.receipt": "DEEVPfiscal", "session.refund": "DEEVPrecon", "reconcile.report": "DEEVPrecon"}
+_MAPPED = ("session.outcome", "terminal.post", "command.stop_session", *CUSTOM)
 
 
 class OutboxPusher:
@@ -51,7 +55,7 @@ class OutboxPusher:
         rng: random.Random | None = None,
         commands_url: str | None = None,
         interop: InteropSettings | None = None,
-        fiscal_url: str | None = None,
+        custom_urls: dict[str, str | None] | None = None,
     ) -> None:
         self.store, self.client, self.clock = store, client, clock
         self.interop = interop or InteropSettings()
@@ -60,7 +64,7 @@ class OutboxPusher:
         self.backoff_min_s, self.backoff_max_s, self.idle_poll_s = backoff_min_s, backoff_max_s, idle_poll_s
         self.max_refusals = max_refusals
         self.commands_url = commands_url.rstrip("/") if commands_url else None
-        self.fiscal_url = fiscal_url.rstrip("/") if fiscal_url else None
+        self.custom_urls = {k: v.rstrip("/") for k, v in (custom_urls or {}).items() if v}
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self.wake = asyncio.Event()
         self.delivered = 0
@@ -147,8 +151,8 @@ class OutboxPusher:
             url = f"{self.commands_url}/STOP_SESSION"
             await self.client.request("POST", url, dict(message.payload), correlation_id=message.message_id)
             return
-        if message.kind == "session.receipt":
-            await self._send_receipt(message)
+        if message.kind in CUSTOM:
+            await self._send_custom(message)
             return
         url, object_id, body = self._object(message)
         by_id = f"{url.rstrip('/')}/{object_id}"
@@ -168,19 +172,29 @@ class OutboxPusher:
         self.store.outbox.retry_later(message.message_id, _AMBIGUOUS + "sending", self.clock())
         await self.client.request("POST", url, body, correlation_id=message.message_id)
 
-    async def _send_receipt(self, message: StoredOutbox) -> None:
-        """What the driver's receipt said (complete, pending with what was missing, or delivered
-        later as an e-receipt): PUT on the CPO's DEEVPfiscal module, idempotent by its reference.
-        A CPO that does not offer the module still has the lines in the FAC's eft_data."""
-        if self.fiscal_url is None:
-            raise _NothingToSend("the CPO offers no DEEVPfiscal receiver: the receipt lines went with the FAC")
+    async def _send_custom(self, message: StoredOutbox) -> None:
+        """A message for one of our custom modules: PUT, idempotent by its object's id. A CPO
+        that does not offer the module still has the essentials in the FAC's eft_data."""
+        module = CUSTOM[message.kind]
+        base = self.custom_urls.get(module)
+        if base is None:
+            raise _NothingToSend(f"the CPO offers no {module} receiver: kept in the local journal")
         p = message.payload
-        reference = str(p.get("authorization_reference") or "")
-        if not reference:
-            raise _NothingToSend("a session without an authorization_reference: nothing to refer to upstream")
-        body = {"state": p["state"], "lines": [ascii_line(str(x)) for x in p.get("lines") or ()],
-                "missing": list(p.get("missing") or ()), "last_updated": self.clock().isoformat()}  # fmt: skip
-        await self.client.request("PUT", f"{self.fiscal_url}/{reference}", body, correlation_id=message.message_id)
+        now = self.clock().isoformat()
+        if message.kind == "session.receipt":
+            reference = str(p.get("authorization_reference") or "")
+            if not reference:
+                raise _NothingToSend("a session without an authorization_reference: nothing to refer to upstream")
+            url = f"{base}/{reference}"
+            body: dict[str, Any] = {"state": p["state"], "lines": [ascii_line(str(x)) for x in p.get("lines") or ()],
+                                    "missing": list(p.get("missing") or ()), "last_updated": now}  # fmt: skip
+        elif message.kind == "session.refund":
+            url = f"{base}/refunds/{quote(str(p['refund_id']), safe='')}"
+            body = {**dict(p), "last_updated": now}
+        else:
+            url = f"{base}/reports/{quote(str(p['report_id']), safe='')}"
+            body = {**dict(p), "last_updated": now}
+        await self.client.request("PUT", url, body, correlation_id=message.message_id)
 
 
 def _refusals(last_error: str | None) -> int:

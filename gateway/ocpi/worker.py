@@ -21,8 +21,8 @@ from gateway.ocpi.charger import OcpiChargerLink, session_id_of
 from gateway.ocpi.client import OcpiClient, Trust
 from gateway.ocpi.handshake import Registration, accept, new_token, our_credentials, register, rotate
 from gateway.ocpi.models import Cdr, Credentials, VersionDetails
-from gateway.ocpi.pusher import OutboxPusher
-from gateway.ocpi.server import FISCAL_MODULE, PtpServer
+from gateway.ocpi.pusher import CUSTOM, OutboxPusher
+from gateway.ocpi.server import PtpServer
 from gateway.ocpi.tariffs import pull_tariffs
 from gateway.payments.events import FiscalDataArrived
 from gateway.payments.tariff import Tariff
@@ -185,7 +185,7 @@ class UpstreamWorker:
             self._replay_cdrs(self.charger)
         self.pusher = OutboxPusher(self.store, client, reg.payments_url(""), self.clock,
                                    commands_url=reg.endpoints.url("commands", "RECEIVER"),
-                                   fiscal_url=reg.endpoints.url(FISCAL_MODULE, "RECEIVER"),
+                                   custom_urls={m: reg.endpoints.url(m, "RECEIVER") for m in set(CUSTOM.values())},
                                    interop=self.settings.interop)  # fmt: skip
         puller = asyncio.create_task(self._pull_tariffs(client, reg, stopping))
         try:

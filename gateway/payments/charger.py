@@ -16,7 +16,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Literal, Protocol
 
-Kind = Literal["payment_requested", "started", "meter", "stopped", "faulted"]
+Kind = Literal["payment_requested", "started", "meter", "stopped", "faulted", "price_corrected"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +34,7 @@ class ChargerEvent:
     target_amount: Decimal | None = None
     trusted: bool = True  # meter: a signed or calibrated reading
     signed: str | None = None  # meter, stopped: the meter's signed record (OCMF text, byte-exact)
+    total_minor: int | None = None  # price_corrected: the CPO's corrected total, VAT included
 
 
 class ChargerEvents:

@@ -99,6 +99,17 @@ class ShowReceipt:
     display: bool = False  # the terminal has no printer: show the lines instead (at most 8)
 
 
+@dataclass(frozen=True, slots=True)
+class RefundPayment:
+    key: str
+    session_id: str
+    terminal: str
+    method: str  # "reversal" (06 30 by receipt) or "refund" (06 31 by amount)
+    receipt_no: int | None  # the capture's booking receipt, for a reversal
+    amount_minor: int
+    currency: str
+
+
 Command = (
     Preauthorize
     | TopUp
@@ -109,6 +120,7 @@ Command = (
     | StopCharger
     | Enqueue
     | ShowReceipt
+    | RefundPayment
 )
-TerminalCommand = Preauthorize | TopUp | Capture | Release | QueryOpenPreauths | ShowReceipt
-TERMINAL_COMMANDS = (Preauthorize, TopUp, Capture, Release, QueryOpenPreauths, ShowReceipt)
+TerminalCommand = Preauthorize | TopUp | Capture | Release | QueryOpenPreauths | ShowReceipt | RefundPayment
+TERMINAL_COMMANDS = (Preauthorize, TopUp, Capture, Release, QueryOpenPreauths, ShowReceipt, RefundPayment)

@@ -17,6 +17,8 @@ class Operation(StrEnum):
     PREAUTHORIZE = "preauthorize"
     TOPUP = "topup"
     CAPTURE = "capture"
+    REFUND = "refund"
+    REVERSAL = "reversal"
     RELEASE = "release"
 
 
@@ -156,8 +158,32 @@ class FiscalDataArrived:
     fields: tuple[tuple[str, str], ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class RefundRequested:
+    """Give back ``amount_minor`` of a completed session's capture (a technician, the CPO)."""
+
+    session_id: str
+    event_id: str  # the request's idempotency key: the same request twice is one refund
+    amount_minor: int
+    reason: str
+    source: str = "technician"
+    day_closed: bool = False  # set by the host: an end of day has closed the capture's batch
+    inbox_id: str | None = None  # the stored request this event carries out
+
+
+@dataclass(frozen=True, slots=True)
+class PriceCorrected:
+    """The CPO's corrected price (a later CDR): what was captured above it is refunded."""
+
+    session_id: str
+    event_id: str
+    total_minor: int
+    reason: str
+    day_closed: bool = False
+
+
 Event = (
     CardPresented | TerminalResultArrived | OpenPreauthsReported | OrphanFound | ChargerStarted | MeterValue
     | ChargerStopped
-    | ChargerFaulted | TimerFired | Resumed | FiscalDataArrived
+    | ChargerFaulted | TimerFired | Resumed | FiscalDataArrived | RefundRequested | PriceCorrected
 )  # fmt: skip

@@ -10,6 +10,7 @@ from typing import Any
 from gateway.fiscal.meter import SignedMeter
 from gateway.fiscal.receipt import ReceiptState, VatLine
 from gateway.payments.events import TimerKind
+from gateway.payments.refunds import Refund, RefundMethod, RefundStatus
 from gateway.payments.session import Hold, HoldStatus, Reading, Session, State
 
 
@@ -63,6 +64,8 @@ def to_json(s: Session) -> dict[str, Any]:
         "receipt_upstream": list(s.receipt_upstream),
         "captured_at": s.captured_at.isoformat() if s.captured_at else None,
         "meter_records": [asdict(m) for m in s.meter_records],
+        "refunds": [{**asdict(r), "at": r.at.isoformat()} for r in s.refunds],
+        "refunded_minor": s.refunded_minor,
     }
 
 
@@ -154,4 +157,11 @@ def from_json(d: dict[str, Any]) -> Session:
         receipt_upstream=tuple(d.get("receipt_upstream", ())),
         captured_at=when(d.get("captured_at")),
         meter_records=tuple(SignedMeter(**m) for m in d.get("meter_records", ())),
+        refunds=tuple(_refund(r) for r in d.get("refunds", ())),
     )
+
+
+def _refund(d: dict[str, Any]) -> Refund:
+    return Refund(d["id"], d["amount_minor"], d["reason"], d["source"], RefundMethod(d["method"]),
+                  RefundStatus(d["status"]), datetime.fromisoformat(d["at"]), d.get("receipt_no"),
+                  d.get("message", ""))  # fmt: skip

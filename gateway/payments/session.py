@@ -40,6 +40,7 @@ from gateway.payments import commands as c
 from gateway.payments import events as e
 from gateway.payments.events import Operation, TimerKind
 from gateway.payments.preauth import HoldPolicy, initial_hold, topup
+from gateway.payments.refunds import Refund, RefundMethod, RefundStatus
 from gateway.payments.schemes import Validity
 from gateway.payments.states import FINAL, HOLDING, State, Trigger, next_state
 from gateway.payments.tariff import Sample, Tariff, describe, price
@@ -165,6 +166,7 @@ class Session:
     receipt_upstream: tuple[str, ...] = ()  # its invoice and fiscal lines for the CPO (FAC eft_data)
     captured_at: datetime | None = None
     meter_records: tuple[SignedMeter, ...] = ()  # the meter's signed records (OCMF), one per payload hash
+    refunds: tuple[Refund, ...] = ()  # money given back after the capture (gateway/payments/refunds.py)
 
     @property
     def final(self) -> bool:
@@ -189,6 +191,10 @@ class Session:
     @property
     def receipt_no(self) -> int | None:
         return self.holds[0].receipt_no if self.holds else None
+
+    @property
+    def refunded_minor(self) -> int:
+        return sum(r.amount_minor for r in self.refunds if r.status is RefundStatus.DONE)
 
     @property
     def current(self) -> Hold | None:
@@ -231,6 +237,12 @@ def _dispatch(session: Session | None, event: e.Event, now: datetime, policy: Po
         if isinstance(event, e.OrphanFound):
             return _orphan(event, now, policy)
         return Transition(None, note="no such session")
+    if isinstance(event, e.RefundRequested):
+        return _refund_requested(session, event, now)
+    if isinstance(event, e.PriceCorrected):
+        return _price_corrected(session, event, now)
+    if isinstance(event, e.TerminalResultArrived) and event.operation in (Operation.REFUND, Operation.REVERSAL):
+        return _refund_result(session, event)
     if session.final:
         if isinstance(event, e.FiscalDataArrived):
             return _fiscal(session, event, now, policy)
@@ -270,6 +282,9 @@ def violations(s: Session) -> list[str]:
             out.append(f"hold {h.receipt_no} is {h.status} with {h.open_minor} open")
     if s.captured_minor > s.authorized_minor:
         out.append(f"captured {s.captured_minor} > held {s.authorized_minor}")
+    given_back = s.refunded_minor + sum(r.amount_minor for r in s.refunds if r.pending)
+    if given_back > s.captured_minor:
+        out.append(f"refunds {given_back} > captured {s.captured_minor}")
     if s.final:
         explained = s.owed_minor > 0 or any(h.status in (HoldStatus.LAPSED, HoldStatus.UNCONFIRMED) for h in s.holds)
         if s.open_minor and not explained:
@@ -663,6 +678,62 @@ def _resumed(s: Session, now: datetime, policy: Policy) -> Transition:
     if s.state is State.STOPPING:
         return Transition(s, (c.StopCharger(f"{s.id}:stop:resume", s.id, s.evse, s.stop_reason or "resume"),))
     return Transition(s)
+
+
+# ---- refunds (a record on a completed session: gateway/payments/refunds.py) --------------
+
+
+def _refund_requested(s: Session, ev: e.RefundRequested, now: datetime) -> Transition:
+    available = s.captured_minor - s.refunded_minor - sum(r.amount_minor for r in s.refunds if r.pending)
+    why = ""
+    if s.state is not State.COMPLETED:
+        why = f"only a completed session's capture can be refunded (this one is {s.state.value})"
+    elif any(r.pending for r in s.refunds):
+        why = "another refund of this session is not settled yet"
+    elif ev.amount_minor <= 0:
+        why = "a refund must be above zero"
+    elif ev.amount_minor > available:
+        why = f"a refund of {ev.amount_minor} exceeds the {available} captured and not yet refunded"
+    booking = [h.booking_receipt for h in s.holds if h.captured_minor]
+    whole = not s.refunds and ev.amount_minor == s.captured_minor and len(booking) == 1 and booking[0] is not None
+    method = RefundMethod.REVERSAL if whole and not ev.day_closed else RefundMethod.REFUND
+    refund = Refund(ev.event_id, ev.amount_minor, ev.reason, ev.source, method,
+                    RefundStatus.REFUSED if why else RefundStatus.SENT, now, message=why)  # fmt: skip
+    s = replace(s, refunds=(*s.refunds, refund))
+    if why:
+        return Transition(s, note=f"refund refused: {why}")
+    receipt = booking[0] if method is RefundMethod.REVERSAL else None
+    cmd = c.RefundPayment(f"{s.id}:refund:{ev.event_id}", s.id, s.terminal, method.value, receipt, ev.amount_minor,
+                          s.currency)  # fmt: skip
+    return Transition(s, (cmd,))
+
+
+def _price_corrected(s: Session, ev: e.PriceCorrected, now: datetime) -> Transition:
+    over = s.captured_minor - s.refunded_minor - sum(r.amount_minor for r in s.refunds if r.pending) - ev.total_minor
+    if s.state is not State.COMPLETED or over <= 0:
+        return Transition(replace(s, notes=_note(s, f"price corrected to {ev.total_minor}: nothing to refund")))
+    request = e.RefundRequested(s.id, ev.event_id, over, ev.reason, "cdr", ev.day_closed)
+    return _refund_requested(s, request, now)
+
+
+def _refund_result(s: Session, ev: e.TerminalResultArrived) -> Transition:
+    sent = next((r for r in s.refunds if r.status is RefundStatus.SENT), None)
+    if sent is None:
+        return Transition(s, note="refund result: none in flight (a repeat)")
+    if ev.outcome is Outcome.APPROVED:
+        status = RefundStatus.DONE
+    elif ev.outcome is Outcome.UNKNOWN:
+        status = RefundStatus.UNKNOWN
+    else:
+        status = RefundStatus.FAILED
+    done = replace(sent, status=status, receipt_no=ev.receipt_no, message=ev.message)
+    s = replace(s, refunds=tuple(done if r is sent else r for r in s.refunds))
+    if status is not RefundStatus.DONE:
+        return Transition(s)
+    payload = {"session_id": s.id, "authorization_reference": s.reference, "refund_id": done.id,
+               "amount_minor": done.amount_minor, "currency": s.currency, "reason": done.reason,
+               "source": done.source, "method": done.method.value, "receipt_no": done.receipt_no}  # fmt: skip
+    return Transition(s, (c.Enqueue(f"{s.id}:refund:{done.id}", f"session:{s.id}", "session.refund", payload),))
 
 
 # ---- building blocks --------------------------------------------------------------------------

@@ -12,11 +12,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
+from drivers.base import TerminalResult
 from gateway.payments import commands as c
 from gateway.payments import events as e
 from gateway.payments.record import from_json, to_json
 from gateway.payments.session import FINAL, HoldStatus, Policy, Session, State, transition
-from gateway.store import JournalEntry, OutboxMessage, PaymentRecord, SessionRecord, Step, Store, TerminalRecord
+from gateway.payments.states import EVSE_FREE
+from gateway.store import (
+    EndOfDayRecord,
+    JournalEntry,
+    OutboxMessage,
+    PaymentRecord,
+    SessionRecord,
+    Step,
+    Store,
+    TerminalRecord,
+)
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -84,6 +95,26 @@ class EngineHost:
         record = TerminalRecord(name, device, "zvt", state, data)
         self.store.apply(Step(key, terminals=[record], journal=journal, outbox=outbox))
 
+    def open_on_terminal(self, terminal: str) -> str | None:
+        """A session of this terminal with a transaction still open (its batch must not close)."""
+        busy = (s for s in self.open_sessions() if s.terminal == terminal and s.state not in EVSE_FREE)
+        return next((s.id for s in busy), None)
+
+    def note_end_of_day_skipped(self, terminal: str, session_id: str) -> None:
+        at = self.clock()
+        entry = JournalEntry("terminal", terminal, "end_of_day.skipped", {"open_session": session_id})
+        self.store.apply(Step(f"eod:{terminal}:skipped:{at.isoformat()}", journal=[entry]))
+
+    def record_end_of_day(self, terminal: str, result: TerminalResult, currency: str) -> None:
+        """The closed batch's totals, stored beside the journal's captures of the same period."""
+        at = self.clock()
+        totals = [{"brand": t.brand, "count": t.count, "amount_minor": t.amount_minor} for t in result.totals]
+        total = result.amount.minor if result.amount else None
+        batch = EndOfDayRecord(terminal, at, currency, total, result.receipts, totals)
+        data = {"total_minor": total, "receipts": list(result.receipts or ()), "totals": totals}
+        entry = JournalEntry("terminal", terminal, "end_of_day", data)
+        self.store.apply(Step(f"eod:{terminal}:{at.isoformat()}", journal=[entry], end_of_day=[batch]))
+
     def _with_orphans(self, event: e.OpenPreauthsReported, session: Session) -> e.OpenPreauthsReported:
         """Orphans are computed here, one event at a time, so two sessions never adopt the same
         hold; and not at all while another pre-auth on the terminal is in flight (its fresh hold
@@ -96,6 +127,11 @@ class EngineHost:
         if event.last is not None and self._ambiguous(session, event.last):
             event = replace(event, last=None)  # it may be another session's transaction: no evidence for us
         return event
+
+    def _day_closed(self, s: Session) -> bool:
+        """Has an end of day on the session's terminal closed the batch its capture is in?"""
+        closed = self.store.last_end_of_day(s.terminal)
+        return closed is not None and closed >= (s.captured_at or s.created_at)
 
     def _ambiguous(self, session: Session, last: e.LastResult) -> bool:
         """Could the terminal's last result belong to another session? Yes if another session of
@@ -119,6 +155,8 @@ class EngineHost:
         before = self.load(event.session_id)
         if isinstance(event, e.OpenPreauthsReported) and before is not None:
             event = self._with_orphans(event, before)
+        if isinstance(event, e.RefundRequested | e.PriceCorrected) and before is not None:
+            event = replace(event, day_closed=self._day_closed(before))
         result = transition(before, event, now, self.policy)
         after = result.session
         if after is None or (after == before and not result.commands):
@@ -169,6 +207,7 @@ class EngineHost:
             payments=_payments(after),
             journal=journal,
             outbox=outbox,
+            inbox_processed=[event.inbox_id] if isinstance(event, e.RefundRequested) and event.inbox_id else [],
         )
 
 
@@ -190,6 +229,11 @@ def _payments(s: Session) -> list[PaymentRecord]:
         if h.status in (HoldStatus.LAPSED, HoldStatus.UNCONFIRMED):
             rows.append(PaymentRecord(f"{base}:{h.status.value}", s.id, h.status.value, "open", h.open_minor,
                                       s.currency, detail))  # fmt: skip
+    rows += [
+        PaymentRecord(f"{s.id}:refund:{r.id}", s.id, r.method.value, r.status.value, r.amount_minor, s.currency,
+                      {"reason": r.reason, "source": r.source, "receipt_no": r.receipt_no, "message": r.message})
+        for r in s.refunds
+    ]  # fmt: skip
     if s.owed_minor:
         rows.append(
             PaymentRecord(

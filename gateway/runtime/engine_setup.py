@@ -127,5 +127,7 @@ def build_engine(
     worker = EngineWorker(host, terminals, link, routes, devices, settings.site.id,
                           plug_starts="plug" in settings.charger.start_paths,
                           card_starts="card" in settings.charger.start_paths,
-                          meter_keys=meter_keys)  # fmt: skip
+                          meter_keys=meter_keys,
+                          end_of_day_at={t.id: t.end_of_day for t in settings.terminals if t.end_of_day},
+                          end_of_day_retry_s=settings.daemon.end_of_day_retry_s)  # fmt: skip
     return worker, terminals, link

@@ -16,6 +16,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, time, timedelta
 
 from drivers.base import Outcome, PaymentTerminal, TerminalResult
 from drivers.errors import DriverError
@@ -35,13 +36,16 @@ from gateway.runtime.engine_host import EngineHost, Handled
 
 _LOGGER = logging.getLogger(__name__)
 SWEEP_EVERY_S = 600.0
+REQUESTS_EVERY_S = 1.0
 CARD_WAIT_S = 30  # one read-card exchange; the loop starts the next at once
 CARD_ARMED_S = 60.0
 
 
 def _background(task: asyncio.Task[None]) -> bool:
-    """The sweeper and the read-card loops: they run for as long as the worker does."""
-    return task.get_name() == "sweeper" or task.get_name().startswith("cards:")
+    """The sweeper, the stored-request poller and the read-card and end-of-day loops: they run
+    for as long as the worker does."""
+    name = task.get_name()
+    return name in ("sweeper", "requests") or name.startswith(("cards:", "end-of-day:"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +75,9 @@ class EngineWorker:
     plug_starts: bool = True  # the charger may ask for payment ([charger] start_paths "plug")
     card_starts: bool = False  # a card tapped at the terminal starts a session ([charger] start_paths "card")
     meter_keys: Mapping[str, str] = field(default_factory=dict)  # evse -> its meter's public key (OCMF)
+    end_of_day_at: Mapping[str, time] = field(default_factory=dict)  # terminal -> its daily end of day, site time
+    end_of_day_retry_s: float = 300.0  # a transaction open at that time: try again this much later
+    _requested: set[str] = field(default_factory=set)  # stored requests (inbox) already handed to the engine
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     _reading: set[str] = field(default_factory=set)
     _armed: dict[str, float] = field(default_factory=dict)  # terminal -> until when a tapped card waits for an EVSE
@@ -149,6 +156,10 @@ class EngineWorker:
                                          ev.invoicer, ev.invoice_reference, self._signed(ev)))  # fmt: skip
         elif ev.kind == "faulted":
             self.submit(e.ChargerFaulted(ev.session_id, "faulted", ev.reason or "fault"))
+        elif ev.kind == "price_corrected" and ev.total_minor is not None:
+            self.submit(
+                e.PriceCorrected(ev.session_id, f"price-{ev.reason.replace(' ', '-')}", ev.total_minor, ev.reason)
+            )
 
     def _signed(self, ev: ChargerEvent) -> SignedMeter | None:
         """The meter's OCMF record checked against the EVSE's configured key (CPU only, here at
@@ -190,6 +201,9 @@ class EngineWorker:
             self.submit(e.Resumed(session.id, f"resume:{self._boot}"))
             self._arm(session)
         self._spawn(self._sweeper(stopping), "sweeper")
+        self._spawn(self._requests(stopping), "requests")
+        for name, at in self.end_of_day_at.items():
+            self._spawn(self._end_of_day_loop(name, at, stopping), f"end-of-day:{name}")
         if self.card_starts:
             for name in self.terminals:
                 self._spawn(self._card_loop(name, stopping), f"cards:{name}")
@@ -343,6 +357,10 @@ class EngineWorker:
                 )
             case c.Release():
                 return await terminal.release(cmd.receipt_no, Money(cmd.held_minor, cmd.currency), persist)
+            case c.RefundPayment(method="reversal", receipt_no=int(receipt)):
+                return await terminal.reverse(receipt, persist)
+            case c.RefundPayment():
+                return await terminal.refund(Money(cmd.amount_minor, cmd.currency), persist)
         raise AssertionError(f"not a terminal command: {cmd}")
 
     async def _last_result(self, terminal: PaymentTerminal) -> e.LastResult | None:
@@ -361,8 +379,11 @@ class EngineWorker:
 
     @staticmethod
     def _event(cmd: c.TerminalCommand, event_id: str, result: TerminalResult) -> e.TerminalResultArrived:
-        op = {c.Preauthorize: Operation.PREAUTHORIZE, c.TopUp: Operation.TOPUP, c.Capture: Operation.CAPTURE,
-              c.Release: Operation.RELEASE}[type(cmd)]  # fmt: skip
+        if isinstance(cmd, c.RefundPayment):
+            op = Operation.REVERSAL if cmd.method == "reversal" else Operation.REFUND
+        else:
+            op = {c.Preauthorize: Operation.PREAUTHORIZE, c.TopUp: Operation.TOPUP, c.Capture: Operation.CAPTURE,
+                  c.Release: Operation.RELEASE}[type(cmd)]  # fmt: skip
         card = {}
         if result.card is not None:
             card = {k: v for k, v in (("masked_pan", result.card.masked_pan), ("brand", result.card.brand),
@@ -427,6 +448,55 @@ class EngineWorker:
         until = self._armed.pop(route.terminal, 0.0) if route else 0.0
         return until > asyncio.get_running_loop().time()
 
+    async def _requests(self, stopping: asyncio.Event) -> None:
+        """Carry out requests a technician stored (``evpay sessions refund``): the CLI writes
+        them to the inbox, so they survive a daemon that is down and are done once."""
+        while not stopping.is_set():
+            for m in self.host.store.inbox_pending("refund"):
+                if m["message_id"] in self._requested:
+                    continue
+                self._requested.add(m["message_id"])
+                p = m["payload"]
+                self.submit(e.RefundRequested(p["session_id"], f"refund-{m['message_id']}", int(p["amount_minor"]),
+                                              str(p["reason"]), str(p.get("source", "technician")),
+                                              inbox_id=m["message_id"]))  # fmt: skip
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(REQUESTS_EVERY_S):
+                    await stopping.wait()
+
+    async def _end_of_day_loop(self, name: str, at: time, stopping: asyncio.Event) -> None:
+        """The terminal's end of day at ``at`` (site time) every day; while a transaction of the
+        terminal is open it is skipped and tried again ``end_of_day_retry_s`` later."""
+        tz = self.host.policy.tz
+        due = next_local(datetime.now(tz), at)
+        while not stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, (due - datetime.now(tz)).total_seconds())):
+                    await stopping.wait()
+            if stopping.is_set():
+                return
+            outcome = await self.end_of_day(name)
+            _LOGGER.info("engine.end_of_day", extra={"terminal": name, "outcome": outcome})
+            if outcome == "done":
+                due = next_local(datetime.now(tz) + timedelta(minutes=1), at)
+            else:
+                due = datetime.now(tz) + timedelta(seconds=self.end_of_day_retry_s)
+
+    async def end_of_day(self, name: str) -> str:
+        """Close the terminal's batch now, unless a transaction of it is open: "done", or why not."""
+        busy = self.host.open_on_terminal(name)
+        if busy:
+            self.host.note_end_of_day_skipped(name, busy)
+            return f"skipped: session {busy} is open"
+        terminal = self.terminals[name]
+        async with self._claim(name):
+            result = await terminal.end_of_day()
+        if not result.approved:
+            return f"refused: {result.message}"
+        currency = next((r.currency for r in self.routes.values() if r.terminal == name), "EUR")
+        self.host.record_end_of_day(name, result, currency)
+        return "done"
+
     async def _sweeper(self, stopping: asyncio.Event) -> None:
         """Release holds no open session owns, at start and then every SWEEP_EVERY_S."""
         while not stopping.is_set():
@@ -440,3 +510,12 @@ class EngineWorker:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(SWEEP_EVERY_S):
                     await stopping.wait()
+
+
+def next_local(now: datetime, at: time) -> datetime:
+    """The next moment at local wall time ``at`` after ``now`` (aware, in the site's zone)."""
+    candidate = now.replace(hour=at.hour, minute=at.minute, second=at.second, microsecond=0)
+    if candidate > now:
+        return candidate
+    tomorrow = candidate + timedelta(days=1)  # the wall time again (a DST change moves the instant, not the time)
+    return tomorrow.replace(hour=at.hour, minute=at.minute, second=at.second)

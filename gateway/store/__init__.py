@@ -2,6 +2,7 @@
 
 from gateway.store.records import (
     Backlog,
+    EndOfDayRecord,
     InboxMessage,
     JournalEntry,
     OutboxMessage,
@@ -15,6 +16,7 @@ from gateway.store.store import Store
 
 __all__ = [
     "Backlog",
+    "EndOfDayRecord",
     "InboxMessage",
     "JournalEntry",
     "OutboxMessage",

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from gateway.errors import GatewayError
+from gateway.errors import BadInput, GatewayError
 from gateway.store.audit import EXPORT_FORMAT, AuditReport, ChainRow, Checkpoint, Content, Finding, audit
 from gateway.store.journal import checkpoints as _checkpoints
 from gateway.store.journal import rows as _rows
@@ -23,11 +23,10 @@ Hex64 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{2,256}$")]
 
 
-class ExportError(GatewayError):
+class ExportError(BadInput):
     """An export that cannot be read as one (not what a verifier can check)."""
 
     code = "export_unreadable"
-    exit_code = 2
 
 
 class _Model(BaseModel):

@@ -15,6 +15,16 @@ Json = Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
+class EndOfDayRecord:
+    terminal: str
+    at: datetime
+    currency: str
+    total_minor: int | None
+    receipts: tuple[int, int] | None
+    totals: Sequence[Json]  # [{"brand", "count", "amount_minor"}]
+
+
+@dataclass(frozen=True, slots=True)
 class SessionRecord:
     id: str
     state: str
@@ -78,6 +88,7 @@ class Step:
     outbox: Sequence[OutboxMessage] = ()
     inbox: Sequence[InboxMessage] = ()
     inbox_processed: Sequence[str] = ()  # message ids handled by this step
+    end_of_day: Sequence[EndOfDayRecord] = ()
 
 
 @dataclass(frozen=True, slots=True)

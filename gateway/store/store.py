@@ -152,6 +152,26 @@ class Store:
                 "INSERT INTO inbox (message_id, source, kind, payload, received_at) VALUES (?, ?, ?, ?, ?)",
                 (i.message_id, i.source, i.kind, _journal.dumps(i.payload), at),
             )
+        for b in step.end_of_day:
+            previous = c.execute(
+                "SELECT at FROM end_of_day WHERE terminal = ? ORDER BY at DESC LIMIT 1", (b.terminal,)
+            ).fetchone()
+            first, last = b.receipts or (None, None)
+            c.execute(
+                "INSERT INTO end_of_day (terminal, period_start, at, currency, total_minor, first_receipt,"
+                " last_receipt, totals, step_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    b.terminal,
+                    previous[0] if previous else None,
+                    to_text(b.at),
+                    b.currency,
+                    b.total_minor,
+                    first,
+                    last,
+                    json.dumps([dict(t) for t in b.totals], sort_keys=True),
+                    step.key,
+                ),
+            )
         for message_id in step.inbox_processed:
             cur = c.execute(
                 "UPDATE inbox SET processed_at = ? WHERE message_id = ? AND processed_at IS NULL",
@@ -228,6 +248,39 @@ class Store:
         rows = self._query("SELECT id, device, protocol, state, data, updated_at FROM terminals ORDER BY id", ())
         keys = ("id", "device", "protocol", "state", "data", "updated_at")
         return [dict(zip(keys, (*r[:4], json.loads(r[4]), r[5]), strict=True)) for r in rows]
+
+    def last_end_of_day(self, terminal: str) -> datetime | None:
+        rows = self._query("SELECT at FROM end_of_day WHERE terminal = ? ORDER BY at DESC LIMIT 1", (terminal,))
+        return from_text(rows[0][0]) if rows else None
+
+    def end_of_day_batches(self, start: datetime, end: datetime) -> list[dict[str, Any]]:
+        """Batches closed in [start, end), oldest first."""
+        rows = self._query(
+            "SELECT terminal, period_start, at, currency, total_minor, first_receipt, last_receipt, totals"
+            " FROM end_of_day WHERE at >= ? AND at < ? ORDER BY at",
+            (to_text(start), to_text(end)),
+        )
+        return [{"terminal": t, "period_start": from_text(ps) if ps else None, "at": from_text(at), "currency": cur,
+                 "total_minor": total, "receipts": (first, last) if first is not None else None,
+                 "totals": json.loads(totals)} for t, ps, at, cur, total, first, last, totals in rows]  # fmt: skip
+
+    def sessions_between(self, start: datetime, end: datetime) -> list[dict[str, Any]]:
+        """Sessions created in [start, end) or changed since ``start`` (a late capture, a refund)."""
+        rows = self._query(
+            "SELECT id, state, final, data, created_at, updated_at FROM sessions"
+            " WHERE (created_at >= ? AND created_at < ?) OR updated_at >= ? ORDER BY created_at",
+            (to_text(start), to_text(end), to_text(start)),
+        )
+        return [_session_dict(r) for r in rows]
+
+    def inbox_pending(self, kind: str, limit: int = 100) -> list[dict[str, Any]]:
+        """Stored requests of one kind not yet carried out, oldest first."""
+        rows = self._query(
+            "SELECT message_id, payload, received_at FROM inbox WHERE kind = ? AND processed_at IS NULL"
+            " ORDER BY id LIMIT ?",
+            (kind, limit),
+        )
+        return [{"message_id": m, "payload": json.loads(p), "received_at": from_text(at)} for m, p, at in rows]
 
     def step_applied(self, key: str) -> bool:
         return bool(self._query("SELECT 1 FROM steps WHERE key = ?", (key,)))

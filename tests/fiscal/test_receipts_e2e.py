@@ -7,119 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-import pytest
-from cryptography.fernet import Fernet
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-
-from drivers.sim.ports import PtyPort
-from drivers.sim.terminal import SimConfig, SimTerminal
-from gateway.ocpi.cpo_sim import CpoSimulator
-from gateway.runtime.app import Daemon
-from gateway.runtime.charger import EvsePlan, SimulatedCharger
-from gateway.settings import parse_settings
-from tests.helpers import EVPAY, free_port, subprocess_env
-
-METER = ec.generate_private_key(ec.SECP256R1())
-METER_KEY = METER.public_key().public_bytes(serialization.Encoding.DER,
-                                            serialization.PublicFormat.SubjectPublicKeyInfo).hex()  # fmt: skip
-
-
-def site(db: Path, pty: str, cpo: CpoSimulator, country: str, wait_s: float) -> str:
-    listen = free_port()
-    return f"""
-[site]
-id = "{country}-SITE"
-country = "{country}"
-timezone = "Europe/Zagreb"
-[storage]
-path = "{db}"
-[api]
-port = 0
-[[terminals]]
-id = "t1"
-device = "serial://{pty}"
-password = {{ value = "123456" }}
-[charger]
-enabled = true
-mode = "simulated"
-[[charger.evses]]
-id = "E1"
-terminal = "t1"
-meter_public_key = "{METER_KEY}"
-[fiscal]
-profile = "{country}"
-wait_s = {wait_s}
-e_receipt_url = "https://receipts.example/{{reference}}"
-[upstream]
-enabled = true
-allow_insecure_http = true
-versions_url = "{cpo.versions_url}"
-token_a = {{ value = "{cpo.state.token_a}" }}
-key = {{ value = "{Fernet.generate_key().decode()}" }}
-listen = "127.0.0.1:{listen}"
-public_url = "http://127.0.0.1:{listen}/ocpi/versions"
-[pricing]
-fixed_hold = {{ EUR = "50.00" }}
-hold_min = "1.00"
-default_tariff = "T"
-tariffs = [ {{ id = "T", currency = "EUR", elements = [
-  {{ price_components = [ {{ type = "ENERGY", price = "0.40", vat = "25", step_size = 1 }} ] }} ] }} ]
-"""
-
-
-@dataclass
-class Site:
-    sim: SimTerminal
-    cpo: CpoSimulator
-    charger: SimulatedCharger
-    daemon: Daemon
-
-    async def until(self, done: Callable[[], object], timeout: float = 30) -> None:
-        async with asyncio.timeout(timeout):
-            while not done():
-                await asyncio.sleep(0.05)
-
-    def session(self) -> dict[str, Any]:
-        (row,) = [r for r in self.daemon.store.sessions() if not r["id"].startswith("orphan")]
-        return row
-
-
-@pytest.fixture
-async def start(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
-    running: list[tuple[Site, asyncio.Task[int], PtyPort, asyncio.Task[None]]] = []
-
-    async def make(country: str, fiscal_on_fac: str = "", wait_s: float = 15) -> Site:
-        cpo = CpoSimulator()
-        cpo.state.fiscal_on_fac = fiscal_on_fac
-        await cpo.start()
-        port = PtyPort()
-        sim = SimTerminal(SimConfig(password="123456", card_wait_s=0.05))
-        serving = asyncio.create_task(sim.serve(port, serial=True))
-        charger = SimulatedCharger(["E1"])
-        text = site(tmp_path / f"{country}.sqlite3", port.slave_path, cpo, country, wait_s)
-        (tmp_path / f"{country}.toml").write_text(text, encoding="utf-8")  # for the technician's CLI
-        daemon = Daemon(parse_settings(text, "<fiscal>"), charger=charger)
-        task = asyncio.create_task(daemon.run())
-        s = Site(sim, cpo, charger, daemon)
-        running.append((s, task, port, serving))
-        await s.until(lambda: daemon.ready.is_set() and cpo.state.tokens, 15)
-        return s
-
-    yield make
-    for s, task, port, serving in running:
-        s.daemon.request_stop("test over")
-        await task
-        serving.cancel()
-        await asyncio.gather(serving, return_exceptions=True)
-        await port.close()
-        await s.cpo.stop()
-        await s.charger.close()
+from drivers.sim.terminal import SimTerminal
+from gateway.runtime.charger import EvsePlan
+from tests.helpers import EVPAY, subprocess_env
+from tests.site_rig import METER, Site
 
 
 def block(receipt: list[str], *lines: str) -> bool:
@@ -134,8 +28,8 @@ def printed_after(sim: SimTerminal, first: str) -> list[str]:
     return lines[lines.index(first) :] if first in lines else []
 
 
-async def test_germany_signed_meter_data_on_the_receipt_and_upstream(start: Callable[..., Any]) -> None:
-    s: Site = await start("DE")
+async def test_germany_signed_meter_data_on_the_receipt_and_upstream(start_site: Callable[..., Any]) -> None:
+    s: Site = await start_site("DE")
     s.charger.plug_in("E1", EvsePlan(energy_wh=12_000, step_wh=3_000, meter_key=METER, meter_serial="EMH-0815"))
     await s.until(lambda: s.session()["final"] and s.cpo.state.receipts)
     row = s.session()
@@ -154,8 +48,8 @@ async def test_germany_signed_meter_data_on_the_receipt_and_upstream(start: Call
     assert [r["state"] for r in s.cpo.state.receipts[ref]] == ["complete"]
 
 
-async def test_croatia_the_cpo_signs_and_the_receipt_carries_zki_jir_and_qr(start: Callable[..., Any]) -> None:
-    s: Site = await start("HR", fiscal_on_fac="signed")
+async def test_croatia_the_cpo_signs_and_the_receipt_carries_zki_jir_and_qr(start_site: Callable[..., Any]) -> None:
+    s: Site = await start_site("HR", fiscal_on_fac="signed")
     s.charger.plug_in("E1", EvsePlan(energy_wh=10_000, step_wh=5_000, meter_key=METER))
     await s.until(lambda: s.session()["final"] and s.cpo.state.receipts)
     data = s.session()["data"]
@@ -176,8 +70,10 @@ async def test_croatia_the_cpo_signs_and_the_receipt_carries_zki_jir_and_qr(star
     assert message["state"] == "complete" and f"JIR: {fields['jir']}" in message["lines"]
 
 
-async def test_croatia_offline_prints_pending_then_delivers_the_fiscal_data_once(start: Callable[..., Any]) -> None:
-    s: Site = await start("HR", fiscal_on_fac="signed", wait_s=1)
+async def test_croatia_offline_prints_pending_then_delivers_the_fiscal_data_once(
+    start_site: Callable[..., Any],
+) -> None:
+    s: Site = await start_site("HR", fiscal_on_fac="signed", wait_s=1)
     s.cpo.state.down = True  # the uplink is down while the driver charges and pays
     s.charger.plug_in("E1", EvsePlan(energy_wh=10_000, step_wh=5_000, meter_key=METER))
     await s.until(lambda: s.session()["final"])

@@ -1,0 +1,98 @@
+"""Refunds of a completed session, pure: the method follows the terminal's batch, a refund
+never exceeds what was captured, a refused or failed one moves no money, a corrected price
+refunds the difference."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from drivers.base import Outcome
+from gateway.payments import commands as c
+from gateway.payments import events as e
+from gateway.payments.refunds import RefundMethod, RefundStatus
+from gateway.payments.session import Session, State, Transition, transition
+from tests.payments.fixtures import T0, policy
+
+P = policy()
+SID = "s1"
+
+
+def run(s: Session | None, ev: e.Event, minutes: float = 0) -> Transition:
+    return transition(s, ev, T0 + timedelta(minutes=minutes), P)
+
+
+def completed() -> Session:
+    s = run(None, e.CardPresented(SID, "card", "E1", "T1", "EUR")).session
+    s = run(s, e.TerminalResultArrived(SID, "pa", "preauthorize", Outcome.APPROVED, 5000, 7)).session
+    s = run(s, e.ChargerStarted(SID, "st", 1000), 1).session
+    s = run(s, e.ChargerStopped(SID, "sp", 5000), 60).session
+    s = run(s, e.TerminalResultArrived(SID, "cap", "capture", Outcome.APPROVED, 333, 8, for_receipt=7), 61).session
+    assert s is not None and s.state is State.COMPLETED and s.captured_minor == 333
+    return s
+
+
+def result(op: str, outcome: Outcome, amount: int | None, receipt: int | None = 9) -> e.TerminalResultArrived:
+    return e.TerminalResultArrived(SID, f"r-{op}-{outcome}", op, outcome, amount, receipt)
+
+
+def test_the_whole_capture_while_the_day_is_open_is_a_reversal_of_its_booking() -> None:
+    t = run(completed(), e.RefundRequested(SID, "refund-a", 333, "charger fault"), 90)
+    (cmd,) = t.commands
+    assert isinstance(cmd, c.RefundPayment) and cmd.method == "reversal" and cmd.receipt_no == 8
+    s = t.session
+    assert s is not None and s.refunds[0].status is RefundStatus.SENT and s.refunded_minor == 0
+    t = run(s, result("reversal", Outcome.APPROVED, 333), 91)
+    s = t.session
+    assert s is not None and s.refunded_minor == 333 and s.refunds[0].receipt_no == 9
+    (message,) = t.commands
+    assert isinstance(message, c.Enqueue) and message.kind == "session.refund"
+    assert message.payload["amount_minor"] == 333 and message.payload["method"] == "reversal"
+    assert run(s, result("reversal", Outcome.APPROVED, 333), 92).commands == ()  # a repeat changes nothing
+
+
+def test_part_of_it_or_after_the_end_of_day_is_a_refund() -> None:
+    part = run(completed(), e.RefundRequested(SID, "refund-p", 100, "goodwill"), 90)
+    assert isinstance(part.commands[0], c.RefundPayment) and part.commands[0].method == "refund"
+    closed = run(completed(), e.RefundRequested(SID, "refund-c", 333, "fault", day_closed=True), 90)
+    cmd = closed.commands[0]
+    assert isinstance(cmd, c.RefundPayment) and cmd.method == "refund" and cmd.receipt_no is None
+
+
+def test_a_refund_never_exceeds_what_was_captured() -> None:
+    s = completed()
+    t = run(s, e.RefundRequested(SID, "too-much", 334, "x"), 90)
+    assert t.commands == () and t.session is not None
+    (refused,) = t.session.refunds
+    assert refused.status is RefundStatus.REFUSED and "exceeds the 333" in refused.message
+    s = run(s, e.RefundRequested(SID, "a", 200, "x"), 90).session
+    s = run(s, result("refund", Outcome.APPROVED, 200), 91).session
+    t = run(s, e.RefundRequested(SID, "b", 200, "x"), 92)
+    assert t.commands == () and "exceeds the 133" in t.session.refunds[-1].message  # type: ignore[union-attr]
+    t = run(t.session, e.RefundRequested(SID, "c", 133, "x"), 93)
+    assert t.commands and t.session is not None and t.session.refunds[-1].method is RefundMethod.REFUND
+
+
+def test_one_refund_at_a_time_and_a_declined_one_moves_no_money() -> None:
+    s = run(completed(), e.RefundRequested(SID, "a", 100, "x"), 90).session
+    busy = run(s, e.RefundRequested(SID, "b", 100, "x"), 90)
+    assert busy.commands == () and "not settled yet" in busy.session.refunds[-1].message  # type: ignore[union-attr]
+    s = run(s, result("refund", Outcome.DECLINED, None), 91).session
+    assert s is not None and s.refunds[0].status is RefundStatus.FAILED and s.refunded_minor == 0
+    unknown = run(run(s, e.RefundRequested(SID, "c", 100, "x"), 92).session, result("refund", Outcome.UNKNOWN, None))
+    assert unknown.session is not None and unknown.session.refunds[-1].status is RefundStatus.UNKNOWN
+
+
+def test_only_a_completed_session_is_refunded() -> None:
+    s = run(None, e.CardPresented(SID, "card", "E1", "T1", "EUR")).session
+    s = run(s, e.TerminalResultArrived(SID, "pa", "preauthorize", Outcome.APPROVED, 5000, 7)).session
+    t = run(s, e.RefundRequested(SID, "a", 100, "x"), 90)
+    assert t.commands == () and "only a completed session" in t.session.refunds[0].message  # type: ignore[union-attr]
+
+
+def test_a_lower_corrected_price_refunds_the_difference() -> None:
+    t = run(completed(), e.PriceCorrected(SID, "cdr-2", 300, "corrected CDR 2"), 90)
+    (cmd,) = t.commands
+    assert isinstance(cmd, c.RefundPayment) and cmd.amount_minor == 33 and t.session is not None
+    assert t.session.refunds[0].source == "cdr"
+    higher = run(completed(), e.PriceCorrected(SID, "cdr-3", 400, "corrected CDR 3"), 90)
+    assert higher.commands == () and "nothing to refund" in higher.session.notes[-1]  # type: ignore[union-attr]
