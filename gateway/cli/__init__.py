@@ -15,6 +15,7 @@ from gateway.cli import (
     journal_cmd,
     meter_cmd,
     outbox_cmd,
+    reconcile_cmd,
     sessions_cmd,
     simulate_cmd,
     terminal_cmd,
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         terminal_cmd,
         meter_cmd,
         journal_cmd,
+        reconcile_cmd,
         simulate_cmd,
         demo_cmd,
     ):

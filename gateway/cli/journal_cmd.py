@@ -33,8 +33,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     export = sub.add_parser("export", help="write a session's or a period's audit trail as JSON")
     which = export.add_mutually_exclusive_group(required=True)
     which.add_argument("--session", help="a session id")
-    which.add_argument("--from", dest="start", type=_when, help="ISO time (UTC unless it carries an offset)")
-    export.add_argument("--to", dest="end", type=_when, help="ISO time, exclusive (default: now)")
+    which.add_argument("--from", dest="start", type=when, help="ISO time (UTC unless it carries an offset)")
+    export.add_argument("--to", dest="end", type=when, help="ISO time, exclusive (default: now)")
     export.add_argument("--out", type=Path, help="file to write (default: stdout)")
     offline = sub.add_parser("verify-export", help="check an export offline: exit 0 valid, 1 invalid, 2 unreadable")
     offline.add_argument("file", type=Path)
@@ -54,7 +54,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     key.set_defaults(handler=_key)
 
 
-def _when(text: str) -> datetime:
+def when(text: str) -> datetime:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:

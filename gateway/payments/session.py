@@ -145,6 +145,7 @@ class Session:
     meter_start_wh: int | None = None
     readings: tuple[Reading, ...] = ()
     billed_energy_wh: int = 0
+    reported_energy_wh: int | None = None  # the charger's own total for the session, for reconciliation
     timer: tuple[TimerKind, datetime] | None = None
     attempts: int = 0
     lost_results: int = 0  # terminal operations whose outcome we never saw (their trace may be the terminal's last)
@@ -543,7 +544,7 @@ def _charger_stopped(s: Session, ev: e.ChargerStopped, now: datetime, policy: Po
     energy, notes = _billed_energy(s, ev, policy)
     readings = (*s.readings, Reading(max(now, s.readings[-1].at), energy, True))
     s = replace(s, stop_reason=s.stop_reason or ev.reason, notes=(*s.notes, *notes), invoicer=ev.invoicer,
-                invoice_reference=ev.invoice_reference)  # fmt: skip
+                invoice_reference=ev.invoice_reference, reported_energy_wh=ev.session_energy_wh)  # fmt: skip
     return _finalize(s, readings, now, policy)
 
 

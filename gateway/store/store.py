@@ -301,7 +301,15 @@ class Store:
         rows = self._query(
             "SELECT message_id, payload, received_at FROM inbox WHERE kind = ? ORDER BY id DESC LIMIT ?", (kind, limit)
         )
-        return [{"message_id": m, "payload": json.loads(p), "received_at": at} for m, p, at in rows]
+        return [{"message_id": m, "payload": json.loads(p), "received_at": from_text(at)} for m, p, at in rows]
+
+    def journal_of(self, entity: str) -> list[dict[str, Any]]:
+        """Every journal entry about one kind of entity (e.g. reconciliation resolutions), oldest first."""
+        rows = self._query(
+            "SELECT seq, at, entity_id, kind, data FROM journal WHERE entity = ? ORDER BY seq", (entity,)
+        )
+        return [{"seq": seq, "at": at, "entity_id": eid, "kind": kind, "data": json.loads(data)}
+                for seq, at, eid, kind, data in rows]  # fmt: skip
 
     def set_upstream_status(self, registered: bool, reason: str) -> None:
         with sqlite_errors(str(self.path)):

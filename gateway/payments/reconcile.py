@@ -1,0 +1,209 @@
+"""Reconciliation: where the terminal, the journal, the charger and the CPO disagree, say which
+session, by how much, and why. Pure: facts in, a report out (the CLI loads the facts).
+
+What is compared (docs/RECONCILIATION.md):
+- each end-of-day batch's totals per card group against the journal's captures on that terminal
+  in the batch's period (a reversal takes the capture out of the batch; a refund lowers its
+  amount) → ``missing_in_terminal_totals``, ``missing_in_journal``, ``amount_mismatch``;
+- sessions whose money is not settled → ``capture_unconfirmed``, ``owed_overdue`` (owed past
+  the deadline), ``shortfall`` (priced above the hold), ``refund_unsettled``;
+- the charger against the bill → ``energy_mismatch`` (beyond the tolerance);
+- the CPO → ``cdr_unpaid`` (a CDR for a session that captured nothing), ``not_acknowledged``
+  (an outcome the CPO has not taken, past the deadline, or dead-lettered).
+Each finding has a stable key; a technician who has explained one marks it resolved with a
+reason (a journal entry), and it no longer counts as unexplained.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+BRANDS = ("girocard", "jcb", "mastercard", "amex", "visa", "diners", "other")
+
+
+def brand_group(name: str | None) -> str:
+    """A card's brand as the terminal groups its end-of-day totals (ZVT BMP 60)."""
+    text = (name or "").lower().replace(" ", "").replace("-", "")
+    for needle, group in (("master", "mastercard"), ("eurocard", "mastercard"), ("visa", "visa"),
+                          ("amex", "amex"), ("american", "amex"), ("girocard", "girocard"), ("jcb", "jcb"),
+                          ("diners", "diners")):  # fmt: skip
+        if needle in text:
+            return group
+    return "other"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionFacts:
+    id: str
+    terminal: str
+    state: str
+    currency: str
+    brand: str  # card group
+    created_at: datetime
+    updated_at: datetime
+    captured_at: datetime | None
+    captured_minor: int
+    price_minor: int
+    owed_minor: int = 0
+    shortfall_minor: int = 0
+    billed_energy_wh: int = 0
+    reported_energy_wh: int | None = None  # what the charger said it delivered
+    reference: str | None = None
+    reversed: tuple[tuple[datetime, int], ...] = ()  # (when, amount) of reversals (06 30) done
+    refunded: tuple[tuple[datetime, int], ...] = ()  # (when, amount) of refunds (06 31) done
+    refunds_unsettled: int = 0  # refunds sent without an answer
+
+
+@dataclass(frozen=True, slots=True)
+class BatchFacts:
+    terminal: str
+    period_start: datetime | None
+    at: datetime
+    currency: str
+    totals: Mapping[str, tuple[int, int]]  # card group -> (count, amount)
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    start: datetime
+    end: datetime
+    now: datetime
+    sessions: Sequence[SessionFacts]
+    batches: Sequence[BatchFacts] = ()
+    cdrs: Sequence[tuple[str, str | None]] = ()  # (authorization_reference, session id or None)
+    unacknowledged: Mapping[str, tuple[str, datetime]] = field(default_factory=dict)  # session -> (status, since)
+    resolutions: Mapping[str, str] = field(default_factory=dict)  # finding key -> reason
+
+
+@dataclass(frozen=True, slots=True)
+class Tolerances:
+    energy_wh: int = 50
+    owed_within: timedelta = timedelta(hours=24)
+    acknowledged_within: timedelta = timedelta(hours=1)
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    key: str
+    kind: str
+    detail: str
+    sessions: tuple[str, ...] = ()
+    amount_minor: int = 0
+    currency: str = ""
+    resolved: str | None = None  # the technician's reason
+
+    def to_json(self) -> dict[str, Any]:
+        return {"key": self.key, "kind": self.kind, "detail": self.detail, "sessions": list(self.sessions),
+                "amount_minor": self.amount_minor, "currency": self.currency, "resolved": self.resolved}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    start: datetime
+    end: datetime
+    sessions: int
+    batches: int
+    findings: tuple[Finding, ...]
+
+    @property
+    def unexplained(self) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if f.resolved is None)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"from": self.start.isoformat(), "to": self.end.isoformat(), "sessions": self.sessions,
+                "batches": self.batches, "unexplained": len(self.unexplained),
+                "findings": [f.to_json() for f in self.findings]}  # fmt: skip
+
+
+def reconcile(facts: Facts, tol: Tolerances | None = None) -> Report:
+    tol = tol or Tolerances()
+    found: list[Finding] = []
+    for batch in facts.batches:
+        found += _batch(batch, facts.sessions)
+    for s in facts.sessions:
+        found += _session(s, facts, tol)
+    paid = {s.reference for s in facts.sessions if s.captured_minor and s.reference}
+    for reference, sid in facts.cdrs:
+        if reference not in paid:
+            said = f"a CDR for {reference}, which has no captured payment"
+            found.append(Finding(f"cdr_unpaid:{reference}", "cdr_unpaid", said, (sid,) if sid else ()))
+    resolved = [replace(f, resolved=facts.resolutions.get(f.key)) for f in found]
+    return Report(facts.start, facts.end, len(facts.sessions), len(facts.batches), tuple(resolved))
+
+
+def _batch(batch: BatchFacts, sessions: Sequence[SessionFacts]) -> list[Finding]:
+    """The terminal's totals for one closed batch against the journal's for the same period."""
+    start = batch.period_start or datetime.min.replace(tzinfo=batch.at.tzinfo)
+    count: dict[str, int] = defaultdict(int)
+    amount: dict[str, int] = defaultdict(int)
+    members: dict[str, list[str]] = defaultdict(list)
+
+    def within(at: datetime) -> bool:
+        return start < at <= batch.at
+
+    for s in sessions:
+        if s.terminal != batch.terminal or s.currency != batch.currency:
+            continue
+        if s.captured_at is not None and within(s.captured_at) and s.captured_minor:
+            taken_back = sum(a for at, a in s.reversed if within(at))
+            if taken_back < s.captured_minor:  # a reversal in the same batch takes the payment out of it
+                count[s.brand] += 1
+                amount[s.brand] += s.captured_minor
+                members[s.brand].append(s.id)
+        refunded = sum(a for at, a in s.refunded if within(at))
+        if refunded:
+            amount[s.brand] -= refunded
+            members[s.brand].append(s.id)
+    out = []
+    for brand in sorted(set(count) | set(amount) | set(batch.totals)):
+        t_count, t_amount = batch.totals.get(brand, (0, 0))
+        j_count, j_amount = count.get(brand, 0), amount.get(brand, 0)
+        if (t_count, t_amount) == (j_count, j_amount):
+            continue
+        key = f"{batch.terminal}:{batch.at.isoformat()}:{brand}"
+        said = (f"terminal {batch.terminal}, batch closed {batch.at:%Y-%m-%d %H:%M}, {brand}: terminal {t_count} "
+                f"for {t_amount}, journal {j_count} for {j_amount}")  # fmt: skip
+        if j_count > t_count:
+            out.append(Finding(f"missing_in_terminal_totals:{key}", "missing_in_terminal_totals", said,
+                               tuple(members[brand]), j_amount - t_amount, batch.currency))  # fmt: skip
+        elif t_count > j_count:
+            out.append(Finding(f"missing_in_journal:{key}", "missing_in_journal", said, (), t_amount - j_amount,
+                               batch.currency))  # fmt: skip
+        else:
+            out.append(Finding(f"amount_mismatch:{key}", "amount_mismatch", said, tuple(members[brand]),
+                               j_amount - t_amount, batch.currency))  # fmt: skip
+    return out
+
+
+def _session(s: SessionFacts, facts: Facts, tol: Tolerances) -> list[Finding]:
+    out = []
+    one = (s.id,)
+    if s.state == "capture_unconfirmed":
+        out.append(Finding(f"capture_unconfirmed:{s.id}", "capture_unconfirmed", f"no evidence of the capture: "
+                           f"{s.owed_minor} owed until the terminal's journal or the acquirer shows it", one,
+                           s.owed_minor, s.currency))  # fmt: skip
+    elif s.owed_minor and facts.now - s.updated_at > tol.owed_within:
+        out.append(Finding(f"owed_overdue:{s.id}", "owed_overdue", f"{s.owed_minor} owed ({s.state}) for more than "
+                           f"{tol.owed_within}", one, s.owed_minor, s.currency))  # fmt: skip
+    if s.shortfall_minor:
+        out.append(Finding(f"shortfall:{s.id}", "shortfall", f"priced {s.price_minor}, held and captured "
+                           f"{s.captured_minor}: {s.shortfall_minor} above the hold", one, s.shortfall_minor,
+                           s.currency))  # fmt: skip
+    if s.reported_energy_wh is not None and abs(s.reported_energy_wh - s.billed_energy_wh) > tol.energy_wh:
+        out.append(Finding(f"energy_mismatch:{s.id}", "energy_mismatch", f"billed {s.billed_energy_wh} Wh, the "
+                           f"charger reported {s.reported_energy_wh} Wh", one, 0, s.currency))  # fmt: skip
+    if s.refunds_unsettled:
+        out.append(Finding(f"refund_unsettled:{s.id}", "refund_unsettled", f"{s.refunds_unsettled} refund(s) sent "
+                           "without the terminal's answer: check its journal", one, 0, s.currency))  # fmt: skip
+    waiting = facts.unacknowledged.get(s.id)
+    if waiting is not None:
+        status, since = waiting
+        if status == "dead" or facts.now - since > tol.acknowledged_within:
+            out.append(Finding(f"not_acknowledged:{s.id}", "not_acknowledged", f"the outcome is {status} upstream "
+                               f"since {since:%Y-%m-%d %H:%M}: the CPO has not taken it", one, s.captured_minor,
+                               s.currency))  # fmt: skip
+    return out
