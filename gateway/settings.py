@@ -199,6 +199,40 @@ class FiscalSettings(_Model):
     )
 
 
+BinRange = Annotated[str, Field(pattern=r"^\d{6}(-\d{6})?$", description='a BIN "412345" or a range "400000-499999"')]
+
+
+class RouteSettings(_Model):
+    """An acquirer profile and when it is used (gateway/payments/routing.py): the first route
+    whose conditions all match takes the payment, on its first healthy terminal."""
+
+    id: Identifier
+    terminals: list[Identifier] = Field(min_length=1, description="in order of preference: the first healthy one")
+    evses: list[str] = []  # empty: every EVSE
+    countries: list[Annotated[str, Field(pattern=r"^[A-Z]{2}$")]] = []
+    brands: list[Literal["girocard", "jcb", "mastercard", "amex", "visa", "diners", "other"]] = []
+    bins: list[BinRange] = []
+    tariff: str | None = None  # the tariff its payments are priced with (its currency must be the route's)
+    strategy: Literal["fixed", "target", "incremental"] | None = None  # overrides [pricing] for this route
+    fixed_hold: dict[str, Amount] | None = None
+    hold_min: Amount | None = None
+    hold_max: Amount | None = None
+
+    @field_validator("bins")
+    @classmethod
+    def _bins(cls, v: list[str]) -> list[str]:
+        for text in v:
+            lo, _, hi = text.partition("-")
+            if hi and int(hi) < int(lo):
+                raise ValueError(f"BIN range {text!r} ends before it starts")
+        return v
+
+
+class RoutingSettings(_Model):
+    failover_after: Annotated[int, Field(ge=1, le=100)] = 3  # consecutive technical failures
+    probe_every_s: Annotated[float, Field(ge=1, le=3600)] = 60.0  # a terminal that is out is asked this often
+
+
 class JournalSettings(_Model):
     """The device key that signs the journal's chain head (Ed25519 PEM, by reference: a file or
     a systemd credential). Without it the chain is still kept and checked, but nothing proves a
@@ -444,6 +478,8 @@ class Settings(_Model):
     pricing: PricingSettings = PricingSettings()
     journal: JournalSettings = JournalSettings()
     fiscal: FiscalSettings = FiscalSettings()
+    routes: list[RouteSettings] = []
+    routing: RoutingSettings = RoutingSettings()
 
     @model_validator(mode="after")
     def _references(self) -> Settings:
@@ -465,7 +501,61 @@ class Settings(_Model):
                 raise ValueError(f"evse {evse.id!r} names terminal {evse.terminal!r}, which is not configured")
             if evse.tariff is not None and evse.tariff not in tariff_ids:
                 raise ValueError(f"evse {evse.id!r} names tariff {evse.tariff!r}, which is not configured")
+        self._check_routes()
         return self
+
+    def terminal_currency(self, terminal_id: str) -> str:
+        found = next((t for t in self.terminals if t.id == terminal_id), None)
+        return (found.currency if found and found.currency else None) or self.site.currency
+
+    def _check_routes(self) -> None:
+        """A route's terminals charge in one currency, and every tariff its payments can be
+        priced with is in that currency: refused here, not at the first session."""
+        ids = {t.id for t in self.terminals}
+        tariffs = {str(t.get("id")): str(t.get("currency")) for t in self.pricing.tariffs}
+        evses = {e.id: e for e in self.charger.evses}
+        if len({r.id for r in self.routes}) != len(self.routes):
+            raise ValueError("route ids must be unique")
+        for r in self.routes:
+            unknown = [t for t in r.terminals if t not in ids]
+            if unknown:
+                raise ValueError(f"route {r.id!r} names terminal(s) {unknown}, which are not configured")
+            currencies = {self.terminal_currency(t) for t in r.terminals}
+            if len(currencies) != 1:
+                raise ValueError(f"route {r.id!r} mixes terminals charging in {sorted(currencies)}")
+            (currency,) = currencies
+            missing = [e for e in r.evses if e not in evses]
+            if missing:
+                raise ValueError(f"route {r.id!r} names EVSE(s) {missing}, which are not configured")
+            if r.tariff is not None and r.tariff not in tariffs:
+                raise ValueError(f"route {r.id!r} names tariff {r.tariff!r}, which is not configured")
+            priced = (
+                {r.tariff}
+                if r.tariff
+                else {
+                    e.tariff or self.pricing.default_tariff for eid, e in evses.items() if not r.evses or eid in r.evses
+                }
+            )
+            for tariff in sorted(t for t in priced if t):
+                if tariffs.get(tariff) != currency:
+                    raise ValueError(f"route {r.id!r} charges in {currency} but tariff {tariff!r} is in "
+                                     f"{tariffs.get(tariff)}: give the route a tariff in {currency}")  # fmt: skip
+            if r.fixed_hold is not None and currency not in r.fixed_hold:
+                raise ValueError(f"route {r.id!r}: fixed_hold has no amount in its currency {currency}")
+            if currency != self.site.currency and (r.hold_min is None or r.hold_max is None):
+                raise ValueError(f"route {r.id!r} charges in {currency}, not the site's {self.site.currency}: "
+                                 f"give its hold_min and hold_max in {currency}")  # fmt: skip
+            strategy = r.strategy or self.pricing.strategy
+            fixed = r.fixed_hold or self.pricing.fixed_hold
+            if strategy == "fixed" and currency not in fixed:
+                raise ValueError(f"route {r.id!r}: the fixed hold has no amount in {currency}")
+            for name, amount in (("hold_min", r.hold_min), ("hold_max", r.hold_max), *((f"fixed_hold.{c}", a) for
+                                 c, a in (r.fixed_hold or {}).items())):  # fmt: skip
+                if amount is not None:
+                    try:
+                        Money.parse(str(amount), currency if "." not in name else name.split(".")[1])
+                    except AmountError as exc:
+                        raise ValueError(f"route {r.id!r}: {name}: {exc}") from None
 
 
 def parse_settings(text: str, source: str) -> Settings:

@@ -20,7 +20,8 @@ from gateway.cli.journal_cmd import when
 from gateway.cli.stores import open_existing
 from gateway.errors import BadInput
 from gateway.ocpi.charger import session_id_of
-from gateway.payments.reconcile import BatchFacts, Facts, Report, SessionFacts, brand_group, reconcile
+from gateway.payments.reconcile import BatchFacts, Facts, Report, SessionFacts, reconcile
+from gateway.payments.schemes import brand_group
 from gateway.settings import load_settings
 from gateway.store import JournalEntry, OutboxMessage, Step, Store
 

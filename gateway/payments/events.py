@@ -42,6 +42,7 @@ class CardPresented:
     terminal: str
     currency: str
     target: Target | None = None
+    route: str | None = None  # the route (acquirer profile) that chose the terminal, if routes are configured
 
 
 @dataclass(frozen=True, slots=True)

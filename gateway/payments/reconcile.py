@@ -22,19 +22,6 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-BRANDS = ("girocard", "jcb", "mastercard", "amex", "visa", "diners", "other")
-
-
-def brand_group(name: str | None) -> str:
-    """A card's brand as the terminal groups its end-of-day totals (ZVT BMP 60)."""
-    text = (name or "").lower().replace(" ", "").replace("-", "")
-    for needle, group in (("master", "mastercard"), ("eurocard", "mastercard"), ("visa", "visa"),
-                          ("amex", "amex"), ("american", "amex"), ("girocard", "girocard"), ("jcb", "jcb"),
-                          ("diners", "diners")):  # fmt: skip
-        if needle in text:
-            return group
-    return "other"
-
 
 @dataclass(frozen=True, slots=True)
 class SessionFacts:

@@ -67,3 +67,18 @@ class Validity:
             if scheme in table:
                 return scheme, table[scheme]
         return scheme, override.get("default", self.default)
+
+
+BRANDS = ("girocard", "jcb", "mastercard", "amex", "visa", "diners", "other")
+
+
+def brand_group(name: str | None) -> str:
+    """A card's brand as the terminal groups its end-of-day totals (ZVT BMP 60) and as routes
+    name brands."""
+    text = (name or "").lower().replace(" ", "").replace("-", "")
+    for needle, group in (("master", "mastercard"), ("eurocard", "mastercard"), ("visa", "visa"),
+                          ("amex", "amex"), ("american", "amex"), ("girocard", "girocard"), ("jcb", "jcb"),
+                          ("diners", "diners")):  # fmt: skip
+        if needle in text:
+            return group
+    return "other"

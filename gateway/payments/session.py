@@ -72,6 +72,8 @@ class Policy:
     fiscal_wait: timedelta = timedelta(seconds=20)  # how long a receipt waits for the CPO's signature
     e_receipt_url: str | None = None  # where the complete receipt will be, "{reference}" filled in
     display_only: frozenset[str] = frozenset()  # terminals without a printer: the receipt is displayed
+    route_holds: dict[str, HoldPolicy] = field(default_factory=dict)  # a route's (acquirer profile's) hold policy
+    route_tariffs: dict[str, Tariff] = field(default_factory=dict)  # a route's own tariff
 
     def tariff(self, evse: str) -> Tariff | None:
         return self.tariffs.get(evse) or self.tariffs.get("*")
@@ -79,7 +81,8 @@ class Policy:
     def pinned(self, session: Session) -> Tariff | None:
         """The tariff a session started with (a tariff change mid-session never reprices it)."""
         if session.tariff_id is not None:
-            found = self.catalog.get(session.tariff_id)
+            found = self.catalog.get(session.tariff_id) or next(
+                (t for t in self.route_tariffs.values() if t.id == session.tariff_id), None)  # fmt: skip
             if found is not None:
                 return found
             current = self.tariff(session.evse)
@@ -314,11 +317,13 @@ def _note(s: Session, text: str) -> tuple[str, ...]:
 
 
 def _start(ev: e.CardPresented, now: datetime, policy: Policy) -> Transition:
-    tariff = policy.tariff(ev.evse)
-    hold = initial_hold(policy.hold, ev.currency, tariff, ev.target, now, policy.tz)
-    notes: tuple[str, ...] = ()
-    if policy.hold.strategy == "incremental" and ev.terminal not in policy.topup_terminals:
-        notes = (f"terminal {ev.terminal} cannot add to a hold: the charge stops at the cap",)
+    routed = ev.route is not None
+    tariff = (policy.route_tariffs.get(ev.route) if ev.route else None) or policy.tariff(ev.evse)
+    hold_policy = (policy.route_holds.get(ev.route) if ev.route else None) or policy.hold
+    hold = initial_hold(hold_policy, ev.currency, tariff, ev.target, now, policy.tz)
+    notes: tuple[str, ...] = (f"route {ev.route}: terminal {ev.terminal}, {ev.currency}",) if routed else ()
+    if hold_policy.strategy == "incremental" and ev.terminal not in policy.topup_terminals:
+        notes = (*notes, f"terminal {ev.terminal} cannot add to a hold: the charge stops at the cap")
     s = Session(ev.session_id, ev.evse, ev.terminal, ev.currency, next_state(None, Trigger.CARD), now,
                 hold_minor=hold, tariff_id=tariff.id if tariff else None, notes=notes,
                 timer=(TimerKind.ANSWER, now + policy.answer_timeout))  # fmt: skip
@@ -768,6 +773,8 @@ def _price(s: Session, readings: tuple[Reading, ...], policy: Policy) -> Session
     tariff = policy.pinned(s)
     if tariff is None or not readings:
         return replace(s, price_minor=0, price_excl="0", vat=())
+    if tariff.currency != s.currency:  # config validate refuses such a route; never price across currencies
+        raise InvariantViolated(f"session {s.id} in {s.currency} priced with tariff {tariff.id} in {tariff.currency}")
     p = price(tariff, [Sample(r.at, r.energy_wh) for r in readings], policy.tz)
     return replace(s, price_minor=p.minor, price_excl=str(p.excl_vat), vat=vat_breakdown(p.nets, p.minor, s.currency))
 

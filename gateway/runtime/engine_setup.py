@@ -4,6 +4,7 @@ charger link and the engine worker. Kept out of app.py so the composition root s
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -18,6 +19,7 @@ from gateway.fiscal.profiles import PROFILES
 from gateway.ocpi.charger import OcpiChargerLink
 from gateway.payments.charger import ChargerLink
 from gateway.payments.preauth import HoldPolicy
+from gateway.payments.routing import Health, Route
 from gateway.payments.schemes import Validity
 from gateway.payments.session import Policy
 from gateway.payments.tariff import tariff_from_ocpi
@@ -67,7 +69,35 @@ def build_policy(settings: Settings) -> Policy:
         fiscal_wait=timedelta(seconds=settings.fiscal.wait_s),
         e_receipt_url=settings.fiscal.e_receipt_url,
         display_only=frozenset(t.id for t in settings.terminals if not t.printer),
+        route_holds={
+            r.id: route.hold
+            for r, route in zip(settings.routes, build_routes(settings, hold), strict=True)
+            if route.hold is not None
+        },
+        route_tariffs={r.id: tariffs[r.tariff] for r in settings.routes if r.tariff},
     )
+
+
+def build_routes(settings: Settings, site_hold: HoldPolicy) -> list[Route]:
+    """The configured routes, each with its acquirer profile's hold policy (amounts in the
+    route's own currency: a 0- or 3-decimal currency has its own minor units)."""
+    out = []
+    for r in settings.routes:
+        cur = settings.terminal_currency(r.terminals[0])
+        hold = None
+        if r.strategy or r.fixed_hold or r.hold_min is not None or r.hold_max is not None:
+            hold = replace(
+                site_hold,
+                strategy=r.strategy or site_hold.strategy,
+                fixed_minor={code: _minor(v, code) for code, v in (r.fixed_hold or {}).items()}
+                or site_hold.fixed_minor,
+                min_minor=_minor(r.hold_min, cur) if r.hold_min is not None else site_hold.min_minor,
+                max_minor=_minor(r.hold_max, cur) if r.hold_max is not None else site_hold.max_minor,
+            )
+        bins = tuple((int(b[:6]), int(b[-6:])) for b in r.bins)
+        out.append(Route(r.id, tuple(r.terminals), cur, frozenset(r.evses), frozenset(r.countries),
+                         frozenset(r.brands), bins, hold))  # fmt: skip
+    return out
 
 
 def _validity(settings: Settings) -> Validity:
@@ -129,5 +159,8 @@ def build_engine(
                           card_starts="card" in settings.charger.start_paths,
                           meter_keys=meter_keys,
                           end_of_day_at={t.id: t.end_of_day for t in settings.terminals if t.end_of_day},
-                          end_of_day_retry_s=settings.daemon.end_of_day_retry_s)  # fmt: skip
+                          end_of_day_retry_s=settings.daemon.end_of_day_retry_s,
+                          router=tuple(build_routes(settings, host.policy.hold)), country=settings.site.country,
+                          health=Health(settings.routing.failover_after),
+                          probe_every_s=settings.routing.probe_every_s)  # fmt: skip
     return worker, terminals, link

@@ -29,6 +29,7 @@ from gateway.payments import events as e
 from gateway.payments.charger import ChargerEvent, ChargerLink
 from gateway.payments.events import Operation
 from gateway.payments.preauth import Target
+from gateway.payments.routing import CardSeen, Health, Route, choose
 from gateway.payments.session import Session
 from gateway.payments.states import EVSE_FREE
 from gateway.payments.tariff import describe
@@ -45,7 +46,7 @@ def _background(task: asyncio.Task[None]) -> bool:
     """The sweeper, the stored-request poller and the read-card and end-of-day loops: they run
     for as long as the worker does."""
     name = task.get_name()
-    return name in ("sweeper", "requests") or name.startswith(("cards:", "end-of-day:"))
+    return name in ("sweeper", "requests", "probe") or name.startswith(("cards:", "end-of-day:"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +79,10 @@ class EngineWorker:
     end_of_day_at: Mapping[str, time] = field(default_factory=dict)  # terminal -> its daily end of day, site time
     end_of_day_retry_s: float = 300.0  # a transaction open at that time: try again this much later
     _requested: set[str] = field(default_factory=set)  # stored requests (inbox) already handed to the engine
+    router: tuple[Route, ...] = ()  # configured routes; none: each EVSE's own terminal (``routes``)
+    country: str = ""
+    health: Health = field(default_factory=Health)  # technical failures per terminal, for failover
+    probe_every_s: float = 60.0
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     _reading: set[str] = field(default_factory=set)
     _armed: dict[str, float] = field(default_factory=dict)  # terminal -> until when a tapped card waits for an EVSE
@@ -105,10 +110,18 @@ class EngineWorker:
         self.idle.clear()
         self._queue.put_nowait(event)
 
-    def request_payment(self, evse: str, idempotency_key: str | None = None, target: Target | None = None) -> PayAnswer:
+    def request_payment(
+        self,
+        evse: str,
+        idempotency_key: str | None = None,
+        target: Target | None = None,
+        card: CardSeen | None = None,
+        at_terminal: str | None = None,
+    ) -> PayAnswer:
         """Start a paid session at an EVSE, or refuse at once with the reason. The session is a
         stored step before this returns: nothing money-bearing waits in memory. One open
-        session per EVSE; the same idempotency key gives the same answer."""
+        session per EVSE; the same idempotency key gives the same answer. With routes, the
+        route picks the terminal (``card``: read before the pre-auth, at ``at_terminal``)."""
         route = self.routes.get(evse)
         if route is None:
             return PayAnswer(404, f"unknown EVSE {evse!r}")
@@ -121,12 +134,18 @@ class EngineWorker:
         busy = next((s for s in self.host.open_sessions() if s.evse == evse and s.state not in EVSE_FREE), None)
         if busy is not None:
             return PayAnswer(409, f"EVSE {evse} already has an open session", busy.id, busy.state.value)
+        chosen: str | None = None
+        if self.router:
+            choice = choose(self.router, evse, self.country, self.health, card, at_terminal)
+            if isinstance(choice, str):
+                return PayAnswer(503, f"no acquirer can take this payment: {choice}")
+            route, chosen = self.route(choice.terminal, choice.currency), choice.route
         up, why = self.terminal_state.get(route.terminal, (False, "not registered yet"))
         if not up:
             return PayAnswer(503, f"terminal {route.terminal} unavailable: {why}")
-        handled = self._process(e.CardPresented(sid, "card", evse, route.terminal, route.currency, target))
+        handled = self._process(e.CardPresented(sid, "card", evse, route.terminal, route.currency, target, chosen))
         state = handled.session.state.value if handled and handled.session else "?"
-        tariff = self.host.policy.tariff(evse)
+        tariff = (self.host.policy.route_tariffs.get(chosen) if chosen else None) or self.host.policy.tariff(evse)
         if tariff is not None and handled.session is not None:  # the price, before charging starts
             hold = Money(handled.session.hold_minor, route.currency)
             self._spawn(self.charger.display(evse, [*describe(tariff), f"Hold {hold}"]), f"{sid}:display")
@@ -190,6 +209,14 @@ class EngineWorker:
         refusal (a declined card, a top-up it cannot do) leaves it available."""
         lost = result.unreachable or (result.operation == "register" and not result.approved)
         self.terminal_state[name] = (not lost, result.message if lost else "ok")
+        if lost or result.outcome in (Outcome.ERROR, Outcome.BUSY):  # technical: counts towards failover
+            self.health.failed(name)
+            if not self.health.up(name):
+                _LOGGER.warning("engine.terminal_out", extra={"terminal": name, "reason": result.message})
+        elif result.approved or result.outcome is Outcome.DECLINED:  # it answered as it should
+            if not self.health.up(name):
+                _LOGGER.info("engine.terminal_back", extra={"terminal": name})
+            self.health.succeeded(name)
 
     async def run(self, stopping: asyncio.Event) -> None:
         if not self._subscribed:  # once: a restarted worker must not hear every charger event twice
@@ -202,6 +229,8 @@ class EngineWorker:
             self._arm(session)
         self._spawn(self._sweeper(stopping), "sweeper")
         self._spawn(self._requests(stopping), "requests")
+        if self.router:
+            self._spawn(self._probe(stopping), "probe")
         for name, at in self.end_of_day_at.items():
             self._spawn(self._end_of_day_loop(name, at, stopping), f"end-of-day:{name}")
         if self.card_starts:
@@ -429,14 +458,15 @@ class EngineWorker:
                 finally:
                     self._reading.discard(name)
             if result.approved and result.card is not None and result.card.is_payment_card:
-                self._card_read(name)
+                self._card_read(name, CardSeen.from_masked(result.card.brand, result.card.masked_pan))
 
-    def _card_read(self, name: str) -> None:
+    def _card_read(self, name: str, card: CardSeen | None = None) -> None:
         evses = [evse for evse, route in self.routes.items() if route.terminal == name]
         busy = {s.evse for s in self.host.open_sessions() if s.state not in EVSE_FREE}
         free = [evse for evse in evses if evse not in busy]
         if len(free) == 1:
-            answer = self.request_payment(free[0], f"card:{uuid.uuid4().hex}")
+            answer = self.request_payment(free[0], f"card:{uuid.uuid4().hex}", card=card,
+                                          at_terminal=name if self.router else None)  # fmt: skip
             _LOGGER.info("engine.card_start", extra={"terminal": name, "evse": free[0], "status": answer.status})
         elif free:
             self._armed[name] = asyncio.get_running_loop().time() + CARD_ARMED_S
@@ -463,6 +493,23 @@ class EngineWorker:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(REQUESTS_EVERY_S):
                     await stopping.wait()
+
+    async def _probe(self, stopping: asyncio.Event) -> None:
+        """Ask terminals that are out (after repeated technical failures) whether they are back."""
+        while not stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.probe_every_s):
+                    await stopping.wait()
+            for name in self.health.down():
+                terminal = self.terminals.get(name)
+                if terminal is None or name in self._reading:
+                    continue
+                try:
+                    async with self._claim(name):
+                        result = await terminal.status()
+                except (DriverError, OSError) as exc:
+                    result = TerminalResult("status", Outcome.ERROR, str(exc), unreachable=True)
+                self._note_terminal(name, result)
 
     async def _end_of_day_loop(self, name: str, at: time, stopping: asyncio.Event) -> None:
         """The terminal's end of day at ``at`` (site time) every day; while a transaction of the

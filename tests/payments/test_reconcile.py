@@ -14,7 +14,8 @@ import pytest
 
 from drivers.base import BrandTotal, Outcome, TerminalResult
 from gateway.payments import events as e
-from gateway.payments.reconcile import BatchFacts, Facts, SessionFacts, Tolerances, brand_group, reconcile
+from gateway.payments.reconcile import BatchFacts, Facts, SessionFacts, Tolerances, reconcile
+from gateway.payments.schemes import brand_group
 from gateway.runtime.engine_host import EngineHost
 from gateway.store import Store
 from tests.helpers import EVPAY, subprocess_env, write_config
