@@ -10,6 +10,7 @@ from typing import Any
 from gateway.errors import UpstreamUnreachable
 from gateway.ocpi.charger import OcpiChargerLink
 from gateway.ocpi.client import OcpiClient
+from gateway.ocpi.models import Cdr
 from gateway.payments.charger import ChargerEvent
 from gateway.store import InboxMessage, Step, Store
 
@@ -57,3 +58,21 @@ async def test_stop_session_after_a_restart_finds_the_cpo_session_in_the_store(t
     (queued,) = [m for m in store.outbox.list() if m.kind == "command.stop_session"]
     assert queued.payload["session_id"] == "CPO-SESSION-9"
     assert isinstance(link.client, _Client) and not isinstance(link.client, OcpiClient)
+
+
+def test_a_corrected_cdr_is_a_price_correction_and_a_replayed_one_is_not() -> None:
+    link, events = _link(_Client(None))
+
+    def cdr(cdr_id: str, before: str, vat: str) -> Cdr:
+        return Cdr.model_validate({
+            "country_code": "DE", "party_id": "CPO", "id": cdr_id, "start_date_time": "2026-01-05T08:00:00Z",
+            "end_date_time": "2026-01-05T09:00:00Z", "authorization_reference": "EVP-s1", "currency": "EUR",
+            "total_cost": {"before_taxes": before, "taxes": [{"name": "VAT", "amount": vat}]}, "total_energy": 6,
+            "invoice_reference_id": "INV-1", "last_updated": "2026-01-05T09:00:00Z",
+        }, context={"decimal_strings": True})  # fmt: skip
+
+    link.cdr_pushed(cdr("CDR-1", "3.00", "0.57"))  # the CDR the session is billed with
+    link.cdr_pushed(cdr("CDR-1", "3.00", "0.57"))  # the same one replayed: nothing
+    link.cdr_pushed(cdr("CDR-2", "2.50", "0.48"))  # the CPO's correction: 2.98 incl. VAT
+    assert [(ev.kind, ev.total_minor) for ev in events] == [("stopped", None), ("price_corrected", 298)]
+    assert events[1].reason == "corrected CDR CDR-2"
