@@ -12,6 +12,7 @@ from gateway.cli import (
     config_cmd,
     daemon_cmd,
     demo_cmd,
+    doctor_cmd,
     journal_cmd,
     meter_cmd,
     outbox_cmd,
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     for module in (
         daemon_cmd,
         config_cmd,
+        doctor_cmd,
         sessions_cmd,
         outbox_cmd,
         terminal_cmd,

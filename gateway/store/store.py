@@ -341,6 +341,12 @@ class Store:
         return {"versions_url": url, "token_b": token_b, "token_c": token_c, "endpoints": json.loads(endpoints),
                 "registered_at": at}  # fmt: skip
 
+    def integrity(self) -> str | None:
+        """SQLite's own full check of the file: None when it is sound, else its first complaint."""
+        rows = self._query("PRAGMA integrity_check(5)", ())
+        found = [str(r[0]) for r in rows]
+        return None if found == ["ok"] else "; ".join(found)
+
     def verify_journal(self, trusted_key: str | None = None) -> AuditReport:
         with sqlite_errors(str(self.path)):
             return _journal.verify(self._conn, trusted_key)

@@ -1,0 +1,149 @@
+"""``evpay doctor``: each check passing and failing, on real files, a real pty terminal, a real
+daemon, and a stand-in ``timedatectl`` on the PATH for the clock."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import subprocess
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from drivers.sim.ports import PtyPort
+from drivers.sim.terminal import SimConfig, SimTerminal
+from gateway.cli.doctor_cmd import Check, run_checks
+from gateway.runtime.app import Daemon
+from gateway.runtime.charger import SimulatedCharger
+from gateway.settings import parse_settings
+from gateway.store import JournalEntry, OutboxMessage, Step, Store
+from tests.helpers import EVPAY, free_port, subprocess_env
+
+
+def site(tmp_path: Path, device: str, extra: str = "", port: int | None = None) -> Path:
+    config = tmp_path / "site.toml"
+    config.write_text(f"""
+[site]
+id = "DOC"
+country = "DE"
+[storage]
+path = "{tmp_path / "evpay.sqlite3"}"
+[api]
+port = {port or free_port()}
+[[terminals]]
+id = "t1"
+device = "{device}"
+password = {{ value = "123456" }}
+{extra}
+""", encoding="utf-8")  # fmt: skip
+    return config
+
+
+def by_name(checks: list[Check]) -> dict[str, tuple[str, str]]:
+    return {c.name: (c.status, c.detail) for c in checks}
+
+
+@pytest.fixture
+async def terminal() -> AsyncIterator[str]:
+    port = PtyPort()
+    sim = SimTerminal(SimConfig(password="123456"))
+    serving = asyncio.create_task(sim.serve(port, serial=True))
+    yield f"serial://{port.slave_path}"
+    serving.cancel()
+    await asyncio.gather(serving, return_exceptions=True)
+    await port.close()
+
+
+async def test_a_site_without_its_daemon(tmp_path: Path, terminal: str) -> None:
+    config = site(tmp_path, terminal)
+    found = by_name(await asyncio.to_thread(run_checks, config))
+    assert found["config"][0] == "pass"
+    assert found["daemon"][0] == "fail" and "is evpay.service running?" in found["daemon"][1]
+    assert found["terminal t1"] == ("pass", "answers a status enquiry (EVPAY-SIM-1.0)")  # asked directly
+    assert found["database"][0] == "fail" and "no database yet" in found["database"][1]
+    assert found["charger link"][0] == "skip" and found["CPO"][0] == "skip"
+    missing = by_name(run_checks(site(tmp_path, f"serial://{tmp_path / 'gone'}")))
+    assert missing["terminal t1"][0] == "fail" and "does not exist" in missing["terminal t1"][1]
+
+
+def test_a_secret_that_cannot_be_read_fails_the_config(tmp_path: Path) -> None:
+    config = site(tmp_path, f"serial://{tmp_path / 'gone'}",
+                  f'[journal]\nsigning_key = {{ file = "{tmp_path / "no-key.pem"}" }}')  # fmt: skip
+    found = by_name(run_checks(config))
+    assert found["config"][0] == "fail" and "journal.signing_key" in found["config"][1]
+    assert "terminal t1" in found  # the rest is still checked
+
+
+def test_the_database_the_journal_the_outbox_and_the_disk(tmp_path: Path) -> None:
+    upstream = ('[upstream]\nenabled = true\nversions_url = "https://cpo.example/ocpi/versions"\n'
+                'token_a = { value = "token-a" }\nkey = { value = "' + "A" * 43 + '=" }')  # fmt: skip
+    config = site(tmp_path, f"serial://{tmp_path / 'gone'}", upstream)
+    clock = [datetime.now(UTC) - timedelta(hours=3)]
+    store = Store.open(tmp_path / "evpay.sqlite3", clock=lambda: clock[0])
+    for n in range(3):
+        store.apply(Step(f"s{n}", journal=[JournalEntry("session", "s", "x", {"n": n})]))
+    store.close()
+    found = by_name(run_checks(config))
+    assert found["database"][0] == "pass" and found["journal"] == ("pass", "3 rows intact, proven to row 0, 3 newest "
+                                                                            "not yet signed")  # fmt: skip
+    assert found["outbox"][0] == "pass" and found["CPO"][0] == "fail"  # never registered
+    assert by_name(run_checks(config, min_free_mb=10**9))["disk"][0] == "fail"
+
+    store = Store.open(tmp_path / "evpay.sqlite3", clock=lambda: clock[0])
+    store.apply(Step("old", outbox=[OutboxMessage("m1", "session:s", "session.outcome", {"session_id": "s"})]))
+    store.close()
+    outbox = by_name(run_checks(config))["outbox"]
+    assert outbox[0] == "fail" and "oldest 180 min" in outbox[1]
+
+    conn = sqlite3.connect(tmp_path / "evpay.sqlite3")
+    conn.execute("DROP TRIGGER journal_no_delete")
+    conn.execute("DELETE FROM journal WHERE seq = 2")
+    conn.commit()
+    conn.close()
+    journal = by_name(run_checks(config))["journal"]
+    assert journal[0] == "fail" and "row 2 is missing (deleted)" in journal[1]
+
+    raw = (tmp_path / "evpay.sqlite3").read_bytes()
+    (tmp_path / "evpay.sqlite3").write_bytes(raw[:100] + b"\xff" * 4000 + raw[4100:])  # a damaged page
+    damaged = by_name(run_checks(config))["database"]
+    assert damaged[0] == "fail"
+
+
+@pytest.mark.parametrize(("answer", "status"), [("yes", "pass"), ("no", "fail")])
+def test_the_clock(tmp_path: Path, answer: str, status: str) -> None:
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "timedatectl").write_text(f"#!/bin/sh\necho {answer}\n", encoding="utf-8")
+    (fake / "timedatectl").chmod(0o755)
+    config = site(tmp_path, f"serial://{tmp_path / 'gone'}")
+    env = {**subprocess_env(), "PATH": f"{fake}{os.pathsep}{os.environ['PATH']}"}
+    out = subprocess.run([*EVPAY, "doctor", "--config", str(config), "--json"], capture_output=True, text=True,
+                         env=env, timeout=60, check=False)  # fmt: skip
+    assert out.returncode == 1  # the daemon is not running here
+    clock = next(c for c in json.loads(out.stdout)["checks"] if c["name"] == "clock")
+    assert clock["status"] == status
+
+
+async def test_with_the_daemon_running(tmp_path: Path, terminal: str) -> None:
+    port = free_port()
+    extra = '[charger]\nenabled = true\nmode = "simulated"\n[[charger.evses]]\nid = "E1"\nterminal = "t1"'
+    config = site(tmp_path, terminal, extra, port)
+    charger = SimulatedCharger(["E1"])
+    daemon = Daemon(parse_settings(config.read_text(), str(config)), charger=charger)
+    task = asyncio.create_task(daemon.run())
+    try:
+        async with asyncio.timeout(15):
+            await daemon.ready.wait()
+        found = by_name(await asyncio.to_thread(run_checks, config))
+    finally:
+        daemon.request_stop("test over")
+        await task
+        await charger.close()
+    assert found["daemon"][0] == "pass"
+    assert found["terminal t1"][0] == "pass" and "as the daemon sees it" in found["terminal t1"][1]
+    assert found["charger link"] == ("pass", "simulated link up (1 EVSEs)")
+    assert found["database"][0] == "pass" and found["journal"][0] == "pass"
