@@ -56,6 +56,7 @@ class OutboxPusher:
         commands_url: str | None = None,
         interop: InteropSettings | None = None,
         custom_urls: dict[str, str | None] | None = None,
+        on_failure: Callable[[str], None] | None = None,
     ) -> None:
         self.store, self.client, self.clock = store, client, clock
         self.interop = interop or InteropSettings()
@@ -65,6 +66,7 @@ class OutboxPusher:
         self.max_refusals = max_refusals
         self.commands_url = commands_url.rstrip("/") if commands_url else None
         self.custom_urls = {k: v.rstrip("/") for k, v in (custom_urls or {}).items() if v}
+        self.on_failure = on_failure or (lambda _kind: None)  # metrics: upstream failures by kind
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self.wake = asyncio.Event()
         self.delivered = 0
@@ -95,10 +97,12 @@ class OutboxPusher:
             _LOGGER.debug("outbox.local_only", extra={"message_id": message.message_id, "reason": str(skip)})
             return
         except ValueError as exc:  # the payload cannot become an OCPI object: no retry can help
+            self.on_failure("invalid")
             self.store.outbox.dead_letter(message.message_id, f"cannot build the OCPI object: {exc}", now)
             _LOGGER.error("outbox.dead_letter", extra={"message_id": message.message_id, "reason": str(exc)})  # noqa: TRY400
             return
         except OcpiRejected as exc:
+            self.on_failure("refused")
             refusals = _refusals(message.last_error) + 1
             if refusals < self.max_refusals and message.kind in _MAPPED:
                 delay = self._backoff(refusals)
@@ -111,6 +115,7 @@ class OutboxPusher:
             )
             return
         except UpstreamUnreachable as exc:
+            self.on_failure("ambiguous" if exc.ambiguous else "unreachable")
             delay = exc.retry_after if exc.retry_after is not None else self._backoff(message.attempts)
             prefix = _AMBIGUOUS if exc.ambiguous else ""
             self.store.outbox.retry_later(message.message_id, prefix + str(exc), now + timedelta(seconds=delay))

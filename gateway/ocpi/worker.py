@@ -67,6 +67,7 @@ class UpstreamWorker:
         charger: OcpiChargerLink | None = None,
         on_tariffs: TariffSink | None = None,
         on_fiscal: Callable[[FiscalDataArrived], None] | None = None,
+        on_failure: Callable[[str], None] | None = None,
     ) -> None:
         if settings.key is None or settings.token_a is None:
             raise ConfigError("upstream", ["an enabled upstream needs token_a and key"])
@@ -78,6 +79,7 @@ class UpstreamWorker:
         self.charger = charger
         self.on_tariffs = on_tariffs
         self.on_fiscal = on_fiscal
+        self.on_failure = on_failure
         self._registration_now: Registration | None = None
         self._client: OcpiClient | None = None
         self._http: aiohttp.ClientSession | None = None
@@ -186,7 +188,7 @@ class UpstreamWorker:
         self.pusher = OutboxPusher(self.store, client, reg.payments_url(""), self.clock,
                                    commands_url=reg.endpoints.url("commands", "RECEIVER"),
                                    custom_urls={m: reg.endpoints.url(m, "RECEIVER") for m in set(CUSTOM.values())},
-                                   interop=self.settings.interop)  # fmt: skip
+                                   interop=self.settings.interop, on_failure=self.on_failure)  # fmt: skip
         puller = asyncio.create_task(self._pull_tariffs(client, reg, stopping))
         try:
             await self.pusher.run(stopping)

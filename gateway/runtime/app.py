@@ -90,13 +90,21 @@ class Daemon:
         self.upstream: UpstreamWorker | None = None
         if settings.charger.enabled and settings.charger.evses:
             self.engine, self.terminals, self.charger = build_engine(settings, self.store, _utcnow, charger)
+            self.engine.metrics = self.metrics
             workers.append(self.engine)
             if isinstance(self.charger, MqttChargerLink):
                 workers.append(self.charger)  # the broker connection is a supervised worker
         if settings.upstream.enabled:
             link = self.charger if isinstance(self.charger, OcpiChargerLink) else None
             self.upstream = UpstreamWorker(
-                settings.upstream, settings.site.id, self.store, _utcnow, link, self._apply_tariffs, self._fiscal_data
+                settings.upstream,
+                settings.site.id,
+                self.store,
+                _utcnow,
+                link,
+                self._apply_tariffs,
+                self._fiscal_data,
+                on_failure=lambda kind: self.metrics.inc("evpay_upstream_failures_total", kind=kind),
             )
             workers.insert(1, self.upstream)
         self.supervisor = Supervisor(
@@ -180,6 +188,33 @@ class Daemon:
         metrics.set("evpay_outbox_oldest_age_seconds", age)
         metrics.describe("evpay_sessions_open", "gauge", "charging sessions not yet final")
         metrics.set("evpay_sessions_open", float(self.store.count_open_sessions()))
+        self._collect_money(metrics)
+
+    def _collect_money(self, metrics: Metrics) -> None:
+        """Money figures from the store at scrape time: they survive restarts and never drift."""
+        f = self.store.money_figures()
+        metrics.describe("evpay_sessions_final_total", "counter", "sessions that ended, by final state")
+        for state, n in f["final"].items():
+            metrics.set("evpay_sessions_final_total", float(n), state=state)
+        metrics.describe("evpay_money_minor_total", "counter",
+                         "minor units held, captured, released and given back, by kind and currency")  # fmt: skip
+        for (kind, currency), amount in f["money"].items():
+            metrics.set("evpay_money_minor_total", float(amount), kind=kind, currency=currency)
+        metrics.describe("evpay_owed_minor", "gauge", "amounts owed (unconfirmed, lapsed, shortfall), by currency")
+        for currency, amount in f["owed"].items():
+            metrics.set("evpay_owed_minor", float(amount), currency=currency)
+        metrics.describe("evpay_holds_open", "gauge", "open sessions that hold money at a terminal")
+        metrics.set("evpay_holds_open", float(f["holds_open"]))
+        metrics.describe("evpay_hold_oldest_age_seconds", "gauge", "age of the oldest open session holding money")
+        oldest = f["holds_oldest"]
+        metrics.set("evpay_hold_oldest_age_seconds", (datetime.now(UTC) - oldest).total_seconds() if oldest else 0.0)
+        metrics.describe("evpay_terminal_up", "gauge", "1 when the terminal answered its last command")
+        if self.engine is not None:
+            for name in self.terminals:
+                up, _why = self.engine.terminal_state.get(name, (False, "not registered"))
+                metrics.set("evpay_terminal_up", 1.0 if up else 0.0, terminal=name)
+        metrics.describe("evpay_terminal_command_seconds", "histogram", "terminal command duration, by operation")
+        metrics.describe("evpay_upstream_failures_total", "counter", "failed deliveries to the CPO, by kind")
 
     def _apply_tariffs(self, by_evse: dict[str, Tariff], catalog: dict[str, Tariff]) -> None:
         """The CPO's tariffs win over the configured ones for the EVSEs it names; sessions

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import time as monotonic_time
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from gateway.payments.session import Session
 from gateway.payments.states import EVSE_FREE
 from gateway.payments.tariff import describe
 from gateway.runtime.engine_host import EngineHost, Handled
+from gateway.runtime.metrics import Metrics
 
 _LOGGER = logging.getLogger(__name__)
 SWEEP_EVERY_S = 600.0
@@ -83,6 +85,7 @@ class EngineWorker:
     country: str = ""
     health: Health = field(default_factory=Health)  # technical failures per terminal, for failover
     probe_every_s: float = 60.0
+    metrics: Metrics | None = None  # terminal command latencies go here
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     _reading: set[str] = field(default_factory=set)
     _armed: dict[str, float] = field(default_factory=dict)  # terminal -> until when a tapped card waits for an EVSE
@@ -337,7 +340,12 @@ class EngineWorker:
                 )
             else:
                 async with asyncio.timeout(self.command_timeout_s), self._claim(cmd.terminal):  # with a deadline
+                    began = monotonic_time.monotonic()
                     result = await self._run(terminal, cmd, attempt)
+                    if self.metrics is not None:
+                        operation = type(cmd).__name__.lower()
+                        self.metrics.observe("evpay_terminal_command_seconds", monotonic_time.monotonic() - began,
+                                             operation=operation)  # fmt: skip
         except StoreError:
             raise
         except TimeoutError:

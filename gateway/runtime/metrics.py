@@ -12,11 +12,16 @@ from dataclasses import dataclass, field
 Labels = tuple[tuple[str, str], ...]
 
 
+# Terminal commands take from tens of milliseconds (a status) to minutes (a card wait).
+BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+
+
 @dataclass(slots=True)
 class _Family:
-    kind: str  # counter or gauge
+    kind: str  # counter, gauge or histogram
     help: str
     values: dict[Labels, float] = field(default_factory=dict)
+    observed: dict[Labels, list[float]] = field(default_factory=dict)  # histogram: per-bucket counts, sum, count
 
 
 class Metrics:
@@ -35,6 +40,16 @@ class Metrics:
     def set(self, name: str, value: float, **labels: str) -> None:
         self._family(name, "gauge").values[tuple(sorted(labels.items()))] = value
 
+    def observe(self, name: str, value: float, **labels: str) -> None:
+        family = self._family(name, "histogram")
+        key = tuple(sorted(labels.items()))
+        counts = family.observed.setdefault(key, [0.0] * (len(BUCKETS) + 2))
+        for i, bound in enumerate(BUCKETS):
+            if value <= bound:
+                counts[i] += 1
+        counts[-2] += value
+        counts[-1] += 1
+
     def add_collector(self, collector: Callable[[Metrics], None]) -> None:
         self._collectors.append(collector)
 
@@ -50,8 +65,13 @@ class Metrics:
             lines.append(f"# HELP {name} {family.help}")
             lines.append(f"# TYPE {name} {family.kind}")
             for labels, value in sorted(family.values.items()):
-                label_text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
-                lines.append(f"{name}{{{label_text}}} {value:g}" if labels else f"{name} {value:g}")
+                lines.append(f"{name}{_labels(labels)} {value:g}")
+            for labels, counts in sorted(family.observed.items()):
+                bounds = [f"{b:g}" for b in BUCKETS] + ["+Inf"]
+                for bound, n in zip(bounds, (*counts[: len(BUCKETS)], counts[-1]), strict=True):
+                    lines.append(f"{name}_bucket{_labels((*labels, ('le', bound)))} {n:g}")
+                lines.append(f"{name}_sum{_labels(labels)} {counts[-2]:g}")
+                lines.append(f"{name}_count{_labels(labels)} {counts[-1]:g}")
         return "\n".join(lines) + "\n"
 
     def _family(self, name: str, kind: str) -> _Family:
@@ -59,6 +79,10 @@ class Metrics:
         if family is None:
             family = self._families[name] = _Family(kind, name.replace("_", " "))
         return family
+
+
+def _labels(labels: Labels) -> str:
+    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in labels) + "}" if labels else ""
 
 
 def _escape(value: str) -> str:

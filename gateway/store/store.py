@@ -341,6 +341,29 @@ class Store:
         return {"versions_url": url, "token_b": token_b, "token_c": token_c, "endpoints": json.loads(endpoints),
                 "registered_at": at}  # fmt: skip
 
+    def money_figures(self) -> dict[str, Any]:
+        """Totals for the metrics page: final sessions by state, minor units by payment kind and
+        currency, amounts owed by currency, open sessions holding money and the oldest of them."""
+        final = dict(self._query("SELECT state, count(*) FROM sessions WHERE final = 1 GROUP BY state", ()))
+        money = {
+            (kind, cur): int(total)
+            for kind, cur, total in self._query(
+                "SELECT kind, currency, sum(amount_minor) FROM payments WHERE state IN ('approved', 'done')"
+                " GROUP BY kind, currency",
+                (),
+            )
+        }
+        owed = dict(self._query(
+            "SELECT json_extract(data, '$.currency'), sum(owed_minor) FROM sessions WHERE owed_minor > 0"
+            " GROUP BY 1", ()))  # fmt: skip
+        holding = self._query(
+            "SELECT count(*), min(created_at) FROM sessions WHERE final = 0"
+            " AND json_extract(data, '$.open_minor') > 0", (),
+        )  # fmt: skip
+        count, oldest = holding[0]
+        return {"final": final, "money": money, "owed": owed, "holds_open": int(count),
+                "holds_oldest": from_text(oldest) if oldest else None}  # fmt: skip
+
     def integrity(self) -> str | None:
         """SQLite's own full check of the file: None when it is sound, else its first complaint."""
         rows = self._query("PRAGMA integrity_check(5)", ())

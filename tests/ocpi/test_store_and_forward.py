@@ -34,11 +34,13 @@ def outcome(n: int, object_key: str | None = None, state: str = "completed") -> 
 class Rig:
     def __init__(self, store: Store, cpo: CpoSimulator, http: aiohttp.ClientSession, token: str) -> None:
         self.store, self.cpo, self.http, self.token = store, cpo, http, token
+        self.failures: list[str] = []  # what the metrics page counts (evpay_upstream_failures_total)
 
     def pusher(self, timeout_s: float = 5.0) -> OutboxPusher:
         client = OcpiClient(self.http, self.token, timeout_s=timeout_s)
         return OutboxPusher(self.store, client, self.cpo.payments_url, lambda: datetime.now(UTC),
-                            backoff_min_s=0.05, backoff_max_s=0.2, idle_poll_s=0.05)  # fmt: skip
+                            backoff_min_s=0.05, backoff_max_s=0.2, idle_poll_s=0.05,
+                            on_failure=self.failures.append)  # fmt: skip
 
     async def drain_until(self, done: Any, timeout: float = 10.0, timeout_s: float = 5.0) -> OutboxPusher:
         pusher = self.pusher(timeout_s)
@@ -99,6 +101,7 @@ async def test_server_errors_are_retried(rig: Rig, fault: str) -> None:
     await rig.drain_until(lambda: rig.store.outbox.backlog().pending == 0)
     assert rig.cpo.state.fac_posts == ["session-0001"]
     assert rig.store.outbox.get("session-0001:outcome").attempts >= 3  # type: ignore[union-attr]
+    assert rig.failures == ["unreachable", "unreachable"]  # each failed delivery counted once, by kind
 
 
 @pytest.mark.parametrize("fault", ["slow", "reset_after_store"])
@@ -115,6 +118,7 @@ async def test_a_passing_refusal_is_retried_and_delivered_once(rig: Rig) -> None
     rig.store.apply(outcome(1))
     await rig.drain_until(lambda: rig.store.outbox.backlog().pending == 0)
     assert rig.cpo.state.fac_posts == ["session-0001"] and rig.store.outbox.list("dead") == []
+    assert rig.failures == ["refused", "refused"]
 
 
 async def test_poison_message_is_dead_lettered_without_blocking_others(rig: Rig) -> None:

@@ -1,0 +1,102 @@
+"""The /metrics page of a running daemon parses with Prometheus' own text parser, and its
+payment, terminal and upstream figures move when their events happen."""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.request
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from drivers.sim.ports import PtyPort
+from drivers.sim.terminal import SimConfig, SimTerminal
+from gateway.runtime.app import Daemon
+from gateway.runtime.charger import EvsePlan, SimulatedCharger
+from gateway.settings import parse_settings
+from tests.helpers import REPO
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+async def test_the_figures_move_with_a_paid_session(tmp_path: Path) -> None:
+    port = PtyPort()
+    sim = SimTerminal(SimConfig(password="123456", card_wait_s=0.05))
+    serving = asyncio.create_task(sim.serve(port, serial=True))
+    text = f"""
+[site]
+id = "M"
+country = "DE"
+[storage]
+path = "{tmp_path / "m.sqlite3"}"
+[api]
+port = 0
+[[terminals]]
+id = "t1"
+device = "serial://{port.slave_path}"
+password = {{ value = "123456" }}
+[[terminals]]
+id = "t2"
+device = "serial://{tmp_path / "gone"}"
+password = {{ value = "123456" }}
+[charger]
+enabled = true
+mode = "simulated"
+[[charger.evses]]
+id = "E1"
+terminal = "t1"
+[pricing]
+default_tariff = "T"
+tariffs = [{{ id = "T", currency = "EUR", elements = [{{ price_components = [{{ type = "ENERGY", price = "0.50", step_size = 1 }}] }}] }}]
+"""
+    charger = SimulatedCharger(["E1"])
+    daemon = Daemon(parse_settings(text, "<metrics>"), charger=charger)
+    task = asyncio.create_task(daemon.run())
+    try:
+        async with asyncio.timeout(30):
+            await daemon.ready.wait()
+            api = daemon.api.bound_port
+            assert api is not None
+            before = await asyncio.to_thread(scrape, api)
+            charger.plug_in("E1", EvsePlan(energy_wh=4_000, step_wh=1_000, meter_interval_s=0.3))
+            while not (rows := daemon.store.sessions()) or rows[0]["state"] != "charging":
+                await asyncio.sleep(0.05)
+            during = await asyncio.to_thread(scrape, api)
+            while not daemon.store.sessions()[0]["final"]:
+                await asyncio.sleep(0.05)
+            after = await asyncio.to_thread(scrape, api)
+    finally:
+        daemon.request_stop("test over")
+        await task
+        serving.cancel()
+        await asyncio.gather(serving, return_exceptions=True)
+        await port.close()
+        await charger.close()
+    completed = ("evpay_sessions_final_total", (("state", "completed"),))
+    assert before.get(completed, 0) == 0 and after[completed] == 1
+    assert during[("evpay_holds_open", ())] == 1 and after[("evpay_holds_open", ())] == 0
+    assert during[("evpay_hold_oldest_age_seconds", ())] > 0
+    held = ("evpay_money_minor_total", (("currency", "EUR"), ("kind", "preauth")))
+    captured = ("evpay_money_minor_total", (("currency", "EUR"), ("kind", "capture")))
+    assert held not in before and after[held] == 5000 and after[captured] == 200
+    assert after[("evpay_terminal_up", (("terminal", "t1"),))] == 1
+    assert after[("evpay_terminal_up", (("terminal", "t2"),))] == 0  # its device is gone
+    count = ("evpay_terminal_command_seconds_count", (("operation", "preauthorize"),))
+    assert before.get(count, 0) == 0 and after[count] == 1
+    assert after[("evpay_terminal_command_seconds_count", (("operation", "capture"),))] == 1
+    assert after[("evpay_outbox_dead", ())] == 0
+
+
+def test_the_alert_rules_name_metrics_the_page_has() -> None:
+    lines = (REPO / "config" / "alerts.yml").read_text(encoding="utf-8").splitlines()
+    exprs = " ".join(line.split("expr:", 1)[1] for line in lines if "expr:" in line)
+    for name in ("evpay_hold_oldest_age_seconds", "evpay_outbox_dead", "evpay_owed_minor", "evpay_terminal_up"):
+        assert name in exprs
