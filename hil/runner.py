@@ -1,0 +1,216 @@
+"""The acceptance scenarios, in order, against one terminal; a JSON and a human report.
+
+Each scenario says what it checks and passes or fails on what the terminal answered. Where a
+card must be presented (or must not be), a technician is asked; with ``--device sim`` the
+simulator on a pty plays the card, and nobody is asked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from drivers.base import Outcome
+from drivers.money import Money
+from drivers.sim.ports import PtyPort
+from drivers.sim.terminal import SimConfig, SimTerminal
+from drivers.transport import open_transport
+from drivers.zvt.terminal import ZvtOptions, ZvtTerminal
+from hil.profiles import PROFILES, Profile
+
+
+class ScenarioFailed(Exception):
+    """What the terminal answered is not what the scenario expects."""
+
+
+def need(ok: bool, text: str) -> None:
+    if not ok:
+        raise ScenarioFailed(text)
+
+
+SCENARIOS = ("registration", "preauth_capture", "partial_reversal", "full_release", "decline", "abort",
+             "open_preauths", "last_result", "end_of_day")  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    name: str
+    passed: bool
+    detail: str
+    seconds: float
+
+
+class Bench:
+    """The terminal under test, and how to reach the person at it (or the simulator)."""
+
+    def __init__(self, terminal: ZvtTerminal, profile: Profile, sim: SimTerminal | None,
+                 ask: Callable[[str], None]) -> None:  # fmt: skip
+        self.t, self.profile, self.sim, self.ask = terminal, profile, sim, ask
+        self.money = Money(profile.amount_minor, "EUR")
+        self.last_receipt: int | None = None
+
+    def card(self, what: str, outcome: str = "approve") -> None:
+        if self.sim is not None:
+            self.sim.config.outcomes.append(outcome)
+        else:
+            self.ask(what)
+
+    async def registration(self) -> str:
+        r = await self.t.connect()
+        need(r.approved, f"registration: {r.message}")
+        return f"registered, terminal id {r.terminal_id}"
+
+    async def _preauth(self, reference: str) -> int:
+        self.card(f"present the test card for a pre-authorisation of {self.money}")
+        r = await self.t.preauthorize(self.money, reference)
+        if not r.approved or r.receipt_no is None:
+            raise ScenarioFailed(f"pre-authorisation: {r.outcome} {r.message}")
+        return r.receipt_no
+
+    async def _capture(self, mode: Literal["partial_reversal", "book_total"]) -> str:
+        receipt = await self._preauth(f"HIL-{mode}"[:16])
+        self.t.options = replace(self.t.options, capture_mode=mode)
+        amount = Money(self.profile.capture_minor, "EUR")
+        r = await self.t.capture(receipt, self.money, amount, f"HIL-{mode}"[:16])
+        need(r.approved, f"capture ({mode}): {r.outcome} {r.message}")
+        self.last_receipt = r.receipt_no
+        return f"held {self.money} (receipt {receipt}), captured {amount} by {mode}; the terminal echoed {r.amount}"
+
+    async def preauth_capture(self) -> str:
+        return await self._capture("book_total")
+
+    async def partial_reversal(self) -> str:
+        return await self._capture("partial_reversal")
+
+    async def full_release(self) -> str:
+        receipt = await self._preauth("HIL-RELEASE")
+        r = await self.t.release(receipt, self.money)
+        need(r.approved, f"release: {r.outcome} {r.message}")
+        self.last_receipt = r.receipt_no
+        return f"held {self.money} (receipt {receipt}) and released it all"
+
+    async def decline(self) -> str:
+        self.card("present a card that will be DECLINED (e.g. the test card with a blocked PIN)", "decline")
+        r = await self.t.preauthorize(self.money, "HIL-DECLINE")
+        need(r.outcome is Outcome.DECLINED, f"expected a decline, got {r.outcome} {r.message}")
+        return f"declined: {r.message} (code {r.result_code})"
+
+    async def abort(self) -> str:
+        if self.sim is not None:
+            self.sim.config.card_wait_s = 10.0  # the card never comes: the ECR aborts
+        else:
+            self.ask("do NOT present a card: the runner aborts the pre-authorisation after 3 s")
+        pending = asyncio.create_task(self.t.preauthorize(self.money, "HIL-ABORT"))
+        await asyncio.sleep(3.0 if self.sim is None else 0.5)
+        sent = await self.t.abort()
+        r = await pending
+        if self.sim is not None:
+            self.sim.config.card_wait_s = 0.05
+        need(r.outcome is Outcome.ABORTED, f"expected an abort, got {r.outcome} {r.message} (abort: {sent.message})")
+        return f"aborted while waiting for the card ({sent.message})"
+
+    async def open_preauths(self) -> str:
+        receipt = await self._preauth("HIL-OPEN")
+        r = await self.t.open_preauthorizations()
+        need(r.approved and receipt in r.open_receipts, f"enquiry: {r.message}, open {r.open_receipts}")
+        released = await self.t.release(receipt, self.money)
+        need(released.approved, f"release after the enquiry: {released.message}")
+        self.last_receipt = released.receipt_no
+        return f"receipt {receipt} listed among the open pre-authorisations {list(r.open_receipts)}, then released"
+
+    async def last_result(self) -> str:
+        r = await self.t.last_result()
+        need(r.approved, f"repeat of the last result: {r.message}")
+        need(self.last_receipt is None or r.receipt_no == self.last_receipt,
+             f"the repeat names receipt {r.receipt_no}, the last transaction was {self.last_receipt}")  # fmt: skip
+        return f"the terminal repeated its last result (receipt {r.receipt_no})"
+
+    async def end_of_day(self) -> str:
+        r = await self.t.end_of_day()
+        need(r.approved, f"end of day: {r.outcome} {r.message}")
+        groups = ", ".join(f"{t.brand} {t.count} for {t.amount_minor}" for t in r.totals) or "no card groups"
+        return f"batch closed: total {r.amount}, receipts {r.receipts}, {groups}"
+
+
+async def run(
+    device: str, profile: Profile, ask: Callable[[str], None], sim_config: SimConfig | None = None
+) -> dict[str, Any]:
+    """``sim_config``: how the simulator behaves with ``device="sim"`` (tests inject faults)."""
+    password = os.environ.get("EVPAY_ZVT_PASSWORD", "000000")
+    sim: SimTerminal | None = None
+    port: PtyPort | None = None
+    serving: asyncio.Task[None] | None = None
+    if device == "sim":
+        port = PtyPort()
+        sim = SimTerminal(sim_config or SimConfig(password=password, card_wait_s=0.05))
+        serving = asyncio.create_task(sim.serve(port, serial=True))
+        device = f"serial://{port.slave_path}"
+    transport, framing = open_transport(device)
+    terminal = ZvtTerminal("hil", transport, serial_framing=framing,
+                           options=ZvtOptions(password=password, capture_mode=profile.capture_mode))  # fmt: skip
+    bench = Bench(terminal, profile, sim, ask)
+    results = []
+    started = datetime.now(UTC)
+    try:
+        for name in SCENARIOS:
+            step: Callable[[], Awaitable[str]] = getattr(bench, name)
+            began = time.monotonic()
+            try:
+                async with asyncio.timeout(240):
+                    detail = await step()
+                passed = True
+            except (ScenarioFailed, TimeoutError) as exc:
+                passed, detail = False, str(exc) or "no answer within 240 s"
+            except Exception as exc:  # noqa: BLE001 - the report names what went wrong, the run goes on
+                passed, detail = False, f"{type(exc).__name__}: {exc}"
+            results.append(Result(name, passed, detail, round(time.monotonic() - began, 2)))
+    finally:
+        await terminal.close()
+        if serving is not None and port is not None:
+            serving.cancel()
+            await asyncio.gather(serving, return_exceptions=True)
+            await port.close()
+    return {"device": device if sim is None else "sim", "profile": profile.name, "quirks": list(profile.quirks),
+            "started": started.isoformat(), "passed": all(r.passed for r in results),
+            "scenarios": [asdict(r) for r in results]}  # fmt: skip
+
+
+def human(report: dict[str, Any]) -> str:
+    lines = [f"HIL run on {report['device']} (profile {report['profile']}), {report['started']}"]
+    lines += [f"  {'PASS' if s['passed'] else 'FAIL'} {s['name']:<17} {s['seconds']:>6.2f} s  {s['detail']}"
+              for s in report["scenarios"]]  # fmt: skip
+    lines += [f"  quirk: {q}" for q in report["quirks"]]
+    lines.append("ALL PASSED" if report["passed"] else "FAILED")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hil")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run_p = sub.add_parser("run", help="run the acceptance scenarios against one terminal")
+    run_p.add_argument("--device", required=True, help="a device URL (serial://, tcp://, usb://) or sim")
+    run_p.add_argument("--profile", choices=sorted(PROFILES), default="zvt-serial")
+    run_p.add_argument("--report", type=Path, help="write the JSON report here (and FILE.txt for people)")
+    run_p.add_argument("--yes", action="store_true", help="do not wait for Enter at the prompts")
+    args = parser.parse_args(argv)
+
+    def ask(what: str) -> None:
+        print(f">>> {what}", flush=True)
+        if not args.yes:
+            input("    press Enter when ready ")
+
+    report = asyncio.run(run(args.device, PROFILES[args.profile], ask))
+    text = human(report)
+    print(text)
+    if args.report is not None:
+        args.report.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+        args.report.with_suffix(".txt").write_text(text + "\n", encoding="utf-8")
+    return 0 if report["passed"] else 1
