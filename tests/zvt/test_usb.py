@@ -12,12 +12,13 @@ from drivers.money import Money
 from drivers.sim.terminal import SimConfig, SimTerminal
 from drivers.transport.url import parse_device_url
 from drivers.transport.usb import UsbTransport
+from drivers.transport.usb_ids import KNOWN
 from drivers.zvt.terminal import ZvtOptions, ZvtTerminal
 from tests.zvt.usb_emulation import EmulatedTerminal
 
 
 async def test_usb_preauth_capture_and_replug() -> None:
-    device = EmulatedTerminal(vid=0x0403, pid=0x6001)
+    device = EmulatedTerminal(vid=KNOWN[0].vid, pid=KNOWN[0].pid)  # a device from the one table
     device.device_port.bind(asyncio.get_running_loop())
     sim = SimTerminal(SimConfig(password="123456", card_wait_s=0.01))
     serving = asyncio.create_task(sim.serve(device.device_port, serial=True))

@@ -1,0 +1,143 @@
+"""``evpay install [--root DIR]`` and ``evpay uninstall [--root DIR] [--purge]``.
+
+One idempotent install: the package into its own venv under /opt/evpay-edge, the systemd unit,
+the sysusers.d and tmpfiles.d files (the service user and its directories, created at once
+with ``systemd-sysusers``/``systemd-tmpfiles``), the udev rules (from
+drivers/transport/usb_ids.py), a config template that is never overwritten, and the unit
+enabled. ``--root`` installs into another tree (an image, a test). Uninstall keeps the config,
+the secrets and the database unless ``--purge``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import grp
+import os
+import shutil
+import subprocess
+import sys
+from importlib import resources
+from pathlib import Path
+
+from drivers.transport.usb_ids import udev_rules
+from gateway import __version__
+from gateway.errors import GatewayError
+
+PREFIX = "opt/evpay-edge"
+UNIT = "etc/systemd/system/evpay.service"
+SYSUSERS = "usr/lib/sysusers.d/evpay.conf"
+TMPFILES = "usr/lib/tmpfiles.d/evpay.conf"
+UDEV = "etc/udev/rules.d/90-evpay.rules"
+CONFIG = "etc/evpay/gateway.toml"
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    install = commands.add_parser("install", help="install the service (venv, unit, user, udev rules, config template)")
+    install.add_argument("--root", type=Path, default=Path("/"))
+    install.add_argument("--from", dest="source", help="what pip installs (default: this checkout, or this version)")
+    install.add_argument(
+        "--skip-venv", action="store_true", help="files only (images and tests: the venv is made apart)"
+    )
+    install.add_argument("--no-enable", action="store_true")
+    install.set_defaults(handler=_install)
+    uninstall = commands.add_parser("uninstall", help="remove the service; the config and data stay unless --purge")
+    uninstall.add_argument("--root", type=Path, default=Path("/"))
+    uninstall.add_argument("--purge", action="store_true", help="also remove /etc/evpay and /var/lib/evpay")
+    uninstall.set_defaults(handler=_uninstall)
+
+
+def asset(name: str) -> str:
+    """A file shipped with the package (the wheel's gateway/deploy/), or the checkout's."""
+    packaged = resources.files("gateway").joinpath("deploy", name)
+    if packaged.is_file():
+        return packaged.read_text(encoding="utf-8")
+    checkout = Path(__file__).resolve().parents[2] / name
+    if checkout.is_file():
+        return checkout.read_text(encoding="utf-8")
+    raise GatewayError(f"{name} is missing from this installation of evpay (a packaging bug)")
+
+
+def _install(args: argparse.Namespace) -> int:
+    root: Path = args.root
+    if os.geteuid() != 0:
+        raise GatewayError("evpay install must run as root (it creates a system user and writes /etc)")
+    (root / "etc").mkdir(parents=True, exist_ok=True)
+    if not args.skip_venv:
+        _venv(root, args.source)
+    changes = [
+        _write(root / UNIT, asset("systemd/evpay.service"), 0o644),
+        _write(root / SYSUSERS, asset("systemd/evpay.sysusers"), 0o644),
+        _write(root / TMPFILES, asset("systemd/evpay.tmpfiles"), 0o644),
+        _write(root / UDEV, udev_rules(), 0o644),
+        _write(root / PREFIX / "share/README.md", asset("README.md"), 0o644),
+        _write(root / PREFIX / "share/alerts.yml", asset("config/alerts.yml"), 0o644),
+    ]
+    _run(["systemd-sysusers", f"--root={root}", str(root / SYSUSERS)])
+    _run(["systemd-tmpfiles", f"--root={root}", "--create", str(root / TMPFILES)])
+    config = root / CONFIG
+    if config.exists():
+        changes.append(f"kept {config} (never overwritten)")
+    else:
+        changes.append(_write(config, asset("config/gateway.example.toml"), 0o640))
+        os.chown(config, 0, _gid(root, "evpay"))
+    if not args.no_enable:
+        _run(["systemctl", f"--root={root}", "enable", "evpay.service"])
+        changes.append("enabled evpay.service")
+    for line in changes:
+        print(line)
+    print(f"next: edit {root / CONFIG}, secrets in {root / 'etc/evpay/credentials'}/ (mode 0600), run "
+          "`evpay config validate`, `systemctl daemon-reload; systemctl start evpay`, `evpay doctor`")  # fmt: skip
+    return 0
+
+
+def _uninstall(args: argparse.Namespace) -> int:
+    root: Path = args.root
+    if (root / UNIT).exists():
+        _run(["systemctl", f"--root={root}", "disable", "evpay.service"], check=False)
+    for rel in (UNIT, SYSUSERS, TMPFILES, UDEV):
+        (root / rel).unlink(missing_ok=True)
+    shutil.rmtree(root / PREFIX, ignore_errors=True)
+    kept = [root / "etc/evpay", root / "var/lib/evpay"]
+    if args.purge:
+        for path in (*kept, root / "var/log/evpay"):
+            shutil.rmtree(path, ignore_errors=True)
+        print("removed evpay, its config, secrets, database and logs")
+    else:
+        print(f"removed evpay; kept {', '.join(str(p) for p in kept)} (--purge removes them)")
+    return 0
+
+
+def _venv(root: Path, source: str | None) -> None:
+    target = root / PREFIX
+    checkout = Path(__file__).resolve().parents[2]
+    what = source or (str(checkout) if (checkout / "pyproject.toml").is_file() else f"evpay-edge=={__version__}")
+    _run([sys.executable, "-m", "venv", str(target)])
+    _run([str(target / "bin/pip"), "install", "--quiet", "--upgrade", what])
+
+
+def _write(path: Path, text: str, mode: int) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and path.read_text(encoding="utf-8") == text:
+        path.chmod(mode)
+        return f"unchanged {path}"
+    path.write_text(text, encoding="utf-8")
+    path.chmod(mode)
+    return f"wrote {path}"
+
+
+def _gid(root: Path, group: str) -> int:
+    if root == Path("/"):
+        return grp.getgrnam(group).gr_gid
+    for line in (root / "etc/group").read_text(encoding="utf-8").splitlines():
+        name, _, gid, *_ = line.split(":")
+        if name == group:
+            return int(gid)
+    raise GatewayError(f"group {group} was not created in {root}: systemd-sysusers failed")
+
+
+def _run(command: list[str], *, check: bool = True) -> None:
+    if shutil.which(command[0]) is None and not Path(command[0]).is_file():
+        raise GatewayError(f"{command[0]} is needed to install (apt-get install systemd)")
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if check and done.returncode != 0:
+        raise GatewayError(f"{' '.join(command)} failed: {(done.stderr or done.stdout).strip()}")
