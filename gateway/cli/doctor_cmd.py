@@ -223,6 +223,11 @@ def _store_checks(settings: Settings, store: Store | None) -> list[Check]:
         why = "no database yet" if not settings.storage.path.exists() else "the database cannot be opened"
         return [Check("database", "fail", f"{settings.storage.path}: {why}")]
     out = []
+    folder = settings.storage.path.parent
+    if not os.access(folder, os.W_OK):
+        out.append(Check("database", "fail", f"{folder} is not writable: the daemon cannot commit a payment there "
+                         "(under systemd, keep the database in /var/lib/evpay, the state directory)"))  # fmt: skip
+        return out
     problem = store.integrity()
     if problem is None:
         out.append(Check("database", "pass", f"{settings.storage.path}: integrity ok"))

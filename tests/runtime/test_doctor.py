@@ -43,6 +43,9 @@ password = {{ value = "123456" }}
     return config
 
 
+CHARGER = '[charger]\nenabled = true\nmode = "simulated"\n[[charger.evses]]\nid = "E1"\nterminal = "t1"'
+
+
 def by_name(checks: list[Check]) -> dict[str, tuple[str, str]]:
     return {c.name: (c.status, c.detail) for c in checks}
 
@@ -66,8 +69,9 @@ async def test_a_site_without_its_daemon(tmp_path: Path, terminal: str) -> None:
     assert found["terminal t1"] == ("pass", "answers a status enquiry (EVPAY-SIM-1.0)")  # asked directly
     assert found["database"][0] == "fail" and "no database yet" in found["database"][1]
     assert found["charger link"][0] == "skip" and found["CPO"][0] == "skip"
-    missing = by_name(run_checks(site(tmp_path, f"serial://{tmp_path / 'gone'}")))
+    missing = by_name(run_checks(site(tmp_path, f"serial://{tmp_path / 'gone'}", CHARGER)))
     assert missing["terminal t1"][0] == "fail" and "does not exist" in missing["terminal t1"][1]
+    assert missing["charger link"] == ("fail", "the daemon is not running: no charger link")
 
 
 def test_a_secret_that_cannot_be_read_fails_the_config(tmp_path: Path) -> None:
@@ -91,6 +95,14 @@ def test_the_database_the_journal_the_outbox_and_the_disk(tmp_path: Path) -> Non
     assert found["database"][0] == "pass" and found["journal"] == ("pass", "3 rows intact, proven to row 0, 3 newest "
                                                                             "not yet signed")  # fmt: skip
     assert found["outbox"][0] == "pass" and found["CPO"][0] == "fail"  # never registered
+    store = Store.open(tmp_path / "evpay.sqlite3")
+    store.set_upstream_status(False, "the CPO refused: website is required")
+    store.close()
+    assert by_name(run_checks(config))["CPO"] == ("fail", "not registered: the CPO refused: website is required")
+    store = Store.open(tmp_path / "evpay.sqlite3")
+    store.set_upstream_status(True, "registered")
+    store.close()
+    assert by_name(run_checks(config))["CPO"][0] == "pass"
     assert by_name(run_checks(config, min_free_mb=10**9))["disk"][0] == "fail"
 
     store = Store.open(tmp_path / "evpay.sqlite3", clock=lambda: clock[0])
@@ -130,8 +142,7 @@ def test_the_clock(tmp_path: Path, answer: str, status: str) -> None:
 
 async def test_with_the_daemon_running(tmp_path: Path, terminal: str) -> None:
     port = free_port()
-    extra = '[charger]\nenabled = true\nmode = "simulated"\n[[charger.evses]]\nid = "E1"\nterminal = "t1"'
-    config = site(tmp_path, terminal, extra, port)
+    config = site(tmp_path, terminal, CHARGER, port)
     charger = SimulatedCharger(["E1"])
     daemon = Daemon(parse_settings(config.read_text(), str(config)), charger=charger)
     task = asyncio.create_task(daemon.run())
