@@ -19,6 +19,7 @@ import usb.util
 
 from drivers.errors import ConnectionLost, PortOpenFailed
 from drivers.transport.url import UsbUrl
+from drivers.transport.usb_ids import KNOWN
 
 _SLICE_MS = 100
 _READ_SIZE = 512
@@ -34,6 +35,9 @@ class UsbTransport:
             if url.vid is not None and url.pid is not None
             else f"usb://bus/{url.bus_path}"
         )
+        known = next((d for d in KNOWN if (d.vid, d.pid) == (url.vid, url.pid)), None)
+        if known is not None:  # the name the udev rules give it, for logs and errors
+            self.description += f" ({known.name})"
         self._dev: Any = None
         self._ep_in: Any = None
         self._ep_out: Any = None
