@@ -10,7 +10,9 @@ checkpoints are for.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
+from collections.abc import Callable
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -28,11 +30,13 @@ def dumps(data: Json) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
-def append(conn: sqlite3.Connection, step_key: str, at: str, entries: list[JournalEntry]) -> None:
+def append(
+    conn: sqlite3.Connection, step_key: str, at: str, entries: list[JournalEntry], text: Callable[[Json], str] = dumps
+) -> None:
     row = conn.execute("SELECT hash FROM journal ORDER BY seq DESC LIMIT 1").fetchone()
     prev = row[0] if row else GENESIS
     for entry in entries:
-        content = Content(step_key, at, entry.entity, entry.entity_id, entry.kind, dumps(entry.data))
+        content = Content(step_key, at, entry.entity, entry.entity_id, entry.kind, text(entry.data))
         digest = row_hash(prev, content)
         conn.execute(
             "INSERT INTO journal (step_key, at, entity, entity_id, kind, data, prev_hash, hash)"
@@ -107,6 +111,15 @@ def new_signing_key() -> str:
 
 def public_key_hex(key: Ed25519PrivateKey) -> str:
     return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
+
+
+_CARD_KEY = re.compile(r'[{,]"(?:' + "|".join(sorted(FORBIDDEN_KEYS)) + r')":', re.IGNORECASE)
+
+
+def may_hold_card_data(text: str) -> bool:
+    """Whether canonical JSON text has a forbidden key anywhere (a key follows ``{`` or ``,``;
+    inside a string value those characters' quotes would be escaped)."""
+    return _CARD_KEY.search(text) is not None
 
 
 def find_card_data(data: object, path: str = "") -> str | None:

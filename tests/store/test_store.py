@@ -6,10 +6,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.errors import InvariantViolated, SchemaTooNew, StoreCorrupt, StoreFull, StoreReadOnly
 from gateway.store import JournalEntry, OutboxMessage, PaymentRecord, SessionRecord, Step, Store
 from gateway.store.db import latest_version, migrations
+from gateway.store.journal import dumps, find_card_data, may_hold_card_data
 
 
 def _step(n: int) -> Step:
@@ -184,3 +187,18 @@ def test_damaged_pages_are_detected_at_open(tmp_path: Path) -> None:
     path.write_bytes(bytes(data))
     with pytest.raises(StoreCorrupt):
         Store.open(path)
+
+
+_KEYS = st.sampled_from(["pan", "PAN", "Pin", "cvc", "masked_pan", "pan_hint", "amount", "x", 'a"pan":', ',"pan":'])
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(alphabet=',{}":pan\\ ', max_size=12),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_KEYS, inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(st.dictionaries(_KEYS, _JSON, max_size=4))
+def test_the_fast_card_data_check_agrees_with_the_walk(data: dict[str, object]) -> None:
+    """The store checks each record's text with one regex and walks it only on a hit: the regex
+    must never miss a forbidden key the walk finds (nor see one in a string value)."""
+    assert may_hold_card_data(dumps(data)) == (find_card_data(data) is not None)
