@@ -135,7 +135,7 @@ def _session(row: dict[str, Any]) -> SessionFacts:
     captured_at = d.get("captured_at")
     return SessionFacts(
         id=row["id"], terminal=d["terminal"], state=row["state"], currency=d["currency"],
-        brand=brand_group((d.get("card") or {}).get("brand")), created_at=row["created_at"],
+        brand=brand_group(d.get("card") or {}), created_at=row["created_at"],
         updated_at=row["updated_at"], captured_at=datetime.fromisoformat(captured_at) if captured_at else None,
         captured_minor=d["captured_minor"], price_minor=d["price_minor"], owed_minor=d.get("owed_minor", 0),
         shortfall_minor=d.get("shortfall_minor", 0), billed_energy_wh=d.get("billed_energy_wh", 0),

@@ -38,7 +38,7 @@ class Route:
         if self.brands or self.bins:
             if card is None:
                 return False
-            if self.brands and brand_group(card.brand) not in self.brands:
+            if self.brands and brand_group({"brand": card.brand or ""}) not in self.brands:
                 return False
             if self.bins and (card.bin is None or not any(lo <= card.bin <= hi for lo, hi in self.bins)):
                 return False

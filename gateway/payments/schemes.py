@@ -28,6 +28,7 @@ _AID_PREFIXES = (
 _BRAND_WORDS = (
     ("maestro", "maestro"),
     ("master", "mastercard"),
+    ("eurocard", "mastercard"),
     ("v pay", "visa"),
     ("vpay", "visa"),
     ("visa", "visa"),
@@ -35,6 +36,7 @@ _BRAND_WORDS = (
     ("amex", "amex"),
     ("girocard", "girocard"),
     ("jcb", "jcb"),
+    ("diners", "diners"),
 )
 UNKNOWN = "unknown"
 
@@ -72,13 +74,8 @@ class Validity:
 BRANDS = ("girocard", "jcb", "mastercard", "amex", "visa", "diners", "other")
 
 
-def brand_group(name: str | None) -> str:
-    """A card's brand as the terminal groups its end-of-day totals (ZVT BMP 60) and as routes
-    name brands."""
-    text = (name or "").lower().replace(" ", "").replace("-", "")
-    for needle, group in (("master", "mastercard"), ("eurocard", "mastercard"), ("visa", "visa"),
-                          ("amex", "amex"), ("american", "amex"), ("girocard", "girocard"), ("jcb", "jcb"),
-                          ("diners", "diners")):  # fmt: skip
-        if needle in text:
-            return group
-    return "other"
+def brand_group(card: Mapping[str, str]) -> str:
+    """A card's group as the terminal totals its end of day (ZVT BMP 60) and as routes name
+    brands: its scheme (``scheme_of``), or "other" for a scheme BMP 60 has no group for."""
+    scheme = scheme_of(card)
+    return scheme if scheme in BRANDS else "other"
