@@ -13,6 +13,7 @@ from drivers.errors import AmountError
 from drivers.money import Money
 from gateway.cli.stores import open_existing
 from gateway.errors import BadInput
+from gateway.payments.record import from_json
 from gateway.store import InboxMessage, Step, Store
 
 _NOT_FOUND = 1
@@ -75,9 +76,10 @@ def _refund(args: argparse.Namespace) -> int:
 
 
 def _check_refund(row: dict[str, Any], amount: Money) -> None:
+    """The engine's own rule (Session.refundable_minor), checked here too so that a request it
+    would refuse is refused at once, with the figures."""
     d = row["data"]
-    pending = sum(r["amount_minor"] for r in d.get("refunds", ()) if r["status"] in ("sent", "unknown"))
-    available = d["captured_minor"] - d.get("refunded_minor", 0) - pending
+    available = from_json(d).refundable_minor
     if row["state"] != "completed":
         raise BadInput(f"session {row['id']} is {row['state']}: only a completed session's capture can be refunded")
     if amount.minor <= 0 or amount.minor > available:

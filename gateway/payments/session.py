@@ -201,6 +201,11 @@ class Session:
         return sum(r.amount_minor for r in self.refunds if r.status is RefundStatus.DONE)
 
     @property
+    def refundable_minor(self) -> int:
+        """What may still be given back: captured, less refunds done and refunds under way."""
+        return self.captured_minor - self.refunded_minor - sum(r.amount_minor for r in self.refunds if r.pending)
+
+    @property
     def current(self) -> Hold | None:
         """The hold being settled (the first one still open)."""
         return next((h for h in self.holds if h.status is HoldStatus.OPEN), None)
@@ -286,9 +291,8 @@ def violations(s: Session) -> list[str]:
             out.append(f"hold {h.receipt_no} is {h.status} with {h.open_minor} open")
     if s.captured_minor > s.authorized_minor:
         out.append(f"captured {s.captured_minor} > held {s.authorized_minor}")
-    given_back = s.refunded_minor + sum(r.amount_minor for r in s.refunds if r.pending)
-    if given_back > s.captured_minor:
-        out.append(f"refunds {given_back} > captured {s.captured_minor}")
+    if s.refundable_minor < 0:
+        out.append(f"refunds {s.captured_minor - s.refundable_minor} > captured {s.captured_minor}")
     if s.final:
         explained = s.owed_minor > 0 or any(h.status in (HoldStatus.LAPSED, HoldStatus.UNCONFIRMED) for h in s.holds)
         if s.open_minor and not explained:
@@ -690,7 +694,7 @@ def _resumed(s: Session, now: datetime, policy: Policy) -> Transition:
 
 
 def _refund_requested(s: Session, ev: e.RefundRequested, now: datetime) -> Transition:
-    available = s.captured_minor - s.refunded_minor - sum(r.amount_minor for r in s.refunds if r.pending)
+    available = s.refundable_minor
     why = ""
     if s.state is not State.COMPLETED:
         why = f"only a completed session's capture can be refunded (this one is {s.state.value})"
@@ -715,7 +719,7 @@ def _refund_requested(s: Session, ev: e.RefundRequested, now: datetime) -> Trans
 
 
 def _price_corrected(s: Session, ev: e.PriceCorrected, now: datetime) -> Transition:
-    over = s.captured_minor - s.refunded_minor - sum(r.amount_minor for r in s.refunds if r.pending) - ev.total_minor
+    over = s.refundable_minor - ev.total_minor
     if s.state is not State.COMPLETED or over <= 0:
         return Transition(replace(s, notes=_note(s, f"price corrected to {ev.total_minor}: nothing to refund")))
     request = e.RefundRequested(s.id, ev.event_id, over, ev.reason, "cdr", ev.day_closed)
