@@ -37,7 +37,7 @@ from drivers.zvt.messages import is_password
 from gateway.errors import ConfigError, SecretUnavailable
 from gateway.fiscal.ocmf import OcmfError, check_key
 from gateway.payments.tariff import tariff_from_ocpi
-from gateway.store.journal import load_signing_key
+from gateway.store.journal import load_signing_key, public_key_hex
 from gateway.wire import OcpiTariff
 
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,32}$")]
@@ -650,6 +650,12 @@ def journal_signing_key(settings: Settings) -> Ed25519PrivateKey | None:
     """The device key that signs journal checkpoints, or None when none is configured."""
     ref = settings.journal.signing_key
     return None if ref is None else load_signing_key(ref.reveal(), "journal.signing_key")
+
+
+def journal_public_key(settings: Settings) -> str | None:
+    """The device key's public half (hex): what journal checkpoints are checked against."""
+    key = journal_signing_key(settings)
+    return public_key_hex(key) if key else None
 
 
 def load_checked(path: Path) -> Settings:

@@ -41,17 +41,27 @@ async def _serve(settings: Settings) -> int:
     return await daemon.run()
 
 
-def _status(args: argparse.Namespace) -> int:
-    settings = load_settings(args.config)
-    report: dict[str, Any] = {"daemon": None, "store": None}
+def ask_daemon(settings: Settings) -> tuple[dict[str, Any] | None, dict[str, Any], str]:
+    """(/status, /health, why not) from the running daemon's local API; /status None if it is
+    not reachable. `evpay status` and `evpay doctor` both ask this way."""
     base = f"http://{settings.api.host}:{settings.api.port}"
     try:
         with urllib.request.urlopen(f"{base}/status", timeout=3) as response:  # noqa: S310 - http to our own API
-            report["daemon"] = json.load(response)
+            status = dict(json.load(response))
     except (urllib.error.URLError, OSError, ValueError) as exc:
-        report["daemon_error"] = str(getattr(exc, "reason", exc))
-    if report["daemon"] is not None:
-        report["health"] = _health(base)
+        return None, {}, str(getattr(exc, "reason", exc))
+    return status, _health(base), ""
+
+
+def _status(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    report: dict[str, Any] = {"daemon": None, "store": None}
+    status, health, why = ask_daemon(settings)
+    report["daemon"] = status
+    if status is None:
+        report["daemon_error"] = why
+    else:
+        report["health"] = health
     report["store"] = _store_report(settings.storage.path)
     if args.json:
         print(json.dumps(report, indent=2, default=str))

@@ -15,8 +15,6 @@ import json
 import os
 import shutil
 import subprocess
-import urllib.error
-import urllib.request
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,11 +22,11 @@ from typing import Any
 
 from drivers.errors import DriverError
 from drivers.transport.url import SerialUrl, parse_device_url
+from gateway.cli.daemon_cmd import ask_daemon
 from gateway.errors import GatewayError
 from gateway.runtime.engine_setup import build_terminals
-from gateway.settings import Settings, journal_signing_key, load_checked, load_settings
+from gateway.settings import Settings, journal_public_key, load_checked, load_settings
 from gateway.store import Store
-from gateway.store.journal import public_key_hex
 
 OUTBOX_MAX_AGE_S = 3600.0
 
@@ -90,25 +88,12 @@ def run_checks(config: Path, min_free_mb: int = 200) -> list[Check]:
 
 
 def _daemon(settings: Settings) -> tuple[Check, dict[str, Any] | None, dict[str, Any]]:
-    base = f"http://{settings.api.host}:{settings.api.port}"
-    try:
-        with urllib.request.urlopen(f"{base}/status", timeout=3) as response:  # noqa: S310 - our own API
-            status = json.load(response)
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        why = getattr(exc, "reason", exc)
-        return Check("daemon", "fail", f"not reachable at {base} ({why}): is evpay.service running?"), None, {}
-    try:
-        with urllib.request.urlopen(f"{base}/health", timeout=3) as response:  # noqa: S310 - our own API
-            health = dict(json.load(response))
-    except urllib.error.HTTPError as exc:
-        health = dict(json.load(exc))
-    except (urllib.error.URLError, OSError, ValueError):
-        health = {}
-    return (
-        Check("daemon", "pass", f"running, version {status.get('version')}, up {status.get('uptime_s')} s"),
-        status,
-        health,
-    )
+    status, health, why = ask_daemon(settings)
+    if status is None:
+        where = f"http://{settings.api.host}:{settings.api.port}"
+        return Check("daemon", "fail", f"not reachable at {where} ({why}): is evpay.service running?"), None, {}
+    running = f"running, version {status.get('version')}, up {status.get('uptime_s')} s"
+    return Check("daemon", "pass", running), status, health
 
 
 def _terminals(settings: Settings, health: dict[str, Any] | None) -> list[Check]:
@@ -234,10 +219,10 @@ def _store_checks(settings: Settings, store: Store | None) -> list[Check]:
     else:
         out.append(Check("database", "fail", f"{settings.storage.path}: integrity: {problem}"))
     try:
-        key = journal_signing_key(settings)
+        public = journal_public_key(settings)
     except GatewayError:
-        key = None
-    report = store.verify_journal(public_key_hex(key) if key else None)
+        public = None
+    report = store.verify_journal(public)
     if report.ok:
         left = f", {report.uncovered} newest not yet signed" if report.uncovered else ""
         out.append(Check("journal", "pass", f"{report.rows} rows intact, proven to row {report.covered_to or 0}{left}"))

@@ -17,10 +17,10 @@ from pathlib import Path
 
 from gateway.cli.stores import open_existing
 from gateway.errors import GatewayError
-from gateway.settings import journal_signing_key, load_settings
+from gateway.settings import journal_public_key, journal_signing_key, load_settings
 from gateway.store.audit import AuditReport
 from gateway.store.export import verify as verify_export
-from gateway.store.journal import new_signing_key, public_key_hex
+from gateway.store.journal import new_signing_key
 
 _OK, _TAMPERED = 0, 1
 
@@ -66,10 +66,7 @@ def _trusted_key(args: argparse.Namespace) -> str | None:
     if args.public_key:
         return str(args.public_key).strip().lower()
     config = getattr(args, "config", None)
-    if config is None:
-        return None
-    key = journal_signing_key(load_settings(config))
-    return public_key_hex(key) if key else None
+    return None if config is None else journal_public_key(load_settings(config))
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -150,8 +147,8 @@ def _keygen(args: argparse.Namespace) -> int:
 
 
 def _key(args: argparse.Namespace) -> int:
-    key = journal_signing_key(load_settings(args.config))
-    if key is None:
+    public = journal_public_key(load_settings(args.config))
+    if public is None:
         raise GatewayError(f"{args.config}: no [journal] signing_key configured")
-    print(public_key_hex(key))
+    print(public)
     return _OK
