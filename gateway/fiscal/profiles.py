@@ -42,6 +42,7 @@ class Profile:
     code: str
     signs_each_receipt: bool = False  # the receipt waits for the CPO's signature fields
     late_within: timedelta | None = None  # how long the fiscal data may follow a pending receipt
+    from_cpo: tuple[str, ...] = ()  # required fields the CPO's invoicing sends ("invoice" or a signature field)
 
     def render(self, facts: ReceiptFacts, fiscal: FiscalData | None) -> Receipt:
         raise NotImplementedError
@@ -100,7 +101,7 @@ class Germany(Profile):
 class Croatia(Profile):
     def render(self, facts: ReceiptFacts, fiscal: FiscalData | None) -> Receipt:
         fields = dict(fiscal.fields) if fiscal else {}
-        missing = [name for name in ("invoice", "zki", "jir") if not _has(name, fields, fiscal)]
+        missing = [name for name in self.from_cpo if not _has(name, fields, fiscal)]
         lines = _head(facts, fiscal)
         lines += _money(facts)
         lines.append("Nacin placanja: K (kartica)")
@@ -117,7 +118,7 @@ class Croatia(Profile):
         if zki or jir:
             lines.append(f"QR: {hr_check_url(jir, zki, _issued(fields, facts), facts.price_minor)}")
         lines += _cpo_lines(fiscal)
-        return _finish(lines, missing, upstream, facts)
+        return _finish(lines, missing, upstream, facts, self.from_cpo)
 
 
 def hr_check_url(jir: str | None, zki: str | None, issued: datetime, total_minor: int) -> str:
@@ -131,7 +132,7 @@ def hr_check_url(jir: str | None, zki: str | None, issued: datetime, total_minor
 PROFILES: dict[str, Profile] = {
     "none": NoProfile("none"),
     "DE": Germany("DE"),
-    "HR": Croatia("HR", signs_each_receipt=True, late_within=timedelta(days=2)),
+    "HR": Croatia("HR", signs_each_receipt=True, late_within=timedelta(days=2), from_cpo=("invoice", "zki", "jir")),
 }
 
 
@@ -184,17 +185,15 @@ def _cpo_lines(fiscal: FiscalData | None) -> list[str]:
     return list(fiscal.lines) if fiscal else []
 
 
-def _finish(lines: list[str], missing: list[str], upstream: list[str], facts: ReceiptFacts) -> Receipt:
+def _finish(
+    lines: list[str], missing: list[str], upstream: list[str], facts: ReceiptFacts, from_cpo: tuple[str, ...] = ()
+) -> Receipt:
     if missing:
         where = facts.e_receipt_url or f"ref {facts.reference}"
-        lines += ["FISCAL DATA PENDING" if _fiscal_missing(missing) else "INCOMPLETE RECEIPT",
+        lines += ["FISCAL DATA PENDING" if set(missing) & set(from_cpo) else "INCOMPLETE RECEIPT",
                   f"missing: {', '.join(missing)}", f"e-receipt: {where}"]  # fmt: skip
         upstream.append(f"Receipt: pending ({', '.join(missing)})")
     else:
         upstream.append("Receipt: complete")
     out = tuple(piece for line in lines for piece in printable(line, WIDTH))
     return Receipt(out, tuple(missing), tuple(u[:255] for u in upstream))
-
-
-def _fiscal_missing(missing: list[str]) -> bool:
-    return any(m in ("invoice", "zki", "jir") for m in missing)
