@@ -22,38 +22,14 @@ from gateway.runtime.app import Daemon
 from gateway.runtime.mqtt_charger import MqttChargerLink
 from gateway.settings import parse_settings
 from tests.firmware_bridge.conftest import Broker
+from tests.helpers import site_toml
 
-CONFIG = """
-[site]
-id = "MQTT"
-country = "DE"
-[storage]
-path = "{db}"
-[api]
-port = 0
-[daemon]
-shutdown_grace_s = 5
-[[terminals]]
-id = "t1"
-device = "serial://{pty}"
-password = {{ value = "123456" }}
-[charger]
-enabled = true
-mode = "mqtt"
-broker = "{broker}"
-[[charger.evses]]
-id = "E1"
-terminal = "t1"
-[[charger.evses]]
-id = "E2"
-terminal = "t1"
-[pricing]
-strategy = "{strategy}"
-hold_min = "1.00"
-default_tariff = "T"
-tariffs = [ {{ id = "T", currency = "EUR", elements = [
-  {{ price_components = [ {{ type = "ENERGY", price = "0.50", vat = "19", step_size = 1 }} ] }} ] }} ]
-"""
+
+def site_config(db: Path, pty: str, broker: str, strategy: str = "fixed") -> str:
+    """The site: one terminal for E1 and E2 on the charger firmware's broker."""
+    return site_toml(db, {"t1": f"serial://{pty}"}, site="MQTT", evses={"E1": "t1", "E2": "t1"},
+                     charger=f'mode = "mqtt"\nbroker = "{broker}"', pricing=f'strategy = "{strategy}"\nhold_min = "1.00"',
+                     extra="[daemon]\nshutdown_grace_s = 5")  # fmt: skip
 
 
 @dataclass
@@ -85,7 +61,7 @@ async def site_factory(tmp_path: Path, broker: Broker) -> AsyncIterator[Any]:
     started: list[tuple[Site, asyncio.Event, asyncio.Task[None]]] = []
 
     async def start(strategy: str = "fixed", plan: Plan | None = None) -> Site:
-        text = CONFIG.format(db=tmp_path / "m.sqlite3", pty=port.slave_path, broker=broker.url, strategy=strategy)
+        text = site_config(tmp_path / "m.sqlite3", port.slave_path, broker.url, strategy)
         daemon = Daemon(parse_settings(text, "<mqtt>"))
         task = asyncio.create_task(daemon.run())
         charger = ChargerSimulator(BrokerSettings(url=broker.url), ["E1", "E2"], plan or Plan())
@@ -208,8 +184,7 @@ async def test_the_gateway_killed_mid_session_gets_what_the_charger_sent_meanwhi
     sim = SimTerminal(SimConfig(password="123456", card_wait_s=0.05))
     serving = asyncio.create_task(sim.serve(port, serial=True))
     config = tmp_path / "g.toml"
-    config.write_text(CONFIG.format(db=tmp_path / "k.sqlite3", pty=port.slave_path, broker=broker.url,
-                                    strategy="fixed"), encoding="utf-8")  # fmt: skip
+    config.write_text(site_config(tmp_path / "k.sqlite3", port.slave_path, broker.url), encoding="utf-8")  # fmt: skip
     charger = ChargerSimulator(BrokerSettings(url=broker.url), ["E1", "E2"],
                                Plan(energy_wh=6_000, step_wh=1_000, interval_s=0.4))  # fmt: skip
     stopping = asyncio.Event()
@@ -277,7 +252,7 @@ async def test_the_same_paid_session_with_the_everest_mapping(tmp_path: Path, br
     port = PtyPort()
     sim = SimTerminal(SimConfig(password="123456", card_wait_s=0.05))
     serving = asyncio.create_task(sim.serve(port, serial=True))
-    text = CONFIG.format(db=tmp_path / "e.sqlite3", pty=port.slave_path, broker=broker.url, strategy="fixed")
+    text = site_config(tmp_path / "e.sqlite3", port.slave_path, broker.url)
     text = text.replace('mode = "mqtt"\n', 'mode = "mqtt"\nmapping = "everest"\n')
     text = text.replace(
         'id = "E1"\nterminal = "t1"\n', 'id = "E1"\nterminal = "t1"\neverest_module = "evse_manager_1"\n'

@@ -14,39 +14,17 @@ from drivers.sim.terminal import SimConfig, SimTerminal
 from gateway.runtime.app import Daemon
 from gateway.runtime.charger import SimulatedCharger
 from gateway.settings import parse_settings
-
-CONFIG = """
-[site]
-id = "CARD"
-country = "DE"
-[storage]
-path = "{db}"
-[api]
-port = 0
-[[terminals]]
-id = "t1"
-device = "serial://{pty}"
-password = {{ value = "123456" }}
-[charger]
-enabled = true
-mode = "simulated"
-start_paths = ["card"]
-{evses}
-[pricing]
-default_tariff = "T"
-tariffs = [ {{ id = "T", currency = "EUR", elements = [
-  {{ price_components = [ {{ type = "ENERGY", price = "0.50", vat = "19", step_size = 1 }} ] }} ] }} ]
-"""
+from tests.helpers import site_toml
 
 
 async def run_site(tmp_path: Path, evses: list[str], scenario: Any) -> list[dict[str, Any]]:
     port = PtyPort()
     sim = SimTerminal(SimConfig(password="123456", card_wait_s=0.05, tap_required=True))
     serving = asyncio.create_task(sim.serve(port, serial=True))
-    blocks = "".join(f'[[charger.evses]]\nid = "{e}"\nterminal = "t1"\n' for e in evses)
     charger = SimulatedCharger(evses)
-    daemon = Daemon(parse_settings(CONFIG.format(db=tmp_path / "c.sqlite3", pty=port.slave_path, evses=blocks),
-                                   "<card>"), charger=charger)  # fmt: skip
+    text = site_toml(tmp_path / "c.sqlite3", {"t1": f"serial://{port.slave_path}"}, site="CARD",
+                     evses=dict.fromkeys(evses, "t1"), charger='mode = "simulated"\nstart_paths = ["card"]')  # fmt: skip
+    daemon = Daemon(parse_settings(text, "<card>"), charger=charger)
     task = asyncio.create_task(daemon.run())
     try:
         async with asyncio.timeout(10):

@@ -24,6 +24,7 @@ from gateway.payments.tariff import Dimension, PriceComponent, Tariff, TariffEle
 from gateway.runtime.app import Daemon
 from gateway.runtime.charger import EvsePlan, SimulatedCharger
 from gateway.settings import parse_settings
+from tests.helpers import site_toml
 from tests.payments.fixtures import T0, policy
 
 MC = CardSeen.from_masked("MasterCard", "541333******0074")
@@ -153,37 +154,9 @@ async def test_the_daemon_fails_over_to_the_next_terminal_of_the_route(tmp_path:
     port = PtyPort()
     sim = SimTerminal(SimConfig(password="123456", card_wait_s=0.05))
     serving = asyncio.create_task(sim.serve(port, serial=True))
-    text = f"""
-[site]
-id = "R"
-country = "DE"
-[storage]
-path = "{tmp_path / "r.sqlite3"}"
-[api]
-port = 0
-[[terminals]]
-id = "t1"
-device = "serial://{tmp_path / "no-such-device"}"
-password = {{ value = "123456" }}
-[[terminals]]
-id = "t2"
-device = "serial://{port.slave_path}"
-password = {{ value = "123456" }}
-[charger]
-enabled = true
-mode = "simulated"
-[[charger.evses]]
-id = "E1"
-terminal = "t1"
-[routing]
-failover_after = 1
-[[routes]]
-id = "main"
-terminals = ["t1", "t2"]
-[pricing]
-default_tariff = "T"
-tariffs = [{{ id = "T", currency = "EUR", elements = [{{ price_components = [{{ type = "ENERGY", price = "0.50", step_size = 1 }}] }}] }}]
-"""
+    devices = {"t1": f"serial://{tmp_path / 'no-such-device'}", "t2": f"serial://{port.slave_path}"}
+    routes = '[routing]\nfailover_after = 1\n[[routes]]\nid = "main"\nterminals = ["t1", "t2"]'
+    text = site_toml(tmp_path / "r.sqlite3", devices, site="R", vat=None, extra=routes)
     charger = SimulatedCharger(["E1"])
     daemon = Daemon(parse_settings(text, "<failover>"), charger=charger)
     task = asyncio.create_task(daemon.run())

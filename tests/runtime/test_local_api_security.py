@@ -19,37 +19,16 @@ from gateway.errors import ConfigError
 from gateway.runtime.app import Daemon
 from gateway.runtime.charger import SimulatedCharger
 from gateway.settings import parse_settings
-from tests.helpers import free_port
+from tests.helpers import free_port, site_toml
 
 KIOSK_TOKEN = "kiosk-token-0123456789abcdef"
 
-CONFIG = """
-[site]
-id = "SEC"
-country = "DE"
-[storage]
-path = "{db}"
-[api]
-port = 0
-allowed_origins = ["http://kiosk.local"]
-[[api.clients]]
-id = "kiosk-1"
-token_sha256 = "{token_hash}"
-[[terminals]]
-id = "t1"
-device = "{device}"
-password = {{ value = "123456" }}
-[charger]
-enabled = true
-mode = "simulated"
-[[charger.evses]]
-id = "E1"
-terminal = "t1"
-[pricing]
-default_tariff = "T"
-tariffs = [ {{ id = "T", currency = "EUR", elements = [
-  {{ price_components = [ {{ type = "ENERGY", price = "0.50", vat = "19", step_size = 1 }} ] }} ] }} ]
-"""
+
+def config(db: Path, device: str, start_paths: str = "") -> str:
+    """The site: one terminal, E1, a kiosk client allowed from http://kiosk.local."""
+    token_hash = hashlib.sha256(KIOSK_TOKEN.encode()).hexdigest()
+    api = f'allowed_origins = ["http://kiosk.local"]\n[[api.clients]]\nid = "kiosk-1"\ntoken_sha256 = "{token_hash}"'
+    return site_toml(db, {"t1": device}, site="SEC", api=api, charger=f'mode = "simulated"\n{start_paths}')
 
 
 class Site:
@@ -69,8 +48,7 @@ async def site(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[
     device = f"serial://{port.slave_path}"
     if getattr(request, "param", "") == "terminal-down":
         device = f"tcp://127.0.0.1:{free_port()}"  # nothing listens there
-    text = CONFIG.format(db=tmp_path / "s.sqlite3", device=device,
-                         token_hash=hashlib.sha256(KIOSK_TOKEN.encode()).hexdigest())  # fmt: skip
+    text = config(tmp_path / "s.sqlite3", device)
     daemon = Daemon(parse_settings(text, "<sec>"), charger=SimulatedCharger(["E1"]))
     task = asyncio.create_task(daemon.run())
     async with asyncio.timeout(10):
@@ -165,9 +143,8 @@ async def test_start_paths_are_per_site(tmp_path: Path) -> None:
     sim = SimTerminal(SimConfig(password="123456", card_wait_s=0.05))
     serving = asyncio.create_task(sim.serve(port, serial=True))
     for paths, kiosk_status in ((["plug"], 403), (["kiosk"], 202)):
-        text = CONFIG.format(db=tmp_path / f"{paths[0]}.sqlite3", device=f"serial://{port.slave_path}",
-                             token_hash=hashlib.sha256(KIOSK_TOKEN.encode()).hexdigest())  # fmt: skip
-        text = text.replace('mode = "simulated"\n', f'mode = "simulated"\nstart_paths = {paths}\n'.replace("'", '"'))
+        start_paths = f"start_paths = {paths}".replace("'", '"')
+        text = config(tmp_path / f"{paths[0]}.sqlite3", f"serial://{port.slave_path}", start_paths)
         daemon = Daemon(parse_settings(text, "<paths>"), charger=SimulatedCharger(["E1"]))
         task = asyncio.create_task(daemon.run())
         try:

@@ -14,7 +14,7 @@ from drivers.sim.terminal import SimConfig, SimTerminal
 from gateway.runtime.app import Daemon
 from gateway.runtime.charger import EvsePlan, SimulatedCharger
 from gateway.settings import parse_settings
-from tests.helpers import REPO
+from tests.helpers import REPO, site_toml
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -31,32 +31,8 @@ async def test_the_figures_move_with_a_paid_session(tmp_path: Path) -> None:
     port = PtyPort()
     sim = SimTerminal(SimConfig(password="123456", card_wait_s=0.05))
     serving = asyncio.create_task(sim.serve(port, serial=True))
-    text = f"""
-[site]
-id = "M"
-country = "DE"
-[storage]
-path = "{tmp_path / "m.sqlite3"}"
-[api]
-port = 0
-[[terminals]]
-id = "t1"
-device = "serial://{port.slave_path}"
-password = {{ value = "123456" }}
-[[terminals]]
-id = "t2"
-device = "serial://{tmp_path / "gone"}"
-password = {{ value = "123456" }}
-[charger]
-enabled = true
-mode = "simulated"
-[[charger.evses]]
-id = "E1"
-terminal = "t1"
-[pricing]
-default_tariff = "T"
-tariffs = [{{ id = "T", currency = "EUR", elements = [{{ price_components = [{{ type = "ENERGY", price = "0.50", step_size = 1 }}] }}] }}]
-"""
+    devices = {"t1": f"serial://{port.slave_path}", "t2": f"serial://{tmp_path / 'gone'}"}
+    text = site_toml(tmp_path / "m.sqlite3", devices, site="M", vat=None)
     charger = SimulatedCharger(["E1"])
     daemon = Daemon(parse_settings(text, "<metrics>"), charger=charger)
     task = asyncio.create_task(daemon.run())
