@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+
+from drivers.sim.ports import PtyPort
+from drivers.sim.terminal import SimConfig, SimTerminal
+from gateway.runtime.app import Daemon
 
 REPO = Path(__file__).resolve().parent.parent
 EVPAY = [sys.executable, "-m", "gateway.cli"]
@@ -92,3 +99,28 @@ tariffs = [ {{ id = "T", currency = "EUR", elements = [
   {{ price_components = [ {{ type = "ENERGY", price = "{tariff_price}"{tax}, step_size = 1 }} ] }} ] }} ]
 {extra}
 """
+
+
+@asynccontextmanager
+async def pty_terminal(config: SimConfig) -> AsyncIterator[tuple[SimTerminal, str]]:
+    """The terminal simulator on a real pty: (the simulator, its device path)."""
+    port = PtyPort()
+    sim = SimTerminal(config)
+    serving = asyncio.create_task(sim.serve(port, serial=True))
+    try:
+        yield sim, port.slave_path
+    finally:
+        serving.cancel()
+        await asyncio.gather(serving, return_exceptions=True)
+        await port.close()
+
+
+@asynccontextmanager
+async def running(daemon: Daemon) -> AsyncIterator[Daemon]:
+    """The daemon running for the block, stopped gracefully after it (whatever happened)."""
+    task = asyncio.create_task(daemon.run())
+    try:
+        yield daemon
+    finally:
+        daemon.request_stop("test over")
+        await task

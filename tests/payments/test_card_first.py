@@ -9,39 +9,28 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from drivers.sim.ports import PtyPort
 from drivers.sim.terminal import SimConfig, SimTerminal
 from gateway.runtime.app import Daemon
 from gateway.runtime.charger import SimulatedCharger
 from gateway.settings import parse_settings
-from tests.helpers import site_toml
+from tests.helpers import pty_terminal, running, site_toml
 
 
 async def run_site(tmp_path: Path, evses: list[str], scenario: Any) -> list[dict[str, Any]]:
-    port = PtyPort()
-    sim = SimTerminal(SimConfig(password="123456", card_wait_s=0.05, tap_required=True))
-    serving = asyncio.create_task(sim.serve(port, serial=True))
     charger = SimulatedCharger(evses)
-    text = site_toml(tmp_path / "c.sqlite3", {"t1": f"serial://{port.slave_path}"}, site="CARD",
-                     evses=dict.fromkeys(evses, "t1"), charger='mode = "simulated"\nstart_paths = ["card"]')  # fmt: skip
-    daemon = Daemon(parse_settings(text, "<card>"), charger=charger)
-    task = asyncio.create_task(daemon.run())
-    try:
-        async with asyncio.timeout(10):
-            await daemon.ready.wait()
-        await scenario(sim, charger, daemon)
-        async with asyncio.timeout(20):
-            while True:
-                rows = [r for r in daemon.store.sessions() if not r["id"].startswith("orphan")]
-                if rows and all(r["final"] for r in rows):
-                    return rows
-                await asyncio.sleep(0.05)
-    finally:
-        daemon.request_stop("test over")
-        await task
-        serving.cancel()
-        await asyncio.gather(serving, return_exceptions=True)
-        await port.close()
+    async with pty_terminal(SimConfig(password="123456", card_wait_s=0.05, tap_required=True)) as (sim, pty):
+        text = site_toml(tmp_path / "c.sqlite3", {"t1": f"serial://{pty}"}, site="CARD",
+                         evses=dict.fromkeys(evses, "t1"), charger='mode = "simulated"\nstart_paths = ["card"]')  # fmt: skip
+        async with running(Daemon(parse_settings(text, "<card>"), charger=charger)) as daemon:
+            async with asyncio.timeout(10):
+                await daemon.ready.wait()
+            await scenario(sim, charger, daemon)
+            async with asyncio.timeout(20):
+                while True:
+                    rows = [r for r in daemon.store.sessions() if not r["id"].startswith("orphan")]
+                    if rows and all(r["final"] for r in rows):
+                        return rows
+                    await asyncio.sleep(0.05)
 
 
 async def test_a_tap_starts_the_session_at_the_terminals_only_evse(tmp_path: Path) -> None:

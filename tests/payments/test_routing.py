@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from drivers.base import Outcome
-from drivers.sim.ports import PtyPort
-from drivers.sim.terminal import SimConfig, SimTerminal
+from drivers.sim.terminal import SimConfig
 from gateway.errors import ConfigError
 from gateway.payments import commands as c
 from gateway.payments import events as e
@@ -24,7 +23,7 @@ from gateway.payments.tariff import Dimension, PriceComponent, Tariff, TariffEle
 from gateway.runtime.app import Daemon
 from gateway.runtime.charger import EvsePlan, SimulatedCharger
 from gateway.settings import parse_settings
-from tests.helpers import site_toml
+from tests.helpers import pty_terminal, running, site_toml
 from tests.payments.fixtures import T0, policy
 
 MC = CardSeen.from_masked("MasterCard", "541333******0074")
@@ -151,29 +150,18 @@ def test_amounts_in_each_currencys_minor_units(currency: str, price: str, hold: 
 async def test_the_daemon_fails_over_to_the_next_terminal_of_the_route(tmp_path: Path) -> None:
     """t1's device is gone: after its failed registration the route's next terminal takes the
     payment, end to end on the simulator; t1 is reported out."""
-    port = PtyPort()
-    sim = SimTerminal(SimConfig(password="123456", card_wait_s=0.05))
-    serving = asyncio.create_task(sim.serve(port, serial=True))
-    devices = {"t1": f"serial://{tmp_path / 'no-such-device'}", "t2": f"serial://{port.slave_path}"}
-    routes = '[routing]\nfailover_after = 1\n[[routes]]\nid = "main"\nterminals = ["t1", "t2"]'
-    text = site_toml(tmp_path / "r.sqlite3", devices, site="R", vat=None, extra=routes)
     charger = SimulatedCharger(["E1"])
-    daemon = Daemon(parse_settings(text, "<failover>"), charger=charger)
-    task = asyncio.create_task(daemon.run())
-    try:
-        async with asyncio.timeout(40):
+    async with pty_terminal(SimConfig(password="123456", card_wait_s=0.05)) as (_sim, pty):
+        devices = {"t1": f"serial://{tmp_path / 'no-such-device'}", "t2": f"serial://{pty}"}
+        routes = '[routing]\nfailover_after = 1\n[[routes]]\nid = "main"\nterminals = ["t1", "t2"]'
+        text = site_toml(tmp_path / "r.sqlite3", devices, site="R", vat=None, extra=routes)
+        async with running(Daemon(parse_settings(text, "<failover>"), charger=charger)) as daemon, asyncio.timeout(40):
             await daemon.ready.wait()
             assert daemon.engine is not None and daemon.engine.health.down() == ["t1"]
             charger.plug_in("E1", EvsePlan(energy_wh=2_000, step_wh=1_000))
             while not (rows := daemon.store.sessions()) or not rows[0]["final"]:
                 await asyncio.sleep(0.05)
-    finally:
-        daemon.request_stop("test over")
-        await task
-        serving.cancel()
-        await asyncio.gather(serving, return_exceptions=True)
-        await port.close()
-        await charger.close()
+    await charger.close()
     (row,) = rows
     assert row["state"] == "completed" and row["data"]["terminal"] == "t2" and row["data"]["captured_minor"] == 100
     assert "route main: terminal t2, EUR" in row["data"]["notes"]

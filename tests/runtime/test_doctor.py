@@ -14,14 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from drivers.sim.ports import PtyPort
-from drivers.sim.terminal import SimConfig, SimTerminal
+from drivers.sim.terminal import SimConfig
 from gateway.cli.doctor_cmd import Check, run_checks
 from gateway.runtime.app import Daemon
 from gateway.runtime.charger import SimulatedCharger
 from gateway.settings import parse_settings
 from gateway.store import JournalEntry, OutboxMessage, Step, Store
-from tests.helpers import EVPAY, free_port, subprocess_env
+from tests.helpers import EVPAY, free_port, pty_terminal, running, subprocess_env
 
 
 def site(tmp_path: Path, device: str, extra: str = "", port: int | None = None) -> Path:
@@ -52,13 +51,8 @@ def by_name(checks: list[Check]) -> dict[str, tuple[str, str]]:
 
 @pytest.fixture
 async def terminal() -> AsyncIterator[str]:
-    port = PtyPort()
-    sim = SimTerminal(SimConfig(password="123456"))
-    serving = asyncio.create_task(sim.serve(port, serial=True))
-    yield f"serial://{port.slave_path}"
-    serving.cancel()
-    await asyncio.gather(serving, return_exceptions=True)
-    await port.close()
+    async with pty_terminal(SimConfig(password="123456")) as (_sim, pty):
+        yield f"serial://{pty}"
 
 
 async def test_a_site_without_its_daemon(tmp_path: Path, terminal: str) -> None:
@@ -144,16 +138,11 @@ async def test_with_the_daemon_running(tmp_path: Path, terminal: str) -> None:
     port = free_port()
     config = site(tmp_path, terminal, CHARGER, port)
     charger = SimulatedCharger(["E1"])
-    daemon = Daemon(parse_settings(config.read_text(), str(config)), charger=charger)
-    task = asyncio.create_task(daemon.run())
-    try:
+    async with running(Daemon(parse_settings(config.read_text(), str(config)), charger=charger)) as daemon:
         async with asyncio.timeout(15):
             await daemon.ready.wait()
         found = by_name(await asyncio.to_thread(run_checks, config))
-    finally:
-        daemon.request_stop("test over")
-        await task
-        await charger.close()
+    await charger.close()
     assert found["daemon"][0] == "pass"
     assert found["terminal t1"][0] == "pass" and "as the daemon sees it" in found["terminal t1"][1]
     assert found["charger link"] == ("pass", "simulated link up (1 EVSEs)")

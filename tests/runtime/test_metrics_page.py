@@ -9,12 +9,11 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from drivers.sim.ports import PtyPort
-from drivers.sim.terminal import SimConfig, SimTerminal
+from drivers.sim.terminal import SimConfig
 from gateway.runtime.app import Daemon
 from gateway.runtime.charger import EvsePlan, SimulatedCharger
 from gateway.settings import parse_settings
-from tests.helpers import REPO, site_toml
+from tests.helpers import REPO, pty_terminal, running, site_toml
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -28,16 +27,11 @@ def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 async def test_the_figures_move_with_a_paid_session(tmp_path: Path) -> None:
-    port = PtyPort()
-    sim = SimTerminal(SimConfig(password="123456", card_wait_s=0.05))
-    serving = asyncio.create_task(sim.serve(port, serial=True))
-    devices = {"t1": f"serial://{port.slave_path}", "t2": f"serial://{tmp_path / 'gone'}"}
-    text = site_toml(tmp_path / "m.sqlite3", devices, site="M", vat=None)
     charger = SimulatedCharger(["E1"])
-    daemon = Daemon(parse_settings(text, "<metrics>"), charger=charger)
-    task = asyncio.create_task(daemon.run())
-    try:
-        async with asyncio.timeout(30):
+    async with pty_terminal(SimConfig(password="123456", card_wait_s=0.05)) as (_sim, pty):
+        devices = {"t1": f"serial://{pty}", "t2": f"serial://{tmp_path / 'gone'}"}
+        text = site_toml(tmp_path / "m.sqlite3", devices, site="M", vat=None)
+        async with running(Daemon(parse_settings(text, "<metrics>"), charger=charger)) as daemon, asyncio.timeout(30):
             await daemon.ready.wait()
             api = daemon.api.bound_port
             assert api is not None
@@ -48,14 +42,11 @@ async def test_the_figures_move_with_a_paid_session(tmp_path: Path) -> None:
             during = await asyncio.to_thread(scrape, api)
             while not daemon.store.sessions()[0]["final"]:
                 await asyncio.sleep(0.05)
-            after = await asyncio.to_thread(scrape, api)
-    finally:
-        daemon.request_stop("test over")
-        await task
-        serving.cancel()
-        await asyncio.gather(serving, return_exceptions=True)
-        await port.close()
-        await charger.close()
+            captured_count = ("evpay_terminal_command_seconds_count", (("operation", "capture"),))
+            # the capture's latency is observed when its command returns, just after its stored result
+            while captured_count not in (after := await asyncio.to_thread(scrape, api)):
+                await asyncio.sleep(0.05)
+    await charger.close()
     completed = ("evpay_sessions_final_total", (("state", "completed"),))
     assert before.get(completed, 0) == 0 and after[completed] == 1
     assert during[("evpay_holds_open", ())] == 1 and after[("evpay_holds_open", ())] == 0
