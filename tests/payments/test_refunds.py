@@ -96,3 +96,15 @@ def test_a_lower_corrected_price_refunds_the_difference() -> None:
     assert t.session.refunds[0].source == "cdr"
     higher = run(completed(), e.PriceCorrected(SID, "cdr-3", 400, "corrected CDR 3"), 90)
     assert higher.commands == () and "nothing to refund" in higher.session.notes[-1]  # type: ignore[union-attr]
+
+
+def test_a_terminal_that_refuses_to_reverse_a_capture_gets_a_refund_next() -> None:
+    """Terminals differ: some reverse a pre-auth's booking by 06 30, some refuse it. A refused
+    reversal moves no money, and the request made again is a refund (06 31)."""
+    s = run(completed(), e.RefundRequested(SID, "a", 333, "fault"), 90).session
+    assert s is not None and s.refunds[0].method is RefundMethod.REVERSAL
+    s = run(s, result("reversal", Outcome.ERROR, None, receipt=None), 91).session
+    assert s is not None and s.refunds[0].status is RefundStatus.FAILED and s.refundable_minor == 333
+    t = run(s, e.RefundRequested(SID, "b", 333, "fault"), 92)
+    (cmd,) = t.commands
+    assert isinstance(cmd, c.RefundPayment) and cmd.method == "refund" and cmd.amount_minor == 333
