@@ -24,8 +24,8 @@ from drivers.errors import DriverError
 from drivers.transport.url import SerialUrl, parse_device_url
 from gateway.cli.daemon_cmd import ask_daemon
 from gateway.errors import GatewayError
-from gateway.runtime.engine_setup import build_terminals
-from gateway.settings import Settings, journal_public_key, load_checked, load_settings
+from gateway.runtime.engine_setup import build_terminal
+from gateway.settings import Settings, TerminalSettings, journal_public_key, load_checked, load_settings
 from gateway.store import Store
 
 OUTBOX_MAX_AGE_S = 3600.0
@@ -115,16 +115,16 @@ def _terminals(settings: Settings, health: dict[str, Any] | None) -> list[Check]
             state = seen.get(t.id, "not reported by the daemon")
             out.append(Check(name, "pass" if state == "ok" else "fail", f"{t.device}: {state} (as the daemon sees it)"))
         else:
-            out.append(_probe(settings, t.id))
+            out.append(_probe(settings, t))
     return out
 
 
-def _probe(settings: Settings, terminal_id: str) -> Check:
+def _probe(settings: Settings, t: TerminalSettings) -> Check:
     """A status enquiry of our own (05 01), for when no daemon holds the device."""
-    name = f"terminal {terminal_id}"
+    name = f"terminal {t.id}"
 
     async def ask() -> Check:
-        terminal = build_terminals(settings)[terminal_id]
+        terminal = build_terminal(settings, t)
         try:
             async with asyncio.timeout(20):
                 result = await terminal.status()

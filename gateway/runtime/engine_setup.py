@@ -27,7 +27,7 @@ from gateway.runtime.charger import SimulatedCharger
 from gateway.runtime.engine_host import EngineHost
 from gateway.runtime.engine_worker import EngineWorker
 from gateway.runtime.mqtt_charger import MqttChargerLink
-from gateway.settings import Settings
+from gateway.settings import Settings, TerminalSettings
 from gateway.store import Store
 
 
@@ -113,16 +113,17 @@ def _validity(settings: Settings) -> Validity:
 
 
 def build_terminals(settings: Settings) -> dict[str, PaymentTerminal]:
-    terminals: dict[str, PaymentTerminal] = {}
-    for t in settings.terminals:
-        transport, serial_framing = open_transport(t.device)
-        if t.password is None:  # never a silent factory default
-            raise ConfigError(f"terminals.{t.id}.password", ["required: the terminal's 6-digit ZVT password"])
-        password = t.password.reveal()
-        options = ZvtOptions(password=password, currency=t.currency or settings.site.currency,
-                             capture_mode=t.capture_mode, incremental=t.incremental)  # fmt: skip
-        terminals[t.id] = ZvtTerminal(t.id, transport, serial_framing=serial_framing, options=options)
-    return terminals
+    return {t.id: build_terminal(settings, t) for t in settings.terminals}
+
+
+def build_terminal(settings: Settings, t: TerminalSettings) -> PaymentTerminal:
+    transport, serial_framing = open_transport(t.device)
+    if t.password is None:  # never a silent factory default
+        raise ConfigError(f"terminals.{t.id}.password", ["required: the terminal's 6-digit ZVT password"])
+    password = t.password.reveal()
+    options = ZvtOptions(password=password, currency=t.currency or settings.site.currency,
+                         capture_mode=t.capture_mode, incremental=t.incremental)  # fmt: skip
+    return ZvtTerminal(t.id, transport, serial_framing=serial_framing, options=options)
 
 
 def build_charger(settings: Settings, store: Store | None = None) -> ChargerLink:
