@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import NamedTuple
 
 from drivers.zvt.errors import ZvtDecodeError
 
@@ -45,18 +46,24 @@ def llvar_prefix(length: int, digits: int) -> bytes:
     return bytes(0xF0 | int(d) for d in text)
 
 
-def read_llvar(data: bytes, pos: int, digits: int, where: str) -> tuple[bytes, int]:
+def read_llvar(data: bytes, pos: int, digits: int, where: str, number: int | None = None) -> tuple[bytes, int]:
+    """The value after an L(L)LVAR length at ``pos``; ``number`` names the BMP in errors."""
     end = pos + digits
     if end > len(data):
-        raise ZvtDecodeError(where, f"truncated L{'L' * digits}VAR length at offset {pos}")
+        raise ZvtDecodeError(_where(where, number, pos), f"truncated L{'L' * digits}VAR length at offset {pos}")
     length = 0
     for b in data[pos:end]:
         if b >> 4 != 0xF or b & 0xF > 9:
-            raise ZvtDecodeError(where, f"bad L{'L' * digits}VAR length byte {b:02X} at offset {pos}")
+            problem = f"bad L{'L' * digits}VAR length byte {b:02X} at offset {pos}"
+            raise ZvtDecodeError(_where(where, number, pos), problem)
         length = length * 10 + (b & 0xF)
     if end + length > len(data):
-        raise ZvtDecodeError(where, f"value of {length} bytes runs past the end at offset {end}")
+        raise ZvtDecodeError(_where(where, number, pos), f"value of {length} bytes runs past the end at offset {end}")
     return data[end : end + length], end + length
+
+
+def _where(where: str, number: int | None, pos: int) -> str:
+    return where if number is None else f"{where} BMP {number:02X} at offset {pos - 1}"
 
 
 # ---- BMPs ------------------------------------------------------------------------------
@@ -139,10 +146,12 @@ BMPS: dict[int, BmpSpec] = {
 _MASKED_BCD = {0x22, 0x23, 0x24}
 
 
-@dataclass(frozen=True, slots=True)
-class Bmp:
+class Bmp(NamedTuple):
     """One BMP-tagged field. An unknown BMP number cannot be measured, so it keeps the rest
-    of the APDU as its value (nothing is dropped; the PT would answer it with 84 83)."""
+    of the APDU as its value (nothing is dropped; the PT would answer it with 84 83).
+
+    A named tuple, not a dataclass: a status information carries a dozen or more of these
+    and building them is most of what decoding costs."""
 
     number: int
     value: bytes
@@ -152,54 +161,83 @@ class Bmp:
         return self.number in BMPS
 
 
+# The decoder's per-tag table: (length kind, fixed size), one dict lookup per BMP.
+_FIXED, _BCD, _LLVAR, _LLLVAR, _TLV = range(5)  # LLVAR and LLLVAR: their count of length digits
+_KIND_CODE = {Kind.BINARY: _FIXED, Kind.BCD: _BCD, Kind.LLVAR: _LLVAR, Kind.LLLVAR: _LLLVAR, Kind.TLV: _TLV}
+_LAYOUT: dict[int, tuple[int, int]] = {n: (_KIND_CODE[spec.kind], spec.size) for n, spec in BMPS.items()}
+_LL_PREFIX = [llvar_prefix(n, 2) for n in range(100)]
+_LLL_PREFIX = [llvar_prefix(n, 3) for n in range(1000)]
+_LL_DIGITS = bytes(range(0xF0, 0xFA))
+_BCD_BYTES = bytes(16 * hi + lo for hi in range(10) for lo in range(10))
+
+
 def encode_bmps(bmps: tuple[Bmp, ...] | list[Bmp]) -> bytes:
     out = bytearray()
-    for bmp in bmps:
-        spec = BMPS.get(bmp.number)
-        out.append(bmp.number)
-        if spec is None:
-            out += bmp.value
-        elif spec.kind in (Kind.BINARY, Kind.BCD):
-            if len(bmp.value) != spec.size:
-                raise ValueError(f"BMP {bmp.number:02X} ({spec.name}) takes {spec.size} bytes")
-            out += bmp.value
-        elif spec.kind is Kind.LLVAR:
-            out += llvar_prefix(len(bmp.value), 2) + bmp.value
-        elif spec.kind is Kind.LLLVAR:
-            out += llvar_prefix(len(bmp.value), 3) + bmp.value
-        else:
-            out += ber_length(len(bmp.value)) + bmp.value
+    for number, value in bmps:
+        layout = _LAYOUT.get(number)
+        out.append(number)
+        if layout is not None:
+            kind, size = layout
+            n = len(value)
+            if kind <= _BCD:
+                if n != size:
+                    raise ValueError(f"BMP {number:02X} ({BMPS[number].name}) takes {size} bytes")
+            elif kind == _LLVAR:
+                out += _LL_PREFIX[n] if n < 100 else llvar_prefix(n, 2)
+            elif kind == _LLLVAR:
+                out += _LLL_PREFIX[n] if n < 1000 else llvar_prefix(n, 3)
+            else:
+                out += ber_length(n)
+        out += value
     return bytes(out)
 
 
 def decode_bmps(data: bytes, pos: int = 0, where: str = "BMPs") -> tuple[Bmp, ...]:
+    """Walk the BMPs by the per-tag table with slices. Lengths, BCD digits and the TLV
+    container's structure are checked here, so a message that decodes is whole; the typed
+    values are read only when a view asks for them."""
     bmps: list[Bmp] = []
-    while pos < len(data):
+    add = bmps.append
+    end = len(data)
+    layout_of = _LAYOUT.get
+    new = tuple.__new__  # Bmp(number, value) without the named tuple's Python-level __new__
+    while pos < end:
         number = data[pos]
-        at = f"{where} BMP {number:02X} at offset {pos}"
-        spec = BMPS.get(number)
+        layout = layout_of(number)
+        start = pos
         pos += 1
-        if spec is None:
-            bmps.append(Bmp(number, data[pos:]))
+        if layout is None:
+            add(new(Bmp, (number, data[pos:])))
             break
-        if spec.kind in (Kind.BINARY, Kind.BCD):
-            value = data[pos : pos + spec.size]
-            if len(value) != spec.size:
-                raise ZvtDecodeError(at, f"needs {spec.size} bytes, only {len(value)} left")
-            if spec.kind is Kind.BCD:
-                bcd_decode(value, at)
-            pos += spec.size
-        elif spec.kind in (Kind.LLVAR, Kind.LLLVAR):
-            value, pos = read_llvar(data, pos, 2 if spec.kind is Kind.LLVAR else 3, at)
+        kind, size = layout
+        if kind <= _BCD:
+            stop = pos + size
+            if stop > end:
+                raise ZvtDecodeError(_at(where, number, start), f"needs {size} bytes, only {end - pos} left")
+            value = data[pos:stop]
+            if kind and value.translate(None, _BCD_BYTES):
+                raise ZvtDecodeError(_at(where, number, start), f"not BCD: {value.hex(' ')}")
+            pos = stop
+        elif kind != _TLV:  # LLVAR or LLLVAR: the kind code is the number of length digits
+            head = data[pos : pos + kind]  # F1 F5 -> "f1f5"[1::2] -> 15
+            valid = len(head) == kind and not head.translate(None, _LL_DIGITS)
+            stop = pos + kind + (int(head.hex()[1::2]) if valid else end)
+            if stop > end:
+                read_llvar(data, pos, kind, where, number)  # raises, saying what is wrong
+            value, pos = data[pos + kind : stop], stop
         else:
-            length, pos = read_ber_length(data, pos, at)
+            length, pos = read_ber_length(data, pos, where)
             value = data[pos : pos + length]
             if len(value) != length:
-                raise ZvtDecodeError(at, f"TLV container of {length} bytes runs past the end")
-            decode_tlv(value, at)  # validate now; views decode again when asked
+                raise ZvtDecodeError(_at(where, number, start), f"TLV container of {length} bytes runs past the end")
+            check_tlv(value, _at(where, number, start))
             pos += length
-        bmps.append(Bmp(number, value))
+        add(new(Bmp, (number, value)))
     return tuple(bmps)
+
+
+def _at(where: str, number: int, pos: int) -> str:
+    return f"{where} BMP {number:02X} at offset {pos}"
 
 
 # ---- TLV (BER) ---------------------------------------------------------------------------
@@ -215,18 +253,21 @@ def ber_length(length: int) -> bytes:
     raise ValueError(f"TLV length {length} exceeds 65535")
 
 
-def read_ber_length(data: bytes, pos: int, where: str) -> tuple[int, int]:
-    if pos >= len(data):
-        raise ZvtDecodeError(where, f"missing length at offset {pos}")
-    first = data[pos]
-    if first < 0x80:
-        return first, pos + 1
-    if first in (0x81, 0x82):
+def read_ber_length(data: bytes, pos: int, where: str, tag: int | None = None) -> tuple[int, int]:
+    """The BER length at ``pos`` and the offset after it; ``tag`` names the object in errors."""
+    if pos < len(data):
+        first = data[pos]
+        if first < 0x80:
+            return first, pos + 1
         size = first - 0x80
-        if pos + 1 + size > len(data):
-            raise ZvtDecodeError(where, f"truncated length at offset {pos}")
-        return int.from_bytes(data[pos + 1 : pos + 1 + size], "big"), pos + 1 + size
-    raise ZvtDecodeError(where, f"invalid BER length byte {first:02X} at offset {pos}")
+        if size in (1, 2) and pos + 1 + size <= len(data):
+            return int.from_bytes(data[pos + 1 : pos + 1 + size], "big"), pos + 1 + size
+    at = where if tag is None else f"{where} tag {tag:X}"
+    if pos >= len(data):
+        raise ZvtDecodeError(at, f"missing length at offset {pos}")
+    if data[pos] in (0x81, 0x82):
+        raise ZvtDecodeError(at, f"truncated length at offset {pos}")
+    raise ZvtDecodeError(at, f"invalid BER length byte {data[pos]:02X} at offset {pos}")
 
 
 def tag_bytes(tag: int) -> bytes:
@@ -285,20 +326,36 @@ def _read_tag(data: bytes, pos: int, where: str) -> tuple[int, int]:
     return tag, pos
 
 
+def _walk_tlv(data: bytes, where: str) -> list[tuple[int, int, bytes]]:
+    """(tag, constructed by its first byte, content) of each object at this level; the only
+    place a TLV container can be malformed (a constructed object whose content does not parse
+    is kept as a leaf, never an error)."""
+    found: list[tuple[int, int, bytes]] = []
+    pos, end = 0, len(data)
+    while pos < end:
+        first = data[pos]
+        tag, pos = _read_tag(data, pos, where)
+        length, pos = read_ber_length(data, pos, where, tag)
+        stop = pos + length
+        if stop > end:
+            raise ZvtDecodeError(f"{where} tag {tag:X}", f"value of {length} bytes runs past the end at offset {pos}")
+        found.append((tag, first, data[pos:stop]))
+        pos = stop
+    return found
+
+
+def check_tlv(data: bytes, where: str = "TLV") -> None:
+    """Raise ZvtDecodeError where ``decode_tlv`` would, without building the objects."""
+    _walk_tlv(data, where)
+
+
 def decode_tlv(data: bytes, where: str = "TLV", *, feig_ff_primitive: bool = False) -> tuple[Tlv, ...]:
     objects: list[Tlv] = []
-    pos = 0
-    while pos < len(data):
-        tag, pos = _read_tag(data, pos, where)
-        at = f"{where} tag {tag:X}"
-        length, pos = read_ber_length(data, pos, at)
-        content = data[pos : pos + length]
-        if len(content) != length:
-            raise ZvtDecodeError(at, f"value of {length} bytes runs past the end at offset {pos}")
-        pos += length
-        if is_constructed(tag, feig_ff_primitive) and content:
+    for tag, first, content in _walk_tlv(data, where):
+        constructed = first & 0x20 and not (feig_ff_primitive and first == 0xFF)
+        if constructed and content:
             try:
-                children = decode_tlv(content, at, feig_ff_primitive=feig_ff_primitive)
+                children = decode_tlv(content, f"{where} tag {tag:X}", feig_ff_primitive=feig_ff_primitive)
             except ZvtDecodeError:
                 # A vendor using a constructed-looking tag as a leaf (Feig's FFxx): keep the bytes.
                 objects.append(Tlv(tag, content))

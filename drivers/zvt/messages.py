@@ -9,6 +9,7 @@ first 6 and last 4, track data has no accessor, and ``repr`` hides BMPs 22/23/24
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, time
@@ -63,11 +64,12 @@ class Message:
 
     @classmethod
     def from_apdu(cls, apdu: Apdu) -> Message:
-        where = f"APDU {apdu.cls:02X} {apdu.instr:02X}"
-        size = _prefix_size(apdu.command, apdu.data, where)
-        if apdu.command == Command.PRINT_LINE or apdu.cls in (0x80, 0x84):
-            return cls(apdu.command, apdu.data)  # all positional
-        return cls(apdu.command, apdu.data[:size], decode_bmps(apdu.data, size, where))
+        command, data = apdu.command, apdu.data
+        where = _label(command)
+        size = _prefix_size(command, data, where)
+        if command == Command.PRINT_LINE or apdu.cls in (0x80, 0x84):
+            return cls(command, data)  # all positional
+        return cls(command, data[:size], decode_bmps(data, size, where))
 
     def __repr__(self) -> str:
         shown = ", ".join(
@@ -281,6 +283,12 @@ class Message:
                 if number not in found:
                     found.append(number)
         return found
+
+
+@functools.cache
+def _label(command: int) -> str:
+    """How errors name the APDU; cached because every decode passes it down."""
+    return f"APDU {command >> 8:02X} {command & 0xFF:02X}"
 
 
 def _prefix_size(command: int, data: bytes, where: str) -> int:
