@@ -23,7 +23,7 @@ from drivers.money import Money
 from drivers.sim.ports import PtyPort
 from drivers.sim.terminal import SimConfig, SimTerminal
 from drivers.transport import open_transport
-from drivers.zvt.terminal import ZvtOptions, ZvtTerminal
+from drivers.zvt.asyncio.terminal import ZvtOptions, ZvtTerminal
 from hil.profiles import PROFILES, Profile
 
 

@@ -23,8 +23,8 @@ from drivers.base import TerminalResult
 from drivers.errors import DriverError, TransportError
 from drivers.money import Money
 from drivers.transport import open_transport
+from drivers.zvt.asyncio.terminal import ZvtOptions, ZvtTerminal
 from drivers.zvt.messages import is_password
-from drivers.zvt.terminal import ZvtOptions, ZvtTerminal
 
 ACTIONS = ("status", "register", "preauth", "capture", "partial-reverse", "release", "reverse", "abort",
            "end-of-day", "diagnose", "open-preauths", "read-card", "last-result")  # fmt: skip

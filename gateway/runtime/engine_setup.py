@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 from drivers.base import PaymentTerminal
 from drivers.money import Money
 from drivers.transport import open_transport
-from drivers.zvt.terminal import ZvtOptions, ZvtTerminal
+from drivers.zvt.asyncio.terminal import ZvtOptions, ZvtTerminal
 from firmware_bridge.everest import EverestEvse, EverestMapping
 from firmware_bridge.link import BrokerSettings
 from gateway.errors import ConfigError

@@ -19,7 +19,7 @@ from drivers.sim.ports import PtyPort
 from drivers.sim.terminal import SimConfig, SimTerminal
 from drivers.transport.serial import SerialTransport
 from drivers.transport.url import SerialUrl
-from drivers.zvt.terminal import ZvtOptions, ZvtTerminal
+from drivers.zvt.asyncio.terminal import ZvtOptions, ZvtTerminal
 from gateway.ocpi.charger import OcpiChargerLink
 from gateway.ocpi.client import OcpiClient
 from gateway.ocpi.cpo_sim import CpoSimulator

@@ -14,7 +14,7 @@ from drivers.transport.base import Transport
 from drivers.transport.serial import SerialTransport
 from drivers.transport.tcp import TcpTransport
 from drivers.transport.url import SerialUrl
-from drivers.zvt.terminal import ZvtOptions, ZvtTerminal
+from drivers.zvt.asyncio.terminal import ZvtOptions, ZvtTerminal
 
 
 @dataclass

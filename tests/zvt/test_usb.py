@@ -13,7 +13,7 @@ from drivers.sim.terminal import SimConfig, SimTerminal
 from drivers.transport.url import parse_device_url
 from drivers.transport.usb import UsbTransport
 from drivers.transport.usb_ids import KNOWN
-from drivers.zvt.terminal import ZvtOptions, ZvtTerminal
+from drivers.zvt.asyncio.terminal import ZvtOptions, ZvtTerminal
 from tests.zvt.usb_emulation import EmulatedTerminal
 
 

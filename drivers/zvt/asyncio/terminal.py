@@ -18,7 +18,7 @@ from drivers.errors import ConnectionLost, DriverError, ProtocolError
 from drivers.money import Money, currency, currency_by_numeric
 from drivers.transport.base import Transport
 from drivers.zvt import messages as m
-from drivers.zvt.client import OnResult, SequenceOutcome, ZvtClient
+from drivers.zvt.asyncio.client import OnResult, SequenceOutcome, ZvtClient
 from drivers.zvt.constants import ABORT_CODES, BUSY_CODES, DECLINE_CODES, result_text
 from drivers.zvt.fields import Tlv, find_tlv
 
