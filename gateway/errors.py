@@ -126,6 +126,14 @@ class OcpiRejected(UpstreamError):
         super().__init__(message)
 
 
+class StaleRead(StoreError):
+    """Another writer committed between a caller's read and its step: read again, then decide.
+    The engine host does so at once; nobody else should ever see it."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"{path}: another process wrote the database since this step was computed; retry it")
+
+
 class StoreGone(StoreError):
     code = "store_gone"
 

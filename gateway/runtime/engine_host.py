@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from drivers.base import TerminalResult
+from gateway.errors import StaleRead
 from gateway.payments import commands as c
 from gateway.payments import events as e
 from gateway.payments.record import from_json, to_json
@@ -44,8 +45,20 @@ class EngineHost:
         self.store = store
         self.policy = policy
         self.clock = clock
+        # Open sessions as this host last stored them: a step need not read back and parse what
+        # the step before it wrote. Trusted only while the store has seen no other writer (its
+        # generation); a step computed from a stale copy is refused by the store (StaleRead) and
+        # computed again from the database.
+        self._open: dict[str, Session] = {}
+        self._generation = store.generation
 
     def load(self, session_id: str) -> Session | None:
+        if self._generation != self.store.generation:
+            self._open.clear()
+            self._generation = self.store.generation
+        cached = self._open.get(session_id)
+        if cached is not None:
+            return cached
         row = self.store.session(session_id)
         return from_json(row["data"]) if row else None
 
@@ -151,7 +164,16 @@ class EngineHost:
         return any(s.created_at >= sent or s.lost_results or s.state in _MAKING_HOLDS for s in changed)
 
     def handle(self, event: e.Event) -> Handled:
+        for _ in range(3):
+            try:
+                return self._handle(event)
+            except StaleRead:
+                self._open.clear()  # another process wrote the database: read it again
+        return self._handle(event)
+
+    def _handle(self, event: e.Event) -> Handled:
         now = self.clock()
+        read_at = self.store.generation
         before = self.load(event.session_id)
         if isinstance(event, e.OpenPreauthsReported) and before is not None:
             event = self._with_orphans(event, before)
@@ -164,8 +186,13 @@ class EngineHost:
                 _LOGGER.debug("engine.ignored", extra={"session": event.session_id, "note": result.note})
             return Handled(after, (), False)
         step = self._step(event, before, after, result.commands, result.note)
-        if not self.store.apply(step):
+        if not self.store.apply(step, read_at=read_at):
+            self._open.pop(event.session_id, None)
             return Handled(self.load(event.session_id), (), False)  # a duplicate: already done
+        if after.state in FINAL:
+            self._open.pop(after.id, None)
+        elif len(self._open) < _OPEN_CACHE_LIMIT or after.id in self._open:
+            self._open[after.id] = after
         if before is None or before.state != after.state:
             _LOGGER.info(
                 "session.state",
@@ -211,6 +238,7 @@ class EngineHost:
         )
 
 
+_OPEN_CACHE_LIMIT = 10_000  # far more than a site's chargers; beyond it, sessions are read from the store
 _IN_FLIGHT_HOLDS = (State.AUTHORIZING, State.TOPPING_UP)  # a fresh hold may exist, not stored yet
 _MAKING_HOLDS = (*_IN_FLIGHT_HOLDS, State.AUTH_UNKNOWN)  # ... or one not yet attributed
 

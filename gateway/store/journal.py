@@ -31,10 +31,19 @@ def dumps(data: Json) -> str:
 
 
 def append(
-    conn: sqlite3.Connection, step_key: str, at: str, entries: list[JournalEntry], text: Callable[[Json], str] = dumps
-) -> None:
-    row = conn.execute("SELECT hash FROM journal ORDER BY seq DESC LIMIT 1").fetchone()
-    prev = row[0] if row else GENESIS
+    conn: sqlite3.Connection,
+    step_key: str,
+    at: str,
+    entries: list[JournalEntry],
+    text: Callable[[Json], str] = dumps,
+    head: str | None = None,
+) -> str:
+    """Chain ``entries`` after ``head`` (the last row's hash; read from the table when the
+    caller does not know it) and return the new head."""
+    if head is None:
+        row = conn.execute("SELECT hash FROM journal ORDER BY seq DESC LIMIT 1").fetchone()
+        head = row[0] if row else GENESIS
+    prev = head
     for entry in entries:
         content = Content(step_key, at, entry.entity, entry.entity_id, entry.kind, text(entry.data))
         digest = row_hash(prev, content)
@@ -44,6 +53,7 @@ def append(
             (step_key, at, entry.entity, entry.entity_id, entry.kind, content.data, prev, digest),
         )
         prev = digest
+    return prev
 
 
 _ROW = "SELECT seq, prev_hash, hash, step_key, at, entity, entity_id, kind, data FROM journal"

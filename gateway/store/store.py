@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.errors import InvariantViolated, SchemaTooNew, StoreError, StoreGone
+from gateway.errors import InvariantViolated, SchemaTooNew, StaleRead, StoreError, StoreGone
 from gateway.store import export as _export
 from gateway.store import journal as _journal
 from gateway.store.audit import AuditReport, Checkpoint
@@ -30,7 +31,7 @@ from gateway.store.db import (
     to_text,
 )
 from gateway.store.outbox import Outbox
-from gateway.store.records import Json, Step
+from gateway.store.records import JournalEntry, Json, Step
 
 
 def _utcnow() -> datetime:
@@ -44,6 +45,14 @@ class Store:
         self._clock = clock
         self.outbox = Outbox(conn, str(path))
         self._identity = _identity(path)
+        # What this connection last wrote, kept so a step need not read it back: the journal's
+        # head hash and each open session's payment rows. Valid while no other connection has
+        # committed (PRAGMA data_version unchanged, checked under the write lock); ``generation``
+        # counts the times another writer was seen, for callers that cache on top of the store.
+        self.generation = 0
+        self._version = self._data_version()
+        self._head: str | None = None
+        self._payments: dict[str, dict[str, tuple[object, ...]]] = {}
 
     def check_file(self) -> None:
         """StoreGone if the file at our path is no longer the one we hold open (deleted, or
@@ -82,8 +91,12 @@ class Store:
     def schema_version(self) -> int:
         return schema_version(self._conn)
 
-    def apply(self, step: Step) -> bool:
-        """Write the whole step or nothing. False if a step with this key was applied before."""
+    def apply(self, step: Step, *, read_at: int | None = None) -> bool:
+        """Write the whole step or nothing. False if a step with this key was applied before.
+
+        ``read_at``: the ``generation`` at which the caller read what the step was computed
+        from; if another writer has committed since, nothing is written and ``StaleRead`` says
+        to read again."""
         texts: dict[int, str] = {}
 
         def text(data: Json) -> str:  # each record serialised once: for the card check and for the row
@@ -92,27 +105,57 @@ class Store:
                 texts[key] = _journal.dumps(data)
             return texts[key]
 
+        if not step.journal:  # every step is in the journal: its step_key is the idempotency key
+            step = replace(step, journal=[JournalEntry("step", step.key, "step.applied", {})])
         self._refuse_card_data(step, text)
         where = str(self.path)
         at = to_text(self._clock())
         with sqlite_errors(where):
             self._conn.execute("BEGIN IMMEDIATE")
             try:
-                if self._conn.execute("SELECT 1 FROM steps WHERE key = ?", (step.key,)).fetchone():
+                self._notice_other_writers()
+                if read_at is not None and read_at != self.generation:
+                    raise StaleRead(where)
+                if self._conn.execute(_APPLIED, (step.key, step.key)).fetchone():
                     self._conn.execute("ROLLBACK")
                     return False
-                self._write(step, at, text)
+                head, payments = self._write(step, at, text)
                 self.check_file()  # never acknowledge a step into a file the next start will not open
                 self._conn.execute("COMMIT")
             except BaseException:
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
+                self._forget()
                 raise
+        self._head = head
+        for session_id, rows in payments.items():
+            self._payments.setdefault(session_id, {}).update(rows)
+        for record in step.sessions:
+            if record.final:
+                self._payments.pop(record.id, None)
         return True
 
-    def _write(self, step: Step, at: str, text: Callable[[Json], str]) -> None:
+    def _data_version(self) -> int:
+        return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+
+    def _notice_other_writers(self) -> None:
+        version = self._data_version()
+        if version != self._version:
+            self._version = version
+            self.generation += 1
+            self._forget()
+
+    def _forget(self) -> None:
+        self._head = None
+        self._payments.clear()
+
+    def _write(
+        self, step: Step, at: str, text: Callable[[Json], str]
+    ) -> tuple[str, dict[str, dict[str, tuple[object, ...]]]]:
+        """Write the step's rows; the journal's new head and the payment rows written, for the
+        caches once the step has committed. A payment row equal to the one this connection last
+        wrote is not written again (a meter value changes the session, not its holds)."""
         c = self._conn
-        c.execute("INSERT INTO steps (key, applied_at) VALUES (?, ?)", (step.key, at))
         for s in step.sessions:
             c.execute(
                 "INSERT INTO sessions (id, state, final, data, created_at, updated_at, owed_minor, terminal)"
@@ -121,24 +164,19 @@ class Store:
                 " data = excluded.data, updated_at = excluded.updated_at, owed_minor = excluded.owed_minor",
                 (s.id, s.state, int(s.final), text(s.data), at, at, s.owed_minor, s.terminal),
             )
+        written: dict[str, dict[str, tuple[object, ...]]] = {}
         for p in step.payments:
+            row = (p.state, p.amount_minor, text(p.data))
+            if self._payments.get(p.session_id, {}).get(p.id) == row:
+                continue
             c.execute(
                 "INSERT INTO payments (id, session_id, kind, state, amount_minor, currency, data,"
                 " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT(id) DO UPDATE SET state = excluded.state, amount_minor = excluded.amount_minor,"
                 " data = excluded.data, updated_at = excluded.updated_at",
-                (
-                    p.id,
-                    p.session_id,
-                    p.kind,
-                    p.state,
-                    p.amount_minor,
-                    p.currency,
-                    text(p.data),
-                    at,
-                    at,
-                ),
+                (p.id, p.session_id, p.kind, p.state, p.amount_minor, p.currency, row[2], at, at),
             )
+            written.setdefault(p.session_id, {})[p.id] = row
         for t in step.terminals:
             c.execute(
                 "INSERT INTO terminals (id, device, protocol, state, data, updated_at)"
@@ -147,7 +185,7 @@ class Store:
                 " state = excluded.state, data = excluded.data, updated_at = excluded.updated_at",
                 (t.id, t.device, t.protocol, t.state, text(t.data), at),
             )
-        _journal.append(c, step.key, at, list(step.journal), text)
+        head = _journal.append(c, step.key, at, list(step.journal), text, self._head)
         for m in step.outbox:
             c.execute(
                 "INSERT INTO outbox (message_id, object_key, kind, payload, step_key, created_at,"
@@ -187,6 +225,7 @@ class Store:
             )
             if cur.rowcount != 1:
                 raise InvariantViolated(f"inbox message {message_id!r} is unknown or already processed")
+        return head, written
 
     @staticmethod
     def _refuse_card_data(step: Step, text: Callable[[Json], str]) -> None:
@@ -293,7 +332,7 @@ class Store:
         return [{"message_id": m, "payload": json.loads(p), "received_at": from_text(at)} for m, p, at in rows]
 
     def step_applied(self, key: str) -> bool:
-        return bool(self._query("SELECT 1 FROM steps WHERE key = ?", (key,)))
+        return bool(self._query(_APPLIED, (key, key)))
 
     def save_registration(self, versions_url: str, token_b: str, token_c: str, endpoints: dict[str, Any]) -> None:
         """Replace the CPO registration (tokens arrive here already encrypted)."""
@@ -412,6 +451,11 @@ class Store:
     def _query(self, sql: str, args: tuple[object, ...]) -> list[tuple[Any, ...]]:
         with sqlite_errors(str(self.path)):
             return self._conn.execute(sql, args).fetchall()
+
+
+# Is a step key applied? Its journal entries say so (legacy_steps: keys of the steps that wrote
+# no journal entry before migration 0008).
+_APPLIED = "SELECT 1 FROM journal WHERE step_key = ? UNION ALL SELECT 1 FROM legacy_steps WHERE key = ? LIMIT 1"
 
 
 def _identity(path: Path) -> tuple[int, int] | None:

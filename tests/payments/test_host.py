@@ -45,3 +45,33 @@ def test_sweep_releases_unowned_holds_but_waits_for_preauths_in_flight(tmp_path:
     host.handle(e.TerminalResultArrived("s1", "r", "preauthorize", Outcome.APPROVED, 5000, 7))
     commands = host.sweep("T1", (7, 8), "EUR", "y")  # 7 is s1's; 8 belongs to nobody
     assert [(type(x).__name__, getattr(x, "receipt_no", None)) for x in commands] == [("Release", 8)]
+
+
+def test_a_second_writer_is_noticed_and_the_step_computed_again_from_the_database(tmp_path: Path) -> None:
+    """The host keeps each open session as it last stored it, and the store its payment rows
+    and the journal's head. Another process writing the file (a technician's command, a second
+    host) makes all of them stale: the next step is computed from what the database holds,
+    nothing the other process wrote is overwritten, and the journal still chains."""
+    clock = Clock()
+    path = tmp_path / "w.sqlite3"
+    store = Store.open(path, clock=clock)
+    host = EngineHost(store, policy(), clock)
+    host.handle(e.CardPresented("s1", "card", "E1", "T1", "EUR"))
+    host.handle(e.TerminalResultArrived("s1", "r1", "preauthorize", Outcome.APPROVED, 5000, 4))
+    host.handle(e.ChargerStarted("s1", "st", 0))
+    # another process moves the session on: the charger reported it stopped
+    other_store = Store.open(path, clock=clock)
+    other = EngineHost(other_store, policy(), clock)
+    clock.advance(600)
+    stopped = other.handle(e.ChargerStopped("s1", "sp", 4000))
+    assert stopped.applied and stopped.session is not None and stopped.session.state.value == "capturing"
+    other_store.close()
+    # our host's copy says "charging"; a meter value must not be applied to it
+    late = host.handle(e.MeterValue("s1", "m9", 9000))
+    assert late.session is not None and late.session.state.value == "capturing"
+    assert late.session.billed_energy_wh == 4000
+    done = host.handle(e.TerminalResultArrived("s1", "c1", "capture", Outcome.APPROVED, None, 5))
+    assert done.session is not None and done.session.state.value == "completed"
+    payments = {p["kind"]: p["amount_minor"] for p in store.payments("s1")}
+    assert payments["preauth"] == 5000 and payments["capture"] + payments["release"] == 5000
+    assert store.verify_journal().ok

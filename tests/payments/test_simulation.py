@@ -31,6 +31,7 @@ from gateway.payments import commands as c
 from gateway.payments import events as e
 from gateway.payments.events import Operation
 from gateway.payments.preauth import Strategy
+from gateway.payments.record import from_json
 from gateway.payments.schemes import Validity
 from gateway.payments.session import FINAL, HoldStatus, Policy, Session, State, violations
 from gateway.payments.tariff import Sample, price
@@ -236,6 +237,9 @@ class Simulation:
             self.charging[event.session_id] = max(self.charging[event.session_id], event.meter_wh)
         if result.session is not None:
             self.check_session(result.session)
+            if result.applied:  # what the host keeps in memory for the next step is what was stored
+                stored = self.store.session(result.session.id)
+                assert stored is not None and from_json(stored["data"]) == result.session, result.session.id
             if result.session.timer:
                 kind, at = result.session.timer
                 self.seq += 1

@@ -125,7 +125,6 @@ def test_an_inserted_row_is_named(db: Path, key: Ed25519PrivateKey) -> None:
         db,
         "UPDATE journal SET seq = -seq WHERE seq > 4",
         "UPDATE journal SET seq = 1 - seq WHERE seq < 0",
-        "INSERT INTO steps (key, applied_at) VALUES ('forged', '2026-11-26T08:00:04.500000Z')",
         (
             "INSERT INTO journal (seq, step_key, at, entity, entity_id, kind, data, prev_hash, hash)"
             " VALUES (5, 'forged', ?, 'session', 's1', 'MeterValue', ?, ?, ?)",

@@ -10,9 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.errors import InvariantViolated, SchemaTooNew, StoreCorrupt, StoreFull, StoreReadOnly
-from gateway.store import JournalEntry, OutboxMessage, PaymentRecord, SessionRecord, Step, Store
+from gateway.store import InboxMessage, JournalEntry, OutboxMessage, PaymentRecord, SessionRecord, Step, Store
 from gateway.store.db import latest_version, migrations
-from gateway.store.journal import dumps, find_card_data, may_hold_card_data
+from gateway.store.journal import append, dumps, find_card_data, may_hold_card_data
 
 
 def _step(n: int) -> Step:
@@ -30,7 +30,8 @@ def test_migrates_from_empty_to_latest(tmp_path: Path) -> None:
     store = Store.open(tmp_path / "e.sqlite3")
     assert store.schema_version == latest_version() == len(migrations()) >= 2
     tables = {r[0] for r in sqlite3.connect(tmp_path / "e.sqlite3").execute("SELECT name FROM sqlite_master")}
-    assert {"sessions", "payments", "journal", "outbox", "inbox", "steps", "terminals"} <= tables
+    assert {"sessions", "payments", "journal", "outbox", "inbox", "legacy_steps", "terminals"} <= tables
+    assert "steps" not in tables  # since 0008 the journal holds the step keys
     store.close()
 
 
@@ -49,6 +50,46 @@ def test_migrates_from_the_previous_version_keeping_data(tmp_path: Path) -> None
     assert store.schema_version == latest_version()
     assert store.session("old") is not None and store.session("old")["state"] == "charging"  # type: ignore[index]
     assert store.terminals() == []  # table from 0002 exists
+    store.close()
+
+
+def _version_7_database(path: Path, cut_tail: bool) -> None:
+    """A database as 0007 left it: three chained journal rows under steps rows, and a step that
+    wrote no journal entry (an inbox message); with ``cut_tail`` the last row deleted by hand."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    for version, _name, sql in migrations()[:7]:
+        conn.executescript(sql)
+        conn.execute(f"PRAGMA user_version = {version}")
+    for n in (1, 2, 3):
+        conn.execute("INSERT INTO steps VALUES (?, '2026-01-01T00:00:00.000000Z')", (f"step-{n}",))
+        append(conn, f"step-{n}", "2026-01-01T00:00:00.000000Z", [JournalEntry("session", "s1", "x", {"n": n})])
+    conn.execute("INSERT INTO steps VALUES ('inbox:abc', '2026-01-01T00:00:00.000000Z')")
+    conn.execute(
+        "INSERT INTO inbox (message_id, source, kind, payload, received_at)"
+        " VALUES ('abc', 'cpo', 'refund', '{}', '2026-01-01T00:00:00.000000Z')"
+    )
+    if cut_tail:
+        conn.execute("DROP TRIGGER journal_no_delete")
+        conn.execute("DELETE FROM journal WHERE seq = 3")
+    conn.close()
+
+
+@pytest.mark.parametrize("cut_tail", [False, True])
+def test_0008_moves_step_keys_into_the_journal_keeping_chain_and_counter(tmp_path: Path, cut_tail: bool) -> None:
+    path = tmp_path / "v7.sqlite3"
+    _version_7_database(path, cut_tail)
+    store = Store.open(path)
+    assert store.schema_version == latest_version()
+    assert store.step_applied("step-1") and store.step_applied("inbox:abc")
+    assert store.apply(Step("inbox:abc", inbox=[InboxMessage("abc", "cpo", "refund", {})])) is False
+    assert store.apply(Step("step-2", journal=[JournalEntry("session", "s1", "x", {"n": 2})])) is False
+    report = store.verify_journal()
+    if cut_tail:  # SQLite's counter still says three rows were written
+        assert [f.kind for f in report.findings] == ["truncated"]
+    else:
+        assert report.ok and report.rows == 3
+        assert store.apply(Step("step-4", journal=[JournalEntry("session", "s1", "x", {"n": 4})]))
+        assert store.verify_journal().ok and store.verify_journal().rows == 4
     store.close()
 
 
