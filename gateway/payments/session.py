@@ -43,7 +43,7 @@ from gateway.payments.preauth import HoldPolicy, initial_hold, topup
 from gateway.payments.refunds import Refund, RefundMethod, RefundStatus
 from gateway.payments.schemes import Validity
 from gateway.payments.states import FINAL, HOLDING, State, Trigger, next_state
-from gateway.payments.tariff import Sample, Tariff, describe, price
+from gateway.payments.tariff import Pricer, Sample, Tariff, describe
 
 __all__ = ["FINAL", "Hold", "HoldStatus", "Policy", "Reading", "Session", "State", "Transition", "transition"]
 
@@ -74,6 +74,7 @@ class Policy:
     display_only: frozenset[str] = frozenset()  # terminals without a printer: the receipt is displayed
     route_holds: dict[str, HoldPolicy] = field(default_factory=dict)  # a route's (acquirer profile's) hold policy
     route_tariffs: dict[str, Tariff] = field(default_factory=dict)  # a route's own tariff
+    pricer: Pricer = field(default_factory=Pricer, compare=False, repr=False)  # price, incrementally
 
     def tariff(self, evse: str) -> Tariff | None:
         return self.tariffs.get(evse) or self.tariffs.get("*")
@@ -779,7 +780,7 @@ def _price(s: Session, readings: tuple[Reading, ...], policy: Policy) -> Session
         return replace(s, price_minor=0, price_excl="0", vat=())
     if tariff.currency != s.currency:  # config validate refuses such a route; never price across currencies
         raise InvariantViolated(f"session {s.id} in {s.currency} priced with tariff {tariff.id} in {tariff.currency}")
-    p = price(tariff, [Sample(r.at, r.energy_wh) for r in readings], policy.tz)
+    p = policy.pricer.price(tariff, [Sample(r.at, r.energy_wh) for r in readings], policy.tz)
     return replace(s, price_minor=p.minor, price_excl=str(p.excl_vat), vat=vat_breakdown(p.nets, p.minor, s.currency))
 
 

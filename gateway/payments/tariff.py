@@ -134,20 +134,66 @@ class Price:
 
 def price(tariff: Tariff, samples: Sequence[Sample], tz: ZoneInfo) -> Price:
     """The price of a session described by its meter samples."""
-    volumes: dict[tuple[int, Dimension], Decimal] = {}
+    return _total(tariff, _volumes(tariff, samples, tz))
+
+
+Volumes = dict[tuple[int, Dimension], Decimal]  # billed volume by (tariff element, dimension)
+
+
+def _volumes(tariff: Tariff, samples: Sequence[Sample], tz: ZoneInfo) -> Volumes:
+    volumes: Volumes = {}
     if samples:
-        start = samples[0]
-        for i, element in enumerate(tariff.elements):
-            if element.component(Dimension.FLAT) and element.restrictions.allow(
-                start.at.astimezone(tz), Decimal(0), 0, None
-            ):
-                volumes[(i, Dimension.FLAT)] = Decimal(1)
-                break
-        points = [(s.at, Decimal(s.energy_wh - start.energy_wh)) for s in samples]
-        for before, after in pairwise(points):
-            for piece in _pieces(tariff, start.at, before, after, tz):
-                _interval(tariff, start.at, piece, tz, volumes)
-    return _total(tariff, volumes)
+        _flat(tariff, samples[0], tz, volumes)
+        for before, after in pairwise(samples):
+            _add_interval(tariff, samples[0], before, after, tz, volumes)
+    return volumes
+
+
+def _flat(tariff: Tariff, start: Sample, tz: ZoneInfo, volumes: Volumes) -> None:
+    for i, element in enumerate(tariff.elements):
+        if element.component(Dimension.FLAT) and element.restrictions.allow(
+            start.at.astimezone(tz), Decimal(0), 0, None
+        ):
+            volumes[(i, Dimension.FLAT)] = Decimal(1)
+            return
+
+
+def _add_interval(tariff: Tariff, start: Sample, before: Sample, after: Sample, tz: ZoneInfo, volumes: Volumes) -> None:
+    """Volumes are additive over intervals: a session's price is the sum over its samples' pairs."""
+    points = [(s.at, Decimal(s.energy_wh - start.energy_wh)) for s in (before, after)]
+    for piece in _pieces(tariff, start.at, points[0], points[1], tz):
+        _interval(tariff, start.at, piece, tz, volumes)
+
+
+class Pricer:
+    """``price``, remembering the volumes of the sample sequences it priced last, so that a
+    session's next meter value costs one interval instead of the whole session again.
+
+    Pure as ``price`` is (same samples, same price); the memory is a cache, bounded, keyed by
+    the tariff object and the whole sample sequence, so nothing stale can be found in it."""
+
+    def __init__(self, size: int = 512) -> None:
+        self._size = size
+        self._memo: dict[tuple[int, ZoneInfo, tuple[Sample, ...]], tuple[Tariff, Volumes]] = {}
+
+    def price(self, tariff: Tariff, samples: Sequence[Sample], tz: ZoneInfo) -> Price:
+        return _total(tariff, self._volumes(tariff, tuple(samples), tz))
+
+    def _volumes(self, tariff: Tariff, samples: tuple[Sample, ...], tz: ZoneInfo) -> Volumes:
+        key = (id(tariff), tz, samples)
+        found = self._memo.get(key)
+        if found is not None and found[0] is tariff:
+            return found[1]
+        prefix = self._memo.pop((id(tariff), tz, samples[:-1]), None) if len(samples) > 1 else None
+        if prefix is not None and prefix[0] is tariff:
+            volumes = dict(prefix[1])
+            _add_interval(tariff, samples[0], samples[-2], samples[-1], tz, volumes)
+        else:
+            volumes = _volumes(tariff, samples, tz)
+        if len(self._memo) >= self._size:
+            del self._memo[next(iter(self._memo))]  # the oldest entry
+        self._memo[key] = (tariff, volumes)
+        return volumes
 
 
 def _microseconds(span: timedelta) -> int:

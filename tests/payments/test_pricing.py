@@ -9,9 +9,21 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.payments.preauth import HoldPolicy, Target, initial_hold, topup
-from gateway.payments.tariff import Sample, price, tariff_from_ocpi
+from gateway.payments.tariff import (
+    Dimension,
+    PriceComponent,
+    Pricer,
+    Restrictions,
+    Sample,
+    Tariff,
+    TariffElement,
+    price,
+    tariff_from_ocpi,
+)
 from tests.payments.fixtures import TARIFF, TZ
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "ocpi"  # copied from the OCPI spec, see SOURCE.md
@@ -122,3 +134,38 @@ def test_fixed_hold_follows_the_tariffs_preauthorize_amount() -> None:
                                "elements": [{"price_components": [{"type": "ENERGY", "price": 0.5}]}]})  # fmt: skip
     assert initial_hold(HOLD, "EUR", tariff, None, NOW, TZ) == 3550
     assert initial_hold(HOLD, "GBP", tariff, None, NOW, TZ) == 15000  # another currency: not this tariff's amount
+
+
+SPEC_TARIFFS = [tariff_from_ocpi(ocpi(p.name)) for p in sorted(DATA.glob("tariff_*.json"))]
+BY_VOLUME = Tariff(  # restrictions on energy and duration, which the spec's examples lack
+    "V1",
+    "EUR",
+    (
+        TariffElement((PriceComponent(Dimension.ENERGY, Decimal("0.30"), Decimal(19), 1),), Restrictions(max_kwh=Decimal(10))),
+        TariffElement((PriceComponent(Dimension.ENERGY, Decimal("0.50"), Decimal(19), 1),)),
+        TariffElement((PriceComponent(Dimension.TIME, Decimal("2.00"), Decimal(19), 60),), Restrictions(max_duration=1800)),
+        TariffElement((PriceComponent(Dimension.PARKING_TIME, Decimal("6.00"), Decimal(19), 60),),
+                      Restrictions(min_duration=2 * 3600)),
+    ),
+)  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.sampled_from([*SPEC_TARIFFS, TARIFF, BY_VOLUME]),
+    st.lists(st.tuples(st.integers(1, 7200), st.just(0) | st.integers(0, 30_000)), min_size=1, max_size=12),
+    st.integers(0, 23),
+)
+def test_incremental_pricing_equals_pricing_from_scratch(
+    tariff: Tariff, steps: list[tuple[int, int]], hour: int
+) -> None:
+    """The engine prices each meter value by adding one interval to the last price's volumes
+    (``Pricer``); after every sample that must be the price computed from all the samples."""
+    pricer = Pricer()
+    at, energy = datetime(2026, 1, 5, hour, 50, tzinfo=UTC), 0
+    seen: list[Sample] = []
+    for seconds, wh in steps:
+        seen.append(Sample(at, energy))
+        assert pricer.price(tariff, seen, TZ) == price(tariff, seen, TZ)
+        at, energy = at + timedelta(seconds=seconds), energy + wh
+    assert pricer.price(tariff, seen[:1], TZ) == price(tariff, seen[:1], TZ)  # an older sequence: no mix-up
