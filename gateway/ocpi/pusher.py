@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections import deque
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,7 +27,7 @@ from gateway.ocpi.client import OcpiClient
 from gateway.ocpi.fac import ascii_line, fac_from_outcome
 from gateway.ocpi.models import Terminal
 from gateway.settings import InteropSettings
-from gateway.store import Store, StoredOutbox
+from gateway.store import Mark, Store, StoredOutbox
 
 _LOGGER = logging.getLogger(__name__)
 _AMBIGUOUS = "ambiguous: "
@@ -70,35 +71,73 @@ class OutboxPusher:
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self.wake = asyncio.Event()
         self.delivered = 0
+        self._marks: list[Mark] = []  # what became of finished deliveries, not yet written
 
     async def run(self, stopping: asyncio.Event) -> None:
-        while not stopping.is_set():
-            batch = self.store.outbox.due(self.clock(), limit=self.concurrency)
-            if batch:
-                await asyncio.gather(*(self.deliver(m) for m in batch))
-                continue
-            self.wake.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.idle_poll_s):
-                    await _first(stopping, self.wake)
+        await self._pump(stopping)
 
     async def drain(self) -> None:
         """Deliver everything that is due now (tests and benches)."""
-        while batch := self.store.outbox.due(self.clock(), limit=self.concurrency):
-            await asyncio.gather(*(self.deliver(m) for m in batch))
+        await self._pump(None)
+
+    async def _pump(self, stopping: asyncio.Event | None) -> None:
+        """Keep ``concurrency`` deliveries in flight, each object's messages one at a time and
+        in order: a slow POST holds up only its own object.
+
+        The store is visited in turns, one transaction each: what became of the deliveries
+        that finished is recorded, then up to twice ``concurrency`` due heads are taken and
+        marked "sending" before any of them leaves (after a crash, a message's next attempt
+        asks the CPO first). Between turns the taken heads wait in ``ready``; a turn comes when
+        they are used up or ``concurrency`` deliveries have finished, so one fsync serves many
+        deliveries, and a head whose delivery finished is never read as due before its mark is
+        written. With
+        ``stopping`` None: return once nothing is due."""
+        flying: dict[str, asyncio.Task[None]] = {}  # by object key
+        ready: deque[StoredOutbox] = deque()
+        try:
+            while stopping is None or not stopping.is_set():
+                if not ready or len(self._marks) >= self.concurrency:
+                    marks, self._marks = self._marks, []
+                    busy = {*flying, *(m.object_key for m in ready)}
+                    ready += self.store.outbox.take(marks, self.clock(), 2 * self.concurrency - len(ready), busy,
+                                                    _AMBIGUOUS + "sending")  # fmt: skip
+                while ready and len(flying) < self.concurrency:
+                    message = ready.popleft()
+                    flying[message.object_key] = asyncio.create_task(self.deliver(message))
+                if not flying:
+                    if stopping is None:
+                        return
+                    self.wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self.idle_poll_s):
+                            await _first(stopping, self.wake)
+                    continue
+                done, _ = await asyncio.wait(flying.values(), return_when=asyncio.FIRST_COMPLETED)
+                for key in [k for k, task in flying.items() if task in done]:
+                    flying.pop(key).result()
+        except asyncio.CancelledError:
+            for task in flying.values():  # torn down: the requests die with us, as in a crash
+                task.cancel()
+            raise
+        finally:
+            if flying:  # stopping: let the requests under way finish (each has its timeout)
+                await asyncio.gather(*flying.values(), return_exceptions=True)
+            marks, self._marks = self._marks, []
+            self.store.outbox.record(marks)
 
     async def deliver(self, message: StoredOutbox) -> None:
+        """One attempt; what became of it is queued as a mark for the next flush."""
         now = self.clock()
         try:
             self._refuse_unmapped(message)
             await self._send(message)
         except _NothingToSend as skip:
-            self.store.outbox.delivered(message.message_id, now)
+            self._marks.append(Mark(message.message_id, "done", now))
             _LOGGER.debug("outbox.local_only", extra={"message_id": message.message_id, "reason": str(skip)})
             return
         except ValueError as exc:  # the payload cannot become an OCPI object: no retry can help
             self.on_failure("invalid")
-            self.store.outbox.dead_letter(message.message_id, f"cannot build the OCPI object: {exc}", now)
+            self._marks.append(Mark(message.message_id, "dead", now, f"cannot build the OCPI object: {exc}"))
             _LOGGER.error("outbox.dead_letter", extra={"message_id": message.message_id, "reason": str(exc)})  # noqa: TRY400
             return
         except OcpiRejected as exc:
@@ -107,9 +146,9 @@ class OutboxPusher:
             if refusals < self.max_refusals and message.kind in _MAPPED:
                 delay = self._backoff(refusals)
                 reason = f"{_REFUSED}{refusals}: {exc}"
-                self.store.outbox.retry_later(message.message_id, reason, now + timedelta(seconds=delay))
+                self._marks.append(Mark(message.message_id, "retry", now + timedelta(seconds=delay), reason))
                 return
-            self.store.outbox.dead_letter(message.message_id, str(exc), now)
+            self._marks.append(Mark(message.message_id, "dead", now, str(exc)))
             _LOGGER.error(  # noqa: TRY400 - a refused message is an outcome, its traceback is noise
                 "outbox.dead_letter", extra={"message_id": message.message_id, "reason": str(exc)}
             )
@@ -118,11 +157,11 @@ class OutboxPusher:
             self.on_failure("ambiguous" if exc.ambiguous else "unreachable")
             delay = exc.retry_after if exc.retry_after is not None else self._backoff(message.attempts)
             prefix = _AMBIGUOUS if exc.ambiguous else ""
-            self.store.outbox.retry_later(message.message_id, prefix + str(exc), now + timedelta(seconds=delay))
+            self._marks.append(Mark(message.message_id, "retry", now + timedelta(seconds=delay), prefix + str(exc)))
             _LOGGER.info("outbox.retry", extra={"message_id": message.message_id, "in_s": round(delay, 2),
                                                 "attempts": message.attempts + 1, "error": str(exc)})  # fmt: skip
             return
-        self.store.outbox.delivered(message.message_id, now)
+        self._marks.append(Mark(message.message_id, "done", now))
         self.delivered += 1
 
     def _backoff(self, attempts: int) -> float:
@@ -173,8 +212,8 @@ class OutboxPusher:
                 found = None  # unknown there: post it
             if found is not None and found.data:
                 return  # it arrived the first time
-        # Durable before the POST leaves: if the gateway dies mid-request, the next attempt GETs first.
-        self.store.outbox.retry_later(message.message_id, _AMBIGUOUS + "sending", self.clock())
+        # The "sending" mark written before this attempt began: if the gateway dies mid-request,
+        # the next attempt GETs first.
         await self.client.request("POST", url, body, correlation_id=message.message_id)
 
     async def _send_custom(self, message: StoredOutbox) -> None:

@@ -528,8 +528,8 @@ def _meter_value(s: Session, ev: e.MeterValue, now: datetime, policy: Policy) ->
     energy = ev.meter_wh - s.meter_start_wh
     if s.readings and (now < s.readings[-1].at or energy < s.readings[-1].energy_wh):
         return Transition(s, note="meter value out of order: ignored")
-    s = replace(s, readings=(*s.readings, Reading(now, energy, ev.trusted)))
-    s = _price(s, s.readings, policy)
+    readings = (*s.readings, Reading(now, energy, ev.trusted))
+    s = _price(s, readings, policy, readings=readings)
     if s.state is State.STOPPING:
         return Transition(s)
     can_topup = s.state is State.CHARGING and not s.topup_refused and s.terminal in policy.topup_terminals
@@ -773,15 +773,17 @@ def _targets(s: Session, amount: int) -> Session:
     return replace(s, holds=tuple(holds))
 
 
-def _price(s: Session, readings: tuple[Reading, ...], policy: Policy) -> Session:
-    """The session with its price (incl. and excl. taxes) for these readings."""
+def _price(s: Session, priced: tuple[Reading, ...], policy: Policy, **changes: Any) -> Session:
+    """The session with its price (incl. and excl. taxes) for these readings, and ``changes``
+    made in the same copy (a 40-field session is copied once, not twice)."""
     tariff = policy.pinned(s)
-    if tariff is None or not readings:
-        return replace(s, price_minor=0, price_excl="0", vat=())
+    if tariff is None or not priced:
+        return replace(s, price_minor=0, price_excl="0", vat=(), **changes)
     if tariff.currency != s.currency:  # config validate refuses such a route; never price across currencies
         raise InvariantViolated(f"session {s.id} in {s.currency} priced with tariff {tariff.id} in {tariff.currency}")
-    p = policy.pricer.price(tariff, [Sample(r.at, r.energy_wh) for r in readings], policy.tz)
-    return replace(s, price_minor=p.minor, price_excl=str(p.excl_vat), vat=vat_breakdown(p.nets, p.minor, s.currency))
+    p = policy.pricer.price(tariff, [Sample(r.at, r.energy_wh) for r in priced], policy.tz)
+    return replace(s, price_minor=p.minor, price_excl=str(p.excl_vat), vat=vat_breakdown(p.nets, p.minor, s.currency),
+                   **changes)  # fmt: skip
 
 
 def _billed_energy(s: Session, ev: e.ChargerStopped, policy: Policy) -> tuple[int, tuple[str, ...]]:
@@ -811,7 +813,7 @@ def _billed_energy(s: Session, ev: e.ChargerStopped, policy: Policy) -> tuple[in
 
 def _finalize(s: Session, readings: tuple[Reading, ...], now: datetime, policy: Policy) -> Transition:
     energy = readings[-1].energy_wh if readings else 0
-    s = _price(replace(s, readings=readings, billed_energy_wh=energy), readings, policy)
+    s = _price(s, readings, policy, readings=readings, billed_energy_wh=energy)
     if energy == 0 and not policy.bill_without_energy and s.price_minor:
         s = replace(s, price_minor=0, price_excl="0", vat=(), notes=_note(s, "no energy delivered: nothing billed"))
     capture = min(s.price_minor, s.authorized_minor)

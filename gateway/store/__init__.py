@@ -1,5 +1,6 @@
 """Durable store: the only package that touches SQLite."""
 
+from gateway.store.outbox import Mark
 from gateway.store.records import (
     Backlog,
     EndOfDayRecord,
@@ -19,6 +20,7 @@ __all__ = [
     "EndOfDayRecord",
     "InboxMessage",
     "JournalEntry",
+    "Mark",
     "OutboxMessage",
     "PaymentRecord",
     "SessionRecord",

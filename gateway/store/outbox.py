@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
 
 from gateway.store.db import from_text, sqlite_errors, to_text
 from gateway.store.records import Backlog, StoredOutbox
@@ -22,16 +25,42 @@ class Outbox:
         self._conn = conn
         self._path = path
 
-    def due(self, now: datetime, limit: int = 100) -> list[StoredOutbox]:
-        """The head message of each object whose retry time has come, oldest first."""
+    def due(self, now: datetime, limit: int = 100, skip: Collection[str] = ()) -> list[StoredOutbox]:
+        """The head message of each object whose retry time has come, oldest first; objects
+        in ``skip`` (their head is being delivered) are left out."""
         with sqlite_errors(self._path):
-            rows = self._conn.execute(
-                f"SELECT {_COLUMNS} FROM outbox o WHERE status = 'pending' AND next_attempt_at <= ?"
-                " AND id = (SELECT min(id) FROM outbox p WHERE p.object_key = o.object_key"
-                " AND p.status = 'pending') ORDER BY id LIMIT ?",
-                (to_text(now), limit),
-            ).fetchall()
-        return [_row(r) for r in rows]
+            return self._due(now, limit, skip)
+
+    def _due(self, now: datetime, limit: int, skip: Collection[str]) -> list[StoredOutbox]:
+        rows = self._conn.execute(
+            f"SELECT {_COLUMNS} FROM outbox o WHERE status = 'pending' AND next_attempt_at <= ?"
+            " AND id = (SELECT min(id) FROM outbox p WHERE p.object_key = o.object_key"
+            " AND p.status = 'pending') ORDER BY id LIMIT ?",
+            (to_text(now), limit + len(skip)),
+        ).fetchall()
+        return [_row(r) for r in rows if r[2] not in skip][:limit]
+
+    def take(
+        self, marks: Sequence[Mark], now: datetime, limit: int, skip: Collection[str], sending: str
+    ) -> list[StoredOutbox]:
+        """One transaction for a delivery pump's turn: record what became of the deliveries
+        that finished (``marks``), then take up to ``limit`` due messages and mark them
+        ``sending`` (kept as their error until their own mark replaces it), so that they are
+        known to be under way before any of them leaves."""
+        with sqlite_errors(self._path):
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                for mark in marks:
+                    self._conn.execute(_MARKS[mark.status], _mark_args(mark))
+                taken = self._due(now, limit, skip) if limit > 0 else []
+                for message in taken:
+                    self._conn.execute(_MARKS["retry"], _mark_args(Mark(message.message_id, "retry", now, sending)))
+                self._conn.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
+        return taken
 
     def get(self, message_id: str) -> StoredOutbox | None:
         with sqlite_errors(self._path):
@@ -49,25 +78,29 @@ class Outbox:
         return [_row(r) for r in rows]
 
     def delivered(self, message_id: str, now: datetime) -> None:
-        self._update(
-            "UPDATE outbox SET status = 'done', done_at = ?, attempts = attempts + 1, last_error = NULL"
-            " WHERE message_id = ? AND status = 'pending'",
-            (to_text(now), message_id),
-        )
+        self.record([Mark(message_id, "done", now)])
 
     def retry_later(self, message_id: str, error: str, at: datetime) -> None:
-        self._update(
-            "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?"
-            " WHERE message_id = ? AND status = 'pending'",
-            (error[:500], to_text(at), message_id),
-        )
+        self.record([Mark(message_id, "retry", at, error)])
 
     def dead_letter(self, message_id: str, reason: str, now: datetime) -> None:
-        self._update(
-            "UPDATE outbox SET status = 'dead', attempts = attempts + 1, last_error = ?, done_at = ?"
-            " WHERE message_id = ? AND status = 'pending'",
-            (reason[:500], to_text(now), message_id),
-        )
+        self.record([Mark(message_id, "dead", now, reason)])
+
+    def record(self, marks: Sequence[Mark]) -> None:
+        """Apply what happened to many messages in one transaction: one fsync for a batch of
+        deliveries instead of one each. A mark only changes a message still pending."""
+        if not marks:
+            return
+        with sqlite_errors(self._path):
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                for mark in marks:
+                    self._conn.execute(_MARKS[mark.status], _mark_args(mark))
+                self._conn.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
 
     def requeue(self, message_id: str, now: datetime) -> bool:
         """A technician's retry: a dead or waiting message becomes due now. False if not found."""
@@ -87,9 +120,32 @@ class Outbox:
             dead = self._conn.execute("SELECT count(*) FROM outbox WHERE status = 'dead'").fetchone()[0]
         return Backlog(int(pending), int(dead), from_text(oldest) if oldest else None)
 
-    def _update(self, sql: str, args: tuple[object, ...]) -> None:
-        with sqlite_errors(self._path):
-            self._conn.execute(sql, args)
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """What became of one delivery attempt: ``done``, ``retry`` at ``at`` (with the error that
+    made it wait), or ``dead`` (with the reason)."""
+
+    message_id: str
+    status: Literal["done", "retry", "dead"]
+    at: datetime
+    error: str | None = None
+
+
+_MARKS = {
+    "done": "UPDATE outbox SET status = 'done', done_at = ?, attempts = attempts + 1, last_error = NULL"
+    " WHERE message_id = ? AND status = 'pending'",
+    "retry": "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?"
+    " WHERE message_id = ? AND status = 'pending'",
+    "dead": "UPDATE outbox SET status = 'dead', attempts = attempts + 1, last_error = ?, done_at = ?"
+    " WHERE message_id = ? AND status = 'pending'",
+}
+
+
+def _mark_args(mark: Mark) -> tuple[object, ...]:
+    if mark.status == "done":
+        return (to_text(mark.at), mark.message_id)
+    return ((mark.error or "")[:500], to_text(mark.at), mark.message_id)
 
 
 def _row(row: tuple[object, ...]) -> StoredOutbox:

@@ -216,3 +216,25 @@ async def test_token_rotation_and_unregistration(rig: Rig) -> None:
     assert rotated.token_c not in rig.cpo.state.tokens
     with pytest.raises(OcpiRejected):
         await unregister(OcpiClient(rig.http, rotated.token_c), rotated)
+
+
+async def test_a_slow_post_holds_up_only_its_own_object(rig: Rig) -> None:
+    """The deliveries are a continuous pool: while one POST hangs, the other objects' messages
+    keep flowing through the remaining slots (a batch-at-a-time push would wait for it)."""
+    rig.cpo.state.faults.append("slow")
+    rig.cpo.state.slow_s = 1.5
+    for n in range(1, 13):
+        rig.store.apply(outcome(n))
+    pusher = rig.pusher()
+    stopping = asyncio.Event()
+    task = asyncio.create_task(pusher.run(stopping))
+    try:
+        async with asyncio.timeout(1.2):
+            while len(facs(rig)) < 11:
+                await asyncio.sleep(0.02)
+        assert "session-0001" not in facs(rig)  # the slow one is still on the wire
+    finally:
+        stopping.set()
+        await task
+    assert sorted(facs(rig)) == [f"session-{n:04d}" for n in range(1, 13)]
+    assert rig.store.outbox.backlog().pending == 0
