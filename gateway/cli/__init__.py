@@ -20,6 +20,7 @@ from gateway.cli import (
     reconcile_cmd,
     sessions_cmd,
     simulate_cmd,
+    store_cmd,
     terminal_cmd,
 )  # fmt: skip
 from gateway.errors import GatewayError
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         terminal_cmd,
         meter_cmd,
         journal_cmd,
+        store_cmd,
         reconcile_cmd,
         simulate_cmd,
         demo_cmd,

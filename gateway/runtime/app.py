@@ -36,6 +36,7 @@ from gateway.runtime.sdnotify import Notifier
 from gateway.runtime.supervisor import Supervisor, Worker
 from gateway.settings import Settings, journal_signing_key
 from gateway.store import Store
+from gateway.store.db import quick_check_path
 from gateway.store.lock import DatabaseLock
 
 _LOGGER = logging.getLogger(__name__)
@@ -73,8 +74,14 @@ class Daemon:
         settings.storage.path.parent.mkdir(parents=True, exist_ok=True)
         self.lock = DatabaseLock(settings.storage.path)
         self.lock.acquire()  # a second daemon on this database stops here, naming the first one's pid
+        if self.lock.unclean:
+            why = "the last daemon did not stop cleanly"
+            _LOGGER.warning("store.check_before_start", extra={"db": str(settings.storage.path), "why": why})
         try:
-            self.store = Store.open(settings.storage.path, busy_timeout_ms=settings.storage.busy_timeout_ms)
+            # After an unclean end (killed, power cut) the file is checked before anything runs;
+            # otherwise after READY, in the background (it reads the whole file).
+            self.store = Store.open(settings.storage.path, busy_timeout_ms=settings.storage.busy_timeout_ms,
+                                    check=self.lock.unclean)  # fmt: skip
         except BaseException:
             self.lock.release()
             raise
@@ -271,6 +278,8 @@ class Daemon:
             raise
         self.supervisor.start()
         background = [asyncio.create_task(self._heartbeat(), name="heartbeat")]
+        if not self.lock.unclean:
+            background.append(asyncio.create_task(self._check_store_after_ready(), name="store-check"))
         if self.journal_key is not None:
             background.append(asyncio.create_task(self._sign_journal(), name="journal-checkpoints"))
         try:
@@ -287,9 +296,11 @@ class Daemon:
             if self.fatal is None:
                 self._checkpoint_journal()  # the last head is signed at shutdown
                 self.store.checkpoint()
+            closed = False
             with contextlib.suppress(StoreError):
                 self.store.close()
-            self.lock.release()
+                closed = True
+            self.lock.release(clean=closed and self.fatal is None)
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)
@@ -323,6 +334,19 @@ class Daemon:
             except StoreError as exc:
                 self._fatal(exc)
                 return
+
+    async def _check_store_after_ready(self) -> None:
+        """SQLite's quick_check of the database, once the daemon is READY: a damaged file
+        stops the daemon (74) as it would have at the start, without holding up the start."""
+        await self.ready.wait()
+        started = time.monotonic()
+        try:
+            await asyncio.to_thread(quick_check_path, self.store.path)
+        except StoreError as exc:
+            _LOGGER.error("store.check_failed", extra={"error": str(exc)})  # noqa: TRY400 - the message says it all
+            self._fatal(exc)
+            return
+        _LOGGER.info("store.checked", extra={"seconds": round(time.monotonic() - started, 3)})
 
     def _checkpoint_journal(self) -> None:
         if self.journal_key is None:

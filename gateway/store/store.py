@@ -68,9 +68,11 @@ class Store:
         read_only: bool = False,
         busy_timeout_ms: int = 5000,
         clock: Callable[[], datetime] = _utcnow,
+        check: bool = False,
     ) -> Store:
-        """Open (and migrate, unless read-only) the database at ``path``."""
-        conn = connect(path, read_only=read_only, busy_timeout_ms=busy_timeout_ms)
+        """Open (and migrate, unless read-only) the database at ``path``; ``check``: run
+        SQLite's quick_check first (see ``db.connect``)."""
+        conn = connect(path, read_only=read_only, busy_timeout_ms=busy_timeout_ms, check=check)
         try:
             if read_only:
                 found, known = schema_version(conn), latest_version()
@@ -412,6 +414,24 @@ class Store:
         count, oldest = holding[0]
         return {"final": final, "money": money, "owed": owed, "holds_open": int(count),
                 "holds_oldest": from_text(oldest) if oldest else None}  # fmt: skip
+
+    def stats(self) -> dict[str, Any]:
+        """What the file holds: its size, the space free inside it, rows per table, and the
+        oldest journal row and session still kept (``evpay store stats``)."""
+        page_size, pages, free = (int(self._query(f"PRAGMA {p}", ())[0][0])
+                                  for p in ("page_size", "page_count", "freelist_count"))  # fmt: skip
+        wal = Path(f"{self.path}-wal")
+        tables = ("sessions", "payments", "journal", "journal_checkpoints", "outbox", "inbox", "terminals",
+                  "end_of_day")  # fmt: skip
+        rows = {t: int(self._query(f"SELECT count(*) FROM {t}", ())[0][0]) for t in tables}
+        sessions = self._query("SELECT count(*), sum(final), min(created_at) FROM sessions", ())[0]
+        journal = self._query("SELECT min(seq), min(at) FROM journal", ())[0]
+        return {
+            "path": str(self.path), "file_bytes": page_size * pages, "free_bytes": page_size * free,
+            "wal_bytes": wal.stat().st_size if wal.exists() else 0, "rows": rows,
+            "final_sessions": int(sessions[1] or 0), "oldest_session": sessions[2],
+            "oldest_journal_seq": journal[0], "oldest_journal_at": journal[1],
+        }  # fmt: skip
 
     def integrity(self) -> str | None:
         """SQLite's own full check of the file: None when it is sound, else its first complaint."""

@@ -4,6 +4,7 @@ a fed watchdog. Real subprocesses."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 import urllib.error
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.store import JournalEntry, Step, Store
 from tests.helpers import EVPAY, free_port, subprocess_env, write_config
 
 TERMINAL = '[[terminals]]\nid = "t1"\ndevice = "tcp://127.0.0.1:1"\npassword = {secret}\n'
@@ -126,3 +128,71 @@ def test_status_exits_1_while_a_terminal_is_down(tmp_path: Path) -> None:
     finally:
         daemon.terminate()
         daemon.wait(timeout=10)
+
+
+def _damaged_database(tmp_path: Path, lock_says: str) -> Path:
+    """A database with 300 steps whose last pages (journal rows nothing reads at start) are
+    overwritten, and the lock
+    file as the last daemon left it (its pid: killed; "stopped": a clean stop)."""
+    db = tmp_path / "evpay.sqlite3"
+    store = Store.open(db)
+    for n in range(300):
+        store.apply(Step(f"s{n}", journal=[JournalEntry("session", f"x{n}", "test", {"n": n, "pad": "p" * 200})]))
+    store.checkpoint()
+    store.close()
+    data = bytearray(db.read_bytes())
+    for offset in range(len(data) - 4 * 4096, len(data), 4096):
+        data[offset + 8 : offset + 64] = b"\xff" * 56
+    db.write_bytes(bytes(data))
+    (tmp_path / "evpay.sqlite3.lock").write_text(f"{lock_says}\n", encoding="ascii")
+    return db
+
+
+def test_after_an_unclean_stop_a_damaged_database_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    config = write_config(tmp_path, port=free_port())
+    _damaged_database(tmp_path, "4242")  # the last daemon was killed
+    result = run(config)
+    assert result.returncode == 74 and "quick_check" in one_line(result.stderr)
+    assert "store.check_before_start" in result.stdout
+
+
+def test_after_a_clean_stop_the_check_runs_once_ready_and_a_damaged_file_stops_the_daemon(tmp_path: Path) -> None:
+    port = free_port()
+    config = write_config(tmp_path, port=port)
+    db = _damaged_database(tmp_path, "stopped")
+    daemon = subprocess.Popen([*EVPAY, "run", "--config", str(config)], env=subprocess_env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        code = daemon.wait(timeout=15)
+        out, err = daemon.communicate(timeout=5)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+    assert code == 74 and "quick_check" in err
+    assert out.index("daemon.ready") < out.index("store.check_failed")  # the start was not held up
+    check = subprocess.run([*EVPAY, "store", "check", "--config", str(config)], capture_output=True, text=True,
+                           env=subprocess_env(), check=False)  # fmt: skip
+    assert check.returncode == 74 and "DAMAGED" in check.stdout
+    assert (tmp_path / "evpay.sqlite3.lock").read_text(encoding="ascii").strip() != "stopped"  # 74 is no clean stop
+    assert db.exists()
+
+
+def test_store_check_and_stats_on_a_sound_database(tmp_path: Path) -> None:
+    port = free_port()
+    config = write_config(tmp_path, port=port)
+    daemon = subprocess.Popen([*EVPAY, "run", "--config", str(config)], env=subprocess_env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)  # fmt: skip
+    try:
+        _wait_api(port)
+    finally:
+        daemon.terminate()
+        out, _ = daemon.communicate(timeout=10)
+    assert daemon.returncode == 0 and "store.checked" in out
+    assert (tmp_path / "evpay.sqlite3.lock").read_text(encoding="ascii").strip() == "stopped"
+    check = subprocess.run([*EVPAY, "store", "check", "--config", str(config), "--full"], capture_output=True,
+                           text=True, env=subprocess_env(), check=False)  # fmt: skip
+    assert check.returncode == 0 and check.stdout.startswith("integrity_check: ok")
+    stats = subprocess.run([*EVPAY, "store", "stats", "--config", str(config), "--json"], capture_output=True,
+                           text=True, env=subprocess_env(), check=True)  # fmt: skip
+    found = json.loads(stats.stdout)
+    assert found["rows"]["sessions"] == 0 and found["file_bytes"] > 0

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from gateway.errors import InvariantViolated, SchemaTooNew, StoreCorrupt, StoreFull, StoreReadOnly
 from gateway.store import InboxMessage, JournalEntry, OutboxMessage, PaymentRecord, SessionRecord, Step, Store
-from gateway.store.db import latest_version, migrations
+from gateway.store.db import latest_version, migrations, quick_check_path
 from gateway.store.journal import append, dumps, find_card_data, may_hold_card_data
 
 
@@ -213,7 +213,7 @@ def test_corrupt_database_is_a_clear_error(tmp_path: Path) -> None:
         Store.open(path)
 
 
-def test_damaged_pages_are_detected_at_open(tmp_path: Path) -> None:
+def test_damaged_pages_are_detected_by_the_check(tmp_path: Path) -> None:
     path = tmp_path / "d.sqlite3"
     store = Store.open(path)
     for n in range(200):
@@ -227,7 +227,9 @@ def test_damaged_pages_are_detected_at_open(tmp_path: Path) -> None:
     shutil.copy(path, tmp_path / "backup")
     path.write_bytes(bytes(data))
     with pytest.raises(StoreCorrupt):
-        Store.open(path)
+        Store.open(path, check=True)  # what the daemon asks for after an unclean stop
+    with pytest.raises(StoreCorrupt):
+        quick_check_path(path)  # what it runs after READY, and `evpay store check`
 
 
 _KEYS = st.sampled_from(["pan", "PAN", "Pin", "cvc", "masked_pan", "pan_hint", "amount", "x", 'a"pan":', ',"pan":'])
