@@ -240,6 +240,17 @@ class JournalSettings(_Model):
 
     signing_key: SecretRef | None = None
     checkpoint_interval_s: Annotated[float, Field(ge=1, le=86_400)] = 300.0
+    # Retention: journal rows of sessions final for longer than this are archived to
+    # ``archive_dir`` (default: beside the database) under a signed cut and removed, with old
+    # delivered messages. None keeps everything. Needs ``signing_key`` (the cut is signed).
+    retention_days: Annotated[int, Field(ge=1, le=36_500)] | None = None
+    archive_dir: Path | None = None
+
+    @model_validator(mode="after")
+    def _retention_needs_the_key(self) -> JournalSettings:
+        if self.retention_days is not None and self.signing_key is None:
+            raise ValueError("retention_days needs signing_key: each retention cut is signed by the device key")
+        return self
 
 
 SCHEMES = ("default", "mastercard", "maestro", "visa", "amex", "girocard", "jcb", "discover", "unionpay", "unknown")

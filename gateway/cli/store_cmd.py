@@ -1,8 +1,9 @@
-"""``evpay store check|stats``: the database file itself, for technicians.
+"""``evpay store check|stats|prune``: the database file itself, for technicians.
 
 ``check`` runs SQLite's own check (quick_check, or the full integrity_check with ``--full``)
 on demand: the daemon runs quick_check after READY, and before it only after an unclean stop.
-``stats`` shows how big the file is, what it holds and the oldest rows it still keeps.
+``stats`` shows how big the file is, what it holds and the oldest rows it still keeps;
+``prune`` archives now what the daemon would archive within the hour (retention).
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ import time
 from pathlib import Path
 
 from gateway.cli.stores import open_existing
-from gateway.errors import StoreCorrupt
-from gateway.settings import load_settings
+from gateway.errors import BadInput, StoreCorrupt
+from gateway.settings import journal_signing_key, load_settings
 from gateway.store.db import quick_check_path
+from gateway.store.retention import prune_now
 
 _DAMAGED = 74
 
@@ -26,11 +28,34 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     check = sub.add_parser("check", help="SQLite's check of the file (exit 0 sound, 74 damaged)")
     check.add_argument("--full", action="store_true", help="integrity_check (slower) instead of quick_check")
     stats = sub.add_parser("stats", help="size, free space, rows per table, the oldest rows kept")
-    for p in (check, stats):
+    prune = sub.add_parser("prune", help="archive now what is older than [journal] retention_days")
+    for p in (check, stats, prune):
         p.add_argument("--config", type=Path, required=True)
         p.add_argument("--json", action="store_true")
     check.set_defaults(handler=_check)
     stats.set_defaults(handler=_stats)
+    prune.set_defaults(handler=_prune)
+
+
+def _prune(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    key = journal_signing_key(settings)
+    if key is None or settings.journal.retention_days is None:
+        raise BadInput("retention needs [journal] signing_key and retention_days in the config")
+    store = open_existing(args.config, write=True)
+    cuts: list[dict[str, object]] = []
+    try:
+        while (done := prune_now(store, settings, key)).cut_seq is not None:
+            cuts.append({"to_row": done.cut_seq, "rows": done.journal_rows, "archive": str(done.archive)})
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps({"cuts": cuts}))
+    elif not cuts:
+        print(f"nothing older than {settings.journal.retention_days} days to archive")
+    for cut in [] if args.json else cuts:
+        print(f"archived journal rows up to {cut['to_row']} ({cut['rows']} rows) to {cut['archive']}")
+    return 0
 
 
 def _check(args: argparse.Namespace) -> int:

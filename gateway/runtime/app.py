@@ -38,6 +38,7 @@ from gateway.settings import Settings, journal_signing_key
 from gateway.store import Store
 from gateway.store.db import quick_check_path
 from gateway.store.lock import DatabaseLock
+from gateway.store.retention import prune_now
 
 _LOGGER = logging.getLogger(__name__)
 _STATUS_EVERY_S = 10.0
@@ -282,6 +283,8 @@ class Daemon:
             background.append(asyncio.create_task(self._check_store_after_ready(), name="store-check"))
         if self.journal_key is not None:
             background.append(asyncio.create_task(self._sign_journal(), name="journal-checkpoints"))
+            if self.settings.journal.retention_days is not None:
+                background.append(asyncio.create_task(self._retention(), name="retention"))
         try:
             await self._stop_requested.wait()
         finally:
@@ -347,6 +350,26 @@ class Daemon:
             self._fatal(exc)
             return
         _LOGGER.info("store.checked", extra={"seconds": round(time.monotonic() - started, 3)})
+
+    async def _retention(self) -> None:
+        """Hourly: archive what is older than the retention period, a cut at a time with the
+        loop free between cuts, so the database stays bounded on the controller's disk."""
+        assert self.journal_key is not None  # noqa: S101 - started only with the key
+        while True:
+            try:
+                while True:
+                    done = prune_now(self.store, self.settings, self.journal_key)
+                    if done.cut_seq is None:
+                        break
+                    _LOGGER.info("journal.archived", extra={"to_row": done.cut_seq, "rows": done.journal_rows,
+                                                            "archive": str(done.archive)})  # fmt: skip
+                    await asyncio.sleep(0)
+            except StoreError as exc:
+                self._fatal(exc)
+                return
+            except GatewayError as exc:  # e.g. a journal that does not verify: no cut, said loudly
+                _LOGGER.error("journal.retention_refused", extra={"error": str(exc)})  # noqa: TRY400
+            await asyncio.sleep(3600)
 
     def _checkpoint_journal(self) -> None:
         if self.journal_key is None:

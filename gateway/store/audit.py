@@ -56,6 +56,25 @@ class Checkpoint:
 
 
 @dataclass(frozen=True, slots=True)
+class Cut:
+    """Rows up to ``seq`` were archived (``archive``) and removed; the journal goes on at
+    ``seq + 1``, chained to ``head_hash``. Signed by the device key like a checkpoint."""
+
+    id: int
+    seq: int
+    head_hash: str
+    archive: str
+    archive_sha256: str
+    at: str
+    public_key: str
+    signature: str
+
+
+def cut_message(seq: int, head_hash: str, archive_sha256: str, at: str) -> bytes:
+    return f"evpay-journal-cut/1\x1f{seq}\x1f{head_hash}\x1f{archive_sha256}\x1f{at}".encode()
+
+
+@dataclass(frozen=True, slots=True)
 class Finding:
     seq: int | None  # the row (or checkpoint id, for checkpoint findings) it is about
     kind: str  # edited, replaced, deleted, inserted, reordered, truncated, forged_checkpoint, ...
@@ -95,9 +114,13 @@ def checkpoint_message(seq: int, head_hash: str, at: str) -> bytes:
 
 
 def signature_valid(cp: Checkpoint, public_key: str) -> bool:
+    return _signed(checkpoint_message(cp.seq, cp.head_hash, cp.at), cp.signature, public_key)
+
+
+def _signed(message: bytes, signature: str, public_key: str) -> bool:
     try:
         key = Ed25519PublicKey.from_public_bytes(bytes.fromhex(public_key))
-        key.verify(bytes.fromhex(cp.signature), checkpoint_message(cp.seq, cp.head_hash, cp.at))
+        key.verify(bytes.fromhex(signature), message)
     except (InvalidSignature, ValueError):
         return False
     return True
@@ -110,16 +133,27 @@ def audit(
     *,
     from_genesis: bool = True,
     written: int | None = None,
+    cut: Cut | None = None,
 ) -> AuditReport:
     """Check ``rows`` (in seq order) and ``checkpoints``. ``from_genesis``: the rows are the
     whole journal (the first links to GENESIS; checkpoint ids must have no gaps); otherwise an
     export, whose first row is proven only by a checkpoint after it. ``written``: how many rows
     the database says it ever numbered (SQLite's AUTOINCREMENT counter), to see a cut-off tail.
     ``trusted_key``: the device's public key (hex); None takes the checkpoints' own key, which
-    proves integrity only if that key is compared with the device's by other means."""
-    findings = _chain(rows, from_genesis)
+    proves integrity only if that key is compared with the device's by other means. ``cut``:
+    the newest retention cut: the rows start after it, chained to the row it archived."""
+    key = trusted_key or (checkpoints[0].public_key if checkpoints else None) or (cut.public_key if cut else None)
+    findings: list[Finding] = []
+    if cut is not None:
+        message = cut_message(cut.seq, cut.head_hash, cut.archive_sha256, cut.at)
+        if key is None or cut.public_key != key or not _signed(message, cut.signature, key):
+            findings.append(Finding(cut.seq, "forged_cut", f"cut {cut.id} (rows up to {cut.seq}): the signature is "
+                                    "not the device key's: rows were removed without a signed cut"))  # fmt: skip
+        elif rows and rows[0].seq != cut.seq + 1:
+            findings.append(Finding(cut.seq + 1, "deleted", f"rows {cut.seq + 1}..{rows[0].seq - 1} after the cut at "
+                                    f"{cut.seq} are missing (deleted)"))  # fmt: skip
+    findings += _chain(rows, from_genesis, cut.head_hash if cut else GENESIS)
     notes: list[str] = []
-    key = trusted_key or (checkpoints[0].public_key if checkpoints else None)
     if trusted_key is None and key is not None:
         notes.append(f"checkpoints checked against the key they carry ({key[:16]}…): compare it with the device's")
     by_seq = {r.seq: r for r in rows}
@@ -134,6 +168,8 @@ def audit(
                                     "is not the device key's (forged or edited checkpoint)"))  # fmt: skip
             continue
         row = by_seq.get(cp.seq)
+        if cut is not None and cp.seq <= cut.seq and row is None:
+            continue  # archived with the cut: the archive file holds the row it signed
         if last is None or cp.seq > last:
             findings.append(Finding(cp.seq, "truncated", f"the journal ends at row {last or 0} but checkpoint "
                                     f"{cp.id} signed row {cp.seq}: rows were cut off the end"))  # fmt: skip
@@ -146,23 +182,23 @@ def audit(
         else:
             covered = max(covered or 0, cp.seq)
     if written is not None and last is not None and written > last:
-        cut = f"rows {last + 1}..{written} were written but are missing at the end (cut off)"
-        findings.append(Finding(last + 1, "truncated", cut))
+        missing = f"rows {last + 1}..{written} were written but are missing at the end (cut off)"
+        findings.append(Finding(last + 1, "truncated", missing))
     return AuditReport(len(rows), len(checkpoints), tuple(findings), covered, last, key, tuple(notes))
 
 
-def _chain(rows: Sequence[ChainRow], from_genesis: bool) -> list[Finding]:
+def _chain(rows: Sequence[ChainRow], from_genesis: bool, first_prev: str = GENESIS) -> list[Finding]:
     position = {r.hash: i for i, r in enumerate(rows)}
     referenced = {r.prev_hash for r in rows}
     out: list[Finding] = []
-    expected: str | None = GENESIS if from_genesis else None
+    expected: str | None = first_prev if from_genesis else None
     for i, r in enumerate(rows):
         if r.content is not None and row_hash(r.prev_hash, r.content) != r.hash:
             out.append(Finding(r.seq, "edited", f"row {r.seq}: its content does not match its hash (edited)"))
         elif expected is not None and r.prev_hash != expected:
             out.append(_broken_link(rows, i, position, referenced))
         expected = r.hash
-    if from_genesis and rows and rows[0].seq != 1 and rows[0].prev_hash == GENESIS:
+    if from_genesis and first_prev == GENESIS and rows and rows[0].seq != 1 and rows[0].prev_hash == GENESIS:
         out.append(Finding(rows[0].seq, "reordered", f"row {rows[0].seq} is the chain's first row but not numbered 1"))
     return out
 

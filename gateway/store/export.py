@@ -103,6 +103,20 @@ def build(
             "checkpoints": checkpoints}  # fmt: skip
 
 
+def archive(conn: sqlite3.Connection, first: int, last: int, cover: Checkpoint, exported_at: str) -> dict[str, Any]:
+    """Rows ``first``..``last`` in full, with the checkpoint that signs row ``last``: what a
+    retention cut removes, as an export that ``verify`` checks on its own."""
+    out_rows = [
+        {"seq": r.seq, "prev_hash": r.prev_hash, "hash": r.hash, "step_key": r.content.step_key, "at": r.content.at,
+         "entity": r.content.entity, "entity_id": r.content.entity_id, "kind": r.content.kind, "data": r.content.data}
+        for r in _rows(conn, first, last) if r.content is not None
+    ]  # fmt: skip
+    checkpoint = {"id": cover.id, "seq": cover.seq, "head_hash": cover.head_hash, "at": cover.at,
+                  "public_key": cover.public_key, "signature": cover.signature}  # fmt: skip
+    return {"format": EXPORT_FORMAT, "exported_at": exported_at, "selection": {"archive": f"{first}..{last}"},
+            "rows": out_rows, "checkpoints": [checkpoint]}  # fmt: skip
+
+
 def verify(text: str | bytes, trusted_key: str | None) -> AuditReport:
     """Check an export on its own. ExportError when it is not an export at all."""
     try:

@@ -18,7 +18,17 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.errors import SecretUnavailable
-from gateway.store.audit import GENESIS, AuditReport, ChainRow, Checkpoint, Content, audit, checkpoint_message, row_hash
+from gateway.store.audit import (
+    GENESIS,
+    AuditReport,
+    ChainRow,
+    Checkpoint,
+    Content,
+    Cut,
+    audit,
+    checkpoint_message,
+    row_hash,
+)
 from gateway.store.records import JournalEntry, Json
 
 # Card data must never be persisted; a key like these in any record is a bug, not data.
@@ -78,17 +88,33 @@ def written(conn: sqlite3.Connection) -> int | None:
     return int(row[0]) if row else None
 
 
+def newest_cut(conn: sqlite3.Connection) -> Cut | None:
+    row = conn.execute(
+        "SELECT id, seq, head_hash, archive, archive_sha256, at, public_key, signature FROM journal_cuts"
+        " ORDER BY id DESC LIMIT 1"
+    ).fetchone()
+    return Cut(*row) if row else None
+
+
 def verify(conn: sqlite3.Connection, trusted_key: str | None) -> AuditReport:
-    return audit(rows(conn), checkpoints(conn), trusted_key, written=written(conn))
+    first = conn.execute("SELECT min(seq) FROM journal").fetchone()[0] or 1
+    return audit(rows(conn, first), checkpoints(conn), trusted_key, written=written(conn), cut=newest_cut(conn))
 
 
-def sign_checkpoint(conn: sqlite3.Connection, key: Ed25519PrivateKey, at: str) -> Checkpoint | None:
-    """Sign the current chain head (in the caller's transaction); None when the newest
-    checkpoint already covers it."""
-    head = conn.execute("SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1").fetchone()
-    newest = conn.execute("SELECT seq FROM journal_checkpoints ORDER BY id DESC LIMIT 1").fetchone()
-    if head is None or (newest is not None and newest[0] >= head[0]):
-        return None
+def sign_checkpoint(
+    conn: sqlite3.Connection, key: Ed25519PrivateKey, at: str, seq: int | None = None
+) -> Checkpoint | None:
+    """Sign the current chain head, or row ``seq`` (in the caller's transaction); None when
+    the newest checkpoint already covers the head (never for an explicit ``seq``)."""
+    if seq is None:
+        head = conn.execute("SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1").fetchone()
+        newest = conn.execute("SELECT seq FROM journal_checkpoints ORDER BY id DESC LIMIT 1").fetchone()
+        if head is None or (newest is not None and newest[0] >= head[0]):
+            return None
+    else:
+        head = conn.execute("SELECT seq, hash FROM journal WHERE seq = ?", (seq,)).fetchone()
+        if head is None:
+            return None
     seq, digest = int(head[0]), str(head[1])
     signature = key.sign(checkpoint_message(seq, digest, at)).hex()
     public = public_key_hex(key)

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gateway.errors import InvariantViolated, SchemaTooNew, StaleRead, StoreError, StoreGone
 from gateway.store import export as _export
 from gateway.store import journal as _journal
+from gateway.store import retention as _retention
 from gateway.store.audit import AuditReport, Checkpoint
 from gateway.store.db import (
     connect,
@@ -32,6 +33,7 @@ from gateway.store.db import (
 )
 from gateway.store.outbox import Outbox
 from gateway.store.records import JournalEntry, Json, Step
+from gateway.store.retention import Pruned
 
 
 def _utcnow() -> datetime:
@@ -455,6 +457,23 @@ class Store:
                     self._conn.execute("ROLLBACK")
                 raise
         return cp
+
+    def prune(self, key: Ed25519PrivateKey, *, cutoff: datetime, archive_dir: Path, max_rows: int = 20_000) -> Pruned:
+        """One retention cut (see ``gateway.store.retention``): journal rows of sessions final
+        before ``cutoff`` archived under a signed cut, old delivered messages removed."""
+        with sqlite_errors(str(self.path)):
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._notice_other_writers()
+                done = _retention.prune(self._conn, key, now=to_text(self._clock()), cutoff=to_text(cutoff),
+                                        archive_dir=archive_dir, max_rows=max_rows)  # fmt: skip
+                self._conn.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                self._forget()
+                raise
+        return done
 
     def journal_export(self, *, session: str | None = None, start: datetime | None = None,
                        end: datetime | None = None) -> dict[str, Any]:  # fmt: skip

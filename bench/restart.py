@@ -1,0 +1,185 @@
+"""Restart to READY with many finished sessions, against the same config on an empty database.
+
+    python bench/restart.py [--sessions 100000] [--rounds 3]
+
+A real `evpay run` (engine, simulated charger, a terminal on `evpay simulate terminal`) under a
+fake systemd NOTIFY_SOCKET; the time is from spawning the process to READY=1. The finished
+sessions are copies of one session run through the real engine (its session row, payment rows,
+journal entries and outcome message), each under its own id, written in large steps. Each side
+starts after a clean stop, as a restart does. Prints figures; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from drivers.base import Outcome
+from gateway.payments import commands as c
+from gateway.payments import events as e
+from gateway.runtime.engine_host import EngineHost, _payments
+from gateway.store import JournalEntry, OutboxMessage, PaymentRecord, SessionRecord, Step, Store
+from tests.payments.fixtures import policy
+
+CONFIG = """
+[site]
+id = "BENCH"
+name = "bench site"
+country = "DE"
+
+[storage]
+path = "{db}"
+
+[api]
+host = "127.0.0.1"
+port = {port}
+
+[[terminals]]
+id = "t1"
+device = "tcp://127.0.0.1:{terminal_port}"
+password = {{ value = "123456" }}
+
+[charger]
+enabled = true
+mode = "simulated"
+
+[[charger.evses]]
+id = "E1"
+terminal = "t1"
+
+[daemon]
+shutdown_grace_s = 3.0
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def template(tmp: Path) -> tuple[dict[str, object], list[PaymentRecord], list[JournalEntry], dict[str, object]]:
+    """One session through the real engine: its stored record, payments, journal and outcome."""
+    now = [datetime(2026, 1, 5, 8, tzinfo=UTC)]
+    store = Store.open(tmp / "template.sqlite3", clock=lambda: now[0])
+    host = EngineHost(store, policy(), lambda: now[0])
+    sid = "TEMPLATE"
+    handled = host.handle(e.CardPresented(sid, "card", "E1", "t1", "EUR"))
+    for ev in [e.TerminalResultArrived(sid, "pre", "preauthorize", Outcome.APPROVED, 5000, 7),
+               e.ChargerStarted(sid, "start", 0), *(e.MeterValue(sid, f"m{k}", 1000 * (k + 1)) for k in range(10)),
+               e.ChargerStopped(sid, "stop", 10500)]:  # fmt: skip
+        now[0] += timedelta(seconds=30)
+        handled = host.handle(ev)
+    capture = next(x for x in handled.commands if isinstance(x, c.Capture))
+    done = host.handle(e.TerminalResultArrived(sid, "cap", "capture", Outcome.APPROVED, capture.amount_minor, 8))
+    assert done.session is not None
+    row = store.session(sid)
+    assert row is not None
+    journal = [JournalEntry(j.get("entity", "session"), sid, j["kind"], j["data"])
+               for j in store.journal(sid)]  # fmt: skip
+    outcome = next(m.payload for m in store.outbox.list() if m.kind == "session.outcome")
+    payments = _payments(done.session)
+    store.close()
+    return row["data"], payments, journal, dict(outcome)
+
+
+def fill(db: Path, sessions: int, tmp: Path) -> None:
+    data, payments, journal, outcome = template(tmp)
+    text = {"data": json.dumps(data), "outcome": json.dumps(outcome)}
+    store = Store.open(db)
+    batch = 500
+    for start in range(0, sessions, batch):
+        records, pays, entries, outbox = [], [], [], []
+        for n in range(start, min(start + batch, sessions)):
+            sid = f"S{n:07d}"
+            records.append(SessionRecord(sid, "completed", json.loads(text["data"].replace("TEMPLATE", sid)),
+                                         final=True, terminal="t1"))  # fmt: skip
+            pays += [PaymentRecord(p.id.replace("TEMPLATE", sid), sid, p.kind, p.state, p.amount_minor, p.currency,
+                                   p.data) for p in payments]  # fmt: skip
+            entries += [JournalEntry(j.entity, sid, j.kind, j.data) for j in journal]
+            payload = json.loads(text["outcome"].replace("TEMPLATE", sid))
+            outbox.append(OutboxMessage(f"{sid}:outcome", f"session:{sid}", "session.outcome", payload))
+        store.apply(Step(f"fill-{start}", sessions=records, payments=pays, journal=entries, outbox=outbox))
+    store._conn.execute("UPDATE outbox SET status = 'done'")  # delivered long ago
+    store.checkpoint()
+    store.close()
+
+
+def time_to_ready(config: Path) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        notify.bind(str(Path(tmp) / "notify.sock"))
+        notify.settimeout(60)
+        env = {**os.environ, "NOTIFY_SOCKET": str(Path(tmp) / "notify.sock")}
+        start = time.perf_counter()
+        daemon = subprocess.Popen([sys.executable, "-m", "gateway.cli", "run", "--config", str(config)], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        try:
+            while b"READY=1" not in notify.recv(4096):
+                pass
+            ready = time.perf_counter() - start
+        finally:
+            daemon.terminate()
+            code = daemon.wait(timeout=30)
+            notify.close()
+        if code != 0:
+            raise SystemExit(f"the daemon did not stop cleanly (exit {code})")
+        return ready
+
+
+def figures(sessions: int, rounds: int) -> dict[str, float]:
+    terminal_port = _free_port()
+    sim = subprocess.Popen([sys.executable, "-m", "gateway.cli", "simulate", "terminal", "--listen",
+                            f"tcp://127.0.0.1:{terminal_port}", "--password-env", "BENCH_PT"],
+                           env={**os.environ, "BENCH_PT": "123456"}, stdout=subprocess.DEVNULL)  # fmt: skip
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            base = Path(tmp)
+            configs = {}
+            for name in ("empty", "full"):
+                (base / name).mkdir()
+                configs[name] = base / name / "gateway.toml"
+                configs[name].write_text(CONFIG.format(db=base / name / "evpay.sqlite3", port=_free_port(),
+                                                       terminal_port=terminal_port), encoding="utf-8")  # fmt: skip
+            t0 = time.perf_counter()
+            fill(base / "full" / "evpay.sqlite3", sessions, base)
+            filled = time.perf_counter() - t0
+            size = (base / "full" / "evpay.sqlite3").stat().st_size
+            time.sleep(0.5)  # the simulator is listening
+            runs: dict[str, list[float]] = {"empty": [], "full": []}
+            for _ in range(rounds):
+                for name in ("empty", "full"):
+                    runs[name].append(time_to_ready(configs[name]))
+    finally:
+        sim.terminate()
+        sim.wait(timeout=10)
+    return {"empty_s": statistics.median(runs["empty"]), "full_s": statistics.median(runs["full"]),
+            "fill_s": filled, "db_bytes": size, "sessions": sessions}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sessions", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    got = figures(args.sessions, args.rounds)
+    each = got["db_bytes"] / args.sessions / 1024
+    print(f"database of {args.sessions:,} finished sessions: {got['db_bytes'] / 1e6:,.0f} MB "
+          f"({each:.1f} KiB a session), written in {got['fill_s']:.0f} s")  # fmt: skip
+    print(f"restart to READY: empty {got['empty_s']:.2f} s, with the sessions {got['full_s']:.2f} s "
+          f"({got['full_s'] / got['empty_s']:.2f}x)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

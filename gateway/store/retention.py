@@ -1,0 +1,122 @@
+"""Retention: the journal's oldest rows archived to a file and removed, under a signed cut.
+
+The rows removed are a prefix of the chain, up to the last row before anything that must stay:
+a row newer than the cutoff, or any row of a session that is open or changed since the cutoff.
+Before a row goes, the rows are written to an export file (``evpay journal verify-export``
+checks it on its own, against the checkpoint signed at the cut) and fsynced; the device key
+then signs the cut (the last archived row's hash and the file's SHA-256) and the rows go in
+the same transaction. ``audit`` starts the remaining chain from the cut. Delivered outbox
+messages and processed inbox requests older than the cutoff go too; dead-lettered ones stay
+(they are an open problem, not history). A step key is known as applied for as long as its
+journal rows are kept: the retention period.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from gateway.errors import BadInput, InvariantViolated
+from gateway.store import export as _export
+from gateway.store.audit import cut_message
+from gateway.store.journal import public_key_hex, sign_checkpoint, verify
+
+if TYPE_CHECKING:
+    from gateway.settings import Settings
+    from gateway.store.store import Store
+
+
+@dataclass(frozen=True, slots=True)
+class Pruned:
+    cut_seq: int | None  # the last row archived (None: nothing was old enough)
+    journal_rows: int
+    archive: Path | None
+    outbox_rows: int
+    inbox_rows: int
+
+
+def prune(
+    conn: sqlite3.Connection,
+    key: Ed25519PrivateKey,
+    *,
+    now: str,
+    cutoff: str,
+    archive_dir: Path,
+    max_rows: int,
+) -> Pruned:
+    """One cut of at most ``max_rows`` journal rows, in the caller's write transaction."""
+    first, last = conn.execute("SELECT min(seq), max(seq) FROM journal").fetchone()
+    outbox = conn.execute("DELETE FROM outbox WHERE status = 'done' AND done_at < ?", (cutoff,)).rowcount
+    inbox = conn.execute("DELETE FROM inbox WHERE processed_at IS NOT NULL AND processed_at < ?", (cutoff,)).rowcount
+    if first is None:
+        return Pruned(None, 0, None, outbox, inbox)
+    stay = [int(last)]  # the newest row always stays: the chain goes on from it
+    newer = conn.execute("SELECT seq FROM journal WHERE at >= ? ORDER BY seq LIMIT 1", (cutoff,)).fetchone()
+    if newer:
+        stay.append(int(newer[0]))
+    for (session,) in conn.execute("SELECT id FROM sessions WHERE final = 0 OR updated_at >= ?", (cutoff,)).fetchall():
+        found = conn.execute(
+            "SELECT min(seq) FROM journal WHERE entity = 'session' AND entity_id = ?", (session,)
+        ).fetchone()[0]
+        if found is not None:
+            stay.append(int(found))
+    cut = min(min(stay) - 1, int(first) + max_rows - 1)
+    if cut < first:
+        return Pruned(None, 0, None, outbox, inbox)
+    report = verify(conn, public_key_hex(key))
+    if not report.ok:  # a cut signs what it archives: never a chain that does not verify
+        raise InvariantViolated(f"the journal does not verify ({report.findings[0].text}): no retention cut "
+                                "until `evpay journal verify` is clean")  # fmt: skip
+    checkpoint = sign_checkpoint(conn, key, now, seq=cut)
+    if checkpoint is None:
+        raise InvariantViolated(f"journal row {cut} vanished inside the retention transaction")
+    doc = _export.archive(conn, int(first), cut, checkpoint, now)
+    text = json.dumps(doc, indent=1).encode("utf-8")
+    name = f"journal-{int(first):012d}-{cut:012d}.json"
+    _write_durably(archive_dir / name, text)
+    digest = hashlib.sha256(text).hexdigest()
+    signature = key.sign(cut_message(cut, checkpoint.head_hash, digest, now)).hex()
+    conn.execute(
+        "INSERT INTO journal_cuts (seq, head_hash, archive, archive_sha256, at, public_key, signature)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (cut, checkpoint.head_hash, name, digest, now, public_key_hex(key), signature),
+    )
+    removed = conn.execute("DELETE FROM journal WHERE seq <= ?", (cut,)).rowcount
+    return Pruned(cut, removed, archive_dir / name, outbox, inbox)
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    """The archive is on disk (file and directory entry fsynced) before any row goes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def archive_dir(database: Path, configured: Path | None) -> Path:
+    return configured or database.parent / "journal-archive"
+
+
+def prune_now(store: Store, settings: Settings, key: Ed25519PrivateKey) -> Pruned:
+    """One cut by the site's settings (the daemon hourly, ``evpay store prune`` on demand)."""
+    days = settings.journal.retention_days
+    if days is None:
+        raise BadInput("[journal] retention_days is not set: nothing is ever archived")
+    cutoff = datetime.now(UTC) - timedelta(days=days)
+    return store.prune(key, cutoff=cutoff, archive_dir=archive_dir(store.path, settings.journal.archive_dir))
