@@ -47,6 +47,21 @@ def sqlite_errors(path: str) -> Iterator[None]:
         raise classify(exc, path) from exc
 
 
+@contextmanager
+def transaction(conn: sqlite3.Connection, path: str) -> Iterator[None]:
+    """One write transaction (BEGIN IMMEDIATE: the write lock first, so it cannot fail half
+    way on a busy lock); committed when the block ends, rolled back when it raises."""
+    with sqlite_errors(path):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+
 def classify(exc: sqlite3.Error, path: str) -> StoreError:
     name = getattr(exc, "sqlite_errorname", "") or ""
     text = str(exc)

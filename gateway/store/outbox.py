@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from gateway.store.db import from_text, sqlite_errors, to_text
+from gateway.store.db import from_text, sqlite_errors, to_text, transaction
 from gateway.store.records import Backlog, StoredOutbox
 
 _COLUMNS = "id, message_id, object_key, kind, payload, created_at, status, attempts, next_attempt_at, last_error"
@@ -47,19 +47,12 @@ class Outbox:
         that finished (``marks``), then take up to ``limit`` due messages and mark them
         ``sending`` (kept as their error until their own mark replaces it), so that they are
         known to be under way before any of them leaves."""
-        with sqlite_errors(self._path):
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                for mark in marks:
-                    self._conn.execute(_MARKS[mark.status], _mark_args(mark))
-                taken = self._due(now, limit, skip) if limit > 0 else []
-                for message in taken:
-                    self._conn.execute(_MARKS["retry"], _mark_args(Mark(message.message_id, "retry", now, sending)))
-                self._conn.execute("COMMIT")
-            except BaseException:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
-                raise
+        with transaction(self._conn, self._path):
+            for mark in marks:
+                self._conn.execute(_MARKS[mark.status], _mark_args(mark))
+            taken = self._due(now, limit, skip) if limit > 0 else []
+            for message in taken:
+                self._conn.execute(_MARKS["retry"], _mark_args(Mark(message.message_id, "retry", now, sending)))
         return taken
 
     def get(self, message_id: str) -> StoredOutbox | None:
@@ -91,16 +84,9 @@ class Outbox:
         deliveries instead of one each. A mark only changes a message still pending."""
         if not marks:
             return
-        with sqlite_errors(self._path):
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                for mark in marks:
-                    self._conn.execute(_MARKS[mark.status], _mark_args(mark))
-                self._conn.execute("COMMIT")
-            except BaseException:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
-                raise
+        with transaction(self._conn, self._path):
+            for mark in marks:
+                self._conn.execute(_MARKS[mark.status], _mark_args(mark))
 
     def requeue(self, message_id: str, now: datetime) -> bool:
         """A technician's retry: a dead or waiting message becomes due now. False if not found."""

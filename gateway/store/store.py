@@ -30,6 +30,7 @@ from gateway.store.db import (
     schema_version,
     sqlite_errors,
     to_text,
+    transaction,
 )
 from gateway.store.outbox import Outbox
 from gateway.store.records import JournalEntry, Json, Step
@@ -114,23 +115,18 @@ class Store:
         self._refuse_card_data(step, text)
         where = str(self.path)
         at = to_text(self._clock())
-        with sqlite_errors(where):
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
+        try:
+            with transaction(self._conn, where):
                 self._notice_other_writers()
                 if read_at is not None and read_at != self.generation:
                     raise StaleRead(where)
                 if self._conn.execute(_APPLIED, (step.key, step.key)).fetchone():
-                    self._conn.execute("ROLLBACK")
-                    return False
+                    return False  # applied before: the (empty) transaction ends here
                 head, payments = self._write(step, at, text)
                 self.check_file()  # never acknowledge a step into a file the next start will not open
-                self._conn.execute("COMMIT")
-            except BaseException:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
-                self._forget()
-                raise
+        except BaseException:
+            self._forget()
+            raise
         self._head = head
         for session_id, rows in payments.items():
             self._payments.setdefault(session_id, {}).update(rows)
@@ -447,33 +443,20 @@ class Store:
 
     def sign_journal(self, key: Ed25519PrivateKey) -> Checkpoint | None:
         """Sign the journal's head with the device key (at intervals and at shutdown)."""
-        with sqlite_errors(str(self.path)):
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                cp = _journal.sign_checkpoint(self._conn, key, to_text(self._clock()))
-                self._conn.execute("COMMIT")
-            except BaseException:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
-                raise
-        return cp
+        with transaction(self._conn, str(self.path)):
+            return _journal.sign_checkpoint(self._conn, key, to_text(self._clock()))
 
     def prune(self, key: Ed25519PrivateKey, *, cutoff: datetime, archive_dir: Path, max_rows: int = 20_000) -> Pruned:
         """One retention cut (see ``gateway.store.retention``): journal rows of sessions final
         before ``cutoff`` archived under a signed cut, old delivered messages removed."""
-        with sqlite_errors(str(self.path)):
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
+        try:
+            with transaction(self._conn, str(self.path)):
                 self._notice_other_writers()
-                done = _retention.prune(self._conn, key, now=to_text(self._clock()), cutoff=to_text(cutoff),
+                return _retention.prune(self._conn, key, now=to_text(self._clock()), cutoff=to_text(cutoff),
                                         archive_dir=archive_dir, max_rows=max_rows)  # fmt: skip
-                self._conn.execute("COMMIT")
-            except BaseException:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
-                self._forget()
-                raise
-        return done
+        except BaseException:
+            self._forget()
+            raise
 
     def journal_export(self, *, session: str | None = None, start: datetime | None = None,
                        end: datetime | None = None) -> dict[str, Any]:  # fmt: skip
