@@ -111,7 +111,7 @@ def fill(db: Path, sessions: int, tmp: Path) -> None:
             payload = json.loads(text["outcome"].replace("TEMPLATE", sid))
             outbox.append(OutboxMessage(f"{sid}:outcome", f"session:{sid}", "session.outcome", payload))
         store.apply(Step(f"fill-{start}", sessions=records, payments=pays, journal=entries, outbox=outbox))
-    store._conn.execute("UPDATE outbox SET status = 'done'")  # delivered long ago
+    store._conn.execute("UPDATE outbox SET status = 'done', done_at = created_at")  # delivered long ago
     store.checkpoint()
     store.close()
 

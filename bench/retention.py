@@ -4,8 +4,9 @@
 
 The sessions are those of bench/restart.py (copies of one session run through the real
 engine). Retention then cuts everything final before the cutoff (here: all of them), in cuts
-of 20,000 journal rows, archiving each to a file. Size is what the database file holds (its
-pages less the free ones, which SQLite reuses before it grows the file). Prints figures.
+of 20,000 journal rows, archiving each to a file, and compacts the archived sessions' rows.
+Size is what the database file holds (its pages less the free ones, which SQLite reuses before
+it grows the file). Prints figures.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.restart import fill
+from gateway.payments.record import compact
 from gateway.store import Store
 
 
@@ -37,7 +39,7 @@ def figures(tmp: Path, sessions: int) -> dict[str, float]:
     before = live_bytes(store)
     key = Ed25519PrivateKey.generate()
     cutoff = datetime.now(UTC) + timedelta(days=1)  # everything is older than the retention period
-    while store.prune(key, cutoff=cutoff, archive_dir=tmp / "archive").cut_seq is not None:
+    while store.prune(key, cutoff=cutoff, archive_dir=tmp / "archive", compact=compact).anything:
         pass
     after = live_bytes(store)
     assert store.verify_journal().ok

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from gateway.cli.stores import open_existing
 from gateway.errors import BadInput, StoreCorrupt
+from gateway.payments.record import compact
 from gateway.settings import journal_signing_key, load_settings
 from gateway.store.db import quick_check_path
 from gateway.store.retention import prune_now
@@ -45,8 +46,9 @@ def _prune(args: argparse.Namespace) -> int:
     store = open_existing(args.config, write=True)
     cuts: list[dict[str, object]] = []
     try:
-        while (done := prune_now(store, settings, key)).cut_seq is not None:
-            cuts.append({"to_row": done.cut_seq, "rows": done.journal_rows, "archive": str(done.archive)})
+        while (done := prune_now(store, settings, key, compact)).anything:
+            cuts.append({"to_row": done.cut_seq, "rows": done.journal_rows, "archive": str(done.archive),
+                         "sessions_compacted": done.sessions_compacted})  # fmt: skip
     finally:
         store.close()
     if args.json:
@@ -54,7 +56,10 @@ def _prune(args: argparse.Namespace) -> int:
     elif not cuts:
         print(f"nothing older than {settings.journal.retention_days} days to archive")
     for cut in [] if args.json else cuts:
-        print(f"archived journal rows up to {cut['to_row']} ({cut['rows']} rows) to {cut['archive']}")
+        if cut["to_row"] is not None:
+            print(f"archived journal rows up to {cut['to_row']} ({cut['rows']} rows) to {cut['archive']}")
+        if cut["sessions_compacted"]:
+            print(f"compacted {cut['sessions_compacted']} archived sessions (their full rows are in the archive)")
     return 0
 
 

@@ -26,6 +26,7 @@ from gateway.ocpi.worker import UpstreamWorker
 from gateway.payments.charger import ChargerLink
 from gateway.payments.events import FiscalDataArrived
 from gateway.payments.preauth import Target
+from gateway.payments.record import compact
 from gateway.payments.tariff import Tariff
 from gateway.runtime.api import ApiWorker
 from gateway.runtime.engine_setup import build_engine
@@ -357,12 +358,10 @@ class Daemon:
         assert self.journal_key is not None  # noqa: S101 - started only with the key
         while True:
             try:
-                while True:
-                    done = prune_now(self.store, self.settings, self.journal_key)
-                    if done.cut_seq is None:
-                        break
+                while (done := prune_now(self.store, self.settings, self.journal_key, compact)).anything:
                     _LOGGER.info("journal.archived", extra={"to_row": done.cut_seq, "rows": done.journal_rows,
-                                                            "archive": str(done.archive)})  # fmt: skip
+                                                            "archive": str(done.archive),
+                                                            "sessions_compacted": done.sessions_compacted})  # fmt: skip
                     await asyncio.sleep(0)
             except StoreError as exc:
                 self._fatal(exc)

@@ -5,7 +5,9 @@ a row newer than the cutoff, or any row of a session that is open or changed sin
 Before a row goes, the rows are written to an export file (``evpay journal verify-export``
 checks it on its own, against the checkpoint signed at the cut) and fsynced; the device key
 then signs the cut (the last archived row's hash and the file's SHA-256) and the rows go in
-the same transaction. ``audit`` starts the remaining chain from the cut. Delivered outbox
+the same transaction. ``audit`` starts the remaining chain from the cut. A final session that
+owes nothing and has no journal row left is then compacted: its full row goes to a
+``sessions-*.jsonl`` archive file, and the row keeps no meter readings and no default fields. Delivered outbox
 messages and processed inbox requests older than the cutoff go too; dead-lettered ones stay
 (they are an open problem, not history). A step key is known as applied for as long as its
 journal rows are kept: the retention period.
@@ -17,21 +19,25 @@ import hashlib
 import json
 import os
 import sqlite3
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.errors import BadInput, InvariantViolated
 from gateway.store import export as _export
 from gateway.store.audit import cut_message
-from gateway.store.journal import public_key_hex, sign_checkpoint, verify
+from gateway.store.journal import dumps, public_key_hex, sign_checkpoint, verify
 
 if TYPE_CHECKING:
     from gateway.settings import Settings
     from gateway.store.store import Store
+
+
+Compact = Callable[[dict[str, Any]], dict[str, Any]]  # an archived session's row, smaller
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +47,11 @@ class Pruned:
     archive: Path | None
     outbox_rows: int
     inbox_rows: int
+    sessions_compacted: int = 0
+
+    @property
+    def anything(self) -> bool:
+        return self.cut_seq is not None or bool(self.sessions_compacted)
 
 
 def prune(
@@ -51,8 +62,52 @@ def prune(
     cutoff: str,
     archive_dir: Path,
     max_rows: int,
+    compact: Compact | None = None,
 ) -> Pruned:
-    """One cut of at most ``max_rows`` journal rows, in the caller's write transaction."""
+    """One cut of at most ``max_rows`` journal rows, in the caller's write transaction; then,
+    with ``compact``, up to ``max_rows`` sessions whose journal rows are all archived get their
+    row compacted (the full row written to an archive file first)."""
+    pruned = _cut(conn, key, now=now, cutoff=cutoff, archive_dir=archive_dir, max_rows=max_rows)
+    if compact is None:
+        return pruned
+    compacted = _compact_sessions(conn, compact, now=now, cutoff=cutoff, archive_dir=archive_dir, limit=max_rows)
+    return replace(pruned, sessions_compacted=compacted)
+
+
+def _compact_sessions(
+    conn: sqlite3.Connection, compact: Compact, *, now: str, cutoff: str, archive_dir: Path, limit: int
+) -> int:
+    """Final sessions that owe nothing, unchanged since the cutoff, with no journal row left."""
+    rows = conn.execute(
+        "SELECT id, state, created_at, updated_at, data FROM sessions s WHERE final = 1 AND owed_minor = 0"
+        " AND updated_at < ? AND instr(data, '\"readings\":') > 0 AND NOT EXISTS"
+        " (SELECT 1 FROM journal j WHERE j.entity = 'session' AND j.entity_id = s.id) ORDER BY id LIMIT ?",
+        (cutoff, limit),
+    ).fetchall()
+    if not rows:
+        return 0
+    lines = [json.dumps({"id": i, "state": st, "created_at": c, "updated_at": u, "data": json.loads(d)},
+                        sort_keys=True, separators=(",", ":")) for i, st, c, u, d in rows]  # fmt: skip
+    stamp = now.replace(":", "").replace(".", "")
+    _write_durably(archive_dir / f"sessions-{stamp}-{rows[0][0][:40]}.jsonl", ("\n".join(lines) + "\n").encode())
+    # Each row also moves to a new rowid: SQLite writes it again densely at the table's end and
+    # the old pages, emptied, are free for reuse (a row shrunk in place would leave them sparse).
+    next_rowid = int(conn.execute("SELECT coalesce(max(rowid), 0) FROM sessions").fetchone()[0]) + 1
+    for n, (session_id, *_, data) in enumerate(rows):
+        conn.execute("UPDATE sessions SET data = ?, rowid = ? WHERE id = ?",  # updated_at unchanged
+                     (dumps(compact(json.loads(data))), next_rowid + n, session_id))  # fmt: skip
+    return len(rows)
+
+
+def _cut(
+    conn: sqlite3.Connection,
+    key: Ed25519PrivateKey,
+    *,
+    now: str,
+    cutoff: str,
+    archive_dir: Path,
+    max_rows: int,
+) -> Pruned:
     first, last = conn.execute("SELECT min(seq), max(seq) FROM journal").fetchone()
     outbox = conn.execute("DELETE FROM outbox WHERE status = 'done' AND done_at < ?", (cutoff,)).rowcount
     inbox = conn.execute("DELETE FROM inbox WHERE processed_at IS NOT NULL AND processed_at < ?", (cutoff,)).rowcount
@@ -113,10 +168,11 @@ def archive_dir(database: Path, configured: Path | None) -> Path:
     return configured or database.parent / "journal-archive"
 
 
-def prune_now(store: Store, settings: Settings, key: Ed25519PrivateKey) -> Pruned:
+def prune_now(store: Store, settings: Settings, key: Ed25519PrivateKey, compact: Compact | None = None) -> Pruned:
     """One cut by the site's settings (the daemon hourly, ``evpay store prune`` on demand)."""
     days = settings.journal.retention_days
     if days is None:
         raise BadInput("[journal] retention_days is not set: nothing is ever archived")
     cutoff = datetime.now(UTC) - timedelta(days=days)
-    return store.prune(key, cutoff=cutoff, archive_dir=archive_dir(store.path, settings.journal.archive_dir))
+    directory = archive_dir(store.path, settings.journal.archive_dir)
+    return store.prune(key, cutoff=cutoff, archive_dir=directory, compact=compact)

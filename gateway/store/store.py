@@ -34,7 +34,7 @@ from gateway.store.db import (
 )
 from gateway.store.outbox import Outbox
 from gateway.store.records import JournalEntry, Json, Step
-from gateway.store.retention import Pruned
+from gateway.store.retention import Compact, Pruned
 
 
 def _utcnow() -> datetime:
@@ -446,14 +446,22 @@ class Store:
         with transaction(self._conn, str(self.path)):
             return _journal.sign_checkpoint(self._conn, key, to_text(self._clock()))
 
-    def prune(self, key: Ed25519PrivateKey, *, cutoff: datetime, archive_dir: Path, max_rows: int = 20_000) -> Pruned:
+    def prune(
+        self,
+        key: Ed25519PrivateKey,
+        *,
+        cutoff: datetime,
+        archive_dir: Path,
+        max_rows: int = 20_000,
+        compact: Compact | None = None,
+    ) -> Pruned:
         """One retention cut (see ``gateway.store.retention``): journal rows of sessions final
         before ``cutoff`` archived under a signed cut, old delivered messages removed."""
         try:
             with transaction(self._conn, str(self.path)):
                 self._notice_other_writers()
                 return _retention.prune(self._conn, key, now=to_text(self._clock()), cutoff=to_text(cutoff),
-                                        archive_dir=archive_dir, max_rows=max_rows)  # fmt: skip
+                                        archive_dir=archive_dir, max_rows=max_rows, compact=compact)  # fmt: skip
         except BaseException:
             self._forget()
             raise

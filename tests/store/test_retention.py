@@ -145,3 +145,33 @@ def test_evpay_store_prune_and_stats(tmp_path: Path) -> None:
     stats = subprocess.run([*EVPAY, "store", "stats", "--config", str(config)], capture_output=True, text=True,
                            env=subprocess_env(), check=True)  # fmt: skip
     assert "journal row 4 at" in stats.stdout
+
+
+def test_archived_sessions_are_compacted_after_their_full_rows_are_archived(tmp_path: Path) -> None:
+    from gateway.payments.record import compact
+
+    clock = Clock()
+    store = Store.open(tmp_path / "c.sqlite3", clock=clock)
+    full = {"id": "paid", "readings": [["2026-01-05T08:00:00+00:00", 0, True]], "notes": [], "price_minor": 500}
+    for sid, owed in (("paid", 0), ("owing", 700)):
+        store.apply(Step(f"{sid}:1", sessions=[SessionRecord(sid, "completed", {**full, "id": sid}, final=True,
+                                                             owed_minor=owed)],
+                         journal=[JournalEntry("session", sid, "step", {})]))  # fmt: skip
+    clock.now += timedelta(days=100)
+    _session(store, clock, "new", final=True)
+    before = store.session("paid")
+    key = Ed25519PrivateKey.generate()
+    done = store.prune(key, cutoff=clock.now - timedelta(days=90), archive_dir=tmp_path / "a", compact=compact)
+    assert done.cut_seq == 2 and done.sessions_compacted == 1
+    after = store.session("paid")
+    assert after is not None and before is not None
+    assert after["data"] == {"id": "paid", "price_minor": 500} and after["updated_at"] == before["updated_at"]
+    owing = store.session("owing")
+    assert owing is not None and "readings" in owing["data"]  # a debt keeps its whole record
+    archived = [
+        json.loads(line) for f in (tmp_path / "a").glob("sessions-*.jsonl") for line in f.read_text().splitlines()
+    ]
+    assert [(a["id"], a["data"]) for a in archived] == [("paid", full)]
+    assert not store.prune(key, cutoff=clock.now - timedelta(days=90), archive_dir=tmp_path / "a",
+                           compact=compact).anything  # fmt: skip
+    store.close()
