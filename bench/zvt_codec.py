@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -58,28 +59,51 @@ def deframe_round() -> None:
 MIX_BYTES = sum(len(f) for f in FRAMED)
 
 
-def figures(seconds: float) -> dict[str, float]:
-    """frames/s of the codec on the mix; framing encoder and decoder in bytes/s."""
-    return interleaved(
-        {
-            "codec": (codec_round, len(MIX)),
-            "frame": (frame_round, MIX_BYTES),
-            "deframe": (deframe_round, MIX_BYTES),
-        },
-        seconds,
-    )
+def figures(seconds: float, ecrterm: Path | None = None) -> dict[str, float]:
+    """frames/s of the codec on the mix; framing encoder and decoder in bytes/s; with
+    ``ecrterm`` (a checkout of wirelane/ecrterm, not installable here) its frames/s on the same
+    mix, measured in the same interleaved rounds."""
+    fns: dict[str, tuple[Callable[[], object], int]] = {
+        "codec": (codec_round, len(MIX)),
+        "frame": (frame_round, MIX_BYTES),
+        "deframe": (deframe_round, MIX_BYTES),
+    }
+    if ecrterm is not None:
+        fns["ecrterm"] = (_ecrterm_round(ecrterm), len(MIX))
+    return interleaved(fns, seconds)
+
+
+def _ecrterm_round(checkout: Path) -> Callable[[], object]:
+    sys.path.insert(0, str(checkout))
+    from ecrterm.packets.base_packets import Packet  # type: ignore[import-not-found]
+
+    for raw in MIX:  # the same bytes, and ecrterm gives them back unchanged
+        if Packet.parse(raw).serialize() != raw:
+            raise SystemExit(f"ecrterm does not round-trip {raw.hex()}")
+
+    def ecrterm_round() -> None:
+        for raw in MIX:
+            Packet.parse(raw).serialize()
+
+    return ecrterm_round
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=3.0)
-    seconds = parser.parse_args().seconds
-    got = figures(seconds)
+    parser.add_argument("--ecrterm", type=Path, help="a checkout of wirelane/ecrterm, measured beside ours")
+    args = parser.parse_args()
+    seconds = args.seconds
+    got = figures(seconds, args.ecrterm)
     print(f"ZVT codec, six-APDU mix, {seconds:.0f} s per figure (median of interleaved rounds)")
     print(f"  encode+decode             {got['codec']:>12,.0f} frames/s")
     print(f"  serial framing encode     {got['frame'] / 1e6:>12,.1f} MB/s")
     print(f"  serial framing decode     {got['deframe'] / 1e6:>12,.1f} MB/s "
           f"({got['deframe'] / got['frame']:.0%} of the encoder)")  # fmt: skip
+    if "ecrterm" in got:
+        print(
+            f"  ecrterm encode+decode     {got['ecrterm']:>12,.0f} frames/s: ours is {got['codec'] / got['ecrterm']:.1f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -164,7 +164,10 @@ class Bmp(NamedTuple):
 # The decoder's per-tag table: (length kind, fixed size), one dict lookup per BMP.
 _FIXED, _BCD, _LLVAR, _LLLVAR, _TLV = range(5)  # LLVAR and LLLVAR: their count of length digits
 _KIND_CODE = {Kind.BINARY: _FIXED, Kind.BCD: _BCD, Kind.LLVAR: _LLVAR, Kind.LLLVAR: _LLLVAR, Kind.TLV: _TLV}
-_LAYOUT: dict[int, tuple[int, int]] = {n: (_KIND_CODE[spec.kind], spec.size) for n, spec in BMPS.items()}
+# A list by tag number: an index is cheaper than a dict lookup, once per BMP.
+_LAYOUT: list[tuple[int, int] | None] = [
+    (_KIND_CODE[BMPS[n].kind], BMPS[n].size) if n in BMPS else None for n in range(256)
+]
 _LL_PREFIX = [llvar_prefix(n, 2) for n in range(100)]
 _LLL_PREFIX = [llvar_prefix(n, 3) for n in range(1000)]
 _LL_DIGITS = bytes(range(0xF0, 0xFA))
@@ -174,7 +177,7 @@ _BCD_BYTES = bytes(16 * hi + lo for hi in range(10) for lo in range(10))
 def encode_bmps(bmps: tuple[Bmp, ...] | list[Bmp]) -> bytes:
     out = bytearray()
     for number, value in bmps:
-        layout = _LAYOUT.get(number)
+        layout = _LAYOUT[number]
         out.append(number)
         if layout is not None:
             kind, size = layout
@@ -199,11 +202,11 @@ def decode_bmps(data: bytes, pos: int = 0, where: str = "BMPs") -> tuple[Bmp, ..
     bmps: list[Bmp] = []
     add = bmps.append
     end = len(data)
-    layout_of = _LAYOUT.get
+    layouts = _LAYOUT
     new = tuple.__new__  # Bmp(number, value) without the named tuple's Python-level __new__
     while pos < end:
         number = data[pos]
-        layout = layout_of(number)
+        layout = layouts[number]
         start = pos
         pos += 1
         if layout is None:
