@@ -70,6 +70,9 @@ class SimConfig:
     echo: Literal["booked", "reversed"] = "booked"
     tap_required: bool = False  # read-card (06 C0) waits for tap() instead of presenting a card by itself
     extensions: Literal["none", "new_receipt", "same_receipt"] = "none"
+    # What BMP 22 and the printed slip carry: masked, as a PT masks towards the ECR; a full
+    # number plays a PT that does not mask (the gateway must still never store or log it).
+    pan: str = _CARD_PAN
 
 
 @dataclass(slots=True)
@@ -371,7 +374,7 @@ class _Session:
         now = datetime.now(UTC)
         return [
             Bmp(0x27, b"\x00"), m.bmp_amount(amount), m.bmp_currency(self.sim.config.currency),
-            m.bmp_time(now.time().replace(microsecond=0)), m.bmp_date(now.date()), m.pan_bmp(_CARD_PAN),
+            m.bmp_time(now.time().replace(microsecond=0)), m.bmp_date(now.date()), m.pan_bmp(self.sim.config.pan),
             m.bmp_receipt(tx.receipt), Bmp(0x3B, b"750071\x00\x00"), m.bmp_bcd(0x0B, tx.trace, 3),
             Bmp(0x19, b"\x60"), m.bmp_bcd(0x29, int(self.sim.config.terminal_id), 4), Bmp(0x0E, b"\x28\x12"),
             Bmp(0x8A, b"\x06"), m.bmp_llvar(0x8B, b"MasterCard\x00"),
@@ -415,7 +418,7 @@ class _Session:
         if not state.config_byte & 0x02:
             return
         lines = ["EVPAY SIMULATED TERMINAL", f"Receipt {tx.receipt:04d}", f"Amount {amount / 100:.2f} EUR",
-                 f"Card {_CARD_PAN}"]  # fmt: skip
+                 f"Card {self.sim.config.pan}"]  # fmt: skip
         if state.text_blocks:
             await self.send_expect_ack(m.print_text_block(lines))
         else:
@@ -504,7 +507,7 @@ class _Session:
             return
         app = Tlv(0x60, children=(Tlv(0x43, bytes.fromhex("A0000000041010")),))
         await self.send_expect_ack(m.status_information(
-            [Bmp(0x27, b"\x00"), m.pan_bmp(_CARD_PAN), Bmp(0x06, encode_tlv([app]))]))  # fmt: skip
+            [Bmp(0x27, b"\x00"), m.pan_bmp(self.sim.config.pan), Bmp(0x06, encode_tlv([app]))]))  # fmt: skip
 
     async def _read_tapped_card(self) -> None:
         """Wait (up to a minute) for a tap, or the ECR's abort (06 B0)."""
@@ -519,7 +522,7 @@ class _Session:
                 self.sim.state.taps -= 1
                 app = Tlv(0x60, children=(Tlv(0x43, bytes.fromhex("A0000000041010")),))
                 await self.send_expect_ack(m.status_information(
-                    [Bmp(0x27, b"\x00"), m.pan_bmp(_CARD_PAN), Bmp(0x06, encode_tlv([app]))]))  # fmt: skip
+                    [Bmp(0x27, b"\x00"), m.pan_bmp(self.sim.config.pan), Bmp(0x06, encode_tlv([app]))]))  # fmt: skip
                 return
         await self.send_expect_ack(m.abort_pt(0x6C))
 

@@ -1,0 +1,116 @@
+"""The campaigns at small size, inside the default suite (full size: ``python -m tests.campaigns``)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.runtime.charger import EvsePlan
+from gateway.runtime.logs import JsonFormatter
+from tests.campaigns import fuzz, scan
+from tests.site_rig import Site
+
+SEED = int(os.environ.get("CAMPAIGN_SEED", "2026"))
+FULL_PAN = "5413330089600010"  # a test card number (Luhn-valid), as a PT that does not mask would send it
+
+
+@pytest.mark.parametrize("target", [t.name for t in fuzz.targets()])
+def test_fuzz_small(target: str) -> None:
+    report = fuzz.run_target(fuzz.target(target), fuzz.SIZES["small"], SEED, keep=False)
+    assert report.findings == [], [(f.kind, f.error, f.data[:60]) for f in report.findings]
+
+
+def test_kept_inputs_stay_fixed() -> None:
+    """Every input a campaign ever failed on (``crashers/``) is answered now."""
+    failing = [(t, p.name) for t, p in fuzz.kept() if fuzz.check(fuzz.target(t), p.read_bytes()) is not None]
+    assert failing == []
+
+
+def test_the_fuzzer_finds_a_planted_bug_and_a_hang(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A campaign that could not fail would prove nothing: a parser with a KeyError behind a
+    DLE pair and a loop behind an FF FF is caught, kept, and would be replayed."""
+
+    def buggy(data: bytes) -> None:
+        if b"\x10\x10" in data:
+            raise KeyError("planted")
+        if b"\xff\xff" in data:
+            while True:
+                pass
+
+    monkeypatch.setattr(fuzz, "CRASHERS", tmp_path)
+    monkeypatch.setattr(fuzz, "HANG_S", 0.2)
+    t = fuzz.Target("planted", buggy, (ValueError,), lambda: [b"\x06\x01\x02"])
+    report = fuzz.run_target(t, 3000, SEED)
+    kinds = {f.kind for f in report.findings}
+    assert kinds == {"crash", "hang"}, report.findings
+    assert any("KeyError" in f.error for f in report.findings)
+    assert [name for name, _ in fuzz.kept()] and all(name == "planted" for name, _ in fuzz.kept())
+
+
+def test_scanner_finds_card_numbers_and_secrets_but_not_masked_ones(tmp_path: Path) -> None:
+    db = tmp_path / "s.sqlite3"
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE t (a TEXT, b BLOB)")
+    conn.execute("INSERT INTO t VALUES (?, ?)", ('{"masked_pan": "541333******0010", "at": "20261126071500123"}', b""))
+    conn.execute("INSERT INTO t VALUES (?, ?)", (f"card {FULL_PAN[:4]} {FULL_PAN[4:8]} {FULL_PAN[8:12]} {FULL_PAN[12:]}",
+                                                 b"token-c-secret"))  # fmt: skip
+    conn.commit()
+    conn.close()
+    (tmp_path / "daemon.log").write_text("ts=1 event=x meter_wh=1234567890123 card=541333******0010\n")
+    hits = scan.scan_paths([tmp_path], secrets=["token-c-secret"])
+    assert [h.where for h in hits] == ["s.sqlite3:t", "s.sqlite3:t"]
+    assert any("541333******0010" in h.what for h in hits) and any("secret" in h.what for h in hits)
+    assert not any(FULL_PAN in str(h) for h in hits)  # the scanner does not print what it found either
+
+
+@pytest.fixture
+def log_lines() -> Iterator[list[str]]:
+    """Every log record of the test, as the daemon writes it to journald (JSON, with extras)."""
+    lines: list[str] = []
+    formatter = JsonFormatter()
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(formatter.format(record))
+
+    handler = Keep(level=logging.DEBUG)
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    yield lines
+    root.removeHandler(handler)
+    root.setLevel(old_level)
+
+
+async def test_a_terminal_that_sends_the_full_pan_leaves_it_nowhere(
+    start_site: Callable[..., Any], log_lines: list[str], tmp_path: Path
+) -> None:
+    """A PT that does not mask: the full number arrives in BMP 22 and on its printed slip. After
+    a whole session (capture, receipt, FAC upstream) the database, the logs, the outbox, the
+    CPO's records and a journal export hold no full card number and no token."""
+    s: Site = await start_site("DE")
+    s.sim.config.pan = FULL_PAN
+    s.charger.plug_in("E1", EvsePlan(energy_wh=6_000, step_wh=2_000))
+    await s.until(lambda: s.session()["final"] and s.cpo.state.facs)
+    assert s.session()["state"] == "completed"
+    card = s.session()["data"]["card"]
+    assert card.get("masked_pan") == FULL_PAN[:6] + "******" + FULL_PAN[-4:]
+    store = s.daemon.store
+    out = tmp_path / "out"  # what the gateway wrote and sent (the test's own config holds the secrets)
+    out.mkdir()
+    (out / "export.json").write_text(json.dumps(store.journal_export(session=s.session()["id"])))
+    (out / "daemon.log").write_text("\n".join(log_lines))
+    (out / "cpo.json").write_text(json.dumps({"facs": s.cpo.state.facs, "receipts": s.cpo.state.receipts},
+                                             default=str))  # fmt: skip
+    secrets = [*s.cpo.state.tokens, "123456"]  # OCPI tokens, the terminal password
+    hits = scan.scan_paths([store.path, out], secrets=secrets)
+    assert hits == [], [str(h) for h in hits]
+    assert len(log_lines) > 20  # the logs were really captured
