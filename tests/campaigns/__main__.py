@@ -4,15 +4,43 @@ from __future__ import annotations
 
 import argparse
 import random
+import re
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 from bench.measure import machine
 from tests.campaigns import fuzz, scan
 
 
+def _atheris(args: argparse.Namespace, seed: int) -> int:
+    """Each target in a process of its own (libFuzzer exits when done); its figures read back."""
+    print(f"fuzz (atheris), size {args.size}, seed {seed}: {machine()}")
+    failed = 0
+    for t in fuzz.targets():
+        if args.target and t.name != args.target:
+            continue
+        started = time.perf_counter()
+        run = subprocess.run([sys.executable, "-m", "tests.campaigns.atheris_run", "--target", t.name, "--runs",
+                              str(fuzz.SIZES[args.size]), "--seed", str(seed)],
+                             capture_output=True, text=True, check=False)  # fmt: skip
+        seconds = time.perf_counter() - started
+        done = re.search(r"Done (\d+) runs", run.stderr)
+        runs = int(done.group(1)) if done else 0
+        verdict = "ok" if run.returncode == 0 else f"FAILED (exit {run.returncode})"
+        print(f"  {t.name:<26} {runs:>10,} inputs  {seconds:8.1f} s  {verdict}")
+        if run.returncode != 0:
+            failed += 1
+            print("    " + "\n    ".join(run.stderr.strip().splitlines()[-8:]))
+    print(f"  {failed} target(s) failing (inputs kept under {fuzz.CRASHERS})")
+    return 1 if failed else 0
+
+
 def _fuzz(args: argparse.Namespace) -> int:
-    seed = args.seed if args.seed is not None else random.randrange(2**32)
+    seed = args.seed if args.seed is not None else random.randrange(2**31)
+    if args.engine == "atheris":
+        return _atheris(args, seed)
     print(f"fuzz, size {args.size}, seed {seed}: {machine()}")
     failed = 0
     total = 0
@@ -43,6 +71,12 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--size", choices=tuple(fuzz.SIZES), default="small")
     f.add_argument("--seed", type=int)
     f.add_argument("--target", choices=[t.name for t in fuzz.targets()])
+    f.add_argument(
+        "--engine",
+        choices=("mutate", "atheris"),
+        default="mutate",
+        help="atheris: coverage-guided (pip install -e '.[fuzz]')",
+    )
     f.set_defaults(handler=_fuzz)
     s = sub.add_parser("scan", help="card numbers or secrets in clear in databases, logs, exports")
     s.add_argument("paths", nargs="+")

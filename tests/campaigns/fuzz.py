@@ -21,6 +21,8 @@ import hashlib
 import json
 import random
 import signal
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -390,6 +392,27 @@ def kept() -> list[tuple[str, Path]]:
 
 
 SIZES = {"small": 300, "medium": 20_000, "full": 1_000_000}  # mutated inputs per target
+
+
+def run_atheris(t: Target, runs: int, seed: int) -> None:
+    """libFuzzer through atheris on one target, coverage-guided from its examples. It exits the
+    process when done (libFuzzer's way): ``atheris_run.py`` gives each target a process of its
+    own, with our packages instrumented."""
+    import atheris  # type: ignore[import-not-found]
+
+    corpus = Path(tempfile.mkdtemp(prefix=f"fuzz-{t.name}-"))
+    for i, data in enumerate(t.seeds()):
+        (corpus / f"seed-{i}").write_bytes(data)
+
+    def one(data: bytes) -> None:
+        found = check(t, t.fixup(data) if t.fixup is not None else data)
+        if found is not None:
+            save(found)
+            raise RuntimeError(f"{t.name}: {found.kind}: {found.error}")
+
+    atheris.Setup([sys.argv[0], f"-runs={runs}", f"-seed={seed}", "-max_len=8192", "-print_final_stats=1",
+                   str(corpus)], one)  # fmt: skip
+    atheris.Fuzz()
 
 
 def run(size: str, seed: int, only: str | None = None) -> list[Report]:
