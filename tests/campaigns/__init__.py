@@ -3,9 +3,12 @@
 Each campaign runs at two sizes: ``small`` inside the default suite (``test_campaigns.py``)
 and ``full`` on demand, one command each:
 
-    .venv/bin/python -m tests.campaigns fuzz --size full [--seed N] [--target NAME]
-    .venv/bin/python -m tests.campaigns scan PATH...
+    .venv/bin/python -m tests.campaigns crash --size full [--seed N] [--keep DIR]
+    .venv/bin/python -m tests.campaigns fuzz --size full [--seed N] [--target NAME] [--engine atheris]
+    .venv/bin/python -m tests.campaigns scan PATH... [--secret S]
 
+- ``crash`` (``crash.py``): the real daemon SIGKILLed at random and at dangerous moments while
+  EVs charge and pay on two terminals; the store, the terminals' books and the CPO must agree.
 - ``fuzz`` (``fuzz.py``): every parser that takes outside bytes, fed mutated examples; only
   its own typed errors, no hang. Failing inputs are kept under ``crashers/`` and replayed.
 - ``scan`` (``scan.py``): databases, logs, outbox payloads and exports searched for anything

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from bench.measure import machine
-from tests.campaigns import fuzz, scan
+from tests.campaigns import crash, fuzz, scan
 
 
 def _atheris(args: argparse.Namespace, seed: int) -> int:
@@ -56,6 +56,16 @@ def _fuzz(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _crash(args: argparse.Namespace) -> int:
+    seed = args.seed if args.seed is not None else random.randrange(2**31)
+    print(f"crash, size {args.size}, seed {seed}: {machine()}")
+    figures = crash.run(args.size, seed, args.keep)
+    print(f"  {crash.main_figures(figures)}")
+    for violation in figures.violations:
+        print(f"  VIOLATION: {violation}")
+    return 1 if figures.violations else 0
+
+
 def _scan(args: argparse.Namespace) -> int:
     found = scan.scan_paths([Path(p) for p in args.paths], secrets=args.secret or ())
     for hit in found:
@@ -78,6 +88,11 @@ def main(argv: list[str] | None = None) -> int:
         help="atheris: coverage-guided (pip install -e '.[fuzz]')",
     )
     f.set_defaults(handler=_fuzz)
+    c = sub.add_parser("crash", help="the real daemon SIGKILLed while EVs charge and pay")
+    c.add_argument("--size", choices=tuple(crash.SIZES), default="small")
+    c.add_argument("--seed", type=int)
+    c.add_argument("--keep", type=Path, help="keep the run's files (database, logs, terminal books) here")
+    c.set_defaults(handler=_crash)
     s = sub.add_parser("scan", help="card numbers or secrets in clear in databases, logs, exports")
     s.add_argument("paths", nargs="+")
     s.add_argument("--secret", action="append", help="a secret that must not appear (repeatable)")

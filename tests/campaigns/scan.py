@@ -2,7 +2,8 @@
 
 A full PAN is a run of 13 to 19 digits (spaces or dashes allowed between groups of 4) that
 passes the Luhn check, starts as a card number can (3 to 7: the payment brands and fleet
-cards; 2221 to 2720: Mastercard's 2-series) and is not part of a longer run of digits. The
+cards; 2221 to 2720: Mastercard's 2-series) and stands alone (not part of a longer run of
+digits, nor of a word or a hex id). The
 prefix rule keeps compact timestamps (``2026…``) and counters out: a tenth of any digit run is
 Luhn-valid by chance.
 A masked PAN (first 6, last 4, ``*`` between) is fine. Secrets are given by value (the
@@ -19,7 +20,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-_DIGITS = re.compile(rb"(?<![0-9])(?:[0-9][ -]?){12,18}[0-9](?![0-9])")
+# A run of digits standing alone: not glued to letters or other digits (a random hex id holds a
+# run of 13 digits often enough, and a tenth of those pass Luhn).
+_DIGITS = re.compile(rb"(?<![0-9A-Za-z])(?:[0-9][ -]?){12,18}[0-9](?![0-9A-Za-z])")
 
 
 @dataclass(frozen=True)

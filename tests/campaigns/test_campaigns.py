@@ -14,7 +14,7 @@ import pytest
 
 from gateway.runtime.charger import EvsePlan
 from gateway.runtime.logs import JsonFormatter
-from tests.campaigns import fuzz, scan
+from tests.campaigns import crash, fuzz, scan
 from tests.site_rig import Site
 
 SEED = int(os.environ.get("CAMPAIGN_SEED", "2026"))
@@ -114,3 +114,10 @@ async def test_a_terminal_that_sends_the_full_pan_leaves_it_nowhere(
     hits = scan.scan_paths([store.path, out], secrets=secrets)
     assert hits == [], [str(h) for h in hits]
     assert len(log_lines) > 20  # the logs were really captured
+
+
+def test_crash_small(tmp_path: Path) -> None:
+    """The real daemon killed six times while two EVs charge and pay: the books agree."""
+    figures = crash.run("small", SEED, tmp_path / "run")
+    assert figures.violations == [], figures.violations
+    assert figures.kills == 6 and figures.sessions >= 2 and figures.completed >= 1, crash.main_figures(figures)

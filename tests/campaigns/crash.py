@@ -1,0 +1,325 @@
+"""Crash: the real daemon SIGKILLed again and again while drivers charge and pay.
+
+Everything but the daemon lives in this process and survives its deaths, as the real parts
+do: two terminal simulators (``t1`` on TCP answering captures with the booked amount, ``t2``
+on a pty with serial framing answering with the released amount), each keeping its turnover
+store in a file; the charger firmware simulator on a real mosquitto, plugging an EV in at
+each EVSE again and again (random energy, pace and power); the embedded CPO over loopback
+HTTP. `evpay run` is a subprocess under a fake systemd NOTIFY_SOCKET. It is killed with
+SIGKILL at random moments, half of them weighted towards the dangerous ones: right after a
+terminal approved a hold (the approval may not be stored yet), right after the charger
+stopped (the capture is on the wire), right after a FAC POST reached the CPO (the outbox mark
+may not be written). After the last kill the daemon runs until every session is final and
+the outbox is empty, and stops cleanly. Then, from the store, the terminals' own books and the
+CPO's records:
+
+- no money moved without a session that records it: every hold the terminals booked belongs to
+  a stored session whose capture equals what the terminal booked, and no stored capture lacks
+  the terminal's booking (no capture doubled: a terminal books a hold once);
+- every hold is captured or released at the terminal, or the session owes it visibly;
+- every session is final; every completed session's FAC is at the CPO once, with its amount;
+- the journal verifies; no full card number or secret is in the database or the logs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from cryptography.fernet import Fernet
+
+from drivers.sim.ports import PtyPort, serve_tcp
+from drivers.sim.terminal import SimConfig, SimTerminal
+from firmware_bridge.link import BrokerSettings
+from firmware_bridge.sim import ChargerSimulator, Plan
+from gateway.ocpi.cpo_sim import CpoSimulator
+from gateway.store import Store
+from tests.campaigns import scan
+from tests.firmware_bridge.conftest import MOSQUITTO, Broker
+from tests.helpers import EVPAY, free_port, site_toml, subprocess_env
+
+SIZES = {"small": (6, 2), "medium": (40, 2), "full": (1000, 4)}  # kills, EVSEs
+
+
+@dataclass
+class Figures:
+    kills: int = 0
+    dangerous_kills: int = 0
+    plugged: int = 0
+    sessions: int = 0
+    completed: int = 0
+    captured_minor: int = 0
+    holds: int = 0
+    fac_posts: int = 0
+    seconds: float = 0.0
+    violations: list[str] = field(default_factory=list)
+
+
+class Campaign:
+    def __init__(self, workdir: Path, seed: int, kills: int, evses: int) -> None:
+        self.dir, self.rng, self.kills = workdir, random.Random(seed), kills
+        self.evses = [f"E{i + 1}" for i in range(evses)]
+        self.terminal_of = {e: "t1" if i % 2 == 0 else "t2" for i, e in enumerate(self.evses)}
+        self.figures = Figures()
+        self.daemon: subprocess.Popen[bytes] | None = None
+        self.log = (workdir / "daemon.log").open("ab")
+        self.stop_plugging = asyncio.Event()
+
+    # ---- the parts that survive --------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.broker = Broker(self.dir)
+        self.broker.start()
+        self.cpo = CpoSimulator()
+        await self.cpo.start()
+        self.sims = {
+            "t1": SimTerminal(SimConfig(password="123456", card_wait_s=0.05, echo="booked",
+                                        state_path=self.dir / "t1.json", result_ack_timeout_s=2.0)),
+            "t2": SimTerminal(SimConfig(password="123456", card_wait_s=0.05, echo="reversed",
+                                        state_path=self.dir / "t2.json", result_ack_timeout_s=2.0)),
+        }  # fmt: skip
+        self.tcp = await serve_tcp("127.0.0.1", 0, lambda p: self.sims["t1"].serve(p, serial=False))
+        self.pty = PtyPort()
+        self.pty_serving = asyncio.create_task(self._serve_pty())
+        self.charger = ChargerSimulator(BrokerSettings(url=self.broker.url, prefix="evpay/v1"), self.evses)
+        self.charger_stop = asyncio.Event()
+        self.charger_task = asyncio.create_task(self.charger.run(self.charger_stop))
+        tcp_port = self.tcp.sockets[0].getsockname()[1]
+        listen = free_port()
+        upstream = (f'[upstream]\nenabled = true\nallow_insecure_http = true\nversions_url = "{self.cpo.versions_url}"\n'
+                    f'token_a = {{ value = "{self.cpo.state.token_a}" }}\n'
+                    f'key = {{ value = "{Fernet.generate_key().decode()}" }}\n'
+                    f'listen = "127.0.0.1:{listen}"\npublic_url = "http://127.0.0.1:{listen}/ocpi/versions"\n')  # fmt: skip
+        text = site_toml(
+            self.dir / "evpay.sqlite3",
+            {"t1": f"tcp://127.0.0.1:{tcp_port}", "t2": f"serial://{self.pty.slave_path}"},
+            site="CRASH", evses=self.terminal_of, charger=f'mode = "mqtt"\nbroker = "{self.broker.url}"',
+            pricing='fixed_hold = { EUR = "50.00" }\nhold_min = "1.00"', extra=upstream,
+        )  # fmt: skip
+        self.config = self.dir / "gateway.toml"
+        self.config.write_text(text, encoding="utf-8")
+
+    async def _serve_pty(self) -> None:
+        while True:  # the daemon closes the line when it dies; the terminal waits for the next one
+            await self.sims["t2"].serve(self.pty, serial=True)
+            await asyncio.sleep(0.05)
+
+    async def close(self) -> None:
+        self.charger_stop.set()
+        await asyncio.gather(self.charger_task, return_exceptions=True)
+        self.pty_serving.cancel()
+        await asyncio.gather(self.pty_serving, return_exceptions=True)
+        await self.pty.close()
+        self.tcp.close()
+        await self.cpo.stop()
+        self.broker.stop()
+        self.log.close()
+
+    # ---- the daemon that dies ----------------------------------------------------------------
+
+    async def daemon_up(self) -> None:
+        notify_path = self.dir / "notify.sock"
+        notify_path.unlink(missing_ok=True)
+        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        notify.bind(str(notify_path))
+        notify.setblocking(False)
+        self.daemon = subprocess.Popen([*EVPAY, "run", "--config", str(self.config)], stdout=self.log,
+                                       stderr=self.log, env=subprocess_env(NOTIFY_SOCKET=str(notify_path)))  # fmt: skip
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(60):
+                while b"READY=1" not in await loop.sock_recv(notify, 4096):
+                    pass
+        finally:
+            notify.close()
+
+    def kill(self) -> None:
+        if self.daemon is not None and self.daemon.poll() is None:
+            self.daemon.send_signal(signal.SIGKILL)
+            self.daemon.wait(timeout=10)
+            self.figures.kills += 1
+
+    async def stop_daemon(self) -> None:
+        assert self.daemon is not None
+        self.daemon.terminate()
+        code = await asyncio.to_thread(self.daemon.wait, 30)
+        if code != 0:
+            self.figures.violations.append(f"the daemon's clean stop exited {code}")
+
+    # ---- the drivers ------------------------------------------------------------------------
+
+    async def drive(self, evse: str) -> None:
+        """One EV after another at ``evse``: plug in, charge what the plan says, leave."""
+        state = self.charger.evses[evse]
+        while not self.stop_plugging.is_set():
+            authorized = len(state.authorized)
+            plan = Plan(energy_wh=self.rng.choice([0, 2_000, 5_000, 9_000, 14_000]), step_wh=self.rng.choice([500, 1_000, 3_000]),
+                        interval_s=self.rng.uniform(0.03, 0.25))  # fmt: skip
+            await self.charger.plug(evse, plan=plan)
+            self.figures.plugged += 1
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(20):
+                    while len(state.authorized) == authorized:
+                        await asyncio.sleep(0.05)
+            task = state.charging
+            if task is not None:
+                with contextlib.suppress(Exception):
+                    await task
+            await asyncio.sleep(self.rng.uniform(0.05, 0.5))
+
+    async def _dangerous_moment(self) -> str:
+        """Wait for one of the moments a kill hurts most; say which."""
+        authorized = {e: len(s.authorized) for e, s in self.charger.evses.items()}
+        posts = len(self.cpo.state.fac_posts)
+        charging = {e: s.charging for e, s in self.charger.evses.items()}
+        while True:
+            await asyncio.sleep(0.01)
+            if len(self.cpo.state.fac_posts) > posts:
+                return "a FAC POST reached the CPO"
+            for e, s in self.charger.evses.items():
+                if len(s.authorized) > authorized[e]:
+                    return "a hold was approved and the charger authorized"
+                if charging[e] is not None and charging[e] is s.charging and s.charging.done():
+                    await asyncio.sleep(self.rng.uniform(0.0, 0.3))
+                    return "the charger stopped: the capture is under way"
+
+    async def run(self) -> Figures:
+        started = time.perf_counter()
+        await self.start()
+        try:
+            await self.daemon_up()
+            drivers = [asyncio.create_task(self.drive(e)) for e in self.evses]
+            for _ in range(self.kills):
+                if self.rng.random() < 0.5:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(5):
+                            await self._dangerous_moment()
+                            self.figures.dangerous_kills += 1
+                else:
+                    await asyncio.sleep(self.rng.uniform(0.1, 2.5))
+                self.kill()
+                await asyncio.sleep(self.rng.uniform(0.0, 0.3))
+                await self.daemon_up()
+            self.stop_plugging.set()
+            async with asyncio.timeout(180):
+                await asyncio.gather(*drivers)
+                await self._settled()
+            await self.stop_daemon()
+            self.check()
+        finally:
+            if self.daemon is not None and self.daemon.poll() is None:
+                self.daemon.kill()
+            await self.close()
+        self.figures.seconds = time.perf_counter() - started
+        return self.figures
+
+    async def _settled(self) -> None:
+        """Every session final and nothing left to send upstream."""
+        db = self.dir / "evpay.sqlite3"
+        while True:
+            store = Store.open(db, read_only=True)
+            try:
+                open_sessions = store.count_open_sessions()
+                backlog = store.outbox.backlog().pending
+            finally:
+                store.close()
+            if not open_sessions and not backlog:
+                return
+            await asyncio.sleep(0.2)
+
+    # ---- the books ---------------------------------------------------------------------------
+
+    def check(self) -> None:
+        f = self.figures
+        store = Store.open(self.dir / "evpay.sqlite3", read_only=True)
+        try:
+            rows = store.sessions(limit=1_000_000)
+            report = store.verify_journal()
+        finally:
+            store.close()
+        if not report.ok:
+            f.violations.append(f"the journal does not verify: {report.findings[0].text}")
+        stored: dict[tuple[str, int], tuple[str, dict[str, Any], dict[str, Any]]] = {}
+        for row in rows:
+            data = row["data"]
+            f.sessions += 1
+            if not row["final"]:
+                f.violations.append(f"session {row['id']} is left {row['state']}")
+            if row["state"] == "completed":
+                f.completed += 1
+            for hold in data.get("holds", []):
+                stored[(data["terminal"], hold["receipt_no"])] = (row["id"], hold, data)
+        booked_total = 0
+        for terminal, sim in self.sims.items():
+            for tx in sim.state.transactions.values():
+                if tx.kind != "preauth":
+                    continue
+                f.holds += 1
+                found = stored.get((terminal, tx.receipt))
+                if tx.state == "booked":
+                    booked_total += tx.booked
+                    if found is None:
+                        f.violations.append(
+                            f"{terminal} booked {tx.booked} on hold {tx.receipt}: no session records it"
+                        )
+                    elif found[1]["captured_minor"] != tx.booked:
+                        f.violations.append(f"session {found[0]} captured {found[1]['captured_minor']} on {terminal} "
+                                            f"hold {tx.receipt}, the terminal booked {tx.booked}")  # fmt: skip
+                elif tx.state == "open":
+                    owed = found is not None and (
+                        found[2].get("owed_minor") or found[1]["status"] in ("lapsed", "unconfirmed")
+                    )
+                    if not owed:
+                        f.violations.append(f"{terminal} hold {tx.receipt} ({tx.amount}) is left open, owed by nobody")
+                elif found is not None and found[1]["captured_minor"]:
+                    f.violations.append(f"session {found[0]} claims a capture on {terminal} hold {tx.receipt}, "
+                                        "which the terminal released")  # fmt: skip
+        f.captured_minor = sum(h["captured_minor"] for _, h, _ in stored.values())
+        if f.captured_minor != booked_total:
+            f.violations.append(f"the store captured {f.captured_minor} in all, the terminals booked {booked_total}")
+        f.fac_posts = len(self.cpo.state.fac_posts)
+        for sid, _hold, data in stored.values():
+            if data["state"] == "completed" and data.get("captured_minor"):
+                fac = self.cpo.state.facs.get(sid[:36])
+                if fac is None:
+                    f.violations.append(f"session {sid}: no FAC at the CPO")
+                elif _gross_minor(fac["total_costs"]) != data["captured_minor"]:
+                    f.violations.append(f"session {sid}: the FAC says {fac['total_costs']}, "
+                                        f"the session captured {data['captured_minor']}")  # fmt: skip
+        self.log.flush()
+        hits = scan.scan_paths([self.dir / "evpay.sqlite3", self.dir / "daemon.log"],
+                               secrets=[*self.cpo.state.tokens, "123456"])  # fmt: skip
+        f.violations += [f"card data or a secret: {h}" for h in hits]
+
+
+def _gross_minor(price: dict[str, Any]) -> int:
+    """An OCPI 2.3.0 Price (before_taxes and the taxes' amounts) in cents."""
+    gross = Decimal(str(price["before_taxes"])) + sum(Decimal(str(t["amount"])) for t in price.get("taxes") or ())
+    return int(gross * 100)
+
+
+def run(size: str, seed: int, workdir: Path | None = None) -> Figures:
+    if MOSQUITTO is None:
+        raise SystemExit("mosquitto is not installed (apt-get install mosquitto)")
+    kills, evses = SIZES[size]
+    with tempfile.TemporaryDirectory(prefix="crash-") as tmp:
+        where = workdir or Path(tmp)
+        where.mkdir(parents=True, exist_ok=True)
+        return asyncio.run(Campaign(where, seed, kills, evses).run())
+
+
+def main_figures(f: Figures) -> str:
+    return (f"{f.kills} kills ({f.dangerous_kills} at a dangerous moment), {f.plugged} EVs plugged in, "
+            f"{f.sessions} sessions ({f.completed} completed), {f.holds} holds at the terminals, "
+            f"{f.captured_minor / 100:.2f} EUR captured, {f.fac_posts} FAC POSTs, {f.seconds:.0f} s; "
+            f"{len(f.violations)} violation(s)")  # fmt: skip
