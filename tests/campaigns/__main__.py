@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from bench.measure import machine
-from tests.campaigns import crash, fuzz, scan
+from tests.campaigns import crash, fuzz, lost, scan
 
 
 def _atheris(args: argparse.Namespace, seed: int) -> int:
@@ -66,6 +66,18 @@ def _crash(args: argparse.Namespace) -> int:
     return 1 if figures.violations else 0
 
 
+def _lost(args: argparse.Namespace) -> int:
+    seed = args.seed if args.seed is not None else random.randrange(2**31)
+    print(f"lost-results, size {args.size}, seed {seed}: {machine()}")
+    try:
+        figures = lost.run(args.size, seed)
+    except AssertionError as exc:
+        print(f"  VIOLATION: {exc}")
+        return 1
+    print(f"  {lost.describe(figures)}; 0 violations")
+    return 0
+
+
 def _scan(args: argparse.Namespace) -> int:
     found = scan.scan_paths([Path(p) for p in args.paths], secrets=args.secret or ())
     for hit in found:
@@ -93,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--seed", type=int)
     c.add_argument("--keep", type=Path, help="keep the run's files (database, logs, terminal books) here")
     c.set_defaults(handler=_crash)
+    lr = sub.add_parser("lost-results", help="the terminal's answers lost before and after it acted")
+    lr.add_argument("--size", choices=tuple(lost.SIZES), default="small")
+    lr.add_argument("--seed", type=int)
+    lr.set_defaults(handler=_lost)
     s = sub.add_parser("scan", help="card numbers or secrets in clear in databases, logs, exports")
     s.add_argument("paths", nargs="+")
     s.add_argument("--secret", action="append", help="a secret that must not appear (repeatable)")

@@ -14,7 +14,7 @@ import pytest
 
 from gateway.runtime.charger import EvsePlan
 from gateway.runtime.logs import JsonFormatter
-from tests.campaigns import crash, fuzz, scan
+from tests.campaigns import crash, fuzz, lost, scan
 from tests.site_rig import Site
 
 SEED = int(os.environ.get("CAMPAIGN_SEED", "2026"))
@@ -121,3 +121,13 @@ def test_crash_small(tmp_path: Path) -> None:
     figures = crash.run("small", SEED, tmp_path / "run")
     assert figures.violations == [], figures.violations
     assert figures.kills == 6 and figures.sessions >= 2 and figures.completed >= 1, crash.main_figures(figures)
+
+
+def test_lost_results_small() -> None:
+    """At least 100 answers lost of each kind, before and after the terminal acted: every one
+    resolved by asking the terminal, nothing booked twice or without evidence."""
+    figures = lost.run("small", SEED)
+    for kind in lost.KINDS.values():
+        assert sum(n for (k, _), n in figures.losses.items() if k == kind) >= 100, lost.describe(figures)
+        assert figures.losses[(kind, "before")] and figures.losses[(kind, "after")], lost.describe(figures)
+    assert figures.completed > 0
