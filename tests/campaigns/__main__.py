@@ -66,6 +66,18 @@ def _crash(args: argparse.Namespace) -> int:
     return 1 if figures.violations else 0
 
 
+def _partition(args: argparse.Namespace) -> int:
+    seed = args.seed if args.seed is not None else random.randrange(2**31)
+    print(f"partition, size {args.size}, seed {seed}: {machine()}")
+    figures = crash.run_partitions(args.size, seed, args.keep, broker=not args.uplink_only)
+    print(f"  {crash.main_figures(figures)}")
+    for line in figures.partitions:
+        print(f"    {line}")
+    for violation in figures.violations:
+        print(f"  VIOLATION: {violation}")
+    return 1 if figures.violations else 0
+
+
 def _lost(args: argparse.Namespace) -> int:
     seed = args.seed if args.seed is not None else random.randrange(2**31)
     print(f"lost-results, size {args.size}, seed {seed}: {machine()}")
@@ -105,6 +117,12 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--seed", type=int)
     c.add_argument("--keep", type=Path, help="keep the run's files (database, logs, terminal books) here")
     c.set_defaults(handler=_crash)
+    p = sub.add_parser("partition", help="the CPO unreachable or the MQTT broker gone while EVs charge and pay")
+    p.add_argument("--size", choices=("small", "medium", "full"), default="small")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--keep", type=Path, help="keep the run's files here")
+    p.add_argument("--uplink-only", action="store_true", help="cut only the CPO, never the MQTT broker")
+    p.set_defaults(handler=_partition)
     lr = sub.add_parser("lost-results", help="the terminal's answers lost before and after it acted")
     lr.add_argument("--size", choices=tuple(lost.SIZES), default="small")
     lr.add_argument("--seed", type=int)

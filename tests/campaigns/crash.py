@@ -61,6 +61,7 @@ class Figures:
     captured_minor: int = 0
     holds: int = 0
     fac_posts: int = 0
+    partitions: list[str] = field(default_factory=list)  # what was cut, how long, how long to drain
     seconds: float = 0.0
     violations: list[str] = field(default_factory=list)
 
@@ -223,6 +224,56 @@ class Campaign:
         self.figures.seconds = time.perf_counter() - started
         return self.figures
 
+    async def run_partitions(self, cuts: int, broker: bool = True) -> Figures:
+        """Partitions instead of kills: the CPO unreachable (every request answered 503) or the
+        MQTT broker gone, for a few seconds each, while EVs charge and pay; then, after each
+        uplink cut, how long the backlog took to drain."""
+        started = time.perf_counter()
+        await self.start()
+        try:
+            await self.daemon_up()
+            drivers = [asyncio.create_task(self.drive(e)) for e in self.evses]
+            for i in range(cuts):
+                await asyncio.sleep(self.rng.uniform(1.0, 3.0))
+                outage = self.rng.uniform(2.0, 6.0)
+                if i % 2 == 0 or not broker:
+                    self.cpo.state.down = True
+                    await asyncio.sleep(outage)
+                    self.cpo.state.down = False
+                    restored = time.perf_counter()
+                    await self._drained()
+                    self.figures.partitions.append(f"uplink cut {outage:.1f} s, backlog drained "
+                                                   f"{time.perf_counter() - restored:.1f} s after")  # fmt: skip
+                else:
+                    self.broker.stop()
+                    await asyncio.sleep(outage)
+                    self.broker.start()
+                    self.figures.partitions.append(f"MQTT broker gone {outage:.1f} s")
+            self.stop_plugging.set()
+            async with asyncio.timeout(180):
+                await asyncio.gather(*drivers)
+                await self._settled()
+            await self.stop_daemon()
+            self.check()
+        finally:
+            if self.daemon is not None and self.daemon.poll() is None:
+                self.daemon.kill()
+            await self.close()
+        self.figures.seconds = time.perf_counter() - started
+        return self.figures
+
+    async def _drained(self) -> None:
+        async with asyncio.timeout(120):
+            while True:
+                store = Store.open(self.dir / "evpay.sqlite3", read_only=True)
+                try:
+                    backlog = store.outbox.backlog().pending
+                finally:
+                    store.close()
+                if not backlog:
+                    return
+                await asyncio.sleep(0.1)
+
     async def _settled(self) -> None:
         """Every session final and nothing left to send upstream."""
         db = self.dir / "evpay.sqlite3"
@@ -302,6 +353,16 @@ class Campaign:
         f.violations += [f"card data or a secret: {h}" for h in hits]
 
 
+def run_partitions(size: str, seed: int, workdir: Path | None = None, broker: bool = True) -> Figures:
+    if MOSQUITTO is None:
+        raise SystemExit("mosquitto is not installed (apt-get install mosquitto)")
+    cuts = {"small": 4, "medium": 20, "full": 200}[size]
+    with tempfile.TemporaryDirectory(prefix="partition-") as tmp:
+        where = workdir or Path(tmp)
+        where.mkdir(parents=True, exist_ok=True)
+        return asyncio.run(Campaign(where, seed, 0, 2).run_partitions(cuts, broker))
+
+
 def _gross_minor(price: dict[str, Any]) -> int:
     """An OCPI 2.3.0 Price (before_taxes and the taxes' amounts) in cents."""
     gross = Decimal(str(price["before_taxes"])) + sum(Decimal(str(t["amount"])) for t in price.get("taxes") or ())
@@ -319,6 +380,11 @@ def run(size: str, seed: int, workdir: Path | None = None) -> Figures:
 
 
 def main_figures(f: Figures) -> str:
+    if f.partitions:
+        return (f"{len(f.partitions)} partitions ({'; '.join(f.partitions[:4])}{' …' if len(f.partitions) > 4 else ''}), "
+                f"{f.plugged} EVs plugged in, {f.sessions} sessions ({f.completed} completed), {f.holds} holds, "
+                f"{f.captured_minor / 100:.2f} EUR captured, {f.fac_posts} FAC POSTs, {f.seconds:.0f} s; "
+                f"{len(f.violations)} violation(s)")  # fmt: skip
     return (f"{f.kills} kills ({f.dangerous_kills} at a dangerous moment), {f.plugged} EVs plugged in, "
             f"{f.sessions} sessions ({f.completed} completed), {f.holds} holds at the terminals, "
             f"{f.captured_minor / 100:.2f} EUR captured, {f.fac_posts} FAC POSTs, {f.seconds:.0f} s; "
