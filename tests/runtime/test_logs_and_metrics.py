@@ -17,6 +17,9 @@ def test_pans_are_masked_first6_last4() -> None:
     assert mask_pans("card 5413330089020074 ok") == "card 541333******0074 ok"
     assert mask_pans("12345") == "12345"
     assert mask_pans("t=1764000000") == "t=1764000000"  # 10 digits: not a PAN
+    sid = "24d319f1714870943399fcf55957e0c4"  # a session's hex id with a 13-digit run: kept whole, as stored
+    assert mask_pans(f"session={sid}") == f"session={sid}"
+    assert mask_pans('"pan": "5413330089020074"') == '"pan": "541333******0074"'
 
 
 def test_logfmt_one_line_with_context_and_no_pan() -> None:
