@@ -58,18 +58,11 @@ def _fuzz(args: argparse.Namespace) -> int:
 
 def _crash(args: argparse.Namespace) -> int:
     seed = args.seed if args.seed is not None else random.randrange(2**31)
-    print(f"crash, size {args.size}, seed {seed}: {machine()}")
-    figures = crash.run(args.size, seed, args.keep)
-    print(f"  {crash.main_figures(figures)}")
-    for violation in figures.violations:
-        print(f"  VIOLATION: {violation}")
-    return 1 if figures.violations else 0
-
-
-def _partition(args: argparse.Namespace) -> int:
-    seed = args.seed if args.seed is not None else random.randrange(2**31)
-    print(f"partition, size {args.size}, seed {seed}: {machine()}")
-    figures = crash.run_partitions(args.size, seed, args.keep, broker=not args.uplink_only)
+    print(f"{args.campaign}, size {args.size}, seed {seed}: {machine()}")
+    if args.campaign == "crash":
+        figures = crash.run(args.size, seed, args.keep)
+    else:
+        figures = crash.run_partitions(args.size, seed, args.keep, broker=not args.uplink_only)
     print(f"  {crash.main_figures(figures)}")
     for line in figures.partitions:
         print(f"    {line}")
@@ -122,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int)
     p.add_argument("--keep", type=Path, help="keep the run's files here")
     p.add_argument("--uplink-only", action="store_true", help="cut only the CPO, never the MQTT broker")
-    p.set_defaults(handler=_partition)
+    p.set_defaults(handler=_crash)
     lr = sub.add_parser("lost-results", help="the terminal's answers lost before and after it acted")
     lr.add_argument("--size", choices=tuple(lost.SIZES), default="small")
     lr.add_argument("--seed", type=int)

@@ -31,6 +31,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -195,22 +196,20 @@ class Campaign:
                     return "the charger stopped: the capture is under way"
 
     async def run(self) -> Figures:
+        return await self._campaign(self._kills())
+
+    async def run_partitions(self, cuts: int, broker: bool = True) -> Figures:
+        return await self._campaign(self._partitions(cuts, broker))
+
+    async def _campaign(self, faults: Coroutine[Any, Any, None]) -> Figures:
+        """Start everything, run the drivers while ``faults`` happen, let the site settle, stop
+        the daemon cleanly and compare the books."""
         started = time.perf_counter()
         await self.start()
         try:
             await self.daemon_up()
             drivers = [asyncio.create_task(self.drive(e)) for e in self.evses]
-            for _ in range(self.kills):
-                if self.rng.random() < 0.5:
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(5):
-                            await self._dangerous_moment()
-                            self.figures.dangerous_kills += 1
-                else:
-                    await asyncio.sleep(self.rng.uniform(0.1, 2.5))
-                self.kill()
-                await asyncio.sleep(self.rng.uniform(0.0, 0.3))
-                await self.daemon_up()
+            await faults
             self.stop_plugging.set()
             async with asyncio.timeout(180):
                 await asyncio.gather(*drivers)
@@ -218,49 +217,46 @@ class Campaign:
             await self.stop_daemon()
             self.check()
         finally:
+            faults.close()  # never awaited when the start failed
             if self.daemon is not None and self.daemon.poll() is None:
                 self.daemon.kill()
             await self.close()
         self.figures.seconds = time.perf_counter() - started
         return self.figures
 
-    async def run_partitions(self, cuts: int, broker: bool = True) -> Figures:
-        """Partitions instead of kills: the CPO unreachable (every request answered 503) or the
-        MQTT broker gone, for a few seconds each, while EVs charge and pay; then, after each
-        uplink cut, how long the backlog took to drain."""
-        started = time.perf_counter()
-        await self.start()
-        try:
+    async def _kills(self) -> None:
+        for _ in range(self.kills):
+            if self.rng.random() < 0.5:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(5):
+                        await self._dangerous_moment()
+                        self.figures.dangerous_kills += 1
+            else:
+                await asyncio.sleep(self.rng.uniform(0.1, 2.5))
+            self.kill()
+            await asyncio.sleep(self.rng.uniform(0.0, 0.3))
             await self.daemon_up()
-            drivers = [asyncio.create_task(self.drive(e)) for e in self.evses]
-            for i in range(cuts):
-                await asyncio.sleep(self.rng.uniform(1.0, 3.0))
-                outage = self.rng.uniform(2.0, 6.0)
-                if i % 2 == 0 or not broker:
-                    self.cpo.state.down = True
-                    await asyncio.sleep(outage)
-                    self.cpo.state.down = False
-                    restored = time.perf_counter()
-                    await self._drained()
-                    self.figures.partitions.append(f"uplink cut {outage:.1f} s, backlog drained "
-                                                   f"{time.perf_counter() - restored:.1f} s after")  # fmt: skip
-                else:
-                    self.broker.stop()
-                    await asyncio.sleep(outage)
-                    self.broker.start()
-                    self.figures.partitions.append(f"MQTT broker gone {outage:.1f} s")
-            self.stop_plugging.set()
-            async with asyncio.timeout(180):
-                await asyncio.gather(*drivers)
-                await self._settled()
-            await self.stop_daemon()
-            self.check()
-        finally:
-            if self.daemon is not None and self.daemon.poll() is None:
-                self.daemon.kill()
-            await self.close()
-        self.figures.seconds = time.perf_counter() - started
-        return self.figures
+
+    async def _partitions(self, cuts: int, broker: bool) -> None:
+        """Partitions instead of kills: the CPO unreachable (every request answered 503) or the
+        MQTT broker gone, for a few seconds each; after each uplink cut, how long the backlog
+        took to drain."""
+        for i in range(cuts):
+            await asyncio.sleep(self.rng.uniform(1.0, 3.0))
+            outage = self.rng.uniform(2.0, 6.0)
+            if i % 2 == 0 or not broker:
+                self.cpo.state.down = True
+                await asyncio.sleep(outage)
+                self.cpo.state.down = False
+                restored = time.perf_counter()
+                await self._drained()
+                self.figures.partitions.append(f"uplink cut {outage:.1f} s, backlog drained "
+                                               f"{time.perf_counter() - restored:.1f} s after")  # fmt: skip
+            else:
+                self.broker.stop()
+                await asyncio.sleep(outage)
+                self.broker.start()
+                self.figures.partitions.append(f"MQTT broker gone {outage:.1f} s")
 
     async def _drained(self) -> None:
         async with asyncio.timeout(120):
