@@ -33,7 +33,7 @@ KINDS = {c.Preauthorize: "preauthorize", c.Capture: "capture", c.Release: "relea
 # How often a session's first answer of a kind is lost: a lost pre-auth ends the session before
 # any capture (the gateway releases what it cannot attribute), so it is lost less often.
 CHANCE = {"preauthorize": 0.25, "capture": 0.7, "release": 0.7}
-SIZES = {"small": 500, "full": 40_000}  # sessions; each may lose one answer of each kind
+SIZES = {"small": 500, "medium": 5_000, "full": 40_000}  # sessions; each may lose one answer of each kind
 
 
 class _Approves(random.Random):
