@@ -135,7 +135,7 @@ def test_lost_results_small() -> None:
 
 def test_uplink_partitions_small(tmp_path: Path) -> None:
     """The CPO unreachable four times while EVs charge and pay: the backlog drains, nothing is
-    lost or sent twice, and the books agree. (Broker outages: see RESULTS.md, an open finding.)"""
+    lost or sent twice, and the books agree. (Broker outages: tests/campaigns/RESULTS.md.)"""
     figures = crash.run_partitions("small", SEED, tmp_path / "run", broker=False)
     assert figures.violations == [], figures.violations
     assert len(figures.partitions) == 4 and figures.completed >= 1, crash.main_figures(figures)

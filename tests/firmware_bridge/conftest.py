@@ -3,6 +3,7 @@ README's test command installs it); never one that happens to be running already
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -24,7 +25,9 @@ class Broker:
         self.config = directory / "mosquitto.conf"
         self.config.write_text(
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
-            f"persistence_location {directory}/\nlog_dest stderr\n",
+            f"persistence_location {directory}/\nlog_dest stderr\n" + ("user root\n" if os.geteuid() == 0 else ""),
+            # Run as root (as the suite does): mosquitto otherwise drops to its own user, which
+            # cannot write this directory, and its persistence silently saves nothing.
             encoding="utf-8",
         )
         self.process: subprocess.Popen[bytes] | None = None
