@@ -48,11 +48,9 @@ class Outbox:
         ``sending`` (kept as their error until their own mark replaces it), so that they are
         known to be under way before any of them leaves."""
         with transaction(self._conn, self._path):
-            for mark in marks:
-                self._conn.execute(_MARKS[mark.status], _mark_args(mark))
+            self._mark(marks)
             taken = self._due(now, limit, skip) if limit > 0 else []
-            for message in taken:
-                self._conn.execute(_MARKS["retry"], _mark_args(Mark(message.message_id, "retry", now, sending)))
+            self._mark([Mark(message.message_id, "retry", now, sending) for message in taken])
         return taken
 
     def get(self, message_id: str) -> StoredOutbox | None:
@@ -85,8 +83,11 @@ class Outbox:
         if not marks:
             return
         with transaction(self._conn, self._path):
-            for mark in marks:
-                self._conn.execute(_MARKS[mark.status], _mark_args(mark))
+            self._mark(marks)
+
+    def _mark(self, marks: Sequence[Mark]) -> None:
+        for mark in marks:
+            self._conn.execute(_MARKS[mark.status], _mark_args(mark))
 
     def requeue(self, message_id: str, now: datetime) -> bool:
         """A technician's retry: a dead or waiting message becomes due now. False if not found."""

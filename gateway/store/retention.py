@@ -20,7 +20,7 @@ import json
 import os
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,8 +29,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.errors import BadInput, InvariantViolated
 from gateway.store import export as _export
-from gateway.store.audit import cut_message
-from gateway.store.journal import dumps, public_key_hex, sign_checkpoint, verify
+from gateway.store.audit import audit, cut_message
+from gateway.store.journal import dumps, newest_cut, public_key_hex, rows, sign_checkpoint
 
 if TYPE_CHECKING:
     from gateway.settings import Settings
@@ -67,11 +67,13 @@ def prune(
     """One cut of at most ``max_rows`` journal rows, in the caller's write transaction; then,
     with ``compact``, up to ``max_rows`` sessions whose journal rows are all archived get their
     row compacted (the full row written to an archive file first)."""
-    pruned = _cut(conn, key, now=now, cutoff=cutoff, archive_dir=archive_dir, max_rows=max_rows)
-    if compact is None:
-        return pruned
-    compacted = _compact_sessions(conn, compact, now=now, cutoff=cutoff, archive_dir=archive_dir, limit=max_rows)
-    return replace(pruned, sessions_compacted=compacted)
+    outbox = conn.execute("DELETE FROM outbox WHERE status = 'done' AND done_at < ?", (cutoff,)).rowcount
+    inbox = conn.execute("DELETE FROM inbox WHERE processed_at IS NOT NULL AND processed_at < ?", (cutoff,)).rowcount
+    cut, removed, archive = _cut(conn, key, now=now, cutoff=cutoff, archive_dir=archive_dir, max_rows=max_rows)
+    compacted = 0
+    if compact is not None:
+        compacted = _compact_sessions(conn, compact, now=now, cutoff=cutoff, archive_dir=archive_dir, limit=max_rows)
+    return Pruned(cut, removed, archive, outbox, inbox, compacted)
 
 
 def _compact_sessions(
@@ -107,12 +109,11 @@ def _cut(
     cutoff: str,
     archive_dir: Path,
     max_rows: int,
-) -> Pruned:
+) -> tuple[int | None, int, Path | None]:
+    """(the last row archived, the rows removed, the archive file), or (None, 0, None)."""
     first, last = conn.execute("SELECT min(seq), max(seq) FROM journal").fetchone()
-    outbox = conn.execute("DELETE FROM outbox WHERE status = 'done' AND done_at < ?", (cutoff,)).rowcount
-    inbox = conn.execute("DELETE FROM inbox WHERE processed_at IS NOT NULL AND processed_at < ?", (cutoff,)).rowcount
     if first is None:
-        return Pruned(None, 0, None, outbox, inbox)
+        return None, 0, None
     stay = [int(last)]  # the newest row always stays: the chain goes on from it
     newer = conn.execute("SELECT seq FROM journal WHERE at >= ? ORDER BY seq LIMIT 1", (cutoff,)).fetchone()
     if newer:
@@ -125,9 +126,12 @@ def _cut(
             stay.append(int(found))
     cut = min(min(stay) - 1, int(first) + max_rows - 1)
     if cut < first:
-        return Pruned(None, 0, None, outbox, inbox)
-    report = verify(conn, public_key_hex(key))
-    if not report.ok:  # a cut signs what it archives: never a chain that does not verify
+        return None, 0, None
+    # A cut signs what it archives: never rows that do not verify. The rows to archive and the
+    # link to the next one, chained from the newest cut (or from the start): what this cut
+    # needs, not the whole journal again for every cut of a long backlog.
+    report = audit(rows(conn, int(first), cut + 1), (), public_key_hex(key), cut=newest_cut(conn))
+    if not report.ok:
         raise InvariantViolated(f"the journal does not verify ({report.findings[0].text}): no retention cut "
                                 "until `evpay journal verify` is clean")  # fmt: skip
     checkpoint = sign_checkpoint(conn, key, now, seq=cut)
@@ -145,7 +149,7 @@ def _cut(
         (cut, checkpoint.head_hash, name, digest, now, public_key_hex(key), signature),
     )
     removed = conn.execute("DELETE FROM journal WHERE seq <= ?", (cut,)).rowcount
-    return Pruned(cut, removed, archive_dir / name, outbox, inbox)
+    return cut, removed, archive_dir / name
 
 
 def _write_durably(path: Path, data: bytes) -> None:
