@@ -30,43 +30,8 @@ from gateway.payments import commands as c
 from gateway.payments import events as e
 from gateway.runtime.engine_host import EngineHost, _payments
 from gateway.store import JournalEntry, OutboxMessage, PaymentRecord, SessionRecord, Step, Store
+from tests.helpers import free_port, site_toml
 from tests.payments.fixtures import policy
-
-CONFIG = """
-[site]
-id = "BENCH"
-name = "bench site"
-country = "DE"
-
-[storage]
-path = "{db}"
-
-[api]
-host = "127.0.0.1"
-port = {port}
-
-[[terminals]]
-id = "t1"
-device = "tcp://127.0.0.1:{terminal_port}"
-password = {{ value = "123456" }}
-
-[charger]
-enabled = true
-mode = "simulated"
-
-[[charger.evses]]
-id = "E1"
-terminal = "t1"
-
-[daemon]
-shutdown_grace_s = 3.0
-"""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def template(tmp: Path) -> tuple[dict[str, object], list[PaymentRecord], list[JournalEntry], dict[str, object]]:
@@ -139,7 +104,7 @@ def time_to_ready(config: Path) -> float:
 
 
 def figures(sessions: int, rounds: int) -> dict[str, float]:
-    terminal_port = _free_port()
+    terminal_port = free_port()
     sim = subprocess.Popen([sys.executable, "-m", "gateway.cli", "simulate", "terminal", "--listen",
                             f"tcp://127.0.0.1:{terminal_port}", "--password-env", "BENCH_PT"],
                            env={**os.environ, "BENCH_PT": "123456"}, stdout=subprocess.DEVNULL)  # fmt: skip
@@ -150,8 +115,14 @@ def figures(sessions: int, rounds: int) -> dict[str, float]:
             for name in ("empty", "full"):
                 (base / name).mkdir()
                 configs[name] = base / name / "gateway.toml"
-                configs[name].write_text(CONFIG.format(db=base / name / "evpay.sqlite3", port=_free_port(),
-                                                       terminal_port=terminal_port), encoding="utf-8")  # fmt: skip
+                text = site_toml(
+                    base / name / "evpay.sqlite3",
+                    {"t1": f"tcp://127.0.0.1:{terminal_port}"},
+                    site="BENCH",
+                    evses={"E1": "t1"},
+                    extra="[daemon]\nshutdown_grace_s = 3.0\n",
+                )
+                configs[name].write_text(text, encoding="utf-8")
             t0 = time.perf_counter()
             fill(base / "full" / "evpay.sqlite3", sessions, base)
             filled = time.perf_counter() - t0
