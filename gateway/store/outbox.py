@@ -25,13 +25,14 @@ class Outbox:
         self._conn = conn
         self._path = path
 
-    def due(self, now: datetime, limit: int = 100, skip: Collection[str] = ()) -> list[StoredOutbox]:
-        """The head message of each object whose retry time has come, oldest first; objects
-        in ``skip`` (their head is being delivered) are left out."""
+    def due(self, now: datetime, limit: int = 100) -> list[StoredOutbox]:
+        """The head message of each object whose retry time has come, oldest first (what
+        ``take`` takes, without taking it)."""
         with sqlite_errors(self._path):
-            return self._due(now, limit, skip)
+            return self._due(now, limit, ())
 
     def _due(self, now: datetime, limit: int, skip: Collection[str]) -> list[StoredOutbox]:
+        """Objects in ``skip`` (their head is being delivered) are left out."""
         rows = self._conn.execute(
             f"SELECT {_COLUMNS} FROM outbox o WHERE status = 'pending' AND next_attempt_at <= ?"
             " AND id = (SELECT min(id) FROM outbox p WHERE p.object_key = o.object_key"
