@@ -14,6 +14,8 @@ hands every valid charger message to its listener. The gateway's charger port is
   this site does not have, is logged with its topic and dropped — it never changes money
   state. Redeliveries are recognised by message id (a bounded memory) and, after a restart,
   by the engine's own idempotent steps.
+- A valid message is acknowledged (PUBACK) only when its listener says it is stored: the
+  broker keeps what the gateway had not stored when it died, and delivers it again.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -129,18 +132,20 @@ class MqttLink:
         self.settings = settings
         self.evses = evses
         self.mapping = mapping or ContractMapping(settings.prefix)
-        self._listeners: list[Callable[[str, m.InboundMessage], None]] = []
+        self._listeners: list[Callable[[str, m.InboundMessage, Callable[[], None]], None]] = []
         self._client: aiomqtt.Client | None = None
         self._pending: deque[tuple[str, bytes]] = deque(maxlen=_PENDING)
-        self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
+        # message -> the acknowledgements waiting for it to be stored (None: stored, acknowledged)
+        self._seen: OrderedDict[tuple[str, str], list[Callable[[], object]] | None] = OrderedDict()
         self.connected = asyncio.Event()
         self.rejected = 0
         self.protocol: aiomqtt.ProtocolVersion | None = None
 
     # ---- commands ------------------------------------------------------------------------
 
-    def listen(self, listener: Callable[[str, m.InboundMessage], None]) -> None:
-        """Called with (evse, message) for every valid, first-seen charger message."""
+    def listen(self, listener: Callable[[str, m.InboundMessage, Callable[[], None]], None]) -> None:
+        """Called with (evse, message, stored) for every valid, first-seen charger message; the
+        listener calls ``stored()`` once the message's effect is durable (then it is acknowledged)."""
         self._listeners.append(listener)
 
     async def authorize(
@@ -186,11 +191,13 @@ class MqttLink:
         else:
             extra["clean_session"] = False
         tls = ssl.create_default_context(cafile=s.ca_file) if s.tls else None
-        return aiomqtt.Client(
+        client = aiomqtt.Client(
             s.host, s.port, identifier=s.client_id, username=s.username, password=s.password, will=will,
             protocol=protocol, properties=properties, tls_context=tls, max_queued_incoming_messages=10_000,
             keepalive=30, timeout=10, **extra,  # type: ignore[arg-type]
         )  # fmt: skip
+        client._client.manual_ack_set(True)  # aiomqtt does not expose it: acknowledged once stored (receive)
+        return client
 
     async def _session(self, stopping: asyncio.Event) -> None:
         protocols = [self.protocol] if self.protocol else [aiomqtt.ProtocolVersion.V5, aiomqtt.ProtocolVersion.V311]
@@ -239,9 +246,12 @@ class MqttLink:
             self.connected.clear()
 
     async def _read(self, client: aiomqtt.Client) -> None:
+        paho = client._client
         async for message in client.messages:
             payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
-            self.receive(message.topic.value, payload)
+            # The acknowledgement goes on the connection that brought the message; once that is
+            # gone, the broker delivers the message again on the next one.
+            self.receive(message.topic.value, payload, partial(paho.ack, message.mid, message.qos))
 
     async def _keepalive(self, client: aiomqtt.Client) -> None:
         """What the other side needs to see us alive (EVerest's communication check)."""
@@ -263,11 +273,13 @@ class MqttLink:
 
     # ---- inbound (sans-I/O: tests and the simulator call it directly too) ----------------
 
-    def receive(self, topic: str, payload: bytes) -> m.InboundMessage | None:
-        """One inbound message, validated and de-duplicated, to the listeners; None if ignored."""
+    def receive(self, topic: str, payload: bytes, ack: Callable[[], object] = lambda: None) -> m.InboundMessage | None:
+        """One inbound message, validated and de-duplicated, to the listeners; None if ignored.
+        ``ack`` acknowledges it to the broker: at once if it is dropped, once stored otherwise."""
         try:
             decoded = self.mapping.decode(topic, payload)
         except (ValidationError, ValueError) as exc:
+            ack()
             self.rejected += 1
             why = str(exc).splitlines()[0]
             if isinstance(exc, ValidationError):
@@ -276,18 +288,36 @@ class MqttLink:
             _LOGGER.warning("mqtt.rejected", extra={"topic": topic, "error": why})
             return None
         if decoded is None:
+            ack()
             return None
         evse, message = decoded
         if evse not in self.evses:
+            ack()
             self.rejected += 1
             _LOGGER.warning("mqtt.unknown_evse", extra={"topic": topic, "evse": evse[:48]})
             return None
         key = (evse, message.id)
-        if key in self._seen:
-            return None  # a redelivery
-        self._seen[key] = None
+        if key in self._seen:  # a redelivery: acknowledged with the first copy, once that is stored
+            waiting = self._seen[key]
+            if waiting is None:
+                ack()
+            else:
+                waiting.append(ack)
+            return None
+        acks: list[Callable[[], object]] = [ack]
+        self._seen[key] = acks
+
+        def stored() -> None:
+            if self._seen.get(key) is acks:
+                self._seen[key] = None
+            for each in acks:
+                each()
+            acks.clear()
+
         if len(self._seen) > _SEEN:
             self._seen.popitem(last=False)
+        if not self._listeners:
+            stored()
         for listener in self._listeners:
-            listener(evse, message)
+            listener(evse, message, stored)
         return message

@@ -11,7 +11,7 @@ it in ``authorize``.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Literal, Protocol
@@ -35,6 +35,10 @@ class ChargerEvent:
     trusted: bool = True  # meter: a signed or calibrated reading
     signed: str | None = None  # meter, stopped: the meter's signed record (OCMF text, byte-exact)
     total_minor: int | None = None  # price_corrected: the CPO's corrected total, VAT included
+    # Called once the engine has stored what the event changed (or dropped it): a link that can
+    # hold back its acknowledgement (MQTT) does so until then, so a message the gateway dies
+    # holding is delivered again instead of lost.
+    done: Callable[[], None] | None = field(default=None, compare=False, repr=False)
 
 
 class ChargerEvents:

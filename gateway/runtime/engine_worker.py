@@ -15,7 +15,7 @@ import hashlib
 import logging
 import time as monotonic_time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 
@@ -90,7 +90,7 @@ class EngineWorker:
     _reading: set[str] = field(default_factory=set)
     _armed: dict[str, float] = field(default_factory=dict)  # terminal -> until when a tapped card waits for an EVSE
     name: str = "engine"
-    _queue: asyncio.Queue[e.Event] = field(default_factory=asyncio.Queue)
+    _queue: asyncio.Queue[tuple[e.Event, Callable[[], None] | None]] = field(default_factory=asyncio.Queue)
     _timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _boot: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
@@ -109,9 +109,11 @@ class EngineWorker:
 
     # ---- inputs ---------------------------------------------------------------------------
 
-    def submit(self, event: e.Event) -> None:
+    def submit(self, event: e.Event, stored: Callable[[], None] | None = None) -> None:
+        """Queue an event; ``stored`` is called once its step is committed (the charger link
+        acknowledges the message only then)."""
         self.idle.clear()
-        self._queue.put_nowait(event)
+        self._queue.put_nowait((event, stored))
 
     def request_payment(
         self,
@@ -156,32 +158,38 @@ class EngineWorker:
 
     def on_charger_event(self, ev: ChargerEvent) -> None:
         if ev.kind == "payment_requested":
-            if not self.plug_starts and not self._arm_taken(ev.evse):
-                _LOGGER.warning("engine.payment_refused", extra={"evse": ev.evse, "reason": "plug starts disabled"})
-                return
-            target = None
-            route = self.routes.get(ev.evse)
-            if ev.target_kwh is not None:
-                target = Target(kwh=ev.target_kwh)
-            elif ev.target_amount is not None and route is not None:
-                target = Target(amount_minor=Money.parse(str(ev.target_amount), route.currency).minor)
-            answer = self.request_payment(ev.evse, ev.session_id or None, target)  # the charger's message id
-            if answer.status != 202:
-                _LOGGER.warning("engine.payment_refused", extra={"evse": ev.evse, "reason": answer.message})
+            self._payment_requested(ev)  # stored (or refused) before this returns
+            if ev.done is not None:
+                ev.done()
         elif ev.kind == "started":
-            self.submit(e.ChargerStarted(ev.session_id, "started", ev.meter_wh or 0))
+            self.submit(e.ChargerStarted(ev.session_id, "started", ev.meter_wh or 0), ev.done)
         elif ev.kind == "meter":
             self.submit(e.MeterValue(ev.session_id, f"meter:{ev.seq}", ev.meter_wh or 0, ev.trusted,
-                                     self._signed(ev)))  # fmt: skip
+                                     self._signed(ev)), ev.done)  # fmt: skip
         elif ev.kind == "stopped":
             self.submit(e.ChargerStopped(ev.session_id, "stopped", ev.meter_wh, ev.session_energy_wh, ev.reason,
-                                         ev.invoicer, ev.invoice_reference, self._signed(ev)))  # fmt: skip
+                                         ev.invoicer, ev.invoice_reference, self._signed(ev)), ev.done)  # fmt: skip
         elif ev.kind == "faulted":
-            self.submit(e.ChargerFaulted(ev.session_id, "faulted", ev.reason or "fault"))
+            self.submit(e.ChargerFaulted(ev.session_id, "faulted", ev.reason or "fault"), ev.done)
         elif ev.kind == "price_corrected" and ev.total_minor is not None:
-            self.submit(
-                e.PriceCorrected(ev.session_id, f"price-{ev.reason.replace(' ', '-')}", ev.total_minor, ev.reason)
-            )
+            event = e.PriceCorrected(ev.session_id, f"price-{ev.reason.replace(' ', '-')}", ev.total_minor, ev.reason)
+            self.submit(event, ev.done)
+        elif ev.done is not None:
+            ev.done()
+
+    def _payment_requested(self, ev: ChargerEvent) -> None:
+        if not self.plug_starts and not self._arm_taken(ev.evse):
+            _LOGGER.warning("engine.payment_refused", extra={"evse": ev.evse, "reason": "plug starts disabled"})
+            return
+        target = None
+        route = self.routes.get(ev.evse)
+        if ev.target_kwh is not None:
+            target = Target(kwh=ev.target_kwh)
+        elif ev.target_amount is not None and route is not None:
+            target = Target(amount_minor=Money.parse(str(ev.target_amount), route.currency).minor)
+        answer = self.request_payment(ev.evse, ev.session_id or None, target)  # the charger's message id
+        if answer.status != 202:
+            _LOGGER.warning("engine.payment_refused", extra={"evse": ev.evse, "reason": answer.message})
 
     def _signed(self, ev: ChargerEvent) -> SignedMeter | None:
         """The meter's OCMF record checked against the EVSE's configured key (CPU only, here at
@@ -239,7 +247,7 @@ class EngineWorker:
         if self.card_starts:
             for name in self.terminals:
                 self._spawn(self._card_loop(name, stopping), f"cards:{name}")
-        getter: asyncio.Task[e.Event] | None = None
+        getter: asyncio.Task[tuple[e.Event, Callable[[], None] | None]] | None = None
         stop_wait = asyncio.create_task(stopping.wait())
         failed_wait = asyncio.create_task(self._failed.wait())
         try:
@@ -251,8 +259,11 @@ class EngineWorker:
                 if self._failure is not None:
                     raise self._failure  # a store error in a command: the supervisor stops the daemon
                 if getter.done():
-                    self._process(getter.result())
+                    event, stored = getter.result()
                     getter = None
+                    self._process(event)
+                    if stored is not None:
+                        stored()
         finally:
             stop_wait.cancel()
             failed_wait.cancel()
@@ -275,7 +286,10 @@ class EngineWorker:
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
         while not self._queue.empty():  # results that arrived while finishing
-            self._process(self._queue.get_nowait())
+            event, stored = self._queue.get_nowait()
+            self._process(event)
+            if stored is not None:
+                stored()
 
     def _process(self, event: e.Event) -> Handled:
         handled = self.host.handle(event)

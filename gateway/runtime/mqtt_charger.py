@@ -5,7 +5,7 @@ engine's charger events; the link itself is a supervised worker."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from firmware_bridge import contract as m
@@ -40,28 +40,30 @@ class MqttChargerLink(ChargerEvents):
     async def run(self, stopping: asyncio.Event) -> None:
         await self.mqtt.run(stopping)
 
-    def _heard(self, evse: str, message: m.InboundMessage) -> None:
-        event = charger_event(evse, message)
-        if event is not None:
+    def _heard(self, evse: str, message: m.InboundMessage, stored: Callable[[], None]) -> None:
+        event = charger_event(evse, message, stored)
+        if event is None:
+            stored()  # nothing for the engine (unplugged): acknowledged at once
+        else:
             self._emit(event)
 
 
-def charger_event(evse: str, message: m.InboundMessage) -> ChargerEvent | None:
+def charger_event(evse: str, message: m.InboundMessage, done: Callable[[], None] | None = None) -> ChargerEvent | None:
     """A charger message as the engine hears it (``unplugged`` is not an engine event: a session
-    ends with its stop)."""
+    ends with its stop); ``done`` acknowledges the message once the engine stored it."""
     match message:
         case m.Plugged():  # the message id is the pay request's idempotency key
             return ChargerEvent("payment_requested", evse, session_id=message.id, target_kwh=m.kwh(message.target_kwh),
-                                target_amount=m.kwh(message.target_amount))  # fmt: skip
+                                target_amount=m.kwh(message.target_amount), done=done)  # fmt: skip
         case m.Started():
-            return ChargerEvent("started", evse, message.session_id, meter_wh=message.meter_wh)
+            return ChargerEvent("started", evse, message.session_id, meter_wh=message.meter_wh, done=done)
         case m.Meter():  # the charger's calibrated meter; a `signed` (OCMF) record is checked by the engine
             return ChargerEvent("meter", evse, message.session_id, meter_wh=message.meter_wh, seq=message.seq,
-                                signed=message.signed)  # fmt: skip
+                                signed=message.signed, done=done)  # fmt: skip
         case m.Stopped():
             return ChargerEvent("stopped", evse, message.session_id, meter_wh=message.meter_wh,
                                 session_energy_wh=message.session_energy_wh, reason=message.reason,
-                                signed=message.signed)  # fmt: skip
+                                signed=message.signed, done=done)  # fmt: skip
         case m.Fault():
-            return ChargerEvent("faulted", evse, message.session_id, reason=message.reason)
+            return ChargerEvent("faulted", evse, message.session_id, reason=message.reason, done=done)
     return None

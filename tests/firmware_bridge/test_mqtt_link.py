@@ -159,7 +159,7 @@ async def test_chargers_see_the_gateway_go_offline(site_factory: Any) -> None:
 def test_the_contract_refuses_what_it_does_not_know() -> None:
     link = MqttLink(BrokerSettings(), {"E1"})
     seen: list[Any] = []
-    link.listen(lambda evse, message: seen.append((evse, message)))
+    link.listen(lambda evse, message, stored: seen.append((evse, message)))
     ok = json.dumps({"v": 1, "id": "a", "session_id": "s", "meter_wh": 5}).encode()
     assert link.receive("evpay/v1/evse/E1/started", ok) is not None
     assert link.receive("evpay/v1/evse/E1/started", ok) is None  # the same id again: a redelivery
@@ -167,6 +167,45 @@ def test_the_contract_refuses_what_it_does_not_know() -> None:
     assert link.receive("evpay/v1/evse/E1/started", b'{"v": 2, "id": "b", "session_id": "s", "meter_wh": 5}') is None
     assert link.receive("other/topic", ok) is None
     assert len(seen) == 1 and link.rejected == 1
+
+
+async def test_a_message_is_acknowledged_only_once_stored(broker: Broker) -> None:
+    """Found by the power-cut campaign: the link acknowledged a charger's message on receipt, so
+    a gateway that died before storing it (a stop, a meter value) lost it for good and the
+    session stayed charging. Now the broker keeps it until the listener says it is stored."""
+    import aiomqtt
+
+    settings = BrokerSettings(url=broker.url, client_id="evpay-ack-test")
+
+    async def deliver(store_it: bool, publish: bytes | None) -> list[str]:
+        link = MqttLink(settings, {"E1"})
+        heard: list[str] = []
+
+        def listener(evse: str, message: Any, stored: Any) -> None:
+            heard.append(message.id)
+            if store_it:
+                stored()
+
+        link.listen(listener)
+        stopping = asyncio.Event()
+        running = asyncio.create_task(link.run(stopping))
+        async with asyncio.timeout(10):
+            await link.connected.wait()
+            if publish is not None:
+                async with aiomqtt.Client("127.0.0.1", broker.port) as charger:
+                    await charger.publish("evpay/v1/evse/E1/meter", publish, qos=1)
+            while not heard:
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.3)
+        stopping.set()
+        await running
+        return heard
+
+    meter = json.dumps({"v": 1, "id": "m1", "session_id": "s", "seq": 1, "meter_wh": 5}).encode()
+    assert await deliver(store_it=False, publish=meter) == ["m1"]  # dies before storing it
+    assert await deliver(store_it=True, publish=None) == ["m1"]  # the broker delivers it again
+    with pytest.raises(TimeoutError):  # stored and acknowledged: never again
+        await deliver(store_it=True, publish=None)
 
 
 async def test_the_gateway_killed_mid_session_gets_what_the_charger_sent_meanwhile(
