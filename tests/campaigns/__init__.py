@@ -4,12 +4,19 @@ Each campaign runs at two sizes: ``small`` inside the default suite (``test_camp
 and ``full`` on demand, one command each:
 
     .venv/bin/python -m tests.campaigns crash --size full [--seed N] [--keep DIR]
+    .venv/bin/python -m tests.campaigns powercut --size full [--seed N] [--keep DIR]
+    .venv/bin/python -m tests.campaigns partition --size full [--seed N] [--uplink-only]
     .venv/bin/python -m tests.campaigns lost-results --size full [--seed N]
     .venv/bin/python -m tests.campaigns fuzz --size full [--seed N] [--target NAME] [--engine atheris]
     .venv/bin/python -m tests.campaigns scan PATH... [--secret S]
 
 - ``crash`` (``crash.py``): the real daemon SIGKILLed at random and at dangerous moments while
   EVs charge and pay on two terminals; the store, the terminals' books and the CPO must agree.
+- ``powercut`` (``powercut.py``, ``powercut_vfs.py``): the same site, but each death is a power
+  cut: a SQLite VFS shim logs every write not yet fsynced, and the files are rewound to their
+  last sync with some of those writes kept, reordered or torn; each image must pass the
+  integrity check and hold everything the gateway had acknowledged.
+- ``partition``: the CPO unreachable or the MQTT broker gone for seconds while EVs charge.
 - ``lost-results`` (``lost.py``): the terminal's answers to pre-auth, capture and release lost
   before and after it acted, against the real engine and store; resolved by asking it.
 - ``fuzz`` (``fuzz.py``): every parser that takes outside bytes, fed mutated examples; only

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from bench.measure import machine
-from tests.campaigns import crash, fuzz, lost, scan
+from tests.campaigns import crash, fuzz, lost, powercut, scan
 
 
 def _atheris(args: argparse.Namespace, seed: int) -> int:
@@ -71,6 +71,16 @@ def _crash(args: argparse.Namespace) -> int:
     return 1 if figures.violations else 0
 
 
+def _powercut(args: argparse.Namespace) -> int:
+    seed = args.seed if args.seed is not None else random.randrange(2**31)
+    print(f"powercut, size {args.size}, seed {seed}: {machine()}")
+    figures, campaign = powercut.run(args.size, seed, args.keep)
+    print(f"  {powercut.describe(figures, campaign)}")
+    for violation in figures.violations:
+        print(f"  VIOLATION: {violation}")
+    return 1 if figures.violations else 0
+
+
 def _lost(args: argparse.Namespace) -> int:
     seed = args.seed if args.seed is not None else random.randrange(2**31)
     print(f"lost-results, size {args.size}, seed {seed}: {machine()}")
@@ -110,6 +120,11 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--seed", type=int)
     c.add_argument("--keep", type=Path, help="keep the run's files (database, logs, terminal books) here")
     c.set_defaults(handler=_crash)
+    pc = sub.add_parser("powercut", help="the daemon's power cut: its unsynced writes lost or torn")
+    pc.add_argument("--size", choices=tuple(powercut.SIZES), default="small")
+    pc.add_argument("--seed", type=int)
+    pc.add_argument("--keep", type=Path, help="keep the run's files here")
+    pc.set_defaults(handler=_powercut)
     p = sub.add_parser("partition", help="the CPO unreachable or the MQTT broker gone while EVs charge and pay")
     p.add_argument("--size", choices=("small", "medium", "full"), default="small")
     p.add_argument("--seed", type=int)

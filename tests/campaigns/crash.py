@@ -129,13 +129,16 @@ class Campaign:
 
     # ---- the daemon that dies ----------------------------------------------------------------
 
+    def daemon_command(self) -> list[str]:
+        return list(EVPAY)
+
     async def daemon_up(self) -> None:
         notify_path = self.dir / "notify.sock"
         notify_path.unlink(missing_ok=True)
         notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         notify.bind(str(notify_path))
         notify.setblocking(False)
-        self.daemon = subprocess.Popen([*EVPAY, "run", "--config", str(self.config)], stdout=self.log,
+        self.daemon = subprocess.Popen([*self.daemon_command(), "run", "--config", str(self.config)], stdout=self.log,
                                        stderr=self.log, env=subprocess_env(NOTIFY_SOCKET=str(notify_path)))  # fmt: skip
         loop = asyncio.get_running_loop()
         try:
@@ -146,10 +149,13 @@ class Campaign:
             notify.close()
 
     def kill(self) -> None:
-        if self.daemon is not None and self.daemon.poll() is None:
-            self.daemon.send_signal(signal.SIGKILL)
-            self.daemon.wait(timeout=10)
-            self.figures.kills += 1
+        assert self.daemon is not None
+        if self.daemon.poll() is not None:
+            self.figures.violations.append(f"the daemon died by itself (exit {self.daemon.returncode})")
+            return
+        self.daemon.send_signal(signal.SIGKILL)
+        self.daemon.wait(timeout=10)
+        self.figures.kills += 1
 
     async def stop_daemon(self) -> None:
         assert self.daemon is not None
@@ -234,8 +240,12 @@ class Campaign:
             else:
                 await asyncio.sleep(self.rng.uniform(0.1, 2.5))
             self.kill()
+            self.after_kill()
             await asyncio.sleep(self.rng.uniform(0.0, 0.3))
             await self.daemon_up()
+
+    def after_kill(self) -> None:
+        """A kill loses nothing the daemon gave the kernel (the power-cut campaign loses more)."""
 
     async def _partitions(self, cuts: int, broker: bool) -> None:
         """Partitions instead of kills: the CPO unreachable (every request answered 503) or the
