@@ -488,7 +488,7 @@ def _adopt(s: Session, ev: e.OpenPreauthsReported, now: datetime, policy: Policy
         return _settle_command(s, now, policy)
     why = "no pre-authorisation was made"
     if ev.orphans:
-        why = f"open holds {list(ev.orphans)} not attributable to this session: left to the terminal sweep"
+        why = f"open holds {list(ev.orphans)} not attributable to this session: released as orphans"
     return _finish(_go(s, Trigger.NO_HOLD, notes=_note(s, why)))
 
 

@@ -261,6 +261,25 @@ def test_two_lost_preauths_adopt_only_the_hold_whose_data_fits(tmp_path: Path) -
     assert all(cmd.receipt_no == 20 for cmd in host.sweep("T1", (20, 21), "EUR", "y") if isinstance(cmd, c.Release))
 
 
+def test_a_lost_preauth_that_cannot_be_attributed_releases_the_orphan_at_once(tmp_path: Path) -> None:
+    """Found by the unplug campaign: the line cut just before the pre-auth's result, the terminal's
+    last result says nothing of the new hold, so the session fails without it; the hold stayed
+    open on the driver's card until the next periodic sweep (ten minutes, or never on a busy
+    terminal). Now it is released at once, as an orphan session of its own."""
+    clock = Clock()
+    store = Store.open(tmp_path / "a.sqlite3", clock=clock)
+    host = EngineHost(store, policy(), clock)
+    host.handle(e.CardPresented("a", "card", "E1", "T1", "EUR"))
+    host.handle(e.Resumed("a", "boot"))
+    handled = host.handle(e.OpenPreauthsReported("a", "qa", (20,), last=e.LastResult(True, 19, 5000)))
+    assert handled.session is not None and handled.session.state is State.FAILED
+    (release,) = handled.commands
+    assert isinstance(release, c.Release) and release.receipt_no == 20
+    orphan = host.load(release.session_id)
+    assert orphan is not None and orphan.receipt_no == 20 and not orphan.final
+    assert host.sweep("T1", (20,), "EUR", "later") == []  # owned now: the periodic sweep leaves it
+
+
 # ---- incremental holds -------------------------------------------------------------------------
 
 
