@@ -100,7 +100,9 @@ class ChargerSimulator:
             try:
                 await client.publish(m.topic(self.settings.prefix, evse, name), body, qos=1)
             except aiomqtt.MqttError:
-                self.ready.clear()
+                # The connection broke (or the broker never acknowledged): send it again on the
+                # next one (same id: the gateway drops the copy). Not ``ready.clear()``: a publish
+                # that times out after the reconnect would make every later one wait for ever.
                 await asyncio.sleep(0.1)
             else:
                 return
