@@ -199,7 +199,7 @@ class EngineHost:
                 extra={"session": after.id, "from": before.state.value if before else "-", "to": after.state.value,
                        "event": type(event).__name__},
             )  # fmt: skip
-        commands = [x for x in result.commands if not isinstance(x, c.Enqueue)]
+        commands: list[c.Command] = [x for x in result.commands if not isinstance(x, c.Enqueue)]
         if isinstance(event, e.OpenPreauthsReported) and event.orphans and after.final and not after.holds:
             # Our lost pre-auth may be among them, but nothing proves which: release every hold no
             # session owns now (each an orphan session of its own), not at the next periodic sweep.
