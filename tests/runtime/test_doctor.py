@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from drivers.sim.terminal import SimConfig
-from gateway.cli.doctor_cmd import Check, run_checks
+from gateway.cli.doctor_cmd import Check, _broker_persistence, run_checks
 from gateway.runtime.app import Daemon
 from gateway.runtime.charger import SimulatedCharger
 from gateway.settings import parse_settings
@@ -147,3 +147,24 @@ async def test_with_the_daemon_running(tmp_path: Path, terminal: str) -> None:
     assert found["terminal t1"][0] == "pass" and "as the daemon sees it" in found["terminal t1"][1]
     assert found["charger link"] == ("pass", "simulated link up (1 EVSEs)")
     assert found["database"][0] == "pass" and found["journal"][0] == "pass"
+
+
+@pytest.mark.parametrize(("lines", "status"), [("persistence true\n", "pass"), ("", "fail"),
+                                               ("persistence true\ninclude_dir {d}\n", "fail"),
+                                               ("include_dir {d}\n", "pass")])  # fmt: skip
+def test_the_local_broker_must_persist(tmp_path: Path, lines: str, status: str) -> None:
+    """The gateway leaves a charger's message with the broker until it is stored: a broker that
+    forgets on restart loses it. Debian's mosquitto persists by default; a conf.d may undo it."""
+    conf_d = tmp_path / "conf.d"
+    conf_d.mkdir()
+    (conf_d / "site.conf").write_text("persistence true\n" if status == "pass" and "include" in lines
+                                      else "persistence false\n", encoding="utf-8")  # fmt: skip
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(lines.format(d=conf_d), encoding="utf-8")
+    broker = '[charger]\nenabled = true\nmode = "mqtt"\nbroker = "mqtt://127.0.0.1:1883"\n[[charger.evses]]\nid = "E1"\nterminal = "t1"'
+    settings = parse_settings(site(tmp_path, f"serial://{tmp_path / 'gone'}", broker).read_text(), "<doctor>")
+    assert _broker_persistence(settings, conf).status == status
+    remote = settings.model_copy(
+        update={"charger": settings.charger.model_copy(update={"broker": "mqtt://10.0.0.5:1883"})}
+    )
+    assert _broker_persistence(remote, conf).status == "warn"
