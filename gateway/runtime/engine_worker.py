@@ -39,6 +39,9 @@ from gateway.runtime.metrics import Metrics
 
 _LOGGER = logging.getLogger(__name__)
 SWEEP_EVERY_S = 600.0
+# A terminal whose line was lost is asked this often whether it is back: pay requests for it are
+# refused meanwhile, and nothing else would ask it if the lost command was its session's last.
+UNAVAILABLE_PROBE_S = 5.0
 REQUESTS_EVERY_S = 1.0
 CARD_WAIT_S = 30  # one read-card exchange; the loop starts the next at once
 CARD_ARMED_S = 60.0
@@ -240,8 +243,7 @@ class EngineWorker:
             self._arm(session)
         self._spawn(self._sweeper(stopping), "sweeper")
         self._spawn(self._requests(stopping), "requests")
-        if self.router:
-            self._spawn(self._probe(stopping), "probe")
+        self._spawn(self._probe(stopping), "probe")
         for name, at in self.end_of_day_at.items():
             self._spawn(self._end_of_day_loop(name, at, stopping), f"end-of-day:{name}")
         if self.card_starts:
@@ -517,12 +519,20 @@ class EngineWorker:
                     await stopping.wait()
 
     async def _probe(self, stopping: asyncio.Event) -> None:
-        """Ask terminals that are out (after repeated technical failures) whether they are back."""
+        """Ask terminals that are out whether they are back: one marked unavailable (its line
+        lost, its registration refused) every UNAVAILABLE_PROBE_S, one out of the routing after
+        repeated technical failures every ``probe_every_s``."""
+        loop = asyncio.get_running_loop()
+        routing_due = loop.time() + self.probe_every_s
         while not stopping.is_set():
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.probe_every_s):
+                async with asyncio.timeout(min(UNAVAILABLE_PROBE_S, self.probe_every_s)):
                     await stopping.wait()
-            for name in self.health.down():
+            due = [name for name, (up, _) in self.terminal_state.items() if not up]
+            if loop.time() >= routing_due:
+                due += self.health.down()
+                routing_due = loop.time() + self.probe_every_s
+            for name in dict.fromkeys(due):
                 terminal = self.terminals.get(name)
                 if terminal is None or name in self._reading:
                     continue

@@ -35,7 +35,7 @@ signing_key = {{ file = "{key}" }}
 checkpoint_interval_s = 3600
 [[terminals]]
 id = "t1"
-device = "serial://{pty}"
+device = "{device}"
 password = {{ value = "123456" }}
 capture_mode = "{capture_mode}"
 [charger]
@@ -86,9 +86,10 @@ async def site_factory(tmp_path: Path) -> AsyncIterator[Any]:
     key_file = tmp_path / "journal.pem"
     key_file.write_text(new_signing_key(), encoding="ascii")
 
-    async def start(hold: str = "50.00", start_timeout: int = 180, capture_mode: str = "partial_reversal") -> Site:
-        text = CONFIG.format(db=tmp_path / "e2e.sqlite3", key=key_file, pty=port.slave_path, hold=hold, start_timeout=start_timeout,
-                             capture_mode=capture_mode)  # fmt: skip
+    async def start(hold: str = "50.00", start_timeout: int = 180, capture_mode: str = "partial_reversal",
+                    device: str | None = None) -> Site:  # fmt: skip
+        text = CONFIG.format(db=tmp_path / "e2e.sqlite3", key=key_file, device=device or f"serial://{port.slave_path}",
+                             hold=hold, start_timeout=start_timeout, capture_mode=capture_mode)  # fmt: skip
         settings = parse_settings(text, "<e2e>")
         daemon = Daemon(settings, charger=charger)
         task = asyncio.create_task(daemon.run())
@@ -233,3 +234,31 @@ async def test_a_restarted_engine_worker_hears_each_charger_event_once(site_fact
     site.charger.plug_in("DE*EVP*E1", EvsePlan(energy_wh=1_000, step_wh=1_000))
     await site.wait_final()
     assert len(site.daemon.store.sessions()) == 1
+
+
+async def test_a_terminal_whose_line_was_lost_is_asked_again(site_factory: Any) -> None:
+    """Found by the unplug campaign: the TCP connection reset after a release's result, the
+    session ended voided, and the terminal stayed marked unavailable: every later payment was
+    refused, since nothing asked the terminal again. Now an unavailable terminal is asked every
+    few seconds."""
+    from drivers.sim.ports import serve_tcp
+    from drivers.zvt.constants import Command
+
+    sim = SimTerminal(SimConfig(password="123456", card_wait_s=0.05))
+    server = await serve_tcp("127.0.0.1", 0, lambda p: sim.serve(p, serial=False))
+    site = await site_factory(device=f"tcp://127.0.0.1:{server.sockets[0].getsockname()[1]}")
+    site.sim = sim
+    site.sim.config.unplug_at = (Command.PRE_AUTH_REVERSAL, 2)  # after the result, before the completion
+    site.charger.plug_in("DE*EVP*E1", EvsePlan(energy_wh=0))  # nothing drawn: the hold is released
+    first = await site.wait_final()
+    assert first["state"] == "voided" and site.sim.config.unplug_at is None
+    engine = site.daemon.engine
+    async with asyncio.timeout(15):
+        while not engine.terminal_state["t1"][0]:
+            await asyncio.sleep(0.1)
+    site.charger.plug_in("DE*EVP*E1", EvsePlan(energy_wh=2_000))
+    async with asyncio.timeout(15):
+        while (row := await site.wait_final())["id"] == first["id"]:
+            await asyncio.sleep(0.1)
+    assert row["state"] == "completed", row["data"]["notes"]
+    server.close()
