@@ -147,7 +147,7 @@ async def run(
     password = os.environ.get("EVPAY_ZVT_PASSWORD", "000000")
     sim: SimTerminal | None = None
     port: PtyPort | None = None
-    serving: asyncio.Task[None] | None = None
+    serving: asyncio.Task[bool] | None = None
     if device == "sim":
         port = PtyPort()
         sim = SimTerminal(sim_config or SimConfig(password=password, card_wait_s=0.05))

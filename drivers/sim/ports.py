@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import os
 import pty
+import socket
+import struct
 import termios
 import tty
 from collections.abc import Awaitable, Callable
@@ -26,6 +28,10 @@ class Port:
 
     async def close(self) -> None:
         raise NotImplementedError
+
+    async def reset(self) -> None:
+        """The line cut: a TCP connection is reset; a serial line just goes quiet (the caller
+        decides what comes back)."""
 
 
 class StreamPort(Port):
@@ -56,6 +62,13 @@ class StreamPort(Port):
         self._writer.close()
         with contextlib.suppress(OSError):
             await self._writer.wait_closed()
+
+    async def reset(self) -> None:
+        sock = self._writer.get_extra_info("socket")
+        if sock is not None:  # linger 0: closing sends RST, not FIN
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self._writer.transport.abort()
 
 
 class PtyPort(Port):
@@ -113,6 +126,13 @@ class PtyPort(Port):
                 continue
             view = view[written:]
 
+    def discard(self) -> None:
+        """Lose what the driver wrote meanwhile (a serial cable that was out)."""
+        self._buffer.clear()
+        with contextlib.suppress(OSError):
+            while os.read(self.master, 4096):
+                pass
+
     async def close(self) -> None:
         if self._watching:
             with contextlib.suppress(Exception):
@@ -123,7 +143,7 @@ class PtyPort(Port):
                 os.close(fd)
 
 
-async def serve_tcp(host: str, port: int, handler: Callable[[Port], Awaitable[None]]) -> asyncio.Server:
+async def serve_tcp(host: str, port: int, handler: Callable[[Port], Awaitable[object]]) -> asyncio.Server:
     async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = StreamPort(reader, writer)
         try:

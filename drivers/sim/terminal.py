@@ -14,7 +14,12 @@ amount ``reversed`` (both are seen in the field); ``extensions`` — a reservati
 (06 22 with the first hold's trace number) is refused (``none``), makes a new hold with its
 own receipt (``new_receipt``) or increases the first hold (``same_receipt``).
 Line faults (serial): ``nak_next`` frames NAKed, ``corrupt_next`` frames sent with a bad CRC,
-``noise`` bytes of garbage before every frame.
+``noise`` bytes of garbage before every frame. ``unplug_at`` = (command, n): the line is cut
+just before the terminal's n-th message (0: its acknowledgement) of the next such exchange.
+The terminal goes on as a real one would with nobody listening: what it did stays done, and a
+result that is never acknowledged is reversed by the terminal itself (ZVT 2.2.8), as on a
+timeout. A TCP connection is reset; on a serial line ``serve`` returns ``True`` so that the
+caller plays the cable or the USB adapter coming back.
 """
 
 from __future__ import annotations
@@ -70,6 +75,7 @@ class SimConfig:
     echo: Literal["booked", "reversed"] = "booked"
     tap_required: bool = False  # read-card (06 C0) waits for tap() instead of presenting a card by itself
     extensions: Literal["none", "new_receipt", "same_receipt"] = "none"
+    unplug_at: tuple[int, int] | None = None  # (command, n): cut the line before the n-th message answering it
     # What BMP 22 and the printed slip carry: masked, as a PT masks towards the ECR; a full
     # number plays a PT that does not mask (the gateway must still never store or log it).
     pan: str = _CARD_PAN
@@ -94,6 +100,10 @@ class SimState:
 
 class _Silenced(Exception):
     """Power loss: stop answering for the rest of this sequence."""
+
+
+class _Unplugged(ConnectionLost):
+    """The line cut in the middle of an exchange (``SimConfig.unplug_at``)."""
 
 
 class SimTerminal:
@@ -132,13 +142,17 @@ class SimTerminal:
 
     # ---- connection loop -------------------------------------------------------------------
 
-    async def serve(self, port: Port, *, serial: bool) -> None:
-        """Answer one connection until it closes."""
+    async def serve(self, port: Port, *, serial: bool) -> bool:
+        """Answer one connection until it closes; True if it was cut by ``unplug_at``."""
         session = _Session(self, port, serial)
         try:
             await session.run()
+        except _Unplugged:
+            _LOGGER.info("sim.unplugged", extra={"port": port.description})
+            return True
         except ConnectionLost:
             _LOGGER.info("sim.connection_closed", extra={"port": port.description})
+        return False
 
 
 class _Session:
@@ -147,6 +161,8 @@ class _Session:
         self.link: SerialLink | StreamLink = SerialLink() if serial else StreamLink()
         self.inbox: deque[Apdu] = deque()
         self.loop = asyncio.get_running_loop()
+        self.exchange, self.sent = 0, 0  # the command being answered; the messages sent for it
+        self.cut = False  # unplugged: nothing goes out, nothing comes in, until the exchange ends
 
     # ---- I/O over the link cores ------------------------------------------------------------
 
@@ -188,6 +204,8 @@ class _Session:
         await self._flush()
 
     async def receive(self, timeout: float | None) -> Apdu | None:
+        if self.cut:
+            return None  # nobody answers a terminal whose line is cut
         end = None if timeout is None else self.loop.time() + timeout
         while not self.inbox:
             left = None if end is None else end - self.loop.time()
@@ -197,6 +215,14 @@ class _Session:
         return self.inbox.popleft()
 
     async def send(self, message: m.Message) -> None:
+        cfg = self.sim.config
+        if cfg.unplug_at == (self.exchange, self.sent):
+            cfg.unplug_at = None
+            self.cut = True
+            await self.port.reset()
+        self.sent += 1
+        if self.cut:
+            return
         self.link.send_apdu(message.to_apdu().encode(), self.loop.time())
         await self._flush()
         while not self.link.idle:
@@ -221,8 +247,11 @@ class _Session:
                 await self.send(m.nack(0x9A))
                 continue
             self.sim.state.commands.append(f"{command.command:04X}")
+            self.exchange, self.sent = command.command, 0
             try:
                 await self.dispatch(command)
+                if self.cut:
+                    raise _Unplugged(f"unplugged in the middle of {command.command:04X}")
             except _Silenced:
                 if not self.serial:
                     raise ConnectionLost("simulated power loss") from None
@@ -407,7 +436,8 @@ class _Session:
         record.state = "booked"
         result = self._status_bmps(record, tx.amount - amount if echo_reversed else amount)
         if not await self.send_expect_ack(m.status_information(result), self.sim.config.result_ack_timeout_s):
-            tx.state, tx.booked = "open", 0
+            tx.state, tx.booked = "open", 0  # spec 2.2.8: no acknowledgement, no transaction
+            record.state = "reversed"
             return
         self._remember(result)
         await self._receipt(tx, amount)

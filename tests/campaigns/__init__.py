@@ -6,6 +6,7 @@ and ``full`` on demand, one command each:
     .venv/bin/python -m tests.campaigns crash --size full [--seed N] [--keep DIR]
     .venv/bin/python -m tests.campaigns powercut --size full [--seed N] [--keep DIR]
     .venv/bin/python -m tests.campaigns partition --size full [--seed N] [--uplink-only]
+    .venv/bin/python -m tests.campaigns unplug --size full [--seed N] [--keep DIR]
     .venv/bin/python -m tests.campaigns lost-results --size full [--seed N]
     .venv/bin/python -m tests.campaigns fuzz --size full [--seed N] [--target NAME] [--engine atheris]
     .venv/bin/python -m tests.campaigns scan PATH... [--secret S]
@@ -17,10 +18,15 @@ and ``full`` on demand, one command each:
   last sync with some of those writes kept, reordered or torn; each image must pass the
   integrity check and hold everything the gateway had acknowledged.
 - ``partition``: the CPO unreachable or the MQTT broker gone for seconds while EVs charge.
+- ``unplug`` (``unplug.py``): a terminal's line cut just before each of its messages in the
+  pre-auth, capture, release and repeat-receipt exchanges: TCP reset, serial cable pulled, USB
+  adapter pulled and plugged in again.
 - ``lost-results`` (``lost.py``): the terminal's answers to pre-auth, capture and release lost
   before and after it acted, against the real engine and store; resolved by asking it.
 - ``fuzz`` (``fuzz.py``): every parser that takes outside bytes, fed mutated examples; only
-  its own typed errors, no hang. Failing inputs are kept under ``crashers/`` and replayed.
+  its own typed errors, no hang. Failing inputs are kept under ``crashers/`` and replayed. The
+  same targets run under hypothesis in the suite (``test_hypothesis.py``) and under atheris
+  (coverage-guided) with ``--engine atheris``.
 - ``scan`` (``scan.py``): databases, logs, outbox payloads and exports searched for anything
   that looks like a full card number (Luhn-valid, 13 to 19 digits) or a secret in clear.
 

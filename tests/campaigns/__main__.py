@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from bench.measure import machine
-from tests.campaigns import crash, fuzz, lost, powercut, scan
+from tests.campaigns import crash, fuzz, lost, powercut, scan, unplug
 
 
 def _atheris(args: argparse.Namespace, seed: int) -> int:
@@ -81,6 +81,18 @@ def _powercut(args: argparse.Namespace) -> int:
     return 1 if figures.violations else 0
 
 
+def _unplug(args: argparse.Namespace) -> int:
+    seed = args.seed if args.seed is not None else random.randrange(2**31)
+    print(f"unplug, size {args.size}, seed {seed}: {machine()}")
+    figures, campaign = unplug.run(args.size, seed, args.keep)
+    print(f"  {unplug.describe(figures, campaign)}")
+    for (terminal, command, step), n in sorted(campaign.cuts.items()):
+        print(f"    {terminal} {command}, cut {step}: {n}")
+    for violation in figures.violations:
+        print(f"  VIOLATION: {violation}")
+    return 1 if figures.violations else 0
+
+
 def _lost(args: argparse.Namespace) -> int:
     seed = args.seed if args.seed is not None else random.randrange(2**31)
     print(f"lost-results, size {args.size}, seed {seed}: {machine()}")
@@ -125,6 +137,11 @@ def main(argv: list[str] | None = None) -> int:
     pc.add_argument("--seed", type=int)
     pc.add_argument("--keep", type=Path, help="keep the run's files here")
     pc.set_defaults(handler=_powercut)
+    u = sub.add_parser("unplug", help="the terminal's line cut (TCP reset, serial cable, USB) mid-exchange")
+    u.add_argument("--size", choices=tuple(unplug.SIZES), default="small")
+    u.add_argument("--seed", type=int)
+    u.add_argument("--keep", type=Path, help="keep the run's files here")
+    u.set_defaults(handler=_unplug)
     p = sub.add_parser("partition", help="the CPO unreachable or the MQTT broker gone while EVs charge and pay")
     p.add_argument("--size", choices=("small", "medium", "full"), default="small")
     p.add_argument("--seed", type=int)

@@ -33,7 +33,10 @@ KINDS = {c.Preauthorize: "preauthorize", c.Capture: "capture", c.Release: "relea
 # How often a session's first answer of a kind is lost: a lost pre-auth ends the session before
 # any capture (the gateway releases what it cannot attribute), so it is lost less often.
 CHANCE = {"preauthorize": 0.25, "capture": 0.7, "release": 0.7}
-SIZES = {"small": 500, "medium": 5_000, "full": 40_000}  # sessions; each may lose one answer of each kind
+# (sessions, runs): each session may lose one answer of each kind. The full size is many runs
+# on fresh stores: the simulation's sweeps reload every owing session, so one long run slows
+# down as its store grows (10,000 sessions in one run took 23 minutes).
+SIZES = {"small": (500, 1), "medium": (5_000, 1), "full": (1_000, 60)}
 
 
 class _Approves(random.Random):
@@ -78,15 +81,19 @@ class Figures:
 
 def run(size: str, seed: int) -> Figures:
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="lost-") as tmp:
-        sim = Simulation(seed, Path(tmp) / "lost.sqlite3", "fixed", SIZES[size])
-        sim.terminal = LosingTerminal(random.Random(seed + 1), sim.clock, sim.policy.validity, sim.terminal.echo)
-        sim.run()  # raises AssertionError, naming the session, on any broken invariant
-        sessions = sim.all_sessions()
-        completed = sum(s.state.value == "completed" for s in sessions)
-        losses = sim.terminal.losses  # type: ignore[attr-defined]
-        sim.store.close()
-    return Figures(SIZES[size], losses, completed, time.perf_counter() - started)
+    per_run, runs = SIZES[size]
+    losses: Counter[tuple[str, str]] = Counter()
+    completed = 0
+    for i in range(runs):
+        with tempfile.TemporaryDirectory(prefix="lost-") as tmp:
+            sim = Simulation(seed + 1_000 * i, Path(tmp) / "lost.sqlite3", "fixed", per_run)
+            sim.terminal = LosingTerminal(random.Random(seed + 1_000 * i + 1), sim.clock, sim.policy.validity,
+                                          sim.terminal.echo)  # fmt: skip
+            sim.run()  # raises AssertionError, naming the session, on any broken invariant
+            completed += sum(s.state.value == "completed" for s in sim.all_sessions())
+            losses += sim.terminal.losses  # type: ignore[attr-defined]
+            sim.store.close()
+    return Figures(per_run * runs, losses, completed, time.perf_counter() - started)
 
 
 def describe(f: Figures) -> str:

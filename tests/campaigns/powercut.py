@@ -138,5 +138,5 @@ def describe(f: Figures, c: PowerCuts) -> str:
             f"{c.unsynced} unsynced "
             f"writes at the cuts ({c.reached} reached the disk, {c.torn} torn), {c.checked} acknowledgements "
             f"checked in the images, {f.plugged} EVs plugged in, {f.sessions} sessions ({f.completed} completed), "
-            f"{f.holds} holds, {f.captured_minor / 100:.2f} EUR captured, {f.fac_posts} FAC POSTs, {f.seconds:.0f} s; "
+            f"{f.holds} holds, {f.captured_minor / 100:.2f} EUR captured ({f.unconfirmed} unconfirmed), {f.fac_posts} FAC POSTs, {f.seconds:.0f} s; "
             f"{len(f.violations)} violation(s)")  # fmt: skip

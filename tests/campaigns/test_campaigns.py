@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -18,7 +19,7 @@ import pytest
 
 from gateway.runtime.charger import EvsePlan
 from gateway.runtime.logs import JsonFormatter
-from tests.campaigns import crash, fuzz, lost, powercut, scan
+from tests.campaigns import crash, fuzz, lost, powercut, scan, unplug
 from tests.campaigns.powercut_vfs import MODELS, power_cut
 from tests.site_rig import Site
 
@@ -182,6 +183,72 @@ def test_power_cuts_small(tmp_path: Path) -> None:
     figures, campaign = powercut.run("small", SEED, tmp_path / "run")
     assert figures.violations == [], figures.violations
     assert figures.kills == 5 and figures.completed >= 1, powercut.describe(figures, campaign)
+
+
+# (command, cut before the terminal's message n) -> what the terminal's books hold afterwards and
+# whether the driver had the result (stored through its persist hook) before the line went.
+CUTS = {
+    ("preauth", 0): ("reversed", False), ("preauth", 2): ("reversed", False), ("preauth", 3): ("open", True),
+    ("capture", 0): ("open", False), ("capture", 1): ("open", False), ("capture", 2): ("booked", True),
+    ("release", 1): ("open", False), ("release", 2): ("reversed", True),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("operation", "before"), list(CUTS))
+async def test_a_cut_line_leaves_the_terminal_as_zvt_says(operation: str, before: int) -> None:
+    """The simulator's unplug, against the real driver over TCP: a result the terminal could not
+    deliver is reversed by the terminal itself (ZVT 2.2.8: no acknowledgement, no transaction);
+    one delivered stays, and the driver stored it before acknowledging, though it reports the
+    lost line."""
+    from drivers.base import Outcome
+    from drivers.money import Money
+    from drivers.sim.ports import serve_tcp
+    from drivers.sim.terminal import SimConfig, SimTerminal
+    from drivers.transport import open_transport
+    from drivers.zvt.asyncio.terminal import ZvtOptions, ZvtTerminal
+    from drivers.zvt.constants import Command
+
+    sim = SimTerminal(SimConfig(password="123456", card_wait_s=0.01, result_ack_timeout_s=0.5))
+    server = await serve_tcp("127.0.0.1", 0, lambda p: sim.serve(p, serial=False))
+    transport, framing = open_transport(f"tcp://127.0.0.1:{server.sockets[0].getsockname()[1]}")
+    terminal = ZvtTerminal("t1", transport, serial_framing=framing, options=ZvtOptions(password="123456"))
+    stored: list[Any] = []
+
+    async def persist(result: Any) -> None:
+        stored.append(result)
+
+    try:
+        assert (await terminal.connect()).approved
+        hold = await terminal.preauthorize(Money(5000, "EUR"), "first", persist)
+        stored.clear()
+        euros = Money(5000, "EUR")
+        command = {"preauth": Command.PRE_AUTHORISATION, "capture": Command.PARTIAL_REVERSAL,
+                   "release": Command.PRE_AUTH_REVERSAL}[operation]  # fmt: skip
+        sim.config.unplug_at = (command, before)
+        if operation == "preauth":
+            result = await terminal.preauthorize(euros, "second", persist)
+            receipt = 2
+        elif operation == "capture":
+            result = await terminal.capture(hold.receipt_no or 0, euros, Money(833, "EUR"), "first", persist)
+            receipt = 1
+        else:
+            result = await terminal.release(hold.receipt_no or 0, euros, persist)
+            receipt = 1
+        await asyncio.sleep(0.8)  # past the terminal's wait for our acknowledgement
+        state, delivered = CUTS[(operation, before)]
+        assert result.outcome is Outcome.UNKNOWN and sim.config.unplug_at is None
+        assert sim.state.transactions[receipt].state == state
+        assert bool(stored) == delivered and all(r.approved for r in stored)
+    finally:
+        server.close()
+
+
+def test_unplugs_small(tmp_path: Path) -> None:
+    """Terminal lines cut mid-exchange (TCP reset; serial cable or USB adapter pulled) while EVs
+    charge and pay: at least one cut lands, and the store, the terminals and the CPO agree."""
+    figures, campaign = unplug.run("small", SEED, tmp_path / "run")
+    assert figures.violations == [], figures.violations
+    assert sum(campaign.cuts.values()) >= 1 and figures.completed >= 1, unplug.describe(figures, campaign)
 
 
 def test_lost_results_small() -> None:
