@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from bench.measure import machine
@@ -56,53 +57,59 @@ def _fuzz(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _crash(args: argparse.Namespace) -> int:
+Outcome = tuple[str, list[str], list[str]]  # the figures, lines of detail, violations
+
+
+def _report(args: argparse.Namespace, run: Callable[[int], Outcome]) -> int:
+    """The header, the campaign, its figures; exit 1 on any violation."""
     seed = args.seed if args.seed is not None else random.randrange(2**31)
     print(f"{args.campaign}, size {args.size}, seed {seed}: {machine()}")
-    if args.campaign == "crash":
-        figures = crash.run(args.size, seed, args.keep)
-    else:
-        figures = crash.run_partitions(args.size, seed, args.keep, broker=not args.uplink_only)
-    print(f"  {crash.main_figures(figures)}")
-    for line in figures.partitions:
+    figures, details, violations = run(seed)
+    print(f"  {figures}")
+    for line in details:
         print(f"    {line}")
-    for violation in figures.violations:
+    for violation in violations:
         print(f"  VIOLATION: {violation}")
-    return 1 if figures.violations else 0
+    return 1 if violations else 0
+
+
+def _crash(args: argparse.Namespace) -> int:
+    def run(seed: int) -> Outcome:
+        if args.campaign == "crash":
+            f = crash.run(args.size, seed, args.keep)
+        else:
+            f = crash.run_partitions(args.size, seed, args.keep, broker=not args.uplink_only)
+        return crash.main_figures(f), f.partitions, f.violations
+
+    return _report(args, run)
 
 
 def _powercut(args: argparse.Namespace) -> int:
-    seed = args.seed if args.seed is not None else random.randrange(2**31)
-    print(f"powercut, size {args.size}, seed {seed}: {machine()}")
-    figures, campaign = powercut.run(args.size, seed, args.keep)
-    print(f"  {powercut.describe(figures, campaign)}")
-    for violation in figures.violations:
-        print(f"  VIOLATION: {violation}")
-    return 1 if figures.violations else 0
+    def run(seed: int) -> Outcome:
+        f, campaign = powercut.run(args.size, seed, args.keep)
+        return powercut.describe(f, campaign), [], f.violations
+
+    return _report(args, run)
 
 
 def _unplug(args: argparse.Namespace) -> int:
-    seed = args.seed if args.seed is not None else random.randrange(2**31)
-    print(f"unplug, size {args.size}, seed {seed}: {machine()}")
-    figures, campaign = unplug.run(args.size, seed, args.keep)
-    print(f"  {unplug.describe(figures, campaign)}")
-    for (terminal, command, step), n in sorted(campaign.cuts.items()):
-        print(f"    {terminal} {command}, cut {step}: {n}")
-    for violation in figures.violations:
-        print(f"  VIOLATION: {violation}")
-    return 1 if figures.violations else 0
+    def run(seed: int) -> Outcome:
+        f, campaign = unplug.run(args.size, seed, args.keep)
+        cuts = [f"{t} {command}, cut {step}: {n}" for (t, command, step), n in sorted(campaign.cuts.items())]
+        return unplug.describe(f, campaign), cuts, f.violations
+
+    return _report(args, run)
 
 
 def _lost(args: argparse.Namespace) -> int:
-    seed = args.seed if args.seed is not None else random.randrange(2**31)
-    print(f"lost-results, size {args.size}, seed {seed}: {machine()}")
-    try:
-        figures = lost.run(args.size, seed)
-    except AssertionError as exc:
-        print(f"  VIOLATION: {exc}")
-        return 1
-    print(f"  {lost.describe(figures)}; 0 violations")
-    return 0
+    def run(seed: int) -> Outcome:
+        try:
+            figures = lost.run(args.size, seed)
+        except AssertionError as exc:  # the simulation names the session and the broken invariant
+            return "stopped at the first violation", [], [str(exc)]
+        return lost.describe(figures), [], []
+
+    return _report(args, run)
 
 
 def _scan(args: argparse.Namespace) -> int:

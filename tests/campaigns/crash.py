@@ -201,7 +201,7 @@ class Campaign:
             for e, s in self.charger.evses.items():
                 if len(s.authorized) > authorized[e]:
                     return "a hold was approved and the charger authorized"
-                if charging[e] is not None and charging[e] is s.charging and s.charging.done():
+                if s.charging is not None and charging[e] is s.charging and s.charging.done():
                     await asyncio.sleep(self.rng.uniform(0.0, 0.3))
                     return "the charger stopped: the capture is under way"
 
@@ -236,17 +236,21 @@ class Campaign:
 
     async def _kills(self) -> None:
         for _ in range(self.kills):
-            if self.rng.random() < 0.5:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(5):
-                        await self._dangerous_moment()
-                        self.figures.dangerous_kills += 1
-            else:
-                await asyncio.sleep(self.rng.uniform(0.1, 2.5))
+            await self.moment()
             self.kill()
             self.after_kill()
             await asyncio.sleep(self.rng.uniform(0.0, 0.3))
             await self.daemon_up()
+
+    async def moment(self) -> None:
+        """Wait for the next kill: half the time for a dangerous moment, else a random while."""
+        if self.rng.random() < 0.5:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5):
+                    await self._dangerous_moment()
+                    self.figures.dangerous_kills += 1
+        else:
+            await asyncio.sleep(self.rng.uniform(0.1, 2.5))
 
     def after_kill(self) -> None:
         """A kill loses nothing the daemon gave the kernel (the power-cut campaign loses more)."""

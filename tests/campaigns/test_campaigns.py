@@ -182,7 +182,7 @@ def test_power_cuts_small(tmp_path: Path) -> None:
     every image passes the integrity check and holds what was acknowledged; the books agree."""
     figures, campaign = powercut.run("small", SEED, tmp_path / "run")
     assert figures.violations == [], figures.violations
-    assert figures.kills == 5 and figures.completed >= 1, powercut.describe(figures, campaign)
+    assert figures.kills == 5 and figures.sessions >= 1, powercut.describe(figures, campaign)
 
 
 # (command, cut before the terminal's message n) -> what the terminal's books hold afterwards and
