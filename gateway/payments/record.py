@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, astuple
 from datetime import datetime
 from typing import Any
 
 from gateway.fiscal.meter import SignedMeter
 from gateway.fiscal.receipt import ReceiptState, VatLine
-from gateway.payments.events import TimerKind
+from gateway.payments.events import LastResult, TimerKind
 from gateway.payments.refunds import Refund, RefundMethod, RefundStatus
 from gateway.payments.session import Hold, HoldStatus, Reading, Session, State
 
@@ -47,6 +47,7 @@ def to_json(s: Session) -> dict[str, Any]:
         "timer": [s.timer[0].value, s.timer[1].isoformat()] if s.timer else None,
         "attempts": s.attempts,
         "lost_results": s.lost_results,
+        "held_result": list(astuple(s.held_result)) if s.held_result else None,
         "topup_refused": s.topup_refused,
         "topup_minor": s.topup_minor,
         "stop_reason": s.stop_reason,
@@ -115,7 +116,8 @@ def _holds(d: dict[str, Any]) -> tuple[Hold, ...]:
 # session's row, and ``from_json`` puts them back. One table for both, so they cannot disagree.
 DEFAULTS: dict[str, Any] = {
     "card": {}, "scheme": None, "expires_at": None, "meter_start_wh": None, "readings": [], "billed_energy_wh": 0,
-    "reported_energy_wh": None, "timer": None, "attempts": 0, "lost_results": 0, "topup_refused": False,
+    "reported_energy_wh": None, "timer": None, "attempts": 0, "lost_results": 0, "held_result": None,
+    "topup_refused": False,
     "topup_minor": 0, "stop_reason": None, "notes": [], "discrepancies": [], "fiscal": [], "tariff_id": None,
     "invoicer": None, "invoice_reference": None, "invoice_url": None, "fiscal_fields": [], "vat": [], "receipt": "",
     "receipt_lines": [], "receipt_missing": [], "receipt_upstream": [], "captured_at": None, "meter_records": [],
@@ -167,6 +169,7 @@ def from_json(d: dict[str, Any]) -> Session:
         timer=(TimerKind(d["timer"][0]), datetime.fromisoformat(d["timer"][1])) if d["timer"] else None,
         attempts=d["attempts"],
         lost_results=d["lost_results"],
+        held_result=LastResult(*d["held_result"]) if d["held_result"] else None,
         topup_refused=d["topup_refused"],
         topup_minor=d["topup_minor"],
         stop_reason=d["stop_reason"],

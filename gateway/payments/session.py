@@ -153,6 +153,7 @@ class Session:
     timer: tuple[TimerKind, datetime] | None = None
     attempts: int = 0
     lost_results: int = 0  # terminal operations whose outcome we never saw (their trace may be the terminal's last)
+    held_result: e.LastResult | None = None  # the in-flight command's result, stored before it was acknowledged
     topup_refused: bool = False
     topup_minor: int = 0
     stop_reason: str | None = None
@@ -348,6 +349,11 @@ def _orphan(ev: e.OrphanFound, now: datetime, policy: Policy) -> Transition:
 
 
 def _terminal_result(s: Session, ev: e.TerminalResultArrived, now: datetime, policy: Policy) -> Transition:
+    if ev.provisional:
+        if s.state in (State.AUTHORIZING, State.CAPTURING, State.RELEASING) and ev.outcome is Outcome.APPROVED:
+            return Transition(replace(s, held_result=e.LastResult(True, ev.receipt_no, ev.amount_minor)))
+        return Transition(s, note="provisional result: not awaited")
+    s = replace(s, held_result=None)
     if ev.operation == Operation.PREAUTHORIZE:
         if s.state is State.AUTHORIZING:
             return _preauth_result(s, ev, now, policy)
@@ -437,8 +443,9 @@ def _open_preauths(s: Session, ev: e.OpenPreauthsReported, now: datetime, policy
         return Transition(s, note="open pre-auths: not waiting for them")
     if ev.failed:
         return _enquiry_failed(s, now, policy)
+    held, s = s.held_result, replace(s, held_result=None)  # used up by this answer, whatever it says
     if s.state is State.AUTH_UNKNOWN:
-        return _adopt(s, ev, now, policy)
+        return _adopt(s, ev, now, policy, held)
     hold = s.current
     assert hold is not None  # noqa: S101 - an unknown settlement always has an open hold
     capture = s.state is State.CAPTURE_UNKNOWN
@@ -455,6 +462,8 @@ def _open_preauths(s: Session, ev: e.OpenPreauthsReported, now: datetime, policy
         return _next(_replace_hold(s, hold, done), now, policy)
     target = hold.target_minor or 0
     last = ev.last
+    if held is not None and held.receipt_no is not None and held.amount_minor in (target, hold.amount_minor - target):
+        last = held  # its own result, stored before the crash: the hold is gone, so the capture stood
     if (
         last is not None and last.approved and last.receipt_no is not None
         and last.receipt_no != hold.receipt_no and last.receipt_no not in ev.receipts
@@ -469,10 +478,17 @@ def _open_preauths(s: Session, ev: e.OpenPreauthsReported, now: datetime, policy
     return _next(_replace_hold(s, hold, done), now, policy)
 
 
-def _adopt(s: Session, ev: e.OpenPreauthsReported, now: datetime, policy: Policy) -> Transition:
-    """A pre-auth whose result was lost: adopt an open hold only when the terminal's last result
-    shows it and its amount fits ours — never by order of arrival; then give it back."""
-    last = ev.last
+def _adopt(
+    s: Session, ev: e.OpenPreauthsReported, now: datetime, policy: Policy, held: e.LastResult | None
+) -> Transition:
+    """A pre-auth whose result was lost: adopt an open hold only when the terminal's result shows
+    it and its amount fits ours — never by order of arrival; then give it back. Our own result,
+    stored before the crash (``held``), is the better evidence: its hold is ours if it is still
+    open, and gone if the terminal reversed it for want of our acknowledgement."""
+    last = held or ev.last
+    if held is not None and held.receipt_no not in ev.receipts:
+        why = f"our pre-auth {held.receipt_no} was reversed by the terminal (our acknowledgement never reached it)"
+        return _finish(_go(s, Trigger.NO_HOLD, notes=_note(s, why)))
     if (
         last is not None and last.approved and last.receipt_no in ev.orphans
         and last.amount_minor is not None and 0 < last.amount_minor <= s.hold_minor

@@ -16,7 +16,7 @@ import logging
 import time as monotonic_time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, time, timedelta
 
 from drivers.base import Outcome, PaymentTerminal, TerminalResult
@@ -385,8 +385,13 @@ class EngineWorker:
 
     async def _run(self, terminal: PaymentTerminal, cmd: c.TerminalCommand, attempt: str) -> TerminalResult:
         async def persist(result: TerminalResult) -> None:
-            # Stored before the terminal hears we have it (ZVT: before 80 00 to the 04 0F).
-            self._process(self._event(cmd, f"{cmd.key}:{attempt}:held", result))
+            # Stored before the terminal hears we have it (ZVT: before 80 00 to the 04 0F). For a
+            # hold, a capture or a release it is evidence only: the terminal reverses what it
+            # never hears acknowledged (ZVT 2.2.8), so a crash now must not leave it booked.
+            event = self._event(cmd, f"{cmd.key}:{attempt}:held", result)
+            if isinstance(cmd, c.Preauthorize | c.Capture | c.Release):
+                event = replace(event, provisional=True)
+            self._process(event)
 
         match cmd:
             case c.QueryOpenPreauths():

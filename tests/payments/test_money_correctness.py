@@ -280,6 +280,53 @@ def test_a_lost_preauth_that_cannot_be_attributed_releases_the_orphan_at_once(tm
     assert host.sweep("T1", (20,), "EUR", "later") == []  # owned now: the periodic sweep leaves it
 
 
+# ---- a result stored before it was acknowledged (found by the crash campaign) -----------------
+
+
+def held(op: str, amount: int, receipt: int, **kw: object) -> e.Event:
+    return e.TerminalResultArrived(SID, f"{op}-held", op, Outcome.APPROVED, amount, receipt, provisional=True,  # type: ignore[arg-type]
+                                   **kw)  # fmt: skip
+
+
+def test_a_capture_stored_but_never_acknowledged_is_not_booked() -> None:
+    """The crash campaign killed the daemon between storing the capture's result and the 80 00
+    that acknowledges it: the terminal reversed the capture (ZVT 2.2.8), its sweep later released
+    the hold, and the store said 2.98 EUR captured and sent the FAC. Now the stored result is
+    evidence only: after the restart the terminal is asked, and a hold still open means the
+    capture did not stand."""
+    s = capturing()
+    s = at(s, held("capture", 655, 12, for_receipt=7), 61)
+    assert s.state is State.CAPTURING and s.captured_minor == 0 and s.held_result is not None
+    s = at(s, e.Resumed(SID, "boot"), 62)
+    assert s.state is State.CAPTURE_UNKNOWN
+    t = step(s, e.OpenPreauthsReported(SID, "q", (7,)), 62)  # the terminal holds it again
+    assert t.session is not None and t.session.state is State.CAPTURE_RETRY and t.session.captured_minor == 0
+    assert t.session.held_result is None  # used up: the retry's own result decides
+
+
+def test_a_capture_stored_before_a_crash_stands_when_the_hold_is_gone() -> None:
+    """The same, but the acknowledgement did reach the terminal: the hold is gone and the
+    terminal's last result is someone else's; our stored result is the evidence."""
+    s = at(capturing(), held("capture", 655, 12, for_receipt=7), 61)
+    s = at(at(s, e.Resumed(SID, "boot"), 62), e.OpenPreauthsReported(SID, "q", (), last=e.LastResult(True, 40, 99)), 62)
+    assert s.state is State.COMPLETED and s.captured_minor == 655 and s.holds[0].booking_receipt == 12
+
+
+@pytest.mark.parametrize("still_open", [True, False])
+def test_a_preauth_stored_before_a_crash_is_ours_only_if_still_open(still_open: bool) -> None:
+    s = at(None, e.CardPresented(SID, "card", "E1", "T1", "EUR"))
+    s = at(s, held("preauthorize", 5000, 7))
+    assert s.state is State.AUTHORIZING and s.holds == ()  # the charger is not told to start yet
+    s = at(s, e.Resumed(SID, "boot"), 1)
+    t = step(s, e.OpenPreauthsReported(SID, "q", (7,) if still_open else (), orphans=(7,) if still_open else ()), 1)
+    assert t.session is not None
+    if still_open:  # ours, proven by its own result: given back (the EV was never authorised)
+        assert t.session.state is State.RELEASING and [c.receipt_no for c in t.commands] == [7]  # type: ignore[attr-defined]
+    else:  # reversed by the terminal for want of our acknowledgement: nothing to give back
+        assert t.session.state is State.FAILED and not any(isinstance(x, c.Release) for x in t.commands)
+        assert "reversed" in t.session.notes[-1]
+
+
 # ---- incremental holds -------------------------------------------------------------------------
 
 
