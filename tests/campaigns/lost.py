@@ -27,6 +27,7 @@ from pathlib import Path
 
 from drivers.base import Outcome
 from gateway.payments import commands as c
+from tests.campaigns import scan
 from tests.payments.test_simulation import FakeTerminal, Simulation
 
 KINDS = {c.Preauthorize: "preauthorize", c.Capture: "capture", c.Release: "release"}
@@ -93,6 +94,8 @@ def run(size: str, seed: int) -> Figures:
             completed += sum(s.state.value == "completed" for s in sim.all_sessions())
             losses += sim.terminal.losses  # type: ignore[attr-defined]
             sim.store.close()
+            hits = scan.scan_paths([Path(tmp) / "lost.sqlite3"])
+            assert not hits, f"card data in the store: {hits[:3]}"
     return Figures(per_run * runs, losses, completed, time.perf_counter() - started)
 
 
