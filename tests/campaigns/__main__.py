@@ -134,27 +134,20 @@ def main(argv: list[str] | None = None) -> int:
         help="atheris: coverage-guided (pip install -e '.[fuzz]')",
     )
     f.set_defaults(handler=_fuzz)
-    c = sub.add_parser("crash", help="the real daemon SIGKILLed while EVs charge and pay")
-    c.add_argument("--size", choices=tuple(crash.SIZES), default="small")
-    c.add_argument("--seed", type=int)
-    c.add_argument("--keep", type=Path, help="keep the run's files (database, logs, terminal books) here")
-    c.set_defaults(handler=_crash)
-    pc = sub.add_parser("powercut", help="the daemon's power cut: its unsynced writes lost or torn")
-    pc.add_argument("--size", choices=tuple(powercut.SIZES), default="small")
-    pc.add_argument("--seed", type=int)
-    pc.add_argument("--keep", type=Path, help="keep the run's files here")
-    pc.set_defaults(handler=_powercut)
-    u = sub.add_parser("unplug", help="the terminal's line cut (TCP reset, serial cable, USB) mid-exchange")
-    u.add_argument("--size", choices=tuple(unplug.SIZES), default="small")
-    u.add_argument("--seed", type=int)
-    u.add_argument("--keep", type=Path, help="keep the run's files here")
-    u.set_defaults(handler=_unplug)
-    p = sub.add_parser("partition", help="the CPO unreachable or the MQTT broker gone while EVs charge and pay")
-    p.add_argument("--size", choices=("small", "medium", "full"), default="small")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--keep", type=Path, help="keep the run's files here")
-    p.add_argument("--uplink-only", action="store_true", help="cut only the CPO, never the MQTT broker")
-    p.set_defaults(handler=_crash)
+    site_campaigns = (  # name, help, sizes, handler: the real daemon with the site around it
+        ("crash", "the real daemon SIGKILLed while EVs charge and pay", crash.SIZES, _crash),
+        ("powercut", "the daemon's power cut: its unsynced writes lost or torn", powercut.SIZES, _powercut),
+        ("unplug", "the terminal's line cut (TCP reset, serial cable, USB) mid-exchange", unplug.SIZES, _unplug),
+        ("partition", "the CPO unreachable or the MQTT broker gone while EVs charge and pay", crash.PARTITIONS, _crash),
+    )
+    for name, text, sizes, handler in site_campaigns:
+        c = sub.add_parser(name, help=text)
+        c.add_argument("--size", choices=tuple(sizes), default="small")
+        c.add_argument("--seed", type=int)
+        c.add_argument("--keep", type=Path, help="keep the run's files (database, logs, terminal books) here")
+        c.set_defaults(handler=handler)
+        if name == "partition":
+            c.add_argument("--uplink-only", action="store_true", help="cut only the CPO, never the MQTT broker")
     lr = sub.add_parser("lost-results", help="the terminal's answers lost before and after it acted")
     lr.add_argument("--size", choices=tuple(lost.SIZES), default="small")
     lr.add_argument("--seed", type=int)

@@ -52,6 +52,7 @@ from tests.helpers import EVPAY, free_port, site_toml, subprocess_env
 # kills, EVSEs, short charges (the full size needs many sessions per kill: 16 EVSEs charging
 # a few kWh each, instead of up to 14 kWh in 28 meter values)
 SIZES = {"small": (6, 2, False), "medium": (40, 2, False), "full": (1000, 16, True)}
+PARTITIONS = {"small": 4, "medium": 20, "full": 200}  # outages, alternately the CPO's and the broker's
 
 
 @dataclass
@@ -379,7 +380,7 @@ class Campaign:
 def run_partitions(size: str, seed: int, workdir: Path | None = None, broker: bool = True) -> Figures:
     if MOSQUITTO is None:
         raise SystemExit("mosquitto is not installed (apt-get install mosquitto)")
-    cuts = {"small": 4, "medium": 20, "full": 200}[size]
+    cuts = PARTITIONS[size]
     with tempfile.TemporaryDirectory(prefix="partition-") as tmp:
         where = workdir or Path(tmp)
         where.mkdir(parents=True, exist_ok=True)
