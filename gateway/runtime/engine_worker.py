@@ -385,11 +385,12 @@ class EngineWorker:
 
     async def _run(self, terminal: PaymentTerminal, cmd: c.TerminalCommand, attempt: str) -> TerminalResult:
         async def persist(result: TerminalResult) -> None:
-            # Stored before the terminal hears we have it (ZVT: before 80 00 to the 04 0F). For a
-            # hold, a capture or a release it is evidence only: the terminal reverses what it
-            # never hears acknowledged (ZVT 2.2.8), so a crash now must not leave it booked.
+            # Stored before the terminal hears we have it (ZVT: before 80 00 to the 04 0F). An
+            # approved hold, capture or release is evidence only: the terminal reverses what it
+            # never hears acknowledged (ZVT 2.2.8), so a crash now must not leave it booked. A
+            # refusal moves no money: it is the outcome at once.
             event = self._event(cmd, f"{cmd.key}:{attempt}:held", result)
-            if isinstance(cmd, c.Preauthorize | c.Capture | c.Release):
+            if result.approved and isinstance(cmd, c.Preauthorize | c.Capture | c.Release):
                 event = replace(event, provisional=True)
             self._process(event)
 
