@@ -49,9 +49,9 @@ from tests.campaigns import scan
 from tests.firmware_bridge.conftest import MOSQUITTO, Broker
 from tests.helpers import EVPAY, free_port, site_toml, subprocess_env
 
-# kills, EVSEs, short charges (the full size needs many sessions per kill: 16 EVSEs charging
-# a few kWh each, instead of up to 14 kWh in 28 meter values)
-SIZES = {"small": (6, 2, False), "medium": (40, 2, False), "full": (1000, 16, True)}
+# kills, EVSEs, short charges (the full size needs many sessions per kill: 32 EVSEs charging
+# a few kWh in up to three meter values, instead of up to 14 kWh in 28)
+SIZES = {"small": (6, 2, False), "medium": (40, 2, False), "full": (1000, 32, True)}
 PARTITIONS = {"small": 4, "medium": 20, "full": 200}  # outages, alternately the CPO's and the broker's
 
 
@@ -181,7 +181,7 @@ class Campaign:
             plan = Plan(energy_wh=self.rng.choice([0, 2_000, 5_000, 9_000, 14_000]), step_wh=self.rng.choice([500, 1_000, 3_000]),
                         interval_s=self.rng.uniform(0.03, 0.25))  # fmt: skip
             if self.short:
-                plan = Plan(energy_wh=self.rng.choice([0, 500, 1_000, 2_000, 3_000]), step_wh=self.rng.choice([500, 1_000]),
+                plan = Plan(energy_wh=self.rng.choice([0, 1_000, 2_000, 3_000]), step_wh=self.rng.choice([1_000, 3_000]),
                             interval_s=self.rng.uniform(0.02, 0.08))  # fmt: skip
             await self.charger.plug(evse, plan=plan)
             self.figures.plugged += 1
