@@ -27,7 +27,7 @@ from tests.campaigns.crash import Campaign, Figures, _gross_minor
 from tests.campaigns.powercut_vfs import arm, power_cut
 from tests.firmware_bridge.conftest import MOSQUITTO
 
-SIZES = {"small": (5, 2), "medium": (40, 2), "full": (300, 4)}  # cuts, EVSEs
+SIZES = {"small": (4, 2), "medium": (40, 2), "full": (300, 4)}  # cuts, EVSEs
 
 
 class PowerCuts(Campaign):

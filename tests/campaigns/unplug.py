@@ -35,7 +35,7 @@ COMMANDS = {
     Command.REPEAT_RECEIPT: "repeat receipt",
 }
 STEPS = 4  # the terminal's messages answering a command: 0 its acknowledgement, then status, result, completion
-SIZES = {"small": 6, "medium": 64, "full": 400}  # cuts armed, cycling over every (terminal, command, step)
+SIZES = {"small": 3, "medium": 64, "full": 400}  # cuts armed, cycling over every (terminal, command, step)
 
 
 class Unplugs(Campaign):
