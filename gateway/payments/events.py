@@ -59,9 +59,9 @@ class TerminalResultArrived:
     card: dict[str, str] = field(default_factory=dict)  # masked_pan, brand, aid — never a full PAN
     for_receipt: int | None = None  # the hold a capture, release or top-up was sent for
     trace_no: int | None = None
-    # Stored before the gateway acknowledges it to the terminal: evidence, not yet the outcome.
-    # A terminal that never hears the acknowledgement reverses the transaction (ZVT 2.2.8), so
-    # the outcome is the final result (after the completion) or, after a crash, the enquiry's.
+    # Stored before the gateway acknowledges it to the terminal. A terminal that never hears the
+    # acknowledgement reverses the transaction (ZVT 2.2.8): the session decides what such a
+    # result may settle (``session._terminal_result``).
     provisional: bool = False
 
 

@@ -117,12 +117,11 @@ def _holds(d: dict[str, Any]) -> tuple[Hold, ...]:
 DEFAULTS: dict[str, Any] = {
     "card": {}, "scheme": None, "expires_at": None, "meter_start_wh": None, "readings": [], "billed_energy_wh": 0,
     "reported_energy_wh": None, "timer": None, "attempts": 0, "lost_results": 0, "held_result": None,
-    "topup_refused": False,
-    "topup_minor": 0, "stop_reason": None, "notes": [], "discrepancies": [], "fiscal": [], "tariff_id": None,
-    "invoicer": None, "invoice_reference": None, "invoice_url": None, "fiscal_fields": [], "vat": [], "receipt": "",
-    "receipt_lines": [], "receipt_missing": [], "receipt_upstream": [], "captured_at": None, "meter_records": [],
-    "refunds": [], "refunded_minor": 0, "open_minor": 0, "owed_minor": 0, "shortfall_minor": 0,
-    "unpaid_energy_wh": 0, "unpaid_minor": 0, "price_excl": "0",
+    "topup_refused": False, "topup_minor": 0, "stop_reason": None, "notes": [], "discrepancies": [], "fiscal": [],
+    "tariff_id": None, "invoicer": None, "invoice_reference": None, "invoice_url": None, "fiscal_fields": [],
+    "vat": [], "receipt": "", "receipt_lines": [], "receipt_missing": [], "receipt_upstream": [],
+    "captured_at": None, "meter_records": [], "refunds": [], "refunded_minor": 0, "open_minor": 0, "owed_minor": 0,
+    "shortfall_minor": 0, "unpaid_energy_wh": 0, "unpaid_minor": 0, "price_excl": "0",
 }  # fmt: skip
 
 

@@ -348,12 +348,19 @@ def _orphan(ev: e.OrphanFound, now: datetime, policy: Policy) -> Transition:
     return _settle_command(s, now, policy)
 
 
+_PROVISIONAL_OPERATIONS = (Operation.PREAUTHORIZE, Operation.CAPTURE, Operation.RELEASE)
+
+
 def _terminal_result(s: Session, ev: e.TerminalResultArrived, now: datetime, policy: Policy) -> Transition:
-    if ev.provisional:
-        if s.state in (State.AUTHORIZING, State.CAPTURING, State.RELEASING) and ev.outcome is Outcome.APPROVED:
+    if ev.provisional and ev.outcome is Outcome.APPROVED and ev.operation in _PROVISIONAL_OPERATIONS:
+        # Approved but not yet acknowledged: the terminal reverses it if our 80 00 never
+        # arrives (ZVT 2.2.8), so it is evidence for the enquiry after a crash, not the outcome.
+        # A refusal moves no money, and a top-up or refund keeps its result at once.
+        if s.state in (State.AUTHORIZING, State.CAPTURING, State.RELEASING):
             return Transition(replace(s, held_result=e.LastResult(True, ev.receipt_no, ev.amount_minor)))
         return Transition(s, note="provisional result: not awaited")
-    s = replace(s, held_result=None)
+    if s.held_result is not None:
+        s = replace(s, held_result=None)
     if ev.operation == Operation.PREAUTHORIZE:
         if s.state is State.AUTHORIZING:
             return _preauth_result(s, ev, now, policy)
@@ -443,7 +450,9 @@ def _open_preauths(s: Session, ev: e.OpenPreauthsReported, now: datetime, policy
         return Transition(s, note="open pre-auths: not waiting for them")
     if ev.failed:
         return _enquiry_failed(s, now, policy)
-    held, s = s.held_result, replace(s, held_result=None)  # used up by this answer, whatever it says
+    held = s.held_result  # used up by this answer, whatever it says
+    if held is not None:
+        s = replace(s, held_result=None)
     if s.state is State.AUTH_UNKNOWN:
         return _adopt(s, ev, now, policy, held)
     hold = s.current

@@ -261,11 +261,8 @@ class EngineWorker:
                 if self._failure is not None:
                     raise self._failure  # a store error in a command: the supervisor stops the daemon
                 if getter.done():
-                    event, stored = getter.result()
-                    getter = None
-                    self._process(event)
-                    if stored is not None:
-                        stored()
+                    queued, getter = getter.result(), None
+                    self._process_queued(queued)
         finally:
             stop_wait.cancel()
             failed_wait.cancel()
@@ -288,10 +285,13 @@ class EngineWorker:
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
         while not self._queue.empty():  # results that arrived while finishing
-            event, stored = self._queue.get_nowait()
-            self._process(event)
-            if stored is not None:
-                stored()
+            self._process_queued(self._queue.get_nowait())
+
+    def _process_queued(self, queued: tuple[e.Event, Callable[[], None] | None]) -> None:
+        event, stored = queued
+        self._process(event)
+        if stored is not None:  # committed: the charger's message may be acknowledged now
+            stored()
 
     def _process(self, event: e.Event) -> Handled:
         handled = self.host.handle(event)
@@ -385,14 +385,9 @@ class EngineWorker:
 
     async def _run(self, terminal: PaymentTerminal, cmd: c.TerminalCommand, attempt: str) -> TerminalResult:
         async def persist(result: TerminalResult) -> None:
-            # Stored before the terminal hears we have it (ZVT: before 80 00 to the 04 0F). An
-            # approved hold, capture or release is evidence only: the terminal reverses what it
-            # never hears acknowledged (ZVT 2.2.8), so a crash now must not leave it booked. A
-            # refusal moves no money: it is the outcome at once.
-            event = self._event(cmd, f"{cmd.key}:{attempt}:held", result)
-            if result.approved and isinstance(cmd, c.Preauthorize | c.Capture | c.Release):
-                event = replace(event, provisional=True)
-            self._process(event)
+            # Stored before the terminal hears we have it (ZVT: before 80 00 to the 04 0F); the
+            # session decides what a result the terminal may still reverse can settle.
+            self._process(replace(self._event(cmd, f"{cmd.key}:{attempt}:held", result), provisional=True))
 
         match cmd:
             case c.QueryOpenPreauths():
