@@ -229,7 +229,7 @@ class Campaign:
             self.stop_plugging.set()
             async with asyncio.timeout(180):
                 await asyncio.gather(*drivers)
-                await self._settled()
+                await self._quiet(sessions=True)
             await self.stop_daemon()
             self.check()
         finally:
@@ -273,7 +273,8 @@ class Campaign:
                 await asyncio.sleep(outage)
                 self.cpo.state.down = False
                 restored = time.perf_counter()
-                await self._drained()
+                async with asyncio.timeout(120):
+                    await self._quiet(sessions=False)
                 self.figures.partitions.append(f"uplink cut {outage:.1f} s, backlog drained "
                                                f"{time.perf_counter() - restored:.1f} s after")  # fmt: skip
             else:
@@ -282,31 +283,18 @@ class Campaign:
                 self.broker.start()
                 self.figures.partitions.append(f"MQTT broker gone {outage:.1f} s")
 
-    async def _drained(self) -> None:
-        async with asyncio.timeout(120):
-            while True:
-                store = Store.open(self.dir / "evpay.sqlite3", read_only=True)
-                try:
-                    backlog = store.outbox.backlog().pending
-                finally:
-                    store.close()
-                if not backlog:
-                    return
-                await asyncio.sleep(0.1)
-
-    async def _settled(self) -> None:
-        """Every session final and nothing left to send upstream."""
-        db = self.dir / "evpay.sqlite3"
+    async def _quiet(self, sessions: bool) -> None:
+        """Poll the store until nothing is left to send upstream and, with ``sessions``, every
+        session is final."""
         while True:
-            store = Store.open(db, read_only=True)
+            store = Store.open(self.dir / "evpay.sqlite3", read_only=True)
             try:
-                open_sessions = store.count_open_sessions()
-                backlog = store.outbox.backlog().pending
+                left = store.outbox.backlog().pending + (store.count_open_sessions() if sessions else 0)
             finally:
                 store.close()
-            if not open_sessions and not backlog:
+            if not left:
                 return
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.1)
 
     # ---- the books ---------------------------------------------------------------------------
 
