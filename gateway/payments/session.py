@@ -348,15 +348,17 @@ def _orphan(ev: e.OrphanFound, now: datetime, policy: Policy) -> Transition:
     return _settle_command(s, now, policy)
 
 
-_PROVISIONAL_OPERATIONS = (Operation.PREAUTHORIZE, Operation.CAPTURE, Operation.RELEASE)
+# The operation whose approval, stored before it is acknowledged, waits in ``held_result``.
+_PROVISIONAL_IN = {Operation.PREAUTHORIZE: State.AUTHORIZING, Operation.TOPUP: State.TOPPING_UP,
+                   Operation.CAPTURE: State.CAPTURING, Operation.RELEASE: State.RELEASING}  # fmt: skip
 
 
 def _terminal_result(s: Session, ev: e.TerminalResultArrived, now: datetime, policy: Policy) -> Transition:
-    if ev.provisional and ev.outcome is Outcome.APPROVED and ev.operation in _PROVISIONAL_OPERATIONS:
+    if ev.provisional and ev.outcome is Outcome.APPROVED and ev.operation in _PROVISIONAL_IN:
         # Approved but not yet acknowledged: the terminal reverses it if our 80 00 never
-        # arrives (ZVT 2.2.8), so it is evidence for the enquiry after a crash, not the outcome.
-        # A refusal moves no money, and a top-up or refund keeps its result at once.
-        if s.state in (State.AUTHORIZING, State.CAPTURING, State.RELEASING):
+        # arrives (ZVT 2.2.8), so it is evidence for the enquiry after a crash, not the outcome
+        # (and a top-up does not raise the cap until it stands). A refusal moves no money.
+        if s.state is _PROVISIONAL_IN[ev.operation]:
             return Transition(replace(s, held_result=e.LastResult(True, ev.receipt_no, ev.amount_minor)))
         return Transition(s, note="provisional result: not awaited")
     if s.held_result is not None:
@@ -427,6 +429,13 @@ def _preauth_result(s: Session, ev: e.TerminalResultArrived, now: datetime, poli
 def _topup_result(s: Session, ev: e.TerminalResultArrived, now: datetime, policy: Policy) -> Transition:
     if not s.topup_minor:
         return Transition(s, note="top-up result not awaited: ignored")
+    if s.held_result is not None:
+        # Approved, stored, and then the answer was lost (a restart, a timeout): whether our
+        # acknowledgement reached the terminal is unknown, so the cap stays where it was. A
+        # bigger first hold is closed by its capture or release; a second one no session owns
+        # is released by the terminal sweep.
+        ev = replace(ev, message=f"approved as receipt {s.held_result.receipt_no} but never acknowledged")
+        s = replace(s, held_result=None)
     if ev.outcome is Outcome.APPROVED and ev.receipt_no is not None:
         added = ev.amount_minor if ev.amount_minor is not None else s.topup_minor
         known = _hold(s, ev.receipt_no)
@@ -437,7 +446,8 @@ def _topup_result(s: Session, ev: e.TerminalResultArrived, now: datetime, policy
             holds = (*s.holds, Hold(ev.receipt_no, added, ev.trace_no, target_minor=target))
         s = replace(s, holds=holds, topup_minor=0)
     else:
-        why = "top-up result lost" if ev.outcome is Outcome.UNKNOWN else f"top-up refused: {ev.message}"
+        lost = "top-up result lost" + (f" ({ev.message})" if ev.message else "")
+        why = lost if ev.outcome is Outcome.UNKNOWN else f"top-up refused: {ev.message}"
         s = replace(s, topup_refused=True, topup_minor=0, notes=_note(s, f"{why}; the charge stops at the cap"),
                     lost_results=s.lost_results + (ev.outcome is Outcome.UNKNOWN))  # fmt: skip
     if s.state is State.TOPPING_UP:
@@ -756,6 +766,12 @@ def _refund_result(s: Session, ev: e.TerminalResultArrived) -> Transition:
     sent = next((r for r in s.refunds if r.status is RefundStatus.SENT), None)
     if sent is None:
         return Transition(s, note="refund result: none in flight (a repeat)")
+    if ev.provisional and ev.outcome is Outcome.APPROVED:
+        # Not given back until the terminal has our acknowledgement (ZVT 2.2.8: it reverses a
+        # result nobody acknowledged). A crash here leaves the refund ``sent`` with its receipt,
+        # listed by reconciliation until a person settles it against the terminal's journal.
+        held = replace(sent, receipt_no=ev.receipt_no, message="approved, acknowledgement not yet sent")
+        return Transition(replace(s, refunds=tuple(held if r is sent else r for r in s.refunds)))
     if ev.outcome is Outcome.APPROVED:
         status = RefundStatus.DONE
     elif ev.outcome is Outcome.UNKNOWN:

@@ -368,6 +368,37 @@ def test_incremental_settles_each_hold_then_completes() -> None:
     assert done.state is State.COMPLETED and (done.captured_minor, done.released_minor) == (1800, 1200)
 
 
+@pytest.mark.parametrize("new_receipt", [True, False])
+def test_a_top_up_stored_but_never_acknowledged_does_not_raise_the_cap(new_receipt: bool) -> None:
+    """The daemon stored the top-up's approval and died before its 80 00: the terminal may have
+    reversed it (ZVT 2.2.8), so after the restart the charge goes on to the old cap only (a
+    second hold that did stand is no session's and the terminal sweep releases it)."""
+    pol = policy("incremental", topup_terminals=frozenset({"T1"}))
+    s = at(None, e.CardPresented(SID, "card", "E1", "T1", "EUR"), 0, pol)
+    s = at(s, res("preauthorize", Outcome.APPROVED, 1500, 7, trace_no=70), 0, pol)
+    s = at(at(s, e.ChargerStarted(SID, "st", 0), 1, pol), e.MeterValue(SID, "m", 21_000), 30, pol)
+    s = at(s, held("topup", 1500, 8 if new_receipt else 7, for_receipt=7), 31, pol)
+    assert s.state is State.TOPPING_UP and s.authorized_minor == 1500 and s.held_result is not None
+    s = at(s, e.Resumed(SID, "boot"), 32, pol)
+    assert s.state is State.CHARGING and s.held_result is None and s.topup_refused
+    assert [(h.receipt_no, h.amount_minor) for h in s.holds] == [(7, 1500)] and "never acknowledged" in s.notes[-1]
+    assert at(s, e.MeterValue(SID, "m2", 25_000), 33, pol).state is State.STOPPING  # at the old cap
+
+
+def test_a_top_up_acknowledged_after_it_was_stored_raises_the_cap() -> None:
+    pol = policy("incremental", topup_terminals=frozenset({"T1"}))
+    s = at(None, e.CardPresented(SID, "card", "E1", "T1", "EUR"), 0, pol)
+    s = at(s, res("preauthorize", Outcome.APPROVED, 1500, 7, trace_no=70), 0, pol)
+    s = at(at(s, e.ChargerStarted(SID, "st", 0), 1, pol), e.MeterValue(SID, "m", 21_000), 30, pol)
+    s = at(
+        at(s, held("topup", 1500, 8, for_receipt=7), 31, pol),
+        res("topup", Outcome.APPROVED, 1500, 8, for_receipt=7),
+        31,
+        pol,
+    )
+    assert s.state is State.CHARGING and s.authorized_minor == 3000 and s.held_result is None
+
+
 def test_a_terminal_that_cannot_top_up_stops_at_the_cap_and_says_so() -> None:
     pol = policy("incremental")
     s = at(None, e.CardPresented(SID, "card", "E1", "T1", "EUR"), 0, pol)

@@ -108,3 +108,18 @@ def test_a_terminal_that_refuses_to_reverse_a_capture_gets_a_refund_next() -> No
     t = run(s, e.RefundRequested(SID, "b", 333, "fault"), 92)
     (cmd,) = t.commands
     assert isinstance(cmd, c.RefundPayment) and cmd.method == "refund" and cmd.amount_minor == 333
+
+
+def test_a_refund_approved_but_not_yet_acknowledged_is_not_given_back() -> None:
+    """Stored before the terminal has our acknowledgement: a crash there lets the terminal
+    reverse it (ZVT 2.2.8), so it stays sent (listed by reconciliation) with its receipt, and
+    nothing goes upstream until the acknowledged result."""
+    s = run(completed(), e.RefundRequested(SID, "refund-a", 333, "charger fault"), 90).session
+    held = e.TerminalResultArrived(SID, "r-held", "reversal", Outcome.APPROVED, 333, 9, provisional=True)  # type: ignore[arg-type]
+    t = run(s, held, 91)
+    s = t.session
+    assert s is not None and t.commands == () and s.refunded_minor == 0
+    assert s.refunds[0].status is RefundStatus.SENT and s.refunds[0].receipt_no == 9 and s.refunds[0].pending
+    t = run(s, result("reversal", Outcome.APPROVED, 333), 91)
+    assert t.session is not None and t.session.refunded_minor == 333
+    assert [cmd.kind for cmd in t.commands if isinstance(cmd, c.Enqueue)] == ["session.refund"]
