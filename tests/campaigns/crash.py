@@ -49,9 +49,10 @@ from tests.campaigns import scan
 from tests.firmware_bridge.conftest import MOSQUITTO, Broker
 from tests.helpers import EVPAY, free_port, site_toml, subprocess_env
 
-# kills, EVSEs, short charges (the full size needs many sessions per kill: 32 EVSEs charging
-# a few kWh in up to three meter values, instead of up to 14 kWh in 28)
-SIZES = {"small": (6, 2, False), "medium": (40, 2, False), "full": (1000, 32, True)}
+# kills, EVSEs, short charges, sessions: at least that many kills, and the kills go on until the
+# store holds at least that many sessions (the full size needs many sessions per kill: 32 EVSEs
+# charging a few kWh in up to three meter values, instead of up to 14 kWh in 28)
+SIZES = {"small": (6, 2, False, 0), "medium": (40, 2, False, 0), "full": (1000, 32, True, 5000)}
 PARTITIONS = {"small": 4, "medium": 20, "full": 200}  # outages, alternately the CPO's and the broker's
 
 
@@ -72,8 +73,11 @@ class Figures:
 
 
 class Campaign:
-    def __init__(self, workdir: Path, seed: int, kills: int, evses: int, short: bool = False) -> None:
+    def __init__(
+        self, workdir: Path, seed: int, kills: int, evses: int, short: bool = False, sessions: int = 0
+    ) -> None:
         self.dir, self.rng, self.kills, self.short = workdir, random.Random(seed), kills, short
+        self.min_sessions = sessions
         self.evses = [f"E{i + 1}" for i in range(evses)]
         self.terminal_of = {e: "t1" if i % 2 == 0 else "t2" for i, e in enumerate(self.evses)}
         self.figures = Figures()
@@ -241,7 +245,9 @@ class Campaign:
         return self.figures
 
     async def _kills(self) -> None:
-        for _ in range(self.kills):
+        rounds = 0  # a daemon that died by itself is a violation, not a kill: bound the rounds anyway
+        while rounds < self.kills or (self._stored_sessions() < self.min_sessions and rounds < 10 * self.kills):
+            rounds += 1
             await self.moment()
             self.kill()
             self.after_kill()
@@ -282,6 +288,15 @@ class Campaign:
                 await asyncio.sleep(outage)
                 self.broker.start()
                 self.figures.partitions.append(f"MQTT broker gone {outage:.1f} s")
+
+    def _stored_sessions(self) -> int:
+        if not self.min_sessions:
+            return 0
+        store = Store.open(self.dir / "evpay.sqlite3", read_only=True)
+        try:
+            return len(store.sessions(limit=1_000_000))
+        finally:
+            store.close()
 
     async def _quiet(self, sessions: bool) -> None:
         """Poll the store until nothing is left to send upstream and, with ``sessions``, every
@@ -384,11 +399,11 @@ def _gross_minor(price: dict[str, Any]) -> int:
 def run(size: str, seed: int, workdir: Path | None = None) -> Figures:
     if MOSQUITTO is None:
         raise SystemExit("mosquitto is not installed (apt-get install mosquitto)")
-    kills, evses, short = SIZES[size]
+    kills, evses, short, sessions = SIZES[size]
     with tempfile.TemporaryDirectory(prefix="crash-") as tmp:
         where = workdir or Path(tmp)
         where.mkdir(parents=True, exist_ok=True)
-        return asyncio.run(Campaign(where, seed, kills, evses, short).run())
+        return asyncio.run(Campaign(where, seed, kills, evses, short, sessions).run())
 
 
 def main_figures(f: Figures) -> str:
