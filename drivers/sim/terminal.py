@@ -19,7 +19,9 @@ just before the terminal's n-th message (0: its acknowledgement) of the next suc
 The terminal goes on as a real one would with nobody listening: what it did stays done, and a
 result that is never acknowledged is reversed by the terminal itself (ZVT 2.2.8), as on a
 timeout. A TCP connection is reset; on a serial line ``serve`` returns ``True`` so that the
-caller plays the cable or the USB adapter coming back.
+caller plays the cable or the USB adapter coming back. ``on_result`` is called each time an
+approving result has gone out and its acknowledgement is awaited: the crash campaign's cue to
+kill the ECR inside the window ZVT 2.2.8 is about.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import json
 import logging
 import random
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -79,6 +82,7 @@ class SimConfig:
     # What BMP 22 and the printed slip carry: masked, as a PT masks towards the ECR; a full
     # number plays a PT that does not mask (the gateway must still never store or log it).
     pan: str = _CARD_PAN
+    on_result: Callable[[], None] | None = None
 
 
 @dataclass(slots=True)
@@ -234,6 +238,14 @@ class _Session:
         reply = await self.receive(timeout)
         return reply is not None and reply.command == Command.ACK
 
+    async def result_acknowledged(self, result: list[Bmp]) -> bool:
+        """An approving 04 0F: the transaction stands only if the ECR acknowledges it in time."""
+        await self.send(m.status_information(result))
+        if self.sim.config.on_result is not None and not self.cut:
+            self.sim.config.on_result()
+        reply = await self.receive(self.sim.config.result_ack_timeout_s)
+        return reply is not None and reply.command == Command.ACK
+
     # ---- command loop ------------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -341,7 +353,7 @@ class _Session:
         else:
             tx = self._new_transaction("preauth", added)
         result = self._status_bmps(tx, added)
-        if not await self.send_expect_ack(m.status_information(result), self.sim.config.result_ack_timeout_s):
+        if not await self.result_acknowledged(result):
             if tx is first:
                 first.amount -= added
             else:
@@ -383,7 +395,7 @@ class _Session:
         result = self._status_bmps(tx, approved)
         if outcome in ("no_receipt", "no_result_code"):  # a faulty PT: the field the ECR needs is missing
             result = [b for b in result if b.number != (0x87 if outcome == "no_receipt" else 0x27)]
-        if not await self.send_expect_ack(m.status_information(result), self.sim.config.result_ack_timeout_s):
+        if not await self.result_acknowledged(result):
             tx.state = "reversed"  # spec 2.2.8: no acknowledgement, no transaction (auto-reversal)
             return
         self._remember(result)
@@ -435,7 +447,7 @@ class _Session:
         record = self._new_transaction("booking", amount)
         record.state = "booked"
         result = self._status_bmps(record, tx.amount - amount if echo_reversed else amount)
-        if not await self.send_expect_ack(m.status_information(result), self.sim.config.result_ack_timeout_s):
+        if not await self.result_acknowledged(result):
             tx.state, tx.booked = "open", 0  # spec 2.2.8: no acknowledgement, no transaction
             record.state = "reversed"
             return
@@ -486,8 +498,11 @@ class _Session:
         tx.state = "reversed"
         record = self._new_transaction("reversal", tx.amount)
         record.state = "booked"
-        await self.send_expect_ack(m.status_information([Bmp(0x27, b"\x00"), m.bmp_amount(tx.amount),
-                                                         m.bmp_receipt(record.receipt)]))  # fmt: skip
+        result = [Bmp(0x27, b"\x00"), m.bmp_amount(tx.amount), m.bmp_receipt(record.receipt)]
+        if not await self.result_acknowledged(result):
+            tx.state, record.state = "booked", "reversed"  # spec 2.2.8: the payment stands
+            return
+        self._remember(result)
         await self.send_expect_ack(m.completion())
 
     async def refund(self, cmd: m.Message) -> None:
@@ -499,7 +514,7 @@ class _Session:
         record = self._new_transaction("refund", cmd.amount or 0)
         record.state = "booked"
         result = self._status_bmps(record, record.amount)
-        if not await self.send_expect_ack(m.status_information(result), self.sim.config.result_ack_timeout_s):
+        if not await self.result_acknowledged(result):
             record.state = "reversed"
             return
         self._remember(result)
