@@ -95,8 +95,18 @@ class PaymentTerminal(Protocol):
         ...
 
     async def capture(
-        self, receipt_no: int, held: Money, amount: Money, reference: str, persist: PersistHook | None = None
-    ) -> TerminalResult: ...
+        self,
+        receipt_no: int,
+        held: Money,
+        amount: Money,
+        reference: str,
+        persist: PersistHook | None = None,
+        exact: bool = False,
+    ) -> TerminalResult:
+        """Book ``amount`` of the hold, the rest released. ``exact``: the hold may be bigger than
+        ``held`` (a top-up of it was lost), so book the amount itself, never release a difference."""
+        ...
+
     async def sale(self, amount: Money, persist: PersistHook | None = None) -> TerminalResult: ...
     async def release(self, receipt_no: int, held: Money, persist: PersistHook | None = None) -> TerminalResult: ...
     async def reverse(self, receipt_no: int, persist: PersistHook | None = None) -> TerminalResult: ...

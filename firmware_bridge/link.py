@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import ssl
 import uuid
@@ -106,7 +107,9 @@ class ContractMapping:
     def authorize(
         self, evse: str, session_id: str, max_cost_minor: int, currency: str, start_by: datetime | None
     ) -> list[Publish]:
-        message = m.Authorize(id=uuid.uuid4().hex, session_id=session_id, authorization_reference=reference(session_id),
+        # One id per session: said again after a restart, it is a redelivery the charger ignores.
+        once = "authorize-" + hashlib.sha256(session_id.encode()).hexdigest()[:32]
+        message = m.Authorize(id=once, session_id=session_id, authorization_reference=reference(session_id),
                               max_cost_minor=max_cost_minor, currency=currency, start_by=start_by)  # fmt: skip
         return [(m.topic(self.prefix, evse, "authorize"), message.model_dump_json().encode())]
 

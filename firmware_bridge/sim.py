@@ -48,6 +48,7 @@ class ChargerSimulator:
         self.gateway_status: list[str] = []
         self._client: aiomqtt.Client | None = None
         self.ready = asyncio.Event()
+        self._seen: set[str] = set()  # ids of the gateway's messages taken (a redelivery is ignored)
         self._identity = f"evpay-charger-sim-{uuid.uuid4().hex[:6]}"
 
     async def run(self, stopping: asyncio.Event) -> None:
@@ -132,6 +133,9 @@ class ChargerSimulator:
                 continue
             evse, name = parsed
             data = json.loads(payload)
+            if data.get("id") in self._seen:
+                continue
+            self._seen.add(str(data.get("id")))
             state = self.evses[evse]
             if name == "authorize":
                 state.authorized.append(data)

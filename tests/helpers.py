@@ -68,12 +68,14 @@ def site_toml(
     tariff_price: str = "0.50",
     vat: str | None = "19",
     extra: str = "",
+    terminal_extra: str = "",
 ) -> str:
     """A whole site's config for daemon tests: the terminals (id -> device URL, password
     123456), the charger with its EVSEs (id -> terminal; default E1 on the first terminal), a
     one-component energy tariff "T" at ``tariff_price`` (+ ``vat`` %), the API on port 0;
-    ``api``, ``charger`` and ``pricing`` add keys to their sections, ``extra`` adds sections."""
-    blocks = "".join(f'[[terminals]]\nid = "{t}"\ndevice = "{d}"\npassword = {{ value = "123456" }}\n'
+    ``api``, ``charger``, ``pricing`` and ``terminal_extra`` (each terminal) add keys to their
+    sections, ``extra`` adds sections."""
+    blocks = "".join(f'[[terminals]]\nid = "{t}"\ndevice = "{d}"\npassword = {{ value = "123456" }}\n{terminal_extra}'
                      for t, d in terminals.items())  # fmt: skip
     evse_blocks = "".join(f'[[charger.evses]]\nid = "{e}"\nterminal = "{t}"\n'
                           for e, t in (evses if evses is not None else {"E1": next(iter(terminals))}).items())  # fmt: skip

@@ -43,6 +43,7 @@ class Capture:
     amount_minor: int
     currency: str
     reference: str
+    exact: bool = False  # book amount_minor itself (06 24): the hold may be bigger than held_minor
 
 
 @dataclass(frozen=True, slots=True)

@@ -82,6 +82,7 @@ def _hold_json(h: Hold) -> dict[str, Any]:
         "status": h.status.value,
         "booking_receipt": h.booking_receipt,
         "capture_sent_at": h.capture_sent_at.isoformat() if h.capture_sent_at else None,
+        "uncertain": h.uncertain,
     }
 
 
@@ -98,6 +99,7 @@ def _holds(d: dict[str, Any]) -> tuple[Hold, ...]:
                 HoldStatus(h["status"]),
                 h.get("booking_receipt"),
                 datetime.fromisoformat(h["capture_sent_at"]) if h.get("capture_sent_at") else None,
+                h.get("uncertain", False),
             )
             for h in d["holds"]
         )

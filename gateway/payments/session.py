@@ -113,6 +113,9 @@ class Hold:
     status: HoldStatus = HoldStatus.OPEN
     booking_receipt: int | None = None  # the terminal's receipt for the capture or release
     capture_sent_at: datetime | None = None  # when the last capture command for it left
+    # A top-up of this hold was lost: the terminal may hold more than ``amount_minor``, so it is
+    # captured by booking the amount (ZVT 06 24), never by releasing a difference (06 23).
+    uncertain: bool = False
 
     @property
     def open_minor(self) -> int:
@@ -416,10 +419,8 @@ def _preauth_result(s: Session, ev: e.TerminalResultArrived, now: datetime, poli
         if approved < min(policy.min_partial_minor, s.hold_minor):
             s = _go(s, Trigger.APPROVED_LOW, notes=_note(s, f"partial approval {approved} below minimum"))
             return _settle_command(_targets(s, 0), now, policy)
-        cap = max(0, approved - policy.safety_margin_minor)
-        start_by = now + policy.start_timeout
-        s = _go(s, Trigger.APPROVED, timer=(TimerKind.START, start_by))
-        return Transition(s, (c.AuthorizeCharger(f"{s.id}:authorize", s.id, s.evse, cap, s.currency, start_by),))
+        s = _go(s, Trigger.APPROVED, timer=(TimerKind.START, now + policy.start_timeout))
+        return Transition(s, (_authorize(s, policy),))
     if ev.outcome is Outcome.UNKNOWN:
         return _query(_go(s, Trigger.LOST), now, policy)
     trigger = Trigger.DECLINED if ev.outcome in (Outcome.DECLINED, Outcome.ABORTED) else Trigger.REFUSED
@@ -450,6 +451,8 @@ def _topup_result(s: Session, ev: e.TerminalResultArrived, now: datetime, policy
         why = lost if ev.outcome is Outcome.UNKNOWN else f"top-up refused: {ev.message}"
         s = replace(s, topup_refused=True, topup_minor=0, notes=_note(s, f"{why}; the charge stops at the cap"),
                     lost_results=s.lost_results + (ev.outcome is Outcome.UNKNOWN))  # fmt: skip
+        if ev.outcome is Outcome.UNKNOWN:  # it may have raised the first hold after all
+            s = replace(s, holds=(replace(s.holds[0], uncertain=True), *s.holds[1:]))
     if s.state is State.TOPPING_UP:
         return Transition(_go(s, Trigger.TOPPED_UP, timer=_expiry_timer(s, now, policy)))
     return Transition(s)
@@ -713,7 +716,9 @@ def _timer(s: Session, ev: e.TimerFired, now: datetime, policy: Policy) -> Trans
 
 
 def _resumed(s: Session, now: datetime, policy: Policy) -> Transition:
-    """After a restart: ask the terminal about anything that was in flight, never repeat it."""
+    """After a restart: ask the terminal about anything that was in flight, never repeat a
+    terminal command. The charger is told again what it may not have heard (authorize, stop):
+    the same message, which it takes once."""
     if s.state in (State.AUTHORIZING, State.CAPTURING, State.RELEASING):
         return _query(_go(s, Trigger.LOST), now, policy)
     if s.state in _UNKNOWN_STATES:
@@ -723,6 +728,8 @@ def _resumed(s: Session, now: datetime, policy: Policy) -> Transition:
         return _topup_result(s, lost, now, policy)
     if s.state is State.STOPPING:
         return Transition(s, (c.StopCharger(f"{s.id}:stop:resume", s.id, s.evse, s.stop_reason or "resume"),))
+    if s.state is State.AUTHORIZED:  # the authorisation may have died with the process: say it again
+        return Transition(s, (_authorize(s, policy),))
     return Transition(s)
 
 
@@ -876,7 +883,7 @@ def _settle_command(s: Session, now: datetime, policy: Policy) -> Transition:
         s = _replace_hold(s, hold, replace(hold, capture_sent_at=now))
         target = hold.target_minor or 0
         cmd: c.Command = c.Capture(f"{s.id}:capture:{hold.receipt_no}", s.id, s.terminal, hold.receipt_no,
-                                   hold.amount_minor, target, s.currency, s.id[:16])  # fmt: skip
+                                   hold.amount_minor, target, s.currency, s.id[:16], exact=hold.uncertain)  # fmt: skip
     else:
         cmd = c.Release(f"{s.id}:release:{hold.receipt_no}", s.id, s.terminal, hold.receipt_no, hold.amount_minor,
                         s.currency)  # fmt: skip
@@ -1037,6 +1044,14 @@ def _topup(s: Session, extra: int, now: datetime, policy: Policy) -> Transition:
     key = f"{s.id}:topup:{s.authorized_minor}"
     return Transition(s, (c.TopUp(key, s.id, s.terminal, first.receipt_no, extra, s.currency, first.trace_no,
                                   s.id[:16]),))  # fmt: skip
+
+
+def _authorize(s: Session, policy: Policy) -> c.AuthorizeCharger:
+    """Start charging, under the hold less the safety margin, before the start timer ends. The
+    same command each time it is sent (after a restart too): the charger takes it once."""
+    start_by = s.timer[1] if s.timer is not None and s.timer[0] is TimerKind.START else None
+    cap = max(0, s.authorized_minor - policy.safety_margin_minor)
+    return c.AuthorizeCharger(f"{s.id}:authorize", s.id, s.evse, cap, s.currency, start_by)
 
 
 def _stop(s: Session, now: datetime, policy: Policy, reason: str) -> Transition:

@@ -67,6 +67,8 @@ class SimulatedCharger(ChargerEvents):
         start_by: datetime | None = None,  # noqa: ARG002 - the simulated EV starts at once
     ) -> None:
         state = self._evses[evse]
+        if state.session_id == session_id and state.task is not None:
+            return  # said again after a restart: this session has its charge already
         state.session_id = session_id
         self.authorized.append((evse, session_id, max_cost_minor))
         _LOGGER.info("charger.authorized", extra={"evse": evse, "session": session_id, "max_cost": max_cost_minor,

@@ -80,15 +80,18 @@ class EngineHost:
 
         Skipped while a pre-authorisation or top-up on this terminal is in flight or
         unresolved: its fresh hold would look like an orphan before its result is stored."""
-        here = [s for s in self.open_sessions() if s.terminal == terminal]
-        if any(s.state in _MAKING_HOLDS for s in here):
+        if self.making_holds(terminal):
             return []
+        here = [s for s in self.open_sessions() if s.terminal == terminal]
         owned = self._owned_receipts(here, terminal)
         commands: list[c.Command] = []
         for receipt in sorted(set(open_receipts) - owned):
             sid = f"orphan-{terminal}-{receipt}-{sweep_id}"
             commands += self.handle(e.OrphanFound(sid, "found", terminal, receipt, currency)).commands
         return commands
+
+    def making_holds(self, terminal: str) -> bool:
+        return any(s.terminal == terminal and s.state in _MAKING_HOLDS for s in self.open_sessions())
 
     def record_terminal(self, name: str, device: str, approved: bool, terminal_id: str | None, site: str) -> None:
         """Store a terminal's registration; the first time a terminal id is seen, announce it

@@ -39,6 +39,9 @@ from gateway.runtime.metrics import Metrics
 
 _LOGGER = logging.getLogger(__name__)
 SWEEP_EVERY_S = 600.0
+# A sweep put off because a hold was being made on the terminal is tried again this soon: a
+# hold whose top-up or pre-auth result was lost is released within a minute, not ten.
+SWEEP_RETRY_S = 30.0
 # A terminal whose line was lost is asked this often whether it is back: pay requests for it are
 # refused meanwhile, and nothing else would ask it if the lost command was its session's last.
 UNAVAILABLE_PROBE_S = 5.0
@@ -408,6 +411,7 @@ class EngineWorker:
                     Money(cmd.amount_minor, cmd.currency),
                     cmd.reference,
                     persist,
+                    cmd.exact,
                 )
             case c.Release():
                 return await terminal.release(cmd.receipt_no, Money(cmd.held_minor, cmd.currency), persist)
@@ -578,9 +582,14 @@ class EngineWorker:
         return "done"
 
     async def _sweeper(self, stopping: asyncio.Event) -> None:
-        """Release holds no open session owns, at start and then every SWEEP_EVERY_S."""
+        """Release holds no open session owns, at start and then every SWEEP_EVERY_S (or
+        SWEEP_RETRY_S while a terminal was making a hold and could not be swept)."""
         while not stopping.is_set():
+            put_off = False
             for name, terminal in self.terminals.items():
+                if self.host.making_holds(name):
+                    put_off = True
+                    continue
                 currency = next((r.currency for r in self.routes.values() if r.terminal == name), "EUR")
                 async with self._claim(name):
                     result = await terminal.open_preauthorizations()
@@ -588,7 +597,7 @@ class EngineWorker:
                     for cmd in self.host.sweep(name, result.open_receipts, currency, self._boot):
                         self._dispatch(cmd)
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(SWEEP_EVERY_S):
+                async with asyncio.timeout(SWEEP_RETRY_S if put_off else SWEEP_EVERY_S):
                     await stopping.wait()
 
 

@@ -5,13 +5,18 @@ do: two terminal simulators (``t1`` on TCP answering captures with the booked am
 on a pty with serial framing answering with the released amount), each keeping its turnover
 store in a file; the charger firmware simulator on a real mosquitto, plugging an EV in at
 each EVSE again and again (random energy, pace and power); the embedded CPO over loopback
-HTTP. `evpay run` is a subprocess under a fake systemd NOTIFY_SOCKET. It is killed with
-SIGKILL at random moments, half of them weighted towards the dangerous ones: right after a
-terminal approved a hold (the approval may not be stored yet), right after the charger
-stopped (the capture is on the wire), right after a FAC POST reached the CPO (the outbox mark
-may not be written). After the last kill the daemon runs until every session is final and
-the outbox is empty, and stops cleanly. Then, from the store, the terminals' own books and the
-CPO's records:
+HTTP. Half the EVSEs take a fixed hold, half a small one topped up as the charge goes (t1 adds
+a hold with its own receipt, t2 raises the first). `evpay run` is a subprocess under a fake
+systemd NOTIFY_SOCKET. It is killed with SIGKILL at random moments, half of them at one of
+the dangerous ones: a terminal's approval (of a hold, a top-up, a capture or a release) sent
+and its acknowledgement awaited — a few milliseconds on, so before the daemon read it, after
+it stored it or after it acknowledged it; the charger just authorized (the approval may not be
+stored yet); the charger just stopped (the capture is on the wire); a FAC POST just reached
+the CPO (the outbox mark may not be written). Kills go on until there were enough of them and
+the store holds enough sessions. After the last kill the daemon runs until every session is
+final, the outbox is empty and every hold open at a terminal is a session's (the sweep
+releases a hold made for a lost top-up), and stops cleanly. Then, from the store, the
+terminals' own books and the CPO's records:
 
 - no money moved without a session that records it: every hold the terminals booked belongs to
   a stored session whose capture equals what the terminal booked, and no stored capture lacks
@@ -25,12 +30,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 import signal
 import socket
 import subprocess
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -60,6 +67,7 @@ PARTITIONS = {"small": 4, "medium": 20, "full": 200}  # outages, alternately the
 class Figures:
     kills: int = 0
     dangerous_kills: int = 0
+    moments: Counter[str] = field(default_factory=Counter)  # the dangerous kills, by moment
     plugged: int = 0
     sessions: int = 0
     completed: int = 0
@@ -80,6 +88,10 @@ class Campaign:
         self.min_sessions = sessions
         self.evses = [f"E{i + 1}" for i in range(evses)]
         self.terminal_of = {e: "t1" if i % 2 == 0 else "t2" for i, e in enumerate(self.evses)}
+        # Half the EVSEs (E2, E3, E6, E7, …) take a small hold and top it up as the charge goes:
+        # t1 adds a hold with its own receipt, t2 raises the first one (both seen in the field).
+        self.incremental = {e for i, e in enumerate(self.evses) if i % 4 in (1, 2)}
+        self.approval_out = asyncio.Event()
         self.figures = Figures()
         self.daemon: subprocess.Popen[bytes] | None = None
         self.log = (workdir / "daemon.log").open("ab")
@@ -93,10 +105,12 @@ class Campaign:
         self.cpo = CpoSimulator()
         await self.cpo.start()
         self.sims = {
-            "t1": SimTerminal(SimConfig(password="123456", card_wait_s=0.05, echo="booked",
-                                        state_path=self.dir / "t1.json", result_ack_timeout_s=2.0)),
-            "t2": SimTerminal(SimConfig(password="123456", card_wait_s=0.05, echo="reversed",
-                                        state_path=self.dir / "t2.json", result_ack_timeout_s=2.0)),
+            "t1": SimTerminal(SimConfig(password="123456", card_wait_s=0.05, echo="booked", extensions="new_receipt",
+                                        state_path=self.dir / "t1.json", result_ack_timeout_s=2.0,
+                                        on_result=self.approval_out.set)),
+            "t2": SimTerminal(SimConfig(password="123456", card_wait_s=0.05, echo="reversed", extensions="same_receipt",
+                                        state_path=self.dir / "t2.json", result_ack_timeout_s=2.0,
+                                        on_result=self.approval_out.set)),
         }  # fmt: skip
         self.tcp = await serve_tcp("127.0.0.1", 0, lambda p: self.sims["t1"].serve(p, serial=False))
         self.pty = PtyPort()
@@ -113,11 +127,23 @@ class Campaign:
                     f'token_a = {{ value = "{self.cpo.state.token_a}" }}\n'
                     f'key = {{ value = "{Fernet.generate_key().decode()}" }}\n'
                     f'listen = "127.0.0.1:{listen}"\npublic_url = "http://127.0.0.1:{listen}/ocpi/versions"\n')  # fmt: skip
+        routes = ""
+        for terminal in ("t1", "t2"):  # each EVSE stays on its terminal; a route never lists no EVSE (= all)
+            for incremental in (True, False):
+                evses = [
+                    e for e, t in self.terminal_of.items() if t == terminal and (e in self.incremental) == incremental
+                ]
+                if evses:
+                    routes += (f'[[routes]]\nid = "{terminal}-{"topup" if incremental else "fixed"}"\n'
+                               f'terminals = ["{terminal}"]\nevses = {json.dumps(evses)}\n'
+                               + ('strategy = "incremental"\n' if incremental else ""))  # fmt: skip
         text = site_toml(
             self.dir / "evpay.sqlite3",
             {"t1": f"tcp://127.0.0.1:{tcp_port}", "t2": f"serial://{self.tty}"},
             site="CRASH", evses=self.terminal_of, charger=f'mode = "mqtt"\nbroker = "{self.broker.url}"',
-            pricing='fixed_hold = { EUR = "50.00" }\nhold_min = "1.00"', extra=upstream,
+            pricing='fixed_hold = { EUR = "50.00" }\nhold_min = "1.00"\nincremental_initial = "1.00"\n'
+                    'incremental_step = "1.00"\nsafety_margin = "0.10"',
+            extra=upstream + routes, terminal_extra="incremental = true\n",
         )  # fmt: skip
         self.config = self.dir / "gateway.toml"
         self.config.write_text(text, encoding="utf-8")
@@ -199,21 +225,35 @@ class Campaign:
                     await task
             await asyncio.sleep(self.rng.uniform(0.05, 0.5))
 
-    async def _dangerous_moment(self) -> str:
-        """Wait for one of the moments a kill hurts most; say which."""
+    MOMENTS = ("approval", "authorized", "stopped", "fac")
+
+    async def _dangerous_moment(self, kind: str) -> None:
+        """Wait for one of the moments a kill hurts most: a terminal's approval (of a hold, a
+        top-up, a capture or a release) sent and its acknowledgement awaited (ZVT 2.2.8: the
+        terminal reverses it if none comes); the charger just authorized; the charger just
+        stopped (the capture under way); a FAC POST just received by the CPO."""
         authorized = {e: len(s.authorized) for e, s in self.charger.evses.items()}
         posts = len(self.cpo.state.fac_posts)
         charging = {e: s.charging for e, s in self.charger.evses.items()}
+        self.approval_out.clear()
         while True:
-            await asyncio.sleep(0.01)
-            if len(self.cpo.state.fac_posts) > posts:
-                return "a FAC POST reached the CPO"
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.01):
+                    await self.approval_out.wait()
+            if kind == "approval" and self.approval_out.is_set():
+                # A few milliseconds on: the kill lands before the daemon read the result, after
+                # it stored it, or after its acknowledgement, at random.
+                await asyncio.sleep(self.rng.uniform(0.0, 0.03))
+                return
+            self.approval_out.clear()
+            if kind == "fac" and len(self.cpo.state.fac_posts) > posts:
+                return
             for e, s in self.charger.evses.items():
-                if len(s.authorized) > authorized[e]:
-                    return "a hold was approved and the charger authorized"
-                if s.charging is not None and charging[e] is s.charging and s.charging.done():
+                if kind == "authorized" and len(s.authorized) > authorized[e]:
+                    return
+                if kind == "stopped" and s.charging is not None and charging[e] is s.charging and s.charging.done():
                     await asyncio.sleep(self.rng.uniform(0.0, 0.3))
-                    return "the charger stopped: the capture is under way"
+                    return
 
     async def run(self) -> Figures:
         return await self._campaign(self._kills())
@@ -234,6 +274,7 @@ class Campaign:
             async with asyncio.timeout(180):
                 await asyncio.gather(*drivers)
                 await self._quiet(sessions=True)
+            await self._terminals_settled()
             await self.stop_daemon()
             self.check()
         finally:
@@ -257,10 +298,12 @@ class Campaign:
     async def moment(self) -> None:
         """Wait for the next kill: half the time for a dangerous moment, else a random while."""
         if self.rng.random() < 0.5:
+            kind = self.rng.choice(self.MOMENTS)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(5):
-                    await self._dangerous_moment()
+                    await self._dangerous_moment(kind)
                     self.figures.dangerous_kills += 1
+                    self.figures.moments[kind] += 1
         else:
             await asyncio.sleep(self.rng.uniform(0.1, 2.5))
 
@@ -310,6 +353,24 @@ class Campaign:
             if not left:
                 return
             await asyncio.sleep(0.1)
+
+    async def _terminals_settled(self, limit_s: float = 90.0) -> None:
+        """Wait, at most ``limit_s``, until every hold open at a terminal is one a stored session
+        holds open: a hold the terminal made for a top-up whose result was lost is no session's
+        until the daemon's sweep (put off while holds are being made, then tried again every
+        SWEEP_RETRY_S) releases it. What is still open then, ``check`` reports."""
+        end = time.perf_counter() + limit_s
+        while time.perf_counter() < end:
+            store = Store.open(self.dir / "evpay.sqlite3", read_only=True)
+            try:
+                rows = store.sessions(limit=1_000_000)
+            finally:
+                store.close()
+            owned = {(r["data"]["terminal"], h["receipt_no"]) for r in rows for h in r["data"].get("holds", [])
+                     if h["status"] == "open"}  # fmt: skip
+            if all((t, receipt) in owned for t, sim in self.sims.items() for receipt in sim.open_preauths()):
+                return
+            await asyncio.sleep(0.5)
 
     # ---- the books ---------------------------------------------------------------------------
 
@@ -412,7 +473,8 @@ def main_figures(f: Figures) -> str:
                 f"{f.plugged} EVs plugged in, {f.sessions} sessions ({f.completed} completed), {f.holds} holds, "
                 f"{f.captured_minor / 100:.2f} EUR captured, {f.fac_posts} FAC POSTs, {f.seconds:.0f} s; "
                 f"{len(f.violations)} violation(s)")  # fmt: skip
-    return (f"{f.kills} kills ({f.dangerous_kills} at a dangerous moment), {f.plugged} EVs plugged in, "
+    moments = ", ".join(f"{n} {k}" for k, n in sorted(f.moments.items()))
+    return (f"{f.kills} kills ({f.dangerous_kills} at a dangerous moment: {moments}), {f.plugged} EVs plugged in, "
             f"{f.sessions} sessions ({f.completed} completed), {f.holds} holds at the terminals, "
             f"{f.captured_minor / 100:.2f} EUR captured, {f.unconfirmed} captures unconfirmed, {f.fac_posts} FAC POSTs, "
             f"{f.seconds:.0f} s; {len(f.violations)} violation(s)")  # fmt: skip

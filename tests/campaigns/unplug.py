@@ -79,7 +79,11 @@ class Unplugs(Campaign):
     async def _cut(self, terminal: str, cmd: int, step: int) -> None:
         config = self.sims[terminal].config
         if terminal == "t2":
-            self.serial_cut = self.rng.choice(("cable", "usb"))
+            # A cable pulled after the terminal's acknowledgement is silence: the gateway learns
+            # of it only when ZVT's T4 (3 minutes) runs out. The small size (inside the suite's
+            # time) pulls the USB adapter instead, which the gateway sees at once.
+            small = self.armed <= SIZES["small"]
+            self.serial_cut = "usb" if small and step > 0 else self.rng.choice(("cable", "usb"))
         config.unplug_at = (cmd, step)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(12):

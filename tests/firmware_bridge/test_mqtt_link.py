@@ -368,3 +368,39 @@ async def test_reordered_and_duplicated_meter_values_change_nothing(site_factory
     (row,) = await site.final()
     assert row["state"] == "completed" and row["data"]["billed_energy_wh"] == 4_000
     assert row["data"]["captured_minor"] == 238  # 4 kWh * 0.50 + 19 %
+
+
+async def test_an_authorisation_said_again_after_a_restart_is_taken_once(broker: Broker) -> None:
+    """After a restart the gateway tells the charger again to start a session it had authorized
+    (the first message may have died with the process). The bridge gives the repeat the same
+    message id, so a charger that heard the first ignores it as a redelivery, and one that
+    finished the charge meanwhile does not start a second one."""
+    import aiomqtt
+
+    from firmware_bridge.link import ContractMapping
+
+    mapping = ContractMapping("evpay/v1")
+    ((topic, first),) = mapping.authorize("E1", "s-1", 4950, "EUR", None)
+    ((_, again),) = mapping.authorize("E1", "s-1", 4950, "EUR", None)
+    ((_, other),) = mapping.authorize("E1", "s-2", 4950, "EUR", None)
+    assert json.loads(first)["id"] == json.loads(again)["id"] != json.loads(other)["id"]
+    charger = ChargerSimulator(BrokerSettings(url=broker.url), ["E1"], Plan(energy_wh=1_000, interval_s=0.01))
+    stopping = asyncio.Event()
+    task = asyncio.create_task(charger.run(stopping))
+    try:
+        await charger.ready.wait()
+        host, port = broker.url.removeprefix("mqtt://").split(":")
+        async with aiomqtt.Client(host, int(port)) as client:
+            await client.publish(topic, first, qos=1)
+            async with asyncio.timeout(5):
+                while charger.evses["E1"].charging is None or not charger.evses["E1"].charging.done():
+                    await asyncio.sleep(0.02)  # charged and finished
+            await client.publish(topic, again, qos=1)
+            await client.publish(topic, other, qos=1)  # a new session's is taken
+            async with asyncio.timeout(5):
+                while len(charger.evses["E1"].authorized) < 2:
+                    await asyncio.sleep(0.02)
+        assert [a["session_id"] for a in charger.evses["E1"].authorized] == ["s-1", "s-2"]
+    finally:
+        stopping.set()
+        await task

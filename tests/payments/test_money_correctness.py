@@ -15,6 +15,7 @@ from gateway.errors import InvariantViolated
 from gateway.ocpi.fac import fac_from_outcome
 from gateway.payments import commands as c
 from gateway.payments import events as e
+from gateway.payments.record import from_json, to_json
 from gateway.payments.schemes import Validity, scheme_of
 from gateway.payments.session import HoldStatus, Session, State, Transition, outcome_payload, transition, violations
 from gateway.runtime.engine_host import EngineHost
@@ -385,6 +386,47 @@ def test_a_top_up_stored_but_never_acknowledged_does_not_raise_the_cap(new_recei
     assert at(s, e.MeterValue(SID, "m2", 25_000), 33, pol).state is State.STOPPING  # at the old cap
 
 
+def test_the_second_hold_of_a_lost_top_up_is_left_to_the_sweep(tmp_path: Path) -> None:
+    """While the top-up is out, its new hold would look like an orphan: the terminal is not
+    swept (the worker tries again in SWEEP_RETRY_S, not SWEEP_EVERY_S). Once its fate is given
+    up, a hold the terminal made for it belongs to no session and is released."""
+    clock = Clock()
+    store = Store.open(tmp_path / "a.sqlite3", clock=clock)
+    pol = policy("incremental", topup_terminals=frozenset({"T1"}))
+    host = EngineHost(store, pol, clock)
+    host.handle(e.CardPresented(SID, "card", "E1", "T1", "EUR"))
+    host.handle(res("preauthorize", Outcome.APPROVED, 1500, 7, trace_no=70))
+    host.handle(e.ChargerStarted(SID, "st", 0))
+    clock.advance(30 * 60)
+    assert isinstance(host.handle(e.MeterValue(SID, "m", 21_000)).commands[0], c.TopUp)
+    host.handle(held("topup", 1500, 8, for_receipt=7))
+    assert host.making_holds("T1") and host.sweep("T1", (7, 8), "EUR", "x") == []
+    host.handle(e.Resumed(SID, "boot"))
+    assert not host.making_holds("T1")
+    (release,) = [cmd for cmd in host.sweep("T1", (7, 8), "EUR", "y") if isinstance(cmd, c.Release)]
+    assert release.receipt_no == 8
+
+
+@pytest.mark.parametrize("how", ["restart", "timeout"])
+def test_the_hold_of_a_lost_top_up_is_captured_by_booking_its_amount(how: str) -> None:
+    """Had the terminal raised the first hold after all, a partial reversal of "what we hold
+    minus the price" would book the top-up too: the capture books the price itself (06 24)."""
+    pol = policy("incremental", topup_terminals=frozenset({"T1"}))
+    s = at(None, e.CardPresented(SID, "card", "E1", "T1", "EUR"), 0, pol)
+    s = at(s, res("preauthorize", Outcome.APPROVED, 1500, 7, trace_no=70), 0, pol)
+    s = at(at(s, e.ChargerStarted(SID, "st", 0), 1, pol), e.MeterValue(SID, "m", 21_000), 30, pol)
+    if how == "restart":
+        s = at(at(s, held("topup", 1500, 7, for_receipt=7), 31, pol), e.Resumed(SID, "boot"), 32, pol)
+    else:
+        assert s.timer is not None
+        s = at(s, e.TimerFired(SID, "t", s.timer[0]), 37, pol)  # the answer timeout (6 min)
+    assert s.state is State.CHARGING and s.holds[0].uncertain and s.authorized_minor == 1500
+    t = step(s, e.ChargerStopped(SID, "sp", 22_000), 40, pol)
+    (cap,) = [x for x in t.commands if isinstance(x, c.Capture)]
+    assert cap.exact and (cap.held_minor, cap.amount_minor) == (1500, t.session.price_minor if t.session else 0)
+    assert t.session is not None and from_json(to_json(t.session)).holds[0].uncertain  # kept in the store's record
+
+
 def test_a_top_up_acknowledged_after_it_was_stored_raises_the_cap() -> None:
     pol = policy("incremental", topup_terminals=frozenset({"T1"}))
     s = at(None, e.CardPresented(SID, "card", "E1", "T1", "EUR"), 0, pol)
@@ -406,3 +448,17 @@ def test_a_terminal_that_cannot_top_up_stops_at_the_cap_and_says_so() -> None:
     s = at(s, res("preauthorize", Outcome.APPROVED, 1500), 0, pol)
     s = at(s, e.ChargerStarted(SID, "st", 0), 1, pol)
     assert at(s, e.MeterValue(SID, "m", 25_000), 30, pol).state is State.STOPPING  # 14.58 >= 15.00 - 0.50
+
+
+def test_an_authorisation_lost_in_a_restart_is_said_again() -> None:
+    """Found by the crash campaign (a kill just after a hold's approval): the session was stored
+    authorized, the process died before the charger heard it, and the EV waited for the start
+    timeout (3 minutes) to have its hold released. After a restart the charger is told again,
+    with the same command (the bridge gives it the same message id: a charger that heard the
+    first takes it once)."""
+    s = at(None, e.CardPresented(SID, "card", "E1", "T1", "EUR"))
+    first = step(s, res("preauthorize", Outcome.APPROVED, 5000, 7), 0)
+    assert first.session is not None and first.session.state is State.AUTHORIZED
+    again = step(first.session, e.Resumed(SID, "boot"), 1)
+    assert again.commands == first.commands and isinstance(again.commands[0], c.AuthorizeCharger)
+    assert again.session is not None and again.session.timer == first.session.timer  # the same deadline

@@ -58,6 +58,18 @@ async def test_preauth_then_book_total(rig: Rig) -> None:
     assert "0624" in rig.sim.state.commands
 
 
+async def test_an_exact_capture_books_the_amount_whatever_the_terminal_holds(rig: Rig) -> None:
+    """A hold whose top-up was lost may be bigger at the terminal than we know: releasing
+    ``held - amount`` (06 23) would book the difference too, so the amount itself is booked."""
+    t = rig.make_driver()  # partial_reversal by default
+    await t.connect()
+    pre = await t.preauthorize(EUR50, "S4")
+    rig.sim.state.transactions[pre.receipt_no or 0].amount += 2000  # a top-up that stood unknown to us
+    cap = await t.capture(pre.receipt_no or 0, EUR50, Money(1234, "EUR"), "S4", exact=True)
+    assert cap.approved and rig.sim.state.transactions[pre.receipt_no or 0].booked == 1234
+    assert "0624" in rig.sim.state.commands and "0623" not in rig.sim.state.commands
+
+
 async def test_zero_capture_releases_the_whole_hold(rig: Rig) -> None:
     t = rig.make_driver()
     await t.connect()

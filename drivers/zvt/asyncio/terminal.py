@@ -104,9 +104,16 @@ class ZvtTerminal:
         return await self._run("add_hold", command, persist=persist, money=True, requested=amount)
 
     async def capture(
-        self, receipt_no: int, held: Money, amount: Money, reference: str, persist: PersistHook | None = None
+        self,
+        receipt_no: int,
+        held: Money,
+        amount: Money,
+        reference: str,
+        persist: PersistHook | None = None,
+        exact: bool = False,
     ) -> TerminalResult:
-        """Book ``amount`` of the hold and release the rest (partial reversal or book total)."""
+        """Book ``amount`` of the hold and release the rest (partial reversal or book total;
+        ``exact`` always books the total: 06 23 would release a difference from a wrong hold)."""
         self._check(held)
         self._check(amount)
         if amount > held:
@@ -114,7 +121,7 @@ class ZvtTerminal:
         if amount.minor == 0:
             return await self.release(receipt_no, held, persist)
         ref = [m.reference_tlv(self.options.reference_prefix, reference)]
-        if self.options.capture_mode == "book_total":
+        if self.options.capture_mode == "book_total" or exact:
             command = m.book_total(receipt_no, amount.minor, self._currency.numeric, tlv=ref)
         else:
             command = m.partial_reversal(receipt_no, held.minor - amount.minor, self._currency.numeric, tlv=ref)
