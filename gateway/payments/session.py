@@ -79,6 +79,10 @@ class Policy:
     def tariff(self, evse: str) -> Tariff | None:
         return self.tariffs.get(evse) or self.tariffs.get("*")
 
+    def hold_of(self, route: str | None) -> HoldPolicy:
+        """The hold policy of a route (its acquirer profile), else the site's."""
+        return (self.route_holds.get(route) if route else None) or self.hold
+
     def pinned(self, session: Session) -> Tariff | None:
         """The tariff a session started with (a tariff change mid-session never reprices it)."""
         if session.tariff_id is not None:
@@ -165,6 +169,7 @@ class Session:
     fiscal: tuple[str, ...] = ()  # the CPO's free receipt lines
     fiscal_fields: tuple[tuple[str, str], ...] = ()  # the CPO's fiscal signature fields (zki, jir, …)
     tariff_id: str | None = None  # pinned when the session starts
+    route: str | None = None  # the route (acquirer profile) that took it: its hold policy tops it up
     invoicer: str | None = None  # "cpo" / "ptp" from the CDR (OCPI flow); None: the local flow
     invoice_reference: str | None = None
     invoice_url: str | None = None
@@ -328,13 +333,13 @@ def _note(s: Session, text: str) -> tuple[str, ...]:
 def _start(ev: e.CardPresented, now: datetime, policy: Policy) -> Transition:
     routed = ev.route is not None
     tariff = (policy.route_tariffs.get(ev.route) if ev.route else None) or policy.tariff(ev.evse)
-    hold_policy = (policy.route_holds.get(ev.route) if ev.route else None) or policy.hold
+    hold_policy = policy.hold_of(ev.route)
     hold = initial_hold(hold_policy, ev.currency, tariff, ev.target, now, policy.tz)
     notes: tuple[str, ...] = (f"route {ev.route}: terminal {ev.terminal}, {ev.currency}",) if routed else ()
     if hold_policy.strategy == "incremental" and ev.terminal not in policy.topup_terminals:
         notes = (*notes, f"terminal {ev.terminal} cannot add to a hold: the charge stops at the cap")
     s = Session(ev.session_id, ev.evse, ev.terminal, ev.currency, next_state(None, Trigger.CARD), now,
-                hold_minor=hold, tariff_id=tariff.id if tariff else None, notes=notes,
+                hold_minor=hold, tariff_id=tariff.id if tariff else None, route=ev.route, notes=notes,
                 timer=(TimerKind.ANSWER, now + policy.answer_timeout))  # fmt: skip
     ref = s.id[:16]  # the terminal's BMP60 reference: short, tied to the session
     return Transition(s, (c.Preauthorize(f"{s.id}:preauth", s.id, s.terminal, hold, s.currency, ref),))
@@ -571,7 +576,7 @@ def _meter_value(s: Session, ev: e.MeterValue, now: datetime, policy: Policy) ->
     if s.state is State.STOPPING:
         return Transition(s)
     can_topup = s.state is State.CHARGING and not s.topup_refused and s.terminal in policy.topup_terminals
-    extra = topup(policy.hold, s.authorized_minor, s.price_minor) if can_topup else None
+    extra = topup(policy.hold_of(s.route), s.authorized_minor, s.price_minor) if can_topup else None
     if extra:
         return _topup(s, extra, now, policy)
     if s.price_minor >= s.authorized_minor - policy.safety_margin_minor:
@@ -865,6 +870,8 @@ def _finalize(s: Session, readings: tuple[Reading, ...], now: datetime, policy: 
     if energy == 0 and not policy.bill_without_energy and s.price_minor:
         s = replace(s, price_minor=0, price_excl="0", vat=(), notes=_note(s, "no energy delivered: nothing billed"))
     capture = min(s.price_minor, s.authorized_minor)
+    if s.topup_minor and s.holds:  # a top-up still out may raise the first hold before our capture lands
+        s = replace(s, holds=(replace(s.holds[0], uncertain=True), *s.holds[1:]))
     shortfall = s.price_minor - capture
     if shortfall:
         s = replace(s, shortfall_minor=shortfall,

@@ -462,3 +462,37 @@ def test_an_authorisation_lost_in_a_restart_is_said_again() -> None:
     again = step(first.session, e.Resumed(SID, "boot"), 1)
     assert again.commands == first.commands and isinstance(again.commands[0], c.AuthorizeCharger)
     assert again.session is not None and again.session.timer == first.session.timer  # the same deadline
+
+
+def test_a_route_that_tops_up_tops_up_on_a_site_that_does_not() -> None:
+    """Found by the crash campaign's top-up EVSEs: a route whose acquirer profile says
+    "incremental" on a site whose default is a fixed hold took the small first hold, but the
+    top-up looked at the site's policy, so it never came and the charge stopped at the cap."""
+    site = policy("fixed", topup_terminals=frozenset({"T1"}))
+    pol = replace(site, route_holds={"topup": policy("incremental").hold})
+    s = at(None, e.CardPresented(SID, "card", "E1", "T1", "EUR", route="topup"), 0, pol)
+    assert s.hold_minor == 1500 and s.route == "topup"
+    s = at(s, res("preauthorize", Outcome.APPROVED, 1500, 7, trace_no=70), 0, pol)
+    s = from_json(to_json(at(s, e.ChargerStarted(SID, "st", 0), 1, pol)))  # the route survives a restart
+    t = step(s, e.MeterValue(SID, "m", 21_000), 30, pol)
+    assert t.session is not None and t.session.state is State.TOPPING_UP and isinstance(t.commands[0], c.TopUp)
+
+
+def test_a_charge_that_stops_while_its_top_up_is_out_books_the_price_not_the_top_up() -> None:
+    """Found by the crash campaign (no kill needed): the EV stopped while the top-up was at the
+    terminal. The capture left with the old hold (15.00) and released "15.00 less the price";
+    the terminal, which had raised the hold to 30.00 meanwhile, booked the price plus the
+    top-up. Now such a capture books the price itself (06 24)."""
+    pol = policy("incremental", topup_terminals=frozenset({"T1"}))
+    s = at(None, e.CardPresented(SID, "card", "E1", "T1", "EUR"), 0, pol)
+    s = at(s, res("preauthorize", Outcome.APPROVED, 1500, 7, trace_no=70), 0, pol)
+    s = at(at(s, e.ChargerStarted(SID, "st", 0), 1, pol), e.MeterValue(SID, "m", 21_000), 30, pol)
+    assert s.state is State.TOPPING_UP
+    t = step(s, e.ChargerStopped(SID, "sp", 22_000), 31, pol)
+    (cap,) = [x for x in t.commands if isinstance(x, c.Capture)]
+    assert t.session is not None and cap.exact and cap.held_minor == 1500
+    price = t.session.price_minor
+    s = at(t.session, res("topup", Outcome.APPROVED, 1500, 7, for_receipt=7), 31, pol)  # the same hold, raised
+    assert s.holds[0].amount_minor == 3000
+    s = at(s, res("capture", Outcome.APPROVED, price, 9, for_receipt=7), 32, pol)
+    assert s.state is State.COMPLETED and (s.captured_minor, s.released_minor) == (price, 3000 - price)
