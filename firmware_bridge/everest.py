@@ -117,7 +117,10 @@ class EverestMapping:
         max_cost_minor: int,  # noqa: ARG002
         currency: str,  # noqa: ARG002
         start_by: datetime | None,  # noqa: ARG002
+        repeat: bool = False,
     ) -> list[Publish]:
+        if repeat:  # a token presented again may end the charge it started: the start timeout decides
+            return []
         self._sessions[evse] = session_id
         token = {"id_token": {"value": reference(session_id), "type": "Local"}, "authorization_type": "BankCard",
                  "connectors": [self._evse(evse).connector], "prevalidated": True}  # fmt: skip

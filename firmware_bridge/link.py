@@ -81,8 +81,18 @@ class Mapping(Protocol):
     def subscriptions(self) -> list[str]: ...
     def decode(self, topic: str, payload: bytes) -> tuple[str, m.InboundMessage] | None: ...
     def authorize(
-        self, evse: str, session_id: str, max_cost_minor: int, currency: str, start_by: datetime | None
-    ) -> list[Publish]: ...
+        self,
+        evse: str,
+        session_id: str,
+        max_cost_minor: int,
+        currency: str,
+        start_by: datetime | None,
+        repeat: bool = False,
+    ) -> list[Publish]:
+        """``repeat``: said again after a restart; nothing is published if the charger would
+        not take the copy as the same authorisation."""
+        ...
+
     def stop(self, evse: str, session_id: str, reason: str) -> list[Publish]: ...
     def display(self, evse: str, lines: list[str]) -> list[Publish]: ...
     def keepalive(self) -> list[Publish]: ...
@@ -105,7 +115,13 @@ class ContractMapping:
         return evse, m.INBOUND[name].model_validate_json(payload)
 
     def authorize(
-        self, evse: str, session_id: str, max_cost_minor: int, currency: str, start_by: datetime | None
+        self,
+        evse: str,
+        session_id: str,
+        max_cost_minor: int,
+        currency: str,
+        start_by: datetime | None,
+        repeat: bool = False,  # noqa: ARG002 - the same message id: the charger takes the copy once
     ) -> list[Publish]:
         # One id per session: said again after a restart, it is a redelivery the charger ignores.
         once = "authorize-" + hashlib.sha256(session_id.encode()).hexdigest()[:32]
@@ -152,9 +168,15 @@ class MqttLink:
         self._listeners.append(listener)
 
     async def authorize(
-        self, evse: str, session_id: str, max_cost_minor: int, currency: str, start_by: datetime | None = None
+        self,
+        evse: str,
+        session_id: str,
+        max_cost_minor: int,
+        currency: str,
+        start_by: datetime | None = None,
+        repeat: bool = False,
     ) -> None:
-        for topic, payload in self.mapping.authorize(evse, session_id, max_cost_minor, currency, start_by):
+        for topic, payload in self.mapping.authorize(evse, session_id, max_cost_minor, currency, start_by, repeat):
             await self._publish(topic, payload)
 
     async def stop(self, evse: str, session_id: str, reason: str) -> None:

@@ -70,7 +70,10 @@ class OcpiChargerLink(ChargerEvents):
         max_cost_minor: int,
         currency: str,
         start_by: datetime | None = None,  # noqa: ARG002 - the CPO's start timeout
+        repeat: bool = False,
     ) -> None:
+        if repeat:  # a second START_SESSION could start a second session: the start timeout decides
+            return
         location = self.evse_locations.get(evse)
         if self.client is None:
             self._emit(ChargerEvent("faulted", evse, session_id, reason="not registered with the CPO yet"))

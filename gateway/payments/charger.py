@@ -58,8 +58,19 @@ class ChargerEvents:
 class ChargerLink(Protocol):
     def subscribe(self, callback: Callable[[ChargerEvent], None]) -> None: ...
     async def authorize(
-        self, evse: str, session_id: str, max_cost_minor: int, currency: str, start_by: datetime | None = None
-    ) -> None: ...
+        self,
+        evse: str,
+        session_id: str,
+        max_cost_minor: int,
+        currency: str,
+        start_by: datetime | None = None,
+        repeat: bool = False,
+    ) -> None:
+        """Let ``evse`` charge for ``session_id``. ``repeat``: the same authorisation said again
+        after a restart (the first may have died with the process); a link whose charger would
+        not take a copy as the same one (a second start, a token that stops the charge) ignores it."""
+        ...
+
     async def stop(self, evse: str, session_id: str, reason: str) -> None: ...
     async def display(self, evse: str, lines: Sequence[str]) -> None:
         """Text for the charger's screen (the price, before charging starts); a link without a

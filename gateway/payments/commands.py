@@ -71,6 +71,7 @@ class AuthorizeCharger:
     max_cost_minor: int
     currency: str
     start_by: datetime | None = None  # the charge must start before this, or the hold is released
+    repeat: bool = False  # said again after a restart: a link sends it only if the charger takes it once
 
 
 @dataclass(frozen=True, slots=True)

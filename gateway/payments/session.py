@@ -734,7 +734,7 @@ def _resumed(s: Session, now: datetime, policy: Policy) -> Transition:
     if s.state is State.STOPPING:
         return Transition(s, (c.StopCharger(f"{s.id}:stop:resume", s.id, s.evse, s.stop_reason or "resume"),))
     if s.state is State.AUTHORIZED:  # the authorisation may have died with the process: say it again
-        return Transition(s, (_authorize(s, policy),))
+        return Transition(s, (_authorize(s, policy, repeat=True),))
     return Transition(s)
 
 
@@ -1053,12 +1053,12 @@ def _topup(s: Session, extra: int, now: datetime, policy: Policy) -> Transition:
                                   s.id[:16]),))  # fmt: skip
 
 
-def _authorize(s: Session, policy: Policy) -> c.AuthorizeCharger:
-    """Start charging, under the hold less the safety margin, before the start timer ends. The
-    same command each time it is sent (after a restart too): the charger takes it once."""
+def _authorize(s: Session, policy: Policy, repeat: bool = False) -> c.AuthorizeCharger:
+    """Start charging, under the hold less the safety margin, before the start timer ends;
+    ``repeat``: the same again after a restart (the charger link decides whether it can)."""
     start_by = s.timer[1] if s.timer is not None and s.timer[0] is TimerKind.START else None
     cap = max(0, s.authorized_minor - policy.safety_margin_minor)
-    return c.AuthorizeCharger(f"{s.id}:authorize", s.id, s.evse, cap, s.currency, start_by)
+    return c.AuthorizeCharger(f"{s.id}:authorize", s.id, s.evse, cap, s.currency, start_by, repeat)
 
 
 def _stop(s: Session, now: datetime, policy: Policy, reason: str) -> Transition:

@@ -65,6 +65,7 @@ class SimulatedCharger(ChargerEvents):
         max_cost_minor: int,
         currency: str,
         start_by: datetime | None = None,  # noqa: ARG002 - the simulated EV starts at once
+        repeat: bool = False,  # noqa: ARG002 - a copy for a session already charging is ignored below
     ) -> None:
         state = self._evses[evse]
         if state.session_id == session_id and state.task is not None:

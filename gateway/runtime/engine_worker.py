@@ -338,7 +338,8 @@ class EngineWorker:
 
     def _dispatch(self, cmd: c.Command) -> None:
         if isinstance(cmd, c.AuthorizeCharger):
-            authorize = self.charger.authorize(cmd.evse, cmd.session_id, cmd.max_cost_minor, cmd.currency, cmd.start_by)
+            authorize = self.charger.authorize(cmd.evse, cmd.session_id, cmd.max_cost_minor, cmd.currency, cmd.start_by,
+                                               cmd.repeat)  # fmt: skip
             self._spawn(authorize, cmd.key)
         elif isinstance(cmd, c.StopCharger):
             self._spawn(self.charger.stop(cmd.evse, cmd.session_id, cmd.reason), cmd.key)

@@ -27,9 +27,15 @@ class MqttChargerLink(ChargerEvents):
         return self.mqtt.rejected
 
     async def authorize(
-        self, evse: str, session_id: str, max_cost_minor: int, currency: str, start_by: datetime | None = None
+        self,
+        evse: str,
+        session_id: str,
+        max_cost_minor: int,
+        currency: str,
+        start_by: datetime | None = None,
+        repeat: bool = False,
     ) -> None:
-        await self.mqtt.authorize(evse, session_id, max_cost_minor, currency, start_by)
+        await self.mqtt.authorize(evse, session_id, max_cost_minor, currency, start_by, repeat)
 
     async def stop(self, evse: str, session_id: str, reason: str) -> None:
         await self.mqtt.stop(evse, session_id, reason)

@@ -374,7 +374,8 @@ async def test_an_authorisation_said_again_after_a_restart_is_taken_once(broker:
     """After a restart the gateway tells the charger again to start a session it had authorized
     (the first message may have died with the process). The bridge gives the repeat the same
     message id, so a charger that heard the first ignores it as a redelivery, and one that
-    finished the charge meanwhile does not start a second one."""
+    finished the charge meanwhile does not start a second one. EVerest's mapping does not repeat
+    (a token presented again may end the charge it started)."""
     import aiomqtt
 
     from firmware_bridge.link import ContractMapping
@@ -384,6 +385,11 @@ async def test_an_authorisation_said_again_after_a_restart_is_taken_once(broker:
     ((_, again),) = mapping.authorize("E1", "s-1", 4950, "EUR", None)
     ((_, other),) = mapping.authorize("E1", "s-2", 4950, "EUR", None)
     assert json.loads(first)["id"] == json.loads(again)["id"] != json.loads(other)["id"]
+    from firmware_bridge.everest import EverestEvse, EverestMapping
+
+    everest = EverestMapping("token_provider", "auth", [EverestEvse("E1", "evse1")])
+    assert everest.authorize("E1", "s-1", 4950, "EUR", None)  # the token, the first time
+    assert everest.authorize("E1", "s-1", 4950, "EUR", None, repeat=True) == []  # a token again may end the charge
     charger = ChargerSimulator(BrokerSettings(url=broker.url), ["E1"], Plan(energy_wh=1_000, interval_s=0.01))
     stopping = asyncio.Event()
     task = asyncio.create_task(charger.run(stopping))

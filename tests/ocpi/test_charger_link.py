@@ -76,3 +76,14 @@ def test_a_corrected_cdr_is_a_price_correction_and_a_replayed_one_is_not() -> No
     link.cdr_pushed(cdr("CDR-2", "2.50", "0.48"))  # the CPO's correction: 2.98 incl. VAT
     assert [(ev.kind, ev.total_minor) for ev in events] == [("stopped", None), ("price_corrected", 298)]
     assert events[1].reason == "corrected CDR CDR-2"
+
+
+async def test_an_authorisation_said_again_after_a_restart_is_not_a_second_start_session() -> None:
+    """The engine repeats an authorisation that may have died with the process; over OCPI a
+    second START_SESSION could start a second session, so the link leaves it to the first
+    command's answer, the CPO's Session push or the start timeout."""
+    client = _Client(UpstreamUnreachable("POST …: no answer in time", ambiguous=True))
+    link, events = _link(client)
+    await link.authorize("E1", "s1", 4950, "EUR")
+    await link.authorize("E1", "s1", 4950, "EUR", repeat=True)
+    assert len(client.sent) == 1 and events == []  # the first only
