@@ -12,7 +12,9 @@ Where real terminals differ, the simulator plays each variant (``SimConfig``): `
 which amount the result of a partial reversal (06 23) carries: the amount ``booked`` or the
 amount ``reversed`` (both are seen in the field); ``extensions`` — a reservation extension
 (06 22 with the first hold's trace number) is refused (``none``), makes a new hold with its
-own receipt (``new_receipt``) or increases the first hold (``same_receipt``).
+own receipt (``new_receipt``) or increases the first hold (``same_receipt``);
+``unacked_on_close`` — an approval whose connection closes before the ECR acknowledged it is
+reversed (``reverse``, ZVT 2.2.8) or kept (``keep``).
 Line faults (serial): ``nak_next`` frames NAKed, ``corrupt_next`` frames sent with a bad CRC,
 ``noise`` bytes of garbage before every frame. ``unplug_at`` = (command, n): the line is cut
 just before the terminal's n-th message (0: its acknowledgement) of the next such exchange.
@@ -83,6 +85,10 @@ class SimConfig:
     # number plays a PT that does not mask (the gateway must still never store or log it).
     pan: str = _CARD_PAN
     on_result: Callable[[], None] | None = None
+    # A connection that closes while an approval waits for its acknowledgement: the terminal
+    # reverses it as ZVT 2.2.8 says ("reverse"), or books it anyway ("keep", a variant the
+    # gateway must survive: its capture is then owed as unconfirmed, never booked unseen).
+    unacked_on_close: Literal["reverse", "keep"] = "reverse"
 
 
 @dataclass(slots=True)
@@ -243,7 +249,12 @@ class _Session:
         await self.send(m.status_information(result))
         if self.sim.config.on_result is not None and not self.cut:
             self.sim.config.on_result()
-        reply = await self.receive(self.sim.config.result_ack_timeout_s)
+        try:
+            reply = await self.receive(self.sim.config.result_ack_timeout_s)
+        except ConnectionLost:
+            if self.sim.config.unacked_on_close == "keep":
+                raise
+            return False  # nobody can acknowledge it now: undone as on a timeout
         return reply is not None and reply.command == Command.ACK
 
     # ---- command loop ------------------------------------------------------------------------

@@ -1,9 +1,10 @@
 """Crash: the real daemon SIGKILLed again and again while drivers charge and pay.
 
 Everything but the daemon lives in this process and survives its deaths, as the real parts
-do: two terminal simulators (``t1`` on TCP answering captures with the booked amount, ``t2``
-on a pty with serial framing answering with the released amount), each keeping its turnover
-store in a file; the charger firmware simulator on a real mosquitto, plugging an EV in at
+do: two terminal simulators (``t1`` on TCP answering captures with the booked amount and
+keeping an approval whose connection closed before it was acknowledged, ``t2`` on a pty with
+serial framing answering with the released amount and reversing an approval nobody
+acknowledged, as ZVT 2.2.8 says), each keeping its turnover store in a file; the charger firmware simulator on a real mosquitto, plugging an EV in at
 each EVSE again and again (random energy, pace and power); the embedded CPO over loopback
 HTTP. Half the EVSEs take a fixed hold, half a small one topped up as the charge goes (t1 adds
 a hold with its own receipt, t2 raises the first). `evpay run` is a subprocess under a fake
@@ -107,7 +108,7 @@ class Campaign:
         self.sims = {
             "t1": SimTerminal(SimConfig(password="123456", card_wait_s=0.05, echo="booked", extensions="new_receipt",
                                         state_path=self.dir / "t1.json", result_ack_timeout_s=2.0,
-                                        on_result=self.approval_out.set)),
+                                        on_result=self.approval_out.set, unacked_on_close="keep")),
             "t2": SimTerminal(SimConfig(password="123456", card_wait_s=0.05, echo="reversed", extensions="same_receipt",
                                         state_path=self.dir / "t2.json", result_ack_timeout_s=2.0,
                                         on_result=self.approval_out.set)),

@@ -271,3 +271,31 @@ async def test_the_repeat_of_the_last_result_shows_the_capture_as_the_terminal_e
     assert cap.approved and cap.amount == Money(expected, "EUR")
     last = await t.last_result()
     assert last.approved and last.receipt_no == cap.receipt_no and last.amount == Money(expected, "EUR")
+
+
+@pytest.mark.parametrize("variant", ["reverse", "keep"])
+async def test_an_approval_whose_connection_closed_before_its_acknowledgement(rig: Rig, variant: str) -> None:
+    """The ECR dies between storing the result and acknowledging it. ZVT 2.2.8: the terminal
+    reverses what nobody acknowledged ("reverse", the default); a terminal that books it anyway
+    on TCP ("keep") is played too: the gateway must survive both (the crash campaign's t1 keeps).
+    On a serial line nothing closes: the terminal's wait for the acknowledgement runs out."""
+    if rig.kind == "pty":
+        pytest.skip("a pty does not tell the terminal that the other side is gone")
+    rig.sim.config.unacked_on_close = variant  # type: ignore[assignment]
+    t = rig.make_driver()
+    await t.connect()
+
+    async def die(result: TerminalResult) -> None:
+        await t.close()  # the process is gone before its 80 00
+        raise ConnectionError("killed")
+
+    with pytest.raises(ConnectionError):
+        await t.preauthorize(EUR50, "S5", die)
+    async with asyncio.timeout(5):
+        while True:
+            holds = [x for x in rig.sim.state.transactions.values() if x.kind == "preauth"]
+            if holds and (variant == "keep" or holds[-1].state != "open"):
+                break
+            await asyncio.sleep(0.02)
+    await asyncio.sleep(0.2)  # long enough for a terminal that keeps it to change its mind: it must not
+    assert holds[-1].state == ("reversed" if variant == "reverse" else "open")
