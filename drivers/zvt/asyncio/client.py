@@ -12,7 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from drivers.errors import ConnectionLost, ProtocolError
+from drivers.errors import ProtocolError
 from drivers.transport.base import Transport
 from drivers.zvt.link import ApduReceived, LinkFailed, SerialLink, StreamLink
 from drivers.zvt.messages import Message
@@ -113,7 +113,10 @@ class ZvtClient:
                     if done and self.link.idle:
                         break
                     await self._wait(done)
-            except (ConnectionLost, ProtocolError):
+            except BaseException:
+                # The line died, the caller's deadline cancelled us, or the result could not be
+                # stored: the PT's side of the sequence is unknown, so the next command opens
+                # the line and registers afresh instead of finding this sequence still running.
                 self.connected = False
                 self.ecr = EcrSequence(t3=self.ecr.t3, t4=self.ecr.t4)
                 raise
