@@ -7,7 +7,9 @@ digits, nor of a word or a hex id). The
 prefix rule keeps compact timestamps (``2026…``) and counters out: a tenth of any digit run is
 Luhn-valid by chance.
 A masked PAN (first 6, last 4, ``*`` between) is fine. Secrets are given by value (the
-tests know their tokens and passwords) and must not appear anywhere. SQLite databases are
+tests know their tokens and passwords) and must not appear anywhere as a value of their own
+(not glued to letters or digits: a six-digit terminal password turns up by chance inside a
+timestamp's microseconds or a hash, as the full crash run showed). SQLite databases are
 read table by table (every column of every row, the WAL folded in by SQLite itself); other
 files are read as bytes (logs, archives, exports, JSON).
 """
@@ -60,8 +62,12 @@ def card_numbers(data: bytes) -> Iterator[str]:
 
 def scan_bytes(where: str, data: bytes, secrets: Iterable[str] = ()) -> list[Hit]:
     hits = [Hit(where, what) for what in card_numbers(data)]
-    hits += [Hit(where, f"secret in clear ({s[:2]}…, {len(s)} chars)") for s in secrets if s and s.encode() in data]
+    hits += [Hit(where, f"secret in clear ({s[:2]}…, {len(s)} chars)") for s in secrets if s and _alone(s, data)]
     return hits
+
+
+def _alone(secret: str, data: bytes) -> bool:
+    return re.search(rb"(?<![0-9A-Za-z])" + re.escape(secret.encode()) + rb"(?![0-9A-Za-z])", data) is not None
 
 
 def scan_database(path: Path, secrets: Iterable[str] = ()) -> list[Hit]:

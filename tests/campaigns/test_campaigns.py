@@ -69,8 +69,12 @@ def test_scanner_finds_card_numbers_and_secrets_but_not_masked_ones(tmp_path: Pa
                                                  b"token-c-secret"))  # fmt: skip
     conn.commit()
     conn.close()
-    (tmp_path / "daemon.log").write_text("ts=1 event=x meter_wh=1234567890123 card=541333******0010\n")
-    hits = scan.scan_paths([tmp_path], secrets=["token-c-secret"])
+    (tmp_path / "daemon.log").write_text(
+        "ts=1 event=x meter_wh=1234567890123 card=541333******0010\n"
+        "at=2026-11-26T13:01:34.123456Z hash=b7b1234560852b\n"
+    )  # not the password
+    hits = scan.scan_paths([tmp_path], secrets=["token-c-secret", "123456"])
+    assert scan.scan_bytes("x", b'{"password": "123456"}', ["123456"])  # standing alone, it is found
     assert [h.where for h in hits] == ["s.sqlite3:t", "s.sqlite3:t"]
     assert any("541333******0010" in h.what for h in hits) and any("secret" in h.what for h in hits)
     assert not any(FULL_PAN in str(h) for h in hits)  # the scanner does not print what it found either
