@@ -458,7 +458,7 @@ def _topup_result(s: Session, ev: e.TerminalResultArrived, now: datetime, policy
         s = replace(s, topup_refused=True, topup_minor=0, notes=_note(s, f"{why}; the charge stops at the cap"),
                     lost_results=s.lost_results + (ev.outcome is Outcome.UNKNOWN))  # fmt: skip
         if ev.outcome is Outcome.UNKNOWN:  # it may have raised the first hold after all
-            s = replace(s, holds=(replace(s.holds[0], uncertain=True), *s.holds[1:]))
+            s = _first_hold_uncertain(s)
     if s.state is State.TOPPING_UP:
         return Transition(_go(s, Trigger.TOPPED_UP, timer=_expiry_timer(s, now, policy)))
     return Transition(s)
@@ -814,6 +814,11 @@ def _replace_hold(s: Session, old: Hold, new: Hold) -> Session:
     return replace(s, holds=tuple(new if h is old else h for h in s.holds))
 
 
+def _first_hold_uncertain(s: Session) -> Session:
+    """A top-up extends the first hold: one whose fate is open leaves that hold's amount open."""
+    return _replace_hold(s, s.holds[0], replace(s.holds[0], uncertain=True))
+
+
 def _targets(s: Session, amount: int) -> Session:
     """Spread ``amount`` over the holds in order: the first ones are captured, the rest released."""
     left, holds = amount, []
@@ -872,7 +877,7 @@ def _finalize(s: Session, readings: tuple[Reading, ...], now: datetime, policy: 
         s = replace(s, price_minor=0, price_excl="0", vat=(), notes=_note(s, "no energy delivered: nothing billed"))
     capture = min(s.price_minor, s.authorized_minor)
     if s.topup_minor and s.holds:  # a top-up still out may raise the first hold before our capture lands
-        s = replace(s, holds=(replace(s.holds[0], uncertain=True), *s.holds[1:]))
+        s = _first_hold_uncertain(s)
     shortfall = s.price_minor - capture
     if shortfall:
         s = replace(s, shortfall_minor=shortfall,

@@ -333,14 +333,15 @@ class Campaign:
                 self.broker.start()
                 self.figures.partitions.append(f"MQTT broker gone {outage:.1f} s")
 
-    def _stored_sessions(self) -> int:
-        if not self.min_sessions:
-            return 0
+    def _stored_rows(self) -> list[dict[str, Any]]:
         store = Store.open(self.dir / "evpay.sqlite3", read_only=True)
         try:
-            return len(store.sessions(limit=1_000_000))
+            return store.sessions(limit=1_000_000)
         finally:
             store.close()
+
+    def _stored_sessions(self) -> int:
+        return len(self._stored_rows()) if self.min_sessions else 0
 
     async def _quiet(self, sessions: bool) -> None:
         """Poll the store until nothing is left to send upstream and, with ``sessions``, every
@@ -362,13 +363,8 @@ class Campaign:
         SWEEP_RETRY_S) releases it. What is still open then, ``check`` reports."""
         end = time.perf_counter() + limit_s
         while time.perf_counter() < end:
-            store = Store.open(self.dir / "evpay.sqlite3", read_only=True)
-            try:
-                rows = store.sessions(limit=1_000_000)
-            finally:
-                store.close()
-            owned = {(r["data"]["terminal"], h["receipt_no"]) for r in rows for h in r["data"].get("holds", [])
-                     if h["status"] == "open"}  # fmt: skip
+            owned = {(r["data"]["terminal"], h["receipt_no"]) for r in self._stored_rows()
+                     for h in r["data"].get("holds", []) if h["status"] == "open"}  # fmt: skip
             if all((t, receipt) in owned for t, sim in self.sims.items() for receipt in sim.open_preauths()):
                 return
             await asyncio.sleep(0.5)
