@@ -3,8 +3,11 @@
 ``SerialLink`` (PA00P016 ch. 3): every frame is confirmed with a raw ACK; on NAK or no
 answer within T2 the sender repeats it, at most twice; a receiver NAKs a bad CRC or a frame
 whose bytes stall for more than T1. A frame equal to the last one delivered, arriving before
-this side has sent anything but application acknowledgements, is a retransmission (our ACK
-was lost): it is acknowledged again and not delivered twice.
+this side has sent anything at all, is a retransmission (our ACK was lost): it is acknowledged
+again and not delivered twice. Once we have answered -- if only with 80 00 -- an equal frame is a
+new message: PTs repeat "please wait" (04 FF) and print lines, and each needs its own 80 00. A
+retransmission that comes after our answer is delivered; the sequence layer knows which
+messages cannot come twice (a result within one sequence) and drops those.
 
 ``StreamLink`` (PA00P016 ch. 4, TCP): no framing, no ACK/NAK; APDUs are cut out of the stream.
 
@@ -33,7 +36,6 @@ from drivers.zvt.serial_framing import (
 T1 = 0.2  # max gap between two bytes of one frame
 T2 = 5.0  # max time from the end of a frame to its ACK/NAK
 RETRIES = 2  # repeats after NAK or T2: three attempts in all
-_APP_ACK = b"\x80\x00\x00"
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +82,7 @@ class SerialLink(_Outputs):
         self._ack_deadline: float | None = None
         self._byte_deadline: float | None = None
         self._last_delivered: bytes | None = None
-        self._sent_since_delivery = False  # a frame other than 80 00 00 since the last delivery
+        self._sent_since_delivery = False  # any frame of ours since the last delivery
 
     @property
     def idle(self) -> bool:
@@ -126,7 +128,7 @@ class SerialLink(_Outputs):
             self._out[-1] = NAK  # CRC right but the APDU is not: ask again
             self.stats["naks_sent"] += 1
             return
-        if apdu == self._last_delivered and not self._sent_since_delivery and apdu != _APP_ACK:
+        if apdu == self._last_delivered and not self._sent_since_delivery:
             self.stats["duplicates"] += 1
             return
         self._last_delivered, self._sent_since_delivery = apdu, False
@@ -144,8 +146,7 @@ class SerialLink(_Outputs):
 
     def _transmit(self, now: float) -> None:
         apdu = self._in_flight or b""
-        if apdu != _APP_ACK:
-            self._sent_since_delivery = True
+        self._sent_since_delivery = True
         self._out += frame(apdu)
         self._ack_deadline = now + self.t2
 

@@ -208,6 +208,11 @@ class EcrSequence:
         if kind == Command.ACK or kind >> 8 == 0x84:
             return  # the PT acknowledging our 06 B0: the sequence itself still has to end
         if kind == Command.STATUS_INFORMATION:
+            if seq.results and message == seq.results[-1]:
+                # The serial link repeated it (our ACK was lost after we had answered): a PT
+                # never reports the same result twice in one sequence. Answer, do not re-book.
+                self._out.append(ack().to_apdu())
+                return
             seq.results.append(message)
             self.state = State.HOLDING_RESULT
             self._events.append(ResultReceived(message))

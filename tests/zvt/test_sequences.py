@@ -56,6 +56,23 @@ def test_happy_path_holds_the_result_until_confirmed() -> None:
     assert ecr.state is State.IDLE
 
 
+def test_a_result_repeated_by_the_link_is_acknowledged_not_reported_twice() -> None:
+    """Our ACK to the 04 0F was lost after we had answered it with 80 00: the PT's link layer
+    repeats the frame, ours delivers it (it cannot tell it from a new message). One sequence
+    has one result of a kind: the repeat is answered and dropped, never booked twice."""
+    ecr = started()
+    ecr.receive(ACK, 0.1)
+    result = m.status_information([m.Bmp(0x27, b"\x00"), m.bmp_amount(2500)])
+    ecr.receive(result.to_apdu(), 1.0)
+    ecr.confirm_result(1.1)
+    assert drain(ecr) == [Accepted(), ResultReceived(result)] and ecr.apdus_to_send() == [ACK]
+    ecr.receive(result.to_apdu(), 6.0)
+    assert drain(ecr) == [] and ecr.apdus_to_send() == [ACK] and ecr.state is State.PT_MASTER
+    other = m.status_information([m.Bmp(0x27, b"\x00"), m.bmp_amount(1000)])
+    ecr.receive(other.to_apdu(), 7.0)  # a different result is news
+    assert drain(ecr) == [ResultReceived(other)]
+
+
 def test_rejected_command() -> None:
     ecr = started()
     ecr.receive(m.nack(0x9C).to_apdu(), 0.1)
