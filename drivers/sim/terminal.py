@@ -51,6 +51,7 @@ from drivers.zvt.serial_framing import ACK, NAK
 
 _LOGGER = logging.getLogger(__name__)
 _CARD_PAN = "541333******0074"  # a PT masks PANs towards the ECR
+_COMMAND_CLASSES = (0x05, 0x06, 0x08)  # ECR commands, as opposed to answers (80 00, 84 xx)
 
 
 @dataclass(slots=True)
@@ -89,6 +90,9 @@ class SimConfig:
     # reverses it as ZVT 2.2.8 says ("reverse"), or books it anyway ("keep", a variant the
     # gateway must survive: its capture is then owed as unconfirmed, never booked unseen).
     unacked_on_close: Literal["reverse", "keep"] = "reverse"
+    # Identical "please wait" statuses (04 FF 17) while the host authorises, as real PTs repeat
+    # them: each needs its own 80 00, none may be mistaken for a retransmission.
+    please_wait: int = 0
 
 
 @dataclass(slots=True)
@@ -105,6 +109,7 @@ class SimState:
     displayed: list[str] = field(default_factory=list)
     printed: list[str] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)
+    unanswered: int = 0  # messages to the ECR whose 80 00 never came (send_expect_ack)
     taps: int = 0  # cards presented for the next read-card (tap_required)
 
 
@@ -164,12 +169,20 @@ class SimTerminal:
             _LOGGER.info("sim.connection_closed", extra={"port": port.description})
         return False
 
+    async def serve_line(self, port: Port) -> None:
+        """Answer a serial line until cancelled. A line does not end the way a TCP connection
+        does: after a link failure (an ECR that died mid-frame) the PT waits for the next one."""
+        while True:
+            await self.serve(port, serial=True)
+            await asyncio.sleep(0.05)  # a line that is gone for good must not spin the loop
+
 
 class _Session:
     def __init__(self, sim: SimTerminal, port: Port, serial: bool) -> None:
         self.sim, self.port, self.serial = sim, port, serial
         self.link: SerialLink | StreamLink = SerialLink() if serial else StreamLink()
         self.inbox: deque[Apdu] = deque()
+        self.deferred: deque[Apdu] = deque()  # commands that arrived while this PT was master
         self.loop = asyncio.get_running_loop()
         self.exchange, self.sent = 0, 0  # the command being answered; the messages sent for it
         self.cut = False  # unplugged: nothing goes out, nothing comes in, until the exchange ends
@@ -238,11 +251,29 @@ class _Session:
         while not self.link.idle:
             await self._pump(None)
 
+    async def reply(self, timeout: float, *, accept: tuple[int, ...] = (Command.ACK,)) -> Apdu | None:
+        """The ECR's answer while this PT is master, or None when ``timeout`` runs out.
+
+        A command that arrives instead (an ECR that restarted and registers again) is no answer:
+        it is kept for the command loop, which serves it once this sequence is over. A PT never
+        drops a command unanswered -- the ECR would repeat it, and its link layer would take
+        the identical repeat for a retransmission and drop it too, for ever."""
+        end = self.loop.time() + timeout
+        while (apdu := await self.receive(max(0.0, end - self.loop.time()))) is not None:
+            if apdu.command in accept or apdu.cls not in _COMMAND_CLASSES:
+                return apdu
+            self.deferred.append(apdu)
+            if self.loop.time() >= end:
+                break
+        return None
+
     async def send_expect_ack(self, message: m.Message, timeout: float = 5.0) -> bool:
         """PT-master message: send, then wait for the ECR's 80 00 00."""
         await self.send(message)
-        reply = await self.receive(timeout)
-        return reply is not None and reply.command == Command.ACK
+        reply = await self.reply(timeout)
+        acknowledged = reply is not None and reply.command == Command.ACK
+        self.sim.state.unanswered += not acknowledged
+        return acknowledged
 
     async def result_acknowledged(self, result: list[Bmp]) -> bool:
         """An approving 04 0F: the transaction stands only if the ECR acknowledges it in time."""
@@ -250,7 +281,7 @@ class _Session:
         if self.sim.config.on_result is not None and not self.cut:
             self.sim.config.on_result()
         try:
-            reply = await self.receive(self.sim.config.result_ack_timeout_s)
+            reply = await self.reply(self.sim.config.result_ack_timeout_s)
         except ConnectionLost:
             if self.sim.config.unacked_on_close == "keep":
                 raise
@@ -261,7 +292,7 @@ class _Session:
 
     async def run(self) -> None:
         while True:
-            apdu = await self.receive(None)
+            apdu = self.deferred.popleft() if self.deferred else await self.receive(None)
             if apdu is None or apdu.command == Command.ACK:
                 continue  # a late acknowledgement of something we gave up waiting for
             try:
@@ -338,10 +369,12 @@ class _Session:
 
     async def _wait_card(self) -> bool:
         """Wait for the card; False if the ECR sent Abort (06 B0) meanwhile."""
-        incoming = await self.receive(self.sim.config.card_wait_s)
-        if incoming is not None and incoming.command == Command.ABORT:
-            await self.send(m.ack())
-            return False
+        end = self.loop.time() + self.sim.config.card_wait_s
+        while (left := end - self.loop.time()) > 0:
+            incoming = await self.reply(left, accept=(Command.ACK, Command.ABORT))
+            if incoming is not None and incoming.command == Command.ABORT:
+                await self.send(m.ack())
+                return False
         return True
 
     def _next_outcome(self) -> str:
@@ -389,6 +422,9 @@ class _Session:
         if not await self._wait_card() or outcome == "timeout":
             await self.send_expect_ack(m.abort_pt(0x6C))
             return
+        if self.sim.state.config_byte & 0x08:
+            for _ in range(self.sim.config.please_wait):
+                await self.send_expect_ack(m.intermediate(0x17), timeout=self.sim.config.result_ack_timeout_s)
         if outcome == "card_removed":
             await self.send_expect_ack(m.abort_pt(0x64))
             return

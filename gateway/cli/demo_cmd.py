@@ -112,7 +112,7 @@ def _demo(args: argparse.Namespace) -> int:
 async def _run(workdir: Path) -> int:
     port = PtyPort()
     sim = SimTerminal(SimConfig(password=os.environ["EVPAY_ZVT_PASSWORD"], card_wait_s=0.2))
-    terminal_task = asyncio.create_task(sim.serve(port, serial=True))
+    terminal_task = asyncio.create_task(sim.serve_line(port))
     cpo = CpoSimulator()
     await cpo.start()
     broker = _Broker(workdir) if MOSQUITTO else None

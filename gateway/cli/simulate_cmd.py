@@ -40,6 +40,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
                       help="which amount a partial reversal's result carries (terminals differ)")  # fmt: skip
     term.add_argument("--extensions", choices=("none", "new_receipt", "same_receipt"), default="none",
                       help="how a reservation extension (top-up) is answered")  # fmt: skip
+    term.add_argument("--please-wait", type=int, default=0, metavar="N",
+                      help="identical 'please wait' statuses per payment (real PTs repeat them)")  # fmt: skip
     term.set_defaults(handler=_terminal)
     charger = sub.add_parser("charger", help="charger firmware on an MQTT broker (our topic contract v1)")
     charger.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="mqtt://host:port")
@@ -71,6 +73,7 @@ def _terminal(args: argparse.Namespace) -> int:
         state_path=args.state,
         echo=args.echo,
         extensions=args.extensions,
+        please_wait=args.please_wait,
     )
     return asyncio.run(_serve(SimTerminal(config), args))
 
@@ -83,7 +86,7 @@ async def _serve(sim: SimTerminal, args: argparse.Namespace) -> int:
     if args.pty:
         port = PtyPort()
         print(f"simulated terminal on pty {port.slave_path} (use serial://{port.slave_path})", flush=True)
-        serving = asyncio.create_task(_serve_pty(sim, port, stop))
+        serving = asyncio.create_task(sim.serve_line(port))
         await stop.wait()
         serving.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -148,8 +151,3 @@ async def _serve_cpo(cpo: CpoSimulator, host: str, port: int) -> int:
     print(f"embedded CPO: received {len(cpo.state.facs)} FACs ({len(cpo.state.fac_posts)} POSTs)", flush=True)
     await cpo.stop()
     return 0
-
-
-async def _serve_pty(sim: SimTerminal, port: PtyPort, stop: asyncio.Event) -> None:
-    while not stop.is_set():
-        await sim.serve(port, serial=True)

@@ -40,7 +40,7 @@ async def rig(request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
 
     if request.param == "pty":
         port = PtyPort()
-        task = asyncio.create_task(sim.serve(port, serial=True))
+        task = asyncio.create_task(sim.serve_line(port))
         yield Rig(sim, factory(lambda: SerialTransport(SerialUrl(port.slave_path)), True), "pty")
         for d in drivers:
             await d.close()
