@@ -46,7 +46,7 @@ from drivers.zvt.apdu import Apdu
 from drivers.zvt.constants import RECEIPT_NONE, Command
 from drivers.zvt.errors import ZvtDecodeError
 from drivers.zvt.fields import Bmp, Tlv, bcd_encode, encode_tlv, find_tlv
-from drivers.zvt.link import ApduReceived, LinkFailed, SerialLink, StreamLink
+from drivers.zvt.link import T2, ApduReceived, LinkFailed, SerialLink, StreamLink
 from drivers.zvt.serial_framing import ACK, NAK
 
 _LOGGER = logging.getLogger(__name__)
@@ -93,6 +93,10 @@ class SimConfig:
     # Identical "please wait" statuses (04 FF 17) while the host authorises, as real PTs repeat
     # them: each needs its own 80 00, none may be mistaken for a retransmission.
     please_wait: int = 0
+    # Line noise that eats the ECR's ACK to the next N results: the PT repeats the 04 0F after
+    # its T2 (link_t2_s), when the ECR has already answered it with 80 00.
+    result_ack_lost: int = 0
+    link_t2_s: float = T2
 
 
 @dataclass(slots=True)
@@ -181,6 +185,7 @@ class _Session:
     def __init__(self, sim: SimTerminal, port: Port, serial: bool) -> None:
         self.sim, self.port, self.serial = sim, port, serial
         self.link: SerialLink | StreamLink = SerialLink() if serial else StreamLink()
+        self.losing_ack = False  # the next ACK byte is eaten by the line (result_ack_lost)
         self.inbox: deque[Apdu] = deque()
         self.deferred: deque[Apdu] = deque()  # commands that arrived while this PT was master
         self.loop = asyncio.get_running_loop()
@@ -216,6 +221,8 @@ class _Session:
             )
         data = await self.port.read(wait)
         now = self.loop.time()
+        if self.losing_ack and data[:1] == bytes([ACK]):
+            self.losing_ack, data = False, data[1:]
         if data:
             self.link.receive_data(data, now)
         self.link.on_deadline(now)
@@ -246,6 +253,8 @@ class _Session:
         self.sent += 1
         if self.cut:
             return
+        if isinstance(self.link, SerialLink):
+            self.link.t2 = cfg.link_t2_s  # read when used, as every setting: tests change them live
         self.link.send_apdu(message.to_apdu().encode(), self.loop.time())
         await self._flush()
         while not self.link.idle:
@@ -277,6 +286,10 @@ class _Session:
 
     async def result_acknowledged(self, result: list[Bmp]) -> bool:
         """An approving 04 0F: the transaction stands only if the ECR acknowledges it in time."""
+        cfg = self.sim.config
+        if self.serial and cfg.result_ack_lost > 0:
+            cfg.result_ack_lost -= 1
+            self.losing_ack = True
         await self.send(m.status_information(result))
         if self.sim.config.on_result is not None and not self.cut:
             self.sim.config.on_result()

@@ -356,3 +356,23 @@ async def test_identical_please_wait_statuses_are_each_acknowledged(rig: Rig) ->
     pre = await t.preauthorize(EUR50, "S9")
     assert pre.approved
     assert rig.sim.state.unanswered == 0
+
+
+async def test_a_result_repeated_after_our_answer_is_booked_once(rig: Rig) -> None:
+    """The line eats our ACK to the 04 0F: the PT repeats the frame after its T2, when we have
+    already stored the result and answered 80 00. The link delivers the repeat (it cannot tell
+    it from a new message); the sequence answers it again and reports one result, not two."""
+    if rig.kind == "tcp":
+        pytest.skip("TCP has no link-level ACK to lose")
+    rig.sim.config.result_ack_lost, rig.sim.config.link_t2_s = 1, 0.5
+    t = rig.make_driver()
+    await t.connect()
+    stored: list[TerminalResult] = []
+
+    async def persist(result: TerminalResult) -> None:
+        stored.append(result)
+
+    pre = await t.preauthorize(EUR50, "S10", persist)
+    assert pre.approved and len(stored) == 1
+    assert rig.sim.open_preauths() == [pre.receipt_no] and rig.sim.config.result_ack_lost == 0
+    assert (await t.status()).approved  # the extra 80 00 confused neither side
