@@ -82,6 +82,8 @@ class Figures:
 
 
 class Campaign:
+    PLEASE_WAIT = 2  # t2 repeats "please wait" while it authorises, as serial PTs in the field do
+
     def __init__(
         self, workdir: Path, seed: int, kills: int, evses: int, short: bool = False, sessions: int = 0
     ) -> None:
@@ -111,11 +113,11 @@ class Campaign:
                                         on_result=self.approval_out.set, unacked_on_close="keep")),
             "t2": SimTerminal(SimConfig(password="123456", card_wait_s=0.05, echo="reversed", extensions="same_receipt",
                                         state_path=self.dir / "t2.json", result_ack_timeout_s=2.0,
-                                        on_result=self.approval_out.set, please_wait=2)),
+                                        on_result=self.approval_out.set, please_wait=self.PLEASE_WAIT)),
         }  # fmt: skip
         self.tcp = await serve_tcp("127.0.0.1", 0, lambda p: self.sims["t1"].serve(p, serial=False))
         self.pty = PtyPort()
-        self.pty_serving = asyncio.create_task(self.sims["t2"].serve_line(self.pty))
+        self.pty_serving = asyncio.create_task(self._serve_pty())
         self.charger = ChargerSimulator(BrokerSettings(url=self.broker.url, prefix="evpay/v1"), self.evses)
         self.charger_stop = asyncio.Event()
         self.charger_task = asyncio.create_task(self.charger.run(self.charger_stop))
@@ -148,6 +150,10 @@ class Campaign:
         )  # fmt: skip
         self.config = self.dir / "gateway.toml"
         self.config.write_text(text, encoding="utf-8")
+
+    async def _serve_pty(self) -> None:
+        """The serial terminal (the unplug campaign replaces it with one whose line is pulled)."""
+        await self.sims["t2"].serve_line(self.pty)
 
     async def close(self) -> None:
         self.charger_stop.set()

@@ -39,6 +39,8 @@ SIZES = {"small": 3, "medium": 64, "full": 400}  # cuts armed, cycling over ever
 
 
 class Unplugs(Campaign):
+    PLEASE_WAIT = 0  # the cut points count the messages of a plain exchange (STEPS)
+
     def __init__(self, workdir: Path, seed: int, armed: int) -> None:
         super().__init__(workdir, seed, 0, 2)
         self.armed = armed
