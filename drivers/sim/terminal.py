@@ -187,7 +187,6 @@ class _Session:
         self.link: SerialLink | StreamLink = SerialLink() if serial else StreamLink()
         self.losing_ack = False  # the next ACK byte is eaten by the line (result_ack_lost)
         self.inbox: deque[Apdu] = deque()
-        self.deferred: deque[Apdu] = deque()  # commands that arrived while this PT was master
         self.loop = asyncio.get_running_loop()
         self.exchange, self.sent = 0, 0  # the command being answered; the messages sent for it
         self.cut = False  # unplugged: nothing goes out, nothing comes in, until the exchange ends
@@ -253,6 +252,10 @@ class _Session:
         self.sent += 1
         if self.cut:
             return
+        await self._transmit(message)
+
+    async def _transmit(self, message: m.Message) -> None:
+        cfg = self.sim.config
         if isinstance(self.link, SerialLink):
             self.link.t2 = cfg.link_t2_s  # read when used, as every setting: tests change them live
         self.link.send_apdu(message.to_apdu().encode(), self.loop.time())
@@ -264,14 +267,16 @@ class _Session:
         """The ECR's answer while this PT is master, or None when ``timeout`` runs out.
 
         A command that arrives instead (an ECR that restarted and registers again) is no answer:
-        it is kept for the command loop, which serves it once this sequence is over. A PT never
-        drops a command unanswered -- the ECR would repeat it, and its link layer would take
-        the identical repeat for a retransmission and drop it too, for ever."""
+        it is refused at once as busy (84 9C) and the sequence goes on. A PT never leaves a
+        command unanswered -- the ECR would repeat it byte for byte, and a serial link takes an
+        identical frame with nothing sent in between for a retransmission: the two would never
+        talk again. Nor does it run the command later, for an ECR that may be gone."""
         end = self.loop.time() + timeout
         while (apdu := await self.receive(max(0.0, end - self.loop.time()))) is not None:
             if apdu.command in accept or apdu.cls not in _COMMAND_CLASSES:
                 return apdu
-            self.deferred.append(apdu)
+            self.sim.state.commands.append(f"{apdu.command:04X} busy")
+            await self._transmit(m.nack(0x9C))
             if self.loop.time() >= end:
                 break
         return None
@@ -305,7 +310,7 @@ class _Session:
 
     async def run(self) -> None:
         while True:
-            apdu = self.deferred.popleft() if self.deferred else await self.receive(None)
+            apdu = await self.receive(None)
             if apdu is None or apdu.command == Command.ACK:
                 continue  # a late acknowledgement of something we gave up waiting for
             try:

@@ -322,11 +322,11 @@ async def test_a_command_cancelled_by_its_callers_deadline_does_not_wedge_the_dr
     assert all("sequence is running" not in r.message for r in results), [r.message for r in results]
 
 
-async def test_a_command_sent_while_the_terminal_is_master_is_answered_after_the_sequence(rig: Rig) -> None:
+async def test_a_command_sent_while_the_terminal_is_master_is_refused_busy_not_swallowed(rig: Rig) -> None:
     """An ECR that restarted mid-payment registers while the PT still waits for the card. The
-    PT must answer that command once its sequence is over, not swallow it: an ECR repeats an
-    unanswered command byte for byte, and a serial link takes a byte-identical frame for a
-    retransmission whenever nothing was answered in between -- the two would never talk again."""
+    PT must answer that command (busy, 84 9C), not swallow it: an ECR repeats an unanswered
+    command byte for byte, and a serial link takes a byte-identical frame for a retransmission
+    whenever nothing was sent in between -- the two would never talk again."""
     t = rig.make_driver()
     await t.connect()
     rig.sim.config.card_wait_s = 0.6
@@ -336,14 +336,18 @@ async def test_a_command_sent_while_the_terminal_is_master_is_answered_after_the
             await t.preauthorize(EUR50, "S8")
     await t.close()  # the ECR process is gone
     again = rig.make_driver()  # and back, while the PT still waits for the card
+    refused = []
     async with asyncio.timeout(15):
-        while not (await again.connect()).approved:  # T3 may run out while the PT finishes
-            pass
-    assert rig.sim.state.commands[:3] == ["0600", "0622", "0600"]
-    # On a serial line the PT finished its payment and nobody acknowledged it; on TCP the
-    # closed connection ended that sequence before any card was read.
-    expected = ["reversed"] if rig.kind == "pty" else []
-    assert [x.state for x in rig.sim.state.transactions.values()] == expected
+        while not (reg := await again.connect()).approved:
+            refused.append(reg.outcome)
+            await asyncio.sleep(0.2)
+    commands = rig.sim.state.commands
+    if rig.kind == "pty":  # the payment went on, unacknowledged, and was reversed
+        assert Outcome.BUSY in refused and "0600 busy" in commands, (refused, commands)
+        assert [x.state for x in rig.sim.state.transactions.values()] == ["reversed"]
+    else:  # the closed connection ended that sequence before any card was read
+        assert refused == [] and rig.sim.state.transactions == {}
+    assert commands[:2] == ["0600", "0622"] and commands[-1] == "0600"
 
 
 async def test_identical_please_wait_statuses_are_each_acknowledged(rig: Rig) -> None:
