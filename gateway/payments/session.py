@@ -401,7 +401,10 @@ def _terminal_result(s: Session, ev: e.TerminalResultArrived, now: datetime, pol
     if s.state is not settling[0]:
         return Transition(s, note=f"{ev.operation} {ev.outcome} in {s.state}: the enquiry decides")
     # Declined, refused or lost: nothing is assumed. Ask the terminal what it holds and did.
-    s = _go(s, Trigger.LOST, notes=_note(s, f"{ev.operation} {ev.outcome}: {ev.message}"))
+    # A busy terminal answered, though: the silence the backoff grows on is over, so the next
+    # try comes after the first interval, not 30 minutes on after a few busy answers.
+    attempts = 0 if ev.outcome is Outcome.BUSY else s.attempts
+    s = _go(s, Trigger.LOST, attempts=attempts, notes=_note(s, f"{ev.operation} {ev.outcome}: {ev.message}"))
     return _query(s, now, policy)
 
 

@@ -178,6 +178,21 @@ def test_failed_capture_asks_then_retries_with_backoff_then_gives_up_owing_the_p
     assert g.open_minor == g.authorized_minor and g.owed_minor == g.price_minor > 0  # the debt is recorded
 
 
+@pytest.mark.parametrize("outcome", [Outcome.BUSY, Outcome.ERROR])
+def test_a_busy_terminal_does_not_push_the_retry_out(outcome: Outcome) -> None:
+    """Found by the full crash run: a serial terminal answered "busy" (84 9C) while it finished
+    a killed gateway's exchange, every busy answer doubled the backoff, and captures waited 30
+    minutes. A busy terminal is there: the next try comes after the first interval again."""
+    s = step(charging(), e.ChargerStopped(SID, "stop", 5000), 60).session
+    assert s is not None
+    s = replace(s, attempts=6)  # six silent rounds behind it: the backoff is at its 30-minute cap
+    asked = step(s, result("capture", outcome), 61).session
+    retry = step(asked, e.OpenPreauthsReported(SID, "q", (7,)), 62).session
+    assert retry is not None and retry.state is State.CAPTURE_RETRY and retry.timer is not None
+    wait = retry.timer[1] - (T0 + timedelta(minutes=62))
+    assert wait == (P.retry_initial if outcome is Outcome.BUSY else P.retry_max)
+
+
 @pytest.mark.parametrize(
     ("state", "expected", "command"),
     [(State.AUTHORIZING, State.AUTH_UNKNOWN, "QueryOpenPreauths"), (State.CAPTURING, State.CAPTURE_UNKNOWN,
