@@ -432,6 +432,7 @@ class PricingSettings(_Model):
     min_partial_approval: Amount = Decimal("5.00")
     start_timeout_s: Annotated[int, Field(gt=0)] = 180
     retry_initial_s: Annotated[int, Field(gt=0)] = 30  # capture/release retries back off from here
+    retry_max_s: Annotated[int, Field(gt=0)] = 1800  # ... doubling up to this
     # How long a pre-authorisation stays valid, per card scheme ("default" for any other or
     # an unknown card): the engine stops charging and captures before it lapses.
     hold_validity_hours: ValidityHours = Field(default_factory=lambda: {"default": 48, "mastercard": 720, "visa": 120})

@@ -145,7 +145,8 @@ class Campaign:
             {"t1": f"tcp://127.0.0.1:{tcp_port}", "t2": f"serial://{self.tty}"},
             site="CRASH", evses=self.terminal_of, charger=f'mode = "mqtt"\nbroker = "{self.broker.url}"',
             pricing='fixed_hold = { EUR = "50.00" }\nhold_min = "1.00"\nincremental_initial = "1.00"\n'
-                    'incremental_step = "1.00"\nsafety_margin = "0.10"',
+                    'incremental_step = "1.00"\nsafety_margin = "0.10"\n'
+                    'retry_max_s = 60',  # after 1,000 kills retries would wait 30 min; the end waits 180 s
             extra=upstream + routes, terminal_extra="incremental = true\n",
         )  # fmt: skip
         self.config = self.dir / "gateway.toml"
