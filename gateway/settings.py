@@ -472,6 +472,8 @@ class PricingSettings(_Model):
     def _clamps(self) -> PricingSettings:
         if self.hold_min > self.hold_max:
             raise ValueError("hold_min must not exceed hold_max")
+        if self.retry_max_s < self.retry_initial_s:
+            raise ValueError("retry_max_s must not be below retry_initial_s")
         ids = [str(t.get("id")) for t in self.tariffs]
         if self.default_tariff is not None and self.default_tariff not in ids:
             raise ValueError(f"default_tariff {self.default_tariff!r} is not among the tariffs {ids}")

@@ -87,6 +87,12 @@ def test_toml_syntax_error_names_the_line(tmp_path: Path) -> None:
     assert "broken.toml" in str(info.value) and "line 1" in str(info.value)
 
 
+def test_the_retry_cap_is_not_below_the_first_interval() -> None:
+    with pytest.raises(ConfigError, match="retry_max_s must not be below retry_initial_s"):
+        parse_settings(MINIMAL + "[pricing]\nretry_initial_s = 60\nretry_max_s = 30\n", "<t>")
+    assert parse_settings(MINIMAL + "[pricing]\nretry_max_s = 60\n", "<t>").pricing.retry_max_s == 60
+
+
 def test_amounts_must_be_exact_strings() -> None:
     with pytest.raises(ConfigError, match=r"pricing\.hold_min: .*strings"):
         parse_settings(MINIMAL + "[pricing]\nhold_min = 5.5\n", "<t>")

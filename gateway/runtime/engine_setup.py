@@ -58,7 +58,7 @@ def build_policy(settings: Settings) -> Policy:
         tz=ZoneInfo(settings.site.timezone),
         start_timeout=timedelta(seconds=p.start_timeout_s),
         retry_initial=timedelta(seconds=p.retry_initial_s),
-        retry_max=timedelta(seconds=max(p.retry_max_s, p.retry_initial_s)),
+        retry_max=timedelta(seconds=p.retry_max_s),
         validity=_validity(settings),
         answer_timeout=timedelta(seconds=p.answer_timeout_s),
         bill_without_energy=p.bill_without_energy,
