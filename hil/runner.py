@@ -147,11 +147,11 @@ async def run(
     password = os.environ.get("EVPAY_ZVT_PASSWORD", "000000")
     sim: SimTerminal | None = None
     port: PtyPort | None = None
-    serving: asyncio.Task[bool] | None = None
+    serving: asyncio.Task[None] | None = None
     if device == "sim":
         port = PtyPort()
         sim = SimTerminal(sim_config or SimConfig(password=password, card_wait_s=0.05))
-        serving = asyncio.create_task(sim.serve(port, serial=True))
+        serving = asyncio.create_task(sim.serve_line(port))
         device = f"serial://{port.slave_path}"
     transport, framing = open_transport(device)
     terminal = ZvtTerminal("hil", transport, serial_framing=framing,

@@ -108,7 +108,7 @@ async def pty_terminal(config: SimConfig) -> AsyncIterator[tuple[SimTerminal, st
     """The terminal simulator on a real pty: (the simulator, its device path)."""
     port = PtyPort()
     sim = SimTerminal(config)
-    serving = asyncio.create_task(sim.serve(port, serial=True))
+    serving = asyncio.create_task(sim.serve_line(port))
     try:
         yield sim, port.slave_path
     finally:

@@ -103,7 +103,7 @@ async def start_site(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
         await cpo.start()
         port = PtyPort()
         sim = SimTerminal(SimConfig(password="123456", card_wait_s=0.05))
-        serving = asyncio.create_task(sim.serve(port, serial=True))
+        serving = asyncio.create_task(sim.serve_line(port))
         charger = SimulatedCharger(["E1"])
         text = site(tmp_path / f"{country}.sqlite3", port.slave_path, cpo, country, wait_s, terminal, extra)
         (tmp_path / f"{country}.toml").write_text(text, encoding="utf-8")  # for the technician's CLI

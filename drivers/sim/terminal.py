@@ -296,12 +296,12 @@ class _Session:
             cfg.result_ack_lost -= 1
             self.losing_ack = True
         await self.send(m.status_information(result))
-        if self.sim.config.on_result is not None and not self.cut:
-            self.sim.config.on_result()
+        if cfg.on_result is not None and not self.cut:
+            cfg.on_result()
         try:
-            reply = await self.reply(self.sim.config.result_ack_timeout_s)
+            reply = await self.reply(cfg.result_ack_timeout_s)
         except ConnectionLost:
-            if self.sim.config.unacked_on_close == "keep":
+            if cfg.unacked_on_close == "keep":
                 raise
             return False  # nobody can acknowledge it now: undone as on a timeout
         return reply is not None and reply.command == Command.ACK

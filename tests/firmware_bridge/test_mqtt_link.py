@@ -57,7 +57,7 @@ class Site:
 async def site_factory(tmp_path: Path, broker: Broker) -> AsyncIterator[Any]:
     port = PtyPort()
     sim = SimTerminal(SimConfig(password="123456", card_wait_s=0.05))
-    serving = asyncio.create_task(sim.serve(port, serial=True))
+    serving = asyncio.create_task(sim.serve_line(port))
     started: list[tuple[Site, asyncio.Event, asyncio.Task[None]]] = []
 
     async def start(strategy: str = "fixed", plan: Plan | None = None) -> Site:
@@ -221,7 +221,7 @@ async def test_the_gateway_killed_mid_session_gets_what_the_charger_sent_meanwhi
 
     port = PtyPort()
     sim = SimTerminal(SimConfig(password="123456", card_wait_s=0.05))
-    serving = asyncio.create_task(sim.serve(port, serial=True))
+    serving = asyncio.create_task(sim.serve_line(port))
     config = tmp_path / "g.toml"
     config.write_text(site_config(tmp_path / "k.sqlite3", port.slave_path, broker.url), encoding="utf-8")  # fmt: skip
     charger = ChargerSimulator(BrokerSettings(url=broker.url), ["E1", "E2"],
@@ -290,7 +290,7 @@ async def test_the_same_paid_session_with_the_everest_mapping(tmp_path: Path, br
 
     port = PtyPort()
     sim = SimTerminal(SimConfig(password="123456", card_wait_s=0.05))
-    serving = asyncio.create_task(sim.serve(port, serial=True))
+    serving = asyncio.create_task(sim.serve_line(port))
     text = site_config(tmp_path / "e.sqlite3", port.slave_path, broker.url)
     text = text.replace('mode = "mqtt"\n', 'mode = "mqtt"\nmapping = "everest"\n')
     text = text.replace(

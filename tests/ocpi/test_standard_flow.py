@@ -76,7 +76,7 @@ async def test_start_session_pushes_cdr_capture_fac(tmp_path: Path) -> None:
     await cpo.start()
     port = PtyPort()
     sim = SimTerminal(SimConfig(password="123456", card_wait_s=0.05))
-    serving = asyncio.create_task(sim.serve(port, serial=True))
+    serving = asyncio.create_task(sim.serve_line(port))
     store = Store.open(tmp_path / "flow.sqlite3")
     ptp_port = free_port()
     base = f"http://127.0.0.1:{ptp_port}"
@@ -159,7 +159,7 @@ async def test_the_daemon_runs_the_standard_flow(tmp_path: Path, hold: str, sess
     cpo.state.push_interval_s = 0.02
     port = PtyPort()
     sim = SimTerminal(SimConfig(password="123456", card_wait_s=0.05))
-    serving = asyncio.create_task(sim.serve(port, serial=True))
+    serving = asyncio.create_task(sim.serve_line(port))
     listen = free_port()
     config = (
         ocpi_site(tmp_path / "d.sqlite3", port.slave_path, cpo, listen)
@@ -218,7 +218,7 @@ async def test_a_pay_request_while_unregistered_is_refused_with_the_reason(tmp_p
     await cpo.start()
     port = PtyPort()
     sim = SimTerminal(SimConfig(password="123456", card_wait_s=0.05))
-    serving = asyncio.create_task(sim.serve(port, serial=True))
+    serving = asyncio.create_task(sim.serve_line(port))
     listen = free_port()
     config = ocpi_site(tmp_path / "u.sqlite3", port.slave_path, cpo, listen, "[daemon]\nrestart_backoff_min_s = 5\n")
     config_file = tmp_path / "u.toml"

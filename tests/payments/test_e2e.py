@@ -80,7 +80,7 @@ class Site:
 async def site_factory(tmp_path: Path) -> AsyncIterator[Any]:
     port = PtyPort()
     sim = SimTerminal(SimConfig(password="123456", card_wait_s=0.05))
-    serving = asyncio.create_task(sim.serve(port, serial=True))
+    serving = asyncio.create_task(sim.serve_line(port))
     charger = SimulatedCharger(["DE*EVP*E1"])
     sites: list[Site] = []
     key_file = tmp_path / "journal.pem"

@@ -44,7 +44,7 @@ class Site:
 async def site(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Site]:
     port = PtyPort()
     sim = SimTerminal(SimConfig(password="123456", card_wait_s=5.0))  # the driver takes a while at the card
-    serving = asyncio.create_task(sim.serve(port, serial=True))
+    serving = asyncio.create_task(sim.serve_line(port))
     device = f"serial://{port.slave_path}"
     if getattr(request, "param", "") == "terminal-down":
         device = f"tcp://127.0.0.1:{free_port()}"  # nothing listens there
@@ -141,7 +141,7 @@ async def test_start_paths_are_per_site(tmp_path: Path) -> None:
 
     port = PtyPort()
     sim = SimTerminal(SimConfig(password="123456", card_wait_s=0.05))
-    serving = asyncio.create_task(sim.serve(port, serial=True))
+    serving = asyncio.create_task(sim.serve_line(port))
     for paths, kiosk_status in ((["plug"], 403), (["kiosk"], 202)):
         start_paths = f"start_paths = {paths}".replace("'", '"')
         text = config(tmp_path / f"{paths[0]}.sqlite3", f"serial://{port.slave_path}", start_paths)
