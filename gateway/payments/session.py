@@ -471,7 +471,7 @@ def _open_preauths(s: Session, ev: e.OpenPreauthsReported, now: datetime, policy
     if s.state not in _UNKNOWN_STATES:
         return Transition(s, note="open pre-auths: not waiting for them")
     if ev.failed:
-        return _enquiry_failed(s, now, policy)
+        return _enquiry_failed(s, now, policy, busy=ev.busy)
     held = s.held_result  # used up by this answer, whatever it says
     if held is not None:
         s = replace(s, held_result=None)
@@ -539,7 +539,11 @@ def _adopt(
     return _finish(_go(s, Trigger.NO_HOLD, notes=_note(s, why)))
 
 
-def _enquiry_failed(s: Session, now: datetime, policy: Policy) -> Transition:
+def _enquiry_failed(s: Session, now: datetime, policy: Policy, *, busy: bool = False) -> Transition:
+    """The backoff grows on silence only: a terminal that answered busy is there, and the next
+    enquiry comes after the first interval (the deadline still bounds how long we keep asking)."""
+    if busy:
+        s = replace(s, attempts=0)
     at = _next_try(s, now, policy)
     if at is not None:
         return Transition(replace(s, attempts=s.attempts + 1, timer=(TimerKind.QUERY, at)))

@@ -137,7 +137,7 @@ class EngineHost:
         is not owned yet): the enquiry is then repeated later."""
         others = [s for s in self.open_sessions() if s.terminal == session.terminal and s.id != session.id]
         if session.state is State.AUTH_UNKNOWN and any(s.state in _IN_FLIGHT_HOLDS for s in others):
-            return replace(event, orphans=(), failed=True)
+            return replace(event, orphans=(), failed=True, busy=True)
         owned = self._owned_receipts(others, session.terminal)
         event = replace(event, orphans=tuple(r for r in event.receipts if r not in owned))
         if event.last is not None and self._ambiguous(session, event.last):

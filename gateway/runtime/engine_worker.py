@@ -383,7 +383,8 @@ class EngineWorker:
                 async with self._claim(cmd.terminal):
                     last = await self._last_result(terminal)
             self.submit(e.OpenPreauthsReported(cmd.session_id, f"{cmd.key}:{attempt}", result.open_receipts,
-                                               failed=not result.approved, last=last))  # fmt: skip
+                                               failed=not result.approved, last=last,
+                                               busy=result.outcome is Outcome.BUSY))  # fmt: skip
         elif not isinstance(cmd, c.ShowReceipt):
             self.submit(self._event(cmd, f"{cmd.key}:{attempt}", result))
 

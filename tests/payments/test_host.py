@@ -75,3 +75,22 @@ def test_a_second_writer_is_noticed_and_the_step_computed_again_from_the_databas
     payments = {p["kind"]: p["amount_minor"] for p in store.payments("s1")}
     assert payments["preauth"] == 5000 and payments["capture"] + payments["release"] == 5000
     assert store.verify_journal().ok
+
+
+def test_an_enquiry_deferred_for_a_preauth_in_flight_is_asked_again_soon(tmp_path: Path) -> None:
+    """While another pre-auth on the terminal is in flight its fresh hold is not owned yet, so
+    a lost pre-auth's enquiry is deferred: the terminal is busy, not silent, and the backoff
+    does not grow (a long queue at one terminal must not push the resolution out by hours)."""
+    clock = Clock()
+    store = Store.open(tmp_path / "d.sqlite3", clock=clock)
+    p = policy()
+    host = EngineHost(store, p, clock)
+    host.handle(e.CardPresented("s1", "card", "E1", "T1", "EUR"))
+    lost = host.handle(e.TerminalResultArrived("s1", "r1", "preauthorize", Outcome.UNKNOWN))
+    assert lost.session is not None and lost.session.state.value == "auth_unknown"
+    host.handle(e.CardPresented("s2", "card", "E2", "T1", "EUR"))  # in flight on the same terminal
+    for n in range(6):
+        deferred = host.handle(e.OpenPreauthsReported("s1", f"q{n}", (9,)))
+        s = deferred.session
+        assert s is not None and s.state.value == "auth_unknown" and s.timer is not None
+        assert s.timer[1] - clock.now == p.retry_initial and s.attempts == 1

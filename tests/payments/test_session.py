@@ -193,6 +193,21 @@ def test_a_busy_terminal_does_not_push_the_retry_out(outcome: Outcome) -> None:
     assert wait == (P.retry_initial if outcome is Outcome.BUSY else P.retry_max)
 
 
+@pytest.mark.parametrize("busy", [True, False])
+def test_an_enquiry_answered_busy_does_not_push_the_next_one_out(busy: bool) -> None:
+    """The same for the enquiry: a terminal that answers busy (or one busy with another
+    pre-auth, deferred by the host) is asked again after the first interval; silence backs off."""
+    s = step(charging(), e.ChargerStopped(SID, "stop", 5000), 60).session
+    asked = step(s, result("capture", Outcome.ERROR), 61).session
+    assert asked is not None and asked.state is State.CAPTURE_UNKNOWN
+    asked = replace(asked, attempts=6)
+    again = step(asked, e.OpenPreauthsReported(SID, "q", (), failed=True, busy=busy), 62).session
+    assert again is not None and again.state is State.CAPTURE_UNKNOWN and again.timer is not None
+    wait = again.timer[1] - (T0 + timedelta(minutes=62))
+    assert wait == (P.retry_initial if busy else P.retry_max)
+    assert again.attempts == (1 if busy else 7)
+
+
 @pytest.mark.parametrize(
     ("state", "expected", "command"),
     [(State.AUTHORIZING, State.AUTH_UNKNOWN, "QueryOpenPreauths"), (State.CAPTURING, State.CAPTURE_UNKNOWN,
