@@ -129,7 +129,8 @@ def _serial_link(data: bytes) -> None:
         link.on_deadline(now)
         link.data_to_send()
         while link.next_event() is not None:
-            pass
+            if data[pos] & 1:  # answer some (80 00): a repeat after an answer is new, not a retransmission
+                link.send_apdu(b"\x80\x00\x00", now)
         pos += 17
 
 
