@@ -84,7 +84,7 @@ class OpenPreauthsReported:
     receipts: tuple[int, ...]
     orphans: tuple[int, ...] = ()
     failed: bool = False  # the enquiry itself failed: try again later
-    busy: bool = False  # ...because the terminal is busy (it answered): again soon, no longer backoff
+    busy: bool = False  # ...because the terminal answered busy: ask again after the first interval
     last: LastResult | None = None
 
 
