@@ -28,7 +28,9 @@ from gateway.store import Store
 from tests.payments.fixtures import policy
 
 
-def steps_rate(sessions: int, meter_values: int, directory: Path | None = None) -> tuple[float, float, int]:
+def steps_rate(
+    sessions: int, meter_values: int, directory: Path | None = None
+) -> tuple[float, float, int]:
     """(durable steps/s, CPU ms per step, database bytes) for ``sessions`` sessions."""
     now = [datetime(2026, 1, 5, 8, tzinfo=UTC)]
     with tempfile.TemporaryDirectory(dir=directory) as tmp:
@@ -40,7 +42,9 @@ def steps_rate(sessions: int, meter_values: int, directory: Path | None = None) 
             sid = f"bench-{i:06d}"
             handled = host.handle(e.CardPresented(sid, "card", "E1", "T1", "EUR"))
             events: list[e.Event] = [
-                e.TerminalResultArrived(sid, "pre", "preauthorize", Outcome.APPROVED, 5000, i % 9999 + 1),
+                e.TerminalResultArrived(
+                    sid, "pre", "preauthorize", Outcome.APPROVED, 5000, i % 9999 + 1
+                ),
                 e.ChargerStarted(sid, "start", 0),
                 *(e.MeterValue(sid, f"m{k}", 1000 * (k + 1)) for k in range(meter_values)),
                 e.ChargerStopped(sid, "stop", 1000 * meter_values + 500),
@@ -50,7 +54,11 @@ def steps_rate(sessions: int, meter_values: int, directory: Path | None = None) 
                 handled = host.handle(ev)
                 steps += 1
             capture = next(x for x in handled.commands if isinstance(x, c.Capture))
-            host.handle(e.TerminalResultArrived(sid, "cap", "capture", Outcome.APPROVED, capture.amount_minor, 1))
+            host.handle(
+                e.TerminalResultArrived(
+                    sid, "cap", "capture", Outcome.APPROVED, capture.amount_minor, 1
+                )
+            )
             steps += 2
         wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
         assert all(s["final"] for s in store.sessions(limit=sessions))
@@ -86,23 +94,34 @@ def figures(sessions: int, rounds: int = 3, directory: Path | None = None) -> di
         rate, cpu, _size = steps_rate(sessions, 10, directory)
         engines.append(rate)
         cpus.append(cpu)
-    return {"raw": statistics.median(raws), "engine": statistics.median(engines), "cpu_ms": statistics.median(cpus)}
+    return {
+        "raw": statistics.median(raws),
+        "engine": statistics.median(engines),
+        "cpu_ms": statistics.median(cpus),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sessions", type=int, default=300)
     parser.add_argument("--meter-values", type=int, default=10)
-    parser.add_argument("--dir", type=Path, default=None, help="where the database goes (default: a temp dir)")
+    parser.add_argument(
+        "--dir", type=Path, default=None, help="where the database goes (default: a temp dir)"
+    )
     args = parser.parse_args()
     raw = raw_commit_rate(2.0, args.dir)
     rate, cpu, size = steps_rate(args.sessions, args.meter_values, args.dir)
     steps = args.sessions * (args.meter_values + 5)
     print(f"engine: {args.sessions} sessions, {steps} durable steps")
     per_session = rate / (args.meter_values + 5)
-    print(f"  {rate:,.0f} steps/s   {per_session:,.1f} sessions/s   {1000 / rate:.2f} ms/step wall   "
-          f"{cpu:.2f} ms/step CPU")  # fmt: skip
-    print(f"  raw single-row commits on the same disk: {raw:,.0f}/s: the engine is at {rate / raw:.0%}")
+    print(
+        f"  {rate:,.0f} steps/s   {per_session:,.1f} sessions/s   {1000 / rate:.2f} ms/step wall   "
+        f"{cpu:.2f} ms/step CPU"
+    )
+    print(
+        f"  raw single-row commits on the same disk: {raw:,.0f}/s: the engine is at "
+        f"{rate / raw:.0%}"
+    )
     print(f"  database {size / 1e6:.1f} MB after the run (before checkpoint of the WAL)")
 
 

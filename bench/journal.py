@@ -32,7 +32,9 @@ def main() -> None:
         for n in range(args.rows):
             sid = f"s{n // 10:06d}"  # ten journal rows per session, as a charge writes them
             entry = JournalEntry("session", sid, "MeterValue", {"n": n, "energy_wh": n * 10})
-            store.apply(Step(f"k{n}", sessions=[SessionRecord(sid, "charging", {"n": n})], journal=[entry]))
+            store.apply(
+                Step(f"k{n}", sessions=[SessionRecord(sid, "charging", {"n": n})], journal=[entry])
+            )
             if n % 5000 == 4999:
                 store.sign_journal(key)
         written = time.perf_counter() - began
@@ -42,9 +44,15 @@ def main() -> None:
         doc = store.journal_export(session=f"s{args.rows // 20:06d}")
         t2 = time.perf_counter()
         store.close()
-    print(f"journal rows: {args.rows} written in {written:.1f} s; {report.checkpoints} signed checkpoints")
-    print(f"verify: {(t1 - t0) * 1000:.0f} ms ({'intact' if report.ok else 'TAMPERED'}); export of one session: "
-          f"{(t2 - t1) * 1000:.0f} ms, {len(doc['rows'])} rows")  # fmt: skip
+    print(
+        f"journal rows: {args.rows} written in {written:.1f} s; {report.checkpoints} signed "
+        f"checkpoints"
+    )
+    print(
+        f"verify: {(t1 - t0) * 1000:.0f} ms ({'intact' if report.ok else 'TAMPERED'}); export of "
+        f"one session: "
+        f"{(t2 - t1) * 1000:.0f} ms, {len(doc['rows'])} rows"
+    )
 
 
 if __name__ == "__main__":

@@ -28,7 +28,9 @@ def rate(fn: Callable[[], object], seconds: float, per_call: int = 1) -> float:
         batch = min(batch * 2, 1000)
 
 
-def interleaved(fns: dict[str, tuple[Callable[[], object], int]], seconds: float, rounds: int = 5) -> dict[str, float]:
+def interleaved(
+    fns: dict[str, tuple[Callable[[], object], int]], seconds: float, rounds: int = 5
+) -> dict[str, float]:
     """The median rate of each of ``fns`` (name -> (fn, items per call)), measured in turns."""
     seen: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(rounds):
@@ -49,4 +51,7 @@ def machine() -> str:
         info = []
     names = [line.split(":", 1)[1].strip() for line in info if line.startswith("model name")]
     cpu = f"{names[0]} x{len(names)}" if names else cpu
-    return f"{platform.node()}: {cpu}, Python {platform.python_version()}, {platform.system()} {platform.release()}"
+    return (
+        f"{platform.node()}: {cpu}, Python {platform.python_version()}, {platform.system()} "
+        f"{platform.release()}"
+    )

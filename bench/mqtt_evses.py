@@ -50,31 +50,45 @@ async def main(evses: int, terminals: int, seconds: int) -> None:
     mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     work = Path(tempfile.mkdtemp(prefix="evpay-bench-mqtt-"))
     port = free_port()
-    (work / "m.conf").write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n", encoding="utf-8")
+    (work / "m.conf").write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\n", encoding="utf-8"
+    )
     broker = subprocess.Popen([mosquitto, "-c", str(work / "m.conf")], stderr=subprocess.DEVNULL)  # noqa: ASYNC220 - set-up
     ports = [PtyPort() for _ in range(terminals)]
     sims = [SimTerminal(SimConfig(password="123456", card_wait_s=0.05)) for _ in range(terminals)]  # noqa: S106
-    serving = [asyncio.create_task(s.serve(p, serial=True)) for s, p in zip(sims, ports, strict=True)]
+    serving = [
+        asyncio.create_task(s.serve(p, serial=True)) for s, p in zip(sims, ports, strict=True)
+    ]
     ids = [f"E{n:03d}" for n in range(evses)]
     config = [
-        f'[site]\nid = "BENCH"\ncountry = "DE"\n[storage]\npath = "{work}/b.sqlite3"\n[api]\nport = {free_port()}\n'
+        f'[site]\nid = "BENCH"\ncountry = "DE"\n[storage]\npath = "{work}/b.sqlite3"\n[api]\nport '
+        f"= {free_port()}\n"
     ]
     for t, p in enumerate(ports):
         config.append(
-            f'[[terminals]]\nid = "t{t}"\ndevice = "serial://{p.slave_path}"\npassword = {{ value = "123456" }}\n'
+            f'[[terminals]]\nid = "t{t}"\ndevice = "serial://{p.slave_path}"\npassword = '
+            f'{{ value = "123456" }}\n'
         )
     config.append(f'[charger]\nenabled = true\nmode = "mqtt"\nbroker = "mqtt://127.0.0.1:{port}"\n')
     for n, evse in enumerate(ids):
         config.append(f'[[charger.evses]]\nid = "{evse}"\nterminal = "t{n % terminals}"\n')
     config.append(
-        '[pricing]\nhold_min = "1.00"\ndefault_tariff = "T"\ntariffs = [ { id = "T", currency = "EUR", '
-        'elements = [ { price_components = [ { type = "ENERGY", price = "0.50", vat = "19", step_size = 1 } ] } ] } ]\n'
+        '[pricing]\nhold_min = "1.00"\ndefault_tariff = "T"\ntariffs = [ '
+        '{ id = "T", currency = "EUR", '
+        "elements = [ "
+        '{ price_components = [ { type = "ENERGY", price = "0.50", vat = "19", '
+        "step_size = 1 } ] } ] } ]\n"
     )
     (work / "g.toml").write_text("".join(config), encoding="utf-8")
     await asyncio.sleep(0.3)
-    daemon = subprocess.Popen([sys.executable, "-m", "gateway.cli", "run", "--config", str(work / "g.toml")],  # noqa: ASYNC220
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    plan = Plan(energy_wh=seconds * 3_000, step_wh=3_000, interval_s=1.0)  # ~11 kW, a meter value each second
+    daemon = subprocess.Popen(  # noqa: ASYNC220
+        [sys.executable, "-m", "gateway.cli", "run", "--config", str(work / "g.toml")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    plan = Plan(
+        energy_wh=seconds * 3_000, step_wh=3_000, interval_s=1.0
+    )  # ~11 kW, a meter value each second
     charger = ChargerSimulator(BrokerSettings(url=f"mqtt://127.0.0.1:{port}"), ids, plan)
     sent: dict[tuple[str, int], float] = {}
     publish = charger.publish
@@ -111,7 +125,9 @@ async def main(evses: int, terminals: int, seconds: int) -> None:
     await asyncio.gather(task, return_exceptions=True)
     conn = sqlite3.connect(work / "b.sqlite3")
     latencies = []
-    for entity, at, data in conn.execute("SELECT entity_id, at, data FROM journal WHERE kind = 'MeterValue'"):
+    for entity, at, data in conn.execute(
+        "SELECT entity_id, at, data FROM journal WHERE kind = 'MeterValue'"
+    ):
         event_id = __import__("json").loads(data)["event_id"]
         seq = int(event_id.split(":")[1])
         started = sent.get((entity, seq))
@@ -125,16 +141,27 @@ async def main(evses: int, terminals: int, seconds: int) -> None:
     broker.terminate()
     latencies.sort()
     p99 = latencies[int(len(latencies) * 0.99) - 1] if latencies else float("nan")
-    print(f"machine: {os.cpu_count()} cores; {evses} EVSEs on {terminals} simulated terminals, meter values every 1 s")
+    print(
+        f"machine: {os.cpu_count()} cores; {evses} EVSEs on {terminals} simulated terminals, "
+        f"meter values every 1 s"
+    )
     print(f"sessions: {states}")
-    print(f"gateway CPU: {cpu1 - cpu0:.1f} s over {wall:.0f} s wall ({100 * (cpu1 - cpu0) / wall:.1f} % of one core)")
+    print(
+        f"gateway CPU: {cpu1 - cpu0:.1f} s over {wall:.0f} s wall "
+        f"({100 * (cpu1 - cpu0) / wall:.1f} % of one core)"
+    )
     print(f"gateway RSS peak: {rss_peak / 2**20:.1f} MiB")
     median = statistics.median(latencies) if latencies else float("nan")
-    print(f"meter message -> stored engine step: {len(latencies)} samples, median {median:.1f} ms, p99 {p99:.1f} ms")
+    print(
+        f"meter message -> stored engine step: {len(latencies)} samples, median {median:.1f} ms, "
+        f"p99 {p99:.1f} ms"
+    )
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--evses", type=int, default=64)
     parser.add_argument("--terminals", type=int, default=16)
     parser.add_argument("--seconds", type=int, default=60, help="how long each EV charges")

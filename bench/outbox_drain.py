@@ -39,18 +39,35 @@ TOKEN = "bench-token"  # noqa: S105 - the embedded CPO's test token, on loopback
 
 
 def outcome(sid: str, n: int) -> dict[str, Any]:
-    return {"session_id": sid, "authorization_reference": f"EVP-{sid}", "state": "completed",
-            "currency": "EUR", "captured_minor": 1169, "price_minor": 1169, "price_excl": "9.82",
-            "receipt_no": n % 9999 + 1, "card": {"brand": "MasterCard", "masked_pan": "541333******0074"},
-            "notes": []}  # fmt: skip
+    return {
+        "session_id": sid,
+        "authorization_reference": f"EVP-{sid}",
+        "state": "completed",
+        "currency": "EUR",
+        "captured_minor": 1169,
+        "price_minor": 1169,
+        "price_excl": "9.82",
+        "receipt_no": n % 9999 + 1,
+        "card": {"brand": "MasterCard", "masked_pan": "541333******0074"},
+        "notes": [],
+    }
 
 
 @contextmanager
 def embedded_cpo() -> Iterator[str]:
     """The embedded CPO in its own process; yields its payments URL."""
     env = {**os.environ, "EVPAY_BENCH_TOKEN": TOKEN}
-    command = [sys.executable, "-m", "gateway.cli", "simulate", "cpo", "--listen", "127.0.0.1:0",
-               "--accept-token-env", "EVPAY_BENCH_TOKEN"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "gateway.cli",
+        "simulate",
+        "cpo",
+        "--listen",
+        "127.0.0.1:0",
+        "--accept-token-env",
+        "EVPAY_BENCH_TOKEN",
+    ]
     cpo = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
     try:
         assert cpo.stdout is not None
@@ -65,7 +82,9 @@ def fill(store: Store, n: int, prefix: str) -> None:
     batch: list[OutboxMessage] = []
     for i in range(n):
         sid = f"{prefix}-{i:07d}"
-        batch.append(OutboxMessage(f"{sid}:outcome", f"session:{sid}", "session.outcome", outcome(sid, i)))
+        batch.append(
+            OutboxMessage(f"{sid}:outcome", f"session:{sid}", "session.outcome", outcome(sid, i))
+        )
         if len(batch) == 1000:
             store.apply(Step(f"fill-{prefix}-{i}", outbox=batch))
             batch = []
@@ -80,9 +99,16 @@ def gateway_rate(payments_url: str, n: int, concurrency: int, prefix: str) -> tu
         fill(store, n, prefix)
 
         async def drain() -> int:
-            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency * 2)) as http:
-                pusher = OutboxPusher(store, OcpiClient(http, TOKEN), payments_url, lambda: datetime.now(UTC),
-                                      concurrency=concurrency)  # fmt: skip
+            async with aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=concurrency * 2)
+            ) as http:
+                pusher = OutboxPusher(
+                    store,
+                    OcpiClient(http, TOKEN),
+                    payments_url,
+                    lambda: datetime.now(UTC),
+                    concurrency=concurrency,
+                )
                 await pusher.drain()
                 return pusher.delivered
 
@@ -98,7 +124,8 @@ def gateway_rate(payments_url: str, n: int, concurrency: int, prefix: str) -> tu
 
 
 def anchor_rate(payments_url: str, n: int, concurrency: int, prefix: str) -> float:
-    """Messages/s of a bare aiohttp client POSTing the same FAC bodies, ``concurrency`` at a time."""
+    """Messages/s of a bare aiohttp client POSTing the same FAC bodies, ``concurrency`` at a
+    time."""
     url = f"{payments_url}/financial-advice-confirmations"
     now = datetime.now(UTC)
     bodies = []
@@ -110,11 +137,16 @@ def anchor_rate(payments_url: str, n: int, concurrency: int, prefix: str) -> flo
     async def post_all() -> None:
         todo = iter(bodies)
         headers = {"Authorization": authorization(TOKEN)}
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency * 2)) as http:
+        async with aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=concurrency * 2)
+        ) as http:
 
             async def worker() -> None:
                 for body in todo:
-                    ids = {"X-Request-ID": uuid.uuid4().hex, "X-Correlation-ID": uuid.uuid4().hex}  # OCPI asks both
+                    ids = {
+                        "X-Request-ID": uuid.uuid4().hex,
+                        "X-Correlation-ID": uuid.uuid4().hex,
+                    }  # OCPI asks both
                     async with http.post(url, json=body, headers={**headers, **ids}) as resp:
                         await resp.text()
                         if resp.status not in (200, 201):
@@ -138,7 +170,11 @@ def figures(messages: int, concurrency: int, rounds: int = 3) -> dict[str, float
             rate, cpu = gateway_rate(url, messages, concurrency, f"drain{r}")
             drains.append(rate)
             cpus.append(cpu)
-    return {"anchor": statistics.median(anchors), "drain": statistics.median(drains), "cpu_ms": statistics.median(cpus)}
+    return {
+        "anchor": statistics.median(anchors),
+        "drain": statistics.median(drains),
+        "cpu_ms": statistics.median(cpus),
+    }
 
 
 def main() -> None:
@@ -148,9 +184,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     got = figures(args.messages, args.concurrency, args.rounds)
-    print(f"bare aiohttp client: {got['anchor']:,.0f} POSTs/s (concurrency {args.concurrency}, {args.messages:,} each)")
-    print(f"outbox drain:        {got['drain']:,.0f} messages/s, gateway CPU {got['cpu_ms']:.2f} ms/message, "
-          f"{got['drain'] / got['anchor']:.0%} of the bare client")  # fmt: skip
+    print(
+        f"bare aiohttp client: {got['anchor']:,.0f} POSTs/s (concurrency {args.concurrency}, "
+        f"{args.messages:,} each)"
+    )
+    print(
+        f"outbox drain:        {got['drain']:,.0f} messages/s, gateway CPU {got['cpu_ms']:.2f} "
+        f"ms/message, "
+        f"{got['drain'] / got['anchor']:.0%} of the bare client"
+    )
 
 
 if __name__ == "__main__":

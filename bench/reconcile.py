@@ -45,29 +45,54 @@ def main() -> None:
             amount = 300 + n % 900
             at = start + timedelta(seconds=8 * n)
             now[0] = at
-            s = Session(f"s{n:05d}", "E1", "T1", "EUR", State.COMPLETED, at, 5000,
-                        (Hold(n, 5000, n, amount, amount, 5000 - amount, HoldStatus.CAPTURED, n + 1),),
-                        price_minor=amount, reference=f"EVP-s{n:05d}", card={"brand": brand},
-                        billed_energy_wh=2000, reported_energy_wh=2000, captured_at=at)  # fmt: skip
-            store.apply(Step(f"b{n}", sessions=[SessionRecord(s.id, s.state.value, to_json(s), final=True,
-                                                              terminal="T1")]))  # fmt: skip
+            s = Session(
+                f"s{n:05d}",
+                "E1",
+                "T1",
+                "EUR",
+                State.COMPLETED,
+                at,
+                5000,
+                (Hold(n, 5000, n, amount, amount, 5000 - amount, HoldStatus.CAPTURED, n + 1),),
+                price_minor=amount,
+                reference=f"EVP-s{n:05d}",
+                card={"brand": brand},
+                billed_energy_wh=2000,
+                reported_energy_wh=2000,
+                captured_at=at,
+            )
+            store.apply(
+                Step(
+                    f"b{n}",
+                    sessions=[
+                        SessionRecord(s.id, s.state.value, to_json(s), final=True, terminal="T1")
+                    ],
+                )
+            )
             group = totals["mastercard" if n % 2 == 0 else "visa"]
             group[0] += 1
             group[1] += amount
         written = time.perf_counter() - began
         now[0] = start + timedelta(hours=23)
-        result = TerminalResult("end_of_day", Outcome.APPROVED,
-                                totals=tuple(BrandTotal(b, c, a) for b, (c, a) in totals.items()))  # fmt: skip
+        result = TerminalResult(
+            "end_of_day",
+            Outcome.APPROVED,
+            totals=tuple(BrandTotal(b, c, a) for b, (c, a) in totals.items()),
+        )
         EngineHost(store, policy(), lambda: now[0]).record_end_of_day("T1", result, "EUR")
         t0 = time.perf_counter()
-        facts = load_facts(store, start - timedelta(minutes=1), now[0] + timedelta(minutes=1), now[0])
+        facts = load_facts(
+            store, start - timedelta(minutes=1), now[0] + timedelta(minutes=1), now[0]
+        )
         t1 = time.perf_counter()
         report = reconcile(facts)
         t2 = time.perf_counter()
         store.close()
     print(f"sessions written: {args.sessions} in {written:.1f} s (one durable step each)")
-    print(f"load facts from SQLite: {(t1 - t0) * 1000:.0f} ms; reconcile: {(t2 - t1) * 1000:.0f} ms; "
-          f"findings: {len(report.findings)}")  # fmt: skip
+    print(
+        f"load facts from SQLite: {(t1 - t0) * 1000:.0f} ms; reconcile: {(t2 - t1) * 1000:.0f} ms; "
+        f"findings: {len(report.findings)}"
+    )
 
 
 if __name__ == "__main__":

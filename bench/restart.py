@@ -34,25 +34,34 @@ from tests.helpers import free_port, site_toml
 from tests.payments.fixtures import policy
 
 
-def template(tmp: Path) -> tuple[dict[str, object], list[PaymentRecord], list[JournalEntry], dict[str, object]]:
+def template(
+    tmp: Path,
+) -> tuple[dict[str, object], list[PaymentRecord], list[JournalEntry], dict[str, object]]:
     """One session through the real engine: its stored record, payments, journal and outcome."""
     now = [datetime(2026, 1, 5, 8, tzinfo=UTC)]
     store = Store.open(tmp / "template.sqlite3", clock=lambda: now[0])
     host = EngineHost(store, policy(), lambda: now[0])
     sid = "TEMPLATE"
     handled = host.handle(e.CardPresented(sid, "card", "E1", "t1", "EUR"))
-    for ev in [e.TerminalResultArrived(sid, "pre", "preauthorize", Outcome.APPROVED, 5000, 7),
-               e.ChargerStarted(sid, "start", 0), *(e.MeterValue(sid, f"m{k}", 1000 * (k + 1)) for k in range(10)),
-               e.ChargerStopped(sid, "stop", 10500)]:  # fmt: skip
+    for ev in [
+        e.TerminalResultArrived(sid, "pre", "preauthorize", Outcome.APPROVED, 5000, 7),
+        e.ChargerStarted(sid, "start", 0),
+        *(e.MeterValue(sid, f"m{k}", 1000 * (k + 1)) for k in range(10)),
+        e.ChargerStopped(sid, "stop", 10500),
+    ]:
         now[0] += timedelta(seconds=30)
         handled = host.handle(ev)
     capture = next(x for x in handled.commands if isinstance(x, c.Capture))
-    done = host.handle(e.TerminalResultArrived(sid, "cap", "capture", Outcome.APPROVED, capture.amount_minor, 8))
+    done = host.handle(
+        e.TerminalResultArrived(sid, "cap", "capture", Outcome.APPROVED, capture.amount_minor, 8)
+    )
     assert done.session is not None
     row = store.session(sid)
     assert row is not None
-    journal = [JournalEntry(j.get("entity", "session"), sid, j["kind"], j["data"])
-               for j in store.journal(sid)]  # fmt: skip
+    journal = [
+        JournalEntry(j.get("entity", "session"), sid, j["kind"], j["data"])
+        for j in store.journal(sid)
+    ]
     outcome = next(m.payload for m in store.outbox.list() if m.kind == "session.outcome")
     payments = _payments(done.session)
     store.close()
@@ -68,15 +77,38 @@ def fill(db: Path, sessions: int, tmp: Path) -> None:
         records, pays, entries, outbox = [], [], [], []
         for n in range(start, min(start + batch, sessions)):
             sid = f"S{n:07d}"
-            records.append(SessionRecord(sid, "completed", json.loads(text["data"].replace("TEMPLATE", sid)),
-                                         final=True, terminal="t1"))  # fmt: skip
-            pays += [PaymentRecord(p.id.replace("TEMPLATE", sid), sid, p.kind, p.state, p.amount_minor, p.currency,
-                                   p.data) for p in payments]  # fmt: skip
+            records.append(
+                SessionRecord(
+                    sid,
+                    "completed",
+                    json.loads(text["data"].replace("TEMPLATE", sid)),
+                    final=True,
+                    terminal="t1",
+                )
+            )
+            pays += [
+                PaymentRecord(
+                    p.id.replace("TEMPLATE", sid),
+                    sid,
+                    p.kind,
+                    p.state,
+                    p.amount_minor,
+                    p.currency,
+                    p.data,
+                )
+                for p in payments
+            ]
             entries += [JournalEntry(j.entity, sid, j.kind, j.data) for j in journal]
             payload = json.loads(text["outcome"].replace("TEMPLATE", sid))
-            outbox.append(OutboxMessage(f"{sid}:outcome", f"session:{sid}", "session.outcome", payload))
-        store.apply(Step(f"fill-{start}", sessions=records, payments=pays, journal=entries, outbox=outbox))
-    store._conn.execute("UPDATE outbox SET status = 'done', done_at = created_at")  # delivered long ago
+            outbox.append(
+                OutboxMessage(f"{sid}:outcome", f"session:{sid}", "session.outcome", payload)
+            )
+        store.apply(
+            Step(f"fill-{start}", sessions=records, payments=pays, journal=entries, outbox=outbox)
+        )
+    store._conn.execute(
+        "UPDATE outbox SET status = 'done', done_at = created_at"
+    )  # delivered long ago
     store.checkpoint()
     store.close()
 
@@ -88,8 +120,12 @@ def time_to_ready(config: Path) -> float:
         notify.settimeout(60)
         env = {**os.environ, "NOTIFY_SOCKET": str(Path(tmp) / "notify.sock")}
         start = time.perf_counter()
-        daemon = subprocess.Popen([sys.executable, "-m", "gateway.cli", "run", "--config", str(config)], env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "run", "--config", str(config)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             while b"READY=1" not in notify.recv(4096):
                 pass
@@ -105,9 +141,21 @@ def time_to_ready(config: Path) -> float:
 
 def figures(sessions: int, rounds: int) -> dict[str, float]:
     terminal_port = free_port()
-    sim = subprocess.Popen([sys.executable, "-m", "gateway.cli", "simulate", "terminal", "--listen",
-                            f"tcp://127.0.0.1:{terminal_port}", "--password-env", "BENCH_PT"],
-                           env={**os.environ, "BENCH_PT": "123456"}, stdout=subprocess.DEVNULL)  # fmt: skip
+    sim = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gateway.cli",
+            "simulate",
+            "terminal",
+            "--listen",
+            f"tcp://127.0.0.1:{terminal_port}",
+            "--password-env",
+            "BENCH_PT",
+        ],
+        env={**os.environ, "BENCH_PT": "123456"},
+        stdout=subprocess.DEVNULL,
+    )
     try:
         with tempfile.TemporaryDirectory() as tmp:
             base = Path(tmp)
@@ -135,8 +183,13 @@ def figures(sessions: int, rounds: int) -> dict[str, float]:
     finally:
         sim.terminate()
         sim.wait(timeout=10)
-    return {"empty_s": statistics.median(runs["empty"]), "full_s": statistics.median(runs["full"]),
-            "fill_s": filled, "db_bytes": size, "sessions": sessions}  # fmt: skip
+    return {
+        "empty_s": statistics.median(runs["empty"]),
+        "full_s": statistics.median(runs["full"]),
+        "fill_s": filled,
+        "db_bytes": size,
+        "sessions": sessions,
+    }
 
 
 def main() -> None:
@@ -146,10 +199,14 @@ def main() -> None:
     args = parser.parse_args()
     got = figures(args.sessions, args.rounds)
     each = got["db_bytes"] / args.sessions / 1024
-    print(f"database of {args.sessions:,} finished sessions: {got['db_bytes'] / 1e6:,.0f} MB "
-          f"({each:.1f} KiB a session), written in {got['fill_s']:.0f} s")  # fmt: skip
-    print(f"restart to READY: empty {got['empty_s']:.2f} s, with the sessions {got['full_s']:.2f} s "
-          f"({got['full_s'] / got['empty_s']:.2f}x)")  # fmt: skip
+    print(
+        f"database of {args.sessions:,} finished sessions: {got['db_bytes'] / 1e6:,.0f} MB "
+        f"({each:.1f} KiB a session), written in {got['fill_s']:.0f} s"
+    )
+    print(
+        f"restart to READY: empty {got['empty_s']:.2f} s, with the sessions {got['full_s']:.2f} s "
+        f"({got['full_s'] / got['empty_s']:.2f}x)"
+    )
 
 
 if __name__ == "__main__":

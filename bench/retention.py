@@ -55,8 +55,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         got = figures(Path(tmp), args.sessions)
     print(
-        f"{args.sessions:,} finished sessions: {got['before'] / 1024:.1f} KiB each before retention, "
-        f"{got['after'] / 1024:.2f} KiB after ({got['archive'] / 1024:.1f} KiB each in the archive files)"
+        f"{args.sessions:,} finished sessions: {got['before'] / 1024:.1f} KiB each before "
+        f"retention, "
+        f"{got['after'] / 1024:.2f} KiB after ({got['archive'] / 1024:.1f} KiB each in the "
+        f"archive files)"
     )
 
 

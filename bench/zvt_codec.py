@@ -91,18 +91,24 @@ def _ecrterm_round(checkout: Path) -> Callable[[], object]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=3.0)
-    parser.add_argument("--ecrterm", type=Path, help="a checkout of wirelane/ecrterm, measured beside ours")
+    parser.add_argument(
+        "--ecrterm", type=Path, help="a checkout of wirelane/ecrterm, measured beside ours"
+    )
     args = parser.parse_args()
     seconds = args.seconds
     got = figures(seconds, args.ecrterm)
     print(f"ZVT codec, six-APDU mix, {seconds:.0f} s per figure (median of interleaved rounds)")
     print(f"  encode+decode             {got['codec']:>12,.0f} frames/s")
     print(f"  serial framing encode     {got['frame'] / 1e6:>12,.1f} MB/s")
-    print(f"  serial framing decode     {got['deframe'] / 1e6:>12,.1f} MB/s "
-          f"({got['deframe'] / got['frame']:.0%} of the encoder)")  # fmt: skip
+    print(
+        f"  serial framing decode     {got['deframe'] / 1e6:>12,.1f} MB/s "
+        f"({got['deframe'] / got['frame']:.0%} of the encoder)"
+    )
     if "ecrterm" in got:
         ratio = got["codec"] / got["ecrterm"]
-        print(f"  ecrterm encode+decode     {got['ecrterm']:>12,.0f} frames/s: ours is {ratio:.1f}x")
+        print(
+            f"  ecrterm encode+decode     {got['ecrterm']:>12,.0f} frames/s: ours is {ratio:.1f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -89,7 +89,9 @@ class Money:
             raise AmountError(f"{text!r} is not a non-negative amount")
         minor = value.scaleb(cur.exponent)
         if minor != minor.to_integral_value():
-            raise AmountError(f"{text!r} has more decimals than {cur.alpha} allows ({cur.exponent})")
+            raise AmountError(
+                f"{text!r} has more decimals than {cur.alpha} allows ({cur.exponent})"
+            )
         return cls(int(minor), cur.alpha)
 
     def to_decimal(self) -> Decimal:

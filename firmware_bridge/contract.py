@@ -36,7 +36,8 @@ class _Message(BaseModel):
 
 
 class Plugged(_Message):
-    """An EV is plugged in (or the driver chose this EVSE on the charger's screen): ask for payment."""
+    """An EV is plugged in (or the driver chose this EVSE on the charger's screen): ask for
+    payment."""
 
     target_kwh: Annotated[str, StringConstraints(pattern=r"^\d{1,4}(\.\d{1,3})?$")] | None = None
     target_amount: Annotated[str, StringConstraints(pattern=r"^\d{1,6}(\.\d{1,3})?$")] | None = None
@@ -56,7 +57,9 @@ class Meter(_Message):
     seq: Annotated[int, Field(ge=0)]
     meter_wh: Wh
     power_w: Annotated[int, Field(ge=0)] | None = None
-    signed: Annotated[str, StringConstraints(max_length=8192)] | None = None  # e.g. OCMF, kept byte-exact
+    signed: Annotated[str, StringConstraints(max_length=8192)] | None = (
+        None  # e.g. OCMF, kept byte-exact
+    )
 
 
 class Stopped(_Message):
@@ -64,7 +67,9 @@ class Stopped(_Message):
     meter_wh: Wh | None = None
     session_energy_wh: Wh | None = None
     reason: Annotated[str, StringConstraints(max_length=100)] = "stopped"
-    signed: Annotated[str, StringConstraints(max_length=8192)] | None = None  # the transaction's OCMF record
+    signed: Annotated[str, StringConstraints(max_length=8192)] | None = (
+        None  # the transaction's OCMF record
+    )
 
 
 class Fault(_Message):
@@ -75,9 +80,13 @@ class Fault(_Message):
 InboundMessage = Plugged | Unplugged | Started | Meter | Stopped | Fault
 
 INBOUND: dict[str, type[InboundMessage]] = {
-    "plugged": Plugged, "unplugged": Unplugged, "started": Started, "meter": Meter, "stopped": Stopped,
+    "plugged": Plugged,
+    "unplugged": Unplugged,
+    "started": Started,
+    "meter": Meter,
+    "stopped": Stopped,
     "fault": Fault,
-}  # fmt: skip
+}
 
 
 # ---- gateway → charger --------------------------------------------------------------------
@@ -92,7 +101,9 @@ class Authorize(_Message):
     authorization_reference: Id
     max_cost_minor: Annotated[int, Field(ge=0)]
     currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
-    start_by: datetime | None = None  # charging must start before this (UTC), else the hold is released
+    start_by: datetime | None = (
+        None  # charging must start before this (UTC), else the hold is released
+    )
 
 
 class Stop(_Message):
@@ -127,7 +138,12 @@ def kwh(text: str | None) -> Decimal | None:
     return None if text is None else Decimal(text)
 
 
-ALL: dict[str, type[_Message]] = {**INBOUND, "authorize": Authorize, "stop": Stop, "display": Display}
+ALL: dict[str, type[_Message]] = {
+    **INBOUND,
+    "authorize": Authorize,
+    "stop": Stop,
+    "display": Display,
+}
 SCHEMAS = "schemas/v1"  # one JSON schema per payload, next to this file
 
 

@@ -59,7 +59,10 @@ class EverestMapping:
         return next(e for e in self.evses if e.evse == evse)
 
     def subscriptions(self) -> list[str]:
-        return [f"{BASE}/evse_manager_consumer/+/e2m/session_event", f"{BASE}/evse_manager_consumer/+/e2m/powermeter"]
+        return [
+            f"{BASE}/evse_manager_consumer/+/e2m/session_event",
+            f"{BASE}/evse_manager_consumer/+/e2m/powermeter",
+        ]
 
     def decode(self, topic: str, payload: bytes) -> tuple[str, m.InboundMessage] | None:
         head = f"{BASE}/evse_manager_consumer/"
@@ -79,29 +82,40 @@ class EverestMapping:
                 return None  # no charge of ours on this EVSE
             wh = _energy(data)
             stamp = str(data.get("timestamp", ""))
-            return evse, m.Meter(id=_id("meter", evse, stamp), session_id=session, seq=_seq(stamp), meter_wh=wh)
+            return evse, m.Meter(
+                id=_id("meter", evse, stamp), session_id=session, seq=_seq(stamp), meter_wh=wh
+            )
         if rest != "e2m/session_event":
             return None
         event = data.get("event")
         uid = str(data.get("uuid", ""))
-        if event == "SessionStarted" and (data.get("session_started") or {}).get("reason") == "EVConnected":
+        if (
+            event == "SessionStarted"
+            and (data.get("session_started") or {}).get("reason") == "EVConnected"
+        ):
             return evse, m.Plugged(id=_id("plugged", evse, uid))
         if event == "TransactionStarted":
             started = data.get("transaction_started") or {}
             session = self._session_of(evse, started)
             if session is None:
                 return None  # not started with our token
-            return evse, m.Started(id=_id("started", evse, uid), session_id=session,
-                                   meter_wh=_energy(started.get("meter_value") or {}))  # fmt: skip
+            return evse, m.Started(
+                id=_id("started", evse, uid),
+                session_id=session,
+                meter_wh=_energy(started.get("meter_value") or {}),
+            )
         if event == "TransactionFinished":
             finished = data.get("transaction_finished") or {}
             session = self._session_of(evse, finished)
             if session is None:
                 return None
             self._sessions.pop(evse, None)
-            return evse, m.Stopped(id=_id("stopped", evse, uid), session_id=session,
-                                   meter_wh=_energy(finished.get("meter_value") or {}),
-                                   reason=str(finished.get("reason", "stopped"))[:100])  # fmt: skip
+            return evse, m.Stopped(
+                id=_id("stopped", evse, uid),
+                session_id=session,
+                meter_wh=_energy(finished.get("meter_value") or {}),
+                reason=str(finished.get("reason", "stopped"))[:100],
+            )
         return None  # the other events change nothing for the payment
 
     def _session_of(self, evse: str, data: dict[str, Any]) -> str | None:
@@ -110,7 +124,8 @@ class EverestMapping:
             self._sessions[evse] = token[4:]
         return self._sessions.get(evse)
 
-    def authorize(  # EVerest takes neither a cap nor a deadline here: the gateway stops and withdraws itself
+    # EVerest takes neither a cap nor a deadline here: the gateway stops and withdraws itself
+    def authorize(
         self,
         evse: str,
         session_id: str,
@@ -119,31 +134,56 @@ class EverestMapping:
         start_by: datetime | None,  # noqa: ARG002
         repeat: bool = False,
     ) -> list[Publish]:
-        if repeat:  # a token presented again may end the charge it started: the start timeout decides
+        if (
+            repeat
+        ):  # a token presented again may end the charge it started: the start timeout decides
             return []
         self._sessions[evse] = session_id
-        token = {"id_token": {"value": reference(session_id), "type": "Local"}, "authorization_type": "BankCard",
-                 "connectors": [self._evse(evse).connector], "prevalidated": True}  # fmt: skip
-        return [(f"{BASE}/auth_token_provider/{self.token_provider}/m2e/provided_token", json.dumps(token).encode())]
+        token = {
+            "id_token": {"value": reference(session_id), "type": "Local"},
+            "authorization_type": "BankCard",
+            "connectors": [self._evse(evse).connector],
+            "prevalidated": True,
+        }
+        return [
+            (
+                f"{BASE}/auth_token_provider/{self.token_provider}/m2e/provided_token",
+                json.dumps(token).encode(),
+            )
+        ]
 
     def stop(self, evse: str, session_id: str, reason: str) -> list[Publish]:
         target = self._evse(evse)
         why = "LocalOutOfCredit" if "cap" in reason else "Other"
-        reply = f"{BASE}/evse_manager_consumer/{target.module}/e2m/stop_transaction/{uuid.uuid4().hex}"
+        reply = (
+            f"{BASE}/evse_manager_consumer/{target.module}/e2m/stop_transaction/{uuid.uuid4().hex}"
+        )
         stop = {"headers": {"replyTo": reply}, "payload": {"reason": why}}
-        withdraw = {"headers": {"replyTo": reply.replace("stop_transaction", "withdraw_authorization")},
-                    "payload": {"evse_id": target.connector, "id_token": {"value": reference(session_id),
-                                                                          "type": "Local"}}}  # fmt: skip
+        withdraw = {
+            "headers": {"replyTo": reply.replace("stop_transaction", "withdraw_authorization")},
+            "payload": {
+                "evse_id": target.connector,
+                "id_token": {"value": reference(session_id), "type": "Local"},
+            },
+        }
         return [
-            (f"{BASE}/evse_manager_consumer/{target.module}/m2e/stop_transaction", json.dumps(stop).encode()),
-            (f"{BASE}/auth_consumer/{self.auth_consumer}/m2e/withdraw_authorization", json.dumps(withdraw).encode()),
+            (
+                f"{BASE}/evse_manager_consumer/{target.module}/m2e/stop_transaction",
+                json.dumps(stop).encode(),
+            ),
+            (
+                f"{BASE}/auth_consumer/{self.auth_consumer}/m2e/withdraw_authorization",
+                json.dumps(withdraw).encode(),
+            ),
         ]
 
     def display(self, evse: str, lines: list[str]) -> list[Publish]:  # noqa: ARG002 - not in the mapped interfaces
         return []  # display_message_API is not mapped: the price shows on EVerest's own screen
 
     def keepalive(self) -> list[Publish]:
-        return [(f"{BASE}/auth_token_provider/{self.token_provider}/m2e/communication_check", b"true")]
+        return [
+            (f"{BASE}/auth_token_provider/{self.token_provider}/m2e/communication_check", b"true")
+        ]
 
 
 def _energy(meter: dict[str, Any]) -> int:

@@ -125,8 +125,14 @@ class ContractMapping:
     ) -> list[Publish]:
         # One id per session: said again after a restart, it is a redelivery the charger ignores.
         once = "authorize-" + hashlib.sha256(session_id.encode()).hexdigest()[:32]
-        message = m.Authorize(id=once, session_id=session_id, authorization_reference=reference(session_id),
-                              max_cost_minor=max_cost_minor, currency=currency, start_by=start_by)  # fmt: skip
+        message = m.Authorize(
+            id=once,
+            session_id=session_id,
+            authorization_reference=reference(session_id),
+            max_cost_minor=max_cost_minor,
+            currency=currency,
+            start_by=start_by,
+        )
         return [(m.topic(self.prefix, evse, "authorize"), message.model_dump_json().encode())]
 
     def stop(self, evse: str, session_id: str, reason: str) -> list[Publish]:
@@ -147,7 +153,9 @@ def reference(session_id: str) -> str:
 
 
 class MqttLink:
-    def __init__(self, settings: BrokerSettings, evses: set[str], mapping: Mapping | None = None) -> None:
+    def __init__(
+        self, settings: BrokerSettings, evses: set[str], mapping: Mapping | None = None
+    ) -> None:
         self.settings = settings
         self.evses = evses
         self.mapping = mapping or ContractMapping(settings.prefix)
@@ -164,7 +172,8 @@ class MqttLink:
 
     def listen(self, listener: Callable[[str, m.InboundMessage, Callable[[], None]], None]) -> None:
         """Called with (evse, message, stored) for every valid, first-seen charger message; the
-        listener calls ``stored()`` once the message's effect is durable (then it is acknowledged)."""
+        listener calls ``stored()`` once the message's effect is durable (then it is
+        acknowledged)."""
         self._listeners.append(listener)
 
     async def authorize(
@@ -176,7 +185,9 @@ class MqttLink:
         start_by: datetime | None = None,
         repeat: bool = False,
     ) -> None:
-        for topic, payload in self.mapping.authorize(evse, session_id, max_cost_minor, currency, start_by, repeat):
+        for topic, payload in self.mapping.authorize(
+            evse, session_id, max_cost_minor, currency, start_by, repeat
+        ):
             await self._publish(topic, payload)
 
     async def stop(self, evse: str, session_id: str, reason: str) -> None:
@@ -197,8 +208,10 @@ class MqttLink:
                 delay = 0.5
             except aiomqtt.MqttError as exc:
                 self.connected.clear()
-                _LOGGER.warning("mqtt.disconnected", extra={"broker": self.settings.url, "error": str(exc),
-                                                            "retry_s": delay})  # fmt: skip
+                _LOGGER.warning(
+                    "mqtt.disconnected",
+                    extra={"broker": self.settings.url, "error": str(exc), "retry_s": delay},
+                )
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(delay):
                         await stopping.wait()
@@ -217,15 +230,31 @@ class MqttLink:
             extra["clean_session"] = False
         tls = ssl.create_default_context(cafile=s.ca_file) if s.tls else None
         client = aiomqtt.Client(
-            s.host, s.port, identifier=s.client_id, username=s.username, password=s.password, will=will,
-            protocol=protocol, properties=properties, tls_context=tls, max_queued_incoming_messages=10_000,
-            keepalive=30, timeout=10, **extra,  # type: ignore[arg-type]
-        )  # fmt: skip
-        client._client.manual_ack_set(True)  # aiomqtt does not expose it: acknowledged once stored (receive)
+            s.host,
+            s.port,
+            identifier=s.client_id,
+            username=s.username,
+            password=s.password,
+            will=will,
+            protocol=protocol,
+            properties=properties,
+            tls_context=tls,
+            max_queued_incoming_messages=10_000,
+            keepalive=30,
+            timeout=10,
+            **extra,  # type: ignore[arg-type]
+        )
+        client._client.manual_ack_set(
+            True
+        )  # aiomqtt does not expose it: acknowledged once stored (receive)
         return client
 
     async def _session(self, stopping: asyncio.Event) -> None:
-        protocols = [self.protocol] if self.protocol else [aiomqtt.ProtocolVersion.V5, aiomqtt.ProtocolVersion.V311]
+        protocols = (
+            [self.protocol]
+            if self.protocol
+            else [aiomqtt.ProtocolVersion.V5, aiomqtt.ProtocolVersion.V311]
+        )
         for i, protocol in enumerate(protocols):
             try:
                 async with self._client_for(protocol) as client:
@@ -245,7 +274,10 @@ class MqttLink:
             await client.subscribe(subscription, qos=1)
         await client.publish(m.status_topic(prefix), b"online", qos=1, retain=True)
         self.connected.set()
-        _LOGGER.info("mqtt.connected", extra={"broker": self.settings.url, "protocol": int(self.protocol or 0)})
+        _LOGGER.info(
+            "mqtt.connected",
+            extra={"broker": self.settings.url, "protocol": int(self.protocol or 0)},
+        )
         while self._pending:
             topic, payload = self._pending[0]
             await client.publish(topic, payload, qos=1)
@@ -273,7 +305,11 @@ class MqttLink:
     async def _read(self, client: aiomqtt.Client) -> None:
         paho = client._client
         async for message in client.messages:
-            payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
+            payload = (
+                message.payload
+                if isinstance(message.payload, bytes)
+                else str(message.payload).encode()
+            )
             # The acknowledgement goes on the connection that brought the message; once that is
             # gone, the broker delivers the message again on the next one.
             self.receive(message.topic.value, payload, partial(paho.ack, message.mid, message.qos))
@@ -298,7 +334,9 @@ class MqttLink:
 
     # ---- inbound (sans-I/O: tests and the simulator call it directly too) ----------------
 
-    def receive(self, topic: str, payload: bytes, ack: Callable[[], object] = lambda: None) -> m.InboundMessage | None:
+    def receive(
+        self, topic: str, payload: bytes, ack: Callable[[], object] = lambda: None
+    ) -> m.InboundMessage | None:
         """One inbound message, validated and de-duplicated, to the listeners; None if ignored.
         ``ack`` acknowledges it to the broker: at once if it is dropped, once stored otherwise."""
         try:

@@ -42,13 +42,17 @@ class EvseState:
 
 
 class ChargerSimulator:
-    def __init__(self, settings: BrokerSettings, evses: list[str], plan: Plan | None = None) -> None:
+    def __init__(
+        self, settings: BrokerSettings, evses: list[str], plan: Plan | None = None
+    ) -> None:
         self.settings = settings
         self.evses = {evse: EvseState(plan or Plan()) for evse in evses}
         self.gateway_status: list[str] = []
         self._client: aiomqtt.Client | None = None
         self.ready = asyncio.Event()
-        self._seen: set[str] = set()  # ids of the gateway's messages taken (a redelivery is ignored)
+        self._seen: set[str] = (
+            set()
+        )  # ids of the gateway's messages taken (a redelivery is ignored)
         self._identity = f"evpay-charger-sim-{uuid.uuid4().hex[:6]}"
 
     async def run(self, stopping: asyncio.Event) -> None:
@@ -68,8 +72,14 @@ class ChargerSimulator:
 
     async def _connected(self, stopping: asyncio.Event) -> None:
         s = self.settings
-        async with aiomqtt.Client(s.host, s.port, identifier=self._identity, username=s.username,
-                                  password=s.password, clean_session=False) as client:  # fmt: skip
+        async with aiomqtt.Client(
+            s.host,
+            s.port,
+            identifier=self._identity,
+            username=s.username,
+            password=s.password,
+            clean_session=False,
+        ) as client:
             self._client = client
             await client.subscribe(f"{s.prefix}/evse/+/authorize", qos=1)
             await client.subscribe(f"{s.prefix}/evse/+/stop", qos=1)
@@ -109,7 +119,11 @@ class ChargerSimulator:
                 return
 
     async def plug(
-        self, evse: str, target_kwh: str | None = None, message_id: str | None = None, plan: Plan | None = None
+        self,
+        evse: str,
+        target_kwh: str | None = None,
+        message_id: str | None = None,
+        plan: Plan | None = None,
     ) -> str:
         """The EV is plugged in: ask the gateway for payment. Returns the message id."""
         if plan is not None:
@@ -143,7 +157,9 @@ class ChargerSimulator:
                     continue
                 if state.charging is None or state.charging.done():
                     state.stop.clear()
-                    state.charging = asyncio.create_task(self._charge(evse, state, str(data["session_id"])))
+                    state.charging = asyncio.create_task(
+                        self._charge(evse, state, str(data["session_id"]))
+                    )
             elif name == "stop" and data.get("session_id") == state.session_id:
                 state.stopped.append(str(data.get("reason")))
                 state.stop.set()
@@ -151,8 +167,11 @@ class ChargerSimulator:
     async def _charge(self, evse: str, state: EvseState, session_id: str) -> None:
         plan = state.plan
         state.session_id, state.meter_wh = session_id, plan.meter_start_wh
-        await self.publish(evse, "started", {"v": 1, "id": uuid.uuid4().hex, "session_id": session_id,
-                                             "meter_wh": state.meter_wh})  # fmt: skip
+        await self.publish(
+            evse,
+            "started",
+            {"v": 1, "id": uuid.uuid4().hex, "session_id": session_id, "meter_wh": state.meter_wh},
+        )
         delivered, seq = 0, 0
         while delivered < plan.energy_wh and not state.stop.is_set():
             with contextlib.suppress(TimeoutError):
@@ -165,12 +184,38 @@ class ChargerSimulator:
             state.meter_wh += step
             seq += 1
             if plan.fault_after_wh is not None and delivered >= plan.fault_after_wh:
-                await self.publish(evse, "fault", {"v": 1, "id": uuid.uuid4().hex, "session_id": session_id,
-                                                   "reason": "ground fault"})  # fmt: skip
+                await self.publish(
+                    evse,
+                    "fault",
+                    {
+                        "v": 1,
+                        "id": uuid.uuid4().hex,
+                        "session_id": session_id,
+                        "reason": "ground fault",
+                    },
+                )
                 return
-            await self.publish(evse, "meter", {"v": 1, "id": uuid.uuid4().hex, "session_id": session_id, "seq": seq,
-                                               "meter_wh": state.meter_wh})  # fmt: skip
+            await self.publish(
+                evse,
+                "meter",
+                {
+                    "v": 1,
+                    "id": uuid.uuid4().hex,
+                    "session_id": session_id,
+                    "seq": seq,
+                    "meter_wh": state.meter_wh,
+                },
+            )
         reason = "stopped by the gateway" if state.stop.is_set() else "EV full"
-        await self.publish(evse, "stopped", {"v": 1, "id": uuid.uuid4().hex, "session_id": session_id,
-                                             "meter_wh": state.meter_wh, "session_energy_wh": delivered,
-                                             "reason": reason})  # fmt: skip
+        await self.publish(
+            evse,
+            "stopped",
+            {
+                "v": 1,
+                "id": uuid.uuid4().hex,
+                "session_id": session_id,
+                "meter_wh": state.meter_wh,
+                "session_energy_wh": delivered,
+                "reason": reason,
+            },
+        )

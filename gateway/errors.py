@@ -131,7 +131,9 @@ class StaleRead(StoreError):
     The engine host does so at once; nobody else should ever see it."""
 
     def __init__(self, path: str) -> None:
-        super().__init__(f"{path}: another process wrote the database since this step was computed; retry it")
+        super().__init__(
+            f"{path}: another process wrote the database since this step was computed; retry it"
+        )
 
 
 class StoreGone(StoreError):
@@ -139,7 +141,8 @@ class StoreGone(StoreError):
 
     def __init__(self, path: str) -> None:
         super().__init__(
-            f"{path}: the database file was deleted or replaced while the daemon used it; nothing more is "
+            f"{path}: the database file was deleted or replaced while the daemon used it; nothing "
+            f"more is "
             "acknowledged. Restore the file (or accept the new one) and restart evpay."
         )
 

@@ -89,7 +89,8 @@ class SecretRef(_Model):
             directory = os.environ.get("CREDENTIALS_DIRECTORY")
             if directory is None:
                 raise SecretUnavailable(
-                    f"secret: credential {self.credential!r} needs $CREDENTIALS_DIRECTORY (systemd LoadCredential=)"
+                    f"secret: credential {self.credential!r} needs $CREDENTIALS_DIRECTORY "
+                    f"(systemd LoadCredential=)"
                 )
             path = Path(directory) / self.credential
         try:
@@ -113,7 +114,9 @@ class SiteSettings(_Model):
     @classmethod
     def _currency(cls, v: str) -> str:
         if v not in known_currencies():
-            raise ValueError(f"unknown currency {v!r}; known: {', '.join(sorted(known_currencies()))}")
+            raise ValueError(
+                f"unknown currency {v!r}; known: {', '.join(sorted(known_currencies()))}"
+            )
         return v
 
     @field_validator("timezone")
@@ -122,7 +125,9 @@ class SiteSettings(_Model):
         try:
             ZoneInfo(v)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {v!r} (use an IANA name like Europe/Berlin)") from None
+            raise ValueError(
+                f"unknown time zone {v!r} (use an IANA name like Europe/Berlin)"
+            ) from None
         return v
 
 
@@ -168,7 +173,8 @@ class ApiSettings(_Model):
     def _authenticated_beyond_loopback(self) -> ApiSettings:
         if not is_loopback(self.host) and not self.clients:
             raise ValueError(
-                f"host {self.host!r} is reachable from the network: configure [[api.clients]] bearer tokens "
+                f"host {self.host!r} is reachable from the network: configure [[api.clients]] "
+                f"bearer tokens "
                 "(or bind to 127.0.0.1)"
             )
         return self
@@ -181,7 +187,9 @@ class LoggingSettings(_Model):
 
 class DaemonSettings(_Model):
     shutdown_grace_s: Annotated[float, Field(gt=0, le=120)] = 10.0
-    end_of_day_retry_s: Annotated[float, Field(gt=0, le=3600)] = 300.0  # a transaction was open: try again
+    end_of_day_retry_s: Annotated[float, Field(gt=0, le=3600)] = (
+        300.0  # a transaction was open: try again
+    )
     restart_backoff_min_s: Annotated[float, Field(gt=0)] = 1.0
     restart_backoff_max_s: Annotated[float, Field(gt=0)] = 60.0
 
@@ -192,14 +200,19 @@ class FiscalSettings(_Model):
 
     profile: Literal["none", "DE", "HR"] = "none"
     wait_s: Annotated[float, Field(ge=0, le=600)] = Field(
-        default=20.0, description="how long a receipt waits for the CPO's fiscal signature before it prints as pending"
+        default=20.0,
+        description="how long a receipt waits for the CPO's fiscal signature before it prints as "
+        "pending",
     )
     e_receipt_url: Annotated[str, Field(pattern=r"^https?://\S+$", max_length=200)] | None = Field(
-        default=None, description='where the complete receipt will be, "{reference}" replaced by the session\'s'
+        default=None,
+        description='where the complete receipt will be, "{reference}" replaced by the session\'s',
     )
 
 
-BinRange = Annotated[str, Field(pattern=r"^\d{6}(-\d{6})?$", description='a BIN "412345" or a range "400000-499999"')]
+BinRange = Annotated[
+    str, Field(pattern=r"^\d{6}(-\d{6})?$", description='a BIN "412345" or a range "400000-499999"')
+]
 
 
 class RouteSettings(_Model):
@@ -207,13 +220,19 @@ class RouteSettings(_Model):
     whose conditions all match takes the payment, on its first healthy terminal."""
 
     id: Identifier
-    terminals: list[Identifier] = Field(min_length=1, description="in order of preference: the first healthy one")
+    terminals: list[Identifier] = Field(
+        min_length=1, description="in order of preference: the first healthy one"
+    )
     evses: list[str] = []  # empty: every EVSE
     countries: list[Annotated[str, Field(pattern=r"^[A-Z]{2}$")]] = []
     brands: list[Literal["girocard", "jcb", "mastercard", "amex", "visa", "diners", "other"]] = []
     bins: list[BinRange] = []
-    tariff: str | None = None  # the tariff its payments are priced with (its currency must be the route's)
-    strategy: Literal["fixed", "target", "incremental"] | None = None  # overrides [pricing] for this route
+    tariff: str | None = (
+        None  # the tariff its payments are priced with (its currency must be the route's)
+    )
+    strategy: Literal["fixed", "target", "incremental"] | None = (
+        None  # overrides [pricing] for this route
+    )
     fixed_hold: dict[str, Amount] | None = None
     hold_min: Amount | None = None
     hold_max: Amount | None = None
@@ -230,7 +249,9 @@ class RouteSettings(_Model):
 
 class RoutingSettings(_Model):
     failover_after: Annotated[int, Field(ge=1, le=100)] = 3  # consecutive technical failures
-    probe_every_s: Annotated[float, Field(ge=1, le=3600)] = 60.0  # a terminal that is out is asked this often
+    probe_every_s: Annotated[float, Field(ge=1, le=3600)] = (
+        60.0  # a terminal that is out is asked this often
+    )
 
 
 class JournalSettings(_Model):
@@ -249,11 +270,24 @@ class JournalSettings(_Model):
     @model_validator(mode="after")
     def _retention_needs_the_key(self) -> JournalSettings:
         if self.retention_days is not None and self.signing_key is None:
-            raise ValueError("retention_days needs signing_key: each retention cut is signed by the device key")
+            raise ValueError(
+                "retention_days needs signing_key: each retention cut is signed by the device key"
+            )
         return self
 
 
-SCHEMES = ("default", "mastercard", "maestro", "visa", "amex", "girocard", "jcb", "discover", "unionpay", "unknown")
+SCHEMES = (
+    "default",
+    "mastercard",
+    "maestro",
+    "visa",
+    "amex",
+    "girocard",
+    "jcb",
+    "discover",
+    "unionpay",
+    "unknown",
+)
 
 
 def _validity_table(value: object) -> object:
@@ -276,15 +310,23 @@ class TerminalSettings(_Model):
     password: SecretRef | None = Field(default=None, description="ZVT password, 6 digits")
     currency: str | None = None
     capture_mode: Literal["partial_reversal", "book_total"] = Field(
-        default="partial_reversal", description="06 23 releasing the unused part, or 06 24 booking the used part"
+        default="partial_reversal",
+        description="06 23 releasing the unused part, or 06 24 booking the used part",
     )
-    incremental: bool = Field(default=False, description="the terminal accepts reservation extensions (top-ups)")
-    printer: bool = Field(default=True, description="false: the receipt is shown on the display (at most 8 lines)")
+    incremental: bool = Field(
+        default=False, description="the terminal accepts reservation extensions (top-ups)"
+    )
+    printer: bool = Field(
+        default=True, description="false: the receipt is shown on the display (at most 8 lines)"
+    )
     end_of_day: time | None = Field(
-        default=None, description='the daily end of day at the terminal, site time ("23:30"); none: no automatic one'
+        default=None,
+        description='the daily end of day at the terminal, site time ("23:30"); none: no '
+        "automatic one",
     )
     hold_validity_hours: ValidityHours = Field(
-        default_factory=dict, description="this acquirer's validity per card scheme, overriding [pricing]"
+        default_factory=dict,
+        description="this acquirer's validity per card scheme, overriding [pricing]",
     )
 
     @field_validator("device")
@@ -302,10 +344,16 @@ class EvseSettings(_Model):
     terminal: Identifier
     tariff: str | None = None  # a pricing.tariffs id; default: pricing.default_tariff
     location: str | None = None  # the OCPI location id of this EVSE (charger mode "ocpi")
-    everest_module: str | None = None  # mapping "everest": this EVSE's evse_manager_consumer module id
-    connector: Annotated[int, Field(ge=1, le=16)] = 1  # mapping "everest": the connector the token is for
+    everest_module: str | None = (
+        None  # mapping "everest": this EVSE's evse_manager_consumer module id
+    )
+    connector: Annotated[int, Field(ge=1, le=16)] = (
+        1  # mapping "everest": the connector the token is for
+    )
     meter_public_key: str | None = Field(
-        default=None, description="the meter's OCMF public key (DER SubjectPublicKeyInfo or a bare point, hex/base64)"
+        default=None,
+        description="the meter's OCMF public key (DER SubjectPublicKeyInfo or a bare point, "
+        "hex/base64)",
     )
 
     @field_validator("meter_public_key")
@@ -330,7 +378,9 @@ class ChargerSettings(_Model):
     # simulated: in-process, for tests.
     mode: Literal["mqtt", "ocpi", "simulated"] = "mqtt"
     broker: str = Field(default="mqtt://127.0.0.1:1883", pattern=r"^mqtts?://[^/]+$")
-    topic_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")] = "evpay/v1"
+    topic_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")] = (
+        "evpay/v1"
+    )
     client_id: Identifier = "evpay-gateway"  # fixed: the broker keeps our session across restarts
     username: str | None = None
     password: SecretRef | None = None
@@ -350,7 +400,10 @@ class ChargerSettings(_Model):
     def _everest_modules(self) -> ChargerSettings:
         missing = [e.id for e in self.evses if self.mapping == "everest" and not e.everest_module]
         if missing:
-            raise ValueError(f'mapping "everest" needs everest_module (its evse_manager_consumer) for EVSEs {missing}')
+            raise ValueError(
+                f'mapping "everest" needs everest_module (its evse_manager_consumer) for EVSEs '
+                f"{missing}"
+            )
         return self
 
 
@@ -378,9 +431,15 @@ class UpstreamSettings(_Model):
     country_code: Annotated[str, Field(pattern=r"^[A-Z]{2}$")] = "DE"
     party_id: Annotated[str, Field(pattern=r"^[A-Z0-9]{3}$")] = "EVP"
     token_a: SecretRef | None = None
-    key: SecretRef | None = Field(default=None, description="Fernet key that encrypts the OCPI tokens at rest")
-    public_url: str = "https://gateway.invalid/ocpi/versions"  # our versions URL, as the CPO should call it
-    listen: str = ""  # HOST:PORT where the gateway serves its OCPI endpoints to the CPO; empty: not served
+    key: SecretRef | None = Field(
+        default=None, description="Fernet key that encrypts the OCPI tokens at rest"
+    )
+    public_url: str = (
+        "https://gateway.invalid/ocpi/versions"  # our versions URL, as the CPO should call it
+    )
+    listen: str = (
+        ""  # HOST:PORT where the gateway serves its OCPI endpoints to the CPO; empty: not served
+    )
     business_name: str = "EVPay Edge"
     timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
 
@@ -389,12 +448,19 @@ class UpstreamSettings(_Model):
     allow_insecure_http: bool = False
     # Origins our tokens may go to besides the CPO's own (scheme://host[:port] or a host name).
     allowed_hosts: list[str] = []
-    ca_file: Path | None = Field(default=None, description="CA bundle the CPO's certificate must chain to")
-    pin_sha256: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")] | None = Field(
-        default=None, description="SHA-256 of the CPO's certificate (DER): pinned instead of CA checks"
+    ca_file: Path | None = Field(
+        default=None, description="CA bundle the CPO's certificate must chain to"
     )
-    tls_cert: Path | None = Field(default=None, description="our OCPI server's certificate chain (PEM)")
-    tls_key: SecretRef | None = Field(default=None, description="its private key (PEM), by reference")
+    pin_sha256: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")] | None = Field(
+        default=None,
+        description="SHA-256 of the CPO's certificate (DER): pinned instead of CA checks",
+    )
+    tls_cert: Path | None = Field(
+        default=None, description="our OCPI server's certificate chain (PEM)"
+    )
+    tls_key: SecretRef | None = Field(
+        default=None, description="its private key (PEM), by reference"
+    )
 
     @model_validator(mode="after")
     def _complete_when_enabled(self) -> UpstreamSettings:
@@ -405,7 +471,8 @@ class UpstreamSettings(_Model):
                 url = getattr(self, key)
                 if url and not url.startswith("https://"):
                     raise ValueError(
-                        f"{key} must be https:// (tokens travel with every request); for a lab only, set "
+                        f"{key} must be https:// (tokens travel with every request); for a lab "
+                        f"only, set "
                         "allow_insecure_http = true"
                     )
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -413,9 +480,13 @@ class UpstreamSettings(_Model):
         if self.token_a is None or self.key is None:
             raise ValueError("an enabled upstream needs token_a and key")
         if self.registration == "gateway" and not self.versions_url:
-            raise ValueError('registration "gateway" needs versions_url (the CPO\'s versions endpoint)')
+            raise ValueError(
+                'registration "gateway" needs versions_url (the CPO\'s versions endpoint)'
+            )
         if self.registration == "cpo" and not self.listen:
-            raise ValueError('registration "cpo" needs listen: the CPO must reach our credentials endpoint')
+            raise ValueError(
+                'registration "cpo" needs listen: the CPO must reach our credentials endpoint'
+            )
         return self
 
 
@@ -435,10 +506,15 @@ class PricingSettings(_Model):
     retry_max_s: Annotated[int, Field(gt=0)] = 1800  # ... doubling up to this
     # How long a pre-authorisation stays valid, per card scheme ("default" for any other or
     # an unknown card): the engine stops charging and captures before it lapses.
-    hold_validity_hours: ValidityHours = Field(default_factory=lambda: {"default": 48, "mastercard": 720, "visa": 120})
+    hold_validity_hours: ValidityHours = Field(
+        default_factory=lambda: {"default": 48, "mastercard": 720, "visa": 120}
+    )
     stop_before_expiry_hours: Annotated[int, Field(ge=0)] = 24
-    answer_timeout_s: Annotated[int, Field(ge=30)] = 360  # a terminal command not answered by then is asked about
-    # Zero energy delivered: release the whole hold (false), or bill the tariff's flat/time parts (true).
+    answer_timeout_s: Annotated[int, Field(ge=30)] = (
+        360  # a terminal command not answered by then is asked about
+    )
+    # Zero energy delivered: release the whole hold (false), or bill the tariff's flat/time parts
+    # (true).
     bill_without_energy: bool = False
     default_tariff: str | None = None
     tariffs: list[dict[str, Any]] = []  # OCPI Tariff objects (mod_tariffs field names)
@@ -476,7 +552,9 @@ class PricingSettings(_Model):
             raise ValueError("retry_max_s must not be below retry_initial_s")
         ids = [str(t.get("id")) for t in self.tariffs]
         if self.default_tariff is not None and self.default_tariff not in ids:
-            raise ValueError(f"default_tariff {self.default_tariff!r} is not among the tariffs {ids}")
+            raise ValueError(
+                f"default_tariff {self.default_tariff!r} is not among the tariffs {ids}"
+            )
         return self
 
 
@@ -502,19 +580,29 @@ class Settings(_Model):
             raise ValueError("terminal ids must be unique")
         if self.charger.enabled and self.charger.mode == "ocpi":
             if not self.upstream.enabled:
-                raise ValueError('charger mode "ocpi" needs an enabled [upstream] (the CPO runs the charger)')
+                raise ValueError(
+                    'charger mode "ocpi" needs an enabled [upstream] (the CPO runs the charger)'
+                )
             missing = [e.id for e in self.charger.evses if not e.location]
             if missing:
-                raise ValueError(f'charger mode "ocpi" needs a location for every EVSE; missing for {missing}')
+                raise ValueError(
+                    f'charger mode "ocpi" needs a location for every EVSE; missing for {missing}'
+                )
         if self.fiscal.profile not in ("none", self.site.country):
-            raise ValueError(f"fiscal profile {self.fiscal.profile} does not fit the site's country "
-                             f"{self.site.country}")  # fmt: skip
+            raise ValueError(
+                f"fiscal profile {self.fiscal.profile} does not fit the site's country "
+                f"{self.site.country}"
+            )
         tariff_ids = {str(t.get("id")) for t in self.pricing.tariffs}
         for evse in self.charger.evses:
             if evse.terminal not in ids:
-                raise ValueError(f"evse {evse.id!r} names terminal {evse.terminal!r}, which is not configured")
+                raise ValueError(
+                    f"evse {evse.id!r} names terminal {evse.terminal!r}, which is not configured"
+                )
             if evse.tariff is not None and evse.tariff not in tariff_ids:
-                raise ValueError(f"evse {evse.id!r} names tariff {evse.tariff!r}, which is not configured")
+                raise ValueError(
+                    f"evse {evse.id!r} names tariff {evse.tariff!r}, which is not configured"
+                )
         self._check_routes()
         return self
 
@@ -533,41 +621,60 @@ class Settings(_Model):
         for r in self.routes:
             unknown = [t for t in r.terminals if t not in ids]
             if unknown:
-                raise ValueError(f"route {r.id!r} names terminal(s) {unknown}, which are not configured")
+                raise ValueError(
+                    f"route {r.id!r} names terminal(s) {unknown}, which are not configured"
+                )
             currencies = {self.terminal_currency(t) for t in r.terminals}
             if len(currencies) != 1:
                 raise ValueError(f"route {r.id!r} mixes terminals charging in {sorted(currencies)}")
             (currency,) = currencies
             missing = [e for e in r.evses if e not in evses]
             if missing:
-                raise ValueError(f"route {r.id!r} names EVSE(s) {missing}, which are not configured")
+                raise ValueError(
+                    f"route {r.id!r} names EVSE(s) {missing}, which are not configured"
+                )
             if r.tariff is not None and r.tariff not in tariffs:
-                raise ValueError(f"route {r.id!r} names tariff {r.tariff!r}, which is not configured")
+                raise ValueError(
+                    f"route {r.id!r} names tariff {r.tariff!r}, which is not configured"
+                )
             priced = (
                 {r.tariff}
                 if r.tariff
                 else {
-                    e.tariff or self.pricing.default_tariff for eid, e in evses.items() if not r.evses or eid in r.evses
+                    e.tariff or self.pricing.default_tariff
+                    for eid, e in evses.items()
+                    if not r.evses or eid in r.evses
                 }
             )
             for tariff in sorted(t for t in priced if t):
                 if tariffs.get(tariff) != currency:
-                    raise ValueError(f"route {r.id!r} charges in {currency} but tariff {tariff!r} is in "
-                                     f"{tariffs.get(tariff)}: give the route a tariff in {currency}")  # fmt: skip
+                    raise ValueError(
+                        f"route {r.id!r} charges in {currency} but tariff {tariff!r} is in "
+                        f"{tariffs.get(tariff)}: give the route a tariff in {currency}"
+                    )
             if r.fixed_hold is not None and currency not in r.fixed_hold:
-                raise ValueError(f"route {r.id!r}: fixed_hold has no amount in its currency {currency}")
+                raise ValueError(
+                    f"route {r.id!r}: fixed_hold has no amount in its currency {currency}"
+                )
             if currency != self.site.currency and (r.hold_min is None or r.hold_max is None):
-                raise ValueError(f"route {r.id!r} charges in {currency}, not the site's {self.site.currency}: "
-                                 f"give its hold_min and hold_max in {currency}")  # fmt: skip
+                raise ValueError(
+                    f"route {r.id!r} charges in {currency}, not the site's {self.site.currency}: "
+                    f"give its hold_min and hold_max in {currency}"
+                )
             strategy = r.strategy or self.pricing.strategy
             fixed = r.fixed_hold or self.pricing.fixed_hold
             if strategy == "fixed" and currency not in fixed:
                 raise ValueError(f"route {r.id!r}: the fixed hold has no amount in {currency}")
-            for name, amount in (("hold_min", r.hold_min), ("hold_max", r.hold_max), *((f"fixed_hold.{c}", a) for
-                                 c, a in (r.fixed_hold or {}).items())):  # fmt: skip
+            for name, amount in (
+                ("hold_min", r.hold_min),
+                ("hold_max", r.hold_max),
+                *((f"fixed_hold.{c}", a) for c, a in (r.fixed_hold or {}).items()),
+            ):
                 if amount is not None:
                     try:
-                        Money.parse(str(amount), currency if "." not in name else name.split(".")[1])
+                        Money.parse(
+                            str(amount), currency if "." not in name else name.split(".")[1]
+                        )
                     except AmountError as exc:
                         raise ValueError(f"route {r.id!r}: {name}: {exc}") from None
 
@@ -633,16 +740,22 @@ def check_secrets(settings: Settings) -> list[str]:
     for i, terminal in enumerate(settings.terminals):
         key = f"terminals.{i}.password"
         if terminal.password is None:
-            problems.append(f"{key}: required (the terminal's 6-digit ZVT password; write even the factory "
-                            "default 000000 explicitly)")  # fmt: skip
+            problems.append(
+                f"{key}: required (the terminal's 6-digit ZVT password; write even the factory "
+                "default 000000 explicitly)"
+            )
             continue
         password = resolve(key, terminal.password)
         if password is not None and not is_password(password):
-            problems.append(f"{key}: a ZVT password is exactly 6 digits (got {len(password)} characters)")
+            problems.append(
+                f"{key}: a ZVT password is exactly 6 digits (got {len(password)} characters)"
+            )
     for i, client in enumerate(settings.api.clients):
         token = resolve(f"api.clients.{i}.token", client.token)
         if token is not None and len(token) < 16:
-            problems.append(f"api.clients.{i}.token: too short ({len(token)} characters; use 16 or more)")
+            problems.append(
+                f"api.clients.{i}.token: too short ({len(token)} characters; use 16 or more)"
+            )
     pem = resolve("journal.signing_key", settings.journal.signing_key)
     if pem is not None:
         try:

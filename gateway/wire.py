@@ -76,7 +76,9 @@ def _number(value: object, info: ValidationInfo) -> object:
     return number
 
 
-Number = Annotated[Decimal, BeforeValidator(_number), PlainSerializer(lambda v: float(v), return_type=float)]
+Number = Annotated[
+    Decimal, BeforeValidator(_number), PlainSerializer(lambda v: float(v), return_type=float)
+]
 Url = Annotated[str, StringConstraints(max_length=255)]
 
 
@@ -105,7 +107,9 @@ class Price(OcpiModel):
             excl = Decimal(str(data["excl_vat"]))
             converted: dict[str, Any] = {"before_taxes": excl}
             if data.get("incl_vat") is not None:
-                converted["taxes"] = [{"name": "VAT", "amount": Decimal(str(data["incl_vat"])) - excl}]
+                converted["taxes"] = [
+                    {"name": "VAT", "amount": Decimal(str(data["incl_vat"])) - excl}
+                ]
             return converted
         return data
 
@@ -129,8 +133,12 @@ class PriceComponentModel(OcpiModel):
 
 
 class TariffRestrictionsModel(OcpiModel):
-    start_time: Annotated[str, StringConstraints(pattern=r"^([0-1][0-9]|2[0-3]):[0-5][0-9]$")] | None = None
-    end_time: Annotated[str, StringConstraints(pattern=r"^([0-1][0-9]|2[0-3]):[0-5][0-9]$")] | None = None
+    start_time: (
+        Annotated[str, StringConstraints(pattern=r"^([0-1][0-9]|2[0-3]):[0-5][0-9]$")] | None
+    ) = None
+    end_time: (
+        Annotated[str, StringConstraints(pattern=r"^([0-1][0-9]|2[0-3]):[0-5][0-9]$")] | None
+    ) = None
     start_date: Annotated[str, StringConstraints(pattern=r"^\d{4}-\d{2}-\d{2}$")] | None = None
     end_date: Annotated[str, StringConstraints(pattern=r"^\d{4}-\d{2}-\d{2}$")] | None = None
     min_kwh: Number | None = None
@@ -142,7 +150,10 @@ class TariffRestrictionsModel(OcpiModel):
     min_duration: Annotated[int, Field(ge=0)] | None = None
     max_duration: Annotated[int, Field(ge=0)] | None = None
     day_of_week: (
-        list[Annotated[str, StringConstraints(pattern=r"^(MON|TUES|WEDNES|THURS|FRI|SATUR|SUN)DAY$")]] | None
+        list[
+            Annotated[str, StringConstraints(pattern=r"^(MON|TUES|WEDNES|THURS|FRI|SATUR|SUN)DAY$")]
+        ]
+        | None
     ) = None
 
 

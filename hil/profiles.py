@@ -19,13 +19,16 @@ class Profile:
 PROFILES = {
     p.name: p
     for p in (
-        Profile("zvt-serial", "any ZVT terminal over RS-232 or USB CDC-ACM (serial:///dev/…?baud=9600)"),
+        Profile(
+            "zvt-serial", "any ZVT terminal over RS-232 or USB CDC-ACM (serial:///dev/…?baud=9600)"
+        ),
         Profile("zvt-tcp", "any ZVT terminal over TCP (tcp://IP:PORT; 20007 is common)"),
         Profile(
             "feig-cvend-plug",
             "Feig cVEND plug (unattended, EV chargers; ZVT over TCP port 22000 or serial)",
             quirks=(
-                "End-of-Day is refused while a pre-authorisation is open: release or capture them first",
+                "End-of-Day is refused while a pre-authorisation is open: release or capture them "
+                "first",
                 "may end a sequence with a long 06 0F completion carrying TLV instead of 06 0F 00",
                 "answers 06 23 with an Abort carrying BMP 87 when asked about an unknown receipt",
             ),

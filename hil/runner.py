@@ -36,8 +36,17 @@ def need(ok: bool, text: str) -> None:
         raise ScenarioFailed(text)
 
 
-SCENARIOS = ("registration", "preauth_capture", "partial_reversal", "full_release", "decline", "abort",
-             "open_preauths", "last_result", "end_of_day")  # fmt: skip
+SCENARIOS = (
+    "registration",
+    "preauth_capture",
+    "partial_reversal",
+    "full_release",
+    "decline",
+    "abort",
+    "open_preauths",
+    "last_result",
+    "end_of_day",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,8 +60,13 @@ class Result:
 class Bench:
     """The terminal under test, and how to reach the person at it (or the simulator)."""
 
-    def __init__(self, terminal: ZvtTerminal, profile: Profile, sim: SimTerminal | None,
-                 ask: Callable[[str], None]) -> None:  # fmt: skip
+    def __init__(
+        self,
+        terminal: ZvtTerminal,
+        profile: Profile,
+        sim: SimTerminal | None,
+        ask: Callable[[str], None],
+    ) -> None:
         self.t, self.profile, self.sim, self.ask = terminal, profile, sim, ask
         self.money = Money(profile.amount_minor, "EUR")
         self.last_receipt: int | None = None
@@ -82,7 +96,10 @@ class Bench:
         r = await self.t.capture(receipt, self.money, amount, f"HIL-{mode}"[:16])
         need(r.approved, f"capture ({mode}): {r.outcome} {r.message}")
         self.last_receipt = r.receipt_no
-        return f"held {self.money} (receipt {receipt}), captured {amount} by {mode}; the terminal echoed {r.amount}"
+        return (
+            f"held {self.money} (receipt {receipt}), captured {amount} by {mode}; the terminal "
+            f"echoed {r.amount}"
+        )
 
     async def preauth_capture(self) -> str:
         return await self._capture("book_total")
@@ -98,7 +115,10 @@ class Bench:
         return f"held {self.money} (receipt {receipt}) and released it all"
 
     async def decline(self) -> str:
-        self.card("present a card that will be DECLINED (e.g. the test card with a blocked PIN)", "decline")
+        self.card(
+            "present a card that will be DECLINED (e.g. the test card with a blocked PIN)",
+            "decline",
+        )
         r = await self.t.preauthorize(self.money, "HIL-DECLINE")
         need(r.outcome is Outcome.DECLINED, f"expected a decline, got {r.outcome} {r.message}")
         return f"declined: {r.message} (code {r.result_code})"
@@ -114,29 +134,44 @@ class Bench:
         r = await pending
         if self.sim is not None:
             self.sim.config.card_wait_s = 0.05
-        need(r.outcome is Outcome.ABORTED, f"expected an abort, got {r.outcome} {r.message} (abort: {sent.message})")
+        need(
+            r.outcome is Outcome.ABORTED,
+            f"expected an abort, got {r.outcome} {r.message} (abort: {sent.message})",
+        )
         return f"aborted while waiting for the card ({sent.message})"
 
     async def open_preauths(self) -> str:
         receipt = await self._preauth("HIL-OPEN")
         r = await self.t.open_preauthorizations()
-        need(r.approved and receipt in r.open_receipts, f"enquiry: {r.message}, open {r.open_receipts}")
+        need(
+            r.approved and receipt in r.open_receipts,
+            f"enquiry: {r.message}, open {r.open_receipts}",
+        )
         released = await self.t.release(receipt, self.money)
         need(released.approved, f"release after the enquiry: {released.message}")
         self.last_receipt = released.receipt_no
-        return f"receipt {receipt} listed among the open pre-authorisations {list(r.open_receipts)}, then released"
+        return (
+            f"receipt {receipt} listed among the open pre-authorisations "
+            f"{list(r.open_receipts)}, then released"
+        )
 
     async def last_result(self) -> str:
         r = await self.t.last_result()
         need(r.approved, f"repeat of the last result: {r.message}")
-        need(self.last_receipt is None or r.receipt_no == self.last_receipt,
-             f"the repeat names receipt {r.receipt_no}, the last transaction was {self.last_receipt}")  # fmt: skip
+        need(
+            self.last_receipt is None or r.receipt_no == self.last_receipt,
+            f"the repeat names receipt {r.receipt_no}, the last transaction was "
+            f"{self.last_receipt}",
+        )
         return f"the terminal repeated its last result (receipt {r.receipt_no})"
 
     async def end_of_day(self) -> str:
         r = await self.t.end_of_day()
         need(r.approved, f"end of day: {r.outcome} {r.message}")
-        groups = ", ".join(f"{t.brand} {t.count} for {t.amount_minor}" for t in r.totals) or "no card groups"
+        groups = (
+            ", ".join(f"{t.brand} {t.count} for {t.amount_minor}" for t in r.totals)
+            or "no card groups"
+        )
         return f"batch closed: total {r.amount}, receipts {r.receipts}, {groups}"
 
 
@@ -154,8 +189,12 @@ async def run(
         serving = asyncio.create_task(sim.serve_line(port))
         device = f"serial://{port.slave_path}"
     transport, framing = open_transport(device)
-    terminal = ZvtTerminal("hil", transport, serial_framing=framing,
-                           options=ZvtOptions(password=password, capture_mode=profile.capture_mode))  # fmt: skip
+    terminal = ZvtTerminal(
+        "hil",
+        transport,
+        serial_framing=framing,
+        options=ZvtOptions(password=password, capture_mode=profile.capture_mode),
+    )
     bench = Bench(terminal, profile, sim, ask)
     results = []
     started = datetime.now(UTC)
@@ -178,15 +217,23 @@ async def run(
             serving.cancel()
             await asyncio.gather(serving, return_exceptions=True)
             await port.close()
-    return {"device": device if sim is None else "sim", "profile": profile.name, "quirks": list(profile.quirks),
-            "started": started.isoformat(), "passed": all(r.passed for r in results),
-            "scenarios": [asdict(r) for r in results]}  # fmt: skip
+    return {
+        "device": device if sim is None else "sim",
+        "profile": profile.name,
+        "quirks": list(profile.quirks),
+        "started": started.isoformat(),
+        "passed": all(r.passed for r in results),
+        "scenarios": [asdict(r) for r in results],
+    }
 
 
 def human(report: dict[str, Any]) -> str:
     lines = [f"HIL run on {report['device']} (profile {report['profile']}), {report['started']}"]
-    lines += [f"  {'PASS' if s['passed'] else 'FAIL'} {s['name']:<17} {s['seconds']:>6.2f} s  {s['detail']}"
-              for s in report["scenarios"]]  # fmt: skip
+    lines += [
+        f"  {'PASS' if s['passed'] else 'FAIL'} {s['name']:<17} {s['seconds']:>6.2f} s  "
+        f"{s['detail']}"
+        for s in report["scenarios"]
+    ]
     lines += [f"  quirk: {q}" for q in report["quirks"]]
     lines.append("ALL PASSED" if report["passed"] else "FAILED")
     return "\n".join(lines)
@@ -196,9 +243,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hil")
     sub = parser.add_subparsers(dest="command", required=True)
     run_p = sub.add_parser("run", help="run the acceptance scenarios against one terminal")
-    run_p.add_argument("--device", required=True, help="a device URL (serial://, tcp://, usb://) or sim")
+    run_p.add_argument(
+        "--device", required=True, help="a device URL (serial://, tcp://, usb://) or sim"
+    )
     run_p.add_argument("--profile", choices=sorted(PROFILES), default="zvt-serial")
-    run_p.add_argument("--report", type=Path, help="write the JSON report here (and FILE.txt for people)")
+    run_p.add_argument(
+        "--report", type=Path, help="write the JSON report here (and FILE.txt for people)"
+    )
     run_p.add_argument("--yes", action="store_true", help="do not wait for Enter at the prompts")
     args = parser.parse_args(argv)
 

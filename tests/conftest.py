@@ -11,7 +11,9 @@ settings.load_profile("ci")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--run-slow", action="store_true", help="run the long simulations and campaigns")
+    parser.addoption(
+        "--run-slow", action="store_true", help="run the long simulations and campaigns"
+    )
     parser.addoption("--sim-seed", type=int, default=None, help="seed for the payment simulation")
 
 

@@ -50,7 +50,11 @@ shutdown_grace_s = 3.0
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+    }
     env["PYTHONPATH"] = str(REPO)
     env.update(extra)
     return env
@@ -75,10 +79,14 @@ def site_toml(
     one-component energy tariff "T" at ``tariff_price`` (+ ``vat`` %), the API on port 0;
     ``api``, ``charger``, ``pricing`` and ``terminal_extra`` (each terminal) add keys to their
     sections, ``extra`` adds sections."""
-    blocks = "".join(f'[[terminals]]\nid = "{t}"\ndevice = "{d}"\npassword = {{ value = "123456" }}\n{terminal_extra}'
-                     for t, d in terminals.items())  # fmt: skip
-    evse_blocks = "".join(f'[[charger.evses]]\nid = "{e}"\nterminal = "{t}"\n'
-                          for e, t in (evses if evses is not None else {"E1": next(iter(terminals))}).items())  # fmt: skip
+    blocks = "".join(
+        f'[[terminals]]\nid = "{t}"\ndevice = "{d}"\npassword = {{ value = "123456" }}\n{terminal_extra}'
+        for t, d in terminals.items()
+    )
+    evse_blocks = "".join(
+        f'[[charger.evses]]\nid = "{e}"\nterminal = "{t}"\n'
+        for e, t in (evses if evses is not None else {"E1": next(iter(terminals))}).items()
+    )
     tax = f', vat = "{vat}"' if vat is not None else ""
     return f"""
 [site]

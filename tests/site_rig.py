@@ -23,12 +23,21 @@ from gateway.settings import parse_settings
 from tests.helpers import free_port
 
 METER = ec.generate_private_key(ec.SECP256R1())
-METER_KEY = METER.public_key().public_bytes(serialization.Encoding.DER,
-                                            serialization.PublicFormat.SubjectPublicKeyInfo).hex()  # fmt: skip
+METER_KEY = (
+    METER.public_key()
+    .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    .hex()
+)
 
 
 def site(
-    db: Path, pty: str, cpo: CpoSimulator, country: str, wait_s: float, terminal: str = "", extra: str = ""
+    db: Path,
+    pty: str,
+    cpo: CpoSimulator,
+    country: str,
+    wait_s: float,
+    terminal: str = "",
+    extra: str = "",
 ) -> str:
     listen = free_port()
     return f"""
@@ -96,8 +105,13 @@ async def start_site(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     """``await start_site(country, fiscal_on_fac="", wait_s=15, terminal="", extra="")``: a running site."""
     running: list[tuple[Site, asyncio.Task[int], PtyPort, asyncio.Task[None]]] = []
 
-    async def make(country: str, fiscal_on_fac: str = "", wait_s: float = 15, terminal: str = "",
-                   extra: str = "") -> Site:  # fmt: skip
+    async def make(
+        country: str,
+        fiscal_on_fac: str = "",
+        wait_s: float = 15,
+        terminal: str = "",
+        extra: str = "",
+    ) -> Site:
         cpo = CpoSimulator()
         cpo.state.fiscal_on_fac = fiscal_on_fac
         await cpo.start()
@@ -105,8 +119,12 @@ async def start_site(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
         sim = SimTerminal(SimConfig(password="123456", card_wait_s=0.05))
         serving = asyncio.create_task(sim.serve_line(port))
         charger = SimulatedCharger(["E1"])
-        text = site(tmp_path / f"{country}.sqlite3", port.slave_path, cpo, country, wait_s, terminal, extra)
-        (tmp_path / f"{country}.toml").write_text(text, encoding="utf-8")  # for the technician's CLI
+        text = site(
+            tmp_path / f"{country}.sqlite3", port.slave_path, cpo, country, wait_s, terminal, extra
+        )
+        (tmp_path / f"{country}.toml").write_text(
+            text, encoding="utf-8"
+        )  # for the technician's CLI
         daemon = Daemon(parse_settings(text, "<fiscal>"), charger=charger)
         task = asyncio.create_task(daemon.run())
         s = Site(sim, cpo, charger, daemon)

@@ -17,9 +17,14 @@ from tests.helpers import subprocess_env
 
 def test_every_scenario_passes_on_the_simulator_and_is_reported(tmp_path: Path) -> None:
     report = tmp_path / "hil.json"
-    out = subprocess.run([sys.executable, "-m", "hil", "run", "--device", "sim", "--report",
-                          str(report), "--yes"], capture_output=True, text=True, env=subprocess_env(), timeout=120,
-                         check=False)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "hil", "run", "--device", "sim", "--report", str(report), "--yes"],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=120,
+        check=False,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     data = json.loads(report.read_text())
     assert [s["name"] for s in data["scenarios"]] == list(SCENARIOS) and data["passed"]
@@ -29,11 +34,15 @@ def test_every_scenario_passes_on_the_simulator_and_is_reported(tmp_path: Path) 
 
 async def test_a_fault_fails_its_scenario_and_the_run_goes_on() -> None:
     prompts: list[str] = []
-    faulty = SimConfig(password="000000", card_wait_s=0.05, booking_faults=deque([0xA0]))  # acquirer down once
+    faulty = SimConfig(
+        password="000000", card_wait_s=0.05, booking_faults=deque([0xA0])
+    )  # acquirer down once
     report = await run("sim", PROFILES["feig-cvend-plug"], prompts.append, faulty)
     results = {s["name"]: s for s in report["scenarios"]}  # type: ignore[attr-defined]
     assert not report["passed"] and not results["preauth_capture"]["passed"]
     assert "capture (book_total)" in results["preauth_capture"]["detail"]
-    assert all(results[n]["passed"] for n in SCENARIOS if n not in ("preauth_capture", "end_of_day"))
+    assert all(
+        results[n]["passed"] for n in SCENARIOS if n not in ("preauth_capture", "end_of_day")
+    )
     assert prompts == []  # the simulator plays the card: nobody is asked
     assert "quirk: End-of-Day is refused while a pre-authorisation is open" in human(report)

@@ -20,12 +20,21 @@ needs_systemd = pytest.mark.skipif(
 
 
 def evpay(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*EVPAY, *args], capture_output=True, text=True, env=subprocess_env(), timeout=120,
-                          check=False)  # fmt: skip
+    return subprocess.run(
+        [*EVPAY, *args],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=120,
+        check=False,
+    )
 
 
 def ids(root: Path, table: str) -> dict[str, int]:
-    return {f[0]: int(f[2]) for f in (line.split(":") for line in (root / "etc" / table).read_text().splitlines())}
+    return {
+        f[0]: int(f[2])
+        for f in (line.split(":") for line in (root / "etc" / table).read_text().splitlines())
+    }
 
 
 @needs_systemd
@@ -34,7 +43,10 @@ def test_install_is_complete_idempotent_and_uninstall_keeps_the_data(tmp_path: P
     first = evpay("install", "--root", str(root), "--skip-venv")
     assert first.returncode == 0, first.stderr
     users, groups = ids(root, "passwd"), ids(root, "group")
-    assert "evpay" in users and "evpay" in (root / "etc/group").read_text().split("dialout:")[1].split("\n")[0]
+    assert (
+        "evpay" in users
+        and "evpay" in (root / "etc/group").read_text().split("dialout:")[1].split("\n")[0]
+    )
     expected = {
         "etc/systemd/system/evpay.service": (0o644, 0, 0),
         "usr/lib/sysusers.d/evpay.conf": (0o644, 0, 0),
@@ -51,18 +63,26 @@ def test_install_is_complete_idempotent_and_uninstall_keeps_the_data(tmp_path: P
         assert (st.st_mode & 0o777, st.st_uid, st.st_gid) == (mode, uid, gid), rel
     assert (root / "etc/systemd/system/multi-user.target.wants/evpay.service").is_symlink()
     rules = (root / "etc/udev/rules.d/90-evpay.rules").read_text()
-    assert 'ATTRS{idVendor}=="0403", ATTRS{idProduct}=="6001"' in rules and 'SYMLINK+="evpay/ftdi-ft232r-' in rules
+    assert (
+        'ATTRS{idVendor}=="0403", ATTRS{idProduct}=="6001"' in rules
+        and 'SYMLINK+="evpay/ftdi-ft232r-' in rules
+    )
 
     (root / "etc/evpay/gateway.toml").write_text("# the technician's config\n")
     again = evpay("install", "--root", str(root), "--skip-venv")
     assert again.returncode == 0 and "wrote" not in again.stdout  # nothing changed the second time
-    assert "kept" in again.stdout and (root / "etc/evpay/gateway.toml").read_text() == "# the technician's config\n"
+    assert (
+        "kept" in again.stdout
+        and (root / "etc/evpay/gateway.toml").read_text() == "# the technician's config\n"
+    )
 
     (root / "var/lib/evpay/evpay.sqlite3").write_bytes(b"data")
     gone = evpay("uninstall", "--root", str(root))
     assert gone.returncode == 0 and not (root / "etc/systemd/system/evpay.service").exists()
     assert not (root / "etc/systemd/system/multi-user.target.wants/evpay.service").exists()
-    assert (root / "var/lib/evpay/evpay.sqlite3").exists() and (root / "etc/evpay/gateway.toml").exists()
+    assert (root / "var/lib/evpay/evpay.sqlite3").exists() and (
+        root / "etc/evpay/gateway.toml"
+    ).exists()
     assert evpay("uninstall", "--root", str(root), "--purge").returncode == 0
     assert not (root / "var/lib/evpay").exists() and not (root / "etc/evpay").exists()
 
@@ -78,18 +98,33 @@ def test_the_installed_unit_verifies(tmp_path: Path) -> None:
     binary.write_text("#!/bin/sh\n")
     binary.chmod(0o755)
     unit = (
-        (root / "etc/systemd/system/evpay.service").read_text().replace("/opt/evpay-edge", str(root / "opt/evpay-edge"))
+        (root / "etc/systemd/system/evpay.service")
+        .read_text()
+        .replace("/opt/evpay-edge", str(root / "opt/evpay-edge"))
     )
     (tmp_path / "evpay.service").write_text(unit)
-    checked = subprocess.run(["systemd-analyze", "verify", "--man=no", str(tmp_path / "evpay.service")],
-                             capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path)  # fmt: skip
+    checked = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", str(tmp_path / "evpay.service")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+    )
     assert checked.returncode == 0, checked.stderr
 
 
 @needs_systemd
 def test_the_units_offline_exposure_is_at_most_2() -> None:
-    out = subprocess.run(["systemd-analyze", "security", "--offline=yes", str(REPO / "systemd/evpay.service")],
-                         capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
-    found = re.search(r"Overall exposure level for evpay.service: ([0-9.]+)", out.stdout + out.stderr)
+    out = subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", str(REPO / "systemd/evpay.service")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    found = re.search(
+        r"Overall exposure level for evpay.service: ([0-9.]+)", out.stdout + out.stderr
+    )
     assert found is not None, out.stdout + out.stderr
     assert float(found.group(1)) <= 2.0

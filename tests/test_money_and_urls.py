@@ -38,7 +38,9 @@ def test_minor_units_roundtrip_through_text(minor: int, cur: str) -> None:
 
 
 def test_device_urls() -> None:
-    assert parse_device_url("serial:///dev/ttyUSB0?baud=115200&stopbits=1") == SerialUrl("/dev/ttyUSB0", 115200, "N", 1)
+    assert parse_device_url("serial:///dev/ttyUSB0?baud=115200&stopbits=1") == SerialUrl(
+        "/dev/ttyUSB0", 115200, "N", 1
+    )
     assert parse_device_url("serial:///dev/ttyACM0") == SerialUrl("/dev/ttyACM0", 9600, "N", 2)
     assert parse_device_url("tcp://10.0.0.5:20007") == TcpUrl("10.0.0.5", 20007)
     assert parse_device_url("usb://0x0403:0x6001") == UsbUrl(vid=0x0403, pid=0x6001)

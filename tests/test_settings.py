@@ -24,12 +24,22 @@ def test_shipped_configs_validate_with_their_secrets_in_place(name: str, tmp_pat
     (creds / "ocpi-token-key").write_text(Fernet.generate_key().decode() + "\n", encoding="utf-8")
     (creds / "journal-key").write_text(new_signing_key(), encoding="utf-8")
     env = {**subprocess_env(), "CREDENTIALS_DIRECTORY": str(creds), "EVPAY_ZVT_PASSWORD": "000000"}
-    result = subprocess.run([*EVPAY, "config", "validate", str(REPO / "config" / name)], capture_output=True,
-                            text=True, env=env, check=False)  # fmt: skip
+    result = subprocess.run(
+        [*EVPAY, "config", "validate", str(REPO / "config" / name)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     assert ": ok" in result.stdout
-    offline = subprocess.run([*EVPAY, "config", "validate", "--skip-secrets", str(REPO / "config" / name)],
-                             capture_output=True, text=True, env=subprocess_env(), check=False)  # fmt: skip
+    offline = subprocess.run(
+        [*EVPAY, "config", "validate", "--skip-secrets", str(REPO / "config" / name)],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        check=False,
+    )
     assert offline.returncode == 0 and "secrets not checked" in offline.stdout
 
 
@@ -46,14 +56,25 @@ def test_shipped_configs_validate_with_their_secrets_in_place(name: str, tmp_pat
     ],
     ids=["missing-file", "credential-outside-systemd", "letters", "five-digits"],
 )
-def test_validate_resolves_every_secret_and_names_the_bad_key(tmp_path: Path, secret: str, problem: str) -> None:
+def test_validate_resolves_every_secret_and_names_the_bad_key(
+    tmp_path: Path, secret: str, problem: str
+) -> None:
     config = tmp_path / "g.toml"
-    config.write_text(MINIMAL + f'[[terminals]]\nid = "t1"\ndevice = "tcp://127.0.0.1:20007"\npassword = {secret}\n'
-                      '[upstream]\nenabled = true\nversions_url = "https://cpo.example/v"\n'
-                      'token_a = { value = "a" }\nkey = { value = "not-a-fernet-key" }\n', encoding="utf-8")  # fmt: skip
+    config.write_text(
+        MINIMAL
+        + f'[[terminals]]\nid = "t1"\ndevice = "tcp://127.0.0.1:20007"\npassword = {secret}\n'
+        '[upstream]\nenabled = true\nversions_url = "https://cpo.example/v"\n'
+        'token_a = { value = "a" }\nkey = { value = "not-a-fernet-key" }\n',
+        encoding="utf-8",
+    )
     env = {k: v for k, v in subprocess_env().items() if k != "CREDENTIALS_DIRECTORY"}
-    result = subprocess.run([*EVPAY, "config", "validate", str(config)], capture_output=True, text=True, env=env,
-                            check=False)  # fmt: skip
+    result = subprocess.run(
+        [*EVPAY, "config", "validate", str(config)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
     assert result.returncode == 2
     assert problem in result.stderr and "upstream.key: not a Fernet key" in result.stderr
     assert "not-a-fernet-key" not in result.stderr  # the secret itself is never printed
@@ -90,7 +111,9 @@ def test_toml_syntax_error_names_the_line(tmp_path: Path) -> None:
 def test_the_retry_cap_is_not_below_the_first_interval() -> None:
     with pytest.raises(ConfigError, match="retry_max_s must not be below retry_initial_s"):
         parse_settings(MINIMAL + "[pricing]\nretry_initial_s = 60\nretry_max_s = 30\n", "<t>")
-    assert parse_settings(MINIMAL + "[pricing]\nretry_max_s = 60\n", "<t>").pricing.retry_max_s == 60
+    assert (
+        parse_settings(MINIMAL + "[pricing]\nretry_max_s = 60\n", "<t>").pricing.retry_max_s == 60
+    )
 
 
 def test_amounts_must_be_exact_strings() -> None:
@@ -114,7 +137,9 @@ def test_relative_storage_path_is_relative_to_the_config_file(tmp_path: Path) ->
     assert load_settings(cfg).storage.path == tmp_path / "data" / "e.sqlite3"
 
 
-def test_secrets_resolve_from_env_file_and_credential(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_secrets_resolve_from_env_file_and_credential(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("EVPAY_T_PW", "123456")
     assert SecretRef(env="EVPAY_T_PW").reveal() == "123456"
     (tmp_path / "pw").write_text("654321\n", encoding="utf-8")
@@ -127,7 +152,8 @@ def test_secrets_resolve_from_env_file_and_credential(tmp_path: Path, monkeypatc
 
 def test_secret_values_never_appear_in_dumps_or_reprs() -> None:
     s = parse_settings(
-        MINIMAL + '[[terminals]]\nid = "t1"\ndevice = "tcp://127.0.0.1:20007"\npassword = { value = "987123" }\n',
+        MINIMAL
+        + '[[terminals]]\nid = "t1"\ndevice = "tcp://127.0.0.1:20007"\npassword = { value = "987123" }\n',
         "<t>",
     )
     assert "987123" not in repr(s)

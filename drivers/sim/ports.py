@@ -20,7 +20,9 @@ class Port:
 
     description = "port"
 
-    async def read(self, timeout: float | None) -> bytes:  # b"" on timeout, ConnectionLost if closed
+    async def read(
+        self, timeout: float | None
+    ) -> bytes:  # b"" on timeout, ConnectionLost if closed
         raise NotImplementedError
 
     async def write(self, data: bytes) -> None:
@@ -143,7 +145,9 @@ class PtyPort(Port):
                 os.close(fd)
 
 
-async def serve_tcp(host: str, port: int, handler: Callable[[Port], Awaitable[object]]) -> asyncio.Server:
+async def serve_tcp(
+    host: str, port: int, handler: Callable[[Port], Awaitable[object]]
+) -> asyncio.Server:
     async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = StreamPort(reader, writer)
         try:

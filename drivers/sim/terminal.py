@@ -70,7 +70,9 @@ class SimConfig:
     terminal_id: str = "52523535"
     currency: int = 978
     outcomes: deque[str] = field(default_factory=deque)
-    booking_faults: deque[int] = field(default_factory=deque)  # result codes for the next bookings (06 23/24/25)
+    booking_faults: deque[int] = field(
+        default_factory=deque
+    )  # result codes for the next bookings (06 23/24/25)
     default_outcome: str = "approve"
     card_wait_s: float = 0.05
     result_ack_timeout_s: float = 5.0
@@ -79,9 +81,13 @@ class SimConfig:
     noise: int = 0
     state_path: Path | None = None
     echo: Literal["booked", "reversed"] = "booked"
-    tap_required: bool = False  # read-card (06 C0) waits for tap() instead of presenting a card by itself
+    tap_required: bool = (
+        False  # read-card (06 C0) waits for tap() instead of presenting a card by itself
+    )
     extensions: Literal["none", "new_receipt", "same_receipt"] = "none"
-    unplug_at: tuple[int, int] | None = None  # (command, n): cut the line before the n-th message answering it
+    unplug_at: tuple[int, int] | None = (
+        None  # (command, n): cut the line before the n-th message answering it
+    )
     # What BMP 22 and the printed slip carry: masked, as a PT masks towards the ECR; a full
     # number plays a PT that does not mask (the gateway must still never store or log it).
     pan: str = _CARD_PAN
@@ -157,7 +163,11 @@ class SimTerminal:
         self.state.taps += 1
 
     def open_preauths(self) -> list[int]:
-        return [t.receipt for t in self.state.transactions.values() if t.kind == "preauth" and t.state == "open"]
+        return [
+            t.receipt
+            for t in self.state.transactions.values()
+            if t.kind == "preauth" and t.state == "open"
+        ]
 
     # ---- connection loop -------------------------------------------------------------------
 
@@ -205,7 +215,9 @@ class _Session:
             cfg.nak_next -= 1
             data = bytes([NAK]) + data[1:]
         if self.serial and cfg.noise and data[:2] == b"\x10\x02":
-            garbage = bytes(self.sim.rng.choice([0x00, 0x41, 0x7F, 0xFE, 0x02, 0x03]) for _ in range(cfg.noise))
+            garbage = bytes(
+                self.sim.rng.choice([0x00, 0x41, 0x7F, 0xFE, 0x02, 0x03]) for _ in range(cfg.noise)
+            )
             data = garbage + data
         await self.port.write(data)
 
@@ -263,7 +275,9 @@ class _Session:
         while not self.link.idle:
             await self._pump(None)
 
-    async def reply(self, timeout: float, *, accept: tuple[int, ...] = (Command.ACK,)) -> Apdu | None:
+    async def reply(
+        self, timeout: float, *, accept: tuple[int, ...] = (Command.ACK,)
+    ) -> Apdu | None:
         """The ECR's answer while this PT is master, or None when ``timeout`` runs out.
 
         A command that arrives instead (an ECR that restarted and registers again) is no answer:
@@ -332,16 +346,29 @@ class _Session:
 
     async def dispatch(self, cmd: m.Message) -> None:
         handlers = {
-            Command.REGISTRATION: self.registration, Command.LOG_OFF: self.ack_only,
-            Command.STATUS_ENQUIRY: self.status_enquiry, Command.PRE_AUTHORISATION: self.card_payment,
-            Command.AUTHORIZATION: self.card_payment, Command.PARTIAL_REVERSAL: self.partial_reversal,
-            Command.BOOK_TOTAL: self.book_total, Command.PRE_AUTH_REVERSAL: self.preauth_reversal,
-            Command.REVERSAL: self.reversal, Command.REFUND: self.refund, Command.END_OF_DAY: self.end_of_day,
-            Command.DIAGNOSIS: self.simple_completion, Command.ABORT: self.ack_only,
-            Command.DISPLAY_TEXT: self.display_text, Command.PRINT_TEXT_BLOCK: self.print_block,
-            Command.READ_CARD: self.read_card, Command.REPEAT_RECEIPT: self.repeat_receipt,
-        }  # fmt: skip
-        handler = handlers.get(Command(cmd.command)) if cmd.command in Command._value2member_map_ else None
+            Command.REGISTRATION: self.registration,
+            Command.LOG_OFF: self.ack_only,
+            Command.STATUS_ENQUIRY: self.status_enquiry,
+            Command.PRE_AUTHORISATION: self.card_payment,
+            Command.AUTHORIZATION: self.card_payment,
+            Command.PARTIAL_REVERSAL: self.partial_reversal,
+            Command.BOOK_TOTAL: self.book_total,
+            Command.PRE_AUTH_REVERSAL: self.preauth_reversal,
+            Command.REVERSAL: self.reversal,
+            Command.REFUND: self.refund,
+            Command.END_OF_DAY: self.end_of_day,
+            Command.DIAGNOSIS: self.simple_completion,
+            Command.ABORT: self.ack_only,
+            Command.DISPLAY_TEXT: self.display_text,
+            Command.PRINT_TEXT_BLOCK: self.print_block,
+            Command.READ_CARD: self.read_card,
+            Command.REPEAT_RECEIPT: self.repeat_receipt,
+        }
+        handler = (
+            handlers.get(Command(cmd.command))
+            if cmd.command in Command._value2member_map_
+            else None
+        )
         if handler is None:
             await self.send(m.nack(0x83))
             return
@@ -366,19 +393,28 @@ class _Session:
         state = self.sim.state
         state.registered, state.config_byte = True, cmd.config_byte or 0
         permitted = find_tlv(cmd.tlv, 0x26)
-        state.text_blocks = bool(permitted and any(c.value == b"\x06\xd3" for c in permitted.children))
+        state.text_blocks = bool(
+            permitted and any(c.value == b"\x06\xd3" for c in permitted.children)
+        )
         await self.send(m.ack())
         await self.send_expect_ack(
-            m.completion([Bmp(0x19, b"\x00"), m.bmp_bcd(0x29, int(self.sim.config.terminal_id), 4),
-                          m.bmp_currency(self.sim.config.currency)])
-        )  # fmt: skip
+            m.completion(
+                [
+                    Bmp(0x19, b"\x00"),
+                    m.bmp_bcd(0x29, int(self.sim.config.terminal_id), 4),
+                    m.bmp_currency(self.sim.config.currency),
+                ]
+            )
+        )
 
     async def status_enquiry(self, _cmd: m.Message) -> None:
         await self.send(m.ack())
         await self.send_expect_ack(m.status_completion("EVPAY-SIM-1.0", 0x00))
 
     async def display_text(self, cmd: m.Message) -> None:
-        self.sim.state.displayed = [b.value.decode("cp437") for b in cmd.bmps if 0xF1 <= b.number <= 0xF8]
+        self.sim.state.displayed = [
+            b.value.decode("cp437") for b in cmd.bmps if 0xF1 <= b.number <= 0xF8
+        ]
         await self.send(m.ack())
 
     async def print_block(self, cmd: m.Message) -> None:
@@ -402,8 +438,14 @@ class _Session:
     async def extension(self, cmd: m.Message) -> None:
         """06 22 with BMP 0B: extend the open reservation with that trace number."""
         await self.send(m.ack())
-        first = next((t for t in self.sim.state.transactions.values()
-                      if t.kind == "preauth" and t.state == "open" and t.trace == cmd.trace_number), None)  # fmt: skip
+        first = next(
+            (
+                t
+                for t in self.sim.state.transactions.values()
+                if t.kind == "preauth" and t.state == "open" and t.trace == cmd.trace_number
+            ),
+            None,
+        )
         mode = self.sim.config.extensions
         if mode == "none" or first is None:
             await self.send_expect_ack(m.abort_pt(0xB8 if first is None else 0x83))
@@ -442,23 +484,33 @@ class _Session:
             return
         if self.sim.state.config_byte & 0x08:
             for _ in range(self.sim.config.please_wait):
-                await self.send_expect_ack(m.intermediate(0x17), timeout=self.sim.config.result_ack_timeout_s)
+                await self.send_expect_ack(
+                    m.intermediate(0x17), timeout=self.sim.config.result_ack_timeout_s
+                )
         if outcome == "card_removed":
             await self.send_expect_ack(m.abort_pt(0x64))
             return
         if outcome == "decline":
-            await self.send_expect_ack(m.status_information(
-                [Bmp(0x27, b"\x05"), Bmp(0x3C, b"Karte abgelehnt")]))  # fmt: skip
+            await self.send_expect_ack(
+                m.status_information([Bmp(0x27, b"\x05"), Bmp(0x3C, b"Karte abgelehnt")])
+            )
             await self.send_expect_ack(m.abort_pt(0x05))
             return
         requested = cmd.amount or 2500
-        approved = min(requested, int(outcome.split(":")[1])) if outcome.startswith("partial:") else requested
+        approved = (
+            min(requested, int(outcome.split(":")[1]))
+            if outcome.startswith("partial:")
+            else requested
+        )
         kind = "preauth" if cmd.command == Command.PRE_AUTHORISATION else "sale"
         tx = self._new_transaction(kind, approved)
         tx.state = "open" if kind == "preauth" else "booked"
         tx.booked = 0 if kind == "preauth" else approved
         result = self._status_bmps(tx, approved)
-        if outcome in ("no_receipt", "no_result_code"):  # a faulty PT: the field the ECR needs is missing
+        if outcome in (
+            "no_receipt",
+            "no_result_code",
+        ):  # a faulty PT: the field the ECR needs is missing
             result = [b for b in result if b.number != (0x87 if outcome == "no_receipt" else 0x27)]
         if not await self.result_acknowledged(result):
             tx.state = "reversed"  # spec 2.2.8: no acknowledgement, no transaction (auto-reversal)
@@ -479,18 +531,32 @@ class _Session:
     def _status_bmps(self, tx: Transaction, amount: int) -> list[Bmp]:
         now = datetime.now(UTC)
         return [
-            Bmp(0x27, b"\x00"), m.bmp_amount(amount), m.bmp_currency(self.sim.config.currency),
-            m.bmp_time(now.time().replace(microsecond=0)), m.bmp_date(now.date()), m.pan_bmp(self.sim.config.pan),
-            m.bmp_receipt(tx.receipt), Bmp(0x3B, b"750071\x00\x00"), m.bmp_bcd(0x0B, tx.trace, 3),
-            Bmp(0x19, b"\x60"), m.bmp_bcd(0x29, int(self.sim.config.terminal_id), 4), Bmp(0x0E, b"\x28\x12"),
-            Bmp(0x8A, b"\x06"), m.bmp_llvar(0x8B, b"MasterCard\x00"),
-            Bmp(0x06, encode_tlv([Tlv(0x60, children=(Tlv(0x43, bytes.fromhex("A0000000041010")),))])),
-        ]  # fmt: skip
+            Bmp(0x27, b"\x00"),
+            m.bmp_amount(amount),
+            m.bmp_currency(self.sim.config.currency),
+            m.bmp_time(now.time().replace(microsecond=0)),
+            m.bmp_date(now.date()),
+            m.pan_bmp(self.sim.config.pan),
+            m.bmp_receipt(tx.receipt),
+            Bmp(0x3B, b"750071\x00\x00"),
+            m.bmp_bcd(0x0B, tx.trace, 3),
+            Bmp(0x19, b"\x60"),
+            m.bmp_bcd(0x29, int(self.sim.config.terminal_id), 4),
+            Bmp(0x0E, b"\x28\x12"),
+            Bmp(0x8A, b"\x06"),
+            m.bmp_llvar(0x8B, b"MasterCard\x00"),
+            Bmp(
+                0x06,
+                encode_tlv([Tlv(0x60, children=(Tlv(0x43, bytes.fromhex("A0000000041010")),))]),
+            ),
+        ]
 
     def _remember(self, bmps: list[Bmp]) -> None:
         self.sim.state.last_result = [(b.number, b.value.hex()) for b in bmps]
 
-    async def _book(self, receipt: int | None, booked: int | None, echo_reversed: bool = False) -> None:
+    async def _book(
+        self, receipt: int | None, booked: int | None, echo_reversed: bool = False
+    ) -> None:
         """Common end of 06 23 / 06 24 / 06 25: book ``booked`` of the pre-auth (None = all);
         the result echoes the booked amount, or with ``echo_reversed`` the amount released."""
         tx = self.sim.state.transactions.get(receipt or -1)
@@ -524,8 +590,12 @@ class _Session:
         state = self.sim.state
         if not state.config_byte & 0x02:
             return
-        lines = ["EVPAY SIMULATED TERMINAL", f"Receipt {tx.receipt:04d}", f"Amount {amount / 100:.2f} EUR",
-                 f"Card {self.sim.config.pan}"]  # fmt: skip
+        lines = [
+            "EVPAY SIMULATED TERMINAL",
+            f"Receipt {tx.receipt:04d}",
+            f"Amount {amount / 100:.2f} EUR",
+            f"Card {self.sim.config.pan}",
+        ]
         if state.text_blocks:
             await self.send_expect_ack(m.print_text_block(lines))
         else:
@@ -544,7 +614,9 @@ class _Session:
         tx = self.sim.state.transactions.get(cmd.receipt_number or -1)
         release = cmd.amount or 0
         booked = None if tx is None else max(tx.amount - release, -1)
-        await self._book(cmd.receipt_number, booked, echo_reversed=self.sim.config.echo == "reversed")
+        await self._book(
+            cmd.receipt_number, booked, echo_reversed=self.sim.config.echo == "reversed"
+        )
 
     async def book_total(self, cmd: m.Message) -> None:
         await self._book(cmd.receipt_number, cmd.amount)
@@ -591,18 +663,30 @@ class _Session:
             return
         await self.send(m.ack())
         if self.sim.open_preauths():  # Feig: open pre-auths block the batch
-            await self.send_expect_ack(m.abort_pt(0x77, [m.bmp_receipt(self.sim.open_preauths()[0])]))
+            await self.send_expect_ack(
+                m.abort_pt(0x77, [m.bmp_receipt(self.sim.open_preauths()[0])])
+            )
             return
         batch = list(self.sim.state.transactions.values())
-        paid = [t for t in batch if t.kind in ("sale", "booking") and t.state == "booked" and t.amount]
+        paid = [
+            t for t in batch if t.kind in ("sale", "booking") and t.state == "booked" and t.amount
+        ]
         refunded = sum(t.amount for t in batch if t.kind == "refund" and t.state == "booked")
-        total = max(0, sum(t.amount for t in paid) - refunded)  # the card group's net turnover (BCD: not below 0)
+        total = max(
+            0, sum(t.amount for t in paid) - refunded
+        )  # the card group's net turnover (BCD: not below 0)
         receipts = [t.receipt for t in batch] or [0]
-        # BMP 60: receipt range, then (count, amount) for each card group; the simulator's card is a Mastercard
-        groups = b"".join(bytes([len(paid) if g == "mastercard" else 0]) + bcd_encode(total if g == "mastercard" else 0,
-                          6) for g in m.TOTALS_GROUPS)  # fmt: skip
+        # BMP 60: receipt range, then (count, amount) for each card group; the simulator's card is a
+        # Mastercard
+        groups = b"".join(
+            bytes([len(paid) if g == "mastercard" else 0])
+            + bcd_encode(total if g == "mastercard" else 0, 6)
+            for g in m.TOTALS_GROUPS
+        )
         totals = Bmp(0x60, bcd_encode(min(receipts), 2) + bcd_encode(max(receipts), 2) + groups)
-        await self.send_expect_ack(m.status_information([Bmp(0x27, b"\x00"), m.bmp_amount(total), totals]))
+        await self.send_expect_ack(
+            m.status_information([Bmp(0x27, b"\x00"), m.bmp_amount(total), totals])
+        )
         self.sim.state.transactions.clear()
         await self.send_expect_ack(m.completion())
 
@@ -616,8 +700,11 @@ class _Session:
             await self.send_expect_ack(m.abort_pt(0x6C))
             return
         app = Tlv(0x60, children=(Tlv(0x43, bytes.fromhex("A0000000041010")),))
-        await self.send_expect_ack(m.status_information(
-            [Bmp(0x27, b"\x00"), m.pan_bmp(self.sim.config.pan), Bmp(0x06, encode_tlv([app]))]))  # fmt: skip
+        await self.send_expect_ack(
+            m.status_information(
+                [Bmp(0x27, b"\x00"), m.pan_bmp(self.sim.config.pan), Bmp(0x06, encode_tlv([app]))]
+            )
+        )
 
     async def _read_tapped_card(self) -> None:
         """Wait (up to a minute) for a tap, or the ECR's abort (06 B0)."""
@@ -631,8 +718,15 @@ class _Session:
             if self.sim.state.taps:
                 self.sim.state.taps -= 1
                 app = Tlv(0x60, children=(Tlv(0x43, bytes.fromhex("A0000000041010")),))
-                await self.send_expect_ack(m.status_information(
-                    [Bmp(0x27, b"\x00"), m.pan_bmp(self.sim.config.pan), Bmp(0x06, encode_tlv([app]))]))  # fmt: skip
+                await self.send_expect_ack(
+                    m.status_information(
+                        [
+                            Bmp(0x27, b"\x00"),
+                            m.pan_bmp(self.sim.config.pan),
+                            Bmp(0x06, encode_tlv([app])),
+                        ]
+                    )
+                )
                 return
         await self.send_expect_ack(m.abort_pt(0x6C))
 
@@ -642,5 +736,7 @@ class _Session:
         if not last:
             await self.send_expect_ack(m.abort_pt(0x83))
             return
-        await self.send_expect_ack(m.status_information([Bmp(n, bytes.fromhex(v)) for n, v in last]))
+        await self.send_expect_ack(
+            m.status_information([Bmp(n, bytes.fromhex(v)) for n, v in last])
+        )
         await self.send_expect_ack(m.completion())

@@ -14,8 +14,13 @@ import serial
 from drivers.errors import ConnectionLost, PortOpenFailed
 from drivers.transport.url import SerialUrl
 
-_PARITY = {"N": serial.PARITY_NONE, "E": serial.PARITY_EVEN, "O": serial.PARITY_ODD,
-           "M": serial.PARITY_MARK, "S": serial.PARITY_SPACE}  # fmt: skip
+_PARITY = {
+    "N": serial.PARITY_NONE,
+    "E": serial.PARITY_EVEN,
+    "O": serial.PARITY_ODD,
+    "M": serial.PARITY_MARK,
+    "S": serial.PARITY_SPACE,
+}
 
 
 class SerialTransport:
@@ -31,9 +36,15 @@ class SerialTransport:
         await self.close()
         try:
             port = serial.Serial(
-                self.url.path, self.url.baud, bytesize=serial.EIGHTBITS, parity=_PARITY[self.url.parity],
-                stopbits=self.url.stopbits, timeout=0, write_timeout=2, exclusive=True,
-            )  # fmt: skip
+                self.url.path,
+                self.url.baud,
+                bytesize=serial.EIGHTBITS,
+                parity=_PARITY[self.url.parity],
+                stopbits=self.url.stopbits,
+                timeout=0,
+                write_timeout=2,
+                exclusive=True,
+            )
         except (serial.SerialException, OSError) as exc:
             raise PortOpenFailed(
                 f"{self.description}: cannot open ({exc}); check the cable, the device name "

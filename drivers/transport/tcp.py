@@ -25,7 +25,8 @@ class TcpTransport:
                 reader, writer = await asyncio.open_connection(self.host, self.port)
         except (OSError, TimeoutError) as exc:
             raise PortOpenFailed(
-                f"{self.description}: cannot connect ({exc or 'timeout'}); check the terminal is on, "
+                f"{self.description}: cannot connect ({exc or 'timeout'}); check the terminal is "
+                f"on, "
                 "its IP address and ZVT port (often 20007; Feig 22000)"
             ) from None
         self._reader, self._writer = reader, writer

@@ -58,21 +58,28 @@ def parse_device_url(text: str) -> DeviceUrl:
         except ValueError:
             port = None
         if not parts.hostname or port is None or port == 0:
-            raise DeviceUrlError(f"{text!r}: a TCP device needs host and port, e.g. tcp://10.0.0.5:20007")
+            raise DeviceUrlError(
+                f"{text!r}: a TCP device needs host and port, e.g. tcp://10.0.0.5:20007"
+            )
         return TcpUrl(parts.hostname, port)
     if scheme == "usb":
         return _usb(text, parts.netloc, parts.path)
     raise DeviceUrlError(
-        f"{text!r}: unknown device scheme {parts.scheme!r}; use serial:///dev/ttyUSB0, tcp://host:port or usb://VID:PID"
+        f"{text!r}: unknown device scheme {parts.scheme!r}; use serial:///dev/ttyUSB0, "
+        f"tcp://host:port or usb://VID:PID"
     )
 
 
 def _serial(text: str, path: str, query: dict[str, str]) -> SerialUrl:
     if not path.startswith("/dev/") and not path.startswith("/"):
-        raise DeviceUrlError(f"{text!r}: a serial device needs an absolute path, e.g. serial:///dev/ttyUSB0")
+        raise DeviceUrlError(
+            f"{text!r}: a serial device needs an absolute path, e.g. serial:///dev/ttyUSB0"
+        )
     unknown = set(query) - {"baud", "parity", "stopbits"}
     if unknown:
-        raise DeviceUrlError(f"{text!r}: unknown serial option(s) {sorted(unknown)}; known: baud, parity, stopbits")
+        raise DeviceUrlError(
+            f"{text!r}: unknown serial option(s) {sorted(unknown)}; known: baud, parity, stopbits"
+        )
     try:
         baud = int(query.get("baud", "9600"))
         stopbits = int(query.get("stopbits", "2"))
@@ -97,5 +104,7 @@ def _usb(text: str, netloc: str, path: str) -> UsbUrl:
     except ValueError:
         vid = pid = -1
     if not sep or not (0 <= vid <= 0xFFFF and 0 <= pid <= 0xFFFF):
-        raise DeviceUrlError(f"{text!r}: use usb://VID:PID in hex (usb://0x0403:0x6001) or usb://bus/1-1.2")
+        raise DeviceUrlError(
+            f"{text!r}: use usb://VID:PID in hex (usb://0x0403:0x6001) or usb://bus/1-1.2"
+        )
     return UsbUrl(vid=vid, pid=pid)

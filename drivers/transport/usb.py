@@ -65,7 +65,8 @@ class UsbTransport:
         dev = self._find()
         if dev is None:
             raise PortOpenFailed(
-                f"{self.description}: no such USB device; check the cable, `lsusb`, and the udev rule "
+                f"{self.description}: no such USB device; check the cable, `lsusb`, and the udev "
+                f"rule "
                 "that gives the evpay group access"
             )
         try:
@@ -83,9 +84,13 @@ class UsbTransport:
                 intf, custom_match=lambda e: direction(e.bEndpointAddress) == usb.util.ENDPOINT_OUT
             )
         except usb.core.USBError as exc:
-            raise PortOpenFailed(f"{self.description}: cannot claim interface {self.interface}: {exc}") from None
+            raise PortOpenFailed(
+                f"{self.description}: cannot claim interface {self.interface}: {exc}"
+            ) from None
         if self._ep_in is None or self._ep_out is None:
-            raise PortOpenFailed(f"{self.description}: interface {self.interface} has no bulk IN/OUT endpoint pair")
+            raise PortOpenFailed(
+                f"{self.description}: interface {self.interface} has no bulk IN/OUT endpoint pair"
+            )
         self._dev = dev
 
     async def open(self) -> None:

@@ -30,14 +30,20 @@ KNOWN: tuple[UsbId, ...] = (
 
 def udev_rules(group: str = "evpay") -> str:
     """Stable names /dev/evpay/<name>-<serial> for known devices, readable by the service."""
-    lines = ["# Written by `evpay install` from drivers/transport/usb_ids.py: do not edit here.",
-             "# Each known terminal interface gets a stable name /dev/evpay/<model>-<serial>."]  # fmt: skip
+    lines = [
+        "# Written by `evpay install` from drivers/transport/usb_ids.py: do not edit here.",
+        "# Each known terminal interface gets a stable name /dev/evpay/<model>-<serial>.",
+    ]
     for d in KNOWN:
         match = f'ATTRS{{idVendor}}=="{d.vid:04x}", ATTRS{{idProduct}}=="{d.pid:04x}"'
         if d.kind == "serial":
-            lines.append(f'SUBSYSTEM=="tty", {match}, SYMLINK+="evpay/{d.name}-$attr{{serial}}", '
-                         'GROUP="dialout", MODE="0660"')  # fmt: skip
+            lines.append(
+                f'SUBSYSTEM=="tty", {match}, SYMLINK+="evpay/{d.name}-$attr{{serial}}", '
+                'GROUP="dialout", MODE="0660"'
+            )
         else:
-            lines.append(f'SUBSYSTEM=="usb", ENV{{DEVTYPE}}=="usb_device", {match}, '
-                         f'SYMLINK+="evpay/{d.name}-$attr{{serial}}", GROUP="{group}", MODE="0660"')  # fmt: skip
+            lines.append(
+                f'SUBSYSTEM=="usb", ENV{{DEVTYPE}}=="usb_device", {match}, '
+                f'SYMLINK+="evpay/{d.name}-$attr{{serial}}", GROUP="{group}", MODE="0660"'
+            )
     return "\n".join(lines) + "\n"

@@ -46,11 +46,15 @@ def llvar_prefix(length: int, digits: int) -> bytes:
     return bytes(0xF0 | int(d) for d in text)
 
 
-def read_llvar(data: bytes, pos: int, digits: int, where: str, number: int | None = None) -> tuple[bytes, int]:
+def read_llvar(
+    data: bytes, pos: int, digits: int, where: str, number: int | None = None
+) -> tuple[bytes, int]:
     """The value after an L(L)LVAR length at ``pos``; ``number`` names the BMP in errors."""
     end = pos + digits
     if end > len(data):
-        raise ZvtDecodeError(_where(where, number, pos), f"truncated L{'L' * digits}VAR length at offset {pos}")
+        raise ZvtDecodeError(
+            _where(where, number, pos), f"truncated L{'L' * digits}VAR length at offset {pos}"
+        )
     length = 0
     for b in data[pos:end]:
         if b >> 4 != 0xF or b & 0xF > 9:
@@ -58,7 +62,9 @@ def read_llvar(data: bytes, pos: int, digits: int, where: str, number: int | Non
             raise ZvtDecodeError(_where(where, number, pos), problem)
         length = length * 10 + (b & 0xF)
     if end + length > len(data):
-        raise ZvtDecodeError(_where(where, number, pos), f"value of {length} bytes runs past the end at offset {end}")
+        raise ZvtDecodeError(
+            _where(where, number, pos), f"value of {length} bytes runs past the end at offset {end}"
+        )
     return data[end : end + length], end + length
 
 
@@ -163,7 +169,13 @@ class Bmp(NamedTuple):
 
 # The decoder's per-tag table: (length kind, fixed size), one dict lookup per BMP.
 _FIXED, _BCD, _LLVAR, _LLLVAR, _TLV = range(5)  # LLVAR and LLLVAR: their count of length digits
-_KIND_CODE = {Kind.BINARY: _FIXED, Kind.BCD: _BCD, Kind.LLVAR: _LLVAR, Kind.LLLVAR: _LLLVAR, Kind.TLV: _TLV}
+_KIND_CODE = {
+    Kind.BINARY: _FIXED,
+    Kind.BCD: _BCD,
+    Kind.LLVAR: _LLVAR,
+    Kind.LLLVAR: _LLLVAR,
+    Kind.TLV: _TLV,
+}
 # A list by tag number: an index is cheaper than a dict lookup, once per BMP.
 _LAYOUT: list[tuple[int, int] | None] = [
     (_KIND_CODE[BMPS[n].kind], BMPS[n].size) if n in BMPS else None for n in range(256)
@@ -216,7 +228,9 @@ def decode_bmps(data: bytes, pos: int = 0, where: str = "BMPs") -> tuple[Bmp, ..
         if kind <= _BCD:
             stop = pos + size
             if stop > end:
-                raise ZvtDecodeError(_at(where, number, start), f"needs {size} bytes, only {end - pos} left")
+                raise ZvtDecodeError(
+                    _at(where, number, start), f"needs {size} bytes, only {end - pos} left"
+                )
             value = data[pos:stop]
             if kind and value.translate(None, _BCD_BYTES):
                 raise ZvtDecodeError(_at(where, number, start), f"not BCD: {value.hex(' ')}")
@@ -232,7 +246,9 @@ def decode_bmps(data: bytes, pos: int = 0, where: str = "BMPs") -> tuple[Bmp, ..
             length, pos = read_ber_length(data, pos, where)
             value = data[pos : pos + length]
             if len(value) != length:
-                raise ZvtDecodeError(_at(where, number, start), f"TLV container of {length} bytes runs past the end")
+                raise ZvtDecodeError(
+                    _at(where, number, start), f"TLV container of {length} bytes runs past the end"
+                )
             check_tlv(value, _at(where, number, start))
             pos += length
         add(new(Bmp, (number, value)))
@@ -341,7 +357,9 @@ def _walk_tlv(data: bytes, where: str) -> list[tuple[int, int, bytes]]:
         length, pos = read_ber_length(data, pos, where, tag)
         stop = pos + length
         if stop > end:
-            raise ZvtDecodeError(f"{where} tag {tag:X}", f"value of {length} bytes runs past the end at offset {pos}")
+            raise ZvtDecodeError(
+                f"{where} tag {tag:X}", f"value of {length} bytes runs past the end at offset {pos}"
+            )
         found.append((tag, first, data[pos:stop]))
         pos = stop
     return found
@@ -352,13 +370,17 @@ def check_tlv(data: bytes, where: str = "TLV") -> None:
     _walk_tlv(data, where)
 
 
-def decode_tlv(data: bytes, where: str = "TLV", *, feig_ff_primitive: bool = False) -> tuple[Tlv, ...]:
+def decode_tlv(
+    data: bytes, where: str = "TLV", *, feig_ff_primitive: bool = False
+) -> tuple[Tlv, ...]:
     objects: list[Tlv] = []
     for tag, first, content in _walk_tlv(data, where):
         constructed = first & 0x20 and not (feig_ff_primitive and first == 0xFF)
         if constructed and content:
             try:
-                children = decode_tlv(content, f"{where} tag {tag:X}", feig_ff_primitive=feig_ff_primitive)
+                children = decode_tlv(
+                    content, f"{where} tag {tag:X}", feig_ff_primitive=feig_ff_primitive
+                )
             except ZvtDecodeError:
                 # A vendor using a constructed-looking tag as a leaf (Feig's FFxx): keep the bytes.
                 objects.append(Tlv(tag, content))

@@ -154,7 +154,9 @@ class SerialLink(_Outputs):
         if self._attempts > self.retries:
             self._in_flight, self._ack_deadline = None, None
             self._queue.clear()
-            self._events.append(LinkFailed(f"frame not acknowledged after {self._attempts} attempts ({why})"))
+            self._events.append(
+                LinkFailed(f"frame not acknowledged after {self._attempts} attempts ({why})")
+            )
             return
         self._attempts += 1
         self.stats["retransmits"] += 1

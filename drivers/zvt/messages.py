@@ -34,13 +34,28 @@ from drivers.zvt.fields import (
 
 _SENSITIVE = frozenset({0x22, 0x23, 0x24, 0x2D})
 _PASSWORD_COMMANDS = frozenset(
-    {Command.REVERSAL, Command.REFUND, Command.END_OF_DAY, Command.REPEAT_RECEIPT, 0x0693, 0x061B, 0x0691}
+    {
+        Command.REVERSAL,
+        Command.REFUND,
+        Command.END_OF_DAY,
+        Command.REPEAT_RECEIPT,
+        0x0693,
+        0x061B,
+        0x0691,
+    }
 )
-CARD_TYPES = {0x05: "girocard", 0x06: "Mastercard", 0x08: "American Express", 0x0A: "Visa",
-              0x0D: "V PAY", 0x2E: "Maestro"}  # fmt: skip
+CARD_TYPES = {
+    0x05: "girocard",
+    0x06: "Mastercard",
+    0x08: "American Express",
+    0x0A: "Visa",
+    0x0D: "V PAY",
+    0x2E: "Maestro",
+}
 
 
-# BMP 60's card groups, in order (ZVT: girocard, JCB, Eurocard/Mastercard, Amex, Visa, Diners, others).
+# BMP 60's card groups, in order (ZVT: girocard, JCB, Eurocard/Mastercard, Amex, Visa, Diners,
+# others).
 TOTALS_GROUPS = ("girocard", "jcb", "mastercard", "amex", "visa", "diners", "other")
 
 
@@ -110,7 +125,11 @@ class Message:
         for i, name in enumerate(TOTALS_GROUPS):
             at = 4 + 7 * i
             groups.append((name, raw[at], bcd_decode(raw[at + 1 : at + 7], "BMP 60 total")))
-        return Totals(bcd_decode(raw[0:2], "BMP 60 receipt"), bcd_decode(raw[2:4], "BMP 60 receipt"), tuple(groups))
+        return Totals(
+            bcd_decode(raw[0:2], "BMP 60 receipt"),
+            bcd_decode(raw[2:4], "BMP 60 receipt"),
+            tuple(groups),
+        )
 
     @property
     def result_code(self) -> int | None:
@@ -228,7 +247,11 @@ class Message:
 
     @property
     def config_byte(self) -> int | None:
-        return self.prefix[3] if self.command == Command.REGISTRATION and len(self.prefix) >= 4 else None
+        return (
+            self.prefix[3]
+            if self.command == Command.REGISTRATION and len(self.prefix) >= 4
+            else None
+        )
 
     @property
     def registration_currency(self) -> int | None:
@@ -238,7 +261,9 @@ class Message:
 
     @property
     def intermediate_status(self) -> int | None:
-        return self.prefix[0] if self.command == Command.INTERMEDIATE_STATUS and self.prefix else None
+        return (
+            self.prefix[0] if self.command == Command.INTERMEDIATE_STATUS and self.prefix else None
+        )
 
     @property
     def print_line(self) -> tuple[int, str] | None:
@@ -295,7 +320,9 @@ def _prefix_size(command: int, data: bytes, where: str) -> int:
     n = len(data)
     if command == Command.REGISTRATION:
         if n < 4 or n == 5:
-            raise ZvtDecodeError(where, "registration needs password, config byte and optional currency")
+            raise ZvtDecodeError(
+                where, "registration needs password, config byte and optional currency"
+            )
         return 6 if n >= 6 else 4
     if command in _PASSWORD_COMMANDS:
         if n < 3:
@@ -360,13 +387,18 @@ def _tlv(objects: Sequence[Tlv]) -> list[Bmp]:
 
 def reference_tlv(prefix: str, reference: str) -> Tlv:
     """BMP60 reference (E9{1F62, 1F63}): ties the acquirer's statement to our session."""
-    return Tlv(0xE9, children=(Tlv(0x1F62, prefix.encode("ascii")), Tlv(0x1F63, reference.encode("ascii"))))
+    return Tlv(
+        0xE9, children=(Tlv(0x1F62, prefix.encode("ascii")), Tlv(0x1F63, reference.encode("ascii")))
+    )
 
 
 def registration(
-    password: str, config_byte: int, currency: int | None = 978, service_byte: int | None = None,
+    password: str,
+    config_byte: int,
+    currency: int | None = 978,
+    service_byte: int | None = None,
     tlv: Sequence[Tlv] = (),
-) -> Message:  # fmt: skip
+) -> Message:
     prefix = _password(password) + bytes([config_byte])
     if currency is not None:
         prefix += bcd_encode(currency, 2)
@@ -387,11 +419,19 @@ def status_enquiry(password: str | None = None, service_byte: int | None = None)
 
 
 def authorization(amount: int, currency: int, payment_type: int = 0x40) -> Message:
-    return Message(Command.AUTHORIZATION, b"", (_amount(amount), _currency(currency), Bmp(0x19, bytes([payment_type]))))
+    return Message(
+        Command.AUTHORIZATION,
+        b"",
+        (_amount(amount), _currency(currency), Bmp(0x19, bytes([payment_type]))),
+    )
 
 
 def pre_authorisation(
-    amount: int | None, currency: int, payment_type: int = 0x40, tlv: Sequence[Tlv] = (), trace: int | None = None
+    amount: int | None,
+    currency: int,
+    payment_type: int = 0x40,
+    tlv: Sequence[Tlv] = (),
+    trace: int | None = None,
 ) -> Message:
     """06 22; with ``trace`` (BMP 0B, the first reservation's trace number) an extension."""
     bmps = [Bmp(0x19, bytes([payment_type])), _currency(currency)]
@@ -406,7 +446,12 @@ def partial_reversal(
     receipt: int, release: int, currency: int, payment_type: int = 0x40, tlv: Sequence[Tlv] = ()
 ) -> Message:
     """06 23: book the pre-auth ``receipt`` and release ``release`` minor units of it."""
-    bmps = [Bmp(0x19, bytes([payment_type])), _receipt(receipt), _currency(currency), _amount(release)]
+    bmps = [
+        Bmp(0x19, bytes([payment_type])),
+        _receipt(receipt),
+        _currency(currency),
+        _amount(release),
+    ]
     return Message(Command.PARTIAL_REVERSAL, b"", tuple(bmps + _tlv(tlv)))
 
 
@@ -415,10 +460,16 @@ def enquire_open_preauths() -> Message:
     return Message(Command.PARTIAL_REVERSAL, b"", (_receipt(RECEIPT_NONE),))
 
 
-def book_total(receipt: int, amount: int, currency: int, payment_type: int = 0x40,
-               tlv: Sequence[Tlv] = ()) -> Message:  # fmt: skip
+def book_total(
+    receipt: int, amount: int, currency: int, payment_type: int = 0x40, tlv: Sequence[Tlv] = ()
+) -> Message:
     """06 24: capture ``amount`` (the used part) of pre-auth ``receipt``."""
-    bmps = [_receipt(receipt), _amount(amount), _currency(currency), Bmp(0x19, bytes([payment_type]))]
+    bmps = [
+        _receipt(receipt),
+        _amount(amount),
+        _currency(currency),
+        Bmp(0x19, bytes([payment_type])),
+    ]
     return Message(Command.BOOK_TOTAL, b"", tuple(bmps + _tlv(tlv)))
 
 
@@ -449,7 +500,9 @@ def end_of_day(password: str) -> Message:
 
 
 def diagnosis(kind: int | None = None) -> Message:
-    return Message(Command.DIAGNOSIS, b"", tuple(_tlv([Tlv(0x1B, bytes([kind]))] if kind is not None else [])))
+    return Message(
+        Command.DIAGNOSIS, b"", tuple(_tlv([Tlv(0x1B, bytes([kind]))] if kind is not None else []))
+    )
 
 
 def repeat_receipt(password: str, service_byte: int = 0x01) -> Message:
@@ -475,8 +528,12 @@ def print_text_block(lines: Sequence[str], receipt_type: int = 0x02) -> Message:
     )
 
 
-def read_card(timeout_s: int, card_type: int | None = None, dialog_control: int | None = None,
-              tlv: Sequence[Tlv] = ()) -> Message:  # fmt: skip
+def read_card(
+    timeout_s: int,
+    card_type: int | None = None,
+    dialog_control: int | None = None,
+    tlv: Sequence[Tlv] = (),
+) -> Message:
     bmps = []
     if card_type is not None:
         bmps.append(Bmp(0x19, bytes([card_type])))
@@ -500,17 +557,29 @@ def completion(bmps: Sequence[Bmp] = ()) -> Message:
     return Message(Command.COMPLETION, b"", tuple(bmps))
 
 
-def status_completion(software_version: str, terminal_status: int, tlv: Sequence[Tlv] = ()) -> Message:
+def status_completion(
+    software_version: str, terminal_status: int, tlv: Sequence[Tlv] = ()
+) -> Message:
     raw = software_version.encode("cp437")
-    return Message(Command.COMPLETION, llvar_prefix(len(raw), 3) + raw + bytes([terminal_status]), tuple(_tlv(tlv)))
+    return Message(
+        Command.COMPLETION,
+        llvar_prefix(len(raw), 3) + raw + bytes([terminal_status]),
+        tuple(_tlv(tlv)),
+    )
 
 
 def abort_pt(result_code: int, bmps: Sequence[Bmp] = ()) -> Message:
     return Message(Command.ABORT_PT, bytes([result_code]), tuple(bmps))
 
 
-def intermediate(status: int, timeout_minutes: int | None = None, tlv: Sequence[Tlv] = ()) -> Message:
-    prefix = bytes([status]) if timeout_minutes is None else bytes([status]) + bcd_encode(timeout_minutes, 1)
+def intermediate(
+    status: int, timeout_minutes: int | None = None, tlv: Sequence[Tlv] = ()
+) -> Message:
+    prefix = (
+        bytes([status])
+        if timeout_minutes is None
+        else bytes([status]) + bcd_encode(timeout_minutes, 1)
+    )
     return Message(Command.INTERMEDIATE_STATUS, prefix, tuple(_tlv(tlv)))
 
 

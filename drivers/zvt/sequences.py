@@ -93,7 +93,17 @@ class Malformed:
     error: str
 
 
-EcrEvent = Accepted | Rejected | Intermediate | Printed | ResultReceived | Completed | Aborted | TimedOut | Malformed
+EcrEvent = (
+    Accepted
+    | Rejected
+    | Intermediate
+    | Printed
+    | ResultReceived
+    | Completed
+    | Aborted
+    | TimedOut
+    | Malformed
+)
 FINAL = (Rejected, Completed, Aborted, TimedOut)
 
 
@@ -152,7 +162,9 @@ class EcrSequence:
         except ZvtDecodeError as exc:
             self._events.append(Malformed(str(exc)))
             if self.state is not State.AWAITING_ACK:
-                self._out.append(Apdu(0x84, 0x9A))  # 9A: ZVT protocol error; the PT repeats or aborts
+                self._out.append(
+                    Apdu(0x84, 0x9A)
+                )  # 9A: ZVT protocol error; the PT repeats or aborts
             return
         if self.state is State.AWAITING_ACK:
             self._on_response(seq, message, now)
@@ -222,7 +234,9 @@ class EcrSequence:
             status = message.intermediate_status or 0
             seq.deadline = now + self._t4_from(message, seq)
             lines = message.text_lines
-            self._events.append(Intermediate(status, " / ".join(lines) or INTERMEDIATE_TEXT.get(status, "")))
+            self._events.append(
+                Intermediate(status, " / ".join(lines) or INTERMEDIATE_TEXT.get(status, ""))
+            )
         elif kind in (Command.PRINT_LINE, Command.PRINT_TEXT_BLOCK):
             line = message.print_line
             self._events.append(Printed((line[1],) if line else tuple(message.text_lines)))

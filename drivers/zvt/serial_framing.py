@@ -36,7 +36,11 @@ def frame_crc(apdu: bytes | bytearray) -> int:
 
 def frame(apdu: bytes) -> bytes:
     crc = frame_crc(apdu)
-    return bytes([DLE, STX]) + apdu.replace(b"\x10", b"\x10\x10") + bytes([DLE, ETX, crc & 0xFF, crc >> 8])
+    return (
+        bytes([DLE, STX])
+        + apdu.replace(b"\x10", b"\x10\x10")
+        + bytes([DLE, ETX, crc & 0xFF, crc >> 8])
+    )
 
 
 class FrameReceived(NamedTuple):
@@ -107,7 +111,9 @@ class FrameDecoder:
                 if 0 <= stop <= end - 4 and data[stop + 1] == ETX and stop - pos <= _LONGEST_FRAME:
                     apdu = data[pos + 2 : stop]  # a whole frame with no stuffed DLE: one slice
                     received = data[stop + 2] | (data[stop + 3] << 8)
-                    crc = crc_hqx(b"\xc0", crc_hqx(apdu.translate(_REFLECT), 0))  # frame_crc, inlined
+                    crc = crc_hqx(
+                        b"\xc0", crc_hqx(apdu.translate(_REFLECT), 0)
+                    )  # frame_crc, inlined
                     if received == (_REFLECT[crc & 0xFF] << 8) | _REFLECT[crc >> 8]:
                         events.append(_new(FrameReceived, (apdu,)))
                     else:

@@ -22,15 +22,26 @@ from gateway.cli import (
     simulate_cmd,
     store_cmd,
     terminal_cmd,
-)  # fmt: skip
+)
 from gateway.errors import GatewayError
 
 EXIT_CODES = (
     (0, "ok (the terminal approved; the daemon is healthy)"),
-    (1, "the operation failed or was refused (a declined card, a terminal error); status: degraded"),
-    (2, "bad input: usage, an invalid config file or secret (config validate), a bad amount or password"),
+    (
+        1,
+        "the operation failed or was refused (a declined card, a terminal error); status: degraded",
+    ),
+    (
+        2,
+        "bad input: usage, an invalid config file or secret (config validate), a bad amount or "
+        "password",
+    ),
     (3, "status: the daemon is not reachable"),
-    (69, "unavailable: the terminal device cannot be reached, a port is taken, another daemon holds the database"),
+    (
+        69,
+        "unavailable: the terminal device cannot be reached, a port is taken, another daemon "
+        "holds the database",
+    ),
     (70, "an internal invariant was violated (a bug: report it)"),
     (74, "the database cannot be used (disk full, read-only, damaged, deleted under the daemon)"),
     (78, "run: the configuration or a secret it names is invalid (systemd does not restart on 78)"),
@@ -40,8 +51,12 @@ EXIT_CODES = (
 
 def build_parser() -> argparse.ArgumentParser:
     epilog = "exit codes:\n" + "\n".join(f"  {code:>3}  {text}" for code, text in EXIT_CODES)
-    parser = argparse.ArgumentParser(prog="evpay", description="EVPay Edge payment gateway", epilog=epilog,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="evpay",
+        description="EVPay Edge payment gateway",
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"evpay {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (

@@ -14,11 +14,15 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     config = commands.add_parser("config", help="check configuration files")
     sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     validate = sub.add_parser(
-        "validate", help="validate a config file and resolve every secret it references; exit 2 naming each problem"
+        "validate",
+        help="validate a config file and resolve every secret it references; exit 2 naming each "
+        "problem",
     )
     validate.add_argument("file", type=Path)
     validate.add_argument(
-        "--skip-secrets", action="store_true", help="check the file only (preparing a config away from the site)"
+        "--skip-secrets",
+        action="store_true",
+        help="check the file only (preparing a config away from the site)",
     )
     validate.set_defaults(handler=_validate)
 

@@ -16,7 +16,9 @@ from gateway.runtime.app import Daemon
 from gateway.settings import Settings, load_checked, load_settings
 from gateway.store import Store
 
-_EXIT_DEGRADED = 1  # running, but a part is down (a terminal, the upstream in charger mode ocpi, a worker)
+_EXIT_DEGRADED = (
+    1  # running, but a part is down (a terminal, the upstream in charger mode ocpi, a worker)
+)
 _EXIT_UNREACHABLE = 3
 
 
@@ -125,10 +127,16 @@ def _print_status(settings: Settings, report: dict[str, Any]) -> None:
     daemon = report["daemon"]
     print(f"site {settings.site.id} ({settings.site.name})")
     if daemon is None:
-        print(f"daemon: NOT REACHABLE at {settings.api.host}:{settings.api.port} ({report.get('daemon_error')})")
+        print(
+            f"daemon: NOT REACHABLE at {settings.api.host}:{settings.api.port} "
+            f"({report.get('daemon_error')})"
+        )
     else:
         health = report.get("health", {})
-        print(f"daemon: running, version {daemon['version']}, up {daemon['uptime_s']} s, {health.get('status')}")
+        print(
+            f"daemon: running, version {daemon['version']}, up {daemon['uptime_s']} s, "
+            f"{health.get('status')}"
+        )
         for name, state in health.get("terminals", {}).items():
             print(f"  terminal {name}: {state}")
         for w in daemon["workers"]:
@@ -153,7 +161,9 @@ def _print_status(settings: Settings, report: dict[str, Any]) -> None:
         if upstream and upstream.get("registered", "versions_url" in upstream):
             where = f"registered with {upstream['versions_url']} since {upstream['registered_at']}"
         else:
-            where = "not registered — " + (upstream or {}).get("reason", "the upstream worker has not run yet")
+            where = "not registered — " + (upstream or {}).get(
+                "reason", "the upstream worker has not run yet"
+            )
         print(f"upstream: {where}")
     print(f"open sessions: {len(store['open_sessions'])}")
     for s in store["open_sessions"]:

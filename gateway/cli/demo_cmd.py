@@ -38,13 +38,22 @@ from gateway.runtime.mqtt_charger import MqttChargerLink
 from gateway.settings import SecretRef, Settings, UpstreamSettings, parse_settings
 
 SCENARIOS: list[tuple[str, str, Plan]] = [
-    ("a driver charges 18 kWh and leaves", "approve", Plan(energy_wh=18_000, step_wh=1_500, interval_s=0.02)),
+    (
+        "a driver charges 18 kWh and leaves",
+        "approve",
+        Plan(energy_wh=18_000, step_wh=1_500, interval_s=0.02),
+    ),
     ("a card is declined", "decline", Plan(interval_s=0.02)),
-    ("the charger faults at 6 kWh", "approve", Plan(energy_wh=20_000, step_wh=1_000, interval_s=0.02,
-                                                    fault_after_wh=6_000)),
+    (
+        "the charger faults at 6 kWh",
+        "approve",
+        Plan(energy_wh=20_000, step_wh=1_000, interval_s=0.02, fault_after_wh=6_000),
+    ),
     ("the EV never starts charging", "approve", Plan(never_start=True)),
-]  # fmt: skip
-MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+]
+MOSQUITTO = shutil.which("mosquitto") or (
+    "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+)
 
 
 class _Broker:
@@ -52,11 +61,15 @@ class _Broker:
 
     def __init__(self, workdir: Path) -> None:
         self.port = free_port()
-        (workdir / "mosquitto.conf").write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n",
-                                                encoding="utf-8")  # fmt: skip
+        (workdir / "mosquitto.conf").write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n", encoding="utf-8"
+        )
         assert MOSQUITTO is not None  # noqa: S101 - checked by the caller
-        self.process = subprocess.Popen([MOSQUITTO, "-c", str(workdir / "mosquitto.conf")],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        self.process = subprocess.Popen(
+            [MOSQUITTO, "-c", str(workdir / "mosquitto.conf")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
     async def ready(self) -> None:
         async with asyncio.timeout(10):
@@ -83,20 +96,35 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def demo_settings(workdir: Path, device: str, cpo: CpoSimulator, broker: str | None = None) -> Settings:
+def demo_settings(
+    workdir: Path, device: str, cpo: CpoSimulator, broker: str | None = None
+) -> Settings:
     text = resources.files("gateway.demo").joinpath("demo.toml").read_text(encoding="utf-8")
     settings = parse_settings(text, "<embedded demo.toml>")
     storage = settings.storage.model_copy(update={"path": workdir / "evpay.sqlite3"})
-    api = settings.api.model_copy(update={"port": 0})  # any free port: never clash with a live daemon
+    api = settings.api.model_copy(
+        update={"port": 0}
+    )  # any free port: never clash with a live daemon
     terminal = settings.terminals[0].model_copy(update={"device": device})
-    ocpi_port = free_port()  # the strict CPO calls our versions back before it answers the registration
+    ocpi_port = (
+        free_port()
+    )  # the strict CPO calls our versions back before it answers the registration
     upstream = UpstreamSettings(
-        enabled=True, versions_url=cpo.versions_url, token_a=SecretRef(value=SecretStr(cpo.state.token_a)),
+        enabled=True,
+        versions_url=cpo.versions_url,
+        token_a=SecretRef(value=SecretStr(cpo.state.token_a)),
         allow_insecure_http=True,  # the embedded CPO on loopback
-        key=SecretRef(value=SecretStr(Fernet.generate_key().decode("ascii"))), business_name="EVPay Edge demo",
-        listen=f"127.0.0.1:{ocpi_port}", public_url=f"http://127.0.0.1:{ocpi_port}/ocpi/versions",
-    )  # fmt: skip
-    update: dict[str, Any] = {"storage": storage, "api": api, "terminals": [terminal], "upstream": upstream}
+        key=SecretRef(value=SecretStr(Fernet.generate_key().decode("ascii"))),
+        business_name="EVPay Edge demo",
+        listen=f"127.0.0.1:{ocpi_port}",
+        public_url=f"http://127.0.0.1:{ocpi_port}/ocpi/versions",
+    )
+    update: dict[str, Any] = {
+        "storage": storage,
+        "api": api,
+        "terminals": [terminal],
+        "upstream": upstream,
+    }
     if broker is not None:  # the charger firmware over a real broker, as on a site
         update["charger"] = settings.charger.model_copy(update={"mode": "mqtt", "broker": broker})
     return settings.model_copy(update=update)
@@ -128,9 +156,15 @@ async def _run(workdir: Path) -> int:
         mqtt_charger = ChargerSimulator(BrokerSettings(url=url), [evse]) if url else None
         if mqtt_charger is not None:
             charger_task = asyncio.create_task(mqtt_charger.run(stopping))
-        where = f"charger simulator on mosquitto {url}" if url else "in-process charger (mosquitto not installed)"
-        print(f"demo: site {settings.site.id}; terminal simulator on {port.slave_path}; {where}; "
-              f"embedded CPO at {cpo.base}")  # fmt: skip
+        where = (
+            f"charger simulator on mosquitto {url}"
+            if url
+            else "in-process charger (mosquitto not installed)"
+        )
+        print(
+            f"demo: site {settings.site.id}; terminal simulator on {port.slave_path}; {where}; "
+            f"embedded CPO at {cpo.base}"
+        )
         print(f"demo: database {settings.storage.path}")
         task = asyncio.create_task(daemon.run())
         try:
@@ -148,8 +182,15 @@ async def _run(workdir: Path) -> int:
                 if mqtt_charger is not None:
                     await mqtt_charger.plug(evse, plan=plan)
                 elif isinstance(daemon.charger, SimulatedCharger):
-                    daemon.charger.plug_in(evse, EvsePlan(plan.energy_wh, plan.step_wh, never_start=plan.never_start,
-                                                          fault_after_wh=plan.fault_after_wh))  # fmt: skip
+                    daemon.charger.plug_in(
+                        evse,
+                        EvsePlan(
+                            plan.energy_wh,
+                            plan.step_wh,
+                            never_start=plan.never_start,
+                            fault_after_wh=plan.fault_after_wh,
+                        ),
+                    )
                 row = await _finished(daemon, before)
                 _print_session(title, row)
             await _print_daemon(daemon, settings, cpo)
@@ -185,9 +226,11 @@ def _print_session(title: str, row: dict[str, Any]) -> None:
     card = d["card"].get("masked_pan", "-")
     print(f"\n- {title}")
     print(f"  session {row['id']}  state {row['state']}  card {card}  receipt {d['receipt_no']}")
-    print(f"  energy {d['billed_energy_wh'] / 1000:.1f} kWh  price {Money(d['price_minor'], cur)}  "
-          f"held {Money(d['authorized_minor'], cur)}  captured {Money(d['captured_minor'], cur)}  "
-          f"released {Money(d['released_minor'], cur)}")  # fmt: skip
+    print(
+        f"  energy {d['billed_energy_wh'] / 1000:.1f} kWh  price {Money(d['price_minor'], cur)}  "
+        f"held {Money(d['authorized_minor'], cur)}  captured {Money(d['captured_minor'], cur)}  "
+        f"released {Money(d['released_minor'], cur)}"
+    )
     for note in d["notes"]:
         print(f"  note: {note}")
 
@@ -199,17 +242,25 @@ async def _print_daemon(daemon: Daemon, settings: Settings, cpo: CpoSimulator) -
     base = f"http://{settings.api.host}:{daemon.api.bound_port}"
     async with aiohttp.ClientSession() as http, http.get(f"{base}/status") as r:
         status = await r.json()
-    print(f"\ndemo: daemon on {base}: " + ", ".join(f"{w['name']} {w['state']}" for w in status["workers"]))
+    print(
+        f"\ndemo: daemon on {base}: "
+        + ", ".join(f"{w['name']} {w['state']}" for w in status["workers"])
+    )
     print(
         f"demo: outbox {status['outbox']['pending']} pending, {status['outbox']['dead']} dead; "
-        f"the CPO registered us and received {len(cpo.state.facs)} Financial Advice Confirmation(s):"
+        f"the CPO registered us and received {len(cpo.state.facs)} Financial Advice "
+        f"Confirmation(s):"
     )
-    print(f"demo: the CPO called our OCPI endpoints back while registering: {', '.join(cpo.state.callbacks)}")
+    print(
+        f"demo: the CPO called our OCPI endpoints back while registering: "
+        f"{', '.join(cpo.state.callbacks)}"
+    )
     for fac in cpo.state.facs.values():
         total = fac["total_costs"]
         taxes = sum(t["amount"] for t in total.get("taxes", []))
         print(
             f"demo:   {fac['authorization_reference']}  {fac['capture_status_code']}  "
-            f"{total['before_taxes']:.2f} + {taxes:.2f} tax {fac['currency']}  eft {fac['eft_data']}"
+            f"{total['before_taxes']:.2f} + {taxes:.2f} tax {fac['currency']}  eft "
+            f"{fac['eft_data']}"
         )
     print(f"demo: journal hash chain intact: {daemon.store.verify_journal().ok}")

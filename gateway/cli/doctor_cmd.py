@@ -26,7 +26,13 @@ from drivers.transport.url import SerialUrl, parse_device_url
 from gateway.cli.daemon_cmd import ask_daemon
 from gateway.errors import GatewayError
 from gateway.runtime.engine_setup import build_terminal
-from gateway.settings import Settings, TerminalSettings, journal_public_key, load_checked, load_settings
+from gateway.settings import (
+    Settings,
+    TerminalSettings,
+    journal_public_key,
+    load_checked,
+    load_settings,
+)
 from gateway.store import Store
 
 OUTBOX_MAX_AGE_S = 3600.0
@@ -40,17 +46,23 @@ class Check:
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    doctor = commands.add_parser("doctor", help="can this site take payments? a pass/fail table; exit 1 on a fail")
+    doctor = commands.add_parser(
+        "doctor", help="can this site take payments? a pass/fail table; exit 1 on a fail"
+    )
     doctor.add_argument("--config", type=Path, required=True)
     doctor.add_argument("--json", action="store_true")
-    doctor.add_argument("--min-free-mb", type=int, default=200, help="disk space below this fails (default 200)")
+    doctor.add_argument(
+        "--min-free-mb", type=int, default=200, help="disk space below this fails (default 200)"
+    )
     doctor.set_defaults(handler=_doctor)
 
 
 def _doctor(args: argparse.Namespace) -> int:
     checks = run_checks(args.config, args.min_free_mb)
     if args.json:
-        print(json.dumps({"ok": not _failed(checks), "checks": [asdict(c) for c in checks]}, indent=1))
+        print(
+            json.dumps({"ok": not _failed(checks), "checks": [asdict(c) for c in checks]}, indent=1)
+        )
     else:
         width = max(len(c.name) for c in checks)
         for c in checks:
@@ -93,7 +105,11 @@ def _daemon(settings: Settings) -> tuple[Check, dict[str, Any] | None, dict[str,
     status, health, why = ask_daemon(settings)
     if status is None:
         where = f"http://{settings.api.host}:{settings.api.port}"
-        return Check("daemon", "fail", f"not reachable at {where} ({why}): is evpay.service running?"), None, {}
+        return (
+            Check("daemon", "fail", f"not reachable at {where} ({why}): is evpay.service running?"),
+            None,
+            {},
+        )
     running = f"running, version {status.get('version')}, up {status.get('uptime_s')} s"
     return Check("daemon", "pass", running), status, health
 
@@ -107,15 +123,31 @@ def _terminals(settings: Settings, health: dict[str, Any] | None) -> list[Check]
         if isinstance(url, SerialUrl):
             path = Path(url.path)
             if not path.exists():
-                out.append(Check(name, "fail", f"{url.path} does not exist: cable, udev rule or device name"))
+                out.append(
+                    Check(
+                        name, "fail", f"{url.path} does not exist: cable, udev rule or device name"
+                    )
+                )
                 continue
             if not os.access(path, os.R_OK | os.W_OK):
-                out.append(Check(name, "fail", f"{url.path}: no read/write permission (the service user must be "
-                                 "in group dialout)"))  # fmt: skip
+                out.append(
+                    Check(
+                        name,
+                        "fail",
+                        f"{url.path}: no read/write permission (the service user must be "
+                        "in group dialout)",
+                    )
+                )
                 continue
         if health is not None:  # the daemon holds the device: ask it
             state = seen.get(t.id, "not reported by the daemon")
-            out.append(Check(name, "pass" if state == "ok" else "fail", f"{t.device}: {state} (as the daemon sees it)"))
+            out.append(
+                Check(
+                    name,
+                    "pass" if state == "ok" else "fail",
+                    f"{t.device}: {state} (as the daemon sees it)",
+                )
+            )
         else:
             out.append(_probe(settings, t))
     return out
@@ -135,7 +167,11 @@ def _probe(settings: Settings, t: TerminalSettings) -> Check:
         finally:
             await terminal.close()
         if result.approved:
-            return Check(name, "pass", f"answers a status enquiry ({result.details.get('software_version', 'ok')})")
+            return Check(
+                name,
+                "pass",
+                f"answers a status enquiry ({result.details.get('software_version', 'ok')})",
+            )
         return Check(name, "fail", f"status enquiry: {result.message}")
 
     try:
@@ -149,10 +185,16 @@ def _charger(settings: Settings, status: dict[str, Any] | None) -> Check:
         return Check("charger link", "skip", "no charger configured")
     if status is None:
         return Check("charger link", "fail", "the daemon is not running: no charger link")
-    down = [f"{w['name']} {w['state']}" for w in status.get("workers", []) if w.get("state") != "up"]
+    down = [
+        f"{w['name']} {w['state']}" for w in status.get("workers", []) if w.get("state") != "up"
+    ]
     if down:
         return Check("charger link", "fail", f"workers not up: {', '.join(down)}")
-    return Check("charger link", "pass", f"{settings.charger.mode} link up ({len(settings.charger.evses)} EVSEs)")
+    return Check(
+        "charger link",
+        "pass",
+        f"{settings.charger.mode} link up ({len(settings.charger.evses)} EVSEs)",
+    )
 
 
 MOSQUITTO_CONF = Path("/etc/mosquitto/mosquitto.conf")
@@ -167,9 +209,15 @@ def _broker_persistence(settings: Settings, conf: Path = MOSQUITTO_CONF) -> Chec
         return Check(name, "skip", "no MQTT charger link")
     host = urlsplit(settings.charger.broker).hostname or ""
     if host not in ("localhost", "127.0.0.1", "::1"):
-        return Check(name, "warn", f"the broker ({host}) is not on this machine: make sure it persists sessions")
+        return Check(
+            name,
+            "warn",
+            f"the broker ({host}) is not on this machine: make sure it persists sessions",
+        )
     if not conf.is_file():
-        return Check(name, "warn", f"{conf} not found: make sure the local broker persists sessions")
+        return Check(
+            name, "warn", f"{conf} not found: make sure the local broker persists sessions"
+        )
     persistence = False
     files = [conf]
     for path in files:
@@ -185,8 +233,12 @@ def _broker_persistence(settings: Settings, conf: Path = MOSQUITTO_CONF) -> Chec
                 files += sorted(Path(words[1]).glob("*.conf"))
     if persistence:
         return Check(name, "pass", f"{conf}: persistence true")
-    return Check(name, "fail", f"{conf}: mosquitto does not persist: a broker restart loses the charger messages it "
-                 "holds for the gateway; set 'persistence true' and restart mosquitto")  # fmt: skip
+    return Check(
+        name,
+        "fail",
+        f"{conf}: mosquitto does not persist: a broker restart loses the charger messages it "
+        "holds for the gateway; set 'persistence true' and restart mosquitto",
+    )
 
 
 def _open(settings: Settings) -> Store | None:
@@ -206,7 +258,9 @@ def _upstream(settings: Settings, store: Store | None) -> Check:
         return Check("CPO", "fail", "never registered (has the daemon run with this config?)")
     if not state["registered"]:
         return Check("CPO", "fail", f"not registered: {state['reason']}")
-    return Check("CPO", "pass", f"registered ({state['reason']}), last seen {state['at']:%Y-%m-%d %H:%M} UTC")
+    return Check(
+        "CPO", "pass", f"registered ({state['reason']}), last seen {state['at']:%Y-%m-%d %H:%M} UTC"
+    )
 
 
 def _clock() -> Check:
@@ -216,17 +270,30 @@ def _clock() -> Check:
     timedatectl = shutil.which("timedatectl")
     if timedatectl is not None:
         try:
-            answer = subprocess.run([timedatectl, "show", "-p", "NTPSynchronized", "--value"], capture_output=True,
-                                    text=True, timeout=5, check=False).stdout.strip()  # fmt: skip
+            answer = subprocess.run(
+                [timedatectl, "show", "-p", "NTPSynchronized", "--value"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+                check=False,
+            ).stdout.strip()
         except (OSError, subprocess.TimeoutExpired):
             answer = ""
         if answer == "yes":
             return Check("clock", "pass", "synchronised (NTP)")
         if answer == "no":
-            return Check("clock", "fail", "not synchronised: hold deadlines and OCPI times depend on it; check NTP")
+            return Check(
+                "clock",
+                "fail",
+                "not synchronised: hold deadlines and OCPI times depend on it; check NTP",
+            )
     if Path("/run/systemd/timesync/synchronized").exists():
         return Check("clock", "pass", "synchronised (systemd-timesyncd)")
-    return Check("clock", "warn", f"cannot tell whether the clock is synchronised (it says {now:%Y-%m-%d %H:%M} UTC)")
+    return Check(
+        "clock",
+        "warn",
+        f"cannot tell whether the clock is synchronised (it says {now:%Y-%m-%d %H:%M} UTC)",
+    )
 
 
 def _disk(settings: Settings, min_free_mb: int) -> Check:
@@ -241,13 +308,23 @@ def _disk(settings: Settings, min_free_mb: int) -> Check:
 
 def _store_checks(settings: Settings, store: Store | None) -> list[Check]:
     if store is None:
-        why = "no database yet" if not settings.storage.path.exists() else "the database cannot be opened"
+        why = (
+            "no database yet"
+            if not settings.storage.path.exists()
+            else "the database cannot be opened"
+        )
         return [Check("database", "fail", f"{settings.storage.path}: {why}")]
     out = []
     folder = settings.storage.path.parent
     if not os.access(folder, os.W_OK):
-        out.append(Check("database", "fail", f"{folder} is not writable: the daemon cannot commit a payment there "
-                         "(under systemd, keep the database in /var/lib/evpay, the state directory)"))  # fmt: skip
+        out.append(
+            Check(
+                "database",
+                "fail",
+                f"{folder} is not writable: the daemon cannot commit a payment there "
+                "(under systemd, keep the database in /var/lib/evpay, the state directory)",
+            )
+        )
         return out
     problem = store.integrity()
     if problem is None:
@@ -261,15 +338,29 @@ def _store_checks(settings: Settings, store: Store | None) -> list[Check]:
     report = store.verify_journal(public)
     if report.ok:
         left = f", {report.uncovered} newest not yet signed" if report.uncovered else ""
-        out.append(Check("journal", "pass", f"{report.rows} rows intact, proven to row {report.covered_to or 0}{left}"))
+        out.append(
+            Check(
+                "journal",
+                "pass",
+                f"{report.rows} rows intact, proven to row {report.covered_to or 0}{left}",
+            )
+        )
     else:
         out.append(Check("journal", "fail", "; ".join(f.text for f in report.findings[:3])))
     if not settings.upstream.enabled:
         out.append(Check("outbox", "skip", "no upstream: the outbox is kept locally"))
         return out
     backlog = store.outbox.backlog()
-    age = (datetime.now(UTC) - backlog.oldest_pending).total_seconds() if backlog.oldest_pending else 0.0
+    age = (
+        (datetime.now(UTC) - backlog.oldest_pending).total_seconds()
+        if backlog.oldest_pending
+        else 0.0
+    )
     detail = f"{backlog.pending} pending (oldest {age / 60:.0f} min), {backlog.dead} dead-lettered"
     bad = backlog.dead or age > OUTBOX_MAX_AGE_S
-    out.append(Check("outbox", "fail" if bad else "pass", detail + (": see evpay outbox list" if bad else "")))
+    out.append(
+        Check(
+            "outbox", "fail" if bad else "pass", detail + (": see evpay outbox list" if bad else "")
+        )
+    )
     return out

@@ -32,17 +32,27 @@ CONFIG = "etc/evpay/gateway.toml"
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    install = commands.add_parser("install", help="install the service (venv, unit, user, udev rules, config template)")
+    install = commands.add_parser(
+        "install", help="install the service (venv, unit, user, udev rules, config template)"
+    )
     install.add_argument("--root", type=Path, default=Path("/"))
-    install.add_argument("--from", dest="source", help="what pip installs (default: this checkout, or this version)")
     install.add_argument(
-        "--skip-venv", action="store_true", help="files only (images and tests: the venv is made apart)"
+        "--from", dest="source", help="what pip installs (default: this checkout, or this version)"
+    )
+    install.add_argument(
+        "--skip-venv",
+        action="store_true",
+        help="files only (images and tests: the venv is made apart)",
     )
     install.add_argument("--no-enable", action="store_true")
     install.set_defaults(handler=_install)
-    uninstall = commands.add_parser("uninstall", help="remove the service; the config and data stay unless --purge")
+    uninstall = commands.add_parser(
+        "uninstall", help="remove the service; the config and data stay unless --purge"
+    )
     uninstall.add_argument("--root", type=Path, default=Path("/"))
-    uninstall.add_argument("--purge", action="store_true", help="also remove /etc/evpay and /var/lib/evpay")
+    uninstall.add_argument(
+        "--purge", action="store_true", help="also remove /etc/evpay and /var/lib/evpay"
+    )
     uninstall.set_defaults(handler=_uninstall)
 
 
@@ -60,7 +70,9 @@ def asset(name: str) -> str:
 def _install(args: argparse.Namespace) -> int:
     root: Path = args.root
     if os.geteuid() != 0:
-        raise GatewayError("evpay install must run as root (it creates a system user and writes /etc)")
+        raise GatewayError(
+            "evpay install must run as root (it creates a system user and writes /etc)"
+        )
     (root / "etc").mkdir(parents=True, exist_ok=True)
     if not args.skip_venv:
         _venv(root, args.source)
@@ -85,8 +97,11 @@ def _install(args: argparse.Namespace) -> int:
         changes.append("enabled evpay.service")
     for line in changes:
         print(line)
-    print(f"next: edit {root / CONFIG}, secrets in {root / 'etc/evpay/credentials'}/ (mode 0600), run "
-          "`evpay config validate`, `systemctl daemon-reload; systemctl start evpay`, `evpay doctor`")  # fmt: skip
+    print(
+        f"next: edit {root / CONFIG}, secrets in {root / 'etc/evpay/credentials'}/ (mode 0600), "
+        f"run "
+        "`evpay config validate`, `systemctl daemon-reload; systemctl start evpay`, `evpay doctor`"
+    )
     return 0
 
 
@@ -110,7 +125,9 @@ def _uninstall(args: argparse.Namespace) -> int:
 def _venv(root: Path, source: str | None) -> None:
     target = root / PREFIX
     checkout = Path(__file__).resolve().parents[2]
-    what = source or (str(checkout) if (checkout / "pyproject.toml").is_file() else f"evpay-edge=={__version__}")
+    what = source or (
+        str(checkout) if (checkout / "pyproject.toml").is_file() else f"evpay-edge=={__version__}"
+    )
     _run([sys.executable, "-m", "venv", str(target)])
     _run([str(target / "bin/pip"), "install", "--quiet", "--upgrade", what])
 

@@ -28,23 +28,34 @@ _OK, _TAMPERED = 0, 1
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     journal = commands.add_parser("journal", help="verify and export the signed journal")
     sub = journal.add_subparsers(dest="journal_command", required=True, metavar="ACTION")
-    check = sub.add_parser("verify", help="check the chain and its signed checkpoints: exit 0 intact, 1 tampered")
+    check = sub.add_parser(
+        "verify", help="check the chain and its signed checkpoints: exit 0 intact, 1 tampered"
+    )
     sign = sub.add_parser("checkpoint", help="sign the journal's head now with the device key")
     export = sub.add_parser("export", help="write a session's or a period's audit trail as JSON")
     which = export.add_mutually_exclusive_group(required=True)
     which.add_argument("--session", help="a session id")
-    which.add_argument("--from", dest="start", type=when, help="ISO time (UTC unless it carries an offset)")
+    which.add_argument(
+        "--from", dest="start", type=when, help="ISO time (UTC unless it carries an offset)"
+    )
     export.add_argument("--to", dest="end", type=when, help="ISO time, exclusive (default: now)")
     export.add_argument("--out", type=Path, help="file to write (default: stdout)")
-    offline = sub.add_parser("verify-export", help="check an export offline: exit 0 valid, 1 invalid, 2 unreadable")
+    offline = sub.add_parser(
+        "verify-export", help="check an export offline: exit 0 valid, 1 invalid, 2 unreadable"
+    )
     offline.add_argument("file", type=Path)
-    keygen = sub.add_parser("keygen", help="make a new device key (Ed25519 PEM) for [journal] signing_key")
+    keygen = sub.add_parser(
+        "keygen", help="make a new device key (Ed25519 PEM) for [journal] signing_key"
+    )
     keygen.add_argument("--out", type=Path, required=True)
     key = sub.add_parser("key", help="print the device's public key (hex), for auditors")
     for p in (check, sign, export, key):
         p.add_argument("--config", type=Path, required=True)
     for p in (check, offline):
-        p.add_argument("--public-key", help="the device's public key (hex); default: from the config's signing key")
+        p.add_argument(
+            "--public-key",
+            help="the device's public key (hex); default: from the config's signing key",
+        )
         p.add_argument("--json", action="store_true")
     check.set_defaults(handler=_verify)
     sign.set_defaults(handler=_checkpoint)
@@ -58,7 +69,9 @@ def when(text: str) -> datetime:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO time like 2026-11-26T00:00") from None
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO time like 2026-11-26T00:00"
+        ) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
@@ -89,14 +102,28 @@ def _verify_export(args: argparse.Namespace) -> int:
 
 def _report(report: AuditReport, as_json: bool, what: str) -> int:
     if as_json:
-        print(json.dumps({
-            "ok": report.ok, "rows": report.rows, "checkpoints": report.checkpoints, "covered_to": report.covered_to,
-            "uncovered_rows": report.uncovered, "public_key": report.key, "notes": list(report.notes),
-            "findings": [{"seq": f.seq, "kind": f.kind, "text": f.text} for f in report.findings],
-        }))  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    "ok": report.ok,
+                    "rows": report.rows,
+                    "checkpoints": report.checkpoints,
+                    "covered_to": report.covered_to,
+                    "uncovered_rows": report.uncovered,
+                    "public_key": report.key,
+                    "notes": list(report.notes),
+                    "findings": [
+                        {"seq": f.seq, "kind": f.kind, "text": f.text} for f in report.findings
+                    ],
+                }
+            )
+        )
     else:
-        print(f"{what}: {'INTACT' if report.ok else 'TAMPERED'}: {report.rows} rows, {report.checkpoints} signed "
-              f"checkpoint(s), proven up to row {report.covered_to or 0}")  # fmt: skip
+        print(
+            f"{what}: {'INTACT' if report.ok else 'TAMPERED'}: {report.rows} rows, "
+            f"{report.checkpoints} signed "
+            f"checkpoint(s), proven up to row {report.covered_to or 0}"
+        )
         for f in report.findings:
             print(f"  {f.kind}: {f.text}")
         if report.ok and report.uncovered:
@@ -109,13 +136,20 @@ def _report(report: AuditReport, as_json: bool, what: str) -> int:
 def _checkpoint(args: argparse.Namespace) -> int:
     key = journal_signing_key(load_settings(args.config))
     if key is None:
-        raise GatewayError(f"{args.config}: no [journal] signing_key configured; make one with `evpay journal keygen`")
+        raise GatewayError(
+            f"{args.config}: no [journal] signing_key configured; make one with `evpay journal "
+            f"keygen`"
+        )
     store = open_existing(args.config, write=True)
     try:
         cp = store.sign_journal(key)
     finally:
         store.close()
-    print("the newest checkpoint already covers the journal" if cp is None else f"checkpoint {cp.id}: row {cp.seq}")
+    print(
+        "the newest checkpoint already covers the journal"
+        if cp is None
+        else f"checkpoint {cp.id}: row {cp.seq}"
+    )
     return _OK
 
 
@@ -131,8 +165,10 @@ def _export(args: argparse.Namespace) -> int:
     else:
         args.out.write_text(text, encoding="utf-8")
         full = sum(1 for r in doc["rows"] if "data" in r)
-        print(f"{args.out}: {full} row(s) of {doc['selection']}, {len(doc['rows']) - full} link(s), "
-              f"{len(doc['checkpoints'])} checkpoint(s)")  # fmt: skip
+        print(
+            f"{args.out}: {full} row(s) of {doc['selection']}, {len(doc['rows']) - full} link(s), "
+            f"{len(doc['checkpoints'])} checkpoint(s)"
+        )
     return _OK
 
 
@@ -142,7 +178,10 @@ def _keygen(args: argparse.Namespace) -> int:
     fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="ascii") as f:
         f.write(new_signing_key())
-    print(f'{args.out}: new Ed25519 device key (mode 0600); set [journal] signing_key = {{ file = "{args.out}" }}')
+    print(
+        f"{args.out}: new Ed25519 device key (mode 0600); set [journal] signing_key = "
+        f'{{ file = "{args.out}" }}'
+    )
     return _OK
 
 

@@ -31,12 +31,17 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     listing.set_defaults(handler=_list)
     show.set_defaults(handler=_show)
     retry.set_defaults(handler=_retry)
-    dead.set_defaults(handler=lambda a: _list(argparse.Namespace(**{**vars(a), "status": "dead", "limit": 1000})))
+    dead.set_defaults(
+        handler=lambda a: _list(argparse.Namespace(**{**vars(a), "status": "dead", "limit": 1000}))
+    )
 
 
 def _row(m: StoredOutbox) -> str:
-    return (f"{m.message_id:<44} {m.status:<8} attempts {m.attempts:<3} created {m.created_at:%Y-%m-%d %H:%M:%S}"
-            + (f"  last error: {m.last_error}" if m.last_error else ""))  # fmt: skip
+    return (
+        f"{m.message_id:<44} {m.status:<8} attempts {m.attempts:<3} created "
+        f"{m.created_at:%Y-%m-%d %H:%M:%S}"
+        + (f"  last error: {m.last_error}" if m.last_error else "")
+    )
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -51,10 +56,17 @@ def _list(args: argparse.Namespace) -> int:
     if upstream is not None and not upstream["registered"]:
         waiting = f"waiting: upstream not registered — {upstream['reason']}"
     if args.json:
-        rows = [{**asdict(m), **({"waiting": waiting} if waiting and m.status == "pending" else {})} for m in messages]
+        rows = [
+            {**asdict(m), **({"waiting": waiting} if waiting and m.status == "pending" else {})}
+            for m in messages
+        ]
         print(json.dumps(rows, indent=2, default=str))
         return 0
-    oldest = f", oldest pending {backlog.oldest_pending:%Y-%m-%d %H:%M:%S}" if backlog.oldest_pending else ""
+    oldest = (
+        f", oldest pending {backlog.oldest_pending:%Y-%m-%d %H:%M:%S}"
+        if backlog.oldest_pending
+        else ""
+    )
     print(f"outbox: {backlog.pending} pending, {backlog.dead} dead{oldest}")
     if waiting and backlog.pending:
         print(waiting)
@@ -76,7 +88,10 @@ def _show(args: argparse.Namespace) -> int:
         print(json.dumps(asdict(message), indent=2, default=str))
     else:
         print(_row(message))
-        print(f"  kind {message.kind}, object {message.object_key}, next attempt {message.next_attempt_at}")
+        print(
+            f"  kind {message.kind}, object {message.object_key}, next attempt "
+            f"{message.next_attempt_at}"
+        )
         print("  " + json.dumps(dict(message.payload), indent=2, default=str).replace("\n", "\n  "))
     return 0
 
@@ -87,5 +102,8 @@ def _retry(args: argparse.Namespace) -> int:
         done = store.outbox.requeue(args.message_id, datetime.now(UTC))
     finally:
         store.close()
-    print(f"{args.message_id}: {'queued to be sent now' if done else 'not found among pending or dead messages'}")
+    print(
+        f"{args.message_id}: "
+        f"{'queued to be sent now' if done else 'not found among pending or dead messages'}"
+    )
     return 0 if done else _NOT_FOUND

@@ -1,4 +1,5 @@
-"""``evpay reconcile [--from T] [--to T] [--json]`` and ``evpay reconcile --resolve KEY --reason R``.
+"""``evpay reconcile [--from T] [--to T] [--json]`` and ``evpay reconcile --resolve KEY --reason
+R``.
 
 The report (gateway/payments/reconcile.py) is printed, queued upstream for the CPO (custom
 module DEEVPrecon, docs/RECONCILIATION.md), and the command exits 1 while anything is
@@ -36,7 +37,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     rec.add_argument("--to", dest="end", type=when, help="ISO time, exclusive (default: now)")
     rec.add_argument("--json", action="store_true")
     rec.add_argument("--config", type=Path, required=True)
-    rec.add_argument("--resolve", metavar="KEY", help="mark a finding explained (with --reason), in the journal")
+    rec.add_argument(
+        "--resolve", metavar="KEY", help="mark a finding explained (with --reason), in the journal"
+    )
     rec.add_argument("--reason", help="why the finding is explained")
     rec.set_defaults(handler=_run)
 
@@ -66,14 +69,23 @@ def _report(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report.to_json(), indent=1))
     else:
-        print(f"reconciliation {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC: {report.sessions} sessions, "
-              f"{report.batches} end-of-day batches, {len(report.findings)} findings, "
-              f"{len(report.unexplained)} unexplained")  # fmt: skip
+        print(
+            f"reconciliation {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC: "
+            f"{report.sessions} sessions, "
+            f"{report.batches} end-of-day batches, {len(report.findings)} findings, "
+            f"{len(report.unexplained)} unexplained"
+        )
         for f in report.findings:
-            money = f" {Money(abs(f.amount_minor), f.currency)}" if f.amount_minor and f.currency else ""
+            money = (
+                f" {Money(abs(f.amount_minor), f.currency)}"
+                if f.amount_minor and f.currency
+                else ""
+            )
             state = f"resolved: {f.resolved}" if f.resolved else "UNEXPLAINED"
             print(f"  [{state}] {f.kind}{money}: {f.detail}")
-            print(f"      key {f.key}" + (f"; sessions {', '.join(f.sessions)}" if f.sessions else ""))
+            print(
+                f"      key {f.key}" + (f"; sessions {', '.join(f.sessions)}" if f.sessions else "")
+            )
     return _UNEXPLAINED if report.unexplained else _CLEAN
 
 
@@ -88,28 +100,45 @@ def _resolve(args: argparse.Namespace) -> int:
         new = store.apply(Step(f"resolve:{digest}", journal=[entry]))
     finally:
         store.close()
-    print(f"{args.resolve}: resolved ({reason})" if new else f"{args.resolve}: already resolved with this reason")
+    print(
+        f"{args.resolve}: resolved ({reason})"
+        if new
+        else f"{args.resolve}: already resolved with this reason"
+    )
     return _CLEAN
 
 
-def load_facts(store: Store, start: datetime, end: datetime, now: datetime, *, upstream: bool = True) -> Facts:
+def load_facts(
+    store: Store, start: datetime, end: datetime, now: datetime, *, upstream: bool = True
+) -> Facts:
     """What the store knows for the period, as the pure reconciliation's facts. Without an
     upstream nothing is acknowledged by anyone, so nothing is reported as unacknowledged."""
     sessions = [_session(r) for r in store.sessions_between(start, end)]
     batches = [
-        BatchFacts(b["terminal"], b["period_start"], b["at"], b["currency"],
-                   {t["brand"]: (int(t["count"]), int(t["amount_minor"])) for t in b["totals"]})
+        BatchFacts(
+            b["terminal"],
+            b["period_start"],
+            b["at"],
+            b["currency"],
+            {t["brand"]: (int(t["count"]), int(t["amount_minor"])) for t in b["totals"]},
+        )
         for b in store.end_of_day_batches(start, end)
-    ]  # fmt: skip
-    references = [str(c["payload"].get("authorization_reference") or "")
-                  for c in store.inbox("cdr", limit=1_000_000) if start <= c["received_at"] < end]  # fmt: skip
+    ]
+    references = [
+        str(c["payload"].get("authorization_reference") or "")
+        for c in store.inbox("cdr", limit=1_000_000)
+        if start <= c["received_at"] < end
+    ]
     cdrs = [(ref, session_id_of(ref)) for ref in references]
     waiting: dict[str, tuple[str, datetime]] = {}
     for status in ("pending", "dead") if upstream else ():
         for m in store.outbox.list(status=status, kind="session.outcome", limit=1_000_000):
             waiting[str(m.payload.get("session_id"))] = (status, m.created_at)
-    resolutions = {j["entity_id"]: str(j["data"].get("reason", "")) for j in store.journal_of("reconcile")
-                   if j["kind"] == "resolved"}  # fmt: skip
+    resolutions = {
+        j["entity_id"]: str(j["data"].get("reason", ""))
+        for j in store.journal_of("reconcile")
+        if j["kind"] == "resolved"
+    }
     return Facts(start, end, now, sessions, batches, cdrs, waiting, resolutions)
 
 
@@ -119,9 +148,15 @@ def queue_report(store: Store, site: str, report: Report) -> None:
     report_id = f"{site}-{report.start:%Y%m%dT%H%M}-{report.end:%Y%m%dT%H%M}"[:64]
     digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
     payload = {"report_id": report_id, "site": site, **body}
-    message = OutboxMessage(f"report:{report_id}:{digest}", f"report:{report_id}", "reconcile.report", payload)
-    entry = JournalEntry("reconcile", report_id, "report", {"unexplained": len(report.unexplained),
-                                                            "findings": len(report.findings)})  # fmt: skip
+    message = OutboxMessage(
+        f"report:{report_id}:{digest}", f"report:{report_id}", "reconcile.report", payload
+    )
+    entry = JournalEntry(
+        "reconcile",
+        report_id,
+        "report",
+        {"unexplained": len(report.unexplained), "findings": len(report.findings)},
+    )
     store.apply(Step(f"report:{report_id}:{digest}", journal=[entry], outbox=[message]))
 
 
@@ -129,17 +164,30 @@ def _session(row: dict[str, Any]) -> SessionFacts:
     d = row["data"]
 
     def done(method: str) -> tuple[tuple[datetime, int], ...]:
-        return tuple((datetime.fromisoformat(r["at"]), int(r["amount_minor"])) for r in d.get("refunds", ())
-                     if r["status"] == "done" and r["method"] == method)  # fmt: skip
+        return tuple(
+            (datetime.fromisoformat(r["at"]), int(r["amount_minor"]))
+            for r in d.get("refunds", ())
+            if r["status"] == "done" and r["method"] == method
+        )
 
     captured_at = d.get("captured_at")
     return SessionFacts(
-        id=row["id"], terminal=d["terminal"], state=row["state"], currency=d["currency"],
-        brand=brand_group(d.get("card") or {}), created_at=row["created_at"],
-        updated_at=row["updated_at"], captured_at=datetime.fromisoformat(captured_at) if captured_at else None,
-        captured_minor=d["captured_minor"], price_minor=d["price_minor"], owed_minor=d.get("owed_minor", 0),
-        shortfall_minor=d.get("shortfall_minor", 0), billed_energy_wh=d.get("billed_energy_wh", 0),
-        reported_energy_wh=d.get("reported_energy_wh"), reference=d.get("reference"),
-        reversed=done("reversal"), refunded=done("refund"),
+        id=row["id"],
+        terminal=d["terminal"],
+        state=row["state"],
+        currency=d["currency"],
+        brand=brand_group(d.get("card") or {}),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        captured_at=datetime.fromisoformat(captured_at) if captured_at else None,
+        captured_minor=d["captured_minor"],
+        price_minor=d["price_minor"],
+        owed_minor=d.get("owed_minor", 0),
+        shortfall_minor=d.get("shortfall_minor", 0),
+        billed_energy_wh=d.get("billed_energy_wh", 0),
+        reported_energy_wh=d.get("reported_energy_wh"),
+        reference=d.get("reference"),
+        reversed=done("reversal"),
+        refunded=done("refund"),
         refunds_unsettled=sum(1 for r in d.get("refunds", ()) if r["status"] == "unknown"),
-    )  # fmt: skip
+    )

@@ -1,4 +1,5 @@
-"""``evpay sessions list|show ID``: charging sessions and their journal, read-only from the store."""
+"""``evpay sessions list|show ID``: charging sessions and their journal, read-only from the
+store."""
 
 from __future__ import annotations
 
@@ -25,7 +26,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     listing = sub.add_parser("list", help="recent sessions, newest first")
     listing.add_argument("--open", action="store_true", help="only sessions not yet final")
     listing.add_argument(
-        "--owing", action="store_true", help="only sessions that owe money (uncaptured, unconfirmed, shortfall)"
+        "--owing",
+        action="store_true",
+        help="only sessions that owe money (uncaptured, unconfirmed, shortfall)",
     )
     listing.add_argument("--limit", type=int, default=50)
     show = sub.add_parser("show", help="one session with its payments and journal")
@@ -33,8 +36,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     refund = sub.add_parser("refund", help="give back part or all of a completed session's capture")
     refund.add_argument("id")
     refund.add_argument("--amount", required=True, help='e.g. "2.50", in the session\'s currency')
-    refund.add_argument("--reason", required=True, help="why (kept in the journal and sent to the CPO)")
-    refund.add_argument("--wait", type=float, default=0.0, help="seconds to wait for the terminal's answer")
+    refund.add_argument(
+        "--reason", required=True, help="why (kept in the journal and sent to the CPO)"
+    )
+    refund.add_argument(
+        "--wait", type=float, default=0.0, help="seconds to wait for the terminal's answer"
+    )
     for p in (listing, show, refund):
         p.add_argument("--config", type=Path, required=True)
         p.add_argument("--json", action="store_true")
@@ -62,16 +69,31 @@ def _refund(args: argparse.Namespace) -> int:
             raise BadInput(f"--amount: {exc}") from None
         key = hashlib.sha256(f"{args.id}\x00{amount.minor}\x00{reason}".encode()).hexdigest()[:32]
         new = not store.step_applied(f"refund-request:{key}")
-        if new:  # a repeat of a stored request is answered with that request's status, not checked again
+        if (
+            new
+        ):  # a repeat of a stored request is answered with that request's status, not checked again
             _check_refund(row, amount)
-            payload = {"session_id": args.id, "amount_minor": amount.minor, "reason": reason, "source": "technician"}
-            store.apply(Step(f"refund-request:{key}", inbox=[InboxMessage(key, "technician", "refund", payload)]))
+            payload = {
+                "session_id": args.id,
+                "amount_minor": amount.minor,
+                "reason": reason,
+                "source": "technician",
+            }
+            store.apply(
+                Step(
+                    f"refund-request:{key}",
+                    inbox=[InboxMessage(key, "technician", "refund", payload)],
+                )
+            )
         status = _wait_refund(store, args.id, f"refund-{key}", args.wait)
     finally:
         store.close()
     said = "requested" if new else "already requested (the same request is carried out once)"
-    print(json.dumps({"request": key, "new": new, "status": status}) if args.json else f"refund {key}: {said}; "
-          f"status {status}")  # fmt: skip
+    print(
+        json.dumps({"request": key, "new": new, "status": status})
+        if args.json
+        else f"refund {key}: {said}; status {status}"
+    )
     return 0 if status in ("requested", "sent", "done") else 1
 
 
@@ -81,17 +103,26 @@ def _check_refund(row: dict[str, Any], amount: Money) -> None:
     d = row["data"]
     available = from_json(d).refundable_minor
     if row["state"] != "completed":
-        raise BadInput(f"session {row['id']} is {row['state']}: only a completed session's capture can be refunded")
+        raise BadInput(
+            f"session {row['id']} is {row['state']}: only a completed session's capture can be "
+            f"refunded"
+        )
     if amount.minor <= 0 or amount.minor > available:
-        raise BadInput(f"a refund of {amount} is more than the {_money(available, d['currency'])} captured and "
-                       "not yet refunded")  # fmt: skip
+        raise BadInput(
+            f"a refund of {amount} is more than the {_money(available, d['currency'])} captured "
+            f"and "
+            "not yet refunded"
+        )
 
 
 def _wait_refund(store: Store, session_id: str, refund_id: str, wait_s: float) -> str:
     deadline = time.monotonic() + wait_s
     while True:
         row = store.session(session_id)
-        found = next((r for r in (row or {}).get("data", {}).get("refunds", ()) if r["id"] == refund_id), None)
+        found = next(
+            (r for r in (row or {}).get("data", {}).get("refunds", ()) if r["id"] == refund_id),
+            None,
+        )
         status = found["status"] if found else "requested"
         if status not in ("requested", "sent") or time.monotonic() >= deadline:
             return str(status)
@@ -111,26 +142,63 @@ def _list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([_summary(r) for r in rows], indent=2, default=str))
         return 0
-    print(f"{'session':<34} {'state':<20} {'authorized':>12} {'captured':>12} {'released':>12} {'owed':>12}  updated")
+    print(
+        f"{'session':<34} {'state':<20} {'authorized':>12} {'captured':>12} {'released':>12} "
+        f"{'owed':>12}  updated"
+    )
     for r in rows:
         d = r["data"]
         cur = d["currency"]
-        print(f"{r['id']:<34} {r['state']:<20} {_money(d['authorized_minor'], cur):>12} "
-              f"{_money(d['captured_minor'], cur):>12} {_money(d['released_minor'], cur):>12} "
-              f"{_money(d.get('owed_minor', 0), cur):>12}  {r['updated_at']:%Y-%m-%d %H:%M:%S}")  # fmt: skip
+        print(
+            f"{r['id']:<34} {r['state']:<20} {_money(d['authorized_minor'], cur):>12} "
+            f"{_money(d['captured_minor'], cur):>12} {_money(d['released_minor'], cur):>12} "
+            f"{_money(d.get('owed_minor', 0), cur):>12}  {r['updated_at']:%Y-%m-%d %H:%M:%S}"
+        )
     return 0
 
 
 def _summary(row: dict[str, Any]) -> dict[str, Any]:
     d = row["data"]
-    keys = ("evse", "terminal", "currency", "authorized_minor", "captured_minor", "released_minor", "price_minor",
-            "billed_energy_wh", "reference", "receipt_no", "stop_reason")  # fmt: skip
-    extra = ("open_minor", "owed_minor", "shortfall_minor", "unpaid_energy_wh", "scheme", "expires_at",
-             "invoice_reference", "receipt", "receipt_missing", "receipt_lines", "fiscal_fields", "refunds",
-             "refunded_minor")  # fmt: skip
-    return {"id": row["id"], "state": row["state"], "final": row["final"], **{k: d[k] for k in keys},
-            **{k: d.get(k) for k in extra}, "holds": d.get("holds", []), "discrepancies": d.get("discrepancies", []),
-            "card": d["card"], "notes": d["notes"], "updated_at": row["updated_at"]}  # fmt: skip
+    keys = (
+        "evse",
+        "terminal",
+        "currency",
+        "authorized_minor",
+        "captured_minor",
+        "released_minor",
+        "price_minor",
+        "billed_energy_wh",
+        "reference",
+        "receipt_no",
+        "stop_reason",
+    )
+    extra = (
+        "open_minor",
+        "owed_minor",
+        "shortfall_minor",
+        "unpaid_energy_wh",
+        "scheme",
+        "expires_at",
+        "invoice_reference",
+        "receipt",
+        "receipt_missing",
+        "receipt_lines",
+        "fiscal_fields",
+        "refunds",
+        "refunded_minor",
+    )
+    return {
+        "id": row["id"],
+        "state": row["state"],
+        "final": row["final"],
+        **{k: d[k] for k in keys},
+        **{k: d.get(k) for k in extra},
+        "holds": d.get("holds", []),
+        "discrepancies": d.get("discrepancies", []),
+        "card": d["card"],
+        "notes": d["notes"],
+        "updated_at": row["updated_at"],
+    }
 
 
 def _show(args: argparse.Namespace) -> int:
@@ -146,35 +214,71 @@ def _show(args: argparse.Namespace) -> int:
         store.close()
     summary = _summary(row)
     if args.json:
-        print(json.dumps({"session": summary, "payments": payments, "journal": journal}, indent=2, default=str))
+        print(
+            json.dumps(
+                {"session": summary, "payments": payments, "journal": journal},
+                indent=2,
+                default=str,
+            )
+        )
         return 0
     cur = summary["currency"]
     print(f"session {row['id']}: {row['state']}{' (final)' if row['final'] else ''}")
-    print(f"  evse {summary['evse']} via terminal {summary['terminal']}, receipt {summary['receipt_no']}, "
-          f"reference {summary['reference']}")  # fmt: skip
+    print(
+        f"  evse {summary['evse']} via terminal {summary['terminal']}, receipt "
+        f"{summary['receipt_no']}, "
+        f"reference {summary['reference']}"
+    )
     card = summary["card"]
     if card:
         print(f"  card {card.get('brand', '?')} {card.get('masked_pan', '')}")
-    print(f"  energy {summary['billed_energy_wh'] / 1000:.3f} kWh, price {_money(summary['price_minor'], cur)}")
+    print(
+        f"  energy {summary['billed_energy_wh'] / 1000:.3f} kWh, price "
+        f"{_money(summary['price_minor'], cur)}"
+    )
     print(f"  hold valid until {summary['expires_at'] or '-'} (scheme {summary['scheme'] or '?'})")
-    for key in ("authorized_minor", "captured_minor", "released_minor", "open_minor", "owed_minor", "shortfall_minor"):
+    for key in (
+        "authorized_minor",
+        "captured_minor",
+        "released_minor",
+        "open_minor",
+        "owed_minor",
+        "shortfall_minor",
+    ):
         if summary[key] or key in ("authorized_minor", "captured_minor", "released_minor"):
             print(f"  {key.removesuffix('_minor'):<10} {_money(summary[key], cur)}")
     if summary["unpaid_energy_wh"]:
-        print(f"  unpaid energy {summary['unpaid_energy_wh'] / 1000:.3f} kWh (delivered after the hold was given back)")
+        print(
+            f"  unpaid energy {summary['unpaid_energy_wh'] / 1000:.3f} kWh (delivered after the "
+            f"hold was given back)"
+        )
     for h in summary["holds"]:
         target = "-" if h["target_minor"] is None else _money(h["target_minor"], cur)
-        print(f"  hold {h['receipt_no']}: {_money(h['amount_minor'], cur)} {h['status']}, to capture {target}, "
-              f"captured {_money(h['captured_minor'], cur)}, released {_money(h['released_minor'], cur)}")  # fmt: skip
+        print(
+            f"  hold {h['receipt_no']}: {_money(h['amount_minor'], cur)} {h['status']}, to "
+            f"capture {target}, "
+            f"captured {_money(h['captured_minor'], cur)}, released "
+            f"{_money(h['released_minor'], cur)}"
+        )
     for r in summary.get("refunds") or ():
         slip = f", terminal receipt {r['receipt_no']}" if r.get("receipt_no") is not None else ""
         why = f" ({r['message']})" if r.get("message") and r["status"] != "done" else ""
-        print(f"  refund {_money(r['amount_minor'], cur)} by {r['method']}: {r['status']}{why}{slip}; "
-              f"{r['source']}: {r['reason']}")  # fmt: skip
+        print(
+            f"  refund {_money(r['amount_minor'], cur)} by {r['method']}: "
+            f"{r['status']}{why}{slip}; "
+            f"{r['source']}: {r['reason']}"
+        )
     receipt = summary.get("receipt") or ""
     if receipt:
-        missing = f" (missing: {', '.join(summary['receipt_missing'])})" if summary.get("receipt_missing") else ""
-        print(f"  receipt {receipt}{missing}, invoice {summary.get('invoice_reference') or summary['reference']}")
+        missing = (
+            f" (missing: {', '.join(summary['receipt_missing'])})"
+            if summary.get("receipt_missing")
+            else ""
+        )
+        print(
+            f"  receipt {receipt}{missing}, invoice "
+            f"{summary.get('invoice_reference') or summary['reference']}"
+        )
         for line in summary.get("receipt_lines") or ():
             print(f"    | {line}")
     for note in summary["notes"]:
@@ -187,6 +291,8 @@ def _show(args: argparse.Namespace) -> int:
     print("  journal:")
     for j in journal:
         d = j["data"]
-        print(f"    #{j['seq']:<5} {j['at']}  {j['kind']:<22} {d.get('from') or '-'} -> {d.get('to')}"
-              + (f"  [{', '.join(d['commands'])}]" if d.get("commands") else ""))  # fmt: skip
+        print(
+            f"    #{j['seq']:<5} {j['at']}  {j['kind']:<22} {d.get('from') or '-'} -> {d.get('to')}"
+            + (f"  [{', '.join(d['commands'])}]" if d.get("commands") else "")
+        )
     return 0

@@ -29,24 +29,50 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     term.add_argument(
         "--outcomes",
         default="",
-        help="comma list used in order: approve, decline, partial:<minor>, card_removed, timeout, busy, "
+        help="comma list used in order: approve, decline, partial:<minor>, card_removed, timeout, "
+        "busy, "
         "power_loss, disconnect",
     )
     term.add_argument("--default-outcome", default="approve")
-    term.add_argument("--card-wait", type=float, default=1.0, help="seconds the simulated customer needs")
-    term.add_argument("--password-env", default="EVPAY_ZVT_PASSWORD", help="env var with the PT password")
-    term.add_argument("--state", type=Path, help="keep the turnover store in this JSON file across restarts")
-    term.add_argument("--echo", choices=("booked", "reversed"), default="booked",
-                      help="which amount a partial reversal's result carries (terminals differ)")  # fmt: skip
-    term.add_argument("--extensions", choices=("none", "new_receipt", "same_receipt"), default="none",
-                      help="how a reservation extension (top-up) is answered")  # fmt: skip
-    term.add_argument("--please-wait", type=int, default=0, metavar="N",
-                      help="identical 'please wait' statuses per payment (real PTs repeat them)")  # fmt: skip
+    term.add_argument(
+        "--card-wait", type=float, default=1.0, help="seconds the simulated customer needs"
+    )
+    term.add_argument(
+        "--password-env", default="EVPAY_ZVT_PASSWORD", help="env var with the PT password"
+    )
+    term.add_argument(
+        "--state", type=Path, help="keep the turnover store in this JSON file across restarts"
+    )
+    term.add_argument(
+        "--echo",
+        choices=("booked", "reversed"),
+        default="booked",
+        help="which amount a partial reversal's result carries (terminals differ)",
+    )
+    term.add_argument(
+        "--extensions",
+        choices=("none", "new_receipt", "same_receipt"),
+        default="none",
+        help="how a reservation extension (top-up) is answered",
+    )
+    term.add_argument(
+        "--please-wait",
+        type=int,
+        default=0,
+        metavar="N",
+        help="identical 'please wait' statuses per payment (real PTs repeat them)",
+    )
     term.set_defaults(handler=_terminal)
-    charger = sub.add_parser("charger", help="charger firmware on an MQTT broker (our topic contract v1)")
+    charger = sub.add_parser(
+        "charger", help="charger firmware on an MQTT broker (our topic contract v1)"
+    )
     charger.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="mqtt://host:port")
-    charger.add_argument("--prefix", default="evpay/v1", help="topic prefix (as [charger] topic_prefix)")
-    charger.add_argument("--evse", action="append", required=True, help="an EVSE id to play (repeatable)")
+    charger.add_argument(
+        "--prefix", default="evpay/v1", help="topic prefix (as [charger] topic_prefix)"
+    )
+    charger.add_argument(
+        "--evse", action="append", required=True, help="an EVSE id to play (repeatable)"
+    )
     charger.add_argument("--energy-wh", type=int, default=8000, help="what each EV takes")
     charger.add_argument("--power-kw", type=float, default=11.0, help="charging power")
     charger.add_argument("--interval", type=float, default=1.0, help="seconds between meter values")
@@ -55,11 +81,24 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     charger.set_defaults(handler=_charger)
     cpo = sub.add_parser("cpo", help="the embedded OCPI 2.3.0 CPO (payments receiver, credentials)")
     cpo.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT")
-    cpo.add_argument("--token-a-env", default="EVPAY_CPO_TOKEN_A", help="env var with the registration token A")
-    cpo.add_argument("--accept-token-env", default="", help="env var with a token C to accept without a handshake")
-    cpo.add_argument("--no-callback", action="store_true", help="do not call the PTP back during registration")
-    cpo.add_argument("--quirk", action="append", default=[], choices=QUIRKS,
-                     help="deviate as some real CPOs do (repeatable)")  # fmt: skip
+    cpo.add_argument(
+        "--token-a-env", default="EVPAY_CPO_TOKEN_A", help="env var with the registration token A"
+    )
+    cpo.add_argument(
+        "--accept-token-env",
+        default="",
+        help="env var with a token C to accept without a handshake",
+    )
+    cpo.add_argument(
+        "--no-callback", action="store_true", help="do not call the PTP back during registration"
+    )
+    cpo.add_argument(
+        "--quirk",
+        action="append",
+        default=[],
+        choices=QUIRKS,
+        help="deviate as some real CPOs do (repeatable)",
+    )
     cpo.set_defaults(handler=_cpo)
 
 
@@ -85,7 +124,10 @@ async def _serve(sim: SimTerminal, args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     if args.pty:
         port = PtyPort()
-        print(f"simulated terminal on pty {port.slave_path} (use serial://{port.slave_path})", flush=True)
+        print(
+            f"simulated terminal on pty {port.slave_path} (use serial://{port.slave_path})",
+            flush=True,
+        )
         serving = asyncio.create_task(sim.serve_line(port))
         await stop.wait()
         serving.cancel()
@@ -98,7 +140,10 @@ async def _serve(sim: SimTerminal, args: argparse.Namespace) -> int:
         print("--listen takes tcp://HOST:PORT")
         return 2
     server = await serve_tcp(url.host, url.port, lambda p: sim.serve(p, serial=False))
-    print(f"simulated terminal listening on tcp://{url.host}:{server.sockets[0].getsockname()[1]}", flush=True)
+    print(
+        f"simulated terminal listening on tcp://{url.host}:{server.sockets[0].getsockname()[1]}",
+        flush=True,
+    )
     await stop.wait()
     server.close()
     await server.wait_closed()
@@ -107,7 +152,9 @@ async def _serve(sim: SimTerminal, args: argparse.Namespace) -> int:
 
 def _charger(args: argparse.Namespace) -> int:
     logs.configure("info")
-    step = max(1, int(args.power_kw * 1000 * args.interval / 3600))  # Wh per meter interval at that power
+    step = max(
+        1, int(args.power_kw * 1000 * args.interval / 3600)
+    )  # Wh per meter interval at that power
     plan = Plan(energy_wh=args.energy_wh, step_wh=step, interval_s=args.interval)
     sim = ChargerSimulator(BrokerSettings(url=args.broker, prefix=args.prefix), args.evse, plan)
     return asyncio.run(_serve_charger(sim, args))
@@ -120,7 +167,10 @@ async def _serve_charger(sim: ChargerSimulator, args: argparse.Namespace) -> int
         loop.add_signal_handler(sig, stop.set)
     task = asyncio.create_task(sim.run(stop))
     await sim.ready.wait()
-    print(f"charger simulator: {', '.join(args.evse)} on {args.broker} (prefix {args.prefix})", flush=True)
+    print(
+        f"charger simulator: {', '.join(args.evse)} on {args.broker} (prefix {args.prefix})",
+        flush=True,
+    )
     if args.plug:
         for evse in args.evse:
             await sim.plug(evse, args.target_kwh)
@@ -148,6 +198,9 @@ async def _serve_cpo(cpo: CpoSimulator, host: str, port: int) -> int:
     await cpo.start(host, port)
     print(f"embedded CPO: versions {cpo.versions_url}", flush=True)
     await stop.wait()
-    print(f"embedded CPO: received {len(cpo.state.facs)} FACs ({len(cpo.state.fac_posts)} POSTs)", flush=True)
+    print(
+        f"embedded CPO: received {len(cpo.state.facs)} FACs ({len(cpo.state.fac_posts)} POSTs)",
+        flush=True,
+    )
     await cpo.stop()
     return 0

@@ -27,7 +27,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     store = commands.add_parser("store", help="the database file: check it, see what it holds")
     sub = store.add_subparsers(dest="store_command", required=True, metavar="ACTION")
     check = sub.add_parser("check", help="SQLite's check of the file (exit 0 sound, 74 damaged)")
-    check.add_argument("--full", action="store_true", help="integrity_check (slower) instead of quick_check")
+    check.add_argument(
+        "--full", action="store_true", help="integrity_check (slower) instead of quick_check"
+    )
     stats = sub.add_parser("stats", help="size, free space, rows per table, the oldest rows kept")
     prune = sub.add_parser("prune", help="archive now what is older than [journal] retention_days")
     for p in (check, stats, prune):
@@ -47,8 +49,14 @@ def _prune(args: argparse.Namespace) -> int:
     cuts: list[dict[str, object]] = []
     try:
         while (done := prune_now(store, settings, key, compact)).anything:
-            cuts.append({"to_row": done.cut_seq, "rows": done.journal_rows, "archive": str(done.archive),
-                         "sessions_compacted": done.sessions_compacted})  # fmt: skip
+            cuts.append(
+                {
+                    "to_row": done.cut_seq,
+                    "rows": done.journal_rows,
+                    "archive": str(done.archive),
+                    "sessions_compacted": done.sessions_compacted,
+                }
+            )
     finally:
         store.close()
     if args.json:
@@ -57,9 +65,15 @@ def _prune(args: argparse.Namespace) -> int:
         print(f"nothing older than {settings.journal.retention_days} days to archive")
     for cut in [] if args.json else cuts:
         if cut["to_row"] is not None:
-            print(f"archived journal rows up to {cut['to_row']} ({cut['rows']} rows) to {cut['archive']}")
+            print(
+                f"archived journal rows up to {cut['to_row']} ({cut['rows']} rows) to "
+                f"{cut['archive']}"
+            )
         if cut["sessions_compacted"]:
-            print(f"compacted {cut['sessions_compacted']} archived sessions (their full rows are in the archive)")
+            print(
+                f"compacted {cut['sessions_compacted']} archived sessions (their full rows are in "
+                f"the archive)"
+            )
     return 0
 
 
@@ -82,7 +96,11 @@ def _check(args: argparse.Namespace) -> int:
     seconds = round(time.monotonic() - started, 3)
     kind = "integrity_check" if args.full else "quick_check"
     if args.json:
-        print(json.dumps({"check": kind, "ok": problem is None, "problem": problem, "seconds": seconds}))
+        print(
+            json.dumps(
+                {"check": kind, "ok": problem is None, "problem": problem, "seconds": seconds}
+            )
+        )
     else:
         print(f"{kind}: {'ok' if problem is None else 'DAMAGED: ' + problem} ({seconds} s)")
     return 0 if problem is None else _DAMAGED
@@ -98,12 +116,20 @@ def _stats(args: argparse.Namespace) -> int:
         print(json.dumps(found, indent=2))
         return 0
     mb = 1024 * 1024
-    print(f"{found['path']}: {found['file_bytes'] / mb:.1f} MiB ({found['free_bytes'] / mb:.1f} MiB free inside), "
-          f"WAL {found['wal_bytes'] / mb:.1f} MiB")  # fmt: skip
+    print(
+        f"{found['path']}: {found['file_bytes'] / mb:.1f} MiB ({found['free_bytes'] / mb:.1f} MiB "
+        f"free inside), "
+        f"WAL {found['wal_bytes'] / mb:.1f} MiB"
+    )
     sessions = found["rows"]["sessions"]
     per = (found["file_bytes"] - found["free_bytes"]) / sessions if sessions else 0
-    print(f"sessions: {sessions} ({found['final_sessions']} final), {per / 1024:.1f} KiB of the file per session")
+    print(
+        f"sessions: {sessions} ({found['final_sessions']} final), {per / 1024:.1f} KiB of the "
+        f"file per session"
+    )
     print("rows: " + ", ".join(f"{table} {count}" for table, count in found["rows"].items()))
-    print(f"oldest kept: session created {found['oldest_session'] or '-'}, "
-          f"journal row {found['oldest_journal_seq'] or '-'} at {found['oldest_journal_at'] or '-'}")  # fmt: skip
+    print(
+        f"oldest kept: session created {found['oldest_session'] or '-'}, "
+        f"journal row {found['oldest_journal_seq'] or '-'} at {found['oldest_journal_at'] or '-'}"
+    )
     return 0

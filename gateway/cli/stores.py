@@ -13,5 +13,7 @@ def open_existing(config: Path, *, write: bool = False) -> Store:
     """Read-only unless ``write``; a clear error when there is no database yet."""
     settings = load_settings(config)
     if not settings.storage.path.exists():
-        raise GatewayError(f"{settings.storage.path}: no database yet (the daemon has not run with this config)")
+        raise GatewayError(
+            f"{settings.storage.path}: no database yet (the daemon has not run with this config)"
+        )
     return Store.open(settings.storage.path, read_only=not write)

@@ -26,8 +26,21 @@ from drivers.transport import open_transport
 from drivers.zvt.asyncio.terminal import ZvtOptions, ZvtTerminal
 from drivers.zvt.messages import is_password
 
-ACTIONS = ("status", "register", "preauth", "capture", "partial-reverse", "release", "reverse", "abort",
-           "end-of-day", "diagnose", "open-preauths", "read-card", "last-result")  # fmt: skip
+ACTIONS = (
+    "status",
+    "register",
+    "preauth",
+    "capture",
+    "partial-reverse",
+    "release",
+    "reverse",
+    "abort",
+    "end-of-day",
+    "diagnose",
+    "open-preauths",
+    "read-card",
+    "last-result",
+)
 _EXIT_FAILED = 1
 _EXIT_USAGE = 2
 _EXIT_UNAVAILABLE = 69
@@ -41,19 +54,40 @@ class _CliError(Exception):
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    term = commands.add_parser("terminal", help="talk to a payment terminal directly (bench checks)")
+    term = commands.add_parser(
+        "terminal", help="talk to a payment terminal directly (bench checks)"
+    )
     term.add_argument("action", choices=ACTIONS)
-    term.add_argument("--device", required=True, help="serial:///dev/ttyUSB0, tcp://host:port or usb://VID:PID")
-    term.add_argument("--amount", help="decimal amount, e.g. 12.34 (preauth, capture, partial-reverse)")
+    term.add_argument(
+        "--device", required=True, help="serial:///dev/ttyUSB0, tcp://host:port or usb://VID:PID"
+    )
+    term.add_argument(
+        "--amount", help="decimal amount, e.g. 12.34 (preauth, capture, partial-reverse)"
+    )
     term.add_argument("--held", help="the pre-authorised amount (partial-reverse, release)")
-    term.add_argument("--currency", default="EUR", help="ISO 4217 code of the amounts (default EUR)")
-    term.add_argument("--receipt", type=int, help="the terminal's receipt number of the transaction")
-    term.add_argument("--reference", default="BENCH", help="reference sent with pre-auth and capture")
-    term.add_argument("--timeout", type=int, default=30, help="seconds to wait for a card (read-card, preauth)")
-    term.add_argument("--password-file", type=Path, help="file holding the terminal's 6-digit ZVT password")
-    term.add_argument("--password-env", default="EVPAY_ZVT_PASSWORD",
-                      help="environment variable holding the password (default EVPAY_ZVT_PASSWORD)")  # fmt: skip
-    term.add_argument("--json", action="store_true", help="machine-readable output, errors included")
+    term.add_argument(
+        "--currency", default="EUR", help="ISO 4217 code of the amounts (default EUR)"
+    )
+    term.add_argument(
+        "--receipt", type=int, help="the terminal's receipt number of the transaction"
+    )
+    term.add_argument(
+        "--reference", default="BENCH", help="reference sent with pre-auth and capture"
+    )
+    term.add_argument(
+        "--timeout", type=int, default=30, help="seconds to wait for a card (read-card, preauth)"
+    )
+    term.add_argument(
+        "--password-file", type=Path, help="file holding the terminal's 6-digit ZVT password"
+    )
+    term.add_argument(
+        "--password-env",
+        default="EVPAY_ZVT_PASSWORD",
+        help="environment variable holding the password (default EVPAY_ZVT_PASSWORD)",
+    )
+    term.add_argument(
+        "--json", action="store_true", help="machine-readable output, errors included"
+    )
     term.set_defaults(handler=_terminal)
 
 
@@ -62,17 +96,24 @@ def _password(args: argparse.Namespace) -> str:
         try:
             password = args.password_file.read_text(encoding="utf-8").strip()
         except OSError as exc:
-            raise _CliError(f"cannot read --password-file {args.password_file}: {exc.strerror}", _EXIT_USAGE) from None
+            raise _CliError(
+                f"cannot read --password-file {args.password_file}: {exc.strerror}", _EXIT_USAGE
+            ) from None
     else:
         found = os.environ.get(args.password_env)
         if found is None:
             raise _CliError(
-                f"no ZVT password: set ${args.password_env} or give --password-file (the terminal's 6-digit "
-                "password; many terminals ship with 000000 — say so explicitly)", _EXIT_USAGE,
-            )  # fmt: skip
+                f"no ZVT password: set ${args.password_env} or give --password-file (the "
+                f"terminal's 6-digit "
+                "password; many terminals ship with 000000 — say so explicitly)",
+                _EXIT_USAGE,
+            )
         password = found.strip()
     if not is_password(password):
-        raise _CliError(f"the ZVT password must be exactly 6 digits (got {len(password)} characters)", _EXIT_USAGE)
+        raise _CliError(
+            f"the ZVT password must be exactly 6 digits (got {len(password)} characters)",
+            _EXIT_USAGE,
+        )
     return str(password)
 
 
@@ -88,7 +129,9 @@ def _money(args: argparse.Namespace, name: str) -> Money:
 
 def _receipt(args: argparse.Namespace) -> int:
     if args.receipt is None:
-        raise _CliError(f"{args.action} needs --receipt (the terminal's receipt number)", _EXIT_USAGE)
+        raise _CliError(
+            f"{args.action} needs --receipt (the terminal's receipt number)", _EXIT_USAGE
+        )
     return int(args.receipt)
 
 
@@ -106,7 +149,9 @@ def _terminal(args: argparse.Namespace) -> int:
         return _fail(args, str(exc), _EXIT_USAGE)
     _print(result, args.json)
     if not result.approved and result.operation == "register" and result.result_code == 0x6B:
-        print("  hint: the terminal refused the registration: check the ZVT password", file=sys.stderr)
+        print(
+            "  hint: the terminal refused the registration: check the ZVT password", file=sys.stderr
+        )
     return 0 if result.approved else _EXIT_FAILED
 
 
@@ -145,9 +190,16 @@ async def _run(args: argparse.Namespace, password: str) -> TerminalResult:
 async def _countdown(seconds: int) -> None:
     """What the technician sees while the terminal waits for a card."""
     for left in range(seconds, 0, -1):
-        print(f"\rpresent a card at the terminal: {left:3d} s left ", end="", file=sys.stderr, flush=True)
+        print(
+            f"\rpresent a card at the terminal: {left:3d} s left ",
+            end="",
+            file=sys.stderr,
+            flush=True,
+        )
         await asyncio.sleep(1)
-    print("\rstill waiting for the terminal's answer…          ", end="", file=sys.stderr, flush=True)
+    print(
+        "\rstill waiting for the terminal's answer…          ", end="", file=sys.stderr, flush=True
+    )
 
 
 async def _action(t: ZvtTerminal, args: argparse.Namespace) -> TerminalResult:
@@ -160,7 +212,9 @@ async def _action(t: ZvtTerminal, args: argparse.Namespace) -> TerminalResult:
         amount = _money(args, "amount")
         return await t.capture(_receipt(args), amount, amount, args.reference)
     if action == "partial-reverse":  # book --amount of --held, release the rest
-        return await t.capture(_receipt(args), _money(args, "held"), _money(args, "amount"), args.reference)
+        return await t.capture(
+            _receipt(args), _money(args, "held"), _money(args, "amount"), args.reference
+        )
     if action == "release":
         return await t.release(_receipt(args), _money(args, "held"))
     if action == "reverse":
@@ -190,7 +244,10 @@ def _print(result: TerminalResult, as_json: bool) -> None:
             value = f"{data[key]:02X}" if key == "result_code" else data[key]
             print(f"  {key}: {value}")
     if result.card:
-        print(f"  card: {result.card.brand or '?'} {result.card.masked_pan or ''} AID {result.card.aid or '-'}")
+        print(
+            f"  card: {result.card.brand or '?'} {result.card.masked_pan or ''} AID "
+            f"{result.card.aid or '-'}"
+        )
     if result.open_receipts:
         print(f"  open pre-authorisations: {', '.join(f'{r:04d}' for r in result.open_receipts)}")
     for key, value in result.details.items():

@@ -33,8 +33,15 @@ class SignedMeter:
     public_key: str  # the key it was checked against, as configured (compact hex or base64)
 
     def proof(self) -> MeterProof:
-        return MeterProof(self.meter, self.payload_sha256, self.begin_wh, self.end_wh, self.verified, self.reason,
-                          self.public_key)  # fmt: skip
+        return MeterProof(
+            self.meter,
+            self.payload_sha256,
+            self.begin_wh,
+            self.end_wh,
+            self.verified,
+            self.reason,
+            self.public_key,
+        )
 
 
 def check(text: str, key_text: str | None) -> SignedMeter:
@@ -49,12 +56,20 @@ def check(text: str, key_text: str | None) -> SignedMeter:
     begin = next((r for r in record.readings if r.kind == "B"), None)
     end = next((r for r in reversed(record.readings) if r.kind == "E"), None)
     base = SignedMeter(
-        hashlib.sha256(record.payload_text.encode("utf-8")).hexdigest(), text, str(payload.get("MS", "")),
-        str(payload.get("ID", "") or ""), int(begin.energy_wh) if begin else None, int(end.energy_wh) if end else None,
-        False, "", compact,
-    )  # fmt: skip
+        hashlib.sha256(record.payload_text.encode("utf-8")).hexdigest(),
+        text,
+        str(payload.get("MS", "")),
+        str(payload.get("ID", "") or ""),
+        int(begin.energy_wh) if begin else None,
+        int(end.energy_wh) if end else None,
+        False,
+        "",
+        compact,
+    )
     if not compact:
-        return replace(base, verified=False, reason="no public key configured for this meter's EVSE")
+        return replace(
+            base, verified=False, reason="no public key configured for this meter's EVSE"
+        )
     try:
         verdict = verify(record, load_key(compact, record.algorithm))
     except OcmfError as exc:
@@ -63,5 +78,7 @@ def check(text: str, key_text: str | None) -> SignedMeter:
         return replace(base, verified=False, reason=verdict.reason)
     bad = [r.status for r in (begin, end) if r is not None and r.status not in ("", "G")]
     if bad:
-        return replace(base, verified=False, reason=f"signed, but a reading's status is {bad[0]!r} (not good)")
+        return replace(
+            base, verified=False, reason=f"signed, but a reading's status is {bad[0]!r} (not good)"
+        )
     return replace(base, verified=True, reason=verdict.reason)

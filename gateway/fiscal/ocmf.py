@@ -34,11 +34,17 @@ from gateway.errors import GatewayError
 from gateway.jsonscan import brackets
 
 CURVES: dict[str, ec.EllipticCurve] = {
-    "secp256r1": ec.SECP256R1(), "secp256k1": ec.SECP256K1(), "brainpoolP256r1": ec.BrainpoolP256R1(),
-    "secp384r1": ec.SECP384R1(), "brainpoolP384r1": ec.BrainpoolP384R1(),
-}  # fmt: skip
-HASHES: dict[str, type[hashes.HashAlgorithm]] = {"SHA256": hashes.SHA256, "SHA384": hashes.SHA384,
-                                                 "SHA512": hashes.SHA512}  # fmt: skip
+    "secp256r1": ec.SECP256R1(),
+    "secp256k1": ec.SECP256K1(),
+    "brainpoolP256r1": ec.BrainpoolP256R1(),
+    "secp384r1": ec.SECP384R1(),
+    "brainpoolP384r1": ec.BrainpoolP384R1(),
+}
+HASHES: dict[str, type[hashes.HashAlgorithm]] = {
+    "SHA256": hashes.SHA256,
+    "SHA384": hashes.SHA384,
+    "SHA512": hashes.SHA512,
+}
 DEFAULT_SA = "ECDSA-secp256r1-SHA256"
 MAX_RECORD = 64 * 1024
 
@@ -111,9 +117,16 @@ def parse(text: str) -> OcmfRecord:
 
 
 def _number(raw: object) -> Decimal:
-    """A reading value (RV): a record that is not a finite number there is unreadable, not a crash."""
+    """A reading value (RV): a record that is not a finite number there is unreadable, not a
+    crash."""
     try:
-        value = None if isinstance(raw, bool) else raw if isinstance(raw, Decimal) else Decimal(str(raw))
+        value = (
+            None
+            if isinstance(raw, bool)
+            else raw
+            if isinstance(raw, Decimal)
+            else Decimal(str(raw))
+        )
     except ArithmeticError:
         value = None
     if value is None or not value.is_finite():
@@ -139,12 +152,15 @@ def _readings(payload: dict[str, Any]) -> tuple[MeterReading, ...]:
         value = _number(raw["RV"])
         unit = str(raw.get("RU", "kWh"))
         wh = value * 1000 if unit == "kWh" else value
-        out.append(MeterReading(str(raw.get("TM", "")), wh, str(raw.get("ST", "")), str(raw.get("TX", ""))))
+        out.append(
+            MeterReading(str(raw.get("TM", "")), wh, str(raw.get("ST", "")), str(raw.get("TX", "")))
+        )
     return tuple(out)
 
 
 def load_key(text: str, algorithm: str = DEFAULT_SA) -> ec.EllipticCurvePublicKey:
-    """A public key as DER SubjectPublicKeyInfo or a bare point, hex (spaces, colons allowed) or base64."""
+    """A public key as DER SubjectPublicKeyInfo or a bare point, hex (spaces, colons allowed) or
+    base64."""
     raw = _bytes("".join(text.split()).replace(":", ""), "public key")
     try:
         key = serialization.load_der_public_key(raw)
@@ -153,7 +169,9 @@ def load_key(text: str, algorithm: str = DEFAULT_SA) -> ec.EllipticCurvePublicKe
         try:
             return ec.EllipticCurvePublicKey.from_encoded_point(curve, raw)
         except ValueError:
-            raise OcmfError("the public key is neither DER SubjectPublicKeyInfo nor a point on the curve") from None
+            raise OcmfError(
+                "the public key is neither DER SubjectPublicKeyInfo nor a point on the curve"
+            ) from None
     if not isinstance(key, ec.EllipticCurvePublicKey):
         raise OcmfError("the public key is not an elliptic-curve key")
     return key
@@ -183,9 +201,13 @@ def verify(record: OcmfRecord, key: ec.EllipticCurvePublicKey) -> Verdict:
     signature = _bytes(str(record.signature["SD"]), "signature", encoding)
     size = (curve.key_size + 7) // 8
     readings = [signature]  # DER, as the OCMF specification says
-    if len(signature) == 2 * size:  # or raw r||s, as some meters send: it may begin with 0x30 like DER
+    if (
+        len(signature) == 2 * size
+    ):  # or raw r||s, as some meters send: it may begin with 0x30 like DER
         readings.append(
-            encode_dss_signature(int.from_bytes(signature[:size], "big"), int.from_bytes(signature[size:], "big"))
+            encode_dss_signature(
+                int.from_bytes(signature[:size], "big"), int.from_bytes(signature[size:], "big")
+            )
         )
     problem = ""
     for reading in readings:
@@ -203,7 +225,9 @@ def verify(record: OcmfRecord, key: ec.EllipticCurvePublicKey) -> Verdict:
 def _curve(algorithm: str) -> ec.EllipticCurve:
     parts = algorithm.split("-")
     if len(parts) != 3 or parts[0] != "ECDSA" or parts[1] not in CURVES:
-        raise OcmfError(f"unsupported signature algorithm {algorithm!r}; supported curves: {', '.join(CURVES)}")
+        raise OcmfError(
+            f"unsupported signature algorithm {algorithm!r}; supported curves: {', '.join(CURVES)}"
+        )
     return CURVES[parts[1]]
 
 
@@ -237,4 +261,9 @@ def signed_record(payload: dict[str, Any], key: ec.EllipticCurvePrivateKey) -> s
 
 def ocmf_time(moment: datetime) -> str:
     """OCMF's time format: ``2026-01-05T08:00:00,000+0000 S`` (S: synchronised clock)."""
-    return moment.strftime("%Y-%m-%dT%H:%M:%S,") + f"{moment.microsecond // 1000:03d}" + moment.strftime("%z") + " S"
+    return (
+        moment.strftime("%Y-%m-%dT%H:%M:%S,")
+        + f"{moment.microsecond // 1000:03d}"
+        + moment.strftime("%z")
+        + " S"
+    )

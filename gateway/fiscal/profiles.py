@@ -42,7 +42,9 @@ class Profile:
     code: str
     signs_each_receipt: bool = False  # the receipt waits for the CPO's signature fields
     late_within: timedelta | None = None  # how long the fiscal data may follow a pending receipt
-    from_cpo: tuple[str, ...] = ()  # required fields the CPO's invoicing sends ("invoice" or a signature field)
+    from_cpo: tuple[
+        str, ...
+    ] = ()  # required fields the CPO's invoicing sends ("invoice" or a signature field)
 
     def render(self, facts: ReceiptFacts, fiscal: FiscalData | None) -> Receipt:
         raise NotImplementedError
@@ -53,7 +55,15 @@ class Profile:
         return tuple(keep[:DISPLAY_LINES])
 
 
-_DISPLAY_KEYS = ("Total", "Energy", "Invoice", "QR", "e-receipt", "FISCAL DATA PENDING", "INCOMPLETE")
+_DISPLAY_KEYS = (
+    "Total",
+    "Energy",
+    "Invoice",
+    "QR",
+    "e-receipt",
+    "FISCAL DATA PENDING",
+    "INCOMPLETE",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,13 +93,17 @@ class Germany(Profile):
             lines.append(f"  meter {meter.meter}")
             if meter.start_wh is not None and meter.stop_wh is not None:
                 lines.append(f"  start {meter.start_wh} Wh, stop {meter.stop_wh} Wh")
-            lines.append(f"  signature {'verified' if meter.verified else 'NOT VERIFIED: ' + meter.reason}")
+            lines.append(
+                f"  signature {'verified' if meter.verified else 'NOT VERIFIED: ' + meter.reason}"
+            )
             lines.append(f"  record SHA-256 {meter.payload_sha256[:16]}")
             if meter.public_key:
                 lines.append(f"  public key {meter.public_key}")
             lines.append("  check it with the transparency software")
-            upstream.append(f"OCMF: meter {meter.meter} {meter.payload_sha256[:16]} "
-                            f"{'verified' if meter.verified else 'not verified'}")  # fmt: skip
+            upstream.append(
+                f"OCMF: meter {meter.meter} {meter.payload_sha256[:16]} "
+                f"{'verified' if meter.verified else 'not verified'}"
+            )
             if not meter.verified:
                 missing.append("verified meter signature")
         lines.append("No TSE signature: charge points are exempt (KassenSichV)")
@@ -132,7 +146,12 @@ def hr_check_url(jir: str | None, zki: str | None, issued: datetime, total_minor
 PROFILES: dict[str, Profile] = {
     "none": NoProfile("none"),
     "DE": Germany("DE"),
-    "HR": Croatia("HR", signs_each_receipt=True, late_within=timedelta(days=2), from_cpo=("invoice", "zki", "jir")),
+    "HR": Croatia(
+        "HR",
+        signs_each_receipt=True,
+        late_within=timedelta(days=2),
+        from_cpo=("invoice", "zki", "jir"),
+    ),
 }
 
 
@@ -151,11 +170,17 @@ def _issued(fields: dict[str, str], facts: ReceiptFacts) -> datetime:
 
 
 def _invoice(facts: ReceiptFacts, fiscal: FiscalData | None) -> str:
-    return (fiscal.invoice_reference if fiscal and fiscal.invoice_reference else None) or facts.reference
+    return (
+        fiscal.invoice_reference if fiscal and fiscal.invoice_reference else None
+    ) or facts.reference
 
 
 def _head(facts: ReceiptFacts, fiscal: FiscalData | None) -> list[str]:
-    lines = [f"EV charging at {facts.evse}", f"Date {facts.at:%Y-%m-%d %H:%M}", f"Invoice {_invoice(facts, fiscal)}"]
+    lines = [
+        f"EV charging at {facts.evse}",
+        f"Date {facts.at:%Y-%m-%d %H:%M}",
+        f"Invoice {_invoice(facts, fiscal)}",
+    ]
     if fiscal and fiscal.invoice_url:
         lines.append(f"Invoice at {fiscal.invoice_url}")
     lines.append(f"Energy {facts.energy_wh / 1000:.3f} kWh")
@@ -186,12 +211,19 @@ def _cpo_lines(fiscal: FiscalData | None) -> list[str]:
 
 
 def _finish(
-    lines: list[str], missing: list[str], upstream: list[str], facts: ReceiptFacts, from_cpo: tuple[str, ...] = ()
+    lines: list[str],
+    missing: list[str],
+    upstream: list[str],
+    facts: ReceiptFacts,
+    from_cpo: tuple[str, ...] = (),
 ) -> Receipt:
     if missing:
         where = facts.e_receipt_url or f"ref {facts.reference}"
-        lines += ["FISCAL DATA PENDING" if set(missing) & set(from_cpo) else "INCOMPLETE RECEIPT",
-                  f"missing: {', '.join(missing)}", f"e-receipt: {where}"]  # fmt: skip
+        lines += [
+            "FISCAL DATA PENDING" if set(missing) & set(from_cpo) else "INCOMPLETE RECEIPT",
+            f"missing: {', '.join(missing)}",
+            f"e-receipt: {where}",
+        ]
         upstream.append(f"Receipt: pending ({', '.join(missing)})")
     else:
         upstream.append("Receipt: complete")

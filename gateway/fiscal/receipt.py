@@ -21,7 +21,9 @@ from enum import StrEnum
 from drivers.money import Money
 from drivers.money import currency as currency_info
 
-WIDTH = 40  # characters per printed line (a 58 mm receipt printer's usual width in its default font)
+WIDTH = (
+    40  # characters per printed line (a 58 mm receipt printer's usual width in its default font)
+)
 DISPLAY_LINES = 8  # what ZVT's display text (06 E0) can show
 
 
@@ -59,7 +61,9 @@ class MeterProof:
 class ReceiptFacts:
     """The engine's side of a receipt, taken from the session when it is captured."""
 
-    reference: str  # the OCPI authorization_reference: our invoice reference unless the CPO gives one
+    reference: (
+        str  # the OCPI authorization_reference: our invoice reference unless the CPO gives one
+    )
     evse: str
     at: datetime  # local time of the capture
     energy_wh: int
@@ -101,7 +105,9 @@ def money(minor: int, cur: str) -> str:
     return str(Money(minor, cur))
 
 
-def vat_breakdown(nets: Sequence[tuple[Decimal | None, Decimal]], price_minor: int, cur: str) -> tuple[VatLine, ...]:
+def vat_breakdown(
+    nets: Sequence[tuple[Decimal | None, Decimal]], price_minor: int, cur: str
+) -> tuple[VatLine, ...]:
     """Per VAT rate: the net and the tax in minor units, rounded so that they add up to the price
     the driver paid (the rounding difference goes to the largest rate's tax)."""
     exponent = currency_info(cur).exponent
@@ -114,10 +120,13 @@ def vat_breakdown(nets: Sequence[tuple[Decimal | None, Decimal]], price_minor: i
     lines = []
     for rate, net in sorted(by_rate.items()):
         net_minor = int(net.scaleb(exponent).to_integral_value(ROUND_HALF_UP))
-        tax_minor = int((net * max(rate, Decimal(0)) / 100).scaleb(exponent).to_integral_value(ROUND_HALF_UP))
+        tax_minor = int(
+            (net * max(rate, Decimal(0)) / 100).scaleb(exponent).to_integral_value(ROUND_HALF_UP)
+        )
         lines.append(VatLine("" if rate < 0 else _plain(rate), net_minor, tax_minor))
     gap = price_minor - sum(v.net_minor + v.tax_minor for v in lines)
-    if gap:  # rounding once on the total (what was charged) vs per rate: the receipt adds up to the charge
+    # rounding once on the total (what was charged) vs per rate: the receipt adds up to the charge
+    if gap:
         last = lines[-1]
         lines[-1] = VatLine(last.rate, last.net_minor, last.tax_minor + gap)
     return tuple(lines)

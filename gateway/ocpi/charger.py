@@ -18,7 +18,15 @@ from decimal import ROUND_HALF_UP, Decimal
 from drivers.money import currency
 from gateway.errors import UpstreamError, UpstreamUnreachable
 from gateway.ocpi.client import OcpiClient
-from gateway.ocpi.models import Cdr, CommandResponse, OcpiSession, SessionStatus, StartSession, StopSession, Token
+from gateway.ocpi.models import (
+    Cdr,
+    CommandResponse,
+    OcpiSession,
+    SessionStatus,
+    StartSession,
+    StopSession,
+    Token,
+)
 from gateway.payments.charger import ChargerEvent, ChargerEvents
 from gateway.payments.session import authorization_reference
 from gateway.store import JournalEntry, OutboxMessage, Step, Store
@@ -76,37 +84,73 @@ class OcpiChargerLink(ChargerEvents):
             return
         location = self.evse_locations.get(evse)
         if self.client is None:
-            self._emit(ChargerEvent("faulted", evse, session_id, reason="not registered with the CPO yet"))
+            self._emit(
+                ChargerEvent("faulted", evse, session_id, reason="not registered with the CPO yet")
+            )
             return
         if location is None:
-            self._emit(ChargerEvent("faulted", evse, session_id, reason=f"no OCPI location known for EVSE {evse}"))
+            self._emit(
+                ChargerEvent(
+                    "faulted", evse, session_id, reason=f"no OCPI location known for EVSE {evse}"
+                )
+            )
             return
         reference = authorization_reference(session_id)
         self._evse[session_id] = evse
-        token = Token(country_code=self.party[0], party_id=self.party[1], uid=session_id[:36], type="AD_HOC_USER",
-                      contract_id=session_id[:36], issuer="EVPay Edge", valid=True, whitelist="NEVER",
-                      last_updated=self.clock())  # fmt: skip
-        command = StartSession(response_url=f"{self.response_base_url}/START_SESSION/{session_id}", token=token,
-                               location_id=location, evse_uid=evse, authorization_reference=reference)  # fmt: skip
-        _LOGGER.info("ocpi.start_session", extra={"session": session_id, "evse": evse, "max_cost": max_cost_minor,
-                                                  "currency": currency})  # fmt: skip
+        token = Token(
+            country_code=self.party[0],
+            party_id=self.party[1],
+            uid=session_id[:36],
+            type="AD_HOC_USER",
+            contract_id=session_id[:36],
+            issuer="EVPay Edge",
+            valid=True,
+            whitelist="NEVER",
+            last_updated=self.clock(),
+        )
+        command = StartSession(
+            response_url=f"{self.response_base_url}/START_SESSION/{session_id}",
+            token=token,
+            location_id=location,
+            evse_uid=evse,
+            authorization_reference=reference,
+        )
+        _LOGGER.info(
+            "ocpi.start_session",
+            extra={
+                "session": session_id,
+                "evse": evse,
+                "max_cost": max_cost_minor,
+                "currency": currency,
+            },
+        )
         try:
-            reply = await self.client.request("POST", f"{self.commands_url}/START_SESSION", command.to_json())
+            reply = await self.client.request(
+                "POST", f"{self.commands_url}/START_SESSION", command.to_json()
+            )
             response = CommandResponse.model_validate(reply.data)
         except UpstreamUnreachable as exc:
             if exc.ambiguous:
                 # The CPO may have started the charge. Keep the hold: the CPO's Session push or
                 # CommandResult resolves it, else the start timeout releases it — and a CDR that
                 # comes after that is recorded as unpaid energy, never dropped.
-                _LOGGER.warning("ocpi.start_session_ambiguous", extra={"session": session_id, "error": str(exc)})
+                _LOGGER.warning(
+                    "ocpi.start_session_ambiguous", extra={"session": session_id, "error": str(exc)}
+                )
                 return
-            self._emit(ChargerEvent("faulted", evse, session_id, reason=f"StartSession failed: {exc}"))
+            self._emit(
+                ChargerEvent("faulted", evse, session_id, reason=f"StartSession failed: {exc}")
+            )
             return
         except (UpstreamError, ValueError) as exc:
-            self._emit(ChargerEvent("faulted", evse, session_id, reason=f"StartSession failed: {exc}"))
+            self._emit(
+                ChargerEvent("faulted", evse, session_id, reason=f"StartSession failed: {exc}")
+            )
             return
         if response.result != "ACCEPTED":
-            self._emit(ChargerEvent("faulted", evse, session_id, reason=f"StartSession {response.result}"))
+            self._emit(
+                ChargerEvent("faulted", evse, session_id, reason=f"StartSession {response.result}")
+            )
 
     def cpo_session(self, session_id: str) -> str | None:
         """The CPO's session id for ours: from memory, else from the Session pushes stored in the
@@ -115,7 +159,9 @@ class OcpiChargerLink(ChargerEvents):
         if found is None and self.store is not None:
             reference = authorization_reference(session_id)
             pushes = [p["payload"] for p in self.store.inbox("session")]
-            found = next((p["id"] for p in pushes if p.get("authorization_reference") == reference), None)
+            found = next(
+                (p["id"] for p in pushes if p.get("authorization_reference") == reference), None
+            )
             if found is not None:
                 self._cpo_sessions[session_id] = found
         return found
@@ -126,22 +172,31 @@ class OcpiChargerLink(ChargerEvents):
     async def stop(self, evse: str, session_id: str, reason: str) -> None:  # noqa: ARG002 - the ChargerLink shape
         cpo_session = self.cpo_session(session_id)
         if cpo_session is None or self.client is None:
-            _LOGGER.warning("ocpi.stop_unknown_session", extra={"session": session_id, "reason": reason})
+            _LOGGER.warning(
+                "ocpi.stop_unknown_session", extra={"session": session_id, "reason": reason}
+            )
             return
         command = StopSession(
-            response_url=f"{self.response_base_url}/STOP_SESSION/{session_id}", session_id=cpo_session
+            response_url=f"{self.response_base_url}/STOP_SESSION/{session_id}",
+            session_id=cpo_session,
         )
         if self.store is not None:
             # Stopping protects the hold: the command is stored and retried until the CPO has it.
             message = OutboxMessage(
-                f"{session_id}:stop_session:{uuid.uuid4().hex[:8]}", f"command:{session_id}",
-                "command.stop_session", command.to_json(),
-            )  # fmt: skip
+                f"{session_id}:stop_session:{uuid.uuid4().hex[:8]}",
+                f"command:{session_id}",
+                "command.stop_session",
+                command.to_json(),
+            )
             journal = JournalEntry("session", session_id, "ocpi.stop_session", {"reason": reason})
-            self.store.apply(Step(f"stop:{message.message_id}", outbox=[message], journal=[journal]))
+            self.store.apply(
+                Step(f"stop:{message.message_id}", outbox=[message], journal=[journal])
+            )
             return
         try:
-            await self.client.request("POST", f"{self.commands_url}/STOP_SESSION", command.to_json())
+            await self.client.request(
+                "POST", f"{self.commands_url}/STOP_SESSION", command.to_json()
+            )
         except UpstreamError as exc:
             _LOGGER.warning("ocpi.stop_failed", extra={"session": session_id, "error": str(exc)})
 
@@ -158,10 +213,16 @@ class OcpiChargerLink(ChargerEvents):
         wh = int(session.kwh * 1000)
         if session.status is SessionStatus.ACTIVE and not first:
             self._seq[ours] = self._seq.get(ours, 0) + 1
-            self._emit(ChargerEvent("meter", session.evse_uid, ours, meter_wh=wh, seq=self._seq[ours]))
+            self._emit(
+                ChargerEvent("meter", session.evse_uid, ours, meter_wh=wh, seq=self._seq[ours])
+            )
         elif session.status is SessionStatus.INVALID:
             self._done.add(ours)
-            self._emit(ChargerEvent("faulted", session.evse_uid, ours, reason="the CPO marked the session invalid"))
+            self._emit(
+                ChargerEvent(
+                    "faulted", session.evse_uid, ours, reason="the CPO marked the session invalid"
+                )
+            )
 
     def cdr_pushed(self, cdr: Cdr) -> None:
         """The CDR closes the session: its total energy is what is billed."""
@@ -171,11 +232,20 @@ class OcpiChargerLink(ChargerEvents):
         first = self._cdrs.setdefault(ours, cdr.id)
         if first != cdr.id:  # a corrected CDR for a session already billed: a refund if it is lower
             gross = Decimal(str(cdr.total_cost.before_taxes)) + sum(
-                (Decimal(str(t.amount)) for t in cdr.total_cost.taxes or ()), Decimal(0))  # fmt: skip
+                (Decimal(str(t.amount)) for t in cdr.total_cost.taxes or ()), Decimal(0)
+            )
             exponent = currency(cdr.currency).exponent
             total = int(gross.scaleb(exponent).to_integral_value(ROUND_HALF_UP))
-            self._emit(ChargerEvent("price_corrected", self._evse.get(ours, "?"), ours, total_minor=total,
-                                    reason=f"corrected CDR {cdr.id}", seq=len(self._cdrs)))  # fmt: skip
+            self._emit(
+                ChargerEvent(
+                    "price_corrected",
+                    self._evse.get(ours, "?"),
+                    ours,
+                    total_minor=total,
+                    reason=f"corrected CDR {cdr.id}",
+                    seq=len(self._cdrs),
+                )
+            )
             return
         if ours in self._done:
             return
@@ -183,12 +253,33 @@ class OcpiChargerLink(ChargerEvents):
         wh = int(cdr.total_energy * 1000)
         evse = self._evse.get(ours, "?")
         invoicer = "cpo" if cdr.invoice_reference_id else "ptp"
-        self._emit(ChargerEvent("stopped", evse, ours, meter_wh=wh, session_energy_wh=wh, reason="CDR received",
-                                invoicer=invoicer, invoice_reference=cdr.invoice_reference_id))  # fmt: skip
+        self._emit(
+            ChargerEvent(
+                "stopped",
+                evse,
+                ours,
+                meter_wh=wh,
+                session_energy_wh=wh,
+                reason="CDR received",
+                invoicer=invoicer,
+                invoice_reference=cdr.invoice_reference_id,
+            )
+        )
 
     def command_result(self, command: str, session_id: str, result: str) -> None:
-        """The asynchronous CommandResult: a StartSession that failed at the charger ends the session."""
-        if command == "START_SESSION" and result != "ACCEPTED" and session_id not in self._cpo_sessions:
+        """The asynchronous CommandResult: a StartSession that failed at the charger ends the
+        session."""
+        if (
+            command == "START_SESSION"
+            and result != "ACCEPTED"
+            and session_id not in self._cpo_sessions
+        ):
             self._done.add(session_id)
-            self._emit(ChargerEvent("faulted", self._evse.get(session_id, "?"), session_id,
-                                    reason=f"StartSession result {result}"))  # fmt: skip
+            self._emit(
+                ChargerEvent(
+                    "faulted",
+                    self._evse.get(session_id, "?"),
+                    session_id,
+                    reason=f"StartSession result {result}",
+                )
+            )

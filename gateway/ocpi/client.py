@@ -50,13 +50,23 @@ class Trust:
     def check(self, url: str) -> None:
         parts = urlsplit(url)
         if parts.scheme != "https" and not (parts.scheme == "http" and self.allow_http):
-            raise OcpiRejected(f"refusing {url}: OCPI only over https (a lab may set allow_insecure_http)",
-                               http_status=0, status_code=None)  # fmt: skip
-        if self.origins and origin(url) not in self.origins and (parts.hostname or "") not in self.origins:
             raise OcpiRejected(
-                f"refusing to send our token to {origin(url)}: not the CPO's origin ({', '.join(sorted(self.origins))})"
-                " nor in [upstream] allowed_hosts", http_status=0, status_code=None,
-            )  # fmt: skip
+                f"refusing {url}: OCPI only over https (a lab may set allow_insecure_http)",
+                http_status=0,
+                status_code=None,
+            )
+        if (
+            self.origins
+            and origin(url) not in self.origins
+            and (parts.hostname or "") not in self.origins
+        ):
+            raise OcpiRejected(
+                f"refusing to send our token to {origin(url)}: not the CPO's origin "
+                f"({', '.join(sorted(self.origins))})"
+                " nor in [upstream] allowed_hosts",
+                http_status=0,
+                status_code=None,
+            )
 
 
 def authorization(token: str) -> str:
@@ -73,14 +83,20 @@ def retry_after(headers: Any) -> float | None:
 
 class OcpiClient:
     def __init__(
-        self, http: aiohttp.ClientSession, token: str, timeout_s: float = 10.0, trust: Trust | None = None
+        self,
+        http: aiohttp.ClientSession,
+        token: str,
+        timeout_s: float = 10.0,
+        trust: Trust | None = None,
     ) -> None:
         self._http = http
         self.token = token  # replaced in place when the CPO rotates our credentials
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self.trust = trust
 
-    async def request(self, method: str, url: str, body: Any = None, *, correlation_id: str | None = None) -> Reply:
+    async def request(
+        self, method: str, url: str, body: Any = None, *, correlation_id: str | None = None
+    ) -> Reply:
         if self.trust is not None:
             self.trust.check(url)  # our token goes only where the CPO is
         headers = {
@@ -89,17 +105,28 @@ class OcpiClient:
             "X-Correlation-ID": correlation_id or uuid.uuid4().hex,
         }
         try:
-            async with self._http.request(method, url, json=body, headers=headers, timeout=self._timeout) as resp:
+            async with self._http.request(
+                method, url, json=body, headers=headers, timeout=self._timeout
+            ) as resp:
                 text = await resp.text()
                 status = resp.status
                 after = retry_after(resp.headers)
                 link = resp.headers.get("Link", "")
         except TimeoutError:
-            raise UpstreamUnreachable(f"{method} {url}: no answer in time", ambiguous=method != "GET") from None
+            raise UpstreamUnreachable(
+                f"{method} {url}: no answer in time", ambiguous=method != "GET"
+            ) from None
         except aiohttp.ClientConnectorError as exc:
-            raise UpstreamUnreachable(f"{method} {url}: cannot connect ({exc.os_error})", ambiguous=False) from None
-        except (aiohttp.ClientError, OSError) as exc:  # reset or broken mid-request: it may have arrived
-            raise UpstreamUnreachable(f"{method} {url}: {type(exc).__name__}", ambiguous=method != "GET") from None
+            raise UpstreamUnreachable(
+                f"{method} {url}: cannot connect ({exc.os_error})", ambiguous=False
+            ) from None
+        except (
+            aiohttp.ClientError,
+            OSError,
+        ) as exc:  # reset or broken mid-request: it may have arrived
+            raise UpstreamUnreachable(
+                f"{method} {url}: {type(exc).__name__}", ambiguous=method != "GET"
+            ) from None
         reply = self._classify(method, url, status, text, after)
         return Reply(reply.http_status, reply.status_code, reply.data, reply.message, link)
 
@@ -111,14 +138,28 @@ class OcpiClient:
             body = {}
         code = body.get("status_code") if isinstance(body, dict) else None
         message = str(body.get("status_message", "")) if isinstance(body, dict) else ""
-        if not isinstance(code, int) and text:  # not an OCPI envelope (a proxy's page, a framework error)
+        if (
+            not isinstance(code, int) and text
+        ):  # not an OCPI envelope (a proxy's page, a framework error)
             message = "non-OCPI answer: " + " ".join(text.split())[:200]
-        if status in (408, 429) or status >= 500 or (isinstance(code, int) and code // 1000 in (3, 4)):
+        if (
+            status in (408, 429)
+            or status >= 500
+            or (isinstance(code, int) and code // 1000 in (3, 4))
+        ):
             raise UpstreamUnreachable(
-                f"{method} {url}: HTTP {status}, OCPI {code} {message}".strip(), ambiguous=False, retry_after=after
+                f"{method} {url}: HTTP {status}, OCPI {code} {message}".strip(),
+                ambiguous=False,
+                retry_after=after,
             )
-        if status >= 400 or (isinstance(code, int) and code // 1000 == 2) or not isinstance(code, int):
+        if (
+            status >= 400
+            or (isinstance(code, int) and code // 1000 == 2)
+            or not isinstance(code, int)
+        ):
             raise OcpiRejected(
-                f"{method} {url}: HTTP {status}, OCPI {code} {message}".strip(), http_status=status, status_code=code
+                f"{method} {url}: HTTP {status}, OCPI {code} {message}".strip(),
+                http_status=status,
+                status_code=code,
             )
         return Reply(status, code, body.get("data"), message)

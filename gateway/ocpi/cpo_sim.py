@@ -78,21 +78,32 @@ class CpoState:
     stop_requested: set[str] = field(default_factory=set)
     cdrs: list[dict[str, Any]] = field(default_factory=list)
     tariffs: list[dict[str, Any]] = field(default_factory=list)  # OCPI Tariff objects it publishes
-    fiscal_lines: list[str] = field(default_factory=list)  # sent after the CDR (custom module DEEVPfiscal)
+    fiscal_lines: list[str] = field(
+        default_factory=list
+    )  # sent after the CDR (custom module DEEVPfiscal)
     # The invoicing system's answer to a FAC (local flow): "" none; "signed" an invoice with ZKI and
-    # JIR (Croatia); "zki_only" the tax authority is down (ZKI now, JIR later); "invoice" no signature.
+    # JIR (Croatia); "zki_only" the tax authority is down (ZKI now, JIR later); "invoice" no
+    # signature.
     fiscal_on_fac: str = ""
     fiscal_delay_s: float = 0.0
     fiscal_sent: list[dict[str, Any]] = field(default_factory=list)
-    receipts: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # DEEVPfiscal PUTs, by reference
-    refunds: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # DEEVPrecon refund PUTs, by id
-    reports: dict[str, dict[str, Any]] = field(default_factory=dict)  # DEEVPrecon reconciliation reports
+    receipts: dict[str, list[dict[str, Any]]] = field(
+        default_factory=dict
+    )  # DEEVPfiscal PUTs, by reference
+    refunds: dict[str, list[dict[str, Any]]] = field(
+        default_factory=dict
+    )  # DEEVPrecon refund PUTs, by id
+    reports: dict[str, dict[str, Any]] = field(
+        default_factory=dict
+    )  # DEEVPrecon reconciliation reports
     locations: list[dict[str, Any]] = field(default_factory=list)
     callback: bool = True  # call the PTP's versions back during registration
     require_ids: bool = True  # refuse requests without X-Request-ID / X-Correlation-ID
     quirks: set[str] = field(default_factory=set)
     down: bool = False  # an outage: every request is answered 503 until it is over
-    callbacks: list[str] = field(default_factory=list)  # what the registration callback saw, for tests
+    callbacks: list[str] = field(
+        default_factory=list
+    )  # what the registration callback saw, for tests
     ptp_token: str | None = None  # the PTP's token B as the CPO holds it (for its pushes)
     ptp_versions_url: str | None = None
 
@@ -131,13 +142,19 @@ class CpoSimulator:
     async def _strict(self, request: web.Request, handler: Any) -> web.StreamResponse:
         """Message ids required (and echoed); quirks that change how whole requests are answered."""
         if self.state.down:
-            return web.json_response(envelope(status_code=3000, message="down for maintenance"), status=503)
+            return web.json_response(
+                envelope(status_code=3000, message="down for maintenance"), status=503
+            )
         if self.state.require_ids and not (
             request.headers.get("X-Request-ID") and request.headers.get("X-Correlation-ID")
         ):
-            self.state.rejected.append(f"{request.method} {request.path}: no X-Request-ID/X-Correlation-ID")
-            return web.json_response(envelope(status_code=2001, message="X-Request-ID and X-Correlation-ID required"),
-                                     status=400)  # fmt: skip
+            self.state.rejected.append(
+                f"{request.method} {request.path}: no X-Request-ID/X-Correlation-ID"
+            )
+            return web.json_response(
+                envelope(status_code=2001, message="X-Request-ID and X-Correlation-ID required"),
+                status=400,
+            )
         collection = request.path.endswith(("/terminals", "/financial-advice-confirmations"))
         if "redirect_slash" in self.state.quirks and request.method == "POST" and collection:
             raise web.HTTPPermanentRedirect(request.path + "/")
@@ -150,12 +167,16 @@ class CpoSimulator:
     def _refuse(self, why: str, status: int = 400, code: int = 2001) -> web.Response:
         self.state.rejected.append(why)
         if "plain422" in self.state.quirks and status == 400:
-            return web.Response(status=422, text=f"Unprocessable Entity: {why}", content_type="text/plain")
+            return web.Response(
+                status=422, text=f"Unprocessable Entity: {why}", content_type="text/plain"
+            )
         return web.json_response(envelope(status_code=code, message=why), status=status)
 
     def _unauthorized(self) -> web.Response:
-        return web.json_response(envelope(status_code=2000, message="unauthorized"),
-                                 status=403 if "auth403" in self.state.quirks else 401)  # fmt: skip
+        return web.json_response(
+            envelope(status_code=2000, message="unauthorized"),
+            status=403 if "auth403" in self.state.quirks else 401,
+        )
 
     async def _object(self, request: web.Request, model: Any) -> Any:
         """The body as ``model``: strict JSON types, and no field the model does not know."""
@@ -166,7 +187,9 @@ class CpoSimulator:
             raise ValueError(f"unknown fields {unknown}")
         return model.model_validate_json(raw, strict=True)
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0, tls: ssl.SSLContext | None = None) -> str:
+    async def start(
+        self, host: str = "127.0.0.1", port: int = 0, tls: ssl.SSLContext | None = None
+    ) -> str:
         self._runner = web.AppRunner(self.app(), access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, ssl_context=tls)
@@ -176,7 +199,8 @@ class CpoSimulator:
         return self.base
 
     def _endpoint_base(self) -> str:
-        """Where the details say the modules are: here, or (quirk ``foreign_endpoints``) elsewhere."""
+        """Where the details say the modules are: here, or (quirk ``foreign_endpoints``)
+        elsewhere."""
         if "foreign_endpoints" in self.state.quirks:
             return self.base.replace("127.0.0.1", "127.0.0.2")
         return self.base
@@ -227,15 +251,23 @@ class CpoSimulator:
             return None  # handled by the endpoint after storing
         self.state.faults.popleft()
         if fault == "http500":
-            return web.json_response(envelope(status_code=3000, message="internal error"), status=500)
+            return web.json_response(
+                envelope(status_code=3000, message="internal error"), status=500
+            )
         if fault == "retry_after":
             return web.json_response(
-                envelope(status_code=3000, message="busy"), status=503, headers={"Retry-After": "0.2"}
+                envelope(status_code=3000, message="busy"),
+                status=503,
+                headers={"Retry-After": "0.2"},
             )
         if fault == "ocpi2001":
-            return web.json_response(envelope(status_code=2001, message="invalid or missing parameters"), status=400)
+            return web.json_response(
+                envelope(status_code=2001, message="invalid or missing parameters"), status=400
+            )
         if fault == "ocpi3001":
-            return web.json_response(envelope(status_code=3001, message="unable to use the client's API"))
+            return web.json_response(
+                envelope(status_code=3001, message="unable to use the client's API")
+            )
         if fault == "slow":
             await asyncio.sleep(self.state.slow_s)
             return None
@@ -249,25 +281,60 @@ class CpoSimulator:
     async def _versions(self, request: web.Request) -> web.Response:
         if not self._allowed(request):
             return self._unauthorized()
-        return web.json_response(envelope([{"version": VERSION, "url": f"{self.base}/ocpi/{VERSION}"}]))
+        return web.json_response(
+            envelope([{"version": VERSION, "url": f"{self.base}/ocpi/{VERSION}"}])
+        )
 
     async def _details(self, request: web.Request) -> web.Response:
         if not self._allowed(request):
             return self._unauthorized()
         base = self._endpoint_base()
         endpoints = [
-            {"identifier": "credentials", "role": "RECEIVER", "url": f"{base}/ocpi/{VERSION}/credentials"},
-            {"identifier": "payments", "role": "RECEIVER", "url": f"{base}/ocpi/cpo/{VERSION}/payments"},
-            {"identifier": "commands", "role": "RECEIVER", "url": f"{base}/ocpi/cpo/{VERSION}/commands"},
-            {"identifier": "tariffs", "role": "SENDER", "url": f"{base}/ocpi/cpo/{VERSION}/tariffs"},
-            {"identifier": "locations", "role": "SENDER", "url": f"{base}/ocpi/cpo/{VERSION}/locations"},
+            {
+                "identifier": "credentials",
+                "role": "RECEIVER",
+                "url": f"{base}/ocpi/{VERSION}/credentials",
+            },
+            {
+                "identifier": "payments",
+                "role": "RECEIVER",
+                "url": f"{base}/ocpi/cpo/{VERSION}/payments",
+            },
+            {
+                "identifier": "commands",
+                "role": "RECEIVER",
+                "url": f"{base}/ocpi/cpo/{VERSION}/commands",
+            },
+            {
+                "identifier": "tariffs",
+                "role": "SENDER",
+                "url": f"{base}/ocpi/cpo/{VERSION}/tariffs",
+            },
+            {
+                "identifier": "locations",
+                "role": "SENDER",
+                "url": f"{base}/ocpi/cpo/{VERSION}/locations",
+            },
         ]
         if "no_custom_modules" not in self.state.quirks:
-            endpoints.append({"identifier": "DEEVPrecon", "role": "RECEIVER",
-                              "url": f"{base}/ocpi/cpo/{VERSION}/DEEVPrecon"})  # fmt: skip
-        if "no_fiscal_module" not in self.state.quirks and "no_custom_modules" not in self.state.quirks:
-            endpoints.append({"identifier": "DEEVPfiscal", "role": "RECEIVER",
-                              "url": f"{base}/ocpi/cpo/{VERSION}/DEEVPfiscal"})  # fmt: skip
+            endpoints.append(
+                {
+                    "identifier": "DEEVPrecon",
+                    "role": "RECEIVER",
+                    "url": f"{base}/ocpi/cpo/{VERSION}/DEEVPrecon",
+                }
+            )
+        if (
+            "no_fiscal_module" not in self.state.quirks
+            and "no_custom_modules" not in self.state.quirks
+        ):
+            endpoints.append(
+                {
+                    "identifier": "DEEVPfiscal",
+                    "role": "RECEIVER",
+                    "url": f"{base}/ocpi/cpo/{VERSION}/DEEVPfiscal",
+                }
+            )
         return web.json_response(envelope({"version": VERSION, "endpoints": endpoints}))
 
     async def _register(self, request: web.Request, *, rotating: bool = False) -> web.Response:
@@ -277,17 +344,26 @@ class CpoSimulator:
             creds = await self._object(request, Credentials)
         except (ValidationError, ValueError) as exc:
             return self._refuse(f"invalid credentials: {exc}")
-        if "require_website" in self.state.quirks and not any(r.business_details.website for r in creds.roles):
+        if "require_website" in self.state.quirks and not any(
+            r.business_details.website for r in creds.roles
+        ):
             return self._refuse("business_details.website is required by this CPO")
         if self.state.callback:
             problem = await self._call_back(creds, request.headers.get("X-Correlation-ID", ""))
             if problem:
-                return self._refuse(f"unable to use the client's API: {problem}", status=200, code=3001)
+                return self._refuse(
+                    f"unable to use the client's API: {problem}", status=200, code=3001
+                )
         self.state.registered.append(creds.to_json())
         self.state.ptp_token, self.state.ptp_versions_url = creds.token, creds.url
         token_c = secrets.token_hex(16)
         self.state.tokens.add(token_c)
-        role = {"role": "CPO", "party_id": "CPO", "country_code": "DE", "business_details": {"name": "Embedded CPO"}}
+        role = {
+            "role": "CPO",
+            "party_id": "CPO",
+            "country_code": "DE",
+            "business_details": {"name": "Embedded CPO"},
+        }
         reply = {"token": token_c, "url": self.versions_url, "roles": [role]}
         return web.json_response(envelope(reply))
 
@@ -307,7 +383,10 @@ class CpoSimulator:
         return None
 
     async def _get_checked(self, http: aiohttp.ClientSession, url: str, correlation_id: str) -> Any:
-        ids = {"X-Request-ID": secrets.token_hex(8), "X-Correlation-ID": correlation_id or secrets.token_hex(8)}
+        ids = {
+            "X-Request-ID": secrets.token_hex(8),
+            "X-Correlation-ID": correlation_id or secrets.token_hex(8),
+        }
         async with http.get(url, headers=ids, timeout=aiohttp.ClientTimeout(total=5)) as r:
             body = await r.json()
             if r.status != 200 or body.get("status_code") != 1000:
@@ -353,14 +432,18 @@ class CpoSimulator:
     async def _rotate(self, request: web.Request) -> web.Response:
         token = self._token(request)
         if token not in self.state.tokens:
-            return web.json_response(envelope(status_code=2000, message="not registered"), status=405)
+            return web.json_response(
+                envelope(status_code=2000, message="not registered"), status=405
+            )
         self.state.tokens.discard(token)
         return await self._register(request, rotating=True)
 
     async def _unregister(self, request: web.Request) -> web.Response:
         token = self._token(request)
         if token not in self.state.tokens:
-            return web.json_response(envelope(status_code=2000, message="not registered"), status=405)
+            return web.json_response(
+                envelope(status_code=2000, message="not registered"), status=405
+            )
         self.state.tokens.discard(token)
         return web.json_response(envelope())
 
@@ -388,10 +471,19 @@ class CpoSimulator:
             endpoints = await self._ptp_endpoints(http, self.state.ptp_versions_url or "")
             sid = f"CPO-{secrets.token_hex(6)}"
             now = datetime.now(UTC)
-            session = {"country_code": "DE", "party_id": "CPO", "id": sid, "start_date_time": _ts(now), "kwh": 0,
-                       "authorization_reference": start.authorization_reference, "location_id": start.location_id,
-                       "evse_uid": start.evse_uid or "EVSE", "currency": "EUR", "status": "ACTIVE",
-                       "last_updated": _ts(now)}  # fmt: skip
+            session = {
+                "country_code": "DE",
+                "party_id": "CPO",
+                "id": sid,
+                "start_date_time": _ts(now),
+                "kwh": 0,
+                "authorization_reference": start.authorization_reference,
+                "location_id": start.location_id,
+                "evse_uid": start.evse_uid or "EVSE",
+                "currency": "EUR",
+                "status": "ACTIVE",
+                "last_updated": _ts(now),
+            }
             url = f"{endpoints['sessions']}/DE/CPO/{sid}"
             await http.put(url, json=session)
             await http.post(start.response_url, json={"result": "ACCEPTED"})
@@ -399,23 +491,43 @@ class CpoSimulator:
             while kwh < self.state.session_kwh and sid not in self.state.stop_requested:
                 await asyncio.sleep(self.state.push_interval_s)
                 kwh = min(kwh + self.state.kwh_step, self.state.session_kwh)
-                await http.patch(url, json={"kwh": float(kwh), "last_updated": _ts(datetime.now(UTC))})
+                await http.patch(
+                    url, json={"kwh": float(kwh), "last_updated": _ts(datetime.now(UTC))}
+                )
             end = datetime.now(UTC)
-            await http.patch(url, json={"status": "COMPLETED", "end_date_time": _ts(end), "last_updated": _ts(end)})
+            await http.patch(
+                url,
+                json={"status": "COMPLETED", "end_date_time": _ts(end), "last_updated": _ts(end)},
+            )
             cost = (kwh * self.state.price_per_kwh).quantize(Decimal("0.01"))
-            cdr = {"country_code": "DE", "party_id": "CPO", "id": f"CDR-{sid}",
-                   "start_date_time": session["start_date_time"], "end_date_time": _ts(end), "session_id": sid,
-                   "authorization_reference": start.authorization_reference,
-                   "currency": "EUR", "total_cost": {"before_taxes": float(cost)}, "total_energy": float(kwh),
-                   "invoice_reference_id": f"INV-{sid}", "last_updated": _ts(end)}  # fmt: skip
+            cdr = {
+                "country_code": "DE",
+                "party_id": "CPO",
+                "id": f"CDR-{sid}",
+                "start_date_time": session["start_date_time"],
+                "end_date_time": _ts(end),
+                "session_id": sid,
+                "authorization_reference": start.authorization_reference,
+                "currency": "EUR",
+                "total_cost": {"before_taxes": float(cost)},
+                "total_energy": float(kwh),
+                "invoice_reference_id": f"INV-{sid}",
+                "last_updated": _ts(end),
+            }
             self.state.cdrs.append(cdr)
             await http.post(endpoints["cdrs"], json=cdr)
             if self.state.fiscal_lines and "DEEVPfiscal" in endpoints:
-                fiscal = {"lines": [*self.state.fiscal_lines, f"Invoice {cdr['invoice_reference_id']}"],
-                          "invoice_reference_id": cdr["invoice_reference_id"]}  # fmt: skip
-                await http.put(f"{endpoints['DEEVPfiscal']}/{start.authorization_reference}", json=fiscal)
+                fiscal = {
+                    "lines": [*self.state.fiscal_lines, f"Invoice {cdr['invoice_reference_id']}"],
+                    "invoice_reference_id": cdr["invoice_reference_id"],
+                }
+                await http.put(
+                    f"{endpoints['DEEVPfiscal']}/{start.authorization_reference}", json=fiscal
+                )
 
-    async def _ptp_endpoints(self, http: aiohttp.ClientSession, versions_url: str) -> dict[str, str]:
+    async def _ptp_endpoints(
+        self, http: aiohttp.ClientSession, versions_url: str
+    ) -> dict[str, str]:
         async with http.get(versions_url) as r:
             version_url = (await r.json())["data"][0]["url"]
         async with http.get(version_url) as r:
@@ -435,12 +547,16 @@ class CpoSimulator:
         offset = int(request.query.get("offset", "0"))
         headers = {"X-Total-Count": str(len(objects)), "X-Limit": "1"}
         if offset + 1 < len(objects):
-            headers["Link"] = f'<{request.url.with_query({"offset": str(offset + 1), "limit": "1"})}>; rel="next"'
+            headers["Link"] = (
+                f'<{request.url.with_query({"offset": str(offset + 1), "limit": "1"})}>; rel="next"'
+            )
         return web.json_response(envelope(objects[offset : offset + 1]), headers=headers)
 
     async def _post_fac(self, request: web.Request) -> web.Response:
         known = set(self.state.facs)
-        response = await self._post(request, FinancialAdviceConfirmation, self.state.facs, "id", self.state.fac_posts)
+        response = await self._post(
+            request, FinancialAdviceConfirmation, self.state.facs, "id", self.state.fac_posts
+        )
         new = [fac for fid, fac in self.state.facs.items() if fid not in known]
         if self.state.fiscal_on_fac and new and new[0]["capture_status_code"] != "FAILED":
             task = asyncio.create_task(self._send_fiscal(new[0]))
@@ -449,12 +565,15 @@ class CpoSimulator:
         return response
 
     async def _send_fiscal(self, fac: dict[str, Any]) -> None:
-        """The invoicing system signs the receipt for the captured amount and sends it to the PTP."""
+        """The invoicing system signs the receipt for the captured amount and sends it to the
+        PTP."""
         await asyncio.sleep(self.state.fiscal_delay_s)
         reference = fac["authorization_reference"]
         number = len(self.state.fiscal_sent) + 1
-        body: dict[str, Any] = {"invoice_reference_id": f"{number}/EVP1/1",
-                                "invoice_url": f"{self.base}/invoices/{reference}"}  # fmt: skip
+        body: dict[str, Any] = {
+            "invoice_reference_id": f"{number}/EVP1/1",
+            "invoice_url": f"{self.base}/invoices/{reference}",
+        }
         if self.state.fiscal_on_fac in ("signed", "zki_only"):
             issued = datetime.now(UTC).replace(second=0, microsecond=0)
             zki = hashlib.md5(f"{reference}{number}".encode()).hexdigest()  # noqa: S324 - the ZKI is an MD5 by law
@@ -478,9 +597,15 @@ class CpoSimulator:
             body = await request.json()
         except ValueError:
             return self._refuse("DEEVPrecon: not JSON")
-        if what == "refunds" and isinstance(body, dict) and isinstance(body.get("amount_minor"), int):
+        if (
+            what == "refunds"
+            and isinstance(body, dict)
+            and isinstance(body.get("amount_minor"), int)
+        ):
             self.state.refunds.setdefault(ident, []).append(body)
-        elif what == "reports" and isinstance(body, dict) and isinstance(body.get("findings"), list):
+        elif (
+            what == "reports" and isinstance(body, dict) and isinstance(body.get("findings"), list)
+        ):
             self.state.reports[ident] = body
         else:
             return self._refuse(f"DEEVPrecon: not a valid {what} object")
@@ -494,7 +619,11 @@ class CpoSimulator:
             body = await request.json()
         except ValueError:
             return self._refuse("receipt: not JSON")
-        if not isinstance(body, dict) or body.get("state") not in ("complete", "pending", "delivered_late"):
+        if not isinstance(body, dict) or body.get("state") not in (
+            "complete",
+            "pending",
+            "delivered_late",
+        ):
             return self._refuse("receipt: state must be complete, pending or delivered_late")
         self.state.receipts.setdefault(request.match_info["reference"], []).append(body)
         return web.json_response(envelope())
@@ -504,12 +633,16 @@ class CpoSimulator:
 
     async def _post_terminal(self, request: web.Request) -> web.Response:
         if "put_terminals" in self.state.quirks:
-            return self._refuse("this CPO takes Terminals by PUT {terminals}/{terminal_id}", status=405, code=2000)
+            return self._refuse(
+                "this CPO takes Terminals by PUT {terminals}/{terminal_id}", status=405, code=2000
+            )
         return await self._post(request, Terminal, self.state.terminals, "terminal_id", None)
 
     async def _put_terminal(self, request: web.Request) -> web.Response:
         if "put_terminals" not in self.state.quirks:
-            return self._refuse("PUT is not the Terminals receiver method here; POST the Terminal", 405, 2000)
+            return self._refuse(
+                "PUT is not the Terminals receiver method here; POST the Terminal", 405, 2000
+            )
         response = await self._post(request, Terminal, self.state.terminals, "terminal_id", None)
         stored = self.state.terminals.get(request.match_info["id"])
         if response.status in (200, 201) and stored is None:
@@ -520,7 +653,12 @@ class CpoSimulator:
         return self._get(request, self.state.terminals)
 
     async def _post(
-        self, request: web.Request, model: Any, table: dict[str, dict[str, Any]], key: str, log: list[str] | None
+        self,
+        request: web.Request,
+        model: Any,
+        table: dict[str, dict[str, Any]],
+        key: str,
+        log: list[str] | None,
     ) -> web.Response:
         if not self._allowed(request):
             return self._unauthorized()
@@ -531,7 +669,10 @@ class CpoSimulator:
             obj = await self._object(request, model)
         except (ValidationError, ValueError) as exc:
             return self._refuse(f"invalid {model.__name__}: {exc}")
-        if "no_partial_success" in self.state.quirks and getattr(obj, "capture_status_code", None) == "PARTIAL_SUCCESS":
+        if (
+            "no_partial_success" in self.state.quirks
+            and getattr(obj, "capture_status_code", None) == "PARTIAL_SUCCESS"
+        ):
             return self._refuse("PARTIAL_SUCCESS is not accepted by this CPO")
         data = obj.model_dump(mode="json", exclude_none=True)
         created = data[key] not in table
@@ -548,7 +689,9 @@ class CpoSimulator:
             return self._unauthorized()
         found = table.get(request.match_info["id"])
         if found is None:
-            return web.json_response(envelope(status_code=2000, message="unknown object"), status=404)
+            return web.json_response(
+                envelope(status_code=2000, message="unknown object"), status=404
+            )
         return web.json_response(envelope(found))
 
 

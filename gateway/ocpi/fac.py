@@ -40,9 +40,13 @@ def fac_from_outcome(
     it): a shortfall is sent as SUCCESS with the amount actually captured; the message names it."""
     state = payload["state"]
     unpaid = bool(payload.get("unpaid_energy_wh"))
-    if not payload.get("authorization_reference") or (state not in ("completed", *_OWING) and not unpaid):
+    if not payload.get("authorization_reference") or (
+        state not in ("completed", *_OWING) and not unpaid
+    ):
         return None
-    if payload.get("invoicer") == "ptp":  # the CDR had no invoice_reference_id: we invoice, no FAC is due
+    if (
+        payload.get("invoicer") == "ptp"
+    ):  # the CDR had no invoice_reference_id: we invoice, no FAC is due
         return None
     cur = payload["currency"]
     exponent = currency(cur).exponent
@@ -52,10 +56,17 @@ def fac_from_outcome(
     fac_id = sid[:34] + "-U" if unpaid else sid[:36]
     if unpaid:
         amount, code = owed, CaptureStatusCode.FAILED
-        message = f"{payload['unpaid_energy_wh']} Wh delivered after the session ended unpaid: {owed} owed"
+        message = (
+            f"{payload['unpaid_energy_wh']} Wh delivered after the session ended unpaid: "
+            f"{owed} owed"
+        )
     elif state in _OWING:
         amount, code = owed, CaptureStatusCode.FAILED
-        why = "the hold lapsed uncaptured" if state == "capture_failed" else "the capture is unconfirmed"
+        why = (
+            "the hold lapsed uncaptured"
+            if state == "capture_failed"
+            else "the capture is unconfirmed"
+        )
         message = f"nothing captured: {why}; {owed} owed"
     elif payload.get("shortfall_minor"):
         amount = captured
@@ -67,7 +78,9 @@ def fac_from_outcome(
     price_incl = Money(payload["price_minor"], cur).to_decimal()
     price_excl = Decimal(payload.get("price_excl") or "0")
     if price_incl > 0 and price_excl > 0:
-        before = (gross * price_excl / price_incl).quantize(Decimal(1).scaleb(-exponent), ROUND_HALF_UP)
+        before = (gross * price_excl / price_incl).quantize(
+            Decimal(1).scaleb(-exponent), ROUND_HALF_UP
+        )
     else:
         before = gross
     card = payload.get("card") or {}
@@ -80,7 +93,8 @@ def fac_from_outcome(
         eft.append(f"PAN: {card['masked_pan']}")
     if payload.get("receipt_no") is not None:
         eft.append(f"Receipt: {int(payload['receipt_no']):04d}")
-    # the receipt's invoice and fiscal lines, so that the CPO's invoice and the driver's receipt agree
+    # the receipt's invoice and fiscal lines, so that the CPO's invoice and the driver's receipt
+    # agree
     eft += [ascii_line(str(line)) for line in payload.get("receipt") or () if str(line).strip()]
     taxes = [TaxAmount(name="VAT", amount=gross - before)] if gross != before else None
     return FinancialAdviceConfirmation(

@@ -13,7 +13,13 @@ from dataclasses import dataclass
 
 from gateway.errors import OcpiRejected, UpstreamError
 from gateway.ocpi.client import OcpiClient
-from gateway.ocpi.models import BusinessDetails, Credentials, CredentialsRole, Version, VersionDetails
+from gateway.ocpi.models import (
+    BusinessDetails,
+    Credentials,
+    CredentialsRole,
+    Version,
+    VersionDetails,
+)
 
 VERSION = "2.3.0"
 
@@ -34,29 +40,45 @@ class Registration:
 
 
 async def discover(client: OcpiClient, versions_url: str) -> VersionDetails:
-    versions = [Version.model_validate(v) for v in (await client.request("GET", versions_url)).data or []]
+    versions = [
+        Version.model_validate(v) for v in (await client.request("GET", versions_url)).data or []
+    ]
     chosen = next((v for v in versions if v.version == VERSION), None)
     if chosen is None:
         offered = ", ".join(v.version for v in versions) or "none"
-        raise OcpiRejected(f"the CPO offers OCPI {offered}, not {VERSION}", http_status=200, status_code=3002)
+        raise OcpiRejected(
+            f"the CPO offers OCPI {offered}, not {VERSION}", http_status=200, status_code=3002
+        )
     return VersionDetails.model_validate((await client.request("GET", chosen.url)).data)
 
 
 def our_credentials(
-    token_b: str, our_versions_url: str, party: tuple[str, str], name: str, website: str | None = None
+    token_b: str,
+    our_versions_url: str,
+    party: tuple[str, str],
+    name: str,
+    website: str | None = None,
 ) -> Credentials:
     details = BusinessDetails(name=name, website=website)
     return Credentials(
         token=token_b,
         url=our_versions_url,
-        roles=[CredentialsRole(role="OTHER", business_details=details, country_code=party[0], party_id=party[1])],
+        roles=[
+            CredentialsRole(
+                role="OTHER", business_details=details, country_code=party[0], party_id=party[1]
+            )
+        ],
     )
 
 
-async def rotate(client_with_token_c: OcpiClient, registration: Registration, ours: Credentials) -> Registration:
+async def rotate(
+    client_with_token_c: OcpiClient, registration: Registration, ours: Credentials
+) -> Registration:
     """PUT new credentials (a fresh token B, already accepted by our server); the CPO answers
     with a fresh token C."""
-    url = registration.endpoints.url("credentials", "RECEIVER") or registration.endpoints.url("credentials", "SENDER")
+    url = registration.endpoints.url("credentials", "RECEIVER") or registration.endpoints.url(
+        "credentials", "SENDER"
+    )
     if url is None:
         raise UpstreamError("the CPO publishes no credentials endpoint")
     reply = await client_with_token_c.request("PUT", url, ours.to_json())
@@ -66,7 +88,9 @@ async def rotate(client_with_token_c: OcpiClient, registration: Registration, ou
 
 async def unregister(client_with_token_c: OcpiClient, registration: Registration) -> None:
     """DELETE our credentials: the CPO forgets token C and stops calling us."""
-    url = registration.endpoints.url("credentials", "RECEIVER") or registration.endpoints.url("credentials", "SENDER")
+    url = registration.endpoints.url("credentials", "RECEIVER") or registration.endpoints.url(
+        "credentials", "SENDER"
+    )
     if url is None:
         raise UpstreamError("the CPO publishes no credentials endpoint")
     await client_with_token_c.request("DELETE", url)
@@ -76,7 +100,9 @@ def new_token() -> str:
     return secrets.token_urlsafe(24)
 
 
-async def register(client_with_token_a: OcpiClient, versions_url: str, our_credentials_: Credentials) -> Registration:
+async def register(
+    client_with_token_a: OcpiClient, versions_url: str, our_credentials_: Credentials
+) -> Registration:
     """Gateway-initiated: POST our credentials (with token B) to the CPO, get token C back.
 
     Our OCPI server must already answer with token B: a CPO calls our versions and version

@@ -147,7 +147,9 @@ class VersionDetails(OcpiModel):
     endpoints: list[Endpoint]
 
     def url(self, identifier: str, role: str) -> str | None:
-        return next((e.url for e in self.endpoints if e.identifier == identifier and e.role == role), None)
+        return next(
+            (e.url for e in self.endpoints if e.identifier == identifier and e.role == role), None
+        )
 
 
 class BusinessDetails(OcpiModel):
@@ -185,8 +187,13 @@ class Envelope(OcpiModel, Generic[T]):
         return v
 
 
-def envelope(data: Any = None, status_code: int = 1000, message: str | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {"status_code": status_code, "timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+def envelope(
+    data: Any = None, status_code: int = 1000, message: str | None = None
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "status_code": status_code,
+        "timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
     if data is not None:
         body["data"] = data
     if message:
@@ -214,7 +221,9 @@ class Token(OcpiModel):
     contract_id: CiString36Req
     issuer: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     valid: bool
-    whitelist: Annotated[str, StringConstraints(pattern=r"^(ALWAYS|ALLOWED|ALLOWED_OFFLINE|NEVER)$")]
+    whitelist: Annotated[
+        str, StringConstraints(pattern=r"^(ALWAYS|ALLOWED|ALLOWED_OFFLINE|NEVER)$")
+    ]
     last_updated: DateTime
 
 
@@ -232,12 +241,16 @@ class StopSession(OcpiModel):
 
 
 class CommandResponse(OcpiModel):
-    result: Annotated[str, StringConstraints(pattern=r"^(NOT_SUPPORTED|REJECTED|ACCEPTED|UNKNOWN_SESSION)$")]
+    result: Annotated[
+        str, StringConstraints(pattern=r"^(NOT_SUPPORTED|REJECTED|ACCEPTED|UNKNOWN_SESSION)$")
+    ]
     timeout: Annotated[int, Field(ge=0)]
 
 
 class CommandResult(OcpiModel):
-    result: Annotated[str, StringConstraints(max_length=32)]  # ACCEPTED, REJECTED, EVSE_OCCUPIED, FAILED, ...
+    result: Annotated[
+        str, StringConstraints(max_length=32)
+    ]  # ACCEPTED, REJECTED, EVSE_OCCUPIED, FAILED, ...
 
 
 class SessionStatus(StrEnum):
@@ -314,13 +327,18 @@ class FiscalData(OcpiModel):
     its invoice (reference, URL) and, where the country signs each receipt, the signature fields
     by name (HR: ``zki``, ``jir``, ``issued_at``). Never required of a CPO."""
 
-    lines: list[Annotated[str, StringConstraints(max_length=255)]] = Field(default_factory=list, max_length=60)
+    lines: list[Annotated[str, StringConstraints(max_length=255)]] = Field(
+        default_factory=list, max_length=60
+    )
     invoice_reference_id: CiString36 | None = None
     invoice_url: Url | None = None
     fields: (
-        dict[Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")],
-             Annotated[str, StringConstraints(min_length=1, max_length=255)]] | None
-    ) = Field(default=None, max_length=20)  # fmt: skip
+        dict[
+            Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")],
+            Annotated[str, StringConstraints(min_length=1, max_length=255)],
+        ]
+        | None
+    ) = Field(default=None, max_length=20)
 
     @model_validator(mode="after")
     def _something(self) -> FiscalData:

@@ -34,7 +34,11 @@ _AMBIGUOUS = "ambiguous: "
 _REFUSED = "refused "
 # Messages OCPI has no place for go to our custom modules on the CPO's side (docs/FISCAL.md,
 # docs/RECONCILIATION.md), when its version details list them; else they stay local.
-CUSTOM = {"session.receipt": "DEEVPfiscal", "session.refund": "DEEVPrecon", "reconcile.report": "DEEVPrecon"}
+CUSTOM = {
+    "session.receipt": "DEEVPfiscal",
+    "session.refund": "DEEVPrecon",
+    "reconcile.report": "DEEVPrecon",
+}
 _MAPPED = ("session.outcome", "terminal.post", "command.stop_session", *CUSTOM)
 
 
@@ -63,7 +67,11 @@ class OutboxPusher:
         self.interop = interop or InteropSettings()
         self.payments_url = payments_url.rstrip("/")
         self.concurrency = concurrency
-        self.backoff_min_s, self.backoff_max_s, self.idle_poll_s = backoff_min_s, backoff_max_s, idle_poll_s
+        self.backoff_min_s, self.backoff_max_s, self.idle_poll_s = (
+            backoff_min_s,
+            backoff_max_s,
+            idle_poll_s,
+        )
         self.max_refusals = max_refusals
         self.commands_url = commands_url.rstrip("/") if commands_url else None
         self.custom_urls = {k: v.rstrip("/") for k, v in (custom_urls or {}).items() if v}
@@ -99,8 +107,13 @@ class OutboxPusher:
                 if not ready or len(self._marks) >= self.concurrency:
                     marks, self._marks = self._marks, []
                     busy = {*flying, *(m.object_key for m in ready)}
-                    ready += self.store.outbox.take(marks, self.clock(), 2 * self.concurrency - len(ready), busy,
-                                                    _AMBIGUOUS + "sending")  # fmt: skip
+                    ready += self.store.outbox.take(
+                        marks,
+                        self.clock(),
+                        2 * self.concurrency - len(ready),
+                        busy,
+                        _AMBIGUOUS + "sending",
+                    )
                 while ready and len(flying) < self.concurrency:
                     message = ready.popleft()
                     flying[message.object_key] = asyncio.create_task(self.deliver(message))
@@ -133,12 +146,18 @@ class OutboxPusher:
             await self._send(message)
         except _NothingToSend as skip:
             self._marks.append(Mark(message.message_id, "done", now))
-            _LOGGER.debug("outbox.local_only", extra={"message_id": message.message_id, "reason": str(skip)})
+            _LOGGER.debug(
+                "outbox.local_only", extra={"message_id": message.message_id, "reason": str(skip)}
+            )
             return
         except ValueError as exc:  # the payload cannot become an OCPI object: no retry can help
             self.on_failure("invalid")
-            self._marks.append(Mark(message.message_id, "dead", now, f"cannot build the OCPI object: {exc}"))
-            _LOGGER.error("outbox.dead_letter", extra={"message_id": message.message_id, "reason": str(exc)})  # noqa: TRY400
+            self._marks.append(
+                Mark(message.message_id, "dead", now, f"cannot build the OCPI object: {exc}")
+            )
+            _LOGGER.error(  # noqa: TRY400
+                "outbox.dead_letter", extra={"message_id": message.message_id, "reason": str(exc)}
+            )
             return
         except OcpiRejected as exc:
             self.on_failure("refused")
@@ -146,7 +165,9 @@ class OutboxPusher:
             if refusals < self.max_refusals and message.kind in _MAPPED:
                 delay = self._backoff(refusals)
                 reason = f"{_REFUSED}{refusals}: {exc}"
-                self._marks.append(Mark(message.message_id, "retry", now + timedelta(seconds=delay), reason))
+                self._marks.append(
+                    Mark(message.message_id, "retry", now + timedelta(seconds=delay), reason)
+                )
                 return
             self._marks.append(Mark(message.message_id, "dead", now, str(exc)))
             _LOGGER.error(  # noqa: TRY400 - a refused message is an outcome, its traceback is noise
@@ -155,11 +176,22 @@ class OutboxPusher:
             return
         except UpstreamUnreachable as exc:
             self.on_failure("ambiguous" if exc.ambiguous else "unreachable")
-            delay = exc.retry_after if exc.retry_after is not None else self._backoff(message.attempts)
+            delay = (
+                exc.retry_after if exc.retry_after is not None else self._backoff(message.attempts)
+            )
             prefix = _AMBIGUOUS if exc.ambiguous else ""
-            self._marks.append(Mark(message.message_id, "retry", now + timedelta(seconds=delay), prefix + str(exc)))
-            _LOGGER.info("outbox.retry", extra={"message_id": message.message_id, "in_s": round(delay, 2),
-                                                "attempts": message.attempts + 1, "error": str(exc)})  # fmt: skip
+            self._marks.append(
+                Mark(message.message_id, "retry", now + timedelta(seconds=delay), prefix + str(exc))
+            )
+            _LOGGER.info(
+                "outbox.retry",
+                extra={
+                    "message_id": message.message_id,
+                    "in_s": round(delay, 2),
+                    "attempts": message.attempts + 1,
+                    "error": str(exc),
+                },
+            )
             return
         self._marks.append(Mark(message.message_id, "done", now))
         self.delivered += 1
@@ -171,7 +203,9 @@ class OutboxPusher:
     def _refuse_unmapped(self, message: StoredOutbox) -> None:
         if message.kind not in _MAPPED:
             raise OcpiRejected(
-                f"no upstream mapping for message kind {message.kind!r}", http_status=0, status_code=None
+                f"no upstream mapping for message kind {message.kind!r}",
+                http_status=0,
+                status_code=None,
             )
 
     def _collection(self, path: str) -> str:
@@ -183,17 +217,25 @@ class OutboxPusher:
         if message.kind == "terminal.post":
             terminal = Terminal.model_validate({**message.payload, "last_updated": self.clock()})
             return self._collection("terminals"), terminal.terminal_id, terminal.to_json()
-        fac = fac_from_outcome(dict(message.payload), self.clock(), partial_success=self.interop.partial_success)
+        fac = fac_from_outcome(
+            dict(message.payload), self.clock(), partial_success=self.interop.partial_success
+        )
         if fac is None:
             raise _NothingToSend("the session ended without a capture: nothing to confirm upstream")
         return self._collection("financial-advice-confirmations"), fac.id, fac.to_json()
 
     async def _send(self, message: StoredOutbox) -> None:
-        if message.kind == "command.stop_session":  # a command: resending is harmless, nothing to GET
+        if (
+            message.kind == "command.stop_session"
+        ):  # a command: resending is harmless, nothing to GET
             if self.commands_url is None:
-                raise UpstreamUnreachable("the CPO publishes no commands endpoint yet", ambiguous=False)
+                raise UpstreamUnreachable(
+                    "the CPO publishes no commands endpoint yet", ambiguous=False
+                )
             url = f"{self.commands_url}/STOP_SESSION"
-            await self.client.request("POST", url, dict(message.payload), correlation_id=message.message_id)
+            await self.client.request(
+                "POST", url, dict(message.payload), correlation_id=message.message_id
+            )
             return
         if message.kind in CUSTOM:
             await self._send_custom(message)
@@ -201,11 +243,13 @@ class OutboxPusher:
         url, object_id, body = self._object(message)
         by_id = f"{url.rstrip('/')}/{object_id}"
         if message.kind == "terminal.post" and self.interop.terminal_method == "PUT":
-            # Interop: this CPO takes Terminals by PUT on the object's URL (idempotent: no GET first).
+            # Interop: this CPO takes Terminals by PUT on the object's URL (idempotent: no GET
+            # first).
             await self.client.request("PUT", by_id, body, correlation_id=message.message_id)
             return
         if message.last_error and message.last_error.startswith(_AMBIGUOUS):
-            # An earlier POST may have arrived (timeout, reset, or a crash while sending): look first.
+            # An earlier POST may have arrived (timeout, reset, or a crash while sending): look
+            # first.
             try:
                 found = await self.client.request("GET", by_id, correlation_id=message.message_id)
             except OcpiRejected:
@@ -228,10 +272,16 @@ class OutboxPusher:
         if message.kind == "session.receipt":
             reference = str(p.get("authorization_reference") or "")
             if not reference:
-                raise _NothingToSend("a session without an authorization_reference: nothing to refer to upstream")
+                raise _NothingToSend(
+                    "a session without an authorization_reference: nothing to refer to upstream"
+                )
             url = f"{base}/{reference}"
-            body: dict[str, Any] = {"state": p["state"], "lines": [ascii_line(str(x)) for x in p.get("lines") or ()],
-                                    "missing": list(p.get("missing") or ()), "last_updated": now}  # fmt: skip
+            body: dict[str, Any] = {
+                "state": p["state"],
+                "lines": [ascii_line(str(x)) for x in p.get("lines") or ()],
+                "missing": list(p.get("missing") or ()),
+                "last_updated": now,
+            }
         elif message.kind == "session.refund":
             url = f"{base}/refunds/{quote(str(p['refund_id']), safe='')}"
             body = {**dict(p), "last_updated": now}

@@ -85,7 +85,13 @@ class PtpServer:
         credentials: CredentialsKeeper | None = None,
         registration_token: str | None = None,
     ) -> None:
-        self.store, self.site, self.clock, self.receiver, self.fiscal = store, site, clock, receiver, fiscal
+        self.store, self.site, self.clock, self.receiver, self.fiscal = (
+            store,
+            site,
+            clock,
+            receiver,
+            fiscal,
+        )
         self._sessions: dict[str, dict[str, Any]] = {}  # the last full Session per id, for PATCH
         self.credentials = credentials
         tokens = [token_b] if isinstance(token_b, str) else list(token_b)
@@ -132,7 +138,9 @@ class PtpServer:
         except web.HTTPException as exc:  # no such route (404), method (405), body too large (413)
             response = _error(exc.status, 2001 if exc.status == 413 else 2000, exc.reason)
         except Exception:
-            _LOGGER.exception("ocpi.server_error", extra={"path": request.path, "request_id": request_id})
+            _LOGGER.exception(
+                "ocpi.server_error", extra={"path": request.path, "request_id": request_id}
+            )
             response = _error(500, 3000, "internal error; the request was not processed")
         response.headers["X-Request-ID"] = request_id
         response.headers["X-Correlation-ID"] = correlation_id
@@ -143,9 +151,13 @@ class PtpServer:
         auth = request.headers.get("Authorization")
         # Token A opens discovery and the credentials POST, nothing else (credentials module).
         registering = (request.method, request.path) in (
-            ("POST", f"/ocpi/{VERSION}/credentials"), ("GET", "/ocpi/versions"), ("GET", f"/ocpi/{VERSION}"),
-        )  # fmt: skip
-        if auth not in self._auth and not (registering and auth and auth == self._registration_auth):
+            ("POST", f"/ocpi/{VERSION}/credentials"),
+            ("GET", "/ocpi/versions"),
+            ("GET", f"/ocpi/{VERSION}"),
+        )
+        if auth not in self._auth and not (
+            registering and auth and auth == self._registration_auth
+        ):
             return _error(401, 2000, "unknown token")
         response: web.StreamResponse = await handler(request)
         return response
@@ -153,12 +165,18 @@ class PtpServer:
     # ---- discovery --------------------------------------------------------------------------
 
     async def _versions(self, _request: web.Request) -> web.Response:
-        return web.json_response(envelope([{"version": VERSION, "url": f"{self.base}/ocpi/{VERSION}"}]))
+        return web.json_response(
+            envelope([{"version": VERSION, "url": f"{self.base}/ocpi/{VERSION}"}])
+        )
 
     async def _details(self, _request: web.Request) -> web.Response:
         ptp = f"{self.base}/ocpi/ptp/{VERSION}"
         endpoints = [
-            {"identifier": "credentials", "role": "RECEIVER", "url": f"{self.base}/ocpi/{VERSION}/credentials"},
+            {
+                "identifier": "credentials",
+                "role": "RECEIVER",
+                "url": f"{self.base}/ocpi/{VERSION}/credentials",
+            },
             {"identifier": "payments", "role": "SENDER", "url": f"{ptp}/payments"},
             {"identifier": "sessions", "role": "RECEIVER", "url": f"{ptp}/sessions"},
             {"identifier": "cdrs", "role": "RECEIVER", "url": f"{ptp}/cdrs"},
@@ -180,7 +198,9 @@ class PtpServer:
 
     async def _credentials_get(self, _request: web.Request) -> web.Response:
         if self.credentials is None:
-            return web.json_response(envelope(status_code=2000, message="not registered"), status=405)
+            return web.json_response(
+                envelope(status_code=2000, message="not registered"), status=405
+            )
         return web.json_response(envelope(self.credentials.ours().to_json()))
 
     async def _credentials_post(self, request: web.Request) -> web.Response:
@@ -198,7 +218,9 @@ class PtpServer:
 
     async def _credentials_put(self, request: web.Request) -> web.Response:
         if self.credentials is None:
-            return web.json_response(envelope(status_code=2000, message="not registered"), status=405)
+            return web.json_response(
+                envelope(status_code=2000, message="not registered"), status=405
+            )
         theirs = await parse(request, Credentials)
         ours = self.credentials.rotate(theirs)
         self.set_token(ours.token)
@@ -206,7 +228,9 @@ class PtpServer:
 
     async def _credentials_delete(self, _request: web.Request) -> web.Response:
         if self.credentials is None:
-            return web.json_response(envelope(status_code=2000, message="not registered"), status=405)
+            return web.json_response(
+                envelope(status_code=2000, message="not registered"), status=405
+            )
         self.credentials.forget()
         self.set_token(uuid.uuid4().hex)  # nothing the CPO holds is accepted any more
         return web.json_response(envelope())
@@ -228,7 +252,9 @@ class PtpServer:
         return out
 
     def _find(self, ocpi_id: str) -> tuple[str, dict[str, Any]] | None:
-        return next(((n, t) for n, t in self._terminal_objects() if t["terminal_id"] == ocpi_id), None)
+        return next(
+            ((n, t) for n, t in self._terminal_objects() if t["terminal_id"] == ocpi_id), None
+        )
 
     async def _terminals(self, request: web.Request) -> web.Response:
         return _page(request, [t for _, t in self._terminal_objects()])
@@ -255,9 +281,17 @@ class PtpServer:
         another mapping); ``terminal_id`` is ours to assign, so it may be absent. The CPO's
         reference is kept and served back from then on."""
         wanted = await parse(request, TerminalActivation)
-        found = self._find(wanted.terminal_id) if wanted.terminal_id else self._by_reference(wanted.reference)
+        found = (
+            self._find(wanted.terminal_id)
+            if wanted.terminal_id
+            else self._by_reference(wanted.reference)
+        )
         if found is None:
-            what = f"terminal_id {wanted.terminal_id!r}" if wanted.terminal_id else f"reference {wanted.reference!r}"
+            what = (
+                f"terminal_id {wanted.terminal_id!r}"
+                if wanted.terminal_id
+                else f"reference {wanted.reference!r}"
+            )
             return _error(404, 2000, f"no terminal of ours matches {what}")
         name, current = found
         given = wanted.model_dump(mode="json", exclude_none=True)
@@ -265,10 +299,15 @@ class PtpServer:
         if wanted.reference:
             merged["reference"] = wanted.reference
         merged["last_updated"] = self.clock().strftime("%Y-%m-%dT%H:%M:%SZ")
-        # D17: activation answers at once; the Terminal is then created on the CPO side (POST, via the outbox).
+        # D17: activation answers at once; the Terminal is then created on the CPO side (POST, via
+        # the outbox).
         announce = {k: v for k, v in merged.items() if k != "last_updated"}
-        message = OutboxMessage(f"terminal:{merged['terminal_id']}:activated:{uuid.uuid4().hex[:8]}",
-                                f"terminal:{merged['terminal_id']}", "terminal.post", announce)  # fmt: skip
+        message = OutboxMessage(
+            f"terminal:{merged['terminal_id']}:activated:{uuid.uuid4().hex[:8]}",
+            f"terminal:{merged['terminal_id']}",
+            "terminal.post",
+            announce,
+        )
         self._store(name, {**merged, "active": True}, "terminal.activated", given, outbox=[message])
         return web.json_response(envelope())
 
@@ -278,8 +317,12 @@ class PtpServer:
         if not reference:
             return None
         for row in self.store.terminals():
-            known = {row["data"].get("ocpi", {}).get("reference"), row["id"], self._ocpi_id(row["id"]),
-                     row["data"].get("terminal_id")}  # fmt: skip
+            known = {
+                row["data"].get("ocpi", {}).get("reference"),
+                row["id"],
+                self._ocpi_id(row["id"]),
+                row["data"].get("terminal_id"),
+            }
             if reference in known:
                 return self._find(self._ocpi_id(row["id"]))
         return None
@@ -310,7 +353,9 @@ class PtpServer:
         self.store.apply(
             Step(
                 f"ocpi:{name}:{uuid.uuid4().hex}",
-                terminals=[TerminalRecord(name, row["device"], row["protocol"], row["state"], data)],
+                terminals=[
+                    TerminalRecord(name, row["device"], row["protocol"], row["state"], data)
+                ],
                 journal=[JournalEntry("terminal", name, kind, change)],
                 outbox=outbox or [],
             )
@@ -335,7 +380,9 @@ class PtpServer:
     async def _session_patch(self, request: web.Request) -> web.Response:
         known = self._sessions.get(request.match_info["id"])
         if known is None:
-            return web.json_response(envelope(status_code=2001, message="PATCH of an unknown session"), status=404)
+            return web.json_response(
+                envelope(status_code=2001, message="PATCH of an unknown session"), status=404
+            )
         patch = await parse(request, OcpiSessionPatch)
         try:
             session = OcpiSession.model_validate({**known, **patch.to_json()})
@@ -359,7 +406,9 @@ class PtpServer:
     async def _command_result(self, request: web.Request) -> web.Response:
         result = await parse(request, CommandResult)
         command, uid = request.match_info["command"], request.match_info["uid"]
-        stored = self._inbox(request, "command_result", {"command": command, "uid": uid, **result.to_json()})
+        stored = self._inbox(
+            request, "command_result", {"command": command, "uid": uid, **result.to_json()}
+        )
         if stored and self.receiver is not None:
             self.receiver.command_result(command, uid, result.result)
         return web.json_response(envelope())
@@ -371,13 +420,24 @@ class PtpServer:
         reference = request.match_info["reference"]
         session_id = session_id_of(reference)
         if session_id is None or self.store.session(session_id) is None:
-            return web.json_response(envelope(status_code=2000, message="unknown authorization_reference"), status=404)
+            return web.json_response(
+                envelope(status_code=2000, message="unknown authorization_reference"), status=404
+            )
         message_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
-        if self._inbox(request, "fiscal", {"authorization_reference": reference, **data.to_json()}) and self.fiscal:
-            self.fiscal(FiscalDataArrived(
-                session_id, f"fiscal:{message_id}", tuple(data.lines), data.invoice_reference_id,
-                data.invoice_url, tuple(sorted((data.fields or {}).items())),
-            ))  # fmt: skip
+        if (
+            self._inbox(request, "fiscal", {"authorization_reference": reference, **data.to_json()})
+            and self.fiscal
+        ):
+            self.fiscal(
+                FiscalDataArrived(
+                    session_id,
+                    f"fiscal:{message_id}",
+                    tuple(data.lines),
+                    data.invoice_reference_id,
+                    data.invoice_url,
+                    tuple(sorted((data.fields or {}).items())),
+                )
+            )
         return web.json_response(envelope())
 
     # ---- financial advice confirmations -------------------------------------------------------
@@ -398,8 +458,10 @@ class PtpServer:
     async def _fac(self, request: web.Request) -> web.Response:
         found = next((f for f in self._fac_objects() if f["id"] == request.match_info["id"]), None)
         if found is None:
-            return web.json_response(envelope(status_code=2000, message="unknown financial advice confirmation"),
-                                     status=404)  # fmt: skip
+            return web.json_response(
+                envelope(status_code=2000, message="unknown financial advice confirmation"),
+                status=404,
+            )
         return web.json_response(envelope(found))
 
 
@@ -445,14 +507,19 @@ def _page(request: web.Request, objects: list[dict[str, Any]]) -> web.Response:
         start = datetime.fromisoformat(date_from) if date_from else None
         end = datetime.fromisoformat(date_to) if date_to else None
     except ValueError:
-        return web.json_response(envelope(status_code=2001, message="bad offset, limit or date"), status=400)
+        return web.json_response(
+            envelope(status_code=2001, message="bad offset, limit or date"), status=400
+        )
     if offset < 0 or limit < 1:
-        return web.json_response(envelope(status_code=2001, message="bad offset or limit"), status=400)
+        return web.json_response(
+            envelope(status_code=2001, message="bad offset or limit"), status=400
+        )
     selected = [
-        o for o in objects
+        o
+        for o in objects
         if (start is None or datetime.fromisoformat(o["last_updated"]) >= start)
         and (end is None or datetime.fromisoformat(o["last_updated"]) < end)
-    ]  # fmt: skip
+    ]
     page = selected[offset : offset + limit]
     headers = {"X-Total-Count": str(len(selected)), "X-Limit": str(limit)}
     if offset + limit < len(selected):

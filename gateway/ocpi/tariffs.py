@@ -42,7 +42,8 @@ async def pull_tariffs(
             tariff = tariff_from_ocpi(OcpiTariff.model_validate(raw).to_json())
         except ValueError as exc:  # one bad tariff must not hide the good ones
             _LOGGER.warning(
-                "upstream.tariff_invalid", extra={"tariff": str(raw.get("id", "?"))[:36], "error": str(exc)}
+                "upstream.tariff_invalid",
+                extra={"tariff": str(raw.get("id", "?"))[:36], "error": str(exc)},
             )
             continue
         catalog[tariff.id] = tariff

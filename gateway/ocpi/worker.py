@@ -19,7 +19,14 @@ from cryptography.fernet import Fernet, InvalidToken
 from gateway.errors import ConfigError, UpstreamError
 from gateway.ocpi.charger import OcpiChargerLink, session_id_of
 from gateway.ocpi.client import OcpiClient, Trust
-from gateway.ocpi.handshake import Registration, accept, new_token, our_credentials, register, rotate
+from gateway.ocpi.handshake import (
+    Registration,
+    accept,
+    new_token,
+    our_credentials,
+    register,
+    rotate,
+)
 from gateway.ocpi.models import Cdr, Credentials, VersionDetails
 from gateway.ocpi.pusher import CUSTOM, OutboxPusher
 from gateway.ocpi.server import PtpServer
@@ -41,7 +48,9 @@ class TokenVault:
         try:
             self._fernet = Fernet(key.encode("ascii"))
         except (ValueError, TypeError):
-            raise ConfigError("upstream.key", ["not a Fernet key (32 url-safe base64 bytes)"]) from None
+            raise ConfigError(
+                "upstream.key", ["not a Fernet key (32 url-safe base64 bytes)"]
+            ) from None
 
     def seal(self, token: str) -> str:
         return self._fernet.encrypt(token.encode("utf-8")).decode("ascii")
@@ -51,7 +60,11 @@ class TokenVault:
             return self._fernet.decrypt(sealed.encode("ascii")).decode("utf-8")
         except InvalidToken:
             raise ConfigError(
-                "upstream.key", ["cannot decrypt the stored OCPI tokens: the key changed (restore it or re-register)"]
+                "upstream.key",
+                [
+                    "cannot decrypt the stored OCPI tokens: the key changed (restore it or "
+                    "re-register)"
+                ],
             ) from None
 
 
@@ -93,12 +106,17 @@ class UpstreamWorker:
         stored = self.store.registration()
         if stored is None:
             return None
-        if self.settings.registration == "gateway" and stored["versions_url"] != self.settings.versions_url:
+        if (
+            self.settings.registration == "gateway"
+            and stored["versions_url"] != self.settings.versions_url
+        ):
             return None  # registered with another CPO before: register again
         return Registration(
-            self.vault.open(stored["token_b"]), self.vault.open(stored["token_c"]), stored["versions_url"],
+            self.vault.open(stored["token_b"]),
+            self.vault.open(stored["token_c"]),
+            stored["versions_url"],
             VersionDetails.model_validate(stored["endpoints"]),
-        )  # fmt: skip
+        )
 
     def _status(self, registered: bool, reason: str) -> None:
         self.store.set_upstream_status(registered, reason)
@@ -119,8 +137,13 @@ class UpstreamWorker:
             stop.cancel()
             return self._registration_now
         token_a = self.settings.token_a.reveal() if self.settings.token_a else ""
-        ours = our_credentials(token_b, self.settings.public_url, self._party(), self.settings.business_name,
-                               self.settings.interop.business_website)  # fmt: skip
+        ours = our_credentials(
+            token_b,
+            self.settings.public_url,
+            self._party(),
+            self.settings.business_name,
+            self.settings.interop.business_website,
+        )
         try:
             reg = await register(self.client(http, token_a), self.settings.versions_url, ours)
         except (UpstreamError, ValueError) as exc:
@@ -153,16 +176,27 @@ class UpstreamWorker:
 
     async def run(self, stopping: asyncio.Event) -> None:
         if self.settings.allow_insecure_http:
-            _LOGGER.warning("upstream.INSECURE_HTTP", extra={"warning": "OCPI over plain http: tokens travel in clear; "
-                                                             "allow_insecure_http is for a lab only"})  # fmt: skip
+            _LOGGER.warning(
+                "upstream.INSECURE_HTTP",
+                extra={
+                    "warning": "OCPI over plain http: tokens travel in clear; "
+                    "allow_insecure_http is for a lab only"
+                },
+            )
         self.trust = self._trust()
         connector = aiohttp.TCPConnector(ssl=self._ssl() or True)
         async with aiohttp.ClientSession(connector=connector) as http:
             self._http = http
             stored = self._stored()
             self._registration_now = stored
-            token_b = stored.token_b if stored else new_token()  # not stored until the CPO accepts it
-            runner = await self._serve(token_b, registering=stored is None) if self.settings.listen else None
+            token_b = (
+                stored.token_b if stored else new_token()
+            )  # not stored until the CPO accepts it
+            runner = (
+                await self._serve(token_b, registering=stored is None)
+                if self.settings.listen
+                else None
+            )
             try:
                 reg = stored or await self._register(http, token_b, stopping)
                 if reg is None:
@@ -176,19 +210,29 @@ class UpstreamWorker:
                     await runner.cleanup()
                 self.server = None
 
-    async def _work(self, http: aiohttp.ClientSession, reg: Registration, stopping: asyncio.Event) -> None:
+    async def _work(
+        self, http: aiohttp.ClientSession, reg: Registration, stopping: asyncio.Event
+    ) -> None:
         client = self._client = self.client(http, reg.token_c)
         if self.charger is not None:
             commands = reg.endpoints.url("commands", "RECEIVER")
             if commands is None:
-                raise UpstreamError("the CPO publishes no commands endpoint: charger mode ocpi cannot start")
+                raise UpstreamError(
+                    "the CPO publishes no commands endpoint: charger mode ocpi cannot start"
+                )
             base = self.settings.public_url.removesuffix("/ocpi/versions")
             self.charger.bind(client, commands, f"{base}/ocpi/ptp/2.3.0/commands")
             self._replay_cdrs(self.charger)
-        self.pusher = OutboxPusher(self.store, client, reg.payments_url(""), self.clock,
-                                   commands_url=reg.endpoints.url("commands", "RECEIVER"),
-                                   custom_urls={m: reg.endpoints.url(m, "RECEIVER") for m in set(CUSTOM.values())},
-                                   interop=self.settings.interop, on_failure=self.on_failure)  # fmt: skip
+        self.pusher = OutboxPusher(
+            self.store,
+            client,
+            reg.payments_url(""),
+            self.clock,
+            commands_url=reg.endpoints.url("commands", "RECEIVER"),
+            custom_urls={m: reg.endpoints.url(m, "RECEIVER") for m in set(CUSTOM.values())},
+            interop=self.settings.interop,
+            on_failure=self.on_failure,
+        )
         puller = asyncio.create_task(self._pull_tariffs(client, reg, stopping))
         try:
             await self.pusher.run(stopping)
@@ -215,8 +259,13 @@ class UpstreamWorker:
         return self._registration_now
 
     def ours(self) -> Credentials:
-        return our_credentials(self._current().token_b, self.settings.public_url, self._party(),
-                               self.settings.business_name, self.settings.interop.business_website)  # fmt: skip
+        return our_credentials(
+            self._current().token_b,
+            self.settings.public_url,
+            self._party(),
+            self.settings.business_name,
+            self.settings.interop.business_website,
+        )
 
     def rotate(self, theirs: Credentials) -> Credentials:
         """The CPO sent new credentials (its new token C): store them, issue a new token B."""
@@ -231,7 +280,9 @@ class UpstreamWorker:
         if self._http is None:
             raise UpstreamError("the upstream worker is not running")
         if not self.settings.allowed_hosts and not self.trust.origins:
-            self.trust.add(theirs.url)  # first contact, authenticated by token A: the CPO's origin from now on
+            self.trust.add(
+                theirs.url
+            )  # first contact, authenticated by token A: the CPO's origin from now on
         reg = await accept(self.client(self._http, theirs.token), theirs)
         self._save(reg, versions_url=theirs.url)
         self._status(True, f"registered by the CPO ({theirs.url})")
@@ -247,8 +298,13 @@ class UpstreamWorker:
         token_b = new_token()
         if self.server is not None:
             self.server.accept_token(token_b)
-        ours = our_credentials(token_b, self.settings.public_url, self._party(), self.settings.business_name,
-                               self.settings.interop.business_website)  # fmt: skip
+        ours = our_credentials(
+            token_b,
+            self.settings.public_url,
+            self._party(),
+            self.settings.business_name,
+            self.settings.interop.business_website,
+        )
         reg = await rotate(self._client, current, ours)
         stored = self.store.registration()
         self._save(reg, versions_url=stored["versions_url"] if stored else None)
@@ -263,14 +319,21 @@ class UpstreamWorker:
 
     def _save(self, reg: Registration, versions_url: str | None = None) -> None:
         self.store.save_registration(
-            versions_url or self.settings.versions_url or reg.peer_versions_url, self.vault.seal(reg.token_b),
-            self.vault.seal(reg.token_c), reg.endpoints.model_dump(mode="json"),
-        )  # fmt: skip
+            versions_url or self.settings.versions_url or reg.peer_versions_url,
+            self.vault.seal(reg.token_b),
+            self.vault.seal(reg.token_c),
+            reg.endpoints.model_dump(mode="json"),
+        )
         self._registration_now = reg
 
-    async def _pull_tariffs(self, client: OcpiClient, reg: Registration, stopping: asyncio.Event) -> None:
+    async def _pull_tariffs(
+        self, client: OcpiClient, reg: Registration, stopping: asyncio.Event
+    ) -> None:
         """The CPO's tariffs and which EVSE uses which, now and every TARIFF_REFRESH_S."""
-        tariffs, locations = reg.endpoints.url("tariffs", "SENDER"), reg.endpoints.url("locations", "SENDER")
+        tariffs, locations = (
+            reg.endpoints.url("tariffs", "SENDER"),
+            reg.endpoints.url("locations", "SENDER"),
+        )
         if self.on_tariffs is None or tariffs is None or locations is None:
             return
         while not stopping.is_set():
@@ -280,7 +343,9 @@ class UpstreamWorker:
                 _LOGGER.warning("upstream.tariffs_failed", extra={"error": str(exc)})
             else:
                 self.on_tariffs(by_evse, catalog)
-                _LOGGER.info("upstream.tariffs", extra={"tariffs": len(catalog), "evses": len(by_evse)})
+                _LOGGER.info(
+                    "upstream.tariffs", extra={"tariffs": len(catalog), "evses": len(by_evse)}
+                )
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(TARIFF_REFRESH_S):
                     await stopping.wait()
@@ -290,7 +355,9 @@ class UpstreamWorker:
         if self.settings.tls_cert is None or self.settings.tls_key is None:
             return None
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        with tempfile.NamedTemporaryFile("w", suffix=".pem") as key:  # ssl wants a file; it lives only here
+        with tempfile.NamedTemporaryFile(
+            "w", suffix=".pem"
+        ) as key:  # ssl wants a file; it lives only here
             key.write(self.settings.tls_key.reveal())
             key.flush()
             context.load_cert_chain(str(self.settings.tls_cert), key.name)
@@ -302,15 +369,30 @@ class UpstreamWorker:
         host, _, port = self.settings.listen.rpartition(":")
         base = self.settings.public_url.removesuffix("/ocpi/versions")
         token_a = None
-        if registering and self.settings.registration == "cpo" and self.settings.token_a is not None:
+        if (
+            registering
+            and self.settings.registration == "cpo"
+            and self.settings.token_a is not None
+        ):
             token_a = self.settings.token_a.reveal()
-        self.server = PtpServer(self.store, token_b, base, self.site, self.clock, receiver=self.charger,
-                                fiscal=self.on_fiscal, credentials=self, registration_token=token_a)  # fmt: skip
+        self.server = PtpServer(
+            self.store,
+            token_b,
+            base,
+            self.site,
+            self.clock,
+            receiver=self.charger,
+            fiscal=self.on_fiscal,
+            credentials=self,
+            registration_token=token_a,
+        )
         runner = web.AppRunner(self.server.app(), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, host or "127.0.0.1", int(port), ssl_context=self._server_tls())
         await site.start()
         sockets = getattr(site._server, "sockets", None) or []
         self.bound_port = sockets[0].getsockname()[1] if sockets else int(port)
-        _LOGGER.info("upstream.serving", extra={"listen": self.settings.listen, "port": self.bound_port})
+        _LOGGER.info(
+            "upstream.serving", extra={"listen": self.settings.listen, "port": self.bound_port}
+        )
         return runner

@@ -28,9 +28,13 @@ class ChargerEvent:
     session_energy_wh: int | None = None
     seq: int = 0
     reason: str = ""
-    invoicer: str | None = None  # OCPI flow: "cpo" when the CDR carries an invoice_reference_id, else "ptp"
+    invoicer: str | None = (
+        None  # OCPI flow: "cpo" when the CDR carries an invoice_reference_id, else "ptp"
+    )
     invoice_reference: str | None = None
-    target_kwh: Decimal | None = None  # payment_requested: what the driver declared (kWh or an amount)
+    target_kwh: Decimal | None = (
+        None  # payment_requested: what the driver declared (kWh or an amount)
+    )
     target_amount: Decimal | None = None
     trusted: bool = True  # meter: a signed or calibrated reading
     signed: str | None = None  # meter, stopped: the meter's signed record (OCMF text, byte-exact)
@@ -68,7 +72,8 @@ class ChargerLink(Protocol):
     ) -> None:
         """Let ``evse`` charge for ``session_id``. ``repeat``: the same authorisation said again
         after a restart (the first may have died with the process); a link whose charger would
-        not take a copy as the same one (a second start, a token that stops the charge) ignores it."""
+        not take a copy as the same one (a second start, a token that stops the charge) ignores
+        it."""
         ...
 
     async def stop(self, evse: str, session_id: str, reason: str) -> None: ...

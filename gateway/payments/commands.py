@@ -71,7 +71,9 @@ class AuthorizeCharger:
     max_cost_minor: int
     currency: str
     start_by: datetime | None = None  # the charge must start before this, or the hold is released
-    repeat: bool = False  # said again after a restart: a link sends it only if the charger takes it once
+    repeat: bool = (
+        False  # said again after a restart: a link sends it only if the charger takes it once
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,5 +126,15 @@ Command = (
     | ShowReceipt
     | RefundPayment
 )
-TerminalCommand = Preauthorize | TopUp | Capture | Release | QueryOpenPreauths | ShowReceipt | RefundPayment
-TERMINAL_COMMANDS = (Preauthorize, TopUp, Capture, Release, QueryOpenPreauths, ShowReceipt, RefundPayment)
+TerminalCommand = (
+    Preauthorize | TopUp | Capture | Release | QueryOpenPreauths | ShowReceipt | RefundPayment
+)
+TERMINAL_COMMANDS = (
+    Preauthorize,
+    TopUp,
+    Capture,
+    Release,
+    QueryOpenPreauths,
+    ShowReceipt,
+    RefundPayment,
+)

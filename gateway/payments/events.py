@@ -42,7 +42,9 @@ class CardPresented:
     terminal: str
     currency: str
     target: Target | None = None
-    route: str | None = None  # the route (acquirer profile) that chose the terminal, if routes are configured
+    route: str | None = (
+        None  # the route (acquirer profile) that chose the terminal, if routes are configured
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +114,9 @@ class MeterValue:
     event_id: str
     meter_wh: int
     trusted: bool = True  # signed (OCMF-verified) or from a calibrated meter
-    signed: SignedMeter | None = None  # the meter's signed record with this value, checked at the edge
+    signed: SignedMeter | None = (
+        None  # the meter's signed record with this value, checked at the edge
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +128,9 @@ class ChargerStopped:
     reason: str = "stopped"
     invoicer: str | None = None  # "cpo" or "ptp" when the CPO's CDR decided who invoices
     invoice_reference: str | None = None
-    signed: SignedMeter | None = None  # the meter's signed record of the transaction (OCMF), checked
+    signed: SignedMeter | None = (
+        None  # the meter's signed record of the transaction (OCMF), checked
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,7 +195,17 @@ class PriceCorrected:
 
 
 Event = (
-    CardPresented | TerminalResultArrived | OpenPreauthsReported | OrphanFound | ChargerStarted | MeterValue
+    CardPresented
+    | TerminalResultArrived
+    | OpenPreauthsReported
+    | OrphanFound
+    | ChargerStarted
+    | MeterValue
     | ChargerStopped
-    | ChargerFaulted | TimerFired | Resumed | FiscalDataArrived | RefundRequested | PriceCorrected
-)  # fmt: skip
+    | ChargerFaulted
+    | TimerFired
+    | Resumed
+    | FiscalDataArrived
+    | RefundRequested
+    | PriceCorrected
+)

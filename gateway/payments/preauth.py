@@ -75,9 +75,15 @@ def initial_hold(
             base = price(tariff, session_samples(now, wh, duration), tz).minor
         else:
             base = policy.fixed_minor.get(currency, policy.max_minor)
-        with_margin = (Decimal(base) * (100 + policy.target_margin_pct) / 100).to_integral_value(ROUND_CEILING)
+        with_margin = (Decimal(base) * (100 + policy.target_margin_pct) / 100).to_integral_value(
+            ROUND_CEILING
+        )
         return clamp(policy, int(with_margin))
-    if tariff is not None and tariff.preauthorize_amount is not None and tariff.currency == currency:
+    if (
+        tariff is not None
+        and tariff.preauthorize_amount is not None
+        and tariff.currency == currency
+    ):
         # OCPI payments edition: the tariff says what to hold (read as the gross amount).
         exponent = Decimal(10) ** -currency_exponent(currency)
         held = (tariff.preauthorize_amount / exponent).to_integral_value(ROUND_CEILING)

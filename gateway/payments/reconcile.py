@@ -62,7 +62,9 @@ class Facts:
     sessions: Sequence[SessionFacts]
     batches: Sequence[BatchFacts] = ()
     cdrs: Sequence[tuple[str, str | None]] = ()  # (authorization_reference, session id or None)
-    unacknowledged: Mapping[str, tuple[str, datetime]] = field(default_factory=dict)  # session -> (status, since)
+    unacknowledged: Mapping[str, tuple[str, datetime]] = field(
+        default_factory=dict
+    )  # session -> (status, since)
     resolutions: Mapping[str, str] = field(default_factory=dict)  # finding key -> reason
 
 
@@ -84,8 +86,15 @@ class Finding:
     resolved: str | None = None  # the technician's reason
 
     def to_json(self) -> dict[str, Any]:
-        return {"key": self.key, "kind": self.kind, "detail": self.detail, "sessions": list(self.sessions),
-                "amount_minor": self.amount_minor, "currency": self.currency, "resolved": self.resolved}  # fmt: skip
+        return {
+            "key": self.key,
+            "kind": self.kind,
+            "detail": self.detail,
+            "sessions": list(self.sessions),
+            "amount_minor": self.amount_minor,
+            "currency": self.currency,
+            "resolved": self.resolved,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,9 +110,14 @@ class Report:
         return tuple(f for f in self.findings if f.resolved is None)
 
     def to_json(self) -> dict[str, Any]:
-        return {"from": self.start.isoformat(), "to": self.end.isoformat(), "sessions": self.sessions,
-                "batches": self.batches, "unexplained": len(self.unexplained),
-                "findings": [f.to_json() for f in self.findings]}  # fmt: skip
+        return {
+            "from": self.start.isoformat(),
+            "to": self.end.isoformat(),
+            "sessions": self.sessions,
+            "batches": self.batches,
+            "unexplained": len(self.unexplained),
+            "findings": [f.to_json() for f in self.findings],
+        }
 
 
 def reconcile(facts: Facts, tol: Tolerances | None = None) -> Report:
@@ -117,7 +131,9 @@ def reconcile(facts: Facts, tol: Tolerances | None = None) -> Report:
     for reference, sid in facts.cdrs:
         if reference not in paid:
             said = f"a CDR for {reference}, which has no captured payment"
-            found.append(Finding(f"cdr_unpaid:{reference}", "cdr_unpaid", said, (sid,) if sid else ()))
+            found.append(
+                Finding(f"cdr_unpaid:{reference}", "cdr_unpaid", said, (sid,) if sid else ())
+            )
     resolved = [replace(f, resolved=facts.resolutions.get(f.key)) for f in found]
     return Report(facts.start, facts.end, len(facts.sessions), len(facts.batches), tuple(resolved))
 
@@ -137,7 +153,9 @@ def _batch(batch: BatchFacts, sessions: Sequence[SessionFacts]) -> list[Finding]
             continue
         if s.captured_at is not None and within(s.captured_at) and s.captured_minor:
             taken_back = sum(a for at, a in s.reversed if within(at))
-            if taken_back < s.captured_minor:  # a reversal in the same batch takes the payment out of it
+            if (
+                taken_back < s.captured_minor
+            ):  # a reversal in the same batch takes the payment out of it
                 count[s.brand] += 1
                 amount[s.brand] += s.captured_minor
                 members[s.brand].append(s.id)
@@ -152,17 +170,44 @@ def _batch(batch: BatchFacts, sessions: Sequence[SessionFacts]) -> list[Finding]
         if (t_count, t_amount) == (j_count, j_amount):
             continue
         key = f"{batch.terminal}:{batch.at.isoformat()}:{brand}"
-        said = (f"terminal {batch.terminal}, batch closed {batch.at:%Y-%m-%d %H:%M}, {brand}: terminal {t_count} "
-                f"for {t_amount}, journal {j_count} for {j_amount}")  # fmt: skip
+        said = (
+            f"terminal {batch.terminal}, batch closed {batch.at:%Y-%m-%d %H:%M}, {brand}: "
+            f"terminal {t_count} "
+            f"for {t_amount}, journal {j_count} for {j_amount}"
+        )
         if j_count > t_count:
-            out.append(Finding(f"missing_in_terminal_totals:{key}", "missing_in_terminal_totals", said,
-                               tuple(members[brand]), j_amount - t_amount, batch.currency))  # fmt: skip
+            out.append(
+                Finding(
+                    f"missing_in_terminal_totals:{key}",
+                    "missing_in_terminal_totals",
+                    said,
+                    tuple(members[brand]),
+                    j_amount - t_amount,
+                    batch.currency,
+                )
+            )
         elif t_count > j_count:
-            out.append(Finding(f"missing_in_journal:{key}", "missing_in_journal", said, (), t_amount - j_amount,
-                               batch.currency))  # fmt: skip
+            out.append(
+                Finding(
+                    f"missing_in_journal:{key}",
+                    "missing_in_journal",
+                    said,
+                    (),
+                    t_amount - j_amount,
+                    batch.currency,
+                )
+            )
         else:
-            out.append(Finding(f"amount_mismatch:{key}", "amount_mismatch", said, tuple(members[brand]),
-                               j_amount - t_amount, batch.currency))  # fmt: skip
+            out.append(
+                Finding(
+                    f"amount_mismatch:{key}",
+                    "amount_mismatch",
+                    said,
+                    tuple(members[brand]),
+                    j_amount - t_amount,
+                    batch.currency,
+                )
+            )
     return out
 
 
@@ -170,27 +215,79 @@ def _session(s: SessionFacts, facts: Facts, tol: Tolerances) -> list[Finding]:
     out = []
     one = (s.id,)
     if s.state == "capture_unconfirmed":
-        out.append(Finding(f"capture_unconfirmed:{s.id}", "capture_unconfirmed", f"no evidence of the capture: "
-                           f"{s.owed_minor} owed until the terminal's journal or the acquirer shows it", one,
-                           s.owed_minor, s.currency))  # fmt: skip
+        out.append(
+            Finding(
+                f"capture_unconfirmed:{s.id}",
+                "capture_unconfirmed",
+                f"no evidence of the capture: "
+                f"{s.owed_minor} owed until the terminal's journal or the acquirer shows it",
+                one,
+                s.owed_minor,
+                s.currency,
+            )
+        )
     elif s.owed_minor and facts.now - s.updated_at > tol.owed_within:
-        out.append(Finding(f"owed_overdue:{s.id}", "owed_overdue", f"{s.owed_minor} owed ({s.state}) for more than "
-                           f"{tol.owed_within}", one, s.owed_minor, s.currency))  # fmt: skip
+        out.append(
+            Finding(
+                f"owed_overdue:{s.id}",
+                "owed_overdue",
+                f"{s.owed_minor} owed ({s.state}) for more than {tol.owed_within}",
+                one,
+                s.owed_minor,
+                s.currency,
+            )
+        )
     if s.shortfall_minor:
-        out.append(Finding(f"shortfall:{s.id}", "shortfall", f"priced {s.price_minor}, held and captured "
-                           f"{s.captured_minor}: {s.shortfall_minor} above the hold", one, s.shortfall_minor,
-                           s.currency))  # fmt: skip
-    if s.reported_energy_wh is not None and abs(s.reported_energy_wh - s.billed_energy_wh) > tol.energy_wh:
-        out.append(Finding(f"energy_mismatch:{s.id}", "energy_mismatch", f"billed {s.billed_energy_wh} Wh, the "
-                           f"charger reported {s.reported_energy_wh} Wh", one, 0, s.currency))  # fmt: skip
+        out.append(
+            Finding(
+                f"shortfall:{s.id}",
+                "shortfall",
+                f"priced {s.price_minor}, held and captured "
+                f"{s.captured_minor}: {s.shortfall_minor} above the hold",
+                one,
+                s.shortfall_minor,
+                s.currency,
+            )
+        )
+    if (
+        s.reported_energy_wh is not None
+        and abs(s.reported_energy_wh - s.billed_energy_wh) > tol.energy_wh
+    ):
+        out.append(
+            Finding(
+                f"energy_mismatch:{s.id}",
+                "energy_mismatch",
+                f"billed {s.billed_energy_wh} Wh, the charger reported {s.reported_energy_wh} Wh",
+                one,
+                0,
+                s.currency,
+            )
+        )
     if s.refunds_unsettled:
-        out.append(Finding(f"refund_unsettled:{s.id}", "refund_unsettled", f"{s.refunds_unsettled} refund(s) sent "
-                           "without the terminal's answer: check its journal", one, 0, s.currency))  # fmt: skip
+        out.append(
+            Finding(
+                f"refund_unsettled:{s.id}",
+                "refund_unsettled",
+                f"{s.refunds_unsettled} refund(s) sent "
+                "without the terminal's answer: check its journal",
+                one,
+                0,
+                s.currency,
+            )
+        )
     waiting = facts.unacknowledged.get(s.id)
     if waiting is not None:
         status, since = waiting
         if status == "dead" or facts.now - since > tol.acknowledged_within:
-            out.append(Finding(f"not_acknowledged:{s.id}", "not_acknowledged", f"the outcome is {status} upstream "
-                               f"since {since:%Y-%m-%d %H:%M}: the CPO has not taken it", one, s.captured_minor,
-                               s.currency))  # fmt: skip
+            out.append(
+                Finding(
+                    f"not_acknowledged:{s.id}",
+                    "not_acknowledged",
+                    f"the outcome is {status} upstream "
+                    f"since {since:%Y-%m-%d %H:%M}: the CPO has not taken it",
+                    one,
+                    s.captured_minor,
+                    s.currency,
+                )
+            )
     return out

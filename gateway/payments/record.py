@@ -118,14 +118,45 @@ def _holds(d: dict[str, Any]) -> tuple[Hold, ...]:
 # What a field holds when it says nothing: ``compact`` leaves such fields out of an archived
 # session's row, and ``from_json`` puts them back. One table for both, so they cannot disagree.
 DEFAULTS: dict[str, Any] = {
-    "card": {}, "scheme": None, "expires_at": None, "meter_start_wh": None, "readings": [], "billed_energy_wh": 0,
-    "reported_energy_wh": None, "timer": None, "attempts": 0, "lost_results": 0, "held_result": None,
-    "topup_refused": False, "topup_minor": 0, "stop_reason": None, "notes": [], "discrepancies": [], "fiscal": [],
-    "tariff_id": None, "route": None, "invoicer": None, "invoice_reference": None, "invoice_url": None,
-    "fiscal_fields": [], "vat": [], "receipt": "", "receipt_lines": [], "receipt_missing": [], "receipt_upstream": [],
-    "captured_at": None, "meter_records": [], "refunds": [], "refunded_minor": 0, "open_minor": 0, "owed_minor": 0,
-    "shortfall_minor": 0, "unpaid_energy_wh": 0, "unpaid_minor": 0, "price_excl": "0",
-}  # fmt: skip
+    "card": {},
+    "scheme": None,
+    "expires_at": None,
+    "meter_start_wh": None,
+    "readings": [],
+    "billed_energy_wh": 0,
+    "reported_energy_wh": None,
+    "timer": None,
+    "attempts": 0,
+    "lost_results": 0,
+    "held_result": None,
+    "topup_refused": False,
+    "topup_minor": 0,
+    "stop_reason": None,
+    "notes": [],
+    "discrepancies": [],
+    "fiscal": [],
+    "tariff_id": None,
+    "route": None,
+    "invoicer": None,
+    "invoice_reference": None,
+    "invoice_url": None,
+    "fiscal_fields": [],
+    "vat": [],
+    "receipt": "",
+    "receipt_lines": [],
+    "receipt_missing": [],
+    "receipt_upstream": [],
+    "captured_at": None,
+    "meter_records": [],
+    "refunds": [],
+    "refunded_minor": 0,
+    "open_minor": 0,
+    "owed_minor": 0,
+    "shortfall_minor": 0,
+    "unpaid_energy_wh": 0,
+    "unpaid_minor": 0,
+    "price_excl": "0",
+}
 
 
 def compact(d: dict[str, Any]) -> dict[str, Any]:
@@ -165,10 +196,14 @@ def from_json(d: dict[str, Any]) -> Session:
         scheme=d["scheme"],
         expires_at=when(d["expires_at"]),
         meter_start_wh=d["meter_start_wh"],
-        readings=tuple(Reading(datetime.fromisoformat(at), wh, trusted) for at, wh, trusted in d["readings"]),
+        readings=tuple(
+            Reading(datetime.fromisoformat(at), wh, trusted) for at, wh, trusted in d["readings"]
+        ),
         billed_energy_wh=d["billed_energy_wh"],
         reported_energy_wh=d["reported_energy_wh"],
-        timer=(TimerKind(d["timer"][0]), datetime.fromisoformat(d["timer"][1])) if d["timer"] else None,
+        timer=(TimerKind(d["timer"][0]), datetime.fromisoformat(d["timer"][1]))
+        if d["timer"]
+        else None,
         attempts=d["attempts"],
         lost_results=d["lost_results"],
         held_result=LastResult(*d["held_result"]) if d["held_result"] else None,
@@ -196,6 +231,14 @@ def from_json(d: dict[str, Any]) -> Session:
 
 
 def _refund(d: dict[str, Any]) -> Refund:
-    return Refund(d["id"], d["amount_minor"], d["reason"], d["source"], RefundMethod(d["method"]),
-                  RefundStatus(d["status"]), datetime.fromisoformat(d["at"]), d.get("receipt_no"),
-                  d.get("message", ""))  # fmt: skip
+    return Refund(
+        d["id"],
+        d["amount_minor"],
+        d["reason"],
+        d["source"],
+        RefundMethod(d["method"]),
+        RefundStatus(d["status"]),
+        datetime.fromisoformat(d["at"]),
+        d.get("receipt_no"),
+        d.get("message", ""),
+    )

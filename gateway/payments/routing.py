@@ -40,7 +40,9 @@ class Route:
                 return False
             if self.brands and brand_group({"brand": card.brand or ""}) not in self.brands:
                 return False
-            if self.bins and (card.bin is None or not any(lo <= card.bin <= hi for lo, hi in self.bins)):
+            if self.bins and (
+                card.bin is None or not any(lo <= card.bin <= hi for lo, hi in self.bins)
+            ):
                 return False
         return True
 

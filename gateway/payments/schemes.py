@@ -59,7 +59,9 @@ class Validity:
     schemes: Mapping[str, timedelta] = field(
         default_factory=lambda: {"mastercard": timedelta(days=30), "visa": timedelta(days=5)}
     )
-    terminals: Mapping[str, Mapping[str, timedelta]] = field(default_factory=dict)  # acquirer profile overrides
+    terminals: Mapping[str, Mapping[str, timedelta]] = field(
+        default_factory=dict
+    )  # acquirer profile overrides
 
     def for_card(self, terminal: str, card: Mapping[str, str]) -> tuple[str, timedelta]:
         """(scheme, validity) for a hold approved on ``terminal`` for ``card``."""

@@ -35,7 +35,14 @@ from drivers.base import Outcome
 from gateway.errors import InvariantViolated
 from gateway.fiscal.meter import SignedMeter
 from gateway.fiscal.profiles import PROFILES, Profile
-from gateway.fiscal.receipt import FiscalData, Receipt, ReceiptFacts, ReceiptState, VatLine, vat_breakdown
+from gateway.fiscal.receipt import (
+    FiscalData,
+    Receipt,
+    ReceiptFacts,
+    ReceiptState,
+    VatLine,
+    vat_breakdown,
+)
 from gateway.payments import commands as c
 from gateway.payments import events as e
 from gateway.payments.events import Operation, TimerKind
@@ -45,7 +52,17 @@ from gateway.payments.schemes import Validity
 from gateway.payments.states import FINAL, HOLDING, State, Trigger, next_state
 from gateway.payments.tariff import Pricer, Sample, Tariff, describe
 
-__all__ = ["FINAL", "Hold", "HoldStatus", "Policy", "Reading", "Session", "State", "Transition", "transition"]
+__all__ = [
+    "FINAL",
+    "Hold",
+    "HoldStatus",
+    "Policy",
+    "Reading",
+    "Session",
+    "State",
+    "Transition",
+    "transition",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +73,9 @@ class Policy:
     catalog: dict[str, Tariff] = field(default_factory=dict)  # every tariff ever in force, by id
     start_timeout: timedelta = timedelta(minutes=3)
     stop_timeout: timedelta = timedelta(seconds=60)
-    answer_timeout: timedelta = timedelta(minutes=6)  # ZVT T4 (3 min) with room for intermediate statuses
+    answer_timeout: timedelta = timedelta(
+        minutes=6
+    )  # ZVT T4 (3 min) with room for intermediate statuses
     resolve_auth_within: timedelta = timedelta(hours=1)  # a lost pre-auth is asked about this long
     validity: Validity = field(default_factory=Validity)
     stop_before_expiry: timedelta = timedelta(hours=24)
@@ -69,12 +88,20 @@ class Policy:
     bill_without_energy: bool = False  # zero trusted energy: release the whole hold
     topup_terminals: frozenset[str] = frozenset()  # terminals that can add a hold to a card session
     fiscal: Profile = field(default_factory=lambda: PROFILES["none"])  # the site's receipt profile
-    fiscal_wait: timedelta = timedelta(seconds=20)  # how long a receipt waits for the CPO's signature
+    fiscal_wait: timedelta = timedelta(
+        seconds=20
+    )  # how long a receipt waits for the CPO's signature
     e_receipt_url: str | None = None  # where the complete receipt will be, "{reference}" filled in
-    display_only: frozenset[str] = frozenset()  # terminals without a printer: the receipt is displayed
-    route_holds: dict[str, HoldPolicy] = field(default_factory=dict)  # a route's (acquirer profile's) hold policy
+    display_only: frozenset[str] = (
+        frozenset()
+    )  # terminals without a printer: the receipt is displayed
+    route_holds: dict[str, HoldPolicy] = field(
+        default_factory=dict
+    )  # a route's (acquirer profile's) hold policy
     route_tariffs: dict[str, Tariff] = field(default_factory=dict)  # a route's own tariff
-    pricer: Pricer = field(default_factory=Pricer, compare=False, repr=False)  # price, incrementally
+    pricer: Pricer = field(
+        default_factory=Pricer, compare=False, repr=False
+    )  # price, incrementally
 
     def tariff(self, evse: str) -> Tariff | None:
         return self.tariffs.get(evse) or self.tariffs.get("*")
@@ -87,7 +114,8 @@ class Policy:
         """The tariff a session started with (a tariff change mid-session never reprices it)."""
         if session.tariff_id is not None:
             found = self.catalog.get(session.tariff_id) or next(
-                (t for t in self.route_tariffs.values() if t.id == session.tariff_id), None)  # fmt: skip
+                (t for t in self.route_tariffs.values() if t.id == session.tariff_id), None
+            )
             if found is not None:
                 return found
             current = self.tariff(session.evse)
@@ -157,20 +185,30 @@ class Session:
     meter_start_wh: int | None = None
     readings: tuple[Reading, ...] = ()
     billed_energy_wh: int = 0
-    reported_energy_wh: int | None = None  # the charger's own total for the session, for reconciliation
+    reported_energy_wh: int | None = (
+        None  # the charger's own total for the session, for reconciliation
+    )
     timer: tuple[TimerKind, datetime] | None = None
     attempts: int = 0
-    lost_results: int = 0  # terminal operations whose outcome we never saw (their trace may be the terminal's last)
-    held_result: e.LastResult | None = None  # the in-flight command's result, stored before it was acknowledged
+    lost_results: int = (
+        0  # terminal operations whose outcome we never saw (their trace may be the terminal's last)
+    )
+    held_result: e.LastResult | None = (
+        None  # the in-flight command's result, stored before it was acknowledged
+    )
     topup_refused: bool = False
     topup_minor: int = 0
     stop_reason: str | None = None
     notes: tuple[str, ...] = ()
     discrepancies: tuple[str, ...] = ()  # what the terminal said that does not fit what was asked
     fiscal: tuple[str, ...] = ()  # the CPO's free receipt lines
-    fiscal_fields: tuple[tuple[str, str], ...] = ()  # the CPO's fiscal signature fields (zki, jir, …)
+    fiscal_fields: tuple[
+        tuple[str, str], ...
+    ] = ()  # the CPO's fiscal signature fields (zki, jir, …)
     tariff_id: str | None = None  # pinned when the session starts
-    route: str | None = None  # the route (acquirer profile) that took it: its hold policy tops it up
+    route: str | None = (
+        None  # the route (acquirer profile) that took it: its hold policy tops it up
+    )
     invoicer: str | None = None  # "cpo" / "ptp" from the CDR (OCPI flow); None: the local flow
     invoice_reference: str | None = None
     invoice_url: str | None = None
@@ -178,10 +216,16 @@ class Session:
     receipt: ReceiptState = ReceiptState.NONE
     receipt_lines: tuple[str, ...] = ()  # what was sent to the terminal, as sent
     receipt_missing: tuple[str, ...] = ()  # required fields the receipt lacked
-    receipt_upstream: tuple[str, ...] = ()  # its invoice and fiscal lines for the CPO (FAC eft_data)
+    receipt_upstream: tuple[
+        str, ...
+    ] = ()  # its invoice and fiscal lines for the CPO (FAC eft_data)
     captured_at: datetime | None = None
-    meter_records: tuple[SignedMeter, ...] = ()  # the meter's signed records (OCMF), one per payload hash
-    refunds: tuple[Refund, ...] = ()  # money given back after the capture (gateway/payments/refunds.py)
+    meter_records: tuple[
+        SignedMeter, ...
+    ] = ()  # the meter's signed records (OCMF), one per payload hash
+    refunds: tuple[
+        Refund, ...
+    ] = ()  # money given back after the capture (gateway/payments/refunds.py)
 
     @property
     def final(self) -> bool:
@@ -214,7 +258,11 @@ class Session:
     @property
     def refundable_minor(self) -> int:
         """What may still be given back: captured, less refunds done and refunds under way."""
-        return self.captured_minor - self.refunded_minor - sum(r.amount_minor for r in self.refunds if r.pending)
+        return (
+            self.captured_minor
+            - self.refunded_minor
+            - sum(r.amount_minor for r in self.refunds if r.pending)
+        )
 
     @property
     def current(self) -> Hold | None:
@@ -241,12 +289,16 @@ _UNKNOWN_STATES = (State.AUTH_UNKNOWN, State.CAPTURE_UNKNOWN, State.RELEASE_UNKN
 _CHARGING_STATES = (State.CHARGING, State.TOPPING_UP, State.STOPPING)
 
 
-def transition(session: Session | None, event: e.Event, now: datetime, policy: Policy) -> Transition:
+def transition(
+    session: Session | None, event: e.Event, now: datetime, policy: Policy
+) -> Transition:
     result = _dispatch(session, event, now, policy)
     if result.session is not None and result.session != session:
         problems = violations(result.session)
         if problems:
-            raise InvariantViolated(f"session {result.session.id} after {type(event).__name__}: {'; '.join(problems)}")
+            raise InvariantViolated(
+                f"session {result.session.id} after {type(event).__name__}: {'; '.join(problems)}"
+            )
     return result
 
 
@@ -261,7 +313,10 @@ def _dispatch(session: Session | None, event: e.Event, now: datetime, policy: Po
         return _refund_requested(session, event, now)
     if isinstance(event, e.PriceCorrected):
         return _price_corrected(session, event, now)
-    if isinstance(event, e.TerminalResultArrived) and event.operation in (Operation.REFUND, Operation.REVERSAL):
+    if isinstance(event, e.TerminalResultArrived) and event.operation in (
+        Operation.REFUND,
+        Operation.REVERSAL,
+    ):
         return _refund_result(session, event)
     if session.final:
         if isinstance(event, e.FiscalDataArrived):
@@ -296,7 +351,10 @@ def violations(s: Session) -> list[str]:
     out = []
     for h in s.holds:
         if h.captured_minor < 0 or h.released_minor < 0 or h.open_minor < 0:
-            out.append(f"hold {h.receipt_no}: captured {h.captured_minor} + released {h.released_minor} > held")
+            out.append(
+                f"hold {h.receipt_no}: captured {h.captured_minor} + released {h.released_minor} "
+                f"> held"
+            )
         settled = h.status in (HoldStatus.CAPTURED, HoldStatus.RELEASED)
         if settled != (h.open_minor == 0) and h.amount_minor:
             out.append(f"hold {h.receipt_no} is {h.status} with {h.open_minor} open")
@@ -305,7 +363,9 @@ def violations(s: Session) -> list[str]:
     if s.refundable_minor < 0:
         out.append(f"refunds {s.captured_minor - s.refundable_minor} > captured {s.captured_minor}")
     if s.final:
-        explained = s.owed_minor > 0 or any(h.status in (HoldStatus.LAPSED, HoldStatus.UNCONFIRMED) for h in s.holds)
+        explained = s.owed_minor > 0 or any(
+            h.status in (HoldStatus.LAPSED, HoldStatus.UNCONFIRMED) for h in s.holds
+        )
         if s.open_minor and not explained:
             out.append(f"final with {s.open_minor} open and nothing owed or lapsed")
         if s.state in (State.CAPTURE_FAILED, State.CAPTURE_UNCONFIRMED) and s.owed_minor <= 0:
@@ -336,51 +396,90 @@ def _start(ev: e.CardPresented, now: datetime, policy: Policy) -> Transition:
     tariff = (policy.route_tariffs.get(ev.route) if ev.route else None) or policy.tariff(ev.evse)
     hold_policy = policy.hold_of(ev.route)
     hold = initial_hold(hold_policy, ev.currency, tariff, ev.target, now, policy.tz)
-    notes: tuple[str, ...] = (f"route {ev.route}: terminal {ev.terminal}, {ev.currency}",) if routed else ()
+    notes: tuple[str, ...] = (
+        (f"route {ev.route}: terminal {ev.terminal}, {ev.currency}",) if routed else ()
+    )
     if hold_policy.strategy == "incremental" and ev.terminal not in policy.topup_terminals:
-        notes = (*notes, f"terminal {ev.terminal} cannot add to a hold: the charge stops at the cap")
-    s = Session(ev.session_id, ev.evse, ev.terminal, ev.currency, next_state(None, Trigger.CARD), now,
-                hold_minor=hold, tariff_id=tariff.id if tariff else None, route=ev.route, notes=notes,
-                timer=(TimerKind.ANSWER, now + policy.answer_timeout))  # fmt: skip
+        notes = (
+            *notes,
+            f"terminal {ev.terminal} cannot add to a hold: the charge stops at the cap",
+        )
+    s = Session(
+        ev.session_id,
+        ev.evse,
+        ev.terminal,
+        ev.currency,
+        next_state(None, Trigger.CARD),
+        now,
+        hold_minor=hold,
+        tariff_id=tariff.id if tariff else None,
+        route=ev.route,
+        notes=notes,
+        timer=(TimerKind.ANSWER, now + policy.answer_timeout),
+    )
     ref = s.id[:16]  # the terminal's BMP60 reference: short, tied to the session
-    return Transition(s, (c.Preauthorize(f"{s.id}:preauth", s.id, s.terminal, hold, s.currency, ref),))
+    return Transition(
+        s, (c.Preauthorize(f"{s.id}:preauth", s.id, s.terminal, hold, s.currency, ref),)
+    )
 
 
 def _orphan(ev: e.OrphanFound, now: datetime, policy: Policy) -> Transition:
     """A hold open at the terminal that no session owns (its result was lost and no session
     could attribute it by its data): release it. Its amount is unknown here, so it is booked 0."""
     s = Session(
-        ev.session_id, "-", ev.terminal, ev.currency, next_state(None, Trigger.ORPHAN), now,
-        holds=(Hold(ev.receipt_no, 0, target_minor=0),), expires_at=now + policy.validity.default,
+        ev.session_id,
+        "-",
+        ev.terminal,
+        ev.currency,
+        next_state(None, Trigger.ORPHAN),
+        now,
+        holds=(Hold(ev.receipt_no, 0, target_minor=0),),
+        expires_at=now + policy.validity.default,
         notes=("orphan hold found by the terminal sweep",),
-    )  # fmt: skip
+    )
     return _settle_command(s, now, policy)
 
 
 # The operation whose approval, stored before it is acknowledged, waits in ``held_result``.
-_PROVISIONAL_IN = {Operation.PREAUTHORIZE: State.AUTHORIZING, Operation.TOPUP: State.TOPPING_UP,
-                   Operation.CAPTURE: State.CAPTURING, Operation.RELEASE: State.RELEASING}  # fmt: skip
+_PROVISIONAL_IN = {
+    Operation.PREAUTHORIZE: State.AUTHORIZING,
+    Operation.TOPUP: State.TOPPING_UP,
+    Operation.CAPTURE: State.CAPTURING,
+    Operation.RELEASE: State.RELEASING,
+}
 
 
-def _terminal_result(s: Session, ev: e.TerminalResultArrived, now: datetime, policy: Policy) -> Transition:
+def _terminal_result(
+    s: Session, ev: e.TerminalResultArrived, now: datetime, policy: Policy
+) -> Transition:
     if ev.provisional and ev.outcome is Outcome.APPROVED and ev.operation in _PROVISIONAL_IN:
         # Approved but not yet acknowledged: the terminal reverses it if our 80 00 never
         # arrives (ZVT 2.2.8), so it is evidence for the enquiry after a crash, not the outcome
         # (and a top-up does not raise the cap until it stands). A refusal moves no money.
         if s.state is _PROVISIONAL_IN[ev.operation]:
-            return Transition(replace(s, held_result=e.LastResult(True, ev.receipt_no, ev.amount_minor)))
+            return Transition(
+                replace(s, held_result=e.LastResult(True, ev.receipt_no, ev.amount_minor))
+            )
         return Transition(s, note="provisional result: not awaited")
     if s.held_result is not None:
         s = replace(s, held_result=None)
     if ev.operation == Operation.PREAUTHORIZE:
         if s.state is State.AUTHORIZING:
             return _preauth_result(s, ev, now, policy)
-        if s.state is State.AUTH_UNKNOWN and ev.outcome is Outcome.APPROVED and ev.receipt_no is not None:
+        if (
+            s.state is State.AUTH_UNKNOWN
+            and ev.outcome is Outcome.APPROVED
+            and ev.receipt_no is not None
+        ):
             # Our hold exists after all, but the charger was never authorised: give it back.
             s = _go(
                 s,
                 Trigger.LATE_APPROVAL,
-                holds=(Hold(ev.receipt_no, ev.amount_minor or s.hold_minor, ev.trace_no, target_minor=0),),
+                holds=(
+                    Hold(
+                        ev.receipt_no, ev.amount_minor or s.hold_minor, ev.trace_no, target_minor=0
+                    ),
+                ),
                 card=dict(ev.card),
                 notes=_note(s, "late approval released"),
             )
@@ -392,11 +491,16 @@ def _terminal_result(s: Session, ev: e.TerminalResultArrived, now: datetime, pol
     if hold is None or hold.status is not HoldStatus.OPEN:
         return Transition(s, note=f"{ev.operation} result for a hold not being settled: ignored")
     capture = ev.operation == Operation.CAPTURE
-    settling = (State.CAPTURING, State.CAPTURE_UNKNOWN, State.CAPTURE_RETRY) if capture else (
-        State.RELEASING, State.RELEASE_UNKNOWN, State.RELEASE_RETRY)  # fmt: skip
+    settling = (
+        (State.CAPTURING, State.CAPTURE_UNKNOWN, State.CAPTURE_RETRY)
+        if capture
+        else (State.RELEASING, State.RELEASE_UNKNOWN, State.RELEASE_RETRY)
+    )
     if s.state not in settling:
         return Transition(s, note=f"{ev.operation} result in {s.state}: ignored")
-    if ev.outcome is Outcome.APPROVED and s.state is not settling[2]:  # a late approval is evidence too
+    if (
+        ev.outcome is Outcome.APPROVED and s.state is not settling[2]
+    ):  # a late approval is evidence too
         return _settled(s, ev, hold, now, policy)
     if s.state is not settling[0]:
         return Transition(s, note=f"{ev.operation} {ev.outcome} in {s.state}: the enquiry decides")
@@ -404,14 +508,25 @@ def _terminal_result(s: Session, ev: e.TerminalResultArrived, now: datetime, pol
     # A busy terminal answered, though: the silence the backoff grows on is over, so the next
     # try comes after the first interval, not 30 minutes on after a few busy answers.
     attempts = 0 if ev.outcome is Outcome.BUSY else s.attempts
-    s = _go(s, Trigger.LOST, attempts=attempts, notes=_note(s, f"{ev.operation} {ev.outcome}: {ev.message}"))
+    s = _go(
+        s,
+        Trigger.LOST,
+        attempts=attempts,
+        notes=_note(s, f"{ev.operation} {ev.outcome}: {ev.message}"),
+    )
     return _query(s, now, policy)
 
 
-def _preauth_result(s: Session, ev: e.TerminalResultArrived, now: datetime, policy: Policy) -> Transition:
+def _preauth_result(
+    s: Session, ev: e.TerminalResultArrived, now: datetime, policy: Policy
+) -> Transition:
     if ev.outcome is Outcome.APPROVED and ev.receipt_no is None:
         # Without the receipt number the hold could never be captured or released: not an approval.
-        s = _go(s, Trigger.LOST, notes=_note(s, "approval without a receipt number: asking the terminal"))
+        s = _go(
+            s,
+            Trigger.LOST,
+            notes=_note(s, "approval without a receipt number: asking the terminal"),
+        )
         return _query(s, now, policy)
     if ev.outcome is Outcome.APPROVED:
         assert ev.receipt_no is not None  # noqa: S101 - narrowed above
@@ -426,17 +541,25 @@ def _preauth_result(s: Session, ev: e.TerminalResultArrived, now: datetime, poli
             expires_at=now + validity,
         )
         if approved < min(policy.min_partial_minor, s.hold_minor):
-            s = _go(s, Trigger.APPROVED_LOW, notes=_note(s, f"partial approval {approved} below minimum"))
+            s = _go(
+                s,
+                Trigger.APPROVED_LOW,
+                notes=_note(s, f"partial approval {approved} below minimum"),
+            )
             return _settle_command(_targets(s, 0), now, policy)
         s = _go(s, Trigger.APPROVED, timer=(TimerKind.START, now + policy.start_timeout))
         return Transition(s, (_authorize(s, policy),))
     if ev.outcome is Outcome.UNKNOWN:
         return _query(_go(s, Trigger.LOST), now, policy)
-    trigger = Trigger.DECLINED if ev.outcome in (Outcome.DECLINED, Outcome.ABORTED) else Trigger.REFUSED
+    trigger = (
+        Trigger.DECLINED if ev.outcome in (Outcome.DECLINED, Outcome.ABORTED) else Trigger.REFUSED
+    )
     return _finish(_go(s, trigger, notes=_note(s, f"{ev.outcome}: {ev.message}")))
 
 
-def _topup_result(s: Session, ev: e.TerminalResultArrived, now: datetime, policy: Policy) -> Transition:
+def _topup_result(
+    s: Session, ev: e.TerminalResultArrived, now: datetime, policy: Policy
+) -> Transition:
     if not s.topup_minor:
         return Transition(s, note="top-up result not awaited: ignored")
     if s.held_result is not None:
@@ -444,13 +567,18 @@ def _topup_result(s: Session, ev: e.TerminalResultArrived, now: datetime, policy
         # acknowledgement reached the terminal is unknown, so the cap stays where it was. A
         # bigger first hold is closed by its capture or release; a second one no session owns
         # is released by the terminal sweep.
-        ev = replace(ev, message=f"approved as receipt {s.held_result.receipt_no} but never acknowledged")
+        ev = replace(
+            ev, message=f"approved as receipt {s.held_result.receipt_no} but never acknowledged"
+        )
         s = replace(s, held_result=None)
     if ev.outcome is Outcome.APPROVED and ev.receipt_no is not None:
         added = ev.amount_minor if ev.amount_minor is not None else s.topup_minor
         known = _hold(s, ev.receipt_no)
         if known is not None:  # the terminal increased the same reservation
-            holds = tuple(replace(h, amount_minor=h.amount_minor + added) if h is known else h for h in s.holds)
+            holds = tuple(
+                replace(h, amount_minor=h.amount_minor + added) if h is known else h
+                for h in s.holds
+            )
         else:  # a new reservation with its own receipt, settled on its own
             target = 0 if s.state not in _CHARGING_STATES else None
             holds = (*s.holds, Hold(ev.receipt_no, added, ev.trace_no, target_minor=target))
@@ -458,8 +586,13 @@ def _topup_result(s: Session, ev: e.TerminalResultArrived, now: datetime, policy
     else:
         lost = "top-up result lost" + (f" ({ev.message})" if ev.message else "")
         why = lost if ev.outcome is Outcome.UNKNOWN else f"top-up refused: {ev.message}"
-        s = replace(s, topup_refused=True, topup_minor=0, notes=_note(s, f"{why}; the charge stops at the cap"),
-                    lost_results=s.lost_results + (ev.outcome is Outcome.UNKNOWN))  # fmt: skip
+        s = replace(
+            s,
+            topup_refused=True,
+            topup_minor=0,
+            notes=_note(s, f"{why}; the charge stops at the cap"),
+            lost_results=s.lost_results + (ev.outcome is Outcome.UNKNOWN),
+        )
         if ev.outcome is Outcome.UNKNOWN:  # it may have raised the first hold after all
             s = _first_hold_uncertain(s)
     if s.state is State.TOPPING_UP:
@@ -467,7 +600,9 @@ def _topup_result(s: Session, ev: e.TerminalResultArrived, now: datetime, policy
     return Transition(s)
 
 
-def _open_preauths(s: Session, ev: e.OpenPreauthsReported, now: datetime, policy: Policy) -> Transition:
+def _open_preauths(
+    s: Session, ev: e.OpenPreauthsReported, now: datetime, policy: Policy
+) -> Transition:
     if s.state not in _UNKNOWN_STATES:
         return Transition(s, note="open pre-auths: not waiting for them")
     if ev.failed:
@@ -483,29 +618,64 @@ def _open_preauths(s: Session, ev: e.OpenPreauthsReported, now: datetime, policy
     if hold.receipt_no in ev.receipts:  # the terminal still holds it: our command did not happen
         at = _next_try(s, now, policy)
         if at is None:
-            return _give_up(s, hold, now, policy, "still open as the hold is about to lapse", fate_known=True)
+            return _give_up(
+                s, hold, now, policy, "still open as the hold is about to lapse", fate_known=True
+            )
         kind = "capture" if capture else "release"
-        return Transition(_go(s, Trigger.STILL_OPEN, timer=(TimerKind.RETRY, at), attempts=s.attempts + 1,
-                              notes=_note(s, f"hold {hold.receipt_no} still open: {kind} again later")))  # fmt: skip
+        return Transition(
+            _go(
+                s,
+                Trigger.STILL_OPEN,
+                timer=(TimerKind.RETRY, at),
+                attempts=s.attempts + 1,
+                notes=_note(s, f"hold {hold.receipt_no} still open: {kind} again later"),
+            )
+        )
     if not capture:  # no longer held: released (or lapsed) — either way nothing is taken
         done = replace(hold, released_minor=hold.amount_minor, status=HoldStatus.RELEASED)
-        s = replace(s, notes=_note(s, f"hold {hold.receipt_no} no longer open at the terminal: released"))
+        s = replace(
+            s, notes=_note(s, f"hold {hold.receipt_no} no longer open at the terminal: released")
+        )
         return _next(_replace_hold(s, hold, done), now, policy)
     target = hold.target_minor or 0
     last = ev.last
-    if held is not None and held.receipt_no is not None and held.amount_minor in (target, hold.amount_minor - target):
-        last = held  # its own result, stored before the crash: the hold is gone, so the capture stood
     if (
-        last is not None and last.approved and last.receipt_no is not None
-        and last.receipt_no != hold.receipt_no and last.receipt_no not in ev.receipts
+        held is not None
+        and held.receipt_no is not None
+        and held.amount_minor in (target, hold.amount_minor - target)
+    ):
+        last = (
+            held  # its own result, stored before the crash: the hold is gone, so the capture stood
+        )
+    if (
+        last is not None
+        and last.approved
+        and last.receipt_no is not None
+        and last.receipt_no != hold.receipt_no
+        and last.receipt_no not in ev.receipts
         and last.amount_minor in (target, hold.amount_minor - target)
-    ):  # fmt: skip
-        done = replace(hold, captured_minor=target, released_minor=hold.amount_minor - target,
-                       status=HoldStatus.CAPTURED, booking_receipt=last.receipt_no)  # fmt: skip
-        s = replace(s, notes=_note(s, f"capture of hold {hold.receipt_no} confirmed by the terminal's last result"))
+    ):
+        done = replace(
+            hold,
+            captured_minor=target,
+            released_minor=hold.amount_minor - target,
+            status=HoldStatus.CAPTURED,
+            booking_receipt=last.receipt_no,
+        )
+        s = replace(
+            s,
+            notes=_note(
+                s, f"capture of hold {hold.receipt_no} confirmed by the terminal's last result"
+            ),
+        )
         return _next(_replace_hold(s, hold, done), now, policy)
     done = replace(hold, status=HoldStatus.UNCONFIRMED)
-    s = replace(s, notes=_note(s, f"hold {hold.receipt_no} gone from the terminal without evidence of the capture"))
+    s = replace(
+        s,
+        notes=_note(
+            s, f"hold {hold.receipt_no} gone from the terminal without evidence of the capture"
+        ),
+    )
     return _next(_replace_hold(s, hold, done), now, policy)
 
 
@@ -518,12 +688,18 @@ def _adopt(
     open, and gone if the terminal reversed it for want of our acknowledgement."""
     last = held or ev.last
     if held is not None and held.receipt_no not in ev.receipts:
-        why = f"our pre-auth {held.receipt_no} was reversed by the terminal (our acknowledgement never reached it)"
+        why = (
+            f"our pre-auth {held.receipt_no} was reversed by the terminal (our acknowledgement "
+            f"never reached it)"
+        )
         return _finish(_go(s, Trigger.NO_HOLD, notes=_note(s, why)))
     if (
-        last is not None and last.approved and last.receipt_no in ev.orphans
-        and last.amount_minor is not None and 0 < last.amount_minor <= s.hold_minor
-    ):  # fmt: skip
+        last is not None
+        and last.approved
+        and last.receipt_no in ev.orphans
+        and last.amount_minor is not None
+        and 0 < last.amount_minor <= s.hold_minor
+    ):
         assert last.receipt_no is not None  # noqa: S101 - it is in the orphans
         s = _go(
             s,
@@ -552,10 +728,14 @@ def _enquiry_failed(s: Session, now: datetime, policy: Policy, *, busy: bool = F
         return _finish(_go(s, Trigger.UNREACHABLE, notes=_note(s, note)))
     hold = s.current
     assert hold is not None  # noqa: S101 - an unknown settlement always has an open hold
-    return _give_up(s, hold, now, policy, "terminal unreachable until the hold lapsed", fate_known=False)
+    return _give_up(
+        s, hold, now, policy, "terminal unreachable until the hold lapsed", fate_known=False
+    )
 
 
-def _give_up(s: Session, hold: Hold, now: datetime, policy: Policy, why: str, *, fate_known: bool) -> Transition:
+def _give_up(
+    s: Session, hold: Hold, now: datetime, policy: Policy, why: str, *, fate_known: bool
+) -> Transition:
     """The hold cannot be settled before it lapses: say so on the hold (never as if done). A
     capture whose fate the terminal could not tell us is unconfirmed, not lapsed."""
     capture = s.state is State.CAPTURE_UNKNOWN and bool(hold.target_minor)
@@ -583,7 +763,9 @@ def _meter_value(s: Session, ev: e.MeterValue, now: datetime, policy: Policy) ->
     s = _price(s, readings, policy, readings=readings)
     if s.state is State.STOPPING:
         return Transition(s)
-    can_topup = s.state is State.CHARGING and not s.topup_refused and s.terminal in policy.topup_terminals
+    can_topup = (
+        s.state is State.CHARGING and not s.topup_refused and s.terminal in policy.topup_terminals
+    )
     extra = topup(policy.hold_of(s.route), s.authorized_minor, s.price_minor) if can_topup else None
     if extra:
         return _topup(s, extra, now, policy)
@@ -598,26 +780,41 @@ def _charger_stopped(s: Session, ev: e.ChargerStopped, now: datetime, policy: Po
     if s.meter_start_wh is None and _reported_energy(s, ev) > 0:  # it charged without our knowing
         s = _unpaid_energy(s, ev, now, policy).session or s
     if s.state is State.AUTHORIZED:
-        s = _go(s, Trigger.NOT_STARTED, stop_reason=ev.reason, notes=_note(s, "charging never started"))
+        s = _go(
+            s, Trigger.NOT_STARTED, stop_reason=ev.reason, notes=_note(s, "charging never started")
+        )
         return _settle_command(_targets(s, 0), now, policy)
     if s.state not in _CHARGING_STATES or s.meter_start_wh is None:
         return Transition(s, note="charger stopped: not charging")
     energy, notes = _billed_energy(s, ev, policy)
     readings = (*s.readings, Reading(max(now, s.readings[-1].at), energy, True))
-    s = replace(s, stop_reason=s.stop_reason or ev.reason, notes=(*s.notes, *notes), invoicer=ev.invoicer,
-                invoice_reference=ev.invoice_reference, reported_energy_wh=ev.session_energy_wh)  # fmt: skip
+    s = replace(
+        s,
+        stop_reason=s.stop_reason or ev.reason,
+        notes=(*s.notes, *notes),
+        invoicer=ev.invoicer,
+        invoice_reference=ev.invoice_reference,
+        reported_energy_wh=ev.session_energy_wh,
+    )
     return _finalize(s, readings, now, policy)
 
 
 def _charger_faulted(s: Session, ev: e.ChargerFaulted, now: datetime, policy: Policy) -> Transition:
     if s.state is State.AUTHORIZED:
-        s = _go(s, Trigger.NOT_STARTED, stop_reason=ev.reason, notes=_note(s, f"charger fault: {ev.reason}"))
+        s = _go(
+            s,
+            Trigger.NOT_STARTED,
+            stop_reason=ev.reason,
+            notes=_note(s, f"charger fault: {ev.reason}"),
+        )
         return _settle_command(_targets(s, 0), now, policy)
     if s.state not in _CHARGING_STATES:
         return Transition(s, note="fault: not charging")
     trusted = tuple(r for r in s.readings if r.trusted) or s.readings[:1]
     stop = c.StopCharger(f"{s.id}:stop:fault", s.id, s.evse, ev.reason)
-    s = replace(s, stop_reason=ev.reason, notes=_note(s, f"billed to last trusted reading: {ev.reason}"))
+    s = replace(
+        s, stop_reason=ev.reason, notes=_note(s, f"billed to last trusted reading: {ev.reason}")
+    )
     done = _finalize(s, trusted, now, policy)
     return Transition(done.session, (stop, *done.commands))
 
@@ -628,10 +825,19 @@ def _record_meter(s: Session, m: SignedMeter) -> Session:
         return s
     s = replace(s, meter_records=(*s.meter_records, m))
     if not _bound(s, m):
-        return replace(s, discrepancies=(*s.discrepancies, f"signed meter record {m.payload_sha256[:16]} is for "
-                       f"transaction {m.identification!r}, not {s.reference!r}: not used"))  # fmt: skip
+        return replace(
+            s,
+            discrepancies=(
+                *s.discrepancies,
+                f"signed meter record {m.payload_sha256[:16]} is for "
+                f"transaction {m.identification!r}, not {s.reference!r}: not used",
+            ),
+        )
     if not m.verified:
-        return replace(s, notes=_note(s, f"signed meter record {m.payload_sha256[:16]} not verified: {m.reason}"))
+        return replace(
+            s,
+            notes=_note(s, f"signed meter record {m.payload_sha256[:16]} not verified: {m.reason}"),
+        )
     return s
 
 
@@ -681,7 +887,9 @@ def _unpaid_energy(s: Session, ev: e.ChargerStopped, now: datetime, policy: Poli
                 s,
                 unpaid_energy_wh=delivered,
                 unpaid_minor=priced.price_minor,
-                notes=_note(s, f"{delivered} Wh delivered without a start: {priced.price_minor} owed"),
+                notes=_note(
+                    s, f"{delivered} Wh delivered without a start: {priced.price_minor} owed"
+                ),
             )
         )
     s = replace(
@@ -689,9 +897,13 @@ def _unpaid_energy(s: Session, ev: e.ChargerStopped, now: datetime, policy: Poli
         unpaid_energy_wh=delivered,
         unpaid_minor=priced.price_minor,
         owed_minor=s.owed_minor + priced.price_minor,
-        notes=_note(s, f"{delivered} Wh delivered after the session ended unpaid: {priced.price_minor} owed"),
+        notes=_note(
+            s, f"{delivered} Wh delivered after the session ended unpaid: {priced.price_minor} owed"
+        ),
     )
-    return Transition(s, (c.Enqueue(f"{s.id}:unpaid", f"session:{s.id}", "session.outcome", outcome_payload(s)),))
+    return Transition(
+        s, (c.Enqueue(f"{s.id}:unpaid", f"session:{s.id}", "session.outcome", outcome_payload(s)),)
+    )
 
 
 def _timer(s: Session, ev: e.TimerFired, now: datetime, policy: Policy) -> Transition:
@@ -699,7 +911,9 @@ def _timer(s: Session, ev: e.TimerFired, now: datetime, policy: Policy) -> Trans
         return Transition(s, note="stale timer")
     kind = TimerKind(ev.kind)
     if kind == TimerKind.START and s.state is State.AUTHORIZED:
-        stop = c.StopCharger(f"{s.id}:stop:start-timeout", s.id, s.evse, "charging did not start in time")
+        stop = c.StopCharger(
+            f"{s.id}:stop:start-timeout", s.id, s.evse, "charging did not start in time"
+        )
         s = _go(s, Trigger.NOT_STARTED, notes=_note(s, "charging did not start in time"))
         done = _settle_command(_targets(s, 0), now, policy)
         return Transition(done.session, (stop, *done.commands))
@@ -707,7 +921,9 @@ def _timer(s: Session, ev: e.TimerFired, now: datetime, policy: Policy) -> Trans
         return _stop(s, now, policy, "hold validity ends soon")
     if kind == TimerKind.STOP and s.state is State.STOPPING:
         s = replace(s, notes=_note(s, "no stop confirmation: billed to last reading"))
-        return _finalize(s, tuple(r for r in s.readings if r.trusted) or s.readings[:1], now, policy)
+        return _finalize(
+            s, tuple(r for r in s.readings if r.trusted) or s.readings[:1], now, policy
+        )
     if kind == TimerKind.RETRY and s.state in (State.CAPTURE_RETRY, State.RELEASE_RETRY):
         return _settle_command(_go(s, Trigger.RETRY), now, policy)
     if kind == TimerKind.QUERY and s.state in _UNKNOWN_STATES:
@@ -718,7 +934,9 @@ def _timer(s: Session, ev: e.TimerFired, now: datetime, policy: Policy) -> Trans
     if kind == TimerKind.ANSWER:
         if s.state in (State.AUTHORIZING, State.CAPTURING, State.RELEASING):
             return _query(
-                _go(s, Trigger.LOST, notes=_note(s, f"no answer from the terminal in {s.state}")), now, policy
+                _go(s, Trigger.LOST, notes=_note(s, f"no answer from the terminal in {s.state}")),
+                now,
+                policy,
             )
         if s.state is State.TOPPING_UP:
             lost = e.TerminalResultArrived(s.id, ev.event_id, Operation.TOPUP, Outcome.UNKNOWN)
@@ -740,8 +958,12 @@ def _resumed(s: Session, now: datetime, policy: Policy) -> Transition:
         lost = e.TerminalResultArrived(s.id, "resume", Operation.TOPUP, Outcome.UNKNOWN)
         return _topup_result(s, lost, now, policy)
     if s.state is State.STOPPING:
-        return Transition(s, (c.StopCharger(f"{s.id}:stop:resume", s.id, s.evse, s.stop_reason or "resume"),))
-    if s.state is State.AUTHORIZED:  # the authorisation may have died with the process: say it again
+        return Transition(
+            s, (c.StopCharger(f"{s.id}:stop:resume", s.id, s.evse, s.stop_reason or "resume"),)
+        )
+    if (
+        s.state is State.AUTHORIZED
+    ):  # the authorisation may have died with the process: say it again
         return Transition(s, (_authorize(s, policy, repeat=True),))
     return Transition(s)
 
@@ -761,23 +983,45 @@ def _refund_requested(s: Session, ev: e.RefundRequested, now: datetime) -> Trans
     elif ev.amount_minor > available:
         why = f"a refund of {ev.amount_minor} exceeds the {available} captured and not yet refunded"
     booking = [h.booking_receipt for h in s.holds if h.captured_minor]
-    whole = not s.refunds and ev.amount_minor == s.captured_minor and len(booking) == 1 and booking[0] is not None
+    whole = (
+        not s.refunds
+        and ev.amount_minor == s.captured_minor
+        and len(booking) == 1
+        and booking[0] is not None
+    )
     method = RefundMethod.REVERSAL if whole and not ev.day_closed else RefundMethod.REFUND
-    refund = Refund(ev.event_id, ev.amount_minor, ev.reason, ev.source, method,
-                    RefundStatus.REFUSED if why else RefundStatus.SENT, now, message=why)  # fmt: skip
+    refund = Refund(
+        ev.event_id,
+        ev.amount_minor,
+        ev.reason,
+        ev.source,
+        method,
+        RefundStatus.REFUSED if why else RefundStatus.SENT,
+        now,
+        message=why,
+    )
     s = replace(s, refunds=(*s.refunds, refund))
     if why:
         return Transition(s, note=f"refund refused: {why}")
     receipt = booking[0] if method is RefundMethod.REVERSAL else None
-    cmd = c.RefundPayment(f"{s.id}:refund:{ev.event_id}", s.id, s.terminal, method.value, receipt, ev.amount_minor,
-                          s.currency)  # fmt: skip
+    cmd = c.RefundPayment(
+        f"{s.id}:refund:{ev.event_id}",
+        s.id,
+        s.terminal,
+        method.value,
+        receipt,
+        ev.amount_minor,
+        s.currency,
+    )
     return Transition(s, (cmd,))
 
 
 def _price_corrected(s: Session, ev: e.PriceCorrected, now: datetime) -> Transition:
     over = s.refundable_minor - ev.total_minor
     if s.state is not State.COMPLETED or over <= 0:
-        return Transition(replace(s, notes=_note(s, f"price corrected to {ev.total_minor}: nothing to refund")))
+        return Transition(
+            replace(s, notes=_note(s, f"price corrected to {ev.total_minor}: nothing to refund"))
+        )
     request = e.RefundRequested(s.id, ev.event_id, over, ev.reason, "cdr", ev.day_closed)
     return _refund_requested(s, request, now)
 
@@ -790,7 +1034,9 @@ def _refund_result(s: Session, ev: e.TerminalResultArrived) -> Transition:
         # Not given back until the terminal has our acknowledgement (ZVT 2.2.8: it reverses a
         # result nobody acknowledged). A crash here leaves the refund ``sent`` with its receipt,
         # listed by reconciliation until a person settles it against the terminal's journal.
-        held = replace(sent, receipt_no=ev.receipt_no, message="approved, acknowledgement not yet sent")
+        held = replace(
+            sent, receipt_no=ev.receipt_no, message="approved, acknowledgement not yet sent"
+        )
         return Transition(replace(s, refunds=tuple(held if r is sent else r for r in s.refunds)))
     if ev.outcome is Outcome.APPROVED:
         status = RefundStatus.DONE
@@ -802,10 +1048,20 @@ def _refund_result(s: Session, ev: e.TerminalResultArrived) -> Transition:
     s = replace(s, refunds=tuple(done if r is sent else r for r in s.refunds))
     if status is not RefundStatus.DONE:
         return Transition(s)
-    payload = {"session_id": s.id, "authorization_reference": s.reference, "refund_id": done.id,
-               "amount_minor": done.amount_minor, "currency": s.currency, "reason": done.reason,
-               "source": done.source, "method": done.method.value, "receipt_no": done.receipt_no}  # fmt: skip
-    return Transition(s, (c.Enqueue(f"{s.id}:refund:{done.id}", f"session:{s.id}", "session.refund", payload),))
+    payload = {
+        "session_id": s.id,
+        "authorization_reference": s.reference,
+        "refund_id": done.id,
+        "amount_minor": done.amount_minor,
+        "currency": s.currency,
+        "reason": done.reason,
+        "source": done.source,
+        "method": done.method.value,
+        "receipt_no": done.receipt_no,
+    }
+    return Transition(
+        s, (c.Enqueue(f"{s.id}:refund:{done.id}", f"session:{s.id}", "session.refund", payload),)
+    )
 
 
 # ---- building blocks --------------------------------------------------------------------------
@@ -845,11 +1101,20 @@ def _price(s: Session, priced: tuple[Reading, ...], policy: Policy, **changes: A
     tariff = policy.pinned(s)
     if tariff is None or not priced:
         return replace(s, price_minor=0, price_excl="0", vat=(), **changes)
-    if tariff.currency != s.currency:  # config validate refuses such a route; never price across currencies
-        raise InvariantViolated(f"session {s.id} in {s.currency} priced with tariff {tariff.id} in {tariff.currency}")
+    if (
+        tariff.currency != s.currency
+    ):  # config validate refuses such a route; never price across currencies
+        raise InvariantViolated(
+            f"session {s.id} in {s.currency} priced with tariff {tariff.id} in {tariff.currency}"
+        )
     p = policy.pricer.price(tariff, [Sample(r.at, r.energy_wh) for r in priced], policy.tz)
-    return replace(s, price_minor=p.minor, price_excl=str(p.excl_vat), vat=vat_breakdown(p.nets, p.minor, s.currency),
-                   **changes)  # fmt: skip
+    return replace(
+        s,
+        price_minor=p.minor,
+        price_excl=str(p.excl_vat),
+        vat=vat_breakdown(p.nets, p.minor, s.currency),
+        **changes,
+    )
 
 
 def _billed_energy(s: Session, ev: e.ChargerStopped, policy: Policy) -> tuple[int, tuple[str, ...]]:
@@ -868,27 +1133,49 @@ def _billed_energy(s: Session, ev: e.ChargerStopped, policy: Policy) -> tuple[in
     signed = _signed_energy(s)
     if signed is not None:
         if signed != energy:
-            notes = (f"billed {signed} Wh from the meter's signed readings (the charger said {energy} Wh)",)
+            notes = (
+                f"billed {signed} Wh from the meter's signed readings (the charger said {energy} "
+                f"Wh)",
+            )
         energy = signed
     elif s.meter_records:
         notes = ("no verified signed begin and end reading: billed on the charger's meter reading",)
-    if ev.session_energy_wh is not None and abs(ev.session_energy_wh - energy) > policy.energy_tolerance_wh:
-        notes = (*notes, f"energy disagreement: billed {energy} Wh, charger reported {ev.session_energy_wh} Wh")
+    if (
+        ev.session_energy_wh is not None
+        and abs(ev.session_energy_wh - energy) > policy.energy_tolerance_wh
+    ):
+        notes = (
+            *notes,
+            f"energy disagreement: billed {energy} Wh, charger reported {ev.session_energy_wh} Wh",
+        )
     return energy, notes
 
 
-def _finalize(s: Session, readings: tuple[Reading, ...], now: datetime, policy: Policy) -> Transition:
+def _finalize(
+    s: Session, readings: tuple[Reading, ...], now: datetime, policy: Policy
+) -> Transition:
     energy = readings[-1].energy_wh if readings else 0
     s = _price(s, readings, policy, readings=readings, billed_energy_wh=energy)
     if energy == 0 and not policy.bill_without_energy and s.price_minor:
-        s = replace(s, price_minor=0, price_excl="0", vat=(), notes=_note(s, "no energy delivered: nothing billed"))
+        s = replace(
+            s,
+            price_minor=0,
+            price_excl="0",
+            vat=(),
+            notes=_note(s, "no energy delivered: nothing billed"),
+        )
     capture = min(s.price_minor, s.authorized_minor)
-    if s.topup_minor and s.holds:  # a top-up still out may raise the first hold before our capture lands
+    if (
+        s.topup_minor and s.holds
+    ):  # a top-up still out may raise the first hold before our capture lands
         s = _first_hold_uncertain(s)
     shortfall = s.price_minor - capture
     if shortfall:
-        s = replace(s, shortfall_minor=shortfall,
-                    notes=_note(s, f"shortfall: priced {s.price_minor}, held {s.authorized_minor}"))  # fmt: skip
+        s = replace(
+            s,
+            shortfall_minor=shortfall,
+            notes=_note(s, f"shortfall: priced {s.price_minor}, held {s.authorized_minor}"),
+        )
     s = _go(s, Trigger.BILL if capture else Trigger.NOTHING_TO_BILL, attempts=0)
     return _settle_command(_targets(s, capture), now, policy)
 
@@ -902,26 +1189,61 @@ def _settle_command(s: Session, now: datetime, policy: Policy) -> Transition:
     if s.state is State.CAPTURING:
         s = _replace_hold(s, hold, replace(hold, capture_sent_at=now))
         target = hold.target_minor or 0
-        cmd: c.Command = c.Capture(f"{s.id}:capture:{hold.receipt_no}", s.id, s.terminal, hold.receipt_no,
-                                   hold.amount_minor, target, s.currency, s.id[:16], exact=hold.uncertain)  # fmt: skip
+        cmd: c.Command = c.Capture(
+            f"{s.id}:capture:{hold.receipt_no}",
+            s.id,
+            s.terminal,
+            hold.receipt_no,
+            hold.amount_minor,
+            target,
+            s.currency,
+            s.id[:16],
+            exact=hold.uncertain,
+        )
     else:
-        cmd = c.Release(f"{s.id}:release:{hold.receipt_no}", s.id, s.terminal, hold.receipt_no, hold.amount_minor,
-                        s.currency)  # fmt: skip
+        cmd = c.Release(
+            f"{s.id}:release:{hold.receipt_no}",
+            s.id,
+            s.terminal,
+            hold.receipt_no,
+            hold.amount_minor,
+            s.currency,
+        )
     return Transition(s, (cmd,))
 
 
-def _settled(s: Session, ev: e.TerminalResultArrived, hold: Hold, now: datetime, policy: Policy) -> Transition:
+def _settled(
+    s: Session, ev: e.TerminalResultArrived, hold: Hold, now: datetime, policy: Policy
+) -> Transition:
     """The terminal approved our capture or release of ``hold``: book what was *asked*."""
     if ev.operation == Operation.CAPTURE:
         target = hold.target_minor or 0
-        if ev.amount_minor is not None and ev.amount_minor not in (target, hold.amount_minor - target):
-            s = replace(s, discrepancies=(*s.discrepancies, f"capture of hold {hold.receipt_no}: asked {target} of "
-                        f"{hold.amount_minor}, terminal answered {ev.amount_minor}"))  # fmt: skip
-        done = replace(hold, captured_minor=target, released_minor=hold.amount_minor - target,
-                       status=HoldStatus.CAPTURED, booking_receipt=ev.receipt_no)  # fmt: skip
+        if ev.amount_minor is not None and ev.amount_minor not in (
+            target,
+            hold.amount_minor - target,
+        ):
+            s = replace(
+                s,
+                discrepancies=(
+                    *s.discrepancies,
+                    f"capture of hold {hold.receipt_no}: asked {target} of "
+                    f"{hold.amount_minor}, terminal answered {ev.amount_minor}",
+                ),
+            )
+        done = replace(
+            hold,
+            captured_minor=target,
+            released_minor=hold.amount_minor - target,
+            status=HoldStatus.CAPTURED,
+            booking_receipt=ev.receipt_no,
+        )
     else:
-        done = replace(hold, released_minor=hold.amount_minor, status=HoldStatus.RELEASED,
-                       booking_receipt=ev.receipt_no)  # fmt: skip
+        done = replace(
+            hold,
+            released_minor=hold.amount_minor,
+            status=HoldStatus.RELEASED,
+            booking_receipt=ev.receipt_no,
+        )
     return _next(_replace_hold(s, hold, done), now, policy)
 
 
@@ -948,8 +1270,13 @@ def _next(s: Session, now: datetime, policy: Policy) -> Transition:
         if policy.fiscal.signs_each_receipt and not _render(s, now, policy)[0].complete:
             # The money is settled (the outcome goes up now: the CPO invoices from it); the receipt
             # waits a little for the CPO's fiscal signature, then is printed as pending.
-            s = _go(s, Trigger.AWAIT_FISCAL, owed_minor=owed, receipt=ReceiptState.AWAITING,
-                    timer=(TimerKind.FISCAL, now + policy.fiscal_wait))  # fmt: skip
+            s = _go(
+                s,
+                Trigger.AWAIT_FISCAL,
+                owed_minor=owed,
+                receipt=ReceiptState.AWAITING,
+                timer=(TimerKind.FISCAL, now + policy.fiscal_wait),
+            )
             return Transition(s, _outcome(s))
     s = _go(s, trigger, owed_minor=owed)
     printed: tuple[c.Command, ...] = ()
@@ -965,14 +1292,27 @@ def _next(s: Session, now: datetime, policy: Policy) -> Transition:
 def receipt_facts(s: Session, now: datetime, policy: Policy) -> ReceiptFacts:
     tariff = policy.pinned(s)
     paid = next((h.booking_receipt for h in s.holds if h.booking_receipt is not None), None)
-    url = policy.e_receipt_url.replace("{reference}", s.reference or s.id) if policy.e_receipt_url else None
+    url = (
+        policy.e_receipt_url.replace("{reference}", s.reference or s.id)
+        if policy.e_receipt_url
+        else None
+    )
     return ReceiptFacts(
-        reference=s.reference or s.id, evse=s.evse, at=(s.captured_at or now).astimezone(policy.tz),
-        energy_wh=s.billed_energy_wh, price_minor=s.price_minor, paid_minor=s.captured_minor,
-        owed_minor=s.owed_minor, currency=s.currency, vat=s.vat, tariff=tuple(describe(tariff)) if tariff else (),
-        card=s.card, terminal_receipt=paid, e_receipt_url=url,
+        reference=s.reference or s.id,
+        evse=s.evse,
+        at=(s.captured_at or now).astimezone(policy.tz),
+        energy_wh=s.billed_energy_wh,
+        price_minor=s.price_minor,
+        paid_minor=s.captured_minor,
+        owed_minor=s.owed_minor,
+        currency=s.currency,
+        vat=s.vat,
+        tariff=tuple(describe(tariff)) if tariff else (),
+        card=s.card,
+        terminal_receipt=paid,
+        e_receipt_url=url,
         meter=proof.proof() if (proof := _meter_proof(s)) else None,
-    )  # fmt: skip
+    )
 
 
 def _fiscal_data(s: Session) -> FiscalData | None:
@@ -993,20 +1333,32 @@ def _receipt(s: Session, now: datetime, policy: Policy) -> tuple[Session, tuple[
     if not receipt.lines:
         return s, ()  # no profile and no CPO lines: the terminal's own payment slip is the receipt
     state = ReceiptState.COMPLETE if receipt.complete else ReceiptState.PENDING
-    s = replace(s, receipt=state, receipt_lines=receipt.lines, receipt_missing=receipt.missing,
-                receipt_upstream=receipt.upstream)  # fmt: skip
+    s = replace(
+        s,
+        receipt=state,
+        receipt_lines=receipt.lines,
+        receipt_missing=receipt.missing,
+        receipt_upstream=receipt.upstream,
+    )
     display = s.terminal in policy.display_only
     lines = policy.fiscal.display(receipt) if display else receipt.lines
-    out: list[c.Command] = [c.ShowReceipt(f"{s.id}:receipt:{state}", s.id, s.terminal, lines, display)]
+    out: list[c.Command] = [
+        c.ShowReceipt(f"{s.id}:receipt:{state}", s.id, s.terminal, lines, display)
+    ]
     if policy.fiscal.code != "none":
         out.append(_receipt_message(s, state, receipt.upstream))
     return s, tuple(out)
 
 
 def _receipt_message(s: Session, state: ReceiptState, upstream: tuple[str, ...]) -> c.Enqueue:
-    payload = {"session_id": s.id, "authorization_reference": s.reference, "state": state.value,
-               "lines": list(upstream), "missing": list(s.receipt_missing),
-               "invoice_reference": s.invoice_reference}  # fmt: skip
+    payload = {
+        "session_id": s.id,
+        "authorization_reference": s.reference,
+        "state": state.value,
+        "lines": list(upstream),
+        "missing": list(s.receipt_missing),
+        "invoice_reference": s.invoice_reference,
+    }
     return c.Enqueue(f"{s.id}:receipt:{state.value}", f"session:{s.id}", "session.receipt", payload)
 
 
@@ -1015,9 +1367,13 @@ def _fiscal(s: Session, ev: e.FiscalDataArrived, now: datetime, policy: Policy) 
     pending receipt it completes it as an e-receipt (once); otherwise kept for the record."""
     if s.receipt in (ReceiptState.COMPLETE, ReceiptState.LATE) and policy.fiscal.code != "none":
         return Transition(s, note="receipt already complete: fiscal data ignored")
-    s = replace(s, fiscal=tuple(ev.lines) or s.fiscal, fiscal_fields=ev.fields or s.fiscal_fields,
-                invoice_reference=ev.invoice_reference or s.invoice_reference,
-                invoice_url=ev.invoice_url or s.invoice_url)  # fmt: skip
+    s = replace(
+        s,
+        fiscal=tuple(ev.lines) or s.fiscal,
+        fiscal_fields=ev.fields or s.fiscal_fields,
+        invoice_reference=ev.invoice_reference or s.invoice_reference,
+        invoice_url=ev.invoice_url or s.invoice_url,
+    )
     if s.state is State.RECEIPTING:
         s = _go(s, Trigger.FISCAL_SIGNED, timer=None)
         s, printed = _receipt(s, now, policy)
@@ -1026,12 +1382,18 @@ def _fiscal(s: Session, ev: e.FiscalDataArrived, now: datetime, policy: Policy) 
         return Transition(s)  # before the capture: printed with it
     if policy.fiscal.code == "none":  # no profile: the CPO's lines are printed whenever they come
         lines = tuple(ev.lines)
-        return Transition(s, (c.ShowReceipt(f"{s.id}:receipt:{ev.event_id}", s.id, s.terminal, lines),))
+        return Transition(
+            s, (c.ShowReceipt(f"{s.id}:receipt:{ev.event_id}", s.id, s.terminal, lines),)
+        )
     if s.receipt is ReceiptState.PENDING:
         receipt, _facts = _render(s, now, policy)
         if receipt.complete:  # the driver has gone: the complete receipt is the e-receipt
-            s = replace(s, receipt=ReceiptState.LATE, receipt_missing=(),
-                        notes=_note(s, "fiscal data delivered after the receipt: e-receipt"))  # fmt: skip
+            s = replace(
+                s,
+                receipt=ReceiptState.LATE,
+                receipt_missing=(),
+                notes=_note(s, "fiscal data delivered after the receipt: e-receipt"),
+            )
             return Transition(s, (_receipt_message(s, ReceiptState.LATE, receipt.upstream),))
         s = replace(s, receipt_missing=receipt.missing)
     return Transition(s)
@@ -1060,10 +1422,25 @@ def _expiry_timer(s: Session, now: datetime, policy: Policy) -> tuple[TimerKind,
 
 def _topup(s: Session, extra: int, now: datetime, policy: Policy) -> Transition:
     first = s.holds[0]
-    s = _go(s, Trigger.TOP_UP, topup_minor=extra, timer=(TimerKind.ANSWER, now + policy.answer_timeout))
+    s = _go(
+        s, Trigger.TOP_UP, topup_minor=extra, timer=(TimerKind.ANSWER, now + policy.answer_timeout)
+    )
     key = f"{s.id}:topup:{s.authorized_minor}"
-    return Transition(s, (c.TopUp(key, s.id, s.terminal, first.receipt_no, extra, s.currency, first.trace_no,
-                                  s.id[:16]),))  # fmt: skip
+    return Transition(
+        s,
+        (
+            c.TopUp(
+                key,
+                s.id,
+                s.terminal,
+                first.receipt_no,
+                extra,
+                s.currency,
+                first.trace_no,
+                s.id[:16],
+            ),
+        ),
+    )
 
 
 def _authorize(s: Session, policy: Policy, repeat: bool = False) -> c.AuthorizeCharger:

@@ -39,9 +39,16 @@ class State(StrEnum):
 
 
 FINAL = frozenset(
-    {State.COMPLETED, State.VOIDED, State.DECLINED, State.FAILED, State.CAPTURE_FAILED,
-     State.CAPTURE_UNCONFIRMED, State.RELEASE_FAILED}
-)  # fmt: skip
+    {
+        State.COMPLETED,
+        State.VOIDED,
+        State.DECLINED,
+        State.FAILED,
+        State.CAPTURE_FAILED,
+        State.CAPTURE_UNCONFIRMED,
+        State.RELEASE_FAILED,
+    }
+)
 
 # Open states that no longer occupy the EVSE: the next driver may start there.
 EVSE_FREE = frozenset({State.RECEIPTING})
@@ -51,9 +58,19 @@ IN_FLIGHT = frozenset({State.AUTHORIZING, State.TOPPING_UP, State.CAPTURING, Sta
 
 # States whose every hold has a receipt number: a hold that cannot be settled is never accepted.
 HOLDING = frozenset(
-    {State.AUTHORIZED, State.CHARGING, State.TOPPING_UP, State.STOPPING, State.CAPTURING, State.CAPTURE_UNKNOWN,
-     State.CAPTURE_RETRY, State.RELEASING, State.RELEASE_UNKNOWN, State.RELEASE_RETRY}
-)  # fmt: skip
+    {
+        State.AUTHORIZED,
+        State.CHARGING,
+        State.TOPPING_UP,
+        State.STOPPING,
+        State.CAPTURING,
+        State.CAPTURE_UNKNOWN,
+        State.CAPTURE_RETRY,
+        State.RELEASING,
+        State.RELEASE_UNKNOWN,
+        State.RELEASE_RETRY,
+    }
+)
 
 
 class Trigger(StrEnum):
@@ -147,7 +164,9 @@ def next_state(state: State | None, trigger: Trigger) -> State:
     try:
         return TRANSITIONS[(state, trigger)]
     except KeyError:
-        raise InvariantViolated(f"no transition from {state} on {trigger.name}: not in the table") from None
+        raise InvariantViolated(
+            f"no transition from {state} on {trigger.name}: not in the table"
+        ) from None
 
 
 def mermaid() -> str:

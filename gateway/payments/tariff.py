@@ -66,11 +66,15 @@ class Restrictions:
     max_duration: int | None = None
     day_of_week: frozenset[str] = frozenset()
 
-    def allow(self, local: datetime, kwh: Decimal, duration_s: int, power_kw: Decimal | None) -> bool:
+    def allow(
+        self, local: datetime, kwh: Decimal, duration_s: int, power_kw: Decimal | None
+    ) -> bool:
         if self.start_time is not None or self.end_time is not None:
             now = local.time()
             start, end = self.start_time or time(0), self.end_time or time(0)
-            inside = start <= now < end if start < end else (now >= start or now < end)  # may wrap midnight
+            inside = (
+                start <= now < end if start < end else (now >= start or now < end)
+            )  # may wrap midnight
             if start == end:
                 inside = True
             if not inside:
@@ -129,7 +133,9 @@ class Price:
     minor: int  # incl. VAT, rounded once: what the driver pays
     currency: str
     lines: tuple[tuple[str, Decimal, Decimal], ...] = field(default=())  # (dimension, volume, excl)
-    nets: tuple[tuple[Decimal | None, Decimal], ...] = field(default=())  # (VAT rate, excl) per component
+    nets: tuple[tuple[Decimal | None, Decimal], ...] = field(
+        default=()
+    )  # (VAT rate, excl) per component
 
 
 def price(tariff: Tariff, samples: Sequence[Sample], tz: ZoneInfo) -> Price:
@@ -158,7 +164,9 @@ def _flat(tariff: Tariff, start: Sample, tz: ZoneInfo, volumes: Volumes) -> None
             return
 
 
-def _add_interval(tariff: Tariff, start: Sample, before: Sample, after: Sample, tz: ZoneInfo, volumes: Volumes) -> None:
+def _add_interval(
+    tariff: Tariff, start: Sample, before: Sample, after: Sample, tz: ZoneInfo, volumes: Volumes
+) -> None:
     """Volumes are additive over intervals: a session's price is the sum over its samples' pairs."""
     points = [(s.at, Decimal(s.energy_wh - start.energy_wh)) for s in (before, after)]
     for piece in _pieces(tariff, start.at, points[0], points[1], tz):
@@ -204,7 +212,9 @@ def _microseconds(span: timedelta) -> int:
 Point = tuple[datetime, Decimal]  # (time, Wh since the start of the session)
 
 
-def _pieces(tariff: Tariff, start: datetime, before: Point, after: Point, tz: ZoneInfo) -> list[tuple[Point, Point]]:
+def _pieces(
+    tariff: Tariff, start: datetime, before: Point, after: Point, tz: ZoneInfo
+) -> list[tuple[Point, Point]]:
     """Cut one interval where any element's restriction boundary falls inside it."""
     (t0, e0), (t1, e1) = before, after
     span = _microseconds(t1 - t0)
@@ -265,7 +275,11 @@ def _total(tariff: Tariff, volumes: Mapping[tuple[int, Dimension], Decimal]) -> 
         if comp is None:  # volumes are only recorded for elements that have the component
             continue
         step = Decimal(comp.step_size or 1)
-        billed = (volume / step).to_integral_value(ROUND_CEILING) * step if dim is not Dimension.FLAT else volume
+        billed = (
+            (volume / step).to_integral_value(ROUND_CEILING) * step
+            if dim is not Dimension.FLAT
+            else volume
+        )
         unit = {Dimension.ENERGY: _KWH, Dimension.FLAT: Decimal(1)}.get(dim, _HOUR)
         cost = billed / unit * comp.price
         excl += cost
@@ -315,7 +329,9 @@ def tariff_from_ocpi(obj: Mapping[str, Any]) -> Tariff:
 def _price_excl(value: Any) -> Decimal | None:
     if value is None:
         return None
-    if isinstance(value, Mapping):  # {"excl_vat": .., "incl_vat": ..} (2.2.1) or {"before_taxes": ..} (2.3.0)
+    if isinstance(
+        value, Mapping
+    ):  # {"excl_vat": .., "incl_vat": ..} (2.2.1) or {"before_taxes": ..} (2.3.0)
         raw = value.get("excl_vat", value.get("before_taxes"))
         return None if raw is None else Decimal(str(raw))
     return Decimal(str(value))
@@ -343,21 +359,30 @@ def _element(e: Mapping[str, Any]) -> TariffElement:
         return None if r.get(key) is None else date.fromisoformat(r[key])
 
     restrictions = Restrictions(
-        start_time=clock("start_time"), end_time=clock("end_time"), start_date=day("start_date"),
-        end_date=day("end_date"), min_kwh=dec("min_kwh"), max_kwh=dec("max_kwh"), min_power=dec("min_power"),
+        start_time=clock("start_time"),
+        end_time=clock("end_time"),
+        start_date=day("start_date"),
+        end_date=day("end_date"),
+        min_kwh=dec("min_kwh"),
+        max_kwh=dec("max_kwh"),
+        min_power=dec("min_power"),
         max_power=dec("max_power"),
         min_duration=None if r.get("min_duration") is None else int(r["min_duration"]),
         max_duration=None if r.get("max_duration") is None else int(r["max_duration"]),
         day_of_week=frozenset(r.get("day_of_week") or ()),
-    )  # fmt: skip
+    )
     return TariffElement(comps, restrictions)
 
 
 def describe(tariff: Tariff, limit: int = 6) -> list[str]:
     """The tariff in a few short lines for the charger's screen (the price is shown before
     charging starts): each component once, gross (VAT included), with its restriction."""
-    units = {Dimension.ENERGY: "/kWh", Dimension.TIME: "/h charging", Dimension.PARKING_TIME: "/h parking",
-             Dimension.FLAT: " start fee"}  # fmt: skip
+    units = {
+        Dimension.ENERGY: "/kWh",
+        Dimension.TIME: "/h charging",
+        Dimension.PARKING_TIME: "/h parking",
+        Dimension.FLAT: " start fee",
+    }
     lines: list[str] = []
     for element in tariff.elements:
         for c in element.components:

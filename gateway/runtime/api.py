@@ -74,8 +74,11 @@ class ApiWorker:
             token = auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else ""
             digest = hashlib.sha256(token.encode()).hexdigest()
             if not token or not any(hmac.compare_digest(digest, known) for known in self._clients):
-                return web.json_response({"error": "a valid bearer token is required"}, status=401,
-                                         headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+                return web.json_response(
+                    {"error": "a valid bearer token is required"},
+                    status=401,
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
         return None
 
     async def _pay_view(self, request: web.Request) -> web.Response:
@@ -88,7 +91,9 @@ class ApiWorker:
             return web.json_response({"error": "no payment engine runs on this site"}, status=409)
         key = request.headers.get("Idempotency-Key")
         if key is not None and not (1 <= len(key) <= 128 and key.isprintable()):
-            return web.json_response({"error": "Idempotency-Key must be 1 to 128 printable characters"}, status=400)
+            return web.json_response(
+                {"error": "Idempotency-Key must be 1 to 128 printable characters"}, status=400
+            )
         try:
             target = _target(await request.json() if request.can_read_body else {})
         except ValueError as exc:
@@ -103,7 +108,9 @@ class ApiWorker:
 
     async def _health(self, _request: web.Request) -> web.Response:
         ok, details = self._healthy()
-        return web.json_response({"status": "ok" if ok else "degraded", **details}, status=200 if ok else 503)
+        return web.json_response(
+            {"status": "ok" if ok else "degraded", **details}, status=200 if ok else 503
+        )
 
     async def _status_view(self, _request: web.Request) -> web.Response:
         return web.json_response(self._status())

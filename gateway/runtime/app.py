@@ -70,35 +70,51 @@ class Daemon:
         charger: ChargerLink | None = None,
     ) -> None:
         self.settings = settings
-        self.journal_key = journal_signing_key(settings)  # read before anything starts: a bad key stops here
+        self.journal_key = journal_signing_key(
+            settings
+        )  # read before anything starts: a bad key stops here
         self.notifier = notifier or Notifier()
         self.metrics = Metrics()
         settings.storage.path.parent.mkdir(parents=True, exist_ok=True)
         self.lock = DatabaseLock(settings.storage.path)
-        self.lock.acquire()  # a second daemon on this database stops here, naming the first one's pid
+        # a second daemon on this database stops here, naming the first one's pid
+        self.lock.acquire()
         if self.lock.unclean:
             why = "the last daemon did not stop cleanly"
-            _LOGGER.warning("store.check_before_start", extra={"db": str(settings.storage.path), "why": why})
+            _LOGGER.warning(
+                "store.check_before_start", extra={"db": str(settings.storage.path), "why": why}
+            )
         try:
             # After an unclean end (killed, power cut) the file is checked before anything runs;
             # otherwise after READY, in the background (it reads the whole file).
-            self.store = Store.open(settings.storage.path, busy_timeout_ms=settings.storage.busy_timeout_ms,
-                                    check=self.lock.unclean)  # fmt: skip
+            self.store = Store.open(
+                settings.storage.path,
+                busy_timeout_ms=settings.storage.busy_timeout_ms,
+                check=self.lock.unclean,
+            )
         except BaseException:
             self.lock.release()
             raise
         self._started = time.monotonic()
         self.api = ApiWorker(
-            settings.api.host, settings.api.port, self.metrics, self.snapshot, self.healthy, self._request_payment,
-            client_hashes=api_client_hashes(settings), allowed_origins=settings.api.allowed_origins,
-        )  # fmt: skip
+            settings.api.host,
+            settings.api.port,
+            self.metrics,
+            self.snapshot,
+            self.healthy,
+            self._request_payment,
+            client_hashes=api_client_hashes(settings),
+            allowed_origins=settings.api.allowed_origins,
+        )
         workers: list[Worker] = [self.api, *extra_workers]
         self.engine: EngineWorker | None = None
         self.terminals: dict[str, PaymentTerminal] = {}
         self.charger: ChargerLink | None = None
         self.upstream: UpstreamWorker | None = None
         if settings.charger.enabled and settings.charger.evses:
-            self.engine, self.terminals, self.charger = build_engine(settings, self.store, _utcnow, charger)
+            self.engine, self.terminals, self.charger = build_engine(
+                settings, self.store, _utcnow, charger
+            )
             self.engine.metrics = self.metrics
             workers.append(self.engine)
             if isinstance(self.charger, MqttChargerLink):
@@ -113,13 +129,18 @@ class Daemon:
                 link,
                 self._apply_tariffs,
                 self._fiscal_data,
-                on_failure=lambda kind: self.metrics.inc("evpay_upstream_failures_total", kind=kind),
+                on_failure=lambda kind: self.metrics.inc(
+                    "evpay_upstream_failures_total", kind=kind
+                ),
             )
             workers.insert(1, self.upstream)
         self.supervisor = Supervisor(
-            workers, settings.daemon.restart_backoff_min_s, settings.daemon.restart_backoff_max_s,
-            on_fatal=self._fatal, fatal=(StoreError,),
-        )  # fmt: skip
+            workers,
+            settings.daemon.restart_backoff_min_s,
+            settings.daemon.restart_backoff_max_s,
+            on_fatal=self._fatal,
+            fatal=(StoreError,),
+        )
         self.fatal: BaseException | None = None
         self.ready = asyncio.Event()
         self._stop_requested: asyncio.Event | None = None
@@ -139,7 +160,8 @@ class Daemon:
         details: dict[str, Any] = {}
         if self.engine is not None and self.engine.terminal_state:
             details["terminals"] = {
-                name: "ok" if up else f"unavailable: {why}" for name, (up, why) in self.engine.terminal_state.items()
+                name: "ok" if up else f"unavailable: {why}"
+                for name, (up, why) in self.engine.terminal_state.items()
             }
             ok = ok and all(up for up, _ in self.engine.terminal_state.values())
         upstream = self.upstream_state()
@@ -158,10 +180,18 @@ class Daemon:
             "site": self.settings.site.id,
             "uptime_s": round(time.monotonic() - self._started, 1),
             "workers": [
-                {"name": s.name, "state": s.state, "restarts": s.restarts, "last_error": s.last_error}
+                {
+                    "name": s.name,
+                    "state": s.state,
+                    "restarts": s.restarts,
+                    "last_error": s.last_error,
+                }
                 for s in self.supervisor.status.values()
             ],
-            "terminals": [{"id": t.id, "device": t.device, "protocol": t.protocol} for t in self.settings.terminals],
+            "terminals": [
+                {"id": t.id, "device": t.device, "protocol": t.protocol}
+                for t in self.settings.terminals
+            ],
             "upstream": self.healthy()[1].get("upstream"),
             "open_sessions": self.store.count_open_sessions(),
             "outbox": {
@@ -192,8 +222,14 @@ class Daemon:
         metrics.set("evpay_outbox_pending", float(backlog.pending))
         metrics.describe("evpay_outbox_dead", "gauge", "upstream messages dead-lettered")
         metrics.set("evpay_outbox_dead", float(backlog.dead))
-        metrics.describe("evpay_outbox_oldest_age_seconds", "gauge", "age of the oldest pending message")
-        age = (datetime.now(UTC) - backlog.oldest_pending).total_seconds() if backlog.oldest_pending else 0.0
+        metrics.describe(
+            "evpay_outbox_oldest_age_seconds", "gauge", "age of the oldest pending message"
+        )
+        age = (
+            (datetime.now(UTC) - backlog.oldest_pending).total_seconds()
+            if backlog.oldest_pending
+            else 0.0
+        )
         metrics.set("evpay_outbox_oldest_age_seconds", age)
         metrics.describe("evpay_sessions_open", "gauge", "charging sessions not yet final")
         metrics.set("evpay_sessions_open", float(self.store.count_open_sessions()))
@@ -202,28 +238,48 @@ class Daemon:
     def _collect_money(self, metrics: Metrics) -> None:
         """Money figures from the store at scrape time: they survive restarts and never drift."""
         f = self.store.money_figures()
-        metrics.describe("evpay_sessions_final_total", "counter", "sessions that ended, by final state")
+        metrics.describe(
+            "evpay_sessions_final_total", "counter", "sessions that ended, by final state"
+        )
         for state, n in f["final"].items():
             metrics.set("evpay_sessions_final_total", float(n), state=state)
-        metrics.describe("evpay_money_minor_total", "counter",
-                         "minor units held, captured, released and given back, by kind and currency")  # fmt: skip
+        metrics.describe(
+            "evpay_money_minor_total",
+            "counter",
+            "minor units held, captured, released and given back, by kind and currency",
+        )
         for (kind, currency), amount in f["money"].items():
             metrics.set("evpay_money_minor_total", float(amount), kind=kind, currency=currency)
-        metrics.describe("evpay_owed_minor", "gauge", "amounts owed (unconfirmed, lapsed, shortfall), by currency")
+        metrics.describe(
+            "evpay_owed_minor",
+            "gauge",
+            "amounts owed (unconfirmed, lapsed, shortfall), by currency",
+        )
         for currency, amount in f["owed"].items():
             metrics.set("evpay_owed_minor", float(amount), currency=currency)
         metrics.describe("evpay_holds_open", "gauge", "open sessions that hold money at a terminal")
         metrics.set("evpay_holds_open", float(f["holds_open"]))
-        metrics.describe("evpay_hold_oldest_age_seconds", "gauge", "age of the oldest open session holding money")
+        metrics.describe(
+            "evpay_hold_oldest_age_seconds", "gauge", "age of the oldest open session holding money"
+        )
         oldest = f["holds_oldest"]
-        metrics.set("evpay_hold_oldest_age_seconds", (datetime.now(UTC) - oldest).total_seconds() if oldest else 0.0)
-        metrics.describe("evpay_terminal_up", "gauge", "1 when the terminal answered its last command")
+        metrics.set(
+            "evpay_hold_oldest_age_seconds",
+            (datetime.now(UTC) - oldest).total_seconds() if oldest else 0.0,
+        )
+        metrics.describe(
+            "evpay_terminal_up", "gauge", "1 when the terminal answered its last command"
+        )
         if self.engine is not None:
             for name in self.terminals:
                 up, _why = self.engine.terminal_state.get(name, (False, "not registered"))
                 metrics.set("evpay_terminal_up", 1.0 if up else 0.0, terminal=name)
-        metrics.describe("evpay_terminal_command_seconds", "histogram", "terminal command duration, by operation")
-        metrics.describe("evpay_upstream_failures_total", "counter", "failed deliveries to the CPO, by kind")
+        metrics.describe(
+            "evpay_terminal_command_seconds", "histogram", "terminal command duration, by operation"
+        )
+        metrics.describe(
+            "evpay_upstream_failures_total", "counter", "failed deliveries to the CPO, by kind"
+        )
 
     def _apply_tariffs(self, by_evse: dict[str, Tariff], catalog: dict[str, Tariff]) -> None:
         """The CPO's tariffs win over the configured ones for the EVSEs it names; sessions
@@ -246,7 +302,9 @@ class Daemon:
         if self.engine is None:
             return PayAnswer(409, "no payment engine runs on this site")
         if "kiosk" not in self.settings.charger.start_paths:
-            return PayAnswer(403, "sessions do not start from the kiosk at this site ([charger] start_paths)")
+            return PayAnswer(
+                403, "sessions do not start from the kiosk at this site ([charger] start_paths)"
+            )
         upstream = self.upstream_state()
         if self.settings.charger.mode == "ocpi" and upstream is not None and not upstream[0]:
             return PayAnswer(503, f"upstream: not registered — {upstream[1]}")
@@ -270,7 +328,11 @@ class Daemon:
                 loop.add_signal_handler(sig, self.request_stop, sig.name)
         _LOGGER.info(
             "daemon.starting",
-            extra={"version": __version__, "site": self.settings.site.id, "db": str(self.store.path)},
+            extra={
+                "version": __version__,
+                "site": self.settings.site.id,
+                "db": str(self.store.path),
+            },
         )
         try:
             await self._claim_ports()
@@ -281,7 +343,9 @@ class Daemon:
         self.supervisor.start()
         background = [asyncio.create_task(self._heartbeat(), name="heartbeat")]
         if not self.lock.unclean:
-            background.append(asyncio.create_task(self._check_store_after_ready(), name="store-check"))
+            background.append(
+                asyncio.create_task(self._check_store_after_ready(), name="store-check")
+            )
         if self.journal_key is not None:
             background.append(asyncio.create_task(self._sign_journal(), name="journal-checkpoints"))
             if self.settings.journal.retention_days is not None:
@@ -325,7 +389,8 @@ class Daemon:
                     probe.bind((host or "127.0.0.1", int(port)))
                 except OSError as exc:
                     raise Unavailable(
-                        f"upstream: cannot listen on {listen}: {exc.strerror or exc}; free the port or change "
+                        f"upstream: cannot listen on {listen}: {exc.strerror or exc}; free the "
+                        f"port or change "
                         "[upstream] listen"
                     ) from None
 
@@ -358,10 +423,18 @@ class Daemon:
         assert self.journal_key is not None  # noqa: S101 - started only with the key
         while True:
             try:
-                while (done := prune_now(self.store, self.settings, self.journal_key, compact)).anything:
-                    _LOGGER.info("journal.archived", extra={"to_row": done.cut_seq, "rows": done.journal_rows,
-                                                            "archive": str(done.archive),
-                                                            "sessions_compacted": done.sessions_compacted})  # fmt: skip
+                while (
+                    done := prune_now(self.store, self.settings, self.journal_key, compact)
+                ).anything:
+                    _LOGGER.info(
+                        "journal.archived",
+                        extra={
+                            "to_row": done.cut_seq,
+                            "rows": done.journal_rows,
+                            "archive": str(done.archive),
+                            "sessions_compacted": done.sessions_compacted,
+                        },
+                    )
                     await asyncio.sleep(0)
             except StoreError as exc:
                 self._fatal(exc)
@@ -375,7 +448,10 @@ class Daemon:
             return
         cp = self.store.sign_journal(self.journal_key)
         if cp is not None:
-            _LOGGER.info("journal.checkpoint", extra={"checkpoint": cp.id, "seq": cp.seq, "head": cp.head_hash[:16]})
+            _LOGGER.info(
+                "journal.checkpoint",
+                extra={"checkpoint": cp.id, "seq": cp.seq, "head": cp.head_hash[:16]},
+            )
 
     def _essential_up(self) -> bool:
         """The parts without which no payment can be taken: the API and the engine."""
@@ -398,7 +474,12 @@ class Daemon:
                 return
             now = time.monotonic()
             registered = self.engine is None or self.engine.registered.is_set()
-            if not self.ready.is_set() and self.supervisor.all_up() and self.api.listening.is_set() and registered:
+            if (
+                not self.ready.is_set()
+                and self.supervisor.all_up()
+                and self.api.listening.is_set()
+                and registered
+            ):
                 self.ready.set()
                 self.notifier.ready(self._status_line())
                 _LOGGER.info("daemon.ready", extra={"api_port": self.api.bound_port})

@@ -31,7 +31,9 @@ class EvsePlan:
     meter_interval_s: float = 0.02
     never_start: bool = False
     fault_after_wh: int | None = None
-    meter_key: ec.EllipticCurvePrivateKey | None = None  # the meter signs its begin/end readings (OCMF)
+    meter_key: ec.EllipticCurvePrivateKey | None = (
+        None  # the meter signs its begin/end readings (OCMF)
+    )
     meter_serial: str = "SIM-METER-1"
 
 
@@ -72,8 +74,15 @@ class SimulatedCharger(ChargerEvents):
             return  # said again after a restart: this session has its charge already
         state.session_id = session_id
         self.authorized.append((evse, session_id, max_cost_minor))
-        _LOGGER.info("charger.authorized", extra={"evse": evse, "session": session_id, "max_cost": max_cost_minor,
-                                                  "currency": currency})  # fmt: skip
+        _LOGGER.info(
+            "charger.authorized",
+            extra={
+                "evse": evse,
+                "session": session_id,
+                "max_cost": max_cost_minor,
+                "currency": currency,
+            },
+        )
         if not state.plan.never_start:
             state.task = asyncio.create_task(self._charge(evse, state), name=f"charge:{evse}")
 
@@ -104,8 +113,17 @@ class SimulatedCharger(ChargerEvents):
             self._emit(ChargerEvent("meter", evse, sid, meter_wh=s.meter_wh, seq=seq))
         reason = s.stop_requested or "EV full"
         signed = _ocmf(plan, sid, start, s.meter_wh, began) if plan.meter_key is not None else None
-        self._emit(ChargerEvent("stopped", evse, sid, meter_wh=s.meter_wh, session_energy_wh=s.meter_wh - start,
-                                reason=reason, signed=signed))  # fmt: skip
+        self._emit(
+            ChargerEvent(
+                "stopped",
+                evse,
+                sid,
+                meter_wh=s.meter_wh,
+                session_energy_wh=s.meter_wh - start,
+                reason=reason,
+                signed=signed,
+            )
+        )
 
     async def close(self) -> None:
         for state in self._evses.values():
@@ -119,8 +137,19 @@ def _ocmf(plan: EvsePlan, sid: str, start_wh: int, end_wh: int, began: datetime)
     """The simulated meter's transaction record: begin and end readings, bound to the payment by
     its authorization reference (OCMF ``ID``), signed with the plan's key."""
     assert plan.meter_key is not None  # noqa: S101 - the caller checked
-    readings = [{"TM": ocmf_time(at), "TX": tx, "RV": wh / 1000, "RI": "1-b:1.8.0", "RU": "kWh", "ST": "G"}
-                for at, tx, wh in ((began, "B", start_wh), (datetime.now(UTC), "E", end_wh))]  # fmt: skip
-    payload = {"FV": "1.0", "GI": "EVPAY SIMULATED METER", "GV": "1.0", "PG": "T1", "MS": plan.meter_serial,
-               "IS": True, "IT": "UNDEFINED", "ID": authorization_reference(sid), "RD": readings}  # fmt: skip
+    readings = [
+        {"TM": ocmf_time(at), "TX": tx, "RV": wh / 1000, "RI": "1-b:1.8.0", "RU": "kWh", "ST": "G"}
+        for at, tx, wh in ((began, "B", start_wh), (datetime.now(UTC), "E", end_wh))
+    ]
+    payload = {
+        "FV": "1.0",
+        "GI": "EVPAY SIMULATED METER",
+        "GV": "1.0",
+        "PG": "T1",
+        "MS": plan.meter_serial,
+        "IS": True,
+        "IT": "UNDEFINED",
+        "ID": authorization_reference(sid),
+        "RD": readings,
+    }
     return signed_record(payload, plan.meter_key)

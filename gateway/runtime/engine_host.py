@@ -72,10 +72,14 @@ class EngineHost:
         hold that secures a debt)."""
         now = self.clock()
         owing = [from_json(r["data"]) for r in self.store.sessions(owing=True, limit=100_000)]
-        owners = open_here + [s for s in owing if s.terminal == terminal and s.expires_at and s.expires_at > now]
+        owners = open_here + [
+            s for s in owing if s.terminal == terminal and s.expires_at and s.expires_at > now
+        ]
         return {h.receipt_no for s in owners for h in s.holds}
 
-    def sweep(self, terminal: str, open_receipts: tuple[int, ...], currency: str, sweep_id: str) -> list[c.Command]:
+    def sweep(
+        self, terminal: str, open_receipts: tuple[int, ...], currency: str, sweep_id: str
+    ) -> list[c.Command]:
         """Terminal-level reconciliation: release every open hold no session answers for.
 
         Skipped while a pre-authorisation or top-up on this terminal is in flight or
@@ -87,13 +91,19 @@ class EngineHost:
         commands: list[c.Command] = []
         for receipt in sorted(set(open_receipts) - owned):
             sid = f"orphan-{terminal}-{receipt}-{sweep_id}"
-            commands += self.handle(e.OrphanFound(sid, "found", terminal, receipt, currency)).commands
+            commands += self.handle(
+                e.OrphanFound(sid, "found", terminal, receipt, currency)
+            ).commands
         return commands
 
     def making_holds(self, terminal: str) -> bool:
-        return any(s.terminal == terminal and s.state in _MAKING_HOLDS for s in self.open_sessions())
+        return any(
+            s.terminal == terminal and s.state in _MAKING_HOLDS for s in self.open_sessions()
+        )
 
-    def record_terminal(self, name: str, device: str, approved: bool, terminal_id: str | None, site: str) -> None:
+    def record_terminal(
+        self, name: str, device: str, approved: bool, terminal_id: str | None, site: str
+    ) -> None:
         """Store a terminal's registration; the first time a terminal id is seen, announce it
         to the CPO (OCPI POST Terminal) through the outbox."""
         state = "registered" if approved else "unreachable"
@@ -104,44 +114,63 @@ class EngineHost:
             key = f"terminal:{name}:registered:{terminal_id}"
             ocpi_id = f"{site}-{name}"[:36]
             outbox = [
-                OutboxMessage(f"terminal:{ocpi_id}:{terminal_id}", f"terminal:{ocpi_id}", "terminal.post",
-                              {"terminal_id": ocpi_id, "reference": terminal_id or name})
-            ]  # fmt: skip
+                OutboxMessage(
+                    f"terminal:{ocpi_id}:{terminal_id}",
+                    f"terminal:{ocpi_id}",
+                    "terminal.post",
+                    {"terminal_id": ocpi_id, "reference": terminal_id or name},
+                )
+            ]
         journal = [JournalEntry("terminal", name, f"terminal.{state}", data)]
         record = TerminalRecord(name, device, "zvt", state, data)
         self.store.apply(Step(key, terminals=[record], journal=journal, outbox=outbox))
 
     def open_on_terminal(self, terminal: str) -> str | None:
         """A session of this terminal with a transaction still open (its batch must not close)."""
-        busy = (s for s in self.open_sessions() if s.terminal == terminal and s.state not in EVSE_FREE)
+        busy = (
+            s for s in self.open_sessions() if s.terminal == terminal and s.state not in EVSE_FREE
+        )
         return next((s.id for s in busy), None)
 
     def note_end_of_day_skipped(self, terminal: str, session_id: str) -> None:
         at = self.clock()
-        entry = JournalEntry("terminal", terminal, "end_of_day.skipped", {"open_session": session_id})
+        entry = JournalEntry(
+            "terminal", terminal, "end_of_day.skipped", {"open_session": session_id}
+        )
         self.store.apply(Step(f"eod:{terminal}:skipped:{at.isoformat()}", journal=[entry]))
 
     def record_end_of_day(self, terminal: str, result: TerminalResult, currency: str) -> None:
         """The closed batch's totals, stored beside the journal's captures of the same period."""
         at = self.clock()
-        totals = [{"brand": t.brand, "count": t.count, "amount_minor": t.amount_minor} for t in result.totals]
+        totals = [
+            {"brand": t.brand, "count": t.count, "amount_minor": t.amount_minor}
+            for t in result.totals
+        ]
         total = result.amount.minor if result.amount else None
         batch = EndOfDayRecord(terminal, at, currency, total, result.receipts, totals)
         data = {"total_minor": total, "receipts": list(result.receipts or ()), "totals": totals}
         entry = JournalEntry("terminal", terminal, "end_of_day", data)
-        self.store.apply(Step(f"eod:{terminal}:{at.isoformat()}", journal=[entry], end_of_day=[batch]))
+        self.store.apply(
+            Step(f"eod:{terminal}:{at.isoformat()}", journal=[entry], end_of_day=[batch])
+        )
 
-    def _with_orphans(self, event: e.OpenPreauthsReported, session: Session) -> e.OpenPreauthsReported:
+    def _with_orphans(
+        self, event: e.OpenPreauthsReported, session: Session
+    ) -> e.OpenPreauthsReported:
         """Orphans are computed here, one event at a time, so two sessions never adopt the same
         hold; and not at all while another pre-auth on the terminal is in flight (its fresh hold
         is not owned yet): the enquiry is then repeated later."""
-        others = [s for s in self.open_sessions() if s.terminal == session.terminal and s.id != session.id]
+        others = [
+            s for s in self.open_sessions() if s.terminal == session.terminal and s.id != session.id
+        ]
         if session.state is State.AUTH_UNKNOWN and any(s.state in _IN_FLIGHT_HOLDS for s in others):
             return replace(event, orphans=(), failed=True, busy=True)
         owned = self._owned_receipts(others, session.terminal)
         event = replace(event, orphans=tuple(r for r in event.receipts if r not in owned))
         if event.last is not None and self._ambiguous(session, event.last):
-            event = replace(event, last=None)  # it may be another session's transaction: no evidence for us
+            event = replace(
+                event, last=None
+            )  # it may be another session's transaction: no evidence for us
         return event
 
     def _day_closed(self, s: Session) -> bool:
@@ -156,15 +185,27 @@ class EngineHost:
         hold = session.current
         sent = hold.capture_sent_at if hold is not None and hold.capture_sent_at else None
         since = (sent or self.clock()) - timedelta(days=2)
-        rows = [r for r in self.store.sessions_of_terminal(session.terminal, since) if r["id"] != session.id]
+        rows = [
+            r
+            for r in self.store.sessions_of_terminal(session.terminal, since)
+            if r["id"] != session.id
+        ]
         others = [(from_json(r["data"]), r["updated_at"]) for r in rows]
-        known = {n for s, _ in others for h in s.holds for n in (h.receipt_no, h.booking_receipt) if n is not None}
+        known = {
+            n
+            for s, _ in others
+            for h in s.holds
+            for n in (h.receipt_no, h.booking_receipt)
+            if n is not None
+        }
         if last.receipt_no in known:
             return True
         if sent is None:
             return session.state is State.CAPTURE_UNKNOWN
         changed = [s for s, updated in others if updated >= sent]
-        return any(s.created_at >= sent or s.lost_results or s.state in _MAKING_HOLDS for s in changed)
+        return any(
+            s.created_at >= sent or s.lost_results or s.state in _MAKING_HOLDS for s in changed
+        )
 
     def handle(self, event: e.Event) -> Handled:
         for _ in range(3):
@@ -186,7 +227,9 @@ class EngineHost:
         after = result.session
         if after is None or (after == before and not result.commands):
             if result.note:
-                _LOGGER.debug("engine.ignored", extra={"session": event.session_id, "note": result.note})
+                _LOGGER.debug(
+                    "engine.ignored", extra={"session": event.session_id, "note": result.note}
+                )
             return Handled(after, (), False)
         step = self._step(event, before, after, result.commands, result.note)
         if not self.store.apply(step, read_at=read_at):
@@ -199,14 +242,25 @@ class EngineHost:
         if before is None or before.state != after.state:
             _LOGGER.info(
                 "session.state",
-                extra={"session": after.id, "from": before.state.value if before else "-", "to": after.state.value,
-                       "event": type(event).__name__},
-            )  # fmt: skip
+                extra={
+                    "session": after.id,
+                    "from": before.state.value if before else "-",
+                    "to": after.state.value,
+                    "event": type(event).__name__,
+                },
+            )
         commands: list[c.Command] = [x for x in result.commands if not isinstance(x, c.Enqueue)]
-        if isinstance(event, e.OpenPreauthsReported) and event.orphans and after.final and not after.holds:
+        if (
+            isinstance(event, e.OpenPreauthsReported)
+            and event.orphans
+            and after.final
+            and not after.holds
+        ):
             # Our lost pre-auth may be among them, but nothing proves which: release every hold no
             # session owns now (each an orphan session of its own), not at the next periodic sweep.
-            commands += self.sweep(after.terminal, event.orphans, after.currency, f"lost-{after.id[:12]}")
+            commands += self.sweep(
+                after.terminal, event.orphans, after.currency, f"lost-{after.id[:12]}"
+            )
         return Handled(after, tuple(commands), True)
 
     def _step(
@@ -219,13 +273,22 @@ class EngineHost:
     ) -> Step:
         journal = [
             JournalEntry(
-                "session", after.id, type(event).__name__,
-                {"event_id": event.event_id, "from": before.state.value if before else None, "to": after.state.value,
-                 "note": note, "commands": [type(x).__name__ for x in commands]},
+                "session",
+                after.id,
+                type(event).__name__,
+                {
+                    "event_id": event.event_id,
+                    "from": before.state.value if before else None,
+                    "to": after.state.value,
+                    "note": note,
+                    "commands": [type(x).__name__ for x in commands],
+                },
             )
-        ]  # fmt: skip
+        ]
         outbox = [
-            OutboxMessage(x.message_id, x.object_key, x.kind, x.payload) for x in commands if isinstance(x, c.Enqueue)
+            OutboxMessage(x.message_id, x.object_key, x.kind, x.payload)
+            for x in commands
+            if isinstance(x, c.Enqueue)
         ]
         return Step(
             key=f"{after.id}:{event.event_id}",
@@ -242,11 +305,15 @@ class EngineHost:
             payments=_payments(after),
             journal=journal,
             outbox=outbox,
-            inbox_processed=[event.inbox_id] if isinstance(event, e.RefundRequested) and event.inbox_id else [],
+            inbox_processed=[event.inbox_id]
+            if isinstance(event, e.RefundRequested) and event.inbox_id
+            else [],
         )
 
 
-_OPEN_CACHE_LIMIT = 10_000  # far more than a site's chargers; beyond it, sessions are read from the store
+_OPEN_CACHE_LIMIT = (
+    10_000  # far more than a site's chargers; beyond it, sessions are read from the store
+)
 _IN_FLIGHT_HOLDS = (State.AUTHORIZING, State.TOPPING_UP)  # a fresh hold may exist, not stored yet
 _MAKING_HOLDS = (*_IN_FLIGHT_HOLDS, State.AUTH_UNKNOWN)  # ... or one not yet attributed
 
@@ -256,20 +323,57 @@ def _payments(s: Session) -> list[PaymentRecord]:
     rows = []
     for h in s.holds:
         base = f"{s.id}:{h.receipt_no}"
-        detail = {"receipt_no": h.receipt_no, "status": h.status.value, "booking_receipt": h.booking_receipt}
-        rows.append(PaymentRecord(f"{base}:preauth", s.id, "preauth", "approved", h.amount_minor, s.currency, detail))
+        detail = {
+            "receipt_no": h.receipt_no,
+            "status": h.status.value,
+            "booking_receipt": h.booking_receipt,
+        }
+        rows.append(
+            PaymentRecord(
+                f"{base}:preauth", s.id, "preauth", "approved", h.amount_minor, s.currency, detail
+            )
+        )
         if h.captured_minor:
-            rows.append(PaymentRecord(f"{base}:capture", s.id, "capture", "done", h.captured_minor, s.currency, detail))
+            rows.append(
+                PaymentRecord(
+                    f"{base}:capture", s.id, "capture", "done", h.captured_minor, s.currency, detail
+                )
+            )
         if h.released_minor:
-            rows.append(PaymentRecord(f"{base}:release", s.id, "release", "done", h.released_minor, s.currency, detail))
+            rows.append(
+                PaymentRecord(
+                    f"{base}:release", s.id, "release", "done", h.released_minor, s.currency, detail
+                )
+            )
         if h.status in (HoldStatus.LAPSED, HoldStatus.UNCONFIRMED):
-            rows.append(PaymentRecord(f"{base}:{h.status.value}", s.id, h.status.value, "open", h.open_minor,
-                                      s.currency, detail))  # fmt: skip
+            rows.append(
+                PaymentRecord(
+                    f"{base}:{h.status.value}",
+                    s.id,
+                    h.status.value,
+                    "open",
+                    h.open_minor,
+                    s.currency,
+                    detail,
+                )
+            )
     rows += [
-        PaymentRecord(f"{s.id}:refund:{r.id}", s.id, r.method.value, r.status.value, r.amount_minor, s.currency,
-                      {"reason": r.reason, "source": r.source, "receipt_no": r.receipt_no, "message": r.message})
+        PaymentRecord(
+            f"{s.id}:refund:{r.id}",
+            s.id,
+            r.method.value,
+            r.status.value,
+            r.amount_minor,
+            s.currency,
+            {
+                "reason": r.reason,
+                "source": r.source,
+                "receipt_no": r.receipt_no,
+                "message": r.message,
+            },
+        )
         for r in s.refunds
-    ]  # fmt: skip
+    ]
     if s.owed_minor:
         rows.append(
             PaymentRecord(

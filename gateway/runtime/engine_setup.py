@@ -92,12 +92,26 @@ def build_routes(settings: Settings, site_hold: HoldPolicy) -> list[Route]:
                 strategy=r.strategy or site_hold.strategy,
                 fixed_minor={code: _minor(v, code) for code, v in (r.fixed_hold or {}).items()}
                 or site_hold.fixed_minor,
-                min_minor=_minor(r.hold_min, cur) if r.hold_min is not None else site_hold.min_minor,
-                max_minor=_minor(r.hold_max, cur) if r.hold_max is not None else site_hold.max_minor,
+                min_minor=_minor(r.hold_min, cur)
+                if r.hold_min is not None
+                else site_hold.min_minor,
+                max_minor=_minor(r.hold_max, cur)
+                if r.hold_max is not None
+                else site_hold.max_minor,
             )
         bins = tuple((int(b[:6]), int(b[-6:])) for b in r.bins)
-        out.append(Route(r.id, tuple(r.terminals), cur, frozenset(r.evses), frozenset(r.countries),
-                         frozenset(r.brands), bins, hold))  # fmt: skip
+        out.append(
+            Route(
+                r.id,
+                tuple(r.terminals),
+                cur,
+                frozenset(r.evses),
+                frozenset(r.countries),
+                frozenset(r.brands),
+                bins,
+                hold,
+            )
+        )
     return out
 
 
@@ -109,7 +123,9 @@ def _validity(settings: Settings) -> Validity:
     return Validity(
         default=table.pop("default", Validity().default),
         schemes=table,
-        terminals={t.id: hours(t.hold_validity_hours) for t in settings.terminals if t.hold_validity_hours},
+        terminals={
+            t.id: hours(t.hold_validity_hours) for t in settings.terminals if t.hold_validity_hours
+        },
     )
 
 
@@ -120,10 +136,16 @@ def build_terminals(settings: Settings) -> dict[str, PaymentTerminal]:
 def build_terminal(settings: Settings, t: TerminalSettings) -> PaymentTerminal:
     transport, serial_framing = open_transport(t.device)
     if t.password is None:  # never a silent factory default
-        raise ConfigError(f"terminals.{t.id}.password", ["required: the terminal's 6-digit ZVT password"])
+        raise ConfigError(
+            f"terminals.{t.id}.password", ["required: the terminal's 6-digit ZVT password"]
+        )
     password = t.password.reveal()
-    options = ZvtOptions(password=password, currency=t.currency or settings.site.currency,
-                         capture_mode=t.capture_mode, incremental=t.incremental)  # fmt: skip
+    options = ZvtOptions(
+        password=password,
+        currency=t.currency or settings.site.currency,
+        capture_mode=t.capture_mode,
+        incremental=t.incremental,
+    )
     return ZvtTerminal(t.id, transport, serial_framing=serial_framing, options=options)
 
 
@@ -136,9 +158,13 @@ def build_charger(settings: Settings, store: Store | None = None) -> ChargerLink
         return OcpiChargerLink(None, "", "", locations, party, lambda: datetime.now(UTC), store)
     c = settings.charger
     broker = BrokerSettings(
-        url=c.broker, prefix=c.topic_prefix, client_id=c.client_id, username=c.username,
-        password=c.password.reveal() if c.password else None, ca_file=str(c.ca_file) if c.ca_file else None,
-    )  # fmt: skip
+        url=c.broker,
+        prefix=c.topic_prefix,
+        client_id=c.client_id,
+        username=c.username,
+        password=c.password.reveal() if c.password else None,
+        ca_file=str(c.ca_file) if c.ca_file else None,
+    )
     mapping = None
     if c.mapping == "everest":
         evses = [EverestEvse(e.id, str(e.everest_module), e.connector) for e in c.evses]
@@ -147,22 +173,36 @@ def build_charger(settings: Settings, store: Store | None = None) -> ChargerLink
 
 
 def build_engine(
-    settings: Settings, store: Store, clock: Callable[[], datetime], charger: ChargerLink | None = None
+    settings: Settings,
+    store: Store,
+    clock: Callable[[], datetime],
+    charger: ChargerLink | None = None,
 ) -> tuple[EngineWorker, dict[str, PaymentTerminal], ChargerLink]:
     terminals = build_terminals(settings)
     link = charger or build_charger(settings, store)
     host = EngineHost(store, build_policy(settings), clock)
     terminal_currency = {t.id: t.currency or settings.site.currency for t in settings.terminals}
-    routes = {e.id: EngineWorker.route(e.terminal, terminal_currency[e.terminal]) for e in settings.charger.evses}
+    routes = {
+        e.id: EngineWorker.route(e.terminal, terminal_currency[e.terminal])
+        for e in settings.charger.evses
+    }
     devices = {t.id: t.device for t in settings.terminals}
     meter_keys = {e.id: e.meter_public_key for e in settings.charger.evses if e.meter_public_key}
-    worker = EngineWorker(host, terminals, link, routes, devices, settings.site.id,
-                          plug_starts="plug" in settings.charger.start_paths,
-                          card_starts="card" in settings.charger.start_paths,
-                          meter_keys=meter_keys,
-                          end_of_day_at={t.id: t.end_of_day for t in settings.terminals if t.end_of_day},
-                          end_of_day_retry_s=settings.daemon.end_of_day_retry_s,
-                          router=tuple(build_routes(settings, host.policy.hold)), country=settings.site.country,
-                          health=Health(settings.routing.failover_after),
-                          probe_every_s=settings.routing.probe_every_s)  # fmt: skip
+    worker = EngineWorker(
+        host,
+        terminals,
+        link,
+        routes,
+        devices,
+        settings.site.id,
+        plug_starts="plug" in settings.charger.start_paths,
+        card_starts="card" in settings.charger.start_paths,
+        meter_keys=meter_keys,
+        end_of_day_at={t.id: t.end_of_day for t in settings.terminals if t.end_of_day},
+        end_of_day_retry_s=settings.daemon.end_of_day_retry_s,
+        router=tuple(build_routes(settings, host.policy.hold)),
+        country=settings.site.country,
+        health=Health(settings.routing.failover_after),
+        probe_every_s=settings.routing.probe_every_s,
+    )
     return worker, terminals, link

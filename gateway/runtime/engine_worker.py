@@ -79,14 +79,24 @@ class EngineWorker:
     terminals: Mapping[str, PaymentTerminal]
     charger: ChargerLink
     routes: Mapping[str, _Route]  # evse -> terminal and currency
-    devices: Mapping[str, str] = field(default_factory=dict)  # terminal -> device URL, for the records
+    devices: Mapping[str, str] = field(
+        default_factory=dict
+    )  # terminal -> device URL, for the records
     site: str = "site"
     plug_starts: bool = True  # the charger may ask for payment ([charger] start_paths "plug")
-    card_starts: bool = False  # a card tapped at the terminal starts a session ([charger] start_paths "card")
-    meter_keys: Mapping[str, str] = field(default_factory=dict)  # evse -> its meter's public key (OCMF)
-    end_of_day_at: Mapping[str, time] = field(default_factory=dict)  # terminal -> its daily end of day, site time
+    card_starts: bool = (
+        False  # a card tapped at the terminal starts a session ([charger] start_paths "card")
+    )
+    meter_keys: Mapping[str, str] = field(
+        default_factory=dict
+    )  # evse -> its meter's public key (OCMF)
+    end_of_day_at: Mapping[str, time] = field(
+        default_factory=dict
+    )  # terminal -> its daily end of day, site time
     end_of_day_retry_s: float = 300.0  # a transaction open at that time: try again this much later
-    _requested: set[str] = field(default_factory=set)  # stored requests (inbox) already handed to the engine
+    _requested: set[str] = field(
+        default_factory=set
+    )  # stored requests (inbox) already handed to the engine
     router: tuple[Route, ...] = ()  # configured routes; none: each EVSE's own terminal (``routes``)
     country: str = ""
     health: Health = field(default_factory=Health)  # technical failures per terminal, for failover
@@ -94,9 +104,13 @@ class EngineWorker:
     metrics: Metrics | None = None  # terminal command latencies go here
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     _reading: set[str] = field(default_factory=set)
-    _armed: dict[str, float] = field(default_factory=dict)  # terminal -> until when a tapped card waits for an EVSE
+    _armed: dict[str, float] = field(
+        default_factory=dict
+    )  # terminal -> until when a tapped card waits for an EVSE
     name: str = "engine"
-    _queue: asyncio.Queue[tuple[e.Event, Callable[[], None] | None]] = field(default_factory=asyncio.Queue)
+    _queue: asyncio.Queue[tuple[e.Event, Callable[[], None] | None]] = field(
+        default_factory=asyncio.Queue
+    )
     _timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _boot: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
@@ -104,10 +118,14 @@ class EngineWorker:
     _subscribed: bool = False
     _failure: BaseException | None = None
     _failed: asyncio.Event = field(default_factory=asyncio.Event)
-    terminal_state: dict[str, tuple[bool, str]] = field(default_factory=dict)  # name -> (available, why)
+    terminal_state: dict[str, tuple[bool, str]] = field(
+        default_factory=dict
+    )  # name -> (available, why)
     registered: asyncio.Event = field(default_factory=asyncio.Event)
     register_timeout_s: float = 30.0
-    command_timeout_s: float = 330.0  # above ZVT T4 (180 s) with card waits; below the engine's answer deadline
+    command_timeout_s: float = (
+        330.0  # above ZVT T4 (180 s) with card waits; below the engine's answer deadline
+    )
 
     @staticmethod
     def route(terminal: str, currency: str) -> _Route:
@@ -142,9 +160,14 @@ class EngineWorker:
             known = self.host.load(sid)
             if known is not None:
                 return PayAnswer(202, "payment requested", sid, known.state.value)
-        busy = next((s for s in self.host.open_sessions() if s.evse == evse and s.state not in EVSE_FREE), None)
+        busy = next(
+            (s for s in self.host.open_sessions() if s.evse == evse and s.state not in EVSE_FREE),
+            None,
+        )
         if busy is not None:
-            return PayAnswer(409, f"EVSE {evse} already has an open session", busy.id, busy.state.value)
+            return PayAnswer(
+                409, f"EVSE {evse} already has an open session", busy.id, busy.state.value
+            )
         chosen: str | None = None
         if self.router:
             choice = choose(self.router, evse, self.country, self.health, card, at_terminal)
@@ -154,12 +177,18 @@ class EngineWorker:
         up, why = self.terminal_state.get(route.terminal, (False, "not registered yet"))
         if not up:
             return PayAnswer(503, f"terminal {route.terminal} unavailable: {why}")
-        handled = self._process(e.CardPresented(sid, "card", evse, route.terminal, route.currency, target, chosen))
+        handled = self._process(
+            e.CardPresented(sid, "card", evse, route.terminal, route.currency, target, chosen)
+        )
         state = handled.session.state.value if handled and handled.session else "?"
-        tariff = (self.host.policy.route_tariffs.get(chosen) if chosen else None) or self.host.policy.tariff(evse)
+        tariff = (
+            self.host.policy.route_tariffs.get(chosen) if chosen else None
+        ) or self.host.policy.tariff(evse)
         if tariff is not None and handled.session is not None:  # the price, before charging starts
             hold = Money(handled.session.hold_minor, route.currency)
-            self._spawn(self.charger.display(evse, [*describe(tariff), f"Hold {hold}"]), f"{sid}:display")
+            self._spawn(
+                self.charger.display(evse, [*describe(tariff), f"Hold {hold}"]), f"{sid}:display"
+            )
         return PayAnswer(202, "payment requested", sid, state)
 
     def on_charger_event(self, ev: ChargerEvent) -> None:
@@ -170,22 +199,41 @@ class EngineWorker:
         elif ev.kind == "started":
             self.submit(e.ChargerStarted(ev.session_id, "started", ev.meter_wh or 0), ev.done)
         elif ev.kind == "meter":
-            self.submit(e.MeterValue(ev.session_id, f"meter:{ev.seq}", ev.meter_wh or 0, ev.trusted,
-                                     self._signed(ev)), ev.done)  # fmt: skip
+            self.submit(
+                e.MeterValue(
+                    ev.session_id, f"meter:{ev.seq}", ev.meter_wh or 0, ev.trusted, self._signed(ev)
+                ),
+                ev.done,
+            )
         elif ev.kind == "stopped":
-            self.submit(e.ChargerStopped(ev.session_id, "stopped", ev.meter_wh, ev.session_energy_wh, ev.reason,
-                                         ev.invoicer, ev.invoice_reference, self._signed(ev)), ev.done)  # fmt: skip
+            self.submit(
+                e.ChargerStopped(
+                    ev.session_id,
+                    "stopped",
+                    ev.meter_wh,
+                    ev.session_energy_wh,
+                    ev.reason,
+                    ev.invoicer,
+                    ev.invoice_reference,
+                    self._signed(ev),
+                ),
+                ev.done,
+            )
         elif ev.kind == "faulted":
             self.submit(e.ChargerFaulted(ev.session_id, "faulted", ev.reason or "fault"), ev.done)
         elif ev.kind == "price_corrected" and ev.total_minor is not None:
-            event = e.PriceCorrected(ev.session_id, f"price-{ev.reason.replace(' ', '-')}", ev.total_minor, ev.reason)
+            event = e.PriceCorrected(
+                ev.session_id, f"price-{ev.reason.replace(' ', '-')}", ev.total_minor, ev.reason
+            )
             self.submit(event, ev.done)
         elif ev.done is not None:
             ev.done()
 
     def _payment_requested(self, ev: ChargerEvent) -> None:
         if not self.plug_starts and not self._arm_taken(ev.evse):
-            _LOGGER.warning("engine.payment_refused", extra={"evse": ev.evse, "reason": "plug starts disabled"})
+            _LOGGER.warning(
+                "engine.payment_refused", extra={"evse": ev.evse, "reason": "plug starts disabled"}
+            )
             return
         target = None
         route = self.routes.get(ev.evse)
@@ -193,9 +241,13 @@ class EngineWorker:
             target = Target(kwh=ev.target_kwh)
         elif ev.target_amount is not None and route is not None:
             target = Target(amount_minor=Money.parse(str(ev.target_amount), route.currency).minor)
-        answer = self.request_payment(ev.evse, ev.session_id or None, target)  # the charger's message id
+        answer = self.request_payment(
+            ev.evse, ev.session_id or None, target
+        )  # the charger's message id
         if answer.status != 202:
-            _LOGGER.warning("engine.payment_refused", extra={"evse": ev.evse, "reason": answer.message})
+            _LOGGER.warning(
+                "engine.payment_refused", extra={"evse": ev.evse, "reason": answer.message}
+            )
 
     def _signed(self, ev: ChargerEvent) -> SignedMeter | None:
         """The meter's OCMF record checked against the EVSE's configured key (CPU only, here at
@@ -212,24 +264,37 @@ class EngineWorker:
                 async with asyncio.timeout(self.register_timeout_s):
                     result = await terminal.connect()
             except TimeoutError:
-                result = TerminalResult("register", Outcome.ERROR, f"no answer within {self.register_timeout_s:.0f} s",
-                                        unreachable=True)  # fmt: skip
+                result = TerminalResult(
+                    "register",
+                    Outcome.ERROR,
+                    f"no answer within {self.register_timeout_s:.0f} s",
+                    unreachable=True,
+                )
             except (OSError, DriverError) as exc:
                 result = TerminalResult("register", Outcome.ERROR, str(exc), unreachable=True)
             self._note_terminal(name, result)
             if not result.approved:
-                _LOGGER.warning("terminal.unreachable", extra={"terminal": name, "error": result.message})
-            self.host.record_terminal(name, self.devices.get(name, "?"), result.approved, result.terminal_id, self.site)
+                _LOGGER.warning(
+                    "terminal.unreachable", extra={"terminal": name, "error": result.message}
+                )
+            self.host.record_terminal(
+                name, self.devices.get(name, "?"), result.approved, result.terminal_id, self.site
+            )
 
     def _note_terminal(self, name: str, result: TerminalResult) -> None:
         """Whether the terminal is there, from what it last did (for pay requests and /health): a
         refusal (a declined card, a top-up it cannot do) leaves it available."""
         lost = result.unreachable or (result.operation == "register" and not result.approved)
         self.terminal_state[name] = (not lost, result.message if lost else "ok")
-        if lost or result.outcome in (Outcome.ERROR, Outcome.BUSY):  # technical: counts towards failover
+        if lost or result.outcome in (
+            Outcome.ERROR,
+            Outcome.BUSY,
+        ):  # technical: counts towards failover
             self.health.failed(name)
             if not self.health.up(name):
-                _LOGGER.warning("engine.terminal_out", extra={"terminal": name, "reason": result.message})
+                _LOGGER.warning(
+                    "engine.terminal_out", extra={"terminal": name, "reason": result.message}
+                )
         elif result.approved or result.outcome is Outcome.DECLINED:  # it answered as it should
             if not self.health.up(name):
                 _LOGGER.info("engine.terminal_back", extra={"terminal": name})
@@ -260,9 +325,12 @@ class EngineWorker:
                 if self._queue.empty() and not self._tasks_busy():
                     self.idle.set()
                 getter = asyncio.create_task(self._queue.get())
-                await asyncio.wait({getter, stop_wait, failed_wait}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(
+                    {getter, stop_wait, failed_wait}, return_when=asyncio.FIRST_COMPLETED
+                )
                 if self._failure is not None:
-                    raise self._failure  # a store error in a command: the supervisor stops the daemon
+                    # a store error in a command: the supervisor stops the daemon
+                    raise self._failure
                 if getter.done():
                     queued, getter = getter.result(), None
                     self._process_queued(queued)
@@ -338,8 +406,9 @@ class EngineWorker:
 
     def _dispatch(self, cmd: c.Command) -> None:
         if isinstance(cmd, c.AuthorizeCharger):
-            authorize = self.charger.authorize(cmd.evse, cmd.session_id, cmd.max_cost_minor, cmd.currency, cmd.start_by,
-                                               cmd.repeat)  # fmt: skip
+            authorize = self.charger.authorize(
+                cmd.evse, cmd.session_id, cmd.max_cost_minor, cmd.currency, cmd.start_by, cmd.repeat
+            )
             self._spawn(authorize, cmd.key)
         elif isinstance(cmd, c.StopCharger):
             self._spawn(self.charger.stop(cmd.evse, cmd.session_id, cmd.reason), cmd.key)
@@ -354,25 +423,45 @@ class EngineWorker:
         terminal = self.terminals.get(cmd.terminal)
         try:
             if terminal is None:
-                _LOGGER.error("engine.unknown_terminal", extra={"terminal": cmd.terminal, "session": cmd.session_id})
+                _LOGGER.error(
+                    "engine.unknown_terminal",
+                    extra={"terminal": cmd.terminal, "session": cmd.session_id},
+                )
                 result = TerminalResult(
-                    "-", Outcome.ERROR, f"terminal {cmd.terminal!r} is not configured", unreachable=True
+                    "-",
+                    Outcome.ERROR,
+                    f"terminal {cmd.terminal!r} is not configured",
+                    unreachable=True,
                 )
             else:
-                async with asyncio.timeout(self.command_timeout_s), self._claim(cmd.terminal):  # with a deadline
+                async with (
+                    asyncio.timeout(self.command_timeout_s),
+                    self._claim(cmd.terminal),
+                ):  # with a deadline
                     began = monotonic_time.monotonic()
                     result = await self._run(terminal, cmd, attempt)
                     if self.metrics is not None:
                         operation = type(cmd).__name__.lower()
-                        self.metrics.observe("evpay_terminal_command_seconds", monotonic_time.monotonic() - began,
-                                             operation=operation)  # fmt: skip
+                        self.metrics.observe(
+                            "evpay_terminal_command_seconds",
+                            monotonic_time.monotonic() - began,
+                            operation=operation,
+                        )
         except StoreError:
             raise
         except TimeoutError:
-            result = TerminalResult("-", Outcome.UNKNOWN, f"no answer within {self.command_timeout_s:.0f} s",
-                                    unreachable=True)  # fmt: skip
-        except Exception as exc:  # a driver bug must not strand a session: its money command's fate is unknown
-            _LOGGER.exception("engine.terminal_error", extra={"terminal": cmd.terminal, "session": cmd.session_id})
+            result = TerminalResult(
+                "-",
+                Outcome.UNKNOWN,
+                f"no answer within {self.command_timeout_s:.0f} s",
+                unreachable=True,
+            )
+        except (
+            Exception
+        ) as exc:  # a driver bug must not strand a session: its money command's fate is unknown
+            _LOGGER.exception(
+                "engine.terminal_error", extra={"terminal": cmd.terminal, "session": cmd.session_id}
+            )
             result = TerminalResult(
                 "-", Outcome.UNKNOWN, f"driver error: {type(exc).__name__}: {exc}", unreachable=True
             )
@@ -382,17 +471,28 @@ class EngineWorker:
             if result.approved and terminal is not None:
                 async with self._claim(cmd.terminal):
                     last = await self._last_result(terminal)
-            self.submit(e.OpenPreauthsReported(cmd.session_id, f"{cmd.key}:{attempt}", result.open_receipts,
-                                               failed=not result.approved, last=last,
-                                               busy=result.outcome is Outcome.BUSY))  # fmt: skip
+            self.submit(
+                e.OpenPreauthsReported(
+                    cmd.session_id,
+                    f"{cmd.key}:{attempt}",
+                    result.open_receipts,
+                    failed=not result.approved,
+                    last=last,
+                    busy=result.outcome is Outcome.BUSY,
+                )
+            )
         elif not isinstance(cmd, c.ShowReceipt):
             self.submit(self._event(cmd, f"{cmd.key}:{attempt}", result))
 
-    async def _run(self, terminal: PaymentTerminal, cmd: c.TerminalCommand, attempt: str) -> TerminalResult:
+    async def _run(
+        self, terminal: PaymentTerminal, cmd: c.TerminalCommand, attempt: str
+    ) -> TerminalResult:
         async def persist(result: TerminalResult) -> None:
             # Stored before the terminal hears we have it (ZVT: before 80 00 to the 04 0F); the
             # session decides what a result the terminal may still reverse can settle.
-            self._process(replace(self._event(cmd, f"{cmd.key}:{attempt}:held", result), provisional=True))
+            self._process(
+                replace(self._event(cmd, f"{cmd.key}:{attempt}:held", result), provisional=True)
+            )
 
         match cmd:
             case c.QueryOpenPreauths():
@@ -402,10 +502,17 @@ class EngineWorker:
             case c.ShowReceipt():
                 return await terminal.print_text(cmd.lines)
             case c.Preauthorize():
-                return await terminal.preauthorize(Money(cmd.amount_minor, cmd.currency), cmd.reference, persist)
+                return await terminal.preauthorize(
+                    Money(cmd.amount_minor, cmd.currency), cmd.reference, persist
+                )
             case c.TopUp():
-                return await terminal.add_hold(cmd.receipt_no, cmd.trace_no, Money(cmd.amount_minor, cmd.currency),
-                                               cmd.reference, persist)  # fmt: skip
+                return await terminal.add_hold(
+                    cmd.receipt_no,
+                    cmd.trace_no,
+                    Money(cmd.amount_minor, cmd.currency),
+                    cmd.reference,
+                    persist,
+                )
             case c.Capture():
                 return await terminal.capture(
                     cmd.receipt_no,
@@ -416,7 +523,9 @@ class EngineWorker:
                     cmd.exact,
                 )
             case c.Release():
-                return await terminal.release(cmd.receipt_no, Money(cmd.held_minor, cmd.currency), persist)
+                return await terminal.release(
+                    cmd.receipt_no, Money(cmd.held_minor, cmd.currency), persist
+                )
             case c.RefundPayment(method="reversal", receipt_no=int(receipt)):
                 return await terminal.reverse(receipt, persist)
             case c.RefundPayment():
@@ -438,22 +547,42 @@ class EngineWorker:
         return e.LastResult(last.approved, last.receipt_no, amount)
 
     @staticmethod
-    def _event(cmd: c.TerminalCommand, event_id: str, result: TerminalResult) -> e.TerminalResultArrived:
+    def _event(
+        cmd: c.TerminalCommand, event_id: str, result: TerminalResult
+    ) -> e.TerminalResultArrived:
         if isinstance(cmd, c.RefundPayment):
             op = Operation.REVERSAL if cmd.method == "reversal" else Operation.REFUND
         else:
-            op = {c.Preauthorize: Operation.PREAUTHORIZE, c.TopUp: Operation.TOPUP, c.Capture: Operation.CAPTURE,
-                  c.Release: Operation.RELEASE}[type(cmd)]  # fmt: skip
+            op = {
+                c.Preauthorize: Operation.PREAUTHORIZE,
+                c.TopUp: Operation.TOPUP,
+                c.Capture: Operation.CAPTURE,
+                c.Release: Operation.RELEASE,
+            }[type(cmd)]
         card = {}
         if result.card is not None:
-            card = {k: v for k, v in (("masked_pan", result.card.masked_pan), ("brand", result.card.brand),
-                                      ("aid", result.card.aid)) if v}  # fmt: skip
+            card = {
+                k: v
+                for k, v in (
+                    ("masked_pan", result.card.masked_pan),
+                    ("brand", result.card.brand),
+                    ("aid", result.card.aid),
+                )
+                if v
+            }
         for_receipt = cmd.receipt_no if isinstance(cmd, c.Capture | c.Release | c.TopUp) else None
         return e.TerminalResultArrived(
-            cmd.session_id, event_id, op, result.outcome,
-            result.amount.minor if result.amount else None, result.receipt_no, result.message, card,
-            for_receipt, result.trace_no,
-        )  # fmt: skip
+            cmd.session_id,
+            event_id,
+            op,
+            result.outcome,
+            result.amount.minor if result.amount else None,
+            result.receipt_no,
+            result.message,
+            card,
+            for_receipt,
+            result.trace_no,
+        )
 
     # ---- card-first starts: the terminal's read-card loop (ZVT 06 C0) ------------------------
 
@@ -484,21 +613,32 @@ class EngineWorker:
                 try:
                     result = await terminal.read_card(CARD_WAIT_S)
                 except (DriverError, OSError) as exc:
-                    _LOGGER.warning("engine.read_card_failed", extra={"terminal": name, "error": str(exc)})
+                    _LOGGER.warning(
+                        "engine.read_card_failed", extra={"terminal": name, "error": str(exc)}
+                    )
                     continue
                 finally:
                     self._reading.discard(name)
             if result.approved and result.card is not None and result.card.is_payment_card:
-                self._card_read(name, CardSeen.from_masked(result.card.brand, result.card.masked_pan))
+                self._card_read(
+                    name, CardSeen.from_masked(result.card.brand, result.card.masked_pan)
+                )
 
     def _card_read(self, name: str, card: CardSeen | None = None) -> None:
         evses = [evse for evse, route in self.routes.items() if route.terminal == name]
         busy = {s.evse for s in self.host.open_sessions() if s.state not in EVSE_FREE}
         free = [evse for evse in evses if evse not in busy]
         if len(free) == 1:
-            answer = self.request_payment(free[0], f"card:{uuid.uuid4().hex}", card=card,
-                                          at_terminal=name if self.router else None)  # fmt: skip
-            _LOGGER.info("engine.card_start", extra={"terminal": name, "evse": free[0], "status": answer.status})
+            answer = self.request_payment(
+                free[0],
+                f"card:{uuid.uuid4().hex}",
+                card=card,
+                at_terminal=name if self.router else None,
+            )
+            _LOGGER.info(
+                "engine.card_start",
+                extra={"terminal": name, "evse": free[0], "status": answer.status},
+            )
         elif free:
             self._armed[name] = asyncio.get_running_loop().time() + CARD_ARMED_S
             _LOGGER.info("engine.card_armed", extra={"terminal": name, "evses": ",".join(free)})
@@ -518,9 +658,16 @@ class EngineWorker:
                     continue
                 self._requested.add(m["message_id"])
                 p = m["payload"]
-                self.submit(e.RefundRequested(p["session_id"], f"refund-{m['message_id']}", int(p["amount_minor"]),
-                                              str(p["reason"]), str(p.get("source", "technician")),
-                                              inbox_id=m["message_id"]))  # fmt: skip
+                self.submit(
+                    e.RefundRequested(
+                        p["session_id"],
+                        f"refund-{m['message_id']}",
+                        int(p["amount_minor"]),
+                        str(p["reason"]),
+                        str(p.get("source", "technician")),
+                        inbox_id=m["message_id"],
+                    )
+                )
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(REQUESTS_EVERY_S):
                     await stopping.wait()
@@ -569,7 +716,8 @@ class EngineWorker:
                 due = datetime.now(tz) + timedelta(seconds=self.end_of_day_retry_s)
 
     async def end_of_day(self, name: str) -> str:
-        """Close the terminal's batch now, unless a transaction of it is open: "done", or why not."""
+        """Close the terminal's batch now, unless a transaction of it is open: "done", or why
+        not."""
         busy = self.host.open_on_terminal(name)
         if busy:
             self.host.note_end_of_day_skipped(name, busy)
@@ -592,7 +740,9 @@ class EngineWorker:
                 if self.host.making_holds(name):
                     put_off = True
                     continue
-                currency = next((r.currency for r in self.routes.values() if r.terminal == name), "EUR")
+                currency = next(
+                    (r.currency for r in self.routes.values() if r.terminal == name), "EUR"
+                )
                 async with self._claim(name):
                     result = await terminal.open_preauthorizations()
                 if result.approved:
@@ -608,5 +758,7 @@ def next_local(now: datetime, at: time) -> datetime:
     candidate = now.replace(hour=at.hour, minute=at.minute, second=at.second, microsecond=0)
     if candidate > now:
         return candidate
-    tomorrow = candidate + timedelta(days=1)  # the wall time again (a DST change moves the instant, not the time)
+    tomorrow = candidate + timedelta(
+        days=1
+    )  # the wall time again (a DST change moves the instant, not the time)
     return tomorrow.replace(hour=at.hour, minute=at.minute, second=at.second)

@@ -21,7 +21,9 @@ class _Family:
     kind: str  # counter, gauge or histogram
     help: str
     values: dict[Labels, float] = field(default_factory=dict)
-    observed: dict[Labels, list[float]] = field(default_factory=dict)  # histogram: per-bucket counts, sum, count
+    observed: dict[Labels, list[float]] = field(
+        default_factory=dict
+    )  # histogram: per-bucket counts, sum, count
 
 
 class Metrics:

@@ -16,7 +16,9 @@ from gateway.payments.charger import ChargerEvent, ChargerEvents
 class MqttChargerLink(ChargerEvents):
     name = "charger"
 
-    def __init__(self, settings: BrokerSettings, evses: set[str], mapping: Mapping | None = None) -> None:
+    def __init__(
+        self, settings: BrokerSettings, evses: set[str], mapping: Mapping | None = None
+    ) -> None:
         super().__init__()
         self.mqtt = MqttLink(settings, evses, mapping)
         self.mqtt.listen(self._heard)
@@ -54,22 +56,49 @@ class MqttChargerLink(ChargerEvents):
             self._emit(event)
 
 
-def charger_event(evse: str, message: m.InboundMessage, done: Callable[[], None] | None = None) -> ChargerEvent | None:
+def charger_event(
+    evse: str, message: m.InboundMessage, done: Callable[[], None] | None = None
+) -> ChargerEvent | None:
     """A charger message as the engine hears it (``unplugged`` is not an engine event: a session
     ends with its stop); ``done`` acknowledges the message once the engine stored it."""
     match message:
         case m.Plugged():  # the message id is the pay request's idempotency key
-            return ChargerEvent("payment_requested", evse, session_id=message.id, target_kwh=m.kwh(message.target_kwh),
-                                target_amount=m.kwh(message.target_amount), done=done)  # fmt: skip
+            return ChargerEvent(
+                "payment_requested",
+                evse,
+                session_id=message.id,
+                target_kwh=m.kwh(message.target_kwh),
+                target_amount=m.kwh(message.target_amount),
+                done=done,
+            )
         case m.Started():
-            return ChargerEvent("started", evse, message.session_id, meter_wh=message.meter_wh, done=done)
-        case m.Meter():  # the charger's calibrated meter; a `signed` (OCMF) record is checked by the engine
-            return ChargerEvent("meter", evse, message.session_id, meter_wh=message.meter_wh, seq=message.seq,
-                                signed=message.signed, done=done)  # fmt: skip
+            return ChargerEvent(
+                "started", evse, message.session_id, meter_wh=message.meter_wh, done=done
+            )
+        # the charger's calibrated meter; a `signed` (OCMF) record is checked by the engine
+        case m.Meter():
+            return ChargerEvent(
+                "meter",
+                evse,
+                message.session_id,
+                meter_wh=message.meter_wh,
+                seq=message.seq,
+                signed=message.signed,
+                done=done,
+            )
         case m.Stopped():
-            return ChargerEvent("stopped", evse, message.session_id, meter_wh=message.meter_wh,
-                                session_energy_wh=message.session_energy_wh, reason=message.reason,
-                                signed=message.signed, done=done)  # fmt: skip
+            return ChargerEvent(
+                "stopped",
+                evse,
+                message.session_id,
+                meter_wh=message.meter_wh,
+                session_energy_wh=message.session_energy_wh,
+                reason=message.reason,
+                signed=message.signed,
+                done=done,
+            )
         case m.Fault():
-            return ChargerEvent("faulted", evse, message.session_id, reason=message.reason, done=done)
+            return ChargerEvent(
+                "faulted", evse, message.session_id, reason=message.reason, done=done
+            )
     return None

@@ -54,7 +54,9 @@ class Supervisor:
 
     def start(self) -> None:
         for worker in self._workers:
-            self._tasks.append(asyncio.create_task(self._keep(worker), name=f"worker:{worker.name}"))
+            self._tasks.append(
+                asyncio.create_task(self._keep(worker), name=f"worker:{worker.name}")
+            )
 
     @property
     def stopping(self) -> asyncio.Event:
@@ -80,7 +82,9 @@ class Supervisor:
         delay = self._backoff_min
         while not self._stopping.is_set():
             status.state, status.since = "up", time.monotonic()
-            _LOGGER.info("worker.started", extra={"worker": worker.name, "restarts": status.restarts})
+            _LOGGER.info(
+                "worker.started", extra={"worker": worker.name, "restarts": status.restarts}
+            )
             started = time.monotonic()
             try:
                 await worker.run(self._stopping)
@@ -91,7 +95,9 @@ class Supervisor:
                 status.last_error = f"{type(exc).__name__}: {exc}"
                 if isinstance(exc, self._fatal) and self._on_fatal is not None:
                     # Restarting cannot help (a full disk, a damaged database): stop the daemon.
-                    _LOGGER.critical("worker.fatal", extra={"worker": worker.name, "error": str(exc)})
+                    _LOGGER.critical(
+                        "worker.fatal", extra={"worker": worker.name, "error": str(exc)}
+                    )
                     status.state = "stopped"
                     self._on_fatal(exc)
                     return
@@ -105,7 +111,10 @@ class Supervisor:
                 delay = self._backoff_min  # it ran fine for a while: start the backoff afresh
             status.state, status.since = "backoff", time.monotonic()
             status.restarts += 1
-            _LOGGER.info("worker.restart_scheduled", extra={"worker": worker.name, "delay_s": round(delay, 3)})
+            _LOGGER.info(
+                "worker.restart_scheduled",
+                extra={"worker": worker.name, "delay_s": round(delay, 3)},
+            )
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await self._stopping.wait()

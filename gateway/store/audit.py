@@ -142,87 +142,175 @@ def audit(
     ``trusted_key``: the device's public key (hex); None takes the checkpoints' own key, which
     proves integrity only if that key is compared with the device's by other means. ``cut``:
     the newest retention cut: the rows start after it, chained to the row it archived."""
-    key = trusted_key or (checkpoints[0].public_key if checkpoints else None) or (cut.public_key if cut else None)
+    key = (
+        trusted_key
+        or (checkpoints[0].public_key if checkpoints else None)
+        or (cut.public_key if cut else None)
+    )
     findings: list[Finding] = []
     if cut is not None:
         message = cut_message(cut.seq, cut.head_hash, cut.archive_sha256, cut.at)
         if key is None or cut.public_key != key or not _signed(message, cut.signature, key):
-            findings.append(Finding(cut.seq, "forged_cut", f"cut {cut.id} (rows up to {cut.seq}): the signature is "
-                                    "not the device key's: rows were removed without a signed cut"))  # fmt: skip
+            findings.append(
+                Finding(
+                    cut.seq,
+                    "forged_cut",
+                    f"cut {cut.id} (rows up to {cut.seq}): the signature is "
+                    "not the device key's: rows were removed without a signed cut",
+                )
+            )
         elif rows and rows[0].seq != cut.seq + 1:
-            findings.append(Finding(cut.seq + 1, "deleted", f"rows {cut.seq + 1}..{rows[0].seq - 1} after the cut at "
-                                    f"{cut.seq} are missing (deleted)"))  # fmt: skip
+            findings.append(
+                Finding(
+                    cut.seq + 1,
+                    "deleted",
+                    f"rows {cut.seq + 1}..{rows[0].seq - 1} after the cut at "
+                    f"{cut.seq} are missing (deleted)",
+                )
+            )
     findings += _chain(rows, from_genesis, cut.head_hash if cut else GENESIS)
     notes: list[str] = []
     if trusted_key is None and key is not None:
-        notes.append(f"checkpoints checked against the key they carry ({key[:16]}…): compare it with the device's")
+        notes.append(
+            f"checkpoints checked against the key they carry ({key[:16]}…): compare it with the "
+            f"device's"
+        )
     by_seq = {r.seq: r for r in rows}
     last = rows[-1].seq if rows else None
     covered: int | None = None
     for i, cp in enumerate(checkpoints):
         if from_genesis and i and cp.id != checkpoints[i - 1].id + 1:
             gap = f"{checkpoints[i - 1].id + 1}..{cp.id - 1}"
-            findings.append(Finding(cp.id, "checkpoint_deleted", f"checkpoints {gap} are missing (deleted)"))
+            findings.append(
+                Finding(cp.id, "checkpoint_deleted", f"checkpoints {gap} are missing (deleted)")
+            )
         if key is None or cp.public_key != key or not signature_valid(cp, key):
-            findings.append(Finding(cp.id, "forged_checkpoint", f"checkpoint {cp.id} (row {cp.seq}): the signature "
-                                    "is not the device key's (forged or edited checkpoint)"))  # fmt: skip
+            findings.append(
+                Finding(
+                    cp.id,
+                    "forged_checkpoint",
+                    f"checkpoint {cp.id} (row {cp.seq}): the signature "
+                    "is not the device key's (forged or edited checkpoint)",
+                )
+            )
             continue
         row = by_seq.get(cp.seq)
         if cut is not None and cp.seq <= cut.seq and row is None:
             continue  # archived with the cut: the archive file holds the row it signed
         if last is None or cp.seq > last:
-            findings.append(Finding(cp.seq, "truncated", f"the journal ends at row {last or 0} but checkpoint "
-                                    f"{cp.id} signed row {cp.seq}: rows were cut off the end"))  # fmt: skip
+            findings.append(
+                Finding(
+                    cp.seq,
+                    "truncated",
+                    f"the journal ends at row {last or 0} but checkpoint "
+                    f"{cp.id} signed row {cp.seq}: rows were cut off the end",
+                )
+            )
         elif row is None:
             if from_genesis or rows[0].seq <= cp.seq:
-                findings.append(Finding(cp.seq, "deleted", f"row {cp.seq}, signed by checkpoint {cp.id}, is missing"))
+                findings.append(
+                    Finding(
+                        cp.seq, "deleted", f"row {cp.seq}, signed by checkpoint {cp.id}, is missing"
+                    )
+                )
         elif row.hash != cp.head_hash:
-            findings.append(Finding(cp.seq, "replaced", f"row {cp.seq} is not the row checkpoint {cp.id} signed: "
-                                    "the journal up to it was rewritten"))  # fmt: skip
+            findings.append(
+                Finding(
+                    cp.seq,
+                    "replaced",
+                    f"row {cp.seq} is not the row checkpoint {cp.id} signed: "
+                    "the journal up to it was rewritten",
+                )
+            )
         else:
             covered = max(covered or 0, cp.seq)
     if written is not None and last is not None and written > last:
         missing = f"rows {last + 1}..{written} were written but are missing at the end (cut off)"
         findings.append(Finding(last + 1, "truncated", missing))
-    return AuditReport(len(rows), len(checkpoints), tuple(findings), covered, last, key, tuple(notes))
+    return AuditReport(
+        len(rows), len(checkpoints), tuple(findings), covered, last, key, tuple(notes)
+    )
 
 
-def _chain(rows: Sequence[ChainRow], from_genesis: bool, first_prev: str = GENESIS) -> list[Finding]:
+def _chain(
+    rows: Sequence[ChainRow], from_genesis: bool, first_prev: str = GENESIS
+) -> list[Finding]:
     position = {r.hash: i for i, r in enumerate(rows)}
     referenced = {r.prev_hash for r in rows}
     out: list[Finding] = []
     expected: str | None = first_prev if from_genesis else None
     for i, r in enumerate(rows):
         if r.content is not None and row_hash(r.prev_hash, r.content) != r.hash:
-            out.append(Finding(r.seq, "edited", f"row {r.seq}: its content does not match its hash (edited)"))
+            out.append(
+                Finding(
+                    r.seq, "edited", f"row {r.seq}: its content does not match its hash (edited)"
+                )
+            )
         elif expected is not None and r.prev_hash != expected:
             out.append(_broken_link(rows, i, position, referenced))
         expected = r.hash
-    if from_genesis and first_prev == GENESIS and rows and rows[0].seq != 1 and rows[0].prev_hash == GENESIS:
-        out.append(Finding(rows[0].seq, "reordered", f"row {rows[0].seq} is the chain's first row but not numbered 1"))
+    if (
+        from_genesis
+        and first_prev == GENESIS
+        and rows
+        and rows[0].seq != 1
+        and rows[0].prev_hash == GENESIS
+    ):
+        out.append(
+            Finding(
+                rows[0].seq,
+                "reordered",
+                f"row {rows[0].seq} is the chain's first row but not numbered 1",
+            )
+        )
     return out
 
 
-def _broken_link(rows: Sequence[ChainRow], i: int, position: dict[str, int], referenced: set[str]) -> Finding:
+def _broken_link(
+    rows: Sequence[ChainRow], i: int, position: dict[str, int], referenced: set[str]
+) -> Finding:
     r = rows[i]
     before = rows[i - 1] if i else None
     target = position.get(r.prev_hash)
     if target is not None and target > i:
-        return Finding(r.seq, "reordered", f"row {r.seq} is chained after row {rows[target].seq}, which comes "
-                       "later: rows were reordered")  # fmt: skip
+        return Finding(
+            r.seq,
+            "reordered",
+            f"row {r.seq} is chained after row {rows[target].seq}, which comes "
+            "later: rows were reordered",
+        )
     if target is not None and target < i - 1:
         between = rows[target + 1 : i]
         if not any(x.hash in referenced for x in between):
-            seqs = f"{between[0].seq}" if len(between) == 1 else f"{between[0].seq}..{between[-1].seq}"
-            return Finding(between[0].seq, "inserted", f"row {seqs} was inserted: row {r.seq} is chained to row "
-                           f"{rows[target].seq}")  # fmt: skip
-        return Finding(r.seq, "reordered", f"row {r.seq} is chained after row {rows[target].seq}, which is not the "
-                       "row before it: rows were reordered")  # fmt: skip
+            seqs = (
+                f"{between[0].seq}" if len(between) == 1 else f"{between[0].seq}..{between[-1].seq}"
+            )
+            return Finding(
+                between[0].seq,
+                "inserted",
+                f"row {seqs} was inserted: row {r.seq} is chained to row {rows[target].seq}",
+            )
+        return Finding(
+            r.seq,
+            "reordered",
+            f"row {r.seq} is chained after row {rows[target].seq}, which is not the "
+            "row before it: rows were reordered",
+        )
     first_missing = before.seq + 1 if before else 1
     if r.seq > first_missing:
         gap = f"{first_missing}" if r.seq - first_missing == 1 else f"{first_missing}..{r.seq - 1}"
-        return Finding(first_missing, "deleted", f"row {gap} is missing (deleted): row {r.seq} is chained to it")
+        return Finding(
+            first_missing,
+            "deleted",
+            f"row {gap} is missing (deleted): row {r.seq} is chained to it",
+        )
     if before is None:
-        return Finding(r.seq, "replaced", f"row {r.seq} does not start the chain: rows before it were removed")
-    why = f"row {before.seq} was rewritten (edited and re-hashed) or rows were deleted and renumbered"
-    return Finding(before.seq, "replaced", f"row {r.seq} is chained to a row that is not in the journal: {why}")
+        return Finding(
+            r.seq, "replaced", f"row {r.seq} does not start the chain: rows before it were removed"
+        )
+    why = (
+        f"row {before.seq} was rewritten (edited and re-hashed) or rows were deleted and renumbered"
+    )
+    return Finding(
+        before.seq, "replaced", f"row {r.seq} is chained to a row that is not in the journal: {why}"
+    )

@@ -30,7 +30,9 @@ def migrations() -> list[tuple[int, str, str]]:
             found.append((int(match.group(1)), entry.name, entry.read_text(encoding="utf-8")))
     found.sort()
     if [v for v, _, _ in found] != list(range(1, len(found) + 1)):
-        raise StoreError("shipped migrations are not numbered 0001..N without gaps (a packaging bug)")
+        raise StoreError(
+            "shipped migrations are not numbered 0001..N without gaps (a packaging bug)"
+        )
     return found
 
 
@@ -69,7 +71,11 @@ def classify(exc: sqlite3.Error, path: str) -> StoreError:
         return StoreFull(path)
     if name.startswith("SQLITE_READONLY") or "readonly database" in text:
         return StoreReadOnly(path)
-    if name in ("SQLITE_CORRUPT", "SQLITE_NOTADB") or "malformed" in text or "not a database" in text:
+    if (
+        name in ("SQLITE_CORRUPT", "SQLITE_NOTADB")
+        or "malformed" in text
+        or "not a database" in text
+    ):
         return StoreCorrupt(path, text)
     if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
         return StoreError(
@@ -77,7 +83,9 @@ def classify(exc: sqlite3.Error, path: str) -> StoreError:
             "is a second evpay daemon running on the same file?"
         )
     if name.startswith("SQLITE_CANTOPEN"):
-        return StoreError(f"{path}: cannot open the database file ({text}); check the directory exists")
+        return StoreError(
+            f"{path}: cannot open the database file ({text}); check the directory exists"
+        )
     return StoreError(f"{path}: database error: {text}")
 
 
@@ -99,7 +107,9 @@ def connect(
             if not read_only:
                 mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
                 if mode != "wal":
-                    raise StoreError(f"{where}: cannot switch the database to WAL mode (got {mode})")
+                    raise StoreError(
+                        f"{where}: cannot switch the database to WAL mode (got {mode})"
+                    )
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA foreign_keys = ON")
             if check:

@@ -15,7 +15,15 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from gateway.errors import BadInput, GatewayError
-from gateway.store.audit import EXPORT_FORMAT, AuditReport, ChainRow, Checkpoint, Content, Finding, audit
+from gateway.store.audit import (
+    EXPORT_FORMAT,
+    AuditReport,
+    ChainRow,
+    Checkpoint,
+    Content,
+    Finding,
+    audit,
+)
 from gateway.store.journal import checkpoints as _checkpoints
 from gateway.store.journal import rows as _rows
 
@@ -49,9 +57,16 @@ class ExportRow(_Model):
         if all(p is None for p in parts):
             return ChainRow(self.seq, self.prev_hash, self.hash)
         if any(p is None for p in parts):
-            raise ExportError(f"row {self.seq}: a row is either complete or a link (seq, prev_hash, hash)")
+            raise ExportError(
+                f"row {self.seq}: a row is either complete or a link (seq, prev_hash, hash)"
+            )
         step_key, at, entity, entity_id, kind, data = (str(p) for p in parts)
-        return ChainRow(self.seq, self.prev_hash, self.hash, Content(step_key, at, entity, entity_id, kind, data))
+        return ChainRow(
+            self.seq,
+            self.prev_hash,
+            self.hash,
+            Content(step_key, at, entity, entity_id, kind, data),
+        )
 
 
 class ExportCheckpoint(_Model):
@@ -72,14 +87,22 @@ class ExportDoc(_Model):
 
 
 def build(
-    conn: sqlite3.Connection, *, session: str | None, start: str | None, end: str | None, exported_at: str
+    conn: sqlite3.Connection,
+    *,
+    session: str | None,
+    start: str | None,
+    end: str | None,
+    exported_at: str,
 ) -> dict[str, Any]:
     if session is not None:
-        found = conn.execute("SELECT seq FROM journal WHERE entity_id = ? ORDER BY seq", (session,)).fetchall()
+        found = conn.execute(
+            "SELECT seq FROM journal WHERE entity_id = ? ORDER BY seq", (session,)
+        ).fetchall()
         selection = {"session": session}
     else:
         found = conn.execute(
-            "SELECT seq FROM journal WHERE at >= ? AND at < ? ORDER BY seq", (start or "", end or "~")
+            "SELECT seq FROM journal WHERE at >= ? AND at < ? ORDER BY seq",
+            (start or "", end or "~"),
         ).fetchall()
         selection = {k: v for k, v in (("from", start), ("to", end)) if v}
     if not found:
@@ -93,28 +116,73 @@ def build(
         row: dict[str, Any] = {"seq": r.seq, "prev_hash": r.prev_hash, "hash": r.hash}
         if r.seq in chosen and r.content is not None:
             c = r.content
-            row.update(step_key=c.step_key, at=c.at, entity=c.entity, entity_id=c.entity_id, kind=c.kind, data=c.data)
+            row.update(
+                step_key=c.step_key,
+                at=c.at,
+                entity=c.entity,
+                entity_id=c.entity_id,
+                kind=c.kind,
+                data=c.data,
+            )
         out_rows.append(row)
-    checkpoints = [] if cover is None else [{
-        "id": cover.id, "seq": cover.seq, "head_hash": cover.head_hash, "at": cover.at,
-        "public_key": cover.public_key, "signature": cover.signature,
-    }]  # fmt: skip
-    return {"format": EXPORT_FORMAT, "exported_at": exported_at, "selection": selection, "rows": out_rows,
-            "checkpoints": checkpoints}  # fmt: skip
+    checkpoints = (
+        []
+        if cover is None
+        else [
+            {
+                "id": cover.id,
+                "seq": cover.seq,
+                "head_hash": cover.head_hash,
+                "at": cover.at,
+                "public_key": cover.public_key,
+                "signature": cover.signature,
+            }
+        ]
+    )
+    return {
+        "format": EXPORT_FORMAT,
+        "exported_at": exported_at,
+        "selection": selection,
+        "rows": out_rows,
+        "checkpoints": checkpoints,
+    }
 
 
-def archive(conn: sqlite3.Connection, first: int, last: int, cover: Checkpoint, exported_at: str) -> dict[str, Any]:
+def archive(
+    conn: sqlite3.Connection, first: int, last: int, cover: Checkpoint, exported_at: str
+) -> dict[str, Any]:
     """Rows ``first``..``last`` in full, with the checkpoint that signs row ``last``: what a
     retention cut removes, as an export that ``verify`` checks on its own."""
     out_rows = [
-        {"seq": r.seq, "prev_hash": r.prev_hash, "hash": r.hash, "step_key": r.content.step_key, "at": r.content.at,
-         "entity": r.content.entity, "entity_id": r.content.entity_id, "kind": r.content.kind, "data": r.content.data}
-        for r in _rows(conn, first, last) if r.content is not None
-    ]  # fmt: skip
-    checkpoint = {"id": cover.id, "seq": cover.seq, "head_hash": cover.head_hash, "at": cover.at,
-                  "public_key": cover.public_key, "signature": cover.signature}  # fmt: skip
-    return {"format": EXPORT_FORMAT, "exported_at": exported_at, "selection": {"archive": f"{first}..{last}"},
-            "rows": out_rows, "checkpoints": [checkpoint]}  # fmt: skip
+        {
+            "seq": r.seq,
+            "prev_hash": r.prev_hash,
+            "hash": r.hash,
+            "step_key": r.content.step_key,
+            "at": r.content.at,
+            "entity": r.content.entity,
+            "entity_id": r.content.entity_id,
+            "kind": r.content.kind,
+            "data": r.content.data,
+        }
+        for r in _rows(conn, first, last)
+        if r.content is not None
+    ]
+    checkpoint = {
+        "id": cover.id,
+        "seq": cover.seq,
+        "head_hash": cover.head_hash,
+        "at": cover.at,
+        "public_key": cover.public_key,
+        "signature": cover.signature,
+    }
+    return {
+        "format": EXPORT_FORMAT,
+        "exported_at": exported_at,
+        "selection": {"archive": f"{first}..{last}"},
+        "rows": out_rows,
+        "checkpoints": [checkpoint],
+    }
 
 
 def verify(text: str | bytes, trusted_key: str | None) -> AuditReport:
@@ -126,7 +194,10 @@ def verify(text: str | bytes, trusted_key: str | None) -> AuditReport:
         where = ".".join(str(p) for p in first["loc"]) or "(top level)"
         raise ExportError(f"not an evpay journal export: {where}: {first['msg']}") from None
     rows = [r.chain_row() for r in doc.rows]
-    cps = [Checkpoint(c.id, c.seq, c.head_hash, c.at, c.public_key, c.signature) for c in doc.checkpoints]
+    cps = [
+        Checkpoint(c.id, c.seq, c.head_hash, c.at, c.public_key, c.signature)
+        for c in doc.checkpoints
+    ]
     report = audit(rows, cps, trusted_key, from_genesis=False)
     selected = [r.seq for r in rows if r.content is not None]
     extra: list[Finding] = []
@@ -135,10 +206,24 @@ def verify(text: str | bytes, trusted_key: str | None) -> AuditReport:
     elif report.covered_to is None or report.covered_to < selected[-1]:
         proven = report.covered_to or 0
         open_rows = [s for s in selected if s > proven]
-        extra.append(Finding(open_rows[0], "unanchored", f"{len(open_rows)} selected row(s) from row {open_rows[0]} "
-                             "are not covered by a signed checkpoint: run `evpay journal checkpoint` on the gateway "
-                             "and export again"))  # fmt: skip
+        extra.append(
+            Finding(
+                open_rows[0],
+                "unanchored",
+                f"{len(open_rows)} selected row(s) from row {open_rows[0]} "
+                "are not covered by a signed checkpoint: run `evpay journal checkpoint` on the "
+                "gateway "
+                "and export again",
+            )
+        )
     if extra:
-        return AuditReport(report.rows, report.checkpoints, (*report.findings, *extra), report.covered_to,
-                           report.last_seq, report.key, report.notes)  # fmt: skip
+        return AuditReport(
+            report.rows,
+            report.checkpoints,
+            (*report.findings, *extra),
+            report.covered_to,
+            report.last_seq,
+            report.key,
+            report.notes,
+        )
     return report

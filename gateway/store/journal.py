@@ -32,7 +32,9 @@ from gateway.store.audit import (
 from gateway.store.records import JournalEntry, Json
 
 # Card data must never be persisted; a key like these in any record is a bug, not data.
-FORBIDDEN_KEYS = frozenset({"pan", "card_number", "track1", "track2", "track3", "pin", "cvv", "cvc"})
+FORBIDDEN_KEYS = frozenset(
+    {"pan", "card_number", "track1", "track2", "track3", "pin", "cvv", "cvc"}
+)
 
 
 def dumps(data: Json) -> str:
@@ -71,7 +73,9 @@ _ROW = "SELECT seq, prev_hash, hash, step_key, at, entity, entity_id, kind, data
 
 def rows(conn: sqlite3.Connection, first: int = 1, last: int | None = None) -> list[ChainRow]:
     """Rows ``first``..``last`` (inclusive) in seq order, with their stored content."""
-    found = conn.execute(f"{_ROW} WHERE seq >= ? AND seq <= ? ORDER BY seq", (first, last or 2**62)).fetchall()
+    found = conn.execute(
+        f"{_ROW} WHERE seq >= ? AND seq <= ? ORDER BY seq", (first, last or 2**62)
+    ).fetchall()
     return [ChainRow(seq, prev, digest, Content(*content)) for seq, prev, digest, *content in found]
 
 
@@ -90,7 +94,8 @@ def written(conn: sqlite3.Connection) -> int | None:
 
 def newest_cut(conn: sqlite3.Connection) -> Cut | None:
     row = conn.execute(
-        "SELECT id, seq, head_hash, archive, archive_sha256, at, public_key, signature FROM journal_cuts"
+        "SELECT id, seq, head_hash, archive, archive_sha256, at, public_key, signature FROM "
+        "journal_cuts"
         " ORDER BY id DESC LIMIT 1"
     ).fetchone()
     return Cut(*row) if row else None
@@ -98,7 +103,13 @@ def newest_cut(conn: sqlite3.Connection) -> Cut | None:
 
 def verify(conn: sqlite3.Connection, trusted_key: str | None) -> AuditReport:
     first = conn.execute("SELECT min(seq) FROM journal").fetchone()[0] or 1
-    return audit(rows(conn, first), checkpoints(conn), trusted_key, written=written(conn), cut=newest_cut(conn))
+    return audit(
+        rows(conn, first),
+        checkpoints(conn),
+        trusted_key,
+        written=written(conn),
+        cut=newest_cut(conn),
+    )
 
 
 def sign_checkpoint(
@@ -108,7 +119,9 @@ def sign_checkpoint(
     the newest checkpoint already covers the head (never for an explicit ``seq``)."""
     if seq is None:
         head = conn.execute("SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1").fetchone()
-        newest = conn.execute("SELECT seq FROM journal_checkpoints ORDER BY id DESC LIMIT 1").fetchone()
+        newest = conn.execute(
+            "SELECT seq FROM journal_checkpoints ORDER BY id DESC LIMIT 1"
+        ).fetchone()
         if head is None or (newest is not None and newest[0] >= head[0]):
             return None
     else:
@@ -119,7 +132,8 @@ def sign_checkpoint(
     signature = key.sign(checkpoint_message(seq, digest, at)).hex()
     public = public_key_hex(key)
     cur = conn.execute(
-        "INSERT INTO journal_checkpoints (seq, head_hash, at, public_key, signature) VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO journal_checkpoints (seq, head_hash, at, public_key, signature) VALUES (?, "
+        "?, ?, ?, ?)",
         (seq, digest, at, public, signature),
     )
     return Checkpoint(int(cur.lastrowid or 0), seq, digest, at, public, signature)
@@ -131,10 +145,14 @@ def load_signing_key(pem: str, where: str) -> Ed25519PrivateKey:
     try:
         key = serialization.load_pem_private_key(pem.encode("utf-8"), password=None)
     except (ValueError, TypeError):
-        raise SecretUnavailable(f"{where}: not an unencrypted PEM private key (make one with "
-                                "`evpay journal keygen --out FILE`)") from None  # fmt: skip
+        raise SecretUnavailable(
+            f"{where}: not an unencrypted PEM private key (make one with "
+            "`evpay journal keygen --out FILE`)"
+        ) from None
     if not isinstance(key, Ed25519PrivateKey):
-        raise SecretUnavailable(f"{where}: the journal key must be an Ed25519 key, not {type(key).__name__}")
+        raise SecretUnavailable(
+            f"{where}: the journal key must be an Ed25519 key, not {type(key).__name__}"
+        )
     return key
 
 
@@ -146,7 +164,11 @@ def new_signing_key() -> str:
 
 
 def public_key_hex(key: Ed25519PrivateKey) -> str:
-    return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        .hex()
+    )
 
 
 _CARD_KEY = re.compile(r'[{,]"(?:' + "|".join(sorted(FORBIDDEN_KEYS)) + r')":', re.IGNORECASE)

@@ -33,7 +33,8 @@ class DatabaseLock:
             owner = os.read(fd, 32).decode("ascii", "replace").strip() or "?"
             os.close(fd)
             raise Unavailable(
-                f"{self.path.with_suffix('')}: another evpay daemon (pid {owner}) is using this database; "
+                f"{self.path.with_suffix('')}: another evpay daemon (pid {owner}) is using this "
+                f"database; "
                 "stop it first (systemctl stop evpay)"
             ) from None
         previous = os.read(fd, 32).decode("ascii", "replace").strip()

@@ -17,7 +17,10 @@ from typing import Literal
 from gateway.store.db import from_text, sqlite_errors, to_text, transaction
 from gateway.store.records import Backlog, StoredOutbox
 
-_COLUMNS = "id, message_id, object_key, kind, payload, created_at, status, attempts, next_attempt_at, last_error"
+_COLUMNS = (
+    "id, message_id, object_key, kind, payload, created_at, status, attempts, "
+    "next_attempt_at, last_error"
+)
 
 
 class Outbox:
@@ -56,13 +59,19 @@ class Outbox:
 
     def get(self, message_id: str) -> StoredOutbox | None:
         with sqlite_errors(self._path):
-            row = self._conn.execute(f"SELECT {_COLUMNS} FROM outbox WHERE message_id = ?", (message_id,)).fetchone()
+            row = self._conn.execute(
+                f"SELECT {_COLUMNS} FROM outbox WHERE message_id = ?", (message_id,)
+            ).fetchone()
         return _row(row) if row else None
 
-    def list(self, status: str | None = None, limit: int = 100, kind: str | None = None) -> list[StoredOutbox]:
+    def list(
+        self, status: str | None = None, limit: int = 100, kind: str | None = None
+    ) -> list[StoredOutbox]:
         clauses = [c for c, v in (("status = ?", status), ("kind = ?", kind)) if v]
         args = tuple(v for v in (status, kind) if v)
-        query = f"SELECT {_COLUMNS} FROM outbox" + (f" WHERE {' AND '.join(clauses)}" if clauses else "")
+        query = f"SELECT {_COLUMNS} FROM outbox" + (
+            f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        )
         if kind and limit == 100:
             limit = 1_000_000  # a kind's whole history (the FAC list is built from it)
         with sqlite_errors(self._path):
@@ -105,7 +114,9 @@ class Outbox:
             pending, oldest = self._conn.execute(
                 "SELECT count(*), min(created_at) FROM outbox WHERE status = 'pending'"
             ).fetchone()
-            dead = self._conn.execute("SELECT count(*) FROM outbox WHERE status = 'dead'").fetchone()[0]
+            dead = self._conn.execute(
+                "SELECT count(*) FROM outbox WHERE status = 'dead'"
+            ).fetchone()[0]
         return Backlog(int(pending), int(dead), from_text(oldest) if oldest else None)
 
 
@@ -121,11 +132,13 @@ class Mark:
 
 
 _MARKS = {
-    "done": "UPDATE outbox SET status = 'done', done_at = ?, attempts = attempts + 1, last_error = NULL"
+    "done": "UPDATE outbox SET status = 'done', done_at = ?, attempts = attempts + 1, last_error "
+    "= NULL"
     " WHERE message_id = ? AND status = 'pending'",
     "retry": "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?"
     " WHERE message_id = ? AND status = 'pending'",
-    "dead": "UPDATE outbox SET status = 'dead', attempts = attempts + 1, last_error = ?, done_at = ?"
+    "dead": "UPDATE outbox SET status = 'dead', attempts = attempts + 1, last_error = ?, done_at "
+    "= ?"
     " WHERE message_id = ? AND status = 'pending'",
 }
 

@@ -7,7 +7,8 @@ checks it on its own, against the checkpoint signed at the cut) and fsynced; the
 then signs the cut (the last archived row's hash and the file's SHA-256) and the rows go in
 the same transaction. ``audit`` starts the remaining chain from the cut. A final session that
 owes nothing and has no journal row left is then compacted: its full row goes to a
-``sessions-*.jsonl`` archive file, and the row keeps no meter readings and no default fields. Delivered outbox
+``sessions-*.jsonl`` archive file, and the row keeps no meter readings and no default fields.
+Delivered outbox
 messages and processed inbox requests older than the cutoff go too; dead-lettered ones stay
 (they are an open problem, not history). A step key is known as applied for as long as its
 journal rows are kept: the retention period.
@@ -67,37 +68,64 @@ def prune(
     """One cut of at most ``max_rows`` journal rows, in the caller's write transaction; then,
     with ``compact``, up to ``max_rows`` sessions whose journal rows are all archived get their
     row compacted (the full row written to an archive file first)."""
-    outbox = conn.execute("DELETE FROM outbox WHERE status = 'done' AND done_at < ?", (cutoff,)).rowcount
-    inbox = conn.execute("DELETE FROM inbox WHERE processed_at IS NOT NULL AND processed_at < ?", (cutoff,)).rowcount
-    cut, removed, archive = _cut(conn, key, now=now, cutoff=cutoff, archive_dir=archive_dir, max_rows=max_rows)
+    outbox = conn.execute(
+        "DELETE FROM outbox WHERE status = 'done' AND done_at < ?", (cutoff,)
+    ).rowcount
+    inbox = conn.execute(
+        "DELETE FROM inbox WHERE processed_at IS NOT NULL AND processed_at < ?", (cutoff,)
+    ).rowcount
+    cut, removed, archive = _cut(
+        conn, key, now=now, cutoff=cutoff, archive_dir=archive_dir, max_rows=max_rows
+    )
     compacted = 0
     if compact is not None:
-        compacted = _compact_sessions(conn, compact, now=now, cutoff=cutoff, archive_dir=archive_dir, limit=max_rows)
+        compacted = _compact_sessions(
+            conn, compact, now=now, cutoff=cutoff, archive_dir=archive_dir, limit=max_rows
+        )
     return Pruned(cut, removed, archive, outbox, inbox, compacted)
 
 
 def _compact_sessions(
-    conn: sqlite3.Connection, compact: Compact, *, now: str, cutoff: str, archive_dir: Path, limit: int
+    conn: sqlite3.Connection,
+    compact: Compact,
+    *,
+    now: str,
+    cutoff: str,
+    archive_dir: Path,
+    limit: int,
 ) -> int:
     """Final sessions that owe nothing, unchanged since the cutoff, with no journal row left."""
     rows = conn.execute(
-        "SELECT id, state, created_at, updated_at, data FROM sessions s WHERE final = 1 AND owed_minor = 0"
+        "SELECT id, state, created_at, updated_at, data FROM sessions s WHERE final = 1 AND "
+        "owed_minor = 0"
         " AND updated_at < ? AND instr(data, '\"readings\":') > 0 AND NOT EXISTS"
-        " (SELECT 1 FROM journal j WHERE j.entity = 'session' AND j.entity_id = s.id) ORDER BY id LIMIT ?",
+        " (SELECT 1 FROM journal j WHERE j.entity = 'session' AND j.entity_id = s.id) ORDER BY id "
+        "LIMIT ?",
         (cutoff, limit),
     ).fetchall()
     if not rows:
         return 0
-    lines = [json.dumps({"id": i, "state": st, "created_at": c, "updated_at": u, "data": json.loads(d)},
-                        sort_keys=True, separators=(",", ":")) for i, st, c, u, d in rows]  # fmt: skip
+    lines = [
+        json.dumps(
+            {"id": i, "state": st, "created_at": c, "updated_at": u, "data": json.loads(d)},
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+        for i, st, c, u, d in rows
+    ]
     stamp = now.replace(":", "").replace(".", "")
-    _write_durably(archive_dir / f"sessions-{stamp}-{rows[0][0][:40]}.jsonl", ("\n".join(lines) + "\n").encode())
+    _write_durably(
+        archive_dir / f"sessions-{stamp}-{rows[0][0][:40]}.jsonl",
+        ("\n".join(lines) + "\n").encode(),
+    )
     # Each row also moves to a new rowid: SQLite writes it again densely at the table's end and
     # the old pages, emptied, are free for reuse (a row shrunk in place would leave them sparse).
     next_rowid = int(conn.execute("SELECT coalesce(max(rowid), 0) FROM sessions").fetchone()[0]) + 1
     for n, (session_id, *_, data) in enumerate(rows):
-        conn.execute("UPDATE sessions SET data = ?, rowid = ? WHERE id = ?",  # updated_at unchanged
-                     (dumps(compact(json.loads(data))), next_rowid + n, session_id))  # fmt: skip
+        conn.execute(
+            "UPDATE sessions SET data = ?, rowid = ? WHERE id = ?",  # updated_at unchanged
+            (dumps(compact(json.loads(data))), next_rowid + n, session_id),
+        )
     return len(rows)
 
 
@@ -115,10 +143,14 @@ def _cut(
     if first is None:
         return None, 0, None
     stay = [int(last)]  # the newest row always stays: the chain goes on from it
-    newer = conn.execute("SELECT seq FROM journal WHERE at >= ? ORDER BY seq LIMIT 1", (cutoff,)).fetchone()
+    newer = conn.execute(
+        "SELECT seq FROM journal WHERE at >= ? ORDER BY seq LIMIT 1", (cutoff,)
+    ).fetchone()
     if newer:
         stay.append(int(newer[0]))
-    for (session,) in conn.execute("SELECT id FROM sessions WHERE final = 0 OR updated_at >= ?", (cutoff,)).fetchall():
+    for (session,) in conn.execute(
+        "SELECT id FROM sessions WHERE final = 0 OR updated_at >= ?", (cutoff,)
+    ).fetchall():
         found = conn.execute(
             "SELECT min(seq) FROM journal WHERE entity = 'session' AND entity_id = ?", (session,)
         ).fetchone()[0]
@@ -132,8 +164,10 @@ def _cut(
     # needs, not the whole journal again for every cut of a long backlog.
     report = audit(rows(conn, int(first), cut + 1), (), public_key_hex(key), cut=newest_cut(conn))
     if not report.ok:
-        raise InvariantViolated(f"the journal does not verify ({report.findings[0].text}): no retention cut "
-                                "until `evpay journal verify` is clean")  # fmt: skip
+        raise InvariantViolated(
+            f"the journal does not verify ({report.findings[0].text}): no retention cut "
+            "until `evpay journal verify` is clean"
+        )
     checkpoint = sign_checkpoint(conn, key, now, seq=cut)
     if checkpoint is None:
         raise InvariantViolated(f"journal row {cut} vanished inside the retention transaction")
@@ -144,7 +178,8 @@ def _cut(
     digest = hashlib.sha256(text).hexdigest()
     signature = key.sign(cut_message(cut, checkpoint.head_hash, digest, now)).hex()
     conn.execute(
-        "INSERT INTO journal_cuts (seq, head_hash, archive, archive_sha256, at, public_key, signature)"
+        "INSERT INTO journal_cuts (seq, head_hash, archive, archive_sha256, at, public_key, "
+        "signature)"
         " VALUES (?, ?, ?, ?, ?, ?, ?)",
         (cut, checkpoint.head_hash, name, digest, now, public_key_hex(key), signature),
     )
@@ -172,7 +207,9 @@ def archive_dir(database: Path, configured: Path | None) -> Path:
     return configured or database.parent / "journal-archive"
 
 
-def prune_now(store: Store, settings: Settings, key: Ed25519PrivateKey, compact: Compact | None = None) -> Pruned:
+def prune_now(
+    store: Store, settings: Settings, key: Ed25519PrivateKey, compact: Compact | None = None
+) -> Pruned:
     """One cut by the site's settings (the daemon hourly, ``evpay store prune`` on demand)."""
     days = settings.journal.retention_days
     if days is None:

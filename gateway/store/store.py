@@ -104,7 +104,9 @@ class Store:
         to read again."""
         texts: dict[int, str] = {}
 
-        def text(data: Json) -> str:  # each record serialised once: for the card check and for the row
+        def text(
+            data: Json,
+        ) -> str:  # each record serialised once: for the card check and for the row
             key = id(data)
             if key not in texts:
                 texts[key] = _journal.dumps(data)
@@ -123,7 +125,8 @@ class Store:
                 if self._conn.execute(_APPLIED, (step.key, step.key)).fetchone():
                     return False  # applied before: the (empty) transaction ends here
                 head, payments = self._write(step, at, text)
-                self.check_file()  # never acknowledge a step into a file the next start will not open
+                # never acknowledge a step into a file the next start will not open
+                self.check_file()
         except BaseException:
             self._forget()
             raise
@@ -158,10 +161,12 @@ class Store:
         c = self._conn
         for s in step.sessions:
             c.execute(
-                "INSERT INTO sessions (id, state, final, data, created_at, updated_at, owed_minor, terminal)"
+                "INSERT INTO sessions (id, state, final, data, created_at, updated_at, "
+                "owed_minor, terminal)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT(id) DO UPDATE SET state = excluded.state, final = excluded.final,"
-                " data = excluded.data, updated_at = excluded.updated_at, owed_minor = excluded.owed_minor",
+                " data = excluded.data, updated_at = excluded.updated_at, owed_minor = "
+                "excluded.owed_minor",
                 (s.id, s.state, int(s.final), text(s.data), at, at, s.owed_minor, s.terminal),
             )
         written: dict[str, dict[str, tuple[object, ...]]] = {}
@@ -172,7 +177,8 @@ class Store:
             c.execute(
                 "INSERT INTO payments (id, session_id, kind, state, amount_minor, currency, data,"
                 " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT(id) DO UPDATE SET state = excluded.state, amount_minor = excluded.amount_minor,"
+                " ON CONFLICT(id) DO UPDATE SET state = excluded.state, amount_minor = "
+                "excluded.amount_minor,"
                 " data = excluded.data, updated_at = excluded.updated_at",
                 (p.id, p.session_id, p.kind, p.state, p.amount_minor, p.currency, row[2], at, at),
             )
@@ -181,7 +187,8 @@ class Store:
             c.execute(
                 "INSERT INTO terminals (id, device, protocol, state, data, updated_at)"
                 " VALUES (?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT(id) DO UPDATE SET device = excluded.device, protocol = excluded.protocol,"
+                " ON CONFLICT(id) DO UPDATE SET device = excluded.device, protocol = "
+                "excluded.protocol,"
                 " state = excluded.state, data = excluded.data, updated_at = excluded.updated_at",
                 (t.id, t.device, t.protocol, t.state, text(t.data), at),
             )
@@ -195,16 +202,19 @@ class Store:
             )
         for i in step.inbox:
             c.execute(
-                "INSERT INTO inbox (message_id, source, kind, payload, received_at) VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO inbox (message_id, source, kind, payload, received_at) VALUES (?, ?, "
+                "?, ?, ?)",
                 (i.message_id, i.source, i.kind, text(i.payload), at),
             )
         for b in step.end_of_day:
             previous = c.execute(
-                "SELECT at FROM end_of_day WHERE terminal = ? ORDER BY at DESC LIMIT 1", (b.terminal,)
+                "SELECT at FROM end_of_day WHERE terminal = ? ORDER BY at DESC LIMIT 1",
+                (b.terminal,),
             ).fetchone()
             first, last = b.receipts or (None, None)
             c.execute(
-                "INSERT INTO end_of_day (terminal, period_start, at, currency, total_minor, first_receipt,"
+                "INSERT INTO end_of_day (terminal, period_start, at, currency, total_minor, "
+                "first_receipt,"
                 " last_receipt, totals, step_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     b.terminal,
@@ -224,7 +234,9 @@ class Store:
                 (at, message_id),
             )
             if cur.rowcount != 1:
-                raise InvariantViolated(f"inbox message {message_id!r} is unknown or already processed")
+                raise InvariantViolated(
+                    f"inbox message {message_id!r} is unknown or already processed"
+                )
         return head, written
 
     @staticmethod
@@ -238,7 +250,9 @@ class Store:
             *((f"inbox {i.message_id}", i.payload) for i in step.inbox),
         ]
         for what, data in records:
-            if not _journal.may_hold_card_data(text(data)):  # one regex over the text: the usual case
+            if not _journal.may_hold_card_data(
+                text(data)
+            ):  # one regex over the text: the usual case
                 continue
             key = _journal.find_card_data(data)
             if key:
@@ -248,12 +262,16 @@ class Store:
 
     def session(self, session_id: str) -> dict[str, Any] | None:
         rows = self._query(
-            "SELECT id, state, final, data, created_at, updated_at FROM sessions WHERE id = ?", (session_id,)
+            "SELECT id, state, final, data, created_at, updated_at FROM sessions WHERE id = ?",
+            (session_id,),
         )
         return _session_dict(rows[0]) if rows else None
 
-    def sessions(self, *, open_only: bool = False, owing: bool = False, limit: int = 100) -> list[dict[str, Any]]:
-        """Newest first; ``open_only``: not final; ``owing``: sessions that owe money (any state)."""
+    def sessions(
+        self, *, open_only: bool = False, owing: bool = False, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """Newest first; ``open_only``: not final; ``owing``: sessions that owe money (any
+        state)."""
         clauses = [c for c, on in (("final = 0", open_only), ("owed_minor > 0", owing)) if on]
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
         rows = self._query(
@@ -264,7 +282,8 @@ class Store:
         return [_session_dict(r) for r in rows]
 
     def sessions_of_terminal(self, terminal: str, since: datetime) -> list[dict[str, Any]]:
-        """Sessions on one terminal changed since ``since`` (whose receipts the terminal may repeat)."""
+        """Sessions on one terminal changed since ``since`` (whose receipts the terminal may
+        repeat)."""
         rows = self._query(
             "SELECT id, state, final, data, created_at, updated_at FROM sessions"
             " WHERE terminal = ? AND updated_at >= ?",
@@ -287,34 +306,50 @@ class Store:
     def journal(self, entity_id: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
         where, args = ("WHERE entity_id = ?", (entity_id,)) if entity_id else ("", ())
         rows = self._query(
-            f"SELECT seq, at, entity, entity_id, kind, data FROM journal {where} ORDER BY seq LIMIT ?",
+            f"SELECT seq, at, entity, entity_id, kind, data FROM journal {where} ORDER BY seq "
+            f"LIMIT ?",
             (*args, limit),
         )
         keys = ("seq", "at", "entity", "entity_id", "kind", "data")
         return [dict(zip(keys, (*r[:5], json.loads(r[5])), strict=True)) for r in rows]
 
     def terminals(self) -> list[dict[str, Any]]:
-        rows = self._query("SELECT id, device, protocol, state, data, updated_at FROM terminals ORDER BY id", ())
+        rows = self._query(
+            "SELECT id, device, protocol, state, data, updated_at FROM terminals ORDER BY id", ()
+        )
         keys = ("id", "device", "protocol", "state", "data", "updated_at")
         return [dict(zip(keys, (*r[:4], json.loads(r[4]), r[5]), strict=True)) for r in rows]
 
     def last_end_of_day(self, terminal: str) -> datetime | None:
-        rows = self._query("SELECT at FROM end_of_day WHERE terminal = ? ORDER BY at DESC LIMIT 1", (terminal,))
+        rows = self._query(
+            "SELECT at FROM end_of_day WHERE terminal = ? ORDER BY at DESC LIMIT 1", (terminal,)
+        )
         return from_text(rows[0][0]) if rows else None
 
     def end_of_day_batches(self, start: datetime, end: datetime) -> list[dict[str, Any]]:
         """Batches closed in [start, end), oldest first."""
         rows = self._query(
-            "SELECT terminal, period_start, at, currency, total_minor, first_receipt, last_receipt, totals"
+            "SELECT terminal, period_start, at, currency, total_minor, first_receipt, "
+            "last_receipt, totals"
             " FROM end_of_day WHERE at >= ? AND at < ? ORDER BY at",
             (to_text(start), to_text(end)),
         )
-        return [{"terminal": t, "period_start": from_text(ps) if ps else None, "at": from_text(at), "currency": cur,
-                 "total_minor": total, "receipts": (first, last) if first is not None else None,
-                 "totals": json.loads(totals)} for t, ps, at, cur, total, first, last, totals in rows]  # fmt: skip
+        return [
+            {
+                "terminal": t,
+                "period_start": from_text(ps) if ps else None,
+                "at": from_text(at),
+                "currency": cur,
+                "total_minor": total,
+                "receipts": (first, last) if first is not None else None,
+                "totals": json.loads(totals),
+            }
+            for t, ps, at, cur, total, first, last, totals in rows
+        ]
 
     def sessions_between(self, start: datetime, end: datetime) -> list[dict[str, Any]]:
-        """Sessions created in [start, end) or changed since ``start`` (a late capture, a refund)."""
+        """Sessions created in [start, end) or changed since ``start`` (a late capture, a
+        refund)."""
         rows = self._query(
             "SELECT id, state, final, data, created_at, updated_at FROM sessions"
             " WHERE (created_at >= ? AND created_at < ?) OR updated_at >= ? ORDER BY created_at",
@@ -325,22 +360,31 @@ class Store:
     def inbox_pending(self, kind: str, limit: int = 100) -> list[dict[str, Any]]:
         """Stored requests of one kind not yet carried out, oldest first."""
         rows = self._query(
-            "SELECT message_id, payload, received_at FROM inbox WHERE kind = ? AND processed_at IS NULL"
+            "SELECT message_id, payload, received_at FROM inbox WHERE kind = ? AND processed_at "
+            "IS NULL"
             " ORDER BY id LIMIT ?",
             (kind, limit),
         )
-        return [{"message_id": m, "payload": json.loads(p), "received_at": from_text(at)} for m, p, at in rows]
+        return [
+            {"message_id": m, "payload": json.loads(p), "received_at": from_text(at)}
+            for m, p, at in rows
+        ]
 
     def step_applied(self, key: str) -> bool:
         return bool(self._query(_APPLIED, (key, key)))
 
-    def save_registration(self, versions_url: str, token_b: str, token_c: str, endpoints: dict[str, Any]) -> None:
+    def save_registration(
+        self, versions_url: str, token_b: str, token_c: str, endpoints: dict[str, Any]
+    ) -> None:
         """Replace the CPO registration (tokens arrive here already encrypted)."""
         with sqlite_errors(str(self.path)):
             self._conn.execute(
-                "INSERT INTO upstream_registration (id, versions_url, token_b, token_c, endpoints, registered_at)"
-                " VALUES (1, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET versions_url = excluded.versions_url,"
-                " token_b = excluded.token_b, token_c = excluded.token_c, endpoints = excluded.endpoints,"
+                "INSERT INTO upstream_registration (id, versions_url, token_b, token_c, "
+                "endpoints, registered_at)"
+                " VALUES (1, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET versions_url = "
+                "excluded.versions_url,"
+                " token_b = excluded.token_b, token_c = excluded.token_c, endpoints = "
+                "excluded.endpoints,"
                 " registered_at = excluded.registered_at",
                 (versions_url, token_b, token_c, _journal.dumps(endpoints), to_text(self._clock())),
             )
@@ -348,23 +392,33 @@ class Store:
     def inbox(self, kind: str, limit: int = 10_000) -> list[dict[str, Any]]:
         """Stored messages from the CPO of one kind, newest first."""
         rows = self._query(
-            "SELECT message_id, payload, received_at FROM inbox WHERE kind = ? ORDER BY id DESC LIMIT ?", (kind, limit)
+            "SELECT message_id, payload, received_at FROM inbox WHERE kind = ? ORDER BY id DESC "
+            "LIMIT ?",
+            (kind, limit),
         )
-        return [{"message_id": m, "payload": json.loads(p), "received_at": from_text(at)} for m, p, at in rows]
+        return [
+            {"message_id": m, "payload": json.loads(p), "received_at": from_text(at)}
+            for m, p, at in rows
+        ]
 
     def journal_of(self, entity: str) -> list[dict[str, Any]]:
-        """Every journal entry about one kind of entity (e.g. reconciliation resolutions), oldest first."""
+        """Every journal entry about one kind of entity (e.g. reconciliation resolutions), oldest
+        first."""
         rows = self._query(
-            "SELECT seq, at, entity_id, kind, data FROM journal WHERE entity = ? ORDER BY seq", (entity,)
+            "SELECT seq, at, entity_id, kind, data FROM journal WHERE entity = ? ORDER BY seq",
+            (entity,),
         )
-        return [{"seq": seq, "at": at, "entity_id": eid, "kind": kind, "data": json.loads(data)}
-                for seq, at, eid, kind, data in rows]  # fmt: skip
+        return [
+            {"seq": seq, "at": at, "entity_id": eid, "kind": kind, "data": json.loads(data)}
+            for seq, at, eid, kind, data in rows
+        ]
 
     def set_upstream_status(self, registered: bool, reason: str) -> None:
         with sqlite_errors(str(self.path)):
             self._conn.execute(
                 "INSERT INTO upstream_status (id, state, reason, at) VALUES (1, ?, ?, ?)"
-                " ON CONFLICT(id) DO UPDATE SET state = excluded.state, reason = excluded.reason, at = excluded.at",
+                " ON CONFLICT(id) DO UPDATE SET state = excluded.state, reason = excluded.reason, "
+                "at = excluded.at",
                 ("registered" if registered else "not_registered", reason, to_text(self._clock())),
             )
 
@@ -382,54 +436,90 @@ class Store:
 
     def registration(self) -> dict[str, Any] | None:
         rows = self._query(
-            "SELECT versions_url, token_b, token_c, endpoints, registered_at FROM upstream_registration", ()
+            "SELECT versions_url, token_b, token_c, endpoints, registered_at FROM "
+            "upstream_registration",
+            (),
         )
         if not rows:
             return None
         url, token_b, token_c, endpoints, at = rows[0]
-        return {"versions_url": url, "token_b": token_b, "token_c": token_c, "endpoints": json.loads(endpoints),
-                "registered_at": at}  # fmt: skip
+        return {
+            "versions_url": url,
+            "token_b": token_b,
+            "token_c": token_c,
+            "endpoints": json.loads(endpoints),
+            "registered_at": at,
+        }
 
     def money_figures(self) -> dict[str, Any]:
         """Totals for the metrics page: final sessions by state, minor units by payment kind and
         currency, amounts owed by currency, open sessions holding money and the oldest of them."""
-        final = dict(self._query("SELECT state, count(*) FROM sessions WHERE final = 1 GROUP BY state", ()))
+        final = dict(
+            self._query("SELECT state, count(*) FROM sessions WHERE final = 1 GROUP BY state", ())
+        )
         money = {
             (kind, cur): int(total)
             for kind, cur, total in self._query(
-                "SELECT kind, currency, sum(amount_minor) FROM payments WHERE state IN ('approved', 'done')"
+                "SELECT kind, currency, sum(amount_minor) FROM payments WHERE state IN "
+                "('approved', 'done')"
                 " GROUP BY kind, currency",
                 (),
             )
         }
-        owed = dict(self._query(
-            "SELECT json_extract(data, '$.currency'), sum(owed_minor) FROM sessions WHERE owed_minor > 0"
-            " GROUP BY 1", ()))  # fmt: skip
+        owed = dict(
+            self._query(
+                "SELECT json_extract(data, '$.currency'), sum(owed_minor) FROM sessions WHERE "
+                "owed_minor > 0"
+                " GROUP BY 1",
+                (),
+            )
+        )
         holding = self._query(
             "SELECT count(*), min(created_at) FROM sessions WHERE final = 0"
-            " AND json_extract(data, '$.open_minor') > 0", (),
-        )  # fmt: skip
+            " AND json_extract(data, '$.open_minor') > 0",
+            (),
+        )
         count, oldest = holding[0]
-        return {"final": final, "money": money, "owed": owed, "holds_open": int(count),
-                "holds_oldest": from_text(oldest) if oldest else None}  # fmt: skip
+        return {
+            "final": final,
+            "money": money,
+            "owed": owed,
+            "holds_open": int(count),
+            "holds_oldest": from_text(oldest) if oldest else None,
+        }
 
     def stats(self) -> dict[str, Any]:
         """What the file holds: its size, the space free inside it, rows per table, and the
         oldest journal row and session still kept (``evpay store stats``)."""
-        page_size, pages, free = (int(self._query(f"PRAGMA {p}", ())[0][0])
-                                  for p in ("page_size", "page_count", "freelist_count"))  # fmt: skip
+        page_size, pages, free = (
+            int(self._query(f"PRAGMA {p}", ())[0][0])
+            for p in ("page_size", "page_count", "freelist_count")
+        )
         wal = Path(f"{self.path}-wal")
-        tables = ("sessions", "payments", "journal", "journal_checkpoints", "outbox", "inbox", "terminals",
-                  "end_of_day")  # fmt: skip
+        tables = (
+            "sessions",
+            "payments",
+            "journal",
+            "journal_checkpoints",
+            "outbox",
+            "inbox",
+            "terminals",
+            "end_of_day",
+        )
         rows = {t: int(self._query(f"SELECT count(*) FROM {t}", ())[0][0]) for t in tables}
         sessions = self._query("SELECT count(*), sum(final), min(created_at) FROM sessions", ())[0]
         journal = self._query("SELECT min(seq), min(at) FROM journal", ())[0]
         return {
-            "path": str(self.path), "file_bytes": page_size * pages, "free_bytes": page_size * free,
-            "wal_bytes": wal.stat().st_size if wal.exists() else 0, "rows": rows,
-            "final_sessions": int(sessions[1] or 0), "oldest_session": sessions[2],
-            "oldest_journal_seq": journal[0], "oldest_journal_at": journal[1],
-        }  # fmt: skip
+            "path": str(self.path),
+            "file_bytes": page_size * pages,
+            "free_bytes": page_size * free,
+            "wal_bytes": wal.stat().st_size if wal.exists() else 0,
+            "rows": rows,
+            "final_sessions": int(sessions[1] or 0),
+            "oldest_session": sessions[2],
+            "oldest_journal_seq": journal[0],
+            "oldest_journal_at": journal[1],
+        }
 
     def integrity(self) -> str | None:
         """SQLite's own full check of the file: None when it is sound, else its first complaint."""
@@ -460,18 +550,35 @@ class Store:
         try:
             with transaction(self._conn, str(self.path)):
                 self._notice_other_writers()
-                return _retention.prune(self._conn, key, now=to_text(self._clock()), cutoff=to_text(cutoff),
-                                        archive_dir=archive_dir, max_rows=max_rows, compact=compact)  # fmt: skip
+                return _retention.prune(
+                    self._conn,
+                    key,
+                    now=to_text(self._clock()),
+                    cutoff=to_text(cutoff),
+                    archive_dir=archive_dir,
+                    max_rows=max_rows,
+                    compact=compact,
+                )
         except BaseException:
             self._forget()
             raise
 
-    def journal_export(self, *, session: str | None = None, start: datetime | None = None,
-                       end: datetime | None = None) -> dict[str, Any]:  # fmt: skip
+    def journal_export(
+        self,
+        *,
+        session: str | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> dict[str, Any]:
         """The audit trail of one session or a time range: see ``gateway.store.export``."""
         with sqlite_errors(str(self.path)):
-            return _export.build(self._conn, session=session, start=to_text(start) if start else None,
-                                 end=to_text(end) if end else None, exported_at=to_text(self._clock()))  # fmt: skip
+            return _export.build(
+                self._conn,
+                session=session,
+                start=to_text(start) if start else None,
+                end=to_text(end) if end else None,
+                exported_at=to_text(self._clock()),
+            )
 
     def checkpoint(self) -> None:
         """Fold the WAL into the main file (at shutdown, so a copied file is complete)."""
@@ -485,7 +592,10 @@ class Store:
 
 # Is a step key applied? Its journal entries say so (legacy_steps: keys of the steps that wrote
 # no journal entry before migration 0008).
-_APPLIED = "SELECT 1 FROM journal WHERE step_key = ? UNION ALL SELECT 1 FROM legacy_steps WHERE key = ? LIMIT 1"
+_APPLIED = (
+    "SELECT 1 FROM journal WHERE step_key = ? UNION ALL SELECT 1 FROM legacy_steps WHERE "
+    "key = ? LIMIT 1"
+)
 
 
 def _identity(path: Path) -> tuple[int, int] | None:

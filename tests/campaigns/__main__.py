@@ -23,9 +23,22 @@ def _atheris(args: argparse.Namespace, seed: int) -> int:
         if args.target and t.name != args.target:
             continue
         started = time.perf_counter()
-        run = subprocess.run([sys.executable, "-m", "tests.campaigns.atheris_run", "--target", t.name, "--runs",
-                              str(fuzz.SIZES[args.size]), "--seed", str(seed)],
-                             capture_output=True, text=True, check=False)  # fmt: skip
+        run = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tests.campaigns.atheris_run",
+                "--target",
+                t.name,
+                "--runs",
+                str(fuzz.SIZES[args.size]),
+                "--seed",
+                str(seed),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         seconds = time.perf_counter() - started
         done = re.search(r"Done (\d+) runs", run.stderr)
         runs = int(done.group(1)) if done else 0
@@ -48,8 +61,10 @@ def _fuzz(args: argparse.Namespace) -> int:
     for report in fuzz.run(args.size, seed, args.target):
         total += report.inputs
         rate = report.inputs / report.seconds if report.seconds else 0
-        print(f"  {report.target:<26} {report.inputs:>10,} inputs  {report.seconds:8.1f} s  {rate:>9,.0f}/s  "
-              f"{len(report.findings)} failing")  # fmt: skip
+        print(
+            f"  {report.target:<26} {report.inputs:>10,} inputs  {report.seconds:8.1f} s  {rate:>9,.0f}/s  "
+            f"{len(report.findings)} failing"
+        )
         for found in report.findings[:5]:
             print(f"      {found.kind}: {found.error}  ({found.data[:40]!r})")
         failed += len(report.findings)
@@ -95,7 +110,10 @@ def _powercut(args: argparse.Namespace) -> int:
 def _unplug(args: argparse.Namespace) -> int:
     def run(seed: int) -> Outcome:
         f, campaign = unplug.run(args.size, seed, args.keep)
-        cuts = [f"{t} {command}, cut {step}: {n}" for (t, command, step), n in sorted(campaign.cuts.items())]
+        cuts = [
+            f"{t} {command}, cut {step}: {n}"
+            for (t, command, step), n in sorted(campaign.cuts.items())
+        ]
         return unplug.describe(f, campaign), cuts, f.violations
 
     return _report(args, run)
@@ -136,19 +154,40 @@ def main(argv: list[str] | None = None) -> int:
     f.set_defaults(handler=_fuzz)
     site_campaigns = (  # name, help, sizes, handler: the real daemon with the site around it
         ("crash", "the real daemon SIGKILLed while EVs charge and pay", crash.SIZES, _crash),
-        ("powercut", "the daemon's power cut: its unsynced writes lost or torn", powercut.SIZES, _powercut),
-        ("unplug", "the terminal's line cut (TCP reset, serial cable, USB) mid-exchange", unplug.SIZES, _unplug),
-        ("partition", "the CPO unreachable or the MQTT broker gone while EVs charge and pay", crash.PARTITIONS, _crash),
+        (
+            "powercut",
+            "the daemon's power cut: its unsynced writes lost or torn",
+            powercut.SIZES,
+            _powercut,
+        ),
+        (
+            "unplug",
+            "the terminal's line cut (TCP reset, serial cable, USB) mid-exchange",
+            unplug.SIZES,
+            _unplug,
+        ),
+        (
+            "partition",
+            "the CPO unreachable or the MQTT broker gone while EVs charge and pay",
+            crash.PARTITIONS,
+            _crash,
+        ),
     )
     for name, text, sizes, handler in site_campaigns:
         c = sub.add_parser(name, help=text)
         c.add_argument("--size", choices=tuple(sizes), default="small")
         c.add_argument("--seed", type=int)
-        c.add_argument("--keep", type=Path, help="keep the run's files (database, logs, terminal books) here")
+        c.add_argument(
+            "--keep", type=Path, help="keep the run's files (database, logs, terminal books) here"
+        )
         c.set_defaults(handler=handler)
         if name == "partition":
-            c.add_argument("--uplink-only", action="store_true", help="cut only the CPO, never the MQTT broker")
-    lr = sub.add_parser("lost-results", help="the terminal's answers lost before and after it acted")
+            c.add_argument(
+                "--uplink-only", action="store_true", help="cut only the CPO, never the MQTT broker"
+            )
+    lr = sub.add_parser(
+        "lost-results", help="the terminal's answers lost before and after it acted"
+    )
     lr.add_argument("--size", choices=tuple(lost.SIZES), default="small")
     lr.add_argument("--seed", type=int)
     lr.set_defaults(handler=_lost)

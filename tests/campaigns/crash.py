@@ -61,7 +61,11 @@ from tests.helpers import EVPAY, free_port, site_toml, subprocess_env
 # store holds at least that many sessions (the full size needs many sessions per kill: 32 EVSEs
 # charging a few kWh in up to three meter values, instead of up to 14 kWh in 28)
 SIZES = {"small": (6, 2, False, 0), "medium": (40, 2, False, 0), "full": (1000, 32, True, 5000)}
-PARTITIONS = {"small": 4, "medium": 20, "full": 200}  # outages, alternately the CPO's and the broker's
+PARTITIONS = {
+    "small": 4,
+    "medium": 20,
+    "full": 200,
+}  # outages, alternately the CPO's and the broker's
 
 
 @dataclass
@@ -75,7 +79,9 @@ class Figures:
     captured_minor: int = 0
     holds: int = 0
     fac_posts: int = 0
-    unconfirmed: int = 0  # captures the terminal booked whose evidence never reached the gateway (owed, visibly)
+    unconfirmed: int = (
+        0  # captures the terminal booked whose evidence never reached the gateway (owed, visibly)
+    )
     partitions: list[str] = field(default_factory=list)  # what was cut, how long, how long to drain
     seconds: float = 0.0
     violations: list[str] = field(default_factory=list)
@@ -85,7 +91,13 @@ class Campaign:
     PLEASE_WAIT = 2  # t2 repeats "please wait" while it authorises, as serial PTs in the field do
 
     def __init__(
-        self, workdir: Path, seed: int, kills: int, evses: int, short: bool = False, sessions: int = 0
+        self,
+        workdir: Path,
+        seed: int,
+        kills: int,
+        evses: int,
+        short: bool = False,
+        sessions: int = 0,
     ) -> None:
         self.dir, self.rng, self.kills, self.short = workdir, random.Random(seed), kills, short
         self.min_sessions = sessions
@@ -108,47 +120,81 @@ class Campaign:
         self.cpo = CpoSimulator()
         await self.cpo.start()
         self.sims = {
-            "t1": SimTerminal(SimConfig(password="123456", card_wait_s=0.05, echo="booked", extensions="new_receipt",
-                                        state_path=self.dir / "t1.json", result_ack_timeout_s=2.0,
-                                        on_result=self.approval_out.set, unacked_on_close="keep")),
-            "t2": SimTerminal(SimConfig(password="123456", card_wait_s=0.05, echo="reversed", extensions="same_receipt",
-                                        state_path=self.dir / "t2.json", result_ack_timeout_s=2.0,
-                                        on_result=self.approval_out.set, please_wait=self.PLEASE_WAIT)),
-        }  # fmt: skip
+            "t1": SimTerminal(
+                SimConfig(
+                    password="123456",
+                    card_wait_s=0.05,
+                    echo="booked",
+                    extensions="new_receipt",
+                    state_path=self.dir / "t1.json",
+                    result_ack_timeout_s=2.0,
+                    on_result=self.approval_out.set,
+                    unacked_on_close="keep",
+                )
+            ),
+            "t2": SimTerminal(
+                SimConfig(
+                    password="123456",
+                    card_wait_s=0.05,
+                    echo="reversed",
+                    extensions="same_receipt",
+                    state_path=self.dir / "t2.json",
+                    result_ack_timeout_s=2.0,
+                    on_result=self.approval_out.set,
+                    please_wait=self.PLEASE_WAIT,
+                )
+            ),
+        }
         self.tcp = await serve_tcp("127.0.0.1", 0, lambda p: self.sims["t1"].serve(p, serial=False))
         self.pty = PtyPort()
         self.pty_serving = asyncio.create_task(self._serve_pty())
-        self.charger = ChargerSimulator(BrokerSettings(url=self.broker.url, prefix="evpay/v1"), self.evses)
+        self.charger = ChargerSimulator(
+            BrokerSettings(url=self.broker.url, prefix="evpay/v1"), self.evses
+        )
         self.charger_stop = asyncio.Event()
         self.charger_task = asyncio.create_task(self.charger.run(self.charger_stop))
-        self.tty = self.dir / "tty-t2"  # as udev names a serial adapter: the campaigns may re-plug it
+        self.tty = (
+            self.dir / "tty-t2"
+        )  # as udev names a serial adapter: the campaigns may re-plug it
         self.tty.unlink(missing_ok=True)
         self.tty.symlink_to(self.pty.slave_path)
         tcp_port = self.tcp.sockets[0].getsockname()[1]
         listen = free_port()
-        upstream = (f'[upstream]\nenabled = true\nallow_insecure_http = true\nversions_url = "{self.cpo.versions_url}"\n'
-                    f'token_a = {{ value = "{self.cpo.state.token_a}" }}\n'
-                    f'key = {{ value = "{Fernet.generate_key().decode()}" }}\n'
-                    f'listen = "127.0.0.1:{listen}"\npublic_url = "http://127.0.0.1:{listen}/ocpi/versions"\n')  # fmt: skip
+        upstream = (
+            f'[upstream]\nenabled = true\nallow_insecure_http = true\nversions_url = "{self.cpo.versions_url}"\n'
+            f'token_a = {{ value = "{self.cpo.state.token_a}" }}\n'
+            f'key = {{ value = "{Fernet.generate_key().decode()}" }}\n'
+            f'listen = "127.0.0.1:{listen}"\npublic_url = "http://127.0.0.1:{listen}/ocpi/versions"\n'
+        )
         routes = ""
-        for terminal in ("t1", "t2"):  # each EVSE stays on its terminal; a route never lists no EVSE (= all)
+        for terminal in (
+            "t1",
+            "t2",
+        ):  # each EVSE stays on its terminal; a route never lists no EVSE (= all)
             for incremental in (True, False):
                 evses = [
-                    e for e, t in self.terminal_of.items() if t == terminal and (e in self.incremental) == incremental
+                    e
+                    for e, t in self.terminal_of.items()
+                    if t == terminal and (e in self.incremental) == incremental
                 ]
                 if evses:
-                    routes += (f'[[routes]]\nid = "{terminal}-{"topup" if incremental else "fixed"}"\n'
-                               f'terminals = ["{terminal}"]\nevses = {json.dumps(evses)}\n'
-                               + ('strategy = "incremental"\n' if incremental else ""))  # fmt: skip
+                    routes += (
+                        f'[[routes]]\nid = "{terminal}-{"topup" if incremental else "fixed"}"\n'
+                        f'terminals = ["{terminal}"]\nevses = {json.dumps(evses)}\n'
+                        + ('strategy = "incremental"\n' if incremental else "")
+                    )
         text = site_toml(
             self.dir / "evpay.sqlite3",
             {"t1": f"tcp://127.0.0.1:{tcp_port}", "t2": f"serial://{self.tty}"},
-            site="CRASH", evses=self.terminal_of, charger=f'mode = "mqtt"\nbroker = "{self.broker.url}"',
+            site="CRASH",
+            evses=self.terminal_of,
+            charger=f'mode = "mqtt"\nbroker = "{self.broker.url}"',
             pricing='fixed_hold = { EUR = "50.00" }\nhold_min = "1.00"\nincremental_initial = "1.00"\n'
-                    'incremental_step = "1.00"\nsafety_margin = "0.10"\n'
-                    'retry_max_s = 60',  # after 1,000 kills retries would wait 30 min; the end waits 180 s
-            extra=upstream + routes, terminal_extra="incremental = true\n",
-        )  # fmt: skip
+            'incremental_step = "1.00"\nsafety_margin = "0.10"\n'
+            "retry_max_s = 60",  # after 1,000 kills retries would wait 30 min; the end waits 180 s
+            extra=upstream + routes,
+            terminal_extra="incremental = true\n",
+        )
         self.config = self.dir / "gateway.toml"
         self.config.write_text(text, encoding="utf-8")
 
@@ -178,8 +224,12 @@ class Campaign:
         notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         notify.bind(str(notify_path))
         notify.setblocking(False)
-        self.daemon = subprocess.Popen([*self.daemon_command(), "run", "--config", str(self.config)], stdout=self.log,
-                                       stderr=self.log, env=subprocess_env(NOTIFY_SOCKET=str(notify_path)))  # fmt: skip
+        self.daemon = subprocess.Popen(
+            [*self.daemon_command(), "run", "--config", str(self.config)],
+            stdout=self.log,
+            stderr=self.log,
+            env=subprocess_env(NOTIFY_SOCKET=str(notify_path)),
+        )
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(60):
@@ -191,7 +241,9 @@ class Campaign:
     def kill(self) -> None:
         assert self.daemon is not None
         if self.daemon.poll() is not None:
-            self.figures.violations.append(f"the daemon died by itself (exit {self.daemon.returncode})")
+            self.figures.violations.append(
+                f"the daemon died by itself (exit {self.daemon.returncode})"
+            )
             return
         self.daemon.send_signal(signal.SIGKILL)
         self.daemon.wait(timeout=10)
@@ -211,11 +263,17 @@ class Campaign:
         state = self.charger.evses[evse]
         while not self.stop_plugging.is_set():
             authorized = len(state.authorized)
-            plan = Plan(energy_wh=self.rng.choice([0, 2_000, 5_000, 9_000, 14_000]), step_wh=self.rng.choice([500, 1_000, 3_000]),
-                        interval_s=self.rng.uniform(0.03, 0.25))  # fmt: skip
+            plan = Plan(
+                energy_wh=self.rng.choice([0, 2_000, 5_000, 9_000, 14_000]),
+                step_wh=self.rng.choice([500, 1_000, 3_000]),
+                interval_s=self.rng.uniform(0.03, 0.25),
+            )
             if self.short:
-                plan = Plan(energy_wh=self.rng.choice([0, 1_000, 2_000, 3_000]), step_wh=self.rng.choice([1_000, 3_000]),
-                            interval_s=self.rng.uniform(0.02, 0.08))  # fmt: skip
+                plan = Plan(
+                    energy_wh=self.rng.choice([0, 1_000, 2_000, 3_000]),
+                    step_wh=self.rng.choice([1_000, 3_000]),
+                    interval_s=self.rng.uniform(0.02, 0.08),
+                )
             await self.charger.plug(evse, plan=plan)
             self.figures.plugged += 1
             with contextlib.suppress(TimeoutError):
@@ -254,7 +312,12 @@ class Campaign:
             for e, s in self.charger.evses.items():
                 if kind == "authorized" and len(s.authorized) > authorized[e]:
                     return
-                if kind == "stopped" and s.charging is not None and charging[e] is s.charging and s.charging.done():
+                if (
+                    kind == "stopped"
+                    and s.charging is not None
+                    and charging[e] is s.charging
+                    and s.charging.done()
+                ):
                     await asyncio.sleep(self.rng.uniform(0.0, 0.3))
                     return
 
@@ -289,8 +352,12 @@ class Campaign:
         return self.figures
 
     async def _kills(self) -> None:
-        rounds = 0  # a daemon that died by itself is a violation, not a kill: bound the rounds anyway
-        while rounds < self.kills or (self._stored_sessions() < self.min_sessions and rounds < 10 * self.kills):
+        rounds = (
+            0  # a daemon that died by itself is a violation, not a kill: bound the rounds anyway
+        )
+        while rounds < self.kills or (
+            self._stored_sessions() < self.min_sessions and rounds < 10 * self.kills
+        ):
             rounds += 1
             await self.moment()
             self.kill()
@@ -327,8 +394,10 @@ class Campaign:
                 restored = time.perf_counter()
                 async with asyncio.timeout(120):
                     await self._quiet(sessions=False)
-                self.figures.partitions.append(f"uplink cut {outage:.1f} s, backlog drained "
-                                               f"{time.perf_counter() - restored:.1f} s after")  # fmt: skip
+                self.figures.partitions.append(
+                    f"uplink cut {outage:.1f} s, backlog drained "
+                    f"{time.perf_counter() - restored:.1f} s after"
+                )
             else:
                 self.broker.stop()
                 await asyncio.sleep(outage)
@@ -351,7 +420,9 @@ class Campaign:
         while True:
             store = Store.open(self.dir / "evpay.sqlite3", read_only=True)
             try:
-                left = store.outbox.backlog().pending + (store.count_open_sessions() if sessions else 0)
+                left = store.outbox.backlog().pending + (
+                    store.count_open_sessions() if sessions else 0
+                )
             finally:
                 store.close()
             if not left:
@@ -365,9 +436,17 @@ class Campaign:
         SWEEP_RETRY_S) releases it. What is still open then, ``check`` reports."""
         end = time.perf_counter() + limit_s
         while time.perf_counter() < end:
-            owned = {(r["data"]["terminal"], h["receipt_no"]) for r in self._stored_rows()
-                     for h in r["data"].get("holds", []) if h["status"] == "open"}  # fmt: skip
-            if all((t, receipt) in owned for t, sim in self.sims.items() for receipt in sim.open_preauths()):
+            owned = {
+                (r["data"]["terminal"], h["receipt_no"])
+                for r in self._stored_rows()
+                for h in r["data"].get("holds", [])
+                if h["status"] == "open"
+            }
+            if all(
+                (t, receipt) in owned
+                for t, sim in self.sims.items()
+                for receipt in sim.open_preauths()
+            ):
                 return
             await asyncio.sleep(0.5)
 
@@ -406,25 +485,39 @@ class Campaign:
                         f.violations.append(
                             f"{terminal} booked {tx.booked} on hold {tx.receipt}: no session records it"
                         )
-                    elif found[1]["status"] == "unconfirmed" and found[1]["target_minor"] == tx.booked:
-                        f.unconfirmed += 1  # no evidence reached the gateway: owed as unconfirmed, visibly
+                    elif (
+                        found[1]["status"] == "unconfirmed"
+                        and found[1]["target_minor"] == tx.booked
+                    ):
+                        f.unconfirmed += (
+                            1  # no evidence reached the gateway: owed as unconfirmed, visibly
+                        )
                         unconfirmed_total += tx.booked
                     elif found[1]["captured_minor"] != tx.booked:
-                        f.violations.append(f"session {found[0]} captured {found[1]['captured_minor']} on {terminal} "
-                                            f"hold {tx.receipt}, the terminal booked {tx.booked}")  # fmt: skip
+                        f.violations.append(
+                            f"session {found[0]} captured {found[1]['captured_minor']} on {terminal} "
+                            f"hold {tx.receipt}, the terminal booked {tx.booked}"
+                        )
                 elif tx.state == "open":
                     owed = found is not None and (
-                        found[2].get("owed_minor") or found[1]["status"] in ("lapsed", "unconfirmed")
+                        found[2].get("owed_minor")
+                        or found[1]["status"] in ("lapsed", "unconfirmed")
                     )
                     if not owed:
-                        f.violations.append(f"{terminal} hold {tx.receipt} ({tx.amount}) is left open, owed by nobody")
+                        f.violations.append(
+                            f"{terminal} hold {tx.receipt} ({tx.amount}) is left open, owed by nobody"
+                        )
                 elif found is not None and found[1]["captured_minor"]:
-                    f.violations.append(f"session {found[0]} claims a capture on {terminal} hold {tx.receipt}, "
-                                        "which the terminal released")  # fmt: skip
+                    f.violations.append(
+                        f"session {found[0]} claims a capture on {terminal} hold {tx.receipt}, "
+                        "which the terminal released"
+                    )
         f.captured_minor = sum(h["captured_minor"] for _, h, _ in stored.values())
         if f.captured_minor + unconfirmed_total != booked_total:
-            f.violations.append(f"the store captured {f.captured_minor} in all (and {unconfirmed_total} unconfirmed), "
-                                f"the terminals booked {booked_total}")  # fmt: skip
+            f.violations.append(
+                f"the store captured {f.captured_minor} in all (and {unconfirmed_total} unconfirmed), "
+                f"the terminals booked {booked_total}"
+            )
         f.fac_posts = len(self.cpo.state.fac_posts)
         for sid, _hold, data in stored.values():
             if data["state"] == "completed" and data.get("captured_minor"):
@@ -432,15 +525,21 @@ class Campaign:
                 if fac is None:
                     f.violations.append(f"session {sid}: no FAC at the CPO")
                 elif _gross_minor(fac["total_costs"]) != data["captured_minor"]:
-                    f.violations.append(f"session {sid}: the FAC says {fac['total_costs']}, "
-                                        f"the session captured {data['captured_minor']}")  # fmt: skip
+                    f.violations.append(
+                        f"session {sid}: the FAC says {fac['total_costs']}, "
+                        f"the session captured {data['captured_minor']}"
+                    )
         self.log.flush()
-        hits = scan.scan_paths([self.dir / "evpay.sqlite3", self.dir / "daemon.log"],
-                               secrets=[*self.cpo.state.tokens, "123456"])  # fmt: skip
+        hits = scan.scan_paths(
+            [self.dir / "evpay.sqlite3", self.dir / "daemon.log"],
+            secrets=[*self.cpo.state.tokens, "123456"],
+        )
         f.violations += [f"card data or a secret: {h}" for h in hits]
 
 
-def run_partitions(size: str, seed: int, workdir: Path | None = None, broker: bool = True) -> Figures:
+def run_partitions(
+    size: str, seed: int, workdir: Path | None = None, broker: bool = True
+) -> Figures:
     if MOSQUITTO is None:
         raise SystemExit("mosquitto is not installed (apt-get install mosquitto)")
     cuts = PARTITIONS[size]
@@ -452,7 +551,9 @@ def run_partitions(size: str, seed: int, workdir: Path | None = None, broker: bo
 
 def _gross_minor(price: dict[str, Any]) -> int:
     """An OCPI 2.3.0 Price (before_taxes and the taxes' amounts) in cents."""
-    gross = Decimal(str(price["before_taxes"])) + sum(Decimal(str(t["amount"])) for t in price.get("taxes") or ())
+    gross = Decimal(str(price["before_taxes"])) + sum(
+        Decimal(str(t["amount"])) for t in price.get("taxes") or ()
+    )
     return int(gross * 100)
 
 
@@ -468,12 +569,16 @@ def run(size: str, seed: int, workdir: Path | None = None) -> Figures:
 
 def main_figures(f: Figures) -> str:
     if f.partitions:
-        return (f"{len(f.partitions)} partitions ({'; '.join(f.partitions[:4])}{' …' if len(f.partitions) > 4 else ''}), "
-                f"{f.plugged} EVs plugged in, {f.sessions} sessions ({f.completed} completed), {f.holds} holds, "
-                f"{f.captured_minor / 100:.2f} EUR captured, {f.fac_posts} FAC POSTs, {f.seconds:.0f} s; "
-                f"{len(f.violations)} violation(s)")  # fmt: skip
+        return (
+            f"{len(f.partitions)} partitions ({'; '.join(f.partitions[:4])}{' …' if len(f.partitions) > 4 else ''}), "
+            f"{f.plugged} EVs plugged in, {f.sessions} sessions ({f.completed} completed), {f.holds} holds, "
+            f"{f.captured_minor / 100:.2f} EUR captured, {f.fac_posts} FAC POSTs, {f.seconds:.0f} s; "
+            f"{len(f.violations)} violation(s)"
+        )
     moments = ", ".join(f"{n} {k}" for k, n in sorted(f.moments.items()))
-    return (f"{f.kills} kills ({f.dangerous_kills} at a dangerous moment: {moments}), {f.plugged} EVs plugged in, "
-            f"{f.sessions} sessions ({f.completed} completed), {f.holds} holds at the terminals, "
-            f"{f.captured_minor / 100:.2f} EUR captured, {f.unconfirmed} captures unconfirmed, {f.fac_posts} FAC POSTs, "
-            f"{f.seconds:.0f} s; {len(f.violations)} violation(s)")  # fmt: skip
+    return (
+        f"{f.kills} kills ({f.dangerous_kills} at a dangerous moment: {moments}), {f.plugged} EVs plugged in, "
+        f"{f.sessions} sessions ({f.completed} completed), {f.holds} holds at the terminals, "
+        f"{f.captured_minor / 100:.2f} EUR captured, {f.unconfirmed} captures unconfirmed, {f.fac_posts} FAC POSTs, "
+        f"{f.seconds:.0f} s; {len(f.violations)} violation(s)"
+    )

@@ -59,7 +59,9 @@ class Target:
     allowed: tuple[type[BaseException], ...]
     seeds: Callable[[], list[bytes]]
     structured: bool = False  # JSON: structure-level mutations too
-    fixup: Callable[[bytes], bytes] | None = None  # most mutants made consistent again (a length byte)
+    fixup: Callable[[bytes], bytes] | None = (
+        None  # most mutants made consistent again (a length byte)
+    )
 
 
 @dataclass
@@ -129,7 +131,9 @@ def _serial_link(data: bytes) -> None:
         link.on_deadline(now)
         link.data_to_send()
         while link.next_event() is not None:
-            if data[pos] & 1:  # answer some (80 00): a repeat after an answer is new, not a retransmission
+            if (
+                data[pos] & 1
+            ):  # answer some (80 00): a repeat after an answer is new, not a retransmission
                 link.send_apdu(b"\x80\x00\x00", now)
         pos += 17
 
@@ -151,9 +155,13 @@ def _apdu_reader(data: bytes) -> None:
 
 OCPI_EXAMPLES = {  # bodies of our own modules and of objects the spec gives no example of
     "command_result": {"result": "ACCEPTED"},
-    "fiscal_data": {"lines": ["Rechnung 2026-0042"], "invoice_reference_id": "INV-42",
-                    "invoice_url": "https://cpo.example/i/42", "fields": {"zki": "a" * 32, "jir": "b" * 36}},
-}  # fmt: skip
+    "fiscal_data": {
+        "lines": ["Rechnung 2026-0042"],
+        "invoice_reference_id": "INV-42",
+        "invoice_url": "https://cpo.example/i/42",
+        "fields": {"zki": "a" * 32, "jir": "b" * 36},
+    },
+}
 
 
 def _ocpi_seeds(*names: str) -> Callable[[], list[bytes]]:
@@ -161,7 +169,9 @@ def _ocpi_seeds(*names: str) -> Callable[[], list[bytes]]:
         found = []
         for name in names:
             path = REPO / "tests" / "data" / "ocpi" / name
-            found.append(path.read_bytes() if path.exists() else json.dumps(OCPI_EXAMPLES[name]).encode())
+            found.append(
+                path.read_bytes() if path.exists() else json.dumps(OCPI_EXAMPLES[name]).encode()
+            )
         return found
 
     return seeds
@@ -188,20 +198,43 @@ def _contract(data: bytes) -> None:
 
 EVEREST = "everest_api/evse_manager_consumer/evse1/e2m/"
 EVEREST_EXAMPLES = [
-    {"uuid": "u1", "event": "SessionStarted", "timestamp": "2026-11-26T07:00:00.000Z",
-     "session_started": {"reason": "EVConnected", "meter_value": {"energy_Wh_import": {"total": 100000}}}},
-    {"uuid": "u1", "event": "TransactionStarted", "timestamp": "2026-11-26T07:00:01.000Z",
-     "transaction_started": {"id_tag": {"id_token": {"value": "x"}}, "meter_value": {"energy_Wh_import": {"total": 1}}}},
-    {"uuid": "u1", "event": "TransactionFinished", "timestamp": "2026-11-26T07:10:00.000Z",
-     "transaction_finished": {"meter_value": {"energy_Wh_import": {"total": 9000}}, "reason": "EVDisconnected"}},
+    {
+        "uuid": "u1",
+        "event": "SessionStarted",
+        "timestamp": "2026-11-26T07:00:00.000Z",
+        "session_started": {
+            "reason": "EVConnected",
+            "meter_value": {"energy_Wh_import": {"total": 100000}},
+        },
+    },
+    {
+        "uuid": "u1",
+        "event": "TransactionStarted",
+        "timestamp": "2026-11-26T07:00:01.000Z",
+        "transaction_started": {
+            "id_tag": {"id_token": {"value": "x"}},
+            "meter_value": {"energy_Wh_import": {"total": 1}},
+        },
+    },
+    {
+        "uuid": "u1",
+        "event": "TransactionFinished",
+        "timestamp": "2026-11-26T07:10:00.000Z",
+        "transaction_finished": {
+            "meter_value": {"energy_Wh_import": {"total": 9000}},
+            "reason": "EVDisconnected",
+        },
+    },
     {"timestamp": "2026-11-26T07:05:00.000Z", "energy_Wh_import": {"total": 5000}},
-]  # fmt: skip
+]
 
 
 def _everest(data: bytes) -> None:
     mapping = EverestMapping("token_provider", "auth", [EverestEvse("E1", "evse1")])
     mapping._sessions["E1"] = "S1"  # a charge of ours is under way: meter values are read too
-    topic = EVEREST + ("powermeter" if data[:1] == b"{" and b"energy_Wh_import" in data[:60] else "session_event")
+    topic = EVEREST + (
+        "powermeter" if data[:1] == b"{" and b"energy_Wh_import" in data[:60] else "session_event"
+    )
     mapping.decode(topic, data)
 
 
@@ -212,35 +245,72 @@ def _config(data: bytes) -> None:
 def targets() -> list[Target]:
     zvt_errors = (ZvtDecodeError,)
     ocpi = [
-        ("ocpi.credentials", models.Credentials, ("credentials_example.json", "credentials_example2.json")),
+        (
+            "ocpi.credentials",
+            models.Credentials,
+            ("credentials_example.json", "credentials_example2.json"),
+        ),
         ("ocpi.terminal_patch", models.TerminalPatch, ("payment_terminal_put_update.json",)),
-        ("ocpi.terminal_activation", models.TerminalActivation, ("payment_terminal_activate.json",)),
-        ("ocpi.session", models.OcpiSession, ("session_example_1_simple_start.json",
-                                              "session_example_2_short_finished.json")),
-        ("ocpi.session_patch", models.OcpiSessionPatch, ("session_patch_example_charging_period.json",
-                                                         "session_patch_example_total_cost.json")),
+        (
+            "ocpi.terminal_activation",
+            models.TerminalActivation,
+            ("payment_terminal_activate.json",),
+        ),
+        (
+            "ocpi.session",
+            models.OcpiSession,
+            ("session_example_1_simple_start.json", "session_example_2_short_finished.json"),
+        ),
+        (
+            "ocpi.session_patch",
+            models.OcpiSessionPatch,
+            ("session_patch_example_charging_period.json", "session_patch_example_total_cost.json"),
+        ),
         ("ocpi.cdr", models.Cdr, ("cdr_example.json",)),
         ("ocpi.command_result", models.CommandResult, ("command_result",)),
         ("ocpi.fiscal_data", models.FiscalData, ("fiscal_data",)),
-    ]  # fmt: skip
+    ]
     return [
         Target("zvt.message", m.decode, zvt_errors, _zvt_seeds, fixup=_apdu_length),
         Target("zvt.apdu", Apdu.decode, zvt_errors, _zvt_seeds, fixup=_apdu_length),
         Target("zvt.bmps", decode_bmps, zvt_errors, _bmp_seeds),
         Target("zvt.tlv", decode_tlv, zvt_errors, _tlv_seeds),
         Target("zvt.framing", _framing, (), lambda: [frame(raw) for raw in _zvt_seeds()]),
-        Target("zvt.serial_link", _serial_link, (), lambda: [frame(raw) + b"\x06" for raw in _zvt_seeds()]),
+        Target(
+            "zvt.serial_link",
+            _serial_link,
+            (),
+            lambda: [frame(raw) + b"\x06" for raw in _zvt_seeds()],
+        ),
         Target("zvt.stream_link", _stream_link, (), _zvt_seeds, fixup=_apdu_length),
         Target("zvt.apdu_reader", _apdu_reader, (), _zvt_seeds, fixup=_apdu_length),
-        *(Target(name, _ocpi(model), (BadRequest,), _ocpi_seeds(*files), structured=True)
-          for name, model, files in ocpi),
-        Target("mqtt.contract", _contract, (ValidationError, ValueError),
-               lambda: [json.dumps(x).encode() for x in CHARGER_EXAMPLES.values()], structured=True),
-        Target("mqtt.everest", _everest, (ValidationError, ValueError),
-               lambda: [json.dumps(x).encode() for x in EVEREST_EXAMPLES], structured=True),
-        Target("config", _config, (ConfigError,),
-               lambda: [(REPO / "config" / n).read_bytes() for n in ("gateway.example.toml", "demo.toml")]),
-    ]  # fmt: skip
+        *(
+            Target(name, _ocpi(model), (BadRequest,), _ocpi_seeds(*files), structured=True)
+            for name, model, files in ocpi
+        ),
+        Target(
+            "mqtt.contract",
+            _contract,
+            (ValidationError, ValueError),
+            lambda: [json.dumps(x).encode() for x in CHARGER_EXAMPLES.values()],
+            structured=True,
+        ),
+        Target(
+            "mqtt.everest",
+            _everest,
+            (ValidationError, ValueError),
+            lambda: [json.dumps(x).encode() for x in EVEREST_EXAMPLES],
+            structured=True,
+        ),
+        Target(
+            "config",
+            _config,
+            (ConfigError,),
+            lambda: [
+                (REPO / "config" / n).read_bytes() for n in ("gateway.example.toml", "demo.toml")
+            ],
+        ),
+    ]
 
 
 def target(name: str) -> Target:
@@ -249,11 +319,49 @@ def target(name: str) -> Target:
 
 # ---- the mutator ------------------------------------------------------------------------------
 
-INTERESTING = [b"\x00", b"\xff", b"\x10", b"\x10\x10", b"\x10\x02", b"\x10\x03", b"\x7f", b"\x80", b"\xf9",
-               b"\xff\xff", b"9" * 40, b"-1", b"1e999", b'"', b"\\", b"{", b"[", b"\xc3\x28", b"\xf0\x9f\x92"]  # fmt: skip
-ODD_VALUES: list[Any] = [None, True, 0, -1, 2**63, -(2**63) - 1, 10**40, 1.5, 1e308, "", "x" * 5000, "\u0000",
-                         "\ud7ff\ue000", "9" * 30, [], {}, [[[[[[[[]]]]]]]], {"a": {"b": {"c": {}}}},
-                         "2026-13-45T99:99:99Z", "4111111111111111"]  # fmt: skip
+INTERESTING = [
+    b"\x00",
+    b"\xff",
+    b"\x10",
+    b"\x10\x10",
+    b"\x10\x02",
+    b"\x10\x03",
+    b"\x7f",
+    b"\x80",
+    b"\xf9",
+    b"\xff\xff",
+    b"9" * 40,
+    b"-1",
+    b"1e999",
+    b'"',
+    b"\\",
+    b"{",
+    b"[",
+    b"\xc3\x28",
+    b"\xf0\x9f\x92",
+]
+ODD_VALUES: list[Any] = [
+    None,
+    True,
+    0,
+    -1,
+    2**63,
+    -(2**63) - 1,
+    10**40,
+    1.5,
+    1e308,
+    "",
+    "x" * 5000,
+    "\u0000",
+    "\ud7ff\ue000",
+    "9" * 30,
+    [],
+    {},
+    [[[[[[[[]]]]]]]],
+    {"a": {"b": {"c": {}}}},
+    "2026-13-45T99:99:99Z",
+    "4111111111111111",
+]
 
 
 def mutate(rng: random.Random, seeds: list[bytes], structured: bool) -> bytes:
@@ -389,7 +497,12 @@ def kept() -> list[tuple[str, Path]]:
     """Every input kept so far, with its target."""
     if not CRASHERS.is_dir():
         return []
-    return [(d.name, p) for d in sorted(CRASHERS.iterdir()) if d.is_dir() for p in sorted(d.glob("*.bin"))]
+    return [
+        (d.name, p)
+        for d in sorted(CRASHERS.iterdir())
+        if d.is_dir()
+        for p in sorted(d.glob("*.bin"))
+    ]
 
 
 SIZES = {"small": 300, "medium": 20_000, "full": 1_000_000}  # mutated inputs per target
@@ -411,8 +524,17 @@ def run_atheris(t: Target, runs: int, seed: int) -> None:
             save(found)
             raise RuntimeError(f"{t.name}: {found.kind}: {found.error}")
 
-    atheris.Setup([sys.argv[0], f"-runs={runs}", f"-seed={seed}", "-max_len=8192", "-print_final_stats=1",
-                   str(corpus)], one)  # fmt: skip
+    atheris.Setup(
+        [
+            sys.argv[0],
+            f"-runs={runs}",
+            f"-seed={seed}",
+            "-max_len=8192",
+            "-print_final_stats=1",
+            str(corpus),
+        ],
+        one,
+    )
     atheris.Fuzz()
 
 

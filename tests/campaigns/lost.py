@@ -88,8 +88,12 @@ def run(size: str, seed: int) -> Figures:
     for i in range(runs):
         with tempfile.TemporaryDirectory(prefix="lost-") as tmp:
             sim = Simulation(seed + 1_000 * i, Path(tmp) / "lost.sqlite3", "fixed", per_run)
-            sim.terminal = LosingTerminal(random.Random(seed + 1_000 * i + 1), sim.clock, sim.policy.validity,
-                                          sim.terminal.echo)  # fmt: skip
+            sim.terminal = LosingTerminal(
+                random.Random(seed + 1_000 * i + 1),
+                sim.clock,
+                sim.policy.validity,
+                sim.terminal.echo,
+            )
             sim.run()  # raises AssertionError, naming the session, on any broken invariant
             completed += sum(s.state.value == "completed" for s in sim.all_sessions())
             losses += sim.terminal.losses  # type: ignore[attr-defined]
@@ -100,7 +104,9 @@ def run(size: str, seed: int) -> Figures:
 
 
 def describe(f: Figures) -> str:
-    per_kind = ", ".join(f"{k} {sum(n for (kind, _), n in f.losses.items() if kind == k)}"
-                         f" ({f.losses[(k, 'before')]} before, {f.losses[(k, 'after')]} after)"
-                         for k in KINDS.values())  # fmt: skip
+    per_kind = ", ".join(
+        f"{k} {sum(n for (kind, _), n in f.losses.items() if kind == k)}"
+        f" ({f.losses[(k, 'before')]} before, {f.losses[(k, 'after')]} after)"
+        for k in KINDS.values()
+    )
     return f"{f.sessions} sessions ({f.completed} completed) in {f.seconds:.0f} s; answers lost: {per_kind}"

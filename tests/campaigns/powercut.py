@@ -63,7 +63,9 @@ class PowerCuts(Campaign):
             self.inside += 1
             self.figures.kills += 1
         else:
-            self.figures.violations.append(f"the daemon died by itself (exit {self.daemon.returncode})")
+            self.figures.violations.append(
+                f"the daemon died by itself (exit {self.daemon.returncode})"
+            )
 
     def after_kill(self) -> None:
         cut = power_cut(self.dir / "evpay.sqlite3", self.logs, self.rng)
@@ -105,15 +107,19 @@ class PowerCuts(Campaign):
                 self.checked += 1
                 data = sessions.get(str(told["session_id"]))
                 if data is None or not data.get("holds"):
-                    violations.append(f"{which}: {evse} was told to charge for session {told['session_id']}, "
-                                      "which the image has no approved hold for")  # fmt: skip
+                    violations.append(
+                        f"{which}: {evse} was told to charge for session {told['session_id']}, "
+                        "which the image has no approved hold for"
+                    )
         by_fac = {sid[:36]: data for sid, data in sessions.items()}
         for fac_id, fac in self.cpo.state.facs.items():
             self.checked += 1
             data = by_fac.get(fac_id)
             if data is None or data.get("captured_minor") != _gross_minor(fac["total_costs"]):
-                violations.append(f"{which}: the CPO has FAC {fac_id} ({fac['total_costs']}); the image has "
-                                  f"{'no such session' if data is None else data.get('captured_minor')}")  # fmt: skip
+                violations.append(
+                    f"{which}: the CPO has FAC {fac_id} ({fac['total_costs']}); the image has "
+                    f"{'no such session' if data is None else data.get('captured_minor')}"
+                )
 
 
 def run(size: str, seed: int, workdir: Path | None = None) -> tuple[Figures, PowerCuts]:
@@ -129,9 +135,11 @@ def run(size: str, seed: int, workdir: Path | None = None) -> tuple[Figures, Pow
 
 def describe(f: Figures, c: PowerCuts) -> str:
     models = ", ".join(f"{n} {m}" for m, n in sorted(c.models.items()))
-    return (f"{f.kills} power cuts ({models}; {c.inside} mid-commit, {f.dangerous_kills} at a dangerous moment), "
-            f"{c.unsynced} unsynced "
-            f"writes at the cuts ({c.reached} reached the disk, {c.torn} torn), {c.checked} acknowledgements "
-            f"checked in the images, {f.plugged} EVs plugged in, {f.sessions} sessions ({f.completed} completed), "
-            f"{f.holds} holds, {f.captured_minor / 100:.2f} EUR captured ({f.unconfirmed} unconfirmed), {f.fac_posts} FAC POSTs, {f.seconds:.0f} s; "
-            f"{len(f.violations)} violation(s)")  # fmt: skip
+    return (
+        f"{f.kills} power cuts ({models}; {c.inside} mid-commit, {f.dangerous_kills} at a dangerous moment), "
+        f"{c.unsynced} unsynced "
+        f"writes at the cuts ({c.reached} reached the disk, {c.torn} torn), {c.checked} acknowledgements "
+        f"checked in the images, {f.plugged} EVs plugged in, {f.sessions} sessions ({f.completed} completed), "
+        f"{f.holds} holds, {f.captured_minor / 100:.2f} EUR captured ({f.unconfirmed} unconfirmed), {f.fac_posts} FAC POSTs, {f.seconds:.0f} s; "
+        f"{len(f.violations)} violation(s)"
+    )

@@ -35,29 +35,70 @@ _TRACKED = 0x00000100 | 0x00000800 | 0x00080000  # SQLITE_OPEN_MAIN_DB | MAIN_JO
 _SECTOR = 512
 _HEAD = struct.Struct("<cqqII")  # kind (w/t), offset, size before, len(old), len(new)
 
-_VFS_FIELDS = ("xOpen", "xDelete", "xAccess", "xFullPathname", "xDlOpen", "xDlError", "xDlSym", "xDlClose",
-               "xRandomness", "xSleep", "xCurrentTime", "xGetLastError", "xCurrentTimeInt64",
-               "xSetSystemCall", "xGetSystemCall", "xNextSystemCall")  # fmt: skip
-_IO_FIELDS = ("xClose", "xRead", "xWrite", "xTruncate", "xSync", "xFileSize", "xLock", "xUnlock",
-              "xCheckReservedLock", "xFileControl", "xSectorSize", "xDeviceCharacteristics", "xShmMap",
-              "xShmLock", "xShmBarrier", "xShmUnmap", "xFetch", "xUnfetch")  # fmt: skip
+_VFS_FIELDS = (
+    "xOpen",
+    "xDelete",
+    "xAccess",
+    "xFullPathname",
+    "xDlOpen",
+    "xDlError",
+    "xDlSym",
+    "xDlClose",
+    "xRandomness",
+    "xSleep",
+    "xCurrentTime",
+    "xGetLastError",
+    "xCurrentTimeInt64",
+    "xSetSystemCall",
+    "xGetSystemCall",
+    "xNextSystemCall",
+)
+_IO_FIELDS = (
+    "xClose",
+    "xRead",
+    "xWrite",
+    "xTruncate",
+    "xSync",
+    "xFileSize",
+    "xLock",
+    "xUnlock",
+    "xCheckReservedLock",
+    "xFileControl",
+    "xSectorSize",
+    "xDeviceCharacteristics",
+    "xShmMap",
+    "xShmLock",
+    "xShmBarrier",
+    "xShmUnmap",
+    "xFetch",
+    "xUnfetch",
+)
 
 
 class _Vfs(ctypes.Structure):
-    _fields_ = [("iVersion", ctypes.c_int), ("szOsFile", ctypes.c_int), ("mxPathname", ctypes.c_int),
-                ("pNext", ctypes.c_void_p), ("zName", ctypes.c_char_p), ("pAppData", ctypes.c_void_p),
-                *((name, ctypes.c_void_p) for name in _VFS_FIELDS)]  # fmt: skip
+    _fields_ = [
+        ("iVersion", ctypes.c_int),
+        ("szOsFile", ctypes.c_int),
+        ("mxPathname", ctypes.c_int),
+        ("pNext", ctypes.c_void_p),
+        ("zName", ctypes.c_char_p),
+        ("pAppData", ctypes.c_void_p),
+        *((name, ctypes.c_void_p) for name in _VFS_FIELDS),
+    ]
 
 
 class _IoMethods(ctypes.Structure):
     _fields_ = [("iVersion", ctypes.c_int), *((name, ctypes.c_void_p) for name in _IO_FIELDS)]
 
 
-_X_OPEN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int,
-                           ctypes.c_void_p)  # fmt: skip
+_X_OPEN = ctypes.CFUNCTYPE(
+    ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p
+)
 _X_DELETE = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int)
 _X_CLOSE = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)
-_X_WRITE = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int64)
+_X_WRITE = ctypes.CFUNCTYPE(
+    ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int64
+)
 _X_TRUNCATE = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_int64)
 _X_SYNC = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_int)
 
@@ -88,9 +129,14 @@ class PowerCutVfs:
         ctypes.memmove(ctypes.addressof(self.vfs), self.real_ptr, ctypes.sizeof(_Vfs))
         self.name = ctypes.c_char_p(b"powercut")
         self.vfs.zName, self.vfs.pNext = self.name.value, None
-        self._callbacks = {"xOpen": _X_OPEN(self._open), "xDelete": _X_DELETE(self._delete),
-                           "xClose": _X_CLOSE(self._close), "xWrite": _X_WRITE(self._write),
-                           "xTruncate": _X_TRUNCATE(self._truncate), "xSync": _X_SYNC(self._sync)}  # fmt: skip
+        self._callbacks = {
+            "xOpen": _X_OPEN(self._open),
+            "xDelete": _X_DELETE(self._delete),
+            "xClose": _X_CLOSE(self._close),
+            "xWrite": _X_WRITE(self._write),
+            "xTruncate": _X_TRUNCATE(self._truncate),
+            "xSync": _X_SYNC(self._sync),
+        }
         self.vfs.xOpen = ctypes.cast(self._callbacks["xOpen"], ctypes.c_void_p).value
         self.vfs.xDelete = ctypes.cast(self._callbacks["xDelete"], ctypes.c_void_p).value
         self._real_open = _X_OPEN(self.real.xOpen)
@@ -132,8 +178,9 @@ class PowerCutVfs:
             with self._lock:
                 self._files[file] = _Open(path, real, os.open(path, os.O_RDONLY))
                 if path not in self._logs:
-                    self._logs[path] = os.open(log_path(self.log_dir, path), os.O_WRONLY | os.O_CREAT | os.O_APPEND,
-                                               0o600)  # fmt: skip
+                    self._logs[path] = os.open(
+                        log_path(self.log_dir, path), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
+                    )
             pointer.value = ctypes.addressof(ours)
         except Exception as exc:  # noqa: BLE001 - a ctypes callback must answer an rc
             print(f"powercut_vfs: open: {exc!r}", file=sys.stderr)
@@ -160,14 +207,21 @@ class PowerCutVfs:
 
     def _record(self, opened: _Open, kind: bytes, offset: int, old: bytes, new: bytes) -> None:
         size = os.fstat(opened.reader).st_size
-        os.write(self._logs[opened.path], _HEAD.pack(kind, offset, size, len(old), len(new)) + old + new)
+        os.write(
+            self._logs[opened.path], _HEAD.pack(kind, offset, size, len(old), len(new)) + old + new
+        )
 
     def _write(self, file: int, data: int, amount: int, offset: int) -> int:
         opened = self._files[file]
         try:
             with self._lock:
-                self._record(opened, b"w", offset, os.pread(opened.reader, amount, offset),
-                             ctypes.string_at(data, amount))  # fmt: skip
+                self._record(
+                    opened,
+                    b"w",
+                    offset,
+                    os.pread(opened.reader, amount, offset),
+                    ctypes.string_at(data, amount),
+                )
         except Exception as exc:  # noqa: BLE001
             print(f"powercut_vfs: write: {exc!r}", file=sys.stderr)
             return SQLITE_IOERR
@@ -192,7 +246,9 @@ class PowerCutVfs:
 
     def _sync(self, file: int, flags: int) -> int:
         opened = self._files[file]
-        if self._countdown is None and self._trigger.exists():  # armed by the harness: cut after N writes
+        if (
+            self._countdown is None and self._trigger.exists()
+        ):  # armed by the harness: cut after N writes
             self._countdown = int(self._trigger.read_text())
             self._trigger.unlink()
         rc: int = _X_SYNC(opened.real.xSync)(file, flags)
@@ -221,7 +277,9 @@ def _read_log(path: Path) -> list[_Op]:
         at += _HEAD.size
         if at + n_old + n_new > len(data):
             break  # the process died inside this record: its write never started
-        ops.append(_Op(kind, offset, size, data[at : at + n_old], data[at + n_old : at + n_old + n_new]))
+        ops.append(
+            _Op(kind, offset, size, data[at : at + n_old], data[at + n_old : at + n_old + n_new])
+        )
         at += n_old + n_new
     return ops
 
@@ -267,7 +325,12 @@ def power_cut(db: Path, log_dir: Path, rng: random.Random, model: str | None = N
                     f.write(op.old)
             keep = rng.randrange(len(ops) + 1)
             for i, op in enumerate(ops):  # then forward, as far as the disk got
-                reached = {"none": False, "prefix": i < keep, "subset": rng.random() < 0.5, "torn": i <= keep}
+                reached = {
+                    "none": False,
+                    "prefix": i < keep,
+                    "subset": rng.random() < 0.5,
+                    "torn": i <= keep,
+                }
                 if not reached[cut.model]:
                     continue
                 cut.reached += 1

@@ -56,18 +56,30 @@ def card_numbers(data: bytes) -> Iterator[str]:
     """Luhn-valid 13..19-digit runs (shown masked: the scanner must not print a PAN either)."""
     for match in _DIGITS.finditer(data):
         digits = re.sub(rb"[ -]", b"", match.group()).decode("ascii")
-        if 13 <= len(digits) <= 19 and _card_prefix(digits) and luhn(digits) and len(set(digits)) > 2:
+        if (
+            13 <= len(digits) <= 19
+            and _card_prefix(digits)
+            and luhn(digits)
+            and len(set(digits)) > 2
+        ):
             yield f"{digits[:6]}{'*' * (len(digits) - 10)}{digits[-4:]} (a Luhn-valid {len(digits)}-digit number)"
 
 
 def scan_bytes(where: str, data: bytes, secrets: Iterable[str] = ()) -> list[Hit]:
     hits = [Hit(where, what) for what in card_numbers(data)]
-    hits += [Hit(where, f"secret in clear ({s[:2]}…, {len(s)} chars)") for s in secrets if s and _alone(s, data)]
+    hits += [
+        Hit(where, f"secret in clear ({s[:2]}…, {len(s)} chars)")
+        for s in secrets
+        if s and _alone(s, data)
+    ]
     return hits
 
 
 def _alone(secret: str, data: bytes) -> bool:
-    return re.search(rb"(?<![0-9A-Za-z])" + re.escape(secret.encode()) + rb"(?![0-9A-Za-z])", data) is not None
+    return (
+        re.search(rb"(?<![0-9A-Za-z])" + re.escape(secret.encode()) + rb"(?![0-9A-Za-z])", data)
+        is not None
+    )
 
 
 def scan_database(path: Path, secrets: Iterable[str] = ()) -> list[Hit]:
@@ -77,8 +89,10 @@ def scan_database(path: Path, secrets: Iterable[str] = ()) -> list[Hit]:
         tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
         for table in tables:
             for row in conn.execute(f'SELECT * FROM "{table}"'):  # noqa: S608 - names from sqlite_master
-                text = "\x1f".join("" if v is None else v.decode("latin-1") if isinstance(v, bytes) else str(v)
-                                    for v in row)  # fmt: skip
+                text = "\x1f".join(
+                    "" if v is None else v.decode("latin-1") if isinstance(v, bytes) else str(v)
+                    for v in row
+                )
                 hits += scan_bytes(f"{path.name}:{table}", text.encode("utf-8", "replace"), secrets)
     finally:
         conn.close()

@@ -24,7 +24,9 @@ from tests.campaigns.powercut_vfs import MODELS, power_cut
 from tests.site_rig import Site
 
 SEED = int(os.environ.get("CAMPAIGN_SEED", "2026"))
-FULL_PAN = "5413330089600010"  # a test card number (Luhn-valid), as a PT that does not mask would send it
+FULL_PAN = (
+    "5413330089600010"  # a test card number (Luhn-valid), as a PT that does not mask would send it
+)
 
 
 @pytest.mark.parametrize("target", [t.name for t in fuzz.targets()])
@@ -35,11 +37,17 @@ def test_fuzz_small(target: str) -> None:
 
 def test_kept_inputs_stay_fixed() -> None:
     """Every input a campaign ever failed on (``crashers/``) is answered now."""
-    failing = [(t, p.name) for t, p in fuzz.kept() if fuzz.check(fuzz.target(t), p.read_bytes()) is not None]
+    failing = [
+        (t, p.name)
+        for t, p in fuzz.kept()
+        if fuzz.check(fuzz.target(t), p.read_bytes()) is not None
+    ]
     assert failing == []
 
 
-def test_the_fuzzer_finds_a_planted_bug_and_a_hang(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_the_fuzzer_finds_a_planted_bug_and_a_hang(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     """A campaign that could not fail would prove nothing: a parser with a KeyError behind a
     DLE pair and a loop behind an FF FF is caught, kept, and would be replayed."""
 
@@ -64,9 +72,17 @@ def test_scanner_finds_card_numbers_and_secrets_but_not_masked_ones(tmp_path: Pa
     db = tmp_path / "s.sqlite3"
     conn = sqlite3.connect(db)
     conn.execute("CREATE TABLE t (a TEXT, b BLOB)")
-    conn.execute("INSERT INTO t VALUES (?, ?)", ('{"masked_pan": "541333******0010", "at": "20261126071500123"}', b""))
-    conn.execute("INSERT INTO t VALUES (?, ?)", (f"card {FULL_PAN[:4]} {FULL_PAN[4:8]} {FULL_PAN[8:12]} {FULL_PAN[12:]}",
-                                                 b"token-c-secret"))  # fmt: skip
+    conn.execute(
+        "INSERT INTO t VALUES (?, ?)",
+        ('{"masked_pan": "541333******0010", "at": "20261126071500123"}', b""),
+    )
+    conn.execute(
+        "INSERT INTO t VALUES (?, ?)",
+        (
+            f"card {FULL_PAN[:4]} {FULL_PAN[4:8]} {FULL_PAN[8:12]} {FULL_PAN[12:]}",
+            b"token-c-secret",
+        ),
+    )
     conn.commit()
     conn.close()
     (tmp_path / "daemon.log").write_text(
@@ -74,10 +90,14 @@ def test_scanner_finds_card_numbers_and_secrets_but_not_masked_ones(tmp_path: Pa
         "at=2026-11-26T13:01:34.123456Z hash=b7b1234560852b\n"
     )  # not the password
     hits = scan.scan_paths([tmp_path], secrets=["token-c-secret", "123456"])
-    assert scan.scan_bytes("x", b'{"password": "123456"}', ["123456"])  # standing alone, it is found
+    assert scan.scan_bytes(
+        "x", b'{"password": "123456"}', ["123456"]
+    )  # standing alone, it is found
     assert [h.where for h in hits] == ["s.sqlite3:t", "s.sqlite3:t"]
     assert any("541333******0010" in h.what for h in hits) and any("secret" in h.what for h in hits)
-    assert not any(FULL_PAN in str(h) for h in hits)  # the scanner does not print what it found either
+    assert not any(
+        FULL_PAN in str(h) for h in hits
+    )  # the scanner does not print what it found either
 
 
 @pytest.fixture
@@ -114,12 +134,15 @@ async def test_a_terminal_that_sends_the_full_pan_leaves_it_nowhere(
     card = s.session()["data"]["card"]
     assert card.get("masked_pan") == FULL_PAN[:6] + "******" + FULL_PAN[-4:]
     store = s.daemon.store
-    out = tmp_path / "out"  # what the gateway wrote and sent (the test's own config holds the secrets)
+    out = (
+        tmp_path / "out"
+    )  # what the gateway wrote and sent (the test's own config holds the secrets)
     out.mkdir()
     (out / "export.json").write_text(json.dumps(store.journal_export(session=s.session()["id"])))
     (out / "daemon.log").write_text("\n".join(log_lines))
-    (out / "cpo.json").write_text(json.dumps({"facs": s.cpo.state.facs, "receipts": s.cpo.state.receipts},
-                                             default=str))  # fmt: skip
+    (out / "cpo.json").write_text(
+        json.dumps({"facs": s.cpo.state.facs, "receipts": s.cpo.state.receipts}, default=str)
+    )
     secrets = [*s.cpo.state.tokens, "123456"]  # OCPI tokens, the terminal password
     hits = scan.scan_paths([store.path, out], secrets=secrets)
     assert hits == [], [str(h) for h in hits]
@@ -130,7 +153,9 @@ def test_crash_small(tmp_path: Path) -> None:
     """The real daemon killed six times while two EVs charge and pay: the books agree."""
     figures = crash.run("small", SEED, tmp_path / "run")
     assert figures.violations == [], figures.violations
-    assert figures.kills == 6 and figures.sessions >= 2 and figures.completed >= 1, crash.main_figures(figures)
+    assert figures.kills == 6 and figures.sessions >= 2 and figures.completed >= 1, (
+        crash.main_figures(figures)
+    )
 
 
 _WRITER = """
@@ -151,13 +176,20 @@ import os; os._exit(0)  # the power goes: no close, no checkpoint
 
 
 @pytest.mark.parametrize("synchronous", ["FULL", "OFF"])
-def test_the_power_cut_emulator_keeps_synced_steps_and_loses_the_rest(tmp_path: Path, synchronous: str) -> None:
+def test_the_power_cut_emulator_keeps_synced_steps_and_loses_the_rest(
+    tmp_path: Path, synchronous: str
+) -> None:
     """The emulator must be able to fail: with fsync at every commit (the store's FULL) every
     acknowledged step survives every cut model; without it (OFF) the cuts lose steps."""
     db, logs = tmp_path / "w.sqlite3", tmp_path / "logs"
     logs.mkdir()
-    run = subprocess.run([sys.executable, "-c", _WRITER, str(db), str(logs), synchronous], capture_output=True,
-                         text=True, check=True, cwd=Path(__file__).parents[2])  # fmt: skip
+    run = subprocess.run(
+        [sys.executable, "-c", _WRITER, str(db), str(logs), synchronous],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).parents[2],
+    )
     assert run.stdout.strip() == "60"
     kept: dict[str, int] = {}
     for i, model in enumerate(MODELS * 3):
@@ -186,16 +218,23 @@ def test_power_cuts_small(tmp_path: Path) -> None:
     every image passes the integrity check and holds what was acknowledged; the books agree."""
     figures, campaign = powercut.run("small", SEED, tmp_path / "run")
     assert figures.violations == [], figures.violations
-    assert figures.kills == powercut.SIZES["small"][0] and figures.sessions >= 1, powercut.describe(figures, campaign)
+    assert figures.kills == powercut.SIZES["small"][0] and figures.sessions >= 1, powercut.describe(
+        figures, campaign
+    )
 
 
 # (command, cut before the terminal's message n) -> what the terminal's books hold afterwards and
 # whether the driver had the result (stored through its persist hook) before the line went.
 CUTS = {
-    ("preauth", 0): ("reversed", False), ("preauth", 2): ("reversed", False), ("preauth", 3): ("open", True),
-    ("capture", 0): ("open", False), ("capture", 1): ("open", False), ("capture", 2): ("booked", True),
-    ("release", 1): ("open", False), ("release", 2): ("reversed", True),
-}  # fmt: skip
+    ("preauth", 0): ("reversed", False),
+    ("preauth", 2): ("reversed", False),
+    ("preauth", 3): ("open", True),
+    ("capture", 0): ("open", False),
+    ("capture", 1): ("open", False),
+    ("capture", 2): ("booked", True),
+    ("release", 1): ("open", False),
+    ("release", 2): ("reversed", True),
+}
 
 
 @pytest.mark.parametrize(("operation", "before"), list(CUTS))
@@ -215,7 +254,9 @@ async def test_a_cut_line_leaves_the_terminal_as_zvt_says(operation: str, before
     sim = SimTerminal(SimConfig(password="123456", card_wait_s=0.01, result_ack_timeout_s=0.5))
     server = await serve_tcp("127.0.0.1", 0, lambda p: sim.serve(p, serial=False))
     transport, framing = open_transport(f"tcp://127.0.0.1:{server.sockets[0].getsockname()[1]}")
-    terminal = ZvtTerminal("t1", transport, serial_framing=framing, options=ZvtOptions(password="123456"))
+    terminal = ZvtTerminal(
+        "t1", transport, serial_framing=framing, options=ZvtOptions(password="123456")
+    )
     stored: list[Any] = []
 
     async def persist(result: Any) -> None:
@@ -226,14 +267,19 @@ async def test_a_cut_line_leaves_the_terminal_as_zvt_says(operation: str, before
         hold = await terminal.preauthorize(Money(5000, "EUR"), "first", persist)
         stored.clear()
         euros = Money(5000, "EUR")
-        command = {"preauth": Command.PRE_AUTHORISATION, "capture": Command.PARTIAL_REVERSAL,
-                   "release": Command.PRE_AUTH_REVERSAL}[operation]  # fmt: skip
+        command = {
+            "preauth": Command.PRE_AUTHORISATION,
+            "capture": Command.PARTIAL_REVERSAL,
+            "release": Command.PRE_AUTH_REVERSAL,
+        }[operation]
         sim.config.unplug_at = (command, before)
         if operation == "preauth":
             result = await terminal.preauthorize(euros, "second", persist)
             receipt = 2
         elif operation == "capture":
-            result = await terminal.capture(hold.receipt_no or 0, euros, Money(833, "EUR"), "first", persist)
+            result = await terminal.capture(
+                hold.receipt_no or 0, euros, Money(833, "EUR"), "first", persist
+            )
             receipt = 1
         else:
             result = await terminal.release(hold.receipt_no or 0, euros, persist)
@@ -252,7 +298,9 @@ def test_unplugs_small(tmp_path: Path) -> None:
     charge and pay: at least one cut lands, and the store, the terminals and the CPO agree."""
     figures, campaign = unplug.run("small", SEED, tmp_path / "run")
     assert figures.violations == [], figures.violations
-    assert sum(campaign.cuts.values()) >= 1 and figures.completed >= 1, unplug.describe(figures, campaign)
+    assert sum(campaign.cuts.values()) >= 1 and figures.completed >= 1, unplug.describe(
+        figures, campaign
+    )
 
 
 def test_lost_results_small() -> None:
@@ -260,8 +308,12 @@ def test_lost_results_small() -> None:
     resolved by asking the terminal, nothing booked twice or without evidence."""
     figures = lost.run("small", SEED)
     for kind in lost.KINDS.values():
-        assert sum(n for (k, _), n in figures.losses.items() if k == kind) >= 100, lost.describe(figures)
-        assert figures.losses[(kind, "before")] and figures.losses[(kind, "after")], lost.describe(figures)
+        assert sum(n for (k, _), n in figures.losses.items() if k == kind) >= 100, lost.describe(
+            figures
+        )
+        assert figures.losses[(kind, "before")] and figures.losses[(kind, "after")], lost.describe(
+            figures
+        )
     assert figures.completed > 0
 
 

@@ -59,9 +59,21 @@ def _keys(seeds: list[bytes]) -> list[str]:
 def documents(seeds: list[bytes]) -> st.SearchStrategy[bytes]:
     """JSON built from the examples' own keys, with values of any JSON type: the shapes a
     confused or hostile peer sends."""
-    scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40)
-    values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
-                          | st.dictionaries(st.sampled_from(_keys(seeds)), inner, max_size=6), max_leaves=20)  # fmt: skip
+    scalars = (
+        st.none()
+        | st.booleans()
+        | st.integers()
+        | st.floats(allow_nan=False)
+        | st.text(max_size=40)
+    )
+    values = st.recursive(
+        scalars,
+        lambda inner: (
+            st.lists(inner, max_size=4)
+            | st.dictionaries(st.sampled_from(_keys(seeds)), inner, max_size=6)
+        ),
+        max_leaves=20,
+    )
     return values.map(lambda doc: json.dumps(doc).encode())
 
 

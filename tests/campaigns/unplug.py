@@ -35,7 +35,11 @@ COMMANDS = {
     Command.REPEAT_RECEIPT: "repeat receipt",
 }
 STEPS = 4  # the terminal's messages answering a command: 0 its acknowledgement, then status, result, completion
-SIZES = {"small": 3, "medium": 64, "full": 400}  # cuts armed, cycling over every (terminal, command, step)
+SIZES = {
+    "small": 3,
+    "medium": 64,
+    "full": 400,
+}  # cuts armed, cycling over every (terminal, command, step)
 
 
 class Unplugs(Campaign):
@@ -45,7 +49,9 @@ class Unplugs(Campaign):
         super().__init__(workdir, seed, 0, 2)
         self.armed = armed
         self.cuts: Counter[tuple[str, str, str]] = Counter()  # (terminal, command, step) cut
-        self.unreached: Counter[tuple[str, str, str]] = Counter()  # the exchange ended first, or never came
+        self.unreached: Counter[tuple[str, str, str]] = (
+            Counter()
+        )  # the exchange ended first, or never came
         self.serial_cut = "cable"
 
     async def run_unplugs(self) -> Figures:
@@ -69,7 +75,9 @@ class Unplugs(Campaign):
 
     async def _unplugs(self) -> None:
         commands = (
-            list(COMMANDS) if self.armed > SIZES["small"] else [Command.PRE_AUTHORISATION, Command.PARTIAL_REVERSAL]
+            list(COMMANDS)
+            if self.armed > SIZES["small"]
+            else [Command.PRE_AUTHORISATION, Command.PARTIAL_REVERSAL]
         )
         points = [(t, cmd, step) for t in ("t1", "t2") for cmd in commands for step in range(STEPS)]
         order: list[tuple[str, int, int]] = []
@@ -91,7 +99,11 @@ class Unplugs(Campaign):
             async with asyncio.timeout(12):
                 while config.unplug_at is not None:
                     await asyncio.sleep(0.02)
-        what = (terminal, COMMANDS[Command(cmd)], "its acknowledgement" if step == 0 else f"its message {step + 1}")
+        what = (
+            terminal,
+            COMMANDS[Command(cmd)],
+            "its acknowledgement" if step == 0 else f"its message {step + 1}",
+        )
         if config.unplug_at is not None:
             config.unplug_at = None
             self.unreached[what] += 1
@@ -116,7 +128,9 @@ def describe(f: Figures, c: Unplugs) -> str:
     for (_, command, _), n in c.cuts.items():
         per_command[command] += n
     kinds = ", ".join(f"{command} {n}" for command, n in sorted(per_command.items()))
-    return (f"{sum(c.cuts.values())} lines cut mid-exchange ({kinds}; {len(c.cuts)} distinct points), "
-            f"{sum(c.unreached.values())} armed cuts not reached, {f.plugged} EVs plugged in, {f.sessions} sessions "
-            f"({f.completed} completed), {f.holds} holds, {f.captured_minor / 100:.2f} EUR captured ({f.unconfirmed} unconfirmed), "
-            f"{f.fac_posts} FAC POSTs, {f.seconds:.0f} s; {len(f.violations)} violation(s)")  # fmt: skip
+    return (
+        f"{sum(c.cuts.values())} lines cut mid-exchange ({kinds}; {len(c.cuts)} distinct points), "
+        f"{sum(c.unreached.values())} armed cuts not reached, {f.plugged} EVs plugged in, {f.sessions} sessions "
+        f"({f.completed} completed), {f.holds} holds, {f.captured_minor / 100:.2f} EUR captured ({f.unconfirmed} unconfirmed), "
+        f"{f.fac_posts} FAC POSTs, {f.seconds:.0f} s; {len(f.violations)} violation(s)"
+    )

@@ -15,7 +15,9 @@ import pytest
 
 from tests.helpers import free_port
 
-MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+MOSQUITTO = shutil.which("mosquitto") or (
+    "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+)
 
 
 class Broker:
@@ -25,7 +27,8 @@ class Broker:
         self.config = directory / "mosquitto.conf"
         self.config.write_text(
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
-            f"persistence_location {directory}/\nlog_dest stderr\n" + ("user root\n" if os.geteuid() == 0 else ""),
+            f"persistence_location {directory}/\nlog_dest stderr\n"
+            + ("user root\n" if os.geteuid() == 0 else ""),
             # Run as root (as the suite does): mosquitto otherwise drops to its own user, which
             # cannot write this directory, and its persistence silently saves nothing.
             encoding="utf-8",
@@ -38,8 +41,11 @@ class Broker:
 
     def start(self) -> None:
         assert MOSQUITTO is not None
-        self.process = subprocess.Popen([MOSQUITTO, "-c", str(self.config)], stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL)  # fmt: skip
+        self.process = subprocess.Popen(
+            [MOSQUITTO, "-c", str(self.config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             with socket.socket() as probe:
@@ -57,7 +63,9 @@ class Broker:
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Broker]:
     if MOSQUITTO is None:
-        pytest.skip("mosquitto is not installed (the README's test command installs it: apt-get install mosquitto)")
+        pytest.skip(
+            "mosquitto is not installed (the README's test command installs it: apt-get install mosquitto)"
+        )
     b = Broker(tmp_path)
     b.start()
     yield b

@@ -18,7 +18,9 @@ BASE = "everest_api/1"
 
 
 class EverestSimulator:
-    def __init__(self, host: str, port: int, module: str, energy_wh: int = 6_000, step_wh: int = 1_000) -> None:
+    def __init__(
+        self, host: str, port: int, module: str, energy_wh: int = 6_000, step_wh: int = 1_000
+    ) -> None:
         self.host, self.port, self.module = host, port, module
         self.energy_wh, self.step_wh = energy_wh, step_wh
         self.tokens: list[dict[str, Any]] = []
@@ -31,7 +33,9 @@ class EverestSimulator:
         self._session = ""
 
     async def run(self, stopping: asyncio.Event) -> None:
-        async with aiomqtt.Client(self.host, self.port, identifier=f"everest-sim-{uuid.uuid4().hex[:6]}") as client:
+        async with aiomqtt.Client(
+            self.host, self.port, identifier=f"everest-sim-{uuid.uuid4().hex[:6]}"
+        ) as client:
             self._client = client
             await client.subscribe(f"{BASE}/auth_token_provider/+/m2e/#", qos=1)
             await client.subscribe(f"{BASE}/evse_manager_consumer/{self.module}/m2e/#", qos=1)
@@ -50,13 +54,18 @@ class EverestSimulator:
     async def _event(self, event: str, **data: Any) -> None:
         assert self._client is not None
         body = {"uuid": self._session, "event": event, "timestamp": _now(), **data}
-        await self._client.publish(f"{BASE}/evse_manager_consumer/{self.module}/e2m/session_event",
-                                   json.dumps(body).encode(), qos=1)  # fmt: skip
+        await self._client.publish(
+            f"{BASE}/evse_manager_consumer/{self.module}/e2m/session_event",
+            json.dumps(body).encode(),
+            qos=1,
+        )
 
     async def plug_in(self) -> None:
         self._session = uuid.uuid4().hex
-        await self._event("SessionStarted", session_started={"reason": "EVConnected",
-                                                             "meter_value": _meter(100_000)})  # fmt: skip
+        await self._event(
+            "SessionStarted",
+            session_started={"reason": "EVConnected", "meter_value": _meter(100_000)},
+        )
 
     async def _read(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
@@ -76,16 +85,27 @@ class EverestSimulator:
     async def _transaction(self, token: dict[str, Any]) -> None:
         assert self._client is not None
         meter = 100_000
-        await self._event("TransactionStarted", transaction_started={"id_tag": token, "meter_value": _meter(meter)})
+        await self._event(
+            "TransactionStarted",
+            transaction_started={"id_tag": token, "meter_value": _meter(meter)},
+        )
         delivered = 0
         while delivered < self.energy_wh and not self._stop.is_set():
             await asyncio.sleep(0.05)
             delivered += self.step_wh
             meter += self.step_wh
-            await self._client.publish(f"{BASE}/evse_manager_consumer/{self.module}/e2m/powermeter",
-                                       json.dumps(_meter(meter)).encode(), qos=1)  # fmt: skip
-        await self._event("TransactionFinished", transaction_finished={
-            "meter_value": _meter(meter), "reason": "Remote" if self._stop.is_set() else "EVDisconnected"})  # fmt: skip
+            await self._client.publish(
+                f"{BASE}/evse_manager_consumer/{self.module}/e2m/powermeter",
+                json.dumps(_meter(meter)).encode(),
+                qos=1,
+            )
+        await self._event(
+            "TransactionFinished",
+            transaction_finished={
+                "meter_value": _meter(meter),
+                "reason": "Remote" if self._stop.is_set() else "EVDisconnected",
+            },
+        )
 
 
 def _now() -> str:

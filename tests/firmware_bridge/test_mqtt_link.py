@@ -27,9 +27,15 @@ from tests.helpers import site_toml
 
 def site_config(db: Path, pty: str, broker: str, strategy: str = "fixed") -> str:
     """The site: one terminal for E1 and E2 on the charger firmware's broker."""
-    return site_toml(db, {"t1": f"serial://{pty}"}, site="MQTT", evses={"E1": "t1", "E2": "t1"},
-                     charger=f'mode = "mqtt"\nbroker = "{broker}"', pricing=f'strategy = "{strategy}"\nhold_min = "1.00"',
-                     extra="[daemon]\nshutdown_grace_s = 5")  # fmt: skip
+    return site_toml(
+        db,
+        {"t1": f"serial://{pty}"},
+        site="MQTT",
+        evses={"E1": "t1", "E2": "t1"},
+        charger=f'mode = "mqtt"\nbroker = "{broker}"',
+        pricing=f'strategy = "{strategy}"\nhold_min = "1.00"',
+        extra="[daemon]\nshutdown_grace_s = 5",
+    )
 
 
 @dataclass
@@ -47,7 +53,11 @@ class Site:
     async def final(self, count: int = 1, timeout: float = 20) -> list[dict[str, Any]]:
         async with asyncio.timeout(timeout):
             while True:
-                rows = [r for r in self.daemon.store.sessions(limit=50) if not r["id"].startswith("orphan")]
+                rows = [
+                    r
+                    for r in self.daemon.store.sessions(limit=50)
+                    if not r["id"].startswith("orphan")
+                ]
                 if len(rows) >= count and all(r["final"] for r in rows):
                     return rows
                 await asyncio.sleep(0.05)
@@ -95,10 +105,17 @@ async def test_a_paid_session_over_mqtt(site_factory: Any) -> None:
     (row,) = await site.final()
     data = row["data"]
     assert row["state"] == "completed", data["notes"]
-    assert data["billed_energy_wh"] == 8_000 and data["captured_minor"] == 476  # 8 kWh * 0.50 + 19 %
+    assert (
+        data["billed_energy_wh"] == 8_000 and data["captured_minor"] == 476
+    )  # 8 kWh * 0.50 + 19 %
     (authorize,) = site.charger.evses["E1"].authorized
-    assert authorize["authorization_reference"] == f"EVP-{row['id']}"[:36] and authorize["max_cost_minor"] == 4950
-    assert authorize["start_by"].endswith("Z")  # the deadline for the charge to start (the start timeout)
+    assert (
+        authorize["authorization_reference"] == f"EVP-{row['id']}"[:36]
+        and authorize["max_cost_minor"] == 4950
+    )
+    assert authorize["start_by"].endswith(
+        "Z"
+    )  # the deadline for the charge to start (the start timeout)
     tx = site.sim.state.transactions[data["receipt_no"]]
     assert (tx.state, tx.booked) == ("booked", 476)
 
@@ -114,9 +131,15 @@ async def test_bad_input_changes_nothing(site_factory: Any) -> None:
     site = await site_factory()
     await site.charger.publish("E1", "plugged", b"{not json")
     await site.charger.publish("E1", "plugged", {"v": 1, "id": 7})  # an id of the wrong type
-    await site.charger.publish("E1", "plugged", {"v": 1, "id": "x", "surprise": True})  # unknown field
-    await site.charger.publish("E1", "meter", {"v": 1, "id": "m", "session_id": "nope", "seq": 1, "meter_wh": -5})
-    await site.charger.publish("NOPE", "plugged", {"v": 1, "id": "y"})  # an EVSE this site does not have
+    await site.charger.publish(
+        "E1", "plugged", {"v": 1, "id": "x", "surprise": True}
+    )  # unknown field
+    await site.charger.publish(
+        "E1", "meter", {"v": 1, "id": "m", "session_id": "nope", "seq": 1, "meter_wh": -5}
+    )
+    await site.charger.publish(
+        "NOPE", "plugged", {"v": 1, "id": "y"}
+    )  # an EVSE this site does not have
     async with asyncio.timeout(5):
         while site.link.rejected < 5:
             await asyncio.sleep(0.05)
@@ -133,7 +156,9 @@ async def test_a_redelivered_plug_makes_one_session(site_factory: Any) -> None:
     assert len([r for r in site.daemon.store.sessions() if not r["id"].startswith("orphan")]) == 1
 
 
-async def test_the_broker_restarting_mid_session_loses_nothing(site_factory: Any, broker: Broker) -> None:
+async def test_the_broker_restarting_mid_session_loses_nothing(
+    site_factory: Any, broker: Broker
+) -> None:
     site = await site_factory(plan=Plan(energy_wh=8_000, step_wh=1_000, interval_s=0.3))
     await site.charger.plug("E1")
     async with asyncio.timeout(10):
@@ -144,7 +169,10 @@ async def test_the_broker_restarting_mid_session_loses_nothing(site_factory: Any
     broker.start()  # the link reconnects with backoff; its persistent session keeps QoS 1 messages
     (row,) = await site.final(timeout=40)
     assert row["state"] in ("completed", "voided"), row["data"]["notes"]
-    assert row["data"]["captured_minor"] + row["data"]["released_minor"] == row["data"]["authorized_minor"]
+    assert (
+        row["data"]["captured_minor"] + row["data"]["released_minor"]
+        == row["data"]["authorized_minor"]
+    )
 
 
 async def test_chargers_see_the_gateway_go_offline(site_factory: Any) -> None:
@@ -164,7 +192,12 @@ def test_the_contract_refuses_what_it_does_not_know() -> None:
     assert link.receive("evpay/v1/evse/E1/started", ok) is not None
     assert link.receive("evpay/v1/evse/E1/started", ok) is None  # the same id again: a redelivery
     assert link.receive("evpay/v1/evse/E1/authorize", ok) is None  # our own command echoed back
-    assert link.receive("evpay/v1/evse/E1/started", b'{"v": 2, "id": "b", "session_id": "s", "meter_wh": 5}') is None
+    assert (
+        link.receive(
+            "evpay/v1/evse/E1/started", b'{"v": 2, "id": "b", "session_id": "s", "meter_wh": 5}'
+        )
+        is None
+    )
     assert link.receive("other/topic", ok) is None
     assert len(seen) == 1 and link.rejected == 1
 
@@ -223,15 +256,24 @@ async def test_the_gateway_killed_mid_session_gets_what_the_charger_sent_meanwhi
     sim = SimTerminal(SimConfig(password="123456", card_wait_s=0.05))
     serving = asyncio.create_task(sim.serve_line(port))
     config = tmp_path / "g.toml"
-    config.write_text(site_config(tmp_path / "k.sqlite3", port.slave_path, broker.url), encoding="utf-8")  # fmt: skip
-    charger = ChargerSimulator(BrokerSettings(url=broker.url), ["E1", "E2"],
-                               Plan(energy_wh=6_000, step_wh=1_000, interval_s=0.4))  # fmt: skip
+    config.write_text(
+        site_config(tmp_path / "k.sqlite3", port.slave_path, broker.url), encoding="utf-8"
+    )
+    charger = ChargerSimulator(
+        BrokerSettings(url=broker.url),
+        ["E1", "E2"],
+        Plan(energy_wh=6_000, step_wh=1_000, interval_s=0.4),
+    )
     stopping = asyncio.Event()
     charger_task = asyncio.create_task(charger.run(stopping))
 
     def daemon() -> subprocess.Popen[bytes]:
-        return subprocess.Popen([*EVPAY, "run", "--config", str(config)], env=subprocess_env(),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        return subprocess.Popen(
+            [*EVPAY, "run", "--config", str(config)],
+            env=subprocess_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
     first = second = None
     try:
@@ -263,7 +305,9 @@ async def test_the_gateway_killed_mid_session_gets_what_the_charger_sent_meanwhi
                     break
                 await asyncio.sleep(0.2)
         (row,) = rows
-        assert row["state"] == "completed" and row["data"]["billed_energy_wh"] == 6_000, row["data"]["notes"]
+        assert row["state"] == "completed" and row["data"]["billed_energy_wh"] == 6_000, row[
+            "data"
+        ]["notes"]
     finally:
         for process in (first, second):
             if process is not None and process.poll() is None:
@@ -282,10 +326,14 @@ def test_the_shipped_json_schemas_are_the_models() -> None:
     folder = Path(contract.__file__).parent / contract.SCHEMAS
     for name in contract.ALL:
         shipped = (folder / f"{name}.json").read_text(encoding="utf-8")
-        assert shipped == contract.schema(name), f"{name}.json is stale: run python -m firmware_bridge.contract"
+        assert shipped == contract.schema(name), (
+            f"{name}.json is stale: run python -m firmware_bridge.contract"
+        )
 
 
-async def test_the_same_paid_session_with_the_everest_mapping(tmp_path: Path, broker: Broker) -> None:
+async def test_the_same_paid_session_with_the_everest_mapping(
+    tmp_path: Path, broker: Broker
+) -> None:
     from tests.firmware_bridge.everest_sim import EverestSimulator
 
     port = PtyPort()
@@ -294,10 +342,13 @@ async def test_the_same_paid_session_with_the_everest_mapping(tmp_path: Path, br
     text = site_config(tmp_path / "e.sqlite3", port.slave_path, broker.url)
     text = text.replace('mode = "mqtt"\n', 'mode = "mqtt"\nmapping = "everest"\n')
     text = text.replace(
-        'id = "E1"\nterminal = "t1"\n', 'id = "E1"\nterminal = "t1"\neverest_module = "evse_manager_1"\n'
+        'id = "E1"\nterminal = "t1"\n',
+        'id = "E1"\nterminal = "t1"\neverest_module = "evse_manager_1"\n',
     )
-    text = text.replace('id = "E2"\nterminal = "t1"\n', 'id = "E2"\nterminal = "t1"\neverest_module = "evse_manager_2"\n'
-                        "connector = 1\n")  # fmt: skip
+    text = text.replace(
+        'id = "E2"\nterminal = "t1"\n',
+        'id = "E2"\nterminal = "t1"\neverest_module = "evse_manager_2"\nconnector = 1\n',
+    )
     daemon = Daemon(parse_settings(text, "<everest>"))
     task = asyncio.create_task(daemon.run())
     everest = EverestSimulator("127.0.0.1", broker.port, "evse_manager_1")
@@ -318,7 +369,9 @@ async def test_the_same_paid_session_with_the_everest_mapping(tmp_path: Path, br
                 await asyncio.sleep(0.05)
         (row,) = rows
         assert row["state"] == "completed", row["data"]["notes"]
-        assert row["data"]["billed_energy_wh"] == 6_000 and row["data"]["captured_minor"] == 357  # 6 kWh * 0.50 * 1.19
+        assert (
+            row["data"]["billed_energy_wh"] == 6_000 and row["data"]["captured_minor"] == 357
+        )  # 6 kWh * 0.50 * 1.19
         (token,) = everest.tokens
         assert token["id_token"]["value"] == f"EVP-{row['id']}"[:36] and token["connectors"] == [1]
         assert everest.checks >= 1  # EVerest's communication check is fed
@@ -332,7 +385,9 @@ async def test_the_same_paid_session_with_the_everest_mapping(tmp_path: Path, br
         await port.close()
 
 
-async def test_the_price_is_shown_on_the_chargers_screen_before_charging(site_factory: Any, broker: Broker) -> None:
+async def test_the_price_is_shown_on_the_chargers_screen_before_charging(
+    site_factory: Any, broker: Broker
+) -> None:
     import aiomqtt
 
     site = await site_factory()
@@ -359,10 +414,18 @@ async def test_reordered_and_duplicated_meter_values_change_nothing(site_factory
     site = await site_factory(plan=Plan(energy_wh=4_000, step_wh=1_000, interval_s=0.3))
     await site.charger.plug("E1")
     async with asyncio.timeout(10):
-        while site.charger.evses["E1"].session_id == "" or site.charger.evses["E1"].meter_wh < 102_000:
+        while (
+            site.charger.evses["E1"].session_id == "" or site.charger.evses["E1"].meter_wh < 102_000
+        ):
             await asyncio.sleep(0.05)
     sid = site.charger.evses["E1"].session_id
-    stale = {"v": 1, "id": "stale-1", "session_id": sid, "seq": 99, "meter_wh": 100_500}  # older than the last
+    stale = {
+        "v": 1,
+        "id": "stale-1",
+        "session_id": sid,
+        "seq": 99,
+        "meter_wh": 100_500,
+    }  # older than the last
     await site.charger.publish("E1", "meter", stale)
     await site.charger.publish("E1", "meter", stale)  # and redelivered
     (row,) = await site.final()
@@ -389,8 +452,12 @@ async def test_an_authorisation_said_again_after_a_restart_is_taken_once(broker:
 
     everest = EverestMapping("token_provider", "auth", [EverestEvse("E1", "evse1")])
     assert everest.authorize("E1", "s-1", 4950, "EUR", None)  # the token, the first time
-    assert everest.authorize("E1", "s-1", 4950, "EUR", None, repeat=True) == []  # a token again may end the charge
-    charger = ChargerSimulator(BrokerSettings(url=broker.url), ["E1"], Plan(energy_wh=1_000, interval_s=0.01))
+    assert (
+        everest.authorize("E1", "s-1", 4950, "EUR", None, repeat=True) == []
+    )  # a token again may end the charge
+    charger = ChargerSimulator(
+        BrokerSettings(url=broker.url), ["E1"], Plan(energy_wh=1_000, interval_s=0.01)
+    )
     stopping = asyncio.Event()
     task = asyncio.create_task(charger.run(stopping))
     try:
@@ -399,7 +466,9 @@ async def test_an_authorisation_said_again_after_a_restart_is_taken_once(broker:
         async with aiomqtt.Client(host, int(port)) as client:
             await client.publish(topic, first, qos=1)
             async with asyncio.timeout(5):
-                while charger.evses["E1"].charging is None or not charger.evses["E1"].charging.done():
+                while (
+                    charger.evses["E1"].charging is None or not charger.evses["E1"].charging.done()
+                ):
                     await asyncio.sleep(0.02)  # charged and finished
             await client.publish(topic, again, qos=1)
             await client.publish(topic, other, qos=1)  # a new session's is taken

@@ -42,26 +42,41 @@ def sign(
     return f"OCMF|{text}|{json.dumps(sig)}", key
 
 
-PAYLOAD = {"FV": "1.0", "GI": "TEST", "MS": "M-1", "RD": [
-    {"TM": "2026-01-05T08:00:00,000+0000 S", "TX": "B", "RV": 1.25, "RU": "kWh", "ST": "G"},
-    {"TM": "2026-01-05T09:00:00,000+0000 S", "TX": "E", "RV": 12.5, "RU": "kWh", "ST": "G"}]}  # fmt: skip
+PAYLOAD = {
+    "FV": "1.0",
+    "GI": "TEST",
+    "MS": "M-1",
+    "RD": [
+        {"TM": "2026-01-05T08:00:00,000+0000 S", "TX": "B", "RV": 1.25, "RU": "kWh", "ST": "G"},
+        {"TM": "2026-01-05T09:00:00,000+0000 S", "TX": "E", "RV": 12.5, "RU": "kWh", "ST": "G"},
+    ],
+}
 
 
 def der_hex(key: ec.EllipticCurvePrivateKey) -> str:
     return (
-        key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo).hex()
+        key.public_key()
+        .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .hex()
     )
 
 
 def point(key: ec.EllipticCurvePrivateKey, compressed: bool = False) -> bytes:
-    fmt = serialization.PublicFormat.CompressedPoint if compressed else serialization.PublicFormat.UncompressedPoint
+    fmt = (
+        serialization.PublicFormat.CompressedPoint
+        if compressed
+        else serialization.PublicFormat.UncompressedPoint
+    )
     return key.public_key().public_bytes(serialization.Encoding.X962, fmt)
 
 
 def test_a_real_public_record_verifies_and_its_readings_are_read() -> None:
     record = parse(KEBA)
     assert verify(record, load_key(KEBA_KEY)).valid
-    assert [(r.kind, str(r.energy_wh)) for r in record.readings] == [("B", "259.6000"), ("E", "259.7000")]
+    assert [(r.kind, str(r.energy_wh)) for r in record.readings] == [
+        ("B", "259.6000"),
+        ("E", "259.7000"),
+    ]
 
 
 def test_the_real_record_tampered_is_invalid() -> None:
@@ -70,7 +85,9 @@ def test_the_real_record_tampered_is_invalid() -> None:
 
 
 @pytest.mark.parametrize("curve", sorted(CURVES))
-@pytest.mark.parametrize("form", ["der-hex", "der-hex-spaced", "der-base64", "point", "point-compressed"])
+@pytest.mark.parametrize(
+    "form", ["der-hex", "der-hex-spaced", "der-base64", "point", "point-compressed"]
+)
 @pytest.mark.parametrize("signature", ["der-hex", "raw-hex", "der-base64"])
 def test_every_curve_key_form_and_signature_form(curve: str, form: str, signature: str) -> None:
     text, key = sign(curve, PAYLOAD, raw=signature == "raw-hex", b64=signature == "der-base64")
@@ -113,12 +130,16 @@ def test_a_bad_signature_and_a_wrong_key_are_invalid() -> None:
 
 
 def test_the_payload_is_kept_byte_exact_and_a_pipe_inside_a_field_does_not_split_it() -> None:
-    payload = '{"FV":"1.0","GI":"A|B","ID":"x\\"|y","RD":[{"TM":"t","RV":2.000,"RU":"kWh","ST":"G"}]}'
+    payload = (
+        '{"FV":"1.0","GI":"A|B","ID":"x\\"|y","RD":[{"TM":"t","RV":2.000,"RU":"kWh","ST":"G"}]}'
+    )
     text, key = sign("secp256r1", payload)
     record = parse(text)
     assert record.payload_text == payload and record.payload["GI"] == "A|B"
     assert verify(record, load_key(der_hex(key))).valid
-    assert str(record.readings[0].energy_wh) == "2000.000"  # the meter's own decimals, never a float
+    assert (
+        str(record.readings[0].energy_wh) == "2000.000"
+    )  # the meter's own decimals, never a float
 
 
 @pytest.mark.parametrize(
@@ -158,8 +179,13 @@ def test_the_hex_form_is_read_and_the_digest_identifies_duplicates() -> None:
 
 
 def evpay(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*EVPAY, "meter", "verify", *args], capture_output=True, text=True, env=subprocess_env(),
-                          check=False)  # fmt: skip
+    return subprocess.run(
+        [*EVPAY, "meter", "verify", *args],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        check=False,
+    )
 
 
 def test_meter_verify_cli_exit_codes(tmp_path: Path) -> None:

@@ -22,15 +22,33 @@ from tests.payments.fixtures import T0, policy
 
 SID = "s1"
 KEY = ec.generate_private_key(ec.SECP256R1())
-PUBLIC = KEY.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+PUBLIC = KEY.public_key().public_bytes(
+    serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+)
 DE = policy(fiscal=PROFILES["DE"])
 
 
-def record(begin_wh: int, end_wh: int, ident: str = "EVP-s1", key: ec.EllipticCurvePrivateKey = KEY) -> str:
+def record(
+    begin_wh: int, end_wh: int, ident: str = "EVP-s1", key: ec.EllipticCurvePrivateKey = KEY
+) -> str:
     at = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
-    payload = {"FV": "1.0", "GI": "TEST", "MS": "EMH-42", "IS": True, "ID": ident, "RD": [
-        {"TM": ocmf_time(at), "TX": "B", "RV": begin_wh / 1000, "RU": "kWh", "ST": "G"},
-        {"TM": ocmf_time(at + timedelta(hours=1)), "TX": "E", "RV": end_wh / 1000, "RU": "kWh", "ST": "G"}]}  # fmt: skip
+    payload = {
+        "FV": "1.0",
+        "GI": "TEST",
+        "MS": "EMH-42",
+        "IS": True,
+        "ID": ident,
+        "RD": [
+            {"TM": ocmf_time(at), "TX": "B", "RV": begin_wh / 1000, "RU": "kWh", "ST": "G"},
+            {
+                "TM": ocmf_time(at + timedelta(hours=1)),
+                "TX": "E",
+                "RV": end_wh / 1000,
+                "RU": "kWh",
+                "ST": "G",
+            },
+        ],
+    }
     return signed_record(payload, key)
 
 
@@ -40,7 +58,9 @@ def run(s: Session | None, ev: e.Event, minutes: float, pol: Policy = DE) -> Tra
 
 def charging() -> Session:
     s = run(None, e.CardPresented(SID, "card", "E1", "T1", "EUR"), 0).session
-    s = run(s, e.TerminalResultArrived(SID, "pa", "preauthorize", Outcome.APPROVED, 5000, 7), 0).session
+    s = run(
+        s, e.TerminalResultArrived(SID, "pa", "preauthorize", Outcome.APPROVED, 5000, 7), 0
+    ).session
     s = run(s, e.ChargerStarted(SID, "st", 1000), 1).session
     assert s is not None
     return s
@@ -48,12 +68,20 @@ def charging() -> Session:
 
 def test_check_reads_verifies_and_never_raises() -> None:
     good = check(record(1000, 5000), PUBLIC.hex())
-    assert good.verified and (good.meter, good.begin_wh, good.end_wh, good.identification) == ("EMH-42", 1000, 5000,
-                                                                                               "EVP-s1")  # fmt: skip
+    assert good.verified and (good.meter, good.begin_wh, good.end_wh, good.identification) == (
+        "EMH-42",
+        1000,
+        5000,
+        "EVP-s1",
+    )
     assert not check(record(1000, 5000), None).verified
     other = ec.generate_private_key(ec.SECP256R1()).public_key()
-    wrong = check(record(1000, 5000), other.public_bytes(serialization.Encoding.X962,
-                                                          serialization.PublicFormat.UncompressedPoint).hex())  # fmt: skip
+    wrong = check(
+        record(1000, 5000),
+        other.public_bytes(
+            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+        ).hex(),
+    )
     assert not wrong.verified and "does not match" in wrong.reason
     junk = check("OCMF|{", PUBLIC.hex())
     assert not junk.verified and junk.reason.startswith("unreadable")
@@ -66,7 +94,9 @@ def test_verified_readings_are_billed_and_printed() -> None:
     s = stopped.session
     assert s is not None and s.billed_energy_wh == 3500 and s.state is State.CAPTURING
     assert any("3500 Wh from the meter's signed readings" in n for n in s.notes)
-    t = run(s, e.TerminalResultArrived(SID, "cap", "capture", Outcome.APPROVED, s.price_minor, 8), 61)
+    t = run(
+        s, e.TerminalResultArrived(SID, "cap", "capture", Outcome.APPROVED, s.price_minor, 8), 61
+    )
     done = t.session
     assert done is not None and done.receipt is ReceiptState.COMPLETE
     (shown,) = [x for x in t.commands if isinstance(x, c.ShowReceipt)]
@@ -80,7 +110,9 @@ def test_an_invalid_signature_falls_back_to_the_chargers_reading_and_says_so() -
     assert s is not None and s.billed_energy_wh == 4000
     assert any("not verified" in n for n in s.notes)
     assert any("billed on the charger's meter reading" in n for n in s.notes)
-    t = run(s, e.TerminalResultArrived(SID, "cap", "capture", Outcome.APPROVED, s.price_minor, 8), 61)
+    t = run(
+        s, e.TerminalResultArrived(SID, "cap", "capture", Outcome.APPROVED, s.price_minor, 8), 61
+    )
     assert t.session is not None and t.session.receipt_missing == ("verified meter signature",)
 
 

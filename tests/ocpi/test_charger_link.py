@@ -28,9 +28,18 @@ class _Client:
         return None
 
 
-def _link(client: _Client, store: Store | None = None) -> tuple[OcpiChargerLink, list[ChargerEvent]]:
-    link = OcpiChargerLink(client, "http://cpo/commands", "http://gw/cmd", {"E1": "LOC1"}, ("DE", "EVP"),  # type: ignore[arg-type]
-                           lambda: datetime(2026, 1, 5, tzinfo=UTC), store)  # fmt: skip
+def _link(
+    client: _Client, store: Store | None = None
+) -> tuple[OcpiChargerLink, list[ChargerEvent]]:
+    link = OcpiChargerLink(
+        client,
+        "http://cpo/commands",
+        "http://gw/cmd",
+        {"E1": "LOC1"},
+        ("DE", "EVP"),  # type: ignore[arg-type]
+        lambda: datetime(2026, 1, 5, tzinfo=UTC),
+        store,
+    )
     events: list[ChargerEvent] = []
     link.subscribe(events.append)
     return link, events
@@ -39,7 +48,9 @@ def _link(client: _Client, store: Store | None = None) -> tuple[OcpiChargerLink,
 async def test_an_ambiguous_start_session_keeps_the_hold() -> None:
     link, events = _link(_Client(UpstreamUnreachable("POST …: no answer in time", ambiguous=True)))
     await link.authorize("E1", "s1", 4950, "EUR")
-    assert events == []  # no fault: the Session push, the CommandResult or the start timeout decides
+    assert (
+        events == []
+    )  # no fault: the Session push, the CommandResult or the start timeout decides
 
 
 async def test_a_start_session_that_never_arrived_is_a_fault() -> None:
@@ -48,7 +59,9 @@ async def test_a_start_session_that_never_arrived_is_a_fault() -> None:
     assert [e.kind for e in events] == ["faulted"]
 
 
-async def test_stop_session_after_a_restart_finds_the_cpo_session_in_the_store(tmp_path: Path) -> None:
+async def test_stop_session_after_a_restart_finds_the_cpo_session_in_the_store(
+    tmp_path: Path,
+) -> None:
     store = Store.open(tmp_path / "c.sqlite3")
     push = {"id": "CPO-SESSION-9", "authorization_reference": "EVP-s1", "kwh": 3}
     store.apply(Step("in", inbox=[InboxMessage("m1", "cpo", "session", push)]))
@@ -64,17 +77,30 @@ def test_a_corrected_cdr_is_a_price_correction_and_a_replayed_one_is_not() -> No
     link, events = _link(_Client(None))
 
     def cdr(cdr_id: str, before: str, vat: str) -> Cdr:
-        return Cdr.model_validate({
-            "country_code": "DE", "party_id": "CPO", "id": cdr_id, "start_date_time": "2026-01-05T08:00:00Z",
-            "end_date_time": "2026-01-05T09:00:00Z", "authorization_reference": "EVP-s1", "currency": "EUR",
-            "total_cost": {"before_taxes": before, "taxes": [{"name": "VAT", "amount": vat}]}, "total_energy": 6,
-            "invoice_reference_id": "INV-1", "last_updated": "2026-01-05T09:00:00Z",
-        }, context={"decimal_strings": True})  # fmt: skip
+        return Cdr.model_validate(
+            {
+                "country_code": "DE",
+                "party_id": "CPO",
+                "id": cdr_id,
+                "start_date_time": "2026-01-05T08:00:00Z",
+                "end_date_time": "2026-01-05T09:00:00Z",
+                "authorization_reference": "EVP-s1",
+                "currency": "EUR",
+                "total_cost": {"before_taxes": before, "taxes": [{"name": "VAT", "amount": vat}]},
+                "total_energy": 6,
+                "invoice_reference_id": "INV-1",
+                "last_updated": "2026-01-05T09:00:00Z",
+            },
+            context={"decimal_strings": True},
+        )
 
     link.cdr_pushed(cdr("CDR-1", "3.00", "0.57"))  # the CDR the session is billed with
     link.cdr_pushed(cdr("CDR-1", "3.00", "0.57"))  # the same one replayed: nothing
     link.cdr_pushed(cdr("CDR-2", "2.50", "0.48"))  # the CPO's correction: 2.98 incl. VAT
-    assert [(ev.kind, ev.total_minor) for ev in events] == [("stopped", None), ("price_corrected", 298)]
+    assert [(ev.kind, ev.total_minor) for ev in events] == [
+        ("stopped", None),
+        ("price_corrected", 298),
+    ]
     assert events[1].reason == "corrected CDR CDR-2"
 
 

@@ -22,8 +22,17 @@ from tests.payments.fixtures import Clock, policy
 
 def finished_session(host: EngineHost, clock: Clock, sid: str) -> None:
     host.handle(e.CardPresented(sid, "card", "E1", "T1", "EUR"))
-    host.handle(e.TerminalResultArrived(sid, "r", "preauthorize", Outcome.APPROVED, 5000, 3,
-                                        card={"masked_pan": "541333******0074"}))  # fmt: skip
+    host.handle(
+        e.TerminalResultArrived(
+            sid,
+            "r",
+            "preauthorize",
+            Outcome.APPROVED,
+            5000,
+            3,
+            card={"masked_pan": "541333******0074"},
+        )
+    )
     clock.advance(60)
     host.handle(e.ChargerStarted(sid, "st", 0))
     clock.advance(1800)
@@ -60,17 +69,26 @@ async def test_token_b_is_required(server: tuple[str, Store, aiohttp.ClientSessi
     assert reply.data[0]["version"] == "2.3.0"
 
 
-async def test_facs_are_listed_paginated_and_fetched(server: tuple[str, Store, aiohttp.ClientSession]) -> None:
+async def test_facs_are_listed_paginated_and_fetched(
+    server: tuple[str, Store, aiohttp.ClientSession],
+) -> None:
     base, _store, http = server
     url = f"{base}/ocpi/ptp/2.3.0/payments/financial-advice-confirmations"
     headers = {"Authorization": "Token " + __import__("base64").b64encode(b"token-b").decode()}
     async with http.get(url, params={"limit": "2"}, headers=headers) as r:
         body = await r.json()
-        assert r.headers["X-Total-Count"] == "3" and r.headers["X-Limit"] == "2" and 'rel="next"' in r.headers["Link"]
+        assert (
+            r.headers["X-Total-Count"] == "3"
+            and r.headers["X-Limit"] == "2"
+            and 'rel="next"' in r.headers["Link"]
+        )
     assert [f["id"] for f in body["data"]] == ["s0", "s1"]
     for fac in body["data"]:
         parsed = FinancialAdviceConfirmation.model_validate(fac)
-        assert parsed.capture_status_code == "SUCCESS" and parsed.authorization_reference == f"EVP-{fac['id']}"
+        assert (
+            parsed.capture_status_code == "SUCCESS"
+            and parsed.authorization_reference == f"EVP-{fac['id']}"
+        )
     client = OcpiClient(http, "token-b")
     second = await client.request("GET", f"{url}?offset=2&limit=2")
     assert [f["id"] for f in second.data] == ["s2"]
@@ -80,26 +98,46 @@ async def test_facs_are_listed_paginated_and_fetched(server: tuple[str, Store, a
     assert filtered.data == []
 
 
-async def test_cpo_assigns_locations_and_deactivates(server: tuple[str, Store, aiohttp.ClientSession]) -> None:
+async def test_cpo_assigns_locations_and_deactivates(
+    server: tuple[str, Store, aiohttp.ClientSession],
+) -> None:
     base, store, http = server
     client = OcpiClient(http, "token-b")
     terminals = f"{base}/ocpi/ptp/2.3.0/payments/terminals"
     listed = await client.request("GET", terminals)
     assert [Terminal.model_validate(t).terminal_id for t in listed.data] == ["DE-SITE-t1"]
-    await client.request("PATCH", f"{terminals}/DE-SITE-t1", {"location_ids": ["LOC1"], "evse_uids": ["E1"],
-                                                              "last_updated": "2026-01-05T10:00:00Z"})  # fmt: skip
+    await client.request(
+        "PATCH",
+        f"{terminals}/DE-SITE-t1",
+        {"location_ids": ["LOC1"], "evse_uids": ["E1"], "last_updated": "2026-01-05T10:00:00Z"},
+    )
     one = await client.request("GET", f"{terminals}/DE-SITE-t1")
     assert (
-        one.data["location_ids"] == ["LOC1"] and one.data["evse_uids"] == ["E1"] and one.data["reference"] == "52523535"
+        one.data["location_ids"] == ["LOC1"]
+        and one.data["evse_uids"] == ["E1"]
+        and one.data["reference"] == "52523535"
     )
     await client.request("POST", f"{terminals}/DE-SITE-t1/deactivate")
     assert store.terminals()[0]["data"]["ocpi"]["active"] is False
-    await client.request("POST", f"{terminals}/activate", {"terminal_id": "DE-SITE-t1", "customer_reference": "ACME",
-                                                           "last_updated": "2026-01-05T11:00:00Z"})  # fmt: skip
+    await client.request(
+        "POST",
+        f"{terminals}/activate",
+        {
+            "terminal_id": "DE-SITE-t1",
+            "customer_reference": "ACME",
+            "last_updated": "2026-01-05T11:00:00Z",
+        },
+    )
     ocpi = store.terminals()[0]["data"]["ocpi"]
-    assert ocpi["active"] is True and ocpi["customer_reference"] == "ACME" and ocpi["location_ids"] == ["LOC1"]
+    assert (
+        ocpi["active"] is True
+        and ocpi["customer_reference"] == "ACME"
+        and ocpi["location_ids"] == ["LOC1"]
+    )
     announced = [m.payload for m in store.outbox.list() if m.kind == "terminal.post"][-1]
-    assert announced["terminal_id"] == "DE-SITE-t1" and announced["location_ids"] == ["LOC1"]  # POSTed back to the CPO
+    assert announced["terminal_id"] == "DE-SITE-t1" and announced["location_ids"] == [
+        "LOC1"
+    ]  # POSTed back to the CPO
     kinds = [j["kind"] for j in store.journal("t1")]
     assert kinds[-3:] == ["terminal.patch", "terminal.deactivated", "terminal.activated"]
     with pytest.raises(Exception, match="HTTP 404"):
@@ -124,18 +162,24 @@ def _auth(token: str = "token-b") -> dict[str, str]:  # noqa: S107 - the test's 
         ("GET", "/ocpi/no/such/path", None, "token-b", 404),
         ("DELETE", "/ocpi/versions", None, "token-b", 405),
     ],
-)  # fmt: skip
+)
 async def test_every_answer_echoes_the_message_ids(
-    server: tuple[str, Store, aiohttp.ClientSession], method: str, path: str, body: bytes | None, token: str,
+    server: tuple[str, Store, aiohttp.ClientSession],
+    method: str,
+    path: str,
+    body: bytes | None,
+    token: str,
     status: int,
-) -> None:  # fmt: skip
+) -> None:
     base, _store, http = server
     ids = {"X-Request-ID": "req-123", "X-Correlation-ID": "corr-456"}
     async with http.request(method, base + path, data=body, headers={**_auth(token), **ids}) as r:
         assert r.status == status
         assert (r.headers["X-Request-ID"], r.headers["X-Correlation-ID"]) == ("req-123", "corr-456")
         envelope = await r.json()
-        assert "status_code" in envelope and "timestamp" in envelope  # the OCPI envelope, errors included
+        assert (
+            "status_code" in envelope and "timestamp" in envelope
+        )  # the OCPI envelope, errors included
 
 
 @pytest.mark.parametrize(
@@ -144,11 +188,21 @@ async def test_every_answer_echoes_the_message_ids(
         ('{"last_updated": 7}', "last_updated"),  # a number is not a DateTime
         ('{"location_ids": "LOC1", "last_updated": "2026-01-05T10:00:00Z"}', "location_ids"),
         ('{"location_ids": [1], "last_updated": "2026-01-05T10:00:00Z"}', "location_ids.0"),
-        ('{"customer_reference": "' + "x" * 37 + '", "last_updated": "2026-01-05T10:00:00Z"}', "customer_reference"),
+        (
+            '{"customer_reference": "' + "x" * 37 + '", "last_updated": "2026-01-05T10:00:00Z"}',
+            "customer_reference",
+        ),
         ("[" * 5000 + "]" * 5000, "nested"),
         ('{"a":' * 20 + "1" + "}" * 20, "nested"),
     ],
-    ids=["datetime-as-number", "list-as-string", "int-in-list", "too-long", "deep-list", "deep-object"],
+    ids=[
+        "datetime-as-number",
+        "list-as-string",
+        "int-in-list",
+        "too-long",
+        "deep-list",
+        "deep-object",
+    ],
 )
 async def test_bad_input_is_refused_with_2001_never_a_500(
     server: tuple[str, Store, aiohttp.ClientSession], body: str, why: str
@@ -162,33 +216,59 @@ async def test_bad_input_is_refused_with_2001_never_a_500(
     assert store.terminals()[0]["data"] == before  # nothing stored
 
 
-async def test_a_body_too_large_is_refused(server: tuple[str, Store, aiohttp.ClientSession]) -> None:
+async def test_a_body_too_large_is_refused(
+    server: tuple[str, Store, aiohttp.ClientSession],
+) -> None:
     base, _store, http = server
     big = b'{"customer_reference": "' + b"x" * (300 * 1024) + b'"}'
-    async with http.put(f"{base}/ocpi/ptp/2.3.0/payments/terminals/DE-SITE-t1", data=big, headers=_auth()) as r:
+    async with http.put(
+        f"{base}/ocpi/ptp/2.3.0/payments/terminals/DE-SITE-t1", data=big, headers=_auth()
+    ) as r:
         answer = await r.json()
     assert r.status == 413 and answer["status_code"] == 2001
 
 
-async def test_activation_by_reference_only(server: tuple[str, Store, aiohttp.ClientSession]) -> None:
+async def test_activation_by_reference_only(
+    server: tuple[str, Store, aiohttp.ClientSession],
+) -> None:
     base, store, http = server
     client = OcpiClient(http, "token-b")
     terminals = f"{base}/ocpi/ptp/2.3.0/payments/terminals"
     # The CPO knows the terminal only by the reference the OEM gave it (here: the terminal's own id).
-    await client.request("POST", f"{terminals}/activate", {"reference": "52523535", "address": "Hauptstr. 1",
-                                                           "city": "Berlin", "location_ids": ["LOC9"]})  # fmt: skip
+    await client.request(
+        "POST",
+        f"{terminals}/activate",
+        {
+            "reference": "52523535",
+            "address": "Hauptstr. 1",
+            "city": "Berlin",
+            "location_ids": ["LOC9"],
+        },
+    )
     one = await client.request("GET", f"{terminals}/DE-SITE-t1")
-    assert one.data["reference"] == "52523535" and one.data["location_ids"] == ["LOC9"] and one.data["city"] == "Berlin"
+    assert (
+        one.data["reference"] == "52523535"
+        and one.data["location_ids"] == ["LOC9"]
+        and one.data["city"] == "Berlin"
+    )
     # A reference of the CPO's own is kept and served back from then on.
     await client.request("POST", f"{terminals}/activate", {"reference": "52523535"})
     store_ref = "OEM-SN-0042"
-    await client.request("POST", f"{terminals}/activate", {"terminal_id": "DE-SITE-t1", "reference": store_ref})
+    await client.request(
+        "POST", f"{terminals}/activate", {"terminal_id": "DE-SITE-t1", "reference": store_ref}
+    )
     assert (await client.request("GET", f"{terminals}/DE-SITE-t1")).data["reference"] == store_ref
-    await client.request("POST", f"{terminals}/activate", {"reference": store_ref, "city": "Potsdam"})  # by it now
+    await client.request(
+        "POST", f"{terminals}/activate", {"reference": store_ref, "city": "Potsdam"}
+    )  # by it now
     assert (await client.request("GET", f"{terminals}/DE-SITE-t1")).data["city"] == "Potsdam"
     announced = [m.payload for m in store.outbox.list() if m.kind == "terminal.post"][-1]
     assert announced["terminal_id"] == "DE-SITE-t1" and announced["reference"] == store_ref
-    with pytest.raises(Exception, match=r"HTTP 404.*no terminal of ours matches reference 'UNKNOWN'"):
+    with pytest.raises(
+        Exception, match=r"HTTP 404.*no terminal of ours matches reference 'UNKNOWN'"
+    ):
         await client.request("POST", f"{terminals}/activate", {"reference": "UNKNOWN"})
     with pytest.raises(Exception, match="HTTP 400"):
-        await client.request("POST", f"{terminals}/activate", {"city": "nowhere"})  # neither id nor reference
+        await client.request(
+            "POST", f"{terminals}/activate", {"city": "nowhere"}
+        )  # neither id nor reference

@@ -51,10 +51,15 @@ async def cpo() -> AsyncIterator[CpoSimulator]:
 
 def upstream(cpo: CpoSimulator, port: int, **changes: Any) -> UpstreamSettings:
     return UpstreamSettings(
-        enabled=True, allow_insecure_http=True, versions_url=cpo.versions_url, token_a=SecretRef(value=SecretStr(cpo.state.token_a)),
-        key=SecretRef(value=SecretStr(Fernet.generate_key().decode())), listen=f"127.0.0.1:{port}",
-        public_url=f"http://127.0.0.1:{port}/ocpi/versions", **changes,
-    )  # fmt: skip
+        enabled=True,
+        allow_insecure_http=True,
+        versions_url=cpo.versions_url,
+        token_a=SecretRef(value=SecretStr(cpo.state.token_a)),
+        key=SecretRef(value=SecretStr(Fernet.generate_key().decode())),
+        listen=f"127.0.0.1:{port}",
+        public_url=f"http://127.0.0.1:{port}/ocpi/versions",
+        **changes,
+    )
 
 
 async def start(tmp_path: Path, settings: UpstreamSettings, name: str = "g") -> Gateway:
@@ -62,7 +67,9 @@ async def start(tmp_path: Path, settings: UpstreamSettings, name: str = "g") -> 
     worker = UpstreamWorker(settings, "DE-SITE", store, lambda: datetime.now(UTC))
     stopping = asyncio.Event()
     task = asyncio.create_task(worker.run(stopping))
-    return Gateway(worker, store, task, stopping, settings.public_url.removesuffix("/ocpi/versions"))
+    return Gateway(
+        worker, store, task, stopping, settings.public_url.removesuffix("/ocpi/versions")
+    )
 
 
 async def until(condition: Any, timeout: float = 10) -> None:
@@ -75,12 +82,17 @@ def token_header(token: str) -> dict[str, str]:
     return {"Authorization": "Token " + base64.b64encode(token.encode()).decode()}
 
 
-async def test_gateway_initiated_registration_survives_the_cpo_calling_back(tmp_path: Path, cpo: CpoSimulator) -> None:
+async def test_gateway_initiated_registration_survives_the_cpo_calling_back(
+    tmp_path: Path, cpo: CpoSimulator
+) -> None:
     gw = await start(tmp_path, upstream(cpo, free_port()))
     gw.store.apply(outcome(1))
     try:
         await until(lambda: cpo.state.facs)
-        assert cpo.state.callbacks == [f"{gw.base}/ocpi/versions", f"{gw.base}/ocpi/2.3.0"]  # called back, ids echoed
+        assert cpo.state.callbacks == [
+            f"{gw.base}/ocpi/versions",
+            f"{gw.base}/ocpi/2.3.0",
+        ]  # called back, ids echoed
         status = gw.store.upstream_status()
         assert status is not None and status["registered"]
         assert not cpo.state.rejected
@@ -89,7 +101,9 @@ async def test_gateway_initiated_registration_survives_the_cpo_calling_back(tmp_
         gw.store.close()
 
 
-async def test_a_refused_registration_is_reported_with_the_cpos_reason(tmp_path: Path, cpo: CpoSimulator) -> None:
+async def test_a_refused_registration_is_reported_with_the_cpos_reason(
+    tmp_path: Path, cpo: CpoSimulator
+) -> None:
     cpo.state.quirks.add("require_website")  # the CPO refuses our credentials
     gw = await start(tmp_path, upstream(cpo, free_port()))
     gw.store.apply(outcome(1))
@@ -97,11 +111,17 @@ async def test_a_refused_registration_is_reported_with_the_cpos_reason(tmp_path:
     with pytest.raises(UpstreamError):
         await gw.task
     status = gw.store.upstream_status()
-    assert status is not None and not status["registered"] and "website is required" in status["reason"]
+    assert (
+        status is not None
+        and not status["registered"]
+        and "website is required" in status["reason"]
+    )
     gw.store.close()
 
 
-async def test_without_our_server_the_strict_cpo_refuses_with_3001(tmp_path: Path, cpo: CpoSimulator) -> None:
+async def test_without_our_server_the_strict_cpo_refuses_with_3001(
+    tmp_path: Path, cpo: CpoSimulator
+) -> None:
     port = free_port()
     settings = upstream(cpo, port).model_copy(update={"listen": ""})  # nothing answers the callback
     gw = await start(tmp_path, settings)
@@ -122,7 +142,11 @@ async def test_cpo_initiated_registration(tmp_path: Path, cpo: CpoSimulator) -> 
     try:
         await until(lambda: gw.worker.server is not None and gw.worker.bound_port is not None)
         status = gw.store.upstream_status()
-        assert status is not None and not status["registered"] and "waiting for the CPO" in status["reason"]
+        assert (
+            status is not None
+            and not status["registered"]
+            and "waiting for the CPO" in status["reason"]
+        )
         async with (  # token A opens nothing but discovery and the POST
             aiohttp.ClientSession() as http,
             http.get(f"{gw.base}/ocpi/2.3.0/credentials", headers=token_header(token_a)) as r,
@@ -134,14 +158,18 @@ async def test_cpo_initiated_registration(tmp_path: Path, cpo: CpoSimulator) -> 
         async with aiohttp.ClientSession() as http:  # token A is spent
             async with http.get(f"{gw.base}/ocpi/versions", headers=token_header(token_a)) as r:
                 assert r.status == 401
-            async with http.get(f"{gw.base}/ocpi/versions", headers=token_header(ours["token"])) as r:
+            async with http.get(
+                f"{gw.base}/ocpi/versions", headers=token_header(ours["token"])
+            ) as r:
                 assert r.status == 200
     finally:
         await gw.stop()
         gw.store.close()
 
 
-async def test_token_rotation_both_ways_and_unregistration(tmp_path: Path, cpo: CpoSimulator) -> None:
+async def test_token_rotation_both_ways_and_unregistration(
+    tmp_path: Path, cpo: CpoSimulator
+) -> None:
     gw = await start(tmp_path, upstream(cpo, free_port()))
     try:
         await until(lambda: gw.worker.pusher is not None)
@@ -152,7 +180,9 @@ async def test_token_rotation_both_ways_and_unregistration(tmp_path: Path, cpo: 
         assert cpo.state.ptp_token != first_b and len(cpo.state.callbacks) == callbacks + 2
         assert cpo.state.tokens.isdisjoint(first_c)  # the CPO issued a new token C
         async with aiohttp.ClientSession() as http:
-            async with http.get(f"{gw.base}/ocpi/versions", headers=token_header(first_b or "")) as r:
+            async with http.get(
+                f"{gw.base}/ocpi/versions", headers=token_header(first_b or "")
+            ) as r:
                 assert r.status == 401  # the old token B is gone
             # The CPO rotates: it PUTs new credentials to us with our current token B.
             new_c = "cpo-rotated-token-c"
@@ -160,11 +190,19 @@ async def test_token_rotation_both_ways_and_unregistration(tmp_path: Path, cpo: 
                 "token": new_c,
                 "url": cpo.versions_url,
                 "roles": [
-                    {"role": "CPO", "party_id": "CPO", "country_code": "DE", "business_details": {"name": "CPO"}}
+                    {
+                        "role": "CPO",
+                        "party_id": "CPO",
+                        "country_code": "DE",
+                        "business_details": {"name": "CPO"},
+                    }
                 ],
             }
-            async with http.put(f"{gw.base}/ocpi/2.3.0/credentials", json=body,
-                                headers=token_header(cpo.state.ptp_token or "")) as r:  # fmt: skip
+            async with http.put(
+                f"{gw.base}/ocpi/2.3.0/credentials",
+                json=body,
+                headers=token_header(cpo.state.ptp_token or ""),
+            ) as r:
                 reply = await r.json()
             assert r.status == 200 and reply["data"]["token"] != cpo.state.ptp_token
             assert gw.worker._client is not None and gw.worker._client.token == new_c
@@ -174,7 +212,11 @@ async def test_token_rotation_both_ways_and_unregistration(tmp_path: Path, cpo: 
             ) as r:
                 assert r.status == 200
         status = gw.store.upstream_status()
-        assert status is not None and not status["registered"] and "ended the registration" in status["reason"]
+        assert (
+            status is not None
+            and not status["registered"]
+            and "ended the registration" in status["reason"]
+        )
         assert gw.store.registration() is None
     finally:
         await gw.stop()
@@ -183,5 +225,9 @@ async def test_token_rotation_both_ways_and_unregistration(tmp_path: Path, cpo: 
 
 def test_interop_settings_default_to_the_spec() -> None:
     interop = InteropSettings()
-    assert (interop.terminal_method, interop.partial_success, interop.trailing_slash) == ("POST", True, False)
+    assert (interop.terminal_method, interop.partial_success, interop.trailing_slash) == (
+        "POST",
+        True,
+        False,
+    )
     assert interop.business_website is None

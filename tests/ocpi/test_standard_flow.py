@@ -87,22 +87,44 @@ async def test_start_session_pushes_cdr_capture_fac(tmp_path: Path) -> None:
         runner = web.AppRunner(PtpServer(store, token_b, base, "DE-SITE", now, receiver=link).app())
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", ptp_port).start()
-        reg = await register(OcpiClient(http, cpo.state.token_a), cpo.versions_url,
-                             our_credentials(token_b, f"{base}/ocpi/versions", ("DE", "EVP"), "EVPay Edge"))  # fmt: skip
-        assert cpo.state.callbacks[0] == f"{base}/ocpi/versions"  # the CPO called us back before answering
+        reg = await register(
+            OcpiClient(http, cpo.state.token_a),
+            cpo.versions_url,
+            our_credentials(token_b, f"{base}/ocpi/versions", ("DE", "EVP"), "EVPay Edge"),
+        )
+        assert (
+            cpo.state.callbacks[0] == f"{base}/ocpi/versions"
+        )  # the CPO called us back before answering
         client = OcpiClient(http, reg.token_c)
         commands_url = reg.endpoints.url("commands", "RECEIVER")
         assert commands_url is not None
         link.bind(client, commands_url, f"{base}/ocpi/ptp/2.3.0/commands")
-        terminal = ZvtTerminal("T1", SerialTransport(SerialUrl(port.slave_path)), serial_framing=True,
-                               options=ZvtOptions(password="123456"))  # fmt: skip
-        engine = EngineWorker(EngineHost(store, policy(), now), {"T1": terminal}, link,
-                              {"E1": EngineWorker.route("T1", "EUR")}, {"T1": port.slave_path}, "DE-SITE")  # fmt: skip
-        pusher = OutboxPusher(store, client, reg.payments_url(""), now, backoff_min_s=0.05, idle_poll_s=0.05)
-        tasks = [asyncio.create_task(engine.run(stopping)), asyncio.create_task(pusher.run(stopping))]
+        terminal = ZvtTerminal(
+            "T1",
+            SerialTransport(SerialUrl(port.slave_path)),
+            serial_framing=True,
+            options=ZvtOptions(password="123456"),
+        )
+        engine = EngineWorker(
+            EngineHost(store, policy(), now),
+            {"T1": terminal},
+            link,
+            {"E1": EngineWorker.route("T1", "EUR")},
+            {"T1": port.slave_path},
+            "DE-SITE",
+        )
+        pusher = OutboxPusher(
+            store, client, reg.payments_url(""), now, backoff_min_s=0.05, idle_poll_s=0.05
+        )
+        tasks = [
+            asyncio.create_task(engine.run(stopping)),
+            asyncio.create_task(pusher.run(stopping)),
+        ]
         try:
             await asyncio.sleep(0.3)  # terminal registered
-            engine.on_charger_event(ChargerEvent("payment_requested", "E1"))  # a driver pays at the terminal
+            engine.on_charger_event(
+                ChargerEvent("payment_requested", "E1")
+            )  # a driver pays at the terminal
             async with asyncio.timeout(20):
                 while not cpo.state.facs:
                     await asyncio.sleep(0.05)
@@ -120,24 +142,37 @@ async def test_start_session_pushes_cdr_capture_fac(tmp_path: Path) -> None:
     assert session["state"] == "completed" and data["billed_energy_wh"] == 6000
     assert cpo.state.commands[0] == "START_SESSION"
     (cdr,) = cpo.state.cdrs
-    assert cdr["authorization_reference"] == data["reference"] and cdr["invoice_reference_id"].startswith("INV-")
+    assert cdr["authorization_reference"] == data["reference"] and cdr[
+        "invoice_reference_id"
+    ].startswith("INV-")
     assert data["invoicer"] == "cpo" and data["invoice_reference"] == cdr["invoice_reference_id"]
     (fac,) = cpo.state.facs.values()
-    assert fac["authorization_reference"] == data["reference"] and fac["capture_status_code"] == "SUCCESS"
-    gross = fac["total_costs"]["before_taxes"] + sum(t["amount"] for t in fac["total_costs"].get("taxes", []))
+    assert (
+        fac["authorization_reference"] == data["reference"]
+        and fac["capture_status_code"] == "SUCCESS"
+    )
+    gross = fac["total_costs"]["before_taxes"] + sum(
+        t["amount"] for t in fac["total_costs"].get("taxes", [])
+    )
     readings = [Sample(datetime.fromisoformat(at), wh) for at, wh, _trusted in data["readings"]]
     expected = price(TARIFF, readings, TZ).minor  # 1.00 + 6 kWh at the day or night rate, +19 %
     assert expected in (440, 369)
     assert round(gross * 100) == data["captured_minor"] == expected
-    assert sim.state.transactions[data["receipt_no"]].booked == expected  # the terminal booked the same
+    assert (
+        sim.state.transactions[data["receipt_no"]].booked == expected
+    )  # the terminal booked the same
     inbox = {k for (k,) in store._conn.execute("SELECT DISTINCT kind FROM inbox")}
     assert {"session", "cdr"} <= inbox  # every push stored in the inbox first
     store.close()
     await cpo.stop()
 
 
-@pytest.mark.parametrize(("hold", "session_kwh"), [("50.00", 6), ("2.00", 50)], ids=["full", "cost-cap"])
-async def test_the_daemon_runs_the_standard_flow(tmp_path: Path, hold: str, session_kwh: int) -> None:
+@pytest.mark.parametrize(
+    ("hold", "session_kwh"), [("50.00", 6), ("2.00", 50)], ids=["full", "cost-cap"]
+)
+async def test_the_daemon_runs_the_standard_flow(
+    tmp_path: Path, hold: str, session_kwh: int
+) -> None:
     """The same flow as a site runs it: `evpay run` with charger mode "ocpi", started from the
     local API (the kiosk asks to pay at an EVSE). With a small hold the engine stops the charge
     at the cap: StopSession goes through the outbox and the capture never exceeds the hold."""
@@ -146,13 +181,30 @@ async def test_the_daemon_runs_the_standard_flow(tmp_path: Path, hold: str, sess
     # The CPO publishes its own tariff for E1 (paginated lists): it must win over the configured one;
     # an invalid tariff (no step_size) is skipped without hiding the others.
     cpo.state.tariffs = [
-        {"id": "OTHER", "currency": "EUR", "elements": [{"price_components": [{"type": "FLAT", "price": 9}]}],
-         "last_updated": "2026-01-01T00:00:00Z"},
-        {"id": "CPO-T", "currency": "EUR", "last_updated": "2026-01-01T00:00:00Z",
-         "elements": [{"price_components": [{"type": "ENERGY", "price": 0.80, "vat": 19, "step_size": 1}]}]},
-    ]  # fmt: skip
-    cpo.state.locations = [{"country_code": "DE", "party_id": "CPO", "id": "LOC1", "last_updated": "2026-01-01T00:00:00Z",
-                            "evses": [{"uid": "E1", "connectors": [{"id": "1", "tariff_ids": ["CPO-T"]}]}]}]  # fmt: skip
+        {
+            "id": "OTHER",
+            "currency": "EUR",
+            "elements": [{"price_components": [{"type": "FLAT", "price": 9}]}],
+            "last_updated": "2026-01-01T00:00:00Z",
+        },
+        {
+            "id": "CPO-T",
+            "currency": "EUR",
+            "last_updated": "2026-01-01T00:00:00Z",
+            "elements": [
+                {"price_components": [{"type": "ENERGY", "price": 0.80, "vat": 19, "step_size": 1}]}
+            ],
+        },
+    ]
+    cpo.state.locations = [
+        {
+            "country_code": "DE",
+            "party_id": "CPO",
+            "id": "LOC1",
+            "last_updated": "2026-01-01T00:00:00Z",
+            "evses": [{"uid": "E1", "connectors": [{"id": "1", "tariff_ids": ["CPO-T"]}]}],
+        }
+    ]
     cpo.state.fiscal_lines = ["VAT 19 % included", "Fiscal signature QX7-42"]
     cpo.state.session_kwh = Decimal(session_kwh)
     cpo.state.kwh_step = Decimal("0.5")
@@ -182,9 +234,13 @@ tariffs = [ {{ id = "T", currency = "EUR", elements = [
         assert daemon.engine.host.policy.tariffs["E1"].id == "CPO-T"
         await asyncio.sleep(0.3)
         async with aiohttp.ClientSession() as http:
-            async with http.post(f"http://127.0.0.1:{daemon.api.bound_port}/evses/E1/pay", json={}) as r:
+            async with http.post(
+                f"http://127.0.0.1:{daemon.api.bound_port}/evses/E1/pay", json={}
+            ) as r:
                 assert r.status == 202
-            async with http.post(f"http://127.0.0.1:{daemon.api.bound_port}/evses/NOPE/pay", json={}) as r:
+            async with http.post(
+                f"http://127.0.0.1:{daemon.api.bound_port}/evses/NOPE/pay", json={}
+            ) as r:
                 assert r.status == 404
         async with asyncio.timeout(20):
             while not cpo.state.facs or "Fiscal signature QX7-42" not in sim.state.printed:
@@ -199,17 +255,28 @@ tariffs = [ {{ id = "T", currency = "EUR", elements = [
     (fac,) = cpo.state.facs.values()
     if session_kwh == 6:
         assert fac["capture_status_code"] == "SUCCESS"
-    elif fac["capture_status_code"] != "SUCCESS":  # the CPO's charge ran past the cap before it stopped
-        assert fac["capture_status_code"] == "PARTIAL_SUCCESS" and "owed" in fac["capture_status_message"]
-    gross = fac["total_costs"]["before_taxes"] + sum(t["amount"] for t in fac["total_costs"].get("taxes", []))
+    elif (
+        fac["capture_status_code"] != "SUCCESS"
+    ):  # the CPO's charge ran past the cap before it stopped
+        assert (
+            fac["capture_status_code"] == "PARTIAL_SUCCESS"
+            and "owed" in fac["capture_status_message"]
+        )
+    gross = fac["total_costs"]["before_taxes"] + sum(
+        t["amount"] for t in fac["total_costs"].get("taxes", [])
+    )
     if session_kwh == 6:
-        assert round(gross * 100) == 571  # 6 kWh at the CPO's 0.80 + 19 % = 5.712 (not the configured 0.50)
+        assert (
+            round(gross * 100) == 571
+        )  # 6 kWh at the CPO's 0.80 + 19 % = 5.712 (not the configured 0.50)
         assert "STOP_SESSION" not in cpo.state.commands
     else:
         assert "STOP_SESSION" in cpo.state.commands  # the engine stopped the charge at the cap
         assert round(gross * 100) <= 200 and cpo.state.cdrs[0]["total_energy"] < 50
     assert "OCPI-SITE-t1" in cpo.state.terminals  # the terminal was announced too
-    assert any(line.startswith("Invoice INV-") for line in sim.state.printed)  # fiscal data on the receipt
+    assert any(
+        line.startswith("Invoice INV-") for line in sim.state.printed
+    )  # fiscal data on the receipt
 
 
 async def test_a_pay_request_while_unregistered_is_refused_with_the_reason(tmp_path: Path) -> None:
@@ -220,7 +287,13 @@ async def test_a_pay_request_while_unregistered_is_refused_with_the_reason(tmp_p
     sim = SimTerminal(SimConfig(password="123456", card_wait_s=0.05))
     serving = asyncio.create_task(sim.serve_line(port))
     listen = free_port()
-    config = ocpi_site(tmp_path / "u.sqlite3", port.slave_path, cpo, listen, "[daemon]\nrestart_backoff_min_s = 5\n")
+    config = ocpi_site(
+        tmp_path / "u.sqlite3",
+        port.slave_path,
+        cpo,
+        listen,
+        "[daemon]\nrestart_backoff_min_s = 5\n",
+    )
     config_file = tmp_path / "u.toml"
     config_file.write_text(config, encoding="utf-8")
     daemon = Daemon(parse_settings(config, "<unregistered>"))
@@ -234,7 +307,10 @@ async def test_a_pay_request_while_unregistered_is_refused_with_the_reason(tmp_p
             ids = {"X-Request-ID": "kiosk-1", "X-Correlation-ID": "tap-7"}
             async with http.post(f"{api}/evses/E1/pay", headers=ids, json={}) as r:
                 answer = await r.json()
-                assert (r.headers["X-Request-ID"], r.headers["X-Correlation-ID"]) == ("kiosk-1", "tap-7")
+                assert (r.headers["X-Request-ID"], r.headers["X-Correlation-ID"]) == (
+                    "kiosk-1",
+                    "tap-7",
+                )
             assert r.status == 503 and answer["error"].startswith("upstream: not registered — ")
             assert "website is required" in answer["error"]  # the CPO's own message
             async with http.get(f"{api}/health") as r:
@@ -244,9 +320,17 @@ async def test_a_pay_request_while_unregistered_is_refused_with_the_reason(tmp_p
         async with asyncio.timeout(10):
             while not daemon.store.outbox.backlog().pending:  # the terminal's announcement waits
                 await asyncio.sleep(0.05)
-        waiting = subprocess.run([*EVPAY, "outbox", "list", "--config", str(config_file)], capture_output=True,
-                                 text=True, env=subprocess_env(), check=False)  # fmt: skip
-        assert "waiting: upstream not registered — " in waiting.stdout and "website is required" in waiting.stdout
+        waiting = subprocess.run(
+            [*EVPAY, "outbox", "list", "--config", str(config_file)],
+            capture_output=True,
+            text=True,
+            env=subprocess_env(),
+            check=False,
+        )
+        assert (
+            "waiting: upstream not registered — " in waiting.stdout
+            and "website is required" in waiting.stdout
+        )
     finally:
         daemon.request_stop("test over")
         await task

@@ -22,27 +22,53 @@ from gateway.store import OutboxMessage, Step, Store
 
 def outcome(n: int, object_key: str | None = None, state: str = "completed") -> Step:
     sid = f"session-{n:04d}"
-    payload = {"session_id": sid, "authorization_reference": f"EVP-{sid}", "state": state, "currency": "EUR",
-               "captured_minor": 1000 + n, "price_minor": 1000 + n, "price_excl": f"{(1000 + n) / 119:.4f}",
-               "receipt_no": n, "card": {"masked_pan": "541333******0074"}, "notes": []}  # fmt: skip
+    payload = {
+        "session_id": sid,
+        "authorization_reference": f"EVP-{sid}",
+        "state": state,
+        "currency": "EUR",
+        "captured_minor": 1000 + n,
+        "price_minor": 1000 + n,
+        "price_excl": f"{(1000 + n) / 119:.4f}",
+        "receipt_no": n,
+        "card": {"masked_pan": "541333******0074"},
+        "notes": [],
+    }
     return Step(
         f"step-{n}",
-        outbox=[OutboxMessage(f"{sid}:outcome", object_key or f"session:{sid}", "session.outcome", payload)],
+        outbox=[
+            OutboxMessage(
+                f"{sid}:outcome", object_key or f"session:{sid}", "session.outcome", payload
+            )
+        ],
     )
 
 
 class Rig:
-    def __init__(self, store: Store, cpo: CpoSimulator, http: aiohttp.ClientSession, token: str) -> None:
+    def __init__(
+        self, store: Store, cpo: CpoSimulator, http: aiohttp.ClientSession, token: str
+    ) -> None:
         self.store, self.cpo, self.http, self.token = store, cpo, http, token
-        self.failures: list[str] = []  # what the metrics page counts (evpay_upstream_failures_total)
+        self.failures: list[
+            str
+        ] = []  # what the metrics page counts (evpay_upstream_failures_total)
 
     def pusher(self, timeout_s: float = 5.0) -> OutboxPusher:
         client = OcpiClient(self.http, self.token, timeout_s=timeout_s)
-        return OutboxPusher(self.store, client, self.cpo.payments_url, lambda: datetime.now(UTC),
-                            backoff_min_s=0.05, backoff_max_s=0.2, idle_poll_s=0.05,
-                            on_failure=self.failures.append)  # fmt: skip
+        return OutboxPusher(
+            self.store,
+            client,
+            self.cpo.payments_url,
+            lambda: datetime.now(UTC),
+            backoff_min_s=0.05,
+            backoff_max_s=0.2,
+            idle_poll_s=0.05,
+            on_failure=self.failures.append,
+        )
 
-    async def drain_until(self, done: Any, timeout: float = 10.0, timeout_s: float = 5.0) -> OutboxPusher:
+    async def drain_until(
+        self, done: Any, timeout: float = 10.0, timeout_s: float = 5.0
+    ) -> OutboxPusher:
         pusher = self.pusher(timeout_s)
         stopping = asyncio.Event()
         task = asyncio.create_task(pusher.run(stopping))
@@ -59,7 +85,9 @@ class Rig:
 @pytest.fixture
 async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     cpo = CpoSimulator()
-    cpo.state.callback = False  # no gateway server in these tests (test_registration.py has the callback)
+    cpo.state.callback = (
+        False  # no gateway server in these tests (test_registration.py has the callback)
+    )
     await cpo.start()
     cpo.state.tokens.add("token-c")
     store = Store.open(tmp_path / "o.sqlite3")
@@ -75,7 +103,9 @@ def facs(rig: Rig) -> dict[str, dict[str, Any]]:
 
 async def test_handshake_token_a_to_c(rig: Rig) -> None:
     client_a = OcpiClient(rig.http, rig.cpo.state.token_a)
-    ours = our_credentials(new_token(), "https://gw.example/ocpi/versions", ("DE", "EVP"), "Demo PTP")
+    ours = our_credentials(
+        new_token(), "https://gw.example/ocpi/versions", ("DE", "EVP"), "Demo PTP"
+    )
     reg = await register(client_a, rig.cpo.versions_url, ours)
     assert reg.token_c in rig.cpo.state.tokens and reg.token_b != reg.token_c
     assert rig.cpo.state.registered[0]["roles"][0]["role"] == "OTHER"
@@ -101,7 +131,10 @@ async def test_server_errors_are_retried(rig: Rig, fault: str) -> None:
     await rig.drain_until(lambda: rig.store.outbox.backlog().pending == 0)
     assert rig.cpo.state.fac_posts == ["session-0001"]
     assert rig.store.outbox.get("session-0001:outcome").attempts >= 3  # type: ignore[union-attr]
-    assert rig.failures == ["unreachable", "unreachable"]  # each failed delivery counted once, by kind
+    assert rig.failures == [
+        "unreachable",
+        "unreachable",
+    ]  # each failed delivery counted once, by kind
 
 
 @pytest.mark.parametrize("fault", ["slow", "reset_after_store"])
@@ -124,17 +157,27 @@ async def test_a_passing_refusal_is_retried_and_delivered_once(rig: Rig) -> None
 async def test_poison_message_is_dead_lettered_without_blocking_others(rig: Rig) -> None:
     poison = outcome(0)
     payload = dict(poison.outbox[0].payload)
-    payload["currency"] = "XXX"  # a FAC the CPO can never accept... and we cannot even build: refused locally
+    payload["currency"] = (
+        "XXX"  # a FAC the CPO can never accept... and we cannot even build: refused locally
+    )
     rig.store.apply(
-        Step("poison", outbox=[OutboxMessage("poison:outcome", "session:poison", "session.outcome", payload)])
+        Step(
+            "poison",
+            outbox=[OutboxMessage("poison:outcome", "session:poison", "session.outcome", payload)],
+        )
     )
     rig.cpo.state.faults.extend(["ocpi2001"] * 5)  # the next five POSTs are refused
     for n in range(1, 3):
         rig.store.apply(outcome(n, object_key="session:poison-neighbour" if n == 1 else None))
     await rig.drain_until(lambda: rig.store.outbox.backlog().pending == 0, timeout=20)
     dead = rig.store.outbox.list("dead")
-    assert [m.message_id for m in dead] == ["poison:outcome"], [(m.message_id, m.last_error) for m in dead]
-    assert sorted(facs(rig)) == ["session-0001", "session-0002"]  # the others got through, once each
+    assert [m.message_id for m in dead] == ["poison:outcome"], [
+        (m.message_id, m.last_error) for m in dead
+    ]
+    assert sorted(facs(rig)) == [
+        "session-0001",
+        "session-0002",
+    ]  # the others got through, once each
     assert "cannot build the OCPI object" in (dead[0].last_error or "")
 
 
@@ -196,22 +239,37 @@ async def test_terminal_announced_to_the_cpo(rig: Rig) -> None:
 
     host = EngineHost(rig.store, policy(), Clock())
     host.record_terminal("t1", "tcp://10.0.0.5:20007", True, "52523535", "DE-SITE")
-    host.record_terminal("t1", "tcp://10.0.0.5:20007", True, "52523535", "DE-SITE")  # a restart: announced once
+    host.record_terminal(
+        "t1", "tcp://10.0.0.5:20007", True, "52523535", "DE-SITE"
+    )  # a restart: announced once
     await rig.drain_until(lambda: rig.store.outbox.backlog().pending == 0)
-    assert rig.cpo.state.terminals == {"DE-SITE-t1": {"terminal_id": "DE-SITE-t1", "reference": "52523535",
-                                                      "last_updated": rig.cpo.state.terminals["DE-SITE-t1"]["last_updated"]}}  # fmt: skip
+    assert rig.cpo.state.terminals == {
+        "DE-SITE-t1": {
+            "terminal_id": "DE-SITE-t1",
+            "reference": "52523535",
+            "last_updated": rig.cpo.state.terminals["DE-SITE-t1"]["last_updated"],
+        }
+    }
     assert rig.store.terminals()[0]["state"] == "registered"
 
 
 async def test_token_rotation_and_unregistration(rig: Rig) -> None:
     from gateway.ocpi.handshake import rotate, unregister
 
-    reg = await register(OcpiClient(rig.http, rig.cpo.state.token_a), rig.cpo.versions_url,
-                         our_credentials(new_token(), "https://gw/v", ("DE", "EVP"), "x"))  # fmt: skip
-    rotated = await rotate(OcpiClient(rig.http, reg.token_c), reg,
-                           our_credentials(new_token(), "https://gw/v", ("DE", "EVP"), "x"))  # fmt: skip
+    reg = await register(
+        OcpiClient(rig.http, rig.cpo.state.token_a),
+        rig.cpo.versions_url,
+        our_credentials(new_token(), "https://gw/v", ("DE", "EVP"), "x"),
+    )
+    rotated = await rotate(
+        OcpiClient(rig.http, reg.token_c),
+        reg,
+        our_credentials(new_token(), "https://gw/v", ("DE", "EVP"), "x"),
+    )
     assert rotated.token_c != reg.token_c and rotated.token_b != reg.token_b
-    assert reg.token_c not in rig.cpo.state.tokens and rotated.token_c in rig.cpo.state.tokens  # the old one is gone
+    assert (
+        reg.token_c not in rig.cpo.state.tokens and rotated.token_c in rig.cpo.state.tokens
+    )  # the old one is gone
     await unregister(OcpiClient(rig.http, rotated.token_c), rotated)
     assert rotated.token_c not in rig.cpo.state.tokens
     with pytest.raises(OcpiRejected):

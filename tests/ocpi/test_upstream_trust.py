@@ -34,18 +34,31 @@ def make_cert(directory: Path) -> tuple[Path, Path, bytes]:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
     now = dt.datetime.now(dt.UTC)
     cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=1))
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=1))
         .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(__import__("ipaddress").ip_address("127.0.0.1"))]),
-                       critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(__import__("ipaddress").ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
-    )  # fmt: skip
+    )
     cert_path, key_path = directory / "cert.pem", directory / "key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))  # fmt: skip
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     return cert_path, key_path, cert.public_bytes(serialization.Encoding.DER)
 
 
@@ -58,8 +71,11 @@ def test_plain_http_upstream_is_refused_without_the_lab_setting() -> None:
     base = '[site]\nid = "S"\ncountry = "DE"\n[upstream]\nenabled = true\ntoken_a = { value = "a" }\nkey = { value = "k" }\n'
     with pytest.raises(ConfigError, match="versions_url must be https"):
         parse_settings(base + 'versions_url = "http://cpo.example/ocpi/versions"\n', "<t>")
-    lab = parse_settings(base + 'versions_url = "http://cpo.example/v"\nallow_insecure_http = true\n'
-                         'public_url = "http://gw/ocpi/versions"\n', "<t>")  # fmt: skip
+    lab = parse_settings(
+        base + 'versions_url = "http://cpo.example/v"\nallow_insecure_http = true\n'
+        'public_url = "http://gw/ocpi/versions"\n',
+        "<t>",
+    )
     assert lab.upstream.allow_insecure_http
 
 
@@ -67,7 +83,9 @@ async def test_the_token_never_goes_to_another_origin() -> None:
     trust = Trust(["https://cpo.example.com/ocpi/versions", "partner.example.net"])
     async with aiohttp.ClientSession() as http:
         client = OcpiClient(http, "secret-token", trust=trust)
-        with pytest.raises(OcpiRejected, match=r"refusing to send our token to https://evil\.example"):
+        with pytest.raises(
+            OcpiRejected, match=r"refusing to send our token to https://evil\.example"
+        ):
             await client.request("GET", "https://evil.example/ocpi/2.3.0")
         with pytest.raises(OcpiRejected, match="only over https"):
             await client.request("GET", "http://cpo.example.com/ocpi/2.3.0")
@@ -81,14 +99,20 @@ async def test_a_cpo_that_publishes_endpoints_on_another_host_is_refused(tmp_pat
     await cpo.start()
     port = free_port()
     settings = UpstreamSettings(
-        enabled=True, versions_url=cpo.versions_url, allow_insecure_http=True, listen=f"127.0.0.1:{port}",
-        public_url=f"http://127.0.0.1:{port}/ocpi/versions", token_a=SecretRef(value=SecretStr(cpo.state.token_a)),
+        enabled=True,
+        versions_url=cpo.versions_url,
+        allow_insecure_http=True,
+        listen=f"127.0.0.1:{port}",
+        public_url=f"http://127.0.0.1:{port}/ocpi/versions",
+        token_a=SecretRef(value=SecretStr(cpo.state.token_a)),
         key=SecretRef(value=SecretStr(Fernet.generate_key().decode())),
-    )  # fmt: skip
+    )
     store = Store.open(tmp_path / "f.sqlite3")
     try:
         worker = UpstreamWorker(settings, "DE", store, lambda: dt.datetime.now(dt.UTC))
-        with pytest.raises(UpstreamError, match=r"refusing to send our token to http://127\.0\.0\.2"):
+        with pytest.raises(
+            UpstreamError, match=r"refusing to send our token to http://127\.0\.0\.2"
+        ):
             await worker.run(asyncio.Event())
         assert cpo.state.registered == []
         status = store.upstream_status()
@@ -109,12 +133,20 @@ async def test_the_cpos_certificate_must_chain_to_the_ca_or_match_the_pin(
     cpo.state.callback = False  # this test is about our client side
     await cpo.start(tls=tls)
     assert cpo.versions_url.startswith("https://")
-    pin = hashlib.sha256(der).hexdigest() if mode == "pin" else ("00" * 32 if mode == "wrong-pin" else None)
+    pin = (
+        hashlib.sha256(der).hexdigest()
+        if mode == "pin"
+        else ("00" * 32 if mode == "wrong-pin" else None)
+    )
     settings = UpstreamSettings(
-        enabled=True, versions_url=cpo.versions_url, public_url="https://gw.example/ocpi/versions",
-        token_a=SecretRef(value=SecretStr(cpo.state.token_a)), key=SecretRef(value=SecretStr(Fernet.generate_key().decode())),
-        ca_file=cert_path if mode == "ca_file" else None, pin_sha256=pin,
-    )  # fmt: skip
+        enabled=True,
+        versions_url=cpo.versions_url,
+        public_url="https://gw.example/ocpi/versions",
+        token_a=SecretRef(value=SecretStr(cpo.state.token_a)),
+        key=SecretRef(value=SecretStr(Fernet.generate_key().decode())),
+        ca_file=cert_path if mode == "ca_file" else None,
+        pin_sha256=pin,
+    )
     store = Store.open(tmp_path / f"{mode}.sqlite3")
     worker = UpstreamWorker(settings, "DE", store, lambda: dt.datetime.now(dt.UTC))
     stopping = asyncio.Event()
@@ -136,18 +168,25 @@ async def test_the_cpos_certificate_must_chain_to_the_ca_or_match_the_pin(
         await cpo.stop()
 
 
-async def test_our_ocpi_server_serves_its_own_certificate(tmp_path: Path, cert: tuple[Path, Path, bytes]) -> None:
+async def test_our_ocpi_server_serves_its_own_certificate(
+    tmp_path: Path, cert: tuple[Path, Path, bytes]
+) -> None:
     cert_path, key_path, _ = cert
     cpo = CpoSimulator()
     cpo.state.callback = False
     await cpo.start()
     port = free_port()
     settings = UpstreamSettings(
-        enabled=True, versions_url=cpo.versions_url, allow_insecure_http=True, listen=f"127.0.0.1:{port}",
-        public_url=f"https://127.0.0.1:{port}/ocpi/versions", token_a=SecretRef(value=SecretStr(cpo.state.token_a)),
-        key=SecretRef(value=SecretStr(Fernet.generate_key().decode())), tls_cert=cert_path,
+        enabled=True,
+        versions_url=cpo.versions_url,
+        allow_insecure_http=True,
+        listen=f"127.0.0.1:{port}",
+        public_url=f"https://127.0.0.1:{port}/ocpi/versions",
+        token_a=SecretRef(value=SecretStr(cpo.state.token_a)),
+        key=SecretRef(value=SecretStr(Fernet.generate_key().decode())),
+        tls_cert=cert_path,
         tls_key=SecretRef(file=key_path),
-    )  # fmt: skip
+    )
     store = Store.open(tmp_path / "s.sqlite3")
     worker = UpstreamWorker(settings, "DE", store, lambda: dt.datetime.now(dt.UTC))
     stopping = asyncio.Event()
@@ -161,7 +200,9 @@ async def test_our_ocpi_server_serves_its_own_certificate(tmp_path: Path, cert: 
             async with http.get(f"https://127.0.0.1:{port}/ocpi/versions", ssl=trusted) as r:
                 assert r.status == 401  # TLS works; the token is still required
             with pytest.raises(aiohttp.ClientError):
-                await http.get(f"http://127.0.0.1:{port}/ocpi/versions")  # no plain http on that port
+                await http.get(
+                    f"http://127.0.0.1:{port}/ocpi/versions"
+                )  # no plain http on that port
     finally:
         stopping.set()
         await asyncio.gather(task, return_exceptions=True)

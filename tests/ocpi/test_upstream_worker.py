@@ -27,9 +27,15 @@ async def test_registers_once_tokens_encrypted_then_drains(tmp_path: Path) -> No
     await cpo.start()
     key = Fernet.generate_key().decode()
     port = free_port()  # our OCPI server: the CPO calls it back during registration
-    settings = UpstreamSettings(enabled=True, allow_insecure_http=True, versions_url=cpo.versions_url, token_a=SecretRef(value=SecretStr(cpo.state.token_a)),
-                                key=SecretRef(value=SecretStr(key)), listen=f"127.0.0.1:{port}",
-                                public_url=f"http://127.0.0.1:{port}/ocpi/versions")  # fmt: skip
+    settings = UpstreamSettings(
+        enabled=True,
+        allow_insecure_http=True,
+        versions_url=cpo.versions_url,
+        token_a=SecretRef(value=SecretStr(cpo.state.token_a)),
+        key=SecretRef(value=SecretStr(key)),
+        listen=f"127.0.0.1:{port}",
+        public_url=f"http://127.0.0.1:{port}/ocpi/versions",
+    )
     store = Store.open(tmp_path / "u.sqlite3")
     store.apply(outcome(1))
     try:
@@ -49,9 +55,17 @@ async def test_registers_once_tokens_encrypted_then_drains(tmp_path: Path) -> No
             .fetchone()
         )
         token_c = next(iter(cpo.state.tokens))
-        assert token_c not in raw[1] and TokenVault(key).open(raw[1]) == token_c  # encrypted at rest
-        wrong = UpstreamWorker(settings.model_copy(update={"key": SecretRef(value=SecretStr(Fernet.generate_key().decode()))}),
-                               "DE", store, lambda: datetime.now(UTC))  # fmt: skip
+        assert (
+            token_c not in raw[1] and TokenVault(key).open(raw[1]) == token_c
+        )  # encrypted at rest
+        wrong = UpstreamWorker(
+            settings.model_copy(
+                update={"key": SecretRef(value=SecretStr(Fernet.generate_key().decode()))}
+            ),
+            "DE",
+            store,
+            lambda: datetime.now(UTC),
+        )
         with pytest.raises(ConfigError, match="key changed"):
             await wrong.run(asyncio.Event())
     finally:
@@ -67,7 +81,9 @@ def test_bad_key_is_a_config_error() -> None:
 def test_outbox_cli(tmp_path: Path) -> None:
     db = tmp_path / "evpay.sqlite3"
     config = tmp_path / "g.toml"
-    config.write_text(f'[site]\nid = "S"\ncountry = "DE"\n[storage]\npath = "{db}"\n', encoding="utf-8")
+    config.write_text(
+        f'[site]\nid = "S"\ncountry = "DE"\n[storage]\npath = "{db}"\n', encoding="utf-8"
+    )
     store = Store.open(db)
     store.apply(outcome(1))
     store.apply(outcome(2))
@@ -75,13 +91,20 @@ def test_outbox_cli(tmp_path: Path) -> None:
     store.close()
 
     def evpay(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*EVPAY, "outbox", *args, "--config", str(config)], capture_output=True, text=True,
-                              env=subprocess_env(), check=False)  # fmt: skip
+        return subprocess.run(
+            [*EVPAY, "outbox", *args, "--config", str(config)],
+            capture_output=True,
+            text=True,
+            env=subprocess_env(),
+            check=False,
+        )
 
     listed = evpay("list")
     assert listed.returncode == 0 and "1 pending, 1 dead" in listed.stdout
     dead = json.loads(evpay("dead", "--json").stdout)
-    assert [m["message_id"] for m in dead] == ["session-0002:outcome"] and dead[0]["last_error"] == "OCPI 2001 invalid"
+    assert [m["message_id"] for m in dead] == ["session-0002:outcome"] and dead[0][
+        "last_error"
+    ] == "OCPI 2001 invalid"
     shown = evpay("show", "session-0001:outcome")
     assert "EVP-session-0001" in shown.stdout
     assert evpay("retry", "session-0002:outcome").returncode == 0
@@ -99,9 +122,15 @@ async def test_the_worker_serves_our_endpoints_with_token_b(tmp_path: Path) -> N
     await cpo.start()
     key = Fernet.generate_key().decode()
     port = free_port()
-    settings = UpstreamSettings(enabled=True, allow_insecure_http=True, versions_url=cpo.versions_url, listen=f"127.0.0.1:{port}",
-                                public_url=f"http://127.0.0.1:{port}/ocpi/versions",
-                                token_a=SecretRef(value=SecretStr(cpo.state.token_a)), key=SecretRef(value=SecretStr(key)))  # fmt: skip
+    settings = UpstreamSettings(
+        enabled=True,
+        allow_insecure_http=True,
+        versions_url=cpo.versions_url,
+        listen=f"127.0.0.1:{port}",
+        public_url=f"http://127.0.0.1:{port}/ocpi/versions",
+        token_a=SecretRef(value=SecretStr(cpo.state.token_a)),
+        key=SecretRef(value=SecretStr(key)),
+    )
     store = Store.open(tmp_path / "w.sqlite3")
     worker = UpstreamWorker(settings, "DE-SITE", store, lambda: datetime.now(UTC))
     stopping = asyncio.Event()
@@ -140,8 +169,15 @@ async def test_the_cpo_rotates_and_ends_our_registration(tmp_path: Path) -> None
     key = Fernet.generate_key().decode()
     port = free_port()
     versions = f"http://127.0.0.1:{port}/ocpi/versions"
-    settings = UpstreamSettings(enabled=True, allow_insecure_http=True, versions_url=cpo.versions_url, listen=f"127.0.0.1:{port}", public_url=versions,
-                                token_a=SecretRef(value=SecretStr(cpo.state.token_a)), key=SecretRef(value=SecretStr(key)))  # fmt: skip
+    settings = UpstreamSettings(
+        enabled=True,
+        allow_insecure_http=True,
+        versions_url=cpo.versions_url,
+        listen=f"127.0.0.1:{port}",
+        public_url=versions,
+        token_a=SecretRef(value=SecretStr(cpo.state.token_a)),
+        key=SecretRef(value=SecretStr(key)),
+    )
     store = Store.open(tmp_path / "r.sqlite3")
     worker = UpstreamWorker(settings, "DE-SITE", store, lambda: datetime.now(UTC))
     stopping = asyncio.Event()
@@ -162,14 +198,26 @@ async def test_the_cpo_rotates_and_ends_our_registration(tmp_path: Path) -> None
                         await asyncio.sleep(0.05)
             assert mine.data["token"] == old_b and mine.data["roles"][0]["role"] == "OTHER"
             new_c = "the-cpo-s-new-token-c"
-            theirs = {"token": new_c, "url": cpo.versions_url, "roles": [
-                {"role": "CPO", "party_id": "CPO", "country_code": "DE", "business_details": {"name": "CPO"}}]}  # fmt: skip
+            theirs = {
+                "token": new_c,
+                "url": cpo.versions_url,
+                "roles": [
+                    {
+                        "role": "CPO",
+                        "party_id": "CPO",
+                        "country_code": "DE",
+                        "business_details": {"name": "CPO"},
+                    }
+                ],
+            }
             rotated = await OcpiClient(http, old_b).request("PUT", credentials_url, theirs)
             new_b = rotated.data["token"]
             assert new_b != old_b and TokenVault(key).open(store.registration()["token_c"]) == new_c  # type: ignore[index]
             assert worker._client is not None and worker._client.token == new_c
             with pytest.raises(OcpiRejected, match="HTTP 401"):
-                await OcpiClient(http, old_b).request("GET", credentials_url)  # the old token B is dead
+                await OcpiClient(http, old_b).request(
+                    "GET", credentials_url
+                )  # the old token B is dead
             await OcpiClient(http, new_b).request("DELETE", credentials_url)
             assert store.registration() is None
             with pytest.raises(OcpiRejected, match="HTTP 401"):
@@ -190,18 +238,37 @@ async def test_a_cdr_stored_before_a_crash_reaches_the_engine_at_start(tmp_path:
     await cpo.start()
     key = Fernet.generate_key().decode()
     port = free_port()  # our OCPI server: the CPO calls it back during registration
-    settings = UpstreamSettings(enabled=True, allow_insecure_http=True, versions_url=cpo.versions_url, token_a=SecretRef(value=SecretStr(cpo.state.token_a)),
-                                key=SecretRef(value=SecretStr(key)), listen=f"127.0.0.1:{port}",
-                                public_url=f"http://127.0.0.1:{port}/ocpi/versions")  # fmt: skip
+    settings = UpstreamSettings(
+        enabled=True,
+        allow_insecure_http=True,
+        versions_url=cpo.versions_url,
+        token_a=SecretRef(value=SecretStr(cpo.state.token_a)),
+        key=SecretRef(value=SecretStr(key)),
+        listen=f"127.0.0.1:{port}",
+        public_url=f"http://127.0.0.1:{port}/ocpi/versions",
+    )
     store = Store.open(tmp_path / "c.sqlite3")
     sid = "a" * 32
     store.apply(Step("open", sessions=[SessionRecord(sid, "charging", {"id": sid})]))
-    cdr = {"country_code": "DE", "party_id": "CPO", "id": "CDR-1", "start_date_time": "2026-01-05T10:00:00Z",
-           "end_date_time": "2026-01-05T11:00:00Z", "authorization_reference": f"EVP-{sid}", "currency": "EUR",
-           "total_cost": {"before_taxes": 3.0}, "total_energy": 6.0, "invoice_reference_id": "INV-1",
-           "last_updated": "2026-01-05T11:00:00Z"}  # fmt: skip
-    store.apply(Step("in", inbox=[InboxMessage("m1", "cpo", "cdr", cdr)], inbox_processed=["m1"]))  # then the crash
-    link = OcpiChargerLink(None, "", "", {"E1": "LOC1"}, ("DE", "EVP"), lambda: datetime.now(UTC), store)
+    cdr = {
+        "country_code": "DE",
+        "party_id": "CPO",
+        "id": "CDR-1",
+        "start_date_time": "2026-01-05T10:00:00Z",
+        "end_date_time": "2026-01-05T11:00:00Z",
+        "authorization_reference": f"EVP-{sid}",
+        "currency": "EUR",
+        "total_cost": {"before_taxes": 3.0},
+        "total_energy": 6.0,
+        "invoice_reference_id": "INV-1",
+        "last_updated": "2026-01-05T11:00:00Z",
+    }
+    store.apply(
+        Step("in", inbox=[InboxMessage("m1", "cpo", "cdr", cdr)], inbox_processed=["m1"])
+    )  # then the crash
+    link = OcpiChargerLink(
+        None, "", "", {"E1": "LOC1"}, ("DE", "EVP"), lambda: datetime.now(UTC), store
+    )
     heard: list[ChargerEvent] = []
     link.subscribe(heard.append)
     worker = UpstreamWorker(settings, "S", store, lambda: datetime.now(UTC), link)

@@ -33,8 +33,14 @@ TARIFF = Tariff(
 
 
 def policy(strategy: Strategy = "fixed", **overrides: object) -> Policy:
-    hold = HoldPolicy(strategy=strategy, fixed_minor={"EUR": 5000}, min_minor=500, max_minor=15000,
-                      incremental_initial_minor=1500, incremental_step_minor=1500)  # fmt: skip
+    hold = HoldPolicy(
+        strategy=strategy,
+        fixed_minor={"EUR": 5000},
+        min_minor=500,
+        max_minor=15000,
+        incremental_initial_minor=1500,
+        incremental_step_minor=1500,
+    )
     base = {"hold": hold, "tariffs": {"*": TARIFF}, "tz": TZ, "start_timeout": timedelta(minutes=3)}
     base.update(overrides)
     return Policy(**base)  # type: ignore[arg-type]

@@ -18,9 +18,17 @@ from tests.helpers import pty_terminal, running, site_toml
 
 async def run_site(tmp_path: Path, evses: list[str], scenario: Any) -> list[dict[str, Any]]:
     charger = SimulatedCharger(evses)
-    async with pty_terminal(SimConfig(password="123456", card_wait_s=0.05, tap_required=True)) as (sim, pty):
-        text = site_toml(tmp_path / "c.sqlite3", {"t1": f"serial://{pty}"}, site="CARD",
-                         evses=dict.fromkeys(evses, "t1"), charger='mode = "simulated"\nstart_paths = ["card"]')  # fmt: skip
+    async with pty_terminal(SimConfig(password="123456", card_wait_s=0.05, tap_required=True)) as (
+        sim,
+        pty,
+    ):
+        text = site_toml(
+            tmp_path / "c.sqlite3",
+            {"t1": f"serial://{pty}"},
+            site="CARD",
+            evses=dict.fromkeys(evses, "t1"),
+            charger='mode = "simulated"\nstart_paths = ["card"]',
+        )
         async with running(Daemon(parse_settings(text, "<card>"), charger=charger)) as daemon:
             async with asyncio.timeout(10):
                 await daemon.ready.wait()

@@ -70,7 +70,9 @@ class Site:
         async with asyncio.timeout(timeout):
             while True:
                 rows = self.daemon.store.sessions(limit=10)
-                paid = [r for r in rows if not r["id"].startswith("orphan")]  # holds the sweep released
+                paid = [
+                    r for r in rows if not r["id"].startswith("orphan")
+                ]  # holds the sweep released
                 if paid and all(r["final"] for r in rows):
                     return paid[0]
                 await asyncio.sleep(0.05)
@@ -86,10 +88,20 @@ async def site_factory(tmp_path: Path) -> AsyncIterator[Any]:
     key_file = tmp_path / "journal.pem"
     key_file.write_text(new_signing_key(), encoding="ascii")
 
-    async def start(hold: str = "50.00", start_timeout: int = 180, capture_mode: str = "partial_reversal",
-                    device: str | None = None) -> Site:  # fmt: skip
-        text = CONFIG.format(db=tmp_path / "e2e.sqlite3", key=key_file, device=device or f"serial://{port.slave_path}",
-                             hold=hold, start_timeout=start_timeout, capture_mode=capture_mode)  # fmt: skip
+    async def start(
+        hold: str = "50.00",
+        start_timeout: int = 180,
+        capture_mode: str = "partial_reversal",
+        device: str | None = None,
+    ) -> Site:
+        text = CONFIG.format(
+            db=tmp_path / "e2e.sqlite3",
+            key=key_file,
+            device=device or f"serial://{port.slave_path}",
+            hold=hold,
+            start_timeout=start_timeout,
+            capture_mode=capture_mode,
+        )
         settings = parse_settings(text, "<e2e>")
         daemon = Daemon(settings, charger=charger)
         task = asyncio.create_task(daemon.run())
@@ -128,7 +140,9 @@ def price_minor(energy_wh: int) -> int:
     ("capture_mode", "echo"),
     [("partial_reversal", "booked"), ("partial_reversal", "reversed"), ("book_total", "booked")],
 )  # the terminal's result may echo the booked or the reversed amount: the booking follows what was asked
-async def test_card_preauth_charge_stop_capture_release(site_factory: Any, capture_mode: str, echo: str) -> None:
+async def test_card_preauth_charge_stop_capture_release(
+    site_factory: Any, capture_mode: str, echo: str
+) -> None:
     site = await site_factory(capture_mode=capture_mode)
     site.sim.config.echo = echo
     site.charger.plug_in("DE*EVP*E1", EvsePlan(energy_wh=8_000, step_wh=2_000))
@@ -152,10 +166,20 @@ async def test_card_preauth_charge_stop_capture_release(site_factory: Any, captu
     assert kinds[0] == "CardPresented" and "ChargerStopped" in kinds
 
 
-@pytest.mark.parametrize(("outcome", "state"), [("decline", "declined"), ("timeout", "declined"),
-                                                ("card_removed", "declined"), ("busy", "failed"),
-                                                ("no_receipt", "failed"), ("no_result_code", "failed")])  # fmt: skip
-async def test_unhappy_preauth_never_authorizes_the_charger(site_factory: Any, outcome: str, state: str) -> None:
+@pytest.mark.parametrize(
+    ("outcome", "state"),
+    [
+        ("decline", "declined"),
+        ("timeout", "declined"),
+        ("card_removed", "declined"),
+        ("busy", "failed"),
+        ("no_receipt", "failed"),
+        ("no_result_code", "failed"),
+    ],
+)
+async def test_unhappy_preauth_never_authorizes_the_charger(
+    site_factory: Any, outcome: str, state: str
+) -> None:
     site = await site_factory()
     site.sim.config.outcomes.append(outcome)
     site.charger.plug_in("DE*EVP*E1")
@@ -163,11 +187,15 @@ async def test_unhappy_preauth_never_authorizes_the_charger(site_factory: Any, o
     assert row["state"] == state
     assert site.charger.authorized == []
     assert row["data"]["authorized_minor"] == row["data"]["captured_minor"] == 0
-    assert site.sim.open_preauths() == []  # a hold made without a usable result is released, not left open
+    assert (
+        site.sim.open_preauths() == []
+    )  # a hold made without a usable result is released, not left open
     outcomes = [m for m in site.daemon.store.outbox.list() if m.kind == "session.outcome"]
-    assert [m.payload["session_id"] for m in outcomes if not m.payload["session_id"].startswith("orphan")] == [
-        row["id"]
-    ]
+    assert [
+        m.payload["session_id"]
+        for m in outcomes
+        if not m.payload["session_id"].startswith("orphan")
+    ] == [row["id"]]
 
 
 async def test_charging_never_starts_releases_the_hold(site_factory: Any) -> None:
@@ -180,7 +208,9 @@ async def test_charging_never_starts_releases_the_hold(site_factory: Any) -> Non
 
 async def test_fault_mid_charge_bills_the_last_trusted_reading(site_factory: Any) -> None:
     site = await site_factory()
-    site.charger.plug_in("DE*EVP*E1", EvsePlan(energy_wh=10_000, step_wh=1_000, fault_after_wh=4_000))
+    site.charger.plug_in(
+        "DE*EVP*E1", EvsePlan(energy_wh=10_000, step_wh=1_000, fault_after_wh=4_000)
+    )
     row = await site.wait_final()
     assert row["state"] == "completed"
     assert row["data"]["billed_energy_wh"] == 3_000  # the fault reading itself is not trusted
@@ -209,7 +239,9 @@ async def test_capture_fails_then_succeeds_on_retry(site_factory: Any) -> None:
 
 async def test_restart_mid_charge_resumes_the_session(site_factory: Any) -> None:
     first = await site_factory()
-    first.charger.plug_in("DE*EVP*E1", EvsePlan(energy_wh=30_000, step_wh=500, meter_interval_s=0.05))
+    first.charger.plug_in(
+        "DE*EVP*E1", EvsePlan(energy_wh=30_000, step_wh=500, meter_interval_s=0.05)
+    )
     async with asyncio.timeout(10):
         while not (rows := first.daemon.store.sessions()) or rows[0]["state"] != "charging":
             await asyncio.sleep(0.02)
@@ -221,7 +253,9 @@ async def test_restart_mid_charge_resumes_the_session(site_factory: Any) -> None
     assert row["state"] == "completed"
     assert row["data"]["captured_minor"] == price_minor(row["data"]["billed_energy_wh"])
     journal = second.daemon.store.journal(row["id"])
-    assert len(journal) > before and journal[-1]["data"]["to"] == "completed"  # finished by the new daemon
+    assert (
+        len(journal) > before and journal[-1]["data"]["to"] == "completed"
+    )  # finished by the new daemon
 
 
 async def test_a_restarted_engine_worker_hears_each_charger_event_once(site_factory: Any) -> None:
@@ -248,7 +282,10 @@ async def test_a_terminal_whose_line_was_lost_is_asked_again(site_factory: Any) 
     server = await serve_tcp("127.0.0.1", 0, lambda p: sim.serve(p, serial=False))
     site = await site_factory(device=f"tcp://127.0.0.1:{server.sockets[0].getsockname()[1]}")
     site.sim = sim
-    site.sim.config.unplug_at = (Command.PRE_AUTH_REVERSAL, 2)  # after the result, before the completion
+    site.sim.config.unplug_at = (
+        Command.PRE_AUTH_REVERSAL,
+        2,
+    )  # after the result, before the completion
     site.charger.plug_in("DE*EVP*E1", EvsePlan(energy_wh=0))  # nothing drawn: the hold is released
     first = await site.wait_final()
     assert first["state"] == "voided" and site.sim.config.unplug_at is None

@@ -29,8 +29,12 @@ def test_redelivered_events_are_no_ops_and_every_step_is_journaled(tmp_path: Pat
     done = host.handle(e.TerminalResultArrived("s1", "c1", "capture", Outcome.APPROVED, None, 5))
     assert done.session is not None and done.session.state.value == "completed"
     assert [j["kind"] for j in store.journal("s1")] == [
-        "CardPresented", "TerminalResultArrived", "ChargerStarted", "ChargerStopped", "TerminalResultArrived",
-    ]  # fmt: skip
+        "CardPresented",
+        "TerminalResultArrived",
+        "ChargerStarted",
+        "ChargerStopped",
+        "TerminalResultArrived",
+    ]
     payments = {p["kind"]: p["amount_minor"] for p in store.payments("s1")}
     assert payments["preauth"] == 5000 and payments["capture"] + payments["release"] == 5000
     assert [m.message_id for m in store.outbox.list()] == ["s1:outcome"]
@@ -44,10 +48,14 @@ def test_sweep_releases_unowned_holds_but_waits_for_preauths_in_flight(tmp_path:
     assert host.sweep("T1", (8,), "EUR", "x") == []  # s1's pre-auth is in flight: 8 may be its hold
     host.handle(e.TerminalResultArrived("s1", "r", "preauthorize", Outcome.APPROVED, 5000, 7))
     commands = host.sweep("T1", (7, 8), "EUR", "y")  # 7 is s1's; 8 belongs to nobody
-    assert [(type(x).__name__, getattr(x, "receipt_no", None)) for x in commands] == [("Release", 8)]
+    assert [(type(x).__name__, getattr(x, "receipt_no", None)) for x in commands] == [
+        ("Release", 8)
+    ]
 
 
-def test_a_second_writer_is_noticed_and_the_step_computed_again_from_the_database(tmp_path: Path) -> None:
+def test_a_second_writer_is_noticed_and_the_step_computed_again_from_the_database(
+    tmp_path: Path,
+) -> None:
     """The host keeps each open session as it last stored it, and the store its payment rows
     and the journal's head. Another process writing the file (a technician's command, a second
     host) makes all of them stale: the next step is computed from what the database holds,
@@ -64,7 +72,11 @@ def test_a_second_writer_is_noticed_and_the_step_computed_again_from_the_databas
     other = EngineHost(other_store, policy(), clock)
     clock.advance(600)
     stopped = other.handle(e.ChargerStopped("s1", "sp", 4000))
-    assert stopped.applied and stopped.session is not None and stopped.session.state.value == "capturing"
+    assert (
+        stopped.applied
+        and stopped.session is not None
+        and stopped.session.state.value == "capturing"
+    )
     other_store.close()
     # our host's copy says "charging"; a meter value must not be applied to it
     late = host.handle(e.MeterValue("s1", "m9", 9000))

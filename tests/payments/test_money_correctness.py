@@ -17,7 +17,15 @@ from gateway.payments import commands as c
 from gateway.payments import events as e
 from gateway.payments.record import from_json, to_json
 from gateway.payments.schemes import Validity, scheme_of
-from gateway.payments.session import HoldStatus, Session, State, Transition, outcome_payload, transition, violations
+from gateway.payments.session import (
+    HoldStatus,
+    Session,
+    State,
+    Transition,
+    outcome_payload,
+    transition,
+    violations,
+)
 from gateway.runtime.engine_host import EngineHost
 from gateway.store import Store
 from tests.payments.fixtures import T0, Clock, policy
@@ -37,11 +45,17 @@ def step(s: Session | None, ev: e.Event, minutes: float = 0, pol: object = P) ->
     return transition(s, ev, T0 + timedelta(minutes=minutes), pol)  # type: ignore[arg-type]
 
 
-def res(op: str, outcome: Outcome, amount: int | None = None, receipt: int | None = 7, **kw: object) -> e.Event:
-    return e.TerminalResultArrived(SID, f"{op}-{outcome}-{amount}", op, outcome, amount, receipt, **kw)  # type: ignore[arg-type]
+def res(
+    op: str, outcome: Outcome, amount: int | None = None, receipt: int | None = 7, **kw: object
+) -> e.Event:
+    return e.TerminalResultArrived(
+        SID, f"{op}-{outcome}-{amount}", op, outcome, amount, receipt, **kw
+    )  # type: ignore[arg-type]
 
 
-def capturing(stop_meter: int = 11_000, pol: object = P, card: dict[str, str] | None = None) -> Session:
+def capturing(
+    stop_meter: int = 11_000, pol: object = P, card: dict[str, str] | None = None
+) -> Session:
     s = at(None, e.CardPresented(SID, "card", "E1", "T1", "EUR"), 0, pol)
     s = at(s, res("preauthorize", Outcome.APPROVED, 5000, card=card or {}), 0, pol)
     s = at(s, e.ChargerStarted(SID, "st", 1000), 1, pol)
@@ -52,11 +66,16 @@ def capturing(stop_meter: int = 11_000, pol: object = P, card: dict[str, str] | 
 
 
 @pytest.mark.parametrize("echo", [655, 4345, None], ids=["echo-booked", "echo-reversed", "no-echo"])
-def test_capture_books_what_was_asked_whichever_amount_the_terminal_echoes(echo: int | None) -> None:
+def test_capture_books_what_was_asked_whichever_amount_the_terminal_echoes(
+    echo: int | None,
+) -> None:
     s = capturing()
     assert s.state is State.CAPTURING and s.price_minor == 655
     done = at(s, res("capture", Outcome.APPROVED, echo, 12), 61)
-    assert done.state is State.COMPLETED and (done.captured_minor, done.released_minor) == (655, 4345)
+    assert done.state is State.COMPLETED and (done.captured_minor, done.released_minor) == (
+        655,
+        4345,
+    )
     assert done.discrepancies == ()
     fac = fac_from_outcome(outcome_payload(done), T0)
     assert fac is not None and fac.total_costs.total == Decimal("6.55")
@@ -75,18 +94,31 @@ def test_a_declined_capture_whose_receipt_vanished_is_unconfirmed_and_owed_not_c
     assert s.state is State.CAPTURE_UNKNOWN
     t = step(s, e.OpenPreauthsReported(SID, "q", ()), 62)
     u = t.session
-    assert u is not None and u.state is State.CAPTURE_UNCONFIRMED and u.captured_minor == 0 and u.owed_minor == 655
+    assert (
+        u is not None
+        and u.state is State.CAPTURE_UNCONFIRMED
+        and u.captured_minor == 0
+        and u.owed_minor == 655
+    )
     (out,) = t.commands
     assert isinstance(out, c.Enqueue)
     fac = fac_from_outcome(out.payload, T0)
-    assert fac is not None and fac.capture_status_code == "FAILED" and "owed" in (fac.capture_status_message or "")
+    assert (
+        fac is not None
+        and fac.capture_status_code == "FAILED"
+        and "owed" in (fac.capture_status_message or "")
+    )
 
 
 @pytest.mark.parametrize("echo", [655, 4345])
 def test_a_lost_capture_is_booked_on_the_terminals_repeat_of_its_last_result(echo: int) -> None:
     s = at(capturing(), res("capture", Outcome.UNKNOWN), 61)
     done = at(s, e.OpenPreauthsReported(SID, "q", (), last=e.LastResult(True, 12, echo)), 62)
-    assert done.state is State.COMPLETED and done.captured_minor == 655 and done.holds[0].booking_receipt == 12
+    assert (
+        done.state is State.COMPLETED
+        and done.captured_minor == 655
+        and done.holds[0].booking_receipt == 12
+    )
 
 
 def test_a_last_result_of_another_amount_is_no_evidence() -> None:
@@ -115,7 +147,11 @@ def test_a_release_lost_until_the_hold_lapses_says_so() -> None:
     s = at(s, res("release", Outcome.UNKNOWN), 5)
     s = replace(s, expires_at=T0 + timedelta(minutes=30))
     u = at(s, e.OpenPreauthsReported(SID, "q", (), failed=True), 6)
-    assert u.state is State.RELEASE_FAILED and u.holds[0].status is HoldStatus.LAPSED and u.released_minor == 0
+    assert (
+        u.state is State.RELEASE_FAILED
+        and u.holds[0].status is HoldStatus.LAPSED
+        and u.released_minor == 0
+    )
 
 
 # ---- 3: approval without a receipt number ------------------------------------------------------
@@ -176,17 +212,29 @@ def test_the_sweep_never_releases_the_hold_of_a_session_that_owes(tmp_path: Path
 def test_hold_validity_follows_the_card_scheme_and_the_acquirer_profile() -> None:
     assert scheme_of(MC) == "mastercard" and scheme_of({"brand": "VISA"}) == "visa"
     assert scheme_of({"aid": "A0000000043060"}) == "maestro" and scheme_of({}) == "unknown"
-    mc = at(at(None, e.CardPresented(SID, "card", "E1", "T1", "EUR")), res("preauthorize", Outcome.APPROVED, 5000,
-                                                                              card=MC))  # fmt: skip
+    mc = at(
+        at(None, e.CardPresented(SID, "card", "E1", "T1", "EUR")),
+        res("preauthorize", Outcome.APPROVED, 5000, card=MC),
+    )
     assert mc.scheme == "mastercard" and mc.expires_at == T0 + timedelta(days=30)
-    plain = at(at(None, e.CardPresented(SID, "card", "E1", "T1", "EUR")), res("preauthorize", Outcome.APPROVED, 5000))
+    plain = at(
+        at(None, e.CardPresented(SID, "card", "E1", "T1", "EUR")),
+        res("preauthorize", Outcome.APPROVED, 5000),
+    )
     assert plain.expires_at == T0 + Validity().default  # unknown card: the conservative default
     acquirer = policy(validity=Validity(terminals={"T1": {"mastercard": timedelta(days=7)}}))
-    s = at(at(None, e.CardPresented(SID, "card", "E1", "T1", "EUR"), 0, acquirer),
-           res("preauthorize", Outcome.APPROVED, 5000, card=MC), 0, acquirer)  # fmt: skip
+    s = at(
+        at(None, e.CardPresented(SID, "card", "E1", "T1", "EUR"), 0, acquirer),
+        res("preauthorize", Outcome.APPROVED, 5000, card=MC),
+        0,
+        acquirer,
+    )
     assert s.expires_at == T0 + timedelta(days=7)
     charging = at(s, e.ChargerStarted(SID, "st", 0), 1, acquirer)
-    assert charging.timer == (e.TimerKind.EXPIRY, T0 + timedelta(days=6))  # stop a day before it lapses
+    assert charging.timer == (
+        e.TimerKind.EXPIRY,
+        T0 + timedelta(days=6),
+    )  # stop a day before it lapses
 
 
 # ---- 7: an ambiguous StartSession, energy after the release ------------------------------------
@@ -205,7 +253,9 @@ def test_energy_reported_after_the_hold_was_released_is_recorded_as_owed() -> No
     assert isinstance(out, c.Enqueue) and out.message_id == f"{SID}:unpaid"
     fac = fac_from_outcome(out.payload, T0)
     assert fac is not None and fac.id == f"{SID}-U" and fac.capture_status_code == "FAILED"
-    assert step(u, e.ChargerStopped(SID, "cdr2", 7_000, 7_000), 61).session == u  # a second CDR: no second debt
+    assert (
+        step(u, e.ChargerStopped(SID, "cdr2", 7_000, 7_000), 61).session == u
+    )  # a second CDR: no second debt
 
 
 # ---- 8: shortfall -------------------------------------------------------------------------------
@@ -215,7 +265,11 @@ def test_a_price_above_the_hold_captures_the_hold_and_records_the_shortfall() ->
     s = capturing(stop_meter=1000 + 120_000)
     assert s.price_minor > 5000 and s.shortfall_minor == s.price_minor - 5000
     done = at(s, res("capture", Outcome.APPROVED, 5000, 12), 61)
-    assert done.state is State.COMPLETED and done.captured_minor == 5000 and done.owed_minor == s.shortfall_minor
+    assert (
+        done.state is State.COMPLETED
+        and done.captured_minor == 5000
+        and done.owed_minor == s.shortfall_minor
+    )
     fac = fac_from_outcome(outcome_payload(done), T0)
     assert (
         fac is not None
@@ -230,8 +284,14 @@ def test_a_price_above_the_hold_captures_the_hold_and_records_the_shortfall() ->
 def test_every_terminal_command_has_an_answer_deadline() -> None:
     s = at(None, e.CardPresented(SID, "card", "E1", "T1", "EUR"))
     assert s.timer == (e.TimerKind.ANSWER, T0 + P.answer_timeout)
-    t = step(s, e.TimerFired(SID, "t", e.TimerKind.ANSWER), 7)  # no result ever came (unknown terminal, crash)
-    assert t.session is not None and t.session.state is State.AUTH_UNKNOWN and t.session.timer is not None
+    t = step(
+        s, e.TimerFired(SID, "t", e.TimerKind.ANSWER), 7
+    )  # no result ever came (unknown terminal, crash)
+    assert (
+        t.session is not None
+        and t.session.state is State.AUTH_UNKNOWN
+        and t.session.timer is not None
+    )
     cap = capturing()
     assert cap.timer is not None and cap.timer[0] == e.TimerKind.ANSWER
 
@@ -239,8 +299,15 @@ def test_every_terminal_command_has_an_answer_deadline() -> None:
 def test_an_open_session_without_a_deadline_is_refused() -> None:
     s = at(None, e.CardPresented(SID, "card", "E1", "T1", "EUR"))
     assert "next action" in " ".join(violations(replace(s, timer=None)))
-    with pytest.raises(InvariantViolated, match="armed in"):  # a timer that would do nothing is a bug, not a no-op
-        transition(replace(s, timer=(e.TimerKind.RETRY, T0)), e.TimerFired(SID, "t", e.TimerKind.RETRY), T0, P)
+    with pytest.raises(
+        InvariantViolated, match="armed in"
+    ):  # a timer that would do nothing is a bug, not a no-op
+        transition(
+            replace(s, timer=(e.TimerKind.RETRY, T0)),
+            e.TimerFired(SID, "t", e.TimerKind.RETRY),
+            T0,
+            P,
+        )
 
 
 def test_two_lost_preauths_adopt_only_the_hold_whose_data_fits(tmp_path: Path) -> None:
@@ -256,13 +323,26 @@ def test_two_lost_preauths_adopt_only_the_hold_whose_data_fits(tmp_path: Path) -
     host.handle(e.OpenPreauthsReported("a", "qa", (20, 21), last=last))
     host.handle(e.OpenPreauthsReported("b", "qb", (20, 21), last=last))
     a, b = host.load("a"), host.load("b")
-    assert a is not None and a.state is State.FAILED  # 99.00 is more than a ever asked for: not adopted
-    assert b is not None and b.state is State.RELEASING and b.receipt_no == 21 and b.authorized_minor == 9900
+    assert (
+        a is not None and a.state is State.FAILED
+    )  # 99.00 is more than a ever asked for: not adopted
+    assert (
+        b is not None
+        and b.state is State.RELEASING
+        and b.receipt_no == 21
+        and b.authorized_minor == 9900
+    )
     assert host.sweep("T1", (20, 21), "EUR", "x")  # a's hold stays for the sweep, b's is owned
-    assert all(cmd.receipt_no == 20 for cmd in host.sweep("T1", (20, 21), "EUR", "y") if isinstance(cmd, c.Release))
+    assert all(
+        cmd.receipt_no == 20
+        for cmd in host.sweep("T1", (20, 21), "EUR", "y")
+        if isinstance(cmd, c.Release)
+    )
 
 
-def test_a_lost_preauth_that_cannot_be_attributed_releases_the_orphan_at_once(tmp_path: Path) -> None:
+def test_a_lost_preauth_that_cannot_be_attributed_releases_the_orphan_at_once(
+    tmp_path: Path,
+) -> None:
     """Found by the unplug campaign: the line cut just before the pre-auth's result, the terminal's
     last result says nothing of the new hold, so the session fails without it; the hold stayed
     open on the driver's card until the next periodic sweep (ten minutes, or never on a busy
@@ -272,7 +352,9 @@ def test_a_lost_preauth_that_cannot_be_attributed_releases_the_orphan_at_once(tm
     host = EngineHost(store, policy(), clock)
     host.handle(e.CardPresented("a", "card", "E1", "T1", "EUR"))
     host.handle(e.Resumed("a", "boot"))
-    handled = host.handle(e.OpenPreauthsReported("a", "qa", (20,), last=e.LastResult(True, 19, 5000)))
+    handled = host.handle(
+        e.OpenPreauthsReported("a", "qa", (20,), last=e.LastResult(True, 19, 5000))
+    )
     assert handled.session is not None and handled.session.state is State.FAILED
     (release,) = handled.commands
     assert isinstance(release, c.Release) and release.receipt_no == 20
@@ -285,8 +367,16 @@ def test_a_lost_preauth_that_cannot_be_attributed_releases_the_orphan_at_once(tm
 
 
 def held(op: str, amount: int, receipt: int, **kw: object) -> e.Event:
-    return e.TerminalResultArrived(SID, f"{op}-held", op, Outcome.APPROVED, amount, receipt, provisional=True,  # type: ignore[arg-type]
-                                   **kw)  # fmt: skip
+    return e.TerminalResultArrived(
+        SID,
+        f"{op}-held",
+        op,
+        Outcome.APPROVED,
+        amount,
+        receipt,
+        provisional=True,  # type: ignore[arg-type]
+        **kw,
+    )
 
 
 def test_a_capture_stored_but_never_acknowledged_is_not_booked() -> None:
@@ -301,7 +391,11 @@ def test_a_capture_stored_but_never_acknowledged_is_not_booked() -> None:
     s = at(s, e.Resumed(SID, "boot"), 62)
     assert s.state is State.CAPTURE_UNKNOWN
     t = step(s, e.OpenPreauthsReported(SID, "q", (7,)), 62)  # the terminal holds it again
-    assert t.session is not None and t.session.state is State.CAPTURE_RETRY and t.session.captured_minor == 0
+    assert (
+        t.session is not None
+        and t.session.state is State.CAPTURE_RETRY
+        and t.session.captured_minor == 0
+    )
     assert t.session.held_result is None  # used up: the retry's own result decides
 
 
@@ -309,8 +403,14 @@ def test_a_capture_stored_before_a_crash_stands_when_the_hold_is_gone() -> None:
     """The same, but the acknowledgement did reach the terminal: the hold is gone and the
     terminal's last result is someone else's; our stored result is the evidence."""
     s = at(capturing(), held("capture", 655, 12, for_receipt=7), 61)
-    s = at(at(s, e.Resumed(SID, "boot"), 62), e.OpenPreauthsReported(SID, "q", (), last=e.LastResult(True, 40, 99)), 62)
-    assert s.state is State.COMPLETED and s.captured_minor == 655 and s.holds[0].booking_receipt == 12
+    s = at(
+        at(s, e.Resumed(SID, "boot"), 62),
+        e.OpenPreauthsReported(SID, "q", (), last=e.LastResult(True, 40, 99)),
+        62,
+    )
+    assert (
+        s.state is State.COMPLETED and s.captured_minor == 655 and s.holds[0].booking_receipt == 12
+    )
 
 
 @pytest.mark.parametrize("still_open", [True, False])
@@ -319,12 +419,20 @@ def test_a_preauth_stored_before_a_crash_is_ours_only_if_still_open(still_open: 
     s = at(s, held("preauthorize", 5000, 7))
     assert s.state is State.AUTHORIZING and s.holds == ()  # the charger is not told to start yet
     s = at(s, e.Resumed(SID, "boot"), 1)
-    t = step(s, e.OpenPreauthsReported(SID, "q", (7,) if still_open else (), orphans=(7,) if still_open else ()), 1)
+    t = step(
+        s,
+        e.OpenPreauthsReported(
+            SID, "q", (7,) if still_open else (), orphans=(7,) if still_open else ()
+        ),
+        1,
+    )
     assert t.session is not None
     if still_open:  # ours, proven by its own result: given back (the EV was never authorised)
         assert t.session.state is State.RELEASING and [c.receipt_no for c in t.commands] == [7]  # type: ignore[attr-defined]
     else:  # reversed by the terminal for want of our acknowledgement: nothing to give back
-        assert t.session.state is State.FAILED and not any(isinstance(x, c.Release) for x in t.commands)
+        assert t.session.state is State.FAILED and not any(
+            isinstance(x, c.Release) for x in t.commands
+        )
         assert "reversed" in t.session.notes[-1]
 
 
@@ -336,11 +444,18 @@ def _incremental(new_receipt: bool) -> Session:
     s = at(None, e.CardPresented(SID, "card", "E1", "T1", "EUR"), 0, pol)
     s = at(s, res("preauthorize", Outcome.APPROVED, 1500, 7, trace_no=70), 0, pol)
     s = at(s, e.ChargerStarted(SID, "st", 0), 1, pol)
-    t = step(s, e.MeterValue(SID, "m", 21_000), 30, pol)  # (1.00 + 21 kWh * 0.45) * 1.19 = 12.44: 80 % of the hold
+    t = step(
+        s, e.MeterValue(SID, "m", 21_000), 30, pol
+    )  # (1.00 + 21 kWh * 0.45) * 1.19 = 12.44: 80 % of the hold
     assert t.session is not None and t.session.state is State.TOPPING_UP
     (top,) = t.commands
     assert isinstance(top, c.TopUp) and top.trace_no == 70 and top.amount_minor == 1500
-    s = at(t.session, res("topup", Outcome.APPROVED, 1500, 8 if new_receipt else 7, for_receipt=7), 31, pol)
+    s = at(
+        t.session,
+        res("topup", Outcome.APPROVED, 1500, 8 if new_receipt else 7, for_receipt=7),
+        31,
+        pol,
+    )
     return at(s, e.ChargerStopped(SID, "sp", 30_000), 60, pol)
 
 
@@ -359,14 +474,24 @@ def test_incremental_top_up_into_the_same_receipt_increases_that_hold() -> None:
 def test_incremental_settles_each_hold_then_completes() -> None:
     pol = policy("incremental", topup_terminals=frozenset({"T1"}))
     s = _incremental(new_receipt=True)
-    s = replace(s, holds=(replace(s.holds[0], target_minor=1500), replace(s.holds[1], target_minor=300)),
-                price_minor=1800)  # fmt: skip
+    s = replace(
+        s,
+        holds=(replace(s.holds[0], target_minor=1500), replace(s.holds[1], target_minor=300)),
+        price_minor=1800,
+    )
     t = step(s, res("capture", Outcome.APPROVED, 1500, 30, for_receipt=7), 61, pol)
     assert t.session is not None and t.session.state is State.CAPTURING
     (nxt,) = t.commands
-    assert isinstance(nxt, c.Capture) and (nxt.receipt_no, nxt.held_minor, nxt.amount_minor) == (8, 1500, 300)
+    assert isinstance(nxt, c.Capture) and (nxt.receipt_no, nxt.held_minor, nxt.amount_minor) == (
+        8,
+        1500,
+        300,
+    )
     done = at(t.session, res("capture", Outcome.APPROVED, 1200, 31, for_receipt=8), 62, pol)
-    assert done.state is State.COMPLETED and (done.captured_minor, done.released_minor) == (1800, 1200)
+    assert done.state is State.COMPLETED and (done.captured_minor, done.released_minor) == (
+        1800,
+        1200,
+    )
 
 
 @pytest.mark.parametrize("new_receipt", [True, False])
@@ -382,7 +507,9 @@ def test_a_top_up_stored_but_never_acknowledged_does_not_raise_the_cap(new_recei
     assert s.state is State.TOPPING_UP and s.authorized_minor == 1500 and s.held_result is not None
     s = at(s, e.Resumed(SID, "boot"), 32, pol)
     assert s.state is State.CHARGING and s.held_result is None and s.topup_refused
-    assert [(h.receipt_no, h.amount_minor) for h in s.holds] == [(7, 1500)] and "never acknowledged" in s.notes[-1]
+    assert [(h.receipt_no, h.amount_minor) for h in s.holds] == [
+        (7, 1500)
+    ] and "never acknowledged" in s.notes[-1]
     assert at(s, e.MeterValue(SID, "m2", 25_000), 33, pol).state is State.STOPPING  # at the old cap
 
 
@@ -416,15 +543,22 @@ def test_the_hold_of_a_lost_top_up_is_captured_by_booking_its_amount(how: str) -
     s = at(s, res("preauthorize", Outcome.APPROVED, 1500, 7, trace_no=70), 0, pol)
     s = at(at(s, e.ChargerStarted(SID, "st", 0), 1, pol), e.MeterValue(SID, "m", 21_000), 30, pol)
     if how == "restart":
-        s = at(at(s, held("topup", 1500, 7, for_receipt=7), 31, pol), e.Resumed(SID, "boot"), 32, pol)
+        s = at(
+            at(s, held("topup", 1500, 7, for_receipt=7), 31, pol), e.Resumed(SID, "boot"), 32, pol
+        )
     else:
         assert s.timer is not None
         s = at(s, e.TimerFired(SID, "t", s.timer[0]), 37, pol)  # the answer timeout (6 min)
     assert s.state is State.CHARGING and s.holds[0].uncertain and s.authorized_minor == 1500
     t = step(s, e.ChargerStopped(SID, "sp", 22_000), 40, pol)
     (cap,) = [x for x in t.commands if isinstance(x, c.Capture)]
-    assert cap.exact and (cap.held_minor, cap.amount_minor) == (1500, t.session.price_minor if t.session else 0)
-    assert t.session is not None and from_json(to_json(t.session)).holds[0].uncertain  # kept in the store's record
+    assert cap.exact and (cap.held_minor, cap.amount_minor) == (
+        1500,
+        t.session.price_minor if t.session else 0,
+    )
+    assert (
+        t.session is not None and from_json(to_json(t.session)).holds[0].uncertain
+    )  # kept in the store's record
 
 
 def test_a_top_up_acknowledged_after_it_was_stored_raises_the_cap() -> None:
@@ -447,7 +581,9 @@ def test_a_terminal_that_cannot_top_up_stops_at_the_cap_and_says_so() -> None:
     assert "cannot add to a hold" in s.notes[0]
     s = at(s, res("preauthorize", Outcome.APPROVED, 1500), 0, pol)
     s = at(s, e.ChargerStarted(SID, "st", 0), 1, pol)
-    assert at(s, e.MeterValue(SID, "m", 25_000), 30, pol).state is State.STOPPING  # 14.58 >= 15.00 - 0.50
+    assert (
+        at(s, e.MeterValue(SID, "m", 25_000), 30, pol).state is State.STOPPING
+    )  # 14.58 >= 15.00 - 0.50
 
 
 def test_an_authorisation_lost_in_a_restart_is_said_again() -> None:
@@ -461,7 +597,9 @@ def test_an_authorisation_lost_in_a_restart_is_said_again() -> None:
     assert first.session is not None and first.session.state is State.AUTHORIZED
     again = step(first.session, e.Resumed(SID, "boot"), 1)
     assert again.commands == (replace(first.commands[0], repeat=True),)  # type: ignore[type-var]
-    assert again.session is not None and again.session.timer == first.session.timer  # the same deadline
+    assert (
+        again.session is not None and again.session.timer == first.session.timer
+    )  # the same deadline
 
 
 def test_a_route_that_tops_up_tops_up_on_a_site_that_does_not() -> None:
@@ -473,9 +611,15 @@ def test_a_route_that_tops_up_tops_up_on_a_site_that_does_not() -> None:
     s = at(None, e.CardPresented(SID, "card", "E1", "T1", "EUR", route="topup"), 0, pol)
     assert s.hold_minor == 1500 and s.route == "topup"
     s = at(s, res("preauthorize", Outcome.APPROVED, 1500, 7, trace_no=70), 0, pol)
-    s = from_json(to_json(at(s, e.ChargerStarted(SID, "st", 0), 1, pol)))  # the route survives a restart
+    s = from_json(
+        to_json(at(s, e.ChargerStarted(SID, "st", 0), 1, pol))
+    )  # the route survives a restart
     t = step(s, e.MeterValue(SID, "m", 21_000), 30, pol)
-    assert t.session is not None and t.session.state is State.TOPPING_UP and isinstance(t.commands[0], c.TopUp)
+    assert (
+        t.session is not None
+        and t.session.state is State.TOPPING_UP
+        and isinstance(t.commands[0], c.TopUp)
+    )
 
 
 def test_a_charge_that_stops_while_its_top_up_is_out_books_the_price_not_the_top_up() -> None:
@@ -492,7 +636,12 @@ def test_a_charge_that_stops_while_its_top_up_is_out_books_the_price_not_the_top
     (cap,) = [x for x in t.commands if isinstance(x, c.Capture)]
     assert t.session is not None and cap.exact and cap.held_minor == 1500
     price = t.session.price_minor
-    s = at(t.session, res("topup", Outcome.APPROVED, 1500, 7, for_receipt=7), 31, pol)  # the same hold, raised
+    s = at(
+        t.session, res("topup", Outcome.APPROVED, 1500, 7, for_receipt=7), 31, pol
+    )  # the same hold, raised
     assert s.holds[0].amount_minor == 3000
     s = at(s, res("capture", Outcome.APPROVED, price, 9, for_receipt=7), 32, pol)
-    assert s.state is State.COMPLETED and (s.captured_minor, s.released_minor) == (price, 3000 - price)
+    assert s.state is State.COMPLETED and (s.captured_minor, s.released_minor) == (
+        price,
+        3000 - price,
+    )

@@ -26,11 +26,15 @@ from gateway.payments.tariff import (
 )
 from tests.payments.fixtures import TARIFF, TZ
 
-DATA = Path(__file__).resolve().parent.parent / "data" / "ocpi"  # copied from the OCPI spec, see SOURCE.md
+DATA = (
+    Path(__file__).resolve().parent.parent / "data" / "ocpi"
+)  # copied from the OCPI spec, see SOURCE.md
 UTC_TZ = ZoneInfo("UTC")
 
 
-def samples(*points: tuple[int, int], start: datetime = datetime(2026, 1, 5, 9, tzinfo=UTC)) -> list[Sample]:
+def samples(
+    *points: tuple[int, int], start: datetime = datetime(2026, 1, 5, 9, tzinfo=UTC)
+) -> list[Sample]:
     """(minutes from start, cumulative Wh)."""
     return [Sample(start + timedelta(minutes=m), wh) for m, wh in points]
 
@@ -52,9 +56,14 @@ def test_energy_with_vat_is_rounded_once() -> None:
 
 
 def test_step_size_rounds_volume_up_per_component() -> None:
-    t = tariff_from_ocpi(ocpi("tariff_14_step_size.json"))  # TIME 1.20/h in 30-min steps, parking 15-min steps
+    t = tariff_from_ocpi(
+        ocpi("tariff_14_step_size.json")
+    )  # TIME 1.20/h in 30-min steps, parking 15-min steps
     p = price(t, samples((0, 0), (40, 20_000), (50, 20_000)), UTC_TZ)
-    assert p.lines == (("PARKING_TIME", Decimal(900), Decimal("0.250")), ("TIME", Decimal(3600), Decimal("1.2")))
+    assert p.lines == (
+        ("PARKING_TIME", Decimal(900), Decimal("0.250")),
+        ("TIME", Decimal(3600), Decimal("1.2")),
+    )
     assert p.minor == 145
 
 
@@ -76,7 +85,9 @@ def test_time_of_day_restriction_switches_the_energy_price_at_22h() -> None:
     start = datetime(2026, 1, 5, 20, 30, tzinfo=UTC)  # 21:30 in Berlin
     p = price(TARIFF, samples((0, 0), (30, 5_000), (60, 10_000), start=start), TZ)
     # 1.00 flat + 5 kWh at 0.45 (before 22:00 local) + 5 kWh at 0.35 (after), all +19 %
-    assert p.minor == int((Decimal("1.00") + 5 * Decimal("0.45") + 5 * Decimal("0.35")) * Decimal(119))
+    assert p.minor == int(
+        (Decimal("1.00") + 5 * Decimal("0.45") + 5 * Decimal("0.35")) * Decimal(119)
+    )
 
 
 def test_parking_after_four_hours_is_charged() -> None:
@@ -92,34 +103,53 @@ def test_no_samples_no_price() -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    [{"id": "x"}, {"id": "x", "currency": "EUR", "elements": [{"price_components": [{"type": "NOPE", "price": 1}]}]}],
+    [
+        {"id": "x"},
+        {
+            "id": "x",
+            "currency": "EUR",
+            "elements": [{"price_components": [{"type": "NOPE", "price": 1}]}],
+        },
+    ],
 )
 def test_bad_tariffs_are_refused_naming_the_tariff(bad: dict[str, object]) -> None:
     with pytest.raises(ValueError, match="tariff x"):
         tariff_from_ocpi(bad)
 
 
-HOLD = HoldPolicy("fixed", {"EUR": 5000}, 500, 15000, incremental_initial_minor=1500, incremental_step_minor=1500)
+HOLD = HoldPolicy(
+    "fixed", {"EUR": 5000}, 500, 15000, incremental_initial_minor=1500, incremental_step_minor=1500
+)
 NOW = datetime(2026, 1, 5, 9, tzinfo=UTC)
 
 
 def test_fixed_hold_is_per_currency_and_clamped() -> None:
     assert initial_hold(HOLD, "EUR", TARIFF, None, NOW, TZ) == 5000
-    assert initial_hold(HoldPolicy("fixed", {"EUR": 90_000}, 500, 15000), "EUR", None, None, NOW, TZ) == 15000
+    assert (
+        initial_hold(HoldPolicy("fixed", {"EUR": 90_000}, 500, 15000), "EUR", None, None, NOW, TZ)
+        == 15000
+    )
 
 
 def test_target_hold_prices_the_declared_energy_plus_margin() -> None:
     policy = HoldPolicy("target", {"EUR": 5000}, 500, 15000, target_margin_pct=Decimal(10))
     hold = initial_hold(policy, "EUR", TARIFF, Target(kwh=Decimal(20)), NOW, TZ)
     expected = (Decimal("1.00") + 20 * Decimal("0.45")) * Decimal("1.19") * Decimal("1.10")
-    assert expected == Decimal("13.09") and hold == 1309  # rounded up, never below the target's price
+    assert (
+        expected == Decimal("13.09") and hold == 1309
+    )  # rounded up, never below the target's price
     assert initial_hold(policy, "EUR", TARIFF, Target(amount_minor=2000), NOW, TZ) == 2200
     assert initial_hold(policy, "EUR", TARIFF, Target(amount_minor=100), NOW, TZ) == 500  # clamped
 
 
 def test_incremental_starts_small_and_tops_up_near_the_hold() -> None:
     policy = HoldPolicy(
-        "incremental", {"EUR": 5000}, 500, 4000, incremental_initial_minor=1500, incremental_step_minor=1500
+        "incremental",
+        {"EUR": 5000},
+        500,
+        4000,
+        incremental_initial_minor=1500,
+        incremental_step_minor=1500,
     )
     assert initial_hold(policy, "EUR", TARIFF, None, NOW, TZ) == 1500
     assert topup(policy, 1500, 1000) is None  # below 80 %
@@ -130,10 +160,18 @@ def test_incremental_starts_small_and_tops_up_near_the_hold() -> None:
 
 
 def test_fixed_hold_follows_the_tariffs_preauthorize_amount() -> None:
-    tariff = tariff_from_ocpi({"id": "P", "currency": "EUR", "preauthorize_amount": 35.5,
-                               "elements": [{"price_components": [{"type": "ENERGY", "price": 0.5}]}]})  # fmt: skip
+    tariff = tariff_from_ocpi(
+        {
+            "id": "P",
+            "currency": "EUR",
+            "preauthorize_amount": 35.5,
+            "elements": [{"price_components": [{"type": "ENERGY", "price": 0.5}]}],
+        }
+    )
     assert initial_hold(HOLD, "EUR", tariff, None, NOW, TZ) == 3550
-    assert initial_hold(HOLD, "GBP", tariff, None, NOW, TZ) == 15000  # another currency: not this tariff's amount
+    assert (
+        initial_hold(HOLD, "GBP", tariff, None, NOW, TZ) == 15000
+    )  # another currency: not this tariff's amount
 
 
 SPEC_TARIFFS = [tariff_from_ocpi(ocpi(p.name)) for p in sorted(DATA.glob("tariff_*.json"))]
@@ -141,19 +179,31 @@ BY_VOLUME = Tariff(  # restrictions on energy and duration, which the spec's exa
     "V1",
     "EUR",
     (
-        TariffElement((PriceComponent(Dimension.ENERGY, Decimal("0.30"), Decimal(19), 1),), Restrictions(max_kwh=Decimal(10))),
+        TariffElement(
+            (PriceComponent(Dimension.ENERGY, Decimal("0.30"), Decimal(19), 1),),
+            Restrictions(max_kwh=Decimal(10)),
+        ),
         TariffElement((PriceComponent(Dimension.ENERGY, Decimal("0.50"), Decimal(19), 1),)),
-        TariffElement((PriceComponent(Dimension.TIME, Decimal("2.00"), Decimal(19), 60),), Restrictions(max_duration=1800)),
-        TariffElement((PriceComponent(Dimension.PARKING_TIME, Decimal("6.00"), Decimal(19), 60),),
-                      Restrictions(min_duration=2 * 3600)),
+        TariffElement(
+            (PriceComponent(Dimension.TIME, Decimal("2.00"), Decimal(19), 60),),
+            Restrictions(max_duration=1800),
+        ),
+        TariffElement(
+            (PriceComponent(Dimension.PARKING_TIME, Decimal("6.00"), Decimal(19), 60),),
+            Restrictions(min_duration=2 * 3600),
+        ),
     ),
-)  # fmt: skip
+)
 
 
 @settings(max_examples=150, deadline=None)
 @given(
     st.sampled_from([*SPEC_TARIFFS, TARIFF, BY_VOLUME]),
-    st.lists(st.tuples(st.integers(1, 7200), st.just(0) | st.integers(0, 30_000)), min_size=1, max_size=12),
+    st.lists(
+        st.tuples(st.integers(1, 7200), st.just(0) | st.integers(0, 30_000)),
+        min_size=1,
+        max_size=12,
+    ),
     st.integers(0, 23),
 )
 def test_incremental_pricing_equals_pricing_from_scratch(
@@ -168,4 +218,6 @@ def test_incremental_pricing_equals_pricing_from_scratch(
         seen.append(Sample(at, energy))
         assert pricer.price(tariff, seen, TZ) == price(tariff, seen, TZ)
         at, energy = at + timedelta(seconds=seconds), energy + wh
-    assert pricer.price(tariff, seen[:1], TZ) == price(tariff, seen[:1], TZ)  # an older sequence: no mix-up
+    assert pricer.price(tariff, seen[:1], TZ) == price(
+        tariff, seen[:1], TZ
+    )  # an older sequence: no mix-up

@@ -28,13 +28,27 @@ NOW = DAY + timedelta(days=1, hours=2)
 
 def paid(n: int, amount: int = 1000, brand: str = "mastercard", **kw: object) -> SessionFacts:
     at = DAY + timedelta(seconds=8 * n)  # 10,000 of them fit in the day's batch
-    base = SessionFacts(f"s{n}", "t1", "completed", "EUR", brand, at, at + timedelta(minutes=5),
-                        at + timedelta(minutes=5), amount, amount, billed_energy_wh=2000, reported_energy_wh=2000,
-                        reference=f"EVP-s{n}")  # fmt: skip
+    base = SessionFacts(
+        f"s{n}",
+        "t1",
+        "completed",
+        "EUR",
+        brand,
+        at,
+        at + timedelta(minutes=5),
+        at + timedelta(minutes=5),
+        amount,
+        amount,
+        billed_energy_wh=2000,
+        reported_energy_wh=2000,
+        reference=f"EVP-s{n}",
+    )
     return replace(base, **kw)  # type: ignore[arg-type]
 
 
-def day(sessions: list[SessionFacts], totals: dict[str, tuple[int, int]] | None = None, **kw: object) -> Facts:
+def day(
+    sessions: list[SessionFacts], totals: dict[str, tuple[int, int]] | None = None, **kw: object
+) -> Facts:
     if totals is None:
         totals = {}
         for s in sessions:
@@ -64,9 +78,12 @@ def test_a_reversal_takes_the_payment_out_of_the_batch_and_a_refund_lowers_it() 
 def test_terminal_totals_against_the_journal() -> None:
     sessions = [paid(1), paid(2), paid(3)]
     assert kinds(day(sessions, {"mastercard": (2, 2000)})) == [
-        ("missing_in_terminal_totals", ("s1", "s2", "s3"), 1000)]  # fmt: skip
+        ("missing_in_terminal_totals", ("s1", "s2", "s3"), 1000)
+    ]
     assert kinds(day(sessions, {"mastercard": (4, 4500)})) == [("missing_in_journal", (), 1500)]
-    assert kinds(day(sessions, {"mastercard": (3, 2990)})) == [("amount_mismatch", ("s1", "s2", "s3"), 10)]
+    assert kinds(day(sessions, {"mastercard": (3, 2990)})) == [
+        ("amount_mismatch", ("s1", "s2", "s3"), 10)
+    ]
     visa = kinds(day(sessions, {"mastercard": (3, 3000), "visa": (1, 500)}))
     assert visa == [("missing_in_journal", (), 500)]
 
@@ -75,7 +92,9 @@ def test_money_not_settled_is_found() -> None:
     sessions = [
         paid(1, 0, state="capture_unconfirmed", owed_minor=1200),
         paid(2, 0, state="capture_failed", owed_minor=800, updated_at=DAY),  # owed for over a day
-        paid(3, 0, state="capture_failed", owed_minor=800, updated_at=NOW - timedelta(hours=1)),  # within the deadline
+        paid(
+            3, 0, state="capture_failed", owed_minor=800, updated_at=NOW - timedelta(hours=1)
+        ),  # within the deadline
         paid(4, 5000, price_minor=5600, shortfall_minor=600, owed_minor=600, updated_at=NOW),
         paid(5, refunds_unsettled=1),
     ]
@@ -87,14 +106,25 @@ def test_money_not_settled_is_found() -> None:
 
 
 def test_the_charger_and_the_cpo_against_the_bill() -> None:
-    sessions = [paid(1, reported_energy_wh=2400), paid(2, reported_energy_wh=2030), paid(3), paid(4)]
-    facts = day(sessions, cdrs=[("EVP-s3", "s3"), ("EVP-ghost", None)],
-                unacknowledged={"s3": ("pending", NOW - timedelta(hours=3)), "s4": ("pending", NOW)})  # fmt: skip
+    sessions = [
+        paid(1, reported_energy_wh=2400),
+        paid(2, reported_energy_wh=2030),
+        paid(3),
+        paid(4),
+    ]
+    facts = day(
+        sessions,
+        cdrs=[("EVP-s3", "s3"), ("EVP-ghost", None)],
+        unacknowledged={"s3": ("pending", NOW - timedelta(hours=3)), "s4": ("pending", NOW)},
+    )
     found = kinds(facts)
-    assert ("energy_mismatch", ("s1",), 0) in found and not any(s == ("s2",) for _, s, _ in found)  # within 50 Wh
+    assert ("energy_mismatch", ("s1",), 0) in found and not any(
+        s == ("s2",) for _, s, _ in found
+    )  # within 50 Wh
     assert ("cdr_unpaid", (), 0) in found  # the ghost; s3 was paid
-    assert ("not_acknowledged", ("s3",), 1000) in found and not any(k == "not_acknowledged" and s == ("s4",)
-                                                                     for k, s, _ in found)  # fmt: skip
+    assert ("not_acknowledged", ("s3",), 1000) in found and not any(
+        k == "not_acknowledged" and s == ("s4",) for k, s, _ in found
+    )
     tight = reconcile(facts, Tolerances(energy_wh=10))
     assert {f.sessions for f in tight.findings if f.kind == "energy_mismatch"} == {("s1",), ("s2",)}
 
@@ -107,21 +137,38 @@ def test_a_resolved_finding_is_explained() -> None:
     assert report.findings[0].resolved == "meter swapped on 25.11." and report.unexplained == ()
 
 
-@pytest.mark.parametrize(("name", "group"), [("MasterCard", "mastercard"), ("Eurocard", "mastercard"),
-                                             ("VISA", "visa"), ("American Express", "amex"), ("girocard", "girocard"),
-                                             ("Maestro", "other"), (None, "other")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("name", "group"),
+    [
+        ("MasterCard", "mastercard"),
+        ("Eurocard", "mastercard"),
+        ("VISA", "visa"),
+        ("American Express", "amex"),
+        ("girocard", "girocard"),
+        ("Maestro", "other"),
+        (None, "other"),
+    ],
+)
 def test_brands_group_as_the_terminal_does(name: str | None, group: str) -> None:
     assert brand_group({"brand": name} if name else {}) == group
 
 
 def test_a_day_of_ten_thousand_sessions() -> None:
-    sessions = [paid(n, 500 + n % 700, ("mastercard", "visa", "girocard")[n % 3]) for n in range(10_000)]
-    sessions[4242] = replace(sessions[4242], state="capture_unconfirmed", captured_minor=0, owed_minor=999)
+    sessions = [
+        paid(n, 500 + n % 700, ("mastercard", "visa", "girocard")[n % 3]) for n in range(10_000)
+    ]
+    sessions[4242] = replace(
+        sessions[4242], state="capture_unconfirmed", captured_minor=0, owed_minor=999
+    )
     started = time.perf_counter()
     report = reconcile(day(sessions))
     took = time.perf_counter() - started
-    assert report.sessions == 10_000 and [f.kind for f in report.findings] == ["capture_unconfirmed"]
-    print(f"reconciled 10,000 sessions in {took * 1000:.0f} ms")  # the figure for the note (bench/reconcile.py too)
+    assert report.sessions == 10_000 and [f.kind for f in report.findings] == [
+        "capture_unconfirmed"
+    ]
+    print(
+        f"reconciled 10,000 sessions in {took * 1000:.0f} ms"
+    )  # the figure for the note (bench/reconcile.py too)
 
 
 # ---- from a real journal, through the technician's command ----------------------------------
@@ -130,18 +177,34 @@ def test_a_day_of_ten_thousand_sessions() -> None:
 def run_session(host: EngineHost, clock: Clock, sid: str, stop_wh: int, reported_wh: int) -> None:
     events: list[e.Event] = [
         e.CardPresented(sid, "card", "E1", "T1", "EUR"),
-        e.TerminalResultArrived(sid, "pa", "preauthorize", Outcome.APPROVED, 5000, int(sid[1:]) * 10,
-                                card={"brand": "MasterCard", "masked_pan": "541333******0074"}),
+        e.TerminalResultArrived(
+            sid,
+            "pa",
+            "preauthorize",
+            Outcome.APPROVED,
+            5000,
+            int(sid[1:]) * 10,
+            card={"brand": "MasterCard", "masked_pan": "541333******0074"},
+        ),
         e.ChargerStarted(sid, "st", 1000),
         e.ChargerStopped(sid, "sp", stop_wh, reported_wh),
-    ]  # fmt: skip
+    ]
     for ev in events:
         host.handle(ev)
         clock.advance(60)
     session = host.load(sid)
     assert session is not None
-    host.handle(e.TerminalResultArrived(sid, "cap", "capture", Outcome.APPROVED, session.price_minor,
-                                        int(sid[1:]) * 10 + 1, for_receipt=int(sid[1:]) * 10))  # fmt: skip
+    host.handle(
+        e.TerminalResultArrived(
+            sid,
+            "cap",
+            "capture",
+            Outcome.APPROVED,
+            session.price_minor,
+            int(sid[1:]) * 10 + 1,
+            for_receipt=int(sid[1:]) * 10,
+        )
+    )
     clock.advance(60)
 
 
@@ -154,14 +217,24 @@ def test_a_day_from_the_journal_through_evpay_reconcile(tmp_path: Path) -> None:
     run_session(host, clock, "s2", 3000, 2000)
     captured = sum(host.load(s).captured_minor for s in ("s1", "s2"))  # type: ignore[union-attr]
     run_session(host, clock, "s3", 9000, 12_000)  # the charger says 4 kWh more than was billed
-    batch = TerminalResult("end_of_day", Outcome.APPROVED, totals=(BrandTotal("mastercard", 2, captured),),
-                           receipts=(10, 21))  # fmt: skip
+    batch = TerminalResult(
+        "end_of_day",
+        Outcome.APPROVED,
+        totals=(BrandTotal("mastercard", 2, captured),),
+        receipts=(10, 21),
+    )
     host.record_end_of_day("T1", batch, "EUR")  # s3 is not in the terminal's batch
     store.close()
 
     def evpay(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*EVPAY, "reconcile", "--config", str(config), *args], capture_output=True, text=True,
-                              env=subprocess_env(), timeout=60, check=False)  # fmt: skip
+        return subprocess.run(
+            [*EVPAY, "reconcile", "--config", str(config), *args],
+            capture_output=True,
+            text=True,
+            env=subprocess_env(),
+            timeout=60,
+            check=False,
+        )
 
     report = evpay("--json")
     assert report.returncode == 1, report.stderr
@@ -170,10 +243,19 @@ def test_a_day_from_the_journal_through_evpay_reconcile(tmp_path: Path) -> None:
     assert found["missing_in_terminal_totals"]["sessions"] == ["s1", "s2", "s3"]
     assert found["energy_mismatch"]["sessions"] == ["s3"]
     for f in found.values():
-        assert evpay("--resolve", f["key"], "--reason", "s3 was paid on the spare terminal").returncode == 0
+        assert (
+            evpay("--resolve", f["key"], "--reason", "s3 was paid on the spare terminal").returncode
+            == 0
+        )
     again = evpay()
-    assert again.returncode == 0 and "0 unexplained" in again.stdout and "resolved: s3 was paid" in again.stdout
+    assert (
+        again.returncode == 0
+        and "0 unexplained" in again.stdout
+        and "resolved: s3 was paid" in again.stdout
+    )
     store = Store.open(tmp_path / "evpay.sqlite3", read_only=True)
     reports = store.outbox.list(kind="reconcile.report")
     store.close()
-    assert len(reports) == 2 and reports[-1].payload["unexplained"] == 0  # one per distinct report, for the CPO
+    assert (
+        len(reports) == 2 and reports[-1].payload["unexplained"] == 0
+    )  # one per distinct report, for the CPO

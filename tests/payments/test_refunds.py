@@ -23,15 +23,23 @@ def run(s: Session | None, ev: e.Event, minutes: float = 0) -> Transition:
 
 def completed() -> Session:
     s = run(None, e.CardPresented(SID, "card", "E1", "T1", "EUR")).session
-    s = run(s, e.TerminalResultArrived(SID, "pa", "preauthorize", Outcome.APPROVED, 5000, 7)).session
+    s = run(
+        s, e.TerminalResultArrived(SID, "pa", "preauthorize", Outcome.APPROVED, 5000, 7)
+    ).session
     s = run(s, e.ChargerStarted(SID, "st", 1000), 1).session
     s = run(s, e.ChargerStopped(SID, "sp", 5000), 60).session
-    s = run(s, e.TerminalResultArrived(SID, "cap", "capture", Outcome.APPROVED, 333, 8, for_receipt=7), 61).session
+    s = run(
+        s,
+        e.TerminalResultArrived(SID, "cap", "capture", Outcome.APPROVED, 333, 8, for_receipt=7),
+        61,
+    ).session
     assert s is not None and s.state is State.COMPLETED and s.captured_minor == 333
     return s
 
 
-def result(op: str, outcome: Outcome, amount: int | None, receipt: int | None = 9) -> e.TerminalResultArrived:
+def result(
+    op: str, outcome: Outcome, amount: int | None, receipt: int | None = 9
+) -> e.TerminalResultArrived:
     return e.TerminalResultArrived(SID, f"r-{op}-{outcome}", op, outcome, amount, receipt)
 
 
@@ -47,7 +55,9 @@ def test_the_whole_capture_while_the_day_is_open_is_a_reversal_of_its_booking() 
     (message,) = t.commands
     assert isinstance(message, c.Enqueue) and message.kind == "session.refund"
     assert message.payload["amount_minor"] == 333 and message.payload["method"] == "reversal"
-    assert run(s, result("reversal", Outcome.APPROVED, 333), 92).commands == ()  # a repeat changes nothing
+    assert (
+        run(s, result("reversal", Outcome.APPROVED, 333), 92).commands == ()
+    )  # a repeat changes nothing
 
 
 def test_part_of_it_or_after_the_end_of_day_is_a_refund() -> None:
@@ -69,7 +79,9 @@ def test_a_refund_never_exceeds_what_was_captured() -> None:
     t = run(s, e.RefundRequested(SID, "b", 200, "x"), 92)
     assert t.commands == () and "exceeds the 133" in t.session.refunds[-1].message  # type: ignore[union-attr]
     t = run(t.session, e.RefundRequested(SID, "c", 133, "x"), 93)
-    assert t.commands and t.session is not None and t.session.refunds[-1].method is RefundMethod.REFUND
+    assert (
+        t.commands and t.session is not None and t.session.refunds[-1].method is RefundMethod.REFUND
+    )
 
 
 def test_one_refund_at_a_time_and_a_declined_one_moves_no_money() -> None:
@@ -78,13 +90,20 @@ def test_one_refund_at_a_time_and_a_declined_one_moves_no_money() -> None:
     assert busy.commands == () and "not settled yet" in busy.session.refunds[-1].message  # type: ignore[union-attr]
     s = run(s, result("refund", Outcome.DECLINED, None), 91).session
     assert s is not None and s.refunds[0].status is RefundStatus.FAILED and s.refunded_minor == 0
-    unknown = run(run(s, e.RefundRequested(SID, "c", 100, "x"), 92).session, result("refund", Outcome.UNKNOWN, None))
-    assert unknown.session is not None and unknown.session.refunds[-1].status is RefundStatus.UNKNOWN
+    unknown = run(
+        run(s, e.RefundRequested(SID, "c", 100, "x"), 92).session,
+        result("refund", Outcome.UNKNOWN, None),
+    )
+    assert (
+        unknown.session is not None and unknown.session.refunds[-1].status is RefundStatus.UNKNOWN
+    )
 
 
 def test_only_a_completed_session_is_refunded() -> None:
     s = run(None, e.CardPresented(SID, "card", "E1", "T1", "EUR")).session
-    s = run(s, e.TerminalResultArrived(SID, "pa", "preauthorize", Outcome.APPROVED, 5000, 7)).session
+    s = run(
+        s, e.TerminalResultArrived(SID, "pa", "preauthorize", Outcome.APPROVED, 5000, 7)
+    ).session
     t = run(s, e.RefundRequested(SID, "a", 100, "x"), 90)
     assert t.commands == () and "only a completed session" in t.session.refunds[0].message  # type: ignore[union-attr]
 
@@ -104,7 +123,9 @@ def test_a_terminal_that_refuses_to_reverse_a_capture_gets_a_refund_next() -> No
     s = run(completed(), e.RefundRequested(SID, "a", 333, "fault"), 90).session
     assert s is not None and s.refunds[0].method is RefundMethod.REVERSAL
     s = run(s, result("reversal", Outcome.ERROR, None, receipt=None), 91).session
-    assert s is not None and s.refunds[0].status is RefundStatus.FAILED and s.refundable_minor == 333
+    assert (
+        s is not None and s.refunds[0].status is RefundStatus.FAILED and s.refundable_minor == 333
+    )
     t = run(s, e.RefundRequested(SID, "b", 333, "fault"), 92)
     (cmd,) = t.commands
     assert isinstance(cmd, c.RefundPayment) and cmd.method == "refund" and cmd.amount_minor == 333
@@ -115,11 +136,17 @@ def test_a_refund_approved_but_not_yet_acknowledged_is_not_given_back() -> None:
     reverse it (ZVT 2.2.8), so it stays sent (listed by reconciliation) with its receipt, and
     nothing goes upstream until the acknowledged result."""
     s = run(completed(), e.RefundRequested(SID, "refund-a", 333, "charger fault"), 90).session
-    held = e.TerminalResultArrived(SID, "r-held", "reversal", Outcome.APPROVED, 333, 9, provisional=True)  # type: ignore[arg-type]
+    held = e.TerminalResultArrived(
+        SID, "r-held", "reversal", Outcome.APPROVED, 333, 9, provisional=True
+    )  # type: ignore[arg-type]
     t = run(s, held, 91)
     s = t.session
     assert s is not None and t.commands == () and s.refunded_minor == 0
-    assert s.refunds[0].status is RefundStatus.SENT and s.refunds[0].receipt_no == 9 and s.refunds[0].pending
+    assert (
+        s.refunds[0].status is RefundStatus.SENT
+        and s.refunds[0].receipt_no == 9
+        and s.refunds[0].pending
+    )
     t = run(s, result("reversal", Outcome.APPROVED, 333), 91)
     assert t.session is not None and t.session.refunded_minor == 333
     assert [cmd.kind for cmd in t.commands if isinstance(cmd, c.Enqueue)] == ["session.refund"]

@@ -44,8 +44,12 @@ def test_by_brand_and_bin_when_the_card_was_read_first() -> None:
     # not read yet: a route that needs the card never matches
     assert choose(ROUTES, "E1", "DE", health) == Choice("default", "t1", "EUR", None)
     # the card is at t2: only a route through t2 can take it
-    assert choose(ROUTES, "E1", "DE", health, MC, at_terminal="t2") == Choice("default", "t2", "EUR", None)
-    assert "no route takes this card" in str(choose(ROUTES[:2], "E1", "DE", health, MC, at_terminal="t2"))
+    assert choose(ROUTES, "E1", "DE", health, MC, at_terminal="t2") == Choice(
+        "default", "t2", "EUR", None
+    )
+    assert "no route takes this card" in str(
+        choose(ROUTES[:2], "E1", "DE", health, MC, at_terminal="t2")
+    )
 
 
 def test_by_evse_country_and_currency() -> None:
@@ -104,16 +108,23 @@ tariffs = [{ id = "EUR-T", currency = "EUR", elements = [{ price_components = [{
 @pytest.mark.parametrize(
     ("route", "problem"),
     [
-        ('terminals = ["tj"]\nhold_min = "500"\nhold_max = "20000"\nfixed_hold = { JPY = "5000" }',
-         "route 'jp' charges in JPY but tariff 'EUR-T' is in EUR"),
+        (
+            'terminals = ["tj"]\nhold_min = "500"\nhold_max = "20000"\nfixed_hold = { JPY = "5000" }',
+            "route 'jp' charges in JPY but tariff 'EUR-T' is in EUR",
+        ),
         ('terminals = ["t1", "tj"]', "route 'jp' mixes terminals charging in ['EUR', 'JPY']"),
         ('terminals = ["t9"]', "names terminal(s) ['t9']"),
-        ('terminals = ["tj"]\ntariff = "JPY-T"\nfixed_hold = { JPY = "5000" }', "give its hold_min and hold_max in JPY"),
-        ('terminals = ["tj"]\ntariff = "JPY-T"\nhold_min = "5.50"\nhold_max = "20000"\nfixed_hold = { JPY = "5000" }',
-         "hold_min: '5.50' has more decimals than JPY allows (0)"),
+        (
+            'terminals = ["tj"]\ntariff = "JPY-T"\nfixed_hold = { JPY = "5000" }',
+            "give its hold_min and hold_max in JPY",
+        ),
+        (
+            'terminals = ["tj"]\ntariff = "JPY-T"\nhold_min = "5.50"\nhold_max = "20000"\nfixed_hold = { JPY = "5000" }',
+            "hold_min: '5.50' has more decimals than JPY allows (0)",
+        ),
         ('terminals = ["t1"]\nbins = ["499999-400000"]', "ends before it starts"),
     ],
-)  # fmt: skip
+)
 def test_inconsistent_routes_are_refused_by_config_validate(route: str, problem: str) -> None:
     with pytest.raises(ConfigError) as raised:
         parse_settings(SITE + f'\n[[routes]]\nid = "jp"\n{route}\n', "<routes>")
@@ -130,21 +141,41 @@ def test_a_consistent_zero_decimal_route_is_accepted() -> None:
     ("currency", "price", "hold", "expected"),
     [("JPY", "55", 5000, 550), ("KWD", "0.125", 15_000, 1250), ("EUR", "0.50", 5000, 500)],
 )  # 10 kWh each: 0, 3 and 2 decimals
-def test_amounts_in_each_currencys_minor_units(currency: str, price: str, hold: int, expected: int) -> None:
-    tariff = Tariff(f"T-{currency}", currency, (TariffElement((PriceComponent(Dimension.ENERGY, Decimal(price),
-                                                                                None, 1),)),))  # fmt: skip
-    hp = HoldPolicy(strategy="fixed", fixed_minor={currency: hold}, min_minor=1, max_minor=10 * hold)
+def test_amounts_in_each_currencys_minor_units(
+    currency: str, price: str, hold: int, expected: int
+) -> None:
+    tariff = Tariff(
+        f"T-{currency}",
+        currency,
+        (TariffElement((PriceComponent(Dimension.ENERGY, Decimal(price), None, 1),)),),
+    )
+    hp = HoldPolicy(
+        strategy="fixed", fixed_minor={currency: hold}, min_minor=1, max_minor=10 * hold
+    )
     pol = policy(route_holds={"r": hp}, route_tariffs={"r": tariff})
-    s = transition(None, e.CardPresented("s", "card", "E1", "T1", currency, route="r"), T0, pol).session
+    s = transition(
+        None, e.CardPresented("s", "card", "E1", "T1", currency, route="r"), T0, pol
+    ).session
     assert s is not None and s.hold_minor == hold and s.tariff_id == f"T-{currency}"
-    steps: list[e.Event] = [e.TerminalResultArrived("s", "pa", "preauthorize", Outcome.APPROVED, hold, 7),
-                            e.ChargerStarted("s", "st", 0), e.ChargerStopped("s", "sp", 10_000)]  # fmt: skip
+    steps: list[e.Event] = [
+        e.TerminalResultArrived("s", "pa", "preauthorize", Outcome.APPROVED, hold, 7),
+        e.ChargerStarted("s", "st", 0),
+        e.ChargerStopped("s", "sp", 10_000),
+    ]
     for n, ev in enumerate(steps):
         s = transition(s, ev, T0 + timedelta(minutes=n), pol).session
     assert s is not None and s.state is State.CAPTURING and s.price_minor == expected
-    t = transition(s, e.TerminalResultArrived("s", "cap", "capture", Outcome.APPROVED, expected, 8), T0, pol)
-    assert t.session is not None and t.session.captured_minor == expected and t.session.currency == currency
-    assert any(isinstance(x, c.Enqueue) and x.payload["captured_minor"] == expected for x in t.commands)
+    t = transition(
+        s, e.TerminalResultArrived("s", "cap", "capture", Outcome.APPROVED, expected, 8), T0, pol
+    )
+    assert (
+        t.session is not None
+        and t.session.captured_minor == expected
+        and t.session.currency == currency
+    )
+    assert any(
+        isinstance(x, c.Enqueue) and x.payload["captured_minor"] == expected for x in t.commands
+    )
 
 
 async def test_the_daemon_fails_over_to_the_next_terminal_of_the_route(tmp_path: Path) -> None:
@@ -155,7 +186,10 @@ async def test_the_daemon_fails_over_to_the_next_terminal_of_the_route(tmp_path:
         devices = {"t1": f"serial://{tmp_path / 'no-such-device'}", "t2": f"serial://{pty}"}
         routes = '[routing]\nfailover_after = 1\n[[routes]]\nid = "main"\nterminals = ["t1", "t2"]'
         text = site_toml(tmp_path / "r.sqlite3", devices, site="R", vat=None, extra=routes)
-        async with running(Daemon(parse_settings(text, "<failover>"), charger=charger)) as daemon, asyncio.timeout(40):
+        async with (
+            running(Daemon(parse_settings(text, "<failover>"), charger=charger)) as daemon,
+            asyncio.timeout(40),
+        ):
             await daemon.ready.wait()
             assert daemon.engine is not None and daemon.engine.health.down() == ["t1"]
             charger.plug_in("E1", EvsePlan(energy_wh=2_000, step_wh=1_000))
@@ -163,5 +197,9 @@ async def test_the_daemon_fails_over_to_the_next_terminal_of_the_route(tmp_path:
                 await asyncio.sleep(0.05)
     await charger.close()
     (row,) = rows
-    assert row["state"] == "completed" and row["data"]["terminal"] == "t2" and row["data"]["captured_minor"] == 100
+    assert (
+        row["state"] == "completed"
+        and row["data"]["terminal"] == "t2"
+        and row["data"]["captured_minor"] == 100
+    )
     assert "route main: terminal t2, EUR" in row["data"]["notes"]

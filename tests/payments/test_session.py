@@ -17,7 +17,9 @@ from tests.payments.fixtures import T0, policy
 
 P = policy()
 P_TOPUP = policy("incremental", topup_terminals=frozenset({"T1"}))
-P_HR = policy(fiscal=PROFILES["HR"])  # a receipt waits for the CPO's signature: the receipting state
+P_HR = policy(
+    fiscal=PROFILES["HR"]
+)  # a receipt waits for the CPO's signature: the receipting state
 SID = "s1"
 
 
@@ -25,7 +27,9 @@ def step(s: Session | None, ev: e.Event, minutes: float = 0) -> Transition:
     return transition(s, ev, T0 + timedelta(minutes=minutes), P)
 
 
-def result(op: str, outcome: Outcome, amount: int | None = None, receipt: int | None = 7, n: str = "r") -> e.Event:
+def result(
+    op: str, outcome: Outcome, amount: int | None = None, receipt: int | None = 7, n: str = "r"
+) -> e.Event:
     return e.TerminalResultArrived(SID, n, op, outcome, amount, receipt)
 
 
@@ -61,17 +65,28 @@ def test_card_presented_asks_for_the_fixed_hold() -> None:
 def test_approval_authorizes_the_charger_with_a_cap_and_arms_the_start_timer() -> None:
     t = step(authorizing(), result("preauthorize", Outcome.APPROVED, 5000))
     s = t.session
-    assert s is not None and s.state is State.AUTHORIZED and s.reference == "EVP-s1" and s.receipt_no == 7
+    assert (
+        s is not None
+        and s.state is State.AUTHORIZED
+        and s.reference == "EVP-s1"
+        and s.receipt_no == 7
+    )
     (cmd,) = t.commands
-    assert isinstance(cmd, c.AuthorizeCharger) and cmd.max_cost_minor == 5000 - P.safety_margin_minor
+    assert (
+        isinstance(cmd, c.AuthorizeCharger) and cmd.max_cost_minor == 5000 - P.safety_margin_minor
+    )
     assert s.timer == ("start", T0 + P.start_timeout)
 
 
 @pytest.mark.parametrize(
     ("outcome", "state"),
-    [(Outcome.DECLINED, State.DECLINED), (Outcome.ABORTED, State.DECLINED), (Outcome.BUSY, State.FAILED),
-     (Outcome.ERROR, State.FAILED)],
-)  # fmt: skip
+    [
+        (Outcome.DECLINED, State.DECLINED),
+        (Outcome.ABORTED, State.DECLINED),
+        (Outcome.BUSY, State.FAILED),
+        (Outcome.ERROR, State.FAILED),
+    ],
+)
 def test_refused_preauth_ends_with_one_outcome_message(outcome: Outcome, state: State) -> None:
     t = step(authorizing(), result("preauthorize", outcome, receipt=None))
     assert t.session is not None and t.session.state is state and kinds(t) == ["Enqueue"]
@@ -92,12 +107,24 @@ def test_partial_approval_above_minimum_caps_the_charge() -> None:
 
 def test_lost_preauth_result_asks_the_terminal_and_releases_our_hold_found_by_its_data() -> None:
     t = step(authorizing(), result("preauthorize", Outcome.UNKNOWN, receipt=None))
-    assert t.session is not None and t.session.state is State.AUTH_UNKNOWN and kinds(t) == ["QueryOpenPreauths"]
+    assert (
+        t.session is not None
+        and t.session.state is State.AUTH_UNKNOWN
+        and kinds(t) == ["QueryOpenPreauths"]
+    )
     ours = e.LastResult(True, 9, 5000)
     orphan = step(t.session, e.OpenPreauthsReported(SID, "q", (3, 9), orphans=(9,), last=ours))
-    assert orphan.session is not None and orphan.session.state is State.RELEASING and orphan.session.receipt_no == 9
+    assert (
+        orphan.session is not None
+        and orphan.session.state is State.RELEASING
+        and orphan.session.receipt_no == 9
+    )
     none = step(t.session, e.OpenPreauthsReported(SID, "q", (3,), orphans=()))
-    assert none.session is not None and none.session.state is State.FAILED and kinds(none) == ["Enqueue"]
+    assert (
+        none.session is not None
+        and none.session.state is State.FAILED
+        and kinds(none) == ["Enqueue"]
+    )
 
 
 def test_start_timeout_stops_and_releases() -> None:
@@ -123,7 +150,9 @@ def test_meter_values_price_the_session_and_out_of_order_ones_are_ignored() -> N
 def test_cost_reaching_the_cap_stops_the_charger_first() -> None:
     s = charging()
     t = step(s, e.MeterValue(SID, "m", 1000 + 100_000), 60)
-    assert t.session is not None and t.session.state is State.STOPPING and kinds(t) == ["StopCharger"]
+    assert (
+        t.session is not None and t.session.state is State.STOPPING and kinds(t) == ["StopCharger"]
+    )
     stopped = step(t.session, e.ChargerStopped(SID, "x", 1000 + 101_000), 61)
     cap = stopped.commands[0]
     assert isinstance(cap, c.Capture) and cap.amount_minor == 5000  # never above the hold
@@ -138,13 +167,19 @@ def test_stop_then_capture_then_completed_with_release_of_the_rest() -> None:
     assert isinstance(cap, c.Capture) and cap.amount_minor == t.session.price_minor == 655
     done = step(t.session, result("capture", Outcome.APPROVED, 655), 61)
     d = done.session
-    assert d is not None and d.state is State.COMPLETED and (d.captured_minor, d.released_minor) == (655, 4345)
+    assert (
+        d is not None
+        and d.state is State.COMPLETED
+        and (d.captured_minor, d.released_minor) == (655, 4345)
+    )
     assert kinds(done) == ["Enqueue"]
 
 
 def test_zero_energy_releases_everything() -> None:
     p0 = policy(tariffs={})
-    s = transition(charging(), e.ChargerStopped(SID, "stop", 1000), T0 + timedelta(minutes=5), p0).session
+    s = transition(
+        charging(), e.ChargerStopped(SID, "stop", 1000), T0 + timedelta(minutes=5), p0
+    ).session
     assert s is not None and s.state is State.RELEASING
 
 
@@ -170,12 +205,18 @@ def test_failed_capture_asks_then_retries_with_backoff_then_gives_up_owing_the_p
     r = still_open.session
     assert r is not None and r.state is State.CAPTURE_RETRY and r.timer is not None
     again = step(r, e.TimerFired(SID, "t", "retry"), 63)
-    assert again.session is not None and again.session.state is State.CAPTURING and kinds(again) == ["Capture"]
+    assert (
+        again.session is not None
+        and again.session.state is State.CAPTURING
+        and kinds(again) == ["Capture"]
+    )
     late = replace(failed.session, expires_at=T0 + timedelta(minutes=62))
     gave_up = step(late, e.OpenPreauthsReported(SID, "q", (7,)), 62)
     g = gave_up.session
     assert g is not None and g.state is State.CAPTURE_FAILED and g.captured_minor == 0
-    assert g.open_minor == g.authorized_minor and g.owed_minor == g.price_minor > 0  # the debt is recorded
+    assert (
+        g.open_minor == g.authorized_minor and g.owed_minor == g.price_minor > 0
+    )  # the debt is recorded
 
 
 @pytest.mark.parametrize("outcome", [Outcome.BUSY, Outcome.ERROR])
@@ -210,11 +251,16 @@ def test_an_enquiry_answered_busy_does_not_push_the_next_one_out(busy: bool) -> 
 
 @pytest.mark.parametrize(
     ("state", "expected", "command"),
-    [(State.AUTHORIZING, State.AUTH_UNKNOWN, "QueryOpenPreauths"), (State.CAPTURING, State.CAPTURE_UNKNOWN,
-     "QueryOpenPreauths"), (State.RELEASING, State.RELEASE_UNKNOWN, "QueryOpenPreauths"),
-     (State.STOPPING, State.STOPPING, "StopCharger")],
-)  # fmt: skip
-def test_resume_after_a_crash_asks_instead_of_repeating(state: State, expected: State, command: str) -> None:
+    [
+        (State.AUTHORIZING, State.AUTH_UNKNOWN, "QueryOpenPreauths"),
+        (State.CAPTURING, State.CAPTURE_UNKNOWN, "QueryOpenPreauths"),
+        (State.RELEASING, State.RELEASE_UNKNOWN, "QueryOpenPreauths"),
+        (State.STOPPING, State.STOPPING, "StopCharger"),
+    ],
+)
+def test_resume_after_a_crash_asks_instead_of_repeating(
+    state: State, expected: State, command: str
+) -> None:
     s = replace(charging(), state=state)
     t = step(s, e.Resumed(SID, "boot"), 5)
     assert t.session is not None and t.session.state is expected and kinds(t) == [command]
@@ -231,7 +277,11 @@ def test_final_sessions_ignore_everything_but_fiscal_data() -> None:
     s = completed()
     assert step(s, e.MeterValue(SID, "m", 9000), 9).session == s
     t = step(s, e.FiscalDataArrived(SID, "f", ("INV-1", "sig")), 9)
-    assert t.session is not None and t.session.fiscal == ("INV-1", "sig") and kinds(t) == ["ShowReceipt"]
+    assert (
+        t.session is not None
+        and t.session.fiscal == ("INV-1", "sig")
+        and kinds(t) == ["ShowReceipt"]
+    )
 
 
 def test_hold_expiry_stops_in_time() -> None:
@@ -248,25 +298,41 @@ def test_hold_expiry_stops_in_time() -> None:
 def test_every_state_is_reachable_and_every_open_state_has_a_way_out() -> None:
     """Walk the machine with a bounded set of events from a fresh session (the ledger and
     liveness checks run on every transition of the walk)."""
-    last = (None, e.LastResult(True, 9, 5000), e.LastResult(True, 11, 4345), e.LastResult(True, 11, 0))
+    last = (
+        None,
+        e.LastResult(True, 9, 5000),
+        e.LastResult(True, 11, 4345),
+        e.LastResult(True, 11, 0),
+    )
     events = [
         result("preauthorize", o, 5000 if o is Outcome.APPROVED else None) for o in Outcome
     ] + [
-        result("preauthorize", Outcome.APPROVED, 100, n="small"), result("preauthorize", Outcome.APPROVED, 5000, None),
-        *(e.OpenPreauthsReported(SID, "q", r, orphans=o, last=x) for r, o in (((9,), (9,)), ((), ()), ((7,), ()))
-          for x in last),
+        result("preauthorize", Outcome.APPROVED, 100, n="small"),
+        result("preauthorize", Outcome.APPROVED, 5000, None),
+        *(
+            e.OpenPreauthsReported(SID, "q", r, orphans=o, last=x)
+            for r, o in (((9,), (9,)), ((), ()), ((7,), ()))
+            for x in last
+        ),
         e.OpenPreauthsReported(SID, "qf", (), failed=True),
-        e.ChargerStarted(SID, "st", 0), e.MeterValue(SID, "m", 200_000), e.MeterValue(SID, "m", 2_000),
-        e.ChargerStopped(SID, "sp", 5_000), e.ChargerStopped(SID, "sp0", 0),
-        e.ChargerFaulted(SID, "f", "x"), *(result(op, o, 100) for op in ("capture", "release") for o in Outcome),
+        e.ChargerStarted(SID, "st", 0),
+        e.MeterValue(SID, "m", 200_000),
+        e.MeterValue(SID, "m", 2_000),
+        e.ChargerStopped(SID, "sp", 5_000),
+        e.ChargerStopped(SID, "sp0", 0),
+        e.ChargerFaulted(SID, "f", "x"),
+        *(result(op, o, 100) for op in ("capture", "release") for o in Outcome),
         *(result("topup", o, 1500, 12) for o in Outcome),
-        e.Resumed(SID, "b"), *(e.TimerFired(SID, "t", k) for k in e.TimerKind),
+        e.Resumed(SID, "b"),
+        *(e.TimerFired(SID, "t", k) for k in e.TimerKind),
         e.FiscalDataArrived(SID, "fd", (), "INV-1", None, (("zki", "z"), ("jir", "j"))),
-    ]  # fmt: skip
+    ]
     seen: set[State] = set()
     for pol in (P, P_TOPUP, P_HR):
         visited: set[tuple[State, object, int]] = set()
-        frontier = [transition(None, e.CardPresented(SID, "card", "E1", "T1", "EUR"), T0, pol).session]
+        frontier = [
+            transition(None, e.CardPresented(SID, "card", "E1", "T1", "EUR"), T0, pol).session
+        ]
         while frontier:
             s = frontier.pop()
             assert s is not None
@@ -275,9 +341,17 @@ def test_every_state_is_reachable_and_every_open_state_has_a_way_out() -> None:
             visited.add((s.state, s.expires_at, len(s.holds)))
             seen.add(s.state)
             for ev in events:
-                for later in (timedelta(0), timedelta(hours=2), timedelta(days=30), timedelta(days=400)):
+                for later in (
+                    timedelta(0),
+                    timedelta(hours=2),
+                    timedelta(days=30),
+                    timedelta(days=400),
+                ):
                     nxt = transition(s, ev, T0 + later, pol).session
-                    if nxt is not None and (nxt.state, nxt.expires_at, len(nxt.holds)) not in visited:
+                    if (
+                        nxt is not None
+                        and (nxt.state, nxt.expires_at, len(nxt.holds)) not in visited
+                    ):
                         frontier.append(nxt)
     assert set(State) - seen == set()
     assert seen >= FINAL
@@ -293,7 +367,11 @@ def test_a_capture_books_what_was_asked_and_an_odd_echo_is_a_discrepancy() -> No
     assert s is not None and s.price_minor == 655
     t = step(s, result("capture", Outcome.APPROVED, 600), 61)
     d = t.session
-    assert d is not None and d.state is State.COMPLETED and (d.captured_minor, d.released_minor) == (655, 4345)
+    assert (
+        d is not None
+        and d.state is State.COMPLETED
+        and (d.captured_minor, d.released_minor) == (655, 4345)
+    )
     assert d.discrepancies and "terminal answered 600" in d.discrepancies[0]
 
 
@@ -304,16 +382,24 @@ def test_a_tariff_change_mid_session_does_not_reprice_it() -> None:
 
     s = step(charging(), e.MeterValue(SID, "m1", 3000), 10).session
     assert s is not None and s.tariff_id == "T1" and s.price_minor == 226
-    dearer = Tariff("T2", "EUR", (TariffElement((PriceComponent(Dimension.ENERGY, Decimal("9.99"), None),)),))
+    dearer = Tariff(
+        "T2", "EUR", (TariffElement((PriceComponent(Dimension.ENERGY, Decimal("9.99"), None),)),)
+    )
     changed = replace(P, tariffs={"*": dearer}, catalog={"T1": P.tariffs["*"], "T2": dearer})
     t = transition(s, e.MeterValue(SID, "m2", 4000), T0 + timedelta(minutes=20), changed)
-    assert t.session is not None and t.session.price_minor == 280  # still T1: 1.00 + 3 kWh * 0.45, +19 %
+    assert (
+        t.session is not None and t.session.price_minor == 280
+    )  # still T1: 1.00 + 3 kWh * 0.45, +19 %
 
 
 def test_fiscal_data_before_the_capture_is_printed_when_it_completes() -> None:
     s = step(charging(), e.ChargerStopped(SID, "stop", 5000), 60).session
     s = step(s, e.FiscalDataArrived(SID, "f", ("Invoice INV-9", "Signature S")), 61).session
-    assert s is not None and s.state is State.CAPTURING and s.fiscal == ("Invoice INV-9", "Signature S")
+    assert (
+        s is not None
+        and s.state is State.CAPTURING
+        and s.fiscal == ("Invoice INV-9", "Signature S")
+    )
     t = step(s, result("capture", Outcome.APPROVED), 62)
     assert kinds(t) == ["Enqueue", "ShowReceipt"]
     receipt = t.commands[1]

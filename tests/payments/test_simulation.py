@@ -88,7 +88,9 @@ class FakeTerminal:
                 return Outcome.BUSY, None, None
             if r < 0.13:
                 return Outcome.UNKNOWN, None, None  # the line died before the terminal acted
-            amount = cmd.amount_minor if r > 0.2 else self.rng.randint(100, cmd.amount_minor)  # partial approvals
+            amount = (
+                cmd.amount_minor if r > 0.2 else self.rng.randint(100, cmd.amount_minor)
+            )  # partial approvals
             receipt = self._receipt()
             _, valid = self.validity.for_card(cmd.terminal, card)
             self.holds[receipt] = Hold(cmd.session_id, amount, self.clock.now + valid, receipt)
@@ -96,7 +98,11 @@ class FakeTerminal:
             if r < 0.23:
                 return Outcome.UNKNOWN, None, None  # approved, then the result was lost
             if r < 0.24:
-                return Outcome.APPROVED, amount, None  # a faulty terminal: approval without a receipt number
+                return (
+                    Outcome.APPROVED,
+                    amount,
+                    None,
+                )  # a faulty terminal: approval without a receipt number
             return Outcome.APPROVED, amount, receipt
         if isinstance(cmd, c.TopUp):
             first = self.holds.get(cmd.receipt_no)
@@ -125,7 +131,11 @@ class FakeTerminal:
                 amount,
                 hold.bookings + 1,
             )
-            echo = hold.held - amount if self.echo == "reversed" and isinstance(cmd, c.Capture) else amount
+            echo = (
+                hold.held - amount
+                if self.echo == "reversed" and isinstance(cmd, c.Capture)
+                else amount
+            )
             booking = self._receipt()
             self.last = e.LastResult(True, booking, echo)
             if r < 0.21:
@@ -145,7 +155,10 @@ class Scheduled:
 CARDS = (
     {"brand": "MasterCard", "aid": "A0000000041010", "masked_pan": "541333******0074"},
     {"brand": "VISA", "aid": "A0000000031010", "masked_pan": "411111******1111"},
-    {"brand": "Fleet", "masked_pan": "700000******0001"},  # unknown scheme: the conservative validity
+    {
+        "brand": "Fleet",
+        "masked_pan": "700000******0001",
+    },  # unknown scheme: the conservative validity
 )
 
 
@@ -156,14 +169,18 @@ class Simulation:
         self.clock = Clock()
         self.policy: Policy = policy(strategy, topup_terminals=frozenset({"T1"}))
         echo = "reversed" if seed % 2 else "booked"
-        self.terminal = FakeTerminal(random.Random(seed + 1), self.clock, self.policy.validity, echo)
+        self.terminal = FakeTerminal(
+            random.Random(seed + 1), self.clock, self.policy.validity, echo
+        )
         self.store = Store.open(path, clock=self.clock)
         self.host = EngineHost(self.store, self.policy, self.clock)
         self.queue: list[Scheduled] = []
         self.seq = 0
         self.charging: dict[str, int] = {}  # session -> meter Wh while the fake charger delivers
         self.cards: dict[str, dict[str, str]] = {}
-        self.silent: set[str] = set()  # sessions whose charger started without telling us (ambiguous start)
+        self.silent: set[str] = (
+            set()
+        )  # sessions whose charger started without telling us (ambiguous start)
         self.crashes = self.duplicates = self.steps = 0
         self.last_sweep = self.clock.now
         self.recovering = False
@@ -173,7 +190,10 @@ class Simulation:
 
     def schedule(self, delay_s: float, event: e.Event, volatile: bool = False) -> None:
         self.seq += 1
-        heapq.heappush(self.queue, Scheduled(self.clock.now + timedelta(seconds=delay_s), self.seq, event, volatile))
+        heapq.heappush(
+            self.queue,
+            Scheduled(self.clock.now + timedelta(seconds=delay_s), self.seq, event, volatile),
+        )
 
     # ---- the world reacting to commands --------------------------------------------------------
 
@@ -182,19 +202,36 @@ class Simulation:
         if isinstance(cmd, (c.Preauthorize, c.TopUp, c.Capture, c.Release)):
             card = self.cards.setdefault(sid, self.rng.choice(CARDS))
             outcome, amount, receipt = self.terminal.run(cmd, card)
-            op = {c.Preauthorize: Operation.PREAUTHORIZE, c.TopUp: Operation.TOPUP, c.Capture: Operation.CAPTURE,
-                  c.Release: Operation.RELEASE}[type(cmd)]  # fmt: skip
+            op = {
+                c.Preauthorize: Operation.PREAUTHORIZE,
+                c.TopUp: Operation.TOPUP,
+                c.Capture: Operation.CAPTURE,
+                c.Release: Operation.RELEASE,
+            }[type(cmd)]
             for_receipt = None if isinstance(cmd, c.Preauthorize) else cmd.receipt_no
             trace = receipt if op in (Operation.PREAUTHORIZE, Operation.TOPUP) else None
-            ev = e.TerminalResultArrived(sid, f"{cmd.key}:{self.seq}", op, outcome, amount, receipt,
-                                         card=card if outcome is Outcome.APPROVED else {}, for_receipt=for_receipt,
-                                         trace_no=trace)  # fmt: skip
+            ev = e.TerminalResultArrived(
+                sid,
+                f"{cmd.key}:{self.seq}",
+                op,
+                outcome,
+                amount,
+                receipt,
+                card=card if outcome is Outcome.APPROVED else {},
+                for_receipt=for_receipt,
+                trace_no=trace,
+            )
             self.schedule(self.rng.uniform(1, 20), ev, volatile=True)
         elif isinstance(cmd, c.QueryOpenPreauths):
             failed = self.rng.random() < 0.15
             last = None if failed or self.rng.random() < 0.1 else self.terminal.last
-            ev = e.OpenPreauthsReported(sid, f"{cmd.key}:{self.seq}", self.terminal.open_receipts(), failed=failed,
-                                        last=last)  # fmt: skip
+            ev = e.OpenPreauthsReported(
+                sid,
+                f"{cmd.key}:{self.seq}",
+                self.terminal.open_receipts(),
+                failed=failed,
+                last=last,
+            )
             self.schedule(self.rng.uniform(1, 5), ev, volatile=True)
         elif isinstance(cmd, c.AuthorizeCharger):
             r = self.rng.random()
@@ -202,14 +239,19 @@ class Simulation:
                 return  # the EV never starts: the start timer must release the hold
             if r < 0.13:  # an ambiguous start: it charges, we hear only the stop, after the release
                 self.silent.add(sid)
-                self.schedule(self.rng.uniform(400, 3600), e.ChargerStopped(sid, "late-cdr", None,
-                                                                            self.rng.randint(1, 20_000)))  # fmt: skip
+                self.schedule(
+                    self.rng.uniform(400, 3600),
+                    e.ChargerStopped(sid, "late-cdr", None, self.rng.randint(1, 20_000)),
+                )
                 return
             self.charging[sid] = 100_000
             self.schedule(self.rng.uniform(5, 60), e.ChargerStarted(sid, "start", 100_000))
             self.plan_charge(sid)
         elif isinstance(cmd, c.StopCharger) and sid in self.charging and self.rng.random() < 0.9:
-            self.schedule(self.rng.uniform(1, 30), e.ChargerStopped(sid, f"stopped:{cmd.key}", self.charging[sid]))
+            self.schedule(
+                self.rng.uniform(1, 30),
+                e.ChargerStopped(sid, f"stopped:{cmd.key}", self.charging[sid]),
+            )
 
     def plan_charge(self, sid: str) -> None:
         at, meter = self.rng.uniform(60, 120), 100_000
@@ -223,7 +265,9 @@ class Simulation:
         else:
             meter += self.rng.randint(0, 500)
             total = meter - 100_000 + (self.rng.randint(-50, 50) if end < 0.3 else 0)
-            self.schedule(at + 60, e.ChargerStopped(sid, "driver-stop", meter if end > 0.2 else None, total))
+            self.schedule(
+                at + 60, e.ChargerStopped(sid, "driver-stop", meter if end > 0.2 else None, total)
+            )
 
     # ---- the gateway --------------------------------------------------------------------------
 
@@ -231,7 +275,9 @@ class Simulation:
         return [self.host.load(r["id"]) for r in self.store.sessions(limit=100_000)]  # type: ignore[misc]
 
     def handle(self, event: e.Event) -> None:
-        result = self.host.handle(event)  # transition() checks the ledger and liveness on every step
+        result = self.host.handle(
+            event
+        )  # transition() checks the ledger and liveness on every step
         self.steps += 1
         if isinstance(event, e.MeterValue) and event.session_id in self.charging:
             self.charging[event.session_id] = max(self.charging[event.session_id], event.meter_wh)
@@ -239,14 +285,27 @@ class Simulation:
             self.check_session(result.session)
             if result.applied:  # what the host keeps in memory for the next step is what was stored
                 stored = self.store.session(result.session.id)
-                assert stored is not None and from_json(stored["data"]) == result.session, result.session.id
-                if result.session.state in FINAL:  # retention's compacted row loses only the readings
-                    assert from_json(compact(stored["data"])) == replace(result.session, readings=())
+                assert stored is not None and from_json(stored["data"]) == result.session, (
+                    result.session.id
+                )
+                if (
+                    result.session.state in FINAL
+                ):  # retention's compacted row loses only the readings
+                    assert from_json(compact(stored["data"])) == replace(
+                        result.session, readings=()
+                    )
             if result.session.timer:
                 kind, at = result.session.timer
                 self.seq += 1
-                heapq.heappush(self.queue, Scheduled(at, self.seq, e.TimerFired(result.session.id, f"timer:{kind}:{at}", kind),
-                                                     volatile=True))  # fmt: skip
+                heapq.heappush(
+                    self.queue,
+                    Scheduled(
+                        at,
+                        self.seq,
+                        e.TimerFired(result.session.id, f"timer:{kind}:{at}", kind),
+                        volatile=True,
+                    ),
+                )
         if result.commands and not self.recovering and self.rng.random() < 0.01:
             self.crash()  # crashed right after the step was stored: its commands never ran
             return
@@ -265,8 +324,11 @@ class Simulation:
             self.handle(e.Resumed(session.id, f"resume:{self.crashes}"))
             if session.timer:  # re-arm from the stored state
                 kind, at = session.timer
-                self.schedule(max(0.0, (at - self.clock.now).total_seconds()),
-                              e.TimerFired(session.id, f"timer:{kind}:{at}", kind), volatile=True)  # fmt: skip
+                self.schedule(
+                    max(0.0, (at - self.clock.now).total_seconds()),
+                    e.TimerFired(session.id, f"timer:{kind}:{at}", kind),
+                    volatile=True,
+                )
         self.recovering = False
 
     def next_card(self) -> None:
@@ -277,7 +339,9 @@ class Simulation:
             return
         self.cards_presented += 1
         gap = self.rng.uniform(0, 2) if self.rng.random() < 0.05 else self.rng.uniform(10, 400)
-        self.schedule(gap, e.CardPresented(f"{self.seed:x}-{i:05d}", "card", f"EVSE-{i % 4}", "T1", "EUR"))
+        self.schedule(
+            gap, e.CardPresented(f"{self.seed:x}-{i:05d}", "card", f"EVSE-{i % 4}", "T1", "EUR")
+        )
 
     def run(self) -> None:
         self.cards_presented = 0
@@ -287,7 +351,9 @@ class Simulation:
             if not self.queue:  # drained: a last terminal sweep, and go on if it found orphans
                 sweeps += 1
                 self.clock.advance(600)
-                for cmd in self.host.sweep("T1", self.terminal.open_receipts(), "EUR", f"end{sweeps}"):
+                for cmd in self.host.sweep(
+                    "T1", self.terminal.open_receipts(), "EUR", f"end{sweeps}"
+                ):
                     self.execute(cmd)
                 if not self.queue:
                     break
@@ -295,14 +361,18 @@ class Simulation:
             item = heapq.heappop(self.queue)
             if item.at - self.last_sweep > timedelta(minutes=30):
                 self.last_sweep = item.at
-                for cmd in self.host.sweep("T1", self.terminal.open_receipts(), "EUR", str(self.seq)):
+                for cmd in self.host.sweep(
+                    "T1", self.terminal.open_receipts(), "EUR", str(self.seq)
+                ):
                     self.execute(cmd)
             if item.at > self.clock.now:
                 self.clock.now = item.at
             if self.rng.random() < 0.002:
                 self.clock.advance(self.rng.uniform(3600, 6 * 3600))  # clock jump / long stall
             if self.rng.random() < 0.0003:
-                self.clock.advance(self.rng.uniform(20 * 3600, 40 * 3600))  # a stall into the holds' expiry windows
+                self.clock.advance(
+                    self.rng.uniform(20 * 3600, 40 * 3600)
+                )  # a stall into the holds' expiry windows
             if isinstance(item.event, e.CardPresented):
                 self.next_card()
             self.handle(item.event)
@@ -322,12 +392,18 @@ class Simulation:
         if s.state is State.COMPLETED:
             if s.unpaid_energy_wh:
                 return
-            billed = price(self.policy.tariffs["*"], [Sample(r.at, r.energy_wh) for r in s.readings], TZ).minor
+            billed = price(
+                self.policy.tariffs["*"], [Sample(r.at, r.energy_wh) for r in s.readings], TZ
+            ).minor
             billed = billed if s.billed_energy_wh else 0
             # The price, capped by what was held when the charge stopped (a top-up approved later is released).
-            if s.captured_minor + s.owed_minor != billed or s.captured_minor > min(billed, s.authorized_minor):
-                self.fail(f"{s.id} captured {s.captured_minor} + owed {s.owed_minor}, tariff says {billed}, "
-                          f"hold {s.authorized_minor}")  # fmt: skip
+            if s.captured_minor + s.owed_minor != billed or s.captured_minor > min(
+                billed, s.authorized_minor
+            ):
+                self.fail(
+                    f"{s.id} captured {s.captured_minor} + owed {s.owed_minor}, tariff says {billed}, "
+                    f"hold {s.authorized_minor}"
+                )
 
     def final_checks(self) -> None:
         sessions = self.all_sessions()
@@ -351,24 +427,42 @@ class Simulation:
                 self.fail(f"{s.id} owes {s.owed_minor} but `sessions --owing` says {s.id in owing}")
             if s.id in self.silent and not s.unpaid_energy_wh and not s.billed_energy_wh:
                 self.fail(f"{s.id}: energy delivered after an ambiguous start was dropped")
-            for h in s.holds:  # booked only on positive evidence: what the session says, the terminal did
+            for h in (
+                s.holds
+            ):  # booked only on positive evidence: what the session says, the terminal did
                 books = self.terminal.holds.get(h.receipt_no)
                 if books is None or books.session_id != s.id:
                     continue
                 if books.bookings > 1:
                     self.fail(f"{s.id} receipt {h.receipt_no} booked {books.bookings} times")
-                if h.status is HoldStatus.CAPTURED and (books.state, books.booked) != ("booked", h.captured_minor):
-                    self.fail(f"{s.id} says hold {h.receipt_no} captured {h.captured_minor}, terminal: {books}")
-                if books.state == "booked" and h.status not in (HoldStatus.CAPTURED, HoldStatus.UNCONFIRMED):
-                    self.fail(f"{s.id}: terminal booked hold {h.receipt_no} but the session says {h.status}")
+                if h.status is HoldStatus.CAPTURED and (books.state, books.booked) != (
+                    "booked",
+                    h.captured_minor,
+                ):
+                    self.fail(
+                        f"{s.id} says hold {h.receipt_no} captured {h.captured_minor}, terminal: {books}"
+                    )
+                if books.state == "booked" and h.status not in (
+                    HoldStatus.CAPTURED,
+                    HoldStatus.UNCONFIRMED,
+                ):
+                    self.fail(
+                        f"{s.id}: terminal booked hold {h.receipt_no} but the session says {h.status}"
+                    )
         for receipt, hold in self.terminal.holds.items():
             owner = by_id.get(hold.session_id)
             if hold.state == "open":
                 self.fail(
                     f"receipt {receipt} of {hold.session_id} still held at the terminal ({owner and owner.state})"
                 )
-            if hold.state == "booked" and owner is not None and not any(h.receipt_no == receipt for h in owner.holds):
-                self.fail(f"receipt {receipt} booked for {hold.session_id}, which does not know the hold")
+            if (
+                hold.state == "booked"
+                and owner is not None
+                and not any(h.receipt_no == receipt for h in owner.holds)
+            ):
+                self.fail(
+                    f"receipt {receipt} booked for {hold.session_id}, which does not know the hold"
+                )
         assert self.store.verify_journal().ok
 
 

@@ -16,7 +16,9 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 def test_the_readme_diagram_is_the_table() -> None:
     text = README.read_text(encoding="utf-8")
     block = text.split("```mermaid\n", 1)[1].split("```", 1)[0].rstrip("\n")
-    assert block == mermaid(), "README diagram is stale: paste `python -m gateway.payments.states` into it"
+    assert block == mermaid(), (
+        "README diagram is stale: paste `python -m gateway.payments.states` into it"
+    )
 
 
 def test_an_edge_not_in_the_table_is_refused() -> None:

@@ -98,7 +98,12 @@ def test_ready_watchdog_status_and_graceful_sigterm(
     )
     assert cli.returncode == 0, cli.stderr
     report = json.loads(cli.stdout)
-    assert report["daemon"]["workers"][0] == {"name": "api", "state": "up", "restarts": 0, "last_error": None}
+    assert report["daemon"]["workers"][0] == {
+        "name": "api",
+        "state": "up",
+        "restarts": 0,
+        "last_error": None,
+    }
     assert report["store"]["outbox_pending"] == 0
 
     started = time.monotonic()

@@ -25,7 +25,8 @@ from tests.helpers import EVPAY, free_port, pty_terminal, running, subprocess_en
 
 def site(tmp_path: Path, device: str, extra: str = "", port: int | None = None) -> Path:
     config = tmp_path / "site.toml"
-    config.write_text(f"""
+    config.write_text(
+        f"""
 [site]
 id = "DOC"
 country = "DE"
@@ -38,11 +39,15 @@ id = "t1"
 device = "{device}"
 password = {{ value = "123456" }}
 {extra}
-""", encoding="utf-8")  # fmt: skip
+""",
+        encoding="utf-8",
+    )
     return config
 
 
-CHARGER = '[charger]\nenabled = true\nmode = "simulated"\n[[charger.evses]]\nid = "E1"\nterminal = "t1"'
+CHARGER = (
+    '[charger]\nenabled = true\nmode = "simulated"\n[[charger.evses]]\nid = "E1"\nterminal = "t1"'
+)
 
 
 def by_name(checks: list[Check]) -> dict[str, tuple[str, str]]:
@@ -60,7 +65,10 @@ async def test_a_site_without_its_daemon(tmp_path: Path, terminal: str) -> None:
     found = by_name(await asyncio.to_thread(run_checks, config))
     assert found["config"][0] == "pass"
     assert found["daemon"][0] == "fail" and "is evpay.service running?" in found["daemon"][1]
-    assert found["terminal t1"] == ("pass", "answers a status enquiry (EVPAY-SIM-1.0)")  # asked directly
+    assert found["terminal t1"] == (
+        "pass",
+        "answers a status enquiry (EVPAY-SIM-1.0)",
+    )  # asked directly
     assert found["database"][0] == "fail" and "no database yet" in found["database"][1]
     assert found["charger link"][0] == "skip" and found["CPO"][0] == "skip"
     missing = by_name(run_checks(site(tmp_path, f"serial://{tmp_path / 'gone'}", CHARGER)))
@@ -69,16 +77,21 @@ async def test_a_site_without_its_daemon(tmp_path: Path, terminal: str) -> None:
 
 
 def test_a_secret_that_cannot_be_read_fails_the_config(tmp_path: Path) -> None:
-    config = site(tmp_path, f"serial://{tmp_path / 'gone'}",
-                  f'[journal]\nsigning_key = {{ file = "{tmp_path / "no-key.pem"}" }}')  # fmt: skip
+    config = site(
+        tmp_path,
+        f"serial://{tmp_path / 'gone'}",
+        f'[journal]\nsigning_key = {{ file = "{tmp_path / "no-key.pem"}" }}',
+    )
     found = by_name(run_checks(config))
     assert found["config"][0] == "fail" and "journal.signing_key" in found["config"][1]
     assert "terminal t1" in found  # the rest is still checked
 
 
 def test_the_database_the_journal_the_outbox_and_the_disk(tmp_path: Path) -> None:
-    upstream = ('[upstream]\nenabled = true\nversions_url = "https://cpo.example/ocpi/versions"\n'
-                'token_a = { value = "token-a" }\nkey = { value = "' + "A" * 43 + '=" }')  # fmt: skip
+    upstream = (
+        '[upstream]\nenabled = true\nversions_url = "https://cpo.example/ocpi/versions"\n'
+        'token_a = { value = "token-a" }\nkey = { value = "' + "A" * 43 + '=" }'
+    )
     config = site(tmp_path, f"serial://{tmp_path / 'gone'}", upstream)
     clock = [datetime.now(UTC) - timedelta(hours=3)]
     store = Store.open(tmp_path / "evpay.sqlite3", clock=lambda: clock[0])
@@ -86,13 +99,18 @@ def test_the_database_the_journal_the_outbox_and_the_disk(tmp_path: Path) -> Non
         store.apply(Step(f"s{n}", journal=[JournalEntry("session", "s", "x", {"n": n})]))
     store.close()
     found = by_name(run_checks(config))
-    assert found["database"][0] == "pass" and found["journal"] == ("pass", "3 rows intact, proven to row 0, 3 newest "
-                                                                            "not yet signed")  # fmt: skip
+    assert found["database"][0] == "pass" and found["journal"] == (
+        "pass",
+        "3 rows intact, proven to row 0, 3 newest not yet signed",
+    )
     assert found["outbox"][0] == "pass" and found["CPO"][0] == "fail"  # never registered
     store = Store.open(tmp_path / "evpay.sqlite3")
     store.set_upstream_status(False, "the CPO refused: website is required")
     store.close()
-    assert by_name(run_checks(config))["CPO"] == ("fail", "not registered: the CPO refused: website is required")
+    assert by_name(run_checks(config))["CPO"] == (
+        "fail",
+        "not registered: the CPO refused: website is required",
+    )
     store = Store.open(tmp_path / "evpay.sqlite3")
     store.set_upstream_status(True, "registered")
     store.close()
@@ -100,7 +118,11 @@ def test_the_database_the_journal_the_outbox_and_the_disk(tmp_path: Path) -> Non
     assert by_name(run_checks(config, min_free_mb=10**9))["disk"][0] == "fail"
 
     store = Store.open(tmp_path / "evpay.sqlite3", clock=lambda: clock[0])
-    store.apply(Step("old", outbox=[OutboxMessage("m1", "session:s", "session.outcome", {"session_id": "s"})]))
+    store.apply(
+        Step(
+            "old", outbox=[OutboxMessage("m1", "session:s", "session.outcome", {"session_id": "s"})]
+        )
+    )
     store.close()
     outbox = by_name(run_checks(config))["outbox"]
     assert outbox[0] == "fail" and "oldest 180 min" in outbox[1]
@@ -114,7 +136,9 @@ def test_the_database_the_journal_the_outbox_and_the_disk(tmp_path: Path) -> Non
     assert journal[0] == "fail" and "row 2 is missing (deleted)" in journal[1]
 
     raw = (tmp_path / "evpay.sqlite3").read_bytes()
-    (tmp_path / "evpay.sqlite3").write_bytes(raw[:100] + b"\xff" * 4000 + raw[4100:])  # a damaged page
+    (tmp_path / "evpay.sqlite3").write_bytes(
+        raw[:100] + b"\xff" * 4000 + raw[4100:]
+    )  # a damaged page
     damaged = by_name(run_checks(config))["database"]
     assert damaged[0] == "fail"
 
@@ -127,8 +151,14 @@ def test_the_clock(tmp_path: Path, answer: str, status: str) -> None:
     (fake / "timedatectl").chmod(0o755)
     config = site(tmp_path, f"serial://{tmp_path / 'gone'}")
     env = {**subprocess_env(), "PATH": f"{fake}{os.pathsep}{os.environ['PATH']}"}
-    out = subprocess.run([*EVPAY, "doctor", "--config", str(config), "--json"], capture_output=True, text=True,
-                         env=env, timeout=60, check=False)  # fmt: skip
+    out = subprocess.run(
+        [*EVPAY, "doctor", "--config", str(config), "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
     assert out.returncode == 1  # the daemon is not running here
     clock = next(c for c in json.loads(out.stdout)["checks"] if c["name"] == "clock")
     assert clock["status"] == status
@@ -138,7 +168,9 @@ async def test_with_the_daemon_running(tmp_path: Path, terminal: str) -> None:
     port = free_port()
     config = site(tmp_path, terminal, CHARGER, port)
     charger = SimulatedCharger(["E1"])
-    async with running(Daemon(parse_settings(config.read_text(), str(config)), charger=charger)) as daemon:
+    async with running(
+        Daemon(parse_settings(config.read_text(), str(config)), charger=charger)
+    ) as daemon:
         async with asyncio.timeout(15):
             await daemon.ready.wait()
         found = by_name(await asyncio.to_thread(run_checks, config))
@@ -149,20 +181,30 @@ async def test_with_the_daemon_running(tmp_path: Path, terminal: str) -> None:
     assert found["database"][0] == "pass" and found["journal"][0] == "pass"
 
 
-@pytest.mark.parametrize(("lines", "status"), [("persistence true\n", "pass"), ("", "fail"),
-                                               ("persistence true\ninclude_dir {d}\n", "fail"),
-                                               ("include_dir {d}\n", "pass")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("lines", "status"),
+    [
+        ("persistence true\n", "pass"),
+        ("", "fail"),
+        ("persistence true\ninclude_dir {d}\n", "fail"),
+        ("include_dir {d}\n", "pass"),
+    ],
+)
 def test_the_local_broker_must_persist(tmp_path: Path, lines: str, status: str) -> None:
     """The gateway leaves a charger's message with the broker until it is stored: a broker that
     forgets on restart loses it. Debian's mosquitto persists by default; a conf.d may undo it."""
     conf_d = tmp_path / "conf.d"
     conf_d.mkdir()
-    (conf_d / "site.conf").write_text("persistence true\n" if status == "pass" and "include" in lines
-                                      else "persistence false\n", encoding="utf-8")  # fmt: skip
+    (conf_d / "site.conf").write_text(
+        "persistence true\n" if status == "pass" and "include" in lines else "persistence false\n",
+        encoding="utf-8",
+    )
     conf = tmp_path / "mosquitto.conf"
     conf.write_text(lines.format(d=conf_d), encoding="utf-8")
     broker = '[charger]\nenabled = true\nmode = "mqtt"\nbroker = "mqtt://127.0.0.1:1883"\n[[charger.evses]]\nid = "E1"\nterminal = "t1"'
-    settings = parse_settings(site(tmp_path, f"serial://{tmp_path / 'gone'}", broker).read_text(), "<doctor>")
+    settings = parse_settings(
+        site(tmp_path, f"serial://{tmp_path / 'gone'}", broker).read_text(), "<doctor>"
+    )
     assert _broker_persistence(settings, conf).status == status
     remote = settings.model_copy(
         update={"charger": settings.charger.model_copy(update={"broker": "mqtt://10.0.0.5:1883"})}

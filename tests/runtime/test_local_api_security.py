@@ -28,7 +28,9 @@ def config(db: Path, device: str, start_paths: str = "") -> str:
     """The site: one terminal, E1, a kiosk client allowed from http://kiosk.local."""
     token_hash = hashlib.sha256(KIOSK_TOKEN.encode()).hexdigest()
     api = f'allowed_origins = ["http://kiosk.local"]\n[[api.clients]]\nid = "kiosk-1"\ntoken_sha256 = "{token_hash}"'
-    return site_toml(db, {"t1": device}, site="SEC", api=api, charger=f'mode = "simulated"\n{start_paths}')
+    return site_toml(
+        db, {"t1": device}, site="SEC", api=api, charger=f'mode = "simulated"\n{start_paths}'
+    )
 
 
 class Site:
@@ -43,7 +45,9 @@ class Site:
 @pytest.fixture
 async def site(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Site]:
     port = PtyPort()
-    sim = SimTerminal(SimConfig(password="123456", card_wait_s=5.0))  # the driver takes a while at the card
+    sim = SimTerminal(
+        SimConfig(password="123456", card_wait_s=5.0)
+    )  # the driver takes a while at the card
     serving = asyncio.create_task(sim.serve_line(port))
     device = f"serial://{port.slave_path}"
     if getattr(request, "param", "") == "terminal-down":
@@ -67,8 +71,13 @@ def kiosk(**extra: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {KIOSK_TOKEN}", **extra}
 
 
-async def post(url: str, headers: dict[str, str], body: Any = None, data: bytes | None = None) -> tuple[int, Any]:
-    async with aiohttp.ClientSession() as http, http.post(url, headers=headers, json=body, data=data) as r:
+async def post(
+    url: str, headers: dict[str, str], body: Any = None, data: bytes | None = None
+) -> tuple[int, Any]:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(url, headers=headers, json=body, data=data) as r,
+    ):
         return r.status, await r.json()
 
 
@@ -76,13 +85,19 @@ async def test_only_a_client_with_its_token_may_pay(site: Site) -> None:
     assert (await post(site.url, {}, {}))[0] == 401
     assert (await post(site.url, {"Authorization": "Bearer wrong"}, {}))[0] == 401
     status, answer = await post(site.url, kiosk(), {})
-    assert status == 202 and answer["session"] and site.daemon.store.session(answer["session"]) is not None
+    assert (
+        status == 202
+        and answer["session"]
+        and site.daemon.store.session(answer["session"]) is not None
+    )
 
 
 async def test_a_browser_page_cannot_drive_it(site: Site) -> None:
     status, answer = await post(site.url, kiosk(Origin="http://evil.example"), {})
     assert status == 403 and "origin" in answer["error"]
-    status, _ = await post(site.url, kiosk(**{"Content-Type": "text/plain"}), data=b"{}")  # a "simple" request
+    status, _ = await post(
+        site.url, kiosk(**{"Content-Type": "text/plain"}), data=b"{}"
+    )  # a "simple" request
     assert status == 415
     assert site.daemon.store.sessions() == []
     assert (await post(site.url, kiosk(Origin="http://kiosk.local"), {}))[0] == 202
@@ -111,7 +126,10 @@ async def test_pay_while_the_terminal_is_down_is_refused_and_nothing_runs_later(
     assert status == 503 and "terminal t1 unavailable" in answer["error"]
     await asyncio.sleep(1.0)
     assert site.daemon.store.sessions() == []  # nothing parked in memory to run later
-    async with aiohttp.ClientSession() as http, http.get(site.url.replace("/evses/E1/pay", "/health")) as r:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(site.url.replace("/evses/E1/pay", "/health")) as r,
+    ):
         assert "t1" in (await r.json()).get("terminals", {})
 
 
@@ -120,14 +138,22 @@ def test_config_refuses_a_network_bind_without_authentication() -> None:
         parse_settings('[site]\nid = "S"\ncountry = "DE"\n[api]\nhost = "0.0.0.0"\n', "<t>")
     ok = parse_settings(
         '[site]\nid = "S"\ncountry = "DE"\n[api]\nhost = "0.0.0.0"\n[[api.clients]]\nid = "k"\n'
-        f'token_sha256 = "{"a" * 64}"\n', "<t>",
-    )  # fmt: skip
+        f'token_sha256 = "{"a" * 64}"\n',
+        "<t>",
+    )
     assert ok.api.clients[0].id == "k"
 
 
 async def test_the_kiosk_body_is_validated_and_carries_the_target(site: Site) -> None:
-    for body in ({"target": {"kwh": 20.5}}, {"target": {"kwh": "-1"}}, {"surprise": 1}, {"target": {"amount_minor": 1.5}},
-                 [1], {"target": {"kwh": "NaN"}}, {"target": {"kwh": "sNaN"}}):  # fmt: skip
+    for body in (
+        {"target": {"kwh": 20.5}},
+        {"target": {"kwh": "-1"}},
+        {"surprise": 1},
+        {"target": {"amount_minor": 1.5}},
+        [1],
+        {"target": {"kwh": "NaN"}},
+        {"target": {"kwh": "sNaN"}},
+    ):
         status, answer = await post(site.url, kiosk(), body)
         assert status == 400 and "invalid body" in answer["error"], body
     assert site.daemon.store.sessions() == []
@@ -151,9 +177,15 @@ async def test_start_paths_are_per_site(tmp_path: Path) -> None:
             async with asyncio.timeout(10):
                 await daemon.ready.wait()
             assert daemon.engine is not None
-            daemon.engine.on_charger_event(ChargerEvent("payment_requested", "E1"))  # the charger asks
-            plug_sessions = len([r for r in daemon.store.sessions() if not r["id"].startswith("orphan")])
-            status, _ = await post(f"http://127.0.0.1:{daemon.api.bound_port}/evses/E1/pay", kiosk(), {})
+            daemon.engine.on_charger_event(
+                ChargerEvent("payment_requested", "E1")
+            )  # the charger asks
+            plug_sessions = len(
+                [r for r in daemon.store.sessions() if not r["id"].startswith("orphan")]
+            )
+            status, _ = await post(
+                f"http://127.0.0.1:{daemon.api.bound_port}/evses/E1/pay", kiosk(), {}
+            )
             assert status == kiosk_status
             assert plug_sessions == (1 if "plug" in paths else 0)
         finally:
@@ -164,7 +196,9 @@ async def test_start_paths_are_per_site(tmp_path: Path) -> None:
     await port.close()
 
 
-def test_a_refusal_leaves_the_terminal_available_only_unreachability_does_not(tmp_path: Path) -> None:
+def test_a_refusal_leaves_the_terminal_available_only_unreachability_does_not(
+    tmp_path: Path,
+) -> None:
     from datetime import UTC, datetime
 
     from drivers.base import Outcome, TerminalResult
@@ -174,10 +208,16 @@ def test_a_refusal_leaves_the_terminal_available_only_unreachability_does_not(tm
     from tests.payments.fixtures import policy
 
     store = Store.open(tmp_path / "n.sqlite3")
-    worker = EngineWorker(EngineHost(store, policy(), lambda: datetime.now(UTC)), {}, SimulatedCharger([]), {})
-    worker._note_terminal("t1", TerminalResult("add_hold", Outcome.ERROR, "terminal t1 cannot add to a hold"))
+    worker = EngineWorker(
+        EngineHost(store, policy(), lambda: datetime.now(UTC)), {}, SimulatedCharger([]), {}
+    )
+    worker._note_terminal(
+        "t1", TerminalResult("add_hold", Outcome.ERROR, "terminal t1 cannot add to a hold")
+    )
     assert worker.terminal_state["t1"] == (True, "ok")  # a refusal: the terminal is there
-    worker._note_terminal("t1", TerminalResult("capture", Outcome.UNKNOWN, "connection lost: reset", unreachable=True))
+    worker._note_terminal(
+        "t1", TerminalResult("capture", Outcome.UNKNOWN, "connection lost: reset", unreachable=True)
+    )
     assert worker.terminal_state["t1"] == (False, "connection lost: reset")
     worker._note_terminal("t1", TerminalResult("register", Outcome.ERROR, "wrong password"))
     assert worker.terminal_state["t1"][0] is False  # not registered: no payments through it

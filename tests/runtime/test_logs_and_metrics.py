@@ -23,7 +23,9 @@ def test_pans_are_masked_first6_last4() -> None:
 
 
 def test_logfmt_one_line_with_context_and_no_pan() -> None:
-    line = LogfmtFormatter().format(_record("card.read", terminal="t1", note="a b\nc", raw="4111111111111111"))
+    line = LogfmtFormatter().format(
+        _record("card.read", terminal="t1", note="a b\nc", raw="4111111111111111")
+    )
     assert "\n" not in line
     assert "event=card.read" in line and "terminal=t1" in line and 'note="a b\\nc"' in line
     assert "4111111111111111" not in line and "411111******1111" in line

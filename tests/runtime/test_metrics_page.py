@@ -31,7 +31,10 @@ async def test_the_figures_move_with_a_paid_session(tmp_path: Path) -> None:
     async with pty_terminal(SimConfig(password="123456", card_wait_s=0.05)) as (_sim, pty):
         devices = {"t1": f"serial://{pty}", "t2": f"serial://{tmp_path / 'gone'}"}
         text = site_toml(tmp_path / "m.sqlite3", devices, site="M", vat=None)
-        async with running(Daemon(parse_settings(text, "<metrics>"), charger=charger)) as daemon, asyncio.timeout(30):
+        async with (
+            running(Daemon(parse_settings(text, "<metrics>"), charger=charger)) as daemon,
+            asyncio.timeout(30),
+        ):
             await daemon.ready.wait()
             api = daemon.api.bound_port
             assert api is not None
@@ -65,5 +68,10 @@ async def test_the_figures_move_with_a_paid_session(tmp_path: Path) -> None:
 def test_the_alert_rules_name_metrics_the_page_has() -> None:
     lines = (REPO / "config" / "alerts.yml").read_text(encoding="utf-8").splitlines()
     exprs = " ".join(line.split("expr:", 1)[1] for line in lines if "expr:" in line)
-    for name in ("evpay_hold_oldest_age_seconds", "evpay_outbox_dead", "evpay_owed_minor", "evpay_terminal_up"):
+    for name in (
+        "evpay_hold_oldest_age_seconds",
+        "evpay_outbox_dead",
+        "evpay_owed_minor",
+        "evpay_terminal_up",
+    ):
         assert name in exprs

@@ -19,9 +19,17 @@ from tests.helpers import EVPAY, free_port, subprocess_env, write_config
 TERMINAL = '[[terminals]]\nid = "t1"\ndevice = "tcp://127.0.0.1:1"\npassword = {secret}\n'
 
 
-def run(config: Path, timeout: float = 5.0, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*EVPAY, "run", "--config", str(config)], capture_output=True, text=True,
-                          env=env or subprocess_env(), check=False, timeout=timeout)  # fmt: skip
+def run(
+    config: Path, timeout: float = 5.0, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*EVPAY, "run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        env=env or subprocess_env(),
+        check=False,
+        timeout=timeout,
+    )
 
 
 def one_line(stderr: str) -> str:
@@ -49,8 +57,10 @@ def test_a_bad_secret_exits_78(tmp_path: Path, secret: str, expected: str) -> No
 
 
 def test_a_bad_fernet_key_exits_78(tmp_path: Path) -> None:
-    extra = ('[upstream]\nenabled = true\nversions_url = "https://cpo.example/v"\ntoken_a = { value = "a" }\n'
-             'key = { value = "nope" }\n')  # fmt: skip
+    extra = (
+        '[upstream]\nenabled = true\nversions_url = "https://cpo.example/v"\ntoken_a = { value = "a" }\n'
+        'key = { value = "nope" }\n'
+    )
     result = run(write_config(tmp_path, extra=extra))
     assert result.returncode == 78 and "upstream.key: not a Fernet key" in result.stderr
 
@@ -63,7 +73,9 @@ def test_a_busy_api_port_exits_69(tmp_path: Path) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         result = run(write_config(tmp_path, port=port))
-    assert result.returncode == 69 and f"cannot listen on 127.0.0.1:{port}" in one_line(result.stderr)
+    assert result.returncode == 69 and f"cannot listen on 127.0.0.1:{port}" in one_line(
+        result.stderr
+    )
 
 
 def _wait_api(port: int, timeout: float = 10.0) -> None:
@@ -82,13 +94,20 @@ def _wait_api(port: int, timeout: float = 10.0) -> None:
 def test_a_second_daemon_on_the_same_database_exits_69_naming_the_first(tmp_path: Path) -> None:
     port = free_port()
     config = write_config(tmp_path, port=port)
-    first = subprocess.Popen([*EVPAY, "run", "--config", str(config)], env=subprocess_env(),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    first = subprocess.Popen(
+        [*EVPAY, "run", "--config", str(config)],
+        env=subprocess_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         _wait_api(port)
         other = tmp_path / "second.toml"  # the same database, another API port
-        other.write_text(config.read_text(encoding="utf-8").replace(f"port = {port}", f"port = {free_port()}"),
-                         encoding="utf-8")  # fmt: skip
+        other.write_text(
+            config.read_text(encoding="utf-8").replace(f"port = {port}", f"port = {free_port()}"),
+            encoding="utf-8",
+        )
         result = run(other)
         assert result.returncode == 69 and f"pid {first.pid}" in one_line(result.stderr)
     finally:
@@ -99,8 +118,13 @@ def test_a_second_daemon_on_the_same_database_exits_69_naming_the_first(tmp_path
 def test_the_database_deleted_under_the_daemon_stops_it_with_74(tmp_path: Path) -> None:
     port = free_port()
     config = write_config(tmp_path, port=port)
-    daemon = subprocess.Popen([*EVPAY, "run", "--config", str(config)], env=subprocess_env(),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    daemon = subprocess.Popen(
+        [*EVPAY, "run", "--config", str(config)],
+        env=subprocess_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         _wait_api(port)
         (tmp_path / "evpay.sqlite3").unlink()
@@ -114,15 +138,27 @@ def test_the_database_deleted_under_the_daemon_stops_it_with_74(tmp_path: Path) 
 
 def test_status_exits_1_while_a_terminal_is_down(tmp_path: Path) -> None:
     port = free_port()
-    extra = (TERMINAL.format(secret='{ value = "123456" }') + '[charger]\nenabled = true\nmode = "simulated"\n'
-             '[[charger.evses]]\nid = "E1"\nterminal = "t1"\n')  # fmt: skip
+    extra = (
+        TERMINAL.format(secret='{ value = "123456" }')
+        + '[charger]\nenabled = true\nmode = "simulated"\n'
+        '[[charger.evses]]\nid = "E1"\nterminal = "t1"\n'
+    )
     config = write_config(tmp_path, port=port, extra=extra)
-    daemon = subprocess.Popen([*EVPAY, "run", "--config", str(config)], env=subprocess_env(),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    daemon = subprocess.Popen(
+        [*EVPAY, "run", "--config", str(config)],
+        env=subprocess_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         _wait_api(port)
-        status = subprocess.run([*EVPAY, "status", "--config", str(config)], capture_output=True, text=True,
-                                env=subprocess_env(), check=False)  # fmt: skip
+        status = subprocess.run(
+            [*EVPAY, "status", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            env=subprocess_env(),
+            check=False,
+        )
         assert status.returncode == 1, status.stdout
         assert "degraded" in status.stdout and "terminal t1: unavailable" in status.stdout
     finally:
@@ -137,7 +173,12 @@ def _damaged_database(tmp_path: Path, lock_says: str) -> Path:
     db = tmp_path / "evpay.sqlite3"
     store = Store.open(db)
     for n in range(300):
-        store.apply(Step(f"s{n}", journal=[JournalEntry("session", f"x{n}", "test", {"n": n, "pad": "p" * 200})]))
+        store.apply(
+            Step(
+                f"s{n}",
+                journal=[JournalEntry("session", f"x{n}", "test", {"n": n, "pad": "p" * 200})],
+            )
+        )
     store.checkpoint()
     store.close()
     data = bytearray(db.read_bytes())
@@ -148,7 +189,9 @@ def _damaged_database(tmp_path: Path, lock_says: str) -> Path:
     return db
 
 
-def test_after_an_unclean_stop_a_damaged_database_is_refused_before_anything_runs(tmp_path: Path) -> None:
+def test_after_an_unclean_stop_a_damaged_database_is_refused_before_anything_runs(
+    tmp_path: Path,
+) -> None:
     config = write_config(tmp_path, port=free_port())
     _damaged_database(tmp_path, "4242")  # the last daemon was killed
     result = run(config)
@@ -156,12 +199,19 @@ def test_after_an_unclean_stop_a_damaged_database_is_refused_before_anything_run
     assert "store.check_before_start" in result.stdout
 
 
-def test_after_a_clean_stop_the_check_runs_once_ready_and_a_damaged_file_stops_the_daemon(tmp_path: Path) -> None:
+def test_after_a_clean_stop_the_check_runs_once_ready_and_a_damaged_file_stops_the_daemon(
+    tmp_path: Path,
+) -> None:
     port = free_port()
     config = write_config(tmp_path, port=port)
     db = _damaged_database(tmp_path, "stopped")
-    daemon = subprocess.Popen([*EVPAY, "run", "--config", str(config)], env=subprocess_env(),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    daemon = subprocess.Popen(
+        [*EVPAY, "run", "--config", str(config)],
+        env=subprocess_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         code = daemon.wait(timeout=15)
         out, err = daemon.communicate(timeout=5)
@@ -170,18 +220,30 @@ def test_after_a_clean_stop_the_check_runs_once_ready_and_a_damaged_file_stops_t
             daemon.kill()
     assert code == 74 and "quick_check" in err
     assert out.index("daemon.ready") < out.index("store.check_failed")  # the start was not held up
-    check = subprocess.run([*EVPAY, "store", "check", "--config", str(config)], capture_output=True, text=True,
-                           env=subprocess_env(), check=False)  # fmt: skip
+    check = subprocess.run(
+        [*EVPAY, "store", "check", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        check=False,
+    )
     assert check.returncode == 74 and "DAMAGED" in check.stdout
-    assert (tmp_path / "evpay.sqlite3.lock").read_text(encoding="ascii").strip() != "stopped"  # 74 is no clean stop
+    assert (tmp_path / "evpay.sqlite3.lock").read_text(
+        encoding="ascii"
+    ).strip() != "stopped"  # 74 is no clean stop
     assert db.exists()
 
 
 def test_store_check_and_stats_on_a_sound_database(tmp_path: Path) -> None:
     port = free_port()
     config = write_config(tmp_path, port=port)
-    daemon = subprocess.Popen([*EVPAY, "run", "--config", str(config)], env=subprocess_env(),
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)  # fmt: skip
+    daemon = subprocess.Popen(
+        [*EVPAY, "run", "--config", str(config)],
+        env=subprocess_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         _wait_api(port)
     finally:
@@ -189,10 +251,20 @@ def test_store_check_and_stats_on_a_sound_database(tmp_path: Path) -> None:
         out, _ = daemon.communicate(timeout=10)
     assert daemon.returncode == 0 and "store.checked" in out
     assert (tmp_path / "evpay.sqlite3.lock").read_text(encoding="ascii").strip() == "stopped"
-    check = subprocess.run([*EVPAY, "store", "check", "--config", str(config), "--full"], capture_output=True,
-                           text=True, env=subprocess_env(), check=False)  # fmt: skip
+    check = subprocess.run(
+        [*EVPAY, "store", "check", "--config", str(config), "--full"],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        check=False,
+    )
     assert check.returncode == 0 and check.stdout.startswith("integrity_check: ok")
-    stats = subprocess.run([*EVPAY, "store", "stats", "--config", str(config), "--json"], capture_output=True,
-                           text=True, env=subprocess_env(), check=True)  # fmt: skip
+    stats = subprocess.run(
+        [*EVPAY, "store", "stats", "--config", str(config), "--json"],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        check=True,
+    )
     found = json.loads(stats.stdout)
     assert found["rows"]["sessions"] == 0 and found["file_bytes"] > 0

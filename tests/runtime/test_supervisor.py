@@ -124,7 +124,11 @@ async def test_the_watchdog_starves_while_an_essential_part_is_down(tmp_path: ob
 
     assert isinstance(tmp_path, Path)
     notifier = Recorder()
-    daemon = Daemon(load_settings(write_config(tmp_path, port=0)), notifier=notifier, extra_workers=[BrokenEngine()])
+    daemon = Daemon(
+        load_settings(write_config(tmp_path, port=0)),
+        notifier=notifier,
+        extra_workers=[BrokenEngine()],
+    )
     task = asyncio.create_task(daemon.run())
     await asyncio.sleep(0.6)
     assert daemon.supervisor.status["engine"].state != "up"

@@ -19,7 +19,9 @@ def main() -> None:
                 sessions=[SessionRecord(sid, f"state-{n}", {"n": n})],
                 payments=[PaymentRecord(f"p{n}", sid, "capture", "done", n, "EUR")],
                 journal=[JournalEntry("session", sid, f"e{n}.{i}", {"n": n}) for i in range(3)],
-                outbox=[OutboxMessage(f"m{n}.{i}", f"fac:{sid}", "fac.post", {"n": n}) for i in range(2)],
+                outbox=[
+                    OutboxMessage(f"m{n}.{i}", f"fac:{sid}", "fac.post", {"n": n}) for i in range(2)
+                ],
             )
         )
         if n == 20:

@@ -37,17 +37,39 @@ def test_sigkill_between_and_during_steps_leaves_whole_steps_only(tmp_path: Path
         assert store.verify_journal().ok, f"seed {seed}"
         store.close()
         conn = sqlite3.connect(path)
-        steps = [int(k.split("-")[1]) for (k,) in conn.execute("SELECT DISTINCT step_key FROM journal")]
+        steps = [
+            int(k.split("-")[1]) for (k,) in conn.execute("SELECT DISTINCT step_key FROM journal")
+        ]
         assert steps, f"seed {seed}"
         for n in steps:
             sid = f"s{n % 50}"
-            assert conn.execute("SELECT count(*) FROM payments WHERE id = ?", (f"p{n}",)).fetchone()[0] == 1
-            assert conn.execute("SELECT count(*) FROM journal WHERE step_key = ?", (f"step-{n}",)).fetchone()[0] == 3
-            assert conn.execute("SELECT count(*) FROM outbox WHERE step_key = ?", (f"step-{n}",)).fetchone()[0] == 2
-            assert conn.execute("SELECT count(*) FROM sessions WHERE id = ?", (sid,)).fetchone()[0] == 1
+            assert (
+                conn.execute("SELECT count(*) FROM payments WHERE id = ?", (f"p{n}",)).fetchone()[0]
+                == 1
+            )
+            assert (
+                conn.execute(
+                    "SELECT count(*) FROM journal WHERE step_key = ?", (f"step-{n}",)
+                ).fetchone()[0]
+                == 3
+            )
+            assert (
+                conn.execute(
+                    "SELECT count(*) FROM outbox WHERE step_key = ?", (f"step-{n}",)
+                ).fetchone()[0]
+                == 2
+            )
+            assert (
+                conn.execute("SELECT count(*) FROM sessions WHERE id = ?", (sid,)).fetchone()[0]
+                == 1
+            )
         # nothing from a step that did not commit
-        assert conn.execute("SELECT count(*) FROM payments").fetchone()[0] == len(steps), f"seed {seed}"
-        assert conn.execute("SELECT count(*) FROM journal").fetchone()[0] == 3 * len(steps), f"seed {seed}"
+        assert conn.execute("SELECT count(*) FROM payments").fetchone()[0] == len(steps), (
+            f"seed {seed}"
+        )
+        assert conn.execute("SELECT count(*) FROM journal").fetchone()[0] == 3 * len(steps), (
+            f"seed {seed}"
+        )
         conn.close()
         # the next writer restarts numbering at 0: those keys exist, so clear for a fresh round
         path.unlink()

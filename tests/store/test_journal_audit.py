@@ -83,13 +83,16 @@ def _tamper(path: Path, *sql: str | tuple[str, tuple[object, ...]]) -> None:
 def _row(path: Path, seq: int) -> tuple[str, ...]:
     conn = sqlite3.connect(path)
     found = conn.execute(
-        "SELECT step_key, at, entity, entity_id, kind, data, prev_hash, hash FROM journal WHERE seq = ?", (seq,)
+        "SELECT step_key, at, entity, entity_id, kind, data, prev_hash, hash FROM journal WHERE seq = ?",
+        (seq,),
     ).fetchone()
     conn.close()
     return tuple(found)
 
 
-def test_an_untouched_journal_is_intact_and_proven_to_its_head(db: Path, key: Ed25519PrivateKey) -> None:
+def test_an_untouched_journal_is_intact_and_proven_to_its_head(
+    db: Path, key: Ed25519PrivateKey
+) -> None:
     store = Store.open(db, read_only=True)
     report = store.verify_journal(public_key_hex(key))
     store.close()
@@ -107,7 +110,10 @@ def test_an_edited_and_rehashed_row_is_named_and_its_checkpoint_no_longer_fits(
 ) -> None:
     step_key, at, entity, entity_id, kind, _data, prev, _h = _row(db, 3)
     forged = row_hash(prev, Content(step_key, at, entity, entity_id, kind, '{"energy_wh":1,"n":3}'))
-    _tamper(db, ("UPDATE journal SET data = ?, hash = ? WHERE seq = 3", ('{"energy_wh":1,"n":3}', forged)))
+    _tamper(
+        db,
+        ("UPDATE journal SET data = ?, hash = ? WHERE seq = 3", ('{"energy_wh":1,"n":3}', forged)),
+    )
     assert _report(db, key) == [(3, "replaced")]
 
 
@@ -119,7 +125,9 @@ def test_a_deleted_row_is_named(db: Path, key: Ed25519PrivateKey) -> None:
 def test_an_inserted_row_is_named(db: Path, key: Ed25519PrivateKey) -> None:
     """A forged row chained properly to row 4, the later rows renumbered to make room."""
     prev = _row(db, 4)[7]
-    content = Content("forged", "2026-11-26T08:00:04.500000Z", "session", "s1", "MeterValue", '{"n":99}')
+    content = Content(
+        "forged", "2026-11-26T08:00:04.500000Z", "session", "s1", "MeterValue", '{"n":99}'
+    )
     digest = row_hash(prev, content)
     _tamper(
         db,
@@ -151,7 +159,11 @@ def test_reordered_rows_are_named(db: Path, key: Ed25519PrivateKey) -> None:
 
 def test_a_cut_off_tail_is_named_by_the_signed_checkpoint(db: Path, key: Ed25519PrivateKey) -> None:
     """Rows 8..10 deleted and SQLite's counter reset too: only the checkpoint still knows."""
-    _tamper(db, "DELETE FROM journal WHERE seq >= 8", "UPDATE sqlite_sequence SET seq = 7 WHERE name = 'journal'")
+    _tamper(
+        db,
+        "DELETE FROM journal WHERE seq >= 8",
+        "UPDATE sqlite_sequence SET seq = 7 WHERE name = 'journal'",
+    )
     assert _report(db, key) == [(ROWS, "truncated")]
 
 
@@ -183,7 +195,9 @@ def test_a_forged_checkpoint_is_named(db: Path, key: Ed25519PrivateKey) -> None:
     assert _report(db, key) == [(3, "forged_checkpoint")]
 
 
-def test_an_edited_checkpoint_signature_and_a_deleted_checkpoint_are_named(db: Path, key: Ed25519PrivateKey) -> None:
+def test_an_edited_checkpoint_signature_and_a_deleted_checkpoint_are_named(
+    db: Path, key: Ed25519PrivateKey
+) -> None:
     _tamper(db, "UPDATE journal_checkpoints SET at = '2026-01-01T00:00:00.000000Z' WHERE id = 1")
     assert _report(db, key) == [(1, "forged_checkpoint")]
     store = Store.open(db, clock=Clock())
@@ -196,7 +210,12 @@ def test_an_edited_checkpoint_signature_and_a_deleted_checkpoint_are_named(db: P
 
 def _evpay(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*EVPAY, *args], capture_output=True, text=True, env=subprocess_env(), timeout=60, check=False
+        [*EVPAY, *args],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=60,
+        check=False,
     )
 
 
@@ -217,44 +236,73 @@ def site(tmp_path: Path) -> Callable[[], Path]:
     return make
 
 
-def test_cli_verify_checkpoint_export_and_offline_verification(site: Callable[[], Path], tmp_path: Path) -> None:
+def test_cli_verify_checkpoint_export_and_offline_verification(
+    site: Callable[[], Path], tmp_path: Path
+) -> None:
     config = site()
-    assert _evpay("journal", "keygen", "--out", str(tmp_path / "journal.pem")).returncode != 0  # never overwrites
+    assert (
+        _evpay("journal", "keygen", "--out", str(tmp_path / "journal.pem")).returncode != 0
+    )  # never overwrites
     fresh = _evpay("journal", "verify", "--config", str(config))
     assert fresh.returncode == 0 and "10 newest row(s) not yet covered" in fresh.stdout
     # an export of rows no checkpoint covers proves nothing yet, and says what to do
     early = tmp_path / "early.json"
-    assert _evpay("journal", "export", "--config", str(config), "--session", "s1", "--out", str(early)).returncode == 0
+    assert (
+        _evpay(
+            "journal", "export", "--config", str(config), "--session", "s1", "--out", str(early)
+        ).returncode
+        == 0
+    )
     unproven = _evpay("journal", "verify-export", str(early), "--json")
-    assert unproven.returncode == 1 and json.loads(unproven.stdout)["findings"][0]["kind"] == "unanchored"
+    assert (
+        unproven.returncode == 1
+        and json.loads(unproven.stdout)["findings"][0]["kind"] == "unanchored"
+    )
 
     assert _evpay("journal", "checkpoint", "--config", str(config)).returncode == 0
     public = _evpay("journal", "key", "--config", str(config)).stdout.strip()
     export = tmp_path / "s1.json"
-    done = _evpay("journal", "export", "--config", str(config), "--session", "s1", "--out", str(export))
+    done = _evpay(
+        "journal", "export", "--config", str(config), "--session", "s1", "--out", str(export)
+    )
     assert done.returncode == 0, done.stderr
     doc = json.loads(export.read_text())
     full = [r for r in doc["rows"] if "data" in r]
-    assert [r["entity_id"] for r in full] == ["s1"] * 4 and len(doc["checkpoints"]) == 1  # rows 1, 4, 7, 10
-    assert not any("data" in r for r in doc["rows"] if r["seq"] in (2, 3))  # other sessions: links only
+    assert [r["entity_id"] for r in full] == ["s1"] * 4 and len(
+        doc["checkpoints"]
+    ) == 1  # rows 1, 4, 7, 10
+    assert not any(
+        "data" in r for r in doc["rows"] if r["seq"] in (2, 3)
+    )  # other sessions: links only
     ok = _evpay("journal", "verify-export", str(export), "--public-key", public, "--json")
     assert ok.returncode == 0, ok.stdout
     assert json.loads(ok.stdout)["covered_to"] == ROWS
 
     # the file edited: one reading changed; a link row removed; another key claimed; not an export
     edited = json.loads(export.read_text())
-    edited["rows"][3]["data"] = edited["rows"][3]["data"].replace('"energy_wh":400', '"energy_wh":40')
+    edited["rows"][3]["data"] = edited["rows"][3]["data"].replace(
+        '"energy_wh":400', '"energy_wh":40'
+    )
     (tmp_path / "edited.json").write_text(json.dumps(edited))
-    bad = _evpay("journal", "verify-export", str(tmp_path / "edited.json"), "--public-key", public, "--json")
+    bad = _evpay(
+        "journal", "verify-export", str(tmp_path / "edited.json"), "--public-key", public, "--json"
+    )
     assert bad.returncode == 1 and json.loads(bad.stdout)["findings"][0] == {
-        "seq": 4, "kind": "edited", "text": "row 4: its content does not match its hash (edited)"}  # fmt: skip
+        "seq": 4,
+        "kind": "edited",
+        "text": "row 4: its content does not match its hash (edited)",
+    }
     gap = json.loads(export.read_text())
     del gap["rows"][1]
     (tmp_path / "gap.json").write_text(json.dumps(gap))
     missing = _evpay("journal", "verify-export", str(tmp_path / "gap.json"), "--json")
-    assert missing.returncode == 1 and json.loads(missing.stdout)["findings"][0]["kind"] == "deleted"
+    assert (
+        missing.returncode == 1 and json.loads(missing.stdout)["findings"][0]["kind"] == "deleted"
+    )
     stranger = Ed25519PrivateKey.generate()
-    wrong = _evpay("journal", "verify-export", str(export), "--public-key", public_key_hex(stranger))
+    wrong = _evpay(
+        "journal", "verify-export", str(export), "--public-key", public_key_hex(stranger)
+    )
     assert wrong.returncode == 1 and "forged_checkpoint" in wrong.stdout
     (tmp_path / "junk.json").write_text('{"format": "something else"}')
     assert _evpay("journal", "verify-export", str(tmp_path / "junk.json")).returncode == 2
@@ -267,6 +315,11 @@ def test_cli_verify_checkpoint_export_and_offline_verification(site: Callable[[]
 
 def test_a_bad_signing_key_is_a_config_error(tmp_path: Path) -> None:
     (tmp_path / "k.pem").write_text("not a key")
-    config = write_config(tmp_path, extra=f'[journal]\nsigning_key = {{ file = "{tmp_path / "k.pem"}" }}\n')
+    config = write_config(
+        tmp_path, extra=f'[journal]\nsigning_key = {{ file = "{tmp_path / "k.pem"}" }}\n'
+    )
     checked = _evpay("config", "validate", str(config))
-    assert checked.returncode == 2 and "journal.signing_key: not an unencrypted PEM private key" in checked.stderr
+    assert (
+        checked.returncode == 2
+        and "journal.signing_key: not an unencrypted PEM private key" in checked.stderr
+    )

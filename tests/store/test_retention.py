@@ -33,11 +33,20 @@ def _session(store: Store, clock: Clock, sid: str, final: bool) -> None:
     for k in range(3):
         clock.now += timedelta(minutes=1)
         last = final and k == 2
-        store.apply(Step(f"{sid}:{k}", sessions=[SessionRecord(sid, "completed" if last else "charging",
-                                                               {"id": sid, "k": k}, final=last)],
-                         journal=[JournalEntry("session", sid, "step", {"k": k})],
-                         outbox=[OutboxMessage(f"{sid}:outcome", f"session:{sid}", "session.outcome", {})] if last
-                         else []))  # fmt: skip
+        store.apply(
+            Step(
+                f"{sid}:{k}",
+                sessions=[
+                    SessionRecord(
+                        sid, "completed" if last else "charging", {"id": sid, "k": k}, final=last
+                    )
+                ],
+                journal=[JournalEntry("session", sid, "step", {"k": k})],
+                outbox=[OutboxMessage(f"{sid}:outcome", f"session:{sid}", "session.outcome", {})]
+                if last
+                else [],
+            )
+        )
 
 
 def _store(tmp_path: Path) -> tuple[Store, Clock]:
@@ -65,8 +74,15 @@ def test_a_cut_archives_the_oldest_rows_and_the_rest_still_verifies(tmp_path: Pa
     assert report.ok, report.findings
     archived = verify_export(done.archive.read_bytes(), public_key_hex(key))
     assert archived.ok and archived.rows == 3
-    assert store.prune(key, cutoff=clock.now - timedelta(days=90), archive_dir=tmp_path / "archive").cut_seq is None
-    assert {m.message_id for m in store.outbox.list()} == {"new:outcome"}  # old delivered messages went
+    assert (
+        store.prune(
+            key, cutoff=clock.now - timedelta(days=90), archive_dir=tmp_path / "archive"
+        ).cut_seq
+        is None
+    )
+    assert {m.message_id for m in store.outbox.list()} == {
+        "new:outcome"
+    }  # old delivered messages went
     store.close()
 
 
@@ -87,8 +103,11 @@ def test_rows_removed_without_a_signed_cut_are_found(tmp_path: Path) -> None:
     store.close()
     conn = sqlite3.connect(tmp_path / "r.sqlite3")  # a cut made without the device key
     other = Ed25519PrivateKey.generate()
-    conn.execute("INSERT INTO journal_cuts (seq, head_hash, archive, archive_sha256, at, public_key, signature)"
-                 " VALUES (4, ?, 'x', ?, 'now', ?, ?)", ("0" * 64, "0" * 64, public_key_hex(other), "00" * 64))  # fmt: skip
+    conn.execute(
+        "INSERT INTO journal_cuts (seq, head_hash, archive, archive_sha256, at, public_key, signature)"
+        " VALUES (4, ?, 'x', ?, 'now', ?, ?)",
+        ("0" * 64, "0" * 64, public_key_hex(other), "00" * 64),
+    )
     conn.commit()
     conn.close()
     store = Store.open(tmp_path / "r.sqlite3", read_only=True)
@@ -106,7 +125,9 @@ def test_no_cut_over_a_journal_that_does_not_verify(tmp_path: Path) -> None:
     conn.close()
     store = Store.open(tmp_path / "r.sqlite3", clock=clock)
     with pytest.raises(InvariantViolated, match="does not verify"):
-        store.prune(Ed25519PrivateKey.generate(), cutoff=clock.now, archive_dir=tmp_path / "archive")
+        store.prune(
+            Ed25519PrivateKey.generate(), cutoff=clock.now, archive_dir=tmp_path / "archive"
+        )
     assert store.journal()[0]["seq"] == 1  # nothing removed
     store.close()
 
@@ -122,10 +143,13 @@ def test_the_journal_refuses_deleting_rows_beyond_the_newest_cut(tmp_path: Path)
 
 def test_evpay_store_prune_and_stats(tmp_path: Path) -> None:
     key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())  # fmt: skip
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     (tmp_path / "journal.pem").write_bytes(pem)
-    extra = f'[journal]\nsigning_key = {{ file = "{tmp_path / "journal.pem"}" }}\nretention_days = 30\n'
+    extra = (
+        f'[journal]\nsigning_key = {{ file = "{tmp_path / "journal.pem"}" }}\nretention_days = 30\n'
+    )
     config = write_config(tmp_path, extra=extra)
     clock = Clock()
     store = Store.open(tmp_path / "evpay.sqlite3", clock=clock)
@@ -133,17 +157,39 @@ def test_evpay_store_prune_and_stats(tmp_path: Path) -> None:
     clock.now = datetime.now(UTC)
     _session(store, clock, "recent", final=True)
     store.close()
-    run = subprocess.run([*EVPAY, "store", "prune", "--config", str(config), "--json"], capture_output=True, text=True,
-                         env=subprocess_env(), check=False)  # fmt: skip
+    run = subprocess.run(
+        [*EVPAY, "store", "prune", "--config", str(config), "--json"],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        check=False,
+    )
     assert run.returncode == 0, run.stderr
     cuts = json.loads(run.stdout)["cuts"]
     assert [c["to_row"] for c in cuts] == [3]
     assert Path(cuts[0]["archive"]).parent == tmp_path / "journal-archive"
-    check = subprocess.run([*EVPAY, "journal", "verify-export", cuts[0]["archive"], "--public-key",
-                            public_key_hex(key)], capture_output=True, text=True, env=subprocess_env(), check=False)  # fmt: skip
+    check = subprocess.run(
+        [
+            *EVPAY,
+            "journal",
+            "verify-export",
+            cuts[0]["archive"],
+            "--public-key",
+            public_key_hex(key),
+        ],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        check=False,
+    )
     assert check.returncode == 0, check.stdout + check.stderr
-    stats = subprocess.run([*EVPAY, "store", "stats", "--config", str(config)], capture_output=True, text=True,
-                           env=subprocess_env(), check=True)  # fmt: skip
+    stats = subprocess.run(
+        [*EVPAY, "store", "stats", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        check=True,
+    )
     assert "journal row 4 at" in stats.stdout
 
 
@@ -152,26 +198,47 @@ def test_archived_sessions_are_compacted_after_their_full_rows_are_archived(tmp_
 
     clock = Clock()
     store = Store.open(tmp_path / "c.sqlite3", clock=clock)
-    full = {"id": "paid", "readings": [["2026-01-05T08:00:00+00:00", 0, True]], "notes": [], "price_minor": 500}
+    full = {
+        "id": "paid",
+        "readings": [["2026-01-05T08:00:00+00:00", 0, True]],
+        "notes": [],
+        "price_minor": 500,
+    }
     for sid, owed in (("paid", 0), ("owing", 700)):
-        store.apply(Step(f"{sid}:1", sessions=[SessionRecord(sid, "completed", {**full, "id": sid}, final=True,
-                                                             owed_minor=owed)],
-                         journal=[JournalEntry("session", sid, "step", {})]))  # fmt: skip
+        store.apply(
+            Step(
+                f"{sid}:1",
+                sessions=[
+                    SessionRecord(
+                        sid, "completed", {**full, "id": sid}, final=True, owed_minor=owed
+                    )
+                ],
+                journal=[JournalEntry("session", sid, "step", {})],
+            )
+        )
     clock.now += timedelta(days=100)
     _session(store, clock, "new", final=True)
     before = store.session("paid")
     key = Ed25519PrivateKey.generate()
-    done = store.prune(key, cutoff=clock.now - timedelta(days=90), archive_dir=tmp_path / "a", compact=compact)
+    done = store.prune(
+        key, cutoff=clock.now - timedelta(days=90), archive_dir=tmp_path / "a", compact=compact
+    )
     assert done.cut_seq == 2 and done.sessions_compacted == 1
     after = store.session("paid")
     assert after is not None and before is not None
-    assert after["data"] == {"id": "paid", "price_minor": 500} and after["updated_at"] == before["updated_at"]
+    assert (
+        after["data"] == {"id": "paid", "price_minor": 500}
+        and after["updated_at"] == before["updated_at"]
+    )
     owing = store.session("owing")
     assert owing is not None and "readings" in owing["data"]  # a debt keeps its whole record
     archived = [
-        json.loads(line) for f in (tmp_path / "a").glob("sessions-*.jsonl") for line in f.read_text().splitlines()
+        json.loads(line)
+        for f in (tmp_path / "a").glob("sessions-*.jsonl")
+        for line in f.read_text().splitlines()
     ]
     assert [(a["id"], a["data"]) for a in archived] == [("paid", full)]
-    assert not store.prune(key, cutoff=clock.now - timedelta(days=90), archive_dir=tmp_path / "a",
-                           compact=compact).anything  # fmt: skip
+    assert not store.prune(
+        key, cutoff=clock.now - timedelta(days=90), archive_dir=tmp_path / "a", compact=compact
+    ).anything
     store.close()

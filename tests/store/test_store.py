@@ -10,7 +10,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.errors import InvariantViolated, SchemaTooNew, StoreCorrupt, StoreFull, StoreReadOnly
-from gateway.store import InboxMessage, JournalEntry, OutboxMessage, PaymentRecord, SessionRecord, Step, Store
+from gateway.store import (
+    InboxMessage,
+    JournalEntry,
+    OutboxMessage,
+    PaymentRecord,
+    SessionRecord,
+    Step,
+    Store,
+)
 from gateway.store.db import latest_version, migrations, quick_check_path
 from gateway.store.journal import append, dumps, find_card_data, may_hold_card_data
 
@@ -20,7 +28,11 @@ def _step(n: int) -> Step:
     return Step(
         key=f"step-{n}",
         sessions=[SessionRecord(sid, "authorized", {"n": n})],
-        payments=[PaymentRecord(f"p{n}", sid, "preauth", "approved", 5000, "EUR", {"masked_pan": "541333******0074"})],
+        payments=[
+            PaymentRecord(
+                f"p{n}", sid, "preauth", "approved", 5000, "EUR", {"masked_pan": "541333******0074"}
+            )
+        ],
         journal=[JournalEntry("session", sid, "preauth.approved", {"n": n})],
         outbox=[OutboxMessage(f"m{n}", f"fac:{sid}", "fac.post", {"n": n})],
     )
@@ -29,8 +41,19 @@ def _step(n: int) -> Step:
 def test_migrates_from_empty_to_latest(tmp_path: Path) -> None:
     store = Store.open(tmp_path / "e.sqlite3")
     assert store.schema_version == latest_version() == len(migrations()) >= 2
-    tables = {r[0] for r in sqlite3.connect(tmp_path / "e.sqlite3").execute("SELECT name FROM sqlite_master")}
-    assert {"sessions", "payments", "journal", "outbox", "inbox", "legacy_steps", "terminals"} <= tables
+    tables = {
+        r[0]
+        for r in sqlite3.connect(tmp_path / "e.sqlite3").execute("SELECT name FROM sqlite_master")
+    }
+    assert {
+        "sessions",
+        "payments",
+        "journal",
+        "outbox",
+        "inbox",
+        "legacy_steps",
+        "terminals",
+    } <= tables
     assert "steps" not in tables  # since 0008 the journal holds the step keys
     store.close()
 
@@ -62,7 +85,12 @@ def _version_7_database(path: Path, cut_tail: bool) -> None:
         conn.execute(f"PRAGMA user_version = {version}")
     for n in (1, 2, 3):
         conn.execute("INSERT INTO steps VALUES (?, '2026-01-01T00:00:00.000000Z')", (f"step-{n}",))
-        append(conn, f"step-{n}", "2026-01-01T00:00:00.000000Z", [JournalEntry("session", "s1", "x", {"n": n})])
+        append(
+            conn,
+            f"step-{n}",
+            "2026-01-01T00:00:00.000000Z",
+            [JournalEntry("session", "s1", "x", {"n": n})],
+        )
     conn.execute("INSERT INTO steps VALUES ('inbox:abc', '2026-01-01T00:00:00.000000Z')")
     conn.execute(
         "INSERT INTO inbox (message_id, source, kind, payload, received_at)"
@@ -75,14 +103,18 @@ def _version_7_database(path: Path, cut_tail: bool) -> None:
 
 
 @pytest.mark.parametrize("cut_tail", [False, True])
-def test_0008_moves_step_keys_into_the_journal_keeping_chain_and_counter(tmp_path: Path, cut_tail: bool) -> None:
+def test_0008_moves_step_keys_into_the_journal_keeping_chain_and_counter(
+    tmp_path: Path, cut_tail: bool
+) -> None:
     path = tmp_path / "v7.sqlite3"
     _version_7_database(path, cut_tail)
     store = Store.open(path)
     assert store.schema_version == latest_version()
     assert store.step_applied("step-1") and store.step_applied("inbox:abc")
     assert store.apply(Step("inbox:abc", inbox=[InboxMessage("abc", "cpo", "refund", {})])) is False
-    assert store.apply(Step("step-2", journal=[JournalEntry("session", "s1", "x", {"n": 2})])) is False
+    assert (
+        store.apply(Step("step-2", journal=[JournalEntry("session", "s1", "x", {"n": 2})])) is False
+    )
     report = store.verify_journal()
     if cut_tail:  # SQLite's counter still says three rows were written
         assert [f.kind for f in report.findings] == ["truncated"]
@@ -137,7 +169,11 @@ def test_card_data_is_refused_before_anything_is_written(tmp_path: Path) -> None
     store = Store.open(tmp_path / "s.sqlite3")
     bad = Step(
         "k",
-        payments=[PaymentRecord("p", "s", "preauth", "ok", 1, "EUR", {"card": {"pan": "5413330089020074"}})],
+        payments=[
+            PaymentRecord(
+                "p", "s", "preauth", "ok", 1, "EUR", {"card": {"pan": "5413330089020074"}}
+            )
+        ],
     )
     with pytest.raises(InvariantViolated, match=r"card\.pan"):
         store.apply(bad)
@@ -168,7 +204,9 @@ def test_journal_is_append_only_and_tampering_is_detected(tmp_path: Path) -> Non
 def test_outbox_is_ordered_per_object_and_dead_letters_unblock(tmp_path: Path) -> None:
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     store = Store.open(tmp_path / "o.sqlite3", clock=lambda: t0)
-    store.apply(Step("a", outbox=[OutboxMessage("a1", "A", "k", {}), OutboxMessage("a2", "A", "k", {})]))
+    store.apply(
+        Step("a", outbox=[OutboxMessage("a1", "A", "k", {}), OutboxMessage("a2", "A", "k", {})])
+    )
     store.apply(Step("b", outbox=[OutboxMessage("b1", "B", "k", {})]))
     assert [m.message_id for m in store.outbox.due(t0)] == ["a1", "b1"]
     store.outbox.retry_later("a1", "HTTP 503", t0 + timedelta(seconds=30))
@@ -188,7 +226,9 @@ def test_disk_full_is_a_clear_error_and_loses_no_committed_step(tmp_path: Path) 
     path = tmp_path / "full.sqlite3"
     store = Store.open(path)
     store.apply(_step(0))
-    store._conn.execute("PRAGMA max_page_count = " + str(store._conn.execute("PRAGMA page_count").fetchone()[0]))
+    store._conn.execute(
+        "PRAGMA max_page_count = " + str(store._conn.execute("PRAGMA page_count").fetchone()[0])
+    )
     big = Step("big", journal=[JournalEntry("session", "s0", "x", {"blob": "x" * 200_000})])
     with pytest.raises(StoreFull, match="disk holding the database is full"):
         store.apply(big)
@@ -232,7 +272,9 @@ def test_damaged_pages_are_detected_by_the_check(tmp_path: Path) -> None:
         quick_check_path(path)  # what it runs after READY, and `evpay store check`
 
 
-_KEYS = st.sampled_from(["pan", "PAN", "Pin", "cvc", "masked_pan", "pan_hint", "amount", "x", 'a"pan":', ',"pan":'])
+_KEYS = st.sampled_from(
+    ["pan", "PAN", "Pin", "cvc", "masked_pan", "pan_hint", "amount", "x", 'a"pan":', ',"pan":']
+)
 _JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(alphabet=',{}":pan\\ ', max_size=12),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_KEYS, inner, max_size=4),

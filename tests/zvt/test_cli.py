@@ -11,8 +11,13 @@ from tests.helpers import EVPAY, subprocess_env
 
 
 def test_terminal_cli_against_the_simulator_on_a_pty() -> None:
-    sim = subprocess.Popen([*EVPAY, "simulate", "terminal", "--pty", "--card-wait", "0.05"],
-                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=subprocess_env())  # fmt: skip
+    sim = subprocess.Popen(
+        [*EVPAY, "simulate", "terminal", "--pty", "--card-wait", "0.05"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=subprocess_env(),
+    )
     try:
         assert sim.stdout is not None
         line = sim.stdout.readline()
@@ -24,20 +29,38 @@ def test_terminal_cli_against_the_simulator_on_a_pty() -> None:
             env = {k: v for k, v in subprocess_env().items() if k != "EVPAY_ZVT_PASSWORD"}
             if password is not None:
                 env["EVPAY_ZVT_PASSWORD"] = password
-            return subprocess.run([*EVPAY, "terminal", *args, "--device", url], capture_output=True, text=True,
-                                  env=env, timeout=30, check=False)  # fmt: skip
+            return subprocess.run(
+                [*EVPAY, "terminal", *args, "--device", url],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=30,
+                check=False,
+            )
 
         pre = evpay("preauth", "--amount", "25.00", "--json")
         assert pre.returncode == 0, pre.stdout + pre.stderr
         result = json.loads(pre.stdout)
         assert result["outcome"] == "approved" and result["amount"] == "25.00 EUR"
         assert result["card"]["masked_pan"] == "541333******0074"
-        cap = evpay("partial-reverse", "--receipt", str(result["receipt_no"]), "--held", "25.00", "--amount", "7.50")
-        assert cap.returncode == 0 and "capture: APPROVED" in cap.stdout and "7.50 EUR" in cap.stdout
+        cap = evpay(
+            "partial-reverse",
+            "--receipt",
+            str(result["receipt_no"]),
+            "--held",
+            "25.00",
+            "--amount",
+            "7.50",
+        )
+        assert (
+            cap.returncode == 0 and "capture: APPROVED" in cap.stdout and "7.50 EUR" in cap.stdout
+        )
         again = evpay("release", "--receipt", str(result["receipt_no"]), "--held", "25.00")
         assert again.returncode == 1 and "already reversed" in again.stdout
         bad = evpay("preauth", "--amount", "1.005")
-        assert bad.returncode == 2 and "more decimals" in bad.stderr and "Traceback" not in bad.stderr
+        assert (
+            bad.returncode == 2 and "more decimals" in bad.stderr and "Traceback" not in bad.stderr
+        )
         bad_json = evpay("preauth", "--amount", "1.005", "--json")
         assert bad_json.returncode == 2 and json.loads(bad_json.stdout)["exit_code"] == 2
         nopass = evpay("status", password=None)  # no silent factory default
@@ -55,14 +78,27 @@ def test_terminal_cli_against_the_simulator_on_a_pty() -> None:
 
 def test_terminal_cli_errors_are_one_line_with_a_documented_code(tmp_path: object) -> None:
     def evpay(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*EVPAY, "terminal", *args], capture_output=True, text=True,
-                              env=env or {**subprocess_env(), "EVPAY_ZVT_PASSWORD": "000000"}, timeout=30,
-                              check=False)  # fmt: skip
+        return subprocess.run(
+            [*EVPAY, "terminal", *args],
+            capture_output=True,
+            text=True,
+            env=env or {**subprocess_env(), "EVPAY_ZVT_PASSWORD": "000000"},
+            timeout=30,
+            check=False,
+        )
 
     cases = [
-        (("status", "--device", "usb://0x0403:0x6001"), 69, None),  # no USB device (or no libusb backend)
+        (
+            ("status", "--device", "usb://0x0403:0x6001"),
+            69,
+            None,
+        ),  # no USB device (or no libusb backend)
         (("status", "--device", "tcp://127.0.0.1:1"), 69, "cannot connect"),
-        (("status", "--device", "tcp://127.0.0.1:1", "--password-file", "/nonexistent/pw"), 2, "cannot read"),
+        (
+            ("status", "--device", "tcp://127.0.0.1:1", "--password-file", "/nonexistent/pw"),
+            2,
+            "cannot read",
+        ),
         (("status", "--device", "ftp://x"), 2, None),
         (("capture", "--device", "tcp://127.0.0.1:1"), 69, None),
     ]

@@ -15,7 +15,14 @@ from hypothesis import strategies as st
 
 from drivers.zvt.errors import ZvtDecodeError
 from drivers.zvt.fields import check_tlv, decode_tlv
-from drivers.zvt.serial_framing import MAX_FRAME_DATA, BadFrame, FrameDecoder, FrameReceived, crc16, frame
+from drivers.zvt.serial_framing import (
+    MAX_FRAME_DATA,
+    BadFrame,
+    FrameDecoder,
+    FrameReceived,
+    crc16,
+    frame,
+)
 
 
 def kermit_bitwise(data: bytes) -> int:
@@ -77,9 +84,13 @@ def test_any_chunking_says_what_byte_by_byte_says(parts: list[bytes], data: st.D
 
 @pytest.mark.parametrize("stuffed_dle", ["none", "first", "last"])
 @pytest.mark.parametrize("extra", [-1, 0, 1, 2, 10])
-def test_an_overlong_frame_is_refused_the_same_in_any_chunking(extra: int, stuffed_dle: str) -> None:
+def test_an_overlong_frame_is_refused_the_same_in_any_chunking(
+    extra: int, stuffed_dle: str
+) -> None:
     plain = b"\x41" * (MAX_FRAME_DATA - 1 + extra)
-    body = {"none": plain + b"\x41", "first": b"\x10\x10" + plain, "last": plain + b"\x10\x10"}[stuffed_dle]
+    body = {"none": plain + b"\x41", "first": b"\x10\x10" + plain, "last": plain + b"\x10\x10"}[
+        stuffed_dle
+    ]
     stream = b"\x10\x02" + body + b"\x10\x03\x00\x00" + frame(b"\x80\x00\x00")
     reference = _one_byte_at_a_time(stream)
     assert _feed_all([stream]) == reference

@@ -74,14 +74,29 @@ ECR_COMMANDS = [
         "06 24 0F 87 02 31 04 00 00 00 00 09 58 49 09 78 19 40",
         "spec 06 24 layout",
     ),
-    ("reversal rcpt 0012", m.reversal("123456", 12), "06 30 06 12 34 56 87 00 12", "spec 06 30 layout"),
+    (
+        "reversal rcpt 0012",
+        m.reversal("123456", 12),
+        "06 30 06 12 34 56 87 00 12",
+        "spec 06 30 layout",
+    ),
     (
         "read card 15 s chip silent UID+hash (Feig)",
-        m.read_card(15, card_type=0x10, dialog_control=0x02, tlv=[Tlv(0x1F15, b"\xd0"), Tlv(0x1F60, b"\x07")]),
+        m.read_card(
+            15,
+            card_type=0x10,
+            dialog_control=0x02,
+            tlv=[Tlv(0x1F15, b"\xd0"), Tlv(0x1F60, b"\x07")],
+        ),
         "06 C0 0F 0F 19 10 FC 02 06 08 1F 15 01 D0 1F 60 01 07",
         "FEIG (Qwello)",
     ),
-    ("repeat last result", m.repeat_receipt("123456"), "06 20 05 12 34 56 03 01", "spec 06 20 layout"),
+    (
+        "repeat last result",
+        m.repeat_receipt("123456"),
+        "06 20 05 12 34 56 03 01",
+        "spec 06 20 layout",
+    ),
     ("diagnosis extended", m.diagnosis(2), "06 70 05 06 03 1B 01 02", "spec 06 70 layout"),
     (
         "display two lines 5 s",
@@ -92,8 +107,12 @@ ECR_COMMANDS = [
 ]
 
 
-@pytest.mark.parametrize(("name", "message", "wire", "source"), ECR_COMMANDS, ids=[c[0] for c in ECR_COMMANDS])
-def test_ecr_commands_encode_and_decode_exactly(name: str, message: m.Message, wire: str, source: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "message", "wire", "source"), ECR_COMMANDS, ids=[c[0] for c in ECR_COMMANDS]
+)
+def test_ecr_commands_encode_and_decode_exactly(
+    name: str, message: m.Message, wire: str, source: str
+) -> None:
     raw = h(wire)
     assert message.to_apdu().encode() == raw, f"{name} ({source})"
     assert m.decode(raw) == message
@@ -101,14 +120,27 @@ def test_ecr_commands_encode_and_decode_exactly(name: str, message: m.Message, w
 
 def test_feig_approval_decodes_like_everest() -> None:
     """FEIG 1680728165.675509000_pt_ecr: approval of the 25.00 EUR pre-auth."""
-    raw = (h("04 0F 5A 27 00 04 00 00 00 00 25 00 49 09 78 0C 22 55 58 0D 04 05 22 F0 F8 55 98 83 EE EE EE 80 74"
-             " 87 02 31 3B") + b"750071\x00\x00" + h("0B 00 09 75 19 60 29 52 52 35 35 0E 24 05 8A 06 8C 01 8B F1 F1")
-           + b"MasterCard\x00" + b"\x2a" + b"804011926      ")  # fmt: skip
+    raw = (
+        h(
+            "04 0F 5A 27 00 04 00 00 00 00 25 00 49 09 78 0C 22 55 58 0D 04 05 22 F0 F8 55 98 83 EE EE EE 80 74"
+            " 87 02 31 3B"
+        )
+        + b"750071\x00\x00"
+        + h("0B 00 09 75 19 60 29 52 52 35 35 0E 24 05 8A 06 8C 01 8B F1 F1")
+        + b"MasterCard\x00"
+        + b"\x2a"
+        + b"804011926      "
+    )
     msg = m.decode(raw)
     assert msg.command == Command.STATUS_INFORMATION
     assert (msg.result_code, msg.amount, msg.currency) == (0, 2500, 978)
     assert (msg.receipt_number, msg.trace_number, msg.terminal_id) == (231, 975, "52523535")
-    assert (msg.aid, msg.card_name, msg.card_type, msg.payment_type) == ("750071", "MasterCard", 6, 0x60)
+    assert (msg.aid, msg.card_name, msg.card_type, msg.payment_type) == (
+        "750071",
+        "MasterCard",
+        6,
+        0x60,
+    )
     assert str(msg.tx_time) == "22:55:58" and msg.tx_date == (4, 5)
     assert msg.vu_number == "804011926"
     assert msg.masked_pan == "559883******8074"
@@ -125,8 +157,12 @@ def test_feig_registration_completion() -> None:
 def test_feig_no_open_preauth_reply() -> None:
     """FEIG partial_reversal.blob: 06 1E B8 with receipt FFFF = nothing open."""
     msg = m.decode(h("06 1E 04 B8 87 FF FF"))
-    assert msg.result_code == 0xB8 and msg.receipt_number == RECEIPT_NONE and msg.open_preauths == []
-    assert m.abort_pt(0xB8, [m.bmp_receipt(RECEIPT_NONE)]).to_apdu().encode() == h("06 1E 04 B8 87 FF FF")
+    assert (
+        msg.result_code == 0xB8 and msg.receipt_number == RECEIPT_NONE and msg.open_preauths == []
+    )
+    assert m.abort_pt(0xB8, [m.bmp_receipt(RECEIPT_NONE)]).to_apdu().encode() == h(
+        "06 1E 04 B8 87 FF FF"
+    )
 
 
 def test_ecrterm_open_preauth_lists() -> None:
@@ -138,13 +174,113 @@ def test_ecrterm_open_preauth_lists() -> None:
 
 def test_everest_read_card_status_information_roundtrips() -> None:
     """FEIG bytes asserted in EVerest/zvt packets.rs: a card read with four applications."""
-    raw = bytes([
-        4, 15, 100, 39, 0, 6, 96, 76, 10, 0, 0, 0, 0, 0, 0, 8, 255, 105, 20, 31, 69, 12, 12,
-        120, 128, 116, 3, 128, 49, 192, 115, 214, 49, 192, 31, 76, 1, 1, 31, 77, 2, 254, 4, 31,
-        79, 2, 4, 0, 31, 80, 1, 32, 96, 11, 67, 9, 160, 0, 0, 0, 89, 69, 67, 1, 0, 96, 12, 67,
-        10, 160, 0, 0, 3, 89, 16, 16, 2, 128, 1, 96, 11, 67, 9, 210, 118, 0, 0, 37, 71, 65, 1,
-        0, 96, 9, 67, 7, 160, 0, 0, 0, 4, 16, 16,
-    ])  # fmt: skip
+    raw = bytes(
+        [
+            4,
+            15,
+            100,
+            39,
+            0,
+            6,
+            96,
+            76,
+            10,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            8,
+            255,
+            105,
+            20,
+            31,
+            69,
+            12,
+            12,
+            120,
+            128,
+            116,
+            3,
+            128,
+            49,
+            192,
+            115,
+            214,
+            49,
+            192,
+            31,
+            76,
+            1,
+            1,
+            31,
+            77,
+            2,
+            254,
+            4,
+            31,
+            79,
+            2,
+            4,
+            0,
+            31,
+            80,
+            1,
+            32,
+            96,
+            11,
+            67,
+            9,
+            160,
+            0,
+            0,
+            0,
+            89,
+            69,
+            67,
+            1,
+            0,
+            96,
+            12,
+            67,
+            10,
+            160,
+            0,
+            0,
+            3,
+            89,
+            16,
+            16,
+            2,
+            128,
+            1,
+            96,
+            11,
+            67,
+            9,
+            210,
+            118,
+            0,
+            0,
+            37,
+            71,
+            65,
+            1,
+            0,
+            96,
+            9,
+            67,
+            7,
+            160,
+            0,
+            0,
+            0,
+            4,
+            16,
+            16,
+        ]
+    )
     msg = m.decode(raw)
     assert msg.result_code == 0
     apps = [t for t in msg.tlv if t.tag == 0x60]
@@ -174,7 +310,10 @@ def test_ecrterm_intermediate_status_with_display_text() -> None:
 def test_ecrterm_print_line_and_abort_with_manufacturer_text() -> None:
     line = m.decode(h("06 D1 17 00") + b"         Kassenschnitt")
     assert line.print_line == (0, "         Kassenschnitt")
-    raw = h("06 1E 2E 6C 06 2B 1F 16 05 FF 00 00 14 41 1F 17 20") + b"Abbruch durch externes Kommando!"
+    raw = (
+        h("06 1E 2E 6C 06 2B 1F 16 05 FF 00 00 14 41 1F 17 20")
+        + b"Abbruch durch externes Kommando!"
+    )
     abort = m.decode(raw)
     assert abort.result_code == 0x6C
     text = next(t for t in abort.tlv if t.tag == 0x1F17)
@@ -215,7 +354,11 @@ def test_ecrterm_full_featured_registration_decodes() -> None:
 
 # Serial frames: (APDU, frame, source). The first two are captured, the rest computed by the notes.
 FRAMES = [
-    ("06 01 07 04 00 00 00 00 01 90", "10 02 06 01 07 04 00 00 00 00 01 90 10 03 76 57", "PORTALUM"),
+    (
+        "06 01 07 04 00 00 00 00 01 90",
+        "10 02 06 01 07 04 00 00 00 00 01 90 10 03 76 57",
+        "PORTALUM",
+    ),
     (
         "06 0F 0B F0 F0 F7 32 2E 31 34 2E 31 35 00",
         "10 02 06 0F 0B F0 F0 F7 32 2E 31 34 2E 31 35 00 10 03 B1 11",
@@ -224,7 +367,11 @@ FRAMES = [
     ("80 00 00", "10 02 80 00 00 10 03 F5 1F", "notes"),
     ("06 0F 00", "10 02 06 0F 00 10 03 C6 33", "notes"),
     ("06 00 06 12 34 56 DE 09 78", "10 02 06 00 06 12 34 56 DE 09 78 10 03 2C 28", "notes"),
-    ("06 25 08 19 40 87 02 31 49 09 78", "10 02 06 25 08 19 40 87 02 31 49 09 78 10 03 6B C6", "notes"),
+    (
+        "06 25 08 19 40 87 02 31 49 09 78",
+        "10 02 06 25 08 19 40 87 02 31 49 09 78 10 03 6B C6",
+        "notes",
+    ),
     ("06 23 03 87 FF FF", "10 02 06 23 03 87 FF FF 10 03 FB BD", "notes"),
     ("06 1E 04 B8 87 FF FF", "10 02 06 1E 04 B8 87 FF FF 10 03 B6 4B", "notes"),
     ("06 50 03 12 34 56", "10 02 06 50 03 12 34 56 10 03 C4 AF", "notes"),

@@ -33,12 +33,18 @@ async def test_preauth_then_partial_reversal(rig: Rig) -> None:
     stored: list[TerminalResult] = []
 
     async def persist(result: TerminalResult) -> None:
-        assert rig.sim.state.transactions[result.receipt_no or 0].state == "open"  # before the PT hears back
+        assert (
+            rig.sim.state.transactions[result.receipt_no or 0].state == "open"
+        )  # before the PT hears back
         stored.append(result)
 
     pre = await t.preauthorize(EUR50, "SESSION-1", persist)
     assert pre.approved and pre.amount == EUR50 and stored == [pre]
-    assert pre.card is not None and pre.card.masked_pan == "541333******0074" and pre.card.brand == "MasterCard"
+    assert (
+        pre.card is not None
+        and pre.card.masked_pan == "541333******0074"
+        and pre.card.brand == "MasterCard"
+    )
     cap = await t.capture(pre.receipt_no or 0, EUR50, Money(1234, "EUR"), "SESSION-1")
     assert cap.approved and cap.amount == Money(1234, "EUR")
     assert "Amount 12.34 EUR" in cap.receipt_lines
@@ -64,7 +70,9 @@ async def test_an_exact_capture_books_the_amount_whatever_the_terminal_holds(rig
     t = rig.make_driver()  # partial_reversal by default
     await t.connect()
     pre = await t.preauthorize(EUR50, "S4")
-    rig.sim.state.transactions[pre.receipt_no or 0].amount += 2000  # a top-up that stood unknown to us
+    rig.sim.state.transactions[
+        pre.receipt_no or 0
+    ].amount += 2000  # a top-up that stood unknown to us
     cap = await t.capture(pre.receipt_no or 0, EUR50, Money(1234, "EUR"), "S4", exact=True)
     assert cap.approved and rig.sim.state.transactions[pre.receipt_no or 0].booked == 1234
     assert "0624" in rig.sim.state.commands and "0623" not in rig.sim.state.commands
@@ -92,9 +100,13 @@ async def test_sale_then_reversal(rig: Rig) -> None:
 
 @pytest.mark.parametrize(
     ("outcome", "expected", "code"),
-    [("decline", Outcome.DECLINED, 0x05), ("card_removed", Outcome.DECLINED, 0x64),
-     ("timeout", Outcome.ABORTED, 0x6C), ("busy", Outcome.BUSY, 0x9C)],
-)  # fmt: skip
+    [
+        ("decline", Outcome.DECLINED, 0x05),
+        ("card_removed", Outcome.DECLINED, 0x64),
+        ("timeout", Outcome.ABORTED, 0x6C),
+        ("busy", Outcome.BUSY, 0x9C),
+    ],
+)
 async def test_unhappy_card_outcomes(rig: Rig, outcome: str, expected: Outcome, code: int) -> None:
     t = rig.make_driver()
     await t.connect()
@@ -168,7 +180,9 @@ async def test_end_of_day_refused_while_a_preauth_is_open_then_done(rig: Rig) ->
     await t.capture(pre.receipt_no or 0, EUR50, Money(700, "EUR"), "S11")
     eod = await t.end_of_day()
     assert eod.approved and eod.amount == Money(700, "EUR")
-    assert eod.totals == (BrandTotal("mastercard", 1, 700),)  # BMP 60: count and amount per card group
+    assert eod.totals == (
+        BrandTotal("mastercard", 1, 700),
+    )  # BMP 60: count and amount per card group
     assert eod.receipts is not None and eod.receipts[0] == pre.receipt_no
 
 
@@ -182,8 +196,12 @@ async def test_a_capture_reversed_before_end_of_day_and_a_refund_after(rig: Rig)
     assert (await t.reverse(cap.receipt_no or 0)).outcome is Outcome.ERROR  # never twice
     sale = await t.sale(Money(2000, "EUR"))
     eod = await t.end_of_day()
-    assert eod.totals == (BrandTotal("mastercard", 1, 2000),)  # the reversed capture is not in the batch
-    assert (await t.reverse(sale.receipt_no or 0)).outcome is Outcome.ERROR  # after end of day: no reversal
+    assert eod.totals == (
+        BrandTotal("mastercard", 1, 2000),
+    )  # the reversed capture is not in the batch
+    assert (
+        await t.reverse(sale.receipt_no or 0)
+    ).outcome is Outcome.ERROR  # after end of day: no reversal
     refund = await t.refund(Money(500, "EUR"))
     assert refund.approved and refund.amount == Money(500, "EUR") and refund.receipt_no is not None
 
@@ -239,9 +257,15 @@ async def test_add_hold_plays_each_terminal_variant(rig: Rig, mode: str) -> None
         return
     assert more.approved and more.amount == Money(1500, "EUR")
     if mode == "new_receipt":
-        assert more.receipt_no != pre.receipt_no and rig.sim.open_preauths() == [pre.receipt_no, more.receipt_no]
+        assert more.receipt_no != pre.receipt_no and rig.sim.open_preauths() == [
+            pre.receipt_no,
+            more.receipt_no,
+        ]
     else:
-        assert more.receipt_no == pre.receipt_no and rig.sim.state.transactions[pre.receipt_no or 0].amount == 3000
+        assert (
+            more.receipt_no == pre.receipt_no
+            and rig.sim.state.transactions[pre.receipt_no or 0].amount == 3000
+        )
 
 
 async def test_add_hold_is_refused_without_the_terminal_setting(rig: Rig) -> None:
@@ -252,7 +276,9 @@ async def test_add_hold_is_refused_without_the_terminal_setting(rig: Rig) -> Non
 
 
 @pytest.mark.parametrize("fault", ["no_receipt", "no_result_code"])
-async def test_an_approval_missing_its_receipt_or_result_code_is_not_an_approval(rig: Rig, fault: str) -> None:
+async def test_an_approval_missing_its_receipt_or_result_code_is_not_an_approval(
+    rig: Rig, fault: str
+) -> None:
     rig.sim.config.outcomes.append(fault)
     t = rig.make_driver()
     await t.connect()
@@ -261,7 +287,9 @@ async def test_an_approval_missing_its_receipt_or_result_code_is_not_an_approval
 
 
 @pytest.mark.parametrize("echo", ["booked", "reversed"])
-async def test_the_repeat_of_the_last_result_shows_the_capture_as_the_terminal_echoed_it(rig: Rig, echo: str) -> None:
+async def test_the_repeat_of_the_last_result_shows_the_capture_as_the_terminal_echoed_it(
+    rig: Rig, echo: str
+) -> None:
     rig.sim.config.echo = echo  # type: ignore[assignment]
     t = rig.make_driver()
     await t.connect()
@@ -270,11 +298,17 @@ async def test_the_repeat_of_the_last_result_shows_the_capture_as_the_terminal_e
     expected = 1234 if echo == "booked" else 5000 - 1234
     assert cap.approved and cap.amount == Money(expected, "EUR")
     last = await t.last_result()
-    assert last.approved and last.receipt_no == cap.receipt_no and last.amount == Money(expected, "EUR")
+    assert (
+        last.approved
+        and last.receipt_no == cap.receipt_no
+        and last.amount == Money(expected, "EUR")
+    )
 
 
 @pytest.mark.parametrize("variant", ["reverse", "keep"])
-async def test_an_approval_whose_connection_closed_before_its_acknowledgement(rig: Rig, variant: str) -> None:
+async def test_an_approval_whose_connection_closed_before_its_acknowledgement(
+    rig: Rig, variant: str
+) -> None:
     """The ECR dies between storing the result and acknowledging it. ZVT 2.2.8: the terminal
     reverses what nobody acknowledged ("reverse", the default); a terminal that books it anyway
     on TCP ("keep") is played too: the gateway must survive both (the crash campaign's t1 keeps).
@@ -297,11 +331,15 @@ async def test_an_approval_whose_connection_closed_before_its_acknowledgement(ri
             if holds and (variant == "keep" or holds[-1].state != "open"):
                 break
             await asyncio.sleep(0.02)
-    await asyncio.sleep(0.2)  # long enough for a terminal that keeps it to change its mind: it must not
+    await asyncio.sleep(
+        0.2
+    )  # long enough for a terminal that keeps it to change its mind: it must not
     assert holds[-1].state == ("reversed" if variant == "reverse" else "open")
 
 
-async def test_a_command_cancelled_by_its_callers_deadline_does_not_wedge_the_driver(rig: Rig) -> None:
+async def test_a_command_cancelled_by_its_callers_deadline_does_not_wedge_the_driver(
+    rig: Rig,
+) -> None:
     """Found by the crash campaign: the daemon's 30 s registration deadline cancelled a
     registration mid-sequence, and every later command on that terminal failed with "a sequence
     is running" until the next restart. Now the next command opens the line and registers again.
@@ -318,11 +356,17 @@ async def test_a_command_cancelled_by_its_callers_deadline_does_not_wedge_the_dr
     results = []
     async with asyncio.timeout(20):
         while not results or not results[-1].approved:
-            results.append(await t.status())  # the terminal may still be busy with the old one at first
-    assert all("sequence is running" not in r.message for r in results), [r.message for r in results]
+            results.append(
+                await t.status()
+            )  # the terminal may still be busy with the old one at first
+    assert all("sequence is running" not in r.message for r in results), [
+        r.message for r in results
+    ]
 
 
-async def test_a_command_sent_while_the_terminal_is_master_is_refused_busy_not_swallowed(rig: Rig) -> None:
+async def test_a_command_sent_while_the_terminal_is_master_is_refused_busy_not_swallowed(
+    rig: Rig,
+) -> None:
     """An ECR that restarted mid-payment registers while the PT still waits for the card. The
     PT must answer that command (busy, 84 9C), not swallow it: an ECR repeats an unanswered
     command byte for byte, and a serial link takes a byte-identical frame for a retransmission

@@ -11,7 +11,15 @@ from pathlib import Path
 from tests.helpers import REPO
 
 CORES = sorted((REPO / "drivers" / "zvt").glob("*.py"))
-FORBIDDEN = ("asyncio", "drivers.transport", "drivers.zvt.asyncio", "serial", "usb", "socket", "gateway")
+FORBIDDEN = (
+    "asyncio",
+    "drivers.transport",
+    "drivers.zvt.asyncio",
+    "serial",
+    "usb",
+    "socket",
+    "gateway",
+)
 
 
 def imports_of(path: Path) -> set[str]:
@@ -42,5 +50,7 @@ def test_cores_never_import_transports_or_asyncio() -> None:
 
 def test_the_rule_would_see_an_offence(tmp_path: Path) -> None:
     sneaky = tmp_path / "sneaky.py"
-    sneaky.write_text("def f():\n    import asyncio\n    from drivers.transport.base import Transport\n")
+    sneaky.write_text(
+        "def f():\n    import asyncio\n    from drivers.transport.base import Transport\n"
+    )
     assert {"asyncio", "drivers.transport.base"} <= imports_of(sneaky)

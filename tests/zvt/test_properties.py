@@ -10,7 +10,16 @@ from hypothesis import strategies as st
 from drivers.zvt import messages as m
 from drivers.zvt.apdu import Apdu, ApduReader
 from drivers.zvt.errors import ZvtDecodeError
-from drivers.zvt.fields import BMPS, Bmp, Kind, Tlv, decode_bmps, decode_tlv, encode_bmps, encode_tlv
+from drivers.zvt.fields import (
+    BMPS,
+    Bmp,
+    Kind,
+    Tlv,
+    decode_bmps,
+    decode_tlv,
+    encode_bmps,
+    encode_tlv,
+)
 from drivers.zvt.serial_framing import FrameDecoder, FrameReceived, frame
 
 apdus = st.builds(
@@ -42,7 +51,9 @@ def _bmp_value(number: int) -> st.SearchStrategy[bytes]:
     if spec.kind is Kind.BINARY:
         return st.binary(min_size=spec.size, max_size=spec.size)
     if spec.kind is Kind.BCD:
-        return st.integers(0, 10 ** (2 * spec.size) - 1).map(lambda v: bytes.fromhex(f"{v:0{2 * spec.size}d}"))
+        return st.integers(0, 10 ** (2 * spec.size) - 1).map(
+            lambda v: bytes.fromhex(f"{v:0{2 * spec.size}d}")
+        )
     if spec.kind is Kind.LLVAR:
         return st.binary(max_size=99)
     if spec.kind is Kind.LLLVAR:
@@ -50,14 +61,18 @@ def _bmp_value(number: int) -> st.SearchStrategy[bytes]:
     return tlvs.map(encode_tlv)
 
 
-primitive_tags = st.sampled_from([0x07, 0x08, 0x14, 0x1F10, 0x1F62, 0x1F63, 0x43, 0x9F5A, 0xDF01, 0x1F8000])
+primitive_tags = st.sampled_from(
+    [0x07, 0x08, 0x14, 0x1F10, 0x1F62, 0x1F63, 0x43, 0x9F5A, 0xDF01, 0x1F8000]
+)
 constructed_tags = st.sampled_from([0x23, 0x24, 0x25, 0x60, 0xE4, 0xE9, 0xFF01])
 tlvs = st.recursive(
     st.lists(st.builds(Tlv, primitive_tags, st.binary(max_size=140)), max_size=4).map(tuple),
     lambda inner: st.lists(
         st.one_of(
             st.builds(Tlv, primitive_tags, st.binary(max_size=40)),
-            st.builds(lambda tag, kids: Tlv(tag, children=kids), constructed_tags, inner.filter(bool)),
+            st.builds(
+                lambda tag, kids: Tlv(tag, children=kids), constructed_tags, inner.filter(bool)
+            ),
         ),
         max_size=4,
     ).map(tuple),
@@ -70,7 +85,10 @@ def test_tlv_roundtrip(objects: tuple[Tlv, ...]) -> None:
     assert decode_tlv(encode_tlv(objects)) == objects
 
 
-bmps = st.lists(st.sampled_from(sorted(BMPS)).flatmap(lambda n: _bmp_value(n).map(lambda v: Bmp(n, v))), max_size=8)
+bmps = st.lists(
+    st.sampled_from(sorted(BMPS)).flatmap(lambda n: _bmp_value(n).map(lambda v: Bmp(n, v))),
+    max_size=8,
+)
 
 
 @given(bmps)
@@ -106,11 +124,17 @@ def test_completion_roundtrip(fields: list[Bmp]) -> None:
     assert m.Message.from_apdu(message.to_apdu()) == message
 
 
-@given(st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-;", max_size=60), st.integers(0, 255))
+@given(
+    st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-;", max_size=60), st.integers(0, 255)
+)
 def test_status_completion_roundtrip(version: str, status: int) -> None:
     message = m.status_completion(version, status)
     decoded = m.Message.from_apdu(message.to_apdu())
-    assert decoded == message and decoded.software_version == version and decoded.terminal_status == status
+    assert (
+        decoded == message
+        and decoded.software_version == version
+        and decoded.terminal_status == status
+    )
 
 
 @given(st.binary(max_size=300))
@@ -137,9 +161,15 @@ def test_random_bytes_only_raise_zvt_decode_error(raw: bytes) -> None:
 
 
 @settings(max_examples=300)
-@given(st.sampled_from([c[1] for c in __import__("tests.zvt.test_golden", fromlist=["ECR_COMMANDS"]).ECR_COMMANDS]),
-       st.data())  # fmt: skip
-def test_truncated_messages_only_raise_zvt_decode_error(message: m.Message, data: st.DataObject) -> None:
+@given(
+    st.sampled_from(
+        [c[1] for c in __import__("tests.zvt.test_golden", fromlist=["ECR_COMMANDS"]).ECR_COMMANDS]
+    ),
+    st.data(),
+)
+def test_truncated_messages_only_raise_zvt_decode_error(
+    message: m.Message, data: st.DataObject
+) -> None:
     raw = message.to_apdu().encode()
     cut = data.draw(st.integers(0, len(raw) - 1))
     broken = bytearray(raw[:cut])

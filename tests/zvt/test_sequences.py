@@ -40,13 +40,17 @@ def started(**kw: bool) -> EcrSequence:
 def test_happy_path_holds_the_result_until_confirmed() -> None:
     ecr = started()
     ecr.receive(ACK, 0.1)
-    assert drain(ecr) == [Accepted()] and ecr.state is State.PT_MASTER and ecr.next_deadline() == 180.1
+    assert (
+        drain(ecr) == [Accepted()] and ecr.state is State.PT_MASTER and ecr.next_deadline() == 180.1
+    )
     ecr.receive(m.intermediate(0x0A).to_apdu(), 1.0)
     assert drain(ecr) == [Intermediate(0x0A, "insert card")] and ecr.apdus_to_send() == [ACK]
     result = m.status_information([m.Bmp(0x27, b"\x00")])
     ecr.receive(result.to_apdu(), 2.0)
     assert drain(ecr) == [ResultReceived(result)]
-    assert ecr.apdus_to_send() == [] and ecr.state is State.HOLDING_RESULT  # not acked before it is stored
+    assert (
+        ecr.apdus_to_send() == [] and ecr.state is State.HOLDING_RESULT
+    )  # not acked before it is stored
     ecr.confirm_result(2.5)
     assert ecr.apdus_to_send() == [ACK] and ecr.state is State.PT_MASTER
     ecr.receive(m.print_line(0, "RECEIPT").to_apdu(), 3.0)

@@ -24,7 +24,9 @@ async def test_usb_preauth_capture_and_replug() -> None:
     serving = asyncio.create_task(sim.serve(device.device_port, serial=True))
     url = parse_device_url("usb://0x0403:0x6001")
     transport = UsbTransport(url, backend=device)  # type: ignore[arg-type]
-    terminal = ZvtTerminal("t-usb", transport, serial_framing=True, options=ZvtOptions(password="123456", t3=2, t4=3))
+    terminal = ZvtTerminal(
+        "t-usb", transport, serial_framing=True, options=ZvtOptions(password="123456", t3=2, t4=3)
+    )
     try:
         assert (await terminal.connect()).approved
         assert device.claimed == {0}
@@ -34,7 +36,9 @@ async def test_usb_preauth_capture_and_replug() -> None:
         lost = await terminal.status()
         assert lost.outcome is Outcome.ERROR and "unplugged" in lost.message
         device.replug()
-        cap = await terminal.capture(pre.receipt_no or 0, Money(5000, "EUR"), Money(2000, "EUR"), "USB-1")
+        cap = await terminal.capture(
+            pre.receipt_no or 0, Money(5000, "EUR"), Money(2000, "EUR"), "USB-1"
+        )
         assert cap.approved  # reconnected, re-registered and booked after the replug
         assert sim.state.transactions[pre.receipt_no or 0].booked == 2000
     finally:

@@ -25,7 +25,9 @@ EP_IN, EP_OUT = 0x81, 0x01
 
 
 class EmulatedTerminal(usb.backend.IBackend):  # type: ignore[misc]
-    def __init__(self, vid: int = 0x0403, pid: int = 0x6001, bus: int = 1, ports: tuple[int, ...] = (1, 2)) -> None:
+    def __init__(
+        self, vid: int = 0x0403, pid: int = 0x6001, bus: int = 1, ports: tuple[int, ...] = (1, 2)
+    ) -> None:
         self.vid, self.pid, self.bus, self.ports = vid, pid, bus, ports
         self.plugged = True
         self.claimed: set[int] = set()
@@ -57,32 +59,76 @@ class EmulatedTerminal(usb.backend.IBackend):  # type: ignore[misc]
 
     def get_device_descriptor(self, dev: Any) -> Any:
         return SimpleNamespace(
-            bLength=18, bDescriptorType=1, bcdUSB=0x0200, bDeviceClass=0, bDeviceSubClass=0, bDeviceProtocol=0,
-            bMaxPacketSize0=64, idVendor=self.vid, idProduct=self.pid, bcdDevice=0x0100, iManufacturer=0,
-            iProduct=0, iSerialNumber=0, bNumConfigurations=1, address=5, bus=self.bus,
-            port_number=self.ports[-1], port_numbers=self.ports, speed=2,
-        )  # fmt: skip
+            bLength=18,
+            bDescriptorType=1,
+            bcdUSB=0x0200,
+            bDeviceClass=0,
+            bDeviceSubClass=0,
+            bDeviceProtocol=0,
+            bMaxPacketSize0=64,
+            idVendor=self.vid,
+            idProduct=self.pid,
+            bcdDevice=0x0100,
+            iManufacturer=0,
+            iProduct=0,
+            iSerialNumber=0,
+            bNumConfigurations=1,
+            address=5,
+            bus=self.bus,
+            port_number=self.ports[-1],
+            port_numbers=self.ports,
+            speed=2,
+        )
 
     def get_configuration_descriptor(self, dev: Any, config: int) -> Any:
-        return SimpleNamespace(bLength=9, bDescriptorType=2, wTotalLength=32, bNumInterfaces=1, bConfigurationValue=1,
-                               iConfiguration=0, bmAttributes=0x80, bMaxPower=50, extra_descriptors=b"")  # fmt: skip
+        return SimpleNamespace(
+            bLength=9,
+            bDescriptorType=2,
+            wTotalLength=32,
+            bNumInterfaces=1,
+            bConfigurationValue=1,
+            iConfiguration=0,
+            bmAttributes=0x80,
+            bMaxPower=50,
+            extra_descriptors=b"",
+        )
 
     def get_interface_descriptor(self, dev: Any, intf: int, alt: int, config: int) -> Any:
         if intf != 0 or alt != 0:
             raise IndexError("no such interface")
-        return SimpleNamespace(bLength=9, bDescriptorType=4, bInterfaceNumber=0, bAlternateSetting=0, bNumEndpoints=2,
-                               bInterfaceClass=0xFF, bInterfaceSubClass=0, bInterfaceProtocol=0, iInterface=0,
-                               extra_descriptors=b"")  # fmt: skip
+        return SimpleNamespace(
+            bLength=9,
+            bDescriptorType=4,
+            bInterfaceNumber=0,
+            bAlternateSetting=0,
+            bNumEndpoints=2,
+            bInterfaceClass=0xFF,
+            bInterfaceSubClass=0,
+            bInterfaceProtocol=0,
+            iInterface=0,
+            extra_descriptors=b"",
+        )
 
     def get_endpoint_descriptor(self, dev: Any, ep: int, intf: int, alt: int, config: int) -> Any:
         if ep > 1:
             raise IndexError("no such endpoint")
-        return SimpleNamespace(bLength=7, bDescriptorType=5, bEndpointAddress=(EP_IN, EP_OUT)[ep], bmAttributes=2,
-                               wMaxPacketSize=64, bInterval=0, bRefresh=0, bSynchAddress=0, extra_descriptors=b"")  # fmt: skip
+        return SimpleNamespace(
+            bLength=7,
+            bDescriptorType=5,
+            bEndpointAddress=(EP_IN, EP_OUT)[ep],
+            bmAttributes=2,
+            wMaxPacketSize=64,
+            bInterval=0,
+            bRefresh=0,
+            bSynchAddress=0,
+            extra_descriptors=b"",
+        )
 
     def _check(self) -> None:
         if not self.plugged:
-            raise usb.core.USBError("No such device (it may have been disconnected)", -4, errno.ENODEV)
+            raise usb.core.USBError(
+                "No such device (it may have been disconnected)", -4, errno.ENODEV
+            )
 
     def open_device(self, dev: Any) -> Any:
         self._check()
@@ -107,7 +153,9 @@ class EmulatedTerminal(usb.backend.IBackend):  # type: ignore[misc]
     def is_kernel_driver_active(self, dev_handle: Any, intf: int) -> bool:
         return False
 
-    def bulk_write(self, dev_handle: Any, ep: int, intf: int, data: array[int], timeout: int) -> int:
+    def bulk_write(
+        self, dev_handle: Any, ep: int, intf: int, data: array[int], timeout: int
+    ) -> int:
         self._check()
         if intf not in self.claimed:
             raise usb.core.USBError("interface not claimed", -6, errno.EBUSY)

@@ -53,7 +53,9 @@ OnResult = Callable[[Message], Awaitable[None]]
 
 
 class ZvtClient:
-    def __init__(self, transport: Transport, *, serial_framing: bool, t3: float = 5.0, t4: float = 180.0) -> None:
+    def __init__(
+        self, transport: Transport, *, serial_framing: bool, t3: float = 5.0, t4: float = 180.0
+    ) -> None:
         self.transport = transport
         self.link: SerialLink | StreamLink = SerialLink() if serial_framing else StreamLink()
         self.ecr = EcrSequence(t3=t3, t4=t4)
@@ -100,9 +102,12 @@ class ZvtClient:
         async with self._lock:
             loop = asyncio.get_running_loop()
             self.ecr.start(
-                command, loop.time(), t3=t3, completes_on_ack=completes_on_ack,
+                command,
+                loop.time(),
+                t3=t3,
+                completes_on_ack=completes_on_ack,
                 completes_on_result=completes_on_result,
-            )  # fmt: skip
+            )
             outcome = SequenceOutcome()
             done = False
             try:
@@ -125,7 +130,9 @@ class ZvtClient:
     async def _flush(self, now: float) -> None:
         for apdu in self.ecr.apdus_to_send():
             if _WIRE.isEnabledFor(logging.DEBUG):
-                _WIRE.debug("tx", extra={"apdu": f"{apdu.cls:02X}{apdu.instr:02X}", "len": len(apdu.data)})
+                _WIRE.debug(
+                    "tx", extra={"apdu": f"{apdu.cls:02X}{apdu.instr:02X}", "len": len(apdu.data)}
+                )
             self.link.send_apdu(apdu.encode(), now)
         data = self.link.data_to_send()
         if data:
@@ -153,7 +160,10 @@ class ZvtClient:
                 outcome.printed.extend(event.lines)
             elif isinstance(event, Malformed):
                 outcome.malformed.append(event.error)
-                _LOGGER.warning("zvt.malformed", extra={"terminal": self.transport.description, "error": event.error})
+                _LOGGER.warning(
+                    "zvt.malformed",
+                    extra={"terminal": self.transport.description, "error": event.error},
+                )
             self._record_final(event, outcome)
             done = done or isinstance(event, FINAL)
         return done
@@ -171,7 +181,9 @@ class ZvtClient:
 
     async def _wait(self, done: bool) -> None:
         loop = asyncio.get_running_loop()
-        deadlines = [d for d in (self.link.next_deadline(), None if done else self.ecr.next_deadline()) if d]
+        deadlines = [
+            d for d in (self.link.next_deadline(), None if done else self.ecr.next_deadline()) if d
+        ]
         timeout = max(min(deadlines) - loop.time(), 0.0) if deadlines else 1.0
         data = await self.transport.read(timeout)
         now = loop.time()

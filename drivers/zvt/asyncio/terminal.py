@@ -46,11 +46,15 @@ class ZvtOptions:
 
 
 class ZvtTerminal:
-    def __init__(self, name: str, transport: Transport, *, serial_framing: bool, options: ZvtOptions) -> None:
+    def __init__(
+        self, name: str, transport: Transport, *, serial_framing: bool, options: ZvtOptions
+    ) -> None:
         self.name = name
         self.options = options
         self._currency = currency(options.currency)
-        self.client = ZvtClient(transport, serial_framing=serial_framing, t3=options.t3, t4=options.t4)
+        self.client = ZvtClient(
+            transport, serial_framing=serial_framing, t3=options.t3, t4=options.t4
+        )
         self.terminal_id: str | None = None
 
     # ---- lifecycle ----------------------------------------------------------------------
@@ -59,9 +63,11 @@ class ZvtTerminal:
         """Open the line and register (06 00), asking for receipts as 06 D3 text blocks."""
         await self.client.open()
         command = m.registration(
-            self.options.password, self.options.config_byte, self._currency.numeric,
+            self.options.password,
+            self.options.config_byte,
+            self._currency.numeric,
             tlv=[Tlv(0x26, children=(Tlv(0x0A, b"\x06\xd3"),))],
-        )  # fmt: skip
+        )
         result = await self._run("register", command, ensure=False)
         if result.terminal_id:
             self.terminal_id = result.terminal_id
@@ -72,14 +78,18 @@ class ZvtTerminal:
 
     # ---- payment operations -------------------------------------------------------------
 
-    async def preauthorize(self, amount: Money, reference: str, persist: PersistHook | None = None) -> TerminalResult:
+    async def preauthorize(
+        self, amount: Money, reference: str, persist: PersistHook | None = None
+    ) -> TerminalResult:
         self._check(amount)
         command = m.pre_authorisation(
             amount.minor,
             self._currency.numeric,
             tlv=[m.reference_tlv(self.options.reference_prefix, reference)],
         )
-        return await self._run("preauthorize", command, persist=persist, money=True, requested=amount)
+        return await self._run(
+            "preauthorize", command, persist=persist, money=True, requested=amount
+        )
 
     async def add_hold(
         self,
@@ -92,15 +102,21 @@ class ZvtTerminal:
         """06 22 with the first reservation's trace number (BMP 0B): a reservation extension."""
         if not self.options.incremental:
             return TerminalResult(
-                "add_hold", Outcome.ERROR, f"terminal {self.name} cannot add to a hold (incremental off)"
+                "add_hold",
+                Outcome.ERROR,
+                f"terminal {self.name} cannot add to a hold (incremental off)",
             )
         if first_trace is None:
-            return TerminalResult("add_hold", Outcome.ERROR, f"hold {first_receipt} has no trace number to extend")
+            return TerminalResult(
+                "add_hold", Outcome.ERROR, f"hold {first_receipt} has no trace number to extend"
+            )
         self._check(amount)
         command = m.pre_authorisation(
-            amount.minor, self._currency.numeric, tlv=[m.reference_tlv(self.options.reference_prefix, reference)],
+            amount.minor,
+            self._currency.numeric,
+            tlv=[m.reference_tlv(self.options.reference_prefix, reference)],
             trace=first_trace,
-        )  # fmt: skip
+        )
         return await self._run("add_hold", command, persist=persist, money=True, requested=amount)
 
     async def capture(
@@ -124,13 +140,19 @@ class ZvtTerminal:
         if self.options.capture_mode == "book_total" or exact:
             command = m.book_total(receipt_no, amount.minor, self._currency.numeric, tlv=ref)
         else:
-            command = m.partial_reversal(receipt_no, held.minor - amount.minor, self._currency.numeric, tlv=ref)
+            command = m.partial_reversal(
+                receipt_no, held.minor - amount.minor, self._currency.numeric, tlv=ref
+            )
         return await self._run("capture", command, persist=persist, money=True, requested=amount)
 
-    async def release(self, receipt_no: int, held: Money, persist: PersistHook | None = None) -> TerminalResult:
+    async def release(
+        self, receipt_no: int, held: Money, persist: PersistHook | None = None
+    ) -> TerminalResult:
         self._check(held)
         command = m.pre_auth_reversal(receipt_no, self._currency.numeric)
-        return await self._run("release", command, persist=persist, money=True, requested=Money(0, held.currency))
+        return await self._run(
+            "release", command, persist=persist, money=True, requested=Money(0, held.currency)
+        )
 
     async def sale(self, amount: Money, persist: PersistHook | None = None) -> TerminalResult:
         """06 01: a plain payment, booked at once (not used by the charging flow)."""
@@ -139,7 +161,8 @@ class ZvtTerminal:
         return await self._run("sale", command, persist=persist, money=True, requested=amount)
 
     async def refund(self, amount: Money, persist: PersistHook | None = None) -> TerminalResult:
-        """06 31: give money back to the card presented (after End-of-Day a reversal is impossible)."""
+        """06 31: give money back to the card presented (after End-of-Day a reversal is
+        impossible)."""
         self._check(amount)
         command = m.refund(self.options.password, amount.minor, self._currency.numeric)
         return await self._run("refund", command, persist=persist, money=True, requested=amount)
@@ -156,7 +179,11 @@ class ZvtTerminal:
         if self.client.busy:
             sent = await self.client.request_abort()
             outcome = Outcome.APPROVED if sent else Outcome.ERROR
-            text = "abort sent to the running sequence" if sent else "the running step cannot be aborted now"
+            text = (
+                "abort sent to the running sequence"
+                if sent
+                else "the running step cannot be aborted now"
+            )
             return TerminalResult("abort", outcome, text)
         return await self._run("abort", m.abort(), completes_on_ack=True)
 
@@ -172,7 +199,9 @@ class ZvtTerminal:
         return await self._run("diagnose", m.diagnosis())
 
     async def display(self, lines: Sequence[str], seconds: int) -> TerminalResult:
-        return await self._run("display", m.display_text(list(lines), seconds), completes_on_ack=True)
+        return await self._run(
+            "display", m.display_text(list(lines), seconds), completes_on_ack=True
+        )
 
     async def print_text(self, lines: Sequence[str]) -> TerminalResult:
         return await self._run("print_text", m.print_text_block(list(lines)), completes_on_ack=True)
@@ -189,7 +218,10 @@ class ZvtTerminal:
 
     def _check(self, amount: Money) -> None:
         if amount.currency != self._currency.alpha:
-            raise DriverError(f"terminal {self.name} is registered for {self._currency.alpha}, not {amount.currency}")
+            raise DriverError(
+                f"terminal {self.name} is registered for {self._currency.alpha}, not "
+                f"{amount.currency}"
+            )
 
     async def _run(
         self,
@@ -210,8 +242,12 @@ class ZvtTerminal:
             except DriverError as exc:
                 return TerminalResult(operation, Outcome.ERROR, str(exc), unreachable=True)
             if reconnect.outcome is not Outcome.APPROVED:
-                return TerminalResult(operation, Outcome.ERROR, f"re-registration failed: {reconnect.message}",
-                                      unreachable=True)  # fmt: skip
+                return TerminalResult(
+                    operation,
+                    Outcome.ERROR,
+                    f"re-registration failed: {reconnect.message}",
+                    unreachable=True,
+                )
 
         on_result: OnResult | None = None
         if persist is not None:
@@ -223,11 +259,17 @@ class ZvtTerminal:
         outcome = SequenceOutcome()
         try:
             outcome = await self.client.execute(
-                command, t3=t3, completes_on_ack=completes_on_ack,
-                completes_on_result=completes_on_result, on_result=on_result,
-            )  # fmt: skip
+                command,
+                t3=t3,
+                completes_on_ack=completes_on_ack,
+                completes_on_result=completes_on_result,
+                on_result=on_result,
+            )
         except (ConnectionLost, ProtocolError) as exc:
-            _LOGGER.warning("zvt.link_lost", extra={"terminal": self.name, "operation": operation, "error": str(exc)})
+            _LOGGER.warning(
+                "zvt.link_lost",
+                extra={"terminal": self.name, "operation": operation, "error": str(exc)},
+            )
             return self._lost(operation, money, str(exc))
         return self._interpret(operation, outcome, money, requested)
 
@@ -236,24 +278,41 @@ class ZvtTerminal:
         outcome = Outcome.UNKNOWN if money else Outcome.ERROR
         return TerminalResult(operation, outcome, f"connection lost: {error}", unreachable=True)
 
-    def _interpret(self, operation: str, seq: SequenceOutcome, money: bool, requested: Money | None) -> TerminalResult:
+    def _interpret(
+        self, operation: str, seq: SequenceOutcome, money: bool, requested: Money | None
+    ) -> TerminalResult:
         last = seq.results[-1] if seq.results else None
         lines = tuple(seq.printed)
         if seq.rejected is not None:
             kind = Outcome.BUSY if seq.rejected in BUSY_CODES else Outcome.ERROR
-            return TerminalResult(operation, kind, result_text(seq.rejected), seq.rejected, receipt_lines=lines)
+            return TerminalResult(
+                operation, kind, result_text(seq.rejected), seq.rejected, receipt_lines=lines
+            )
         if seq.timed_out is not None:
             kind = Outcome.UNKNOWN if money else Outcome.ERROR
             base = self._from_status(operation, last, requested) if last else None
             text = f"no answer from the terminal ({seq.timed_out} expired)"
-            return TerminalResult(operation, kind, text, receipt_no=base.receipt_no if base else None, unreachable=True)
+            return TerminalResult(
+                operation,
+                kind,
+                text,
+                receipt_no=base.receipt_no if base else None,
+                unreachable=True,
+            )
         if seq.aborted is not None:
             code = seq.aborted.code
             message = seq.aborted.message
             if operation == "open_preauthorizations" and code == 0xB8:
-                return TerminalResult(operation, Outcome.APPROVED, "open pre-authorisations listed",
-                                      code, open_receipts=tuple(message.open_preauths))  # fmt: skip
-            return TerminalResult(operation, _classify(code), result_text(code), code, receipt_lines=lines)
+                return TerminalResult(
+                    operation,
+                    Outcome.APPROVED,
+                    "open pre-authorisations listed",
+                    code,
+                    open_receipts=tuple(message.open_preauths),
+                )
+            return TerminalResult(
+                operation, _classify(code), result_text(code), code, receipt_lines=lines
+            )
         if last is not None:
             result = self._from_status(operation, last, requested)
             return replace(result, receipt_lines=lines or result.receipt_lines)
@@ -270,18 +329,35 @@ class ZvtTerminal:
             if status is not None:
                 details["terminal_status"] = f"{status:02X}"
                 if status != 0:
-                    outcome, text = Outcome.ERROR, f"terminal status {status:02X}: {result_text(status)}"
+                    outcome, text = (
+                        Outcome.ERROR,
+                        f"terminal status {status:02X}: {result_text(status)}",
+                    )
             if completion.status_byte is not None:
                 details["status_byte"] = f"{completion.status_byte:02X}"
-        return TerminalResult(operation, outcome, text, terminal_id=tid, receipt_lines=lines, details=details)
+        return TerminalResult(
+            operation, outcome, text, terminal_id=tid, receipt_lines=lines, details=details
+        )
 
-    def _from_status(self, operation: str, status: m.Message, requested: Money | None) -> TerminalResult:
-        if status.result_code is None:  # BMP 27 missing: that is no approval, whatever else it carries
+    def _from_status(
+        self, operation: str, status: m.Message, requested: Money | None
+    ) -> TerminalResult:
+        if (
+            status.result_code is None
+        ):  # BMP 27 missing: that is no approval, whatever else it carries
             outcome = Outcome.UNKNOWN if requested is not None else Outcome.ERROR
-            return TerminalResult(operation, outcome, "status information without a result code",
-                                  receipt_no=status.receipt_number)  # fmt: skip
+            return TerminalResult(
+                operation,
+                outcome,
+                "status information without a result code",
+                receipt_no=status.receipt_number,
+            )
         code = status.result_code
-        if code == 0 and status.receipt_number is None and operation in ("preauthorize", "add_hold"):
+        if (
+            code == 0
+            and status.receipt_number is None
+            and operation in ("preauthorize", "add_hold")
+        ):
             # A hold without its receipt number could never be captured or released.
             return TerminalResult(operation, Outcome.UNKNOWN, "approval without a receipt number")
         amount = None
@@ -295,9 +371,11 @@ class ZvtTerminal:
         aid = _application_id(status.tlv) or status.aid
         if status.masked_pan or status.card_name or aid:
             card = CardInfo(
-                masked_pan=status.masked_pan, brand=status.card_name, aid=aid,
+                masked_pan=status.masked_pan,
+                brand=status.card_name,
+                aid=aid,
                 is_payment_card=_is_payment_card(status.tlv),
-            )  # fmt: skip
+            )
         totals = status.totals
         return TerminalResult(
             operation,
@@ -309,7 +387,9 @@ class ZvtTerminal:
             trace_no=status.trace_number,
             terminal_id=status.terminal_id or self.terminal_id,
             card=card,
-            totals=tuple(BrandTotal(b, n, a) for b, n, a in totals.groups if n or a) if totals else (),
+            totals=tuple(BrandTotal(b, n, a) for b, n, a in totals.groups if n or a)
+            if totals
+            else (),
             receipts=(totals.first_receipt, totals.last_receipt) if totals else None,
         )
 
