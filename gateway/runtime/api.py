@@ -23,7 +23,7 @@ from aiohttp import web
 
 from gateway.errors import Unavailable
 from gateway.payments.preauth import Target
-from gateway.runtime.engine_worker import PayAnswer
+from gateway.runtime.admission import PayAnswer
 from gateway.runtime.metrics import Metrics
 
 _LOGGER = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from typing import Any
 
 from drivers.base import PaymentTerminal
 from gateway import __version__
-from gateway.errors import GatewayError, StoreError, Unavailable
+from gateway.errors import GatewayError, QueueFull, StoreError, Unavailable
 from gateway.ocpi.charger import OcpiChargerLink
 from gateway.ocpi.worker import UpstreamWorker
 from gateway.payments.charger import ChargerLink
@@ -28,9 +28,10 @@ from gateway.payments.events import FiscalDataArrived
 from gateway.payments.preauth import Target
 from gateway.payments.record import compact
 from gateway.payments.tariff import Tariff
+from gateway.runtime.admission import PayAnswer
 from gateway.runtime.api import ApiWorker
 from gateway.runtime.engine_setup import build_engine
-from gateway.runtime.engine_worker import EngineWorker, PayAnswer
+from gateway.runtime.engine_worker import EngineWorker
 from gateway.runtime.metrics import Metrics
 from gateway.runtime.mqtt_charger import MqttChargerLink
 from gateway.runtime.sdnotify import Notifier
@@ -292,8 +293,15 @@ class Daemon:
         )
 
     def _fiscal_data(self, event: FiscalDataArrived) -> None:
-        if self.engine is not None:
+        if self.engine is None:
+            return
+        try:
             self.engine.submit(event)
+        except QueueFull as exc:  # it is in the inbox; the refusal is said, not swallowed
+            _LOGGER.warning(
+                "engine.queue_full",
+                extra={"queue": exc.queue, "session": event.session_id, "reason": str(exc)},
+            )
 
     def _request_payment(
         self, evse: str, idempotency_key: str | None = None, target: Target | None = None

@@ -163,7 +163,7 @@ async def test_the_kiosk_body_is_validated_and_carries_the_target(site: Site) ->
 
 async def test_start_paths_are_per_site(tmp_path: Path) -> None:
     """A site whose sessions start only at the charger refuses the kiosk, and the other way round."""
-    from gateway.payments.charger import ChargerEvent
+    from gateway.payments.charger import PaymentRequested
 
     port = PtyPort()
     sim = SimTerminal(SimConfig(password="123456", card_wait_s=0.05))
@@ -177,9 +177,7 @@ async def test_start_paths_are_per_site(tmp_path: Path) -> None:
             async with asyncio.timeout(10):
                 await daemon.ready.wait()
             assert daemon.engine is not None
-            daemon.engine.on_charger_event(
-                ChargerEvent("payment_requested", "E1")
-            )  # the charger asks
+            daemon.engine.on_charger_event(PaymentRequested(evse="E1"))  # the charger asks
             plug_sessions = len(
                 [r for r in daemon.store.sessions() if not r["id"].startswith("orphan")]
             )
@@ -196,29 +194,26 @@ async def test_start_paths_are_per_site(tmp_path: Path) -> None:
     await port.close()
 
 
-def test_a_refusal_leaves_the_terminal_available_only_unreachability_does_not(
-    tmp_path: Path,
-) -> None:
-    from datetime import UTC, datetime
-
+def test_a_refusal_leaves_the_terminal_available_only_unreachability_does_not() -> None:
     from drivers.base import Outcome, TerminalResult
-    from gateway.runtime.engine_host import EngineHost
-    from gateway.runtime.engine_worker import EngineWorker
-    from gateway.store import Store
-    from tests.payments.fixtures import policy
+    from gateway.payments.routing import Health
+    from gateway.runtime.terminal_runner import Board, note_result
 
-    store = Store.open(tmp_path / "n.sqlite3")
-    worker = EngineWorker(
-        EngineHost(store, policy(), lambda: datetime.now(UTC)), {}, SimulatedCharger([]), {}
+    board: Board = {}
+    health = Health()
+    note_result(
+        board,
+        health,
+        "t1",
+        TerminalResult("add_hold", Outcome.ERROR, "terminal t1 cannot add to a hold"),
     )
-    worker._note_terminal(
-        "t1", TerminalResult("add_hold", Outcome.ERROR, "terminal t1 cannot add to a hold")
+    assert board["t1"] == (True, "ok")  # a refusal: the terminal is there
+    note_result(
+        board,
+        health,
+        "t1",
+        TerminalResult("capture", Outcome.UNKNOWN, "connection lost: reset", unreachable=True),
     )
-    assert worker.terminal_state["t1"] == (True, "ok")  # a refusal: the terminal is there
-    worker._note_terminal(
-        "t1", TerminalResult("capture", Outcome.UNKNOWN, "connection lost: reset", unreachable=True)
-    )
-    assert worker.terminal_state["t1"] == (False, "connection lost: reset")
-    worker._note_terminal("t1", TerminalResult("register", Outcome.ERROR, "wrong password"))
-    assert worker.terminal_state["t1"][0] is False  # not registered: no payments through it
-    store.close()
+    assert board["t1"] == (False, "connection lost: reset")
+    note_result(board, health, "t1", TerminalResult("register", Outcome.ERROR, "wrong password"))
+    assert board["t1"][0] is False  # not registered: no payments through it

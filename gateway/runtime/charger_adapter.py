@@ -1,0 +1,107 @@
+"""The charger adapter: what a charger link heard, as the engine's typed events.
+
+Every link (MQTT firmware, the CPO over OCPI, the simulator) hands over the port's message types
+(``gateway.payments.charger``); this module maps each to one engine event and checks a signed
+meter record against the EVSE's key here at the edge, so that the engine gets a verdict, not a
+record to parse. A pay request is not an engine event: it goes to admission, which answers at
+once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from drivers.money import Money
+from gateway.errors import QueueFull
+from gateway.fiscal.meter import SignedMeter
+from gateway.fiscal.meter import check as check_meter
+from gateway.payments import charger as port
+from gateway.payments import events as e
+from gateway.payments.preauth import Target
+from gateway.runtime.admission import PayAnswer
+
+_LOGGER = logging.getLogger(__name__)
+
+
+def engine_event(heard: port.ChargerEvent, signed: SignedMeter | None = None) -> e.Event | None:
+    """The engine event for a charger message (``signed``: its meter record, checked); None for
+    a pay request (admission's) and for a message that carries nothing for the engine."""
+    match heard:
+        case port.ChargeStarted():
+            return e.ChargerStarted(heard.session_id, "started", heard.meter_wh)
+        case port.MeterRead():
+            return e.MeterValue(
+                heard.session_id, f"meter:{heard.seq}", heard.meter_wh, heard.trusted, signed
+            )
+        case port.ChargeStopped():
+            return e.ChargerStopped(
+                heard.session_id,
+                "stopped",
+                heard.meter_wh,
+                heard.session_energy_wh,
+                heard.reason,
+                heard.invoicer,
+                heard.invoice_reference,
+                signed,
+            )
+        case port.ChargeFaulted():
+            return e.ChargerFaulted(heard.session_id, "faulted", heard.reason or "fault")
+        case port.PriceCorrection():
+            event_id = f"price-{heard.reason.replace(' ', '-')}"
+            return e.PriceCorrected(heard.session_id, event_id, heard.total_minor, heard.reason)
+    return None
+
+
+@dataclass(slots=True, kw_only=True)
+class ChargerAdapter:
+    submit: Callable[[e.Event, Callable[[], None] | None], None]  # may raise QueueFull
+    pay: Callable[[str, str | None, Target | None], PayAnswer]
+    currency: Callable[[str], str | None]  # evse -> the currency its amounts are in
+    plug_allowed: Callable[[str], bool]  # may a plug-in at this EVSE ask for payment?
+    meter_keys: Mapping[str, str] = field(default_factory=dict)  # evse -> meter key (OCMF)
+
+    def heard(self, heard: port.ChargerEvent) -> None:
+        """One message from the link. It is acknowledged (``done``) once its step is stored, or
+        at once when it changes nothing; a message refused because the engine's queue is full is
+        not acknowledged (a link that can, delivers it again)."""
+        if isinstance(heard, port.PaymentRequested):
+            self._payment_requested(heard)  # stored (or refused) before this returns
+            if heard.done is not None:
+                heard.done()
+            return
+        signed = None
+        if isinstance(heard, port.MeterRead | port.ChargeStopped) and heard.signed is not None:
+            signed = check_meter(heard.signed, self.meter_keys.get(heard.evse))
+        event = engine_event(heard, signed)
+        if event is None:
+            if heard.done is not None:
+                heard.done()
+            return
+        try:
+            self.submit(event, heard.done)
+        except QueueFull as exc:
+            _LOGGER.warning(
+                "engine.queue_full",
+                extra={"queue": exc.queue, "evse": heard.evse, "reason": str(exc)},
+            )
+
+    def _payment_requested(self, heard: port.PaymentRequested) -> None:
+        if not self.plug_allowed(heard.evse):
+            _LOGGER.warning(
+                "engine.payment_refused",
+                extra={"evse": heard.evse, "reason": "plug starts disabled"},
+            )
+            return
+        target = None
+        currency = self.currency(heard.evse)
+        if heard.target_kwh is not None:
+            target = Target(kwh=heard.target_kwh)
+        elif heard.target_amount is not None and currency is not None:
+            target = Target(amount_minor=Money.parse(str(heard.target_amount), currency).minor)
+        answer = self.pay(heard.evse, heard.request_id or None, target)
+        if answer.status != 202:
+            _LOGGER.warning(
+                "engine.payment_refused", extra={"evse": heard.evse, "reason": answer.message}
+            )
