@@ -116,7 +116,8 @@ class ApiWorker:
         return web.json_response(self._status())
 
     async def _metrics_view(self, _request: web.Request) -> web.Response:
-        return web.Response(text=self._metrics.render(), content_type="text/plain", charset="utf-8")
+        text = await self._metrics.scrape()
+        return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
     async def bind(self) -> None:
         """Listen now (before READY): a port in use is a start failure, not a restart loop."""

@@ -16,8 +16,10 @@ import pytest
 from drivers.sim.ports import PtyPort
 from drivers.sim.terminal import SimConfig, SimTerminal
 from gateway.errors import ConfigError
+from gateway.payments.charger import ChargeStarted
 from gateway.runtime.app import Daemon
 from gateway.runtime.charger import SimulatedCharger
+from gateway.runtime.engine_worker import ENGINE_QUEUE_MAX
 from gateway.settings import parse_settings
 from tests.helpers import free_port, site_toml
 
@@ -217,3 +219,87 @@ def test_a_refusal_leaves_the_terminal_available_only_unreachability_does_not() 
     assert board["t1"] == (False, "connection lost: reset")
     note_result(board, health, "t1", TerminalResult("register", Outcome.ERROR, "wrong password"))
     assert board["t1"][0] is False  # not registered: no payments through it
+
+
+async def test_a_full_engine_queue_refuses_a_pay_request_with_503_and_the_reason(
+    site: Site,
+) -> None:
+    engine = site.daemon.engine
+    assert engine is not None
+    engine.queue_max = 0  # every input from outside now finds the queue full
+    status, answer = await post(site.url, kiosk(), {})
+    assert status == 503 and "event queue is full" in answer["error"]
+    assert site.daemon.store.sessions() == []  # refused: nothing stored, nothing waits
+    engine.queue_max = ENGINE_QUEUE_MAX
+    assert (await post(site.url, kiosk(), {}))[0] == 202
+
+
+async def test_a_charger_message_the_full_queue_refuses_is_not_acknowledged(
+    site: Site, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Refused, said in the log, and left unacknowledged: a link that holds back its
+    acknowledgement (MQTT) has the message delivered again instead of lost."""
+    engine = site.daemon.engine
+    assert engine is not None
+    acknowledged: list[str] = []
+    engine.queue_max = 0
+    engine.on_charger_event(
+        ChargeStarted(evse="E1", session_id="s1", done=lambda: acknowledged.append("first"))
+    )
+    assert acknowledged == [] and "engine.queue_full" in caplog.text
+    engine.queue_max = ENGINE_QUEUE_MAX
+    engine.on_charger_event(
+        ChargeStarted(evse="E1", session_id="s1", done=lambda: acknowledged.append("again"))
+    )
+    async with asyncio.timeout(5):
+        while not acknowledged:
+            await asyncio.sleep(0.01)
+    assert acknowledged == ["again"]
+
+
+async def test_a_command_beyond_the_terminals_bound_is_not_sent_and_its_session_hears_busy(
+    tmp_path: Path,
+) -> None:
+    from datetime import UTC, datetime
+
+    from drivers.base import Outcome
+    from drivers.transport.serial import SerialTransport
+    from drivers.transport.url import SerialUrl
+    from drivers.zvt.asyncio.terminal import ZvtOptions, ZvtTerminal
+    from gateway.payments import commands as c
+    from gateway.payments import events as e
+    from gateway.payments.routing import Health
+    from gateway.runtime.engine_host import EngineHost
+    from gateway.runtime.terminal_runner import COMMANDS_WAITING_MAX, TerminalRunner
+    from gateway.store import Store
+    from tests.payments.fixtures import policy
+
+    store = Store.open(tmp_path / "bound.sqlite3")
+    host = EngineHost(store, policy(), lambda: datetime.now(UTC))
+    heard: list[e.Event] = []
+    runner = TerminalRunner(
+        name="t1",
+        # nothing answers there: a command that was sent would come back UNKNOWN, not BUSY
+        terminal=ZvtTerminal(
+            "t1",
+            SerialTransport(SerialUrl(str(tmp_path / "no-tty"))),
+            serial_framing=True,
+            options=ZvtOptions(password="123456"),
+        ),
+        host=host,
+        board={"t1": (True, "ok")},
+        health=Health(),
+        take=heard.append,
+        process=host.handle,
+        dispatch=lambda _: None,
+        currency="EUR",
+    )
+    runner._commands = COMMANDS_WAITING_MAX  # as many as the bound already wait
+    await runner.execute(c.Release("s1:release", "s1", "t1", 17, 5000, "EUR"))
+    await runner.execute(c.QueryOpenPreauths("s2:ask", "s2", "t1"))
+    (release, ask) = heard
+    assert isinstance(release, e.TerminalResultArrived) and release.outcome is Outcome.BUSY
+    assert "not sent" in release.message
+    assert isinstance(ask, e.OpenPreauthsReported) and ask.failed and ask.busy
+    assert runner.board["t1"] == (True, "ok")  # the terminal did nothing wrong
+    store.close()
