@@ -21,7 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.errors import Unavailable
+from gateway.errors import QueueFull, Unavailable
 from gateway.payments.preauth import Target
 from gateway.runtime.admission import PayAnswer
 from gateway.runtime.metrics import Metrics
@@ -98,7 +98,10 @@ class ApiWorker:
             target = _target(await request.json() if request.can_read_body else {})
         except ValueError as exc:
             return web.json_response({"error": f"invalid body: {exc}"}, status=400)
-        answer = self._pay(evse, key, target)
+        try:
+            answer = self._pay(evse, key, target)
+        except QueueFull as exc:  # nothing was stored: the kiosk may ask again
+            return web.json_response({"evse": evse, "error": str(exc)}, status=503)
         body: dict[str, Any] = {"evse": evse}
         if answer.session_id:
             body.update(session=answer.session_id, state=answer.state)

@@ -67,7 +67,11 @@ class ChargerAdapter:
         at once when it changes nothing; a message refused because the engine's queue is full is
         not acknowledged (a link that can, delivers it again)."""
         if isinstance(heard, port.PaymentRequested):
-            self._payment_requested(heard)  # stored (or refused) before this returns
+            try:
+                self._payment_requested(heard)  # stored (or refused) before this returns
+            except QueueFull as exc:
+                self._refused(heard, exc)
+                return
             if heard.done is not None:
                 heard.done()
             return
@@ -82,10 +86,15 @@ class ChargerAdapter:
         try:
             self.submit(event, heard.done)
         except QueueFull as exc:
-            _LOGGER.warning(
-                "engine.queue_full",
-                extra={"queue": exc.queue, "evse": heard.evse, "reason": str(exc)},
-            )
+            self._refused(heard, exc)
+
+    @staticmethod
+    def _refused(heard: port.ChargerEvent, exc: QueueFull) -> None:
+        """Said in the log and left unacknowledged: a link that can, delivers it again."""
+        _LOGGER.warning(
+            "engine.queue_full",
+            extra={"queue": exc.queue, "evse": heard.evse, "kind": heard.kind, "reason": str(exc)},
+        )
 
     def _payment_requested(self, heard: port.PaymentRequested) -> None:
         if not self.plug_allowed(heard.evse):

@@ -165,14 +165,14 @@ class EngineWorker:
     ) -> PayAnswer:
         """Start a paid session at an EVSE, or refuse at once with the reason. The session is a
         stored step before this returns: nothing money-bearing waits in memory. One open
-        session per EVSE; the same idempotency key gives the same answer."""
+        session per EVSE; the same idempotency key gives the same answer. QueueFull (nothing
+        stored) while the engine's queue is full: the local API answers 503 with the reason."""
         admitted = self.admission.admit(evse, idempotency_key, target, card, at_terminal)
         if isinstance(admitted, PayAnswer):
             return admitted
         if self._queue.qsize() >= self.queue_max:  # a new session would add to a full queue
-            full = QueueFull("the engine's event queue", self.queue_max)
-            _LOGGER.warning("engine.queue_full", extra={"queue": full.queue, "evse": evse})
-            return PayAnswer(503, str(full))
+            _LOGGER.warning("engine.queue_full", extra={"queue": "engine", "evse": evse})
+            raise QueueFull("the engine's event queue", self.queue_max)
         return self._start(admitted)
 
     def _start(self, admitted: Admitted) -> PayAnswer:
@@ -190,12 +190,10 @@ class EngineWorker:
         return PayAnswer(202, "payment requested", event.session_id, state)
 
     def _card_read(self, terminal: str, card: CardSeen) -> None:
-        self.admission.card_read(terminal, card, self.request_payment)
-
-    @property
-    def _armed(self) -> bool:
-        """Is a tapped card waiting for the driver's EVSE? (tests watch it)"""
-        return self.admission.armed
+        try:
+            self.admission.card_read(terminal, card, self.request_payment)
+        except QueueFull as exc:  # the driver sees no session start and may tap again
+            _LOGGER.warning("engine.queue_full", extra={"queue": exc.queue, "terminal": terminal})
 
     async def end_of_day(self, name: str) -> str:
         """Close the terminal's batch now, unless a transaction of it is open."""

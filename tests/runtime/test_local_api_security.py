@@ -16,7 +16,7 @@ import pytest
 from drivers.sim.ports import PtyPort
 from drivers.sim.terminal import SimConfig, SimTerminal
 from gateway.errors import ConfigError
-from gateway.payments.charger import ChargeStarted
+from gateway.payments.charger import ChargeStarted, PaymentRequested
 from gateway.runtime.app import Daemon
 from gateway.runtime.charger import SimulatedCharger
 from gateway.runtime.engine_worker import ENGINE_QUEUE_MAX
@@ -165,7 +165,6 @@ async def test_the_kiosk_body_is_validated_and_carries_the_target(site: Site) ->
 
 async def test_start_paths_are_per_site(tmp_path: Path) -> None:
     """A site whose sessions start only at the charger refuses the kiosk, and the other way round."""
-    from gateway.payments.charger import PaymentRequested
 
     port = PtyPort()
     sim = SimTerminal(SimConfig(password="123456", card_wait_s=0.05))
@@ -246,7 +245,9 @@ async def test_a_charger_message_the_full_queue_refuses_is_not_acknowledged(
     engine.on_charger_event(
         ChargeStarted(evse="E1", session_id="s1", done=lambda: acknowledged.append("first"))
     )
+    engine.on_charger_event(PaymentRequested(evse="E1", done=lambda: acknowledged.append("pay")))
     assert acknowledged == [] and "engine.queue_full" in caplog.text
+    assert site.daemon.store.sessions() == []
     engine.queue_max = ENGINE_QUEUE_MAX
     engine.on_charger_event(
         ChargeStarted(evse="E1", session_id="s1", done=lambda: acknowledged.append("again"))
