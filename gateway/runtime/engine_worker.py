@@ -201,10 +201,8 @@ class EngineWorker:
 
     # ---- the loop ---------------------------------------------------------------------------
 
-    async def run(self, stopping: asyncio.Event) -> None:
-        if not self._subscribed:  # once: a restarted worker must not hear every charger event twice
-            self.charger.subscribe(self.on_charger_event)
-            self._subscribed = True
+    async def _begin(self, stopping: asyncio.Event) -> None:
+        """Register the terminals, resume every open session, start each terminal's timers."""
         for runner in self.runners.values():  # in turn, each within its deadline
             runner.metrics = self.metrics
             await runner.register()
@@ -223,6 +221,12 @@ class EngineWorker:
         if self.card_starts:
             for name, runner in self.runners.items():
                 self._spawn(runner.card_loop(stopping, self._card_read), f"cards:{name}")
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        if not self._subscribed:  # once: a restarted worker must not hear every charger event twice
+            self.charger.subscribe(self.on_charger_event)
+            self._subscribed = True
+        await self._begin(stopping)
         getter: asyncio.Task[Queued] | None = None
         stop_wait = asyncio.create_task(stopping.wait())
         failed_wait = asyncio.create_task(self._failed.wait())

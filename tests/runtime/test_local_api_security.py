@@ -165,7 +165,6 @@ async def test_the_kiosk_body_is_validated_and_carries_the_target(site: Site) ->
 
 async def test_start_paths_are_per_site(tmp_path: Path) -> None:
     """A site whose sessions start only at the charger refuses the kiosk, and the other way round."""
-
     port = PtyPort()
     sim = SimTerminal(SimConfig(password="123456", card_wait_s=0.05))
     serving = asyncio.create_task(sim.serve_line(port))
