@@ -100,7 +100,13 @@ class Admission:
         if not up:
             return PayAnswer(503, f"terminal {route.terminal} unavailable: {why}")
         presented = e.CardPresented(
-            sid, "card", evse, route.terminal, route.currency, target, chosen
+            session_id=sid,
+            event_id="card",
+            evse=evse,
+            terminal=route.terminal,
+            currency=route.currency,
+            target=target,
+            route=chosen,
         )
         return Admitted(presented, chosen)
 

@@ -30,27 +30,39 @@ def engine_event(heard: port.ChargerEvent, signed: SignedMeter | None = None) ->
     a pay request (admission's) and for a message that carries nothing for the engine."""
     match heard:
         case port.ChargeStarted():
-            return e.ChargerStarted(heard.session_id, "started", heard.meter_wh)
+            return e.ChargerStarted(
+                session_id=heard.session_id, event_id="started", meter_wh=heard.meter_wh
+            )
         case port.MeterRead():
             return e.MeterValue(
-                heard.session_id, f"meter:{heard.seq}", heard.meter_wh, heard.trusted, signed
+                session_id=heard.session_id,
+                event_id=f"meter:{heard.seq}",
+                meter_wh=heard.meter_wh,
+                trusted=heard.trusted,
+                signed=signed,
             )
         case port.ChargeStopped():
             return e.ChargerStopped(
-                heard.session_id,
-                "stopped",
-                heard.meter_wh,
-                heard.session_energy_wh,
-                heard.reason,
-                heard.invoicer,
-                heard.invoice_reference,
-                signed,
+                session_id=heard.session_id,
+                event_id="stopped",
+                meter_wh=heard.meter_wh,
+                session_energy_wh=heard.session_energy_wh,
+                reason=heard.reason,
+                invoicer=heard.invoicer,
+                invoice_reference=heard.invoice_reference,
+                signed=signed,
             )
         case port.ChargeFaulted():
-            return e.ChargerFaulted(heard.session_id, "faulted", heard.reason or "fault")
+            return e.ChargerFaulted(
+                session_id=heard.session_id, event_id="faulted", reason=heard.reason or "fault"
+            )
         case port.PriceCorrection():
-            event_id = f"price-{heard.reason.replace(' ', '-')}"
-            return e.PriceCorrected(heard.session_id, event_id, heard.total_minor, heard.reason)
+            return e.PriceCorrected(
+                session_id=heard.session_id,
+                event_id=f"price-{heard.reason.replace(' ', '-')}",
+                total_minor=heard.total_minor,
+                reason=heard.reason,
+            )
     return None
 
 

@@ -47,6 +47,7 @@ _LOGGER = logging.getLogger(__name__)
 # tens of EVSEs, so this is minutes of a message storm; beyond it input is refused, not queued.
 ENGINE_QUEUE_MAX = 1_000
 REQUESTS_EVERY_S = 1.0
+REQUESTS_PER_POLL = 100  # stored requests read at one poll; the rest at the next
 _BACKGROUND = ("sweeper:", "probe:", "cards:", "end-of-day:")
 
 Queued = tuple[e.Event, Callable[[], None] | None]
@@ -351,16 +352,19 @@ class EngineWorker:
         them to the inbox, so they survive a daemon that is down and are done once. One the
         full queue refuses is handed over again at the next poll."""
         while not stopping.is_set():
-            for m in self.host.store.inbox_pending("refund"):
+            pending = self.host.store.inbox_pending("refund", REQUESTS_PER_POLL)
+            # remember only what is still pending: a request carried out is never pending again
+            self._requested &= {m["message_id"] for m in pending}
+            for m in pending:
                 if m["message_id"] in self._requested:
                     continue
                 p = m["payload"]
                 refund = e.RefundRequested(
-                    p["session_id"],
-                    f"refund-{m['message_id']}",
-                    int(p["amount_minor"]),
-                    str(p["reason"]),
-                    str(p.get("source", "technician")),
+                    session_id=p["session_id"],
+                    event_id=f"refund-{m['message_id']}",
+                    amount_minor=int(p["amount_minor"]),
+                    reason=str(p["reason"]),
+                    source=str(p.get("source", "technician")),
                     inbox_id=m["message_id"],
                 )
                 try:

@@ -78,7 +78,7 @@ async def last_result(terminal: PaymentTerminal) -> e.LastResult | None:
     if last.outcome is Outcome.UNKNOWN or last.result_code is None:
         return None
     amount = last.amount.minor if last.amount else None
-    return e.LastResult(last.approved, last.receipt_no, amount)
+    return e.LastResult(approved=last.approved, receipt_no=last.receipt_no, amount_minor=amount)
 
 
 def result_event(
@@ -107,16 +107,16 @@ def result_event(
         }
     for_receipt = cmd.receipt_no if isinstance(cmd, c.Capture | c.Release | c.TopUp) else None
     return e.TerminalResultArrived(
-        cmd.session_id,
-        event_id,
-        op,
-        result.outcome,
-        result.amount.minor if result.amount else None,
-        result.receipt_no,
-        result.message,
-        card,
-        for_receipt,
-        result.trace_no,
+        session_id=cmd.session_id,
+        event_id=event_id,
+        operation=op,
+        outcome=result.outcome,
+        amount_minor=result.amount.minor if result.amount else None,
+        receipt_no=result.receipt_no,
+        message=result.message,
+        card=card,
+        for_receipt=for_receipt,
+        trace_no=result.trace_no,
     )
 
 
@@ -127,9 +127,9 @@ def answer_event(
     result, nothing for a receipt shown or printed."""
     if isinstance(cmd, c.QueryOpenPreauths):
         return e.OpenPreauthsReported(
-            cmd.session_id,
-            event_id,
-            result.open_receipts,
+            session_id=cmd.session_id,
+            event_id=event_id,
+            receipts=result.open_receipts,
             failed=not result.approved,
             last=last,
             busy=result.outcome is Outcome.BUSY,
