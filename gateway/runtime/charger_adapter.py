@@ -77,7 +77,7 @@ class ChargerAdapter:
     def heard(self, heard: port.ChargerEvent) -> None:
         """One message from the link. It is acknowledged (``done``) once its step is stored, or
         at once when it changes nothing; a message refused because the engine's queue is full is
-        not acknowledged (a link that can, delivers it again)."""
+        not acknowledged (over MQTT the broker keeps it and delivers it again after a restart)."""
         if isinstance(heard, port.PaymentRequested):
             try:
                 self._payment_requested(heard)  # stored (or refused) before this returns
@@ -102,7 +102,7 @@ class ChargerAdapter:
 
     @staticmethod
     def _refused(heard: port.ChargerEvent, exc: QueueFull) -> None:
-        """Said in the log and left unacknowledged: a link that can, delivers it again."""
+        """Said in the log and left unacknowledged."""
         _LOGGER.warning(
             "engine.queue_full",
             extra={"queue": exc.queue, "evse": heard.evse, "kind": heard.kind, "reason": str(exc)},

@@ -236,7 +236,7 @@ async def test_a_charger_message_the_full_queue_refuses_is_not_acknowledged(
     site: Site, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Refused, said in the log, and left unacknowledged: a link that holds back its
-    acknowledgement (MQTT) has the message delivered again instead of lost."""
+    acknowledgement (MQTT) leaves the message with the broker instead of losing it."""
     engine = site.daemon.engine
     assert engine is not None
     acknowledged: list[str] = []
