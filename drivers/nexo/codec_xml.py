@@ -20,7 +20,7 @@ from drivers.nexo.binding import (
     scalar_to_text,
     slots_of,
 )
-from drivers.nexo.errors import NexoFormatError
+from drivers.nexo.errors import NexoFormatError, NexoSecurityError
 from drivers.nexo.messages import BODIES, Message
 from drivers.nexo.model import MessageHeader
 
@@ -48,6 +48,8 @@ def decode(data: bytes) -> Message:
     if root.tag not in ("SaleToPOIRequest", "SaleToPOIResponse"):
         raise NexoFormatError("xml", f"root {root.tag!r} is not SaleToPOIRequest/Response")
     children = list(root)
+    if children and children[-1].tag == "SecurityTrailer":
+        raise NexoSecurityError(f"{root.tag} carries a nexo CMS SecurityTrailer: not supported")
     if len(children) != 2 or children[0].tag != "MessageHeader":
         raise NexoFormatError(root.tag, "expected MessageHeader and exactly one body")
     header = _from_xml(MessageHeader, children[0], "MessageHeader")

@@ -45,6 +45,7 @@ class SaleTerminalData:
     sale_capabilities: tuple[str, ...] = nx("SaleCapabilities", "listtext", ())
     terminal_environment: str | None = nx("TerminalEnvironment", default=None)
     totals_group_id: str | None = nx("TotalsGroupID", default=None)
+    extra: tuple[Extra, ...] = extras()
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +103,7 @@ class DiagnosisResponse:
 class CardAcquisitionTransaction:
     total_amount: Decimal | None = nx("TotalAmount", default=None)
     payment_type: PaymentType | None = nx("PaymentType", default=None)
+    extra: tuple[Extra, ...] = extras()
 
 
 @dataclass(frozen=True, slots=True)

@@ -79,6 +79,7 @@ class NexoPoi:
     ledger: dict[str, Txn] = field(default_factory=dict)
     answers: dict[tuple[str, str], Message] = field(default_factory=dict)
     requests: list[Message] = field(default_factory=list)
+    raw: list[bytes] = field(default_factory=list)  # every request body as received (bounded)
     period: int = 1
     _n: int = 0
 
@@ -101,7 +102,8 @@ class NexoPoi:
     # ---- requests -----------------------------------------------------------------------------
     def handle(self, request: Message) -> Message | None:
         """The response to ``request`` (None: nexo's "no response", e.g. for Abort)."""
-        self.requests.append(request)
+        if len(self.requests) < MAX_LEDGER:
+            self.requests.append(request)
         body = request.body
         if isinstance(body, nm.AbortRequest):
             return None
@@ -292,6 +294,8 @@ def make_app(poi: NexoPoi) -> web.Application:
 
     async def endpoint(request: web.Request) -> web.StreamResponse:
         data = await request.read()
+        if len(poi.raw) < MAX_LEDGER:
+            poi.raw.append(data)
         try:
             message = wire.decode(data)
         except (NexoFormatError, NexoSecurityError) as exc:

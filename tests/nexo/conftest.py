@@ -6,7 +6,7 @@ import datetime as dt
 import ipaddress
 import ssl
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -34,7 +34,7 @@ class Rig:
 
     def terminal(self, **options: object) -> NexoTerminal:
         scheme = "https" if self.fingerprint else "http"
-        base = dict(
+        base = NexoOptions(
             url=f"{scheme}://127.0.0.1:{self.port}{PATHS[self.encoding]}",
             encoding=self.encoding,
             sale_id="EVPAY-1",
@@ -46,8 +46,7 @@ class Rig:
             retry_s=0.05,
             state_path=self.tmp / "nexo-state.json",
         )
-        base.update(options)
-        return NexoTerminal("nexo-1", NexoOptions(**base))  # type: ignore[arg-type]
+        return NexoTerminal("nexo-1", replace(base, **options))  # type: ignore[arg-type]
 
 
 def self_signed(tmp: Path) -> tuple[ssl.SSLContext, bytes]:
