@@ -6,7 +6,7 @@ import datetime as dt
 import ipaddress
 import ssl
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -31,6 +31,7 @@ class Rig:
     encoding: Encoding
     fingerprint: bytes | None
     tmp: Path
+    made: list[NexoTerminal] = field(default_factory=list)
 
     def terminal(self, **options: object) -> NexoTerminal:
         scheme = "https" if self.fingerprint else "http"
@@ -46,7 +47,9 @@ class Rig:
             retry_s=0.05,
             state_path=self.tmp / "nexo-state.json",
         )
-        return NexoTerminal("nexo-1", replace(base, **options))  # type: ignore[arg-type]
+        term = NexoTerminal("nexo-1", replace(base, **options))  # type: ignore[arg-type]
+        self.made.append(term)
+        return term
 
 
 def self_signed(tmp: Path) -> tuple[ssl.SSLContext, bytes]:
@@ -93,6 +96,7 @@ async def make_rig(
     tmp_path: Path,
 ) -> AsyncIterator[Callable[..., object]]:
     runners = []
+    rigs: list[Rig] = []
 
     async def make(encoding: Encoding = "xml", **config: object) -> Rig:
         tls, fp = (None, None)
@@ -102,8 +106,13 @@ async def make_rig(
         poi = NexoPoi(PoiConfig(encoding=encoding, **config))  # type: ignore[arg-type]
         runner, port = await serve_nexo_poi(poi, tls=tls)
         runners.append(runner)
-        return Rig(poi, port, encoding, fp, tmp_path)
+        rig = Rig(poi, port, encoding, fp, tmp_path)
+        rigs.append(rig)
+        return rig
 
     yield make
+    for rig in rigs:
+        for term in rig.made:
+            await term.close()
     for runner in runners:
         await runner.cleanup()
