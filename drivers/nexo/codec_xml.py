@@ -128,6 +128,10 @@ def _from_xml(cls: type, el: ET.Element, where: str) -> Any:
             values[slot.attr] = _from_xml(slot.target, found[0], here)
         else:
             values[slot.attr] = tuple(_from_xml(slot.target, c, here) for c in found)
+    order = [s.nexo for s in slots_of(cls) if s.kind not in ("attr", "content")]
+    seen = [order.index(c.tag) for c in el if c.tag in known_children]
+    if seen != sorted(seen):
+        raise NexoFormatError(where, "elements are not in the schema's order")
     unknown = [Extra(k, v, "xml-attr") for k, v in el.attrib.items() if k not in known_attrs] + [
         Extra(c.tag, ET.tostring(c, encoding="unicode").strip(), "xml")
         for c in el

@@ -329,6 +329,5 @@ async def serve_nexo_poi(
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=tls)
     await site.start()
-    server = site._server
-    sockets = getattr(server, "sockets", None) or ()
-    return runner, int(sockets[0].getsockname()[1]) if sockets else port
+    bound = runner.addresses[0][1] if runner.addresses else port
+    return runner, int(bound)

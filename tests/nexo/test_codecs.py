@@ -163,3 +163,15 @@ def test_full_card_number_is_refused() -> None:
 
     with pytest.raises(NexoFormatError):
         CardData(masked_pan="5413330000000010")
+
+
+def test_elements_out_of_schema_order_are_refused() -> None:
+    good = codec_xml.encode(_payment())
+    head, _, rest = good.partition(b"<PaymentRequest>")
+    body, _, tail = rest.partition(b"</PaymentRequest>")
+    sale, _, after_sale = body.partition(b"</SaleData>")
+    reordered = (
+        head + b"<PaymentRequest>" + after_sale + sale + b"</SaleData></PaymentRequest>" + tail
+    )
+    with pytest.raises(NexoFormatError, match="order"):
+        codec_xml.decode(reordered)

@@ -3,6 +3,7 @@ pinned, freshly made certificate (Adyen JSON, encrypted), for every simulator va
 
 from __future__ import annotations
 
+import asyncio
 import json
 from decimal import Decimal
 
@@ -229,3 +230,27 @@ async def test_https_pin_and_key_are_enforced(make_rig) -> None:
     wrong_key = rig.terminal(key=AdyenKey("EvpayTestKey", 1, "another passphrase"))
     assert (await wrong_key.status()).outcome is Outcome.ERROR and rig.poi.requests == []
     await wrong_key.close()
+
+
+async def test_abort_names_the_service_in_flight(make_rig) -> None:
+    rig = await make_rig("xml", delay_s=0.5)
+    term = rig.terminal()
+    assert (await term.abort()).outcome is Outcome.ERROR  # nothing in flight
+    sale = asyncio.create_task(term.sale(eur(100)))
+    await asyncio.sleep(0.1)
+    assert (await term.abort()).approved
+    await sale
+    aborts = [m.body for m in rig.poi.requests if isinstance(m.body, nm.AbortRequest)]
+    payment = next(m for m in rig.poi.requests if isinstance(m.body, nm.PaymentRequest))
+    assert len(aborts) == 1 and aborts[0].message_reference.service_id == payment.header.service_id
+
+
+async def test_handles_are_never_reused_across_restarts(make_rig) -> None:
+    rig = await make_rig("xml")
+    first = rig.terminal()
+    a = await first.sale(eur(100))
+    await first.close()
+    second = rig.terminal()
+    b = await second.sale(eur(100))
+    assert a.receipt_no == 1 and b.receipt_no == 2
+    assert (await second.reverse(a.receipt_no)).approved  # the first process's handle still works

@@ -46,6 +46,8 @@ from drivers.nexo.service_tracker import (
 from drivers.nexo.wire import Encoding, Wire
 
 _LOGGER = logging.getLogger(__name__)
+MAX_HANDLES = 2000  # closed holds kept for a later reverse(); open ones are never dropped
+MAX_RECOVERED = 8  # repeated answers kept for last_result(); the oldest goes first
 MAX_RECOVERY_ROUNDS = 20  # status questions per recover() call; then the caller hears UNKNOWN
 _DEVICE_CLASS = {MessageCategory.DISPLAY, MessageCategory.PRINT}
 
@@ -127,6 +129,18 @@ class NexoClient:
             f.flush()
             os.fsync(f.fileno())
         tmp.replace(path)
+
+    def new_handle(self, poi_id: str, time_stamp: str, state: str) -> int:
+        """A local integer for a POI transaction (the port still wants an int receipt number);
+        numbered from a persisted counter, so a handle is never reused."""
+        number = int(self.handles.get("next", {}).get("n", 1))
+        self.handles["next"] = {"n": number + 1}
+        self.handles[str(number)] = {"id": poi_id, "ts": time_stamp, "state": state}
+        closed = [k for k, v in self.handles.items() if k != "next" and v["state"] != "open"]
+        for key in closed[: max(0, len(closed) - MAX_HANDLES)]:
+            del self.handles[key]
+        self.save()
+        return number
 
     # ---- HTTP ---------------------------------------------------------------------------------
     async def _post(self, data: bytes, timeout_s: float) -> bytes | None:
@@ -253,6 +267,8 @@ class NexoClient:
             self.save()
             rep = answer.repeated_message_response
             if resolution is Resolution.ANSWERED and rep is not None and rep.body is not None:
+                while len(self.recovered) >= MAX_RECOVERED:
+                    self.recovered.pop(next(iter(self.recovered)))
                 self.recovered[step.service_id] = Message(rep.message_header, rep.body)
                 self.last_recovered = step.service_id
         left = ", ".join(f.service_id for f in self.tracker.unresolved())

@@ -191,7 +191,7 @@ class NexoTerminal:
     # ---- handles (the stop-gap for the int receipt number) -------------------------------------
     def _tid(self, handle: int) -> TransactionIdentification | None:
         entry = self.client.handles.get(str(handle))
-        if entry is None:
+        if entry is None or "id" not in entry:
             return None
         return TransactionIdentification(str(entry["id"]), str(entry["ts"]))
 
@@ -205,13 +205,11 @@ class NexoTerminal:
             self.client.handles[str(handle)]["state"] = state
             self.client.save()
             return replace(result, receipt_no=handle)
-        new = max((int(k) for k in self.client.handles), default=0) + 1
-        self.client.handles[str(new)] = {
-            "id": result.details.get("poi_transaction_id", ""),
-            "ts": result.details.get("poi_time_stamp", ""),
-            "state": "open" if ptype is PaymentType.FIRST_RESERVATION else "done",
-        }
-        self.client.save()
+        new = self.client.new_handle(
+            result.details.get("poi_transaction_id", ""),
+            result.details.get("poi_time_stamp", ""),
+            "open" if ptype is PaymentType.FIRST_RESERVATION else "done",
+        )
         return replace(result, receipt_no=new)
 
     # ---- results ------------------------------------------------------------------------------
