@@ -80,6 +80,7 @@ class NexoPoi:
     answers: dict[tuple[str, str], Message] = field(default_factory=dict)
     requests: list[Message] = field(default_factory=list)
     raw: list[bytes] = field(default_factory=list)  # every request body as received (bounded)
+    sent: list[bytes] = field(default_factory=list)  # every answer body as sent (bounded)
     period: int = 1
     _n: int = 0
 
@@ -314,6 +315,8 @@ def make_app(poi: NexoPoi) -> web.Application:
         if reply is None:
             return web.Response(status=204)
         body = wire.encode(reply, os.urandom(16))
+        if len(poi.sent) < MAX_LEDGER:
+            poi.sent.append(body)
         return web.Response(body=body, content_type=wire.content_type.split(";")[0])
 
     app = web.Application(client_max_size=256 * 1024)

@@ -70,7 +70,14 @@ async def test_every_xml_the_driver_emits_validates(make_rig, schema) -> None:
     } <= kinds
     invalid = [(x.decode(), str(err)) for x in sent for err in schema.iter_errors(x.decode())]
     assert invalid == [], invalid[:2]
-    print(f"{len(sent)} emitted XML messages, all valid ({len(kinds)} kinds)")
+    answers = [
+        (x.decode(), str(err)) for x in rig.poi.sent for err in schema.iter_errors(x.decode())
+    ]
+    assert answers == [], answers[:2]
+    print(
+        f"{len(sent)} emitted XML messages, all valid ({len(kinds)} kinds); "
+        f"{len(rig.poi.sent)} simulator answers, all valid"
+    )
 
 
 def test_simulator_answers_validate_too(schema) -> None:
