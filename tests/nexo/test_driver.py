@@ -143,7 +143,10 @@ async def test_restart_asks_status_for_in_flight_service_first(make_rig, encodin
     after = [m.header.message_category for m in rig.poi.requests[before:]]
     assert after[0] is MessageCategory.TRANSACTION_STATUS and after[1] is MessageCategory.DIAGNOSIS
     last = await second.last_result()
-    assert last.approved and last.amount == eur(4000)
+    assert last.approved and last.amount == eur(4000) and last.receipt_no is not None
+    # the recovered reservation has a next action: it can be captured
+    cap = await second.capture(last.receipt_no, eur(4000), eur(1000), "s")
+    assert cap.approved and rig.poi.booked() == Decimal("10.00")
     await second.close()
 
 
@@ -157,7 +160,8 @@ async def test_not_found_means_it_never_took_effect(make_rig, encoding) -> None:
     )
     term = rig.terminal()
     last = await term.last_result()
-    assert last.outcome is Outcome.ERROR and len(rig.poi.ledger) == 0
+    assert last.outcome is Outcome.ERROR and "never took effect" in last.message
+    assert len(rig.poi.ledger) == 0
     assert categories(rig.poi) == ["TransactionStatus"]
     assert (await term.sale(eur(100))).approved
     await term.close()

@@ -59,7 +59,7 @@ class NexoOptions:
     sale_id: str = "EVPAY"
     poi_id: str = "POI"
     currency: str = "EUR"
-    protocol_version: str = "3.1"
+    protocol_version: str | None = None  # default: "3.1" for xml (Swedbank), "3.0" for Adyen
     reservations: bool = True  # FirstReservation/UpdateReservation/Completion
     release_open: bool = True  # Reversal of an uncompleted reservation is accepted
     key: AdyenKey | None = field(default=None, repr=False)
@@ -103,6 +103,7 @@ class NexoClient:
         self.handles: dict[str, dict[str, Any]] = self._loaded_handles
         self.recovered: dict[str, Message] = {}  # ServiceID -> repeated answer, after a loss
         self.last_recovered: str | None = None
+        self.not_found: list[str] = []  # ServiceIDs the POI never took (bounded by MAX_RECOVERED)
         self._session: aiohttp.ClientSession | None = None
         self._lock = asyncio.Lock()
         self.current: tuple[str, MessageCategory] | None = None
@@ -174,7 +175,7 @@ class NexoClient:
             MessageType.REQUEST,
             self.options.sale_id,
             self.options.poi_id,
-            self.options.protocol_version,
+            self.options.protocol_version or ("3.1" if self.options.encoding == "xml" else "3.0"),
             service_id,
         )
 
@@ -271,6 +272,8 @@ class NexoClient:
                     self.recovered.pop(next(iter(self.recovered)))
                 self.recovered[step.service_id] = Message(rep.message_header, rep.body)
                 self.last_recovered = step.service_id
+            elif resolution is Resolution.NEVER_TOOK_EFFECT:
+                self.not_found = [*self.not_found[-(MAX_RECOVERED - 1) :], step.service_id]
         left = ", ".join(f.service_id for f in self.tracker.unresolved())
         return f"ServiceID {left} still in progress at the POI"
 

@@ -246,20 +246,41 @@ class NexoTerminal:
         return r.simple_result(operation, response, service_id=ex.service_id)
 
     async def last_result(self) -> TerminalResult:
+        """After a lost answer or a restart: what the POI says about the services in doubt."""
         doubt = await self.client.recover()
         sid = self.client.last_recovered
         if sid is not None and sid in self.client.recovered:
             msg = self.client.recovered.pop(sid)
             self.client.last_recovered = None
             if isinstance(msg.body, nm.PaymentResponse):
-                return r.payment_result("last_result", msg.body, self.currency, service_id=sid)
+                result = r.payment_result("last_result", msg.body, self.currency, service_id=sid)
+                pr = msg.body.payment_result
+                ptype = pr.payment_type if pr and pr.payment_type else PaymentType.NORMAL
+                return self._recovered_handle(result, ptype)
             if isinstance(msg.body, nm.ReversalResponse):
                 return r.reversal_result("last_result", msg.body, self.currency, service_id=sid)
         if doubt:
             return TerminalResult("last_result", Outcome.UNKNOWN, doubt, unreachable=True)
+        if self.client.not_found:
+            gone = self.client.not_found.pop()
+            return TerminalResult(
+                "last_result",
+                Outcome.ERROR,
+                f"ServiceID {gone} never took effect (the POI says NotFound)",
+                details={"service_id": gone},
+            )
         if self._last is not None:
             return replace(self._last, operation="last_result")
         return TerminalResult("last_result", Outcome.ERROR, "no result known")
+
+    def _recovered_handle(self, result: TerminalResult, ptype: PaymentType) -> TerminalResult:
+        """A recovered approval gets the handle its POI transaction already has, or a new one
+        (a reservation recovered after a restart must be capturable)."""
+        tid = result.details.get("poi_transaction_id")
+        for key, entry in self.client.handles.items():
+            if key != "next" and tid and entry.get("id") == tid:
+                return replace(result, receipt_no=int(key))
+        return self._with_handle(result, ptype, None)
 
     # ---- other services -----------------------------------------------------------------------
     async def read_card(self, timeout_s: int) -> TerminalResult:
