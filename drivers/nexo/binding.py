@@ -176,5 +176,7 @@ def check_envelope(where: str, header: Any, body_name: str, category: Any) -> No
             where, f"MessageCategory {header.message_category} does not match {body_name}"
         )
     expected = "Response" if body_name.endswith("Response") else "Request"
+    if body_name == "EventNotification":
+        expected = "Notification"
     if header.message_type != expected:
         raise NexoFormatError(where, f"MessageType {header.message_type} with {body_name}")

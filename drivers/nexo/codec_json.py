@@ -21,7 +21,7 @@ from drivers.nexo.binding import (
     slots_of,
 )
 from drivers.nexo.errors import NexoFormatError
-from drivers.nexo.messages import BODIES, Message
+from drivers.nexo.messages import BODIES, Message, is_request_body
 from drivers.nexo.model import MessageHeader
 
 CONTENT_TYPE = "application/json"
@@ -79,7 +79,7 @@ def from_obj(obj: Any) -> Message:
     (body_name,) = rest
     if body_name not in BODIES:
         raise NexoFormatError(root, f"unsupported body {body_name!r}")
-    if root.endswith("Request") != body_name.endswith("Request"):
+    if root.endswith("Request") != is_request_body(body_name):
         raise NexoFormatError(root, f"{body_name} in {root}")
     header = _from_json(MessageHeader, inner["MessageHeader"], "MessageHeader")
     cls, category = BODIES[body_name]

@@ -21,7 +21,7 @@ from drivers.nexo.binding import (
     slots_of,
 )
 from drivers.nexo.errors import NexoFormatError, NexoSecurityError
-from drivers.nexo.messages import BODIES, Message
+from drivers.nexo.messages import BODIES, Message, is_request_body
 from drivers.nexo.model import MessageHeader
 
 CONTENT_TYPE = "application/xml; charset=utf-8"
@@ -43,7 +43,7 @@ def decode(data: bytes) -> Message:
         raise NexoFormatError("xml", "a DOCTYPE or ENTITY is not accepted")
     try:
         root = ET.fromstring(data)  # noqa: S314 - DOCTYPE/ENTITY refused above
-    except ET.ParseError as exc:
+    except (ET.ParseError, LookupError, ValueError) as exc:  # LookupError: unknown encoding
         raise NexoFormatError("xml", f"not well-formed: {exc}") from None
     if root.tag not in ("SaleToPOIRequest", "SaleToPOIResponse"):
         raise NexoFormatError("xml", f"root {root.tag!r} is not SaleToPOIRequest/Response")
@@ -57,7 +57,7 @@ def decode(data: bytes) -> Message:
     if body_el.tag not in BODIES:
         raise NexoFormatError(root.tag, f"unsupported body {body_el.tag!r}")
     cls, category = BODIES[body_el.tag]
-    if root.tag.endswith("Request") != body_el.tag.endswith("Request"):
+    if root.tag.endswith("Request") != is_request_body(body_el.tag):
         raise NexoFormatError(root.tag, f"{body_el.tag} in {root.tag}")
     check_envelope(root.tag, header, body_el.tag, category)
     return Message(header, _from_xml(cls, body_el, body_el.tag))

@@ -309,6 +309,17 @@ class PrintResponse:
     document_qualifier: str = nx("DocumentQualifier")
 
 
+@dataclass(frozen=True, slots=True)
+class EventNotification:
+    """The POI telling the sale system something (MessageType Notification; no answer)."""
+
+    time_stamp: str = nx("TimeStamp")
+    event_to_notify: str = nx("EventToNotify")
+    event_details: str | None = nx("EventDetails", "text", default=None)
+    maintenance_required_flag: bool | None = nx("MaintenanceRequiredFlag", default=None)
+    extra: tuple[Extra, ...] = extras()
+
+
 Body = (
     LoginRequest
     | LoginResponse
@@ -331,6 +342,7 @@ Body = (
     | DisplayResponse
     | PrintRequest
     | PrintResponse
+    | EventNotification
 )
 
 # body element name -> (class, category); the header's MessageCategory must match.
@@ -358,6 +370,7 @@ BODIES: dict[str, tuple[type[Body], MessageCategory]] = {
         (DisplayResponse, MessageCategory.DISPLAY),
         (PrintRequest, MessageCategory.PRINT),
         (PrintResponse, MessageCategory.PRINT),
+        (EventNotification, MessageCategory.EVENT),
     )
 }
 
@@ -371,8 +384,13 @@ class Message:
 
     @property
     def is_request(self) -> bool:
-        return type(self.body).__name__.endswith("Request")
+        return is_request_body(type(self.body).__name__)
 
     @property
     def root(self) -> str:
         return "SaleToPOIRequest" if self.is_request else "SaleToPOIResponse"
+
+
+def is_request_body(name: str) -> bool:
+    """Requests and notifications travel in ``SaleToPOIRequest``; responses in the other."""
+    return not name.endswith("Response")

@@ -123,6 +123,7 @@ def test_round_trip_in_every_encoding(wire: Wire) -> None:
         b"<Foo><MessageHeader/></Foo>",
         b'<!DOCTYPE x [<!ENTITY a "b">]><SaleToPOIRequest/>',
         b"not xml",
+        b'<?xml version="1.0" encoding="no-such-codec"?><SaleToPOIRequest/>',  # found by fuzzing
         # category does not match the body
         b'<SaleToPOIResponse><MessageHeader MessageClass="Service" MessageCategory="Reversal" '
         b'MessageType="Response" SaleID="S" POIID="P"/><LogoutResponse><Response Result="Success"/>'
