@@ -5,7 +5,9 @@
 clears it; a lost answer — or a restart, which loses every answer we were waiting for — leaves
 it *unknown*, and then ``next_step`` demands ``TransactionStatus`` for it before anything else.
 ``InProgress`` means ask again later; ``NotFound`` means the POI never took it. Nothing is ever
-sent again blindly. Sans-I/O: time comes in as ``now`` (monotonic seconds).
+sent again blindly. A service answered through TransactionStatus stays (``RESOLVED``) until
+``answered()`` says its result is stored: a crash in between asks again, and the POI repeats
+the same answer. Sans-I/O: time comes in as ``now`` (monotonic seconds).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class State(StrEnum):
     STORED = "stored"  # persisted, not yet known to be sent
     SENT = "sent"  # on the wire, answer awaited
     UNKNOWN = "unknown"  # the answer was lost (or we restarted): ask TransactionStatus
+    RESOLVED = "resolved"  # the POI repeated its answer; kept until the caller stored the result
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +141,9 @@ class ServiceTracker:
                 raise NexoTrackerError(
                     f"status for {service_id} repeats {rep.message_header.service_id}"
                 )
-            self._flights.pop(service_id, None)
+            entry = self._flights.get(service_id)
+            if entry is not None:
+                self._flights[service_id] = replace(entry, state=State.RESOLVED)
             return Resolution.ANSWERED
         if resp.result is not Result.SUCCESS and resp.error_condition is ErrorCondition.NOT_FOUND:
             self._flights.pop(service_id, None)
@@ -149,7 +154,8 @@ class ServiceTracker:
         return Resolution.ASK_AGAIN
 
     def unresolved(self) -> tuple[InFlight, ...]:
-        return tuple(self._flights.values())
+        """Services whose outcome we do not know yet (stored, sent or in doubt)."""
+        return tuple(f for f in self._flights.values() if f.state is not State.RESOLVED)
 
     # ---- persistence --------------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:

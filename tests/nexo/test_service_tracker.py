@@ -112,3 +112,17 @@ def test_status_repeating_another_service_is_refused() -> None:
     t.lost(sid, 0.0)
     with pytest.raises(NexoTrackerError):
         t.on_status(sid, status(Result.SUCCESS, sid="999"), 0.0)
+
+
+def test_an_answer_found_by_status_is_kept_until_its_result_is_stored() -> None:
+    t = ServiceTracker()
+    sid = t.new_service_id()
+    t.store(sid, PAY, "req")
+    t.lost(sid, 0.0)
+    assert t.on_status(sid, status(Result.SUCCESS, sid=sid), 0.0) is Resolution.ANSWERED
+    assert isinstance(t.next_step(0.0), Clear) and t.unresolved() == ()
+    # a crash now: the snapshot still names it, and the restart asks again
+    again = ServiceTracker.from_snapshot(t.snapshot())
+    assert again.next_step(0.0) == AskStatus(sid, PAY)
+    t.answered(sid)  # the result is stored: now it may be forgotten
+    assert t.snapshot()["in_flight"] == []

@@ -27,7 +27,12 @@ import aiohttp
 from drivers.errors import DeviceUrlError
 from drivers.nexo import messages as nm
 from drivers.nexo.adyen_crypto import AdyenKey
-from drivers.nexo.errors import NexoFormatError, NexoMismatch, NexoSecurityError
+from drivers.nexo.errors import (
+    NexoFormatError,
+    NexoMismatch,
+    NexoSecurityError,
+    NexoTrackerError,
+)
 from drivers.nexo.messages import Message
 from drivers.nexo.model import (
     MessageCategory,
@@ -50,6 +55,8 @@ MAX_HANDLES = 2000  # closed holds kept for a later reverse(); open ones are nev
 MAX_RECOVERED = 8  # repeated answers kept for last_result(); the oldest goes first
 MAX_RECOVERY_ROUNDS = 20  # status questions per recover() call; then the caller hears UNKNOWN
 _DEVICE_CLASS = {MessageCategory.DISPLAY, MessageCategory.PRINT}
+# Services whose answer is kept (ServiceID in the state file) until the caller stored the result.
+_MONEY = {MessageCategory.PAYMENT, MessageCategory.REVERSAL}
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,8 +147,7 @@ class NexoClient:
         closed = [k for k, v in self.handles.items() if k != "next" and v["state"] != "open"]
         for key in closed[: max(0, len(closed) - MAX_HANDLES)]:
             del self.handles[key]
-        self.save()
-        return number
+        return number  # saved with the result's finish(): one write for both
 
     # ---- HTTP ---------------------------------------------------------------------------------
     async def _post(self, data: bytes, timeout_s: float) -> bytes | None:
@@ -206,7 +212,10 @@ class NexoClient:
             sid = self.tracker.new_service_id()
             request = Message(self.header(category, sid), body)
             data = self.wire.encode(request, os.urandom(16))
-            self.tracker.store(sid, category, data.decode(errors="replace"))
+            try:
+                self.tracker.store(sid, category, data.decode(errors="replace"))
+            except NexoTrackerError as exc:  # the in-flight bound: results nobody collected
+                return Exchange("", lost=True, refused_unsent=str(exc))
             self.save()  # stored before sent
             self.tracker.check_send(sid)
             self.current = (sid, category)
@@ -221,10 +230,10 @@ class NexoClient:
                 self.current = None
             reply = self._decode_reply(request, raw)
             if reply is not None:
-                self.tracker.answered(sid)
-                self.save()
+                if category not in _MONEY:
+                    self.finish(sid)
                 return Exchange(sid, reply)
-            if category in (MessageCategory.PAYMENT, MessageCategory.REVERSAL):
+            if category in _MONEY:
                 self.tracker.lost(sid, time.monotonic())
                 self.save()
                 await self.recover()
@@ -233,9 +242,13 @@ class NexoClient:
                 if any(f.service_id == sid for f in self.tracker.unresolved()):
                     return Exchange(sid, lost=True)
                 return Exchange(sid, never_took_effect=True)
-            self.tracker.answered(sid)  # nothing happened to money: no need to keep asking
-            self.save()
+            self.finish(sid)  # nothing happened to money: no need to keep asking
             return Exchange(sid, lost=True)
+
+    def finish(self, service_id: str) -> None:
+        """The result of ``service_id`` is stored (engine and handles): forget the ServiceID."""
+        self.tracker.answered(service_id)
+        self.save()
 
     def _decode_reply(self, request: Message, raw: bytes | None) -> Message | None:
         if raw is None:

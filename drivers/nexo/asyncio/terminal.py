@@ -165,7 +165,7 @@ class NexoTerminal:
             return await self._settle(self._lost(operation, ex, money=True), persist)
         result = r.payment_result(operation, ex.reply.body, self.currency, service_id=ex.service_id)
         result = self._with_handle(result, ptype, handle)
-        return await self._settle(result, persist)
+        return await self._settle(result, persist, ex.service_id)
 
     async def _reversal(
         self, operation: str, handle: int, persist: PersistHook | None
@@ -186,7 +186,7 @@ class NexoTerminal:
         if result.approved:
             self.client.handles[str(handle)]["state"] = "reversed"
             self.client.save()
-        return await self._settle(replace(result, receipt_no=handle), persist)
+        return await self._settle(replace(result, receipt_no=handle), persist, ex.service_id)
 
     # ---- handles (the stop-gap for the int receipt number) -------------------------------------
     def _tid(self, handle: int) -> TransactionIdentification | None:
@@ -213,9 +213,13 @@ class NexoTerminal:
         return replace(result, receipt_no=new)
 
     # ---- results ------------------------------------------------------------------------------
-    async def _settle(self, result: TerminalResult, persist: PersistHook | None) -> TerminalResult:
+    async def _settle(
+        self, result: TerminalResult, persist: PersistHook | None, service_id: str = ""
+    ) -> TerminalResult:
         if persist is not None:
             await persist(result)  # stored before we forget the ServiceID's answer
+        if service_id:
+            self.client.finish(service_id)  # handles and tracker: one durable write
         self._last = result
         return result
 
@@ -256,9 +260,11 @@ class NexoTerminal:
                 result = r.payment_result("last_result", msg.body, self.currency, service_id=sid)
                 pr = msg.body.payment_result
                 ptype = pr.payment_type if pr and pr.payment_type else PaymentType.NORMAL
-                return self._recovered_handle(result, ptype)
+                return await self._settle(self._recovered_handle(result, ptype), None, sid)
             if isinstance(msg.body, nm.ReversalResponse):
-                return r.reversal_result("last_result", msg.body, self.currency, service_id=sid)
+                result = r.reversal_result("last_result", msg.body, self.currency, service_id=sid)
+                return await self._settle(result, None, sid)
+            self.client.finish(sid)
         if doubt:
             return TerminalResult("last_result", Outcome.UNKNOWN, doubt, unreachable=True)
         if self.client.not_found:
