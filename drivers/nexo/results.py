@@ -99,6 +99,7 @@ def payment_result(
             poi_transaction_id=tid.transaction_id,
             poi_time_stamp=tid.time_stamp,
             poi_reconciliation_id=body.poi_data.poi_reconciliation_id,
+            payment_type=pr.payment_type.value if pr and pr.payment_type else None,
         ),
     )
 

@@ -249,8 +249,10 @@ class NexoTerminal:
             return TerminalResult(operation, Outcome.ERROR, "answer without a Response")
         return r.simple_result(operation, response, service_id=ex.service_id)
 
-    async def last_result(self) -> TerminalResult:
-        """After a lost answer or a restart: what the POI says about the services in doubt."""
+    async def last_result(self, persist: PersistHook | None = None) -> TerminalResult:
+        """After a lost answer or a restart: what the POI says about the services in doubt.
+        ``persist`` (not in the port yet) stores a recovered result before its ServiceID is
+        forgotten; without it a crash right after this call loses the recovered answer."""
         doubt = await self.client.recover()
         sid = self.client.last_recovered
         if sid is not None and sid in self.client.recovered:
@@ -260,10 +262,10 @@ class NexoTerminal:
                 result = r.payment_result("last_result", msg.body, self.currency, service_id=sid)
                 pr = msg.body.payment_result
                 ptype = pr.payment_type if pr and pr.payment_type else PaymentType.NORMAL
-                return await self._settle(self._recovered_handle(result, ptype), None, sid)
+                return await self._settle(self._recovered_handle(result, ptype), persist, sid)
             if isinstance(msg.body, nm.ReversalResponse):
                 result = r.reversal_result("last_result", msg.body, self.currency, service_id=sid)
-                return await self._settle(result, None, sid)
+                return await self._settle(result, persist, sid)
             self.client.finish(sid)
         if doubt:
             return TerminalResult("last_result", Outcome.UNKNOWN, doubt, unreachable=True)
@@ -285,7 +287,7 @@ class NexoTerminal:
         tid = result.details.get("poi_transaction_id")
         for key, entry in self.client.handles.items():
             if key != "next" and tid and entry.get("id") == tid:
-                return replace(result, receipt_no=int(key))
+                return self._with_handle(result, ptype, int(key))  # its state follows ptype
         return self._with_handle(result, ptype, None)
 
     # ---- other services -----------------------------------------------------------------------
