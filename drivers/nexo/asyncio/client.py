@@ -109,7 +109,6 @@ class NexoClient:
         self.tracker = self._load()
         self.handles: dict[str, dict[str, Any]] = self._loaded_handles
         self.recovered: dict[str, Message] = {}  # ServiceID -> repeated answer, after a loss
-        self.last_recovered: str | None = None
         self.not_found: list[str] = []  # ServiceIDs the POI never took (bounded by MAX_RECOVERED)
         self._session: aiohttp.ClientSession | None = None
         self._lock = asyncio.Lock()
@@ -277,14 +276,18 @@ class NexoClient:
                 return (
                     f"ServiceID {step.service_id} unknown: the POI did not answer TransactionStatus"
                 )
-            resolution = self.tracker.on_status(step.service_id, answer, time.monotonic())
+            try:
+                resolution = self.tracker.on_status(step.service_id, answer, time.monotonic())
+            except NexoTrackerError as exc:  # the POI repeated some other service's answer
+                return f"ServiceID {step.service_id} unknown: {exc}"
             self.save()
             rep = answer.repeated_message_response
             if resolution is Resolution.ANSWERED and rep is not None and rep.body is not None:
-                while len(self.recovered) >= MAX_RECOVERED:
-                    self.recovered.pop(next(iter(self.recovered)))
+                while len(self.recovered) >= MAX_RECOVERED:  # nobody collected it: ask again later
+                    oldest = next(iter(self.recovered))
+                    del self.recovered[oldest]
+                    self.tracker.lost(oldest, now)
                 self.recovered[step.service_id] = Message(rep.message_header, rep.body)
-                self.last_recovered = step.service_id
             elif resolution is Resolution.NEVER_TOOK_EFFECT:
                 self.not_found = [*self.not_found[-(MAX_RECOVERED - 1) :], step.service_id]
         left = ", ".join(f.service_id for f in self.tracker.unresolved())

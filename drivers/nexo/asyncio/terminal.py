@@ -254,10 +254,9 @@ class NexoTerminal:
         ``persist`` (not in the port yet) stores a recovered result before its ServiceID is
         forgotten; without it a crash right after this call loses the recovered answer."""
         doubt = await self.client.recover()
-        sid = self.client.last_recovered
-        if sid is not None and sid in self.client.recovered:
+        if self.client.recovered:  # the oldest answer nobody has collected yet
+            sid = next(iter(self.client.recovered))
             msg = self.client.recovered.pop(sid)
-            self.client.last_recovered = None
             if isinstance(msg.body, nm.PaymentResponse):
                 result = r.payment_result("last_result", msg.body, self.currency, service_id=sid)
                 pr = msg.body.payment_result
