@@ -18,6 +18,7 @@ from drivers.base import Outcome, TerminalResult
 from drivers.money import Money
 from drivers.nexo.asyncio.client import NexoOptions
 from drivers.nexo.asyncio.terminal import NexoTerminal
+from tests.nexo.conftest import KEY
 
 EUR = "EUR"
 
@@ -28,11 +29,19 @@ def journal_lines(path: Path) -> list[dict[str, str]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-async def life(url: str, state: Path, journal: Path, sessions: int) -> None:
-    term = NexoTerminal(
-        "crash",
-        NexoOptions(url=url, poi_id="POI-SIM-1", state_path=state, retry_s=0.05, timeout_s=5),
+async def life(url: str, state: Path, journal: Path, sessions: int, pin: str = "") -> None:
+    adyen = url.startswith("https://")
+    options = NexoOptions(
+        url=url,
+        encoding="adyen-json" if adyen else "xml",
+        poi_id="POI-SIM-1",
+        key=KEY if adyen else None,
+        pinned_sha256=bytes.fromhex(pin) if pin else None,
+        state_path=state,
+        retry_s=0.05,
+        timeout_s=5,
     )
+    term = NexoTerminal("crash", options)
 
     async def record(result: TerminalResult) -> None:
         if result.approved:
@@ -63,4 +72,5 @@ async def life(url: str, state: Path, journal: Path, sessions: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(life(sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])))
+    pin = sys.argv[5] if len(sys.argv) > 5 else ""
+    asyncio.run(life(sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]), pin))

@@ -14,28 +14,36 @@ from collections import Counter
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
+
+from drivers.nexo.wire import PATHS
 from drivers.sim.nexo_poi import NexoPoi, PoiConfig, serve_nexo_poi
 from tests.helpers import subprocess_env
+from tests.nexo.conftest import KEY, self_signed
 from tests.nexo.crash_worker import journal_lines
 
 KILLS = int(os.environ.get("EVPAY_NEXO_CRASH_KILLS", "12"))  # a longer run: set it higher
 SESSIONS = max(6, KILLS)  # more than the first lives finish, so kills land mid-session
 
 
-async def test_crash_kills_leave_no_open_hold_and_books_what_the_poi_booked(tmp_path: Path) -> None:
-    poi = NexoPoi(PoiConfig(delay_s=0.03))
-    runner, port = await serve_nexo_poi(poi)
-    url = f"http://127.0.0.1:{port}/EPASSaleToPOI/3.1"
+@pytest.mark.parametrize("encoding", ["xml", "adyen-json"])
+async def test_crash_kills_leave_no_open_hold_and_books_what_the_poi_booked(
+    tmp_path: Path, encoding: str
+) -> None:
+    tls, pin = self_signed(tmp_path) if encoding == "adyen-json" else (None, b"")
+    poi = NexoPoi(PoiConfig(encoding=encoding, delay_s=0.03, key=KEY if tls else None))  # type: ignore[arg-type]
+    runner, port = await serve_nexo_poi(poi, tls=tls)
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{port}{PATHS[poi.config.encoding]}"
     state, journal = tmp_path / "state.json", tmp_path / "journal.jsonl"
     cmd = [sys.executable, "-m", "tests.nexo.crash_worker", url, str(state), str(journal)]
     rnd = random.Random(28)
     try:
         for _ in range(KILLS):
-            proc = subprocess.Popen([*cmd, str(SESSIONS)], env=subprocess_env())
+            proc = subprocess.Popen([*cmd, str(SESSIONS), pin.hex()], env=subprocess_env())
             await asyncio.sleep(rnd.uniform(0.3, 1.2))  # imports take ~0.3 s; then mid-flight
             proc.send_signal(signal.SIGKILL)
             await asyncio.to_thread(proc.wait)
-        final = subprocess.Popen([*cmd, str(SESSIONS)], env=subprocess_env())
+        final = subprocess.Popen([*cmd, str(SESSIONS), pin.hex()], env=subprocess_env())
         assert await asyncio.to_thread(final.wait, 60) == 0
     finally:
         await runner.cleanup()
@@ -51,6 +59,6 @@ async def test_crash_kills_leave_no_open_hold_and_books_what_the_poi_booked(tmp_
     asked = sum(1 for m in poi.requests if m.header.message_category.value == "TransactionStatus")
     twice = len(entries) - len({(e["type"], e["tid"]) for e in entries})
     print(
-        f"nexo crash: {KILLS} kills, {len(reservations)} holds, {asked} status questions, "
+        f"nexo crash ({encoding}): {KILLS} kills, {len(reservations)} holds, {asked} status questions, "
         f"booked {poi.booked()} = journal; {twice} results journalled twice (deduplicated)"
     )
