@@ -122,6 +122,7 @@ async def test_unknown_stays_unknown_and_blocks_until_asked(make_rig) -> None:
     assert pa.outcome is Outcome.UNKNOWN and pa.unreachable
     busy = await term.sale(eur(100))  # nothing new while a ServiceID is in doubt
     assert busy.outcome is Outcome.BUSY and len(rig.poi.ledger) == 1
+    assert (await term.open_preauthorizations()).outcome is Outcome.BUSY  # no list in doubt
     rig.poi.config.in_progress = 0
     last = await term.last_result()
     assert last.approved and last.amount == eur(5000)
@@ -217,7 +218,12 @@ async def test_refund_read_card_display_print(make_rig, encoding) -> None:
     assert card.approved and card.card and card.card.brand == "mc"
     assert (await term.display(["Tap card", "to start"], 5)).approved
     assert (await term.print_text(["EVPAY", "12.34 EUR"])).approved
-    assert (await term.open_preauthorizations()).outcome is Outcome.ERROR
+    pa = await term.preauthorize(eur(2000), "s")
+    listed = await term.open_preauthorizations()
+    assert listed.approved and listed.open_receipts == (pa.receipt_no,)
+    assert rig.poi.open_reservations() == ["T000004"]  # the POI agrees
+    await term.capture(pa.receipt_no, eur(2000), eur(2000), "s")
+    assert (await term.open_preauthorizations()).open_receipts == ()
     await term.close()
 
 

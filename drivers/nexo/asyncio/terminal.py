@@ -345,7 +345,25 @@ class NexoTerminal:
         return self._simple("print_text", ex)
 
     async def open_preauthorizations(self) -> TerminalResult:
-        """nexo has no listing of open reservations; the engine must ask per ServiceID."""
+        """nexo has no listing of open reservations. What stands in for it is the driver's own
+        durable ledger: every reservation went through a ServiceID stored before sending and
+        resolved by TransactionStatus, so once nothing is in doubt the handles still open are
+        the reservations this sale system holds on the POI (a POI expiring one by itself is
+        the case this cannot see). While a ServiceID is in doubt there is no answer."""
+        doubt = await self.client.recover()
+        if doubt:
+            return TerminalResult("open_preauthorizations", Outcome.BUSY, doubt)
+        open_handles = tuple(
+            sorted(
+                int(k)
+                for k, v in self.client.handles.items()
+                if k != "next" and v.get("state") == "open"
+            )
+        )
         return TerminalResult(
-            "open_preauthorizations", Outcome.ERROR, "nexo has no open-reservation listing"
+            "open_preauthorizations",
+            Outcome.APPROVED,
+            f"{len(open_handles)} open (driver ledger)",
+            open_receipts=open_handles,
+            details={"source": "driver-ledger"},
         )
