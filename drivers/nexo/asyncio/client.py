@@ -51,6 +51,7 @@ from drivers.nexo.service_tracker import (
 from drivers.nexo.wire import Encoding, Wire
 
 _LOGGER = logging.getLogger(__name__)
+MAX_BODY = 256 * 1024  # a nexo answer is a few kB; a bigger one is refused, not buffered
 MAX_HANDLES = 2000  # closed holds kept for a later reverse(); open ones are never dropped
 MAX_RECOVERED = 8  # repeated answers kept for last_result(); the oldest goes first
 MAX_RECOVERY_ROUNDS = 20  # status questions per recover() call; then the caller hears UNKNOWN
@@ -164,8 +165,11 @@ class NexoClient:
             if resp.status == 204:
                 return None
             if resp.status != 200:
-                raise NexoFormatError("http", f"status {resp.status}: {(await resp.text())[:200]}")
-            return await resp.read()
+                raise NexoFormatError("http", f"status {resp.status} from the POI")
+            body = await resp.content.read(MAX_BODY + 1)
+            if len(body) > MAX_BODY:
+                raise NexoFormatError("http", f"answer larger than {MAX_BODY} bytes")
+            return body
 
     async def close(self) -> None:
         if self._session is not None:
