@@ -72,9 +72,7 @@ def test_end_of_day_totals_per_brand_other_currencies_kept_aside() -> None:
             nm.TransactionTotals(
                 "Card", (nm.PaymentTotals("Debit", 2, Decimal("12.30")),), "visa", "EUR"
             ),
-            nm.TransactionTotals(
-                "Card", (nm.PaymentTotals("Debit", 1, Decimal(5)),), "mc", "SEK"
-            ),
+            nm.TransactionTotals("Card", (nm.PaymentTotals("Debit", 1, Decimal(5)),), "mc", "SEK"),
         ),
     )
     eod = r.reconciliation_result(body, "EUR")
