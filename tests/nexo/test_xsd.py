@@ -8,6 +8,7 @@ files beside it) and ``EVPAY_NEXO_SAMPLES_DIR`` at ``nexo-parse/src/test/resourc
 
 from __future__ import annotations
 
+import asyncio
 import os
 import xml.etree.ElementTree as ET
 from decimal import Decimal
@@ -54,6 +55,11 @@ async def test_every_xml_the_driver_emits_validates(make_rig, schema) -> None:
     await term.display(["Tap card"], 3)
     await term.print_text(["EVPAY", "23.45 EUR"])
     await term.end_of_day()
+    rig.poi.config.delay_s = 0.3
+    sale2 = asyncio.create_task(term.sale(eur(200)))
+    await asyncio.sleep(0.1)
+    await term.abort()
+    await sale2
     await term.close()
     sent = rig.poi.raw
     kinds = {list(ET.fromstring(x))[1].tag for x in sent}  # noqa: S314 - our own output
@@ -67,6 +73,7 @@ async def test_every_xml_the_driver_emits_validates(make_rig, schema) -> None:
         "DisplayRequest",
         "PrintRequest",
         "ReconciliationRequest",
+        "AbortRequest",
     } <= kinds
     invalid = [(x.decode(), str(err)) for x in sent for err in schema.iter_errors(x.decode())]
     assert invalid == [], invalid[:2]
