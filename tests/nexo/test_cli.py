@@ -11,6 +11,7 @@ from drivers.money import Money
 from drivers.nexo.asyncio.client import NexoOptions
 from drivers.nexo.asyncio.terminal import NexoTerminal
 from tests.helpers import EVPAY, subprocess_env
+from tests.nexo.conftest import KEY, self_signed
 
 
 async def test_simulate_terminal_protocol_nexo_xml(tmp_path) -> None:
@@ -66,3 +67,53 @@ def test_simulate_terminal_nexo_refuses_non_loopback() -> None:
         check=False,
     )
     assert done.returncode == 2 and "127.0.0.1" in done.stdout
+
+
+async def test_simulate_terminal_protocol_nexo_adyen_json_over_pinned_https(tmp_path) -> None:
+    _, fingerprint = self_signed(tmp_path)  # writes poi.crt / poi.key for the simulator
+    env = {**subprocess_env(), "EVPAY_NEXO_PASSPHRASE": KEY.passphrase}
+    sim = subprocess.Popen(
+        [
+            *EVPAY,
+            "simulate",
+            "terminal",
+            "--protocol",
+            "nexo",
+            "--encoding",
+            "adyen-json",
+            "--listen",
+            "https://127.0.0.1:0",
+            "--key-id",
+            KEY.identifier,
+            "--tls-cert",
+            str(tmp_path / "poi.crt"),
+            "--tls-key",
+            str(tmp_path / "poi.key"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    try:
+        assert sim.stdout is not None
+        line = await asyncio.wait_for(asyncio.to_thread(sim.stdout.readline), 30)
+        match = re.search(
+            r"\(adyen-json, encrypted\) listening on (https://127\.0\.0\.1:\d+/nexo)", line
+        )
+        assert match, line
+        options = NexoOptions(
+            url=match.group(1),
+            encoding="adyen-json",
+            poi_id="POI-SIM-1",
+            key=KEY,
+            pinned_sha256=fingerprint,
+            state_path=tmp_path / "s.json",
+        )
+        term = NexoTerminal("bench", options)
+        assert (await term.sale(Money(990, "EUR"))).approved
+        await term.close()
+    finally:
+        sim.send_signal(signal.SIGTERM)
+        out, _ = sim.communicate(timeout=10)
+    assert sim.returncode == 0 and "booked 9.90" in out
