@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,7 +25,7 @@ from gateway.runtime.charger import SimulatedCharger
 from gateway.runtime.connections import MAX_CONNECTIONS
 from gateway.settings import parse_settings
 from gateway.store import JournalEntry, Step, Store
-from tests.helpers import REPO, site_toml
+from tests.helpers import EVPAY, REPO, site_toml, subprocess_env
 
 TOKENS = {"kiosk-1": "kiosk-one-token-0123456789", "kiosk-2": "kiosk-two-token-0123456789"}
 CAP = 16
@@ -39,8 +40,8 @@ def _config(db: Path, device: str) -> str:
 
 
 class Site:
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
+    def __init__(self, daemon: Daemon, config: Path) -> None:
+        self.daemon, self.config = daemon, config
 
     @property
     def base(self) -> str:
@@ -55,7 +56,9 @@ async def site(tmp_path: Path) -> AsyncIterator[Site]:
     port = PtyPort()
     sim = SimTerminal(SimConfig(password="123456", card_wait_s=5.0))
     serving = asyncio.create_task(sim.serve_line(port))
-    settings = parse_settings(_config(tmp_path / "a.sqlite3", f"serial://{port.slave_path}"), "<a>")
+    config = tmp_path / "a.toml"
+    config.write_text(_config(tmp_path / "a.sqlite3", f"serial://{port.slave_path}"), "utf-8")
+    settings = parse_settings(config.read_text("utf-8"), "<a>")
     daemon = Daemon(settings, charger=SimulatedCharger(["E1", "E2"]))
     guard = daemon.api.guard
     guard.max_connections, guard.header_timeout_s = CAP, 1.0
@@ -65,7 +68,7 @@ async def site(tmp_path: Path) -> AsyncIterator[Site]:
         await daemon.ready.wait()
         while daemon.engine is None or "t1" not in daemon.engine.terminal_state:
             await asyncio.sleep(0.05)
-    yield Site(daemon)
+    yield Site(daemon, config)
     daemon.request_stop("test over")
     await task
     serving.cancel()
@@ -193,6 +196,15 @@ async def test_the_client_that_started_a_session_is_stored_and_journaled(site: S
     assert store.session_origin(answer["session"]) == "kiosk-2"
     entries = [e for e in store.journal(answer["session"]) if e["kind"] == "session.api_client"]
     assert len(entries) == 1 and json.dumps(entries[0]["data"]).count("kiosk-2") == 1
+    shown = await asyncio.to_thread(
+        subprocess.run,
+        [*EVPAY, "sessions", "show", answer["session"], "--config", str(site.config)],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        check=False,
+    )
+    assert "started over the local API by client kiosk-2" in shown.stdout, shown.stderr
 
 
 def _fill(store: Store) -> None:
