@@ -105,8 +105,15 @@ class OcpiClient:
             "X-Correlation-ID": correlation_id or uuid.uuid4().hex,
         }
         try:
+            # never followed: a redirect would take our token to wherever the answer points
+            # (a 307 sent it to another origin over http); the CPO's URLs are the ones it gave
             async with self._http.request(
-                method, url, json=body, headers=headers, timeout=self._timeout
+                method,
+                url,
+                json=body,
+                headers=headers,
+                timeout=self._timeout,
+                allow_redirects=False,
             ) as resp:
                 text = await resp.text()
                 status = resp.status
@@ -132,6 +139,13 @@ class OcpiClient:
 
     @staticmethod
     def _classify(method: str, url: str, status: int, text: str, after: float | None) -> Reply:
+        if 300 <= status < 400:
+            raise OcpiRejected(
+                f"{method} {url}: HTTP {status}, a redirect: not followed (our token goes only "
+                "to the URLs the CPO registered; correct its versions or endpoints URL)",
+                http_status=status,
+                status_code=None,
+            )
         try:
             body = json.loads(text) if text else {}
         except ValueError:
