@@ -143,6 +143,16 @@ class SiteSettings(_Model):
 class StorageSettings(_Model):
     path: Path = Path("/var/lib/evpay/evpay.sqlite3")
     busy_timeout_ms: Annotated[int, Field(ge=0, le=60_000)] = 5000
+    group: (
+        Annotated[
+            str,
+            Field(
+                pattern=r"^[a-z_][a-z0-9_-]{0,31}$",
+                description="a group that may read the database and exports (mode 0640)",
+            ),
+        ]
+        | None
+    ) = None  # None: mode 0600, the daemon's user only
 
 
 class ApiClientSettings(_Model):

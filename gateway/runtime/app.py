@@ -79,10 +79,17 @@ class Daemon:
         )  # read before anything starts: a bad key stops here
         self.notifier = notifier or Notifier()
         self.metrics = Metrics()
-        settings.storage.path.parent.mkdir(parents=True, exist_ok=True)
         self.lock = DatabaseLock(settings.storage.path)
-        # a second daemon on this database stops here, naming the first one's pid
-        self.lock.acquire()
+        try:
+            settings.storage.path.parent.mkdir(parents=True, exist_ok=True)
+            # a second daemon on this database stops here, naming the first one's pid
+            self.lock.acquire()
+        except OSError as exc:  # a read-only or foreign directory: one line, exit 74
+            raise StoreError(
+                f"{settings.storage.path.parent}: cannot use the database directory "
+                f"({exc.strerror or exc}); check its owner, mode and that its file system is "
+                "mounted read-write"
+            ) from None
         if self.lock.unclean:
             why = "the last daemon did not stop cleanly"
             _LOGGER.warning(
@@ -95,6 +102,7 @@ class Daemon:
                 settings.storage.path,
                 busy_timeout_ms=settings.storage.busy_timeout_ms,
                 check=self.lock.unclean,
+                group=settings.storage.group,
             )
         except BaseException:
             self.lock.release()

@@ -74,10 +74,13 @@ class Store:
         busy_timeout_ms: int = 5000,
         clock: Callable[[], datetime] = _utcnow,
         check: bool = False,
+        group: str | None = None,
     ) -> Store:
         """Open (and migrate, unless read-only) the database at ``path``; ``check``: run
         SQLite's quick_check first (see ``db.connect``)."""
-        conn = connect(path, read_only=read_only, busy_timeout_ms=busy_timeout_ms, check=check)
+        conn = connect(
+            path, read_only=read_only, busy_timeout_ms=busy_timeout_ms, check=check, group=group
+        )
         try:
             if read_only:
                 found, known = schema_version(conn), latest_version()
