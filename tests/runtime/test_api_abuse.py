@@ -228,6 +228,19 @@ async def test_a_full_disk_answers_503_and_marks_the_daemon_degraded(site: Site)
     health_status, health = await _get(f"{site.base}/health")
     assert health_status == 503 and health["status"] == "degraded" and "full" in health["store"]
     assert site.daemon.store.sessions() == []
+    config = site.config.read_text("utf-8").replace(
+        "port = 0", f"port = {site.daemon.api.bound_port}"
+    )
+    site.config.write_text(config, "utf-8")
+    status = await asyncio.to_thread(
+        subprocess.run,
+        [*EVPAY, "status", "--config", str(site.config)],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        check=False,
+    )
+    assert status.returncode == 1 and "degraded" in status.stdout and "store: " in status.stdout
     conn.execute("PRAGMA max_page_count = 1073741823")
     assert (await _post(f"{site.base}/evses/E1/pay", _auth(), {}))[0] == 202
     assert (await _get(f"{site.base}/health"))[0] == 200
