@@ -25,7 +25,12 @@ from aiohttp import web
 from gateway.errors import Unavailable
 from gateway.jsonscan import brackets
 from gateway.payments.preauth import Target
-from gateway.runtime.connections import BODY_TIMEOUT_S, REQUEST_DEADLINE_S, ConnectionGuard
+from gateway.runtime.connections import (
+    BODY_TIMEOUT_S,
+    REQUEST_DEADLINE_S,
+    ConnectionGuard,
+    GuardedSite,
+)
 from gateway.runtime.engine_worker import PayAnswer
 from gateway.runtime.metrics import Metrics
 
@@ -74,7 +79,6 @@ class ApiWorker:
         self.bound_port: int | None = None
         self.listening = asyncio.Event()
         self._runner: web.AppRunner | None = None
-        self._server: asyncio.Server | None = None
 
     def _app(self) -> web.Application:
         app = web.Application(middlewares=[_ids, self._in_time], client_max_size=64 * 1024)
@@ -206,23 +210,17 @@ class ApiWorker:
             self._app(), access_log=None, keepalive_timeout=self.guard.header_timeout_s
         )
         await runner.setup()
-        assert runner.server is not None  # noqa: S101 - set by setup()
+        site = GuardedSite(runner, self._host, self._port, self.guard)
         try:
-            server = await asyncio.get_running_loop().create_server(
-                self.guard.wrap(runner.server),
-                self._host,
-                self._port,
-                reuse_address=True,
-                backlog=self.guard.max_connections,
-            )
+            await site.start()
         except OSError as exc:
             await runner.cleanup()
             raise Unavailable(
                 f"api: cannot listen on {self._host}:{self._port}: {exc.strerror or exc}; "
                 "free the port or change [api] port"
             ) from None
-        self.bound_port = server.sockets[0].getsockname()[1] if server.sockets else self._port
-        self._runner, self._server = runner, server
+        self.bound_port = site.port
+        self._runner = runner
         _LOGGER.info("api.listening", extra={"host": self._host, "port": self.bound_port})
 
     async def run(self, stopping: asyncio.Event) -> None:
@@ -232,9 +230,6 @@ class ApiWorker:
             await stopping.wait()
         finally:
             self.listening.clear()
-            if self._server is not None:
-                self._server.close()
-                self._server = None
             if self._runner is not None:
                 await self._runner.cleanup()
                 self._runner = None

@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from aiohttp import web
 
 _LOGGER = logging.getLogger(__name__)
 MAX_CONNECTIONS = 256  # per listener; LimitNOFILE in the unit leaves room for several listeners
@@ -157,3 +160,44 @@ class _Guarded(asyncio.Protocol):
     def resume_writing(self) -> None:
         if self._transport is not None:
             self._inner.resume_writing()
+
+
+class GuardedSite(web.TCPSite):
+    """aiohttp's TCP site with the guard in front of every connection (the local API and the
+    OCPI server): stopped and cleaned up by its runner like any other site."""
+
+    __slots__ = ("_guard",)
+
+    def __init__(
+        self,
+        runner: web.BaseRunner,
+        host: str,
+        port: int,
+        guard: ConnectionGuard,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        super().__init__(
+            runner,
+            host,
+            port,
+            ssl_context=ssl_context,
+            reuse_address=True,
+            backlog=guard.max_connections,
+        )
+        self._guard = guard
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)  # registers the site with its runner
+        server = self._runner.server
+        assert server is not None  # noqa: S101 - the runner was set up
+        self._server = await asyncio.get_running_loop().create_server(
+            self._guard.wrap(server),
+            self._host,
+            self._port,
+            ssl=self._ssl_context,
+            backlog=self._backlog,
+            reuse_address=self._reuse_address,
+        )
+        sockets = self._server.sockets
+        self._bound_port = sockets[0].getsockname()[1] if sockets else self._port
