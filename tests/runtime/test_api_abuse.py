@@ -20,6 +20,7 @@ import pytest
 from drivers.sim.ports import PtyPort
 from drivers.sim.terminal import SimConfig, SimTerminal
 from gateway.errors import StoreFull
+from gateway.payments import events as e
 from gateway.runtime.app import Daemon
 from gateway.runtime.charger import SimulatedCharger
 from gateway.runtime.connections import MAX_CONNECTIONS
@@ -40,8 +41,8 @@ def _config(db: Path, device: str) -> str:
 
 
 class Site:
-    def __init__(self, daemon: Daemon, config: Path) -> None:
-        self.daemon, self.config = daemon, config
+    def __init__(self, daemon: Daemon, config: Path, task: asyncio.Task[int]) -> None:
+        self.daemon, self.config, self.task = daemon, config, task
 
     @property
     def base(self) -> str:
@@ -68,9 +69,9 @@ async def site(tmp_path: Path) -> AsyncIterator[Site]:
         await daemon.ready.wait()
         while daemon.engine is None or "t1" not in daemon.engine.terminal_state:
             await asyncio.sleep(0.05)
-    yield Site(daemon, config)
+    yield Site(daemon, config, task)
     daemon.request_stop("test over")
-    await task
+    await asyncio.gather(task, return_exceptions=True)  # a test may have stopped it (74)
     serving.cancel()
     await asyncio.gather(serving, return_exceptions=True)
     await port.close()
@@ -252,3 +253,18 @@ def test_the_unit_gives_the_daemon_descriptors_for_every_connection_it_may_hold(
         line.split("=", 1)[1] for line in unit.splitlines() if line.startswith("LimitNOFILE=")
     ]
     assert limits and int(limits[0]) >= 2 * MAX_CONNECTIONS + 1024
+
+
+async def test_a_step_the_engine_cannot_write_stops_the_daemon_with_74(site: Site) -> None:
+    status, answer = await _post(f"{site.base}/evses/E1/pay", _auth(), {})
+    assert status == 202
+    engine = site.daemon.engine
+    assert engine is not None
+    async with asyncio.timeout(10):
+        await engine.idle.wait()
+    _fill(site.daemon.store)
+    engine.submit(e.ChargerStarted(answer["session"], "started-on-a-full-disk", 0))
+    async with asyncio.timeout(10):
+        with pytest.raises(StoreFull) as stopped:
+            await site.task
+    assert stopped.value.exit_code == 74
