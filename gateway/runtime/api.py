@@ -36,7 +36,7 @@ from gateway.runtime.metrics import Metrics
 
 _LOGGER = logging.getLogger(__name__)
 MAX_JSON_DEPTH = 16  # as the OCPI server: a kiosk's body is two levels deep
-_ARRIVED = web.RequestKey("arrived", object)
+_ARRIVED = web.RequestKey("arrived", float)  # loop time of the request's first byte
 # (evse, Idempotency-Key, target, client id) -> the stored session or the refusal
 Pay = Callable[[str, str | None, Target | None, str], PayAnswer]
 
@@ -115,7 +115,9 @@ class ApiWorker:
         """A request is handled only within its deadline from its first byte: one the client
         has given up on (a loop held up, a slow sender) is refused, never run later."""
         transport = request.transport
-        request[_ARRIVED] = self.guard.started(transport)
+        arrived = self.guard.started(transport)
+        if arrived is not None:
+            request[_ARRIVED] = arrived
         try:
             late = self._late(request)
             if late is not None:
@@ -126,7 +128,7 @@ class ApiWorker:
             self.guard.finished(transport)
 
     def _late(self, request: web.Request) -> web.Response | None:
-        arrived: float | None = request.get(_ARRIVED)
+        arrived = request.get(_ARRIVED)
         waited = 0.0 if arrived is None else asyncio.get_running_loop().time() - arrived
         if waited <= self._deadline:
             return None

@@ -333,7 +333,7 @@ class Daemon:
             return PayAnswer(503, f"upstream: not registered — {upstream[1]}")
         request = hashlib.sha256(repr((evse, target)).encode()).hexdigest()
         key_hash = None if idempotency_key is None else _sha256(idempotency_key)
-        scoped = None if idempotency_key is None else f"{client}\x00{idempotency_key}"
+        scoped = f"{client}\x00{idempotency_key}" if client and idempotency_key else idempotency_key
         try:
             if key_hash is not None:
                 known = self.store.api_request(client, key_hash)
