@@ -397,7 +397,10 @@ class PtpServer:
     def _session(self, request: web.Request, session: OcpiSession) -> web.Response:
         data = session.to_json()
         self._sessions[session.id] = data
-        if self._inbox(request, "session", data) and self.receiver is not None:
+        # one state of one session: the same object at the same last_updated is the same push
+        key = f"session:{session.country_code}:{session.party_id}:{session.id}".upper()
+        key += f":{data['last_updated']}"
+        if self._inbox(request, "session", data, key) and self.receiver is not None:
             self.receiver.session_pushed(session)
         return web.json_response(envelope())
 

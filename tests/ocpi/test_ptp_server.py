@@ -333,3 +333,44 @@ async def test_cdrs_are_deduplicated_on_their_own_id_not_on_the_request_id(
     assert stored == ["C1", "C2"]
     for message in store.inbox("cdr"):
         json.loads(json.dumps(message["payload"], allow_nan=False))  # valid JSON, no inf
+
+
+async def test_session_pushes_are_deduplicated_on_the_session_and_its_state(
+    server: tuple[str, Store, aiohttp.ClientSession],
+) -> None:
+    """Two different sessions (or two states of one) under one X-Request-ID are both kept."""
+    base, store, http = server
+
+    def session(sid: str, updated: str) -> bytes:
+        return json.dumps(
+            {
+                "country_code": "DE",
+                "party_id": "CPO",
+                "id": sid,
+                "start_date_time": "2026-01-05T10:00:00Z",
+                "kwh": 1.5,
+                "auth_method": "COMMAND",
+                "location_id": "LOC1",
+                "evse_uid": "E1",
+                "connector_id": "1",
+                "currency": "EUR",
+                "status": "ACTIVE",
+                "last_updated": updated,
+            }
+        ).encode()
+
+    headers = {**_auth("token-b"), "X-Request-ID": "same", "Content-Type": "application/json"}
+    sent = [
+        ("S1", "2026-01-05T10:01:00Z"),
+        ("S2", "2026-01-05T10:01:00Z"),
+        ("S1", "2026-01-05T10:02:00Z"),
+        ("S1", "2026-01-05T10:02:00Z"),  # the same state again: stored once
+    ]
+    for sid, updated in sent:
+        url = f"{base}/ocpi/ptp/2.3.0/sessions/DE/CPO/{sid}"
+        async with http.put(url, data=session(sid, updated), headers=headers) as r:
+            assert r.status == 200, await r.text()
+    stored = sorted(
+        (m["payload"]["id"], m["payload"]["last_updated"]) for m in store.inbox("session")
+    )
+    assert stored == sorted(set(sent))
