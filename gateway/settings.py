@@ -36,6 +36,13 @@ from drivers.transport.url import parse_device_url
 from drivers.zvt.messages import is_password
 from gateway.errors import ConfigError, SecretUnavailable
 from gateway.fiscal.ocmf import OcmfError, check_key
+from gateway.input_limits import (
+    MAX_CONFIG_BYTES,
+    MAX_SECRET_BYTES,
+    Refused,
+    check_toml_shape,
+    read_text_file,
+)
 from gateway.payments.tariff import tariff_from_ocpi
 from gateway.store.journal import load_signing_key, public_key_hex
 from gateway.wire import OcpiTariff
@@ -94,9 +101,11 @@ class SecretRef(_Model):
                 )
             path = Path(directory) / self.credential
         try:
-            return path.read_text(encoding="utf-8").strip()
+            return read_text_file(path, MAX_SECRET_BYTES).strip()
         except OSError as exc:
             raise SecretUnavailable(f"secret: cannot read {path}: {exc.strerror}") from None
+        except Refused as exc:
+            raise SecretUnavailable(f"secret: refusing {path}: {exc}") from None
 
     def __repr__(self) -> str:
         where = self.env or self.file or self.credential or "inline"
@@ -134,6 +143,16 @@ class SiteSettings(_Model):
 class StorageSettings(_Model):
     path: Path = Path("/var/lib/evpay/evpay.sqlite3")
     busy_timeout_ms: Annotated[int, Field(ge=0, le=60_000)] = 5000
+    group: (
+        Annotated[
+            str,
+            Field(
+                pattern=r"^[a-z_][a-z0-9_-]{0,31}$",
+                description="a group that may read the database and exports (mode 0640)",
+            ),
+        ]
+        | None
+    ) = None  # None: mode 0600, the daemon's user only
 
 
 class ApiClientSettings(_Model):
@@ -682,7 +701,10 @@ class Settings(_Model):
 def parse_settings(text: str, source: str) -> Settings:
     """Validate TOML text; ConfigError lists every problem as ``dotted.key: what is wrong``."""
     try:
+        check_toml_shape(text)
         raw = tomllib.loads(text)
+    except Refused as exc:
+        raise ConfigError(source, [f"TOML refused before parsing: {exc}"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, [f"TOML syntax: {exc}"]) from None
     try:
@@ -694,11 +716,11 @@ def parse_settings(text: str, source: str) -> Settings:
 
 def load_settings(path: Path) -> Settings:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text_file(path, MAX_CONFIG_BYTES)
     except OSError as exc:
         raise ConfigError(str(path), [f"cannot read file: {exc.strerror}"]) from None
-    except UnicodeDecodeError:
-        raise ConfigError(str(path), ["file is not UTF-8 text"]) from None
+    except Refused as exc:
+        raise ConfigError(str(path), [f"refusing the file: {exc}"]) from None
     return parse_settings(text, str(path))
 
 

@@ -34,6 +34,7 @@ from gateway.settings import (
     load_settings,
 )
 from gateway.store import Store
+from gateway.store.files import database_files, mode_for, too_open
 
 OUTBOX_MAX_AGE_S = 3600.0
 
@@ -95,6 +96,7 @@ def run_checks(config: Path, min_free_mb: int = 200) -> list[Check]:
     checks.append(_upstream(settings, store))
     checks.append(_clock())
     checks.append(_disk(settings, min_free_mb))
+    checks.append(_file_modes(settings))
     checks += _store_checks(settings, store)
     if store is not None:
         store.close()
@@ -364,3 +366,13 @@ def _store_checks(settings: Settings, store: Store | None) -> list[Check]:
         )
     )
     return out
+
+
+def _file_modes(settings: Settings) -> Check:
+    """The database, its WAL, SHM and lock: 0600 (0640 with [storage] group), never readable
+    by everyone (money records, masked card data, encrypted tokens)."""
+    group = settings.storage.group
+    wide = [w for p in database_files(settings.storage.path) if (w := too_open(p, group))]
+    if wide:
+        return Check("file modes", "fail", "; ".join(wide))
+    return Check("file modes", "pass", f"database files {mode_for(group):04o} or narrower")
