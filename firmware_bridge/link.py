@@ -5,8 +5,16 @@ hands every valid charger message to its listener. The gateway's charger port is
 - MQTT v5 where the broker speaks it, 3.1.1 otherwise; QoS 1 both ways; a persistent session
   (fixed client id, no clean start) so what the charger sent while the gateway restarted is
   delivered afterwards.
-- A retained ``online`` status, and ``offline`` as the last will: chargers see at once when
-  payment is unavailable.
+- ``offline`` (retained) is the last will: chargers see at once when payment is unavailable.
+  ``online`` is retained with an MQTT v5 message expiry and refreshed while the gateway runs, so
+  it never outlives the gateway by more than ``STATUS_TTL_S`` (not even across a broker restart
+  that loses the will).
+- Commands are never retained and expire (MQTT v5 message expiry, and an ``expires`` field the
+  charger checks): a charger that reconnects late is not told to start a charge long gone.
+- Who sent a message is told by the broker: a charger writes only in its own topic tree (the
+  ACL of ``broker.py``), and the gateway takes an EVSE's messages only from the tree of the
+  charger it belongs to. A message from another tree, a retained charger message, or a command
+  on a command topic that the gateway did not send is refused and logged (``mqtt.refused``).
 - Reconnect with exponential backoff; commands published while the broker is away wait in a
   bounded queue and go out on reconnect (the engine's deadlines cover a charger that never
   hears them).
@@ -23,13 +31,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import logging
 import ssl
 import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable
+from collections.abc import Mapping as Owners
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -45,6 +55,13 @@ _LOGGER = logging.getLogger(__name__)
 _SEEN = 10_000  # message ids remembered for de-duplication
 _PENDING = 1_000  # commands kept while the broker is away
 KEEPALIVE_S = 5.0  # EVerest's communication check wants a sign of life within its timeout
+STATUS_TTL_S = 30  # a retained "online" the gateway stopped refreshing expires after this
+COMMAND_TTL_S = 300  # a command not delivered within this is dropped by the broker and charger
+_SENT = 10_000  # ids of the gateway's own commands remembered (to tell a forged one)
+
+
+class Refused(ValueError):
+    """A well-formed message from a sender that may not send it (logged as ``mqtt.refused``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,20 +116,51 @@ class Mapping(Protocol):
 
 
 class ContractMapping:
-    """Our own topic contract v1 (``contract.py``, ``README.md``)."""
+    """Our own topic contract v1 (``contract.py``, ``README.md``). ``owners``: each EVSE's
+    charger (its broker user; ``contract.DEFAULT_CHARGER`` for an EVSE not named there)."""
 
-    def __init__(self, prefix: str) -> None:
+    def __init__(
+        self,
+        prefix: str,
+        owners: Owners[str, str] | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self.prefix = prefix
+        self.owners = dict(owners or {})
+        self.clock = clock
+        self._sent: OrderedDict[str, None] = OrderedDict()  # ids of the commands we published
+
+    def owner(self, evse: str) -> str:
+        return self.owners.get(evse, m.DEFAULT_CHARGER)
 
     def subscriptions(self) -> list[str]:
-        return [f"{self.prefix}/evse/+/+"]
+        return [f"{self.prefix}/charger/+/evse/+/+"]
 
     def decode(self, topic: str, payload: bytes) -> tuple[str, m.InboundMessage] | None:
         parsed = m.parse_topic(self.prefix, topic)
-        if parsed is None or parsed[1] not in m.INBOUND:
-            return None  # our own commands echoed back, or not ours
-        evse, name = parsed
+        if parsed is None:
+            return None  # not ours
+        charger, evse, name = parsed
+        if name in m.COMMANDS:
+            if _message_id(payload) in self._sent:
+                return None  # our own command echoed back
+            raise Refused("a command the gateway did not send")
+        if name not in m.INBOUND:
+            return None
+        if charger != self.owner(evse):
+            raise Refused(f"EVSE {evse[:48]!r} is not charger {charger[:48]!r}'s")
         return evse, m.INBOUND[name].model_validate_json(payload)
+
+    def _command(self, evse: str, name: str, message: m.Authorize | m.Stop | m.Display) -> Publish:
+        self._sent[message.id] = None
+        self._sent.move_to_end(message.id)
+        if len(self._sent) > _SENT:
+            self._sent.popitem(last=False)
+        topic = m.topic(self.prefix, self.owner(evse), evse, name)
+        return topic, message.model_dump_json().encode()
+
+    def _expires(self) -> datetime:
+        return self.clock() + timedelta(seconds=COMMAND_TTL_S)
 
     def authorize(
         self,
@@ -125,6 +173,7 @@ class ContractMapping:
     ) -> list[Publish]:
         # One id per session: said again after a restart, it is a redelivery the charger ignores.
         once = "authorize-" + hashlib.sha256(session_id.encode()).hexdigest()[:32]
+        expires = self._expires()
         message = m.Authorize(
             id=once,
             session_id=session_id,
@@ -132,19 +181,33 @@ class ContractMapping:
             max_cost_minor=max_cost_minor,
             currency=currency,
             start_by=start_by,
+            expires=min(expires, start_by) if start_by is not None else expires,
         )
-        return [(m.topic(self.prefix, evse, "authorize"), message.model_dump_json().encode())]
+        return [self._command(evse, "authorize", message)]
 
     def stop(self, evse: str, session_id: str, reason: str) -> list[Publish]:
-        message = m.Stop(id=uuid.uuid4().hex, session_id=session_id, reason=reason[:100])
-        return [(m.topic(self.prefix, evse, "stop"), message.model_dump_json().encode())]
+        message = m.Stop(
+            id=uuid.uuid4().hex, session_id=session_id, reason=reason[:100], expires=self._expires()
+        )
+        return [self._command(evse, "stop", message)]
 
     def display(self, evse: str, lines: list[str]) -> list[Publish]:
-        message = m.Display(id=uuid.uuid4().hex, lines=[line[:64] for line in lines[:8]])
-        return [(m.topic(self.prefix, evse, "display"), message.model_dump_json().encode())]
+        message = m.Display(
+            id=uuid.uuid4().hex, lines=[line[:64] for line in lines[:8]], expires=self._expires()
+        )
+        return [self._command(evse, "display", message)]
 
     def keepalive(self) -> list[Publish]:
         return []
+
+
+def _message_id(payload: bytes) -> str | None:
+    try:
+        data = json.loads(payload)
+    except ValueError:
+        return None
+    found = data.get("id") if isinstance(data, dict) else None
+    return found if isinstance(found, str) else None
 
 
 def reference(session_id: str) -> str:
@@ -166,6 +229,7 @@ class MqttLink:
         self._seen: OrderedDict[tuple[str, str], list[Callable[[], object]] | None] = OrderedDict()
         self.connected = asyncio.Event()
         self.rejected = 0
+        self.refused = 0  # of those rejected: from a sender that may not send them
         self.protocol: aiomqtt.ProtocolVersion | None = None
 
     # ---- commands ------------------------------------------------------------------------
@@ -272,7 +336,7 @@ class MqttLink:
         self._client = client
         for subscription in self.mapping.subscriptions():
             await client.subscribe(subscription, qos=1)
-        await client.publish(m.status_topic(prefix), b"online", qos=1, retain=True)
+        await self._online(client)
         self.connected.set()
         _LOGGER.info(
             "mqtt.connected",
@@ -280,7 +344,7 @@ class MqttLink:
         )
         while self._pending:
             topic, payload = self._pending[0]
-            await client.publish(topic, payload, qos=1)
+            await client.publish(topic, payload, qos=1, properties=self._expiry(COMMAND_TTL_S))
             self._pending.popleft()
         reader = asyncio.create_task(self._read(client))
         alive = asyncio.create_task(self._keepalive(client))
@@ -302,6 +366,20 @@ class MqttLink:
             self._client = None
             self.connected.clear()
 
+    def _expiry(self, seconds: int) -> Properties | None:
+        """An MQTT v5 message expiry (3.1.1 has none: there the ``expires`` field must do)."""
+        if self.protocol is not aiomqtt.ProtocolVersion.V5:
+            return None
+        properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        properties.MessageExpiryInterval = seconds
+        return properties
+
+    async def _online(self, client: aiomqtt.Client) -> None:
+        """Retained, so a charger connecting later sees it, but expiring unless refreshed."""
+        status = m.status_topic(self.settings.prefix)
+        expiry = self._expiry(STATUS_TTL_S)
+        await client.publish(status, b"online", qos=1, retain=True, properties=expiry)
+
     async def _read(self, client: aiomqtt.Client) -> None:
         paho = client._client
         async for message in client.messages:
@@ -312,7 +390,8 @@ class MqttLink:
             )
             # The acknowledgement goes on the connection that brought the message; once that is
             # gone, the broker delivers the message again on the next one.
-            self.receive(message.topic.value, payload, partial(paho.ack, message.mid, message.qos))
+            ack = partial(paho.ack, message.mid, message.qos)
+            self.receive(message.topic.value, payload, ack, retained=message.retain)
 
     async def _keepalive(self, client: aiomqtt.Client) -> None:
         """What the other side needs to see us alive (EVerest's communication check)."""
@@ -320,6 +399,7 @@ class MqttLink:
             for topic, payload in self.mapping.keepalive():
                 await client.publish(topic, payload, qos=1)
             await asyncio.sleep(KEEPALIVE_S)
+            await self._online(client)  # refreshed well within its expiry
 
     async def _publish(self, topic: str, payload: bytes) -> None:
         client = self._client
@@ -327,7 +407,7 @@ class MqttLink:
             self._pending.append((topic, payload))  # sent when the broker is back
             return
         try:
-            await client.publish(topic, payload, qos=1)
+            await client.publish(topic, payload, qos=1, properties=self._expiry(COMMAND_TTL_S))
         except aiomqtt.MqttError as exc:
             _LOGGER.warning("mqtt.publish_failed", extra={"topic": topic, "error": str(exc)})
             self._pending.append((topic, payload))
@@ -335,12 +415,26 @@ class MqttLink:
     # ---- inbound (sans-I/O: tests and the simulator call it directly too) ----------------
 
     def receive(
-        self, topic: str, payload: bytes, ack: Callable[[], object] = lambda: None
+        self,
+        topic: str,
+        payload: bytes,
+        ack: Callable[[], object] = lambda: None,
+        *,
+        retained: bool = False,
     ) -> m.InboundMessage | None:
         """One inbound message, validated and de-duplicated, to the listeners; None if ignored.
-        ``ack`` acknowledges it to the broker: at once if it is dropped, once stored otherwise."""
+        ``ack`` acknowledges it to the broker: at once if it is dropped, once stored otherwise.
+        ``retained``: the broker kept it for whoever subscribes (no charger message is)."""
         try:
+            if retained:
+                raise Refused("a retained message (a charger never retains one)")
             decoded = self.mapping.decode(topic, payload)
+        except Refused as exc:
+            ack()
+            self.rejected += 1
+            self.refused += 1
+            _LOGGER.warning("mqtt.refused", extra={"topic": topic[:200], "error": str(exc)})
+            return None
         except (ValidationError, ValueError) as exc:
             ack()
             self.rejected += 1
