@@ -101,11 +101,12 @@ def mosquitto_conf(
         "allow_anonymous false",
         f"password_file {password_path}",
         f"acl_file {acl_path}",
-        "use_username_as_clientid true",
         f"listener {port} {host}",
+        "use_username_as_clientid true",  # a listener's option: after each listener line
     ]
     if tls is not None:
-        lines += [f"listener {tls.port} {tls.host}", f"certfile {tls.certfile}"]
+        lines += [f"listener {tls.port} {tls.host}", "use_username_as_clientid true"]
+        lines += [f"certfile {tls.certfile}"]
         lines += [f"keyfile {tls.keyfile}", "tls_version tlsv1.2"]
         if tls.cafile is not None:
             lines += [f"cafile {tls.cafile}", "require_certificate true"]
@@ -119,6 +120,7 @@ TLS_EXAMPLE = """\
 # at the broker's certificate and key, and give each charger its own user (mosquitto_passwd).
 # The gateway keeps the loopback listener above.
 #listener 8883 0.0.0.0
+#use_username_as_clientid true
 #certfile /etc/mosquitto/certs/broker.crt
 #keyfile /etc/mosquitto/certs/broker.key
 #tls_version tlsv1.2

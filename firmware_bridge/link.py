@@ -73,6 +73,7 @@ class BrokerSettings:
     password: str | None = None
     ca_file: str | None = None
     session_expiry_s: int = 3600
+    status_ttl_s: int = STATUS_TTL_S  # a retained "online" not refreshed expires after this
 
     @property
     def host(self) -> str:
@@ -377,7 +378,7 @@ class MqttLink:
     async def _online(self, client: aiomqtt.Client) -> None:
         """Retained, so a charger connecting later sees it, but expiring unless refreshed."""
         status = m.status_topic(self.settings.prefix)
-        expiry = self._expiry(STATUS_TTL_S)
+        expiry = self._expiry(self.settings.status_ttl_s)
         await client.publish(status, b"online", qos=1, retain=True, properties=expiry)
 
     async def _read(self, client: aiomqtt.Client) -> None:
@@ -398,7 +399,7 @@ class MqttLink:
         while True:
             for topic, payload in self.mapping.keepalive():
                 await client.publish(topic, payload, qos=1)
-            await asyncio.sleep(KEEPALIVE_S)
+            await asyncio.sleep(min(KEEPALIVE_S, self.settings.status_ttl_s / 3))
             await self._online(client)  # refreshed well within its expiry
 
     async def _publish(self, topic: str, payload: bytes) -> None:

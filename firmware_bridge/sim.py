@@ -161,7 +161,7 @@ class ChargerSimulator:
                 continue
             if message.retain or _expired(data.get("expires")):
                 self.ignored.append(str(data.get("id")))
-                _LOGGER.warning("charger.command_ignored", extra={"topic": topic, "name": name})
+                _LOGGER.warning("charger.command_ignored", extra={"topic": topic, "command": name})
                 continue
             self._seen.add(str(data.get("id")))
             state = self.evses[evse]

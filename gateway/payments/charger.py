@@ -39,6 +39,9 @@ class ChargerEvent:
     trusted: bool = True  # meter: a signed or calibrated reading
     signed: str | None = None  # meter, stopped: the meter's signed record (OCMF text, byte-exact)
     total_minor: int | None = None  # price_corrected: the CPO's corrected total, VAT included
+    # stopped: the charger's own id for the message, so a refused (implausible) stop never takes
+    # the place of the true one that follows (the engine keys its steps by event id)
+    message_id: str = ""
     # Called once the engine has stored what the event changed (or dropped it): a link that can
     # hold back its acknowledgement (MQTT) does so until then, so a message the gateway dies
     # holding is delivered again instead of lost.

@@ -80,4 +80,4 @@ def screen(
     if why is None:
         return None
     kind = "stop" if stop else "meter value"
-    return f"implausible {kind} {event.event_id[:64]} (meter {wh} Wh): {why}; not used"
+    return f"implausible {kind} (meter {wh} Wh, {event.event_id[:80]}): {why}; not used"

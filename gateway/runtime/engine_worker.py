@@ -209,7 +209,7 @@ class EngineWorker:
             self.submit(
                 e.ChargerStopped(
                     ev.session_id,
-                    "stopped",
+                    f"stopped:{ev.message_id}" if ev.message_id else "stopped",
                     ev.meter_wh,
                     ev.session_energy_wh,
                     ev.reason,

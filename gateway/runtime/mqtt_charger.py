@@ -95,6 +95,7 @@ def charger_event(
                 session_energy_wh=message.session_energy_wh,
                 reason=message.reason,
                 signed=message.signed,
+                message_id=message.id,
                 done=done,
             )
         case m.Fault():

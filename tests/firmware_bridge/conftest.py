@@ -13,6 +13,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -66,7 +67,7 @@ class Broker:
     def url(self) -> str:
         return f"mqtt://127.0.0.1:{self.port}"
 
-    def settings(self, user: str = "charger", **changes: str) -> BrokerSettings:
+    def settings(self, user: str = "charger", **changes: Any) -> BrokerSettings:
         """How ``user`` connects (the gateway's user for the gateway, a charger's for one)."""
         return BrokerSettings(url=self.url, username=user, password=password(user), **changes)
 

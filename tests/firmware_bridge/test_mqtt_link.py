@@ -72,8 +72,13 @@ async def site_factory(tmp_path: Path, broker: Broker) -> AsyncIterator[Any]:
     serving = asyncio.create_task(sim.serve_line(port))
     started: list[tuple[Site, asyncio.Event, asyncio.Task[None]]] = []
 
-    async def start(strategy: str = "fixed", plan: Plan | None = None) -> Site:
+    async def start(
+        strategy: str = "fixed", plan: Plan | None = None, rated_kw: int | None = None
+    ) -> Site:
         text = site_config(tmp_path / "m.sqlite3", port.slave_path, broker, strategy)
+        if rated_kw is not None:  # E1's rated power (meter plausibility)
+            evse = 'id = "E1"\nterminal = "t1"\n'
+            text = text.replace(evse, f"{evse}rated_power_kw = {rated_kw}\n")
         daemon = Daemon(parse_settings(text, "<mqtt>"))
         task = asyncio.create_task(daemon.run())
         charger = ChargerSimulator(broker.settings(), ["E1", "E2"], plan or Plan())
