@@ -37,7 +37,9 @@ def password(user: str) -> str:
 
 
 class Broker:
-    def __init__(self, directory: Path, *, open_broker: bool = False) -> None:
+    def __init__(
+        self, directory: Path, *, open_broker: bool = False, without_acl: bool = False
+    ) -> None:
         self.port = free_port()
         self.directory = directory
         self.config = directory / "mosquitto.conf"
@@ -52,6 +54,8 @@ class Broker:
             acl_path=str(acl),
             persistence_dir=str(directory),
         )
+        if without_acl:  # users and passwords, but any user may say anything
+            conf = conf.replace(f"acl_file {acl}\n", "")
         if open_broker:  # as the demo and install set it up before issue 27
             conf = f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
             conf += f"persistence_location {directory}/\n"
