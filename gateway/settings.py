@@ -792,8 +792,8 @@ def check_secrets(settings: Settings) -> list[str]:
             problems.append(
                 f"api.clients.{i}.token: too short ({len(token)} characters; use 16 or more)"
             )
-    resolve("charger.password", settings.charger.password)
-    resolve("charger.doctor_password", settings.charger.doctor_password)
+    if settings.charger.enabled and settings.charger.mode == "mqtt":
+        resolve("charger.password", settings.charger.password)  # doctor_password: doctor's own
     pem = resolve("journal.signing_key", settings.journal.signing_key)
     if pem is not None:
         try:
