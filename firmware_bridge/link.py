@@ -47,6 +47,7 @@ from urllib.parse import urlsplit
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 from pydantic import ValidationError
 
 from firmware_bridge import contract as m
@@ -335,8 +336,15 @@ class MqttLink:
     async def _serve(self, client: aiomqtt.Client, stopping: asyncio.Event) -> None:
         prefix = self.settings.prefix
         self._client = client
+        # MQTT v5: never our own commands back (after a restart their ids are forgotten, and
+        # each would look forged); 3.1.1 has no such option: the ids we sent tell them apart.
+        options = SubscribeOptions(qos=1, noLocal=True)
+        v5 = self.protocol is aiomqtt.ProtocolVersion.V5
         for subscription in self.mapping.subscriptions():
-            await client.subscribe(subscription, qos=1)
+            if v5:
+                await client.subscribe(subscription, options=options)
+            else:
+                await client.subscribe(subscription, qos=1)
         await self._online(client)
         self.connected.set()
         _LOGGER.info(
