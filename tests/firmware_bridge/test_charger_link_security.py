@@ -229,3 +229,15 @@ async def test_a_stop_below_the_last_reading_never_voids_a_charged_session(
     assert row["state"] == "completed" and data["billed_energy_wh"] == 6_000, data["notes"]
     (why,) = data["discrepancies"]
     assert why.startswith("implausible stop (meter 100000 Wh, stopped:forged-stop)"), why
+
+
+def test_a_listener_beyond_loopback_is_tls_only() -> None:
+    from firmware_bridge.broker import TlsListener, mosquitto_conf
+
+    with pytest.raises(ValueError, match="use TLS"):
+        mosquitto_conf(port=1883, host="0.0.0.0", password_path="p", acl_path="a")
+    tls = TlsListener(8883, "/c.crt", "/c.key", cafile="/ca.crt")
+    conf = mosquitto_conf(port=1883, password_path="p", acl_path="a", tls=tls)
+    assert "listener 1883 127.0.0.1\nuse_username_as_clientid true\n" in conf
+    assert "listener 8883 0.0.0.0\nuse_username_as_clientid true\ncertfile /c.crt\n" in conf
+    assert "require_certificate true" in conf and "allow_anonymous false" in conf

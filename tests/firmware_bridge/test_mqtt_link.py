@@ -125,6 +125,7 @@ async def test_a_paid_session_over_mqtt(site_factory: Any) -> None:
     )  # the deadline for the charge to start (the start timeout)
     tx = site.sim.state.transactions[data["receipt_no"]]
     assert (tx.state, tx.booked) == ("booked", 476)
+    assert site.link.mqtt.refused == 0  # our own commands never count as forged
 
 
 async def test_the_drivers_target_sizes_the_hold(site_factory: Any) -> None:
