@@ -14,6 +14,7 @@ from datetime import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cryptography.fernet import Fernet
@@ -374,6 +375,13 @@ class EvseSettings(_Model):
         description="the meter's OCMF public key (DER SubjectPublicKeyInfo or a bare point, "
         "hex/base64)",
     )
+    # mapping "evpay": the charger (its broker user) this EVSE belongs to; its messages are taken
+    # only from that charger's topic tree (firmware_bridge/README.md, "Who may say what").
+    charger: Identifier = "charger"
+    # The most this EVSE can deliver: a meter value claiming energy faster than this is recorded
+    # as a discrepancy, never billed (gateway/payments/plausibility.py). Unset: not checked
+    # (`evpay doctor` warns).
+    rated_power_kw: Annotated[Decimal, Field(gt=0, le=5000)] | None = None
 
     @field_validator("meter_public_key")
     @classmethod
@@ -413,7 +421,35 @@ class ChargerSettings(_Model):
     start_paths: list[StartPath] = Field(default_factory=lambda: list(START_PATHS), min_length=1)
     everest_token_provider: str = "evpay_token_provider"  # noqa: S105 - a module id, not a secret
     everest_auth_consumer: str = "evpay_auth_consumer"
+    # A charger account that owns no EVSE: `evpay doctor` connects with it to prove the broker's
+    # ACL refuses a charger's command (firmware_bridge/broker.py writes it as "evpay-doctor").
+    doctor_username: Identifier | None = None
+    doctor_password: SecretRef | None = None
     evses: list[EvseSettings] = []
+
+    @model_validator(mode="after")
+    def _broker_beyond_loopback(self) -> ChargerSettings:
+        """A broker on the network is reached over TLS, with our own user (issue 27)."""
+        host = urlsplit(self.broker).hostname or ""
+        if self.mode == "mqtt" and not is_loopback(host):
+            if not self.broker.startswith("mqtts://"):
+                raise ValueError(
+                    f"broker {host!r} is beyond loopback: use mqtts:// (TLS), never plain MQTT"
+                )
+            if self.username is None or self.password is None:
+                raise ValueError(f"broker {host!r} is beyond loopback: set username and password")
+        return self
+
+    @model_validator(mode="after")
+    def _chargers_are_not_the_gateway(self) -> ChargerSettings:
+        ours = {self.client_id, self.username, self.doctor_username} - {None}
+        wrong = [e.id for e in self.evses if e.charger in ours]
+        if wrong:
+            raise ValueError(
+                f"EVSEs {wrong}: their charger must be a charger's broker user, not the gateway's "
+                "or the doctor's"
+            )
+        return self
 
     @model_validator(mode="after")
     def _everest_modules(self) -> ChargerSettings:
@@ -778,6 +814,8 @@ def check_secrets(settings: Settings) -> list[str]:
             problems.append(
                 f"api.clients.{i}.token: too short ({len(token)} characters; use 16 or more)"
             )
+    if settings.charger.enabled and settings.charger.mode == "mqtt":
+        resolve("charger.password", settings.charger.password)  # doctor_password: doctor's own
     pem = resolve("journal.signing_key", settings.journal.signing_key)
     if pem is not None:
         try:
