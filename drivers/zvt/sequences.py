@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from enum import Enum, auto
 
 from drivers.zvt.apdu import Apdu
+from drivers.zvt.charset import DEFAULT_CHARSET
 from drivers.zvt.constants import INTERMEDIATE_TEXT, Command
 from drivers.zvt.errors import ZvtDecodeError
 from drivers.zvt.fields import bcd_decode
@@ -119,8 +120,9 @@ class _Sequence:
 
 
 class EcrSequence:
-    def __init__(self, t3: float = T3, t4: float = T4) -> None:
+    def __init__(self, t3: float = T3, t4: float = T4, charset: str = DEFAULT_CHARSET) -> None:
         self.t3, self.t4 = t3, t4
+        self.charset = charset  # the terminal's text character set (charset.py)
         self.state = State.IDLE
         self._seq: _Sequence | None = None
         self._out: deque[Apdu] = deque()
@@ -158,7 +160,7 @@ class EcrSequence:
             self._events.append(Malformed(f"unexpected {apdu!r} while idle"))
             return
         try:
-            message = Message.from_apdu(apdu)
+            message = Message.from_apdu(apdu, self.charset)
         except ZvtDecodeError as exc:
             self._events.append(Malformed(str(exc)))
             if self.state is not State.AWAITING_ACK:

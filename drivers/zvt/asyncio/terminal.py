@@ -19,6 +19,7 @@ from drivers.money import Money, currency, currency_by_numeric
 from drivers.transport.base import Transport
 from drivers.zvt import messages as m
 from drivers.zvt.asyncio.client import OnResult, SequenceOutcome, ZvtClient
+from drivers.zvt.charset import DEFAULT_CHARSET
 from drivers.zvt.constants import ABORT_CODES, BUSY_CODES, DECLINE_CODES, result_text
 from drivers.zvt.fields import Tlv, find_tlv
 
@@ -41,6 +42,8 @@ class ZvtOptions:
     capture_mode: Literal["partial_reversal", "book_total"] = "partial_reversal"
     incremental: bool = False  # the terminal accepts reservation extensions (06 22 with BMP 0B)
     reference_prefix: str = "EV"  # BMP60 reference identifier (two letters)
+    # The terminal's text character set (drivers/zvt/charset.py); TLV 14 in a message wins.
+    charset: str = DEFAULT_CHARSET
     t3: float = 5.0
     t4: float = 180.0
 
@@ -53,7 +56,11 @@ class ZvtTerminal:
         self.options = options
         self._currency = currency(options.currency)
         self.client = ZvtClient(
-            transport, serial_framing=serial_framing, t3=options.t3, t4=options.t4
+            transport,
+            serial_framing=serial_framing,
+            t3=options.t3,
+            t4=options.t4,
+            charset=options.charset,
         )
         self.terminal_id: str | None = None
 
