@@ -41,6 +41,7 @@ from typing import Literal
 
 from drivers.errors import ConnectionLost
 from drivers.sim.ports import Port
+from drivers.sim.variants import Variants
 from drivers.zvt import messages as m
 from drivers.zvt.apdu import Apdu
 from drivers.zvt.constants import RECEIPT_NONE, Command
@@ -103,6 +104,8 @@ class SimConfig:
     # its T2 (link_t2_s), when the ECR has already answered it with 80 00.
     result_ack_lost: int = 0
     link_t2_s: float = T2
+    # How this terminal model differs from the spec's (drivers/sim/variants.py).
+    variants: Variants = field(default_factory=Variants)
 
 
 @dataclass(slots=True)
@@ -334,6 +337,9 @@ class _Session:
                 continue
             self.sim.state.commands.append(f"{command.command:04X}")
             self.exchange, self.sent = command.command, 0
+            if self.sim.config.variants.refusals:  # a vendor's own refusal (84 1E 01 7D)
+                await self.send(m.decode(self.sim.config.variants.refusals.popleft()))
+                continue
             try:
                 await self.dispatch(command)
                 if self.cut:
@@ -408,8 +414,10 @@ class _Session:
         )
 
     async def status_enquiry(self, _cmd: m.Message) -> None:
+        variants = self.sim.config.variants
         await self.send(m.ack())
-        await self.send_expect_ack(m.status_completion("EVPAY-SIM-1.0", 0x00))
+        version = "EVPAY-SIM-1.0" if variants.status_version else None
+        await self.send_expect_ack(m.status_completion(version, variants.terminal_status))
 
     async def display_text(self, cmd: m.Message) -> None:
         self.sim.state.displayed = [
@@ -590,17 +598,24 @@ class _Session:
         state = self.sim.state
         if not state.config_byte & 0x02:
             return
+        variants = self.sim.config.variants
         lines = [
+            *([variants.receipt_title] if variants.receipt_title else []),
             "EVPAY SIMULATED TERMINAL",
             f"Receipt {tx.receipt:04d}",
             f"Amount {amount / 100:.2f} EUR",
             f"Card {self.sim.config.pan}",
         ]
+        charset = variants.charset
         if state.text_blocks:
-            await self.send_expect_ack(m.print_text_block(lines))
-        else:
-            for line in lines:
-                await self.send_expect_ack(m.print_line(0x00, line))
+            block = m.print_text_block(lines, charset=charset, announce=variants.announce_charset)
+            await self.send_expect_ack(block)
+            return
+        tlv = [Tlv(0x1F07, b"\x01")] if variants.print_line_tlv else []
+        for line in lines:
+            await self.send_expect_ack(m.print_line(0x00, line, tlv, charset))
+        if variants.print_line_tlv:  # CardComplete ends with an empty last line (attribute 81)
+            await self.send_expect_ack(m.print_line(0x81, "", tlv, charset))
 
     async def partial_reversal(self, cmd: m.Message) -> None:
         if cmd.receipt_number == RECEIPT_NONE:

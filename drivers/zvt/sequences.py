@@ -213,7 +213,7 @@ class EcrSequence:
             else:
                 self.state, seq.deadline = State.PT_MASTER, now + seq.t4
         elif message.command >> 8 == 0x84:
-            self._finish(Rejected(message.command & 0xFF))
+            self._finish(Rejected(message.result_code or message.command & 0xFF))
         else:
             self._events.append(Malformed(f"expected 80 00 or 84 xx, got {message.command:04X}"))
 
