@@ -35,18 +35,18 @@ class Variants:
     # Raw APDUs that answer the next commands instead of 80 00 (``84 1E 01 7D``, CCV IM30).
     refusals: deque[bytes] = field(default_factory=deque)
     # -- a command that arrives while the PT is master (it is running a sequence) -------------
-    # "nack": refused at once with 84 9C (busy), the sequence goes on (Feig, the spec's PT);
-    # "ignore": no answer at all, the ECR's T3 runs out (seen with terminals that read nothing
-    # while they wait for the host).
+    # "nack": refused at once with 84 9C (busy), the sequence goes on -- what this simulator
+    # always did; "ignore": not answered at all, so the ECR's T3 runs out. docs/ZVT-VARIANTS.md.
     command_while_master: Literal["nack", "ignore"] = "nack"
-    # -- duplicate detection (TLV 1F73, a running sequence number) -----------------------------
-    # True: the PT puts its own number in each 04 0F (TLV 1F73) and a repeated 04 0F (our ACK
-    # lost) carries the same number.
+    # -- the positive acknowledgement of a command: 80 00 00, or 84 00 00 ("negative
+    # acknowledgement, no error"), which Portalum.Zvt accepts as an alternative.
+    positive_ack: Literal["8000", "8400"] = "8000"
+    # -- duplicate detection: the PT numbers its messages (TLV 1F73 in each 04 0F); a 04 0F
+    # sent again keeps its number.
     sequence_numbers: bool = False
-    # -- reservation extension (top-up): what the 04 0F's amount (BMP 04) is -------------------
-    # "increment": the amount just added; "total": the reservation's new total.
+    # -- reservation extension (top-up): the 04 0F's amount (BMP 04) is the amount just added
+    # ("increment") or the reservation's new total ("total").
     topup_amount: Literal["increment", "total"] = "increment"
-    # -- card first: read card (06 C0), then the pre-authorisation ------------------------------
-    # False: the pre-auth uses the card just read; True: the PT asks for the card again
-    # (04 FF 0A "insert card") before it authorises.
+    # -- card first: after a read card (06 C0) the pre-authorisation uses the card just read
+    # (False), or the PT asks for the card again, 04 FF 0A "insert card" (True).
     reask_card: bool = False
