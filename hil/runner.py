@@ -25,6 +25,7 @@ from drivers.sim.terminal import SimConfig, SimTerminal
 from drivers.transport import open_transport
 from drivers.zvt.asyncio.terminal import ZvtOptions, ZvtTerminal
 from hil.profiles import PROFILES, Profile
+from hil.trace import TraceRecorder
 
 
 class ScenarioFailed(Exception):
@@ -176,9 +177,17 @@ class Bench:
 
 
 async def run(
-    device: str, profile: Profile, ask: Callable[[str], None], sim_config: SimConfig | None = None
+    device: str,
+    profile: Profile,
+    ask: Callable[[str], None],
+    sim_config: SimConfig | None = None,
+    *,
+    trace: Path | None = None,
+    model: str | None = None,
 ) -> dict[str, Any]:
-    """``sim_config``: how the simulator behaves with ``device="sim"`` (tests inject faults)."""
+    """``sim_config``: how the simulator behaves with ``device="sim"`` (tests inject faults).
+    ``trace``: write every APDU of the run there, in the real-trace format (hil/trace.py);
+    ``model``: the terminal's model and firmware, as the trace records it."""
     password = os.environ.get("EVPAY_ZVT_PASSWORD", "000000")
     sim: SimTerminal | None = None
     port: PtyPort | None = None
@@ -196,11 +205,14 @@ async def run(
         options=ZvtOptions(password=password, capture_mode=profile.capture_mode),
     )
     bench = Bench(terminal, profile, sim, ask)
+    recorder = TraceRecorder(model or ("simulator" if sim else device), profile.name)
+    terminal.client.tap = recorder.tap
     results = []
     started = datetime.now(UTC)
     try:
         for name in SCENARIOS:
             step: Callable[[], Awaitable[str]] = getattr(bench, name)
+            recorder.scenario = name
             began = time.monotonic()
             try:
                 async with asyncio.timeout(240):
@@ -213,6 +225,8 @@ async def run(
             results.append(Result(name, passed, detail, round(time.monotonic() - began, 2)))
     finally:
         await terminal.close()
+        if trace is not None:
+            recorder.write(trace)
         if serving is not None and port is not None:
             serving.cancel()
             await asyncio.gather(serving, return_exceptions=True)
@@ -251,6 +265,12 @@ def main(argv: list[str] | None = None) -> int:
         "--report", type=Path, help="write the JSON report here (and FILE.txt for people)"
     )
     run_p.add_argument("--yes", action="store_true", help="do not wait for Enter at the prompts")
+    run_p.add_argument(
+        "--trace", type=Path, help="write every APDU here, in the zvt-real-traces format"
+    )
+    run_p.add_argument(
+        "--model", help='the terminal, as the trace names it ("Feig cVEND plug, fw …")'
+    )
     args = parser.parse_args(argv)
 
     def ask(what: str) -> None:
@@ -258,7 +278,9 @@ def main(argv: list[str] | None = None) -> int:
         if not args.yes:
             input("    press Enter when ready ")
 
-    report = asyncio.run(run(args.device, PROFILES[args.profile], ask))
+    report = asyncio.run(
+        run(args.device, PROFILES[args.profile], ask, trace=args.trace, model=args.model)
+    )
     text = human(report)
     print(text)
     if args.report is not None:

@@ -166,7 +166,7 @@ EXPECT_CHECKS: dict[str, Callable[[m.Message, Any], None]] = {
 _STREAM_ONLY = frozenset({"apdus_after_each"})
 
 
-def _decode_record(record: dict[str, Any]) -> tuple[m.Message, bytes, Callable[[m.Message], bytes]]:
+def decode_record(record: dict[str, Any]) -> tuple[m.Message, bytes, Callable[[m.Message], bytes]]:
     """The message, the bytes it came from and how to re-encode it in the same layer."""
     charset = record.get("charset", m.DEFAULT_CHARSET)
     layer = record["layer"]
@@ -201,7 +201,7 @@ def _decode_record(record: dict[str, Any]) -> tuple[m.Message, bytes, Callable[[
     raise AssertionError(f"unknown layer {layer!r}")
 
 
-def _check(msg: m.Message, expect: dict[str, Any]) -> None:
+def check_expect(msg: m.Message, expect: dict[str, Any]) -> None:
     for key, want in expect.items():
         if key in _STREAM_ONLY:
             continue
@@ -237,12 +237,12 @@ def _build(spec: dict[str, Any]) -> m.Message:
 def test_real_trace(record: dict[str, Any]) -> None:
     if record.get("expect_error"):
         with pytest.raises(ZvtDecodeError):
-            _decode_record(record)
+            decode_record(record)
         return
-    msg, raw, encode = _decode_record(record)
+    msg, raw, encode = decode_record(record)
     assert encode(msg) == raw, "re-encoding changed the bytes"
-    _check(msg, record["expect"])
-    _check(msg, record.get("expect_visible", {}))
+    check_expect(msg, record["expect"])
+    check_expect(msg, record.get("expect_visible", {}))
     if "build" in record:
         assert _build(record["build"]).to_apdu().encode() == msg.to_apdu().encode()
 

@@ -68,6 +68,8 @@ class ZvtClient:
         self.ecr = EcrSequence(t3=t3, t4=t4, charset=charset)
         self._lock = asyncio.Lock()
         self.connected = False
+        # Called with ("ECR->PT" | "PT->ECR", APDU bytes) for every APDU: the HIL byte trace.
+        self.tap: Callable[[str, bytes], None] | None = None
 
     async def open(self) -> None:
         await self.transport.open()
@@ -140,6 +142,8 @@ class ZvtClient:
                 _WIRE.debug(
                     "tx", extra={"apdu": f"{apdu.cls:02X}{apdu.instr:02X}", "len": len(apdu.data)}
                 )
+            if self.tap is not None:
+                self.tap("ECR->PT", apdu.encode())
             self.link.send_apdu(apdu.encode(), now)
         data = self.link.data_to_send()
         if data:
@@ -152,6 +156,8 @@ class ZvtClient:
             if isinstance(link_event, LinkFailed):
                 raise ProtocolError(f"{self.transport.description}: {link_event.reason}")
             if isinstance(link_event, ApduReceived):
+                if self.tap is not None:
+                    self.tap("PT->ECR", link_event.apdu.encode())
                 self.ecr.receive(link_event.apdu, loop.time())
         while (event := self.ecr.next_event()) is not None:
             if isinstance(event, ResultReceived):
