@@ -245,6 +245,9 @@ def verify(record: OcmfRecord, key: PublicKey) -> Verdict:
     signature = _bytes(str(record.signature["SD"]), "signature", encoding)
     size = key.curve.size if isinstance(key, PureKey) else _size(key.curve)
     readings = [signature]  # DER, as the OCMF specification says
+    unsigned = _unsigned_der(signature)
+    if unsigned is not None:  # DER whose integers are fixed-width and unsigned (eBZ)
+        readings.append(encode_dss_signature(*unsigned))
     if len(signature) == 2 * size:  # or raw r||s, as some meters send: it may begin with 0x30
         readings.append(
             encode_dss_signature(
@@ -270,6 +273,30 @@ def verify(record: OcmfRecord, key: PublicKey) -> Verdict:
         else:
             return Verdict(True, f"valid {algorithm} signature")
     return Verdict(False, problem)
+
+
+def _unsigned_der(signature: bytes) -> tuple[int, int] | None:
+    """r and s of a SEQUENCE of two INTEGERs read as unsigned numbers, or None if it is not one.
+
+    An eBZ LD3 writes r and s as 24 bytes each whatever their value: an r whose first bit is
+    set reads as negative in strict DER, an s with a leading zero byte is not minimal, and
+    OpenSSL refuses both. The transparency software reads the integers as positive values
+    (``getPositiveValue``), so a record it verifies is read that way here too."""
+    if len(signature) < 8 or signature[0] != 0x30 or signature[1] != len(signature) - 2:
+        return None
+    values: list[int] = []
+    pos = 2
+    while pos < len(signature) and len(values) < 2:
+        if signature[pos] != 0x02 or pos + 2 > len(signature):
+            return None
+        end = pos + 2 + signature[pos + 1]
+        if signature[pos + 1] == 0 or signature[pos + 1] >= 0x80 or end > len(signature):
+            return None
+        values.append(int.from_bytes(signature[pos + 2 : end], "big"))
+        pos = end
+    if len(values) != 2 or pos != len(signature) or 0 in values:
+        return None
+    return values[0], values[1]
 
 
 def _curve_name(algorithm: str) -> str:

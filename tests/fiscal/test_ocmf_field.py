@@ -54,7 +54,7 @@ def test_every_mutation_of_a_valid_record_is_invalid(entry: dict[str, Any]) -> N
 
 @pytest.mark.parametrize(
     "entry_id",
-    ["safe-ebz-ld3-secp192r1-2", "safe-isabellenhuette-bare-xy-key", "safe-htb-secp192k1-1"],
+    ["safe-ebz-ld3-secp192r1-1", "safe-isabellenhuette-bare-xy-key", "safe-htb-secp192k1-1"],
 )
 def test_evpay_meter_verify_accepts_the_records_it_refused(entry_id: str, tmp_path: Path) -> None:
     entry = next(r for r in RECORDS if r["id"] == entry_id)
