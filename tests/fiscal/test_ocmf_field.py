@@ -110,3 +110,15 @@ def test_a_point_off_the_curve_is_refused() -> None:
         next(r for r in RECORDS if "secp192k1" in r["id"])["key"], "ECDSA-secp192k1-SHA256"
     )
     assert isinstance(key, PureKey) and key.curve.name == "secp192k1"
+
+
+JS_VECTORS: dict[str, Any] = json.loads(
+    (DATA / "ocmf_js_verify_vectors.json").read_text(encoding="utf-8")
+)
+
+
+@pytest.mark.parametrize("case", JS_VECTORS["cases"], ids=[c["name"] for c in JS_VECTORS["cases"]])
+def test_the_ocmf_js_vectors_get_their_expected_verdict(case: dict[str, Any]) -> None:
+    signature = json.dumps({"SA": f"ECDSA-{case['curve']}-SHA256", "SD": case["signature"]})
+    record = parse(f"OCMF|{case['data']}|{signature}")
+    assert verify(record, load_key(case["spki"], record.algorithm)).valid is case["expected"]
