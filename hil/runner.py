@@ -24,6 +24,7 @@ from drivers.sim.ports import PtyPort
 from drivers.sim.terminal import SimConfig, SimTerminal
 from drivers.transport import open_transport
 from drivers.zvt.asyncio.terminal import ZvtOptions, ZvtTerminal
+from drivers.zvt.charset import CHARSETS, DEFAULT_CHARSET
 from hil.profiles import PROFILES, Profile
 from hil.trace import TraceRecorder
 
@@ -184,10 +185,12 @@ async def run(
     *,
     trace: Path | None = None,
     model: str | None = None,
+    charset: str = DEFAULT_CHARSET,
 ) -> dict[str, Any]:
     """``sim_config``: how the simulator behaves with ``device="sim"`` (tests inject faults).
     ``trace``: write every APDU of the run there, in the real-trace format (hil/trace.py);
-    ``model``: the terminal's model and firmware, as the trace records it."""
+    ``model``: the terminal's model and firmware, as the trace records it; ``charset``: the
+    terminal's text character set (as ``terminals.<id>.charset``)."""
     password = os.environ.get("EVPAY_ZVT_PASSWORD", "000000")
     sim: SimTerminal | None = None
     port: PtyPort | None = None
@@ -202,10 +205,10 @@ async def run(
         "hil",
         transport,
         serial_framing=framing,
-        options=ZvtOptions(password=password, capture_mode=profile.capture_mode),
+        options=ZvtOptions(password=password, capture_mode=profile.capture_mode, charset=charset),
     )
     bench = Bench(terminal, profile, sim, ask)
-    recorder = TraceRecorder(model or ("simulator" if sim else device), profile.name)
+    recorder = TraceRecorder(model or ("simulator" if sim else device), profile.name, charset)
     terminal.client.tap = recorder.tap
     results = []
     started = datetime.now(UTC)
@@ -271,6 +274,9 @@ def main(argv: list[str] | None = None) -> int:
     run_p.add_argument(
         "--model", help='the terminal, as the trace names it ("Feig cVEND plug, fw …")'
     )
+    run_p.add_argument(
+        "--charset", choices=CHARSETS, default=DEFAULT_CHARSET, help="the terminal's text set"
+    )
     args = parser.parse_args(argv)
 
     def ask(what: str) -> None:
@@ -279,7 +285,14 @@ def main(argv: list[str] | None = None) -> int:
             input("    press Enter when ready ")
 
     report = asyncio.run(
-        run(args.device, PROFILES[args.profile], ask, trace=args.trace, model=args.model)
+        run(
+            args.device,
+            PROFILES[args.profile],
+            ask,
+            trace=args.trace,
+            model=args.model,
+            charset=args.charset,
+        )
     )
     text = human(report)
     print(text)

@@ -72,3 +72,17 @@ async def test_the_run_writes_a_byte_trace_that_is_a_golden_test_as_it_stands(
         msg, raw, encode = decode_record(record)
         assert encode(msg) == raw, record["id"]
         check_expect(msg, record["expect"])
+
+
+async def test_a_latin1_terminals_trace_names_its_character_set(tmp_path: Path) -> None:
+    config = SimConfig(password="000000", card_wait_s=0.05)
+    config.variants.charset, config.variants.receipt_title = "iso-8859-1", "** HÄNDLERBELEG **"
+    trace = tmp_path / "trace.json"
+    report = await run(
+        "sim", PROFILES["zvt-serial"], print, config, trace=trace, charset="iso-8859-1"
+    )
+    assert report["passed"]
+    records = json.loads(trace.read_text(encoding="utf-8"))
+    assert all(r["charset"] == "iso-8859-1" for r in records)
+    blocks = [decode_record(r)[0] for r in records if r["expect"]["command"] == "06D3"]
+    assert blocks and all(b.text_lines[0] == "** HÄNDLERBELEG **" for b in blocks)
