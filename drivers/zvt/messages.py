@@ -97,14 +97,17 @@ class Message:
         return cls(command, data[:size], decode_bmps(data, size, where), charset)
 
     def text_of(self, raw: bytes) -> str:
-        """Text from this terminal: in the set the message announces (TLV 14), else the
-        terminal's configured set. Trailing NULs (fixed-width fields) are padding."""
-        charset = self.charset
-        tlv = self.tlv
-        announcement = find_tlv(tlv, ANNOUNCEMENT_TAG) if tlv else None
+        """Text from this terminal, in ``text_charset``. Trailing NULs (fixed-width fields)
+        are padding."""
+        return decode_text(raw.rstrip(b"\x00"), self.text_charset)
+
+    @property
+    def text_charset(self) -> str:
+        """The set the message announces (TLV 14), else the terminal's configured set."""
+        announcement = find_tlv(self.tlv, ANNOUNCEMENT_TAG) if self.get(0x06) else None
         if announcement is not None and len(announcement.value) == 1:
-            charset = announced(announcement.value[0]) or charset
-        return decode_text(raw.rstrip(b"\x00"), charset)
+            return announced(announcement.value[0]) or self.charset
+        return self.charset
 
     def __repr__(self) -> str:
         shown = ", ".join(
@@ -311,9 +314,15 @@ class Message:
     def text_lines(self) -> list[str]:
         """Lines of a print text block (06 D3, TLV 25 → 07 lines) or display text (04 FF TLV 24)."""
         lines: list[str] = []
-        for container in (find_tlv(self.tlv, 0x25), find_tlv(self.tlv, 0x24)):
+        tlv = self.tlv
+        charset = self.text_charset  # once, not per line: a receipt has a hundred of them
+        for container in (find_tlv(tlv, 0x25), find_tlv(tlv, 0x24)):
             if container is not None:
-                lines += [self.text_of(c.value) for c in container.children if c.tag == 0x07]
+                lines += [
+                    decode_text(c.value.rstrip(b"\x00"), charset)
+                    for c in container.children
+                    if c.tag == 0x07
+                ]
         return lines
 
     @property
