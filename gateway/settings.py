@@ -34,6 +34,7 @@ from pydantic_core import ErrorDetails
 from drivers.errors import AmountError, DeviceUrlError
 from drivers.money import Money, known_currencies
 from drivers.transport.url import parse_device_url
+from drivers.zvt.charset import DEFAULT_CHARSET, Charset
 from drivers.zvt.messages import is_password
 from gateway.errors import ConfigError, SecretUnavailable
 from gateway.fiscal.ocmf import OcmfError, check_key
@@ -335,6 +336,11 @@ class TerminalSettings(_Model):
     )
     incremental: bool = Field(
         default=False, description="the terminal accepts reservation extensions (top-ups)"
+    )
+    charset: Charset = Field(
+        default=DEFAULT_CHARSET,
+        description="the terminal's text character set (ZVT default cp437; CardComplete "
+        "terminals print iso-8859-1); a set the terminal announces (TLV 14) wins",
     )
     printer: bool = Field(
         default=True, description="false: the receipt is shown on the display (at most 8 lines)"
