@@ -642,6 +642,11 @@ class Settings(_Model):
                 raise ValueError(
                     f"evse {evse.id!r} names tariff {evse.tariff!r}, which is not configured"
                 )
+        if self.acquirers and not (self.upstream.enabled and self.upstream.listen):
+            raise ValueError(
+                "[acquirers] need their webhooks: they are received on the OCPI server, so set "
+                "[upstream] enabled and listen"
+            )
         for terminal in self.terminals:
             if (
                 terminal.modifications != "terminal"

@@ -15,6 +15,7 @@ Adyen does. Variants (each a set the test or the command line chooses):
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import itertools
 import json
@@ -194,8 +195,9 @@ class AdyenSimulator:
         if "slow" in self.state.variants:
             await asyncio.sleep(self.state.slow_s)
         key = hmac_key_bytes(self.state.hmac_key)
-        auth = aiohttp.BasicAuth(self.state.webhook_user, self.state.webhook_password)
-        async with aiohttp.ClientSession(auth=auth) as session:
+        user = f"{self.state.webhook_user}:{self.state.webhook_password}".encode()
+        auth = {"Authorization": "Basic " + base64.b64encode(user).decode()}
+        async with aiohttp.ClientSession(headers=auth) as session:
             for item in items:  # one item a request, as Adyen sends them
                 payload = {
                     "live": "false",
