@@ -114,3 +114,20 @@ async def test_an_accepted_notification_survives_a_kill(tmp_path: Path) -> None:
     (note,) = store.acquirer.notifications("adyen")
     assert note["event_code"] == "REFUND" and note["psp_reference"] == "8815000000000077"
     store.close()
+    # restarted, Adyen sends it again (it never saw our answer): accepted, stored once
+    again = subprocess.Popen(
+        [sys.executable, "-m", "tests.acquirer.webhook_proc", str(path)],
+        stdout=subprocess.PIPE,
+        env=subprocess_env(),
+        text=True,
+    )
+    try:
+        assert again.stdout is not None
+        assert await post(again.stdout.readline().strip(), body()) == (200, "[accepted]")
+    finally:
+        again.terminate()
+        again.wait(timeout=10)
+    store = Store.open(path, clock=lambda: datetime.now(UTC))
+    (note,) = store.acquirer.notifications("adyen")
+    assert note["repeats"] == 1
+    store.close()
