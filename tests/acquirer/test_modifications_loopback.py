@@ -3,6 +3,7 @@ webhooks through our receiver into a real SQLite store: every simulator variant.
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from drivers.money import Money
 from gateway.acquirer.port import Modification
 from gateway.errors import AcquirerUnreachable
-from tests.acquirer.rig import DEADLINE, rig
+from tests.acquirer.rig import API_KEY, DEADLINE, rig
 
 EUR = "EUR"
 
@@ -179,9 +180,15 @@ async def test_cancel_by_merchant_reference_and_cancel_settle(tmp_path: Path) ->
         assert codes == {"s3/cancel": "TECHNICAL_CANCEL", "s4/cancel": "CANCELLATION"}
 
 
-async def test_wrong_api_key_is_a_refusal(tmp_path: Path) -> None:
+async def test_wrong_api_key_is_a_refusal_and_the_key_is_never_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
     async with rig(tmp_path) as r:
         r.sim.state.api_key = "another"
         r.forwarder.submit(capture())
         assert (await r.forwarder.drain()).rejected == 1
         assert r.status("s1/capture") == "rejected"
+        stored = r.store.acquirer.get("s1/capture")
+        assert stored is not None and API_KEY not in (stored.last_error or "")
+    assert "acquirer.rejected" in caplog.text and API_KEY not in caplog.text
