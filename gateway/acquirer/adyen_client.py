@@ -20,6 +20,11 @@ from gateway.settings import AcquirerSettings
 
 _LOGGER = logging.getLogger(__name__)
 ANSWER_LIMIT = 64 * 1024  # bytes of an answer read; Adyen's are a few hundred
+_HINTS = {
+    401: "check the API key",
+    403: "check the API key's roles and the merchant account",
+    404: "check base_url",
+}
 
 
 class AdyenAcquirer:
@@ -101,9 +106,10 @@ class AdyenAcquirer:
                 "http_status": status,
             },
         )
-        if adyen_requests.retry_is_safe(status):
+        if adyen_requests.try_again(status):
             raise AcquirerUnreachable(
-                f"{self._base}: HTTP {status}; try again with the same command key",
-                ambiguous=True,
+                f"{self._base}: HTTP {status} ({_HINTS.get(status, 'try again later')}); kept "
+                "to be sent again under the same command key",
+                ambiguous=status >= 500,
             )
         return adyen_requests.parse_answer(modification.command_key, status, body)

@@ -98,6 +98,11 @@ def parse_answer(command_key: str, status: int, body: bytes) -> Received:
     )
 
 
-def retry_is_safe(status: int) -> bool:
-    """5xx and 429 may be tried again with the same idempotency key; 4xx are final."""
-    return status >= 500 or status == 429
+REFUSALS = frozenset({400, 422})  # the modification itself is refused: final
+
+
+def try_again(status: int) -> bool:
+    """Not a verdict on the modification: our side (401/403: the API key or the merchant
+    account, 404: the base URL, 409: the same key still in progress) or Adyen's (429, 5xx).
+    It stays queued, the error visible, and is sent again under the same idempotency key."""
+    return status not in REFUSALS and not 200 <= status < 300

@@ -118,13 +118,19 @@ class AcquirerBook:
                 " WHERE command_key = ? AND status IN ('queued', 'confirmed', 'failed')",
                 (acquirer_reference, to_text(deadline), command_key),
             )
+            found = self._conn.execute(
+                "SELECT kind FROM acquirer_modifications WHERE command_key = ?", (command_key,)
+            ).fetchone()
             rows = self._conn.execute(
                 "SELECT id, event_code, success, reason, dedupe_key FROM acquirer_notifications"
                 " WHERE psp_reference = ? AND command_key IS NULL ORDER BY id",
                 (acquirer_reference,),
             ).fetchall()
+            codes = SETTLED_BY[_kind(str(found[0]))] if found else frozenset()
             for id_, code, success, reason, key in rows:
-                if self._settle(command_key, code, bool(success), reason, key, now):
+                if code in codes and self._settle(
+                    command_key, code, bool(success), reason, key, now
+                ):
                     self._conn.execute(
                         "UPDATE acquirer_notifications SET command_key = ? WHERE id = ?",
                         (command_key, id_),

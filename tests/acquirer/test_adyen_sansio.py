@@ -193,3 +193,22 @@ def test_profiles_are_found_by_name() -> None:
     assert profile("adyen").webhook_answer == "[accepted]"
     with pytest.raises(ConfigError, match="unknown acquirer profile"):
         profile("worldline")
+
+
+@pytest.mark.parametrize(
+    ("status", "again"),
+    [
+        (401, True),
+        (403, True),
+        (404, True),
+        (409, True),
+        (429, True),
+        (500, True),
+        (503, True),
+        (400, False),
+        (422, False),
+        (201, False),
+    ],
+)
+def test_only_a_verdict_on_the_modification_is_final(status: int, again: bool) -> None:
+    assert adyen_requests.try_again(status) is again

@@ -180,15 +180,19 @@ async def test_cancel_by_merchant_reference_and_cancel_settle(tmp_path: Path) ->
         assert codes == {"s3/cancel": "TECHNICAL_CANCEL", "s4/cancel": "CANCELLATION"}
 
 
-async def test_wrong_api_key_is_a_refusal_and_the_key_is_never_logged(
+async def test_a_wrong_api_key_keeps_it_queued_and_the_key_is_never_logged(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     async with rig(tmp_path) as r:
         r.sim.state.api_key = "another"
         r.forwarder.submit(capture())
-        assert (await r.forwarder.drain()).rejected == 1
-        assert r.status("s1/capture") == "rejected"
+        assert (await r.forwarder.drain()).waiting == 1  # our fault, not a verdict: kept
         stored = r.store.acquirer.get("s1/capture")
-        assert stored is not None and API_KEY not in (stored.last_error or "")
-    assert "acquirer.rejected" in caplog.text and API_KEY not in caplog.text
+        assert stored is not None and stored.status == "queued"
+        assert "check the API key" in (stored.last_error or "")
+        assert API_KEY not in (stored.last_error or "")
+        r.sim.state.api_key = API_KEY  # the key is mended: the same modification goes, once
+        assert (await r.forwarder.drain()).received == 1
+        assert len(r.sim.state.applied) == 1
+    assert "acquirer.unreachable" in caplog.text and API_KEY not in caplog.text
