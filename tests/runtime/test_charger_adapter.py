@@ -39,6 +39,18 @@ from gateway.runtime.charger_adapter import ChargerAdapter, engine_event
             ),
             e.ChargerStopped("s1", "stopped", 5_000, 4_000, "CDR received", "cpo", "INV-1"),
         ),
+        (  # over MQTT: one engine event per charger message (issue 27: a refused forged stop
+            # must not take the key of the true stop that follows)
+            port.ChargeStopped(
+                evse="E1",
+                session_id="s1",
+                meter_wh=5_000,
+                session_energy_wh=None,
+                reason="EV full",
+                message_id="m-9",
+            ),
+            e.ChargerStopped("s1", "stopped:m-9", 5_000, None, "EV full"),
+        ),
         (
             port.ChargeFaulted(evse="E1", session_id="s1", reason=""),
             e.ChargerFaulted("s1", "faulted", "fault"),

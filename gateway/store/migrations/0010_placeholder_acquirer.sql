@@ -1,2 +1,0 @@
--- 0010: PLACEHOLDER on branch acquirer only, so that 0012 applies (migrations run 1..N without
--- gaps). Number 0010 belongs to another branch: the integrator drops this file when merging.
