@@ -208,14 +208,14 @@ class EngineWorker:
         elif ev.kind == "stopped":
             self.submit(
                 e.ChargerStopped(
-                    ev.session_id,
-                    "stopped",
-                    ev.meter_wh,
-                    ev.session_energy_wh,
-                    ev.reason,
-                    ev.invoicer,
-                    ev.invoice_reference,
-                    self._signed(ev),
+                    session_id=ev.session_id,
+                    event_id="stopped",
+                    meter_wh=ev.meter_wh,
+                    session_energy_wh=ev.session_energy_wh,
+                    reason=ev.reason,
+                    invoicer=ev.invoicer,
+                    invoice_reference=ev.invoice_reference,
+                    signed=self._signed(ev),
                 ),
                 ev.done,
             )
@@ -223,7 +223,10 @@ class EngineWorker:
             self.submit(e.ChargerFaulted(ev.session_id, "faulted", ev.reason or "fault"), ev.done)
         elif ev.kind == "price_corrected" and ev.total_minor is not None:
             event = e.PriceCorrected(
-                ev.session_id, f"price-{ev.reason.replace(' ', '-')}", ev.total_minor, ev.reason
+                session_id=ev.session_id,
+                event_id=f"price-{ev.reason.replace(' ', '-')}",
+                total_minor=ev.total_minor,
+                reason=ev.reason,
             )
             self.submit(event, ev.done)
         elif ev.done is not None:
@@ -544,7 +547,7 @@ class EngineWorker:
         if last.outcome is Outcome.UNKNOWN or last.result_code is None:
             return None
         amount = last.amount.minor if last.amount else None
-        return e.LastResult(last.approved, last.receipt_no, amount)
+        return e.LastResult(approved=last.approved, receipt_no=last.receipt_no, amount_minor=amount)
 
     @staticmethod
     def _event(
@@ -572,16 +575,16 @@ class EngineWorker:
             }
         for_receipt = cmd.receipt_no if isinstance(cmd, c.Capture | c.Release | c.TopUp) else None
         return e.TerminalResultArrived(
-            cmd.session_id,
-            event_id,
-            op,
-            result.outcome,
-            result.amount.minor if result.amount else None,
-            result.receipt_no,
-            result.message,
-            card,
-            for_receipt,
-            result.trace_no,
+            session_id=cmd.session_id,
+            event_id=event_id,
+            operation=op,
+            outcome=result.outcome,
+            amount_minor=result.amount.minor if result.amount else None,
+            receipt_no=result.receipt_no,
+            message=result.message,
+            card=card,
+            for_receipt=for_receipt,
+            trace_no=result.trace_no,
         )
 
     # ---- card-first starts: the terminal's read-card loop (ZVT 06 C0) ------------------------
@@ -660,11 +663,11 @@ class EngineWorker:
                 p = m["payload"]
                 self.submit(
                     e.RefundRequested(
-                        p["session_id"],
-                        f"refund-{m['message_id']}",
-                        int(p["amount_minor"]),
-                        str(p["reason"]),
-                        str(p.get("source", "technician")),
+                        session_id=p["session_id"],
+                        event_id=f"refund-{m['message_id']}",
+                        amount_minor=int(p["amount_minor"]),
+                        reason=str(p["reason"]),
+                        source=str(p.get("source", "technician")),
                         inbox_id=m["message_id"],
                     )
                 )
