@@ -50,9 +50,14 @@ def _same(value: Any) -> Any:
     return value
 
 
-@cache
 def _hints(cls: type) -> dict[str, Any]:
-    return get_type_hints(cls)
+    hints = _HINTS.get(cls)
+    if hints is None:
+        hints = _HINTS[cls] = get_type_hints(cls)
+    return hints
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
 
 
 def encoder(tp: Any) -> Codec:
