@@ -125,17 +125,36 @@ def _decoder(tp: Any) -> Codec:
     if origin is dict:
         return dict
     if isinstance(tp, type) and is_dataclass(tp):
-        hints = _hints(tp)
-        named = [(f.name, decoder(hints[f.name])) for f in fields(tp)]
-        cls = tp
-        if tp in AS_ROWS:
-            return lambda v: cls(**{n: code(x) for (n, code), x in zip(named, v, strict=True)})
-        return lambda v: cls(**{n: code(v[n]) for n, code in named if n in v})
+        return _object_decoder(tp)
     if isinstance(tp, type) and issubclass(tp, Enum):
         return tp
     if tp is datetime:
         return datetime.fromisoformat
     return _same
+
+
+def _object_decoder(cls: type) -> Codec:
+    """A dataclass from its object (absent keys take their defaults) or, for ``AS_ROWS``, its
+    array. Fields stored as they are (numbers, text) are copied without a call: a store reads
+    every open session often."""
+    hints = _hints(cls)
+    named = [(f.name, decoder(hints[f.name])) for f in fields(cls)]
+    if cls in AS_ROWS:
+        if any(f.kw_only for f in fields(cls)):
+            return lambda v: cls(**{n: code(x) for (n, code), x in zip(named, v, strict=True)})
+        codes = [code for _, code in named]
+        return lambda v: cls(*[code(x) for code, x in zip(codes, v, strict=True)])
+    plain = [n for n, code in named if code is _same]
+    coded = [(n, code) for n, code in named if code is not _same]
+
+    def decode_object(v: dict[str, Any]) -> Any:
+        values = {n: v[n] for n in plain if n in v}
+        for n, code in coded:
+            if n in v:
+                values[n] = code(v[n])
+        return cls(**values)
+
+    return decode_object
 
 
 def encode(value: Any) -> Any:
@@ -161,14 +180,23 @@ def to_json(s: Session) -> dict[str, Any]:
 
 def from_json(d: dict[str, Any]) -> Session:
     core: dict[str, Any] = {}
-    for name, _ in _session_fields():
+    for name, code in _session_decoders():
         if name in PARTS:
-            core[name] = decoder(PARTS[name])(d)  # its fields, side by side in the row
+            core[name] = code(d)  # its fields, side by side in the row
         elif name == "holds":
             core["holds"] = _holds(d)
         elif name in d:
-            core[name] = decoder(_hints(Session)[name])(d[name])
+            core[name] = code(d[name])
     return Session(**core)
+
+
+@cache
+def _session_decoders() -> tuple[tuple[str, Codec], ...]:
+    hints = _hints(Session)
+    return tuple(
+        (f.name, decoder(PARTS[f.name] if f.name in PARTS else hints[f.name]))
+        for f in fields(Session)
+    )
 
 
 @cache
