@@ -15,6 +15,7 @@ from drivers.sim.terminal import SimConfig, SimTerminal
 from drivers.transport.url import TcpUrl, parse_device_url
 from firmware_bridge.link import BrokerSettings
 from firmware_bridge.sim import ChargerSimulator, Plan
+from gateway.cli import nexo_poi_cmd
 from gateway.ocpi.cpo_sim import QUIRKS, CpoSimulator, CpoState
 from gateway.runtime import logs
 
@@ -22,9 +23,11 @@ from gateway.runtime import logs
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sim = commands.add_parser("simulate", help="run simulators (terminal)")
     sub = sim.add_subparsers(dest="what", required=True, metavar="WHAT")
-    term = sub.add_parser("terminal", help="a ZVT payment terminal on TCP or a pty")
+    term = sub.add_parser(
+        "terminal", help="a ZVT terminal on TCP or a pty, or a nexo POI on loopback HTTP(S)"
+    )
     where = term.add_mutually_exclusive_group(required=True)
-    where.add_argument("--listen", help="tcp://127.0.0.1:20007")
+    where.add_argument("--listen", help="tcp://127.0.0.1:20007 (zvt), http://127.0.0.1:PORT (nexo)")
     where.add_argument("--pty", action="store_true", help="create a pty and print its device path")
     term.add_argument(
         "--outcomes",
@@ -62,6 +65,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="N",
         help="identical 'please wait' statuses per payment (real PTs repeat them)",
     )
+    nexo_poi_cmd.add_arguments(term)
     term.set_defaults(handler=_terminal)
     charger = sub.add_parser(
         "charger", help="charger firmware on an MQTT broker (our topic contract v1)"
@@ -104,6 +108,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def _terminal(args: argparse.Namespace) -> int:
     logs.configure("info")
+    if args.protocol == "nexo":
+        return nexo_poi_cmd.run(args)
     config = SimConfig(
         password=os.environ.get(args.password_env, "000000"),
         outcomes=deque(o for o in args.outcomes.split(",") if o),

@@ -21,9 +21,9 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.errors import Unavailable
+from gateway.errors import QueueFull, Unavailable
 from gateway.payments.preauth import Target
-from gateway.runtime.engine_worker import PayAnswer
+from gateway.runtime.admission import PayAnswer
 from gateway.runtime.metrics import Metrics
 
 _LOGGER = logging.getLogger(__name__)
@@ -98,7 +98,10 @@ class ApiWorker:
             target = _target(await request.json() if request.can_read_body else {})
         except ValueError as exc:
             return web.json_response({"error": f"invalid body: {exc}"}, status=400)
-        answer = self._pay(evse, key, target)
+        try:
+            answer = self._pay(evse, key, target)
+        except QueueFull as exc:  # nothing was stored: the kiosk may ask again
+            return web.json_response({"evse": evse, "error": str(exc)}, status=503)
         body: dict[str, Any] = {"evse": evse}
         if answer.session_id:
             body.update(session=answer.session_id, state=answer.state)
@@ -116,7 +119,8 @@ class ApiWorker:
         return web.json_response(self._status())
 
     async def _metrics_view(self, _request: web.Request) -> web.Response:
-        return web.Response(text=self._metrics.render(), content_type="text/plain", charset="utf-8")
+        text = await self._metrics.scrape()
+        return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
     async def bind(self) -> None:
         """Listen now (before READY): a port in use is a start failure, not a restart loop."""

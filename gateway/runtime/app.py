@@ -20,7 +20,7 @@ from typing import Any
 
 from drivers.base import PaymentTerminal
 from gateway import __version__
-from gateway.errors import GatewayError, StoreError, Unavailable
+from gateway.errors import GatewayError, QueueFull, StoreError, Unavailable
 from gateway.ocpi.charger import OcpiChargerLink
 from gateway.ocpi.worker import UpstreamWorker
 from gateway.payments.charger import ChargerLink
@@ -28,9 +28,11 @@ from gateway.payments.events import FiscalDataArrived
 from gateway.payments.preauth import Target
 from gateway.payments.record import compact
 from gateway.payments.tariff import Tariff
+from gateway.runtime import store_figures
+from gateway.runtime.admission import PayAnswer
 from gateway.runtime.api import ApiWorker
 from gateway.runtime.engine_setup import build_engine
-from gateway.runtime.engine_worker import EngineWorker, PayAnswer
+from gateway.runtime.engine_worker import EngineWorker
 from gateway.runtime.metrics import Metrics
 from gateway.runtime.mqtt_charger import MqttChargerLink
 from gateway.runtime.sdnotify import Notifier
@@ -145,6 +147,9 @@ class Daemon:
         self.ready = asyncio.Event()
         self._stop_requested: asyncio.Event | None = None
         self.metrics.add_collector(self._collect)
+        self.metrics.add_reader(
+            store_figures.reader(settings.storage.path, settings.storage.busy_timeout_ms)
+        )
 
     def upstream_state(self) -> tuple[bool, str] | None:
         """(registered, why) when an upstream is configured."""
@@ -212,61 +217,13 @@ class Daemon:
         )
 
     def _collect(self, metrics: Metrics) -> None:
+        """In-memory figures (workers, terminals); the store's are read off the loop
+        (``store_figures``)."""
         metrics.describe("evpay_worker_up", "gauge", "1 when the worker is running")
         metrics.describe("evpay_worker_restarts_total", "counter", "worker restarts after a crash")
         for s in self.supervisor.status.values():
             metrics.set("evpay_worker_up", 1.0 if s.state == "up" else 0.0, worker=s.name)
             metrics.set("evpay_worker_restarts_total", float(s.restarts), worker=s.name)
-        backlog = self.store.outbox.backlog()
-        metrics.describe("evpay_outbox_pending", "gauge", "upstream messages waiting to be sent")
-        metrics.set("evpay_outbox_pending", float(backlog.pending))
-        metrics.describe("evpay_outbox_dead", "gauge", "upstream messages dead-lettered")
-        metrics.set("evpay_outbox_dead", float(backlog.dead))
-        metrics.describe(
-            "evpay_outbox_oldest_age_seconds", "gauge", "age of the oldest pending message"
-        )
-        age = (
-            (datetime.now(UTC) - backlog.oldest_pending).total_seconds()
-            if backlog.oldest_pending
-            else 0.0
-        )
-        metrics.set("evpay_outbox_oldest_age_seconds", age)
-        metrics.describe("evpay_sessions_open", "gauge", "charging sessions not yet final")
-        metrics.set("evpay_sessions_open", float(self.store.count_open_sessions()))
-        self._collect_money(metrics)
-
-    def _collect_money(self, metrics: Metrics) -> None:
-        """Money figures from the store at scrape time: they survive restarts and never drift."""
-        f = self.store.money_figures()
-        metrics.describe(
-            "evpay_sessions_final_total", "counter", "sessions that ended, by final state"
-        )
-        for state, n in f["final"].items():
-            metrics.set("evpay_sessions_final_total", float(n), state=state)
-        metrics.describe(
-            "evpay_money_minor_total",
-            "counter",
-            "minor units held, captured, released and given back, by kind and currency",
-        )
-        for (kind, currency), amount in f["money"].items():
-            metrics.set("evpay_money_minor_total", float(amount), kind=kind, currency=currency)
-        metrics.describe(
-            "evpay_owed_minor",
-            "gauge",
-            "amounts owed (unconfirmed, lapsed, shortfall), by currency",
-        )
-        for currency, amount in f["owed"].items():
-            metrics.set("evpay_owed_minor", float(amount), currency=currency)
-        metrics.describe("evpay_holds_open", "gauge", "open sessions that hold money at a terminal")
-        metrics.set("evpay_holds_open", float(f["holds_open"]))
-        metrics.describe(
-            "evpay_hold_oldest_age_seconds", "gauge", "age of the oldest open session holding money"
-        )
-        oldest = f["holds_oldest"]
-        metrics.set(
-            "evpay_hold_oldest_age_seconds",
-            (datetime.now(UTC) - oldest).total_seconds() if oldest else 0.0,
-        )
         metrics.describe(
             "evpay_terminal_up", "gauge", "1 when the terminal answered its last command"
         )
@@ -292,8 +249,15 @@ class Daemon:
         )
 
     def _fiscal_data(self, event: FiscalDataArrived) -> None:
-        if self.engine is not None:
+        if self.engine is None:
+            return
+        try:
             self.engine.submit(event)
+        except QueueFull as exc:  # it is in the inbox; the refusal is said, not swallowed
+            _LOGGER.warning(
+                "engine.queue_full",
+                extra={"queue": exc.queue, "session": event.session_id, "reason": str(exc)},
+            )
 
     def _request_payment(
         self, evse: str, idempotency_key: str | None = None, target: Target | None = None
