@@ -25,6 +25,9 @@ class ConfigError(GatewayError):
     def __init__(self, path: str, problems: list[str]) -> None:
         self.path = path
         self.problems = problems
+        if len(problems) == 1:  # one fault, one line
+            super().__init__(f"{path}: invalid configuration: {problems[0]}")
+            return
         lines = "\n".join(f"  {p}" for p in problems)
         super().__init__(f"{path}: invalid configuration:\n{lines}")
 

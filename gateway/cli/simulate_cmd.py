@@ -82,6 +82,14 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     charger.add_argument("--interval", type=float, default=1.0, help="seconds between meter values")
     charger.add_argument("--plug", action="store_true", help="plug an EV in at every EVSE at start")
     charger.add_argument("--target-kwh", help="the driver's declared energy, sent with the plug-in")
+    charger.add_argument(
+        "--username", help="the charger's broker user (its topic tree); default: charger"
+    )
+    charger.add_argument(
+        "--password-env",
+        default="EVPAY_CHARGER_PASSWORD",
+        help="environment variable holding its password (never on the command line)",
+    )
     charger.set_defaults(handler=_charger)
     cpo = sub.add_parser("cpo", help="the embedded OCPI 2.3.0 CPO (payments receiver, credentials)")
     cpo.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT")
@@ -162,7 +170,13 @@ def _charger(args: argparse.Namespace) -> int:
         1, int(args.power_kw * 1000 * args.interval / 3600)
     )  # Wh per meter interval at that power
     plan = Plan(energy_wh=args.energy_wh, step_wh=step, interval_s=args.interval)
-    sim = ChargerSimulator(BrokerSettings(url=args.broker, prefix=args.prefix), args.evse, plan)
+    broker = BrokerSettings(
+        url=args.broker,
+        prefix=args.prefix,
+        username=args.username,
+        password=os.environ.get(args.password_env),
+    )
+    sim = ChargerSimulator(broker, args.evse, plan)
     return asyncio.run(_serve_charger(sim, args))
 
 

@@ -69,6 +69,9 @@ class ChargeStopped(_Heard):
     invoicer: str | None = None  # OCPI flow: "cpo" when the CDR carries an invoice_reference_id
     invoice_reference: str | None = None
     signed: str | None = None  # the meter's signed record (OCMF text, byte-exact)
+    # The charger's own id for the message: a refused (implausible) stop must never take the
+    # place of the true one that follows (the engine keys its steps by event id).
+    message_id: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -47,6 +47,7 @@ class Policy:
     route_holds: dict[str, HoldPolicy] = field(default_factory=dict)
     route_tariffs: dict[str, Tariff] = field(default_factory=dict)  # a route's own tariff
     pricer: Pricer = field(default_factory=Pricer, compare=False, repr=False)  # incrementally
+    rated_power_w: dict[str, int] = field(default_factory=dict)  # by EVSE (plausibility.py)
 
     def tariff(self, evse: str) -> Tariff | None:
         return self.tariffs.get(evse) or self.tariffs.get("*")

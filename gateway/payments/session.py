@@ -6,7 +6,8 @@ concern decides in its own module (the folder explains the engine):
 
 - ``authorization.py``: the hold at the card, and a lost pre-auth resolved on evidence;
 - ``charging.py``: the charge metered, capped, ended; ``topups.py``: more hold mid-charge;
-- ``metering.py``: which energy is billed; ``capture.py``: **what we capture**
+- ``metering.py``: which energy is billed (``plausibility.py``: which readings can be true);
+  ``capture.py``: **what we capture**
   (``capture_plan``);
 - ``settlement.py``: what a terminal result proves and what is booked, hold by hold;
 - ``receipts.py``: the receipt and the CPO's fiscal data; ``corrections.py``: refunds;
@@ -50,7 +51,8 @@ from gateway.payments.model import (
     Session,
     authorization_reference,
 )
-from gateway.payments.moves import UNKNOWN_STATES, Transition, outcome_payload
+from gateway.payments.moves import CHARGING_STATES, UNKNOWN_STATES, Transition, outcome_payload
+from gateway.payments.plausibility import KEPT, screen
 from gateway.payments.policy import Policy
 from gateway.payments.receipts import fiscal_arrived, receipt_facts
 from gateway.payments.settlement import enquiry_answered, enquiry_failed, settlement_result
@@ -110,6 +112,10 @@ def _dispatch(session: Session | None, event: e.Event, now: datetime, policy: Po
         if isinstance(event, e.ChargerStopped):
             return unpaid_energy(session, event, now, policy)
         return Transition(session, note="final: ignored")
+    charging = session.state in CHARGING_STATES
+    if why := screen(session, event, now, policy.rated_power_w.get(session.evse), charging):
+        more = (why,) if len(session.discrepancies) < KEPT else ()
+        return Transition(replace(session, discrepancies=(*session.discrepancies, *more)), note=why)
     match event:
         case e.TerminalResultArrived():
             return _terminal_result(session, event, now, policy)

@@ -38,7 +38,7 @@ from gateway.runtime.mqtt_charger import MqttChargerLink
 from gateway.runtime.sdnotify import Notifier
 from gateway.runtime.supervisor import Supervisor, Worker
 from gateway.settings import Settings, journal_signing_key
-from gateway.store import Store
+from gateway.store import ApiOrigin, Store
 from gateway.store.db import quick_check_path
 from gateway.store.lock import DatabaseLock
 from gateway.store.retention import prune_now
@@ -62,6 +62,10 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 class Daemon:
     def __init__(
         self,
@@ -77,10 +81,17 @@ class Daemon:
         )  # read before anything starts: a bad key stops here
         self.notifier = notifier or Notifier()
         self.metrics = Metrics()
-        settings.storage.path.parent.mkdir(parents=True, exist_ok=True)
         self.lock = DatabaseLock(settings.storage.path)
-        # a second daemon on this database stops here, naming the first one's pid
-        self.lock.acquire()
+        try:
+            settings.storage.path.parent.mkdir(parents=True, exist_ok=True)
+            # a second daemon on this database stops here, naming the first one's pid
+            self.lock.acquire()
+        except OSError as exc:  # a read-only or foreign directory: one line, exit 74
+            raise StoreError(
+                f"{settings.storage.path.parent}: cannot use the database directory "
+                f"({exc.strerror or exc}); check its owner, mode and that its file system is "
+                "mounted read-write"
+            ) from None
         if self.lock.unclean:
             why = "the last daemon did not stop cleanly"
             _LOGGER.warning(
@@ -93,6 +104,7 @@ class Daemon:
                 settings.storage.path,
                 busy_timeout_ms=settings.storage.busy_timeout_ms,
                 check=self.lock.unclean,
+                group=settings.storage.group,
             )
         except BaseException:
             self.lock.release()
@@ -144,6 +156,7 @@ class Daemon:
             fatal=(StoreError,),
         )
         self.fatal: BaseException | None = None
+        self.store_fault: str | None = None  # the last write the store refused (disk full)
         self.ready = asyncio.Event()
         self._stop_requested: asyncio.Event | None = None
         self.metrics.add_collector(self._collect)
@@ -175,6 +188,9 @@ class Daemon:
             details["upstream"] = why if registered else f"not registered — {why}"
             if not registered and self.settings.charger.mode == "ocpi":
                 ok = False  # no session can start without the CPO
+        if self.store_fault is not None:
+            details["store"] = self.store_fault
+            ok = False
         return ok, details
 
     def snapshot(self) -> dict[str, Any]:
@@ -260,9 +276,16 @@ class Daemon:
             )
 
     def _request_payment(
-        self, evse: str, idempotency_key: str | None = None, target: Target | None = None
+        self,
+        evse: str,
+        idempotency_key: str | None = None,
+        target: Target | None = None,
+        client: str = "",
     ) -> PayAnswer:
-        """The kiosk's request: stored as a session before 202, or refused at once with why."""
+        """The kiosk's request: stored as a session before 202, or refused at once with why.
+        Idempotency keys are the client's own (two kiosks may both send "1"); a key used again
+        with another request is refused 422, as Stripe does. The client id is stored with the
+        session the request creates, in the same step."""
         if self.engine is None:
             return PayAnswer(409, "no payment engine runs on this site")
         if "kiosk" not in self.settings.charger.start_paths:
@@ -272,7 +295,27 @@ class Daemon:
         upstream = self.upstream_state()
         if self.settings.charger.mode == "ocpi" and upstream is not None and not upstream[0]:
             return PayAnswer(503, f"upstream: not registered — {upstream[1]}")
-        return self.engine.request_payment(evse, idempotency_key, target)
+        request = hashlib.sha256(repr((evse, target)).encode()).hexdigest()
+        key_hash = None if idempotency_key is None else _sha256(idempotency_key)
+        scoped = f"{client}\x00{idempotency_key}" if client and idempotency_key else idempotency_key
+        try:
+            if key_hash is not None:
+                known = self.store.api_request(client, key_hash)
+                if known is not None and known[1] != request:
+                    return PayAnswer(
+                        422,
+                        "this Idempotency-Key was used with a different request "
+                        f"(session {known[0]}): use a new key for a new request",
+                    )
+            with self.store.attributed(ApiOrigin(client, key_hash, request)):
+                answer = self.engine.request_payment(evse, scoped, target)
+        except StoreError as exc:  # disk full, read-only: nothing was stored, nothing will run
+            self.store_fault = str(exc)
+            _LOGGER.error("api.pay_not_stored", extra={"evse": evse, "error": str(exc)})  # noqa: TRY400 - the message says it all
+            return PayAnswer(503, f"the payment could not be stored: {exc}")
+        if answer.status == 202:
+            self.store_fault = None  # it writes again (space was freed)
+        return answer
 
     def _fatal(self, exc: BaseException) -> None:
         self.fatal = exc

@@ -44,7 +44,8 @@ def engine_event(heard: port.ChargerEvent, signed: SignedMeter | None = None) ->
         case port.ChargeStopped():
             return e.ChargerStopped(
                 session_id=heard.session_id,
-                event_id="stopped",
+                # per charger message: a refused (implausible) stop never blocks the true one
+                event_id=f"stopped:{heard.message_id}" if heard.message_id else "stopped",
                 meter_wh=heard.meter_wh,
                 session_energy_wh=heard.session_energy_wh,
                 reason=heard.reason,

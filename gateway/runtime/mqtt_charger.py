@@ -100,6 +100,7 @@ def charger_event(
                 session_energy_wh=message.session_energy_wh,
                 reason=message.reason,
                 signed=message.signed,
+                message_id=message.id,
                 done=done,
             )
         case m.Fault():

@@ -47,6 +47,24 @@ from gateway.runtime.charger_adapter import ChargerAdapter, engine_event
                 invoice_reference="INV-1",
             ),
         ),
+        (  # over MQTT: one engine event per charger message (issue 27: a refused forged stop
+            # must not take the key of the true stop that follows)
+            port.ChargeStopped(
+                evse="E1",
+                session_id="s1",
+                meter_wh=5_000,
+                session_energy_wh=None,
+                reason="EV full",
+                message_id="m-9",
+            ),
+            e.ChargerStopped(
+                session_id="s1",
+                event_id="stopped:m-9",
+                meter_wh=5_000,
+                session_energy_wh=None,
+                reason="EV full",
+            ),
+        ),
         (
             port.ChargeFaulted(evse="E1", session_id="s1", reason=""),
             e.ChargerFaulted("s1", "faulted", "fault"),
