@@ -153,7 +153,9 @@ def test_meter_values_price_the_session_and_out_of_order_ones_are_ignored() -> N
         t.session is not None and t.session.bill.price_minor == 226
     )  # 1.00 flat + 2 kWh * 0.45, +19 %
     older = step(t.session, e.MeterValue(SID, "m0", 2000), 11)
-    assert older.session is not None and older.session.readings == t.session.readings
+    assert (
+        older.session is not None and older.session.metering.readings == t.session.metering.readings
+    )
     assert older.session.bill.price_minor == 226 and "goes backwards" in older.note  # a discrepancy
 
 
