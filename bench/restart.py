@@ -44,16 +44,30 @@ def template(
     sid = "TEMPLATE"
     handled = host.handle(e.CardPresented(sid, "card", "E1", "t1", "EUR"))
     for ev in [
-        e.TerminalResultArrived(sid, "pre", "preauthorize", Outcome.APPROVED, 5000, 7),
+        e.TerminalResultArrived(
+            session_id=sid,
+            event_id="pre",
+            operation="preauthorize",
+            outcome=Outcome.APPROVED,
+            amount_minor=5000,
+            receipt_no=7,
+        ),
         e.ChargerStarted(sid, "start", 0),
         *(e.MeterValue(sid, f"m{k}", 1000 * (k + 1)) for k in range(10)),
-        e.ChargerStopped(sid, "stop", 10500),
+        e.ChargerStopped(session_id=sid, event_id="stop", meter_wh=10500),
     ]:
         now[0] += timedelta(seconds=30)
         handled = host.handle(ev)
     capture = next(x for x in handled.commands if isinstance(x, c.Capture))
     done = host.handle(
-        e.TerminalResultArrived(sid, "cap", "capture", Outcome.APPROVED, capture.amount_minor, 8)
+        e.TerminalResultArrived(
+            session_id=sid,
+            event_id="cap",
+            operation="capture",
+            outcome=Outcome.APPROVED,
+            amount_minor=capture.amount_minor,
+            receipt_no=8,
+        )
     )
     assert done.session is not None
     row = store.session(sid)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from gateway.payments import events as e
 
 if TYPE_CHECKING:
-    from gateway.payments.session import Session
+    from gateway.payments.model import Session
 
 SLACK_WH = 50  # meter resolution and rounding between the charger's readings
 KEPT = 50  # implausible readings recorded per session (a flood is not stored for ever)
@@ -58,7 +58,8 @@ def screen(
 ) -> str | None:
     """The discrepancy to record instead of handling ``event``, or None to handle it.
     ``charging``: the session is in a charging state (only there do readings move money)."""
-    if not charging or s.meter_start_wh is None:
+    start = s.metering.meter_start_wh
+    if not charging or start is None:
         return None
     if isinstance(event, e.MeterValue):
         wh, stop = event.meter_wh, False
@@ -71,8 +72,8 @@ def screen(
     else:
         return None
     why = implausible(
-        energy_wh=wh - s.meter_start_wh,
-        last_energy_wh=s.readings[-1].energy_wh if s.readings else 0,
+        energy_wh=wh - start,
+        last_energy_wh=s.metering.readings[-1].energy_wh if s.metering.readings else 0,
         elapsed=now - s.created_at,
         rated_power_w=rated_power_w,
         stop=stop,

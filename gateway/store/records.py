@@ -32,6 +32,9 @@ class SessionRecord:
     final: bool = False
     owed_minor: int = 0
     terminal: str | None = None
+    # Every meter reading of the session so far, (at, energy_wh, trusted) in order: the store
+    # appends those it does not hold yet (one row each; a stored reading is never rewritten).
+    readings: Sequence[tuple[str, int, bool]] = ()
 
 
 @dataclass(frozen=True, slots=True)

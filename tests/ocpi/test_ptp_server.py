@@ -25,20 +25,29 @@ def finished_session(host: EngineHost, clock: Clock, sid: str) -> None:
     host.handle(e.CardPresented(sid, "card", "E1", "T1", "EUR"))
     host.handle(
         e.TerminalResultArrived(
-            sid,
-            "r",
-            "preauthorize",
-            Outcome.APPROVED,
-            5000,
-            3,
+            session_id=sid,
+            event_id="r",
+            operation="preauthorize",
+            outcome=Outcome.APPROVED,
+            amount_minor=5000,
+            receipt_no=3,
             card={"masked_pan": "541333******0074"},
         )
     )
     clock.advance(60)
     host.handle(e.ChargerStarted(sid, "st", 0))
     clock.advance(1800)
-    host.handle(e.ChargerStopped(sid, "sp", 7000))
-    host.handle(e.TerminalResultArrived(sid, "c", "capture", Outcome.APPROVED, None, 4))
+    host.handle(e.ChargerStopped(session_id=sid, event_id="sp", meter_wh=7000))
+    host.handle(
+        e.TerminalResultArrived(
+            session_id=sid,
+            event_id="c",
+            operation="capture",
+            outcome=Outcome.APPROVED,
+            amount_minor=None,
+            receipt_no=4,
+        )
+    )
     clock.advance(60)
 
 

@@ -47,32 +47,45 @@ def test_the_rule(energy: int, last: int, seconds: int, rated: int | None, why: 
 
 def test_a_giant_meter_value_is_recorded_and_never_priced() -> None:
     s = at(charging(), e.MeterValue(SID, "m1", 1000 + 3000), 10)  # 3 kWh in 10 min: 18 kW
-    price = s.price_minor
+    price = s.bill.price_minor
     giant = at(s, e.MeterValue(SID, "m2", 1000 + 10**9), 11)
-    assert giant.price_minor == price and giant.readings == s.readings
+    assert giant.bill.price_minor == price and giant.metering.readings == s.metering.readings
     assert giant.state is State.CHARGING and "rated 22000 W" in giant.discrepancies[-1]
 
 
 def test_a_stop_below_the_last_reading_is_recorded_and_the_charge_goes_on() -> None:
     s = at(charging(), e.MeterValue(SID, "m1", 1000 + 6000), 20)
-    forged = at(s, e.ChargerStopped(SID, "stopped:forged", 1000, 0), 21)
-    assert forged.state is State.CHARGING and forged.readings == s.readings
+    forged = at(
+        s,
+        e.ChargerStopped(
+            session_id=SID, event_id="stopped:forged", meter_wh=1000, session_energy_wh=0
+        ),
+        21,
+    )
+    assert forged.state is State.CHARGING and forged.metering.readings == s.metering.readings
     assert "a stop below the last reading" in forged.discrepancies[-1]
-    true = at(forged, e.ChargerStopped(SID, "stopped:true", 1000 + 7000), 25)
-    assert true.billed_energy_wh == 7000 and true.state is not State.CHARGING
+    true = at(
+        forged, e.ChargerStopped(session_id=SID, event_id="stopped:true", meter_wh=1000 + 7000), 25
+    )
+    assert true.metering.billed_energy_wh == 7000 and true.state is not State.CHARGING
 
 
 def test_a_backwards_meter_value_is_a_discrepancy() -> None:
     s = at(charging(), e.MeterValue(SID, "m1", 1000 + 3000), 10)
     older = at(s, e.MeterValue(SID, "m0", 1000 + 2000), 11)
-    assert older.readings == s.readings and "goes backwards" in older.discrepancies[-1]
+    assert (
+        older.metering.readings == s.metering.readings
+        and "goes backwards" in older.discrepancies[-1]
+    )
 
 
 def test_a_verified_signed_stop_record_is_the_billing_truth() -> None:
     s = at(charging(), e.MeterValue(SID, "m1", 1000 + 6000), 20)
     record = SignedMeter("h" * 64, "OCMF|{}|{}", "M1", "", 500, 7_500, True, "ok", "key")
-    stop = at(s, e.ChargerStopped(SID, "stopped:x", 1000, signed=record), 21)
-    assert stop.state is not State.CHARGING and stop.billed_energy_wh == 7_000
+    stop = at(
+        s, e.ChargerStopped(session_id=SID, event_id="stopped:x", meter_wh=1000, signed=record), 21
+    )
+    assert stop.state is not State.CHARGING and stop.metering.billed_energy_wh == 7_000
 
 
 def test_the_discrepancies_kept_are_bounded() -> None:

@@ -37,7 +37,15 @@ from gateway.runtime.charger_adapter import ChargerAdapter, engine_event
                 invoicer="cpo",
                 invoice_reference="INV-1",
             ),
-            e.ChargerStopped("s1", "stopped", 5_000, 4_000, "CDR received", "cpo", "INV-1"),
+            e.ChargerStopped(
+                session_id="s1",
+                event_id="stopped",
+                meter_wh=5_000,
+                session_energy_wh=4_000,
+                reason="CDR received",
+                invoicer="cpo",
+                invoice_reference="INV-1",
+            ),
         ),
         (  # over MQTT: one engine event per charger message (issue 27: a refused forged stop
             # must not take the key of the true stop that follows)
@@ -49,7 +57,13 @@ from gateway.runtime.charger_adapter import ChargerAdapter, engine_event
                 reason="EV full",
                 message_id="m-9",
             ),
-            e.ChargerStopped("s1", "stopped:m-9", 5_000, None, "EV full"),
+            e.ChargerStopped(
+                session_id="s1",
+                event_id="stopped:m-9",
+                meter_wh=5_000,
+                session_energy_wh=None,
+                reason="EV full",
+            ),
         ),
         (
             port.ChargeFaulted(evse="E1", session_id="s1", reason=""),
@@ -59,7 +73,12 @@ from gateway.runtime.charger_adapter import ChargerAdapter, engine_event
             port.PriceCorrection(
                 evse="E1", session_id="s1", total_minor=298, reason="corrected CDR C2"
             ),
-            e.PriceCorrected("s1", "price-corrected-CDR-C2", 298, "corrected CDR C2"),
+            e.PriceCorrected(
+                session_id="s1",
+                event_id="price-corrected-CDR-C2",
+                total_minor=298,
+                reason="corrected CDR C2",
+            ),
         ),
         (port.PaymentRequested(evse="E1"), None),  # admission's, not an engine event
     ],

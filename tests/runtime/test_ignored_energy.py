@@ -26,7 +26,7 @@ def test_energy_for_an_unknown_or_ended_session_is_logged(
     for event in (
         e.MeterValue("nobody", "m1", 1_000_000_000),
         e.MeterValue("done", "m9", 9_000),
-        e.ChargerStopped("done", "late-stop", 9_500),
+        e.ChargerStopped(session_id="done", event_id="late-stop", meter_wh=9_500),
     ):
         assert not host.handle(event).applied
     seen = [(r.__dict__["session"], r.__dict__["why"]) for r in caplog.records]

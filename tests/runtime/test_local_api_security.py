@@ -295,7 +295,16 @@ async def test_a_command_beyond_the_terminals_bound_is_not_sent_and_its_session_
         currency="EUR",
     )
     runner._commands = COMMANDS_WAITING_MAX  # as many as the bound already wait
-    await runner.execute(c.Release("s1:release", "s1", "t1", 17, 5000, "EUR"))
+    await runner.execute(
+        c.Release(
+            key="s1:release",
+            session_id="s1",
+            terminal="t1",
+            receipt_no=17,
+            held_minor=5000,
+            currency="EUR",
+        )
+    )
     await runner.execute(c.QueryOpenPreauths("s2:ask", "s2", "t1"))
     (release, ask) = heard
     assert isinstance(release, e.TerminalResultArrived) and release.outcome is Outcome.BUSY
