@@ -196,3 +196,34 @@ async def test_text_sent_to_the_terminal_is_in_its_configured_charset(rig: Rig) 
     assert (await t.display(["0,39 €/kWh", "Ä"], 5)).approved
     shown = next(a for a in sent if a[:2] == b"\x06\xe0")
     assert "€".encode("iso-8859-15") in shown and "Ä".encode("iso-8859-15") in shown, shown.hex()
+
+
+# ---- card first: the card asked again and never given, or the driver aborting meanwhile -------
+
+
+async def test_card_first_reasked_card_never_presented_is_no_money(rig: Rig) -> None:
+    rig.sim.config.variants.reask_card = True
+    rig.sim.config.outcomes.append("approve")  # the read card
+    rig.sim.config.outcomes.append("timeout")  # the pre-auth: the card is not presented again
+    t = rig.make_driver()
+    await t.connect()
+    await t.read_card(5)
+    pre = await t.preauthorize(eur(5000), "AT-9")
+    assert not pre.approved and pre.outcome is not Outcome.UNKNOWN, pre
+    assert rig.sim.open_preauths() == []
+
+
+async def test_card_first_abort_while_the_card_is_asked_again_is_no_money(rig: Rig) -> None:
+    import asyncio
+
+    rig.sim.config.variants.reask_card = True
+    rig.sim.config.card_wait_s = 1.5
+    t = rig.make_driver()
+    await t.connect()
+    await t.read_card(5)
+    task = asyncio.create_task(t.preauthorize(eur(5000), "AT-10"))
+    await asyncio.sleep(0.4)  # the PT shows "insert card" again and waits
+    aborted = await t.abort()
+    pre = await task
+    assert aborted.approved and not pre.approved, (aborted, pre)
+    assert rig.sim.open_preauths() == []
