@@ -145,7 +145,7 @@ def test_sloppy_der_reading_does_not_accept_a_different_value() -> None:
     """The eBZ reading takes DER integers unsigned. An r written with an extra FF byte (a
     strictly negative integer in DER) is a different, too-large number: refused. An r with
     leading zero bytes (non-minimal) is the same number: accepted (encoding malleability only)."""
-    point, _, r, s = k1_parts()
+    _, _, r, s = k1_parts()
     key = load_key(K1["key"], "ECDSA-secp192k1-SHA256")
 
     def der(r_bytes: bytes, s_bytes: bytes) -> str:

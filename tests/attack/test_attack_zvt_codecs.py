@@ -6,6 +6,7 @@ import pytest
 
 from drivers.zvt import messages as m
 from drivers.zvt.charset import announced
+from drivers.zvt.constants import Command
 from drivers.zvt.fields import Bmp, Tlv, encode_tlv
 
 
@@ -38,7 +39,7 @@ def test_an_undefined_announcement_falls_back_to_the_configured_set(code: int) -
     assert announced(code) is None
     block = m.print_text_block(["HÄNDLER"], charset="iso-8859-1")
     tlv = [*block.tlv, Tlv(0x14, bytes([code]))]
-    msg = m.Message(m.Command.PRINT_TEXT_BLOCK, b"", (Bmp(0x06, encode_tlv(tlv)),), "iso-8859-1")
+    msg = m.Message(Command.PRINT_TEXT_BLOCK, b"", (Bmp(0x06, encode_tlv(tlv)),), "iso-8859-1")
     again = m.decode(msg.to_apdu().encode(), "iso-8859-1")
     assert again.text_lines == ["HÄNDLER"]
 

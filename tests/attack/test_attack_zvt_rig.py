@@ -7,7 +7,7 @@ import pytest
 
 from drivers.base import Outcome
 from drivers.money import Money
-from tests.zvt.conftest import Rig, rig  # noqa: F401 - the fixture
+from tests.zvt.conftest import Rig
 
 EUR = "EUR"
 
@@ -139,7 +139,7 @@ async def test_84_00_acks_with_numbered_results_and_a_lost_ack_book_once(rig: Ri
     async def persist(result: object) -> None:
         stored.append(result)
 
-    pre = await t.preauthorize(eur(5000), "AT-6", persist)  # type: ignore[arg-type]
+    pre = await t.preauthorize(eur(5000), "AT-6", persist)
     assert pre.approved and len(stored) == 1
     assert rig.sim.open_preauths() == [pre.receipt_no]
 
