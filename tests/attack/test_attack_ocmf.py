@@ -167,11 +167,6 @@ def test_sloppy_der_reading_does_not_accept_a_different_value() -> None:
 MALFORMED_SPKI = "30 0A 30 04 06 00 06 00 03 02 00 04"  # SEQUENCE{SEQUENCE{OID "", OID ""}, BIT}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BROKEN: ecdsa_pure._oid indexes content[0] of an empty OID -> IndexError escapes "
-    "load_key (only ValueError is caught): `evpay meter verify` dies with a traceback",
-)
 def test_cli_malformed_spki_with_an_empty_oid_is_unreadable_not_a_traceback(
     tmp_path: Path,
 ) -> None:
@@ -179,11 +174,6 @@ def test_cli_malformed_spki_with_an_empty_oid_is_unreadable_not_a_traceback(
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-400:]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BROKEN: check_key (the settings validator for a meter key) raises IndexError, not "
-    "OcmfError, for an SPKI with an empty OID: a config error becomes a crash",
-)
 def test_check_key_on_a_malformed_spki_is_a_typed_error() -> None:
     with pytest.raises(OcmfError):
         check_key(MALFORMED_SPKI)
@@ -228,11 +218,6 @@ def test_cli_k1_key_under_the_r1_label_is_invalid_or_unreadable(tmp_path: Path) 
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stdout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BROKEN: the meter_public_key validator catches only OcmfError; check_key's IndexError "
-    "escapes pydantic, so loading a config with such a key crashes instead of a ConfigError",
-)
 def test_a_config_with_a_malformed_meter_key_is_a_validation_error() -> None:
     from pydantic import ValidationError
 

@@ -99,14 +99,7 @@ async def test_a_total_answer_after_a_driver_restart_is_unknown_not_a_guess(rig:
     "status",
     [
         0xF0,
-        pytest.param(
-            0xFF,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BROKEN: 06 0F 01 FF (system error) takes the LLLVAR-version path, fails, "
-                "then decodes as an empty BMP FF: no terminal status -> status() says ready",
-            ),
-        ),
+        0xFF,
         0x06,
         0x9C,
     ],
@@ -172,11 +165,6 @@ async def test_card_first_with_a_lost_result_ack_books_once(rig: Rig, reask: boo
     assert pre.approved and rig.sim.open_preauths() == [pre.receipt_no]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BROKEN: a one-byte completion whose byte has the high nibble F is read as the "
-    "start of a software version; 06 0F 01 FF decodes to no status at all",
-)
 def test_status_byte_ff_alone_decodes_as_the_terminal_status() -> None:
     from drivers.zvt import messages as m
 

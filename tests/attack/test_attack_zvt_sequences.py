@@ -6,8 +6,6 @@ Each test is an attack on a money-relevant claim of the merge. BROKEN ones are
 
 from __future__ import annotations
 
-import pytest
-
 from drivers.zvt import messages as m
 from drivers.zvt.apdu import Apdu
 from drivers.zvt.fields import Bmp, Tlv, encode_tlv
@@ -57,11 +55,6 @@ def feed_result(ecr: EcrSequence, msg: m.Message, now: float) -> list[object]:
     return events
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BROKEN: is_repeat lets TLV 1F73 alone decide; a second 04 0F with the same number "
-    "but a different amount/receipt is ACKed and silently dropped (no event, no Malformed)",
-)
 def test_same_1f73_but_different_money_is_not_silently_dropped() -> None:
     """A PT (bug, firmware reset of its counter, or a replayed frame) sends a second result with
     the first one's sequence number but a different amount and receipt. Whatever it is, it is
@@ -119,11 +112,6 @@ def test_84_00_00_to_a_payment_waits_for_the_result_like_80_00() -> None:
     assert ecr.next_deadline() is None and any(type(e).__name__ == "TimedOut" for e in drain(ecr))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BROKEN: 84 00 is matched on the command alone; 84 00 01 7D (a refusal carrying "
-    "error 7D, the same shape as the CCV 84 1E 01 7D) is taken as a positive acknowledgement",
-)
 def test_84_00_with_an_error_byte_is_not_acceptance() -> None:
     """By the driver's own reading of ``84 1E 01 7D`` (one data byte = the result code), a
     ``84 00 01 7D`` says "refused, 7D". The driver only looks at INSTR 00 and accepts: an abort
