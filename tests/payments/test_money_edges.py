@@ -4,11 +4,18 @@ reconciliation of batches against the sessions that belong to them. Each test fa
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from drivers.base import BrandTotal, Outcome, TerminalResult
+from gateway.cli.reconcile_cmd import load_facts, session_facts
+from gateway.payments.reconcile import BatchFacts, Facts, SessionFacts, reconcile
+from gateway.payments.record import to_json
 from gateway.payments.schemes import Validity
+from gateway.payments.session import Hold, HoldStatus, Session, State
 from gateway.payments.tariff import (
     Dimension,
     PriceComponent,
@@ -19,8 +26,13 @@ from gateway.payments.tariff import (
     describe,
     price,
 )
+from gateway.runtime.engine_host import EngineHost
+from gateway.store import Store
+from tests.payments.fixtures import T0, Clock, policy
+from tests.payments.test_reconcile import run_session
 
 BERLIN = ZoneInfo("Europe/Berlin")
+DAY = datetime(2026, 11, 25, tzinfo=UTC)
 MASTERCARD = {"brand": "MasterCard", "aid": "A0000000041010"}
 VISA = {"brand": "VISA", "aid": "A0000000031010"}
 FLEET = {"brand": "Fleet"}
@@ -146,3 +158,71 @@ def test_shown_price_uses_the_currency_exponent_and_the_tariffs_precision() -> N
     assert describe(vat) == ["0.5355 EUR/kWh"]
     plain = Tariff("E2", "EUR", (_energy("0.5"),))
     assert describe(plain) == ["0.50 EUR/kWh"]  # never fewer decimals than the currency has
+
+
+# ---- items 14, 15: reconciliation ------------------------------------------------------------
+
+
+def test_a_session_paid_from_two_holds_is_two_terminal_bookings() -> None:
+    """The terminal counts one booking per hold captured; the journal must too."""
+    two = SessionFacts(
+        "s1",
+        "t1",
+        "completed",
+        "EUR",
+        "mastercard",
+        DAY,
+        DAY + timedelta(hours=1),
+        DAY + timedelta(hours=1),
+        2000,
+        2000,
+        bookings=2,
+    )
+    batch = BatchFacts("t1", DAY - timedelta(hours=1), DAY + timedelta(hours=23), "EUR", {})
+    facts = Facts(DAY, DAY + timedelta(days=1), DAY + timedelta(days=1), [two], [batch])
+    batch = replace(batch, totals={"mastercard": (2, 2000)})
+    assert reconcile(replace(facts, batches=[batch])).findings == ()
+
+
+def test_the_store_row_of_a_two_hold_session_counts_its_captured_holds() -> None:
+    session = replace(
+        Session("s1", "E1", "T1", "EUR", State.COMPLETED, T0),
+        holds=(
+            Hold(1, 1500, captured_minor=1500, status=HoldStatus.CAPTURED),
+            Hold(2, 1500, captured_minor=500, released_minor=1000, status=HoldStatus.CAPTURED),
+            Hold(3, 1500, released_minor=1500, status=HoldStatus.RELEASED),
+        ),
+        captured_at=T0,
+    )
+    row = {
+        "id": "s1",
+        "state": "completed",
+        "data": to_json(session),
+        "created_at": T0,
+        "updated_at": T0,
+    }
+    facts = session_facts(row)
+    assert (facts.captured_minor, facts.bookings) == (2000, 2)
+
+
+def test_the_default_window_loads_the_sessions_of_the_loaded_batches(tmp_path: Path) -> None:
+    """``evpay reconcile`` looks at the last 24 h: a batch closed an hour ago covers a period
+    that began 40 h ago, and the session captured 30 h ago belongs to it."""
+    now = datetime(2026, 11, 26, 12, tzinfo=UTC)
+    clock = Clock(now - timedelta(hours=40))
+    store = Store.open(tmp_path / "evpay.sqlite3", clock=clock)
+    host = EngineHost(store, policy(), clock)
+    empty = TerminalResult("end_of_day", Outcome.APPROVED, totals=())
+    host.record_end_of_day("T1", empty, "EUR")
+    clock.now = now - timedelta(hours=30)
+    run_session(host, clock, "s1", 5000, 4000)
+    captured = host.load("s1").captured_minor  # type: ignore[union-attr]
+    assert captured > 0
+    clock.now = now - timedelta(hours=1)
+    batch = TerminalResult(
+        "end_of_day", Outcome.APPROVED, totals=(BrandTotal("mastercard", 1, captured),)
+    )
+    host.record_end_of_day("T1", batch, "EUR")
+    report = reconcile(load_facts(store, now - timedelta(hours=24), now, now, upstream=False))
+    store.close()
+    assert [f.kind for f in report.findings] == []
