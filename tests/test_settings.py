@@ -164,3 +164,60 @@ def test_secret_values_never_appear_in_dumps_or_reprs() -> None:
 def test_a_secret_needs_exactly_one_source() -> None:
     with pytest.raises(ConfigError, match="exactly one"):
         parse_settings(MINIMAL + '[upstream]\ntoken_a = { env = "A", file = "/b" }\n', "<t>")
+
+
+# ---- issue 26, items 2 and 13: every EVSE can be priced, in its terminal's currency ---------
+
+_PRICED_SITE = """
+[site]
+id = "S"
+country = "CH"
+timezone = "Europe/Zurich"
+currency = "CHF"
+[[terminals]]
+id = "t1"
+device = "tcp://127.0.0.1:20007"
+{terminal}
+[charger]
+enabled = true
+mode = "simulated"
+[[charger.evses]]
+id = "E1"
+terminal = "t1"
+{evse}
+[pricing]
+fixed_hold = {{ CHF = "50.00" }}
+{pricing}
+tariffs = [{{ id = "EUR-T", currency = "EUR", elements = [{{ price_components = [{{ type = "ENERGY", price = "0.50", step_size = 1 }}] }}] }},
+           {{ id = "CHF-T", currency = "CHF", elements = [{{ price_components = [{{ type = "ENERGY", price = "0.55", step_size = 1 }}] }}] }}]
+"""
+
+
+def _priced(terminal: str = "", evse: str = "", pricing: str = "") -> str:
+    return _PRICED_SITE.format(terminal=terminal, evse=evse, pricing=pricing)
+
+
+def test_an_evse_whose_terminal_cannot_charge_its_tariffs_currency_is_refused() -> None:
+    with pytest.raises(ConfigError, match="evse 'E1' is priced with tariff 'EUR-T' in EUR"):
+        parse_settings(_priced(pricing='default_tariff = "EUR-T"'), "<t>")
+    with pytest.raises(ConfigError, match="terminal 't1' charges in CHF"):
+        parse_settings(_priced(evse='tariff = "EUR-T"', pricing='default_tariff = "CHF-T"'), "<t>")
+    ok = parse_settings(_priced(pricing='default_tariff = "CHF-T"'), "<t>")
+    assert ok.terminal_currency("t1") == "CHF"
+    eur = parse_settings(
+        _priced(terminal='currency = "EUR"', pricing='default_tariff = "EUR-T"'), "<t>"
+    )
+    assert eur.terminal_currency("t1") == "EUR"
+
+
+def test_an_evse_without_a_tariff_is_refused_unless_free_vend_is_explicit_and_capped() -> None:
+    with pytest.raises(ConfigError, match="evse 'E1' has no tariff"):
+        parse_settings(_priced(), "<t>")
+    free = parse_settings(_priced(evse='free_vend_kwh = "5"'), "<t>")
+    assert free.charger.evses[0].free_vend_kwh == Decimal(5)
+    with pytest.raises(ConfigError, match="free_vend_kwh"):
+        parse_settings(_priced(evse='free_vend_kwh = "0"'), "<t>")
+    with pytest.raises(ConfigError, match="free vend is for an EVSE without a tariff"):
+        parse_settings(
+            _priced(evse='free_vend_kwh = "5"', pricing='default_tariff = "CHF-T"'), "<t>"
+        )

@@ -47,6 +47,7 @@ password = {{ value = "123456" }}
 
 CHARGER = (
     '[charger]\nenabled = true\nmode = "simulated"\n[[charger.evses]]\nid = "E1"\nterminal = "t1"'
+    '\nfree_vend_kwh = "1"'  # every EVSE is priced or explicitly free (issue 26, item 13)
 )
 
 
@@ -201,7 +202,7 @@ def test_the_local_broker_must_persist(tmp_path: Path, lines: str, status: str) 
     )
     conf = tmp_path / "mosquitto.conf"
     conf.write_text(lines.format(d=conf_d), encoding="utf-8")
-    broker = '[charger]\nenabled = true\nmode = "mqtt"\nbroker = "mqtt://127.0.0.1:1883"\n[[charger.evses]]\nid = "E1"\nterminal = "t1"'
+    broker = '[charger]\nenabled = true\nmode = "mqtt"\nbroker = "mqtt://127.0.0.1:1883"\n[[charger.evses]]\nid = "E1"\nterminal = "t1"\nfree_vend_kwh = "1"'
     settings = parse_settings(
         site(tmp_path, f"serial://{tmp_path / 'gone'}", broker).read_text(), "<doctor>"
     )
