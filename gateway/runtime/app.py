@@ -22,6 +22,7 @@ from drivers.base import PaymentTerminal
 from gateway import __version__
 from gateway.errors import GatewayError, StoreError, Unavailable
 from gateway.ocpi.charger import OcpiChargerLink
+from gateway.ocpi.tariffs import chargeable
 from gateway.ocpi.worker import UpstreamWorker
 from gateway.payments.charger import ChargerLink
 from gateway.payments.events import FiscalDataArrived
@@ -286,6 +287,14 @@ class Daemon:
         already running keep the tariff they started with (it stays in the catalog)."""
         if self.engine is None:
             return
+        terminals = {
+            e.id: (e.terminal, self.settings.terminal_currency(e.terminal))
+            for e in self.settings.charger.evses
+        }
+        by_evse, refused = chargeable(by_evse, terminals)
+        for r in refused:  # the EVSE keeps its tariff; the CPO is told why its own is not used
+            if self.store.apply(r.step()):
+                _LOGGER.warning("upstream.tariff_refused", extra=r.payload())
         policy = self.engine.host.policy
         self.engine.host.policy = replace(
             policy, tariffs={**policy.tariffs, **by_evse}, catalog={**policy.catalog, **catalog}
