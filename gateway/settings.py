@@ -236,6 +236,10 @@ class RouteSettings(_Model):
     fixed_hold: dict[str, Amount] | None = None
     hold_min: Amount | None = None
     hold_max: Amount | None = None
+    # The incremental strategy's first hold and each top-up, in the route's currency (the
+    # [pricing] amounts are the site's currency: 20.00 EUR is not 2000 yen).
+    incremental_initial: Amount | None = None
+    incremental_step: Amount | None = None
 
     @field_validator("bins")
     @classmethod
@@ -700,9 +704,20 @@ class Settings(_Model):
             fixed = r.fixed_hold or self.pricing.fixed_hold
             if strategy == "fixed" and currency not in fixed:
                 raise ValueError(f"route {r.id!r}: the fixed hold has no amount in {currency}")
+            if (
+                strategy == "incremental"
+                and currency != self.site.currency
+                and (r.incremental_initial is None or r.incremental_step is None)
+            ):
+                raise ValueError(
+                    f"route {r.id!r} charges in {currency}, not the site's {self.site.currency}: "
+                    f"give its incremental_initial and incremental_step in {currency}"
+                )
             for name, amount in (
                 ("hold_min", r.hold_min),
                 ("hold_max", r.hold_max),
+                ("incremental_initial", r.incremental_initial),
+                ("incremental_step", r.incremental_step),
                 *((f"fixed_hold.{c}", a) for c, a in (r.fixed_hold or {}).items()),
             ):
                 if amount is not None:
