@@ -71,6 +71,10 @@ class FakeTerminal:
     clock: Clock
     validity: Validity
     echo: str = "booked"
+    # How a top-up is answered: a new reservation with its own receipt ("new"), or the same
+    # reservation increased, answered with the increment ("increment") or with the
+    # reservation's new total ("total"), as some terminals do.
+    topup: str = "new"
     holds: dict[int, Hold] = field(default_factory=dict)
     next_receipt: int = 1
     last: e.LastResult | None = None
@@ -118,6 +122,13 @@ class FakeTerminal:
             first = self.holds.get(cmd.receipt_no)
             if first is None or first.state != "open" or r < 0.3:
                 return Outcome.ERROR, None, None
+            if self.topup != "new":  # the same reservation, increased
+                first.held += cmd.amount_minor
+                answer = first.held if self.topup == "total" else cmd.amount_minor
+                self.last = e.LastResult(True, cmd.receipt_no, answer)
+                if r < 0.35:
+                    return Outcome.UNKNOWN, None, None
+                return Outcome.APPROVED, answer, cmd.receipt_no
             receipt = self._receipt()
             self.holds[receipt] = Hold(cmd.session_id, cmd.amount_minor, first.expires_at, receipt)
             self.last = e.LastResult(True, receipt, cmd.amount_minor)
@@ -224,6 +235,7 @@ class Variant:
     tariff_json: dict[str, object]
     start: datetime = T0
     terminal_validity: dict[str, timedelta] = field(default_factory=dict)
+    topup: str = "new"  # FakeTerminal.topup
 
 
 VARIANTS = {
@@ -244,6 +256,10 @@ VARIANTS = {
         datetime(2026, 3, 28, 20, 0, tzinfo=UTC),
         {"default": timedelta(hours=48), "visa": timedelta(days=3)},
     ),
+    # Top-ups that increase the first reservation, answered with the increment or with the
+    # reservation's new total.
+    "topup-increment": Variant("topup-increment", TARIFF_JSON, topup="increment"),
+    "topup-total": Variant("topup-total", TARIFF_JSON, topup="total"),
 }
 
 # Disagreements with the reference model that are open defects of the session code (issue 26;
@@ -256,8 +272,8 @@ KNOWN_EXCLUSIONS = {
     "'nothing captured'",
     "item 5": "a capture the terminal booked ends capture_unconfirmed: owed in full and FAILED",
     "new: late top-up": "found by this model, not in issue 26: a top-up approved after the "
-    "charge stopped is released while the price above the first hold stays owed (session.py "
-    "_topup_result gives it a target of 0)",
+    "charge stopped (a new reservation, or the first one increased) is released while the "
+    "price above the first hold stays owed (session.py _topup_result)",
     "item 12": "energy reported after the session ended unpaid is priced by the engine's own "
     "rule (unpaid_energy), outside the billed readings",
 }
@@ -287,7 +303,7 @@ class Simulation:
         self.excluded: dict[str, list[str]] = {}
         echo = "reversed" if seed % 2 else "booked"
         self.terminal = FakeTerminal(
-            random.Random(seed + 1), self.clock, self.policy.validity, echo
+            random.Random(seed + 1), self.clock, self.policy.validity, echo, variant.topup
         )
         self.store = Store.open(path, clock=self.clock)
         self.host = EngineHost(self.store, self.policy, self.clock)
@@ -625,21 +641,31 @@ class Simulation:
                 got_fac = None if fac and fac.id.endswith("-U") else got_fac
             got = {
                 "captured": s.captured_minor,
+                "released": s.released_minor,
                 "owed": s.owed_minor - s.unpaid_minor,
                 "fac": got_fac,
             }
             expected: dict[str, object] = {
                 "captured": want.captured,
+                "released": want.released,
                 "owed": want.owed if s.state in _PRICED else 0,
                 "fac": want.fac,
             }
+            if s.id.startswith("orphan-"):
+                # A sweep learns only the receipt numbers of the holds it releases (ZVT's open
+                # pre-auth list has no amounts): what it released is not known to it.
+                del got["released"], expected["released"]
             if s.state is State.COMPLETED:
                 got["price"], expected["price"] = s.price_minor, want.price
                 got["plan"] = {h.receipt: h.booked for h in holds}
                 expected["plan"] = dict(want.capture_by_hold)
             if got == expected:
                 continue
-            late = any(h.state == "released" and want.capture_by_hold.get(h.receipt) for h in holds)
+            late = any(  # held money left uncaptured while the price is owed
+                h.state in ("booked", "released")
+                and want.capture_by_hold.get(h.receipt, 0) > h.booked
+                for h in holds
+            )
             item = self._known(s, want.captured, late_topup=late)
             said = f"{s.id} {s.state}: engine {got}, model {expected}"
             if item is None:
@@ -721,6 +747,27 @@ def test_simulation_restrictions_and_dst(
 ) -> None:
     """450 sessions each (150 per strategy) across a weekday change at local midnight, or the
     spring DST night and a one-day promotion, on a 48 h acquirer."""
+    _run(tmp_path, request, sessions=150, variant=variant)
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        "topup-increment",
+        pytest.param(
+            "topup-total",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="needs session.py change: a top-up answered with the reservation's new "
+                "total is added to the hold as if it were the increment",
+            ),
+        ),
+    ],
+)
+def test_simulation_topup_conventions(
+    tmp_path: Path, request: pytest.FixtureRequest, variant: str
+) -> None:
+    """450 sessions each with top-ups that raise the first reservation."""
     _run(tmp_path, request, sessions=150, variant=variant)
 
 
