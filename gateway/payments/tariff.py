@@ -7,11 +7,13 @@ capture, so the three can never disagree.
 Rules (where OCPI leaves room, the choice is written here):
 - A charging session is a series of meter samples (time, cumulative Wh), power constant
   between two samples. Intervals are cut where a restriction changes (a start/end time of
-  day, a min/max duration, a min/max kWh), and each piece is priced with the *first* tariff
+  day, local midnight for a weekday or date restriction, a min/max duration, a min/max kWh),
+  and each piece is priced with the *first* tariff
   element whose restrictions hold at its start (local time, weekday, kWh so far, duration so
   far, the interval's power).
 - ENERGY is billed per kWh for the energy of the interval; TIME per hour while energy flows;
-  PARKING_TIME per hour while it does not; FLAT once, from the first element active at start.
+  PARKING_TIME per hour while it does not (hours that elapsed: computed in UTC, so a DST night
+  bills 23 or 25 hours, never wall-clock ones); FLAT once, from the first element active at start.
 - ``step_size`` (Wh for energy, seconds for time) rounds the volume billed under each
   element's component up to a whole number of steps.
 - VAT: a component's price is excluding VAT; ``vat`` is a percentage; absent = not applicable.
