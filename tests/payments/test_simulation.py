@@ -274,6 +274,11 @@ KNOWN_EXCLUSIONS = {
     "new: late top-up": "found by this model, not in issue 26: a top-up approved after the "
     "charge stopped (a new reservation, or the first one increased) is released while the "
     "price above the first hold stays owed (session.py _topup_result)",
+    "new: adopted hold": "found by this model, records only: a session whose pre-auth answer "
+    "was lost adopted (and released) a hold the terminal made for another session's card",
+    "new: hold larger than known": "found by this model, records only: the terminal held more "
+    "than the session knows (a top-up answer lost); the capture released the rest, the "
+    "session's released_minor understates it",
     "item 12": "energy reported after the session ended unpaid is priced by the engine's own "
     "rule (unpaid_energy), outside the billed readings",
 }
@@ -667,10 +672,26 @@ class Simulation:
                 for h in holds
             )
             item = self._known(s, want.captured, late_topup=late)
+            if item is None and {k for k in expected if got.get(k) != expected[k]} == {"released"}:
+                item = self._records_only(s, holds)
             said = f"{s.id} {s.state}: engine {got}, model {expected}"
             if item is None:
                 self.fail(f"the reference model disagrees: {said}")
             self.excluded.setdefault(item, []).append(said)
+
+    def _records_only(self, s: Session, holds: list[TerminalHold]) -> str | None:
+        """A disagreement on what was released only, where no money moved wrongly: the
+        session's record of a hold differs from the terminal's books."""
+        foreign = [
+            h.receipt_no
+            for h in s.holds
+            if (b := self.terminal.holds.get(h.receipt_no)) is not None and b.session_id != s.id
+        ]
+        if foreign and not s.id.startswith("orphan-"):
+            return "new: adopted hold"
+        if sum(h.approved for h in holds) != s.authorized_minor:
+            return "new: hold larger than known"
+        return None
 
     def _known(self, s: Session, booked: int, *, late_topup: bool = False) -> str | None:
         """The open session-code defect a disagreement is, or None (then it fails)."""
