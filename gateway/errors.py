@@ -25,6 +25,9 @@ class ConfigError(GatewayError):
     def __init__(self, path: str, problems: list[str]) -> None:
         self.path = path
         self.problems = problems
+        if len(problems) == 1:  # one fault, one line
+            super().__init__(f"{path}: invalid configuration: {problems[0]}")
+            return
         lines = "\n".join(f"  {p}" for p in problems)
         super().__init__(f"{path}: invalid configuration:\n{lines}")
 
@@ -152,3 +155,15 @@ class InvariantViolated(GatewayError):
 
     code = "invariant_violated"
     exit_code = 70
+
+
+class QueueFull(GatewayError):
+    """A bounded queue is full: the input is refused, not queued without limit. Nothing was
+    stored; the sender may try again (the local API answers 503 with this message)."""
+
+    code = "queue_full"
+
+    def __init__(self, queue: str, bound: int) -> None:
+        self.queue = queue
+        self.bound = bound
+        super().__init__(f"{queue} is full ({bound} waiting); nothing was stored, try again later")

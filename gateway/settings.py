@@ -14,6 +14,7 @@ from datetime import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cryptography.fernet import Fernet
@@ -36,6 +37,13 @@ from drivers.transport.url import parse_device_url
 from drivers.zvt.messages import is_password
 from gateway.errors import ConfigError, SecretUnavailable
 from gateway.fiscal.ocmf import OcmfError, check_key
+from gateway.input_limits import (
+    MAX_CONFIG_BYTES,
+    MAX_SECRET_BYTES,
+    Refused,
+    check_toml_shape,
+    read_text_file,
+)
 from gateway.payments.tariff import tariff_from_ocpi
 from gateway.store.journal import load_signing_key, public_key_hex
 from gateway.wire import OcpiTariff
@@ -94,9 +102,11 @@ class SecretRef(_Model):
                 )
             path = Path(directory) / self.credential
         try:
-            return path.read_text(encoding="utf-8").strip()
+            return read_text_file(path, MAX_SECRET_BYTES).strip()
         except OSError as exc:
             raise SecretUnavailable(f"secret: cannot read {path}: {exc.strerror}") from None
+        except Refused as exc:
+            raise SecretUnavailable(f"secret: refusing {path}: {exc}") from None
 
     def __repr__(self) -> str:
         where = self.env or self.file or self.credential or "inline"
@@ -134,6 +144,16 @@ class SiteSettings(_Model):
 class StorageSettings(_Model):
     path: Path = Path("/var/lib/evpay/evpay.sqlite3")
     busy_timeout_ms: Annotated[int, Field(ge=0, le=60_000)] = 5000
+    group: (
+        Annotated[
+            str,
+            Field(
+                pattern=r"^[a-z_][a-z0-9_-]{0,31}$",
+                description="a group that may read the database and exports (mode 0640)",
+            ),
+        ]
+        | None
+    ) = None  # None: mode 0600, the daemon's user only
 
 
 class ApiClientSettings(_Model):
@@ -364,6 +384,13 @@ class EvseSettings(_Model):
         description="the meter's OCMF public key (DER SubjectPublicKeyInfo or a bare point, "
         "hex/base64)",
     )
+    # mapping "evpay": the charger (its broker user) this EVSE belongs to; its messages are taken
+    # only from that charger's topic tree (firmware_bridge/README.md, "Who may say what").
+    charger: Identifier = "charger"
+    # The most this EVSE can deliver: a meter value claiming energy faster than this is recorded
+    # as a discrepancy, never billed (gateway/payments/plausibility.py). Unset: not checked
+    # (`evpay doctor` warns).
+    rated_power_kw: Annotated[Decimal, Field(gt=0, le=5000)] | None = None
 
     @field_validator("meter_public_key")
     @classmethod
@@ -403,7 +430,35 @@ class ChargerSettings(_Model):
     start_paths: list[StartPath] = Field(default_factory=lambda: list(START_PATHS), min_length=1)
     everest_token_provider: str = "evpay_token_provider"  # noqa: S105 - a module id, not a secret
     everest_auth_consumer: str = "evpay_auth_consumer"
+    # A charger account that owns no EVSE: `evpay doctor` connects with it to prove the broker's
+    # ACL refuses a charger's command (firmware_bridge/broker.py writes it as "evpay-doctor").
+    doctor_username: Identifier | None = None
+    doctor_password: SecretRef | None = None
     evses: list[EvseSettings] = []
+
+    @model_validator(mode="after")
+    def _broker_beyond_loopback(self) -> ChargerSettings:
+        """A broker on the network is reached over TLS, with our own user (issue 27)."""
+        host = urlsplit(self.broker).hostname or ""
+        if self.mode == "mqtt" and not is_loopback(host):
+            if not self.broker.startswith("mqtts://"):
+                raise ValueError(
+                    f"broker {host!r} is beyond loopback: use mqtts:// (TLS), never plain MQTT"
+                )
+            if self.username is None or self.password is None:
+                raise ValueError(f"broker {host!r} is beyond loopback: set username and password")
+        return self
+
+    @model_validator(mode="after")
+    def _chargers_are_not_the_gateway(self) -> ChargerSettings:
+        ours = {self.client_id, self.username, self.doctor_username} - {None}
+        wrong = [e.id for e in self.evses if e.charger in ours]
+        if wrong:
+            raise ValueError(
+                f"EVSEs {wrong}: their charger must be a charger's broker user, not the gateway's "
+                "or the doctor's"
+            )
+        return self
 
     @model_validator(mode="after")
     def _everest_modules(self) -> ChargerSettings:
@@ -732,7 +787,10 @@ class Settings(_Model):
 def parse_settings(text: str, source: str) -> Settings:
     """Validate TOML text; ConfigError lists every problem as ``dotted.key: what is wrong``."""
     try:
+        check_toml_shape(text)
         raw = tomllib.loads(text)
+    except Refused as exc:
+        raise ConfigError(source, [f"TOML refused before parsing: {exc}"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, [f"TOML syntax: {exc}"]) from None
     try:
@@ -744,11 +802,11 @@ def parse_settings(text: str, source: str) -> Settings:
 
 def load_settings(path: Path) -> Settings:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text_file(path, MAX_CONFIG_BYTES)
     except OSError as exc:
         raise ConfigError(str(path), [f"cannot read file: {exc.strerror}"]) from None
-    except UnicodeDecodeError:
-        raise ConfigError(str(path), ["file is not UTF-8 text"]) from None
+    except Refused as exc:
+        raise ConfigError(str(path), [f"refusing the file: {exc}"]) from None
     return parse_settings(text, str(path))
 
 
@@ -806,6 +864,8 @@ def check_secrets(settings: Settings) -> list[str]:
             problems.append(
                 f"api.clients.{i}.token: too short ({len(token)} characters; use 16 or more)"
             )
+    if settings.charger.enabled and settings.charger.mode == "mqtt":
+        resolve("charger.password", settings.charger.password)  # doctor_password: doctor's own
     pem = resolve("journal.signing_key", settings.journal.signing_key)
     if pem is not None:
         try:

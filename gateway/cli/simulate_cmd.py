@@ -15,6 +15,7 @@ from drivers.sim.terminal import SimConfig, SimTerminal
 from drivers.transport.url import TcpUrl, parse_device_url
 from firmware_bridge.link import BrokerSettings
 from firmware_bridge.sim import ChargerSimulator, Plan
+from gateway.cli import nexo_poi_cmd
 from gateway.ocpi.cpo_sim import QUIRKS, CpoSimulator, CpoState
 from gateway.runtime import logs
 
@@ -22,9 +23,11 @@ from gateway.runtime import logs
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sim = commands.add_parser("simulate", help="run simulators (terminal)")
     sub = sim.add_subparsers(dest="what", required=True, metavar="WHAT")
-    term = sub.add_parser("terminal", help="a ZVT payment terminal on TCP or a pty")
+    term = sub.add_parser(
+        "terminal", help="a ZVT terminal on TCP or a pty, or a nexo POI on loopback HTTP(S)"
+    )
     where = term.add_mutually_exclusive_group(required=True)
-    where.add_argument("--listen", help="tcp://127.0.0.1:20007")
+    where.add_argument("--listen", help="tcp://127.0.0.1:20007 (zvt), http://127.0.0.1:PORT (nexo)")
     where.add_argument("--pty", action="store_true", help="create a pty and print its device path")
     term.add_argument(
         "--outcomes",
@@ -62,6 +65,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="N",
         help="identical 'please wait' statuses per payment (real PTs repeat them)",
     )
+    nexo_poi_cmd.add_arguments(term)
     term.set_defaults(handler=_terminal)
     charger = sub.add_parser(
         "charger", help="charger firmware on an MQTT broker (our topic contract v1)"
@@ -78,6 +82,14 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     charger.add_argument("--interval", type=float, default=1.0, help="seconds between meter values")
     charger.add_argument("--plug", action="store_true", help="plug an EV in at every EVSE at start")
     charger.add_argument("--target-kwh", help="the driver's declared energy, sent with the plug-in")
+    charger.add_argument(
+        "--username", help="the charger's broker user (its topic tree); default: charger"
+    )
+    charger.add_argument(
+        "--password-env",
+        default="EVPAY_CHARGER_PASSWORD",
+        help="environment variable holding its password (never on the command line)",
+    )
     charger.set_defaults(handler=_charger)
     cpo = sub.add_parser("cpo", help="the embedded OCPI 2.3.0 CPO (payments receiver, credentials)")
     cpo.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT")
@@ -104,6 +116,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def _terminal(args: argparse.Namespace) -> int:
     logs.configure("info")
+    if args.protocol == "nexo":
+        return nexo_poi_cmd.run(args)
     config = SimConfig(
         password=os.environ.get(args.password_env, "000000"),
         outcomes=deque(o for o in args.outcomes.split(",") if o),
@@ -156,7 +170,13 @@ def _charger(args: argparse.Namespace) -> int:
         1, int(args.power_kw * 1000 * args.interval / 3600)
     )  # Wh per meter interval at that power
     plan = Plan(energy_wh=args.energy_wh, step_wh=step, interval_s=args.interval)
-    sim = ChargerSimulator(BrokerSettings(url=args.broker, prefix=args.prefix), args.evse, plan)
+    broker = BrokerSettings(
+        url=args.broker,
+        prefix=args.prefix,
+        username=args.username,
+        password=os.environ.get(args.password_env),
+    )
+    sim = ChargerSimulator(broker, args.evse, plan)
     return asyncio.run(_serve_charger(sim, args))
 
 

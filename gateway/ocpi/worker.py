@@ -33,6 +33,7 @@ from gateway.ocpi.server import PtpServer
 from gateway.ocpi.tariffs import pull_tariffs
 from gateway.payments.events import FiscalDataArrived
 from gateway.payments.tariff import Tariff
+from gateway.runtime.connections import ConnectionGuard, GuardedSite
 from gateway.settings import UpstreamSettings
 from gateway.store import Store
 
@@ -388,10 +389,16 @@ class UpstreamWorker:
         )
         runner = web.AppRunner(self.server.app(), access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, host or "127.0.0.1", int(port), ssl_context=self._server_tls())
+        # the same guard as the local API: a connection cap, a header timeout (slow-loris)
+        site = GuardedSite(
+            runner,
+            host or "127.0.0.1",
+            int(port),
+            ConnectionGuard(),
+            ssl_context=self._server_tls(),
+        )
         await site.start()
-        sockets = getattr(site._server, "sockets", None) or []
-        self.bound_port = sockets[0].getsockname()[1] if sockets else int(port)
+        self.bound_port = site.port
         _LOGGER.info(
             "upstream.serving", extra={"listen": self.settings.listen, "port": self.bound_port}
         )

@@ -46,6 +46,7 @@ from gateway.fiscal.receipt import (
 from gateway.payments import commands as c
 from gateway.payments import events as e
 from gateway.payments.events import Operation, TimerKind
+from gateway.payments.plausibility import KEPT, screen
 from gateway.payments.preauth import HoldPolicy, initial_hold, topup
 from gateway.payments.refunds import Refund, RefundMethod, RefundStatus
 from gateway.payments.schemes import Validity
@@ -102,6 +103,7 @@ class Policy:
     pricer: Pricer = field(
         default_factory=Pricer, compare=False, repr=False
     )  # price, incrementally
+    rated_power_w: dict[str, int] = field(default_factory=dict)  # by EVSE (plausibility.py)
 
     def tariff(self, evse: str) -> Tariff | None:
         return self.tariffs.get(evse) or self.tariffs.get("*")
@@ -324,6 +326,10 @@ def _dispatch(session: Session | None, event: e.Event, now: datetime, policy: Po
         if isinstance(event, e.ChargerStopped):
             return _unpaid_energy(session, event, now, policy)
         return Transition(session, note="final: ignored")
+    charging = session.state in _CHARGING_STATES
+    if why := screen(session, event, now, policy.rated_power_w.get(session.evse), charging):
+        more = (why,) if len(session.discrepancies) < KEPT else ()
+        return Transition(replace(session, discrepancies=(*session.discrepancies, *more)), note=why)
     match event:
         case e.TerminalResultArrived():
             return _terminal_result(session, event, now, policy)

@@ -226,7 +226,15 @@ class EngineHost:
         result = transition(before, event, now, self.policy)
         after = result.session
         if after is None or (after == before and not result.commands):
-            if result.note:
+            energy = isinstance(event, e.MeterValue | e.ChargerStopped)
+            if energy and (before is None or before.state in FINAL):
+                # energy no open session takes (a forged or late message): said, never silent
+                why = "no such session" if before is None else f"session is {before.state.value}"
+                _LOGGER.warning(
+                    "engine.energy_ignored",
+                    extra={"session": event.session_id, "event": event.event_id, "why": why},
+                )
+            elif result.note:
                 _LOGGER.debug(
                     "engine.ignored", extra={"session": event.session_id, "note": result.note}
                 )

@@ -63,6 +63,19 @@ class JournalEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class ApiOrigin:
+    """Who asked for a session over the local API: the client id, and the SHA-256 of its
+    Idempotency-Key (None without one) and of its request."""
+
+    client: str
+    key_sha256: str | None
+    request_sha256: str
+
+    def journal(self) -> dict[str, Any]:
+        return {"client": self.client, "request_sha256": self.request_sha256}
+
+
+@dataclass(frozen=True, slots=True)
 class OutboxMessage:
     message_id: str  # unique: enqueueing the same id twice is refused by the schema
     object_key: str  # ordering key, e.g. "fac:<authorization_reference>"

@@ -192,6 +192,7 @@ def _write_durably(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     with tmp.open("wb") as f:
+        os.fchmod(f.fileno(), 0o600)  # money records: never the umask's mode
         f.write(data)
         f.flush()
         os.fsync(f.fileno())

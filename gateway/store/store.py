@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,7 +34,7 @@ from gateway.store.db import (
     transaction,
 )
 from gateway.store.outbox import Outbox
-from gateway.store.records import JournalEntry, Json, Step
+from gateway.store.records import ApiOrigin, JournalEntry, Json, Step
 from gateway.store.retention import Compact, Pruned
 
 
@@ -56,6 +57,7 @@ class Store:
         self._version = self._data_version()
         self._head: str | None = None
         self._payments: dict[str, dict[str, tuple[object, ...]]] = {}
+        self._origin: ApiOrigin | None = None
 
     def check_file(self) -> None:
         """StoreGone if the file at our path is no longer the one we hold open (deleted, or
@@ -72,10 +74,13 @@ class Store:
         busy_timeout_ms: int = 5000,
         clock: Callable[[], datetime] = _utcnow,
         check: bool = False,
+        group: str | None = None,
     ) -> Store:
         """Open (and migrate, unless read-only) the database at ``path``; ``check``: run
         SQLite's quick_check first (see ``db.connect``)."""
-        conn = connect(path, read_only=read_only, busy_timeout_ms=busy_timeout_ms, check=check)
+        conn = connect(
+            path, read_only=read_only, busy_timeout_ms=busy_timeout_ms, check=check, group=group
+        )
         try:
             if read_only:
                 found, known = schema_version(conn), latest_version()
@@ -138,6 +143,43 @@ class Store:
                 self._payments.pop(record.id, None)
         return True
 
+    @contextmanager
+    def attributed(self, origin: ApiOrigin) -> Iterator[None]:
+        """A session a step creates inside this block is stamped with the API client and
+        request that asked for it, in that step's transaction (column and journal entry): the
+        engine's record stays as it is, and no session is ever stored without its origin."""
+        self._origin = origin
+        try:
+            yield
+        finally:
+            self._origin = None
+
+    def api_request(self, client: str, key_sha256: str) -> tuple[str, str] | None:
+        """(session id, request SHA-256) of the session ``client`` started with this key."""
+        rows = self._query(
+            "SELECT id, api_request FROM sessions WHERE api_client = ? AND api_key = ?",
+            (client, key_sha256),
+        )
+        return (rows[0][0], rows[0][1]) if rows else None
+
+    def session_origin(self, session_id: str) -> str | None:
+        """The API client that started the session ('' for an API without tokens); None when
+        it did not start from the API (a plug-in, a card, or before migration 0011)."""
+        rows = self._query("SELECT api_client FROM sessions WHERE id = ?", (session_id,))
+        return rows[0][0] if rows else None
+
+    def _stamp(self, c: sqlite3.Connection, session_ids: list[str]) -> list[JournalEntry]:
+        """Write the origin on the (first) session this step creates; its journal entry."""
+        origin = self._origin
+        if origin is None or not session_ids:
+            return []
+        sid = session_ids[0]  # one request, one session
+        c.execute(
+            "UPDATE sessions SET api_client = ?, api_key = ?, api_request = ? WHERE id = ?",
+            (origin.client, origin.key_sha256, origin.request_sha256, sid),
+        )
+        return [JournalEntry("session", sid, "session.api_client", origin.journal())]
+
     def _data_version(self) -> int:
         return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
 
@@ -159,6 +201,12 @@ class Store:
         caches once the step has committed. A payment row equal to the one this connection last
         wrote is not written again (a meter value changes the session, not its holds)."""
         c = self._conn
+        created = [
+            s.id
+            for s in step.sessions
+            if self._origin is not None
+            and not c.execute("SELECT 1 FROM sessions WHERE id = ?", (s.id,)).fetchone()
+        ]
         for s in step.sessions:
             c.execute(
                 "INSERT INTO sessions (id, state, final, data, created_at, updated_at, "
@@ -192,7 +240,8 @@ class Store:
                 " state = excluded.state, data = excluded.data, updated_at = excluded.updated_at",
                 (t.id, t.device, t.protocol, t.state, text(t.data), at),
             )
-        head = _journal.append(c, step.key, at, list(step.journal), text, self._head)
+        journal = [*step.journal, *self._stamp(c, created)]
+        head = _journal.append(c, step.key, at, journal, text, self._head)
         for m in step.outbox:
             c.execute(
                 "INSERT INTO outbox (message_id, object_key, kind, payload, step_key, created_at,"

@@ -1,0 +1,2 @@
+-- 0010: PLACEHOLDER on branch sec-edges only, so that 0011 applies (migrations run 1..N without
+-- gaps). Number 0010 belongs to another branch: the integrator drops this file when merging.
