@@ -1,7 +1,6 @@
 """Issue 26: amounts of a terminal reached only through ``[[routes]]``, in another currency
-than the site's (item 10, and the site-currency hold amounts a route in another currency
-inherits). The engine worker's part is another helper's file this round: its test is listed
-as a strict xfail until that change lands."""
+than the site's (item 10: its sweeps and end-of-day batches; and the site-currency hold
+amounts a route in another currency inherits)."""
 
 from __future__ import annotations
 
@@ -55,12 +54,8 @@ hold_max = "20000"
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs engine_worker.py change (item 10: the worker takes a terminal's currency "
-    "from the EVSEs' own terminals, EUR otherwise; engine_worker.py is being split this round)",
-)
 async def test_a_route_only_terminal_closes_its_batch_in_its_own_currency(tmp_path: Path) -> None:
+    """No EVSE's own terminal is "tj": its currency comes from its route, never "EUR"."""
     async with pty_terminal(SimConfig(password="123456", currency=392)) as (_sim, pty):
         own = 'incremental_initial = "3000"\nincremental_step = "2500"\n'
         settings = parse_settings(SITE.format(device=f"serial://{pty}") + own, "<route>")
@@ -69,6 +64,7 @@ async def test_a_route_only_terminal_closes_its_batch_in_its_own_currency(tmp_pa
             worker, _terminals, _link = build_engine(
                 settings, store, lambda: datetime.now(UTC), SimulatedCharger(["E1"])
             )
+            assert worker.runners["tj"].currency == "JPY"  # what its sweeps release in
             assert await worker.end_of_day("tj") == "done"
             (batch,) = store.end_of_day_batches(datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC))
         finally:
