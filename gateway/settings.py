@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from datetime import time
 from decimal import Decimal
@@ -34,6 +35,7 @@ from pydantic_core import ErrorDetails
 from drivers.errors import AmountError, DeviceUrlError
 from drivers.money import Money, known_currencies
 from drivers.transport.url import parse_device_url
+from drivers.zvt.charset import DEFAULT_CHARSET, Charset
 from drivers.zvt.messages import is_password
 from gateway.errors import ConfigError, SecretUnavailable
 from gateway.fiscal.ocmf import OcmfError, check_key
@@ -340,6 +342,11 @@ class TerminalSettings(_Model):
     incremental: bool = Field(
         default=False, description="the terminal accepts reservation extensions (top-ups)"
     )
+    charset: Charset = Field(
+        default=DEFAULT_CHARSET,
+        description="the terminal's text character set (ZVT default cp437; CardComplete "
+        "terminals print iso-8859-1); a set the terminal announces (TLV 14) wins",
+    )
     printer: bool = Field(
         default=True, description="false: the receipt is shown on the display (at most 8 lines)"
     )
@@ -347,6 +354,11 @@ class TerminalSettings(_Model):
         default=None,
         description='the daily end of day at the terminal, site time ("23:30"); none: no '
         "automatic one",
+    )
+    modifications: Identifier = Field(
+        default="terminal",
+        description='where adjustments, captures, cancels and refunds go: "terminal", or the '
+        "name of an [acquirers.NAME] section",
     )
     hold_validity_hours: ValidityHours = Field(
         default_factory=dict,
@@ -554,6 +566,37 @@ class UpstreamSettings(_Model):
         return self
 
 
+class AcquirerSettings(_Model):
+    """An acquirer whose online API takes the modifications of terminals that name it
+    (``modifications = "NAME"``): its profile (gateway/acquirer/profiles.py), where its API is,
+    and the secrets of both directions, each by reference."""
+
+    profile: Literal["adyen"] = "adyen"
+    base_url: str = Field(description="the Checkout API with its version, e.g. …/v71")
+    merchant_account: Annotated[str, Field(min_length=1, max_length=80)]
+    api_key: SecretRef
+    hmac_key: SecretRef = Field(description="the webhook HMAC key (hex)")
+    webhook_username: Annotated[str, Field(min_length=1, max_length=80)]
+    webhook_password: SecretRef
+    webhook_deadline_s: Annotated[float, Field(gt=0, le=7 * 86400)] = Field(
+        default=3600.0, description="a modification without its webhook by then is overdue"
+    )
+    timeout_s: Annotated[float, Field(gt=0, le=120)] = 15.0
+
+    @field_validator("base_url")
+    @classmethod
+    def _https(cls, v: str) -> str:
+        parsed = urlsplit(v)
+        if parsed.scheme not in ("https", "http") or not parsed.hostname:
+            raise ValueError(f"{v!r} is not an http(s) URL")
+        if parsed.scheme != "https" and not is_loopback(parsed.hostname):
+            raise ValueError(
+                "must be https:// (the API key travels with every request); plain http only "
+                "to a loopback simulator"
+            )
+        return v.rstrip("/")
+
+
 class PricingSettings(_Model):
     strategy: Literal["fixed", "target", "incremental"] = "fixed"
     fixed_hold: dict[str, Amount] = Field(default_factory=lambda: {"EUR": Decimal("50.00")})
@@ -636,6 +679,7 @@ class Settings(_Model):
     fiscal: FiscalSettings = FiscalSettings()
     routes: list[RouteSettings] = []
     routing: RoutingSettings = RoutingSettings()
+    acquirers: dict[Identifier, AcquirerSettings] = {}
 
     @model_validator(mode="after")
     def _references(self) -> Settings:
@@ -668,6 +712,20 @@ class Settings(_Model):
                     f"evse {evse.id!r} names tariff {evse.tariff!r}, which is not configured"
                 )
             self._check_evse_priced(evse)
+        if self.acquirers and not (self.upstream.enabled and self.upstream.listen):
+            raise ValueError(
+                "[acquirers] need their webhooks: they are received on the OCPI server, so set "
+                "[upstream] enabled and listen"
+            )
+        for terminal in self.terminals:
+            if (
+                terminal.modifications != "terminal"
+                and terminal.modifications not in self.acquirers
+            ):
+                raise ValueError(
+                    f"terminal {terminal.id!r}: modifications = {terminal.modifications!r} names "
+                    f'no [acquirers.{terminal.modifications}] section (or use "terminal")'
+                )
         self._check_routes()
         return self
 
@@ -880,6 +938,12 @@ def check_secrets(settings: Settings) -> list[str]:
                 Fernet(fernet_key.encode("ascii"))
             except (ValueError, TypeError, UnicodeEncodeError):
                 problems.append("upstream.key: not a Fernet key (32 url-safe base64-encoded bytes)")
+    for name, acquirer in settings.acquirers.items():
+        resolve(f"acquirers.{name}.api_key", acquirer.api_key)
+        resolve(f"acquirers.{name}.webhook_password", acquirer.webhook_password)
+        hmac_key = resolve(f"acquirers.{name}.hmac_key", acquirer.hmac_key)
+        if hmac_key is not None and not re.fullmatch(r"(?:[0-9A-Fa-f]{2})+", hmac_key):
+            problems.append(f"acquirers.{name}.hmac_key: not a hex key (as Adyen shows it)")
     return problems
 
 

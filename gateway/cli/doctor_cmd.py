@@ -4,7 +4,8 @@ Checks, in order: the config and its secrets; the daemon; each terminal (its dev
 usable, and answering: through the running daemon, or — when the daemon is not running — by a
 status enquiry of our own); the charger link; the CPO registration; the clock (hold timers and
 OCPI timestamps depend on it); disk space; database integrity; the journal chain; the outbox's
-age. Exit 1 if any check fails; a ``warn`` (e.g. the clock's sync cannot be told) does not fail.
+age; each acquirer (reachable, its webhooks, overdue outcomes). Exit 1 if any check fails; a
+``warn`` (e.g. the clock's sync cannot be told) does not fail.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 
 from drivers.errors import DriverError
 from drivers.transport.url import SerialUrl, parse_device_url
+from gateway.acquirer.doctor import acquirer_checks
 from gateway.cli.daemon_cmd import ask_daemon
 from gateway.cli.doctor_broker import Check, broker_access, broker_persistence, rated_power
 from gateway.errors import GatewayError
@@ -93,6 +95,7 @@ def run_checks(config: Path, min_free_mb: int = 200) -> list[Check]:
     checks.append(_disk(settings, min_free_mb))
     checks.append(_file_modes(settings))
     checks += _store_checks(settings, store)
+    checks += [Check(c.name, c.status, c.detail) for c in acquirer_checks(settings, store)]
     if store is not None:
         store.close()
     return checks

@@ -15,13 +15,15 @@ from drivers.sim.terminal import SimConfig, SimTerminal
 from drivers.transport.url import TcpUrl, parse_device_url
 from firmware_bridge.link import BrokerSettings
 from firmware_bridge.sim import ChargerSimulator, Plan
+from gateway.acquirer.sim import VARIANTS, SimState
+from gateway.acquirer.sim import serve as serve_acquirer
 from gateway.cli import nexo_poi_cmd
 from gateway.ocpi.cpo_sim import QUIRKS, CpoSimulator, CpoState
 from gateway.runtime import logs
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    sim = commands.add_parser("simulate", help="run simulators (terminal)")
+    sim = commands.add_parser("simulate", help="run simulators (terminal, charger, cpo, acquirer)")
     sub = sim.add_subparsers(dest="what", required=True, metavar="WHAT")
     term = sub.add_parser(
         "terminal", help="a ZVT terminal on TCP or a pty, or a nexo POI on loopback HTTP(S)"
@@ -112,6 +114,18 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="deviate as some real CPOs do (repeatable)",
     )
     cpo.set_defaults(handler=_cpo)
+    acq = sub.add_parser("acquirer", help="Adyen's Checkout modifications and signed webhooks")
+    acq.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT")
+    acq.add_argument("--webhook", required=True, help="the gateway's notifications URL")
+    acq.add_argument("--variant", action="append", default=[], choices=VARIANTS)
+    acq.add_argument("--merchant-account", default="EVPayTest")
+    acq.add_argument("--webhook-user", default="adyen")
+    acq.add_argument(
+        "--secrets-env-prefix",
+        default="EVPAY_ADYEN_",
+        help="env vars PREFIX{API_KEY,HMAC_KEY,WEBHOOK_PASSWORD}",
+    )
+    acq.set_defaults(handler=_acquirer)
 
 
 def _terminal(args: argparse.Namespace) -> int:
@@ -196,6 +210,30 @@ async def _serve_charger(sim: ChargerSimulator, args: argparse.Namespace) -> int
             await sim.plug(evse, args.target_kwh)
     await task
     return 0
+
+
+def _acquirer(args: argparse.Namespace) -> int:
+    logs.configure("warning")
+    host, _, port = args.listen.rpartition(":")
+    env = args.secrets_env_prefix
+    state = SimState(
+        api_key=os.environ.get(f"{env}API_KEY", "sim-api-key"),
+        hmac_key=os.environ.get(f"{env}HMAC_KEY", "00" * 32),
+        merchant_account=args.merchant_account,
+        webhook_url=args.webhook,
+        webhook_user=args.webhook_user,
+        webhook_password=os.environ.get(f"{env}WEBHOOK_PASSWORD", "sim-webhook-password"),
+        variants=set(args.variant),
+    )
+
+    async def run() -> int:
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        await serve_acquirer(state, host or "127.0.0.1", int(port or 0), stop)
+        return 0
+
+    return asyncio.run(run())
 
 
 def _cpo(args: argparse.Namespace) -> int:

@@ -155,8 +155,11 @@ class PtpServer:
             ("GET", "/ocpi/versions"),
             ("GET", f"/ocpi/{VERSION}"),
         )
-        if auth not in self._auth and not (
-            registering and auth and auth == self._registration_auth
+        own_auth = len(request.match_info.apps) > 1  # a mounted sub-app: acquirer webhooks
+        if (
+            not own_auth
+            and auth not in self._auth
+            and not (registering and auth and auth == self._registration_auth)
         ):
             return _error(401, 2000, "unknown token")
         response: web.StreamResponse = await handler(request)

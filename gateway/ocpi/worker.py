@@ -9,13 +9,14 @@ import contextlib
 import logging
 import ssl
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 import aiohttp
 from aiohttp import web
 from cryptography.fernet import Fernet, InvalidToken
 
+from gateway.acquirer.webhook_server import WebhookReceiver
 from gateway.errors import ConfigError, UpstreamError
 from gateway.ocpi.charger import OcpiChargerLink, session_id_of
 from gateway.ocpi.client import OcpiClient, Trust
@@ -82,7 +83,9 @@ class UpstreamWorker:
         on_tariffs: TariffSink | None = None,
         on_fiscal: Callable[[FiscalDataArrived], None] | None = None,
         on_failure: Callable[[str], None] | None = None,
+        webhooks: Sequence[WebhookReceiver] = (),
     ) -> None:
+        self.webhooks = webhooks  # acquirer webhook receivers, served beside our OCPI endpoints
         if settings.key is None or settings.token_a is None:
             raise ConfigError("upstream", ["an enabled upstream needs token_a and key"])
         self.settings = settings
@@ -387,7 +390,10 @@ class UpstreamWorker:
             credentials=self,
             registration_token=token_a,
         )
-        runner = web.AppRunner(self.server.app(), access_log=None)
+        app = self.server.app()
+        for receiver in self.webhooks:
+            receiver.mount(app)
+        runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         # the same guard as the local API: a connection cap, a header timeout (slow-loris)
         site = GuardedSite(

@@ -20,6 +20,7 @@ from typing import Any
 
 from drivers.base import PaymentTerminal
 from gateway import __version__
+from gateway.acquirer.webhook_server import webhook_receivers
 from gateway.errors import GatewayError, QueueFull, StoreError, Unavailable
 from gateway.ocpi.charger import OcpiChargerLink
 from gateway.ocpi.tariffs import chargeable
@@ -147,6 +148,7 @@ class Daemon:
                 on_failure=lambda kind: self.metrics.inc(
                     "evpay_upstream_failures_total", kind=kind
                 ),
+                webhooks=webhook_receivers(settings, self.store, _utcnow),
             )
             workers.insert(1, self.upstream)
         self.supervisor = Supervisor(

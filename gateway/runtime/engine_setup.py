@@ -155,6 +155,7 @@ def build_terminal(settings: Settings, t: TerminalSettings) -> PaymentTerminal:
         currency=t.currency or settings.site.currency,
         capture_mode=t.capture_mode,
         incremental=t.incremental,
+        charset=t.charset,
     )
     return ZvtTerminal(t.id, transport, serial_framing=serial_framing, options=options)
 

@@ -22,6 +22,7 @@ from gateway.errors import InvariantViolated, SchemaTooNew, StaleRead, StoreErro
 from gateway.store import export as _export
 from gateway.store import journal as _journal
 from gateway.store import retention as _retention
+from gateway.store.acquirer import AcquirerBook
 from gateway.store.audit import AuditReport, Checkpoint
 from gateway.store.db import (
     connect,
@@ -48,6 +49,7 @@ class Store:
         self.path = path
         self._clock = clock
         self.outbox = Outbox(conn, str(path))
+        self.acquirer = AcquirerBook(conn, str(path))
         self._identity = _identity(path)
         # What this connection last wrote, kept so a step need not read it back: the journal's
         # head hash and each open session's payment rows. Valid while no other connection has
