@@ -23,6 +23,7 @@ from gateway import __version__
 from gateway.acquirer.webhook_server import webhook_receivers
 from gateway.errors import GatewayError, QueueFull, StoreError, Unavailable
 from gateway.ocpi.charger import OcpiChargerLink
+from gateway.ocpi.tariffs import chargeable
 from gateway.ocpi.worker import UpstreamWorker
 from gateway.payments.charger import ChargerLink
 from gateway.payments.events import FiscalDataArrived
@@ -261,6 +262,14 @@ class Daemon:
         already running keep the tariff they started with (it stays in the catalog)."""
         if self.engine is None:
             return
+        terminals = {
+            e.id: (e.terminal, self.settings.terminal_currency(e.terminal))
+            for e in self.settings.charger.evses
+        }
+        by_evse, refused = chargeable(by_evse, terminals)
+        for r in refused:  # the EVSE keeps its tariff; the CPO is told why its own is not used
+            if self.store.apply(r.step()):
+                _LOGGER.warning("upstream.tariff_refused", extra=r.payload())
         policy = self.engine.host.policy
         self.engine.host.policy = replace(
             policy, tariffs={**policy.tariffs, **by_evse}, catalog={**policy.catalog, **catalog}

@@ -89,7 +89,8 @@ def build_routes(settings: Settings, site_hold: HoldPolicy) -> list[Route]:
     for r in settings.routes:
         cur = settings.terminal_currency(r.terminals[0])
         hold = None
-        if r.strategy or r.fixed_hold or r.hold_min is not None or r.hold_max is not None:
+        own = (r.hold_min, r.hold_max, r.incremental_initial, r.incremental_step)
+        if r.strategy or r.fixed_hold or any(a is not None for a in own):
             hold = replace(
                 site_hold,
                 strategy=r.strategy or site_hold.strategy,
@@ -101,6 +102,12 @@ def build_routes(settings: Settings, site_hold: HoldPolicy) -> list[Route]:
                 max_minor=_minor(r.hold_max, cur)
                 if r.hold_max is not None
                 else site_hold.max_minor,
+                incremental_initial_minor=_minor(r.incremental_initial, cur)
+                if r.incremental_initial is not None
+                else site_hold.incremental_initial_minor,
+                incremental_step_minor=_minor(r.incremental_step, cur)
+                if r.incremental_step is not None
+                else site_hold.incremental_step_minor,
             )
         bins = tuple((int(b[:6]), int(b[-6:])) for b in r.bins)
         out.append(
