@@ -342,6 +342,12 @@ class TerminalSettings(_Model):
     incremental: bool = Field(
         default=False, description="the terminal accepts reservation extensions (top-ups)"
     )
+    topup_amount: Literal["increment", "total"] = Field(
+        default="increment",
+        description='what the answer to a top-up (reservation extension) carries: "increment" '
+        '(the amount just added, the ZVT reading) or "total" (the hold\'s new total, as some '
+        "terminals answer); an answer that contradicts it is an unknown outcome, never a guess",
+    )
     charset: Charset = Field(
         default=DEFAULT_CHARSET,
         description="the terminal's text character set (ZVT default cp437; CardComplete "

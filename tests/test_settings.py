@@ -275,3 +275,42 @@ def test_free_vend_stops_at_its_cap() -> None:
         result = transition(session, ev, t0 + timedelta(minutes=n), policy)
         session, commands = result.session, result.commands
     assert any(isinstance(x, c.StopCharger) for x in commands)
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ("", None),  # the default: the answer carries the increment
+        ('topup_amount = "total"', None),
+        (
+            'topup_amount = "new_total"',
+            "terminals.0.topup_amount: Input should be 'increment' or 'total'",
+        ),
+        ('charset = "latin-1"', "terminals.0.charset: Input should be 'cp437'"),
+    ],
+    ids=["default", "total", "bad-topup-amount", "bad-charset"],
+)
+def test_validate_checks_the_per_terminal_model_variants(
+    tmp_path: Path, line: str, problem: str | None
+) -> None:
+    """What a terminal model does differently (docs/ZVT-VARIANTS.md) is set per terminal; a
+    value the driver does not know is refused by name before anything talks to the terminal."""
+    config = tmp_path / "g.toml"
+    config.write_text(
+        MINIMAL + '[[terminals]]\nid = "t1"\ndevice = "tcp://127.0.0.1:20007"\n'
+        f'password = {{ value = "123456" }}\n{line}\n',
+        encoding="utf-8",
+    )
+    result = subprocess.run(
+        [*EVPAY, "config", "validate", str(config)],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        check=False,
+    )
+    if problem is None:
+        assert result.returncode == 0, result.stderr
+        settings = load_settings(config)
+        assert settings.terminals[0].topup_amount == (line.split('"')[1] if line else "increment")
+    else:
+        assert result.returncode == 2 and problem in result.stderr

@@ -156,6 +156,7 @@ def build_terminal(settings: Settings, t: TerminalSettings) -> PaymentTerminal:
         capture_mode=t.capture_mode,
         incremental=t.incremental,
         charset=t.charset,
+        topup_amount=t.topup_amount,
     )
     return ZvtTerminal(t.id, transport, serial_framing=serial_framing, options=options)
 
