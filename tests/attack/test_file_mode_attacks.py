@@ -100,3 +100,29 @@ def test_an_archive_is_never_written_through_a_planted_symlink(tmp_path: Path) -
     except OSError:
         pass
     assert victim.read_text("utf-8") == "keep me"
+
+
+@pytest.mark.usefixtures("open_umask")
+@pytest.mark.xfail(
+    strict=True,
+    reason="BROKEN (security, low): `evpay install` writes the gateway's and the doctor's broker "
+    "passwords with write_text (the umask's 0644) and chmods 0600 afterwards, under a 0755 "
+    "credentials directory: a local user can open them in that window",
+)
+def test_install_never_has_a_broker_password_readable_by_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway.cli import install_cmd
+
+    seen: dict[str, int] = {}
+    real = Path.chmod
+
+    def spy(self: Path, mode: int, **kw: object) -> None:
+        if self.exists() and "password" in self.name:
+            seen[self.name] = _mode(self)
+        real(self, mode, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "chmod", spy)
+    install_cmd._broker(tmp_path)
+    assert seen, "no password file written"
+    assert all(m & 0o077 == 0 for m in seen.values()), {k: oct(v) for k, v in seen.items()}
