@@ -257,3 +257,21 @@ async def test_stolen_meter_seqs_keep_the_cost_cap_from_stopping_a_charge(
     data = row["data"]
     # the hold is 50.00 EUR at 0.595 EUR/kWh: the cap stops the charge near 83 kWh
     assert data["billed_energy_wh"] <= 100_000, (data["billed_energy_wh"], data.get("notes"))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BROKEN (availability, money): a fault naming E1's session, from charger2's own "
+    "tree, ends E1's session and makes the gateway tell E1's charger to stop",
+)
+async def test_another_charger_faults_a_session_by_naming_its_id(
+    two_chargers: Any, broker: Broker
+) -> None:
+    site = await two_chargers(plan=Plan(energy_wh=6_000, step_wh=1_000, interval_s=0.6), rated_kw=None)
+    await site.charger.plug("E1")
+    sid = await charging(site, 1_000)
+    forged = {"v": 1, "id": uuid.uuid4().hex, "session_id": sid, "reason": "ground fault"}
+    await as_user(broker, "charger2", f"{E2_TREE}/fault", forged)
+    (row,) = await site.final()
+    assert site.charger.evses["E1"].stopped == [], site.charger.evses["E1"].stopped
+    assert row["data"]["billed_energy_wh"] == 6_000, row["data"]["billed_energy_wh"]
