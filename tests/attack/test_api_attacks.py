@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.runtime.test_api_abuse import TOKENS, Site, _auth, _get, _post, site  # noqa: F401
+from tests.runtime.test_api_abuse import TOKENS, Site, _auth, _post
 
 
 async def _status(reader: asyncio.StreamReader, within: float = 5.0) -> bytes:

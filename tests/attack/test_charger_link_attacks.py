@@ -4,6 +4,7 @@ real daemon: E1 belongs to broker user "charger", E2 to "charger2"."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -71,6 +72,14 @@ async def as_user(broker: Broker, user: str, topic: str, payload: dict[str, Any]
         await c.publish(topic, json.dumps(payload).encode(), qos=1)
 
 
+async def _collect(c: aiomqtt.Client, seen: list[str], seconds: float) -> None:
+    """Every topic ``c`` hears within ``seconds``."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            async for message in c.messages:
+                seen.append(message.topic.value)  # noqa: PERF401 - a stream, not a list
+
+
 async def charging(site: Site, at_least_wh: int) -> str:
     evse = site.charger.evses["E1"]
     async with asyncio.timeout(15):
@@ -90,7 +99,9 @@ async def test_another_charger_stops_a_session_by_naming_its_id(
     """charger2 (a legitimate account, owner of E2 only) learns E1's session id (the receipt's
     EVP-<id>, a 409 from the API naming it, the CPO's CDR) and publishes, in its OWN tree, a
     stop for E1's session at the start reading with no energy. The session must not change."""
-    site = await two_chargers(plan=Plan(energy_wh=6_000, step_wh=1_000, interval_s=0.6), rated_kw=None)
+    site = await two_chargers(
+        plan=Plan(energy_wh=6_000, step_wh=1_000, interval_s=0.6), rated_kw=None
+    )
     await site.charger.plug("E1")
     sid = await charging(site, 0)
     await asyncio.sleep(0.2)  # the gateway has the start
@@ -99,7 +110,11 @@ async def test_another_charger_stops_a_session_by_naming_its_id(
     (row,) = await site.final()
     data = row["data"]
     # the real charger delivered 6 kWh on E1
-    assert data["billed_energy_wh"] == 6_000, (row["state"], data["billed_energy_wh"], data["notes"])
+    assert data["billed_energy_wh"] == 6_000, (
+        row["state"],
+        data["billed_energy_wh"],
+        data["notes"],
+    )
 
 
 @pytest.mark.xfail(
@@ -135,13 +150,15 @@ async def test_another_charger_meters_a_session_by_naming_its_id(
 ) -> None:
     """charger2 sends a plausible, low meter value with seq 2 for E1's session before the real
     seq 2 arrives: the real reading is then a duplicate (same event key) and is dropped."""
-    site = await two_chargers(plan=Plan(energy_wh=4_000, step_wh=1_000, interval_s=0.8), rated_kw=None)
+    site = await two_chargers(
+        plan=Plan(energy_wh=4_000, step_wh=1_000, interval_s=0.8), rated_kw=None
+    )
     await site.charger.plug("E1")
     sid = await charging(site, 1_000)
     forged = {"v": 1, "id": uuid.uuid4().hex, "session_id": sid, "seq": 2, "meter_wh": 100_001}
     await as_user(broker, "charger2", f"{E2_TREE}/meter", forged)
     await asyncio.sleep(0.3)
-    mine = [r for r in site.daemon.store.sessions(limit=50) if r["id"] == sid][0]["data"]
+    mine = next(r for r in site.daemon.store.sessions(limit=50) if r["id"] == sid)["data"]
     assert all("100001" not in n for n in mine["notes"])
     readings = mine.get("readings") or []
     assert all(r[1] != 1 if isinstance(r, list) else True for r in readings), readings
@@ -156,7 +173,7 @@ async def test_topic_tricks_never_reach_e1(two_chargers: Any, broker: Broker) ->
         "evpay/v1/charger/charger2/evse/e1/plugged",
         "evpay/v1/charger/charger2/evse/E1/plugged/",
         "evpay/v1/charger/charger2/evse/E1/plugged/x",
-        "evpay/v1/charger/charger2/evse/E１/plugged",
+        "evpay/v1/charger/charger2/evse/E\uff11/plugged",  # fullwidth one
         "evpay/v1/charger/charger2/evse/E%31/plugged",
         "evpay/v1/charger/charger2//evse/E1/plugged",
         "evpay/v1/charger/charger2/evse/E1 /plugged",
@@ -176,7 +193,9 @@ async def test_a_charger_cannot_take_the_gateways_client_id_over_311(
 ) -> None:
     """charger2 connects with MQTT 3.1.1 and client id evpay-gateway (use_username_as_clientid:
     it becomes "charger2"); the gateway stays connected and still serves E1. (HOLDS expected)"""
-    site = await two_chargers(plan=Plan(energy_wh=2_000, step_wh=1_000, interval_s=0.2), rated_kw=None)
+    site = await two_chargers(
+        plan=Plan(energy_wh=2_000, step_wh=1_000, interval_s=0.2), rated_kw=None
+    )
     s = broker.settings("charger2")
     async with aiomqtt.Client(
         s.host,
@@ -198,16 +217,15 @@ async def test_a_charger_subscribing_to_everything_reads_nothing_of_e1(
 ) -> None:
     """charger2 subscribes to evpay/v1/charger/+/evse/+/+ (v5): it must see none of E1's
     commands or messages while E1 charges. (HOLDS expected)"""
-    site = await two_chargers(plan=Plan(energy_wh=2_000, step_wh=1_000, interval_s=0.2), rated_kw=None)
+    site = await two_chargers(
+        plan=Plan(energy_wh=2_000, step_wh=1_000, interval_s=0.2), rated_kw=None
+    )
     s = broker.settings("charger2")
     seen: list[str] = []
     async with aiomqtt.Client(s.host, s.port, username=s.username, password=s.password) as c:
         await c.subscribe("evpay/v1/charger/+/evse/+/+", qos=1)
         await site.charger.plug("E1")
-        with pytest.raises(TimeoutError):
-            async with asyncio.timeout(3):
-                async for message in c.messages:
-                    seen.append(message.topic.value)
+        await _collect(c, seen, 3.0)
     (row,) = await site.final()
     assert row["state"] == "completed" and seen == [], seen
 
@@ -219,8 +237,14 @@ async def test_a_charger_cannot_publish_a_command_or_status(
     and a status: E1's charger never hears the authorize, the status stays the gateway's.
     (HOLDS expected)"""
     site = await two_chargers()
-    auth = {"v": 1, "id": "x", "session_id": "s", "authorization_reference": "r",
-            "max_cost_minor": 1, "currency": "EUR"}
+    auth = {
+        "v": 1,
+        "id": "x",
+        "session_id": "s",
+        "authorization_reference": "r",
+        "max_cost_minor": 1,
+        "currency": "EUR",
+    }
     await as_user(broker, "charger2", "evpay/v1/charger/charger/evse/E1/authorize", auth)
     await as_user(broker, "charger2", f"{E2_TREE}/authorize", auth)
     s = broker.settings("charger2")
@@ -267,7 +291,9 @@ async def test_stolen_meter_seqs_keep_the_cost_cap_from_stopping_a_charge(
 async def test_another_charger_faults_a_session_by_naming_its_id(
     two_chargers: Any, broker: Broker
 ) -> None:
-    site = await two_chargers(plan=Plan(energy_wh=6_000, step_wh=1_000, interval_s=0.6), rated_kw=None)
+    site = await two_chargers(
+        plan=Plan(energy_wh=6_000, step_wh=1_000, interval_s=0.6), rated_kw=None
+    )
     await site.charger.plug("E1")
     sid = await charging(site, 1_000)
     forged = {"v": 1, "id": uuid.uuid4().hex, "session_id": sid, "reason": "ground fault"}

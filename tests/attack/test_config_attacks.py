@@ -38,7 +38,14 @@ def test_a_string_ending_in_four_quotes_hides_deep_nesting_from_the_scanner(
     "text",
     [
         # depth through table headers and dotted keys together (64 + 64 + 16)
-        "[" + ".".join(["a"] * 64) + "]\n" + ".".join(["b"] * 64) + " = " + "[" * 15 + "]" * 15 + "\n",
+        "["
+        + ".".join(["a"] * 64)
+        + "]\n"
+        + ".".join(["b"] * 64)
+        + " = "
+        + "[" * 15
+        + "]" * 15
+        + "\n",
         # many lines of 64-part keys: linear, not quadratic
         "".join(f"k{i}" + ".p" * 63 + " = 1\n" for i in range(5_000)),
         # an escaped quote before the brackets, a comment holding a quote
@@ -47,8 +54,14 @@ def test_a_string_ending_in_four_quotes_hides_deep_nesting_from_the_scanner(
         "x = '''\n'''\ny = " + "[" * 50_000 + "]" * 50_000 + "\n",
         "\ufeffx = " + "[" * 50_000 + "]" * 50_000 + "\n",
     ],
-    ids=["headers-plus-dotted", "5000-lines-of-64-parts", "escaped-quote", "comment-quote",
-         "multiline-literal", "bom"],
+    ids=[
+        "headers-plus-dotted",
+        "5000-lines-of-64-parts",
+        "escaped-quote",
+        "comment-quote",
+        "multiline-literal",
+        "bom",
+    ],
 )
 def test_other_toml_shapes_are_one_line(tmp_path: Path, text: str) -> None:
     config = tmp_path / "evpay.toml"

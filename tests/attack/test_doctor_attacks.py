@@ -18,7 +18,9 @@ from tests.firmware_bridge.conftest import MOSQUITTO, Broker, password
 
 # The operator "simplified" the charger patterns: + instead of %u (every charger, every tree);
 # commands and status stay the gateway's, so the doctor's command probe still passes.
-CARELESS = rules.acl().replace("pattern write evpay/v1/charger/%u/", "pattern write evpay/v1/charger/+/")
+CARELESS = rules.acl().replace(
+    "pattern write evpay/v1/charger/%u/", "pattern write evpay/v1/charger/+/"
+)
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 
 from gateway.store import Store
-from tests.ocpi.test_ptp_server import _auth, _cdr, _post_cdr, server  # noqa: F401
+from tests.ocpi.test_ptp_server import _auth, _cdr, _post_cdr
 
 Server = tuple[str, Store, aiohttp.ClientSession]
 
@@ -32,7 +32,7 @@ Server = tuple[str, Store, aiohttp.ClientSession]
     ],
 )
 async def test_hostile_numbers_in_a_cdr_are_a_400_never_a_500_nor_inf(
-    server: Server,  # noqa: F811
+    server: Server,
     raw: bytes,
 ) -> None:
     base, store, http = server
@@ -43,7 +43,7 @@ async def test_hostile_numbers_in_a_cdr_are_a_400_never_a_500_nor_inf(
         json.loads(json.dumps(message["payload"], allow_nan=False))
 
 
-async def test_deep_json_in_a_session_patch_is_a_400(server: Server) -> None:  # noqa: F811
+async def test_deep_json_in_a_session_patch_is_a_400(server: Server) -> None:
     base, _, http = server
     deep = b'{"x": ' + b"[" * 17 + b"]" * 17 + b"}"
     headers = {**_auth(), "Content-Type": "application/json"}
@@ -64,7 +64,7 @@ async def test_deep_json_in_a_session_patch_is_a_400(server: Server) -> None:  #
     "silently dropped, like the CDRs of issue 27 were",
 )
 async def test_two_command_results_under_one_request_id_are_both_kept(
-    server: Server,  # noqa: F811
+    server: Server,
 ) -> None:
     base, store, http = server
     headers = {**_auth(), "Content-Type": "application/json", "X-Request-ID": "same"}
