@@ -77,3 +77,26 @@ async def test_two_command_results_under_one_request_id_are_both_kept(
             assert r.status == 200, await r.text()
     kept = sorted(str(m["payload"]["uid"]) for m in store.inbox("command_result"))
     assert kept == ["u1", "u2"], kept
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BROKEN: fiscal data is de-duplicated on X-Request-ID too: the receipt data of a "
+    "second session, PUT under the same X-Request-ID, is answered 200 and dropped",
+)
+async def test_fiscal_data_for_two_sessions_under_one_request_id_are_both_kept(
+    server: Server,
+) -> None:
+    from gateway.ocpi.server import FISCAL_MODULE
+
+    base, store, http = server
+    headers = {**_auth(), "Content-Type": "application/json", "X-Request-ID": "same"}
+    for sid in ("s0", "s1"):
+        async with http.put(
+            f"{base}/ocpi/ptp/2.3.0/{FISCAL_MODULE}/EVP-{sid}",
+            data=json.dumps({"lines": [f"receipt of {sid}"]}).encode(),
+            headers=headers,
+        ) as r:
+            assert r.status == 200, await r.text()
+    kept = sorted(str(m["payload"]["authorization_reference"]) for m in store.inbox("fiscal"))
+    assert kept == ["EVP-s0", "EVP-s1"], kept
