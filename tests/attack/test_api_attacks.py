@@ -5,6 +5,7 @@ timeout 1 s, deadline 3 s)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import pytest
@@ -166,3 +167,43 @@ async def test_another_kiosk_is_not_told_the_session_id_it_did_not_start(site: S
     other = await _post(url, _auth("kiosk-2"), {})
     assert other[0] == 409
     assert first[1]["session"] not in str(other[1]), other
+
+
+async def test_a_chunked_body_trickled_within_each_gap_is_cut_at_the_body_timeout(
+    site: Site,
+) -> None:
+    """Chunked transfer: one byte every 0.3 s (each gap under the 1 s body timeout) never makes
+    a whole body: 408 or a closed connection within the body timeout, nothing started."""
+    reader, writer = await site.open()
+    head = (
+        "POST /evses/E1/pay HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {TOKENS['kiosk-1']}\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    writer.write(head.encode())
+    started = asyncio.get_running_loop().time()
+    answer = b""
+    for _ in range(20):
+        try:
+            writer.write(b"1\r\n \r\n")
+            await writer.drain()
+        except (ConnectionError, OSError):
+            break
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(0.3):
+                answer = await reader.readline()
+        if answer or reader.at_eof():
+            break
+    elapsed = asyncio.get_running_loop().time() - started
+    writer.close()
+    assert elapsed < 3.0 and (b" 408 " in answer or answer == b""), (elapsed, answer)
+    assert site.daemon.store.sessions() == []
+
+
+async def test_a_flood_of_headers_is_a_4xx_not_a_hang(site: Site) -> None:
+    reader, writer = await site.open()
+    writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n" + b"X-A: b\r\n" * 20_000 + b"\r\n")
+    with contextlib.suppress(ConnectionError):
+        await writer.drain()
+    line = await _status(reader)
+    writer.close()
+    assert line == b"" or line.split()[1].startswith(b"4"), line
