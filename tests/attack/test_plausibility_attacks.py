@@ -100,3 +100,32 @@ def test_a_reading_arriving_late_after_a_restart_is_still_taken() -> None:
     for n, minutes in enumerate((120, 120.01, 120.02), 1):
         s = at(s, e.MeterValue(SID, f"m{n}", 1000 + 5000 * n), minutes)
     assert s.readings[-1].energy_wh == 15_000 and not s.discrepancies
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BROKEN (money, careless operator): a rated power typed too low (0.011 kW for 11 kW) "
+    "makes every true reading and stop implausible: the session holds the card for a day and "
+    "bills nothing; neither `config validate` nor the engine bills up to the allowance",
+)
+def test_a_rated_power_typed_too_low_does_not_make_every_charge_free() -> None:
+    p = policy(rated_power_w={"E1": 11})  # rated_power_kw = 0.011 (the operator meant 11)
+    s = charging()
+    for minutes, ev in (
+        (30, e.MeterValue(SID, "m1", 1000 + 3000)),
+        (60, e.ChargerStopped(SID, "stopped:a", 1000 + 6000, 6000)),
+    ):
+        t = transition(s, ev, T0 + timedelta(minutes=minutes), p)
+        assert t.session is not None
+        s = t.session
+    assert s.timer is not None
+    expired = transition(s, e.TimerFired(SID, "exp", s.timer[0]), s.timer[1], p).session
+    assert expired is not None
+    again = transition(
+        expired,
+        e.ChargerStopped(SID, "stopped:b", 1000 + 6000, 6000),
+        s.timer[1] + timedelta(minutes=1),
+        p,
+    ).session
+    assert again is not None
+    assert again.billed_energy_wh > 0, (again.state, again.billed_energy_wh)
