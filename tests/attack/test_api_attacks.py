@@ -207,3 +207,31 @@ async def test_a_flood_of_headers_is_a_4xx_not_a_hang(site: Site) -> None:
     line = await _status(reader)
     writer.close()
     assert line == b"" or line.split()[1].startswith(b"4"), line
+
+
+@pytest.mark.parametrize(
+    ("path", "key"),
+    [
+        (b"/evses/E1/pay", b"\xff\xfe"),
+        (b"/evses/E1/pay", "\u00e9t\u00e9-\U0001f600".encode()),
+        (b"/evses/E1/pay", b"a\x00b"),
+        (b"/evses/E1/pay", b"k" * 129),
+        (b"/evses/%00/pay", b"k"),
+        (b"/evses/%ff%fe/pay", b"k"),
+        (b"/evses/" + b"E" * 7000 + b"/pay", b"k"),
+        (b"/evses/E1%2Fx/pay", b"k"),
+        (b"/evses/..%2FE1/pay", b"k"),
+    ],
+)
+async def test_raw_bytes_in_the_key_or_the_evse_are_never_a_500(
+    site: Site, path: bytes, key: bytes
+) -> None:
+    reader, writer = await site.open()
+    writer.write(
+        b"POST " + path + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Authorization: Bearer " + TOKENS["kiosk-1"].encode() + b"\r\n"
+        b"Idempotency-Key: " + key + b"\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
+    )
+    line = await _status(reader)
+    writer.close()
+    assert line.split()[1] in (b"202", b"400", b"404", b"409", b"431"), line
