@@ -43,7 +43,7 @@ def steps_rate(
             handled = host.handle(e.CardPresented(sid, "card", "E1", "T1", "EUR"))
             events: list[e.Event] = [
                 e.TerminalResultArrived(
-                    sid, "pre", "preauthorize", Outcome.APPROVED, 5000, i % 9999 + 1
+                    sid, "pre", e.Operation.PREAUTHORIZE, Outcome.APPROVED, 5000, i % 9999 + 1
                 ),
                 e.ChargerStarted(sid, "start", 0),
                 *(e.MeterValue(sid, f"m{k}", 1000 * (k + 1)) for k in range(meter_values)),
@@ -56,7 +56,7 @@ def steps_rate(
             capture = next(x for x in handled.commands if isinstance(x, c.Capture))
             host.handle(
                 e.TerminalResultArrived(
-                    sid, "cap", "capture", Outcome.APPROVED, capture.amount_minor, 1
+                    sid, "cap", e.Operation.CAPTURE, Outcome.APPROVED, capture.amount_minor, 1
                 )
             )
             steps += 2

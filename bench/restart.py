@@ -43,17 +43,20 @@ def template(
     host = EngineHost(store, policy(), lambda: now[0])
     sid = "TEMPLATE"
     handled = host.handle(e.CardPresented(sid, "card", "E1", "t1", "EUR"))
-    for ev in [
-        e.TerminalResultArrived(sid, "pre", "preauthorize", Outcome.APPROVED, 5000, 7),
+    steps: list[e.Event] = [
+        e.TerminalResultArrived(sid, "pre", e.Operation.PREAUTHORIZE, Outcome.APPROVED, 5000, 7),
         e.ChargerStarted(sid, "start", 0),
         *(e.MeterValue(sid, f"m{k}", 1000 * (k + 1)) for k in range(10)),
         e.ChargerStopped(sid, "stop", 10500),
-    ]:
+    ]
+    for ev in steps:
         now[0] += timedelta(seconds=30)
         handled = host.handle(ev)
     capture = next(x for x in handled.commands if isinstance(x, c.Capture))
     done = host.handle(
-        e.TerminalResultArrived(sid, "cap", "capture", Outcome.APPROVED, capture.amount_minor, 8)
+        e.TerminalResultArrived(
+            sid, "cap", e.Operation.CAPTURE, Outcome.APPROVED, capture.amount_minor, 8
+        )
     )
     assert done.session is not None
     row = store.session(sid)

@@ -69,7 +69,7 @@ def test_sessions_cli_lists_and_shows(tmp_path: Path) -> None:
         e.TerminalResultArrived(
             "abc",
             "r",
-            "preauthorize",
+            e.Operation.PREAUTHORIZE,
             Outcome.APPROVED,
             5000,
             12,
@@ -130,13 +130,20 @@ def test_sessions_cli_lists_what_is_owed(tmp_path: Path) -> None:
         host.handle(e.CardPresented(sid, "card", "E1", "T1", "EUR"))
         host.handle(
             e.TerminalResultArrived(
-                sid, "r", "preauthorize", Outcome.APPROVED, 5000, 12 if sid == "paid" else 13
+                sid,
+                "r",
+                e.Operation.PREAUTHORIZE,
+                Outcome.APPROVED,
+                5000,
+                12 if sid == "paid" else 13,
             )
         )
         host.handle(e.ChargerStarted(sid, "st", 0))
         host.handle(e.ChargerStopped(sid, "sp", 10_000))
-    host.handle(e.TerminalResultArrived("paid", "c", "capture", Outcome.APPROVED, 655, 20))
-    host.handle(e.TerminalResultArrived("owes", "c", "capture", Outcome.DECLINED))
+    host.handle(
+        e.TerminalResultArrived("paid", "c", e.Operation.CAPTURE, Outcome.APPROVED, 655, 20)
+    )
+    host.handle(e.TerminalResultArrived("owes", "c", e.Operation.CAPTURE, Outcome.DECLINED))
     host.handle(
         e.OpenPreauthsReported("owes", "q", ())
     )  # the receipt vanished, no evidence of the capture

@@ -397,7 +397,7 @@ async def test_the_price_is_shown_on_the_chargers_screen_before_charging(
         async with aiomqtt.Client("127.0.0.1", broker.port) as client:
             await client.subscribe("evpay/v1/evse/E2/display", qos=1)
             async for message in client.messages:
-                shown.append(json.loads(message.payload))  # type: ignore[arg-type]
+                shown.append(json.loads(message.payload))
                 return
 
     watcher = asyncio.create_task(watch())

@@ -59,7 +59,9 @@ def run(s: Session | None, ev: e.Event, minutes: float, pol: Policy = DE) -> Tra
 def charging() -> Session:
     s = run(None, e.CardPresented(SID, "card", "E1", "T1", "EUR"), 0).session
     s = run(
-        s, e.TerminalResultArrived(SID, "pa", "preauthorize", Outcome.APPROVED, 5000, 7), 0
+        s,
+        e.TerminalResultArrived(SID, "pa", e.Operation.PREAUTHORIZE, Outcome.APPROVED, 5000, 7),
+        0,
     ).session
     s = run(s, e.ChargerStarted(SID, "st", 1000), 1).session
     assert s is not None
@@ -95,7 +97,11 @@ def test_verified_readings_are_billed_and_printed() -> None:
     assert s is not None and s.billed_energy_wh == 3500 and s.state is State.CAPTURING
     assert any("3500 Wh from the meter's signed readings" in n for n in s.notes)
     t = run(
-        s, e.TerminalResultArrived(SID, "cap", "capture", Outcome.APPROVED, s.price_minor, 8), 61
+        s,
+        e.TerminalResultArrived(
+            SID, "cap", e.Operation.CAPTURE, Outcome.APPROVED, s.price_minor, 8
+        ),
+        61,
     )
     done = t.session
     assert done is not None and done.receipt is ReceiptState.COMPLETE
@@ -111,7 +117,11 @@ def test_an_invalid_signature_falls_back_to_the_chargers_reading_and_says_so() -
     assert any("not verified" in n for n in s.notes)
     assert any("billed on the charger's meter reading" in n for n in s.notes)
     t = run(
-        s, e.TerminalResultArrived(SID, "cap", "capture", Outcome.APPROVED, s.price_minor, 8), 61
+        s,
+        e.TerminalResultArrived(
+            SID, "cap", e.Operation.CAPTURE, Outcome.APPROVED, s.price_minor, 8
+        ),
+        61,
     )
     assert t.session is not None and t.session.receipt_missing == ("verified meter signature",)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +27,7 @@ def finished_session(host: EngineHost, clock: Clock, sid: str) -> None:
         e.TerminalResultArrived(
             sid,
             "r",
-            "preauthorize",
+            e.Operation.PREAUTHORIZE,
             Outcome.APPROVED,
             5000,
             3,
@@ -37,7 +38,7 @@ def finished_session(host: EngineHost, clock: Clock, sid: str) -> None:
     host.handle(e.ChargerStarted(sid, "st", 0))
     clock.advance(1800)
     host.handle(e.ChargerStopped(sid, "sp", 7000))
-    host.handle(e.TerminalResultArrived(sid, "c", "capture", Outcome.APPROVED, None, 4))
+    host.handle(e.TerminalResultArrived(sid, "c", e.Operation.CAPTURE, Outcome.APPROVED, None, 4))
     clock.advance(60)
 
 
@@ -54,7 +55,8 @@ async def server(tmp_path: Path) -> AsyncIterator[tuple[str, Store, aiohttp.Clie
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    assert isinstance(site._server, asyncio.Server)
+    base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
     async with aiohttp.ClientSession() as http:
         yield base, store, http
     await runner.cleanup()

@@ -24,13 +24,15 @@ def run(s: Session | None, ev: e.Event, minutes: float = 0) -> Transition:
 def completed() -> Session:
     s = run(None, e.CardPresented(SID, "card", "E1", "T1", "EUR")).session
     s = run(
-        s, e.TerminalResultArrived(SID, "pa", "preauthorize", Outcome.APPROVED, 5000, 7)
+        s, e.TerminalResultArrived(SID, "pa", e.Operation.PREAUTHORIZE, Outcome.APPROVED, 5000, 7)
     ).session
     s = run(s, e.ChargerStarted(SID, "st", 1000), 1).session
     s = run(s, e.ChargerStopped(SID, "sp", 5000), 60).session
     s = run(
         s,
-        e.TerminalResultArrived(SID, "cap", "capture", Outcome.APPROVED, 333, 8, for_receipt=7),
+        e.TerminalResultArrived(
+            SID, "cap", e.Operation.CAPTURE, Outcome.APPROVED, 333, 8, for_receipt=7
+        ),
         61,
     ).session
     assert s is not None and s.state is State.COMPLETED and s.captured_minor == 333
@@ -40,7 +42,9 @@ def completed() -> Session:
 def result(
     op: str, outcome: Outcome, amount: int | None, receipt: int | None = 9
 ) -> e.TerminalResultArrived:
-    return e.TerminalResultArrived(SID, f"r-{op}-{outcome}", op, outcome, amount, receipt)
+    return e.TerminalResultArrived(
+        SID, f"r-{op}-{outcome}", e.Operation(op), outcome, amount, receipt
+    )
 
 
 def test_the_whole_capture_while_the_day_is_open_is_a_reversal_of_its_booking() -> None:
@@ -69,7 +73,7 @@ def test_part_of_it_or_after_the_end_of_day_is_a_refund() -> None:
 
 
 def test_a_refund_never_exceeds_what_was_captured() -> None:
-    s = completed()
+    s: Session | None = completed()
     t = run(s, e.RefundRequested(SID, "too-much", 334, "x"), 90)
     assert t.commands == () and t.session is not None
     (refused,) = t.session.refunds
@@ -77,7 +81,8 @@ def test_a_refund_never_exceeds_what_was_captured() -> None:
     s = run(s, e.RefundRequested(SID, "a", 200, "x"), 90).session
     s = run(s, result("refund", Outcome.APPROVED, 200), 91).session
     t = run(s, e.RefundRequested(SID, "b", 200, "x"), 92)
-    assert t.commands == () and "exceeds the 133" in t.session.refunds[-1].message  # type: ignore[union-attr]
+    assert t.session is not None
+    assert t.commands == () and "exceeds the 133" in t.session.refunds[-1].message
     t = run(t.session, e.RefundRequested(SID, "c", 133, "x"), 93)
     assert (
         t.commands and t.session is not None and t.session.refunds[-1].method is RefundMethod.REFUND
@@ -87,7 +92,8 @@ def test_a_refund_never_exceeds_what_was_captured() -> None:
 def test_one_refund_at_a_time_and_a_declined_one_moves_no_money() -> None:
     s = run(completed(), e.RefundRequested(SID, "a", 100, "x"), 90).session
     busy = run(s, e.RefundRequested(SID, "b", 100, "x"), 90)
-    assert busy.commands == () and "not settled yet" in busy.session.refunds[-1].message  # type: ignore[union-attr]
+    assert busy.session is not None
+    assert busy.commands == () and "not settled yet" in busy.session.refunds[-1].message
     s = run(s, result("refund", Outcome.DECLINED, None), 91).session
     assert s is not None and s.refunds[0].status is RefundStatus.FAILED and s.refunded_minor == 0
     unknown = run(
@@ -102,10 +108,11 @@ def test_one_refund_at_a_time_and_a_declined_one_moves_no_money() -> None:
 def test_only_a_completed_session_is_refunded() -> None:
     s = run(None, e.CardPresented(SID, "card", "E1", "T1", "EUR")).session
     s = run(
-        s, e.TerminalResultArrived(SID, "pa", "preauthorize", Outcome.APPROVED, 5000, 7)
+        s, e.TerminalResultArrived(SID, "pa", e.Operation.PREAUTHORIZE, Outcome.APPROVED, 5000, 7)
     ).session
     t = run(s, e.RefundRequested(SID, "a", 100, "x"), 90)
-    assert t.commands == () and "only a completed session" in t.session.refunds[0].message  # type: ignore[union-attr]
+    assert t.session is not None
+    assert t.commands == () and "only a completed session" in t.session.refunds[0].message
 
 
 def test_a_lower_corrected_price_refunds_the_difference() -> None:
@@ -114,7 +121,8 @@ def test_a_lower_corrected_price_refunds_the_difference() -> None:
     assert isinstance(cmd, c.RefundPayment) and cmd.amount_minor == 33 and t.session is not None
     assert t.session.refunds[0].source == "cdr"
     higher = run(completed(), e.PriceCorrected(SID, "cdr-3", 400, "corrected CDR 3"), 90)
-    assert higher.commands == () and "nothing to refund" in higher.session.notes[-1]  # type: ignore[union-attr]
+    assert higher.session is not None
+    assert higher.commands == () and "nothing to refund" in higher.session.notes[-1]
 
 
 def test_a_terminal_that_refuses_to_reverse_a_capture_gets_a_refund_next() -> None:
@@ -137,8 +145,8 @@ def test_a_refund_approved_but_not_yet_acknowledged_is_not_given_back() -> None:
     nothing goes upstream until the acknowledged result."""
     s = run(completed(), e.RefundRequested(SID, "refund-a", 333, "charger fault"), 90).session
     held = e.TerminalResultArrived(
-        SID, "r-held", "reversal", Outcome.APPROVED, 333, 9, provisional=True
-    )  # type: ignore[arg-type]
+        SID, "r-held", e.Operation.REVERSAL, Outcome.APPROVED, 333, 9, provisional=True
+    )
     t = run(s, held, 91)
     s = t.session
     assert s is not None and t.commands == () and s.refunded_minor == 0

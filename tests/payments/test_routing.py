@@ -69,13 +69,15 @@ def test_failover_after_consecutive_technical_failures_and_back_after_a_probe() 
     health = Health(failover_after=3)
     for _ in range(2):
         health.failed("t1")
-    assert choose(ROUTES, "E1", "DE", health).terminal == "t1"  # type: ignore[union-attr]
+    chosen = choose(ROUTES, "E1", "DE", health)
+    assert isinstance(chosen, Choice) and chosen.terminal == "t1"
     health.succeeded("t1")  # a success in between: the count starts again
     for _ in range(3):
         health.failed("t1")
     assert health.down() == ["t1"]
     assert choose(ROUTES, "E1", "DE", health) == Choice("default", "t2", "EUR", None)
-    health.failed("t2"), health.failed("t2"), health.failed("t2")  # type: ignore[func-returns-value]
+    for _ in range(3):
+        health.failed("t2")
     assert "every terminal of route default is out" in str(choose(ROUTES, "E1", "DE", health))
     health.succeeded("t1")  # the probe (a status enquiry) answered
     assert choose(ROUTES, "E1", "DE", health) == Choice("default", "t1", "EUR", None)
@@ -158,7 +160,7 @@ def test_amounts_in_each_currencys_minor_units(
     ).session
     assert s is not None and s.hold_minor == hold and s.tariff_id == f"T-{currency}"
     steps: list[e.Event] = [
-        e.TerminalResultArrived("s", "pa", "preauthorize", Outcome.APPROVED, hold, 7),
+        e.TerminalResultArrived("s", "pa", e.Operation.PREAUTHORIZE, Outcome.APPROVED, hold, 7),
         e.ChargerStarted("s", "st", 0),
         e.ChargerStopped("s", "sp", 10_000),
     ]
@@ -166,7 +168,10 @@ def test_amounts_in_each_currencys_minor_units(
         s = transition(s, ev, T0 + timedelta(minutes=n), pol).session
     assert s is not None and s.state is State.CAPTURING and s.price_minor == expected
     t = transition(
-        s, e.TerminalResultArrived("s", "cap", "capture", Outcome.APPROVED, expected, 8), T0, pol
+        s,
+        e.TerminalResultArrived("s", "cap", e.Operation.CAPTURE, Outcome.APPROVED, expected, 8),
+        T0,
+        pol,
     )
     assert (
         t.session is not None

@@ -210,7 +210,7 @@ class Simulation:
             }[type(cmd)]
             for_receipt = None if isinstance(cmd, c.Preauthorize) else cmd.receipt_no
             trace = receipt if op in (Operation.PREAUTHORIZE, Operation.TOPUP) else None
-            ev = e.TerminalResultArrived(
+            ev: e.Event = e.TerminalResultArrived(
                 sid,
                 f"{cmd.key}:{self.seq}",
                 op,
@@ -272,7 +272,9 @@ class Simulation:
     # ---- the gateway --------------------------------------------------------------------------
 
     def all_sessions(self) -> list[Session]:
-        return [self.host.load(r["id"]) for r in self.store.sessions(limit=100_000)]  # type: ignore[misc]
+        loaded = [self.host.load(r["id"]) for r in self.store.sessions(limit=100_000)]
+        assert None not in loaded  # every listed row loads
+        return [s for s in loaded if s is not None]
 
     def handle(self, event: e.Event) -> None:
         result = self.host.handle(
@@ -470,7 +472,7 @@ def _run(tmp_path: Path, request: pytest.FixtureRequest, sessions: int) -> None:
     seed = request.config.getoption("--sim-seed") or random.randrange(2**31)
     totals: dict[str, int] = {}
     for strategy in ("fixed", "target", "incremental"):
-        sim = Simulation(seed, tmp_path / f"{strategy}.sqlite3", strategy, sessions)  # type: ignore[arg-type]
+        sim = Simulation(seed, tmp_path / f"{strategy}.sqlite3", strategy, sessions)
         sim.run()
         for s in sim.all_sessions():
             totals[s.state.value] = totals.get(s.state.value, 0) + 1

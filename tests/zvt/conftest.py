@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import pytest
 
@@ -16,6 +17,8 @@ from drivers.transport.tcp import TcpTransport
 from drivers.transport.url import SerialUrl
 from drivers.zvt.asyncio.terminal import ZvtOptions, ZvtTerminal
 
+SIM_PASSWORD = "123456"  # the simulator's, as configured below
+
 
 @dataclass
 class Rig:
@@ -26,12 +29,23 @@ class Rig:
 
 @pytest.fixture(params=["pty", "tcp"])
 async def rig(request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
-    sim = SimTerminal(SimConfig(password="123456", card_wait_s=0.05, result_ack_timeout_s=2.0))
+    sim = SimTerminal(SimConfig(password=SIM_PASSWORD, card_wait_s=0.05, result_ack_timeout_s=2.0))
     drivers: list[ZvtTerminal] = []
 
     def factory(transport: Callable[[], Transport], serial: bool) -> Callable[..., ZvtTerminal]:
-        def make(**opts: object) -> ZvtTerminal:
-            options = ZvtOptions(**{"password": "123456", "t3": 2.0, "t4": 3.0, **opts})  # type: ignore[arg-type]
+        def make(
+            *,
+            password: str = SIM_PASSWORD,
+            capture_mode: Literal["partial_reversal", "book_total"] = "partial_reversal",
+            incremental: bool = False,
+        ) -> ZvtTerminal:
+            options = ZvtOptions(
+                password=password,
+                capture_mode=capture_mode,
+                incremental=incremental,
+                t3=2.0,
+                t4=3.0,
+            )
             driver = ZvtTerminal("t1", transport(), serial_framing=serial, options=options)
             drivers.append(driver)
             return driver
