@@ -66,6 +66,18 @@ def test_imports_point_one_way(rule: Rule) -> None:
     assert offences(rule) == [], f"{rule.package} must not import {rule.forbidden}: {rule.why}"
 
 
+def test_only_the_store_imports_sqlite3() -> None:
+    """The README's promise: one store API, so SQL lives in gateway/store and nowhere else."""
+    users = sorted(
+        str(path.relative_to(REPO))
+        for package in ("gateway", "drivers", "firmware_bridge", "hil")
+        for path in (REPO / package).rglob("*.py")
+        if "sqlite3" in imports_of(path)
+    )
+    assert [u for u in users if not u.startswith("gateway/store/")] == []
+    assert "gateway/store/db.py" in users  # the reader sees the real ones
+
+
 def test_every_rule_names_a_package_that_exists() -> None:
     missing = [rule.package for rule in RULES if not list((REPO / rule.package).rglob("*.py"))]
     assert missing == []
