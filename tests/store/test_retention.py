@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import subprocess
@@ -13,10 +14,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.errors import InvariantViolated
+from gateway.runtime.app import Daemon
+from gateway.settings import load_settings
 from gateway.store import JournalEntry, OutboxMessage, SessionRecord, Step, Store
 from gateway.store.export import verify as verify_export
 from gateway.store.journal import public_key_hex
-from tests.helpers import EVPAY, subprocess_env, write_config
+from tests.helpers import EVPAY, running, subprocess_env, write_config
 
 T0 = datetime(2026, 1, 5, 8, tzinfo=UTC)
 
@@ -242,3 +245,35 @@ def test_archived_sessions_are_compacted_after_their_full_rows_are_archived(tmp_
         key, cutoff=clock.now - timedelta(days=90), archive_dir=tmp_path / "a", compact=compact
     ).anything
     store.close()
+
+
+async def test_the_daemon_archives_by_the_configured_days_into_the_configured_folder(
+    tmp_path: Path,
+) -> None:
+    """The daemon gives the store the two values it needs (``retention_days``, ``archive_dir``)
+    and cuts at start, then hourly."""
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    (tmp_path / "journal.pem").write_bytes(pem)
+    extra = (
+        f'[journal]\nsigning_key = {{ file = "{tmp_path / "journal.pem"}" }}\n'
+        f'retention_days = 30\narchive_dir = "{tmp_path / "kept"}"\n'
+    )
+    config = write_config(tmp_path, port=0, extra=extra)
+    clock = Clock()
+    store = Store.open(tmp_path / "evpay.sqlite3", clock=clock)
+    _session(store, clock, "old", final=True)
+    clock.now = datetime.now(UTC) - timedelta(days=29)  # inside the 30 days: stays
+    _session(store, clock, "recent", final=True)
+    store.close()
+    kept = tmp_path / "kept"
+    async with running(Daemon(load_settings(config))):
+        async with asyncio.timeout(20):
+            while not kept.is_dir() or not list(kept.glob("journal-*")):
+                await asyncio.sleep(0.05)
+    (archive,) = kept.glob("journal-*")
+    archived = verify_export(archive.read_bytes(), public_key_hex(key))
+    assert archived.ok and archived.rows == 3  # the old session's three rows; the recent stay
+    assert not (tmp_path / "journal-archive").exists()  # the configured folder, not the default
