@@ -470,6 +470,7 @@ class Simulation:
 
 def _run(tmp_path: Path, request: pytest.FixtureRequest, sessions: int) -> None:
     seed = request.config.getoption("--sim-seed") or random.randrange(2**31)
+    print(f"simulation seed {seed} (repeat with --sim-seed {seed})")  # shown when it fails
     totals: dict[str, int] = {}
     for strategy in ("fixed", "target", "incremental"):
         sim = Simulation(seed, tmp_path / f"{strategy}.sqlite3", strategy, sessions)
