@@ -144,7 +144,10 @@ def test_the_journal_refuses_deleting_rows_beyond_the_newest_cut(tmp_path: Path)
     conn.close()
 
 
-def test_evpay_store_prune_and_stats(tmp_path: Path) -> None:
+def _retention_site(
+    tmp_path: Path, journal: str = "", port: int | None = None
+) -> tuple[Ed25519PrivateKey, Path]:
+    """The device key and a site config with that key on file and 30 days of retention."""
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -153,7 +156,11 @@ def test_evpay_store_prune_and_stats(tmp_path: Path) -> None:
     extra = (
         f'[journal]\nsigning_key = {{ file = "{tmp_path / "journal.pem"}" }}\nretention_days = 30\n'
     )
-    config = write_config(tmp_path, extra=extra)
+    return key, write_config(tmp_path, port=port, extra=extra + journal)
+
+
+def test_evpay_store_prune_and_stats(tmp_path: Path) -> None:
+    key, config = _retention_site(tmp_path)
     clock = Clock()
     store = Store.open(tmp_path / "evpay.sqlite3", clock=clock)
     _session(store, clock, "old", final=True)
@@ -252,16 +259,7 @@ async def test_the_daemon_archives_by_the_configured_days_into_the_configured_fo
 ) -> None:
     """The daemon gives the store the two values it needs (``retention_days``, ``archive_dir``)
     and cuts at start, then hourly."""
-    key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    (tmp_path / "journal.pem").write_bytes(pem)
-    extra = (
-        f'[journal]\nsigning_key = {{ file = "{tmp_path / "journal.pem"}" }}\n'
-        f'retention_days = 30\narchive_dir = "{tmp_path / "kept"}"\n'
-    )
-    config = write_config(tmp_path, port=0, extra=extra)
+    key, config = _retention_site(tmp_path, f'archive_dir = "{tmp_path / "kept"}"\n', port=0)
     clock = Clock()
     store = Store.open(tmp_path / "evpay.sqlite3", clock=clock)
     _session(store, clock, "old", final=True)
