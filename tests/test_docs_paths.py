@@ -83,13 +83,15 @@ def paths_in_trees(text: str, top: set[str]) -> Iterator[tuple[int, str]]:
             line = lines[number]
             number += 1
             indent = len(line) - len(line.lstrip(" "))
-            head, _, description = line.strip().partition("  ")
-            if indent == 0:
-                names = head.split(" ")
+            words = line.split()
+            if indent == 0:  # one or more paths (each with a "/"), then the description
+                count = next((i for i, w in enumerate(words) if "/" not in w), len(words)) or 1
+                names, description = words[:count], " ".join(words[count:])
                 yield from ((number, name) for name in names)
                 top_dir = here = names[0] if names[0].endswith("/") else names[0].rpartition("/")[0]
-            elif indent == 2:
-                child = f"{top_dir.rstrip('/')}/{head}"
+            elif indent == 2:  # a name under the last top row, then the description
+                child = f"{top_dir.rstrip('/')}/{words[0]}"
+                description = " ".join(words[1:])
                 yield number, child
                 here = child if child.endswith("/") else child.rpartition("/")[0]
             else:
@@ -131,6 +133,7 @@ def test_a_drifted_tree_and_a_stale_name_are_seen(tmp_path: Path) -> None:
         "run `python -m gateway.payments.states`.\n\n"
         "```\n"
         "gateway/           the application\n"
+        "gateway/acquirer/ one space: the name is as wide as the column\n"
         "drivers/           libraries\n"
         "  money.py         minor units\n"
         "  payments/        the engine: states.py, tariff.py\n"
@@ -140,7 +143,8 @@ def test_a_drifted_tree_and_a_stale_name_are_seen(tmp_path: Path) -> None:
     assert missing(tmp_path, "README.md") == [
         "README.md:1 names '**/session.py', which is not in the repository",
         "README.md:1 names 'gateway/cli.py', which is not in the repository",
-        "README.md:8 names 'drivers/payments/', which is not in the repository",
-        "README.md:8 names 'drivers/payments/states.py', which is not in the repository",
-        "README.md:8 names 'drivers/payments/tariff.py', which is not in the repository",
+        "README.md:6 names 'gateway/acquirer/', which is not in the repository",
+        "README.md:9 names 'drivers/payments/', which is not in the repository",
+        "README.md:9 names 'drivers/payments/states.py', which is not in the repository",
+        "README.md:9 names 'drivers/payments/tariff.py', which is not in the repository",
     ]
