@@ -43,11 +43,18 @@ def steps_rate(
             handled = host.handle(e.CardPresented(sid, "card", "E1", "T1", "EUR"))
             events: list[e.Event] = [
                 e.TerminalResultArrived(
-                    sid, "pre", e.Operation.PREAUTHORIZE, Outcome.APPROVED, 5000, i % 9999 + 1
+                    session_id=sid,
+                    event_id="pre",
+                    operation=e.Operation.PREAUTHORIZE,
+                    outcome=Outcome.APPROVED,
+                    amount_minor=5000,
+                    receipt_no=i % 9999 + 1,
                 ),
                 e.ChargerStarted(sid, "start", 0),
                 *(e.MeterValue(sid, f"m{k}", 1000 * (k + 1)) for k in range(meter_values)),
-                e.ChargerStopped(sid, "stop", 1000 * meter_values + 500),
+                e.ChargerStopped(
+                    session_id=sid, event_id="stop", meter_wh=1000 * meter_values + 500
+                ),
             ]
             for ev in events:
                 now[0] += timedelta(seconds=30)
@@ -56,7 +63,12 @@ def steps_rate(
             capture = next(x for x in handled.commands if isinstance(x, c.Capture))
             host.handle(
                 e.TerminalResultArrived(
-                    sid, "cap", e.Operation.CAPTURE, Outcome.APPROVED, capture.amount_minor, 1
+                    session_id=sid,
+                    event_id="cap",
+                    operation=e.Operation.CAPTURE,
+                    outcome=Outcome.APPROVED,
+                    amount_minor=capture.amount_minor,
+                    receipt_no=1,
                 )
             )
             steps += 2

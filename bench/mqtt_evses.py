@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from drivers.sim.ports import PtyPort
 from drivers.sim.terminal import SimConfig, SimTerminal
+from firmware_bridge.broker import GATEWAY_USER, acl, mosquitto_conf, password_file
 from firmware_bridge.link import BrokerSettings
 from firmware_bridge.sim import ChargerSimulator, Plan
 
@@ -50,8 +51,15 @@ async def main(evses: int, terminals: int, seconds: int) -> None:
     mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     work = Path(tempfile.mkdtemp(prefix="evpay-bench-mqtt-"))
     port = free_port()
+    # The broker as a site has it (users, ACL): the benchmark measures what a site runs.
+    passwords = {GATEWAY_USER: "bench-gateway", "charger": "bench-charger"}
+    (work / "m.passwd").write_text(password_file(passwords), encoding="utf-8")
+    (work / "m.acl").write_text(acl(), encoding="utf-8")
+    conf = mosquitto_conf(
+        port=port, password_path=str(work / "m.passwd"), acl_path=str(work / "m.acl")
+    )
     (work / "m.conf").write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\n", encoding="utf-8"
+        conf + ("user root\n" if os.geteuid() == 0 else ""), encoding="utf-8"
     )
     broker = subprocess.Popen([mosquitto, "-c", str(work / "m.conf")], stderr=subprocess.DEVNULL)  # noqa: ASYNC220 - set-up
     ports = [PtyPort() for _ in range(terminals)]
@@ -69,7 +77,10 @@ async def main(evses: int, terminals: int, seconds: int) -> None:
             f'[[terminals]]\nid = "t{t}"\ndevice = "serial://{p.slave_path}"\npassword = '
             f'{{ value = "123456" }}\n'
         )
-    config.append(f'[charger]\nenabled = true\nmode = "mqtt"\nbroker = "mqtt://127.0.0.1:{port}"\n')
+    config.append(
+        f'[charger]\nenabled = true\nmode = "mqtt"\nbroker = "mqtt://127.0.0.1:{port}"\n'
+        f'username = "{GATEWAY_USER}"\npassword = {{ value = "{passwords[GATEWAY_USER]}" }}\n'
+    )
     for n, evse in enumerate(ids):
         config.append(f'[[charger.evses]]\nid = "{evse}"\nterminal = "t{n % terminals}"\n')
     config.append(
@@ -89,7 +100,10 @@ async def main(evses: int, terminals: int, seconds: int) -> None:
     plan = Plan(
         energy_wh=seconds * 3_000, step_wh=3_000, interval_s=1.0
     )  # ~11 kW, a meter value each second
-    charger = ChargerSimulator(BrokerSettings(url=f"mqtt://127.0.0.1:{port}"), ids, plan)
+    charger_user = BrokerSettings(
+        url=f"mqtt://127.0.0.1:{port}", username="charger", password=passwords["charger"]
+    )
+    charger = ChargerSimulator(charger_user, ids, plan)
     sent: dict[tuple[str, int], float] = {}
     publish = charger.publish
 

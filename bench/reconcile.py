@@ -21,9 +21,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from drivers.base import BrandTotal, Outcome, TerminalResult
 from gateway.cli.reconcile_cmd import load_facts
+from gateway.payments.model import Bill, Hold, HoldStatus, Metering, Session
 from gateway.payments.reconcile import reconcile
 from gateway.payments.record import to_json
-from gateway.payments.session import Hold, HoldStatus, Session, State
+from gateway.payments.session import State
 from gateway.runtime.engine_host import EngineHost
 from gateway.store import SessionRecord, Step, Store
 from tests.payments.fixtures import policy
@@ -52,14 +53,14 @@ def main() -> None:
                 "EUR",
                 State.COMPLETED,
                 at,
-                5000,
-                (Hold(n, 5000, n, amount, amount, 5000 - amount, HoldStatus.CAPTURED, n + 1),),
-                price_minor=amount,
+                hold_minor=5000,
+                holds=(
+                    Hold(n, 5000, n, amount, amount, 5000 - amount, HoldStatus.CAPTURED, n + 1),
+                ),
                 reference=f"EVP-s{n:05d}",
                 card={"brand": brand},
-                billed_energy_wh=2000,
-                reported_energy_wh=2000,
-                captured_at=at,
+                bill=Bill(price_minor=amount, captured_at=at),
+                metering=Metering(billed_energy_wh=2000, reported_energy_wh=2000),
             )
             store.apply(
                 Step(

@@ -44,10 +44,17 @@ def template(
     sid = "TEMPLATE"
     handled = host.handle(e.CardPresented(sid, "card", "E1", "t1", "EUR"))
     steps: list[e.Event] = [
-        e.TerminalResultArrived(sid, "pre", e.Operation.PREAUTHORIZE, Outcome.APPROVED, 5000, 7),
+        e.TerminalResultArrived(
+            session_id=sid,
+            event_id="pre",
+            operation=e.Operation.PREAUTHORIZE,
+            outcome=Outcome.APPROVED,
+            amount_minor=5000,
+            receipt_no=7,
+        ),
         e.ChargerStarted(sid, "start", 0),
         *(e.MeterValue(sid, f"m{k}", 1000 * (k + 1)) for k in range(10)),
-        e.ChargerStopped(sid, "stop", 10500),
+        e.ChargerStopped(session_id=sid, event_id="stop", meter_wh=10500),
     ]
     for ev in steps:
         now[0] += timedelta(seconds=30)
@@ -55,7 +62,12 @@ def template(
     capture = next(x for x in handled.commands if isinstance(x, c.Capture))
     done = host.handle(
         e.TerminalResultArrived(
-            sid, "cap", e.Operation.CAPTURE, Outcome.APPROVED, capture.amount_minor, 8
+            session_id=sid,
+            event_id="cap",
+            operation=e.Operation.CAPTURE,
+            outcome=Outcome.APPROVED,
+            amount_minor=capture.amount_minor,
+            receipt_no=8,
         )
     )
     assert done.session is not None

@@ -1,10 +1,14 @@
 """Our MQTT topic contract with the charger firmware, version 1 (``firmware_bridge/README.md``).
 
-Topics, under a configurable prefix (default ``evpay/v1``):
+Topics, under a configurable prefix (default ``evpay/v1``), one tree per charger (its broker
+user name): the broker's ACL lets a charger write only under its own name, so the topic tells the
+gateway who sent a message, and the gateway takes an EVSE's messages only from the tree of the
+charger that EVSE belongs to (``firmware_bridge/README.md``, "Who may say what").
 
-    charger → gateway   {prefix}/evse/{evse}/plugged | unplugged | started | meter | stopped | fault
-    gateway → charger   {prefix}/evse/{evse}/authorize | stop | display
-    gateway status      {prefix}/gateway/status   (retained; "offline" is the last will)
+    charger → gateway   {prefix}/charger/{charger}/evse/{evse}/plugged | unplugged | started
+                        | meter | stopped | fault
+    gateway → charger   {prefix}/charger/{charger}/evse/{evse}/authorize | stop | display
+    gateway status      {prefix}/gateway/status   ("offline", retained, is the last will)
 
 Every payload is a JSON object with ``v`` (the contract version) and ``id`` (unique per message:
 a redelivered message carries the same id and is ignored). The models refuse unknown fields
@@ -104,34 +108,43 @@ class Authorize(_Message):
     start_by: datetime | None = (
         None  # charging must start before this (UTC), else the hold is released
     )
+    expires: datetime | None = None  # heard after this (UTC): not obeyed (a stale command)
 
 
 class Stop(_Message):
     session_id: Id
     reason: Annotated[str, StringConstraints(max_length=100)]
+    expires: datetime | None = None  # a command heard after this (UTC) is not obeyed
 
 
 class Display(_Message):
     """Text for the charger's screen (the price must be shown before charging starts)."""
 
     lines: list[Annotated[str, StringConstraints(max_length=64)]] = Field(max_length=8)
+    expires: datetime | None = None
 
 
-def topic(prefix: str, evse: str, name: str) -> str:
-    return f"{prefix}/evse/{evse}/{name}"
+COMMANDS = frozenset({"authorize", "stop", "display"})
+DEFAULT_CHARGER = "charger"  # the broker user of an EVSE whose charger the config does not name
+
+
+def topic(prefix: str, charger: str, evse: str, name: str) -> str:
+    return f"{prefix}/charger/{charger}/evse/{evse}/{name}"
 
 
 def status_topic(prefix: str) -> str:
     return f"{prefix}/gateway/status"
 
 
-def parse_topic(prefix: str, value: str) -> tuple[str, str] | None:
-    """(evse, message name) of a charger topic under ``prefix``, or None."""
-    head = f"{prefix}/evse/"
+def parse_topic(prefix: str, value: str) -> tuple[str, str, str] | None:
+    """(charger, evse, message name) of a topic in a charger's tree under ``prefix``, or None."""
+    head = f"{prefix}/charger/"
     if not value.startswith(head):
         return None
-    evse, _, name = value[len(head) :].partition("/")
-    return (evse, name) if evse and name and "/" not in name else None
+    parts = value[len(head) :].split("/")
+    if len(parts) != 4 or parts[1] != "evse" or not all(parts):
+        return None
+    return parts[0], parts[2], parts[3]
 
 
 def kwh(text: str | None) -> Decimal | None:

@@ -33,7 +33,7 @@ from datetime import datetime
 from typing import Any
 
 from firmware_bridge import contract as m
-from firmware_bridge.link import Publish, reference
+from firmware_bridge.mapping import Publish, reference
 
 BASE = "everest_api/1"
 

@@ -5,8 +5,16 @@ hands every valid charger message to its listener. The gateway's charger port is
 - MQTT v5 where the broker speaks it, 3.1.1 otherwise; QoS 1 both ways; a persistent session
   (fixed client id, no clean start) so what the charger sent while the gateway restarted is
   delivered afterwards.
-- A retained ``online`` status, and ``offline`` as the last will: chargers see at once when
-  payment is unavailable.
+- ``offline`` (retained) is the last will: chargers see at once when payment is unavailable.
+  ``online`` is retained with an MQTT v5 message expiry and refreshed while the gateway runs, so
+  it never outlives the gateway by more than ``STATUS_TTL_S`` (not even across a broker restart
+  that loses the will).
+- Commands are never retained and expire (MQTT v5 message expiry, and an ``expires`` field the
+  charger checks): a charger that reconnects late is not told to start a charge long gone.
+- Who sent a message is told by the broker: a charger writes only in its own topic tree (the
+  ACL of ``broker.py``), and the gateway takes an EVSE's messages only from the tree of the
+  charger it belongs to. A message from another tree, a retained charger message, or a command
+  on a command topic that the gateway did not send is refused and logged (``mqtt.refused``).
 - Reconnect with exponential backoff; commands published while the broker is away wait in a
   bounded queue and go out on reconnect (the engine's deadlines cover a charger that never
   hears them).
@@ -22,29 +30,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import ssl
-import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
-from typing import Protocol
 from urllib.parse import urlsplit
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 from pydantic import ValidationError
 
 from firmware_bridge import contract as m
+from firmware_bridge.mapping import COMMAND_TTL_S as COMMAND_TTL_S
+from firmware_bridge.mapping import ContractMapping as ContractMapping
+from firmware_bridge.mapping import Mapping as Mapping
+from firmware_bridge.mapping import Publish as Publish
+from firmware_bridge.mapping import Refused as Refused
+from firmware_bridge.mapping import reference as reference
 
 _LOGGER = logging.getLogger(__name__)
 _SEEN = 10_000  # message ids remembered for de-duplication
 _PENDING = 1_000  # commands kept while the broker is away
 KEEPALIVE_S = 5.0  # EVerest's communication check wants a sign of life within its timeout
+STATUS_TTL_S = 30  # a retained "online" the gateway stopped refreshing expires after this
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +69,7 @@ class BrokerSettings:
     password: str | None = None
     ca_file: str | None = None
     session_expiry_s: int = 3600
+    status_ttl_s: int = STATUS_TTL_S  # a retained "online" not refreshed expires after this
 
     @property
     def host(self) -> str:
@@ -69,87 +83,6 @@ class BrokerSettings:
     @property
     def tls(self) -> bool:
         return urlsplit(self.url).scheme == "mqtts"
-
-
-Publish = tuple[str, bytes]  # (topic, payload)
-
-
-class Mapping(Protocol):
-    """How charger messages and the gateway's commands look on the broker: our contract
-    (``ContractMapping``) or EVerest's API (``firmware_bridge.everest.EverestMapping``)."""
-
-    def subscriptions(self) -> list[str]: ...
-    def decode(self, topic: str, payload: bytes) -> tuple[str, m.InboundMessage] | None: ...
-    def authorize(
-        self,
-        evse: str,
-        session_id: str,
-        max_cost_minor: int,
-        currency: str,
-        start_by: datetime | None,
-        repeat: bool = False,
-    ) -> list[Publish]:
-        """``repeat``: said again after a restart; nothing is published if the charger would
-        not take the copy as the same authorisation."""
-        ...
-
-    def stop(self, evse: str, session_id: str, reason: str) -> list[Publish]: ...
-    def display(self, evse: str, lines: list[str]) -> list[Publish]: ...
-    def keepalive(self) -> list[Publish]: ...
-
-
-class ContractMapping:
-    """Our own topic contract v1 (``contract.py``, ``README.md``)."""
-
-    def __init__(self, prefix: str) -> None:
-        self.prefix = prefix
-
-    def subscriptions(self) -> list[str]:
-        return [f"{self.prefix}/evse/+/+"]
-
-    def decode(self, topic: str, payload: bytes) -> tuple[str, m.InboundMessage] | None:
-        parsed = m.parse_topic(self.prefix, topic)
-        if parsed is None or parsed[1] not in m.INBOUND:
-            return None  # our own commands echoed back, or not ours
-        evse, name = parsed
-        return evse, m.INBOUND[name].model_validate_json(payload)
-
-    def authorize(
-        self,
-        evse: str,
-        session_id: str,
-        max_cost_minor: int,
-        currency: str,
-        start_by: datetime | None,
-        repeat: bool = False,  # noqa: ARG002 - the same message id: the charger takes the copy once
-    ) -> list[Publish]:
-        # One id per session: said again after a restart, it is a redelivery the charger ignores.
-        once = "authorize-" + hashlib.sha256(session_id.encode()).hexdigest()[:32]
-        message = m.Authorize(
-            id=once,
-            session_id=session_id,
-            authorization_reference=reference(session_id),
-            max_cost_minor=max_cost_minor,
-            currency=currency,
-            start_by=start_by,
-        )
-        return [(m.topic(self.prefix, evse, "authorize"), message.model_dump_json().encode())]
-
-    def stop(self, evse: str, session_id: str, reason: str) -> list[Publish]:
-        message = m.Stop(id=uuid.uuid4().hex, session_id=session_id, reason=reason[:100])
-        return [(m.topic(self.prefix, evse, "stop"), message.model_dump_json().encode())]
-
-    def display(self, evse: str, lines: list[str]) -> list[Publish]:
-        message = m.Display(id=uuid.uuid4().hex, lines=[line[:64] for line in lines[:8]])
-        return [(m.topic(self.prefix, evse, "display"), message.model_dump_json().encode())]
-
-    def keepalive(self) -> list[Publish]:
-        return []
-
-
-def reference(session_id: str) -> str:
-    """The session's OCPI authorization_reference (the charger carries it into its transaction)."""
-    return f"EVP-{session_id}"[:36]
 
 
 class MqttLink:
@@ -166,6 +99,7 @@ class MqttLink:
         self._seen: OrderedDict[tuple[str, str], list[Callable[[], object]] | None] = OrderedDict()
         self.connected = asyncio.Event()
         self.rejected = 0
+        self.refused = 0  # of those rejected: from a sender that may not send them
         self.protocol: aiomqtt.ProtocolVersion | None = None
 
     # ---- commands ------------------------------------------------------------------------
@@ -270,9 +204,16 @@ class MqttLink:
     async def _serve(self, client: aiomqtt.Client, stopping: asyncio.Event) -> None:
         prefix = self.settings.prefix
         self._client = client
+        # MQTT v5: never our own commands back (after a restart their ids are forgotten, and
+        # each would look forged); 3.1.1 has no such option: the ids we sent tell them apart.
+        options = SubscribeOptions(qos=1, noLocal=True)
+        v5 = self.protocol is aiomqtt.ProtocolVersion.V5
         for subscription in self.mapping.subscriptions():
-            await client.subscribe(subscription, qos=1)
-        await client.publish(m.status_topic(prefix), b"online", qos=1, retain=True)
+            if v5:
+                await client.subscribe(subscription, options=options)
+            else:
+                await client.subscribe(subscription, qos=1)
+        await self._online(client)
         self.connected.set()
         _LOGGER.info(
             "mqtt.connected",
@@ -280,7 +221,7 @@ class MqttLink:
         )
         while self._pending:
             topic, payload = self._pending[0]
-            await client.publish(topic, payload, qos=1)
+            await client.publish(topic, payload, qos=1, properties=self._expiry(COMMAND_TTL_S))
             self._pending.popleft()
         reader = asyncio.create_task(self._read(client))
         alive = asyncio.create_task(self._keepalive(client))
@@ -302,6 +243,20 @@ class MqttLink:
             self._client = None
             self.connected.clear()
 
+    def _expiry(self, seconds: int) -> Properties | None:
+        """An MQTT v5 message expiry (3.1.1 has none: there the ``expires`` field must do)."""
+        if self.protocol is not aiomqtt.ProtocolVersion.V5:
+            return None
+        properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        properties.MessageExpiryInterval = seconds
+        return properties
+
+    async def _online(self, client: aiomqtt.Client) -> None:
+        """Retained, so a charger connecting later sees it, but expiring unless refreshed."""
+        status = m.status_topic(self.settings.prefix)
+        expiry = self._expiry(self.settings.status_ttl_s)
+        await client.publish(status, b"online", qos=1, retain=True, properties=expiry)
+
     async def _read(self, client: aiomqtt.Client) -> None:
         paho = client._client
         async for message in client.messages:
@@ -312,14 +267,16 @@ class MqttLink:
             )
             # The acknowledgement goes on the connection that brought the message; once that is
             # gone, the broker delivers the message again on the next one.
-            self.receive(message.topic.value, payload, partial(paho.ack, message.mid, message.qos))
+            ack = partial(paho.ack, message.mid, message.qos)
+            self.receive(message.topic.value, payload, ack, retained=message.retain)
 
     async def _keepalive(self, client: aiomqtt.Client) -> None:
         """What the other side needs to see us alive (EVerest's communication check)."""
         while True:
             for topic, payload in self.mapping.keepalive():
                 await client.publish(topic, payload, qos=1)
-            await asyncio.sleep(KEEPALIVE_S)
+            await asyncio.sleep(min(KEEPALIVE_S, self.settings.status_ttl_s / 3))
+            await self._online(client)  # refreshed well within its expiry
 
     async def _publish(self, topic: str, payload: bytes) -> None:
         client = self._client
@@ -327,7 +284,7 @@ class MqttLink:
             self._pending.append((topic, payload))  # sent when the broker is back
             return
         try:
-            await client.publish(topic, payload, qos=1)
+            await client.publish(topic, payload, qos=1, properties=self._expiry(COMMAND_TTL_S))
         except aiomqtt.MqttError as exc:
             _LOGGER.warning("mqtt.publish_failed", extra={"topic": topic, "error": str(exc)})
             self._pending.append((topic, payload))
@@ -335,12 +292,26 @@ class MqttLink:
     # ---- inbound (sans-I/O: tests and the simulator call it directly too) ----------------
 
     def receive(
-        self, topic: str, payload: bytes, ack: Callable[[], object] = lambda: None
+        self,
+        topic: str,
+        payload: bytes,
+        ack: Callable[[], object] = lambda: None,
+        *,
+        retained: bool = False,
     ) -> m.InboundMessage | None:
         """One inbound message, validated and de-duplicated, to the listeners; None if ignored.
-        ``ack`` acknowledges it to the broker: at once if it is dropped, once stored otherwise."""
+        ``ack`` acknowledges it to the broker: at once if it is dropped, once stored otherwise.
+        ``retained``: the broker kept it for whoever subscribes (no charger message is)."""
         try:
+            if retained:
+                raise Refused("a retained message (a charger never retains one)")
             decoded = self.mapping.decode(topic, payload)
+        except Refused as exc:
+            ack()
+            self.rejected += 1
+            self.refused += 1
+            _LOGGER.warning("mqtt.refused", extra={"topic": topic[:200], "error": str(exc)})
+            return None
         except (ValidationError, ValueError) as exc:
             ack()
             self.rejected += 1

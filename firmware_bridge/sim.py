@@ -1,7 +1,11 @@
 """A charger simulator that speaks our topic contract on a real broker: one or many EVSEs that
 plug in, wait for the gateway's ``authorize``, charge at a power with meter values every few
 seconds, and stop (at the planned energy, or when told). Used by ``evpay simulate charger``,
-the tests and the benchmark."""
+the tests and the benchmark.
+
+Like firmware should, it speaks in its own topic tree (its broker user name, ``settings.username``)
+and obeys only a command that is neither retained (the gateway never retains one: a retained
+command was left by someone else) nor past its ``expires``."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import json
 import logging
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import aiomqtt
 
@@ -39,6 +44,7 @@ class EvseState:
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     authorized: list[dict[str, object]] = field(default_factory=list)
     stopped: list[str] = field(default_factory=list)
+    displayed: list[dict[str, object]] = field(default_factory=list)  # what its screen showed
 
 
 class ChargerSimulator:
@@ -48,6 +54,8 @@ class ChargerSimulator:
         self.settings = settings
         self.evses = {evse: EvseState(plan or Plan()) for evse in evses}
         self.gateway_status: list[str] = []
+        self.charger = settings.username or m.DEFAULT_CHARGER  # its topic tree
+        self.ignored: list[str] = []  # commands not obeyed (retained, expired), by id
         self._client: aiomqtt.Client | None = None
         self.ready = asyncio.Event()
         self._seen: set[str] = (
@@ -81,8 +89,9 @@ class ChargerSimulator:
             clean_session=False,
         ) as client:
             self._client = client
-            await client.subscribe(f"{s.prefix}/evse/+/authorize", qos=1)
-            await client.subscribe(f"{s.prefix}/evse/+/stop", qos=1)
+            await client.subscribe(m.topic(s.prefix, self.charger, "+", "authorize"), qos=1)
+            await client.subscribe(m.topic(s.prefix, self.charger, "+", "stop"), qos=1)
+            await client.subscribe(m.topic(s.prefix, self.charger, "+", "display"), qos=1)
             await client.subscribe(m.status_topic(s.prefix), qos=1)
             self.ready.set()
             reader = asyncio.create_task(self._read(client))
@@ -109,7 +118,8 @@ class ChargerSimulator:
                 await asyncio.sleep(0.05)
                 continue
             try:
-                await client.publish(m.topic(self.settings.prefix, evse, name), body, qos=1)
+                topic = m.topic(self.settings.prefix, self.charger, evse, name)
+                await client.publish(topic, body, qos=1)
             except aiomqtt.MqttError:
                 # The connection broke (or the broker never acknowledged): send it again on the
                 # next one (same id: the gateway drops the copy). Not ``ready.clear()``: a publish
@@ -143,11 +153,15 @@ class ChargerSimulator:
                 self.gateway_status.append(payload.decode())
                 continue
             parsed = m.parse_topic(self.settings.prefix, topic)
-            if parsed is None or parsed[0] not in self.evses:
+            if parsed is None or parsed[1] not in self.evses:
                 continue
-            evse, name = parsed
+            _, evse, name = parsed
             data = json.loads(payload)
             if data.get("id") in self._seen:
+                continue
+            if message.retain or _expired(data.get("expires")):
+                self.ignored.append(str(data.get("id")))
+                _LOGGER.warning("charger.command_ignored", extra={"topic": topic, "command": name})
                 continue
             self._seen.add(str(data.get("id")))
             state = self.evses[evse]
@@ -160,6 +174,8 @@ class ChargerSimulator:
                     state.charging = asyncio.create_task(
                         self._charge(evse, state, str(data["session_id"]))
                     )
+            elif name == "display":
+                state.displayed.append(data)
             elif name == "stop" and data.get("session_id") == state.session_id:
                 state.stopped.append(str(data.get("reason")))
                 state.stop.set()
@@ -219,3 +235,13 @@ class ChargerSimulator:
                 "reason": reason,
             },
         )
+
+
+def _expired(expires: object) -> bool:
+    """A command past its ``expires`` (or with one that is not a time) is not obeyed."""
+    if expires is None:
+        return False
+    try:
+        return datetime.fromisoformat(str(expires)) <= datetime.now(UTC)
+    except ValueError:
+        return True

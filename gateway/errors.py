@@ -25,6 +25,9 @@ class ConfigError(GatewayError):
     def __init__(self, path: str, problems: list[str]) -> None:
         self.path = path
         self.problems = problems
+        if len(problems) == 1:  # one fault, one line
+            super().__init__(f"{path}: invalid configuration: {problems[0]}")
+            return
         lines = "\n".join(f"  {p}" for p in problems)
         super().__init__(f"{path}: invalid configuration:\n{lines}")
 
@@ -152,3 +155,52 @@ class InvariantViolated(GatewayError):
 
     code = "invariant_violated"
     exit_code = 70
+
+
+class QueueFull(GatewayError):
+    """A bounded queue is full: the input is refused, not queued without limit. Nothing was
+    stored; the sender may try again (the local API answers 503 with this message)."""
+
+    code = "queue_full"
+
+    def __init__(self, queue: str, bound: int) -> None:
+        self.queue = queue
+        self.bound = bound
+        super().__init__(f"{queue} is full ({bound} waiting); nothing was stored, try again later")
+
+
+class AcquirerError(GatewayError):
+    """The acquirer's online API refused or could not take a modification. Never an outcome:
+    outcomes arrive only as the acquirer's webhooks."""
+
+    code = "acquirer_error"
+
+
+class AcquirerUnreachable(AcquirerError):
+    """No usable answer. ``ambiguous``: the request may have been applied (timeout after sending,
+    connection reset); sending it again with the same idempotency key is safe."""
+
+    code = "acquirer_unreachable"
+
+    def __init__(self, message: str, *, ambiguous: bool) -> None:
+        self.ambiguous = ambiguous
+        super().__init__(message)
+
+
+class AcquirerRejected(AcquirerError):
+    """The acquirer answered and refused the request (4xx/5xx with its error code)."""
+
+    code = "acquirer_rejected"
+
+    def __init__(self, message: str, *, http_status: int, error_code: str | None) -> None:
+        self.http_status = http_status
+        self.error_code = error_code
+        super().__init__(message)
+
+
+class ModificationRefused(AcquirerError):
+    """We refuse a modification before it is sent (a capture above the authorised amount, a
+    currency that is not the authorisation's): nothing left the gateway."""
+
+    code = "modification_refused"
+    exit_code = 2

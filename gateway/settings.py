@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from datetime import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cryptography.fernet import Fernet
@@ -33,9 +35,17 @@ from pydantic_core import ErrorDetails
 from drivers.errors import AmountError, DeviceUrlError
 from drivers.money import Money, known_currencies
 from drivers.transport.url import parse_device_url
+from drivers.zvt.charset import DEFAULT_CHARSET, Charset
 from drivers.zvt.messages import is_password
 from gateway.errors import ConfigError, SecretUnavailable
 from gateway.fiscal.ocmf import OcmfError, check_key
+from gateway.input_limits import (
+    MAX_CONFIG_BYTES,
+    MAX_SECRET_BYTES,
+    Refused,
+    check_toml_shape,
+    read_text_file,
+)
 from gateway.payments.tariff import tariff_from_ocpi
 from gateway.store.journal import load_signing_key, public_key_hex
 from gateway.wire import OcpiTariff
@@ -94,9 +104,11 @@ class SecretRef(_Model):
                 )
             path = Path(directory) / self.credential
         try:
-            return path.read_text(encoding="utf-8").strip()
+            return read_text_file(path, MAX_SECRET_BYTES).strip()
         except OSError as exc:
             raise SecretUnavailable(f"secret: cannot read {path}: {exc.strerror}") from None
+        except Refused as exc:
+            raise SecretUnavailable(f"secret: refusing {path}: {exc}") from None
 
     def __repr__(self) -> str:
         where = self.env or self.file or self.credential or "inline"
@@ -134,6 +146,16 @@ class SiteSettings(_Model):
 class StorageSettings(_Model):
     path: Path = Path("/var/lib/evpay/evpay.sqlite3")
     busy_timeout_ms: Annotated[int, Field(ge=0, le=60_000)] = 5000
+    group: (
+        Annotated[
+            str,
+            Field(
+                pattern=r"^[a-z_][a-z0-9_-]{0,31}$",
+                description="a group that may read the database and exports (mode 0640)",
+            ),
+        ]
+        | None
+    ) = None  # None: mode 0600, the daemon's user only
 
 
 class ApiClientSettings(_Model):
@@ -316,6 +338,11 @@ class TerminalSettings(_Model):
     incremental: bool = Field(
         default=False, description="the terminal accepts reservation extensions (top-ups)"
     )
+    charset: Charset = Field(
+        default=DEFAULT_CHARSET,
+        description="the terminal's text character set (ZVT default cp437; CardComplete "
+        "terminals print iso-8859-1); a set the terminal announces (TLV 14) wins",
+    )
     printer: bool = Field(
         default=True, description="false: the receipt is shown on the display (at most 8 lines)"
     )
@@ -323,6 +350,11 @@ class TerminalSettings(_Model):
         default=None,
         description='the daily end of day at the terminal, site time ("23:30"); none: no '
         "automatic one",
+    )
+    modifications: Identifier = Field(
+        default="terminal",
+        description='where adjustments, captures, cancels and refunds go: "terminal", or the '
+        "name of an [acquirers.NAME] section",
     )
     hold_validity_hours: ValidityHours = Field(
         default_factory=dict,
@@ -355,6 +387,13 @@ class EvseSettings(_Model):
         description="the meter's OCMF public key (DER SubjectPublicKeyInfo or a bare point, "
         "hex/base64)",
     )
+    # mapping "evpay": the charger (its broker user) this EVSE belongs to; its messages are taken
+    # only from that charger's topic tree (firmware_bridge/README.md, "Who may say what").
+    charger: Identifier = "charger"
+    # The most this EVSE can deliver: a meter value claiming energy faster than this is recorded
+    # as a discrepancy, never billed (gateway/payments/plausibility.py). Unset: not checked
+    # (`evpay doctor` warns).
+    rated_power_kw: Annotated[Decimal, Field(gt=0, le=5000)] | None = None
 
     @field_validator("meter_public_key")
     @classmethod
@@ -394,7 +433,35 @@ class ChargerSettings(_Model):
     start_paths: list[StartPath] = Field(default_factory=lambda: list(START_PATHS), min_length=1)
     everest_token_provider: str = "evpay_token_provider"  # noqa: S105 - a module id, not a secret
     everest_auth_consumer: str = "evpay_auth_consumer"
+    # A charger account that owns no EVSE: `evpay doctor` connects with it to prove the broker's
+    # ACL refuses a charger's command (firmware_bridge/broker.py writes it as "evpay-doctor").
+    doctor_username: Identifier | None = None
+    doctor_password: SecretRef | None = None
     evses: list[EvseSettings] = []
+
+    @model_validator(mode="after")
+    def _broker_beyond_loopback(self) -> ChargerSettings:
+        """A broker on the network is reached over TLS, with our own user (issue 27)."""
+        host = urlsplit(self.broker).hostname or ""
+        if self.mode == "mqtt" and not is_loopback(host):
+            if not self.broker.startswith("mqtts://"):
+                raise ValueError(
+                    f"broker {host!r} is beyond loopback: use mqtts:// (TLS), never plain MQTT"
+                )
+            if self.username is None or self.password is None:
+                raise ValueError(f"broker {host!r} is beyond loopback: set username and password")
+        return self
+
+    @model_validator(mode="after")
+    def _chargers_are_not_the_gateway(self) -> ChargerSettings:
+        ours = {self.client_id, self.username, self.doctor_username} - {None}
+        wrong = [e.id for e in self.evses if e.charger in ours]
+        if wrong:
+            raise ValueError(
+                f"EVSEs {wrong}: their charger must be a charger's broker user, not the gateway's "
+                "or the doctor's"
+            )
+        return self
 
     @model_validator(mode="after")
     def _everest_modules(self) -> ChargerSettings:
@@ -490,6 +557,37 @@ class UpstreamSettings(_Model):
         return self
 
 
+class AcquirerSettings(_Model):
+    """An acquirer whose online API takes the modifications of terminals that name it
+    (``modifications = "NAME"``): its profile (gateway/acquirer/profiles.py), where its API is,
+    and the secrets of both directions, each by reference."""
+
+    profile: Literal["adyen"] = "adyen"
+    base_url: str = Field(description="the Checkout API with its version, e.g. …/v71")
+    merchant_account: Annotated[str, Field(min_length=1, max_length=80)]
+    api_key: SecretRef
+    hmac_key: SecretRef = Field(description="the webhook HMAC key (hex)")
+    webhook_username: Annotated[str, Field(min_length=1, max_length=80)]
+    webhook_password: SecretRef
+    webhook_deadline_s: Annotated[float, Field(gt=0, le=7 * 86400)] = Field(
+        default=3600.0, description="a modification without its webhook by then is overdue"
+    )
+    timeout_s: Annotated[float, Field(gt=0, le=120)] = 15.0
+
+    @field_validator("base_url")
+    @classmethod
+    def _https(cls, v: str) -> str:
+        parsed = urlsplit(v)
+        if parsed.scheme not in ("https", "http") or not parsed.hostname:
+            raise ValueError(f"{v!r} is not an http(s) URL")
+        if parsed.scheme != "https" and not is_loopback(parsed.hostname):
+            raise ValueError(
+                "must be https:// (the API key travels with every request); plain http only "
+                "to a loopback simulator"
+            )
+        return v.rstrip("/")
+
+
 class PricingSettings(_Model):
     strategy: Literal["fixed", "target", "incremental"] = "fixed"
     fixed_hold: dict[str, Amount] = Field(default_factory=lambda: {"EUR": Decimal("50.00")})
@@ -572,6 +670,7 @@ class Settings(_Model):
     fiscal: FiscalSettings = FiscalSettings()
     routes: list[RouteSettings] = []
     routing: RoutingSettings = RoutingSettings()
+    acquirers: dict[Identifier, AcquirerSettings] = {}
 
     @model_validator(mode="after")
     def _references(self) -> Settings:
@@ -602,6 +701,20 @@ class Settings(_Model):
             if evse.tariff is not None and evse.tariff not in tariff_ids:
                 raise ValueError(
                     f"evse {evse.id!r} names tariff {evse.tariff!r}, which is not configured"
+                )
+        if self.acquirers and not (self.upstream.enabled and self.upstream.listen):
+            raise ValueError(
+                "[acquirers] need their webhooks: they are received on the OCPI server, so set "
+                "[upstream] enabled and listen"
+            )
+        for terminal in self.terminals:
+            if (
+                terminal.modifications != "terminal"
+                and terminal.modifications not in self.acquirers
+            ):
+                raise ValueError(
+                    f"terminal {terminal.id!r}: modifications = {terminal.modifications!r} names "
+                    f'no [acquirers.{terminal.modifications}] section (or use "terminal")'
                 )
         self._check_routes()
         return self
@@ -682,7 +795,10 @@ class Settings(_Model):
 def parse_settings(text: str, source: str) -> Settings:
     """Validate TOML text; ConfigError lists every problem as ``dotted.key: what is wrong``."""
     try:
+        check_toml_shape(text)
         raw = tomllib.loads(text)
+    except Refused as exc:
+        raise ConfigError(source, [f"TOML refused before parsing: {exc}"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, [f"TOML syntax: {exc}"]) from None
     try:
@@ -694,11 +810,11 @@ def parse_settings(text: str, source: str) -> Settings:
 
 def load_settings(path: Path) -> Settings:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text_file(path, MAX_CONFIG_BYTES)
     except OSError as exc:
         raise ConfigError(str(path), [f"cannot read file: {exc.strerror}"]) from None
-    except UnicodeDecodeError:
-        raise ConfigError(str(path), ["file is not UTF-8 text"]) from None
+    except Refused as exc:
+        raise ConfigError(str(path), [f"refusing the file: {exc}"]) from None
     return parse_settings(text, str(path))
 
 
@@ -756,6 +872,8 @@ def check_secrets(settings: Settings) -> list[str]:
             problems.append(
                 f"api.clients.{i}.token: too short ({len(token)} characters; use 16 or more)"
             )
+    if settings.charger.enabled and settings.charger.mode == "mqtt":
+        resolve("charger.password", settings.charger.password)  # doctor_password: doctor's own
     pem = resolve("journal.signing_key", settings.journal.signing_key)
     if pem is not None:
         try:
@@ -770,6 +888,12 @@ def check_secrets(settings: Settings) -> list[str]:
                 Fernet(fernet_key.encode("ascii"))
             except (ValueError, TypeError, UnicodeEncodeError):
                 problems.append("upstream.key: not a Fernet key (32 url-safe base64-encoded bytes)")
+    for name, acquirer in settings.acquirers.items():
+        resolve(f"acquirers.{name}.api_key", acquirer.api_key)
+        resolve(f"acquirers.{name}.webhook_password", acquirer.webhook_password)
+        hmac_key = resolve(f"acquirers.{name}.hmac_key", acquirer.hmac_key)
+        if hmac_key is not None and not re.fullmatch(r"(?:[0-9A-Fa-f]{2})+", hmac_key):
+            problems.append(f"acquirers.{name}.hmac_key: not a hex key (as Adyen shows it)")
     return problems
 
 

@@ -60,6 +60,9 @@ DateTime = Annotated[
 ]
 
 
+MAX_MAGNITUDE = Decimal(10) ** 12  # kWh, prices: far above any session; a float stays exact
+
+
 def _number(value: object, info: ValidationInfo) -> object:
     """A JSON number (never a boolean; a string only from a config file), exactly as written."""
     if isinstance(value, str) and info.context and info.context.get("decimal_strings"):
@@ -67,12 +70,23 @@ def _number(value: object, info: ValidationInfo) -> object:
             number = Decimal(value)
         except ArithmeticError:
             raise ValueError(f"not a decimal number: {value!r}") from None
-    elif isinstance(value, bool) or not isinstance(value, int | float | Decimal):
-        raise ValueError("must be a JSON number")
-    else:
-        number = value if isinstance(value, Decimal) else Decimal(str(value))
+        return _in_range(number, value)
+    return json_number(value)
+
+
+def json_number(value: object, what: str = "") -> Decimal:
+    """``value`` as a Decimal if it is a finite JSON number of sane size; ValueError otherwise
+    (a 401-digit integer would be stored as ``inf`` once written as a float)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        raise ValueError(f"{what}: must be a JSON number" if what else "must be a JSON number")  # noqa: TRY004
+    return _in_range(value if isinstance(value, Decimal) else Decimal(str(value)), value)
+
+
+def _in_range(number: Decimal, value: object) -> Decimal:
     if not number.is_finite():  # NaN and Infinity: Python's JSON reader lets them through
         raise ValueError(f"not a finite number: {value!r}")
+    if abs(number) >= MAX_MAGNITUDE:
+        raise ValueError(f"out of range: {len(str(value))} characters, limit {MAX_MAGNITUDE:.0e}")
     return number
 
 
@@ -104,12 +118,11 @@ class Price(OcpiModel):
     @classmethod
     def _read_221(cls, data: Any) -> Any:
         if isinstance(data, dict) and "before_taxes" not in data and "excl_vat" in data:
-            excl = Decimal(str(data["excl_vat"]))
+            excl = json_number(data["excl_vat"], "excl_vat")
             converted: dict[str, Any] = {"before_taxes": excl}
             if data.get("incl_vat") is not None:
-                converted["taxes"] = [
-                    {"name": "VAT", "amount": Decimal(str(data["incl_vat"])) - excl}
-                ]
+                incl = json_number(data["incl_vat"], "incl_vat")
+                converted["taxes"] = [{"name": "VAT", "amount": incl - excl}]
             return converted
         return data
 

@@ -24,7 +24,9 @@ from drivers.sim.ports import PtyPort
 from drivers.sim.terminal import SimConfig, SimTerminal
 from drivers.transport import open_transport
 from drivers.zvt.asyncio.terminal import ZvtOptions, ZvtTerminal
+from drivers.zvt.charset import CHARSETS, DEFAULT_CHARSET
 from hil.profiles import PROFILES, Profile
+from hil.trace import TraceRecorder
 
 
 class ScenarioFailed(Exception):
@@ -176,9 +178,19 @@ class Bench:
 
 
 async def run(
-    device: str, profile: Profile, ask: Callable[[str], None], sim_config: SimConfig | None = None
+    device: str,
+    profile: Profile,
+    ask: Callable[[str], None],
+    sim_config: SimConfig | None = None,
+    *,
+    trace: Path | None = None,
+    model: str | None = None,
+    charset: str = DEFAULT_CHARSET,
 ) -> dict[str, Any]:
-    """``sim_config``: how the simulator behaves with ``device="sim"`` (tests inject faults)."""
+    """``sim_config``: how the simulator behaves with ``device="sim"`` (tests inject faults).
+    ``trace``: write every APDU of the run there, in the real-trace format (hil/trace.py);
+    ``model``: the terminal's model and firmware, as the trace records it; ``charset``: the
+    terminal's text character set (as ``terminals.<id>.charset``)."""
     password = os.environ.get("EVPAY_ZVT_PASSWORD", "000000")
     sim: SimTerminal | None = None
     port: PtyPort | None = None
@@ -193,14 +205,17 @@ async def run(
         "hil",
         transport,
         serial_framing=framing,
-        options=ZvtOptions(password=password, capture_mode=profile.capture_mode),
+        options=ZvtOptions(password=password, capture_mode=profile.capture_mode, charset=charset),
     )
     bench = Bench(terminal, profile, sim, ask)
+    recorder = TraceRecorder(model or ("simulator" if sim else device), profile.name, charset)
+    terminal.client.tap = recorder.tap
     results = []
     started = datetime.now(UTC)
     try:
         for name in SCENARIOS:
             step: Callable[[], Awaitable[str]] = getattr(bench, name)
+            recorder.scenario = name
             began = time.monotonic()
             try:
                 async with asyncio.timeout(240):
@@ -213,6 +228,8 @@ async def run(
             results.append(Result(name, passed, detail, round(time.monotonic() - began, 2)))
     finally:
         await terminal.close()
+        if trace is not None:
+            recorder.write(trace)
         if serving is not None and port is not None:
             serving.cancel()
             await asyncio.gather(serving, return_exceptions=True)
@@ -251,6 +268,15 @@ def main(argv: list[str] | None = None) -> int:
         "--report", type=Path, help="write the JSON report here (and FILE.txt for people)"
     )
     run_p.add_argument("--yes", action="store_true", help="do not wait for Enter at the prompts")
+    run_p.add_argument(
+        "--trace", type=Path, help="write every APDU here, in the zvt-real-traces format"
+    )
+    run_p.add_argument(
+        "--model", help='the terminal, as the trace names it ("Feig cVEND plug, fw …")'
+    )
+    run_p.add_argument(
+        "--charset", choices=CHARSETS, default=DEFAULT_CHARSET, help="the terminal's text set"
+    )
     args = parser.parse_args(argv)
 
     def ask(what: str) -> None:
@@ -258,7 +284,16 @@ def main(argv: list[str] | None = None) -> int:
         if not args.yes:
             input("    press Enter when ready ")
 
-    report = asyncio.run(run(args.device, PROFILES[args.profile], ask))
+    report = asyncio.run(
+        run(
+            args.device,
+            PROFILES[args.profile],
+            ask,
+            trace=args.trace,
+            model=args.model,
+            charset=args.charset,
+        )
+    )
     text = human(report)
     print(text)
     if args.report is not None:

@@ -67,12 +67,12 @@ def test_sessions_cli_lists_and_shows(tmp_path: Path) -> None:
     host.handle(e.CardPresented("abc", "card", "E1", "T1", "EUR"))
     host.handle(
         e.TerminalResultArrived(
-            "abc",
-            "r",
-            e.Operation.PREAUTHORIZE,
-            Outcome.APPROVED,
-            5000,
-            12,
+            session_id="abc",
+            event_id="r",
+            operation=e.Operation.PREAUTHORIZE,
+            outcome=Outcome.APPROVED,
+            amount_minor=5000,
+            receipt_no=12,
             card={"masked_pan": "541333******0074"},
         )
     )
@@ -130,20 +130,31 @@ def test_sessions_cli_lists_what_is_owed(tmp_path: Path) -> None:
         host.handle(e.CardPresented(sid, "card", "E1", "T1", "EUR"))
         host.handle(
             e.TerminalResultArrived(
-                sid,
-                "r",
-                e.Operation.PREAUTHORIZE,
-                Outcome.APPROVED,
-                5000,
-                12 if sid == "paid" else 13,
+                session_id=sid,
+                event_id="r",
+                operation=e.Operation.PREAUTHORIZE,
+                outcome=Outcome.APPROVED,
+                amount_minor=5000,
+                receipt_no=12 if sid == "paid" else 13,
             )
         )
         host.handle(e.ChargerStarted(sid, "st", 0))
-        host.handle(e.ChargerStopped(sid, "sp", 10_000))
+        host.handle(e.ChargerStopped(session_id=sid, event_id="sp", meter_wh=10_000))
     host.handle(
-        e.TerminalResultArrived("paid", "c", e.Operation.CAPTURE, Outcome.APPROVED, 655, 20)
+        e.TerminalResultArrived(
+            session_id="paid",
+            event_id="c",
+            operation=e.Operation.CAPTURE,
+            outcome=Outcome.APPROVED,
+            amount_minor=655,
+            receipt_no=20,
+        )
     )
-    host.handle(e.TerminalResultArrived("owes", "c", e.Operation.CAPTURE, Outcome.DECLINED))
+    host.handle(
+        e.TerminalResultArrived(
+            session_id="owes", event_id="c", operation=e.Operation.CAPTURE, outcome=Outcome.DECLINED
+        )
+    )
     host.handle(
         e.OpenPreauthsReported("owes", "q", ())
     )  # the receipt vanished, no evidence of the capture

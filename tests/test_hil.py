@@ -13,6 +13,7 @@ from drivers.sim.terminal import SimConfig
 from hil.profiles import PROFILES
 from hil.runner import SCENARIOS, human, run
 from tests.helpers import subprocess_env
+from tests.zvt.test_real_traces import check_expect, decode_record
 
 
 def test_every_scenario_passes_on_the_simulator_and_is_reported(tmp_path: Path) -> None:
@@ -46,3 +47,42 @@ async def test_a_fault_fails_its_scenario_and_the_run_goes_on() -> None:
     )
     assert prompts == []  # the simulator plays the card: nobody is asked
     assert "quirk: End-of-Day is refused while a pre-authorisation is open" in human(report)
+
+
+async def test_the_run_writes_a_byte_trace_that_is_a_golden_test_as_it_stands(
+    tmp_path: Path,
+) -> None:
+    """``--trace``: every APDU of the run, in the zvt-real-traces format. Each record decodes
+    to its recorded expectations and re-encodes to its bytes -- the same check the golden tests
+    make -- and a card number the terminal sent unmasked is masked in the file."""
+    full_pan = "5413330089010074"
+    config = SimConfig(password="000000", card_wait_s=0.05, pan=full_pan)
+    trace = tmp_path / "bench-trace.json"
+    report = await run("sim", PROFILES["zvt-serial"], print, config, trace=trace, model="sim")
+    assert report["passed"]
+    text = trace.read_text(encoding="utf-8")
+    records = json.loads(text)
+    assert {r["direction"] for r in records} == {"ECR->PT", "PT->ECR"}
+    commands = {r["expect"]["command"] for r in records}
+    assert {"0600", "0622", "040F", "060F", "8000", "0650"} <= commands
+    assert {r["provenance"].rsplit(" ", 1)[-1] for r in records} >= set(SCENARIOS)
+    assert full_pan not in text and "5413330089010074" not in text.replace(" ", "")
+    assert any(r.get("masked_by_us") for r in records)
+    for record in records:
+        msg, raw, encode = decode_record(record)
+        assert encode(msg) == raw, record["id"]
+        check_expect(msg, record["expect"])
+
+
+async def test_a_latin1_terminals_trace_names_its_character_set(tmp_path: Path) -> None:
+    config = SimConfig(password="000000", card_wait_s=0.05)
+    config.variants.charset, config.variants.receipt_title = "iso-8859-1", "** HÄNDLERBELEG **"
+    trace = tmp_path / "trace.json"
+    report = await run(
+        "sim", PROFILES["zvt-serial"], print, config, trace=trace, charset="iso-8859-1"
+    )
+    assert report["passed"]
+    records = json.loads(trace.read_text(encoding="utf-8"))
+    assert all(r["charset"] == "iso-8859-1" for r in records)
+    blocks = [decode_record(r)[0] for r in records if r["expect"]["command"] == "06D3"]
+    assert blocks and all(b.text_lines[0] == "** HÄNDLERBELEG **" for b in blocks)

@@ -61,6 +61,7 @@ def test_install_is_complete_idempotent_and_uninstall_keeps_the_data(tmp_path: P
     for rel, (mode, uid, gid) in expected.items():
         st = (root / rel).stat()
         assert (st.st_mode & 0o777, st.st_uid, st.st_gid) == (mode, uid, gid), rel
+    broker_is_locked(root)
     assert (root / "etc/systemd/system/multi-user.target.wants/evpay.service").is_symlink()
     rules = (root / "etc/udev/rules.d/90-evpay.rules").read_text()
     assert (
@@ -85,6 +86,29 @@ def test_install_is_complete_idempotent_and_uninstall_keeps_the_data(tmp_path: P
     ).exists()
     assert evpay("uninstall", "--root", str(root), "--purge").returncode == 0
     assert not (root / "var/lib/evpay").exists() and not (root / "etc/evpay").exists()
+    assert not (root / "etc/mosquitto/evpay.passwd").exists()
+
+
+def broker_is_locked(root: Path) -> None:
+    """Issue 27: the broker install sets up takes no anonymous client and has the ACL; its
+    passwords are credentials only root reads; the gateway's config uses them."""
+    conf = (root / "etc/mosquitto/conf.d/evpay.conf").read_text()
+    assert "allow_anonymous false" in conf and "acl_file /etc/mosquitto/evpay.acl" in conf
+    assert "password_file /etc/mosquitto/evpay.passwd" in conf
+    assert "listener 1883 127.0.0.1\nuse_username_as_clientid true" in conf
+    assert "#listener 8883" in conf and "#certfile" in conf  # TLS beyond loopback, documented
+    users = (root / "etc/mosquitto/evpay.passwd").read_text().splitlines()
+    assert [u.split(":")[0] for u in users] == ["evpay-gateway", "evpay-doctor"]
+    assert all(":$7$101$" in u for u in users)  # mosquitto's PBKDF2-SHA512, never clear text
+    assert (
+        "pattern write evpay/v1/charger/%u/evse/+/plugged"
+        in (root / "etc/mosquitto/evpay.acl").read_text()
+    )
+    for name in ("mqtt-password", "mqtt-doctor-password"):
+        st = (root / "etc/evpay/credentials" / name).stat()
+        assert (st.st_mode & 0o777, st.st_uid) == (0o600, 0)
+    config = (root / "etc/evpay/gateway.toml").read_text()
+    assert 'password = { credential = "mqtt-password" }' in config
 
 
 @needs_systemd

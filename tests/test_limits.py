@@ -15,7 +15,8 @@ from tests.helpers import REPO
 
 PACKAGES = ("gateway", "drivers", "firmware_bridge", "hil")
 QUEUES = {"Queue", "LifoQueue", "PriorityQueue"}
-# Being split (issue 25: the runner per terminal); its queue gets its bound there.
+# Its event queue is built unbounded (default_factory=asyncio.Queue) and ENGINE_QUEUE_MAX is
+# enforced by hand before each put; building it with maxsize=queue_max would say so in one place.
 IN_REWORK = "gateway/runtime/engine_worker.py"
 
 
@@ -62,7 +63,7 @@ def test_every_queue_has_a_named_bound() -> None:
 
 
 @pytest.mark.xfail(
-    strict=True, reason=f"{IN_REWORK}: its terminal queue is unbounded until the worker split"
+    strict=True, reason=f"{IN_REWORK}: asyncio.Queue built unbounded, ENGINE_QUEUE_MAX by hand"
 )
 def test_the_worker_queue_has_a_named_bound() -> None:
     path = REPO / IN_REWORK

@@ -59,7 +59,7 @@ def test_ruff_is_clean() -> None:
 
 
 def test_ruff_format_is_clean() -> None:
-    """One formatter at 100 columns and no skip comments: hand-packed lines hide how long code is."""
+    """One formatter at 100 columns, no skip markers: hand-packed lines hide how long code is."""
     result = subprocess.run(
         [sys.executable, "-m", "ruff", "format", "--check", str(REPO)],
         capture_output=True,

@@ -164,3 +164,25 @@ def test_secret_values_never_appear_in_dumps_or_reprs() -> None:
 def test_a_secret_needs_exactly_one_source() -> None:
     with pytest.raises(ConfigError, match="exactly one"):
         parse_settings(MINIMAL + '[upstream]\ntoken_a = { env = "A", file = "/b" }\n', "<t>")
+
+
+@pytest.mark.parametrize(
+    ("charger", "problem"),
+    [
+        ('broker = "mqtt://10.0.0.5:1883"', "use mqtts:// (TLS)"),
+        ('broker = "mqtts://10.0.0.5:8883"', "set username and password"),
+        (
+            'broker = "mqtt://127.0.0.1:1883"\n[[charger.evses]]\nid = "E1"\nterminal = "t1"\n'
+            'charger = "evpay-gateway"',
+            "not the gateway's or the doctor's",
+        ),
+        ('[[charger.evses]]\nid = "E1"\nterminal = "t1"\nrated_power_kw = 0', "greater than 0"),
+    ],
+)
+def test_the_charger_link_is_no_open_door(charger: str, problem: str) -> None:
+    """Issue 27: a broker beyond loopback only over TLS and with our own user; an EVSE's charger
+    is a charger's broker user; a rated power is a power."""
+    text = f'{MINIMAL}[charger]\nenabled = true\nmode = "mqtt"\n{charger}\n'
+    with pytest.raises(ConfigError) as caught:
+        parse_settings(text, "<t>")
+    assert problem in str(caught.value)

@@ -41,6 +41,7 @@ from typing import Literal
 
 from drivers.errors import ConnectionLost
 from drivers.sim.ports import Port
+from drivers.sim.variants import Variants
 from drivers.zvt import messages as m
 from drivers.zvt.apdu import Apdu
 from drivers.zvt.constants import RECEIPT_NONE, Command
@@ -103,6 +104,8 @@ class SimConfig:
     # its T2 (link_t2_s), when the ECR has already answered it with 80 00.
     result_ack_lost: int = 0
     link_t2_s: float = T2
+    # How this terminal model differs from the spec's (drivers/sim/variants.py).
+    variants: Variants = field(default_factory=Variants)
 
 
 @dataclass(slots=True)
@@ -121,6 +124,7 @@ class SimState:
     commands: list[str] = field(default_factory=list)
     unanswered: int = 0  # messages to the ECR whose 80 00 never came (send_expect_ack)
     taps: int = 0  # cards presented for the next read-card (tap_required)
+    sequence_no: int = 0  # the PT's message number (variants.sequence_numbers, TLV 1F73)
 
 
 class _Silenced(Exception):
@@ -257,6 +261,8 @@ class _Session:
 
     async def send(self, message: m.Message) -> None:
         cfg = self.sim.config
+        if message.command == Command.ACK and cfg.variants.positive_ack == "8400":
+            message = m.nack(0x00)
         if cfg.unplug_at == (self.exchange, self.sent):
             cfg.unplug_at = None
             self.cut = True
@@ -289,6 +295,9 @@ class _Session:
         while (apdu := await self.receive(max(0.0, end - self.loop.time()))) is not None:
             if apdu.command in accept or apdu.cls not in _COMMAND_CLASSES:
                 return apdu
+            if self.sim.config.variants.command_while_master == "ignore":
+                self.sim.state.commands.append(f"{apdu.command:04X} ignored")
+                continue
             self.sim.state.commands.append(f"{apdu.command:04X} busy")
             await self._transmit(m.nack(0x9C))
             if self.loop.time() >= end:
@@ -309,7 +318,7 @@ class _Session:
         if self.serial and cfg.result_ack_lost > 0:
             cfg.result_ack_lost -= 1
             self.losing_ack = True
-        await self.send(m.status_information(result))
+        await self.send(m.status_information(self._numbered(result)))
         if cfg.on_result is not None and not self.cut:
             cfg.on_result()
         try:
@@ -334,6 +343,9 @@ class _Session:
                 continue
             self.sim.state.commands.append(f"{command.command:04X}")
             self.exchange, self.sent = command.command, 0
+            if self.sim.config.variants.refusals:  # a vendor's own refusal (84 1E 01 7D)
+                await self.send(m.decode(self.sim.config.variants.refusals.popleft()))
+                continue
             try:
                 await self.dispatch(command)
                 if self.cut:
@@ -408,8 +420,10 @@ class _Session:
         )
 
     async def status_enquiry(self, _cmd: m.Message) -> None:
+        variants = self.sim.config.variants
         await self.send(m.ack())
-        await self.send_expect_ack(m.status_completion("EVPAY-SIM-1.0", 0x00))
+        version = "EVPAY-SIM-1.0" if variants.status_version else None
+        await self.send_expect_ack(m.status_completion(version, variants.terminal_status))
 
     async def display_text(self, cmd: m.Message) -> None:
         self.sim.state.displayed = [
@@ -456,7 +470,8 @@ class _Session:
             tx = first
         else:
             tx = self._new_transaction("preauth", added)
-        result = self._status_bmps(tx, added)
+        echoed = tx.amount if self.sim.config.variants.topup_amount == "total" else added
+        result = self._status_bmps(tx, echoed)
         if not await self.result_acknowledged(result):
             if tx is first:
                 first.amount -= added
@@ -477,7 +492,10 @@ class _Session:
         await self.send(m.ack())
         if outcome == "disconnect":
             raise _Silenced
-        if self.sim.state.config_byte & 0x08:
+        card_read = self.sim.state.commands[-2:-1] == ["06C0"]  # card first: it was just read
+        if card_read and not self.sim.config.variants.reask_card:
+            pass  # the pre-authorisation uses the card just read
+        elif self.sim.state.config_byte & 0x08 or card_read:
             await self.send_expect_ack(m.intermediate(0x0A))  # insert card
         if not await self._wait_card() or outcome == "timeout":
             await self.send_expect_ack(m.abort_pt(0x6C))
@@ -551,6 +569,16 @@ class _Session:
             ),
         ]
 
+    def _numbered(self, bmps: list[Bmp]) -> list[Bmp]:
+        """With ``variants.sequence_numbers`` the 04 0F carries the PT's number (TLV 1F73)."""
+        if not self.sim.config.variants.sequence_numbers:
+            return bmps
+        self.sim.state.sequence_no += 1
+        number = Tlv(0x1F73, self.sim.state.sequence_no.to_bytes(3, "big"))
+        rest = [b for b in bmps if b.number != 0x06]
+        container = b"".join(b.value for b in bmps if b.number == 0x06)
+        return [*rest, Bmp(0x06, container + encode_tlv([number]))]
+
     def _remember(self, bmps: list[Bmp]) -> None:
         self.sim.state.last_result = [(b.number, b.value.hex()) for b in bmps]
 
@@ -590,17 +618,24 @@ class _Session:
         state = self.sim.state
         if not state.config_byte & 0x02:
             return
+        variants = self.sim.config.variants
         lines = [
+            *([variants.receipt_title] if variants.receipt_title else []),
             "EVPAY SIMULATED TERMINAL",
             f"Receipt {tx.receipt:04d}",
             f"Amount {amount / 100:.2f} EUR",
             f"Card {self.sim.config.pan}",
         ]
+        charset = variants.charset
         if state.text_blocks:
-            await self.send_expect_ack(m.print_text_block(lines))
-        else:
-            for line in lines:
-                await self.send_expect_ack(m.print_line(0x00, line))
+            block = m.print_text_block(lines, charset=charset, announce=variants.announce_charset)
+            await self.send_expect_ack(block)
+            return
+        tlv = [Tlv(0x1F07, b"\x01")] if variants.print_line_tlv else []
+        for line in lines:
+            await self.send_expect_ack(m.print_line(0x00, line, tlv, charset))
+        if variants.print_line_tlv:  # CardComplete ends with an empty last line (attribute 81)
+            await self.send_expect_ack(m.print_line(0x81, "", tlv, charset))
 
     async def partial_reversal(self, cmd: m.Message) -> None:
         if cmd.receipt_number == RECEIPT_NONE:

@@ -11,10 +11,18 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, time
 
 from drivers.zvt.apdu import Apdu
+from drivers.zvt.charset import (
+    ANNOUNCEMENT_TAG,
+    DEFAULT_CHARSET,
+    announced,
+    announcement_code,
+    decode_text,
+    encode_text,
+)
 from drivers.zvt.constants import RECEIPT_NONE, Command
 from drivers.zvt.errors import ZvtDecodeError
 from drivers.zvt.fields import (
@@ -31,19 +39,16 @@ from drivers.zvt.fields import (
     llvar_prefix,
     read_llvar,
 )
+from drivers.zvt.positional import (
+    PASSWORD_COMMANDS,
+    nack_result,
+    prefix_size,
+    print_line_size,
+)
+
+__all__ = ["DEFAULT_CHARSET", "Message", "decode"]
 
 _SENSITIVE = frozenset({0x22, 0x23, 0x24, 0x2D})
-_PASSWORD_COMMANDS = frozenset(
-    {
-        Command.REVERSAL,
-        Command.REFUND,
-        Command.END_OF_DAY,
-        Command.REPEAT_RECEIPT,
-        0x0693,
-        0x061B,
-        0x0691,
-    }
-)
 CARD_TYPES = {
     0x05: "girocard",
     0x06: "Mastercard",
@@ -71,6 +76,8 @@ class Message:
     command: int
     prefix: bytes = b""
     bmps: tuple[Bmp, ...] = ()
+    # The terminal's configured character set (charset.py); not part of the message's identity.
+    charset: str = field(default=DEFAULT_CHARSET, compare=False)
 
     # ---- wire -------------------------------------------------------------------------
 
@@ -78,13 +85,29 @@ class Message:
         return Apdu(self.command >> 8, self.command & 0xFF, self.prefix + encode_bmps(self.bmps))
 
     @classmethod
-    def from_apdu(cls, apdu: Apdu) -> Message:
+    def from_apdu(cls, apdu: Apdu, charset: str = DEFAULT_CHARSET) -> Message:
         command, data = apdu.command, apdu.data
         where = _label(command)
-        size = _prefix_size(command, data, where)
-        if command == Command.PRINT_LINE or apdu.cls in (0x80, 0x84):
-            return cls(command, data)  # all positional
-        return cls(command, data[:size], decode_bmps(data, size, where))
+        if command == Command.PRINT_LINE:
+            size = print_line_size(data)
+            return cls(command, data[:size], decode_bmps(data, size, where), charset)
+        if apdu.cls in (0x80, 0x84):
+            return cls(command, data, (), charset)  # all positional
+        size = prefix_size(command, data, where)
+        return cls(command, data[:size], decode_bmps(data, size, where), charset)
+
+    def text_of(self, raw: bytes) -> str:
+        """Text from this terminal, in ``text_charset``. Trailing NULs (fixed-width fields)
+        are padding."""
+        return decode_text(raw.rstrip(b"\x00"), self.text_charset)
+
+    @property
+    def text_charset(self) -> str:
+        """The set the message announces (TLV 14), else the terminal's configured set."""
+        announcement = find_tlv(self.tlv, ANNOUNCEMENT_TAG) if self.get(0x06) else None
+        if announcement is not None and len(announcement.value) == 1:
+            return announced(announcement.value[0]) or self.charset
+        return self.charset
 
     def __repr__(self) -> str:
         shown = ", ".join(
@@ -113,7 +136,7 @@ class Message:
 
     def _text(self, number: int) -> str | None:
         value = self.get(number)
-        return None if value is None else value.rstrip(b"\x00").decode("cp437").rstrip()
+        return None if value is None else self.text_of(value).rstrip()
 
     @property
     def totals(self) -> Totals | None:
@@ -136,7 +159,7 @@ class Message:
         if self.command == Command.ABORT_PT:
             return self.prefix[0] if self.prefix else None
         if self.command >> 8 == 0x84:
-            return self.command & 0xFF
+            return nack_result(self.command & 0xFF, self.prefix)
         return self._byte(0x27)
 
     @property
@@ -238,7 +261,7 @@ class Message:
 
     @property
     def password(self) -> str | None:
-        if self.command in _PASSWORD_COMMANDS or self.command in (
+        if self.command in PASSWORD_COMMANDS or self.command in (
             Command.REGISTRATION,
             Command.STATUS_ENQUIRY,
         ):
@@ -269,19 +292,21 @@ class Message:
     def print_line(self) -> tuple[int, str] | None:
         if self.command != Command.PRINT_LINE or not self.prefix:
             return None
-        return self.prefix[0], self.prefix[1:].decode("cp437")
+        return self.prefix[0], self.text_of(self.prefix[1:])
 
     @property
     def software_version(self) -> str | None:
         """05 01 completion: positional LLLVAR software version before the status byte."""
-        if self.command != Command.COMPLETION or not self.prefix or self.prefix[0] >> 4 != 0xF:
+        if self.command != Command.COMPLETION or len(self.prefix) < 2:
             return None
         text, _ = read_llvar(self.prefix, 0, 3, "software version")
-        return text.decode("cp437")
+        return self.text_of(text)
 
     @property
     def terminal_status(self) -> int | None:
-        if self.command == Command.COMPLETION and self.prefix and self.prefix[0] >> 4 == 0xF:
+        """05 01's completion: the byte after the software version, or the only positional byte
+        when the terminal leaves the version out (``06 0F 01 DC``: card inserted)."""
+        if self.command == Command.COMPLETION and self.prefix:
             return self.prefix[-1]
         return None
 
@@ -289,9 +314,15 @@ class Message:
     def text_lines(self) -> list[str]:
         """Lines of a print text block (06 D3, TLV 25 → 07 lines) or display text (04 FF TLV 24)."""
         lines: list[str] = []
-        for container in (find_tlv(self.tlv, 0x25), find_tlv(self.tlv, 0x24)):
+        tlv = self.tlv
+        charset = self.text_charset  # once, not per line: a receipt has a hundred of them
+        for container in (find_tlv(tlv, 0x25), find_tlv(tlv, 0x24)):
             if container is not None:
-                lines += [c.value.decode("cp437") for c in container.children if c.tag == 0x07]
+                lines += [
+                    decode_text(c.value.rstrip(b"\x00"), charset)
+                    for c in container.children
+                    if c.tag == 0x07
+                ]
         return lines
 
     @property
@@ -316,43 +347,8 @@ def _label(command: int) -> str:
     return f"APDU {command >> 8:02X} {command & 0xFF:02X}"
 
 
-def _prefix_size(command: int, data: bytes, where: str) -> int:
-    n = len(data)
-    if command == Command.REGISTRATION:
-        if n < 4 or n == 5:
-            raise ZvtDecodeError(
-                where, "registration needs password, config byte and optional currency"
-            )
-        return 6 if n >= 6 else 4
-    if command in _PASSWORD_COMMANDS:
-        if n < 3:
-            raise ZvtDecodeError(where, "missing the 3-byte password")
-        return 3
-    if command == Command.STATUS_ENQUIRY:
-        return 3 if n >= 3 else 0
-    if command == Command.READ_CARD:
-        return 1 if n >= 1 else 0
-    if command == Command.ABORT_PT:
-        if n < 1:
-            raise ZvtDecodeError(where, "abort without a result code")
-        return 3 if data[0] == 0x6F and n == 3 else 1
-    if command == Command.INTERMEDIATE_STATUS:
-        if n < 1:
-            raise ZvtDecodeError(where, "intermediate status without a status byte")
-        return min(n, 2)
-    if command == Command.COMPLETION and n and data[0] >> 4 == 0xF:
-        # 05 01's completion starts with a positional LLLVAR software version; other 06 0F
-        # start with BMPs (27, 0C, AA, 19, 29, 49, 06). Take the positional form when it fits.
-        try:
-            _version, end = read_llvar(data, 0, 3, f"{where} software version")
-        except ZvtDecodeError:
-            return 0
-        return end + 1 if end < n else 0
-    return 0
-
-
-def decode(raw: bytes) -> Message:
-    return Message.from_apdu(Apdu.decode(raw))
+def decode(raw: bytes, charset: str = DEFAULT_CHARSET) -> Message:
+    return Message.from_apdu(Apdu.decode(raw), charset)
 
 
 # ---- builders: ECR → PT -----------------------------------------------------------------
@@ -510,21 +506,30 @@ def repeat_receipt(password: str, service_byte: int = 0x01) -> Message:
     return Message(Command.REPEAT_RECEIPT, _password(password), (Bmp(0x03, bytes([service_byte])),))
 
 
-def display_text(lines: Sequence[str], duration_s: int = 0) -> Message:
+def display_text(
+    lines: Sequence[str], duration_s: int = 0, charset: str = DEFAULT_CHARSET
+) -> Message:
     if not 1 <= len(lines) <= 8:
         raise ValueError("display text takes 1 to 8 lines")
     bmps = [Bmp(0xF0, bytes([duration_s]))]
-    bmps += [Bmp(0xF1 + i, line.encode("cp437")) for i, line in enumerate(lines)]
+    bmps += [Bmp(0xF1 + i, encode_text(line, charset)) for i, line in enumerate(lines)]
     return Message(Command.DISPLAY_TEXT, b"", tuple(bmps))
 
 
-def print_text_block(lines: Sequence[str], receipt_type: int = 0x02) -> Message:
-    """06 D3 text block (TLV 25 of 07 lines, ended by 09 FF): receipt text with fiscal data."""
-    body = (*(Tlv(0x07, line.encode("cp437")) for line in lines), Tlv(0x09, b"\xff"))
+def print_text_block(
+    lines: Sequence[str],
+    receipt_type: int = 0x02,
+    charset: str = DEFAULT_CHARSET,
+    announce: bool = False,
+) -> Message:
+    """06 D3 text block (TLV 25 of 07 lines, ended by 09 FF): receipt text with fiscal data;
+    with ``announce`` the block names its character set (TLV 14)."""
+    body = (*(Tlv(0x07, encode_text(line, charset)) for line in lines), Tlv(0x09, b"\xff"))
+    head = [Tlv(0x1F07, bytes([receipt_type]))]
+    if announce:
+        head.append(Tlv(ANNOUNCEMENT_TAG, bytes([announcement_code(charset)])))
     return Message(
-        Command.PRINT_TEXT_BLOCK,
-        b"",
-        tuple(_tlv([Tlv(0x1F07, bytes([receipt_type])), Tlv(0x25, children=body)])),
+        Command.PRINT_TEXT_BLOCK, b"", tuple(_tlv([*head, Tlv(0x25, children=body)])), charset
     )
 
 
@@ -558,9 +563,12 @@ def completion(bmps: Sequence[Bmp] = ()) -> Message:
 
 
 def status_completion(
-    software_version: str, terminal_status: int, tlv: Sequence[Tlv] = ()
+    software_version: str | None, terminal_status: int, tlv: Sequence[Tlv] = ()
 ) -> Message:
-    raw = software_version.encode("cp437")
+    """05 01's answer; ``software_version=None`` is the form without it (``06 0F 01 DC``)."""
+    if software_version is None:
+        return Message(Command.COMPLETION, bytes([terminal_status]), tuple(_tlv(tlv)))
+    raw = encode_text(software_version, DEFAULT_CHARSET)
     return Message(
         Command.COMPLETION,
         llvar_prefix(len(raw), 3) + raw + bytes([terminal_status]),
@@ -587,8 +595,12 @@ def status_information(bmps: Sequence[Bmp]) -> Message:
     return Message(Command.STATUS_INFORMATION, b"", tuple(bmps))
 
 
-def print_line(attribute: int, text: str) -> Message:
-    return Message(Command.PRINT_LINE, bytes([attribute]) + text.encode("cp437"))
+def print_line(
+    attribute: int, text: str, tlv: Sequence[Tlv] = (), charset: str = DEFAULT_CHARSET
+) -> Message:
+    """06 D1; ``tlv`` (e.g. 1F07 receipt type) after the text, as CardComplete terminals send."""
+    prefix = bytes([attribute]) + encode_text(text, charset)
+    return Message(Command.PRINT_LINE, prefix, tuple(_tlv(tlv)), charset)
 
 
 def bmp_amount(minor: int) -> Bmp:

@@ -30,13 +30,27 @@ from dataclasses import dataclass, field
 from enum import Enum, auto
 
 from drivers.zvt.apdu import Apdu
+from drivers.zvt.charset import DEFAULT_CHARSET
 from drivers.zvt.constants import INTERMEDIATE_TEXT, Command
 from drivers.zvt.errors import ZvtDecodeError
-from drivers.zvt.fields import bcd_decode
+from drivers.zvt.fields import bcd_decode, find_tlv
 from drivers.zvt.messages import Message, abort, ack
 
 T3 = 5.0
 T4 = 180.0
+NACK_NO_ERROR = 0x8400
+SEQUENCE_TAG = 0x1F73  # TLV: the PT's message sequence number
+
+
+def is_repeat(previous: Message, message: Message) -> bool:
+    """A 04 0F the PT sent again because our ACK was lost, not a second result. With the PT's
+    sequence number (TLV 1F73) the number decides (a repeat keeps it, a new result has a new
+    one even when every other byte is the same); without it, identical bytes are a repeat --
+    a PT never reports the same result twice in one sequence."""
+    before, now = find_tlv(previous.tlv, SEQUENCE_TAG), find_tlv(message.tlv, SEQUENCE_TAG)
+    if before is not None and now is not None:
+        return before.value == now.value
+    return previous == message
 
 
 class State(Enum):
@@ -119,8 +133,9 @@ class _Sequence:
 
 
 class EcrSequence:
-    def __init__(self, t3: float = T3, t4: float = T4) -> None:
+    def __init__(self, t3: float = T3, t4: float = T4, charset: str = DEFAULT_CHARSET) -> None:
         self.t3, self.t4 = t3, t4
+        self.charset = charset  # the terminal's text character set (charset.py)
         self.state = State.IDLE
         self._seq: _Sequence | None = None
         self._out: deque[Apdu] = deque()
@@ -158,7 +173,7 @@ class EcrSequence:
             self._events.append(Malformed(f"unexpected {apdu!r} while idle"))
             return
         try:
-            message = Message.from_apdu(apdu)
+            message = Message.from_apdu(apdu, self.charset)
         except ZvtDecodeError as exc:
             self._events.append(Malformed(str(exc)))
             if self.state is not State.AWAITING_ACK:
@@ -204,14 +219,16 @@ class EcrSequence:
     # ---- internals ----------------------------------------------------------------------
 
     def _on_response(self, seq: _Sequence, message: Message, now: float) -> None:
-        if message.command == Command.ACK:
+        if message.command == Command.ACK or message.command == NACK_NO_ERROR:
+            # 84 00 00 is "negative acknowledgement, no error": terminals use it for 80 00 00
+            # (Portalum.Zvt accepts it as its "alternative" positive completion).
             self._events.append(Accepted())
             if seq.completes_on_ack:
                 self._finish(Completed(None))
             else:
                 self.state, seq.deadline = State.PT_MASTER, now + seq.t4
         elif message.command >> 8 == 0x84:
-            self._finish(Rejected(message.command & 0xFF))
+            self._finish(Rejected(message.result_code or message.command & 0xFF))
         else:
             self._events.append(Malformed(f"expected 80 00 or 84 xx, got {message.command:04X}"))
 
@@ -220,7 +237,7 @@ class EcrSequence:
         if kind == Command.ACK or kind >> 8 == 0x84:
             return  # the PT acknowledging our 06 B0: the sequence itself still has to end
         if kind == Command.STATUS_INFORMATION:
-            if seq.results and message == seq.results[-1]:
+            if seq.results and is_repeat(seq.results[-1], message):
                 # The serial link repeated it (our ACK was lost after we had answered): a PT
                 # never reports the same result twice in one sequence. Answer, do not re-book.
                 self._out.append(ack().to_apdu())

@@ -137,6 +137,8 @@ def _print_status(settings: Settings, report: dict[str, Any]) -> None:
             f"daemon: running, version {daemon['version']}, up {daemon['uptime_s']} s, "
             f"{health.get('status')}"
         )
+        if "store" in health:
+            print(f"  store: {health['store']}")
         for name, state in health.get("terminals", {}).items():
             print(f"  terminal {name}: {state}")
         for w in daemon["workers"]:

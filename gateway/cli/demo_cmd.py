@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -27,6 +28,8 @@ from pydantic import SecretStr
 from drivers.money import Money
 from drivers.sim.ports import PtyPort
 from drivers.sim.terminal import SimConfig, SimTerminal
+from firmware_bridge.broker import GATEWAY_USER, mosquitto_conf, password_file
+from firmware_bridge.broker import acl as broker_acl
 from firmware_bridge.link import BrokerSettings
 from firmware_bridge.sim import ChargerSimulator, Plan
 from gateway.errors import GatewayError
@@ -57,13 +60,19 @@ MOSQUITTO = shutil.which("mosquitto") or (
 
 
 class _Broker:
-    """The demo's own mosquitto on a free port (the README's first command installs it)."""
+    """The demo's own mosquitto on a free port (the README's first command installs it), set up
+    as a site's is: a user per client with a fresh password, the ACL (firmware_bridge/broker.py)."""
 
     def __init__(self, workdir: Path) -> None:
         self.port = free_port()
-        (workdir / "mosquitto.conf").write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n", encoding="utf-8"
-        )
+        self.passwords = {user: secrets.token_urlsafe(16) for user in (GATEWAY_USER, "charger")}
+        passwd, acl = workdir / "mosquitto.passwd", workdir / "mosquitto.acl"
+        passwd.write_text(password_file(self.passwords), encoding="utf-8")
+        acl.write_text(broker_acl(), encoding="utf-8")
+        conf = mosquitto_conf(port=self.port, password_path=str(passwd), acl_path=str(acl))
+        if os.geteuid() == 0:  # mosquitto would drop to its own user, who cannot read workdir
+            conf += "user root\n"
+        (workdir / "mosquitto.conf").write_text(conf, encoding="utf-8")
         assert MOSQUITTO is not None  # noqa: S101 - checked by the caller
         self.process = subprocess.Popen(
             [MOSQUITTO, "-c", str(workdir / "mosquitto.conf")],
@@ -97,7 +106,11 @@ def free_port() -> int:
 
 
 def demo_settings(
-    workdir: Path, device: str, cpo: CpoSimulator, broker: str | None = None
+    workdir: Path,
+    device: str,
+    cpo: CpoSimulator,
+    broker: str | None = None,
+    broker_password: str | None = None,
 ) -> Settings:
     text = resources.files("gateway.demo").joinpath("demo.toml").read_text(encoding="utf-8")
     settings = parse_settings(text, "<embedded demo.toml>")
@@ -126,7 +139,15 @@ def demo_settings(
         "upstream": upstream,
     }
     if broker is not None:  # the charger firmware over a real broker, as on a site
-        update["charger"] = settings.charger.model_copy(update={"mode": "mqtt", "broker": broker})
+        password = SecretRef(value=SecretStr(broker_password or ""))
+        update["charger"] = settings.charger.model_copy(
+            update={
+                "mode": "mqtt",
+                "broker": broker,
+                "username": GATEWAY_USER,
+                "password": password,
+            }
+        )
     return settings.model_copy(update=update)
 
 
@@ -150,10 +171,16 @@ async def _run(workdir: Path) -> int:
         if broker is not None:
             await broker.ready()
         url = f"mqtt://127.0.0.1:{broker.port}" if broker else None
-        settings = demo_settings(workdir, f"serial://{port.slave_path}", cpo, url)
+        gateway = broker.passwords[GATEWAY_USER] if broker else None
+        settings = demo_settings(workdir, f"serial://{port.slave_path}", cpo, url, gateway)
         daemon = Daemon(settings)
         evse = settings.charger.evses[0].id
-        mqtt_charger = ChargerSimulator(BrokerSettings(url=url), [evse]) if url else None
+        mqtt_charger = None
+        if broker is not None and url is not None:  # the charger firmware, as its own user
+            charger = BrokerSettings(
+                url=url, username="charger", password=broker.passwords["charger"]
+            )
+            mqtt_charger = ChargerSimulator(charger, [evse])
         if mqtt_charger is not None:
             charger_task = asyncio.create_task(mqtt_charger.run(stopping))
         where = (

@@ -4,7 +4,8 @@ Checks, in order: the config and its secrets; the daemon; each terminal (its dev
 usable, and answering: through the running daemon, or — when the daemon is not running — by a
 status enquiry of our own); the charger link; the CPO registration; the clock (hold timers and
 OCPI timestamps depend on it); disk space; database integrity; the journal chain; the outbox's
-age. Exit 1 if any check fails; a ``warn`` (e.g. the clock's sync cannot be told) does not fail.
+age; each acquirer (reachable, its webhooks, overdue outcomes). Exit 1 if any check fails; a
+``warn`` (e.g. the clock's sync cannot be told) does not fail.
 """
 
 from __future__ import annotations
@@ -15,15 +16,16 @@ import json
 import os
 import shutil
 import subprocess
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from drivers.errors import DriverError
 from drivers.transport.url import SerialUrl, parse_device_url
+from gateway.acquirer.doctor import acquirer_checks
 from gateway.cli.daemon_cmd import ask_daemon
+from gateway.cli.doctor_broker import Check, broker_access, broker_persistence, rated_power
 from gateway.errors import GatewayError
 from gateway.runtime.engine_setup import build_terminal
 from gateway.settings import (
@@ -34,15 +36,9 @@ from gateway.settings import (
     load_settings,
 )
 from gateway.store import Store
+from gateway.store.files import database_files, mode_for, too_open
 
 OUTBOX_MAX_AGE_S = 3600.0
-
-
-@dataclass(frozen=True, slots=True)
-class Check:
-    name: str
-    status: str  # pass, fail, warn, skip
-    detail: str
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -90,12 +86,16 @@ def run_checks(config: Path, min_free_mb: int = 200) -> list[Check]:
     status, health = daemon[1], daemon[2]
     checks += _terminals(settings, health if status is not None else None)
     checks.append(_charger(settings, status))
-    checks.append(_broker_persistence(settings))
+    checks.append(broker_persistence(settings))
+    checks += broker_access(settings)
+    checks.append(rated_power(settings))
     store = _open(settings)
     checks.append(_upstream(settings, store))
     checks.append(_clock())
     checks.append(_disk(settings, min_free_mb))
+    checks.append(_file_modes(settings))
     checks += _store_checks(settings, store)
+    checks += [Check(c.name, c.status, c.detail) for c in acquirer_checks(settings, store)]
     if store is not None:
         store.close()
     return checks
@@ -194,50 +194,6 @@ def _charger(settings: Settings, status: dict[str, Any] | None) -> Check:
         "charger link",
         "pass",
         f"{settings.charger.mode} link up ({len(settings.charger.evses)} EVSEs)",
-    )
-
-
-MOSQUITTO_CONF = Path("/etc/mosquitto/mosquitto.conf")
-
-
-def _broker_persistence(settings: Settings, conf: Path = MOSQUITTO_CONF) -> Check:
-    """The gateway acknowledges a charger's message only once stored; until then the broker
-    holds it. A broker that does not persist loses all it holds when it restarts (a stop, a
-    meter value): the session would wait for a message that never comes."""
-    name = "broker persistence"
-    if not settings.charger.enabled or settings.charger.mode != "mqtt":
-        return Check(name, "skip", "no MQTT charger link")
-    host = urlsplit(settings.charger.broker).hostname or ""
-    if host not in ("localhost", "127.0.0.1", "::1"):
-        return Check(
-            name,
-            "warn",
-            f"the broker ({host}) is not on this machine: make sure it persists sessions",
-        )
-    if not conf.is_file():
-        return Check(
-            name, "warn", f"{conf} not found: make sure the local broker persists sessions"
-        )
-    persistence = False
-    files = [conf]
-    for path in files:
-        try:
-            lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-        except OSError:
-            continue
-        for line in lines:
-            words = line.split("#", 1)[0].split()
-            if len(words) == 2 and words[0] == "persistence":
-                persistence = words[1] == "true"
-            elif len(words) == 2 and words[0] == "include_dir":
-                files += sorted(Path(words[1]).glob("*.conf"))
-    if persistence:
-        return Check(name, "pass", f"{conf}: persistence true")
-    return Check(
-        name,
-        "fail",
-        f"{conf}: mosquitto does not persist: a broker restart loses the charger messages it "
-        "holds for the gateway; set 'persistence true' and restart mosquitto",
     )
 
 
@@ -364,3 +320,13 @@ def _store_checks(settings: Settings, store: Store | None) -> list[Check]:
         )
     )
     return out
+
+
+def _file_modes(settings: Settings) -> Check:
+    """The database, its WAL, SHM and lock: 0600 (0640 with [storage] group), never readable
+    by everyone (money records, masked card data, encrypted tokens)."""
+    group = settings.storage.group
+    wide = [w for p in database_files(settings.storage.path) if (w := too_open(p, group))]
+    if wide:
+        return Check("file modes", "fail", "; ".join(wide))
+    return Check("file modes", "pass", f"database files {mode_for(group):04o} or narrower")

@@ -3,9 +3,12 @@
 One idempotent install: the package into its own venv under /opt/evpay-edge, the systemd unit,
 the sysusers.d and tmpfiles.d files (the service user and its directories, created at once
 with ``systemd-sysusers``/``systemd-tmpfiles``), the udev rules (from
-drivers/transport/usb_ids.py), a config template that is never overwritten, and the unit
-enabled. ``--root`` installs into another tree (an image, a test). Uninstall keeps the config,
-the secrets and the database unless ``--purge``.
+drivers/transport/usb_ids.py), a config template that is never overwritten, the site broker's
+access rules (a mosquitto conf.d file, its password file with the gateway's and the doctor's
+users, the ACL; the two passwords as credentials; written once, never overwritten:
+firmware_bridge/broker.py says why), and the unit enabled. ``--root`` installs into another
+tree (an image, a test). Uninstall keeps the config, the secrets, the broker's files and the
+database unless ``--purge``.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import argparse
 import grp
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -20,6 +24,7 @@ from importlib import resources
 from pathlib import Path
 
 from drivers.transport.usb_ids import udev_rules
+from firmware_bridge import broker
 from gateway import __version__
 from gateway.errors import GatewayError
 
@@ -29,6 +34,10 @@ SYSUSERS = "usr/lib/sysusers.d/evpay.conf"
 TMPFILES = "usr/lib/tmpfiles.d/evpay.conf"
 UDEV = "etc/udev/rules.d/90-evpay.rules"
 CONFIG = "etc/evpay/gateway.toml"
+MOSQUITTO_CONF = "etc/mosquitto/conf.d/evpay.conf"
+MOSQUITTO_PASSWD = "etc/mosquitto/evpay.passwd"  # noqa: S105 - a path
+MOSQUITTO_ACL = "etc/mosquitto/evpay.acl"
+CREDENTIALS = "etc/evpay/credentials"
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -91,7 +100,8 @@ def _install(args: argparse.Namespace) -> int:
         changes.append(f"kept {config} (never overwritten)")
     else:
         changes.append(_write(config, asset("config/gateway.example.toml"), 0o640))
-        os.chown(config, 0, _gid(root, "evpay"))
+        os.chown(config, 0, _gid(root, "evpay") or 0)
+    changes += _broker(root)
     if not args.no_enable:
         _run(["systemctl", f"--root={root}", "enable", "evpay.service"])
         changes.append("enabled evpay.service")
@@ -105,6 +115,38 @@ def _install(args: argparse.Namespace) -> int:
     return 0
 
 
+def _broker(root: Path) -> list[str]:
+    """The site broker as issue 27 requires: no anonymous client, a user per client, the ACL,
+    client id = user name; plain MQTT on loopback only (the TLS listener for chargers on the
+    network is written commented out: it needs the site's certificate). Written once: the
+    operator adds each charger's user to the password file (mosquitto_passwd)."""
+    passwd = root / MOSQUITTO_PASSWD
+    if passwd.exists():
+        return [f"kept {passwd} and the broker's ACL (never overwritten)"]
+    users = {broker.GATEWAY_USER: secrets.token_urlsafe(24)}
+    users[broker.DOCTOR_USER] = secrets.token_urlsafe(24)
+    group = _gid(root, "mosquitto", missing_ok=True)
+    readable = 0o640 if group is not None else 0o600
+    changes = [
+        _write(root / CREDENTIALS / "mqtt-password", users[broker.GATEWAY_USER] + "\n", 0o600),
+        _write(root / CREDENTIALS / "mqtt-doctor-password", users[broker.DOCTOR_USER], 0o600),
+        _write(passwd, broker.password_file(users), readable),
+        _write(root / MOSQUITTO_ACL, broker.acl(), readable),
+    ]
+    for path in (passwd, root / MOSQUITTO_ACL):
+        os.chown(path, 0, group or 0)  # mosquitto reads them after dropping to its own user
+    conf = broker.mosquitto_conf(
+        port=1883, password_path=f"/{MOSQUITTO_PASSWD}", acl_path=f"/{MOSQUITTO_ACL}"
+    )
+    changes.append(_write(root / MOSQUITTO_CONF, conf + broker.TLS_EXAMPLE, 0o644))
+    if group is None:
+        changes.append(
+            f"mosquitto is not installed in {root}: after installing it, "
+            f"chown root:mosquitto {passwd} {root / MOSQUITTO_ACL} and chmod 0640 them"
+        )
+    return changes
+
+
 def _uninstall(args: argparse.Namespace) -> int:
     root: Path = args.root
     if (root / UNIT).exists():
@@ -116,6 +158,8 @@ def _uninstall(args: argparse.Namespace) -> int:
     if args.purge:
         for path in (*kept, root / "var/log/evpay"):
             shutil.rmtree(path, ignore_errors=True)
+        for rel in (MOSQUITTO_CONF, MOSQUITTO_PASSWD, MOSQUITTO_ACL):
+            (root / rel).unlink(missing_ok=True)
         print("removed evpay, its config, secrets, database and logs")
     else:
         print(f"removed evpay; kept {', '.join(str(p) for p in kept)} (--purge removes them)")
@@ -142,13 +186,22 @@ def _write(path: Path, text: str, mode: int) -> str:
     return f"wrote {path}"
 
 
-def _gid(root: Path, group: str) -> int:
+def _gid(root: Path, group: str, *, missing_ok: bool = False) -> int | None:
     if root == Path("/"):
-        return grp.getgrnam(group).gr_gid
-    for line in (root / "etc/group").read_text(encoding="utf-8").splitlines():
+        try:
+            return grp.getgrnam(group).gr_gid
+        except KeyError:
+            if missing_ok:
+                return None
+            raise
+    table = root / "etc/group"
+    lines = table.read_text(encoding="utf-8").splitlines() if table.is_file() else []
+    for line in lines:
         name, _, gid, *_ = line.split(":")
         if name == group:
             return int(gid)
+    if missing_ok:
+        return None
     raise GatewayError(f"group {group} was not created in {root}: systemd-sysusers failed")
 
 

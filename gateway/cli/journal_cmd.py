@@ -16,10 +16,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from gateway.cli.stores import open_existing
-from gateway.errors import GatewayError
+from gateway.errors import BadInput, GatewayError
 from gateway.settings import journal_public_key, journal_signing_key, load_settings
 from gateway.store.audit import AuditReport
 from gateway.store.export import verify as verify_export
+from gateway.store.files import write_private
 from gateway.store.journal import new_signing_key
 
 _OK, _TAMPERED = 0, 1
@@ -77,7 +78,13 @@ def when(text: str) -> datetime:
 
 def _trusted_key(args: argparse.Namespace) -> str | None:
     if args.public_key:
-        return str(args.public_key).strip().lower()
+        given = str(args.public_key).strip().lower()
+        if len(given) != 64 or any(c not in "0123456789abcdef" for c in given):
+            raise BadInput(
+                f"--public-key: not an Ed25519 public key (64 hex digits, as `evpay journal key` "
+                f"prints it; got {len(given)} characters)"
+            )
+        return given
     config = getattr(args, "config", None)
     return None if config is None else journal_public_key(load_settings(config))
 
@@ -87,9 +94,23 @@ def _verify(args: argparse.Namespace) -> int:
     store = open_existing(args.config)
     try:
         report = store.verify_journal(trusted)
+        if not report.ok and args.public_key:
+            _wrong_key(report, store.verify_journal(None))
     finally:
         store.close()
     return _report(report, args.json, "journal")
+
+
+def _wrong_key(report: AuditReport, own: AuditReport) -> None:
+    """BadInput when the trail is sound under the key its checkpoints carry and fails only its
+    signatures under the key given: a mistyped key, not tampering."""
+    signatures = {"forged_checkpoint", "forged_cut"}
+    if own.ok and own.key and all(f.kind in signatures for f in report.findings):
+        raise BadInput(
+            f"wrong key: the checkpoints are signed by {own.key[:16]}…, not by the --public-key "
+            f"given ({(report.key or '')[:16]}…); check the key (`evpay journal key` on the "
+            "device)"
+        )
 
 
 def _verify_export(args: argparse.Namespace) -> int:
@@ -97,7 +118,10 @@ def _verify_export(args: argparse.Namespace) -> int:
         text = args.file.read_bytes()
     except OSError as exc:
         raise GatewayError(f"cannot read {args.file}: {exc.strerror}") from None
-    return _report(verify_export(text, _trusted_key(args)), args.json, str(args.file))
+    report = verify_export(text, _trusted_key(args))
+    if not report.ok and args.public_key:
+        _wrong_key(report, verify_export(text, None))
+    return _report(report, args.json, str(args.file))
 
 
 def _report(report: AuditReport, as_json: bool, what: str) -> int:
@@ -163,7 +187,7 @@ def _export(args: argparse.Namespace) -> int:
     if args.out is None:
         sys.stdout.write(text)
     else:
-        args.out.write_text(text, encoding="utf-8")
+        write_private(args.out, text.encode("utf-8"), load_settings(args.config).storage.group)
         full = sum(1 for r in doc["rows"] if "data" in r)
         print(
             f"{args.out}: {full} row(s) of {doc['selection']}, {len(doc['rows']) - full} link(s), "

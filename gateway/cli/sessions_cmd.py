@@ -210,9 +210,10 @@ def _show(args: argparse.Namespace) -> int:
             return _NOT_FOUND
         payments = store.payments(args.id)
         journal = store.journal(args.id)
+        client = store.session_origin(args.id)
     finally:
         store.close()
-    summary = _summary(row)
+    summary = {**_summary(row), "api_client": client}
     if args.json:
         print(
             json.dumps(
@@ -229,6 +230,8 @@ def _show(args: argparse.Namespace) -> int:
         f"{summary['receipt_no']}, "
         f"reference {summary['reference']}"
     )
+    if client is not None:
+        print(f"  started over the local API by client {client or '(no client id: no tokens)'}")
     card = summary["card"]
     if card:
         print(f"  card {card.get('brand', '?')} {card.get('masked_pan', '')}")

@@ -15,16 +15,21 @@ from drivers.sim.terminal import SimConfig, SimTerminal
 from drivers.transport.url import TcpUrl, parse_device_url
 from firmware_bridge.link import BrokerSettings
 from firmware_bridge.sim import ChargerSimulator, Plan
+from gateway.acquirer.sim import VARIANTS, SimState
+from gateway.acquirer.sim import serve as serve_acquirer
+from gateway.cli import nexo_poi_cmd
 from gateway.ocpi.cpo_sim import QUIRKS, CpoSimulator, CpoState
 from gateway.runtime import logs
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    sim = commands.add_parser("simulate", help="run simulators (terminal)")
+    sim = commands.add_parser("simulate", help="run simulators (terminal, charger, cpo, acquirer)")
     sub = sim.add_subparsers(dest="what", required=True, metavar="WHAT")
-    term = sub.add_parser("terminal", help="a ZVT payment terminal on TCP or a pty")
+    term = sub.add_parser(
+        "terminal", help="a ZVT terminal on TCP or a pty, or a nexo POI on loopback HTTP(S)"
+    )
     where = term.add_mutually_exclusive_group(required=True)
-    where.add_argument("--listen", help="tcp://127.0.0.1:20007")
+    where.add_argument("--listen", help="tcp://127.0.0.1:20007 (zvt), http://127.0.0.1:PORT (nexo)")
     where.add_argument("--pty", action="store_true", help="create a pty and print its device path")
     term.add_argument(
         "--outcomes",
@@ -62,6 +67,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="N",
         help="identical 'please wait' statuses per payment (real PTs repeat them)",
     )
+    nexo_poi_cmd.add_arguments(term)
     term.set_defaults(handler=_terminal)
     charger = sub.add_parser(
         "charger", help="charger firmware on an MQTT broker (our topic contract v1)"
@@ -78,6 +84,14 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     charger.add_argument("--interval", type=float, default=1.0, help="seconds between meter values")
     charger.add_argument("--plug", action="store_true", help="plug an EV in at every EVSE at start")
     charger.add_argument("--target-kwh", help="the driver's declared energy, sent with the plug-in")
+    charger.add_argument(
+        "--username", help="the charger's broker user (its topic tree); default: charger"
+    )
+    charger.add_argument(
+        "--password-env",
+        default="EVPAY_CHARGER_PASSWORD",
+        help="environment variable holding its password (never on the command line)",
+    )
     charger.set_defaults(handler=_charger)
     cpo = sub.add_parser("cpo", help="the embedded OCPI 2.3.0 CPO (payments receiver, credentials)")
     cpo.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT")
@@ -100,10 +114,24 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="deviate as some real CPOs do (repeatable)",
     )
     cpo.set_defaults(handler=_cpo)
+    acq = sub.add_parser("acquirer", help="Adyen's Checkout modifications and signed webhooks")
+    acq.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT")
+    acq.add_argument("--webhook", required=True, help="the gateway's notifications URL")
+    acq.add_argument("--variant", action="append", default=[], choices=VARIANTS)
+    acq.add_argument("--merchant-account", default="EVPayTest")
+    acq.add_argument("--webhook-user", default="adyen")
+    acq.add_argument(
+        "--secrets-env-prefix",
+        default="EVPAY_ADYEN_",
+        help="env vars PREFIX{API_KEY,HMAC_KEY,WEBHOOK_PASSWORD}",
+    )
+    acq.set_defaults(handler=_acquirer)
 
 
 def _terminal(args: argparse.Namespace) -> int:
     logs.configure("info")
+    if args.protocol == "nexo":
+        return nexo_poi_cmd.run(args)
     config = SimConfig(
         password=os.environ.get(args.password_env, "000000"),
         outcomes=deque(o for o in args.outcomes.split(",") if o),
@@ -156,7 +184,13 @@ def _charger(args: argparse.Namespace) -> int:
         1, int(args.power_kw * 1000 * args.interval / 3600)
     )  # Wh per meter interval at that power
     plan = Plan(energy_wh=args.energy_wh, step_wh=step, interval_s=args.interval)
-    sim = ChargerSimulator(BrokerSettings(url=args.broker, prefix=args.prefix), args.evse, plan)
+    broker = BrokerSettings(
+        url=args.broker,
+        prefix=args.prefix,
+        username=args.username,
+        password=os.environ.get(args.password_env),
+    )
+    sim = ChargerSimulator(broker, args.evse, plan)
     return asyncio.run(_serve_charger(sim, args))
 
 
@@ -176,6 +210,30 @@ async def _serve_charger(sim: ChargerSimulator, args: argparse.Namespace) -> int
             await sim.plug(evse, args.target_kwh)
     await task
     return 0
+
+
+def _acquirer(args: argparse.Namespace) -> int:
+    logs.configure("warning")
+    host, _, port = args.listen.rpartition(":")
+    env = args.secrets_env_prefix
+    state = SimState(
+        api_key=os.environ.get(f"{env}API_KEY", "sim-api-key"),
+        hmac_key=os.environ.get(f"{env}HMAC_KEY", "00" * 32),
+        merchant_account=args.merchant_account,
+        webhook_url=args.webhook,
+        webhook_user=args.webhook_user,
+        webhook_password=os.environ.get(f"{env}WEBHOOK_PASSWORD", "sim-webhook-password"),
+        variants=set(args.variant),
+    )
+
+    async def run() -> int:
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        await serve_acquirer(state, host or "127.0.0.1", int(port or 0), stop)
+        return 0
+
+    return asyncio.run(run())
 
 
 def _cpo(args: argparse.Namespace) -> int:

@@ -8,10 +8,13 @@ Why not ``pyocmf``: it splits the record at ``|`` (a ``|`` inside a field breaks
 accepts only DER public keys and DER signatures. Real meters also give keys as a bare curve
 point and signatures as raw ``r||s``. This module uses ``cryptography`` directly.
 
-Supported: ECDSA on secp256r1, secp256k1, brainpoolP256r1, secp384r1 and brainpoolP384r1,
-with SHA-256/384/512 as the signature algorithm (``SA``) names; keys as DER
-SubjectPublicKeyInfo or a bare point (uncompressed or compressed), in hex (spaces allowed) or
-base64; signatures (``SD``) as DER or raw r||s, hex or base64 (``SE``).
+Accepted (docs/FISCAL.md says where the list comes from): ECDSA on the prime curves SAFE's
+transparency software verifies for real meters -- secp192r1 (eBZ), secp224r1, secp256r1,
+secp256k1, secp384r1, secp521r1, brainpoolP256r1, brainpoolP384r1, brainpoolP512r1 -- named in
+``SA`` in any letter case and with its "brainpool256r1" spelling, with SHA-256/384/512; keys as
+DER SubjectPublicKeyInfo, a point (uncompressed 04||X||Y or compressed) or the bare X||Y without
+the 04 prefix (Isabellenhütte), in hex (spaces, colons allowed) or base64; signatures (``SD``) as
+DER or raw r||s, hex or base64 (``SE``).
 """
 
 from __future__ import annotations
@@ -28,17 +31,32 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature,
+    encode_dss_signature,
+)
 
 from gateway.errors import GatewayError
+from gateway.fiscal import ecdsa_pure
 from gateway.jsonscan import brackets
 
 CURVES: dict[str, ec.EllipticCurve] = {
+    "secp192r1": ec.SECP192R1(),
+    "secp224r1": ec.SECP224R1(),
     "secp256r1": ec.SECP256R1(),
     "secp256k1": ec.SECP256K1(),
-    "brainpoolP256r1": ec.BrainpoolP256R1(),
     "secp384r1": ec.SECP384R1(),
+    "secp521r1": ec.SECP521R1(),
+    "brainpoolP256r1": ec.BrainpoolP256R1(),
     "brainpoolP384r1": ec.BrainpoolP384R1(),
+    "brainpoolP512r1": ec.BrainpoolP512R1(),
+}
+# Every curve accepted: OpenSSL's, then the ones verified in plain arithmetic (ecdsa_pure.py).
+ALL: tuple[str, ...] = (*CURVES, *ecdsa_pure.CURVES)
+# SA spells the curve as the meter does: any case, and "brainpool256r1" for brainpoolP256r1
+# (the transparency software reads it so).
+_CURVE_NAMES = {name.lower(): name for name in ALL} | {
+    name.lower().replace("brainpoolp", "brainpool"): name for name in ALL if "brainpool" in name
 }
 HASHES: dict[str, type[hashes.HashAlgorithm]] = {
     "SHA256": hashes.SHA256,
@@ -158,61 +176,96 @@ def _readings(payload: dict[str, Any]) -> tuple[MeterReading, ...]:
     return tuple(out)
 
 
-def load_key(text: str, algorithm: str = DEFAULT_SA) -> ec.EllipticCurvePublicKey:
-    """A public key as DER SubjectPublicKeyInfo or a bare point, hex (spaces, colons allowed) or
-    base64."""
+@dataclass(frozen=True, slots=True)
+class PureKey:
+    """A public key on a curve OpenSSL lacks (ecdsa_pure.py verifies it)."""
+
+    curve: ecdsa_pure.Curve
+    point: ecdsa_pure.Point
+
+
+PublicKey = ec.EllipticCurvePublicKey | PureKey
+
+
+def load_key(text: str, algorithm: str = DEFAULT_SA) -> PublicKey:
+    """A public key as DER SubjectPublicKeyInfo or a point (04||X||Y, compressed, or the bare
+    X||Y), hex (spaces, colons allowed) or base64."""
     raw = _bytes("".join(text.split()).replace(":", ""), "public key")
     try:
         key = serialization.load_der_public_key(raw)
     except (ValueError, UnsupportedAlgorithm):
-        curve = _curve(algorithm)
-        try:
-            return ec.EllipticCurvePublicKey.from_encoded_point(curve, raw)
-        except ValueError:
-            raise OcmfError(
-                "the public key is neither DER SubjectPublicKeyInfo nor a point on the curve"
-            ) from None
+        return _point_or_pure_key(raw, algorithm)
     if not isinstance(key, ec.EllipticCurvePublicKey):
         raise OcmfError("the public key is not an elliptic-curve key")
     return key
+
+
+def _point_or_pure_key(raw: bytes, algorithm: str) -> PublicKey:
+    try:
+        return PureKey(*ecdsa_pure.spki_key(raw))
+    except ValueError:
+        pass
+    curve_name = _curve_name(algorithm)
+    try:
+        if curve_name in ecdsa_pure.CURVES:
+            pure = ecdsa_pure.CURVES[curve_name]
+            return PureKey(pure, ecdsa_pure.point_from_bytes(pure, raw))
+        named = CURVES[curve_name]
+        if len(raw) == 2 * _size(named):  # the bare X||Y, without the 04 of an uncompressed point
+            raw = b"\x04" + raw
+        return ec.EllipticCurvePublicKey.from_encoded_point(named, raw)
+    except ValueError:
+        raise OcmfError(
+            "the public key is neither DER SubjectPublicKeyInfo nor a point on the curve"
+        ) from None
 
 
 def check_key(text: str) -> None:
     """OcmfError unless ``text`` is a DER key or a point on one of the supported curves (a bare
     point's curve is the record's to name, so any of them will do here)."""
     problem = ""
-    for algorithm in (f"ECDSA-{name}-SHA256" for name in CURVES):
+    for algorithm in (f"ECDSA-{name}-SHA256" for name in ALL):
         try:
             load_key(text, algorithm)
         except OcmfError as exc:
             problem = str(exc)
         else:
             return
-    raise OcmfError(problem.replace("the curve", f"any supported curve ({', '.join(CURVES)})"))
+    raise OcmfError(problem.replace("the curve", f"any supported curve ({', '.join(ALL)})"))
 
 
-def verify(record: OcmfRecord, key: ec.EllipticCurvePublicKey) -> Verdict:
+def verify(record: OcmfRecord, key: PublicKey) -> Verdict:
     """Check the signature over the byte-exact payload with the meter's public key."""
     algorithm = record.algorithm
-    curve, digest = _curve(algorithm), _hash(algorithm)
-    if key.curve.name != curve.name:
-        return Verdict(False, f"the key is on {key.curve.name}, the record says {algorithm}")
+    curve_name, digest = _curve_name(algorithm), _hash(algorithm)
+    key_curve = key.curve.name
+    if key_curve != curve_name:
+        return Verdict(False, f"the key is on {key_curve}, the record says {algorithm}")
     encoding = str(record.signature.get("SE") or "hex").lower()
     signature = _bytes(str(record.signature["SD"]), "signature", encoding)
-    size = (curve.key_size + 7) // 8
+    size = key.curve.size if isinstance(key, PureKey) else _size(key.curve)
     readings = [signature]  # DER, as the OCMF specification says
-    if (
-        len(signature) == 2 * size
-    ):  # or raw r||s, as some meters send: it may begin with 0x30 like DER
+    unsigned = _unsigned_der(signature)
+    if unsigned is not None:  # DER whose integers are fixed-width and unsigned (eBZ)
+        readings.append(encode_dss_signature(*unsigned))
+    if len(signature) == 2 * size:  # or raw r||s, as some meters send: it may begin with 0x30
         readings.append(
             encode_dss_signature(
                 int.from_bytes(signature[:size], "big"), int.from_bytes(signature[size:], "big")
             )
         )
+    payload = record.payload_text.encode("utf-8")
     problem = ""
     for reading in readings:
         try:
-            key.verify(reading, record.payload_text.encode("utf-8"), ec.ECDSA(digest()))
+            if isinstance(key, PureKey):
+                r, s = decode_dss_signature(reading)
+                hashed = hashes.Hash(digest())
+                hashed.update(payload)
+                if not ecdsa_pure.verify(key.curve, key.point, hashed.finalize(), r, s):
+                    raise InvalidSignature
+            else:
+                key.verify(reading, payload, ec.ECDSA(digest()))
         except InvalidSignature:
             problem = "the signature does not match the payload and key"
         except ValueError as exc:
@@ -222,13 +275,44 @@ def verify(record: OcmfRecord, key: ec.EllipticCurvePublicKey) -> Verdict:
     return Verdict(False, problem)
 
 
-def _curve(algorithm: str) -> ec.EllipticCurve:
+def _unsigned_der(signature: bytes) -> tuple[int, int] | None:
+    """r and s of a SEQUENCE of two INTEGERs read as unsigned numbers, or None if it is not one.
+
+    An eBZ LD3 writes r and s as 24 bytes each whatever their value: an r whose first bit is
+    set reads as negative in strict DER, an s with a leading zero byte is not minimal, and
+    OpenSSL refuses both. The transparency software reads the integers as positive values
+    (``getPositiveValue``), so a record it verifies is read that way here too."""
+    if len(signature) < 8 or signature[0] != 0x30 or signature[1] != len(signature) - 2:
+        return None
+    values: list[int] = []
+    pos = 2
+    while pos < len(signature) and len(values) < 2:
+        if signature[pos] != 0x02 or pos + 2 > len(signature):
+            return None
+        end = pos + 2 + signature[pos + 1]
+        if signature[pos + 1] == 0 or signature[pos + 1] >= 0x80 or end > len(signature):
+            return None
+        values.append(int.from_bytes(signature[pos + 2 : end], "big"))
+        pos = end
+    if len(values) != 2 or pos != len(signature) or 0 in values:
+        return None
+    return values[0], values[1]
+
+
+def _curve_name(algorithm: str) -> str:
+    """The curve ``SA`` names, spelled as ``CURVES`` or ``ecdsa_pure.CURVES`` spell it."""
     parts = algorithm.split("-")
-    if len(parts) != 3 or parts[0] != "ECDSA" or parts[1] not in CURVES:
+    name = _CURVE_NAMES.get(parts[1].lower()) if len(parts) == 3 else None
+    if parts[0] != "ECDSA" or name is None:
         raise OcmfError(
-            f"unsupported signature algorithm {algorithm!r}; supported curves: {', '.join(CURVES)}"
+            f"unsupported signature algorithm {algorithm!r}; supported curves: {', '.join(ALL)}"
         )
-    return CURVES[parts[1]]
+    return name
+
+
+def _size(curve: ec.EllipticCurve) -> int:
+    """Bytes of one coordinate (and of r or s) on ``curve``."""
+    return (curve.key_size + 7) // 8
 
 
 def _hash(algorithm: str) -> type[hashes.HashAlgorithm]:

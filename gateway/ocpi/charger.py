@@ -27,7 +27,14 @@ from gateway.ocpi.models import (
     StopSession,
     Token,
 )
-from gateway.payments.charger import ChargerEvent, ChargerEvents
+from gateway.payments.charger import (
+    ChargeFaulted,
+    ChargerEvents,
+    ChargeStarted,
+    ChargeStopped,
+    MeterRead,
+    PriceCorrection,
+)
 from gateway.payments.session import authorization_reference
 from gateway.store import JournalEntry, OutboxMessage, Step, Store
 
@@ -85,13 +92,17 @@ class OcpiChargerLink(ChargerEvents):
         location = self.evse_locations.get(evse)
         if self.client is None:
             self._emit(
-                ChargerEvent("faulted", evse, session_id, reason="not registered with the CPO yet")
+                ChargeFaulted(
+                    evse=evse, session_id=session_id, reason="not registered with the CPO yet"
+                )
             )
             return
         if location is None:
             self._emit(
-                ChargerEvent(
-                    "faulted", evse, session_id, reason=f"no OCPI location known for EVSE {evse}"
+                ChargeFaulted(
+                    evse=evse,
+                    session_id=session_id,
+                    reason=f"no OCPI location known for EVSE {evse}",
                 )
             )
             return
@@ -139,17 +150,23 @@ class OcpiChargerLink(ChargerEvents):
                 )
                 return
             self._emit(
-                ChargerEvent("faulted", evse, session_id, reason=f"StartSession failed: {exc}")
+                ChargeFaulted(
+                    evse=evse, session_id=session_id, reason=f"StartSession failed: {exc}"
+                )
             )
             return
         except (UpstreamError, ValueError) as exc:
             self._emit(
-                ChargerEvent("faulted", evse, session_id, reason=f"StartSession failed: {exc}")
+                ChargeFaulted(
+                    evse=evse, session_id=session_id, reason=f"StartSession failed: {exc}"
+                )
             )
             return
         if response.result != "ACCEPTED":
             self._emit(
-                ChargerEvent("faulted", evse, session_id, reason=f"StartSession {response.result}")
+                ChargeFaulted(
+                    evse=evse, session_id=session_id, reason=f"StartSession {response.result}"
+                )
             )
 
     def cpo_session(self, session_id: str) -> str | None:
@@ -209,18 +226,20 @@ class OcpiChargerLink(ChargerEvents):
         first = ours not in self._cpo_sessions
         self._cpo_sessions[ours] = session.id
         if session.status in (SessionStatus.ACTIVE, SessionStatus.COMPLETED) and first:
-            self._emit(ChargerEvent("started", session.evse_uid, ours, meter_wh=0))
+            self._emit(ChargeStarted(evse=session.evse_uid, session_id=ours, meter_wh=0))
         wh = int(session.kwh * 1000)
         if session.status is SessionStatus.ACTIVE and not first:
             self._seq[ours] = self._seq.get(ours, 0) + 1
             self._emit(
-                ChargerEvent("meter", session.evse_uid, ours, meter_wh=wh, seq=self._seq[ours])
+                MeterRead(evse=session.evse_uid, session_id=ours, meter_wh=wh, seq=self._seq[ours])
             )
         elif session.status is SessionStatus.INVALID:
             self._done.add(ours)
             self._emit(
-                ChargerEvent(
-                    "faulted", session.evse_uid, ours, reason="the CPO marked the session invalid"
+                ChargeFaulted(
+                    evse=session.evse_uid,
+                    session_id=ours,
+                    reason="the CPO marked the session invalid",
                 )
             )
 
@@ -237,10 +256,9 @@ class OcpiChargerLink(ChargerEvents):
             exponent = currency(cdr.currency).exponent
             total = int(gross.scaleb(exponent).to_integral_value(ROUND_HALF_UP))
             self._emit(
-                ChargerEvent(
-                    "price_corrected",
-                    self._evse.get(ours, "?"),
-                    ours,
+                PriceCorrection(
+                    evse=self._evse.get(ours, "?"),
+                    session_id=ours,
                     total_minor=total,
                     reason=f"corrected CDR {cdr.id}",
                     seq=len(self._cdrs),
@@ -254,10 +272,9 @@ class OcpiChargerLink(ChargerEvents):
         evse = self._evse.get(ours, "?")
         invoicer = "cpo" if cdr.invoice_reference_id else "ptp"
         self._emit(
-            ChargerEvent(
-                "stopped",
-                evse,
-                ours,
+            ChargeStopped(
+                evse=evse,
+                session_id=ours,
                 meter_wh=wh,
                 session_energy_wh=wh,
                 reason="CDR received",
@@ -276,10 +293,9 @@ class OcpiChargerLink(ChargerEvents):
         ):
             self._done.add(session_id)
             self._emit(
-                ChargerEvent(
-                    "faulted",
-                    self._evse.get(session_id, "?"),
-                    session_id,
+                ChargeFaulted(
+                    evse=self._evse.get(session_id, "?"),
+                    session_id=session_id,
                     reason=f"StartSession result {result}",
                 )
             )

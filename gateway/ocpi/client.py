@@ -17,8 +17,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+from yarl import URL
 
 from gateway.errors import OcpiRejected, UpstreamUnreachable
+
+MAX_REDIRECTS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,21 +100,60 @@ class OcpiClient:
     async def request(
         self, method: str, url: str, body: Any = None, *, correlation_id: str | None = None
     ) -> Reply:
-        if self.trust is not None:
-            self.trust.check(url)  # our token goes only where the CPO is
+        """One OCPI call. Redirects are followed here, not by aiohttp, so that every hop passes
+        the same checks as the first: https, the CPO's origin or the allow-list (a 307 once took
+        our token to another origin over http). A 307/308 keeps the method and body; any other
+        redirect is followed only by a GET; at most MAX_REDIRECTS hops."""
         headers = {
             "Authorization": authorization(self.token),
             "X-Request-ID": uuid.uuid4().hex,
             "X-Correlation-ID": correlation_id or uuid.uuid4().hex,
         }
+        first = origin(url)
+        for _hop in range(MAX_REDIRECTS + 1):
+            if self.trust is not None:
+                self.trust.check(url)  # our token goes only where the CPO is
+            if origin(url) != first and (self.trust is None or not self.trust.origins):
+                raise OcpiRejected(
+                    f"refusing a redirect to {origin(url)}: our token stays at {first}",
+                    http_status=0,
+                    status_code=None,
+                )
+            status, text, after, link, location = await self._send(method, url, body, headers)
+            if not (300 <= status < 400 and location):
+                reply = self._classify(method, url, status, text, after)
+                return Reply(reply.http_status, reply.status_code, reply.data, reply.message, link)
+            if status not in (307, 308) and method != "GET":
+                break
+            url = str(URL(url).join(URL(location)))
+        raise OcpiRejected(
+            f"{method} {url}: HTTP {status}, a redirect not followed (too many, or one that "
+            "would change the method)",
+            http_status=status,
+            status_code=None,
+        )
+
+    async def _send(
+        self, method: str, url: str, body: Any, headers: dict[str, str]
+    ) -> tuple[int, str, float | None, str, str]:
+        """(status, text, Retry-After, Link, Location) of one request, never redirected."""
         try:
             async with self._http.request(
-                method, url, json=body, headers=headers, timeout=self._timeout
+                method,
+                url,
+                json=body,
+                headers=headers,
+                timeout=self._timeout,
+                allow_redirects=False,
             ) as resp:
                 text = await resp.text()
-                status = resp.status
-                after = retry_after(resp.headers)
-                link = resp.headers.get("Link", "")
+                return (
+                    resp.status,
+                    text,
+                    retry_after(resp.headers),
+                    resp.headers.get("Link", ""),
+                    resp.headers.get("Location", ""),
+                )
         except TimeoutError:
             raise UpstreamUnreachable(
                 f"{method} {url}: no answer in time", ambiguous=method != "GET"
@@ -127,8 +169,6 @@ class OcpiClient:
             raise UpstreamUnreachable(
                 f"{method} {url}: {type(exc).__name__}", ambiguous=method != "GET"
             ) from None
-        reply = self._classify(method, url, status, text, after)
-        return Reply(reply.http_status, reply.status_code, reply.data, reply.message, link)
 
     @staticmethod
     def _classify(method: str, url: str, status: int, text: str, after: float | None) -> Reply:

@@ -155,8 +155,11 @@ class PtpServer:
             ("GET", "/ocpi/versions"),
             ("GET", f"/ocpi/{VERSION}"),
         )
-        if auth not in self._auth and not (
-            registering and auth and auth == self._registration_auth
+        own_auth = len(request.match_info.apps) > 1  # a mounted sub-app: acquirer webhooks
+        if (
+            not own_auth
+            and auth not in self._auth
+            and not (registering and auth and auth == self._registration_auth)
         ):
             return _error(401, 2000, "unknown token")
         response: web.StreamResponse = await handler(request)
@@ -363,9 +366,13 @@ class PtpServer:
 
     # ---- receiver: sessions, CDRs, command results -----------------------------------------------
 
-    def _inbox(self, request: web.Request, kind: str, payload: dict[str, Any]) -> bool:
-        """Store what the CPO sent, in one step; False if this request was stored before."""
-        message_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
+    def _inbox(
+        self, request: web.Request, kind: str, payload: dict[str, Any], key: str | None = None
+    ) -> bool:
+        """Store what the CPO sent, in one step; False if it was stored before. ``key``: the
+        object's own identity, when it has one (a CDR): X-Request-ID is a correlation id, and
+        two different objects sent under the same one are both kept."""
+        message_id = key or request.headers.get("X-Request-ID") or uuid.uuid4().hex
         return self.store.apply(
             Step(
                 f"inbox:{message_id}",
@@ -393,13 +400,17 @@ class PtpServer:
     def _session(self, request: web.Request, session: OcpiSession) -> web.Response:
         data = session.to_json()
         self._sessions[session.id] = data
-        if self._inbox(request, "session", data) and self.receiver is not None:
+        # one state of one session: the same object at the same last_updated is the same push
+        key = f"session:{session.country_code}:{session.party_id}:{session.id}".upper()
+        key += f":{data['last_updated']}"
+        if self._inbox(request, "session", data, key) and self.receiver is not None:
             self.receiver.session_pushed(session)
         return web.json_response(envelope())
 
     async def _cdr(self, request: web.Request) -> web.Response:
         cdr = await parse(request, Cdr)
-        if self._inbox(request, "cdr", cdr.to_json()) and self.receiver is not None:
+        key = f"cdr:{cdr.country_code}:{cdr.party_id}:{cdr.id}".upper()  # CiStrings; never changed
+        if self._inbox(request, "cdr", cdr.to_json(), key) and self.receiver is not None:
             self.receiver.cdr_pushed(cdr)
         return web.json_response(envelope(), status=201)
 

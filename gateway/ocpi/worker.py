@@ -9,13 +9,14 @@ import contextlib
 import logging
 import ssl
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 import aiohttp
 from aiohttp import web
 from cryptography.fernet import Fernet, InvalidToken
 
+from gateway.acquirer.webhook_server import WebhookReceiver
 from gateway.errors import ConfigError, UpstreamError
 from gateway.ocpi.charger import OcpiChargerLink, session_id_of
 from gateway.ocpi.client import OcpiClient, Trust
@@ -33,6 +34,7 @@ from gateway.ocpi.server import PtpServer
 from gateway.ocpi.tariffs import pull_tariffs
 from gateway.payments.events import FiscalDataArrived
 from gateway.payments.tariff import Tariff
+from gateway.runtime.connections import ConnectionGuard, GuardedSite
 from gateway.settings import UpstreamSettings
 from gateway.store import Store
 
@@ -81,7 +83,9 @@ class UpstreamWorker:
         on_tariffs: TariffSink | None = None,
         on_fiscal: Callable[[FiscalDataArrived], None] | None = None,
         on_failure: Callable[[str], None] | None = None,
+        webhooks: Sequence[WebhookReceiver] = (),
     ) -> None:
+        self.webhooks = webhooks  # acquirer webhook receivers, served beside our OCPI endpoints
         if settings.key is None or settings.token_a is None:
             raise ConfigError("upstream", ["an enabled upstream needs token_a and key"])
         self.settings = settings
@@ -386,12 +390,21 @@ class UpstreamWorker:
             credentials=self,
             registration_token=token_a,
         )
-        runner = web.AppRunner(self.server.app(), access_log=None)
+        app = self.server.app()
+        for receiver in self.webhooks:
+            receiver.mount(app)
+        runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, host or "127.0.0.1", int(port), ssl_context=self._server_tls())
+        # the same guard as the local API: a connection cap, a header timeout (slow-loris)
+        site = GuardedSite(
+            runner,
+            host or "127.0.0.1",
+            int(port),
+            ConnectionGuard(),
+            ssl_context=self._server_tls(),
+        )
         await site.start()
-        sockets = getattr(site._server, "sockets", None) or []
-        self.bound_port = sockets[0].getsockname()[1] if sockets else int(port)
+        self.bound_port = site.port
         _LOGGER.info(
             "upstream.serving", extra={"listen": self.settings.listen, "port": self.bound_port}
         )

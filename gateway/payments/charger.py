@@ -3,9 +3,11 @@
 the in-process simulator (``gateway/runtime/charger.py``), the CPO in the OCPI standard flow
 (``gateway/ocpi/charger.py``) and the charger firmware over MQTT (``firmware_bridge``).
 
-A charger asks for payment (``payment_requested``, with the driver's declared target when it
-has one), then reports started / meter / stopped / faulted for the session id the engine gave
-it in ``authorize``.
+A charger asks for payment (``PaymentRequested``, with the driver's declared target when it
+has one), then reports ``ChargeStarted`` / ``MeterRead`` / ``ChargeStopped`` / ``ChargeFaulted``
+for the session id the engine gave it in ``authorize``; the CPO may later correct a billed total
+(``PriceCorrection``). One frozen type per message, keyword-only, so a link cannot hand the
+engine a meter value where it meant a session's energy (two Wh integers side by side).
 """
 
 from __future__ import annotations
@@ -14,35 +16,86 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Literal, Protocol
-
-Kind = Literal["payment_requested", "started", "meter", "stopped", "faulted", "price_corrected"]
+from typing import ClassVar, Protocol
 
 
-@dataclass(frozen=True, slots=True)
-class ChargerEvent:
-    kind: Kind
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Heard:
+    """What every charger message carries: the EVSE, and how to acknowledge it."""
+
+    kind: ClassVar[str]
     evse: str
-    session_id: str = ""
-    meter_wh: int | None = None
-    session_energy_wh: int | None = None
-    seq: int = 0
-    reason: str = ""
-    invoicer: str | None = (
-        None  # OCPI flow: "cpo" when the CDR carries an invoice_reference_id, else "ptp"
-    )
-    invoice_reference: str | None = None
-    target_kwh: Decimal | None = (
-        None  # payment_requested: what the driver declared (kWh or an amount)
-    )
-    target_amount: Decimal | None = None
-    trusted: bool = True  # meter: a signed or calibrated reading
-    signed: str | None = None  # meter, stopped: the meter's signed record (OCMF text, byte-exact)
-    total_minor: int | None = None  # price_corrected: the CPO's corrected total, VAT included
     # Called once the engine has stored what the event changed (or dropped it): a link that can
     # hold back its acknowledgement (MQTT) does so until then, so a message the gateway dies
     # holding is delivered again instead of lost.
     done: Callable[[], None] | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PaymentRequested(_Heard):
+    """A driver asks to pay at ``evse``; ``request_id`` (the charger's message id, may be empty)
+    is the pay request's idempotency key. The target is what the driver declared, if anything."""
+
+    kind: ClassVar[str] = "payment_requested"
+    request_id: str = ""
+    target_kwh: Decimal | None = None
+    target_amount: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChargeStarted(_Heard):
+    kind: ClassVar[str] = "started"
+    session_id: str
+    meter_wh: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MeterRead(_Heard):
+    kind: ClassVar[str] = "meter"
+    session_id: str
+    meter_wh: int
+    seq: int
+    trusted: bool = True  # a signed or calibrated reading
+    signed: str | None = None  # the meter's signed record (OCMF text, byte-exact)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChargeStopped(_Heard):
+    kind: ClassVar[str] = "stopped"
+    session_id: str
+    meter_wh: int | None
+    session_energy_wh: int | None
+    reason: str
+    invoicer: str | None = None  # OCPI flow: "cpo" when the CDR carries an invoice_reference_id
+    invoice_reference: str | None = None
+    signed: str | None = None  # the meter's signed record (OCMF text, byte-exact)
+    # The charger's own id for the message: a refused (implausible) stop must never take the
+    # place of the true one that follows (the engine keys its steps by event id).
+    message_id: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChargeFaulted(_Heard):
+    kind: ClassVar[str] = "faulted"
+    session_id: str
+    reason: str = "fault"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PriceCorrection(_Heard):
+    """The CPO's corrected total for a session already billed (a corrected CDR), VAT included;
+    ``seq`` tells one correction from the next."""
+
+    kind: ClassVar[str] = "price_corrected"
+    session_id: str
+    total_minor: int
+    reason: str
+    seq: int = 0
+
+
+ChargerEvent = (
+    PaymentRequested | ChargeStarted | MeterRead | ChargeStopped | ChargeFaulted | PriceCorrection
+)
 
 
 class ChargerEvents:

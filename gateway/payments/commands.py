@@ -1,5 +1,8 @@
 """Outputs of the session state machine: what the engine worker must do, after the step that
-decided it is stored. ``key`` is the idempotency key of the action."""
+decided it is stored. ``key`` is the idempotency key of the action.
+
+A command that carries money is built with keywords only (``kw_only``): two amounts, or an
+amount and a receipt number, side by side cannot be swapped by position."""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Preauthorize:
     key: str
     session_id: str
@@ -18,7 +21,7 @@ class Preauthorize:
     reference: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TopUp:
     """One more hold on the same card (ZVT: a pre-authorisation extension by the first hold's
     trace number); the terminal answers with a new receipt, or the same one increased."""
@@ -33,7 +36,7 @@ class TopUp:
     reference: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Capture:
     key: str
     session_id: str
@@ -46,7 +49,7 @@ class Capture:
     exact: bool = False  # book amount_minor itself (06 24): the hold may be bigger than held_minor
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Release:
     key: str
     session_id: str
@@ -63,7 +66,7 @@ class QueryOpenPreauths:
     terminal: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AuthorizeCharger:
     key: str
     session_id: str
@@ -103,7 +106,7 @@ class ShowReceipt:
     display: bool = False  # the terminal has no printer: show the lines instead (at most 8)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RefundPayment:
     key: str
     session_id: str

@@ -1,5 +1,8 @@
 """Inputs of the session state machine. Every event has an ``event_id``: the store applies a
-step per (session, event_id) once, so a redelivered event is a no-op."""
+step per (session, event_id) once, so a redelivered event is a no-op.
+
+An event that carries money or billed energy is built with keywords only (``kw_only``): an
+amount and a receipt number, or two energies, side by side cannot be swapped by position."""
 
 from __future__ import annotations
 
@@ -47,7 +50,7 @@ class CardPresented:
     )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TerminalResultArrived:
     """The outcome of a terminal command (preauthorize, topup, capture, release)."""
 
@@ -67,7 +70,7 @@ class TerminalResultArrived:
     provisional: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LastResult:
     """The terminal's repeat of its last result (ZVT 06 20): positive evidence of what it did."""
 
@@ -90,7 +93,7 @@ class OpenPreauthsReported:
     last: LastResult | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class OrphanFound:
     """The terminal sweep found a hold that no open session owns."""
 
@@ -119,7 +122,7 @@ class MeterValue:
     )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ChargerStopped:
     session_id: str
     event_id: str
@@ -170,7 +173,7 @@ class FiscalDataArrived:
     fields: tuple[tuple[str, str], ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RefundRequested:
     """Give back ``amount_minor`` of a completed session's capture (a technician, the CPO)."""
 
@@ -183,7 +186,7 @@ class RefundRequested:
     inbox_id: str | None = None  # the stored request this event carries out
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PriceCorrected:
     """The CPO's corrected price (a later CDR): what was captured above it is refunded."""
 

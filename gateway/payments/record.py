@@ -1,109 +1,214 @@
-"""A session as plain JSON for the store, and back. Rows written before holds were a list
-(one ``receipt_no`` and ``authorized_minor``) still load: they become a one-hold session."""
+"""A session as plain JSON for the store, and back — derived from the dataclasses in one place.
+
+The codec (``encode``/``decode``) walks the dataclasses' fields and type hints: enums are their
+values, datetimes ISO text, tuples lists, and the small value records in ``AS_ROWS`` arrays (as
+they always were stored). A session is stored as one flat object: its core fields and the
+fields of its parts side by side (field names are unique across parts: ``model.PART_OF``), with
+the derived money view (``VIEW``) for readers of the row (CLI, reconciliation, SQL queries).
+
+Rows of earlier versions load: the flat shape is the one they were written in (a new field
+is simply absent and takes its default); rows written before holds were a list (one
+``receipt_no`` and ``authorized_minor``) become a one-hold session; compacted rows (archived,
+defaults left out) fill in their defaults. Meter readings are kept by the store in their own
+table (``meter_readings``, migration 0010) and handed back under ``readings``; older rows carry
+them inline under the same key.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, astuple
+import types
+from collections.abc import Callable
+from dataclasses import MISSING, fields, is_dataclass
 from datetime import datetime
-from typing import Any
+from enum import Enum
+from functools import cache
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
-from gateway.fiscal.meter import SignedMeter
-from gateway.fiscal.receipt import ReceiptState, VatLine
-from gateway.payments.events import LastResult, TimerKind
-from gateway.payments.refunds import Refund, RefundMethod, RefundStatus
-from gateway.payments.session import Hold, HoldStatus, Reading, Session, State
+from gateway.fiscal.receipt import VatLine
+from gateway.payments.events import LastResult
+from gateway.payments.model import PARTS, Hold, HoldStatus, Reading, Session
+from gateway.payments.states import State
+
+# Small value records stored as arrays, in field order: [at, energy_wh, trusted], ...
+AS_ROWS: frozenset[type] = frozenset({Reading, VatLine, LastResult})
+
+# The money view, derived from the holds and refunds: written for readers of the row, never read.
+VIEW = (
+    "authorized_minor",
+    "captured_minor",
+    "released_minor",
+    "open_minor",
+    "receipt_no",
+    "refunded_minor",
+)
+
+
+Codec = Callable[[Any], Any]
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    hints = _HINTS.get(cls)
+    if hints is None:
+        hints = _HINTS[cls] = get_type_hints(cls)
+    return hints
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def encoder(tp: Any) -> Codec:
+    code = _ENCODERS.get(tp)
+    if code is None:
+        code = _ENCODERS[tp] = _encoder(tp)
+    return code
+
+
+def decoder(tp: Any) -> Codec:
+    code = _DECODERS.get(tp)
+    if code is None:
+        code = _DECODERS[tp] = _decoder(tp)
+    return code
+
+
+_ENCODERS: dict[Any, Codec] = {}  # built once per type: the store writes a session every step
+_DECODERS: dict[Any, Codec] = {}
+
+
+def _encoder(tp: Any) -> Codec:
+    """How a value of type ``tp`` becomes JSON: enums are their values, datetimes ISO text,
+    tuples lists, dataclasses objects — or arrays, in field order, for ``AS_ROWS``."""
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        (inner,) = (a for a in get_args(tp) if a is not type(None))
+        code = encoder(inner)
+        return _same if code is _same else lambda v: None if v is None else code(v)
+    if origin is tuple:
+        args = get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            item = encoder(args[0])
+            return list if item is _same else lambda v: [item(x) for x in v]
+        codes = [encoder(a) for a in args]
+        return lambda v: [code(x) for code, x in zip(codes, v, strict=True)]
+    if origin is dict:
+        return dict
+    if isinstance(tp, type) and is_dataclass(tp):
+        hints = _hints(tp)
+        named = [(f.name, encoder(hints[f.name])) for f in fields(tp)]
+        if tp in AS_ROWS:
+            return lambda v: [code(getattr(v, name)) for name, code in named]
+        return lambda v: {name: code(getattr(v, name)) for name, code in named}
+    if isinstance(tp, type) and issubclass(tp, Enum):
+        return lambda v: v.value
+    if tp is datetime:
+        return lambda v: v.isoformat()
+    return _same
+
+
+def _decoder(tp: Any) -> Codec:
+    """``encoder(tp)`` undone."""
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        (inner,) = (a for a in get_args(tp) if a is not type(None))
+        code = decoder(inner)
+        return _same if code is _same else lambda v: None if v is None else code(v)
+    if origin is tuple:
+        args = get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            item = decoder(args[0])
+            return tuple if item is _same else lambda v: tuple(item(x) for x in v)
+        codes = [decoder(a) for a in args]
+        return lambda v: tuple(code(x) for code, x in zip(codes, v, strict=True))
+    if origin is dict:
+        return dict
+    if isinstance(tp, type) and is_dataclass(tp):
+        return _object_decoder(tp)
+    if isinstance(tp, type) and issubclass(tp, Enum):
+        return tp
+    if tp is datetime:
+        return datetime.fromisoformat
+    return _same
+
+
+def _object_decoder(cls: type) -> Codec:
+    """A dataclass from its object (absent keys take their defaults) or, for ``AS_ROWS``, its
+    array. Fields stored as they are (numbers, text) are copied without a call: a store reads
+    every open session often."""
+    hints = _hints(cls)
+    named = [(f.name, decoder(hints[f.name])) for f in fields(cls)]
+    if cls in AS_ROWS:
+        if any(f.kw_only for f in fields(cls)):
+            return lambda v: cls(**{n: code(x) for (n, code), x in zip(named, v, strict=True)})
+        codes = [code for _, code in named]
+        return lambda v: cls(*[code(x) for code, x in zip(codes, v, strict=True)])
+    plain = [n for n, code in named if code is _same]
+    coded = [(n, code) for n, code in named if code is not _same]
+
+    def decode_object(v: dict[str, Any]) -> Any:
+        values = {n: v[n] for n in plain if n in v}
+        for n, code in coded:
+            if n in v:
+                values[n] = code(v[n])
+        return cls(**values)
+
+    return decode_object
+
+
+def encode(value: Any) -> Any:
+    """A dataclass (or any value of its fields' types) as JSON values."""
+    return encoder(type(value))(value)
+
+
+def decode(tp: Any, value: Any) -> Any:
+    return decoder(tp)(value)
 
 
 def to_json(s: Session) -> dict[str, Any]:
-    return {
-        "id": s.id,
-        "evse": s.evse,
-        "terminal": s.terminal,
-        "currency": s.currency,
-        "state": s.state.value,
-        "created_at": s.created_at.isoformat(),
-        "hold_minor": s.hold_minor,
-        "holds": [_hold_json(h) for h in s.holds],
-        # The money view, derived (kept for readers of the row: CLI, reconciliation queries).
-        "authorized_minor": s.authorized_minor,
-        "captured_minor": s.captured_minor,
-        "released_minor": s.released_minor,
-        "open_minor": s.open_minor,
-        "receipt_no": s.receipt_no,
-        "price_minor": s.price_minor,
-        "price_excl": s.price_excl,
-        "owed_minor": s.owed_minor,
-        "shortfall_minor": s.shortfall_minor,
-        "unpaid_energy_wh": s.unpaid_energy_wh,
-        "unpaid_minor": s.unpaid_minor,
-        "reference": s.reference,
-        "card": dict(s.card),
-        "scheme": s.scheme,
-        "expires_at": s.expires_at.isoformat() if s.expires_at else None,
-        "meter_start_wh": s.meter_start_wh,
-        "readings": [[r.at.isoformat(), r.energy_wh, r.trusted] for r in s.readings],
-        "billed_energy_wh": s.billed_energy_wh,
-        "reported_energy_wh": s.reported_energy_wh,
-        "timer": [s.timer[0].value, s.timer[1].isoformat()] if s.timer else None,
-        "attempts": s.attempts,
-        "lost_results": s.lost_results,
-        "held_result": list(astuple(s.held_result)) if s.held_result else None,
-        "topup_refused": s.topup_refused,
-        "topup_minor": s.topup_minor,
-        "stop_reason": s.stop_reason,
-        "notes": list(s.notes),
-        "discrepancies": list(s.discrepancies),
-        "fiscal": list(s.fiscal),
-        "tariff_id": s.tariff_id,
-        "route": s.route,
-        "invoicer": s.invoicer,
-        "invoice_reference": s.invoice_reference,
-        "invoice_url": s.invoice_url,
-        "fiscal_fields": [list(f) for f in s.fiscal_fields],
-        "vat": [[v.rate, v.net_minor, v.tax_minor] for v in s.vat],
-        "receipt": s.receipt.value,
-        "receipt_lines": list(s.receipt_lines),
-        "receipt_missing": list(s.receipt_missing),
-        "receipt_upstream": list(s.receipt_upstream),
-        "captured_at": s.captured_at.isoformat() if s.captured_at else None,
-        "meter_records": [asdict(m) for m in s.meter_records],
-        "refunds": [{**asdict(r), "at": r.at.isoformat()} for r in s.refunds],
-        "refunded_minor": s.refunded_minor,
-    }
+    """One flat object: the core's fields, each part's fields beside them, the money view."""
+    out: dict[str, Any] = {}
+    for name, code in _session_fields():
+        if name in PARTS:
+            out.update(code(getattr(s, name)))
+        else:
+            out[name] = code(getattr(s, name))
+    out.update({name: getattr(s, name) for name in VIEW})
+    return out
 
 
-def _hold_json(h: Hold) -> dict[str, Any]:
-    return {
-        "receipt_no": h.receipt_no,
-        "amount_minor": h.amount_minor,
-        "trace_no": h.trace_no,
-        "target_minor": h.target_minor,
-        "captured_minor": h.captured_minor,
-        "released_minor": h.released_minor,
-        "status": h.status.value,
-        "booking_receipt": h.booking_receipt,
-        "capture_sent_at": h.capture_sent_at.isoformat() if h.capture_sent_at else None,
-        "uncertain": h.uncertain,
-    }
+def from_json(d: dict[str, Any]) -> Session:
+    core: dict[str, Any] = {}
+    for name, code in _session_decoders():
+        if name in PARTS:
+            core[name] = code(d)  # its fields, side by side in the row
+        elif name == "holds":
+            core["holds"] = _holds(d)
+        elif name in d:
+            core[name] = code(d[name])
+    return Session(**core)
+
+
+@cache
+def _session_decoders() -> tuple[tuple[str, Codec], ...]:
+    hints = _hints(Session)
+    return tuple(
+        (f.name, decoder(PARTS[f.name] if f.name in PARTS else hints[f.name]))
+        for f in fields(Session)
+    )
+
+
+@cache
+def _session_fields() -> tuple[tuple[str, Codec], ...]:
+    hints = _hints(Session)
+    return tuple((f.name, encoder(hints[f.name])) for f in fields(Session))
 
 
 def _holds(d: dict[str, Any]) -> tuple[Hold, ...]:
+    """The holds; a row from before holds were a list has one (from its receipt and amount)."""
     if "holds" in d:
-        return tuple(
-            Hold(
-                h["receipt_no"],
-                h["amount_minor"],
-                h.get("trace_no"),
-                h.get("target_minor"),
-                h["captured_minor"],
-                h["released_minor"],
-                HoldStatus(h["status"]),
-                h.get("booking_receipt"),
-                datetime.fromisoformat(h["capture_sent_at"]) if h.get("capture_sent_at") else None,
-                h.get("uncertain", False),
-            )
-            for h in d["holds"]
-        )
+        return decode(tuple[Hold, ...], d["holds"])  # type: ignore[no-any-return]
     if d.get("receipt_no") is None:
         return ()
     captured, released, held = d["captured_minor"], d["released_minor"], d["authorized_minor"]
@@ -115,48 +220,28 @@ def _holds(d: dict[str, Any]) -> tuple[Hold, ...]:
     return (Hold(d["receipt_no"], held, None, None, captured, released, status),)
 
 
+def _defaults() -> dict[str, Any]:
+    """What each field holds when it says nothing, as JSON (from the dataclasses' defaults)."""
+    out: dict[str, Any] = {"open_minor": 0, "refunded_minor": 0}
+    for cls in (Session, *PARTS.values()):
+        hints = _hints(cls)
+        for f in fields(cls):
+            if f.name in PARTS or f.name in _ALWAYS_KEPT:
+                continue
+            if f.default is not MISSING:
+                out[f.name] = encoder(hints[f.name])(f.default)
+            elif f.default_factory is not MISSING:
+                out[f.name] = encoder(hints[f.name])(f.default_factory())
+    return out
+
+
+# Kept in an archived row even when they say nothing: its readers (reconciliation, the CLI)
+# read them without a default, and ``holds`` tells a row of today from one of before the list.
+_ALWAYS_KEPT = frozenset({"holds", "hold_minor", "price_minor", "reference"})
+
 # What a field holds when it says nothing: ``compact`` leaves such fields out of an archived
-# session's row, and ``from_json`` puts them back. One table for both, so they cannot disagree.
-DEFAULTS: dict[str, Any] = {
-    "card": {},
-    "scheme": None,
-    "expires_at": None,
-    "meter_start_wh": None,
-    "readings": [],
-    "billed_energy_wh": 0,
-    "reported_energy_wh": None,
-    "timer": None,
-    "attempts": 0,
-    "lost_results": 0,
-    "held_result": None,
-    "topup_refused": False,
-    "topup_minor": 0,
-    "stop_reason": None,
-    "notes": [],
-    "discrepancies": [],
-    "fiscal": [],
-    "tariff_id": None,
-    "route": None,
-    "invoicer": None,
-    "invoice_reference": None,
-    "invoice_url": None,
-    "fiscal_fields": [],
-    "vat": [],
-    "receipt": "",
-    "receipt_lines": [],
-    "receipt_missing": [],
-    "receipt_upstream": [],
-    "captured_at": None,
-    "meter_records": [],
-    "refunds": [],
-    "refunded_minor": 0,
-    "open_minor": 0,
-    "owed_minor": 0,
-    "shortfall_minor": 0,
-    "unpaid_energy_wh": 0,
-    "unpaid_minor": 0,
-    "price_excl": "0",
-}
+# session's row, and ``from_json`` gives them back (the dataclasses' defaults).
+DEFAULTS: dict[str, Any] = _defaults()
 
 
 def compact(d: dict[str, Any]) -> dict[str, Any]:
@@ -170,75 +255,9 @@ def compact(d: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if k != "readings" and not said_nothing(k, v)}
 
 
-def from_json(d: dict[str, Any]) -> Session:
-    def when(text: str | None) -> datetime | None:
-        return datetime.fromisoformat(text) if text else None
-
-    d = {**DEFAULTS, **d}  # a compacted row leaves fields out
-
-    return Session(
-        id=d["id"],
-        evse=d["evse"],
-        terminal=d["terminal"],
-        currency=d["currency"],
-        state=State(d["state"]),
-        created_at=datetime.fromisoformat(d["created_at"]),
-        hold_minor=d["hold_minor"],
-        holds=_holds(d),
-        price_minor=d["price_minor"],
-        price_excl=d["price_excl"],
-        owed_minor=d["owed_minor"],
-        shortfall_minor=d["shortfall_minor"],
-        unpaid_energy_wh=d["unpaid_energy_wh"],
-        unpaid_minor=d["unpaid_minor"],
-        reference=d["reference"],
-        card=dict(d["card"]),
-        scheme=d["scheme"],
-        expires_at=when(d["expires_at"]),
-        meter_start_wh=d["meter_start_wh"],
-        readings=tuple(
-            Reading(datetime.fromisoformat(at), wh, trusted) for at, wh, trusted in d["readings"]
-        ),
-        billed_energy_wh=d["billed_energy_wh"],
-        reported_energy_wh=d["reported_energy_wh"],
-        timer=(TimerKind(d["timer"][0]), datetime.fromisoformat(d["timer"][1]))
-        if d["timer"]
-        else None,
-        attempts=d["attempts"],
-        lost_results=d["lost_results"],
-        held_result=LastResult(*d["held_result"]) if d["held_result"] else None,
-        topup_refused=d["topup_refused"],
-        topup_minor=d["topup_minor"],
-        stop_reason=d["stop_reason"],
-        notes=tuple(d["notes"]),
-        discrepancies=tuple(d["discrepancies"]),
-        fiscal=tuple(d["fiscal"]),
-        tariff_id=d["tariff_id"],
-        route=d["route"],
-        invoicer=d["invoicer"],
-        invoice_reference=d["invoice_reference"],
-        invoice_url=d["invoice_url"],
-        fiscal_fields=tuple((str(k), str(v)) for k, v in d["fiscal_fields"]),
-        vat=tuple(VatLine(rate, net, tax) for rate, net, tax in d["vat"]),
-        receipt=ReceiptState(d["receipt"]),
-        receipt_lines=tuple(d["receipt_lines"]),
-        receipt_missing=tuple(d["receipt_missing"]),
-        receipt_upstream=tuple(d["receipt_upstream"]),
-        captured_at=when(d["captured_at"]),
-        meter_records=tuple(SignedMeter(**m) for m in d["meter_records"]),
-        refunds=tuple(_refund(r) for r in d["refunds"]),
-    )
-
-
-def _refund(d: dict[str, Any]) -> Refund:
-    return Refund(
-        d["id"],
-        d["amount_minor"],
-        d["reason"],
-        d["source"],
-        RefundMethod(d["method"]),
-        RefundStatus(d["status"]),
-        datetime.fromisoformat(d["at"]),
-        d.get("receipt_no"),
-        d.get("message", ""),
-    )
+def to_row(s: Session) -> tuple[dict[str, Any], tuple[tuple[str, int, bool], ...]]:
+    """The session's row without its meter readings, and the readings as the store keeps them:
+    one row each in the append-only ``meter_readings`` table (a step adds only the new ones)."""
+    data = to_json(s)
+    readings = data.pop("readings")
+    return data, tuple((at, energy_wh, trusted) for at, energy_wh, trusted in readings)

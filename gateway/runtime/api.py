@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import json
 import logging
 import uuid
 from collections.abc import Callable, Sequence
@@ -21,12 +22,29 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.errors import Unavailable
+from gateway.errors import QueueFull, Unavailable
+from gateway.jsonscan import brackets
 from gateway.payments.preauth import Target
-from gateway.runtime.engine_worker import PayAnswer
+from gateway.runtime.admission import PayAnswer
+from gateway.runtime.connections import (
+    BODY_TIMEOUT_S,
+    REQUEST_DEADLINE_S,
+    ConnectionGuard,
+    GuardedSite,
+)
 from gateway.runtime.metrics import Metrics
 
 _LOGGER = logging.getLogger(__name__)
+MAX_JSON_DEPTH = 16  # as the OCPI server: a kiosk's body is two levels deep
+_ARRIVED = web.RequestKey("arrived", float)  # loop time of the request's first byte
+# (evse, Idempotency-Key, target, client id) -> the stored session or the refusal
+Pay = Callable[[str, str | None, Target | None, str], PayAnswer]
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
 
 
 class ApiWorker:
@@ -39,9 +57,13 @@ class ApiWorker:
         metrics: Metrics,
         status: Callable[[], dict[str, Any]],
         healthy: Callable[[], tuple[bool, dict[str, Any]]],
-        pay: Callable[[str, str | None, Target | None], PayAnswer] | None = None,
+        pay: Pay | None = None,
         client_hashes: dict[str, str] | None = None,
         allowed_origins: Sequence[str] = (),
+        *,
+        guard: ConnectionGuard | None = None,
+        body_timeout_s: float = BODY_TIMEOUT_S,
+        deadline_s: float = REQUEST_DEADLINE_S,
     ) -> None:
         self._clients = dict(client_hashes or {})  # sha256 hex of the token -> client id
         self._origins = set(allowed_origins)
@@ -51,41 +73,99 @@ class ApiWorker:
         self._status = status
         self._healthy = healthy
         self._pay = pay
+        self.guard = guard or ConnectionGuard()
+        self._body_timeout = body_timeout_s
+        self._deadline = deadline_s
         self.bound_port: int | None = None
         self.listening = asyncio.Event()
         self._runner: web.AppRunner | None = None
 
     def _app(self) -> web.Application:
-        app = web.Application(middlewares=[_ids], client_max_size=64 * 1024)
+        app = web.Application(middlewares=[_ids, self._in_time], client_max_size=64 * 1024)
         app.router.add_get("/health", self._health)
         app.router.add_get("/status", self._status_view)
         app.router.add_get("/metrics", self._metrics_view)
         app.router.add_post("/evses/{evse}/pay", self._pay_view)
         return app
 
-    def _refusal(self, request: web.Request) -> web.Response | None:
+    def _refusal(self, request: web.Request) -> web.Response | str:
+        """The refusal, or the id of the client that asks ('' when the API takes no tokens)."""
         origin = request.headers.get("Origin")
         if origin is not None and origin not in self._origins:
             return web.json_response({"error": f"origin {origin!r} is not allowed"}, status=403)
         if request.content_type != "application/json":
             return web.json_response({"error": "send Content-Type: application/json"}, status=415)
-        if self._clients:
-            auth = request.headers.get("Authorization", "")
-            token = auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else ""
-            digest = hashlib.sha256(token.encode()).hexdigest()
-            if not token or not any(hmac.compare_digest(digest, known) for known in self._clients):
-                return web.json_response(
-                    {"error": "a valid bearer token is required"},
-                    status=401,
-                    headers={"WWW-Authenticate": "Bearer"},
-                )
-        return None
+        if not self._clients:
+            return ""
+        auth = request.headers.get("Authorization", "")
+        token = auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else ""
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        # every known digest is compared (constant time), whichever matches
+        found = [c for known, c in self._clients.items() if hmac.compare_digest(digest, known)]
+        if not token or not found:
+            return web.json_response(
+                {"error": "a valid bearer token is required"},
+                status=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        return found[0]
+
+    @web.middleware
+    async def _in_time(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """A request is handled only within its deadline from its first byte: one the client
+        has given up on (a loop held up, a slow sender) is refused, never run later."""
+        transport = request.transport
+        arrived = self.guard.started(transport)
+        if arrived is not None:
+            request[_ARRIVED] = arrived
+        try:
+            late = self._late(request)
+            if late is not None:
+                return late
+            response: web.StreamResponse = await handler(request)
+            return response
+        finally:
+            self.guard.finished(transport)
+
+    def _late(self, request: web.Request) -> web.Response | None:
+        arrived = request.get(_ARRIVED)
+        waited = 0.0 if arrived is None else asyncio.get_running_loop().time() - arrived
+        if waited <= self._deadline:
+            return None
+        _LOGGER.warning("api.request_late", extra={"path": request.path, "waited_s": waited})
+        return web.json_response(
+            {
+                "error": f"the request waited {waited:.1f} s (limit {self._deadline:.0f} s); "
+                "it was not run: send it again"
+            },
+            status=503,
+            headers={"Retry-After": "1"},
+        )
+
+    async def _body(self, request: web.Request) -> object:
+        """The JSON body, read within the body timeout and no deeper than MAX_JSON_DEPTH."""
+        if not request.can_read_body:
+            return {}
+        try:
+            async with asyncio.timeout(self._body_timeout):
+                raw = await request.read()
+        except TimeoutError:
+            raise _Refused(
+                408, f"the body did not arrive within {self._body_timeout:.0f} s"
+            ) from None
+        text = raw.decode("utf-8", "replace")
+        if any(depth > MAX_JSON_DEPTH for _, depth in brackets(text)):
+            raise _Refused(400, f"invalid body: JSON nested deeper than {MAX_JSON_DEPTH} levels")
+        try:
+            return json.loads(raw)
+        except ValueError as exc:
+            raise _Refused(400, f"invalid body: not JSON ({exc})") from None
 
     async def _pay_view(self, request: web.Request) -> web.Response:
         """The site's kiosk or charger screen asks to start a paid session at an EVSE."""
-        refused = self._refusal(request)
-        if refused is not None:
-            return refused
+        client = self._refusal(request)
+        if not isinstance(client, str):
+            return client
         evse = request.match_info["evse"]
         if self._pay is None:
             return web.json_response({"error": "no payment engine runs on this site"}, status=409)
@@ -95,10 +175,18 @@ class ApiWorker:
                 {"error": "Idempotency-Key must be 1 to 128 printable characters"}, status=400
             )
         try:
-            target = _target(await request.json() if request.can_read_body else {})
+            target = _target(await self._body(request))
+        except _Refused as exc:
+            return web.json_response({"error": exc.message}, status=exc.status)
         except ValueError as exc:
             return web.json_response({"error": f"invalid body: {exc}"}, status=400)
-        answer = self._pay(evse, key, target)
+        late = self._late(request)  # the body too must come in time: else nothing is started
+        if late is not None:
+            return late
+        try:
+            answer = self._pay(evse, key, target, client)
+        except QueueFull as exc:  # nothing was stored: the kiosk may ask again
+            return web.json_response({"evse": evse, "error": str(exc)}, status=503)
         body: dict[str, Any] = {"evse": evse}
         if answer.session_id:
             body.update(session=answer.session_id, state=answer.state)
@@ -116,16 +204,20 @@ class ApiWorker:
         return web.json_response(self._status())
 
     async def _metrics_view(self, _request: web.Request) -> web.Response:
-        return web.Response(text=self._metrics.render(), content_type="text/plain", charset="utf-8")
+        text = await self._metrics.scrape()
+        return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
     async def bind(self) -> None:
-        """Listen now (before READY): a port in use is a start failure, not a restart loop."""
+        """Listen now (before READY): a port in use is a start failure, not a restart loop. The
+        listener is aiohttp's protocol behind the connection guard (cap, header timeout)."""
         if self._runner is not None:
             return
-        runner = web.AppRunner(self._app(), access_log=None)
+        runner = web.AppRunner(
+            self._app(), access_log=None, keepalive_timeout=self.guard.header_timeout_s
+        )
         await runner.setup()
+        site = GuardedSite(runner, self._host, self._port, self.guard)
         try:
-            site = web.TCPSite(runner, self._host, self._port, reuse_address=True)
             await site.start()
         except OSError as exc:
             await runner.cleanup()
@@ -133,8 +225,7 @@ class ApiWorker:
                 f"api: cannot listen on {self._host}:{self._port}: {exc.strerror or exc}; "
                 "free the port or change [api] port"
             ) from None
-        sockets = getattr(site._server, "sockets", None) or []
-        self.bound_port = sockets[0].getsockname()[1] if sockets else self._port
+        self.bound_port = site.port
         self._runner = runner
         _LOGGER.info("api.listening", extra={"host": self._host, "port": self.bound_port})
 

@@ -20,7 +20,8 @@ from typing import Any
 
 from drivers.base import PaymentTerminal
 from gateway import __version__
-from gateway.errors import GatewayError, StoreError, Unavailable
+from gateway.acquirer.webhook_server import webhook_receivers
+from gateway.errors import GatewayError, QueueFull, StoreError, Unavailable
 from gateway.ocpi.charger import OcpiChargerLink
 from gateway.ocpi.worker import UpstreamWorker
 from gateway.payments.charger import ChargerLink
@@ -28,15 +29,17 @@ from gateway.payments.events import FiscalDataArrived
 from gateway.payments.preauth import Target
 from gateway.payments.record import compact
 from gateway.payments.tariff import Tariff
+from gateway.runtime import store_figures
+from gateway.runtime.admission import PayAnswer
 from gateway.runtime.api import ApiWorker
 from gateway.runtime.engine_setup import build_engine
-from gateway.runtime.engine_worker import EngineWorker, PayAnswer
+from gateway.runtime.engine_worker import EngineWorker
 from gateway.runtime.metrics import Metrics
 from gateway.runtime.mqtt_charger import MqttChargerLink
 from gateway.runtime.sdnotify import Notifier
 from gateway.runtime.supervisor import Supervisor, Worker
 from gateway.settings import Settings, journal_signing_key
-from gateway.store import Store
+from gateway.store import ApiOrigin, Store
 from gateway.store.db import quick_check_path
 from gateway.store.lock import DatabaseLock
 
@@ -59,6 +62,10 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 class Daemon:
     def __init__(
         self,
@@ -74,10 +81,17 @@ class Daemon:
         )  # read before anything starts: a bad key stops here
         self.notifier = notifier or Notifier()
         self.metrics = Metrics()
-        settings.storage.path.parent.mkdir(parents=True, exist_ok=True)
         self.lock = DatabaseLock(settings.storage.path)
-        # a second daemon on this database stops here, naming the first one's pid
-        self.lock.acquire()
+        try:
+            settings.storage.path.parent.mkdir(parents=True, exist_ok=True)
+            # a second daemon on this database stops here, naming the first one's pid
+            self.lock.acquire()
+        except OSError as exc:  # a read-only or foreign directory: one line, exit 74
+            raise StoreError(
+                f"{settings.storage.path.parent}: cannot use the database directory "
+                f"({exc.strerror or exc}); check its owner, mode and that its file system is "
+                "mounted read-write"
+            ) from None
         if self.lock.unclean:
             why = "the last daemon did not stop cleanly"
             _LOGGER.warning(
@@ -90,6 +104,7 @@ class Daemon:
                 settings.storage.path,
                 busy_timeout_ms=settings.storage.busy_timeout_ms,
                 check=self.lock.unclean,
+                group=settings.storage.group,
             )
         except BaseException:
             self.lock.release()
@@ -131,6 +146,7 @@ class Daemon:
                 on_failure=lambda kind: self.metrics.inc(
                     "evpay_upstream_failures_total", kind=kind
                 ),
+                webhooks=webhook_receivers(settings, self.store, _utcnow),
             )
             workers.insert(1, self.upstream)
         self.supervisor = Supervisor(
@@ -141,9 +157,13 @@ class Daemon:
             fatal=(StoreError,),
         )
         self.fatal: BaseException | None = None
+        self.store_fault: str | None = None  # the last write the store refused (disk full)
         self.ready = asyncio.Event()
         self._stop_requested: asyncio.Event | None = None
         self.metrics.add_collector(self._collect)
+        self.metrics.add_reader(
+            store_figures.reader(settings.storage.path, settings.storage.busy_timeout_ms)
+        )
 
     def upstream_state(self) -> tuple[bool, str] | None:
         """(registered, why) when an upstream is configured."""
@@ -169,6 +189,9 @@ class Daemon:
             details["upstream"] = why if registered else f"not registered — {why}"
             if not registered and self.settings.charger.mode == "ocpi":
                 ok = False  # no session can start without the CPO
+        if self.store_fault is not None:
+            details["store"] = self.store_fault
+            ok = False
         return ok, details
 
     def snapshot(self) -> dict[str, Any]:
@@ -211,61 +234,13 @@ class Daemon:
         )
 
     def _collect(self, metrics: Metrics) -> None:
+        """In-memory figures (workers, terminals); the store's are read off the loop
+        (``store_figures``)."""
         metrics.describe("evpay_worker_up", "gauge", "1 when the worker is running")
         metrics.describe("evpay_worker_restarts_total", "counter", "worker restarts after a crash")
         for s in self.supervisor.status.values():
             metrics.set("evpay_worker_up", 1.0 if s.state == "up" else 0.0, worker=s.name)
             metrics.set("evpay_worker_restarts_total", float(s.restarts), worker=s.name)
-        backlog = self.store.outbox.backlog()
-        metrics.describe("evpay_outbox_pending", "gauge", "upstream messages waiting to be sent")
-        metrics.set("evpay_outbox_pending", float(backlog.pending))
-        metrics.describe("evpay_outbox_dead", "gauge", "upstream messages dead-lettered")
-        metrics.set("evpay_outbox_dead", float(backlog.dead))
-        metrics.describe(
-            "evpay_outbox_oldest_age_seconds", "gauge", "age of the oldest pending message"
-        )
-        age = (
-            (datetime.now(UTC) - backlog.oldest_pending).total_seconds()
-            if backlog.oldest_pending
-            else 0.0
-        )
-        metrics.set("evpay_outbox_oldest_age_seconds", age)
-        metrics.describe("evpay_sessions_open", "gauge", "charging sessions not yet final")
-        metrics.set("evpay_sessions_open", float(self.store.count_open_sessions()))
-        self._collect_money(metrics)
-
-    def _collect_money(self, metrics: Metrics) -> None:
-        """Money figures from the store at scrape time: they survive restarts and never drift."""
-        f = self.store.money_figures()
-        metrics.describe(
-            "evpay_sessions_final_total", "counter", "sessions that ended, by final state"
-        )
-        for state, n in f["final"].items():
-            metrics.set("evpay_sessions_final_total", float(n), state=state)
-        metrics.describe(
-            "evpay_money_minor_total",
-            "counter",
-            "minor units held, captured, released and given back, by kind and currency",
-        )
-        for (kind, currency), amount in f["money"].items():
-            metrics.set("evpay_money_minor_total", float(amount), kind=kind, currency=currency)
-        metrics.describe(
-            "evpay_owed_minor",
-            "gauge",
-            "amounts owed (unconfirmed, lapsed, shortfall), by currency",
-        )
-        for currency, amount in f["owed"].items():
-            metrics.set("evpay_owed_minor", float(amount), currency=currency)
-        metrics.describe("evpay_holds_open", "gauge", "open sessions that hold money at a terminal")
-        metrics.set("evpay_holds_open", float(f["holds_open"]))
-        metrics.describe(
-            "evpay_hold_oldest_age_seconds", "gauge", "age of the oldest open session holding money"
-        )
-        oldest = f["holds_oldest"]
-        metrics.set(
-            "evpay_hold_oldest_age_seconds",
-            (datetime.now(UTC) - oldest).total_seconds() if oldest else 0.0,
-        )
         metrics.describe(
             "evpay_terminal_up", "gauge", "1 when the terminal answered its last command"
         )
@@ -291,13 +266,27 @@ class Daemon:
         )
 
     def _fiscal_data(self, event: FiscalDataArrived) -> None:
-        if self.engine is not None:
+        if self.engine is None:
+            return
+        try:
             self.engine.submit(event)
+        except QueueFull as exc:  # it is in the inbox; the refusal is said, not swallowed
+            _LOGGER.warning(
+                "engine.queue_full",
+                extra={"queue": exc.queue, "session": event.session_id, "reason": str(exc)},
+            )
 
     def _request_payment(
-        self, evse: str, idempotency_key: str | None = None, target: Target | None = None
+        self,
+        evse: str,
+        idempotency_key: str | None = None,
+        target: Target | None = None,
+        client: str = "",
     ) -> PayAnswer:
-        """The kiosk's request: stored as a session before 202, or refused at once with why."""
+        """The kiosk's request: stored as a session before 202, or refused at once with why.
+        Idempotency keys are the client's own (two kiosks may both send "1"); a key used again
+        with another request is refused 422, as Stripe does. The client id is stored with the
+        session the request creates, in the same step."""
         if self.engine is None:
             return PayAnswer(409, "no payment engine runs on this site")
         if "kiosk" not in self.settings.charger.start_paths:
@@ -307,7 +296,27 @@ class Daemon:
         upstream = self.upstream_state()
         if self.settings.charger.mode == "ocpi" and upstream is not None and not upstream[0]:
             return PayAnswer(503, f"upstream: not registered — {upstream[1]}")
-        return self.engine.request_payment(evse, idempotency_key, target)
+        request = hashlib.sha256(repr((evse, target)).encode()).hexdigest()
+        key_hash = None if idempotency_key is None else _sha256(idempotency_key)
+        scoped = f"{client}\x00{idempotency_key}" if client and idempotency_key else idempotency_key
+        try:
+            if key_hash is not None:
+                known = self.store.api_request(client, key_hash)
+                if known is not None and known[1] != request:
+                    return PayAnswer(
+                        422,
+                        "this Idempotency-Key was used with a different request "
+                        f"(session {known[0]}): use a new key for a new request",
+                    )
+            with self.store.attributed(ApiOrigin(client, key_hash, request)):
+                answer = self.engine.request_payment(evse, scoped, target)
+        except StoreError as exc:  # disk full, read-only: nothing was stored, nothing will run
+            self.store_fault = str(exc)
+            _LOGGER.error("api.pay_not_stored", extra={"evse": evse, "error": str(exc)})  # noqa: TRY400 - the message says it all
+            return PayAnswer(503, f"the payment could not be stored: {exc}")
+        if answer.status == 202:
+            self.store_fault = None  # it writes again (space was freed)
+        return answer
 
     def _fatal(self, exc: BaseException) -> None:
         self.fatal = exc

@@ -13,7 +13,16 @@ from datetime import UTC, datetime
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from gateway.fiscal.ocmf import ocmf_time, signed_record
-from gateway.payments.charger import ChargerEvent, ChargerEvents, ChargerLink
+from gateway.payments.charger import (
+    ChargeFaulted,
+    ChargerEvent,
+    ChargerEvents,
+    ChargerLink,
+    ChargeStarted,
+    ChargeStopped,
+    MeterRead,
+    PaymentRequested,
+)
 from gateway.payments.session import authorization_reference
 
 _LOGGER = logging.getLogger(__name__)
@@ -58,7 +67,7 @@ class SimulatedCharger(ChargerEvents):
         state = self._evses[evse]
         state.plan = plan or EvsePlan()
         state.stop_requested = ""
-        self._emit(ChargerEvent("payment_requested", evse))
+        self._emit(PaymentRequested(evse=evse))
 
     async def authorize(
         self,
@@ -100,7 +109,7 @@ class SimulatedCharger(ChargerEvents):
         sid = s.session_id
         start = s.meter_wh
         began = datetime.now(UTC)
-        self._emit(ChargerEvent("started", evse, sid, meter_wh=start))
+        self._emit(ChargeStarted(evse=evse, session_id=sid, meter_wh=start))
         step = max(1, plan.step_wh)
         seq = 0
         while s.meter_wh - start < plan.energy_wh and not s.stop_requested:
@@ -108,16 +117,15 @@ class SimulatedCharger(ChargerEvents):
             s.meter_wh += min(step, plan.energy_wh - (s.meter_wh - start))
             seq += 1
             if plan.fault_after_wh is not None and s.meter_wh - start >= plan.fault_after_wh:
-                self._emit(ChargerEvent("faulted", evse, sid, reason="ground fault"))
+                self._emit(ChargeFaulted(evse=evse, session_id=sid, reason="ground fault"))
                 return
-            self._emit(ChargerEvent("meter", evse, sid, meter_wh=s.meter_wh, seq=seq))
+            self._emit(MeterRead(evse=evse, session_id=sid, meter_wh=s.meter_wh, seq=seq))
         reason = s.stop_requested or "EV full"
         signed = _ocmf(plan, sid, start, s.meter_wh, began) if plan.meter_key is not None else None
         self._emit(
-            ChargerEvent(
-                "stopped",
-                evse,
-                sid,
+            ChargeStopped(
+                evse=evse,
+                session_id=sid,
                 meter_wh=s.meter_wh,
                 session_energy_wh=s.meter_wh - start,
                 reason=reason,

@@ -16,7 +16,7 @@ from drivers.base import TerminalResult
 from gateway.errors import StaleRead
 from gateway.payments import commands as c
 from gateway.payments import events as e
-from gateway.payments.record import from_json, to_json
+from gateway.payments.record import from_json, to_row
 from gateway.payments.session import FINAL, HoldStatus, Policy, Session, State, transition
 from gateway.payments.states import EVSE_FREE
 from gateway.store import (
@@ -92,7 +92,13 @@ class EngineHost:
         for receipt in sorted(set(open_receipts) - owned):
             sid = f"orphan-{terminal}-{receipt}-{sweep_id}"
             commands += self.handle(
-                e.OrphanFound(sid, "found", terminal, receipt, currency)
+                e.OrphanFound(
+                    session_id=sid,
+                    event_id="found",
+                    terminal=terminal,
+                    receipt_no=receipt,
+                    currency=currency,
+                )
             ).commands
         return commands
 
@@ -176,7 +182,7 @@ class EngineHost:
     def _day_closed(self, s: Session) -> bool:
         """Has an end of day on the session's terminal closed the batch its capture is in?"""
         closed = self.store.last_end_of_day(s.terminal)
-        return closed is not None and closed >= (s.captured_at or s.created_at)
+        return closed is not None and closed >= (s.bill.captured_at or s.created_at)
 
     def _ambiguous(self, session: Session, last: e.LastResult) -> bool:
         """Could the terminal's last result belong to another session? Yes if another session of
@@ -226,7 +232,15 @@ class EngineHost:
         result = transition(before, event, now, self.policy)
         after = result.session
         if after is None or (after == before and not result.commands):
-            if result.note:
+            energy = isinstance(event, e.MeterValue | e.ChargerStopped)
+            if energy and (before is None or before.state in FINAL):
+                # energy no open session takes (a forged or late message): said, never silent
+                why = "no such session" if before is None else f"session is {before.state.value}"
+                _LOGGER.warning(
+                    "engine.energy_ignored",
+                    extra={"session": event.session_id, "event": event.event_id, "why": why},
+                )
+            elif result.note:
                 _LOGGER.debug(
                     "engine.ignored", extra={"session": event.session_id, "note": result.note}
                 )
@@ -290,16 +304,18 @@ class EngineHost:
             for x in commands
             if isinstance(x, c.Enqueue)
         ]
+        data, readings = to_row(after)
         return Step(
             key=f"{after.id}:{event.event_id}",
             sessions=[
                 SessionRecord(
                     after.id,
                     after.state.value,
-                    to_json(after),
+                    data,
                     final=after.state in FINAL,
-                    owed_minor=after.owed_minor,
+                    owed_minor=after.bill.owed_minor,
                     terminal=after.terminal,
+                    readings=readings,
                 )
             ],
             payments=_payments(after),
@@ -374,16 +390,19 @@ def _payments(s: Session) -> list[PaymentRecord]:
         )
         for r in s.refunds
     ]
-    if s.owed_minor:
+    if s.bill.owed_minor:
         rows.append(
             PaymentRecord(
                 f"{s.id}:owed",
                 s.id,
                 "owed",
                 "open",
-                s.owed_minor,
+                s.bill.owed_minor,
                 s.currency,
-                {"shortfall_minor": s.shortfall_minor, "unpaid_energy_wh": s.unpaid_energy_wh},
+                {
+                    "shortfall_minor": s.bill.shortfall_minor,
+                    "unpaid_energy_wh": s.bill.unpaid_energy_wh,
+                },
             )
         )
     return rows

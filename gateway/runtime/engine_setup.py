@@ -13,7 +13,7 @@ from drivers.money import Money
 from drivers.transport import open_transport
 from drivers.zvt.asyncio.terminal import ZvtOptions, ZvtTerminal
 from firmware_bridge.everest import EverestEvse, EverestMapping
-from firmware_bridge.link import BrokerSettings
+from firmware_bridge.link import BrokerSettings, ContractMapping, Mapping
 from gateway.errors import ConfigError
 from gateway.fiscal.profiles import PROFILES
 from gateway.ocpi.charger import OcpiChargerLink
@@ -70,6 +70,9 @@ def build_policy(settings: Settings) -> Policy:
         fiscal_wait=timedelta(seconds=settings.fiscal.wait_s),
         e_receipt_url=settings.fiscal.e_receipt_url,
         display_only=frozenset(t.id for t in settings.terminals if not t.printer),
+        rated_power_w={
+            e.id: int(e.rated_power_kw * 1000) for e in settings.charger.evses if e.rated_power_kw
+        },
         route_holds={
             r.id: route.hold
             for r, route in zip(settings.routes, build_routes(settings, hold), strict=True)
@@ -145,6 +148,7 @@ def build_terminal(settings: Settings, t: TerminalSettings) -> PaymentTerminal:
         currency=t.currency or settings.site.currency,
         capture_mode=t.capture_mode,
         incremental=t.incremental,
+        charset=t.charset,
     )
     return ZvtTerminal(t.id, transport, serial_framing=serial_framing, options=options)
 
@@ -165,7 +169,7 @@ def build_charger(settings: Settings, store: Store | None = None) -> ChargerLink
         password=c.password.reveal() if c.password else None,
         ca_file=str(c.ca_file) if c.ca_file else None,
     )
-    mapping = None
+    mapping: Mapping = ContractMapping(c.topic_prefix, {e.id: e.charger for e in c.evses})
     if c.mapping == "everest":
         evses = [EverestEvse(e.id, str(e.everest_module), e.connector) for e in c.evses]
         mapping = EverestMapping(c.everest_token_provider, c.everest_auth_consumer, evses)

@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import sys
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -84,8 +85,44 @@ def _under_journald() -> bool:
     return stream == f"{st.st_dev}:{st.st_ino}"
 
 
+class RepeatLimit(logging.Filter):
+    """At most ``burst`` lines per ``window_s`` of one warning or error (same logger, same
+    event): a flood of connections or a failing disk must not fill the journal (72-117 MB a
+    minute were seen). The first line after a quiet window says how many were left out
+    (``suppressed=N``). At most MAX_KEYS events are tracked; the oldest is forgotten first."""
+
+    MAX_KEYS = 1024
+
+    def __init__(
+        self, burst: int = 10, window_s: float = 60.0, clock: Any = time.monotonic
+    ) -> None:
+        super().__init__()
+        self.burst, self.window_s, self._clock = burst, window_s, clock
+        self._seen: dict[tuple[str, object], list[float]] = {}  # [window start, shown, dropped]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        now = self._clock()
+        key = (record.name, record.msg)
+        entry = self._seen.get(key)
+        if entry is None or now - entry[0] >= self.window_s:
+            if entry is not None and entry[2]:
+                record.__dict__["suppressed"] = int(entry[2])
+            if entry is None and len(self._seen) >= self.MAX_KEYS:
+                del self._seen[next(iter(self._seen))]
+            self._seen[key] = [now, 1, 0]
+            return True
+        if entry[1] < self.burst:
+            entry[1] += 1
+            return True
+        entry[2] += 1
+        return False
+
+
 def configure(level: str = "info", fmt: str = "logfmt") -> None:
     handler = logging.StreamHandler(sys.stdout)
+    handler.addFilter(RepeatLimit())
     handler.setFormatter(JsonFormatter() if fmt == "json" else LogfmtFormatter(_under_journald()))
     root = logging.getLogger()
     root.handlers[:] = [handler]

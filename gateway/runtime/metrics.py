@@ -1,11 +1,14 @@
 """A small Prometheus text-format registry (counters and gauges, with labels).
 
-Gauges that describe stored state (outbox backlog, open sessions) are computed by
-collectors at scrape time from the store, so they can never drift from the truth.
+Gauges that describe stored state (outbox backlog, open sessions, money) are computed at scrape
+time from the store, so they can never drift from the truth. Such a *reader* runs in a worker
+thread (``scrape``), never on the event loop: what it returns sets the figures on the loop.
+Collectors (in-memory state only) run on the loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -14,6 +17,9 @@ Labels = tuple[tuple[str, str], ...]
 
 # Terminal commands take from tens of milliseconds (a status) to minutes (a card wait).
 BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+
+Collector = Callable[["Metrics"], None]
+Reader = Callable[[], Collector]  # blocking (the store): runs in a thread, returns a collector
 
 
 @dataclass(slots=True)
@@ -29,7 +35,11 @@ class _Family:
 class Metrics:
     def __init__(self) -> None:
         self._families: dict[str, _Family] = {}
-        self._collectors: list[Callable[[Metrics], None]] = []
+        self._collectors: list[Collector] = []
+        self._readers: list[Reader] = []
+        # One scrape reads the store at a time: the others wait their turn on the loop (each is
+        # an HTTP request the API already holds), and no more than one thread reads for them.
+        self._reading = asyncio.Lock()
 
     def describe(self, name: str, kind: str, help_text: str) -> None:
         self._families.setdefault(name, _Family(kind, help_text))
@@ -52,14 +62,29 @@ class Metrics:
         counts[-2] += value
         counts[-1] += 1
 
-    def add_collector(self, collector: Callable[[Metrics], None]) -> None:
+    def add_collector(self, collector: Collector) -> None:
+        """In-memory figures, collected on the loop at every render."""
         self._collectors.append(collector)
+
+    def add_reader(self, reader: Reader) -> None:
+        """Figures read from the store: ``scrape`` runs ``reader`` in a worker thread."""
+        self._readers.append(reader)
+
+    async def scrape(self) -> str:
+        """The page: the store's figures read off the loop (``asyncio.to_thread``), then set
+        and rendered on it."""
+        async with self._reading:
+            for read in self._readers:
+                collect = await asyncio.to_thread(read)
+                collect(self)
+            return self.render()
 
     def value(self, name: str, **labels: str) -> float | None:
         family = self._families.get(name)
         return family.values.get(tuple(sorted(labels.items()))) if family else None
 
     def render(self) -> str:
+        """The page from what is in memory and the collectors (no store reads: see ``scrape``)."""
         for collect in self._collectors:
             collect(self)
         lines: list[str] = []

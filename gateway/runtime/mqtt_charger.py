@@ -10,7 +10,15 @@ from datetime import datetime
 
 from firmware_bridge import contract as m
 from firmware_bridge.link import BrokerSettings, Mapping, MqttLink
-from gateway.payments.charger import ChargerEvent, ChargerEvents
+from gateway.payments.charger import (
+    ChargeFaulted,
+    ChargerEvent,
+    ChargerEvents,
+    ChargeStarted,
+    ChargeStopped,
+    MeterRead,
+    PaymentRequested,
+)
 
 
 class MqttChargerLink(ChargerEvents):
@@ -63,42 +71,40 @@ def charger_event(
     ends with its stop); ``done`` acknowledges the message once the engine stored it."""
     match message:
         case m.Plugged():  # the message id is the pay request's idempotency key
-            return ChargerEvent(
-                "payment_requested",
-                evse,
-                session_id=message.id,
+            return PaymentRequested(
+                evse=evse,
+                request_id=message.id,
                 target_kwh=m.kwh(message.target_kwh),
                 target_amount=m.kwh(message.target_amount),
                 done=done,
             )
         case m.Started():
-            return ChargerEvent(
-                "started", evse, message.session_id, meter_wh=message.meter_wh, done=done
+            return ChargeStarted(
+                evse=evse, session_id=message.session_id, meter_wh=message.meter_wh, done=done
             )
         # the charger's calibrated meter; a `signed` (OCMF) record is checked by the engine
         case m.Meter():
-            return ChargerEvent(
-                "meter",
-                evse,
-                message.session_id,
+            return MeterRead(
+                evse=evse,
+                session_id=message.session_id,
                 meter_wh=message.meter_wh,
                 seq=message.seq,
                 signed=message.signed,
                 done=done,
             )
         case m.Stopped():
-            return ChargerEvent(
-                "stopped",
-                evse,
-                message.session_id,
+            return ChargeStopped(
+                evse=evse,
+                session_id=message.session_id,
                 meter_wh=message.meter_wh,
                 session_energy_wh=message.session_energy_wh,
                 reason=message.reason,
                 signed=message.signed,
+                message_id=message.id,
                 done=done,
             )
         case m.Fault():
-            return ChargerEvent(
-                "faulted", evse, message.session_id, reason=message.reason, done=done
+            return ChargeFaulted(
+                evse=evse, session_id=message.session_id, reason=message.reason, done=done
             )
     return None

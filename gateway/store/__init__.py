@@ -2,6 +2,7 @@
 
 from gateway.store.outbox import Mark
 from gateway.store.records import (
+    ApiOrigin,
     Backlog,
     EndOfDayRecord,
     InboxMessage,
@@ -16,6 +17,7 @@ from gateway.store.records import (
 from gateway.store.store import Store
 
 __all__ = [
+    "ApiOrigin",
     "Backlog",
     "EndOfDayRecord",
     "InboxMessage",

@@ -17,6 +17,7 @@ from importlib import resources
 from pathlib import Path
 
 from gateway.errors import SchemaTooNew, StoreCorrupt, StoreError, StoreFull, StoreReadOnly
+from gateway.store.files import create_database_file
 
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
@@ -90,7 +91,12 @@ def classify(exc: sqlite3.Error, path: str) -> StoreError:
 
 
 def connect(
-    path: Path, *, read_only: bool = False, busy_timeout_ms: int = 5000, check: bool = False
+    path: Path,
+    *,
+    read_only: bool = False,
+    busy_timeout_ms: int = 5000,
+    check: bool = False,
+    group: str | None = None,
 ) -> sqlite3.Connection:
     """Open the database with the durability pragmas; no implicit transactions. ``check``:
     run SQLite's quick_check first (it reads the whole file: 0.66 s a GB), which the daemon
@@ -101,6 +107,7 @@ def connect(
             conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
+            create_database_file(path, group)  # 0600 (0640 for a group), never the umask's
             conn = sqlite3.connect(path, isolation_level=None)
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")

@@ -32,6 +32,9 @@ class SessionRecord:
     final: bool = False
     owed_minor: int = 0
     terminal: str | None = None
+    # Every meter reading of the session so far, (at, energy_wh, trusted) in order: the store
+    # appends those it does not hold yet (one row each; a stored reading is never rewritten).
+    readings: Sequence[tuple[str, int, bool]] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +63,19 @@ class JournalEntry:
     entity_id: str
     kind: str  # what happened, e.g. "preauth.approved"
     data: Json = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ApiOrigin:
+    """Who asked for a session over the local API: the client id, and the SHA-256 of its
+    Idempotency-Key (None without one) and of its request."""
+
+    client: str
+    key_sha256: str | None
+    request_sha256: str
+
+    def journal(self) -> dict[str, Any]:
+        return {"client": self.client, "request_sha256": self.request_sha256}
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,8 +6,9 @@ Before a row goes, the rows are written to an export file (``evpay journal verif
 checks it on its own, against the checkpoint signed at the cut) and fsynced; the device key
 then signs the cut (the last archived row's hash and the file's SHA-256) and the rows go in
 the same transaction. ``audit`` starts the remaining chain from the cut. A final session that
-owes nothing and has no journal row left is then compacted: its full row goes to a
-``sessions-*.jsonl`` archive file, and the row keeps no meter readings and no default fields.
+owes nothing and has no journal row left is then compacted: its full row (with its meter
+readings) goes to a ``sessions-*.jsonl`` archive file, the row keeps no default fields and its
+readings go.
 Delivered outbox
 messages and processed inbox requests older than the cutoff go too; dead-lettered ones stay
 (they are an open problem, not history). A step key is known as applied for as long as its
@@ -92,20 +93,21 @@ def _compact_sessions(
     rows = conn.execute(
         "SELECT id, state, created_at, updated_at, data FROM sessions s WHERE final = 1 AND "
         "owed_minor = 0"
-        " AND updated_at < ? AND instr(data, '\"readings\":') > 0 AND NOT EXISTS"
+        " AND updated_at < ? AND compacted = 0 AND NOT EXISTS"
         " (SELECT 1 FROM journal j WHERE j.entity = 'session' AND j.entity_id = s.id) ORDER BY id "
         "LIMIT ?",
         (cutoff, limit),
     ).fetchall()
     if not rows:
         return 0
+    full = [(i, st, c, u, _with_readings(conn, i, json.loads(d))) for i, st, c, u, d in rows]
     lines = [
         json.dumps(
-            {"id": i, "state": st, "created_at": c, "updated_at": u, "data": json.loads(d)},
+            {"id": i, "state": st, "created_at": c, "updated_at": u, "data": data},
             sort_keys=True,
             separators=(",", ":"),
         )
-        for i, st, c, u, d in rows
+        for i, st, c, u, data in full
     ]
     stamp = now.replace(":", "").replace(".", "")
     _write_durably(
@@ -115,12 +117,27 @@ def _compact_sessions(
     # Each row also moves to a new rowid: SQLite writes it again densely at the table's end and
     # the old pages, emptied, are free for reuse (a row shrunk in place would leave them sparse).
     next_rowid = int(conn.execute("SELECT coalesce(max(rowid), 0) FROM sessions").fetchone()[0]) + 1
-    for n, (session_id, *_, data) in enumerate(rows):
+    for n, (session_id, *_, data) in enumerate(full):
         conn.execute(
-            "UPDATE sessions SET data = ?, rowid = ? WHERE id = ?",  # updated_at unchanged
-            (dumps(compact(json.loads(data))), next_rowid + n, session_id),
+            # updated_at unchanged
+            "UPDATE sessions SET data = ?, rowid = ?, compacted = 1 WHERE id = ?",
+            (dumps(compact(data)), next_rowid + n, session_id),
         )
+        conn.execute("DELETE FROM meter_readings WHERE session_id = ?", (session_id,))
     return len(rows)
+
+
+def _with_readings(
+    conn: sqlite3.Connection, session_id: str, data: dict[str, Any]
+) -> dict[str, Any]:
+    """A session's full row: its meter readings from their table (migration 0010), if any."""
+    found = conn.execute(
+        "SELECT at, energy_wh, trusted FROM meter_readings WHERE session_id = ? ORDER BY seq",
+        (session_id,),
+    ).fetchall()
+    if found:
+        data["readings"] = [[at, energy_wh, bool(trusted)] for at, energy_wh, trusted in found]
+    return data
 
 
 def _cut(
@@ -186,6 +203,7 @@ def _write_durably(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     with tmp.open("wb") as f:
+        os.fchmod(f.fileno(), 0o600)  # money records: never the umask's mode
         f.write(data)
         f.flush()
         os.fsync(f.fileno())

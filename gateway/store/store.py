@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,6 +22,7 @@ from gateway.errors import InvariantViolated, SchemaTooNew, StaleRead, StoreErro
 from gateway.store import export as _export
 from gateway.store import journal as _journal
 from gateway.store import retention as _retention
+from gateway.store.acquirer import AcquirerBook
 from gateway.store.audit import AuditReport, Checkpoint
 from gateway.store.db import (
     connect,
@@ -33,7 +35,7 @@ from gateway.store.db import (
     transaction,
 )
 from gateway.store.outbox import Outbox
-from gateway.store.records import JournalEntry, Json, Step
+from gateway.store.records import ApiOrigin, JournalEntry, Json, Step
 from gateway.store.retention import Compact, Pruned
 
 
@@ -47,6 +49,7 @@ class Store:
         self.path = path
         self._clock = clock
         self.outbox = Outbox(conn, str(path))
+        self.acquirer = AcquirerBook(conn, str(path))
         self._identity = _identity(path)
         # What this connection last wrote, kept so a step need not read it back: the journal's
         # head hash and each open session's payment rows. Valid while no other connection has
@@ -56,6 +59,8 @@ class Store:
         self._version = self._data_version()
         self._head: str | None = None
         self._payments: dict[str, dict[str, tuple[object, ...]]] = {}
+        self._readings: dict[str, int] = {}  # meter readings stored, per open session
+        self._origin: ApiOrigin | None = None
 
     def check_file(self) -> None:
         """StoreGone if the file at our path is no longer the one we hold open (deleted, or
@@ -72,10 +77,13 @@ class Store:
         busy_timeout_ms: int = 5000,
         clock: Callable[[], datetime] = _utcnow,
         check: bool = False,
+        group: str | None = None,
     ) -> Store:
         """Open (and migrate, unless read-only) the database at ``path``; ``check``: run
         SQLite's quick_check first (see ``db.connect``)."""
-        conn = connect(path, read_only=read_only, busy_timeout_ms=busy_timeout_ms, check=check)
+        conn = connect(
+            path, read_only=read_only, busy_timeout_ms=busy_timeout_ms, check=check, group=group
+        )
         try:
             if read_only:
                 found, known = schema_version(conn), latest_version()
@@ -124,7 +132,7 @@ class Store:
                     raise StaleRead(where)
                 if self._conn.execute(_APPLIED, (step.key, step.key)).fetchone():
                     return False  # applied before: the (empty) transaction ends here
-                head, payments = self._write(step, at, text)
+                head, payments, readings = self._write(step, at, text)
                 # never acknowledge a step into a file the next start will not open
                 self.check_file()
         except BaseException:
@@ -133,10 +141,49 @@ class Store:
         self._head = head
         for session_id, rows in payments.items():
             self._payments.setdefault(session_id, {}).update(rows)
+        self._readings.update(readings)
         for record in step.sessions:
             if record.final:
                 self._payments.pop(record.id, None)
+                self._readings.pop(record.id, None)
         return True
+
+    @contextmanager
+    def attributed(self, origin: ApiOrigin) -> Iterator[None]:
+        """A session a step creates inside this block is stamped with the API client and
+        request that asked for it, in that step's transaction (column and journal entry): the
+        engine's record stays as it is, and no session is ever stored without its origin."""
+        self._origin = origin
+        try:
+            yield
+        finally:
+            self._origin = None
+
+    def api_request(self, client: str, key_sha256: str) -> tuple[str, str] | None:
+        """(session id, request SHA-256) of the session ``client`` started with this key."""
+        rows = self._query(
+            "SELECT id, api_request FROM sessions WHERE api_client = ? AND api_key = ?",
+            (client, key_sha256),
+        )
+        return (rows[0][0], rows[0][1]) if rows else None
+
+    def session_origin(self, session_id: str) -> str | None:
+        """The API client that started the session ('' for an API without tokens); None when
+        it did not start from the API (a plug-in, a card, or before migration 0011)."""
+        rows = self._query("SELECT api_client FROM sessions WHERE id = ?", (session_id,))
+        return rows[0][0] if rows else None
+
+    def _stamp(self, c: sqlite3.Connection, session_ids: list[str]) -> list[JournalEntry]:
+        """Write the origin on the (first) session this step creates; its journal entry."""
+        origin = self._origin
+        if origin is None or not session_ids:
+            return []
+        sid = session_ids[0]  # one request, one session
+        c.execute(
+            "UPDATE sessions SET api_client = ?, api_key = ?, api_request = ? WHERE id = ?",
+            (origin.client, origin.key_sha256, origin.request_sha256, sid),
+        )
+        return [JournalEntry("session", sid, "session.api_client", origin.journal())]
 
     def _data_version(self) -> int:
         return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
@@ -151,14 +198,22 @@ class Store:
     def _forget(self) -> None:
         self._head = None
         self._payments.clear()
+        self._readings.clear()
 
     def _write(
         self, step: Step, at: str, text: Callable[[Json], str]
-    ) -> tuple[str, dict[str, dict[str, tuple[object, ...]]]]:
+    ) -> tuple[str, dict[str, dict[str, tuple[object, ...]]], dict[str, int]]:
         """Write the step's rows; the journal's new head and the payment rows written, for the
         caches once the step has committed. A payment row equal to the one this connection last
         wrote is not written again (a meter value changes the session, not its holds)."""
         c = self._conn
+        readings: dict[str, int] = {}
+        created = [
+            s.id
+            for s in step.sessions
+            if self._origin is not None
+            and not c.execute("SELECT 1 FROM sessions WHERE id = ?", (s.id,)).fetchone()
+        ]
         for s in step.sessions:
             c.execute(
                 "INSERT INTO sessions (id, state, final, data, created_at, updated_at, "
@@ -169,6 +224,7 @@ class Store:
                 "excluded.owed_minor",
                 (s.id, s.state, int(s.final), text(s.data), at, at, s.owed_minor, s.terminal),
             )
+            readings[s.id] = self._append_readings(s.id, s.readings)
         written: dict[str, dict[str, tuple[object, ...]]] = {}
         for p in step.payments:
             row = (p.state, p.amount_minor, text(p.data))
@@ -192,7 +248,8 @@ class Store:
                 " state = excluded.state, data = excluded.data, updated_at = excluded.updated_at",
                 (t.id, t.device, t.protocol, t.state, text(t.data), at),
             )
-        head = _journal.append(c, step.key, at, list(step.journal), text, self._head)
+        journal = [*step.journal, *self._stamp(c, created)]
+        head = _journal.append(c, step.key, at, journal, text, self._head)
         for m in step.outbox:
             c.execute(
                 "INSERT INTO outbox (message_id, object_key, kind, payload, step_key, created_at,"
@@ -237,7 +294,28 @@ class Store:
                 raise InvariantViolated(
                     f"inbox message {message_id!r} is unknown or already processed"
                 )
-        return head, written
+        return head, written, readings
+
+    def _append_readings(self, session_id: str, readings: Sequence[tuple[str, int, bool]]) -> int:
+        """Add the readings this store does not hold yet, one row each (append-only); how many
+        it holds then."""
+        stored = self._readings.get(session_id)
+        if stored is None:
+            stored = int(
+                self._conn.execute(
+                    "SELECT count(*) FROM meter_readings WHERE session_id = ?", (session_id,)
+                ).fetchone()[0]
+            )
+        if len(readings) > stored:
+            self._conn.executemany(
+                "INSERT INTO meter_readings (session_id, seq, at, energy_wh, trusted)"
+                " VALUES (?, ?, ?, ?, ?)",
+                [
+                    (session_id, seq, at, energy_wh, int(trusted))
+                    for seq, (at, energy_wh, trusted) in enumerate(readings[stored:], stored)
+                ],
+            )
+        return max(stored, len(readings))
 
     @staticmethod
     def _refuse_card_data(step: Step, text: Callable[[Json], str]) -> None:
@@ -265,7 +343,7 @@ class Store:
             "SELECT id, state, final, data, created_at, updated_at FROM sessions WHERE id = ?",
             (session_id,),
         )
-        return _session_dict(rows[0]) if rows else None
+        return self._sessions(rows)[0] if rows else None
 
     def sessions(
         self, *, open_only: bool = False, owing: bool = False, limit: int = 100
@@ -279,7 +357,7 @@ class Store:
             f"{where} ORDER BY created_at DESC LIMIT ?",
             (limit,),
         )
-        return [_session_dict(r) for r in rows]
+        return self._sessions(rows)
 
     def sessions_of_terminal(self, terminal: str, since: datetime) -> list[dict[str, Any]]:
         """Sessions on one terminal changed since ``since`` (whose receipts the terminal may
@@ -289,7 +367,7 @@ class Store:
             " WHERE terminal = ? AND updated_at >= ?",
             (terminal, to_text(since)),
         )
-        return [_session_dict(r) for r in rows]
+        return self._sessions(rows)
 
     def count_open_sessions(self) -> int:
         return int(self._query("SELECT count(*) FROM sessions WHERE final = 0", ())[0][0])
@@ -355,7 +433,7 @@ class Store:
             " WHERE (created_at >= ? AND created_at < ?) OR updated_at >= ? ORDER BY created_at",
             (to_text(start), to_text(end), to_text(start)),
         )
-        return [_session_dict(r) for r in rows]
+        return self._sessions(rows)
 
     def inbox_pending(self, kind: str, limit: int = 100) -> list[dict[str, Any]]:
         """Stored requests of one kind not yet carried out, oldest first."""
@@ -501,6 +579,7 @@ class Store:
             "payments",
             "journal",
             "journal_checkpoints",
+            "meter_readings",
             "outbox",
             "inbox",
             "terminals",
@@ -602,6 +681,22 @@ class Store:
         """Fold the WAL into the main file (at shutdown, so a copied file is complete)."""
         with sqlite_errors(str(self.path)):
             self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def _sessions(self, rows: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+        """Session rows as dicts, each with its meter readings under ``data["readings"]`` (from
+        their table; a row written before migration 0010 carries them inline)."""
+        out = [_session_dict(r) for r in rows]
+        found: dict[str, list[list[Any]]] = {}
+        for session_id, at, energy_wh, trusted in self._query(
+            "SELECT session_id, at, energy_wh, trusted FROM meter_readings"
+            " WHERE session_id IN (SELECT value FROM json_each(?)) ORDER BY session_id, seq",
+            (json.dumps([r["id"] for r in out]),),
+        ):
+            found.setdefault(session_id, []).append([at, energy_wh, bool(trusted)])
+        for r in out:
+            if r["id"] in found:
+                r["data"]["readings"] = found[r["id"]]
+        return out
 
     def _query(self, sql: str, args: tuple[object, ...]) -> list[tuple[Any, ...]]:
         with sqlite_errors(str(self.path)):

@@ -49,7 +49,6 @@ from cryptography.fernet import Fernet
 
 from drivers.sim.ports import PtyPort, serve_tcp
 from drivers.sim.terminal import SimConfig, SimTerminal
-from firmware_bridge.link import BrokerSettings
 from firmware_bridge.sim import ChargerSimulator, Plan
 from gateway.ocpi.cpo_sim import CpoSimulator
 from gateway.store import Store
@@ -148,9 +147,7 @@ class Campaign:
         self.tcp = await serve_tcp("127.0.0.1", 0, lambda p: self.sims["t1"].serve(p, serial=False))
         self.pty = PtyPort()
         self.pty_serving = asyncio.create_task(self._serve_pty())
-        self.charger = ChargerSimulator(
-            BrokerSettings(url=self.broker.url, prefix="evpay/v1"), self.evses
-        )
+        self.charger = ChargerSimulator(self.broker.settings("charger"), self.evses)
         self.charger_stop = asyncio.Event()
         self.charger_task = asyncio.create_task(self.charger.run(self.charger_stop))
         self.tty = (
@@ -188,7 +185,7 @@ class Campaign:
             {"t1": f"tcp://127.0.0.1:{tcp_port}", "t2": f"serial://{self.tty}"},
             site="CRASH",
             evses=self.terminal_of,
-            charger=f'mode = "mqtt"\nbroker = "{self.broker.url}"',
+            charger=self.broker.toml(),  # the gateway's user on the ACL'd broker
             pricing='fixed_hold = { EUR = "50.00" }\nhold_min = "1.00"\nincremental_initial = "1.00"\n'
             'incremental_step = "1.00"\nsafety_margin = "0.10"\n'
             "retry_max_s = 60",  # after 1,000 kills retries would wait 30 min; the end waits 180 s

@@ -194,7 +194,7 @@ CHARGER_EXAMPLES = {
 def _contract(data: bytes) -> None:
     mapping = ContractMapping("evpay")
     name = list(contract.INBOUND)[data[0] % len(contract.INBOUND)] if data else "meter"
-    mapping.decode(f"evpay/evse/E1/{name}", data)
+    mapping.decode(f"evpay/charger/charger/evse/E1/{name}", data)
 
 
 EVEREST = "everest_api/evse_manager_consumer/evse1/e2m/"

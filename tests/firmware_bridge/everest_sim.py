@@ -14,14 +14,16 @@ from typing import Any
 
 import aiomqtt
 
+from firmware_bridge.link import BrokerSettings
+
 BASE = "everest_api/1"
 
 
 class EverestSimulator:
     def __init__(
-        self, host: str, port: int, module: str, energy_wh: int = 6_000, step_wh: int = 1_000
+        self, broker: BrokerSettings, module: str, energy_wh: int = 6_000, step_wh: int = 1_000
     ) -> None:
-        self.host, self.port, self.module = host, port, module
+        self.broker, self.module = broker, module
         self.energy_wh, self.step_wh = energy_wh, step_wh
         self.tokens: list[dict[str, Any]] = []
         self.stops: list[dict[str, Any]] = []
@@ -33,8 +35,13 @@ class EverestSimulator:
         self._session = ""
 
     async def run(self, stopping: asyncio.Event) -> None:
+        b = self.broker
         async with aiomqtt.Client(
-            self.host, self.port, identifier=f"everest-sim-{uuid.uuid4().hex[:6]}"
+            b.host,
+            b.port,
+            identifier=f"everest-sim-{uuid.uuid4().hex[:6]}",
+            username=b.username,
+            password=b.password,
         ) as client:
             self._client = client
             await client.subscribe(f"{BASE}/auth_token_provider/+/m2e/#", qos=1)

@@ -16,6 +16,7 @@ import pytest
 
 from drivers.sim.ports import PtyPort
 from drivers.sim.terminal import SimConfig, SimTerminal
+from firmware_bridge.broker import EVEREST_USER, GATEWAY_USER
 from firmware_bridge.link import BrokerSettings, MqttLink
 from firmware_bridge.sim import ChargerSimulator, Plan
 from gateway.runtime.app import Daemon
@@ -25,14 +26,15 @@ from tests.firmware_bridge.conftest import Broker
 from tests.helpers import site_toml
 
 
-def site_config(db: Path, pty: str, broker: str, strategy: str = "fixed") -> str:
-    """The site: one terminal for E1 and E2 on the charger firmware's broker."""
+def site_config(db: Path, pty: str, broker: Broker, strategy: str = "fixed") -> str:
+    """The site: one terminal for E1 and E2 on the charger firmware's broker (both EVSEs are the
+    "charger" user's; the gateway connects as its own user)."""
     return site_toml(
         db,
         {"t1": f"serial://{pty}"},
         site="MQTT",
         evses={"E1": "t1", "E2": "t1"},
-        charger=f'mode = "mqtt"\nbroker = "{broker}"',
+        charger=broker.toml(),
         pricing=f'strategy = "{strategy}"\nhold_min = "1.00"',
         extra="[daemon]\nshutdown_grace_s = 5",
     )
@@ -70,11 +72,16 @@ async def site_factory(tmp_path: Path, broker: Broker) -> AsyncIterator[Any]:
     serving = asyncio.create_task(sim.serve_line(port))
     started: list[tuple[Site, asyncio.Event, asyncio.Task[None]]] = []
 
-    async def start(strategy: str = "fixed", plan: Plan | None = None) -> Site:
-        text = site_config(tmp_path / "m.sqlite3", port.slave_path, broker.url, strategy)
+    async def start(
+        strategy: str = "fixed", plan: Plan | None = None, rated_kw: int | None = None
+    ) -> Site:
+        text = site_config(tmp_path / "m.sqlite3", port.slave_path, broker, strategy)
+        if rated_kw is not None:  # E1's rated power (meter plausibility)
+            evse = 'id = "E1"\nterminal = "t1"\n'
+            text = text.replace(evse, f"{evse}rated_power_kw = {rated_kw}\n")
         daemon = Daemon(parse_settings(text, "<mqtt>"))
         task = asyncio.create_task(daemon.run())
-        charger = ChargerSimulator(BrokerSettings(url=broker.url), ["E1", "E2"], plan or Plan())
+        charger = ChargerSimulator(broker.settings(), ["E1", "E2"], plan or Plan())
         stopping = asyncio.Event()
         charger_task = asyncio.create_task(charger.run(stopping))
         async with asyncio.timeout(15):
@@ -118,6 +125,7 @@ async def test_a_paid_session_over_mqtt(site_factory: Any) -> None:
     )  # the deadline for the charge to start (the start timeout)
     tx = site.sim.state.transactions[data["receipt_no"]]
     assert (tx.state, tx.booked) == ("booked", 476)
+    assert site.link.mqtt.refused == 0  # our own commands never count as forged
 
 
 async def test_the_drivers_target_sizes_the_hold(site_factory: Any) -> None:
@@ -189,13 +197,13 @@ def test_the_contract_refuses_what_it_does_not_know() -> None:
     seen: list[Any] = []
     link.listen(lambda evse, message, stored: seen.append((evse, message)))
     ok = json.dumps({"v": 1, "id": "a", "session_id": "s", "meter_wh": 5}).encode()
-    assert link.receive("evpay/v1/evse/E1/started", ok) is not None
-    assert link.receive("evpay/v1/evse/E1/started", ok) is None  # the same id again: a redelivery
-    assert link.receive("evpay/v1/evse/E1/authorize", ok) is None  # our own command echoed back
+    tree = "evpay/v1/charger/charger/evse/E1"
+    assert link.receive(f"{tree}/started", ok) is not None
+    assert link.receive(f"{tree}/started", ok) is None  # the same id again: a redelivery
+    ((topic, ours),) = link.mapping.stop("E1", "s", "cost cap")
+    assert link.receive(topic, ours) is None and link.rejected == 0  # our own command echoed back
     assert (
-        link.receive(
-            "evpay/v1/evse/E1/started", b'{"v": 2, "id": "b", "session_id": "s", "meter_wh": 5}'
-        )
+        link.receive(f"{tree}/started", b'{"v": 2, "id": "b", "session_id": "s", "meter_wh": 5}')
         is None
     )
     assert link.receive("other/topic", ok) is None
@@ -208,7 +216,7 @@ async def test_a_message_is_acknowledged_only_once_stored(broker: Broker) -> Non
     session stayed charging. Now the broker keeps it until the listener says it is stored."""
     import aiomqtt
 
-    settings = BrokerSettings(url=broker.url, client_id="evpay-ack-test")
+    settings = broker.settings(GATEWAY_USER)
 
     async def deliver(store_it: bool, publish: bytes | None) -> list[str]:
         link = MqttLink(settings, {"E1"})
@@ -225,8 +233,14 @@ async def test_a_message_is_acknowledged_only_once_stored(broker: Broker) -> Non
         async with asyncio.timeout(10):
             await link.connected.wait()
             if publish is not None:
-                async with aiomqtt.Client("127.0.0.1", broker.port) as charger:
-                    await charger.publish("evpay/v1/evse/E1/meter", publish, qos=1)
+                charger_user = broker.settings("charger")
+                async with aiomqtt.Client(
+                    "127.0.0.1",
+                    broker.port,
+                    username=charger_user.username,
+                    password=charger_user.password,
+                ) as charger:
+                    await charger.publish("evpay/v1/charger/charger/evse/E1/meter", publish, qos=1)
             while not heard:
                 await asyncio.sleep(0.02)
             await asyncio.sleep(0.3)
@@ -257,10 +271,10 @@ async def test_the_gateway_killed_mid_session_gets_what_the_charger_sent_meanwhi
     serving = asyncio.create_task(sim.serve_line(port))
     config = tmp_path / "g.toml"
     config.write_text(
-        site_config(tmp_path / "k.sqlite3", port.slave_path, broker.url), encoding="utf-8"
+        site_config(tmp_path / "k.sqlite3", port.slave_path, broker), encoding="utf-8"
     )
     charger = ChargerSimulator(
-        BrokerSettings(url=broker.url),
+        broker.settings(),
         ["E1", "E2"],
         Plan(energy_wh=6_000, step_wh=1_000, interval_s=0.4),
     )
@@ -339,7 +353,7 @@ async def test_the_same_paid_session_with_the_everest_mapping(
     port = PtyPort()
     sim = SimTerminal(SimConfig(password="123456", card_wait_s=0.05))
     serving = asyncio.create_task(sim.serve_line(port))
-    text = site_config(tmp_path / "e.sqlite3", port.slave_path, broker.url)
+    text = site_config(tmp_path / "e.sqlite3", port.slave_path, broker)
     text = text.replace('mode = "mqtt"\n', 'mode = "mqtt"\nmapping = "everest"\n')
     text = text.replace(
         'id = "E1"\nterminal = "t1"\n',
@@ -351,7 +365,7 @@ async def test_the_same_paid_session_with_the_everest_mapping(
     )
     daemon = Daemon(parse_settings(text, "<everest>"))
     task = asyncio.create_task(daemon.run())
-    everest = EverestSimulator("127.0.0.1", broker.port, "evse_manager_1")
+    everest = EverestSimulator(broker.settings(EVEREST_USER), "evse_manager_1")
     stopping = asyncio.Event()
     everest_task = asyncio.create_task(everest.run(stopping))
     try:
@@ -386,25 +400,14 @@ async def test_the_same_paid_session_with_the_everest_mapping(
 
 
 async def test_the_price_is_shown_on_the_chargers_screen_before_charging(
-    site_factory: Any, broker: Broker
+    site_factory: Any,
 ) -> None:
-    import aiomqtt
-
     site = await site_factory()
-    shown: list[dict[str, Any]] = []
-
-    async def watch() -> None:
-        async with aiomqtt.Client("127.0.0.1", broker.port) as client:
-            await client.subscribe("evpay/v1/evse/E2/display", qos=1)
-            async for message in client.messages:
-                shown.append(json.loads(message.payload))
-                return
-
-    watcher = asyncio.create_task(watch())
-    await asyncio.sleep(0.3)
+    shown = site.charger.evses["E2"].displayed
     await site.charger.plug("E2")
     async with asyncio.timeout(10):
-        await watcher
+        while not shown:
+            await asyncio.sleep(0.02)
     assert shown[0]["lines"] == ["0.60 EUR/kWh", "Hold 50.00 EUR"]  # 0.50 + 19 % VAT
 
 
@@ -455,15 +458,15 @@ async def test_an_authorisation_said_again_after_a_restart_is_taken_once(broker:
     assert (
         everest.authorize("E1", "s-1", 4950, "EUR", None, repeat=True) == []
     )  # a token again may end the charge
-    charger = ChargerSimulator(
-        BrokerSettings(url=broker.url), ["E1"], Plan(energy_wh=1_000, interval_s=0.01)
-    )
+    charger = ChargerSimulator(broker.settings(), ["E1"], Plan(energy_wh=1_000, interval_s=0.01))
     stopping = asyncio.Event()
     task = asyncio.create_task(charger.run(stopping))
     try:
         await charger.ready.wait()
-        host, port = broker.url.removeprefix("mqtt://").split(":")
-        async with aiomqtt.Client(host, int(port)) as client:
+        gateway = broker.settings(GATEWAY_USER)  # only the gateway's user may send commands
+        async with aiomqtt.Client(
+            gateway.host, gateway.port, username=gateway.username, password=gateway.password
+        ) as client:
             await client.publish(topic, first, qos=1)
             async with asyncio.timeout(5):
                 while (

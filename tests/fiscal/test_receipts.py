@@ -197,15 +197,29 @@ def captured(pol: Policy) -> Transition:
     s = run(None, e.CardPresented(SID, "card", "E1", "T1", "EUR"), 0, pol).session
     s = run(
         s,
-        e.TerminalResultArrived(SID, "pa", e.Operation.PREAUTHORIZE, Outcome.APPROVED, 5000, 7),
+        e.TerminalResultArrived(
+            session_id=SID,
+            event_id="pa",
+            operation=e.Operation.PREAUTHORIZE,
+            outcome=Outcome.APPROVED,
+            amount_minor=5000,
+            receipt_no=7,
+        ),
         0,
         pol,
     ).session
     s = run(s, e.ChargerStarted(SID, "st", 1000), 1, pol).session
-    s = run(s, e.ChargerStopped(SID, "sp", 5000), 60, pol).session
+    s = run(s, e.ChargerStopped(session_id=SID, event_id="sp", meter_wh=5000), 60, pol).session
     return run(
         s,
-        e.TerminalResultArrived(SID, "cap", e.Operation.CAPTURE, Outcome.APPROVED, 333, 8),
+        e.TerminalResultArrived(
+            session_id=SID,
+            event_id="cap",
+            operation=e.Operation.CAPTURE,
+            outcome=Outcome.APPROVED,
+            amount_minor=333,
+            receipt_no=8,
+        ),
         61,
         pol,
     )
@@ -228,7 +242,9 @@ def printed(t: Transition) -> list[c.ShowReceipt]:
 def test_hr_capture_waits_for_the_signature_then_prints_it_complete() -> None:
     t = captured(HR)
     s = t.session
-    assert s is not None and s.state is State.RECEIPTING and s.receipt is ReceiptState.AWAITING
+    assert (
+        s is not None and s.state is State.RECEIPTING and s.invoice.receipt is ReceiptState.AWAITING
+    )
     assert s.timer is not None and s.timer[0] == "fiscal"
     (outcome,) = enqueued(
         t, "session.outcome"
@@ -242,7 +258,7 @@ def test_hr_capture_waits_for_the_signature_then_prints_it_complete() -> None:
     assert (
         s is not None
         and s.state is State.COMPLETED
-        and s.receipt is ReceiptState.COMPLETE
+        and s.invoice.receipt is ReceiptState.COMPLETE
         and s.timer is None
     )
     (shown,) = printed(t)
@@ -262,7 +278,9 @@ def test_hr_without_the_cpo_prints_pending_then_delivers_the_e_receipt_once() ->
     assert s is not None and s.timer is not None
     t = run(s, e.TimerFired(SID, "t", e.TimerKind.FISCAL), 61.5, HR)
     s = t.session
-    assert s is not None and s.state is State.COMPLETED and s.receipt is ReceiptState.PENDING
+    assert (
+        s is not None and s.state is State.COMPLETED and s.invoice.receipt is ReceiptState.PENDING
+    )
     (shown,) = printed(t)
     assert shown.lines[-3:] == (
         "FISCAL DATA PENDING",
@@ -276,7 +294,7 @@ def test_hr_without_the_cpo_prints_pending_then_delivers_the_e_receipt_once() ->
     t = run(s, late, 600, HR)
     s = t.session
     assert (
-        s is not None and s.receipt is ReceiptState.LATE and not printed(t)
+        s is not None and s.invoice.receipt is ReceiptState.LATE and not printed(t)
     )  # the driver has gone
     (message,) = enqueued(t, "session.receipt")
     assert message["state"] == "delivered_late" and "JIR: J-1" in str_list(message["lines"])
@@ -289,22 +307,28 @@ def test_hr_a_zki_without_jir_is_printed_but_stays_pending_until_the_jir() -> No
         s, e.FiscalDataArrived(SID, "f1", (), "17/EVP1/1", None, (("zki", "Z" * 32),)), 61.1, HR
     )
     s = t.session
-    assert s is not None and s.receipt is ReceiptState.PENDING and s.receipt_missing == ("jir",)
+    assert (
+        s is not None
+        and s.invoice.receipt is ReceiptState.PENDING
+        and s.invoice.receipt_missing == ("jir",)
+    )
     t = run(
         s,
         e.FiscalDataArrived(SID, "f2", (), None, None, (("jir", "J-9"), ("zki", "Z" * 32))),
         300,
         HR,
     )
-    assert t.session is not None and t.session.receipt is ReceiptState.LATE
+    assert t.session is not None and t.session.invoice.receipt is ReceiptState.LATE
     assert [m["state"] for m in enqueued(t, "session.receipt")] == ["delivered_late"]
 
 
 def test_de_prints_at_capture_and_the_fac_gets_the_invoice_line() -> None:
     t = captured(DE)
     s = t.session
-    assert s is not None and s.state is State.COMPLETED and s.receipt is ReceiptState.PENDING
-    assert s.receipt_missing == ("signed meter data",)  # the simulated meter signs nothing
+    assert (
+        s is not None and s.state is State.COMPLETED and s.invoice.receipt is ReceiptState.PENDING
+    )
+    assert s.invoice.receipt_missing == ("signed meter data",)  # the simulated meter signs nothing
     (shown,) = printed(t)
     assert shown.lines[:3] == (
         "EV charging at E1",

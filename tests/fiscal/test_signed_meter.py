@@ -17,6 +17,7 @@ from gateway.fiscal.profiles import PROFILES
 from gateway.fiscal.receipt import ReceiptState
 from gateway.payments import commands as c
 from gateway.payments import events as e
+from gateway.payments.charger import ChargeStopped, MeterRead
 from gateway.payments.session import Policy, Session, State, Transition, transition
 from tests.payments.fixtures import T0, policy
 
@@ -60,7 +61,14 @@ def charging() -> Session:
     s = run(None, e.CardPresented(SID, "card", "E1", "T1", "EUR"), 0).session
     s = run(
         s,
-        e.TerminalResultArrived(SID, "pa", e.Operation.PREAUTHORIZE, Outcome.APPROVED, 5000, 7),
+        e.TerminalResultArrived(
+            session_id=SID,
+            event_id="pa",
+            operation=e.Operation.PREAUTHORIZE,
+            outcome=Outcome.APPROVED,
+            amount_minor=5000,
+            receipt_no=7,
+        ),
         0,
     ).session
     s = run(s, e.ChargerStarted(SID, "st", 1000), 1).session
@@ -92,19 +100,30 @@ def test_check_reads_verifies_and_never_raises() -> None:
 def test_verified_readings_are_billed_and_printed() -> None:
     """The charger says 4000 Wh, the signed meter 3500 Wh: the signed readings are billed."""
     signed = check(record(1000, 4500), PUBLIC.hex())
-    stopped = run(charging(), e.ChargerStopped(SID, "sp", 5000, 4000, signed=signed), 60)
+    stopped = run(
+        charging(),
+        e.ChargerStopped(
+            session_id=SID, event_id="sp", meter_wh=5000, session_energy_wh=4000, signed=signed
+        ),
+        60,
+    )
     s = stopped.session
-    assert s is not None and s.billed_energy_wh == 3500 and s.state is State.CAPTURING
+    assert s is not None and s.metering.billed_energy_wh == 3500 and s.state is State.CAPTURING
     assert any("3500 Wh from the meter's signed readings" in n for n in s.notes)
     t = run(
         s,
         e.TerminalResultArrived(
-            SID, "cap", e.Operation.CAPTURE, Outcome.APPROVED, s.price_minor, 8
+            session_id=SID,
+            event_id="cap",
+            operation=e.Operation.CAPTURE,
+            outcome=Outcome.APPROVED,
+            amount_minor=s.bill.price_minor,
+            receipt_no=8,
         ),
         61,
     )
     done = t.session
-    assert done is not None and done.receipt is ReceiptState.COMPLETE
+    assert done is not None and done.invoice.receipt is ReceiptState.COMPLETE
     (shown,) = [x for x in t.commands if isinstance(x, c.ShowReceipt)]
     assert "  meter EMH-42" in shown.lines and "  signature verified" in shown.lines
     assert "  start 1000 Wh, stop 4500 Wh" in shown.lines and "Energy 3.500 kWh" in shown.lines
@@ -112,28 +131,45 @@ def test_verified_readings_are_billed_and_printed() -> None:
 
 def test_an_invalid_signature_falls_back_to_the_chargers_reading_and_says_so() -> None:
     forged = check(record(1000, 2000, key=ec.generate_private_key(ec.SECP256R1())), PUBLIC.hex())
-    s = run(charging(), e.ChargerStopped(SID, "sp", 5000, 4000, signed=forged), 60).session
-    assert s is not None and s.billed_energy_wh == 4000
+    s = run(
+        charging(),
+        e.ChargerStopped(
+            session_id=SID, event_id="sp", meter_wh=5000, session_energy_wh=4000, signed=forged
+        ),
+        60,
+    ).session
+    assert s is not None and s.metering.billed_energy_wh == 4000
     assert any("not verified" in n for n in s.notes)
     assert any("billed on the charger's meter reading" in n for n in s.notes)
     t = run(
         s,
         e.TerminalResultArrived(
-            SID, "cap", e.Operation.CAPTURE, Outcome.APPROVED, s.price_minor, 8
+            session_id=SID,
+            event_id="cap",
+            operation=e.Operation.CAPTURE,
+            outcome=Outcome.APPROVED,
+            amount_minor=s.bill.price_minor,
+            receipt_no=8,
         ),
         61,
     )
-    assert t.session is not None and t.session.receipt_missing == ("verified meter signature",)
+    assert t.session is not None and t.session.invoice.receipt_missing == (
+        "verified meter signature",
+    )
 
 
 def test_a_record_for_another_transaction_is_not_used_and_a_repeat_is_kept_once() -> None:
     foreign = check(record(0, 90_000, ident="EVP-someone-else"), PUBLIC.hex())
     s = run(charging(), e.MeterValue(SID, "m1", 2000, signed=foreign), 10).session
     s = run(s, e.MeterValue(SID, "m2", 3000, signed=foreign), 20).session
-    assert s is not None and len(s.meter_records) == 1
+    assert s is not None and len(s.metering.meter_records) == 1
     assert any("not 'EVP-s1': not used" in d for d in s.discrepancies)
-    s = run(s, e.ChargerStopped(SID, "sp", 5000, 4000), 60).session
-    assert s is not None and s.billed_energy_wh == 4000
+    s = run(
+        s,
+        e.ChargerStopped(session_id=SID, event_id="sp", meter_wh=5000, session_energy_wh=4000),
+        60,
+    ).session
+    assert s is not None and s.metering.billed_energy_wh == 4000
 
 
 def test_the_mqtt_contract_carries_the_record_byte_exact_to_the_engine() -> None:
@@ -149,4 +185,4 @@ def test_the_mqtt_contract_carries_the_record_byte_exact_to_the_engine() -> None
     )
     for message in (stopped, meter):
         event = charger_event("E1", message)
-        assert event is not None and event.signed == text
+        assert isinstance(event, ChargeStopped | MeterRead) and event.signed == text

@@ -10,7 +10,7 @@ from typing import Any
 from gateway.errors import UpstreamUnreachable
 from gateway.ocpi.charger import OcpiChargerLink
 from gateway.ocpi.models import Cdr
-from gateway.payments.charger import ChargerEvent
+from gateway.payments.charger import ChargerEvent, PriceCorrection
 from gateway.store import InboxMessage, Step, Store
 
 
@@ -98,11 +98,10 @@ def test_a_corrected_cdr_is_a_price_correction_and_a_replayed_one_is_not() -> No
     link.cdr_pushed(cdr("CDR-1", "3.00", "0.57"))  # the CDR the session is billed with
     link.cdr_pushed(cdr("CDR-1", "3.00", "0.57"))  # the same one replayed: nothing
     link.cdr_pushed(cdr("CDR-2", "2.50", "0.48"))  # the CPO's correction: 2.98 incl. VAT
-    assert [(ev.kind, ev.total_minor) for ev in events] == [
-        ("stopped", None),
-        ("price_corrected", 298),
-    ]
-    assert events[1].reason == "corrected CDR CDR-2"
+    assert [ev.kind for ev in events] == ["stopped", "price_corrected"]
+    correction = events[1]
+    assert isinstance(correction, PriceCorrection)
+    assert correction.total_minor == 298 and correction.reason == "corrected CDR CDR-2"
 
 
 async def test_an_authorisation_said_again_after_a_restart_is_not_a_second_start_session() -> None:

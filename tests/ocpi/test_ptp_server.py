@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,20 +26,29 @@ def finished_session(host: EngineHost, clock: Clock, sid: str) -> None:
     host.handle(e.CardPresented(sid, "card", "E1", "T1", "EUR"))
     host.handle(
         e.TerminalResultArrived(
-            sid,
-            "r",
-            e.Operation.PREAUTHORIZE,
-            Outcome.APPROVED,
-            5000,
-            3,
+            session_id=sid,
+            event_id="r",
+            operation=e.Operation.PREAUTHORIZE,
+            outcome=Outcome.APPROVED,
+            amount_minor=5000,
+            receipt_no=3,
             card={"masked_pan": "541333******0074"},
         )
     )
     clock.advance(60)
     host.handle(e.ChargerStarted(sid, "st", 0))
     clock.advance(1800)
-    host.handle(e.ChargerStopped(sid, "sp", 7000))
-    host.handle(e.TerminalResultArrived(sid, "c", e.Operation.CAPTURE, Outcome.APPROVED, None, 4))
+    host.handle(e.ChargerStopped(session_id=sid, event_id="sp", meter_wh=7000))
+    host.handle(
+        e.TerminalResultArrived(
+            session_id=sid,
+            event_id="c",
+            operation=e.Operation.CAPTURE,
+            outcome=Outcome.APPROVED,
+            amount_minor=None,
+            receipt_no=4,
+        )
+    )
     clock.advance(60)
 
 
@@ -274,3 +284,104 @@ async def test_activation_by_reference_only(
         await client.request(
             "POST", f"{terminals}/activate", {"city": "nowhere"}
         )  # neither id nor reference
+
+
+def _cdr(cdr_id: str, **changes: object) -> dict[str, object]:
+    cdr: dict[str, object] = {
+        "country_code": "DE",
+        "party_id": "CPO",
+        "id": cdr_id,
+        "start_date_time": "2026-01-05T10:00:00Z",
+        "end_date_time": "2026-01-05T11:00:00Z",
+        "currency": "EUR",
+        "total_cost": {"before_taxes": 3.5},
+        "total_energy": 7.0,
+        "last_updated": "2026-01-05T11:00:00Z",
+    }
+    return {**cdr, **changes}
+
+
+async def _post_cdr(
+    base: str, http: aiohttp.ClientSession, body: bytes, request_id: str
+) -> tuple[int, dict[str, object]]:
+    headers = {**_auth("token-b"), "X-Request-ID": request_id, "Content-Type": "application/json"}
+    async with http.post(f"{base}/ocpi/ptp/2.3.0/cdrs", data=body, headers=headers) as r:
+        return r.status, await r.json()
+
+
+@pytest.mark.parametrize(
+    ("changes", "why"),
+    [
+        ({"total_cost": {"excl_vat": "abc"}}, "excl_vat"),
+        ({"total_cost": {"excl_vat": 1.0, "incl_vat": "1.19"}}, "incl_vat"),
+        ({"total_energy": 10**400}, "out of range"),
+        ({"total_cost": {"excl_vat": 10**400}}, "out of range"),
+    ],
+    ids=["221-price-as-text", "221-incl-vat-as-text", "401-digit-energy", "401-digit-price"],
+)
+async def test_a_hostile_cdr_is_a_clear_ocpi_error_and_nothing_is_stored(
+    server: tuple[str, Store, aiohttp.ClientSession], changes: dict[str, object], why: str
+) -> None:
+    """Issue 27: excl_vat "abc" answered 500; a 401-digit total_energy was stored as inf."""
+    base, store, http = server
+    status, answer = await _post_cdr(base, http, json.dumps(_cdr("C1", **changes)).encode(), "r1")
+    assert status == 400 and answer["status_code"] == 2001 and why in str(answer["status_message"])
+    assert store.inbox("cdr") == []
+
+
+async def test_cdrs_are_deduplicated_on_their_own_id_not_on_the_request_id(
+    server: tuple[str, Store, aiohttp.ClientSession],
+) -> None:
+    base, store, http = server
+    first = json.dumps(_cdr("C1")).encode()
+    assert (await _post_cdr(base, http, first, "same-request-id"))[0] == 201
+    # a second, different CDR under the same X-Request-ID is kept, not silently dropped
+    second = json.dumps(_cdr("C2", total_energy=9.5)).encode()
+    assert (await _post_cdr(base, http, second, "same-request-id"))[0] == 201
+    # the first CDR again, under a new X-Request-ID, is the same CDR: stored once
+    assert (await _post_cdr(base, http, first, "another-request-id"))[0] == 201
+    stored = sorted(str(m["payload"]["id"]) for m in store.inbox("cdr"))
+    assert stored == ["C1", "C2"]
+    for message in store.inbox("cdr"):
+        json.loads(json.dumps(message["payload"], allow_nan=False))  # valid JSON, no inf
+
+
+async def test_session_pushes_are_deduplicated_on_the_session_and_its_state(
+    server: tuple[str, Store, aiohttp.ClientSession],
+) -> None:
+    """Two different sessions (or two states of one) under one X-Request-ID are both kept."""
+    base, store, http = server
+
+    def session(sid: str, updated: str) -> bytes:
+        return json.dumps(
+            {
+                "country_code": "DE",
+                "party_id": "CPO",
+                "id": sid,
+                "start_date_time": "2026-01-05T10:00:00Z",
+                "kwh": 1.5,
+                "auth_method": "COMMAND",
+                "location_id": "LOC1",
+                "evse_uid": "E1",
+                "connector_id": "1",
+                "currency": "EUR",
+                "status": "ACTIVE",
+                "last_updated": updated,
+            }
+        ).encode()
+
+    headers = {**_auth("token-b"), "X-Request-ID": "same", "Content-Type": "application/json"}
+    sent = [
+        ("S1", "2026-01-05T10:01:00Z"),
+        ("S2", "2026-01-05T10:01:00Z"),
+        ("S1", "2026-01-05T10:02:00Z"),
+        ("S1", "2026-01-05T10:02:00Z"),  # the same state again: stored once
+    ]
+    for sid, updated in sent:
+        url = f"{base}/ocpi/ptp/2.3.0/sessions/DE/CPO/{sid}"
+        async with http.put(url, data=session(sid, updated), headers=headers) as r:
+            assert r.status == 200, await r.text()
+    stored = sorted(
+        (m["payload"]["id"], m["payload"]["last_updated"]) for m in store.inbox("session")
+    )
+    assert stored == sorted(set(sent))

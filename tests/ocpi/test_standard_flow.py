@@ -26,7 +26,7 @@ from gateway.ocpi.cpo_sim import CpoSimulator
 from gateway.ocpi.handshake import new_token, our_credentials, register
 from gateway.ocpi.pusher import OutboxPusher
 from gateway.ocpi.server import PtpServer
-from gateway.payments.charger import ChargerEvent
+from gateway.payments.charger import PaymentRequested
 from gateway.payments.tariff import Sample, price
 from gateway.runtime.app import Daemon
 from gateway.runtime.engine_host import EngineHost
@@ -122,9 +122,7 @@ async def test_start_session_pushes_cdr_capture_fac(tmp_path: Path) -> None:
         ]
         try:
             await asyncio.sleep(0.3)  # terminal registered
-            engine.on_charger_event(
-                ChargerEvent("payment_requested", "E1")
-            )  # a driver pays at the terminal
+            engine.on_charger_event(PaymentRequested(evse="E1"))  # a driver pays at the terminal
             async with asyncio.timeout(20):
                 while not cpo.state.facs:
                     await asyncio.sleep(0.05)

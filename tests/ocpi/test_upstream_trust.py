@@ -208,3 +208,43 @@ async def test_our_ocpi_server_serves_its_own_certificate(
         await asyncio.gather(task, return_exceptions=True)
         store.close()
         await cpo.stop()
+
+
+async def test_a_redirect_to_another_origin_never_gets_our_token() -> None:
+    """Issue 27: a 307 from the CPO's URL sent our credentials to another origin over http."""
+    from aiohttp import web
+
+    seen: list[str | None] = []
+
+    async def thief(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization"))
+        return web.json_response({"status_code": 1000, "data": {}})
+
+    thief_app = web.Application()
+    thief_app.router.add_route("*", "/{tail:.*}", thief)
+    thief_runner = web.AppRunner(thief_app)
+    await thief_runner.setup()
+    thief_port = free_port()
+    await web.TCPSite(thief_runner, "127.0.0.1", thief_port).start()
+
+    async def cpo(request: web.Request) -> web.Response:
+        raise web.HTTPTemporaryRedirect(f"http://127.0.0.1:{thief_port}{request.path}")
+
+    cpo_app = web.Application()
+    cpo_app.router.add_route("*", "/{tail:.*}", cpo)
+    cpo_runner = web.AppRunner(cpo_app)
+    await cpo_runner.setup()
+    cpo_port = free_port()
+    await web.TCPSite(cpo_runner, "127.0.0.1", cpo_port).start()
+    url = f"http://127.0.0.1:{cpo_port}/ocpi/versions"
+    try:
+        async with aiohttp.ClientSession() as http:
+            trust = Trust([f"http://127.0.0.1:{cpo_port}"], allow_http=True)
+            for client in (OcpiClient(http, "secret-token-c", trust=trust), OcpiClient(http, "t")):
+                for method in ("GET", "POST"):
+                    with pytest.raises(OcpiRejected, match="refusing"):
+                        await client.request(method, url, {"x": 1} if method == "POST" else None)
+    finally:
+        await cpo_runner.cleanup()
+        await thief_runner.cleanup()
+    assert seen == []  # the other origin was never called, with or without the token

@@ -16,6 +16,7 @@ from pydantic import SecretStr
 from gateway.errors import ConfigError
 from gateway.ocpi.cpo_sim import CpoSimulator
 from gateway.ocpi.worker import TokenVault, UpstreamWorker
+from gateway.payments.charger import ChargeStopped
 from gateway.settings import SecretRef, UpstreamSettings
 from gateway.store import Store
 from tests.helpers import EVPAY, free_port, subprocess_env
@@ -289,5 +290,7 @@ async def test_a_cdr_stored_before_a_crash_reaches_the_engine_at_start(tmp_path:
         await task
         store.close()
         await cpo.stop()
-    assert heard[0].kind == "stopped" and heard[0].session_id == sid and heard[0].meter_wh == 6000
-    assert heard[0].invoicer == "cpo"
+    stopped = heard[0]
+    assert isinstance(stopped, ChargeStopped)
+    assert stopped.kind == "stopped" and stopped.session_id == sid and stopped.meter_wh == 6000
+    assert stopped.invoicer == "cpo"

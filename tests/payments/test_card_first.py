@@ -60,7 +60,7 @@ async def test_with_two_evses_the_plug_in_after_the_tap_chooses(tmp_path: Path) 
         assert daemon.store.sessions() == []
         sim.tap()
         async with asyncio.timeout(5):
-            while daemon.engine is None or not daemon.engine._armed:
+            while daemon.engine is None or not daemon.engine.admission.armed:
                 await asyncio.sleep(0.05)
         charger.plug_in("E2")  # the driver's EVSE
 

@@ -21,15 +21,27 @@ def test_redelivered_events_are_no_ops_and_every_step_is_journaled(tmp_path: Pat
     again = host.handle(card)
     assert not again.applied and again.commands == ()  # no second pre-authorisation
     approved = e.TerminalResultArrived(
-        "s1", "r1", e.Operation.PREAUTHORIZE, Outcome.APPROVED, 5000, 4
+        session_id="s1",
+        event_id="r1",
+        operation=e.Operation.PREAUTHORIZE,
+        outcome=Outcome.APPROVED,
+        amount_minor=5000,
+        receipt_no=4,
     )
     assert [type(x).__name__ for x in host.handle(approved).commands] == ["AuthorizeCharger"]
     assert host.handle(approved).commands == ()
     clock.advance(60)
     host.handle(e.ChargerStarted("s1", "st", 0))
-    host.handle(e.ChargerStopped("s1", "sp", 4000))
+    host.handle(e.ChargerStopped(session_id="s1", event_id="sp", meter_wh=4000))
     done = host.handle(
-        e.TerminalResultArrived("s1", "c1", e.Operation.CAPTURE, Outcome.APPROVED, None, 5)
+        e.TerminalResultArrived(
+            session_id="s1",
+            event_id="c1",
+            operation=e.Operation.CAPTURE,
+            outcome=Outcome.APPROVED,
+            amount_minor=None,
+            receipt_no=5,
+        )
     )
     assert done.session is not None and done.session.state.value == "completed"
     assert [j["kind"] for j in store.journal("s1")] == [
@@ -51,7 +63,14 @@ def test_sweep_releases_unowned_holds_but_waits_for_preauths_in_flight(tmp_path:
     host.handle(e.CardPresented("s1", "card", "E1", "T1", "EUR"))
     assert host.sweep("T1", (8,), "EUR", "x") == []  # s1's pre-auth is in flight: 8 may be its hold
     host.handle(
-        e.TerminalResultArrived("s1", "r", e.Operation.PREAUTHORIZE, Outcome.APPROVED, 5000, 7)
+        e.TerminalResultArrived(
+            session_id="s1",
+            event_id="r",
+            operation=e.Operation.PREAUTHORIZE,
+            outcome=Outcome.APPROVED,
+            amount_minor=5000,
+            receipt_no=7,
+        )
     )
     commands = host.sweep("T1", (7, 8), "EUR", "y")  # 7 is s1's; 8 belongs to nobody
     assert [(type(x).__name__, getattr(x, "receipt_no", None)) for x in commands] == [
@@ -72,14 +91,21 @@ def test_a_second_writer_is_noticed_and_the_step_computed_again_from_the_databas
     host = EngineHost(store, policy(), clock)
     host.handle(e.CardPresented("s1", "card", "E1", "T1", "EUR"))
     host.handle(
-        e.TerminalResultArrived("s1", "r1", e.Operation.PREAUTHORIZE, Outcome.APPROVED, 5000, 4)
+        e.TerminalResultArrived(
+            session_id="s1",
+            event_id="r1",
+            operation=e.Operation.PREAUTHORIZE,
+            outcome=Outcome.APPROVED,
+            amount_minor=5000,
+            receipt_no=4,
+        )
     )
     host.handle(e.ChargerStarted("s1", "st", 0))
     # another process moves the session on: the charger reported it stopped
     other_store = Store.open(path, clock=clock)
     other = EngineHost(other_store, policy(), clock)
     clock.advance(600)
-    stopped = other.handle(e.ChargerStopped("s1", "sp", 4000))
+    stopped = other.handle(e.ChargerStopped(session_id="s1", event_id="sp", meter_wh=4000))
     assert (
         stopped.applied
         and stopped.session is not None
@@ -89,9 +115,16 @@ def test_a_second_writer_is_noticed_and_the_step_computed_again_from_the_databas
     # our host's copy says "charging"; a meter value must not be applied to it
     late = host.handle(e.MeterValue("s1", "m9", 9000))
     assert late.session is not None and late.session.state.value == "capturing"
-    assert late.session.billed_energy_wh == 4000
+    assert late.session.metering.billed_energy_wh == 4000
     done = host.handle(
-        e.TerminalResultArrived("s1", "c1", e.Operation.CAPTURE, Outcome.APPROVED, None, 5)
+        e.TerminalResultArrived(
+            session_id="s1",
+            event_id="c1",
+            operation=e.Operation.CAPTURE,
+            outcome=Outcome.APPROVED,
+            amount_minor=None,
+            receipt_no=5,
+        )
     )
     assert done.session is not None and done.session.state.value == "completed"
     payments = {p["kind"]: p["amount_minor"] for p in store.payments("s1")}
@@ -109,7 +142,12 @@ def test_an_enquiry_deferred_for_a_preauth_in_flight_is_asked_again_soon(tmp_pat
     host = EngineHost(store, p, clock)
     host.handle(e.CardPresented("s1", "card", "E1", "T1", "EUR"))
     lost = host.handle(
-        e.TerminalResultArrived("s1", "r1", e.Operation.PREAUTHORIZE, Outcome.UNKNOWN)
+        e.TerminalResultArrived(
+            session_id="s1",
+            event_id="r1",
+            operation=e.Operation.PREAUTHORIZE,
+            outcome=Outcome.UNKNOWN,
+        )
     )
     assert lost.session is not None and lost.session.state.value == "auth_unknown"
     host.handle(e.CardPresented("s2", "card", "E2", "T1", "EUR"))  # in flight on the same terminal

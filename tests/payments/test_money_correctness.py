@@ -58,12 +58,12 @@ def res(
     trace_no: int | None = None,
 ) -> e.Event:
     return e.TerminalResultArrived(
-        SID,
-        f"{op}-{outcome}-{amount}",
-        e.Operation(op),
-        outcome,
-        amount,
-        receipt,
+        session_id=SID,
+        event_id=f"{op}-{outcome}-{amount}",
+        operation=e.Operation(op),
+        outcome=outcome,
+        amount_minor=amount,
+        receipt_no=receipt,
         card=card or {},
         for_receipt=for_receipt,
         trace_no=trace_no,
@@ -76,7 +76,7 @@ def capturing(
     s = at(None, e.CardPresented(SID, "card", "E1", "T1", "EUR"), 0, pol)
     s = at(s, res("preauthorize", Outcome.APPROVED, 5000, card=card or {}), 0, pol)
     s = at(s, e.ChargerStarted(SID, "st", 1000), 1, pol)
-    return at(s, e.ChargerStopped(SID, "sp", stop_meter), 60, pol)
+    return at(s, e.ChargerStopped(session_id=SID, event_id="sp", meter_wh=stop_meter), 60, pol)
 
 
 # ---- 0: captured and released amounts swapped --------------------------------------------------
@@ -87,7 +87,7 @@ def test_capture_books_what_was_asked_whichever_amount_the_terminal_echoes(
     echo: int | None,
 ) -> None:
     s = capturing()
-    assert s.state is State.CAPTURING and s.price_minor == 655
+    assert s.state is State.CAPTURING and s.bill.price_minor == 655
     done = at(s, res("capture", Outcome.APPROVED, echo, 12), 61)
     assert done.state is State.COMPLETED and (done.captured_minor, done.released_minor) == (
         655,
@@ -115,7 +115,7 @@ def test_a_declined_capture_whose_receipt_vanished_is_unconfirmed_and_owed_not_c
         u is not None
         and u.state is State.CAPTURE_UNCONFIRMED
         and u.captured_minor == 0
-        and u.owed_minor == 655
+        and u.bill.owed_minor == 655
     )
     (out,) = t.commands
     assert isinstance(out, c.Enqueue)
@@ -130,7 +130,13 @@ def test_a_declined_capture_whose_receipt_vanished_is_unconfirmed_and_owed_not_c
 @pytest.mark.parametrize("echo", [655, 4345])
 def test_a_lost_capture_is_booked_on_the_terminals_repeat_of_its_last_result(echo: int) -> None:
     s = at(capturing(), res("capture", Outcome.UNKNOWN), 61)
-    done = at(s, e.OpenPreauthsReported(SID, "q", (), last=e.LastResult(True, 12, echo)), 62)
+    done = at(
+        s,
+        e.OpenPreauthsReported(
+            SID, "q", (), last=e.LastResult(approved=True, receipt_no=12, amount_minor=echo)
+        ),
+        62,
+    )
     assert (
         done.state is State.COMPLETED
         and done.captured_minor == 655
@@ -140,7 +146,13 @@ def test_a_lost_capture_is_booked_on_the_terminals_repeat_of_its_last_result(ech
 
 def test_a_last_result_of_another_amount_is_no_evidence() -> None:
     s = at(capturing(), res("capture", Outcome.UNKNOWN), 61)
-    u = at(s, e.OpenPreauthsReported(SID, "q", (), last=e.LastResult(True, 12, 1500)), 62)
+    u = at(
+        s,
+        e.OpenPreauthsReported(
+            SID, "q", (), last=e.LastResult(approved=True, receipt_no=12, amount_minor=1500)
+        ),
+        62,
+    )
     assert u.state is State.CAPTURE_UNCONFIRMED and u.captured_minor == 0
 
 
@@ -152,7 +164,7 @@ def test_a_capture_lost_until_the_hold_lapses_is_owed_and_reported() -> None:
     s = replace(s, expires_at=T0 + timedelta(minutes=90))  # the hold lapses soon
     t = step(s, e.OpenPreauthsReported(SID, "q", (), failed=True), 62)
     u = t.session
-    assert u is not None and u.state is State.CAPTURE_UNCONFIRMED and u.owed_minor == 655
+    assert u is not None and u.state is State.CAPTURE_UNCONFIRMED and u.bill.owed_minor == 655
     assert u.holds[0].status is HoldStatus.UNCONFIRMED and u.open_minor == 5000
     assert [type(x).__name__ for x in t.commands] == ["Enqueue"]
 
@@ -191,12 +203,14 @@ def test_a_state_that_cannot_be_settled_is_refused() -> None:
 
 def test_zero_energy_releases_the_whole_hold_despite_a_flat_fee() -> None:
     s = capturing(stop_meter=1000)  # the fixture tariff has a 1.00 EUR start fee
-    assert s.state is State.RELEASING and s.price_minor == 0 and "nothing billed" in s.notes[-1]
+    assert (
+        s.state is State.RELEASING and s.bill.price_minor == 0 and "nothing billed" in s.notes[-1]
+    )
 
 
 def test_zero_energy_bills_the_flat_fee_when_the_site_says_so() -> None:
     s = capturing(stop_meter=1000, pol=policy(bill_without_energy=True))
-    assert s.state is State.CAPTURING and s.price_minor == 119
+    assert s.state is State.CAPTURING and s.bill.price_minor == 119
 
 
 # ---- 5: the sweep released a hold securing a debt ----------------------------------------------
@@ -210,7 +224,7 @@ def test_the_sweep_never_releases_the_hold_of_a_session_that_owes(tmp_path: Path
     host.handle(res("preauthorize", Outcome.APPROVED, 5000, card=MC))
     host.handle(e.ChargerStarted(SID, "st", 0))
     clock.advance(3600)
-    host.handle(e.ChargerStopped(SID, "sp", 10_000))
+    host.handle(e.ChargerStopped(session_id=SID, event_id="sp", meter_wh=10_000))
     host.handle(res("capture", Outcome.ERROR))
     # Still open, but the retry comes too late: the capture gives up while the hold is valid.
     s = host.load(SID)
@@ -218,7 +232,7 @@ def test_the_sweep_never_releases_the_hold_of_a_session_that_owes(tmp_path: Path
     clock.now = s.expires_at - timedelta(minutes=30)
     host.handle(e.OpenPreauthsReported(SID, "q", (7,)))
     s = host.load(SID)
-    assert s is not None and s.state is State.CAPTURE_FAILED and s.owed_minor > 0
+    assert s is not None and s.state is State.CAPTURE_FAILED and s.bill.owed_minor > 0
     assert [r["id"] for r in store.sessions(owing=True)] == [SID]
     assert host.sweep("T1", (7,), "EUR", "x") == []  # the receipt secures the debt
 
@@ -263,15 +277,32 @@ def test_energy_reported_after_the_hold_was_released_is_recorded_as_owed() -> No
     s = at(s, e.TimerFired(SID, "t", e.TimerKind.START), 4)
     voided = at(s, res("release", Outcome.APPROVED, 0, 13), 5)
     assert voided.state is State.VOIDED
-    t = step(voided, e.ChargerStopped(SID, "cdr", 7_000, 7_000, "CDR received"), 60)
+    t = step(
+        voided,
+        e.ChargerStopped(
+            session_id=SID,
+            event_id="cdr",
+            meter_wh=7_000,
+            session_energy_wh=7_000,
+            reason="CDR received",
+        ),
+        60,
+    )
     u = t.session
-    assert u is not None and u.unpaid_energy_wh == 7_000 and u.owed_minor > 0
+    assert u is not None and u.bill.unpaid_energy_wh == 7_000 and u.bill.owed_minor > 0
     (out,) = t.commands
     assert isinstance(out, c.Enqueue) and out.message_id == f"{SID}:unpaid"
     fac = fac_from_outcome(out.payload, T0)
     assert fac is not None and fac.id == f"{SID}-U" and fac.capture_status_code == "FAILED"
     assert (
-        step(u, e.ChargerStopped(SID, "cdr2", 7_000, 7_000), 61).session == u
+        step(
+            u,
+            e.ChargerStopped(
+                session_id=SID, event_id="cdr2", meter_wh=7_000, session_energy_wh=7_000
+            ),
+            61,
+        ).session
+        == u
     )  # a second CDR: no second debt
 
 
@@ -280,12 +311,12 @@ def test_energy_reported_after_the_hold_was_released_is_recorded_as_owed() -> No
 
 def test_a_price_above_the_hold_captures_the_hold_and_records_the_shortfall() -> None:
     s = capturing(stop_meter=1000 + 120_000)
-    assert s.price_minor > 5000 and s.shortfall_minor == s.price_minor - 5000
+    assert s.bill.price_minor > 5000 and s.bill.shortfall_minor == s.bill.price_minor - 5000
     done = at(s, res("capture", Outcome.APPROVED, 5000, 12), 61)
     assert (
         done.state is State.COMPLETED
         and done.captured_minor == 5000
-        and done.owed_minor == s.shortfall_minor
+        and done.bill.owed_minor == s.bill.shortfall_minor
     )
     fac = fac_from_outcome(outcome_payload(done), T0)
     assert (
@@ -336,7 +367,7 @@ def test_two_lost_preauths_adopt_only_the_hold_whose_data_fits(tmp_path: Path) -
     for sid in ("a", "b"):
         host.handle(e.Resumed(sid, "boot"))  # both results lost in a restart
     # The terminal holds 21 (b's, 99.00) and 20 (a's, 22.00); its last result is b's.
-    last = e.LastResult(True, 21, 9900)
+    last = e.LastResult(approved=True, receipt_no=21, amount_minor=9900)
     host.handle(e.OpenPreauthsReported("a", "qa", (20, 21), last=last))
     host.handle(e.OpenPreauthsReported("b", "qb", (20, 21), last=last))
     a, b = host.load("a"), host.load("b")
@@ -370,7 +401,9 @@ def test_a_lost_preauth_that_cannot_be_attributed_releases_the_orphan_at_once(
     host.handle(e.CardPresented("a", "card", "E1", "T1", "EUR"))
     host.handle(e.Resumed("a", "boot"))
     handled = host.handle(
-        e.OpenPreauthsReported("a", "qa", (20,), last=e.LastResult(True, 19, 5000))
+        e.OpenPreauthsReported(
+            "a", "qa", (20,), last=e.LastResult(approved=True, receipt_no=19, amount_minor=5000)
+        )
     )
     assert handled.session is not None and handled.session.state is State.FAILED
     (release,) = handled.commands
@@ -385,12 +418,12 @@ def test_a_lost_preauth_that_cannot_be_attributed_releases_the_orphan_at_once(
 
 def held(op: str, amount: int, receipt: int, for_receipt: int | None = None) -> e.Event:
     return e.TerminalResultArrived(
-        SID,
-        f"{op}-held",
-        e.Operation(op),
-        Outcome.APPROVED,
-        amount,
-        receipt,
+        session_id=SID,
+        event_id=f"{op}-held",
+        operation=e.Operation(op),
+        outcome=Outcome.APPROVED,
+        amount_minor=amount,
+        receipt_no=receipt,
         for_receipt=for_receipt,
         provisional=True,
     )
@@ -422,7 +455,9 @@ def test_a_capture_stored_before_a_crash_stands_when_the_hold_is_gone() -> None:
     s = at(capturing(), held("capture", 655, 12, for_receipt=7), 61)
     s = at(
         at(s, e.Resumed(SID, "boot"), 62),
-        e.OpenPreauthsReported(SID, "q", (), last=e.LastResult(True, 40, 99)),
+        e.OpenPreauthsReported(
+            SID, "q", (), last=e.LastResult(approved=True, receipt_no=40, amount_minor=99)
+        ),
         62,
     )
     assert (
@@ -475,13 +510,15 @@ def _incremental(new_receipt: bool) -> Session:
         31,
         pol,
     )
-    return at(s, e.ChargerStopped(SID, "sp", 30_000), 60, pol)
+    return at(s, e.ChargerStopped(session_id=SID, event_id="sp", meter_wh=30_000), 60, pol)
 
 
 def test_incremental_top_up_as_a_second_hold_is_captured_across_both() -> None:
     s = _incremental(new_receipt=True)
     assert [h.receipt_no for h in s.holds] == [7, 8] and s.authorized_minor == 3000
-    assert s.state is State.CAPTURING and s.price_minor == 1726  # (1.00 + 30 kWh * 0.45) * 1.19
+    assert (
+        s.state is State.CAPTURING and s.bill.price_minor == 1726
+    )  # (1.00 + 30 kWh * 0.45) * 1.19
     assert [h.target_minor for h in s.holds] == [1500, 226]
 
 
@@ -496,7 +533,7 @@ def test_incremental_settles_each_hold_then_completes() -> None:
     s = replace(
         s,
         holds=(replace(s.holds[0], target_minor=1500), replace(s.holds[1], target_minor=300)),
-        price_minor=1800,
+        bill=replace(s.bill, price_minor=1800),
     )
     t = step(s, res("capture", Outcome.APPROVED, 1500, 30, for_receipt=7), 61, pol)
     assert t.session is not None and t.session.state is State.CAPTURING
@@ -569,11 +606,11 @@ def test_the_hold_of_a_lost_top_up_is_captured_by_booking_its_amount(how: str) -
         assert s.timer is not None
         s = at(s, e.TimerFired(SID, "t", s.timer[0]), 37, pol)  # the answer timeout (6 min)
     assert s.state is State.CHARGING and s.holds[0].uncertain and s.authorized_minor == 1500
-    t = step(s, e.ChargerStopped(SID, "sp", 22_000), 40, pol)
+    t = step(s, e.ChargerStopped(session_id=SID, event_id="sp", meter_wh=22_000), 40, pol)
     (cap,) = [x for x in t.commands if isinstance(x, c.Capture)]
     assert cap.exact and (cap.held_minor, cap.amount_minor) == (
         1500,
-        t.session.price_minor if t.session else 0,
+        t.session.bill.price_minor if t.session else 0,
     )
     assert (
         t.session is not None and from_json(to_json(t.session)).holds[0].uncertain
@@ -653,10 +690,10 @@ def test_a_charge_that_stops_while_its_top_up_is_out_books_the_price_not_the_top
     s = at(s, res("preauthorize", Outcome.APPROVED, 1500, 7, trace_no=70), 0, pol)
     s = at(at(s, e.ChargerStarted(SID, "st", 0), 1, pol), e.MeterValue(SID, "m", 21_000), 30, pol)
     assert s.state is State.TOPPING_UP
-    t = step(s, e.ChargerStopped(SID, "sp", 22_000), 31, pol)
+    t = step(s, e.ChargerStopped(session_id=SID, event_id="sp", meter_wh=22_000), 31, pol)
     (cap,) = [x for x in t.commands if isinstance(x, c.Capture)]
     assert t.session is not None and cap.exact and cap.held_minor == 1500
-    price = t.session.price_minor
+    price = t.session.bill.price_minor
     s = at(
         t.session, res("topup", Outcome.APPROVED, 1500, 7, for_receipt=7), 31, pol
     )  # the same hold, raised

@@ -179,16 +179,18 @@ def run_session(host: EngineHost, clock: Clock, sid: str, stop_wh: int, reported
     events: list[e.Event] = [
         e.CardPresented(sid, "card", "E1", "T1", "EUR"),
         e.TerminalResultArrived(
-            sid,
-            "pa",
-            e.Operation.PREAUTHORIZE,
-            Outcome.APPROVED,
-            5000,
-            int(sid[1:]) * 10,
+            session_id=sid,
+            event_id="pa",
+            operation=e.Operation.PREAUTHORIZE,
+            outcome=Outcome.APPROVED,
+            amount_minor=5000,
+            receipt_no=int(sid[1:]) * 10,
             card={"brand": "MasterCard", "masked_pan": "541333******0074"},
         ),
         e.ChargerStarted(sid, "st", 1000),
-        e.ChargerStopped(sid, "sp", stop_wh, reported_wh),
+        e.ChargerStopped(
+            session_id=sid, event_id="sp", meter_wh=stop_wh, session_energy_wh=reported_wh
+        ),
     ]
     for ev in events:
         host.handle(ev)
@@ -197,12 +199,12 @@ def run_session(host: EngineHost, clock: Clock, sid: str, stop_wh: int, reported
     assert session is not None
     host.handle(
         e.TerminalResultArrived(
-            sid,
-            "cap",
-            e.Operation.CAPTURE,
-            Outcome.APPROVED,
-            session.price_minor,
-            int(sid[1:]) * 10 + 1,
+            session_id=sid,
+            event_id="cap",
+            operation=e.Operation.CAPTURE,
+            outcome=Outcome.APPROVED,
+            amount_minor=session.bill.price_minor,
+            receipt_no=int(sid[1:]) * 10 + 1,
             for_receipt=int(sid[1:]) * 10,
         )
     )

@@ -160,16 +160,30 @@ def test_amounts_in_each_currencys_minor_units(
     ).session
     assert s is not None and s.hold_minor == hold and s.tariff_id == f"T-{currency}"
     steps: list[e.Event] = [
-        e.TerminalResultArrived("s", "pa", e.Operation.PREAUTHORIZE, Outcome.APPROVED, hold, 7),
+        e.TerminalResultArrived(
+            session_id="s",
+            event_id="pa",
+            operation=e.Operation.PREAUTHORIZE,
+            outcome=Outcome.APPROVED,
+            amount_minor=hold,
+            receipt_no=7,
+        ),
         e.ChargerStarted("s", "st", 0),
-        e.ChargerStopped("s", "sp", 10_000),
+        e.ChargerStopped(session_id="s", event_id="sp", meter_wh=10_000),
     ]
     for n, ev in enumerate(steps):
         s = transition(s, ev, T0 + timedelta(minutes=n), pol).session
-    assert s is not None and s.state is State.CAPTURING and s.price_minor == expected
+    assert s is not None and s.state is State.CAPTURING and s.bill.price_minor == expected
     t = transition(
         s,
-        e.TerminalResultArrived("s", "cap", e.Operation.CAPTURE, Outcome.APPROVED, expected, 8),
+        e.TerminalResultArrived(
+            session_id="s",
+            event_id="cap",
+            operation=e.Operation.CAPTURE,
+            outcome=Outcome.APPROVED,
+            amount_minor=expected,
+            receipt_no=8,
+        ),
         T0,
         pol,
     )

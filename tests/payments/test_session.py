@@ -30,7 +30,14 @@ def step(s: Session | None, ev: e.Event, minutes: float = 0) -> Transition:
 def result(
     op: str, outcome: Outcome, amount: int | None = None, receipt: int | None = 7, n: str = "r"
 ) -> e.Event:
-    return e.TerminalResultArrived(SID, n, e.Operation(op), outcome, amount, receipt)
+    return e.TerminalResultArrived(
+        session_id=SID,
+        event_id=n,
+        operation=e.Operation(op),
+        outcome=outcome,
+        amount_minor=amount,
+        receipt_no=receipt,
+    )
 
 
 def authorizing() -> Session:
@@ -112,7 +119,7 @@ def test_lost_preauth_result_asks_the_terminal_and_releases_our_hold_found_by_it
         and t.session.state is State.AUTH_UNKNOWN
         and kinds(t) == ["QueryOpenPreauths"]
     )
-    ours = e.LastResult(True, 9, 5000)
+    ours = e.LastResult(approved=True, receipt_no=9, amount_minor=5000)
     orphan = step(t.session, e.OpenPreauthsReported(SID, "q", (3, 9), orphans=(9,), last=ours))
     assert (
         orphan.session is not None
@@ -142,9 +149,14 @@ def test_stale_or_early_timer_is_ignored() -> None:
 def test_meter_values_price_the_session_and_out_of_order_ones_are_ignored() -> None:
     s = charging()
     t = step(s, e.MeterValue(SID, "m1", 3000), 10)
-    assert t.session is not None and t.session.price_minor == 226  # 1.00 flat + 2 kWh * 0.45, +19 %
+    assert (
+        t.session is not None and t.session.bill.price_minor == 226
+    )  # 1.00 flat + 2 kWh * 0.45, +19 %
     older = step(t.session, e.MeterValue(SID, "m0", 2000), 11)
-    assert older.session == t.session and "out of order" in older.note
+    assert (
+        older.session is not None and older.session.metering.readings == t.session.metering.readings
+    )
+    assert older.session.bill.price_minor == 226 and "goes backwards" in older.note  # a discrepancy
 
 
 def test_cost_reaching_the_cap_stops_the_charger_first() -> None:
@@ -153,7 +165,9 @@ def test_cost_reaching_the_cap_stops_the_charger_first() -> None:
     assert (
         t.session is not None and t.session.state is State.STOPPING and kinds(t) == ["StopCharger"]
     )
-    stopped = step(t.session, e.ChargerStopped(SID, "x", 1000 + 101_000), 61)
+    stopped = step(
+        t.session, e.ChargerStopped(session_id=SID, event_id="x", meter_wh=1000 + 101_000), 61
+    )
     cap = stopped.commands[0]
     assert isinstance(cap, c.Capture) and cap.amount_minor == 5000  # never above the hold
 
@@ -161,10 +175,16 @@ def test_cost_reaching_the_cap_stops_the_charger_first() -> None:
 def test_stop_then_capture_then_completed_with_release_of_the_rest() -> None:
     s: Session | None = charging()
     s = step(s, e.MeterValue(SID, "m1", 6000), 30).session
-    t = step(s, e.ChargerStopped(SID, "stop", 11_000, 10_000), 60)
+    t = step(
+        s,
+        e.ChargerStopped(
+            session_id=SID, event_id="stop", meter_wh=11_000, session_energy_wh=10_000
+        ),
+        60,
+    )
     assert t.session is not None and t.session.state is State.CAPTURING
     (cap,) = t.commands
-    assert isinstance(cap, c.Capture) and cap.amount_minor == t.session.price_minor == 655
+    assert isinstance(cap, c.Capture) and cap.amount_minor == t.session.bill.price_minor == 655
     done = step(t.session, result("capture", Outcome.APPROVED, 655), 61)
     d = done.session
     assert (
@@ -178,14 +198,21 @@ def test_stop_then_capture_then_completed_with_release_of_the_rest() -> None:
 def test_zero_energy_releases_everything() -> None:
     p0 = policy(tariffs={})
     s = transition(
-        charging(), e.ChargerStopped(SID, "stop", 1000), T0 + timedelta(minutes=5), p0
+        charging(),
+        e.ChargerStopped(session_id=SID, event_id="stop", meter_wh=1000),
+        T0 + timedelta(minutes=5),
+        p0,
     ).session
     assert s is not None and s.state is State.RELEASING
 
 
 def test_energy_disagreement_is_recorded_and_the_meter_wins() -> None:
-    t = step(charging(), e.ChargerStopped(SID, "stop", 11_000, session_energy_wh=9_000), 60)
-    assert t.session is not None and t.session.billed_energy_wh == 10_000
+    t = step(
+        charging(),
+        e.ChargerStopped(session_id=SID, event_id="stop", meter_wh=11_000, session_energy_wh=9_000),
+        60,
+    )
+    assert t.session is not None and t.session.metering.billed_energy_wh == 10_000
     assert any("disagreement" in n for n in t.session.notes)
 
 
@@ -193,12 +220,14 @@ def test_fault_bills_the_last_trusted_reading() -> None:
     s = step(charging(), e.MeterValue(SID, "m1", 4000), 20).session
     s = step(s, e.MeterValue(SID, "m2", 6000, trusted=False), 30).session
     t = step(s, e.ChargerFaulted(SID, "f", "link lost"), 31)
-    assert t.session is not None and t.session.billed_energy_wh == 3000
+    assert t.session is not None and t.session.metering.billed_energy_wh == 3000
     assert kinds(t) == ["StopCharger", "Capture"]
 
 
 def test_failed_capture_asks_then_retries_with_backoff_then_gives_up_owing_the_price() -> None:
-    s = step(charging(), e.ChargerStopped(SID, "stop", 5000), 60).session
+    s = step(
+        charging(), e.ChargerStopped(session_id=SID, event_id="stop", meter_wh=5000), 60
+    ).session
     failed = step(s, result("capture", Outcome.ERROR), 61)
     assert failed.session is not None and failed.session.state is State.CAPTURE_UNKNOWN
     still_open = step(failed.session, e.OpenPreauthsReported(SID, "q", (7,)), 62)
@@ -215,7 +244,7 @@ def test_failed_capture_asks_then_retries_with_backoff_then_gives_up_owing_the_p
     g = gave_up.session
     assert g is not None and g.state is State.CAPTURE_FAILED and g.captured_minor == 0
     assert (
-        g.open_minor == g.authorized_minor and g.owed_minor == g.price_minor > 0
+        g.open_minor == g.authorized_minor and g.bill.owed_minor == g.bill.price_minor > 0
     )  # the debt is recorded
 
 
@@ -224,7 +253,9 @@ def test_a_busy_terminal_does_not_push_the_retry_out(outcome: Outcome) -> None:
     """Found by the full crash run: a serial terminal answered "busy" (84 9C) while it finished
     a killed gateway's exchange, every busy answer doubled the backoff, and captures waited 30
     minutes. A busy terminal is there: the next try comes after the first interval again."""
-    s = step(charging(), e.ChargerStopped(SID, "stop", 5000), 60).session
+    s = step(
+        charging(), e.ChargerStopped(session_id=SID, event_id="stop", meter_wh=5000), 60
+    ).session
     assert s is not None
     s = replace(s, attempts=6)  # six silent rounds behind it: the backoff is at its 30-minute cap
     asked = step(s, result("capture", outcome), 61).session
@@ -238,7 +269,9 @@ def test_a_busy_terminal_does_not_push_the_retry_out(outcome: Outcome) -> None:
 def test_an_enquiry_answered_busy_does_not_push_the_next_one_out(busy: bool) -> None:
     """The same for the enquiry: a terminal that answers busy (or one busy with another
     pre-auth, deferred by the host) is asked again after the first interval; silence backs off."""
-    s = step(charging(), e.ChargerStopped(SID, "stop", 5000), 60).session
+    s = step(
+        charging(), e.ChargerStopped(session_id=SID, event_id="stop", meter_wh=5000), 60
+    ).session
     asked = step(s, result("capture", Outcome.ERROR), 61).session
     assert asked is not None and asked.state is State.CAPTURE_UNKNOWN
     asked = replace(asked, attempts=6)
@@ -267,7 +300,9 @@ def test_resume_after_a_crash_asks_instead_of_repeating(
 
 
 def completed() -> Session:
-    s = step(charging(), e.ChargerStopped(SID, "stop", 5000), 60).session
+    s = step(
+        charging(), e.ChargerStopped(session_id=SID, event_id="stop", meter_wh=5000), 60
+    ).session
     done = step(s, result("capture", Outcome.APPROVED), 61).session
     assert done is not None and done.state is State.COMPLETED
     return done
@@ -279,7 +314,7 @@ def test_final_sessions_ignore_everything_but_fiscal_data() -> None:
     t = step(s, e.FiscalDataArrived(SID, "f", ("INV-1", "sig")), 9)
     assert (
         t.session is not None
-        and t.session.fiscal == ("INV-1", "sig")
+        and t.session.invoice.fiscal == ("INV-1", "sig")
         and kinds(t) == ["ShowReceipt"]
     )
 
@@ -300,9 +335,9 @@ def test_every_state_is_reachable_and_every_open_state_has_a_way_out() -> None:
     liveness checks run on every transition of the walk)."""
     last = (
         None,
-        e.LastResult(True, 9, 5000),
-        e.LastResult(True, 11, 4345),
-        e.LastResult(True, 11, 0),
+        e.LastResult(approved=True, receipt_no=9, amount_minor=5000),
+        e.LastResult(approved=True, receipt_no=11, amount_minor=4345),
+        e.LastResult(approved=True, receipt_no=11, amount_minor=0),
     )
     events = [
         result("preauthorize", o, 5000 if o is Outcome.APPROVED else None) for o in Outcome
@@ -318,8 +353,8 @@ def test_every_state_is_reachable_and_every_open_state_has_a_way_out() -> None:
         e.ChargerStarted(SID, "st", 0),
         e.MeterValue(SID, "m", 200_000),
         e.MeterValue(SID, "m", 2_000),
-        e.ChargerStopped(SID, "sp", 5_000),
-        e.ChargerStopped(SID, "sp0", 0),
+        e.ChargerStopped(session_id=SID, event_id="sp", meter_wh=5_000),
+        e.ChargerStopped(session_id=SID, event_id="sp0", meter_wh=0),
         e.ChargerFaulted(SID, "f", "x"),
         *(result(op, o, 100) for op in ("capture", "release") for o in Outcome),
         *(result("topup", o, 1500, 12) for o in Outcome),
@@ -363,8 +398,10 @@ def test_json_round_trip() -> None:
 
 
 def test_a_capture_books_what_was_asked_and_an_odd_echo_is_a_discrepancy() -> None:
-    s = step(charging(), e.ChargerStopped(SID, "stop", 11_000), 60).session
-    assert s is not None and s.price_minor == 655
+    s = step(
+        charging(), e.ChargerStopped(session_id=SID, event_id="stop", meter_wh=11_000), 60
+    ).session
+    assert s is not None and s.bill.price_minor == 655
     t = step(s, result("capture", Outcome.APPROVED, 600), 61)
     d = t.session
     assert (
@@ -381,24 +418,26 @@ def test_a_tariff_change_mid_session_does_not_reprice_it() -> None:
     from gateway.payments.tariff import Dimension, PriceComponent, Tariff, TariffElement
 
     s = step(charging(), e.MeterValue(SID, "m1", 3000), 10).session
-    assert s is not None and s.tariff_id == "T1" and s.price_minor == 226
+    assert s is not None and s.tariff_id == "T1" and s.bill.price_minor == 226
     dearer = Tariff(
         "T2", "EUR", (TariffElement((PriceComponent(Dimension.ENERGY, Decimal("9.99"), None),)),)
     )
     changed = replace(P, tariffs={"*": dearer}, catalog={"T1": P.tariffs["*"], "T2": dearer})
     t = transition(s, e.MeterValue(SID, "m2", 4000), T0 + timedelta(minutes=20), changed)
     assert (
-        t.session is not None and t.session.price_minor == 280
+        t.session is not None and t.session.bill.price_minor == 280
     )  # still T1: 1.00 + 3 kWh * 0.45, +19 %
 
 
 def test_fiscal_data_before_the_capture_is_printed_when_it_completes() -> None:
-    s = step(charging(), e.ChargerStopped(SID, "stop", 5000), 60).session
+    s = step(
+        charging(), e.ChargerStopped(session_id=SID, event_id="stop", meter_wh=5000), 60
+    ).session
     s = step(s, e.FiscalDataArrived(SID, "f", ("Invoice INV-9", "Signature S")), 61).session
     assert (
         s is not None
         and s.state is State.CAPTURING
-        and s.fiscal == ("Invoice INV-9", "Signature S")
+        and s.invoice.fiscal == ("Invoice INV-9", "Signature S")
     )
     t = step(s, result("capture", Outcome.APPROVED), 62)
     assert kinds(t) == ["Enqueue", "ShowReceipt"]

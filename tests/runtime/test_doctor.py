@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from drivers.sim.terminal import SimConfig
-from gateway.cli.doctor_cmd import Check, _broker_persistence, run_checks
+from gateway.cli.doctor_broker import Check, broker_access, broker_persistence
+from gateway.cli.doctor_cmd import run_checks
 from gateway.runtime.app import Daemon
 from gateway.runtime.charger import SimulatedCharger
 from gateway.settings import parse_settings
@@ -205,8 +206,55 @@ def test_the_local_broker_must_persist(tmp_path: Path, lines: str, status: str) 
     settings = parse_settings(
         site(tmp_path, f"serial://{tmp_path / 'gone'}", broker).read_text(), "<doctor>"
     )
-    assert _broker_persistence(settings, conf).status == status
+    assert broker_persistence(settings, conf).status == status
     remote = settings.model_copy(
         update={"charger": settings.charger.model_copy(update={"broker": "mqtt://10.0.0.5:1883"})}
     )
-    assert _broker_persistence(remote, conf).status == "warn"
+    assert broker_persistence(remote, conf).status == "warn"
+
+
+@pytest.mark.parametrize(
+    ("kind", "anonymous", "acl"),
+    [("open", "fail", "fail"), ("without_acl", "pass", "fail"), ("site", "pass", "pass")],
+)
+def test_the_broker_must_refuse_strangers(
+    tmp_path: Path, kind: str, anonymous: str, acl: str
+) -> None:
+    """Issue 27: doctor passed the charger link on an anonymous broker. It now asks the broker:
+    an anonymous connect must be refused, and the doctor's charger account must not get a command
+    through (an ACL-less broker lets any charger authorize a free charge)."""
+    from firmware_bridge.broker import DOCTOR_USER
+    from tests.firmware_bridge.conftest import MOSQUITTO, Broker, password
+
+    if MOSQUITTO is None:
+        pytest.skip("mosquitto is not installed")
+    broker = Broker(tmp_path, open_broker=kind == "open", without_acl=kind == "without_acl")
+    broker.start()
+    try:
+        text = (
+            f'[charger]\nenabled = true\n{broker.toml()}\ndoctor_username = "{DOCTOR_USER}"\n'
+            f'doctor_password = {{ value = "{password(DOCTOR_USER)}" }}\n'
+            '[[charger.evses]]\nid = "E1"\nterminal = "t1"'
+        )
+        settings = parse_settings(site(tmp_path, "serial:///dev/null", text).read_text(), "<d>")
+        found = by_name(broker_access(settings, tmp_path / "no-such.conf"))
+    finally:
+        broker.stop()
+    assert found["broker anonymous"][0] == anonymous, found
+    assert found["broker ACL"][0] == acl, found
+
+
+@pytest.mark.parametrize(("acl_line", "status"), [("acl_file /etc/x.acl\n", "pass"), ("", "fail")])
+def test_without_a_doctor_account_the_local_config_must_have_an_acl(
+    tmp_path: Path, acl_line: str, status: str
+) -> None:
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(f"persistence true\n{acl_line}", encoding="utf-8")
+    text = (
+        f'[charger]\nenabled = true\nmode = "mqtt"\nbroker = "mqtt://127.0.0.1:{free_port()}"\n'
+        '[[charger.evses]]\nid = "E1"\nterminal = "t1"'
+    )
+    settings = parse_settings(site(tmp_path, "serial:///dev/null", text).read_text(), "<d>")
+    found = by_name(broker_access(settings, conf))
+    assert found["broker anonymous"][0] == "fail"  # nobody answers on that port
+    assert found["broker ACL"][0] == status

@@ -16,8 +16,10 @@ import pytest
 from drivers.sim.ports import PtyPort
 from drivers.sim.terminal import SimConfig, SimTerminal
 from gateway.errors import ConfigError
+from gateway.payments.charger import ChargeStarted, PaymentRequested
 from gateway.runtime.app import Daemon
 from gateway.runtime.charger import SimulatedCharger
+from gateway.runtime.engine_worker import ENGINE_QUEUE_MAX
 from gateway.settings import parse_settings
 from tests.helpers import free_port, site_toml
 
@@ -163,8 +165,6 @@ async def test_the_kiosk_body_is_validated_and_carries_the_target(site: Site) ->
 
 async def test_start_paths_are_per_site(tmp_path: Path) -> None:
     """A site whose sessions start only at the charger refuses the kiosk, and the other way round."""
-    from gateway.payments.charger import ChargerEvent
-
     port = PtyPort()
     sim = SimTerminal(SimConfig(password="123456", card_wait_s=0.05))
     serving = asyncio.create_task(sim.serve_line(port))
@@ -177,9 +177,7 @@ async def test_start_paths_are_per_site(tmp_path: Path) -> None:
             async with asyncio.timeout(10):
                 await daemon.ready.wait()
             assert daemon.engine is not None
-            daemon.engine.on_charger_event(
-                ChargerEvent("payment_requested", "E1")
-            )  # the charger asks
+            daemon.engine.on_charger_event(PaymentRequested(evse="E1"))  # the charger asks
             plug_sessions = len(
                 [r for r in daemon.store.sessions() if not r["id"].startswith("orphan")]
             )
@@ -196,29 +194,121 @@ async def test_start_paths_are_per_site(tmp_path: Path) -> None:
     await port.close()
 
 
-def test_a_refusal_leaves_the_terminal_available_only_unreachability_does_not(
+def test_a_refusal_leaves_the_terminal_available_only_unreachability_does_not() -> None:
+    from drivers.base import Outcome, TerminalResult
+    from gateway.payments.routing import Health
+    from gateway.runtime.terminal_runner import Board, note_result
+
+    board: Board = {}
+    health = Health()
+    note_result(
+        board,
+        health,
+        "t1",
+        TerminalResult("add_hold", Outcome.ERROR, "terminal t1 cannot add to a hold"),
+    )
+    assert board["t1"] == (True, "ok")  # a refusal: the terminal is there
+    note_result(
+        board,
+        health,
+        "t1",
+        TerminalResult("capture", Outcome.UNKNOWN, "connection lost: reset", unreachable=True),
+    )
+    assert board["t1"] == (False, "connection lost: reset")
+    note_result(board, health, "t1", TerminalResult("register", Outcome.ERROR, "wrong password"))
+    assert board["t1"][0] is False  # not registered: no payments through it
+
+
+async def test_a_full_engine_queue_refuses_a_pay_request_with_503_and_the_reason(
+    site: Site,
+) -> None:
+    engine = site.daemon.engine
+    assert engine is not None
+    engine.queue_max = 0  # every input from outside now finds the queue full
+    status, answer = await post(site.url, kiosk(), {})
+    assert status == 503 and "event queue is full" in answer["error"]
+    assert site.daemon.store.sessions() == []  # refused: nothing stored, nothing waits
+    engine.queue_max = ENGINE_QUEUE_MAX
+    assert (await post(site.url, kiosk(), {}))[0] == 202
+
+
+async def test_a_charger_message_the_full_queue_refuses_is_not_acknowledged(
+    site: Site, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Refused, said in the log, and left unacknowledged: a link that holds back its
+    acknowledgement (MQTT) leaves the message with the broker instead of losing it."""
+    engine = site.daemon.engine
+    assert engine is not None
+    acknowledged: list[str] = []
+    engine.queue_max = 0
+    engine.on_charger_event(
+        ChargeStarted(evse="E1", session_id="s1", done=lambda: acknowledged.append("first"))
+    )
+    engine.on_charger_event(PaymentRequested(evse="E1", done=lambda: acknowledged.append("pay")))
+    assert acknowledged == [] and "engine.queue_full" in caplog.text
+    assert site.daemon.store.sessions() == []
+    engine.queue_max = ENGINE_QUEUE_MAX
+    engine.on_charger_event(
+        ChargeStarted(evse="E1", session_id="s1", done=lambda: acknowledged.append("again"))
+    )
+    async with asyncio.timeout(5):
+        while not acknowledged:
+            await asyncio.sleep(0.01)
+    assert acknowledged == ["again"]
+
+
+async def test_a_command_beyond_the_terminals_bound_is_not_sent_and_its_session_hears_busy(
     tmp_path: Path,
 ) -> None:
     from datetime import UTC, datetime
 
-    from drivers.base import Outcome, TerminalResult
+    from drivers.base import Outcome
+    from drivers.transport.serial import SerialTransport
+    from drivers.transport.url import SerialUrl
+    from drivers.zvt.asyncio.terminal import ZvtOptions, ZvtTerminal
+    from gateway.payments import commands as c
+    from gateway.payments import events as e
+    from gateway.payments.routing import Health
     from gateway.runtime.engine_host import EngineHost
-    from gateway.runtime.engine_worker import EngineWorker
+    from gateway.runtime.terminal_runner import COMMANDS_WAITING_MAX, TerminalRunner
     from gateway.store import Store
     from tests.payments.fixtures import policy
 
-    store = Store.open(tmp_path / "n.sqlite3")
-    worker = EngineWorker(
-        EngineHost(store, policy(), lambda: datetime.now(UTC)), {}, SimulatedCharger([]), {}
+    store = Store.open(tmp_path / "bound.sqlite3")
+    host = EngineHost(store, policy(), lambda: datetime.now(UTC))
+    heard: list[e.Event] = []
+    runner = TerminalRunner(
+        name="t1",
+        # nothing answers there: a command that was sent would come back UNKNOWN, not BUSY
+        terminal=ZvtTerminal(
+            "t1",
+            SerialTransport(SerialUrl(str(tmp_path / "no-tty"))),
+            serial_framing=True,
+            options=ZvtOptions(password="123456"),
+        ),
+        host=host,
+        board={"t1": (True, "ok")},
+        health=Health(),
+        take=heard.append,
+        process=host.handle,
+        dispatch=lambda _: None,
+        currency="EUR",
     )
-    worker._note_terminal(
-        "t1", TerminalResult("add_hold", Outcome.ERROR, "terminal t1 cannot add to a hold")
+    runner._commands = COMMANDS_WAITING_MAX  # as many as the bound already wait
+    await runner.execute(
+        c.Release(
+            key="s1:release",
+            session_id="s1",
+            terminal="t1",
+            receipt_no=17,
+            held_minor=5000,
+            currency="EUR",
+        )
     )
-    assert worker.terminal_state["t1"] == (True, "ok")  # a refusal: the terminal is there
-    worker._note_terminal(
-        "t1", TerminalResult("capture", Outcome.UNKNOWN, "connection lost: reset", unreachable=True)
-    )
-    assert worker.terminal_state["t1"] == (False, "connection lost: reset")
-    worker._note_terminal("t1", TerminalResult("register", Outcome.ERROR, "wrong password"))
-    assert worker.terminal_state["t1"][0] is False  # not registered: no payments through it
+    await runner.execute(c.QueryOpenPreauths("s2:ask", "s2", "t1"))
+    (release, ask) = heard
+    assert isinstance(release, e.TerminalResultArrived) and release.outcome is Outcome.BUSY
+    assert "not sent" in release.message
+    assert isinstance(ask, e.OpenPreauthsReported) and ask.failed and ask.busy
+    assert runner.board["t1"] == (True, "ok")  # the terminal did nothing wrong
     store.close()

@@ -3,6 +3,9 @@ from __future__ import annotations
 import json
 import logging
 
+import pytest
+
+from gateway.runtime import logs
 from gateway.runtime.logs import JsonFormatter, LogfmtFormatter, mask_pans
 from gateway.runtime.metrics import Metrics
 
@@ -49,3 +52,30 @@ def test_metrics_text_format() -> None:
     text = m.render()
     assert '# TYPE evpay_things_total counter\nevpay_things_total{kind="a\\"b"} 2\n' in text
     assert "evpay_gauge 2.5" in text
+
+
+def test_a_repeated_error_is_rate_limited_and_says_how_many_were_left_out(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Issue 27: a slow-loris flood grew the log by 72-117 MB a minute."""
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    logs.configure("info", "logfmt")
+    try:
+        log = logging.getLogger("gateway.test_flood")
+        for _ in range(10_000):
+            log.error("api.error", extra={"path": "/evses/E1/pay"})
+        log.info("api.ok")  # info lines are the normal flow: never limited
+        lines = capsys.readouterr().out.splitlines()
+        assert sum("event=api.error" in line for line in lines) <= 10
+        assert any("event=api.ok" in line for line in lines)
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+    now = [0.0]
+    limit = logs.RepeatLimit(burst=2, window_s=60.0, clock=lambda: now[0])
+    record = _record("store.full")
+    record.levelno = logging.ERROR
+    assert [limit.filter(record) for _ in range(5)] == [True, True, False, False, False]
+    now[0] = 61.0
+    assert limit.filter(record) and record.__dict__["suppressed"] == 3

@@ -4,15 +4,19 @@ payment, terminal and upstream figures move when their events happen."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import urllib.request
 from pathlib import Path
+from typing import Any
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from drivers.sim.terminal import SimConfig
 from gateway.runtime.app import Daemon
 from gateway.runtime.charger import EvsePlan, SimulatedCharger
 from gateway.settings import parse_settings
+from gateway.store import Store
 from tests.helpers import REPO, pty_terminal, running, site_toml
 
 
@@ -75,3 +79,27 @@ def test_the_alert_rules_name_metrics_the_page_has() -> None:
         "evpay_terminal_up",
     ):
         assert name in exprs
+
+
+async def test_a_scrape_runs_the_money_queries_off_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The money figures aggregate every stored session and payment: run on the event loop they
+    would hold up every terminal result and charger message for as long as they take. A scrape
+    runs them in a worker thread, on a read-only connection of its own."""
+    real = Store.money_figures
+    threads: list[int] = []
+
+    def watched(store: Store) -> dict[str, Any]:
+        threads.append(threading.get_ident())
+        return real(store)
+
+    monkeypatch.setattr(Store, "money_figures", watched)
+    text = site_toml(tmp_path / "t.sqlite3", {"t1": f"serial://{tmp_path / 'gone'}"}, vat=None)
+    async with running(Daemon(parse_settings(text, "<thread>"))) as daemon, asyncio.timeout(30):
+        await daemon.ready.wait()
+        api = daemon.api.bound_port
+        assert api is not None
+        page = await asyncio.to_thread(scrape, api)
+    assert threads and threading.get_ident() not in threads  # never the loop's thread
+    assert page[("evpay_holds_open", ())] == 0  # and the figures still reach the page

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, replace
+from typing import Any
 
 import pytest
 
@@ -33,19 +33,8 @@ async def rig(request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
     drivers: list[ZvtTerminal] = []
 
     def factory(transport: Callable[[], Transport], serial: bool) -> Callable[..., ZvtTerminal]:
-        def make(
-            *,
-            password: str = SIM_PASSWORD,
-            capture_mode: Literal["partial_reversal", "book_total"] = "partial_reversal",
-            incremental: bool = False,
-        ) -> ZvtTerminal:
-            options = ZvtOptions(
-                password=password,
-                capture_mode=capture_mode,
-                incremental=incremental,
-                t3=2.0,
-                t4=3.0,
-            )
+        def make(**opts: Any) -> ZvtTerminal:  # any ZvtOptions field, checked when built
+            options = replace(ZvtOptions(password=SIM_PASSWORD, t3=2.0, t4=3.0), **opts)
             driver = ZvtTerminal("t1", transport(), serial_framing=serial, options=options)
             drivers.append(driver)
             return driver

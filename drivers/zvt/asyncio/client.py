@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from drivers.errors import ProtocolError
 from drivers.transport.base import Transport
+from drivers.zvt.charset import DEFAULT_CHARSET
 from drivers.zvt.link import ApduReceived, LinkFailed, SerialLink, StreamLink
 from drivers.zvt.messages import Message
 from drivers.zvt.sequences import (
@@ -54,18 +55,26 @@ OnResult = Callable[[Message], Awaitable[None]]
 
 class ZvtClient:
     def __init__(
-        self, transport: Transport, *, serial_framing: bool, t3: float = 5.0, t4: float = 180.0
+        self,
+        transport: Transport,
+        *,
+        serial_framing: bool,
+        t3: float = 5.0,
+        t4: float = 180.0,
+        charset: str = DEFAULT_CHARSET,
     ) -> None:
         self.transport = transport
         self.link: SerialLink | StreamLink = SerialLink() if serial_framing else StreamLink()
-        self.ecr = EcrSequence(t3=t3, t4=t4)
+        self.ecr = EcrSequence(t3=t3, t4=t4, charset=charset)
         self._lock = asyncio.Lock()
         self.connected = False
+        # Called with ("ECR->PT" | "PT->ECR", APDU bytes) for every APDU: the HIL byte trace.
+        self.tap: Callable[[str, bytes], None] | None = None
 
     async def open(self) -> None:
         await self.transport.open()
         self.link.reset()
-        self.ecr = EcrSequence(t3=self.ecr.t3, t4=self.ecr.t4)
+        self.ecr = EcrSequence(t3=self.ecr.t3, t4=self.ecr.t4, charset=self.ecr.charset)
         self.connected = True
 
     async def close(self) -> None:
@@ -123,7 +132,7 @@ class ZvtClient:
                 # stored: the PT's side of the sequence is unknown, so the next command opens
                 # the line and registers afresh instead of finding this sequence still running.
                 self.connected = False
-                self.ecr = EcrSequence(t3=self.ecr.t3, t4=self.ecr.t4)
+                self.ecr = EcrSequence(t3=self.ecr.t3, t4=self.ecr.t4, charset=self.ecr.charset)
                 raise
             return outcome
 
@@ -133,6 +142,8 @@ class ZvtClient:
                 _WIRE.debug(
                     "tx", extra={"apdu": f"{apdu.cls:02X}{apdu.instr:02X}", "len": len(apdu.data)}
                 )
+            if self.tap is not None:
+                self.tap("ECR->PT", apdu.encode())
             self.link.send_apdu(apdu.encode(), now)
         data = self.link.data_to_send()
         if data:
@@ -145,6 +156,8 @@ class ZvtClient:
             if isinstance(link_event, LinkFailed):
                 raise ProtocolError(f"{self.transport.description}: {link_event.reason}")
             if isinstance(link_event, ApduReceived):
+                if self.tap is not None:
+                    self.tap("PT->ECR", link_event.apdu.encode())
                 self.ecr.receive(link_event.apdu, loop.time())
         while (event := self.ecr.next_event()) is not None:
             if isinstance(event, ResultReceived):

@@ -19,6 +19,7 @@ from drivers.money import Money, currency, currency_by_numeric
 from drivers.transport.base import Transport
 from drivers.zvt import messages as m
 from drivers.zvt.asyncio.client import OnResult, SequenceOutcome, ZvtClient
+from drivers.zvt.charset import DEFAULT_CHARSET
 from drivers.zvt.constants import ABORT_CODES, BUSY_CODES, DECLINE_CODES, result_text
 from drivers.zvt.fields import Tlv, find_tlv
 
@@ -41,6 +42,12 @@ class ZvtOptions:
     capture_mode: Literal["partial_reversal", "book_total"] = "partial_reversal"
     incremental: bool = False  # the terminal accepts reservation extensions (06 22 with BMP 0B)
     reference_prefix: str = "EV"  # BMP60 reference identifier (two letters)
+    # The terminal's text character set (drivers/zvt/charset.py); TLV 14 in a message wins.
+    charset: str = DEFAULT_CHARSET
+    # What a reservation extension's answer (BMP 04) carries: the amount just added, or the
+    # hold's new total (terminals differ: docs/ZVT-VARIANTS.md). An answer that contradicts the
+    # setting is an unknown outcome, never a guess.
+    topup_amount: Literal["increment", "total"] = "increment"
     t3: float = 5.0
     t4: float = 180.0
 
@@ -53,9 +60,14 @@ class ZvtTerminal:
         self.options = options
         self._currency = currency(options.currency)
         self.client = ZvtClient(
-            transport, serial_framing=serial_framing, t3=options.t3, t4=options.t4
+            transport,
+            serial_framing=serial_framing,
+            t3=options.t3,
+            t4=options.t4,
+            charset=options.charset,
         )
         self.terminal_id: str | None = None
+        self._hold_totals: dict[int, Money] = {}  # receipt -> what it holds, as last answered
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -87,9 +99,12 @@ class ZvtTerminal:
             self._currency.numeric,
             tlv=[m.reference_tlv(self.options.reference_prefix, reference)],
         )
-        return await self._run(
+        result = await self._run(
             "preauthorize", command, persist=persist, money=True, requested=amount
         )
+        if result.approved and result.receipt_no is not None and result.amount is not None:
+            self._hold_totals[result.receipt_no] = result.amount
+        return result
 
     async def add_hold(
         self,
@@ -117,7 +132,44 @@ class ZvtTerminal:
             tlv=[m.reference_tlv(self.options.reference_prefix, reference)],
             trace=first_trace,
         )
-        return await self._run("add_hold", command, persist=persist, money=True, requested=amount)
+        hook = persist
+
+        async def adjusted(result: TerminalResult) -> None:
+            if hook is not None:
+                await hook(self._added(result, amount, first_receipt))
+
+        raw = await self._run(
+            "add_hold", command, persist=adjusted if hook else None, money=True, requested=amount
+        )
+        result = self._added(raw, amount, first_receipt)
+        if result.approved and result.amount is not None and raw.receipt_no is not None:
+            total = raw.amount if raw.receipt_no != first_receipt else None
+            if total is None:
+                before = self._hold_totals.get(first_receipt, Money(0, amount.currency))
+                total = Money(before.minor + result.amount.minor, amount.currency)
+            self._hold_totals[raw.receipt_no] = total
+        return result
+
+    def _added(self, result: TerminalResult, asked: Money, first_receipt: int) -> TerminalResult:
+        """The amount a top-up added, read as this terminal model reports it (``topup_amount``).
+        A new hold (its own receipt) answers its own amount. An answer larger than the request
+        cannot be an increment; a total whose previous total is not known here gives no
+        increment: both are unknown outcomes (the engine recovers), never a guessed amount."""
+        echo = result.amount
+        if not result.approved or echo is None or result.receipt_no != first_receipt:
+            return result
+        if self.options.topup_amount == "increment":
+            if echo <= asked:
+                return result
+            why = f"the top-up answer carries {echo}, more than the {asked} asked: a new total?"
+            return replace(result, outcome=Outcome.UNKNOWN, message=why, amount=None)
+        before = self._hold_totals.get(first_receipt)
+        added = None if before is None else echo.minor - before.minor
+        if added is None or not 0 < added <= asked.minor:
+            why = f"the top-up answer's total {echo} does not follow from the hold {before}"
+            return replace(result, outcome=Outcome.UNKNOWN, message=why, amount=None)
+        details = {**result.details, "hold_total": str(echo)}
+        return replace(result, amount=Money(added, echo.currency), details=details)
 
     async def capture(
         self,

@@ -1,0 +1,369 @@
+"""``NexoTerminal``: nexo Sale to POI behind the engine's ``PaymentTerminal`` port.
+
+pre-authorisation = Payment/FirstReservation, top-up = UpdateReservation (the first hold grows:
+the answer carries the first hold's handle), capture = Completion (a lower amount releases the
+rest), release = Reversal, sale = Normal, refund = Refund, end of day = Reconciliation, status
+and diagnose = Diagnosis, card first = CardAcquisition, receipts/texts = Display/Print.
+
+The port is ZVT-shaped: holds are identified by an ``int`` receipt number. nexo identifies a
+transaction by the POI's ``TransactionID`` + ``TimeStamp`` (text), so this adapter hands out
+local integer *handles* and keeps the mapping in its state file; the real id is in
+``details["poi_transaction_id"]``. That is the stop-gap issue 28 section 1 removes.
+
+A money command whose answer is lost is resolved by TransactionStatus before the call returns
+when the POI can tell (the original answer, or NotFound = nothing happened); otherwise the
+result is UNKNOWN and ``last_result`` asks again later. Nothing is repeated blindly.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import replace
+
+from drivers.base import Outcome, PersistHook, TerminalResult
+from drivers.money import Money
+from drivers.nexo import messages as nm
+from drivers.nexo import results as r
+from drivers.nexo.asyncio.client import Exchange, NexoClient, NexoOptions
+from drivers.nexo.model import (
+    AmountsReq,
+    MessageCategory,
+    OriginalPOITransaction,
+    OutputContent,
+    PaymentType,
+    ReversalReason,
+    SaleData,
+    TransactionIdentification,
+)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+class NexoTerminal:
+    def __init__(self, name: str, options: NexoOptions) -> None:
+        self.name = name
+        self.options = options
+        self.client = NexoClient(options)
+        self.currency = options.currency
+        self._last: TerminalResult | None = None
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+    async def connect(self) -> TerminalResult:
+        body = nm.LoginRequest(
+            _now(),
+            nm.SaleSoftware("evpay-edge", "0.1", provider_identification="EVPay"),
+            "en",
+            nm.SaleTerminalData(("PrinterReceipt",), "Unattended"),
+        )
+        ex = await self.client.service(MessageCategory.LOGIN, body, quick=True)
+        return self._simple("connect", ex)
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    async def status(self) -> TerminalResult:
+        return await self.diagnose()
+
+    async def diagnose(self) -> TerminalResult:
+        ex = await self.client.service(
+            MessageCategory.DIAGNOSIS, nm.DiagnosisRequest(self.options.poi_id), quick=True
+        )
+        if ex.reply is None or not isinstance(ex.reply.body, nm.DiagnosisResponse):
+            return self._lost("diagnose", ex, money=False)
+        body = ex.reply.body
+        result = r.simple_result("diagnose", body.response)
+        if body.poi_status is not None and body.poi_status.global_status.value != "OK":
+            outcome = (
+                Outcome.BUSY if body.poi_status.global_status.value == "Busy" else Outcome.ERROR
+            )
+            result = replace(result, outcome=outcome, message=str(body.poi_status.global_status))
+        return result
+
+    # ---- money --------------------------------------------------------------------------------
+    async def preauthorize(
+        self, amount: Money, reference: str, persist: PersistHook | None = None
+    ) -> TerminalResult:
+        if not self.options.reservations:
+            return TerminalResult("preauthorize", Outcome.ERROR, "this POI has no reservations")
+        return await self._payment(
+            "preauthorize", PaymentType.FIRST_RESERVATION, amount, reference, None, persist
+        )
+
+    async def add_hold(
+        self,
+        first_receipt: int,
+        first_trace: int | None,  # noqa: ARG002 - ZVT's; nexo names the hold by its handle
+        amount: Money,
+        reference: str,
+        persist: PersistHook | None = None,
+    ) -> TerminalResult:
+        if not self.options.reservations:
+            return TerminalResult("add_hold", Outcome.ERROR, "this POI has no reservations")
+        return await self._payment(
+            "add_hold", PaymentType.UPDATE_RESERVATION, amount, reference, first_receipt, persist
+        )
+
+    async def capture(
+        self,
+        receipt_no: int,
+        held: Money,
+        amount: Money,
+        reference: str,
+        persist: PersistHook | None = None,
+        exact: bool = False,
+    ) -> TerminalResult:
+        # nexo's Completion names the amount to book, so ``exact`` needs nothing more; a capture
+        # above the known hold is refused here unless a lost top-up may have made it bigger.
+        if amount > held and not exact:
+            return TerminalResult("capture", Outcome.ERROR, f"capture {amount} above hold {held}")
+        return await self._payment(
+            "capture", PaymentType.COMPLETION, amount, reference, receipt_no, persist
+        )
+
+    async def sale(self, amount: Money, persist: PersistHook | None = None) -> TerminalResult:
+        return await self._payment("sale", PaymentType.NORMAL, amount, "sale", None, persist)
+
+    async def refund(self, amount: Money, persist: PersistHook | None = None) -> TerminalResult:
+        return await self._payment("refund", PaymentType.REFUND, amount, "refund", None, persist)
+
+    async def release(
+        self,
+        receipt_no: int,
+        held: Money,  # noqa: ARG002 - a nexo Reversal releases the whole reservation
+        persist: PersistHook | None = None,
+    ) -> TerminalResult:
+        return await self._reversal("release", receipt_no, persist)
+
+    async def reverse(self, receipt_no: int, persist: PersistHook | None = None) -> TerminalResult:
+        return await self._reversal("reverse", receipt_no, persist)
+
+    async def _payment(
+        self,
+        operation: str,
+        ptype: PaymentType,
+        amount: Money,
+        reference: str,
+        handle: int | None,
+        persist: PersistHook | None,
+    ) -> TerminalResult:
+        original = None
+        if handle is not None:
+            tid = self._tid(handle)
+            if tid is None:
+                return TerminalResult(operation, Outcome.ERROR, f"unknown hold handle {handle}")
+            original = OriginalPOITransaction(tid, sale_id=self.options.sale_id)
+        body = nm.PaymentRequest(
+            SaleData(TransactionIdentification(reference[:35] or "evpay", _now())),
+            nm.PaymentTransaction(AmountsReq(amount.currency, amount.to_decimal()), original),
+            nm.PaymentData(payment_type=ptype),
+        )
+        ex = await self.client.service(MessageCategory.PAYMENT, body)
+        if ex.reply is None or not isinstance(ex.reply.body, nm.PaymentResponse):
+            return await self._settle(self._lost(operation, ex, money=True), persist)
+        result = r.payment_result(operation, ex.reply.body, self.currency, service_id=ex.service_id)
+        result = self._with_handle(result, ptype, handle)
+        return await self._settle(result, persist, ex.service_id)
+
+    async def _reversal(
+        self, operation: str, handle: int, persist: PersistHook | None
+    ) -> TerminalResult:
+        tid = self._tid(handle)
+        if tid is None:
+            return TerminalResult(operation, Outcome.ERROR, f"unknown hold handle {handle}")
+        body = nm.ReversalRequest(
+            OriginalPOITransaction(tid, sale_id=self.options.sale_id),
+            ReversalReason.MERCHANT_CANCEL,
+        )
+        ex = await self.client.service(MessageCategory.REVERSAL, body)
+        if ex.reply is None or not isinstance(ex.reply.body, nm.ReversalResponse):
+            return await self._settle(self._lost(operation, ex, money=True), persist)
+        result = r.reversal_result(
+            operation, ex.reply.body, self.currency, service_id=ex.service_id
+        )
+        if result.approved:
+            self.client.handles[str(handle)]["state"] = "reversed"
+            self.client.save()
+        return await self._settle(replace(result, receipt_no=handle), persist, ex.service_id)
+
+    # ---- handles (the stop-gap for the int receipt number) -------------------------------------
+    def _tid(self, handle: int) -> TransactionIdentification | None:
+        entry = self.client.handles.get(str(handle))
+        if entry is None or "id" not in entry:
+            return None
+        return TransactionIdentification(str(entry["id"]), str(entry["ts"]))
+
+    def _with_handle(
+        self, result: TerminalResult, ptype: PaymentType, handle: int | None
+    ) -> TerminalResult:
+        if not result.approved:
+            return replace(result, receipt_no=handle)
+        if handle is not None:  # top-up and completion keep the first hold's handle
+            state = "completed" if ptype is PaymentType.COMPLETION else "open"
+            self.client.handles[str(handle)]["state"] = state
+            self.client.save()
+            return replace(result, receipt_no=handle)
+        new = self.client.new_handle(
+            result.details.get("poi_transaction_id", ""),
+            result.details.get("poi_time_stamp", ""),
+            "open" if ptype is PaymentType.FIRST_RESERVATION else "done",
+        )
+        return replace(result, receipt_no=new)
+
+    # ---- results ------------------------------------------------------------------------------
+    async def _settle(
+        self, result: TerminalResult, persist: PersistHook | None, service_id: str = ""
+    ) -> TerminalResult:
+        if persist is not None:
+            await persist(result)  # stored before we forget the ServiceID's answer
+        if service_id:
+            self.client.finish(service_id)  # handles and tracker: one durable write
+        self._last = result
+        return result
+
+    def _lost(self, operation: str, ex: Exchange, *, money: bool) -> TerminalResult:
+        if ex.refused_unsent:
+            return TerminalResult(operation, Outcome.BUSY, ex.refused_unsent)
+        if ex.never_took_effect:
+            return TerminalResult(
+                operation,
+                Outcome.ERROR,
+                "answer lost; the POI says the request never took effect (NotFound)",
+                details={"service_id": ex.service_id},
+            )
+        return TerminalResult(
+            operation,
+            Outcome.UNKNOWN if money else Outcome.ERROR,
+            "no answer from the POI" + ("; ask before anything else" if money else ""),
+            unreachable=True,
+            details={"service_id": ex.service_id},
+        )
+
+    def _simple(self, operation: str, ex: Exchange) -> TerminalResult:
+        if ex.reply is None:
+            return self._lost(operation, ex, money=False)
+        response = getattr(ex.reply.body, "response", None)
+        if response is None:
+            return TerminalResult(operation, Outcome.ERROR, "answer without a Response")
+        return r.simple_result(operation, response, service_id=ex.service_id)
+
+    async def last_result(self, persist: PersistHook | None = None) -> TerminalResult:
+        """After a lost answer or a restart: what the POI says about the services in doubt.
+        ``persist`` (not in the port yet) stores a recovered result before its ServiceID is
+        forgotten; without it a crash right after this call loses the recovered answer."""
+        doubt = await self.client.recover()
+        if self.client.recovered:  # the oldest answer nobody has collected yet
+            sid = next(iter(self.client.recovered))
+            msg = self.client.recovered.pop(sid)
+            if isinstance(msg.body, nm.PaymentResponse):
+                result = r.payment_result("last_result", msg.body, self.currency, service_id=sid)
+                pr = msg.body.payment_result
+                ptype = pr.payment_type if pr and pr.payment_type else PaymentType.NORMAL
+                return await self._settle(self._recovered_handle(result, ptype), persist, sid)
+            if isinstance(msg.body, nm.ReversalResponse):
+                result = r.reversal_result("last_result", msg.body, self.currency, service_id=sid)
+                return await self._settle(result, persist, sid)
+            self.client.finish(sid)
+        if doubt:
+            return TerminalResult("last_result", Outcome.UNKNOWN, doubt, unreachable=True)
+        if self.client.not_found:
+            gone = self.client.not_found.pop()
+            return TerminalResult(
+                "last_result",
+                Outcome.ERROR,
+                f"ServiceID {gone} never took effect (the POI says NotFound)",
+                details={"service_id": gone},
+            )
+        if self._last is not None:
+            return replace(self._last, operation="last_result")
+        return TerminalResult("last_result", Outcome.ERROR, "no result known")
+
+    def _recovered_handle(self, result: TerminalResult, ptype: PaymentType) -> TerminalResult:
+        """A recovered approval gets the handle its POI transaction already has, or a new one
+        (a reservation recovered after a restart must be capturable)."""
+        tid = result.details.get("poi_transaction_id")
+        for key, entry in self.client.handles.items():
+            if key != "next" and tid and entry.get("id") == tid:
+                return self._with_handle(result, ptype, int(key))  # its state follows ptype
+        return self._with_handle(result, ptype, None)
+
+    # ---- other services -----------------------------------------------------------------------
+    async def read_card(self, timeout_s: int) -> TerminalResult:
+        body = nm.CardAcquisitionRequest(
+            SaleData(TransactionIdentification("card-read", _now())),
+            nm.CardAcquisitionTransaction(),
+        )
+        ex = await self.client.service(MessageCategory.CARD_ACQUISITION, body, timeout_s=timeout_s)
+        if ex.reply is None or not isinstance(ex.reply.body, nm.CardAcquisitionResponse):
+            return self._lost("read_card", ex, money=False)
+        ca = ex.reply.body
+        tid = ca.poi_data.poi_transaction_id
+        return replace(
+            r.simple_result(
+                "read_card",
+                ca.response,
+                poi_transaction_id=tid.transaction_id,
+                poi_time_stamp=tid.time_stamp,
+            ),
+            card=r.card_of(ca.payment_instrument_data),
+        )
+
+    async def abort(self) -> TerminalResult:
+        sent = await self.client.abort("MerchantAbort")
+        if not sent:
+            return TerminalResult("abort", Outcome.ERROR, "nothing in flight to abort")
+        return TerminalResult("abort", Outcome.APPROVED, "abort sent")
+
+    async def end_of_day(self) -> TerminalResult:
+        ex = await self.client.service(
+            MessageCategory.RECONCILIATION, nm.ReconciliationRequest("SaleReconciliation")
+        )
+        if ex.reply is None or not isinstance(ex.reply.body, nm.ReconciliationResponse):
+            return self._lost("end_of_day", ex, money=False)
+        return r.reconciliation_result(ex.reply.body, self.currency)
+
+    async def display(self, lines: Sequence[str], seconds: int) -> TerminalResult:
+        out = nm.DisplayOutput(
+            OutputContent.of_lines(tuple(lines)),
+            "CustomerDisplay",
+            "Display",
+            response_required_flag=True,
+            minimum_display_time=seconds,
+        )
+        ex = await self.client.service(
+            MessageCategory.DISPLAY, nm.DisplayRequest((out,)), quick=True
+        )
+        if ex.reply is None or not isinstance(ex.reply.body, nm.DisplayResponse):
+            return self._lost("display", ex, money=False)
+        return r.simple_result("display", ex.reply.body.output_result[0].response)
+
+    async def print_text(self, lines: Sequence[str]) -> TerminalResult:
+        out = nm.PrintOutput(OutputContent.of_lines(tuple(lines)), "CustomerReceipt", "PrintEnd")
+        ex = await self.client.service(MessageCategory.PRINT, nm.PrintRequest(out), quick=True)
+        return self._simple("print_text", ex)
+
+    async def open_preauthorizations(self) -> TerminalResult:
+        """nexo has no listing of open reservations. What stands in for it is the driver's own
+        durable ledger: every reservation went through a ServiceID stored before sending and
+        resolved by TransactionStatus, so once nothing is in doubt the handles still open are
+        the reservations this sale system holds on the POI (a POI expiring one by itself is
+        the case this cannot see). While a ServiceID is in doubt there is no answer."""
+        doubt = await self.client.recover()
+        if doubt:
+            return TerminalResult("open_preauthorizations", Outcome.BUSY, doubt)
+        open_handles = tuple(
+            sorted(
+                int(k)
+                for k, v in self.client.handles.items()
+                if k != "next" and v.get("state") == "open"
+            )
+        )
+        return TerminalResult(
+            "open_preauthorizations",
+            Outcome.APPROVED,
+            f"{len(open_handles)} open (driver ledger)",
+            open_receipts=open_handles,
+            details={"source": "driver-ledger"},
+        )

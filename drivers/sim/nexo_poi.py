@@ -1,0 +1,336 @@
+"""A nexo POI on loopback HTTP, with the variants real POIs show.
+
+``NexoPoi`` is the terminal's brain (sans-I/O: a request ``Message`` in, a response out, a
+ledger of what it did); ``serve_nexo_poi`` puts it behind aiohttp at the encoding's path
+(``/EPASSaleToPOI/3.1`` XML, ``/nexo`` Adyen JSON, HTTPS when given a TLS context).
+
+Variants (``PoiConfig``): ``reservations`` — FirstReservation/UpdateReservation/Completion
+supported or refused (Swedbank's PAX list only Normal and Refund); ``partial_minor`` — a
+reservation or sale approved for at most this much (``Result`` Partial); ``lose_answers`` — the
+next N money commands are carried out and then the connection is cut before the answer;
+``busy`` — the next N commands answer Busy and do nothing; ``in_progress`` — TransactionStatus
+answers InProgress N times before telling; ``delay_s`` — every answer comes this late;
+``refuse_open_reversal`` — a Reversal of a reservation not yet completed is refused.
+The ledger is the POI's own record, against which tests check what the driver booked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import ssl
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+
+from aiohttp import web
+
+from drivers.nexo import messages as nm
+from drivers.nexo.adyen_crypto import AdyenKey
+from drivers.nexo.errors import NexoFormatError, NexoSecurityError
+from drivers.nexo.messages import Message
+from drivers.nexo.model import (
+    AmountsResp,
+    CardData,
+    ErrorCondition,
+    GlobalStatus,
+    MessageType,
+    OutputContent,
+    PaymentInstrumentData,
+    PaymentReceipt,
+    PaymentType,
+    POIData,
+    Response,
+    Result,
+    TransactionIdentification,
+)
+from drivers.nexo.wire import PATHS, Encoding, Wire
+
+MAX_LEDGER = 10_000  # transactions kept; beyond that the POI refuses (a real one would too)
+_STAMP = "2026-01-01T00:00:00Z"
+
+
+@dataclass
+class PoiConfig:
+    encoding: Encoding = "xml"
+    poi_id: str = "POI-SIM-1"
+    key: AdyenKey | None = None
+    reservations: bool = True
+    partial_minor: int | None = None
+    lose_answers: int = 0
+    busy: int = 0
+    in_progress: int = 0
+    delay_s: float = 0.0
+    refuse_open_reversal: bool = False
+
+
+@dataclass
+class Txn:
+    kind: str  # sale, reservation, refund
+    amount: Decimal  # what is held (reservation) or booked
+    currency: str
+    state: str = "open"  # reservation: open, completed, reversed; others: done, reversed
+    booked: Decimal = Decimal(0)  # what a completion booked
+    brand: str = "mc"
+
+
+@dataclass
+class NexoPoi:
+    config: PoiConfig
+    ledger: dict[str, Txn] = field(default_factory=dict)
+    answers: dict[tuple[str, str], Message] = field(default_factory=dict)
+    requests: list[Message] = field(default_factory=list)
+    raw: list[bytes] = field(default_factory=list)  # every request body as received (bounded)
+    sent: list[bytes] = field(default_factory=list)  # every answer body as sent (bounded)
+    period: int = 1
+    _n: int = 0
+
+    # ---- the ledger, as tests read it ---------------------------------------------------------
+    def booked(self) -> Decimal:
+        """What the POI booked for the merchant: sales and completions, minus refunds."""
+        total = Decimal(0)
+        for t in self.ledger.values():
+            if t.kind == "sale" and t.state == "done":
+                total += t.amount
+            elif t.kind == "reservation" and t.state == "completed":
+                total += t.booked
+            elif t.kind == "refund" and t.state == "done":
+                total -= t.amount
+        return total
+
+    def open_reservations(self) -> list[str]:
+        return [k for k, t in self.ledger.items() if t.kind == "reservation" and t.state == "open"]
+
+    # ---- requests -----------------------------------------------------------------------------
+    def handle(self, request: Message) -> Message | None:
+        """The response to ``request`` (None: nexo's "no response", e.g. for Abort)."""
+        if len(self.requests) < MAX_LEDGER:
+            self.requests.append(request)
+        body = request.body
+        if isinstance(body, nm.AbortRequest):
+            return None
+        if isinstance(body, nm.TransactionStatusRequest):
+            return self._reply(request, self._status(body))
+        if isinstance(body, (nm.PaymentRequest, nm.ReversalRequest)) and self.config.busy > 0:
+            self.config.busy -= 1
+            return self._reply(request, self._failure(body, ErrorCondition.BUSY))
+        reply = self._reply(request, self._act(body))
+        if request.header.service_id is not None:
+            self.answers[(request.header.sale_id, request.header.service_id)] = reply
+        return reply
+
+    def _act(self, body: nm.Body) -> nm.Body:
+        ok = Response(Result.SUCCESS)
+        if isinstance(body, nm.PaymentRequest):
+            return self._payment(body)
+        if isinstance(body, nm.ReversalRequest):
+            return self._reversal(body)
+        if isinstance(body, nm.LoginRequest):
+            return nm.LoginResponse(ok)
+        if isinstance(body, nm.LogoutRequest):
+            return nm.LogoutResponse(ok)
+        if isinstance(body, nm.DiagnosisRequest):
+            return nm.DiagnosisResponse(ok, poi_status=nm.POIStatus(GlobalStatus.OK))
+        if isinstance(body, nm.CardAcquisitionRequest):
+            return nm.CardAcquisitionResponse(
+                ok, body.sale_data, self._poi_data(self._new_id()), ("mc",), _instrument()
+            )
+        if isinstance(body, nm.ReconciliationRequest):
+            return self._reconciliation(body)
+        if isinstance(body, nm.DisplayRequest):
+            return nm.DisplayResponse(
+                tuple(nm.OutputResult(ok, d.device, d.info_qualify) for d in body.display_output)
+            )
+        if isinstance(body, nm.PrintRequest):
+            return nm.PrintResponse(ok, body.print_output.document_qualifier)
+        raise NexoFormatError(type(body).__name__, "not a request this POI takes")
+
+    def _payment(self, body: nm.PaymentRequest) -> nm.Body:
+        amounts = body.payment_transaction.amounts_req
+        requested = amounts.requested_amount
+        ptype = body.payment_type
+        if requested is None or requested <= 0 or len(self.ledger) >= MAX_LEDGER:
+            return self._failure(body, ErrorCondition.NOT_ALLOWED)
+        reservation_types = (
+            PaymentType.FIRST_RESERVATION,
+            PaymentType.UPDATE_RESERVATION,
+            PaymentType.COMPLETION,
+        )
+        if ptype in reservation_types and not self.config.reservations:
+            return self._failure(body, ErrorCondition.UNAVAILABLE_SERVICE)
+        if ptype in (PaymentType.UPDATE_RESERVATION, PaymentType.COMPLETION):
+            orig = body.payment_transaction.original_poi_transaction
+            tid = orig.poi_transaction_id if orig else None
+            txn = self.ledger.get(tid.transaction_id) if tid else None
+            if tid is None or txn is None or txn.kind != "reservation" or txn.state != "open":
+                return self._failure(body, ErrorCondition.NOT_FOUND)
+            if ptype is PaymentType.UPDATE_RESERVATION:
+                txn.amount += requested
+                return self._approved(body, tid.transaction_id, requested, amounts.currency)
+            if requested > txn.amount:  # a completion above the hold is refused
+                return self._failure(body, ErrorCondition.NOT_ALLOWED)
+            txn.state, txn.booked = "completed", requested
+            return self._approved(body, tid.transaction_id, requested, amounts.currency)
+        approved = requested
+        if self.config.partial_minor is not None and ptype is not PaymentType.REFUND:
+            approved = min(requested, Decimal(self.config.partial_minor).scaleb(-2))
+        kind = {PaymentType.REFUND: "refund", PaymentType.FIRST_RESERVATION: "reservation"}.get(
+            ptype, "sale"
+        )
+        tid_new = self._new_id()
+        state = "open" if kind == "reservation" else "done"
+        self.ledger[tid_new] = Txn(kind, approved, amounts.currency, state)
+        return self._approved(
+            body, tid_new, approved, amounts.currency, partial=approved < requested
+        )
+
+    def _reversal(self, body: nm.ReversalRequest) -> nm.Body:
+        tid = body.original_poi_transaction.poi_transaction_id
+        txn = self.ledger.get(tid.transaction_id) if tid else None
+        if txn is None or txn.state == "reversed":
+            return self._failure(body, ErrorCondition.NOT_FOUND)
+        if txn.kind == "reservation" and txn.state == "open" and self.config.refuse_open_reversal:
+            return self._failure(body, ErrorCondition.NOT_ALLOWED)
+        reversed_amount = txn.booked if txn.state == "completed" else txn.amount
+        txn.state = "reversed"
+        return nm.ReversalResponse(
+            Response(Result.SUCCESS),
+            self._poi_data(self._new_id()),
+            reversed_amount=reversed_amount,
+        )
+
+    def _reconciliation(self, body: nm.ReconciliationRequest) -> nm.Body:
+        by_key: dict[tuple[str, str], list[Decimal]] = {}
+        for t in self.ledger.values():
+            if t.kind == "sale" and t.state == "done":
+                by_key.setdefault((t.brand, t.currency), []).append(t.amount)
+            elif t.kind == "reservation" and t.state == "completed":
+                by_key.setdefault((t.brand, t.currency), []).append(t.booked)
+        totals = tuple(
+            nm.TransactionTotals(
+                "Card",
+                (nm.PaymentTotals("Debit", len(v), sum(v, Decimal(0))),),
+                card_brand=brand,
+                payment_currency=cur,
+            )
+            for (brand, cur), v in sorted(by_key.items())
+        )
+        period = str(self.period)
+        self.period += 1
+        return nm.ReconciliationResponse(
+            Response(Result.SUCCESS), body.reconciliation_type, totals, poi_reconciliation_id=period
+        )
+
+    def _status(self, body: nm.TransactionStatusRequest) -> nm.Body:
+        ref = body.message_reference
+        key = (ref.sale_id or "", ref.service_id or "") if ref else ("", "")
+        if self.config.in_progress > 0:
+            self.config.in_progress -= 1
+            return nm.TransactionStatusResponse(
+                Response(Result.FAILURE, ErrorCondition.IN_PROGRESS), ref
+            )
+        answer = self.answers.get(key)
+        if answer is None:
+            return nm.TransactionStatusResponse(
+                Response(Result.FAILURE, ErrorCondition.NOT_FOUND), ref
+            )
+        b, head = answer.body, answer.header
+        if isinstance(b, nm.PaymentResponse):
+            repeated = nm.RepeatedMessageResponse(head, payment_response=b)
+        elif isinstance(b, nm.ReversalResponse):
+            repeated = nm.RepeatedMessageResponse(head, reversal_response=b)
+        elif isinstance(b, nm.CardAcquisitionResponse):
+            repeated = nm.RepeatedMessageResponse(head, card_acquisition_response=b)
+        else:
+            return nm.TransactionStatusResponse(
+                Response(Result.FAILURE, ErrorCondition.NOT_FOUND), ref
+            )
+        return nm.TransactionStatusResponse(Response(Result.SUCCESS), ref, repeated)
+
+    # ---- building answers ---------------------------------------------------------------------
+    def _new_id(self) -> str:
+        self._n += 1
+        return f"T{self._n:06d}"
+
+    @staticmethod
+    def _poi_data(tid: str) -> POIData:
+        return POIData(TransactionIdentification(tid, _STAMP))
+
+    def _approved(
+        self, body: nm.PaymentRequest, tid: str, amount: Decimal, cur: str, *, partial: bool = False
+    ) -> nm.PaymentResponse:
+        receipt = PaymentReceipt(
+            OutputContent.of_lines(("EVPAY SIM", f"{body.payment_type}", f"{amount} {cur}")),
+            "CustomerReceipt",
+        )
+        return nm.PaymentResponse(
+            Response(Result.PARTIAL if partial else Result.SUCCESS),
+            body.sale_data,
+            self._poi_data(tid),
+            nm.PaymentResult(_instrument(), AmountsResp(amount, cur), body.payment_type),
+            (receipt,),
+        )
+
+    def _failure(self, body: nm.Body, condition: ErrorCondition) -> nm.Body:
+        fail = Response(Result.FAILURE, condition)
+        if isinstance(body, nm.PaymentRequest):
+            return nm.PaymentResponse(fail, body.sale_data, self._poi_data(self._new_id()))
+        return nm.ReversalResponse(fail)
+
+    def _reply(self, request: Message, body: nm.Body) -> Message:
+        header = replace(
+            request.header, message_type=MessageType.RESPONSE, poi_id=self.config.poi_id
+        )
+        return Message(header, body)
+
+
+def _instrument() -> PaymentInstrumentData:
+    return PaymentInstrumentData("Card", CardData("mc", "541333****0010", ("Contactless",)))
+
+
+# ---- HTTP ---------------------------------------------------------------------------------------
+
+
+def make_app(poi: NexoPoi) -> web.Application:
+    wire = Wire(poi.config.encoding, poi.config.key)
+
+    async def endpoint(request: web.Request) -> web.StreamResponse:
+        data = await request.read()
+        if len(poi.raw) < MAX_LEDGER:
+            poi.raw.append(data)
+        try:
+            message = wire.decode(data)
+        except (NexoFormatError, NexoSecurityError) as exc:
+            return web.Response(status=400, text=str(exc))
+        if message.header.poi_id != poi.config.poi_id:
+            return web.Response(status=400, text=f"POIID {message.header.poi_id} is not this POI")
+        money = isinstance(message.body, (nm.PaymentRequest, nm.ReversalRequest))
+        reply = poi.handle(message)
+        if poi.config.delay_s:
+            await asyncio.sleep(poi.config.delay_s)
+        if money and poi.config.lose_answers > 0:
+            poi.config.lose_answers -= 1
+            if request.transport is not None:
+                request.transport.abort()  # the POI acted; its answer never arrives
+            raise web.HTTPServiceUnavailable
+        if reply is None:
+            return web.Response(status=204)
+        body = wire.encode(reply, os.urandom(16))
+        if len(poi.sent) < MAX_LEDGER:
+            poi.sent.append(body)
+        return web.Response(body=body, content_type=wire.content_type.split(";")[0])
+
+    app = web.Application(client_max_size=256 * 1024)
+    app.router.add_post(PATHS[poi.config.encoding], endpoint)
+    return app
+
+
+async def serve_nexo_poi(
+    poi: NexoPoi, host: str = "127.0.0.1", port: int = 0, tls: ssl.SSLContext | None = None
+) -> tuple[web.AppRunner, int]:
+    """Start the POI; returns the runner (``await runner.cleanup()`` stops it) and the port."""
+    runner = web.AppRunner(make_app(poi), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, ssl_context=tls)
+    await site.start()
+    bound = runner.addresses[0][1] if runner.addresses else port
+    return runner, int(bound)

@@ -1,0 +1,187 @@
+"""Pre-authorisation: the hold asked for at the card, what its result means, and how a lost
+result is resolved — a hold is adopted only on the terminal's evidence that it is ours (never
+by order of arrival) and then given back; an approval without a receipt number is no approval.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+
+from drivers.base import Outcome
+from gateway.payments import commands as c
+from gateway.payments import events as e
+from gateway.payments.capture import release_all
+from gateway.payments.events import TimerKind
+from gateway.payments.model import Hold, Session, authorization_reference
+from gateway.payments.moves import Transition, finish, go, note, query
+from gateway.payments.policy import Policy
+from gateway.payments.preauth import initial_hold
+from gateway.payments.settlement import settle_command
+from gateway.payments.states import State, Trigger, next_state
+
+
+def start(ev: e.CardPresented, now: datetime, policy: Policy) -> Transition:
+    routed = ev.route is not None
+    tariff = (policy.route_tariffs.get(ev.route) if ev.route else None) or policy.tariff(ev.evse)
+    hold_policy = policy.hold_of(ev.route)
+    hold = initial_hold(hold_policy, ev.currency, tariff, ev.target, now, policy.tz)
+    notes: tuple[str, ...] = (
+        (f"route {ev.route}: terminal {ev.terminal}, {ev.currency}",) if routed else ()
+    )
+    if hold_policy.strategy == "incremental" and ev.terminal not in policy.topup_terminals:
+        notes = (
+            *notes,
+            f"terminal {ev.terminal} cannot add to a hold: the charge stops at the cap",
+        )
+    s = Session(
+        ev.session_id,
+        ev.evse,
+        ev.terminal,
+        ev.currency,
+        next_state(None, Trigger.CARD),
+        now,
+        hold_minor=hold,
+        tariff_id=tariff.id if tariff else None,
+        route=ev.route,
+        notes=notes,
+        timer=(TimerKind.ANSWER, now + policy.answer_timeout),
+    )
+    cmd = c.Preauthorize(
+        key=f"{s.id}:preauth",
+        session_id=s.id,
+        terminal=s.terminal,
+        amount_minor=hold,
+        currency=s.currency,
+        reference=s.id[:16],  # the terminal's BMP60 reference: short, tied to the session
+    )
+    return Transition(s, (cmd,))
+
+
+def orphan(ev: e.OrphanFound, now: datetime, policy: Policy) -> Transition:
+    """A hold open at the terminal that no session owns (its result was lost and no session
+    could attribute it by its data): release it. Its amount is unknown here, so it is booked 0."""
+    s = Session(
+        ev.session_id,
+        "-",
+        ev.terminal,
+        ev.currency,
+        next_state(None, Trigger.ORPHAN),
+        now,
+        holds=(Hold(ev.receipt_no, 0, target_minor=0),),
+        expires_at=now + policy.validity.default,
+        notes=("orphan hold found by the terminal sweep",),
+    )
+    return settle_command(s, now, policy)
+
+
+def preauth_result(
+    s: Session, ev: e.TerminalResultArrived, now: datetime, policy: Policy
+) -> Transition:
+    if s.state is State.AUTHORIZING:
+        return _answered(s, ev, now, policy)
+    if (
+        s.state is State.AUTH_UNKNOWN
+        and ev.outcome is Outcome.APPROVED
+        and ev.receipt_no is not None
+    ):
+        # Our hold exists after all, but the charger was never authorised: give it back.
+        amount = ev.amount_minor or s.hold_minor
+        s = go(
+            s,
+            Trigger.LATE_APPROVAL,
+            holds=(Hold(ev.receipt_no, amount, ev.trace_no, target_minor=0),),
+            card=dict(ev.card),
+            notes=note(s, "late approval released"),
+        )
+        return settle_command(s, now, policy)
+    return Transition(s, note=f"pre-auth result in {s.state}: ignored")
+
+
+def _answered(s: Session, ev: e.TerminalResultArrived, now: datetime, policy: Policy) -> Transition:
+    if ev.outcome is Outcome.APPROVED and ev.receipt_no is None:
+        # Without the receipt number the hold could never be captured or released: not an approval.
+        s = go(
+            s,
+            Trigger.LOST,
+            notes=note(s, "approval without a receipt number: asking the terminal"),
+        )
+        return query(s, now, policy)
+    if ev.outcome is Outcome.APPROVED:
+        assert ev.receipt_no is not None  # noqa: S101 - narrowed above
+        approved = ev.amount_minor if ev.amount_minor is not None else s.hold_minor
+        scheme, validity = policy.validity.for_card(s.terminal, ev.card)
+        s = replace(
+            s,
+            holds=(Hold(ev.receipt_no, approved, ev.trace_no),),
+            card=dict(ev.card),
+            scheme=scheme,
+            reference=authorization_reference(s.id),
+            expires_at=now + validity,
+        )
+        if approved < min(policy.min_partial_minor, s.hold_minor):
+            s = go(
+                s,
+                Trigger.APPROVED_LOW,
+                notes=note(s, f"partial approval {approved} below minimum"),
+            )
+            return settle_command(release_all(s), now, policy)
+        s = go(s, Trigger.APPROVED, timer=(TimerKind.START, now + policy.start_timeout))
+        return Transition(s, (authorize(s, policy),))
+    if ev.outcome is Outcome.UNKNOWN:
+        return query(go(s, Trigger.LOST), now, policy)
+    trigger = (
+        Trigger.DECLINED if ev.outcome in (Outcome.DECLINED, Outcome.ABORTED) else Trigger.REFUSED
+    )
+    return finish(go(s, trigger, notes=note(s, f"{ev.outcome}: {ev.message}")))
+
+
+def adopt(
+    s: Session, ev: e.OpenPreauthsReported, now: datetime, policy: Policy, held: e.LastResult | None
+) -> Transition:
+    """A pre-auth whose result was lost: adopt an open hold only when the terminal's result shows
+    it and its amount fits ours — never by order of arrival; then give it back. Our own result,
+    stored before the crash (``held``), is the better evidence: its hold is ours if it is still
+    open, and gone if the terminal reversed it for want of our acknowledgement."""
+    last = held or ev.last
+    if held is not None and held.receipt_no not in ev.receipts:
+        why = (
+            f"our pre-auth {held.receipt_no} was reversed by the terminal (our acknowledgement "
+            f"never reached it)"
+        )
+        return finish(go(s, Trigger.NO_HOLD, notes=note(s, why)))
+    if (
+        last is not None
+        and last.approved
+        and last.receipt_no in ev.orphans
+        and last.amount_minor is not None
+        and 0 < last.amount_minor <= s.hold_minor
+    ):
+        assert last.receipt_no is not None  # noqa: S101 - it is in the orphans
+        s = go(
+            s,
+            Trigger.ADOPTED,
+            holds=(Hold(last.receipt_no, last.amount_minor, target_minor=0),),
+            expires_at=now + policy.validity.default,
+            notes=note(s, "our lost pre-auth found open: released"),
+        )
+        return settle_command(s, now, policy)
+    why = "no pre-authorisation was made"
+    if ev.orphans:
+        why = f"open holds {list(ev.orphans)} not attributable to this session: released as orphans"
+    return finish(go(s, Trigger.NO_HOLD, notes=note(s, why)))
+
+
+def authorize(s: Session, policy: Policy, repeat: bool = False) -> c.AuthorizeCharger:
+    """Start charging, under the hold less the safety margin, before the start timer ends;
+    ``repeat``: the same again after a restart (the charger link decides whether it can)."""
+    start_by = s.timer[1] if s.timer is not None and s.timer[0] is TimerKind.START else None
+    return c.AuthorizeCharger(
+        key=f"{s.id}:authorize",
+        session_id=s.id,
+        evse=s.evse,
+        max_cost_minor=max(0, s.authorized_minor - policy.safety_margin_minor),
+        currency=s.currency,
+        start_by=start_by,
+        repeat=repeat,
+    )

@@ -1,0 +1,169 @@
+"""The charge itself: started, metered, capped (a top-up or a stop), ended and billed.
+
+Every meter value is priced as it comes (incrementally); the charge stops when the cost
+reaches the hold less the safety margin, or before the hold's validity ends. At the end the
+bill is ``capture.capture_plan``; energy reported for a session that never billed it is a debt
+of its own (``unpaid_energy``), never dropped.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from gateway.payments import commands as c
+from gateway.payments import events as e
+from gateway.payments.capture import apply_plan, capture_plan, priced, release_all
+from gateway.payments.events import TimerKind
+from gateway.payments.metering import record_meter
+from gateway.payments.model import BilledTo, Reading, Session, update
+from gateway.payments.moves import (
+    CHARGING_STATES,
+    Transition,
+    expiry_timer,
+    first_hold_uncertain,
+    go,
+    note,
+    outcome_payload,
+)
+from gateway.payments.policy import Policy
+from gateway.payments.preauth import topup
+from gateway.payments.settlement import settle_command
+from gateway.payments.states import State, Trigger
+from gateway.payments.topups import ask_topup
+
+
+def charger_started(s: Session, ev: e.ChargerStarted, now: datetime, policy: Policy) -> Transition:
+    if s.state is not State.AUTHORIZED:
+        return Transition(s, note="charger started: not expected")
+    s = update(s, meter_start_wh=ev.meter_wh, readings=(Reading(now, 0, True),))
+    return Transition(go(s, Trigger.STARTED, timer=expiry_timer(s, now, policy)))
+
+
+def meter_value(s: Session, ev: e.MeterValue, now: datetime, policy: Policy) -> Transition:
+    if ev.signed is not None:
+        s = record_meter(s, ev.signed)
+    m = s.metering
+    if s.state not in CHARGING_STATES or m.meter_start_wh is None:
+        return Transition(s, note="meter value: not charging")
+    energy = ev.meter_wh - m.meter_start_wh
+    if m.readings and (now < m.readings[-1].at or energy < m.readings[-1].energy_wh):
+        return Transition(s, note="meter value out of order: ignored")
+    readings = (*m.readings, Reading(now, energy, ev.trusted))
+    s = priced(s, readings, policy, readings=readings)
+    if s.state is State.STOPPING:
+        return Transition(s)
+    can_topup = (
+        s.state is State.CHARGING and not s.topup_refused and s.terminal in policy.topup_terminals
+    )
+    price = s.bill.price_minor
+    extra = topup(policy.hold_of(s.route), s.authorized_minor, price) if can_topup else None
+    if extra:
+        return ask_topup(s, extra, now, policy)
+    if price >= s.authorized_minor - policy.safety_margin_minor:
+        return stop(s, now, policy, "cost cap reached")
+    return Transition(s)
+
+
+def charger_stopped(s: Session, ev: e.ChargerStopped, now: datetime, policy: Policy) -> Transition:
+    if ev.signed is not None:
+        s = record_meter(s, ev.signed)
+    if s.metering.meter_start_wh is None and _reported_energy(s, ev) > 0:  # charged unbeknown
+        s = unpaid_energy(s, ev, now, policy).session or s
+    if s.state is State.AUTHORIZED:
+        s = go(
+            s, Trigger.NOT_STARTED, stop_reason=ev.reason, notes=note(s, "charging never started")
+        )
+        return settle_command(release_all(s), now, policy)
+    if s.state not in CHARGING_STATES or s.metering.meter_start_wh is None:
+        return Transition(s, note="charger stopped: not charging")
+    s = update(
+        s,
+        stop_reason=s.stop_reason or ev.reason,
+        invoicer=ev.invoicer,
+        invoice_reference=ev.invoice_reference,
+        reported_energy_wh=ev.session_energy_wh,
+        stop_meter_wh=ev.meter_wh,
+        stopped_at=now,
+        billed_to=BilledTo.STOP,
+    )
+    return bill(s, now, policy)
+
+
+def charger_faulted(s: Session, ev: e.ChargerFaulted, now: datetime, policy: Policy) -> Transition:
+    if s.state is State.AUTHORIZED:
+        s = go(
+            s,
+            Trigger.NOT_STARTED,
+            stop_reason=ev.reason,
+            notes=note(s, f"charger fault: {ev.reason}"),
+        )
+        return settle_command(release_all(s), now, policy)
+    if s.state not in CHARGING_STATES:
+        return Transition(s, note="fault: not charging")
+    stop_cmd = c.StopCharger(f"{s.id}:stop:fault", s.id, s.evse, ev.reason)
+    s = update(
+        s,
+        stop_reason=ev.reason,
+        notes=note(s, f"billed to last trusted reading: {ev.reason}"),
+        billed_to=BilledTo.LAST_TRUSTED,
+    )
+    done = bill(s, now, policy)
+    return Transition(done.session, (stop_cmd, *done.commands))
+
+
+def stop_unconfirmed(s: Session, now: datetime, policy: Policy) -> Transition:
+    """The charger never confirmed the stop: bill the last trusted reading."""
+    s = update(
+        s,
+        notes=note(s, "no stop confirmation: billed to last reading"),
+        billed_to=BilledTo.LAST_TRUSTED,
+    )
+    return bill(s, now, policy)
+
+
+def bill(s: Session, now: datetime, policy: Policy) -> Transition:
+    """The charge has ended: capture as planned, or release everything when nothing is billed."""
+    plan = capture_plan(s, policy)
+    s = apply_plan(s, plan)
+    if s.topup_minor and s.holds:  # a top-up still out may raise the first hold before we capture
+        s = first_hold_uncertain(s)
+    s = go(s, Trigger.BILL if plan.capture_minor else Trigger.NOTHING_TO_BILL, attempts=0)
+    return settle_command(s, now, policy)
+
+
+def stop(s: Session, now: datetime, policy: Policy, reason: str) -> Transition:
+    s = go(s, Trigger.CAP, stop_reason=reason, timer=(TimerKind.STOP, now + policy.stop_timeout))
+    return Transition(s, (c.StopCharger(f"{s.id}:stop", s.id, s.evse, reason),))
+
+
+def _reported_energy(s: Session, ev: e.ChargerStopped) -> int:
+    if ev.session_energy_wh is not None:
+        return ev.session_energy_wh
+    return (ev.meter_wh or 0) - (s.metering.meter_start_wh or 0)
+
+
+def unpaid_energy(s: Session, ev: e.ChargerStopped, now: datetime, policy: Policy) -> Transition:
+    """Energy reported for a session that never billed it (an ambiguous start whose hold is
+    being or was released, a CDR after the release): a debt, never dropped. A final session
+    sends it upstream on its own; an open one carries it in its outcome."""
+    delivered = _reported_energy(s, ev)
+    if delivered <= 0 or s.metering.billed_energy_wh > 0 or s.bill.unpaid_energy_wh:
+        return Transition(s, note="stopped: nothing unbilled")
+    first = s.metering.readings[0].at if s.metering.readings else s.created_at
+    readings = (Reading(first, 0, True), Reading(max(now, first), delivered, True))
+    owed = priced(s, readings, policy).bill.price_minor
+    if not s.final:
+        why = f"{delivered} Wh delivered without a start: {owed} owed"
+        return Transition(
+            update(s, unpaid_energy_wh=delivered, unpaid_minor=owed, notes=note(s, why))
+        )
+    why = f"{delivered} Wh delivered after the session ended unpaid: {owed} owed"
+    s = update(
+        s,
+        unpaid_energy_wh=delivered,
+        unpaid_minor=owed,
+        owed_minor=s.bill.owed_minor + owed,
+        notes=note(s, why),
+    )
+    message = c.Enqueue(f"{s.id}:unpaid", f"session:{s.id}", "session.outcome", outcome_payload(s))
+    return Transition(s, (message,))

@@ -1,0 +1,70 @@
+"""The site's rules for every session: holds, tariffs, timeouts, margins, receipts. Built once
+from the configuration (``gateway/runtime/engine_setup.py``); the engine only reads it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
+
+from gateway.fiscal.profiles import PROFILES, Profile
+from gateway.payments.preauth import HoldPolicy
+from gateway.payments.schemes import Validity
+from gateway.payments.tariff import Pricer, Tariff
+
+if TYPE_CHECKING:
+    from gateway.payments.model import Session
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    hold: HoldPolicy
+    tariffs: dict[str, Tariff]  # by EVSE id; "*" is the site default
+    tz: ZoneInfo
+    catalog: dict[str, Tariff] = field(default_factory=dict)  # every tariff ever in force, by id
+    start_timeout: timedelta = timedelta(minutes=3)
+    stop_timeout: timedelta = timedelta(seconds=60)
+    # ZVT T4 (3 min) with room for intermediate statuses
+    answer_timeout: timedelta = timedelta(minutes=6)
+    resolve_auth_within: timedelta = timedelta(hours=1)  # a lost pre-auth is asked about this long
+    validity: Validity = field(default_factory=Validity)
+    stop_before_expiry: timedelta = timedelta(hours=24)
+    give_up_before_expiry: timedelta = timedelta(hours=1)
+    retry_initial: timedelta = timedelta(seconds=30)
+    retry_max: timedelta = timedelta(minutes=30)
+    safety_margin_minor: int = 50
+    min_partial_minor: int = 500
+    energy_tolerance_wh: int = 10
+    bill_without_energy: bool = False  # zero trusted energy: release the whole hold
+    topup_terminals: frozenset[str] = frozenset()  # terminals that can add a hold to a card session
+    fiscal: Profile = field(default_factory=lambda: PROFILES["none"])  # the site's receipt profile
+    fiscal_wait: timedelta = timedelta(seconds=20)  # how long a receipt waits for the signature
+    e_receipt_url: str | None = None  # where the complete receipt will be, "{reference}" filled in
+    # terminals without a printer: the receipt is displayed
+    display_only: frozenset[str] = frozenset()
+    # a route's (acquirer profile's) hold policy
+    route_holds: dict[str, HoldPolicy] = field(default_factory=dict)
+    route_tariffs: dict[str, Tariff] = field(default_factory=dict)  # a route's own tariff
+    pricer: Pricer = field(default_factory=Pricer, compare=False, repr=False)  # incrementally
+    rated_power_w: dict[str, int] = field(default_factory=dict)  # by EVSE (plausibility.py)
+
+    def tariff(self, evse: str) -> Tariff | None:
+        return self.tariffs.get(evse) or self.tariffs.get("*")
+
+    def hold_of(self, route: str | None) -> HoldPolicy:
+        """The hold policy of a route (its acquirer profile), else the site's."""
+        return (self.route_holds.get(route) if route else None) or self.hold
+
+    def pinned(self, session: Session) -> Tariff | None:
+        """The tariff a session started with (a tariff change mid-session never reprices it)."""
+        if session.tariff_id is not None:
+            found = self.catalog.get(session.tariff_id) or next(
+                (t for t in self.route_tariffs.values() if t.id == session.tariff_id), None
+            )
+            if found is not None:
+                return found
+            current = self.tariff(session.evse)
+            if current is not None and current.id == session.tariff_id:
+                return current
+        return self.tariff(session.evse)

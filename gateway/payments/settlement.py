@@ -1,0 +1,269 @@
+"""Settling holds at the terminal: what a terminal result proves, and what is booked.
+
+Each hold is settled in turn by the command its target asks for (``Capture`` of the target, or
+``Release``). A capture is booked as what was *asked*, only on positive evidence: the
+terminal's approval of our command, or — after a lost answer — its repeat of the last result
+(ZVT 06 20) showing it once the hold is gone. A hold gone without that evidence is
+*unconfirmed*; one still open is tried again with backoff until it is about to lapse. When no
+hold is left open, the session's final state sums them up and what was priced but not captured
+is owed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+
+from drivers.base import Outcome
+from gateway.errors import InvariantViolated
+from gateway.fiscal.receipt import ReceiptState
+from gateway.payments import commands as c
+from gateway.payments import events as e
+from gateway.payments.events import Operation, TimerKind
+from gateway.payments.model import Hold, HoldStatus, Session, hold_by_receipt, replace_hold
+from gateway.payments.moves import (
+    Transition,
+    finish,
+    go,
+    next_try,
+    note,
+    outcome,
+    query,
+)
+from gateway.payments.policy import Policy
+from gateway.payments.receipts import print_receipt, render
+from gateway.payments.states import State, Trigger
+
+
+def settle_command(s: Session, now: datetime, policy: Policy) -> Transition:
+    """The command that settles the current hold in the session's (capturing/releasing) state."""
+    hold = s.current
+    if hold is None:
+        raise InvariantViolated(f"session {s.id} in {s.state} has no open hold to settle")
+    s = replace(s, timer=(TimerKind.ANSWER, now + policy.answer_timeout))
+    if s.state is State.CAPTURING:
+        s = replace_hold(s, hold, replace(hold, capture_sent_at=now))
+        cmd: c.Command = c.Capture(
+            key=f"{s.id}:capture:{hold.receipt_no}",
+            session_id=s.id,
+            terminal=s.terminal,
+            receipt_no=hold.receipt_no,
+            held_minor=hold.amount_minor,
+            amount_minor=hold.target_minor or 0,
+            currency=s.currency,
+            reference=s.id[:16],
+            exact=hold.uncertain,
+        )
+    else:
+        cmd = c.Release(
+            key=f"{s.id}:release:{hold.receipt_no}",
+            session_id=s.id,
+            terminal=s.terminal,
+            receipt_no=hold.receipt_no,
+            held_minor=hold.amount_minor,
+            currency=s.currency,
+        )
+    return Transition(s, (cmd,))
+
+
+def settlement_result(
+    s: Session, ev: e.TerminalResultArrived, now: datetime, policy: Policy
+) -> Transition:
+    """The terminal's answer to a capture or release."""
+    hold = hold_by_receipt(s, ev.for_receipt)
+    if hold is None or hold.status is not HoldStatus.OPEN:
+        return Transition(s, note=f"{ev.operation} result for a hold not being settled: ignored")
+    capture = ev.operation == Operation.CAPTURE
+    settling = (
+        (State.CAPTURING, State.CAPTURE_UNKNOWN, State.CAPTURE_RETRY)
+        if capture
+        else (State.RELEASING, State.RELEASE_UNKNOWN, State.RELEASE_RETRY)
+    )
+    if s.state not in settling:
+        return Transition(s, note=f"{ev.operation} result in {s.state}: ignored")
+    if ev.outcome is Outcome.APPROVED and s.state is not settling[2]:  # a late approval counts
+        return _settled(s, ev, hold, now, policy)
+    if s.state is not settling[0]:
+        return Transition(s, note=f"{ev.operation} {ev.outcome} in {s.state}: the enquiry decides")
+    # Declined, refused or lost: nothing is assumed. Ask the terminal what it holds and did.
+    # A busy terminal answered, though: the silence the backoff grows on is over, so the next
+    # try comes after the first interval, not 30 minutes on after a few busy answers.
+    attempts = 0 if ev.outcome is Outcome.BUSY else s.attempts
+    s = go(
+        s,
+        Trigger.LOST,
+        attempts=attempts,
+        notes=note(s, f"{ev.operation} {ev.outcome}: {ev.message}"),
+    )
+    return query(s, now, policy)
+
+
+def _settled(
+    s: Session, ev: e.TerminalResultArrived, hold: Hold, now: datetime, policy: Policy
+) -> Transition:
+    """The terminal approved our capture or release of ``hold``: book what was *asked*."""
+    if ev.operation == Operation.CAPTURE:
+        target = hold.target_minor or 0
+        if ev.amount_minor is not None and ev.amount_minor not in (
+            target,
+            hold.amount_minor - target,
+        ):
+            s = replace(
+                s,
+                discrepancies=(
+                    *s.discrepancies,
+                    f"capture of hold {hold.receipt_no}: asked {target} of "
+                    f"{hold.amount_minor}, terminal answered {ev.amount_minor}",
+                ),
+            )
+        done = _captured(hold, ev.receipt_no)
+    else:
+        done = replace(
+            hold,
+            released_minor=hold.amount_minor,
+            status=HoldStatus.RELEASED,
+            booking_receipt=ev.receipt_no,
+        )
+    return next_hold(replace_hold(s, hold, done), now, policy)
+
+
+def _captured(hold: Hold, booking_receipt: int | None) -> Hold:
+    """The hold booked as asked: its target captured, the rest released."""
+    target = hold.target_minor or 0
+    return replace(
+        hold,
+        captured_minor=target,
+        released_minor=hold.amount_minor - target,
+        status=HoldStatus.CAPTURED,
+        booking_receipt=booking_receipt,
+    )
+
+
+def enquiry_answered(
+    s: Session, ev: e.OpenPreauthsReported, now: datetime, policy: Policy, held: e.LastResult | None
+) -> Transition:
+    """What the terminal's open holds and last result prove about the hold being settled."""
+    hold = s.current
+    assert hold is not None  # noqa: S101 - an unknown settlement always has an open hold
+    capture = s.state is State.CAPTURE_UNKNOWN
+    if hold.receipt_no in ev.receipts:  # the terminal still holds it: our command did not happen
+        at = next_try(s, now, policy)
+        if at is None:
+            return give_up(
+                s, hold, now, policy, "still open as the hold is about to lapse", fate_known=True
+            )
+        kind = "capture" if capture else "release"
+        return Transition(
+            go(
+                s,
+                Trigger.STILL_OPEN,
+                timer=(TimerKind.RETRY, at),
+                attempts=s.attempts + 1,
+                notes=note(s, f"hold {hold.receipt_no} still open: {kind} again later"),
+            )
+        )
+    if not capture:  # no longer held: released (or lapsed) — either way nothing is taken
+        done = replace(hold, released_minor=hold.amount_minor, status=HoldStatus.RELEASED)
+        s = replace(
+            s, notes=note(s, f"hold {hold.receipt_no} no longer open at the terminal: released")
+        )
+        return next_hold(replace_hold(s, hold, done), now, policy)
+    target = hold.target_minor or 0
+    last = ev.last
+    if (
+        held is not None
+        and held.receipt_no is not None
+        and held.amount_minor in (target, hold.amount_minor - target)
+    ):
+        last = held  # its own result, stored before the crash: the hold is gone, so it stood
+    if (
+        last is not None
+        and last.approved
+        and last.receipt_no is not None
+        and last.receipt_no != hold.receipt_no
+        and last.receipt_no not in ev.receipts
+        and last.amount_minor in (target, hold.amount_minor - target)
+    ):
+        s = replace(
+            s,
+            notes=note(
+                s, f"capture of hold {hold.receipt_no} confirmed by the terminal's last result"
+            ),
+        )
+        return next_hold(replace_hold(s, hold, _captured(hold, last.receipt_no)), now, policy)
+    done = replace(hold, status=HoldStatus.UNCONFIRMED)
+    s = replace(
+        s,
+        notes=note(
+            s, f"hold {hold.receipt_no} gone from the terminal without evidence of the capture"
+        ),
+    )
+    return next_hold(replace_hold(s, hold, done), now, policy)
+
+
+def enquiry_failed(s: Session, now: datetime, policy: Policy, *, busy: bool = False) -> Transition:
+    """The backoff grows on silence only: a terminal that answered busy is there, and the next
+    enquiry comes after the first interval (the deadline still bounds how long we keep asking)."""
+    if busy:
+        s = replace(s, attempts=0)
+    at = next_try(s, now, policy)
+    if at is not None:
+        return Transition(replace(s, attempts=s.attempts + 1, timer=(TimerKind.QUERY, at)))
+    if s.state is State.AUTH_UNKNOWN:
+        why = "terminal unreachable: any hold it made is left to the terminal sweep"
+        return finish(go(s, Trigger.UNREACHABLE, notes=note(s, why)))
+    hold = s.current
+    assert hold is not None  # noqa: S101 - an unknown settlement always has an open hold
+    return give_up(
+        s, hold, now, policy, "terminal unreachable until the hold lapsed", fate_known=False
+    )
+
+
+def give_up(
+    s: Session, hold: Hold, now: datetime, policy: Policy, why: str, *, fate_known: bool
+) -> Transition:
+    """The hold cannot be settled before it lapses: say so on the hold (never as if done). A
+    capture whose fate the terminal could not tell us is unconfirmed, not lapsed."""
+    capture = s.state is State.CAPTURE_UNKNOWN and bool(hold.target_minor)
+    status = HoldStatus.UNCONFIRMED if capture and not fate_known else HoldStatus.LAPSED
+    s = replace(s, notes=note(s, f"hold {hold.receipt_no}: {why}"))
+    return next_hold(replace_hold(s, hold, replace(hold, status=status)), now, policy)
+
+
+def next_hold(s: Session, now: datetime, policy: Policy) -> Transition:
+    """One hold is settled: settle the next one, or finish with a state that sums them up."""
+    hold = s.current
+    if hold is not None:
+        trigger = Trigger.NEXT_CAPTURE if hold.target_minor else Trigger.NEXT_RELEASE
+        return settle_command(go(s, trigger, attempts=0), now, policy)
+    statuses = {(h.status, bool(h.target_minor)) for h in s.holds}
+    if any(status is HoldStatus.UNCONFIRMED for status, _ in statuses):
+        trigger = Trigger.CAPTURE_UNPROVEN
+    elif (HoldStatus.LAPSED, True) in statuses:
+        trigger = Trigger.CAPTURE_LAPSED
+    elif (HoldStatus.LAPSED, False) in statuses:
+        trigger = Trigger.RELEASE_LAPSED
+    elif s.captured_minor:
+        trigger = Trigger.ALL_CAPTURED
+    else:
+        trigger = Trigger.ALL_RELEASED
+    owed = max(0, s.bill.price_minor - s.captured_minor) + s.bill.unpaid_minor
+    if trigger is Trigger.ALL_CAPTURED:
+        s = replace(s, bill=replace(s.bill, captured_at=now))
+        if policy.fiscal.signs_each_receipt and not render(s, now, policy).complete:
+            # The money is settled (the outcome goes up now: the CPO invoices from it); the receipt
+            # waits a little for the CPO's fiscal signature, then is printed as pending.
+            s = go(
+                s,
+                Trigger.AWAIT_FISCAL,
+                owed_minor=owed,
+                receipt=ReceiptState.AWAITING,
+                timer=(TimerKind.FISCAL, now + policy.fiscal_wait),
+            )
+            return Transition(s, outcome(s))
+    s = go(s, trigger, owed_minor=owed)
+    printed: tuple[c.Command, ...] = ()
+    if s.state is State.COMPLETED:
+        s, printed = print_receipt(s, now, policy)
+    done = finish(s)
+    return Transition(done.session, (*done.commands, *printed))

@@ -1,0 +1,76 @@
+"""Deadlines and restarts: what each timer means when it fires, and what a restart re-asks.
+
+Every open session has one timer (its next action and deadline). After a restart nothing that
+was in flight at the terminal is repeated: the terminal is asked. The charger is told again
+what it may not have heard (an authorisation, a stop): the same message, which it takes once.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from gateway.errors import InvariantViolated
+from gateway.payments import commands as c
+from gateway.payments import events as e
+from gateway.payments.authorization import authorize
+from gateway.payments.capture import release_all
+from gateway.payments.charging import stop, stop_unconfirmed
+from gateway.payments.events import TimerKind
+from gateway.payments.model import Session
+from gateway.payments.moves import UNKNOWN_STATES, Transition, go, note, query
+from gateway.payments.policy import Policy
+from gateway.payments.receipts import fiscal_timeout
+from gateway.payments.settlement import enquiry_failed, settle_command
+from gateway.payments.states import State, Trigger
+from gateway.payments.topups import topup_lost
+
+_ASKED = (State.AUTHORIZING, State.CAPTURING, State.RELEASING)  # a terminal command is out
+
+
+def timer_fired(s: Session, ev: e.TimerFired, now: datetime, policy: Policy) -> Transition:
+    if s.timer is None or s.timer[0] != ev.kind or now < s.timer[1]:
+        return Transition(s, note="stale timer")
+    kind = TimerKind(ev.kind)
+    if kind == TimerKind.START and s.state is State.AUTHORIZED:
+        why = "charging did not start in time"
+        stop_cmd = c.StopCharger(f"{s.id}:stop:start-timeout", s.id, s.evse, why)
+        s = go(s, Trigger.NOT_STARTED, notes=note(s, why))
+        done = settle_command(release_all(s), now, policy)
+        return Transition(done.session, (stop_cmd, *done.commands))
+    if kind == TimerKind.EXPIRY and s.state is State.CHARGING:
+        return stop(s, now, policy, "hold validity ends soon")
+    if kind == TimerKind.STOP and s.state is State.STOPPING:
+        return stop_unconfirmed(s, now, policy)
+    if kind == TimerKind.RETRY and s.state in (State.CAPTURE_RETRY, State.RELEASE_RETRY):
+        return settle_command(go(s, Trigger.RETRY), now, policy)
+    if kind == TimerKind.QUERY and s.state in UNKNOWN_STATES:
+        return query(s, now, policy)
+    if kind == TimerKind.FISCAL and s.state is State.RECEIPTING:
+        return fiscal_timeout(s, now, policy)
+    if kind == TimerKind.ANSWER:
+        if s.state in _ASKED:
+            why = f"no answer from the terminal in {s.state}"
+            return query(go(s, Trigger.LOST, notes=note(s, why)), now, policy)
+        if s.state is State.TOPPING_UP:
+            return topup_lost(s, ev.event_id, now, policy)
+        if s.state in UNKNOWN_STATES:
+            return enquiry_failed(s, now, policy)
+    raise InvariantViolated(f"session {s.id}: timer {kind} armed in {s.state}")
+
+
+def resumed(s: Session, now: datetime, policy: Policy) -> Transition:
+    """After a restart: ask the terminal about anything that was in flight, never repeat a
+    terminal command. The charger is told again what it may not have heard (authorize, stop):
+    the same message, which it takes once."""
+    if s.state in _ASKED:
+        return query(go(s, Trigger.LOST), now, policy)
+    if s.state in UNKNOWN_STATES:
+        return query(s, now, policy)
+    if s.state is State.TOPPING_UP:  # its fate is unknown: keep the old holds as the cap
+        return topup_lost(s, "resume", now, policy)
+    if s.state is State.STOPPING:
+        reason = s.stop_reason or "resume"
+        return Transition(s, (c.StopCharger(f"{s.id}:stop:resume", s.id, s.evse, reason),))
+    if s.state is State.AUTHORIZED:  # the authorisation may have died with the process
+        return Transition(s, (authorize(s, policy, repeat=True),))
+    return Transition(s)

@@ -1,0 +1,94 @@
+"""Top-ups: one more hold on the same card while the charge goes on (``preauth.topup`` says
+when and how much). The cap rises only on an acknowledged approval; a refused or lost top-up
+leaves the cap where it was, and a lost one marks the first hold uncertain (the terminal may
+have raised it), so it is later captured by booking the amount, never by releasing a rest."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+
+from drivers.base import Outcome
+from gateway.payments import commands as c
+from gateway.payments import events as e
+from gateway.payments.events import Operation, TimerKind
+from gateway.payments.model import Hold, Session, hold_by_receipt
+from gateway.payments.moves import (
+    CHARGING_STATES,
+    Transition,
+    expiry_timer,
+    first_hold_uncertain,
+    go,
+    note,
+)
+from gateway.payments.policy import Policy
+from gateway.payments.states import State, Trigger
+
+
+def ask_topup(s: Session, extra: int, now: datetime, policy: Policy) -> Transition:
+    first = s.holds[0]
+    s = go(
+        s, Trigger.TOP_UP, topup_minor=extra, timer=(TimerKind.ANSWER, now + policy.answer_timeout)
+    )
+    cmd = c.TopUp(
+        key=f"{s.id}:topup:{s.authorized_minor}",
+        session_id=s.id,
+        terminal=s.terminal,
+        receipt_no=first.receipt_no,
+        amount_minor=extra,
+        currency=s.currency,
+        trace_no=first.trace_no,
+        reference=s.id[:16],
+    )
+    return Transition(s, (cmd,))
+
+
+def topup_result(
+    s: Session, ev: e.TerminalResultArrived, now: datetime, policy: Policy
+) -> Transition:
+    if not s.topup_minor:
+        return Transition(s, note="top-up result not awaited: ignored")
+    if s.held_result is not None:
+        # Approved, stored, and then the answer was lost (a restart, a timeout): whether our
+        # acknowledgement reached the terminal is unknown, so the cap stays where it was. A
+        # bigger first hold is closed by its capture or release; a second one no session owns
+        # is released by the terminal sweep.
+        ev = replace(
+            ev, message=f"approved as receipt {s.held_result.receipt_no} but never acknowledged"
+        )
+        s = replace(s, held_result=None)
+    if ev.outcome is Outcome.APPROVED and ev.receipt_no is not None:
+        added = ev.amount_minor if ev.amount_minor is not None else s.topup_minor
+        known = hold_by_receipt(s, ev.receipt_no)
+        if known is not None:  # the terminal increased the same reservation
+            holds = tuple(
+                replace(h, amount_minor=h.amount_minor + added) if h is known else h
+                for h in s.holds
+            )
+        else:  # a new reservation with its own receipt, settled on its own
+            target = 0 if s.state not in CHARGING_STATES else None
+            holds = (*s.holds, Hold(ev.receipt_no, added, ev.trace_no, target_minor=target))
+        s = replace(s, holds=holds, topup_minor=0)
+    else:
+        lost = "top-up result lost" + (f" ({ev.message})" if ev.message else "")
+        why = lost if ev.outcome is Outcome.UNKNOWN else f"top-up refused: {ev.message}"
+        s = replace(
+            s,
+            topup_refused=True,
+            topup_minor=0,
+            notes=note(s, f"{why}; the charge stops at the cap"),
+            lost_results=s.lost_results + (ev.outcome is Outcome.UNKNOWN),
+        )
+        if ev.outcome is Outcome.UNKNOWN:  # it may have raised the first hold after all
+            s = first_hold_uncertain(s)
+    if s.state is State.TOPPING_UP:
+        return Transition(go(s, Trigger.TOPPED_UP, timer=expiry_timer(s, now, policy)))
+    return Transition(s)
+
+
+def topup_lost(s: Session, event_id: str, now: datetime, policy: Policy) -> Transition:
+    """No answer to the top-up (or a restart while it was out): its fate is unknown."""
+    lost = e.TerminalResultArrived(
+        session_id=s.id, event_id=event_id, operation=Operation.TOPUP, outcome=Outcome.UNKNOWN
+    )
+    return topup_result(s, lost, now, policy)
