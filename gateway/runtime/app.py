@@ -43,7 +43,6 @@ from gateway.settings import Settings, journal_signing_key
 from gateway.store import ApiOrigin, Store
 from gateway.store.db import quick_check_path
 from gateway.store.lock import DatabaseLock
-from gateway.store.retention import prune_now
 
 _LOGGER = logging.getLogger(__name__)
 _STATUS_EVERY_S = 10.0
@@ -366,8 +365,8 @@ class Daemon:
             )
         if self.journal_key is not None:
             background.append(asyncio.create_task(self._sign_journal(), name="journal-checkpoints"))
-            if self.settings.journal.retention_days is not None:
-                background.append(asyncio.create_task(self._retention(), name="retention"))
+            if (days := self.settings.journal.retention_days) is not None:
+                background.append(asyncio.create_task(self._retention(days), name="retention"))
         try:
             await self._stop_requested.wait()
         finally:
@@ -435,14 +434,19 @@ class Daemon:
             return
         _LOGGER.info("store.checked", extra={"seconds": round(time.monotonic() - started, 3)})
 
-    async def _retention(self) -> None:
+    async def _retention(self, days: int) -> None:
         """Hourly: archive what is older than the retention period, a cut at a time with the
         loop free between cuts, so the database stays bounded on the controller's disk."""
         assert self.journal_key is not None  # noqa: S101 - started only with the key
         while True:
             try:
                 while (
-                    done := prune_now(self.store, self.settings, self.journal_key, compact)
+                    done := self.store.prune_older_than(
+                        self.journal_key,
+                        days=days,
+                        archive_dir=self.settings.journal.archive_dir,
+                        compact=compact,
+                    )
                 ).anything:
                     _LOGGER.info(
                         "journal.archived",

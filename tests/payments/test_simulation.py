@@ -353,7 +353,7 @@ class Simulation:
             }[type(cmd)]
             for_receipt = None if isinstance(cmd, c.Preauthorize) else cmd.receipt_no
             trace = receipt if op in (Operation.PREAUTHORIZE, Operation.TOPUP) else None
-            ev = e.TerminalResultArrived(
+            ev: e.Event = e.TerminalResultArrived(
                 session_id=sid,
                 event_id=f"{cmd.key}:{self.seq}",
                 operation=op,
@@ -428,7 +428,9 @@ class Simulation:
     # ---- the gateway --------------------------------------------------------------------------
 
     def all_sessions(self) -> list[Session]:
-        return [self.host.load(r["id"]) for r in self.store.sessions(limit=100_000)]  # type: ignore[misc]
+        loaded = [self.host.load(r["id"]) for r in self.store.sessions(limit=100_000)]
+        assert None not in loaded  # every listed row loads
+        return [s for s in loaded if s is not None]
 
     def handle(self, event: e.Event) -> None:
         result = self.host.handle(
@@ -756,11 +758,12 @@ def _run(
     tmp_path: Path, request: pytest.FixtureRequest, sessions: int, variant: str = "plain"
 ) -> None:
     seed = request.config.getoption("--sim-seed") or random.randrange(2**31)
+    print(f"simulation seed {seed} (repeat with --sim-seed {seed})")  # shown when it fails
     totals: dict[str, int] = {}
     excluded: dict[str, list[str]] = {}
     for strategy in ("fixed", "target", "incremental"):
         path = tmp_path / f"{variant}-{strategy}.sqlite3"
-        sim = Simulation(seed, path, strategy, sessions, VARIANTS[variant])  # type: ignore[arg-type]
+        sim = Simulation(seed, path, strategy, sessions, VARIANTS[variant])
         sim.run()
         for s in sim.all_sessions():
             totals[s.state.value] = totals.get(s.state.value, 0) + 1

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from drivers.sim.terminal import SimConfig
-from gateway.cli.doctor_broker import broker_access, broker_persistence
-from gateway.cli.doctor_cmd import Check, run_checks
+from gateway.cli.doctor_broker import Check, broker_access, broker_persistence
+from gateway.cli.doctor_cmd import run_checks
 from gateway.runtime.app import Daemon
 from gateway.runtime.charger import SimulatedCharger
 from gateway.settings import parse_settings

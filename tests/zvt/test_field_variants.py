@@ -5,6 +5,7 @@ traces in tests/data/zvt-real-traces and docs/ZVT-VARIANTS.md), over a real pty 
 from __future__ import annotations
 
 import asyncio
+from typing import Literal
 
 import pytest
 
@@ -174,7 +175,7 @@ async def test_a_numbered_result_repeated_after_our_answer_is_booked_once(rig: R
     async def persist(result: object) -> None:
         stored.append(result)
 
-    pre = await t.preauthorize(EUR50, "FT-6", persist)  # type: ignore[arg-type]
+    pre = await t.preauthorize(EUR50, "FT-6", persist)
     assert pre.approved and len(stored) == 1 and rig.sim.open_preauths() == [pre.receipt_no]
     assert rig.sim.state.sequence_no == 1  # numbered once; the repeat kept its number
 
@@ -189,10 +190,10 @@ async def test_a_numbered_result_repeated_after_our_answer_is_booked_once(rig: R
     ],
 )
 async def test_a_top_up_answer_read_as_the_terminal_reports_it(
-    rig: Rig, terminal: str, setting: str, added: int | None
+    rig: Rig, terminal: Literal["increment", "total"], setting: str, added: int | None
 ) -> None:
     rig.sim.config.extensions = "same_receipt"
-    rig.sim.config.variants.topup_amount = terminal  # type: ignore[assignment]
+    rig.sim.config.variants.topup_amount = terminal
     t = rig.make_driver(incremental=True, topup_amount=setting)
     await t.connect()
     pre = await t.preauthorize(Money(1500, "EUR"), "FT-7")

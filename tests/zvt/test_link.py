@@ -11,7 +11,7 @@ RESULT = bytes.fromhex("04 0F 02 27 00".replace(" ", ""))
 
 
 def events(link: SerialLink) -> list[object]:
-    out = []
+    out: list[object] = []
     while (e := link.next_event()) is not None:
         out.append(e)
     return out
