@@ -12,7 +12,7 @@ from drivers.base import Outcome
 from gateway.errors import ConfigError, SecretUnavailable
 from gateway.payments import commands as c
 from gateway.payments import events as e
-from gateway.payments.session import transition
+from gateway.payments.session import Session, transition
 from gateway.runtime.engine_setup import build_policy
 from gateway.settings import SecretRef, load_settings, parse_settings
 from gateway.store.journal import new_signing_key
@@ -266,11 +266,19 @@ def test_free_vend_stops_at_its_cap() -> None:
     t0 = datetime(2026, 1, 5, 8, tzinfo=UTC)
     steps: list[e.Event] = [
         e.CardPresented("s", "card", "E1", "t1", "EUR"),
-        e.TerminalResultArrived("s", "pa", "preauthorize", Outcome.APPROVED, 5000, 7),
+        e.TerminalResultArrived(
+            session_id="s",
+            event_id="pa",
+            operation=e.Operation.PREAUTHORIZE,
+            outcome=Outcome.APPROVED,
+            amount_minor=5000,
+            receipt_no=7,
+        ),
         e.ChargerStarted("s", "st", 0),
         e.MeterValue("s", "mv", 6000),
     ]
-    session, commands = None, ()
+    session: Session | None = None
+    commands: tuple[c.Command, ...] = ()
     for n, ev in enumerate(steps):
         result = transition(session, ev, t0 + timedelta(minutes=n), policy)
         session, commands = result.session, result.commands

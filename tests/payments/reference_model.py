@@ -86,7 +86,7 @@ def _holds(r: Mapping[str, Any], at: _Where) -> bool:
 
 def _local_instants(first: datetime, last: datetime, clock: time, tz: ZoneInfo) -> list[datetime]:
     """Every moment (UTC) the local wall clock shows ``clock`` between two UTC instants."""
-    out = []
+    out: list[datetime] = []
     day = first.astimezone(tz).date() - timedelta(days=1)
     while True:
         at = datetime.combine(day, clock).replace(tzinfo=tz).astimezone(UTC)
