@@ -171,11 +171,6 @@ def test_status_byte_ff_alone_decodes_as_the_terminal_status() -> None:
     assert m.decode(bytes.fromhex("060f01ff")).terminal_status == 0xFF
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BROKEN (display, not money): ZvtTerminal.display/print_text build 06 E0/06 D3 "
-    "without options.charset, so a terminal set to iso-8859-15 gets cp437 text ('€' -> '?')",
-)
 async def test_text_sent_to_the_terminal_is_in_its_configured_charset(rig: Rig) -> None:
     t = rig.make_driver(charset="iso-8859-15")
     await t.connect()

@@ -254,11 +254,14 @@ class ZvtTerminal:
 
     async def display(self, lines: Sequence[str], seconds: int) -> TerminalResult:
         return await self._run(
-            "display", m.display_text(list(lines), seconds), completes_on_ack=True
+            "display",
+            m.display_text(list(lines), seconds, charset=self.options.charset),
+            completes_on_ack=True,
         )
 
     async def print_text(self, lines: Sequence[str]) -> TerminalResult:
-        return await self._run("print_text", m.print_text_block(list(lines)), completes_on_ack=True)
+        command = m.print_text_block(list(lines), charset=self.options.charset)
+        return await self._run("print_text", command, completes_on_ack=True)
 
     async def open_preauthorizations(self) -> TerminalResult:
         """06 23 87 FF FF: which pre-authorisations does the terminal still hold open?"""
