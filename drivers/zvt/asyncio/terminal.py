@@ -396,6 +396,11 @@ class ZvtTerminal:
         if last is not None:
             result = self._from_status(operation, last, requested)
             return replace(result, receipt_lines=lines or result.receipt_lines)
+        if money:
+            # Every money command reports its result in a 04 0F before the 06 0F; a completion
+            # alone carries no amount and no receipt: nothing to book on (docs/ZVT-VARIANTS.md).
+            text = "the terminal completed without a result (no 04 0F)"
+            return TerminalResult(operation, Outcome.UNKNOWN, text, receipt_lines=lines)
         completion = seq.completion
         details: dict[str, str] = {}
         tid = None
