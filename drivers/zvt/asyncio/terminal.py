@@ -155,8 +155,9 @@ class ZvtTerminal:
     def _added(self, result: TerminalResult, asked: Money, first_receipt: int) -> TerminalResult:
         """The amount a top-up added, read as this terminal model reports it (``topup_amount``).
         A new hold (its own receipt) answers its own amount. An answer larger than the request
-        cannot be an increment; a total whose previous total is not known here gives no
-        increment: both are unknown outcomes (the engine recovers), never a guessed amount."""
+        cannot be an increment; under "total" only the known hold plus the amount asked is a
+        total: anything else is an unknown outcome (the engine recovers), never a guessed
+        amount."""
         echo = result.amount
         if not result.approved or echo is None or result.receipt_no != first_receipt:
             return result
@@ -165,13 +166,19 @@ class ZvtTerminal:
                 return result
             why = f"the top-up answer carries {echo}, more than the {asked} asked: a new total?"
             return replace(result, outcome=Outcome.UNKNOWN, message=why, amount=None)
+        # Only the full total is read: an increment answer (at most the amount asked) can never
+        # equal hold + asked, whereas a smaller "total" could be either reading (10.00 + 30.00
+        # answered 30.00: an increment of 30 or a total after 20). ZVT has no partial approval
+        # of a reservation extension (1F70 is an 06 01 tag; we never send it), so any other
+        # answer is not one this setting can read (docs/ZVT-VARIANTS.md, 4).
         before = self._hold_totals.get(first_receipt)
-        added = None if before is None else echo.minor - before.minor
-        if added is None or not 0 < added <= asked.minor:
-            why = f"the top-up answer's total {echo} does not follow from the hold {before}"
+        if before is None or echo.minor != before.minor + asked.minor:
+            why = (
+                f"the top-up answer's total {echo} is not the hold {before} plus the {asked} asked"
+            )
             return replace(result, outcome=Outcome.UNKNOWN, message=why, amount=None)
         details = {**result.details, "hold_total": str(echo)}
-        return replace(result, amount=Money(added, echo.currency), details=details)
+        return replace(result, amount=asked, details=details)
 
     async def capture(
         self,
