@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -24,7 +25,11 @@ from gateway.ocpi.client import Reply
 from gateway.ocpi.tariffs import pull_tariffs
 from gateway.payments.reconcile import BatchFacts, Facts, SessionFacts, reconcile
 from gateway.payments.schemes import Validity
-from gateway.payments.tariff import Sample, Tariff, price, shown_price, tariff_from_ocpi
+from gateway.payments.tariff import Sample, Tariff, describe, price, shown_price, tariff_from_ocpi
+from gateway.runtime.charger import SimulatedCharger
+from gateway.runtime.engine_setup import build_engine
+from gateway.settings import parse_settings
+from gateway.store import Store
 from gateway.wire import OcpiTariff
 from tests.payments.reference_model import model_price
 
@@ -773,3 +778,101 @@ def test_the_model_bills_the_energy_delivered() -> None:
     start = local(BERLIN, 2026, 12, 7, 21, 54)
     end = local(BERLIN, 2026, 12, 8, 9, 27)
     assert both(PER_KWH_WEEKDAY_NIGHT, [(start, 0), (end, 52_000)], BERLIN) == (2600, 2600)
+
+
+# ---- a terminal no EVSE and no route names --------------------------------------------------
+
+CHF_SITE = """
+[site]
+id = "S"
+country = "CH"
+currency = "CHF"
+[[terminals]]
+id = "t1"
+device = "tcp://127.0.0.1:9"
+password = { value = "123456" }
+[[terminals]]
+id = "t2"
+device = "tcp://127.0.0.1:10"
+password = { value = "123456" }
+[charger]
+enabled = true
+mode = "simulated"
+[[charger.evses]]
+id = "E1"
+terminal = "t1"
+[pricing]
+default_tariff = "T"
+tariffs = [{ id = "T", currency = "CHF", elements = [{ price_components = [{ type = "ENERGY", price = "0.50", step_size = 1 }] }] }]
+"""
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Admission.currency_of_terminal falls back to a hard-coded 'EUR', not the terminal's "
+    "configured currency: a terminal no EVSE or route names (a spare, or one whose EVSEs were "
+    "moved while it still has open pre-auths) sweeps and closes its batches in EUR on a CHF site",
+)
+def test_an_unreferenced_terminal_works_in_its_own_currency(tmp_path: Path) -> None:
+    settings = parse_settings(CHF_SITE, "<chf>")
+    assert settings.terminal_currency("t2") == "CHF"
+    store = Store.open(tmp_path / "chf.sqlite3")
+    try:
+        worker, _terminals, _link = build_engine(
+            settings, store, lambda: datetime.now(UTC), SimulatedCharger(["E1"])
+        )
+        assert {n: r.currency for n, r in worker.runners.items()} == {"t1": "CHF", "t2": "CHF"}
+    finally:
+        store.close()
+
+
+# ---- the tariff as the driver sees it -------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="describe() names only start/end times and min_duration: a weekday-only price and the "
+    "fallback price are shown as two unconditioned kWh prices ('0.50 EUR/kWh', '0.40 EUR/kWh'); "
+    "the driver cannot tell which one applies (day_of_week, dates, kWh, power, current hidden)",
+)
+def test_the_shown_tariff_says_when_each_price_applies() -> None:
+    lines = describe(tariff_from_ocpi(PER_KWH_WEEKDAY_NIGHT))
+    unconditioned = [line for line in lines if line.endswith("EUR/kWh")]
+    assert len(unconditioned) <= 1, lines
+
+
+def test_min_duration_across_the_autumn_night_counts_elapsed_seconds() -> None:
+    """HOLDS: samples in local time with fold=1; the session's duration is elapsed time
+    (01:30 CEST -> 02:30 CET is two hours), so a min_duration of 90 minutes starts at 02:00
+    CEST... i.e. at 00:00 UTC, not 90 wall-clock minutes later."""
+    tariff = {
+        "id": "md-dst",
+        "currency": "EUR",
+        "elements": [
+            {
+                "price_components": [{"type": "TIME", "price": 6.00}],
+                "restrictions": {"min_duration": 5400},
+            },
+            {"price_components": [{"type": "TIME", "price": 1.20}]},
+        ],
+    }
+    start = local(BERLIN, 2026, 10, 25, 1, 30)  # 23:30 UTC
+    end = local(BERLIN, 2026, 10, 25, 2, 30, fold=1)  # 01:30 UTC
+    assert end.astimezone(UTC) - start.astimezone(UTC) == timedelta(hours=2)
+    # 90 min at 1.20/h (1.80) + 30 min at 6.00/h (3.00)
+    assert both(tariff, [(start, 0), (end, 10_000)], BERLIN) == (480, 480)
+
+
+def test_a_batch_closing_at_the_capture_instant_counts_it_once() -> None:
+    """HOLDS: a capture at the very instant a batch closes is in that batch, not the next."""
+    session = _two_hold_session(DAY + timedelta(hours=23, minutes=30), 3000, 1)
+    first = BatchFacts(
+        "t1",
+        DAY - timedelta(minutes=30),
+        DAY + timedelta(hours=23, minutes=30),
+        "EUR",
+        {"mastercard": (1, 3000)},
+    )
+    second = BatchFacts("t1", first.at, DAY + timedelta(days=1, hours=23), "EUR", {})
+    facts = Facts(DAY, DAY + timedelta(days=2), DAY + timedelta(days=2), [session], [first, second])
+    assert reconcile(facts).findings == ()
