@@ -876,3 +876,29 @@ def test_a_batch_closing_at_the_capture_instant_counts_it_once() -> None:
     second = BatchFacts("t1", first.at, DAY + timedelta(days=1, hours=23), "EUR", {})
     facts = Facts(DAY, DAY + timedelta(days=2), DAY + timedelta(days=2), [session], [first, second])
     assert reconcile(facts).findings == ()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="FLAT is looked up only at the session's start (0 kWh, 0 s): a start fee for "
+    "sessions that deliver at least 0.5 kWh (min_kwh) or a blocking fee after 4 h "
+    "(min_duration) is never billed, though OCPI restrictions describe 'if and when a "
+    "TariffElement becomes active ... during a Charging Session'. Engine and model agree",
+)
+@pytest.mark.parametrize(
+    "restriction", [{"min_kwh": 0.5}, {"min_duration": 14_400}], ids=["min_kwh", "min_duration"]
+)
+def test_a_flat_fee_that_becomes_active_during_the_session_is_billed(
+    restriction: dict[str, Any],
+) -> None:
+    tariff = {
+        "id": "fee",
+        "currency": "EUR",
+        "elements": [
+            {"price_components": [{"type": "FLAT", "price": 5.00}], "restrictions": restriction},
+            {"price_components": [{"type": "ENERGY", "price": 0.50}]},
+        ],
+    }
+    start = local(BERLIN, 2026, 12, 7, 10, 0)
+    readings = [(start, 0), (start + timedelta(hours=5), 10_000)]
+    assert both(tariff, readings, BERLIN) == (1000, 1000)
