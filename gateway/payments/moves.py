@@ -89,6 +89,7 @@ def outcome_payload(s: Session) -> dict[str, Any]:
         "shortfall_minor": s.bill.shortfall_minor,
         "unpaid_energy_wh": s.bill.unpaid_energy_wh,
         "unpaid_minor": s.bill.unpaid_minor,
+        "debt_only": False,  # the session's outcome (a late debt's own message says True)
         "price_minor": s.bill.price_minor,
         "price_excl": s.bill.price_excl,
         "energy_wh": s.metering.billed_energy_wh,
