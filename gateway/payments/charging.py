@@ -27,13 +27,13 @@ from gateway.payments.model import BilledTo, Reading, Session, update
 from gateway.payments.moves import (
     CHARGING_STATES,
     Transition,
-    expiry_timer,
+    charging_timer,
     first_hold_uncertain,
     go,
     note,
     outcome_payload,
 )
-from gateway.payments.plausibility import implausible
+from gateway.payments.plausibility import KEPT, implausible
 from gateway.payments.policy import Policy
 from gateway.payments.preauth import topup
 from gateway.payments.settlement import settle_command
@@ -45,13 +45,16 @@ def charger_started(s: Session, ev: e.ChargerStarted, now: datetime, policy: Pol
     if s.state is not State.AUTHORIZED:
         return Transition(s, note="charger started: not expected")
     s = update(s, meter_start_wh=ev.meter_wh, readings=(Reading(now, 0, True),))
-    return Transition(go(s, Trigger.STARTED, timer=expiry_timer(s, now, policy)))
+    s = go(s, Trigger.STARTED)
+    return Transition(replace(s, timer=charging_timer(s, now, policy)))
 
 
 def meter_value(s: Session, ev: e.MeterValue, now: datetime, policy: Policy) -> Transition:
     if ev.signed is not None:
         s = record_meter(s, ev.signed)
     m = s.metering
+    if m.billed_to is BilledTo.LAST_TRUSTED:
+        return late_reading(s, ev)
     if s.state not in CHARGING_STATES or m.meter_start_wh is None:
         return Transition(s, note="meter value: not charging")
     energy = ev.meter_wh - m.meter_start_wh
@@ -61,6 +64,8 @@ def meter_value(s: Session, ev: e.MeterValue, now: datetime, policy: Policy) -> 
     s = priced(s, readings, policy, readings=readings)
     if s.state is State.STOPPING:
         return Transition(s)
+    if s.state is State.CHARGING:  # heard from: the silence deadline starts again
+        s = replace(s, timer=charging_timer(s, now, policy))
     can_topup = (
         s.state is State.CHARGING and not s.topup_refused and s.terminal in policy.topup_terminals
     )
@@ -126,13 +131,38 @@ def charger_faulted(s: Session, ev: e.ChargerFaulted, now: datetime, policy: Pol
 
 
 def stop_unconfirmed(s: Session, now: datetime, policy: Policy) -> Transition:
-    """The charger never confirmed the stop: bill the last trusted reading."""
+    """The charger never confirmed the stop: bill the last trusted reading. After a meter
+    silence the gap it leaves unbilled is on the record (a discrepancy), for reconciliation."""
     s = update(
         s,
         notes=note(s, "no stop confirmation: billed to last reading"),
         billed_to=BilledTo.LAST_TRUSTED,
     )
+    if s.stop_reason == SILENT:
+        last = s.metering.billed_readings()[-1]
+        gap = f"meter silent: billed to the last trusted reading ({last.energy_wh} Wh at "
+        s = replace(
+            s,
+            discrepancies=(
+                *s.discrepancies,
+                f"{gap}{last.at.isoformat()}); nothing heard from "
+                f"{s.metering.readings[-1].at.isoformat()} to {now.isoformat()}",
+            ),
+        )
     return bill(s, now, policy)
+
+
+SILENT = "meter silent"  # the stop reason of a charge stopped for its meter's silence
+
+
+def silent(s: Session, now: datetime, policy: Policy) -> Transition:
+    """No reading for the EVSE's meter-silence deadline: ask the charger by stopping it (a live
+    charger answers with its stop report, which is billed as usual); with no answer before the
+    stop timeout the last trusted reading is billed (``stop_unconfirmed``) — nothing delivered:
+    the hold is released."""
+    since = s.metering.readings[-1].at if s.metering.readings else s.created_at
+    s = update(s, notes=note(s, f"no meter reading since {since.isoformat()}: stopping"))
+    return stop(s, now, policy, SILENT)
 
 
 def bill(s: Session, now: datetime, policy: Policy) -> Transition:
@@ -242,3 +272,15 @@ def late_stop(s: Session, ev: e.ChargerStopped, now: datetime, policy: Policy) -
     return Transition(
         s, (c.Enqueue(f"{s.id}:late", f"session:{s.id}", "session.outcome", payload),)
     )
+
+
+def late_reading(s: Session, ev: e.MeterValue) -> Transition:
+    """A meter value after the bill was made on the last trusted reading: never billed here
+    (the stop report decides, ``late_stop``), never lost: a discrepancy (bounded)."""
+    start = s.metering.meter_start_wh or 0
+    energy = ev.meter_wh - start
+    billed = s.metering.billed_energy_wh
+    if energy <= billed or len(s.discrepancies) >= KEPT:
+        return Transition(s, note="late meter value: nothing beyond the bill")
+    said = f"late meter value: {energy} Wh after the bill ({billed} Wh billed)"
+    return Transition(replace(s, discrepancies=(*s.discrepancies, said)))

@@ -16,7 +16,7 @@ from gateway.payments.model import Hold, Session, hold_by_receipt
 from gateway.payments.moves import (
     CHARGING_STATES,
     Transition,
-    expiry_timer,
+    charging_timer,
     first_hold_uncertain,
     go,
     note,
@@ -86,7 +86,7 @@ def topup_result(
         if ev.outcome is Outcome.UNKNOWN:  # it may have raised the first hold after all
             s = first_hold_uncertain(s)
     if s.state is State.TOPPING_UP:
-        return Transition(go(s, Trigger.TOPPED_UP, timer=expiry_timer(s, now, policy)))
+        return Transition(go(s, Trigger.TOPPED_UP, timer=charging_timer(s, now, policy)))
     return Transition(s)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import timedelta
+from pathlib import Path
 
 from drivers.base import Outcome
 from gateway.ocpi.fac import fac_from_outcome
@@ -13,6 +14,8 @@ from gateway.payments import events as e
 from gateway.payments.preauth import Target
 from gateway.payments.record import from_json, to_json
 from gateway.payments.session import HoldStatus, Session, State, Transition, transition
+from gateway.runtime.engine_setup import build_policy
+from gateway.settings import load_settings
 from tests.payments.fixtures import T0, policy
 
 SID = "s1"
@@ -173,3 +176,46 @@ def test_a_top_up_answered_with_the_reservations_new_total_is_not_counted_twice(
     odd = at(s, res("topup", Outcome.APPROVED, 4000, 7, for_receipt=7), 31)
     assert odd.holds[0].amount_minor == 1500 and odd.holds[0].uncertain
     assert odd.topup_refused and any("4000" in d for d in odd.discrepancies)
+
+
+P_SILENCE = policy(meter_silence={"E1": timedelta(minutes=15)})
+
+
+def test_a_silent_charger_is_stopped_and_billed_to_its_last_trusted_reading() -> None:
+    """Silent chargers: no reading for the EVSE's meter-silence deadline. The charger is asked
+    (the stop, which a live charger answers with its stop report); with no answer the charge is
+    billed to the last trusted reading with the gap on the record; a reading that comes later is
+    a recorded discrepancy (and owed where more was delivered), never lost."""
+    pol = P_SILENCE
+    s = at(None, e.CardPresented(SID, "card", "E1", "T1", "EUR"), 0, pol)
+    s = at(s, res("preauthorize", Outcome.APPROVED, 5000, 7), 0, pol)
+    s = at(s, e.ChargerStarted(SID, "st", 1000), 1, pol)
+    assert s.timer == (e.TimerKind.SILENCE, T0 + timedelta(minutes=16))
+    s = at(s, e.MeterValue(SID, "m1", 6_000), 10, pol)
+    s = at(s, e.MeterValue(SID, "m2", 11_000, trusted=False), 20, pol)  # unsigned, untrusted
+    assert s.timer == (e.TimerKind.SILENCE, T0 + timedelta(minutes=35))
+    t = step(s, e.TimerFired(SID, "sil", e.TimerKind.SILENCE), 35, pol)
+    assert t.session is not None and t.session.state is State.STOPPING
+    assert [type(x).__name__ for x in t.commands] == ["StopCharger"]
+    u = at(t.session, e.TimerFired(SID, "stop", e.TimerKind.STOP), 37, pol)
+    assert u.state is State.CAPTURING and u.metering.billed_energy_wh == 5_000
+    assert any("silent" in d and "08:10" in d for d in u.discrepancies)
+    late = at(u, e.MeterValue(SID, "m3", 16_000), 40, pol)
+    assert any("16000" in d or "15000 Wh" in d for d in late.discrepancies)
+
+
+def test_a_silent_charger_that_delivered_nothing_has_its_hold_released() -> None:
+    pol = P_SILENCE
+    s = at(None, e.CardPresented(SID, "card", "E1", "T1", "EUR"), 0, pol)
+    s = at(s, res("preauthorize", Outcome.APPROVED, 5000, 7), 0, pol)
+    s = at(s, e.ChargerStarted(SID, "st", 1000), 1, pol)
+    s = at(s, e.TimerFired(SID, "sil", e.TimerKind.SILENCE), 16, pol)
+    t = step(s, e.TimerFired(SID, "stop", e.TimerKind.STOP), 18, pol)
+    assert t.session is not None and t.session.state is State.RELEASING
+    assert [type(x).__name__ for x in t.commands] == ["Release"]
+
+
+def test_the_meter_silence_deadline_is_set_per_evse_in_the_example_configuration() -> None:
+    settings = load_settings(Path(__file__).parents[2] / "config" / "gateway.example.toml")
+    silences = build_policy(settings).meter_silence
+    assert silences and set(silences.values()) == {timedelta(minutes=15)}
