@@ -64,7 +64,7 @@ def meter_value(s: Session, ev: e.MeterValue, now: datetime, policy: Policy) -> 
     s = priced(s, readings, policy, readings=readings)
     if s.state is State.STOPPING:
         return Transition(s)
-    if s.state is State.CHARGING:  # heard from: the silence deadline starts again
+    if s.state is State.CHARGING and s.evse in policy.meter_silence:  # heard from: it restarts
         s = replace(s, timer=charging_timer(s, now, policy))
     can_topup = (
         s.state is State.CHARGING and not s.topup_refused and s.terminal in policy.topup_terminals
