@@ -43,11 +43,11 @@ def fac_from_outcome(
     """The FAC for an outcome message. ``partial_success=False`` (interop, for CPOs that refuse
     it): a shortfall is sent as SUCCESS with the amount actually captured; the message names it."""
     state = payload["state"]
-    # A debt of its own (``-U``): energy reported after the outcome went up, or never billed in a
-    # session that captured nothing. Energy found late in a session that still captured is owed
-    # in its own FAC (PARTIAL_SUCCESS below). Older messages lack ``debt_only``: a debt.
+    # A debt of its own (``-U``): energy reported after the outcome went up (``debt_only``; older
+    # messages lack the flag: a debt), or never billed in a session whose outcome is no FAC of
+    # its own (voided). In a session that still settles it is in that session's own FAC.
     unpaid = bool(payload.get("unpaid_energy_wh")) and bool(
-        payload.get("debt_only", True) or not payload.get("captured_minor")
+        payload.get("debt_only", True) or state not in ("completed", *_OWING)
     )
     if not payload.get("authorization_reference") or (
         state not in ("completed", *_OWING) and not payload.get("unpaid_energy_wh")

@@ -219,3 +219,25 @@ def test_the_meter_silence_deadline_is_set_per_evse_in_the_example_configuration
     settings = load_settings(Path(__file__).parents[2] / "config" / "gateway.example.toml")
     silences = build_policy(settings).meter_silence
     assert silences and set(silences.values()) == {timedelta(minutes=15)}
+
+
+def test_late_energy_in_a_session_that_captured_nothing_keeps_the_whole_debt_in_its_fac() -> None:
+    """Review: the session's own outcome with late energy is never turned into a FAC of that
+    energy alone; a capture that lapsed is owed in full, the late energy with it."""
+    pol = policy()
+    s = at(None, e.CardPresented(SID, "card", "E1", "T1", "EUR"), 0, pol)
+    s = at(s, res("preauthorize", Outcome.APPROVED, 5000, 7), 0, pol)
+    s = at(s, e.ChargerStarted(SID, "st", 1000), 1, pol)
+    s = at(s, e.MeterValue(SID, "m", 11_000), 60, pol)
+    s = at(s, e.ChargerFaulted(SID, "f", "ground fault"), 61, pol)
+    s = at(s, e.ChargerStopped(session_id=SID, event_id="cdr", meter_wh=13_000), 62, pol)
+    assert s.bill.unpaid_minor == 107
+    s = at(s, res("capture", Outcome.DECLINED, None, None, for_receipt=7), 63, pol)
+    s = replace(s, expires_at=T0 + timedelta(minutes=90))
+    t = step(s, e.OpenPreauthsReported(SID, "q", (7,)), 64, pol)
+    assert t.session is not None and t.session.state is State.CAPTURE_FAILED
+    assert t.session.bill.owed_minor == 655 + 107
+    fac = fac_from_outcome(outcome_of(t), T0)
+    assert fac is not None and fac.id == SID and fac.capture_status_code == "FAILED"
+    total = fac.total_costs.before_taxes + sum(x.amount for x in fac.total_costs.taxes or ())
+    assert str(total) == "7.62"
