@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime
+from decimal import ROUND_CEILING, Decimal
 
 from drivers.base import Outcome
 from gateway.payments import commands as c
@@ -43,6 +44,7 @@ def start(ev: e.CardPresented, now: datetime, policy: Policy) -> Transition:
         now,
         hold_minor=hold,
         target_amount_minor=ev.target.amount_minor if ev.target else None,
+        target_energy_wh=_wh(ev.target.kwh) if ev.target and ev.target.kwh is not None else None,
         tariff_id=tariff.id if tariff else None,
         route=ev.route,
         notes=notes,
@@ -57,6 +59,10 @@ def start(ev: e.CardPresented, now: datetime, policy: Policy) -> Transition:
         reference=s.id[:16],  # the terminal's BMP60 reference: short, tied to the session
     )
     return Transition(s, (cmd,))
+
+
+def _wh(kwh: Decimal) -> int:
+    return int((kwh * 1000).to_integral_value(ROUND_CEILING))
 
 
 def orphan(ev: e.OrphanFound, now: datetime, policy: Policy) -> Transition:

@@ -128,6 +128,7 @@ class Session:
     created_at: datetime
     hold_minor: int = 0  # the hold asked for
     target_amount_minor: int | None = None  # the amount the driver declared: a cap, not a hint
+    target_energy_wh: int | None = None  # the energy the driver declared: the charge stops there
     reference: str | None = None  # OCPI authorization_reference, set at approval
     card: dict[str, str] = field(default_factory=dict)
     scheme: str | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 
 from drivers.base import Outcome
@@ -241,3 +242,15 @@ def test_late_energy_in_a_session_that_captured_nothing_keeps_the_whole_debt_in_
     assert fac is not None and fac.id == SID and fac.capture_status_code == "FAILED"
     total = fac.total_costs.before_taxes + sum(x.amount for x in fac.total_costs.taxes or ())
     assert str(total) == "7.62"
+
+
+def test_a_driver_chosen_energy_stops_the_charge_there() -> None:
+    """Item 11, the energy form: a target of 12.5 kWh is kept on the session and stops there."""
+    pol = policy("target")
+    card = e.CardPresented(SID, "card", "E1", "T1", "EUR", target=Target(kwh=Decimal("12.5")))
+    s = at(None, card, 0, pol)
+    s = at(s, res("preauthorize", Outcome.APPROVED, s.hold_minor, 7), 0, pol)
+    s = from_json(to_json(at(s, e.ChargerStarted(SID, "st", 0), 1, pol)))
+    assert s.target_energy_wh == 12_500
+    assert at(s, e.MeterValue(SID, "m1", 12_000), 30, pol).state is State.CHARGING
+    assert at(s, e.MeterValue(SID, "m2", 12_500), 31, pol).state is State.STOPPING
