@@ -409,6 +409,10 @@ class EvseSettings(_Model):
     # as a discrepancy, never billed (gateway/payments/plausibility.py). Unset: not checked
     # (`evpay doctor` warns).
     rated_power_kw: Annotated[Decimal, Field(gt=0, le=5000)] | None = None
+    # No meter reading for this long while charging: the charger is stopped and the charge billed
+    # to its last trusted reading (released if nothing was delivered). Unset: a silent charger
+    # keeps the hold until its validity ends.
+    meter_silence_s: Annotated[int, Field(ge=60, le=7 * 24 * 3600)] | None = None
 
     @field_validator("meter_public_key")
     @classmethod

@@ -4,9 +4,13 @@ A FAC says what was captured against what was priced, and every amount owed goes
 - COMPLETED → SUCCESS with the captured amount; PARTIAL_SUCCESS when the price was above the
   hold (a shortfall: captured the hold, the rest is owed — the message says both figures);
 - CAPTURE_FAILED (the hold lapsed uncaptured) and CAPTURE_UNCONFIRMED (no evidence either
-  way) → FAILED with the amount owed as total_costs and the reason in the message;
-- energy reported after a session ended unpaid (``unpaid_energy_wh``) → FAILED with the price
-  of that energy, under its own FAC id (``<session>-U``), since the first outcome already went.
+  way) → FAILED with the amount owed as total_costs and the reason in the message; when an
+  earlier hold of the session was captured, PARTIAL_SUCCESS with what was captured (the
+  message says what is owed): the CPO must never hear "nothing captured" for money taken;
+- energy reported after a session ended (``unpaid_energy_wh``, its message ``debt_only``) →
+  FAILED with the amount owed, under its own FAC id (``<session>-U``), since the first
+  outcome already went; energy reported late while the session was still settling is owed in
+  the session's own FAC (PARTIAL_SUCCESS).
 A session that ended without a capture and owes nothing (declined, voided, failed) has
 nothing to confirm; its outcome stays in the local journal. In the OCPI standard flow the CDR
 decides who invoices: with an ``invoice_reference_id`` the CPO does and gets the FAC; without
@@ -39,9 +43,14 @@ def fac_from_outcome(
     """The FAC for an outcome message. ``partial_success=False`` (interop, for CPOs that refuse
     it): a shortfall is sent as SUCCESS with the amount actually captured; the message names it."""
     state = payload["state"]
-    unpaid = bool(payload.get("unpaid_energy_wh"))
+    # A debt of its own (``-U``): energy reported after the outcome went up (``debt_only``; older
+    # messages lack the flag: a debt), or never billed in a session whose outcome is no FAC of
+    # its own (voided). In a session that still settles it is in that session's own FAC.
+    unpaid = bool(payload.get("unpaid_energy_wh")) and bool(
+        payload.get("debt_only", True) or state not in ("completed", *_OWING)
+    )
     if not payload.get("authorization_reference") or (
-        state not in ("completed", *_OWING) and not unpaid
+        state not in ("completed", *_OWING) and not payload.get("unpaid_energy_wh")
     ):
         return None
     if (
@@ -54,12 +63,13 @@ def fac_from_outcome(
     owed = Money(payload.get("owed_minor", 0), cur)
     sid = str(payload["session_id"])
     fac_id = sid[:34] + "-U" if unpaid else sid[:36]
-    if unpaid:
-        amount, code = owed, CaptureStatusCode.FAILED
-        message = (
-            f"{payload['unpaid_energy_wh']} Wh delivered after the session ended unpaid: "
-            f"{owed} owed"
-        )
+    if unpaid:  # that energy's price only: a debt already told in the first FAC is not repeated
+        amount, code = Money(payload.get("unpaid_minor", owed.minor), cur), CaptureStatusCode.FAILED
+        message = f"{payload['unpaid_energy_wh']} Wh delivered and never billed: {amount} owed"
+    elif state in _OWING and captured.minor:
+        # part of it was captured (a later hold lapsed uncaptured, or its capture is unconfirmed)
+        code = CaptureStatusCode.PARTIAL_SUCCESS if partial_success else CaptureStatusCode.SUCCESS
+        amount, message = captured, f"captured {captured}, the rest not: {owed} owed"
     elif state in _OWING:
         amount, code = owed, CaptureStatusCode.FAILED
         why = (
@@ -68,7 +78,7 @@ def fac_from_outcome(
             else "the capture is unconfirmed"
         )
         message = f"nothing captured: {why}; {owed} owed"
-    elif payload.get("shortfall_minor"):
+    elif payload.get("shortfall_minor") or owed.minor:
         amount = captured
         code = CaptureStatusCode.PARTIAL_SUCCESS if partial_success else CaptureStatusCode.SUCCESS
         message = f"captured {captured} of {Money(payload['price_minor'], cur)} priced; {owed} owed"

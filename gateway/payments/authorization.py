@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime
+from decimal import ROUND_CEILING, Decimal
 
 from drivers.base import Outcome
 from gateway.payments import commands as c
 from gateway.payments import events as e
-from gateway.payments.capture import release_all
+from gateway.payments.capture import chargeable, release_all
 from gateway.payments.events import TimerKind
 from gateway.payments.model import Hold, Session, authorization_reference
 from gateway.payments.moves import Transition, finish, go, note, query
@@ -42,6 +43,8 @@ def start(ev: e.CardPresented, now: datetime, policy: Policy) -> Transition:
         next_state(None, Trigger.CARD),
         now,
         hold_minor=hold,
+        target_amount_minor=ev.target.amount_minor if ev.target else None,
+        target_energy_wh=_wh(ev.target.kwh) if ev.target and ev.target.kwh is not None else None,
         tariff_id=tariff.id if tariff else None,
         route=ev.route,
         notes=notes,
@@ -56,6 +59,10 @@ def start(ev: e.CardPresented, now: datetime, policy: Policy) -> Transition:
         reference=s.id[:16],  # the terminal's BMP60 reference: short, tied to the session
     )
     return Transition(s, (cmd,))
+
+
+def _wh(kwh: Decimal) -> int:
+    return int((kwh * 1000).to_integral_value(ROUND_CEILING))
 
 
 def orphan(ev: e.OrphanFound, now: datetime, policy: Policy) -> Transition:
@@ -173,14 +180,15 @@ def adopt(
 
 
 def authorize(s: Session, policy: Policy, repeat: bool = False) -> c.AuthorizeCharger:
-    """Start charging, under the hold less the safety margin, before the start timer ends;
-    ``repeat``: the same again after a restart (the charger link decides whether it can)."""
+    """Start charging, under the hold (or the driver's declared amount) less the safety margin,
+    before the start timer ends; ``repeat``: the same again after a restart (the charger link
+    decides whether it can)."""
     start_by = s.timer[1] if s.timer is not None and s.timer[0] is TimerKind.START else None
     return c.AuthorizeCharger(
         key=f"{s.id}:authorize",
         session_id=s.id,
         evse=s.evse,
-        max_cost_minor=max(0, s.authorized_minor - policy.safety_margin_minor),
+        max_cost_minor=max(0, chargeable(s, s.authorized_minor) - policy.safety_margin_minor),
         currency=s.currency,
         start_by=start_by,
         repeat=repeat,

@@ -4,7 +4,8 @@ At the end of a charge (the charger's stop report, a fault, or no stop confirmat
 the plan takes the billed energy (``metering.billed_energy``: which source, and why), prices the
 billed readings with the tariff the session started with, bills nothing for zero energy unless
 the site says otherwise, caps the capture at what is held (the rest is a shortfall, owed) and
-spreads the capture over the holds in order (the first ones captured, the rest released).
+spreads the capture over the holds in order (the first ones captured, the rest released). An
+amount the driver declared (``Target.amount_minor``) is a cap: never charged above it.
 
 What follows is settlement, not a decision about the amount: ``settlement.py`` sends each
 hold's target (``Capture``/``Release``) and books a hold's target on the terminal's approval
@@ -54,8 +55,15 @@ def capture_plan(s: Session, policy: Policy) -> CapturePlan:
     if energy == 0 and not policy.bill_without_energy and price.minor:
         price = Price()
         notes = (*notes, "no energy delivered: nothing billed")
-    capture = min(price.minor, s.authorized_minor)
-    shortfall = price.minor - capture
+    payable = chargeable(s, price.minor)
+    if payable < price.minor:
+        notes = (
+            *notes,
+            f"priced {price.minor}, above the driver's declared {payable}: "
+            f"{price.minor - payable} not charged",
+        )
+    capture = min(payable, s.authorized_minor)
+    shortfall = payable - capture
     if shortfall:
         notes = (*notes, f"shortfall: priced {price.minor}, held {s.authorized_minor}")
     return CapturePlan(
@@ -68,6 +76,18 @@ def capture_plan(s: Session, policy: Policy) -> CapturePlan:
         shortfall_minor=shortfall,
         notes=notes,
     )
+
+
+def chargeable(s: Session, price_minor: int) -> int:
+    """What of a price the driver may be charged: never above the amount they declared."""
+    if s.target_amount_minor is None:
+        return price_minor
+    return min(price_minor, s.target_amount_minor)
+
+
+def owed(s: Session) -> int:
+    """Priced (within the driver's declared amount) but not captured, and energy never billed."""
+    return max(0, chargeable(s, s.bill.price_minor) - s.captured_minor) + s.bill.unpaid_minor
 
 
 def spread(s: Session, amount: int) -> tuple[int | None, ...]:

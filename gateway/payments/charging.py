@@ -8,23 +8,32 @@ of its own (``unpaid_energy``), never dropped.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 
 from gateway.payments import commands as c
 from gateway.payments import events as e
-from gateway.payments.capture import apply_plan, capture_plan, priced, release_all
+from gateway.payments.capture import (
+    apply_plan,
+    capture_plan,
+    chargeable,
+    price_of,
+    priced,
+    release_all,
+)
 from gateway.payments.events import TimerKind
 from gateway.payments.metering import record_meter
 from gateway.payments.model import BilledTo, Reading, Session, update
 from gateway.payments.moves import (
     CHARGING_STATES,
     Transition,
-    expiry_timer,
+    charging_timer,
     first_hold_uncertain,
     go,
     note,
     outcome_payload,
 )
+from gateway.payments.plausibility import KEPT, implausible
 from gateway.payments.policy import Policy
 from gateway.payments.preauth import topup
 from gateway.payments.settlement import settle_command
@@ -36,13 +45,16 @@ def charger_started(s: Session, ev: e.ChargerStarted, now: datetime, policy: Pol
     if s.state is not State.AUTHORIZED:
         return Transition(s, note="charger started: not expected")
     s = update(s, meter_start_wh=ev.meter_wh, readings=(Reading(now, 0, True),))
-    return Transition(go(s, Trigger.STARTED, timer=expiry_timer(s, now, policy)))
+    s = go(s, Trigger.STARTED)
+    return Transition(replace(s, timer=charging_timer(s, now, policy)))
 
 
 def meter_value(s: Session, ev: e.MeterValue, now: datetime, policy: Policy) -> Transition:
     if ev.signed is not None:
         s = record_meter(s, ev.signed)
     m = s.metering
+    if m.billed_to is BilledTo.LAST_TRUSTED:
+        return late_reading(s, ev)
     if s.state not in CHARGING_STATES or m.meter_start_wh is None:
         return Transition(s, note="meter value: not charging")
     energy = ev.meter_wh - m.meter_start_wh
@@ -52,10 +64,17 @@ def meter_value(s: Session, ev: e.MeterValue, now: datetime, policy: Policy) -> 
     s = priced(s, readings, policy, readings=readings)
     if s.state is State.STOPPING:
         return Transition(s)
+    if s.state is State.CHARGING and s.evse in policy.meter_silence:  # heard from: it restarts
+        s = replace(s, timer=charging_timer(s, now, policy))
     can_topup = (
         s.state is State.CHARGING and not s.topup_refused and s.terminal in policy.topup_terminals
     )
     price = s.bill.price_minor
+    declared = s.target_amount_minor
+    if declared is not None and price >= declared - policy.safety_margin_minor:
+        return stop(s, now, policy, "the driver's declared amount reached")
+    if s.target_energy_wh is not None and energy >= s.target_energy_wh:
+        return stop(s, now, policy, "the driver's declared energy reached")
     extra = topup(policy.hold_of(s.route), s.authorized_minor, price) if can_topup else None
     if extra:
         return ask_topup(s, extra, now, policy)
@@ -74,6 +93,8 @@ def charger_stopped(s: Session, ev: e.ChargerStopped, now: datetime, policy: Pol
             s, Trigger.NOT_STARTED, stop_reason=ev.reason, notes=note(s, "charging never started")
         )
         return settle_command(release_all(s), now, policy)
+    if late_report(s):
+        return late_stop(s, ev, now, policy)
     if s.state not in CHARGING_STATES or s.metering.meter_start_wh is None:
         return Transition(s, note="charger stopped: not charging")
     s = update(
@@ -112,13 +133,38 @@ def charger_faulted(s: Session, ev: e.ChargerFaulted, now: datetime, policy: Pol
 
 
 def stop_unconfirmed(s: Session, now: datetime, policy: Policy) -> Transition:
-    """The charger never confirmed the stop: bill the last trusted reading."""
+    """The charger never confirmed the stop: bill the last trusted reading. After a meter
+    silence the gap it leaves unbilled is on the record (a discrepancy), for reconciliation."""
     s = update(
         s,
         notes=note(s, "no stop confirmation: billed to last reading"),
         billed_to=BilledTo.LAST_TRUSTED,
     )
+    if s.stop_reason == SILENT:
+        last = s.metering.billed_readings()[-1]
+        gap = f"meter silent: billed to the last trusted reading ({last.energy_wh} Wh at "
+        s = replace(
+            s,
+            discrepancies=(
+                *s.discrepancies,
+                f"{gap}{last.at.isoformat()}); nothing heard from "
+                f"{s.metering.readings[-1].at.isoformat()} to {now.isoformat()}",
+            ),
+        )
     return bill(s, now, policy)
+
+
+SILENT = "meter silent"  # the stop reason of a charge stopped for its meter's silence
+
+
+def silent(s: Session, now: datetime, policy: Policy) -> Transition:
+    """No reading for the EVSE's meter-silence deadline: ask the charger by stopping it (a live
+    charger answers with its stop report, which is billed as usual); with no answer before the
+    stop timeout the last trusted reading is billed (``stop_unconfirmed``) — nothing delivered:
+    the hold is released."""
+    since = s.metering.readings[-1].at if s.metering.readings else s.created_at
+    s = update(s, notes=note(s, f"no meter reading since {since.isoformat()}: stopping"))
+    return stop(s, now, policy, SILENT)
 
 
 def bill(s: Session, now: datetime, policy: Policy) -> Transition:
@@ -146,6 +192,8 @@ def unpaid_energy(s: Session, ev: e.ChargerStopped, now: datetime, policy: Polic
     """Energy reported for a session that never billed it (an ambiguous start whose hold is
     being or was released, a CDR after the release): a debt, never dropped. A final session
     sends it upstream on its own; an open one carries it in its outcome."""
+    if late_report(s):
+        return late_stop(s, ev, now, policy)
     delivered = _reported_energy(s, ev)
     if delivered <= 0 or s.metering.billed_energy_wh > 0 or s.bill.unpaid_energy_wh:
         return Transition(s, note="stopped: nothing unbilled")
@@ -165,5 +213,76 @@ def unpaid_energy(s: Session, ev: e.ChargerStopped, now: datetime, policy: Polic
         owed_minor=s.bill.owed_minor + owed,
         notes=note(s, why),
     )
-    message = c.Enqueue(f"{s.id}:unpaid", f"session:{s.id}", "session.outcome", outcome_payload(s))
+    payload = {**outcome_payload(s), "debt_only": True}
+    message = c.Enqueue(f"{s.id}:unpaid", f"session:{s.id}", "session.outcome", payload)
     return Transition(s, (message,))
+
+
+def late_report(s: Session) -> bool:
+    """The charge was billed to its last trusted reading (no stop confirmation, a fault) and
+    the charger's own stop report (its real stop, a late CDR) has not been heard yet."""
+    m = s.metering
+    return m.billed_to is BilledTo.LAST_TRUSTED and m.stopped_at is None and bool(m.readings)
+
+
+def late_stop(s: Session, ev: e.ChargerStopped, now: datetime, policy: Policy) -> Transition:
+    """The charger's stop report after the bill was made: the bill stands (the capture may be
+    out); what it says differently is a discrepancy, and energy beyond the billed reading is
+    owed (priced as if delivered at that reading: no time is billed for the gap). A report that
+    cannot be true is recorded and owes nothing."""
+    m = s.metering
+    delivered = _reported_energy(s, ev)
+    billed = m.billed_energy_wh
+    s = update(
+        s,
+        stopped_at=now,
+        stop_meter_wh=ev.meter_wh,
+        reported_energy_wh=ev.session_energy_wh,
+        stop_reason=s.stop_reason or ev.reason,
+    )
+    last = m.billed_readings()[-1]
+    why = implausible(
+        energy_wh=delivered,
+        last_energy_wh=last.energy_wh,
+        elapsed=now - s.created_at,
+        rated_power_w=policy.rated_power_w.get(s.evse),
+        stop=True,
+    )
+    extra = delivered - billed
+    if why is None and abs(extra) <= policy.energy_tolerance_wh:
+        return Transition(s, note="late stop report agrees with the bill")
+    said = f"late stop report: {delivered} Wh delivered, {billed} Wh billed (the last reading)"
+    if why is not None:
+        said = f"{said}; implausible ({why}): nothing owed"
+    s = replace(s, discrepancies=(*s.discrepancies, said))
+    if why is not None or extra <= 0:
+        return Transition(s)
+    full = (*m.billed_readings(), Reading(last.at, delivered, True))
+    owed = max(
+        0, chargeable(s, price_of(s, full, policy).minor) - chargeable(s, s.bill.price_minor)
+    )
+    s = update(
+        s,
+        unpaid_energy_wh=s.bill.unpaid_energy_wh + extra,
+        unpaid_minor=s.bill.unpaid_minor + owed,
+        notes=note(s, f"{extra} Wh reported after the bill was made: {owed} owed"),
+    )
+    if not s.final:  # the session's outcome carries it (``settlement.next_hold``)
+        return Transition(s)
+    s = update(s, owed_minor=s.bill.owed_minor + owed)
+    payload = {**outcome_payload(s), "debt_only": True}
+    return Transition(
+        s, (c.Enqueue(f"{s.id}:late", f"session:{s.id}", "session.outcome", payload),)
+    )
+
+
+def late_reading(s: Session, ev: e.MeterValue) -> Transition:
+    """A meter value after the bill was made on the last trusted reading: never billed here
+    (the stop report decides, ``late_stop``), never lost: a discrepancy (bounded)."""
+    start = s.metering.meter_start_wh or 0
+    energy = ev.meter_wh - start
+    billed = s.metering.billed_energy_wh
+    if energy <= billed or len(s.discrepancies) >= KEPT:
+        return Transition(s, note="late meter value: nothing beyond the bill")
+    said = f"late meter value: {energy} Wh after the bill ({billed} Wh billed)"
+    return Transition(replace(s, discrepancies=(*s.discrepancies, said)))

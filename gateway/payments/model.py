@@ -75,7 +75,7 @@ class Bill:
     vat: tuple[VatLine, ...] = ()  # the price's VAT breakdown per rate, adding up to price_minor
     owed_minor: int = 0  # priced but not captured with evidence: a debt for reconciliation
     shortfall_minor: int = 0  # price above what was held (part of owed)
-    unpaid_energy_wh: int = 0  # energy reported for a session that never billed it
+    unpaid_energy_wh: int = 0  # energy reported and never billed (no start; a late stop report)
     unpaid_minor: int = 0  # its price (part of owed)
     captured_at: datetime | None = None
 
@@ -127,6 +127,8 @@ class Session:
     state: State
     created_at: datetime
     hold_minor: int = 0  # the hold asked for
+    target_amount_minor: int | None = None  # the amount the driver declared: a cap, not a hint
+    target_energy_wh: int | None = None  # the energy the driver declared: the charge stops there
     reference: str | None = None  # OCPI authorization_reference, set at approval
     card: dict[str, str] = field(default_factory=dict)
     scheme: str | None = None

@@ -63,6 +63,18 @@ def expiry_timer(s: Session, now: datetime, policy: Policy) -> tuple[TimerKind, 
     return TimerKind.EXPIRY, max(now, expires - policy.stop_before_expiry)
 
 
+def charging_timer(s: Session, now: datetime, policy: Policy) -> tuple[TimerKind, datetime]:
+    """A charge's deadline: the hold's validity, or sooner the EVSE's meter-silence deadline
+    counted from the last reading (a charger gone silent must not keep the hold for days)."""
+    expiry = expiry_timer(s, now, policy)
+    silence = policy.meter_silence.get(s.evse)
+    readings = s.metering.readings
+    if silence is None or not readings:
+        return expiry
+    quiet = readings[-1].at + silence
+    return (TimerKind.SILENCE, quiet) if quiet < expiry[1] else expiry
+
+
 def finish(s: Session) -> Transition:
     s = replace(s, timer=None)
     return Transition(s, outcome(s))
@@ -89,6 +101,7 @@ def outcome_payload(s: Session) -> dict[str, Any]:
         "shortfall_minor": s.bill.shortfall_minor,
         "unpaid_energy_wh": s.bill.unpaid_energy_wh,
         "unpaid_minor": s.bill.unpaid_minor,
+        "debt_only": False,  # the session's outcome (a late debt's own message says True)
         "price_minor": s.bill.price_minor,
         "price_excl": s.bill.price_excl,
         "energy_wh": s.metering.billed_energy_wh,

@@ -48,6 +48,9 @@ class Policy:
     route_tariffs: dict[str, Tariff] = field(default_factory=dict)  # a route's own tariff
     pricer: Pricer = field(default_factory=Pricer, compare=False, repr=False)  # incrementally
     rated_power_w: dict[str, int] = field(default_factory=dict)  # by EVSE (plausibility.py)
+    # by EVSE: a charge with no reading for this long is stopped and billed to its last trusted
+    # reading (``moves.charging_timer``); unset: only the hold's validity bounds it
+    meter_silence: dict[str, timedelta] = field(default_factory=dict)
 
     def tariff(self, evse: str) -> Tariff | None:
         return self.tariffs.get(evse) or self.tariffs.get("*")

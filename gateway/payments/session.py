@@ -39,12 +39,14 @@ from gateway.payments.charging import (
     charger_faulted,
     charger_started,
     charger_stopped,
+    late_reading,
     meter_value,
     unpaid_energy,
 )
 from gateway.payments.corrections import price_corrected, refund_requested, refund_result
 from gateway.payments.events import Operation
 from gateway.payments.model import (
+    BilledTo,
     Hold,
     HoldStatus,
     Reading,
@@ -111,6 +113,8 @@ def _dispatch(session: Session | None, event: e.Event, now: datetime, policy: Po
             return fiscal_arrived(session, event, now, policy)
         if isinstance(event, e.ChargerStopped):
             return unpaid_energy(session, event, now, policy)
+        if isinstance(event, e.MeterValue) and session.metering.billed_to is BilledTo.LAST_TRUSTED:
+            return late_reading(session, event)
         return Transition(session, note="final: ignored")
     charging = session.state in CHARGING_STATES
     if why := screen(session, event, now, policy.rated_power_w.get(session.evse), charging):

@@ -17,6 +17,7 @@ from datetime import datetime
 from drivers.base import Outcome
 from gateway.errors import InvariantViolated
 from gateway.fiscal.receipt import ReceiptState
+from gateway.payments import capture
 from gateway.payments import commands as c
 from gateway.payments import events as e
 from gateway.payments.events import Operation, TimerKind
@@ -139,6 +140,15 @@ def _captured(hold: Hold, booking_receipt: int | None) -> Hold:
     )
 
 
+def _unreleased(s: Session) -> tuple[str, ...]:
+    return tuple(
+        f"hold {h.receipt_no} ({h.amount_minor} {s.currency}) not released before it lapsed: "
+        f"the issuer lets it go"
+        for h in s.holds
+        if h.status is HoldStatus.LAPSED and not h.target_minor
+    )
+
+
 def enquiry_answered(
     s: Session, ev: e.OpenPreauthsReported, now: datetime, policy: Policy, held: e.LastResult | None
 ) -> Transition:
@@ -231,7 +241,11 @@ def give_up(
 
 
 def next_hold(s: Session, now: datetime, policy: Policy) -> Transition:
-    """One hold is settled: settle the next one, or finish with a state that sums them up."""
+    """One hold is settled: settle the next one, or finish with a state that sums them up.
+    The booking time is the first capture's: the terminal's batch holds it from then on, even
+    when a later hold of the session is never captured."""
+    if s.captured_minor and s.bill.captured_at is None:
+        s = replace(s, bill=replace(s.bill, captured_at=now))
     hold = s.current
     if hold is not None:
         trigger = Trigger.NEXT_CAPTURE if hold.target_minor else Trigger.NEXT_RELEASE
@@ -241,26 +255,32 @@ def next_hold(s: Session, now: datetime, policy: Policy) -> Transition:
         trigger = Trigger.CAPTURE_UNPROVEN
     elif (HoldStatus.LAPSED, True) in statuses:
         trigger = Trigger.CAPTURE_LAPSED
-    elif (HoldStatus.LAPSED, False) in statuses:
+    elif (HoldStatus.LAPSED, False) in statuses and not s.captured_minor:
         trigger = Trigger.RELEASE_LAPSED
     elif s.captured_minor:
+        # Every capture stands; a spare hold that lapsed unreleased takes nothing from the
+        # driver: the money taken is the outcome, the lapsed hold its own record (a discrepancy
+        # here, a "lapsed" payment record in the store).
         trigger = Trigger.ALL_CAPTURED
+        s = replace(s, discrepancies=(*s.discrepancies, *_unreleased(s)))
     else:
         trigger = Trigger.ALL_RELEASED
-    owed = max(0, s.bill.price_minor - s.captured_minor) + s.bill.unpaid_minor
-    if trigger is Trigger.ALL_CAPTURED:
-        s = replace(s, bill=replace(s.bill, captured_at=now))
-        if policy.fiscal.signs_each_receipt and not render(s, now, policy).complete:
-            # The money is settled (the outcome goes up now: the CPO invoices from it); the receipt
-            # waits a little for the CPO's fiscal signature, then is printed as pending.
-            s = go(
-                s,
-                Trigger.AWAIT_FISCAL,
-                owed_minor=owed,
-                receipt=ReceiptState.AWAITING,
-                timer=(TimerKind.FISCAL, now + policy.fiscal_wait),
-            )
-            return Transition(s, outcome(s))
+    owed = capture.owed(s)
+    if (
+        trigger is Trigger.ALL_CAPTURED
+        and policy.fiscal.signs_each_receipt
+        and not render(s, now, policy).complete
+    ):
+        # The money is settled (the outcome goes up now: the CPO invoices from it); the receipt
+        # waits a little for the CPO's fiscal signature, then is printed as pending.
+        s = go(
+            s,
+            Trigger.AWAIT_FISCAL,
+            owed_minor=owed,
+            receipt=ReceiptState.AWAITING,
+            timer=(TimerKind.FISCAL, now + policy.fiscal_wait),
+        )
+        return Transition(s, outcome(s))
     s = go(s, trigger, owed_minor=owed)
     printed: tuple[c.Command, ...] = ()
     if s.state is State.COMPLETED:

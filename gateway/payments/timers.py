@@ -14,7 +14,7 @@ from gateway.payments import commands as c
 from gateway.payments import events as e
 from gateway.payments.authorization import authorize
 from gateway.payments.capture import release_all
-from gateway.payments.charging import stop, stop_unconfirmed
+from gateway.payments.charging import silent, stop, stop_unconfirmed
 from gateway.payments.events import TimerKind
 from gateway.payments.model import Session
 from gateway.payments.moves import UNKNOWN_STATES, Transition, go, note, query
@@ -39,6 +39,8 @@ def timer_fired(s: Session, ev: e.TimerFired, now: datetime, policy: Policy) -> 
         return Transition(done.session, (stop_cmd, *done.commands))
     if kind == TimerKind.EXPIRY and s.state is State.CHARGING:
         return stop(s, now, policy, "hold validity ends soon")
+    if kind == TimerKind.SILENCE and s.state is State.CHARGING:
+        return silent(s, now, policy)
     if kind == TimerKind.STOP and s.state is State.STOPPING:
         return stop_unconfirmed(s, now, policy)
     if kind == TimerKind.RETRY and s.state in (State.CAPTURE_RETRY, State.RELEASE_RETRY):

@@ -16,7 +16,7 @@ from gateway.payments.model import Hold, Session, hold_by_receipt
 from gateway.payments.moves import (
     CHARGING_STATES,
     Transition,
-    expiry_timer,
+    charging_timer,
     first_hold_uncertain,
     go,
     note,
@@ -57,9 +57,13 @@ def topup_result(
             ev, message=f"approved as receipt {s.held_result.receipt_no} but never acknowledged"
         )
         s = replace(s, held_result=None)
+    known = hold_by_receipt(s, ev.receipt_no) if ev.receipt_no is not None else None
+    if ev.outcome is Outcome.APPROVED and known is not None:
+        ev = _as_increment(s, ev, known)
+        if ev.outcome is Outcome.UNKNOWN:  # what the terminal said does not fit what was asked
+            s = replace(s, discrepancies=(*s.discrepancies, ev.message))
     if ev.outcome is Outcome.APPROVED and ev.receipt_no is not None:
         added = ev.amount_minor if ev.amount_minor is not None else s.topup_minor
-        known = hold_by_receipt(s, ev.receipt_no)
         if known is not None:  # the terminal increased the same reservation
             holds = tuple(
                 replace(h, amount_minor=h.amount_minor + added) if h is known else h
@@ -82,8 +86,30 @@ def topup_result(
         if ev.outcome is Outcome.UNKNOWN:  # it may have raised the first hold after all
             s = first_hold_uncertain(s)
     if s.state is State.TOPPING_UP:
-        return Transition(go(s, Trigger.TOPPED_UP, timer=expiry_timer(s, now, policy)))
+        return Transition(go(s, Trigger.TOPPED_UP, timer=charging_timer(s, now, policy)))
     return Transition(s)
+
+
+def _as_increment(s: Session, ev: e.TerminalResultArrived, known: Hold) -> e.TerminalResultArrived:
+    """The amount a top-up of the same reservation added. The driver hands the engine the
+    increment (a terminal that answers with the reservation's new total is translated there,
+    per terminal: ``topup_amount``). An answer above what was asked cannot be an increment: it
+    is read as the new total when it follows from the hold we know (added within what was
+    asked); otherwise it is an unknown outcome — the cap stays, the hold is captured by booking
+    its amount — and never added as it came (a hold counted twice is money we do not hold)."""
+    answer = ev.amount_minor
+    if answer is None or answer <= s.topup_minor:
+        return ev
+    added = answer - known.amount_minor
+    if 0 < added <= s.topup_minor:
+        return replace(ev, amount_minor=added)
+    return replace(
+        ev,
+        outcome=Outcome.UNKNOWN,
+        amount_minor=None,
+        message=f"the top-up answer {answer} is neither the {s.topup_minor} asked nor a total "
+        f"of the hold {known.amount_minor} and it",
+    )
 
 
 def topup_lost(s: Session, event_id: str, now: datetime, policy: Policy) -> Transition:

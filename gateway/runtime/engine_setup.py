@@ -73,6 +73,11 @@ def build_policy(settings: Settings) -> Policy:
         rated_power_w={
             e.id: int(e.rated_power_kw * 1000) for e in settings.charger.evses if e.rated_power_kw
         },
+        meter_silence={
+            e.id: timedelta(seconds=e.meter_silence_s)
+            for e in settings.charger.evses
+            if e.meter_silence_s is not None
+        },
         route_holds={
             r.id: route.hold
             for r, route in zip(settings.routes, build_routes(settings, hold), strict=True)
