@@ -262,6 +262,7 @@ class OcpiChargerLink(ChargerEvents):
                     total_minor=total,
                     reason=f"corrected CDR {cdr.id}",
                     seq=len(self._cdrs),
+                    currency=cdr.currency,
                 )
             )
             return

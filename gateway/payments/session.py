@@ -42,7 +42,12 @@ from gateway.payments.charging import (
     meter_value,
     unpaid_energy,
 )
-from gateway.payments.corrections import price_corrected, refund_requested, refund_result
+from gateway.payments.corrections import (
+    debt_resolved,
+    price_corrected,
+    refund_requested,
+    refund_result,
+)
 from gateway.payments.events import Operation
 from gateway.payments.model import (
     Hold,
@@ -105,7 +110,9 @@ def _dispatch(session: Session | None, event: e.Event, now: datetime, policy: Po
         Operation.REFUND,
         Operation.REVERSAL,
     ):
-        return refund_result(session, event)
+        return refund_result(session, event, now)
+    if isinstance(event, e.DebtResolved):
+        return debt_resolved(session, event)
     if session.final:
         if isinstance(event, e.FiscalDataArrived):
             return fiscal_arrived(session, event, now, policy)
@@ -207,7 +214,13 @@ def violations(s: Session) -> list[str]:
         )
         if s.open_minor and not explained:
             out.append(f"final with {s.open_minor} open and nothing owed or lapsed")
-        if s.state in (State.CAPTURE_FAILED, State.CAPTURE_UNCONFIRMED) and owed <= 0:
+        # a person's resolution or the CPO's corrected total may leave nothing owed
+        accounted = bool(s.bill.debt_resolved) or s.bill.corrected_minor is not None
+        if (
+            s.state in (State.CAPTURE_FAILED, State.CAPTURE_UNCONFIRMED)
+            and owed <= 0
+            and not accounted
+        ):
             out.append(f"{s.state} without an amount owed")
     else:
         if s.timer is None:
