@@ -19,6 +19,7 @@ from gateway.payments.policy import Policy
 from gateway.payments.preauth import initial_hold
 from gateway.payments.settlement import settle_command
 from gateway.payments.states import State, Trigger, next_state
+from gateway.payments.tariff import Tariff
 
 
 def start(ev: e.CardPresented, now: datetime, policy: Policy) -> Transition:
@@ -34,6 +35,24 @@ def start(ev: e.CardPresented, now: datetime, policy: Policy) -> Transition:
             *notes,
             f"terminal {ev.terminal} cannot add to a hold: the charge stops at the cap",
         )
+    why = _cannot_price(ev, tariff, policy)
+    if why:
+        # Never a hold the session could not price: it would stay open until it lapsed.
+        refused = Session(
+            ev.session_id,
+            ev.evse,
+            ev.terminal,
+            ev.currency,
+            next_state(None, Trigger.UNPRICEABLE),
+            now,
+            tariff_id=tariff.id if tariff else None,
+            route=ev.route,
+            notes=(*notes, why),
+        )
+        return finish(refused)
+    cap = policy.free_vend_wh.get(ev.evse) if tariff is None else None
+    if cap is not None:
+        notes = (*notes, f"free vend at EVSE {ev.evse}: nothing billed, at most {cap} Wh")
     s = Session(
         ev.session_id,
         ev.evse,
@@ -56,6 +75,18 @@ def start(ev: e.CardPresented, now: datetime, policy: Policy) -> Transition:
         reference=s.id[:16],  # the terminal's BMP60 reference: short, tied to the session
     )
     return Transition(s, (cmd,))
+
+
+def _cannot_price(ev: e.CardPresented, tariff: Tariff | None, policy: Policy) -> str:
+    """Why a session at this EVSE could not be priced, or "" when it can."""
+    if tariff is None and ev.evse not in policy.free_vend_wh:
+        return f"EVSE {ev.evse} has no tariff and no free vend: no hold made"
+    if tariff is not None and tariff.currency != ev.currency:
+        return (
+            f"tariff {tariff.id} is in {tariff.currency}, terminal {ev.terminal} charges in "
+            f"{ev.currency}: no hold made"
+        )
+    return ""
 
 
 def orphan(ev: e.OrphanFound, now: datetime, policy: Policy) -> Transition:

@@ -48,9 +48,18 @@ class Policy:
     route_tariffs: dict[str, Tariff] = field(default_factory=dict)  # a route's own tariff
     pricer: Pricer = field(default_factory=Pricer, compare=False, repr=False)  # incrementally
     rated_power_w: dict[str, int] = field(default_factory=dict)  # by EVSE (plausibility.py)
+    # by EVSE: energy given away at most, where free vend is explicit (an EVSE without a tariff
+    # and without an entry here gets no hold: the engine cannot price it)
+    free_vend_wh: dict[str, int] = field(default_factory=dict)
 
     def tariff(self, evse: str) -> Tariff | None:
         return self.tariffs.get(evse) or self.tariffs.get("*")
+
+    def free_vend_cap(self, session: Session) -> int | None:
+        """The free vend cap (Wh) of a session with no tariff, or None: it is priced."""
+        if self.pinned(session) is not None:
+            return None
+        return self.free_vend_wh.get(session.evse)
 
     def hold_of(self, route: str | None) -> HoldPolicy:
         """The hold policy of a route (its acquirer profile), else the site's."""
