@@ -112,12 +112,21 @@ def price_corrected(s: Session, ev: e.PriceCorrected, now: datetime) -> Transiti
 
 
 def follow_correction(s: Session) -> Session:
-    """The debt after a corrected total: what it asks above what the driver has paid (captured,
-    less refunds done or under way); above the holds it is a shortfall."""
+    """The debt after a corrected total: what it asks above what the driver has paid for the
+    charge (captured, less the refunds of corrections, done or under way); above the holds it
+    is a shortfall. Another refund (a technician's goodwill) never makes a debt, and a debt a
+    person has settled never grows again."""
     total = s.bill.corrected_minor
     if total is None:
         return s
-    owed = max(0, total - s.refundable_minor)
+    corrected = sum(
+        r.amount_minor
+        for r in s.refunds
+        if r.source == "cdr" and (r.pending or r.status is RefundStatus.DONE)
+    )
+    owed = max(0, total - (s.captured_minor - corrected))
+    if s.bill.debt_resolved:
+        owed = min(owed, s.bill.owed_minor)
     shortfall = min(owed, max(0, total - s.authorized_minor))
     return update(s, owed_minor=owed, shortfall_minor=shortfall)
 

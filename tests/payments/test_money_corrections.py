@@ -144,3 +144,24 @@ def test_resolving_an_owed_finding_lowers_the_debt(tmp_path: Path) -> None:
         assert "DebtResolved" in kinds
     finally:
         store.close()
+
+
+def test_a_goodwill_refund_after_a_correction_makes_no_debt() -> None:
+    s = run(completed(), correction(200), 90).session  # 133 refunded: 200 paid
+    s = run(s, approved("refund", 133, 9), 91).session
+    ask = e.RefundRequested(session_id=SID, event_id="goodwill", amount_minor=50, reason="sorry")
+    s = run(s, ask, 92).session
+    s = run(s, approved("refund", 50, 10), 93).session
+    assert s is not None and s.refundable_minor == 150 and s.bill.owed_minor == 0
+
+
+def test_resolving_a_shortfall_settles_that_part_of_the_debt() -> None:
+    short = run(completed(hold=300), correction(400), 90).session  # 100 owed, 100 above the hold
+    assert short is not None and (short.bill.owed_minor, short.bill.shortfall_minor) == (100, 100)
+    part = e.DebtResolved(
+        session_id=SID, event_id="r", reason="paid at the kiosk", part="shortfall"
+    )
+    s = run(short, part, 91).session
+    assert s is not None and (s.bill.owed_minor, s.bill.shortfall_minor) == (0, 0)
+    again = run(s, correction(450, n=3), 92).session  # a later correction never revives it
+    assert again is not None and again.bill.owed_minor == 0
