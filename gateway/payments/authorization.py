@@ -36,20 +36,6 @@ def start(ev: e.CardPresented, now: datetime, policy: Policy) -> Transition:
             f"terminal {ev.terminal} cannot add to a hold: the charge stops at the cap",
         )
     why = _cannot_price(ev, tariff, policy)
-    if why:
-        # Never a hold the session could not price: it would stay open until it lapsed.
-        refused = Session(
-            ev.session_id,
-            ev.evse,
-            ev.terminal,
-            ev.currency,
-            next_state(None, Trigger.UNPRICEABLE),
-            now,
-            tariff_id=tariff.id if tariff else None,
-            route=ev.route,
-            notes=(*notes, why),
-        )
-        return finish(refused)
     cap = policy.free_vend_wh.get(ev.evse) if tariff is None else None
     if cap is not None:
         notes = (*notes, f"free vend at EVSE {ev.evse}: nothing billed, at most {cap} Wh")
@@ -58,14 +44,16 @@ def start(ev: e.CardPresented, now: datetime, policy: Policy) -> Transition:
         ev.evse,
         ev.terminal,
         ev.currency,
-        next_state(None, Trigger.CARD),
+        next_state(None, Trigger.UNPRICEABLE if why else Trigger.CARD),
         now,
-        hold_minor=hold,
+        hold_minor=0 if why else hold,
         tariff_id=tariff.id if tariff else None,
         route=ev.route,
-        notes=notes,
-        timer=(TimerKind.ANSWER, now + policy.answer_timeout),
+        notes=(*notes, why) if why else notes,
+        timer=None if why else (TimerKind.ANSWER, now + policy.answer_timeout),
     )
+    if why:  # never a hold the session could not price: it would stay open until it lapsed
+        return finish(s)
     cmd = c.Preauthorize(
         key=f"{s.id}:preauth",
         session_id=s.id,

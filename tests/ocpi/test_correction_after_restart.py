@@ -7,20 +7,25 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+from cryptography.fernet import Fernet
+from pydantic import SecretStr
 
 from drivers.sim.ports import PtyPort
 from drivers.sim.terminal import SimConfig, SimTerminal
 from gateway.ocpi.charger import OcpiChargerLink
 from gateway.ocpi.cpo_sim import CpoSimulator, _auth, _with_ids
 from gateway.ocpi.models import Cdr
+from gateway.ocpi.worker import UpstreamWorker
 from gateway.payments.charger import ChargerEvent, PriceCorrection
 from gateway.runtime.app import Daemon
-from gateway.settings import parse_settings
-from gateway.store import InboxMessage, Step, Store
+from gateway.settings import SecretRef, UpstreamSettings, parse_settings
+from gateway.store import InboxMessage, SessionRecord, Step, Store
+from tests.helpers import free_port
 from tests.ocpi.test_standard_flow import ocpi_site
 
 PRICING = """
@@ -73,13 +78,11 @@ async def _run(daemon: Daemon, until: Any, timeout: float = 20) -> None:
 async def test_a_corrected_cdr_after_a_restart_refunds_the_difference(tmp_path: Path) -> None:
     cpo = CpoSimulator()
     await cpo.start()
-    cpo.state.session_kwh = 6  # type: ignore[assignment]
+    cpo.state.session_kwh = Decimal(6)
     cpo.state.push_interval_s = 0.02
     port = PtyPort()
     sim = SimTerminal(SimConfig(password="123456", card_wait_s=0.05))
     serving = asyncio.create_task(sim.serve_line(port))
-    from tests.helpers import free_port
-
     db = tmp_path / "d.sqlite3"
     config = ocpi_site(db, port.slave_path, cpo, free_port()) + PRICING
 
@@ -92,17 +95,18 @@ async def test_a_corrected_cdr_after_a_restart_refunds_the_difference(tmp_path: 
 
     try:
         first = Daemon(parse_settings(config, "<ocpi>"))
+        asked: list[bool] = []
 
         async def paid() -> bool:
             if first.api is None or not first.api.bound_port:
                 return False
-            if not getattr(first, "_asked", False):
+            if not asked:
                 await asyncio.sleep(0.3)
                 async with aiohttp.ClientSession() as http:
                     url = f"http://127.0.0.1:{first.api.bound_port}/evses/E1/pay"
                     async with http.post(url, json={}) as r:
                         assert r.status == 202
-                first._asked = True  # type: ignore[attr-defined]
+                asked.append(True)
             return bool(cpo.state.facs)
 
         await _run(first, paid)
@@ -174,3 +178,48 @@ def test_a_fresh_link_finds_the_first_cdr_in_the_store_and_passes_the_currency(
     assert isinstance(eur, PriceCorrection) and isinstance(jpy, PriceCorrection)
     assert (eur.total_minor, eur.currency) == (250, "EUR")
     assert (jpy.total_minor, jpy.currency) == (250, "JPY")
+
+
+async def test_a_correction_stored_before_a_crash_reaches_a_closed_session_at_start(
+    tmp_path: Path,
+) -> None:
+    """The replay goes oldest first and hands a correction on even when its session is closed
+    (the engine keys it by the CDR's id); the first CDR of a closed session is not sent again."""
+    cpo = CpoSimulator()
+    await cpo.start()
+    port = free_port()
+    settings = UpstreamSettings(
+        enabled=True,
+        allow_insecure_http=True,
+        versions_url=cpo.versions_url,
+        token_a=SecretRef(value=SecretStr(cpo.state.token_a)),
+        key=SecretRef(value=SecretStr(Fernet.generate_key().decode())),
+        listen=f"127.0.0.1:{port}",
+        public_url=f"http://127.0.0.1:{port}/ocpi/versions",
+    )
+    store = Store.open(tmp_path / "c.sqlite3")
+    closed = SessionRecord("s1", "completed", {"id": "s1"}, final=True)
+    store.apply(Step("closed", sessions=[closed]))
+    for n, (cdr_id, before) in enumerate((("CDR-1", "3.00"), ("CDR-2", "2.50"))):
+        payload = _cdr(cdr_id, before).to_json()
+        message = InboxMessage(f"m{n}", "cpo", "cdr", payload)
+        store.apply(Step(f"in{n}", inbox=[message], inbox_processed=[f"m{n}"]))
+    link = OcpiChargerLink(
+        None, "", "", {"E1": "LOC1"}, ("DE", "EVP"), lambda: datetime.now(UTC), store
+    )
+    heard: list[ChargerEvent] = []
+    link.subscribe(heard.append)
+    worker = UpstreamWorker(settings, "S", store, lambda: datetime.now(UTC), link)
+    stopping = asyncio.Event()
+    task = asyncio.create_task(worker.run(stopping))
+    try:
+        async with asyncio.timeout(10):
+            while not heard:
+                await asyncio.sleep(0.02)
+    finally:
+        stopping.set()
+        await task
+        store.close()
+        await cpo.stop()
+    (correction,) = heard
+    assert isinstance(correction, PriceCorrection) and correction.reason == "corrected CDR CDR-2"
