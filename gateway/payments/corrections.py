@@ -96,10 +96,12 @@ def price_corrected(s: Session, ev: e.PriceCorrected, now: datetime) -> Transiti
         more = (why,) if len(s.discrepancies) < KEPT else ()
         s = replace(s, refunds=(*s.refunds, refused), discrepancies=(*s.discrepancies, *more))
         return Transition(replace(s, notes=note(s, why)), note=why)
+    s = update(s, corrected_minor=ev.total_minor)
     if not s.final:
-        why = f"price corrected to {ev.total_minor} before the session is settled: not applied"
+        why = f"price corrected to {ev.total_minor}: applied once the session is settled"
+        s = update(s, correction_waiting=ev.event_id)
         return Transition(replace(s, notes=note(s, why)))
-    s = follow_correction(update(s, corrected_minor=ev.total_minor))
+    s = follow_correction(s)
     over = s.refundable_minor - ev.total_minor
     if s.state is not State.COMPLETED or over <= 0:
         why = f"price corrected to {ev.total_minor}: nothing to refund, {s.bill.owed_minor} owed"
@@ -109,6 +111,17 @@ def price_corrected(s: Session, ev: e.PriceCorrected, now: datetime) -> Transiti
         s = update(s, correction_waiting=ev.event_id)
         return Transition(replace(s, notes=note(s, why)))
     return _refund_above(s, ev.event_id, ev.reason, now, day_closed=ev.day_closed)
+
+
+def settled_with_correction(s: Session, now: datetime) -> Transition:
+    """A session that has just become final with a correction that arrived while it was being
+    settled: the debt follows the corrected total, and a completed one refunds what it
+    captured above it."""
+    s = follow_correction(s)
+    over = s.refundable_minor - (s.bill.corrected_minor or 0)
+    if s.state is not State.COMPLETED or over <= 0 or any(r.pending for r in s.refunds):
+        return Transition(update(s, correction_waiting="") if over <= 0 else s)
+    return _refund_above(s, s.bill.correction_waiting, "corrected CDR", now, day_closed=False)
 
 
 def follow_correction(s: Session) -> Session:

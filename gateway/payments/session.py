@@ -47,6 +47,7 @@ from gateway.payments.corrections import (
     price_corrected,
     refund_requested,
     refund_result,
+    settled_with_correction,
 )
 from gateway.payments.events import Operation
 from gateway.payments.model import (
@@ -86,6 +87,11 @@ def transition(
     session: Session | None, event: e.Event, now: datetime, policy: Policy
 ) -> Transition:
     result = _dispatch(session, event, now, policy)
+    after = result.session
+    became_final = after is not None and after.final and (session is None or not session.final)
+    if became_final and after is not None and after.bill.correction_waiting:
+        more = settled_with_correction(after, now)  # a correction waited for the settlement
+        result = Transition(more.session, (*result.commands, *more.commands), result.note)
     if result.session is not None and result.session != session:
         problems = violations(result.session)
         if problems:

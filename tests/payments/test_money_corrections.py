@@ -165,3 +165,16 @@ def test_resolving_a_shortfall_settles_that_part_of_the_debt() -> None:
     assert s is not None and (s.bill.owed_minor, s.bill.shortfall_minor) == (0, 0)
     again = run(s, correction(450, n=3), 92).session  # a later correction never revives it
     assert again is not None and again.bill.owed_minor == 0
+
+
+def test_a_correction_while_the_capture_is_under_way_is_made_once_it_is_settled() -> None:
+    s = run(None, e.CardPresented(SID, "card", "E1", "T1", "EUR"), 0).session
+    s = run(s, approved("preauthorize", 5000, 7), 0).session
+    s = run(s, e.ChargerStarted(SID, "st", 1000), 1).session
+    s = run(s, e.ChargerStopped(session_id=SID, event_id="sp", meter_wh=5000), 60).session
+    assert s is not None and s.state is State.CAPTURING
+    s = run(s, correction(250), 60.5).session  # the CPO corrects before our capture is booked
+    done = run(s, approved("capture", 333, 8, for_receipt=7), 61)
+    assert done.session is not None and done.session.state is State.COMPLETED
+    (refund,) = [x for x in done.commands if isinstance(x, c.RefundPayment)]
+    assert refund.amount_minor == 83 and done.session.bill.owed_minor == 0
