@@ -45,7 +45,7 @@ def steps_rate(
                 e.TerminalResultArrived(
                     session_id=sid,
                     event_id="pre",
-                    operation="preauthorize",
+                    operation=e.Operation.PREAUTHORIZE,
                     outcome=Outcome.APPROVED,
                     amount_minor=5000,
                     receipt_no=i % 9999 + 1,
@@ -65,7 +65,7 @@ def steps_rate(
                 e.TerminalResultArrived(
                     session_id=sid,
                     event_id="cap",
-                    operation="capture",
+                    operation=e.Operation.CAPTURE,
                     outcome=Outcome.APPROVED,
                     amount_minor=capture.amount_minor,
                     receipt_no=1,

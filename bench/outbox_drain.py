@@ -71,7 +71,9 @@ def embedded_cpo() -> Iterator[str]:
     cpo = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
     try:
         assert cpo.stdout is not None
-        versions_url = re.search(r"versions (\S+)", cpo.stdout.readline()).group(1)  # type: ignore[union-attr]
+        announced = re.search(r"versions (\S+)", cpo.stdout.readline())
+        assert announced is not None, "the CPO simulator did not say its versions URL"
+        versions_url = announced.group(1)
         yield versions_url.replace("/ocpi/versions", "/ocpi/cpo/2.3.0/payments")
     finally:
         cpo.terminate()

@@ -43,11 +43,11 @@ def template(
     host = EngineHost(store, policy(), lambda: now[0])
     sid = "TEMPLATE"
     handled = host.handle(e.CardPresented(sid, "card", "E1", "t1", "EUR"))
-    for ev in [
+    steps: list[e.Event] = [
         e.TerminalResultArrived(
             session_id=sid,
             event_id="pre",
-            operation="preauthorize",
+            operation=e.Operation.PREAUTHORIZE,
             outcome=Outcome.APPROVED,
             amount_minor=5000,
             receipt_no=7,
@@ -55,7 +55,8 @@ def template(
         e.ChargerStarted(sid, "start", 0),
         *(e.MeterValue(sid, f"m{k}", 1000 * (k + 1)) for k in range(10)),
         e.ChargerStopped(session_id=sid, event_id="stop", meter_wh=10500),
-    ]:
+    ]
+    for ev in steps:
         now[0] += timedelta(seconds=30)
         handled = host.handle(ev)
     capture = next(x for x in handled.commands if isinstance(x, c.Capture))
@@ -63,7 +64,7 @@ def template(
         e.TerminalResultArrived(
             session_id=sid,
             event_id="cap",
-            operation="capture",
+            operation=e.Operation.CAPTURE,
             outcome=Outcome.APPROVED,
             amount_minor=capture.amount_minor,
             receipt_no=8,

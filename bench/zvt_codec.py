@@ -75,7 +75,7 @@ def figures(seconds: float, ecrterm: Path | None = None) -> dict[str, float]:
 
 def _ecrterm_round(checkout: Path) -> Callable[[], object]:
     sys.path.insert(0, str(checkout))
-    from ecrterm.packets.base_packets import Packet  # type: ignore[import-not-found]
+    from ecrterm.packets.base_packets import Packet
 
     for raw in MIX:  # the same bytes, and ecrterm gives them back unchanged
         if Packet.parse(raw).serialize() != raw:

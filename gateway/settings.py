@@ -258,6 +258,10 @@ class RouteSettings(_Model):
     fixed_hold: dict[str, Amount] | None = None
     hold_min: Amount | None = None
     hold_max: Amount | None = None
+    # The incremental strategy's first hold and each top-up, in the route's currency (the
+    # [pricing] amounts are the site's currency: 20.00 EUR is not 2000 yen).
+    incremental_initial: Amount | None = None
+    incremental_step: Amount | None = None
 
     @field_validator("bins")
     @classmethod
@@ -338,6 +342,12 @@ class TerminalSettings(_Model):
     incremental: bool = Field(
         default=False, description="the terminal accepts reservation extensions (top-ups)"
     )
+    topup_amount: Literal["increment", "total"] = Field(
+        default="increment",
+        description='what the answer to a top-up (reservation extension) carries: "increment" '
+        '(the amount just added, the ZVT reading) or "total" (the hold\'s new total, as some '
+        "terminals answer); an answer that contradicts it is an unknown outcome, never a guess",
+    )
     charset: Charset = Field(
         default=DEFAULT_CHARSET,
         description="the terminal's text character set (ZVT default cp437; CardComplete "
@@ -375,6 +385,11 @@ class EvseSettings(_Model):
     id: Annotated[str, Field(min_length=1, max_length=48)]
     terminal: Identifier
     tariff: str | None = None  # a pricing.tariffs id; default: pricing.default_tariff
+    free_vend_kwh: Annotated[Decimal, Field(gt=0)] | None = Field(
+        default=None,
+        description="an EVSE without a tariff gives at most this much energy free of charge, "
+        "recorded as free vend; without it every EVSE needs a tariff",
+    )
     location: str | None = None  # the OCPI location id of this EVSE (charger mode "ocpi")
     everest_module: str | None = (
         None  # mapping "everest": this EVSE's evse_manager_consumer module id
@@ -702,6 +717,7 @@ class Settings(_Model):
                 raise ValueError(
                     f"evse {evse.id!r} names tariff {evse.tariff!r}, which is not configured"
                 )
+            self._check_evse_priced(evse)
         if self.acquirers and not (self.upstream.enabled and self.upstream.listen):
             raise ValueError(
                 "[acquirers] need their webhooks: they are received on the OCPI server, so set "
@@ -718,6 +734,35 @@ class Settings(_Model):
                 )
         self._check_routes()
         return self
+
+    def _check_evse_priced(self, evse: EvseSettings) -> None:
+        """Every EVSE can be priced, in a currency its terminal charges in: a session that
+        cannot be priced holds the driver's money with no cost cap, no capture and no release
+        until the hold lapses. Energy given away is a setting, explicit and capped."""
+        tariff_id = evse.tariff or self.pricing.default_tariff
+        if tariff_id is None:
+            if evse.free_vend_kwh is None:
+                raise ValueError(
+                    f"evse {evse.id!r} has no tariff (neither its own nor pricing.default_tariff)"
+                    ": give it one, or set its free_vend_kwh to give energy away explicitly"
+                )
+            return
+        if evse.free_vend_kwh is not None:
+            raise ValueError(
+                f"evse {evse.id!r}: free vend is for an EVSE without a tariff, and it has "
+                f"{tariff_id!r}"
+            )
+        currency = next(
+            (str(t.get("currency")) for t in self.pricing.tariffs if str(t.get("id")) == tariff_id),
+            None,
+        )
+        charges = self.terminal_currency(evse.terminal)
+        if currency != charges:
+            raise ValueError(
+                f"evse {evse.id!r} is priced with tariff {tariff_id!r} in {currency}, but its "
+                f"terminal {evse.terminal!r} charges in {charges}: give the EVSE a tariff in "
+                f"{charges}"
+            )
 
     def terminal_currency(self, terminal_id: str) -> str:
         found = next((t for t in self.terminals if t.id == terminal_id), None)
@@ -778,9 +823,20 @@ class Settings(_Model):
             fixed = r.fixed_hold or self.pricing.fixed_hold
             if strategy == "fixed" and currency not in fixed:
                 raise ValueError(f"route {r.id!r}: the fixed hold has no amount in {currency}")
+            if (
+                strategy == "incremental"
+                and currency != self.site.currency
+                and (r.incremental_initial is None or r.incremental_step is None)
+            ):
+                raise ValueError(
+                    f"route {r.id!r} charges in {currency}, not the site's {self.site.currency}: "
+                    f"give its incremental_initial and incremental_step in {currency}"
+                )
             for name, amount in (
                 ("hold_min", r.hold_min),
                 ("hold_max", r.hold_max),
+                ("incremental_initial", r.incremental_initial),
+                ("incremental_step", r.incremental_step),
                 *((f"fixed_hold.{c}", a) for c, a in (r.fixed_hold or {}).items()),
             ):
                 if amount is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import os
 import socket
@@ -16,6 +17,34 @@ from gateway.runtime.app import Daemon
 
 REPO = Path(__file__).resolve().parent.parent
 EVPAY = [sys.executable, "-m", "gateway.cli"]
+
+
+def imports_of(path: Path, root: Path = REPO) -> set[str]:
+    """Every module ``path`` imports, read from the source with ``ast`` (not by importing it), so
+    an import inside a function or under ``TYPE_CHECKING`` counts too. ``from a import b`` names
+    ``a.b`` when that is a module under ``root`` (the repository), else ``a``; a relative import
+    is resolved against the package of a file that lies under ``root``."""
+
+    def is_module(name: str) -> bool:
+        where = root.joinpath(*name.split("."))
+        return where.with_suffix(".py").is_file() or (where / "__init__.py").is_file()
+
+    inside = path.is_relative_to(root)
+    package = list(path.relative_to(root).parts[:-1]) if inside else []  # a/b/c.py: a.b
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package[: len(package) - (node.level - 1)]
+                base = ".".join([*parent, *([base] if base else [])])
+            for alias in node.names:
+                name = f"{base}.{alias.name}" if base else alias.name
+                found.add(name if is_module(name) else base)
+    found.discard("")
+    return found
 
 
 def free_port() -> int:

@@ -69,7 +69,7 @@ def test_sessions_cli_lists_and_shows(tmp_path: Path) -> None:
         e.TerminalResultArrived(
             session_id="abc",
             event_id="r",
-            operation="preauthorize",
+            operation=e.Operation.PREAUTHORIZE,
             outcome=Outcome.APPROVED,
             amount_minor=5000,
             receipt_no=12,
@@ -132,7 +132,7 @@ def test_sessions_cli_lists_what_is_owed(tmp_path: Path) -> None:
             e.TerminalResultArrived(
                 session_id=sid,
                 event_id="r",
-                operation="preauthorize",
+                operation=e.Operation.PREAUTHORIZE,
                 outcome=Outcome.APPROVED,
                 amount_minor=5000,
                 receipt_no=12 if sid == "paid" else 13,
@@ -144,7 +144,7 @@ def test_sessions_cli_lists_what_is_owed(tmp_path: Path) -> None:
         e.TerminalResultArrived(
             session_id="paid",
             event_id="c",
-            operation="capture",
+            operation=e.Operation.CAPTURE,
             outcome=Outcome.APPROVED,
             amount_minor=655,
             receipt_no=20,
@@ -152,7 +152,7 @@ def test_sessions_cli_lists_what_is_owed(tmp_path: Path) -> None:
     )
     host.handle(
         e.TerminalResultArrived(
-            session_id="owes", event_id="c", operation="capture", outcome=Outcome.DECLINED
+            session_id="owes", event_id="c", operation=e.Operation.CAPTURE, outcome=Outcome.DECLINED
         )
     )
     host.handle(

@@ -39,7 +39,7 @@ async def test_a_fault_fails_its_scenario_and_the_run_goes_on() -> None:
         password="000000", card_wait_s=0.05, booking_faults=deque([0xA0])
     )  # acquirer down once
     report = await run("sim", PROFILES["feig-cvend-plug"], prompts.append, faulty)
-    results = {s["name"]: s for s in report["scenarios"]}  # type: ignore[attr-defined]
+    results = {s["name"]: s for s in report["scenarios"]}
     assert not report["passed"] and not results["preauth_capture"]["passed"]
     assert "capture (book_total)" in results["preauth_capture"]["detail"]
     assert all(

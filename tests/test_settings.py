@@ -1,13 +1,19 @@
 from __future__ import annotations
 
 import subprocess
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
 
+from drivers.base import Outcome
 from gateway.errors import ConfigError, SecretUnavailable
+from gateway.payments import commands as c
+from gateway.payments import events as e
+from gateway.payments.session import Session, transition
+from gateway.runtime.engine_setup import build_policy
 from gateway.settings import SecretRef, load_settings, parse_settings
 from gateway.store.journal import new_signing_key
 from tests.helpers import EVPAY, REPO, subprocess_env
@@ -186,3 +192,128 @@ def test_the_charger_link_is_no_open_door(charger: str, problem: str) -> None:
     with pytest.raises(ConfigError) as caught:
         parse_settings(text, "<t>")
     assert problem in str(caught.value)
+
+
+# ---- issue 26, items 2 and 13: every EVSE can be priced, in its terminal's currency ---------
+
+_PRICED_SITE = """
+[site]
+id = "S"
+country = "CH"
+timezone = "Europe/Zurich"
+currency = "CHF"
+[[terminals]]
+id = "t1"
+device = "tcp://127.0.0.1:20007"
+{terminal}
+[charger]
+enabled = true
+mode = "simulated"
+[[charger.evses]]
+id = "E1"
+terminal = "t1"
+{evse}
+[pricing]
+fixed_hold = {{ CHF = "50.00" }}
+{pricing}
+tariffs = [{{ id = "EUR-T", currency = "EUR", elements = [{{ price_components = [{{ type = "ENERGY", price = "0.50", step_size = 1 }}] }}] }},
+           {{ id = "CHF-T", currency = "CHF", elements = [{{ price_components = [{{ type = "ENERGY", price = "0.55", step_size = 1 }}] }}] }}]
+"""
+
+
+def _priced(terminal: str = "", evse: str = "", pricing: str = "") -> str:
+    return _PRICED_SITE.format(terminal=terminal, evse=evse, pricing=pricing)
+
+
+def test_an_evse_whose_terminal_cannot_charge_its_tariffs_currency_is_refused() -> None:
+    with pytest.raises(ConfigError, match="evse 'E1' is priced with tariff 'EUR-T' in EUR"):
+        parse_settings(_priced(pricing='default_tariff = "EUR-T"'), "<t>")
+    with pytest.raises(ConfigError, match="terminal 't1' charges in CHF"):
+        parse_settings(_priced(evse='tariff = "EUR-T"', pricing='default_tariff = "CHF-T"'), "<t>")
+    ok = parse_settings(_priced(pricing='default_tariff = "CHF-T"'), "<t>")
+    assert ok.terminal_currency("t1") == "CHF"
+    eur = parse_settings(
+        _priced(terminal='currency = "EUR"', pricing='default_tariff = "EUR-T"'), "<t>"
+    )
+    assert eur.terminal_currency("t1") == "EUR"
+
+
+def test_an_evse_without_a_tariff_is_refused_unless_free_vend_is_explicit_and_capped() -> None:
+    with pytest.raises(ConfigError, match="evse 'E1' has no tariff"):
+        parse_settings(_priced(), "<t>")
+    free = parse_settings(_priced(evse='free_vend_kwh = "5"'), "<t>")
+    assert free.charger.evses[0].free_vend_kwh == Decimal(5)
+    with pytest.raises(ConfigError, match="free_vend_kwh"):
+        parse_settings(_priced(evse='free_vend_kwh = "0"'), "<t>")
+    with pytest.raises(ConfigError, match="free vend is for an EVSE without a tariff"):
+        parse_settings(
+            _priced(evse='free_vend_kwh = "5"', pricing='default_tariff = "CHF-T"'), "<t>"
+        )
+
+
+def test_free_vend_stops_at_its_cap() -> None:
+    text = MINIMAL + (
+        '[[terminals]]\nid = "t1"\ndevice = "tcp://127.0.0.1:9"\n'
+        '[charger]\nenabled = true\nmode = "simulated"\n'
+        '[[charger.evses]]\nid = "E1"\nterminal = "t1"\nfree_vend_kwh = "5"\n'
+    )
+    policy = build_policy(parse_settings(text, "<t>"))
+    t0 = datetime(2026, 1, 5, 8, tzinfo=UTC)
+    steps: list[e.Event] = [
+        e.CardPresented("s", "card", "E1", "t1", "EUR"),
+        e.TerminalResultArrived(
+            session_id="s",
+            event_id="pa",
+            operation=e.Operation.PREAUTHORIZE,
+            outcome=Outcome.APPROVED,
+            amount_minor=5000,
+            receipt_no=7,
+        ),
+        e.ChargerStarted("s", "st", 0),
+        e.MeterValue("s", "mv", 6000),
+    ]
+    session: Session | None = None
+    commands: tuple[c.Command, ...] = ()
+    for n, ev in enumerate(steps):
+        result = transition(session, ev, t0 + timedelta(minutes=n), policy)
+        session, commands = result.session, result.commands
+    assert any(isinstance(x, c.StopCharger) for x in commands)
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ("", None),  # the default: the answer carries the increment
+        ('topup_amount = "total"', None),
+        (
+            'topup_amount = "new_total"',
+            "terminals.0.topup_amount: Input should be 'increment' or 'total'",
+        ),
+        ('charset = "latin-1"', "terminals.0.charset: Input should be 'cp437'"),
+    ],
+    ids=["default", "total", "bad-topup-amount", "bad-charset"],
+)
+def test_validate_checks_the_per_terminal_model_variants(
+    tmp_path: Path, line: str, problem: str | None
+) -> None:
+    """What a terminal model does differently (docs/ZVT-VARIANTS.md) is set per terminal; a
+    value the driver does not know is refused by name before anything talks to the terminal."""
+    config = tmp_path / "g.toml"
+    config.write_text(
+        MINIMAL + '[[terminals]]\nid = "t1"\ndevice = "tcp://127.0.0.1:20007"\n'
+        f'password = {{ value = "123456" }}\n{line}\n',
+        encoding="utf-8",
+    )
+    result = subprocess.run(
+        [*EVPAY, "config", "validate", str(config)],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        check=False,
+    )
+    if problem is None:
+        assert result.returncode == 0, result.stderr
+        settings = load_settings(config)
+        assert settings.terminals[0].topup_amount == (line.split('"')[1] if line else "increment")
+    else:
+        assert result.returncode == 2 and problem in result.stderr

@@ -287,10 +287,10 @@ class _Session:
         """The ECR's answer while this PT is master, or None when ``timeout`` runs out.
 
         A command that arrives instead (an ECR that restarted and registers again) is no answer:
-        it is refused at once as busy (84 9C) and the sequence goes on. A PT never leaves a
-        command unanswered -- the ECR would repeat it byte for byte, and a serial link takes an
-        identical frame with nothing sent in between for a retransmission: the two would never
-        talk again. Nor does it run the command later, for an ECR that may be gone."""
+        it is refused at once as busy (84 9C) and the sequence goes on -- or, as some terminals
+        do (``command_while_master = "ignore"``), not answered at all; then a serial link takes
+        the ECR's byte-identical repeat for a retransmission, and the driver has to send another
+        command first (docs/ZVT-VARIANTS.md, 1). Never run later, for an ECR that may be gone."""
         end = self.loop.time() + timeout
         while (apdu := await self.receive(max(0.0, end - self.loop.time()))) is not None:
             if apdu.command in accept or apdu.cls not in _COMMAND_CLASSES:

@@ -9,6 +9,12 @@ new message: PTs repeat "please wait" (04 FF) and print lines, and each needs it
 retransmission that comes after our answer is delivered; the sequence layer knows which
 messages cannot come twice (a result within one sequence) and drops those.
 
+The peer's link applies the same rule to us. So a frame the peer has acknowledged (ACK: "received
+intact", not "answered") must not go out again byte for byte while the peer has sent nothing
+since: it would be taken for a retransmission and dropped -- a command the PT ignored, repeated
+after T3, never gets through (docs/ZVT-VARIANTS.md, 1). ``taken_for_a_retransmission`` tells the
+sequence layer, which must first send something else.
+
 ``StreamLink`` (PA00P016 ch. 4, TCP): no framing, no ACK/NAK; APDUs are cut out of the stream.
 
 Both expose: ``send_apdu``, ``receive_data``, ``data_to_send``, ``next_event``,
@@ -69,10 +75,14 @@ class SerialLink(_Outputs):
     def __init__(self, t1: float = T1, t2: float = T2, retries: int = RETRIES) -> None:
         self.t1, self.t2, self.retries = t1, t2, retries
         self.stats = {"naks_sent": 0, "naks_received": 0, "retransmits": 0, "duplicates": 0}
+        # Our last frame the peer acknowledged, until the peer sends a frame of its own. Kept
+        # over reset(): reopening our end of a serial line tells the peer's link nothing.
+        self._acked_unanswered: bytes | None = None
         self.reset()
 
     def reset(self) -> None:
-        """Forget everything in flight (after a reconnect); statistics are kept."""
+        """Forget everything in flight (after a reconnect); statistics are kept, and so is what
+        the peer's link last acknowledged."""
         self._decoder = FrameDecoder()
         self._out = bytearray()
         self._events: deque[LinkEvent] = deque()
@@ -92,6 +102,10 @@ class SerialLink(_Outputs):
         self._queue.append(apdu)
         self._next(now)
 
+    def taken_for_a_retransmission(self, apdu: bytes) -> bool:
+        """Would the peer's link drop ``apdu`` as a repeat of the frame it last acknowledged?"""
+        return self.idle and apdu == self._acked_unanswered
+
     def receive_data(self, data: bytes, now: float) -> None:
         for event in self._decoder.feed(data):
             if isinstance(event, FrameReceived):
@@ -100,6 +114,7 @@ class SerialLink(_Outputs):
                 self._nak()
             elif isinstance(event, AckReceived):
                 if self._in_flight is not None:
+                    self._acked_unanswered = self._in_flight
                     self._in_flight, self._ack_deadline = None, None
                     self._next(now)
             elif isinstance(event, NakReceived):
@@ -122,6 +137,7 @@ class SerialLink(_Outputs):
 
     def _frame(self, apdu: bytes) -> None:
         self._out.append(ACK)
+        self._acked_unanswered = None  # the peer sent a frame: its next one of ours is news
         try:
             decoded = Apdu.decode(apdu)
         except ZvtDecodeError:
@@ -170,6 +186,9 @@ class StreamLink(_Outputs):
         self._events: deque[LinkEvent] = deque()
 
     idle = True
+
+    def taken_for_a_retransmission(self, apdu: bytes) -> bool:  # noqa: ARG002
+        return False  # no link layer: every APDU is delivered
 
     def send_apdu(self, apdu: bytes, now: float) -> None:  # noqa: ARG002 - same shape as SerialLink
         self._out += apdu

@@ -60,14 +60,14 @@ def _completion_prefix_size(data: bytes, where: str) -> int:
     """05 01's completion starts with a positional LLLVAR software version and the terminal
     status byte; a terminal told not to send the version (or choosing not to) sends the status
     byte alone. Other 06 0F start with BMPs (27, 0C, AA, 19, 29, 49, 06)."""
+    if len(data) == 1:
+        return 1  # one byte cannot be a BMP (every BMP has a value) nor a version: the status
     if data[0] >> 4 == 0xF:
         try:
             _version, end = read_llvar(data, 0, 3, f"{where} software version")
         except ZvtDecodeError:
             return 0
         return end + 1 if end < len(data) else 0
-    if len(data) == 1:
-        return 1  # one byte cannot be a BMP (every BMP has a value): the status alone
     if data[1] == 0x06 and (data[0] not in BMPS or not _parses(data, 0, where)):
         return 1 if _parses(data, 1, where) else 0  # the status, then a TLV container
     return 0

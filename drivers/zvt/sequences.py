@@ -42,14 +42,22 @@ NACK_NO_ERROR = 0x8400
 SEQUENCE_TAG = 0x1F73  # TLV: the PT's message sequence number
 
 
+# The fields of a 04 0F that carry money: result code, amount, trace, receipt, currency.
+MONEY_BMPS = (0x27, 0x04, 0x0B, 0x87, 0x49)
+
+
 def is_repeat(previous: Message, message: Message) -> bool:
     """A 04 0F the PT sent again because our ACK was lost, not a second result. With the PT's
     sequence number (TLV 1F73) the number decides (a repeat keeps it, a new result has a new
-    one even when every other byte is the same); without it, identical bytes are a repeat --
-    a PT never reports the same result twice in one sequence."""
+    one even when every other byte is the same) -- but only together with the money: a result
+    with the same number and other money is reported, never dropped as a repeat (a second
+    report of the same booking is safe: the engine keys it; a dropped one is lost money).
+    Without numbers, identical bytes are a repeat -- a PT never reports the same result twice
+    in one sequence."""
     before, now = find_tlv(previous.tlv, SEQUENCE_TAG), find_tlv(message.tlv, SEQUENCE_TAG)
     if before is not None and now is not None:
-        return before.value == now.value
+        same_money = all(previous.get(n) == message.get(n) for n in MONEY_BMPS)
+        return before.value == now.value and same_money
     return previous == message
 
 
@@ -219,7 +227,9 @@ class EcrSequence:
     # ---- internals ----------------------------------------------------------------------
 
     def _on_response(self, seq: _Sequence, message: Message, now: float) -> None:
-        if message.command == Command.ACK or message.command == NACK_NO_ERROR:
+        if message.command == Command.ACK or (
+            message.command == NACK_NO_ERROR and not message.prefix.strip(b"\x00")
+        ):
             # 84 00 00 is "negative acknowledgement, no error": terminals use it for 80 00 00
             # (Portalum.Zvt accepts it as its "alternative" positive completion).
             self._events.append(Accepted())

@@ -132,7 +132,7 @@ def load_facts(
 ) -> Facts:
     """What the store knows for the period, as the pure reconciliation's facts. Without an
     upstream nothing is acknowledged by anyone, so nothing is reported as unacknowledged."""
-    sessions = [_session(r) for r in store.sessions_between(start, end)]
+    sessions = [session_facts(r) for r in store.sessions_between(start, end)]
     batches = [
         BatchFacts(
             b["terminal"],
@@ -143,6 +143,16 @@ def load_facts(
         )
         for b in store.end_of_day_batches(start, end)
     ]
+    # A batch closed in the window covers a period that began before it (yesterday's end of
+    # day): its payments are compared with every session of that period, not only with those
+    # that changed in the window.
+    opened = [b.period_start or datetime.min.replace(tzinfo=UTC) for b in batches]
+    earliest = min(opened, default=start)
+    in_batches = (
+        [session_facts(r) for r in store.sessions_between(earliest, end)]
+        if earliest < start
+        else []
+    )
     references = [
         str(c["payload"].get("authorization_reference") or "")
         for c in store.inbox("cdr", limit=1_000_000)
@@ -158,7 +168,18 @@ def load_facts(
         for j in store.journal_of("reconcile")
         if j["kind"] == "resolved"
     }
-    return Facts(start, end, now, sessions, batches, cdrs, waiting, resolutions)
+    seen = {s.id for s in sessions}
+    return Facts(
+        start,
+        end,
+        now,
+        sessions,
+        batches,
+        cdrs,
+        waiting,
+        resolutions,
+        batch_sessions=[s for s in in_batches if s.id not in seen],
+    )
 
 
 def queue_report(store: Store, site: str, report: Report) -> None:
@@ -179,7 +200,8 @@ def queue_report(store: Store, site: str, report: Report) -> None:
     store.apply(Step(f"report:{report_id}:{digest}", journal=[entry], outbox=[message]))
 
 
-def _session(row: dict[str, Any]) -> SessionFacts:
+def session_facts(row: dict[str, Any]) -> SessionFacts:
+    """A stored session row as reconciliation's facts."""
     d = row["data"]
 
     def done(method: str) -> tuple[tuple[datetime, int], ...]:
@@ -200,6 +222,7 @@ def _session(row: dict[str, Any]) -> SessionFacts:
         updated_at=row["updated_at"],
         captured_at=datetime.fromisoformat(captured_at) if captured_at else None,
         captured_minor=d["captured_minor"],
+        bookings=sum(1 for h in d.get("holds", ()) if h.get("captured_minor")) or 1,
         price_minor=d["price_minor"],
         owed_minor=d.get("owed_minor", 0),
         shortfall_minor=d.get("shortfall_minor", 0),

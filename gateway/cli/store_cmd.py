@@ -18,7 +18,6 @@ from gateway.errors import BadInput, StoreCorrupt
 from gateway.payments.record import compact
 from gateway.settings import journal_signing_key, load_settings
 from gateway.store.db import quick_check_path
-from gateway.store.retention import prune_now
 
 _DAMAGED = 74
 
@@ -43,12 +42,17 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 def _prune(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     key = journal_signing_key(settings)
-    if key is None or settings.journal.retention_days is None:
+    days = settings.journal.retention_days
+    if key is None or days is None:
         raise BadInput("retention needs [journal] signing_key and retention_days in the config")
     store = open_existing(args.config, write=True)
     cuts: list[dict[str, object]] = []
     try:
-        while (done := prune_now(store, settings, key, compact)).anything:
+        while (
+            done := store.prune_older_than(
+                key, days=days, archive_dir=settings.journal.archive_dir, compact=compact
+            )
+        ).anything:
             cuts.append(
                 {
                     "to_row": done.cut_seq,
@@ -62,7 +66,7 @@ def _prune(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"cuts": cuts}))
     elif not cuts:
-        print(f"nothing older than {settings.journal.retention_days} days to archive")
+        print(f"nothing older than {days} days to archive")
     for cut in [] if args.json else cuts:
         if cut["to_row"] is not None:
             print(

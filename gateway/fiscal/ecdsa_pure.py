@@ -156,6 +156,8 @@ def _der_item(data: bytes, pos: int) -> tuple[int, bytes, int]:
 
 
 def _oid(content: bytes) -> str:
+    if not content:
+        raise ValueError("an empty OID names no curve")
     parts = [content[0] // 40, content[0] % 40]
     value = 0
     for byte in content[1:]:

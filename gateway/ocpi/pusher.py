@@ -38,6 +38,7 @@ CUSTOM = {
     "session.receipt": "DEEVPfiscal",
     "session.refund": "DEEVPrecon",
     "reconcile.report": "DEEVPrecon",
+    "tariff.refused": "DEEVPrecon",
 }
 _MAPPED = ("session.outcome", "terminal.post", "command.stop_session", *CUSTOM)
 
@@ -284,6 +285,9 @@ class OutboxPusher:
             }
         elif message.kind == "session.refund":
             url = f"{base}/refunds/{quote(str(p['refund_id']), safe='')}"
+            body = {**dict(p), "last_updated": now}
+        elif message.kind == "tariff.refused":
+            url = f"{base}/refused_tariffs/{quote(str(p['evse_uid']), safe='')}"
             body = {**dict(p), "last_updated": now}
         else:
             url = f"{base}/reports/{quote(str(p['report_id']), safe='')}"

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from gateway.ocpi.client import OcpiClient
 from gateway.ocpi.models import Location
 from gateway.payments.tariff import Tariff, tariff_from_ocpi
+from gateway.store import JournalEntry, OutboxMessage, Step
 from gateway.wire import OcpiTariff
 
 _LOGGER = logging.getLogger(__name__)
@@ -55,3 +58,53 @@ async def pull_tariffs(
             if ids:
                 by_evse[evse.uid] = catalog[ids[0]]
     return by_evse, catalog
+
+
+@dataclass(frozen=True, slots=True)
+class RefusedTariff:
+    """A tariff the CPO gives an EVSE whose terminal cannot charge in its currency."""
+
+    evse: str
+    tariff: Tariff
+    terminal: str
+    terminal_currency: str
+
+    def payload(self) -> dict[str, str]:
+        return {
+            "evse_uid": self.evse,
+            "tariff_id": self.tariff.id,
+            "tariff_currency": self.tariff.currency,
+            "terminal": self.terminal,
+            "terminal_currency": self.terminal_currency,
+        }
+
+    def step(self) -> Step:
+        """Journaled and reported upstream once per (EVSE, tariff, currency): the next pull
+        says the same and changes nothing."""
+        key = f"tariff-refused:{self.evse}:{self.tariff.id}:{self.tariff.currency}"[:200]
+        payload = self.payload()
+        return Step(
+            key,
+            journal=[JournalEntry("upstream", self.evse, "tariff_refused", payload)],
+            outbox=[OutboxMessage(key, f"tariff-refused:{self.evse}", "tariff.refused", payload)],
+        )
+
+
+def chargeable(
+    by_evse: Mapping[str, Tariff], terminals: Mapping[str, tuple[str, str]]
+) -> tuple[dict[str, Tariff], list[RefusedTariff]]:
+    """The CPO's tariffs this site can charge: an EVSE's tariff must be in the currency of the
+    terminal that pays for it (``terminals``: EVSE -> (terminal, its currency)), or every
+    session there would hold the driver's money and never be priced. A refused tariff leaves
+    the EVSE with the tariff it has; an EVSE this site does not have is ignored."""
+    usable: dict[str, Tariff] = {}
+    refused: list[RefusedTariff] = []
+    for evse, tariff in by_evse.items():
+        if evse not in terminals:
+            continue
+        terminal, currency = terminals[evse]
+        if tariff.currency == currency:
+            usable[evse] = tariff
+        else:
+            refused.append(RefusedTariff(evse, tariff, terminal, currency))
+    return usable, refused

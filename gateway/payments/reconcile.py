@@ -43,6 +43,9 @@ class SessionFacts:
     reversed: tuple[tuple[datetime, int], ...] = ()  # (when, amount) of reversals (06 30) done
     refunded: tuple[tuple[datetime, int], ...] = ()  # (when, amount) of refunds (06 31) done
     refunds_unsettled: int = 0  # refunds sent without an answer
+    # The terminal books each captured hold on its own: a session paid from its first hold
+    # and a top-up is two bookings in the batch's count.
+    bookings: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +69,9 @@ class Facts:
         default_factory=dict
     )  # session -> (status, since)
     resolutions: Mapping[str, str] = field(default_factory=dict)  # finding key -> reason
+    # Sessions outside the window that belong to a batch closed in it: compared with that
+    # batch's totals only (their own findings belong to the window they changed in).
+    batch_sessions: Sequence[SessionFacts] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +130,7 @@ def reconcile(facts: Facts, tol: Tolerances | None = None) -> Report:
     tol = tol or Tolerances()
     found: list[Finding] = []
     for batch in facts.batches:
-        found += _batch(batch, facts.sessions)
+        found += _batch(batch, [*facts.sessions, *facts.batch_sessions])
     for s in facts.sessions:
         found += _session(s, facts, tol)
     paid = {s.reference for s in facts.sessions if s.captured_minor and s.reference}
@@ -156,7 +162,7 @@ def _batch(batch: BatchFacts, sessions: Sequence[SessionFacts]) -> list[Finding]
             if (
                 taken_back < s.captured_minor
             ):  # a reversal in the same batch takes the payment out of it
-                count[s.brand] += 1
+                count[s.brand] += s.bookings
                 amount[s.brand] += s.captured_minor
                 members[s.brand].append(s.id)
         refunded = sum(a for at, a in s.refunded if within(at))

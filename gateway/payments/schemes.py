@@ -64,13 +64,19 @@ class Validity:
     )  # acquirer profile overrides
 
     def for_card(self, terminal: str, card: Mapping[str, str]) -> tuple[str, timedelta]:
-        """(scheme, validity) for a hold approved on ``terminal`` for ``card``."""
+        """(scheme, validity) for a hold approved on ``terminal`` for ``card``.
+
+        A terminal's table is its acquirer's: it wins over the site's for every scheme, its
+        default included (a 48 h acquirer lets a Mastercard hold lapse after 48 h whatever the
+        scheme's own rule says). The site's table applies only to a terminal without one."""
         scheme = scheme_of(card)
-        override = self.terminals.get(terminal, {})
-        for table in (override, self.schemes):
-            if scheme in table:
-                return scheme, table[scheme]
-        return scheme, override.get("default", self.default)
+        override = self.terminals.get(terminal)
+        if override:
+            if scheme in override:
+                return scheme, override[scheme]
+            if "default" in override:
+                return scheme, override["default"]
+        return scheme, self.schemes.get(scheme, self.default)
 
 
 BRANDS = ("girocard", "jcb", "mastercard", "amex", "visa", "diners", "other")

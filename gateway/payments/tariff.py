@@ -7,11 +7,13 @@ capture, so the three can never disagree.
 Rules (where OCPI leaves room, the choice is written here):
 - A charging session is a series of meter samples (time, cumulative Wh), power constant
   between two samples. Intervals are cut where a restriction changes (a start/end time of
-  day, a min/max duration, a min/max kWh), and each piece is priced with the *first* tariff
+  day, local midnight for a weekday or date restriction, a min/max duration, a min/max kWh),
+  and each piece is priced with the *first* tariff
   element whose restrictions hold at its start (local time, weekday, kWh so far, duration so
   far, the interval's power).
 - ENERGY is billed per kWh for the energy of the interval; TIME per hour while energy flows;
-  PARKING_TIME per hour while it does not; FLAT once, from the first element active at start.
+  PARKING_TIME per hour while it does not (hours that elapsed: computed in UTC, so a DST night
+  bills 23 or 25 hours, never wall-clock ones); FLAT once, from the first element active at start.
 - ``step_size`` (Wh for energy, seconds for time) rounds the volume billed under each
   element's component up to a whole number of steps.
 - VAT: a component's price is excluding VAT; ``vat`` is a percentage; absent = not applicable.
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
 from enum import StrEnum
 from itertools import pairwise
@@ -168,8 +170,12 @@ def _add_interval(
     tariff: Tariff, start: Sample, before: Sample, after: Sample, tz: ZoneInfo, volumes: Volumes
 ) -> None:
     """Volumes are additive over intervals: a session's price is the sum over its samples' pairs."""
-    points = [(s.at, Decimal(s.energy_wh - start.energy_wh)) for s in (before, after)]
-    for piece in _pieces(tariff, start.at, points[0], points[1], tz):
+    # In UTC: two datetimes with the same ZoneInfo subtract as wall clocks, so a DST night
+    # would bill an hour too many or too few. Elapsed time is what TIME/PARKING_TIME bill.
+    points = [
+        (s.at.astimezone(UTC), Decimal(s.energy_wh - start.energy_wh)) for s in (before, after)
+    ]
+    for piece in _pieces(tariff, start.at.astimezone(UTC), points[0], points[1], tz):
         _interval(tariff, start.at, piece, tz, volumes)
 
 
@@ -229,12 +235,14 @@ def _pieces(
         for kwh in (r.min_kwh, r.max_kwh):
             if kwh is not None and e0 < kwh * _KWH < e1:
                 cuts.add(t0 + timedelta(microseconds=int((kwh * _KWH - e0) * span / (e1 - e0))))
-        for clock in (r.start_time, r.end_time):
-            if clock is not None:
-                day = t0.astimezone(tz).date()
-                while (at := datetime.combine(day, clock, tz)) < t1:
-                    cuts.add(at)
-                    day += timedelta(days=1)
+        clocks = [c for c in (r.start_time, r.end_time) if c is not None]
+        if r.day_of_week or r.start_date is not None or r.end_date is not None:
+            clocks.append(time(0))  # a weekday or a date changes at local midnight
+        for clock in clocks:
+            day = t0.astimezone(tz).date()
+            while (at := datetime.combine(day, clock, tz).astimezone(UTC)) < t1:
+                cuts.add(at)
+                day += timedelta(days=1)
     inside = sorted(cut for cut in cuts if t0 < cut < t1)
     points = [before]
     for cut in inside:
@@ -386,7 +394,7 @@ def describe(tariff: Tariff, limit: int = 6) -> list[str]:
     lines: list[str] = []
     for element in tariff.elements:
         for c in element.components:
-            gross = (c.price * (1 + (c.vat or Decimal(0)) / 100)).quantize(Decimal("0.01"))
+            gross = shown_price(c.price * (1 + (c.vat or Decimal(0)) / 100), tariff.currency)
             r = element.restrictions
             when = ""
             if r.start_time is not None and r.end_time is not None:
@@ -397,3 +405,13 @@ def describe(tariff: Tariff, limit: int = 6) -> list[str]:
             if line not in lines:
                 lines.append(line)
     return lines[:limit]
+
+
+def shown_price(amount: Decimal, currency: str) -> str:
+    """A unit price as the driver must see it before charging: never fewer decimals than the
+    currency has (0.50 EUR, 45 JPY, 0.125 KWD) and never fewer than the tariff itself gives
+    (0.3859 EUR/kWh is not 0.39): rounding a unit price misstates every kWh billed."""
+    exponent = currency_info(currency).exponent
+    own = -amount.normalize().as_tuple().exponent  # type: ignore[operator]
+    places = max(exponent, int(own))
+    return format(amount.quantize(Decimal(1).scaleb(-places)), "f")

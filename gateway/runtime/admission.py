@@ -115,7 +115,11 @@ class Admission:
         return route.currency if route is not None else None
 
     def currency_of_terminal(self, terminal: str) -> str:
-        return next((r.currency for r in self.routes.values() if r.terminal == terminal), "EUR")
+        """What ``terminal`` charges in: an EVSE's own terminal, or one reached only through
+        ``[[routes]]`` (its sweeps and end-of-day batches are in its currency, not the site's)."""
+        own = (r.currency for r in self.routes.values() if r.terminal == terminal)
+        routed = (r.currency for r in self.router if terminal in r.terminals)
+        return next(own, None) or next(routed, "EUR")
 
     # ---- card first ---------------------------------------------------------------------------
 

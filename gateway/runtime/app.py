@@ -23,6 +23,7 @@ from gateway import __version__
 from gateway.acquirer.webhook_server import webhook_receivers
 from gateway.errors import GatewayError, QueueFull, StoreError, Unavailable
 from gateway.ocpi.charger import OcpiChargerLink
+from gateway.ocpi.tariffs import chargeable
 from gateway.ocpi.worker import UpstreamWorker
 from gateway.payments.charger import ChargerLink
 from gateway.payments.events import FiscalDataArrived
@@ -42,7 +43,6 @@ from gateway.settings import Settings, journal_signing_key
 from gateway.store import ApiOrigin, Store
 from gateway.store.db import quick_check_path
 from gateway.store.lock import DatabaseLock
-from gateway.store.retention import prune_now
 
 _LOGGER = logging.getLogger(__name__)
 _STATUS_EVERY_S = 10.0
@@ -261,6 +261,14 @@ class Daemon:
         already running keep the tariff they started with (it stays in the catalog)."""
         if self.engine is None:
             return
+        terminals = {
+            e.id: (e.terminal, self.settings.terminal_currency(e.terminal))
+            for e in self.settings.charger.evses
+        }
+        by_evse, refused = chargeable(by_evse, terminals)
+        for r in refused:  # the EVSE keeps its tariff; the CPO is told why its own is not used
+            if self.store.apply(r.step()):
+                _LOGGER.warning("upstream.tariff_refused", extra=r.payload())
         policy = self.engine.host.policy
         self.engine.host.policy = replace(
             policy, tariffs={**policy.tariffs, **by_evse}, catalog={**policy.catalog, **catalog}
@@ -357,8 +365,8 @@ class Daemon:
             )
         if self.journal_key is not None:
             background.append(asyncio.create_task(self._sign_journal(), name="journal-checkpoints"))
-            if self.settings.journal.retention_days is not None:
-                background.append(asyncio.create_task(self._retention(), name="retention"))
+            if (days := self.settings.journal.retention_days) is not None:
+                background.append(asyncio.create_task(self._retention(days), name="retention"))
         try:
             await self._stop_requested.wait()
         finally:
@@ -426,14 +434,19 @@ class Daemon:
             return
         _LOGGER.info("store.checked", extra={"seconds": round(time.monotonic() - started, 3)})
 
-    async def _retention(self) -> None:
+    async def _retention(self, days: int) -> None:
         """Hourly: archive what is older than the retention period, a cut at a time with the
         loop free between cuts, so the database stays bounded on the controller's disk."""
         assert self.journal_key is not None  # noqa: S101 - started only with the key
         while True:
             try:
                 while (
-                    done := prune_now(self.store, self.settings, self.journal_key, compact)
+                    done := self.store.prune_older_than(
+                        self.journal_key,
+                        days=days,
+                        archive_dir=self.settings.journal.archive_dir,
+                        compact=compact,
+                    )
                 ).anything:
                     _LOGGER.info(
                         "journal.archived",

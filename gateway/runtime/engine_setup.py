@@ -73,6 +73,11 @@ def build_policy(settings: Settings) -> Policy:
         rated_power_w={
             e.id: int(e.rated_power_kw * 1000) for e in settings.charger.evses if e.rated_power_kw
         },
+        free_vend_wh={
+            e.id: int(e.free_vend_kwh * 1000)
+            for e in settings.charger.evses
+            if e.free_vend_kwh is not None
+        },
         route_holds={
             r.id: route.hold
             for r, route in zip(settings.routes, build_routes(settings, hold), strict=True)
@@ -89,7 +94,8 @@ def build_routes(settings: Settings, site_hold: HoldPolicy) -> list[Route]:
     for r in settings.routes:
         cur = settings.terminal_currency(r.terminals[0])
         hold = None
-        if r.strategy or r.fixed_hold or r.hold_min is not None or r.hold_max is not None:
+        own = (r.hold_min, r.hold_max, r.incremental_initial, r.incremental_step)
+        if r.strategy or r.fixed_hold or any(a is not None for a in own):
             hold = replace(
                 site_hold,
                 strategy=r.strategy or site_hold.strategy,
@@ -101,6 +107,12 @@ def build_routes(settings: Settings, site_hold: HoldPolicy) -> list[Route]:
                 max_minor=_minor(r.hold_max, cur)
                 if r.hold_max is not None
                 else site_hold.max_minor,
+                incremental_initial_minor=_minor(r.incremental_initial, cur)
+                if r.incremental_initial is not None
+                else site_hold.incremental_initial_minor,
+                incremental_step_minor=_minor(r.incremental_step, cur)
+                if r.incremental_step is not None
+                else site_hold.incremental_step_minor,
             )
         bins = tuple((int(b[:6]), int(b[-6:])) for b in r.bins)
         out.append(
@@ -149,6 +161,7 @@ def build_terminal(settings: Settings, t: TerminalSettings) -> PaymentTerminal:
         capture_mode=t.capture_mode,
         incremental=t.incremental,
         charset=t.charset,
+        topup_amount=t.topup_amount,
     )
     return ZvtTerminal(t.id, transport, serial_framing=serial_framing, options=options)
 

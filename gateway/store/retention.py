@@ -23,21 +23,15 @@ import os
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.errors import BadInput, InvariantViolated
+from gateway.errors import InvariantViolated
 from gateway.store import export as _export
 from gateway.store.audit import audit, cut_message
 from gateway.store.journal import dumps, newest_cut, public_key_hex, rows, sign_checkpoint
-
-if TYPE_CHECKING:
-    from gateway.settings import Settings
-    from gateway.store.store import Store
-
 
 Compact = Callable[[dict[str, Any]], dict[str, Any]]  # an archived session's row, smaller
 
@@ -223,15 +217,3 @@ def _write_durably(path: Path, data: bytes) -> None:
 
 def archive_dir(database: Path, configured: Path | None) -> Path:
     return configured or database.parent / "journal-archive"
-
-
-def prune_now(
-    store: Store, settings: Settings, key: Ed25519PrivateKey, compact: Compact | None = None
-) -> Pruned:
-    """One cut by the site's settings (the daemon hourly, ``evpay store prune`` on demand)."""
-    days = settings.journal.retention_days
-    if days is None:
-        raise BadInput("[journal] retention_days is not set: nothing is ever archived")
-    cutoff = datetime.now(UTC) - timedelta(days=days)
-    directory = archive_dir(store.path, settings.journal.archive_dir)
-    return store.prune(key, cutoff=cutoff, archive_dir=directory, compact=compact)

@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -641,6 +641,24 @@ class Store:
         except BaseException:
             self._forget()
             raise
+
+    def prune_older_than(
+        self,
+        key: Ed25519PrivateKey,
+        *,
+        days: int,
+        archive_dir: Path | None,
+        compact: Compact | None = None,
+    ) -> Pruned:
+        """One cut of what is older than ``days`` (the site's ``[journal] retention_days``),
+        archived under ``archive_dir`` (None: beside the database); the daemon runs it hourly,
+        ``evpay store prune`` on demand. The two values, not the config: the store reads none."""
+        return self.prune(
+            key,
+            cutoff=self._clock() - timedelta(days=days),
+            archive_dir=_retention.archive_dir(self.path, archive_dir),
+            compact=compact,
+        )
 
     def journal_export(
         self,

@@ -3,6 +3,7 @@ SQLite store, the Adyen acquirer and its forwarder. Only time is fake (deadlines
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -83,7 +84,8 @@ async def serving(app: web.Application) -> AsyncIterator[int]:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    assert isinstance(site._server, asyncio.Server)
+    port = site._server.sockets[0].getsockname()[1]
     try:
         yield port
     finally:

@@ -92,7 +92,7 @@ async def test_capture_failed_after_received_is_a_failure_in_any_order(
         await r.forwarder.drain()
         await r.sim.settle()
         assert r.status("s1/capture") == "failed"
-        codes = [n["event_code"] for n in r.store.acquirer.notifications("adyen")]
+        codes = [str(n["event_code"]) for n in r.store.acquirer.notifications("adyen")]
         assert sorted(codes) == ["CAPTURE", "CAPTURE_FAILED"]
 
 

@@ -20,7 +20,8 @@ async def main(path: Path) -> None:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    assert isinstance(site._server, asyncio.Server)
+    port = site._server.sockets[0].getsockname()[1]
     print(f"http://127.0.0.1:{port}{route}", flush=True)
     await asyncio.Event().wait()
 

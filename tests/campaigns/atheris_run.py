@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-import atheris  # type: ignore[import-not-found]
+import atheris
 
 with atheris.instrument_imports(include=["drivers", "gateway", "firmware_bridge"]):
     from tests.campaigns import fuzz

@@ -36,7 +36,7 @@ from drivers.zvt import messages as m
 from drivers.zvt.apdu import Apdu, ApduReader
 from drivers.zvt.errors import ZvtDecodeError
 from drivers.zvt.fields import decode_bmps, decode_tlv
-from drivers.zvt.link import SerialLink, StreamLink
+from drivers.zvt.link import ApduReceived, SerialLink, StreamLink
 from drivers.zvt.serial_framing import FrameDecoder, frame
 from firmware_bridge import contract
 from firmware_bridge.everest import EverestEvse, EverestMapping
@@ -143,7 +143,8 @@ def _stream_link(data: bytes) -> None:
     link.receive_data(data, 0.0)
     while (event := link.next_event()) is not None:
         with contextlib.suppress(ZvtDecodeError):
-            m.Message.from_apdu(event.apdu)  # type: ignore[union-attr]
+            assert isinstance(event, ApduReceived)  # a stream has no line to fail
+            m.Message.from_apdu(event.apdu)
 
 
 def _apdu_reader(data: bytes) -> None:
@@ -512,7 +513,7 @@ def run_atheris(t: Target, runs: int, seed: int) -> None:
     """libFuzzer through atheris on one target, coverage-guided from its examples. It exits the
     process when done (libFuzzer's way): ``atheris_run.py`` gives each target a process of its
     own, with our packages instrumented."""
-    import atheris  # type: ignore[import-not-found]
+    import atheris
 
     corpus = Path(tempfile.mkdtemp(prefix=f"fuzz-{t.name}-"))
     for i, data in enumerate(t.seeds()):

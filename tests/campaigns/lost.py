@@ -96,7 +96,7 @@ def run(size: str, seed: int) -> Figures:
             )
             sim.run()  # raises AssertionError, naming the session, on any broken invariant
             completed += sum(s.state.value == "completed" for s in sim.all_sessions())
-            losses += sim.terminal.losses  # type: ignore[attr-defined]
+            losses += sim.terminal.losses
             sim.store.close()
             hits = scan.scan_paths([Path(tmp) / "lost.sqlite3"])
             assert not hits, f"card data in the store: {hits[:3]}"

@@ -171,7 +171,9 @@ class PowerCutVfs:
             ours = self._methods.get(pointer.value or 0)
             if ours is None:
                 ours = _IoMethods()
-                ctypes.memmove(ctypes.addressof(ours), pointer.value, ctypes.sizeof(_IoMethods))
+                ctypes.memmove(
+                    ctypes.addressof(ours), pointer.value or 0, ctypes.sizeof(_IoMethods)
+                )
                 for field in ("xClose", "xWrite", "xTruncate", "xSync"):
                     setattr(ours, field, ctypes.cast(self._callbacks[field], ctypes.c_void_p).value)
                 self._methods[pointer.value or 0] = ours

@@ -286,7 +286,7 @@ async def test_a_cut_line_leaves_the_terminal_as_zvt_says(operation: str, before
             receipt = 1
         await asyncio.sleep(0.8)  # past the terminal's wait for our acknowledgement
         state, delivered = CUTS[(operation, before)]
-        assert result.outcome is Outcome.UNKNOWN and sim.config.unplug_at is None
+        assert result.outcome is Outcome.UNKNOWN and not unplug.cut_pending(sim.config)
         assert sim.state.transactions[receipt].state == state
         assert bool(stored) == delivered and all(r.approved for r in stored)
     finally:

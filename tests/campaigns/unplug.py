@@ -21,6 +21,7 @@ from collections import Counter
 from pathlib import Path
 
 from drivers.sim.ports import PtyPort
+from drivers.sim.terminal import SimConfig
 from drivers.zvt.constants import Command
 from tests.campaigns.crash import Campaign, Figures
 from tests.firmware_bridge.conftest import MOSQUITTO
@@ -40,6 +41,12 @@ SIZES = {
     "medium": 64,
     "full": 400,
 }  # cuts armed, cycling over every (terminal, command, step)
+
+
+def cut_pending(config: SimConfig) -> bool:
+    """The armed cut has not happened yet (the simulator clears ``unplug_at`` when it cuts).
+    Read through a call: a type checker would keep the value just assigned."""
+    return config.unplug_at is not None
 
 
 class Unplugs(Campaign):
@@ -97,14 +104,14 @@ class Unplugs(Campaign):
         config.unplug_at = (cmd, step)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(12):
-                while config.unplug_at is not None:
+                while cut_pending(config):
                     await asyncio.sleep(0.02)
         what = (
             terminal,
             COMMANDS[Command(cmd)],
             "its acknowledgement" if step == 0 else f"its message {step + 1}",
         )
-        if config.unplug_at is not None:
+        if cut_pending(config):
             config.unplug_at = None
             self.unreached[what] += 1
             return

@@ -28,8 +28,8 @@ MOSQUITTO = shutil.which("mosquitto") or (
 
 # Every client of the test site has its own user: the gateway, two chargers, a charger that owns
 # no EVSE (the intruder), EVerest, and the doctor's probe account.
-USERS = (rules.GATEWAY_USER, "charger", "charger2", "intruder", rules.EVEREST_USER)
-USERS += (rules.DOCTOR_USER,)
+USERS: tuple[str, ...] = (rules.GATEWAY_USER, "charger", "charger2", "intruder")
+USERS += (rules.EVEREST_USER, rules.DOCTOR_USER)
 
 
 def password(user: str) -> str:

@@ -42,7 +42,7 @@ def sign(
     return f"OCMF|{text}|{json.dumps(sig)}", key
 
 
-PAYLOAD = {
+PAYLOAD: dict[str, object] = {
     "FV": "1.0",
     "GI": "TEST",
     "MS": "M-1",

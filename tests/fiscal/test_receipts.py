@@ -200,7 +200,7 @@ def captured(pol: Policy) -> Transition:
         e.TerminalResultArrived(
             session_id=SID,
             event_id="pa",
-            operation="preauthorize",
+            operation=e.Operation.PREAUTHORIZE,
             outcome=Outcome.APPROVED,
             amount_minor=5000,
             receipt_no=7,
@@ -215,7 +215,7 @@ def captured(pol: Policy) -> Transition:
         e.TerminalResultArrived(
             session_id=SID,
             event_id="cap",
-            operation="capture",
+            operation=e.Operation.CAPTURE,
             outcome=Outcome.APPROVED,
             amount_minor=333,
             receipt_no=8,
@@ -227,6 +227,12 @@ def captured(pol: Policy) -> Transition:
 
 def enqueued(t: Transition, kind: str) -> list[dict[str, object]]:
     return [x.payload for x in t.commands if isinstance(x, c.Enqueue) and x.kind == kind]
+
+
+def str_list(value: object) -> list[str]:
+    """A payload's list of lines (payloads are JSON: typed ``object`` until looked at)."""
+    assert isinstance(value, list) and all(isinstance(x, str) for x in value), value
+    return value
 
 
 def printed(t: Transition) -> list[c.ShowReceipt]:
@@ -262,7 +268,7 @@ def test_hr_capture_waits_for_the_signature_then_prints_it_complete() -> None:
         and "Total 3.33 EUR" in shown.lines
     )
     (message,) = enqueued(t, "session.receipt")
-    assert message["state"] == "complete" and "JIR: J-1" in message["lines"]  # type: ignore[operator]
+    assert message["state"] == "complete" and "JIR: J-1" in str_list(message["lines"])
     again = run(s, replace(signed, event_id="f2"), 62, HR)
     assert again.commands == () and again.session == s  # the CPO repeating itself changes nothing
 
@@ -270,7 +276,7 @@ def test_hr_capture_waits_for_the_signature_then_prints_it_complete() -> None:
 def test_hr_without_the_cpo_prints_pending_then_delivers_the_e_receipt_once() -> None:
     s = captured(HR).session
     assert s is not None and s.timer is not None
-    t = run(s, e.TimerFired(SID, "t", "fiscal"), 61.5, HR)
+    t = run(s, e.TimerFired(SID, "t", e.TimerKind.FISCAL), 61.5, HR)
     s = t.session
     assert (
         s is not None and s.state is State.COMPLETED and s.invoice.receipt is ReceiptState.PENDING
@@ -291,7 +297,7 @@ def test_hr_without_the_cpo_prints_pending_then_delivers_the_e_receipt_once() ->
         s is not None and s.invoice.receipt is ReceiptState.LATE and not printed(t)
     )  # the driver has gone
     (message,) = enqueued(t, "session.receipt")
-    assert message["state"] == "delivered_late" and "JIR: J-1" in message["lines"]  # type: ignore[operator]
+    assert message["state"] == "delivered_late" and "JIR: J-1" in str_list(message["lines"])
     assert run(s, replace(late, event_id="f2"), 601, HR).commands == ()  # exactly once
 
 
@@ -339,6 +345,6 @@ def test_a_display_only_terminal_gets_the_short_form(pol: Policy) -> None:
     pol = replace(pol, display_only=frozenset({"T1"}))
     t = captured(pol)
     if t.session is not None and t.session.state is State.RECEIPTING:
-        t = run(t.session, e.TimerFired(SID, "t", "fiscal"), 62, pol)
+        t = run(t.session, e.TimerFired(SID, "t", e.TimerKind.FISCAL), 62, pol)
     (shown,) = printed(t)
     assert shown.display and 0 < len(shown.lines) <= 8

@@ -28,6 +28,15 @@ def printed_after(sim: SimTerminal, first: str) -> list[str]:
     return lines[lines.index(first) :] if first in lines else []
 
 
+async def receipt_printed(s: Site, first: str = "EV charging at E1") -> list[str]:
+    """The gateway's receipt block once the terminal has printed it. The print command is stored
+    with the session's row and sent to the terminal after that commit, so a final row (or the CPO
+    holding the receipt message of the same step) does not mean the printer has the lines yet:
+    a test that reads the printer waits for the printer."""
+    await s.until(lambda: printed_after(s.sim, first))
+    return printed_after(s.sim, first)
+
+
 async def test_germany_signed_meter_data_on_the_receipt_and_upstream(
     start_site: Callable[..., Any],
 ) -> None:
@@ -43,7 +52,7 @@ async def test_germany_signed_meter_data_on_the_receipt_and_upstream(
         and data["receipt"] == "complete"
         and data["billed_energy_wh"] == 12_000
     )
-    receipt = printed_after(s.sim, "EV charging at E1")
+    receipt = await receipt_printed(s)
     assert block(
         receipt, "Invoice", ref, "Energy 12.000 kWh"
     )  # a 40-column printer: the reference wraps
@@ -83,7 +92,7 @@ async def test_croatia_the_cpo_signs_and_the_receipt_carries_zki_jir_and_qr(
     assert (
         data["receipt"] == "complete" and data["invoice_reference"] == sent["invoice_reference_id"]
     )
-    receipt = printed_after(s.sim, "EV charging at E1")
+    receipt = await receipt_printed(s)
     assert block(receipt, f"Invoice {sent['invoice_reference_id']}")
     assert "".join(
         x for x in receipt if "/invoices/" in x or x.startswith("Invoice at")
@@ -110,7 +119,7 @@ async def test_croatia_offline_prints_pending_then_delivers_the_fiscal_data_once
     data = s.session()["data"]
     ref = data["reference"]
     assert data["receipt"] == "pending" and data["receipt_missing"] == ["invoice", "zki", "jir"]
-    receipt = printed_after(s.sim, "EV charging at E1")
+    receipt = await receipt_printed(s)
     assert block(receipt, "Invoice", ref)  # our reference: the CPO has not invoiced yet
     assert receipt[-4:-2] == ["FISCAL DATA PENDING", "missing: invoice, zki, jir"]
     assert (

@@ -17,6 +17,7 @@ from gateway.fiscal.profiles import PROFILES
 from gateway.fiscal.receipt import ReceiptState
 from gateway.payments import commands as c
 from gateway.payments import events as e
+from gateway.payments.charger import ChargeStopped, MeterRead
 from gateway.payments.session import Policy, Session, State, Transition, transition
 from tests.payments.fixtures import T0, policy
 
@@ -63,7 +64,7 @@ def charging() -> Session:
         e.TerminalResultArrived(
             session_id=SID,
             event_id="pa",
-            operation="preauthorize",
+            operation=e.Operation.PREAUTHORIZE,
             outcome=Outcome.APPROVED,
             amount_minor=5000,
             receipt_no=7,
@@ -114,7 +115,7 @@ def test_verified_readings_are_billed_and_printed() -> None:
         e.TerminalResultArrived(
             session_id=SID,
             event_id="cap",
-            operation="capture",
+            operation=e.Operation.CAPTURE,
             outcome=Outcome.APPROVED,
             amount_minor=s.bill.price_minor,
             receipt_no=8,
@@ -145,7 +146,7 @@ def test_an_invalid_signature_falls_back_to_the_chargers_reading_and_says_so() -
         e.TerminalResultArrived(
             session_id=SID,
             event_id="cap",
-            operation="capture",
+            operation=e.Operation.CAPTURE,
             outcome=Outcome.APPROVED,
             amount_minor=s.bill.price_minor,
             receipt_no=8,
@@ -184,4 +185,4 @@ def test_the_mqtt_contract_carries_the_record_byte_exact_to_the_engine() -> None
     )
     for message in (stopped, meter):
         event = charger_event("E1", message)
-        assert event is not None and event.signed == text
+        assert isinstance(event, ChargeStopped | MeterRead) and event.signed == text

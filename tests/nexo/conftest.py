@@ -5,9 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -15,11 +16,21 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from drivers.base import TerminalResult
 from drivers.nexo.adyen_crypto import AdyenKey
 from drivers.nexo.asyncio.client import NexoOptions
 from drivers.nexo.asyncio.terminal import NexoTerminal
 from drivers.nexo.wire import PATHS, Encoding
 from drivers.sim.nexo_poi import NexoPoi, PoiConfig, serve_nexo_poi
+
+MakeRig = Callable[..., Awaitable["Rig"]]
+
+
+def receipt(result: TerminalResult) -> int:
+    """The POI's handle a result must carry to be settled later."""
+    assert result.receipt_no is not None, result
+    return result.receipt_no  # make_rig(encoding="xml", **PoiConfig fields)
+
 
 KEY = AdyenKey("EvpayTestKey", 1, "test-passphrase-not-secret")
 
@@ -33,7 +44,7 @@ class Rig:
     tmp: Path
     made: list[NexoTerminal] = field(default_factory=list)
 
-    def terminal(self, **options: object) -> NexoTerminal:
+    def terminal(self, **options: Any) -> NexoTerminal:
         scheme = "https" if self.fingerprint else "http"
         base = NexoOptions(
             url=f"{scheme}://127.0.0.1:{self.port}{PATHS[self.encoding]}",
@@ -47,7 +58,7 @@ class Rig:
             retry_s=0.05,
             state_path=self.tmp / "nexo-state.json",
         )
-        term = NexoTerminal("nexo-1", replace(base, **options))  # type: ignore[arg-type]
+        term = NexoTerminal("nexo-1", replace(base, **options))
         self.made.append(term)
         return term
 
@@ -94,16 +105,16 @@ def encoding(request: pytest.FixtureRequest) -> Encoding:
 @pytest.fixture
 async def make_rig(
     tmp_path: Path,
-) -> AsyncIterator[Callable[..., object]]:
+) -> AsyncIterator[MakeRig]:
     runners = []
     rigs: list[Rig] = []
 
-    async def make(encoding: Encoding = "xml", **config: object) -> Rig:
+    async def make(encoding: Encoding = "xml", **config: Any) -> Rig:
         tls, fp = (None, None)
         if encoding == "adyen-json":
             tls, fp = self_signed(tmp_path)
             config.setdefault("key", KEY)
-        poi = NexoPoi(PoiConfig(encoding=encoding, **config))  # type: ignore[arg-type]
+        poi = NexoPoi(PoiConfig(encoding=encoding, **config))
         runner, port = await serve_nexo_poi(poi, tls=tls)
         runners.append(runner)
         rig = Rig(poi, port, encoding, fp, tmp_path)

@@ -6,15 +6,16 @@ import asyncio
 import re
 import signal
 import subprocess
+from pathlib import Path
 
 from drivers.money import Money
 from drivers.nexo.asyncio.client import NexoOptions
 from drivers.nexo.asyncio.terminal import NexoTerminal
 from tests.helpers import EVPAY, subprocess_env
-from tests.nexo.conftest import KEY, self_signed
+from tests.nexo.conftest import KEY, receipt, self_signed
 
 
-async def test_simulate_terminal_protocol_nexo_xml(tmp_path) -> None:
+async def test_simulate_terminal_protocol_nexo_xml(tmp_path: Path) -> None:
     sim = subprocess.Popen(
         [
             *EVPAY,
@@ -47,7 +48,7 @@ async def test_simulate_terminal_protocol_nexo_xml(tmp_path) -> None:
         pa = await term.preauthorize(Money(2000, "EUR"), "bench")  # answer lost, then asked
         assert pa.approved and pa.amount == Money(2000, "EUR")
         assert (
-            await term.capture(pa.receipt_no, Money(2000, "EUR"), Money(1500, "EUR"), "b")
+            await term.capture(receipt(pa), Money(2000, "EUR"), Money(1500, "EUR"), "b")
         ).approved
         await term.close()
     finally:
@@ -69,7 +70,7 @@ def test_simulate_terminal_nexo_refuses_non_loopback() -> None:
     assert done.returncode == 2 and "127.0.0.1" in done.stdout
 
 
-async def test_simulate_terminal_protocol_nexo_adyen_json_over_pinned_https(tmp_path) -> None:
+async def test_simulate_terminal_protocol_nexo_adyen_json_over_pinned_https(tmp_path: Path) -> None:
     _, fingerprint = self_signed(tmp_path)  # writes poi.crt / poi.key for the simulator
     env = {**subprocess_env(), "EVPAY_NEXO_PASSPHRASE": KEY.passphrase}
     sim = subprocess.Popen(

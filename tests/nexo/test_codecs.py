@@ -7,6 +7,7 @@ import base64
 import json
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,8 +31,9 @@ DATA = Path(__file__).parent.parent / "data" / "nexo"
 ADYEN_KEY = ac.AdyenKey("CryptoKeyIdentifier12345", 1, "p@ssw0rd123456")
 
 
-def load(name: str) -> object:
-    return json.loads((DATA / name).read_bytes())
+def load(name: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads((DATA / name).read_bytes())
+    return loaded
 
 
 def test_adyen_encrypted_mock_decrypts_and_its_hmac_reproduces() -> None:
@@ -41,12 +43,12 @@ def test_adyen_encrypted_mock_decrypts_and_its_hmac_reproduces() -> None:
     message = codec_json.decode(clear)
     assert isinstance(message.body, nm.PaymentResponse)
     assert message.body.response.result.value == "Success"
-    trailer = sealed["SaleToPOIResponse"]["SecurityTrailer"]  # type: ignore[index]
+    trailer = sealed["SaleToPOIResponse"]["SecurityTrailer"]
     nonce = base64.b64decode(trailer["Nonce"])
-    header = sealed["SaleToPOIResponse"]["MessageHeader"]  # type: ignore[index]
+    header = sealed["SaleToPOIResponse"]["MessageHeader"]
     again = ac.seal(clear, header, "SaleToPOIResponse", ADYEN_KEY, dk, nonce)
     assert again["SaleToPOIResponse"]["SecurityTrailer"]["Hmac"] == trailer["Hmac"]
-    assert again["SaleToPOIResponse"]["NexoBlob"] == sealed["SaleToPOIResponse"]["NexoBlob"]  # type: ignore[index]
+    assert again["SaleToPOIResponse"]["NexoBlob"] == sealed["SaleToPOIResponse"]["NexoBlob"]
     # and the parsed message loses nothing
     assert json.loads(codec_json.encode(message)) == json.loads(clear)
 

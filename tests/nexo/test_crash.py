@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from drivers.nexo.wire import PATHS
+from drivers.nexo.wire import PATHS, Encoding
 from drivers.sim.nexo_poi import NexoPoi, PoiConfig, serve_nexo_poi
 from tests.helpers import subprocess_env
 from tests.nexo.conftest import KEY, self_signed
@@ -28,10 +28,10 @@ SESSIONS = max(6, KILLS)  # more than the first lives finish, so kills land mid-
 
 @pytest.mark.parametrize("encoding", ["xml", "adyen-json"])
 async def test_crash_kills_leave_no_open_hold_and_books_what_the_poi_booked(
-    tmp_path: Path, encoding: str
+    tmp_path: Path, encoding: Encoding
 ) -> None:
     tls, pin = self_signed(tmp_path) if encoding == "adyen-json" else (None, b"")
-    poi = NexoPoi(PoiConfig(encoding=encoding, delay_s=0.03, key=KEY if tls else None))  # type: ignore[arg-type]
+    poi = NexoPoi(PoiConfig(encoding=encoding, delay_s=0.03, key=KEY if tls else None))
     runner, port = await serve_nexo_poi(poi, tls=tls)
     url = f"{'https' if tls else 'http'}://127.0.0.1:{port}{PATHS[poi.config.encoding]}"
     state, journal = tmp_path / "state.json", tmp_path / "journal.jsonl"

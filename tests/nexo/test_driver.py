@@ -9,12 +9,15 @@ from decimal import Decimal
 
 import pytest
 
-from drivers.base import Outcome
+from drivers.base import Outcome, TerminalResult
 from drivers.errors import DeviceUrlError
 from drivers.money import Money
 from drivers.nexo import messages as nm
 from drivers.nexo.model import MessageCategory, PaymentType
 from drivers.nexo.service_tracker import ServiceTracker
+from drivers.nexo.wire import Encoding
+from drivers.sim.nexo_poi import NexoPoi
+from tests.nexo.conftest import MakeRig, receipt
 
 EUR = "EUR"
 
@@ -23,20 +26,20 @@ def eur(minor: int) -> Money:
     return Money(minor, EUR)
 
 
-def categories(poi) -> list[str]:
+def categories(poi: NexoPoi) -> list[str]:
     return [m.header.message_category.value for m in poi.requests]
 
 
-async def test_reservation_top_up_and_lower_capture(make_rig, encoding) -> None:
+async def test_reservation_top_up_and_lower_capture(make_rig: MakeRig, encoding: Encoding) -> None:
     rig = await make_rig(encoding)
     term = rig.terminal()
     assert (await term.connect()).approved
     pa = await term.preauthorize(eur(5000), "sess-1")
     assert pa.approved and pa.amount == eur(5000) and pa.receipt_no == 1
     assert pa.details["poi_transaction_id"] and pa.card and pa.card.masked_pan == "541333****0010"
-    top = await term.add_hold(pa.receipt_no, None, eur(1500), "sess-1")
+    top = await term.add_hold(receipt(pa), None, eur(1500), "sess-1")
     assert top.approved and top.amount == eur(1500) and top.receipt_no == pa.receipt_no
-    cap = await term.capture(pa.receipt_no, eur(6500), eur(2345), "sess-1")
+    cap = await term.capture(receipt(pa), eur(6500), eur(2345), "sess-1")
     assert cap.approved and cap.amount == eur(2345)
     assert rig.poi.booked() == Decimal("23.45") and rig.poi.open_reservations() == []
     eod = await term.end_of_day()
@@ -52,14 +55,14 @@ async def test_reservation_top_up_and_lower_capture(make_rig, encoding) -> None:
     await term.close()
 
 
-async def test_capture_above_the_hold_is_refused(make_rig) -> None:
+async def test_capture_above_the_hold_is_refused(make_rig: MakeRig) -> None:
     rig = await make_rig("xml")
     term = rig.terminal()
     pa = await term.preauthorize(eur(1000), "s")
-    refused = await term.capture(pa.receipt_no, eur(1000), eur(1001), "s")
+    refused = await term.capture(receipt(pa), eur(1000), eur(1001), "s")
     assert refused.outcome is Outcome.ERROR and len(rig.poi.requests) == 1  # not even sent
     # exact: the hold may be bigger locally unknown; the POI itself refuses above its hold
-    poi_refused = await term.capture(pa.receipt_no, eur(1000), eur(1001), "s", exact=True)
+    poi_refused = await term.capture(receipt(pa), eur(1000), eur(1001), "s", exact=True)
     assert (
         poi_refused.outcome is Outcome.ERROR
         and poi_refused.details["error_condition"] == "NotAllowed"
@@ -68,7 +71,7 @@ async def test_capture_above_the_hold_is_refused(make_rig) -> None:
     await term.close()
 
 
-async def test_poi_without_reservations(make_rig, encoding) -> None:
+async def test_poi_without_reservations(make_rig: MakeRig, encoding: Encoding) -> None:
     rig = await make_rig(encoding, reservations=False)
     configured = rig.terminal(reservations=False)
     assert (await configured.preauthorize(eur(1000), "s")).outcome is Outcome.ERROR
@@ -82,7 +85,9 @@ async def test_poi_without_reservations(make_rig, encoding) -> None:
     await unaware.close()
 
 
-async def test_partial_approval_books_what_the_poi_approved(make_rig, encoding) -> None:
+async def test_partial_approval_books_what_the_poi_approved(
+    make_rig: MakeRig, encoding: Encoding
+) -> None:
     rig = await make_rig(encoding, partial_minor=3000)
     term = rig.terminal()
     pa = await term.preauthorize(eur(5000), "s")
@@ -90,23 +95,25 @@ async def test_partial_approval_books_what_the_poi_approved(make_rig, encoding) 
     await term.close()
 
 
-async def test_lost_answer_after_the_poi_acted_is_asked_not_repeated(make_rig, encoding) -> None:
+async def test_lost_answer_after_the_poi_acted_is_asked_not_repeated(
+    make_rig: MakeRig, encoding: Encoding
+) -> None:
     rig = await make_rig(encoding, lose_answers=1)
     term = rig.terminal()
     stored: list[object] = []
 
-    async def persist(result) -> None:
+    async def persist(result: TerminalResult) -> None:
         stored.append(result)
 
     pa = await term.preauthorize(eur(5000), "s", persist=persist)
     assert pa.approved and pa.amount == eur(5000) and stored == [pa]
     assert categories(rig.poi) == ["Payment", "TransactionStatus"]
     assert len(rig.poi.ledger) == 1  # one reservation: nothing was sent twice
-    assert (await term.capture(pa.receipt_no, eur(5000), eur(100), "s")).approved
+    assert (await term.capture(receipt(pa), eur(5000), eur(100), "s")).approved
     await term.close()
 
 
-async def test_in_progress_is_asked_again_later(make_rig, encoding) -> None:
+async def test_in_progress_is_asked_again_later(make_rig: MakeRig, encoding: Encoding) -> None:
     rig = await make_rig(encoding, lose_answers=1, in_progress=2)
     term = rig.terminal()
     pa = await term.preauthorize(eur(5000), "s")
@@ -115,7 +122,7 @@ async def test_in_progress_is_asked_again_later(make_rig, encoding) -> None:
     await term.close()
 
 
-async def test_unknown_stays_unknown_and_blocks_until_asked(make_rig) -> None:
+async def test_unknown_stays_unknown_and_blocks_until_asked(make_rig: MakeRig) -> None:
     rig = await make_rig("xml", lose_answers=1, in_progress=1000)
     term = rig.terminal()
     pa = await term.preauthorize(eur(5000), "s")
@@ -130,7 +137,9 @@ async def test_unknown_stays_unknown_and_blocks_until_asked(make_rig) -> None:
     await term.close()
 
 
-async def test_restart_asks_status_for_in_flight_service_first(make_rig, encoding) -> None:
+async def test_restart_asks_status_for_in_flight_service_first(
+    make_rig: MakeRig, encoding: Encoding
+) -> None:
     rig = await make_rig(encoding, lose_answers=1, in_progress=1000)
     first = rig.terminal()
     assert (await first.preauthorize(eur(4000), "s")).outcome is Outcome.UNKNOWN
@@ -146,12 +155,12 @@ async def test_restart_asks_status_for_in_flight_service_first(make_rig, encodin
     last = await second.last_result()
     assert last.approved and last.amount == eur(4000) and last.receipt_no is not None
     # the recovered reservation has a next action: it can be captured
-    cap = await second.capture(last.receipt_no, eur(4000), eur(1000), "s")
+    cap = await second.capture(receipt(last), eur(4000), eur(1000), "s")
     assert cap.approved and rig.poi.booked() == Decimal("10.00")
     await second.close()
 
 
-async def test_not_found_means_it_never_took_effect(make_rig, encoding) -> None:
+async def test_not_found_means_it_never_took_effect(make_rig: MakeRig, encoding: Encoding) -> None:
     rig = await make_rig(encoding)
     tracker = ServiceTracker()
     sid = tracker.new_service_id()
@@ -168,7 +177,7 @@ async def test_not_found_means_it_never_took_effect(make_rig, encoding) -> None:
     await term.close()
 
 
-async def test_busy_poi_does_nothing(make_rig, encoding) -> None:
+async def test_busy_poi_does_nothing(make_rig: MakeRig, encoding: Encoding) -> None:
     rig = await make_rig(encoding, busy=1)
     term = rig.terminal()
     res = await term.preauthorize(eur(1000), "s")
@@ -177,7 +186,7 @@ async def test_busy_poi_does_nothing(make_rig, encoding) -> None:
     await term.close()
 
 
-async def test_slow_poi_answer_is_recovered_by_status(make_rig) -> None:
+async def test_slow_poi_answer_is_recovered_by_status(make_rig: MakeRig) -> None:
     rig = await make_rig("xml", delay_s=0.6)
     term = rig.terminal(timeout_s=0.3, quick_timeout_s=2.0)
     rig.poi.config.delay_s = 0.6
@@ -187,28 +196,30 @@ async def test_slow_poi_answer_is_recovered_by_status(make_rig) -> None:
     await term.close()
 
 
-async def test_poi_refusing_reversal_of_open_reservation(make_rig, encoding) -> None:
+async def test_poi_refusing_reversal_of_open_reservation(
+    make_rig: MakeRig, encoding: Encoding
+) -> None:
     rig = await make_rig(encoding, refuse_open_reversal=True)
     term = rig.terminal(release_open=False)
     pa = await term.preauthorize(eur(3000), "s")
-    rel = await term.release(pa.receipt_no, eur(3000))
+    rel = await term.release(receipt(pa), eur(3000))
     assert rel.outcome is Outcome.ERROR and rel.details["error_condition"] == "NotAllowed"
     assert rig.poi.open_reservations() == ["T000001"]
-    assert (await term.capture(pa.receipt_no, eur(3000), eur(1), "s")).approved
+    assert (await term.capture(receipt(pa), eur(3000), eur(1), "s")).approved
     await term.close()
 
 
-async def test_release_and_unknown_reference(make_rig, encoding) -> None:
+async def test_release_and_unknown_reference(make_rig: MakeRig, encoding: Encoding) -> None:
     rig = await make_rig(encoding)
     term = rig.terminal()
     pa = await term.preauthorize(eur(3000), "s")
-    rel = await term.release(pa.receipt_no, eur(3000))
+    rel = await term.release(receipt(pa), eur(3000))
     assert rel.approved and rel.amount == eur(3000) and rig.poi.open_reservations() == []
     assert (await term.release(99, eur(1))).outcome is Outcome.ERROR
     await term.close()
 
 
-async def test_refund_read_card_display_print(make_rig, encoding) -> None:
+async def test_refund_read_card_display_print(make_rig: MakeRig, encoding: Encoding) -> None:
     rig = await make_rig(encoding)
     term = rig.terminal()
     assert (await term.sale(eur(1000))).approved
@@ -222,12 +233,12 @@ async def test_refund_read_card_display_print(make_rig, encoding) -> None:
     listed = await term.open_preauthorizations()
     assert listed.approved and listed.open_receipts == (pa.receipt_no,)
     assert rig.poi.open_reservations() == ["T000004"]  # the POI agrees
-    await term.capture(pa.receipt_no, eur(2000), eur(2000), "s")
+    await term.capture(receipt(pa), eur(2000), eur(2000), "s")
     assert (await term.open_preauthorizations()).open_receipts == ()
     await term.close()
 
 
-async def test_https_pin_and_key_are_enforced(make_rig) -> None:
+async def test_https_pin_and_key_are_enforced(make_rig: MakeRig) -> None:
     rig = await make_rig("adyen-json")
     wrong_pin = rig.terminal(pinned_sha256=b"\x00" * 32)
     res = await wrong_pin.status()
@@ -242,7 +253,7 @@ async def test_https_pin_and_key_are_enforced(make_rig) -> None:
     await wrong_key.close()
 
 
-async def test_abort_names_the_service_in_flight(make_rig) -> None:
+async def test_abort_names_the_service_in_flight(make_rig: MakeRig) -> None:
     rig = await make_rig("xml", delay_s=0.5)
     term = rig.terminal()
     assert (await term.abort()).outcome is Outcome.ERROR  # nothing in flight
@@ -255,7 +266,7 @@ async def test_abort_names_the_service_in_flight(make_rig) -> None:
     assert len(aborts) == 1 and aborts[0].message_reference.service_id == payment.header.service_id
 
 
-async def test_handles_are_never_reused_across_restarts(make_rig) -> None:
+async def test_handles_are_never_reused_across_restarts(make_rig: MakeRig) -> None:
     rig = await make_rig("xml")
     first = rig.terminal()
     a = await first.sale(eur(100))
@@ -263,4 +274,4 @@ async def test_handles_are_never_reused_across_restarts(make_rig) -> None:
     second = rig.terminal()
     b = await second.sale(eur(100))
     assert a.receipt_no == 1 and b.receipt_no == 2
-    assert (await second.reverse(a.receipt_no)).approved  # the first process's handle still works
+    assert (await second.reverse(receipt(a))).approved  # the first process's handle still works

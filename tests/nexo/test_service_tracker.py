@@ -29,7 +29,9 @@ from drivers.nexo.service_tracker import (
 PAY = MessageCategory.PAYMENT
 
 
-def status(result: Result, cond: ErrorCondition | None = None, sid: str | None = None):
+def status(
+    result: Result, cond: ErrorCondition | None = None, sid: str | None = None
+) -> nm.TransactionStatusResponse:
     repeated = None
     if sid is not None:
         tid = TransactionIdentification("x", "2026-01-01T00:00:00Z")

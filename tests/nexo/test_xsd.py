@@ -13,6 +13,7 @@ import os
 import xml.etree.ElementTree as ET
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,6 +21,11 @@ from drivers.money import Money
 from drivers.nexo import codec_xml
 from drivers.nexo.errors import NexoSecurityError
 from drivers.nexo.messages import BODIES
+from tests.nexo.conftest import MakeRig, receipt
+
+
+def eur(minor: int) -> Money:
+    return Money(minor, "EUR")
 
 
 def _dir(var: str, what: str) -> Path:
@@ -32,24 +38,23 @@ def _dir(var: str, what: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def schema():  # type: ignore[no-untyped-def]
+def schema() -> Any:  # an xmlschema.XMLSchema: the optional package ships no types
     xmlschema = pytest.importorskip("xmlschema")
     return xmlschema.XMLSchema(str(_dir("EVPAY_NEXO_XSD_DIR", "XSD") / "nexoSaleToPOIMessages.xsd"))
 
 
-async def test_every_xml_the_driver_emits_validates(make_rig, schema) -> None:
+async def test_every_xml_the_driver_emits_validates(make_rig: MakeRig, schema: Any) -> None:
     rig = await make_rig("xml", lose_answers=1)
     term = rig.terminal()
-    eur = lambda minor: Money(minor, "EUR")  # noqa: E731
     await term.connect()
     await term.status()
     pa = await term.preauthorize(eur(5000), "sess-1")  # answer lost: TransactionStatus follows
-    await term.add_hold(pa.receipt_no, None, eur(1000), "sess-1")
-    await term.capture(pa.receipt_no, eur(6000), eur(2345), "sess-1")
+    await term.add_hold(receipt(pa), None, eur(1000), "sess-1")
+    await term.capture(receipt(pa), eur(6000), eur(2345), "sess-1")
     other = await term.preauthorize(eur(1000), "sess-2")
-    await term.release(other.receipt_no, eur(1000))
+    await term.release(receipt(other), eur(1000))
     sale = await term.sale(eur(500))
-    await term.reverse(sale.receipt_no)
+    await term.reverse(receipt(sale))
     await term.refund(eur(100))
     await term.read_card(5)
     await term.display(["Tap card"], 3)
@@ -87,7 +92,7 @@ async def test_every_xml_the_driver_emits_validates(make_rig, schema) -> None:
     )
 
 
-def test_simulator_answers_validate_too(schema) -> None:
+def test_simulator_answers_validate_too(schema: Any) -> None:
     """The simulator's answers are what the driver is tested against: they must be real nexo."""
     from drivers.nexo import messages as nm
     from drivers.nexo.model import (

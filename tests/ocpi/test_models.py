@@ -135,6 +135,6 @@ def test_no_fac_when_the_ptp_invoices() -> None:
 
 @pytest.mark.parametrize("path", sorted(DATA.glob("tariff_*.json")), ids=lambda p: p.name)
 def test_every_tariff_example_validates(path: Path) -> None:
-    from gateway.ocpi.models import OcpiTariff
+    from gateway.wire import OcpiTariff
 
     OcpiTariff.model_validate(json.loads(path.read_text(encoding="utf-8")))

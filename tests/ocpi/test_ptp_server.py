@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -27,7 +28,7 @@ def finished_session(host: EngineHost, clock: Clock, sid: str) -> None:
         e.TerminalResultArrived(
             session_id=sid,
             event_id="r",
-            operation="preauthorize",
+            operation=e.Operation.PREAUTHORIZE,
             outcome=Outcome.APPROVED,
             amount_minor=5000,
             receipt_no=3,
@@ -42,7 +43,7 @@ def finished_session(host: EngineHost, clock: Clock, sid: str) -> None:
         e.TerminalResultArrived(
             session_id=sid,
             event_id="c",
-            operation="capture",
+            operation=e.Operation.CAPTURE,
             outcome=Outcome.APPROVED,
             amount_minor=None,
             receipt_no=4,
@@ -64,7 +65,8 @@ async def server(tmp_path: Path) -> AsyncIterator[tuple[str, Store, aiohttp.Clie
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    assert isinstance(site._server, asyncio.Server)
+    base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
     async with aiohttp.ClientSession() as http:
         yield base, store, http
     await runner.cleanup()

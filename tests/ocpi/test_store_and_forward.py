@@ -130,7 +130,8 @@ async def test_server_errors_are_retried(rig: Rig, fault: str) -> None:
     rig.store.apply(outcome(1))
     await rig.drain_until(lambda: rig.store.outbox.backlog().pending == 0)
     assert rig.cpo.state.fac_posts == ["session-0001"]
-    assert rig.store.outbox.get("session-0001:outcome").attempts >= 3  # type: ignore[union-attr]
+    message = rig.store.outbox.get("session-0001:outcome")
+    assert message is not None and message.attempts >= 3
     assert rig.failures == [
         "unreachable",
         "unreachable",

@@ -16,6 +16,7 @@ from pydantic import SecretStr
 from gateway.errors import ConfigError
 from gateway.ocpi.cpo_sim import CpoSimulator
 from gateway.ocpi.worker import TokenVault, UpstreamWorker
+from gateway.payments.charger import ChargeStopped
 from gateway.settings import SecretRef, UpstreamSettings
 from gateway.store import Store
 from tests.helpers import EVPAY, free_port, subprocess_env
@@ -139,7 +140,9 @@ async def test_the_worker_serves_our_endpoints_with_token_b(tmp_path: Path) -> N
         async with asyncio.timeout(10):
             while store.registration() is None:
                 await asyncio.sleep(0.02)
-        token_b = TokenVault(key).open(store.registration()["token_b"])  # type: ignore[index]
+        registered = store.registration()
+        assert registered is not None
+        token_b = TokenVault(key).open(registered["token_b"])
         assert cpo.state.registered[0]["token"] == token_b  # what we gave the CPO is what we accept
         async with aiohttp.ClientSession() as http:
             async with asyncio.timeout(5):
@@ -187,7 +190,9 @@ async def test_the_cpo_rotates_and_ends_our_registration(tmp_path: Path) -> None
         async with asyncio.timeout(10):
             while worker._client is None:
                 await asyncio.sleep(0.02)
-        old_b = TokenVault(key).open(store.registration()["token_b"])  # type: ignore[index]
+        registered = store.registration()
+        assert registered is not None
+        old_b = TokenVault(key).open(registered["token_b"])
         async with aiohttp.ClientSession() as http:
             async with asyncio.timeout(5):
                 while True:
@@ -212,7 +217,9 @@ async def test_the_cpo_rotates_and_ends_our_registration(tmp_path: Path) -> None
             }
             rotated = await OcpiClient(http, old_b).request("PUT", credentials_url, theirs)
             new_b = rotated.data["token"]
-            assert new_b != old_b and TokenVault(key).open(store.registration()["token_c"]) == new_c  # type: ignore[index]
+            registered = store.registration()
+            assert registered is not None
+            assert new_b != old_b and TokenVault(key).open(registered["token_c"]) == new_c
             assert worker._client is not None and worker._client.token == new_c
             with pytest.raises(OcpiRejected, match="HTTP 401"):
                 await OcpiClient(http, old_b).request(
@@ -283,5 +290,7 @@ async def test_a_cdr_stored_before_a_crash_reaches_the_engine_at_start(tmp_path:
         await task
         store.close()
         await cpo.stop()
-    assert heard[0].kind == "stopped" and heard[0].session_id == sid and heard[0].meter_wh == 6000
-    assert heard[0].invoicer == "cpo"
+    stopped = heard[0]
+    assert isinstance(stopped, ChargeStopped)
+    assert stopped.kind == "stopped" and stopped.session_id == sid and stopped.meter_wh == 6000
+    assert stopped.invoicer == "cpo"

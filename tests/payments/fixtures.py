@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from gateway.payments.preauth import HoldPolicy, Strategy
@@ -32,7 +33,7 @@ TARIFF = Tariff(
 )
 
 
-def policy(strategy: Strategy = "fixed", **overrides: object) -> Policy:
+def policy(strategy: Strategy = "fixed", **overrides: Any) -> Policy:
     hold = HoldPolicy(
         strategy=strategy,
         fixed_minor={"EUR": 5000},
@@ -41,9 +42,14 @@ def policy(strategy: Strategy = "fixed", **overrides: object) -> Policy:
         incremental_initial_minor=1500,
         incremental_step_minor=1500,
     )
-    base = {"hold": hold, "tariffs": {"*": TARIFF}, "tz": TZ, "start_timeout": timedelta(minutes=3)}
+    base: dict[str, Any] = {
+        "hold": hold,
+        "tariffs": {"*": TARIFF},
+        "tz": TZ,
+        "start_timeout": timedelta(minutes=3),
+    }
     base.update(overrides)
-    return Policy(**base)  # type: ignore[arg-type]
+    return Policy(**base)
 
 
 class Clock:

@@ -38,6 +38,7 @@ id = "t1"
 device = "{device}"
 password = {{ value = "123456" }}
 capture_mode = "{capture_mode}"
+{terminal_extra}
 [charger]
 enabled = true
 mode = "simulated"
@@ -45,7 +46,9 @@ mode = "simulated"
 id = "DE*EVP*E1"
 terminal = "t1"
 [pricing]
-strategy = "fixed"
+strategy = "{strategy}"
+incremental_initial = "{hold}"
+incremental_step = "{hold}"
 fixed_hold = {{ EUR = "{hold}" }}
 hold_min = "1.00"
 safety_margin = "0.10"
@@ -93,6 +96,8 @@ async def site_factory(tmp_path: Path) -> AsyncIterator[Any]:
         start_timeout: int = 180,
         capture_mode: str = "partial_reversal",
         device: str | None = None,
+        strategy: str = "fixed",
+        terminal_extra: str = "",
     ) -> Site:
         text = CONFIG.format(
             db=tmp_path / "e2e.sqlite3",
@@ -101,6 +106,8 @@ async def site_factory(tmp_path: Path) -> AsyncIterator[Any]:
             hold=hold,
             start_timeout=start_timeout,
             capture_mode=capture_mode,
+            strategy=strategy,
+            terminal_extra=terminal_extra,
         )
         settings = parse_settings(text, "<e2e>")
         daemon = Daemon(settings, charger=charger)
@@ -299,3 +306,34 @@ async def test_a_terminal_whose_line_was_lost_is_asked_again(site_factory: Any) 
             await asyncio.sleep(0.1)
     assert row["state"] == "completed", row["data"]["notes"]
     server.close()
+
+
+@pytest.mark.parametrize("setting", ["total", "increment"])
+async def test_a_top_up_answered_with_the_new_total(site_factory: Any, setting: str) -> None:
+    """A terminal whose top-up answer carries the hold's new total (docs/ZVT-VARIANTS.md, 4).
+    Configured ``topup_amount = "total"``, the session holds 15 + 15 and bills past the first
+    cap; configured wrong, the answer (30.00 for a 15.00 top-up) is an unknown outcome: the hold
+    is never raised by a guess, the charge stops at the first cap and that hold is booked."""
+    site = await site_factory(
+        hold="15.00",
+        strategy="incremental",
+        terminal_extra=f'incremental = true\ntopup_amount = "{setting}"',
+    )
+    site.sim.config.extensions = "same_receipt"
+    site.sim.config.variants.topup_amount = "total"
+    site.charger.plug_in("DE*EVP*E1", EvsePlan(energy_wh=30_000, step_wh=2_000))
+    row = await site.wait_final(timeout=30)
+    data = row["data"]
+    assert row["state"] == "completed", data["notes"]
+    tx = site.sim.state.transactions[data["receipt_no"]]
+    assert tx.amount == 3000  # the terminal holds 30.00 either way
+    assert tx.booked == data["captured_minor"]  # the terminal agrees with the journal
+    if setting == "total":
+        assert data["authorized_minor"] == 3000 and data["billed_energy_wh"] == 30_000
+        assert data["captured_minor"] == price_minor(30_000) == 1904
+        assert data["released_minor"] == 3000 - 1904 and data["lost_results"] == 0
+    else:
+        assert data["authorized_minor"] == 1500 and data["lost_results"] == 1
+        assert 0 < data["captured_minor"] <= 1500 and data["released_minor"] == 0
+        assert data["billed_energy_wh"] < 30_000
+        assert any("top-up result lost" in n for n in data["notes"])

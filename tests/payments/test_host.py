@@ -23,7 +23,7 @@ def test_redelivered_events_are_no_ops_and_every_step_is_journaled(tmp_path: Pat
     approved = e.TerminalResultArrived(
         session_id="s1",
         event_id="r1",
-        operation="preauthorize",
+        operation=e.Operation.PREAUTHORIZE,
         outcome=Outcome.APPROVED,
         amount_minor=5000,
         receipt_no=4,
@@ -37,7 +37,7 @@ def test_redelivered_events_are_no_ops_and_every_step_is_journaled(tmp_path: Pat
         e.TerminalResultArrived(
             session_id="s1",
             event_id="c1",
-            operation="capture",
+            operation=e.Operation.CAPTURE,
             outcome=Outcome.APPROVED,
             amount_minor=None,
             receipt_no=5,
@@ -66,7 +66,7 @@ def test_sweep_releases_unowned_holds_but_waits_for_preauths_in_flight(tmp_path:
         e.TerminalResultArrived(
             session_id="s1",
             event_id="r",
-            operation="preauthorize",
+            operation=e.Operation.PREAUTHORIZE,
             outcome=Outcome.APPROVED,
             amount_minor=5000,
             receipt_no=7,
@@ -94,7 +94,7 @@ def test_a_second_writer_is_noticed_and_the_step_computed_again_from_the_databas
         e.TerminalResultArrived(
             session_id="s1",
             event_id="r1",
-            operation="preauthorize",
+            operation=e.Operation.PREAUTHORIZE,
             outcome=Outcome.APPROVED,
             amount_minor=5000,
             receipt_no=4,
@@ -120,7 +120,7 @@ def test_a_second_writer_is_noticed_and_the_step_computed_again_from_the_databas
         e.TerminalResultArrived(
             session_id="s1",
             event_id="c1",
-            operation="capture",
+            operation=e.Operation.CAPTURE,
             outcome=Outcome.APPROVED,
             amount_minor=None,
             receipt_no=5,
@@ -143,7 +143,10 @@ def test_an_enquiry_deferred_for_a_preauth_in_flight_is_asked_again_soon(tmp_pat
     host.handle(e.CardPresented("s1", "card", "E1", "T1", "EUR"))
     lost = host.handle(
         e.TerminalResultArrived(
-            session_id="s1", event_id="r1", operation="preauthorize", outcome=Outcome.UNKNOWN
+            session_id="s1",
+            event_id="r1",
+            operation=e.Operation.PREAUTHORIZE,
+            outcome=Outcome.UNKNOWN,
         )
     )
     assert lost.session is not None and lost.session.state.value == "auth_unknown"

@@ -12,6 +12,7 @@ from pathlib import Path
 from drivers.base import Outcome
 from gateway.payments import commands as c
 from gateway.payments import events as e
+from gateway.payments.model import update
 from gateway.payments.preauth import HoldPolicy
 from gateway.payments.record import to_json
 from gateway.payments.refunds import RefundStatus
@@ -25,14 +26,14 @@ SMALL = HoldPolicy(strategy="fixed", fixed_minor={"EUR": 300}, min_minor=100, ma
 
 
 def run(s: Session | None, ev: e.Event, minutes: float, **overrides: object) -> Transition:
-    return transition(s, ev, T0 + timedelta(minutes=minutes), policy(**overrides))
+    return transition(s, ev, T0 + timedelta(minutes=minutes), policy("fixed", **overrides))
 
 
 def approved(op: str, amount: int, receipt: int, **more: object) -> e.TerminalResultArrived:
     return e.TerminalResultArrived(
         session_id=SID,
         event_id=f"{op}-{receipt}",
-        operation=op,
+        operation=e.Operation(op),
         outcome=Outcome.APPROVED,
         amount_minor=amount,
         receipt_no=receipt,
@@ -119,11 +120,9 @@ def test_a_correction_in_another_currency_is_refused_and_recorded() -> None:
 def test_resolving_an_owed_finding_lowers_the_debt(tmp_path: Path) -> None:
     config = write_config(tmp_path)
     store = Store.open(tmp_path / "evpay.sqlite3")
-    owing = replace(
-        Session("s1", "E1", "T1", "EUR", State.CAPTURE_FAILED, T0),
-        bill=replace(Session("s", "", "", "", State.FAILED, T0).bill, price_minor=500),
+    owing = update(
+        Session("s1", "E1", "T1", "EUR", State.CAPTURE_FAILED, T0), price_minor=500, owed_minor=500
     )
-    owing = replace(owing, bill=replace(owing.bill, owed_minor=500))
     record = SessionRecord("s1", owing.state.value, to_json(owing), True, 500, "T1")
     store.apply(Step("seed", sessions=[record]))
     store.close()

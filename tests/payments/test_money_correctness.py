@@ -15,10 +15,12 @@ from gateway.errors import InvariantViolated
 from gateway.ocpi.fac import fac_from_outcome
 from gateway.payments import commands as c
 from gateway.payments import events as e
+from gateway.payments.preauth import Target
 from gateway.payments.record import from_json, to_json
 from gateway.payments.schemes import Validity, scheme_of
 from gateway.payments.session import (
     HoldStatus,
+    Policy,
     Session,
     State,
     Transition,
@@ -35,32 +37,41 @@ SID = "s1"
 MC = {"brand": "MasterCard", "aid": "A0000000041010", "masked_pan": "541333******0074"}
 
 
-def at(s: Session | None, ev: e.Event, minutes: float = 0, pol: object = P) -> Session:
-    t = transition(s, ev, T0 + timedelta(minutes=minutes), pol)  # type: ignore[arg-type]
+def at(s: Session | None, ev: e.Event, minutes: float = 0, pol: Policy = P) -> Session:
+    t = transition(s, ev, T0 + timedelta(minutes=minutes), pol)
     assert t.session is not None
     return t.session
 
 
-def step(s: Session | None, ev: e.Event, minutes: float = 0, pol: object = P) -> Transition:
-    return transition(s, ev, T0 + timedelta(minutes=minutes), pol)  # type: ignore[arg-type]
+def step(s: Session | None, ev: e.Event, minutes: float = 0, pol: Policy = P) -> Transition:
+    return transition(s, ev, T0 + timedelta(minutes=minutes), pol)
 
 
 def res(
-    op: str, outcome: Outcome, amount: int | None = None, receipt: int | None = 7, **kw: object
+    op: str,
+    outcome: Outcome,
+    amount: int | None = None,
+    receipt: int | None = 7,
+    *,
+    card: dict[str, str] | None = None,
+    for_receipt: int | None = None,
+    trace_no: int | None = None,
 ) -> e.Event:
     return e.TerminalResultArrived(
         session_id=SID,
         event_id=f"{op}-{outcome}-{amount}",
-        operation=op,
+        operation=e.Operation(op),
         outcome=outcome,
         amount_minor=amount,
         receipt_no=receipt,
-        **kw,
-    )  # type: ignore[arg-type]
+        card=card or {},
+        for_receipt=for_receipt,
+        trace_no=trace_no,
+    )
 
 
 def capturing(
-    stop_meter: int = 11_000, pol: object = P, card: dict[str, str] | None = None
+    stop_meter: int = 11_000, pol: Policy = P, card: dict[str, str] | None = None
 ) -> Session:
     s = at(None, e.CardPresented(SID, "card", "E1", "T1", "EUR"), 0, pol)
     s = at(s, res("preauthorize", Outcome.APPROVED, 5000, card=card or {}), 0, pol)
@@ -217,8 +228,8 @@ def test_the_sweep_never_releases_the_hold_of_a_session_that_owes(tmp_path: Path
     host.handle(res("capture", Outcome.ERROR))
     # Still open, but the retry comes too late: the capture gives up while the hold is valid.
     s = host.load(SID)
-    assert s is not None and s.state is State.CAPTURE_UNKNOWN
-    clock.now = s.expires_at - timedelta(minutes=30)  # type: ignore[operator]
+    assert s is not None and s.state is State.CAPTURE_UNKNOWN and s.expires_at is not None
+    clock.now = s.expires_at - timedelta(minutes=30)
     host.handle(e.OpenPreauthsReported(SID, "q", (7,)))
     s = host.load(SID)
     assert s is not None and s.state is State.CAPTURE_FAILED and s.bill.owed_minor > 0
@@ -351,8 +362,8 @@ def test_two_lost_preauths_adopt_only_the_hold_whose_data_fits(tmp_path: Path) -
     clock = Clock()
     store = Store.open(tmp_path / "a.sqlite3", clock=clock)
     host = EngineHost(store, policy("target"), clock)
-    host.handle(e.CardPresented("a", "card", "E1", "T1", "EUR", e.Target(amount_minor=2000)))
-    host.handle(e.CardPresented("b", "card", "E2", "T1", "EUR", e.Target(amount_minor=9000)))
+    host.handle(e.CardPresented("a", "card", "E1", "T1", "EUR", Target(amount_minor=2000)))
+    host.handle(e.CardPresented("b", "card", "E2", "T1", "EUR", Target(amount_minor=9000)))
     for sid in ("a", "b"):
         host.handle(e.Resumed(sid, "boot"))  # both results lost in a restart
     # The terminal holds 21 (b's, 99.00) and 20 (a's, 22.00); its last result is b's.
@@ -405,16 +416,16 @@ def test_a_lost_preauth_that_cannot_be_attributed_releases_the_orphan_at_once(
 # ---- a result stored before it was acknowledged (found by the crash campaign) -----------------
 
 
-def held(op: str, amount: int, receipt: int, **kw: object) -> e.Event:
+def held(op: str, amount: int, receipt: int, for_receipt: int | None = None) -> e.Event:
     return e.TerminalResultArrived(
         session_id=SID,
         event_id=f"{op}-held",
-        operation=op,
+        operation=e.Operation(op),
         outcome=Outcome.APPROVED,
         amount_minor=amount,
         receipt_no=receipt,
-        provisional=True,  # type: ignore[arg-type]
-        **kw,
+        for_receipt=for_receipt,
+        provisional=True,
     )
 
 
@@ -469,7 +480,9 @@ def test_a_preauth_stored_before_a_crash_is_ours_only_if_still_open(still_open: 
     )
     assert t.session is not None
     if still_open:  # ours, proven by its own result: given back (the EV was never authorised)
-        assert t.session.state is State.RELEASING and [c.receipt_no for c in t.commands] == [7]  # type: ignore[attr-defined]
+        (release,) = t.commands
+        assert t.session.state is State.RELEASING
+        assert isinstance(release, c.Release) and release.receipt_no == 7
     else:  # reversed by the terminal for want of our acknowledgement: nothing to give back
         assert t.session.state is State.FAILED and not any(
             isinstance(x, c.Release) for x in t.commands
@@ -639,7 +652,9 @@ def test_an_authorisation_lost_in_a_restart_is_said_again() -> None:
     first = step(s, res("preauthorize", Outcome.APPROVED, 5000, 7), 0)
     assert first.session is not None and first.session.state is State.AUTHORIZED
     again = step(first.session, e.Resumed(SID, "boot"), 1)
-    assert again.commands == (replace(first.commands[0], repeat=True),)  # type: ignore[type-var]
+    authorize = first.commands[0]
+    assert isinstance(authorize, c.AuthorizeCharger)
+    assert again.commands == (replace(authorize, repeat=True),)
     assert (
         again.session is not None and again.session.timer == first.session.timer
     )  # the same deadline

@@ -9,6 +9,7 @@ import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,7 +27,7 @@ EOD = DAY + timedelta(hours=23)
 NOW = DAY + timedelta(days=1, hours=2)
 
 
-def paid(n: int, amount: int = 1000, brand: str = "mastercard", **kw: object) -> SessionFacts:
+def paid(n: int, amount: int = 1000, brand: str = "mastercard", **kw: Any) -> SessionFacts:
     at = DAY + timedelta(seconds=8 * n)  # 10,000 of them fit in the day's batch
     base = SessionFacts(
         f"s{n}",
@@ -43,11 +44,11 @@ def paid(n: int, amount: int = 1000, brand: str = "mastercard", **kw: object) ->
         reported_energy_wh=2000,
         reference=f"EVP-s{n}",
     )
-    return replace(base, **kw)  # type: ignore[arg-type]
+    return replace(base, **kw)
 
 
 def day(
-    sessions: list[SessionFacts], totals: dict[str, tuple[int, int]] | None = None, **kw: object
+    sessions: list[SessionFacts], totals: dict[str, tuple[int, int]] | None = None, **kw: Any
 ) -> Facts:
     if totals is None:
         totals = {}
@@ -56,7 +57,7 @@ def day(
                 count, amount = totals.get(s.brand, (0, 0))
                 totals[s.brand] = (count + 1, amount + s.captured_minor)
     batch = BatchFacts("t1", DAY - timedelta(hours=1), EOD, "EUR", totals)
-    return Facts(DAY, DAY + timedelta(days=1), NOW, sessions, [batch], **kw)  # type: ignore[arg-type]
+    return Facts(DAY, DAY + timedelta(days=1), NOW, sessions, [batch], **kw)
 
 
 def kinds(facts: Facts) -> list[tuple[str, tuple[str, ...], int]]:
@@ -180,7 +181,7 @@ def run_session(host: EngineHost, clock: Clock, sid: str, stop_wh: int, reported
         e.TerminalResultArrived(
             session_id=sid,
             event_id="pa",
-            operation="preauthorize",
+            operation=e.Operation.PREAUTHORIZE,
             outcome=Outcome.APPROVED,
             amount_minor=5000,
             receipt_no=int(sid[1:]) * 10,
@@ -200,7 +201,7 @@ def run_session(host: EngineHost, clock: Clock, sid: str, stop_wh: int, reported
         e.TerminalResultArrived(
             session_id=sid,
             event_id="cap",
-            operation="capture",
+            operation=e.Operation.CAPTURE,
             outcome=Outcome.APPROVED,
             amount_minor=session.bill.price_minor,
             receipt_no=int(sid[1:]) * 10 + 1,
@@ -217,7 +218,9 @@ def test_a_day_from_the_journal_through_evpay_reconcile(tmp_path: Path) -> None:
     host = EngineHost(store, policy(), clock)
     run_session(host, clock, "s1", 5000, 4000)
     run_session(host, clock, "s2", 3000, 2000)
-    captured = sum(host.load(s).captured_minor for s in ("s1", "s2"))  # type: ignore[union-attr]
+    s1, s2 = host.load("s1"), host.load("s2")
+    assert s1 is not None and s2 is not None
+    captured = s1.captured_minor + s2.captured_minor
     run_session(host, clock, "s3", 9000, 12_000)  # the charger says 4 kWh more than was billed
     batch = TerminalResult(
         "end_of_day",

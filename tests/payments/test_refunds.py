@@ -28,7 +28,7 @@ def completed() -> Session:
         e.TerminalResultArrived(
             session_id=SID,
             event_id="pa",
-            operation="preauthorize",
+            operation=e.Operation.PREAUTHORIZE,
             outcome=Outcome.APPROVED,
             amount_minor=5000,
             receipt_no=7,
@@ -41,7 +41,7 @@ def completed() -> Session:
         e.TerminalResultArrived(
             session_id=SID,
             event_id="cap",
-            operation="capture",
+            operation=e.Operation.CAPTURE,
             outcome=Outcome.APPROVED,
             amount_minor=333,
             receipt_no=8,
@@ -59,7 +59,7 @@ def result(
     return e.TerminalResultArrived(
         session_id=SID,
         event_id=f"r-{op}-{outcome}",
-        operation=op,
+        operation=e.Operation(op),
         outcome=outcome,
         amount_minor=amount,
         receipt_no=receipt,
@@ -108,7 +108,7 @@ def test_part_of_it_or_after_the_end_of_day_is_a_refund() -> None:
 
 
 def test_a_refund_never_exceeds_what_was_captured() -> None:
-    s = completed()
+    s: Session | None = completed()
     t = run(
         s, e.RefundRequested(session_id=SID, event_id="too-much", amount_minor=334, reason="x"), 90
     )
@@ -120,7 +120,8 @@ def test_a_refund_never_exceeds_what_was_captured() -> None:
     ).session
     s = run(s, result("refund", Outcome.APPROVED, 200), 91).session
     t = run(s, e.RefundRequested(session_id=SID, event_id="b", amount_minor=200, reason="x"), 92)
-    assert t.commands == () and "exceeds the 133" in t.session.refunds[-1].message  # type: ignore[union-attr]
+    assert t.session is not None
+    assert t.commands == () and "exceeds the 133" in t.session.refunds[-1].message
     t = run(
         t.session, e.RefundRequested(session_id=SID, event_id="c", amount_minor=133, reason="x"), 93
     )
@@ -136,7 +137,8 @@ def test_one_refund_at_a_time_and_a_declined_one_moves_no_money() -> None:
         90,
     ).session
     busy = run(s, e.RefundRequested(session_id=SID, event_id="b", amount_minor=100, reason="x"), 90)
-    assert busy.commands == () and "not settled yet" in busy.session.refunds[-1].message  # type: ignore[union-attr]
+    assert busy.session is not None
+    assert busy.commands == () and "not settled yet" in busy.session.refunds[-1].message
     s = run(s, result("refund", Outcome.DECLINED, None), 91).session
     assert s is not None and s.refunds[0].status is RefundStatus.FAILED and s.refunded_minor == 0
     unknown = run(
@@ -157,14 +159,15 @@ def test_only_a_completed_session_is_refunded() -> None:
         e.TerminalResultArrived(
             session_id=SID,
             event_id="pa",
-            operation="preauthorize",
+            operation=e.Operation.PREAUTHORIZE,
             outcome=Outcome.APPROVED,
             amount_minor=5000,
             receipt_no=7,
         ),
     ).session
     t = run(s, e.RefundRequested(session_id=SID, event_id="a", amount_minor=100, reason="x"), 90)
-    assert t.commands == () and "only a completed session" in t.session.refunds[0].message  # type: ignore[union-attr]
+    assert t.session is not None
+    assert t.commands == () and "only a completed session" in t.session.refunds[0].message
 
 
 def test_a_lower_corrected_price_refunds_the_difference() -> None:
@@ -185,7 +188,8 @@ def test_a_lower_corrected_price_refunds_the_difference() -> None:
         ),
         90,
     )
-    assert higher.commands == () and "nothing to refund" in higher.session.notes[-1]  # type: ignore[union-attr]
+    assert higher.session is not None
+    assert higher.commands == () and "nothing to refund" in higher.session.notes[-1]
 
 
 def test_a_terminal_that_refuses_to_reverse_a_capture_gets_a_refund_next() -> None:
@@ -222,12 +226,12 @@ def test_a_refund_approved_but_not_yet_acknowledged_is_not_given_back() -> None:
     held = e.TerminalResultArrived(
         session_id=SID,
         event_id="r-held",
-        operation="reversal",
+        operation=e.Operation.REVERSAL,
         outcome=Outcome.APPROVED,
         amount_minor=333,
         receipt_no=9,
         provisional=True,
-    )  # type: ignore[arg-type]
+    )
     t = run(s, held, 91)
     s = t.session
     assert s is not None and t.commands == () and s.refunded_minor == 0

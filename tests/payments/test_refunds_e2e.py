@@ -124,7 +124,9 @@ async def test_refunds_before_and_after_end_of_day(
     )
     refunds = [t for t in s.sim.state.transactions.values() if t.kind == "refund"]
     assert [t.amount for t in refunds] == [150]  # 06 31 after the end of day
-    data = s.daemon.store.session(second["id"])["data"]  # type: ignore[index]
+    refunded = s.daemon.store.session(second["id"])
+    assert refunded is not None
+    data = refunded["data"]
     assert data["refunded_minor"] == 150 and data["refunds"][0]["method"] == "refund"
     shown = await evpay(config, "sessions", "show", second["id"])
     assert "refund" in shown.stdout and "slow charge" in shown.stdout

@@ -69,13 +69,15 @@ def test_failover_after_consecutive_technical_failures_and_back_after_a_probe() 
     health = Health(failover_after=3)
     for _ in range(2):
         health.failed("t1")
-    assert choose(ROUTES, "E1", "DE", health).terminal == "t1"  # type: ignore[union-attr]
+    chosen = choose(ROUTES, "E1", "DE", health)
+    assert isinstance(chosen, Choice) and chosen.terminal == "t1"
     health.succeeded("t1")  # a success in between: the count starts again
     for _ in range(3):
         health.failed("t1")
     assert health.down() == ["t1"]
     assert choose(ROUTES, "E1", "DE", health) == Choice("default", "t2", "EUR", None)
-    health.failed("t2"), health.failed("t2"), health.failed("t2")  # type: ignore[func-returns-value]
+    for _ in range(3):
+        health.failed("t2")
     assert "every terminal of route default is out" in str(choose(ROUTES, "E1", "DE", health))
     health.succeeded("t1")  # the probe (a status enquiry) answered
     assert choose(ROUTES, "E1", "DE", health) == Choice("default", "t1", "EUR", None)
@@ -161,7 +163,7 @@ def test_amounts_in_each_currencys_minor_units(
         e.TerminalResultArrived(
             session_id="s",
             event_id="pa",
-            operation="preauthorize",
+            operation=e.Operation.PREAUTHORIZE,
             outcome=Outcome.APPROVED,
             amount_minor=hold,
             receipt_no=7,
@@ -177,7 +179,7 @@ def test_amounts_in_each_currencys_minor_units(
         e.TerminalResultArrived(
             session_id="s",
             event_id="cap",
-            operation="capture",
+            operation=e.Operation.CAPTURE,
             outcome=Outcome.APPROVED,
             amount_minor=expected,
             receipt_no=8,

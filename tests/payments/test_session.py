@@ -33,7 +33,7 @@ def result(
     return e.TerminalResultArrived(
         session_id=SID,
         event_id=n,
-        operation=op,
+        operation=e.Operation(op),
         outcome=outcome,
         amount_minor=amount,
         receipt_no=receipt,
@@ -135,15 +135,15 @@ def test_lost_preauth_result_asks_the_terminal_and_releases_our_hold_found_by_it
 
 
 def test_start_timeout_stops_and_releases() -> None:
-    t = step(authorized(), e.TimerFired(SID, "t", "start"), 3)
+    t = step(authorized(), e.TimerFired(SID, "t", e.TimerKind.START), 3)
     assert t.session is not None and t.session.state is State.RELEASING
     assert kinds(t) == ["StopCharger", "Release"]
 
 
 def test_stale_or_early_timer_is_ignored() -> None:
     s = authorized()
-    assert step(s, e.TimerFired(SID, "t", "start"), 1).session == s
-    assert step(s, e.TimerFired(SID, "t", "retry"), 10).session == s
+    assert step(s, e.TimerFired(SID, "t", e.TimerKind.START), 1).session == s
+    assert step(s, e.TimerFired(SID, "t", e.TimerKind.RETRY), 10).session == s
 
 
 def test_meter_values_price_the_session_and_out_of_order_ones_are_ignored() -> None:
@@ -173,7 +173,7 @@ def test_cost_reaching_the_cap_stops_the_charger_first() -> None:
 
 
 def test_stop_then_capture_then_completed_with_release_of_the_rest() -> None:
-    s = charging()
+    s: Session | None = charging()
     s = step(s, e.MeterValue(SID, "m1", 6000), 30).session
     t = step(
         s,
@@ -233,7 +233,7 @@ def test_failed_capture_asks_then_retries_with_backoff_then_gives_up_owing_the_p
     still_open = step(failed.session, e.OpenPreauthsReported(SID, "q", (7,)), 62)
     r = still_open.session
     assert r is not None and r.state is State.CAPTURE_RETRY and r.timer is not None
-    again = step(r, e.TimerFired(SID, "t", "retry"), 63)
+    again = step(r, e.TimerFired(SID, "t", e.TimerKind.RETRY), 63)
     assert (
         again.session is not None
         and again.session.state is State.CAPTURING
@@ -322,7 +322,7 @@ def test_final_sessions_ignore_everything_but_fiscal_data() -> None:
 def test_hold_expiry_stops_in_time() -> None:
     s = charging()
     assert s.timer is not None and s.timer[0] == "expiry"
-    t = transition(s, e.TimerFired(SID, "x", "expiry"), s.timer[1], P)
+    t = transition(s, e.TimerFired(SID, "x", e.TimerKind.EXPIRY), s.timer[1], P)
     assert (
         t.session is not None
         and t.session.state is State.STOPPING

@@ -12,7 +12,12 @@ Checked after every step and at the end:
 - a completed session captured exactly the tariff price of its billed readings, capped by the hold;
 - the terminal booked each receipt at most once, and its books match the session;
 - no session stays open past its deadlines; no hold is left open at the terminal;
-- every finished session has exactly one upstream outcome message.
+- every finished session has exactly one upstream outcome message;
+- every finished session against the independent reference model (reference_model.py): the
+  price from the tariff's JSON, each hold's capture (filled in order), captured per the
+  terminal's own books, released, owed, and the FAC the CPO gets. Where they disagree on a
+  defect of the session code still open (issue 26 items 3-5, 12), the case is counted under
+  its item number (KNOWN_EXCLUSIONS) and printed, never skipped silently.
 """
 
 from __future__ import annotations
@@ -21,12 +26,16 @@ import heapq
 import random
 import sqlite3
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 from drivers.base import Outcome
+from drivers.money import Money
+from gateway.ocpi.fac import fac_from_outcome
+from gateway.ocpi.models import FinancialAdviceConfirmation
 from gateway.payments import commands as c
 from gateway.payments import events as e
 from gateway.payments.events import Operation
@@ -35,10 +44,11 @@ from gateway.payments.preauth import Strategy
 from gateway.payments.record import compact, from_json
 from gateway.payments.schemes import Validity
 from gateway.payments.session import FINAL, HoldStatus, Policy, Session, State, violations
-from gateway.payments.tariff import Sample, price
+from gateway.payments.tariff import Sample, Tariff, price, tariff_from_ocpi
 from gateway.runtime.engine_host import EngineHost
 from gateway.store import Store
-from tests.payments.fixtures import TZ, Clock, policy
+from tests.payments.fixtures import T0, TARIFF, TZ, Clock, policy
+from tests.payments.reference_model import Scenario, TerminalHold, expect
 
 
 @dataclass
@@ -62,6 +72,10 @@ class FakeTerminal:
     clock: Clock
     validity: Validity
     echo: str = "booked"
+    # How a top-up is answered: a new reservation with its own receipt ("new"), or the same
+    # reservation increased, answered with the increment ("increment") or with the
+    # reservation's new total ("total"), as some terminals do.
+    topup: str = "new"
     holds: dict[int, Hold] = field(default_factory=dict)
     next_receipt: int = 1
     last: e.LastResult | None = None
@@ -109,6 +123,15 @@ class FakeTerminal:
             first = self.holds.get(cmd.receipt_no)
             if first is None or first.state != "open" or r < 0.3:
                 return Outcome.ERROR, None, None
+            if self.topup != "new":  # the same reservation, increased
+                first.held += cmd.amount_minor
+                answer = first.held if self.topup == "total" else cmd.amount_minor
+                self.last = e.LastResult(
+                    approved=True, receipt_no=cmd.receipt_no, amount_minor=answer
+                )
+                if r < 0.35:
+                    return Outcome.UNKNOWN, None, None
+                return Outcome.APPROVED, answer, cmd.receipt_no
             receipt = self._receipt()
             self.holds[receipt] = Hold(cmd.session_id, cmd.amount_minor, first.expires_at, receipt)
             self.last = e.LastResult(
@@ -165,15 +188,132 @@ CARDS = (
 )
 
 
+def _component(kind: str, price: str, step: int = 1) -> dict[str, object]:
+    return {"type": kind, "price": price, "vat": "19", "step_size": step}
+
+
+# The fixtures' tariff as the CPO would send it: the reference model reads this JSON, never the
+# engine's Tariff objects (checked equal below, so both price the same published tariff).
+TARIFF_JSON: dict[str, object] = {
+    "id": "T1",
+    "currency": "EUR",
+    "elements": [
+        {"price_components": [_component("FLAT", "1.00")]},
+        {
+            "price_components": [_component("ENERGY", "0.35")],
+            "restrictions": {"start_time": "22:00", "end_time": "06:00"},
+        },
+        {"price_components": [_component("ENERGY", "0.45")]},
+        {
+            "price_components": [_component("PARKING_TIME", "6.00", 60)],
+            "restrictions": {"min_duration": 4 * 3600},
+        },
+    ],
+}
+# Weekend and a one-day promotion (cut at local midnight), charging time and parking billed by
+# the elapsed hour (a DST night), a minimum price.
+WEEKEND_JSON: dict[str, object] = {
+    "id": "W1",
+    "currency": "EUR",
+    "min_price": "0.50",
+    "elements": [
+        {
+            "price_components": [_component("ENERGY", "0.20")],
+            "restrictions": {"start_date": "2026-03-29", "end_date": "2026-03-30"},
+        },
+        {
+            "price_components": [_component("ENERGY", "0.55"), _component("TIME", "0.60", 60)],
+            "restrictions": {"day_of_week": ["SATURDAY", "SUNDAY"]},
+        },
+        {"price_components": [_component("ENERGY", "0.40"), _component("TIME", "0.30", 60)]},
+        {"price_components": [_component("PARKING_TIME", "2.40", 60)]},
+    ],
+}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A corner of the scenario space: the tariff, when the simulated day starts, and the
+    terminal's own (acquirer's) validity table."""
+
+    name: str
+    tariff_json: dict[str, object]
+    start: datetime = T0
+    terminal_validity: dict[str, timedelta] = field(default_factory=dict)
+    topup: str = "new"  # FakeTerminal.topup
+
+
+VARIANTS = {
+    "plain": Variant("plain", TARIFF_JSON),
+    # Friday evening into Saturday (Europe/Berlin): the weekday restriction changes at local
+    # midnight; a 48 h acquirer whatever the scheme.
+    "weekday-midnight": Variant(
+        "weekday-midnight",
+        WEEKEND_JSON,
+        datetime(2026, 3, 27, 20, 0, tzinfo=UTC),
+        {"default": timedelta(hours=48)},
+    ),
+    # Saturday evening through the spring DST night (02:00 does not exist on 29 March 2026) and
+    # into a one-day promotion (start_date/end_date cut at local midnight).
+    "dst-night": Variant(
+        "dst-night",
+        WEEKEND_JSON,
+        datetime(2026, 3, 28, 20, 0, tzinfo=UTC),
+        {"default": timedelta(hours=48), "visa": timedelta(days=3)},
+    ),
+    # Top-ups that increase the first reservation, answered with the increment or with the
+    # reservation's new total.
+    "topup-increment": Variant("topup-increment", TARIFF_JSON, topup="increment"),
+    "topup-total": Variant("topup-total", TARIFF_JSON, topup="total"),
+}
+
+# Disagreements with the reference model that are open defects of the session code (issue 26;
+# gateway/payments/session.py is being split by another helper this round). Each is counted
+# and printed under its item; anything else fails the run.
+KNOWN_EXCLUSIONS = {
+    "item 3": "captured from its first hold, a spare top-up not released before it lapsed: "
+    "release_failed and no FAC for the money taken",
+    "item 4": "partly captured (one hold booked, the next one lapsed): reported as FAILED "
+    "'nothing captured'",
+    "item 5": "a capture the terminal booked ends capture_unconfirmed: owed in full and FAILED",
+    "new: late top-up": "found by this model, not in issue 26: a top-up approved after the "
+    "charge stopped (a new reservation, or the first one increased) is released while the "
+    "price above the first hold stays owed (session.py _topup_result)",
+    "new: adopted hold": "found by this model, records only: a session whose pre-auth answer "
+    "was lost adopted (and released) a hold the terminal made for another session's card",
+    "new: hold larger than known": "found by this model, records only: the terminal held more "
+    "than the session knows (a top-up answer lost); the capture released the rest, the "
+    "session's released_minor understates it",
+    "item 12": "energy reported after the session ended unpaid is priced by the engine's own "
+    "rule (unpaid_energy), outside the billed readings",
+}
+
+
 class Simulation:
-    def __init__(self, seed: int, path: Path, strategy: Strategy, sessions: int) -> None:
+    def __init__(
+        self,
+        seed: int,
+        path: Path,
+        strategy: Strategy,
+        sessions: int,
+        variant: Variant = VARIANTS["plain"],
+    ) -> None:
         self.seed, self.path, self.sessions = seed, path, sessions
         self.rng = random.Random(seed)
-        self.clock = Clock()
-        self.policy: Policy = policy(strategy, topup_terminals=frozenset({"T1"}))
+        self.clock = Clock(variant.start)
+        self.variant = variant
+        tariff = tariff_from_ocpi(variant.tariff_json)
+        validity = Validity(terminals={"T1": variant.terminal_validity})
+        self.policy: Policy = policy(
+            strategy,
+            topup_terminals=frozenset({"T1"}),
+            tariffs={"*": tariff},
+            validity=validity,
+        )
+        self.excluded: dict[str, list[str]] = {}
         echo = "reversed" if seed % 2 else "booked"
         self.terminal = FakeTerminal(
-            random.Random(seed + 1), self.clock, self.policy.validity, echo
+            random.Random(seed + 1), self.clock, self.policy.validity, echo, variant.topup
         )
         self.store = Store.open(path, clock=self.clock)
         self.host = EngineHost(self.store, self.policy, self.clock)
@@ -213,7 +353,7 @@ class Simulation:
             }[type(cmd)]
             for_receipt = None if isinstance(cmd, c.Preauthorize) else cmd.receipt_no
             trace = receipt if op in (Operation.PREAUTHORIZE, Operation.TOPUP) else None
-            ev = e.TerminalResultArrived(
+            ev: e.Event = e.TerminalResultArrived(
                 session_id=sid,
                 event_id=f"{cmd.key}:{self.seq}",
                 operation=op,
@@ -288,7 +428,9 @@ class Simulation:
     # ---- the gateway --------------------------------------------------------------------------
 
     def all_sessions(self) -> list[Session]:
-        return [self.host.load(r["id"]) for r in self.store.sessions(limit=100_000)]  # type: ignore[misc]
+        loaded = [self.host.load(r["id"]) for r in self.store.sessions(limit=100_000)]
+        assert None not in loaded  # every listed row loads
+        return [s for s in loaded if s is not None]
 
     def handle(self, event: e.Event) -> None:
         result = self.host.handle(
@@ -486,13 +628,143 @@ class Simulation:
                     f"receipt {receipt} booked for {hold.session_id}, which does not know the hold"
                 )
         assert self.store.verify_journal().ok
+        self.compare_with_model(sessions)
+
+    # ---- the independent reference model -----------------------------------------------------
+
+    def compare_with_model(self, sessions: list[Session]) -> None:
+        outcomes = {
+            str(m.payload["session_id"]): dict(m.payload)
+            for m in self.store.outbox.list(kind="session.outcome")
+        }
+        # Each hold the terminal made belongs to one session: the driver's that knows it, else
+        # the sweep's orphan session that adopted it.
+        owner: dict[int, str] = {}
+        for s in sorted(sessions, key=lambda x: x.id.startswith("orphan-")):
+            for h in s.holds:
+                books = self.terminal.holds.get(h.receipt_no)
+                if (
+                    books is not None
+                    and h.receipt_no not in owner
+                    and (books.session_id == s.id or s.id.startswith("orphan-"))
+                ):
+                    owner[h.receipt_no] = s.id
+        for s in sessions:
+            holds = [
+                TerminalHold(h.receipt_no, b.held, b.state, b.booked)
+                for h in s.holds
+                if (b := self.terminal.holds.get(h.receipt_no)) is not None
+                and owner.get(h.receipt_no) == s.id
+            ]
+            readings = (
+                [(r.at, r.energy_wh) for r in s.metering.billed_readings()]
+                if s.metering.billed_energy_wh
+                else []
+            )
+            scenario = Scenario(
+                self.variant.tariff_json,
+                TZ,
+                readings,
+                holds,
+                had_reference=bool(s.reference),
+            )
+            want = expect(scenario)
+            payload = outcomes.get(s.id)
+            fac = fac_from_outcome(payload, self.clock.now) if payload else None
+            got_fac = (fac.capture_status_code.value, _minor(fac)) if fac else None
+            if s.bill.unpaid_energy_wh:
+                got_fac = None if fac and fac.id.endswith("-U") else got_fac
+            got: dict[str, object] = {
+                "captured": s.captured_minor,
+                "released": s.released_minor,
+                "owed": s.bill.owed_minor - s.bill.unpaid_minor,
+                "fac": got_fac,
+            }
+            expected: dict[str, object] = {
+                "captured": want.captured,
+                "released": want.released,
+                "owed": want.owed if s.state in _PRICED else 0,
+                "fac": want.fac,
+            }
+            if s.id.startswith("orphan-"):
+                # A sweep learns only the receipt numbers of the holds it releases (ZVT's open
+                # pre-auth list has no amounts): what it released is not known to it.
+                del got["released"], expected["released"]
+            if s.state is State.COMPLETED:
+                got["price"], expected["price"] = s.bill.price_minor, want.price
+                got["plan"] = {h.receipt: h.booked for h in holds}
+                expected["plan"] = dict(want.capture_by_hold)
+            if got == expected:
+                continue
+            late = any(  # held money left uncaptured while the price is owed
+                h.state in ("booked", "released")
+                and want.capture_by_hold.get(h.receipt, 0) > h.booked
+                for h in holds
+            )
+            item = self._known(s, want.captured, late_topup=late)
+            if item is None and {k for k in expected if got.get(k) != expected[k]} == {"released"}:
+                item = self._records_only(s, holds)
+            said = f"{s.id} {s.state}: engine {got}, model {expected}"
+            if item is None:
+                self.fail(f"the reference model disagrees: {said}")
+                continue
+            self.excluded.setdefault(item, []).append(said)
+
+    def _records_only(self, s: Session, holds: list[TerminalHold]) -> str | None:
+        """A disagreement on what was released only, where no money moved wrongly: the
+        session's record of a hold differs from the terminal's books."""
+        foreign = [
+            h.receipt_no
+            for h in s.holds
+            if (b := self.terminal.holds.get(h.receipt_no)) is not None and b.session_id != s.id
+        ]
+        if foreign and not s.id.startswith("orphan-"):
+            return "new: adopted hold"
+        if sum(h.approved for h in holds) != s.authorized_minor:
+            return "new: hold larger than known"
+        return None
+
+    def _known(self, s: Session, booked: int, *, late_topup: bool = False) -> str | None:
+        """The open session-code defect a disagreement is, or None (then it fails)."""
+        if s.state is State.COMPLETED and s.bill.owed_minor and late_topup:
+            return "new: late top-up"
+        if s.state is State.RELEASE_FAILED and booked:
+            return "item 3"
+        if s.state is State.CAPTURE_FAILED and booked:
+            return "item 4"
+        if s.state is State.CAPTURE_UNCONFIRMED and booked:
+            return "item 5"
+        if s.bill.unpaid_energy_wh:
+            return "item 12"
+        return None
 
 
-def _run(tmp_path: Path, request: pytest.FixtureRequest, sessions: int) -> None:
+_PRICED = frozenset({State.COMPLETED, State.CAPTURE_FAILED, State.CAPTURE_UNCONFIRMED})
+
+
+def _minor(fac: FinancialAdviceConfirmation) -> int:
+    """The FAC's amount (before taxes plus the taxes) in minor units."""
+    taxes = sum((Decimal(str(t.amount)) for t in fac.total_costs.taxes or ()), Decimal(0))
+    total = Decimal(str(fac.total_costs.before_taxes)) + taxes
+    return Money.parse(str(total), fac.currency).minor
+
+
+def test_the_reference_model_prices_the_simulations_tariff_json() -> None:
+    """Both sides price one published tariff: its JSON is the fixtures' Tariff."""
+    assert tariff_from_ocpi(TARIFF_JSON) == TARIFF
+    assert isinstance(tariff_from_ocpi(WEEKEND_JSON), Tariff)
+
+
+def _run(
+    tmp_path: Path, request: pytest.FixtureRequest, sessions: int, variant: str = "plain"
+) -> None:
     seed = request.config.getoption("--sim-seed") or random.randrange(2**31)
+    print(f"simulation seed {seed} (repeat with --sim-seed {seed})")  # shown when it fails
     totals: dict[str, int] = {}
+    excluded: dict[str, list[str]] = {}
     for strategy in ("fixed", "target", "incremental"):
-        sim = Simulation(seed, tmp_path / f"{strategy}.sqlite3", strategy, sessions)  # type: ignore[arg-type]
+        path = tmp_path / f"{variant}-{strategy}.sqlite3"
+        sim = Simulation(seed, path, strategy, sessions, VARIANTS[variant])
         sim.run()
         for s in sim.all_sessions():
             totals[s.state.value] = totals.get(s.state.value, 0) + 1
@@ -502,7 +774,15 @@ def _run(tmp_path: Path, request: pytest.FixtureRequest, sessions: int) -> None:
         totals["crashes"] = totals.get("crashes", 0) + sim.crashes
         totals["duplicates"] = totals.get("duplicates", 0) + sim.duplicates
         totals["steps"] = totals.get("steps", 0) + sim.steps
-    print(f"simulation seed {seed}: {totals}")
+        for item, cases in sim.excluded.items():
+            excluded.setdefault(item, []).extend(cases)
+    print(f"simulation {variant} seed {seed}: {totals}")
+    for item, cases in sorted(excluded.items()):  # listed, never silent
+        print(
+            f"  reference model: {len(cases)} known exclusion(s), {item} ({KNOWN_EXCLUSIONS[item]})"
+        )
+        for case in cases[:3]:
+            print(f"    e.g. {case}")
     # Faults are frequent on purpose (lost results, crashes), yet sessions must still get charged.
     assert totals.get("completed", 0) > sessions // 2
     assert totals["crashes"] > 0 and totals["duplicates"] > 0
@@ -515,7 +795,39 @@ def test_simulation_default(tmp_path: Path, request: pytest.FixtureRequest) -> N
     _run(tmp_path, request, sessions=700)
 
 
+@pytest.mark.parametrize("variant", ["weekday-midnight", "dst-night"])
+def test_simulation_restrictions_and_dst(
+    tmp_path: Path, request: pytest.FixtureRequest, variant: str
+) -> None:
+    """450 sessions each (150 per strategy) across a weekday change at local midnight, or the
+    spring DST night and a one-day promotion, on a 48 h acquirer."""
+    _run(tmp_path, request, sessions=150, variant=variant)
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        "topup-increment",
+        pytest.param(
+            "topup-total",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="needs session.py change: a top-up answered with the reservation's new "
+                "total is added to the hold as if it were the increment",
+            ),
+        ),
+    ],
+)
+def test_simulation_topup_conventions(
+    tmp_path: Path, request: pytest.FixtureRequest, variant: str
+) -> None:
+    """450 sessions each with top-ups that raise the first reservation."""
+    _run(tmp_path, request, sessions=150, variant=variant)
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
 def test_simulation_large(tmp_path: Path, request: pytest.FixtureRequest) -> None:
     _run(tmp_path, request, sessions=5000)
+    for variant in ("weekday-midnight", "dst-night"):
+        _run(tmp_path, request, sessions=1000, variant=variant)

@@ -233,15 +233,16 @@ async def test_a_full_disk_answers_503_and_marks_the_daemon_degraded(site: Site)
         "port = 0", f"port = {site.daemon.api.bound_port}"
     )
     site.config.write_text(config, "utf-8")
-    status = await asyncio.to_thread(
-        subprocess.run,
-        [*EVPAY, "status", "--config", str(site.config)],
-        capture_output=True,
-        text=True,
-        env=subprocess_env(),
-        check=False,
+    shown = await asyncio.to_thread(
+        lambda: subprocess.run(
+            [*EVPAY, "status", "--config", str(site.config)],
+            capture_output=True,
+            text=True,
+            env=subprocess_env(),
+            check=False,
+        )
     )
-    assert status.returncode == 1 and "degraded" in status.stdout and "store: " in status.stdout
+    assert shown.returncode == 1 and "degraded" in shown.stdout and "store: " in shown.stdout
     conn.execute("PRAGMA max_page_count = 1073741823")
     assert (await _post(f"{site.base}/evses/E1/pay", _auth(), {}))[0] == 202
     assert (await _get(f"{site.base}/health"))[0] == 200

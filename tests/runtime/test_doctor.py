@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from drivers.sim.terminal import SimConfig
-from gateway.cli.doctor_broker import broker_access, broker_persistence
-from gateway.cli.doctor_cmd import Check, run_checks
+from gateway.cli.doctor_broker import Check, broker_access, broker_persistence
+from gateway.cli.doctor_cmd import run_checks
 from gateway.runtime.app import Daemon
 from gateway.runtime.charger import SimulatedCharger
 from gateway.settings import parse_settings
@@ -48,6 +48,7 @@ password = {{ value = "123456" }}
 
 CHARGER = (
     '[charger]\nenabled = true\nmode = "simulated"\n[[charger.evses]]\nid = "E1"\nterminal = "t1"'
+    '\nfree_vend_kwh = "1"'  # every EVSE is priced or explicitly free (issue 26, item 13)
 )
 
 
@@ -202,7 +203,7 @@ def test_the_local_broker_must_persist(tmp_path: Path, lines: str, status: str) 
     )
     conf = tmp_path / "mosquitto.conf"
     conf.write_text(lines.format(d=conf_d), encoding="utf-8")
-    broker = '[charger]\nenabled = true\nmode = "mqtt"\nbroker = "mqtt://127.0.0.1:1883"\n[[charger.evses]]\nid = "E1"\nterminal = "t1"'
+    broker = '[charger]\nenabled = true\nmode = "mqtt"\nbroker = "mqtt://127.0.0.1:1883"\n[[charger.evses]]\nid = "E1"\nterminal = "t1"\nfree_vend_kwh = "1"'
     settings = parse_settings(
         site(tmp_path, f"serial://{tmp_path / 'gone'}", broker).read_text(), "<doctor>"
     )
@@ -234,7 +235,7 @@ def test_the_broker_must_refuse_strangers(
         text = (
             f'[charger]\nenabled = true\n{broker.toml()}\ndoctor_username = "{DOCTOR_USER}"\n'
             f'doctor_password = {{ value = "{password(DOCTOR_USER)}" }}\n'
-            '[[charger.evses]]\nid = "E1"\nterminal = "t1"'
+            '[[charger.evses]]\nid = "E1"\nterminal = "t1"\nfree_vend_kwh = "1"'
         )
         settings = parse_settings(site(tmp_path, "serial:///dev/null", text).read_text(), "<d>")
         found = by_name(broker_access(settings, tmp_path / "no-such.conf"))
@@ -252,7 +253,7 @@ def test_without_a_doctor_account_the_local_config_must_have_an_acl(
     conf.write_text(f"persistence true\n{acl_line}", encoding="utf-8")
     text = (
         f'[charger]\nenabled = true\nmode = "mqtt"\nbroker = "mqtt://127.0.0.1:{free_port()}"\n'
-        '[[charger.evses]]\nid = "E1"\nterminal = "t1"'
+        '[[charger.evses]]\nid = "E1"\nterminal = "t1"\nfree_vend_kwh = "1"'
     )
     settings = parse_settings(site(tmp_path, "serial:///dev/null", text).read_text(), "<d>")
     found = by_name(broker_access(settings, conf))

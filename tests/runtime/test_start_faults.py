@@ -141,7 +141,7 @@ def test_status_exits_1_while_a_terminal_is_down(tmp_path: Path) -> None:
     extra = (
         TERMINAL.format(secret='{ value = "123456" }')
         + '[charger]\nenabled = true\nmode = "simulated"\n'
-        '[[charger.evses]]\nid = "E1"\nterminal = "t1"\n'
+        '[[charger.evses]]\nid = "E1"\nterminal = "t1"\nfree_vend_kwh = "1"\n'
     )
     config = write_config(tmp_path, port=port, extra=extra)
     daemon = subprocess.Popen(

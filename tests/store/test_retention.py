@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import subprocess
@@ -13,10 +14,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.errors import InvariantViolated
+from gateway.runtime.app import Daemon
+from gateway.settings import load_settings
 from gateway.store import JournalEntry, OutboxMessage, SessionRecord, Step, Store
 from gateway.store.export import verify as verify_export
 from gateway.store.journal import public_key_hex
-from tests.helpers import EVPAY, subprocess_env, write_config
+from tests.helpers import EVPAY, running, subprocess_env, write_config
 
 T0 = datetime(2026, 1, 5, 8, tzinfo=UTC)
 
@@ -141,7 +144,10 @@ def test_the_journal_refuses_deleting_rows_beyond_the_newest_cut(tmp_path: Path)
     conn.close()
 
 
-def test_evpay_store_prune_and_stats(tmp_path: Path) -> None:
+def _retention_site(
+    tmp_path: Path, journal: str = "", port: int | None = None
+) -> tuple[Ed25519PrivateKey, Path]:
+    """The device key and a site config with that key on file and 30 days of retention."""
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -150,7 +156,11 @@ def test_evpay_store_prune_and_stats(tmp_path: Path) -> None:
     extra = (
         f'[journal]\nsigning_key = {{ file = "{tmp_path / "journal.pem"}" }}\nretention_days = 30\n'
     )
-    config = write_config(tmp_path, extra=extra)
+    return key, write_config(tmp_path, port=port, extra=extra + journal)
+
+
+def test_evpay_store_prune_and_stats(tmp_path: Path) -> None:
+    key, config = _retention_site(tmp_path)
     clock = Clock()
     store = Store.open(tmp_path / "evpay.sqlite3", clock=clock)
     _session(store, clock, "old", final=True)
@@ -242,3 +252,26 @@ def test_archived_sessions_are_compacted_after_their_full_rows_are_archived(tmp_
         key, cutoff=clock.now - timedelta(days=90), archive_dir=tmp_path / "a", compact=compact
     ).anything
     store.close()
+
+
+async def test_the_daemon_archives_by_the_configured_days_into_the_configured_folder(
+    tmp_path: Path,
+) -> None:
+    """The daemon gives the store the two values it needs (``retention_days``, ``archive_dir``)
+    and cuts at start, then hourly."""
+    key, config = _retention_site(tmp_path, f'archive_dir = "{tmp_path / "kept"}"\n', port=0)
+    clock = Clock()
+    store = Store.open(tmp_path / "evpay.sqlite3", clock=clock)
+    _session(store, clock, "old", final=True)
+    clock.now = datetime.now(UTC) - timedelta(days=29)  # inside the 30 days: stays
+    _session(store, clock, "recent", final=True)
+    store.close()
+    kept = tmp_path / "kept"
+    async with running(Daemon(load_settings(config))):
+        async with asyncio.timeout(20):
+            while not kept.is_dir() or not list(kept.glob("journal-*")):
+                await asyncio.sleep(0.05)
+    (archive,) = kept.glob("journal-*")
+    archived = verify_export(archive.read_bytes(), public_key_hex(key))
+    assert archived.ok and archived.rows == 3  # the old session's three rows; the recent stay
+    assert not (tmp_path / "journal-archive").exists()  # the configured folder, not the default

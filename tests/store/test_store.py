@@ -71,7 +71,8 @@ def test_migrates_from_the_previous_version_keeping_data(tmp_path: Path) -> None
     conn.close()
     store = Store.open(path)
     assert store.schema_version == latest_version()
-    assert store.session("old") is not None and store.session("old")["state"] == "charging"  # type: ignore[index]
+    old = store.session("old")
+    assert old is not None and old["state"] == "charging"
     assert store.terminals() == []  # table from 0002 exists
     store.close()
 
@@ -214,7 +215,8 @@ def test_outbox_is_ordered_per_object_and_dead_letters_unblock(tmp_path: Path) -
     store.outbox.dead_letter("a1", "OCPI 2001 invalid", t0)
     store.outbox.delivered("b1", t0)
     assert [m.message_id for m in store.outbox.due(t0)] == ["a2"]
-    assert store.outbox.get("a1").last_error == "OCPI 2001 invalid"  # type: ignore[union-attr]
+    a1 = store.outbox.get("a1")
+    assert a1 is not None and a1.last_error == "OCPI 2001 invalid"
     backlog = store.outbox.backlog()
     assert (backlog.pending, backlog.dead, backlog.oldest_pending) == (1, 1, t0)
     assert store.outbox.requeue("a1", t0) is True

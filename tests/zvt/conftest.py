@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import pytest
 
@@ -16,6 +17,8 @@ from drivers.transport.tcp import TcpTransport
 from drivers.transport.url import SerialUrl
 from drivers.zvt.asyncio.terminal import ZvtOptions, ZvtTerminal
 
+SIM_PASSWORD = "123456"  # the simulator's, as configured below
+
 
 @dataclass
 class Rig:
@@ -26,12 +29,12 @@ class Rig:
 
 @pytest.fixture(params=["pty", "tcp"])
 async def rig(request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
-    sim = SimTerminal(SimConfig(password="123456", card_wait_s=0.05, result_ack_timeout_s=2.0))
+    sim = SimTerminal(SimConfig(password=SIM_PASSWORD, card_wait_s=0.05, result_ack_timeout_s=2.0))
     drivers: list[ZvtTerminal] = []
 
     def factory(transport: Callable[[], Transport], serial: bool) -> Callable[..., ZvtTerminal]:
-        def make(**opts: object) -> ZvtTerminal:
-            options = ZvtOptions(**{"password": "123456", "t3": 2.0, "t4": 3.0, **opts})  # type: ignore[arg-type]
+        def make(**opts: Any) -> ZvtTerminal:  # any ZvtOptions field, checked when built
+            options = replace(ZvtOptions(password=SIM_PASSWORD, t3=2.0, t4=3.0), **opts)
             driver = ZvtTerminal("t1", transport(), serial_framing=serial, options=options)
             drivers.append(driver)
             return driver

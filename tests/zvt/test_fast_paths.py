@@ -59,14 +59,14 @@ pieces = st.one_of(
 
 def _feed_all(chunks: list[bytes]) -> tuple[list[object], int]:
     decoder = FrameDecoder()
-    events = [event for chunk in chunks for event in decoder.feed(chunk)]
+    events: list[object] = [event for chunk in chunks for event in decoder.feed(chunk)]
     return events, decoder.noise
 
 
 def _one_byte_at_a_time(stream: bytes) -> tuple[list[object], int]:
     """The reference: the decoder's per-byte state machine alone, which ``feed`` skips past."""
     decoder = FrameDecoder()
-    events = [event for byte in stream if (event := decoder._byte(byte)) is not None]
+    events: list[object] = [event for byte in stream if (event := decoder._byte(byte)) is not None]
     return events, decoder.noise
 
 

@@ -5,6 +5,7 @@ traces in tests/data/zvt-real-traces and docs/ZVT-VARIANTS.md), over a real pty 
 from __future__ import annotations
 
 import asyncio
+from typing import Literal
 
 import pytest
 
@@ -102,10 +103,12 @@ async def test_84_00_00_is_taken_as_the_positive_acknowledgement(rig: Rig) -> No
 async def test_a_terminal_that_ignores_a_command_while_master(rig: Rig) -> None:
     """An ECR that restarted mid-payment registers while the PT waits for the card, and this
     PT does not answer at all: each registration ends as an error (T3), never "busy" or
-    "approved", and the PT reverses the payment nobody acknowledged. On a serial line a
-    byte-identical repeat with nothing sent in between is then taken for a link retransmission
-    (docs/ZVT-VARIANTS.md, open point): a different command gets through, and after it the
-    registration."""
+    "approved", and the PT reverses the payment nobody acknowledged. On a serial line the PT's
+    link takes a byte-identical frame, with nothing sent by the PT since it acknowledged the
+    first, for a retransmission and drops it: repeated as it was, the registration would never
+    get through again. The driver puts a status enquiry in between (never an abort: that would
+    end the PT's old sequence and its 06 1E would answer our next command), and the first
+    registration after the PT is free is answered."""
     if rig.kind == "tcp":
         pytest.skip("a closed TCP connection ends the PT's sequence at once")
     rig.sim.config.variants.command_while_master = "ignore"
@@ -116,13 +119,34 @@ async def test_a_terminal_that_ignores_a_command_while_master(rig: Rig) -> None:
         async with asyncio.timeout(0.2):
             await t.preauthorize(EUR50, "FT-5")
     await t.close()
-    again = rig.make_driver()
-    refused = [(await again.connect()).outcome for _ in range(3)]
-    assert refused == [Outcome.ERROR] * 3
-    assert "0600 ignored" in rig.sim.state.commands
+    again = rig.make_driver()  # T3 2 s: the PT is master until about 3.8 s from here
+    refused = [(await again.connect()).outcome for _ in range(2)]
+    assert refused == [Outcome.ERROR] * 2
     assert [x.state for x in rig.sim.state.transactions.values()] == ["reversed"]
-    assert (await again.status()).approved  # a different frame: delivered and answered
-    assert (await again.connect()).approved
+    assert (await again.connect()).approved  # the first attempt after the PT is free
+    commands = rig.sim.state.commands
+    assert commands[-2:] == ["0501", "0600"] and "06B0" not in commands
+    assert (await again.status()).approved and (await again.connect()).approved
+
+
+async def test_a_status_enquiry_the_terminal_ignored_gets_through_once_it_is_free(
+    rig: Rig,
+) -> None:
+    """The same deadlock with the status enquiry, which a health probe repeats: the driver gave
+    up on a payment (T4) that the PT still runs and ignores commands in. Before the repeated
+    enquiry goes the registration, and the enquiry after it is answered."""
+    if rig.kind == "tcp":
+        pytest.skip("a closed TCP connection ends the PT's sequence at once")
+    rig.sim.config.variants.command_while_master = "ignore"
+    t = rig.make_driver()  # T3 2 s, T4 3 s
+    await t.connect()
+    rig.sim.config.card_wait_s, rig.sim.config.result_ack_timeout_s = 3.5, 3.0
+    assert (await t.preauthorize(EUR50, "FT-5b")).outcome is Outcome.UNKNOWN  # T4
+    assert t.client.connected
+    assert [(await t.status()).outcome for _ in range(2)] == [Outcome.ERROR] * 2
+    assert (await t.status()).approved
+    assert rig.sim.state.commands[-2:] == ["0600", "0501"]
+    assert [x.state for x in rig.sim.state.transactions.values()] == ["reversed"]
 
 
 def test_the_pts_sequence_number_decides_what_is_a_repeat() -> None:
@@ -151,7 +175,7 @@ async def test_a_numbered_result_repeated_after_our_answer_is_booked_once(rig: R
     async def persist(result: object) -> None:
         stored.append(result)
 
-    pre = await t.preauthorize(EUR50, "FT-6", persist)  # type: ignore[arg-type]
+    pre = await t.preauthorize(EUR50, "FT-6", persist)
     assert pre.approved and len(stored) == 1 and rig.sim.open_preauths() == [pre.receipt_no]
     assert rig.sim.state.sequence_no == 1  # numbered once; the repeat kept its number
 
@@ -166,10 +190,10 @@ async def test_a_numbered_result_repeated_after_our_answer_is_booked_once(rig: R
     ],
 )
 async def test_a_top_up_answer_read_as_the_terminal_reports_it(
-    rig: Rig, terminal: str, setting: str, added: int | None
+    rig: Rig, terminal: Literal["increment", "total"], setting: str, added: int | None
 ) -> None:
     rig.sim.config.extensions = "same_receipt"
-    rig.sim.config.variants.topup_amount = terminal  # type: ignore[assignment]
+    rig.sim.config.variants.topup_amount = terminal
     t = rig.make_driver(incremental=True, topup_amount=setting)
     await t.connect()
     pre = await t.preauthorize(Money(1500, "EUR"), "FT-7")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import pytest
 
 from drivers.zvt import messages as m
+from drivers.zvt.apdu import Apdu
 from drivers.zvt.constants import RECEIPT_NONE, Command
 from drivers.zvt.fields import Tlv, decode_tlv
 from drivers.zvt.serial_framing import FrameDecoder, FrameReceived, crc16, frame
@@ -405,7 +406,7 @@ def test_extended_length_is_little_endian() -> None:
     """FEIG 06 D3 receipt: FF 61 04 = 0x0461 data bytes."""
     data = bytes(0x461)
     raw = h("06 D3 FF 61 04") + data
-    apdu = m.Apdu.decode(raw)
+    apdu = Apdu.decode(raw)
     assert len(apdu.data) == 0x461 and apdu.encode() == raw
 
 

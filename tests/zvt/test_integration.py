@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Literal
 
 import pytest
 
 from drivers.base import BrandTotal, Outcome, TerminalResult
 from drivers.money import Money
+from drivers.zvt.link import SerialLink
 from tests.zvt.conftest import Rig
 
 EUR50 = Money(5000, "EUR")
@@ -238,6 +240,7 @@ async def test_line_faults_are_survived_on_serial(rig: Rig, fault: str) -> None:
     cap = await t.capture(pre.receipt_no or 0, EUR50, Money(100, "EUR"), "S13")
     assert cap.approved
     link = t.client.link
+    assert isinstance(link, SerialLink)  # the simulator's pty speaks the serial framing
     if fault == "nak_next":
         assert link.stats["naks_received"] == 2 and link.stats["retransmits"] == 2
     if fault == "corrupt_next":
@@ -245,8 +248,10 @@ async def test_line_faults_are_survived_on_serial(rig: Rig, fault: str) -> None:
 
 
 @pytest.mark.parametrize("mode", ["none", "new_receipt", "same_receipt"])
-async def test_add_hold_plays_each_terminal_variant(rig: Rig, mode: str) -> None:
-    rig.sim.config.extensions = mode  # type: ignore[assignment]
+async def test_add_hold_plays_each_terminal_variant(
+    rig: Rig, mode: Literal["none", "new_receipt", "same_receipt"]
+) -> None:
+    rig.sim.config.extensions = mode
     t = rig.make_driver(incremental=True)
     await t.connect()
     pre = await t.preauthorize(Money(1500, "EUR"), "S9")
@@ -288,9 +293,9 @@ async def test_an_approval_missing_its_receipt_or_result_code_is_not_an_approval
 
 @pytest.mark.parametrize("echo", ["booked", "reversed"])
 async def test_the_repeat_of_the_last_result_shows_the_capture_as_the_terminal_echoed_it(
-    rig: Rig, echo: str
+    rig: Rig, echo: Literal["booked", "reversed"]
 ) -> None:
-    rig.sim.config.echo = echo  # type: ignore[assignment]
+    rig.sim.config.echo = echo
     t = rig.make_driver()
     await t.connect()
     pre = await t.preauthorize(EUR50, "S11")
@@ -307,7 +312,7 @@ async def test_the_repeat_of_the_last_result_shows_the_capture_as_the_terminal_e
 
 @pytest.mark.parametrize("variant", ["reverse", "keep"])
 async def test_an_approval_whose_connection_closed_before_its_acknowledgement(
-    rig: Rig, variant: str
+    rig: Rig, variant: Literal["reverse", "keep"]
 ) -> None:
     """The ECR dies between storing the result and acknowledging it. ZVT 2.2.8: the terminal
     reverses what nobody acknowledged ("reverse", the default); a terminal that books it anyway
@@ -315,7 +320,7 @@ async def test_an_approval_whose_connection_closed_before_its_acknowledgement(
     On a serial line nothing closes: the terminal's wait for the acknowledgement runs out."""
     if rig.kind == "pty":
         pytest.skip("a pty does not tell the terminal that the other side is gone")
-    rig.sim.config.unacked_on_close = variant  # type: ignore[assignment]
+    rig.sim.config.unacked_on_close = variant
     t = rig.make_driver()
     await t.connect()
 
@@ -353,7 +358,7 @@ async def test_a_command_cancelled_by_its_callers_deadline_does_not_wedge_the_dr
         async with asyncio.timeout(0.3):
             await t.preauthorize(EUR50, "S6")
     rig.sim.config.card_wait_s = 0.05
-    results = []
+    results: list[TerminalResult] = []
     async with asyncio.timeout(20):
         while not results or not results[-1].approved:
             results.append(

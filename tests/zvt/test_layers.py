@@ -5,10 +5,9 @@ Read from the source with ``ast`` (not by importing), so an import inside a func
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
-from tests.helpers import REPO
+from tests.helpers import REPO, imports_of
 
 CORES = sorted((REPO / "drivers" / "zvt").glob("*.py"))
 FORBIDDEN = (
@@ -20,16 +19,6 @@ FORBIDDEN = (
     "socket",
     "gateway",
 )
-
-
-def imports_of(path: Path) -> set[str]:
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            found.add(node.module)
-    return found
 
 
 def test_the_cores_are_the_files_we_think() -> None:

@@ -11,7 +11,7 @@ RESULT = bytes.fromhex("04 0F 02 27 00".replace(" ", ""))
 
 
 def events(link: SerialLink) -> list[object]:
-    out = []
+    out: list[object] = []
     while (e := link.next_event()) is not None:
         out.append(e)
     return out
@@ -138,6 +138,38 @@ def test_two_links_back_to_back() -> None:
         pt.receive_data(ecr.data_to_send(), step)
         ecr.receive_data(pt.data_to_send(), step)
     assert ecr.idle and events(pt) == [ApduReceived(Apdu.decode(APDU))]
+
+
+def test_an_acknowledged_unanswered_frame_would_be_dropped_if_sent_again() -> None:
+    """The peer's link ACKs our command and its application ignores it (a PT busy as master).
+    The same bytes again, with nothing from the peer in between, are a retransmission to the
+    peer's link: dropped. Our link says so, so the sequence layer sends something else first;
+    once the peer has sent a frame, or after another frame of ours, the repeat is news again."""
+    command = bytes.fromhex("0501 03 123456".replace(" ", ""))
+    ecr, pt = SerialLink(), SerialLink()
+
+    def exchange(now: float) -> None:
+        for _ in range(3):
+            pt.receive_data(ecr.data_to_send(), now)
+            ecr.receive_data(pt.data_to_send(), now)
+
+    assert not ecr.taken_for_a_retransmission(command)
+    ecr.send_apdu(command, 0.0)
+    exchange(0.0)
+    assert len(events(pt)) == 1 and ecr.taken_for_a_retransmission(command)
+    ecr.reset()  # our end of the line reopened: the peer's link still remembers
+    assert ecr.taken_for_a_retransmission(command)
+    assert not ecr.taken_for_a_retransmission(APDU)
+    ecr.send_apdu(command, 6.0)  # sent anyway: the peer's link drops it, as predicted
+    exchange(6.0)
+    assert events(pt) == [] and pt.stats["duplicates"] == 1
+    pt.send_apdu(RESULT, 7.0)  # the peer sends something: our repeat is a new message to it
+    exchange(7.0)
+    assert not ecr.taken_for_a_retransmission(command)
+    ecr.send_apdu(APDU, 8.0)  # or another frame of ours goes first
+    exchange(8.0)
+    assert not ecr.taken_for_a_retransmission(command)
+    assert not StreamLink().taken_for_a_retransmission(command)
 
 
 def test_stream_link_cuts_apdus_from_a_split_stream() -> None:

@@ -6,6 +6,7 @@ import pytest
 
 from drivers.zvt import messages as m
 from drivers.zvt.apdu import Apdu
+from drivers.zvt.fields import Bmp
 from drivers.zvt.sequences import (
     Aborted,
     Accepted,
@@ -24,10 +25,15 @@ ACK = m.ack().to_apdu()
 
 
 def drain(ecr: EcrSequence) -> list[object]:
-    out = []
+    out: list[object] = []
     while (e := ecr.next_event()) is not None:
         out.append(e)
     return out
+
+
+def state(ecr: EcrSequence) -> State:
+    """Read afresh: mypy keeps ``ecr.state`` narrowed by an assert across the calls that move it."""
+    return ecr.state
 
 
 def started(**kw: bool) -> EcrSequence:
@@ -41,23 +47,25 @@ def test_happy_path_holds_the_result_until_confirmed() -> None:
     ecr = started()
     ecr.receive(ACK, 0.1)
     assert (
-        drain(ecr) == [Accepted()] and ecr.state is State.PT_MASTER and ecr.next_deadline() == 180.1
+        drain(ecr) == [Accepted()]
+        and state(ecr) is State.PT_MASTER
+        and ecr.next_deadline() == 180.1
     )
     ecr.receive(m.intermediate(0x0A).to_apdu(), 1.0)
     assert drain(ecr) == [Intermediate(0x0A, "insert card")] and ecr.apdus_to_send() == [ACK]
-    result = m.status_information([m.Bmp(0x27, b"\x00")])
+    result = m.status_information([Bmp(0x27, b"\x00")])
     ecr.receive(result.to_apdu(), 2.0)
     assert drain(ecr) == [ResultReceived(result)]
     assert (
-        ecr.apdus_to_send() == [] and ecr.state is State.HOLDING_RESULT
+        ecr.apdus_to_send() == [] and state(ecr) is State.HOLDING_RESULT
     )  # not acked before it is stored
     ecr.confirm_result(2.5)
-    assert ecr.apdus_to_send() == [ACK] and ecr.state is State.PT_MASTER
+    assert ecr.apdus_to_send() == [ACK] and state(ecr) is State.PT_MASTER
     ecr.receive(m.print_line(0, "RECEIPT").to_apdu(), 3.0)
     assert drain(ecr) == [Printed(("RECEIPT",))] and ecr.apdus_to_send() == [ACK]
     ecr.receive(m.completion().to_apdu(), 4.0)
     assert drain(ecr) == [Completed(m.completion())] and ecr.apdus_to_send() == [ACK]
-    assert ecr.state is State.IDLE
+    assert state(ecr) is State.IDLE
 
 
 def test_a_result_repeated_by_the_link_is_acknowledged_not_reported_twice() -> None:
@@ -66,13 +74,13 @@ def test_a_result_repeated_by_the_link_is_acknowledged_not_reported_twice() -> N
     has one result of a kind: the repeat is answered and dropped, never booked twice."""
     ecr = started()
     ecr.receive(ACK, 0.1)
-    result = m.status_information([m.Bmp(0x27, b"\x00"), m.bmp_amount(2500)])
+    result = m.status_information([Bmp(0x27, b"\x00"), m.bmp_amount(2500)])
     ecr.receive(result.to_apdu(), 1.0)
     ecr.confirm_result(1.1)
     assert drain(ecr) == [Accepted(), ResultReceived(result)] and ecr.apdus_to_send() == [ACK]
     ecr.receive(result.to_apdu(), 6.0)
-    assert drain(ecr) == [] and ecr.apdus_to_send() == [ACK] and ecr.state is State.PT_MASTER
-    other = m.status_information([m.Bmp(0x27, b"\x00"), m.bmp_amount(1000)])
+    assert drain(ecr) == [] and ecr.apdus_to_send() == [ACK] and state(ecr) is State.PT_MASTER
+    other = m.status_information([Bmp(0x27, b"\x00"), m.bmp_amount(1000)])
     ecr.receive(other.to_apdu(), 7.0)  # a different result is news
     assert drain(ecr) == [ResultReceived(other)]
 
@@ -80,7 +88,7 @@ def test_a_result_repeated_by_the_link_is_acknowledged_not_reported_twice() -> N
 def test_rejected_command() -> None:
     ecr = started()
     ecr.receive(m.nack(0x9C).to_apdu(), 0.1)
-    assert drain(ecr) == [Rejected(0x9C)] and ecr.state is State.IDLE
+    assert drain(ecr) == [Rejected(0x9C)] and state(ecr) is State.IDLE
 
 
 def test_t3_without_acknowledgement() -> None:
@@ -88,7 +96,7 @@ def test_t3_without_acknowledgement() -> None:
     ecr.on_deadline(4.9)
     assert drain(ecr) == []
     ecr.on_deadline(5.0)
-    assert drain(ecr) == [TimedOut("T3")] and ecr.state is State.IDLE
+    assert drain(ecr) == [TimedOut("T3")] and state(ecr) is State.IDLE
 
 
 def test_t4_restarted_by_intermediate_status_with_its_own_timeout() -> None:
@@ -120,9 +128,9 @@ def test_read_card_ends_with_its_result() -> None:
     ecr.start(m.read_card(15), 0.0, completes_on_result=True)
     ecr.apdus_to_send()
     ecr.receive(ACK, 0.1)
-    ecr.receive(m.status_information([m.Bmp(0x27, b"\x00")]).to_apdu(), 1.0)
+    ecr.receive(m.status_information([Bmp(0x27, b"\x00")]).to_apdu(), 1.0)
     ecr.confirm_result(1.0)
-    assert isinstance(drain(ecr)[-1], Completed) and ecr.state is State.IDLE
+    assert isinstance(drain(ecr)[-1], Completed) and state(ecr) is State.IDLE
 
 
 def test_ack_only_commands_complete_on_ack() -> None:

@@ -10,7 +10,7 @@ from drivers.base import Outcome
 from drivers.errors import PortOpenFailed
 from drivers.money import Money
 from drivers.sim.terminal import SimConfig, SimTerminal
-from drivers.transport.url import parse_device_url
+from drivers.transport.url import UsbUrl, parse_device_url
 from drivers.transport.usb import UsbTransport
 from drivers.transport.usb_ids import KNOWN
 from drivers.zvt.asyncio.terminal import ZvtOptions, ZvtTerminal
@@ -23,7 +23,8 @@ async def test_usb_preauth_capture_and_replug() -> None:
     sim = SimTerminal(SimConfig(password="123456", card_wait_s=0.01))
     serving = asyncio.create_task(sim.serve(device.device_port, serial=True))
     url = parse_device_url("usb://0x0403:0x6001")
-    transport = UsbTransport(url, backend=device)  # type: ignore[arg-type]
+    assert isinstance(url, UsbUrl)
+    transport = UsbTransport(url, backend=device)
     terminal = ZvtTerminal(
         "t-usb", transport, serial_framing=True, options=ZvtOptions(password="123456", t3=2, t4=3)
     )
@@ -50,9 +51,11 @@ async def test_usb_preauth_capture_and_replug() -> None:
 
 async def test_usb_device_found_by_bus_path_and_missing_device_is_clear() -> None:
     device = EmulatedTerminal(bus=3, ports=(1, 4))
-    found = UsbTransport(parse_device_url("usb://bus/3-1.4"), backend=device)  # type: ignore[arg-type]
+    by_bus, by_id = parse_device_url("usb://bus/3-1.4"), parse_device_url("usb://0x1234:0x5678")
+    assert isinstance(by_bus, UsbUrl) and isinstance(by_id, UsbUrl)
+    found = UsbTransport(by_bus, backend=device)
     await found.open()
     await found.close()
-    missing = UsbTransport(parse_device_url("usb://0x1234:0x5678"), backend=device)  # type: ignore[arg-type]
+    missing = UsbTransport(by_id, backend=device)
     with pytest.raises(PortOpenFailed, match="no such USB device"):
         await missing.open()

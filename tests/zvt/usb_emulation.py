@@ -24,6 +24,7 @@ from drivers.sim.ports import Port
 EP_IN, EP_OUT = 0x81, 0x01
 
 
+# pyusb has no type information: its backend base class is Any to mypy.
 class EmulatedTerminal(usb.backend.IBackend):  # type: ignore[misc]
     def __init__(
         self, vid: int = 0x0403, pid: int = 0x6001, bus: int = 1, ports: tuple[int, ...] = (1, 2)

@@ -81,6 +81,48 @@ class ZvtClient:
         self.connected = False
         await self.transport.close()
 
+    def taken_for_a_retransmission(self, command: Message) -> bool:
+        """Would the PT's link drop ``command`` as a repeat of a frame it has acknowledged and
+        not answered (drivers/zvt/link.py)? Then another command must go first."""
+        return self.link.taken_for_a_retransmission(command.to_apdu().encode())
+
+    async def settle(self) -> None:
+        """Listen for the link's T2 outside any sequence, taking in what the PT sends.
+
+        Called when the PT acknowledged our last frame and has sent nothing since. An answer
+        it did send may have been lost (our end of the line was being reopened): its link
+        repeats it within T2. Heard now, it is stale -- acknowledged on the link, never
+        answered with 80 00 (a result the PT then reverses, as for any result we never
+        confirmed), logged and dropped -- instead of answering our next command, which would
+        put every later answer one out of step."""
+        async with self._lock:
+            loop = asyncio.get_running_loop()
+            end = loop.time() + self.link_t2
+            while (left := end - loop.time()) > 0:
+                data = await self.transport.read(left)
+                now = loop.time()
+                if data:
+                    self.link.receive_data(data, now)
+                self.link.on_deadline(now)
+                while (event := self.link.next_event()) is not None:
+                    if isinstance(event, LinkFailed):
+                        raise ProtocolError(f"{self.transport.description}: {event.reason}")
+                    if self.tap is not None:
+                        self.tap("PT->ECR", event.apdu.encode())
+                    apdu = event.apdu  # class and instruction only: a result carries card data
+                    _LOGGER.warning(
+                        "zvt.stale",
+                        extra={
+                            "terminal": self.transport.description,
+                            "apdu": f"{apdu.cls:02X}{apdu.instr:02X}",
+                        },
+                    )
+                await self._flush(now)
+
+    @property
+    def link_t2(self) -> float:
+        return self.link.t2 if isinstance(self.link, SerialLink) else 0.0
+
     @property
     def busy(self) -> bool:
         return self._lock.locked()

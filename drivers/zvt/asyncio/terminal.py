@@ -20,7 +20,7 @@ from drivers.transport.base import Transport
 from drivers.zvt import messages as m
 from drivers.zvt.asyncio.client import OnResult, SequenceOutcome, ZvtClient
 from drivers.zvt.charset import DEFAULT_CHARSET
-from drivers.zvt.constants import ABORT_CODES, BUSY_CODES, DECLINE_CODES, result_text
+from drivers.zvt.constants import ABORT_CODES, BUSY_CODES, DECLINE_CODES, Command, result_text
 from drivers.zvt.fields import Tlv, find_tlv
 
 _LOGGER = logging.getLogger(__name__)
@@ -74,19 +74,21 @@ class ZvtTerminal:
     async def connect(self) -> TerminalResult:
         """Open the line and register (06 00), asking for receipts as 06 D3 text blocks."""
         await self.client.open()
-        command = m.registration(
-            self.options.password,
-            self.options.config_byte,
-            self._currency.numeric,
-            tlv=[Tlv(0x26, children=(Tlv(0x0A, b"\x06\xd3"),))],
-        )
-        result = await self._run("register", command, ensure=False)
+        result = await self._run("register", self._registration(), ensure=False)
         if result.terminal_id:
             self.terminal_id = result.terminal_id
         return result
 
     async def close(self) -> None:
         await self.client.close()
+
+    def _registration(self) -> m.Message:
+        return m.registration(
+            self.options.password,
+            self.options.config_byte,
+            self._currency.numeric,
+            tlv=[Tlv(0x26, children=(Tlv(0x0A, b"\x06\xd3"),))],
+        )
 
     # ---- payment operations -------------------------------------------------------------
 
@@ -310,6 +312,10 @@ class ZvtTerminal:
 
         outcome = SequenceOutcome()
         try:
+            if self.client.taken_for_a_retransmission(command):
+                await self.client.settle()  # a late answer first, if the PT's link repeats one
+            if self.client.taken_for_a_retransmission(command):
+                await self._separate(operation, command)
             outcome = await self.client.execute(
                 command,
                 t3=t3,
@@ -324,6 +330,25 @@ class ZvtTerminal:
             )
             return self._lost(operation, money, str(exc))
         return self._interpret(operation, outcome, money, requested)
+
+    async def _separate(self, operation: str, command: m.Message) -> None:
+        """Send another command before ``command``, whose frame the PT acknowledged and never
+        answered (it ignored it while master) and which its link would now drop as a
+        retransmission. A status enquiry (a registration before a repeated status enquiry):
+        it changes nothing at the PT and, if the PT is still master, is ignored or refused
+        itself. Never an abort (06 B0): the PT acts on that one while master, ends its old
+        sequence and sends 06 1E to an ECR that is no longer in it -- which then answers our
+        next command, and every answer after it is one out of step (docs/ZVT-VARIANTS.md, 1).
+        Its own outcome does not matter: only that the PT's link has seen another frame."""
+        if command.command == Command.STATUS_ENQUIRY:
+            separator = self._registration()
+        else:
+            separator = m.status_enquiry(self.options.password)
+        _LOGGER.info(
+            "zvt.separated",
+            extra={"terminal": self.name, "operation": operation, "before": command.command},
+        )
+        await self.client.execute(separator)
 
     def _lost(self, operation: str, money: bool, error: str) -> TerminalResult:
         # We cannot tell whether the terminal started: a money command's fate is unknown.

@@ -1,0 +1,55 @@
+"""Issue 26, item 2: a tariff the CPO publishes for an EVSE in a currency its terminal cannot
+charge in is refused (the EVSE keeps the tariff it has) and reported upstream; a session must
+never be started that cannot be priced."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+from gateway.payments.tariff import Dimension, PriceComponent, Tariff, TariffElement
+from gateway.runtime.app import Daemon
+from gateway.runtime.charger import SimulatedCharger
+from gateway.settings import parse_settings
+from tests.helpers import site_toml
+
+
+def _tariff(tid: str, currency: str, price: str) -> Tariff:
+    return Tariff(
+        tid, currency, (TariffElement((PriceComponent(Dimension.ENERGY, Decimal(price)),)),)
+    )
+
+
+def test_a_pushed_tariff_in_a_currency_the_terminal_cannot_charge_is_refused_and_reported(
+    tmp_path: Path,
+) -> None:
+    text = site_toml(
+        tmp_path / "t.sqlite3",
+        {"t1": "tcp://127.0.0.1:9"},
+        evses={"E1": "t1", "E2": "t1"},
+    )
+    daemon = Daemon(parse_settings(text, "<t>"), charger=SimulatedCharger(["E1", "E2"]))
+    try:
+        assert daemon.engine is not None
+        chf, eur = _tariff("CPO-CHF", "CHF", "0.60"), _tariff("CPO-EUR", "EUR", "0.40")
+        daemon._apply_tariffs({"E1": chf, "E2": eur}, {"CPO-CHF": chf, "CPO-EUR": eur})
+        policy = daemon.engine.host.policy
+        assert policy.tariff("E1") is not None and policy.tariff("E1").currency == "EUR"  # type: ignore[union-attr]
+        assert policy.tariff("E1").id == "T"  # type: ignore[union-attr]  # kept its own
+        assert policy.tariff("E2") is eur  # a chargeable one is taken
+        refused = daemon.store.outbox.list(kind="tariff.refused")
+        assert [m.payload for m in refused] == [
+            {
+                "evse_uid": "E1",
+                "tariff_id": "CPO-CHF",
+                "tariff_currency": "CHF",
+                "terminal": "t1",
+                "terminal_currency": "EUR",
+            }
+        ]
+        # the next refresh says the same: reported once
+        daemon._apply_tariffs({"E1": chf}, {"CPO-CHF": chf})
+        assert len(daemon.store.outbox.list(kind="tariff.refused")) == 1
+    finally:
+        daemon.store.close()
+        daemon.lock.release()

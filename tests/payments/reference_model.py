@@ -1,0 +1,244 @@
+"""An independent reference model of what a finished session's money must be (issue 26).
+
+The deterministic simulation used to check only invariants the engine asserts itself, so a
+wrong rule the engine applied consistently passed it. This model says, from the outside, what
+the money must be: the price from the OCPI tariff (its JSON, not the engine's objects) and the
+meter readings, including time-of-day, weekday and date restrictions cut at local midnight and
+elapsed (not wall-clock) hours across DST nights; then the capture of each hold (filled in
+order), what is released, owed and refunded, and the Financial Advice Confirmation the CPO must
+get. It imports nothing of the engine's pricing or session code on purpose: only the currency
+exponents (drivers/money.py) are shared. Written from the rules in docs and the OCPI spec, not
+from gateway/payments/tariff.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
+from itertools import pairwise
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from drivers.money import currency as currency_info
+
+WEEKDAYS = ("MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY", "SATURDAY", "SUNDAY")
+
+
+# ---- the price ---------------------------------------------------------------------------------
+
+
+def _d(value: Any) -> Decimal | None:
+    return None if value is None else Decimal(str(value))
+
+
+def _bound(value: Any) -> Decimal | None:
+    if isinstance(value, Mapping):
+        return _d(value.get("excl_vat", value.get("before_taxes")))
+    return _d(value)
+
+
+@dataclass(frozen=True)
+class _Where:
+    """What a restriction looks at, at the start of a piece of the session."""
+
+    local: datetime
+    kwh: Decimal
+    seconds: int
+    kw: Decimal | None
+
+
+def _holds(r: Mapping[str, Any], at: _Where) -> bool:
+    if r.get("start_time") or r.get("end_time"):
+        lo = time.fromisoformat(r.get("start_time") or "00:00")
+        hi = time.fromisoformat(r.get("end_time") or "00:00")
+        now = at.local.time().replace(tzinfo=None)
+        if lo < hi and not lo <= now < hi:
+            return False
+        if lo > hi and hi <= now < lo:  # a window across midnight, e.g. 22:00-06:00
+            return False
+    day = at.local.date()
+    if r.get("start_date") and day < date.fromisoformat(r["start_date"]):
+        return False
+    if r.get("end_date") and day >= date.fromisoformat(r["end_date"]):
+        return False
+    if r.get("day_of_week") and WEEKDAYS[day.weekday()] not in r["day_of_week"]:
+        return False
+    checks = (
+        ("min_kwh", at.kwh, False),
+        ("max_kwh", at.kwh, True),
+        ("min_duration", Decimal(at.seconds), False),
+        ("max_duration", Decimal(at.seconds), True),
+    )
+    for key, value, is_max in checks:
+        limit = _d(r.get(key))
+        if limit is not None and (value >= limit if is_max else value < limit):
+            return False
+    if at.kw is not None:
+        lo_kw, hi_kw = _d(r.get("min_power")), _d(r.get("max_power"))
+        if lo_kw is not None and at.kw < lo_kw:
+            return False
+        if hi_kw is not None and at.kw >= hi_kw:
+            return False
+    return True
+
+
+def _local_instants(first: datetime, last: datetime, clock: time, tz: ZoneInfo) -> list[datetime]:
+    """Every moment (UTC) the local wall clock shows ``clock`` between two UTC instants."""
+    out: list[datetime] = []
+    day = first.astimezone(tz).date() - timedelta(days=1)
+    while True:
+        at = datetime.combine(day, clock).replace(tzinfo=tz).astimezone(UTC)
+        if at >= last:
+            return out
+        if at > first:
+            out.append(at)
+        day += timedelta(days=1)
+
+
+def model_price(
+    tariff: Mapping[str, Any], readings: Sequence[tuple[datetime, int]], tz: ZoneInfo
+) -> int:
+    """The price (incl. VAT, minor units) of a session's meter readings (time, Wh so far)."""
+    elements = list(tariff["elements"])
+    if not readings:
+        return 0
+    points = [(at.astimezone(UTC), Decimal(wh)) for at, wh in readings]
+    start, wh0 = points[0]
+    volume: dict[tuple[int, str], Decimal] = {}
+
+    def first(kind: str, where: _Where) -> int | None:
+        for i, el in enumerate(elements):
+            kinds = {c["type"] for c in el["price_components"]}
+            if kind in kinds and _holds(el.get("restrictions") or {}, where):
+                return i
+        return None
+
+    flat = first("FLAT", _Where(start.astimezone(tz), Decimal(0), 0, None))
+    if flat is not None:
+        volume[(flat, "FLAT")] = Decimal(1)
+    for (t0, e0), (t1, e1) in pairwise(points):
+        if t1 <= t0:  # readings with one timestamp (a stalled clock): the energy still counts
+            wh = max(Decimal(0), e1 - e0)
+            i = first(
+                "ENERGY",
+                _Where(
+                    t0.astimezone(tz), (e0 - wh0) / 1000, (t0 - start) // timedelta(seconds=1), None
+                ),
+            )
+            if wh and i is not None:
+                volume[(i, "ENERGY")] = volume.get((i, "ENERGY"), Decimal(0)) + wh
+            continue
+        cuts = {t0, t1}
+        for el in elements:
+            r = el.get("restrictions") or {}
+            for key in ("min_duration", "max_duration"):
+                if r.get(key) is not None:
+                    cuts.add(start + timedelta(seconds=int(r[key])))
+            for key in ("min_kwh", "max_kwh"):
+                if r.get(key) is not None and e1 != e0:
+                    target = Decimal(str(r[key])) * 1000 + wh0
+                    if e0 < target < e1:
+                        share = (target - e0) / (e1 - e0)
+                        micro = int(share * Decimal((t1 - t0) // timedelta(microseconds=1)))
+                        cuts.add(t0 + timedelta(microseconds=micro))
+            clocks = [time.fromisoformat(r[k]) for k in ("start_time", "end_time") if r.get(k)]
+            if r.get("day_of_week") or r.get("start_date") or r.get("end_date"):
+                clocks.append(time(0))
+            for clock in clocks:
+                cuts.update(_local_instants(t0, t1, clock, tz))
+        edges = sorted(c for c in cuts if t0 <= c <= t1)
+        span = Decimal((t1 - t0) // timedelta(microseconds=1))
+        for a, b in pairwise(edges):
+            ea = e0 + (e1 - e0) * Decimal((a - t0) // timedelta(microseconds=1)) / span
+            eb = e0 + (e1 - e0) * Decimal((b - t0) // timedelta(microseconds=1)) / span
+            seconds = Decimal((b - a) // timedelta(microseconds=1)) / 1_000_000
+            wh = max(Decimal(0), eb - ea)
+            kw = (wh / 1000) / (seconds / 3600) if seconds else None
+            where = _Where(
+                a.astimezone(tz), (ea - wh0) / 1000, (a - start) // timedelta(seconds=1), kw
+            )
+            for kind, amount in (("ENERGY", wh), ("TIME" if wh > 0 else "PARKING_TIME", seconds)):
+                if amount:
+                    i = first(kind, where)
+                    if i is not None:
+                        volume[(i, kind)] = volume.get((i, kind), Decimal(0)) + amount
+    excl = incl = Decimal(0)
+    for (i, kind), amount in volume.items():
+        comp = next(c for c in elements[i]["price_components"] if c["type"] == kind)
+        step = Decimal(int(comp.get("step_size") or 1))
+        billed = (
+            amount if kind == "FLAT" else (amount / step).to_integral_value(ROUND_CEILING) * step
+        )
+        per = {"ENERGY": Decimal(1000), "FLAT": Decimal(1)}.get(kind, Decimal(3600))
+        cost = billed / per * Decimal(str(comp["price"]))
+        excl += cost
+        incl += cost * (1 + (_d(comp.get("vat")) or Decimal(0)) / 100)
+    lo, hi = _bound(tariff.get("min_price")), _bound(tariff.get("max_price"))
+    bounded = excl
+    if lo is not None and excl < lo:
+        bounded = lo
+    if hi is not None and excl > hi:
+        bounded = hi
+    if bounded != excl:
+        incl = incl * bounded / excl if excl else bounded
+    places = currency_info(str(tariff["currency"])).exponent
+    return int((incl * Decimal(10) ** places).to_integral_value(ROUND_HALF_UP))
+
+
+# ---- the money of a finished session -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TerminalHold:
+    """One hold as the terminal's own books show it (the truth the model starts from)."""
+
+    receipt: int
+    approved: int
+    state: str  # "booked", "released", "lapsed", "open"
+    booked: int = 0
+
+
+@dataclass(frozen=True)
+class Scenario:
+    tariff: Mapping[str, Any]
+    tz: ZoneInfo
+    readings: Sequence[tuple[datetime, int]]  # (time, Wh since the charge started)
+    holds: Sequence[TerminalHold]  # in the order they were approved
+    had_reference: bool = True  # the payment has an OCPI authorization reference
+    refunded: int = 0  # refunds done (06 31), minor units
+
+
+@dataclass(frozen=True)
+class Expected:
+    price: int
+    capture_by_hold: Mapping[int, int]  # what each hold must be captured with (filled in order)
+    captured: int  # what the terminal booked
+    released: int
+    owed: int
+    refunded: int
+    fac: tuple[str, int] | None  # (status, amount) the CPO must be told, or nothing
+    notes: tuple[str, ...] = field(default=())
+
+
+def expect(s: Scenario) -> Expected:
+    energy = s.readings[-1][1] - s.readings[0][1] if s.readings else 0
+    price = model_price(s.tariff, s.readings, s.tz) if energy > 0 else 0
+    left, plan = price, {}
+    for h in s.holds:
+        take = min(left, h.approved)
+        plan[h.receipt] = take
+        left -= take
+    captured = sum(h.booked for h in s.holds if h.state == "booked")
+    released = sum(h.approved - h.booked for h in s.holds if h.state in ("booked", "released"))
+    owed = max(0, price - captured)
+    fac: tuple[str, int] | None = None
+    if s.had_reference and (captured or owed):
+        if captured and not owed:
+            fac = ("SUCCESS", captured)
+        elif captured:
+            fac = ("PARTIAL_SUCCESS", captured)
+        else:
+            fac = ("FAILED", owed)
+    return Expected(price, plan, captured, released, owed, s.refunded, fac)

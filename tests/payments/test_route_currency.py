@@ -1,0 +1,84 @@
+"""Issue 26: amounts of a terminal reached only through ``[[routes]]``, in another currency
+than the site's (item 10: its sweeps and end-of-day batches; and the site-currency hold
+amounts a route in another currency inherits)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from drivers.sim.terminal import SimConfig
+from gateway.errors import ConfigError
+from gateway.runtime.charger import SimulatedCharger
+from gateway.runtime.engine_setup import build_engine, build_policy, build_routes
+from gateway.settings import parse_settings
+from gateway.store import Store
+from tests.helpers import pty_terminal
+
+SITE = """
+[site]
+id = "S"
+country = "DE"
+[[terminals]]
+id = "t1"
+device = "tcp://127.0.0.1:9"
+password = {{ value = "123456" }}
+[[terminals]]
+id = "tj"
+device = "{device}"
+password = {{ value = "123456" }}
+currency = "JPY"
+[charger]
+enabled = true
+mode = "simulated"
+[[charger.evses]]
+id = "E1"
+terminal = "t1"
+[pricing]
+strategy = "incremental"
+default_tariff = "EUR-T"
+incremental_initial = "20.00"
+incremental_step = "15.00"
+safety_margin = "0.50"
+tariffs = [{{ id = "EUR-T", currency = "EUR", elements = [{{ price_components = [{{ type = "ENERGY", price = "0.50", step_size = 1 }}] }}] }},
+           {{ id = "JPY-T", currency = "JPY", elements = [{{ price_components = [{{ type = "ENERGY", price = "55", step_size = 1 }}] }}] }}]
+[[routes]]
+id = "jp"
+terminals = ["tj"]
+evses = ["E1"]
+tariff = "JPY-T"
+hold_min = "500"
+hold_max = "20000"
+"""
+
+
+async def test_a_route_only_terminal_closes_its_batch_in_its_own_currency(tmp_path: Path) -> None:
+    """No EVSE's own terminal is "tj": its currency comes from its route, never "EUR"."""
+    async with pty_terminal(SimConfig(password="123456", currency=392)) as (_sim, pty):
+        own = 'incremental_initial = "3000"\nincremental_step = "2500"\n'
+        settings = parse_settings(SITE.format(device=f"serial://{pty}") + own, "<route>")
+        store = Store.open(tmp_path / "r.sqlite3")
+        try:
+            worker, _terminals, _link = build_engine(
+                settings, store, lambda: datetime.now(UTC), SimulatedCharger(["E1"])
+            )
+            assert worker.runners["tj"].currency == "JPY"  # what its sweeps release in
+            assert await worker.end_of_day("tj") == "done"
+            (batch,) = store.end_of_day_batches(datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC))
+        finally:
+            store.close()
+    assert batch["currency"] == "JPY"
+
+
+def test_a_route_in_another_currency_never_inherits_site_currency_minor_units() -> None:
+    """The incremental first hold and step are configured in the site's currency (20.00 EUR
+    = 2000 minor units): a JPY route must state its own, never use 2000 as yen."""
+    with pytest.raises(ConfigError, match="give its incremental_initial and incremental_step"):
+        parse_settings(SITE.format(device="tcp://127.0.0.1:10"), "<route>")
+    own = 'incremental_initial = "3000"\nincremental_step = "2500"\n'
+    settings = parse_settings(SITE.format(device="tcp://127.0.0.1:10") + own, "<route>")
+    (route,) = build_routes(settings, build_policy(settings).hold)
+    assert route.hold is not None
+    assert (route.hold.incremental_initial_minor, route.hold.incremental_step_minor) == (3000, 2500)
