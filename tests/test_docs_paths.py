@@ -41,7 +41,12 @@ def roots(root: Path) -> set[str]:
 
 
 def exists(root: Path, path: str) -> bool:
-    """``path`` (or the module ``path``.py) is in the repository; ``**/name``: anywhere in it."""
+    """``path`` (or the module ``path``.py) is in the repository; ``**/name``: anywhere in it;
+    ``file.py::test_name``: the file defines that test."""
+    path, _, test = path.partition("::")
+    if test:
+        name = test.split("[")[0]
+        return exists(root, path) and f"def {name}(" in (root / path).read_text(encoding="utf-8")
     pattern = _PLACEHOLDER.sub("*", path).rstrip("/")
     if pattern.startswith("**/"):
         folders = [root / name for name in roots(root) if (root / name).is_dir()]

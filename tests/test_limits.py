@@ -9,15 +9,10 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 from tests.helpers import REPO
 
 PACKAGES = ("gateway", "drivers", "firmware_bridge", "hil")
 QUEUES = {"Queue", "LifoQueue", "PriorityQueue"}
-# Its event queue is built unbounded (default_factory=asyncio.Queue) and ENGINE_QUEUE_MAX is
-# enforced by hand before each put; building it with maxsize=queue_max would say so in one place.
-IN_REWORK = "gateway/runtime/engine_worker.py"
 
 
 def _name_of(node: ast.expr) -> str:
@@ -56,20 +51,9 @@ def test_every_queue_has_a_named_bound() -> None:
         offence
         for package in PACKAGES
         for path in sorted((REPO / package).rglob("*.py"))
-        if str(path.relative_to(REPO)) != IN_REWORK
         for offence in unnamed_bounds(path)
     ]
     assert found == []
-
-
-@pytest.mark.xfail(
-    strict=True, reason=f"{IN_REWORK}: asyncio.Queue built unbounded, ENGINE_QUEUE_MAX by hand"
-)
-def test_the_worker_queue_has_a_named_bound() -> None:
-    path = REPO / IN_REWORK
-    if not path.exists():
-        pytest.skip(f"{IN_REWORK} is gone: drop IN_REWORK and this test")
-    assert unnamed_bounds(path) == []
 
 
 def test_the_reader_sees_unbounded_and_bare_bounds(tmp_path: Path) -> None:

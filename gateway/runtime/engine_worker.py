@@ -25,7 +25,7 @@ from datetime import time
 
 from drivers.base import Outcome, PaymentTerminal, TerminalResult
 from drivers.money import Money
-from gateway.errors import QueueFull, StoreError
+from gateway.errors import InvariantViolated, QueueFull, StoreError
 from gateway.payments import commands as c
 from gateway.payments import events as e
 from gateway.payments.charger import ChargerEvent, ChargerLink
@@ -46,6 +46,12 @@ _LOGGER = logging.getLogger(__name__)
 # Events from outside waiting for the engine. A step takes about a millisecond and a site has
 # tens of EVSEs, so this is minutes of a message storm; beyond it input is refused, not queued.
 ENGINE_QUEUE_MAX = 1_000
+# Results of commands sent, session timers and resumes are always taken: at most one each per
+# open session, and a site has one open session per EVSE (plus the sweeps' orphans). Past this
+# many the engine is broken, not busy: the worker fails and the supervisor restarts it (resume
+# reads every open session from the store; a result lost so is an unknown outcome, asked again).
+ENGINE_INTERNAL_MAX = 10_000
+QUEUE_CAPACITY = ENGINE_QUEUE_MAX + ENGINE_INTERNAL_MAX
 REQUESTS_EVERY_S = 1.0
 REQUESTS_PER_POLL = 100  # stored requests read at one poll; the rest at the next
 _BACKGROUND = ("sweeper:", "probe:", "cards:", "end-of-day:")
@@ -88,7 +94,9 @@ class EngineWorker:
     runners: dict[str, TerminalRunner] = field(init=False)
     admission: Admission = field(init=False)
     adapter: ChargerAdapter = field(init=False)
-    _queue: asyncio.Queue[Queued] = field(default_factory=asyncio.Queue)
+    _queue: asyncio.Queue[Queued] = field(
+        default_factory=lambda: asyncio.Queue(maxsize=QUEUE_CAPACITY)
+    )
     _timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _boot: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
@@ -151,7 +159,12 @@ class EngineWorker:
     def _take(self, event: e.Event, stored: Callable[[], None] | None = None) -> None:
         """Queue a result, a timer or a resume: always taken (at most one each per session)."""
         self.idle.clear()
-        self._queue.put_nowait((event, stored))
+        try:
+            self._queue.put_nowait((event, stored))
+        except asyncio.QueueFull as exc:
+            raise InvariantViolated(
+                f"the engine's queue holds {QUEUE_CAPACITY} events: more than its sessions can make"
+            ) from exc
 
     def on_charger_event(self, heard: ChargerEvent) -> None:
         self.adapter.heard(heard)

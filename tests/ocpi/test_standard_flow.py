@@ -291,6 +291,9 @@ async def test_a_pay_request_while_unregistered_is_refused_with_the_reason(tmp_p
         cpo,
         listen,
         "[daemon]\nrestart_backoff_min_s = 5\n",
+    ) + (  # every EVSE is priced (issue 26 item 13), also before the CPO's tariffs come
+        '[pricing]\ndefault_tariff = "T"\ntariffs = [ { id = "T", currency = "EUR", elements = '
+        '[ { price_components = [ { type = "ENERGY", price = "0.50", step_size = 1 } ] } ] } ]\n'
     )
     config_file = tmp_path / "u.toml"
     config_file.write_text(config, encoding="utf-8")

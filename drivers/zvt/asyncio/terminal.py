@@ -155,8 +155,9 @@ class ZvtTerminal:
     def _added(self, result: TerminalResult, asked: Money, first_receipt: int) -> TerminalResult:
         """The amount a top-up added, read as this terminal model reports it (``topup_amount``).
         A new hold (its own receipt) answers its own amount. An answer larger than the request
-        cannot be an increment; a total whose previous total is not known here gives no
-        increment: both are unknown outcomes (the engine recovers), never a guessed amount."""
+        cannot be an increment; under "total" only the known hold plus the amount asked is a
+        total: anything else is an unknown outcome (the engine recovers), never a guessed
+        amount."""
         echo = result.amount
         if not result.approved or echo is None or result.receipt_no != first_receipt:
             return result
@@ -165,13 +166,19 @@ class ZvtTerminal:
                 return result
             why = f"the top-up answer carries {echo}, more than the {asked} asked: a new total?"
             return replace(result, outcome=Outcome.UNKNOWN, message=why, amount=None)
+        # Only the full total is read: an increment answer (at most the amount asked) can never
+        # equal hold + asked, whereas a smaller "total" could be either reading (10.00 + 30.00
+        # answered 30.00: an increment of 30 or a total after 20). ZVT has no partial approval
+        # of a reservation extension (1F70 is an 06 01 tag; we never send it), so any other
+        # answer is not one this setting can read (docs/ZVT-VARIANTS.md, 4).
         before = self._hold_totals.get(first_receipt)
-        added = None if before is None else echo.minor - before.minor
-        if added is None or not 0 < added <= asked.minor:
-            why = f"the top-up answer's total {echo} does not follow from the hold {before}"
+        if before is None or echo.minor != before.minor + asked.minor:
+            why = (
+                f"the top-up answer's total {echo} is not the hold {before} plus the {asked} asked"
+            )
             return replace(result, outcome=Outcome.UNKNOWN, message=why, amount=None)
         details = {**result.details, "hold_total": str(echo)}
-        return replace(result, amount=Money(added, echo.currency), details=details)
+        return replace(result, amount=asked, details=details)
 
     async def capture(
         self,
@@ -254,11 +261,14 @@ class ZvtTerminal:
 
     async def display(self, lines: Sequence[str], seconds: int) -> TerminalResult:
         return await self._run(
-            "display", m.display_text(list(lines), seconds), completes_on_ack=True
+            "display",
+            m.display_text(list(lines), seconds, charset=self.options.charset),
+            completes_on_ack=True,
         )
 
     async def print_text(self, lines: Sequence[str]) -> TerminalResult:
-        return await self._run("print_text", m.print_text_block(list(lines)), completes_on_ack=True)
+        command = m.print_text_block(list(lines), charset=self.options.charset)
+        return await self._run("print_text", command, completes_on_ack=True)
 
     async def open_preauthorizations(self) -> TerminalResult:
         """06 23 87 FF FF: which pre-authorisations does the terminal still hold open?"""
@@ -393,6 +403,11 @@ class ZvtTerminal:
         if last is not None:
             result = self._from_status(operation, last, requested)
             return replace(result, receipt_lines=lines or result.receipt_lines)
+        if money:
+            # Every money command reports its result in a 04 0F before the 06 0F; a completion
+            # alone carries no amount and no receipt: nothing to book on (docs/ZVT-VARIANTS.md).
+            text = "the terminal completed without a result (no 04 0F)"
+            return TerminalResult(operation, Outcome.UNKNOWN, text, receipt_lines=lines)
         completion = seq.completion
         details: dict[str, str] = {}
         tid = None
