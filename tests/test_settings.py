@@ -251,11 +251,6 @@ def test_an_evse_without_a_tariff_is_refused_unless_free_vend_is_explicit_and_ca
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs session.py change: the engine prices an EVSE without a tariff itself; the "
-    "free_vend_kwh cap (and its record) must be enforced there",
-)
 def test_free_vend_stops_at_its_cap() -> None:
     text = MINIMAL + (
         '[[terminals]]\nid = "t1"\ndevice = "tcp://127.0.0.1:9"\n'

@@ -21,12 +21,17 @@ from gateway.cli.journal_cmd import when
 from gateway.cli.stores import open_existing
 from gateway.errors import BadInput
 from gateway.ocpi.charger import session_id_of
+from gateway.payments.events import DebtResolved
 from gateway.payments.reconcile import BatchFacts, Facts, Report, SessionFacts, reconcile
 from gateway.payments.schemes import brand_group
+from gateway.runtime.engine_host import EngineHost
+from gateway.runtime.engine_setup import build_policy
 from gateway.settings import load_settings
 from gateway.store import JournalEntry, OutboxMessage, Step, Store
 
 _CLEAN, _UNEXPLAINED = 0, 1
+# Findings about what a session owes, and which part of its debt a resolution settles.
+_DEBTS = {"owed_overdue": "owed", "capture_unconfirmed": "owed", "shortfall": "shortfall"}
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -93,11 +98,25 @@ def _resolve(args: argparse.Namespace) -> int:
     reason = " ".join(str(args.reason or "").split())
     if not reason:
         raise BadInput("--reason must say why the difference is explained")
+    settings = load_settings(args.config)
     store = open_existing(args.config, write=True)
     try:
         digest = hashlib.sha256(f"{args.resolve}\x00{reason}".encode()).hexdigest()[:16]
         entry = JournalEntry("reconcile", args.resolve, "resolved", {"reason": reason})
         new = store.apply(Step(f"resolve:{digest}", journal=[entry]))
+        kind, _, session_id = str(args.resolve).partition(":")
+        if kind in _DEBTS and session_id:
+            # the debt itself is settled by the engine (journaled), so owed, ``sessions
+            # --owing`` and evpay_owed_minor follow the technician's explanation
+            host = EngineHost(store, build_policy(settings), lambda: datetime.now(UTC))
+            host.handle(
+                DebtResolved(
+                    session_id=session_id,
+                    event_id=f"resolve:{digest}",
+                    reason=reason,
+                    part=_DEBTS[kind],
+                )
+            )
     finally:
         store.close()
     print(

@@ -248,7 +248,7 @@ class OcpiChargerLink(ChargerEvents):
         ours = session_id_of(cdr.authorization_reference)
         if ours is None:
             return
-        first = self._cdrs.setdefault(ours, cdr.id)
+        first = self._cdrs.setdefault(ours, self._first_cdr(ours) or cdr.id)
         if first != cdr.id:  # a corrected CDR for a session already billed: a refund if it is lower
             gross = Decimal(str(cdr.total_cost.before_taxes)) + sum(
                 (Decimal(str(t.amount)) for t in cdr.total_cost.taxes or ()), Decimal(0)
@@ -262,6 +262,7 @@ class OcpiChargerLink(ChargerEvents):
                     total_minor=total,
                     reason=f"corrected CDR {cdr.id}",
                     seq=len(self._cdrs),
+                    currency=cdr.currency,
                 )
             )
             return
@@ -281,6 +282,23 @@ class OcpiChargerLink(ChargerEvents):
                 invoicer=invoicer,
                 invoice_reference=cdr.invoice_reference_id,
             )
+        )
+
+    def _first_cdr(self, session_id: str) -> str | None:
+        """The id of the session's first CDR (the one it is billed with) as the store's inbox
+        has it — oldest first — so a correction after a restart is still a correction (the
+        receiver stores a CDR before it hands it here)."""
+        if self.store is None:
+            return None
+        reference = authorization_reference(session_id)
+        stored = reversed(self.store.inbox("cdr"))  # the inbox lists newest first
+        return next(
+            (
+                str(m["payload"]["id"])
+                for m in stored
+                if m["payload"].get("authorization_reference") == reference
+            ),
+            None,
         )
 
     def command_result(self, command: str, session_id: str, result: str) -> None:

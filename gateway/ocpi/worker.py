@@ -246,12 +246,20 @@ class UpstreamWorker:
                 await puller
 
     def _replay_cdrs(self, charger: OcpiChargerLink) -> None:
-        """A CDR stored just before a crash may never have reached the engine: hand every CDR of a
-        session that is still open to it again (a second delivery is a no-op there)."""
+        """A CDR stored just before a crash may never have reached the engine: hand it to it
+        again, oldest first (the first CDR bills, a later one corrects the price). A first CDR
+        goes again only to a session still open; a correction to any session (the engine keys
+        it by the CDR's id, so a second delivery is a no-op there)."""
         open_ids = {s["id"] for s in self.store.sessions(open_only=True, limit=100_000)}
-        for message in self.store.inbox("cdr"):
+        first: set[str] = set()
+        for message in reversed(self.store.inbox("cdr")):
             cdr = Cdr.model_validate(message["payload"])
-            if session_id_of(cdr.authorization_reference) in open_ids:
+            ours = session_id_of(cdr.authorization_reference)
+            if ours is None:
+                continue
+            correction = ours in first
+            first.add(ours)
+            if correction or ours in open_ids:
                 _LOGGER.info("upstream.cdr_replayed", extra={"cdr": cdr.id})
                 charger.cdr_pushed(cdr)
 

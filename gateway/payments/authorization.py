@@ -20,6 +20,7 @@ from gateway.payments.policy import Policy
 from gateway.payments.preauth import initial_hold
 from gateway.payments.settlement import settle_command
 from gateway.payments.states import State, Trigger, next_state
+from gateway.payments.tariff import Tariff
 
 
 def start(ev: e.CardPresented, now: datetime, policy: Policy) -> Transition:
@@ -35,21 +36,27 @@ def start(ev: e.CardPresented, now: datetime, policy: Policy) -> Transition:
             *notes,
             f"terminal {ev.terminal} cannot add to a hold: the charge stops at the cap",
         )
+    why = _cannot_price(ev, tariff, policy)
+    cap = policy.free_vend_wh.get(ev.evse) if tariff is None else None
+    if cap is not None:
+        notes = (*notes, f"free vend at EVSE {ev.evse}: nothing billed, at most {cap} Wh")
     s = Session(
         ev.session_id,
         ev.evse,
         ev.terminal,
         ev.currency,
-        next_state(None, Trigger.CARD),
+        next_state(None, Trigger.UNPRICEABLE if why else Trigger.CARD),
         now,
-        hold_minor=hold,
+        hold_minor=0 if why else hold,
         target_amount_minor=ev.target.amount_minor if ev.target else None,
         target_energy_wh=_wh(ev.target.kwh) if ev.target and ev.target.kwh is not None else None,
         tariff_id=tariff.id if tariff else None,
         route=ev.route,
-        notes=notes,
-        timer=(TimerKind.ANSWER, now + policy.answer_timeout),
+        notes=(*notes, why) if why else notes,
+        timer=None if why else (TimerKind.ANSWER, now + policy.answer_timeout),
     )
+    if why:  # never a hold the session could not price: it would stay open until it lapsed
+        return finish(s)
     cmd = c.Preauthorize(
         key=f"{s.id}:preauth",
         session_id=s.id,
@@ -63,6 +70,18 @@ def start(ev: e.CardPresented, now: datetime, policy: Policy) -> Transition:
 
 def _wh(kwh: Decimal) -> int:
     return int((kwh * 1000).to_integral_value(ROUND_CEILING))
+
+
+def _cannot_price(ev: e.CardPresented, tariff: Tariff | None, policy: Policy) -> str:
+    """Why a session at this EVSE could not be priced, or "" when it can."""
+    if tariff is None and ev.evse not in policy.free_vend_wh:
+        return f"EVSE {ev.evse} has no tariff and no free vend: no hold made"
+    if tariff is not None and tariff.currency != ev.currency:
+        return (
+            f"tariff {tariff.id} is in {tariff.currency}, terminal {ev.terminal} charges in "
+            f"{ev.currency}: no hold made"
+        )
+    return ""
 
 
 def orphan(ev: e.OrphanFound, now: datetime, policy: Policy) -> Transition:

@@ -91,6 +91,7 @@ class PriceCorrection(_Heard):
     total_minor: int
     reason: str
     seq: int = 0
+    currency: str = ""  # the CDR's currency (the engine refuses one not the session's)
 
 
 ChargerEvent = (

@@ -80,6 +80,9 @@ def meter_value(s: Session, ev: e.MeterValue, now: datetime, policy: Policy) -> 
         return ask_topup(s, extra, now, policy)
     if price >= s.authorized_minor - policy.safety_margin_minor:
         return stop(s, now, policy, "cost cap reached")
+    free = policy.free_vend_cap(s)
+    if free is not None and energy >= free:
+        return stop(s, now, policy, f"free vend cap of {free} Wh reached")
     return Transition(s)
 
 
@@ -171,6 +174,10 @@ def bill(s: Session, now: datetime, policy: Policy) -> Transition:
     """The charge has ended: capture as planned, or release everything when nothing is billed."""
     plan = capture_plan(s, policy)
     s = apply_plan(s, plan)
+    free = policy.free_vend_cap(s)
+    if free is not None:  # energy given away is a record too, never silent
+        given = f"free vend: {plan.energy_wh} Wh given (cap {free} Wh)"
+        s = update(s, notes=note(s, given))
     if s.topup_minor and s.holds:  # a top-up still out may raise the first hold before we capture
         s = first_hold_uncertain(s)
     s = go(s, Trigger.BILL if plan.capture_minor else Trigger.NOTHING_TO_BILL, attempts=0)

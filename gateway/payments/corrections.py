@@ -14,8 +14,9 @@ from datetime import datetime
 from drivers.base import Outcome
 from gateway.payments import commands as c
 from gateway.payments import events as e
-from gateway.payments.model import Session
+from gateway.payments.model import Session, update
 from gateway.payments.moves import Transition, note
+from gateway.payments.plausibility import KEPT
 from gateway.payments.refunds import Refund, RefundMethod, RefundStatus
 from gateway.payments.states import State
 
@@ -72,22 +73,107 @@ def refund_requested(s: Session, ev: e.RefundRequested, now: datetime) -> Transi
 
 
 def price_corrected(s: Session, ev: e.PriceCorrected, now: datetime) -> Transition:
+    """The CPO's corrected total: the debt follows it, and what was captured above it is
+    refunded — once any refund in flight has settled (the two are never raced). A total in
+    another currency is refused and recorded: amounts in two currencies are never netted."""
+    if any(r.id == ev.event_id for r in s.refunds) or s.bill.correction_waiting == ev.event_id:
+        return Transition(s, note="price correction: a repeat")
+    if ev.currency is not None and ev.currency != s.currency:
+        why = (
+            f"{ev.reason}: a total of {ev.total_minor} {ev.currency} for a session in "
+            f"{s.currency}: refused, never netted across currencies"
+        )
+        refused = Refund(
+            ev.event_id,
+            0,
+            ev.reason,
+            "cdr",
+            RefundMethod.REFUND,
+            RefundStatus.REFUSED,
+            now,
+            message=why,
+        )
+        more = (why,) if len(s.discrepancies) < KEPT else ()
+        s = replace(s, refunds=(*s.refunds, refused), discrepancies=(*s.discrepancies, *more))
+        return Transition(replace(s, notes=note(s, why)), note=why)
+    s = update(s, corrected_minor=ev.total_minor)
+    if not s.final:
+        why = f"price corrected to {ev.total_minor}: applied once the session is settled"
+        s = update(s, correction_waiting=ev.event_id)
+        return Transition(replace(s, notes=note(s, why)))
+    s = follow_correction(s)
     over = s.refundable_minor - ev.total_minor
     if s.state is not State.COMPLETED or over <= 0:
-        why = f"price corrected to {ev.total_minor}: nothing to refund"
+        why = f"price corrected to {ev.total_minor}: nothing to refund, {s.bill.owed_minor} owed"
         return Transition(replace(s, notes=note(s, why)))
+    if any(r.pending for r in s.refunds):
+        why = f"price corrected to {ev.total_minor}: refunded once the refund in flight settles"
+        s = update(s, correction_waiting=ev.event_id)
+        return Transition(replace(s, notes=note(s, why)))
+    return _refund_above(s, ev.event_id, ev.reason, now, day_closed=ev.day_closed)
+
+
+def settled_with_correction(s: Session, now: datetime) -> Transition:
+    """A session that has just become final with a correction that arrived while it was being
+    settled: the debt follows the corrected total, and a completed one refunds what it
+    captured above it."""
+    s = follow_correction(s)
+    over = s.refundable_minor - (s.bill.corrected_minor or 0)
+    if s.state is not State.COMPLETED or over <= 0 or any(r.pending for r in s.refunds):
+        return Transition(update(s, correction_waiting="") if over <= 0 else s)
+    return _refund_above(s, s.bill.correction_waiting, "corrected CDR", now, day_closed=False)
+
+
+def follow_correction(s: Session) -> Session:
+    """The debt after a corrected total: what it asks above what the driver has paid for the
+    charge (captured, less the refunds of corrections, done or under way); above the holds it
+    is a shortfall. Another refund (a technician's goodwill) never makes a debt, and a debt a
+    person has settled never grows again."""
+    total = s.bill.corrected_minor
+    if total is None:
+        return s
+    corrected = sum(
+        r.amount_minor
+        for r in s.refunds
+        if r.source == "cdr" and (r.pending or r.status is RefundStatus.DONE)
+    )
+    owed = max(0, total - (s.captured_minor - corrected))
+    if s.bill.debt_resolved:
+        owed = min(owed, s.bill.owed_minor)
+    shortfall = min(owed, max(0, total - s.authorized_minor))
+    return update(s, owed_minor=owed, shortfall_minor=shortfall)
+
+
+def _refund_above(
+    s: Session, event_id: str, reason: str, now: datetime, *, day_closed: bool
+) -> Transition:
+    """Refund what was captured above the corrected total (``refund_requested``'s rules)."""
+    over = s.refundable_minor - (s.bill.corrected_minor or 0)
     request = e.RefundRequested(
         session_id=s.id,
-        event_id=ev.event_id,
+        event_id=event_id,
         amount_minor=over,
-        reason=ev.reason,
+        reason=reason,
         source="cdr",
-        day_closed=ev.day_closed,
+        day_closed=day_closed,
     )
-    return refund_requested(s, request, now)
+    return refund_requested(update(s, correction_waiting=""), request, now)
 
 
-def refund_result(s: Session, ev: e.TerminalResultArrived) -> Transition:
+def debt_resolved(s: Session, ev: e.DebtResolved) -> Transition:
+    """A person explained the debt (paid in cash, written off, found at the acquirer): it is
+    settled with the reason, so ``owed``, ``--owing`` and the owed metric follow."""
+    amount = s.bill.shortfall_minor if ev.part == "shortfall" else s.bill.owed_minor
+    if not s.final or not amount:
+        return Transition(s, note="debt resolved: nothing owed")
+    why = f"{ev.part} of {amount} {s.currency} resolved by a person: {ev.reason}"
+    owed = s.bill.owed_minor - amount
+    s = update(s, owed_minor=owed, shortfall_minor=min(owed, s.bill.shortfall_minor - amount))
+    s = update(s, debt_resolved=ev.reason)
+    return Transition(replace(s, notes=note(s, why)), note=why)
+
+
+def refund_result(s: Session, ev: e.TerminalResultArrived, now: datetime) -> Transition:
     sent = next((r for r in s.refunds if r.status is RefundStatus.SENT), None)
     if sent is None:
         return Transition(s, note="refund result: none in flight (a repeat)")
@@ -106,9 +192,14 @@ def refund_result(s: Session, ev: e.TerminalResultArrived) -> Transition:
     else:
         status = RefundStatus.FAILED
     done = replace(sent, status=status, receipt_no=ev.receipt_no, message=ev.message)
-    s = replace(s, refunds=tuple(done if r is sent else r for r in s.refunds))
+    s = follow_correction(replace(s, refunds=tuple(done if r is sent else r for r in s.refunds)))
+    waiting: tuple[c.Command, ...] = ()
+    if s.bill.correction_waiting and not any(r.pending for r in s.refunds):
+        # the correction that arrived while this refund was in flight is made now
+        more = _refund_above(s, s.bill.correction_waiting, "corrected CDR", now, day_closed=False)
+        s, waiting = follow_correction(more.session or s), more.commands
     if status is not RefundStatus.DONE:
-        return Transition(s)
+        return Transition(s, waiting)
     payload = {
         "session_id": s.id,
         "authorization_reference": s.reference,
@@ -121,4 +212,4 @@ def refund_result(s: Session, ev: e.TerminalResultArrived) -> Transition:
         "receipt_no": done.receipt_no,
     }
     message = c.Enqueue(f"{s.id}:refund:{done.id}", f"session:{s.id}", "session.refund", payload)
-    return Transition(s, (message,))
+    return Transition(s, (message, *waiting))

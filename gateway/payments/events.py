@@ -196,6 +196,18 @@ class PriceCorrected:
     total_minor: int
     reason: str
     day_closed: bool = False
+    currency: str | None = None  # the CDR's: one in another currency is refused, never netted
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DebtResolved:
+    """A technician explained what a session owes (paid in cash, written off, found in the
+    acquirer's report): its debt is settled, with the reason, as a journaled engine step."""
+
+    session_id: str
+    event_id: str
+    reason: str
+    part: str = "owed"  # "owed": all of it; "shortfall": the part above the holds
 
 
 Event = (
@@ -212,4 +224,5 @@ Event = (
     | FiscalDataArrived
     | RefundRequested
     | PriceCorrected
+    | DebtResolved
 )

@@ -78,6 +78,10 @@ class Bill:
     unpaid_energy_wh: int = 0  # energy reported and never billed (no start; a late stop report)
     unpaid_minor: int = 0  # its price (part of owed)
     captured_at: datetime | None = None
+    # The CPO's corrected total (a later CDR): the debt follows it (``corrections.py``).
+    corrected_minor: int | None = None
+    correction_waiting: str = ""  # a correction's id whose refund waits for one in flight
+    debt_resolved: str = ""  # why a person settled the debt (``corrections.debt_resolved``)
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,9 +51,18 @@ class Policy:
     # by EVSE: a charge with no reading for this long is stopped and billed to its last trusted
     # reading (``moves.charging_timer``); unset: only the hold's validity bounds it
     meter_silence: dict[str, timedelta] = field(default_factory=dict)
+    # by EVSE: energy given away at most, where free vend is explicit (an EVSE without a tariff
+    # and without an entry here gets no hold: the engine cannot price it)
+    free_vend_wh: dict[str, int] = field(default_factory=dict)
 
     def tariff(self, evse: str) -> Tariff | None:
         return self.tariffs.get(evse) or self.tariffs.get("*")
+
+    def free_vend_cap(self, session: Session) -> int | None:
+        """The free vend cap (Wh) of a session with no tariff, or None: it is priced."""
+        if self.pinned(session) is not None:
+            return None
+        return self.free_vend_wh.get(session.evse)
 
     def hold_of(self, route: str | None) -> HoldPolicy:
         """The hold policy of a route (its acquirer profile), else the site's."""

@@ -43,7 +43,13 @@ from gateway.payments.charging import (
     meter_value,
     unpaid_energy,
 )
-from gateway.payments.corrections import price_corrected, refund_requested, refund_result
+from gateway.payments.corrections import (
+    debt_resolved,
+    price_corrected,
+    refund_requested,
+    refund_result,
+    settled_with_correction,
+)
 from gateway.payments.events import Operation
 from gateway.payments.model import (
     BilledTo,
@@ -83,6 +89,11 @@ def transition(
     session: Session | None, event: e.Event, now: datetime, policy: Policy
 ) -> Transition:
     result = _dispatch(session, event, now, policy)
+    after = result.session
+    became_final = after is not None and after.final and (session is None or not session.final)
+    if became_final and after is not None and after.bill.correction_waiting:
+        more = settled_with_correction(after, now)  # a correction waited for the settlement
+        result = Transition(more.session, (*result.commands, *more.commands), result.note)
     if result.session is not None and result.session != session:
         problems = violations(result.session)
         if problems:
@@ -107,7 +118,9 @@ def _dispatch(session: Session | None, event: e.Event, now: datetime, policy: Po
         Operation.REFUND,
         Operation.REVERSAL,
     ):
-        return refund_result(session, event)
+        return refund_result(session, event, now)
+    if isinstance(event, e.DebtResolved):
+        return debt_resolved(session, event)
     if session.final:
         if isinstance(event, e.FiscalDataArrived):
             return fiscal_arrived(session, event, now, policy)
@@ -211,7 +224,13 @@ def violations(s: Session) -> list[str]:
         )
         if s.open_minor and not explained:
             out.append(f"final with {s.open_minor} open and nothing owed or lapsed")
-        if s.state in (State.CAPTURE_FAILED, State.CAPTURE_UNCONFIRMED) and owed <= 0:
+        # a person's resolution or the CPO's corrected total may leave nothing owed
+        accounted = bool(s.bill.debt_resolved) or s.bill.corrected_minor is not None
+        if (
+            s.state in (State.CAPTURE_FAILED, State.CAPTURE_UNCONFIRMED)
+            and owed <= 0
+            and not accounted
+        ):
             out.append(f"{s.state} without an amount owed")
     else:
         if s.timer is None:

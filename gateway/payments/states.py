@@ -78,6 +78,7 @@ class Trigger(StrEnum):
 
     CARD = "card presented / Preauthorize(hold)"
     ORPHAN = "sweep found an orphan hold / Release"
+    UNPRICEABLE = "no tariff the terminal can charge in / no hold"
     APPROVED = "approved with a receipt / AuthorizeCharger(cap)"
     APPROVED_LOW = "approved below the minimum / Release"
     DECLINED = "declined, aborted"
@@ -127,6 +128,7 @@ _SETTLED = {
 TRANSITIONS: Mapping[tuple[State | None, Trigger], State] = {
     (None, T.CARD): S.AUTHORIZING,
     (None, T.ORPHAN): S.RELEASING,
+    (None, T.UNPRICEABLE): S.FAILED,
     (S.AUTHORIZING, T.APPROVED): S.AUTHORIZED,
     (S.AUTHORIZING, T.APPROVED_LOW): S.RELEASING,
     (S.AUTHORIZING, T.DECLINED): S.DECLINED,

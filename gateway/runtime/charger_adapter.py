@@ -63,6 +63,7 @@ def engine_event(heard: port.ChargerEvent, signed: SignedMeter | None = None) ->
                 event_id=f"price-{heard.reason.replace(' ', '-')}",
                 total_minor=heard.total_minor,
                 reason=heard.reason,
+                currency=heard.currency or None,
             )
     return None
 

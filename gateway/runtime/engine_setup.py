@@ -78,6 +78,11 @@ def build_policy(settings: Settings) -> Policy:
             for e in settings.charger.evses
             if e.meter_silence_s is not None
         },
+        free_vend_wh={
+            e.id: int(e.free_vend_kwh * 1000)
+            for e in settings.charger.evses
+            if e.free_vend_kwh is not None
+        },
         route_holds={
             r.id: route.hold
             for r, route in zip(settings.routes, build_routes(settings, hold), strict=True)

@@ -4,24 +4,19 @@ reconciliation of batches against the sessions that belong to them. Each test fa
 
 from __future__ import annotations
 
-import subprocess
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-import pytest
-
 from drivers.base import BrandTotal, Outcome, TerminalResult
 from gateway.cli.reconcile_cmd import load_facts, session_facts
-from gateway.payments import commands as c
-from gateway.payments import events as e
 from gateway.payments.model import update
 from gateway.payments.reconcile import BatchFacts, Facts, SessionFacts, reconcile
 from gateway.payments.record import to_json
 from gateway.payments.schemes import Validity
-from gateway.payments.session import Hold, HoldStatus, Session, State, transition
+from gateway.payments.session import Hold, HoldStatus, Session, State
 from gateway.payments.tariff import (
     Dimension,
     PriceComponent,
@@ -33,8 +28,7 @@ from gateway.payments.tariff import (
     price,
 )
 from gateway.runtime.engine_host import EngineHost
-from gateway.store import SessionRecord, Step, Store
-from tests.helpers import EVPAY, subprocess_env, write_config
+from gateway.store import Store
 from tests.payments.fixtures import T0, Clock, policy
 from tests.payments.test_reconcile import run_session
 
@@ -235,45 +229,5 @@ def test_the_default_window_loads_the_sessions_of_the_loaded_batches(tmp_path: P
     assert [f.kind for f in report.findings] == []
 
 
-# ---- also checked: ``--resolve`` and the debt ------------------------------------------------
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs session.py change: a technician's resolution must settle the session's debt "
-    "through the engine (owed, --owing and evpay_owed_minor follow it, journaled)",
-)
-def test_resolving_an_owed_finding_lowers_the_debt(tmp_path: Path) -> None:
-    config = write_config(tmp_path)
-    store = Store.open(tmp_path / "evpay.sqlite3")
-    owing = update(
-        Session("s1", "E1", "T1", "EUR", State.CAPTURE_FAILED, T0), price_minor=500, owed_minor=500
-    )
-    record = SessionRecord("s1", owing.state.value, to_json(owing), True, 500, "T1")
-    store.apply(Step("seed", sessions=[record]))
-    store.close()
-    resolve = ["--resolve", "owed_overdue:s1", "--reason", "paid in cash at the kiosk"]
-    done = subprocess.run(
-        [*EVPAY, "reconcile", "--config", str(config), *resolve],
-        capture_output=True,
-        text=True,
-        env=subprocess_env(),
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    store = Store.open(tmp_path / "evpay.sqlite3", read_only=True)
-    try:
-        assert [r["id"] for r in store.sessions(owing=True)] == []
-    finally:
-        store.close()
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs session.py change: a session whose tariff is in another currency than its "
-    "terminal charges in must be refused before any hold is made (item 2, engine half)",
-)
-def test_no_hold_is_made_for_a_session_that_cannot_be_priced() -> None:
-    t = transition(None, e.CardPresented("s", "card", "E1", "T1", "CHF"), T0, policy())
-    assert not any(isinstance(x, c.Preauthorize) for x in t.commands)
+# ---- ``--resolve`` and the debt, item 2's engine half: regression tests in
+# tests/payments/test_money_corrections.py and tests/payments/test_priced_sessions.py

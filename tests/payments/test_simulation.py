@@ -808,14 +808,7 @@ def test_simulation_restrictions_and_dst(
     "variant",
     [
         "topup-increment",
-        pytest.param(
-            "topup-total",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="needs session.py change: a top-up answered with the reservation's new "
-                "total is added to the hold as if it were the increment",
-            ),
-        ),
+        "topup-total",
     ],
 )
 def test_simulation_topup_conventions(
