@@ -145,3 +145,14 @@ def test_drivers_come_from_one_registry(tmp_path: Path) -> None:
     for path in sources:  # no protocol branches outside the registry
         text = path.read_text(encoding="utf-8")
         assert "protocol ==" not in text and "ZvtTerminal" not in text, path
+
+
+def test_the_example_configs_nexo_terminals_validate(tmp_path: Path) -> None:
+    """The documented nexo blocks (``#| `` lines of config/gateway.example.toml) are valid."""
+    text = (REPO / "config" / "gateway.example.toml").read_text(encoding="utf-8")
+    blocks = "\n".join(
+        line.removeprefix("#| ") for line in text.splitlines() if line.startswith("#| ")
+    )
+    assert blocks.count("[[terminals]]") == 2
+    s = parse_settings('[site]\nid = "S1"\ncountry = "DE"\n' + blocks, "<example>")
+    assert [(t.protocol, t.id) for t in s.terminals] == [("nexo", "n1"), ("nexo", "a1")]
