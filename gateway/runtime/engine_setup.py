@@ -61,7 +61,7 @@ def build_policy(settings: Settings) -> Policy:
         validity=_validity(settings),
         answer_timeout=timedelta(seconds=p.answer_timeout_s),
         bill_without_energy=p.bill_without_energy,
-        topup_terminals=frozenset(t.id for t in settings.terminals if t.incremental),
+        topup_terminals=frozenset(t.id for t in settings.terminals if t.capabilities.incremental),
         stop_before_expiry=timedelta(hours=p.stop_before_expiry_hours),
         safety_margin_minor=_minor(p.safety_margin, cur),
         min_partial_minor=_minor(p.min_partial_approval, cur),
@@ -188,6 +188,7 @@ def build_engine(
         for e in settings.charger.evses
     }
     devices = {t.id: t.device for t in settings.terminals}
+    protocols = {t.id: t.protocol for t in settings.terminals}
     meter_keys = {e.id: e.meter_public_key for e in settings.charger.evses if e.meter_public_key}
     worker = EngineWorker(
         host,
@@ -196,6 +197,7 @@ def build_engine(
         routes,
         devices,
         settings.site.id,
+        protocols=protocols,
         plug_starts="plug" in settings.charger.start_paths,
         card_starts="card" in settings.charger.start_paths,
         meter_keys=meter_keys,

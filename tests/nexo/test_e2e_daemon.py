@@ -40,6 +40,7 @@ device = "http://127.0.0.1:{port}/EPASSaleToPOI/3.1"
 encoding = "xml"
 sale_id = "EVPAY-E2E"
 poi_id = "POI-SIM-1"
+{terminal_extra}
 [charger]
 enabled = true
 mode = "simulated"
@@ -47,8 +48,10 @@ mode = "simulated"
 id = "DE*EVP*N1"
 terminal = "n1"
 [pricing]
-strategy = "fixed"
+strategy = "{strategy}"
 fixed_hold = {{ EUR = "50.00" }}
+incremental_initial = "2.00"
+incremental_step = "2.00"
 hold_min = "1.00"
 safety_margin = "0.10"
 retry_initial_s = 1
@@ -84,7 +87,7 @@ class Site:
 class Rig:
     poi: NexoPoi
     charger: SimulatedCharger
-    start: Callable[[], Awaitable[Site]]
+    start: Callable[..., Awaitable[Site]]
 
 
 @pytest.fixture
@@ -94,8 +97,10 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     charger = SimulatedCharger([EVSE])
     sites: list[Site] = []
 
-    async def start() -> Site:
-        text = CONFIG.format(db=tmp_path / "e2e.sqlite3", port=port)
+    async def start(strategy: str = "fixed", terminal_extra: str = "") -> Site:
+        text = CONFIG.format(
+            db=tmp_path / "e2e.sqlite3", port=port, strategy=strategy, terminal_extra=terminal_extra
+        )
         daemon = Daemon(parse_settings(text, "<e2e-nexo>"), charger=charger)
         task = asyncio.create_task(daemon.run())
         async with asyncio.timeout(15):
@@ -143,6 +148,8 @@ async def test_a_fixed_hold_session_is_paid_through_a_nexo_poi(rig: Rig) -> None
     )
     assert rig.poi.booked() == Decimal(data["captured_minor"]) / 100  # POI ledger == store
     assert rig.poi.open_reservations() == [] and completions(rig.poi) == 1
+    (record,) = site.daemon.store.terminals()
+    assert (record["protocol"], record["state"]) == ("nexo", "registered")
 
 
 @pytest.mark.parametrize("stop", ["graceful", "cancelled"])
@@ -169,3 +176,17 @@ async def test_a_restart_after_the_preauth_completes_once(rig: Rig, stop: str) -
     assert rig.poi.booked() == Decimal(captured) / 100
     assert rig.poi.open_reservations() == []
     assert len(second.daemon.store.sessions()) == 1
+
+
+async def test_an_incremental_session_tops_up_by_update_reservation(rig: Rig) -> None:
+    """incremental = true on the nexo terminal: the hold grows by UpdateReservation on the one
+    POI transaction, and the Completion books the price."""
+    site = await rig.start(strategy="incremental", terminal_extra="incremental = true")
+    rig.charger.plug_in(EVSE, EvsePlan(energy_wh=8_000, step_wh=500))
+    row = await site.wait_final(timeout=30)
+    data = row["data"]
+    assert row["state"] == "completed", data["notes"]
+    assert data["captured_minor"] == price_minor(8_000) == 595
+    (txn,) = rig.poi.ledger.values()  # one reservation, grown, completed once
+    assert txn.amount > Decimal("2.00") and txn.state == "completed"
+    assert rig.poi.booked() == Decimal("5.95") and completions(rig.poi) == 1
