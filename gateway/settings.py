@@ -882,6 +882,11 @@ class Settings(_Model):
                     f"{who}: terminal {terminal_id!r} cannot pre-authorise (reservations = "
                     f"false), and every pricing strategy holds an amount first"
                 )
+            if "card" in self.charger.start_paths and not caps.card_first:
+                raise ValueError(
+                    f'{who}: start_paths has "card" (a card read first), and terminal '
+                    f"{terminal_id!r} cannot read a card before the amount (card_first)"
+                )
             if strategy == "incremental" and not caps.incremental:
                 raise ValueError(
                     f'{who}: the "incremental" strategy needs top-ups, and terminal '

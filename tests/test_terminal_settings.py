@@ -156,3 +156,13 @@ def test_the_example_configs_nexo_terminals_validate(tmp_path: Path) -> None:
     assert blocks.count("[[terminals]]") == 2
     s = parse_settings('[site]\nid = "S1"\ncountry = "DE"\n' + blocks, "<example>")
     assert [(t.protocol, t.id) for t in s.terminals] == [("nexo", "n1"), ("nexo", "a1")]
+
+
+def test_a_card_first_site_needs_terminals_that_read_a_card_first() -> None:
+    card_first = site(NEXO).replace(
+        'mode = "simulated"', 'mode = "simulated"\nstart_paths = ["card"]'
+    )
+    with pytest.raises(ConfigError, match="cannot read a card before the amount"):
+        parse_settings(card_first, "<t>")
+    able = card_first.replace('poi_id = "P1"', 'poi_id = "P1"\ncard_first = true')
+    assert parse_settings(able, "<t>").terminals[0].capabilities.card_first
