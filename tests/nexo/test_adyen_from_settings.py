@@ -4,6 +4,7 @@ over real loopback TLS with the key's encryption."""
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 
 from drivers.money import Money
 from drivers.sim.nexo_poi import NexoPoi, PoiConfig, serve_nexo_poi
+from gateway.cli.doctor_cmd import run_checks
 from gateway.runtime.engine_setup import build_terminal
 from gateway.settings import check_secrets, parse_settings
 from tests.nexo.conftest import KEY, self_signed
@@ -57,3 +59,23 @@ async def test_an_adyen_terminal_from_its_settings_pays(
         await term.close()
         await runner.cleanup()
     assert (tmp_path / "nexo-a1.json").exists()  # the driver's state, beside the store
+
+
+async def test_doctor_asks_a_nexo_terminal_itself(tmp_path: Path) -> None:
+    """``evpay doctor`` without its daemon probes the nexo POI through the registry (Diagnosis),
+    and names a POI that does not answer."""
+    poi = NexoPoi(PoiConfig(encoding="xml"))
+    runner, port = await serve_nexo_poi(poi)
+    config = tmp_path / "site.toml"
+    nexo = (
+        'protocol = "nexo"\npoi_id = "POI-SIM-1"\ndevice = "http://127.0.0.1:{}/EPASSaleToPOI/3.1"'
+    )
+    text = '[site]\nid = "S1"\ncountry = "DE"\n[storage]\npath = "evpay.sqlite3"\n[api]\nport = 1\n'
+    try:
+        config.write_text(text + '[[terminals]]\nid = "n1"\n' + nexo.format(port), "utf-8")
+        checks = {c.name: c for c in await asyncio.to_thread(run_checks, config)}
+        assert checks["terminal n1"].status == "pass", checks["terminal n1"]
+    finally:
+        await runner.cleanup()
+    gone = {c.name: c for c in await asyncio.to_thread(run_checks, config)}
+    assert gone["terminal n1"].status == "fail", gone["terminal n1"]
