@@ -123,3 +123,15 @@ class PaymentTerminal(Protocol):
     async def print_text(self, lines: Sequence[str]) -> TerminalResult: ...
     async def open_preauthorizations(self) -> TerminalResult: ...
     async def last_result(self) -> TerminalResult: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a terminal can do, as data: the engine and ``config validate`` read it, so a policy
+    a terminal cannot carry out is refused when the site is configured, not at a card."""
+
+    reservations: bool = True  # pre-authorisations completed later
+    incremental: bool = False  # reservation extensions (top-ups)
+    release_open: bool = True  # an uncompleted reservation can be released
+    refunds: bool = True
+    card_first: bool = False  # a card read before any amount

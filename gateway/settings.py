@@ -11,10 +11,11 @@ import ipaddress
 import os
 import re
 import tomllib
+from collections.abc import Callable
 from datetime import time
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -32,6 +33,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
+from drivers.base import Capabilities
 from drivers.errors import AmountError, DeviceUrlError
 from drivers.money import Money, known_currencies
 from drivers.transport.url import parse_device_url
@@ -329,30 +331,14 @@ def _validity_table(value: object) -> object:
 ValidityHours = Annotated[dict[str, Annotated[int, Field(gt=1)]], BeforeValidator(_validity_table)]
 
 
-class TerminalSettings(_Model):
+Resolve = Callable[[str, SecretRef | None], str | None]
+
+
+class _TerminalCommon(_Model):
+    """What every terminal has, whatever it speaks."""
+
     id: Identifier
-    protocol: Literal["zvt"] = "zvt"
-    device: str = Field(description="serial:///dev/…, tcp://host:port or usb://VID:PID")
-    password: SecretRef | None = Field(default=None, description="ZVT password, 6 digits")
     currency: str | None = None
-    capture_mode: Literal["partial_reversal", "book_total"] = Field(
-        default="partial_reversal",
-        description="06 23 releasing the unused part, or 06 24 booking the used part",
-    )
-    incremental: bool = Field(
-        default=False, description="the terminal accepts reservation extensions (top-ups)"
-    )
-    topup_amount: Literal["increment", "total"] = Field(
-        default="increment",
-        description='what the answer to a top-up (reservation extension) carries: "increment" '
-        '(the amount just added, the ZVT reading) or "total" (the hold\'s new total, as some '
-        "terminals answer); an answer that contradicts it is an unknown outcome, never a guess",
-    )
-    charset: Charset = Field(
-        default=DEFAULT_CHARSET,
-        description="the terminal's text character set (ZVT default cp437; CardComplete "
-        "terminals print iso-8859-1); a set the terminal announces (TLV 14) wins",
-    )
     printer: bool = Field(
         default=True, description="false: the receipt is shown on the display (at most 8 lines)"
     )
@@ -370,6 +356,56 @@ class TerminalSettings(_Model):
         default_factory=dict,
         description="this acquirer's validity per card scheme, overriding [pricing]",
     )
+    incremental: bool = Field(
+        default=False, description="the terminal accepts reservation extensions (top-ups)"
+    )
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(incremental=self.incremental, card_first=True)
+
+    def secret_problems(
+        self,
+        key: str,  # noqa: ARG002 - the members with secrets use them
+        resolve: Resolve,  # noqa: ARG002
+    ) -> list[str]:
+        """This terminal's secrets resolved and checked; one ``dotted.key: problem`` each."""
+        return []
+
+
+class ZvtTerminalSettings(_TerminalCommon):
+    protocol: Literal["zvt"] = "zvt"
+    device: str = Field(description="serial:///dev/…, tcp://host:port or usb://VID:PID")
+    password: SecretRef | None = Field(default=None, description="ZVT password, 6 digits")
+    capture_mode: Literal["partial_reversal", "book_total"] = Field(
+        default="partial_reversal",
+        description="06 23 releasing the unused part, or 06 24 booking the used part",
+    )
+    topup_amount: Literal["increment", "total"] = Field(
+        default="increment",
+        description='what the answer to a top-up (reservation extension) carries: "increment" '
+        '(the amount just added, the ZVT reading) or "total" (the hold\'s new total, as some '
+        "terminals answer); an answer that contradicts it is an unknown outcome, never a guess",
+    )
+    charset: Charset = Field(
+        default=DEFAULT_CHARSET,
+        description="the terminal's text character set (ZVT default cp437; CardComplete "
+        "terminals print iso-8859-1); a set the terminal announces (TLV 14) wins",
+    )
+
+    def secret_problems(self, key: str, resolve: Resolve) -> list[str]:
+        if self.password is None:
+            return [
+                f"{key}.password: required (the terminal's 6-digit ZVT password; write even the "
+                "factory default 000000 explicitly)"
+            ]
+        password = resolve(f"{key}.password", self.password)
+        if password is not None and not is_password(password):
+            return [
+                f"{key}.password: a ZVT password is exactly 6 digits (got {len(password)} "
+                "characters)"
+            ]
+        return []
 
     @field_validator("device")
     @classmethod
@@ -379,6 +415,96 @@ class TerminalSettings(_Model):
         except DeviceUrlError as exc:
             raise ValueError(str(exc)) from None
         return v
+
+
+class NexoKeySettings(_Model):
+    """Adyen's shared key for the terminal API's application-level encryption."""
+
+    identifier: Annotated[str, Field(min_length=1, max_length=64)]
+    version: Annotated[int, Field(ge=0)]
+    passphrase: SecretRef
+
+
+class NexoTerminalSettings(_TerminalCommon):
+    protocol: Literal["nexo"]
+    device: str = Field(
+        description="http://HOST:PORT/EPASSaleToPOI/3.1 (xml) or https://HOST:8443/nexo "
+        "(adyen-json)"
+    )
+    encoding: Literal["xml", "adyen-json"] = "xml"
+    sale_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,35}$")] = "EVPAY"
+    poi_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,35}$")]
+    reservations: bool = Field(
+        default=True, description="FirstReservation/UpdateReservation/Completion"
+    )
+    release_open: bool = Field(
+        default=True, description="the POI accepts a Reversal of an uncompleted reservation"
+    )
+    refunds: bool = True
+    card_first: bool = Field(default=False, description="CardAcquisition before the amount")
+    pinned_sha256: Annotated[str, Field(pattern=r"^[0-9A-Fa-f]{64}$")] | None = Field(
+        default=None, description="the terminal certificate's SHA-256 (hex); required for https"
+    )
+    key: NexoKeySettings | None = Field(default=None, description="Adyen's key (adyen-json)")
+    lab_plain_http: bool = Field(
+        default=False, description="lab only: Adyen JSON over plain http or without a key"
+    )
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(
+            reservations=self.reservations,
+            incremental=self.incremental and self.reservations,
+            release_open=self.release_open,
+            refunds=self.refunds,
+            card_first=self.card_first,
+        )
+
+    def secret_problems(self, key: str, resolve: Resolve) -> list[str]:
+        if self.key is not None:
+            resolve(f"{key}.key.passphrase", self.key.passphrase)
+        return []
+
+    @model_validator(mode="after")
+    def _transport(self) -> NexoTerminalSettings:
+        parts = urlsplit(self.device)
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        if parts.scheme not in ("http", "https") or not parts.hostname or port is None:
+            raise ValueError(
+                f"device {self.device!r}: a nexo POI is http://HOST:PORT/EPASSaleToPOI/3.1 "
+                "or https://HOST:8443/nexo"
+            )
+        if parts.scheme == "https" and self.pinned_sha256 is None:
+            raise ValueError("an https nexo device needs pinned_sha256 (its certificate)")
+        if self.encoding == "adyen-json" and not self.lab_plain_http:
+            if parts.scheme != "https":
+                raise ValueError(
+                    "Adyen JSON goes over https (plain http only with lab_plain_http = true)"
+                )
+            if self.key is None:
+                raise ValueError("Adyen JSON needs key = { identifier, version, passphrase }")
+        return self
+
+
+def _default_protocol(value: object) -> object:
+    """A terminal written before there was a choice of protocol is a ZVT terminal."""
+    if isinstance(value, dict) and "protocol" not in value:
+        return {**value, "protocol": "zvt"}
+    return value
+
+
+_TERMINAL_TAGS = frozenset(
+    get_args(m.model_fields["protocol"].annotation)[0]
+    for m in (ZvtTerminalSettings, NexoTerminalSettings)
+)
+TerminalSettings = Annotated[
+    ZvtTerminalSettings | NexoTerminalSettings,
+    Field(discriminator="protocol"),
+    BeforeValidator(_default_protocol),
+]
 
 
 class EvseSettings(_Model):
@@ -737,7 +863,40 @@ class Settings(_Model):
                     f'no [acquirers.{terminal.modifications}] section (or use "terminal")'
                 )
         self._check_routes()
+        self._check_capabilities()
         return self
+
+    def _check_capabilities(self) -> None:
+        """Every terminal a payment can reach can carry out the strategy it would be paid
+        with: its capabilities are data, so a policy it cannot do is refused here."""
+        terminals = {t.id: t for t in self.terminals}
+        uses = [(f"evse {e.id!r}", e.terminal, self.pricing.strategy) for e in self.charger.evses]
+        uses += [
+            (f"route {r.id!r}", t, r.strategy or self.pricing.strategy)
+            for r in self.routes
+            for t in r.terminals
+        ]
+        for who, terminal_id, strategy in uses:
+            found = terminals.get(terminal_id)
+            if found is None:
+                continue  # reported by the reference checks
+            caps = found.capabilities
+            if not caps.reservations:
+                raise ValueError(
+                    f"{who}: terminal {terminal_id!r} cannot pre-authorise (reservations = "
+                    f"false), and every pricing strategy holds an amount first"
+                )
+            if "card" in self.charger.start_paths and not caps.card_first:
+                raise ValueError(
+                    f'{who}: start_paths has "card" (a card read first), and terminal '
+                    f"{terminal_id!r} cannot read a card before the amount (card_first)"
+                )
+            if strategy == "incremental" and not caps.incremental:
+                raise ValueError(
+                    f'{who}: the "incremental" strategy needs top-ups, and terminal '
+                    f"{terminal_id!r} has none (set incremental = true if it can, or use "
+                    f'"fixed" or "target")'
+                )
 
     def _check_evse_priced(self, evse: EvseSettings) -> None:
         """Every EVSE can be priced, in a currency its terminal charges in: a session that
@@ -879,7 +1038,10 @@ def load_settings(path: Path) -> Settings:
 
 
 def _describe(err: ErrorDetails) -> str:
-    key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    loc = list(err["loc"])
+    if len(loc) > 2 and loc[0] == "terminals" and loc[2] in _TERMINAL_TAGS:
+        del loc[2]  # the union member pydantic tried: the technician wrote no such key
+    key = ".".join(str(p) for p in loc) or "(top level)"
     kind = err["type"]
     if kind == "extra_forbidden":
         return f"{key}: unknown key (check its spelling; unknown keys are not ignored)"
@@ -914,18 +1076,7 @@ def check_secrets(settings: Settings) -> list[str]:
             return None
 
     for i, terminal in enumerate(settings.terminals):
-        key = f"terminals.{i}.password"
-        if terminal.password is None:
-            problems.append(
-                f"{key}: required (the terminal's 6-digit ZVT password; write even the factory "
-                "default 000000 explicitly)"
-            )
-            continue
-        password = resolve(key, terminal.password)
-        if password is not None and not is_password(password):
-            problems.append(
-                f"{key}: a ZVT password is exactly 6 digits (got {len(password)} characters)"
-            )
+        problems.extend(terminal.secret_problems(f"terminals.{i}", resolve))
     for i, client in enumerate(settings.api.clients):
         token = resolve(f"api.clients.{i}.token", client.token)
         if token is not None and len(token) < 16:

@@ -25,13 +25,16 @@ def test_demo_runs_the_site_end_to_end() -> None:
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
     states = re.findall(r"state (\w+)", out)
-    assert states == ["completed", "declined", "completed", "voided"], out
+    assert states == ["completed", "declined", "completed", "voided", "completed"], out
     assert (
         "captured 11.69 EUR" in out and "released 38.31 EUR" in out
     )  # 18 kWh at 0.49 + 1.00, 19 % VAT
     assert "note: declined: Karte abgelehnt" in out
     assert "541333******0074" in out and "5413330089020074" not in out
-    assert "received 2 Financial Advice Confirmation(s)" in out and "9.82 + 1.87 tax EUR" in out
+    assert "received 3 Financial Advice Confirmation(s)" in out and "9.82 + 1.87 tax EUR" in out
+    nexo = out.split("- a driver pays at the nexo terminal")[1]  # its EVSE pays through nexo
+    assert "state completed" in nexo and "captured 5.85 EUR" in nexo  # 8 kWh
+    assert "nexo POI's own ledger: 1 transaction(s), booked 5.85 EUR, 0 reservation(s) open" in out
     assert "outbox 0 pending, 0 dead" in out
     assert "journal hash chain intact: True" in out and "daemon stopped cleanly (exit 0)" in out
     assert (

@@ -14,7 +14,7 @@ from gateway.payments import commands as c
 from gateway.payments import events as e
 from gateway.payments.session import Session, transition
 from gateway.runtime.engine_setup import build_policy
-from gateway.settings import SecretRef, load_settings, parse_settings
+from gateway.settings import SecretRef, ZvtTerminalSettings, load_settings, parse_settings
 from gateway.store.journal import new_signing_key
 from tests.helpers import EVPAY, REPO, subprocess_env
 
@@ -164,7 +164,9 @@ def test_secret_values_never_appear_in_dumps_or_reprs() -> None:
     )
     assert "987123" not in repr(s)
     assert "987123" not in s.model_dump_json()
-    assert s.terminals[0].password is not None and s.terminals[0].password.reveal() == "987123"
+    terminal = s.terminals[0]
+    assert isinstance(terminal, ZvtTerminalSettings) and terminal.password is not None
+    assert terminal.password.reveal() == "987123"
 
 
 def test_a_secret_needs_exactly_one_source() -> None:
@@ -314,6 +316,8 @@ def test_validate_checks_the_per_terminal_model_variants(
     if problem is None:
         assert result.returncode == 0, result.stderr
         settings = load_settings(config)
-        assert settings.terminals[0].topup_amount == (line.split('"')[1] if line else "increment")
+        terminal = settings.terminals[0]
+        assert isinstance(terminal, ZvtTerminalSettings)
+        assert terminal.topup_amount == (line.split('"')[1] if line else "increment")
     else:
         assert result.returncode == 2 and problem in result.stderr

@@ -1,10 +1,12 @@
 """``evpay demo``: the embedded site simulation, run by the daemon's own code end to end.
 
-A simulated ZVT terminal on a pty (the real wire protocol with serial framing), the real
-daemon (store, supervisor, engine worker, ZVT driver, local API) on the embedded demo
-config in a temporary directory, and the in-process charger: a few driver sessions —
-a normal charge, a declined card, a charger fault mid-charge, an EV that never starts —
-then a summary read back from the store. Nothing here is canned output.
+A simulated ZVT terminal on a pty (the real wire protocol with serial framing), a simulated
+nexo POI on loopback HTTP (nexo 3.1 XML), the real daemon (store, supervisor, engine worker,
+both drivers built from the config through the registry, local API) on the embedded demo
+config in a temporary directory, and the charger: a few driver sessions on the ZVT EVSE —
+a normal charge, a declined card, a charger fault mid-charge, an EV that never starts — and
+one on the nexo EVSE, then a summary read back from the store and the POI's own ledger.
+Nothing here is canned output.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from cryptography.fernet import Fernet
 from pydantic import SecretStr
 
 from drivers.money import Money
+from drivers.nexo.wire import PATHS
+from drivers.sim.nexo_poi import NexoPoi, PoiConfig, serve_nexo_poi
 from drivers.sim.ports import PtyPort
 from drivers.sim.terminal import SimConfig, SimTerminal
 from firmware_bridge.broker import GATEWAY_USER, mosquitto_conf, password_file
@@ -53,6 +57,9 @@ SCENARIOS: list[tuple[str, str, Plan]] = [
         Plan(energy_wh=20_000, step_wh=1_000, interval_s=0.02, fault_after_wh=6_000),
     ),
     ("the EV never starts charging", "approve", Plan(never_start=True)),
+]
+NEXO_SCENARIOS: list[tuple[str, Plan]] = [
+    ("a driver pays at the nexo terminal", Plan(energy_wh=8_000, step_wh=1_000, interval_s=0.02)),
 ]
 MOSQUITTO = shutil.which("mosquitto") or (
     "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
@@ -107,18 +114,19 @@ def free_port() -> int:
 
 def demo_settings(
     workdir: Path,
-    device: str,
+    devices: dict[str, str],
     cpo: CpoSimulator,
     broker: str | None = None,
     broker_password: str | None = None,
 ) -> Settings:
+    """The embedded demo config with each terminal's device replaced by its simulator's."""
     text = resources.files("gateway.demo").joinpath("demo.toml").read_text(encoding="utf-8")
     settings = parse_settings(text, "<embedded demo.toml>")
     storage = settings.storage.model_copy(update={"path": workdir / "evpay.sqlite3"})
     api = settings.api.model_copy(
         update={"port": 0}
     )  # any free port: never clash with a live daemon
-    terminal = settings.terminals[0].model_copy(update={"device": device})
+    terminals = [t.model_copy(update={"device": devices[t.id]}) for t in settings.terminals]
     ocpi_port = (
         free_port()
     )  # the strict CPO calls our versions back before it answers the registration
@@ -135,7 +143,7 @@ def demo_settings(
     update: dict[str, Any] = {
         "storage": storage,
         "api": api,
-        "terminals": [terminal],
+        "terminals": terminals,
         "upstream": upstream,
     }
     if broker is not None:  # the charger firmware over a real broker, as on a site
@@ -162,6 +170,8 @@ async def _run(workdir: Path) -> int:
     port = PtyPort()
     sim = SimTerminal(SimConfig(password=os.environ["EVPAY_ZVT_PASSWORD"], card_wait_s=0.2))
     terminal_task = asyncio.create_task(sim.serve_line(port))
+    poi = NexoPoi(PoiConfig(encoding="xml"))
+    poi_runner, poi_port = await serve_nexo_poi(poi)
     cpo = CpoSimulator()
     await cpo.start()
     broker = _Broker(workdir) if MOSQUITTO else None
@@ -172,15 +182,19 @@ async def _run(workdir: Path) -> int:
             await broker.ready()
         url = f"mqtt://127.0.0.1:{broker.port}" if broker else None
         gateway = broker.passwords[GATEWAY_USER] if broker else None
-        settings = demo_settings(workdir, f"serial://{port.slave_path}", cpo, url, gateway)
+        devices = {
+            "t1": f"serial://{port.slave_path}",
+            "n1": f"http://127.0.0.1:{poi_port}{PATHS['xml']}",
+        }
+        settings = demo_settings(workdir, devices, cpo, url, gateway)
         daemon = Daemon(settings)
-        evse = settings.charger.evses[0].id
+        evse, nexo_evse = (e.id for e in settings.charger.evses)
         mqtt_charger = None
         if broker is not None and url is not None:  # the charger firmware, as its own user
             charger = BrokerSettings(
                 url=url, username="charger", password=broker.passwords["charger"]
             )
-            mqtt_charger = ChargerSimulator(charger, [evse])
+            mqtt_charger = ChargerSimulator(charger, [evse, nexo_evse])
         if mqtt_charger is not None:
             charger_task = asyncio.create_task(mqtt_charger.run(stopping))
         where = (
@@ -189,8 +203,8 @@ async def _run(workdir: Path) -> int:
             else "in-process charger (mosquitto not installed)"
         )
         print(
-            f"demo: site {settings.site.id}; terminal simulator on {port.slave_path}; {where}; "
-            f"embedded CPO at {cpo.base}"
+            f"demo: site {settings.site.id}; ZVT terminal simulator on {port.slave_path}; "
+            f"nexo POI simulator on {devices['n1']}; {where}; embedded CPO at {cpo.base}"
         )
         print(f"demo: database {settings.storage.path}")
         task = asyncio.create_task(daemon.run())
@@ -205,21 +219,13 @@ async def _run(workdir: Path) -> int:
                 raise GatewayError("the demo config must enable the charger link")
             for title, outcome, plan in SCENARIOS:
                 sim.config.outcomes.append(outcome)
-                before = {r["id"] for r in daemon.store.sessions(limit=100)}
-                if mqtt_charger is not None:
-                    await mqtt_charger.plug(evse, plan=plan)
-                elif isinstance(daemon.charger, SimulatedCharger):
-                    daemon.charger.plug_in(
-                        evse,
-                        EvsePlan(
-                            plan.energy_wh,
-                            plan.step_wh,
-                            never_start=plan.never_start,
-                            fault_after_wh=plan.fault_after_wh,
-                        ),
-                    )
-                row = await _finished(daemon, before)
-                _print_session(title, row)
+                _print_session(title, await _plug(daemon, mqtt_charger, evse, plan))
+            for title, plan in NEXO_SCENARIOS:
+                _print_session(title, await _plug(daemon, mqtt_charger, nexo_evse, plan))
+            print(
+                f"demo: the nexo POI's own ledger: {len(poi.ledger)} transaction(s), booked "
+                f"{poi.booked()} EUR, {len(poi.open_reservations())} reservation(s) open"
+            )
             await _print_daemon(daemon, settings, cpo)
         finally:
             daemon.request_stop("demo finished")
@@ -233,9 +239,30 @@ async def _run(workdir: Path) -> int:
         terminal_task.cancel()
         await asyncio.gather(terminal_task, return_exceptions=True)
         await port.close()
+        await poi_runner.cleanup()
         await cpo.stop()
     print(f"demo: daemon stopped cleanly (exit {code})")
     return code
+
+
+async def _plug(
+    daemon: Daemon, mqtt_charger: ChargerSimulator | None, evse: str, plan: Plan
+) -> dict[str, Any]:
+    """One driver at ``evse``: plugged in, charged as ``plan`` says; the session's final row."""
+    before = {r["id"] for r in daemon.store.sessions(limit=100)}
+    if mqtt_charger is not None:
+        await mqtt_charger.plug(evse, plan=plan)
+    elif isinstance(daemon.charger, SimulatedCharger):
+        daemon.charger.plug_in(
+            evse,
+            EvsePlan(
+                plan.energy_wh,
+                plan.step_wh,
+                never_start=plan.never_start,
+                fault_after_wh=plan.fault_after_wh,
+            ),
+        )
+    return await _finished(daemon, before)
 
 
 async def _finished(daemon: Daemon, before: set[str]) -> dict[str, Any]:

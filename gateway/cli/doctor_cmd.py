@@ -119,7 +119,7 @@ def _terminals(settings: Settings, health: dict[str, Any] | None) -> list[Check]
     seen = (health or {}).get("terminals", {})
     for t in settings.terminals:
         name = f"terminal {t.id}"
-        url = parse_device_url(t.device)
+        url = None if t.device.startswith(("http://", "https://")) else parse_device_url(t.device)
         if isinstance(url, SerialUrl):
             path = Path(url.path)
             if not path.exists():

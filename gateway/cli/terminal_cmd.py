@@ -1,4 +1,7 @@
-"""``evpay terminal ACTION --device URL``: bench checks of a terminal in the field.
+"""``evpay terminal ACTION --device URL [--protocol zvt|nexo]``: bench checks of a terminal.
+
+The terminal is built as the daemon builds it: its settings (the protocol's member of the
+terminal settings union, from the options that member has) through the driver registry.
 
 Amounts are decimal strings (``--amount 12.34 --currency EUR``), converted exactly. The ZVT
 password is never an argument (``ps`` would show it): it comes from ``--password-file`` or
@@ -19,12 +22,16 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from drivers.base import TerminalResult
+from pydantic import TypeAdapter, ValidationError
+
+from drivers.base import PaymentTerminal, TerminalResult
 from drivers.errors import DriverError, TransportError
 from drivers.money import Money
-from drivers.transport import open_transport
-from drivers.zvt.asyncio.terminal import ZvtOptions, ZvtTerminal
 from drivers.zvt.messages import is_password
+from gateway.errors import ConfigError
+from gateway.runtime import terminal_registry
+from gateway.runtime.terminal_registry import BuildContext
+from gateway.settings import TerminalSettings
 
 ACTIONS = (
     "status",
@@ -45,6 +52,7 @@ _EXIT_FAILED = 1
 _EXIT_USAGE = 2
 _EXIT_UNAVAILABLE = 69
 _CARD_ACTIONS = ("preauth", "read-card")
+TERMINAL: TypeAdapter[TerminalSettings] = TypeAdapter(TerminalSettings)
 
 
 class _CliError(Exception):
@@ -59,7 +67,19 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     term.add_argument("action", choices=ACTIONS)
     term.add_argument(
-        "--device", required=True, help="serial:///dev/ttyUSB0, tcp://host:port or usb://VID:PID"
+        "--device",
+        required=True,
+        help="serial:///dev/ttyUSB0, tcp://host:port, usb://VID:PID (zvt); "
+        "http://HOST:PORT/EPASSaleToPOI/3.1 (nexo)",
+    )
+    term.add_argument("--protocol", choices=terminal_registry.protocols(), default="zvt")
+    term.add_argument("--poi-id", default="POI-SIM-1", help="nexo: the POI's POIID")
+    term.add_argument("--sale-id", default="EVPAY-BENCH", help="nexo: our SaleID")
+    term.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(),
+        help="nexo: where the driver keeps its ServiceIDs and hold handles (default: here)",
     )
     term.add_argument(
         "--amount", help="decimal amount, e.g. 12.34 (preauth, capture, partial-reverse)"
@@ -135,12 +155,35 @@ def _receipt(args: argparse.Namespace) -> int:
     return int(args.receipt)
 
 
+def _settings(args: argparse.Namespace) -> Any:
+    """The terminal's settings as a site config would give them, from the options its
+    protocol's settings have (a ZVT password only where the protocol has one)."""
+    fields = terminal_registry.driver(args.protocol).settings.model_fields
+    offered: dict[str, Any] = {
+        "poi_id": args.poi_id,
+        "sale_id": args.sale_id,
+        "capture_mode": "book_total" if args.action == "capture" else "partial_reversal",
+    }
+    raw = {k: v for k, v in offered.items() if k in fields}
+    if "password" in fields:
+        raw["password"] = {"value": _password(args)}
+    raw |= {"id": "cli", "protocol": args.protocol, "device": args.device}
+    try:
+        return TERMINAL.validate_python(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"][1:])
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise _CliError(f"--{where or 'device'}: {message}", _EXIT_USAGE) from None
+
+
 def _terminal(args: argparse.Namespace) -> int:
     try:
-        password = _password(args)
-        result = asyncio.run(_run(args, password))
+        result = asyncio.run(_run(args, _settings(args)))
     except _CliError as exc:
         return _fail(args, str(exc), exc.exit_code)
+    except ConfigError as exc:
+        return _fail(args, str(exc), _EXIT_USAGE)
     except TransportError as exc:
         return _fail(args, str(exc), _EXIT_UNAVAILABLE)
     except OSError as exc:
@@ -163,14 +206,9 @@ def _fail(args: argparse.Namespace, message: str, code: int) -> int:
     return code
 
 
-async def _run(args: argparse.Namespace, password: str) -> TerminalResult:
-    transport, serial_framing = open_transport(args.device)
-    options = ZvtOptions(
-        password=password,
-        currency=args.currency,
-        capture_mode="book_total" if args.action == "capture" else "partial_reversal",
-    )
-    terminal = ZvtTerminal("cli", transport, serial_framing=serial_framing, options=options)
+async def _run(args: argparse.Namespace, settings: Any) -> TerminalResult:
+    context = BuildContext(currency=args.currency, state_dir=args.state_dir)
+    terminal = terminal_registry.build(settings, context)
     try:
         registration = await terminal.connect()
         if args.action == "register" or not registration.approved:
@@ -202,7 +240,7 @@ async def _countdown(seconds: int) -> None:
     )
 
 
-async def _action(t: ZvtTerminal, args: argparse.Namespace) -> TerminalResult:
+async def _action(t: PaymentTerminal, args: argparse.Namespace) -> TerminalResult:
     action = args.action
     if action == "status":
         return await t.status()

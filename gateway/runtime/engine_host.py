@@ -108,7 +108,14 @@ class EngineHost:
         )
 
     def record_terminal(
-        self, name: str, device: str, approved: bool, terminal_id: str | None, site: str
+        self,
+        name: str,
+        device: str,
+        approved: bool,
+        terminal_id: str | None,
+        site: str,
+        *,
+        protocol: str = "zvt",
     ) -> None:
         """Store a terminal's registration; the first time a terminal id is seen, announce it
         to the CPO (OCPI POST Terminal) through the outbox."""
@@ -128,7 +135,7 @@ class EngineHost:
                 )
             ]
         journal = [JournalEntry("terminal", name, f"terminal.{state}", data)]
-        record = TerminalRecord(name, device, "zvt", state, data)
+        record = TerminalRecord(name, device, protocol, state, data)
         self.store.apply(Step(key, terminals=[record], journal=journal, outbox=outbox))
 
     def open_on_terminal(self, terminal: str) -> str | None:

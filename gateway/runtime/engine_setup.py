@@ -10,11 +10,8 @@ from zoneinfo import ZoneInfo
 
 from drivers.base import PaymentTerminal
 from drivers.money import Money
-from drivers.transport import open_transport
-from drivers.zvt.asyncio.terminal import ZvtOptions, ZvtTerminal
 from firmware_bridge.everest import EverestEvse, EverestMapping
 from firmware_bridge.link import BrokerSettings, ContractMapping, Mapping
-from gateway.errors import ConfigError
 from gateway.fiscal.profiles import PROFILES
 from gateway.ocpi.charger import OcpiChargerLink
 from gateway.payments.charger import ChargerLink
@@ -23,10 +20,12 @@ from gateway.payments.routing import Health, Route
 from gateway.payments.schemes import Validity
 from gateway.payments.session import Policy
 from gateway.payments.tariff import tariff_from_ocpi
+from gateway.runtime import terminal_registry
 from gateway.runtime.charger import SimulatedCharger
 from gateway.runtime.engine_host import EngineHost
 from gateway.runtime.engine_worker import EngineWorker
 from gateway.runtime.mqtt_charger import MqttChargerLink
+from gateway.runtime.terminal_registry import BuildContext
 from gateway.settings import Settings, TerminalSettings
 from gateway.store import Store
 
@@ -62,7 +61,7 @@ def build_policy(settings: Settings) -> Policy:
         validity=_validity(settings),
         answer_timeout=timedelta(seconds=p.answer_timeout_s),
         bill_without_energy=p.bill_without_energy,
-        topup_terminals=frozenset(t.id for t in settings.terminals if t.incremental),
+        topup_terminals=frozenset(t.id for t in settings.terminals if t.capabilities.incremental),
         stop_before_expiry=timedelta(hours=p.stop_before_expiry_hours),
         safety_margin_minor=_minor(p.safety_margin, cur),
         min_partial_minor=_minor(p.min_partial_approval, cur),
@@ -154,21 +153,11 @@ def build_terminals(settings: Settings) -> dict[str, PaymentTerminal]:
 
 
 def build_terminal(settings: Settings, t: TerminalSettings) -> PaymentTerminal:
-    transport, serial_framing = open_transport(t.device)
-    if t.password is None:  # never a silent factory default
-        raise ConfigError(
-            f"terminals.{t.id}.password", ["required: the terminal's 6-digit ZVT password"]
-        )
-    password = t.password.reveal()
-    options = ZvtOptions(
-        password=password,
-        currency=t.currency or settings.site.currency,
-        capture_mode=t.capture_mode,
-        incremental=t.incremental,
-        charset=t.charset,
-        topup_amount=t.topup_amount,
+    """The terminal's driver, found by its protocol in the one registry."""
+    context = BuildContext(
+        currency=t.currency or settings.site.currency, state_dir=settings.storage.path.parent
     )
-    return ZvtTerminal(t.id, transport, serial_framing=serial_framing, options=options)
+    return terminal_registry.build(t, context)
 
 
 def build_charger(settings: Settings, store: Store | None = None) -> ChargerLink:
@@ -209,6 +198,7 @@ def build_engine(
         for e in settings.charger.evses
     }
     devices = {t.id: t.device for t in settings.terminals}
+    protocols = {t.id: t.protocol for t in settings.terminals}
     meter_keys = {e.id: e.meter_public_key for e in settings.charger.evses if e.meter_public_key}
     worker = EngineWorker(
         host,
@@ -217,6 +207,7 @@ def build_engine(
         routes,
         devices,
         settings.site.id,
+        protocols=protocols,
         plug_starts="plug" in settings.charger.start_paths,
         card_starts="card" in settings.charger.start_paths,
         meter_keys=meter_keys,

@@ -74,6 +74,7 @@ class EngineWorker:
     routes: Mapping[str, EvseRoute]  # evse -> terminal and currency
     devices: Mapping[str, str] = field(default_factory=dict)  # terminal -> device URL
     site: str = "site"
+    protocols: Mapping[str, str] = field(default_factory=dict)  # terminal -> "zvt", "nexo", …
     plug_starts: bool = True  # the charger may ask for payment ([charger] start_paths "plug")
     card_starts: bool = False  # a card tapped at the terminal starts one ([charger] start_paths)
     meter_keys: Mapping[str, str] = field(default_factory=dict)  # evse -> its meter's key (OCMF)
@@ -133,6 +134,7 @@ class EngineWorker:
                 dispatch=self._dispatch,
                 currency=self.admission.currency_of_terminal(name),
                 device=self.devices.get(name, "?"),
+                protocol=self.protocols.get(name, "zvt"),
                 site=self.site,
                 boot=self._boot,
                 command_timeout_s=self.command_timeout_s,

@@ -78,6 +78,7 @@ class TerminalRunner:
     dispatch: Callable[[c.Command], None]  # the sweep's release commands
     currency: str
     device: str = "?"
+    protocol: str = "zvt"  # what the store records the terminal as
     site: str = "site"
     boot: str = ""  # this start's id: the sweep's orphan sessions are named with it
     command_timeout_s: float = 330.0  # above ZVT T4 (180 s) with card waits; below the engine's
@@ -119,7 +120,12 @@ class TerminalRunner:
                 "terminal.unreachable", extra={"terminal": self.name, "error": result.message}
             )
         self.host.record_terminal(
-            self.name, self.device, result.approved, result.terminal_id, self.site
+            self.name,
+            self.device,
+            result.approved,
+            result.terminal_id,
+            self.site,
+            protocol=self.protocol,
         )
 
     # ---- commands -----------------------------------------------------------------------------

@@ -25,11 +25,13 @@ country = "DE"
 id = "t1"
 device = "tcp://127.0.0.1:9"
 password = {{ value = "123456" }}
+incremental = true
 [[terminals]]
 id = "tj"
 device = "{device}"
 password = {{ value = "123456" }}
 currency = "JPY"
+incremental = true
 [charger]
 enabled = true
 mode = "simulated"

@@ -1,0 +1,81 @@
+"""An Adyen terminal as a technician configures it (https device, pinned certificate, key with
+its passphrase by secret reference) built through the registry, paying against the simulator
+over real loopback TLS with the key's encryption."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from drivers.money import Money
+from drivers.sim.nexo_poi import NexoPoi, PoiConfig, serve_nexo_poi
+from gateway.cli.doctor_cmd import run_checks
+from gateway.runtime.engine_setup import build_terminal
+from gateway.settings import check_secrets, parse_settings
+from tests.nexo.conftest import KEY, self_signed
+
+SITE = """
+[site]
+id = "S1"
+country = "DE"
+[storage]
+path = "evpay.sqlite3"
+[[terminals]]
+id = "a1"
+protocol = "nexo"
+device = "https://127.0.0.1:{port}/nexo"
+encoding = "adyen-json"
+sale_id = "EVPAY-1"
+poi_id = "POI-SIM-1"
+pinned_sha256 = "{pin}"
+key = {{ identifier = "{key_id}", version = {version}, passphrase = {{ env = "NEXO_PASS" }} }}
+"""
+
+
+async def test_an_adyen_terminal_from_its_settings_pays(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tls, fingerprint = self_signed(tmp_path)
+    poi = NexoPoi(PoiConfig(encoding="adyen-json", key=KEY))
+    runner, port = await serve_nexo_poi(poi, tls=tls)
+    text = SITE.format(port=port, pin=fingerprint.hex(), key_id=KEY.identifier, version=1)
+    settings = parse_settings(text, str(tmp_path / "site.toml"))
+    assert check_secrets(settings) == [
+        "terminals.0.key.passphrase: environment variable NEXO_PASS is not set"
+    ]
+    monkeypatch.setenv("NEXO_PASS", KEY.passphrase)
+    assert check_secrets(settings) == []
+    term = build_terminal(settings, settings.terminals[0])
+    try:
+        pre = await term.preauthorize(Money(3000, "EUR"), "ADYEN-1")
+        assert pre.approved and pre.receipt_no is not None, pre
+        cap = await term.capture(pre.receipt_no, Money(3000, "EUR"), Money(1234, "EUR"), "A")
+        assert cap.approved and poi.booked() == Decimal("12.34")
+        assert poi.raw and all(b"NexoBlob" in raw for raw in poi.raw)  # sealed with the key
+    finally:
+        await term.close()
+        await runner.cleanup()
+    assert (tmp_path / "nexo-a1.json").exists()  # the driver's state, beside the store
+
+
+async def test_doctor_asks_a_nexo_terminal_itself(tmp_path: Path) -> None:
+    """``evpay doctor`` without its daemon probes the nexo POI through the registry (Diagnosis),
+    and names a POI that does not answer."""
+    poi = NexoPoi(PoiConfig(encoding="xml"))
+    runner, port = await serve_nexo_poi(poi)
+    config = tmp_path / "site.toml"
+    nexo = (
+        'protocol = "nexo"\npoi_id = "POI-SIM-1"\ndevice = "http://127.0.0.1:{}/EPASSaleToPOI/3.1"'
+    )
+    text = '[site]\nid = "S1"\ncountry = "DE"\n[storage]\npath = "evpay.sqlite3"\n[api]\nport = 1\n'
+    try:
+        config.write_text(text + '[[terminals]]\nid = "n1"\n' + nexo.format(port), "utf-8")
+        checks = {c.name: c for c in await asyncio.to_thread(run_checks, config)}
+        assert checks["terminal n1"].status == "pass", checks["terminal n1"]
+    finally:
+        await runner.cleanup()
+    gone = {c.name: c for c in await asyncio.to_thread(run_checks, config)}
+    assert gone["terminal n1"].status == "fail", gone["terminal n1"]

@@ -1,0 +1,192 @@
+"""End to end on a nexo terminal: the real daemon (store, supervisor, engine worker, the driver
+built from its settings through the registry), a real SQLite file, the nexo POI simulator over
+loopback HTTP (XML) and the in-process simulated charger. The POI's own ledger is the check."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from drivers.nexo import messages as nm
+from drivers.nexo.asyncio.terminal import NexoTerminal
+from drivers.nexo.model import PaymentType
+from drivers.sim.nexo_poi import NexoPoi, PoiConfig, serve_nexo_poi
+from gateway.runtime.app import Daemon
+from gateway.runtime.charger import EvsePlan, SimulatedCharger
+from gateway.settings import parse_settings
+from tests.payments.test_e2e import price_minor
+
+CONFIG = """
+[site]
+id = "E2E-NEXO"
+country = "DE"
+timezone = "Europe/Berlin"
+[storage]
+path = "{db}"
+[api]
+port = 0
+[daemon]
+shutdown_grace_s = 5
+[[terminals]]
+id = "n1"
+protocol = "nexo"
+device = "http://127.0.0.1:{port}/EPASSaleToPOI/3.1"
+encoding = "xml"
+sale_id = "EVPAY-E2E"
+poi_id = "POI-SIM-1"
+{terminal_extra}
+[charger]
+enabled = true
+mode = "simulated"
+[[charger.evses]]
+id = "DE*EVP*N1"
+terminal = "n1"
+[pricing]
+strategy = "{strategy}"
+fixed_hold = {{ EUR = "50.00" }}
+incremental_initial = "2.00"
+incremental_step = "2.00"
+hold_min = "1.00"
+safety_margin = "0.10"
+retry_initial_s = 1
+default_tariff = "T1"
+tariffs = [ {{ id = "T1", currency = "EUR", elements = [
+  {{ price_components = [ {{ type = "ENERGY", price = "0.50", vat = "19", step_size = 1 }} ] }},
+  {{ price_components = [ {{ type = "FLAT", price = "1.00", vat = "19", step_size = 1 }} ] }} ] }} ]
+"""
+EVSE = "DE*EVP*N1"
+
+
+@dataclass
+class Site:
+    daemon: Daemon
+    task: asyncio.Task[int]
+
+    async def wait_final(self, timeout: float = 20) -> dict[str, Any]:
+        async with asyncio.timeout(timeout):
+            while True:
+                rows = self.daemon.store.sessions(limit=10)
+                if rows and all(r["final"] for r in rows):
+                    return rows[0]
+                await asyncio.sleep(0.05)
+
+    async def wait_state(self, state: str) -> dict[str, Any]:
+        async with asyncio.timeout(15):
+            while not (rows := self.daemon.store.sessions()) or rows[0]["state"] != state:
+                await asyncio.sleep(0.02)
+        return rows[0]
+
+
+@dataclass
+class Rig:
+    poi: NexoPoi
+    charger: SimulatedCharger
+    start: Callable[..., Awaitable[Site]]
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    poi = NexoPoi(PoiConfig(encoding="xml"))
+    runner, port = await serve_nexo_poi(poi)
+    charger = SimulatedCharger([EVSE])
+    sites: list[Site] = []
+
+    async def start(strategy: str = "fixed", terminal_extra: str = "") -> Site:
+        text = CONFIG.format(
+            db=tmp_path / "e2e.sqlite3", port=port, strategy=strategy, terminal_extra=terminal_extra
+        )
+        daemon = Daemon(parse_settings(text, "<e2e-nexo>"), charger=charger)
+        task = asyncio.create_task(daemon.run())
+        async with asyncio.timeout(15):
+            await daemon.ready.wait()
+        site = Site(daemon, task)
+        sites.append(site)
+        return site
+
+    yield Rig(poi, charger, start)
+    for site in sites:
+        if not site.task.done():
+            site.daemon.request_stop("test over")
+            await site.task
+    await charger.close()
+    await runner.cleanup()
+
+
+def completions(poi: NexoPoi) -> int:
+    """Completions the POI was sent (a repeated one would book twice on a real POI)."""
+    return sum(
+        1
+        for m in poi.requests
+        if isinstance(m.body, nm.PaymentRequest)
+        and m.body.payment_data is not None
+        and m.body.payment_data.payment_type is PaymentType.COMPLETION
+    )
+
+
+async def test_a_fixed_hold_session_is_paid_through_a_nexo_poi(rig: Rig) -> None:
+    site = await rig.start()
+    assert isinstance(site.daemon.engine.terminals["n1"], NexoTerminal)  # type: ignore[union-attr]
+    rig.charger.plug_in(EVSE, EvsePlan(energy_wh=8_000, step_wh=2_000))
+    row = await site.wait_final()
+    data = row["data"]
+    assert row["state"] == "completed", data["notes"]
+    assert data["authorized_minor"] == 5000
+    assert data["captured_minor"] == price_minor(8_000) == 595
+    assert data["released_minor"] == 5000 - 595
+    (txn,) = rig.poi.ledger.values()  # one reservation, completed with the lower amount
+    assert (txn.kind, txn.state, txn.amount, txn.booked) == (
+        "reservation",
+        "completed",
+        Decimal("50.00"),
+        Decimal("5.95"),
+    )
+    assert rig.poi.booked() == Decimal(data["captured_minor"]) / 100  # POI ledger == store
+    assert rig.poi.open_reservations() == [] and completions(rig.poi) == 1
+    (record,) = site.daemon.store.terminals()
+    assert (record["protocol"], record["state"]) == ("nexo", "registered")
+
+
+@pytest.mark.parametrize("stop", ["graceful", "cancelled"])
+async def test_a_restart_after_the_preauth_completes_once(rig: Rig, stop: str) -> None:
+    """``cancelled``: the daemon's task is cancelled with no shutdown request (the nearest an
+    in-process test comes to a kill; the crash campaign kills a real process)."""
+    first = await rig.start()
+    rig.charger.plug_in(EVSE, EvsePlan(energy_wh=20_000, step_wh=500, meter_interval_s=0.05))
+    held = await first.wait_state("charging")  # the POI holds the amount; the EV charges
+    assert [t.state for t in rig.poi.ledger.values()] == ["open"]
+    if stop == "graceful":
+        first.daemon.request_stop("restart")
+        assert await first.task == 0
+    else:
+        first.task.cancel()
+        await asyncio.gather(first.task, return_exceptions=True)
+        first.daemon.store.close()
+    second = await rig.start()  # same database, same driver state file, same POI
+    row = await second.wait_final(timeout=30)
+    assert row["id"] == held["id"] and row["state"] == "completed", row["data"]["notes"]
+    captured = row["data"]["captured_minor"]
+    assert captured == price_minor(row["data"]["billed_energy_wh"]) and captured > 0
+    assert len(rig.poi.ledger) == 1 and completions(rig.poi) == 1  # nothing doubled
+    assert rig.poi.booked() == Decimal(captured) / 100
+    assert rig.poi.open_reservations() == []
+    assert len(second.daemon.store.sessions()) == 1
+
+
+async def test_an_incremental_session_tops_up_by_update_reservation(rig: Rig) -> None:
+    """incremental = true on the nexo terminal: the hold grows by UpdateReservation on the one
+    POI transaction, and the Completion books the price."""
+    site = await rig.start(strategy="incremental", terminal_extra="incremental = true")
+    rig.charger.plug_in(EVSE, EvsePlan(energy_wh=8_000, step_wh=500))
+    row = await site.wait_final(timeout=30)
+    data = row["data"]
+    assert row["state"] == "completed", data["notes"]
+    assert data["captured_minor"] == price_minor(8_000) == 595
+    (txn,) = rig.poi.ledger.values()  # one reservation, grown, completed once
+    assert txn.amount > Decimal("2.00") and txn.state == "completed"
+    assert rig.poi.booked() == Decimal("5.95") and completions(rig.poi) == 1
