@@ -79,6 +79,17 @@ class LastResult:
     amount_minor: int | None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CaptureEvidence:
+    """What the terminal's end-of-day totals prove about an unconfirmed capture
+    (``gateway.payments.evidence``): ``captured`` or not, and the evidence in words."""
+
+    session_id: str
+    event_id: str
+    captured: bool
+    evidence: str
+
+
 @dataclass(frozen=True, slots=True)
 class OpenPreauthsReported:
     """The terminal's open pre-authorisations and its last result; ``orphans`` are the open
@@ -201,6 +212,7 @@ Event = (
     CardPresented
     | TerminalResultArrived
     | OpenPreauthsReported
+    | CaptureEvidence
     | OrphanFound
     | ChargerStarted
     | MeterValue
