@@ -3,8 +3,9 @@
 A FAC says what was captured against what was priced, and every amount owed goes up too:
 - COMPLETED → SUCCESS with the captured amount; PARTIAL_SUCCESS when the price was above the
   hold (a shortfall: captured the hold, the rest is owed — the message says both figures);
-- CAPTURE_FAILED (the hold lapsed uncaptured) and CAPTURE_UNCONFIRMED (no evidence either
-  way) → FAILED with the amount owed as total_costs and the reason in the message;
+- CAPTURE_FAILED (the hold lapsed uncaptured) → FAILED with the amount owed as total_costs and
+  the reason in the message; a CAPTURE_UNCONFIRMED session (no evidence either way) sends no
+  outcome at all until the end-of-day evidence decides it (``payments/evidence.py``);
 - energy reported after a session ended unpaid (``unpaid_energy_wh``) → FAILED with the price
   of that energy, under its own FAC id (``<session>-U``), since the first outcome already went.
 A session that ended without a capture and owes nothing (declined, voided, failed) has

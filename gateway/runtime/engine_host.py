@@ -19,6 +19,7 @@ from gateway.payments import events as e
 from gateway.payments.record import from_json, to_row
 from gateway.payments.session import FINAL, HoldStatus, Policy, Session, State, transition
 from gateway.payments.states import EVSE_FREE
+from gateway.runtime.end_of_day_evidence import decide_unconfirmed
 from gateway.store import (
     EndOfDayRecord,
     JournalEntry,
@@ -146,8 +147,10 @@ class EngineHost:
         self.store.apply(Step(f"eod:{terminal}:skipped:{at.isoformat()}", journal=[entry]))
 
     def record_end_of_day(self, terminal: str, result: TerminalResult, currency: str) -> None:
-        """The closed batch's totals, stored beside the journal's captures of the same period."""
+        """The closed batch's totals, stored beside the journal's captures of the same period;
+        then what they prove about the batch's unconfirmed captures (end_of_day_evidence.py)."""
         at = self.clock()
+        start = self.store.last_end_of_day(terminal)
         totals = [
             {"brand": t.brand, "count": t.count, "amount_minor": t.amount_minor}
             for t in result.totals
@@ -158,6 +161,15 @@ class EngineHost:
         entry = JournalEntry("terminal", terminal, "end_of_day", data)
         self.store.apply(
             Step(f"eod:{terminal}:{at.isoformat()}", journal=[entry], end_of_day=[batch])
+        )
+        decide_unconfirmed(
+            self.store,
+            self.handle,
+            terminal=terminal,
+            currency=currency,
+            start=start,
+            at=at,
+            result=result,
         )
 
     def _with_orphans(

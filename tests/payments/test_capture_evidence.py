@@ -7,9 +7,14 @@ end-of-day totals at the latest), listed by reconciliation meanwhile."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
 import pytest
 
-from drivers.base import Outcome
+from drivers.base import BrandTotal, Outcome, TerminalResult
 from gateway.ocpi.fac import fac_from_outcome
 from gateway.ocpi.models import CaptureStatusCode
 from gateway.payments import commands as c
@@ -17,7 +22,10 @@ from gateway.payments import events as e
 from gateway.payments.evidence import Unconfirmed, Verdict, decide_by_totals
 from gateway.payments.refunds import RefundStatus
 from gateway.payments.session import Session, State
-from tests.payments.fixtures import T0
+from gateway.runtime.engine_host import EngineHost
+from gateway.store import Store
+from tests.helpers import EVPAY, subprocess_env, write_config
+from tests.payments.fixtures import T0, Clock, policy
 from tests.payments.test_money_correctness import MC, SID, at, capturing, held, res, step
 from tests.payments.test_refunds import completed, run
 
@@ -168,3 +176,110 @@ def test_an_absent_match_decides_nothing_and_a_full_one_decides_all() -> None:
         [cand("a", 177), cand("b", 177)], terminal={"mastercard": (0, 0)}, journal={}
     )
     assert {d.verdict for d in neither.values()} == {Verdict.NOT_CAPTURED}
+
+
+# ---- through the host and the store: the end of day decides, `evpay reconcile` shows it ------
+
+
+def lost_capture(host: EngineHost, clock: Clock, sid: str, receipt: int) -> int:
+    """A session whose capture answer was lost and whose hold is gone: ends unconfirmed."""
+    for ev in (
+        e.CardPresented(sid, "card", "E1", "T1", "EUR"),
+        e.TerminalResultArrived(
+            session_id=sid,
+            event_id="pa",
+            operation=e.Operation.PREAUTHORIZE,
+            outcome=Outcome.APPROVED,
+            amount_minor=5000,
+            receipt_no=receipt,
+            card=MC,
+        ),
+        e.ChargerStarted(sid, "st", 1000),
+        e.ChargerStopped(session_id=sid, event_id="sp", meter_wh=3000),
+        e.TerminalResultArrived(
+            session_id=sid,
+            event_id="cap",
+            operation=e.Operation.CAPTURE,
+            outcome=Outcome.UNKNOWN,
+            for_receipt=receipt,
+        ),
+        e.OpenPreauthsReported(sid, "q", ()),
+    ):
+        host.handle(ev)
+        clock.advance(60)
+    s = host.load(sid)
+    assert s is not None and s.state is State.CAPTURE_UNCONFIRMED
+    return s.bill.price_minor
+
+
+def outcomes(store: Store) -> dict[str, dict[str, object]]:
+    return {
+        str(m.payload["session_id"]): m.payload
+        for m in store.outbox.list(kind="session.outcome", limit=1000)
+    }
+
+
+def evpay_reconcile(config: Path) -> dict[str, list[str]]:
+    done = subprocess.run(
+        [*EVPAY, "reconcile", "--json", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=60,
+        check=False,
+    )
+    found: dict[str, list[str]] = {}
+    for f in json.loads(done.stdout)["findings"]:
+        found.setdefault(f["kind"], []).extend(f["sessions"])
+    return found
+
+
+def test_an_unconfirmed_capture_waits_listed_then_the_end_of_day_confirms_it(
+    tmp_path: Path,
+) -> None:
+    config = write_config(tmp_path)
+    clock = Clock(datetime.now(UTC) - timedelta(hours=3))
+    store = Store.open(tmp_path / "evpay.sqlite3", clock=clock)
+    host = EngineHost(store, policy(), clock)
+    price = lost_capture(host, clock, "s1", 10)
+    assert outcomes(store) == {}  # no FAILED upstream for a capture the terminal may have made
+    assert evpay_reconcile(config)["capture_unconfirmed"] == ["s1"]
+    batch = TerminalResult(
+        "end_of_day",
+        Outcome.APPROVED,
+        totals=(BrandTotal("mastercard", 1, price),),
+        receipts=(10, 11),
+    )
+    host.record_end_of_day("T1", batch, "EUR")
+    s = host.load("s1")
+    assert s is not None and s.state is State.COMPLETED and s.captured_minor == price
+    assert s.bill.owed_minor == 0 and "end-of-day totals, mastercard" in s.notes[-1]
+    assert outcomes(store)["s1"]["state"] == "completed"
+    journal = [j for j in store.journal("s1") if j["kind"] == "CaptureEvidence"]
+    assert journal and journal[0]["data"]["to"] == "completed"
+    store.close()
+    assert "capture_unconfirmed" not in evpay_reconcile(config)
+
+
+def test_two_unconfirmed_captures_of_one_amount_and_one_counted_stay_undecided(
+    tmp_path: Path,
+) -> None:
+    clock = Clock(datetime.now(UTC) - timedelta(hours=3))
+    store = Store.open(tmp_path / "evpay.sqlite3", clock=clock)
+    host = EngineHost(store, policy(), clock)
+    price = lost_capture(host, clock, "s1", 10)
+    assert lost_capture(host, clock, "s2", 20) == price
+    batch = TerminalResult(
+        "end_of_day",
+        Outcome.APPROVED,
+        totals=(BrandTotal("mastercard", 1, price),),
+        receipts=(10, 21),
+    )
+    host.record_end_of_day("T1", batch, "EUR")
+    for sid in ("s1", "s2"):
+        s = host.load(sid)
+        assert s is not None and s.state is State.CAPTURE_UNCONFIRMED
+        (said,) = [j for j in store.journal(sid) if j["kind"] == "capture.evidence"]
+        assert said["data"]["verdict"] == "undecided"
+    assert outcomes(store) == {}
+    store.close()
