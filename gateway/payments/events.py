@@ -7,6 +7,7 @@ amount and a receipt number, or two energies, side by side cannot be swapped by 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 
 from drivers.base import Outcome
@@ -102,6 +103,9 @@ class OpenPreauthsReported:
     failed: bool = False  # the enquiry itself failed: try again later
     busy: bool = False  # ...because the terminal answered busy: ask again after the first interval
     last: LastResult | None = None
+    # When ``last`` was asked, if earlier than this report (the terminal runner's snapshot at
+    # start): sessions started on the terminal after it cannot have made that result.
+    last_asked_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -185,7 +185,7 @@ class EngineHost:
             return replace(event, orphans=(), failed=True, busy=True)
         owned = self._owned_receipts(others, session.terminal)
         event = replace(event, orphans=tuple(r for r in event.receipts if r not in owned))
-        if event.last is not None and self._ambiguous(session, event.last):
+        if event.last is not None and self._ambiguous(session, event.last, event.last_asked_at):
             event = replace(
                 event, last=None
             )  # it may be another session's transaction: no evidence for us
@@ -196,7 +196,9 @@ class EngineHost:
         closed = self.store.last_end_of_day(s.terminal)
         return closed is not None and closed >= (s.bill.captured_at or s.created_at)
 
-    def _ambiguous(self, session: Session, last: e.LastResult) -> bool:
+    def _ambiguous(
+        self, session: Session, last: e.LastResult, asked_at: datetime | None = None
+    ) -> bool:
         """Could the terminal's last result belong to another session? Yes if another session of
         this terminal knows that receipt, or — since our capture left — started on the terminal
         or lost the result of one of its own operations (whose trace we cannot tell from ours)."""
@@ -220,7 +222,13 @@ class EngineHost:
             return True
         if sent is None:
             return session.state is State.CAPTURE_UNKNOWN
-        changed = [s for s, updated in others if updated >= sent]
+        # a session started after the result was asked (the runner's snapshot at start) did
+        # not make it
+        changed = [
+            s
+            for s, updated in others
+            if updated >= sent and (asked_at is None or s.created_at < asked_at)
+        ]
         return any(
             s.created_at >= sent or s.lost_results or s.state in _MAKING_HOLDS for s in changed
         )

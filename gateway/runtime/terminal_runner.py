@@ -88,6 +88,12 @@ class TerminalRunner:
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _reading: bool = False
     _commands: int = 0  # waiting for the terminal or at it
+    # After a start the terminal's last result (ZVT 06 20) is asked once, before any new
+    # session may start on it (a new transaction would overwrite it): the sessions open at that
+    # moment are answered with this snapshot (what it says, and when it was asked).
+    _asked: asyncio.Event = field(default_factory=asyncio.Event)
+    _snapshot: tuple[e.LastResult | None, datetime] | None = None
+    _resuming: set[str] = field(default_factory=set)
 
     @property
     def available(self) -> bool:
@@ -121,6 +127,31 @@ class TerminalRunner:
         self.host.record_terminal(
             self.name, self.device, result.approved, result.terminal_id, self.site
         )
+        if result.approved:
+            await self.ask_last_result()
+
+    async def ask_last_result(self) -> None:
+        """Once after a start, before any new session starts here: ask the terminal to repeat
+        its last result. A capture or pre-auth whose answer the restart lost is judged on this
+        snapshot, not on whatever a newer session did on the terminal since (issue 26)."""
+        if self._asked.is_set():
+            return
+        self._resuming = {s.id for s in self.host.open_sessions() if s.terminal == self.name}
+        async with self.claim():
+            last = await last_result(self.terminal)
+        self._snapshot = (last, self.host.clock())
+        _LOGGER.info(
+            "terminal.last_result",
+            extra={"terminal": self.name, "approved": last.approved if last else None},
+        )
+        self._asked.set()
+
+    async def _may_start(self) -> bool:
+        """A new session waits (up to the registration deadline) for that snapshot."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.register_timeout_s):
+                await self._asked.wait()
+        return self._asked.is_set()
 
     # ---- commands -----------------------------------------------------------------------------
 
@@ -145,6 +176,13 @@ class TerminalRunner:
                 "engine.queue_full",
                 extra={"queue": f"terminal:{self.name}", "session": cmd.session_id, "reason": why},
             )
+            refused = TerminalResult("-", Outcome.BUSY, f"not sent: {why}")
+            answer = answer_event(cmd, event_id, refused, None)
+            if answer is not None:
+                self.take(answer)
+            return
+        if isinstance(cmd, c.Preauthorize) and not await self._may_start():
+            why = "the terminal's last result is not yet asked after the start"
             refused = TerminalResult("-", Outcome.BUSY, f"not sent: {why}")
             answer = answer_event(cmd, event_id, refused, None)
             if answer is not None:
@@ -190,11 +228,15 @@ class TerminalRunner:
                 "-", Outcome.UNKNOWN, f"driver error: {type(exc).__name__}: {exc}", unreachable=True
             )
         self.note(result)
-        last = None
+        last, asked_at = None, None
         if isinstance(cmd, c.QueryOpenPreauths) and result.approved:
-            async with self.claim():
-                last = await last_result(self.terminal)
-        answer = answer_event(cmd, f"{cmd.key}:{attempt}", result, last)
+            if cmd.session_id in self._resuming and self._snapshot is not None:
+                self._resuming.discard(cmd.session_id)  # open at the start: the snapshot
+                last, asked_at = self._snapshot
+            else:
+                async with self.claim():
+                    last = await last_result(self.terminal)
+        answer = answer_event(cmd, f"{cmd.key}:{attempt}", result, last, asked_at)
         if answer is not None:
             self.take(answer)
 
@@ -239,6 +281,8 @@ class TerminalRunner:
             except (DriverError, OSError) as exc:
                 result = TerminalResult("status", Outcome.ERROR, str(exc), unreachable=True)
             self.note(result)
+            if result.approved:  # back: its last result first, if the start could not ask it
+                await self.ask_last_result()
 
     async def end_of_day_loop(self, at: time, stopping: asyncio.Event) -> None:
         """The terminal's end of day at ``at`` (site time) every day; while a transaction of the
@@ -279,7 +323,7 @@ class TerminalRunner:
         (``card_read``: admission decides where the session starts)."""
         while not stopping.is_set():
             await asyncio.sleep(CARD_LOOP_PAUSE_S)
-            if self._lock.locked() or not self.available:
+            if self._lock.locked() or not self.available or not self._asked.is_set():
                 continue
             async with self._lock:
                 self._reading = True
