@@ -81,6 +81,7 @@ class Figures:
     unconfirmed: int = (
         0  # captures the terminal booked whose evidence never reached the gateway (owed, visibly)
     )
+    unconfirmed_sessions: int = 0  # sessions that ended capture_unconfirmed (their FAC held)
     partitions: list[str] = field(default_factory=list)  # what was cut, how long, how long to drain
     seconds: float = 0.0
     violations: list[str] = field(default_factory=list)
@@ -467,6 +468,7 @@ class Campaign:
                 f.violations.append(f"session {row['id']} is left {row['state']}")
             if row["state"] == "completed":
                 f.completed += 1
+            f.unconfirmed_sessions += row["state"] == "capture_unconfirmed"
             for hold in data.get("holds", []):
                 stored[(data["terminal"], hold["receipt_no"])] = (row["id"], hold, data)
         booked_total = unconfirmed_total = 0
@@ -478,6 +480,12 @@ class Campaign:
                 found = stored.get((terminal, tx.receipt))
                 if tx.state == "booked":
                     booked_total += tx.booked
+                    fac = self.cpo.state.facs.get(found[0][:36]) if found is not None else None
+                    if fac is not None and fac.get("capture_status_code") == "FAILED":
+                        f.violations.append(  # the CPO would charge the driver again
+                            f"session {found[0] if found else '?'}: the FAC says FAILED, "
+                            f"{terminal} booked {tx.booked} on hold {tx.receipt}"
+                        )
                     if found is None:
                         f.violations.append(
                             f"{terminal} booked {tx.booked} on hold {tx.receipt}: no session records it"
@@ -576,6 +584,7 @@ def main_figures(f: Figures) -> str:
     return (
         f"{f.kills} kills ({f.dangerous_kills} at a dangerous moment: {moments}), {f.plugged} EVs plugged in, "
         f"{f.sessions} sessions ({f.completed} completed), {f.holds} holds at the terminals, "
-        f"{f.captured_minor / 100:.2f} EUR captured, {f.unconfirmed} captures unconfirmed, {f.fac_posts} FAC POSTs, "
+        f"{f.captured_minor / 100:.2f} EUR captured, {f.unconfirmed} captures unconfirmed "
+        f"({f.unconfirmed_sessions} sessions capture_unconfirmed), {f.fac_posts} FAC POSTs, "
         f"{f.seconds:.0f} s; {len(f.violations)} violation(s)"
     )
