@@ -195,11 +195,14 @@ class TerminalRunner:
             self._commands -= 1
 
     async def _execute(self, cmd: c.TerminalCommand, attempt: str) -> None:
+        stored: list[TerminalResult] = []
+
         async def persist(result: TerminalResult) -> None:
             # Stored before the terminal hears we have it (ZVT: before 80 00 to the 04 0F); the
             # session decides what a result the terminal may still reverse can settle.
             held = result_event(cmd, f"{cmd.key}:{attempt}:held", result)
             self.process(replace(held, provisional=True))
+            stored.append(result)
 
         try:
             async with asyncio.timeout(self.command_timeout_s), self.claim():  # with a deadline
@@ -228,6 +231,8 @@ class TerminalRunner:
                 "-", Outcome.UNKNOWN, f"driver error: {type(exc).__name__}: {exc}", unreachable=True
             )
         self.note(result)
+        if result.outcome is Outcome.UNKNOWN and stored and stored[-1].approved:
+            result = await self._stood(cmd, stored[-1], result)
         last, asked_at = None, None
         if isinstance(cmd, c.QueryOpenPreauths) and result.approved:
             if cmd.session_id in self._resuming and self._snapshot is not None:
@@ -239,6 +244,26 @@ class TerminalRunner:
         answer = answer_event(cmd, f"{cmd.key}:{attempt}", result, last, asked_at)
         if answer is not None:
             self.take(answer)
+
+    async def _stood(
+        self, cmd: c.TerminalCommand, approval: TerminalResult, lost: TerminalResult
+    ) -> TerminalResult:
+        """An approval stored, then the answer lost (the line dropped before our
+        acknowledgement): ask the terminal to repeat its last result. The same receipt,
+        approved, is the terminal's word that the transaction stood; anything else (or no
+        answer) leaves the outcome unknown for the session's own enquiry."""
+        try:
+            async with self.claim():
+                last = await last_result(self.terminal)
+        except (DriverError, OSError):
+            last = None
+        if last is None or not last.approved or last.receipt_no != approval.receipt_no:
+            return lost
+        _LOGGER.info(
+            "engine.result_confirmed",
+            extra={"terminal": self.name, "session": cmd.session_id, "receipt": last.receipt_no},
+        )
+        return approval
 
     # ---- timers -------------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ terminal did, and its outcome must say the same."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from drivers.zvt.asyncio.terminal import ZvtOptions, ZvtTerminal
 from gateway.ocpi.fac import fac_from_outcome
 from gateway.payments import commands as c
 from gateway.payments import events as e
+from gateway.payments.refunds import RefundStatus
 from gateway.payments.routing import Health
 from gateway.payments.session import State
 from gateway.runtime.engine_host import EngineHost
@@ -31,8 +33,9 @@ MC = {"brand": "MasterCard", "masked_pan": "541333******0074"}
 
 
 @pytest.mark.parametrize("variant", ["keep", "reverse"])
-async def test_a_capture_approved_then_the_line_dropped_ends_as_the_terminal_did(
-    tmp_path: Path, variant: str
+@pytest.mark.parametrize("dropping", [e.Operation.CAPTURE, e.Operation.REVERSAL])
+async def test_an_approval_then_the_line_dropped_ends_as_the_terminal_did(
+    tmp_path: Path, variant: str, dropping: e.Operation
 ) -> None:
     sim = SimTerminal(SimConfig(password="123456", card_wait_s=0.05, result_ack_timeout_s=2.0))
     sim.config.unacked_on_close = variant  # type: ignore[assignment]
@@ -62,7 +65,7 @@ async def test_a_capture_approved_then_the_line_dropped_ends_as_the_terminal_did
             not dropped
             and isinstance(ev, e.TerminalResultArrived)
             and ev.provisional
-            and ev.operation is e.Operation.CAPTURE
+            and ev.operation is dropping
         ):  # the line drops after the approval is stored, before our acknowledgement
             lines[-1]._writer.transport.abort()  # type: ignore[attr-defined]
             dropped.append(ev.event_id)
@@ -98,10 +101,13 @@ async def test_a_capture_approved_then_the_line_dropped_ends_as_the_terminal_did
             await run(e.ChargerStopped(session_id="s1", event_id="sp", meter_wh=3000))
             s = host.load("s1")
             assert s is not None
-            if variant == "reverse":  # the hold is open again: captured on the retry
+            if variant == "reverse" and dropping is e.Operation.CAPTURE:  # open again: retried
                 assert s.state is State.CAPTURE_RETRY and s.captured_minor == 0
                 clock.advance(60)
                 await run(e.TimerFired("s1", "retry", e.TimerKind.RETRY))
+            if dropping is e.Operation.REVERSAL:
+                await refund_dropped(run, host, sim, variant)
+                return
         s = host.load("s1")
         assert s is not None
         booked = [t for t in sim.state.transactions.values() if t.kind == "booking"]
@@ -116,6 +122,28 @@ async def test_a_capture_approved_then_the_line_dropped_ends_as_the_terminal_did
         server.close()
         await server.wait_closed()
         store.close()
+
+
+async def refund_dropped(
+    run: Callable[[e.Event], Awaitable[None]], host: EngineHost, sim: SimTerminal, variant: str
+) -> None:
+    """The capture went through; its refund (a reversal of today's payment) is approved and
+    the line drops before our acknowledgement."""
+    done = host.load("s1")
+    assert done is not None and done.state is State.COMPLETED
+    whole = done.captured_minor  # the whole payment, batch open: a reversal (06 30)
+    await run(e.RefundRequested(session_id="s1", event_id="r", amount_minor=whole, reason="fault"))
+    s = host.load("s1")
+    assert s is not None and s.refunds
+    (refund,) = s.refunds
+    (reversal,) = [t for t in sim.state.transactions.values() if t.kind == "reversal"]
+    assert refund.receipt_no == reversal.receipt  # never lost
+    if variant == "keep":  # the terminal stood by it, and said so when asked
+        assert reversal.state == "booked" and refund.status is RefundStatus.DONE
+        assert s.refunded_minor == whole
+    else:  # reversed by the terminal: unknown to us, listed, nothing given back in the books
+        assert reversal.state == "reversed" and refund.status is RefundStatus.UNKNOWN
+        assert s.refunded_minor == 0
 
 
 async def test_after_a_restart_the_last_result_is_asked_before_another_session_starts(
