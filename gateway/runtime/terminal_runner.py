@@ -24,7 +24,9 @@ from drivers.errors import DriverError
 from gateway.errors import StoreError
 from gateway.payments import commands as c
 from gateway.payments import events as e
+from gateway.payments.moves import UNKNOWN_STATES
 from gateway.payments.routing import CardSeen, Health
+from gateway.payments.states import IN_FLIGHT
 from gateway.runtime.engine_host import EngineHost, Handled
 from gateway.runtime.metrics import Metrics
 from gateway.runtime.terminal_calls import answer_event, call, last_result, result_event
@@ -45,6 +47,10 @@ SWEEP_RETRY_S = 30.0
 UNAVAILABLE_PROBE_S = 5.0
 CARD_WAIT_S = 30  # one read-card exchange; the loop starts the next at once
 CARD_LOOP_PAUSE_S = 0.2  # between two read-card exchanges, so a money command gets the line
+
+# The sessions whose fate after a restart hangs on the terminal's last result: the snapshot
+# asked at registration answers their first enquiry.
+_ASKED_AFTER_START = frozenset(IN_FLIGHT | set(UNKNOWN_STATES))
 
 Board = dict[str, tuple[bool, str]]  # terminal -> (available, why): pay requests and /health
 
@@ -136,7 +142,11 @@ class TerminalRunner:
         snapshot, not on whatever a newer session did on the terminal since (issue 26)."""
         if self._asked.is_set():
             return
-        self._resuming = {s.id for s in self.host.open_sessions() if s.terminal == self.name}
+        self._resuming = {
+            s.id
+            for s in self.host.open_sessions()
+            if s.terminal == self.name and s.state in _ASKED_AFTER_START
+        }
         async with self.claim():
             last = await last_result(self.terminal)
         self._snapshot = (last, self.host.clock())
@@ -196,6 +206,8 @@ class TerminalRunner:
 
     async def _execute(self, cmd: c.TerminalCommand, attempt: str) -> None:
         stored: list[TerminalResult] = []
+        if not isinstance(cmd, c.QueryOpenPreauths):  # acting again: the snapshot is stale
+            self._resuming.discard(cmd.session_id)
 
         async def persist(result: TerminalResult) -> None:
             # Stored before the terminal hears we have it (ZVT: before 80 00 to the 04 0F); the
@@ -253,9 +265,9 @@ class TerminalRunner:
         approved, is the terminal's word that the transaction stood; anything else (or no
         answer) leaves the outcome unknown for the session's own enquiry."""
         try:
-            async with self.claim():
+            async with asyncio.timeout(self.register_timeout_s), self.claim():
                 last = await last_result(self.terminal)
-        except (DriverError, OSError):
+        except (TimeoutError, DriverError, OSError):
             last = None
         if last is None or not last.approved or last.receipt_no != approval.receipt_no:
             return lost
