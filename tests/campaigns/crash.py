@@ -41,6 +41,7 @@ import time
 from collections import Counter
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,9 @@ from drivers.sim.ports import PtyPort, serve_tcp
 from drivers.sim.terminal import SimConfig, SimTerminal
 from firmware_bridge.sim import ChargerSimulator, Plan
 from gateway.ocpi.cpo_sim import CpoSimulator
+from gateway.runtime.engine_host import EngineHost
+from gateway.runtime.engine_setup import build_policy, build_terminals
+from gateway.settings import load_settings
 from gateway.store import Store
 from tests.campaigns import scan
 from tests.firmware_bridge.conftest import MOSQUITTO, Broker
@@ -82,6 +86,8 @@ class Figures:
         0  # captures the terminal booked whose evidence never reached the gateway (owed, visibly)
     )
     unconfirmed_sessions: int = 0  # sessions that ended capture_unconfirmed (their FAC held)
+    ends_of_day: int = 0  # terminals closed after the last kill
+    unconfirmed_after_end_of_day: int = 0  # still unconfirmed once the totals were read
     partitions: list[str] = field(default_factory=list)  # what was cut, how long, how long to drain
     seconds: float = 0.0
     violations: list[str] = field(default_factory=list)
@@ -341,6 +347,7 @@ class Campaign:
             await self._terminals_settled()
             await self.stop_daemon()
             self.check()
+            await self.end_of_day()
         finally:
             faults.close()  # never awaited when the start failed
             if self.daemon is not None and self.daemon.poll() is None:
@@ -449,6 +456,57 @@ class Campaign:
             await asyncio.sleep(0.5)
 
     # ---- the books ---------------------------------------------------------------------------
+
+    async def end_of_day(self) -> None:
+        """After the books are compared: each terminal's end of day as the daemon's runner makes
+        it (06 50, then the host stores the batch and decides the unconfirmed captures by its
+        totals), with the daemon stopped. Counted: the sessions still unconfirmed after it; and
+        every outcome it released must agree with what the terminal booked."""
+        booked = {  # before the end of day closes the terminals' batches
+            (terminal, tx.receipt): tx.booked
+            for terminal, sim in self.sims.items()
+            for tx in sim.state.transactions.values()
+            if tx.kind == "preauth" and tx.state == "booked"
+        }
+        settings = load_settings(self.config)
+        store = Store.open(self.dir / "evpay.sqlite3")
+        try:
+            host = EngineHost(store, build_policy(settings), lambda: datetime.now(UTC))
+            before = {r["id"] for r in store.sessions(limit=1_000_000)}
+            for name, terminal in build_terminals(settings).items():
+                try:
+                    async with asyncio.timeout(30):
+                        await terminal.connect()
+                        result = await terminal.end_of_day()
+                finally:
+                    await terminal.close()
+                if result.approved:
+                    host.record_end_of_day(name, result, "EUR")
+                    self.figures.ends_of_day += 1
+            rows = store.sessions(limit=1_000_000)
+            outcomes = {
+                str(m.payload["session_id"]): m.payload
+                for m in store.outbox.list(kind="session.outcome", limit=1_000_000)
+            }
+        finally:
+            store.close()
+        for row in rows:
+            assert row["id"] in before
+            self.figures.unconfirmed_after_end_of_day += row["state"] == "capture_unconfirmed"
+            data = row["data"]
+            out = outcomes.get(row["id"])
+            for hold in data.get("holds", []):
+                took = booked.get((data["terminal"], hold["receipt_no"]))
+                if took and out is not None and out["state"] == "capture_failed":
+                    self.figures.violations.append(
+                        f"session {row['id']}: its outcome says capture_failed after the end of "
+                        f"day, {data['terminal']} booked {took} on hold {hold['receipt_no']}"
+                    )
+                if out is not None and hold["captured_minor"] and not took:
+                    self.figures.violations.append(
+                        f"session {row['id']}: captured {hold['captured_minor']} after the end "
+                        f"of day, {data['terminal']} booked nothing on hold {hold['receipt_no']}"
+                    )
 
     def check(self) -> None:
         f = self.figures
@@ -585,6 +643,8 @@ def main_figures(f: Figures) -> str:
         f"{f.kills} kills ({f.dangerous_kills} at a dangerous moment: {moments}), {f.plugged} EVs plugged in, "
         f"{f.sessions} sessions ({f.completed} completed), {f.holds} holds at the terminals, "
         f"{f.captured_minor / 100:.2f} EUR captured, {f.unconfirmed} captures unconfirmed "
-        f"({f.unconfirmed_sessions} sessions capture_unconfirmed), {f.fac_posts} FAC POSTs, "
+        f"({f.unconfirmed_sessions} sessions capture_unconfirmed, "
+        f"{f.unconfirmed_after_end_of_day} after {f.ends_of_day} ends of day), "
+        f"{f.fac_posts} FAC POSTs, "
         f"{f.seconds:.0f} s; {len(f.violations)} violation(s)"
     )
