@@ -6,8 +6,10 @@ the terminal booked in the closed batch per card group (BMP 60: count and amount
 terminal counted beyond the journal's own captures of that batch is what is left to explain,
 and the unconfirmed captures of the batch are the only candidates for it.
 
-The rule, per card group: the subsets of the group's candidates whose number and sum are exactly
-what is left to explain. Exactly one such subset decides: its members were captured, every
+The rule, per card group: the subsets of the group's candidates whose sum is exactly the amount
+left to explain. The amount only: the terminal counts one booking per hold, the journal one
+payment per session, so the counts differ for a session paid from several holds (issue 26,
+item 15) while the amounts agree. Exactly one such subset decides: its members were captured, every
 other candidate of the group was not. None, or more than one (two captures of the same amount
 and one left to explain), decides nothing: the captures stay unconfirmed, listed by
 reconciliation, for a person with the terminal's journal. The rule is pure and kept here, in one
@@ -59,14 +61,14 @@ def decide_by_totals(
         members = [c for c in candidates if c.group == group]
         t_count, t_amount = terminal.get(group, (0, 0))
         j_count, j_amount = journal.get(group, (0, 0))
-        count, amount = t_count - j_count, t_amount - j_amount
+        amount = t_amount - j_amount
         said = (
             f"end-of-day totals, {group}: terminal {t_count} for {t_amount}, "
             f"journal {j_count} for {j_amount}"
         )
-        matches = _subsets(members, count, amount) if len(members) <= CANDIDATES_MAX else []
+        matches = _subsets(members, amount) if len(members) <= CANDIDATES_MAX else []
         if len(matches) != 1:
-            why = "no" if not matches else f"{len(matches)} ways to"
+            why = "no way to" if not matches else f"{len(matches)} ways to"
             for c in members:
                 out[c.session_id] = Decision(
                     verdict=Verdict.UNDECIDED,
@@ -84,11 +86,10 @@ def decide_by_totals(
     return out
 
 
-def _subsets(members: Sequence[Unconfirmed], count: int, amount: int) -> list[frozenset[str]]:
-    if count < 0 or count > len(members):
-        return []
+def _subsets(members: Sequence[Unconfirmed], amount: int) -> list[frozenset[str]]:
     return [
         frozenset(c.session_id for c in chosen)
-        for chosen in combinations(members, count)
+        for size in range(len(members) + 1)
+        for chosen in combinations(members, size)
         if sum(c.amount_minor for c in chosen) == amount
     ]

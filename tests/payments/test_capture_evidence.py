@@ -163,6 +163,17 @@ def test_an_ambiguous_match_decides_nothing() -> None:
     assert "2 ways to explain" in got["a"].evidence
 
 
+def test_the_amount_decides_when_the_counts_differ_by_holds() -> None:
+    """The terminal counts a booking per hold, the journal a payment per session: a session
+    paid from two holds makes the counts differ while the amounts agree."""
+    got = decide_by_totals(
+        [cand("a", 100)],
+        terminal={"mastercard": (214, 20784)},
+        journal={"mastercard": (202, 20684)},
+    )
+    assert got["a"].verdict is Verdict.CAPTURED
+
+
 def test_an_absent_match_decides_nothing_and_a_full_one_decides_all() -> None:
     none = decide_by_totals(
         [cand("a", 177)], terminal={"mastercard": (1, 180)}, journal={}
