@@ -325,6 +325,7 @@ class _Session:
             reply = await self.reply(cfg.result_ack_timeout_s)
         except ConnectionLost:
             if cfg.unacked_on_close == "keep":
+                self._remember(result)  # it stands: its repeat (06 20) shows it
                 raise
             return False  # nobody can acknowledge it now: undone as on a timeout
         return reply is not None and reply.command == Command.ACK

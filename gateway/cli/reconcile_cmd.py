@@ -14,7 +14,6 @@ import hashlib
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 from drivers.money import Money
 from gateway.cli.journal_cmd import when
@@ -22,8 +21,7 @@ from gateway.cli.stores import open_existing
 from gateway.errors import BadInput
 from gateway.ocpi.charger import session_id_of
 from gateway.payments.events import DebtResolved
-from gateway.payments.reconcile import BatchFacts, Facts, Report, SessionFacts, reconcile
-from gateway.payments.schemes import brand_group
+from gateway.payments.reconcile import BatchFacts, Facts, Report, reconcile, session_facts
 from gateway.runtime.engine_host import EngineHost
 from gateway.runtime.engine_setup import build_policy
 from gateway.settings import load_settings
@@ -198,38 +196,3 @@ def queue_report(store: Store, site: str, report: Report) -> None:
         {"unexplained": len(report.unexplained), "findings": len(report.findings)},
     )
     store.apply(Step(f"report:{report_id}:{digest}", journal=[entry], outbox=[message]))
-
-
-def session_facts(row: dict[str, Any]) -> SessionFacts:
-    """A stored session row as reconciliation's facts."""
-    d = row["data"]
-
-    def done(method: str) -> tuple[tuple[datetime, int], ...]:
-        return tuple(
-            (datetime.fromisoformat(r["at"]), int(r["amount_minor"]))
-            for r in d.get("refunds", ())
-            if r["status"] == "done" and r["method"] == method
-        )
-
-    captured_at = d.get("captured_at")
-    return SessionFacts(
-        id=row["id"],
-        terminal=d["terminal"],
-        state=row["state"],
-        currency=d["currency"],
-        brand=brand_group(d.get("card") or {}),
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        captured_at=datetime.fromisoformat(captured_at) if captured_at else None,
-        captured_minor=d["captured_minor"],
-        bookings=sum(1 for h in d.get("holds", ()) if h.get("captured_minor")) or 1,
-        price_minor=d["price_minor"],
-        owed_minor=d.get("owed_minor", 0),
-        shortfall_minor=d.get("shortfall_minor", 0),
-        billed_energy_wh=d.get("billed_energy_wh", 0),
-        reported_energy_wh=d.get("reported_energy_wh"),
-        reference=d.get("reference"),
-        reversed=done("reversal"),
-        refunded=done("refund"),
-        refunds_unsettled=sum(1 for r in d.get("refunds", ()) if r["status"] == "unknown"),
-    )

@@ -3,10 +3,12 @@
 A FAC says what was captured against what was priced, and every amount owed goes up too:
 - COMPLETED → SUCCESS with the captured amount; PARTIAL_SUCCESS when the price was above the
   hold (a shortfall: captured the hold, the rest is owed — the message says both figures);
-- CAPTURE_FAILED (the hold lapsed uncaptured) and CAPTURE_UNCONFIRMED (no evidence either
-  way) → FAILED with the amount owed as total_costs and the reason in the message; when an
-  earlier hold of the session was captured, PARTIAL_SUCCESS with what was captured (the
-  message says what is owed): the CPO must never hear "nothing captured" for money taken;
+- CAPTURE_FAILED (the hold lapsed uncaptured) → FAILED with the amount owed as total_costs and
+  the reason in the message; when an earlier hold of the session was captured, PARTIAL_SUCCESS
+  with what was captured (the message says what is owed): the CPO must never hear "nothing
+  captured" for money taken;
+- a CAPTURE_UNCONFIRMED session (no evidence either way) sends no outcome at all until the
+  end-of-day evidence decides it (``payments/evidence.py``);
 - energy reported after a session ended (``unpaid_energy_wh``, its message ``debt_only``) →
   FAILED with the amount owed, under its own FAC id (``<session>-U``), since the first
   outcome already went; energy reported late while the session was still settling is owed in

@@ -191,7 +191,10 @@ def refund_result(s: Session, ev: e.TerminalResultArrived, now: datetime) -> Tra
         status = RefundStatus.UNKNOWN
     else:
         status = RefundStatus.FAILED
-    done = replace(sent, status=status, receipt_no=ev.receipt_no, message=ev.message)
+    # A lost answer after a stored approval keeps that approval's receipt number: it is what
+    # the terminal's journal shows if the refund stood (issue 26, item 5).
+    receipt = ev.receipt_no if ev.receipt_no is not None else sent.receipt_no
+    done = replace(sent, status=status, receipt_no=receipt, message=ev.message)
     s = follow_correction(replace(s, refunds=tuple(done if r is sent else r for r in s.refunds)))
     waiting: tuple[c.Command, ...] = ()
     if s.bill.correction_waiting and not any(r.pending for r in s.refunds):

@@ -7,6 +7,7 @@ amount and a receipt number, or two energies, side by side cannot be swapped by 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 
 from drivers.base import Outcome
@@ -80,6 +81,17 @@ class LastResult:
     amount_minor: int | None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CaptureEvidence:
+    """What the terminal's end-of-day totals prove about an unconfirmed capture
+    (``gateway.payments.evidence``): ``captured`` or not, and the evidence in words."""
+
+    session_id: str
+    event_id: str
+    captured: bool
+    evidence: str
+
+
 @dataclass(frozen=True, slots=True)
 class OpenPreauthsReported:
     """The terminal's open pre-authorisations and its last result; ``orphans`` are the open
@@ -92,6 +104,9 @@ class OpenPreauthsReported:
     failed: bool = False  # the enquiry itself failed: try again later
     busy: bool = False  # ...because the terminal answered busy: ask again after the first interval
     last: LastResult | None = None
+    # When ``last`` was asked, if earlier than this report (the terminal runner's snapshot at
+    # start): sessions started on the terminal after it cannot have made that result.
+    last_asked_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -214,6 +229,7 @@ Event = (
     CardPresented
     | TerminalResultArrived
     | OpenPreauthsReported
+    | CaptureEvidence
     | OrphanFound
     | ChargerStarted
     | MeterValue

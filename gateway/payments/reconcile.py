@@ -22,6 +22,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from gateway.payments.schemes import brand_group
+
 
 @dataclass(frozen=True, slots=True)
 class SessionFacts:
@@ -146,29 +148,7 @@ def reconcile(facts: Facts, tol: Tolerances | None = None) -> Report:
 
 def _batch(batch: BatchFacts, sessions: Sequence[SessionFacts]) -> list[Finding]:
     """The terminal's totals for one closed batch against the journal's for the same period."""
-    start = batch.period_start or datetime.min.replace(tzinfo=batch.at.tzinfo)
-    count: dict[str, int] = defaultdict(int)
-    amount: dict[str, int] = defaultdict(int)
-    members: dict[str, list[str]] = defaultdict(list)
-
-    def within(at: datetime) -> bool:
-        return start < at <= batch.at
-
-    for s in sessions:
-        if s.terminal != batch.terminal or s.currency != batch.currency:
-            continue
-        if s.captured_at is not None and within(s.captured_at) and s.captured_minor:
-            taken_back = sum(a for at, a in s.reversed if within(at))
-            if (
-                taken_back < s.captured_minor
-            ):  # a reversal in the same batch takes the payment out of it
-                count[s.brand] += s.bookings
-                amount[s.brand] += s.captured_minor
-                members[s.brand].append(s.id)
-        refunded = sum(a for at, a in s.refunded if within(at))
-        if refunded:
-            amount[s.brand] -= refunded
-            members[s.brand].append(s.id)
+    count, amount, members = journal_totals(batch, sessions)
     out = []
     for brand in sorted(set(count) | set(amount) | set(batch.totals)):
         t_count, t_amount = batch.totals.get(brand, (0, 0))
@@ -217,6 +197,37 @@ def _batch(batch: BatchFacts, sessions: Sequence[SessionFacts]) -> list[Finding]
     return out
 
 
+def journal_totals(
+    batch: BatchFacts, sessions: Sequence[SessionFacts]
+) -> tuple[dict[str, int], dict[str, int], dict[str, list[str]]]:
+    """What the journal counts in one closed batch, per card group: the count and amount of
+    the captures in its period, and the sessions that make them up."""
+    start = batch.period_start or datetime.min.replace(tzinfo=batch.at.tzinfo)
+    count: dict[str, int] = defaultdict(int)
+    amount: dict[str, int] = defaultdict(int)
+    members: dict[str, list[str]] = defaultdict(list)
+
+    def within(at: datetime) -> bool:
+        return start < at <= batch.at
+
+    for s in sessions:
+        if s.terminal != batch.terminal or s.currency != batch.currency:
+            continue
+        if s.captured_at is not None and within(s.captured_at) and s.captured_minor:
+            taken_back = sum(a for at, a in s.reversed if within(at))
+            if (
+                taken_back < s.captured_minor
+            ):  # a reversal in the same batch takes the payment out of it
+                count[s.brand] += s.bookings
+                amount[s.brand] += s.captured_minor
+                members[s.brand].append(s.id)
+        refunded = sum(a for at, a in s.refunded if within(at))
+        if refunded:
+            amount[s.brand] -= refunded
+            members[s.brand].append(s.id)
+    return count, amount, members
+
+
 def _session(s: SessionFacts, facts: Facts, tol: Tolerances) -> list[Finding]:
     out = []
     one = (s.id,)
@@ -225,8 +236,8 @@ def _session(s: SessionFacts, facts: Facts, tol: Tolerances) -> list[Finding]:
             Finding(
                 f"capture_unconfirmed:{s.id}",
                 "capture_unconfirmed",
-                f"no evidence of the capture: "
-                f"{s.owed_minor} owed until the terminal's journal or the acquirer shows it",
+                f"no evidence of the capture: {s.owed_minor} owed and its outcome held back "
+                f"from the CPO until the end-of-day totals or the terminal's journal decide",
                 one,
                 s.owed_minor,
                 s.currency,
@@ -297,3 +308,38 @@ def _session(s: SessionFacts, facts: Facts, tol: Tolerances) -> list[Finding]:
                 )
             )
     return out
+
+
+def session_facts(row: dict[str, Any]) -> SessionFacts:
+    """A stored session row (``Store.sessions_between``) as the facts reconciliation reads."""
+    d = row["data"]
+
+    def done(method: str) -> tuple[tuple[datetime, int], ...]:
+        return tuple(
+            (datetime.fromisoformat(r["at"]), int(r["amount_minor"]))
+            for r in d.get("refunds", ())
+            if r["status"] == "done" and r["method"] == method
+        )
+
+    captured_at = d.get("captured_at")
+    return SessionFacts(
+        id=row["id"],
+        terminal=d["terminal"],
+        state=row["state"],
+        currency=d["currency"],
+        brand=brand_group(d.get("card") or {}),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        captured_at=datetime.fromisoformat(captured_at) if captured_at else None,
+        captured_minor=d["captured_minor"],
+        bookings=sum(1 for h in d.get("holds", ()) if h.get("captured_minor")) or 1,
+        price_minor=d["price_minor"],
+        owed_minor=d.get("owed_minor", 0),
+        shortfall_minor=d.get("shortfall_minor", 0),
+        billed_energy_wh=d.get("billed_energy_wh", 0),
+        reported_energy_wh=d.get("reported_energy_wh"),
+        reference=d.get("reference"),
+        reversed=done("reversal"),
+        refunded=done("refund"),
+        refunds_unsettled=sum(1 for r in d.get("refunds", ()) if r["status"] == "unknown"),
+    )

@@ -63,7 +63,12 @@ from gateway.payments.moves import CHARGING_STATES, UNKNOWN_STATES, Transition, 
 from gateway.payments.plausibility import KEPT, screen
 from gateway.payments.policy import Policy
 from gateway.payments.receipts import fiscal_arrived, receipt_facts
-from gateway.payments.settlement import enquiry_answered, enquiry_failed, settlement_result
+from gateway.payments.settlement import (
+    enquiry_answered,
+    enquiry_failed,
+    evidence_decided,
+    settlement_result,
+)
 from gateway.payments.states import FINAL, HOLDING, State
 from gateway.payments.timers import resumed, timer_fired
 from gateway.payments.topups import topup_result
@@ -121,6 +126,8 @@ def _dispatch(session: Session | None, event: e.Event, now: datetime, policy: Po
         return refund_result(session, event, now)
     if isinstance(event, e.DebtResolved):
         return debt_resolved(session, event)
+    if isinstance(event, e.CaptureEvidence):
+        return evidence_decided(session, event, now)
     if session.final:
         if isinstance(event, e.FiscalDataArrived):
             return fiscal_arrived(session, event, now, policy)
@@ -177,7 +184,9 @@ def _terminal_result(
             )
             return Transition(replace(s, held_result=held))
         return Transition(s, note="provisional result: not awaited")
-    if s.held_result is not None:
+    if s.held_result is not None and ev.outcome is not Outcome.UNKNOWN:
+        # A lost answer (the line dropped after the approval came) decides nothing: the stored
+        # approval stays as evidence for the enquiry that follows (issue 26, item 5).
         s = replace(s, held_result=None)
     if ev.operation == Operation.PREAUTHORIZE:
         return preauth_result(s, ev, now, policy)

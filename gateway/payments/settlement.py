@@ -282,8 +282,36 @@ def next_hold(s: Session, now: datetime, policy: Policy) -> Transition:
         )
         return Transition(s, outcome(s))
     s = go(s, trigger, owed_minor=owed)
+    if s.state is State.CAPTURE_UNCONFIRMED:
+        # Never FAILED upstream for a capture the terminal may have made: the outcome waits for
+        # the evidence (the end-of-day totals, ``evidence_decided``); reconciliation lists the
+        # session meanwhile (``capture_unconfirmed``), the price stays owed.
+        return Transition(replace(s, timer=None))
     printed: tuple[c.Command, ...] = ()
     if s.state is State.COMPLETED:
         s, printed = print_receipt(s, now, policy)
     done = finish(s)
     return Transition(done.session, (*done.commands, *printed))
+
+
+def evidence_decided(s: Session, ev: e.CaptureEvidence, now: datetime) -> Transition:
+    """The terminal's end-of-day totals decided an unconfirmed capture (``evidence.py``): book
+    the unconfirmed holds as asked, or mark them lapsed uncaptured; only now does the outcome
+    go upstream, with the evidence in its notes."""
+    if s.state is not State.CAPTURE_UNCONFIRMED:
+        return Transition(s, note=f"capture evidence in {s.state}: ignored")
+    holds = list(s.holds)
+    sent = [h.capture_sent_at for h in holds if h.status is HoldStatus.UNCONFIRMED]
+    for i, h in enumerate(holds):
+        if h.status is HoldStatus.UNCONFIRMED:
+            holds[i] = _captured(h, None) if ev.captured else replace(h, status=HoldStatus.LAPSED)
+    s = replace(s, holds=tuple(holds), notes=note(s, ev.evidence))
+    owed = max(0, s.bill.price_minor - s.captured_minor) + s.bill.unpaid_minor
+    if ev.captured:
+        # in the batch of the capture we sent (reconciliation counts it there)
+        at = max((t for t in sent if t is not None), default=now)
+        s = replace(s, bill=replace(s.bill, captured_at=at))
+        s = go(s, Trigger.EVIDENCE_CAPTURED, owed_minor=owed)
+    else:
+        s = go(s, Trigger.EVIDENCE_NOT_CAPTURED, owed_minor=owed)
+    return finish(s)

@@ -107,6 +107,8 @@ class Trigger(StrEnum):
     AWAIT_FISCAL = "all captured, receipt needs the CPO's signature / wait"
     FISCAL_SIGNED = "fiscal data arrived / ShowReceipt"
     FISCAL_TIMEOUT = "no fiscal data in time / ShowReceipt(pending)"
+    EVIDENCE_CAPTURED = "end-of-day totals show the capture / outcome"
+    EVIDENCE_NOT_CAPTURED = "end-of-day totals show no capture / outcome"
 
 
 S, T = State, Trigger
@@ -159,7 +161,15 @@ TRANSITIONS: Mapping[tuple[State | None, Trigger], State] = {
     (S.RECEIPTING, T.FISCAL_SIGNED): S.COMPLETED,
     (S.RECEIPTING, T.FISCAL_TIMEOUT): S.COMPLETED,
     **{(source, trigger): target for source in _SETTLING for trigger, target in _SETTLED.items()},
+    (S.CAPTURE_UNCONFIRMED, T.EVIDENCE_CAPTURED): S.COMPLETED,
+    (S.CAPTURE_UNCONFIRMED, T.EVIDENCE_NOT_CAPTURED): S.CAPTURE_FAILED,
 }
+
+# The only ways out of a final state: an unconfirmed capture decided later by the terminal's
+# own evidence (``evidence.py``); its outcome waits for that decision (``settlement.py``).
+LATE_EVIDENCE = frozenset(
+    {(S.CAPTURE_UNCONFIRMED, T.EVIDENCE_CAPTURED), (S.CAPTURE_UNCONFIRMED, T.EVIDENCE_NOT_CAPTURED)}
+)
 
 
 def next_state(state: State | None, trigger: Trigger) -> State:

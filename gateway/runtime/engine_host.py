@@ -19,6 +19,7 @@ from gateway.payments import events as e
 from gateway.payments.record import from_json, to_row
 from gateway.payments.session import FINAL, HoldStatus, Policy, Session, State, transition
 from gateway.payments.states import EVSE_FREE
+from gateway.runtime.end_of_day_evidence import decide_unconfirmed
 from gateway.store import (
     EndOfDayRecord,
     JournalEntry,
@@ -153,8 +154,10 @@ class EngineHost:
         self.store.apply(Step(f"eod:{terminal}:skipped:{at.isoformat()}", journal=[entry]))
 
     def record_end_of_day(self, terminal: str, result: TerminalResult, currency: str) -> None:
-        """The closed batch's totals, stored beside the journal's captures of the same period."""
+        """The closed batch's totals, stored beside the journal's captures of the same period;
+        then what they prove about the batch's unconfirmed captures (end_of_day_evidence.py)."""
         at = self.clock()
+        start = self.store.last_end_of_day(terminal)
         totals = [
             {"brand": t.brand, "count": t.count, "amount_minor": t.amount_minor}
             for t in result.totals
@@ -165,6 +168,15 @@ class EngineHost:
         entry = JournalEntry("terminal", terminal, "end_of_day", data)
         self.store.apply(
             Step(f"eod:{terminal}:{at.isoformat()}", journal=[entry], end_of_day=[batch])
+        )
+        decide_unconfirmed(
+            self.store,
+            self.handle,
+            terminal=terminal,
+            currency=currency,
+            start=start,
+            at=at,
+            result=result,
         )
 
     def _with_orphans(
@@ -180,7 +192,7 @@ class EngineHost:
             return replace(event, orphans=(), failed=True, busy=True)
         owned = self._owned_receipts(others, session.terminal)
         event = replace(event, orphans=tuple(r for r in event.receipts if r not in owned))
-        if event.last is not None and self._ambiguous(session, event.last):
+        if event.last is not None and self._ambiguous(session, event.last, event.last_asked_at):
             event = replace(
                 event, last=None
             )  # it may be another session's transaction: no evidence for us
@@ -191,7 +203,9 @@ class EngineHost:
         closed = self.store.last_end_of_day(s.terminal)
         return closed is not None and closed >= (s.bill.captured_at or s.created_at)
 
-    def _ambiguous(self, session: Session, last: e.LastResult) -> bool:
+    def _ambiguous(
+        self, session: Session, last: e.LastResult, asked_at: datetime | None = None
+    ) -> bool:
         """Could the terminal's last result belong to another session? Yes if another session of
         this terminal knows that receipt, or — since our capture left — started on the terminal
         or lost the result of one of its own operations (whose trace we cannot tell from ours)."""
@@ -215,7 +229,13 @@ class EngineHost:
             return True
         if sent is None:
             return session.state is State.CAPTURE_UNKNOWN
-        changed = [s for s, updated in others if updated >= sent]
+        # a session started after the result was asked (the runner's snapshot at start) did
+        # not make it
+        changed = [
+            s
+            for s, updated in others
+            if updated >= sent and (asked_at is None or s.created_at < asked_at)
+        ]
         return any(
             s.created_at >= sent or s.lost_results or s.state in _MAKING_HOLDS for s in changed
         )

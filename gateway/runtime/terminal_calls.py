@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 
 from drivers.base import Outcome, PaymentTerminal, TerminalResult
 from drivers.money import Money
@@ -121,7 +122,11 @@ def result_event(
 
 
 def answer_event(
-    cmd: c.TerminalCommand, event_id: str, result: TerminalResult, last: e.LastResult | None
+    cmd: c.TerminalCommand,
+    event_id: str,
+    result: TerminalResult,
+    last: e.LastResult | None,
+    asked_at: datetime | None = None,
 ) -> e.Event | None:
     """What the session hears once ``cmd`` is done: an enquiry's report, a money command's
     result, nothing for a receipt shown or printed."""
@@ -132,6 +137,7 @@ def answer_event(
             receipts=result.open_receipts,
             failed=not result.approved,
             last=last,
+            last_asked_at=asked_at,
             busy=result.outcome is Outcome.BUSY,
         )
     if isinstance(cmd, c.ShowReceipt):

@@ -24,7 +24,9 @@ from drivers.errors import DriverError
 from gateway.errors import StoreError
 from gateway.payments import commands as c
 from gateway.payments import events as e
+from gateway.payments.moves import UNKNOWN_STATES
 from gateway.payments.routing import CardSeen, Health
+from gateway.payments.states import IN_FLIGHT
 from gateway.runtime.engine_host import EngineHost, Handled
 from gateway.runtime.metrics import Metrics
 from gateway.runtime.terminal_calls import answer_event, call, last_result, result_event
@@ -45,6 +47,10 @@ SWEEP_RETRY_S = 30.0
 UNAVAILABLE_PROBE_S = 5.0
 CARD_WAIT_S = 30  # one read-card exchange; the loop starts the next at once
 CARD_LOOP_PAUSE_S = 0.2  # between two read-card exchanges, so a money command gets the line
+
+# The sessions whose fate after a restart hangs on the terminal's last result: the snapshot
+# asked at registration answers their first enquiry.
+_ASKED_AFTER_START = frozenset(IN_FLIGHT | set(UNKNOWN_STATES))
 
 Board = dict[str, tuple[bool, str]]  # terminal -> (available, why): pay requests and /health
 
@@ -89,6 +95,12 @@ class TerminalRunner:
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _reading: bool = False
     _commands: int = 0  # waiting for the terminal or at it
+    # After a start the terminal's last result (ZVT 06 20) is asked once, before any new
+    # session may start on it (a new transaction would overwrite it): the sessions open at that
+    # moment are answered with this snapshot (what it says, and when it was asked).
+    _asked: asyncio.Event = field(default_factory=asyncio.Event)
+    _snapshot: tuple[e.LastResult | None, datetime] | None = None
+    _resuming: set[str] = field(default_factory=set)
 
     @property
     def available(self) -> bool:
@@ -127,6 +139,35 @@ class TerminalRunner:
             self.site,
             protocol=self.protocol,
         )
+        if result.approved:
+            await self.ask_last_result()
+
+    async def ask_last_result(self) -> None:
+        """Once after a start, before any new session starts here: ask the terminal to repeat
+        its last result. A capture or pre-auth whose answer the restart lost is judged on this
+        snapshot, not on whatever a newer session did on the terminal since (issue 26)."""
+        if self._asked.is_set():
+            return
+        self._resuming = {
+            s.id
+            for s in self.host.open_sessions()
+            if s.terminal == self.name and s.state in _ASKED_AFTER_START
+        }
+        async with self.claim():
+            last = await last_result(self.terminal)
+        self._snapshot = (last, self.host.clock())
+        _LOGGER.info(
+            "terminal.last_result",
+            extra={"terminal": self.name, "approved": last.approved if last else None},
+        )
+        self._asked.set()
+
+    async def _may_start(self) -> bool:
+        """A new session waits (up to the registration deadline) for that snapshot."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.register_timeout_s):
+                await self._asked.wait()
+        return self._asked.is_set()
 
     # ---- commands -----------------------------------------------------------------------------
 
@@ -156,6 +197,13 @@ class TerminalRunner:
             if answer is not None:
                 self.take(answer)
             return
+        if isinstance(cmd, c.Preauthorize) and not await self._may_start():
+            why = "the terminal's last result is not yet asked after the start"
+            refused = TerminalResult("-", Outcome.BUSY, f"not sent: {why}")
+            answer = answer_event(cmd, event_id, refused, None)
+            if answer is not None:
+                self.take(answer)
+            return
         self._commands += 1
         try:
             await self._execute(cmd, attempt)
@@ -163,11 +211,16 @@ class TerminalRunner:
             self._commands -= 1
 
     async def _execute(self, cmd: c.TerminalCommand, attempt: str) -> None:
+        stored: list[TerminalResult] = []
+        if not isinstance(cmd, c.QueryOpenPreauths):  # acting again: the snapshot is stale
+            self._resuming.discard(cmd.session_id)
+
         async def persist(result: TerminalResult) -> None:
             # Stored before the terminal hears we have it (ZVT: before 80 00 to the 04 0F); the
             # session decides what a result the terminal may still reverse can settle.
             held = result_event(cmd, f"{cmd.key}:{attempt}:held", result)
             self.process(replace(held, provisional=True))
+            stored.append(result)
 
         try:
             async with asyncio.timeout(self.command_timeout_s), self.claim():  # with a deadline
@@ -196,13 +249,39 @@ class TerminalRunner:
                 "-", Outcome.UNKNOWN, f"driver error: {type(exc).__name__}: {exc}", unreachable=True
             )
         self.note(result)
-        last = None
+        if result.outcome is Outcome.UNKNOWN and stored and stored[-1].approved:
+            result = await self._stood(cmd, stored[-1], result)
+        last, asked_at = None, None
         if isinstance(cmd, c.QueryOpenPreauths) and result.approved:
-            async with self.claim():
-                last = await last_result(self.terminal)
-        answer = answer_event(cmd, f"{cmd.key}:{attempt}", result, last)
+            if cmd.session_id in self._resuming and self._snapshot is not None:
+                self._resuming.discard(cmd.session_id)  # open at the start: the snapshot
+                last, asked_at = self._snapshot
+            else:
+                async with self.claim():
+                    last = await last_result(self.terminal)
+        answer = answer_event(cmd, f"{cmd.key}:{attempt}", result, last, asked_at)
         if answer is not None:
             self.take(answer)
+
+    async def _stood(
+        self, cmd: c.TerminalCommand, approval: TerminalResult, lost: TerminalResult
+    ) -> TerminalResult:
+        """An approval stored, then the answer lost (the line dropped before our
+        acknowledgement): ask the terminal to repeat its last result. The same receipt,
+        approved, is the terminal's word that the transaction stood; anything else (or no
+        answer) leaves the outcome unknown for the session's own enquiry."""
+        try:
+            async with asyncio.timeout(self.register_timeout_s), self.claim():
+                last = await last_result(self.terminal)
+        except (TimeoutError, DriverError, OSError):
+            last = None
+        if last is None or not last.approved or last.receipt_no != approval.receipt_no:
+            return lost
+        _LOGGER.info(
+            "engine.result_confirmed",
+            extra={"terminal": self.name, "session": cmd.session_id, "receipt": last.receipt_no},
+        )
+        return approval
 
     # ---- timers -------------------------------------------------------------------------------
 
@@ -245,6 +324,8 @@ class TerminalRunner:
             except (DriverError, OSError) as exc:
                 result = TerminalResult("status", Outcome.ERROR, str(exc), unreachable=True)
             self.note(result)
+            if result.approved:  # back: its last result first, if the start could not ask it
+                await self.ask_last_result()
 
     async def end_of_day_loop(self, at: time, stopping: asyncio.Event) -> None:
         """The terminal's end of day at ``at`` (site time) every day; while a transaction of the
@@ -285,7 +366,7 @@ class TerminalRunner:
         (``card_read``: admission decides where the session starts)."""
         while not stopping.is_set():
             await asyncio.sleep(CARD_LOOP_PAUSE_S)
-            if self._lock.locked() or not self.available:
+            if self._lock.locked() or not self.available or not self._asked.is_set():
                 continue
             async with self._lock:
                 self._reading = True

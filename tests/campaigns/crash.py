@@ -41,6 +41,7 @@ import time
 from collections import Counter
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,9 @@ from drivers.sim.ports import PtyPort, serve_tcp
 from drivers.sim.terminal import SimConfig, SimTerminal
 from firmware_bridge.sim import ChargerSimulator, Plan
 from gateway.ocpi.cpo_sim import CpoSimulator
+from gateway.runtime.engine_host import EngineHost
+from gateway.runtime.engine_setup import build_policy, build_terminals
+from gateway.settings import load_settings
 from gateway.store import Store
 from tests.campaigns import scan
 from tests.firmware_bridge.conftest import MOSQUITTO, Broker
@@ -81,6 +85,9 @@ class Figures:
     unconfirmed: int = (
         0  # captures the terminal booked whose evidence never reached the gateway (owed, visibly)
     )
+    unconfirmed_sessions: int = 0  # sessions that ended capture_unconfirmed (their FAC held)
+    ends_of_day: int = 0  # terminals closed after the last kill
+    unconfirmed_after_end_of_day: int = 0  # still unconfirmed once the totals were read
     partitions: list[str] = field(default_factory=list)  # what was cut, how long, how long to drain
     seconds: float = 0.0
     violations: list[str] = field(default_factory=list)
@@ -340,6 +347,7 @@ class Campaign:
             await self._terminals_settled()
             await self.stop_daemon()
             self.check()
+            await self.end_of_day()
         finally:
             faults.close()  # never awaited when the start failed
             if self.daemon is not None and self.daemon.poll() is None:
@@ -449,6 +457,57 @@ class Campaign:
 
     # ---- the books ---------------------------------------------------------------------------
 
+    async def end_of_day(self) -> None:
+        """After the books are compared: each terminal's end of day as the daemon's runner makes
+        it (06 50, then the host stores the batch and decides the unconfirmed captures by its
+        totals), with the daemon stopped. Counted: the sessions still unconfirmed after it; and
+        every outcome it released must agree with what the terminal booked."""
+        booked = {  # before the end of day closes the terminals' batches
+            (terminal, tx.receipt): tx.booked
+            for terminal, sim in self.sims.items()
+            for tx in sim.state.transactions.values()
+            if tx.kind == "preauth" and tx.state == "booked"
+        }
+        settings = load_settings(self.config)
+        store = Store.open(self.dir / "evpay.sqlite3")
+        try:
+            host = EngineHost(store, build_policy(settings), lambda: datetime.now(UTC))
+            before = {r["id"] for r in store.sessions(limit=1_000_000)}
+            for name, terminal in build_terminals(settings).items():
+                try:
+                    async with asyncio.timeout(30):
+                        await terminal.connect()
+                        result = await terminal.end_of_day()
+                finally:
+                    await terminal.close()
+                if result.approved:
+                    host.record_end_of_day(name, result, "EUR")
+                    self.figures.ends_of_day += 1
+            rows = store.sessions(limit=1_000_000)
+            outcomes = {
+                str(m.payload["session_id"]): m.payload
+                for m in store.outbox.list(kind="session.outcome", limit=1_000_000)
+            }
+        finally:
+            store.close()
+        for row in rows:
+            assert row["id"] in before
+            self.figures.unconfirmed_after_end_of_day += row["state"] == "capture_unconfirmed"
+            data = row["data"]
+            out = outcomes.get(row["id"])
+            for hold in data.get("holds", []):
+                took = booked.get((data["terminal"], hold["receipt_no"]))
+                if took and out is not None and out["state"] == "capture_failed":
+                    self.figures.violations.append(
+                        f"session {row['id']}: its outcome says capture_failed after the end of "
+                        f"day, {data['terminal']} booked {took} on hold {hold['receipt_no']}"
+                    )
+                if out is not None and hold["captured_minor"] and not took:
+                    self.figures.violations.append(
+                        f"session {row['id']}: captured {hold['captured_minor']} after the end "
+                        f"of day, {data['terminal']} booked nothing on hold {hold['receipt_no']}"
+                    )
+
     def check(self) -> None:
         f = self.figures
         store = Store.open(self.dir / "evpay.sqlite3", read_only=True)
@@ -467,6 +526,7 @@ class Campaign:
                 f.violations.append(f"session {row['id']} is left {row['state']}")
             if row["state"] == "completed":
                 f.completed += 1
+            f.unconfirmed_sessions += row["state"] == "capture_unconfirmed"
             for hold in data.get("holds", []):
                 stored[(data["terminal"], hold["receipt_no"])] = (row["id"], hold, data)
         booked_total = unconfirmed_total = 0
@@ -478,6 +538,12 @@ class Campaign:
                 found = stored.get((terminal, tx.receipt))
                 if tx.state == "booked":
                     booked_total += tx.booked
+                    fac = self.cpo.state.facs.get(found[0][:36]) if found is not None else None
+                    if fac is not None and fac.get("capture_status_code") == "FAILED":
+                        f.violations.append(  # the CPO would charge the driver again
+                            f"session {found[0] if found else '?'}: the FAC says FAILED, "
+                            f"{terminal} booked {tx.booked} on hold {tx.receipt}"
+                        )
                     if found is None:
                         f.violations.append(
                             f"{terminal} booked {tx.booked} on hold {tx.receipt}: no session records it"
@@ -576,6 +642,9 @@ def main_figures(f: Figures) -> str:
     return (
         f"{f.kills} kills ({f.dangerous_kills} at a dangerous moment: {moments}), {f.plugged} EVs plugged in, "
         f"{f.sessions} sessions ({f.completed} completed), {f.holds} holds at the terminals, "
-        f"{f.captured_minor / 100:.2f} EUR captured, {f.unconfirmed} captures unconfirmed, {f.fac_posts} FAC POSTs, "
+        f"{f.captured_minor / 100:.2f} EUR captured, {f.unconfirmed} captures unconfirmed "
+        f"({f.unconfirmed_sessions} sessions capture_unconfirmed, "
+        f"{f.unconfirmed_after_end_of_day} after {f.ends_of_day} ends of day), "
+        f"{f.fac_posts} FAC POSTs, "
         f"{f.seconds:.0f} s; {len(f.violations)} violation(s)"
     )

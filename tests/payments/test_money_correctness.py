@@ -56,6 +56,7 @@ def res(
     card: dict[str, str] | None = None,
     for_receipt: int | None = None,
     trace_no: int | None = None,
+    message: str = "",
 ) -> e.Event:
     return e.TerminalResultArrived(
         session_id=SID,
@@ -64,6 +65,7 @@ def res(
         outcome=outcome,
         amount_minor=amount,
         receipt_no=receipt,
+        message=message,
         card=card or {},
         for_receipt=for_receipt,
         trace_no=trace_no,
@@ -117,7 +119,13 @@ def test_a_declined_capture_whose_receipt_vanished_is_unconfirmed_and_owed_not_c
         and u.captured_minor == 0
         and u.bill.owed_minor == 655
     )
-    (out,) = t.commands
+    # owed, but never told upstream as FAILED while the terminal may have made it (issue 26):
+    # the outcome waits for the end-of-day evidence (tests/payments/test_capture_evidence.py)
+    assert t.commands == ()
+    decided = step(
+        u, e.CaptureEvidence(session_id=SID, event_id="eod", captured=False, evidence="eod"), 99
+    )
+    (out,) = decided.commands
     assert isinstance(out, c.Enqueue)
     fac = fac_from_outcome(out.payload, T0)
     assert (
@@ -166,7 +174,7 @@ def test_a_capture_lost_until_the_hold_lapses_is_owed_and_reported() -> None:
     u = t.session
     assert u is not None and u.state is State.CAPTURE_UNCONFIRMED and u.bill.owed_minor == 655
     assert u.holds[0].status is HoldStatus.UNCONFIRMED and u.open_minor == 5000
-    assert [type(x).__name__ for x in t.commands] == ["Enqueue"]
+    assert t.commands == ()  # its outcome waits for the evidence (issue 26), the debt is listed
 
 
 def test_a_release_lost_until_the_hold_lapses_says_so() -> None:

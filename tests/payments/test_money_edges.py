@@ -11,9 +11,9 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from drivers.base import BrandTotal, Outcome, TerminalResult
-from gateway.cli.reconcile_cmd import load_facts, session_facts
+from gateway.cli.reconcile_cmd import load_facts
 from gateway.payments.model import update
-from gateway.payments.reconcile import BatchFacts, Facts, SessionFacts, reconcile
+from gateway.payments.reconcile import BatchFacts, Facts, SessionFacts, reconcile, session_facts
 from gateway.payments.record import to_json
 from gateway.payments.schemes import Validity
 from gateway.payments.session import Hold, HoldStatus, Session, State

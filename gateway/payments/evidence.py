@@ -1,0 +1,95 @@
+"""What the terminal's end-of-day totals prove about captures whose outcome we never saw.
+
+A capture that ended ``capture_unconfirmed`` (its answer lost, the hold gone, no result of its
+own to show) was either booked by the terminal or not. The end of day (ZVT 06 50) counts what
+the terminal booked in the closed batch per card group (BMP 60: count and amount). What the
+terminal counted beyond the journal's own captures of that batch is what is left to explain,
+and the unconfirmed captures of the batch are the only candidates for it.
+
+The rule, per card group: the subsets of the group's candidates whose sum is exactly the amount
+left to explain. The amount only: the terminal counts one booking per hold, the journal one
+payment per session, so the counts differ for a session paid from several holds (issue 26,
+item 15) while the amounts agree. Exactly one such subset decides: its members were captured, every
+other candidate of the group was not. None, or more than one (two captures of the same amount
+and one left to explain), decides nothing: the captures stay unconfirmed, listed by
+reconciliation, for a person with the terminal's journal. The rule is pure and kept here, in one
+place, so that it can be read and tested alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from itertools import combinations
+
+# Above this many unconfirmed captures in one card group of one batch the subsets are not
+# enumerated (2**12 at most): such a batch decides nothing and is left to a person.
+CANDIDATES_MAX = 12
+
+
+class Verdict(StrEnum):
+    CAPTURED = "captured"
+    NOT_CAPTURED = "not_captured"
+    UNDECIDED = "undecided"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Unconfirmed:
+    """A capture the terminal may or may not have booked in the batch."""
+
+    session_id: str
+    group: str  # the card group the terminal totals it under (BMP 60)
+    amount_minor: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Decision:
+    verdict: Verdict
+    evidence: str  # what decided it, for the journal
+
+
+Counted = Mapping[str, tuple[int, int]]  # card group -> (count, amount)
+
+
+def decide_by_totals(
+    candidates: Sequence[Unconfirmed], *, terminal: Counted, journal: Counted
+) -> dict[str, Decision]:
+    """Each candidate's verdict from the terminal's and the journal's totals of one batch."""
+    out: dict[str, Decision] = {}
+    for group in sorted({c.group for c in candidates}):
+        members = [c for c in candidates if c.group == group]
+        t_count, t_amount = terminal.get(group, (0, 0))
+        j_count, j_amount = journal.get(group, (0, 0))
+        amount = t_amount - j_amount
+        said = (
+            f"end-of-day totals, {group}: terminal {t_count} for {t_amount}, "
+            f"journal {j_count} for {j_amount}"
+        )
+        matches = _subsets(members, amount) if len(members) <= CANDIDATES_MAX else []
+        if len(matches) != 1:
+            why = "no way to" if not matches else f"{len(matches)} ways to"
+            for c in members:
+                out[c.session_id] = Decision(
+                    verdict=Verdict.UNDECIDED,
+                    evidence=f"{said}: {why} explain the difference: undecided",
+                )
+            continue
+        (chosen,) = matches
+        for c in members:
+            if c.session_id in chosen:
+                text = f"{said}: the one match is {c.amount_minor} of this capture"
+                out[c.session_id] = Decision(verdict=Verdict.CAPTURED, evidence=text)
+            else:
+                text = f"{said}: the terminal counted no capture of {c.amount_minor} for it"
+                out[c.session_id] = Decision(verdict=Verdict.NOT_CAPTURED, evidence=text)
+    return out
+
+
+def _subsets(members: Sequence[Unconfirmed], amount: int) -> list[frozenset[str]]:
+    return [
+        frozenset(c.session_id for c in chosen)
+        for size in range(len(members) + 1)
+        for chosen in combinations(members, size)
+        if sum(c.amount_minor for c in chosen) == amount
+    ]
