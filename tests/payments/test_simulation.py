@@ -684,6 +684,10 @@ class Simulation:
                 "owed": want.owed if s.state in _PRICED else 0,
                 "fac": want.fac,
             }
+            if s.state is State.CAPTURE_UNCONFIRMED:
+                # The engine does not know what the terminal did: it tells the CPO nothing until
+                # the end-of-day evidence decides (never an outcome it does not know).
+                expected["fac"] = None
             if s.id.startswith("orphan-"):
                 # A sweep learns only the receipt numbers of the holds it releases (ZVT's open
                 # pre-auth list has no amounts): what it released is not known to it.
