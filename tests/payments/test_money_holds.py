@@ -1,5 +1,6 @@
 """Issue 26, items 3, 4, 11, 12 and the top-up answer convention: what a session of several holds,
-a driver's declared amount and a late stop report leave on the books and tell the CPO."""
+a driver's declared amount and a late stop report leave on the books and tell the CPO; and a hold
+released too late (simulation seed 201672943): lapsed on the books, never a release not made."""
 
 from __future__ import annotations
 
