@@ -4,9 +4,10 @@ Each hold is settled in turn by the command its target asks for (``Capture`` of 
 ``Release``). A capture is booked as what was *asked*, only on positive evidence: the
 terminal's approval of our command, or — after a lost answer — its repeat of the last result
 (ZVT 06 20) showing it once the hold is gone. A hold gone without that evidence is
-*unconfirmed*; one still open is tried again with backoff until it is about to lapse. When no
-hold is left open, the session's final state sums them up and what was priced but not captured
-is owed.
+*unconfirmed*; a hold to release gone only after its validity ended is *lapsed* (its absence
+proves no release); one still open is tried again with backoff until it is about to lapse. When
+no hold is left open, the session's final state sums them up and what was priced but not
+captured is owed.
 """
 
 from __future__ import annotations
@@ -172,7 +173,19 @@ def enquiry_answered(
                 notes=note(s, f"hold {hold.receipt_no} still open: {kind} again later"),
             )
         )
-    if not capture:  # no longer held: released (or lapsed) — either way nothing is taken
+    if not capture and s.expires_at is not None and now >= s.expires_at:
+        # Gone after its validity ended: the issuer may have let it lapse before our release
+        # arrived, so its absence proves no release. Recorded as lapsed (nothing taken either
+        # way), never as a release the terminal may not have made.
+        return give_up(
+            s,
+            hold,
+            now,
+            policy,
+            "gone from the terminal after its validity ended: lapsed (no evidence of the release)",
+            fate_known=True,
+        )
+    if not capture:  # gone while still valid: only our release can have ended it
         done = replace(hold, released_minor=hold.amount_minor, status=HoldStatus.RELEASED)
         s = replace(
             s, notes=note(s, f"hold {hold.receipt_no} no longer open at the terminal: released")

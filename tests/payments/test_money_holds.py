@@ -1,5 +1,6 @@
 """Issue 26, items 3, 4, 11, 12 and the top-up answer convention: what a session of several holds,
-a driver's declared amount and a late stop report leave on the books and tell the CPO."""
+a driver's declared amount and a late stop report leave on the books and tell the CPO; and a hold
+released too late (simulation seed 201672943): lapsed on the books, never a release not made."""
 
 from __future__ import annotations
 
@@ -254,3 +255,34 @@ def test_a_driver_chosen_energy_stops_the_charge_there() -> None:
     assert s.target_energy_wh == 12_500
     assert at(s, e.MeterValue(SID, "m1", 12_000), 30, pol).state is State.CHARGING
     assert at(s, e.MeterValue(SID, "m2", 12_500), 31, pol).state is State.STOPPING
+
+
+def _release_lost(expires_in_minutes: float) -> Session:
+    """A charge that never started: the start timer releases hold 7, the answer is lost."""
+    s = at(None, e.CardPresented(SID, "card", "E1", "T1", "EUR"), 0)
+    s = at(s, res("preauthorize", Outcome.APPROVED, 1500, 7), 0)
+    s = replace(s, expires_at=T0 + timedelta(minutes=expires_in_minutes))
+    s = at(s, e.TimerFired(SID, "t", e.TimerKind.START), 4)
+    assert s.state is State.RELEASING
+    s = at(s, res("release", Outcome.UNKNOWN, None, None, for_receipt=7), 5)
+    assert s.state is State.RELEASE_UNKNOWN
+    return s
+
+
+def test_a_hold_gone_after_its_validity_is_lapsed_not_released() -> None:
+    """Simulation seed 201672943: a stalled gateway released a hold after it had lapsed and the
+    answer was lost. Its absence from the terminal's open list proves no release: the record
+    says lapsed (nothing released, nothing taken), not a release the terminal never made."""
+    s = _release_lost(expires_in_minutes=3)
+    u = at(s, e.OpenPreauthsReported(SID, "q", ()), 6)
+    assert u.holds[0].status is HoldStatus.LAPSED
+    assert (u.captured_minor, u.released_minor) == (0, 0)
+    assert u.state is State.RELEASE_FAILED and u.final
+
+
+def test_a_hold_gone_while_still_valid_was_released() -> None:
+    """Before its validity ends only our release can have ended the hold."""
+    s = _release_lost(expires_in_minutes=600)
+    u = at(s, e.OpenPreauthsReported(SID, "q", ()), 6)
+    assert u.holds[0].status is HoldStatus.RELEASED and u.released_minor == 1500
+    assert u.state is State.VOIDED
