@@ -31,15 +31,21 @@ def engine_event(heard: port.ChargerEvent, signed: SignedMeter | None = None) ->
     match heard:
         case port.ChargeStarted():
             return e.ChargerStarted(
-                session_id=heard.session_id, event_id="started", meter_wh=heard.meter_wh
+                session_id=heard.session_id,
+                event_id="started",
+                meter_wh=heard.meter_wh,
+                evse=heard.evse,
             )
         case port.MeterRead():
             return e.MeterValue(
                 session_id=heard.session_id,
-                event_id=f"meter:{heard.seq}",
+                # the reading is part of the key: a second, different reading under a known seq
+                # is screened on its own, never taking the true reading's key (issue 27)
+                event_id=f"meter:{heard.seq}:{heard.meter_wh}",
                 meter_wh=heard.meter_wh,
                 trusted=heard.trusted,
                 signed=signed,
+                evse=heard.evse,
             )
         case port.ChargeStopped():
             return e.ChargerStopped(
@@ -52,10 +58,14 @@ def engine_event(heard: port.ChargerEvent, signed: SignedMeter | None = None) ->
                 invoicer=heard.invoicer,
                 invoice_reference=heard.invoice_reference,
                 signed=signed,
+                evse=heard.evse,
             )
         case port.ChargeFaulted():
             return e.ChargerFaulted(
-                session_id=heard.session_id, event_id="faulted", reason=heard.reason or "fault"
+                session_id=heard.session_id,
+                event_id="faulted",
+                reason=heard.reason or "fault",
+                evse=heard.evse,
             )
         case port.PriceCorrection():
             return e.PriceCorrected(
