@@ -9,8 +9,9 @@ gateway's own clock from the session's creation, which is before the charge coul
 burst of readings delivered late (after a restart) only makes the allowance larger, so it never
 refuses a true one. An implausible reading is kept as a discrepancy on the session and changes
 nothing else; the session goes on to the charger's next true reading, its stop timer or its
-expiry. A verified signed (OCMF) stop record bound to the session is the billing truth and is
-never refused here.
+expiry. A verified signed (OCMF) stop record bound to the session (``metering.bound``) is the
+billing truth and is never refused here. A stop that carries only the charger's session total
+is screened like a stop reading.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from gateway.payments import events as e
+from gateway.payments.metering import bound
 
 if TYPE_CHECKING:
     from gateway.payments.model import Session
@@ -63,12 +65,21 @@ def screen(
         return None
     if isinstance(event, e.MeterValue):
         wh, stop = event.meter_wh, False
-    elif isinstance(event, e.ChargerStopped) and event.meter_wh is not None:
+    elif isinstance(event, e.ChargerStopped):
         signed = event.signed
-        bound = signed is not None and signed.identification in ("", s.reference)
-        if signed is not None and signed.verified and bound and signed.end_wh is not None:
+        if (
+            signed is not None
+            and signed.verified
+            and signed.end_wh is not None
+            and bound(s, signed)
+        ):
             return None  # the meter's signed record decides what is billed
-        wh, stop = event.meter_wh, True
+        if event.meter_wh is not None:
+            wh, stop = event.meter_wh, True
+        elif event.session_energy_wh is not None:  # the charger's own total: screened the same
+            wh, stop = start + event.session_energy_wh, True
+        else:
+            return None
     else:
         return None
     why = implausible(

@@ -112,11 +112,6 @@ async def test_another_charger_stops_a_session_by_naming_its_id(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BROKEN: a stop with session_energy_wh and no meter_wh skips plausibility.screen and "
-    "is billed as reported (capped at the hold)",
-)
 async def test_a_stop_with_only_session_energy_is_not_screened(two_chargers: Any) -> None:
     """The owner's own charger (or whoever holds its password) stops right after the start with
     no meter_wh and session_energy_wh = 1 GWh: E1 is rated 11 kW, so this is impossible."""

@@ -55,11 +55,6 @@ def test_the_same_stop_reading_repeated_is_harmless() -> None:
     assert again.session is not None and again.session.metering.billed_energy_wh == 3000
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BROKEN (money): a stop without meter_wh, with session_energy_wh only, is never "
-    "screened; before any meter value it is billed as reported (1 GWh, capped at the hold)",
-)
 def test_a_stop_with_only_the_session_energy_is_screened() -> None:
     s = charging()
     stop = at(
@@ -84,13 +79,6 @@ def test_a_zero_energy_stop_before_any_meter_value_releases_the_hold() -> None:
     assert stop.metering.billed_energy_wh == 0 and stop.state is not State.CHARGING
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BROKEN (money): a verified signed record without an identification is 'bound' to "
-    "any session: an old record of a short session (200 Wh), replayed in the stop, is billed "
-    "instead of the 6 kWh this session already reported; its begin reading is never compared "
-    "with the session's start",
-)
 def test_a_replayed_signed_record_from_another_session_is_not_the_billing_truth() -> None:
     s = at(charging(), e.MeterValue(SID, "m1", 1000 + 6000), 40)
     old = SignedMeter("o" * 64, "OCMF|{}|{}", "M1", "", 90_000, 90_200, True, "ok", "key")
