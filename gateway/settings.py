@@ -408,7 +408,8 @@ class EvseSettings(_Model):
     # The most this EVSE can deliver: a meter value claiming energy faster than this is recorded
     # as a discrepancy, never billed (gateway/payments/plausibility.py). Unset: not checked
     # (`evpay doctor` warns).
-    rated_power_kw: Annotated[Decimal, Field(gt=0, le=5000)] | None = None
+    # below 1 kW is a typing error (0.011 for 11): every true reading would be implausible
+    rated_power_kw: Annotated[Decimal, Field(ge=1, le=5000)] | None = None
 
     @field_validator("meter_public_key")
     @classmethod
