@@ -47,6 +47,7 @@ from gateway.ocpi.models import (
     envelope,
 )
 from gateway.payments.events import FiscalDataArrived
+from gateway.runtime.connections import busy_while_handled
 from gateway.store import InboxMessage, JournalEntry, OutboxMessage, Step, Store, TerminalRecord
 
 _LOGGER = logging.getLogger(__name__)
@@ -103,7 +104,10 @@ class PtpServer:
         self.base = base_url.rstrip("/")
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[self._ids, self._authenticate], client_max_size=MAX_BODY)
+        app = web.Application(
+            middlewares=[busy_while_handled, self._ids, self._authenticate],
+            client_max_size=MAX_BODY,
+        )
         r = app.router
         pay = f"/ocpi/ptp/{VERSION}/payments"
         r.add_get("/ocpi/versions", self._versions)

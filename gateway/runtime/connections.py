@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -28,6 +28,9 @@ MAX_CONNECTIONS = 256  # per listener; LimitNOFILE in the unit leaves room for s
 HEADER_TIMEOUT_S = 10.0  # from connecting (or the last answer) to a whole request head
 BODY_TIMEOUT_S = 10.0  # reading a request's body
 REQUEST_DEADLINE_S = 15.0  # from a request's first byte to its handling: later, it is not run
+# the guard each open connection is under: a middleware of any app behind a GuardedSite finds it
+# from the request's transport (the OCPI server's app does not know its listener's guard)
+_OWNER: dict[asyncio.BaseTransport, ConnectionGuard] = {}
 _FULL = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
 
@@ -92,6 +95,7 @@ class ConnectionGuard:
             self._close(oldest)
         conn = _Conn(transport, asyncio.get_running_loop().time())
         self._conns[transport] = conn
+        _OWNER[transport] = self
         self._idle(conn)
         return True
 
@@ -101,6 +105,7 @@ class ConnectionGuard:
             conn.arrived = asyncio.get_running_loop().time()
 
     def lost(self, transport: asyncio.BaseTransport) -> None:
+        _OWNER.pop(transport, None)
         conn = self._conns.pop(transport, None)
         if conn is not None and conn.timer is not None:
             conn.timer.cancel()
@@ -118,11 +123,30 @@ class ConnectionGuard:
             self._close(conn)
 
     def _close(self, conn: _Conn) -> None:
+        _OWNER.pop(conn.transport, None)
         self._conns.pop(conn.transport, None)
         if conn.timer is not None:
             conn.timer.cancel()
             conn.timer = None
         conn.transport.abort()  # no lingering: the slot and the descriptor are free now
+
+
+@web.middleware
+async def busy_while_handled(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Marks the request's connection busy with its listener's guard while it is handled (its
+    body arriving too): a flood of idle connections never evicts a request in flight. For an app
+    that does not hold its guard (the OCPI server); the local API does the same in its own."""
+    transport = request.transport
+    guard = _OWNER.get(transport) if transport is not None else None
+    if guard is None:
+        return await handler(request)
+    guard.started(transport)
+    try:
+        return await handler(request)
+    finally:
+        guard.finished(transport)
 
 
 class _Guarded(asyncio.Protocol):
