@@ -277,12 +277,6 @@ async def test_another_charger_faults_a_session_by_naming_its_id(
     assert row["data"]["billed_energy_wh"] == 6_000, row["data"]["billed_energy_wh"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BROKEN (availability): the broker the project writes sets no message_size_limit "
-    "(mosquitto's default is 256 MB) and the gateway queues up to 10,000 incoming messages: "
-    "any charger account can push arbitrarily large payloads into the gateway's memory",
-)
 async def test_a_huge_payload_from_a_charger_never_reaches_the_gateway(
     two_chargers: Any, broker: Broker
 ) -> None:
