@@ -858,6 +858,8 @@ def parse_settings(text: str, source: str) -> Settings:
         raise ConfigError(source, [f"TOML refused before parsing: {exc}"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, [f"TOML syntax: {exc}"]) from None
+    except RecursionError:  # the last line of defence if the shape check ever misses one
+        raise ConfigError(source, ["TOML refused: nested too deep to parse"]) from None
     try:
         settings = Settings.model_validate(raw)
     except ValidationError as exc:
