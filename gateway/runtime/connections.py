@@ -40,6 +40,7 @@ class _Conn:
     idle_since: float
     arrived: float | None = None  # loop time of the current request's first byte
     busy: bool = False
+    body: bool = False  # its request is handled and may be waiting for its body
     timer: asyncio.TimerHandle | None = None
 
 
@@ -72,11 +73,30 @@ class ConnectionGuard:
             conn.timer = None
         return conn.arrived
 
+    @property
+    def body_limit(self) -> int:
+        """Connections that may wait for a request body at once: the rest of the listener is
+        kept for requests without one (/health) and new connections (issue 27 attack: slow
+        authenticated bodies in every slot kept /health from being answered)."""
+        return max(1, self.max_connections - max(2, self.max_connections // 8))
+
+    def may_read_body(self, transport: asyncio.BaseTransport | None) -> bool:
+        """A handled request with a body: may it wait for it (True), or is it refused now
+        because ``body_limit`` connections already do?"""
+        conn = self._conns.get(transport) if transport is not None else None
+        if conn is None:
+            return True
+        if sum(c.body for c in self._conns.values()) >= self.body_limit:
+            _LOGGER.warning("api.bodies_full", extra={"limit": self.body_limit})
+            return False
+        conn.body = True
+        return True
+
     def finished(self, transport: asyncio.BaseTransport | None) -> None:
         """The answer was given: idle again, and the header timeout runs from now."""
         conn = self._conns.get(transport) if transport is not None else None
         if conn is not None:
-            conn.busy, conn.arrived = False, None
+            conn.busy, conn.body, conn.arrived = False, False, None
             self._idle(conn)
 
     # ---- called by _Guarded ------------------------------------------------------------------
@@ -144,9 +164,19 @@ async def busy_while_handled(
         return await handler(request)
     guard.started(transport)
     try:
+        if request.body_exists and not guard.may_read_body(transport):
+            return too_many_bodies()
         return await handler(request)
     finally:
         guard.finished(transport)
+
+
+def too_many_bodies() -> web.Response:
+    return web.json_response(
+        {"error": "too many requests waiting for their bodies; try again"},
+        status=503,
+        headers={"Retry-After": "1", "Connection": "close"},
+    )
 
 
 class _Guarded(asyncio.Protocol):

@@ -72,12 +72,6 @@ async def test_pipelined_requests_are_all_answered_and_the_slot_freed(site: Site
     writer.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BROKEN (availability): connections waiting for a pay body are busy, never evicted: "
-    "16 (prod 256) authenticated slow bodies make /health and pays 503 for BODY_TIMEOUT_S, "
-    "repeatably",
-)
 async def test_a_full_listener_of_authenticated_slow_bodies_keeps_health_from_answering(
     site: Site,
 ) -> None:
