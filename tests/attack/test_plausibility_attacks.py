@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pytest
-
 from gateway.fiscal.meter import SignedMeter
 from gateway.payments import events as e
 from gateway.payments.session import Session, State, transition
@@ -115,12 +113,6 @@ def test_a_reading_arriving_late_after_a_restart_is_still_taken() -> None:
     assert s.metering.readings[-1].energy_wh == 15_000 and not s.discrepancies
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BROKEN (money, careless operator): a rated power typed too low (0.011 kW for 11 kW) "
-    "makes every true reading and stop implausible: the session holds the card for a day and "
-    "bills nothing; neither `config validate` nor the engine bills up to the allowance",
-)
 def test_a_rated_power_typed_too_low_does_not_make_every_charge_free() -> None:
     p = policy(rated_power_w={"E1": 11})  # rated_power_kw = 0.011 (the operator meant 11)
     s = charging()
