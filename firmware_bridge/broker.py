@@ -33,6 +33,9 @@ _ITERATIONS = 101  # what mosquitto_passwd 2.0 writes
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
+MESSAGE_SIZE_LIMIT = 64 * 1024  # bytes of payload the broker takes in one message
+
+
 def password_entry(user: str, password: str) -> str:
     """One line of a mosquitto password file: ``user:$7$iterations$salt$PBKDF2-SHA512``."""
     if ":" in user or "\n" in user or not user:
@@ -99,6 +102,9 @@ def mosquitto_conf(
         "# Written by evpay (firmware_bridge/broker.py): authenticated, ACL'd charger link.",
         "per_listener_settings false",
         "allow_anonymous false",
+        # the largest valid message is a stop with an 8 KiB signed record: a charger account
+        # cannot push megabytes into the gateway's queue (mosquitto's default is 256 MB)
+        f"message_size_limit {MESSAGE_SIZE_LIMIT}",
         f"password_file {password_path}",
         f"acl_file {acl_path}",
         f"listener {port} {host}",

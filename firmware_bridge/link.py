@@ -56,6 +56,7 @@ from firmware_bridge.mapping import reference as reference
 _LOGGER = logging.getLogger(__name__)
 _SEEN = 10_000  # message ids remembered for de-duplication
 _PENDING = 1_000  # commands kept while the broker is away
+_SESSIONS = 10_000  # session -> EVSE of the authorizations sent (oldest forgotten first)
 KEEPALIVE_S = 5.0  # EVerest's communication check wants a sign of life within its timeout
 STATUS_TTL_S = 30  # a retained "online" the gateway stopped refreshing expires after this
 
@@ -100,6 +101,10 @@ class MqttLink:
         self.connected = asyncio.Event()
         self.rejected = 0
         self.refused = 0  # of those rejected: from a sender that may not send them
+        # the EVSE each session was authorized on (our own commands: the truth about whose it
+        # is); a message naming a session of another EVSE is refused. The engine checks it too,
+        # whatever this bounded memory has forgotten.
+        self._session_evse: OrderedDict[str, str] = OrderedDict()
         self.protocol: aiomqtt.ProtocolVersion | None = None
 
     # ---- commands ------------------------------------------------------------------------
@@ -119,6 +124,10 @@ class MqttLink:
         start_by: datetime | None = None,
         repeat: bool = False,
     ) -> None:
+        self._session_evse[session_id] = evse
+        self._session_evse.move_to_end(session_id)
+        if len(self._session_evse) > _SESSIONS:
+            self._session_evse.popitem(last=False)
         for topic, payload in self.mapping.authorize(
             evse, session_id, max_cost_minor, currency, start_by, repeat
         ):
@@ -270,6 +279,15 @@ class MqttLink:
             ack = partial(paho.ack, message.mid, message.qos)
             self.receive(message.topic.value, payload, ack, retained=message.retain)
 
+    def _check_session(self, evse: str, message: m.InboundMessage) -> None:
+        """Refuse a message naming a session authorized on another EVSE (issue 27)."""
+        session_id = getattr(message, "session_id", None)
+        if session_id is None:
+            return
+        owner = self._session_evse.get(session_id)
+        if owner is not None and owner != evse:
+            raise Refused(f"session of EVSE {owner[:48]} named from EVSE {evse[:48]}")
+
     async def _keepalive(self, client: aiomqtt.Client) -> None:
         """What the other side needs to see us alive (EVerest's communication check)."""
         while True:
@@ -306,6 +324,8 @@ class MqttLink:
             if retained:
                 raise Refused("a retained message (a charger never retains one)")
             decoded = self.mapping.decode(topic, payload)
+            if decoded is not None:
+                self._check_session(*decoded)
         except Refused as exc:
             ack()
             self.rejected += 1

@@ -90,7 +90,11 @@ def _string_end(text: str, start: int, quote: str) -> int:
             i += 2
             continue
         if text.startswith(quote, i):
-            return i + len(quote)
+            end = i + len(quote)
+            if len(quote) == 3:  # TOML: up to two more quotes close a multi-line string
+                while end < n and end - i < 5 and text[end] == quote[0]:
+                    end += 1
+            return end
         if len(quote) == 1 and text[i] == "\n":
             return i  # an unterminated one-line string: tomllib reports it
         i += 1

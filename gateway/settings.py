@@ -534,7 +534,8 @@ class EvseSettings(_Model):
     # The most this EVSE can deliver: a meter value claiming energy faster than this is recorded
     # as a discrepancy, never billed (gateway/payments/plausibility.py). Unset: not checked
     # (`evpay doctor` warns).
-    rated_power_kw: Annotated[Decimal, Field(gt=0, le=5000)] | None = None
+    # below 1 kW is a typing error (0.011 for 11): every true reading would be implausible
+    rated_power_kw: Annotated[Decimal, Field(ge=1, le=5000)] | None = None
     # No meter reading for this long while charging: the charger is stopped and the charge billed
     # to its last trusted reading (released if nothing was delivered). Unset: a silent charger
     # keeps the hold until its validity ends.
@@ -1020,6 +1021,8 @@ def parse_settings(text: str, source: str) -> Settings:
         raise ConfigError(source, [f"TOML refused before parsing: {exc}"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, [f"TOML syntax: {exc}"]) from None
+    except RecursionError:  # the last line of defence if the shape check ever misses one
+        raise ConfigError(source, ["TOML refused: nested too deep to parse"]) from None
     try:
         settings = Settings.model_validate(raw)
     except ValidationError as exc:

@@ -184,7 +184,14 @@ def test_a_secret_needs_exactly_one_source() -> None:
             'charger = "evpay-gateway"',
             "not the gateway's or the doctor's",
         ),
-        ('[[charger.evses]]\nid = "E1"\nterminal = "t1"\nrated_power_kw = 0', "greater than 0"),
+        (
+            '[[charger.evses]]\nid = "E1"\nterminal = "t1"\nrated_power_kw = 0',
+            "greater than or equal to 1",
+        ),
+        (  # 0.011 typed for 11 kW: every true reading would be implausible (issue 27 attack)
+            '[[charger.evses]]\nid = "E1"\nterminal = "t1"\nrated_power_kw = 0.011',
+            "greater than or equal to 1",
+        ),
     ],
 )
 def test_the_charger_link_is_no_open_door(charger: str, problem: str) -> None:

@@ -27,6 +27,7 @@ from drivers.transport.usb_ids import udev_rules
 from firmware_bridge import broker
 from gateway import __version__
 from gateway.errors import GatewayError
+from gateway.store.files import write_private
 
 PREFIX = "opt/evpay-edge"
 UNIT = "etc/systemd/system/evpay.service"
@@ -181,7 +182,11 @@ def _write(path: Path, text: str, mode: int) -> str:
     if path.exists() and path.read_text(encoding="utf-8") == text:
         path.chmod(mode)
         return f"unchanged {path}"
-    path.write_text(text, encoding="utf-8")
+    if mode & 0o077 == 0:  # a secret: 0600 from its creation (O_EXCL|O_NOFOLLOW), no window
+        path.unlink(missing_ok=True)
+        write_private(path, text.encode(), exclusive=True)
+    else:
+        path.write_text(text, encoding="utf-8")
     path.chmod(mode)
     return f"wrote {path}"
 

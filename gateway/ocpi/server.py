@@ -18,6 +18,8 @@ token A we gave it.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import uuid
 from collections.abc import Callable, Iterable
@@ -45,6 +47,7 @@ from gateway.ocpi.models import (
     envelope,
 )
 from gateway.payments.events import FiscalDataArrived
+from gateway.runtime.connections import busy_while_handled
 from gateway.store import InboxMessage, JournalEntry, OutboxMessage, Step, Store, TerminalRecord
 
 _LOGGER = logging.getLogger(__name__)
@@ -101,7 +104,10 @@ class PtpServer:
         self.base = base_url.rstrip("/")
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[self._ids, self._authenticate], client_max_size=MAX_BODY)
+        app = web.Application(
+            middlewares=[busy_while_handled, self._ids, self._authenticate],
+            client_max_size=MAX_BODY,
+        )
         r = app.router
         pay = f"/ocpi/ptp/{VERSION}/payments"
         r.add_get("/ocpi/versions", self._versions)
@@ -417,8 +423,10 @@ class PtpServer:
     async def _command_result(self, request: web.Request) -> web.Response:
         result = await parse(request, CommandResult)
         command, uid = request.match_info["command"], request.match_info["uid"]
+        # one command's result: its own identity is (command, uid), never the X-Request-ID
+        key = f"command_result:{command}:{uid}"
         stored = self._inbox(
-            request, "command_result", {"command": command, "uid": uid, **result.to_json()}
+            request, "command_result", {"command": command, "uid": uid, **result.to_json()}, key
         )
         if stored and self.receiver is not None:
             self.receiver.command_result(command, uid, result.result)
@@ -434,15 +442,16 @@ class PtpServer:
             return web.json_response(
                 envelope(status_code=2000, message="unknown authorization_reference"), status=404
             )
-        message_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
-        if (
-            self._inbox(request, "fiscal", {"authorization_reference": reference, **data.to_json()})
-            and self.fiscal
-        ):
+        payload = {"authorization_reference": reference, **data.to_json()}
+        # its own identity: the session's reference and what it says (a corrected receipt is a
+        # new object), never the X-Request-ID, a correlation id
+        digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
+        message_id = f"fiscal:{reference}:{digest}"
+        if self._inbox(request, "fiscal", payload, message_id) and self.fiscal:
             self.fiscal(
                 FiscalDataArrived(
                     session_id,
-                    f"fiscal:{message_id}",
+                    message_id,
                     tuple(data.lines),
                     data.invoice_reference_id,
                     data.invoice_url,

@@ -125,6 +125,7 @@ class ChargerStarted:
     session_id: str
     event_id: str
     meter_wh: int
+    evse: str | None = None  # the EVSE the message came from (None: a trusted internal source)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +137,7 @@ class MeterValue:
     signed: SignedMeter | None = (
         None  # the meter's signed record with this value, checked at the edge
     )
+    evse: str | None = None  # the EVSE the message came from: must be the session's
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -150,6 +152,7 @@ class ChargerStopped:
     signed: SignedMeter | None = (
         None  # the meter's signed record of the transaction (OCMF), checked
     )
+    evse: str | None = None  # the EVSE the message came from: must be the session's
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +162,7 @@ class ChargerFaulted:
     session_id: str
     event_id: str
     reason: str
+    evse: str | None = None  # the EVSE the message came from: must be the session's
 
 
 @dataclass(frozen=True, slots=True)

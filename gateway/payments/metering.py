@@ -28,7 +28,11 @@ def record_meter(s: Session, m: SignedMeter) -> Session:
             discrepancies=(
                 *s.discrepancies,
                 f"signed meter record {m.payload_sha256[:16]} is for "
-                f"transaction {m.identification!r}, not {s.reference!r}: not used",
+                f"transaction {m.identification!r}, not {s.reference!r}: not used"
+                if m.identification
+                else f"signed meter record {m.payload_sha256[:16]} without identification "
+                f"(begin {m.begin_wh} Wh, end {m.end_wh} Wh) does not match the session's "
+                f"start {s.metering.meter_start_wh} Wh and readings: not used",
             ),
         )
     if not m.verified:
@@ -39,10 +43,23 @@ def record_meter(s: Session, m: SignedMeter) -> Session:
     return s
 
 
+BEGIN_SLACK_WH = 50  # a signed begin reading without identification may differ this much
+
+
 def bound(s: Session, m: SignedMeter) -> bool:
-    """A record is this session's if the charger sent it for the session and, where the meter wrote
-    an identification, it is the session's authorization reference (the card transaction's)."""
-    return not m.identification or m.identification == s.reference
+    """A record is this session's if the meter wrote the session's authorization reference (the
+    card transaction's) as its identification. A record without one could be any session's (a
+    replayed old record, issue 27): it is this session's only if its begin reading is the
+    session's start reading (within ``BEGIN_SLACK_WH``) and its end is not below the last trusted
+    reading; anything else is a recorded discrepancy, never the billing truth."""
+    if m.identification:
+        return m.identification == s.reference
+    start = s.metering.meter_start_wh
+    if start is None or m.begin_wh is None or abs(m.begin_wh - start) > BEGIN_SLACK_WH:
+        return False
+    trusted = [r.energy_wh for r in s.metering.readings if r.trusted]
+    last = trusted[-1] if trusted else 0
+    return m.end_wh is None or m.end_wh - start >= last - BEGIN_SLACK_WH
 
 
 def signed_energy(s: Session) -> int | None:

@@ -9,16 +9,19 @@ gateway's own clock from the session's creation, which is before the charge coul
 burst of readings delivered late (after a restart) only makes the allowance larger, so it never
 refuses a true one. An implausible reading is kept as a discrepancy on the session and changes
 nothing else; the session goes on to the charger's next true reading, its stop timer or its
-expiry. A verified signed (OCMF) stop record bound to the session is the billing truth and is
-never refused here.
+expiry. A verified signed (OCMF) stop record bound to the session (``metering.bound``) is the
+billing truth and is never refused here. A stop that carries only the charger's session total
+is screened like a stop reading.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from gateway.payments import events as e
+from gateway.payments.metering import bound
 
 if TYPE_CHECKING:
     from gateway.payments.model import Session
@@ -63,12 +66,21 @@ def screen(
         return None
     if isinstance(event, e.MeterValue):
         wh, stop = event.meter_wh, False
-    elif isinstance(event, e.ChargerStopped) and event.meter_wh is not None:
+    elif isinstance(event, e.ChargerStopped):
         signed = event.signed
-        bound = signed is not None and signed.identification in ("", s.reference)
-        if signed is not None and signed.verified and bound and signed.end_wh is not None:
+        if (
+            signed is not None
+            and signed.verified
+            and signed.end_wh is not None
+            and bound(s, signed)
+        ):
             return None  # the meter's signed record decides what is billed
-        wh, stop = event.meter_wh, True
+        if event.meter_wh is not None:
+            wh, stop = event.meter_wh, True
+        elif event.session_energy_wh is not None:  # the charger's own total: screened the same
+            wh, stop = start + event.session_energy_wh, True
+        else:
+            return None
     else:
         return None
     why = implausible(
@@ -82,3 +94,36 @@ def screen(
         return None
     kind = "stop" if stop else "meter value"
     return f"implausible {kind} (meter {wh} Wh, {event.event_id[:80]}): {why}; not used"
+
+
+def clipped_stop(
+    s: Session, event: e.Event, now: datetime, rated_power_w: int | None
+) -> tuple[e.ChargerStopped, str] | None:
+    """A stop that answers the gateway's own stop (the session is ending) and is refused only for
+    its speed: the stop billed up to what the rated power allows, and the discrepancy that keeps
+    the rest on record. Without it a rated power typed too low (0.011 kW for 11) made every
+    charge free; never more than is plausible is billed, and no energy is dropped unsaid."""
+    start = s.metering.meter_start_wh
+    if not isinstance(event, e.ChargerStopped) or start is None or rated_power_w is None:
+        return None
+    if event.meter_wh is not None:
+        claimed = event.meter_wh - start
+    elif event.session_energy_wh is not None:
+        claimed = event.session_energy_wh
+    else:
+        return None
+    last = s.metering.readings[-1].energy_wh if s.metering.readings else 0
+    hours = max((now - s.created_at).total_seconds(), 0.0) / 3600
+    allowed = int(rated_power_w * hours) + SLACK_WH
+    if claimed < last or claimed <= allowed:
+        return None  # backwards (never billed), or plausible (not refused for speed)
+    billed = max(allowed, last)
+    clipped = replace(
+        event, meter_wh=start + billed, session_energy_wh=billed, signed=None, reason=event.reason
+    )
+    why = (
+        f"stop claims {claimed} Wh, more than the EVSE's rated {rated_power_w} W allows "
+        f"({allowed} Wh since the session began): billed {billed} Wh, {claimed - billed} Wh "
+        "unbilled on record (check rated_power_kw)"
+    )
+    return clipped, why

@@ -60,7 +60,7 @@ from gateway.payments.model import (
     authorization_reference,
 )
 from gateway.payments.moves import CHARGING_STATES, UNKNOWN_STATES, Transition, outcome_payload
-from gateway.payments.plausibility import KEPT, screen
+from gateway.payments.plausibility import KEPT, clipped_stop, screen
 from gateway.payments.policy import Policy
 from gateway.payments.receipts import fiscal_arrived, receipt_facts
 from gateway.payments.settlement import (
@@ -137,8 +137,14 @@ def _dispatch(session: Session | None, event: e.Event, now: datetime, policy: Po
             return late_reading(session, event)
         return Transition(session, note="final: ignored")
     charging = session.state in CHARGING_STATES
-    if why := screen(session, event, now, policy.rated_power_w.get(session.evse), charging):
+    rated = policy.rated_power_w.get(session.evse)
+    if why := screen(session, event, now, rated, charging):
         more = (why,) if len(session.discrepancies) < KEPT else ()
+        ending = session.state is State.STOPPING  # the charger answers our stop: the end
+        clip = clipped_stop(session, event, now, rated) if ending else None
+        if clip is not None:  # billed up to the plausible allowance, the rest on record
+            session = replace(session, discrepancies=(*session.discrepancies, *more, clip[1]))
+            return charger_stopped(session, clip[0], now, policy)
         return Transition(replace(session, discrepancies=(*session.discrepancies, *more)), note=why)
     match event:
         case e.TerminalResultArrived():

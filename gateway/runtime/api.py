@@ -31,6 +31,7 @@ from gateway.runtime.connections import (
     REQUEST_DEADLINE_S,
     ConnectionGuard,
     GuardedSite,
+    too_many_bodies,
 )
 from gateway.runtime.metrics import Metrics
 
@@ -122,6 +123,8 @@ class ApiWorker:
             late = self._late(request)
             if late is not None:
                 return late
+            if request.body_exists and not self.guard.may_read_body(transport):
+                return too_many_bodies()
             response: web.StreamResponse = await handler(request)
             return response
         finally:

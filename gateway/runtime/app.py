@@ -63,6 +63,14 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def _canonical(target: Target | None) -> tuple[str | None, int | None] | None:
+    """A target as the idempotency fingerprint compares it: 20 and 20.0 kWh are one target."""
+    if target is None:
+        return None
+    kwh = None if target.kwh is None else format(target.kwh.normalize(), "f")
+    return kwh, target.amount_minor
+
+
 def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -305,7 +313,7 @@ class Daemon:
         upstream = self.upstream_state()
         if self.settings.charger.mode == "ocpi" and upstream is not None and not upstream[0]:
             return PayAnswer(503, f"upstream: not registered — {upstream[1]}")
-        request = hashlib.sha256(repr((evse, target)).encode()).hexdigest()
+        request = hashlib.sha256(repr((evse, _canonical(target))).encode()).hexdigest()
         key_hash = None if idempotency_key is None else _sha256(idempotency_key)
         scoped = f"{client}\x00{idempotency_key}" if client and idempotency_key else idempotency_key
         try:
@@ -325,6 +333,11 @@ class Daemon:
             return PayAnswer(503, f"the payment could not be stored: {exc}")
         if answer.status == 202:
             self.store_fault = None  # it writes again (space was freed)
+        # the busy session's id is told only to the client that started it: it is the key to
+        # forging that session's charger messages (issue 27 attack)
+        busy = answer.session_id if answer.status == 409 else None
+        if busy is not None and self.store.session_origin(busy) != client:
+            answer = replace(answer, session_id=None, state=None)
         return answer
 
     def _fatal(self, exc: BaseException) -> None:

@@ -25,21 +25,32 @@ from gateway.runtime.admission import PayAnswer
 _LOGGER = logging.getLogger(__name__)
 
 
-def engine_event(heard: port.ChargerEvent, signed: SignedMeter | None = None) -> e.Event | None:
+def engine_event(
+    heard: port.ChargerEvent, signed: SignedMeter | None = None, *, evse_is_sender: bool = True
+) -> e.Event | None:
     """The engine event for a charger message (``signed``: its meter record, checked); None for
-    a pay request (admission's) and for a message that carries nothing for the engine."""
+    a pay request (admission's) and for a message that carries nothing for the engine.
+    ``evse_is_sender``: the EVSE named is the one the message came from (checked by the engine
+    against the session's)."""
+    sender = heard.evse if evse_is_sender else None
     match heard:
         case port.ChargeStarted():
             return e.ChargerStarted(
-                session_id=heard.session_id, event_id="started", meter_wh=heard.meter_wh
+                session_id=heard.session_id,
+                event_id="started",
+                meter_wh=heard.meter_wh,
+                evse=sender,
             )
         case port.MeterRead():
             return e.MeterValue(
                 session_id=heard.session_id,
-                event_id=f"meter:{heard.seq}",
+                # the reading is part of the key: a second, different reading under a known seq
+                # is screened on its own, never taking the true reading's key (issue 27)
+                event_id=f"meter:{heard.seq}:{heard.meter_wh}",
                 meter_wh=heard.meter_wh,
                 trusted=heard.trusted,
                 signed=signed,
+                evse=sender,
             )
         case port.ChargeStopped():
             return e.ChargerStopped(
@@ -52,10 +63,14 @@ def engine_event(heard: port.ChargerEvent, signed: SignedMeter | None = None) ->
                 invoicer=heard.invoicer,
                 invoice_reference=heard.invoice_reference,
                 signed=signed,
+                evse=sender,
             )
         case port.ChargeFaulted():
             return e.ChargerFaulted(
-                session_id=heard.session_id, event_id="faulted", reason=heard.reason or "fault"
+                session_id=heard.session_id,
+                event_id="faulted",
+                reason=heard.reason or "fault",
+                evse=sender,
             )
         case port.PriceCorrection():
             return e.PriceCorrected(
@@ -75,6 +90,9 @@ class ChargerAdapter:
     currency: Callable[[str], str | None]  # evse -> the currency its amounts are in
     plug_allowed: Callable[[str], bool]  # may a plug-in at this EVSE ask for payment?
     meter_keys: Mapping[str, str] = field(default_factory=dict)  # evse -> meter key (OCMF)
+    # the EVSE a message names is the one it came from (an MQTT tree): the engine refuses it for
+    # a session of another EVSE. False over OCPI, where it is the CPO's evse_uid.
+    evse_is_sender: bool = True
 
     def heard(self, heard: port.ChargerEvent) -> None:
         """One message from the link. It is acknowledged (``done``) once its step is stored, or
@@ -92,7 +110,7 @@ class ChargerAdapter:
         signed = None
         if isinstance(heard, port.MeterRead | port.ChargeStopped) and heard.signed is not None:
             signed = check_meter(heard.signed, self.meter_keys.get(heard.evse))
-        event = engine_event(heard, signed)
+        event = engine_event(heard, signed, evse_is_sender=self.evse_is_sender)
         if event is None:
             if heard.done is not None:
                 heard.done()

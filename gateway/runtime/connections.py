@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -28,6 +28,9 @@ MAX_CONNECTIONS = 256  # per listener; LimitNOFILE in the unit leaves room for s
 HEADER_TIMEOUT_S = 10.0  # from connecting (or the last answer) to a whole request head
 BODY_TIMEOUT_S = 10.0  # reading a request's body
 REQUEST_DEADLINE_S = 15.0  # from a request's first byte to its handling: later, it is not run
+# the guard each open connection is under: a middleware of any app behind a GuardedSite finds it
+# from the request's transport (the OCPI server's app does not know its listener's guard)
+_OWNER: dict[asyncio.BaseTransport, ConnectionGuard] = {}
 _FULL = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
 
@@ -37,6 +40,7 @@ class _Conn:
     idle_since: float
     arrived: float | None = None  # loop time of the current request's first byte
     busy: bool = False
+    body: bool = False  # its request is handled and may be waiting for its body
     timer: asyncio.TimerHandle | None = None
 
 
@@ -69,11 +73,30 @@ class ConnectionGuard:
             conn.timer = None
         return conn.arrived
 
+    @property
+    def body_limit(self) -> int:
+        """Connections that may wait for a request body at once: the rest of the listener is
+        kept for requests without one (/health) and new connections (issue 27 attack: slow
+        authenticated bodies in every slot kept /health from being answered)."""
+        return max(1, self.max_connections - max(2, self.max_connections // 8))
+
+    def may_read_body(self, transport: asyncio.BaseTransport | None) -> bool:
+        """A handled request with a body: may it wait for it (True), or is it refused now
+        because ``body_limit`` connections already do?"""
+        conn = self._conns.get(transport) if transport is not None else None
+        if conn is None:
+            return True
+        if sum(c.body for c in self._conns.values()) >= self.body_limit:
+            _LOGGER.warning("api.bodies_full", extra={"limit": self.body_limit})
+            return False
+        conn.body = True
+        return True
+
     def finished(self, transport: asyncio.BaseTransport | None) -> None:
         """The answer was given: idle again, and the header timeout runs from now."""
         conn = self._conns.get(transport) if transport is not None else None
         if conn is not None:
-            conn.busy, conn.arrived = False, None
+            conn.busy, conn.body, conn.arrived = False, False, None
             self._idle(conn)
 
     # ---- called by _Guarded ------------------------------------------------------------------
@@ -92,6 +115,7 @@ class ConnectionGuard:
             self._close(oldest)
         conn = _Conn(transport, asyncio.get_running_loop().time())
         self._conns[transport] = conn
+        _OWNER[transport] = self
         self._idle(conn)
         return True
 
@@ -101,6 +125,7 @@ class ConnectionGuard:
             conn.arrived = asyncio.get_running_loop().time()
 
     def lost(self, transport: asyncio.BaseTransport) -> None:
+        _OWNER.pop(transport, None)
         conn = self._conns.pop(transport, None)
         if conn is not None and conn.timer is not None:
             conn.timer.cancel()
@@ -118,11 +143,40 @@ class ConnectionGuard:
             self._close(conn)
 
     def _close(self, conn: _Conn) -> None:
+        _OWNER.pop(conn.transport, None)
         self._conns.pop(conn.transport, None)
         if conn.timer is not None:
             conn.timer.cancel()
             conn.timer = None
         conn.transport.abort()  # no lingering: the slot and the descriptor are free now
+
+
+@web.middleware
+async def busy_while_handled(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Marks the request's connection busy with its listener's guard while it is handled (its
+    body arriving too): a flood of idle connections never evicts a request in flight. For an app
+    that does not hold its guard (the OCPI server); the local API does the same in its own."""
+    transport = request.transport
+    guard = _OWNER.get(transport) if transport is not None else None
+    if guard is None:
+        return await handler(request)
+    guard.started(transport)
+    try:
+        if request.body_exists and not guard.may_read_body(transport):
+            return too_many_bodies()
+        return await handler(request)
+    finally:
+        guard.finished(transport)
+
+
+def too_many_bodies() -> web.Response:
+    return web.json_response(
+        {"error": "too many requests waiting for their bodies; try again"},
+        status=503,
+        headers={"Retry-After": "1", "Connection": "close"},
+    )
 
 
 class _Guarded(asyncio.Protocol):

@@ -252,6 +252,17 @@ class EngineHost:
         now = self.clock()
         read_at = self.store.generation
         before = self.load(event.session_id)
+        if _from_another_evse(event, before):
+            # a charger naming a session of another EVSE (issue 27): refused, never applied
+            _LOGGER.warning(
+                "engine.wrong_evse",
+                extra={
+                    "session": event.session_id,
+                    "event": event.event_id,
+                    "evse": getattr(event, "evse", None),
+                },
+            )
+            return Handled(before, (), False)
         if isinstance(event, e.OpenPreauthsReported) and before is not None:
             event = self._with_orphans(event, before)
         if isinstance(event, e.RefundRequested | e.PriceCorrected) and before is not None:
@@ -359,6 +370,13 @@ _OPEN_CACHE_LIMIT = (
 )
 _IN_FLIGHT_HOLDS = (State.AUTHORIZING, State.TOPPING_UP)  # a fresh hold may exist, not stored yet
 _MAKING_HOLDS = (*_IN_FLIGHT_HOLDS, State.AUTH_UNKNOWN)  # ... or one not yet attributed
+
+
+def _from_another_evse(event: e.Event, session: Session | None) -> bool:
+    """Does a charger event come from an EVSE that is not its session's?"""
+    if not isinstance(event, e.ChargerStarted | e.MeterValue | e.ChargerStopped | e.ChargerFaulted):
+        return False
+    return session is not None and event.evse is not None and event.evse != session.evse
 
 
 def _payments(s: Session) -> list[PaymentRecord]:

@@ -211,6 +211,9 @@ def build_engine(
         plug_starts="plug" in settings.charger.start_paths,
         card_starts="card" in settings.charger.start_paths,
         meter_keys=meter_keys,
+        # over OCPI the EVSE named is the CPO's evse_uid (or unknown after a restart), not who
+        # sent the message: the CPO is one authenticated party, its sessions are its own
+        evse_is_sender=settings.charger.mode != "ocpi",
         end_of_day_at={t.id: t.end_of_day for t in settings.terminals if t.end_of_day},
         end_of_day_retry_s=settings.daemon.end_of_day_retry_s,
         router=tuple(build_routes(settings, host.policy.hold)),

@@ -76,6 +76,7 @@ class EngineWorker:
     site: str = "site"
     protocols: Mapping[str, str] = field(default_factory=dict)  # terminal -> "zvt", "nexo", …
     plug_starts: bool = True  # the charger may ask for payment ([charger] start_paths "plug")
+    evse_is_sender: bool = True  # a charger event's EVSE is its sender's (MQTT tree, simulator)
     card_starts: bool = False  # a card tapped at the terminal starts one ([charger] start_paths)
     meter_keys: Mapping[str, str] = field(default_factory=dict)  # evse -> its meter's key (OCMF)
     end_of_day_at: Mapping[str, time] = field(default_factory=dict)  # terminal -> site time
@@ -121,6 +122,7 @@ class EngineWorker:
             currency=self.admission.currency,
             plug_allowed=lambda evse: self.plug_starts or self.admission.arm_taken(evse),
             meter_keys=self.meter_keys,
+            evse_is_sender=self.evse_is_sender,
         )
         self.runners = {
             name: TerminalRunner(

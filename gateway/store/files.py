@@ -38,10 +38,15 @@ def _settle(fd: int, group: str | None) -> None:
     os.fchmod(fd, mode_for(group))
 
 
-def write_private(path: Path, data: bytes, group: str | None = None) -> None:
+def write_private(
+    path: Path, data: bytes, group: str | None = None, *, exclusive: bool = False
+) -> None:
     """Write ``data`` to ``path`` (created or replaced) with mode 0600 (0640 with ``group``);
-    BadInput when ``path`` is a symlink or not a regular file."""
+    BadInput when ``path`` is a symlink or not a regular file. ``exclusive``: the file must not
+    exist yet (O_EXCL): it is ours from its creation, with its mode, and nobody else's open."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    if exclusive:
+        flags |= os.O_EXCL
     try:
         fd = os.open(path, flags, mode_for(group))
     except OSError as exc:
@@ -64,13 +69,33 @@ def write_private(path: Path, data: bytes, group: str | None = None) -> None:
 def create_database_file(path: Path, group: str | None = None) -> None:
     """Create the (empty) database file with its mode before SQLite opens it, so that it never
     exists with the umask's mode; SQLite gives the WAL and SHM the same mode. An existing file
-    is left as it is (``evpay doctor`` flags a wide mode)."""
+    (an older version's, a copy) and its WAL and SHM are tightened to that mode: else SQLite
+    would create every new WAL and SHM with the old, wider one."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, PRIVATE)
     except FileExistsError:
+        for each in database_files(path)[:3]:
+            tighten(each, group)
         return
     try:
         _settle(fd, group)
+    finally:
+        os.close(fd)
+
+
+def tighten(path: Path, group: str | None = None) -> None:
+    """Narrow an existing regular file's mode to what it must be (never through a symlink); a
+    file we may not change is left to ``evpay doctor``, which flags it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return  # missing, a symlink, unreadable
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) & ~mode_for(group):
+            os.fchmod(fd, stat.S_IMODE(st.st_mode) & mode_for(group))
+    except OSError:
+        pass  # not ours to change
     finally:
         os.close(fd)
 

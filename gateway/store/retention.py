@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gateway.errors import InvariantViolated
 from gateway.store import export as _export
 from gateway.store.audit import audit, cut_message
+from gateway.store.files import write_private
 from gateway.store.journal import dumps, newest_cut, public_key_hex, rows, sign_checkpoint
 
 Compact = Callable[[dict[str, Any]], dict[str, Any]]  # an archived session's row, smaller
@@ -202,11 +203,9 @@ def _write_durably(path: Path, data: bytes) -> None:
     """The archive is on disk (file and directory entry fsynced) before any row goes."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    with tmp.open("wb") as f:
-        os.fchmod(f.fileno(), 0o600)  # money records: never the umask's mode
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    tmp.unlink(missing_ok=True)  # a leftover of a crash, or a planted symlink: never followed
+    # money records: 0600 from its creation, O_EXCL|O_NOFOLLOW (no window, no symlink)
+    write_private(tmp, data, exclusive=True)
     tmp.replace(path)
     directory = os.open(path.parent, os.O_RDONLY)
     try:

@@ -72,12 +72,6 @@ async def test_pipelined_requests_are_all_answered_and_the_slot_freed(site: Site
     writer.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BROKEN (availability): connections waiting for a pay body are busy, never evicted: "
-    "16 (prod 256) authenticated slow bodies make /health and pays 503 for BODY_TIMEOUT_S, "
-    "repeatably",
-)
 async def test_a_full_listener_of_authenticated_slow_bodies_keeps_health_from_answering(
     site: Site,
 ) -> None:
@@ -142,11 +136,6 @@ async def test_the_same_request_serialized_differently_is_the_same_request(site:
         assert again[0] == 202 and again[1]["session"] == first[1]["session"], (raw, again)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BROKEN (low): '20' and '20.0' kWh are one target, but the fingerprint is "
-    "repr(Decimal): a retry that reformats the number is refused 422",
-)
 async def test_a_retry_with_the_number_reformatted_is_not_422(site: Site) -> None:
     url = f"{site.base}/evses/E1/pay"
     key = {"Idempotency-Key": "retry-2"}
@@ -155,11 +144,6 @@ async def test_a_retry_with_the_number_reformatted_is_not_422(site: Site) -> Non
     assert first[0] == 202 and again[0] == 202, again
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BROKEN (security, low): a 409 hands any client another client's session id, the "
-    "key to forging that session's charger messages (test_charger_link_attacks)",
-)
 async def test_another_kiosk_is_not_told_the_session_id_it_did_not_start(site: Site) -> None:
     url = f"{site.base}/evses/E1/pay"
     first = await _post(url, _auth("kiosk-1"), {})

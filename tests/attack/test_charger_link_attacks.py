@@ -88,11 +88,6 @@ async def charging(site: Site, at_least_wh: int) -> str:
     return evse.session_id
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BROKEN: the engine applies a charger message to the session its payload names, "
-    "whatever EVSE/tree it came from: charger2 stops E1's session from its own E2 tree",
-)
 async def test_another_charger_stops_a_session_by_naming_its_id(
     two_chargers: Any, broker: Broker
 ) -> None:
@@ -117,11 +112,6 @@ async def test_another_charger_stops_a_session_by_naming_its_id(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BROKEN: a stop with session_energy_wh and no meter_wh skips plausibility.screen and "
-    "is billed as reported (capped at the hold)",
-)
 async def test_a_stop_with_only_session_energy_is_not_screened(two_chargers: Any) -> None:
     """The owner's own charger (or whoever holds its password) stops right after the start with
     no meter_wh and session_energy_wh = 1 GWh: E1 is rated 11 kW, so this is impossible."""
@@ -140,11 +130,6 @@ async def test_a_stop_with_only_session_energy_is_not_screened(two_chargers: Any
     assert any("implausible" in d for d in data["discrepancies"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BROKEN: a meter value for another charger's session, sent in the sender's own tree, "
-    "is applied (and takes the real reading's event key meter:<seq>)",
-)
 async def test_another_charger_meters_a_session_by_naming_its_id(
     two_chargers: Any, broker: Broker
 ) -> None:
@@ -255,12 +240,6 @@ async def test_a_charger_cannot_publish_a_command_or_status(
     assert site.link.mqtt.refused == 0  # the broker dropped them: the gateway never saw one
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BROKEN (money): meter event keys are meter:<seq> per session, whoever sent them: "
-    "forged low readings with the next seqs (from charger2's own tree) make E1's true readings "
-    "duplicates, so the cost-cap stop never fires and E1 charges far past the hold",
-)
 async def test_stolen_meter_seqs_keep_the_cost_cap_from_stopping_a_charge(
     two_chargers: Any, broker: Broker
 ) -> None:
@@ -283,11 +262,6 @@ async def test_stolen_meter_seqs_keep_the_cost_cap_from_stopping_a_charge(
     assert data["billed_energy_wh"] <= 100_000, (data["billed_energy_wh"], data.get("notes"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BROKEN (availability, money): a fault naming E1's session, from charger2's own "
-    "tree, ends E1's session and makes the gateway tell E1's charger to stop",
-)
 async def test_another_charger_faults_a_session_by_naming_its_id(
     two_chargers: Any, broker: Broker
 ) -> None:
@@ -303,12 +277,6 @@ async def test_another_charger_faults_a_session_by_naming_its_id(
     assert row["data"]["billed_energy_wh"] == 6_000, row["data"]["billed_energy_wh"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BROKEN (availability): the broker the project writes sets no message_size_limit "
-    "(mosquitto's default is 256 MB) and the gateway queues up to 10,000 incoming messages: "
-    "any charger account can push arbitrarily large payloads into the gateway's memory",
-)
 async def test_a_huge_payload_from_a_charger_never_reaches_the_gateway(
     two_chargers: Any, broker: Broker
 ) -> None:

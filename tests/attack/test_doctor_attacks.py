@@ -34,12 +34,6 @@ def careless_broker(tmp_path: Path) -> Iterator[Broker]:
     b.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BROKEN (security, careless operator): the doctor probes only anonymous connects and "
-    "a charger's own command topic; an ACL that lets every charger write every charger's tree "
-    "passes, and then charger2 speaks for E1",
-)
 async def test_doctor_fails_an_acl_that_lets_a_charger_write_another_chargers_tree(
     careless_broker: Broker,
 ) -> None:

@@ -26,12 +26,6 @@ def _mode(path: Path) -> int:
 
 
 @pytest.mark.usefixtures("open_umask")
-@pytest.mark.xfail(
-    strict=True,
-    reason="BROKEN (low): a database left 0644 by an older version is never tightened, and at "
-    "every start SQLite creates a new WAL and SHM with its mode: 0644 files created by this "
-    "version (only `evpay doctor` says so)",
-)
 def test_an_older_0644_database_gets_no_world_readable_wal(tmp_path: Path) -> None:
     db = tmp_path / "evpay.sqlite3"
     Store.open(db).close()
@@ -62,12 +56,6 @@ def test_the_lock_file_is_0600(tmp_path: Path) -> None:
 
 
 @pytest.mark.usefixtures("open_umask")
-@pytest.mark.xfail(
-    strict=True,
-    reason="BROKEN (security, low): the retention archive's .tmp is created with the umask's "
-    "mode (0644) and chmod'ed 0600 after the open: a local user who opens it in that window "
-    "keeps a read descriptor and reads the archived money records",
-)
 def test_an_archive_is_never_world_readable_even_for_an_instant(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -83,11 +71,6 @@ def test_an_archive_is_never_world_readable_even_for_an_instant(
     assert seen and all(m & 0o077 == 0 for m in seen), [oct(m) for m in seen]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BROKEN (security, low): the retention archive is written through a symlink planted "
-    "at its predictable .tmp name (journal export refuses symlinks, archives do not)",
-)
 def test_an_archive_is_never_written_through_a_planted_symlink(tmp_path: Path) -> None:
     victim = tmp_path / "victim"
     victim.write_text("keep me", "utf-8")
@@ -101,12 +84,6 @@ def test_an_archive_is_never_written_through_a_planted_symlink(tmp_path: Path) -
 
 
 @pytest.mark.usefixtures("open_umask")
-@pytest.mark.xfail(
-    strict=True,
-    reason="BROKEN (security, low): `evpay install` writes the gateway's and the doctor's broker "
-    "passwords with write_text (the umask's 0644) and chmods 0600 afterwards, under a 0755 "
-    "credentials directory: a local user can open them in that window",
-)
 def test_install_never_has_a_broker_password_readable_by_others(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -35,13 +35,6 @@ async def guarded(tmp_path: Path) -> AsyncIterator[tuple[int, ConnectionGuard, S
     store.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BROKEN (availability): the OCPI server's app never tells its guard a request is "
-    "being handled (only the local API's middleware calls guard.started/finished), so every "
-    "connection counts as idle: a flood of idle connections from the network evicts a CPO "
-    "request in flight (here: a CDR whose body is still arriving)",
-)
 async def test_a_flood_of_idle_connections_never_evicts_a_cpo_request_in_flight(
     guarded: tuple[int, ConnectionGuard, Store],
 ) -> None:

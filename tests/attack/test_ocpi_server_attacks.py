@@ -57,12 +57,6 @@ async def test_deep_json_in_a_session_patch_is_a_400(server: Server) -> None:
             assert r.status in (400, 404), (method, path, r.status)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BROKEN: command results are de-duplicated on X-Request-ID (a correlation id): a "
-    "second, different result (another uid) under the same X-Request-ID is answered 200 and "
-    "silently dropped, like the CDRs of issue 27 were",
-)
 async def test_two_command_results_under_one_request_id_are_both_kept(
     server: Server,
 ) -> None:
@@ -79,11 +73,6 @@ async def test_two_command_results_under_one_request_id_are_both_kept(
     assert kept == ["u1", "u2"], kept
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BROKEN: fiscal data is de-duplicated on X-Request-ID too: the receipt data of a "
-    "second session, PUT under the same X-Request-ID, is answered 200 and dropped",
-)
 async def test_fiscal_data_for_two_sessions_under_one_request_id_are_both_kept(
     server: Server,
 ) -> None:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pytest
-
 from gateway.fiscal.meter import SignedMeter
 from gateway.payments import events as e
 from gateway.payments.session import Session, State, transition
@@ -55,11 +53,6 @@ def test_the_same_stop_reading_repeated_is_harmless() -> None:
     assert again.session is not None and again.session.metering.billed_energy_wh == 3000
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BROKEN (money): a stop without meter_wh, with session_energy_wh only, is never "
-    "screened; before any meter value it is billed as reported (1 GWh, capped at the hold)",
-)
 def test_a_stop_with_only_the_session_energy_is_screened() -> None:
     s = charging()
     stop = at(
@@ -84,13 +77,6 @@ def test_a_zero_energy_stop_before_any_meter_value_releases_the_hold() -> None:
     assert stop.metering.billed_energy_wh == 0 and stop.state is not State.CHARGING
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BROKEN (money): a verified signed record without an identification is 'bound' to "
-    "any session: an old record of a short session (200 Wh), replayed in the stop, is billed "
-    "instead of the 6 kWh this session already reported; its begin reading is never compared "
-    "with the session's start",
-)
 def test_a_replayed_signed_record_from_another_session_is_not_the_billing_truth() -> None:
     s = at(charging(), e.MeterValue(SID, "m1", 1000 + 6000), 40)
     old = SignedMeter("o" * 64, "OCMF|{}|{}", "M1", "", 90_000, 90_200, True, "ok", "key")
@@ -127,12 +113,6 @@ def test_a_reading_arriving_late_after_a_restart_is_still_taken() -> None:
     assert s.metering.readings[-1].energy_wh == 15_000 and not s.discrepancies
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BROKEN (money, careless operator): a rated power typed too low (0.011 kW for 11 kW) "
-    "makes every true reading and stop implausible: the session holds the card for a day and "
-    "bills nothing; neither `config validate` nor the engine bills up to the allowance",
-)
 def test_a_rated_power_typed_too_low_does_not_make_every_charge_free() -> None:
     p = policy(rated_power_w={"E1": 11})  # rated_power_kw = 0.011 (the operator meant 11)
     s = charging()

@@ -81,7 +81,8 @@ def test_a_backwards_meter_value_is_a_discrepancy() -> None:
 
 def test_a_verified_signed_stop_record_is_the_billing_truth() -> None:
     s = at(charging(), e.MeterValue(SID, "m1", 1000 + 6000), 20)
-    record = SignedMeter("h" * 64, "OCMF|{}|{}", "M1", "", 500, 7_500, True, "ok", "key")
+    # no identification: its begin is the session's start reading, so it is this session's
+    record = SignedMeter("h" * 64, "OCMF|{}|{}", "M1", "", 1_000, 8_000, True, "ok", "key")
     stop = at(
         s, e.ChargerStopped(session_id=SID, event_id="stopped:x", meter_wh=1000, signed=record), 21
     )

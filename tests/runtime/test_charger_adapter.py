@@ -21,11 +21,11 @@ from gateway.runtime.charger_adapter import ChargerAdapter, engine_event
     [
         (
             port.ChargeStarted(evse="E1", session_id="s1", meter_wh=1_000),
-            e.ChargerStarted("s1", "started", 1_000),
+            e.ChargerStarted("s1", "started", 1_000, "E1"),
         ),
         (
             port.MeterRead(evse="E1", session_id="s1", meter_wh=1_500, seq=3, trusted=False),
-            e.MeterValue("s1", "meter:3", 1_500, False, None),
+            e.MeterValue("s1", "meter:3:1500", 1_500, False, None, "E1"),
         ),
         (
             port.ChargeStopped(
@@ -45,6 +45,7 @@ from gateway.runtime.charger_adapter import ChargerAdapter, engine_event
                 reason="CDR received",
                 invoicer="cpo",
                 invoice_reference="INV-1",
+                evse="E1",
             ),
         ),
         (  # over MQTT: one engine event per charger message (issue 27: a refused forged stop
@@ -63,11 +64,12 @@ from gateway.runtime.charger_adapter import ChargerAdapter, engine_event
                 meter_wh=5_000,
                 session_energy_wh=None,
                 reason="EV full",
+                evse="E1",
             ),
         ),
         (
             port.ChargeFaulted(evse="E1", session_id="s1", reason=""),
-            e.ChargerFaulted("s1", "faulted", "fault"),
+            e.ChargerFaulted("s1", "faulted", "fault", "E1"),
         ),
         (
             port.PriceCorrection(
