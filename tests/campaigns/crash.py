@@ -236,7 +236,7 @@ class Campaign:
         )
         loop = asyncio.get_running_loop()
         try:
-            async with asyncio.timeout(60):
+            async with asyncio.timeout(180):  # a bound on a hang: a start took over 60 s under load
                 while b"READY=1" not in await loop.sock_recv(notify, 4096):
                     pass
         finally:
