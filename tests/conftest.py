@@ -15,6 +15,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--run-slow", action="store_true", help="run the long simulations and campaigns"
     )
     parser.addoption("--sim-seed", type=int, default=None, help="seed for the payment simulation")
+    parser.addoption(
+        "--sim-random",
+        action="store_true",
+        help="a random seed for the payment simulation (printed; replay it with --sim-seed)",
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
