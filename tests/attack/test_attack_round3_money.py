@@ -28,7 +28,7 @@ from gateway.errors import ConfigError
 from gateway.payments import commands as c
 from gateway.payments import events as e
 from gateway.payments.preauth import HoldPolicy, Target
-from gateway.payments.reconcile import Facts, reconcile, session_facts
+from gateway.payments.reconcile import BatchFacts, Facts, reconcile, session_facts
 from gateway.payments.record import from_json, to_json
 from gateway.payments.routing import Health
 from gateway.payments.schemes import Validity
@@ -881,3 +881,81 @@ def test_a_route_in_a_3_decimal_currency_never_takes_the_sites_margin_as_its_min
     assert auth.max_cost_minor == 15_000 - 150
     low = step(s, res("preauthorize", Outcome.APPROVED, 1_000, 7, card=MC), 0, pol)
     assert low.session is not None and low.session.state is State.RELEASING  # below 1.500
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BREAK: evidence.decide_by_totals decides NOT captured in a card group whose totals "
+    "show nothing while another group of the same batch has exactly the capture unexplained: a "
+    "V PAY card we group as visa, totalled by the terminal under 'other', gets a FAILED FAC for "
+    "money taken. Fix: no 'not captured' verdict while any group of the batch is unexplained",
+)
+def test_a_card_the_terminal_totals_in_another_group_is_never_decided_not_captured(
+    tmp_path: Path,
+) -> None:
+    vpay = {"brand": "V PAY", "aid": "A0000000032020", "masked_pan": "482000******0001"}
+    host, clock, store = _host(tmp_path)
+    try:
+        for ev in (
+            e.CardPresented("s2", "card", "E1", "T1", "EUR"),
+            res("preauthorize", Outcome.APPROVED, 5000, 20, sid="s2", card=vpay),
+            e.ChargerStarted("s2", "st", 1000),
+            e.ChargerStopped(session_id="s2", event_id="sp", meter_wh=3000),
+            res("capture", Outcome.UNKNOWN, None, None, sid="s2", for_receipt=20),
+            e.OpenPreauthsReported("s2", "q", ()),
+        ):
+            host.handle(ev)
+            clock.advance(60)
+        batch = TerminalResult(
+            "end_of_day",
+            Outcome.APPROVED,
+            totals=(BrandTotal("other", 1, 226),),
+            receipts=(1, 99),
+        )
+        host.record_end_of_day("T1", batch, "EUR")
+        s2 = host.load("s2")
+        assert s2 is not None and s2.state is not State.CAPTURE_FAILED
+    finally:
+        store.close()
+
+
+def test_a_session_paid_from_two_holds_in_one_batch_reconciles_clean() -> None:
+    s = two_holds(30_000)
+    s = at(s, res("capture", Outcome.APPROVED, 1500, 30, for_receipt=7), 61, P_TOPUP)
+    s = at(s, res("capture", Outcome.APPROVED, 226, 31, for_receipt=8), 62, P_TOPUP)
+    row = {
+        "id": s.id,
+        "state": s.state.value,
+        "data": to_json(s),
+        "created_at": s.created_at,
+        "updated_at": T0 + timedelta(minutes=62),
+    }
+    batch = BatchFacts("T1", None, T0 + timedelta(hours=5), "EUR", {"mastercard": (2, 1726)})
+    facts = Facts(
+        T0, T0 + timedelta(days=1), T0 + timedelta(hours=6), [session_facts(row)], [batch]
+    )
+    assert reconcile(facts).unexplained == ()
+
+
+def test_late_energy_of_an_unconfirmed_capture_stays_owed_whatever_the_evidence() -> None:
+    """Item 12 with an unconfirmed capture: billed to the last trusted reading (a fault), the
+    capture unconfirmed, then the charger's stop report says more was delivered. The end of
+    day confirms the capture: the late energy is still owed."""
+    s = at(None, e.CardPresented(SID, "card", "E1", "T1", "EUR"), 0)
+    s = at(s, res("preauthorize", Outcome.APPROVED, 5000, 7, card=MC), 0)
+    s = at(s, e.ChargerStarted(SID, "st", 1000), 1)
+    s = at(s, e.MeterValue(SID, "m", 11_000), 60)
+    s = at(s, e.ChargerFaulted(SID, "f", "link lost"), 61)
+    s = at(s, res("capture", Outcome.UNKNOWN, None, None, for_receipt=7), 62)
+    s = at(s, e.OpenPreauthsReported(SID, "q", ()), 63)
+    assert s.state is State.CAPTURE_UNCONFIRMED and s.bill.owed_minor == 655
+    t = step(s, e.ChargerStopped(session_id=SID, event_id="late", meter_wh=13_000), 64)
+    assert t.session is not None and t.session.bill.unpaid_minor == 107
+    done = at(t.session, evidence(True), 600)
+    assert done.state is State.COMPLETED and done.bill.owed_minor == 107
+
+
+def test_an_evse_without_a_tariff_or_free_vend_is_refused_by_config_validate() -> None:
+    site = KWD_SITE.replace('default_tariff = "EUR-T"\n', "")
+    with pytest.raises(ConfigError, match="has no tariff"):
+        parse_settings(site, "<no tariff>")
