@@ -18,14 +18,18 @@ from gateway.payments.model import Session, update
 from gateway.payments.moves import Transition, note
 from gateway.payments.plausibility import KEPT
 from gateway.payments.refunds import Refund, RefundMethod, RefundStatus
-from gateway.payments.states import State
 
 
 def _refusal(s: Session, ev: e.RefundRequested) -> str:
     """Why a refund cannot be made, or "" when it can."""
     available = s.refundable_minor
-    if s.state is not State.COMPLETED:
-        return f"only a completed session's capture can be refunded (this one is {s.state.value})"
+    if not s.final or not s.captured_minor:
+        # a settled session's capture: completed, or captured in part (a later hold lapsed or
+        # stays unconfirmed) — what was taken can be given back
+        return (
+            f"only a completed session's capture, or what a settled session captured, can be "
+            f"refunded (this one is {s.state.value})"
+        )
     if any(r.pending for r in s.refunds):
         return "another refund of this session is not settled yet"
     if ev.amount_minor <= 0:
@@ -103,7 +107,7 @@ def price_corrected(s: Session, ev: e.PriceCorrected, now: datetime) -> Transiti
         return Transition(replace(s, notes=note(s, why)))
     s = follow_correction(s)
     over = s.refundable_minor - ev.total_minor
-    if s.state is not State.COMPLETED or over <= 0:
+    if not s.captured_minor or over <= 0:
         why = f"price corrected to {ev.total_minor}: nothing to refund, {s.bill.owed_minor} owed"
         return Transition(replace(s, notes=note(s, why)))
     if any(r.pending for r in s.refunds):
@@ -119,9 +123,23 @@ def settled_with_correction(s: Session, now: datetime) -> Transition:
     captured above it."""
     s = follow_correction(s)
     over = s.refundable_minor - (s.bill.corrected_minor or 0)
-    if s.state is not State.COMPLETED or over <= 0 or any(r.pending for r in s.refunds):
+    if not s.captured_minor or over <= 0 or any(r.pending for r in s.refunds):
         return Transition(update(s, correction_waiting="") if over <= 0 else s)
     return _refund_above(s, s.bill.correction_waiting, "corrected CDR", now, day_closed=False)
+
+
+def after_evidence(s: Session, now: datetime) -> Transition:
+    """The end-of-day evidence decided an unconfirmed capture of a session whose price was
+    corrected meanwhile: the debt follows the corrected total, and what the evidence shows
+    captured above it is refunded (by amount: that end of day closed the capture's batch), or
+    once a refund in flight has settled."""
+    s = follow_correction(s)
+    over = s.refundable_minor - (s.bill.corrected_minor or 0)
+    if over <= 0:
+        return Transition(s)
+    if any(r.pending for r in s.refunds):
+        return Transition(update(s, correction_waiting=f"{s.id}:evidence"))
+    return _refund_above(s, f"{s.id}:evidence", "corrected CDR", now, day_closed=True)
 
 
 def follow_correction(s: Session) -> Session:

@@ -231,10 +231,6 @@ def test_a_route_in_a_0_or_3_decimal_currency_is_priced_and_captured_in_its_mino
 # ---- items 6-9: corrections combined with what they were not tested with ------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BREAK: corrections.price_corrected on a capture_unconfirmed session finds nothing captured to refund, and settlement.evidence_decided later books the capture without looking at corrected_minor: 1.55 taken above the corrected price is never refunded nor recorded. Fix: evidence_decided follows the correction (follow_correction + _refund_above)",
-)
 def test_a_correction_while_the_capture_is_unconfirmed_refunds_what_the_evidence_shows_above_it() -> (
     None
 ):
@@ -247,10 +243,6 @@ def test_a_correction_while_the_capture_is_unconfirmed_refunds_what_the_evidence
     assert t.session.bill.owed_minor == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BREAK: settlement.evidence_decided recomputes owed from price_minor, dropping the corrected total (6.55 owed instead of 5.00). Fix: owed after the evidence via corrections.follow_correction",
-)
 def test_a_correction_while_the_capture_is_unconfirmed_is_the_debt_when_nothing_was_captured() -> (
     None
 ):
@@ -261,10 +253,6 @@ def test_a_correction_while_the_capture_is_unconfirmed_is_the_debt_when_nothing_
     assert t.session.bill.owed_minor == 500  # the corrected total, not the first price
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BREAK: corrections.price_corrected refunds only a COMPLETED session: a capture_failed session that captured 15.00 of a price corrected to 10.00 keeps 5.00 above it, no refund, no record. Fix: refund what was captured above the correction in any final state with a capture",
-)
 def test_a_correction_below_a_partial_capture_refunds_what_was_taken_above_it() -> None:
     """Hold 7 captured 15.00, hold 8's 2.26 lapsed uncaptured (capture_failed, PARTIAL_SUCCESS).
     The CPO corrects the total to 10.00: 5.00 was taken above the price and must go back."""
@@ -361,10 +349,6 @@ def test_resolving_an_open_session_changes_nothing() -> None:
     assert step(s, _resolve(), 61).session == s
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BREAK: settlement.evidence_decided recomputes owed and ignores debt_resolved: a debt a person settled comes back. Fix: a resolved debt never grows (min with the owed before)",
-)
 def test_a_resolved_unconfirmed_debt_does_not_come_back_with_the_end_of_day() -> None:
     """A person settled the unconfirmed capture's debt (``--resolve capture_unconfirmed:ID``,
     paid in cash); the end of day then shows no capture: the debt is not owed a second time."""
@@ -377,10 +361,6 @@ def test_a_resolved_unconfirmed_debt_does_not_come_back_with_the_end_of_day() ->
 # ---- item 5 and the evidence: unconfirmed captures --------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BREAK: settlement.evidence_decided computes owed as price - captured, not capture.owed (chargeable): 0.47 owed above the driver's declared 20.00. Fix: use capture.owed",
-)
 def test_the_end_of_day_confirming_a_capped_capture_owes_nothing_above_the_drivers_amount() -> None:
     """Item 11 with an unconfirmed capture: the driver declared 20.00, the late stop priced
     20.47, 20.00 was asked. The end of day confirms the capture: nothing more is owed."""
@@ -399,10 +379,6 @@ def test_the_end_of_day_confirming_a_capped_capture_owes_nothing_above_the_drive
     assert t.session.bill.owed_minor == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BREAK: settlement.evidence_decided sets captured_at to the unconfirmed capture's send time even when an earlier hold was captured (booked at its first capture): hold 7's 15.00 moves to a later batch in reconciliation. Fix: keep an existing captured_at",
-)
 def test_the_end_of_day_keeps_the_booking_time_of_an_earlier_captured_hold() -> None:
     """Item 4 with the evidence: hold 7 captured at 61, hold 8's capture unconfirmed. The end
     of day confirms hold 8: the session stays booked at its first capture (reconciliation
@@ -762,10 +738,6 @@ def test_a_second_holds_capture_is_never_confirmed_by_the_first_holds_booking() 
     assert s.holds[1].status is HoldStatus.UNCONFIRMED and s.captured_minor == 1500
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BREAK: corrections.price_corrected refunds only COMPLETED sessions: 5.00 known captured above the correction stays with us. Fix: as for a partial capture",
-)
 def test_a_correction_below_a_partly_unconfirmed_capture_refunds_the_known_capture_above_it() -> (
     None
 ):
