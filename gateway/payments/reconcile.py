@@ -48,6 +48,9 @@ class SessionFacts:
     # The terminal books each captured hold on its own: a session paid from its first hold
     # and a top-up is two bookings in the batch's count.
     bookings: int = 1
+    # (when, amount) of each captured hold, when known: a hold captured after an end of day
+    # (its capture retried meanwhile) is in the next batch, not in its session's first one
+    captures: tuple[tuple[datetime, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,13 +216,14 @@ def journal_totals(
     for s in sessions:
         if s.terminal != batch.terminal or s.currency != batch.currency:
             continue
-        if s.captured_at is not None and within(s.captured_at) and s.captured_minor:
+        booked = [a for at, a in s.captures if within(at)]
+        if not s.captures and s.captured_at is not None and within(s.captured_at):
+            booked = [s.captured_minor]  # a row without its holds' times: one booking time
+        if sum(booked):
             taken_back = sum(a for at, a in s.reversed if within(at))
-            if (
-                taken_back < s.captured_minor
-            ):  # a reversal in the same batch takes the payment out of it
-                count[s.brand] += s.bookings
-                amount[s.brand] += s.captured_minor
+            if taken_back < sum(booked):  # a reversal in the same batch takes the payment out
+                count[s.brand] += len(booked) if s.captures else s.bookings
+                amount[s.brand] += sum(booked)
                 members[s.brand].append(s.id)
         refunded = sum(a for at, a in s.refunded if within(at))
         if refunded:
@@ -333,6 +337,7 @@ def session_facts(row: dict[str, Any]) -> SessionFacts:
         captured_at=datetime.fromisoformat(captured_at) if captured_at else None,
         captured_minor=d["captured_minor"],
         bookings=sum(1 for h in d.get("holds", ()) if h.get("captured_minor")) or 1,
+        captures=_captures(d, captured_at),
         price_minor=d["price_minor"],
         owed_minor=d.get("owed_minor", 0),
         shortfall_minor=d.get("shortfall_minor", 0),
@@ -343,3 +348,17 @@ def session_facts(row: dict[str, Any]) -> SessionFacts:
         refunded=done("refund"),
         refunds_unsettled=sum(1 for r in d.get("refunds", ()) if r["status"] == "unknown"),
     )
+
+
+def _captures(d: dict[str, Any], captured_at: str | None) -> tuple[tuple[datetime, int], ...]:
+    """Each captured hold's booking: when its capture was sent (the session's booking time
+    for a row that does not say), and its amount."""
+    out = []
+    for h in d.get("holds", ()):
+        if not h.get("captured_minor"):
+            continue
+        at = h.get("capture_sent_at") or captured_at
+        if at is None:
+            return ()
+        out.append((datetime.fromisoformat(at), int(h["captured_minor"])))
+    return tuple(out)

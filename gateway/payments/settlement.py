@@ -199,11 +199,14 @@ def enquiry_answered(
         and held.amount_minor in (target, hold.amount_minor - target)
     ):
         last = held  # its own result, stored before the crash: the hold is gone, so it stood
+    # a receipt another hold of this session was booked with is that hold's result, not ours
+    booked = {h.booking_receipt for h in s.holds if h is not hold}
     if (
         last is not None
         and last.approved
         and last.receipt_no is not None
         and last.receipt_no != hold.receipt_no
+        and last.receipt_no not in booked
         and last.receipt_no not in ev.receipts
         and last.amount_minor in (target, hold.amount_minor - target)
     ):

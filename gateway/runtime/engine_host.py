@@ -140,9 +140,14 @@ class EngineHost:
         self.store.apply(Step(key, terminals=[record], journal=journal, outbox=outbox))
 
     def open_on_terminal(self, terminal: str) -> str | None:
-        """A session of this terminal with a transaction still open (its batch must not close)."""
+        """A session of this terminal with a transaction still open (its batch must not close).
+        One waiting for its next capture or release try holds nothing at the terminal until
+        then: a capture retried for weeks must not keep every other payment out of the batch
+        (each captured hold is counted in the batch it was booked in)."""
         busy = (
-            s for s in self.open_sessions() if s.terminal == terminal and s.state not in EVSE_FREE
+            s
+            for s in self.open_sessions()
+            if s.terminal == terminal and s.state not in EVSE_FREE and s.state not in _WAITING
         )
         return next((s.id for s in busy), None)
 
@@ -370,6 +375,7 @@ _OPEN_CACHE_LIMIT = (
 )
 _IN_FLIGHT_HOLDS = (State.AUTHORIZING, State.TOPPING_UP)  # a fresh hold may exist, not stored yet
 _MAKING_HOLDS = (*_IN_FLIGHT_HOLDS, State.AUTH_UNKNOWN)  # ... or one not yet attributed
+_WAITING = (State.CAPTURE_RETRY, State.RELEASE_RETRY)  # nothing at the terminal until the retry
 
 
 def _from_another_evse(event: e.Event, session: Session | None) -> bool:
