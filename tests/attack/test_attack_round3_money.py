@@ -541,10 +541,6 @@ def _eod(host: EngineHost, count: int, amount: int, currency: str = "EUR") -> No
     host.record_end_of_day("T1", batch, currency)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BREAK: runtime/end_of_day_evidence.decide_unconfirmed ignores refunds of unknown fate in the batch: the empty subset matches and s2's capture is decided NOT captured although a stood reversal plus s2's capture gives the same totals. Fix: a batch with a refund of the terminal still pending decides nothing",
-)
 def test_a_refund_of_unknown_fate_in_the_batch_leaves_the_evidence_undecided(
     tmp_path: Path,
 ) -> None:
@@ -847,13 +843,6 @@ def test_a_route_in_a_3_decimal_currency_never_takes_the_sites_margin_as_its_min
     assert low.session is not None and low.session.state is State.RELEASING  # below 1.500
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BREAK: evidence.decide_by_totals decides NOT captured in a card group whose totals "
-    "show nothing while another group of the same batch has exactly the capture unexplained: a "
-    "V PAY card we group as visa, totalled by the terminal under 'other', gets a FAILED FAC for "
-    "money taken. Fix: no 'not captured' verdict while any group of the batch is unexplained",
-)
 def test_a_card_the_terminal_totals_in_another_group_is_never_decided_not_captured(
     tmp_path: Path,
 ) -> None:
