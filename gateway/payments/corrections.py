@@ -203,7 +203,16 @@ def refund_result(s: Session, ev: e.TerminalResultArrived, now: datetime) -> Tra
             sent, receipt_no=ev.receipt_no, message="approved, acknowledgement not yet sent"
         )
         return Transition(replace(s, refunds=tuple(held if r is sent else r for r in s.refunds)))
-    if ev.outcome is Outcome.APPROVED:
+    elsewhere = ""
+    if ev.outcome is Outcome.APPROVED and sent.method is RefundMethod.REFUND:
+        elsewhere = _other_card(s.card, ev.card)
+    if elsewhere:
+        # 06 31 pays the card presented: this one is not the session's, so the money left
+        # but not to the driver. Recorded, never told upstream as the driver's refund.
+        status = RefundStatus.OTHER_CARD
+        said = f"refund {sent.id} of {sent.amount_minor} {s.currency} paid to {elsewhere}"
+        s = replace(s, discrepancies=(*s.discrepancies, said))
+    elif ev.outcome is Outcome.APPROVED:
         status = RefundStatus.DONE
     elif ev.outcome is Outcome.UNKNOWN:
         status = RefundStatus.UNKNOWN
@@ -234,3 +243,14 @@ def refund_result(s: Session, ev: e.TerminalResultArrived, now: datetime) -> Tra
     }
     message = c.Enqueue(f"{s.id}:refund:{done.id}", f"session:{s.id}", "session.refund", payload)
     return Transition(s, (message, *waiting))
+
+
+def _other_card(ours: dict[str, str], presented: dict[str, str]) -> str:
+    """Why the card a refund was paid to is not the session's ("" when it is, or when either
+    is unknown): the masked PANs' first six and last four digits, as printed."""
+    a, b = ours.get("masked_pan", ""), presented.get("masked_pan", "")
+    if not a or not b:
+        return ""
+    if a[-4:] != b[-4:] or (a[:6].isdigit() and b[:6].isdigit() and a[:6] != b[:6]):
+        return f"another card ({b}) than the session's ({a})"
+    return ""

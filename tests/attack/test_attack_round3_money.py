@@ -434,10 +434,6 @@ def test_no_failed_outcome_for_a_partly_unconfirmed_session() -> None:
 # ---- refunds: a restart, another card --------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BREAK: a refund left 'sent' by a restart is never asked about (final sessions are not resumed) and reconcile.session_facts counts only 'unknown' refunds as unsettled: it is listed nowhere and blocks every later refund. Fix: Resumed turns a sent refund unknown; reconciliation lists sent ones too",
-)
 @pytest.mark.parametrize("provisional", [False, True], ids=["answer-lost", "approval-stored"])
 def test_a_refund_whose_answer_died_with_the_process_is_listed_by_reconciliation(
     provisional: bool,
@@ -466,10 +462,6 @@ def test_a_refund_whose_answer_died_with_the_process_is_listed_by_reconciliation
     assert "refund_unsettled" in kinds
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BREAK: corrections.refund_result never compares the card of a 06 31 refund's answer with the session's: money paid to another card is told to the CPO as the driver's refund. Fix: compare masked PAN; another card is a discrepancy, not the driver's refund",
-)
 def test_a_card_present_refund_paid_to_another_card_is_not_the_drivers_refund() -> None:
     """06 31 gives money to whatever card is presented: the terminal's answer names the card.
     A refund to another card than the session's is a discrepancy, never the driver's refund
@@ -483,6 +475,17 @@ def test_a_card_present_refund_paid_to_another_card_is_not_the_drivers_refund() 
     assert t.session is not None
     assert any("another card" in d for d in t.session.discrepancies)
     assert enqueued(t, "session.refund") == []
+    assert t.session.refunded_minor == 0 and t.session.refundable_minor == 655
+    row = {
+        "id": SID,
+        "state": t.session.state.value,
+        "data": to_json(t.session),
+        "created_at": T0,
+        "updated_at": T0 + timedelta(minutes=71),
+    }
+    facts = Facts(T0, T0 + timedelta(days=1), T0 + timedelta(days=1), [session_facts(row)])
+    found = [(f.kind, f.amount_minor) for f in reconcile(facts).unexplained]
+    assert ("refund_other_card", 100) in found
 
 
 def test_a_card_present_refund_to_the_same_card_is_done() -> None:
@@ -741,10 +744,6 @@ def test_a_correction_below_a_partly_unconfirmed_capture_refunds_the_known_captu
     assert t.session is not None and t.session.bill.owed_minor == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BREAK: a correction's refund refused by the terminal (06 31 needs the card) leaves the money taken above the corrected price with no finding: reconcile lists only unknown refunds. Fix: a refund_due finding for captured - refunded above the corrected total",
-)
 def test_a_correction_refund_the_terminal_refuses_stays_a_visible_debt_to_the_driver() -> None:
     """06 31 needs the driver's card at the terminal, long after they left: the correction's
     refund is refused. The 1.55 taken above the corrected price is money owed back to the
