@@ -264,6 +264,10 @@ class RouteSettings(_Model):
     # [pricing] amounts are the site's currency: 20.00 EUR is not 2000 yen).
     incremental_initial: Amount | None = None
     incremental_step: Amount | None = None
+    # The charge's stop margin below the hold and the smallest partial approval kept, in the
+    # route's currency (the [pricing] ones are the site's: 0.50 EUR is not 0.050 KWD).
+    safety_margin: Amount | None = None
+    min_partial_approval: Amount | None = None
 
     @field_validator("bins")
     @classmethod
@@ -1001,6 +1005,8 @@ class Settings(_Model):
                 ("hold_max", r.hold_max),
                 ("incremental_initial", r.incremental_initial),
                 ("incremental_step", r.incremental_step),
+                ("safety_margin", r.safety_margin),
+                ("min_partial_approval", r.min_partial_approval),
                 *((f"fixed_hold.{c}", a) for c, a in (r.fixed_hold or {}).items()),
             ):
                 if amount is not None:
@@ -1010,6 +1016,13 @@ class Settings(_Model):
                         )
                     except AmountError as exc:
                         raise ValueError(f"route {r.id!r}: {name}: {exc}") from None
+            if currency != self.site.currency and (
+                r.safety_margin is None or r.min_partial_approval is None
+            ):
+                raise ValueError(
+                    f"route {r.id!r} charges in {currency}, not the site's {self.site.currency}: "
+                    f"give its safety_margin and min_partial_approval in {currency}"
+                )
 
 
 def parse_settings(text: str, source: str) -> Settings:

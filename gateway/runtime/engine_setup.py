@@ -88,7 +88,30 @@ def build_policy(settings: Settings) -> Policy:
             if route.hold is not None
         },
         route_tariffs={r.id: tariffs[r.tariff] for r in settings.routes if r.tariff},
+        route_margins=_route_margins(settings),
     )
+
+
+def _route_margins(settings: Settings) -> dict[str, tuple[int, int]]:
+    """Each route's (safety margin, minimum partial approval) in its own currency's minor
+    units; one it leaves out is the site's (config validate asks a route in another currency
+    for both)."""
+    p, site = settings.pricing, settings.site.currency
+    out = {}
+    for r in settings.routes:
+        if r.safety_margin is None and r.min_partial_approval is None:
+            continue
+        cur = settings.terminal_currency(r.terminals[0])
+        margin = r.safety_margin if r.safety_margin is not None else p.safety_margin
+        partial = r.min_partial_approval
+        out[r.id] = (
+            _minor(margin, cur if r.safety_margin is not None else site),
+            _minor(
+                partial if partial is not None else p.min_partial_approval,
+                cur if partial is not None else site,
+            ),
+        )
+    return out
 
 
 def build_routes(settings: Settings, site_hold: HoldPolicy) -> list[Route]:

@@ -817,10 +817,6 @@ hold_max = "50.000"
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BREAK: Policy.safety_margin_minor and min_partial_minor are the site's minor units, used as fils/yen for a route in another currency (0.50 EUR becomes 0.050 KWD). Fix: a route in another currency states its own safety_margin and min_partial_approval (config validate), the engine uses the route's",
-)
 def test_a_route_in_a_3_decimal_currency_never_takes_the_sites_margin_as_its_minor_units() -> None:
     """The safety margin (0.50 EUR = 50 cents) and the minimum partial approval (5.00 EUR) are
     the site's: a KWD route must state its own (in fils), as it must its holds; never 50 fils."""

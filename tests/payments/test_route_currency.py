@@ -53,6 +53,8 @@ evses = ["E1"]
 tariff = "JPY-T"
 hold_min = "500"
 hold_max = "20000"
+safety_margin = "50"
+min_partial_approval = "500"
 """
 
 

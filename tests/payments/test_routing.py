@@ -134,7 +134,10 @@ def test_inconsistent_routes_are_refused_by_config_validate(route: str, problem:
 
 
 def test_a_consistent_zero_decimal_route_is_accepted() -> None:
-    route = 'terminals = ["tj"]\ntariff = "JPY-T"\nhold_min = "500"\nhold_max = "20000"\nfixed_hold = { JPY = "5000" }'
+    route = (
+        'terminals = ["tj"]\ntariff = "JPY-T"\nhold_min = "500"\nhold_max = "20000"\n'
+        'fixed_hold = { JPY = "5000" }\nsafety_margin = "50"\nmin_partial_approval = "500"'
+    )
     settings = parse_settings(SITE + f'\n[[routes]]\nid = "jp"\n{route}\n', "<routes>")
     assert settings.routes[0].terminals == ["tj"]
 
