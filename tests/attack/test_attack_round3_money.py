@@ -25,9 +25,11 @@ from drivers.transport.tcp import TcpTransport
 from drivers.zvt.asyncio.terminal import ZvtOptions, ZvtTerminal
 from gateway.cli.reconcile_cmd import load_facts
 from gateway.errors import ConfigError
+from gateway.ocpi.charger import OcpiChargerLink
+from gateway.ocpi.models import Cdr
 from gateway.payments import commands as c
 from gateway.payments import events as e
-from gateway.payments.charger import PaymentRequested
+from gateway.payments.charger import ChargerEvent, PaymentRequested
 from gateway.payments.preauth import HoldPolicy, Target
 from gateway.payments.reconcile import BatchFacts, Facts, reconcile, session_facts
 from gateway.payments.record import from_json, to_json
@@ -40,7 +42,7 @@ from gateway.runtime.engine_host import EngineHost
 from gateway.runtime.engine_setup import build_engine, build_policy
 from gateway.runtime.terminal_runner import TerminalRunner
 from gateway.settings import parse_settings
-from gateway.store import Store
+from gateway.store import InboxMessage, Step, Store
 from tests.payments.fixtures import T0, Clock, policy
 
 SID = "s1"
@@ -992,3 +994,54 @@ async def test_a_drivers_amount_is_read_in_the_currency_the_payment_is_routed_to
         await worker._park()
     finally:
         store.close()
+
+
+def _cdr(cdr_id: str, reference: str, before: str) -> Cdr:
+    return Cdr.model_validate(
+        {
+            "country_code": "DE",
+            "party_id": "CPO",
+            "id": cdr_id,
+            "start_date_time": "2026-01-05T08:00:00Z",
+            "end_date_time": "2026-01-05T09:00:00Z",
+            "authorization_reference": reference,
+            "currency": "EUR",
+            "total_cost": {"before_taxes": before},
+            "total_energy": 6,
+            "last_updated": "2026-01-05T09:00:00Z",
+        },
+        context={"decimal_strings": True},
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BREAK: OcpiChargerLink._first_cdr looks for the session's first CDR among the newest "
+    "10,000 stored CDRs only (Store.inbox's limit): behind them a correction after a restart is "
+    "taken for a first CDR and dropped by the settled session. Fix: ask the store for the "
+    "oldest CDR of that authorization_reference",
+)
+def test_a_correction_after_a_restart_is_found_behind_ten_thousand_later_cdrs(
+    tmp_path: Path,
+) -> None:
+    """Item 7 on a busy site: the session's first CDR is older than the newest 10,000 stored
+    ones. After a restart its correction must still be a correction, not a first CDR (which a
+    settled session drops: its energy is billed already)."""
+    store = Store.open(tmp_path / "c.sqlite3")
+    try:
+        first = _cdr("CDR-1", "EVP-s1", "3.00").to_json()
+        store.apply(Step("first", inbox=[InboxMessage("m-first", "cpo", "cdr", first)]))
+        later = [
+            InboxMessage(f"m{n}", "cpo", "cdr", _cdr(f"X-{n}", f"EVP-x{n}", "1.00").to_json())
+            for n in range(10_000)
+        ]
+        store.apply(Step("later", inbox=later))
+        link = OcpiChargerLink(
+            None, "", "", {"E1": "LOC1"}, ("DE", "EVP"), lambda: datetime.now(UTC), store
+        )
+        heard: list[ChargerEvent] = []
+        link.subscribe(heard.append)
+        link.cdr_pushed(_cdr("CDR-2", "EVP-s1", "2.50"))
+    finally:
+        store.close()
+    assert [h.kind for h in heard] == ["price_corrected"]
