@@ -435,6 +435,20 @@ class Store:
         )
         return self._sessions(rows)
 
+    def first_inbox(self, kind: str, field: str, value: str) -> dict[str, Any] | None:
+        """The oldest stored message of one kind whose payload has ``field`` = ``value`` (the
+        first CDR of a session, however many came after it)."""
+        if not field.isidentifier():
+            raise ValueError(f"not a payload field name: {field!r}")
+        rows = self._query(
+            "SELECT message_id, payload, received_at FROM inbox WHERE kind = ? AND "
+            f"json_extract(payload, '$.{field}') = ? ORDER BY id LIMIT 1",
+            (kind, value),
+        )
+        for m, p, at in rows:
+            return {"message_id": m, "payload": json.loads(p), "received_at": from_text(at)}
+        return None
+
     def inbox_pending(self, kind: str, limit: int = 100) -> list[dict[str, Any]]:
         """Stored requests of one kind not yet carried out, oldest first."""
         rows = self._query(

@@ -1014,13 +1014,6 @@ def _cdr(cdr_id: str, reference: str, before: str) -> Cdr:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BREAK: OcpiChargerLink._first_cdr looks for the session's first CDR among the newest "
-    "10,000 stored CDRs only (Store.inbox's limit): behind them a correction after a restart is "
-    "taken for a first CDR and dropped by the settled session. Fix: ask the store for the "
-    "oldest CDR of that authorization_reference",
-)
 def test_a_correction_after_a_restart_is_found_behind_ten_thousand_later_cdrs(
     tmp_path: Path,
 ) -> None:
