@@ -16,6 +16,8 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from cryptography.fernet import Fernet
+from pydantic import SecretStr
 
 from drivers.base import BrandTotal, Outcome, TerminalResult
 from drivers.money import Money
@@ -27,9 +29,15 @@ from gateway.cli.reconcile_cmd import load_facts
 from gateway.errors import ConfigError
 from gateway.ocpi.charger import OcpiChargerLink
 from gateway.ocpi.models import Cdr
+from gateway.ocpi.worker import UpstreamWorker
 from gateway.payments import commands as c
 from gateway.payments import events as e
-from gateway.payments.charger import ChargerEvent, PaymentRequested
+from gateway.payments.charger import (
+    ChargerEvent,
+    ChargeStopped,
+    PaymentRequested,
+    PriceCorrection,
+)
 from gateway.payments.preauth import HoldPolicy, Target
 from gateway.payments.reconcile import BatchFacts, Facts, reconcile, session_facts
 from gateway.payments.record import from_json, to_json
@@ -41,8 +49,8 @@ from gateway.runtime.charger import SimulatedCharger
 from gateway.runtime.engine_host import EngineHost
 from gateway.runtime.engine_setup import build_engine, build_policy
 from gateway.runtime.terminal_runner import TerminalRunner
-from gateway.settings import parse_settings
-from gateway.store import InboxMessage, Step, Store
+from gateway.settings import SecretRef, UpstreamSettings, parse_settings
+from gateway.store import InboxMessage, SessionRecord, Step, Store
 from tests.payments.fixtures import T0, Clock, policy
 
 SID = "s1"
@@ -1038,3 +1046,48 @@ def test_a_correction_after_a_restart_is_found_behind_ten_thousand_later_cdrs(
     finally:
         store.close()
     assert [h.kind for h in heard] == ["price_corrected"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BREAK: UpstreamWorker._replay_cdrs decides 'correction' by a first CDR seen in the "
+    "newest 10,000 stored CDRs: a correction stored just before a crash, whose closed "
+    "session's first CDR is older, is taken for a first CDR and not replayed (lost). Fix: the "
+    "store says which stored CDR is each session's first",
+)
+def test_a_correction_stored_before_a_crash_is_replayed_behind_ten_thousand_cdrs(
+    tmp_path: Path,
+) -> None:
+    store = Store.open(tmp_path / "c.sqlite3")
+    try:
+        store.apply(Step("closed", sessions=[SessionRecord("s1", "completed", {"id": "s1"}, True)]))
+        first = _cdr("CDR-1", "EVP-s1", "3.00").to_json()
+        store.apply(Step("first", inbox=[InboxMessage("m-first", "cpo", "cdr", first)]))
+        later = [
+            InboxMessage(f"m{n}", "cpo", "cdr", _cdr(f"X-{n}", f"EVP-x{n}", "1.00").to_json())
+            for n in range(10_000)
+        ]
+        store.apply(Step("later", inbox=later))
+        corrected = _cdr("CDR-2", "EVP-s1", "2.50").to_json()
+        store.apply(Step("corr", inbox=[InboxMessage("m-corr", "cpo", "cdr", corrected)]))
+        link = OcpiChargerLink(
+            None, "", "", {"E1": "LOC1"}, ("DE", "EVP"), lambda: datetime.now(UTC), store
+        )
+        heard: list[ChargerEvent] = []
+        link.subscribe(heard.append)
+        upstream = UpstreamSettings(
+            enabled=True,
+            allow_insecure_http=True,
+            versions_url="http://127.0.0.1:9/ocpi/versions",
+            token_a=SecretRef(value=SecretStr("a")),
+            key=SecretRef(value=SecretStr(Fernet.generate_key().decode())),
+            listen="127.0.0.1:9",
+            public_url="http://127.0.0.1:9/ocpi/versions",
+        )
+        UpstreamWorker(upstream, "S", store, lambda: datetime.now(UTC), link)._replay_cdrs(link)
+    finally:
+        store.close()
+    ours = [h for h in heard if isinstance(h, PriceCorrection | ChargeStopped)]
+    assert [(h.kind, h.session_id) for h in ours if h.session_id == "s1"] == [
+        ("price_corrected", "s1")
+    ]
