@@ -449,6 +449,18 @@ class Store:
             return {"message_id": m, "payload": json.loads(p), "received_at": from_text(at)}
         return None
 
+    def first_ids(self, kind: str, field: str) -> dict[str, str]:
+        """For each value of a payload ``field``, the payload ``id`` of the oldest stored
+        message of that kind with it (each session's first CDR), in one pass."""
+        if not field.isidentifier():
+            raise ValueError(f"not a payload field name: {field!r}")
+        rows = self._query(
+            f"SELECT json_extract(payload, '$.{field}'), json_extract(payload, '$.id'), MIN(id) "
+            "FROM inbox WHERE kind = ? GROUP BY 1",
+            (kind,),
+        )
+        return {str(v): str(i) for v, i, _ in rows if v is not None and i is not None}
+
     def inbox_pending(self, kind: str, limit: int = 100) -> list[dict[str, Any]]:
         """Stored requests of one kind not yet carried out, oldest first."""
         rows = self._query(

@@ -1048,13 +1048,6 @@ def test_a_correction_after_a_restart_is_found_behind_ten_thousand_later_cdrs(
     assert [h.kind for h in heard] == ["price_corrected"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BREAK: UpstreamWorker._replay_cdrs decides 'correction' by a first CDR seen in the "
-    "newest 10,000 stored CDRs: a correction stored just before a crash, whose closed "
-    "session's first CDR is older, is taken for a first CDR and not replayed (lost). Fix: the "
-    "store says which stored CDR is each session's first",
-)
 def test_a_correction_stored_before_a_crash_is_replayed_behind_ten_thousand_cdrs(
     tmp_path: Path,
 ) -> None:
