@@ -442,7 +442,7 @@ class Campaign:
         end = time.perf_counter() + limit_s
         while time.perf_counter() < end:
             owned = {
-                (r["data"]["terminal"], h["receipt_no"])
+                (r["data"]["terminal"], h["ref"])
                 for r in self._stored_rows()
                 for h in r["data"].get("holds", [])
                 if h["status"] == "open"
@@ -496,16 +496,16 @@ class Campaign:
             data = row["data"]
             out = outcomes.get(row["id"])
             for hold in data.get("holds", []):
-                took = booked.get((data["terminal"], hold["receipt_no"]))
+                took = booked.get((data["terminal"], hold["ref"]))
                 if took and out is not None and out["state"] == "capture_failed":
                     self.figures.violations.append(
                         f"session {row['id']}: its outcome says capture_failed after the end of "
-                        f"day, {data['terminal']} booked {took} on hold {hold['receipt_no']}"
+                        f"day, {data['terminal']} booked {took} on hold {hold['ref']}"
                     )
                 if out is not None and hold["captured_minor"] and not took:
                     self.figures.violations.append(
                         f"session {row['id']}: captured {hold['captured_minor']} after the end "
-                        f"of day, {data['terminal']} booked nothing on hold {hold['receipt_no']}"
+                        f"of day, {data['terminal']} booked nothing on hold {hold['ref']}"
                     )
 
     def check(self) -> None:
@@ -528,7 +528,7 @@ class Campaign:
                 f.completed += 1
             f.unconfirmed_sessions += row["state"] == "capture_unconfirmed"
             for hold in data.get("holds", []):
-                stored[(data["terminal"], hold["receipt_no"])] = (row["id"], hold, data)
+                stored[(data["terminal"], hold["ref"])] = (row["id"], hold, data)
         booked_total = unconfirmed_total = 0
         for terminal, sim in self.sims.items():
             for tx in sim.state.transactions.values():

@@ -90,7 +90,7 @@ def test_fac_from_a_completed_session_follows_the_230_tables() -> None:
         "captured_minor": 1169,
         "price_minor": 1169,
         "price_excl": "9.82",
-        "receipt_no": 1,
+        "ref": 1,
         "card": {"brand": "MasterCard", "masked_pan": "541333******0074", "aid": "A0000000041010"},
         "notes": [],
     }

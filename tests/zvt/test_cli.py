@@ -46,7 +46,7 @@ def test_terminal_cli_against_the_simulator_on_a_pty() -> None:
         cap = evpay(
             "partial-reverse",
             "--receipt",
-            str(result["receipt_no"]),
+            str(result["ref"]),
             "--held",
             "25.00",
             "--amount",
@@ -55,7 +55,7 @@ def test_terminal_cli_against_the_simulator_on_a_pty() -> None:
         assert (
             cap.returncode == 0 and "capture: APPROVED" in cap.stdout and "7.50 EUR" in cap.stdout
         )
-        again = evpay("release", "--receipt", str(result["receipt_no"]), "--held", "25.00")
+        again = evpay("release", "--receipt", str(result["ref"]), "--held", "25.00")
         assert again.returncode == 1 and "already reversed" in again.stdout
         bad = evpay("preauth", "--amount", "1.005")
         assert (
