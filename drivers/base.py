@@ -96,7 +96,7 @@ class PaymentTerminal(Protocol):
         persist: PersistHook | None = None,
     ) -> TerminalResult:
         """One more hold on the same card session (incremental strategy). The result's receipt
-        is the new hold's; a terminal that increases the first hold answers with its receipt.
+        is the new hold's; a terminal that increases the first hold answers with its ref.
         A terminal that cannot do it answers ERROR, and the engine stops the charge at the cap."""
         ...
 

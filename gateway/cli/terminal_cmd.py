@@ -291,7 +291,7 @@ def _print(result: TerminalResult, as_json: bool) -> None:
             f"{result.card.aid or '-'}"
         )
     if result.open_refs:
-        print(f"  open pre-authorisations: {', '.join(f'{r:04d}' for r in result.open_refs)}")
+        print(f"  open pre-authorisations: {', '.join(result.open_refs)}")
     for key, value in result.details.items():
         print(f"  {key}: {value}")
     for line in result.receipt_lines:

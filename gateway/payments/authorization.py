@@ -1,6 +1,6 @@
 """Pre-authorisation: the hold asked for at the card, what its result means, and how a lost
 result is resolved — a hold is adopted only on the terminal's evidence that it is ours (never
-by order of arrival) and then given back; an approval without a receipt number is no approval.
+by order of arrival) and then given back; an approval without a hold reference is no approval.
 """
 
 from __future__ import annotations
@@ -122,11 +122,11 @@ def preauth_result(
 
 def _answered(s: Session, ev: e.TerminalResultArrived, now: datetime, policy: Policy) -> Transition:
     if ev.outcome is Outcome.APPROVED and ev.ref is None:
-        # Without the receipt number the hold could never be captured or released: not an approval.
+        # Without its reference the hold could never be captured or released: not an approval.
         s = go(
             s,
             Trigger.LOST,
-            notes=note(s, "approval without a receipt number: asking the terminal"),
+            notes=note(s, "approval without a hold reference: asking the terminal"),
         )
         return query(s, now, policy)
     if ev.outcome is Outcome.APPROVED:

@@ -2,7 +2,7 @@
 decided it is stored. ``key`` is the idempotency key of the action.
 
 A command that carries money is built with keywords only (``kw_only``): two amounts, or an
-amount and a receipt number, side by side cannot be swapped by position."""
+amount and a hold reference, side by side cannot be swapped by position."""
 
 from __future__ import annotations
 

@@ -189,7 +189,7 @@ def refund_result(s: Session, ev: e.TerminalResultArrived, now: datetime) -> Tra
         status = RefundStatus.UNKNOWN
     else:
         status = RefundStatus.FAILED
-    # A lost answer after a stored approval keeps that approval's receipt number: it is what
+    # A lost answer after a stored approval keeps that approval's reference: it is what
     # the terminal's journal shows if the refund stood (issue 26, item 5).
     receipt = ev.ref if ev.ref is not None else sent.ref
     done = replace(sent, status=status, ref=receipt, message=ev.message)

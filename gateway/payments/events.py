@@ -2,7 +2,7 @@
 step per (session, event_id) once, so a redelivered event is a no-op.
 
 An event that carries money or billed energy is built with keywords only (``kw_only``): an
-amount and a receipt number, or two energies, side by side cannot be swapped by position."""
+amount and a hold reference, or two energies, side by side cannot be swapped by position."""
 
 from __future__ import annotations
 

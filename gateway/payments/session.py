@@ -23,7 +23,7 @@ so a test that drives the engine checks them too:
 - a final session has nothing open unless it says why: it owes money (``owed_minor``: priced
   but not captured) or a hold lapsed/stays unconfirmed;
 - an open session always has a next action and a deadline (its timer), and a session that
-  holds money always knows the receipt numbers to settle it with.
+  holds money always knows the hold references to settle it with.
 """
 
 from __future__ import annotations

@@ -42,10 +42,14 @@ def test_terminal_cli_against_the_simulator_on_a_pty() -> None:
         assert pre.returncode == 0, pre.stdout + pre.stderr
         result = json.loads(pre.stdout)
         assert result["outcome"] == "approved" and result["amount"] == "25.00 EUR"
+        assert isinstance(result["ref"], str)  # the hold's reference: text (its receipt number)
+        listed = evpay("open-preauths")
+        assert listed.returncode == 0, listed.stdout + listed.stderr
+        assert f"open pre-authorisations: {result['ref']}" in listed.stdout
         assert result["card"]["masked_pan"] == "541333******0074"
         cap = evpay(
             "partial-reverse",
-            "--receipt",
+            "--ref",
             str(result["ref"]),
             "--held",
             "25.00",
