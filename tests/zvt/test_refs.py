@@ -14,7 +14,9 @@ def test_a_receipt_number_is_its_decimal_text_without_padding() -> None:
     assert receipt_number(hold_ref(9999)) == 9999
 
 
-@pytest.mark.parametrize("ref", ["", "0042", "12a", "-1", "10000", "TX1@2026-01-05", "４２"])
+@pytest.mark.parametrize(
+    "ref", ["", "0042", "12a", "-1", "10000", "TX1@2026-01-05", "\uff14\uff12"]
+)
 def test_a_reference_that_is_no_receipt_number_is_a_typed_error(ref: str) -> None:
     with pytest.raises(UnknownReference) as caught:
         receipt_number(ref)
