@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -191,3 +193,26 @@ def test_a_meter_value_adds_one_reading_row(tmp_path: Path) -> None:
     assert row is not None and len(row["data"]["readings"]) == 5
     loaded = from_json(row["data"])
     assert [r.energy_wh for r in loaded.metering.readings] == [0, 1000, 2000, 3000, 4000]
+
+
+def test_the_reader_takes_rows_in_the_old_integer_shape_as_they_were_written() -> None:
+    """A row a version before 0013 wrote (read here straight from the 0012 file, unmigrated)
+    loads with text references and the same money: the reader does not depend on the
+    migration having run."""
+    expected = json.loads((DATA / "v0012-sessions.expected.json").read_text())["sessions"]
+    uri = f"file:{DATA / 'v0012-sessions.sqlite3'}?mode=ro"
+    with closing(sqlite3.connect(uri, uri=True)) as conn:
+        rows = conn.execute("SELECT id, data FROM sessions").fetchall()
+    assert len(rows) == len(expected)
+    old_shape = 0
+    for sid, data in rows:
+        raw = json.loads(data)
+        old_shape += any(isinstance(h.get("receipt_no"), int) for h in raw.get("holds", ()))
+        s = from_json(raw)
+        want = _as_text_refs(expected[sid])
+        assert s.ref == want["receipt_no"]
+        assert [(h.ref, h.booking_ref, h.amount_minor, h.captured_minor) for h in s.holds] == [
+            (h[0], h[6], h[1], h[3]) for h in want["holds"]
+        ]
+        assert [f.ref for f in s.refunds] == [f[3] for f in want["refunds"]]
+    assert old_shape > 30
