@@ -448,7 +448,7 @@ class Campaign:
                 if h["status"] == "open"
             }
             if all(
-                (t, receipt) in owned
+                (t, str(receipt)) in owned  # a ZVT hold's reference: its receipt number as text
                 for t, sim in self.sims.items()
                 for receipt in sim.open_preauths()
             ):
@@ -463,7 +463,7 @@ class Campaign:
         totals), with the daemon stopped. Counted: the sessions still unconfirmed after it; and
         every outcome it released must agree with what the terminal booked."""
         booked = {  # before the end of day closes the terminals' batches
-            (terminal, tx.receipt): tx.booked
+            (terminal, str(tx.receipt)): tx.booked
             for terminal, sim in self.sims.items()
             for tx in sim.state.transactions.values()
             if tx.kind == "preauth" and tx.state == "booked"
@@ -535,7 +535,7 @@ class Campaign:
                 if tx.kind != "preauth":
                     continue
                 f.holds += 1
-                found = stored.get((terminal, tx.receipt))
+                found = stored.get((terminal, str(tx.receipt)))
                 if tx.state == "booked":
                     booked_total += tx.booked
                     fac = self.cpo.state.facs.get(found[0][:36]) if found is not None else None
