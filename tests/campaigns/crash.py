@@ -518,7 +518,7 @@ class Campaign:
             store.close()
         if not report.ok:
             f.violations.append(f"the journal does not verify: {report.findings[0].text}")
-        stored: dict[tuple[str, int], tuple[str, dict[str, Any], dict[str, Any]]] = {}
+        stored: dict[tuple[str, str], tuple[str, dict[str, Any], dict[str, Any]]] = {}
         for row in rows:
             data = row["data"]
             f.sessions += 1
