@@ -62,7 +62,7 @@ def expectations(message: m.Message) -> dict[str, Any]:
         "result_code": message.result_code,
         "amount_minor": message.amount,
         "currency": message.currency,
-        "ref": message.receipt_number,
+        "receipt_no": message.receipt_number,
         "trace_no": message.trace_number,
         "terminal_id": message.terminal_id,
         "card_name": message.card_name,
