@@ -87,9 +87,9 @@ def res(
         operation=e.Operation(op),
         outcome=outcome,
         amount_minor=amount,
-        receipt_no=receipt,
+        ref=None if receipt is None else str(receipt),
         card=card or {},
-        for_receipt=for_receipt,
+        for_ref=None if for_receipt is None else str(for_receipt),
         provisional=provisional,
     )
 
@@ -151,7 +151,7 @@ def two_holds(stop_wh: int) -> Session:
     s = at(s, e.ChargerStarted(SID, "st", 0), 1, P_TOPUP)
     s = at(s, e.MeterValue(SID, "m", 21_000), 30, P_TOPUP)
     s = at(s, res("topup", Outcome.APPROVED, 1500, 8, for_receipt=7), 31, P_TOPUP)
-    assert [h.receipt_no for h in s.holds] == [7, 8]
+    assert [h.ref for h in s.holds] == ["7", "8"]
     return at(s, e.ChargerStopped(session_id=SID, event_id="sp", meter_wh=stop_wh), 60, P_TOPUP)
 
 
@@ -161,7 +161,7 @@ def partly_captured() -> Session:
     s = at(s, res("capture", Outcome.APPROVED, 1500, 30, for_receipt=7), 61, P_TOPUP)
     s = at(s, res("capture", Outcome.DECLINED, None, None, for_receipt=8), 62, P_TOPUP)
     s = replace(s, expires_at=T0 + timedelta(minutes=90))
-    s = at(s, e.OpenPreauthsReported(SID, "q", (8,)), 63, P_TOPUP)
+    s = at(s, e.OpenPreauthsReported(SID, "q", ("8",)), 63, P_TOPUP)
     assert s.state is State.CAPTURE_FAILED and (s.captured_minor, s.bill.owed_minor) == (1500, 226)
     return s
 
@@ -177,13 +177,13 @@ def test_a_terminal_table_with_only_a_default_bounds_every_scheme(card: dict[str
     s = capturing(pol, card)
     s = at(s, res("capture", Outcome.DECLINED, None, None, for_receipt=7), 61, pol)
     assert s.expires_at == T0 + timedelta(hours=48)
-    s = at(s, e.OpenPreauthsReported(SID, "q", (7,)), 62, pol)
+    s = at(s, e.OpenPreauthsReported(SID, "q", ("7",)), 62, pol)
     assert s.state is State.CAPTURE_RETRY
     # the retries stop an hour before the 48 h hold lapses, never 29 days on
     late = 47 * 60 + 30
     s = at(s, e.TimerFired(SID, "retry", e.TimerKind.RETRY), late, pol)
     s = at(s, res("capture", Outcome.DECLINED, None, None, for_receipt=7), late, pol)
-    s = at(s, e.OpenPreauthsReported(SID, "q2", (7,)), late, pol)
+    s = at(s, e.OpenPreauthsReported(SID, "q2", ("7",)), late, pol)
     assert s.state is State.CAPTURE_FAILED and s.bill.owed_minor == 655
 
 
@@ -398,7 +398,7 @@ def test_the_end_of_day_keeps_the_booking_time_of_an_earlier_captured_hold() -> 
     s = two_holds(30_000)
     s = at(s, res("capture", Outcome.APPROVED, 1500, 30, for_receipt=7), 61, P_TOPUP)
     s = at(s, res("capture", Outcome.DECLINED, None, None, for_receipt=8), 62, P_TOPUP)
-    s = at(s, e.OpenPreauthsReported(SID, "q", (8,)), 63, P_TOPUP)
+    s = at(s, e.OpenPreauthsReported(SID, "q", ("8",)), 63, P_TOPUP)
     assert s.state is State.CAPTURE_RETRY  # hold 8 still open: its capture is tried later
     s = at(s, e.TimerFired(SID, "retry", e.TimerKind.RETRY), 62 * 60, P_TOPUP)
     s = at(s, res("capture", Outcome.UNKNOWN, None, None, for_receipt=8), 62 * 60, P_TOPUP)
@@ -421,7 +421,7 @@ def test_a_stored_capture_approval_survives_a_restart_and_decides_the_enquiry() 
     assert isinstance(query, c.QueryOpenPreauths)
     done = at(t.session, e.OpenPreauthsReported(SID, "q", ()), 71)
     assert done.state is State.COMPLETED and done.captured_minor == 655
-    assert done.holds[0].booking_receipt == 12
+    assert done.holds[0].booking_ref == "12"
 
 
 def test_a_stored_approval_of_another_amount_is_no_evidence() -> None:
@@ -550,8 +550,8 @@ def _eod(host: EngineHost, count: int, amount: int, currency: str = "EUR") -> No
     batch = TerminalResult(
         "end_of_day",
         Outcome.APPROVED,
-        totals=(BrandTotal("mastercard", count, amount),),
-        receipts=(1, 99),
+        totals=(BrandTotal("mastercard", count, amount, currency),),
+        batch_range=("1", "99"),
     )
     host.record_end_of_day("T1", batch, currency)
 
@@ -625,7 +625,7 @@ def test_a_capture_retrying_for_weeks_does_not_block_the_terminals_end_of_day(
     try:
         _charge(host, clock, "s1", 10, Outcome.APPROVED)
         _charge(host, clock, "s2", 20, Outcome.DECLINED)
-        host.handle(e.OpenPreauthsReported("s2", "q", (20,)))
+        host.handle(e.OpenPreauthsReported("s2", "q", ("20",)))
         s2 = host.load("s2")
         assert s2 is not None and s2.state is State.CAPTURE_RETRY
         assert host.open_on_terminal("T1") is None
@@ -695,7 +695,7 @@ async def test_another_sessions_capture_waits_for_the_last_result_after_a_restar
             stop = e.ChargerStopped(session_id="s1", event_id="sp", meter_wh=3000)
             (capture,) = [x for x in host.handle(stop).commands if isinstance(x, c.Capture)]
             done = await drivers[-1].capture(  # the terminal captures; the daemon dies unheard
-                capture.receipt_no,
+                capture.ref,
                 Money(capture.held_minor, "EUR"),
                 Money(capture.amount_minor, "EUR"),
                 capture.reference,
@@ -713,7 +713,7 @@ async def test_another_sessions_capture_waits_for_the_last_result_after_a_restar
             await run(second, heard, e.Resumed("s1", "boot"))
         s1 = host.load("s1")
         assert s1 is not None and s1.state is State.COMPLETED
-        assert s1.holds[0].booking_receipt == done.receipt_no
+        assert s1.holds[0].booking_ref == done.ref
     finally:
         for d in drivers:
             await d.close()
@@ -733,7 +733,7 @@ def test_a_second_holds_capture_is_never_confirmed_by_the_first_holds_booking() 
     assert [h.target_minor for h in s.holds] == [1500, 1500]
     s = at(s, res("capture", Outcome.APPROVED, 1500, 30, for_receipt=7), 61, P_TOPUP)
     s = at(s, res("capture", Outcome.UNKNOWN, None, None, for_receipt=8), 62, P_TOPUP)
-    last = e.LastResult(approved=True, receipt_no=30, amount_minor=1500)
+    last = e.LastResult(approved=True, ref="30", amount_minor=1500)
     s = at(s, e.OpenPreauthsReported(SID, "q", (), last=last), 63, P_TOPUP)
     assert s.holds[1].status is HoldStatus.UNCONFIRMED and s.captured_minor == 1500
 
@@ -866,8 +866,8 @@ def test_a_card_the_terminal_totals_in_another_group_is_never_decided_not_captur
         batch = TerminalResult(
             "end_of_day",
             Outcome.APPROVED,
-            totals=(BrandTotal("other", 1, 226),),
-            receipts=(1, 99),
+            totals=(BrandTotal("other", 1, 226, "EUR"),),
+            batch_range=("1", "99"),
         )
         host.record_end_of_day("T1", batch, "EUR")
         s2 = host.load("s2")
@@ -941,7 +941,7 @@ def test_holds_captured_either_side_of_an_end_of_day_count_in_their_own_batches(
             e.ChargerStopped(session_id="s1", event_id="sp", meter_wh=30_000),
             res("capture", Outcome.APPROVED, 1500, 30, sid="s1", for_receipt=7),
             res("capture", Outcome.DECLINED, None, None, sid="s1", for_receipt=8),
-            e.OpenPreauthsReported("s1", "q", (8,)),
+            e.OpenPreauthsReported("s1", "q", ("8",)),
         )
         s1 = host.load("s1")
         assert s1 is not None and s1.state is State.CAPTURE_RETRY
