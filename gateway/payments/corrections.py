@@ -79,14 +79,19 @@ def refund_requested(s: Session, ev: e.RefundRequested, now: datetime) -> Transi
 def price_corrected(s: Session, ev: e.PriceCorrected, now: datetime) -> Transition:
     """The CPO's corrected total: the debt follows it, and what was captured above it is
     refunded — once any refund in flight has settled (the two are never raced). A total in
-    another currency is refused and recorded: amounts in two currencies are never netted."""
+    another currency is refused and recorded: amounts in two currencies are never netted; so is
+    a total below zero."""
     if any(r.id == ev.event_id for r in s.refunds) or s.bill.correction_waiting == ev.event_id:
         return Transition(s, note="price correction: a repeat")
+    why = ""
     if ev.currency is not None and ev.currency != s.currency:
         why = (
             f"{ev.reason}: a total of {ev.total_minor} {ev.currency} for a session in "
             f"{s.currency}: refused, never netted across currencies"
         )
+    elif ev.total_minor < 0:  # a credit CDR's negative amounts are no price: for a person
+        why = f"{ev.reason}: a total of {ev.total_minor} {s.currency} is below zero: refused"
+    if why:
         refused = Refund(
             ev.event_id,
             0,

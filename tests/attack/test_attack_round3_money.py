@@ -288,6 +288,9 @@ def test_a_negative_correction_moves_no_money_and_makes_no_debt(total: int) -> N
     assert refunds_sent(t) == []
     s = t.session
     assert s is not None and s.refundable_minor == 655 and s.bill.owed_minor == 0
+    # refused and recorded, never taken as the price (reconciliation would owe the driver more
+    # than was ever captured)
+    assert s.bill.corrected_minor is None and any("below zero" in d for d in s.discrepancies)
 
 
 def test_a_correction_to_zero_of_a_two_hold_session_refunds_both_bookings_by_amount() -> None:
