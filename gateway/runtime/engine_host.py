@@ -159,10 +159,13 @@ class EngineHost:
         )
         self.store.apply(Step(f"eod:{terminal}:skipped:{at.isoformat()}", journal=[entry]))
 
-    def record_end_of_day(self, terminal: str, result: TerminalResult, currency: str) -> None:
-        """The closed batch's totals, stored beside the journal's captures of the same period;
-        then what they prove about the batch's unconfirmed captures (end_of_day_evidence.py)."""
-        at = self.clock()
+    def record_end_of_day(
+        self, terminal: str, result: TerminalResult, currency: str, at: datetime | None = None
+    ) -> None:
+        """The closed batch's totals, stored beside the journal's captures of the same period
+        (up to ``at``, when the end of day began; now if not given); then what they prove about
+        the batch's unconfirmed captures (end_of_day_evidence.py)."""
+        at = at or self.clock()
         start = self.store.last_end_of_day(terminal)
         totals = [
             {

@@ -352,16 +352,22 @@ class TerminalRunner:
 
     async def end_of_day(self) -> str:
         """Close the terminal's batch now, unless a transaction of it is open: "done", or why
-        not."""
+        not. Asked again once the line is ours: a capture retried while the end of day waited
+        for the line was sent before the batch closed and is carried out after it. The batch
+        ends when the end of day began (a capture sent during it is in the next one)."""
         busy = self.host.open_on_terminal(self.name)
+        if not busy:
+            async with self.claim():
+                busy = self.host.open_on_terminal(self.name)  # again, the line ours now
+                if not busy:
+                    began = self.host.clock()
+                    result = await self.terminal.end_of_day()
         if busy:
             self.host.note_end_of_day_skipped(self.name, busy)
             return f"skipped: session {busy} is open"
-        async with self.claim():
-            result = await self.terminal.end_of_day()
         if not result.approved:
             return f"refused: {result.message}"
-        self.host.record_end_of_day(self.name, result, self.currency)
+        self.host.record_end_of_day(self.name, result, self.currency, at=began)
         return "done"
 
     async def card_loop(

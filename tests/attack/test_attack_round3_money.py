@@ -1087,3 +1087,64 @@ def test_a_correction_stored_before_a_crash_is_replayed_behind_ten_thousand_cdrs
     assert [(h.kind, h.session_id) for h in ours if h.session_id == "s1"] == [
         ("price_corrected", "s1")
     ]
+
+
+async def test_an_end_of_day_waiting_for_the_line_skips_when_a_retried_capture_got_there_first(
+    tmp_path: Path,
+) -> None:
+    """The end of day no longer waits for a capture between its tries. But a retry that fires
+    while the end of day waits for the line has a capture sent before the batch closes and
+    carried out after it: the end of day must look again once it has the line (skip), or that
+    capture is counted in the wrong batch."""
+    sim = SimTerminal(SimConfig(password="123456", card_wait_s=0.05))
+    server = await serve_tcp("127.0.0.1", 0, lambda p: sim.serve(p, serial=False))
+    tcp_port = server.sockets[0].getsockname()[1]
+    driver = ZvtTerminal(
+        "T1",
+        TcpTransport("127.0.0.1", tcp_port),
+        serial_framing=False,
+        options=ZvtOptions(password="123456", t3=2.0, t4=3.0),
+    )
+    store = Store.open(tmp_path / "evpay.sqlite3")
+    clock = Clock(datetime.now(UTC))
+    host = EngineHost(store, policy(), clock)
+    heard: list[e.Event] = []
+    runner = TerminalRunner(
+        name="T1",
+        terminal=driver,
+        host=host,
+        board={},
+        health=Health(),
+        take=heard.append,
+        process=host.handle,
+        dispatch=lambda _: None,
+        currency="EUR",
+        register_timeout_s=5.0,
+    )
+    try:
+        async with asyncio.timeout(30):
+            await runner.register()
+            for ev in (
+                e.CardPresented("s1", "card", "E1", "T1", "EUR"),
+                res("preauthorize", Outcome.APPROVED, 5000, 7, sid="s1", card=MC),
+                e.ChargerStarted("s1", "st", 1000),
+                e.ChargerStopped(session_id="s1", event_id="sp", meter_wh=3000),
+                res("capture", Outcome.DECLINED, None, None, sid="s1", for_receipt=7),
+                e.OpenPreauthsReported("s1", "q", ("7",)),
+            ):
+                host.handle(ev)
+            s1 = host.load("s1")
+            assert s1 is not None and s1.state is State.CAPTURE_RETRY
+            async with runner._lock:  # the line is busy; the end of day waits for it
+                closing = asyncio.create_task(runner.end_of_day())
+                await asyncio.sleep(0.05)
+                clock.advance(120)
+                retried = host.handle(e.TimerFired("s1", "retry", e.TimerKind.RETRY))
+                assert [type(x) for x in retried.commands] == [c.Capture]
+            assert (await closing).startswith("skipped")
+            assert store.last_end_of_day("T1") is None
+    finally:
+        await driver.close()
+        server.close()
+        await server.wait_closed()
+        store.close()
