@@ -252,6 +252,7 @@ def test_a_correction_while_the_capture_is_unconfirmed_refunds_what_the_evidence
     t = step(s, evidence(True), 600)
     assert t.session is not None and t.session.state is State.COMPLETED
     assert [x.amount_minor for x in refunds_sent(t)] == [155]
+    assert refunds_sent(t)[0].method == "refund"  # that end of day closed the capture's batch
     assert t.session.bill.owed_minor == 0
 
 
@@ -1148,3 +1149,18 @@ async def test_an_end_of_day_waiting_for_the_line_skips_when_a_retried_capture_g
         server.close()
         await server.wait_closed()
         store.close()
+
+
+def test_a_correction_refunded_in_full_leaves_nothing_for_reconciliation() -> None:
+    s = at(completed(), correction(500), 90)
+    s = at(s, res("refund", Outcome.APPROVED, 155, 9, card=MC), 91)
+    assert s.refunded_minor == 155 and s.bill.owed_minor == 0
+    row = {
+        "id": SID,
+        "state": s.state.value,
+        "data": to_json(s),
+        "created_at": T0,
+        "updated_at": T0 + timedelta(minutes=91),
+    }
+    facts = Facts(T0, T0 + timedelta(days=1), T0 + timedelta(hours=2), [session_facts(row)])
+    assert reconcile(facts).unexplained == ()
