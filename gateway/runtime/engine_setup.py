@@ -192,7 +192,7 @@ def build_engine(
     terminals = build_terminals(settings)
     link = charger or build_charger(settings, store)
     host = EngineHost(store, build_policy(settings), clock)
-    terminal_currency = {t.id: t.currency or settings.site.currency for t in settings.terminals}
+    terminal_currency = {t.id: settings.terminal_currency(t.id) for t in settings.terminals}
     routes = {
         e.id: EngineWorker.route(e.terminal, terminal_currency[e.terminal])
         for e in settings.charger.evses
@@ -218,6 +218,7 @@ def build_engine(
         end_of_day_retry_s=settings.daemon.end_of_day_retry_s,
         router=tuple(build_routes(settings, host.policy.hold)),
         country=settings.site.country,
+        currencies=terminal_currency,
         health=Health(settings.routing.failover_after),
         probe_every_s=settings.routing.probe_every_s,
     )
