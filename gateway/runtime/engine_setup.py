@@ -88,7 +88,26 @@ def build_policy(settings: Settings) -> Policy:
             if route.hold is not None
         },
         route_tariffs={r.id: tariffs[r.tariff] for r in settings.routes if r.tariff},
+        route_margins=_route_margins(settings),
     )
+
+
+def _route_margins(settings: Settings) -> dict[str, tuple[int, int]]:
+    """A route's own safety margin and minimum partial approval, in its currency (config
+    validation requires both for a route in another currency than the site's; a route in the
+    site's currency may give either, the other is the site's)."""
+    out = {}
+    p = settings.pricing
+    for r in settings.routes:
+        if r.safety_margin is None and r.min_partial_approval is None:
+            continue
+        cur = settings.terminal_currency(r.terminals[0])
+        margin = p.safety_margin if r.safety_margin is None else r.safety_margin
+        partial = (
+            p.min_partial_approval if r.min_partial_approval is None else r.min_partial_approval
+        )
+        out[r.id] = (_minor(margin, cur), _minor(partial, cur))
+    return out
 
 
 def build_routes(settings: Settings, site_hold: HoldPolicy) -> list[Route]:
