@@ -46,6 +46,9 @@ class Policy:
     # a route's (acquirer profile's) hold policy
     route_holds: dict[str, HoldPolicy] = field(default_factory=dict)
     route_tariffs: dict[str, Tariff] = field(default_factory=dict)  # a route's own tariff
+    # a route's (safety margin, minimum partial approval), in its own currency's minor units:
+    # the site's 50 (0.50 EUR) is not 50 yen; a route in another currency states its own
+    route_margins: dict[str, tuple[int, int]] = field(default_factory=dict)
     pricer: Pricer = field(default_factory=Pricer, compare=False, repr=False)  # incrementally
     rated_power_w: dict[str, int] = field(default_factory=dict)  # by EVSE (plausibility.py)
     # by EVSE: a charge with no reading for this long is stopped and billed to its last trusted
@@ -67,6 +70,17 @@ class Policy:
     def hold_of(self, route: str | None) -> HoldPolicy:
         """The hold policy of a route (its acquirer profile), else the site's."""
         return (self.route_holds.get(route) if route else None) or self.hold
+
+    def safety_margin(self, route: str | None) -> int:
+        """How far below the hold (or the declared amount) charging stops, in the session's
+        minor units: its route's own, else the site's."""
+        own = self.route_margins.get(route) if route else None
+        return own[0] if own is not None else self.safety_margin_minor
+
+    def min_partial(self, route: str | None) -> int:
+        """The least partial approval worth charging on, in the session's minor units."""
+        own = self.route_margins.get(route) if route else None
+        return own[1] if own is not None else self.min_partial_minor
 
     def pinned(self, session: Session) -> Tariff | None:
         """The tariff a session started with (a tariff change mid-session never reprices it)."""

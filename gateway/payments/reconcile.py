@@ -48,6 +48,10 @@ class SessionFacts:
     # The terminal books each captured hold on its own: a session paid from its first hold
     # and a top-up is two bookings in the batch's count.
     bookings: int = 1
+    # (when, amount) of each captured hold: the holds of one session may be booked in different
+    # batches (a top-up captured after a retry past the end of day). Empty (a row from before
+    # holds had their own time): the session's captured_at/captured_minor/bookings stand for all.
+    captures: tuple[tuple[datetime, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,14 +217,15 @@ def journal_totals(
     for s in sessions:
         if s.terminal != batch.terminal or s.currency != batch.currency:
             continue
-        if s.captured_at is not None and within(s.captured_at) and s.captured_minor:
-            taken_back = sum(a for at, a in s.reversed if within(at))
-            if (
-                taken_back < s.captured_minor
-            ):  # a reversal in the same batch takes the payment out of it
-                count[s.brand] += s.bookings
-                amount[s.brand] += s.captured_minor
-                members[s.brand].append(s.id)
+        booked = [(at, a) for at, a in s.captures if within(at) and a]
+        if not s.captures and s.captured_at is not None and within(s.captured_at):
+            booked = [(s.captured_at, s.captured_minor)] * bool(s.captured_minor)
+        taken = sum(a for _, a in booked)
+        if booked and sum(a for at, a in s.reversed if within(at)) < taken:
+            # a reversal in the same batch takes the payment out of it
+            count[s.brand] += len(booked) if s.captures else s.bookings
+            amount[s.brand] += taken
+            members[s.brand].append(s.id)
         refunded = sum(a for at, a in s.refunded if within(at))
         if refunded:
             amount[s.brand] -= refunded
@@ -322,6 +327,13 @@ def session_facts(row: dict[str, Any]) -> SessionFacts:
         )
 
     captured_at = d.get("captured_at")
+    holds = [h for h in d.get("holds", ()) if h.get("captured_minor")]
+    # every captured hold with its own time, or none (a row from before: the session's time)
+    captures = (
+        tuple((datetime.fromisoformat(h["captured_at"]), int(h["captured_minor"])) for h in holds)
+        if all(h.get("captured_at") for h in holds)
+        else ()
+    )
     return SessionFacts(
         id=row["id"],
         terminal=d["terminal"],
@@ -342,4 +354,5 @@ def session_facts(row: dict[str, Any]) -> SessionFacts:
         reversed=done("reversal"),
         refunded=done("refund"),
         refunds_unsettled=sum(1 for r in d.get("refunds", ()) if r["status"] == "unknown"),
+        captures=captures,
     )

@@ -118,7 +118,7 @@ def _settled(
                     f"{hold.amount_minor}, terminal answered {ev.amount_minor}",
                 ),
             )
-        done = _captured(hold, ev.ref)
+        done = _captured(hold, ev.ref, now)
     else:
         done = replace(
             hold,
@@ -129,8 +129,8 @@ def _settled(
     return next_hold(replace_hold(s, hold, done), now, policy)
 
 
-def _captured(hold: Hold, booking_ref: str | None) -> Hold:
-    """The hold booked as asked: its target captured, the rest released."""
+def _captured(hold: Hold, booking_ref: str | None, at: datetime) -> Hold:
+    """The hold booked as asked (at ``at``): its target captured, the rest released."""
     target = hold.target_minor or 0
     return replace(
         hold,
@@ -138,6 +138,7 @@ def _captured(hold: Hold, booking_ref: str | None) -> Hold:
         released_minor=hold.amount_minor - target,
         status=HoldStatus.CAPTURED,
         booking_ref=booking_ref,
+        captured_at=at,
     )
 
 
@@ -209,7 +210,7 @@ def enquiry_answered(
             s,
             notes=note(s, f"capture of hold {hold.ref} confirmed by the terminal's last result"),
         )
-        return next_hold(replace_hold(s, hold, _captured(hold, last.ref)), now, policy)
+        return next_hold(replace_hold(s, hold, _captured(hold, last.ref, now)), now, policy)
     done = replace(hold, status=HoldStatus.UNCONFIRMED)
     s = replace(
         s,
@@ -311,7 +312,11 @@ def evidence_decided(s: Session, ev: e.CaptureEvidence, now: datetime) -> Transi
     sent = [h.capture_sent_at for h in holds if h.status is HoldStatus.UNCONFIRMED]
     for i, h in enumerate(holds):
         if h.status is HoldStatus.UNCONFIRMED:
-            holds[i] = _captured(h, None) if ev.captured else replace(h, status=HoldStatus.LAPSED)
+            holds[i] = (
+                _captured(h, None, h.capture_sent_at or now)  # in the batch of our capture
+                if ev.captured
+                else replace(h, status=HoldStatus.LAPSED)
+            )
     s = replace(s, holds=tuple(holds), notes=note(s, ev.evidence))
     owed = max(0, s.bill.price_minor - s.captured_minor) + s.bill.unpaid_minor
     if ev.captured:

@@ -32,7 +32,7 @@ from gateway.payments.charger import ChargerEvent, ChargerLink
 from gateway.payments.preauth import Target
 from gateway.payments.routing import CardSeen, Health, Route
 from gateway.payments.session import Session
-from gateway.payments.tariff import describe
+from gateway.payments.tariff_text import describe
 from gateway.runtime.admission import Admission, Admitted, EvseRoute, PayAnswer
 from gateway.runtime.charger_adapter import ChargerAdapter
 from gateway.runtime.engine_host import EngineHost, Handled
@@ -84,6 +84,7 @@ class EngineWorker:
     router: tuple[Route, ...] = ()  # configured routes; none: each EVSE's own terminal
     country: str = ""
     health: Health = field(default_factory=Health)  # technical failures per terminal
+    currencies: Mapping[str, str] = field(default_factory=dict)  # terminal -> configured currency
     probe_every_s: float = 60.0
     metrics: Metrics | None = None  # terminal command latencies go here
     name: str = "engine"
@@ -115,6 +116,7 @@ class EngineWorker:
             router=self.router,
             country=self.country,
             health=self.health,
+            currencies=self.currencies,
         )
         self.adapter = ChargerAdapter(
             submit=self.submit,
