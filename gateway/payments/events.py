@@ -204,6 +204,10 @@ class RefundRequested:
     source: str = "technician"
     day_closed: bool = False  # set by the host: an end of day has closed the capture's batch
     inbox_id: str | None = None  # the stored request this event carries out
+    # set by the host from the policy: the terminal's modifications go to an acquirer online;
+    # the terminal takes card-present refunds (06 31) after its batch closed
+    acquirer: bool = False
+    card_present: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -216,6 +220,8 @@ class PriceCorrected:
     reason: str
     day_closed: bool = False
     currency: str | None = None  # the CDR's: one in another currency is refused, never netted
+    acquirer: bool = False  # as RefundRequested's, set by the host
+    card_present: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

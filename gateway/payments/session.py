@@ -97,7 +97,9 @@ def transition(
     after = result.session
     became_final = after is not None and after.final and (session is None or not session.final)
     if became_final and after is not None and after.bill.correction_waiting:
-        more = settled_with_correction(after, now)  # a correction waited for the settlement
+        online = after.terminal in policy.online_deadlines
+        # a correction waited for the settlement
+        more = settled_with_correction(after, now, acquirer=online)
         result = Transition(more.session, (*result.commands, *more.commands), result.note)
     if result.session is not None and result.session != session:
         problems = violations(result.session)

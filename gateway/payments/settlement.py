@@ -42,7 +42,7 @@ def settle_command(s: Session, now: datetime, policy: Policy) -> Transition:
     hold = s.current
     if hold is None:
         raise InvariantViolated(f"session {s.id} in {s.state} has no open hold to settle")
-    s = replace(s, timer=(TimerKind.ANSWER, now + policy.answer_timeout))
+    s = replace(s, timer=(TimerKind.ANSWER, now + policy.answer_timeout_of(s.terminal)))
     if s.state is State.CAPTURING:
         s = replace_hold(s, hold, replace(hold, capture_sent_at=now))
         cmd: c.Command = c.Capture(

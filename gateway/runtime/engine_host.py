@@ -266,7 +266,12 @@ class EngineHost:
         if isinstance(event, e.OpenPreauthsReported) and before is not None:
             event = self._with_orphans(event, before)
         if isinstance(event, e.RefundRequested | e.PriceCorrected) and before is not None:
-            event = replace(event, day_closed=self._day_closed(before))
+            event = replace(
+                event,
+                day_closed=self._day_closed(before),
+                acquirer=before.terminal in self.policy.online_deadlines,
+                card_present=before.terminal not in self.policy.no_card_present_refunds,
+            )
         result = transition(before, event, now, self.policy)
         after = result.session
         if after is None or (after == before and not result.commands):

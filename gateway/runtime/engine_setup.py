@@ -88,6 +88,14 @@ def build_policy(settings: Settings) -> Policy:
             if route.hold is not None
         },
         route_tariffs={r.id: tariffs[r.tariff] for r in settings.routes if r.tariff},
+        online_deadlines={
+            t.id: timedelta(seconds=settings.acquirers[t.modifications].webhook_deadline_s)
+            for t in settings.terminals
+            if t.modifications in settings.acquirers
+        },
+        no_card_present_refunds=frozenset(
+            t.id for t in settings.terminals if not t.card_present_refunds
+        ),
     )
 
 
@@ -220,5 +228,9 @@ def build_engine(
         country=settings.site.country,
         health=Health(settings.routing.failover_after),
         probe_every_s=settings.routing.probe_every_s,
+        modifications={
+            t.id: t.modifications for t in settings.terminals if t.modifications != "terminal"
+        },
+        acquirer_settings=dict(settings.acquirers),
     )
     return worker, terminals, link

@@ -189,6 +189,12 @@ class NexoTerminal:
         return await self._settle(replace(result, receipt_no=handle), persist, ex.service_id)
 
     # ---- handles (the stop-gap for the int receipt number) -------------------------------------
+    def payment_reference(self, handle: int) -> str | None:
+        """The acquirer's reference of the hold ``handle`` (Adyen: its pspReference), for the
+        modifications made online; None when the POI's transaction id carries none."""
+        tid = self._tid(handle)
+        return r.psp_reference(None, tid.transaction_id) if tid is not None else None
+
     def _tid(self, handle: int) -> TransactionIdentification | None:
         entry = self.client.handles.get(str(handle))
         if entry is None or "id" not in entry:
