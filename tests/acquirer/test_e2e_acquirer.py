@@ -31,7 +31,7 @@ from gateway.runtime.charger import EvsePlan, SimulatedCharger
 from gateway.settings import parse_settings
 from gateway.store.acquirer import StoredModification
 from tests.acquirer.rig import API_KEY, HMAC_KEY, WEBHOOK_PASSWORD, WEBHOOK_USER
-from tests.helpers import free_port
+from tests.helpers import EVPAY, free_port, subprocess_env
 from tests.payments.test_e2e import price_minor
 
 EVSE = "DE*EVP*A1"
@@ -133,7 +133,23 @@ class Rig:
     adyen: AdyenSimulator
     acq_port: int
     start: Callable[..., Awaitable[Site]]
+    config: Path
+    stop_poi: Callable[[], Awaitable[None]]
     sites: list[Site] = field(default_factory=list)
+
+    async def evpay(self, *args: str) -> tuple[int, str]:
+        """The real CLI against the running daemon's database."""
+        proc = await asyncio.create_subprocess_exec(
+            *EVPAY,
+            *args,
+            "--config",
+            str(self.config),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env=subprocess_env(),
+        )
+        out, _ = await proc.communicate()
+        return proc.returncode or 0, out.decode()
 
     async def plug(self, site: Site, energy_wh: int = 8_000) -> None:
         async with asyncio.timeout(20):  # pay requests wait for the CPO registration
@@ -236,7 +252,9 @@ async def rigs(tmp_path: Path) -> AsyncIterator[Open]:
             await cpo.stop()
             await poi_runner.cleanup()
 
-        rig = Rig(poi, charger, cpo, adyen, acq_port, start)
+        config = tmp_path / "site.toml"
+        config.write_text(text, encoding="utf-8")
+        rig = Rig(poi, charger, cpo, adyen, acq_port, start, config, poi_runner.cleanup)
         opened.append((rig, close))
         return rig
 
@@ -285,7 +303,11 @@ async def test_a_lost_webhook_is_unconfirmed_at_the_deadline_and_a_late_one_deci
     row = await site.wait_state("capture_unconfirmed")
     assert row["data"]["captured_minor"] == 0 and row["data"]["owed_minor"] == 595
     overdue = site.daemon.store.acquirer.overdue(datetime.now(UTC))
-    assert [m.modification.kind for m in overdue] == ["capture"]  # the finding
+    assert [m.modification.kind for m in overdue] == ["capture"]
+    code, out = await rig.evpay("sessions", "list")
+    assert code == 0 and "capture_unconfirmed" in out and "capture webhook missing since" in out
+    code, out = await rig.evpay("reconcile")
+    assert "missing_webhook" in out and f"missing_webhook:{row['id']}:capture:" in out, out
     assert not rig.cpo.state.facs  # never an outcome we do not know
     (capture,) = rig.captures()
     await post_webhook(rig, "CAPTURE", capture, success=True)  # late: still the evidence
@@ -305,6 +327,8 @@ async def test_with_the_uplink_down_the_capture_waits_and_is_sent_once(rigs: Ope
         while not (m := site.modifications()[0]).last_error:
             await asyncio.sleep(0.05)
     assert m.status == "queued" and m.attempts >= 1  # tried, kept, visible
+    code, out = await rig.evpay("sessions", "list")
+    assert code == 0 and "capturing" in out and "acquirer: capture queued, not yet taken" in out
     await rig.adyen.start("127.0.0.1", rig.acq_port)  # the uplink is back
     row = await site.wait_state("completed")
     assert row["data"]["captured_minor"] == 595 and len(rig.captures()) == 1
@@ -340,6 +364,24 @@ async def test_killed_after_the_capture_was_sent_before_its_webhook(rigs: Open) 
     assert len(rig.captures()) == 1  # the same Idempotency-Key: applied once
     assert rig.adyen.state.dropped  # the first answer was indeed lost
     await rig.fac()
+
+
+async def test_a_refund_goes_to_the_acquirer_when_the_terminal_is_gone(rigs: Open) -> None:
+    rig = await rigs(frozenset({"slow"}), slow_s=1.0)
+    site = await rig.start()
+    await rig.plug(site)
+    row = await site.wait_state("completed")
+    code, out = await rig.evpay("sessions", "show", row["id"])
+    assert "waiting:" not in out
+    await rig.stop_poi()  # the driver has gone: no terminal to present a card to
+    code, out = await rig.evpay(
+        "sessions", "refund", row["id"], "--amount", "2.00", "--reason", "goodwill", "--wait", "25"
+    )
+    assert code == 0 and "status done" in out, out
+    (refund,) = [m for m in rig.adyen.state.applied if m["what"] == "refunds"]
+    assert refund["payment"] == rig.poi_psp() and refund["amount"]["value"] == 200
+    (done,) = site.row()["data"]["refunds"]
+    assert (done["method"], done["status"], done["amount_minor"]) == ("acquirer", "done", 200)
 
 
 async def post_webhook(rig: Rig, code: str, applied: dict[str, Any], *, success: bool) -> None:
