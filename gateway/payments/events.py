@@ -235,6 +235,16 @@ class DebtResolved:
     part: str = "owed"  # "owed": all of it; "shortfall": the part above the holds
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutcomeContradicted:
+    """Evidence that came after the session's outcome and says otherwise (an acquirer's
+    CAPTURE_FAILED after the CAPTURE that was booked): recorded, never applied silently."""
+
+    session_id: str
+    event_id: str
+    detail: str
+
+
 Event = (
     CardPresented
     | TerminalResultArrived
@@ -251,4 +261,5 @@ Event = (
     | RefundRequested
     | PriceCorrected
     | DebtResolved
+    | OutcomeContradicted
 )

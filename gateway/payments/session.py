@@ -64,6 +64,7 @@ from gateway.payments.plausibility import KEPT, clipped_stop, screen
 from gateway.payments.policy import Policy
 from gateway.payments.receipts import fiscal_arrived, receipt_facts
 from gateway.payments.settlement import (
+    contradicted,
     enquiry_answered,
     enquiry_failed,
     evidence_decided,
@@ -130,6 +131,8 @@ def _dispatch(session: Session | None, event: e.Event, now: datetime, policy: Po
         return debt_resolved(session, event)
     if isinstance(event, e.CaptureEvidence):
         return evidence_decided(session, event, now)
+    if isinstance(event, e.OutcomeContradicted):
+        return contradicted(session, event)
     if session.final:
         if isinstance(event, e.FiscalDataArrived):
             return fiscal_arrived(session, event, now, policy)

@@ -32,6 +32,7 @@ from gateway.payments.moves import (
     outcome,
     query,
 )
+from gateway.payments.plausibility import KEPT
 from gateway.payments.policy import Policy
 from gateway.payments.receipts import print_receipt, render
 from gateway.payments.states import State, Trigger
@@ -328,3 +329,14 @@ def evidence_decided(s: Session, ev: e.CaptureEvidence, now: datetime) -> Transi
     else:
         s = go(s, Trigger.EVIDENCE_NOT_CAPTURED, owed_minor=owed)
     return finish(s)
+
+
+def contradicted(s: Session, ev: e.OutcomeContradicted) -> Transition:
+    """Later evidence against the booked outcome: a discrepancy on the session (and a note),
+    for a person to settle against the acquirer's report. The booking is not undone: the
+    money rule books on positive evidence, and which of two contradicting reports stands is
+    the acquirer's to say, not ours to guess."""
+    if ev.detail in s.discrepancies:
+        return Transition(s, note="contradiction: a repeat")
+    more = (ev.detail,) if len(s.discrepancies) < KEPT else ()
+    return Transition(replace(s, discrepancies=(*s.discrepancies, *more), notes=note(s, ev.detail)))

@@ -42,7 +42,7 @@ from gateway.errors import ModificationRefused, StoreError
 from gateway.payments import commands as c
 from gateway.payments import events as e
 from gateway.payments.events import Operation
-from gateway.payments.model import Hold, Session
+from gateway.payments.model import Hold, HoldStatus, Session
 from gateway.payments.refunds import RefundMethod, RefundStatus
 from gateway.payments.states import State
 from gateway.runtime.engine_host import EngineHost
@@ -263,25 +263,29 @@ class AcquirerRunner:
             if not any(r.id == named[2] and r.status is RefundStatus.SENT for r in s.refunds):
                 return []
             return [self._result(s.id, eid, Operation.REFUND, ok, why, m)]
+        if kind == "amount_update":  # a top-up raises the session's first hold
+            if not s.topup_minor or not s.holds:  # none awaited (given up as lost)
+                return []
+            return [self._result(s.id, eid, Operation.TOPUP, ok, why, m, topup=s.holds[0])]
         hold = hold_of(s, named[2])
         if hold is None:
             return []
-        if kind == "amount_update":
-            if s.state is not State.TOPPING_UP:
-                return []
-            return [self._result(s.id, eid, Operation.TOPUP, ok, why, m, topup=hold)]
         capture = kind == "capture"
         if capture and s.state is State.CAPTURE_UNCONFIRMED:  # a late webhook is evidence
             code = "CAPTURE" if ok else f"{m.status} ({why})"
             evidence = f"the acquirer's webhook for {key}: {code}"
             return [_evidence(s, key, m.status, captured=ok, evidence=evidence)]
         if s.state not in (_CAPTURING if capture else _RELEASING) or hold is not s.current:
-            if s.final:
-                _LOGGER.warning(  # recorded in the book; reconciliation compares it
-                    "acquirer.outcome_after_final",
-                    extra={"session": s.id, "key": key, "status": m.status},
-                )
-            return []
+            booked = HoldStatus.CAPTURED if capture else HoldStatus.RELEASED
+            if ok or hold.status is not booked:
+                return []
+            detail = (
+                f"the acquirer reported {m.status} ({why}) for {key} after its success was "
+                "booked: check the acquirer's report"
+            )
+            _LOGGER.warning("acquirer.contradicted", extra={"session": s.id, "key": key})
+            eid = f"acquirer-contradiction:{key}:{m.status}"
+            return [e.OutcomeContradicted(session_id=s.id, event_id=eid, detail=detail)]
         op = Operation.CAPTURE if capture else Operation.RELEASE
         if ok or s.state in (State.CAPTURING, State.RELEASING):
             return [self._result(s.id, eid, op, ok, why, m, hold=hold)]

@@ -55,6 +55,7 @@ lab_plain_http = true
 sale_id = "EVPAY-E2E"
 poi_id = "POI-SIM-1"
 modifications = "adyen"
+{terminal_extra}
 [acquirers.adyen]
 base_url = "http://127.0.0.1:{acq}/v71"
 merchant_account = "EVPayTest"
@@ -79,9 +80,12 @@ mode = "simulated"
 id = "{evse}"
 terminal = "a1"
 [pricing]
-strategy = "fixed"
+strategy = "{strategy}"
 fixed_hold = {{ EUR = "50.00" }}
+incremental_initial = "2.00"
+incremental_step = "2.00"
 hold_min = "1.00"
+safety_margin = "0.10"
 retry_initial_s = 1
 default_tariff = "T1"
 tariffs = [ {{ id = "T1", currency = "EUR", elements = [
@@ -151,11 +155,15 @@ class Rig:
         out, _ = await proc.communicate()
         return proc.returncode or 0, out.decode()
 
-    async def plug(self, site: Site, energy_wh: int = 8_000) -> None:
+    async def plug(
+        self, site: Site, energy_wh: int = 8_000, step_wh: int = 2_000, every_s: float = 0.02
+    ) -> None:
         async with asyncio.timeout(20):  # pay requests wait for the CPO registration
             while not (site.daemon.upstream_state() or (False, ""))[0]:
                 await asyncio.sleep(0.05)
-        self.charger.plug_in(EVSE, EvsePlan(energy_wh=energy_wh, step_wh=2_000))
+        self.charger.plug_in(
+            EVSE, EvsePlan(energy_wh=energy_wh, step_wh=step_wh, meter_interval_s=every_s)
+        )
 
     async def fac(self, timeout: float = 20) -> dict[str, Any]:
         async with asyncio.timeout(timeout):
@@ -196,6 +204,7 @@ async def rigs(tmp_path: Path) -> AsyncIterator[Open]:
         deadline: float = 60.0,
         started: bool = True,
         slow_s: float = 1.0,
+        incremental: bool = False,
     ) -> Rig:
         poi = NexoPoi(PoiConfig(encoding="adyen-json"))
         poi_runner, poi_port = await serve_nexo_poi(poi)
@@ -231,6 +240,8 @@ async def rigs(tmp_path: Path) -> AsyncIterator[Open]:
             fernet=Fernet.generate_key().decode(),
             listen=listen,
             evse=EVSE,
+            strategy="incremental" if incremental else "fixed",
+            terminal_extra="incremental = true" if incremental else "",
         )
 
         async def start() -> Site:
@@ -382,6 +393,64 @@ async def test_a_refund_goes_to_the_acquirer_when_the_terminal_is_gone(rigs: Ope
     assert refund["payment"] == rig.poi_psp() and refund["amount"]["value"] == 200
     (done,) = site.row()["data"]["refunds"]
     assert (done["method"], done["status"], done["amount_minor"]) == ("acquirer", "done", 200)
+
+
+async def test_a_capture_failed_after_its_capture_is_a_recorded_discrepancy(rigs: Open) -> None:
+    rig = await rigs(frozenset({"capture_failed"}))
+    site = await rig.start()
+    await rig.plug(site)
+    await site.wait_state("completed")
+    await rig.adyen.settle()
+    async with asyncio.timeout(10):
+        while not site.row()["data"]["discrepancies"]:
+            await asyncio.sleep(0.05)
+    data = site.row()["data"]
+    assert data["captured_minor"] == 595  # booked on the CAPTURE; not undone by a guess
+    (said,) = data["discrepancies"]
+    assert "failed (Capture failed)" in said and ":capture:" in said
+
+
+async def test_a_capture_failed_before_its_capture_leaves_the_price_owed(rigs: Open) -> None:
+    rig = await rigs(frozenset({"capture_failed", "reorder"}))
+    site = await rig.start()
+    await rig.plug(site)
+    row = await site.wait_state("capture_failed", "capture_unconfirmed", "capture_lapsed")
+    async with asyncio.timeout(10):
+        while not site.row()["final"]:
+            await asyncio.sleep(0.05)
+    data = site.row()["data"]
+    assert data["captured_minor"] == 0 and data["owed_minor"] == 595, (row["state"], data)
+    assert len(rig.captures()) == 1
+
+
+async def test_an_incremental_hold_grows_by_amount_updates_at_the_acquirer(rigs: Open) -> None:
+    rig = await rigs(incremental=True)
+    site = await rig.start()
+    await rig.plug(site, step_wh=500, every_s=0.3)  # the webhook comes before the cap
+    row = await site.wait_state("completed")
+    data = row["data"]
+    assert data["captured_minor"] == 595, data["notes"]
+    updates = [m for m in rig.adyen.state.applied if m["what"] == "amountUpdates"]
+    assert updates and all(u["payment"] == rig.poi_psp() for u in updates)
+    totals = [u["amount"]["value"] for u in updates]
+    assert totals == sorted(totals) and totals[-1] == data["authorized_minor"] >= 595
+    (capture,) = rig.captures()
+    assert capture["amount"]["value"] == 595
+
+
+async def test_a_declined_adjustment_stops_the_charge_at_the_cap(rigs: Open) -> None:
+    rig = await rigs(frozenset({"adjustment_declined"}), incremental=True)
+    site = await rig.start()
+    await rig.plug(site, step_wh=500, every_s=0.3)  # the webhook comes before the cap
+    row = await site.wait_state("completed", "capture_failed", "capture_lapsed")
+    async with asyncio.timeout(10):
+        while not site.row()["final"]:
+            await asyncio.sleep(0.05)
+    data = site.row()["data"]
+    assert data["authorized_minor"] == 200  # the hold never grew
+    refused = any("top-up refused" in n for n in data["notes"])
+    assert data["captured_minor"] <= 200 and refused, data["notes"]
+    assert row["state"] != "charging"
 
 
 async def post_webhook(rig: Rig, code: str, applied: dict[str, Any], *, success: bool) -> None:
