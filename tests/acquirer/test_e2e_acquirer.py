@@ -291,6 +291,18 @@ async def test_a_session_authorised_at_the_poi_is_captured_by_the_acquirer(rigs:
     assert stored.status == "confirmed"
 
 
+async def test_a_charge_without_energy_releases_the_hold_by_a_cancel(rigs: Open) -> None:
+    rig = await rigs()
+    site = await rig.start()
+    await rig.plug(site, energy_wh=0)
+    row = await site.wait_state("voided", "completed", "capture_failed")
+    data = row["data"]
+    assert row["state"] == "voided", (row["state"], data["notes"])
+    assert data["released_minor"] == 5000 and data["captured_minor"] == 0
+    (cancel,) = [m for m in rig.adyen.state.applied if m["what"] == "cancels"]
+    assert cancel["payment"] == rig.poi_psp() and not rig.captures()
+
+
 async def test_a_duplicated_webhook_is_booked_once(rigs: Open) -> None:
     rig = await rigs(frozenset({"duplicate"}))
     site = await rig.start()

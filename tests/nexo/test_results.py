@@ -78,3 +78,26 @@ def test_end_of_day_totals_per_brand_other_currencies_kept_aside() -> None:
     eod = r.reconciliation_result(body, "EUR")
     assert [(t.brand, t.count, t.amount_minor) for t in eod.totals] == [("visa", 2, 1230)]
     assert eod.details["other_currencies"] == "mc 1 5 SEK"
+
+
+@pytest.mark.parametrize(
+    ("additional", "transaction_id", "psp"),
+    [
+        # Adyen's answer: form-encoded AdditionalResponse, TransactionID tender.psp
+        (
+            "pspReference=8815000000000001&tenderReference=T1",
+            "T1.8815000000000001",
+            "8815000000000001",
+        ),
+        (None, "oLkO001517998574000.8815179985744230", "8815179985744230"),
+        ("pspReference=8815000000000009", "T1", "8815000000000009"),
+        ("pspReference=bad%20ref", "T1", None),  # not a reference: nothing rather than a guess
+        (None, "T000001", None),  # a POI that is not Adyen's: no acquirer reference
+        ("Declined by issuer", "T1.", None),
+    ],
+)
+def test_adyen_payment_reference(
+    additional: str | None, transaction_id: str, psp: str | None
+) -> None:
+    response = Response(Result.SUCCESS, None, additional)
+    assert r.psp_reference(response, transaction_id) == psp
