@@ -75,26 +75,21 @@ def split_key(command_key: str) -> tuple[str, str, str] | None:
 
 
 def driver_references(terminals: Mapping[str, object]) -> References:
-    """The acquirer's reference of a hold. A hold ref that is Adyen's POI transaction id
-    (``tenderReference.pspReference``) carries it; an integer handle of the nexo driver is
-    looked up in the driver's state (the one place the int receipt number is met)."""
+    """The acquirer's reference of a hold, as the terminal's driver reads it from the hold's
+    opaque ref (nexo: the POI transaction, whose TransactionID carries Adyen's pspReference).
+    A driver that cannot tell (``payment_reference`` absent) gives none: nothing is sent."""
 
     def reference(terminal: str, ref: str) -> str | None:
-        _, dot, after = ref.rpartition(".")
-        if dot:
-            return after or None
         lookup = getattr(terminals.get(terminal), "payment_reference", None)
-        if lookup is None or not ref.isdigit():
-            return None
-        found = lookup(int(ref))
+        found = lookup(ref) if lookup is not None else None
         return str(found) if found else None
 
     return reference
 
 
 def hold_of(s: Session, ref: str) -> Hold | None:
-    """The session's hold named by a text ref (where the int receipt number is met)."""
-    return next((h for h in s.holds if str(h.receipt_no) == ref), None)
+    """The session's hold named by a text ref."""
+    return next((h for h in s.holds if h.ref == ref), None)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -159,8 +154,8 @@ class AcquirerRunner:
         self._wake.set()
 
     def _modification(self, cmd: c.TerminalCommand) -> Modification:
-        receipt = getattr(cmd, "receipt_no", None)
-        ref = self.references(cmd.terminal, str(receipt)) if receipt is not None else None
+        held: str | None = getattr(cmd, "ref", None)
+        ref = self.references(cmd.terminal, held) if held is not None else None
         if isinstance(cmd, c.Capture):
             return Modification(
                 cmd.key,
@@ -171,9 +166,9 @@ class AcquirerRunner:
             )
         if isinstance(cmd, c.TopUp):  # Adyen sets the new total, not an increment
             s = self.host.load(cmd.session_id)
-            hold = hold_of(s, str(cmd.receipt_no)) if s is not None else None
+            hold = hold_of(s, cmd.ref) if s is not None else None
             if hold is None:
-                raise ModificationRefused(f"hold {cmd.receipt_no} is not the session's")
+                raise ModificationRefused(f"hold {cmd.ref} is not the session's")
             total = Money(hold.amount_minor + cmd.amount_minor, cmd.currency)
             return Modification(cmd.key, "amount_update", payment_reference=ref, amount=total)
         if isinstance(cmd, c.RefundPayment):
@@ -208,7 +203,7 @@ class AcquirerRunner:
         op = {c.TopUp: Operation.TOPUP, c.Capture: Operation.CAPTURE}.get(type(cmd))
         if isinstance(cmd, c.RefundPayment):
             op = Operation.REFUND
-        receipt = getattr(cmd, "receipt_no", None)
+        hold: str | None = getattr(cmd, "ref", None)
         self.take(
             e.TerminalResultArrived(
                 session_id=cmd.session_id,
@@ -216,8 +211,8 @@ class AcquirerRunner:
                 operation=op or Operation.RELEASE,
                 outcome=outcome,
                 message=message,
-                for_receipt=receipt,
-                receipt_no=receipt if isinstance(cmd, c.TopUp) else None,
+                for_ref=hold,
+                ref=hold if isinstance(cmd, c.TopUp) else None,
             )
         )
 
@@ -231,10 +226,10 @@ class AcquirerRunner:
             self.take(e.OpenPreauthsReported(cmd.session_id, event_id, (), failed=True))
             return
         capture = s.state is State.CAPTURE_UNKNOWN
-        stored = self._latest(f"{s.id}:{'capture' if capture else 'release'}:{hold.receipt_no}")
+        stored = self._latest(f"{s.id}:{'capture' if capture else 'release'}:{hold.ref}")
         now = self.host.clock()
         if stored is None:  # never recorded, so never sent: the acquirer still holds it
-            self.take(e.OpenPreauthsReported(s.id, event_id, (hold.receipt_no,)))
+            self.take(e.OpenPreauthsReported(s.id, event_id, (hold.ref,)))
         elif stored.status in _SETTLED:
             for event in self._events(stored, s):
                 self.take(event)
@@ -291,7 +286,7 @@ class AcquirerRunner:
             return [self._result(s.id, eid, op, ok, why, m, hold=hold)]
         enquiry = f"acquirer-enquiry:{key}:{m.status}"
         if s.state is State.RELEASE_UNKNOWN:  # the cancel failed: the hold stands
-            return [e.OpenPreauthsReported(s.id, enquiry, (hold.receipt_no,))]
+            return [e.OpenPreauthsReported(s.id, enquiry, (hold.ref,))]
         if s.state is State.CAPTURE_UNKNOWN:  # the capture failed: nothing taken
             evidence = f"the acquirer's answer for {key}: {m.status} ({why})"
             return [
@@ -320,9 +315,9 @@ class AcquirerRunner:
             outcome=Outcome.APPROVED if ok else Outcome.DECLINED,
             # a top-up's webhook confirms the new total; the session adds what it asked
             amount_minor=amount.minor if amount is not None and topup is None else None,
-            receipt_no=topup.receipt_no if topup is not None else None,
+            ref=topup.ref if topup is not None else None,
             message=f"acquirer: {why}",
-            for_receipt=hold.receipt_no if hold is not None else None,
+            for_ref=hold.ref if hold is not None else None,
         )
 
     def hand_over(self) -> None:
