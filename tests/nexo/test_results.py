@@ -10,6 +10,7 @@ from drivers.base import Outcome
 from drivers.money import Money
 from drivers.nexo import messages as nm
 from drivers.nexo import results as r
+from drivers.nexo.asyncio.terminal import NexoTerminal
 from drivers.nexo.errors import NexoFormatError
 from drivers.nexo.model import (
     AmountsResp,
@@ -104,3 +105,11 @@ def test_adyen_payment_reference(
 ) -> None:
     response = Response(Result.SUCCESS, None, additional)
     assert r.psp_reference(response, transaction_id) == psp
+
+
+def test_the_payment_reference_of_a_nexo_hold_is_read_from_its_ref() -> None:
+    """A nexo hold's ref is the POI transaction (TransactionID@TimeStamp); a time stamp with
+    fractions of a second has a dot of its own, which must not be taken for the pspReference."""
+    ref = "T000001.8816000000000001@2026-01-01T00:00:00.123Z"
+    assert NexoTerminal.payment_reference(ref) == "8816000000000001"
+    assert NexoTerminal.payment_reference("T000001@2026-01-01T00:00:00.123Z") is None
