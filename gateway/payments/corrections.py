@@ -193,6 +193,10 @@ def debt_resolved(s: Session, ev: e.DebtResolved) -> Transition:
 
 def refund_result(s: Session, ev: e.TerminalResultArrived, now: datetime) -> Transition:
     sent = next((r for r in s.refunds if r.status is RefundStatus.SENT), None)
+    if sent is None and ev.refund_id is not None and ev.outcome is not Outcome.UNKNOWN:
+        # the acquirer's webhook after the deadline: evidence for the refund marked unknown
+        unknown = RefundStatus.UNKNOWN
+        sent = next((r for r in s.refunds if r.id == ev.refund_id and r.status is unknown), None)
     if sent is None:
         return Transition(s, note="refund result: none in flight (a repeat)")
     if ev.provisional and ev.outcome is Outcome.APPROVED:

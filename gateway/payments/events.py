@@ -66,6 +66,9 @@ class TerminalResultArrived:
     card: dict[str, str] = field(default_factory=dict)  # masked_pan, brand, aid — never a full PAN
     for_ref: str | None = None  # the hold a capture, release or top-up was sent for
     trace_no: int | None = None
+    # the refund an acquirer's webhook is about: a late one still decides a refund that was
+    # marked unknown at its deadline (the webhook is the evidence)
+    refund_id: str | None = None
     # Stored before the gateway acknowledges it to the terminal. A terminal that never hears the
     # acknowledgement reverses the transaction (ZVT 2.2.8): the session decides what such a
     # result may settle (``session._terminal_result``).

@@ -254,10 +254,11 @@ class AcquirerRunner:
         eid = f"acquirer:{key}:{m.status}"
         if named is None:
             return []
-        if kind == "refund":
-            if not any(r.id == named[2] and r.status is RefundStatus.SENT for r in s.refunds):
+        if kind == "refund":  # in flight, or marked unknown at its deadline
+            waiting = (RefundStatus.SENT, RefundStatus.UNKNOWN)
+            if not any(r.id == named[2] and r.status in waiting for r in s.refunds):
                 return []
-            return [self._result(s.id, eid, Operation.REFUND, ok, why, m)]
+            return [self._result(s.id, eid, Operation.REFUND, ok, why, m, refund=named[2])]
         if kind == "amount_update":  # a top-up raises the session's first hold
             if not s.topup_minor or not s.holds:  # none awaited (given up as lost)
                 return []
@@ -306,6 +307,7 @@ class AcquirerRunner:
         *,
         hold: Hold | None = None,
         topup: Hold | None = None,
+        refund: str | None = None,
     ) -> e.TerminalResultArrived:
         amount = m.modification.amount
         return e.TerminalResultArrived(
@@ -318,6 +320,7 @@ class AcquirerRunner:
             ref=topup.ref if topup is not None else None,
             message=f"acquirer: {why}",
             for_ref=hold.ref if hold is not None else None,
+            refund_id=refund,
         )
 
     def hand_over(self) -> None:

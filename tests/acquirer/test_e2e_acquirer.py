@@ -465,6 +465,29 @@ async def test_a_declined_adjustment_stops_the_charge_at_the_cap(rigs: Open) -> 
     assert row["state"] != "charging"
 
 
+async def test_a_refund_without_its_webhook_is_unknown_until_a_late_one_decides(
+    rigs: Open,
+) -> None:
+    rig = await rigs(frozenset({"lost"}), deadline=1.5)
+    site = await rig.start()
+    await rig.plug(site)
+    await site.wait_state("capture_unconfirmed")
+    (capture,) = rig.captures()
+    await post_webhook(rig, "CAPTURE", capture, success=True)
+    row = await site.wait_state("completed")
+    code, out = await rig.evpay(
+        "sessions", "refund", row["id"], "--amount", "1.00", "--reason", "goodwill", "--wait", "20"
+    )
+    assert code == 1 and "status unknown" in out, out  # no webhook by the deadline
+    (refund,) = [m for m in rig.adyen.state.applied if m["what"] == "refunds"]
+    await post_webhook(rig, "REFUND", refund, success=True)  # late: still the evidence
+    async with asyncio.timeout(15):
+        while site.row()["data"]["refunds"][0]["status"] != "done":
+            await asyncio.sleep(0.05)
+    (done,) = site.row()["data"]["refunds"]
+    assert (done["method"], done["amount_minor"]) == ("acquirer", 100)
+
+
 async def post_webhook(rig: Rig, code: str, applied: dict[str, Any], *, success: bool) -> None:
     """A notification as Adyen sends it late (signed, Basic credentials)."""
     item = {
