@@ -57,6 +57,16 @@ class Policy:
     # by EVSE: energy given away at most, where free vend is explicit (an EVSE without a tariff
     # and without an entry here gets no hold: the engine cannot price it)
     free_vend_wh: dict[str, int] = field(default_factory=dict)
+    # terminals whose modifications go to an acquirer's online API (``modifications = "NAME"``):
+    # a capture, release or top-up waits this long for the acquirer's webhook (its evidence),
+    # not the terminal's answer timeout; refunds go to the acquirer too
+    online_deadlines: dict[str, timedelta] = field(default_factory=dict)
+    # terminals that may not refund by card presence (06 31) once the batch is closed
+    no_card_present_refunds: frozenset[str] = frozenset()
+
+    def answer_timeout_of(self, terminal: str) -> timedelta:
+        """How long a modification command of ``terminal`` waits for its outcome."""
+        return self.online_deadlines.get(terminal, self.answer_timeout)
 
     def tariff(self, evse: str) -> Tariff | None:
         return self.tariffs.get(evse) or self.tariffs.get("*")

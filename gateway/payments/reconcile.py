@@ -9,7 +9,9 @@ What is compared (docs/RECONCILIATION.md):
   the deadline), ``shortfall`` (priced above the hold), ``refund_unsettled``;
 - the charger against the bill → ``energy_mismatch`` (beyond the tolerance);
 - the CPO → ``cdr_unpaid`` (a CDR for a session that captured nothing), ``not_acknowledged``
-  (an outcome the CPO has not taken, past the deadline, or dead-lettered).
+  (an outcome the CPO has not taken, past the deadline, or dead-lettered);
+- the acquirer → ``missing_webhook`` (a modification it took whose webhook is past its deadline:
+  never counted as done).
 Each finding has a stable key; a technician who has explained one marks it resolved with a
 reason (a journal entry), and it no longer counts as unexplained.
 """
@@ -64,6 +66,18 @@ class BatchFacts:
 
 
 @dataclass(frozen=True, slots=True)
+class OverdueModification:
+    """A modification the acquirer took ("received") with no webhook by its deadline."""
+
+    key: str  # our command key
+    kind: str  # capture, cancel, amount_update, refund
+    session: str | None
+    deadline: datetime
+    amount_minor: int = 0
+    currency: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Facts:
     start: datetime
     end: datetime
@@ -78,6 +92,7 @@ class Facts:
     # Sessions outside the window that belong to a batch closed in it: compared with that
     # batch's totals only (their own findings belong to the window they changed in).
     batch_sessions: Sequence[SessionFacts] = ()
+    missing_webhooks: Sequence[OverdueModification] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +161,21 @@ def reconcile(facts: Facts, tol: Tolerances | None = None) -> Report:
             found.append(
                 Finding(f"cdr_unpaid:{reference}", "cdr_unpaid", said, (sid,) if sid else ())
             )
+    for m in facts.missing_webhooks:
+        said = (
+            f"the acquirer took the {m.kind} {m.key} but no webhook came by "
+            f"{m.deadline:%Y-%m-%d %H:%M} UTC: its outcome is unknown (never counted as done)"
+        )
+        found.append(
+            Finding(
+                f"missing_webhook:{m.key}",
+                "missing_webhook",
+                said,
+                (m.session,) if m.session else (),
+                m.amount_minor,
+                m.currency,
+            )
+        )
     resolved = [replace(f, resolved=facts.resolutions.get(f.key)) for f in found]
     return Report(facts.start, facts.end, len(facts.sessions), len(facts.batches), tuple(resolved))
 

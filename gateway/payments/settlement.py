@@ -32,6 +32,7 @@ from gateway.payments.moves import (
     outcome,
     query,
 )
+from gateway.payments.plausibility import KEPT
 from gateway.payments.policy import Policy
 from gateway.payments.receipts import print_receipt, render
 from gateway.payments.states import State, Trigger
@@ -42,7 +43,7 @@ def settle_command(s: Session, now: datetime, policy: Policy) -> Transition:
     hold = s.current
     if hold is None:
         raise InvariantViolated(f"session {s.id} in {s.state} has no open hold to settle")
-    s = replace(s, timer=(TimerKind.ANSWER, now + policy.answer_timeout))
+    s = replace(s, timer=(TimerKind.ANSWER, now + policy.answer_timeout_of(s.terminal)))
     if s.state is State.CAPTURING:
         s = replace_hold(s, hold, replace(hold, capture_sent_at=now))
         cmd: c.Command = c.Capture(
@@ -327,3 +328,14 @@ def evidence_decided(s: Session, ev: e.CaptureEvidence, now: datetime) -> Transi
     else:
         s = go(s, Trigger.EVIDENCE_NOT_CAPTURED, owed_minor=owed)
     return finish(s)
+
+
+def contradicted(s: Session, ev: e.OutcomeContradicted) -> Transition:
+    """Later evidence against the booked outcome: a discrepancy on the session (and a note),
+    for a person to settle against the acquirer's report. The booking is not undone: the
+    money rule books on positive evidence, and which of two contradicting reports stands is
+    the acquirer's to say, not ours to guess."""
+    if ev.detail in s.discrepancies:
+        return Transition(s, note="contradiction: a repeat")
+    more = (ev.detail,) if len(s.discrepancies) < KEPT else ()
+    return Transition(replace(s, discrepancies=(*s.discrepancies, *more), notes=note(s, ev.detail)))

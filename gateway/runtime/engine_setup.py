@@ -89,6 +89,14 @@ def build_policy(settings: Settings) -> Policy:
         },
         route_tariffs={r.id: tariffs[r.tariff] for r in settings.routes if r.tariff},
         route_margins=_route_margins(settings),
+        online_deadlines={
+            t.id: timedelta(seconds=settings.acquirers[t.modifications].webhook_deadline_s)
+            for t in settings.terminals
+            if t.modifications in settings.acquirers
+        },
+        no_card_present_refunds=frozenset(
+            t.id for t in settings.terminals if not t.card_present_refunds
+        ),
     )
 
 
@@ -240,5 +248,9 @@ def build_engine(
         currencies=terminal_currency,
         health=Health(settings.routing.failover_after),
         probe_every_s=settings.routing.probe_every_s,
+        modifications={
+            t.id: t.modifications for t in settings.terminals if t.modifications != "terminal"
+        },
+        acquirer_settings=dict(settings.acquirers),
     )
     return worker, terminals, link
