@@ -264,8 +264,8 @@ class RouteSettings(_Model):
     # [pricing] amounts are the site's currency: 20.00 EUR is not 2000 yen).
     incremental_initial: Amount | None = None
     incremental_step: Amount | None = None
-    # The charge's stop margin below the hold and the smallest partial approval kept, in the
-    # route's currency (the [pricing] ones are the site's: 0.50 EUR is not 0.050 KWD).
+    # [pricing] safety_margin and min_partial_approval for this route, in its currency (required
+    # when that is not the site's: 0.50 EUR is not 50 yen)
     safety_margin: Amount | None = None
     min_partial_approval: Amount | None = None
 
@@ -355,6 +355,12 @@ class _TerminalCommon(_Model):
         default="terminal",
         description='where adjustments, captures, cancels and refunds go: "terminal", or the '
         "name of an [acquirers.NAME] section",
+    )
+    card_present_refunds: bool = Field(
+        default=True,
+        description="after the batch closed, refund by card presence at the terminal (ZVT 06 31); "
+        "false: such a refund is refused with the reason (the back office makes it). A terminal "
+        "whose modifications go to an acquirer always refunds there",
     )
     hold_validity_hours: ValidityHours = Field(
         default_factory=dict,
@@ -1000,6 +1006,13 @@ class Settings(_Model):
                     f"route {r.id!r} charges in {currency}, not the site's {self.site.currency}: "
                     f"give its incremental_initial and incremental_step in {currency}"
                 )
+            if currency != self.site.currency and (
+                r.safety_margin is None or r.min_partial_approval is None
+            ):
+                raise ValueError(
+                    f"route {r.id!r} charges in {currency}, not the site's {self.site.currency}: "
+                    f"give its safety_margin and min_partial_approval in {currency}"
+                )
             for name, amount in (
                 ("hold_min", r.hold_min),
                 ("hold_max", r.hold_max),
@@ -1016,13 +1029,6 @@ class Settings(_Model):
                         )
                     except AmountError as exc:
                         raise ValueError(f"route {r.id!r}: {name}: {exc}") from None
-            if currency != self.site.currency and (
-                r.safety_margin is None or r.min_partial_approval is None
-            ):
-                raise ValueError(
-                    f"route {r.id!r} charges in {currency}, not the site's {self.site.currency}: "
-                    f"give its safety_margin and min_partial_approval in {currency}"
-                )
 
 
 def parse_settings(text: str, source: str) -> Settings:

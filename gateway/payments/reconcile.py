@@ -10,7 +10,9 @@ What is compared (docs/RECONCILIATION.md):
   (captured above a corrected price, not given back), ``refund_other_card``;
 - the charger against the bill → ``energy_mismatch`` (beyond the tolerance);
 - the CPO → ``cdr_unpaid`` (a CDR for a session that captured nothing), ``not_acknowledged``
-  (an outcome the CPO has not taken, past the deadline, or dead-lettered).
+  (an outcome the CPO has not taken, past the deadline, or dead-lettered);
+- the acquirer → ``missing_webhook`` (a modification it took whose webhook is past its deadline:
+  never counted as done).
 Each finding has a stable key; a technician who has explained one marks it resolved with a
 reason (a journal entry), and it no longer counts as unexplained.
 """
@@ -54,8 +56,9 @@ class SessionFacts:
     # The terminal books each captured hold on its own: a session paid from its first hold
     # and a top-up is two bookings in the batch's count.
     bookings: int = 1
-    # (when, amount) of each captured hold, when known: a hold captured after an end of day
-    # (its capture retried meanwhile) is in the next batch, not in its session's first one
+    # (when, amount) of each captured hold: the holds of one session may be booked in different
+    # batches (a top-up captured after a retry past the end of day). Empty (a row from before
+    # holds had their own time): the session's captured_at/captured_minor/bookings stand for all.
     captures: tuple[tuple[datetime, int], ...] = ()
 
 
@@ -66,6 +69,18 @@ class BatchFacts:
     at: datetime
     currency: str
     totals: Mapping[str, tuple[int, int]]  # card group -> (count, amount)
+
+
+@dataclass(frozen=True, slots=True)
+class OverdueModification:
+    """A modification the acquirer took ("received") with no webhook by its deadline."""
+
+    key: str  # our command key
+    kind: str  # capture, cancel, amount_update, refund
+    session: str | None
+    deadline: datetime
+    amount_minor: int = 0
+    currency: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +98,7 @@ class Facts:
     # Sessions outside the window that belong to a batch closed in it: compared with that
     # batch's totals only (their own findings belong to the window they changed in).
     batch_sessions: Sequence[SessionFacts] = ()
+    missing_webhooks: Sequence[OverdueModification] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +167,21 @@ def reconcile(facts: Facts, tol: Tolerances | None = None) -> Report:
             found.append(
                 Finding(f"cdr_unpaid:{reference}", "cdr_unpaid", said, (sid,) if sid else ())
             )
+    for m in facts.missing_webhooks:
+        said = (
+            f"the acquirer took the {m.kind} {m.key} but no webhook came by "
+            f"{m.deadline:%Y-%m-%d %H:%M} UTC: its outcome is unknown (never counted as done)"
+        )
+        found.append(
+            Finding(
+                f"missing_webhook:{m.key}",
+                "missing_webhook",
+                said,
+                (m.session,) if m.session else (),
+                m.amount_minor,
+                m.currency,
+            )
+        )
     resolved = [replace(f, resolved=facts.resolutions.get(f.key)) for f in found]
     return Report(facts.start, facts.end, len(facts.sessions), len(facts.batches), tuple(resolved))
 
@@ -222,15 +253,15 @@ def journal_totals(
     for s in sessions:
         if s.terminal != batch.terminal or s.currency != batch.currency:
             continue
-        booked = [a for at, a in s.captures if within(at)]
+        booked = [(at, a) for at, a in s.captures if within(at) and a]
         if not s.captures and s.captured_at is not None and within(s.captured_at):
-            booked = [s.captured_minor]  # a row without its holds' times: one booking time
-        if sum(booked):
-            taken_back = sum(a for at, a in s.reversed if within(at))
-            if taken_back < sum(booked):  # a reversal in the same batch takes the payment out
-                count[s.brand] += len(booked) if s.captures else s.bookings
-                amount[s.brand] += sum(booked)
-                members[s.brand].append(s.id)
+            booked = [(s.captured_at, s.captured_minor)] * bool(s.captured_minor)
+        taken = sum(a for _, a in booked)
+        if booked and sum(a for at, a in s.reversed if within(at)) < taken:
+            # a reversal in the same batch takes the payment out of it
+            count[s.brand] += len(booked) if s.captures else s.bookings
+            amount[s.brand] += taken
+            members[s.brand].append(s.id)
         refunded = sum(a for at, a in s.refunded if within(at))
         if refunded:
             amount[s.brand] -= refunded
@@ -364,6 +395,13 @@ def session_facts(row: dict[str, Any]) -> SessionFacts:
     left = d["captured_minor"] - total(RefundStatus.DONE, RefundStatus.SENT, RefundStatus.UNKNOWN)
 
     captured_at = d.get("captured_at")
+    holds = [h for h in d.get("holds", ()) if h.get("captured_minor")]
+    # every captured hold with its own time, or none (a row from before: the session's time)
+    captures = (
+        tuple((datetime.fromisoformat(h["captured_at"]), int(h["captured_minor"])) for h in holds)
+        if all(h.get("captured_at") for h in holds)
+        else ()
+    )
     return SessionFacts(
         id=row["id"],
         terminal=d["terminal"],
@@ -375,7 +413,6 @@ def session_facts(row: dict[str, Any]) -> SessionFacts:
         captured_at=datetime.fromisoformat(captured_at) if captured_at else None,
         captured_minor=d["captured_minor"],
         bookings=sum(1 for h in d.get("holds", ()) if h.get("captured_minor")) or 1,
-        captures=_captures(d, captured_at),
         price_minor=d["price_minor"],
         owed_minor=d.get("owed_minor", 0),
         shortfall_minor=d.get("shortfall_minor", 0),
@@ -391,18 +428,5 @@ def session_facts(row: dict[str, Any]) -> SessionFacts:
         ),
         refund_due_minor=max(0, left - corrected) if corrected is not None else 0,
         paid_elsewhere_minor=total(RefundStatus.OTHER_CARD),
+        captures=captures,
     )
-
-
-def _captures(d: dict[str, Any], captured_at: str | None) -> tuple[tuple[datetime, int], ...]:
-    """Each captured hold's booking: when its capture was sent (the session's booking time
-    for a row that does not say), and its amount."""
-    out = []
-    for h in d.get("holds", ()):
-        if not h.get("captured_minor"):
-            continue
-        at = h.get("capture_sent_at") or captured_at
-        if at is None:
-            return ()
-        out.append((datetime.fromisoformat(at), int(h["captured_minor"])))
-    return tuple(out)
