@@ -357,10 +357,11 @@ class _TerminalCommon(_Model):
         "name of an [acquirers.NAME] section",
     )
     card_present_refunds: bool = Field(
-        default=True,
-        description="after the batch closed, refund by card presence at the terminal (ZVT 06 31); "
-        "false: such a refund is refused with the reason (the back office makes it). A terminal "
-        "whose modifications go to an acquirer always refunds there",
+        default=False,
+        description="after the batch closed, refund by card presence at the terminal (ZVT 06 31: "
+        "the driver must come back with the card); false (the default): such a refund is refused "
+        "with the reason and stays listed (the back office makes it). A terminal whose "
+        "modifications go to an acquirer always refunds there",
     )
     hold_validity_hours: ValidityHours = Field(
         default_factory=dict,
