@@ -122,7 +122,7 @@ class Daemon(KioskPayments, Housekeeping):
             self.engine, self.terminals, self.charger = build_engine(
                 settings, self.store, _utcnow, charger
             )
-            self.engine.metrics = self.metrics
+            self.engine.status.metrics = self.metrics
             workers.append(self.engine)
             if isinstance(self.charger, MqttChargerLink):
                 workers.append(self.charger)  # the broker connection is a supervised worker

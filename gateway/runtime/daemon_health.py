@@ -39,12 +39,12 @@ class DaemonHealth:
     def healthy(self) -> tuple[bool, dict[str, Any]]:
         ok = self.supervisor.all_up()
         details: dict[str, Any] = {}
-        if self.engine is not None and self.engine.terminal_state:
+        if self.engine is not None and self.engine.status.terminal_state:
             details["terminals"] = {
                 name: "ok" if up else f"unavailable: {why}"
-                for name, (up, why) in self.engine.terminal_state.items()
+                for name, (up, why) in self.engine.status.terminal_state.items()
             }
-            ok = ok and all(up for up, _ in self.engine.terminal_state.values())
+            ok = ok and all(up for up, _ in self.engine.status.terminal_state.values())
         upstream = self.upstream_state()
         if upstream is not None:
             registered, why = upstream
@@ -108,7 +108,7 @@ class DaemonHealth:
         )
         if self.engine is not None:
             for name in self.terminals:
-                up, _why = self.engine.terminal_state.get(name, (False, "not registered"))
+                up, _why = self.engine.status.terminal_state.get(name, (False, "not registered"))
                 metrics.set("evpay_terminal_up", 1.0 if up else 0.0, terminal=name)
         metrics.describe(
             "evpay_terminal_command_seconds", "histogram", "terminal command duration, by operation"

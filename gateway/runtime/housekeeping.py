@@ -124,7 +124,7 @@ class Housekeeping(DaemonHealth):
                 self._fatal(exc)
                 return
             now = time.monotonic()
-            registered = self.engine is None or self.engine.registered.is_set()
+            registered = self.engine is None or self.engine.status.registered.is_set()
             if (
                 not self.ready.is_set()
                 and self.supervisor.all_up()

@@ -1,0 +1,54 @@
+"""The engine worker's settings and shared state, in a few small typed parts instead of one flat
+list of fields: what it knows of each terminal (``TerminalFacts``), how sessions start at the
+site (``SiteRules``) and what the daemon reads while it runs (``WorkerStatus``). The queue and
+timers the worker alone touches are its ``LoopState`` (``engine_worker.py``)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import time
+
+from gateway.payments.routing import Health, Route
+from gateway.runtime.metrics import Metrics
+from gateway.runtime.terminal_runner import Board
+
+
+@dataclass(frozen=True, slots=True)
+class TerminalFacts:
+    """What the worker knows of each terminal besides its driver, and each runner's timings."""
+
+    devices: Mapping[str, str] = field(default_factory=dict)  # terminal -> device URL
+    protocols: Mapping[str, str] = field(default_factory=dict)  # terminal -> "zvt", "nexo", …
+    end_of_day_at: Mapping[str, time] = field(default_factory=dict)  # terminal -> site time
+    end_of_day_retry_s: float = 300.0  # a transaction open at that time: try again this later
+    probe_every_s: float = 60.0
+    register_timeout_s: float = 30.0
+    command_timeout_s: float = 330.0  # above ZVT T4 (180 s) with card waits
+
+
+@dataclass(frozen=True, slots=True)
+class SiteRules:
+    """How sessions may start at this site, whose EVSE a charger message names, and where a
+    payment goes (routes by card; none: each EVSE's own terminal)."""
+
+    site: str = "site"
+    country: str = ""
+    plug_starts: bool = True  # the charger may ask for payment ([charger] start_paths "plug")
+    card_starts: bool = False  # a card tapped at the terminal starts one ([charger] start_paths)
+    evse_is_sender: bool = True  # a charger event's EVSE is its sender's (MQTT tree, simulator)
+    meter_keys: Mapping[str, str] = field(default_factory=dict)  # evse -> its meter's key (OCMF)
+    router: tuple[Route, ...] = ()  # configured routes
+
+
+@dataclass(slots=True)
+class WorkerStatus:
+    """What the daemon reads (and the worker updates) while it runs: READY waits for
+    ``registered``, /health reads ``terminal_state``, tests wait for ``idle``."""
+
+    health: Health = field(default_factory=Health)  # technical failures per terminal
+    terminal_state: Board = field(default_factory=dict)  # name -> (available, why)
+    registered: asyncio.Event = field(default_factory=asyncio.Event)
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+    metrics: Metrics | None = None  # terminal command latencies go here
