@@ -95,8 +95,12 @@ class RegistrationKeeper:
         return self._registration_now
 
     def ours(self) -> Credentials:
+        return self._credentials(self._current().token_b)
+
+    def _credentials(self, token_b: str) -> Credentials:
+        """Our credentials as the CPO gets them, with ``token_b`` (what the CPO calls us with)."""
         return our_credentials(
-            self._current().token_b,
+            token_b,
             self.settings.public_url,
             self._party(),
             self.settings.business_name,
@@ -134,13 +138,7 @@ class RegistrationKeeper:
         token_b = new_token()
         if self.server is not None:
             self.server.accept_token(token_b)
-        ours = our_credentials(
-            token_b,
-            self.settings.public_url,
-            self._party(),
-            self.settings.business_name,
-            self.settings.interop.business_website,
-        )
+        ours = self._credentials(token_b)
         reg = await rotate(self._client, current, ours)
         stored = self.store.registration()
         self._save(reg, versions_url=stored["versions_url"] if stored else None)

@@ -19,7 +19,7 @@ from gateway.acquirer.webhook_server import WebhookReceiver
 from gateway.errors import ConfigError, UpstreamError
 from gateway.ocpi.charger import OcpiChargerLink, session_id_of
 from gateway.ocpi.client import OcpiClient, Trust
-from gateway.ocpi.handshake import Registration, new_token, our_credentials, register
+from gateway.ocpi.handshake import Registration, new_token, register
 from gateway.ocpi.models import Cdr
 from gateway.ocpi.pusher import CUSTOM, OutboxPusher
 from gateway.ocpi.registration_keeper import RegistrationKeeper, TokenVault
@@ -86,13 +86,7 @@ class UpstreamWorker(RegistrationKeeper):
             stop.cancel()
             return self._registration_now
         token_a = self.settings.token_a.reveal() if self.settings.token_a else ""
-        ours = our_credentials(
-            token_b,
-            self.settings.public_url,
-            self._party(),
-            self.settings.business_name,
-            self.settings.interop.business_website,
-        )
+        ours = self._credentials(token_b)
         try:
             reg = await register(self.client(http, token_a), self.settings.versions_url, ours)
         except (UpstreamError, ValueError) as exc:
