@@ -6,19 +6,15 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import TYPE_CHECKING
 
 from drivers.errors import ConnectionLost
 from drivers.sim.ports import Port
+from drivers.sim.pt_state import Simulator
 from drivers.zvt import messages as m
 from drivers.zvt.apdu import Apdu
 from drivers.zvt.constants import Command
 from drivers.zvt.link import ApduReceived, LinkFailed, SerialLink, StreamLink
 from drivers.zvt.serial_framing import ACK, NAK
-
-if TYPE_CHECKING:
-    from drivers.sim.terminal import SimTerminal
-
 
 _COMMAND_CLASSES = (0x05, 0x06, 0x08)  # ECR commands, as opposed to answers (80 00, 84 xx)
 
@@ -34,7 +30,7 @@ class _Unplugged(ConnectionLost):
 class PtLine:
     """One connection's line; the PT's handlers are the parts that subclass it."""
 
-    def __init__(self, sim: SimTerminal, port: Port, serial: bool) -> None:
+    def __init__(self, sim: Simulator, port: Port, serial: bool) -> None:
         self.sim, self.port, self.serial = sim, port, serial
         self.link: SerialLink | StreamLink = SerialLink() if serial else StreamLink()
         self.losing_ack = False  # the next ACK byte is eaten by the line (result_ack_lost)

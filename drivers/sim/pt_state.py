@@ -3,11 +3,12 @@ terminals) and what it keeps (``SimState``: its transactions, receipts, what it 
 
 from __future__ import annotations
 
+import random
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 from drivers.sim.variants import Variants
 from drivers.zvt.link import T2
@@ -85,3 +86,15 @@ class SimState:
     unanswered: int = 0  # messages to the ECR whose 80 00 never came (send_expect_ack)
     taps: int = 0  # cards presented for the next read-card (tap_required)
     sequence_no: int = 0  # the PT's message number (variants.sequence_numbers, TLV 1F73)
+
+
+class Simulator(Protocol):
+    """What a connection's handlers use of the simulated terminal (``SimTerminal``): named here
+    so that they need not import the module that runs them."""
+
+    config: SimConfig
+    state: SimState
+    rng: random.Random
+
+    def _save(self) -> None: ...
+    def open_preauths(self) -> list[int]: ...
