@@ -1,6 +1,7 @@
 """The engine worker's settings and shared state, in a few small typed parts instead of one flat
 list of fields: what it knows of each terminal (``TerminalFacts``), how sessions start at the
-site (``SiteRules``) and what the daemon reads while it runs (``WorkerStatus``). The queue and
+site (``SiteRules``), which terminals' modifications go online (``OnlineModifications``) and what
+the daemon reads while it runs (``WorkerStatus``). The queue and
 timers the worker alone touches are its ``LoopState`` (``engine_worker.py``)."""
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from datetime import time
 from gateway.payments.routing import Health, Route
 from gateway.runtime.metrics import Metrics
 from gateway.runtime.terminal_runner import Board
+from gateway.settings import AcquirerSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +28,7 @@ class TerminalFacts:
     probe_every_s: float = 60.0
     register_timeout_s: float = 30.0
     command_timeout_s: float = 330.0  # above ZVT T4 (180 s) with card waits
+    currencies: Mapping[str, str] = field(default_factory=dict)  # terminal -> configured currency
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +43,16 @@ class SiteRules:
     evse_is_sender: bool = True  # a charger event's EVSE is its sender's (MQTT tree, simulator)
     meter_keys: Mapping[str, str] = field(default_factory=dict)  # evse -> its meter's key (OCMF)
     router: tuple[Route, ...] = ()  # configured routes
+
+
+@dataclass(frozen=True, slots=True)
+class OnlineModifications:
+    """Terminals whose modifications go to an acquirer's API (``modifications = "NAME"``), and
+    those acquirers' settings: such a terminal's captures, releases, top-ups and refunds never
+    reach its runner."""
+
+    routes: Mapping[str, str] = field(default_factory=dict)  # terminal -> acquirer
+    acquirers: Mapping[str, AcquirerSettings] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

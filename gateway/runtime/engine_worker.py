@@ -31,11 +31,12 @@ from gateway.payments.charger import ChargerEvent, ChargerLink
 from gateway.payments.preauth import Target
 from gateway.payments.routing import CardSeen
 from gateway.payments.session import Session
-from gateway.payments.tariff import describe
+from gateway.payments.tariff_text import describe
+from gateway.runtime.acquirer_runner import AcquirerRunner, driver_references
 from gateway.runtime.admission import Admission, Admitted, EvseRoute, PayAnswer
 from gateway.runtime.charger_adapter import ChargerAdapter
 from gateway.runtime.engine_host import EngineHost, Handled
-from gateway.runtime.engine_parts import SiteRules, TerminalFacts, WorkerStatus
+from gateway.runtime.engine_parts import OnlineModifications, SiteRules, TerminalFacts, WorkerStatus
 from gateway.runtime.terminal_calls import answer_event
 from gateway.runtime.terminal_runner import TerminalRunner, note_result
 
@@ -53,7 +54,7 @@ ENGINE_INTERNAL_MAX = 10_000
 QUEUE_CAPACITY = ENGINE_QUEUE_MAX + ENGINE_INTERNAL_MAX
 REQUESTS_EVERY_S = 1.0
 REQUESTS_PER_POLL = 100  # stored requests read at one poll; the rest at the next
-_BACKGROUND = ("sweeper:", "probe:", "cards:", "end-of-day:")
+_BACKGROUND = ("sweeper:", "probe:", "cards:", "end-of-day:", "acquirer:")
 
 Queued = tuple[e.Event, Callable[[], None] | None]
 
@@ -90,9 +91,11 @@ class EngineWorker:
     facts: TerminalFacts = field(default_factory=TerminalFacts)
     rules: SiteRules = field(default_factory=SiteRules)
     status: WorkerStatus = field(default_factory=WorkerStatus)
+    online: OnlineModifications = field(default_factory=OnlineModifications)
     name: str = "engine"
     queue_max: int = ENGINE_QUEUE_MAX
     runners: dict[str, TerminalRunner] = field(init=False)
+    acquirers: AcquirerRunner | None = field(init=False, default=None)
     admission: Admission = field(init=False)
     adapter: ChargerAdapter = field(init=False)
     _loop: LoopState = field(init=False, default_factory=LoopState)
@@ -105,6 +108,7 @@ class EngineWorker:
             router=self.rules.router,
             country=self.rules.country,
             health=self.status.health,
+            currencies=self.facts.currencies,
         )
         self.adapter = ChargerAdapter(
             submit=self.submit,
@@ -136,6 +140,14 @@ class EngineWorker:
             )
             for name, terminal in self.terminals.items()
         }
+        if self.online.routes:
+            self.acquirers = AcquirerRunner(
+                host=self.host,
+                routes=self.online.routes,
+                acquirers=self.online.acquirers,
+                take=self._take,
+                references=driver_references(self.terminals),
+            )
 
     @staticmethod
     def route(terminal: str, currency: str) -> EvseRoute:
@@ -220,7 +232,10 @@ class EngineWorker:
             self._take(e.Resumed(session.id, f"resume:{self._loop.boot}"))
             self._arm(session)
         for name, runner in self.runners.items():
-            self._spawn(runner.sweeper(stopping), f"sweeper:{name}")
+            if name not in self.online.routes:  # its holds are settled online, not at the POI
+                self._spawn(runner.sweeper(stopping), f"sweeper:{name}")
+        if self.acquirers is not None:
+            self._spawn(self.acquirers.run(stopping), "acquirer:drain")
         self._spawn(self._requests(stopping), "requests")
         for name, runner in self.runners.items():
             self._spawn(runner.probe(stopping), f"probe:{name}")
@@ -334,6 +349,9 @@ class EngineWorker:
         elif isinstance(cmd, c.StopCharger):
             self._spawn(self.charger.stop(cmd.evse, cmd.session_id, cmd.reason), cmd.key)
         elif isinstance(cmd, c.TERMINAL_COMMANDS):
+            if self.acquirers is not None and self.acquirers.takes(cmd):
+                self._spawn(self.acquirers.execute(cmd), cmd.key)  # its modification: online
+                return
             runner = self.runners.get(cmd.terminal)
             if runner is None:
                 self._spawn(self._unknown_terminal(cmd), cmd.key)

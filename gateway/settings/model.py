@@ -220,11 +220,20 @@ class Settings(_Model):
                     f"route {r.id!r} charges in {currency}, not the site's {self.site.currency}: "
                     f"give its incremental_initial and incremental_step in {currency}"
                 )
+            if currency != self.site.currency and (
+                r.safety_margin is None or r.min_partial_approval is None
+            ):
+                raise ValueError(
+                    f"route {r.id!r} charges in {currency}, not the site's {self.site.currency}: "
+                    f"give its safety_margin and min_partial_approval in {currency}"
+                )
             for name, amount in (
                 ("hold_min", r.hold_min),
                 ("hold_max", r.hold_max),
                 ("incremental_initial", r.incremental_initial),
                 ("incremental_step", r.incremental_step),
+                ("safety_margin", r.safety_margin),
+                ("min_partial_approval", r.min_partial_approval),
                 *((f"fixed_hold.{c}", a) for c, a in (r.fixed_hold or {}).items()),
             ):
                 if amount is not None:

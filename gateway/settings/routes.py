@@ -39,6 +39,10 @@ class RouteSettings(_Model):
     # [pricing] amounts are the site's currency: 20.00 EUR is not 2000 yen).
     incremental_initial: Amount | None = None
     incremental_step: Amount | None = None
+    # [pricing] safety_margin and min_partial_approval for this route, in its currency (required
+    # when that is not the site's: 0.50 EUR is not 50 yen)
+    safety_margin: Amount | None = None
+    min_partial_approval: Amount | None = None
 
     @field_validator("bins")
     @classmethod

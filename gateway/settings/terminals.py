@@ -65,6 +65,12 @@ class _TerminalCommon(_Model):
         description='where adjustments, captures, cancels and refunds go: "terminal", or the '
         "name of an [acquirers.NAME] section",
     )
+    card_present_refunds: bool = Field(
+        default=True,
+        description="after the batch closed, refund by card presence at the terminal (ZVT 06 31); "
+        "false: such a refund is refused with the reason (the back office makes it). A terminal "
+        "whose modifications go to an acquirer always refunds there",
+    )
     hold_validity_hours: ValidityHours = Field(
         default_factory=dict,
         description="this acquirer's validity per card scheme, overriding [pricing]",
