@@ -1,20 +1,34 @@
 """The engine worker's settings and shared state, in a few small typed parts instead of one flat
 list of fields: what it knows of each terminal (``TerminalFacts``), how sessions start at the
 site (``SiteRules``), which terminals' modifications go online (``OnlineModifications``) and what
-the daemon reads while it runs (``WorkerStatus``). The queue and
-timers the worker alone touches are its ``LoopState`` (``engine_worker.py``)."""
+the daemon reads while it runs (``WorkerStatus``). The queue and timers the worker alone touches
+are its ``LoopState``, bounded by ``ENGINE_QUEUE_MAX``."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import time
 
+from gateway.payments import events as e
 from gateway.payments.routing import Health, Route
 from gateway.runtime.metrics import Metrics
 from gateway.runtime.terminal_runner import Board
 from gateway.settings import AcquirerSettings
+
+# Events from outside waiting for the engine. A step takes about a millisecond and a site has
+# tens of EVSEs, so this is minutes of a message storm; beyond it input is refused, not queued.
+ENGINE_QUEUE_MAX = 1_000
+# Results of commands sent, session timers and resumes are always taken: at most one each per
+# open session, and a site has one open session per EVSE (plus the sweeps' orphans). Past this
+# many the engine is broken, not busy: the worker fails and the supervisor restarts it (resume
+# reads every open session from the store; a result lost so is an unknown outcome, asked again).
+ENGINE_INTERNAL_MAX = 10_000
+QUEUE_CAPACITY = ENGINE_QUEUE_MAX + ENGINE_INTERNAL_MAX
+
+Queued = tuple[e.Event, Callable[[], None] | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,3 +79,19 @@ class WorkerStatus:
     registered: asyncio.Event = field(default_factory=asyncio.Event)
     idle: asyncio.Event = field(default_factory=asyncio.Event)
     metrics: Metrics | None = None  # terminal command latencies go here
+
+
+@dataclass(slots=True)
+class LoopState:
+    """The worker's own queue, timers and tasks: nothing outside it reads them."""
+
+    queue: asyncio.Queue[Queued] = field(
+        default_factory=lambda: asyncio.Queue(maxsize=QUEUE_CAPACITY)
+    )
+    timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    boot: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    requested: set[str] = field(default_factory=set)  # stored requests already handed over
+    subscribed: bool = False
+    failure: BaseException | None = None
+    failed: asyncio.Event = field(default_factory=asyncio.Event)

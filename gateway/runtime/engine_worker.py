@@ -36,27 +36,25 @@ from gateway.runtime.acquirer_runner import AcquirerRunner, driver_references
 from gateway.runtime.admission import Admission, Admitted, EvseRoute, PayAnswer
 from gateway.runtime.charger_adapter import ChargerAdapter
 from gateway.runtime.engine_host import EngineHost, Handled
-from gateway.runtime.engine_parts import OnlineModifications, SiteRules, TerminalFacts, WorkerStatus
+from gateway.runtime.engine_parts import (
+    ENGINE_QUEUE_MAX,
+    QUEUE_CAPACITY,
+    LoopState,
+    OnlineModifications,
+    Queued,
+    SiteRules,
+    TerminalFacts,
+    WorkerStatus,
+)
 from gateway.runtime.terminal_calls import answer_event
 from gateway.runtime.terminal_runner import TerminalRunner, note_result
 
 __all__ = ["ENGINE_QUEUE_MAX", "EngineWorker", "PayAnswer"]
 
 _LOGGER = logging.getLogger(__name__)
-# Events from outside waiting for the engine. A step takes about a millisecond and a site has
-# tens of EVSEs, so this is minutes of a message storm; beyond it input is refused, not queued.
-ENGINE_QUEUE_MAX = 1_000
-# Results of commands sent, session timers and resumes are always taken: at most one each per
-# open session, and a site has one open session per EVSE (plus the sweeps' orphans). Past this
-# many the engine is broken, not busy: the worker fails and the supervisor restarts it (resume
-# reads every open session from the store; a result lost so is an unknown outcome, asked again).
-ENGINE_INTERNAL_MAX = 10_000
-QUEUE_CAPACITY = ENGINE_QUEUE_MAX + ENGINE_INTERNAL_MAX
 REQUESTS_EVERY_S = 1.0
 REQUESTS_PER_POLL = 100  # stored requests read at one poll; the rest at the next
 _BACKGROUND = ("sweeper:", "probe:", "cards:", "end-of-day:", "acquirer:")
-
-Queued = tuple[e.Event, Callable[[], None] | None]
 
 
 def _background(task: asyncio.Task[None]) -> bool:
@@ -64,22 +62,6 @@ def _background(task: asyncio.Task[None]) -> bool:
     loops: they run for as long as the worker does."""
     name = task.get_name()
     return name == "requests" or name.startswith(_BACKGROUND)
-
-
-@dataclass(slots=True)
-class LoopState:
-    """The worker's own queue, timers and tasks: nothing outside it reads them."""
-
-    queue: asyncio.Queue[Queued] = field(
-        default_factory=lambda: asyncio.Queue(maxsize=QUEUE_CAPACITY)
-    )
-    timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
-    tasks: set[asyncio.Task[None]] = field(default_factory=set)
-    boot: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
-    requested: set[str] = field(default_factory=set)  # stored requests already handed over
-    subscribed: bool = False
-    failure: BaseException | None = None
-    failed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @dataclass(slots=True)
