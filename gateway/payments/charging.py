@@ -55,6 +55,8 @@ def meter_value(s: Session, ev: e.MeterValue, now: datetime, policy: Policy) -> 
     m = s.metering
     if m.billed_to is BilledTo.LAST_TRUSTED:
         return late_reading(s, ev)
+    if m.billed_to is BilledTo.STOP:  # the stop report came; its bill waits for a top-up
+        return Transition(s, note="meter value after the stop report: ignored")
     if s.state not in CHARGING_STATES or m.meter_start_wh is None:
         return Transition(s, note="meter value: not charging")
     energy = ev.meter_wh - m.meter_start_wh
@@ -171,7 +173,14 @@ def silent(s: Session, now: datetime, policy: Policy) -> Transition:
 
 
 def bill(s: Session, now: datetime, policy: Policy) -> Transition:
-    """The charge has ended: capture as planned, or release everything when nothing is billed."""
+    """The charge has ended: capture as planned, or release everything when nothing is billed.
+    A top-up still out may add to what is held: the bill waits for its answer (at most the
+    answer timeout; ``after_topup``), so that money held for the price is captured, not
+    released with the price left owing (found by the reference model)."""
+    if s.topup_minor and s.state in (State.TOPPING_UP, State.STOPPING):
+        timer = s.timer if s.state is State.TOPPING_UP else None
+        waiting = timer or (TimerKind.ANSWER, now + policy.answer_timeout)
+        return Transition(replace(s, timer=waiting), note="billed when the top-up answers")
     plan = capture_plan(s, policy)
     s = apply_plan(s, plan)
     free = policy.free_vend_cap(s)
@@ -182,6 +191,23 @@ def bill(s: Session, now: datetime, policy: Policy) -> Transition:
         s = first_hold_uncertain(s)
     s = go(s, Trigger.BILL if plan.capture_minor else Trigger.NOTHING_TO_BILL, attempts=0)
     return settle_command(s, now, policy)
+
+
+def stopped_awaiting_topup(s: Session) -> bool:
+    """Has the charge ended (``bill``) while a top-up was out, so its bill waits for it?"""
+    return s.metering.billed_to is not BilledTo.NOT_YET and s.state in (
+        State.TOPPING_UP,
+        State.STOPPING,
+    )
+
+
+def after_topup(t: Transition, now: datetime, policy: Policy) -> Transition:
+    """The top-up answered (or was given up as lost): a charge that ended meanwhile is billed."""
+    s = t.session
+    if s is None or s.topup_minor or not stopped_awaiting_topup(s):
+        return t
+    done = bill(s, now, policy)
+    return Transition(done.session, (*t.commands, *done.commands), t.note)
 
 
 def stop(s: Session, now: datetime, policy: Policy, reason: str) -> Transition:

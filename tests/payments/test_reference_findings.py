@@ -96,3 +96,42 @@ def test_a_lost_preauth_never_adopts_a_hold_another_lost_preauth_may_own(tmp_pat
     assert a is not None and a.state is State.FAILED and not a.holds
     released = [x for x in handled.commands if isinstance(x, c.Release)]
     assert [x.receipt_no for x in released] == [579]  # the orphan sweep gives it back at once
+
+
+# ---- new: late top-up --------------------------------------------------------------------------
+
+
+def _topping_up(stop_wh: int) -> Session:
+    """An incremental session on hold 7 (15.00) asks for a top-up; the charger stops before the
+    top-up's answer comes."""
+    s = at(None, e.CardPresented(SID, "card", "E1", "T1", "EUR"), 0, P_TOPUP)
+    s = at(s, res("preauthorize", Outcome.APPROVED, 1500, 7), 0, P_TOPUP)
+    s = at(s, e.ChargerStarted(SID, "st", 0), 1, P_TOPUP)
+    s = at(s, e.MeterValue(SID, "m", 21_000), 30, P_TOPUP)  # 12.44 of 15.00: a top-up
+    assert s.state is State.TOPPING_UP
+    return at(s, e.ChargerStopped(session_id=SID, event_id="sp", meter_wh=stop_wh), 31, P_TOPUP)
+
+
+def test_a_top_up_approved_after_the_stop_pays_the_price_above_the_first_hold() -> None:
+    """The top-up (hold 8) is approved after the stop report: it is money held for this price.
+    It used to be released while the price above hold 7 stayed owed; the bill now waits for the
+    top-up's answer and captures 1500 + 226 for 30 kWh (17.26), nothing owed."""
+    s = _topping_up(30_000)
+    assert not any(h.target_minor for h in s.holds)  # the bill waits for the top-up
+    s = at(s, res("topup", Outcome.APPROVED, 1500, 8, for_receipt=7), 32, P_TOPUP)
+    assert s.state is State.CAPTURING
+    assert [h.target_minor for h in s.holds] == [1500, 226] and s.bill.shortfall_minor == 0
+    s = at(s, res("capture", Outcome.APPROVED, 1500, 30, for_receipt=7), 33, P_TOPUP)
+    s = at(s, res("capture", Outcome.APPROVED, 226, 31, for_receipt=8), 34, P_TOPUP)
+    assert s.state is State.COMPLETED and s.captured_minor == 1726 and s.bill.owed_minor == 0
+
+
+def test_a_top_up_lost_after_the_stop_is_billed_when_its_answer_times_out() -> None:
+    """No answer to the top-up: the bill waits at most the answer timeout, then captures hold 7
+    by booking its amount (the terminal may have raised it) and the rest is owed."""
+    s = _topping_up(30_000)
+    assert s.timer is not None and s.timer[0] is e.TimerKind.ANSWER
+    minutes = (s.timer[1] - T0).total_seconds() / 60
+    s = at(s, e.TimerFired(SID, "answer", e.TimerKind.ANSWER), minutes, P_TOPUP)
+    assert s.state is State.CAPTURING and s.holds[0].uncertain
+    assert s.holds[0].target_minor == 1500 and s.bill.shortfall_minor == 226
