@@ -230,13 +230,21 @@ def unpaid_energy(s: Session, ev: e.ChargerStopped, now: datetime, policy: Polic
     delivered = _reported_energy(s, ev)
     if delivered <= 0 or s.metering.billed_energy_wh > 0 or s.bill.unpaid_energy_wh:
         return Transition(s, note="stopped: nothing unbilled")
+    # Priced as delivered at the start we know of (issue 26, item 12; ``late_stop`` alike):
+    # its energy and fees, never time we did not see it charge.
     first = s.metering.readings[0].at if s.metering.readings else s.created_at
-    readings = (Reading(first, 0, True), Reading(max(now, first), delivered, True))
+    readings = (Reading(first, 0, True), Reading(first, delivered, True))
     owed = priced(s, readings, policy).bill.price_minor
     if not s.final:
         why = f"{delivered} Wh delivered without a start: {owed} owed"
         return Transition(
-            update(s, unpaid_energy_wh=delivered, unpaid_minor=owed, notes=note(s, why))
+            update(
+                s,
+                unpaid_energy_wh=delivered,
+                unpaid_minor=owed,
+                notes=note(s, why),
+                discrepancies=(*s.discrepancies, why),
+            )
         )
     why = f"{delivered} Wh delivered after the session ended unpaid: {owed} owed"
     s = update(
@@ -245,6 +253,7 @@ def unpaid_energy(s: Session, ev: e.ChargerStopped, now: datetime, policy: Polic
         unpaid_minor=owed,
         owed_minor=s.bill.owed_minor + owed,
         notes=note(s, why),
+        discrepancies=(*s.discrepancies, why),
     )
     payload = {**outcome_payload(s), "debt_only": True}
     message = c.Enqueue(f"{s.id}:unpaid", f"session:{s.id}", "session.outcome", payload)

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 
 from drivers.base import Outcome
 from gateway.payments import commands as c
 from gateway.payments import events as e
 from gateway.payments.session import HoldStatus, Session, State, Transition, transition
+from gateway.payments.tariff import Dimension, PriceComponent, Tariff, TariffElement
 from gateway.runtime.engine_host import EngineHost
 from gateway.store import Store
 from tests.payments.fixtures import T0, Clock, policy
@@ -135,3 +137,70 @@ def test_a_top_up_lost_after_the_stop_is_billed_when_its_answer_times_out() -> N
     s = at(s, e.TimerFired(SID, "answer", e.TimerKind.ANSWER), minutes, P_TOPUP)
     assert s.state is State.CAPTURING and s.holds[0].uncertain
     assert s.holds[0].target_minor == 1500 and s.bill.shortfall_minor == 226
+
+
+# ---- new: hold larger than known ---------------------------------------------------------------
+
+
+def _captured_after_a_lost_top_up(echo: int) -> Session:
+    """Hold 7 (15.00) raised by a top-up whose answer was lost: the terminal holds 30.00, the
+    session knows 15.00 and captures 12.97 by booking it; the terminal releases the rest."""
+    s = at(None, e.CardPresented(SID, "card", "E1", "T1", "EUR"), 0, P_TOPUP)
+    s = at(s, res("preauthorize", Outcome.APPROVED, 1500, 7), 0, P_TOPUP)
+    s = at(s, e.ChargerStarted(SID, "st", 0), 1, P_TOPUP)
+    s = at(s, e.MeterValue(SID, "m", 21_000), 30, P_TOPUP)
+    s = at(s, res("topup", Outcome.UNKNOWN, None, None, for_receipt=7), 31, P_TOPUP)
+    assert s.holds[0].uncertain
+    s = at(s, e.ChargerStopped(session_id=SID, event_id="sp", meter_wh=22_000), 40, P_TOPUP)
+    assert s.holds[0].target_minor == 1297
+    return at(s, res("capture", Outcome.APPROVED, echo, 30, for_receipt=7), 41, P_TOPUP)
+
+
+def test_a_capture_echoing_a_larger_release_records_what_the_terminal_held() -> None:
+    """The terminal's answer echoes what it released (3000 - 1297): the hold was 30.00, and the
+    session records that release, not 15.00 - 12.97."""
+    s = _captured_after_a_lost_top_up(3000 - 1297)
+    assert s.state is State.COMPLETED and s.captured_minor == 1297
+    assert s.authorized_minor == 3000 and s.released_minor == 1703
+
+
+def test_a_capture_that_does_not_say_the_rest_marks_the_release_as_a_floor() -> None:
+    """The answer echoes only the booked amount: what the terminal released above 2.03 is not
+    known, and the session says so rather than passing 2.03 off as the whole release."""
+    s = _captured_after_a_lost_top_up(1297)
+    assert s.state is State.COMPLETED and s.released_minor == 203
+    assert any("hold 7: released at least 203" in d for d in s.discrepancies)
+
+
+# ---- item 12: energy reported after the session ended ------------------------------------------
+
+TIMED = Tariff(
+    "TT",
+    "EUR",
+    (
+        TariffElement(
+            (
+                PriceComponent(Dimension.ENERGY, Decimal("0.40"), Decimal(19), 1),
+                PriceComponent(Dimension.TIME, Decimal("0.30"), Decimal(19), 60),
+            )
+        ),
+    ),
+)
+
+
+def test_energy_reported_after_a_voided_session_is_owed_for_the_energy_not_unseen_time() -> None:
+    """The charger started without telling us; the hold was released (voided); an hour later
+    its stop report says 2 kWh. Owed: 2 kWh * 0.40 * 1.19 = 0.95, recorded as a discrepancy.
+    It used to price the hour between the card and the report as charging time (1.31): time
+    nobody saw the charge take, the rule the reference model does not apply (issue 26, 12)."""
+    pol = policy("fixed", tariffs={"*": TIMED})
+    s = at(None, e.CardPresented(SID, "card", "E1", "T1", "EUR"), 0, pol)
+    s = at(s, res("preauthorize", Outcome.APPROVED, 5000, 7), 0, pol)
+    s = at(s, e.TimerFired(SID, "start", e.TimerKind.START), 3, pol)
+    s = at(s, res("release", Outcome.APPROVED, 0, 8, for_receipt=7), 4, pol)
+    assert s.state is State.VOIDED
+    stop = e.ChargerStopped(session_id=SID, event_id="cdr", meter_wh=None, session_energy_wh=2000)
+    t = step(s, stop, 60, pol)
+    assert t.session is not None and t.session.bill.unpaid_minor == 95
+    assert t.session.bill.owed_minor == 95
+    assert any("2000 Wh delivered" in d for d in t.session.discrepancies)
