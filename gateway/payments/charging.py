@@ -53,10 +53,10 @@ def meter_value(s: Session, ev: e.MeterValue, now: datetime, policy: Policy) -> 
     if ev.signed is not None:
         s = record_meter(s, ev.signed)
     m = s.metering
+    if stopped_awaiting_topup(s):  # the charge has ended; its bill waits for a top-up
+        return Transition(s, note="meter value after the charge ended: ignored")
     if m.billed_to is BilledTo.LAST_TRUSTED:
         return late_reading(s, ev)
-    if m.billed_to is BilledTo.STOP:  # the stop report came; its bill waits for a top-up
-        return Transition(s, note="meter value after the stop report: ignored")
     if s.state not in CHARGING_STATES or m.meter_start_wh is None:
         return Transition(s, note="meter value: not charging")
     energy = ev.meter_wh - m.meter_start_wh
@@ -162,13 +162,26 @@ def stop_unconfirmed(s: Session, now: datetime, policy: Policy) -> Transition:
 SILENT = "meter silent"  # the stop reason of a charge stopped for its meter's silence
 
 
+def ask_state(s: Session, now: datetime, policy: Policy) -> Transition:
+    """No reading for the EVSE's meter-silence deadline: ask the charger for its state first (a
+    live charger answers with a reading, which restarts the deadline, or with its stop or
+    fault, billed as usual); ``silent`` follows only if it says nothing in ``state_wait``."""
+    since = s.metering.readings[-1].at if s.metering.readings else s.created_at
+    s = update(
+        s,
+        notes=note(s, f"no meter reading since {since.isoformat()}: asking the charger"),
+        timer=(TimerKind.STATE, now + policy.state_wait),
+    )
+    return Transition(s, (c.RequestChargerState(f"{s.id}:state:{now.isoformat()}", s.id, s.evse),))
+
+
 def silent(s: Session, now: datetime, policy: Policy) -> Transition:
-    """No reading for the EVSE's meter-silence deadline: ask the charger by stopping it (a live
-    charger answers with its stop report, which is billed as usual); with no answer before the
-    stop timeout the last trusted reading is billed (``stop_unconfirmed``) — nothing delivered:
+    """Asked for its state, the charger said nothing: stop it (a charger that wakes answers with
+    its stop report, billed as usual); with no answer before the stop timeout the last trusted
+    reading is billed with the gap on the record (``stop_unconfirmed``) — nothing delivered:
     the hold is released."""
     since = s.metering.readings[-1].at if s.metering.readings else s.created_at
-    s = update(s, notes=note(s, f"no meter reading since {since.isoformat()}: stopping"))
+    s = update(s, notes=note(s, f"no answer, no meter reading since {since.isoformat()}: stopping"))
     return stop(s, now, policy, SILENT)
 
 
@@ -264,6 +277,8 @@ def late_report(s: Session) -> bool:
     """The charge was billed to its last trusted reading (no stop confirmation, a fault) and
     the charger's own stop report (its real stop, a late CDR) has not been heard yet."""
     m = s.metering
+    if stopped_awaiting_topup(s):  # not billed yet: the stop report is the charge's end
+        return False
     return m.billed_to is BilledTo.LAST_TRUSTED and m.stopped_at is None and bool(m.readings)
 
 

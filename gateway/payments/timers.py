@@ -16,6 +16,7 @@ from gateway.payments.authorization import authorize
 from gateway.payments.capture import release_all
 from gateway.payments.charging import (
     after_topup,
+    ask_state,
     silent,
     stop,
     stop_unconfirmed,
@@ -46,6 +47,8 @@ def timer_fired(s: Session, ev: e.TimerFired, now: datetime, policy: Policy) -> 
     if kind == TimerKind.EXPIRY and s.state is State.CHARGING:
         return stop(s, now, policy, "hold validity ends soon")
     if kind == TimerKind.SILENCE and s.state is State.CHARGING:
+        return ask_state(s, now, policy)
+    if kind == TimerKind.STATE and s.state is State.CHARGING:
         return silent(s, now, policy)
     if kind == TimerKind.STOP and s.state is State.STOPPING:
         return stop_unconfirmed(s, now, policy)

@@ -341,6 +341,8 @@ class EngineWorker:
             self._spawn(authorize, cmd.key)
         elif isinstance(cmd, c.StopCharger):
             self._spawn(self.charger.stop(cmd.evse, cmd.session_id, cmd.reason), cmd.key)
+        elif isinstance(cmd, c.RequestChargerState):
+            self._spawn(self.charger.report_state(cmd.evse, cmd.session_id), cmd.key)
         elif isinstance(cmd, c.TERMINAL_COMMANDS):
             runner = self.runners.get(cmd.terminal)
             if runner is None:

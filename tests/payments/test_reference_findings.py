@@ -204,3 +204,19 @@ def test_energy_reported_after_a_voided_session_is_owed_for_the_energy_not_unsee
     assert t.session is not None and t.session.bill.unpaid_minor == 95
     assert t.session.bill.owed_minor == 95
     assert any("2000 Wh delivered" in d for d in t.session.discrepancies)
+
+
+def test_a_stop_report_while_the_bill_waits_for_a_top_up_is_the_charges_end() -> None:
+    """Simulation seed 424242 (topup-increment): a fault while the top-up is out, then the
+    charger's real stop report, then the top-up's answer. The bill had not been made, so the stop
+    report is billed as the end (it was taken as a late report against 0 Wh billed: 26 kWh
+    recorded as unpaid energy owing nothing, the running price captured)."""
+    s = at(None, e.CardPresented(SID, "card", "E1", "T1", "EUR"), 0, P_TOPUP)
+    s = at(s, res("preauthorize", Outcome.APPROVED, 1500, 7), 0, P_TOPUP)
+    s = at(s, e.ChargerStarted(SID, "st", 0), 1, P_TOPUP)
+    s = at(s, e.MeterValue(SID, "m", 21_000), 30, P_TOPUP)
+    s = at(s, e.ChargerFaulted(SID, "f", "ground fault"), 31, P_TOPUP)
+    s = at(s, e.ChargerStopped(session_id=SID, event_id="sp", meter_wh=30_000), 32, P_TOPUP)
+    s = at(s, res("topup", Outcome.APPROVED, 1500, 7, for_receipt=7), 33, P_TOPUP)
+    assert s.state is State.CAPTURING and s.metering.billed_energy_wh == 30_000
+    assert s.holds[0].target_minor == 1726 and not s.bill.unpaid_energy_wh
