@@ -442,13 +442,13 @@ class Campaign:
         end = time.perf_counter() + limit_s
         while time.perf_counter() < end:
             owned = {
-                (r["data"]["terminal"], h["receipt_no"])
+                (r["data"]["terminal"], h["ref"])
                 for r in self._stored_rows()
                 for h in r["data"].get("holds", [])
                 if h["status"] == "open"
             }
             if all(
-                (t, receipt) in owned
+                (t, str(receipt)) in owned  # a ZVT hold's reference: its receipt number as text
                 for t, sim in self.sims.items()
                 for receipt in sim.open_preauths()
             ):
@@ -463,7 +463,7 @@ class Campaign:
         totals), with the daemon stopped. Counted: the sessions still unconfirmed after it; and
         every outcome it released must agree with what the terminal booked."""
         booked = {  # before the end of day closes the terminals' batches
-            (terminal, tx.receipt): tx.booked
+            (terminal, str(tx.receipt)): tx.booked
             for terminal, sim in self.sims.items()
             for tx in sim.state.transactions.values()
             if tx.kind == "preauth" and tx.state == "booked"
@@ -496,16 +496,16 @@ class Campaign:
             data = row["data"]
             out = outcomes.get(row["id"])
             for hold in data.get("holds", []):
-                took = booked.get((data["terminal"], hold["receipt_no"]))
+                took = booked.get((data["terminal"], hold["ref"]))
                 if took and out is not None and out["state"] == "capture_failed":
                     self.figures.violations.append(
                         f"session {row['id']}: its outcome says capture_failed after the end of "
-                        f"day, {data['terminal']} booked {took} on hold {hold['receipt_no']}"
+                        f"day, {data['terminal']} booked {took} on hold {hold['ref']}"
                     )
                 if out is not None and hold["captured_minor"] and not took:
                     self.figures.violations.append(
                         f"session {row['id']}: captured {hold['captured_minor']} after the end "
-                        f"of day, {data['terminal']} booked nothing on hold {hold['receipt_no']}"
+                        f"of day, {data['terminal']} booked nothing on hold {hold['ref']}"
                     )
 
     def check(self) -> None:
@@ -518,7 +518,7 @@ class Campaign:
             store.close()
         if not report.ok:
             f.violations.append(f"the journal does not verify: {report.findings[0].text}")
-        stored: dict[tuple[str, int], tuple[str, dict[str, Any], dict[str, Any]]] = {}
+        stored: dict[tuple[str, str], tuple[str, dict[str, Any], dict[str, Any]]] = {}
         for row in rows:
             data = row["data"]
             f.sessions += 1
@@ -528,14 +528,14 @@ class Campaign:
                 f.completed += 1
             f.unconfirmed_sessions += row["state"] == "capture_unconfirmed"
             for hold in data.get("holds", []):
-                stored[(data["terminal"], hold["receipt_no"])] = (row["id"], hold, data)
+                stored[(data["terminal"], hold["ref"])] = (row["id"], hold, data)
         booked_total = unconfirmed_total = 0
         for terminal, sim in self.sims.items():
             for tx in sim.state.transactions.values():
                 if tx.kind != "preauth":
                     continue
                 f.holds += 1
-                found = stored.get((terminal, tx.receipt))
+                found = stored.get((terminal, str(tx.receipt)))
                 if tx.state == "booked":
                     booked_total += tx.booked
                     fac = self.cpo.state.facs.get(found[0][:36]) if found is not None else None

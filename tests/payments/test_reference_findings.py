@@ -40,11 +40,11 @@ def res(
 ) -> e.Event:
     return e.TerminalResultArrived(
         session_id=SID,
-        event_id=f"{op}-{outcome}-{amount}-{receipt}-{kw.get('for_receipt')}",
+        event_id=f"{op}-{outcome}-{amount}-{receipt}-{kw.get('for_ref')}",
         operation=op,  # type: ignore[arg-type]
         outcome=outcome,
         amount_minor=amount,
-        receipt_no=receipt,
+        ref=None if receipt is None else str(receipt),
         **kw,  # type: ignore[arg-type]
     )
 
@@ -63,7 +63,7 @@ def test_a_hold_approved_but_heard_late_lapses_when_the_terminal_says_not_later(
     assert s.expires_at == T0 + timedelta(days=30)
     s = at(s, e.TimerFired(SID, "start", e.TimerKind.START), late + 3)  # never started
     assert s.state is State.RELEASING
-    s = at(s, res("release", Outcome.UNKNOWN, None, None, for_receipt=7), late + 4)
+    s = at(s, res("release", Outcome.UNKNOWN, None, None, for_ref="7"), late + 4)
     s = at(s, e.OpenPreauthsReported(SID, "q", ()), 30 * 24 * 60 + 60)
     assert s.state is State.RELEASE_FAILED
     assert s.holds[0].status is HoldStatus.LAPSED and s.released_minor == 0
@@ -88,18 +88,18 @@ def test_a_lost_preauth_never_adopts_a_hold_another_lost_preauth_may_own(tmp_pat
         clock.advance(5)
         lost = res("preauthorize", Outcome.UNKNOWN, None, None)
         host.handle(replace(lost, session_id=sid))
-    last = e.LastResult(approved=True, receipt_no=579, amount_minor=717)
+    last = e.LastResult(approved=True, ref="579", amount_minor=717)
     clock.advance(5)
-    handled = host.handle(e.OpenPreauthsReported("b", "qb", (579,), last=last))
+    handled = host.handle(e.OpenPreauthsReported("b", "qb", ("579",), last=last))
     b = handled.session
     assert b is not None and b.state is State.FAILED and not b.holds
     assert any("579" in n and "not attributable" in n for n in b.notes)
     clock.advance(5)  # nor can the owner prove it (b's lost pre-auth fits it as well)
-    handled = host.handle(e.OpenPreauthsReported("a", "qa", (579,), last=last))
+    handled = host.handle(e.OpenPreauthsReported("a", "qa", ("579",), last=last))
     a = handled.session
     assert a is not None and a.state is State.FAILED and not a.holds
     released = [x for x in handled.commands if isinstance(x, c.Release)]
-    assert [x.receipt_no for x in released] == [579]  # the orphan sweep gives it back at once
+    assert [x.ref for x in released] == ["579"]  # the orphan sweep gives it back at once
 
 
 # ---- new: late top-up --------------------------------------------------------------------------
@@ -122,11 +122,11 @@ def test_a_top_up_approved_after_the_stop_pays_the_price_above_the_first_hold() 
     top-up's answer and captures 1500 + 226 for 30 kWh (17.26), nothing owed."""
     s = _topping_up(30_000)
     assert not any(h.target_minor for h in s.holds)  # the bill waits for the top-up
-    s = at(s, res("topup", Outcome.APPROVED, 1500, 8, for_receipt=7), 32, P_TOPUP)
+    s = at(s, res("topup", Outcome.APPROVED, 1500, 8, for_ref="7"), 32, P_TOPUP)
     assert s.state is State.CAPTURING
     assert [h.target_minor for h in s.holds] == [1500, 226] and s.bill.shortfall_minor == 0
-    s = at(s, res("capture", Outcome.APPROVED, 1500, 30, for_receipt=7), 33, P_TOPUP)
-    s = at(s, res("capture", Outcome.APPROVED, 226, 31, for_receipt=8), 34, P_TOPUP)
+    s = at(s, res("capture", Outcome.APPROVED, 1500, 30, for_ref="7"), 33, P_TOPUP)
+    s = at(s, res("capture", Outcome.APPROVED, 226, 31, for_ref="8"), 34, P_TOPUP)
     assert s.state is State.COMPLETED and s.captured_minor == 1726 and s.bill.owed_minor == 0
 
 
@@ -151,11 +151,11 @@ def _captured_after_a_lost_top_up(echo: int) -> Session:
     s = at(s, res("preauthorize", Outcome.APPROVED, 1500, 7), 0, P_TOPUP)
     s = at(s, e.ChargerStarted(SID, "st", 0), 1, P_TOPUP)
     s = at(s, e.MeterValue(SID, "m", 21_000), 30, P_TOPUP)
-    s = at(s, res("topup", Outcome.UNKNOWN, None, None, for_receipt=7), 31, P_TOPUP)
+    s = at(s, res("topup", Outcome.UNKNOWN, None, None, for_ref="7"), 31, P_TOPUP)
     assert s.holds[0].uncertain
     s = at(s, e.ChargerStopped(session_id=SID, event_id="sp", meter_wh=22_000), 40, P_TOPUP)
     assert s.holds[0].target_minor == 1297
-    return at(s, res("capture", Outcome.APPROVED, echo, 30, for_receipt=7), 41, P_TOPUP)
+    return at(s, res("capture", Outcome.APPROVED, echo, 30, for_ref="7"), 41, P_TOPUP)
 
 
 def test_a_capture_echoing_a_larger_release_records_what_the_terminal_held() -> None:
@@ -199,7 +199,7 @@ def test_energy_reported_after_a_voided_session_is_owed_for_the_energy_not_unsee
     s = at(None, e.CardPresented(SID, "card", "E1", "T1", "EUR"), 0, pol)
     s = at(s, res("preauthorize", Outcome.APPROVED, 5000, 7), 0, pol)
     s = at(s, e.TimerFired(SID, "start", e.TimerKind.START), 3, pol)
-    s = at(s, res("release", Outcome.APPROVED, 0, 8, for_receipt=7), 4, pol)
+    s = at(s, res("release", Outcome.APPROVED, 0, 8, for_ref="7"), 4, pol)
     assert s.state is State.VOIDED
     stop = e.ChargerStopped(session_id=SID, event_id="cdr", meter_wh=None, session_energy_wh=2000)
     t = step(s, stop, 60, pol)
@@ -219,7 +219,7 @@ def test_a_stop_report_while_the_bill_waits_for_a_top_up_is_the_charges_end() ->
     s = at(s, e.MeterValue(SID, "m", 21_000), 30, P_TOPUP)
     s = at(s, e.ChargerFaulted(SID, "f", "ground fault"), 31, P_TOPUP)
     s = at(s, e.ChargerStopped(session_id=SID, event_id="sp", meter_wh=30_000), 32, P_TOPUP)
-    s = at(s, res("topup", Outcome.APPROVED, 1500, 7, for_receipt=7), 33, P_TOPUP)
+    s = at(s, res("topup", Outcome.APPROVED, 1500, 7, for_ref="7"), 33, P_TOPUP)
     assert s.state is State.CAPTURING and s.metering.billed_energy_wh == 30_000
     assert s.holds[0].target_minor == 1726 and not s.bill.unpaid_energy_wh
 
@@ -237,10 +237,10 @@ def test_a_lost_top_up_is_asked_about_before_its_hold_is_billed() -> None:
     s = at(s, res("preauthorize", Outcome.APPROVED, 1500, 7), 0, P_TOPUP)
     s = at(s, e.ChargerStarted(SID, "st", 0), 1, P_TOPUP)
     s = at(s, e.MeterValue(SID, "m", 21_000), 30, P_TOPUP)
-    t = step(s, res("topup", Outcome.UNKNOWN, None, None, for_receipt=7), 31, P_TOPUP)
+    t = step(s, res("topup", Outcome.UNKNOWN, None, None, for_ref="7"), 31, P_TOPUP)
     assert [type(x).__name__ for x in t.commands] == ["QueryOpenPreauths"]
     assert t.session is not None
-    last = e.LastResult(approved=True, receipt_no=7, amount_minor=1500)
-    s = at(t.session, e.OpenPreauthsReported(SID, "q", (7,), last=last), 32, P_TOPUP)
+    last = e.LastResult(approved=True, ref="7", amount_minor=1500)
+    s = at(t.session, e.OpenPreauthsReported(SID, "q", ("7",), last=last), 32, P_TOPUP)
     s = at(s, e.ChargerStopped(session_id=SID, event_id="sp", meter_wh=30_000), 40, P_TOPUP)
     assert s.authorized_minor == 3000 and s.holds[0].target_minor == 1726
