@@ -220,7 +220,8 @@ class EngineHost:
     ) -> bool:
         """Could the terminal's last result belong to another session? Yes if another session of
         this terminal knows that receipt, or — since our capture left — started on the terminal
-        or lost the result of one of its own operations (whose trace we cannot tell from ours)."""
+        or lost the result of one of its own operations (whose trace we cannot tell from ours).
+        For a lost pre-auth: any other session that may have made its hold (``_may_own``)."""
         hold = session.current
         sent = hold.capture_sent_at if hold is not None and hold.capture_sent_at else None
         since = (sent or self.clock()) - timedelta(days=2)
@@ -235,6 +236,10 @@ class EngineHost:
         }
         if last.ref in known:
             return True
+        if session.state is State.AUTH_UNKNOWN:
+            # A lost pre-auth adopts a hold only if no other session can have made it: the hold
+            # is left to its owner or to the orphan sweep (issue 26, found by the reference model).
+            return any(_may_own(s, last) for s, _ in others)
         if sent is None:
             return session.state is State.CAPTURE_UNKNOWN
         # a session started after the result was asked (the runner's snapshot at start) did
@@ -383,6 +388,19 @@ _OPEN_CACHE_LIMIT = (
 )
 _IN_FLIGHT_HOLDS = (State.AUTHORIZING, State.TOPPING_UP)  # a fresh hold may exist, not stored yet
 _MAKING_HOLDS = (*_IN_FLIGHT_HOLDS, State.AUTH_UNKNOWN)  # ... or one not yet attributed
+
+
+def _may_own(other: Session, last: e.LastResult) -> bool:
+    """Can ``other`` have made the open hold of this last result, unknown to it? A session making
+    a hold, or whose pre-auth was lost and never attributed (within the amount it asked for),
+    or whose top-up was lost (its first hold uncertain: the amount cannot tell)."""
+    if other.holds and other.holds[0].uncertain:
+        return True
+    if other.state in _MAKING_HOLDS or (other.lost_results and not other.holds):
+        return last.amount_minor is None or last.amount_minor <= max(
+            other.hold_minor, other.topup_minor
+        )
+    return False
 
 
 def _from_another_evse(event: e.Event, session: Session | None) -> bool:

@@ -330,6 +330,8 @@ class EngineWorker:
             self._spawn(authorize, cmd.key)
         elif isinstance(cmd, c.StopCharger):
             self._spawn(self.charger.stop(cmd.evse, cmd.session_id, cmd.reason), cmd.key)
+        elif isinstance(cmd, c.RequestChargerState):
+            self._spawn(self.charger.report_state(cmd.evse, cmd.session_id), cmd.key)
         elif isinstance(cmd, c.TERMINAL_COMMANDS):
             if self.acquirers is not None and self.acquirers.takes(cmd):
                 self._spawn(self.acquirers.execute(cmd), cmd.key)  # its modification: online
