@@ -133,13 +133,16 @@ def _answered(s: Session, ev: e.TerminalResultArrived, now: datetime, policy: Po
         assert ev.ref is not None  # noqa: S101 - narrowed above
         approved = ev.amount_minor if ev.amount_minor is not None else s.hold_minor
         scheme, validity = policy.validity.for_card(s.terminal, ev.card)
+        # Counted from when the hold was asked for (the terminal made it no earlier), never from
+        # when its answer arrived: an answer heard late (a stall, a restart) must not make us
+        # believe in a hold the issuer has already let go (simulation seed 1668930904).
         s = replace(
             s,
             holds=(Hold(ev.ref, approved, ev.trace_no),),
             card=dict(ev.card),
             scheme=scheme,
             reference=authorization_reference(s.id),
-            expires_at=now + validity,
+            expires_at=s.created_at + validity,
         )
         if approved < min(policy.min_partial(s.route), s.hold_minor):
             s = go(

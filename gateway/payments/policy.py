@@ -51,9 +51,13 @@ class Policy:
     route_margins: dict[str, tuple[int, int]] = field(default_factory=dict)
     pricer: Pricer = field(default_factory=Pricer, compare=False, repr=False)  # incrementally
     rated_power_w: dict[str, int] = field(default_factory=dict)  # by EVSE (plausibility.py)
-    # by EVSE: a charge with no reading for this long is stopped and billed to its last trusted
-    # reading (``moves.charging_timer``); unset: only the hold's validity bounds it
+    # by EVSE: a charge with no reading for this long: the charger is asked for its state, then
+    # stopped and billed to its last trusted reading (``moves.charging_timer``,
+    # ``charging.ask_state``); unset: only the hold's validity bounds it
     meter_silence: dict[str, timedelta] = field(default_factory=dict)
+    # how long a charger asked for its state after a meter silence has to answer (a reading, its
+    # stop or a fault) before the charge is stopped and billed on what was last heard
+    state_wait: timedelta = timedelta(seconds=60)
     # by EVSE: energy given away at most, where free vend is explicit (an EVSE without a tariff
     # and without an entry here gets no hold: the engine cannot price it)
     free_vend_wh: dict[str, int] = field(default_factory=dict)

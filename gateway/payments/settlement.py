@@ -107,6 +107,10 @@ def _settled(
     """The terminal approved our capture or release of ``hold``: book what was *asked*."""
     if ev.operation == Operation.CAPTURE:
         target = hold.target_minor or 0
+        if hold.uncertain:  # the terminal may have held more than we know: it released the rest
+            s, known = _uncertain_rest(s, hold, ev.amount_minor)
+            s = replace_hold(s, hold, known)
+            hold = known
         if ev.amount_minor is not None and ev.amount_minor not in (
             target,
             hold.amount_minor - target,
@@ -128,6 +132,30 @@ def _settled(
             booking_ref=ev.ref,
         )
     return next_hold(replace_hold(s, hold, done), now, policy)
+
+
+def _uncertain_rest(s: Session, hold: Hold, echo: int | None) -> tuple[Session, Hold]:
+    """A hold captured by booking its target (a top-up of it was lost: the terminal may hold
+    more than ``amount_minor``) released whatever the terminal held above the target. An echo
+    above the rest we know is that release (the hold was raised by the lost top-up): the hold's
+    amount follows it. Otherwise the released figure is the part we know, and the session says
+    the terminal may have released more (found by the reference model): never a figure we do
+    not know passed off as the whole."""
+    target = hold.target_minor or 0
+    rest = hold.amount_minor - target
+    if echo is not None and echo != target and echo == rest:  # the terminal held what we know
+        return s, hold
+    if echo is not None and echo != target and echo > rest:
+        said = (
+            f"hold {hold.ref}: the terminal released {echo} above the capture of {target}: "
+            f"it held {target + echo}, not {hold.amount_minor} (a top-up's answer was lost)"
+        )
+        return replace(s, notes=note(s, said)), replace(hold, amount_minor=target + echo)
+    said = (
+        f"hold {hold.ref}: released at least {rest}; the terminal "
+        f"may have held more (a top-up's answer was lost) and released that too"
+    )
+    return replace(s, discrepancies=(*s.discrepancies, said)), hold
 
 
 def _captured(hold: Hold, booking_ref: str | None, at: datetime) -> Hold:

@@ -995,7 +995,7 @@ async def test_a_drivers_amount_is_read_in_the_currency_the_payment_is_routed_to
         worker, _terminals, _link = build_engine(
             settings, store, lambda: datetime.now(UTC), SimulatedCharger(["E1"])
         )
-        worker.terminal_state["tk"] = (True, "ok")  # as its registration would have said
+        worker.status.terminal_state["tk"] = (True, "ok")  # as its registration would have said
         worker.runners["tk"].register_timeout_s = 0.2  # its pre-auth is not carried out here
         worker.on_charger_event(
             PaymentRequested(evse="E1", request_id="r1", target_amount=Decimal(2000))

@@ -692,21 +692,25 @@ def test_a_charge_that_stops_while_its_top_up_is_out_books_the_price_not_the_top
     """Found by the crash campaign (no kill needed): the EV stopped while the top-up was at the
     terminal. The capture left with the old hold (15.00) and released "15.00 less the price";
     the terminal, which had raised the hold to 30.00 meanwhile, booked the price plus the
-    top-up. Now such a capture books the price itself (06 24)."""
+    top-up. Now the bill waits for the top-up's answer (the reference model's "late top-up")
+    and books the price from the raised hold; a top-up that never answers leaves the hold
+    uncertain, captured by booking the price itself (06 24,
+    ``test_reference_findings.test_a_top_up_lost_after_the_stop_is_billed_when_its_answer_times_out``)."""
     pol = policy("incremental", topup_terminals=frozenset({"T1"}))
     s = at(None, e.CardPresented(SID, "card", "E1", "T1", "EUR"), 0, pol)
     s = at(s, res("preauthorize", Outcome.APPROVED, 1500, 7, trace_no=70), 0, pol)
     s = at(at(s, e.ChargerStarted(SID, "st", 0), 1, pol), e.MeterValue(SID, "m", 21_000), 30, pol)
     assert s.state is State.TOPPING_UP
     t = step(s, e.ChargerStopped(session_id=SID, event_id="sp", meter_wh=22_000), 31, pol)
-    (cap,) = [x for x in t.commands if isinstance(x, c.Capture)]
-    assert t.session is not None and cap.exact and cap.held_minor == 1500
-    price = t.session.bill.price_minor
-    s = at(
+    assert t.session is not None and not [x for x in t.commands if isinstance(x, c.Capture)]
+    t = step(
         t.session, res("topup", Outcome.APPROVED, 1500, 7, for_ref="7"), 31, pol
     )  # the same hold, raised
-    assert s.holds[0].amount_minor == 3000
-    s = at(s, res("capture", Outcome.APPROVED, price, 9, for_ref="7"), 32, pol)
+    (cap,) = [x for x in t.commands if isinstance(x, c.Capture)]
+    assert t.session is not None and t.session.holds[0].amount_minor == 3000
+    assert cap.held_minor == 3000 and not cap.exact
+    price = t.session.bill.price_minor
+    s = at(t.session, res("capture", Outcome.APPROVED, price, 9, for_ref="7"), 32, pol)
     assert s.state is State.COMPLETED and (s.captured_minor, s.released_minor) == (
         price,
         3000 - price,
