@@ -333,29 +333,13 @@ def _session(s: SessionFacts, facts: Facts, tol: Tolerances) -> list[Finding]:
                 s.currency,
             )
         )
-    if s.refund_due_minor:
-        out.append(
-            Finding(
-                f"refund_due:{s.id}",
-                "refund_due",
-                f"{s.refund_due_minor} captured above the corrected price and not given back: "
-                "refund it (06 31 needs the driver's card, or the acquirer's back office)",
-                one,
-                s.refund_due_minor,
-                s.currency,
-            )
-        )
-    if s.paid_elsewhere_minor:
-        out.append(
-            Finding(
-                f"refund_other_card:{s.id}",
-                "refund_other_card",
-                f"{s.paid_elsewhere_minor} refunded to another card than the session's",
-                one,
-                s.paid_elsewhere_minor,
-                s.currency,
-            )
-        )
+    owed_back = (
+        ("refund_due", s.refund_due_minor, "captured above the corrected price, not given back"),
+        ("refund_other_card", s.paid_elsewhere_minor, "refunded to another card than its own"),
+    )
+    for kind, minor, said in owed_back:  # money the driver is owed back
+        if minor:
+            out.append(Finding(f"{kind}:{s.id}", kind, f"{minor} {said}", one, minor, s.currency))
     waiting = facts.unacknowledged.get(s.id)
     if waiting is not None:
         status, since = waiting
