@@ -8,19 +8,25 @@ Variants (``PoiConfig``): ``reservations`` — FirstReservation/UpdateReservatio
 supported or refused (Swedbank's PAX list only Normal and Refund); ``partial_minor`` — a
 reservation or sale approved for at most this much (``Result`` Partial); ``lose_answers`` — the
 next N money commands are carried out and then the connection is cut before the answer;
+``drop_requests`` — the next N money commands are cut before the POI acts (nothing happened);
 ``busy`` — the next N commands answer Busy and do nothing; ``in_progress`` — TransactionStatus
 answers InProgress N times before telling; ``delay_s`` — every answer comes this late;
 ``refuse_open_reversal`` — a Reversal of a reservation not yet completed is refused.
-The ledger is the POI's own record, against which tests check what the driver booked.
+The ledger is the POI's own record, against which tests check what the driver booked; with
+``state_path`` it is kept in that file (rewritten atomically after each money command, and read
+back when the POI starts), as a terminal keeps its journal across a power cycle. The answers a
+TransactionStatus repeats are not kept: a restarted POI answers NotFound for earlier services.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import ssl
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from decimal import Decimal
+from pathlib import Path
 
 from aiohttp import web
 
@@ -57,10 +63,12 @@ class PoiConfig:
     reservations: bool = True
     partial_minor: int | None = None
     lose_answers: int = 0
+    drop_requests: int = 0
     busy: int = 0
     in_progress: int = 0
     delay_s: float = 0.0
     refuse_open_reversal: bool = False
+    state_path: Path | None = None
 
 
 @dataclass
@@ -83,6 +91,29 @@ class NexoPoi:
     sent: list[bytes] = field(default_factory=list)  # every answer body as sent (bounded)
     period: int = 1
     _n: int = 0
+
+    def __post_init__(self) -> None:
+        path = self.config.state_path
+        if path is None or not path.exists():
+            return
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        self._n, self.period = int(saved["n"]), int(saved["period"])
+        for tid, t in saved["ledger"].items():
+            amounts = {k: Decimal(t[k]) for k in ("amount", "booked")}
+            self.ledger[tid] = Txn(**{**t, **amounts})
+
+    def save(self) -> None:
+        """Write the ledger to ``state_path`` (temp file, then rename)."""
+        path = self.config.state_path
+        if path is None:
+            return
+        ledger = {
+            tid: {**asdict(t), "amount": str(t.amount), "booked": str(t.booked)}
+            for tid, t in self.ledger.items()
+        }
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"n": self._n, "period": self.period, "ledger": ledger}))
+        tmp.replace(path)
 
     # ---- the ledger, as tests read it ---------------------------------------------------------
     def booked(self) -> Decimal:
@@ -116,6 +147,8 @@ class NexoPoi:
         reply = self._reply(request, self._act(body))
         if request.header.service_id is not None:
             self.answers[(request.header.sale_id, request.header.service_id)] = reply
+        if isinstance(body, (nm.PaymentRequest, nm.ReversalRequest, nm.ReconciliationRequest)):
+            self.save()
         return reply
 
     def _act(self, body: nm.Body) -> nm.Body:
@@ -304,6 +337,11 @@ def make_app(poi: NexoPoi) -> web.Application:
         if message.header.poi_id != poi.config.poi_id:
             return web.Response(status=400, text=f"POIID {message.header.poi_id} is not this POI")
         money = isinstance(message.body, (nm.PaymentRequest, nm.ReversalRequest))
+        if money and poi.config.drop_requests > 0:
+            poi.config.drop_requests -= 1
+            if request.transport is not None:
+                request.transport.abort()  # cut before the POI acted: nothing happened
+            raise web.HTTPServiceUnavailable
         reply = poi.handle(message)
         if poi.config.delay_s:
             await asyncio.sleep(poi.config.delay_s)

@@ -123,6 +123,7 @@ class SimState:
     printed: list[str] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)
     unanswered: int = 0  # messages to the ECR whose 80 00 never came (send_expect_ack)
+    results_acknowledged: int = 0  # approving 04 0F the ECR acknowledged (80 00) in time
     taps: int = 0  # cards presented for the next read-card (tap_required)
     sequence_no: int = 0  # the PT's message number (variants.sequence_numbers, TLV 1F73)
 
@@ -328,7 +329,9 @@ class _Session:
                 self._remember(result)  # it stands: its repeat (06 20) shows it
                 raise
             return False  # nobody can acknowledge it now: undone as on a timeout
-        return reply is not None and reply.command == Command.ACK
+        acknowledged = reply is not None and reply.command == Command.ACK
+        self.sim.state.results_acknowledged += acknowledged
+        return acknowledged
 
     # ---- command loop ------------------------------------------------------------------------
 

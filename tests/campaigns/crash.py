@@ -57,6 +57,7 @@ from gateway.runtime.engine_setup import build_policy, build_terminals
 from gateway.settings import load_settings
 from gateway.store import Store
 from tests.campaigns import scan
+from tests.campaigns.books import BookedHold, stored_ref, zvt_book
 from tests.firmware_bridge.conftest import MOSQUITTO, Broker
 from tests.helpers import EVPAY, free_port, site_toml, subprocess_env
 
@@ -125,6 +126,51 @@ class Campaign:
         self.broker.start()
         self.cpo = CpoSimulator()
         await self.cpo.start()
+        devices = await self.start_terminals()
+        self.charger = ChargerSimulator(self.broker.settings("charger"), self.evses)
+        self.charger_stop = asyncio.Event()
+        self.charger_task = asyncio.create_task(self.charger.run(self.charger_stop))
+        listen = free_port()
+        upstream = (
+            f'[upstream]\nenabled = true\nallow_insecure_http = true\nversions_url = "{self.cpo.versions_url}"\n'
+            f'token_a = {{ value = "{self.cpo.state.token_a}" }}\n'
+            f'key = {{ value = "{Fernet.generate_key().decode()}" }}\n'
+            f'listen = "127.0.0.1:{listen}"\npublic_url = "http://127.0.0.1:{listen}/ocpi/versions"\n'
+        )
+        routes = ""
+        for terminal in (
+            "t1",
+            "t2",
+        ):  # each EVSE stays on its terminal; a route never lists no EVSE (= all)
+            for incremental in (True, False):
+                evses = [
+                    e
+                    for e, t in self.terminal_of.items()
+                    if t == terminal and (e in self.incremental) == incremental
+                ]
+                if evses:
+                    routes += (
+                        f'[[routes]]\nid = "{terminal}-{"topup" if incremental else "fixed"}"\n'
+                        f'terminals = ["{terminal}"]\nevses = {json.dumps(evses)}\n'
+                        + ('strategy = "incremental"\n' if incremental else "")
+                    )
+        text = site_toml(
+            self.dir / "evpay.sqlite3",
+            devices,
+            site="CRASH",
+            evses=self.terminal_of,
+            charger=self.broker.toml(),  # the gateway's user on the ACL'd broker
+            pricing='fixed_hold = { EUR = "50.00" }\nhold_min = "1.00"\nincremental_initial = "1.00"\n'
+            'incremental_step = "1.00"\nsafety_margin = "0.10"\n'
+            "retry_max_s = 60",  # after 1,000 kills retries would wait 30 min; the end waits 180 s
+            extra=self.terminal_sections() + upstream + routes,
+            terminal_extra="incremental = true\n",
+        )
+        self.config = self.dir / "gateway.toml"
+        self.config.write_text(text, encoding="utf-8")
+
+    async def start_terminals(self) -> dict[str, str]:
+        """The ZVT terminals: ``t1`` on TCP, ``t2`` on a pty; their device URLs by id."""
         self.sims = {
             "t1": SimTerminal(
                 SimConfig(
@@ -154,53 +200,25 @@ class Campaign:
         self.tcp = await serve_tcp("127.0.0.1", 0, lambda p: self.sims["t1"].serve(p, serial=False))
         self.pty = PtyPort()
         self.pty_serving = asyncio.create_task(self._serve_pty())
-        self.charger = ChargerSimulator(self.broker.settings("charger"), self.evses)
-        self.charger_stop = asyncio.Event()
-        self.charger_task = asyncio.create_task(self.charger.run(self.charger_stop))
         self.tty = (
             self.dir / "tty-t2"
         )  # as udev names a serial adapter: the campaigns may re-plug it
         self.tty.unlink(missing_ok=True)
         self.tty.symlink_to(self.pty.slave_path)
         tcp_port = self.tcp.sockets[0].getsockname()[1]
-        listen = free_port()
-        upstream = (
-            f'[upstream]\nenabled = true\nallow_insecure_http = true\nversions_url = "{self.cpo.versions_url}"\n'
-            f'token_a = {{ value = "{self.cpo.state.token_a}" }}\n'
-            f'key = {{ value = "{Fernet.generate_key().decode()}" }}\n'
-            f'listen = "127.0.0.1:{listen}"\npublic_url = "http://127.0.0.1:{listen}/ocpi/versions"\n'
-        )
-        routes = ""
-        for terminal in (
-            "t1",
-            "t2",
-        ):  # each EVSE stays on its terminal; a route never lists no EVSE (= all)
-            for incremental in (True, False):
-                evses = [
-                    e
-                    for e, t in self.terminal_of.items()
-                    if t == terminal and (e in self.incremental) == incremental
-                ]
-                if evses:
-                    routes += (
-                        f'[[routes]]\nid = "{terminal}-{"topup" if incremental else "fixed"}"\n'
-                        f'terminals = ["{terminal}"]\nevses = {json.dumps(evses)}\n'
-                        + ('strategy = "incremental"\n' if incremental else "")
-                    )
-        text = site_toml(
-            self.dir / "evpay.sqlite3",
-            {"t1": f"tcp://127.0.0.1:{tcp_port}", "t2": f"serial://{self.tty}"},
-            site="CRASH",
-            evses=self.terminal_of,
-            charger=self.broker.toml(),  # the gateway's user on the ACL'd broker
-            pricing='fixed_hold = { EUR = "50.00" }\nhold_min = "1.00"\nincremental_initial = "1.00"\n'
-            'incremental_step = "1.00"\nsafety_margin = "0.10"\n'
-            "retry_max_s = 60",  # after 1,000 kills retries would wait 30 min; the end waits 180 s
-            extra=upstream + routes,
-            terminal_extra="incremental = true\n",
-        )
-        self.config = self.dir / "gateway.toml"
-        self.config.write_text(text, encoding="utf-8")
+        return {"t1": f"tcp://127.0.0.1:{tcp_port}", "t2": f"serial://{self.tty}"}
+
+    def terminal_sections(self) -> str:
+        """Terminals written out whole (``start_terminals`` then gives no device URL)."""
+        return ""
+
+    def book(self) -> list[BookedHold]:
+        """Every hold in the terminals' own books."""
+        return [h for name, sim in self.sims.items() for h in zvt_book(name, sim)]
+
+    def secrets(self) -> list[str]:
+        """What must appear in no log or database: the CPO's tokens, the terminals' secrets."""
+        return [*self.cpo.state.tokens, "123456"]
 
     async def _serve_pty(self) -> None:
         """The serial terminal (the unplug campaign replaces it with one whose line is pulled)."""
@@ -209,13 +227,16 @@ class Campaign:
     async def close(self) -> None:
         self.charger_stop.set()
         await asyncio.gather(self.charger_task, return_exceptions=True)
+        await self.close_terminals()
+        await self.cpo.stop()
+        self.broker.stop()
+        self.log.close()
+
+    async def close_terminals(self) -> None:
         self.pty_serving.cancel()
         await asyncio.gather(self.pty_serving, return_exceptions=True)
         await self.pty.close()
         self.tcp.close()
-        await self.cpo.stop()
-        self.broker.stop()
-        self.log.close()
 
     # ---- the daemon that dies ----------------------------------------------------------------
 
@@ -442,16 +463,12 @@ class Campaign:
         end = time.perf_counter() + limit_s
         while time.perf_counter() < end:
             owned = {
-                (r["data"]["terminal"], h["receipt_no"])
+                (r["data"]["terminal"], stored_ref(h))
                 for r in self._stored_rows()
                 for h in r["data"].get("holds", [])
                 if h["status"] == "open"
             }
-            if all(
-                (t, receipt) in owned
-                for t, sim in self.sims.items()
-                for receipt in sim.open_preauths()
-            ):
+            if all((h.terminal, h.ref) in owned for h in self.book() if h.state == "open"):
                 return
             await asyncio.sleep(0.5)
 
@@ -463,10 +480,7 @@ class Campaign:
         totals), with the daemon stopped. Counted: the sessions still unconfirmed after it; and
         every outcome it released must agree with what the terminal booked."""
         booked = {  # before the end of day closes the terminals' batches
-            (terminal, tx.receipt): tx.booked
-            for terminal, sim in self.sims.items()
-            for tx in sim.state.transactions.values()
-            if tx.kind == "preauth" and tx.state == "booked"
+            (h.terminal, h.ref): h.booked for h in self.book() if h.state == "booked"
         }
         settings = load_settings(self.config)
         store = Store.open(self.dir / "evpay.sqlite3")
@@ -496,16 +510,16 @@ class Campaign:
             data = row["data"]
             out = outcomes.get(row["id"])
             for hold in data.get("holds", []):
-                took = booked.get((data["terminal"], hold["receipt_no"]))
+                took = booked.get((data["terminal"], stored_ref(hold)))
                 if took and out is not None and out["state"] == "capture_failed":
                     self.figures.violations.append(
                         f"session {row['id']}: its outcome says capture_failed after the end of "
-                        f"day, {data['terminal']} booked {took} on hold {hold['receipt_no']}"
+                        f"day, {data['terminal']} booked {took} on hold {stored_ref(hold)}"
                     )
                 if out is not None and hold["captured_minor"] and not took:
                     self.figures.violations.append(
                         f"session {row['id']}: captured {hold['captured_minor']} after the end "
-                        f"of day, {data['terminal']} booked nothing on hold {hold['receipt_no']}"
+                        f"of day, {data['terminal']} booked nothing on hold {stored_ref(hold)}"
                     )
 
     def check(self) -> None:
@@ -518,7 +532,7 @@ class Campaign:
             store.close()
         if not report.ok:
             f.violations.append(f"the journal does not verify: {report.findings[0].text}")
-        stored: dict[tuple[str, int], tuple[str, dict[str, Any], dict[str, Any]]] = {}
+        stored: dict[tuple[str, str], tuple[str, dict[str, Any], dict[str, Any]]] = {}
         for row in rows:
             data = row["data"]
             f.sessions += 1
@@ -528,53 +542,50 @@ class Campaign:
                 f.completed += 1
             f.unconfirmed_sessions += row["state"] == "capture_unconfirmed"
             for hold in data.get("holds", []):
-                stored[(data["terminal"], hold["receipt_no"])] = (row["id"], hold, data)
-        booked_total = unconfirmed_total = 0
-        for terminal, sim in self.sims.items():
-            for tx in sim.state.transactions.values():
-                if tx.kind != "preauth":
-                    continue
-                f.holds += 1
-                found = stored.get((terminal, tx.receipt))
-                if tx.state == "booked":
-                    booked_total += tx.booked
-                    fac = self.cpo.state.facs.get(found[0][:36]) if found is not None else None
-                    if fac is not None and fac.get("capture_status_code") == "FAILED":
-                        f.violations.append(  # the CPO would charge the driver again
-                            f"session {found[0] if found else '?'}: the FAC says FAILED, "
-                            f"{terminal} booked {tx.booked} on hold {tx.receipt}"
-                        )
-                    if found is None:
-                        f.violations.append(
-                            f"{terminal} booked {tx.booked} on hold {tx.receipt}: no session records it"
-                        )
-                    elif (
-                        found[1]["status"] == "unconfirmed"
-                        and found[1]["target_minor"] == tx.booked
-                    ):
-                        f.unconfirmed += (
-                            1  # no evidence reached the gateway: owed as unconfirmed, visibly
-                        )
-                        unconfirmed_total += tx.booked
-                    elif found[1]["captured_minor"] != tx.booked:
-                        f.violations.append(
-                            f"session {found[0]} captured {found[1]['captured_minor']} on {terminal} "
-                            f"hold {tx.receipt}, the terminal booked {tx.booked}"
-                        )
-                elif tx.state == "open":
-                    owed = found is not None and (
-                        found[2].get("owed_minor")
-                        or found[1]["status"] in ("lapsed", "unconfirmed")
-                    )
-                    if not owed:
-                        f.violations.append(
-                            f"{terminal} hold {tx.receipt} ({tx.amount}) is left open, owed by nobody"
-                        )
-                elif found is not None and found[1]["captured_minor"]:
+                key = (data["terminal"], stored_ref(hold))
+                if key in stored and stored[key][0] != row["id"]:
                     f.violations.append(
-                        f"session {found[0]} claims a capture on {terminal} hold {tx.receipt}, "
-                        "which the terminal released"
+                        f"sessions {stored[key][0]} and {row['id']} both hold {key[0]} {key[1]}"
                     )
+                stored[key] = (row["id"], hold, data)
+        booked_total = unconfirmed_total = 0
+        for tx in self.book():
+            terminal = tx.terminal
+            f.holds += 1
+            found = stored.get((terminal, tx.ref))
+            if tx.state == "booked":
+                booked_total += tx.booked
+                fac = self.cpo.state.facs.get(found[0][:36]) if found is not None else None
+                if fac is not None and fac.get("capture_status_code") == "FAILED":
+                    f.violations.append(  # the CPO would charge the driver again
+                        f"session {found[0] if found else '?'}: the FAC says FAILED, "
+                        f"{terminal} booked {tx.booked} on hold {tx.ref}"
+                    )
+                if found is None:
+                    f.violations.append(
+                        f"{terminal} booked {tx.booked} on hold {tx.ref}: no session records it"
+                    )
+                elif found[1]["status"] == "unconfirmed" and found[1]["target_minor"] == tx.booked:
+                    f.unconfirmed += 1  # no evidence reached the gateway: owed, visibly
+                    unconfirmed_total += tx.booked
+                elif found[1]["captured_minor"] != tx.booked:
+                    f.violations.append(
+                        f"session {found[0]} captured {found[1]['captured_minor']} on {terminal} "
+                        f"hold {tx.ref}, the terminal booked {tx.booked}"
+                    )
+            elif tx.state == "open":
+                owed = found is not None and (
+                    found[2].get("owed_minor") or found[1]["status"] in ("lapsed", "unconfirmed")
+                )
+                if not owed:
+                    f.violations.append(
+                        f"{terminal} hold {tx.ref} ({tx.amount}) is left open, owed by nobody"
+                    )
+            elif found is not None and found[1]["captured_minor"]:
+                f.violations.append(
+                    f"session {found[0]} claims a capture on {terminal} hold {tx.ref}, "
+                    "which the terminal released"
+                )
         f.captured_minor = sum(h["captured_minor"] for _, h, _ in stored.values())
         if f.captured_minor + unconfirmed_total != booked_total:
             f.violations.append(
@@ -595,7 +606,7 @@ class Campaign:
         self.log.flush()
         hits = scan.scan_paths(
             [self.dir / "evpay.sqlite3", self.dir / "daemon.log"],
-            secrets=[*self.cpo.state.tokens, "123456"],
+            secrets=self.secrets(),
         )
         f.violations += [f"card data or a secret: {h}" for h in hits]
 

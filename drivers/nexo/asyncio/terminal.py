@@ -26,6 +26,7 @@ from drivers.money import Money
 from drivers.nexo import messages as nm
 from drivers.nexo import results as r
 from drivers.nexo.asyncio.client import Exchange, NexoClient, NexoOptions
+from drivers.nexo.errors import NexoFormatError, NexoSecurityError
 from drivers.nexo.model import (
     AmountsReq,
     MessageCategory,
@@ -264,7 +265,7 @@ class NexoTerminal:
                 return await self._settle(self._recovered_handle(result, ptype), persist, sid)
             if isinstance(msg.body, nm.ReversalResponse):
                 result = r.reversal_result("last_result", msg.body, self.currency, service_id=sid)
-                return await self._settle(result, persist, sid)
+                return await self._settle(self._reversed_handle(result, sid), persist, sid)
             self.client.finish(sid)
         if doubt:
             return TerminalResult("last_result", Outcome.UNKNOWN, doubt, unreachable=True)
@@ -288,6 +289,38 @@ class NexoTerminal:
             if key != "next" and tid and entry.get("id") == tid:
                 return self._with_handle(result, ptype, int(key))  # its state follows ptype
         return self._with_handle(result, ptype, None)
+
+    def _reversed_handle(self, result: TerminalResult, service_id: str) -> TerminalResult:
+        """A recovered Reversal's answer names no reservation (its POIData is the reversal's
+        own transaction): the request stored under ``service_id`` does. Its handle is marked
+        reversed when the POI approved, so ``open_preauthorizations`` no longer lists a hold
+        the POI let go (a Reversal of it again would be refused NotFound for ever)."""
+        stored = next(
+            (
+                f
+                for f in self.client.tracker.snapshot()["in_flight"]
+                if f["service_id"] == service_id
+            ),
+            None,
+        )
+        if stored is None:
+            return result
+        try:
+            request = self.client.wire.decode(str(stored["request"]).encode())
+        except (NexoFormatError, NexoSecurityError):
+            return result
+        body = request.body
+        tid = (
+            body.original_poi_transaction.poi_transaction_id
+            if isinstance(body, nm.ReversalRequest)
+            else None
+        )
+        for key, entry in self.client.handles.items():
+            if key != "next" and tid is not None and entry.get("id") == tid.transaction_id:
+                if result.approved:
+                    entry["state"] = "reversed"  # saved with the result's finish()
+                return replace(result, receipt_no=int(key))
+        return result
 
     # ---- other services -----------------------------------------------------------------------
     async def read_card(self, timeout_s: int) -> TerminalResult:
