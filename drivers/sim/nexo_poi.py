@@ -11,7 +11,10 @@ next N money commands are carried out and then the connection is cut before the 
 ``drop_requests`` — the next N money commands are cut before the POI acts (nothing happened);
 ``busy`` — the next N commands answer Busy and do nothing; ``in_progress`` — TransactionStatus
 answers InProgress N times before telling; ``delay_s`` — every answer comes this late;
-``refuse_open_reversal`` — a Reversal of a reservation not yet completed is refused.
+``refuse_open_reversal`` — a Reversal of a reservation not yet completed is refused;
+``tap_required`` — a CardAcquisition waits (up to ``card_wait_s``) for a card to be presented
+(``tap()``), and an AbortRequest ends the wait (Aborted). A Payment naming a
+CardAcquisitionReference must name a card acquired here and not used yet.
 The ledger is the POI's own record, against which tests check what the driver booked; with
 ``state_path`` it is kept in that file (rewritten atomically after each money command, and read
 back when the POI starts), as a terminal keeps its journal across a power cycle. The answers a
@@ -69,6 +72,8 @@ class PoiConfig:
     delay_s: float = 0.0
     refuse_open_reversal: bool = False
     state_path: Path | None = None
+    tap_required: bool = False
+    card_wait_s: float = 30.0
 
 
 @dataclass
@@ -90,6 +95,9 @@ class NexoPoi:
     raw: list[bytes] = field(default_factory=list)  # every request body as received (bounded)
     sent: list[bytes] = field(default_factory=list)  # every answer body as sent (bounded)
     period: int = 1
+    taps: int = 0  # cards presented for the next CardAcquisition (tap_required)
+    aborts: int = 0  # AbortRequests not yet taken by a waiting CardAcquisition
+    acquired: set[str] = field(default_factory=set)  # card acquisitions not used by a payment
     _n: int = 0
 
     def __post_init__(self) -> None:
@@ -128,6 +136,10 @@ class NexoPoi:
                 total -= t.amount
         return total
 
+    def tap(self) -> None:
+        """A driver presents a card for the next CardAcquisition (``tap_required``)."""
+        self.taps += 1
+
     def open_reservations(self) -> list[str]:
         return [k for k, t in self.ledger.items() if t.kind == "reservation" and t.state == "open"]
 
@@ -138,6 +150,7 @@ class NexoPoi:
             self.requests.append(request)
         body = request.body
         if isinstance(body, nm.AbortRequest):
+            self.aborts += 1
             return None
         if isinstance(body, nm.TransactionStatusRequest):
             return self._reply(request, self._status(body))
@@ -164,9 +177,7 @@ class NexoPoi:
         if isinstance(body, nm.DiagnosisRequest):
             return nm.DiagnosisResponse(ok, poi_status=nm.POIStatus(GlobalStatus.OK))
         if isinstance(body, nm.CardAcquisitionRequest):
-            return nm.CardAcquisitionResponse(
-                ok, body.sale_data, self._poi_data(self._new_id()), ("mc",), _instrument()
-            )
+            return self._card_acquisition(body)
         if isinstance(body, nm.ReconciliationRequest):
             return self._reconciliation(body)
         if isinstance(body, nm.DisplayRequest):
@@ -177,12 +188,31 @@ class NexoPoi:
             return nm.PrintResponse(ok, body.print_output.document_qualifier)
         raise NexoFormatError(type(body).__name__, "not a request this POI takes")
 
+    def _card_acquisition(self, body: nm.CardAcquisitionRequest) -> nm.Body:
+        if self.config.tap_required and self.taps == 0:
+            aborted, self.aborts = self.aborts > 0, 0
+            fail = Response(
+                Result.FAILURE, ErrorCondition.ABORTED if aborted else ErrorCondition.CANCEL
+            )
+            return nm.CardAcquisitionResponse(fail, body.sale_data, self._poi_data(self._new_id()))
+        self.taps = max(0, self.taps - 1)
+        tid = self._new_id()
+        self.acquired.add(tid)
+        return nm.CardAcquisitionResponse(
+            Response(Result.SUCCESS), body.sale_data, self._poi_data(tid), ("mc",), _instrument()
+        )
+
     def _payment(self, body: nm.PaymentRequest) -> nm.Body:
         amounts = body.payment_transaction.amounts_req
         requested = amounts.requested_amount
         ptype = body.payment_type
         if requested is None or requested <= 0 or len(self.ledger) >= MAX_LEDGER:
             return self._failure(body, ErrorCondition.NOT_ALLOWED)
+        acquisition = body.payment_data.card_acquisition_reference if body.payment_data else None
+        if acquisition is not None:  # the card read first: it must be one read here, once
+            if acquisition.transaction_id not in self.acquired:
+                return self._failure(body, ErrorCondition.NOT_FOUND)
+            self.acquired.discard(acquisition.transaction_id)
         reservation_types = (
             PaymentType.FIRST_RESERVATION,
             PaymentType.UPDATE_RESERVATION,
@@ -342,6 +372,12 @@ def make_app(poi: NexoPoi) -> web.Application:
             if request.transport is not None:
                 request.transport.abort()  # cut before the POI acted: nothing happened
             raise web.HTTPServiceUnavailable
+        if isinstance(message.body, nm.CardAcquisitionRequest) and poi.config.tap_required:
+            end = asyncio.get_running_loop().time() + poi.config.card_wait_s
+            while poi.taps == 0 and poi.aborts == 0:  # a driver taps, or the sale system aborts
+                if asyncio.get_running_loop().time() >= end:
+                    break
+                await asyncio.sleep(0.02)
         reply = poi.handle(message)
         if poi.config.delay_s:
             await asyncio.sleep(poi.config.delay_s)

@@ -44,6 +44,7 @@ poi_id = "POI-SIM-1"
 [charger]
 enabled = true
 mode = "simulated"
+start_paths = {start_paths}
 [[charger.evses]]
 id = "DE*EVP*N1"
 terminal = "n1"
@@ -97,9 +98,15 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     charger = SimulatedCharger([EVSE])
     sites: list[Site] = []
 
-    async def start(strategy: str = "fixed", terminal_extra: str = "") -> Site:
+    async def start(
+        strategy: str = "fixed", terminal_extra: str = "", start_paths: str = '["plug", "kiosk"]'
+    ) -> Site:
         text = CONFIG.format(
-            db=tmp_path / "e2e.sqlite3", port=port, strategy=strategy, terminal_extra=terminal_extra
+            db=tmp_path / "e2e.sqlite3",
+            port=port,
+            strategy=strategy,
+            terminal_extra=terminal_extra,
+            start_paths=start_paths,
         )
         daemon = Daemon(parse_settings(text, "<e2e-nexo>"), charger=charger)
         task = asyncio.create_task(daemon.run())
@@ -190,3 +197,33 @@ async def test_an_incremental_session_tops_up_by_update_reservation(rig: Rig) ->
     (txn,) = rig.poi.ledger.values()  # one reservation, grown, completed once
     assert txn.amount > Decimal("2.00") and txn.state == "completed"
     assert rig.poi.booked() == Decimal("5.95") and completions(rig.poi) == 1
+
+
+async def test_card_first_reads_the_card_by_card_acquisition(rig: Rig) -> None:
+    """Card first on nexo: the daemon's card loop waits in a CardAcquisition until a card is
+    presented; the session then starts at the terminal's one EVSE, and its reservation names
+    the card read (CardAcquisitionReference), so the driver does not present it twice."""
+    rig.poi.config.tap_required, rig.poi.config.card_wait_s = True, 1.0  # then "no card"
+    site = await rig.start(terminal_extra="card_first = true", start_paths='["card"]')
+    await asyncio.sleep(1.5)  # the loop waits in a CardAcquisition, then in the next one
+    assert site.daemon.store.sessions() == []
+    acquisitions = [m for m in rig.poi.requests if isinstance(m.body, nm.CardAcquisitionRequest)]
+    assert acquisitions, "the card loop asks for a card by CardAcquisition"
+    rig.poi.tap()
+    async with asyncio.timeout(15):
+        while not site.daemon.store.sessions():
+            await asyncio.sleep(0.05)
+    row = await site.wait_final(timeout=30)  # the simulated charger charges its default plan
+    assert row["state"] == "completed", row["data"]["notes"]
+    captured = row["data"]["captured_minor"]
+    assert captured == price_minor(row["data"]["billed_energy_wh"]) and captured > 0
+    reservations = [
+        m.body
+        for m in rig.poi.requests
+        if isinstance(m.body, nm.PaymentRequest)
+        and m.body.payment_type is PaymentType.FIRST_RESERVATION
+    ]
+    (first,) = reservations
+    assert first.payment_data is not None and first.payment_data.card_acquisition_reference
+    assert rig.poi.booked() == Decimal(row["data"]["captured_minor"]) / 100
+    assert rig.poi.open_reservations() == []

@@ -18,6 +18,7 @@ result is UNKNOWN and ``last_result`` asks again later. Nothing is repeated blin
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -38,6 +39,8 @@ from drivers.nexo.model import (
     TransactionIdentification,
 )
 
+ACQUISITION_TTL_S = 120.0  # a card read first is paid with within this, or read again
+
 
 def _now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
@@ -50,6 +53,9 @@ class NexoTerminal:
         self.client = NexoClient(options)
         self.currency = options.currency
         self._last: TerminalResult | None = None
+        # Card first: the card the last CardAcquisition read, and when; the next reservation or
+        # sale names it (CardAcquisitionReference) so the driver does not present it twice.
+        self._acquired: tuple[TransactionIdentification, float] | None = None
 
     # ---- lifecycle ----------------------------------------------------------------------------
     async def connect(self) -> TerminalResult:
@@ -159,7 +165,7 @@ class NexoTerminal:
         body = nm.PaymentRequest(
             SaleData(TransactionIdentification(reference[:35] or "evpay", _now())),
             nm.PaymentTransaction(AmountsReq(amount.currency, amount.to_decimal()), original),
-            nm.PaymentData(payment_type=ptype),
+            nm.PaymentData(self._card_read_first(ptype), payment_type=ptype),
         )
         ex = await self.client.service(MessageCategory.PAYMENT, body)
         if ex.reply is None or not isinstance(ex.reply.body, nm.PaymentResponse):
@@ -188,6 +194,15 @@ class NexoTerminal:
             self.client.handles[str(handle)]["state"] = "reversed"
             self.client.save()
         return await self._settle(replace(result, receipt_no=handle), persist, ex.service_id)
+
+    def _card_read_first(self, ptype: PaymentType) -> TransactionIdentification | None:
+        """The card acquisition a new payment goes on (taken once), if one was read lately."""
+        if ptype not in (PaymentType.FIRST_RESERVATION, PaymentType.NORMAL):
+            return None
+        acquired, self._acquired = self._acquired, None
+        if acquired is None or time.monotonic() - acquired[1] > ACQUISITION_TTL_S:
+            return None
+        return acquired[0]
 
     # ---- handles (the stop-gap for the int receipt number) -------------------------------------
     def _tid(self, handle: int) -> TransactionIdentification | None:
@@ -333,6 +348,8 @@ class NexoTerminal:
             return self._lost("read_card", ex, money=False)
         ca = ex.reply.body
         tid = ca.poi_data.poi_transaction_id
+        approved = r.outcome_of(ca.response) is Outcome.APPROVED
+        self._acquired = (tid, time.monotonic()) if approved else None
         return replace(
             r.simple_result(
                 "read_card",
