@@ -16,10 +16,12 @@ import pytest
 from drivers.nexo import messages as nm
 from drivers.nexo.asyncio.terminal import NexoTerminal
 from drivers.nexo.model import PaymentType
+from drivers.nexo.wire import PATHS, Encoding
 from drivers.sim.nexo_poi import NexoPoi, PoiConfig, serve_nexo_poi
 from gateway.runtime.app import Daemon
 from gateway.runtime.charger import EvsePlan, SimulatedCharger
 from gateway.settings import parse_settings
+from tests.nexo.conftest import KEY, self_signed
 from tests.payments.test_e2e import price_minor
 
 CONFIG = """
@@ -36,8 +38,8 @@ shutdown_grace_s = 5
 [[terminals]]
 id = "n1"
 protocol = "nexo"
-device = "http://127.0.0.1:{port}/EPASSaleToPOI/3.1"
-encoding = "xml"
+device = "{device}"
+encoding = "{encoding}"
 sale_id = "EVPAY-E2E"
 poi_id = "POI-SIM-1"
 {terminal_extra}
@@ -92,9 +94,20 @@ class Rig:
 
 
 @pytest.fixture
-async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
-    poi = NexoPoi(PoiConfig(encoding="xml"))
-    runner, port = await serve_nexo_poi(poi)
+async def rig(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
+    """The POI in nexo 3.1 XML over http, or (``indirect`` "adyen-json") in Adyen's JSON over
+    https with its certificate pinned and the key's encryption, as a technician configures it."""
+    encoding: Encoding = getattr(request, "param", "xml")
+    tls, pin = self_signed(tmp_path) if encoding == "adyen-json" else (None, b"")
+    poi = NexoPoi(PoiConfig(encoding=encoding, key=KEY if tls else None))
+    runner, port = await serve_nexo_poi(poi, tls=tls)
+    device = f"{'https' if tls else 'http'}://127.0.0.1:{port}{PATHS[encoding]}"
+    adyen = (
+        f'pinned_sha256 = "{pin.hex()}"\nkey = {{ identifier = "{KEY.identifier}", version = '
+        f'{KEY.version}, passphrase = {{ value = "{KEY.passphrase}" }} }}\n'
+        if tls
+        else ""
+    )
     charger = SimulatedCharger([EVSE])
     sites: list[Site] = []
 
@@ -103,9 +116,10 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     ) -> Site:
         text = CONFIG.format(
             db=tmp_path / "e2e.sqlite3",
-            port=port,
+            device=device,
+            encoding=encoding,
             strategy=strategy,
-            terminal_extra=terminal_extra,
+            terminal_extra=adyen + terminal_extra,
             start_paths=start_paths,
         )
         daemon = Daemon(parse_settings(text, "<e2e-nexo>"), charger=charger)
@@ -136,7 +150,9 @@ def completions(poi: NexoPoi) -> int:
     )
 
 
+@pytest.mark.parametrize("rig", ["xml", "adyen-json"], indirect=True)
 async def test_a_fixed_hold_session_is_paid_through_a_nexo_poi(rig: Rig) -> None:
+    """The generic reservation flow, in both encodings (Adyen's: https, pinned, encrypted)."""
     site = await rig.start()
     assert isinstance(site.daemon.engine.terminals["n1"], NexoTerminal)  # type: ignore[union-attr]
     rig.charger.plug_in(EVSE, EvsePlan(energy_wh=8_000, step_wh=2_000))
@@ -157,6 +173,8 @@ async def test_a_fixed_hold_session_is_paid_through_a_nexo_poi(rig: Rig) -> None
     assert rig.poi.open_reservations() == [] and completions(rig.poi) == 1
     (record,) = site.daemon.store.terminals()
     assert (record["protocol"], record["state"]) == ("nexo", "registered")
+    if rig.poi.config.key is not None:  # every request sealed with the key, none in clear
+        assert rig.poi.raw and all(b"NexoBlob" in raw for raw in rig.poi.raw)
 
 
 @pytest.mark.parametrize("stop", ["graceful", "cancelled"])
