@@ -12,9 +12,11 @@ next N money commands are carried out and then the connection is cut before the 
 ``busy`` — the next N commands answer Busy and do nothing; ``in_progress`` — TransactionStatus
 answers InProgress N times before telling; ``delay_s`` — every answer comes this late;
 ``refuse_open_reversal`` — a Reversal of a reservation not yet completed is refused;
-``tap_required`` — a CardAcquisition waits (up to ``card_wait_s``) for a card to be presented
-(``tap()``), and an AbortRequest ends the wait (Aborted). A Payment naming a
-CardAcquisitionReference must name a card acquired here and not used yet.
+``tap_required`` — a CardAcquisition, and a reservation or sale that names no card read first,
+waits (up to ``card_wait_s``) for a card to be presented (``tap()``), and an AbortRequest ends
+the wait (Aborted); ``decline`` — the next N cards presented for a payment are refused
+(Refusal). A Payment naming a CardAcquisitionReference must name a card acquired here and not
+used yet.
 The ledger is the POI's own record, against which tests check what the driver booked; with
 ``state_path`` it is kept in that file (rewritten atomically after each money command, and read
 back when the POI starts), as a terminal keeps its journal across a power cycle. The answers a
@@ -74,6 +76,7 @@ class PoiConfig:
     state_path: Path | None = None
     tap_required: bool = False
     card_wait_s: float = 30.0
+    decline: int = 0
 
 
 @dataclass
@@ -213,6 +216,15 @@ class NexoPoi:
             if acquisition.transaction_id not in self.acquired:
                 return self._failure(body, ErrorCondition.NOT_FOUND)
             self.acquired.discard(acquisition.transaction_id)
+        elif _needs_card(body) and (self.config.tap_required or self.config.decline):
+            if self.config.tap_required and self.taps == 0:
+                aborted, self.aborts = self.aborts > 0, 0
+                why = ErrorCondition.ABORTED if aborted else ErrorCondition.CANCEL
+                return self._failure(body, why)
+            self.taps = max(0, self.taps - 1)
+            if self.config.decline > 0:
+                self.config.decline -= 1
+                return self._failure(body, ErrorCondition.REFUSAL)
         reservation_types = (
             PaymentType.FIRST_RESERVATION,
             PaymentType.UPDATE_RESERVATION,
@@ -346,6 +358,15 @@ class NexoPoi:
         return Message(header, body)
 
 
+def _needs_card(body: nm.Body) -> bool:
+    """A reservation or sale with no card read first: the card is presented for it."""
+    if not isinstance(body, nm.PaymentRequest):
+        return False
+    pd = body.payment_data
+    first = body.payment_type in (PaymentType.FIRST_RESERVATION, PaymentType.NORMAL)
+    return first and (pd is None or pd.card_acquisition_reference is None)
+
+
 def _instrument() -> PaymentInstrumentData:
     return PaymentInstrumentData("Card", CardData("mc", "541333****0010", ("Contactless",)))
 
@@ -372,7 +393,8 @@ def make_app(poi: NexoPoi) -> web.Application:
             if request.transport is not None:
                 request.transport.abort()  # cut before the POI acted: nothing happened
             raise web.HTTPServiceUnavailable
-        if isinstance(message.body, nm.CardAcquisitionRequest) and poi.config.tap_required:
+        card = isinstance(message.body, nm.CardAcquisitionRequest) or _needs_card(message.body)
+        if card and poi.config.tap_required:
             end = asyncio.get_running_loop().time() + poi.config.card_wait_s
             while poi.taps == 0 and poi.aborts == 0:  # a driver taps, or the sale system aborts
                 if asyncio.get_running_loop().time() >= end:
