@@ -81,7 +81,11 @@ class Figures:
     sessions: int = 0
     completed: int = 0
     captured_minor: int = 0
+    booked_minor: int = 0  # what the terminals' own books say was booked
     holds: int = 0
+    open_holds: int = (
+        0  # still open at the terminals at the end (each owed visibly, or a violation)
+    )
     fac_posts: int = 0
     unconfirmed: int = (
         0  # captures the terminal booked whose evidence never reached the gateway (owed, visibly)
@@ -574,6 +578,7 @@ class Campaign:
                         f"hold {tx.ref}, the terminal booked {tx.booked}"
                     )
             elif tx.state == "open":
+                f.open_holds += 1
                 owed = found is not None and (
                     found[2].get("owed_minor") or found[1]["status"] in ("lapsed", "unconfirmed")
                 )
@@ -587,6 +592,7 @@ class Campaign:
                     "which the terminal released"
                 )
         f.captured_minor = sum(h["captured_minor"] for _, h, _ in stored.values())
+        f.booked_minor = booked_total
         if f.captured_minor + unconfirmed_total != booked_total:
             f.violations.append(
                 f"the store captured {f.captured_minor} in all (and {unconfirmed_total} unconfirmed), "
@@ -652,8 +658,10 @@ def main_figures(f: Figures) -> str:
     moments = ", ".join(f"{n} {k}" for k, n in sorted(f.moments.items()))
     return (
         f"{f.kills} kills ({f.dangerous_kills} at a dangerous moment: {moments}), {f.plugged} EVs plugged in, "
-        f"{f.sessions} sessions ({f.completed} completed), {f.holds} holds at the terminals, "
-        f"{f.captured_minor / 100:.2f} EUR captured, {f.unconfirmed} captures unconfirmed "
+        f"{f.sessions} sessions ({f.completed} completed), {f.holds} holds at the terminals "
+        f"({f.open_holds} left open), "
+        f"{f.captured_minor / 100:.2f} EUR captured (the terminals booked "
+        f"{f.booked_minor / 100:.2f}), {f.unconfirmed} captures unconfirmed "
         f"({f.unconfirmed_sessions} sessions capture_unconfirmed, "
         f"{f.unconfirmed_after_end_of_day} after {f.ends_of_day} ends of day), "
         f"{f.fac_posts} FAC POSTs, "
