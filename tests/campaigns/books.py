@@ -2,9 +2,10 @@
 compare the store with these, hold by hold, so a check written once holds for ZVT and nexo.
 
 A ZVT simulator names a hold by its receipt number, which is what the store keeps. A nexo POI
-names it by its ``TransactionID``; the driver hands the engine its own reference for it and
-keeps the mapping in its state file (``handles``), where closed entries are dropped after a
-while (``drivers.nexo.asyncio.client.MAX_HANDLES``). ``NexoBook`` therefore reads that file
+names it by its ``TransactionID``; the driver hands the engine its own reference for it (a
+local number mapped in its state file, or the POI transaction as ``TransactionID@TimeStamp``)
+and lists it in its state file (``handles``), where closed entries are dropped after a while
+(``drivers.nexo.asyncio.client.MAX_HANDLES``). ``NexoBook`` therefore reads that file
 after every life of the daemon and remembers every mapping it saw, so the end check can name
 each POI transaction as the store does, however long the run.
 """
@@ -68,8 +69,10 @@ class NexoBook:
         except (FileNotFoundError, json.JSONDecodeError):
             return
         for ref, entry in data.get("handles", {}).items():
-            if ref != "next" and entry.get("id"):
-                self.names[str(entry["id"])] = ref
+            if ref != "next" and entry.get("id"):  # a local number standing for the transaction
+                self.names.setdefault(str(entry["id"]), ref)
+            elif "@" in ref:  # the reference is the POI transaction, TransactionID@TimeStamp
+                self.names.setdefault(ref.rpartition("@")[0], ref)
 
     def holds(self) -> list[BookedHold]:
         self.learn()
