@@ -48,7 +48,7 @@ def steps_rate(
                     operation=e.Operation.PREAUTHORIZE,
                     outcome=Outcome.APPROVED,
                     amount_minor=5000,
-                    receipt_no=i % 9999 + 1,
+                    ref=str(i % 9999 + 1),
                 ),
                 e.ChargerStarted(sid, "start", 0),
                 *(e.MeterValue(sid, f"m{k}", 1000 * (k + 1)) for k in range(meter_values)),
@@ -68,7 +68,7 @@ def steps_rate(
                     operation=e.Operation.CAPTURE,
                     outcome=Outcome.APPROVED,
                     amount_minor=capture.amount_minor,
-                    receipt_no=1,
+                    ref="1",
                 )
             )
             steps += 2

@@ -47,7 +47,7 @@ def outcome(sid: str, n: int) -> dict[str, Any]:
         "captured_minor": 1169,
         "price_minor": 1169,
         "price_excl": "9.82",
-        "receipt_no": n % 9999 + 1,
+        "ref": n % 9999 + 1,
         "card": {"brand": "MasterCard", "masked_pan": "541333******0074"},
         "notes": [],
     }

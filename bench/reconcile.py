@@ -55,7 +55,16 @@ def main() -> None:
                 at,
                 hold_minor=5000,
                 holds=(
-                    Hold(n, 5000, n, amount, amount, 5000 - amount, HoldStatus.CAPTURED, n + 1),
+                    Hold(
+                        str(n),
+                        5000,
+                        n,
+                        amount,
+                        amount,
+                        5000 - amount,
+                        HoldStatus.CAPTURED,
+                        str(n + 1),
+                    ),
                 ),
                 reference=f"EVP-s{n:05d}",
                 card={"brand": brand},
@@ -78,7 +87,7 @@ def main() -> None:
         result = TerminalResult(
             "end_of_day",
             Outcome.APPROVED,
-            totals=tuple(BrandTotal(b, c, a) for b, (c, a) in totals.items()),
+            totals=tuple(BrandTotal(b, c, a, "EUR") for b, (c, a) in totals.items()),
         )
         EngineHost(store, policy(), lambda: now[0]).record_end_of_day("T1", result, "EUR")
         t0 = time.perf_counter()

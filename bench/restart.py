@@ -50,7 +50,7 @@ def template(
             operation=e.Operation.PREAUTHORIZE,
             outcome=Outcome.APPROVED,
             amount_minor=5000,
-            receipt_no=7,
+            ref="7",
         ),
         e.ChargerStarted(sid, "start", 0),
         *(e.MeterValue(sid, f"m{k}", 1000 * (k + 1)) for k in range(10)),
@@ -67,7 +67,7 @@ def template(
             operation=e.Operation.CAPTURE,
             outcome=Outcome.APPROVED,
             amount_minor=capture.amount_minor,
-            receipt_no=8,
+            ref="8",
         )
     )
     assert done.session is not None

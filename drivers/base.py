@@ -4,6 +4,10 @@ A second protocol (nexo, OPI, Payter) must fit behind this without changing the 
 The engine never sees bytes: every operation returns a ``TerminalResult`` whose
 ``outcome`` says what happened to the money, and card data is masked (first 6, last 4).
 
+A hold (and a booking) is named by ``ref``: opaque text the driver gives and takes back, never
+read by the engine (ZVT: the receipt number as decimal text without padding, ``str(int)``; nexo:
+the POI transaction, ``TransactionID@TimeStamp``).
+
 ``Outcome.UNKNOWN`` is the important one: the terminal accepted the command but the result
 never arrived (timeout, link lost). The engine must then *ask* the terminal (open
 pre-authorisations, last result) rather than assume or repeat.
@@ -41,6 +45,7 @@ class BrandTotal:
     brand: str  # card group: girocard, mastercard, visa, amex, jcb, diners, other
     count: int
     amount_minor: int
+    currency: str  # ISO 4217 alpha: totals are per card group and currency
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,16 +55,17 @@ class TerminalResult:
     message: str = ""
     result_code: int | None = None
     amount: Money | None = None  # what the terminal approved or booked
-    receipt_no: int | None = None
+    ref: str | None = None  # the hold's or booking's opaque reference, as the driver gives it
     trace_no: int | None = None
     terminal_id: str | None = None
     card: CardInfo | None = None
     receipt_lines: tuple[str, ...] = ()
-    open_receipts: tuple[int, ...] = ()
+    open_refs: tuple[str, ...] = ()
     details: dict[str, str] = field(default_factory=dict)
     unreachable: bool = False  # the terminal could not be reached or did not answer (not a refusal)
     totals: tuple[BrandTotal, ...] = ()  # end of day: what the terminal booked in the closed batch
-    receipts: tuple[int, int] | None = None  # end of day: the batch's first and last receipt number
+    # end of day: the batch's first and last receipt, where the protocol has a range (ZVT)
+    batch_range: tuple[str, str] | None = None
 
     @property
     def approved(self) -> bool:
@@ -83,20 +89,20 @@ class PaymentTerminal(Protocol):
     ) -> TerminalResult: ...
     async def add_hold(
         self,
-        first_receipt: int,
+        first_ref: str,
         first_trace: int | None,
         amount: Money,
         reference: str,
         persist: PersistHook | None = None,
     ) -> TerminalResult:
         """One more hold on the same card session (incremental strategy). The result's receipt
-        is the new hold's; a terminal that increases the first hold answers with its receipt.
+        is the new hold's; a terminal that increases the first hold answers with its ref.
         A terminal that cannot do it answers ERROR, and the engine stops the charge at the cap."""
         ...
 
     async def capture(
         self,
-        receipt_no: int,
+        ref: str,
         held: Money,
         amount: Money,
         reference: str,
@@ -110,11 +116,9 @@ class PaymentTerminal(Protocol):
 
     async def sale(self, amount: Money, persist: PersistHook | None = None) -> TerminalResult: ...
     async def release(
-        self, receipt_no: int, held: Money, persist: PersistHook | None = None
+        self, ref: str, held: Money, persist: PersistHook | None = None
     ) -> TerminalResult: ...
-    async def reverse(
-        self, receipt_no: int, persist: PersistHook | None = None
-    ) -> TerminalResult: ...
+    async def reverse(self, ref: str, persist: PersistHook | None = None) -> TerminalResult: ...
     async def refund(self, amount: Money, persist: PersistHook | None = None) -> TerminalResult: ...
     async def abort(self) -> TerminalResult: ...
     async def end_of_day(self) -> TerminalResult: ...

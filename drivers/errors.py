@@ -47,3 +47,9 @@ class TerminalBusy(DriverError):
     """The terminal is running another sequence and cannot take a command now."""
 
     code = "terminal_busy"
+
+
+class UnknownReference(DriverError, ValueError):
+    """A hold reference this terminal cannot name (not one of its protocol's references)."""
+
+    code = "reference_unknown"

@@ -71,7 +71,7 @@ class Bench:
     ) -> None:
         self.t, self.profile, self.sim, self.ask = terminal, profile, sim, ask
         self.money = Money(profile.amount_minor, "EUR")
-        self.last_receipt: int | None = None
+        self.last_receipt: str | None = None
 
     def card(self, what: str, outcome: Literal["approve", "decline"] = "approve") -> None:
         if self.sim is not None:
@@ -93,12 +93,12 @@ class Bench:
         need(r.approved, f"registration: {r.message}")
         return f"registered, terminal id {r.terminal_id}"
 
-    async def _preauth(self, reference: str) -> int:
+    async def _preauth(self, reference: str) -> str:
         self.card(f"present the test card for a pre-authorisation of {self.money}")
         r = await self.t.preauthorize(self.money, reference)
-        if not r.approved or r.receipt_no is None:
+        if not r.approved or r.ref is None:
             raise ScenarioFailed(f"pre-authorisation: {r.outcome} {r.message}")
-        return r.receipt_no
+        return r.ref
 
     async def _capture(self, mode: Literal["partial_reversal", "book_total"]) -> str:
         receipt = await self._preauth(f"HIL-{mode}"[:16])
@@ -106,7 +106,7 @@ class Bench:
         amount = Money(self.profile.capture_minor, "EUR")
         r = await self.t.capture(receipt, self.money, amount, f"HIL-{mode}"[:16])
         need(r.approved, f"capture ({mode}): {r.outcome} {r.message}")
-        self.last_receipt = r.receipt_no
+        self.last_receipt = r.ref
         return (
             f"held {self.money} (receipt {receipt}), captured {amount} by {how}; the terminal "
             f"echoed {r.amount}"
@@ -122,7 +122,7 @@ class Bench:
         receipt = await self._preauth("HIL-RELEASE")
         r = await self.t.release(receipt, self.money)
         need(r.approved, f"release: {r.outcome} {r.message}")
-        self.last_receipt = r.receipt_no
+        self.last_receipt = r.ref
         return f"held {self.money} (receipt {receipt}) and released it all"
 
     async def decline(self) -> str:
@@ -155,35 +155,34 @@ class Bench:
         receipt = await self._preauth("HIL-OPEN")
         r = await self.t.open_preauthorizations()
         need(
-            r.approved and receipt in r.open_receipts,
-            f"enquiry: {r.message}, open {r.open_receipts}",
+            r.approved and receipt in r.open_refs,
+            f"enquiry: {r.message}, open {r.open_refs}",
         )
         released = await self.t.release(receipt, self.money)
         need(released.approved, f"release after the enquiry: {released.message}")
-        self.last_receipt = released.receipt_no
+        self.last_receipt = released.ref
         return (
             f"receipt {receipt} listed among the open pre-authorisations "
-            f"{list(r.open_receipts)}, then released"
+            f"{list(r.open_refs)}, then released"
         )
 
     async def last_result(self) -> str:
         r = await self.t.last_result()
         need(r.approved, f"repeat of the last result: {r.message}")
         need(
-            self.last_receipt is None or r.receipt_no == self.last_receipt,
-            f"the repeat names receipt {r.receipt_no}, the last transaction was "
-            f"{self.last_receipt}",
+            self.last_receipt is None or r.ref == self.last_receipt,
+            f"the repeat names receipt {r.ref}, the last transaction was {self.last_receipt}",
         )
-        return f"the terminal repeated its last result (receipt {r.receipt_no})"
+        return f"the terminal repeated its last result (receipt {r.ref})"
 
     async def end_of_day(self) -> str:
         r = await self.t.end_of_day()
         need(r.approved, f"end of day: {r.outcome} {r.message}")
         groups = (
-            ", ".join(f"{t.brand} {t.count} for {t.amount_minor}" for t in r.totals)
+            ", ".join(f"{t.brand} {t.count} for {t.amount_minor} {t.currency}" for t in r.totals)
             or "no card groups"
         )
-        return f"batch closed: total {r.amount}, receipts {r.receipts}, {groups}"
+        return f"batch closed: total {r.amount}, receipts {r.batch_range}, {groups}"
 
 
 async def run(

@@ -75,7 +75,7 @@ def test_sessions_cli_lists_and_shows(tmp_path: Path) -> None:
             operation=e.Operation.PREAUTHORIZE,
             outcome=Outcome.APPROVED,
             amount_minor=5000,
-            receipt_no=12,
+            ref="12",
             card={"masked_pan": "541333******0074"},
         )
     )
@@ -138,7 +138,7 @@ def test_sessions_cli_lists_what_is_owed(tmp_path: Path) -> None:
                 operation=e.Operation.PREAUTHORIZE,
                 outcome=Outcome.APPROVED,
                 amount_minor=5000,
-                receipt_no=12 if sid == "paid" else 13,
+                ref="12" if sid == "paid" else "13",
             )
         )
         host.handle(e.ChargerStarted(sid, "st", 0))
@@ -150,7 +150,7 @@ def test_sessions_cli_lists_what_is_owed(tmp_path: Path) -> None:
             operation=e.Operation.CAPTURE,
             outcome=Outcome.APPROVED,
             amount_minor=655,
-            receipt_no=20,
+            ref="20",
         )
     )
     host.handle(

@@ -153,24 +153,24 @@ async def test_a_lost_answer_is_unknown_and_resolved_by_asking(subject: Subject)
     if lost.outcome is not Outcome.UNKNOWN:  # the driver asked before it returned
         assert subject.asked() and lost.approved and lost.amount == EUR20, lost
     asked = await t.open_preauthorizations()  # the engine asks; it never repeats the command
-    assert asked.approved and len(asked.open_receipts) == 1, asked
+    assert asked.approved and len(asked.open_refs) == 1, asked
     assert subject.holds() == 1  # the terminal made one hold: nothing was sent twice
-    release = await t.release(asked.open_receipts[0], EUR20)
-    assert release.approved and (await t.open_preauthorizations()).open_receipts == ()
+    release = await t.release(asked.open_refs[0], EUR20)
+    assert release.approved and (await t.open_preauthorizations()).open_refs == ()
 
 
 async def test_a_capture_above_the_hold_is_refused(subject: Subject) -> None:
     t = subject.terminal
     pre = await t.preauthorize(EUR20, "CONF-2")
-    assert pre.approved and pre.receipt_no is not None
+    assert pre.approved and pre.ref is not None
     refusal: object
     try:  # refused before anything is sent: ZVT raises, nexo answers ERROR (both typed)
-        refusal = (await t.capture(pre.receipt_no, EUR20, EUR25, "CONF-2")).outcome
+        refusal = (await t.capture(pre.ref, EUR20, EUR25, "CONF-2")).outcome
     except DriverError as exc:
         refusal = exc
     assert refusal is Outcome.ERROR or "exceeds the hold" in str(refusal), refusal
     assert subject.booked_minor() == 0
-    capture = await t.capture(pre.receipt_no, EUR20, EUR10, "CONF-2")  # the hold is intact
+    capture = await t.capture(pre.ref, EUR20, EUR10, "CONF-2")  # the hold is intact
     assert capture.approved and subject.booked_minor() == 1000
 
 
@@ -178,10 +178,10 @@ async def test_a_release_of_an_unknown_reference_is_a_typed_error(subject: Subje
     t = subject.terminal
     pre = await t.preauthorize(EUR20, "CONF-3")
     assert pre.approved
-    unknown = await t.release(4242, EUR10)
+    unknown = await t.release("4242", EUR10)
     assert unknown.outcome is Outcome.ERROR and not unknown.unreachable, unknown
     assert subject.holds() == 1 and subject.booked_minor() == 0
-    assert (await t.open_preauthorizations()).open_receipts == (pre.receipt_no,)
+    assert (await t.open_preauthorizations()).open_refs == (pre.ref,)
 
 
 async def test_a_result_is_stored_before_it_is_acknowledged(subject: Subject) -> None:
@@ -196,10 +196,10 @@ async def test_a_result_is_stored_before_it_is_acknowledged(subject: Subject) ->
         seen.append((result.operation, result.outcome, subject.acknowledged() - base))
 
     pre = await t.preauthorize(EUR20, "CONF-5", persist)
-    assert pre.approved and pre.receipt_no is not None, pre
+    assert pre.approved and pre.ref is not None, pre
     assert seen == [("preauthorize", Outcome.APPROVED, 0)]  # stored, not yet acknowledged
     assert subject.acknowledged() - base == 1  # acknowledged once stored
-    capture = await t.capture(pre.receipt_no, EUR20, EUR10, "CONF-5", persist)
+    capture = await t.capture(pre.ref, EUR20, EUR10, "CONF-5", persist)
     assert capture.approved and subject.booked_minor() == 1000, capture
     assert seen[1:] == [("capture", Outcome.APPROVED, 1)]
     assert subject.acknowledged() - base == 2

@@ -276,7 +276,7 @@ def test_free_vend_stops_at_its_cap() -> None:
             operation=e.Operation.PREAUTHORIZE,
             outcome=Outcome.APPROVED,
             amount_minor=5000,
-            receipt_no=7,
+            ref="7",
         ),
         e.ChargerStarted("s", "st", 0),
         e.MeterValue("s", "mv", 6000),

@@ -125,21 +125,16 @@ def reversal_result(
 
 
 def reconciliation_result(body: nm.ReconciliationResponse, currency: str) -> TerminalResult:
-    """Totals per card brand (only the gateway's currency: ``BrandTotal`` has no currency)."""
+    """Totals per card brand and currency (a batch may hold more than one currency); no
+    receipt range: nexo has none."""
     totals: list[BrandTotal] = []
-    others: list[str] = []
     for t in body.transaction_totals:
         cur = t.payment_currency or currency
         count = sum(p.transaction_count for p in t.payment_totals)
         amount = sum((p.transaction_amount for p in t.payment_totals), Decimal(0))
-        if cur != currency:
-            others.append(f"{t.card_brand or 'other'} {count} {amount} {cur}")
-            continue
         minor = money_of("TransactionTotals", amount, cur).minor
-        totals.append(BrandTotal(t.card_brand or "other", count, minor))
+        totals.append(BrandTotal(t.card_brand or "other", count, minor, cur))
     details = _details(body.response, poi_reconciliation_id=body.poi_reconciliation_id)
-    if others:
-        details["other_currencies"] = "; ".join(others)
     return TerminalResult(
         "end_of_day",
         outcome_of(body.response),
@@ -153,3 +148,10 @@ def simple_result(operation: str, response: Response, **more: str | None) -> Ter
     return TerminalResult(
         operation, outcome_of(response), _message(response), details=_details(response, **more)
     )
+
+
+def poi_ref(transaction_id: str, time_stamp: str) -> str:
+    """A hold's reference for the engine: the POI transaction itself (``TransactionID`` and
+    ``TimeStamp`` together identify it in nexo), ``TransactionID@TimeStamp``; a TimeStamp
+    holds no ``@``, so the last one splits it again (``NexoTerminal._tid``)."""
+    return f"{transaction_id}@{time_stamp}"

@@ -43,12 +43,17 @@ async def _serve(settings: Settings) -> int:
     return await daemon.run()
 
 
+# How long `evpay status` and `evpay doctor` wait for the daemon's local API: a site controller
+# under load (a campaign, an end of day) answered /status in over 3 s, which read as unreachable.
+DAEMON_ASK_TIMEOUT_S = 15
+
+
 def ask_daemon(settings: Settings) -> tuple[dict[str, Any] | None, dict[str, Any], str]:
     """(/status, /health, why not) from the running daemon's local API; /status None if it is
     not reachable. `evpay status` and `evpay doctor` both ask this way."""
     base = f"http://{settings.api.host}:{settings.api.port}"
     try:
-        with urllib.request.urlopen(f"{base}/status", timeout=3) as response:  # noqa: S310 - http to our own API
+        with urllib.request.urlopen(f"{base}/status", timeout=DAEMON_ASK_TIMEOUT_S) as response:  # noqa: S310 - http to our own API
             status = dict(json.load(response))
     except (urllib.error.URLError, OSError, ValueError) as exc:
         return None, {}, str(getattr(exc, "reason", exc))
@@ -77,7 +82,7 @@ def _status(args: argparse.Namespace) -> int:
 def _health(base: str) -> dict[str, Any]:
     """/health's answer, 503 (degraded) included."""
     try:
-        with urllib.request.urlopen(f"{base}/health", timeout=3) as response:  # noqa: S310 - http to our own API
+        with urllib.request.urlopen(f"{base}/health", timeout=DAEMON_ASK_TIMEOUT_S) as response:  # noqa: S310 - http to our own API
             return dict(json.load(response))
     except urllib.error.HTTPError as exc:
         return dict(json.load(exc))

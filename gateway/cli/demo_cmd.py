@@ -279,7 +279,7 @@ def _print_session(title: str, row: dict[str, Any]) -> None:
     cur = d["currency"]
     card = d["card"].get("masked_pan", "-")
     print(f"\n- {title}")
-    print(f"  session {row['id']}  state {row['state']}  card {card}  receipt {d['receipt_no']}")
+    print(f"  session {row['id']}  state {row['state']}  card {card}  ref {d['ref']}")
     print(
         f"  energy {d['billed_energy_wh'] / 1000:.1f} kWh  price {Money(d['price_minor'], cur)}  "
         f"held {Money(d['authorized_minor'], cur)}  captured {Money(d['captured_minor'], cur)}  "

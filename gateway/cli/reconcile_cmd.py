@@ -131,15 +131,21 @@ def load_facts(
     """What the store knows for the period, as the pure reconciliation's facts. Without an
     upstream nothing is acknowledged by anyone, so nothing is reported as unacknowledged."""
     sessions = [session_facts(r) for r in store.sessions_between(start, end)]
+    # One batch's facts per currency it holds: totals are per card group and currency.
     batches = [
         BatchFacts(
             b["terminal"],
             b["period_start"],
             b["at"],
-            b["currency"],
-            {t["brand"]: (int(t["count"]), int(t["amount_minor"])) for t in b["totals"]},
+            cur,
+            {
+                t["brand"]: (int(t["count"]), int(t["amount_minor"]))
+                for t in b["totals"]
+                if t.get("currency", b["currency"]) == cur
+            },
         )
         for b in store.end_of_day_batches(start, end)
+        for cur in sorted({b["currency"], *(t.get("currency", b["currency"]) for t in b["totals"])})
     ]
     # A batch closed in the window covers a period that began before it (yesterday's end of
     # day): its payments are compared with every session of that period, not only with those

@@ -169,7 +169,7 @@ def _summary(row: dict[str, Any]) -> dict[str, Any]:
         "price_minor",
         "billed_energy_wh",
         "reference",
-        "receipt_no",
+        "ref",
         "stop_reason",
     )
     extra = (
@@ -226,8 +226,8 @@ def _show(args: argparse.Namespace) -> int:
     cur = summary["currency"]
     print(f"session {row['id']}: {row['state']}{' (final)' if row['final'] else ''}")
     print(
-        f"  evse {summary['evse']} via terminal {summary['terminal']}, receipt "
-        f"{summary['receipt_no']}, "
+        f"  evse {summary['evse']} via terminal {summary['terminal']}, ref "
+        f"{summary['ref']}, "
         f"reference {summary['reference']}"
     )
     if client is not None:
@@ -258,13 +258,13 @@ def _show(args: argparse.Namespace) -> int:
     for h in summary["holds"]:
         target = "-" if h["target_minor"] is None else _money(h["target_minor"], cur)
         print(
-            f"  hold {h['receipt_no']}: {_money(h['amount_minor'], cur)} {h['status']}, to "
+            f"  hold {h['ref']}: {_money(h['amount_minor'], cur)} {h['status']}, to "
             f"capture {target}, "
             f"captured {_money(h['captured_minor'], cur)}, released "
             f"{_money(h['released_minor'], cur)}"
         )
     for r in summary.get("refunds") or ():
-        slip = f", terminal receipt {r['receipt_no']}" if r.get("receipt_no") is not None else ""
+        slip = f", terminal ref {r['ref']}" if r.get("ref") is not None else ""
         why = f" ({r['message']})" if r.get("message") and r["status"] != "done" else ""
         print(
             f"  refund {_money(r['amount_minor'], cur)} by {r['method']}: "

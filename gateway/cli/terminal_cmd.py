@@ -89,7 +89,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--currency", default="EUR", help="ISO 4217 code of the amounts (default EUR)"
     )
     term.add_argument(
-        "--receipt", type=int, help="the terminal's receipt number of the transaction"
+        "--ref",
+        "--receipt",
+        dest="ref",
+        help="the hold's reference as the terminal gave it (ZVT: its receipt number)",
     )
     term.add_argument(
         "--reference", default="BENCH", help="reference sent with pre-auth and capture"
@@ -147,12 +150,13 @@ def _money(args: argparse.Namespace, name: str) -> Money:
         raise _CliError(f"--{name}: {exc}", _EXIT_USAGE) from None
 
 
-def _receipt(args: argparse.Namespace) -> int:
-    if args.receipt is None:
+def _ref(args: argparse.Namespace) -> str:
+    if args.ref is None:
         raise _CliError(
-            f"{args.action} needs --receipt (the terminal's receipt number)", _EXIT_USAGE
+            f"{args.action} needs --ref (the hold's reference as the terminal gave it)",
+            _EXIT_USAGE,
         )
-    return int(args.receipt)
+    return str(args.ref)
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -248,15 +252,15 @@ async def _action(t: PaymentTerminal, args: argparse.Namespace) -> TerminalResul
         return await t.preauthorize(_money(args, "amount"), args.reference)
     if action == "capture":  # book total of the used amount
         amount = _money(args, "amount")
-        return await t.capture(_receipt(args), amount, amount, args.reference)
+        return await t.capture(_ref(args), amount, amount, args.reference)
     if action == "partial-reverse":  # book --amount of --held, release the rest
         return await t.capture(
-            _receipt(args), _money(args, "held"), _money(args, "amount"), args.reference
+            _ref(args), _money(args, "held"), _money(args, "amount"), args.reference
         )
     if action == "release":
-        return await t.release(_receipt(args), _money(args, "held"))
+        return await t.release(_ref(args), _money(args, "held"))
     if action == "reverse":
-        return await t.reverse(_receipt(args))
+        return await t.reverse(_ref(args))
     if action == "abort":
         return await t.abort()
     if action == "end-of-day":
@@ -277,7 +281,7 @@ def _print(result: TerminalResult, as_json: bool) -> None:
         print(json.dumps(data, indent=2))
         return
     print(f"{result.operation}: {result.outcome.value.upper()} - {result.message}")
-    for key in ("result_code", "amount", "receipt_no", "trace_no", "terminal_id"):
+    for key in ("result_code", "amount", "ref", "trace_no", "terminal_id"):
         if data[key] is not None:
             value = f"{data[key]:02X}" if key == "result_code" else data[key]
             print(f"  {key}: {value}")
@@ -286,8 +290,8 @@ def _print(result: TerminalResult, as_json: bool) -> None:
             f"  card: {result.card.brand or '?'} {result.card.masked_pan or ''} AID "
             f"{result.card.aid or '-'}"
         )
-    if result.open_receipts:
-        print(f"  open pre-authorisations: {', '.join(f'{r:04d}' for r in result.open_receipts)}")
+    if result.open_refs:
+        print(f"  open pre-authorisations: {', '.join(result.open_refs)}")
     for key, value in result.details.items():
         print(f"  {key}: {value}")
     for line in result.receipt_lines:

@@ -199,8 +199,8 @@ def _money(facts: ReceiptFacts) -> list[str]:
     lines.append(f"Paid by card {money(facts.paid_minor, cur)}")
     if card:
         lines.append(f"  {card}")
-    if facts.terminal_receipt is not None:
-        lines.append(f"  terminal receipt {facts.terminal_receipt:04d}")
+    if facts.terminal_ref is not None:
+        lines.append(f"  terminal receipt {facts.terminal_ref}")
     if facts.owed_minor:
         lines.append(f"Still owed {money(facts.owed_minor, cur)}")
     return lines

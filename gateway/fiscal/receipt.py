@@ -74,7 +74,7 @@ class ReceiptFacts:
     vat: tuple[VatLine, ...]
     tariff: tuple[str, ...]  # the price as shown before charging
     card: Mapping[str, str] = field(default_factory=dict)  # brand, masked PAN (first 6, last 4)
-    terminal_receipt: int | None = None
+    terminal_ref: str | None = None  # the booking's reference at the terminal (opaque text)
     meter: MeterProof | None = None
     e_receipt_url: str | None = None
 

@@ -103,8 +103,11 @@ def fac_from_outcome(
         eft.append(f"AID: {card['aid']}")
     if card.get("masked_pan"):
         eft.append(f"PAN: {card['masked_pan']}")
-    if payload.get("receipt_no") is not None:
-        eft.append(f"Receipt: {int(payload['receipt_no']):04d}")
+    # the hold's reference as the terminal gave it (opaque text; a payload queued before 0013
+    # carries the ZVT receipt number as "receipt_no")
+    ref = payload.get("ref", payload.get("receipt_no"))
+    if ref is not None:
+        eft.append(f"Receipt: {ref}")
     # the receipt's invoice and fiscal lines, so that the CPO's invoice and the driver's receipt
     # agree
     eft += [ascii_line(str(line)) for line in payload.get("receipt") or () if str(line).strip()]

@@ -1,6 +1,6 @@
 """Pre-authorisation: the hold asked for at the card, what its result means, and how a lost
 result is resolved — a hold is adopted only on the terminal's evidence that it is ours (never
-by order of arrival) and then given back; an approval without a receipt number is no approval.
+by order of arrival) and then given back; an approval without a hold reference is no approval.
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def orphan(ev: e.OrphanFound, now: datetime, policy: Policy) -> Transition:
         ev.currency,
         next_state(None, Trigger.ORPHAN),
         now,
-        holds=(Hold(ev.receipt_no, 0, target_minor=0),),
+        holds=(Hold(ev.ref, 0, target_minor=0),),
         expires_at=now + policy.validity.default,
         notes=("orphan hold found by the terminal sweep",),
     )
@@ -106,17 +106,13 @@ def preauth_result(
 ) -> Transition:
     if s.state is State.AUTHORIZING:
         return _answered(s, ev, now, policy)
-    if (
-        s.state is State.AUTH_UNKNOWN
-        and ev.outcome is Outcome.APPROVED
-        and ev.receipt_no is not None
-    ):
+    if s.state is State.AUTH_UNKNOWN and ev.outcome is Outcome.APPROVED and ev.ref is not None:
         # Our hold exists after all, but the charger was never authorised: give it back.
         amount = ev.amount_minor or s.hold_minor
         s = go(
             s,
             Trigger.LATE_APPROVAL,
-            holds=(Hold(ev.receipt_no, amount, ev.trace_no, target_minor=0),),
+            holds=(Hold(ev.ref, amount, ev.trace_no, target_minor=0),),
             card=dict(ev.card),
             notes=note(s, "late approval released"),
         )
@@ -125,21 +121,21 @@ def preauth_result(
 
 
 def _answered(s: Session, ev: e.TerminalResultArrived, now: datetime, policy: Policy) -> Transition:
-    if ev.outcome is Outcome.APPROVED and ev.receipt_no is None:
-        # Without the receipt number the hold could never be captured or released: not an approval.
+    if ev.outcome is Outcome.APPROVED and ev.ref is None:
+        # Without its reference the hold could never be captured or released: not an approval.
         s = go(
             s,
             Trigger.LOST,
-            notes=note(s, "approval without a receipt number: asking the terminal"),
+            notes=note(s, "approval without a hold reference: asking the terminal"),
         )
         return query(s, now, policy)
     if ev.outcome is Outcome.APPROVED:
-        assert ev.receipt_no is not None  # noqa: S101 - narrowed above
+        assert ev.ref is not None  # noqa: S101 - narrowed above
         approved = ev.amount_minor if ev.amount_minor is not None else s.hold_minor
         scheme, validity = policy.validity.for_card(s.terminal, ev.card)
         s = replace(
             s,
-            holds=(Hold(ev.receipt_no, approved, ev.trace_no),),
+            holds=(Hold(ev.ref, approved, ev.trace_no),),
             card=dict(ev.card),
             scheme=scheme,
             reference=authorization_reference(s.id),
@@ -170,24 +166,24 @@ def adopt(
     stored before the crash (``held``), is the better evidence: its hold is ours if it is still
     open, and gone if the terminal reversed it for want of our acknowledgement."""
     last = held or ev.last
-    if held is not None and held.receipt_no not in ev.receipts:
+    if held is not None and held.ref not in ev.refs:
         why = (
-            f"our pre-auth {held.receipt_no} was reversed by the terminal (our acknowledgement "
+            f"our pre-auth {held.ref} was reversed by the terminal (our acknowledgement "
             f"never reached it)"
         )
         return finish(go(s, Trigger.NO_HOLD, notes=note(s, why)))
     if (
         last is not None
         and last.approved
-        and last.receipt_no in ev.orphans
+        and last.ref in ev.orphans
         and last.amount_minor is not None
         and 0 < last.amount_minor <= s.hold_minor
     ):
-        assert last.receipt_no is not None  # noqa: S101 - it is in the orphans
+        assert last.ref is not None  # noqa: S101 - it is in the orphans
         s = go(
             s,
             Trigger.ADOPTED,
-            holds=(Hold(last.receipt_no, last.amount_minor, target_minor=0),),
+            holds=(Hold(last.ref, last.amount_minor, target_minor=0),),
             expires_at=now + policy.validity.default,
             notes=note(s, "our lost pre-auth found open: released"),
         )

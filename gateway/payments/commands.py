@@ -2,7 +2,7 @@
 decided it is stored. ``key`` is the idempotency key of the action.
 
 A command that carries money is built with keywords only (``kw_only``): two amounts, or an
-amount and a receipt number, side by side cannot be swapped by position."""
+amount and a hold reference, side by side cannot be swapped by position."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ class TopUp:
     key: str
     session_id: str
     terminal: str
-    receipt_no: int  # the session's first hold
+    ref: str  # the session's first hold
     amount_minor: int
     currency: str
     trace_no: int | None = None
@@ -41,7 +41,7 @@ class Capture:
     key: str
     session_id: str
     terminal: str
-    receipt_no: int
+    ref: str
     held_minor: int
     amount_minor: int
     currency: str
@@ -54,7 +54,7 @@ class Release:
     key: str
     session_id: str
     terminal: str
-    receipt_no: int
+    ref: str
     held_minor: int
     currency: str
 
@@ -112,7 +112,7 @@ class RefundPayment:
     session_id: str
     terminal: str
     method: str  # "reversal" (06 30 by receipt) or "refund" (06 31 by amount)
-    receipt_no: int | None  # the capture's booking receipt, for a reversal
+    ref: str | None  # the capture's booking receipt, for a reversal
     amount_minor: int
     currency: str
 

@@ -39,7 +39,7 @@ def _refusal(s: Session, ev: e.RefundRequested) -> str:
 
 def refund_requested(s: Session, ev: e.RefundRequested, now: datetime) -> Transition:
     why = _refusal(s, ev)
-    booking = [h.booking_receipt for h in s.holds if h.captured_minor]
+    booking = [h.booking_ref for h in s.holds if h.captured_minor]
     whole = (
         not s.refunds
         and ev.amount_minor == s.captured_minor
@@ -65,7 +65,7 @@ def refund_requested(s: Session, ev: e.RefundRequested, now: datetime) -> Transi
         session_id=s.id,
         terminal=s.terminal,
         method=method.value,
-        receipt_no=booking[0] if method is RefundMethod.REVERSAL else None,
+        ref=booking[0] if method is RefundMethod.REVERSAL else None,
         amount_minor=ev.amount_minor,
         currency=s.currency,
     )
@@ -181,9 +181,7 @@ def refund_result(s: Session, ev: e.TerminalResultArrived, now: datetime) -> Tra
         # Not given back until the terminal has our acknowledgement (ZVT 2.2.8: it reverses a
         # result nobody acknowledged). A crash here leaves the refund ``sent`` with its receipt,
         # listed by reconciliation until a person settles it against the terminal's journal.
-        held = replace(
-            sent, receipt_no=ev.receipt_no, message="approved, acknowledgement not yet sent"
-        )
+        held = replace(sent, ref=ev.ref, message="approved, acknowledgement not yet sent")
         return Transition(replace(s, refunds=tuple(held if r is sent else r for r in s.refunds)))
     if ev.outcome is Outcome.APPROVED:
         status = RefundStatus.DONE
@@ -191,10 +189,10 @@ def refund_result(s: Session, ev: e.TerminalResultArrived, now: datetime) -> Tra
         status = RefundStatus.UNKNOWN
     else:
         status = RefundStatus.FAILED
-    # A lost answer after a stored approval keeps that approval's receipt number: it is what
+    # A lost answer after a stored approval keeps that approval's reference: it is what
     # the terminal's journal shows if the refund stood (issue 26, item 5).
-    receipt = ev.receipt_no if ev.receipt_no is not None else sent.receipt_no
-    done = replace(sent, status=status, receipt_no=receipt, message=ev.message)
+    receipt = ev.ref if ev.ref is not None else sent.ref
+    done = replace(sent, status=status, ref=receipt, message=ev.message)
     s = follow_correction(replace(s, refunds=tuple(done if r is sent else r for r in s.refunds)))
     waiting: tuple[c.Command, ...] = ()
     if s.bill.correction_waiting and not any(r.pending for r in s.refunds):
@@ -212,7 +210,7 @@ def refund_result(s: Session, ev: e.TerminalResultArrived, now: datetime) -> Tra
         "reason": done.reason,
         "source": done.source,
         "method": done.method.value,
-        "receipt_no": done.receipt_no,
+        "ref": done.ref,
     }
     message = c.Enqueue(f"{s.id}:refund:{done.id}", f"session:{s.id}", "session.refund", payload)
     return Transition(s, (message, *waiting))

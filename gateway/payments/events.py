@@ -2,7 +2,7 @@
 step per (session, event_id) once, so a redelivered event is a no-op.
 
 An event that carries money or billed energy is built with keywords only (``kw_only``): an
-amount and a receipt number, or two energies, side by side cannot be swapped by position."""
+amount and a hold reference, or two energies, side by side cannot be swapped by position."""
 
 from __future__ import annotations
 
@@ -61,10 +61,10 @@ class TerminalResultArrived:
     operation: Operation
     outcome: Outcome
     amount_minor: int | None = None  # what the terminal's result carries (its echo)
-    receipt_no: int | None = None  # the receipt number of *this* transaction
+    ref: str | None = None  # the terminal's reference of *this* transaction (opaque text)
     message: str = ""
     card: dict[str, str] = field(default_factory=dict)  # masked_pan, brand, aid — never a full PAN
-    for_receipt: int | None = None  # the hold a capture, release or top-up was sent for
+    for_ref: str | None = None  # the hold a capture, release or top-up was sent for
     trace_no: int | None = None
     # Stored before the gateway acknowledges it to the terminal. A terminal that never hears the
     # acknowledgement reverses the transaction (ZVT 2.2.8): the session decides what such a
@@ -77,7 +77,7 @@ class LastResult:
     """The terminal's repeat of its last result (ZVT 06 20): positive evidence of what it did."""
 
     approved: bool
-    receipt_no: int | None
+    ref: str | None
     amount_minor: int | None
 
 
@@ -95,12 +95,12 @@ class CaptureEvidence:
 @dataclass(frozen=True, slots=True)
 class OpenPreauthsReported:
     """The terminal's open pre-authorisations and its last result; ``orphans`` are the open
-    receipts no other session owns (computed by the host, which sees every session)."""
+    holds no other session owns (computed by the host, which sees every session)."""
 
     session_id: str
     event_id: str
-    receipts: tuple[int, ...]
-    orphans: tuple[int, ...] = ()
+    refs: tuple[str, ...]
+    orphans: tuple[str, ...] = ()
     failed: bool = False  # the enquiry itself failed: try again later
     busy: bool = False  # ...because the terminal answered busy: ask again after the first interval
     last: LastResult | None = None
@@ -116,7 +116,7 @@ class OrphanFound:
     session_id: str
     event_id: str
     terminal: str
-    receipt_no: int
+    ref: str
     currency: str
 
 

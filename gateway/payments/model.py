@@ -32,14 +32,14 @@ class HoldStatus(StrEnum):
 class Hold:
     """One pre-authorisation at the terminal (a session has one, plus one per top-up)."""
 
-    receipt_no: int
+    ref: str
     amount_minor: int
     trace_no: int | None = None
     target_minor: int | None = None  # what to capture from it: ``capture.capture_plan``
     captured_minor: int = 0
     released_minor: int = 0
     status: HoldStatus = HoldStatus.OPEN
-    booking_receipt: int | None = None  # the terminal's receipt for the capture or release
+    booking_ref: str | None = None  # the terminal's receipt for the capture or release
     capture_sent_at: datetime | None = None  # when the last capture command for it left
     # A top-up of this hold was lost, or was still out when the charge stopped: the terminal may
     # hold more than ``amount_minor``, so it is captured by booking the amount (ZVT 06 24), never
@@ -177,8 +177,9 @@ class Session:
         return sum(h.open_minor for h in self.holds)
 
     @property
-    def receipt_no(self) -> int | None:
-        return self.holds[0].receipt_no if self.holds else None
+    def ref(self) -> str | None:
+        """The first hold's reference (the one a session is known by at the terminal)."""
+        return self.holds[0].ref if self.holds else None
 
     @property
     def refunded_minor(self) -> int:
@@ -232,11 +233,11 @@ def replace_hold(s: Session, old: Hold, new: Hold) -> Session:
     return replace(s, holds=tuple(new if h is old else h for h in s.holds))
 
 
-def hold_by_receipt(s: Session, receipt: int | None) -> Hold | None:
+def hold_by_ref(s: Session, ref: str | None) -> Hold | None:
     """The hold a result names, or the one being settled when it names none."""
-    if receipt is None:
+    if ref is None:
         return s.current
-    return next((h for h in s.holds if h.receipt_no == receipt), None)
+    return next((h for h in s.holds if h.ref == ref), None)
 
 
 def authorization_reference(session_id: str) -> str:

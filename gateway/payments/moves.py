@@ -105,7 +105,7 @@ def outcome_payload(s: Session) -> dict[str, Any]:
         "price_minor": s.bill.price_minor,
         "price_excl": s.bill.price_excl,
         "energy_wh": s.metering.billed_energy_wh,
-        "receipt_no": s.receipt_no,
+        "ref": s.ref,
         "terminal": s.terminal,
         "evse": s.evse,
         "card": dict(s.card),

@@ -23,7 +23,7 @@ from gateway.payments.tariff import describe
 
 def receipt_facts(s: Session, now: datetime, policy: Policy) -> ReceiptFacts:
     tariff = policy.pinned(s)
-    paid = next((h.booking_receipt for h in s.holds if h.booking_receipt is not None), None)
+    paid = next((h.booking_ref for h in s.holds if h.booking_ref is not None), None)
     url = (
         policy.e_receipt_url.replace("{reference}", s.reference or s.id)
         if policy.e_receipt_url
@@ -41,7 +41,7 @@ def receipt_facts(s: Session, now: datetime, policy: Policy) -> ReceiptFacts:
         vat=s.bill.vat,
         tariff=tuple(describe(tariff)) if tariff else (),
         card=s.card,
-        terminal_receipt=paid,
+        terminal_ref=paid,
         e_receipt_url=url,
         meter=proof.proof() if (proof := meter_proof(s)) else None,
     )

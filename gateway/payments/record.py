@@ -8,10 +8,11 @@ the derived money view (``VIEW``) for readers of the row (CLI, reconciliation, S
 
 Rows of earlier versions load: the flat shape is the one they were written in (a new field
 is simply absent and takes its default); rows written before holds were a list (one
-``receipt_no`` and ``authorized_minor``) become a one-hold session; compacted rows (archived,
-defaults left out) fill in their defaults. Meter readings are kept by the store in their own
-table (``meter_readings``, migration 0010) and handed back under ``readings``; older rows carry
-them inline under the same key.
+``receipt_no`` and ``authorized_minor``) become a one-hold session; rows written before
+references were text (0013) have their integer receipt numbers read as text; compacted rows
+(archived, defaults left out) fill in their defaults. Meter readings are kept by the store in
+their own table (``meter_readings``, migration 0010) and handed back under ``readings``; older
+rows carry them inline under the same key.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ VIEW = (
     "captured_minor",
     "released_minor",
     "open_minor",
-    "receipt_no",
+    "ref",
     "refunded_minor",
 )
 
@@ -179,6 +180,7 @@ def to_json(s: Session) -> dict[str, Any]:
 
 
 def from_json(d: dict[str, Any]) -> Session:
+    d = _refs_as_text(d)
     core: dict[str, Any] = {}
     for name, code in _session_decoders():
         if name in PARTS:
@@ -205,11 +207,51 @@ def _session_fields() -> tuple[tuple[str, Codec], ...]:
     return tuple((f.name, encoder(hints[f.name])) for f in fields(Session))
 
 
+def _text(value: Any) -> Any:
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def _renamed(item: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in item.items() if k not in _OLD_NAMES}
+    for old, new in _OLD_NAMES.items():
+        if old in item:
+            out[new] = _text(item[old])
+    return out
+
+
+_OLD_NAMES = {"receipt_no": "ref", "booking_receipt": "booking_ref"}
+
+
+def _refs_as_text(d: dict[str, Any]) -> dict[str, Any]:
+    """A row written before migration 0013 (or by a version before it) names holds, bookings
+    and refunds by ZVT's integer receipt number (``receipt_no``, ``booking_receipt``): the
+    same row with text references under today's names (``str(int)``, as 0013 writes them).
+    A row of today is returned as it is."""
+    holds, refunds = d.get("holds") or (), d.get("refunds") or ()
+    held: Any = d.get("held_result")
+    old_held = isinstance(held, list) and len(held) > 1 and isinstance(held[1], int)
+    if not (
+        "receipt_no" in d
+        or old_held
+        or any("receipt_no" in h for h in holds)
+        or any("receipt_no" in r for r in refunds)
+    ):
+        return d
+    out = _renamed(d)
+    if "holds" in d:
+        out["holds"] = [_renamed(h) for h in holds]
+    if "refunds" in d:
+        out["refunds"] = [_renamed(r) for r in refunds]
+    if old_held:
+        out["held_result"] = [held[0], _text(held[1]), *held[2:]]
+    return out
+
+
 def _holds(d: dict[str, Any]) -> tuple[Hold, ...]:
     """The holds; a row from before holds were a list has one (from its receipt and amount)."""
     if "holds" in d:
         return decode(tuple[Hold, ...], d["holds"])  # type: ignore[no-any-return]
-    if d.get("receipt_no") is None:
+    if d.get("ref") is None:
         return ()
     captured, released, held = d["captured_minor"], d["released_minor"], d["authorized_minor"]
     status = HoldStatus.OPEN
@@ -217,7 +259,7 @@ def _holds(d: dict[str, Any]) -> tuple[Hold, ...]:
         status = HoldStatus.CAPTURED if captured else HoldStatus.RELEASED
     elif State(d["state"]) in (State.CAPTURE_FAILED, State.RELEASE_FAILED):
         status, captured, released = HoldStatus.LAPSED, 0, 0
-    return (Hold(d["receipt_no"], held, None, None, captured, released, status),)
+    return (Hold(d["ref"], held, None, None, captured, released, status),)
 
 
 def _defaults() -> dict[str, Any]:

@@ -40,7 +40,7 @@ class Refund:
     method: RefundMethod
     status: RefundStatus
     at: datetime
-    receipt_no: int | None = None  # the terminal's receipt for it
+    ref: str | None = None  # the terminal's receipt for it
     message: str = ""
 
     @property

@@ -23,7 +23,7 @@ so a test that drives the engine checks them too:
 - a final session has nothing open unless it says why: it owes money (``owed_minor``: priced
   but not captured) or a hold lapsed/stays unconfirmed;
 - an open session always has a next action and a deadline (its timer), and a session that
-  holds money always knows the receipt numbers to settle it with.
+  holds money always knows the hold references to settle it with.
 """
 
 from __future__ import annotations
@@ -185,9 +185,7 @@ def _terminal_result(
         # arrives (ZVT 2.2.8), so it is evidence for the enquiry after a crash, not the outcome
         # (and a top-up does not raise the cap until it stands). A refusal moves no money.
         if s.state is _PROVISIONAL_IN[ev.operation]:
-            held = e.LastResult(
-                approved=True, receipt_no=ev.receipt_no, amount_minor=ev.amount_minor
-            )
+            held = e.LastResult(approved=True, ref=ev.ref, amount_minor=ev.amount_minor)
             return Transition(replace(s, held_result=held))
         return Transition(s, note="provisional result: not awaited")
     if s.held_result is not None and ev.outcome is not Outcome.UNKNOWN:
@@ -222,12 +220,11 @@ def violations(s: Session) -> list[str]:
     for h in s.holds:
         if h.captured_minor < 0 or h.released_minor < 0 or h.open_minor < 0:
             out.append(
-                f"hold {h.receipt_no}: captured {h.captured_minor} + released {h.released_minor} "
-                f"> held"
+                f"hold {h.ref}: captured {h.captured_minor} + released {h.released_minor} > held"
             )
         settled = h.status in (HoldStatus.CAPTURED, HoldStatus.RELEASED)
         if settled != (h.open_minor == 0) and h.amount_minor:
-            out.append(f"hold {h.receipt_no} is {h.status} with {h.open_minor} open")
+            out.append(f"hold {h.ref} is {h.status} with {h.open_minor} open")
     if s.captured_minor > s.authorized_minor:
         out.append(f"captured {s.captured_minor} > held {s.authorized_minor}")
     if s.refundable_minor < 0:

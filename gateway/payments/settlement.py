@@ -22,7 +22,7 @@ from gateway.payments import capture
 from gateway.payments import commands as c
 from gateway.payments import events as e
 from gateway.payments.events import Operation, TimerKind
-from gateway.payments.model import Hold, HoldStatus, Session, hold_by_receipt, replace_hold
+from gateway.payments.model import Hold, HoldStatus, Session, hold_by_ref, replace_hold
 from gateway.payments.moves import (
     Transition,
     finish,
@@ -46,10 +46,10 @@ def settle_command(s: Session, now: datetime, policy: Policy) -> Transition:
     if s.state is State.CAPTURING:
         s = replace_hold(s, hold, replace(hold, capture_sent_at=now))
         cmd: c.Command = c.Capture(
-            key=f"{s.id}:capture:{hold.receipt_no}",
+            key=f"{s.id}:capture:{hold.ref}",
             session_id=s.id,
             terminal=s.terminal,
-            receipt_no=hold.receipt_no,
+            ref=hold.ref,
             held_minor=hold.amount_minor,
             amount_minor=hold.target_minor or 0,
             currency=s.currency,
@@ -58,10 +58,10 @@ def settle_command(s: Session, now: datetime, policy: Policy) -> Transition:
         )
     else:
         cmd = c.Release(
-            key=f"{s.id}:release:{hold.receipt_no}",
+            key=f"{s.id}:release:{hold.ref}",
             session_id=s.id,
             terminal=s.terminal,
-            receipt_no=hold.receipt_no,
+            ref=hold.ref,
             held_minor=hold.amount_minor,
             currency=s.currency,
         )
@@ -72,7 +72,7 @@ def settlement_result(
     s: Session, ev: e.TerminalResultArrived, now: datetime, policy: Policy
 ) -> Transition:
     """The terminal's answer to a capture or release."""
-    hold = hold_by_receipt(s, ev.for_receipt)
+    hold = hold_by_ref(s, ev.for_ref)
     if hold is None or hold.status is not HoldStatus.OPEN:
         return Transition(s, note=f"{ev.operation} result for a hold not being settled: ignored")
     capture = ev.operation == Operation.CAPTURE
@@ -114,22 +114,22 @@ def _settled(
                 s,
                 discrepancies=(
                     *s.discrepancies,
-                    f"capture of hold {hold.receipt_no}: asked {target} of "
+                    f"capture of hold {hold.ref}: asked {target} of "
                     f"{hold.amount_minor}, terminal answered {ev.amount_minor}",
                 ),
             )
-        done = _captured(hold, ev.receipt_no)
+        done = _captured(hold, ev.ref)
     else:
         done = replace(
             hold,
             released_minor=hold.amount_minor,
             status=HoldStatus.RELEASED,
-            booking_receipt=ev.receipt_no,
+            booking_ref=ev.ref,
         )
     return next_hold(replace_hold(s, hold, done), now, policy)
 
 
-def _captured(hold: Hold, booking_receipt: int | None) -> Hold:
+def _captured(hold: Hold, booking_ref: str | None) -> Hold:
     """The hold booked as asked: its target captured, the rest released."""
     target = hold.target_minor or 0
     return replace(
@@ -137,13 +137,13 @@ def _captured(hold: Hold, booking_receipt: int | None) -> Hold:
         captured_minor=target,
         released_minor=hold.amount_minor - target,
         status=HoldStatus.CAPTURED,
-        booking_receipt=booking_receipt,
+        booking_ref=booking_ref,
     )
 
 
 def _unreleased(s: Session) -> tuple[str, ...]:
     return tuple(
-        f"hold {h.receipt_no} ({h.amount_minor} {s.currency}) not released before it lapsed: "
+        f"hold {h.ref} ({h.amount_minor} {s.currency}) not released before it lapsed: "
         f"the issuer lets it go"
         for h in s.holds
         if h.status is HoldStatus.LAPSED and not h.target_minor
@@ -157,7 +157,7 @@ def enquiry_answered(
     hold = s.current
     assert hold is not None  # noqa: S101 - an unknown settlement always has an open hold
     capture = s.state is State.CAPTURE_UNKNOWN
-    if hold.receipt_no in ev.receipts:  # the terminal still holds it: our command did not happen
+    if hold.ref in ev.refs:  # the terminal still holds it: our command did not happen
         at = next_try(s, now, policy)
         if at is None:
             return give_up(
@@ -170,7 +170,7 @@ def enquiry_answered(
                 Trigger.STILL_OPEN,
                 timer=(TimerKind.RETRY, at),
                 attempts=s.attempts + 1,
-                notes=note(s, f"hold {hold.receipt_no} still open: {kind} again later"),
+                notes=note(s, f"hold {hold.ref} still open: {kind} again later"),
             )
         )
     if not capture and s.expires_at is not None and now >= s.expires_at:
@@ -187,39 +187,33 @@ def enquiry_answered(
         )
     if not capture:  # gone while still valid: only our release can have ended it
         done = replace(hold, released_minor=hold.amount_minor, status=HoldStatus.RELEASED)
-        s = replace(
-            s, notes=note(s, f"hold {hold.receipt_no} no longer open at the terminal: released")
-        )
+        s = replace(s, notes=note(s, f"hold {hold.ref} no longer open at the terminal: released"))
         return next_hold(replace_hold(s, hold, done), now, policy)
     target = hold.target_minor or 0
     last = ev.last
     if (
         held is not None
-        and held.receipt_no is not None
+        and held.ref is not None
         and held.amount_minor in (target, hold.amount_minor - target)
     ):
         last = held  # its own result, stored before the crash: the hold is gone, so it stood
     if (
         last is not None
         and last.approved
-        and last.receipt_no is not None
-        and last.receipt_no != hold.receipt_no
-        and last.receipt_no not in ev.receipts
+        and last.ref is not None
+        and last.ref != hold.ref
+        and last.ref not in ev.refs
         and last.amount_minor in (target, hold.amount_minor - target)
     ):
         s = replace(
             s,
-            notes=note(
-                s, f"capture of hold {hold.receipt_no} confirmed by the terminal's last result"
-            ),
+            notes=note(s, f"capture of hold {hold.ref} confirmed by the terminal's last result"),
         )
-        return next_hold(replace_hold(s, hold, _captured(hold, last.receipt_no)), now, policy)
+        return next_hold(replace_hold(s, hold, _captured(hold, last.ref)), now, policy)
     done = replace(hold, status=HoldStatus.UNCONFIRMED)
     s = replace(
         s,
-        notes=note(
-            s, f"hold {hold.receipt_no} gone from the terminal without evidence of the capture"
-        ),
+        notes=note(s, f"hold {hold.ref} gone from the terminal without evidence of the capture"),
     )
     return next_hold(replace_hold(s, hold, done), now, policy)
 
@@ -249,7 +243,7 @@ def give_up(
     capture whose fate the terminal could not tell us is unconfirmed, not lapsed."""
     capture = s.state is State.CAPTURE_UNKNOWN and bool(hold.target_minor)
     status = HoldStatus.UNCONFIRMED if capture and not fate_known else HoldStatus.LAPSED
-    s = replace(s, notes=note(s, f"hold {hold.receipt_no}: {why}"))
+    s = replace(s, notes=note(s, f"hold {hold.ref}: {why}"))
     return next_hold(replace_hold(s, hold, replace(hold, status=status)), now, policy)
 
 

@@ -56,7 +56,7 @@ EVSE_FREE = frozenset({State.RECEIPTING})
 # States in which a terminal command of the session may be running.
 IN_FLIGHT = frozenset({State.AUTHORIZING, State.TOPPING_UP, State.CAPTURING, State.RELEASING})
 
-# States whose every hold has a receipt number: a hold that cannot be settled is never accepted.
+# States whose every hold has a reference: a hold that cannot be settled is never accepted.
 HOLDING = frozenset(
     {
         State.AUTHORIZED,

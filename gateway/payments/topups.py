@@ -12,7 +12,7 @@ from drivers.base import Outcome
 from gateway.payments import commands as c
 from gateway.payments import events as e
 from gateway.payments.events import Operation, TimerKind
-from gateway.payments.model import Hold, Session, hold_by_receipt
+from gateway.payments.model import Hold, Session, hold_by_ref
 from gateway.payments.moves import (
     CHARGING_STATES,
     Transition,
@@ -34,7 +34,7 @@ def ask_topup(s: Session, extra: int, now: datetime, policy: Policy) -> Transiti
         key=f"{s.id}:topup:{s.authorized_minor}",
         session_id=s.id,
         terminal=s.terminal,
-        receipt_no=first.receipt_no,
+        ref=first.ref,
         amount_minor=extra,
         currency=s.currency,
         trace_no=first.trace_no,
@@ -53,16 +53,14 @@ def topup_result(
         # acknowledgement reached the terminal is unknown, so the cap stays where it was. A
         # bigger first hold is closed by its capture or release; a second one no session owns
         # is released by the terminal sweep.
-        ev = replace(
-            ev, message=f"approved as receipt {s.held_result.receipt_no} but never acknowledged"
-        )
+        ev = replace(ev, message=f"approved as receipt {s.held_result.ref} but never acknowledged")
         s = replace(s, held_result=None)
-    known = hold_by_receipt(s, ev.receipt_no) if ev.receipt_no is not None else None
+    known = hold_by_ref(s, ev.ref) if ev.ref is not None else None
     if ev.outcome is Outcome.APPROVED and known is not None:
         ev = _as_increment(s, ev, known)
         if ev.outcome is Outcome.UNKNOWN:  # what the terminal said does not fit what was asked
             s = replace(s, discrepancies=(*s.discrepancies, ev.message))
-    if ev.outcome is Outcome.APPROVED and ev.receipt_no is not None:
+    if ev.outcome is Outcome.APPROVED and ev.ref is not None:
         added = ev.amount_minor if ev.amount_minor is not None else s.topup_minor
         if known is not None:  # the terminal increased the same reservation
             holds = tuple(
@@ -71,7 +69,7 @@ def topup_result(
             )
         else:  # a new reservation with its own receipt, settled on its own
             target = 0 if s.state not in CHARGING_STATES else None
-            holds = (*s.holds, Hold(ev.receipt_no, added, ev.trace_no, target_minor=target))
+            holds = (*s.holds, Hold(ev.ref, added, ev.trace_no, target_minor=target))
         s = replace(s, holds=holds, topup_minor=0)
     else:
         lost = "top-up result lost" + (f" ({ev.message})" if ev.message else "")

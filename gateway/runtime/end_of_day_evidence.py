@@ -47,9 +47,9 @@ def decide_unconfirmed(
     at: datetime,
     result: TerminalResult,
 ) -> None:
-    """Decide the batch's unconfirmed captures by its totals (only when the terminal sent
-    them: no BMP 60, no evidence either way)."""
-    if result.receipts is None:
+    """Decide the batch's unconfirmed captures by its totals in ``currency`` (only when the
+    terminal sent totals or a batch: without them, no evidence either way)."""
+    if result.batch_range is None and not result.totals:
         return
     rows = store.sessions_of_terminal(terminal, start or at - timedelta(days=FIRST_BATCH_DAYS))
     unconfirmed = [
@@ -60,7 +60,7 @@ def decide_unconfirmed(
     candidates = [x for s in unconfirmed if (x := candidate(s, start, at)) is not None]
     if not candidates:
         return
-    totals = {t.brand: (t.count, t.amount_minor) for t in result.totals}
+    totals = {t.brand: (t.count, t.amount_minor) for t in result.totals if t.currency == currency}
     batch = BatchFacts(terminal, start, at, currency, totals)
     count, amount, _ = journal_totals(batch, [session_facts(r) for r in rows])
     journal = {g: (count.get(g, 0), amount.get(g, 0)) for g in set(count) | set(amount)}

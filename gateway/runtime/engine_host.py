@@ -66,8 +66,8 @@ class EngineHost:
     def open_sessions(self) -> list[Session]:
         return [from_json(r["data"]) for r in self.store.sessions(open_only=True, limit=100_000)]
 
-    def _owned_receipts(self, open_here: list[Session], terminal: str) -> set[int]:
-        """Receipts of holds some session answers for: every hold of the terminal's open sessions
+    def _owned_refs(self, open_here: list[Session], terminal: str) -> set[str]:
+        """References of holds some session answers for: every hold of the terminal's open sessions
         (``open_here``, already loaded by the caller), and the still-valid holds of a final
         session that owes money (its capture may yet be proven; the sweep must never release the
         hold that secures a debt)."""
@@ -76,10 +76,10 @@ class EngineHost:
         owners = open_here + [
             s for s in owing if s.terminal == terminal and s.expires_at and s.expires_at > now
         ]
-        return {h.receipt_no for s in owners for h in s.holds}
+        return {h.ref for s in owners for h in s.holds}
 
     def sweep(
-        self, terminal: str, open_receipts: tuple[int, ...], currency: str, sweep_id: str
+        self, terminal: str, open_refs: tuple[str, ...], currency: str, sweep_id: str
     ) -> list[c.Command]:
         """Terminal-level reconciliation: release every open hold no session answers for.
 
@@ -88,16 +88,17 @@ class EngineHost:
         if self.making_holds(terminal):
             return []
         here = [s for s in self.open_sessions() if s.terminal == terminal]
-        owned = self._owned_receipts(here, terminal)
+        owned = self._owned_refs(here, terminal)
         commands: list[c.Command] = []
-        for receipt in sorted(set(open_receipts) - owned):
-            sid = f"orphan-{terminal}-{receipt}-{sweep_id}"
+        # in the terminal's own order (a reference is opaque: never sorted as a number)
+        for ref in (r for r in dict.fromkeys(open_refs) if r not in owned):
+            sid = f"orphan-{terminal}-{ref}-{sweep_id}"
             commands += self.handle(
                 e.OrphanFound(
                     session_id=sid,
                     event_id="found",
                     terminal=terminal,
-                    receipt_no=receipt,
+                    ref=ref,
                     currency=currency,
                 )
             ).commands
@@ -159,12 +160,18 @@ class EngineHost:
         at = self.clock()
         start = self.store.last_end_of_day(terminal)
         totals = [
-            {"brand": t.brand, "count": t.count, "amount_minor": t.amount_minor}
+            {
+                "brand": t.brand,
+                "currency": t.currency,
+                "count": t.count,
+                "amount_minor": t.amount_minor,
+            }
             for t in result.totals
         ]
         total = result.amount.minor if result.amount else None
-        batch = EndOfDayRecord(terminal, at, currency, total, result.receipts, totals)
-        data = {"total_minor": total, "receipts": list(result.receipts or ()), "totals": totals}
+        batch = EndOfDayRecord(terminal, at, currency, total, result.batch_range, totals)
+        # (entries before 0013 say "receipts": [first, last] as numbers; they stay as written)
+        data = {"total_minor": total, "batch_range": result.batch_range, "totals": totals}
         entry = JournalEntry("terminal", terminal, "end_of_day", data)
         self.store.apply(
             Step(f"eod:{terminal}:{at.isoformat()}", journal=[entry], end_of_day=[batch])
@@ -190,8 +197,8 @@ class EngineHost:
         ]
         if session.state is State.AUTH_UNKNOWN and any(s.state in _IN_FLIGHT_HOLDS for s in others):
             return replace(event, orphans=(), failed=True, busy=True)
-        owned = self._owned_receipts(others, session.terminal)
-        event = replace(event, orphans=tuple(r for r in event.receipts if r not in owned))
+        owned = self._owned_refs(others, session.terminal)
+        event = replace(event, orphans=tuple(r for r in event.refs if r not in owned))
         if event.last is not None and self._ambiguous(session, event.last, event.last_asked_at):
             event = replace(
                 event, last=None
@@ -219,13 +226,9 @@ class EngineHost:
         ]
         others = [(from_json(r["data"]), r["updated_at"]) for r in rows]
         known = {
-            n
-            for s, _ in others
-            for h in s.holds
-            for n in (h.receipt_no, h.booking_receipt)
-            if n is not None
+            n for s, _ in others for h in s.holds for n in (h.ref, h.booking_ref) if n is not None
         }
-        if last.receipt_no in known:
+        if last.ref in known:
             return True
         if sent is None:
             return session.state is State.CAPTURE_UNKNOWN
@@ -383,11 +386,11 @@ def _payments(s: Session) -> list[PaymentRecord]:
     """The money view of a session, one row per hold and per settlement, for reconciliation."""
     rows = []
     for h in s.holds:
-        base = f"{s.id}:{h.receipt_no}"
+        base = f"{s.id}:{h.ref}"
         detail = {
-            "receipt_no": h.receipt_no,
+            "ref": h.ref,
             "status": h.status.value,
-            "booking_receipt": h.booking_receipt,
+            "booking_ref": h.booking_ref,
         }
         rows.append(
             PaymentRecord(
@@ -429,7 +432,7 @@ def _payments(s: Session) -> list[PaymentRecord]:
             {
                 "reason": r.reason,
                 "source": r.source,
-                "receipt_no": r.receipt_no,
+                "ref": r.ref,
                 "message": r.message,
             },
         )

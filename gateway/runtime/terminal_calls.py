@@ -41,7 +41,7 @@ async def call(
             )
         case c.TopUp():
             return await terminal.add_hold(
-                cmd.receipt_no,
+                cmd.ref,
                 cmd.trace_no,
                 Money(cmd.amount_minor, cmd.currency),
                 cmd.reference,
@@ -49,7 +49,7 @@ async def call(
             )
         case c.Capture():
             return await terminal.capture(
-                cmd.receipt_no,
+                cmd.ref,
                 Money(cmd.held_minor, cmd.currency),
                 Money(cmd.amount_minor, cmd.currency),
                 cmd.reference,
@@ -57,11 +57,9 @@ async def call(
                 cmd.exact,
             )
         case c.Release():
-            return await terminal.release(
-                cmd.receipt_no, Money(cmd.held_minor, cmd.currency), persist
-            )
-        case c.RefundPayment(method="reversal", receipt_no=int(receipt)):
-            return await terminal.reverse(receipt, persist)
+            return await terminal.release(cmd.ref, Money(cmd.held_minor, cmd.currency), persist)
+        case c.RefundPayment(method="reversal", ref=str(ref)):
+            return await terminal.reverse(ref, persist)
         case c.RefundPayment():
             return await terminal.refund(Money(cmd.amount_minor, cmd.currency), persist)
     raise AssertionError(f"not a terminal command: {cmd}")
@@ -79,7 +77,7 @@ async def last_result(terminal: PaymentTerminal) -> e.LastResult | None:
     if last.outcome is Outcome.UNKNOWN or (last.result_code is None and not last.approved):
         return None  # ZVT: no result code is no result; nexo has none, its approvals are answers
     amount = last.amount.minor if last.amount else None
-    return e.LastResult(approved=last.approved, receipt_no=last.receipt_no, amount_minor=amount)
+    return e.LastResult(approved=last.approved, ref=last.ref, amount_minor=amount)
 
 
 def result_event(
@@ -106,17 +104,17 @@ def result_event(
             )
             if v
         }
-    for_receipt = cmd.receipt_no if isinstance(cmd, c.Capture | c.Release | c.TopUp) else None
+    for_ref = cmd.ref if isinstance(cmd, c.Capture | c.Release | c.TopUp) else None
     return e.TerminalResultArrived(
         session_id=cmd.session_id,
         event_id=event_id,
         operation=op,
         outcome=result.outcome,
         amount_minor=result.amount.minor if result.amount else None,
-        receipt_no=result.receipt_no,
+        ref=result.ref,
         message=result.message,
         card=card,
-        for_receipt=for_receipt,
+        for_ref=for_ref,
         trace_no=result.trace_no,
     )
 
@@ -134,7 +132,7 @@ def answer_event(
         return e.OpenPreauthsReported(
             session_id=cmd.session_id,
             event_id=event_id,
-            receipts=result.open_receipts,
+            refs=result.open_refs,
             failed=not result.approved,
             last=last,
             last_asked_at=asked_at,

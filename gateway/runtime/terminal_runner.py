@@ -275,11 +275,11 @@ class TerminalRunner:
                 last = await last_result(self.terminal)
         except (TimeoutError, DriverError, OSError):
             last = None
-        if last is None or not last.approved or last.receipt_no != approval.receipt_no:
+        if last is None or not last.approved or last.ref != approval.ref:
             return lost
         _LOGGER.info(
             "engine.result_confirmed",
-            extra={"terminal": self.name, "session": cmd.session_id, "receipt": last.receipt_no},
+            extra={"terminal": self.name, "session": cmd.session_id, "receipt": last.ref},
         )
         return approval
 
@@ -295,7 +295,7 @@ class TerminalRunner:
                     result = await self.terminal.open_preauthorizations()
                 if result.approved:
                     for cmd in self.host.sweep(
-                        self.name, result.open_receipts, self.currency, self.boot
+                        self.name, result.open_refs, self.currency, self.boot
                     ):
                         self.dispatch(cmd)
             with contextlib.suppress(TimeoutError):

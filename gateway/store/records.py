@@ -20,8 +20,8 @@ class EndOfDayRecord:
     at: datetime
     currency: str
     total_minor: int | None
-    receipts: tuple[int, int] | None
-    totals: Sequence[Json]  # [{"brand", "count", "amount_minor"}]
+    batch_range: tuple[str, str] | None  # first and last receipt, where the protocol has one
+    totals: Sequence[Json]  # [{"brand", "currency", "count", "amount_minor"}]
 
 
 @dataclass(frozen=True, slots=True)

@@ -268,11 +268,11 @@ class Store:
                 "SELECT at FROM end_of_day WHERE terminal = ? ORDER BY at DESC LIMIT 1",
                 (b.terminal,),
             ).fetchone()
-            first, last = b.receipts or (None, None)
+            first, last = b.batch_range or (None, None)
             c.execute(
                 "INSERT INTO end_of_day (terminal, period_start, at, currency, total_minor, "
-                "first_receipt,"
-                " last_receipt, totals, step_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "batch_first,"
+                " batch_last, totals, step_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     b.terminal,
                     previous[0] if previous else None,
@@ -407,8 +407,8 @@ class Store:
     def end_of_day_batches(self, start: datetime, end: datetime) -> list[dict[str, Any]]:
         """Batches closed in [start, end), oldest first."""
         rows = self._query(
-            "SELECT terminal, period_start, at, currency, total_minor, first_receipt, "
-            "last_receipt, totals"
+            "SELECT terminal, period_start, at, currency, total_minor, batch_first, "
+            "batch_last, totals"
             " FROM end_of_day WHERE at >= ? AND at < ? ORDER BY at",
             (to_text(start), to_text(end)),
         )
@@ -419,7 +419,7 @@ class Store:
                 "at": from_text(at),
                 "currency": cur,
                 "total_minor": total,
-                "receipts": (first, last) if first is not None else None,
+                "batch_range": (first, last) if first is not None else None,
                 "totals": json.loads(totals),
             }
             for t, ps, at, cur, total, first, last, totals in rows

@@ -25,8 +25,8 @@ async def test_an_increment_answer_under_the_total_setting_is_unknown_not_a_gues
     t = rig.make_driver(incremental=True, topup_amount="total")
     await t.connect()
     pre = await t.preauthorize(eur(1000), "AT-1")
-    more = await t.add_hold(pre.receipt_no or 0, pre.trace_no, eur(3000), "AT-1")
-    assert rig.sim.state.transactions[pre.receipt_no or 0].amount == 4000  # the PT holds 40.00
+    more = await t.add_hold(pre.ref or "", pre.trace_no, eur(3000), "AT-1")
+    assert rig.sim.state.transactions[int(pre.ref or "")].amount == 4000  # the PT holds 40.00
     assert more.outcome is Outcome.UNKNOWN, (more.outcome, more.amount)
 
 
@@ -36,12 +36,12 @@ async def test_the_misread_top_up_overcharges_at_capture(rig: Rig) -> None:
     t = rig.make_driver(incremental=True, topup_amount="total")
     await t.connect()
     pre = await t.preauthorize(eur(1000), "AT-2")
-    more = await t.add_hold(pre.receipt_no or 0, pre.trace_no, eur(3000), "AT-2")
+    more = await t.add_hold(pre.ref or "", pre.trace_no, eur(3000), "AT-2")
     if more.approved:  # the engine's hold = what it had + what the driver says was added
         held = eur(1000 + (more.amount.minor if more.amount else 0))
-        cap = await t.capture(pre.receipt_no or 0, held, eur(2500), "AT-2")
+        cap = await t.capture(pre.ref or "", held, eur(2500), "AT-2")
         assert cap.approved
-    booked = rig.sim.state.transactions[pre.receipt_no or 0]
+    booked = rig.sim.state.transactions[int(pre.ref or "")]
     assert not more.approved or booked.booked <= 2500, booked  # PT booked 35.00 for 25.00
 
 
@@ -51,7 +51,7 @@ async def test_a_total_answer_under_the_increment_setting_is_unknown(rig: Rig) -
     t = rig.make_driver(incremental=True, topup_amount="increment")
     await t.connect()
     pre = await t.preauthorize(eur(1000), "AT-3")
-    more = await t.add_hold(pre.receipt_no or 0, pre.trace_no, eur(3000), "AT-3")
+    more = await t.add_hold(pre.ref or "", pre.trace_no, eur(3000), "AT-3")
     assert more.outcome is Outcome.UNKNOWN and more.amount is None
 
 
@@ -61,10 +61,10 @@ async def test_two_top_ups_on_a_total_terminal_add_up(rig: Rig) -> None:
     t = rig.make_driver(incremental=True, topup_amount="total")
     await t.connect()
     pre = await t.preauthorize(eur(1000), "AT-4")
-    one = await t.add_hold(pre.receipt_no or 0, pre.trace_no, eur(3000), "AT-4")
-    two = await t.add_hold(pre.receipt_no or 0, pre.trace_no, eur(500), "AT-4")
+    one = await t.add_hold(pre.ref or "", pre.trace_no, eur(3000), "AT-4")
+    two = await t.add_hold(pre.ref or "", pre.trace_no, eur(500), "AT-4")
     assert one.amount == eur(3000) and two.amount == eur(500)
-    assert rig.sim.state.transactions[pre.receipt_no or 0].amount == 4500
+    assert rig.sim.state.transactions[int(pre.ref or "")].amount == 4500
 
 
 async def test_a_total_answer_after_a_driver_restart_is_unknown_not_a_guess(rig: Rig) -> None:
@@ -78,7 +78,7 @@ async def test_a_total_answer_after_a_driver_restart_is_unknown_not_a_guess(rig:
     await t.close()
     again = rig.make_driver(incremental=True, topup_amount="total")
     await again.connect()
-    more = await again.add_hold(pre.receipt_no or 0, pre.trace_no, eur(3000), "AT-5")
+    more = await again.add_hold(pre.ref or "", pre.trace_no, eur(3000), "AT-5")
     assert more.outcome is Outcome.UNKNOWN and more.amount is None
 
 
@@ -124,7 +124,7 @@ async def test_84_00_acks_with_numbered_results_and_a_lost_ack_book_once(rig: Ri
 
     pre = await t.preauthorize(eur(5000), "AT-6", persist)
     assert pre.approved and len(stored) == 1
-    assert rig.sim.open_preauths() == [pre.receipt_no]
+    assert list(map(str, rig.sim.open_preauths())) == [pre.ref]
 
 
 # ---- character sets -------------------------------------------------------------------------
@@ -136,7 +136,7 @@ async def test_an_announced_utf8_receipt_does_not_change_the_amount(rig: Rig) ->
     t = rig.make_driver(charset="iso-8859-1")
     await t.connect()
     pre = await t.preauthorize(eur(5000), "AT-7")
-    cap = await t.capture(pre.receipt_no or 0, eur(5000), eur(1234), "AT-7")
+    cap = await t.capture(pre.ref or "", eur(5000), eur(1234), "AT-7")
     assert cap.approved and cap.amount == eur(1234)
     assert cap.receipt_lines[0] == "€ ÄÖÜ 12,34"
 
@@ -152,7 +152,7 @@ async def test_card_first_with_a_lost_result_ack_books_once(rig: Rig, reask: boo
     await t.connect()
     assert (await t.read_card(5)).approved
     pre = await t.preauthorize(eur(5000), "AT-8")
-    assert pre.approved and rig.sim.open_preauths() == [pre.receipt_no]
+    assert pre.approved and list(map(str, rig.sim.open_preauths())) == [pre.ref]
 
 
 def test_status_byte_ff_alone_decodes_as_the_terminal_status() -> None:
@@ -183,7 +183,7 @@ async def test_card_first_reasked_card_never_presented_is_no_money(rig: Rig) -> 
     await t.read_card(5)
     pre = await t.preauthorize(eur(5000), "AT-9")
     assert not pre.approved and pre.outcome is not Outcome.UNKNOWN, pre
-    assert rig.sim.open_preauths() == []
+    assert list(map(str, rig.sim.open_preauths())) == []
 
 
 async def test_card_first_abort_while_the_card_is_asked_again_is_no_money(rig: Rig) -> None:
@@ -199,4 +199,4 @@ async def test_card_first_abort_while_the_card_is_asked_again_is_no_money(rig: R
     aborted = await t.abort()
     pre = await task
     assert aborted.approved and not pre.approved, (aborted, pre)
-    assert rig.sim.open_preauths() == []
+    assert list(map(str, rig.sim.open_preauths())) == []

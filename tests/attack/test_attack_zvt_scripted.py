@@ -71,7 +71,7 @@ async def test_a_capture_that_ends_without_a_result_is_not_approved() -> None:
     async with scripted_pt(script) as port:
         t = driver(port, capture_mode="book_total")
         assert (await t.connect()).approved
-        cap = await t.capture(7, Money(5000, "EUR"), Money(1234, "EUR"), "SC-1")
+        cap = await t.capture("7", Money(5000, "EUR"), Money(1234, "EUR"), "SC-1")
         await t.close()
     assert cap.outcome is not Outcome.APPROVED, cap
 

@@ -63,13 +63,13 @@ async def _session(encoding: Encoding, sealed: bool, tmp: Path) -> list[bytes]:
         await term.connect()
         await term.diagnose()
         pre = await term.preauthorize(eur(5000), "F1")
-        assert pre.receipt_no is not None
-        await term.add_hold(pre.receipt_no, None, eur(1000), "F1")
+        assert pre.ref is not None
+        await term.add_hold(pre.ref, None, eur(1000), "F1")
         poi.config.lose_answers = 1  # the completion's answer is lost: TransactionStatus
-        await term.capture(pre.receipt_no, eur(6000), eur(1234), "F1")
+        await term.capture(pre.ref, eur(6000), eur(1234), "F1")
         other = await term.preauthorize(eur(2000), "F2")
-        assert other.receipt_no is not None
-        await term.release(other.receipt_no, eur(2000))
+        assert other.ref is not None
+        await term.release(other.ref, eur(2000))
         await term.read_card(5)
         await term.display(["EVPAY", "Charging"], 5)
         await term.print_text(["EVPAY", "12.34 EUR"])

@@ -53,7 +53,7 @@ class LosingTerminal(FakeTerminal):
     losses: Counter[tuple[str, str]] = field(default_factory=Counter)
     _lost: set[tuple[str, str]] = field(default_factory=set)  # (session, kind) already lost once
 
-    def run(self, cmd: c.Command, card: dict[str, str]) -> tuple[Outcome, int | None, int | None]:
+    def run(self, cmd: c.Command, card: dict[str, str]) -> tuple[Outcome, int | None, str | None]:
         kind = KINDS.get(type(cmd))
         key = (getattr(cmd, "session_id", ""), kind or "")
         if kind is None or key in self._lost:

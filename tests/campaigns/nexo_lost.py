@@ -167,10 +167,10 @@ class LostNexo:
         pre = await self.command(
             "reservation", lambda: self.term.preauthorize(held, f"S{i}", self.persist)
         )
-        if not pre.approved or pre.receipt_no is None:
+        if not pre.approved or pre.ref is None:
             f.violations.append(f"session {i}: the reservation ended {pre.outcome}: {pre.message}")
             return
-        ref = pre.receipt_no
+        ref = pre.ref
         if self.rng.random() < 0.75:
             amount = Money(self.rng.randrange(1, held.minor + 1), "EUR")
             done = await self.command(

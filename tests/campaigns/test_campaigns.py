@@ -279,11 +279,11 @@ async def test_a_cut_line_leaves_the_terminal_as_zvt_says(operation: str, before
             receipt = 2
         elif operation == "capture":
             result = await terminal.capture(
-                hold.receipt_no or 0, euros, Money(833, "EUR"), "first", persist
+                hold.ref or "", euros, Money(833, "EUR"), "first", persist
             )
             receipt = 1
         else:
-            result = await terminal.release(hold.receipt_no or 0, euros, persist)
+            result = await terminal.release(hold.ref or "", euros, persist)
             receipt = 1
         await asyncio.sleep(0.8)  # past the terminal's wait for our acknowledgement
         state, delivered = CUTS[(operation, before)]

@@ -123,7 +123,7 @@ async def test_a_paid_session_over_mqtt(site_factory: Any) -> None:
     assert authorize["start_by"].endswith(
         "Z"
     )  # the deadline for the charge to start (the start timeout)
-    tx = site.sim.state.transactions[data["receipt_no"]]
+    tx = site.sim.state.transactions[int(data["ref"])]
     assert (tx.state, tx.booked) == ("booked", 476)
     assert site.link.mqtt.refused == 0  # our own commands never count as forged
 

@@ -67,7 +67,7 @@ def charging() -> Session:
             operation=e.Operation.PREAUTHORIZE,
             outcome=Outcome.APPROVED,
             amount_minor=5000,
-            receipt_no=7,
+            ref="7",
         ),
         0,
     ).session
@@ -118,7 +118,7 @@ def test_verified_readings_are_billed_and_printed() -> None:
             operation=e.Operation.CAPTURE,
             outcome=Outcome.APPROVED,
             amount_minor=s.bill.price_minor,
-            receipt_no=8,
+            ref="8",
         ),
         61,
     )
@@ -149,7 +149,7 @@ def test_an_invalid_signature_falls_back_to_the_chargers_reading_and_says_so() -
             operation=e.Operation.CAPTURE,
             outcome=Outcome.APPROVED,
             amount_minor=s.bill.price_minor,
-            receipt_no=8,
+            ref="8",
         ),
         61,
     )

@@ -26,10 +26,10 @@ from drivers.sim.nexo_poi import NexoPoi, PoiConfig, serve_nexo_poi
 MakeRig = Callable[..., Awaitable["Rig"]]
 
 
-def receipt(result: TerminalResult) -> int:
-    """The POI's handle a result must carry to be settled later."""
-    assert result.receipt_no is not None, result
-    return result.receipt_no  # make_rig(encoding="xml", **PoiConfig fields)
+def receipt(result: TerminalResult) -> str:
+    """The hold's reference (the POI transaction) a result must carry to be settled later."""
+    assert result.ref is not None, result
+    return result.ref  # make_rig(encoding="xml", **PoiConfig fields)
 
 
 KEY = AdyenKey("EvpayTestKey", 1, "test-passphrase-not-secret")

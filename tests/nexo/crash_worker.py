@@ -58,16 +58,12 @@ async def life(url: str, state: Path, journal: Path, sessions: int, pin: str = "
     while (await term.last_result(persist=record)).outcome is Outcome.UNKNOWN:
         await asyncio.sleep(0.05)
     for key, entry in list(term.client.handles.items()):
-        if key != "next" and entry.get("state") == "open":
-            await term.capture(
-                int(key), Money(1000, EUR), Money(100, EUR), "recovered", persist=record
-            )
+        if entry.get("state") == "open":
+            await term.capture(key, Money(1000, EUR), Money(100, EUR), "recovered", persist=record)
     while len({j["tid"] for j in journal_lines(journal) if j["type"] == "Completion"}) < sessions:
         pa = await term.preauthorize(Money(1000, EUR), "s", persist=record)
-        if pa.approved and pa.receipt_no is not None:
-            await term.capture(
-                pa.receipt_no, Money(1000, EUR), Money(300, EUR), "s", persist=record
-            )
+        if pa.approved and pa.ref is not None:
+            await term.capture(pa.ref, Money(1000, EUR), Money(300, EUR), "s", persist=record)
     await term.close()
 
 

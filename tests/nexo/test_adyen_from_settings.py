@@ -51,8 +51,8 @@ async def test_an_adyen_terminal_from_its_settings_pays(
     term = build_terminal(settings, settings.terminals[0])
     try:
         pre = await term.preauthorize(Money(3000, "EUR"), "ADYEN-1")
-        assert pre.approved and pre.receipt_no is not None, pre
-        cap = await term.capture(pre.receipt_no, Money(3000, "EUR"), Money(1234, "EUR"), "A")
+        assert pre.approved and pre.ref is not None, pre
+        cap = await term.capture(pre.ref, Money(3000, "EUR"), Money(1234, "EUR"), "A")
         assert cap.approved and poi.booked() == Decimal("12.34")
         assert poi.raw and all(b"NexoBlob" in raw for raw in poi.raw)  # sealed with the key
     finally:

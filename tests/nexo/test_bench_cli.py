@@ -42,12 +42,12 @@ def test_bench_status_preauth_capture_release_on_a_nexo_poi(tmp_path: Path) -> N
         assert status.returncode == 0 and "APPROVED" in status.stdout, status.stderr
         pre = evpay("preauth", "--amount", "20.00", "--json")
         assert pre.returncode == 0, pre.stdout + pre.stderr
-        handle = json.loads(pre.stdout)["receipt_no"]
+        handle = json.loads(pre.stdout)["ref"]
         cap = evpay("capture", "--receipt", str(handle), "--amount", "7.50")
         assert cap.returncode == 0 and "7.50 EUR" in cap.stdout, cap.stdout + cap.stderr
         second = evpay("preauth", "--amount", "10.00", "--json")
         rel = evpay(
-            "release", "--receipt", str(json.loads(second.stdout)["receipt_no"]), "--held", "10.00"
+            "release", "--receipt", str(json.loads(second.stdout)["ref"]), "--held", "10.00"
         )
         assert rel.returncode == 0 and "APPROVED" in rel.stdout, rel.stdout + rel.stderr
         unknown = evpay("release", "--receipt", "999", "--held", "1.00")

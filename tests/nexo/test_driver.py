@@ -36,10 +36,12 @@ async def test_reservation_top_up_and_lower_capture(make_rig: MakeRig, encoding:
     term = rig.terminal()
     assert (await term.connect()).approved
     pa = await term.preauthorize(eur(5000), "sess-1")
-    assert pa.approved and pa.amount == eur(5000) and pa.receipt_no == 1
+    assert pa.approved and pa.amount == eur(5000)
+    tid, ts = pa.details["poi_transaction_id"], pa.details["poi_time_stamp"]
+    assert pa.ref == f"{tid}@{ts}"  # the reference IS the POI transaction
     assert pa.details["poi_transaction_id"] and pa.card and pa.card.masked_pan == "541333****0010"
     top = await term.add_hold(receipt(pa), None, eur(1500), "sess-1")
-    assert top.approved and top.amount == eur(1500) and top.receipt_no == pa.receipt_no
+    assert top.approved and top.amount == eur(1500) and top.ref == pa.ref
     cap = await term.capture(receipt(pa), eur(6500), eur(2345), "sess-1")
     assert cap.approved and cap.amount == eur(2345)
     assert rig.poi.booked() == Decimal("23.45") and rig.poi.open_reservations() == []
@@ -154,7 +156,7 @@ async def test_restart_asks_status_for_in_flight_service_first(
     after = [m.header.message_category for m in rig.poi.requests[before:]]
     assert after[0] is MessageCategory.TRANSACTION_STATUS and after[1] is MessageCategory.DIAGNOSIS
     last = await second.last_result()
-    assert last.approved and last.amount == eur(4000) and last.receipt_no is not None
+    assert last.approved and last.amount == eur(4000) and last.ref is not None
     # the recovered reservation has a next action: it can be captured
     cap = await second.capture(receipt(last), eur(4000), eur(1000), "s")
     assert cap.approved and rig.poi.booked() == Decimal("10.00")
@@ -216,7 +218,7 @@ async def test_release_and_unknown_reference(make_rig: MakeRig, encoding: Encodi
     pa = await term.preauthorize(eur(3000), "s")
     rel = await term.release(receipt(pa), eur(3000))
     assert rel.approved and rel.amount == eur(3000) and rig.poi.open_reservations() == []
-    assert (await term.release(99, eur(1))).outcome is Outcome.ERROR
+    assert (await term.release("99", eur(1))).outcome is Outcome.ERROR
     await term.close()
 
 
@@ -232,10 +234,10 @@ async def test_refund_read_card_display_print(make_rig: MakeRig, encoding: Encod
     assert (await term.print_text(["EVPAY", "12.34 EUR"])).approved
     pa = await term.preauthorize(eur(2000), "s")
     listed = await term.open_preauthorizations()
-    assert listed.approved and listed.open_receipts == (pa.receipt_no,)
+    assert listed.approved and listed.open_refs == (pa.ref,)
     assert rig.poi.open_reservations() == ["T000004"]  # the POI agrees
     await term.capture(receipt(pa), eur(2000), eur(2000), "s")
-    assert (await term.open_preauthorizations()).open_receipts == ()
+    assert (await term.open_preauthorizations()).open_refs == ()
     await term.close()
 
 
@@ -274,8 +276,8 @@ async def test_handles_are_never_reused_across_restarts(make_rig: MakeRig) -> No
     await first.close()
     second = rig.terminal()
     b = await second.sale(eur(100))
-    assert a.receipt_no == 1 and b.receipt_no == 2
-    assert (await second.reverse(receipt(a))).approved  # the first process's handle still works
+    assert a.ref and b.ref and a.ref != b.ref
+    assert (await second.reverse(receipt(a))).approved  # the first process's hold still works
 
 
 async def test_a_reversal_recovered_after_a_restart_closes_its_hold(
@@ -294,10 +296,10 @@ async def test_a_reversal_recovered_after_a_restart_closes_its_hold(
     rig.poi.config.in_progress = 0
     second = rig.terminal()
     last = await second.last_result()
-    assert last.approved and last.receipt_no == pa.receipt_no, last
+    assert last.approved and last.ref == pa.ref, last
     assert rig.poi.open_reservations() == []
     listed = await second.open_preauthorizations()
-    assert listed.approved and listed.open_receipts == (), listed
+    assert listed.approved and listed.open_refs == (), listed
     await second.close()
 
 
@@ -312,4 +314,4 @@ async def test_a_recovered_approval_is_evidence_for_the_engine(make_rig: MakeRig
     rig.poi.config.in_progress = 0
     last = await terminal_calls.last_result(rig.terminal())
     assert last is not None and last.approved and last.amount_minor == 4000, last
-    assert last.receipt_no is not None
+    assert last.ref is not None

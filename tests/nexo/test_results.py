@@ -64,7 +64,7 @@ def test_an_amount_finer_than_the_currency_is_a_typed_error() -> None:
         r.payment_result("sale", _payment(Result.SUCCESS, "7.505"), "EUR", service_id="1")
 
 
-def test_end_of_day_totals_per_brand_other_currencies_kept_aside() -> None:
+def test_end_of_day_totals_per_brand_and_currency() -> None:
     body = nm.ReconciliationResponse(
         Response(Result.SUCCESS),
         "SaleReconciliation",
@@ -76,5 +76,8 @@ def test_end_of_day_totals_per_brand_other_currencies_kept_aside() -> None:
         ),
     )
     eod = r.reconciliation_result(body, "EUR")
-    assert [(t.brand, t.count, t.amount_minor) for t in eod.totals] == [("visa", 2, 1230)]
-    assert eod.details["other_currencies"] == "mc 1 5 SEK"
+    assert [(t.brand, t.currency, t.count, t.amount_minor) for t in eod.totals] == [
+        ("visa", "EUR", 2, 1230),
+        ("mc", "SEK", 1, 500),
+    ]
+    assert eod.batch_range is None  # nexo has no receipt range

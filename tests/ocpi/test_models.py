@@ -90,7 +90,7 @@ def test_fac_from_a_completed_session_follows_the_230_tables() -> None:
         "captured_minor": 1169,
         "price_minor": 1169,
         "price_excl": "9.82",
-        "receipt_no": 1,
+        "ref": "1",
         "card": {"brand": "MasterCard", "masked_pan": "541333******0074", "aid": "A0000000041010"},
         "notes": [],
     }
@@ -100,6 +100,11 @@ def test_fac_from_a_completed_session_follows_the_230_tables() -> None:
     assert out["total_costs"] == {"before_taxes": 9.82, "taxes": [{"name": "VAT", "amount": 1.87}]}
     assert out["capture_status_code"] == "SUCCESS" and out["last_updated"] == "2026-01-05T12:00:00Z"
     assert "PAN: 541333******0074" in out["eft_data"] and "Amount: 11.69 EUR" in out["eft_data"]
+    assert "Receipt: 1" in out["eft_data"]  # the hold's reference, as the terminal gave it
+    # an outcome queued before 0013 names it by ZVT's integer receipt number
+    old = {k: v for k, v in payload.items() if k != "ref"} | {"receipt_no": 7}
+    old_fac = fac_from_outcome(old, datetime(2026, 1, 5, 12, tzinfo=UTC))
+    assert old_fac is not None and "Receipt: 7" in old_fac.to_json()["eft_data"]
     FinancialAdviceConfirmation.model_validate(out)  # what we produce, we would accept
     assert fac_from_outcome({**payload, "state": "voided"}, datetime.now(UTC)) is None
     failed = fac_from_outcome(

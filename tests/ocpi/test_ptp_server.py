@@ -31,7 +31,7 @@ def finished_session(host: EngineHost, clock: Clock, sid: str) -> None:
             operation=e.Operation.PREAUTHORIZE,
             outcome=Outcome.APPROVED,
             amount_minor=5000,
-            receipt_no=3,
+            ref="3",
             card={"masked_pan": "541333******0074"},
         )
     )
@@ -46,7 +46,7 @@ def finished_session(host: EngineHost, clock: Clock, sid: str) -> None:
             operation=e.Operation.CAPTURE,
             outcome=Outcome.APPROVED,
             amount_minor=None,
-            receipt_no=4,
+            ref="4",
         )
     )
     clock.advance(60)

@@ -157,7 +157,7 @@ async def test_start_session_pushes_cdr_capture_fac(tmp_path: Path) -> None:
     assert expected in (440, 369)
     assert round(gross * 100) == data["captured_minor"] == expected
     assert (
-        sim.state.transactions[data["receipt_no"]].booked == expected
+        sim.state.transactions[int(data["ref"])].booked == expected
     )  # the terminal booked the same
     inbox = {k for (k,) in store._conn.execute("SELECT DISTINCT kind FROM inbox")}
     assert {"session", "cdr"} <= inbox  # every push stored in the inbox first

@@ -30,7 +30,7 @@ def outcome(n: int, object_key: str | None = None, state: str = "completed") -> 
         "captured_minor": 1000 + n,
         "price_minor": 1000 + n,
         "price_excl": f"{(1000 + n) / 119:.4f}",
-        "receipt_no": n,
+        "ref": n,
         "card": {"masked_pan": "541333******0074"},
         "notes": [],
     }

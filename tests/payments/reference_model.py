@@ -194,7 +194,7 @@ def model_price(
 class TerminalHold:
     """One hold as the terminal's own books show it (the truth the model starts from)."""
 
-    receipt: int
+    receipt: str  # the terminal's reference of the hold
     approved: int
     state: str  # "booked", "released", "lapsed", "open"
     booked: int = 0
@@ -213,7 +213,7 @@ class Scenario:
 @dataclass(frozen=True)
 class Expected:
     price: int
-    capture_by_hold: Mapping[int, int]  # what each hold must be captured with (filled in order)
+    capture_by_hold: Mapping[str, int]  # what each hold must be captured with (filled in order)
     captured: int  # what the terminal booked
     released: int
     owed: int

@@ -30,26 +30,26 @@ from tests.payments.test_money_correctness import MC, SID, at, capturing, held, 
 from tests.payments.test_refunds import completed, run
 
 
-def lost(op: str, *, for_receipt: int | None = None) -> e.Event:
+def lost(op: str, *, for_ref: str | None = None) -> e.Event:
     """The driver's answer when the line drops after the approval: the outcome is unknown."""
-    return res(op, Outcome.UNKNOWN, None, None, message="connection lost", for_receipt=for_receipt)
+    return res(op, Outcome.UNKNOWN, None, None, message="connection lost", for_ref=for_ref)
 
 
 def test_a_capture_approved_then_line_lost_is_confirmed_by_its_stored_approval() -> None:
-    s = at(capturing(), held("capture", 655, 12, for_receipt=7), 61)
-    s = at(s, lost("capture", for_receipt=7), 61)
+    s = at(capturing(), held("capture", 655, 12, for_ref="7"), 61)
+    s = at(s, lost("capture", for_ref="7"), 61)
     assert s.state is State.CAPTURE_UNKNOWN
     assert s.held_result is not None  # the provisional approval is kept as evidence
     t = step(
         s,
         e.OpenPreauthsReported(
-            SID, "q", (), last=e.LastResult(approved=True, receipt_no=5, amount_minor=5000)
+            SID, "q", (), last=e.LastResult(approved=True, ref="5", amount_minor=5000)
         ),
         62,
     )
     assert t.session is not None
     assert t.session.state is State.COMPLETED and t.session.captured_minor == 655
-    assert t.session.holds[0].booking_receipt == 12 and t.session.bill.owed_minor == 0
+    assert t.session.holds[0].booking_ref == "12" and t.session.bill.owed_minor == 0
 
 
 def test_a_refund_approved_then_line_lost_keeps_its_receipt_number() -> None:
@@ -65,7 +65,7 @@ def test_a_refund_approved_then_line_lost_keeps_its_receipt_number() -> None:
         operation=e.Operation.REVERSAL,
         outcome=Outcome.APPROVED,
         amount_minor=333,
-        receipt_no=9,
+        ref="9",
         provisional=True,
     )
     s = run(s, provisional, 91).session
@@ -80,7 +80,7 @@ def test_a_refund_approved_then_line_lost_keeps_its_receipt_number() -> None:
     t = run(s, unknown, 91)
     assert t.session is not None
     (refund,) = t.session.refunds
-    assert refund.status is RefundStatus.UNKNOWN and refund.receipt_no == 9
+    assert refund.status is RefundStatus.UNKNOWN and refund.ref == "9"
     assert not [cmd for cmd in t.commands if isinstance(cmd, c.Enqueue)]
 
 
@@ -89,11 +89,11 @@ def test_a_refund_approved_then_line_lost_keeps_its_receipt_number() -> None:
 
 def unconfirmed() -> Session:
     """A capture lost on the line, the hold gone, and no result of ours to show for it."""
-    s = at(capturing(card=MC), lost("capture", for_receipt=7), 61)
+    s = at(capturing(card=MC), lost("capture", for_ref="7"), 61)
     t = step(
         s,
         e.OpenPreauthsReported(
-            SID, "q", (), last=e.LastResult(approved=True, receipt_no=5, amount_minor=5000)
+            SID, "q", (), last=e.LastResult(approved=True, ref="5", amount_minor=5000)
         ),
         62,
     )
@@ -202,7 +202,7 @@ def lost_capture(host: EngineHost, clock: Clock, sid: str, receipt: int) -> int:
             operation=e.Operation.PREAUTHORIZE,
             outcome=Outcome.APPROVED,
             amount_minor=5000,
-            receipt_no=receipt,
+            ref=str(receipt),
             card=MC,
         ),
         e.ChargerStarted(sid, "st", 1000),
@@ -212,7 +212,7 @@ def lost_capture(host: EngineHost, clock: Clock, sid: str, receipt: int) -> int:
             event_id="cap",
             operation=e.Operation.CAPTURE,
             outcome=Outcome.UNKNOWN,
-            for_receipt=receipt,
+            for_ref=str(receipt),
         ),
         e.OpenPreauthsReported(sid, "q", ()),
     ):
@@ -258,8 +258,8 @@ def test_an_unconfirmed_capture_waits_listed_then_the_end_of_day_confirms_it(
     batch = TerminalResult(
         "end_of_day",
         Outcome.APPROVED,
-        totals=(BrandTotal("mastercard", 1, price),),
-        receipts=(10, 11),
+        totals=(BrandTotal("mastercard", 1, price, "EUR"),),
+        batch_range=("10", "11"),
     )
     host.record_end_of_day("T1", batch, "EUR")
     s = host.load("s1")
@@ -283,8 +283,8 @@ def test_two_unconfirmed_captures_of_one_amount_and_one_counted_stay_undecided(
     batch = TerminalResult(
         "end_of_day",
         Outcome.APPROVED,
-        totals=(BrandTotal("mastercard", 1, price),),
-        receipts=(10, 21),
+        totals=(BrandTotal("mastercard", 1, price, "EUR"),),
+        batch_range=("10", "21"),
     )
     host.record_end_of_day("T1", batch, "EUR")
     for sid in ("s1", "s2"):

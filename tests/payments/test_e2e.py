@@ -162,7 +162,7 @@ async def test_card_preauth_charge_stop_capture_release(
     assert data["released_minor"] == 5000 - 595
     assert data["reference"] == f"EVP-{row['id']}"[:36]
     assert data["card"]["masked_pan"] == "541333******0074"
-    tx = site.sim.state.transactions[data["receipt_no"]]
+    tx = site.sim.state.transactions[int(data["ref"])]
     assert (tx.state, tx.booked) == ("booked", 595)  # the terminal agrees with the journal
     outbox = [m for m in site.daemon.store.outbox.list() if m.kind == "session.outcome"]
     assert len(outbox) == 1 and outbox[0].payload["captured_minor"] == 595
@@ -210,7 +210,7 @@ async def test_charging_never_starts_releases_the_hold(site_factory: Any) -> Non
     site.charger.plug_in("DE*EVP*E1", EvsePlan(never_start=True))
     row = await site.wait_final()
     assert row["state"] == "voided" and row["data"]["released_minor"] == 5000
-    assert site.sim.state.transactions[row["data"]["receipt_no"]].state == "reversed"
+    assert site.sim.state.transactions[int(row["data"]["ref"])].state == "reversed"
 
 
 async def test_fault_mid_charge_bills_the_last_trusted_reading(site_factory: Any) -> None:
@@ -241,7 +241,7 @@ async def test_capture_fails_then_succeeds_on_retry(site_factory: Any) -> None:
     row = await site.wait_final(timeout=20)
     assert row["state"] == "completed" and row["data"]["captured_minor"] == price_minor(2_000)
     assert any("capture error" in n for n in row["data"]["notes"])
-    assert site.sim.state.transactions[row["data"]["receipt_no"]].booked == price_minor(2_000)
+    assert site.sim.state.transactions[int(row["data"]["ref"])].booked == price_minor(2_000)
 
 
 async def test_restart_mid_charge_resumes_the_session(site_factory: Any) -> None:
@@ -325,7 +325,7 @@ async def test_a_top_up_answered_with_the_new_total(site_factory: Any, setting: 
     row = await site.wait_final(timeout=30)
     data = row["data"]
     assert row["state"] == "completed", data["notes"]
-    tx = site.sim.state.transactions[data["receipt_no"]]
+    tx = site.sim.state.transactions[int(data["ref"])]
     assert tx.amount == 3000  # the terminal holds 30.00 either way
     assert tx.booked == data["captured_minor"]  # the terminal agrees with the journal
     if setting == "total":

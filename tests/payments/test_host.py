@@ -26,7 +26,7 @@ def test_redelivered_events_are_no_ops_and_every_step_is_journaled(tmp_path: Pat
         operation=e.Operation.PREAUTHORIZE,
         outcome=Outcome.APPROVED,
         amount_minor=5000,
-        receipt_no=4,
+        ref="4",
     )
     assert [type(x).__name__ for x in host.handle(approved).commands] == ["AuthorizeCharger"]
     assert host.handle(approved).commands == ()
@@ -40,7 +40,7 @@ def test_redelivered_events_are_no_ops_and_every_step_is_journaled(tmp_path: Pat
             operation=e.Operation.CAPTURE,
             outcome=Outcome.APPROVED,
             amount_minor=None,
-            receipt_no=5,
+            ref="5",
         )
     )
     assert done.session is not None and done.session.state.value == "completed"
@@ -61,7 +61,9 @@ def test_sweep_releases_unowned_holds_but_waits_for_preauths_in_flight(tmp_path:
     store = Store.open(tmp_path / "s.sqlite3", clock=clock)
     host = EngineHost(store, policy(), clock)
     host.handle(e.CardPresented("s1", "card", "E1", "T1", "EUR"))
-    assert host.sweep("T1", (8,), "EUR", "x") == []  # s1's pre-auth is in flight: 8 may be its hold
+    assert (
+        host.sweep("T1", ("8",), "EUR", "x") == []
+    )  # s1's pre-auth is in flight: 8 may be its hold
     host.handle(
         e.TerminalResultArrived(
             session_id="s1",
@@ -69,13 +71,11 @@ def test_sweep_releases_unowned_holds_but_waits_for_preauths_in_flight(tmp_path:
             operation=e.Operation.PREAUTHORIZE,
             outcome=Outcome.APPROVED,
             amount_minor=5000,
-            receipt_no=7,
+            ref="7",
         )
     )
-    commands = host.sweep("T1", (7, 8), "EUR", "y")  # 7 is s1's; 8 belongs to nobody
-    assert [(type(x).__name__, getattr(x, "receipt_no", None)) for x in commands] == [
-        ("Release", 8)
-    ]
+    commands = host.sweep("T1", ("7", "8"), "EUR", "y")  # 7 is s1's; 8 belongs to nobody
+    assert [(type(x).__name__, getattr(x, "ref", None)) for x in commands] == [("Release", "8")]
 
 
 def test_a_second_writer_is_noticed_and_the_step_computed_again_from_the_database(
@@ -97,7 +97,7 @@ def test_a_second_writer_is_noticed_and_the_step_computed_again_from_the_databas
             operation=e.Operation.PREAUTHORIZE,
             outcome=Outcome.APPROVED,
             amount_minor=5000,
-            receipt_no=4,
+            ref="4",
         )
     )
     host.handle(e.ChargerStarted("s1", "st", 0))
@@ -123,7 +123,7 @@ def test_a_second_writer_is_noticed_and_the_step_computed_again_from_the_databas
             operation=e.Operation.CAPTURE,
             outcome=Outcome.APPROVED,
             amount_minor=None,
-            receipt_no=5,
+            ref="5",
         )
     )
     assert done.session is not None and done.session.state.value == "completed"
@@ -152,7 +152,7 @@ def test_an_enquiry_deferred_for_a_preauth_in_flight_is_asked_again_soon(tmp_pat
     assert lost.session is not None and lost.session.state.value == "auth_unknown"
     host.handle(e.CardPresented("s2", "card", "E2", "T1", "EUR"))  # in flight on the same terminal
     for n in range(6):
-        deferred = host.handle(e.OpenPreauthsReported("s1", f"q{n}", (9,)))
+        deferred = host.handle(e.OpenPreauthsReported("s1", f"q{n}", ("9",)))
         s = deferred.session
         assert s is not None and s.state.value == "auth_unknown" and s.timer is not None
         assert s.timer[1] - clock.now == p.retry_initial and s.attempts == 1

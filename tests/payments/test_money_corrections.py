@@ -36,7 +36,7 @@ def approved(op: str, amount: int, receipt: int, **more: object) -> e.TerminalRe
         operation=e.Operation(op),
         outcome=Outcome.APPROVED,
         amount_minor=amount,
-        receipt_no=receipt,
+        ref=str(receipt),
         **more,  # type: ignore[arg-type]
     )
 
@@ -49,7 +49,7 @@ def completed(hold: int = 5000) -> Session:
     s = run(s, e.ChargerStarted(SID, "st", 1000), 1, **small).session
     stop = e.ChargerStopped(session_id=SID, event_id="sp", meter_wh=5000)
     s = run(s, stop, 60, **small).session
-    s = run(s, approved("capture", min(hold, 333), 8, for_receipt=7), 61, **small).session
+    s = run(s, approved("capture", min(hold, 333), 8, for_ref="7"), 61, **small).session
     assert s is not None and s.state is State.COMPLETED
     return s
 
@@ -173,7 +173,7 @@ def test_a_correction_while_the_capture_is_under_way_is_made_once_it_is_settled(
     s = run(s, e.ChargerStopped(session_id=SID, event_id="sp", meter_wh=5000), 60).session
     assert s is not None and s.state is State.CAPTURING
     s = run(s, correction(250), 60.5).session  # the CPO corrects before our capture is booked
-    done = run(s, approved("capture", 333, 8, for_receipt=7), 61)
+    done = run(s, approved("capture", 333, 8, for_ref="7"), 61)
     assert done.session is not None and done.session.state is State.COMPLETED
     (refund,) = [x for x in done.commands if isinstance(x, c.RefundPayment)]
     assert refund.amount_minor == 83 and done.session.bill.owed_minor == 0

@@ -54,7 +54,7 @@ def res(
     receipt: int | None = 7,
     *,
     card: dict[str, str] | None = None,
-    for_receipt: int | None = None,
+    for_ref: str | None = None,
     trace_no: int | None = None,
     message: str = "",
 ) -> e.Event:
@@ -64,10 +64,10 @@ def res(
         operation=e.Operation(op),
         outcome=outcome,
         amount_minor=amount,
-        receipt_no=receipt,
+        ref=None if receipt is None else str(receipt),
         message=message,
         card=card or {},
-        for_receipt=for_receipt,
+        for_ref=for_ref,
         trace_no=trace_no,
     )
 
@@ -141,14 +141,14 @@ def test_a_lost_capture_is_booked_on_the_terminals_repeat_of_its_last_result(ech
     done = at(
         s,
         e.OpenPreauthsReported(
-            SID, "q", (), last=e.LastResult(approved=True, receipt_no=12, amount_minor=echo)
+            SID, "q", (), last=e.LastResult(approved=True, ref="12", amount_minor=echo)
         ),
         62,
     )
     assert (
         done.state is State.COMPLETED
         and done.captured_minor == 655
-        and done.holds[0].booking_receipt == 12
+        and done.holds[0].booking_ref == "12"
     )
 
 
@@ -157,7 +157,7 @@ def test_a_last_result_of_another_amount_is_no_evidence() -> None:
     u = at(
         s,
         e.OpenPreauthsReported(
-            SID, "q", (), last=e.LastResult(approved=True, receipt_no=12, amount_minor=1500)
+            SID, "q", (), last=e.LastResult(approved=True, ref="12", amount_minor=1500)
         ),
         62,
     )
@@ -238,11 +238,11 @@ def test_the_sweep_never_releases_the_hold_of_a_session_that_owes(tmp_path: Path
     s = host.load(SID)
     assert s is not None and s.state is State.CAPTURE_UNKNOWN and s.expires_at is not None
     clock.now = s.expires_at - timedelta(minutes=30)
-    host.handle(e.OpenPreauthsReported(SID, "q", (7,)))
+    host.handle(e.OpenPreauthsReported(SID, "q", ("7",)))
     s = host.load(SID)
     assert s is not None and s.state is State.CAPTURE_FAILED and s.bill.owed_minor > 0
     assert [r["id"] for r in store.sessions(owing=True)] == [SID]
-    assert host.sweep("T1", (7,), "EUR", "x") == []  # the receipt secures the debt
+    assert host.sweep("T1", ("7",), "EUR", "x") == []  # the receipt secures the debt
 
 
 # ---- 6: one hold validity for every card -------------------------------------------------------
@@ -375,9 +375,9 @@ def test_two_lost_preauths_adopt_only_the_hold_whose_data_fits(tmp_path: Path) -
     for sid in ("a", "b"):
         host.handle(e.Resumed(sid, "boot"))  # both results lost in a restart
     # The terminal holds 21 (b's, 99.00) and 20 (a's, 22.00); its last result is b's.
-    last = e.LastResult(approved=True, receipt_no=21, amount_minor=9900)
-    host.handle(e.OpenPreauthsReported("a", "qa", (20, 21), last=last))
-    host.handle(e.OpenPreauthsReported("b", "qb", (20, 21), last=last))
+    last = e.LastResult(approved=True, ref="21", amount_minor=9900)
+    host.handle(e.OpenPreauthsReported("a", "qa", ("20", "21"), last=last))
+    host.handle(e.OpenPreauthsReported("b", "qb", ("20", "21"), last=last))
     a, b = host.load("a"), host.load("b")
     assert (
         a is not None and a.state is State.FAILED
@@ -385,13 +385,13 @@ def test_two_lost_preauths_adopt_only_the_hold_whose_data_fits(tmp_path: Path) -
     assert (
         b is not None
         and b.state is State.RELEASING
-        and b.receipt_no == 21
+        and b.ref == "21"
         and b.authorized_minor == 9900
     )
-    assert host.sweep("T1", (20, 21), "EUR", "x")  # a's hold stays for the sweep, b's is owned
+    assert host.sweep("T1", ("20", "21"), "EUR", "x")  # a's hold stays for the sweep, b's is owned
     assert all(
-        cmd.receipt_no == 20
-        for cmd in host.sweep("T1", (20, 21), "EUR", "y")
+        cmd.ref == "20"
+        for cmd in host.sweep("T1", ("20", "21"), "EUR", "y")
         if isinstance(cmd, c.Release)
     )
 
@@ -410,29 +410,31 @@ def test_a_lost_preauth_that_cannot_be_attributed_releases_the_orphan_at_once(
     host.handle(e.Resumed("a", "boot"))
     handled = host.handle(
         e.OpenPreauthsReported(
-            "a", "qa", (20,), last=e.LastResult(approved=True, receipt_no=19, amount_minor=5000)
+            "a", "qa", ("20",), last=e.LastResult(approved=True, ref="19", amount_minor=5000)
         )
     )
     assert handled.session is not None and handled.session.state is State.FAILED
     (release,) = handled.commands
-    assert isinstance(release, c.Release) and release.receipt_no == 20
+    assert isinstance(release, c.Release) and release.ref == "20"
     orphan = host.load(release.session_id)
-    assert orphan is not None and orphan.receipt_no == 20 and not orphan.final
-    assert host.sweep("T1", (20,), "EUR", "later") == []  # owned now: the periodic sweep leaves it
+    assert orphan is not None and orphan.ref == "20" and not orphan.final
+    assert (
+        host.sweep("T1", ("20",), "EUR", "later") == []
+    )  # owned now: the periodic sweep leaves it
 
 
 # ---- a result stored before it was acknowledged (found by the crash campaign) -----------------
 
 
-def held(op: str, amount: int, receipt: int, for_receipt: int | None = None) -> e.Event:
+def held(op: str, amount: int, receipt: int, for_ref: str | None = None) -> e.Event:
     return e.TerminalResultArrived(
         session_id=SID,
         event_id=f"{op}-held",
         operation=e.Operation(op),
         outcome=Outcome.APPROVED,
         amount_minor=amount,
-        receipt_no=receipt,
-        for_receipt=for_receipt,
+        ref=str(receipt),
+        for_ref=for_ref,
         provisional=True,
     )
 
@@ -444,11 +446,11 @@ def test_a_capture_stored_but_never_acknowledged_is_not_booked() -> None:
     evidence only: after the restart the terminal is asked, and a hold still open means the
     capture did not stand."""
     s = capturing()
-    s = at(s, held("capture", 655, 12, for_receipt=7), 61)
+    s = at(s, held("capture", 655, 12, for_ref="7"), 61)
     assert s.state is State.CAPTURING and s.captured_minor == 0 and s.held_result is not None
     s = at(s, e.Resumed(SID, "boot"), 62)
     assert s.state is State.CAPTURE_UNKNOWN
-    t = step(s, e.OpenPreauthsReported(SID, "q", (7,)), 62)  # the terminal holds it again
+    t = step(s, e.OpenPreauthsReported(SID, "q", ("7",)), 62)  # the terminal holds it again
     assert (
         t.session is not None
         and t.session.state is State.CAPTURE_RETRY
@@ -460,17 +462,15 @@ def test_a_capture_stored_but_never_acknowledged_is_not_booked() -> None:
 def test_a_capture_stored_before_a_crash_stands_when_the_hold_is_gone() -> None:
     """The same, but the acknowledgement did reach the terminal: the hold is gone and the
     terminal's last result is someone else's; our stored result is the evidence."""
-    s = at(capturing(), held("capture", 655, 12, for_receipt=7), 61)
+    s = at(capturing(), held("capture", 655, 12, for_ref="7"), 61)
     s = at(
         at(s, e.Resumed(SID, "boot"), 62),
         e.OpenPreauthsReported(
-            SID, "q", (), last=e.LastResult(approved=True, receipt_no=40, amount_minor=99)
+            SID, "q", (), last=e.LastResult(approved=True, ref="40", amount_minor=99)
         ),
         62,
     )
-    assert (
-        s.state is State.COMPLETED and s.captured_minor == 655 and s.holds[0].booking_receipt == 12
-    )
+    assert s.state is State.COMPLETED and s.captured_minor == 655 and s.holds[0].booking_ref == "12"
 
 
 @pytest.mark.parametrize("still_open", [True, False])
@@ -482,7 +482,7 @@ def test_a_preauth_stored_before_a_crash_is_ours_only_if_still_open(still_open: 
     t = step(
         s,
         e.OpenPreauthsReported(
-            SID, "q", (7,) if still_open else (), orphans=(7,) if still_open else ()
+            SID, "q", ("7",) if still_open else (), orphans=("7",) if still_open else ()
         ),
         1,
     )
@@ -490,7 +490,7 @@ def test_a_preauth_stored_before_a_crash_is_ours_only_if_still_open(still_open: 
     if still_open:  # ours, proven by its own result: given back (the EV was never authorised)
         (release,) = t.commands
         assert t.session.state is State.RELEASING
-        assert isinstance(release, c.Release) and release.receipt_no == 7
+        assert isinstance(release, c.Release) and release.ref == "7"
     else:  # reversed by the terminal for want of our acknowledgement: nothing to give back
         assert t.session.state is State.FAILED and not any(
             isinstance(x, c.Release) for x in t.commands
@@ -514,7 +514,7 @@ def _incremental(new_receipt: bool) -> Session:
     assert isinstance(top, c.TopUp) and top.trace_no == 70 and top.amount_minor == 1500
     s = at(
         t.session,
-        res("topup", Outcome.APPROVED, 1500, 8 if new_receipt else 7, for_receipt=7),
+        res("topup", Outcome.APPROVED, 1500, 8 if new_receipt else 7, for_ref="7"),
         31,
         pol,
     )
@@ -523,7 +523,7 @@ def _incremental(new_receipt: bool) -> Session:
 
 def test_incremental_top_up_as_a_second_hold_is_captured_across_both() -> None:
     s = _incremental(new_receipt=True)
-    assert [h.receipt_no for h in s.holds] == [7, 8] and s.authorized_minor == 3000
+    assert [h.ref for h in s.holds] == ["7", "8"] and s.authorized_minor == 3000
     assert (
         s.state is State.CAPTURING and s.bill.price_minor == 1726
     )  # (1.00 + 30 kWh * 0.45) * 1.19
@@ -532,7 +532,7 @@ def test_incremental_top_up_as_a_second_hold_is_captured_across_both() -> None:
 
 def test_incremental_top_up_into_the_same_receipt_increases_that_hold() -> None:
     s = _incremental(new_receipt=False)
-    assert [(h.receipt_no, h.amount_minor) for h in s.holds] == [(7, 3000)]
+    assert [(h.ref, h.amount_minor) for h in s.holds] == [("7", 3000)]
 
 
 def test_incremental_settles_each_hold_then_completes() -> None:
@@ -543,15 +543,15 @@ def test_incremental_settles_each_hold_then_completes() -> None:
         holds=(replace(s.holds[0], target_minor=1500), replace(s.holds[1], target_minor=300)),
         bill=replace(s.bill, price_minor=1800),
     )
-    t = step(s, res("capture", Outcome.APPROVED, 1500, 30, for_receipt=7), 61, pol)
+    t = step(s, res("capture", Outcome.APPROVED, 1500, 30, for_ref="7"), 61, pol)
     assert t.session is not None and t.session.state is State.CAPTURING
     (nxt,) = t.commands
-    assert isinstance(nxt, c.Capture) and (nxt.receipt_no, nxt.held_minor, nxt.amount_minor) == (
-        8,
+    assert isinstance(nxt, c.Capture) and (nxt.ref, nxt.held_minor, nxt.amount_minor) == (
+        "8",
         1500,
         300,
     )
-    done = at(t.session, res("capture", Outcome.APPROVED, 1200, 31, for_receipt=8), 62, pol)
+    done = at(t.session, res("capture", Outcome.APPROVED, 1200, 31, for_ref="8"), 62, pol)
     assert done.state is State.COMPLETED and (done.captured_minor, done.released_minor) == (
         1800,
         1200,
@@ -567,12 +567,12 @@ def test_a_top_up_stored_but_never_acknowledged_does_not_raise_the_cap(new_recei
     s = at(None, e.CardPresented(SID, "card", "E1", "T1", "EUR"), 0, pol)
     s = at(s, res("preauthorize", Outcome.APPROVED, 1500, 7, trace_no=70), 0, pol)
     s = at(at(s, e.ChargerStarted(SID, "st", 0), 1, pol), e.MeterValue(SID, "m", 21_000), 30, pol)
-    s = at(s, held("topup", 1500, 8 if new_receipt else 7, for_receipt=7), 31, pol)
+    s = at(s, held("topup", 1500, 8 if new_receipt else 7, for_ref="7"), 31, pol)
     assert s.state is State.TOPPING_UP and s.authorized_minor == 1500 and s.held_result is not None
     s = at(s, e.Resumed(SID, "boot"), 32, pol)
     assert s.state is State.CHARGING and s.held_result is None and s.topup_refused
-    assert [(h.receipt_no, h.amount_minor) for h in s.holds] == [
-        (7, 1500)
+    assert [(h.ref, h.amount_minor) for h in s.holds] == [
+        ("7", 1500)
     ] and "never acknowledged" in s.notes[-1]
     assert at(s, e.MeterValue(SID, "m2", 25_000), 33, pol).state is State.STOPPING  # at the old cap
 
@@ -590,12 +590,14 @@ def test_the_second_hold_of_a_lost_top_up_is_left_to_the_sweep(tmp_path: Path) -
     host.handle(e.ChargerStarted(SID, "st", 0))
     clock.advance(30 * 60)
     assert isinstance(host.handle(e.MeterValue(SID, "m", 21_000)).commands[0], c.TopUp)
-    host.handle(held("topup", 1500, 8, for_receipt=7))
-    assert host.making_holds("T1") and host.sweep("T1", (7, 8), "EUR", "x") == []
+    host.handle(held("topup", 1500, 8, for_ref="7"))
+    assert host.making_holds("T1") and host.sweep("T1", ("7", "8"), "EUR", "x") == []
     host.handle(e.Resumed(SID, "boot"))
     assert not host.making_holds("T1")
-    (release,) = [cmd for cmd in host.sweep("T1", (7, 8), "EUR", "y") if isinstance(cmd, c.Release)]
-    assert release.receipt_no == 8
+    (release,) = [
+        cmd for cmd in host.sweep("T1", ("7", "8"), "EUR", "y") if isinstance(cmd, c.Release)
+    ]
+    assert release.ref == "8"
 
 
 @pytest.mark.parametrize("how", ["restart", "timeout"])
@@ -607,9 +609,7 @@ def test_the_hold_of_a_lost_top_up_is_captured_by_booking_its_amount(how: str) -
     s = at(s, res("preauthorize", Outcome.APPROVED, 1500, 7, trace_no=70), 0, pol)
     s = at(at(s, e.ChargerStarted(SID, "st", 0), 1, pol), e.MeterValue(SID, "m", 21_000), 30, pol)
     if how == "restart":
-        s = at(
-            at(s, held("topup", 1500, 7, for_receipt=7), 31, pol), e.Resumed(SID, "boot"), 32, pol
-        )
+        s = at(at(s, held("topup", 1500, 7, for_ref="7"), 31, pol), e.Resumed(SID, "boot"), 32, pol)
     else:
         assert s.timer is not None
         s = at(s, e.TimerFired(SID, "t", s.timer[0]), 37, pol)  # the answer timeout (6 min)
@@ -631,8 +631,8 @@ def test_a_top_up_acknowledged_after_it_was_stored_raises_the_cap() -> None:
     s = at(s, res("preauthorize", Outcome.APPROVED, 1500, 7, trace_no=70), 0, pol)
     s = at(at(s, e.ChargerStarted(SID, "st", 0), 1, pol), e.MeterValue(SID, "m", 21_000), 30, pol)
     s = at(
-        at(s, held("topup", 1500, 8, for_receipt=7), 31, pol),
-        res("topup", Outcome.APPROVED, 1500, 8, for_receipt=7),
+        at(s, held("topup", 1500, 8, for_ref="7"), 31, pol),
+        res("topup", Outcome.APPROVED, 1500, 8, for_ref="7"),
         31,
         pol,
     )
@@ -703,10 +703,10 @@ def test_a_charge_that_stops_while_its_top_up_is_out_books_the_price_not_the_top
     assert t.session is not None and cap.exact and cap.held_minor == 1500
     price = t.session.bill.price_minor
     s = at(
-        t.session, res("topup", Outcome.APPROVED, 1500, 7, for_receipt=7), 31, pol
+        t.session, res("topup", Outcome.APPROVED, 1500, 7, for_ref="7"), 31, pol
     )  # the same hold, raised
     assert s.holds[0].amount_minor == 3000
-    s = at(s, res("capture", Outcome.APPROVED, price, 9, for_receipt=7), 32, pol)
+    s = at(s, res("capture", Outcome.APPROVED, price, 9, for_ref="7"), 32, pol)
     assert s.state is State.COMPLETED and (s.captured_minor, s.released_minor) == (
         price,
         3000 - price,

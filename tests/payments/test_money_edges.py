@@ -189,9 +189,9 @@ def test_the_store_row_of_a_two_hold_session_counts_its_captured_holds() -> None
     session = update(
         Session("s1", "E1", "T1", "EUR", State.COMPLETED, T0),
         holds=(
-            Hold(1, 1500, captured_minor=1500, status=HoldStatus.CAPTURED),
-            Hold(2, 1500, captured_minor=500, released_minor=1000, status=HoldStatus.CAPTURED),
-            Hold(3, 1500, released_minor=1500, status=HoldStatus.RELEASED),
+            Hold("1", 1500, captured_minor=1500, status=HoldStatus.CAPTURED),
+            Hold("2", 1500, captured_minor=500, released_minor=1000, status=HoldStatus.CAPTURED),
+            Hold("3", 1500, released_minor=1500, status=HoldStatus.RELEASED),
         ),
         captured_at=T0,
     )
@@ -221,7 +221,7 @@ def test_the_default_window_loads_the_sessions_of_the_loaded_batches(tmp_path: P
     assert captured > 0
     clock.now = now - timedelta(hours=1)
     batch = TerminalResult(
-        "end_of_day", Outcome.APPROVED, totals=(BrandTotal("mastercard", 1, captured),)
+        "end_of_day", Outcome.APPROVED, totals=(BrandTotal("mastercard", 1, captured, "EUR"),)
     )
     host.record_end_of_day("T1", batch, "EUR")
     report = reconcile(load_facts(store, now - timedelta(hours=24), now, now, upstream=False))

@@ -43,7 +43,7 @@ def res(
         operation=op,  # type: ignore[arg-type]
         outcome=outcome,
         amount_minor=amount,
-        receipt_no=receipt,
+        ref=None if receipt is None else str(receipt),
         **kw,  # type: ignore[arg-type]
     )
 
@@ -54,8 +54,8 @@ def two_holds(stop_wh: int) -> Session:
     s = at(s, res("preauthorize", Outcome.APPROVED, 1500, 7), 0)
     s = at(s, e.ChargerStarted(SID, "st", 0), 1)
     s = at(s, e.MeterValue(SID, "m", 21_000), 30)  # 12.44 of 15.00: a top-up
-    s = at(s, res("topup", Outcome.APPROVED, 1500, 8, for_receipt=7), 31)
-    assert [h.receipt_no for h in s.holds] == [7, 8]
+    s = at(s, res("topup", Outcome.APPROVED, 1500, 8, for_ref="7"), 31)
+    assert [h.ref for h in s.holds] == ["7", "8"]
     return at(s, e.ChargerStopped(session_id=SID, event_id="sp", meter_wh=stop_wh), 60)
 
 
@@ -69,9 +69,9 @@ def test_a_spare_top_up_hold_that_lapses_unreleased_still_reports_the_money_take
     The capture is the session's outcome (a FAC for it), the lapsed hold stays on the record."""
     s = two_holds(22_000)  # (1.00 + 22 kWh * 0.45) * 1.19 = 12.97: all from hold 7
     assert [h.target_minor for h in s.holds] == [1297, 0]
-    s = at(s, res("capture", Outcome.APPROVED, 1297, 30, for_receipt=7), 61)
+    s = at(s, res("capture", Outcome.APPROVED, 1297, 30, for_ref="7"), 61)
     assert s.state is State.RELEASING
-    s = at(s, res("release", Outcome.UNKNOWN, None, None, for_receipt=8), 62)
+    s = at(s, res("release", Outcome.UNKNOWN, None, None, for_ref="8"), 62)
     s = replace(s, expires_at=T0 + timedelta(minutes=90))  # the hold lapses soon
     t = step(s, e.OpenPreauthsReported(SID, "q", (), failed=True), 63)
     u = t.session
@@ -90,11 +90,11 @@ def test_a_partly_captured_session_reports_what_was_captured_booked_at_the_first
     capture's, so reconciliation counts it in that batch."""
     s = two_holds(30_000)  # 17.26: 15.00 from hold 7, 2.26 from hold 8
     assert [h.target_minor for h in s.holds] == [1500, 226]
-    s = at(s, res("capture", Outcome.APPROVED, 1500, 30, for_receipt=7), 61)
+    s = at(s, res("capture", Outcome.APPROVED, 1500, 30, for_ref="7"), 61)
     assert s.bill.captured_at == T0 + timedelta(minutes=61)
-    s = at(s, res("capture", Outcome.DECLINED, None, None, for_receipt=8), 62)
+    s = at(s, res("capture", Outcome.DECLINED, None, None, for_ref="8"), 62)
     s = replace(s, expires_at=T0 + timedelta(minutes=90))
-    t = step(s, e.OpenPreauthsReported(SID, "q", (8,)), 63)
+    t = step(s, e.OpenPreauthsReported(SID, "q", ("8",)), 63)
     u = t.session
     assert u is not None and u.state is State.CAPTURE_FAILED
     assert (u.captured_minor, u.bill.owed_minor) == (1500, 226)
@@ -124,7 +124,7 @@ def test_a_driver_chosen_amount_is_a_cap() -> None:
     # the charger stops late: 36 kWh = 20.47, above the driver's 20.00
     s = at(s, e.ChargerStopped(session_id=SID, event_id="sp", meter_wh=36_000), 61, pol)
     assert [h.target_minor for h in s.holds] == [2000]
-    s = at(s, res("capture", Outcome.APPROVED, 2000, 30, for_receipt=7), 62, pol)
+    s = at(s, res("capture", Outcome.APPROVED, 2000, 30, for_ref="7"), 62, pol)
     assert s.state is State.COMPLETED and s.captured_minor == 2000 and s.bill.owed_minor == 0
 
 
@@ -146,7 +146,7 @@ def test_energy_in_a_late_stop_report_is_a_discrepancy_and_owed() -> None:
     u = at(s, late, 63, pol)
     assert any("late" in d and "2000 Wh" in d for d in u.discrepancies)
     assert u.bill.unpaid_energy_wh == 2000 and u.bill.unpaid_minor == 107  # 2 kWh * 0.45 * 1.19
-    t = step(u, res("capture", Outcome.APPROVED, 655, 30, for_receipt=7), 64, pol)
+    t = step(u, res("capture", Outcome.APPROVED, 655, 30, for_ref="7"), 64, pol)
     done = t.session
     assert done is not None and done.state is State.COMPLETED and done.bill.owed_minor == 107
     fac = fac_from_outcome(outcome_of(t), T0)
@@ -154,7 +154,7 @@ def test_energy_in_a_late_stop_report_is_a_discrepancy_and_owed() -> None:
     assert at(done, late, 65, pol) == done  # the same report again: no second debt
 
     # the report arrives only after the session completed
-    final = at(s, res("capture", Outcome.APPROVED, 655, 30, for_receipt=7), 63, pol)
+    final = at(s, res("capture", Outcome.APPROVED, 655, 30, for_ref="7"), 63, pol)
     assert final.state is State.COMPLETED and final.bill.owed_minor == 0
     t = step(final, late, 64, pol)
     v = t.session
@@ -173,9 +173,9 @@ def test_a_top_up_answered_with_the_reservations_new_total_is_not_counted_twice(
     s = at(s, e.ChargerStarted(SID, "st", 0), 1)
     s = at(s, e.MeterValue(SID, "m", 21_000), 30)
     assert s.state is State.TOPPING_UP
-    total = at(s, res("topup", Outcome.APPROVED, 3000, 7, for_receipt=7), 31)
+    total = at(s, res("topup", Outcome.APPROVED, 3000, 7, for_ref="7"), 31)
     assert total.holds[0].amount_minor == 3000 and total.state is State.CHARGING
-    odd = at(s, res("topup", Outcome.APPROVED, 4000, 7, for_receipt=7), 31)
+    odd = at(s, res("topup", Outcome.APPROVED, 4000, 7, for_ref="7"), 31)
     assert odd.holds[0].amount_minor == 1500 and odd.holds[0].uncertain
     assert odd.topup_refused and any("4000" in d for d in odd.discrepancies)
 
@@ -234,9 +234,9 @@ def test_late_energy_in_a_session_that_captured_nothing_keeps_the_whole_debt_in_
     s = at(s, e.ChargerFaulted(SID, "f", "ground fault"), 61, pol)
     s = at(s, e.ChargerStopped(session_id=SID, event_id="cdr", meter_wh=13_000), 62, pol)
     assert s.bill.unpaid_minor == 107
-    s = at(s, res("capture", Outcome.DECLINED, None, None, for_receipt=7), 63, pol)
+    s = at(s, res("capture", Outcome.DECLINED, None, None, for_ref="7"), 63, pol)
     s = replace(s, expires_at=T0 + timedelta(minutes=90))
-    t = step(s, e.OpenPreauthsReported(SID, "q", (7,)), 64, pol)
+    t = step(s, e.OpenPreauthsReported(SID, "q", ("7",)), 64, pol)
     assert t.session is not None and t.session.state is State.CAPTURE_FAILED
     assert t.session.bill.owed_minor == 655 + 107
     fac = fac_from_outcome(outcome_of(t), T0)
@@ -264,7 +264,7 @@ def _release_lost(expires_in_minutes: float) -> Session:
     s = replace(s, expires_at=T0 + timedelta(minutes=expires_in_minutes))
     s = at(s, e.TimerFired(SID, "t", e.TimerKind.START), 4)
     assert s.state is State.RELEASING
-    s = at(s, res("release", Outcome.UNKNOWN, None, None, for_receipt=7), 5)
+    s = at(s, res("release", Outcome.UNKNOWN, None, None, for_ref="7"), 5)
     assert s.state is State.RELEASE_UNKNOWN
     return s
 

@@ -184,7 +184,7 @@ def run_session(host: EngineHost, clock: Clock, sid: str, stop_wh: int, reported
             operation=e.Operation.PREAUTHORIZE,
             outcome=Outcome.APPROVED,
             amount_minor=5000,
-            receipt_no=int(sid[1:]) * 10,
+            ref=str(int(sid[1:]) * 10),
             card={"brand": "MasterCard", "masked_pan": "541333******0074"},
         ),
         e.ChargerStarted(sid, "st", 1000),
@@ -204,8 +204,8 @@ def run_session(host: EngineHost, clock: Clock, sid: str, stop_wh: int, reported
             operation=e.Operation.CAPTURE,
             outcome=Outcome.APPROVED,
             amount_minor=session.bill.price_minor,
-            receipt_no=int(sid[1:]) * 10 + 1,
-            for_receipt=int(sid[1:]) * 10,
+            ref=str(int(sid[1:]) * 10 + 1),
+            for_ref=str(int(sid[1:]) * 10),
         )
     )
     clock.advance(60)
@@ -225,8 +225,8 @@ def test_a_day_from_the_journal_through_evpay_reconcile(tmp_path: Path) -> None:
     batch = TerminalResult(
         "end_of_day",
         Outcome.APPROVED,
-        totals=(BrandTotal("mastercard", 2, captured),),
-        receipts=(10, 21),
+        totals=(BrandTotal("mastercard", 2, captured, "EUR"),),
+        batch_range=("10", "21"),
     )
     host.record_end_of_day("T1", batch, "EUR")  # s3 is not in the terminal's batch
     store.close()

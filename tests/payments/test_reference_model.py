@@ -49,19 +49,19 @@ def test_holds_fill_in_order_and_the_fac_follows_the_terminals_books() -> None:
         (datetime(2026, 1, 5, 8, tzinfo=UTC), 0),
         (datetime(2026, 1, 5, 9, tzinfo=UTC), 50_000),
     ]
-    two = (TerminalHold(1, 1500, "booked", 1500), TerminalHold(2, 1500, "booked", 1000))
+    two = (TerminalHold("1", 1500, "booked", 1500), TerminalHold("2", 1500, "booked", 1000))
     got = expect(Scenario(tariff, BERLIN, readings, two))
     assert (got.price, dict(got.capture_by_hold), got.captured, got.released, got.owed) == (
         2500,
-        {1: 1500, 2: 1000},
+        {"1": 1500, "2": 1000},
         2500,
         500,
         0,
     )
     assert got.fac == ("SUCCESS", 2500)
-    lapsed = (TerminalHold(1, 1500, "booked", 1500), TerminalHold(2, 1500, "lapsed"))
+    lapsed = (TerminalHold("1", 1500, "booked", 1500), TerminalHold("2", 1500, "lapsed"))
     assert expect(Scenario(tariff, BERLIN, readings, lapsed)).fac == ("PARTIAL_SUCCESS", 1500)
-    nothing = (TerminalHold(1, 1500, "lapsed"),)
+    nothing = (TerminalHold("1", 1500, "lapsed"),)
     assert expect(Scenario(tariff, BERLIN, readings, nothing)).fac == ("FAILED", 2500)
-    released = (TerminalHold(1, 1500, "released"),)
+    released = (TerminalHold("1", 1500, "released"),)
     assert expect(Scenario(tariff, BERLIN, [], released)).fac is None

@@ -31,7 +31,7 @@ def completed() -> Session:
             operation=e.Operation.PREAUTHORIZE,
             outcome=Outcome.APPROVED,
             amount_minor=5000,
-            receipt_no=7,
+            ref="7",
         ),
     ).session
     s = run(s, e.ChargerStarted(SID, "st", 1000), 1).session
@@ -44,8 +44,8 @@ def completed() -> Session:
             operation=e.Operation.CAPTURE,
             outcome=Outcome.APPROVED,
             amount_minor=333,
-            receipt_no=8,
-            for_receipt=7,
+            ref="8",
+            for_ref="7",
         ),
         61,
     ).session
@@ -62,7 +62,7 @@ def result(
         operation=e.Operation(op),
         outcome=outcome,
         amount_minor=amount,
-        receipt_no=receipt,
+        ref=None if receipt is None else str(receipt),
     )
 
 
@@ -75,12 +75,12 @@ def test_the_whole_capture_while_the_day_is_open_is_a_reversal_of_its_booking() 
         90,
     )
     (cmd,) = t.commands
-    assert isinstance(cmd, c.RefundPayment) and cmd.method == "reversal" and cmd.receipt_no == 8
+    assert isinstance(cmd, c.RefundPayment) and cmd.method == "reversal" and cmd.ref == "8"
     s = t.session
     assert s is not None and s.refunds[0].status is RefundStatus.SENT and s.refunded_minor == 0
     t = run(s, result("reversal", Outcome.APPROVED, 333), 91)
     s = t.session
-    assert s is not None and s.refunded_minor == 333 and s.refunds[0].receipt_no == 9
+    assert s is not None and s.refunded_minor == 333 and s.refunds[0].ref == "9"
     (message,) = t.commands
     assert isinstance(message, c.Enqueue) and message.kind == "session.refund"
     assert message.payload["amount_minor"] == 333 and message.payload["method"] == "reversal"
@@ -104,7 +104,7 @@ def test_part_of_it_or_after_the_end_of_day_is_a_refund() -> None:
         90,
     )
     cmd = closed.commands[0]
-    assert isinstance(cmd, c.RefundPayment) and cmd.method == "refund" and cmd.receipt_no is None
+    assert isinstance(cmd, c.RefundPayment) and cmd.method == "refund" and cmd.ref is None
 
 
 def test_a_refund_never_exceeds_what_was_captured() -> None:
@@ -162,7 +162,7 @@ def test_only_a_completed_session_is_refunded() -> None:
             operation=e.Operation.PREAUTHORIZE,
             outcome=Outcome.APPROVED,
             amount_minor=5000,
-            receipt_no=7,
+            ref="7",
         ),
     ).session
     t = run(s, e.RefundRequested(session_id=SID, event_id="a", amount_minor=100, reason="x"), 90)
@@ -229,7 +229,7 @@ def test_a_refund_approved_but_not_yet_acknowledged_is_not_given_back() -> None:
         operation=e.Operation.REVERSAL,
         outcome=Outcome.APPROVED,
         amount_minor=333,
-        receipt_no=9,
+        ref="9",
         provisional=True,
     )
     t = run(s, held, 91)
@@ -237,7 +237,7 @@ def test_a_refund_approved_but_not_yet_acknowledged_is_not_given_back() -> None:
     assert s is not None and t.commands == () and s.refunded_minor == 0
     assert (
         s.refunds[0].status is RefundStatus.SENT
-        and s.refunds[0].receipt_no == 9
+        and s.refunds[0].ref == "9"
         and s.refunds[0].pending
     )
     t = run(s, result("reversal", Outcome.APPROVED, 333), 91)

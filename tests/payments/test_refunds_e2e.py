@@ -63,8 +63,10 @@ async def test_end_of_day_waits_for_the_open_transaction_then_closes_the_batch(
         datetime.now(ZoneInfo("UTC")) + timedelta(hours=1),
     )
     captured = first["data"]["captured_minor"] + second["data"]["captured_minor"]
-    assert batch["totals"] == [{"amount_minor": captured, "brand": "mastercard", "count": 2}]
-    assert batch["total_minor"] == captured and batch["receipts"] is not None
+    assert batch["totals"] == [
+        {"amount_minor": captured, "brand": "mastercard", "count": 2, "currency": "EUR"}
+    ]
+    assert batch["total_minor"] == captured and batch["batch_range"] is not None
 
 
 async def test_refunds_before_and_after_end_of_day(

@@ -36,7 +36,7 @@ def result(
         operation=e.Operation(op),
         outcome=outcome,
         amount_minor=amount,
-        receipt_no=receipt,
+        ref=None if receipt is None else str(receipt),
     )
 
 
@@ -73,10 +73,7 @@ def test_approval_authorizes_the_charger_with_a_cap_and_arms_the_start_timer() -
     t = step(authorizing(), result("preauthorize", Outcome.APPROVED, 5000))
     s = t.session
     assert (
-        s is not None
-        and s.state is State.AUTHORIZED
-        and s.reference == "EVP-s1"
-        and s.receipt_no == 7
+        s is not None and s.state is State.AUTHORIZED and s.reference == "EVP-s1" and s.ref == "7"
     )
     (cmd,) = t.commands
     assert (
@@ -119,14 +116,16 @@ def test_lost_preauth_result_asks_the_terminal_and_releases_our_hold_found_by_it
         and t.session.state is State.AUTH_UNKNOWN
         and kinds(t) == ["QueryOpenPreauths"]
     )
-    ours = e.LastResult(approved=True, receipt_no=9, amount_minor=5000)
-    orphan = step(t.session, e.OpenPreauthsReported(SID, "q", (3, 9), orphans=(9,), last=ours))
+    ours = e.LastResult(approved=True, ref="9", amount_minor=5000)
+    orphan = step(
+        t.session, e.OpenPreauthsReported(SID, "q", ("3", "9"), orphans=("9",), last=ours)
+    )
     assert (
         orphan.session is not None
         and orphan.session.state is State.RELEASING
-        and orphan.session.receipt_no == 9
+        and orphan.session.ref == "9"
     )
-    none = step(t.session, e.OpenPreauthsReported(SID, "q", (3,), orphans=()))
+    none = step(t.session, e.OpenPreauthsReported(SID, "q", ("3",), orphans=()))
     assert (
         none.session is not None
         and none.session.state is State.FAILED
@@ -230,7 +229,7 @@ def test_failed_capture_asks_then_retries_with_backoff_then_gives_up_owing_the_p
     ).session
     failed = step(s, result("capture", Outcome.ERROR), 61)
     assert failed.session is not None and failed.session.state is State.CAPTURE_UNKNOWN
-    still_open = step(failed.session, e.OpenPreauthsReported(SID, "q", (7,)), 62)
+    still_open = step(failed.session, e.OpenPreauthsReported(SID, "q", ("7",)), 62)
     r = still_open.session
     assert r is not None and r.state is State.CAPTURE_RETRY and r.timer is not None
     again = step(r, e.TimerFired(SID, "t", e.TimerKind.RETRY), 63)
@@ -240,7 +239,7 @@ def test_failed_capture_asks_then_retries_with_backoff_then_gives_up_owing_the_p
         and kinds(again) == ["Capture"]
     )
     late = replace(failed.session, expires_at=T0 + timedelta(minutes=62))
-    gave_up = step(late, e.OpenPreauthsReported(SID, "q", (7,)), 62)
+    gave_up = step(late, e.OpenPreauthsReported(SID, "q", ("7",)), 62)
     g = gave_up.session
     assert g is not None and g.state is State.CAPTURE_FAILED and g.captured_minor == 0
     assert (
@@ -259,7 +258,7 @@ def test_a_busy_terminal_does_not_push_the_retry_out(outcome: Outcome) -> None:
     assert s is not None
     s = replace(s, attempts=6)  # six silent rounds behind it: the backoff is at its 30-minute cap
     asked = step(s, result("capture", outcome), 61).session
-    retry = step(asked, e.OpenPreauthsReported(SID, "q", (7,)), 62).session
+    retry = step(asked, e.OpenPreauthsReported(SID, "q", ("7",)), 62).session
     assert retry is not None and retry.state is State.CAPTURE_RETRY and retry.timer is not None
     wait = retry.timer[1] - (T0 + timedelta(minutes=62))
     assert wait == (P.retry_initial if outcome is Outcome.BUSY else P.retry_max)
@@ -335,9 +334,9 @@ def test_every_state_is_reachable_and_every_open_state_has_a_way_out() -> None:
     liveness checks run on every transition of the walk)."""
     last = (
         None,
-        e.LastResult(approved=True, receipt_no=9, amount_minor=5000),
-        e.LastResult(approved=True, receipt_no=11, amount_minor=4345),
-        e.LastResult(approved=True, receipt_no=11, amount_minor=0),
+        e.LastResult(approved=True, ref="9", amount_minor=5000),
+        e.LastResult(approved=True, ref="11", amount_minor=4345),
+        e.LastResult(approved=True, ref="11", amount_minor=0),
     )
     events = [
         result("preauthorize", o, 5000 if o is Outcome.APPROVED else None) for o in Outcome
@@ -346,7 +345,7 @@ def test_every_state_is_reachable_and_every_open_state_has_a_way_out() -> None:
         result("preauthorize", Outcome.APPROVED, 5000, None),
         *(
             e.OpenPreauthsReported(SID, "q", r, orphans=o, last=x)
-            for r, o in (((9,), (9,)), ((), ()), ((7,), ()))
+            for r, o in ((("9",), ("9",)), ((), ()), (("7",), ()))
             for x in last
         ),
         e.OpenPreauthsReported(SID, "qf", (), failed=True),

@@ -76,24 +76,24 @@ class FakeTerminal:
     # reservation increased, answered with the increment ("increment") or with the
     # reservation's new total ("total"), as some terminals do.
     topup: str = "new"
-    holds: dict[int, Hold] = field(default_factory=dict)
+    holds: dict[str, Hold] = field(default_factory=dict)  # by the reference it gave
     next_receipt: int = 1
     last: e.LastResult | None = None
 
-    def _receipt(self) -> int:
+    def _receipt(self) -> str:
         receipt, self.next_receipt = self.next_receipt, self.next_receipt + 1
-        return receipt
+        return str(receipt)
 
     def lapse(self) -> None:
         for hold in self.holds.values():
             if hold.state == "open" and self.clock.now >= hold.expires_at:
                 hold.state = "lapsed"
 
-    def open_receipts(self) -> tuple[int, ...]:
+    def open_refs(self) -> tuple[str, ...]:
         self.lapse()
         return tuple(r for r, h in self.holds.items() if h.state == "open")
 
-    def run(self, cmd: c.Command, card: dict[str, str]) -> tuple[Outcome, int | None, int | None]:
+    def run(self, cmd: c.Command, card: dict[str, str]) -> tuple[Outcome, int | None, str | None]:
         self.lapse()
         r = self.rng.random()
         if isinstance(cmd, c.Preauthorize):
@@ -108,8 +108,8 @@ class FakeTerminal:
             )  # partial approvals
             receipt = self._receipt()
             _, valid = self.validity.for_card(cmd.terminal, card)
-            self.holds[receipt] = Hold(cmd.session_id, amount, self.clock.now + valid, receipt)
-            self.last = e.LastResult(approved=True, receipt_no=receipt, amount_minor=amount)
+            self.holds[receipt] = Hold(cmd.session_id, amount, self.clock.now + valid, int(receipt))
+            self.last = e.LastResult(approved=True, ref=receipt, amount_minor=amount)
             if r < 0.23:
                 return Outcome.UNKNOWN, None, None  # approved, then the result was lost
             if r < 0.24:
@@ -120,23 +120,21 @@ class FakeTerminal:
                 )  # a faulty terminal: approval without a receipt number
             return Outcome.APPROVED, amount, receipt
         if isinstance(cmd, c.TopUp):
-            first = self.holds.get(cmd.receipt_no)
+            first = self.holds.get(cmd.ref)
             if first is None or first.state != "open" or r < 0.3:
                 return Outcome.ERROR, None, None
             if self.topup != "new":  # the same reservation, increased
                 first.held += cmd.amount_minor
                 answer = first.held if self.topup == "total" else cmd.amount_minor
-                self.last = e.LastResult(
-                    approved=True, receipt_no=cmd.receipt_no, amount_minor=answer
-                )
+                self.last = e.LastResult(approved=True, ref=cmd.ref, amount_minor=answer)
                 if r < 0.35:
                     return Outcome.UNKNOWN, None, None
-                return Outcome.APPROVED, answer, cmd.receipt_no
+                return Outcome.APPROVED, answer, cmd.ref
             receipt = self._receipt()
-            self.holds[receipt] = Hold(cmd.session_id, cmd.amount_minor, first.expires_at, receipt)
-            self.last = e.LastResult(
-                approved=True, receipt_no=receipt, amount_minor=cmd.amount_minor
+            self.holds[receipt] = Hold(
+                cmd.session_id, cmd.amount_minor, first.expires_at, int(receipt)
             )
+            self.last = e.LastResult(approved=True, ref=receipt, amount_minor=cmd.amount_minor)
             if r < 0.35:
                 return Outcome.UNKNOWN, None, None
             return Outcome.APPROVED, cmd.amount_minor, receipt
@@ -147,7 +145,7 @@ class FakeTerminal:
                 return Outcome.DECLINED, None, None  # the capture was declined: nothing happened
             if r < 0.15:
                 return Outcome.UNKNOWN, None, None  # lost before acting
-            hold = self.holds.get(cmd.receipt_no)
+            hold = self.holds.get(cmd.ref)
             if hold is None or hold.state != "open":
                 return Outcome.ERROR, None, None  # B4 already reversed / B8 unknown
             amount = cmd.amount_minor if isinstance(cmd, c.Capture) else 0
@@ -163,7 +161,7 @@ class FakeTerminal:
                 else amount
             )
             booking = self._receipt()
-            self.last = e.LastResult(approved=True, receipt_no=booking, amount_minor=echo)
+            self.last = e.LastResult(approved=True, ref=booking, amount_minor=echo)
             if r < 0.21:
                 return Outcome.UNKNOWN, None, None  # done, then the result was lost
             return Outcome.APPROVED, echo, booking
@@ -353,17 +351,21 @@ class Simulation:
                 c.Capture: Operation.CAPTURE,
                 c.Release: Operation.RELEASE,
             }[type(cmd)]
-            for_receipt = None if isinstance(cmd, c.Preauthorize) else cmd.receipt_no
-            trace = receipt if op in (Operation.PREAUTHORIZE, Operation.TOPUP) else None
+            for_ref = None if isinstance(cmd, c.Preauthorize) else cmd.ref
+            trace = (
+                int(receipt)
+                if receipt is not None and op in (Operation.PREAUTHORIZE, Operation.TOPUP)
+                else None
+            )
             ev: e.Event = e.TerminalResultArrived(
                 session_id=sid,
                 event_id=f"{cmd.key}:{self.seq}",
                 operation=op,
                 outcome=outcome,
                 amount_minor=amount,
-                receipt_no=receipt,
+                ref=receipt,
                 card=card if outcome is Outcome.APPROVED else {},
-                for_receipt=for_receipt,
+                for_ref=for_ref,
                 trace_no=trace,
             )
             self.schedule(self.rng.uniform(1, 20), ev, volatile=True)
@@ -373,7 +375,7 @@ class Simulation:
             ev = e.OpenPreauthsReported(
                 sid,
                 f"{cmd.key}:{self.seq}",
-                self.terminal.open_receipts(),
+                self.terminal.open_refs(),
                 failed=failed,
                 last=last,
             )
@@ -509,9 +511,7 @@ class Simulation:
             if not self.queue:  # drained: a last terminal sweep, and go on if it found orphans
                 sweeps += 1
                 self.clock.advance(600)
-                for cmd in self.host.sweep(
-                    "T1", self.terminal.open_receipts(), "EUR", f"end{sweeps}"
-                ):
+                for cmd in self.host.sweep("T1", self.terminal.open_refs(), "EUR", f"end{sweeps}"):
                     self.execute(cmd)
                 if not self.queue:
                     break
@@ -519,9 +519,7 @@ class Simulation:
             item = heapq.heappop(self.queue)
             if item.at - self.last_sweep > timedelta(minutes=30):
                 self.last_sweep = item.at
-                for cmd in self.host.sweep(
-                    "T1", self.terminal.open_receipts(), "EUR", str(self.seq)
-                ):
+                for cmd in self.host.sweep("T1", self.terminal.open_refs(), "EUR", str(self.seq)):
                     self.execute(cmd)
             if item.at > self.clock.now:
                 self.clock.now = item.at
@@ -598,24 +596,24 @@ class Simulation:
             for h in (
                 s.holds
             ):  # booked only on positive evidence: what the session says, the terminal did
-                books = self.terminal.holds.get(h.receipt_no)
+                books = self.terminal.holds.get(h.ref)
                 if books is None or books.session_id != s.id:
                     continue
                 if books.bookings > 1:
-                    self.fail(f"{s.id} receipt {h.receipt_no} booked {books.bookings} times")
+                    self.fail(f"{s.id} receipt {h.ref} booked {books.bookings} times")
                 if h.status is HoldStatus.CAPTURED and (books.state, books.booked) != (
                     "booked",
                     h.captured_minor,
                 ):
                     self.fail(
-                        f"{s.id} says hold {h.receipt_no} captured {h.captured_minor}, terminal: {books}"
+                        f"{s.id} says hold {h.ref} captured {h.captured_minor}, terminal: {books}"
                     )
                 if books.state == "booked" and h.status not in (
                     HoldStatus.CAPTURED,
                     HoldStatus.UNCONFIRMED,
                 ):
                     self.fail(
-                        f"{s.id}: terminal booked hold {h.receipt_no} but the session says {h.status}"
+                        f"{s.id}: terminal booked hold {h.ref} but the session says {h.status}"
                     )
         for receipt, hold in self.terminal.holds.items():
             owner = by_id.get(hold.session_id)
@@ -626,7 +624,7 @@ class Simulation:
             if (
                 hold.state == "booked"
                 and owner is not None
-                and not any(h.receipt_no == receipt for h in owner.holds)
+                and not any(h.ref == receipt for h in owner.holds)
             ):
                 self.fail(
                     f"receipt {receipt} booked for {hold.session_id}, which does not know the hold"
@@ -643,22 +641,21 @@ class Simulation:
         }
         # Each hold the terminal made belongs to one session: the driver's that knows it, else
         # the sweep's orphan session that adopted it.
-        owner: dict[int, str] = {}
+        owner: dict[str, str] = {}
         for s in sorted(sessions, key=lambda x: x.id.startswith("orphan-")):
             for h in s.holds:
-                books = self.terminal.holds.get(h.receipt_no)
+                books = self.terminal.holds.get(h.ref)
                 if (
                     books is not None
-                    and h.receipt_no not in owner
+                    and h.ref not in owner
                     and (books.session_id == s.id or s.id.startswith("orphan-"))
                 ):
-                    owner[h.receipt_no] = s.id
+                    owner[h.ref] = s.id
         for s in sessions:
             holds = [
-                TerminalHold(h.receipt_no, b.held, b.state, b.booked)
+                TerminalHold(h.ref, b.held, b.state, b.booked)
                 for h in s.holds
-                if (b := self.terminal.holds.get(h.receipt_no)) is not None
-                and owner.get(h.receipt_no) == s.id
+                if (b := self.terminal.holds.get(h.ref)) is not None and owner.get(h.ref) == s.id
             ]
             readings = (
                 [(r.at, r.energy_wh) for r in s.metering.billed_readings()]
@@ -722,9 +719,9 @@ class Simulation:
         """A disagreement on what was released only, where no money moved wrongly: the
         session's record of a hold differs from the terminal's books."""
         foreign = [
-            h.receipt_no
+            h.ref
             for h in s.holds
-            if (b := self.terminal.holds.get(h.receipt_no)) is not None and b.session_id != s.id
+            if (b := self.terminal.holds.get(h.ref)) is not None and b.session_id != s.id
         ]
         if foreign and not s.id.startswith("orphan-"):
             return "new: adopted hold"

@@ -6,6 +6,7 @@ import json
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -24,28 +25,45 @@ class FakeSystemd:
         self.sock.bind(str(path))
         self.sock.settimeout(0.2)
         self.messages: list[str] = []
+        # Read all the time, as systemd does: a reader that pauses fills the socket's queue and
+        # the daemon then drops its pings (gateway/runtime/sdnotify.py).
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
 
-    def wait_for(self, field: str, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if any(field in m.split("\n") for m in self.messages):
-                return
+    def _read(self) -> None:
+        while not self._stop.is_set():
             try:
-                self.messages.append(self.sock.recv(4096).decode())
+                message = self.sock.recv(4096).decode()
             except TimeoutError:
                 continue
+            except OSError:
+                return
+            with self._lock:
+                self.messages.append(message)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._reader.join(timeout=5)
+        self.sock.close()
+
+    def wait_for(self, field: str, timeout: float = 60.0) -> None:
+        """60 s: the daemon starts in well under a second, but the suite runs on loaded machines."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if any(field in m.split("\n") for m in self.messages):
+                    return
+            time.sleep(0.05)
         raise AssertionError(f"no {field} within {timeout}s; got {self.messages}")
 
     def collect(self, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            try:
-                self.messages.append(self.sock.recv(4096).decode())
-            except TimeoutError:
-                continue
+        time.sleep(seconds)
 
     def count(self, field: str) -> int:
-        return sum(field in m.split("\n") for m in self.messages)
+        with self._lock:
+            return sum(field in m.split("\n") for m in self.messages)
 
 
 @pytest.fixture
@@ -64,7 +82,7 @@ def daemon(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], FakeSystemd,
     if proc.poll() is None:
         proc.kill()
         proc.wait()
-    systemd.sock.close()
+    systemd.close()
 
 
 def _get(port: int, path: str) -> tuple[int, str]:

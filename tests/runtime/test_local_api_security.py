@@ -300,7 +300,7 @@ async def test_a_command_beyond_the_terminals_bound_is_not_sent_and_its_session_
             key="s1:release",
             session_id="s1",
             terminal="t1",
-            receipt_no=17,
+            ref="17",
             held_minor=5000,
             currency="EUR",
         )

@@ -112,7 +112,7 @@ async def test_the_watchdog_starves_while_an_essential_part_is_down(tmp_path: ob
         def watchdog_interval(self) -> float | None:
             return 0.05
 
-        def send(self, *fields: str) -> bool:
+        def send(self, *fields: str, wait_s: float = 0.0) -> bool:
             self.pings += "WATCHDOG=1" in fields
             return True
 

@@ -42,11 +42,15 @@ def test_terminal_cli_against_the_simulator_on_a_pty() -> None:
         assert pre.returncode == 0, pre.stdout + pre.stderr
         result = json.loads(pre.stdout)
         assert result["outcome"] == "approved" and result["amount"] == "25.00 EUR"
+        assert isinstance(result["ref"], str)  # the hold's reference: text (its receipt number)
+        listed = evpay("open-preauths")
+        assert listed.returncode == 0, listed.stdout + listed.stderr
+        assert f"open pre-authorisations: {result['ref']}" in listed.stdout
         assert result["card"]["masked_pan"] == "541333******0074"
         cap = evpay(
             "partial-reverse",
-            "--receipt",
-            str(result["receipt_no"]),
+            "--ref",
+            str(result["ref"]),
             "--held",
             "25.00",
             "--amount",
@@ -55,7 +59,7 @@ def test_terminal_cli_against_the_simulator_on_a_pty() -> None:
         assert (
             cap.returncode == 0 and "capture: APPROVED" in cap.stdout and "7.50 EUR" in cap.stdout
         )
-        again = evpay("release", "--receipt", str(result["receipt_no"]), "--held", "25.00")
+        again = evpay("release", "--receipt", str(result["ref"]), "--held", "25.00")
         assert again.returncode == 1 and "already reversed" in again.stdout
         bad = evpay("preauth", "--amount", "1.005")
         assert (

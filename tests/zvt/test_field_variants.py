@@ -42,7 +42,7 @@ async def _capture_receipt(
     if print_lines:  # a terminal without text blocks (06 D3) prints line by line (06 D1)
         rig.sim.state.text_blocks = False
     pre = await t.preauthorize(EUR50, "FT-1")
-    cap = await t.capture(pre.receipt_no or 0, EUR50, Money(1234, "EUR"), "FT-1")
+    cap = await t.capture(pre.ref or "", EUR50, Money(1234, "EUR"), "FT-1")
     assert cap.approved
     return cap.receipt_lines
 
@@ -176,7 +176,9 @@ async def test_a_numbered_result_repeated_after_our_answer_is_booked_once(rig: R
         stored.append(result)
 
     pre = await t.preauthorize(EUR50, "FT-6", persist)
-    assert pre.approved and len(stored) == 1 and rig.sim.open_preauths() == [pre.receipt_no]
+    assert (
+        pre.approved and len(stored) == 1 and list(map(str, rig.sim.open_preauths())) == [pre.ref]
+    )
     assert rig.sim.state.sequence_no == 1  # numbered once; the repeat kept its number
 
 
@@ -197,12 +199,12 @@ async def test_a_top_up_answer_read_as_the_terminal_reports_it(
     t = rig.make_driver(incremental=True, topup_amount=setting)
     await t.connect()
     pre = await t.preauthorize(Money(1500, "EUR"), "FT-7")
-    more = await t.add_hold(pre.receipt_no or 0, pre.trace_no, Money(1500, "EUR"), "FT-7")
+    more = await t.add_hold(pre.ref or "", pre.trace_no, Money(1500, "EUR"), "FT-7")
     if added is None:
         assert more.outcome is Outcome.UNKNOWN and more.amount is None
     else:
         assert more.approved and more.amount == Money(added, "EUR")
-    assert rig.sim.state.transactions[pre.receipt_no or 0].amount == 3000  # the PT holds 30.00
+    assert rig.sim.state.transactions[int(pre.ref or "")].amount == 3000  # the PT holds 30.00
 
 
 @pytest.mark.parametrize("reask", [False, True])

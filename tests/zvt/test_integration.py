@@ -36,7 +36,7 @@ async def test_preauth_then_partial_reversal(rig: Rig) -> None:
 
     async def persist(result: TerminalResult) -> None:
         assert (
-            rig.sim.state.transactions[result.receipt_no or 0].state == "open"
+            rig.sim.state.transactions[int(result.ref or "")].state == "open"
         )  # before the PT hears back
         stored.append(result)
 
@@ -47,12 +47,12 @@ async def test_preauth_then_partial_reversal(rig: Rig) -> None:
         and pre.card.masked_pan == "541333******0074"
         and pre.card.brand == "MasterCard"
     )
-    cap = await t.capture(pre.receipt_no or 0, EUR50, Money(1234, "EUR"), "SESSION-1")
+    cap = await t.capture(pre.ref or "", EUR50, Money(1234, "EUR"), "SESSION-1")
     assert cap.approved and cap.amount == Money(1234, "EUR")
     assert "Amount 12.34 EUR" in cap.receipt_lines
-    tx = rig.sim.state.transactions[pre.receipt_no or 0]
+    tx = rig.sim.state.transactions[int(pre.ref or "")]
     assert (tx.state, tx.booked) == ("booked", 1234)
-    again = await t.capture(pre.receipt_no or 0, EUR50, Money(1234, "EUR"), "SESSION-1")
+    again = await t.capture(pre.ref or "", EUR50, Money(1234, "EUR"), "SESSION-1")
     assert again.outcome is Outcome.ERROR and again.result_code == 0xB4  # never booked twice
 
 
@@ -60,9 +60,9 @@ async def test_preauth_then_book_total(rig: Rig) -> None:
     t = rig.make_driver(capture_mode="book_total")
     await t.connect()
     pre = await t.preauthorize(EUR50, "S2")
-    cap = await t.capture(pre.receipt_no or 0, EUR50, Money(4999, "EUR"), "S2")
+    cap = await t.capture(pre.ref or "", EUR50, Money(4999, "EUR"), "S2")
     assert cap.approved
-    assert rig.sim.state.transactions[pre.receipt_no or 0].booked == 4999
+    assert rig.sim.state.transactions[int(pre.ref or "")].booked == 4999
     assert "0624" in rig.sim.state.commands
 
 
@@ -73,10 +73,10 @@ async def test_an_exact_capture_books_the_amount_whatever_the_terminal_holds(rig
     await t.connect()
     pre = await t.preauthorize(EUR50, "S4")
     rig.sim.state.transactions[
-        pre.receipt_no or 0
+        int(pre.ref or "")
     ].amount += 2000  # a top-up that stood unknown to us
-    cap = await t.capture(pre.receipt_no or 0, EUR50, Money(1234, "EUR"), "S4", exact=True)
-    assert cap.approved and rig.sim.state.transactions[pre.receipt_no or 0].booked == 1234
+    cap = await t.capture(pre.ref or "", EUR50, Money(1234, "EUR"), "S4", exact=True)
+    assert cap.approved and rig.sim.state.transactions[int(pre.ref or "")].booked == 1234
     assert "0624" in rig.sim.state.commands and "0623" not in rig.sim.state.commands
 
 
@@ -84,10 +84,10 @@ async def test_zero_capture_releases_the_whole_hold(rig: Rig) -> None:
     t = rig.make_driver()
     await t.connect()
     pre = await t.preauthorize(EUR50, "S3")
-    rel = await t.capture(pre.receipt_no or 0, EUR50, Money(0, "EUR"), "S3")
+    rel = await t.capture(pre.ref or "", EUR50, Money(0, "EUR"), "S3")
     assert rel.approved and rel.operation == "release"
-    assert rig.sim.state.transactions[pre.receipt_no or 0].state == "reversed"
-    assert (await t.open_preauthorizations()).open_receipts == ()
+    assert rig.sim.state.transactions[int(pre.ref or "")].state == "reversed"
+    assert (await t.open_preauthorizations()).open_refs == ()
 
 
 async def test_sale_then_reversal(rig: Rig) -> None:
@@ -95,9 +95,9 @@ async def test_sale_then_reversal(rig: Rig) -> None:
     await t.connect()
     sale = await t.sale(Money(990, "EUR"))
     assert sale.approved
-    rev = await t.reverse(sale.receipt_no or 0)
+    rev = await t.reverse(sale.ref or "")
     assert rev.approved
-    assert rig.sim.state.transactions[sale.receipt_no or 0].state == "reversed"
+    assert rig.sim.state.transactions[int(sale.ref or "")].state == "reversed"
 
 
 @pytest.mark.parametrize(
@@ -115,7 +115,7 @@ async def test_unhappy_card_outcomes(rig: Rig, outcome: str, expected: Outcome, 
     rig.sim.config.outcomes.append(outcome)
     result = await t.preauthorize(EUR50, "S4")
     assert (result.outcome, result.result_code) == (expected, code)
-    assert rig.sim.open_preauths() == []
+    assert list(map(str, rig.sim.open_preauths())) == []
     assert (await t.preauthorize(EUR50, "S5")).approved  # the terminal is usable afterwards
 
 
@@ -137,7 +137,7 @@ async def test_abort_during_card_wait(rig: Rig) -> None:
     assert aborted.approved
     result = await running
     assert (result.outcome, result.result_code) == (Outcome.ABORTED, 0x6C)
-    assert rig.sim.open_preauths() == []
+    assert list(map(str, rig.sim.open_preauths())) == []
 
 
 async def test_disconnect_mid_transaction_then_reconnect(rig: Rig) -> None:
@@ -147,7 +147,7 @@ async def test_disconnect_mid_transaction_then_reconnect(rig: Rig) -> None:
     lost = await t.preauthorize(EUR50, "S8")
     assert lost.outcome is Outcome.UNKNOWN  # accepted, then silence or a dropped line
     enquiry = await t.open_preauthorizations()  # reconnects and re-registers by itself (TCP)
-    assert enquiry.approved and enquiry.open_receipts == ()
+    assert enquiry.approved and enquiry.open_refs == ()
     assert (await t.preauthorize(EUR50, "S9")).approved
 
 
@@ -167,10 +167,10 @@ async def test_open_transaction_recovered_after_restart(rig: Rig) -> None:
     fresh = rig.make_driver()  # the gateway restarts: a new driver, nothing in memory
     await fresh.connect()
     enquiry = await fresh.open_preauthorizations()
-    assert enquiry.open_receipts == (held[0].receipt_no,)
-    release = await fresh.release(held[0].receipt_no or 0, EUR50)
+    assert enquiry.open_refs == (held[0].ref,)
+    release = await fresh.release(held[0].ref or "", EUR50)
     assert release.approved
-    assert (await fresh.open_preauthorizations()).open_receipts == ()
+    assert (await fresh.open_preauthorizations()).open_refs == ()
 
 
 async def test_end_of_day_refused_while_a_preauth_is_open_then_done(rig: Rig) -> None:
@@ -179,33 +179,33 @@ async def test_end_of_day_refused_while_a_preauth_is_open_then_done(rig: Rig) ->
     pre = await t.preauthorize(EUR50, "S11")
     blocked = await t.end_of_day()
     assert blocked.outcome is Outcome.ERROR and blocked.result_code == 0x77
-    await t.capture(pre.receipt_no or 0, EUR50, Money(700, "EUR"), "S11")
+    await t.capture(pre.ref or "", EUR50, Money(700, "EUR"), "S11")
     eod = await t.end_of_day()
     assert eod.approved and eod.amount == Money(700, "EUR")
     assert eod.totals == (
-        BrandTotal("mastercard", 1, 700),
+        BrandTotal("mastercard", 1, 700, "EUR"),
     )  # BMP 60: count and amount per card group
-    assert eod.receipts is not None and eod.receipts[0] == pre.receipt_no
+    assert eod.batch_range is not None and eod.batch_range[0] == pre.ref
 
 
 async def test_a_capture_reversed_before_end_of_day_and_a_refund_after(rig: Rig) -> None:
     t = rig.make_driver()
     await t.connect()
     pre = await t.preauthorize(EUR50, "S12")
-    cap = await t.capture(pre.receipt_no or 0, EUR50, Money(1500, "EUR"), "S12")
-    rev = await t.reverse(cap.receipt_no or 0)  # the booking's receipt: the day is still open
+    cap = await t.capture(pre.ref or "", EUR50, Money(1500, "EUR"), "S12")
+    rev = await t.reverse(cap.ref or "")  # the booking's receipt: the day is still open
     assert rev.approved and rev.amount == Money(1500, "EUR")
-    assert (await t.reverse(cap.receipt_no or 0)).outcome is Outcome.ERROR  # never twice
+    assert (await t.reverse(cap.ref or "")).outcome is Outcome.ERROR  # never twice
     sale = await t.sale(Money(2000, "EUR"))
     eod = await t.end_of_day()
     assert eod.totals == (
-        BrandTotal("mastercard", 1, 2000),
+        BrandTotal("mastercard", 1, 2000, "EUR"),
     )  # the reversed capture is not in the batch
     assert (
-        await t.reverse(sale.receipt_no or 0)
+        await t.reverse(sale.ref or "")
     ).outcome is Outcome.ERROR  # after end of day: no reversal
     refund = await t.refund(Money(500, "EUR"))
-    assert refund.approved and refund.amount == Money(500, "EUR") and refund.receipt_no is not None
+    assert refund.approved and refund.amount == Money(500, "EUR") and refund.ref is not None
 
 
 async def test_display_print_diagnose_and_last_result(rig: Rig) -> None:
@@ -218,7 +218,7 @@ async def test_display_print_diagnose_and_last_result(rig: Rig) -> None:
     assert (await t.diagnose()).approved
     pre = await t.preauthorize(EUR50, "S12")
     last = await t.last_result()
-    assert last.approved and last.receipt_no == pre.receipt_no
+    assert last.approved and last.ref == pre.ref
 
 
 async def test_read_card_tells_a_bank_card(rig: Rig) -> None:
@@ -237,7 +237,7 @@ async def test_line_faults_are_survived_on_serial(rig: Rig, fault: str) -> None:
     setattr(rig.sim.config, fault, 2 if fault != "noise" else 7)
     pre = await t.preauthorize(EUR50, "S13")
     assert pre.approved
-    cap = await t.capture(pre.receipt_no or 0, EUR50, Money(100, "EUR"), "S13")
+    cap = await t.capture(pre.ref or "", EUR50, Money(100, "EUR"), "S13")
     assert cap.approved
     link = t.client.link
     assert isinstance(link, SerialLink)  # the simulator's pty speaks the serial framing
@@ -256,27 +256,24 @@ async def test_add_hold_plays_each_terminal_variant(
     await t.connect()
     pre = await t.preauthorize(Money(1500, "EUR"), "S9")
     assert pre.approved and pre.trace_no is not None
-    more = await t.add_hold(pre.receipt_no or 0, pre.trace_no, Money(1500, "EUR"), "S9")
+    more = await t.add_hold(pre.ref or "", pre.trace_no, Money(1500, "EUR"), "S9")
     if mode == "none":
         assert more.outcome is Outcome.ERROR  # the engine then stops the charge at the cap
         return
     assert more.approved and more.amount == Money(1500, "EUR")
     if mode == "new_receipt":
-        assert more.receipt_no != pre.receipt_no and rig.sim.open_preauths() == [
-            pre.receipt_no,
-            more.receipt_no,
+        assert more.ref != pre.ref and list(map(str, rig.sim.open_preauths())) == [
+            pre.ref,
+            more.ref,
         ]
     else:
-        assert (
-            more.receipt_no == pre.receipt_no
-            and rig.sim.state.transactions[pre.receipt_no or 0].amount == 3000
-        )
+        assert more.ref == pre.ref and rig.sim.state.transactions[int(pre.ref or "")].amount == 3000
 
 
 async def test_add_hold_is_refused_without_the_terminal_setting(rig: Rig) -> None:
     t = rig.make_driver()
     await t.connect()
-    more = await t.add_hold(1, 1, Money(1500, "EUR"), "S9")
+    more = await t.add_hold("1", 1, Money(1500, "EUR"), "S9")
     assert more.outcome is Outcome.ERROR and "cannot add" in more.message
 
 
@@ -299,15 +296,11 @@ async def test_the_repeat_of_the_last_result_shows_the_capture_as_the_terminal_e
     t = rig.make_driver()
     await t.connect()
     pre = await t.preauthorize(EUR50, "S11")
-    cap = await t.capture(pre.receipt_no or 0, EUR50, Money(1234, "EUR"), "S11")
+    cap = await t.capture(pre.ref or "", EUR50, Money(1234, "EUR"), "S11")
     expected = 1234 if echo == "booked" else 5000 - 1234
     assert cap.approved and cap.amount == Money(expected, "EUR")
     last = await t.last_result()
-    assert (
-        last.approved
-        and last.receipt_no == cap.receipt_no
-        and last.amount == Money(expected, "EUR")
-    )
+    assert last.approved and last.ref == cap.ref and last.amount == Money(expected, "EUR")
 
 
 @pytest.mark.parametrize("variant", ["reverse", "keep"])
@@ -427,5 +420,7 @@ async def test_a_result_repeated_after_our_answer_is_booked_once(rig: Rig) -> No
 
     pre = await t.preauthorize(EUR50, "S10", persist)
     assert pre.approved and len(stored) == 1
-    assert rig.sim.open_preauths() == [pre.receipt_no] and rig.sim.config.result_ack_lost == 0
+    assert (
+        list(map(str, rig.sim.open_preauths())) == [pre.ref] and rig.sim.config.result_ack_lost == 0
+    )
     assert (await t.status()).approved  # the extra 80 00 confused neither side

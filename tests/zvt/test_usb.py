@@ -37,11 +37,9 @@ async def test_usb_preauth_capture_and_replug() -> None:
         lost = await terminal.status()
         assert lost.outcome is Outcome.ERROR and "unplugged" in lost.message
         device.replug()
-        cap = await terminal.capture(
-            pre.receipt_no or 0, Money(5000, "EUR"), Money(2000, "EUR"), "USB-1"
-        )
+        cap = await terminal.capture(pre.ref or "", Money(5000, "EUR"), Money(2000, "EUR"), "USB-1")
         assert cap.approved  # reconnected, re-registered and booked after the replug
-        assert sim.state.transactions[pre.receipt_no or 0].booked == 2000
+        assert sim.state.transactions[int(pre.ref or "")].booked == 2000
     finally:
         await terminal.close()
         serving.cancel()

@@ -41,6 +41,7 @@ from drivers.nexo.model import (
     MessageReference,
     MessageType,
 )
+from drivers.nexo.results import poi_ref
 from drivers.nexo.service_tracker import (
     AskStatus,
     Clear,
@@ -122,7 +123,13 @@ class NexoClient:
         if path is None or not path.exists():
             return ServiceTracker(retry_s=self.options.retry_s)
         data = json.loads(path.read_text())
-        self._loaded_handles = dict(data.get("handles", {}))
+        # A state file of an older version named holds by local numbers ("next" its counter):
+        # its entries are keyed again by the POI transaction they stand for.
+        self._loaded_handles = {
+            (poi_ref(v["id"], v["ts"]) if "id" in v else k): {"state": v["state"]}
+            for k, v in dict(data.get("handles", {})).items()
+            if k != "next"
+        }
         return ServiceTracker.from_snapshot(data.get("tracker", {}), retry_s=self.options.retry_s)
 
     def save(self) -> None:
@@ -138,16 +145,15 @@ class NexoClient:
             os.fsync(f.fileno())
         tmp.replace(path)
 
-    def new_handle(self, poi_id: str, time_stamp: str, state: str) -> int:
-        """A local integer for a POI transaction (the port still wants an int receipt number);
-        numbered from a persisted counter, so a handle is never reused."""
-        number = int(self.handles.get("next", {}).get("n", 1))
-        self.handles["next"] = {"n": number + 1}
-        self.handles[str(number)] = {"id": poi_id, "ts": time_stamp, "state": state}
-        closed = [k for k, v in self.handles.items() if k != "next" and v["state"] != "open"]
+    def note_hold(self, ref: str, state: str) -> None:
+        """The state of a POI transaction this sale system made (``open``, ``completed``,
+        ``reversed``, ``done``), keyed by its reference; the closed ones beyond
+        ``MAX_HANDLES`` are forgotten. Saved with the result's ``finish()``: one write."""
+        self.handles.pop(ref, None)
+        self.handles[ref] = {"state": state}
+        closed = [k for k, v in self.handles.items() if v.get("state") != "open"]
         for key in closed[: max(0, len(closed) - MAX_HANDLES)]:
             del self.handles[key]
-        return number  # saved with the result's finish(): one write for both
 
     # ---- HTTP ---------------------------------------------------------------------------------
     async def _post(self, data: bytes, timeout_s: float) -> bytes | None:

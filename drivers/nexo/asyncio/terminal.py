@@ -1,14 +1,13 @@
 """``NexoTerminal``: nexo Sale to POI behind the engine's ``PaymentTerminal`` port.
 
 pre-authorisation = Payment/FirstReservation, top-up = UpdateReservation (the first hold grows:
-the answer carries the first hold's handle), capture = Completion (a lower amount releases the
+the answer carries the first hold's reference), capture = Completion (a lower amount releases the
 rest), release = Reversal, sale = Normal, refund = Refund, end of day = Reconciliation, status
 and diagnose = Diagnosis, card first = CardAcquisition, receipts/texts = Display/Print.
 
-The port is ZVT-shaped: holds are identified by an ``int`` receipt number. nexo identifies a
-transaction by the POI's ``TransactionID`` + ``TimeStamp`` (text), so this adapter hands out
-local integer *handles* and keeps the mapping in its state file; the real id is in
-``details["poi_transaction_id"]``. That is the stop-gap issue 28 section 1 removes.
+A hold's reference (the port's opaque ``ref``) IS the POI transaction: ``TransactionID@TimeStamp``
+(``poi_ref``), so a capture or reversal names the POI's own transaction, also after a restart.
+The state file keeps which of them are still open (the open-hold listing).
 
 A money command whose answer is lost is resolved by TransactionStatus before the call returns
 when the POI can tell (the original answer, or NotFound = nothing happened); otherwise the
@@ -38,6 +37,7 @@ from drivers.nexo.model import (
     SaleData,
     TransactionIdentification,
 )
+from drivers.nexo.results import poi_ref
 
 ACQUISITION_TTL_S = 120.0  # a card read first is paid with within this, or read again
 
@@ -101,8 +101,8 @@ class NexoTerminal:
 
     async def add_hold(
         self,
-        first_receipt: int,
-        first_trace: int | None,  # noqa: ARG002 - ZVT's; nexo names the hold by its handle
+        first_ref: str,
+        first_trace: int | None,  # noqa: ARG002 - ZVT's; nexo names the hold by its reference
         amount: Money,
         reference: str,
         persist: PersistHook | None = None,
@@ -110,12 +110,12 @@ class NexoTerminal:
         if not self.options.reservations:
             return TerminalResult("add_hold", Outcome.ERROR, "this POI has no reservations")
         return await self._payment(
-            "add_hold", PaymentType.UPDATE_RESERVATION, amount, reference, first_receipt, persist
+            "add_hold", PaymentType.UPDATE_RESERVATION, amount, reference, first_ref, persist
         )
 
     async def capture(
         self,
-        receipt_no: int,
+        ref: str,
         held: Money,
         amount: Money,
         reference: str,
@@ -127,7 +127,7 @@ class NexoTerminal:
         if amount > held and not exact:
             return TerminalResult("capture", Outcome.ERROR, f"capture {amount} above hold {held}")
         return await self._payment(
-            "capture", PaymentType.COMPLETION, amount, reference, receipt_no, persist
+            "capture", PaymentType.COMPLETION, amount, reference, ref, persist
         )
 
     async def sale(self, amount: Money, persist: PersistHook | None = None) -> TerminalResult:
@@ -138,14 +138,14 @@ class NexoTerminal:
 
     async def release(
         self,
-        receipt_no: int,
+        ref: str,
         held: Money,  # noqa: ARG002 - a nexo Reversal releases the whole reservation
         persist: PersistHook | None = None,
     ) -> TerminalResult:
-        return await self._reversal("release", receipt_no, persist)
+        return await self._reversal("release", ref, persist)
 
-    async def reverse(self, receipt_no: int, persist: PersistHook | None = None) -> TerminalResult:
-        return await self._reversal("reverse", receipt_no, persist)
+    async def reverse(self, ref: str, persist: PersistHook | None = None) -> TerminalResult:
+        return await self._reversal("reverse", ref, persist)
 
     async def _payment(
         self,
@@ -153,14 +153,14 @@ class NexoTerminal:
         ptype: PaymentType,
         amount: Money,
         reference: str,
-        handle: int | None,
+        hold: str | None,
         persist: PersistHook | None,
     ) -> TerminalResult:
         original = None
-        if handle is not None:
-            tid = self._tid(handle)
+        if hold is not None:
+            tid = self._tid(hold)
             if tid is None:
-                return TerminalResult(operation, Outcome.ERROR, f"unknown hold handle {handle}")
+                return TerminalResult(operation, Outcome.ERROR, f"unknown hold {hold}")
             original = OriginalPOITransaction(tid, sale_id=self.options.sale_id)
         body = nm.PaymentRequest(
             SaleData(TransactionIdentification(reference[:35] or "evpay", _now())),
@@ -171,15 +171,15 @@ class NexoTerminal:
         if ex.reply is None or not isinstance(ex.reply.body, nm.PaymentResponse):
             return await self._settle(self._lost(operation, ex, money=True), persist)
         result = r.payment_result(operation, ex.reply.body, self.currency, service_id=ex.service_id)
-        result = self._with_handle(result, ptype, handle)
+        result = self._with_hold(result, ptype, hold)
         return await self._settle(result, persist, ex.service_id)
 
     async def _reversal(
-        self, operation: str, handle: int, persist: PersistHook | None
+        self, operation: str, hold: str, persist: PersistHook | None
     ) -> TerminalResult:
-        tid = self._tid(handle)
+        tid = self._tid(hold)
         if tid is None:
-            return TerminalResult(operation, Outcome.ERROR, f"unknown hold handle {handle}")
+            return TerminalResult(operation, Outcome.ERROR, f"unknown hold {hold}")
         body = nm.ReversalRequest(
             OriginalPOITransaction(tid, sale_id=self.options.sale_id),
             ReversalReason.MERCHANT_CANCEL,
@@ -191,9 +191,8 @@ class NexoTerminal:
             operation, ex.reply.body, self.currency, service_id=ex.service_id
         )
         if result.approved:
-            self.client.handles[str(handle)]["state"] = "reversed"
-            self.client.save()
-        return await self._settle(replace(result, receipt_no=handle), persist, ex.service_id)
+            self.client.note_hold(hold, "reversed")
+        return await self._settle(replace(result, ref=hold), persist, ex.service_id)
 
     def _card_read_first(self, ptype: PaymentType) -> TransactionIdentification | None:
         """The card acquisition a new payment goes on (taken once), if one was read lately."""
@@ -204,29 +203,29 @@ class NexoTerminal:
             return None
         return acquired[0]
 
-    # ---- handles (the stop-gap for the int receipt number) -------------------------------------
-    def _tid(self, handle: int) -> TransactionIdentification | None:
-        entry = self.client.handles.get(str(handle))
-        if entry is None or "id" not in entry:
+    # ---- holds: the reference is the POI transaction ---------------------------------------
+    def _tid(self, ref: str) -> TransactionIdentification | None:
+        """The POI transaction a reference names, if it is one this sale system made."""
+        if ref not in self.client.handles:
             return None
-        return TransactionIdentification(str(entry["id"]), str(entry["ts"]))
+        tid, _, ts = ref.rpartition("@")
+        return TransactionIdentification(tid, ts) if tid and ts else None
 
-    def _with_handle(
-        self, result: TerminalResult, ptype: PaymentType, handle: int | None
+    def _with_hold(
+        self, result: TerminalResult, ptype: PaymentType, hold: str | None
     ) -> TerminalResult:
         if not result.approved:
-            return replace(result, receipt_no=handle)
-        if handle is not None:  # top-up and completion keep the first hold's handle
+            return replace(result, ref=hold)
+        if hold is not None:  # top-up and completion keep the first hold's reference
             state = "completed" if ptype is PaymentType.COMPLETION else "open"
-            self.client.handles[str(handle)]["state"] = state
-            self.client.save()
-            return replace(result, receipt_no=handle)
-        new = self.client.new_handle(
+            self.client.note_hold(hold, state)
+            return replace(result, ref=hold)
+        new = poi_ref(
             result.details.get("poi_transaction_id", ""),
             result.details.get("poi_time_stamp", ""),
-            "open" if ptype is PaymentType.FIRST_RESERVATION else "done",
         )
-        return replace(result, receipt_no=new)
+        self.client.note_hold(new, "open" if ptype is PaymentType.FIRST_RESERVATION else "done")
+        return replace(result, ref=new)
 
     # ---- results ------------------------------------------------------------------------------
     async def _settle(
@@ -277,10 +276,10 @@ class NexoTerminal:
                 result = r.payment_result("last_result", msg.body, self.currency, service_id=sid)
                 pr = msg.body.payment_result
                 ptype = pr.payment_type if pr and pr.payment_type else PaymentType.NORMAL
-                return await self._settle(self._recovered_handle(result, ptype), persist, sid)
+                return await self._settle(self._recovered_hold(result, ptype), persist, sid)
             if isinstance(msg.body, nm.ReversalResponse):
                 result = r.reversal_result("last_result", msg.body, self.currency, service_id=sid)
-                return await self._settle(self._reversed_handle(result, sid), persist, sid)
+                return await self._settle(self._reversed_hold(result, sid), persist, sid)
             self.client.finish(sid)
         if doubt:
             return TerminalResult("last_result", Outcome.UNKNOWN, doubt, unreachable=True)
@@ -296,18 +295,19 @@ class NexoTerminal:
             return replace(self._last, operation="last_result")
         return TerminalResult("last_result", Outcome.ERROR, "no result known")
 
-    def _recovered_handle(self, result: TerminalResult, ptype: PaymentType) -> TerminalResult:
-        """A recovered approval gets the handle its POI transaction already has, or a new one
-        (a reservation recovered after a restart must be capturable)."""
-        tid = result.details.get("poi_transaction_id")
-        for key, entry in self.client.handles.items():
-            if key != "next" and tid and entry.get("id") == tid:
-                return self._with_handle(result, ptype, int(key))  # its state follows ptype
-        return self._with_handle(result, ptype, None)
+    def _recovered_hold(self, result: TerminalResult, ptype: PaymentType) -> TerminalResult:
+        """A recovered approval names the hold it acted on when this sale system knows it (its
+        state follows ``ptype``), else it is a new one (a reservation recovered after a restart
+        must be capturable)."""
+        ref = poi_ref(
+            result.details.get("poi_transaction_id", ""),
+            result.details.get("poi_time_stamp", ""),
+        )
+        return self._with_hold(result, ptype, ref if ref in self.client.handles else None)
 
-    def _reversed_handle(self, result: TerminalResult, service_id: str) -> TerminalResult:
+    def _reversed_hold(self, result: TerminalResult, service_id: str) -> TerminalResult:
         """A recovered Reversal's answer names no reservation (its POIData is the reversal's
-        own transaction): the request stored under ``service_id`` does. Its handle is marked
+        own transaction): the request stored under ``service_id`` does. Its hold is marked
         reversed when the POI approved, so ``open_preauthorizations`` no longer lists a hold
         the POI let go (a Reversal of it again would be refused NotFound for ever)."""
         stored = next(
@@ -325,17 +325,15 @@ class NexoTerminal:
         except (NexoFormatError, NexoSecurityError):
             return result
         body = request.body
-        tid = (
-            body.original_poi_transaction.poi_transaction_id
-            if isinstance(body, nm.ReversalRequest)
-            else None
-        )
-        for key, entry in self.client.handles.items():
-            if key != "next" and tid is not None and entry.get("id") == tid.transaction_id:
-                if result.approved:
-                    entry["state"] = "reversed"  # saved with the result's finish()
-                return replace(result, receipt_no=int(key))
-        return result
+        if not isinstance(body, nm.ReversalRequest):
+            return result
+        tid = body.original_poi_transaction.poi_transaction_id
+        ref = poi_ref(tid.transaction_id, tid.time_stamp) if tid is not None else None
+        if ref is None or ref not in self.client.handles:
+            return result
+        if result.approved:
+            self.client.note_hold(ref, "reversed")  # saved with the result's finish()
+        return replace(result, ref=ref)
 
     # ---- other services -----------------------------------------------------------------------
     async def read_card(self, timeout_s: int) -> TerminalResult:
@@ -403,17 +401,11 @@ class NexoTerminal:
         doubt = await self.client.recover()
         if doubt:
             return TerminalResult("open_preauthorizations", Outcome.BUSY, doubt)
-        open_handles = tuple(
-            sorted(
-                int(k)
-                for k, v in self.client.handles.items()
-                if k != "next" and v.get("state") == "open"
-            )
-        )
+        open_handles = tuple(k for k, v in self.client.handles.items() if v.get("state") == "open")
         return TerminalResult(
             "open_preauthorizations",
             Outcome.APPROVED,
             f"{len(open_handles)} open (driver ledger)",
-            open_receipts=open_handles,
+            open_refs=open_handles,
             details={"source": "driver-ledger"},
         )

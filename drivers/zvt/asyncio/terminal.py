@@ -22,6 +22,7 @@ from drivers.zvt.asyncio.client import OnResult, SequenceOutcome, ZvtClient
 from drivers.zvt.charset import DEFAULT_CHARSET
 from drivers.zvt.constants import ABORT_CODES, BUSY_CODES, DECLINE_CODES, Command, result_text
 from drivers.zvt.fields import Tlv, find_tlv
+from drivers.zvt.refs import hold_ref, receipt_number
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ class ZvtTerminal:
             charset=options.charset,
         )
         self.terminal_id: str | None = None
-        self._hold_totals: dict[int, Money] = {}  # receipt -> what it holds, as last answered
+        self._hold_totals: dict[str, Money] = {}  # ref -> what it holds, as last answered
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -104,13 +105,13 @@ class ZvtTerminal:
         result = await self._run(
             "preauthorize", command, persist=persist, money=True, requested=amount
         )
-        if result.approved and result.receipt_no is not None and result.amount is not None:
-            self._hold_totals[result.receipt_no] = result.amount
+        if result.approved and result.ref is not None and result.amount is not None:
+            self._hold_totals[result.ref] = result.amount
         return result
 
     async def add_hold(
         self,
-        first_receipt: int,
+        first_ref: str,
         first_trace: int | None,
         amount: Money,
         reference: str,
@@ -125,7 +126,7 @@ class ZvtTerminal:
             )
         if first_trace is None:
             return TerminalResult(
-                "add_hold", Outcome.ERROR, f"hold {first_receipt} has no trace number to extend"
+                "add_hold", Outcome.ERROR, f"hold {first_ref} has no trace number to extend"
             )
         self._check(amount)
         command = m.pre_authorisation(
@@ -138,28 +139,28 @@ class ZvtTerminal:
 
         async def adjusted(result: TerminalResult) -> None:
             if hook is not None:
-                await hook(self._added(result, amount, first_receipt))
+                await hook(self._added(result, amount, first_ref))
 
         raw = await self._run(
             "add_hold", command, persist=adjusted if hook else None, money=True, requested=amount
         )
-        result = self._added(raw, amount, first_receipt)
-        if result.approved and result.amount is not None and raw.receipt_no is not None:
-            total = raw.amount if raw.receipt_no != first_receipt else None
+        result = self._added(raw, amount, first_ref)
+        if result.approved and result.amount is not None and raw.ref is not None:
+            total = raw.amount if raw.ref != first_ref else None
             if total is None:
-                before = self._hold_totals.get(first_receipt, Money(0, amount.currency))
+                before = self._hold_totals.get(first_ref, Money(0, amount.currency))
                 total = Money(before.minor + result.amount.minor, amount.currency)
-            self._hold_totals[raw.receipt_no] = total
+            self._hold_totals[raw.ref] = total
         return result
 
-    def _added(self, result: TerminalResult, asked: Money, first_receipt: int) -> TerminalResult:
+    def _added(self, result: TerminalResult, asked: Money, first_ref: str) -> TerminalResult:
         """The amount a top-up added, read as this terminal model reports it (``topup_amount``).
         A new hold (its own receipt) answers its own amount. An answer larger than the request
         cannot be an increment; under "total" only the known hold plus the amount asked is a
         total: anything else is an unknown outcome (the engine recovers), never a guessed
         amount."""
         echo = result.amount
-        if not result.approved or echo is None or result.receipt_no != first_receipt:
+        if not result.approved or echo is None or result.ref != first_ref:
             return result
         if self.options.topup_amount == "increment":
             if echo <= asked:
@@ -171,7 +172,7 @@ class ZvtTerminal:
         # answered 30.00: an increment of 30 or a total after 20). ZVT has no partial approval
         # of a reservation extension (1F70 is an 06 01 tag; we never send it), so any other
         # answer is not one this setting can read (docs/ZVT-VARIANTS.md, 4).
-        before = self._hold_totals.get(first_receipt)
+        before = self._hold_totals.get(first_ref)
         if before is None or echo.minor != before.minor + asked.minor:
             why = (
                 f"the top-up answer's total {echo} is not the hold {before} plus the {asked} asked"
@@ -182,7 +183,7 @@ class ZvtTerminal:
 
     async def capture(
         self,
-        receipt_no: int,
+        ref: str,
         held: Money,
         amount: Money,
         reference: str,
@@ -196,21 +197,22 @@ class ZvtTerminal:
         if amount > held:
             raise DriverError(f"capture {amount} exceeds the hold {held}; refusing to send it")
         if amount.minor == 0:
-            return await self.release(receipt_no, held, persist)
-        ref = [m.reference_tlv(self.options.reference_prefix, reference)]
+            return await self.release(ref, held, persist)
+        receipt_no = receipt_number(ref)
+        tlv = [m.reference_tlv(self.options.reference_prefix, reference)]
         if self.options.capture_mode == "book_total" or exact:
-            command = m.book_total(receipt_no, amount.minor, self._currency.numeric, tlv=ref)
+            command = m.book_total(receipt_no, amount.minor, self._currency.numeric, tlv=tlv)
         else:
             command = m.partial_reversal(
-                receipt_no, held.minor - amount.minor, self._currency.numeric, tlv=ref
+                receipt_no, held.minor - amount.minor, self._currency.numeric, tlv=tlv
             )
         return await self._run("capture", command, persist=persist, money=True, requested=amount)
 
     async def release(
-        self, receipt_no: int, held: Money, persist: PersistHook | None = None
+        self, ref: str, held: Money, persist: PersistHook | None = None
     ) -> TerminalResult:
         self._check(held)
-        command = m.pre_auth_reversal(receipt_no, self._currency.numeric)
+        command = m.pre_auth_reversal(receipt_number(ref), self._currency.numeric)
         return await self._run(
             "release", command, persist=persist, money=True, requested=Money(0, held.currency)
         )
@@ -228,8 +230,8 @@ class ZvtTerminal:
         command = m.refund(self.options.password, amount.minor, self._currency.numeric)
         return await self._run("refund", command, persist=persist, money=True, requested=amount)
 
-    async def reverse(self, receipt_no: int, persist: PersistHook | None = None) -> TerminalResult:
-        command = m.reversal(self.options.password, receipt_no)
+    async def reverse(self, ref: str, persist: PersistHook | None = None) -> TerminalResult:
+        command = m.reversal(self.options.password, receipt_number(ref))
         return await self._run("reverse", command, persist=persist, money=True)
 
     async def read_card(self, timeout_s: int) -> TerminalResult:
@@ -383,7 +385,7 @@ class ZvtTerminal:
                 operation,
                 kind,
                 text,
-                receipt_no=base.receipt_no if base else None,
+                ref=base.ref if base else None,
                 unreachable=True,
             )
         if seq.aborted is not None:
@@ -395,7 +397,7 @@ class ZvtTerminal:
                     Outcome.APPROVED,
                     "open pre-authorisations listed",
                     code,
-                    open_receipts=tuple(message.open_preauths),
+                    open_refs=tuple(hold_ref(n) for n in message.open_preauths),
                 )
             return TerminalResult(
                 operation, _classify(code), result_text(code), code, receipt_lines=lines
@@ -442,7 +444,7 @@ class ZvtTerminal:
                 operation,
                 outcome,
                 "status information without a result code",
-                receipt_no=status.receipt_number,
+                ref=hold_ref(status.receipt_number),
             )
         code = status.result_code
         if (
@@ -475,14 +477,18 @@ class ZvtTerminal:
             status.additional_text or result_text(code),
             code,
             amount=amount,
-            receipt_no=status.receipt_number,
+            ref=hold_ref(status.receipt_number),
             trace_no=status.trace_number,
             terminal_id=status.terminal_id or self.terminal_id,
             card=card,
-            totals=tuple(BrandTotal(b, n, a) for b, n, a in totals.groups if n or a)
+            totals=tuple(
+                BrandTotal(b, n, a, self._currency.alpha) for b, n, a in totals.groups if n or a
+            )
             if totals
             else (),
-            receipts=(totals.first_receipt, totals.last_receipt) if totals else None,
+            batch_range=(hold_ref(totals.first_receipt), hold_ref(totals.last_receipt))
+            if totals
+            else None,
         )
 
 
