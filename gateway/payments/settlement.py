@@ -42,6 +42,11 @@ def settle_command(s: Session, now: datetime, policy: Policy) -> Transition:
     hold = s.current
     if hold is None:
         raise InvariantViolated(f"session {s.id} in {s.state} has no open hold to settle")
+    if s.state is not State.CAPTURING and not policy.capabilities_of(s.terminal).release_open:
+        # A terminal that refuses the release of an uncompleted reservation is never asked:
+        # nothing is taken, the hold lapses at the end of its validity (strategy_choice.py).
+        why = "the terminal cannot release an uncompleted hold: left to lapse, nothing taken"
+        return give_up(s, hold, now, policy, why, fate_known=True)
     s = replace(s, timer=(TimerKind.ANSWER, now + policy.answer_timeout))
     if s.state is State.CAPTURING:
         s = replace_hold(s, hold, replace(hold, capture_sent_at=now))

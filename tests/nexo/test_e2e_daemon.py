@@ -248,3 +248,18 @@ async def test_card_first_reads_the_card_by_card_acquisition(rig: Rig) -> None:
     assert first.payment_data is not None and first.payment_data.card_acquisition_reference
     assert rig.poi.booked() == Decimal(row["data"]["captured_minor"]) / 100
     assert rig.poi.open_reservations() == []
+
+
+async def test_a_poi_that_refuses_an_open_reversal_is_never_sent_one(rig: Rig) -> None:
+    """release_open = false (a POI that refuses the Reversal of an uncompleted reservation): a
+    charge with no energy releases nothing; no Reversal goes to the POI, the session ends with
+    its hold left to lapse, visibly, and the POI still holds it (until its validity ends)."""
+    rig.poi.config.refuse_open_reversal = True
+    site = await rig.start(terminal_extra="release_open = false")
+    rig.charger.plug_in(EVSE, EvsePlan(energy_wh=0, step_wh=1_000))
+    row = await site.wait_final()
+    data = row["data"]
+    assert [h["status"] for h in data["holds"]] == ["lapsed"], data["notes"]
+    assert data["captured_minor"] == 0 and "left to lapse" in " ".join(data["notes"])
+    assert not any(isinstance(m.body, nm.ReversalRequest) for m in rig.poi.requests)
+    assert len(rig.poi.open_reservations()) == 1 and rig.poi.booked() == 0
