@@ -196,19 +196,26 @@ def enquiry_answered(
         return next_hold(replace_hold(s, hold, done), now, policy)
     target = hold.target_minor or 0
     last = ev.last
-    if (
+    # Its own approval, stored before the crash: the hold is gone, so it stood. Named by
+    # whatever the driver names a booking (ZVT: its own receipt; nexo: the reservation's POI
+    # transaction, the hold's own reference), so no test of the reference is needed here.
+    own = (
         held is not None
+        and held.approved
         and held.ref is not None
         and held.amount_minor in (target, hold.amount_minor - target)
-    ):
-        last = held  # its own result, stored before the crash: the hold is gone, so it stood
-    if (
-        last is not None
-        and last.approved
-        and last.ref is not None
-        and last.ref != hold.ref
-        and last.ref not in ev.refs
-        and last.amount_minor in (target, hold.amount_minor - target)
+    )
+    if own and held is not None:
+        last = held
+    if last is not None and (
+        own
+        or (
+            last.approved
+            and last.ref is not None
+            and last.ref != hold.ref  # the hold's own pre-auth repeated is no capture
+            and last.ref not in ev.refs
+            and last.amount_minor in (target, hold.amount_minor - target)
+        )
     ):
         s = replace(
             s,

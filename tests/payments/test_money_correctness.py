@@ -473,6 +473,26 @@ def test_a_capture_stored_before_a_crash_stands_when_the_hold_is_gone() -> None:
     assert s.state is State.COMPLETED and s.captured_minor == 655 and s.holds[0].booking_ref == "12"
 
 
+def test_a_completion_stored_before_a_crash_stands_though_it_names_the_hold_itself() -> None:
+    """Found by the crash campaign on nexo (180 captures left unconfirmed in 500 kills): a nexo
+    Completion is named by the reservation's own POI transaction, the hold's reference, and
+    the rule that a last result naming the hold itself is its pre-auth (ZVT's receipts) threw
+    our own stored approval away. Our stored approval of this capture is the evidence, however
+    the driver names it."""
+    s = at(capturing(), held("capture", 655, 7, for_ref="7"), 61)
+    s = at(at(s, e.Resumed(SID, "boot"), 62), e.OpenPreauthsReported(SID, "q", ()), 62)
+    assert s.state is State.COMPLETED and s.captured_minor == 655 and s.holds[0].booking_ref == "7"
+
+
+def test_a_last_result_naming_the_hold_itself_is_still_no_capture() -> None:
+    """Without a stored approval, the terminal repeating a result under the hold's own
+    reference (its pre-auth) proves no capture: unconfirmed, owed visibly."""
+    s = at(capturing(), e.Resumed(SID, "boot"), 62)
+    last = e.LastResult(approved=True, ref="7", amount_minor=655)
+    s = at(s, e.OpenPreauthsReported(SID, "q", (), last=last), 62)
+    assert s.state is State.CAPTURE_UNCONFIRMED and s.captured_minor == 0
+
+
 @pytest.mark.parametrize("still_open", [True, False])
 def test_a_preauth_stored_before_a_crash_is_ours_only_if_still_open(still_open: bool) -> None:
     s = at(None, e.CardPresented(SID, "card", "E1", "T1", "EUR"))
