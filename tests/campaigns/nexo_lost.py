@@ -48,6 +48,7 @@ from tests.nexo.conftest import KEY, self_signed
 CHANCE = 0.5  # a money command's answer is lost this often
 SIZES = {"small": 40, "medium": 400, "full": 2_000}  # sessions
 MAX_ASKS = 50  # last_result calls for one UNKNOWN before the campaign calls it a violation
+MAX_SENDS = 20  # a command sent again after "never took effect" (each loss at CHANCE / 2)
 
 
 @dataclass
@@ -148,17 +149,35 @@ class LostNexo:
         self.figures.violations.append(f"still UNKNOWN after {MAX_ASKS} questions: {result}")
         return result
 
-    async def command(self, name: str, send: object) -> TerminalResult:
+    async def command(self, name: str, send: object, hold: str | None = None) -> TerminalResult:
         """Run one money command (``send``: a zero-argument coroutine function) until the POI
-        either did it or said it never took effect and it was sent again as a new command."""
-        for _ in range(5):
+        either did it or said it never took effect and it was sent again as a new command.
+        After a restart the driver may have learnt "never took effect" in the life that died
+        (it answers "no result known"): then, as the engine does, its open holds decide
+        (``hold``: the one a completion or reversal settles; a reservation: a new open one)."""
+        for _ in range(MAX_SENDS):
+            before = await self.open_holds()
             self.arm(name)
             self.commands += 1
             result = await self.settle(await send())  # type: ignore[operator]
+            if result.message == "no result known":
+                now = await self.open_holds()
+                new = sorted(now - before)
+                if hold is None and len(new) == 1:  # the reservation was made: adopt it
+                    return TerminalResult(result.operation, Outcome.APPROVED, ref=new[0])
+                if (hold is None and not new) or (hold is not None and hold in now):
+                    self.figures.resent_after_not_found += 1
+                    continue  # it never took effect
             if "never took effect" not in result.message:
                 return result
             self.figures.resent_after_not_found += 1
         return result
+
+    async def open_holds(self) -> set[str]:
+        listed = await self.term.open_preauthorizations()
+        if not listed.approved:
+            self.figures.violations.append(f"the open holds are not known: {listed.message}")
+        return set(listed.open_refs)
 
     async def session(self, i: int) -> None:
         f = self.figures
@@ -176,11 +195,12 @@ class LostNexo:
             done = await self.command(
                 "completion",
                 lambda: self.term.capture(ref, held, amount, f"S{i}", self.persist),
+                ref,
             )
             f.completed += done.approved
         else:
             done = await self.command(
-                "reversal", lambda: self.term.release(ref, held, self.persist)
+                "reversal", lambda: self.term.release(ref, held, self.persist), ref
             )
             f.reversed += done.approved
         if not done.approved:
