@@ -35,6 +35,7 @@ from gateway.payments.moves import (
 from gateway.payments.policy import Policy
 from gateway.payments.receipts import print_receipt, render
 from gateway.payments.states import State, Trigger
+from gateway.payments.strategy_choice import choose_strategy
 
 
 def settle_command(s: Session, now: datetime, policy: Policy) -> Transition:
@@ -42,7 +43,10 @@ def settle_command(s: Session, now: datetime, policy: Policy) -> Transition:
     hold = s.current
     if hold is None:
         raise InvariantViolated(f"session {s.id} in {s.state} has no open hold to settle")
-    if s.state is not State.CAPTURING and not policy.capabilities_of(s.terminal).release_open:
+    choice = choose_strategy(
+        policy.hold_of(s.route), policy.capabilities_of(s.terminal), s.terminal
+    )
+    if s.state is not State.CAPTURING and choice.give_back == "lapse":
         # A terminal that refuses the release of an uncompleted reservation is never asked:
         # nothing is taken, the hold lapses at the end of its validity (strategy_choice.py).
         why = "the terminal cannot release an uncompleted hold: left to lapse, nothing taken"
