@@ -264,6 +264,10 @@ class RouteSettings(_Model):
     # [pricing] amounts are the site's currency: 20.00 EUR is not 2000 yen).
     incremental_initial: Amount | None = None
     incremental_step: Amount | None = None
+    # [pricing] safety_margin and min_partial_approval for this route, in its currency (required
+    # when that is not the site's: 0.50 EUR is not 50 yen)
+    safety_margin: Amount | None = None
+    min_partial_approval: Amount | None = None
 
     @field_validator("bins")
     @classmethod
@@ -351,6 +355,12 @@ class _TerminalCommon(_Model):
         default="terminal",
         description='where adjustments, captures, cancels and refunds go: "terminal", or the '
         "name of an [acquirers.NAME] section",
+    )
+    card_present_refunds: bool = Field(
+        default=True,
+        description="after the batch closed, refund by card presence at the terminal (ZVT 06 31); "
+        "false: such a refund is refused with the reason (the back office makes it). A terminal "
+        "whose modifications go to an acquirer always refunds there",
     )
     hold_validity_hours: ValidityHours = Field(
         default_factory=dict,
@@ -996,11 +1006,20 @@ class Settings(_Model):
                     f"route {r.id!r} charges in {currency}, not the site's {self.site.currency}: "
                     f"give its incremental_initial and incremental_step in {currency}"
                 )
+            if currency != self.site.currency and (
+                r.safety_margin is None or r.min_partial_approval is None
+            ):
+                raise ValueError(
+                    f"route {r.id!r} charges in {currency}, not the site's {self.site.currency}: "
+                    f"give its safety_margin and min_partial_approval in {currency}"
+                )
             for name, amount in (
                 ("hold_min", r.hold_min),
                 ("hold_max", r.hold_max),
                 ("incremental_initial", r.incremental_initial),
                 ("incremental_step", r.incremental_step),
+                ("safety_margin", r.safety_margin),
+                ("min_partial_approval", r.min_partial_approval),
                 *((f"fixed_hold.{c}", a) for c, a in (r.fixed_hold or {}).items()),
             ):
                 if amount is not None:

@@ -113,6 +113,7 @@ class TaxAmount(OcpiModel):
 class Price(OcpiModel):
     before_taxes: Number
     taxes: list[TaxAmount] | None = None
+    after_taxes: Number | None = None  # a tariff's min/max_price bound incl. VAT (2.3.0 examples)
 
     @model_validator(mode="before")
     @classmethod
@@ -168,6 +169,10 @@ class TariffRestrictionsModel(OcpiModel):
         ]
         | None
     ) = None
+    # kept so that the pricing can leave reservation elements out (never priced as charging)
+    reservation: Annotated[str, StringConstraints(pattern=r"^RESERVATION(_EXPIRES)?$")] | None = (
+        None
+    )
 
 
 class TariffElementModel(OcpiModel):
@@ -188,3 +193,14 @@ class OcpiTariff(OcpiModel):
     max_price: Price | None = None
     preauthorize_amount: Number | None = None
     last_updated: DateTime | None = None  # required by the spec; tolerated missing in config files
+    # which of a connector's tariffs applies (gateway.ocpi.tariffs.applicable): its kind and
+    # validity; absent = for every session, always
+    type: (
+        Annotated[
+            str,
+            StringConstraints(pattern=r"^(AD_HOC_PAYMENT|PROFILE_(CHEAP|FAST|GREEN)|REGULAR)$"),
+        ]
+        | None
+    ) = None
+    start_date_time: DateTime | None = None
+    end_date_time: DateTime | None = None

@@ -247,6 +247,31 @@ def test_an_evse_whose_terminal_cannot_charge_its_tariffs_currency_is_refused() 
     assert eur.terminal_currency("t1") == "EUR"
 
 
+def test_a_tariff_restricted_by_current_is_refused_and_reservation_elements_are_left_out() -> None:
+    """The meter data has no current: min/max_current cannot be evaluated, the tariff is refused
+    (never priced as if the restriction were absent). A reservation element prices reservations,
+    which this site does not sell: left out (OCPI 2.3.0 tariff 15)."""
+    amps = (
+        '{ id = "A", currency = "CHF", elements = [{ price_components = [{ type = "TIME", '
+        'price = "1.00", step_size = 900 }], restrictions = { max_current = 32 } }] }'
+    )
+    text = _priced(pricing='default_tariff = "CHF-T"').replace(
+        "tariffs = [", f"tariffs = [{amps},\n           "
+    )
+    with pytest.raises(ConfigError, match="tariff A: element 0 restricts by max_current"):
+        parse_settings(text, "<t>")
+    reserved = (
+        '{ id = "R", currency = "CHF", elements = [{ price_components = [{ type = "TIME", '
+        'price = "5.00", step_size = 60 }], restrictions = { reservation = "RESERVATION" } }, '
+        '{ price_components = [{ type = "ENERGY", price = "0.25", step_size = 1 }] }] }'
+    )
+    text = _priced(pricing='default_tariff = "R"').replace(
+        "tariffs = [", f"tariffs = [{reserved},\n           "
+    )
+    (element,) = build_policy(parse_settings(text, "<t>")).tariffs["*"].elements
+    assert [c.type.value for c in element.components] == ["ENERGY"]
+
+
 def test_an_evse_without_a_tariff_is_refused_unless_free_vend_is_explicit_and_capped() -> None:
     with pytest.raises(ConfigError, match="evse 'E1' has no tariff"):
         parse_settings(_priced(), "<t>")

@@ -10,6 +10,7 @@ the port has no text reference yet (see the report on issue 28, section 1).
 from __future__ import annotations
 
 from decimal import Decimal
+from urllib.parse import parse_qs
 
 from drivers.base import BrandTotal, CardInfo, Outcome, TerminalResult
 from drivers.errors import AmountError
@@ -60,6 +61,20 @@ def card_of(instrument: PaymentInstrumentData | None) -> CardInfo | None:
     return CardInfo(masked_pan=masked, brand=card.payment_brand)
 
 
+def psp_reference(response: Response | None, transaction_id: str) -> str | None:
+    """Adyen's reference of the payment, which its online modifications (capture, cancel,
+    refund) name: its Terminal API answer carries it form-encoded in AdditionalResponse
+    (``pspReference=…``) and as the part of POITransactionID.TransactionID after the dot
+    (``tenderReference.pspReference``). None for a POI that shows neither."""
+    extra = response.additional_response if response is not None else None
+    if extra and "=" in extra:
+        found = parse_qs(extra).get("pspReference")
+        if found and found[0].isalnum():
+            return found[0]
+    _, dot, after = transaction_id.rpartition(".")
+    return after if dot and after.isalnum() else None
+
+
 def _details(response: Response, **more: str | None) -> dict[str, str]:
     out = {k: v for k, v in more.items() if v is not None}
     out["result"] = response.result.value
@@ -98,6 +113,7 @@ def payment_result(
             service_id=service_id,
             poi_transaction_id=tid.transaction_id,
             poi_time_stamp=tid.time_stamp,
+            psp_reference=psp_reference(body.response, tid.transaction_id),
             poi_reconciliation_id=body.poi_data.poi_reconciliation_id,
             payment_type=pr.payment_type.value if pr and pr.payment_type else None,
         ),

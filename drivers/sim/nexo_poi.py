@@ -323,7 +323,10 @@ class NexoPoi:
 
     # ---- building answers ---------------------------------------------------------------------
     def _new_id(self) -> str:
+        """Adyen's POI names a transaction ``tenderReference.pspReference``; others by one id."""
         self._n += 1
+        if self.config.encoding == "adyen-json":
+            return f"T{self._n:06d}.{8816000000000000 + self._n}"
         return f"T{self._n:06d}"
 
     @staticmethod
@@ -337,8 +340,12 @@ class NexoPoi:
             OutputContent.of_lines(("EVPAY SIM", f"{body.payment_type}", f"{amount} {cur}")),
             "CustomerReceipt",
         )
+        extra = None
+        tender, dot, psp = tid.rpartition(".")
+        if dot:  # as Adyen's answer carries it (form-encoded AdditionalResponse)
+            extra = f"pspReference={psp}&tenderReference={tender}"
         return nm.PaymentResponse(
-            Response(Result.PARTIAL if partial else Result.SUCCESS),
+            Response(Result.PARTIAL if partial else Result.SUCCESS, None, extra),
             body.sale_data,
             self._poi_data(tid),
             nm.PaymentResult(_instrument(), AmountsResp(amount, cur), body.payment_type),

@@ -108,9 +108,13 @@ def _text(status: int, text: str) -> web.Response:
 
 
 def webhook_receivers(
-    settings: Settings, store: Store, clock: Callable[[], datetime]
+    settings: Settings,
+    store: Store,
+    clock: Callable[[], datetime],
+    on_events: Callable[[int], None] | None = None,
 ) -> list[WebhookReceiver]:
-    """One receiver per configured acquirer, secrets resolved (none without [acquirers])."""
+    """One receiver per configured acquirer, secrets resolved (none without [acquirers]);
+    ``on_events`` wakes whoever hands the settled modifications to the engine."""
     return [
         WebhookReceiver(
             name=name,
@@ -120,6 +124,7 @@ def webhook_receivers(
             username=acquirer.webhook_username,
             password=acquirer.webhook_password.reveal(),
             clock=clock,
+            on_events=on_events,
         )
         for name, acquirer in settings.acquirers.items()
     ]

@@ -21,7 +21,15 @@ from gateway.cli.stores import open_existing
 from gateway.errors import BadInput
 from gateway.ocpi.charger import session_id_of
 from gateway.payments.events import DebtResolved
-from gateway.payments.reconcile import BatchFacts, Facts, Report, reconcile, session_facts
+from gateway.payments.reconcile import (
+    BatchFacts,
+    Facts,
+    OverdueModification,
+    Report,
+    reconcile,
+    session_facts,
+)
+from gateway.runtime.acquirer_runner import split_key
 from gateway.runtime.engine_host import EngineHost
 from gateway.runtime.engine_setup import build_policy
 from gateway.settings import load_settings
@@ -173,6 +181,17 @@ def load_facts(
         if j["kind"] == "resolved"
     }
     seen = {s.id for s in sessions}
+    missing = [
+        OverdueModification(
+            m.modification.command_key,
+            m.modification.kind,
+            named[0] if (named := split_key(m.modification.command_key)) else None,
+            m.deadline or now,
+            m.modification.amount.minor if m.modification.amount else 0,
+            m.modification.amount.currency if m.modification.amount else "",
+        )
+        for m in store.acquirer.overdue(now)
+    ]
     return Facts(
         start,
         end,
@@ -183,6 +202,7 @@ def load_facts(
         waiting,
         resolutions,
         batch_sessions=[s for s in in_batches if s.id not in seen],
+        missing_webhooks=missing,
     )
 
 

@@ -7,6 +7,7 @@ import argparse
 import hashlib
 import json
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from drivers.money import Money
 from gateway.cli.stores import open_existing
 from gateway.errors import BadInput
 from gateway.payments.record import from_json
+from gateway.runtime.acquirer_runner import split_key
 from gateway.store import InboxMessage, Step, Store
 
 _NOT_FOUND = 1
@@ -137,10 +139,12 @@ def _list(args: argparse.Namespace) -> int:
     store = open_existing(args.config)
     try:
         rows = store.sessions(open_only=args.open, owing=args.owing, limit=args.limit)
+        waits = acquirer_waits(store, datetime.now(UTC))
     finally:
         store.close()
     if args.json:
-        print(json.dumps([_summary(r) for r in rows], indent=2, default=str))
+        summaries = [{**_summary(r), "acquirer": waits.get(r["id"])} for r in rows]
+        print(json.dumps(summaries, indent=2, default=str))
         return 0
     print(
         f"{'session':<34} {'state':<20} {'authorized':>12} {'captured':>12} {'released':>12} "
@@ -153,8 +157,29 @@ def _list(args: argparse.Namespace) -> int:
             f"{r['id']:<34} {r['state']:<20} {_money(d['authorized_minor'], cur):>12} "
             f"{_money(d['captured_minor'], cur):>12} {_money(d['released_minor'], cur):>12} "
             f"{_money(d.get('owed_minor', 0), cur):>12}  {r['updated_at']:%Y-%m-%d %H:%M:%S}"
+            + (f"  [{waits[r['id']]}]" if r["id"] in waits else "")
         )
     return 0
+
+
+def acquirer_waits(store: Store, now: datetime) -> dict[str, str]:
+    """What each session waits for at the acquirer: a modification not yet taken (the uplink is
+    down), or taken and awaiting its webhook until a deadline (past it: a missing webhook)."""
+    out: dict[str, str] = {}
+    for m in store.acquirer.waiting():
+        named = split_key(m.modification.command_key)
+        if named is None:
+            continue
+        kind = m.modification.kind
+        if m.status == "queued":
+            error = f": {m.last_error}" if m.last_error else ""
+            out[named[0]] = f"acquirer: {kind} queued, not yet taken{error}"
+        elif m.deadline is not None and m.deadline <= now:
+            out[named[0]] = f"acquirer: {kind} webhook missing since {m.deadline:%Y-%m-%d %H:%M:%S}"
+        else:
+            until = f" until {m.deadline:%Y-%m-%d %H:%M:%S}" if m.deadline else ""
+            out[named[0]] = f"acquirer: awaiting the {kind} webhook{until}"
+    return out
 
 
 def _summary(row: dict[str, Any]) -> dict[str, Any]:
@@ -211,9 +236,10 @@ def _show(args: argparse.Namespace) -> int:
         payments = store.payments(args.id)
         journal = store.journal(args.id)
         client = store.session_origin(args.id)
+        waits = acquirer_waits(store, datetime.now(UTC))
     finally:
         store.close()
-    summary = {**_summary(row), "api_client": client}
+    summary = {**_summary(row), "api_client": client, "acquirer": waits.get(row["id"])}
     if args.json:
         print(
             json.dumps(
@@ -225,6 +251,8 @@ def _show(args: argparse.Namespace) -> int:
         return 0
     cur = summary["currency"]
     print(f"session {row['id']}: {row['state']}{' (final)' if row['final'] else ''}")
+    if summary["acquirer"]:
+        print(f"  waiting: {summary['acquirer']}")
     print(
         f"  evse {summary['evse']} via terminal {summary['terminal']}, ref "
         f"{summary['ref']}, "

@@ -1,6 +1,12 @@
 """Pulls of Locations (tariff ids per EVSE) and Tariffs from the CPO (mod_locations,
 mod_tariffs Sender interfaces), following ``Link: <…>; rel="next"`` pagination. The engine
-then prices with the CPO's own tariffs; a session keeps the tariff it started with."""
+then prices with the CPO's own tariffs; a session keeps the tariff it started with.
+
+A connector may list several tariff ids: the spec's way to replace a tariff is to list the old
+and the new one, the old ending (``end_date_time``) where the new starts; and a connector may
+have a tariff per kind (``type``): a card paid at our terminal is an AD_HOC_PAYMENT, not the
+REGULAR (RFID/contract) price. ``applicable`` chooses, at the time of the pull.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +14,12 @@ import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from gateway.ocpi.client import OcpiClient
 from gateway.ocpi.models import Location
-from gateway.payments.tariff import Tariff, tariff_from_ocpi
+from gateway.payments.tariff import Tariff, UnpriceableTariff, tariff_from_ocpi
 from gateway.store import JournalEntry, OutboxMessage, Step
 from gateway.wire import OcpiTariff
 
@@ -35,39 +42,72 @@ async def pull_all(client: OcpiClient, url: str) -> list[Any]:
     return objects
 
 
+# A card paid at the terminal is ad hoc; an untyped tariff is for every session; REGULAR is the
+# contract price, used only when nothing else is given; PROFILE_* need charging preferences,
+# which a terminal payment never sets (never chosen).
+_KIND_RANK = {"AD_HOC_PAYMENT": 0, None: 1, "REGULAR": 2}
+
+
+def applicable(ids: list[str], terms: Mapping[str, OcpiTariff], now: datetime) -> str | None:
+    """Of a connector's tariff ids (in the CPO's order), the one a terminal payment starting
+    ``now`` pays: valid now (``start_date_time`` <= now <= ``end_date_time``), the best kind."""
+    ranked = []
+    for n, tid in enumerate(ids):
+        t = terms.get(tid)
+        if t is None or t.type not in _KIND_RANK:
+            continue
+        if (t.start_date_time is not None and now < t.start_date_time) or (
+            t.end_date_time is not None and now > t.end_date_time
+        ):
+            continue
+        ranked.append((_KIND_RANK[t.type], n, tid))
+    return min(ranked)[2] if ranked else None
+
+
 async def pull_tariffs(
-    client: OcpiClient, tariffs_url: str, locations_url: str
+    client: OcpiClient, tariffs_url: str, locations_url: str, now: datetime | None = None
 ) -> tuple[dict[str, Tariff], dict[str, Tariff]]:
-    """(tariff by EVSE uid, tariff by id) as the CPO publishes them now."""
+    """(tariff by EVSE uid, tariff by id) as the CPO publishes them now. An EVSE whose tariff
+    cannot be priced here (``UnpriceableTariff``) gets a stand-in with ``refused`` set (no
+    elements, never in the catalog): ``chargeable`` reports it upstream and keeps the EVSE's
+    tariff."""
+    when = now or datetime.now(UTC)
     catalog: dict[str, Tariff] = {}
+    terms: dict[str, OcpiTariff] = {}
     for raw in await pull_all(client, tariffs_url):
         try:
-            tariff = tariff_from_ocpi(OcpiTariff.model_validate(raw).to_json())
+            wire = OcpiTariff.model_validate(raw)
+            terms[wire.id] = wire
+            catalog[wire.id] = tariff_from_ocpi(wire.to_json())
+        except UnpriceableTariff as exc:  # kept, to be refused where an EVSE uses it
+            catalog[exc.tariff_id] = Tariff(wire.id, wire.currency, (), refused=exc.reason)
         except ValueError as exc:  # one bad tariff must not hide the good ones
+            terms.pop(str(raw.get("id", "")), None)
             _LOGGER.warning(
                 "upstream.tariff_invalid",
                 extra={"tariff": str(raw.get("id", "?"))[:36], "error": str(exc)},
             )
-            continue
-        catalog[tariff.id] = tariff
     by_evse: dict[str, Tariff] = {}
     for raw in await pull_all(client, locations_url):
         location = Location.model_validate(raw)
         for evse in location.evses or ():
-            ids = [tid for c in evse.connectors for tid in (c.tariff_ids or ()) if tid in catalog]
-            if ids:
-                by_evse[evse.uid] = catalog[ids[0]]
-    return by_evse, catalog
+            ids = [tid for c in evse.connectors for tid in (c.tariff_ids or ())]
+            chosen = applicable(ids, terms, when)
+            if chosen is not None:
+                by_evse[evse.uid] = catalog[chosen]
+    return by_evse, {tid: t for tid, t in catalog.items() if not t.refused}
 
 
 @dataclass(frozen=True, slots=True)
 class RefusedTariff:
-    """A tariff the CPO gives an EVSE whose terminal cannot charge in its currency."""
+    """A tariff the CPO gives an EVSE that this site cannot charge: its terminal works in
+    another currency, or the tariff cannot be priced here (``reason`` says why)."""
 
     evse: str
     tariff: Tariff
     terminal: str
     terminal_currency: str
+    reason: str = ""
 
     def payload(self) -> dict[str, str]:
         return {
@@ -76,6 +116,9 @@ class RefusedTariff:
             "tariff_currency": self.tariff.currency,
             "terminal": self.terminal,
             "terminal_currency": self.terminal_currency,
+            "reason": self.reason
+            or f"the terminal charges in {self.terminal_currency}, the tariff is in "
+            f"{self.tariff.currency}",
         }
 
     def step(self) -> Step:
@@ -103,7 +146,9 @@ def chargeable(
         if evse not in terminals:
             continue
         terminal, currency = terminals[evse]
-        if tariff.currency == currency:
+        if tariff.refused:
+            refused.append(RefusedTariff(evse, tariff, terminal, currency, tariff.refused))
+        elif tariff.currency == currency:
             usable[evse] = tariff
         else:
             refused.append(RefusedTariff(evse, tariff, terminal, currency))

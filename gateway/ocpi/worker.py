@@ -350,7 +350,7 @@ class UpstreamWorker:
             return
         while not stopping.is_set():
             try:
-                by_evse, catalog = await pull_tariffs(client, tariffs, locations)
+                by_evse, catalog = await pull_tariffs(client, tariffs, locations, self.clock())
             except (UpstreamError, ValueError) as exc:
                 _LOGGER.warning("upstream.tariffs_failed", extra={"error": str(exc)})
             else:

@@ -140,7 +140,7 @@ def _answered(s: Session, ev: e.TerminalResultArrived, now: datetime, policy: Po
             reference=authorization_reference(s.id),
             expires_at=now + validity,
         )
-        if approved < min(policy.min_partial_minor, s.hold_minor):
+        if approved < min(policy.min_partial(s.route), s.hold_minor):
             s = go(
                 s,
                 Trigger.APPROVED_LOW,
@@ -202,7 +202,7 @@ def authorize(s: Session, policy: Policy, repeat: bool = False) -> c.AuthorizeCh
         key=f"{s.id}:authorize",
         session_id=s.id,
         evse=s.evse,
-        max_cost_minor=max(0, chargeable(s, s.authorized_minor) - policy.safety_margin_minor),
+        max_cost_minor=max(0, chargeable(s, s.authorized_minor) - policy.safety_margin(s.route)),
         currency=s.currency,
         start_by=start_by,
         repeat=repeat,

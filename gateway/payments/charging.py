@@ -71,14 +71,15 @@ def meter_value(s: Session, ev: e.MeterValue, now: datetime, policy: Policy) -> 
     )
     price = s.bill.price_minor
     declared = s.target_amount_minor
-    if declared is not None and price >= declared - policy.safety_margin_minor:
+    margin = policy.safety_margin(s.route)
+    if declared is not None and price >= declared - margin:
         return stop(s, now, policy, "the driver's declared amount reached")
     if s.target_energy_wh is not None and energy >= s.target_energy_wh:
         return stop(s, now, policy, "the driver's declared energy reached")
     extra = topup(policy.hold_of(s.route), s.authorized_minor, price) if can_topup else None
     if extra:
         return ask_topup(s, extra, now, policy)
-    if price >= s.authorized_minor - policy.safety_margin_minor:
+    if price >= s.authorized_minor - margin:
         return stop(s, now, policy, "cost cap reached")
     free = policy.free_vend_cap(s)
     if free is not None and energy >= free:

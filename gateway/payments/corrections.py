@@ -39,14 +39,25 @@ def _refusal(s: Session, ev: e.RefundRequested) -> str:
 
 def refund_requested(s: Session, ev: e.RefundRequested, now: datetime) -> Transition:
     why = _refusal(s, ev)
-    booking = [h.booking_ref for h in s.holds if h.captured_minor]
+    booking: list[str | None] = [h.booking_ref for h in s.holds if h.captured_minor]
     whole = (
         not s.refunds
         and ev.amount_minor == s.captured_minor
         and len(booking) == 1
         and booking[0] is not None
     )
-    method = RefundMethod.REVERSAL if whole and not ev.day_closed else RefundMethod.REFUND
+    if ev.acquirer:  # the acquirer's /refunds against the captured payment's reference
+        method = RefundMethod.ACQUIRER
+        booking = [next((h.ref for h in s.holds if h.captured_minor), None)]
+    elif whole and not ev.day_closed:
+        method = RefundMethod.REVERSAL
+    else:
+        method = RefundMethod.REFUND
+        if not why and not ev.card_present:
+            why = (
+                "this terminal takes no card-present refund and its batch is closed: refund it "
+                "in the acquirer's back office"
+            )
     refund = Refund(
         ev.event_id,
         ev.amount_minor,
@@ -65,7 +76,7 @@ def refund_requested(s: Session, ev: e.RefundRequested, now: datetime) -> Transi
         session_id=s.id,
         terminal=s.terminal,
         method=method.value,
-        ref=booking[0] if method is RefundMethod.REVERSAL else None,
+        ref=booking[0] if method is not RefundMethod.REFUND else None,
         amount_minor=ev.amount_minor,
         currency=s.currency,
     )
@@ -110,10 +121,12 @@ def price_corrected(s: Session, ev: e.PriceCorrected, now: datetime) -> Transiti
         why = f"price corrected to {ev.total_minor}: refunded once the refund in flight settles"
         s = update(s, correction_waiting=ev.event_id)
         return Transition(replace(s, notes=note(s, why)))
-    return _refund_above(s, ev.event_id, ev.reason, now, day_closed=ev.day_closed)
+    return _refund_above(
+        s, ev.event_id, ev.reason, now, flags=(ev.day_closed, ev.acquirer, ev.card_present)
+    )
 
 
-def settled_with_correction(s: Session, now: datetime) -> Transition:
+def settled_with_correction(s: Session, now: datetime, *, acquirer: bool = False) -> Transition:
     """A session that has just become final with a correction that arrived while it was being
     settled: the debt follows the corrected total, and a completed one refunds what it
     captured above it."""
@@ -121,7 +134,9 @@ def settled_with_correction(s: Session, now: datetime) -> Transition:
     over = s.refundable_minor - (s.bill.corrected_minor or 0)
     if s.state is not State.COMPLETED or over <= 0 or any(r.pending for r in s.refunds):
         return Transition(update(s, correction_waiting="") if over <= 0 else s)
-    return _refund_above(s, s.bill.correction_waiting, "corrected CDR", now, day_closed=False)
+    return _refund_above(
+        s, s.bill.correction_waiting, "corrected CDR", now, flags=(False, acquirer, True)
+    )
 
 
 def follow_correction(s: Session) -> Session:
@@ -145,9 +160,10 @@ def follow_correction(s: Session) -> Session:
 
 
 def _refund_above(
-    s: Session, event_id: str, reason: str, now: datetime, *, day_closed: bool
+    s: Session, event_id: str, reason: str, now: datetime, *, flags: tuple[bool, bool, bool]
 ) -> Transition:
-    """Refund what was captured above the corrected total (``refund_requested``'s rules)."""
+    """Refund what was captured above the corrected total (``refund_requested``'s rules);
+    ``flags``: ``RefundRequested``'s day_closed, acquirer and card_present."""
     over = s.refundable_minor - (s.bill.corrected_minor or 0)
     request = e.RefundRequested(
         session_id=s.id,
@@ -155,7 +171,9 @@ def _refund_above(
         amount_minor=over,
         reason=reason,
         source="cdr",
-        day_closed=day_closed,
+        day_closed=flags[0],
+        acquirer=flags[1],
+        card_present=flags[2],
     )
     return refund_requested(update(s, correction_waiting=""), request, now)
 
@@ -175,6 +193,10 @@ def debt_resolved(s: Session, ev: e.DebtResolved) -> Transition:
 
 def refund_result(s: Session, ev: e.TerminalResultArrived, now: datetime) -> Transition:
     sent = next((r for r in s.refunds if r.status is RefundStatus.SENT), None)
+    if sent is None and ev.refund_id is not None and ev.outcome is not Outcome.UNKNOWN:
+        # the acquirer's webhook after the deadline: evidence for the refund marked unknown
+        unknown = RefundStatus.UNKNOWN
+        sent = next((r for r in s.refunds if r.id == ev.refund_id and r.status is unknown), None)
     if sent is None:
         return Transition(s, note="refund result: none in flight (a repeat)")
     if ev.provisional and ev.outcome is Outcome.APPROVED:
@@ -197,7 +219,10 @@ def refund_result(s: Session, ev: e.TerminalResultArrived, now: datetime) -> Tra
     waiting: tuple[c.Command, ...] = ()
     if s.bill.correction_waiting and not any(r.pending for r in s.refunds):
         # the correction that arrived while this refund was in flight is made now
-        more = _refund_above(s, s.bill.correction_waiting, "corrected CDR", now, day_closed=False)
+        online = sent.method is RefundMethod.ACQUIRER
+        more = _refund_above(
+            s, s.bill.correction_waiting, "corrected CDR", now, flags=(False, online, True)
+        )
         s, waiting = follow_correction(more.session or s), more.commands
     if status is not RefundStatus.DONE:
         return Transition(s, waiting)

@@ -66,6 +66,9 @@ class TerminalResultArrived:
     card: dict[str, str] = field(default_factory=dict)  # masked_pan, brand, aid — never a full PAN
     for_ref: str | None = None  # the hold a capture, release or top-up was sent for
     trace_no: int | None = None
+    # the refund an acquirer's webhook is about: a late one still decides a refund that was
+    # marked unknown at its deadline (the webhook is the evidence)
+    refund_id: str | None = None
     # Stored before the gateway acknowledges it to the terminal. A terminal that never hears the
     # acknowledgement reverses the transaction (ZVT 2.2.8): the session decides what such a
     # result may settle (``session._terminal_result``).
@@ -204,6 +207,10 @@ class RefundRequested:
     source: str = "technician"
     day_closed: bool = False  # set by the host: an end of day has closed the capture's batch
     inbox_id: str | None = None  # the stored request this event carries out
+    # set by the host from the policy: the terminal's modifications go to an acquirer online;
+    # the terminal takes card-present refunds (06 31) after its batch closed
+    acquirer: bool = False
+    card_present: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -216,6 +223,8 @@ class PriceCorrected:
     reason: str
     day_closed: bool = False
     currency: str | None = None  # the CDR's: one in another currency is refused, never netted
+    acquirer: bool = False  # as RefundRequested's, set by the host
+    card_present: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -227,6 +236,16 @@ class DebtResolved:
     event_id: str
     reason: str
     part: str = "owed"  # "owed": all of it; "shortfall": the part above the holds
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutcomeContradicted:
+    """Evidence that came after the session's outcome and says otherwise (an acquirer's
+    CAPTURE_FAILED after the CAPTURE that was booked): recorded, never applied silently."""
+
+    session_id: str
+    event_id: str
+    detail: str
 
 
 Event = (
@@ -245,4 +264,5 @@ Event = (
     | RefundRequested
     | PriceCorrected
     | DebtResolved
+    | OutcomeContradicted
 )

@@ -41,6 +41,9 @@ class Hold:
     status: HoldStatus = HoldStatus.OPEN
     booking_ref: str | None = None  # the terminal's receipt for the capture or release
     capture_sent_at: datetime | None = None  # when the last capture command for it left
+    # when the terminal booked it: a session's holds may be captured in different batches (a
+    # retried top-up capture after the end of day), reconciliation counts each in its own
+    captured_at: datetime | None = None
     # A top-up of this hold was lost, or was still out when the charge stopped: the terminal may
     # hold more than ``amount_minor``, so it is captured by booking the amount (ZVT 06 24), never
     # by releasing a difference (06 23).

@@ -49,6 +49,9 @@ class Policy:
     # a route's (acquirer profile's) hold policy
     route_holds: dict[str, HoldPolicy] = field(default_factory=dict)
     route_tariffs: dict[str, Tariff] = field(default_factory=dict)  # a route's own tariff
+    # a route's (safety margin, minimum partial approval), in its own currency's minor units:
+    # the site's 50 (0.50 EUR) is not 50 yen; a route in another currency states its own
+    route_margins: dict[str, tuple[int, int]] = field(default_factory=dict)
     pricer: Pricer = field(default_factory=Pricer, compare=False, repr=False)  # incrementally
     rated_power_w: dict[str, int] = field(default_factory=dict)  # by EVSE (plausibility.py)
     # by EVSE: a charge with no reading for this long is stopped and billed to its last trusted
@@ -57,6 +60,16 @@ class Policy:
     # by EVSE: energy given away at most, where free vend is explicit (an EVSE without a tariff
     # and without an entry here gets no hold: the engine cannot price it)
     free_vend_wh: dict[str, int] = field(default_factory=dict)
+    # terminals whose modifications go to an acquirer's online API (``modifications = "NAME"``):
+    # a capture, release or top-up waits this long for the acquirer's webhook (its evidence),
+    # not the terminal's answer timeout; refunds go to the acquirer too
+    online_deadlines: dict[str, timedelta] = field(default_factory=dict)
+    # terminals that may not refund by card presence (06 31) once the batch is closed
+    no_card_present_refunds: frozenset[str] = frozenset()
+
+    def answer_timeout_of(self, terminal: str) -> timedelta:
+        """How long a modification command of ``terminal`` waits for its outcome."""
+        return self.online_deadlines.get(terminal, self.answer_timeout)
 
     def tariff(self, evse: str) -> Tariff | None:
         return self.tariffs.get(evse) or self.tariffs.get("*")
@@ -78,6 +91,17 @@ class Policy:
     def hold_of(self, route: str | None) -> HoldPolicy:
         """The hold policy of a route (its acquirer profile), else the site's."""
         return (self.route_holds.get(route) if route else None) or self.hold
+
+    def safety_margin(self, route: str | None) -> int:
+        """How far below the hold (or the declared amount) charging stops, in the session's
+        minor units: its route's own, else the site's."""
+        own = self.route_margins.get(route) if route else None
+        return own[0] if own is not None else self.safety_margin_minor
+
+    def min_partial(self, route: str | None) -> int:
+        """The least partial approval worth charging on, in the session's minor units."""
+        own = self.route_margins.get(route) if route else None
+        return own[1] if own is not None else self.min_partial_minor
 
     def pinned(self, session: Session) -> Tariff | None:
         """The tariff a session started with (a tariff change mid-session never reprices it)."""

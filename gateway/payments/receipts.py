@@ -18,7 +18,7 @@ from gateway.payments.model import Session, update
 from gateway.payments.moves import Transition, go, note
 from gateway.payments.policy import Policy
 from gateway.payments.states import State, Trigger
-from gateway.payments.tariff import describe
+from gateway.payments.tariff_text import describe
 
 
 def receipt_facts(s: Session, now: datetime, policy: Policy) -> ReceiptFacts:

@@ -9,7 +9,9 @@ What is compared (docs/RECONCILIATION.md):
   the deadline), ``shortfall`` (priced above the hold), ``refund_unsettled``;
 - the charger against the bill → ``energy_mismatch`` (beyond the tolerance);
 - the CPO → ``cdr_unpaid`` (a CDR for a session that captured nothing), ``not_acknowledged``
-  (an outcome the CPO has not taken, past the deadline, or dead-lettered).
+  (an outcome the CPO has not taken, past the deadline, or dead-lettered);
+- the acquirer → ``missing_webhook`` (a modification it took whose webhook is past its deadline:
+  never counted as done).
 Each finding has a stable key; a technician who has explained one marks it resolved with a
 reason (a journal entry), and it no longer counts as unexplained.
 """
@@ -48,6 +50,10 @@ class SessionFacts:
     # The terminal books each captured hold on its own: a session paid from its first hold
     # and a top-up is two bookings in the batch's count.
     bookings: int = 1
+    # (when, amount) of each captured hold: the holds of one session may be booked in different
+    # batches (a top-up captured after a retry past the end of day). Empty (a row from before
+    # holds had their own time): the session's captured_at/captured_minor/bookings stand for all.
+    captures: tuple[tuple[datetime, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +63,18 @@ class BatchFacts:
     at: datetime
     currency: str
     totals: Mapping[str, tuple[int, int]]  # card group -> (count, amount)
+
+
+@dataclass(frozen=True, slots=True)
+class OverdueModification:
+    """A modification the acquirer took ("received") with no webhook by its deadline."""
+
+    key: str  # our command key
+    kind: str  # capture, cancel, amount_update, refund
+    session: str | None
+    deadline: datetime
+    amount_minor: int = 0
+    currency: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +92,7 @@ class Facts:
     # Sessions outside the window that belong to a batch closed in it: compared with that
     # batch's totals only (their own findings belong to the window they changed in).
     batch_sessions: Sequence[SessionFacts] = ()
+    missing_webhooks: Sequence[OverdueModification] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +161,21 @@ def reconcile(facts: Facts, tol: Tolerances | None = None) -> Report:
             found.append(
                 Finding(f"cdr_unpaid:{reference}", "cdr_unpaid", said, (sid,) if sid else ())
             )
+    for m in facts.missing_webhooks:
+        said = (
+            f"the acquirer took the {m.kind} {m.key} but no webhook came by "
+            f"{m.deadline:%Y-%m-%d %H:%M} UTC: its outcome is unknown (never counted as done)"
+        )
+        found.append(
+            Finding(
+                f"missing_webhook:{m.key}",
+                "missing_webhook",
+                said,
+                (m.session,) if m.session else (),
+                m.amount_minor,
+                m.currency,
+            )
+        )
     resolved = [replace(f, resolved=facts.resolutions.get(f.key)) for f in found]
     return Report(facts.start, facts.end, len(facts.sessions), len(facts.batches), tuple(resolved))
 
@@ -213,14 +247,15 @@ def journal_totals(
     for s in sessions:
         if s.terminal != batch.terminal or s.currency != batch.currency:
             continue
-        if s.captured_at is not None and within(s.captured_at) and s.captured_minor:
-            taken_back = sum(a for at, a in s.reversed if within(at))
-            if (
-                taken_back < s.captured_minor
-            ):  # a reversal in the same batch takes the payment out of it
-                count[s.brand] += s.bookings
-                amount[s.brand] += s.captured_minor
-                members[s.brand].append(s.id)
+        booked = [(at, a) for at, a in s.captures if within(at) and a]
+        if not s.captures and s.captured_at is not None and within(s.captured_at):
+            booked = [(s.captured_at, s.captured_minor)] * bool(s.captured_minor)
+        taken = sum(a for _, a in booked)
+        if booked and sum(a for at, a in s.reversed if within(at)) < taken:
+            # a reversal in the same batch takes the payment out of it
+            count[s.brand] += len(booked) if s.captures else s.bookings
+            amount[s.brand] += taken
+            members[s.brand].append(s.id)
         refunded = sum(a for at, a in s.refunded if within(at))
         if refunded:
             amount[s.brand] -= refunded
@@ -322,6 +357,13 @@ def session_facts(row: dict[str, Any]) -> SessionFacts:
         )
 
     captured_at = d.get("captured_at")
+    holds = [h for h in d.get("holds", ()) if h.get("captured_minor")]
+    # every captured hold with its own time, or none (a row from before: the session's time)
+    captures = (
+        tuple((datetime.fromisoformat(h["captured_at"]), int(h["captured_minor"])) for h in holds)
+        if all(h.get("captured_at") for h in holds)
+        else ()
+    )
     return SessionFacts(
         id=row["id"],
         terminal=d["terminal"],
@@ -342,4 +384,5 @@ def session_facts(row: dict[str, Any]) -> SessionFacts:
         reversed=done("reversal"),
         refunded=done("refund"),
         refunds_unsettled=sum(1 for r in d.get("refunds", ()) if r["status"] == "unknown"),
+        captures=captures,
     )

@@ -8,7 +8,9 @@ it). A request that cannot be honoured (more than is left, another refund in fli
 that captured nothing) is kept as ``refused`` with the reason. The method follows the
 terminal's batch: a reversal (ZVT 06 30) of the whole capture while the day is still open at
 the terminal, else a refund (06 31) — a reversal cannot give back part of a payment, and after
-the end of day it cannot be made at all.
+the end of day it cannot be made at all; a card-present refund only where the terminal allows it
+(``card_present_refunds``). A terminal whose modifications go to an acquirer's online API refunds
+there (``acquirer``): ``sent`` is the acquirer's "received", the webhook decides.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ class RefundStatus(StrEnum):
 class RefundMethod(StrEnum):
     REVERSAL = "reversal"  # ZVT 06 30, by the capture's receipt, while its batch is open
     REFUND = "refund"  # ZVT 06 31, any amount, the card presented at the terminal
+    # the acquirer's online refund against the payment's reference (a terminal whose
+    # modifications go online): needs neither the terminal nor the card
+    ACQUIRER = "acquirer"
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,6 +64,7 @@ from gateway.payments.plausibility import KEPT, clipped_stop, screen
 from gateway.payments.policy import Policy
 from gateway.payments.receipts import fiscal_arrived, receipt_facts
 from gateway.payments.settlement import (
+    contradicted,
     enquiry_answered,
     enquiry_failed,
     evidence_decided,
@@ -97,7 +98,9 @@ def transition(
     after = result.session
     became_final = after is not None and after.final and (session is None or not session.final)
     if became_final and after is not None and after.bill.correction_waiting:
-        more = settled_with_correction(after, now)  # a correction waited for the settlement
+        online = after.terminal in policy.online_deadlines
+        # a correction waited for the settlement
+        more = settled_with_correction(after, now, acquirer=online)
         result = Transition(more.session, (*result.commands, *more.commands), result.note)
     if result.session is not None and result.session != session:
         problems = violations(result.session)
@@ -128,6 +131,8 @@ def _dispatch(session: Session | None, event: e.Event, now: datetime, policy: Po
         return debt_resolved(session, event)
     if isinstance(event, e.CaptureEvidence):
         return evidence_decided(session, event, now)
+    if isinstance(event, e.OutcomeContradicted):
+        return contradicted(session, event)
     if session.final:
         if isinstance(event, e.FiscalDataArrived):
             return fiscal_arrived(session, event, now, policy)

@@ -32,6 +32,7 @@ from gateway.payments.moves import (
     outcome,
     query,
 )
+from gateway.payments.plausibility import KEPT
 from gateway.payments.policy import Policy
 from gateway.payments.receipts import print_receipt, render
 from gateway.payments.states import State, Trigger
@@ -51,7 +52,7 @@ def settle_command(s: Session, now: datetime, policy: Policy) -> Transition:
         # nothing is taken, the hold lapses at the end of its validity (strategy_choice.py).
         why = "the terminal cannot release an uncompleted hold: left to lapse, nothing taken"
         return give_up(s, hold, now, policy, why, fate_known=True)
-    s = replace(s, timer=(TimerKind.ANSWER, now + policy.answer_timeout))
+    s = replace(s, timer=(TimerKind.ANSWER, now + policy.answer_timeout_of(s.terminal)))
     if s.state is State.CAPTURING:
         s = replace_hold(s, hold, replace(hold, capture_sent_at=now))
         cmd: c.Command = c.Capture(
@@ -127,7 +128,7 @@ def _settled(
                     f"{hold.amount_minor}, terminal answered {ev.amount_minor}",
                 ),
             )
-        done = _captured(hold, ev.ref)
+        done = _captured(hold, ev.ref, now)
     else:
         done = replace(
             hold,
@@ -138,8 +139,8 @@ def _settled(
     return next_hold(replace_hold(s, hold, done), now, policy)
 
 
-def _captured(hold: Hold, booking_ref: str | None) -> Hold:
-    """The hold booked as asked: its target captured, the rest released."""
+def _captured(hold: Hold, booking_ref: str | None, at: datetime) -> Hold:
+    """The hold booked as asked (at ``at``): its target captured, the rest released."""
     target = hold.target_minor or 0
     return replace(
         hold,
@@ -147,6 +148,7 @@ def _captured(hold: Hold, booking_ref: str | None) -> Hold:
         released_minor=hold.amount_minor - target,
         status=HoldStatus.CAPTURED,
         booking_ref=booking_ref,
+        captured_at=at,
     )
 
 
@@ -225,7 +227,7 @@ def enquiry_answered(
             s,
             notes=note(s, f"capture of hold {hold.ref} confirmed by the terminal's last result"),
         )
-        return next_hold(replace_hold(s, hold, _captured(hold, last.ref)), now, policy)
+        return next_hold(replace_hold(s, hold, _captured(hold, last.ref, now)), now, policy)
     done = replace(hold, status=HoldStatus.UNCONFIRMED)
     s = replace(
         s,
@@ -327,7 +329,11 @@ def evidence_decided(s: Session, ev: e.CaptureEvidence, now: datetime) -> Transi
     sent = [h.capture_sent_at for h in holds if h.status is HoldStatus.UNCONFIRMED]
     for i, h in enumerate(holds):
         if h.status is HoldStatus.UNCONFIRMED:
-            holds[i] = _captured(h, None) if ev.captured else replace(h, status=HoldStatus.LAPSED)
+            holds[i] = (
+                _captured(h, None, h.capture_sent_at or now)  # in the batch of our capture
+                if ev.captured
+                else replace(h, status=HoldStatus.LAPSED)
+            )
     s = replace(s, holds=tuple(holds), notes=note(s, ev.evidence))
     owed = max(0, s.bill.price_minor - s.captured_minor) + s.bill.unpaid_minor
     if ev.captured:
@@ -338,3 +344,14 @@ def evidence_decided(s: Session, ev: e.CaptureEvidence, now: datetime) -> Transi
     else:
         s = go(s, Trigger.EVIDENCE_NOT_CAPTURED, owed_minor=owed)
     return finish(s)
+
+
+def contradicted(s: Session, ev: e.OutcomeContradicted) -> Transition:
+    """Later evidence against the booked outcome: a discrepancy on the session (and a note),
+    for a person to settle against the acquirer's report. The booking is not undone: the
+    money rule books on positive evidence, and which of two contradicting reports stands is
+    the acquirer's to say, not ours to guess."""
+    if ev.detail in s.discrepancies:
+        return Transition(s, note="contradiction: a repeat")
+    more = (ev.detail,) if len(s.discrepancies) < KEPT else ()
+    return Transition(replace(s, discrepancies=(*s.discrepancies, *more), notes=note(s, ev.detail)))

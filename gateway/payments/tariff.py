@@ -13,12 +13,27 @@ Rules (where OCPI leaves room, the choice is written here):
   far, the interval's power).
 - ENERGY is billed per kWh for the energy of the interval; TIME per hour while energy flows;
   PARKING_TIME per hour while it does not (hours that elapsed: computed in UTC, so a DST night
-  bills 23 or 25 hours, never wall-clock ones); FLAT once, from the first element active at start.
-- ``step_size`` (Wh for energy, seconds for time) rounds the volume billed under each
-  element's component up to a whole number of steps.
+  bills 23 or 25 hours, never wall-clock ones); FLAT once, from the first element whose
+  restrictions hold at the start or become true during the session (a start fee after 0.5 kWh,
+  a blocking fee after 4 h: OCPI restrictions say "if and when a TariffElement becomes active").
+- Local time restrictions follow the wall clock across DST nights: a time of day that occurs
+  twice (the autumn's repeated hour) is a boundary both times, and the instant the clock jumps
+  is a boundary too (a window opening in the spring's missing hour opens when the clock passes).
+- ``step_size`` (Wh for energy, seconds for time), as OCPI's worked examples apply it: only the
+  element used last for a dimension rounds, and it rounds the session's *total* of that
+  dimension (the earlier elements are billed exactly). The extra charging time that rounding
+  bills covers as much parking time when the same element bills both (the spec's example 1:
+  2 minutes parked are "within the extra 5 minutes of charging"); parking under another
+  element is rounded on its own (the complex example: 147 min charging bill 150, 42 parked 45).
+- Energy at a cut between two samples is kept to a micro-Wh (fixed point), so the pieces of an
+  interval add up to its energy exactly and a rounding up never bills a step for a 1e-24 Wh.
 - VAT: a component's price is excluding VAT; ``vat`` is a percentage; absent = not applicable.
-- ``min_price``/``max_price`` bound the total excluding VAT; the total including VAT is
-  scaled by the same factor.
+- ``min_price``/``max_price`` bound the total excluding VAT (the total including VAT is scaled by
+  the same factor) and, when the tariff gives them, the total including VAT too (OCPI: "they
+  both apply").
+- Elements with a ``reservation`` restriction price reservations, which this site does not sell:
+  they are left out. ``min_current``/``max_current`` cannot be evaluated (the meter data has no
+  current): such a tariff is refused (``UnpriceableTariff``), never priced as if they were absent.
 """
 
 from __future__ import annotations
@@ -33,10 +48,11 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from drivers.money import currency as currency_info
+from gateway.payments.tariff_restrictions import Point, microseconds, pieces
+from gateway.payments.tariff_restrictions import Restrictions as Restrictions  # re-exported
 
 _HOUR = Decimal(3600)
 _KWH = Decimal(1000)
-_DAYS = ("MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY", "SATURDAY", "SUNDAY")
 
 
 class Dimension(StrEnum):
@@ -55,58 +71,9 @@ class PriceComponent:
 
 
 @dataclass(frozen=True, slots=True)
-class Restrictions:
-    start_time: time | None = None
-    end_time: time | None = None
-    start_date: date | None = None
-    end_date: date | None = None
-    min_kwh: Decimal | None = None
-    max_kwh: Decimal | None = None
-    min_power: Decimal | None = None  # kW
-    max_power: Decimal | None = None
-    min_duration: int | None = None  # seconds
-    max_duration: int | None = None
-    day_of_week: frozenset[str] = frozenset()
-
-    def allow(
-        self, local: datetime, kwh: Decimal, duration_s: int, power_kw: Decimal | None
-    ) -> bool:
-        if self.start_time is not None or self.end_time is not None:
-            now = local.time()
-            start, end = self.start_time or time(0), self.end_time or time(0)
-            inside = (
-                start <= now < end if start < end else (now >= start or now < end)
-            )  # may wrap midnight
-            if start == end:
-                inside = True
-            if not inside:
-                return False
-        if self.start_date is not None and local.date() < self.start_date:
-            return False
-        if self.end_date is not None and local.date() >= self.end_date:
-            return False
-        if self.day_of_week and _DAYS[local.weekday()] not in self.day_of_week:
-            return False
-        if self.min_kwh is not None and kwh < self.min_kwh:
-            return False
-        if self.max_kwh is not None and kwh >= self.max_kwh:
-            return False
-        if self.min_duration is not None and duration_s < self.min_duration:
-            return False
-        if self.max_duration is not None and duration_s >= self.max_duration:
-            return False
-        if power_kw is not None:
-            if self.min_power is not None and power_kw < self.min_power:
-                return False
-            if self.max_power is not None and power_kw >= self.max_power:
-                return False
-        return True
-
-
-@dataclass(frozen=True, slots=True)
 class TariffElement:
     components: tuple[PriceComponent, ...]
-    restrictions: Restrictions = Restrictions()
+    restrictions: Restrictions = field(default_factory=Restrictions)
 
     def component(self, dim: Dimension) -> PriceComponent | None:
         return next((c for c in self.components if c.type is dim), None)
@@ -120,6 +87,21 @@ class Tariff:
     min_price: Decimal | None = None  # excluding VAT
     max_price: Decimal | None = None
     preauthorize_amount: Decimal | None = None  # payments edition: what the PTP should hold (gross)
+    min_price_incl: Decimal | None = None  # including VAT (OCPI: both bounds apply)
+    max_price_incl: Decimal | None = None
+    # why a pulled tariff cannot be priced here (a stand-in with no elements, kept only so that
+    # the refusal is reported for the EVSEs that use it); ``price`` refuses it
+    refused: str = ""
+
+
+class UnpriceableTariff(ValueError):
+    """A well-formed tariff this engine cannot price as its owner means it: refused (config
+    validation fails; a pulled tariff is reported upstream), never priced without the rule."""
+
+    def __init__(self, tariff_id: str, reason: str) -> None:
+        super().__init__(f"tariff {tariff_id}: {reason}")
+        self.tariff_id = tariff_id
+        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +124,13 @@ class Price:
 
 def price(tariff: Tariff, samples: Sequence[Sample], tz: ZoneInfo) -> Price:
     """The price of a session described by its meter samples."""
+    _priceable(tariff)
     return _total(tariff, _volumes(tariff, samples, tz))
+
+
+def _priceable(tariff: Tariff) -> None:
+    if tariff.refused:
+        raise UnpriceableTariff(tariff.id, tariff.refused)
 
 
 Volumes = dict[tuple[int, Dimension], Decimal]  # billed volume by (tariff element, dimension)
@@ -175,7 +163,13 @@ def _add_interval(
     points = [
         (s.at.astimezone(UTC), Decimal(s.energy_wh - start.energy_wh)) for s in (before, after)
     ]
-    for piece in _pieces(tariff, start.at.astimezone(UTC), points[0], points[1], tz):
+    for piece in pieces(
+        [e.restrictions for e in tariff.elements],
+        start.at.astimezone(UTC),
+        points[0],
+        points[1],
+        tz,
+    ):
         _interval(tariff, start.at, piece, tz, volumes)
 
 
@@ -191,6 +185,7 @@ class Pricer:
         self._memo: dict[tuple[int, ZoneInfo, tuple[Sample, ...]], tuple[Tariff, Volumes]] = {}
 
     def price(self, tariff: Tariff, samples: Sequence[Sample], tz: ZoneInfo) -> Price:
+        _priceable(tariff)
         return _total(tariff, self._volumes(tariff, tuple(samples), tz))
 
     def _volumes(self, tariff: Tariff, samples: tuple[Sample, ...], tz: ZoneInfo) -> Volumes:
@@ -210,48 +205,6 @@ class Pricer:
         return volumes
 
 
-def _microseconds(span: timedelta) -> int:
-    """A duration as an exact integer (timedelta.total_seconds() is a float)."""
-    return span // timedelta(microseconds=1)
-
-
-Point = tuple[datetime, Decimal]  # (time, Wh since the start of the session)
-
-
-def _pieces(
-    tariff: Tariff, start: datetime, before: Point, after: Point, tz: ZoneInfo
-) -> list[tuple[Point, Point]]:
-    """Cut one interval where any element's restriction boundary falls inside it."""
-    (t0, e0), (t1, e1) = before, after
-    span = _microseconds(t1 - t0)
-    if span <= 0:
-        return [(before, after)]
-    cuts: set[datetime] = set()
-    for element in tariff.elements:
-        r = element.restrictions
-        for seconds in (r.min_duration, r.max_duration):
-            if seconds is not None:
-                cuts.add(start + timedelta(seconds=seconds))
-        for kwh in (r.min_kwh, r.max_kwh):
-            if kwh is not None and e0 < kwh * _KWH < e1:
-                cuts.add(t0 + timedelta(microseconds=int((kwh * _KWH - e0) * span / (e1 - e0))))
-        clocks = [c for c in (r.start_time, r.end_time) if c is not None]
-        if r.day_of_week or r.start_date is not None or r.end_date is not None:
-            clocks.append(time(0))  # a weekday or a date changes at local midnight
-        for clock in clocks:
-            day = t0.astimezone(tz).date()
-            while (at := datetime.combine(day, clock, tz).astimezone(UTC)) < t1:
-                cuts.add(at)
-                day += timedelta(days=1)
-    inside = sorted(cut for cut in cuts if t0 < cut < t1)
-    points = [before]
-    for cut in inside:
-        fraction = Decimal(_microseconds(cut - t0)) / Decimal(span)
-        points.append((cut, e0 + (e1 - e0) * fraction))
-    points.append(after)
-    return list(pairwise(points))
-
-
 def _interval(
     tariff: Tariff,
     start: datetime,
@@ -260,36 +213,60 @@ def _interval(
     volumes: dict[tuple[int, Dimension], Decimal],
 ) -> None:
     (t0, e0), (t1, e1) = piece
-    seconds = Decimal(_microseconds(t1 - t0)) / 1_000_000 if t1 > t0 else Decimal(0)
+    seconds = Decimal(microseconds(t1 - t0)) / 1_000_000 if t1 > t0 else Decimal(0)
     wh = max(Decimal(0), e1 - e0)
     power = (wh / _KWH) / (seconds / _HOUR) if seconds else None
     context = (t0.astimezone(tz), e0 / _KWH, (t0 - start) // timedelta(seconds=1), power)
     time_dim = Dimension.TIME if wh > 0 else Dimension.PARKING_TIME
+    if not any(dim is Dimension.FLAT for _, dim in volumes):  # a fee that becomes active
+        for i, element in enumerate(tariff.elements):
+            if element.component(Dimension.FLAT) and element.restrictions.allow(*context):
+                volumes[(i, Dimension.FLAT)] = Decimal(1)
+                break
     for dim, volume in ((Dimension.ENERGY, wh), (time_dim, seconds)):
         if volume == 0:
             continue
         for i, element in enumerate(tariff.elements):
             if element.component(dim) and element.restrictions.allow(*context):
-                volumes[(i, dim)] = volumes.get((i, dim), Decimal(0)) + volume
+                # popped and set again: the dict's order says which element was used last
+                volumes[(i, dim)] = volumes.pop((i, dim), Decimal(0)) + volume
                 break
+
+
+def _rounded(tariff: Tariff, volumes: Mapping[tuple[int, Dimension], Decimal]) -> Volumes:
+    """The volumes billed: ``step_size`` applied once per dimension, by the element used last,
+    to the session's total of that dimension (OCPI's step_size examples: 16:55 + 10 min charging
+    at 1.20/h then 2.40/h, 15-minute steps, bills 5 min + 10 min, not 5 min rounded up twice)."""
+    billed: Volumes = dict(volumes)
+    last = {dim: i for i, dim in volumes}  # the dict's order: the last element used wins
+    credit = Decimal(0)  # charging time billed beyond the charged time covers parking time
+    # (example 1: "within the extra 5 minutes of charging billed") when both are that element's;
+    # the complex example rounds an other element's parking on its own (42 min bill 45)
+    for dim in (Dimension.ENERGY, Dimension.TIME, Dimension.PARKING_TIME):
+        if dim not in last:
+            continue
+        i = last[dim]
+        comp = tariff.elements[i].component(dim)
+        total = sum((v for (_, d), v in volumes.items() if d is dim), Decimal(0))
+        step = Decimal((comp.step_size if comp else 1) or 1)
+        wanted = max(Decimal(0), total - credit) if dim is Dimension.PARKING_TIME else total
+        rounded = (wanted / step).to_integral_value(ROUND_CEILING) * step
+        billed[(i, dim)] = max(Decimal(0), rounded - (total - volumes[(i, dim)]))
+        if dim is Dimension.TIME and last.get(Dimension.PARKING_TIME) == i:
+            credit = rounded - total
+    return billed
 
 
 def _total(tariff: Tariff, volumes: Mapping[tuple[int, Dimension], Decimal]) -> Price:
     excl = incl = Decimal(0)
     lines = []
     nets: list[tuple[Decimal | None, Decimal]] = []
-    for (i, dim), volume in sorted(volumes.items()):
+    for (i, dim), billed in sorted(_rounded(tariff, volumes).items()):
         comp = tariff.elements[i].component(dim)
         if comp is None:  # volumes are only recorded for elements that have the component
             continue
-        step = Decimal(comp.step_size or 1)
-        billed = (
-            (volume / step).to_integral_value(ROUND_CEILING) * step
-            if dim is not Dimension.FLAT
-            else volume
-        )
         unit = {Dimension.ENERGY: _KWH, Dimension.FLAT: Decimal(1)}.get(dim, _HOUR)
-        cost = billed / unit * comp.price
+        cost = billed * comp.price / unit  # multiplied first: 300 s x 1.20 / 3600 is 0.10 exactly
         excl += cost
         incl += cost * (1 + (comp.vat or Decimal(0)) / 100)
         lines.append((dim.value, billed, cost))
@@ -303,6 +280,10 @@ def _total(tariff: Tariff, volumes: Mapping[tuple[int, Dimension], Decimal]) -> 
         incl = incl * bounded / excl if excl else bounded
         nets = [(rate, net * bounded / excl) for rate, net in nets] if excl else [(None, bounded)]
         excl = bounded
+    if tariff.max_price_incl is not None and incl > tariff.max_price_incl:
+        incl = tariff.max_price_incl
+    if tariff.min_price_incl is not None and incl < tariff.min_price_incl:
+        incl = tariff.min_price_incl
     exponent = currency_info(tariff.currency).exponent
     minor = int((incl.scaleb(exponent)).to_integral_value(ROUND_HALF_UP))
     return Price(excl, incl, minor, tariff.currency, tuple(lines), tuple(nets))
@@ -317,21 +298,56 @@ def session_samples(start: datetime, energy_wh: int, duration: timedelta) -> lis
 
 
 def tariff_from_ocpi(obj: Mapping[str, Any]) -> Tariff:
-    """Build a Tariff from an OCPI Tariff object (dict). ValueError names the bad field."""
+    """Build a Tariff from an OCPI Tariff object (dict). ValueError names the bad field;
+    UnpriceableTariff (a ValueError) says why a well-formed tariff cannot be priced here."""
+    tid = str(obj.get("id", "?"))
     try:
-        elements = tuple(_element(e) for e in obj["elements"])
+        charging = [
+            e for e in obj["elements"] if not (e.get("restrictions") or {}).get("reservation")
+        ]
+        for n, e in enumerate(charging):
+            unknown = sorted(_CURRENT & set(e.get("restrictions") or {}))
+            if unknown:
+                raise UnpriceableTariff(
+                    tid,
+                    f"element {n} restricts by {'/'.join(unknown)}: the charging current is not "
+                    "in this site's meter data, so when the element applies cannot be known",
+                )
+        if not charging:
+            raise UnpriceableTariff(tid, "only reservation elements: nothing prices charging")
         return Tariff(
-            id=str(obj["id"]),
+            id=tid,
             currency=str(obj["currency"]),
-            elements=elements,
+            elements=tuple(_element(e) for e in charging),
             min_price=_price_excl(obj.get("min_price")),
             max_price=_price_excl(obj.get("max_price")),
             preauthorize_amount=None
             if obj.get("preauthorize_amount") is None
             else Decimal(str(obj["preauthorize_amount"])),
+            min_price_incl=_price_incl(obj.get("min_price")),
+            max_price_incl=_price_incl(obj.get("max_price")),
         )
+    except UnpriceableTariff:
+        raise
     except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
-        raise ValueError(f"tariff {obj.get('id', '?')}: {type(exc).__name__} {exc}") from None
+        raise ValueError(f"tariff {tid}: {type(exc).__name__} {exc}") from None
+
+
+_CURRENT = frozenset({"min_current", "max_current"})
+
+
+def _price_incl(value: Any) -> Decimal | None:
+    """The bound including VAT: 2.3.0 ``after_taxes``, 2.2.1 ``incl_vat``, or ``before_taxes``
+    plus the ``taxes`` listed (the wire model's form of a 2.2.1 price)."""
+    if not isinstance(value, Mapping):
+        return None
+    raw = value.get("after_taxes", value.get("incl_vat"))
+    if raw is not None:
+        return Decimal(str(raw))
+    if value.get("taxes") and value.get("before_taxes") is not None:
+        taxes = sum((Decimal(str(t["amount"])) for t in value["taxes"]), Decimal(0))
+        return Decimal(str(value["before_taxes"])) + taxes
+    return None
 
 
 def _price_excl(value: Any) -> Decimal | None:
@@ -380,38 +396,3 @@ def _element(e: Mapping[str, Any]) -> TariffElement:
         day_of_week=frozenset(r.get("day_of_week") or ()),
     )
     return TariffElement(comps, restrictions)
-
-
-def describe(tariff: Tariff, limit: int = 6) -> list[str]:
-    """The tariff in a few short lines for the charger's screen (the price is shown before
-    charging starts): each component once, gross (VAT included), with its restriction."""
-    units = {
-        Dimension.ENERGY: "/kWh",
-        Dimension.TIME: "/h charging",
-        Dimension.PARKING_TIME: "/h parking",
-        Dimension.FLAT: " start fee",
-    }
-    lines: list[str] = []
-    for element in tariff.elements:
-        for c in element.components:
-            gross = shown_price(c.price * (1 + (c.vat or Decimal(0)) / 100), tariff.currency)
-            r = element.restrictions
-            when = ""
-            if r.start_time is not None and r.end_time is not None:
-                when = f" {r.start_time:%H:%M}-{r.end_time:%H:%M}"
-            elif r.min_duration is not None:
-                when = f" after {r.min_duration // 60} min"
-            line = f"{gross} {tariff.currency}{units[c.type]}{when}"[:64]
-            if line not in lines:
-                lines.append(line)
-    return lines[:limit]
-
-
-def shown_price(amount: Decimal, currency: str) -> str:
-    """A unit price as the driver must see it before charging: never fewer decimals than the
-    currency has (0.50 EUR, 45 JPY, 0.125 KWD) and never fewer than the tariff itself gives
-    (0.3859 EUR/kWh is not 0.39): rounding a unit price misstates every kWh billed."""
-    exponent = currency_info(currency).exponent
-    own = -amount.normalize().as_tuple().exponent  # type: ignore[operator]
-    places = max(exponent, int(own))
-    return format(amount.quantize(Decimal(1).scaleb(-places)), "f")

@@ -27,9 +27,8 @@ from gateway.payments.states import State, Trigger
 
 def ask_topup(s: Session, extra: int, now: datetime, policy: Policy) -> Transition:
     first = s.holds[0]
-    s = go(
-        s, Trigger.TOP_UP, topup_minor=extra, timer=(TimerKind.ANSWER, now + policy.answer_timeout)
-    )
+    timer = (TimerKind.ANSWER, now + policy.answer_timeout_of(s.terminal))
+    s = go(s, Trigger.TOP_UP, topup_minor=extra, timer=timer)
     cmd = c.TopUp(
         key=f"{s.id}:topup:{s.authorized_minor}",
         session_id=s.id,

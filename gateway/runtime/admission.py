@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from gateway.errors import InvariantViolated
 from gateway.payments import events as e
 from gateway.payments.preauth import Target
 from gateway.payments.routing import CardSeen, Health, Route, choose
@@ -60,6 +61,7 @@ class Admission:
     router: tuple[Route, ...] = ()  # configured routes; none: each EVSE's own terminal
     country: str = ""
     health: Health = field(default_factory=Health)
+    currencies: Mapping[str, str] = field(default_factory=dict)  # terminal -> its configured one
     _armed: dict[str, float] = field(default_factory=dict)  # terminal -> until when a card waits
 
     def admit(
@@ -116,10 +118,15 @@ class Admission:
 
     def currency_of_terminal(self, terminal: str) -> str:
         """What ``terminal`` charges in: an EVSE's own terminal, or one reached only through
-        ``[[routes]]`` (its sweeps and end-of-day batches are in its currency, not the site's)."""
+        ``[[routes]]`` (its sweeps and end-of-day batches are in its currency, not the site's),
+        or one nothing names (a spare, or one whose EVSEs moved while it holds pre-auths): its
+        configured currency. Never a guess: a terminal with none is a bug."""
         own = (r.currency for r in self.routes.values() if r.terminal == terminal)
         routed = (r.currency for r in self.router if terminal in r.terminals)
-        return next(own, None) or next(routed, "EUR")
+        found = self.currencies.get(terminal) or next(own, None) or next(routed, None)
+        if found is None:
+            raise InvariantViolated(f"terminal {terminal} has no currency (config, EVSE, route)")
+        return found
 
     # ---- card first ---------------------------------------------------------------------------
 

@@ -155,7 +155,12 @@ class Daemon:
                 on_failure=lambda kind: self.metrics.inc(
                     "evpay_upstream_failures_total", kind=kind
                 ),
-                webhooks=webhook_receivers(settings, self.store, _utcnow),
+                webhooks=webhook_receivers(
+                    settings,
+                    self.store,
+                    _utcnow,
+                    self.engine.acquirers.wake if self.engine and self.engine.acquirers else None,
+                ),
             )
             workers.insert(1, self.upstream)
         self.supervisor = Supervisor(

@@ -84,8 +84,11 @@ class EngineHost:
         """Terminal-level reconciliation: release every open hold no session answers for.
 
         Skipped while a pre-authorisation or top-up on this terminal is in flight or
-        unresolved: its fresh hold would look like an orphan before its result is stored."""
-        if self.making_holds(terminal):
+        unresolved: its fresh hold would look like an orphan before its result is stored; and
+        never for a terminal whose modifications go to an acquirer: the terminal does not see
+        the captures made online, so its open holds are not the truth (a release would cancel
+        a payment already captured)."""
+        if self.making_holds(terminal) or terminal in self.policy.online_deadlines:
             return []
         here = [s for s in self.open_sessions() if s.terminal == terminal]
         owned = self._owned_refs(here, terminal)
@@ -197,6 +200,8 @@ class EngineHost:
         ]
         if session.state is State.AUTH_UNKNOWN and any(s.state in _IN_FLIGHT_HOLDS for s in others):
             return replace(event, orphans=(), failed=True, busy=True)
+        if session.terminal in self.policy.online_deadlines:  # captured online: not orphans
+            return replace(event, orphans=())
         owned = self._owned_refs(others, session.terminal)
         event = replace(event, orphans=tuple(r for r in event.refs if r not in owned))
         if event.last is not None and self._ambiguous(session, event.last, event.last_asked_at):
@@ -269,7 +274,12 @@ class EngineHost:
         if isinstance(event, e.OpenPreauthsReported) and before is not None:
             event = self._with_orphans(event, before)
         if isinstance(event, e.RefundRequested | e.PriceCorrected) and before is not None:
-            event = replace(event, day_closed=self._day_closed(before))
+            event = replace(
+                event,
+                day_closed=self._day_closed(before),
+                acquirer=before.terminal in self.policy.online_deadlines,
+                card_present=before.terminal not in self.policy.no_card_present_refunds,
+            )
         result = transition(before, event, now, self.policy)
         after = result.session
         if after is None or (after == before and not result.commands):

@@ -89,7 +89,34 @@ def build_policy(settings: Settings) -> Policy:
             if route.hold is not None
         },
         route_tariffs={r.id: tariffs[r.tariff] for r in settings.routes if r.tariff},
+        route_margins=_route_margins(settings),
+        online_deadlines={
+            t.id: timedelta(seconds=settings.acquirers[t.modifications].webhook_deadline_s)
+            for t in settings.terminals
+            if t.modifications in settings.acquirers
+        },
+        no_card_present_refunds=frozenset(
+            t.id for t in settings.terminals if not t.card_present_refunds
+        ),
     )
+
+
+def _route_margins(settings: Settings) -> dict[str, tuple[int, int]]:
+    """A route's own safety margin and minimum partial approval, in its currency (config
+    validation requires both for a route in another currency than the site's; a route in the
+    site's currency may give either, the other is the site's)."""
+    out = {}
+    p = settings.pricing
+    for r in settings.routes:
+        if r.safety_margin is None and r.min_partial_approval is None:
+            continue
+        cur = settings.terminal_currency(r.terminals[0])
+        margin = p.safety_margin if r.safety_margin is None else r.safety_margin
+        partial = (
+            p.min_partial_approval if r.min_partial_approval is None else r.min_partial_approval
+        )
+        out[r.id] = (_minor(margin, cur), _minor(partial, cur))
+    return out
 
 
 def build_routes(settings: Settings, site_hold: HoldPolicy) -> list[Route]:
@@ -193,7 +220,7 @@ def build_engine(
     terminals = build_terminals(settings)
     link = charger or build_charger(settings, store)
     host = EngineHost(store, build_policy(settings), clock)
-    terminal_currency = {t.id: t.currency or settings.site.currency for t in settings.terminals}
+    terminal_currency = {t.id: settings.terminal_currency(t.id) for t in settings.terminals}
     routes = {
         e.id: EngineWorker.route(e.terminal, terminal_currency[e.terminal])
         for e in settings.charger.evses
@@ -219,7 +246,12 @@ def build_engine(
         end_of_day_retry_s=settings.daemon.end_of_day_retry_s,
         router=tuple(build_routes(settings, host.policy.hold)),
         country=settings.site.country,
+        currencies=terminal_currency,
         health=Health(settings.routing.failover_after),
         probe_every_s=settings.routing.probe_every_s,
+        modifications={
+            t.id: t.modifications for t in settings.terminals if t.modifications != "terminal"
+        },
+        acquirer_settings=dict(settings.acquirers),
     )
     return worker, terminals, link

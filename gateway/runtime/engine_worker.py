@@ -32,13 +32,15 @@ from gateway.payments.charger import ChargerEvent, ChargerLink
 from gateway.payments.preauth import Target
 from gateway.payments.routing import CardSeen, Health, Route
 from gateway.payments.session import Session
-from gateway.payments.tariff import describe
+from gateway.payments.tariff_text import describe
+from gateway.runtime.acquirer_runner import AcquirerRunner, driver_references
 from gateway.runtime.admission import Admission, Admitted, EvseRoute, PayAnswer
 from gateway.runtime.charger_adapter import ChargerAdapter
 from gateway.runtime.engine_host import EngineHost, Handled
 from gateway.runtime.metrics import Metrics
 from gateway.runtime.terminal_calls import answer_event
 from gateway.runtime.terminal_runner import Board, TerminalRunner, note_result
+from gateway.settings import AcquirerSettings
 
 __all__ = ["ENGINE_QUEUE_MAX", "EngineWorker", "PayAnswer"]
 
@@ -54,7 +56,7 @@ ENGINE_INTERNAL_MAX = 10_000
 QUEUE_CAPACITY = ENGINE_QUEUE_MAX + ENGINE_INTERNAL_MAX
 REQUESTS_EVERY_S = 1.0
 REQUESTS_PER_POLL = 100  # stored requests read at one poll; the rest at the next
-_BACKGROUND = ("sweeper:", "probe:", "cards:", "end-of-day:")
+_BACKGROUND = ("sweeper:", "probe:", "cards:", "end-of-day:", "acquirer:")
 
 Queued = tuple[e.Event, Callable[[], None] | None]
 
@@ -84,6 +86,7 @@ class EngineWorker:
     router: tuple[Route, ...] = ()  # configured routes; none: each EVSE's own terminal
     country: str = ""
     health: Health = field(default_factory=Health)  # technical failures per terminal
+    currencies: Mapping[str, str] = field(default_factory=dict)  # terminal -> configured currency
     probe_every_s: float = 60.0
     metrics: Metrics | None = None  # terminal command latencies go here
     name: str = "engine"
@@ -93,7 +96,13 @@ class EngineWorker:
     register_timeout_s: float = 30.0
     command_timeout_s: float = 330.0  # above ZVT T4 (180 s) with card waits
     queue_max: int = ENGINE_QUEUE_MAX
+    # terminal -> the acquirer its modifications go to (``modifications = "NAME"``), and those
+    # acquirers' settings: such a terminal's captures, releases, top-ups and refunds never
+    # reach its runner
+    modifications: Mapping[str, str] = field(default_factory=dict)
+    acquirer_settings: Mapping[str, AcquirerSettings] = field(default_factory=dict)
     runners: dict[str, TerminalRunner] = field(init=False)
+    acquirers: AcquirerRunner | None = field(init=False, default=None)
     admission: Admission = field(init=False)
     adapter: ChargerAdapter = field(init=False)
     _queue: asyncio.Queue[Queued] = field(
@@ -115,6 +124,7 @@ class EngineWorker:
             router=self.router,
             country=self.country,
             health=self.health,
+            currencies=self.currencies,
         )
         self.adapter = ChargerAdapter(
             submit=self.submit,
@@ -146,6 +156,14 @@ class EngineWorker:
             )
             for name, terminal in self.terminals.items()
         }
+        if self.modifications:
+            self.acquirers = AcquirerRunner(
+                host=self.host,
+                routes=self.modifications,
+                acquirers=self.acquirer_settings,
+                take=self._take,
+                references=driver_references(self.terminals),
+            )
 
     @staticmethod
     def route(terminal: str, currency: str) -> EvseRoute:
@@ -229,7 +247,10 @@ class EngineWorker:
             self._take(e.Resumed(session.id, f"resume:{self._boot}"))
             self._arm(session)
         for name, runner in self.runners.items():
-            self._spawn(runner.sweeper(stopping), f"sweeper:{name}")
+            if name not in self.modifications:  # its holds are settled online, not at the POI
+                self._spawn(runner.sweeper(stopping), f"sweeper:{name}")
+        if self.acquirers is not None:
+            self._spawn(self.acquirers.run(stopping), "acquirer:drain")
         self._spawn(self._requests(stopping), "requests")
         for name, runner in self.runners.items():
             self._spawn(runner.probe(stopping), f"probe:{name}")
@@ -342,6 +363,9 @@ class EngineWorker:
         elif isinstance(cmd, c.StopCharger):
             self._spawn(self.charger.stop(cmd.evse, cmd.session_id, cmd.reason), cmd.key)
         elif isinstance(cmd, c.TERMINAL_COMMANDS):
+            if self.acquirers is not None and self.acquirers.takes(cmd):
+                self._spawn(self.acquirers.execute(cmd), cmd.key)  # its modification: online
+                return
             runner = self.runners.get(cmd.terminal)
             if runner is None:
                 self._spawn(self._unknown_terminal(cmd), cmd.key)

@@ -99,6 +99,17 @@ class AcquirerBook:
         """Every modification without an outcome yet: queued or awaiting its webhook."""
         return self._select("WHERE status IN ('queued', 'received') ORDER BY created_at", ())
 
+    def settled_since(
+        self, since: datetime, limit: int = 10 * QUEUE_BATCH
+    ) -> list[StoredModification]:
+        """Modifications given an outcome (a webhook, or the acquirer's refusal) at or after
+        ``since``, oldest first: what the acquirer runner hands the engine."""
+        return self._select(
+            "WHERE status IN ('confirmed', 'failed', 'rejected') AND settled_at >= ?"
+            " ORDER BY settled_at, rowid LIMIT ?",
+            (to_text(since), limit),
+        )
+
     def overdue(self, now: datetime) -> list[StoredModification]:
         """Taken by the acquirer, no webhook by the deadline: a finding for reconciliation,
         never a success."""

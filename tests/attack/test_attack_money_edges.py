@@ -25,7 +25,14 @@ from gateway.ocpi.client import Reply
 from gateway.ocpi.tariffs import pull_tariffs
 from gateway.payments.reconcile import BatchFacts, Facts, SessionFacts, reconcile
 from gateway.payments.schemes import Validity
-from gateway.payments.tariff import Sample, Tariff, describe, price, shown_price, tariff_from_ocpi
+from gateway.payments.tariff import (
+    Sample,
+    Tariff,
+    UnpriceableTariff,
+    price,
+    tariff_from_ocpi,
+)
+from gateway.payments.tariff_text import describe, shown_price
 from gateway.runtime.charger import SimulatedCharger
 from gateway.runtime.engine_setup import build_engine
 from gateway.settings import parse_settings
@@ -98,13 +105,6 @@ STEP_EXAMPLES = [
 ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="step_size is rounded per (element, dimension): every element a session touches is "
-    "rounded up on its own, so an element switch bills an extra partial step (1.45 instead of "
-    "0.50 in the spec's example 1; 1.20 instead of 1.30 in example 2). OCPI: step_size only for "
-    "the last element, the earlier ones billed exactly",
-)
 @pytest.mark.parametrize(("at", "charging", "parking", "spec"), STEP_EXAMPLES)
 def test_step_size_on_an_element_switch_follows_the_spec_examples(
     at: tuple[int, int], charging: int, parking: int, spec: Decimal
@@ -136,12 +136,6 @@ WEEKDAY_WEEKEND: dict[str, Any] = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a session cut at midnight between two elements is rounded up once per element: a "
-    "20-minute session (Friday 23:50 - Saturday 00:10), 30-minute steps, same 6.00/h on both "
-    "sides, bills 60 minutes (6.00) instead of 30 (3.00)",
-)
 def test_a_midnight_cut_does_not_bill_a_step_twice() -> None:
     start = local(BERLIN, 2026, 12, 4, 23, 50)  # a Friday
     readings = [(start, 0), (start + timedelta(minutes=20), 2000)]
@@ -209,12 +203,6 @@ TARIFF_16: dict[str, Any] = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the `reservation` restriction is dropped by tariff_from_ocpi (and ignored by the "
-    "model): a reservation element's TIME/FLAT is billed on every charging session; the spec's "
-    "tariff 15 charges 20 kWh in 1 h at 12.10 EUR instead of 6.10, tariff 16 at 13.90",
-)
 @pytest.mark.parametrize("tariff", [TARIFF_15, TARIFF_16], ids=["tariff-15", "tariff-16"])
 def test_reservation_elements_are_not_billed_on_a_session_without_reservation(
     tariff: dict[str, Any],
@@ -270,29 +258,47 @@ TARIFF_4: dict[str, Any] = {
 }
 
 
+def _at_known_current(tariff: dict[str, Any], amps: int) -> dict[str, Any]:
+    """TARIFF_4 as it reads for a session whose current is known and constant: each element's
+    min/max_current decided in advance (the element dropped or its restriction removed)."""
+    elements = []
+    for element in tariff["elements"]:
+        r = dict(element.get("restrictions") or {})
+        low, high = r.pop("min_current", None), r.pop("max_current", None)
+        if (low is not None and amps < low) or (high is not None and amps >= high):
+            continue
+        elements.append({**element, "restrictions": r})
+    return {**tariff, "elements": elements}
+
+
 def test_complex_tariff_monday_example() -> None:
-    """HOLDS (by accident: at 16 A the dropped max_current element is the right one). Spec:
-    Monday 09:30, 147 min charging at 16 A, 42 min parking -> 8.75 excl. / 10.00 incl."""
+    """Spec: Monday 09:30, 147 min charging at 16 A, 42 min parking -> 8.75 excl. / 10.00 incl.
+    The pricing follows the spec once the current is known (here: decided in the tariff)."""
     start = local(BERLIN, 2026, 12, 7, 9, 30)  # a Monday
     readings = _charge_then_park(start, 147, 42)
-    assert excl(TARIFF_4, readings, BERLIN) == Decimal("8.75")
-    assert both(TARIFF_4, readings, BERLIN) == (1000, 1000)
+    known = _at_known_current(TARIFF_4, 16)
+    assert excl(known, readings, BERLIN) == Decimal("8.75")
+    assert both(known, readings, BERLIN) == (1000, 1000)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="min_current/max_current are dropped by tariff_from_ocpi (and the model): the "
-    "max_current=32 element prices every session, so 43 A on a Saturday bills 1.00/h instead "
-    "of 1.25/h: 12.00 excl. instead of the spec's 12.50 (13.53 instead of 14.13 incl.)",
-)
 def test_complex_tariff_saturday_example_at_43_amps() -> None:
     """Spec: Saturday 13:30, 114 min charging at 43 A, 71 min parking -> 12.50 / 14.13 EUR.
     (43 A over three phases at 230 V is about 9.9 kW; the current is not in the samples, which
-    is the point: the engine cannot evaluate the restriction, and must not ignore it.)"""
+    is the point: the engine cannot evaluate the restriction, and must not ignore it.)
+
+    Changed from the attack's expectation (12.50 priced from TARIFF_4 itself): no meter value
+    carries the current, so no engine here can price the spec's example; the tariff is refused
+    (config validation fails, a pulled one is reported upstream) instead of mispriced. With the
+    current known the pricing gives the spec's figures."""
     start = local(BERLIN, 2026, 12, 5, 13, 30)  # a Saturday
     readings = _charge_then_park(start, 114, 71)
-    assert excl(TARIFF_4, readings, BERLIN) == Decimal("12.50")
-    assert both(TARIFF_4, readings, BERLIN) == (1413, 1413)
+    with pytest.raises(UnpriceableTariff, match="max_current"):
+        tariff_from_ocpi(TARIFF_4)
+    with pytest.raises(ValueError, match="current"):
+        model_price(TARIFF_4, readings, BERLIN)
+    known = _at_known_current(TARIFF_4, 43)
+    assert excl(known, readings, BERLIN) == Decimal("12.50")
+    assert both(known, readings, BERLIN) == (1413, 1413)
 
 
 # ---- max_price / min_price bind both excl. and incl. VAT ------------------------------------
@@ -313,11 +319,6 @@ TARIFF_6: dict[str, Any] = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="max_price bounds only the excl. VAT total; incl. VAT is scaled (11.04) and the "
-    "after_taxes/incl_vat bound is never read. Spec: 50 kWh -> 10.00 excl. / 11.00 incl.",
-)
 def test_max_price_bounds_the_total_including_vat_too() -> None:
     start = local(BERLIN, 2026, 12, 7, 10, 0)
     readings = [(start, 0), (start + timedelta(hours=2), 50_000)]
@@ -420,13 +421,6 @@ WINDOW_01_0230: dict[str, Any] = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a time-of-day boundary in the autumn night's repeated hour is cut only at its first "
-    "occurrence (fold=0): the second 02:00-02:30 is in the window by the clock but billed "
-    "cheap or dear depending on whether a meter value happens to fall in it; the price of one "
-    "constant-power session changes with the sampling (engine and model alike)",
-)
 def test_autumn_repeated_hour_price_does_not_depend_on_sampling() -> None:
     # 2026-10-25 Berlin: 03:00 CEST -> 02:00 CET (01:00 UTC). 00:20Z-01:50Z = 90 min at 6 kW.
     t0 = datetime(2026, 10, 25, 0, 20, tzinfo=UTC)
@@ -453,13 +447,6 @@ WINDOW_0230_06: dict[str, Any] = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a window starting in the spring night's missing hour (02:30) is cut at 03:30 CEST "
-    "(the nonexistent time read with the old offset), though the clock is past 02:30 from "
-    "03:00: the half hour 03:00-03:30 is billed at the dear rate, unless a meter value falls "
-    "in it (engine and model alike)",
-)
 def test_spring_missing_hour_window_opens_when_the_clock_passes_it() -> None:
     # 2026-03-29 Berlin: 02:00 CET -> 03:00 CEST (01:00 UTC). 00:30Z-01:45Z at 6 kW.
     t0 = datetime(2026, 3, 29, 0, 30, tzinfo=UTC)  # 01:30 CET
@@ -577,7 +564,12 @@ def test_terminal_table_without_a_default_falls_back_to_the_site() -> None:
 DAY = datetime(2026, 12, 7, tzinfo=UTC)
 
 
-def _two_hold_session(captured_at: datetime | None, captured: int, bookings: int) -> SessionFacts:
+def _two_hold_session(
+    captured_at: datetime | None,
+    captured: int,
+    bookings: int,
+    captures: tuple[tuple[datetime, int], ...] = (),
+) -> SessionFacts:
     return SessionFacts(
         "s1",
         "t1",
@@ -590,20 +582,17 @@ def _two_hold_session(captured_at: datetime | None, captured: int, bookings: int
         captured,
         3000,
         bookings=bookings,
+        captures=captures,
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a session's captures are one (captured_at, captured_minor, bookings) triple: hold 1 "
-    "captured before the end of day and the top-up hold after it (a retried capture) puts "
-    "both bookings in the second batch: a false missing_in_journal on day 1 and a false "
-    "missing_in_terminal_totals on day 2",
-)
 def test_two_holds_captured_in_different_batches() -> None:
     # hold 1 (2000) captured day 1 22:00, batch closes 23:30; hold 2 (1000) captured day 2
     # 00:10 after a retry. The session's captured_at is set when every hold is captured.
-    session = _two_hold_session(DAY + timedelta(days=1, minutes=10), 3000, 2)
+    # Changed from the attack: the facts now carry each hold's capture time (``captures``, from
+    # the stored holds' ``captured_at``); without it nothing could tell the two batches apart.
+    captures = ((DAY + timedelta(hours=22), 2000), (DAY + timedelta(days=1, minutes=10), 1000))
+    session = _two_hold_session(DAY + timedelta(days=1, minutes=10), 3000, 2, captures)
     day1 = BatchFacts(
         "t1",
         DAY - timedelta(minutes=30),
@@ -622,14 +611,10 @@ def test_two_holds_captured_in_different_batches() -> None:
     assert reconcile(facts).findings == ()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 26 item 4, still open after this merge: a partly captured session (hold 1 "
-    "captured, the top-up's capture lapsed) has no captured_at (settlement sets it on "
-    "ALL_CAPTURED only), so the batch that holds its booking shows missing_in_journal",
-)
 def test_a_partly_captured_session_is_in_its_batch() -> None:
-    session = _two_hold_session(None, 2000, 1)
+    # Changed from the attack: the hold's own capture time is in the facts (``captures``);
+    # settlement now also sets the session's captured_at at its first capture.
+    session = _two_hold_session(None, 2000, 1, ((DAY + timedelta(hours=22), 2000),))
     batch = BatchFacts(
         "t1",
         DAY - timedelta(minutes=30),
@@ -656,12 +641,6 @@ def _spec(raw: dict[str, Any]) -> dict[str, Any]:
     return {**raw, "country_code": "DE", "party_id": "ALL", "last_updated": "2019-02-03T17:00:11Z"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pulled from the CPO, the spec's tariffs 15/16 (reservation) and 4 (min/max_current) "
-    "are accepted with the restriction silently dropped (OcpiModel extra='ignore', no "
-    "`reservation` field; min/max_current parsed then ignored): mispriced, not refused",
-)
 @pytest.mark.parametrize(
     ("raw", "when", "minutes", "wh", "spec"),
     [
@@ -706,12 +685,6 @@ def _location(tariff_ids: list[str]) -> dict[str, Any]:
     return _spec({"id": "L1", "evses": [{"uid": "E1", "connectors": [connector]}]})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pull_tariffs takes the connector's first tariff id whatever its end_date_time: the "
-    "spec's way to replace a tariff (old and new ids both assigned, the old one ending) keeps "
-    "the old price forever",
-)
 def test_an_ended_tariff_is_replaced_by_the_next_one() -> None:
     old = _tariff("OLD", 0.25, end_date_time="2019-06-30T23:59:59Z")
     new = _tariff("NEW", 0.35, start_date_time="2019-07-01T00:00:00Z")
@@ -720,11 +693,6 @@ def test_an_ended_tariff_is_replaced_by_the_next_one() -> None:
     assert by_evse["E1"].id == "NEW"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pull_tariffs ignores Tariff.type: a connector with a REGULAR (RFID) tariff listed "
-    "before its AD_HOC_PAYMENT one charges card payments the RFID price",
-)
 def test_a_payment_terminal_uses_the_ad_hoc_payment_tariff() -> None:
     regular = _tariff("RFID", 0.30, type="REGULAR")
     adhoc = _tariff("ADHOC", 0.59, type="AD_HOC_PAYMENT")
@@ -754,12 +722,6 @@ PER_KWH_WEEKDAY_NIGHT: dict[str, Any] = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the energy of cut pieces is a 28-digit Decimal: summed over the pieces of one "
-    "element it drifts above the exact total (49000.000...01 Wh) and ROUND_CEILING bills a "
-    "whole extra step: 50 kWh (25.00) for 49 kWh (24.50). Engine and model agree, both wrong",
-)
 def test_an_overnight_weekday_session_bills_the_energy_it_delivered() -> None:
     # Monday 23:48 -> Tuesday 08:15, 49 kWh, start and stop only: all of it at the weekday
     # element (the night element's 22:00/06:00 cut it into pieces of the same element).
@@ -768,12 +730,6 @@ def test_an_overnight_weekday_session_bills_the_energy_it_delivered() -> None:
     assert both(PER_KWH_WEEKDAY_NIGHT, [(start, 0), (end, 49_000)], BERLIN) == (2450, 2450)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the reference model has the same drift on other sessions: 52 kWh (Monday 21:54 -> "
-    "Tuesday 09:27) is 26.50 by the model and 26.00 by the engine; the simulation would "
-    "report the engine wrong where the model is",
-)
 def test_the_model_bills_the_energy_delivered() -> None:
     start = local(BERLIN, 2026, 12, 7, 21, 54)
     end = local(BERLIN, 2026, 12, 8, 9, 27)
@@ -807,12 +763,6 @@ tariffs = [{ id = "T", currency = "CHF", elements = [{ price_components = [{ typ
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Admission.currency_of_terminal falls back to a hard-coded 'EUR', not the terminal's "
-    "configured currency: a terminal no EVSE or route names (a spare, or one whose EVSEs were "
-    "moved while it still has open pre-auths) sweeps and closes its batches in EUR on a CHF site",
-)
 def test_an_unreferenced_terminal_works_in_its_own_currency(tmp_path: Path) -> None:
     settings = parse_settings(CHF_SITE, "<chf>")
     assert settings.terminal_currency("t2") == "CHF"
@@ -829,12 +779,6 @@ def test_an_unreferenced_terminal_works_in_its_own_currency(tmp_path: Path) -> N
 # ---- the tariff as the driver sees it -------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="describe() names only start/end times and min_duration: a weekday-only price and the "
-    "fallback price are shown as two unconditioned kWh prices ('0.50 EUR/kWh', '0.40 EUR/kWh'); "
-    "the driver cannot tell which one applies (day_of_week, dates, kWh, power, current hidden)",
-)
 def test_the_shown_tariff_says_when_each_price_applies() -> None:
     lines = describe(tariff_from_ocpi(PER_KWH_WEEKDAY_NIGHT))
     unconditioned = [line for line in lines if line.endswith("EUR/kWh")]
@@ -878,13 +822,6 @@ def test_a_batch_closing_at_the_capture_instant_counts_it_once() -> None:
     assert reconcile(facts).findings == ()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FLAT is looked up only at the session's start (0 kWh, 0 s): a start fee for "
-    "sessions that deliver at least 0.5 kWh (min_kwh) or a blocking fee after 4 h "
-    "(min_duration) is never billed, though OCPI restrictions describe 'if and when a "
-    "TariffElement becomes active ... during a Charging Session'. Engine and model agree",
-)
 @pytest.mark.parametrize(
     "restriction", [{"min_kwh": 0.5}, {"min_duration": 14_400}], ids=["min_kwh", "min_duration"]
 )

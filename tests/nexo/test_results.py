@@ -10,6 +10,7 @@ from drivers.base import Outcome
 from drivers.money import Money
 from drivers.nexo import messages as nm
 from drivers.nexo import results as r
+from drivers.nexo.asyncio.terminal import NexoTerminal
 from drivers.nexo.errors import NexoFormatError
 from drivers.nexo.model import (
     AmountsResp,
@@ -81,3 +82,34 @@ def test_end_of_day_totals_per_brand_and_currency() -> None:
         ("mc", "SEK", 1, 500),
     ]
     assert eod.batch_range is None  # nexo has no receipt range
+
+
+@pytest.mark.parametrize(
+    ("additional", "transaction_id", "psp"),
+    [
+        # Adyen's answer: form-encoded AdditionalResponse, TransactionID tender.psp
+        (
+            "pspReference=8815000000000001&tenderReference=T1",
+            "T1.8815000000000001",
+            "8815000000000001",
+        ),
+        (None, "oLkO001517998574000.8815179985744230", "8815179985744230"),
+        ("pspReference=8815000000000009", "T1", "8815000000000009"),
+        ("pspReference=bad%20ref", "T1", None),  # not a reference: nothing rather than a guess
+        (None, "T000001", None),  # a POI that is not Adyen's: no acquirer reference
+        ("Declined by issuer", "T1.", None),
+    ],
+)
+def test_adyen_payment_reference(
+    additional: str | None, transaction_id: str, psp: str | None
+) -> None:
+    response = Response(Result.SUCCESS, None, additional)
+    assert r.psp_reference(response, transaction_id) == psp
+
+
+def test_the_payment_reference_of_a_nexo_hold_is_read_from_its_ref() -> None:
+    """A nexo hold's ref is the POI transaction (TransactionID@TimeStamp); a time stamp with
+    fractions of a second has a dot of its own, which must not be taken for the pspReference."""
+    ref = "T000001.8816000000000001@2026-01-01T00:00:00.123Z"
+    assert NexoTerminal.payment_reference(ref) == "8816000000000001"
+    assert NexoTerminal.payment_reference("T000001@2026-01-01T00:00:00.123Z") is None

@@ -39,6 +39,20 @@ def _bound(value: Any) -> Decimal | None:
     return _d(value)
 
 
+def _bound_incl(value: Any) -> Decimal | None:
+    """OCPI: min/max_price bind the total including VAT as well, when given."""
+    if not isinstance(value, Mapping):
+        return None
+    for key in ("after_taxes", "incl_vat"):
+        if value.get(key) is not None:
+            return _d(value[key])
+    if value.get("taxes") and value.get("before_taxes") is not None:
+        return Decimal(str(value["before_taxes"])) + sum(
+            Decimal(str(t["amount"])) for t in value["taxes"]
+        )
+    return None
+
+
 @dataclass(frozen=True)
 class _Where:
     """What a restriction looks at, at the start of a piece of the session."""
@@ -85,28 +99,54 @@ def _holds(r: Mapping[str, Any], at: _Where) -> bool:
 
 
 def _local_instants(first: datetime, last: datetime, clock: time, tz: ZoneInfo) -> list[datetime]:
-    """Every moment (UTC) the local wall clock shows ``clock`` between two UTC instants."""
+    """Every moment (UTC) the local wall clock shows ``clock`` between two UTC instants (twice
+    in a repeated autumn hour), and every moment the clock jumps (a DST change: a time of day
+    in the missing spring hour is passed there)."""
     out: list[datetime] = []
     day = first.astimezone(tz).date() - timedelta(days=1)
     while True:
-        at = datetime.combine(day, clock).replace(tzinfo=tz).astimezone(UTC)
-        if at >= last:
-            return out
-        if at > first:
-            out.append(at)
+        wall = datetime.combine(day, clock).replace(tzinfo=tz)
+        ats = [wall.astimezone(UTC), wall.replace(fold=1).astimezone(UTC)]
+        if min(ats) >= last:
+            break
+        out.extend(at for at in ats if first < at < last)
         day += timedelta(days=1)
+    # the jumps: scan by the minute (DST changes happen on whole minutes) - slow but plain
+    minute = timedelta(minutes=1)
+    probe = first
+    while probe < last:  # only where the offset differs somewhere in a 6-hour stretch
+        end = min(probe + timedelta(hours=6), last)
+        if end.astimezone(tz).utcoffset() != probe.astimezone(tz).utcoffset():
+            at = probe.replace(second=0, microsecond=0)
+            offset = probe.astimezone(tz).utcoffset()
+            while at <= end:
+                if at > probe and at.astimezone(tz).utcoffset() != offset:
+                    out.append(at)
+                    break
+                at += minute
+        probe = end
+    return out
+
+
+_EXACT = Decimal("0.000001")  # Wh at a cut, fixed point (pieces must add up to the interval)
 
 
 def model_price(
     tariff: Mapping[str, Any], readings: Sequence[tuple[datetime, int]], tz: ZoneInfo
 ) -> int:
     """The price (incl. VAT, minor units) of a session's meter readings (time, Wh so far)."""
-    elements = list(tariff["elements"])
+    elements = [
+        el for el in tariff["elements"] if not (el.get("restrictions") or {}).get("reservation")
+    ]  # reservation elements price reservations, never a charging session
+    for el in elements:
+        if {"min_current", "max_current"} & set(el.get("restrictions") or {}):
+            raise ValueError("min/max_current: the current is not known, the tariff is refused")
     if not readings:
         return 0
     points = [(at.astimezone(UTC), Decimal(wh)) for at, wh in readings]
     start, wh0 = points[0]
     volume: dict[tuple[int, str], Decimal] = {}
+    used: list[tuple[int, str]] = []  # (element, dimension) in the order they were used
 
     def first(kind: str, where: _Where) -> int | None:
         for i, el in enumerate(elements):
@@ -129,6 +169,7 @@ def model_price(
             )
             if wh and i is not None:
                 volume[(i, "ENERGY")] = volume.get((i, "ENERGY"), Decimal(0)) + wh
+                used.append((i, "ENERGY"))
             continue
         cuts = {t0, t1}
         for el in elements:
@@ -151,28 +192,51 @@ def model_price(
         edges = sorted(c for c in cuts if t0 <= c <= t1)
         span = Decimal((t1 - t0) // timedelta(microseconds=1))
         for a, b in pairwise(edges):
-            ea = e0 + (e1 - e0) * Decimal((a - t0) // timedelta(microseconds=1)) / span
-            eb = e0 + (e1 - e0) * Decimal((b - t0) // timedelta(microseconds=1)) / span
+            ea = (e0 + (e1 - e0) * Decimal((a - t0) // timedelta(microseconds=1)) / span).quantize(
+                _EXACT
+            )
+            eb = (e0 + (e1 - e0) * Decimal((b - t0) // timedelta(microseconds=1)) / span).quantize(
+                _EXACT
+            )
             seconds = Decimal((b - a) // timedelta(microseconds=1)) / 1_000_000
             wh = max(Decimal(0), eb - ea)
             kw = (wh / 1000) / (seconds / 3600) if seconds else None
             where = _Where(
                 a.astimezone(tz), (ea - wh0) / 1000, (a - start) // timedelta(seconds=1), kw
             )
+            if not any(kind == "FLAT" for _, kind in volume):
+                i = first("FLAT", where)  # a fee whose restriction becomes true on the way
+                if i is not None:
+                    volume[(i, "FLAT")] = Decimal(1)
             for kind, amount in (("ENERGY", wh), ("TIME" if wh > 0 else "PARKING_TIME", seconds)):
                 if amount:
                     i = first(kind, where)
                     if i is not None:
                         volume[(i, kind)] = volume.get((i, kind), Decimal(0)) + amount
-    excl = incl = Decimal(0)
-    for (i, kind), amount in volume.items():
+                        used.append((i, kind))
+    # step_size: once per dimension, by the element used last, over the session's total; the
+    # charging time billed beyond the charged time covers parking time (OCPI's examples)
+    billed = dict(volume)
+    spare = Decimal(0)
+    for kind in ("ENERGY", "TIME", "PARKING_TIME"):
+        lasts = [i for i, k in used if k == kind]
+        if not lasts:
+            continue
+        i = lasts[-1]
         comp = next(c for c in elements[i]["price_components"] if c["type"] == kind)
         step = Decimal(int(comp.get("step_size") or 1))
-        billed = (
-            amount if kind == "FLAT" else (amount / step).to_integral_value(ROUND_CEILING) * step
-        )
+        total = sum(v for (_, k), v in volume.items() if k == kind)
+        due = total if kind != "PARKING_TIME" else max(Decimal(0), total - spare)
+        up = (due / step).to_integral_value(ROUND_CEILING) * step
+        billed[(i, kind)] = max(Decimal(0), up - (total - volume[(i, kind)]))
+        parked = [j for j, k in used if k == "PARKING_TIME"]
+        if kind == "TIME" and parked and parked[-1] == i:  # same element: parking is covered
+            spare = up - total
+    excl = incl = Decimal(0)
+    for (i, kind), amount in billed.items():
+        comp = next(c for c in elements[i]["price_components"] if c["type"] == kind)
         per = {"ENERGY": Decimal(1000), "FLAT": Decimal(1)}.get(kind, Decimal(3600))
-        cost = billed / per * Decimal(str(comp["price"]))
+        cost = amount * Decimal(str(comp["price"])) / per
         excl += cost
         incl += cost * (1 + (_d(comp.get("vat")) or Decimal(0)) / 100)
     lo, hi = _bound(tariff.get("min_price")), _bound(tariff.get("max_price"))
@@ -183,6 +247,11 @@ def model_price(
         bounded = hi
     if bounded != excl:
         incl = incl * bounded / excl if excl else bounded
+    lo_incl, hi_incl = _bound_incl(tariff.get("min_price")), _bound_incl(tariff.get("max_price"))
+    if hi_incl is not None and incl > hi_incl:
+        incl = hi_incl
+    if lo_incl is not None and incl < lo_incl:
+        incl = lo_incl
     places = currency_info(str(tariff["currency"])).exponent
     return int((incl * Decimal(10) ** places).to_integral_value(ROUND_HALF_UP))
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 from drivers.base import Outcome
@@ -76,6 +78,16 @@ def test_sweep_releases_unowned_holds_but_waits_for_preauths_in_flight(tmp_path:
     )
     commands = host.sweep("T1", ("7", "8"), "EUR", "y")  # 7 is s1's; 8 belongs to nobody
     assert [(type(x).__name__, getattr(x, "ref", None)) for x in commands] == [("Release", "8")]
+
+
+def test_no_sweep_of_a_terminal_whose_modifications_go_to_an_acquirer(tmp_path: Path) -> None:
+    """Its holds are captured online: the terminal still lists them as open, and releasing
+    them would cancel payments already captured."""
+    clock = Clock()
+    store = Store.open(tmp_path / "s.sqlite3", clock=clock)
+    online = replace(policy(), online_deadlines={"T1": timedelta(hours=1)})
+    assert EngineHost(store, online, clock).sweep("T1", ("8",), "EUR", "x") == []
+    assert EngineHost(store, policy(), clock).sweep("T1", ("8",), "EUR", "x") != []
 
 
 def test_a_second_writer_is_noticed_and_the_step_computed_again_from_the_database(

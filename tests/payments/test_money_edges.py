@@ -24,9 +24,9 @@ from gateway.payments.tariff import (
     Sample,
     Tariff,
     TariffElement,
-    describe,
     price,
 )
+from gateway.payments.tariff_text import describe
 from gateway.runtime.engine_host import EngineHost
 from gateway.store import Store
 from tests.payments.fixtures import T0, Clock, policy

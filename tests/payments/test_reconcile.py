@@ -15,7 +15,14 @@ import pytest
 
 from drivers.base import BrandTotal, Outcome, TerminalResult
 from gateway.payments import events as e
-from gateway.payments.reconcile import BatchFacts, Facts, SessionFacts, Tolerances, reconcile
+from gateway.payments.reconcile import (
+    BatchFacts,
+    Facts,
+    SessionFacts,
+    Tolerances,
+    reconcile,
+    session_facts,
+)
 from gateway.payments.schemes import brand_group
 from gateway.runtime.engine_host import EngineHost
 from gateway.store import Store
@@ -264,3 +271,25 @@ def test_a_day_from_the_journal_through_evpay_reconcile(tmp_path: Path) -> None:
     assert (
         len(reports) == 2 and reports[-1].payload["unexplained"] == 0
     )  # one per distinct report, for the CPO
+
+
+def test_each_captured_hold_is_read_with_its_own_capture_time(tmp_path: Path) -> None:
+    """A stored session's holds carry their capture time: reconciliation reads one booking per
+    captured hold at its own time (a top-up captured after the end of day is in the next batch;
+    attack-26). A row whose holds have no time keeps the session's (rows from before)."""
+    clock = Clock(DAY + timedelta(hours=20))
+    store = Store.open(tmp_path / "evpay.sqlite3", clock=clock)
+    try:
+        host = EngineHost(store, policy(), clock)
+        run_session(host, clock, "s1", 5000, 4000)
+        captured_when = clock()
+        (row,) = store.sessions_between(DAY, DAY + timedelta(days=1))
+    finally:
+        store.close()
+    facts = session_facts(row)
+    (hold,) = row["data"]["holds"]
+    assert hold["captured_at"] is not None
+    assert facts.captures == ((datetime.fromisoformat(hold["captured_at"]), facts.captured_minor),)
+    assert facts.captures[0][0] <= captured_when
+    old = {**row, "data": {**row["data"], "holds": [{**hold, "captured_at": None}]}}
+    assert session_facts(old).captures == ()

@@ -121,7 +121,8 @@ tariffs = [{ id = "EUR-T", currency = "EUR", elements = [{ price_components = [{
             "give its hold_min and hold_max in JPY",
         ),
         (
-            'terminals = ["tj"]\ntariff = "JPY-T"\nhold_min = "5.50"\nhold_max = "20000"\nfixed_hold = { JPY = "5000" }',
+            'terminals = ["tj"]\ntariff = "JPY-T"\nhold_min = "5.50"\nhold_max = "20000"\nfixed_hold = { JPY = "5000" }'
+            '\nsafety_margin = "100"\nmin_partial_approval = "1000"',
             "hold_min: '5.50' has more decimals than JPY allows (0)",
         ),
         ('terminals = ["t1"]\nbins = ["499999-400000"]', "ends before it starts"),
@@ -134,7 +135,10 @@ def test_inconsistent_routes_are_refused_by_config_validate(route: str, problem:
 
 
 def test_a_consistent_zero_decimal_route_is_accepted() -> None:
-    route = 'terminals = ["tj"]\ntariff = "JPY-T"\nhold_min = "500"\nhold_max = "20000"\nfixed_hold = { JPY = "5000" }'
+    route = (
+        'terminals = ["tj"]\ntariff = "JPY-T"\nhold_min = "500"\nhold_max = "20000"\n'
+        'fixed_hold = { JPY = "5000" }\nsafety_margin = "100"\nmin_partial_approval = "1000"'
+    )
     settings = parse_settings(SITE + f'\n[[routes]]\nid = "jp"\n{route}\n', "<routes>")
     assert settings.routes[0].terminals == ["tj"]
 

@@ -204,6 +204,15 @@ class NexoTerminal:
         return acquired[0]
 
     # ---- holds: the reference is the POI transaction ---------------------------------------
+    @staticmethod
+    def payment_reference(ref: str) -> str | None:
+        """The acquirer's reference of the hold ``ref`` (Adyen: its pspReference, the part of
+        the POI's TransactionID after the dot), for the modifications made online; read from
+        the reference itself, so a hold long closed (a refund days later) still has it. None
+        when the POI's transaction id carries none."""
+        tid = ref.rpartition("@")[0] or ref
+        return r.psp_reference(None, tid)
+
     def _tid(self, ref: str) -> TransactionIdentification | None:
         """The POI transaction a reference names, if it is one this sale system made."""
         if ref not in self.client.handles:
