@@ -95,7 +95,7 @@ def _crash(args: argparse.Namespace) -> int:
         if args.campaign == "crash" and args.protocol == "nexo":
             f = nexo_site.run(args.size, seed, args.keep, args.encoding, args.kills)
         elif args.campaign == "crash":
-            f = crash.run(args.size, seed, args.keep)
+            f = crash.run(args.size, seed, args.keep, args.kills)
         else:
             f = crash.run_partitions(args.size, seed, args.keep, broker=not args.uplink_only)
         return crash.main_figures(f), f.partitions, f.violations
@@ -200,7 +200,9 @@ def main(argv: list[str] | None = None) -> int:
             )
         if name == "crash":
             c.add_argument(
-                "--kills", type=int, help="nexo: the full size's site with this many kills"
+                "--kills",
+                type=int,
+                help="the full size's site with this many kills (no minimum of sessions)",
             )
         if name == "partition":
             c.add_argument(

@@ -39,7 +39,7 @@ import subprocess
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -637,14 +637,23 @@ def _gross_minor(price: dict[str, Any]) -> int:
     return int(gross * 100)
 
 
-def run(size: str, seed: int, workdir: Path | None = None) -> Figures:
+def run(
+    size: str,
+    seed: int,
+    workdir: Path | None = None,
+    kills: int | None = None,
+    site: Callable[..., Campaign] = Campaign,
+) -> Figures:
+    """``kills``: the full size's site with that many kills (and no minimum of sessions), for a
+    run that must end by a given time; ``site``: the campaign's site (``nexo_site``'s)."""
     if MOSQUITTO is None:
         raise SystemExit("mosquitto is not installed (apt-get install mosquitto)")
-    kills, evses, short, sessions = SIZES[size]
+    n, evses, short, sessions = SIZES[size] if kills is None else (kills, *SIZES["full"][1:3], 0)
     with tempfile.TemporaryDirectory(prefix="crash-") as tmp:
         where = workdir or Path(tmp)
         where.mkdir(parents=True, exist_ok=True)
-        return asyncio.run(Campaign(where, seed, kills, evses, short, sessions).run())
+        campaign = site(where, seed, n, evses, short=short, sessions=sessions)
+        return asyncio.run(campaign.run())
 
 
 def main_figures(f: Figures) -> str:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import tempfile
 from collections import Counter
 from dataclasses import dataclass
@@ -32,8 +33,9 @@ from drivers.nexo.messages import Message
 from drivers.nexo.model import Result
 from drivers.nexo.wire import PATHS, Encoding
 from drivers.sim.nexo_poi import NexoPoi, PoiConfig, serve_nexo_poi
+from tests.campaigns import crash
 from tests.campaigns.books import BookedHold, NexoBook
-from tests.campaigns.crash import SIZES, Campaign, Figures
+from tests.campaigns.crash import Campaign, Figures
 from tests.firmware_bridge.conftest import MOSQUITTO
 from tests.nexo.conftest import KEY, self_signed
 
@@ -131,18 +133,8 @@ class NexoCampaign(Campaign):
 def run(
     size: str, seed: int, workdir: Path | None, encoding: Encoding, kills: int | None = None
 ) -> Figures:
-    """The crash campaign on nexo POIs; ``kills``: the full size's site with that many kills
-    (and no minimum of sessions), for a run that must end by a given time."""
-    if MOSQUITTO is None:
-        raise SystemExit("mosquitto is not installed (apt-get install mosquitto)")
-    n, evses, short, sessions = SIZES[size] if kills is None else (kills, *SIZES["full"][1:3], 0)
-    with tempfile.TemporaryDirectory(prefix="crash-nexo-") as tmp:
-        where = workdir or Path(tmp)
-        where.mkdir(parents=True, exist_ok=True)
-        campaign = NexoCampaign(
-            where, seed, n, evses, short=short, sessions=sessions, encoding=encoding
-        )
-        return asyncio.run(campaign.run())
+    """The crash campaign (``crash.run``) on nexo POIs in ``encoding``."""
+    return crash.run(size, seed, workdir, kills, functools.partial(NexoCampaign, encoding=encoding))
 
 
 class NexoUnplugs(NexoCampaign):
