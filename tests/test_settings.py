@@ -353,3 +353,13 @@ def test_validate_checks_the_per_terminal_model_variants(
         assert terminal.topup_amount == (line.split('"')[1] if line else "increment")
     else:
         assert result.returncode == 2 and problem in result.stderr
+
+
+def test_a_card_present_refund_is_allowed_only_when_configured() -> None:
+    """Issue 29: after the batch closed, a refund by card at the terminal needs the driver back
+    with the card; it is made only where the site says so (false by default)."""
+    terminal = '[[terminals]]\nid = "t1"\nprotocol = "zvt"\ndevice = "serial:///dev/ttyUSB0"\n'
+    plain = parse_settings(MINIMAL + terminal, "<t>").terminals[0]
+    allowed = parse_settings(MINIMAL + terminal + "card_present_refunds = true\n", "<t>")
+    assert plain.card_present_refunds is False
+    assert allowed.terminals[0].card_present_refunds is True

@@ -55,8 +55,8 @@ def refund_requested(s: Session, ev: e.RefundRequested, now: datetime) -> Transi
         method = RefundMethod.REFUND
         if not why and not ev.card_present:
             why = (
-                "this terminal takes no card-present refund and its batch is closed: refund it "
-                "in the acquirer's back office"
+                "this terminal takes no card-present refund (needed for a part of a payment, or "
+                "after its batch closed): refund it in the acquirer's back office"
             )
     refund = Refund(
         ev.event_id,

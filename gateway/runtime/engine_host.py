@@ -17,14 +17,14 @@ from gateway.errors import StaleRead
 from gateway.payments import commands as c
 from gateway.payments import events as e
 from gateway.payments.record import from_json, to_row
-from gateway.payments.session import FINAL, HoldStatus, Policy, Session, State, transition
+from gateway.payments.session import FINAL, Policy, Session, State, transition
 from gateway.payments.states import EVSE_FREE
 from gateway.runtime.end_of_day_evidence import decide_unconfirmed
+from gateway.runtime.payment_rows import payment_rows
 from gateway.store import (
     EndOfDayRecord,
     JournalEntry,
     OutboxMessage,
-    PaymentRecord,
     SessionRecord,
     Step,
     Store,
@@ -373,7 +373,7 @@ class EngineHost:
                     readings=readings,
                 )
             ],
-            payments=_payments(after),
+            payments=payment_rows(after),
             journal=journal,
             outbox=outbox,
             inbox_processed=[event.inbox_id]
@@ -394,77 +394,3 @@ def _from_another_evse(event: e.Event, session: Session | None) -> bool:
     if not isinstance(event, e.ChargerStarted | e.MeterValue | e.ChargerStopped | e.ChargerFaulted):
         return False
     return session is not None and event.evse is not None and event.evse != session.evse
-
-
-def _payments(s: Session) -> list[PaymentRecord]:
-    """The money view of a session, one row per hold and per settlement, for reconciliation."""
-    rows = []
-    for h in s.holds:
-        base = f"{s.id}:{h.ref}"
-        detail = {
-            "ref": h.ref,
-            "status": h.status.value,
-            "booking_ref": h.booking_ref,
-        }
-        rows.append(
-            PaymentRecord(
-                f"{base}:preauth", s.id, "preauth", "approved", h.amount_minor, s.currency, detail
-            )
-        )
-        if h.captured_minor:
-            rows.append(
-                PaymentRecord(
-                    f"{base}:capture", s.id, "capture", "done", h.captured_minor, s.currency, detail
-                )
-            )
-        if h.released_minor:
-            rows.append(
-                PaymentRecord(
-                    f"{base}:release", s.id, "release", "done", h.released_minor, s.currency, detail
-                )
-            )
-        if h.status in (HoldStatus.LAPSED, HoldStatus.UNCONFIRMED):
-            rows.append(
-                PaymentRecord(
-                    f"{base}:{h.status.value}",
-                    s.id,
-                    h.status.value,
-                    "open",
-                    h.open_minor,
-                    s.currency,
-                    detail,
-                )
-            )
-    rows += [
-        PaymentRecord(
-            f"{s.id}:refund:{r.id}",
-            s.id,
-            r.method.value,
-            r.status.value,
-            r.amount_minor,
-            s.currency,
-            {
-                "reason": r.reason,
-                "source": r.source,
-                "ref": r.ref,
-                "message": r.message,
-            },
-        )
-        for r in s.refunds
-    ]
-    if s.bill.owed_minor:
-        rows.append(
-            PaymentRecord(
-                f"{s.id}:owed",
-                s.id,
-                "owed",
-                "open",
-                s.bill.owed_minor,
-                s.currency,
-                {
-                    "shortfall_minor": s.bill.shortfall_minor,
-                    "unpaid_energy_wh": s.bill.unpaid_energy_wh,
-                },
-            )
-        )
-    return rows

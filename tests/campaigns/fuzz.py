@@ -43,7 +43,7 @@ from firmware_bridge.everest import EverestEvse, EverestMapping
 from firmware_bridge.link import ContractMapping
 from gateway.errors import ConfigError
 from gateway.ocpi import models
-from gateway.ocpi.server import BadRequest, decode_body
+from gateway.ocpi.server_bodies import BadRequest, decode_body
 from gateway.settings import parse_settings
 
 HERE = Path(__file__).resolve().parent

@@ -107,6 +107,27 @@ def test_part_of_it_or_after_the_end_of_day_is_a_refund() -> None:
     assert isinstance(cmd, c.RefundPayment) and cmd.method == "refund" and cmd.ref is None
 
 
+def test_without_card_present_refunds_a_refund_after_the_end_of_day_is_refused_visibly() -> None:
+    """card_present_refunds defaults to false (issue 29: a card-present refund only when
+    configured): the request is kept as refused with the reason, and nothing is sent."""
+    for event_id, amount, closed in (("late", 333, True), ("part", 100, False)):
+        t = run(
+            completed(),
+            e.RefundRequested(
+                session_id=SID,
+                event_id=event_id,
+                amount_minor=amount,
+                reason="fault",
+                day_closed=closed,
+                card_present=False,
+            ),
+            90,
+        )
+        assert t.session is not None and not t.commands
+        (refund,) = t.session.refunds
+        assert refund.status == "refused" and "back office" in refund.message
+
+
 def test_a_refund_never_exceeds_what_was_captured() -> None:
     s: Session | None = completed()
     t = run(
