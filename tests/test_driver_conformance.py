@@ -12,7 +12,8 @@ The expectations (drivers/base.py says why):
 - a result is stored before it is acknowledged: the ``PersistHook`` gets the result, and has
   returned, before the terminal is told it arrived (ZVT: the ECR's 80 00 to the 04 0F; nexo:
   the driver forgets the request's ServiceID — until then a restart asks TransactionStatus for
-  it — and returns);
+  it — and returns; what a POI POSTs to the sale system, events, display and print, carries no
+  result, so no HTTP answer there acknowledges one);
 - every command has a deadline: a terminal that goes silent gives UNKNOWN in bounded time.
 A driver that does not meet one is marked ``xfail(strict=True)`` with the reason, so the day it
 does, the mark must go.
