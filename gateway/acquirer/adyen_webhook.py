@@ -87,6 +87,8 @@ def parse_notification(raw: bytes, key: bytes) -> list[ModificationEvent]:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise WebhookInvalid("the body is not JSON") from None
+    except RecursionError:  # nested beyond the parser's depth: malformed, not a store fault
+        raise WebhookInvalid("the body is nested too deeply") from None
     if not isinstance(data, dict) or not isinstance(data.get("notificationItems"), list):
         raise WebhookInvalid("no notificationItems list")
     items = data["notificationItems"]

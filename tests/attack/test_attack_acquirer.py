@@ -162,14 +162,6 @@ async def test_a_body_above_the_limit_is_refused_on_the_ocpi_server(tmp_path: Pa
     store.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BREAK: a JSON body nested 100 000 deep (within the size bound) makes json.loads "
-    "raise RecursionError in adyen_webhook.parse_notification; the receiver's catch-all "
-    "answers 503 'not stored; send it again', so a sender retries a request that can never be "
-    "stored (and a stack trace is logged each time). Fix: RecursionError is WebhookInvalid "
-    "(400).",
-)
 async def test_a_deeply_nested_body_is_a_400_not_a_retry(tmp_path: Path) -> None:
     """Nesting within the size limit makes json.loads raise RecursionError; the answer must say
     the request is bad (400), not 'not stored; send it again' (503), which Adyen retries."""
@@ -207,13 +199,6 @@ async def test_an_amount_that_is_not_an_integer_is_refused(tmp_path: Path) -> No
 # ---- what a valid webhook may settle ---------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BREAK: a CAPTURE for another merchant account (valid HMAC: the key is per company "
-    "webhook, not per account) settles our capture; AcquirerBook.record_events never compares "
-    "merchantAccountCode with [acquirers.NAME].merchant_account. Fix: the receiver keeps such "
-    "an event unmatched (stored, never settles).",
-)
 async def test_a_webhook_for_another_merchant_account_settles_nothing(tmp_path: Path) -> None:
     async with acq.rig(tmp_path, {"lost"}) as r:
         psp = await received(r, capture())
@@ -222,13 +207,6 @@ async def test_a_webhook_for_another_merchant_account_settles_nothing(tmp_path: 
         assert r.status("s1:capture:h1") == "received"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BREAK: a CAPTURE webhook for 10.00 confirms our capture of 5.95 (and the engine "
-    "books the 5.95 we asked); AcquirerBook._settle ignores the event's amount. Fix: an event "
-    "whose amount or currency differs from the modification's does not settle it (kept "
-    "unmatched: the deadline makes it unconfirmed and a missing_webhook finding).",
-)
 async def test_a_capture_webhook_for_another_amount_does_not_confirm(tmp_path: Path) -> None:
     async with acq.rig(tmp_path, {"lost"}) as r:
         psp = await received(r, capture(amount=595))
@@ -237,11 +215,6 @@ async def test_a_capture_webhook_for_another_amount_does_not_confirm(tmp_path: P
         assert r.status("s1:capture:h1") == "received"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BREAK: a CAPTURE webhook in another currency (595 CHF) confirms a 595 EUR capture; "
-    "AcquirerBook._settle ignores the currency. Fix: as for the amount.",
-)
 async def test_a_capture_webhook_in_another_currency_does_not_confirm(tmp_path: Path) -> None:
     async with acq.rig(tmp_path, {"lost"}) as r:
         psp = await received(r, capture(amount=595))
@@ -250,11 +223,6 @@ async def test_a_capture_webhook_in_another_currency_does_not_confirm(tmp_path: 
         assert r.status("s1:capture:h1") == "received"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BREAK: a REFUND webhook for more than our refund (5.00 for 2.00) confirms it; "
-    "AcquirerBook._settle ignores the amount. Fix: as for captures.",
-)
 async def test_a_refund_webhook_for_more_than_we_refunded_does_not_confirm(
     tmp_path: Path,
 ) -> None:
@@ -265,14 +233,6 @@ async def test_a_refund_webhook_for_more_than_we_refunded_does_not_confirm(
         assert r.status("s1:refund:r1") == "received"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BREAK: a refund made in Adyen's back office on the same payment (its own "
-    "pspReference and merchant reference) while our refund is still queued (uplink down) "
-    "settles OURS as confirmed through AcquirerBook._match's last rule (the one open "
-    "modification of its kind on that payment); ours is then never sent. Fix: that rule "
-    "only for an event without a merchant reference, and never across amounts.",
-)
 async def test_a_back_office_refund_does_not_settle_our_queued_refund(tmp_path: Path) -> None:
     async with acq.rig(tmp_path, {"lost"}, start_sim=False) as r:
         assert r.forwarder.submit(refund(amount=200))
@@ -426,14 +386,6 @@ async def test_secrets_never_reach_the_logs(
 # ---- the daemon: what the engine books -------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BREAK: a signed CAPTURE webhook for 10.00 when we captured 5.95 completes the "
-    "session and sends the FAC (5.95 booked on contradicting evidence); the amount is never "
-    "compared (AcquirerBook._settle). Fix: a mismatching event does not settle the capture; "
-    "it stays awaiting its webhook, unconfirmed at the deadline with a missing_webhook "
-    "finding.",
-)
 async def test_a_capture_webhook_for_another_amount_is_not_booked(rigs: Open) -> None:  # noqa: F811
     rig = await rigs(frozenset({"lost"}), deadline=2.0)
     site = await rig.start()
