@@ -522,14 +522,6 @@ async def test_a_refund_while_the_capture_awaits_its_webhook_is_refused(
     assert not [m for m in rig.adyen.state.applied if m["what"] == "refunds"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BREAK: a REFUND_FAILED after the REFUND was booked done (Adyen sends it when the "
-    "refund bounces) is settled in the book but dropped by AcquirerRunner._events (no refund "
-    "in flight): the session still says 'done', no discrepancy, the card holder was never "
-    "paid back and nobody is told. Fix: a failure for a refund already done is recorded as "
-    "OutcomeContradicted, as a CAPTURE_FAILED after CAPTURE is.",
-)
 async def test_a_refund_failed_after_the_refund_is_a_recorded_discrepancy(
     rigs: Open,  # noqa: F811
 ) -> None:
