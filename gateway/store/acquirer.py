@@ -52,6 +52,22 @@ class StoredModification:
     outcome_reason: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class Unclaimed:
+    """A stored webhook saying money moved that no modification of ours took as its outcome."""
+
+    acquirer: str
+    event_code: str
+    psp_reference: str
+    original_reference: str | None
+    amount_minor: int | None
+    currency: str | None
+    received_at: datetime
+
+
+CLAIMABLE = ("CAPTURE", "REFUND")  # success events that mean money moved
+
+
 class AcquirerBook:
     def __init__(self, conn: sqlite3.Connection, path: str) -> None:
         self._conn = conn
@@ -282,6 +298,32 @@ class AcquirerBook:
             (status, to_text(now), key, reason or None, command_key, *allowed),
         )
         return cur.rowcount == 1
+
+    def unclaimed(self, since: datetime, until: datetime, limit: int = 1000) -> list[Unclaimed]:
+        """Successful CAPTURE/REFUND webhooks received in [since, until) that settled nothing
+        of ours: made elsewhere (the back office), for another amount than we asked, or after
+        their modification failed. Reconciliation lists them; nobody else would."""
+        marks = ",".join("?" * len(CLAIMABLE))
+        with sqlite_errors(self._path):
+            rows = self._conn.execute(
+                "SELECT acquirer, event_code, psp_reference, original_reference, amount_minor,"
+                " currency, received_at FROM acquirer_notifications WHERE command_key IS NULL"
+                f" AND success = 1 AND event_code IN ({marks}) AND received_at >= ?"
+                " AND received_at < ? ORDER BY id LIMIT ?",
+                (*CLAIMABLE, to_text(since), to_text(until), limit),
+            ).fetchall()
+        return [
+            Unclaimed(
+                str(a),
+                str(code),
+                str(psp),
+                None if original is None else str(original),
+                None if minor is None else int(str(minor)),
+                None if currency is None else str(currency),
+                from_text(str(at)),
+            )
+            for a, code, psp, original, minor, currency, at in rows
+        ]
 
     def notifications(self, acquirer: str, limit: int = 1000) -> list[dict[str, object]]:
         with sqlite_errors(self._path):
