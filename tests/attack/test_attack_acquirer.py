@@ -245,6 +245,53 @@ async def test_a_back_office_refund_does_not_settle_our_queued_refund(tmp_path: 
         assert [m["what"] for m in r.sim.state.applied] == ["refunds"]
 
 
+async def test_our_reference_on_another_payment_does_not_settle_ours(tmp_path: Path) -> None:
+    """A CAPTURE carrying our reference but naming another payment (another site on the same
+    merchant account, a reused reference) is not our capture's outcome."""
+    async with acq.rig(tmp_path, {"lost"}) as r:
+        await received(r, capture())
+        elsewhere = item(
+            "CAPTURE", "8815000000000444", merchant_ref="s1:capture:h1", original="8800000000000999"
+        )
+        assert await post(r.webhook_url, payload(elsewhere)) == (200, "[accepted]")
+        assert r.status("s1:capture:h1") == "received"
+
+
+async def test_an_adjustment_for_another_total_or_a_capture_without_amount_confirms_nothing(
+    tmp_path: Path,
+) -> None:
+    async with acq.rig(tmp_path, {"lost"}) as r:
+        update = Modification("s1:topup:h1", "amount_update", PAYMENT, amount=Money(4000, EUR))
+        psp = await received(r, update)
+        less = item("AUTHORISATION_ADJUSTMENT", psp, merchant_ref="s1:topup:h1", amount=3000)
+        assert await post(r.webhook_url, payload(less)) == (200, "[accepted]")
+        assert r.status("s1:topup:h1") == "received"
+        psp2 = await received(r, capture("s2:capture:h1", payment="8800000000000043"))
+        bare = item(
+            "CAPTURE", psp2, merchant_ref="s2:capture:h1", original="8800000000000043", amount=None
+        )
+        assert await post(r.webhook_url, payload(bare)) == (200, "[accepted]")
+        assert r.status("s2:capture:h1") == "received"
+        # the evidence is kept: reconciliation sees the unclaimed capture
+        since = r.clock.now - timedelta(minutes=1)
+        (unclaimed,) = r.store.acquirer.unclaimed(since, r.clock.now + timedelta(minutes=1))
+        assert unclaimed.psp_reference == psp2
+
+
+async def test_an_event_for_another_merchant_account_is_not_stored(tmp_path: Path) -> None:
+    async with acq.rig(tmp_path) as r:
+        other = item("CAPTURE", "8815000000000333", account="SomeoneElse")
+        assert await post(r.webhook_url, payload(other)) == (200, "[accepted]")
+        assert r.store.acquirer.notifications("adyen") == []
+
+
+def test_the_acquirer_api_is_never_plain_http_beyond_loopback() -> None:
+    for url in ("http://10.0.0.5/v71", "http://adyen.example/v71", "ftp://127.0.0.1/v71"):
+        with pytest.raises(ValueError, match=r"https|not an http"):
+            acq.acquirer_settings(url)
+    assert acq.acquirer_settings("https://checkout-test.adyen.com/v71").base_url.endswith("v71")
+
+
 async def test_a_webhook_for_an_unknown_reference_is_accepted_and_kept(tmp_path: Path) -> None:
     async with acq.rig(tmp_path) as r:
         stray = item("CAPTURE", "8815000000000999", original="8800000000000999")
