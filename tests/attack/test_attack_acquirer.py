@@ -294,13 +294,6 @@ def test_the_acquirer_api_is_never_plain_http_beyond_loopback() -> None:
     assert acq.acquirer_settings("https://checkout-test.adyen.com/v71").base_url.endswith("v71")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BREAK: check_secrets (config validate, doctor) takes webhook_password 'pw' and a "
-    "1-byte hmac_key 'AB' without a word (gateway/settings.py); the API client tokens need 16 "
-    "characters. Fix: the same 16-character floor for the webhook password and 32 bytes "
-    "(Adyen's key length) for the HMAC key.",
-)
 def test_a_guessable_webhook_password_or_short_hmac_key_is_a_config_problem() -> None:
     """The webhook's Basic password and HMAC key are all that stand between the LAN and our
     book: `evpay config validate` / doctor must refuse "pw" and a 1-byte key, as they refuse a
