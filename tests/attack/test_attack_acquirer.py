@@ -599,3 +599,39 @@ async def test_a_refund_failed_after_the_refund_is_a_recorded_discrepancy(
             await asyncio.sleep(0.05)
     (said,) = site.row()["data"]["discrepancies"]
     assert ":refund:" in said
+
+
+async def test_a_refund_queued_across_a_kill_is_one_refund_at_the_acquirer(
+    rigs: Open,  # noqa: F811
+) -> None:
+    """The uplink drops after the capture; the refund waits in the book; the daemon dies; the
+    uplink and the daemon come back: one refund at the acquirer, booked on its webhook."""
+    rig = await rigs()
+    first = await rig.start()
+    await rig.plug(first)
+    row = await first.wait_state("completed")
+    await rig.adyen.stop()
+    code, out = await rig.evpay(
+        "sessions", "refund", row["id"], "--amount", "2.00", "--reason", "x", "--wait", "1"
+    )
+    async with asyncio.timeout(20):
+        while not any(
+            m.modification.kind == "refund" and m.last_error for m in first.modifications()
+        ):
+            await asyncio.sleep(0.05)
+    await first.kill()
+    await rig.adyen.start("127.0.0.1", rig.acq_port)
+    second = await rig.start()
+    async with asyncio.timeout(30):
+        while second.row()["data"]["refunds"][0]["status"] != "done":
+            await asyncio.sleep(0.05)
+    refunds = [m for m in rig.adyen.state.applied if m["what"] == "refunds"]
+    assert [x["amount"]["value"] for x in refunds] == [200], (code, out)
+
+
+async def test_more_than_a_hundred_items_in_one_request_are_refused(tmp_path: Path) -> None:
+    async with acq.rig(tmp_path) as r:
+        many = [item("REFUND", f"88150000000{n:05d}") for n in range(101)]
+        assert (await post(r.webhook_url, payload(*many)))[0] == 400
+        assert (await post(r.webhook_url, b'{"notificationItems": []}'))[0] == 400
+        assert r.store.acquirer.notifications("adyen") == []
