@@ -24,6 +24,7 @@ from drivers.money import Money
 from gateway.acquirer import adyen_requests
 from gateway.acquirer.adyen_webhook import hmac_key_bytes, signed_item
 from gateway.acquirer.port import Modification
+from gateway.errors import ConfigError
 from gateway.ocpi.server import PtpServer
 from gateway.settings import check_secrets, parse_settings
 from gateway.store import Store
@@ -308,6 +309,18 @@ def test_a_guessable_webhook_password_or_short_hmac_key_is_a_config_problem() ->
         for p in check_secrets(parse_settings(strong, "<probe>"))
         if "adyen" in p and "api_key" not in p
     ]
+
+
+def test_the_webhook_url_given_to_the_acquirer_is_https() -> None:
+    """The URL doctor tells the operator to configure at Adyen is public_url's: plain http is
+    refused unless the lab setting allow_insecure_http says so (the Basic password would
+    travel in clear). Where the listener itself has no certificate, a TLS proxy is assumed."""
+    plain = settings_text(hmac=HMAC_KEY).replace(
+        'listen = "127.0.0.1:8443"',
+        'listen = "127.0.0.1:8443"\npublic_url = "http://gw.example/ocpi/versions"',
+    )
+    with pytest.raises(ConfigError, match="public_url must be https"):
+        parse_settings(plain, "<probe>")
 
 
 async def test_a_webhook_for_an_unknown_reference_is_accepted_and_kept(tmp_path: Path) -> None:
