@@ -74,7 +74,7 @@ def signature(item: dict[str, Any], key: bytes) -> str:
 def signature_matches(item: dict[str, Any], key: bytes) -> bool:
     extra = item.get("additionalData")
     given = extra.get("hmacSignature") if isinstance(extra, dict) else None
-    if not isinstance(given, str) or not given:
+    if not isinstance(given, str) or not given or not given.isascii():  # base64 is ASCII
         return False
     return hmac.compare_digest(signature(item, key), given)
 

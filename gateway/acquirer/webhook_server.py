@@ -75,8 +75,8 @@ class WebhookReceiver:
             return _text(503, "not stored; send it again")
 
     async def _handle(self, request: web.Request) -> web.Response:
-        given = request.headers.get("Authorization", "")
-        if not hmac.compare_digest(given.encode(), self._auth.encode()):
+        given = request.headers.get("Authorization", "")  # bytes beyond UTF-8 come as surrogates
+        if not given.isascii() or not hmac.compare_digest(given.encode(), self._auth.encode()):
             _LOGGER.warning("acquirer.webhook_unauthorised", extra={"acquirer": self.name})
             response = _text(401, "unknown webhook credentials")
             response.headers["WWW-Authenticate"] = 'Basic realm="evpay-acquirer"'
