@@ -22,6 +22,7 @@ from drivers.money import Money
 from gateway.acquirer.port import EVENT_CODES, ModificationEvent
 from gateway.errors import BadInput
 
+AMOUNT_MAX = 2**63 - 1  # minor units: Adyen's amount value is a 64-bit integer
 MAX_ITEMS = 100  # notification items in one request; Adyen sends batches far smaller
 _SIGNED = (
     "pspReference",
@@ -147,6 +148,8 @@ def _money(value: object, index: int) -> Money | None:
     minor, currency = value.get("value"), value.get("currency")
     if not isinstance(minor, int) or isinstance(minor, bool) or not isinstance(currency, str):
         raise WebhookInvalid(f"item {index}: amount needs an integer value and a currency")
+    if minor > AMOUNT_MAX:  # Adyen's value is an int64; beyond it nothing could be stored
+        raise WebhookInvalid(f"item {index}: amount value beyond {AMOUNT_MAX}")
     try:
         return Money(minor, currency)
     except AmountError as exc:
