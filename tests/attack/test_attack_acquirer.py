@@ -471,15 +471,6 @@ async def test_idempotency_keys_are_stable_and_distinct_per_session(tmp_path: Pa
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BREAK: a 2xx the client cannot read (a proxy's HTML page, a 201 without "
-    "pspReference, a truncated body) is taken as the acquirer's refusal: "
-    "adyen_requests.parse_answer raises AcquirerRejected, Forwarder marks it 'rejected' "
-    "(final) and the engine hears 'declined' (capture_failed, the price owed) although the "
-    "capture may well be applied. Fix: a 2xx without 'received' is AcquirerUnreachable("
-    "ambiguous=True): kept queued, sent again under the same Idempotency-Key.",
-)
 async def test_an_unreadable_2xx_answer_is_not_a_refusal(tmp_path: Path) -> None:
     seen: list[str] = []
 
