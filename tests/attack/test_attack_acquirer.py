@@ -710,3 +710,25 @@ async def test_more_than_a_hundred_items_in_one_request_are_refused(tmp_path: Pa
         assert (await post(r.webhook_url, payload(*many)))[0] == 400
         assert (await post(r.webhook_url, b'{"notificationItems": []}'))[0] == 400
         assert r.store.acquirer.notifications("adyen") == []
+
+
+async def test_a_capture_the_acquirer_refuses_is_booked_as_nothing_taken(
+    rigs: Open,  # noqa: F811
+) -> None:
+    """Adyen answers 422 to the capture (the authorisation it knows is smaller): final, no
+    webhook will come; the session takes nothing and owes the price, never 'completed'."""
+    rig = await rigs()
+    site = await rig.start()
+    await rig.plug(site, step_wh=500, every_s=0.2)
+    await site.wait_state("charging")
+    rig.adyen.state.authorised[rig.poi_psp()] = 100  # Adyen's ceiling: 1.00
+    row = await site.wait_state("capture_failed", "completed", "capture_unconfirmed", timeout=40)
+    async with asyncio.timeout(10):
+        while not site.row()["final"]:
+            await asyncio.sleep(0.05)
+    data = site.row()["data"]
+    assert row["state"] == "capture_failed", (row["state"], data["notes"])
+    assert data["captured_minor"] == 0 and data["owed_minor"] == 595
+    assert not rig.captures()
+    (stored,) = site.modifications()
+    assert stored.status == "rejected"
