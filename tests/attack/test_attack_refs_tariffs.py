@@ -834,3 +834,87 @@ def test_a_nexo_ref_names_exactly_the_poi_transaction(tid: str, ts: str) -> None
     ref = nr.poi_ref(res.details["poi_transaction_id"], res.details["poi_time_stamp"])
     split = ref.rpartition("@")
     assert (split[0], split[2]) == (tid, ts) and tid and ts
+
+
+def test_holds_across_a_receipt_wrap_around_are_captured_in_hold_order() -> None:
+    """First hold 9999, top-up after the wrap 1: the capture fills 9999 first (hold order),
+    never sorted as numbers ("1" < "9999")."""
+    pol = policy("incremental", topup_terminals=frozenset({"T1"}))
+    s = None
+    minute = [0]
+
+    def go(ev: e.Event) -> tuple[c.Command, ...]:
+        nonlocal s
+        minute[0] += 1
+        t = transition(s, ev, T0 + timedelta(minutes=minute[0]), pol)
+        s = t.session
+        return t.commands
+
+    go(e.CardPresented("w", "card", "E1", "T1", "EUR"))
+    go(_result("w", "p", "preauthorize", Outcome.APPROVED, 1500, "9999"))
+    go(e.ChargerStarted("w", "st", 0))
+    wh = 0
+    for k in range(60):
+        wh += 1000
+        topups = [x for x in go(e.MeterValue("w", f"m{k}", wh)) if isinstance(x, c.TopUp)]
+        if topups:
+            go(_result("w", "tu", "topup", Outcome.APPROVED, 1500, "1", for_ref="9999"))
+            break
+    assert s is not None and [h.ref for h in s.holds] == ["9999", "1"]
+    wh += 5000
+    go(e.MeterValue("w", "more", wh))
+    caps = [
+        x
+        for x in go(e.ChargerStopped(session_id="w", event_id="sp", meter_wh=wh))
+        if isinstance(x, c.Capture)
+    ]
+    assert s is not None and s.bill.price_minor > 1500
+    assert [(x.ref, x.amount_minor) for x in caps][:1] == [("9999", 1500)]
+
+
+_DATED = st.fixed_dictionaries(
+    {},
+    optional={
+        "start_date": st.sampled_from(["2026-03-29", "2026-10-25", "2026-10-26"]),
+        "end_date": st.sampled_from(["2026-03-29", "2026-03-30", "2026-10-25"]),
+        "day_of_week": st.sets(st.sampled_from(["SATURDAY", "SUNDAY"]), min_size=1).map(sorted),
+        "start_time": _TIMES,
+        "end_time": _TIMES,
+    },
+)
+_DATED_TARIFF = st.builds(
+    lambda els: {"id": "D", "currency": "EUR", "elements": els},
+    st.lists(
+        st.builds(
+            lambda comps, r: {"price_components": comps, **({"restrictions": r} if r else {})},
+            st.lists(_COMP, min_size=1, max_size=3, unique_by=lambda c: c["type"]),
+            _DATED,
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    tariff=_DATED_TARIFF,
+    steps=st.lists(st.tuples(st.integers(0, 9 * 3600), st.integers(0, 9000)), max_size=6),
+    tz=st.sampled_from([ZoneInfo("Australia/Lord_Howe"), ZoneInfo("America/Santiago"), BERLIN]),
+    start=st.sampled_from(
+        [datetime(2026, 3, 28, 20, tzinfo=UTC), datetime(2026, 10, 24, 22, tzinfo=UTC)]
+    ),
+)
+def test_engine_agrees_with_the_model_on_dated_tariffs_over_dst_nights(
+    tariff: dict[str, Any],
+    steps: list[tuple[int, int]],
+    tz: ZoneInfo,
+    start: datetime,
+) -> None:
+    """Date and weekday restrictions (cut at local midnight) and DST nights in three zones
+    (Lord Howe's 30-minute shift, Santiago's midnight change): the engine and the model agree."""
+    readings = [(start, 0)]
+    for secs, wh in steps:
+        readings.append((readings[-1][0] + timedelta(seconds=secs), readings[-1][1] + wh))
+    engine = price(tariff_from_ocpi(tariff), [Sample(a, w) for a, w in readings], tz).minor
+    assert engine == model_price(tariff, readings, tz)
