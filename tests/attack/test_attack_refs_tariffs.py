@@ -624,13 +624,6 @@ def test_pulled_tariffs_all_profile_or_expired_choose_nothing() -> None:
     assert applicable(["p", "old"], terms, now) is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BREAK: gateway/ocpi/tariffs.py applicable keeps a tariff valid AT its end_date_time "
-    "(now > end), so at the instant the CPO's replacement starts (start_date_time == the old "
-    "end) the old tariff (first in the CPO's order) is still chosen; OCPI: end_date_time is "
-    "when the tariff becomes inactive. Fix: valid while start <= now < end",
-)
 def test_at_the_instant_a_tariff_ends_its_replacement_is_chosen() -> None:
     from gateway.ocpi.tariffs import applicable
 
