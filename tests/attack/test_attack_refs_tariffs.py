@@ -268,13 +268,6 @@ def test_an_interrupted_migration_leaves_0012_intact_and_runs_again(tmp_path: Pa
     store.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BREAK: 0013's hold rewrite (gateway/store/migrations/0013_text_refs.sql) sets "
-    "$.ref from $.receipt_no for every hold, so on a row already in the new shape it writes "
-    "ref = null: a re-run (restore replay, user_version reset) wipes every hold's identity; "
-    "fix: rewrite only holds/rows that still carry receipt_no",
-)
 def test_0013_applied_twice_changes_nothing_the_second_time(tmp_path: Path) -> None:
     """Re-running 0013's data rewrites on a migrated file (a restore script replaying it, a
     user_version reset) must not corrupt rows already in the new shape."""
