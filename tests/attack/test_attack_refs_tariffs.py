@@ -772,22 +772,12 @@ def test_more_energy_under_a_max_price_with_mixed_vat_never_costs_less() -> None
     assert _price(t, more) >= _price(t, readings)
 
 
-_NEXO_SPLIT = pytest.mark.xfail(
-    strict=True,
-    reason="BREAK: drivers/nexo/model.py TransactionIdentification takes any TimeStamp and an "
-    "empty TransactionID as the POI sent them; results.poi_ref joins them with '@' and the "
-    "terminal splits at the last '@', so an '@' in the TimeStamp names another transaction and "
-    "an empty id a hold we can never capture or release. Fix: refuse both when parsed "
-    "(NexoFormatError)",
-)
-
-
 @pytest.mark.parametrize(
     ("tid", "ts"),
     [
         ("T1@x", "2026-01-05T08:00:00Z"),
-        pytest.param("T1", "2026-01-05T08:00:00@Z", marks=_NEXO_SPLIT),
-        pytest.param("", "2026-01-05T08:00:00Z", marks=_NEXO_SPLIT),
+        ("T1", "2026-01-05T08:00:00@Z"),
+        ("", "2026-01-05T08:00:00Z"),
     ],
 )
 def test_a_nexo_ref_names_exactly_the_poi_transaction(tid: str, ts: str) -> None:
