@@ -37,6 +37,7 @@ from gateway.payments.reconcile import BatchFacts, Facts, SessionFacts, reconcil
 from gateway.payments.record import from_json, to_json
 from gateway.payments.session import State, transition
 from gateway.payments.tariff import Pricer, Sample, price, tariff_from_ocpi
+from gateway.payments.tariff_text import describe
 from gateway.runtime.engine_host import EngineHost
 from gateway.store import Store
 from gateway.store.db import latest_version, migrations
@@ -583,19 +584,23 @@ def test_a_night_window_over_two_dst_nights_matches_the_model() -> None:
     assert _price(t, readings) == model_price(t, readings, BERLIN)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BREAK: OCPI 2.3.0 tax_included is ignored (OcpiTariff drops it, tariff_from_ocpi "
-    "never reads it): with tax_included YES the component's vat is added on top of a price that "
-    "already includes it (0.50 incl. 19 % billed 0.60). Fix: keep tax_included in the wire "
-    "model and, for YES, take each component's price as gross (excl = price / (1 + vat))",
-)
 def test_tax_included_yes_is_not_taxed_twice() -> None:
     """OCPI 2.3.0 ``tax_included: "YES"``: the prices already include the tax. A component's
     ``vat`` is then the rate inside the price, never added on top: 0.50/kWh incl. 19 % for
     1 kWh is 0.50 paid, not 0.595."""
     t = _tariff(_energy("0.50", vat=19), tax_included="YES")
     assert _price(t, _flat(T0, 1000)) == 50
+    assert model_price(t, _flat(T0, 1000), BERLIN) == 50
+    # exactly the gross: 0.125/kWh incl. 19 % for 1 kWh is 0.13 (half up), never 0.12 from a
+    # price divided by 1.19 and multiplied back
+    half = _tariff(_energy("0.125", vat=19), tax_included="YES")
+    assert _price(half, _flat(T0, 1000)) == 13
+    # the pulled wire model keeps it (a CPO's tariff pulled over OCPI)
+    wire = _pull_base() | {"id": "Y", "tax_included": "YES"}
+    wire["elements"][0]["price_components"][0]["vat"] = 25
+    pulled = tariff_from_ocpi(OcpiTariff.model_validate(wire).to_json())
+    assert price(pulled, [Sample(a, w) for a, w in _flat(T0, 1000)], BERLIN).minor == 40
+    assert describe(pulled)[0].startswith("0.40 EUR/kWh")
 
 
 def _pull_base() -> dict[str, Any]:

@@ -237,8 +237,11 @@ def model_price(
         comp = next(c for c in elements[i]["price_components"] if c["type"] == kind)
         per = {"ENERGY": Decimal(1000), "FLAT": Decimal(1)}.get(kind, Decimal(3600))
         cost = amount * Decimal(str(comp["price"])) / per
-        excl += cost
-        incl += cost * (1 + (_d(comp.get("vat")) or Decimal(0)) / 100)
+        rate = 1 + (_d(comp.get("vat")) or Decimal(0)) / 100
+        if tariff.get("tax_included") == "YES":  # OCPI 2.3.0: the price includes its VAT
+            excl, incl = excl + cost / rate, incl + cost
+        else:
+            excl, incl = excl + cost, incl + cost * rate
     lo, hi = _bound(tariff.get("min_price")), _bound(tariff.get("max_price"))
     bounded = excl
     if lo is not None and excl < lo:
