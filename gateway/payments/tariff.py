@@ -288,10 +288,15 @@ def _total(tariff: Tariff, volumes: Mapping[tuple[int, Dimension], Decimal]) -> 
         bounded = tariff.min_price
     if tariff.max_price is not None and excl > tariff.max_price:
         bounded = tariff.max_price
-    if bounded != excl:
-        incl = incl * bounded / excl if excl else bounded
-        nets = [(rate, net * bounded / excl) for rate, net in nets] if excl else [(None, bounded)]
+    if bounded != excl and excl:
+        incl = incl * bounded / excl
+        nets = [(rate, net * bounded / excl) for rate, net in nets]
         excl = bounded
+    elif bounded != excl:  # nothing to scale by: the VAT rate every component has, if one
+        rates = {c.vat for e in tariff.elements for c in e.components}
+        rate = rates.pop() if len(rates) == 1 else None
+        incl = bounded * (1 + (rate or Decimal(0)) / 100)
+        nets, excl = [(rate, bounded)], bounded
     if tariff.max_price_incl is not None and incl > tariff.max_price_incl:
         incl = tariff.max_price_incl
     if tariff.min_price_incl is not None and incl < tariff.min_price_incl:

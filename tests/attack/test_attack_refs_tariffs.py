@@ -538,18 +538,16 @@ def test_min_price_on_a_session_that_costs_nothing_still_carries_vat() -> None:
     assert _price(t, _flat(T0, 1000)) == 238
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BREAK: tariff.py _total (and the reference model) take a min_price given excl. VAT "
-    "as the gross when the session's own price is 0 (no VAT rate to scale by): 2.00 paid where "
-    "1 Wh more pays 2.38, and the fiscal nets say 'no VAT'. Fix: with no price to scale by, "
-    "use the VAT rate the tariff's components share (when they all share one)",
-)
 def test_min_price_without_incl_on_a_free_session_keeps_the_vat_rate() -> None:
     """min_price given excl only (a number), every component at 19 % VAT, the session costs 0:
     2.00 excl is 2.38 incl. The engine takes the bound as the gross (no VAT) when excl is 0."""
     t = _tariff(_energy("0.00", vat=19), min_price="2.00")
-    assert _price(t, _flat(T0, 1000)) == 238
+    assert _price(t, _flat(T0, 1000)) == 238 == model_price(t, _flat(T0, 1000), BERLIN)
+    p = price(tariff_from_ocpi(t), [Sample(a, w) for a, w in _flat(T0, 1000)], BERLIN)
+    assert p.nets == ((Decimal(19), Decimal("2.00")),)  # the receipt's VAT line says 19 %
+    # mixed rates: no one rate to take, the bound stands as it is
+    mixed = _tariff(_energy("0.00", vat=19, max_kwh=5), _energy("0.00", vat=7), min_price="2.00")
+    assert _price(mixed, _flat(T0, 1000)) == 200
 
 
 def test_vat_zero_and_fractional_vat() -> None:

@@ -248,8 +248,12 @@ def model_price(
         bounded = lo
     if hi is not None and excl > hi:
         bounded = hi
-    if bounded != excl:
-        incl = incl * bounded / excl if excl else bounded
+    if bounded != excl and excl:
+        incl = incl * bounded / excl
+    elif bounded != excl:  # a session that cost nothing: the one VAT rate of the tariff, if any
+        vats = {_d(c.get("vat")) for el in elements for c in el["price_components"]}
+        only = next(iter(vats)) if len(vats) == 1 else None
+        incl = bounded * (1 + (only or Decimal(0)) / 100)
     lo_incl, hi_incl = _bound_incl(tariff.get("min_price")), _bound_incl(tariff.get("max_price"))
     if hi_incl is not None and incl > hi_incl:
         incl = hi_incl
