@@ -147,3 +147,26 @@ def _offset_changes(t0: datetime, t1: datetime, tz: ZoneInfo) -> set[datetime]:
             found.add(hi)
         a = b
     return found
+
+
+def inactive_wh(
+    restrictions: Sequence[Restrictions], points: Sequence[Point], tz: ZoneInfo
+) -> Decimal:
+    """The energy delivered while no element's restrictions held (``points``: the session's
+    meter samples as (time, Wh so far)). OCPI prices nothing there, so that energy is free; the
+    caller makes it visible (a tariff whose every element is restricted, a night tariff at
+    noon, would otherwise give energy away without a word)."""
+    if not points:
+        return Decimal(0)
+    start, e_start = points[0]
+    free = Decimal(0)
+    for before, after in pairwise(points):
+        relative = [(t.astimezone(UTC), e - e_start) for t, e in (before, after)]
+        for (t0, e0), (t1, e1) in pieces(restrictions, start, relative[0], relative[1], tz):
+            wh = max(Decimal(0), e1 - e0)
+            seconds = Decimal(microseconds(t1 - t0)) / 1_000_000 if t1 > t0 else Decimal(0)
+            power = (wh / _KWH) / (seconds / 3600) if seconds else None
+            at = (t0.astimezone(tz), e0 / _KWH, (t0 - start) // timedelta(seconds=1), power)
+            if wh and not any(r.allow(*at) for r in restrictions):
+                free += wh
+    return free

@@ -472,14 +472,6 @@ def test_a_zero_step_size_bills_exactly_and_a_huge_one_does_not_crash() -> None:
     assert huge == 4 * 10**11 * 100  # 1e12 kWh x 0.40, in cents: priced, never an overflow
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BREAK: a tariff whose elements are all restricted (night only) prices a noon session "
-    "at 0 (tariff.py _interval finds no element): 20 kWh delivered, the hold released, no note, "
-    "no discrepancy - energy given away with no record (issue 26 item 13: free vend only as an "
-    "explicit setting). Fix: the price says which energy no element priced and the session "
-    "records it as a visible note",
-)
 def test_a_session_outside_every_restricted_element_is_never_silently_free() -> None:
     """Only a night element (22:00-06:00): a session at noon matches none. The energy must not
     be given away unrecorded: the session says so (a note naming the unpriced energy)."""
@@ -487,16 +479,28 @@ def test_a_session_outside_every_restricted_element_is_never_silently_free() -> 
     pol = policy(tariffs={"*": t})
     noon = datetime(2026, 1, 5, 11, tzinfo=UTC)
     s = None
-    for ev, minutes in (
+    events: list[tuple[e.Event, int]] = [
         (e.CardPresented("f", "card", "E1", "T1", "EUR"), 0),
         (_result("f", "pre", "preauthorize", Outcome.APPROVED, 5000, "5"), 0),
         (e.ChargerStarted("f", "st", 0), 1),
         (e.MeterValue("f", "m1", 20_000), 60),
         (e.ChargerStopped(session_id="f", event_id="sp", meter_wh=20_000), 61),
-    ):
+    ]
+    for ev, minutes in events:
         s = transition(s, ev, noon + timedelta(minutes=minutes), pol).session
     assert s is not None and s.bill.price_minor == 0
     assert any("20000 Wh" in n and "no tariff element" in n for n in s.notes)
+    # a night window beside a day element: every Wh is priced, no such note
+    both = tariff_from_ocpi(
+        _tariff(_energy("0.30", start_time="22:00", end_time="06:00"), _energy("0.40"))
+    )
+    s = None
+    for ev, minutes in events:
+        s = transition(
+            s, ev, noon + timedelta(minutes=minutes), policy(tariffs={"*": both})
+        ).session
+    assert s is not None and s.bill.price_minor > 0
+    assert not any("no tariff element" in n for n in s.notes)
 
 
 def test_min_price_above_the_hold_records_the_debt() -> None:
