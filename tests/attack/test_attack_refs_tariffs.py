@@ -685,17 +685,19 @@ _ELEMENT = st.builds(
     _RESTR,
 )
 _TARIFF = st.builds(
-    lambda els, cur, lo, hi: {
+    lambda els, cur, lo, hi, taxed: {
         "id": "R",
         "currency": cur,
         "elements": els,
         **({"min_price": lo} if lo is not None else {}),
         **({"max_price": hi} if hi is not None else {}),
+        **({"tax_included": taxed} if taxed is not None else {}),
     },
     st.lists(_ELEMENT, min_size=1, max_size=4),
     st.sampled_from(["EUR", "JPY", "KWD"]),
     st.sampled_from([None, "0.50", {"before_taxes": "1.00", "after_taxes": "1.19"}]),
     st.sampled_from([None, "30", {"before_taxes": "5.00", "after_taxes": "5.95"}]),
+    st.sampled_from([None, "YES", "NO"]),
 )
 _READINGS = st.lists(
     st.tuples(st.integers(0, 4 * 3600), st.integers(0, 4000)), min_size=1, max_size=6
@@ -901,3 +903,37 @@ def test_engine_agrees_with_the_model_on_dated_tariffs_over_dst_nights(
         readings.append((readings[-1][0] + timedelta(seconds=secs), readings[-1][1] + wh))
     engine = price(tariff_from_ocpi(tariff), [Sample(a, w) for a, w in readings], tz).minor
     assert engine == model_price(tariff, readings, tz)
+
+
+def test_a_last_result_on_t2_is_never_taken_for_t1s_receipt(tmp_path: Path) -> None:
+    """T1 booked receipt 42 yesterday; T2's capture of hold 17 is unknown and T2's repeat of
+    its last result says: approved, receipt 42. Another terminal's 42 is not this terminal's:
+    the evidence stands and T2's capture is booked (and T1's session is untouched)."""
+    clock = [T0]
+    store, host = _host(tmp_path, clock)
+    _completed(host, clock, "a", "T1", "42")
+    sid = "b"
+    host.handle(e.CardPresented(sid, "card", "E1", "T2", "EUR"))
+    host.handle(_result(sid, "pre", "preauthorize", Outcome.APPROVED, 5000, "17"))
+    host.handle(e.ChargerStarted(sid, "start", 0))
+    clock[0] += timedelta(minutes=10)
+    host.handle(e.MeterValue(sid, "m1", 4000))
+    host.handle(e.ChargerStopped(session_id=sid, event_id="stop", meter_wh=4000))
+    host.handle(_result(sid, "cap", "capture", Outcome.UNKNOWN, None, None, for_ref="17"))
+    b = host.load(sid)
+    assert b is not None and b.state is State.CAPTURE_UNKNOWN
+    target = b.holds[0].target_minor
+    clock[0] += timedelta(minutes=1)
+    host.handle(
+        e.OpenPreauthsReported(
+            session_id=sid,
+            event_id="q1",
+            refs=(),
+            last=e.LastResult(approved=True, ref="42", amount_minor=target),
+        )
+    )
+    b = host.load(sid)
+    assert b is not None and b.state is State.COMPLETED and b.holds[0].booking_ref == "42"
+    a = host.load("a")
+    assert a is not None and a.state is State.COMPLETED and a.holds[0].booking_ref == "42"
+    store.close()
