@@ -937,3 +937,54 @@ def test_a_last_result_on_t2_is_never_taken_for_t1s_receipt(tmp_path: Path) -> N
     a = host.load("a")
     assert a is not None and a.state is State.COMPLETED and a.holds[0].booking_ref == "42"
     store.close()
+
+
+_DIE_MID_MIGRATION = """
+import os, sys
+from pathlib import Path
+from gateway.store import db
+path = Path(sys.argv[1])
+conn = db.connect(path)
+seen = [0]
+def trace(statement):
+    seen[0] += 1  # 0013 on a 0012 file: statement 2 is BEGIN, 16 its COMMIT
+    if seen[0] >= int(sys.argv[2]):
+        os._exit(9)  # the process dies inside the migration's transaction (a power cut)
+conn.set_trace_callback(trace)
+db.migrate(conn, str(path))
+print("finished", seen[0])
+"""
+
+
+@pytest.mark.parametrize("after", [3, 4, 9, 11, 12, 13, 15, 16])
+def test_a_process_killed_inside_0013_leaves_a_0012_file_that_migrates(
+    tmp_path: Path, after: int
+) -> None:
+    """A real process death mid-0013 (progress handler, os._exit): the file opens again as a
+    sound 0012 file (one transaction, rolled back from the WAL) and migrates to the end with the
+    same money as a clean migration."""
+    import subprocess
+    import sys
+
+    path = _copy_0012(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-c", _DIE_MID_MIGRATION, str(path), str(after)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parent.parent.parent,
+    )
+    assert done.returncode == 9, done.stderr  # it died inside, never finished
+    assert _raw(path, "PRAGMA user_version")[0][0] == 12
+    assert _raw(path, "PRAGMA quick_check")[0][0] == "ok"
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    reference = _copy_0012(clean)
+    Store.open(reference, clock=lambda: NOW).close()
+    store = Store.open(path, clock=lambda: NOW)
+    assert store.schema_version == latest_version()
+    store.close()
+    query = "SELECT id, data FROM sessions ORDER BY id"
+    assert _raw(path, query) == _raw(reference, query)
+    eod = "SELECT terminal, batch_first, batch_last, totals FROM end_of_day ORDER BY id"
+    assert _raw(path, eod) == _raw(reference, eod)
