@@ -89,13 +89,19 @@ def pieces(
     if span <= 0:
         return [(before, after)]
     cuts: set[datetime] = set()
+    # A kWh threshold's cut is at a whole microsecond (floored), where the interpolated energy
+    # falls just short of the threshold; the energy there is the threshold itself, or the piece
+    # after the cut would start "below" it and go to the wrong element for the whole rest.
+    exact: dict[datetime, Decimal] = {}
     for r in restrictions:
         for seconds in (r.min_duration, r.max_duration):
             if seconds is not None:
                 cuts.add(start + timedelta(seconds=seconds))
         for kwh in (r.min_kwh, r.max_kwh):
             if kwh is not None and e0 < kwh * _KWH < e1:
-                cuts.add(t0 + timedelta(microseconds=int((kwh * _KWH - e0) * span / (e1 - e0))))
+                at = t0 + timedelta(microseconds=int((kwh * _KWH - e0) * span / (e1 - e0)))
+                cuts.add(at)
+                exact[at] = kwh * _KWH
         clocks = [c for c in (r.start_time, r.end_time) if c is not None]
         if r.day_of_week or r.start_date is not None or r.end_date is not None:
             clocks.append(time(0))  # a weekday or a date changes at local midnight
@@ -107,7 +113,8 @@ def pieces(
     points = [before]
     for cut in inside:
         fraction = Decimal(microseconds(cut - t0)) / Decimal(span)
-        points.append((cut, (e0 + (e1 - e0) * fraction).quantize(_MICRO_WH)))
+        energy = exact.get(cut, (e0 + (e1 - e0) * fraction).quantize(_MICRO_WH))
+        points.append((cut, max(energy, points[-1][1])))  # never below the previous cut's
     points.append(after)
     return list(pairwise(points))
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import shutil
 import sqlite3
 from contextlib import closing
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -988,3 +989,56 @@ def test_a_process_killed_inside_0013_leaves_a_0012_file_that_migrates(
     assert _raw(path, query) == _raw(reference, query)
     eod = "SELECT terminal, batch_first, batch_last, totals FROM end_of_day ORDER BY id"
     assert _raw(path, eod) == _raw(reference, eod)
+
+
+def test_findings_of_one_batch_in_two_currencies_have_distinct_keys() -> None:
+    """One end of day, girocard short in EUR and in CHF: two findings a technician resolves one
+    by one. With one key for both, resolving the EUR one (a reason for EUR) silently resolves
+    the CHF one too."""
+    start, at = datetime(2026, 1, 5, tzinfo=UTC), datetime(2026, 1, 5, 23, tzinfo=UTC)
+    batches = [
+        BatchFacts("T1", start, at, "EUR", {"girocard": (2, 2000)}),
+        BatchFacts("T1", start, at, "CHF", {"girocard": (2, 4000)}),
+    ]
+    sessions = [_sf("eur", "EUR", 1000), _sf("chf", "CHF", 2000)]
+    report = reconcile(_facts(sessions, batches))
+    found = [f for f in report.findings if f.kind == "missing_in_journal"]
+    assert sorted((f.currency, f.amount_minor) for f in found) == [("CHF", 2000), ("EUR", 1000)]
+    assert len({f.key for f in found}) == 2
+    facts = _facts(sessions, batches)
+    eur_key = next(f.key for f in found if f.currency == "EUR")
+    resolved = reconcile(replace(facts, resolutions={eur_key: "EUR explained"}))
+    open_ = [f for f in resolved.findings if f.kind == "missing_in_journal" and not f.resolved]
+    assert [f.currency for f in open_] == ["CHF"]
+
+
+def test_a_batch_finding_resolved_under_its_key_of_before_stays_resolved() -> None:
+    """A technician's reason journaled for a batch finding's key of before (no currency in it)
+    still explains that finding."""
+    start, at = datetime(2026, 1, 5, tzinfo=UTC), datetime(2026, 1, 5, 23, tzinfo=UTC)
+    facts = _facts([], [BatchFacts("T1", start, at, "EUR", {"girocard": (1, 500)})])
+    old_key = f"missing_in_journal:T1:{at.isoformat()}:girocard"
+    report = reconcile(replace(facts, resolutions={old_key: "paid cash at the desk"}))
+    assert [(f.kind, f.resolved) for f in report.findings] == [
+        ("missing_in_journal", "paid cash at the desk")
+    ]
+
+
+@settings(max_examples=200, deadline=None)
+@given(energy_wh=st.integers(1001, 400_000), span_us=st.integers(10**6, 10 * 3600 * 10**6))
+def test_energy_past_a_min_kwh_threshold_is_billed_by_that_element(
+    energy_wh: int, span_us: int
+) -> None:
+    """1.00/kWh from 1 kWh on (min_kwh 1), free before: one interval of E Wh costs E - 1 kWh
+    at 1.00. The cut's time is a whole microsecond; the energy there must be the threshold
+    itself, or the rest of the interval starts "below 1 kWh" and goes to the free element."""
+    t = _tariff(_energy("1.00", min_kwh=1), _energy("0.00"))
+    t["elements"][1]["price_components"][0]["price"] = "0.00"
+    readings = [(T0, 0), (T0 + timedelta(microseconds=span_us), energy_wh)]
+    expected = int(
+        (Decimal(energy_wh - 1000) / 1000 * 100).to_integral_value(rounding="ROUND_HALF_UP")
+    )
+    assert _price(t, readings) == expected == model_price(t, readings, BERLIN)
+    # and a max_kwh threshold: 1.00/kWh below 1 kWh, free from there
+    capped = _tariff(_energy("1.00", max_kwh=1), _energy("0.00"))
+    assert _price(capped, readings) == 100 == model_price(capped, readings, BERLIN)

@@ -172,6 +172,7 @@ def model_price(
                 used.append((i, "ENERGY"))
             continue
         cuts = {t0, t1}
+        at_threshold: dict[datetime, Decimal] = {}  # a kWh cut's energy: the threshold itself
         for el in elements:
             r = el.get("restrictions") or {}
             for key in ("min_duration", "max_duration"):
@@ -181,9 +182,10 @@ def model_price(
                 if r.get(key) is not None and e1 != e0:
                     target = Decimal(str(r[key])) * 1000 + wh0
                     if e0 < target < e1:
-                        share = (target - e0) / (e1 - e0)
-                        micro = int(share * Decimal((t1 - t0) // timedelta(microseconds=1)))
+                        whole = Decimal((t1 - t0) // timedelta(microseconds=1))
+                        micro = int((target - e0) * whole / (e1 - e0))
                         cuts.add(t0 + timedelta(microseconds=micro))
+                        at_threshold[t0 + timedelta(microseconds=micro)] = target
             clocks = [time.fromisoformat(r[k]) for k in ("start_time", "end_time") if r.get(k)]
             if r.get("day_of_week") or r.get("start_date") or r.get("end_date"):
                 clocks.append(time(0))
@@ -191,13 +193,17 @@ def model_price(
                 cuts.update(_local_instants(t0, t1, clock, tz))
         edges = sorted(c for c in cuts if t0 <= c <= t1)
         span = Decimal((t1 - t0) // timedelta(microseconds=1))
+
+        energy = {
+            x: at_threshold[x]
+            if t0 < x < t1 and x in at_threshold
+            else (e0 + (e1 - e0) * Decimal((x - t0) // timedelta(microseconds=1)) / span).quantize(
+                _EXACT
+            )
+            for x in edges
+        }
         for a, b in pairwise(edges):
-            ea = (e0 + (e1 - e0) * Decimal((a - t0) // timedelta(microseconds=1)) / span).quantize(
-                _EXACT
-            )
-            eb = (e0 + (e1 - e0) * Decimal((b - t0) // timedelta(microseconds=1)) / span).quantize(
-                _EXACT
-            )
+            ea, eb = energy[a], energy[b]
             seconds = Decimal((b - a) // timedelta(microseconds=1)) / 1_000_000
             wh = max(Decimal(0), eb - ea)
             kw = (wh / 1000) / (seconds / 3600) if seconds else None
