@@ -1042,3 +1042,54 @@ def test_energy_past_a_min_kwh_threshold_is_billed_by_that_element(
     # and a max_kwh threshold: 1.00/kWh below 1 kWh, free from there
     capped = _tariff(_energy("1.00", max_kwh=1), _energy("0.00"))
     assert _price(capped, readings) == 100 == model_price(capped, readings, BERLIN)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    energy_wh=st.integers(0, 200_000),
+    minutes=st.integers(61, 600),
+    extra_us=st.integers(0, 999_999),
+)
+def test_time_past_a_min_duration_and_energy_in_a_window_are_billed_exactly(
+    energy_wh: int, minutes: int, extra_us: int
+) -> None:
+    """Analytic answers, not the model's: TIME at 1.00/h from the first hour on (min_duration
+    3600, free before); ENERGY at 1.00/kWh only 12:00-13:00 Berlin for a session 11:00 to
+    11:00 + ``minutes`` (constant power): the energy share inside the window."""
+    span = timedelta(minutes=minutes, microseconds=extra_us)
+    readings = [(T0, 0), (T0 + span, energy_wh)]
+    timed = _tariff(
+        {
+            "price_components": [{"type": "TIME", "price": "1.00", "step_size": 1}],
+            "restrictions": {"min_duration": 3600},
+        },
+        {"price_components": [{"type": "TIME", "price": "0.00", "step_size": 1}]},
+    )
+    if energy_wh:
+        hours = (Decimal(span // timedelta(microseconds=1)) / 10**6 - 3600) / 3600
+        assert _price(timed, readings) == int((hours * 100).to_integral_value("ROUND_HALF_UP"))
+    start = datetime(2026, 1, 5, 10, tzinfo=UTC)  # 11:00 in Berlin
+    windowed = _tariff(_energy("1.00", start_time="12:00", end_time="13:00"), _energy("0.00"))
+    windowed["elements"][1]["price_components"][0]["price"] = "0.00"
+    total_us = Decimal(span // timedelta(microseconds=1))
+    inside_us = min(total_us, Decimal(2 * 3600 * 10**6)) - Decimal(3600 * 10**6)
+    inside_us = max(Decimal(0), min(inside_us, Decimal(3600 * 10**6)))
+    wh = Decimal(energy_wh) * inside_us / total_us
+    expected = int((wh / 1000 * 100).to_integral_value("ROUND_HALF_UP"))
+    got = _price(windowed, [(start, 0), (start + span, energy_wh)])
+    assert abs(got - expected) <= 1 if energy_wh else got == 0  # the micro-Wh cut: one cent
+
+
+def test_a_start_fee_after_half_a_kwh_is_billed_within_one_meter_interval() -> None:
+    """FLAT 1.00 once 0.5 kWh are delivered (min_kwh 0.5), one interval 0 -> 7.3 kWh at
+    ~22 kW: the fee is due (it became active inside the interval)."""
+    t = _tariff(
+        {
+            "price_components": [{"type": "FLAT", "price": "1.00", "step_size": 1}],
+            "restrictions": {"min_kwh": 0.5},
+        },
+        _energy("0.00"),
+    )
+    t["elements"][1]["price_components"][0]["price"] = "0.00"
+    readings = [(T0, 0), (T0 + timedelta(seconds=1193, microseconds=7), 7300)]
+    assert _price(t, readings) == 100 == model_price(t, readings, BERLIN)
