@@ -204,8 +204,20 @@ def reconcile(facts: Facts, tol: Tolerances | None = None) -> Report:
                 w.currency,
             )
         )
-    resolved = [replace(f, resolved=facts.resolutions.get(f.key)) for f in found]
+    resolved = [replace(f, resolved=_resolution(f, facts.resolutions)) for f in found]
     return Report(facts.start, facts.end, len(facts.sessions), len(facts.batches), tuple(resolved))
+
+
+_BATCH_KINDS = frozenset({"missing_in_terminal_totals", "missing_in_journal", "amount_mismatch"})
+
+
+def _resolution(f: Finding, resolutions: Mapping[str, str]) -> str | None:
+    """The technician's reason for a finding; a batch finding resolved before its key named the
+    currency (a batch then had one) is found by that older key."""
+    found = resolutions.get(f.key)
+    if found is None and f.kind in _BATCH_KINDS and f.key.endswith(f":{f.currency}"):
+        found = resolutions.get(f.key.removesuffix(f":{f.currency}"))
+    return found
 
 
 def _batch(batch: BatchFacts, sessions: Sequence[SessionFacts]) -> list[Finding]:
@@ -217,7 +229,9 @@ def _batch(batch: BatchFacts, sessions: Sequence[SessionFacts]) -> list[Finding]
         j_count, j_amount = count.get(brand, 0), amount.get(brand, 0)
         if (t_count, t_amount) == (j_count, j_amount):
             continue
-        key = f"{batch.terminal}:{batch.at.isoformat()}:{brand}"
+        # per currency: one end of day's totals in two currencies are two findings, each
+        # resolved on its own
+        key = f"{batch.terminal}:{batch.at.isoformat()}:{brand}:{batch.currency}"
         said = (
             f"terminal {batch.terminal}, batch closed {batch.at:%Y-%m-%d %H:%M}, {brand}: "
             f"terminal {t_count} "
