@@ -204,3 +204,5 @@ class OcpiTariff(OcpiModel):
     ) = None
     start_date_time: DateTime | None = None
     end_date_time: DateTime | None = None
+    # 2.3.0: YES = the component prices already include their ``vat`` (never added again)
+    tax_included: Annotated[str, StringConstraints(pattern=r"^(YES|NO|N_A)$")] | None = None

@@ -163,3 +163,8 @@ async def running(daemon: Daemon) -> AsyncIterator[Daemon]:
     finally:
         daemon.request_stop("test over")
         await task
+
+
+# How long a command may take before a test calls it hung: it catches a hang or a blow-up on
+# hostile input, not a slow machine (a CLI start under a loaded 2-core machine took over 10 s).
+HANG_GUARD_S = 60

@@ -122,6 +122,17 @@ class TransactionIdentification:
     transaction_id: str = nx("TransactionID")
     time_stamp: str = nx("TimeStamp")  # ISO date-time with zone, kept as the peer wrote it
 
+    def __post_init__(self) -> None:
+        # A POI transaction is a hold's reference, ``TransactionID@TimeStamp`` split at its last
+        # "@" (results.poi_ref): an empty id or an "@" in the time stamp (never in an ISO
+        # date-time) would name another transaction, or none we could capture or release.
+        if not self.transaction_id or not self.time_stamp or "@" in self.time_stamp:
+            raise NexoFormatError(
+                "TransactionIdentification",
+                f"TransactionID {self.transaction_id[:40]!r} / TimeStamp "
+                f"{self.time_stamp[:40]!r}: an empty id or a time stamp with '@'",
+            )
+
 
 @dataclass(frozen=True, slots=True)
 class MessageReference:

@@ -31,7 +31,9 @@ class PtPayments(PtLine):
                 self._remember(result)  # it stands: its repeat (06 20) shows it
                 raise
             return False  # nobody can acknowledge it now: undone as on a timeout
-        return reply is not None and reply.command == Command.ACK
+        acknowledged = reply is not None and reply.command == Command.ACK
+        self.sim.state.results_acknowledged += acknowledged
+        return acknowledged
 
     async def _wait_card(self) -> bool:
         """Wait for the card; False if the ECR sent Abort (06 B0) meanwhile."""

@@ -84,6 +84,7 @@ class SimState:
     printed: list[str] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)
     unanswered: int = 0  # messages to the ECR whose 80 00 never came (send_expect_ack)
+    results_acknowledged: int = 0  # approving 04 0F the ECR acknowledged (80 00) in time
     taps: int = 0  # cards presented for the next read-card (tap_required)
     sequence_no: int = 0  # the PT's message number (variants.sequence_numbers, TLV 1F73)
 

@@ -50,14 +50,15 @@ _KIND_RANK = {"AD_HOC_PAYMENT": 0, None: 1, "REGULAR": 2}
 
 def applicable(ids: list[str], terms: Mapping[str, OcpiTariff], now: datetime) -> str | None:
     """Of a connector's tariff ids (in the CPO's order), the one a terminal payment starting
-    ``now`` pays: valid now (``start_date_time`` <= now <= ``end_date_time``), the best kind."""
+    ``now`` pays: valid now (``start_date_time`` <= now < ``end_date_time``: OCPI's end is when
+    the tariff becomes inactive, the instant its replacement starts), the best kind."""
     ranked = []
     for n, tid in enumerate(ids):
         t = terms.get(tid)
         if t is None or t.type not in _KIND_RANK:
             continue
         if (t.start_date_time is not None and now < t.start_date_time) or (
-            t.end_date_time is not None and now > t.end_date_time
+            t.end_date_time is not None and now >= t.end_date_time
         ):
             continue
         ranked.append((_KIND_RANK[t.type], n, tid))

@@ -16,6 +16,7 @@ whether such a repeat may be ours.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from decimal import Decimal
 
 from gateway.errors import InvariantViolated
 from gateway.fiscal.receipt import VatLine, vat_breakdown
@@ -23,6 +24,7 @@ from gateway.payments.metering import billed_energy
 from gateway.payments.model import BilledTo, HoldStatus, Reading, Session, update
 from gateway.payments.policy import Policy
 from gateway.payments.tariff import Sample
+from gateway.payments.tariff_restrictions import inactive_wh
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +57,9 @@ def capture_plan(s: Session, policy: Policy) -> CapturePlan:
     if energy == 0 and not policy.bill_without_energy and price.minor:
         price = Price()
         notes = (*notes, "no energy delivered: nothing billed")
+    free = _unpriced_wh(s, readings, policy)
+    if free:
+        notes = (*notes, f"{free} Wh delivered while no tariff element applied: not billed")
     payable = chargeable(s, price.minor)
     if payable < price.minor:
         notes = (
@@ -76,6 +81,16 @@ def capture_plan(s: Session, policy: Policy) -> CapturePlan:
         shortfall_minor=shortfall,
         notes=notes,
     )
+
+
+def _unpriced_wh(s: Session, readings: tuple[Reading, ...], policy: Policy) -> int:
+    """Energy no element of the session's tariff priced (outside every element's restrictions),
+    rounded down to a Wh: given away, so said in the session's notes."""
+    tariff = policy.pinned(s)
+    if tariff is None or not tariff.elements:
+        return 0
+    points = [(r.at, Decimal(r.energy_wh)) for r in readings]
+    return int(inactive_wh([e.restrictions for e in tariff.elements], points, policy.tz))
 
 
 def chargeable(s: Session, price_minor: int) -> int:

@@ -84,6 +84,18 @@ class OverdueModification:
 
 
 @dataclass(frozen=True, slots=True)
+class UnclaimedWebhook:
+    """A webhook saying the acquirer captured or refunded money that no modification of ours
+    took as its outcome (made elsewhere, or for another amount than we asked)."""
+
+    event: str  # CAPTURE or REFUND
+    psp_reference: str
+    payment: str | None
+    amount_minor: int = 0
+    currency: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Facts:
     start: datetime
     end: datetime
@@ -99,6 +111,7 @@ class Facts:
     # batch's totals only (their own findings belong to the window they changed in).
     batch_sessions: Sequence[SessionFacts] = ()
     missing_webhooks: Sequence[OverdueModification] = ()
+    unclaimed_webhooks: Sequence[UnclaimedWebhook] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,8 +195,35 @@ def reconcile(facts: Facts, tol: Tolerances | None = None) -> Report:
                 m.currency,
             )
         )
-    resolved = [replace(f, resolved=facts.resolutions.get(f.key)) for f in found]
+    for w in facts.unclaimed_webhooks:
+        said = (
+            f"the acquirer reported a {w.event} {w.psp_reference} on payment {w.payment} that "
+            "no modification of ours claims (made elsewhere, or for another amount)"
+        )
+        found.append(
+            Finding(
+                f"unclaimed_webhook:{w.psp_reference}:{w.event}",
+                "unclaimed_webhook",
+                said,
+                (),
+                w.amount_minor,
+                w.currency,
+            )
+        )
+    resolved = [replace(f, resolved=_resolution(f, facts.resolutions)) for f in found]
     return Report(facts.start, facts.end, len(facts.sessions), len(facts.batches), tuple(resolved))
+
+
+_BATCH_KINDS = frozenset({"missing_in_terminal_totals", "missing_in_journal", "amount_mismatch"})
+
+
+def _resolution(f: Finding, resolutions: Mapping[str, str]) -> str | None:
+    """The technician's reason for a finding; a batch finding resolved before its key named the
+    currency (a batch then had one) is found by that older key."""
+    found = resolutions.get(f.key)
+    if found is None and f.kind in _BATCH_KINDS and f.key.endswith(f":{f.currency}"):
+        found = resolutions.get(f.key.removesuffix(f":{f.currency}"))
+    return found
 
 
 def _batch(batch: BatchFacts, sessions: Sequence[SessionFacts]) -> list[Finding]:
@@ -195,7 +235,9 @@ def _batch(batch: BatchFacts, sessions: Sequence[SessionFacts]) -> list[Finding]
         j_count, j_amount = count.get(brand, 0), amount.get(brand, 0)
         if (t_count, t_amount) == (j_count, j_amount):
             continue
-        key = f"{batch.terminal}:{batch.at.isoformat()}:{brand}"
+        # per currency: one end of day's totals in two currencies are two findings, each
+        # resolved on its own
+        key = f"{batch.terminal}:{batch.at.isoformat()}:{brand}:{batch.currency}"
         said = (
             f"terminal {batch.terminal}, batch closed {batch.at:%Y-%m-%d %H:%M}, {brand}: "
             f"terminal {t_count} "

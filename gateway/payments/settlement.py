@@ -36,6 +36,7 @@ from gateway.payments.plausibility import KEPT
 from gateway.payments.policy import Policy
 from gateway.payments.receipts import print_receipt, render
 from gateway.payments.states import State, Trigger
+from gateway.payments.strategy_choice import choose_strategy
 
 
 def settle_command(s: Session, now: datetime, policy: Policy) -> Transition:
@@ -43,6 +44,14 @@ def settle_command(s: Session, now: datetime, policy: Policy) -> Transition:
     hold = s.current
     if hold is None:
         raise InvariantViolated(f"session {s.id} in {s.state} has no open hold to settle")
+    choice = choose_strategy(
+        policy.hold_of(s.route), policy.capabilities_of(s.terminal), s.terminal
+    )
+    if s.state is not State.CAPTURING and choice.give_back == "lapse":
+        # A terminal that refuses the release of an uncompleted reservation is never asked:
+        # nothing is taken, the hold lapses at the end of its validity (strategy_choice.py).
+        why = "the terminal cannot release an uncompleted hold: left to lapse, nothing taken"
+        return give_up(s, hold, now, policy, why, fate_known=True)
     s = replace(s, timer=(TimerKind.ANSWER, now + policy.answer_timeout_of(s.terminal)))
     if s.state is State.CAPTURING:
         s = replace_hold(s, hold, replace(hold, capture_sent_at=now))
@@ -221,22 +230,29 @@ def enquiry_answered(
         return next_hold(replace_hold(s, hold, done), now, policy)
     target = hold.target_minor or 0
     last = ev.last
-    if (
+    # Its own approval, stored before the crash: the hold is gone, so it stood. Named by
+    # whatever the driver names a booking (ZVT: its own receipt; nexo: the reservation's POI
+    # transaction, the hold's own reference), so no test of the reference is needed here.
+    own = (
         held is not None
+        and held.approved
         and held.ref is not None
         and held.amount_minor in (target, hold.amount_minor - target)
-    ):
-        last = held  # its own result, stored before the crash: the hold is gone, so it stood
+    )
+    if own and held is not None:
+        last = held
     # a reference another hold of this session was booked with is that hold's result, not ours
     booked = {h.booking_ref for h in s.holds if h is not hold}
-    if (
-        last is not None
-        and last.approved
-        and last.ref is not None
-        and last.ref != hold.ref
-        and last.ref not in booked
-        and last.ref not in ev.refs
-        and last.amount_minor in (target, hold.amount_minor - target)
+    if last is not None and (
+        own
+        or (
+            last.approved
+            and last.ref is not None
+            and last.ref != hold.ref  # the hold's own pre-auth repeated is no capture
+            and last.ref not in booked
+            and last.ref not in ev.refs
+            and last.amount_minor in (target, hold.amount_minor - target)
+        )
     ):
         s = replace(
             s,

@@ -28,6 +28,8 @@ Rules (where OCPI leaves room, the choice is written here):
 - Energy at a cut between two samples is kept to a micro-Wh (fixed point), so the pieces of an
   interval add up to its energy exactly and a rounding up never bills a step for a 1e-24 Wh.
 - VAT: a component's price is excluding VAT; ``vat`` is a percentage; absent = not applicable.
+  Under OCPI 2.3.0's ``tax_included: "YES"`` the price already includes its ``vat``: it is the
+  gross as given (exactly: never divided and multiplied back), and its net is derived from it.
 - ``min_price``/``max_price`` bound the total excluding VAT (the total including VAT is scaled by
   the same factor) and, when the tariff gives them, the total including VAT too (OCPI: "they
   both apply").
@@ -68,6 +70,15 @@ class PriceComponent:
     price: Decimal  # excluding VAT, per kWh / per hour / once
     vat: Decimal | None = None
     step_size: int = 1
+    tax_included: bool = False  # ``price`` already includes ``vat`` (OCPI 2.3.0 tax_included)
+
+    def gross(self, amount: Decimal) -> Decimal:
+        """An amount at this component's price, including its VAT."""
+        return amount if self.tax_included else amount * (1 + (self.vat or Decimal(0)) / 100)
+
+    def net(self, amount: Decimal) -> Decimal:
+        """An amount at this component's price, excluding its VAT."""
+        return amount / (1 + (self.vat or Decimal(0)) / 100) if self.tax_included else amount
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,8 +278,9 @@ def _total(tariff: Tariff, volumes: Mapping[tuple[int, Dimension], Decimal]) -> 
             continue
         unit = {Dimension.ENERGY: _KWH, Dimension.FLAT: Decimal(1)}.get(dim, _HOUR)
         cost = billed * comp.price / unit  # multiplied first: 300 s x 1.20 / 3600 is 0.10 exactly
+        incl += comp.gross(cost)
+        cost = comp.net(cost)
         excl += cost
-        incl += cost * (1 + (comp.vat or Decimal(0)) / 100)
         lines.append((dim.value, billed, cost))
         nets.append((comp.vat, cost))
     bounded = excl
@@ -276,10 +288,15 @@ def _total(tariff: Tariff, volumes: Mapping[tuple[int, Dimension], Decimal]) -> 
         bounded = tariff.min_price
     if tariff.max_price is not None and excl > tariff.max_price:
         bounded = tariff.max_price
-    if bounded != excl:
-        incl = incl * bounded / excl if excl else bounded
-        nets = [(rate, net * bounded / excl) for rate, net in nets] if excl else [(None, bounded)]
+    if bounded != excl and excl:
+        incl = incl * bounded / excl
+        nets = [(rate, net * bounded / excl) for rate, net in nets]
         excl = bounded
+    elif bounded != excl:  # nothing to scale by: the VAT rate every component has, if one
+        rates = {c.vat for e in tariff.elements for c in e.components}
+        rate = rates.pop() if len(rates) == 1 else None
+        incl = bounded * (1 + (rate or Decimal(0)) / 100)
+        nets, excl = [(rate, bounded)], bounded
     if tariff.max_price_incl is not None and incl > tariff.max_price_incl:
         incl = tariff.max_price_incl
     if tariff.min_price_incl is not None and incl < tariff.min_price_incl:
@@ -318,7 +335,9 @@ def tariff_from_ocpi(obj: Mapping[str, Any]) -> Tariff:
         return Tariff(
             id=tid,
             currency=str(obj["currency"]),
-            elements=tuple(_element(e) for e in charging),
+            elements=tuple(
+                _element(e, tax_included=obj.get("tax_included") == "YES") for e in charging
+            ),
             min_price=_price_excl(obj.get("min_price")),
             max_price=_price_excl(obj.get("max_price")),
             preauthorize_amount=None
@@ -361,13 +380,14 @@ def _price_excl(value: Any) -> Decimal | None:
     return Decimal(str(value))
 
 
-def _element(e: Mapping[str, Any]) -> TariffElement:
+def _element(e: Mapping[str, Any], *, tax_included: bool) -> TariffElement:
     comps = tuple(
         PriceComponent(
             Dimension(c["type"]),
             Decimal(str(c["price"])),
             None if c.get("vat") is None else Decimal(str(c["vat"])),
             int(c.get("step_size", 1)),
+            tax_included=tax_included,
         )
         for c in e["price_components"]
     )

@@ -89,13 +89,19 @@ def pieces(
     if span <= 0:
         return [(before, after)]
     cuts: set[datetime] = set()
+    # A kWh threshold's cut is at a whole microsecond (floored), where the interpolated energy
+    # falls just short of the threshold; the energy there is the threshold itself, or the piece
+    # after the cut would start "below" it and go to the wrong element for the whole rest.
+    exact: dict[datetime, Decimal] = {}
     for r in restrictions:
         for seconds in (r.min_duration, r.max_duration):
             if seconds is not None:
                 cuts.add(start + timedelta(seconds=seconds))
         for kwh in (r.min_kwh, r.max_kwh):
             if kwh is not None and e0 < kwh * _KWH < e1:
-                cuts.add(t0 + timedelta(microseconds=int((kwh * _KWH - e0) * span / (e1 - e0))))
+                at = t0 + timedelta(microseconds=int((kwh * _KWH - e0) * span / (e1 - e0)))
+                cuts.add(at)
+                exact[at] = kwh * _KWH
         clocks = [c for c in (r.start_time, r.end_time) if c is not None]
         if r.day_of_week or r.start_date is not None or r.end_date is not None:
             clocks.append(time(0))  # a weekday or a date changes at local midnight
@@ -107,7 +113,8 @@ def pieces(
     points = [before]
     for cut in inside:
         fraction = Decimal(microseconds(cut - t0)) / Decimal(span)
-        points.append((cut, (e0 + (e1 - e0) * fraction).quantize(_MICRO_WH)))
+        energy = exact.get(cut, (e0 + (e1 - e0) * fraction).quantize(_MICRO_WH))
+        points.append((cut, max(energy, points[-1][1])))  # never below the previous cut's
     points.append(after)
     return list(pairwise(points))
 
@@ -147,3 +154,26 @@ def _offset_changes(t0: datetime, t1: datetime, tz: ZoneInfo) -> set[datetime]:
             found.add(hi)
         a = b
     return found
+
+
+def inactive_wh(
+    restrictions: Sequence[Restrictions], points: Sequence[Point], tz: ZoneInfo
+) -> Decimal:
+    """The energy delivered while no element's restrictions held (``points``: the session's
+    meter samples as (time, Wh so far)). OCPI prices nothing there, so that energy is free; the
+    caller makes it visible (a tariff whose every element is restricted, a night tariff at
+    noon, would otherwise give energy away without a word)."""
+    if not points:
+        return Decimal(0)
+    start, e_start = points[0]
+    free = Decimal(0)
+    for before, after in pairwise(points):
+        relative = [(t.astimezone(UTC), e - e_start) for t, e in (before, after)]
+        for (t0, e0), (t1, e1) in pieces(restrictions, start, relative[0], relative[1], tz):
+            wh = max(Decimal(0), e1 - e0)
+            seconds = Decimal(microseconds(t1 - t0)) / 1_000_000 if t1 > t0 else Decimal(0)
+            power = (wh / _KWH) / (seconds / 3600) if seconds else None
+            at = (t0.astimezone(tz), e0 / _KWH, (t0 - start) // timedelta(seconds=1), power)
+            if wh and not any(r.allow(*at) for r in restrictions):
+                free += wh
+    return free

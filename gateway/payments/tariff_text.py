@@ -27,7 +27,7 @@ def describe(tariff: Tariff, limit: int = 6) -> list[str]:
     for element in tariff.elements:
         when = _when(element.restrictions)
         for c in element.components:
-            gross = shown_price(c.price * (1 + (c.vat or Decimal(0)) / 100), tariff.currency)
+            gross = shown_price(c.gross(c.price), tariff.currency)
             tail = when or (" otherwise" if c.type in conditioned else "")
             line = f"{gross} {tariff.currency}{units[c.type]}{tail}"[:64]
             if when:

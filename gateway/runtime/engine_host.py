@@ -87,8 +87,12 @@ class EngineHost:
         unresolved: its fresh hold would look like an orphan before its result is stored; and
         never for a terminal whose modifications go to an acquirer: the terminal does not see
         the captures made online, so its open holds are not the truth (a release would cancel
-        a payment already captured)."""
+        a payment already captured); nor for a terminal that cannot release an uncompleted
+        hold (``release_open``): there a hold nobody owns can only lapse, and an orphan session
+        made each sweep for it would release nothing."""
         if self.making_holds(terminal) or terminal in self.policy.online_deadlines:
+            return []
+        if not self.policy.capabilities_of(terminal).release_open:
             return []
         here = [s for s in self.open_sessions() if s.terminal == terminal]
         owned = self._owned_refs(here, terminal)

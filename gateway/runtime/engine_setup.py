@@ -68,6 +68,7 @@ def build_policy(settings: Settings) -> Policy:
         answer_timeout=timedelta(seconds=p.answer_timeout_s),
         bill_without_energy=p.bill_without_energy,
         topup_terminals=frozenset(t.id for t in settings.terminals if t.capabilities.incremental),
+        capabilities={t.id: t.capabilities for t in settings.terminals},
         stop_before_expiry=timedelta(hours=p.stop_before_expiry_hours),
         safety_margin_minor=_minor(p.safety_margin, cur),
         min_partial_minor=_minor(p.min_partial_approval, cur),

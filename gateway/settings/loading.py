@@ -72,6 +72,10 @@ def _resolve_paths(settings: Settings, source: str) -> Settings:
     return settings.model_copy(update={"storage": storage})
 
 
+WEBHOOK_PASSWORD_MIN = 16  # characters, as for the local API's client tokens
+HMAC_KEY_MIN_BYTES = 32  # Adyen's webhook HMAC keys are 32 bytes (64 hex digits)
+
+
 def check_secrets(settings: Settings) -> list[str]:
     """Resolve every secret reference and check its form; one ``dotted.key: problem`` per fault.
     The secrets themselves are never part of a message."""
@@ -112,10 +116,20 @@ def check_secrets(settings: Settings) -> list[str]:
                 problems.append("upstream.key: not a Fernet key (32 url-safe base64-encoded bytes)")
     for name, acquirer in settings.acquirers.items():
         resolve(f"acquirers.{name}.api_key", acquirer.api_key)
-        resolve(f"acquirers.{name}.webhook_password", acquirer.webhook_password)
+        password = resolve(f"acquirers.{name}.webhook_password", acquirer.webhook_password)
+        if password is not None and len(password) < WEBHOOK_PASSWORD_MIN:
+            problems.append(
+                f"acquirers.{name}.webhook_password: too short ({len(password)} characters; "
+                f"use {WEBHOOK_PASSWORD_MIN} or more)"
+            )
         hmac_key = resolve(f"acquirers.{name}.hmac_key", acquirer.hmac_key)
         if hmac_key is not None and not re.fullmatch(r"(?:[0-9A-Fa-f]{2})+", hmac_key):
             problems.append(f"acquirers.{name}.hmac_key: not a hex key (as Adyen shows it)")
+        elif hmac_key is not None and len(hmac_key) < 2 * HMAC_KEY_MIN_BYTES:
+            problems.append(
+                f"acquirers.{name}.hmac_key: too short ({len(hmac_key) // 2} bytes; Adyen's "
+                f"keys have {HMAC_KEY_MIN_BYTES})"
+            )
     return problems
 
 

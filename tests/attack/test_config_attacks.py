@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import HANG_GUARD_S
 from tests.test_bad_input import CONFIG, _evpay, _one_line
 
 
@@ -22,7 +23,7 @@ def test_a_string_ending_in_four_quotes_hides_deep_nesting_from_the_scanner(
     config.write_text(text, encoding="utf-8")
     started = time.monotonic()
     result = _evpay("config", "validate", "--skip-secrets", str(config))
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < HANG_GUARD_S
     assert result.returncode == 2, (result.returncode, result.stderr[-300:])
     _one_line(result)
 
@@ -61,7 +62,7 @@ def test_other_toml_shapes_are_one_line(tmp_path: Path, text: str) -> None:
     config.write_text(text, encoding="utf-8")
     started = time.monotonic()
     result = _evpay("config", "validate", "--skip-secrets", str(config))
-    assert time.monotonic() - started < 15
+    assert time.monotonic() - started < HANG_GUARD_S
     assert result.returncode == 2
     assert "Traceback" not in result.stderr, result.stderr[-500:]  # a list of errors is fine
 
@@ -97,7 +98,7 @@ def test_a_hostile_secret_file_is_one_line_exit_2(tmp_path: Path, kind: str) -> 
     config.write_text(CONFIG.format(secret=secret), encoding="utf-8")
     started = time.monotonic()
     result = _evpay("config", "validate", str(config))
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < HANG_GUARD_S
     assert result.returncode == 2, result.stderr
     assert "terminals.0.password" in _one_line(result)
 

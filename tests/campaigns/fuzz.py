@@ -244,6 +244,8 @@ def _config(data: bytes) -> None:
 
 
 def targets() -> list[Target]:
+    from tests.campaigns import fuzz_nexo
+
     zvt_errors = (ZvtDecodeError,)
     ocpi = [
         (
@@ -311,6 +313,7 @@ def targets() -> list[Target]:
                 (REPO / "config" / n).read_bytes() for n in ("gateway.example.toml", "demo.toml")
             ],
         ),
+        *fuzz_nexo.targets(),
     ]
 
 

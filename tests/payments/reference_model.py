@@ -172,6 +172,7 @@ def model_price(
                 used.append((i, "ENERGY"))
             continue
         cuts = {t0, t1}
+        at_threshold: dict[datetime, Decimal] = {}  # a kWh cut's energy: the threshold itself
         for el in elements:
             r = el.get("restrictions") or {}
             for key in ("min_duration", "max_duration"):
@@ -181,9 +182,10 @@ def model_price(
                 if r.get(key) is not None and e1 != e0:
                     target = Decimal(str(r[key])) * 1000 + wh0
                     if e0 < target < e1:
-                        share = (target - e0) / (e1 - e0)
-                        micro = int(share * Decimal((t1 - t0) // timedelta(microseconds=1)))
+                        whole = Decimal((t1 - t0) // timedelta(microseconds=1))
+                        micro = int((target - e0) * whole / (e1 - e0))
                         cuts.add(t0 + timedelta(microseconds=micro))
+                        at_threshold[t0 + timedelta(microseconds=micro)] = target
             clocks = [time.fromisoformat(r[k]) for k in ("start_time", "end_time") if r.get(k)]
             if r.get("day_of_week") or r.get("start_date") or r.get("end_date"):
                 clocks.append(time(0))
@@ -191,13 +193,17 @@ def model_price(
                 cuts.update(_local_instants(t0, t1, clock, tz))
         edges = sorted(c for c in cuts if t0 <= c <= t1)
         span = Decimal((t1 - t0) // timedelta(microseconds=1))
+
+        energy = {
+            x: at_threshold[x]
+            if t0 < x < t1 and x in at_threshold
+            else (e0 + (e1 - e0) * Decimal((x - t0) // timedelta(microseconds=1)) / span).quantize(
+                _EXACT
+            )
+            for x in edges
+        }
         for a, b in pairwise(edges):
-            ea = (e0 + (e1 - e0) * Decimal((a - t0) // timedelta(microseconds=1)) / span).quantize(
-                _EXACT
-            )
-            eb = (e0 + (e1 - e0) * Decimal((b - t0) // timedelta(microseconds=1)) / span).quantize(
-                _EXACT
-            )
+            ea, eb = energy[a], energy[b]
             seconds = Decimal((b - a) // timedelta(microseconds=1)) / 1_000_000
             wh = max(Decimal(0), eb - ea)
             kw = (wh / 1000) / (seconds / 3600) if seconds else None
@@ -237,16 +243,23 @@ def model_price(
         comp = next(c for c in elements[i]["price_components"] if c["type"] == kind)
         per = {"ENERGY": Decimal(1000), "FLAT": Decimal(1)}.get(kind, Decimal(3600))
         cost = amount * Decimal(str(comp["price"])) / per
-        excl += cost
-        incl += cost * (1 + (_d(comp.get("vat")) or Decimal(0)) / 100)
+        rate = 1 + (_d(comp.get("vat")) or Decimal(0)) / 100
+        if tariff.get("tax_included") == "YES":  # OCPI 2.3.0: the price includes its VAT
+            excl, incl = excl + cost / rate, incl + cost
+        else:
+            excl, incl = excl + cost, incl + cost * rate
     lo, hi = _bound(tariff.get("min_price")), _bound(tariff.get("max_price"))
     bounded = excl
     if lo is not None and excl < lo:
         bounded = lo
     if hi is not None and excl > hi:
         bounded = hi
-    if bounded != excl:
-        incl = incl * bounded / excl if excl else bounded
+    if bounded != excl and excl:
+        incl = incl * bounded / excl
+    elif bounded != excl:  # a session that cost nothing: the one VAT rate of the tariff, if any
+        vats = {_d(c.get("vat")) for el in elements for c in el["price_components"]}
+        only = next(iter(vats)) if len(vats) == 1 else None
+        incl = bounded * (1 + (only or Decimal(0)) / 100)
     lo_incl, hi_incl = _bound_incl(tariff.get("min_price")), _bound_incl(tariff.get("max_price"))
     if hi_incl is not None and incl > hi_incl:
         incl = hi_incl

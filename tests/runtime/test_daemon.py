@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from gateway.store.db import latest_version
-from tests.helpers import EVPAY, free_port, subprocess_env, write_config
+from tests.helpers import EVPAY, HANG_GUARD_S, free_port, subprocess_env, write_config
 
 
 class FakeSystemd:
@@ -126,8 +126,8 @@ def test_ready_watchdog_status_and_graceful_sigterm(
 
     started = time.monotonic()
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=5) == 0
-    assert time.monotonic() - started < 5
+    assert proc.wait(timeout=HANG_GUARD_S) == 0
+    assert time.monotonic() - started < HANG_GUARD_S
     systemd.wait_for("STOPPING=1")
     out = proc.stdout.read() if proc.stdout else ""
     assert "event=daemon.ready" in out and "event=daemon.stopped" in out

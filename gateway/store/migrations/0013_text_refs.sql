@@ -8,9 +8,12 @@
 -- and currency). The journal is not touched: its entries stay as they were hashed (its old
 -- end-of-day entries keep "receipts" as numbers), so the chain still verifies.
 
+-- (only holds that still carry receipt_no are rewritten: a hold already in the new shape is
+-- kept as it is, so running this again never turns its ref into null)
 UPDATE sessions SET data = json_set(data, '$.holds', (
     SELECT json_group_array(json(
-        CASE WHEN json_type(h.value, '$.booking_receipt') IS NULL
+        CASE WHEN json_type(h.value, '$.receipt_no') IS NULL THEN h.value
+        WHEN json_type(h.value, '$.booking_receipt') IS NULL
         THEN json_remove(
             json_set(h.value, '$.ref', CAST(json_extract(h.value, '$.receipt_no') AS TEXT)),
             '$.receipt_no')
