@@ -294,16 +294,10 @@ class OcpiChargerLink(ChargerEvents):
         receiver stores a CDR before it hands it here)."""
         if self.store is None:
             return None
-        reference = authorization_reference(session_id)
-        stored = reversed(self.store.inbox("cdr"))  # the inbox lists newest first
-        return next(
-            (
-                str(m["payload"]["id"])
-                for m in stored
-                if m["payload"].get("authorization_reference") == reference
-            ),
-            None,
+        first = self.store.first_inbox(
+            "cdr", "authorization_reference", authorization_reference(session_id)
         )
+        return str(first["payload"]["id"]) if first is not None else None
 
     def command_result(self, command: str, session_id: str, result: str) -> None:
         """The asynchronous CommandResult: a StartSession that failed at the charger ends the

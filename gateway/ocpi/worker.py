@@ -183,14 +183,14 @@ class UpstreamWorker(RegistrationKeeper):
         goes again only to a session still open; a correction to any session (the engine keys
         it by the CDR's id, so a second delivery is a no-op there)."""
         open_ids = {s["id"] for s in self.store.sessions(open_only=True, limit=100_000)}
-        first: set[str] = set()
+        # each session's first CDR as the store has it, however many were stored after it
+        firsts = self.store.first_ids("cdr", "authorization_reference")
         for message in reversed(self.store.inbox("cdr")):
             cdr = Cdr.model_validate(message["payload"])
             ours = session_id_of(cdr.authorization_reference)
-            if ours is None:
+            if ours is None or cdr.authorization_reference is None:
                 continue
-            correction = ours in first
-            first.add(ours)
+            correction = firsts.get(cdr.authorization_reference, cdr.id) != cdr.id
             if correction or ours in open_ids:
                 _LOGGER.info("upstream.cdr_replayed", extra={"cdr": cdr.id})
                 charger.cdr_pushed(cdr)

@@ -18,14 +18,18 @@ from gateway.payments.model import Session, update
 from gateway.payments.moves import Transition, note
 from gateway.payments.plausibility import KEPT
 from gateway.payments.refunds import Refund, RefundMethod, RefundStatus
-from gateway.payments.states import State
 
 
 def _refusal(s: Session, ev: e.RefundRequested) -> str:
     """Why a refund cannot be made, or "" when it can."""
     available = s.refundable_minor
-    if s.state is not State.COMPLETED:
-        return f"only a completed session's capture can be refunded (this one is {s.state.value})"
+    if not s.final or not s.captured_minor:
+        # a settled session's capture: completed, or captured in part (a later hold lapsed or
+        # stays unconfirmed) — what was taken can be given back
+        return (
+            f"only a completed session's capture, or what a settled session captured, can be "
+            f"refunded (this one is {s.state.value})"
+        )
     if any(r.pending for r in s.refunds):
         return "another refund of this session is not settled yet"
     if ev.amount_minor <= 0:
@@ -86,14 +90,19 @@ def refund_requested(s: Session, ev: e.RefundRequested, now: datetime) -> Transi
 def price_corrected(s: Session, ev: e.PriceCorrected, now: datetime) -> Transition:
     """The CPO's corrected total: the debt follows it, and what was captured above it is
     refunded — once any refund in flight has settled (the two are never raced). A total in
-    another currency is refused and recorded: amounts in two currencies are never netted."""
+    another currency is refused and recorded: amounts in two currencies are never netted; so is
+    a total below zero."""
     if any(r.id == ev.event_id for r in s.refunds) or s.bill.correction_waiting == ev.event_id:
         return Transition(s, note="price correction: a repeat")
+    why = ""
     if ev.currency is not None and ev.currency != s.currency:
         why = (
             f"{ev.reason}: a total of {ev.total_minor} {ev.currency} for a session in "
             f"{s.currency}: refused, never netted across currencies"
         )
+    elif ev.total_minor < 0:  # a credit CDR's negative amounts are no price: for a person
+        why = f"{ev.reason}: a total of {ev.total_minor} {s.currency} is below zero: refused"
+    if why:
         refused = Refund(
             ev.event_id,
             0,
@@ -114,7 +123,7 @@ def price_corrected(s: Session, ev: e.PriceCorrected, now: datetime) -> Transiti
         return Transition(replace(s, notes=note(s, why)))
     s = follow_correction(s)
     over = s.refundable_minor - ev.total_minor
-    if s.state is not State.COMPLETED or over <= 0:
+    if not s.captured_minor or over <= 0:
         why = f"price corrected to {ev.total_minor}: nothing to refund, {s.bill.owed_minor} owed"
         return Transition(replace(s, notes=note(s, why)))
     if any(r.pending for r in s.refunds):
@@ -132,10 +141,26 @@ def settled_with_correction(s: Session, now: datetime, *, acquirer: bool = False
     captured above it."""
     s = follow_correction(s)
     over = s.refundable_minor - (s.bill.corrected_minor or 0)
-    if s.state is not State.COMPLETED or over <= 0 or any(r.pending for r in s.refunds):
+    if not s.captured_minor or over <= 0 or any(r.pending for r in s.refunds):
         return Transition(update(s, correction_waiting="") if over <= 0 else s)
     return _refund_above(
         s, s.bill.correction_waiting, "corrected CDR", now, flags=(False, acquirer, True)
+    )
+
+
+def after_evidence(s: Session, now: datetime, *, acquirer: bool, card_present: bool) -> Transition:
+    """The end-of-day evidence decided an unconfirmed capture of a session whose price was
+    corrected meanwhile: the debt follows the corrected total, and what the evidence shows
+    captured above it is refunded (by amount: that end of day closed the capture's batch), or
+    once a refund in flight has settled."""
+    s = follow_correction(s)
+    over = s.refundable_minor - (s.bill.corrected_minor or 0)
+    if over <= 0:
+        return Transition(s)
+    if any(r.pending for r in s.refunds):
+        return Transition(update(s, correction_waiting=f"{s.id}:evidence"))
+    return _refund_above(
+        s, f"{s.id}:evidence", "corrected CDR", now, flags=(True, acquirer, card_present)
     )
 
 
@@ -205,7 +230,16 @@ def refund_result(s: Session, ev: e.TerminalResultArrived, now: datetime) -> Tra
         # listed by reconciliation until a person settles it against the terminal's journal.
         held = replace(sent, ref=ev.ref, message="approved, acknowledgement not yet sent")
         return Transition(replace(s, refunds=tuple(held if r is sent else r for r in s.refunds)))
-    if ev.outcome is Outcome.APPROVED:
+    elsewhere = ""
+    if ev.outcome is Outcome.APPROVED and sent.method is RefundMethod.REFUND:
+        elsewhere = _other_card(s.card, ev.card)
+    if elsewhere:
+        # 06 31 pays the card presented: this one is not the session's, so the money left
+        # but not to the driver. Recorded, never told upstream as the driver's refund.
+        status = RefundStatus.OTHER_CARD
+        said = f"refund {sent.id} of {sent.amount_minor} {s.currency} paid to {elsewhere}"
+        s = replace(s, discrepancies=(*s.discrepancies, said))
+    elif ev.outcome is Outcome.APPROVED:
         status = RefundStatus.DONE
     elif ev.outcome is Outcome.UNKNOWN:
         status = RefundStatus.UNKNOWN
@@ -239,3 +273,14 @@ def refund_result(s: Session, ev: e.TerminalResultArrived, now: datetime) -> Tra
     }
     message = c.Enqueue(f"{s.id}:refund:{done.id}", f"session:{s.id}", "session.refund", payload)
     return Transition(s, (message, *waiting))
+
+
+def _other_card(ours: dict[str, str], presented: dict[str, str]) -> str:
+    """Why the card a refund was paid to is not the session's ("" when it is, or when either
+    is unknown): the masked PANs' first six and last four digits, as printed."""
+    a, b = ours.get("masked_pan", ""), presented.get("masked_pan", "")
+    if not a or not b:
+        return ""
+    if a[-4:] != b[-4:] or (a[:6].isdigit() and b[:6].isdigit() and a[:6] != b[:6]):
+        return f"another card ({b}) than the session's ({a})"
+    return ""

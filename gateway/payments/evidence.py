@@ -55,7 +55,36 @@ Counted = Mapping[str, tuple[int, int]]  # card group -> (count, amount)
 def decide_by_totals(
     candidates: Sequence[Unconfirmed], *, terminal: Counted, journal: Counted
 ) -> dict[str, Decision]:
-    """Each candidate's verdict from the terminal's and the journal's totals of one batch."""
+    """Each candidate's verdict from the terminal's and the journal's totals of one batch.
+
+    "Not captured" also needs every other group of the batch explained: a card the terminal
+    totals under another group than ours (a V PAY card we call visa, its "other") leaves its
+    capture unexplained there, and nothing in its own group."""
+    out = _by_group(candidates, terminal=terminal, journal=journal)
+    groups = {c.group for c in candidates}
+    elsewhere = sorted(
+        g
+        for g in set(terminal) | set(journal)
+        if g not in groups and terminal.get(g, (0, 0))[1] != journal.get(g, (0, 0))[1]
+    )
+    elsewhere += sorted(
+        {c.group for c in candidates if out[c.session_id].verdict is Verdict.UNDECIDED}
+    )
+    for sid, d in out.items():
+        others = [g for g in elsewhere if g != _group(candidates, sid)]
+        if d.verdict is Verdict.NOT_CAPTURED and others:
+            said = f"{d.evidence}; but {', '.join(others)} unexplained in the batch: undecided"
+            out[sid] = Decision(verdict=Verdict.UNDECIDED, evidence=said)
+    return out
+
+
+def _group(candidates: Sequence[Unconfirmed], session_id: str) -> str:
+    return next(c.group for c in candidates if c.session_id == session_id)
+
+
+def _by_group(
+    candidates: Sequence[Unconfirmed], *, terminal: Counted, journal: Counted
+) -> dict[str, Decision]:
     out: dict[str, Decision] = {}
     for group in sorted({c.group for c in candidates}):
         members = [c for c in candidates if c.group == group]

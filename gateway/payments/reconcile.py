@@ -6,7 +6,8 @@ What is compared (docs/RECONCILIATION.md):
   in the batch's period (a reversal takes the capture out of the batch; a refund lowers its
   amount) → ``missing_in_terminal_totals``, ``missing_in_journal``, ``amount_mismatch``;
 - sessions whose money is not settled → ``capture_unconfirmed``, ``owed_overdue`` (owed past
-  the deadline), ``shortfall`` (priced above the hold), ``refund_unsettled``;
+  the deadline), ``shortfall`` (priced above the hold), ``refund_unsettled``, ``refund_due``
+  (captured above a corrected price, not given back), ``refund_other_card``;
 - the charger against the bill → ``energy_mismatch`` (beyond the tolerance);
 - the CPO → ``cdr_unpaid`` (a CDR for a session that captured nothing), ``not_acknowledged``
   (an outcome the CPO has not taken, past the deadline, or dead-lettered);
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from gateway.payments.refunds import RefundStatus
 from gateway.payments.schemes import brand_group
 
 
@@ -47,6 +49,10 @@ class SessionFacts:
     reversed: tuple[tuple[datetime, int], ...] = ()  # (when, amount) of reversals (06 30) done
     refunded: tuple[tuple[datetime, int], ...] = ()  # (when, amount) of refunds (06 31) done
     refunds_unsettled: int = 0  # refunds sent without an answer
+    # Captured above the CPO's corrected total and not given back (its refund refused, or paid
+    # to another card): money owed to the driver.
+    refund_due_minor: int = 0
+    paid_elsewhere_minor: int = 0  # card-present refunds the terminal paid to another card
     # The terminal books each captured hold on its own: a session paid from its first hold
     # and a top-up is two bookings in the batch's count.
     bookings: int = 1
@@ -369,6 +375,13 @@ def _session(s: SessionFacts, facts: Facts, tol: Tolerances) -> list[Finding]:
                 s.currency,
             )
         )
+    owed_back = (
+        ("refund_due", s.refund_due_minor, "captured above the corrected price, not given back"),
+        ("refund_other_card", s.paid_elsewhere_minor, "refunded to another card than its own"),
+    )
+    for kind, minor, said in owed_back:  # money the driver is owed back
+        if minor:
+            out.append(Finding(f"{kind}:{s.id}", kind, f"{minor} {said}", one, minor, s.currency))
     waiting = facts.unacknowledged.get(s.id)
     if waiting is not None:
         status, since = waiting
@@ -391,12 +404,21 @@ def session_facts(row: dict[str, Any]) -> SessionFacts:
     """A stored session row (``Store.sessions_between``) as the facts reconciliation reads."""
     d = row["data"]
 
+    refunds = d.get("refunds", ())
+
     def done(method: str) -> tuple[tuple[datetime, int], ...]:
+        # money that left in the batch, to the driver's card or (06 31) another one
         return tuple(
             (datetime.fromisoformat(r["at"]), int(r["amount_minor"]))
-            for r in d.get("refunds", ())
-            if r["status"] == "done" and r["method"] == method
+            for r in refunds
+            if r["status"] in (RefundStatus.DONE, RefundStatus.OTHER_CARD) and r["method"] == method
         )
+
+    def total(*statuses: RefundStatus) -> int:
+        return sum(int(r["amount_minor"]) for r in refunds if r["status"] in statuses)
+
+    corrected = d.get("corrected_minor")
+    left = d["captured_minor"] - total(RefundStatus.DONE, RefundStatus.SENT, RefundStatus.UNKNOWN)
 
     captured_at = d.get("captured_at")
     holds = [h for h in d.get("holds", ()) if h.get("captured_minor")]
@@ -425,6 +447,12 @@ def session_facts(row: dict[str, Any]) -> SessionFacts:
         reference=d.get("reference"),
         reversed=done("reversal"),
         refunded=done("refund"),
-        refunds_unsettled=sum(1 for r in d.get("refunds", ()) if r["status"] == "unknown"),
+        # sent and never answered: a restart between the terminal's answer and its storage
+        # leaves a refund sent, and nobody asks about a final session's refund again
+        refunds_unsettled=sum(
+            1 for r in refunds if r["status"] in (RefundStatus.SENT, RefundStatus.UNKNOWN)
+        ),
+        refund_due_minor=max(0, left - corrected) if corrected is not None else 0,
+        paid_elsewhere_minor=total(RefundStatus.OTHER_CARD),
         captures=captures,
     )

@@ -3,9 +3,10 @@
 It happens after the session is final (its capture is booked), so it is not a state of the
 session's machine but a record on it, with its own small life: ``sent`` to the terminal, then
 ``done`` (the terminal's approval and receipt), ``failed`` (refused: no money moved; a new
-request may follow), or ``unknown`` (no answer: reconciliation lists it until a person settles
-it). A request that cannot be honoured (more than is left, another refund in flight, a session
-that captured nothing) is kept as ``refused`` with the reason. The method follows the
+request may follow), ``unknown`` (no answer: reconciliation lists it until a person settles
+it), or ``other_card`` (a card-present refund paid to a card that is not the session's). A
+request that cannot be honoured (more than is left, another refund in flight, a session that
+captured nothing) is kept as ``refused`` with the reason. The method follows the
 terminal's batch: a reversal (ZVT 06 30) of the whole capture while the day is still open at
 the terminal, else a refund (06 31) — a reversal cannot give back part of a payment, and after
 the end of day it cannot be made at all; a card-present refund only where the terminal allows it
@@ -26,6 +27,9 @@ class RefundStatus(StrEnum):
     FAILED = "failed"
     UNKNOWN = "unknown"
     REFUSED = "refused"
+    # A card-present refund (06 31) the terminal paid to another card than the session's: the
+    # money left, but not to the driver (a discrepancy; reconciliation lists it).
+    OTHER_CARD = "other_card"
 
 
 class RefundMethod(StrEnum):

@@ -131,7 +131,7 @@ def _dispatch(session: Session | None, event: e.Event, now: datetime, policy: Po
     if isinstance(event, e.DebtResolved):
         return debt_resolved(session, event)
     if isinstance(event, e.CaptureEvidence):
-        return evidence_decided(session, event, now)
+        return evidence_decided(session, event, now, policy)
     if isinstance(event, e.OutcomeContradicted):
         return contradicted(session, event)
     if session.final:

@@ -18,7 +18,7 @@ from datetime import datetime
 from drivers.base import Outcome
 from gateway.errors import InvariantViolated
 from gateway.fiscal.receipt import ReceiptState
-from gateway.payments import capture
+from gateway.payments import capture, corrections
 from gateway.payments import commands as c
 from gateway.payments import events as e
 from gateway.payments.events import Operation, TimerKind
@@ -241,12 +241,15 @@ def enquiry_answered(
     )
     if own and held is not None:
         last = held
+    # a reference another hold of this session was booked with is that hold's result, not ours
+    booked = {h.booking_ref for h in s.holds if h is not hold}
     if last is not None and (
         own
         or (
             last.approved
             and last.ref is not None
             and last.ref != hold.ref  # the hold's own pre-auth repeated is no capture
+            and last.ref not in booked
             and last.ref not in ev.refs
             and last.amount_minor in (target, hold.amount_minor - target)
         )
@@ -347,10 +350,14 @@ def next_hold(s: Session, now: datetime, policy: Policy) -> Transition:
     return Transition(done.session, (*done.commands, *printed))
 
 
-def evidence_decided(s: Session, ev: e.CaptureEvidence, now: datetime) -> Transition:
+def evidence_decided(
+    s: Session, ev: e.CaptureEvidence, now: datetime, policy: Policy
+) -> Transition:
     """The terminal's end-of-day totals decided an unconfirmed capture (``evidence.py``): book
     the unconfirmed holds as asked, or mark them lapsed uncaptured; only now does the outcome
-    go upstream, with the evidence in its notes."""
+    go upstream, with the evidence in its notes. The debt is what any other settlement leaves
+    (within the driver's declared amount, never above a person's resolution) and follows a
+    correction that arrived meanwhile: what the evidence shows captured above it is refunded."""
     if s.state is not State.CAPTURE_UNCONFIRMED:
         return Transition(s, note=f"capture evidence in {s.state}: ignored")
     holds = list(s.holds)
@@ -363,15 +370,27 @@ def evidence_decided(s: Session, ev: e.CaptureEvidence, now: datetime) -> Transi
                 else replace(h, status=HoldStatus.LAPSED)
             )
     s = replace(s, holds=tuple(holds), notes=note(s, ev.evidence))
-    owed = max(0, s.bill.price_minor - s.captured_minor) + s.bill.unpaid_minor
-    if ev.captured:
-        # in the batch of the capture we sent (reconciliation counts it there)
+    owed = capture.owed(s)
+    if s.bill.debt_resolved:  # a debt a person settled never grows again
+        owed = min(owed, s.bill.owed_minor)
+    if ev.captured and s.bill.captured_at is None:
+        # in the batch of the capture we sent (reconciliation counts it there); a session
+        # with an earlier capture stays booked at that one (``next_hold``)
         at = max((t for t in sent if t is not None), default=now)
         s = replace(s, bill=replace(s.bill, captured_at=at))
-        s = go(s, Trigger.EVIDENCE_CAPTURED, owed_minor=owed)
-    else:
-        s = go(s, Trigger.EVIDENCE_NOT_CAPTURED, owed_minor=owed)
-    return finish(s)
+    trigger = Trigger.EVIDENCE_CAPTURED if ev.captured else Trigger.EVIDENCE_NOT_CAPTURED
+    s = go(s, trigger, owed_minor=owed)
+    if s.bill.corrected_minor is None:
+        return finish(s)
+    done = finish(corrections.follow_correction(s))  # the outcome carries the corrected debt
+    assert done.session is not None  # noqa: S101 - finish keeps the session
+    refund = corrections.after_evidence(
+        done.session,
+        now,
+        acquirer=s.terminal in policy.online_deadlines,
+        card_present=s.terminal not in policy.no_card_present_refunds,
+    )
+    return Transition(refund.session, (*done.commands, *refund.commands))
 
 
 def contradicted(s: Session, ev: e.OutcomeContradicted) -> Transition:

@@ -113,8 +113,16 @@ class Admission:
         return Admitted(presented, chosen)
 
     def currency(self, evse: str) -> str | None:
+        """What a payment at ``evse`` is made in (a driver's declared amount is read in it):
+        the currency of the route it is routed to, else of its own terminal."""
         route = self.routes.get(evse)
-        return route.currency if route is not None else None
+        if route is None:
+            return None
+        if self.router:
+            choice = choose(self.router, evse, self.country, self.health)
+            if not isinstance(choice, str):
+                return choice.currency
+        return route.currency
 
     def currency_of_terminal(self, terminal: str) -> str:
         """What ``terminal`` charges in: an EVSE's own terminal, or one reached only through

@@ -20,11 +20,13 @@ from gateway.payments.evidence import Unconfirmed, Verdict, decide_by_totals
 from gateway.payments.model import HoldStatus, Session
 from gateway.payments.reconcile import BatchFacts, journal_totals, session_facts
 from gateway.payments.record import from_json
+from gateway.payments.refunds import RefundStatus
 from gateway.payments.schemes import brand_group
 from gateway.store import JournalEntry, Step, Store
 
 # Without an earlier end of day, how far back a capture may have been sent into this batch.
 FIRST_BATCH_DAYS = 31
+_PENDING = (RefundStatus.SENT.value, RefundStatus.UNKNOWN.value)  # its fate not known
 
 
 def candidate(s: Session, start: datetime | None, at: datetime) -> Unconfirmed | None:
@@ -60,12 +62,28 @@ def decide_unconfirmed(
     candidates = [x for s in unconfirmed if (x := candidate(s, start, at)) is not None]
     if not candidates:
         return
+    undecided = []
+    pending = sorted(
+        r["id"]
+        for r in rows
+        if r["data"].get("currency") == currency
+        and any(f.get("status") in _PENDING for f in r["data"].get("refunds", ()))
+    )
+    if pending:
+        # A refund whose fate we do not know may have lowered the terminal's totals by what
+        # an unconfirmed capture raised them: the totals cannot tell the two apart.
+        why = f"refunds of unknown fate on the terminal ({', '.join(pending)}): undecided"
+        data = {"verdict": Verdict.UNDECIDED.value, "evidence": why}
+        undecided = [
+            JournalEntry("session", c.session_id, "capture.evidence", data) for c in candidates
+        ]
+        store.apply(Step(f"eod:{terminal}:{at.isoformat()}:undecided", journal=undecided))
+        return
     totals = {t.brand: (t.count, t.amount_minor) for t in result.totals if t.currency == currency}
     batch = BatchFacts(terminal, start, at, currency, totals)
     count, amount, _ = journal_totals(batch, [session_facts(r) for r in rows])
     journal = {g: (count.get(g, 0), amount.get(g, 0)) for g in set(count) | set(amount)}
     decisions = decide_by_totals(candidates, terminal=totals, journal=journal)
-    undecided = []
     for session_id, decision in sorted(decisions.items()):
         if decision.verdict is Verdict.UNDECIDED:
             data = {"verdict": decision.verdict.value, "evidence": decision.evidence}

@@ -148,9 +148,14 @@ class EngineHost:
         self.store.apply(Step(key, terminals=[record], journal=journal, outbox=outbox))
 
     def open_on_terminal(self, terminal: str) -> str | None:
-        """A session of this terminal with a transaction still open (its batch must not close)."""
+        """A session of this terminal with a transaction still open (its batch must not close).
+        One waiting for its next capture or release try holds nothing at the terminal until
+        then: a capture retried for weeks must not keep every other payment out of the batch
+        (each captured hold is counted in the batch it was booked in)."""
         busy = (
-            s for s in self.open_sessions() if s.terminal == terminal and s.state not in EVSE_FREE
+            s
+            for s in self.open_sessions()
+            if s.terminal == terminal and s.state not in EVSE_FREE and s.state not in _WAITING
         )
         return next((s.id for s in busy), None)
 
@@ -161,10 +166,13 @@ class EngineHost:
         )
         self.store.apply(Step(f"eod:{terminal}:skipped:{at.isoformat()}", journal=[entry]))
 
-    def record_end_of_day(self, terminal: str, result: TerminalResult, currency: str) -> None:
-        """The closed batch's totals, stored beside the journal's captures of the same period;
-        then what they prove about the batch's unconfirmed captures (end_of_day_evidence.py)."""
-        at = self.clock()
+    def record_end_of_day(
+        self, terminal: str, result: TerminalResult, currency: str, at: datetime | None = None
+    ) -> None:
+        """The closed batch's totals, stored beside the journal's captures of the same period
+        (up to ``at``, when the end of day began; now if not given); then what they prove about
+        the batch's unconfirmed captures (end_of_day_evidence.py)."""
+        at = at or self.clock()
         start = self.store.last_end_of_day(terminal)
         totals = [
             {
@@ -392,6 +400,7 @@ _OPEN_CACHE_LIMIT = (
 )
 _IN_FLIGHT_HOLDS = (State.AUTHORIZING, State.TOPPING_UP)  # a fresh hold may exist, not stored yet
 _MAKING_HOLDS = (*_IN_FLIGHT_HOLDS, State.AUTH_UNKNOWN)  # ... or one not yet attributed
+_WAITING = (State.CAPTURE_RETRY, State.RELEASE_RETRY)  # nothing at the terminal until the retry
 
 
 def _may_own(other: Session, last: e.LastResult) -> bool:

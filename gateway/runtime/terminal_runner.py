@@ -51,6 +51,8 @@ CARD_LOOP_PAUSE_S = 0.2  # between two read-card exchanges, so a money command g
 # The sessions whose fate after a restart hangs on the terminal's last result: the snapshot
 # asked at registration answers their first enquiry.
 _ASKED_AFTER_START = frozenset(IN_FLIGHT | set(UNKNOWN_STATES))
+# The commands that make a transaction (and so a new last result) at the terminal.
+_MONEY = (c.Preauthorize, c.TopUp, c.Capture, c.Release, c.RefundPayment)
 
 Board = dict[str, tuple[bool, str]]  # terminal -> (available, why): pay requests and /health
 
@@ -163,7 +165,7 @@ class TerminalRunner:
         self._asked.set()
 
     async def _may_start(self) -> bool:
-        """A new session waits (up to the registration deadline) for that snapshot."""
+        """A money command waits (up to the registration deadline) for that snapshot."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.register_timeout_s):
                 await self._asked.wait()
@@ -197,7 +199,10 @@ class TerminalRunner:
             if answer is not None:
                 self.take(answer)
             return
-        if isinstance(cmd, c.Preauthorize) and not await self._may_start():
+        if isinstance(cmd, _MONEY) and not await self._may_start():
+            # any money command makes a new last result: one sent before the snapshot (the
+            # terminal back after a start it missed) would overwrite the evidence a session
+            # open at the restart is judged on
             why = "the terminal's last result is not yet asked after the start"
             refused = TerminalResult("-", Outcome.BUSY, f"not sent: {why}")
             answer = answer_event(cmd, event_id, refused, None)
@@ -347,16 +352,22 @@ class TerminalRunner:
 
     async def end_of_day(self) -> str:
         """Close the terminal's batch now, unless a transaction of it is open: "done", or why
-        not."""
+        not. Asked again once the line is ours: a capture retried while the end of day waited
+        for the line was sent before the batch closed and is carried out after it. The batch
+        ends when the end of day began (a capture sent during it is in the next one)."""
         busy = self.host.open_on_terminal(self.name)
+        if not busy:
+            async with self.claim():
+                busy = self.host.open_on_terminal(self.name)  # again, the line ours now
+                if not busy:
+                    began = self.host.clock()
+                    result = await self.terminal.end_of_day()
         if busy:
             self.host.note_end_of_day_skipped(self.name, busy)
             return f"skipped: session {busy} is open"
-        async with self.claim():
-            result = await self.terminal.end_of_day()
         if not result.approved:
             return f"refused: {result.message}"
-        self.host.record_end_of_day(self.name, result, self.currency)
+        self.host.record_end_of_day(self.name, result, self.currency, at=began)
         return "done"
 
     async def card_loop(

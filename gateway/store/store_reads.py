@@ -167,6 +167,32 @@ class StoreReads:
             for m, p, at in rows
         ]
 
+    def first_inbox(self, kind: str, field: str, value: str) -> dict[str, Any] | None:
+        """The oldest stored message of one kind whose payload has ``field`` = ``value`` (the
+        first CDR of a session, however many came after it)."""
+        if not field.isidentifier():
+            raise ValueError(f"not a payload field name: {field!r}")
+        rows = self._query(
+            "SELECT message_id, payload, received_at FROM inbox WHERE kind = ? AND "
+            f"json_extract(payload, '$.{field}') = ? ORDER BY id LIMIT 1",
+            (kind, value),
+        )
+        for m, p, at in rows:
+            return {"message_id": m, "payload": json.loads(p), "received_at": from_text(at)}
+        return None
+
+    def first_ids(self, kind: str, field: str) -> dict[str, str]:
+        """For each value of a payload ``field``, the payload ``id`` of the oldest stored
+        message of that kind with it (each session's first CDR), in one pass."""
+        if not field.isidentifier():
+            raise ValueError(f"not a payload field name: {field!r}")
+        rows = self._query(
+            f"SELECT json_extract(payload, '$.{field}'), json_extract(payload, '$.id'), MIN(id) "
+            "FROM inbox WHERE kind = ? GROUP BY 1",
+            (kind,),
+        )
+        return {str(v): str(i) for v, i, _ in rows if v is not None and i is not None}
+
     def journal_of(self, entity: str) -> list[dict[str, Any]]:
         """Every journal entry about one kind of entity (e.g. reconciliation resolutions), oldest
         first."""
