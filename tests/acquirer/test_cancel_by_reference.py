@@ -101,12 +101,11 @@ async def test_a_release_without_a_psp_reference_is_a_cancel_by_merchant_referen
     store.close()
 
 
-async def test_a_lost_pre_auth_the_poi_cannot_resolve_is_cancelled_at_the_acquirer(
-    rigs: e2e.Open,
-) -> None:
-    rig = await rigs()
-    rig.poi.config.lose_answers = 1  # the reservation is made, its answer lost
-    rig.poi.config.in_progress = 1_000_000  # and the POI never says what became of it
+async def lost_at_the_poi(rig: e2e.Rig) -> e2e.Site:
+    """The daemon started and a car plugged in; the POI makes the reservation, its answer is
+    lost and the POI never says what became of it."""
+    rig.poi.config.lose_answers = 1
+    rig.poi.config.in_progress = 1_000_000
     site = await rig.start()
     engine = site.daemon.engine
     assert engine is not None
@@ -116,6 +115,14 @@ async def test_a_lost_pre_auth_the_poi_cannot_resolve_is_cancelled_at_the_acquir
     assert isinstance(terminal, NexoTerminal)
     terminal.client.tracker.retry_s = 0.05
     await rig.plug(site)
+    return site
+
+
+async def test_a_lost_pre_auth_the_poi_cannot_resolve_is_cancelled_at_the_acquirer(
+    rigs: e2e.Open,
+) -> None:
+    rig = await rigs()
+    site = await lost_at_the_poi(rig)
     row = await site.wait_state("voided", "failed", "release_failed", timeout=40)
     data = row["data"]
     assert row["state"] == "voided", (row["state"], data["notes"])
@@ -130,3 +137,14 @@ async def test_a_lost_pre_auth_the_poi_cannot_resolve_is_cancelled_at_the_acquir
     assert (stored.modification.kind, stored.status) == ("cancel_by_reference", "confirmed")
     await asyncio.sleep(0.5)
     assert len([m for m in rig.adyen.state.applied if m["what"] == "technicalCancel"]) == 1
+
+
+async def test_a_cancel_by_reference_without_its_webhook_stays_visible(rigs: e2e.Open) -> None:
+    rig = await rigs(frozenset({"lost"}), deadline=1.5)
+    site = await lost_at_the_poi(rig)
+    await site.wait_modification("received", timeout=40)
+    row = await site.wait_state("release_unknown", "release_retry", timeout=20)
+    assert not site.row()["final"] and row["data"]["released_minor"] == 0  # never assumed
+    _, out = await rig.evpay("reconcile")
+    assert f"missing_webhook:{row['id']}:release:by-reference:" in out, out
+    assert not rig.cpo.state.facs  # never an outcome we do not know
