@@ -9,9 +9,12 @@ from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+
 from drivers.base import Outcome
 from drivers.nexo import messages as nm
 from drivers.nexo.asyncio.terminal import NexoTerminal
+from gateway.acquirer.port import ModificationEvent
 from gateway.payments import commands as c
 from gateway.payments import events as e
 from gateway.payments.model import HoldStatus, sale_reference
@@ -83,7 +86,7 @@ async def test_a_release_without_a_psp_reference_is_a_cancel_by_merchant_referen
         routes={"T1": "adyen"},
         acquirers={},
         take=taken.append,
-        references=lambda _terminal, ref: ref.rpartition(".")[2] if "." in ref else None,
+        references=no_psp,
     )
     ours = f"by-reference:{sale_reference(SID)}"
     for ref in (ours, "POI-TX-WITHOUT-PSP@2026-12-07T20:00:00"):
@@ -148,3 +151,62 @@ async def test_a_cancel_by_reference_without_its_webhook_stays_visible(rigs: e2e
     _, out = await rig.evpay("reconcile")
     assert f"missing_webhook:{row['id']}:release:by-reference:" in out, out
     assert not rig.cpo.state.facs  # never an outcome we do not know
+
+
+def webhook(psp: str, *, success: bool) -> ModificationEvent:
+    return ModificationEvent(
+        event="TECHNICAL_CANCEL",
+        psp_reference=psp,
+        original_reference=None,
+        merchant_reference="",
+        merchant_account="EVPayTest",
+        success=success,
+        amount=None,
+        reason="" if success else "Transaction not found",
+        event_date="2026-12-07T12:00:00+01:00",
+        live=False,
+    )
+
+
+@pytest.mark.parametrize("success", [True, False])
+async def test_only_a_successful_technical_cancel_books_the_release(
+    tmp_path: Path, success: bool
+) -> None:
+    clock = Clock()
+    store = Store.open(tmp_path / "w.sqlite3", clock=clock)
+    host = EngineHost(store, ONLINE, clock)
+    taken: list[e.Event] = []
+    runner = AcquirerRunner(
+        host=host, routes={"T1": "adyen"}, acquirers={}, take=taken.append, references=no_psp
+    )
+    host.handle(e.CardPresented(SID, "card", "E1", "T1", "EUR"))
+    host.handle(
+        e.TerminalResultArrived(
+            session_id=SID,
+            event_id="r",
+            operation=e.Operation.PREAUTHORIZE,
+            outcome=Outcome.UNKNOWN,
+        )
+    )
+    clock.advance(ONLINE.resolve_auth_within.total_seconds() + 1)
+    gave_up = host.handle(e.OpenPreauthsReported(SID, "q", (), failed=True))
+    (release,) = [x for x in gave_up.commands if isinstance(x, c.Release)]
+    await runner.execute(release)
+    store.acquirer.received(release.key, "TC1", clock(), clock() + timedelta(seconds=60))
+    store.acquirer.record_events("adyen", [webhook("TC1", success=success)], clock())
+    runner.hand_over()
+    (result,) = taken
+    assert isinstance(result, e.TerminalResultArrived)
+    assert result.outcome is (Outcome.APPROVED if success else Outcome.DECLINED)
+    s = host.handle(result).session
+    assert s is not None and s.open_minor == 0
+    if success:
+        assert s.state is State.VOIDED and s.holds[0].status is HoldStatus.RELEASED
+    else:  # the hold may stand: asked about again, never booked released
+        assert s.state is State.RELEASE_UNKNOWN and s.holds[0].status is not HoldStatus.RELEASED
+        assert any("Transaction not found" in n for n in s.notes), s.notes
+    store.close()
+
+
+def no_psp(_terminal: str, ref: str) -> str | None:
+    return ref.rpartition(".")[2] if "." in ref else None
