@@ -14,7 +14,7 @@ from gateway.payments import commands as c
 from gateway.payments import events as e
 from gateway.payments.capture import chargeable, release_all
 from gateway.payments.events import TimerKind
-from gateway.payments.model import Hold, Session, authorization_reference
+from gateway.payments.model import Hold, Session, authorization_reference, sale_reference
 from gateway.payments.moves import Transition, finish, go, note, query
 from gateway.payments.policy import Policy
 from gateway.payments.preauth import initial_hold
@@ -62,7 +62,7 @@ def start(ev: e.CardPresented, now: datetime, policy: Policy) -> Transition:
         terminal=s.terminal,
         amount_minor=hold,
         currency=s.currency,
-        reference=s.id[:16],  # the terminal's BMP60 reference: short, tied to the session
+        reference=sale_reference(s.id),
     )
     return Transition(s, (cmd,))
 

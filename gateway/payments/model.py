@@ -243,6 +243,21 @@ def hold_by_ref(s: Session, ref: str | None) -> Hold | None:
     return next((h for h in s.holds if h.ref == ref), None)
 
 
+BY_REFERENCE = "by-reference:"  # a hold named only by our sale reference (its own never came)
+
+
+def sale_reference(session_id: str) -> str:
+    """The reference the terminal is given with a payment (ZVT's BMP60, nexo's
+    SaleTransactionID, which Adyen keeps as the payment's merchant reference): short and tied to
+    the session, so a payment whose own reference never reached us can still be named."""
+    return session_id[:16]
+
+
+def by_reference(ref: str) -> str | None:
+    """Our sale reference, when the hold ``ref`` is known only by it (``BY_REFERENCE``)."""
+    return ref.removeprefix(BY_REFERENCE) if ref.startswith(BY_REFERENCE) else None
+
+
 def authorization_reference(session_id: str) -> str:
     """CiString(36), unique per session and stable across restarts (derived, never random)."""
     return f"EVP-{session_id}"[:36]

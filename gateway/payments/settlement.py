@@ -22,7 +22,15 @@ from gateway.payments import capture, corrections
 from gateway.payments import commands as c
 from gateway.payments import events as e
 from gateway.payments.events import Operation, TimerKind
-from gateway.payments.model import Hold, HoldStatus, Session, hold_by_ref, replace_hold
+from gateway.payments.model import (
+    BY_REFERENCE,
+    Hold,
+    HoldStatus,
+    Session,
+    hold_by_ref,
+    replace_hold,
+    sale_reference,
+)
 from gateway.payments.moves import (
     Transition,
     finish,
@@ -275,6 +283,8 @@ def enquiry_failed(s: Session, now: datetime, policy: Policy, *, busy: bool = Fa
     at = next_try(s, now, policy)
     if at is not None:
         return Transition(replace(s, attempts=s.attempts + 1, timer=(TimerKind.QUERY, at)))
+    if s.state is State.AUTH_UNKNOWN and s.terminal in policy.online_deadlines:
+        return cancel_by_reference(s, now, policy)
     if s.state is State.AUTH_UNKNOWN:
         why = "terminal unreachable: any hold it made is left to the terminal sweep"
         return finish(go(s, Trigger.UNREACHABLE, notes=note(s, why)))
@@ -283,6 +293,24 @@ def enquiry_failed(s: Session, now: datetime, policy: Policy, *, busy: bool = Fa
     return give_up(
         s, hold, now, policy, "terminal unreachable until the hold lapsed", fate_known=False
     )
+
+
+def cancel_by_reference(s: Session, now: datetime, policy: Policy) -> Transition:
+    """A lost pre-auth the terminal could not tell us about, on a terminal whose acquirer takes
+    modifications online: a hold may exist that no session would own, so it is cancelled at the
+    acquirer by the reference we gave the terminal. Its amount is unknown: booked 0, released
+    only on the acquirer's webhook; no webhook leaves it unknown (and visible) like any release."""
+    ref = f"{BY_REFERENCE}{sale_reference(s.id)}"
+    why = "outcome of the pre-auth never known: cancelled at the acquirer by our reference"
+    s = go(
+        s,
+        Trigger.CANCEL_BY_REFERENCE,
+        holds=(Hold(ref, 0, target_minor=0),),
+        expires_at=s.created_at + policy.validity.default,
+        attempts=0,
+        notes=note(s, why),
+    )
+    return settle_command(s, now, policy)
 
 
 def give_up(

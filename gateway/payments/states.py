@@ -87,6 +87,7 @@ class Trigger(StrEnum):
     LATE_APPROVAL = "late approval / Release"
     ADOPTED = "our hold found by its data / Release"
     NO_HOLD = "no hold attributable to us"
+    CANCEL_BY_REFERENCE = "outcome never known, acquirer online / Release by our reference"
     UNREACHABLE = "terminal unreachable past the deadline"
     STARTED = "charger started"
     NOT_STARTED = "start timeout, stopped, fault / Release"
@@ -139,6 +140,7 @@ TRANSITIONS: Mapping[tuple[State | None, Trigger], State] = {
     (S.AUTH_UNKNOWN, T.LATE_APPROVAL): S.RELEASING,
     (S.AUTH_UNKNOWN, T.ADOPTED): S.RELEASING,
     (S.AUTH_UNKNOWN, T.NO_HOLD): S.FAILED,
+    (S.AUTH_UNKNOWN, T.CANCEL_BY_REFERENCE): S.RELEASING,
     (S.AUTH_UNKNOWN, T.UNREACHABLE): S.FAILED,
     (S.AUTHORIZED, T.STARTED): S.CHARGING,
     (S.AUTHORIZED, T.NOT_STARTED): S.RELEASING,

@@ -15,6 +15,9 @@ Why it is shaped so:
   sets that state's deadline). A stored webhook settles the modification in the book; its
   outcome becomes one engine event whose id is the modification's key and status, so handing
   it over again (a duplicate webhook, a restart) is a step the store skips.
+- A release of a hold whose pspReference never reached us (a lost pre-auth the terminal could
+  not tell us about, ``settlement.cancel_by_reference``) is a cancel by our merchant
+  reference, the one the terminal was given; its TECHNICAL_CANCEL or CANCELLATION settles it.
 - A missing webhook is never a success: a capture past its deadline becomes unconfirmed (owed,
   listed by reconciliation as ``missing_webhook``); a release past it stays unknown and is asked
   about again until the hold lapses; a refund past it is ``unknown``. A webhook that comes
@@ -42,7 +45,7 @@ from gateway.errors import ModificationRefused, StoreError
 from gateway.payments import commands as c
 from gateway.payments import events as e
 from gateway.payments.events import Operation
-from gateway.payments.model import Hold, HoldStatus, Session
+from gateway.payments.model import Hold, HoldStatus, Session, by_reference, sale_reference
 from gateway.payments.refunds import RefundMethod, RefundStatus
 from gateway.payments.states import State
 from gateway.runtime.engine_host import EngineHost
@@ -155,7 +158,8 @@ class AcquirerRunner:
 
     def _modification(self, cmd: c.TerminalCommand) -> Modification:
         held: str | None = getattr(cmd, "ref", None)
-        ref = self.references(cmd.terminal, held) if held is not None else None
+        named = held is not None and by_reference(held) is None
+        ref = self.references(cmd.terminal, held) if held is not None and named else None
         if isinstance(cmd, c.Capture):
             return Modification(
                 cmd.key,
@@ -174,6 +178,10 @@ class AcquirerRunner:
         if isinstance(cmd, c.RefundPayment):
             amount = Money(cmd.amount_minor, cmd.currency)
             return Modification(cmd.key, "refund", payment_reference=ref, amount=amount)
+        if isinstance(cmd, c.Release) and ref is None:  # its pspReference never reached us
+            ours = by_reference(cmd.ref) or sale_reference(cmd.session_id)
+            key = self._attempt(cmd.key)
+            return Modification(key, "cancel_by_reference", merchant_reference=ours)
         if isinstance(cmd, c.Release):
             return Modification(self._attempt(cmd.key), "cancel", payment_reference=ref)
         raise ModificationRefused(f"{type(cmd).__name__} is not a modification")
