@@ -57,7 +57,7 @@ POINTS = ("stored", "sent", "received", "webhook", "applied")
 MIXES = ((), ("slow",), ("duplicate",), ("lost",), ("capture_failed",), ("response_lost",))
 DEADLINE_S = 6  # the webhook deadline: a lost webhook makes its capture unconfirmed this soon
 SLOW_S = 1.5
-LATE_WAIT_S = 90.0  # after the late deliveries, the bound on the wait for every outcome
+LATE_WAIT_S = 60.0  # after the late deliveries, the bound on the wait for every outcome
 CONTRADICTED = "after its success was booked"  # the engine's discrepancy, acquirer_runner.py
 QUEUED = "SELECT count(*) FROM acquirer_modifications WHERE status = 'queued'"
 RECEIVED = "SELECT count(*) FROM acquirer_modifications WHERE status = 'received'"
@@ -87,10 +87,8 @@ class AimedAdyen(AdyenSimulator):
     def __init__(self, state: SimState, chance: Callable[[], float]) -> None:
         super().__init__(state)
         self.chance = chance
-        self.down = False
-        self.hold_next = False
+        self.down = self.hold_next = self.losing = False  # 503s; hold a request; keep webhooks
         self.held = asyncio.Event()
-        self.losing = False
         self.lost: list[list[dict[str, Any]]] = []
         self.unaccepted: list[dict[str, Any]] = []
         self.webhook_out = asyncio.Event()
@@ -260,20 +258,24 @@ class AcquirerCampaign(Campaign):
             await asyncio.sleep(self.rng.uniform(0.0, 0.03))
         return True
 
-    async def _terminals_settled(self, limit_s: float = LATE_WAIT_S) -> None:
-        """The daemon runs on: the lost webhooks are delivered late (after their deadline), the
-        unaccepted ones again; then a bounded wait for every modification and session to
-        settle. What is still open then, ``check`` lists."""
-        await asyncio.sleep(DEADLINE_S)
-        self.figures.late = await self.adyen.deliver_late()
-        self.figures.redelivered += await self.adyen.redeliver()
-        await self.adyen.settle()
+    async def _quiet(self, sessions: bool) -> None:
+        """After the kills: lost webhooks delivered late, unaccepted ones again, then a bounded
+        wait for every modification, session and upstream message (``check`` lists the rest)."""
+        if sessions:
+            await asyncio.sleep(DEADLINE_S)
+            self.figures.late = await self.adyen.deliver_late()
+            self.figures.redelivered += await self.adyen.redeliver()
+            await self.adyen.settle()
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(limit_s):
+            async with asyncio.timeout(LATE_WAIT_S):
                 await self._until(lambda: self._count(UNSETTLED) == 0)
+                await super()._quiet(sessions=False)
+
+    async def _terminals_settled(self, limit_s: float = 0.0) -> None:
+        """Nothing more, nor an end of day: the holds settle at the acquirer (``_quiet``)."""
 
     async def end_of_day(self) -> None:
-        """No end of day: the acquirer's modifications settle online."""
+        pass
 
     def check(self) -> None:
         f = self.figures
