@@ -52,7 +52,7 @@ from tests.firmware_bridge.conftest import MOSQUITTO, Broker
 from tests.helpers import free_port
 
 # kills (at least), EVSEs on the one Adyen terminal
-SIZES = {"small": (5, 1), "full": (40, 2)}
+SIZES = {"small": (5, 1), "full": (100, 2)}
 POINTS = ("stored", "sent", "received", "webhook", "applied")
 MIXES = ((), ("slow",), ("duplicate",), ("lost",), ("capture_failed",), ("response_lost",))
 DEADLINE_S = 6  # the webhook deadline: a lost webhook makes its capture unconfirmed this soon
