@@ -23,9 +23,52 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from drivers.base import Outcome
 from gateway.payments import commands as c
 from gateway.payments import events as e
-from gateway.runtime.engine_host import EngineHost
+from gateway.runtime.engine_host import EngineHost, Handled
 from gateway.store import Store
 from tests.payments.fixtures import policy
+
+
+def one_session(
+    host: EngineHost,
+    now: list[datetime],
+    sid: str,
+    terminal: str,
+    meter_values: int,
+    refs: tuple[str, str],
+) -> tuple[Handled, int]:
+    """One session through the real engine, every event a durable step: card, pre-auth approved
+    (hold ``refs[0]``), charger started, ``meter_values`` readings 30 s apart, stopped, capture
+    approved (``refs[1]``). The last step and how many steps were taken. (``restart.py`` stores
+    copies of one such session.)"""
+    host.handle(e.CardPresented(sid, "card", "E1", terminal, "EUR"))
+    events: list[e.Event] = [
+        e.TerminalResultArrived(
+            session_id=sid,
+            event_id="pre",
+            operation=e.Operation.PREAUTHORIZE,
+            outcome=Outcome.APPROVED,
+            amount_minor=5000,
+            ref=refs[0],
+        ),
+        e.ChargerStarted(sid, "start", 0),
+        *(e.MeterValue(sid, f"m{k}", 1000 * (k + 1)) for k in range(meter_values)),
+        e.ChargerStopped(session_id=sid, event_id="stop", meter_wh=1000 * meter_values + 500),
+    ]
+    for ev in events:
+        now[0] += timedelta(seconds=30)
+        handled = host.handle(ev)
+    capture = next(x for x in handled.commands if isinstance(x, c.Capture))
+    done = host.handle(
+        e.TerminalResultArrived(
+            session_id=sid,
+            event_id="cap",
+            operation=e.Operation.CAPTURE,
+            outcome=Outcome.APPROVED,
+            amount_minor=capture.amount_minor,
+            ref=refs[1],
+        )
+    )
+    return done, len(events) + 2
 
 
 def steps_rate(
@@ -39,39 +82,10 @@ def steps_rate(
         steps = 0
         cpu0, wall0 = time.process_time(), time.perf_counter()
         for i in range(sessions):
-            sid = f"bench-{i:06d}"
-            handled = host.handle(e.CardPresented(sid, "card", "E1", "T1", "EUR"))
-            events: list[e.Event] = [
-                e.TerminalResultArrived(
-                    session_id=sid,
-                    event_id="pre",
-                    operation=e.Operation.PREAUTHORIZE,
-                    outcome=Outcome.APPROVED,
-                    amount_minor=5000,
-                    ref=str(i % 9999 + 1),
-                ),
-                e.ChargerStarted(sid, "start", 0),
-                *(e.MeterValue(sid, f"m{k}", 1000 * (k + 1)) for k in range(meter_values)),
-                e.ChargerStopped(
-                    session_id=sid, event_id="stop", meter_wh=1000 * meter_values + 500
-                ),
-            ]
-            for ev in events:
-                now[0] += timedelta(seconds=30)
-                handled = host.handle(ev)
-                steps += 1
-            capture = next(x for x in handled.commands if isinstance(x, c.Capture))
-            host.handle(
-                e.TerminalResultArrived(
-                    session_id=sid,
-                    event_id="cap",
-                    operation=e.Operation.CAPTURE,
-                    outcome=Outcome.APPROVED,
-                    amount_minor=capture.amount_minor,
-                    ref="1",
-                )
+            _, count = one_session(
+                host, now, f"bench-{i:06d}", "T1", meter_values, (str(i % 9999 + 1), "1")
             )
-            steps += 2
+            steps += count
         wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
         assert all(s["final"] for s in store.sessions(limit=sessions))
         size = (Path(tmp) / "bench.sqlite3").stat().st_size

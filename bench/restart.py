@@ -20,15 +20,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from drivers.base import Outcome
-from gateway.payments import commands as c
-from gateway.payments import events as e
-from gateway.runtime.engine_host import EngineHost, _payments
+from bench.engine import one_session
+from gateway.runtime.engine_host import EngineHost
+from gateway.runtime.payment_rows import payment_rows
 from gateway.store import JournalEntry, OutboxMessage, PaymentRecord, SessionRecord, Step, Store
 from tests.helpers import free_port, site_toml
 from tests.payments.fixtures import policy
@@ -42,34 +41,7 @@ def template(
     store = Store.open(tmp / "template.sqlite3", clock=lambda: now[0])
     host = EngineHost(store, policy(), lambda: now[0])
     sid = "TEMPLATE"
-    handled = host.handle(e.CardPresented(sid, "card", "E1", "t1", "EUR"))
-    steps: list[e.Event] = [
-        e.TerminalResultArrived(
-            session_id=sid,
-            event_id="pre",
-            operation=e.Operation.PREAUTHORIZE,
-            outcome=Outcome.APPROVED,
-            amount_minor=5000,
-            ref="7",
-        ),
-        e.ChargerStarted(sid, "start", 0),
-        *(e.MeterValue(sid, f"m{k}", 1000 * (k + 1)) for k in range(10)),
-        e.ChargerStopped(session_id=sid, event_id="stop", meter_wh=10500),
-    ]
-    for ev in steps:
-        now[0] += timedelta(seconds=30)
-        handled = host.handle(ev)
-    capture = next(x for x in handled.commands if isinstance(x, c.Capture))
-    done = host.handle(
-        e.TerminalResultArrived(
-            session_id=sid,
-            event_id="cap",
-            operation=e.Operation.CAPTURE,
-            outcome=Outcome.APPROVED,
-            amount_minor=capture.amount_minor,
-            ref="8",
-        )
-    )
+    done, _ = one_session(host, now, sid, "t1", 10, ("7", "8"))
     assert done.session is not None
     row = store.session(sid)
     assert row is not None
@@ -78,7 +50,7 @@ def template(
         for j in store.journal(sid)
     ]
     outcome = next(m.payload for m in store.outbox.list() if m.kind == "session.outcome")
-    payments = _payments(done.session)
+    payments = payment_rows(done.session)
     store.close()
     return row["data"], payments, journal, dict(outcome)
 

@@ -7,7 +7,7 @@ charger that EVSE belongs to (``firmware_bridge/README.md``, "Who may say what")
 
     charger → gateway   {prefix}/charger/{charger}/evse/{evse}/plugged | unplugged | started
                         | meter | stopped | fault
-    gateway → charger   {prefix}/charger/{charger}/evse/{evse}/authorize | stop | display
+    gateway → charger   {prefix}/charger/{charger}/evse/{evse}/authorize | stop | state | display
     gateway status      {prefix}/gateway/status   ("offline", retained, is the last will)
 
 Every payload is a JSON object with ``v`` (the contract version) and ``id`` (unique per message:
@@ -117,6 +117,16 @@ class Stop(_Message):
     expires: datetime | None = None  # a command heard after this (UTC) is not obeyed
 
 
+class ReportState(_Message):
+    """Report your state for this session now: a ``meter`` message with the current reading
+    (or ``stopped`` / ``fault`` if the charge is over). Sent after the EVSE's meter has been
+    silent for its deadline (``meter_silence_s``); no answer in a bounded wait and the gateway
+    stops the charge and bills the last trusted reading."""
+
+    session_id: Id
+    expires: datetime | None = None  # a command heard after this (UTC) is not obeyed
+
+
 class Display(_Message):
     """Text for the charger's screen (the price must be shown before charging starts)."""
 
@@ -124,7 +134,7 @@ class Display(_Message):
     expires: datetime | None = None
 
 
-COMMANDS = frozenset({"authorize", "stop", "display"})
+COMMANDS = frozenset({"authorize", "stop", "state", "display"})
 DEFAULT_CHARGER = "charger"  # the broker user of an EVSE whose charger the config does not name
 
 
@@ -155,6 +165,7 @@ ALL: dict[str, type[_Message]] = {
     **INBOUND,
     "authorize": Authorize,
     "stop": Stop,
+    "state": ReportState,
     "display": Display,
 }
 SCHEMAS = "schemas/v1"  # one JSON schema per payload, next to this file

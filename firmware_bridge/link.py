@@ -137,6 +137,10 @@ class MqttLink:
         for topic, payload in self.mapping.stop(evse, session_id, reason):
             await self._publish(topic, payload)
 
+    async def report_state(self, evse: str, session_id: str) -> None:
+        for topic, payload in self.mapping.report_state(evse, session_id):
+            await self._publish(topic, payload)
+
     async def display(self, evse: str, lines: list[str]) -> None:
         for topic, payload in self.mapping.display(evse, lines):
             await self._publish(topic, payload)

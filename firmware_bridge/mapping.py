@@ -53,6 +53,7 @@ class Mapping(Protocol):
         ...
 
     def stop(self, evse: str, session_id: str, reason: str) -> list[Publish]: ...
+    def report_state(self, evse: str, session_id: str) -> list[Publish]: ...
     def display(self, evse: str, lines: list[str]) -> list[Publish]: ...
     def keepalive(self) -> list[Publish]: ...
 
@@ -93,7 +94,9 @@ class ContractMapping:
             raise Refused(f"EVSE {evse[:48]!r} is not charger {charger[:48]!r}'s")
         return evse, m.INBOUND[name].model_validate_json(payload)
 
-    def _command(self, evse: str, name: str, message: m.Authorize | m.Stop | m.Display) -> Publish:
+    def _command(
+        self, evse: str, name: str, message: m.Authorize | m.Stop | m.ReportState | m.Display
+    ) -> Publish:
         self._sent[message.id] = None
         self._sent.move_to_end(message.id)
         if len(self._sent) > _SENT:
@@ -132,6 +135,10 @@ class ContractMapping:
             id=uuid.uuid4().hex, session_id=session_id, reason=reason[:100], expires=self._expires()
         )
         return [self._command(evse, "stop", message)]
+
+    def report_state(self, evse: str, session_id: str) -> list[Publish]:
+        message = m.ReportState(id=uuid.uuid4().hex, session_id=session_id, expires=self._expires())
+        return [self._command(evse, "state", message)]
 
     def display(self, evse: str, lines: list[str]) -> list[Publish]:
         message = m.Display(

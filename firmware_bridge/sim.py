@@ -45,6 +45,8 @@ class EvseState:
     authorized: list[dict[str, object]] = field(default_factory=list)
     stopped: list[str] = field(default_factory=list)
     displayed: list[dict[str, object]] = field(default_factory=list)  # what its screen showed
+    seq: int = 0  # the last meter message's sequence number
+    state_requests: int = 0  # how often the gateway asked for its state
 
 
 class ChargerSimulator:
@@ -91,6 +93,7 @@ class ChargerSimulator:
             self._client = client
             await client.subscribe(m.topic(s.prefix, self.charger, "+", "authorize"), qos=1)
             await client.subscribe(m.topic(s.prefix, self.charger, "+", "stop"), qos=1)
+            await client.subscribe(m.topic(s.prefix, self.charger, "+", "state"), qos=1)
             await client.subscribe(m.topic(s.prefix, self.charger, "+", "display"), qos=1)
             await client.subscribe(m.status_topic(s.prefix), qos=1)
             self.ready.set()
@@ -179,6 +182,24 @@ class ChargerSimulator:
             elif name == "stop" and data.get("session_id") == state.session_id:
                 state.stopped.append(str(data.get("reason")))
                 state.stop.set()
+            elif name == "state" and data.get("session_id") == state.session_id:
+                state.state_requests += 1
+                if state.charging is not None and not state.charging.done():
+                    await self._meter(evse, state)  # alive: the current reading
+
+    async def _meter(self, evse: str, state: EvseState) -> None:
+        state.seq += 1
+        await self.publish(
+            evse,
+            "meter",
+            {
+                "v": 1,
+                "id": uuid.uuid4().hex,
+                "session_id": state.session_id,
+                "seq": state.seq,
+                "meter_wh": state.meter_wh,
+            },
+        )
 
     async def _charge(self, evse: str, state: EvseState, session_id: str) -> None:
         plan = state.plan
@@ -188,7 +209,7 @@ class ChargerSimulator:
             "started",
             {"v": 1, "id": uuid.uuid4().hex, "session_id": session_id, "meter_wh": state.meter_wh},
         )
-        delivered, seq = 0, 0
+        delivered, state.seq = 0, 0
         while delivered < plan.energy_wh and not state.stop.is_set():
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(plan.interval_s):
@@ -198,7 +219,6 @@ class ChargerSimulator:
             step = min(plan.step_wh, plan.energy_wh - delivered)
             delivered += step
             state.meter_wh += step
-            seq += 1
             if plan.fault_after_wh is not None and delivered >= plan.fault_after_wh:
                 await self.publish(
                     evse,
@@ -211,17 +231,7 @@ class ChargerSimulator:
                     },
                 )
                 return
-            await self.publish(
-                evse,
-                "meter",
-                {
-                    "v": 1,
-                    "id": uuid.uuid4().hex,
-                    "session_id": session_id,
-                    "seq": seq,
-                    "meter_wh": state.meter_wh,
-                },
-            )
+            await self._meter(evse, state)
         reason = "stopped by the gateway" if state.stop.is_set() else "EV full"
         await self.publish(
             evse,

@@ -24,6 +24,12 @@ PROFILES = {
         ),
         Profile("zvt-tcp", "any ZVT terminal over TCP (tcp://IP:PORT; 20007 is common)"),
         Profile(
+            "nexo-xml",
+            "any nexo POI speaking nexo 3.1 XML over HTTP (--protocol nexo, "
+            "http://HOST:PORT/EPASSaleToPOI/3.1; Swedbank Pay / PAX)",
+            quirks=("captures by Completion only: both capture scenarios send one",),
+        ),
+        Profile(
             "feig-cvend-plug",
             "Feig cVEND plug (unattended, EV chargers; ZVT over TCP port 22000 or serial)",
             quirks=(

@@ -2,7 +2,8 @@
 
 Each scenario says what it checks and passes or fails on what the terminal answered. Where a
 card must be presented (or must not be), a technician is asked; with ``--device sim`` the
-simulator on a pty plays the card, and nobody is asked.
+protocol's simulator plays the card, and nobody is asked. The terminal is built through the
+driver registry (``hil/devices.py``), for any protocol it has (``--protocol zvt|nexo``).
 """
 
 from __future__ import annotations
@@ -18,13 +19,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from drivers.base import Outcome
+from drivers.base import Outcome, PaymentTerminal
 from drivers.money import Money
-from drivers.sim.ports import PtyPort
-from drivers.sim.terminal import SimConfig, SimTerminal
-from drivers.transport import open_transport
-from drivers.zvt.asyncio.terminal import ZvtOptions, ZvtTerminal
+from drivers.sim.terminal import SimConfig
 from drivers.zvt.charset import CHARSETS, DEFAULT_CHARSET
+from gateway.runtime import terminal_registry
+from hil.devices import SimCard, Wanted, open_device
 from hil.profiles import PROFILES, Profile
 from hil.trace import TraceRecorder
 
@@ -64,20 +64,29 @@ class Bench:
 
     def __init__(
         self,
-        terminal: ZvtTerminal,
+        terminal: PaymentTerminal,
         profile: Profile,
-        sim: SimTerminal | None,
+        sim: SimCard | None,
         ask: Callable[[str], None],
     ) -> None:
         self.t, self.profile, self.sim, self.ask = terminal, profile, sim, ask
         self.money = Money(profile.amount_minor, "EUR")
         self.last_receipt: str | None = None
 
-    def card(self, what: str, outcome: str = "approve") -> None:
+    def card(self, what: str, outcome: Literal["approve", "decline"] = "approve") -> None:
         if self.sim is not None:
-            self.sim.config.outcomes.append(outcome)
+            self.sim.present(outcome)
         else:
             self.ask(what)
+
+    def capture_mode(self, mode: Literal["partial_reversal", "book_total"]) -> str:
+        """Switch a terminal whose driver has capture modes (ZVT 06 23 / 06 24); another
+        (nexo Completion) captures one way, named in the report."""
+        options = getattr(self.t, "options", None)
+        if options is None or not hasattr(options, "capture_mode"):
+            return "its one capture"
+        setattr(self.t, "options", replace(options, capture_mode=mode))  # noqa: B010
+        return mode
 
     async def registration(self) -> str:
         r = await self.t.connect()
@@ -93,13 +102,13 @@ class Bench:
 
     async def _capture(self, mode: Literal["partial_reversal", "book_total"]) -> str:
         receipt = await self._preauth(f"HIL-{mode}"[:16])
-        self.t.options = replace(self.t.options, capture_mode=mode)
+        how = self.capture_mode(mode)
         amount = Money(self.profile.capture_minor, "EUR")
         r = await self.t.capture(receipt, self.money, amount, f"HIL-{mode}"[:16])
         need(r.approved, f"capture ({mode}): {r.outcome} {r.message}")
         self.last_receipt = r.ref
         return (
-            f"held {self.money} (receipt {receipt}), captured {amount} by {mode}; the terminal "
+            f"held {self.money} (receipt {receipt}), captured {amount} by {how}; the terminal "
             f"echoed {r.amount}"
         )
 
@@ -127,7 +136,7 @@ class Bench:
 
     async def abort(self) -> str:
         if self.sim is not None:
-            self.sim.config.card_wait_s = 10.0  # the card never comes: the ECR aborts
+            self.sim.withhold()  # the card never comes: the sale system aborts
         else:
             self.ask("do NOT present a card: the runner aborts the pre-authorisation after 3 s")
         pending = asyncio.create_task(self.t.preauthorize(self.money, "HIL-ABORT"))
@@ -135,7 +144,7 @@ class Bench:
         sent = await self.t.abort()
         r = await pending
         if self.sim is not None:
-            self.sim.config.card_wait_s = 0.05
+            self.sim.restore()
         need(
             r.outcome is Outcome.ABORTED,
             f"expected an abort, got {r.outcome} {r.message} (abort: {sent.message})",
@@ -185,30 +194,28 @@ async def run(
     trace: Path | None = None,
     model: str | None = None,
     charset: str = DEFAULT_CHARSET,
+    protocol: str = "zvt",
+    poi_id: str = "POI-SIM-1",
 ) -> dict[str, Any]:
-    """``sim_config``: how the simulator behaves with ``device="sim"`` (tests inject faults).
-    ``trace``: write every APDU of the run there, in the real-trace format (hil/trace.py);
-    ``model``: the terminal's model and firmware, as the trace records it; ``charset``: the
-    terminal's text character set (as ``terminals.<id>.charset``)."""
-    password = os.environ.get("EVPAY_ZVT_PASSWORD", "000000")
-    sim: SimTerminal | None = None
-    port: PtyPort | None = None
-    serving: asyncio.Task[None] | None = None
-    if device == "sim":
-        port = PtyPort()
-        sim = SimTerminal(sim_config or SimConfig(password=password, card_wait_s=0.05))
-        serving = asyncio.create_task(sim.serve_line(port))
-        device = f"serial://{port.slave_path}"
-    transport, framing = open_transport(device)
-    terminal = ZvtTerminal(
-        "hil",
-        transport,
-        serial_framing=framing,
-        options=ZvtOptions(password=password, capture_mode=profile.capture_mode, charset=charset),
+    """``sim_config``: how the ZVT simulator behaves with ``device="sim"`` (tests inject
+    faults). ``trace``: write every APDU of the run there, in the real-trace format
+    (hil/trace.py; ZVT only); ``model``: the terminal's model and firmware, as the trace records
+    it; ``charset``: the terminal's text character set (as ``terminals.<id>.charset``);
+    ``protocol``: the terminal's (``terminal_registry.protocols()``); ``poi_id``: a nexo POI's."""
+    wanted = Wanted(
+        protocol=protocol,
+        password=os.environ.get("EVPAY_ZVT_PASSWORD", "000000"),
+        capture_mode=profile.capture_mode,
+        charset=charset,
+        poi_id=poi_id,
     )
+    bench_device = await open_device(device, wanted, sim_config)
+    terminal, sim = bench_device.terminal, bench_device.card
     bench = Bench(terminal, profile, sim, ask)
     recorder = TraceRecorder(model or ("simulator" if sim else device), profile.name, charset)
-    terminal.client.tap = recorder.tap
+    client = getattr(terminal, "client", None)
+    if hasattr(client, "tap"):  # a driver that shows its bytes (ZVT's APDUs)
+        setattr(client, "tap", recorder.tap)  # noqa: B010
     results = []
     started = datetime.now(UTC)
     try:
@@ -226,13 +233,9 @@ async def run(
                 passed, detail = False, f"{type(exc).__name__}: {exc}"
             results.append(Result(name, passed, detail, round(time.monotonic() - began, 2)))
     finally:
-        await terminal.close()
+        await bench_device.close()
         if trace is not None:
             recorder.write(trace)
-        if serving is not None and port is not None:
-            serving.cancel()
-            await asyncio.gather(serving, return_exceptions=True)
-            await port.close()
     return {
         "device": device if sim is None else "sim",
         "profile": profile.name,
@@ -260,8 +263,12 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     run_p = sub.add_parser("run", help="run the acceptance scenarios against one terminal")
     run_p.add_argument(
-        "--device", required=True, help="a device URL (serial://, tcp://, usb://) or sim"
+        "--device",
+        required=True,
+        help="a device URL (serial://, tcp://, usb://; http(s):// for nexo) or sim",
     )
+    run_p.add_argument("--protocol", choices=terminal_registry.protocols(), default="zvt")
+    run_p.add_argument("--poi-id", default="POI-SIM-1", help="nexo: the POI's POIID")
     run_p.add_argument("--profile", choices=sorted(PROFILES), default="zvt-serial")
     run_p.add_argument(
         "--report", type=Path, help="write the JSON report here (and FILE.txt for people)"
@@ -277,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
         "--charset", choices=CHARSETS, default=DEFAULT_CHARSET, help="the terminal's text set"
     )
     args = parser.parse_args(argv)
+    if args.trace is not None and args.protocol != "zvt":
+        parser.error("--trace records ZVT APDUs; a nexo run has no byte trace")
 
     def ask(what: str) -> None:
         print(f">>> {what}", flush=True)
@@ -291,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
             trace=args.trace,
             model=args.model,
             charset=args.charset,
+            protocol=args.protocol,
+            poi_id=args.poi_id,
         )
     )
     text = human(report)

@@ -9,6 +9,11 @@ The expectations (drivers/base.py says why):
   which, so the engine must take both);
 - a release of a reference the terminal does not know is a typed ``ERROR`` (not UNKNOWN, not an
   exception, nothing moved);
+- a result is stored before it is acknowledged: the ``PersistHook`` gets the result, and has
+  returned, before the terminal is told it arrived (ZVT: the ECR's 80 00 to the 04 0F; nexo:
+  the driver forgets the request's ServiceID — until then a restart asks TransactionStatus for
+  it — and returns; what a POI POSTs to the sale system, events, display and print, carries no
+  result, so no HTTP answer there acknowledges one);
 - every command has a deadline: a terminal that goes silent gives UNKNOWN in bounded time.
 A driver that does not meet one is marked ``xfail(strict=True)`` with the reason, so the day it
 does, the mark must go.
@@ -17,6 +22,7 @@ does, the mark must go.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -24,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from drivers.base import Outcome, PaymentTerminal
+from drivers.base import Outcome, PaymentTerminal, TerminalResult
 from drivers.errors import DriverError
 from drivers.money import Money
 from drivers.nexo import messages as nm
@@ -51,6 +57,7 @@ class Subject:
     holds: Callable[[], int]  # pre-authorisations the terminal made
     booked_minor: Callable[[], int]  # what the terminal booked
     asked: Callable[[], bool]  # the driver asked the terminal what happened
+    acknowledged: Callable[[], int]  # money results the terminal side counts as delivered
     deadline_s: float  # the longest a command may take with these settings
 
 
@@ -72,6 +79,7 @@ async def zvt() -> AsyncIterator[Subject]:
         lambda: sum(1 for t in txns.values() if t.kind == "preauth"),
         lambda: sum(t.booked for t in txns.values()),
         lambda: False,  # ZVT cannot ask inside the command: the caller asks afterwards
+        lambda: sim.state.results_acknowledged,  # 04 0F answered 80 00
         deadline_s=options.t3 + options.t4 + 2,
     )
     await term.close()
@@ -101,6 +109,15 @@ async def nexo(tmp_path: Path) -> AsyncIterator[Subject]:
     def lose() -> None:
         poi.config.lose_answers = 1
 
+    def delivered() -> int:
+        """Money requests the POI got whose ServiceID the driver's state file no longer keeps
+        (a restart would not ask about them: their results are taken as stored)."""
+        money = (nm.PaymentRequest, nm.ReversalRequest)
+        sent = {m.header.service_id for m in poi.requests if isinstance(m.body, money)}
+        state = json.loads(options.state_path.read_text()) if options.state_path else {}
+        kept = {f["service_id"] for f in state.get("tracker", {}).get("in_flight", [])}
+        return len(sent - kept)
+
     yield Subject(
         "nexo",
         term,
@@ -109,6 +126,7 @@ async def nexo(tmp_path: Path) -> AsyncIterator[Subject]:
         lambda: sum(1 for t in poi.ledger.values() if t.kind == "reservation"),
         lambda: int(poi.booked() * 100),
         lambda: any(isinstance(m.body, nm.TransactionStatusRequest) for m in poi.requests),
+        delivered,
         deadline_s=options.timeout_s + 2 * options.quick_timeout_s + 2,
     )
     poi.config.delay_s = 0
@@ -165,6 +183,27 @@ async def test_a_release_of_an_unknown_reference_is_a_typed_error(subject: Subje
     assert unknown.outcome is Outcome.ERROR and not unknown.unreachable, unknown
     assert subject.holds() == 1 and subject.booked_minor() == 0
     assert (await t.open_preauthorizations()).open_refs == (pre.ref,)
+
+
+async def test_a_result_is_stored_before_it_is_acknowledged(subject: Subject) -> None:
+    """The hook waits a while before it returns: a driver that told the terminal first would
+    have been heard by then (on a pty the 80 00 arrives in milliseconds)."""
+    t = subject.terminal
+    seen: list[tuple[str, Outcome, int]] = []
+    base = subject.acknowledged()
+
+    async def persist(result: TerminalResult) -> None:
+        await asyncio.sleep(0.3)
+        seen.append((result.operation, result.outcome, subject.acknowledged() - base))
+
+    pre = await t.preauthorize(EUR20, "CONF-5", persist)
+    assert pre.approved and pre.ref is not None, pre
+    assert seen == [("preauthorize", Outcome.APPROVED, 0)]  # stored, not yet acknowledged
+    assert subject.acknowledged() - base == 1  # acknowledged once stored
+    capture = await t.capture(pre.ref, EUR20, EUR10, "CONF-5", persist)
+    assert capture.approved and subject.booked_minor() == 1000, capture
+    assert seen[1:] == [("capture", Outcome.APPROVED, 1)]
+    assert subject.acknowledged() - base == 2
 
 
 @pytest.mark.timeout(120)

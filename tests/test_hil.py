@@ -33,6 +33,18 @@ def test_every_scenario_passes_on_the_simulator_and_is_reported(tmp_path: Path) 
     assert all(f"PASS {name}" in text for name in SCENARIOS) and "ALL PASSED" in text
 
 
+async def test_every_scenario_passes_on_the_nexo_poi_simulator() -> None:
+    """The runner builds the terminal through the driver registry: the same scenarios on a
+    nexo POI (its simulator waits for the card, refuses a declined one, and answers Aborted
+    when the sale system aborts the wait), nobody asked."""
+    prompts: list[str] = []
+    report = await run("sim", PROFILES["zvt-tcp"], prompts.append, protocol="nexo")
+    failed = [(s["name"], s["detail"]) for s in report["scenarios"] if not s["passed"]]
+    assert failed == [] and report["passed"] and prompts == []
+    details = {s["name"]: s["detail"] for s in report["scenarios"]}
+    assert "declined" in details["decline"] and "aborted" in details["abort"]
+
+
 async def test_a_fault_fails_its_scenario_and_the_run_goes_on() -> None:
     prompts: list[str] = []
     faulty = SimConfig(

@@ -8,19 +8,30 @@ Variants (``PoiConfig``): ``reservations`` — FirstReservation/UpdateReservatio
 supported or refused (Swedbank's PAX list only Normal and Refund); ``partial_minor`` — a
 reservation or sale approved for at most this much (``Result`` Partial); ``lose_answers`` — the
 next N money commands are carried out and then the connection is cut before the answer;
+``drop_requests`` — the next N money commands are cut before the POI acts (nothing happened);
 ``busy`` — the next N commands answer Busy and do nothing; ``in_progress`` — TransactionStatus
 answers InProgress N times before telling; ``delay_s`` — every answer comes this late;
-``refuse_open_reversal`` — a Reversal of a reservation not yet completed is refused.
-The ledger is the POI's own record, against which tests check what the driver booked.
+``refuse_open_reversal`` — a Reversal of a reservation not yet completed is refused;
+``tap_required`` — a CardAcquisition, and a reservation or sale that names no card read first,
+waits (up to ``card_wait_s``) for a card to be presented (``tap()``), and an AbortRequest ends
+the wait (Aborted); ``decline`` — the next N cards presented for a payment are refused
+(Refusal). A Payment naming a CardAcquisitionReference must name a card acquired here and not
+used yet.
+The ledger is the POI's own record, against which tests check what the driver booked; with
+``state_path`` it is kept in that file (rewritten atomically after each money command, and read
+back when the POI starts), as a terminal keeps its journal across a power cycle. The answers a
+TransactionStatus repeats are not kept: a restarted POI answers NotFound for earlier services.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import ssl
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from decimal import Decimal
+from pathlib import Path
 
 from aiohttp import web
 
@@ -57,10 +68,15 @@ class PoiConfig:
     reservations: bool = True
     partial_minor: int | None = None
     lose_answers: int = 0
+    drop_requests: int = 0
     busy: int = 0
     in_progress: int = 0
     delay_s: float = 0.0
     refuse_open_reversal: bool = False
+    state_path: Path | None = None
+    tap_required: bool = False
+    card_wait_s: float = 30.0
+    decline: int = 0
 
 
 @dataclass
@@ -82,7 +98,33 @@ class NexoPoi:
     raw: list[bytes] = field(default_factory=list)  # every request body as received (bounded)
     sent: list[bytes] = field(default_factory=list)  # every answer body as sent (bounded)
     period: int = 1
+    taps: int = 0  # cards presented for the next CardAcquisition (tap_required)
+    aborts: int = 0  # AbortRequests not yet taken by a waiting CardAcquisition
+    acquired: set[str] = field(default_factory=set)  # card acquisitions not used by a payment
     _n: int = 0
+
+    def __post_init__(self) -> None:
+        path = self.config.state_path
+        if path is None or not path.exists():
+            return
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        self._n, self.period = int(saved["n"]), int(saved["period"])
+        for tid, t in saved["ledger"].items():
+            amounts = {k: Decimal(t[k]) for k in ("amount", "booked")}
+            self.ledger[tid] = Txn(**{**t, **amounts})
+
+    def save(self) -> None:
+        """Write the ledger to ``state_path`` (temp file, then rename)."""
+        path = self.config.state_path
+        if path is None:
+            return
+        ledger = {
+            tid: {**asdict(t), "amount": str(t.amount), "booked": str(t.booked)}
+            for tid, t in self.ledger.items()
+        }
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"n": self._n, "period": self.period, "ledger": ledger}))
+        tmp.replace(path)
 
     # ---- the ledger, as tests read it ---------------------------------------------------------
     def booked(self) -> Decimal:
@@ -97,6 +139,10 @@ class NexoPoi:
                 total -= t.amount
         return total
 
+    def tap(self) -> None:
+        """A driver presents a card for the next CardAcquisition (``tap_required``)."""
+        self.taps += 1
+
     def open_reservations(self) -> list[str]:
         return [k for k, t in self.ledger.items() if t.kind == "reservation" and t.state == "open"]
 
@@ -107,6 +153,7 @@ class NexoPoi:
             self.requests.append(request)
         body = request.body
         if isinstance(body, nm.AbortRequest):
+            self.aborts += 1
             return None
         if isinstance(body, nm.TransactionStatusRequest):
             return self._reply(request, self._status(body))
@@ -116,6 +163,8 @@ class NexoPoi:
         reply = self._reply(request, self._act(body))
         if request.header.service_id is not None:
             self.answers[(request.header.sale_id, request.header.service_id)] = reply
+        if isinstance(body, (nm.PaymentRequest, nm.ReversalRequest, nm.ReconciliationRequest)):
+            self.save()
         return reply
 
     def _act(self, body: nm.Body) -> nm.Body:
@@ -131,9 +180,7 @@ class NexoPoi:
         if isinstance(body, nm.DiagnosisRequest):
             return nm.DiagnosisResponse(ok, poi_status=nm.POIStatus(GlobalStatus.OK))
         if isinstance(body, nm.CardAcquisitionRequest):
-            return nm.CardAcquisitionResponse(
-                ok, body.sale_data, self._poi_data(self._new_id()), ("mc",), _instrument()
-            )
+            return self._card_acquisition(body)
         if isinstance(body, nm.ReconciliationRequest):
             return self._reconciliation(body)
         if isinstance(body, nm.DisplayRequest):
@@ -144,12 +191,40 @@ class NexoPoi:
             return nm.PrintResponse(ok, body.print_output.document_qualifier)
         raise NexoFormatError(type(body).__name__, "not a request this POI takes")
 
+    def _card_acquisition(self, body: nm.CardAcquisitionRequest) -> nm.Body:
+        if self.config.tap_required and self.taps == 0:
+            aborted, self.aborts = self.aborts > 0, 0
+            fail = Response(
+                Result.FAILURE, ErrorCondition.ABORTED if aborted else ErrorCondition.CANCEL
+            )
+            return nm.CardAcquisitionResponse(fail, body.sale_data, self._poi_data(self._new_id()))
+        self.taps = max(0, self.taps - 1)
+        tid = self._new_id()
+        self.acquired.add(tid)
+        return nm.CardAcquisitionResponse(
+            Response(Result.SUCCESS), body.sale_data, self._poi_data(tid), ("mc",), _instrument()
+        )
+
     def _payment(self, body: nm.PaymentRequest) -> nm.Body:
         amounts = body.payment_transaction.amounts_req
         requested = amounts.requested_amount
         ptype = body.payment_type
         if requested is None or requested <= 0 or len(self.ledger) >= MAX_LEDGER:
             return self._failure(body, ErrorCondition.NOT_ALLOWED)
+        acquisition = body.payment_data.card_acquisition_reference if body.payment_data else None
+        if acquisition is not None:  # the card read first: it must be one read here, once
+            if acquisition.transaction_id not in self.acquired:
+                return self._failure(body, ErrorCondition.NOT_FOUND)
+            self.acquired.discard(acquisition.transaction_id)
+        elif _needs_card(body) and (self.config.tap_required or self.config.decline):
+            if self.config.tap_required and self.taps == 0:
+                aborted, self.aborts = self.aborts > 0, 0
+                why = ErrorCondition.ABORTED if aborted else ErrorCondition.CANCEL
+                return self._failure(body, why)
+            self.taps = max(0, self.taps - 1)
+            if self.config.decline > 0:
+                self.config.decline -= 1
+                return self._failure(body, ErrorCondition.REFUSAL)
         reservation_types = (
             PaymentType.FIRST_RESERVATION,
             PaymentType.UPDATE_RESERVATION,
@@ -290,6 +365,15 @@ class NexoPoi:
         return Message(header, body)
 
 
+def _needs_card(body: nm.Body) -> bool:
+    """A reservation or sale with no card read first: the card is presented for it."""
+    if not isinstance(body, nm.PaymentRequest):
+        return False
+    pd = body.payment_data
+    first = body.payment_type in (PaymentType.FIRST_RESERVATION, PaymentType.NORMAL)
+    return first and (pd is None or pd.card_acquisition_reference is None)
+
+
 def _instrument() -> PaymentInstrumentData:
     return PaymentInstrumentData("Card", CardData("mc", "541333****0010", ("Contactless",)))
 
@@ -311,6 +395,18 @@ def make_app(poi: NexoPoi) -> web.Application:
         if message.header.poi_id != poi.config.poi_id:
             return web.Response(status=400, text=f"POIID {message.header.poi_id} is not this POI")
         money = isinstance(message.body, (nm.PaymentRequest, nm.ReversalRequest))
+        if money and poi.config.drop_requests > 0:
+            poi.config.drop_requests -= 1
+            if request.transport is not None:
+                request.transport.abort()  # cut before the POI acted: nothing happened
+            raise web.HTTPServiceUnavailable
+        card = isinstance(message.body, nm.CardAcquisitionRequest) or _needs_card(message.body)
+        if card and poi.config.tap_required:
+            end = asyncio.get_running_loop().time() + poi.config.card_wait_s
+            while poi.taps == 0 and poi.aborts == 0:  # a driver taps, or the sale system aborts
+                if asyncio.get_running_loop().time() >= end:
+                    break
+                await asyncio.sleep(0.02)
         reply = poi.handle(message)
         if poi.config.delay_s:
             await asyncio.sleep(poi.config.delay_s)

@@ -18,7 +18,7 @@ from typing import Any
 
 from drivers.money import Money
 from gateway.acquirer.port import Modification, Received
-from gateway.errors import AcquirerRejected
+from gateway.errors import AcquirerRejected, AcquirerUnreachable
 
 IDEMPOTENCY_KEY_MAX = 64  # Adyen accepts keys up to 64 characters
 REFERENCE_MAX = 80  # Adyen's limit for "reference"
@@ -74,11 +74,12 @@ def build(modification: Modification, *, merchant_account: str) -> HttpRequest:
 
 def parse_answer(command_key: str, status: int, body: bytes) -> Received:
     """Adyen's answer: 201 with ``status: received`` and the modification's pspReference, or a
-    refusal (AcquirerRejected with Adyen's errorCode). Anything else is a refusal too: we never
-    read an outcome into a 201 that does not say "received"."""
+    refusal (AcquirerRejected with Adyen's errorCode). A 2xx that does not say "received" is
+    neither: not an outcome, and not a refusal (the acquirer may have applied it), so it is
+    AcquirerUnreachable(ambiguous): kept and sent again under the same idempotency key."""
     try:
         data = json.loads(body) if body else {}
-    except ValueError:
+    except (ValueError, RecursionError):
         data = {}
     if not isinstance(data, dict):
         data = {}
@@ -86,8 +87,11 @@ def parse_answer(command_key: str, status: int, body: bytes) -> Received:
         psp = data.get("pspReference")
         if isinstance(psp, str) and psp:
             return Received(command_key, psp)
-        raise AcquirerRejected(
-            "Adyen answered 'received' without a pspReference", http_status=status, error_code=None
+    if 200 <= status < 300:  # a success we cannot read: maybe applied, certainly not refused
+        raise AcquirerUnreachable(
+            f"HTTP {status} without 'received' and its pspReference (a proxy's page, a cut "
+            "answer?): the modification may have been applied; sent again under the same key",
+            ambiguous=True,
         )
     code = data.get("errorCode")
     message = data.get("message") or body.decode("utf-8", "replace")[:_ANSWER_MAX]

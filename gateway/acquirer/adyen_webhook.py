@@ -22,6 +22,7 @@ from drivers.money import Money
 from gateway.acquirer.port import EVENT_CODES, ModificationEvent
 from gateway.errors import BadInput
 
+AMOUNT_MAX = 2**63 - 1  # minor units: Adyen's amount value is a 64-bit integer
 MAX_ITEMS = 100  # notification items in one request; Adyen sends batches far smaller
 _SIGNED = (
     "pspReference",
@@ -74,7 +75,7 @@ def signature(item: dict[str, Any], key: bytes) -> str:
 def signature_matches(item: dict[str, Any], key: bytes) -> bool:
     extra = item.get("additionalData")
     given = extra.get("hmacSignature") if isinstance(extra, dict) else None
-    if not isinstance(given, str) or not given:
+    if not isinstance(given, str) or not given or not given.isascii():  # base64 is ASCII
         return False
     return hmac.compare_digest(signature(item, key), given)
 
@@ -87,6 +88,8 @@ def parse_notification(raw: bytes, key: bytes) -> list[ModificationEvent]:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise WebhookInvalid("the body is not JSON") from None
+    except RecursionError:  # nested beyond the parser's depth: malformed, not a store fault
+        raise WebhookInvalid("the body is nested too deeply") from None
     if not isinstance(data, dict) or not isinstance(data.get("notificationItems"), list):
         raise WebhookInvalid("no notificationItems list")
     items = data["notificationItems"]
@@ -145,6 +148,8 @@ def _money(value: object, index: int) -> Money | None:
     minor, currency = value.get("value"), value.get("currency")
     if not isinstance(minor, int) or isinstance(minor, bool) or not isinstance(currency, str):
         raise WebhookInvalid(f"item {index}: amount needs an integer value and a currency")
+    if minor > AMOUNT_MAX:  # Adyen's value is an int64; beyond it nothing could be stored
+        raise WebhookInvalid(f"item {index}: amount value beyond {AMOUNT_MAX}")
     try:
         return Money(minor, currency)
     except AmountError as exc:

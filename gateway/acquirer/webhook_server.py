@@ -5,7 +5,9 @@ Order of checks: HTTP Basic credentials (the webhook user Adyen was given), size
 item's HMAC signature and form. Only then are the events stored, and only once they are
 stored is the acquirer's acknowledgement (``[accepted]``) sent: an answer means the evidence is
 on disk. A store that cannot write answers 503, so the acquirer sends it again; a repeat is
-stored once. No request ends in a 500.
+stored once. No request ends in a 500. Events for another merchant account (one HMAC key may
+serve a company's several accounts) are acknowledged but neither stored nor applied, as events
+of codes we do not handle are: they are not about this site's payments.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class WebhookReceiver:
         profile: AcquirerProfile,
         book: AcquirerBook,
         hmac_key: str,
+        merchant_account: str,
         username: str,
         password: str,
         clock: Callable[[], datetime],
@@ -47,6 +50,7 @@ class WebhookReceiver:
         self.profile = profile
         self.book = book
         self._hmac_key = hmac_key
+        self.merchant_account = merchant_account
         self._auth = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
         self.clock = clock
         self.on_events = on_events or (lambda _new: None)  # e.g. wake whoever settles sessions
@@ -71,8 +75,8 @@ class WebhookReceiver:
             return _text(503, "not stored; send it again")
 
     async def _handle(self, request: web.Request) -> web.Response:
-        given = request.headers.get("Authorization", "")
-        if not hmac.compare_digest(given.encode(), self._auth.encode()):
+        given = request.headers.get("Authorization", "")  # bytes beyond UTF-8 come as surrogates
+        if not given.isascii() or not hmac.compare_digest(given.encode(), self._auth.encode()):
             _LOGGER.warning("acquirer.webhook_unauthorised", extra={"acquirer": self.name})
             response = _text(401, "unknown webhook credentials")
             response.headers["WWW-Authenticate"] = 'Basic realm="evpay-acquirer"'
@@ -87,6 +91,13 @@ class WebhookReceiver:
                 "acquirer.webhook_refused", extra={"acquirer": self.name, "reason": str(exc)}
             )
             return _text(400, str(exc))
+        ours = [e for e in events if e.merchant_account == self.merchant_account]
+        if len(ours) < len(events):  # one HMAC key may serve a company's merchant accounts
+            _LOGGER.warning(
+                "acquirer.webhook_other_account",
+                extra={"acquirer": self.name, "dropped": len(events) - len(ours)},
+            )
+        events = ours
         try:
             new = self.book.record_events(self.name, events, self.clock())
         except StoreError as exc:
@@ -121,6 +132,7 @@ def webhook_receivers(
             profile=profile(acquirer.profile),
             book=store.acquirer,
             hmac_key=acquirer.hmac_key.reveal(),
+            merchant_account=acquirer.merchant_account,
             username=acquirer.webhook_username,
             password=acquirer.webhook_password.reveal(),
             clock=clock,

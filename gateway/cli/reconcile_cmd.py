@@ -26,6 +26,7 @@ from gateway.payments.reconcile import (
     Facts,
     OverdueModification,
     Report,
+    UnclaimedWebhook,
     reconcile,
     session_facts,
 )
@@ -192,6 +193,16 @@ def load_facts(
         )
         for m in store.acquirer.overdue(now)
     ]
+    unclaimed = [
+        UnclaimedWebhook(
+            w.event_code,
+            w.psp_reference,
+            w.original_reference,
+            w.amount_minor or 0,
+            w.currency or "",
+        )
+        for w in store.acquirer.unclaimed(start, end)
+    ]
     return Facts(
         start,
         end,
@@ -203,6 +214,7 @@ def load_facts(
         resolutions,
         batch_sessions=[s for s in in_batches if s.id not in seen],
         missing_webhooks=missing,
+        unclaimed_webhooks=unclaimed,
     )
 
 

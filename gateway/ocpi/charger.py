@@ -186,6 +186,10 @@ class OcpiChargerLink(ChargerEvents):
     async def display(self, evse: str, lines: Sequence[str]) -> None:
         """The CPO runs the charger and its screen: nothing to show from here."""
 
+    async def report_state(self, evse: str, session_id: str) -> None:
+        """OCPI has no command that asks a charger for its state: the session's bounded wait
+        ends in a stop (StopSession), which the CPO answers."""
+
     async def stop(self, evse: str, session_id: str, reason: str) -> None:  # noqa: ARG002 - the ChargerLink shape
         cpo_session = self.cpo_session(session_id)
         if cpo_session is None or self.client is None:

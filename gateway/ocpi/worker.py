@@ -14,22 +14,15 @@ from datetime import datetime
 
 import aiohttp
 from aiohttp import web
-from cryptography.fernet import Fernet, InvalidToken
 
 from gateway.acquirer.webhook_server import WebhookReceiver
 from gateway.errors import ConfigError, UpstreamError
 from gateway.ocpi.charger import OcpiChargerLink, session_id_of
 from gateway.ocpi.client import OcpiClient, Trust
-from gateway.ocpi.handshake import (
-    Registration,
-    accept,
-    new_token,
-    our_credentials,
-    register,
-    rotate,
-)
-from gateway.ocpi.models import Cdr, Credentials, VersionDetails
+from gateway.ocpi.handshake import Registration, new_token, register
+from gateway.ocpi.models import Cdr
 from gateway.ocpi.pusher import CUSTOM, OutboxPusher
+from gateway.ocpi.registration_keeper import RegistrationKeeper, TokenVault
 from gateway.ocpi.server import PtpServer
 from gateway.ocpi.tariffs import pull_tariffs
 from gateway.payments.events import FiscalDataArrived
@@ -43,34 +36,7 @@ TARIFF_REFRESH_S = 900.0
 TariffSink = Callable[[dict[str, Tariff], dict[str, Tariff]], None]
 
 
-class TokenVault:
-    """Encrypts tokens for the store; a wrong key is a configuration error, never a silent reset."""
-
-    def __init__(self, key: str) -> None:
-        try:
-            self._fernet = Fernet(key.encode("ascii"))
-        except (ValueError, TypeError):
-            raise ConfigError(
-                "upstream.key", ["not a Fernet key (32 url-safe base64 bytes)"]
-            ) from None
-
-    def seal(self, token: str) -> str:
-        return self._fernet.encrypt(token.encode("utf-8")).decode("ascii")
-
-    def open(self, sealed: str) -> str:
-        try:
-            return self._fernet.decrypt(sealed.encode("ascii")).decode("utf-8")
-        except InvalidToken:
-            raise ConfigError(
-                "upstream.key",
-                [
-                    "cannot decrypt the stored OCPI tokens: the key changed (restore it or "
-                    "re-register)"
-                ],
-            ) from None
-
-
-class UpstreamWorker:
+class UpstreamWorker(RegistrationKeeper):
     name = "upstream"
 
     def __init__(
@@ -106,27 +72,6 @@ class UpstreamWorker:
         self.bound_port: int | None = None
         self.trust = Trust([])
 
-    def _stored(self) -> Registration | None:
-        stored = self.store.registration()
-        if stored is None:
-            return None
-        if (
-            self.settings.registration == "gateway"
-            and stored["versions_url"] != self.settings.versions_url
-        ):
-            return None  # registered with another CPO before: register again
-        return Registration(
-            self.vault.open(stored["token_b"]),
-            self.vault.open(stored["token_c"]),
-            stored["versions_url"],
-            VersionDetails.model_validate(stored["endpoints"]),
-        )
-
-    def _status(self, registered: bool, reason: str) -> None:
-        self.store.set_upstream_status(registered, reason)
-        if not registered:
-            _LOGGER.warning("upstream.not_registered", extra={"reason": reason})
-
     async def _register(
         self, http: aiohttp.ClientSession, token_b: str, stopping: asyncio.Event
     ) -> Registration | None:
@@ -141,13 +86,7 @@ class UpstreamWorker:
             stop.cancel()
             return self._registration_now
         token_a = self.settings.token_a.reveal() if self.settings.token_a else ""
-        ours = our_credentials(
-            token_b,
-            self.settings.public_url,
-            self._party(),
-            self.settings.business_name,
-            self.settings.interop.business_website,
-        )
+        ours = self._credentials(token_b)
         try:
             reg = await register(self.client(http, token_a), self.settings.versions_url, ours)
         except (UpstreamError, ValueError) as exc:
@@ -156,9 +95,6 @@ class UpstreamWorker:
         self._save(reg)
         _LOGGER.info("upstream.registered", extra={"versions_url": self.settings.versions_url})
         return reg
-
-    def _party(self) -> tuple[str, str]:
-        return self.settings.country_code, self.settings.party_id
 
     def _trust(self) -> Trust:
         origins = [self.settings.versions_url, *self.settings.allowed_hosts]
@@ -173,10 +109,6 @@ class UpstreamWorker:
         if self.settings.ca_file is not None:
             return ssl.create_default_context(cafile=str(self.settings.ca_file))
         return None
-
-    def client(self, http: aiohttp.ClientSession, token: str) -> OcpiClient:
-        """The one way this worker talks to the CPO: its trust rules and timeout on every call."""
-        return OcpiClient(http, token, self.settings.timeout_s, trust=self.trust)
 
     async def run(self, stopping: asyncio.Event) -> None:
         if self.settings.allow_insecure_http:
@@ -262,81 +194,6 @@ class UpstreamWorker:
             if correction or ours in open_ids:
                 _LOGGER.info("upstream.cdr_replayed", extra={"cdr": cdr.id})
                 charger.cdr_pushed(cdr)
-
-    # ---- CredentialsKeeper: the CPO reads, rotates or ends our registration --------------------
-
-    def _current(self) -> Registration:
-        if self._registration_now is None:
-            raise UpstreamError("not registered with the CPO")
-        return self._registration_now
-
-    def ours(self) -> Credentials:
-        return our_credentials(
-            self._current().token_b,
-            self.settings.public_url,
-            self._party(),
-            self.settings.business_name,
-            self.settings.interop.business_website,
-        )
-
-    def rotate(self, theirs: Credentials) -> Credentials:
-        """The CPO sent new credentials (its new token C): store them, issue a new token B."""
-        reg = Registration(new_token(), theirs.token, theirs.url, self._current().endpoints)
-        self._save(reg)
-        if self._client is not None:
-            self._client.token = reg.token_c
-        return self.ours()
-
-    async def accept(self, theirs: Credentials) -> Credentials:
-        """CPO-initiated registration: read the CPO's versions with its token, then answer."""
-        if self._http is None:
-            raise UpstreamError("the upstream worker is not running")
-        if not self.settings.allowed_hosts and not self.trust.origins:
-            self.trust.add(
-                theirs.url
-            )  # first contact, authenticated by token A: the CPO's origin from now on
-        reg = await accept(self.client(self._http, theirs.token), theirs)
-        self._save(reg, versions_url=theirs.url)
-        self._status(True, f"registered by the CPO ({theirs.url})")
-        self._accepted.set()
-        return self.ours()
-
-    async def rotate_ours(self) -> None:
-        """Gateway-initiated rotation: a new token B (accepted by our server before the PUT, for
-        the CPO's callback), the CPO's new token C back."""
-        current = self._current()
-        if self._client is None:
-            raise UpstreamError("not connected to the CPO")
-        token_b = new_token()
-        if self.server is not None:
-            self.server.accept_token(token_b)
-        ours = our_credentials(
-            token_b,
-            self.settings.public_url,
-            self._party(),
-            self.settings.business_name,
-            self.settings.interop.business_website,
-        )
-        reg = await rotate(self._client, current, ours)
-        stored = self.store.registration()
-        self._save(reg, versions_url=stored["versions_url"] if stored else None)
-        self._client.token = reg.token_c
-        if self.server is not None:
-            self.server.set_token(reg.token_b)
-
-    def forget(self) -> None:
-        self.store.forget_registration()
-        self._registration_now = None
-        self._status(False, "the CPO ended the registration (DELETE credentials)")
-
-    def _save(self, reg: Registration, versions_url: str | None = None) -> None:
-        self.store.save_registration(
-            versions_url or self.settings.versions_url or reg.peer_versions_url,
-            self.vault.seal(reg.token_b),
-            self.vault.seal(reg.token_c),
-            reg.endpoints.model_dump(mode="json"),
-        )
-        self._registration_now = reg
 
     async def _pull_tariffs(
         self, client: OcpiClient, reg: Registration, stopping: asyncio.Event

@@ -20,22 +20,21 @@ from gateway.payments.policy import Policy
 from gateway.payments.preauth import initial_hold
 from gateway.payments.settlement import settle_command
 from gateway.payments.states import State, Trigger, next_state
+from gateway.payments.strategy_choice import choose_strategy
 from gateway.payments.tariff import Tariff
 
 
 def start(ev: e.CardPresented, now: datetime, policy: Policy) -> Transition:
     routed = ev.route is not None
     tariff = (policy.route_tariffs.get(ev.route) if ev.route else None) or policy.tariff(ev.evse)
-    hold_policy = policy.hold_of(ev.route)
-    hold = initial_hold(hold_policy, ev.currency, tariff, ev.target, now, policy.tz)
+    # the strategy the terminal can carry out, read from its capabilities as the session starts
+    caps = policy.capabilities_of(ev.terminal)
+    choice = choose_strategy(policy.hold_of(ev.route), caps, ev.terminal)
+    hold = initial_hold(choice.hold, ev.currency, tariff, ev.target, now, policy.tz)
     notes: tuple[str, ...] = (
         (f"route {ev.route}: terminal {ev.terminal}, {ev.currency}",) if routed else ()
     )
-    if hold_policy.strategy == "incremental" and ev.terminal not in policy.topup_terminals:
-        notes = (
-            *notes,
-            f"terminal {ev.terminal} cannot add to a hold: the charge stops at the cap",
-        )
+    notes = (*notes, *choice.notes)
     why = _cannot_price(ev, tariff, policy)
     cap = policy.free_vend_wh.get(ev.evse) if tariff is None else None
     if cap is not None:
@@ -133,13 +132,16 @@ def _answered(s: Session, ev: e.TerminalResultArrived, now: datetime, policy: Po
         assert ev.ref is not None  # noqa: S101 - narrowed above
         approved = ev.amount_minor if ev.amount_minor is not None else s.hold_minor
         scheme, validity = policy.validity.for_card(s.terminal, ev.card)
+        # Counted from when the hold was asked for (the terminal made it no earlier), never from
+        # when its answer arrived: an answer heard late (a stall, a restart) must not make us
+        # believe in a hold the issuer has already let go (simulation seed 1668930904).
         s = replace(
             s,
             holds=(Hold(ev.ref, approved, ev.trace_no),),
             card=dict(ev.card),
             scheme=scheme,
             reference=authorization_reference(s.id),
-            expires_at=now + validity,
+            expires_at=s.created_at + validity,
         )
         if approved < min(policy.min_partial(s.route), s.hold_minor):
             s = go(

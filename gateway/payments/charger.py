@@ -131,6 +131,12 @@ class ChargerLink(Protocol):
         ...
 
     async def stop(self, evse: str, session_id: str, reason: str) -> None: ...
+    async def report_state(self, evse: str, session_id: str) -> None:
+        """Ask the charger to report its state for ``session_id`` now (a meter reading, or its
+        stop or fault): after a meter silence. A link that cannot ask ignores it; the session
+        then stops the charge when its bounded wait ends."""
+        ...
+
     async def display(self, evse: str, lines: Sequence[str]) -> None:
         """Text for the charger's screen (the price, before charging starts); a link without a
         screen of its own ignores it."""

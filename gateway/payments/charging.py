@@ -53,6 +53,8 @@ def meter_value(s: Session, ev: e.MeterValue, now: datetime, policy: Policy) -> 
     if ev.signed is not None:
         s = record_meter(s, ev.signed)
     m = s.metering
+    if stopped_awaiting_topup(s):  # the charge has ended; its bill waits for a top-up
+        return Transition(s, note="meter value after the charge ended: ignored")
     if m.billed_to is BilledTo.LAST_TRUSTED:
         return late_reading(s, ev)
     if s.state not in CHARGING_STATES or m.meter_start_wh is None:
@@ -161,18 +163,38 @@ def stop_unconfirmed(s: Session, now: datetime, policy: Policy) -> Transition:
 SILENT = "meter silent"  # the stop reason of a charge stopped for its meter's silence
 
 
+def ask_state(s: Session, now: datetime, policy: Policy) -> Transition:
+    """No reading for the EVSE's meter-silence deadline: ask the charger for its state first (a
+    live charger answers with a reading, which restarts the deadline, or with its stop or
+    fault, billed as usual); ``silent`` follows only if it says nothing in ``state_wait``."""
+    since = s.metering.readings[-1].at if s.metering.readings else s.created_at
+    s = update(
+        s,
+        notes=note(s, f"no meter reading since {since.isoformat()}: asking the charger"),
+        timer=(TimerKind.STATE, now + policy.state_wait),
+    )
+    return Transition(s, (c.RequestChargerState(f"{s.id}:state:{now.isoformat()}", s.id, s.evse),))
+
+
 def silent(s: Session, now: datetime, policy: Policy) -> Transition:
-    """No reading for the EVSE's meter-silence deadline: ask the charger by stopping it (a live
-    charger answers with its stop report, which is billed as usual); with no answer before the
-    stop timeout the last trusted reading is billed (``stop_unconfirmed``) — nothing delivered:
+    """Asked for its state, the charger said nothing: stop it (a charger that wakes answers with
+    its stop report, billed as usual); with no answer before the stop timeout the last trusted
+    reading is billed with the gap on the record (``stop_unconfirmed``) — nothing delivered:
     the hold is released."""
     since = s.metering.readings[-1].at if s.metering.readings else s.created_at
-    s = update(s, notes=note(s, f"no meter reading since {since.isoformat()}: stopping"))
+    s = update(s, notes=note(s, f"no answer, no meter reading since {since.isoformat()}: stopping"))
     return stop(s, now, policy, SILENT)
 
 
 def bill(s: Session, now: datetime, policy: Policy) -> Transition:
-    """The charge has ended: capture as planned, or release everything when nothing is billed."""
+    """The charge has ended: capture as planned, or release everything when nothing is billed.
+    A top-up still out may add to what is held: the bill waits for its answer (at most the
+    answer timeout; ``after_topup``), so that money held for the price is captured, not
+    released with the price left owing (found by the reference model)."""
+    if s.topup_minor and s.state in (State.TOPPING_UP, State.STOPPING):
+        timer = s.timer if s.state is State.TOPPING_UP else None
+        waiting = timer or (TimerKind.ANSWER, now + policy.answer_timeout)
+        return Transition(replace(s, timer=waiting), note="billed when the top-up answers")
     plan = capture_plan(s, policy)
     s = apply_plan(s, plan)
     free = policy.free_vend_cap(s)
@@ -183,6 +205,23 @@ def bill(s: Session, now: datetime, policy: Policy) -> Transition:
         s = first_hold_uncertain(s)
     s = go(s, Trigger.BILL if plan.capture_minor else Trigger.NOTHING_TO_BILL, attempts=0)
     return settle_command(s, now, policy)
+
+
+def stopped_awaiting_topup(s: Session) -> bool:
+    """Has the charge ended (``bill``) while a top-up was out, so its bill waits for it?"""
+    return s.metering.billed_to is not BilledTo.NOT_YET and s.state in (
+        State.TOPPING_UP,
+        State.STOPPING,
+    )
+
+
+def after_topup(t: Transition, now: datetime, policy: Policy) -> Transition:
+    """The top-up answered (or was given up as lost): a charge that ended meanwhile is billed."""
+    s = t.session
+    if s is None or s.topup_minor or not stopped_awaiting_topup(s):
+        return t
+    done = bill(s, now, policy)
+    return Transition(done.session, (*t.commands, *done.commands), t.note)
 
 
 def stop(s: Session, now: datetime, policy: Policy, reason: str) -> Transition:
@@ -205,13 +244,21 @@ def unpaid_energy(s: Session, ev: e.ChargerStopped, now: datetime, policy: Polic
     delivered = _reported_energy(s, ev)
     if delivered <= 0 or s.metering.billed_energy_wh > 0 or s.bill.unpaid_energy_wh:
         return Transition(s, note="stopped: nothing unbilled")
+    # Priced as delivered at the start we know of (issue 26, item 12; ``late_stop`` alike):
+    # its energy and fees, never time we did not see it charge.
     first = s.metering.readings[0].at if s.metering.readings else s.created_at
-    readings = (Reading(first, 0, True), Reading(max(now, first), delivered, True))
+    readings = (Reading(first, 0, True), Reading(first, delivered, True))
     owed = priced(s, readings, policy).bill.price_minor
     if not s.final:
         why = f"{delivered} Wh delivered without a start: {owed} owed"
         return Transition(
-            update(s, unpaid_energy_wh=delivered, unpaid_minor=owed, notes=note(s, why))
+            update(
+                s,
+                unpaid_energy_wh=delivered,
+                unpaid_minor=owed,
+                notes=note(s, why),
+                discrepancies=(*s.discrepancies, why),
+            )
         )
     why = f"{delivered} Wh delivered after the session ended unpaid: {owed} owed"
     s = update(
@@ -220,6 +267,7 @@ def unpaid_energy(s: Session, ev: e.ChargerStopped, now: datetime, policy: Polic
         unpaid_minor=owed,
         owed_minor=s.bill.owed_minor + owed,
         notes=note(s, why),
+        discrepancies=(*s.discrepancies, why),
     )
     payload = {**outcome_payload(s), "debt_only": True}
     message = c.Enqueue(f"{s.id}:unpaid", f"session:{s.id}", "session.outcome", payload)
@@ -230,6 +278,8 @@ def late_report(s: Session) -> bool:
     """The charge was billed to its last trusted reading (no stop confirmation, a fault) and
     the charger's own stop report (its real stop, a late CDR) has not been heard yet."""
     m = s.metering
+    if stopped_awaiting_topup(s):  # not billed yet: the stop report is the charge's end
+        return False
     return m.billed_to is BilledTo.LAST_TRUSTED and m.stopped_at is None and bool(m.readings)
 
 

@@ -88,6 +88,17 @@ class StopCharger:
 
 
 @dataclass(frozen=True, slots=True)
+class RequestChargerState:
+    """Ask the charger to report its state for ``session_id`` now (its meter reading, or its
+    stop or fault if the charge is over): sent when the EVSE's meter has been silent for its
+    deadline, before the session is stopped and billed on what it last heard."""
+
+    key: str
+    session_id: str
+    evse: str
+
+
+@dataclass(frozen=True, slots=True)
 class Enqueue:
     """An upstream message, written to the outbox in the same step."""
 
@@ -125,6 +136,7 @@ Command = (
     | QueryOpenPreauths
     | AuthorizeCharger
     | StopCharger
+    | RequestChargerState
     | Enqueue
     | ShowReceipt
     | RefundPayment

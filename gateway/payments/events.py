@@ -29,7 +29,8 @@ class Operation(StrEnum):
 class TimerKind(StrEnum):
     START = "start"  # the charger must start before this
     EXPIRY = "expiry"  # stop charging before the hold's validity ends
-    SILENCE = "silence"  # no meter reading for the EVSE's meter-silence deadline: stop and bill
+    SILENCE = "silence"  # no meter reading for the EVSE's meter-silence deadline: ask the charger
+    STATE = "state"  # the charger, asked for its state, must have reported by now: stop and bill
     STOP = "stop"  # the charger must confirm the stop before this
     ANSWER = "answer"  # a terminal command (or enquiry) must have answered by now
     RETRY = "retry"  # try the capture or release again

@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
+from drivers.base import Capabilities
 from gateway.fiscal.profiles import PROFILES, Profile
 from gateway.payments.preauth import HoldPolicy
 from gateway.payments.schemes import Validity
@@ -38,6 +39,8 @@ class Policy:
     energy_tolerance_wh: int = 10
     bill_without_energy: bool = False  # zero trusted energy: release the whole hold
     topup_terminals: frozenset[str] = frozenset()  # terminals that can add a hold to a card session
+    # what each terminal can do, as configured (``capabilities_of``; strategy_choice.py)
+    capabilities: dict[str, Capabilities] = field(default_factory=dict)
     fiscal: Profile = field(default_factory=lambda: PROFILES["none"])  # the site's receipt profile
     fiscal_wait: timedelta = timedelta(seconds=20)  # how long a receipt waits for the signature
     e_receipt_url: str | None = None  # where the complete receipt will be, "{reference}" filled in
@@ -51,9 +54,13 @@ class Policy:
     route_margins: dict[str, tuple[int, int]] = field(default_factory=dict)
     pricer: Pricer = field(default_factory=Pricer, compare=False, repr=False)  # incrementally
     rated_power_w: dict[str, int] = field(default_factory=dict)  # by EVSE (plausibility.py)
-    # by EVSE: a charge with no reading for this long is stopped and billed to its last trusted
-    # reading (``moves.charging_timer``); unset: only the hold's validity bounds it
+    # by EVSE: a charge with no reading for this long: the charger is asked for its state, then
+    # stopped and billed to its last trusted reading (``moves.charging_timer``,
+    # ``charging.ask_state``); unset: only the hold's validity bounds it
     meter_silence: dict[str, timedelta] = field(default_factory=dict)
+    # how long a charger asked for its state after a meter silence has to answer (a reading, its
+    # stop or a fault) before the charge is stopped and billed on what was last heard
+    state_wait: timedelta = timedelta(seconds=60)
     # by EVSE: energy given away at most, where free vend is explicit (an EVSE without a tariff
     # and without an entry here gets no hold: the engine cannot price it)
     free_vend_wh: dict[str, int] = field(default_factory=dict)
@@ -76,6 +83,14 @@ class Policy:
         if self.pinned(session) is not None:
             return None
         return self.free_vend_wh.get(session.evse)
+
+    def capabilities_of(self, terminal: str) -> Capabilities:
+        """What ``terminal`` can do; a policy built without capabilities (tests, bench) knows
+        only which terminals top up."""
+        found = self.capabilities.get(terminal)
+        if found is not None:
+            return found
+        return Capabilities(incremental=terminal in self.topup_terminals)
 
     def hold_of(self, route: str | None) -> HoldPolicy:
         """The hold policy of a route (its acquirer profile), else the site's."""

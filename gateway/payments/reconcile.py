@@ -78,6 +78,18 @@ class OverdueModification:
 
 
 @dataclass(frozen=True, slots=True)
+class UnclaimedWebhook:
+    """A webhook saying the acquirer captured or refunded money that no modification of ours
+    took as its outcome (made elsewhere, or for another amount than we asked)."""
+
+    event: str  # CAPTURE or REFUND
+    psp_reference: str
+    payment: str | None
+    amount_minor: int = 0
+    currency: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Facts:
     start: datetime
     end: datetime
@@ -93,6 +105,7 @@ class Facts:
     # batch's totals only (their own findings belong to the window they changed in).
     batch_sessions: Sequence[SessionFacts] = ()
     missing_webhooks: Sequence[OverdueModification] = ()
+    unclaimed_webhooks: Sequence[UnclaimedWebhook] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +187,21 @@ def reconcile(facts: Facts, tol: Tolerances | None = None) -> Report:
                 (m.session,) if m.session else (),
                 m.amount_minor,
                 m.currency,
+            )
+        )
+    for w in facts.unclaimed_webhooks:
+        said = (
+            f"the acquirer reported a {w.event} {w.psp_reference} on payment {w.payment} that "
+            "no modification of ours claims (made elsewhere, or for another amount)"
+        )
+        found.append(
+            Finding(
+                f"unclaimed_webhook:{w.psp_reference}:{w.event}",
+                "unclaimed_webhook",
+                said,
+                (),
+                w.amount_minor,
+                w.currency,
             )
         )
     resolved = [replace(f, resolved=facts.resolutions.get(f.key)) for f in found]

@@ -36,6 +36,7 @@ from gateway.errors import InvariantViolated
 from gateway.payments import events as e
 from gateway.payments.authorization import adopt, orphan, preauth_result, start
 from gateway.payments.charging import (
+    after_topup,
     charger_faulted,
     charger_started,
     charger_stopped,
@@ -200,7 +201,7 @@ def _terminal_result(
     if ev.operation == Operation.PREAUTHORIZE:
         return preauth_result(s, ev, now, policy)
     if ev.operation == Operation.TOPUP:
-        return topup_result(s, ev, now, policy)
+        return after_topup(topup_result(s, ev, now, policy), now, policy)
     return settlement_result(s, ev, now, policy)
 
 

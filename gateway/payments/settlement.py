@@ -36,6 +36,7 @@ from gateway.payments.plausibility import KEPT
 from gateway.payments.policy import Policy
 from gateway.payments.receipts import print_receipt, render
 from gateway.payments.states import State, Trigger
+from gateway.payments.strategy_choice import choose_strategy
 
 
 def settle_command(s: Session, now: datetime, policy: Policy) -> Transition:
@@ -43,6 +44,14 @@ def settle_command(s: Session, now: datetime, policy: Policy) -> Transition:
     hold = s.current
     if hold is None:
         raise InvariantViolated(f"session {s.id} in {s.state} has no open hold to settle")
+    choice = choose_strategy(
+        policy.hold_of(s.route), policy.capabilities_of(s.terminal), s.terminal
+    )
+    if s.state is not State.CAPTURING and choice.give_back == "lapse":
+        # A terminal that refuses the release of an uncompleted reservation is never asked:
+        # nothing is taken, the hold lapses at the end of its validity (strategy_choice.py).
+        why = "the terminal cannot release an uncompleted hold: left to lapse, nothing taken"
+        return give_up(s, hold, now, policy, why, fate_known=True)
     s = replace(s, timer=(TimerKind.ANSWER, now + policy.answer_timeout_of(s.terminal)))
     if s.state is State.CAPTURING:
         s = replace_hold(s, hold, replace(hold, capture_sent_at=now))
@@ -107,6 +116,10 @@ def _settled(
     """The terminal approved our capture or release of ``hold``: book what was *asked*."""
     if ev.operation == Operation.CAPTURE:
         target = hold.target_minor or 0
+        if hold.uncertain:  # the terminal may have held more than we know: it released the rest
+            s, known = _uncertain_rest(s, hold, ev.amount_minor)
+            s = replace_hold(s, hold, known)
+            hold = known
         if ev.amount_minor is not None and ev.amount_minor not in (
             target,
             hold.amount_minor - target,
@@ -128,6 +141,30 @@ def _settled(
             booking_ref=ev.ref,
         )
     return next_hold(replace_hold(s, hold, done), now, policy)
+
+
+def _uncertain_rest(s: Session, hold: Hold, echo: int | None) -> tuple[Session, Hold]:
+    """A hold captured by booking its target (a top-up of it was lost: the terminal may hold
+    more than ``amount_minor``) released whatever the terminal held above the target. An echo
+    above the rest we know is that release (the hold was raised by the lost top-up): the hold's
+    amount follows it. Otherwise the released figure is the part we know, and the session says
+    the terminal may have released more (found by the reference model): never a figure we do
+    not know passed off as the whole."""
+    target = hold.target_minor or 0
+    rest = hold.amount_minor - target
+    if echo is not None and echo != target and echo == rest:  # the terminal held what we know
+        return s, hold
+    if echo is not None and echo != target and echo > rest:
+        said = (
+            f"hold {hold.ref}: the terminal released {echo} above the capture of {target}: "
+            f"it held {target + echo}, not {hold.amount_minor} (a top-up's answer was lost)"
+        )
+        return replace(s, notes=note(s, said)), replace(hold, amount_minor=target + echo)
+    said = (
+        f"hold {hold.ref}: released at least {rest}; the terminal "
+        f"may have held more (a top-up's answer was lost) and released that too"
+    )
+    return replace(s, discrepancies=(*s.discrepancies, said)), hold
 
 
 def _captured(hold: Hold, booking_ref: str | None, at: datetime) -> Hold:
@@ -193,19 +230,26 @@ def enquiry_answered(
         return next_hold(replace_hold(s, hold, done), now, policy)
     target = hold.target_minor or 0
     last = ev.last
-    if (
+    # Its own approval, stored before the crash: the hold is gone, so it stood. Named by
+    # whatever the driver names a booking (ZVT: its own receipt; nexo: the reservation's POI
+    # transaction, the hold's own reference), so no test of the reference is needed here.
+    own = (
         held is not None
+        and held.approved
         and held.ref is not None
         and held.amount_minor in (target, hold.amount_minor - target)
-    ):
-        last = held  # its own result, stored before the crash: the hold is gone, so it stood
-    if (
-        last is not None
-        and last.approved
-        and last.ref is not None
-        and last.ref != hold.ref
-        and last.ref not in ev.refs
-        and last.amount_minor in (target, hold.amount_minor - target)
+    )
+    if own and held is not None:
+        last = held
+    if last is not None and (
+        own
+        or (
+            last.approved
+            and last.ref is not None
+            and last.ref != hold.ref  # the hold's own pre-auth repeated is no capture
+            and last.ref not in ev.refs
+            and last.amount_minor in (target, hold.amount_minor - target)
+        )
     ):
         s = replace(
             s,

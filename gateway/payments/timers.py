@@ -14,7 +14,14 @@ from gateway.payments import commands as c
 from gateway.payments import events as e
 from gateway.payments.authorization import authorize
 from gateway.payments.capture import release_all
-from gateway.payments.charging import silent, stop, stop_unconfirmed
+from gateway.payments.charging import (
+    after_topup,
+    ask_state,
+    silent,
+    stop,
+    stop_unconfirmed,
+    stopped_awaiting_topup,
+)
 from gateway.payments.events import TimerKind
 from gateway.payments.model import Session
 from gateway.payments.moves import UNKNOWN_STATES, Transition, go, note, query
@@ -40,6 +47,8 @@ def timer_fired(s: Session, ev: e.TimerFired, now: datetime, policy: Policy) -> 
     if kind == TimerKind.EXPIRY and s.state is State.CHARGING:
         return stop(s, now, policy, "hold validity ends soon")
     if kind == TimerKind.SILENCE and s.state is State.CHARGING:
+        return ask_state(s, now, policy)
+    if kind == TimerKind.STATE and s.state is State.CHARGING:
         return silent(s, now, policy)
     if kind == TimerKind.STOP and s.state is State.STOPPING:
         return stop_unconfirmed(s, now, policy)
@@ -53,8 +62,8 @@ def timer_fired(s: Session, ev: e.TimerFired, now: datetime, policy: Policy) -> 
         if s.state in _ASKED:
             why = f"no answer from the terminal in {s.state}"
             return query(go(s, Trigger.LOST, notes=note(s, why)), now, policy)
-        if s.state is State.TOPPING_UP:
-            return topup_lost(s, ev.event_id, now, policy)
+        if s.state is State.TOPPING_UP or (s.state is State.STOPPING and s.topup_minor):
+            return after_topup(topup_lost(s, ev.event_id, now, policy), now, policy)
         if s.state in UNKNOWN_STATES:
             return enquiry_failed(s, now, policy)
     raise InvariantViolated(f"session {s.id}: timer {kind} armed in {s.state}")
@@ -69,7 +78,9 @@ def resumed(s: Session, now: datetime, policy: Policy) -> Transition:
     if s.state in UNKNOWN_STATES:
         return query(s, now, policy)
     if s.state is State.TOPPING_UP:  # its fate is unknown: keep the old holds as the cap
-        return topup_lost(s, "resume", now, policy)
+        return after_topup(topup_lost(s, "resume", now, policy), now, policy)
+    if stopped_awaiting_topup(s):  # the charge has ended: only the top-up's fate is open
+        return after_topup(topup_lost(s, "resume", now, policy), now, policy)
     if s.state is State.STOPPING:
         reason = s.stop_reason or "resume"
         return Transition(s, (c.StopCharger(f"{s.id}:stop:resume", s.id, s.evse, reason),))

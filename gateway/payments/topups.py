@@ -12,7 +12,7 @@ from drivers.base import Outcome
 from gateway.payments import commands as c
 from gateway.payments import events as e
 from gateway.payments.events import Operation, TimerKind
-from gateway.payments.model import Hold, Session, hold_by_ref
+from gateway.payments.model import BilledTo, Hold, Session, hold_by_ref
 from gateway.payments.moves import (
     CHARGING_STATES,
     Transition,
@@ -82,9 +82,9 @@ def topup_result(
         )
         if ev.outcome is Outcome.UNKNOWN:  # it may have raised the first hold after all
             s = first_hold_uncertain(s)
-    if s.state is State.TOPPING_UP:
+    if s.state is State.TOPPING_UP and s.metering.billed_to is BilledTo.NOT_YET:
         return Transition(go(s, Trigger.TOPPED_UP, timer=charging_timer(s, now, policy)))
-    return Transition(s)
+    return Transition(s)  # a charge that ended meanwhile is billed now (``charging.after_topup``)
 
 
 def _as_increment(s: Session, ev: e.TerminalResultArrived, known: Hold) -> e.TerminalResultArrived:

@@ -256,6 +256,9 @@ class AcquirerRunner:
             return []
         if kind == "refund":  # in flight, or marked unknown at its deadline
             waiting = (RefundStatus.SENT, RefundStatus.UNKNOWN)
+            done = any(r.id == named[2] and r.status is RefundStatus.DONE for r in s.refunds)
+            if not ok and done:  # REFUND_FAILED after REFUND: the money did not go back
+                return [_contradiction(s, key, m.status, why)]
             if not any(r.id == named[2] and r.status in waiting for r in s.refunds):
                 return []
             return [self._result(s.id, eid, Operation.REFUND, ok, why, m, refund=named[2])]
@@ -275,13 +278,7 @@ class AcquirerRunner:
             booked = HoldStatus.CAPTURED if capture else HoldStatus.RELEASED
             if ok or hold.status is not booked:
                 return []
-            detail = (
-                f"the acquirer reported {m.status} ({why}) for {key} after its success was "
-                "booked: check the acquirer's report"
-            )
-            _LOGGER.warning("acquirer.contradicted", extra={"session": s.id, "key": key})
-            eid = f"acquirer-contradiction:{key}:{m.status}"
-            return [e.OutcomeContradicted(session_id=s.id, event_id=eid, detail=detail)]
+            return [_contradiction(s, key, m.status, why)]
         op = Operation.CAPTURE if capture else Operation.RELEASE
         if ok or s.state in (State.CAPTURING, State.RELEASING):
             return [self._result(s.id, eid, op, ok, why, m, hold=hold)]
@@ -401,3 +398,15 @@ def _evidence(
         captured=captured,
         evidence=evidence,
     )
+
+
+def _contradiction(s: Session, key: str, status: str, why: str) -> e.OutcomeContradicted:
+    """A failure reported after the success was booked: recorded on the session as a
+    discrepancy for a person to check, never undone by a guess."""
+    detail = (
+        f"the acquirer reported {status} ({why}) for {key} after its success was "
+        "booked: check the acquirer's report"
+    )
+    _LOGGER.warning("acquirer.contradicted", extra={"session": s.id, "key": key})
+    eid = f"acquirer-contradiction:{key}:{status}"
+    return e.OutcomeContradicted(session_id=s.id, event_id=eid, detail=detail)

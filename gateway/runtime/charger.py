@@ -60,6 +60,7 @@ class SimulatedCharger(ChargerEvents):
         super().__init__()
         self._evses = {e: _Evse() for e in evses}
         self.displayed: dict[str, list[str]] = {}  # what each EVSE's screen shows
+        self.state_requests: list[tuple[str, str]] = []  # (evse, session) asked to report
         self.authorized: list[tuple[str, str, int]] = []
 
     def plug_in(self, evse: str, plan: EvsePlan | None = None) -> None:
@@ -97,6 +98,10 @@ class SimulatedCharger(ChargerEvents):
 
     async def display(self, evse: str, lines: Sequence[str]) -> None:
         self.displayed[evse] = list(lines)
+
+    async def report_state(self, evse: str, session_id: str) -> None:
+        """The simulated charger reports through its charge loop: nothing more to say."""
+        self.state_requests.append((evse, session_id))
 
     async def stop(self, evse: str, session_id: str, reason: str) -> None:
         state = self._evses[evse]

@@ -17,14 +17,14 @@ from gateway.errors import StaleRead
 from gateway.payments import commands as c
 from gateway.payments import events as e
 from gateway.payments.record import from_json, to_row
-from gateway.payments.session import FINAL, HoldStatus, Policy, Session, State, transition
+from gateway.payments.session import FINAL, Policy, Session, State, transition
 from gateway.payments.states import EVSE_FREE
 from gateway.runtime.end_of_day_evidence import decide_unconfirmed
+from gateway.runtime.payment_rows import payment_rows
 from gateway.store import (
     EndOfDayRecord,
     JournalEntry,
     OutboxMessage,
-    PaymentRecord,
     SessionRecord,
     Step,
     Store,
@@ -87,8 +87,12 @@ class EngineHost:
         unresolved: its fresh hold would look like an orphan before its result is stored; and
         never for a terminal whose modifications go to an acquirer: the terminal does not see
         the captures made online, so its open holds are not the truth (a release would cancel
-        a payment already captured)."""
+        a payment already captured); nor for a terminal that cannot release an uncompleted
+        hold (``release_open``): there a hold nobody owns can only lapse, and an orphan session
+        made each sweep for it would release nothing."""
         if self.making_holds(terminal) or terminal in self.policy.online_deadlines:
+            return []
+        if not self.policy.capabilities_of(terminal).release_open:
             return []
         here = [s for s in self.open_sessions() if s.terminal == terminal]
         owned = self._owned_refs(here, terminal)
@@ -220,7 +224,8 @@ class EngineHost:
     ) -> bool:
         """Could the terminal's last result belong to another session? Yes if another session of
         this terminal knows that receipt, or — since our capture left — started on the terminal
-        or lost the result of one of its own operations (whose trace we cannot tell from ours)."""
+        or lost the result of one of its own operations (whose trace we cannot tell from ours).
+        For a lost pre-auth: any other session that may have made its hold (``_may_own``)."""
         hold = session.current
         sent = hold.capture_sent_at if hold is not None and hold.capture_sent_at else None
         since = (sent or self.clock()) - timedelta(days=2)
@@ -235,6 +240,10 @@ class EngineHost:
         }
         if last.ref in known:
             return True
+        if session.state is State.AUTH_UNKNOWN:
+            # A lost pre-auth adopts a hold only if no other session can have made it: the hold
+            # is left to its owner or to the orphan sweep (issue 26, found by the reference model).
+            return any(_may_own(s, last) for s, _ in others)
         if sent is None:
             return session.state is State.CAPTURE_UNKNOWN
         # a session started after the result was asked (the runner's snapshot at start) did
@@ -369,7 +378,7 @@ class EngineHost:
                     readings=readings,
                 )
             ],
-            payments=_payments(after),
+            payments=payment_rows(after),
             journal=journal,
             outbox=outbox,
             inbox_processed=[event.inbox_id]
@@ -385,82 +394,21 @@ _IN_FLIGHT_HOLDS = (State.AUTHORIZING, State.TOPPING_UP)  # a fresh hold may exi
 _MAKING_HOLDS = (*_IN_FLIGHT_HOLDS, State.AUTH_UNKNOWN)  # ... or one not yet attributed
 
 
+def _may_own(other: Session, last: e.LastResult) -> bool:
+    """Can ``other`` have made the open hold of this last result, unknown to it? A session making
+    a hold, or whose pre-auth was lost and never attributed (within the amount it asked for),
+    or whose top-up was lost (its first hold uncertain: the amount cannot tell)."""
+    if other.holds and other.holds[0].uncertain:
+        return True
+    if other.state in _MAKING_HOLDS or (other.lost_results and not other.holds):
+        return last.amount_minor is None or last.amount_minor <= max(
+            other.hold_minor, other.topup_minor
+        )
+    return False
+
+
 def _from_another_evse(event: e.Event, session: Session | None) -> bool:
     """Does a charger event come from an EVSE that is not its session's?"""
     if not isinstance(event, e.ChargerStarted | e.MeterValue | e.ChargerStopped | e.ChargerFaulted):
         return False
     return session is not None and event.evse is not None and event.evse != session.evse
-
-
-def _payments(s: Session) -> list[PaymentRecord]:
-    """The money view of a session, one row per hold and per settlement, for reconciliation."""
-    rows = []
-    for h in s.holds:
-        base = f"{s.id}:{h.ref}"
-        detail = {
-            "ref": h.ref,
-            "status": h.status.value,
-            "booking_ref": h.booking_ref,
-        }
-        rows.append(
-            PaymentRecord(
-                f"{base}:preauth", s.id, "preauth", "approved", h.amount_minor, s.currency, detail
-            )
-        )
-        if h.captured_minor:
-            rows.append(
-                PaymentRecord(
-                    f"{base}:capture", s.id, "capture", "done", h.captured_minor, s.currency, detail
-                )
-            )
-        if h.released_minor:
-            rows.append(
-                PaymentRecord(
-                    f"{base}:release", s.id, "release", "done", h.released_minor, s.currency, detail
-                )
-            )
-        if h.status in (HoldStatus.LAPSED, HoldStatus.UNCONFIRMED):
-            rows.append(
-                PaymentRecord(
-                    f"{base}:{h.status.value}",
-                    s.id,
-                    h.status.value,
-                    "open",
-                    h.open_minor,
-                    s.currency,
-                    detail,
-                )
-            )
-    rows += [
-        PaymentRecord(
-            f"{s.id}:refund:{r.id}",
-            s.id,
-            r.method.value,
-            r.status.value,
-            r.amount_minor,
-            s.currency,
-            {
-                "reason": r.reason,
-                "source": r.source,
-                "ref": r.ref,
-                "message": r.message,
-            },
-        )
-        for r in s.refunds
-    ]
-    if s.bill.owed_minor:
-        rows.append(
-            PaymentRecord(
-                f"{s.id}:owed",
-                s.id,
-                "owed",
-                "open",
-                s.bill.owed_minor,
-                s.currency,
-                {
-                    "shortfall_minor": s.bill.shortfall_minor,
-                    "unpaid_energy_wh": s.bill.unpaid_energy_wh,
-                },
-            )
-        )
-    return rows

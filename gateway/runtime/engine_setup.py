@@ -23,6 +23,12 @@ from gateway.payments.tariff import tariff_from_ocpi
 from gateway.runtime import terminal_registry
 from gateway.runtime.charger import SimulatedCharger
 from gateway.runtime.engine_host import EngineHost
+from gateway.runtime.engine_parts import (
+    OnlineModifications,
+    SiteRules,
+    TerminalFacts,
+    WorkerStatus,
+)
 from gateway.runtime.engine_worker import EngineWorker
 from gateway.runtime.mqtt_charger import MqttChargerLink
 from gateway.runtime.terminal_registry import BuildContext
@@ -62,6 +68,7 @@ def build_policy(settings: Settings) -> Policy:
         answer_timeout=timedelta(seconds=p.answer_timeout_s),
         bill_without_energy=p.bill_without_energy,
         topup_terminals=frozenset(t.id for t in settings.terminals if t.capabilities.incremental),
+        capabilities={t.id: t.capabilities for t in settings.terminals},
         stop_before_expiry=timedelta(hours=p.stop_before_expiry_hours),
         safety_margin_minor=_minor(p.safety_margin, cur),
         min_partial_minor=_minor(p.min_partial_approval, cur),
@@ -227,30 +234,29 @@ def build_engine(
     devices = {t.id: t.device for t in settings.terminals}
     protocols = {t.id: t.protocol for t in settings.terminals}
     meter_keys = {e.id: e.meter_public_key for e in settings.charger.evses if e.meter_public_key}
-    worker = EngineWorker(
-        host,
-        terminals,
-        link,
-        routes,
-        devices,
-        settings.site.id,
+    facts = TerminalFacts(
+        devices=devices,
         protocols=protocols,
+        end_of_day_at={t.id: t.end_of_day for t in settings.terminals if t.end_of_day},
+        end_of_day_retry_s=settings.daemon.end_of_day_retry_s,
+        probe_every_s=settings.routing.probe_every_s,
+        currencies=terminal_currency,
+    )
+    rules = SiteRules(
+        site=settings.site.id,
+        country=settings.site.country,
         plug_starts="plug" in settings.charger.start_paths,
         card_starts="card" in settings.charger.start_paths,
-        meter_keys=meter_keys,
         # over OCPI the EVSE named is the CPO's evse_uid (or unknown after a restart), not who
         # sent the message: the CPO is one authenticated party, its sessions are its own
         evse_is_sender=settings.charger.mode != "ocpi",
-        end_of_day_at={t.id: t.end_of_day for t in settings.terminals if t.end_of_day},
-        end_of_day_retry_s=settings.daemon.end_of_day_retry_s,
+        meter_keys=meter_keys,
         router=tuple(build_routes(settings, host.policy.hold)),
-        country=settings.site.country,
-        currencies=terminal_currency,
-        health=Health(settings.routing.failover_after),
-        probe_every_s=settings.routing.probe_every_s,
-        modifications={
-            t.id: t.modifications for t in settings.terminals if t.modifications != "terminal"
-        },
-        acquirer_settings=dict(settings.acquirers),
     )
+    status = WorkerStatus(health=Health(settings.routing.failover_after))
+    online = OnlineModifications(
+        routes={t.id: t.modifications for t in settings.terminals if t.modifications != "terminal"},
+        acquirers=dict(settings.acquirers),
+    )
+    worker = EngineWorker(host, terminals, link, routes, facts, rules, status, online)
     return worker, terminals, link

@@ -21,7 +21,6 @@ import logging
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import time
 
 from drivers.base import Outcome, PaymentTerminal, TerminalResult
 from drivers.money import Money
@@ -30,35 +29,32 @@ from gateway.payments import commands as c
 from gateway.payments import events as e
 from gateway.payments.charger import ChargerEvent, ChargerLink
 from gateway.payments.preauth import Target
-from gateway.payments.routing import CardSeen, Health, Route
+from gateway.payments.routing import CardSeen
 from gateway.payments.session import Session
 from gateway.payments.tariff_text import describe
 from gateway.runtime.acquirer_runner import AcquirerRunner, driver_references
 from gateway.runtime.admission import Admission, Admitted, EvseRoute, PayAnswer
 from gateway.runtime.charger_adapter import ChargerAdapter
 from gateway.runtime.engine_host import EngineHost, Handled
-from gateway.runtime.metrics import Metrics
+from gateway.runtime.engine_parts import (
+    ENGINE_QUEUE_MAX,
+    QUEUE_CAPACITY,
+    LoopState,
+    OnlineModifications,
+    Queued,
+    SiteRules,
+    TerminalFacts,
+    WorkerStatus,
+)
 from gateway.runtime.terminal_calls import answer_event
-from gateway.runtime.terminal_runner import Board, TerminalRunner, note_result
-from gateway.settings import AcquirerSettings
+from gateway.runtime.terminal_runner import TerminalRunner, note_result
 
 __all__ = ["ENGINE_QUEUE_MAX", "EngineWorker", "PayAnswer"]
 
 _LOGGER = logging.getLogger(__name__)
-# Events from outside waiting for the engine. A step takes about a millisecond and a site has
-# tens of EVSEs, so this is minutes of a message storm; beyond it input is refused, not queued.
-ENGINE_QUEUE_MAX = 1_000
-# Results of commands sent, session timers and resumes are always taken: at most one each per
-# open session, and a site has one open session per EVSE (plus the sweeps' orphans). Past this
-# many the engine is broken, not busy: the worker fails and the supervisor restarts it (resume
-# reads every open session from the store; a result lost so is an unknown outcome, asked again).
-ENGINE_INTERNAL_MAX = 10_000
-QUEUE_CAPACITY = ENGINE_QUEUE_MAX + ENGINE_INTERNAL_MAX
 REQUESTS_EVERY_S = 1.0
 REQUESTS_PER_POLL = 100  # stored requests read at one poll; the rest at the next
 _BACKGROUND = ("sweeper:", "probe:", "cards:", "end-of-day:", "acquirer:")
-
-Queued = tuple[e.Event, Callable[[], None] | None]
 
 
 def _background(task: asyncio.Task[None]) -> bool:
@@ -74,93 +70,63 @@ class EngineWorker:
     terminals: Mapping[str, PaymentTerminal]
     charger: ChargerLink
     routes: Mapping[str, EvseRoute]  # evse -> terminal and currency
-    devices: Mapping[str, str] = field(default_factory=dict)  # terminal -> device URL
-    site: str = "site"
-    protocols: Mapping[str, str] = field(default_factory=dict)  # terminal -> "zvt", "nexo", …
-    plug_starts: bool = True  # the charger may ask for payment ([charger] start_paths "plug")
-    evse_is_sender: bool = True  # a charger event's EVSE is its sender's (MQTT tree, simulator)
-    card_starts: bool = False  # a card tapped at the terminal starts one ([charger] start_paths)
-    meter_keys: Mapping[str, str] = field(default_factory=dict)  # evse -> its meter's key (OCMF)
-    end_of_day_at: Mapping[str, time] = field(default_factory=dict)  # terminal -> site time
-    end_of_day_retry_s: float = 300.0  # a transaction open at that time: try again this later
-    router: tuple[Route, ...] = ()  # configured routes; none: each EVSE's own terminal
-    country: str = ""
-    health: Health = field(default_factory=Health)  # technical failures per terminal
-    currencies: Mapping[str, str] = field(default_factory=dict)  # terminal -> configured currency
-    probe_every_s: float = 60.0
-    metrics: Metrics | None = None  # terminal command latencies go here
+    facts: TerminalFacts = field(default_factory=TerminalFacts)
+    rules: SiteRules = field(default_factory=SiteRules)
+    status: WorkerStatus = field(default_factory=WorkerStatus)
+    online: OnlineModifications = field(default_factory=OnlineModifications)
     name: str = "engine"
-    idle: asyncio.Event = field(default_factory=asyncio.Event)
-    terminal_state: Board = field(default_factory=dict)  # name -> (available, why)
-    registered: asyncio.Event = field(default_factory=asyncio.Event)
-    register_timeout_s: float = 30.0
-    command_timeout_s: float = 330.0  # above ZVT T4 (180 s) with card waits
     queue_max: int = ENGINE_QUEUE_MAX
-    # terminal -> the acquirer its modifications go to (``modifications = "NAME"``), and those
-    # acquirers' settings: such a terminal's captures, releases, top-ups and refunds never
-    # reach its runner
-    modifications: Mapping[str, str] = field(default_factory=dict)
-    acquirer_settings: Mapping[str, AcquirerSettings] = field(default_factory=dict)
     runners: dict[str, TerminalRunner] = field(init=False)
     acquirers: AcquirerRunner | None = field(init=False, default=None)
     admission: Admission = field(init=False)
     adapter: ChargerAdapter = field(init=False)
-    _queue: asyncio.Queue[Queued] = field(
-        default_factory=lambda: asyncio.Queue(maxsize=QUEUE_CAPACITY)
-    )
-    _timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
-    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
-    _boot: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
-    _requested: set[str] = field(default_factory=set)  # stored requests already handed over
-    _subscribed: bool = False
-    _failure: BaseException | None = None
-    _failed: asyncio.Event = field(default_factory=asyncio.Event)
+    _loop: LoopState = field(init=False, default_factory=LoopState)
 
     def __post_init__(self) -> None:
         self.admission = Admission(
             host=self.host,
             routes=self.routes,
-            board=self.terminal_state,
-            router=self.router,
-            country=self.country,
-            health=self.health,
-            currencies=self.currencies,
+            board=self.status.terminal_state,
+            router=self.rules.router,
+            country=self.rules.country,
+            health=self.status.health,
+            currencies=self.facts.currencies,
         )
         self.adapter = ChargerAdapter(
             submit=self.submit,
             pay=self.request_payment,
             currency=self.admission.currency,
-            plug_allowed=lambda evse: self.plug_starts or self.admission.arm_taken(evse),
-            meter_keys=self.meter_keys,
-            evse_is_sender=self.evse_is_sender,
+            plug_allowed=lambda evse: self.rules.plug_starts or self.admission.arm_taken(evse),
+            meter_keys=self.rules.meter_keys,
+            evse_is_sender=self.rules.evse_is_sender,
         )
         self.runners = {
             name: TerminalRunner(
                 name=name,
                 terminal=terminal,
                 host=self.host,
-                board=self.terminal_state,
-                health=self.health,
+                board=self.status.terminal_state,
+                health=self.status.health,
                 take=self._take,
                 process=self._process,
                 dispatch=self._dispatch,
                 currency=self.admission.currency_of_terminal(name),
-                device=self.devices.get(name, "?"),
-                protocol=self.protocols.get(name, "zvt"),
-                site=self.site,
-                boot=self._boot,
-                command_timeout_s=self.command_timeout_s,
-                register_timeout_s=self.register_timeout_s,
-                probe_every_s=self.probe_every_s,
-                end_of_day_retry_s=self.end_of_day_retry_s,
+                device=self.facts.devices.get(name, "?"),
+                protocol=self.facts.protocols.get(name, "zvt"),
+                site=self.rules.site,
+                boot=self._loop.boot,
+                command_timeout_s=self.facts.command_timeout_s,
+                register_timeout_s=self.facts.register_timeout_s,
+                probe_every_s=self.facts.probe_every_s,
+                end_of_day_retry_s=self.facts.end_of_day_retry_s,
             )
             for name, terminal in self.terminals.items()
         }
-        if self.modifications:
+        if self.online.routes:
             self.acquirers = AcquirerRunner(
                 host=self.host,
-                routes=self.modifications,
-                acquirers=self.acquirer_settings,
+                routes=self.online.routes,
+                acquirers=self.online.acquirers,
                 take=self._take,
                 references=driver_references(self.terminals),
             )
@@ -174,15 +140,15 @@ class EngineWorker:
     def submit(self, event: e.Event, stored: Callable[[], None] | None = None) -> None:
         """Queue an event from outside; ``stored`` is called once its step is committed (the
         charger link acknowledges the message only then). QueueFull when ``queue_max`` wait."""
-        if self._queue.qsize() >= self.queue_max:
+        if self._loop.queue.qsize() >= self.queue_max:
             raise QueueFull("the engine's event queue", self.queue_max)
         self._take(event, stored)
 
     def _take(self, event: e.Event, stored: Callable[[], None] | None = None) -> None:
         """Queue a result, a timer or a resume: always taken (at most one each per session)."""
-        self.idle.clear()
+        self.status.idle.clear()
         try:
-            self._queue.put_nowait((event, stored))
+            self._loop.queue.put_nowait((event, stored))
         except asyncio.QueueFull as exc:
             raise InvariantViolated(
                 f"the engine's queue holds {QUEUE_CAPACITY} events: more than its sessions can make"
@@ -206,7 +172,7 @@ class EngineWorker:
         admitted = self.admission.admit(evse, idempotency_key, target, card, at_terminal)
         if isinstance(admitted, PayAnswer):
             return admitted
-        if self._queue.qsize() >= self.queue_max:  # a new session would add to a full queue
+        if self._loop.queue.qsize() >= self.queue_max:  # a new session would add to a full queue
             _LOGGER.warning("engine.queue_full", extra={"queue": "engine", "evse": evse})
             raise QueueFull("the engine's event queue", self.queue_max)
         return self._start(admitted)
@@ -240,46 +206,48 @@ class EngineWorker:
     async def _begin(self, stopping: asyncio.Event) -> None:
         """Register the terminals, resume every open session, start each terminal's timers."""
         for runner in self.runners.values():  # in turn, each within its deadline
-            runner.metrics = self.metrics
+            runner.metrics = self.status.metrics
             await runner.register()
-        self.registered.set()  # READY waits for this: pay requests before it would all be refused
+        # READY waits for this: pay requests before it would all be refused
+        self.status.registered.set()
         for session in self.host.open_sessions():
-            self._take(e.Resumed(session.id, f"resume:{self._boot}"))
+            self._take(e.Resumed(session.id, f"resume:{self._loop.boot}"))
             self._arm(session)
         for name, runner in self.runners.items():
-            if name not in self.modifications:  # its holds are settled online, not at the POI
+            if name not in self.online.routes:  # its holds are settled online, not at the POI
                 self._spawn(runner.sweeper(stopping), f"sweeper:{name}")
         if self.acquirers is not None:
             self._spawn(self.acquirers.run(stopping), "acquirer:drain")
         self._spawn(self._requests(stopping), "requests")
         for name, runner in self.runners.items():
             self._spawn(runner.probe(stopping), f"probe:{name}")
-        for name, at in self.end_of_day_at.items():
+        for name, at in self.facts.end_of_day_at.items():
             if name in self.runners:
                 self._spawn(self.runners[name].end_of_day_loop(at, stopping), f"end-of-day:{name}")
-        if self.card_starts:
+        if self.rules.card_starts:
             for name, runner in self.runners.items():
                 self._spawn(runner.card_loop(stopping, self._card_read), f"cards:{name}")
 
     async def run(self, stopping: asyncio.Event) -> None:
-        if not self._subscribed:  # once: a restarted worker must not hear every charger event twice
+        # once: a restarted worker must not hear every charger event twice
+        if not self._loop.subscribed:
             self.charger.subscribe(self.on_charger_event)
-            self._subscribed = True
+            self._loop.subscribed = True
         await self._begin(stopping)
         getter: asyncio.Task[Queued] | None = None
         stop_wait = asyncio.create_task(stopping.wait())
-        failed_wait = asyncio.create_task(self._failed.wait())
+        failed_wait = asyncio.create_task(self._loop.failed.wait())
         try:
             while not stopping.is_set():
-                if self._queue.empty() and not self._tasks_busy():
-                    self.idle.set()
-                getter = asyncio.create_task(self._queue.get())
+                if self._loop.queue.empty() and not self._tasks_busy():
+                    self.status.idle.set()
+                getter = asyncio.create_task(self._loop.queue.get())
                 await asyncio.wait(
                     {getter, stop_wait, failed_wait}, return_when=asyncio.FIRST_COMPLETED
                 )
-                if self._failure is not None:
+                if self._loop.failure is not None:
                     # a store error in a command: the supervisor stops the daemon
-                    raise self._failure
+                    raise self._loop.failure
                 if getter.done():
                     queued, getter = getter.result(), None
                     self._process_queued(queued)
@@ -291,21 +259,21 @@ class EngineWorker:
             await self._park()
 
     def _tasks_busy(self) -> bool:
-        return any(not _background(t) for t in self._tasks)
+        return any(not _background(t) for t in self._loop.tasks)
 
     async def _park(self) -> None:
         """On stop: terminal operations in flight finish (their results are stored); the
         rest stays stored and resumes at the next start."""
-        for handle in self._timers.values():
+        for handle in self._loop.timers.values():
             handle.cancel()
-        pending = [t for t in self._tasks if not _background(t)]
-        for task in self._tasks:
+        pending = [t for t in self._loop.tasks if not _background(t)]
+        for task in self._loop.tasks:
             if _background(task):
                 task.cancel()
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
-        while not self._queue.empty():  # results that arrived while finishing
-            self._process_queued(self._queue.get_nowait())
+        while not self._loop.queue.empty():  # results that arrived while finishing
+            self._process_queued(self._loop.queue.get_nowait())
 
     def _process_queued(self, queued: Queued) -> None:
         event, stored = queued
@@ -319,13 +287,13 @@ class EngineWorker:
             self._arm(handled.session)
         for command in handled.commands:
             self._dispatch(command)
-        if self._queue.empty() and not self._tasks_busy():
-            self.idle.set()
+        if self._loop.queue.empty() and not self._tasks_busy():
+            self.status.idle.set()
         return handled
 
     def _arm(self, session: Session) -> None:
         """The session's one timer (its next deadline), replacing the one it had."""
-        old = self._timers.pop(session.id, None)
+        old = self._loop.timers.pop(session.id, None)
         if old is not None:
             old.cancel()
         if session.timer is None or session.final:
@@ -334,23 +302,23 @@ class EngineWorker:
         loop = asyncio.get_running_loop()
         delay = max(0.0, (at - self.host.clock()).total_seconds())
         event = e.TimerFired(session.id, f"timer:{kind}:{at.isoformat()}", kind)
-        self._timers[session.id] = loop.call_later(delay, self._take, event)
+        self._loop.timers[session.id] = loop.call_later(delay, self._take, event)
 
     def _spawn(self, coro: object, name: str) -> None:
         task: asyncio.Task[None] = asyncio.create_task(coro, name=name)  # type: ignore[arg-type]
-        self._tasks.add(task)
+        self._loop.tasks.add(task)
         task.add_done_callback(self._done)
 
     def _done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
+        self._loop.tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             exc = task.exception()
             _LOGGER.error("engine.command_failed", exc_info=exc, extra={"task": task.get_name()})
             if isinstance(exc, StoreError):
-                self._failure = exc
-                self._failed.set()
-        if self._queue.empty() and not self._tasks_busy():
-            self.idle.set()
+                self._loop.failure = exc
+                self._loop.failed.set()
+        if self._loop.queue.empty() and not self._tasks_busy():
+            self.status.idle.set()
 
     # ---- commands -----------------------------------------------------------------------------
 
@@ -362,6 +330,8 @@ class EngineWorker:
             self._spawn(authorize, cmd.key)
         elif isinstance(cmd, c.StopCharger):
             self._spawn(self.charger.stop(cmd.evse, cmd.session_id, cmd.reason), cmd.key)
+        elif isinstance(cmd, c.RequestChargerState):
+            self._spawn(self.charger.report_state(cmd.evse, cmd.session_id), cmd.key)
         elif isinstance(cmd, c.TERMINAL_COMMANDS):
             if self.acquirers is not None and self.acquirers.takes(cmd):
                 self._spawn(self.acquirers.execute(cmd), cmd.key)  # its modification: online
@@ -381,7 +351,7 @@ class EngineWorker:
         )
         why = f"terminal {cmd.terminal!r} is not configured"
         result = TerminalResult("-", Outcome.ERROR, why, unreachable=True)
-        note_result(self.terminal_state, self.health, cmd.terminal, result)
+        note_result(self.status.terminal_state, self.status.health, cmd.terminal, result)
         answer = answer_event(cmd, f"{cmd.key}:{uuid.uuid4().hex[:8]}", result, None)
         if answer is not None:
             self._take(answer)
@@ -395,9 +365,9 @@ class EngineWorker:
         while not stopping.is_set():
             pending = self.host.store.inbox_pending("refund", REQUESTS_PER_POLL)
             # remember only what is still pending: a request carried out is never pending again
-            self._requested &= {m["message_id"] for m in pending}
+            self._loop.requested &= {m["message_id"] for m in pending}
             for m in pending:
-                if m["message_id"] in self._requested:
+                if m["message_id"] in self._loop.requested:
                     continue
                 p = m["payload"]
                 refund = e.RefundRequested(
@@ -415,7 +385,7 @@ class EngineWorker:
                         "engine.queue_full", extra={"queue": exc.queue, "reason": "refund"}
                     )
                     break
-                self._requested.add(m["message_id"])
+                self._loop.requested.add(m["message_id"])
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(REQUESTS_EVERY_S):
                     await stopping.wait()

@@ -50,6 +50,9 @@ class MqttChargerLink(ChargerEvents):
     async def stop(self, evse: str, session_id: str, reason: str) -> None:
         await self.mqtt.stop(evse, session_id, reason)
 
+    async def report_state(self, evse: str, session_id: str) -> None:
+        await self.mqtt.report_state(evse, session_id)
+
     async def display(self, evse: str, lines: Sequence[str]) -> None:
         await self.mqtt.display(evse, list(lines))
 

@@ -74,8 +74,8 @@ async def last_result(terminal: PaymentTerminal) -> e.LastResult | None:
     except Exception:  # evidence is optional: without it nothing is booked
         _LOGGER.exception("engine.last_result_failed", extra={"terminal": terminal.name})
         return None
-    if last.outcome is Outcome.UNKNOWN or last.result_code is None:
-        return None
+    if last.outcome is Outcome.UNKNOWN or (last.result_code is None and not last.approved):
+        return None  # ZVT: no result code is no result; nexo has none, its approvals are answers
     amount = last.amount.minor if last.amount else None
     return e.LastResult(approved=last.approved, ref=last.ref, amount_minor=amount)
 

@@ -2,8 +2,8 @@
 
 The engine setup, ``evpay doctor`` and the ``evpay terminal`` bench CLI all build a terminal
 from its settings through ``build``; none of them knows which protocols exist. A protocol is
-added by writing its settings member (gateway/settings.py) and calling ``register`` with its
-builder, the way aioquic registers congestion controllers by name.
+added by writing its settings member (gateway/settings/terminals.py) and calling ``register``
+with its builder, the way aioquic registers congestion controllers by name.
 """
 
 from __future__ import annotations

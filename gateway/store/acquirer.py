@@ -52,6 +52,22 @@ class StoredModification:
     outcome_reason: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class Unclaimed:
+    """A stored webhook saying money moved that no modification of ours took as its outcome."""
+
+    acquirer: str
+    event_code: str
+    psp_reference: str
+    original_reference: str | None
+    amount_minor: int | None
+    currency: str | None
+    received_at: datetime
+
+
+CLAIMABLE = ("CAPTURE", "REFUND")  # success events that mean money moved
+
+
 class AcquirerBook:
     def __init__(self, conn: sqlite3.Connection, path: str) -> None:
         self._conn = conn
@@ -133,14 +149,18 @@ class AcquirerBook:
                 "SELECT kind FROM acquirer_modifications WHERE command_key = ?", (command_key,)
             ).fetchone()
             rows = self._conn.execute(
-                "SELECT id, event_code, success, reason, dedupe_key FROM acquirer_notifications"
-                " WHERE psp_reference = ? AND command_key IS NULL ORDER BY id",
+                "SELECT id, event_code, success, reason, dedupe_key, amount_minor, currency"
+                " FROM acquirer_notifications WHERE psp_reference = ? AND command_key IS NULL"
+                " ORDER BY id",
                 (acquirer_reference,),
             ).fetchall()
             codes = SETTLED_BY[_kind(str(found[0]))] if found else frozenset()
-            for id_, code, success, reason, key in rows:
-                if code in codes and self._settle(
-                    command_key, code, bool(success), reason, key, now
+            for id_, code, success, reason, key, minor, currency in rows:
+                fits = self._fits(command_key, code, bool(success), minor, currency)
+                if (
+                    code in codes
+                    and fits
+                    and self._settle(command_key, code, bool(success), reason, key, now)
                 ):
                     self._conn.execute(
                         "UPDATE acquirer_notifications SET command_key = ? WHERE id = ?",
@@ -205,7 +225,12 @@ class AcquirerBook:
                     continue
                 new += 1
                 key = self._match(acquirer, e)
-                if key and self._settle(key, e.event, e.success, e.reason, e.dedupe_key, now):
+                minor, currency = (e.amount.minor, e.amount.currency) if e.amount else (None, None)
+                if (
+                    key
+                    and self._fits(key, e.event, e.success, minor, currency)
+                    and self._settle(key, e.event, e.success, e.reason, e.dedupe_key, now)
+                ):
                     self._conn.execute(
                         "UPDATE acquirer_notifications SET command_key = ? WHERE acquirer = ?"
                         " AND dedupe_key = ?",
@@ -219,9 +244,13 @@ class AcquirerBook:
         that payment. None: unmatched (kept; a later answer may claim it)."""
         kinds = [k for k, codes in SETTLED_BY.items() if e.event in codes]
         marks = ",".join("?" * len(kinds))
+        payment = e.original_reference
         for where, args in (
             ("acquirer_reference = ?", (e.psp_reference,)),
-            ("command_key = ?", (e.merchant_reference,)),
+            (
+                "command_key = ? AND coalesce(payment_reference = ?, 1)",
+                (e.merchant_reference, payment),
+            ),
         ):
             row = self._conn.execute(
                 f"SELECT command_key FROM acquirer_modifications WHERE acquirer = ? AND {where}"
@@ -230,15 +259,29 @@ class AcquirerBook:
             ).fetchone()
             if row:
                 return str(row[0])
-        if e.original_reference is None:
+        if payment is None or e.merchant_reference:  # another's reference: not one of ours
             return None
         rows = self._conn.execute(
             "SELECT command_key FROM acquirer_modifications WHERE acquirer = ? AND"
             f" payment_reference = ? AND kind IN ({marks}) AND status IN ('queued', 'received')"
             " AND acquirer_reference IS NULL",
-            (acquirer, e.original_reference, *kinds),
+            (acquirer, payment, *kinds),
         ).fetchall()
         return str(rows[0][0]) if len(rows) == 1 else None
+
+    def _fits(
+        self, command_key: str, code: str, success: bool, minor: int | None, currency: str | None
+    ) -> bool:
+        """A success is evidence only of the amount we asked: one for another amount or
+        currency (or none) settles nothing; it is kept unmatched and the modification runs
+        into its deadline, a finding. A failure report settles whatever it names."""
+        if code in FAILURE_EVENTS or not success:
+            return True
+        row = self._conn.execute(
+            "SELECT amount_minor, currency FROM acquirer_modifications WHERE command_key = ?",
+            (command_key,),
+        ).fetchone()
+        return row is None or row[0] is None or (row[0], row[1]) == (minor, currency)
 
     def _settle(
         self, command_key: str, code: str, success: bool, reason: str, key: str, now: datetime
@@ -255,6 +298,32 @@ class AcquirerBook:
             (status, to_text(now), key, reason or None, command_key, *allowed),
         )
         return cur.rowcount == 1
+
+    def unclaimed(self, since: datetime, until: datetime, limit: int = 1000) -> list[Unclaimed]:
+        """Successful CAPTURE/REFUND webhooks received in [since, until) that settled nothing
+        of ours: made elsewhere (the back office), for another amount than we asked, or after
+        their modification failed. Reconciliation lists them; nobody else would."""
+        marks = ",".join("?" * len(CLAIMABLE))
+        with sqlite_errors(self._path):
+            rows = self._conn.execute(
+                "SELECT acquirer, event_code, psp_reference, original_reference, amount_minor,"
+                " currency, received_at FROM acquirer_notifications WHERE command_key IS NULL"
+                f" AND success = 1 AND event_code IN ({marks}) AND received_at >= ?"
+                " AND received_at < ? ORDER BY id LIMIT ?",
+                (*CLAIMABLE, to_text(since), to_text(until), limit),
+            ).fetchall()
+        return [
+            Unclaimed(
+                str(a),
+                str(code),
+                str(psp),
+                None if original is None else str(original),
+                None if minor is None else int(str(minor)),
+                None if currency is None else str(currency),
+                from_text(str(at)),
+            )
+            for a, code, psp, original, minor, currency, at in rows
+        ]
 
     def notifications(self, acquirer: str, limit: int = 1000) -> list[dict[str, object]]:
         with sqlite_errors(self._path):

@@ -115,30 +115,9 @@ def build(
     for r in rows:
         row: dict[str, Any] = {"seq": r.seq, "prev_hash": r.prev_hash, "hash": r.hash}
         if r.seq in chosen and r.content is not None:
-            c = r.content
-            row.update(
-                step_key=c.step_key,
-                at=c.at,
-                entity=c.entity,
-                entity_id=c.entity_id,
-                kind=c.kind,
-                data=c.data,
-            )
+            row.update(_content_json(r.content))
         out_rows.append(row)
-    checkpoints = (
-        []
-        if cover is None
-        else [
-            {
-                "id": cover.id,
-                "seq": cover.seq,
-                "head_hash": cover.head_hash,
-                "at": cover.at,
-                "public_key": cover.public_key,
-                "signature": cover.signature,
-            }
-        ]
-    )
+    checkpoints = [] if cover is None else [_checkpoint_json(cover)]
     return {
         "format": EXPORT_FORMAT,
         "exported_at": exported_at,
@@ -154,34 +133,40 @@ def archive(
     """Rows ``first``..``last`` in full, with the checkpoint that signs row ``last``: what a
     retention cut removes, as an export that ``verify`` checks on its own."""
     out_rows = [
-        {
-            "seq": r.seq,
-            "prev_hash": r.prev_hash,
-            "hash": r.hash,
-            "step_key": r.content.step_key,
-            "at": r.content.at,
-            "entity": r.content.entity,
-            "entity_id": r.content.entity_id,
-            "kind": r.content.kind,
-            "data": r.content.data,
-        }
+        {"seq": r.seq, "prev_hash": r.prev_hash, "hash": r.hash, **_content_json(r.content)}
         for r in _rows(conn, first, last)
         if r.content is not None
     ]
-    checkpoint = {
-        "id": cover.id,
-        "seq": cover.seq,
-        "head_hash": cover.head_hash,
-        "at": cover.at,
-        "public_key": cover.public_key,
-        "signature": cover.signature,
-    }
     return {
         "format": EXPORT_FORMAT,
         "exported_at": exported_at,
         "selection": {"archive": f"{first}..{last}"},
         "rows": out_rows,
-        "checkpoints": [checkpoint],
+        "checkpoints": [_checkpoint_json(cover)],
+    }
+
+
+def _content_json(c: Content) -> dict[str, Any]:
+    """A selected row's content as an export carries it (the same fields ``ExportRow`` reads)."""
+    return {
+        "step_key": c.step_key,
+        "at": c.at,
+        "entity": c.entity,
+        "entity_id": c.entity_id,
+        "kind": c.kind,
+        "data": c.data,
+    }
+
+
+def _checkpoint_json(cp: Checkpoint) -> dict[str, Any]:
+    """The checkpoint that covers an export's rows, as ``ExportCheckpoint`` reads it."""
+    return {
+        "id": cp.id,
+        "seq": cp.seq,
+        "head_hash": cp.head_hash,
+        "at": cp.at,
+        "public_key": cp.public_key,
+        "signature": cp.signature,
     }
 
 

@@ -72,6 +72,7 @@ def receiver(store: Store, clock: Clock) -> WebhookReceiver:
         profile=profile("adyen"),
         book=store.acquirer,
         hmac_key=HMAC_KEY,
+        merchant_account="EVPayTest",
         username=WEBHOOK_USER,
         password=WEBHOOK_PASSWORD,
         clock=clock,

@@ -13,7 +13,12 @@ from drivers.money import Money
 from gateway.acquirer import adyen_requests, adyen_webhook
 from gateway.acquirer.port import Modification
 from gateway.acquirer.profiles import PROFILES, profile
-from gateway.errors import AcquirerRejected, ConfigError, ModificationRefused
+from gateway.errors import (
+    AcquirerRejected,
+    AcquirerUnreachable,
+    ConfigError,
+    ModificationRefused,
+)
 
 VECTOR = json.loads((Path(__file__).parents[1] / "data/adyen/hmac_vector.json").read_text())
 EUR = "EUR"
@@ -182,10 +187,13 @@ def test_answers_received_or_typed_refusal_never_an_outcome() -> None:
             "k", 422, b'{"status": 422, "errorCode": "137", "message": "Invalid amount"}'
         )
     assert refused.value.error_code == "137" and refused.value.http_status == 422
-    with pytest.raises(AcquirerRejected):  # a 200 that does not say "received" is no answer
-        adyen_requests.parse_answer("k", 200, b'{"status": "authorised", "pspReference": "X"}')
-    with pytest.raises(AcquirerRejected):
-        adyen_requests.parse_answer("k", 201, b"<html>")
+    # a 2xx that does not say "received" is no answer, and no refusal: sent again, same key
+    for body in (b'{"status": "authorised", "pspReference": "X"}', b"<html>", b""):
+        with pytest.raises(AcquirerUnreachable) as unread:
+            adyen_requests.parse_answer("k", 201, body)
+        assert unread.value.ambiguous
+    with pytest.raises(AcquirerUnreachable):
+        adyen_requests.parse_answer("k", 201, b'{"status": "received"}')  # no pspReference
 
 
 def test_profiles_are_found_by_name() -> None:

@@ -11,6 +11,11 @@ and ``full`` on demand, one command each:
     .venv/bin/python -m tests.campaigns fuzz --size full [--seed N] [--target NAME] [--engine atheris]
     .venv/bin/python -m tests.campaigns scan PATH... [--secret S]
 
+On nexo terminals (POI simulators, ``--encoding xml`` over HTTP or ``adyen-json`` over HTTPS
+with the key): ``crash``, ``unplug`` and ``lost-results`` take ``--protocol nexo [--encoding
+…]``; ``crash`` also ``--kills N`` (the full size's site with N kills, for a run that must end
+by a given time); the fuzz targets ``nexo.*`` are the nexo decoders and the sale endpoint.
+
 - ``crash`` (``crash.py``): the real daemon SIGKILLed at random and at dangerous moments while
   EVs charge and pay on two terminals; the store, the terminals' books and the CPO must agree.
 - ``powercut`` (``powercut.py``, ``powercut_vfs.py``): the same site, but each death is a power
@@ -27,6 +32,11 @@ and ``full`` on demand, one command each:
   its own typed errors, no hang. Failing inputs are kept under ``crashers/`` and replayed. The
   same targets run under hypothesis in the suite (``test_hypothesis.py``) and under atheris
   (coverage-guided) with ``--engine atheris``.
+- nexo (``nexo_site.py``, ``nexo_lost.py``, ``fuzz_nexo.py``, ``books.py``): the crash and
+  unplug site on two nexo POI simulators, their ledgers kept in files and read hold by hold as
+  a ZVT terminal's book is (``books.py``); the unplug cut is the HTTP connection dropped before
+  or after the POI acted; lost results are the nexo driver's, on the wire, resolved by
+  TransactionStatus (InProgress, NotFound, restarts between questions).
 - ``scan`` (``scan.py``): databases, logs, outbox payloads and exports searched for anything
   that looks like a full card number (Luhn-valid, 13 to 19 digits) or a secret in clear.
 

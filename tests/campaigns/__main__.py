@@ -12,7 +12,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.measure import machine
-from tests.campaigns import acquirer_crash, crash, fuzz, lost, powercut, scan, unplug
+from tests.campaigns import (
+    acquirer_crash,
+    crash,
+    fuzz,
+    lost,
+    nexo_lost,
+    nexo_site,
+    powercut,
+    scan,
+    unplug,
+)
 
 
 def _atheris(args: argparse.Namespace, seed: int) -> int:
@@ -78,7 +88,9 @@ Outcome = tuple[str, list[str], list[str]]  # the figures, lines of detail, viol
 def _report(args: argparse.Namespace, run: Callable[[int], Outcome]) -> int:
     """The header, the campaign, its figures; exit 1 on any violation."""
     seed = args.seed if args.seed is not None else random.randrange(2**31)
-    print(f"{args.campaign}, size {args.size}, seed {seed}: {machine()}")
+    size = f"the full size's site with {args.kills} kills" if getattr(args, "kills", None) else None
+    where = f" on nexo ({args.encoding})" if getattr(args, "protocol", "zvt") == "nexo" else ""
+    print(f"{args.campaign}{where}, {size or 'size ' + args.size}, seed {seed}: {machine()}")
     figures, details, violations = run(seed)
     print(f"  {figures}")
     for line in details:
@@ -90,8 +102,10 @@ def _report(args: argparse.Namespace, run: Callable[[int], Outcome]) -> int:
 
 def _crash(args: argparse.Namespace) -> int:
     def run(seed: int) -> Outcome:
-        if args.campaign == "crash":
-            f = crash.run(args.size, seed, args.keep)
+        if args.campaign == "crash" and args.protocol == "nexo":
+            f = nexo_site.run(args.size, seed, args.keep, args.encoding, args.kills)
+        elif args.campaign == "crash":
+            f = crash.run(args.size, seed, args.keep, args.kills)
         else:
             f = crash.run_partitions(args.size, seed, args.keep, broker=not args.uplink_only)
         return crash.main_figures(f), f.partitions, f.violations
@@ -117,7 +131,12 @@ def _powercut(args: argparse.Namespace) -> int:
 
 def _unplug(args: argparse.Namespace) -> int:
     def run(seed: int) -> Outcome:
-        f, campaign = unplug.run(args.size, seed, args.keep)
+        campaign: unplug.Unplugs | nexo_site.NexoUnplugs
+        if args.protocol == "nexo":
+            armed = unplug.SIZES[args.size]
+            f, campaign = nexo_site.run_unplugs(armed, seed, args.keep, args.encoding)
+        else:
+            f, campaign = unplug.run(args.size, seed, args.keep)
         cuts = [
             f"{t} {command}, cut {step}: {n}"
             for (t, command, step), n in sorted(campaign.cuts.items())
@@ -129,6 +148,9 @@ def _unplug(args: argparse.Namespace) -> int:
 
 def _lost(args: argparse.Namespace) -> int:
     def run(seed: int) -> Outcome:
+        if args.protocol == "nexo":
+            found = nexo_lost.run(args.size, seed, args.encoding)
+            return nexo_lost.describe(found), [], found.violations
         try:
             figures = lost.run(args.size, seed)
         except AssertionError as exc:  # the simulation names the session and the broken invariant
@@ -195,6 +217,17 @@ def main(argv: list[str] | None = None) -> int:
             "--keep", type=Path, help="keep the run's files (database, logs, terminal books) here"
         )
         c.set_defaults(handler=handler)
+        if name in ("crash", "unplug"):
+            c.add_argument("--protocol", choices=("zvt", "nexo"), default="zvt")
+            c.add_argument(
+                "--encoding", choices=("xml", "adyen-json"), default="xml", help="nexo only"
+            )
+        if name == "crash":
+            c.add_argument(
+                "--kills",
+                type=int,
+                help="the full size's site with this many kills (no minimum of sessions)",
+            )
         if name == "partition":
             c.add_argument(
                 "--uplink-only", action="store_true", help="cut only the CPO, never the MQTT broker"
@@ -204,6 +237,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     lr.add_argument("--size", choices=tuple(lost.SIZES), default="small")
     lr.add_argument("--seed", type=int)
+    lr.add_argument(
+        "--protocol", choices=("zvt", "nexo"), default="zvt", help="nexo: the driver on the wire"
+    )
+    lr.add_argument("--encoding", choices=("xml", "adyen-json"), default="xml", help="nexo only")
     lr.set_defaults(handler=_lost)
     s = sub.add_parser("scan", help="card numbers or secrets in clear in databases, logs, exports")
     s.add_argument("paths", nargs="+")

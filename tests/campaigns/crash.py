@@ -39,7 +39,7 @@ import subprocess
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -57,6 +57,7 @@ from gateway.runtime.engine_setup import build_policy, build_terminals
 from gateway.settings import load_settings
 from gateway.store import Store
 from tests.campaigns import scan
+from tests.campaigns.books import BookedHold, stored_ref, zvt_book
 from tests.firmware_bridge.conftest import MOSQUITTO, Broker
 from tests.helpers import EVPAY, free_port, site_toml, subprocess_env
 
@@ -80,7 +81,11 @@ class Figures:
     sessions: int = 0
     completed: int = 0
     captured_minor: int = 0
+    booked_minor: int = 0  # what the terminals' own books say was booked
     holds: int = 0
+    open_holds: int = (
+        0  # still open at the terminals at the end (each owed visibly, or a violation)
+    )
     fac_posts: int = 0
     unconfirmed: int = (
         0  # captures the terminal booked whose evidence never reached the gateway (owed, visibly)
@@ -125,6 +130,51 @@ class Campaign:
         self.broker.start()
         self.cpo = CpoSimulator()
         await self.cpo.start()
+        devices = await self.start_terminals()
+        self.charger = ChargerSimulator(self.broker.settings("charger"), self.evses)
+        self.charger_stop = asyncio.Event()
+        self.charger_task = asyncio.create_task(self.charger.run(self.charger_stop))
+        listen = free_port()
+        upstream = (
+            f'[upstream]\nenabled = true\nallow_insecure_http = true\nversions_url = "{self.cpo.versions_url}"\n'
+            f'token_a = {{ value = "{self.cpo.state.token_a}" }}\n'
+            f'key = {{ value = "{Fernet.generate_key().decode()}" }}\n'
+            f'listen = "127.0.0.1:{listen}"\npublic_url = "http://127.0.0.1:{listen}/ocpi/versions"\n'
+        )
+        routes = ""
+        for terminal in (
+            "t1",
+            "t2",
+        ):  # each EVSE stays on its terminal; a route never lists no EVSE (= all)
+            for incremental in (True, False):
+                evses = [
+                    e
+                    for e, t in self.terminal_of.items()
+                    if t == terminal and (e in self.incremental) == incremental
+                ]
+                if evses:
+                    routes += (
+                        f'[[routes]]\nid = "{terminal}-{"topup" if incremental else "fixed"}"\n'
+                        f'terminals = ["{terminal}"]\nevses = {json.dumps(evses)}\n'
+                        + ('strategy = "incremental"\n' if incremental else "")
+                    )
+        text = site_toml(
+            self.dir / "evpay.sqlite3",
+            devices,
+            site="CRASH",
+            evses=self.terminal_of,
+            charger=self.broker.toml(),  # the gateway's user on the ACL'd broker
+            pricing='fixed_hold = { EUR = "50.00" }\nhold_min = "1.00"\nincremental_initial = "1.00"\n'
+            'incremental_step = "1.00"\nsafety_margin = "0.10"\n'
+            "retry_max_s = 60",  # after 1,000 kills retries would wait 30 min; the end waits 180 s
+            extra=self.terminal_sections() + upstream + routes,
+            terminal_extra="incremental = true\n",
+        )
+        self.config = self.dir / "gateway.toml"
+        self.config.write_text(text, encoding="utf-8")
+
+    async def start_terminals(self) -> dict[str, str]:
+        """The ZVT terminals: ``t1`` on TCP, ``t2`` on a pty; their device URLs by id."""
         self.sims = {
             "t1": SimTerminal(
                 SimConfig(
@@ -154,53 +204,25 @@ class Campaign:
         self.tcp = await serve_tcp("127.0.0.1", 0, lambda p: self.sims["t1"].serve(p, serial=False))
         self.pty = PtyPort()
         self.pty_serving = asyncio.create_task(self._serve_pty())
-        self.charger = ChargerSimulator(self.broker.settings("charger"), self.evses)
-        self.charger_stop = asyncio.Event()
-        self.charger_task = asyncio.create_task(self.charger.run(self.charger_stop))
         self.tty = (
             self.dir / "tty-t2"
         )  # as udev names a serial adapter: the campaigns may re-plug it
         self.tty.unlink(missing_ok=True)
         self.tty.symlink_to(self.pty.slave_path)
         tcp_port = self.tcp.sockets[0].getsockname()[1]
-        listen = free_port()
-        upstream = (
-            f'[upstream]\nenabled = true\nallow_insecure_http = true\nversions_url = "{self.cpo.versions_url}"\n'
-            f'token_a = {{ value = "{self.cpo.state.token_a}" }}\n'
-            f'key = {{ value = "{Fernet.generate_key().decode()}" }}\n'
-            f'listen = "127.0.0.1:{listen}"\npublic_url = "http://127.0.0.1:{listen}/ocpi/versions"\n'
-        )
-        routes = ""
-        for terminal in (
-            "t1",
-            "t2",
-        ):  # each EVSE stays on its terminal; a route never lists no EVSE (= all)
-            for incremental in (True, False):
-                evses = [
-                    e
-                    for e, t in self.terminal_of.items()
-                    if t == terminal and (e in self.incremental) == incremental
-                ]
-                if evses:
-                    routes += (
-                        f'[[routes]]\nid = "{terminal}-{"topup" if incremental else "fixed"}"\n'
-                        f'terminals = ["{terminal}"]\nevses = {json.dumps(evses)}\n'
-                        + ('strategy = "incremental"\n' if incremental else "")
-                    )
-        text = site_toml(
-            self.dir / "evpay.sqlite3",
-            {"t1": f"tcp://127.0.0.1:{tcp_port}", "t2": f"serial://{self.tty}"},
-            site="CRASH",
-            evses=self.terminal_of,
-            charger=self.broker.toml(),  # the gateway's user on the ACL'd broker
-            pricing='fixed_hold = { EUR = "50.00" }\nhold_min = "1.00"\nincremental_initial = "1.00"\n'
-            'incremental_step = "1.00"\nsafety_margin = "0.10"\n'
-            "retry_max_s = 60",  # after 1,000 kills retries would wait 30 min; the end waits 180 s
-            extra=upstream + routes,
-            terminal_extra="incremental = true\n",
-        )
-        self.config = self.dir / "gateway.toml"
-        self.config.write_text(text, encoding="utf-8")
+        return {"t1": f"tcp://127.0.0.1:{tcp_port}", "t2": f"serial://{self.tty}"}
+
+    def terminal_sections(self) -> str:
+        """Terminals written out whole (``start_terminals`` then gives no device URL)."""
+        return ""
+
+    def book(self) -> list[BookedHold]:
+        """Every hold in the terminals' own books."""
+        return [h for name, sim in self.sims.items() for h in zvt_book(name, sim)]
+
+    def secrets(self) -> list[str]:
+        """What must appear in no log or database: the CPO's tokens, the terminals' secrets."""
+        return [*self.cpo.state.tokens, "123456"]
 
     async def _serve_pty(self) -> None:
         """The serial terminal (the unplug campaign replaces it with one whose line is pulled)."""
@@ -209,13 +231,16 @@ class Campaign:
     async def close(self) -> None:
         self.charger_stop.set()
         await asyncio.gather(self.charger_task, return_exceptions=True)
+        await self.close_terminals()
+        await self.cpo.stop()
+        self.broker.stop()
+        self.log.close()
+
+    async def close_terminals(self) -> None:
         self.pty_serving.cancel()
         await asyncio.gather(self.pty_serving, return_exceptions=True)
         await self.pty.close()
         self.tcp.close()
-        await self.cpo.stop()
-        self.broker.stop()
-        self.log.close()
 
     # ---- the daemon that dies ----------------------------------------------------------------
 
@@ -442,16 +467,12 @@ class Campaign:
         end = time.perf_counter() + limit_s
         while time.perf_counter() < end:
             owned = {
-                (r["data"]["terminal"], h["ref"])
+                (r["data"]["terminal"], stored_ref(h))
                 for r in self._stored_rows()
                 for h in r["data"].get("holds", [])
                 if h["status"] == "open"
             }
-            if all(
-                (t, str(receipt)) in owned  # a ZVT hold's reference: its receipt number as text
-                for t, sim in self.sims.items()
-                for receipt in sim.open_preauths()
-            ):
+            if all((h.terminal, h.ref) in owned for h in self.book() if h.state == "open"):
                 return
             await asyncio.sleep(0.5)
 
@@ -463,10 +484,7 @@ class Campaign:
         totals), with the daemon stopped. Counted: the sessions still unconfirmed after it; and
         every outcome it released must agree with what the terminal booked."""
         booked = {  # before the end of day closes the terminals' batches
-            (terminal, str(tx.receipt)): tx.booked
-            for terminal, sim in self.sims.items()
-            for tx in sim.state.transactions.values()
-            if tx.kind == "preauth" and tx.state == "booked"
+            (h.terminal, h.ref): h.booked for h in self.book() if h.state == "booked"
         }
         settings = load_settings(self.config)
         store = Store.open(self.dir / "evpay.sqlite3")
@@ -496,16 +514,16 @@ class Campaign:
             data = row["data"]
             out = outcomes.get(row["id"])
             for hold in data.get("holds", []):
-                took = booked.get((data["terminal"], hold["ref"]))
+                took = booked.get((data["terminal"], stored_ref(hold)))
                 if took and out is not None and out["state"] == "capture_failed":
                     self.figures.violations.append(
                         f"session {row['id']}: its outcome says capture_failed after the end of "
-                        f"day, {data['terminal']} booked {took} on hold {hold['ref']}"
+                        f"day, {data['terminal']} booked {took} on hold {stored_ref(hold)}"
                     )
                 if out is not None and hold["captured_minor"] and not took:
                     self.figures.violations.append(
                         f"session {row['id']}: captured {hold['captured_minor']} after the end "
-                        f"of day, {data['terminal']} booked nothing on hold {hold['ref']}"
+                        f"of day, {data['terminal']} booked nothing on hold {stored_ref(hold)}"
                     )
 
     def check(self) -> None:
@@ -528,54 +546,53 @@ class Campaign:
                 f.completed += 1
             f.unconfirmed_sessions += row["state"] == "capture_unconfirmed"
             for hold in data.get("holds", []):
-                stored[(data["terminal"], hold["ref"])] = (row["id"], hold, data)
-        booked_total = unconfirmed_total = 0
-        for terminal, sim in self.sims.items():
-            for tx in sim.state.transactions.values():
-                if tx.kind != "preauth":
-                    continue
-                f.holds += 1
-                found = stored.get((terminal, str(tx.receipt)))
-                if tx.state == "booked":
-                    booked_total += tx.booked
-                    fac = self.cpo.state.facs.get(found[0][:36]) if found is not None else None
-                    if fac is not None and fac.get("capture_status_code") == "FAILED":
-                        f.violations.append(  # the CPO would charge the driver again
-                            f"session {found[0] if found else '?'}: the FAC says FAILED, "
-                            f"{terminal} booked {tx.booked} on hold {tx.receipt}"
-                        )
-                    if found is None:
-                        f.violations.append(
-                            f"{terminal} booked {tx.booked} on hold {tx.receipt}: no session records it"
-                        )
-                    elif (
-                        found[1]["status"] == "unconfirmed"
-                        and found[1]["target_minor"] == tx.booked
-                    ):
-                        f.unconfirmed += (
-                            1  # no evidence reached the gateway: owed as unconfirmed, visibly
-                        )
-                        unconfirmed_total += tx.booked
-                    elif found[1]["captured_minor"] != tx.booked:
-                        f.violations.append(
-                            f"session {found[0]} captured {found[1]['captured_minor']} on {terminal} "
-                            f"hold {tx.receipt}, the terminal booked {tx.booked}"
-                        )
-                elif tx.state == "open":
-                    owed = found is not None and (
-                        found[2].get("owed_minor")
-                        or found[1]["status"] in ("lapsed", "unconfirmed")
-                    )
-                    if not owed:
-                        f.violations.append(
-                            f"{terminal} hold {tx.receipt} ({tx.amount}) is left open, owed by nobody"
-                        )
-                elif found is not None and found[1]["captured_minor"]:
+                key = (data["terminal"], stored_ref(hold))
+                if key in stored and stored[key][0] != row["id"]:
                     f.violations.append(
-                        f"session {found[0]} claims a capture on {terminal} hold {tx.receipt}, "
-                        "which the terminal released"
+                        f"sessions {stored[key][0]} and {row['id']} both hold {key[0]} {key[1]}"
                     )
+                stored[key] = (row["id"], hold, data)
+        booked_total = unconfirmed_total = 0
+        for tx in self.book():
+            terminal = tx.terminal
+            f.holds += 1
+            found = stored.get((terminal, tx.ref))
+            if tx.state == "booked":
+                booked_total += tx.booked
+                fac = self.cpo.state.facs.get(found[0][:36]) if found is not None else None
+                if fac is not None and fac.get("capture_status_code") == "FAILED":
+                    f.violations.append(  # the CPO would charge the driver again
+                        f"session {found[0] if found else '?'}: the FAC says FAILED, "
+                        f"{terminal} booked {tx.booked} on hold {tx.ref}"
+                    )
+                if found is None:
+                    f.violations.append(
+                        f"{terminal} booked {tx.booked} on hold {tx.ref}: no session records it"
+                    )
+                elif found[1]["status"] == "unconfirmed" and found[1]["target_minor"] == tx.booked:
+                    f.unconfirmed += 1  # no evidence reached the gateway: owed, visibly
+                    unconfirmed_total += tx.booked
+                elif found[1]["captured_minor"] != tx.booked:
+                    f.violations.append(
+                        f"session {found[0]} captured {found[1]['captured_minor']} on {terminal} "
+                        f"hold {tx.ref}, the terminal booked {tx.booked}"
+                    )
+            elif tx.state == "open":
+                f.open_holds += 1
+                owed = found is not None and (
+                    found[2].get("owed_minor") or found[1]["status"] in ("lapsed", "unconfirmed")
+                )
+                if not owed:
+                    f.violations.append(
+                        f"{terminal} hold {tx.ref} ({tx.amount}) is left open, owed by nobody"
+                    )
+            elif found is not None and found[1]["captured_minor"]:
+                f.violations.append(
+                    f"session {found[0]} claims a capture on {terminal} hold {tx.ref}, "
+                    "which the terminal released"
+                )
         f.captured_minor = sum(h["captured_minor"] for _, h, _ in stored.values())
+        f.booked_minor = booked_total
         if f.captured_minor + unconfirmed_total != booked_total:
             f.violations.append(
                 f"the store captured {f.captured_minor} in all (and {unconfirmed_total} unconfirmed), "
@@ -595,7 +612,7 @@ class Campaign:
         self.log.flush()
         hits = scan.scan_paths(
             [self.dir / "evpay.sqlite3", self.dir / "daemon.log"],
-            secrets=[*self.cpo.state.tokens, "123456"],
+            secrets=self.secrets(),
         )
         f.violations += [f"card data or a secret: {h}" for h in hits]
 
@@ -620,14 +637,23 @@ def _gross_minor(price: dict[str, Any]) -> int:
     return int(gross * 100)
 
 
-def run(size: str, seed: int, workdir: Path | None = None) -> Figures:
+def run(
+    size: str,
+    seed: int,
+    workdir: Path | None = None,
+    kills: int | None = None,
+    site: Callable[..., Campaign] = Campaign,
+) -> Figures:
+    """``kills``: the full size's site with that many kills (and no minimum of sessions), for a
+    run that must end by a given time; ``site``: the campaign's site (``nexo_site``'s)."""
     if MOSQUITTO is None:
         raise SystemExit("mosquitto is not installed (apt-get install mosquitto)")
-    kills, evses, short, sessions = SIZES[size]
+    n, evses, short, sessions = SIZES[size] if kills is None else (kills, *SIZES["full"][1:3], 0)
     with tempfile.TemporaryDirectory(prefix="crash-") as tmp:
         where = workdir or Path(tmp)
         where.mkdir(parents=True, exist_ok=True)
-        return asyncio.run(Campaign(where, seed, kills, evses, short, sessions).run())
+        campaign = site(where, seed, n, evses, short=short, sessions=sessions)
+        return asyncio.run(campaign.run())
 
 
 def main_figures(f: Figures) -> str:
@@ -641,8 +667,10 @@ def main_figures(f: Figures) -> str:
     moments = ", ".join(f"{n} {k}" for k, n in sorted(f.moments.items()))
     return (
         f"{f.kills} kills ({f.dangerous_kills} at a dangerous moment: {moments}), {f.plugged} EVs plugged in, "
-        f"{f.sessions} sessions ({f.completed} completed), {f.holds} holds at the terminals, "
-        f"{f.captured_minor / 100:.2f} EUR captured, {f.unconfirmed} captures unconfirmed "
+        f"{f.sessions} sessions ({f.completed} completed), {f.holds} holds at the terminals "
+        f"({f.open_holds} left open), "
+        f"{f.captured_minor / 100:.2f} EUR captured (the terminals booked "
+        f"{f.booked_minor / 100:.2f}), {f.unconfirmed} captures unconfirmed "
         f"({f.unconfirmed_sessions} sessions capture_unconfirmed, "
         f"{f.unconfirmed_after_end_of_day} after {f.ends_of_day} ends of day), "
         f"{f.fac_posts} FAC POSTs, "

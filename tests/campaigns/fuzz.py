@@ -43,7 +43,7 @@ from firmware_bridge.everest import EverestEvse, EverestMapping
 from firmware_bridge.link import ContractMapping
 from gateway.errors import ConfigError
 from gateway.ocpi import models
-from gateway.ocpi.server import BadRequest, decode_body
+from gateway.ocpi.server_bodies import BadRequest, decode_body
 from gateway.settings import parse_settings
 
 HERE = Path(__file__).resolve().parent
@@ -244,6 +244,8 @@ def _config(data: bytes) -> None:
 
 
 def targets() -> list[Target]:
+    from tests.campaigns import fuzz_nexo
+
     zvt_errors = (ZvtDecodeError,)
     ocpi = [
         (
@@ -311,6 +313,7 @@ def targets() -> list[Target]:
                 (REPO / "config" / n).read_bytes() for n in ("gateway.example.toml", "demo.toml")
             ],
         ),
+        *fuzz_nexo.targets(),
     ]
 
 

@@ -17,9 +17,10 @@ from typing import Any
 
 import pytest
 
+from drivers.nexo.wire import Encoding
 from gateway.runtime.charger import EvsePlan
 from gateway.runtime.logs import JsonFormatter
-from tests.campaigns import acquirer_crash, crash, fuzz, lost, powercut, scan, unplug
+from tests.campaigns import acquirer_crash, crash, fuzz, lost, nexo_lost, powercut, scan, unplug
 from tests.campaigns.powercut_vfs import MODELS, power_cut
 from tests.site_rig import Site
 
@@ -311,6 +312,17 @@ def test_unplugs_small(tmp_path: Path) -> None:
     assert sum(campaign.cuts.values()) >= 1 and figures.completed >= 1, unplug.describe(
         figures, campaign
     )
+
+
+@pytest.mark.parametrize("encoding", ["xml", "adyen-json"])
+def test_lost_results_on_nexo_small(encoding: Encoding) -> None:
+    """The nexo driver on the wire: answers lost before and after the POI acted (and
+    TransactionStatus answering InProgress, restarts between questions), every one resolved
+    by asking, nothing sent twice, the POI's ledger equal to the journal."""
+    f = nexo_lost.run("small", SEED, encoding)
+    assert f.violations == [], f.violations[:5]
+    assert {p for _, p in f.losses} == {"before", "after"} and f.restarts, nexo_lost.describe(f)
+    assert f.status_questions >= sum(f.losses.values()) and f.completed, nexo_lost.describe(f)
 
 
 def test_lost_results_small() -> None:

@@ -19,6 +19,7 @@ import contextlib
 import tempfile
 from collections import Counter
 from pathlib import Path
+from typing import Protocol
 
 from drivers.sim.ports import PtyPort
 from drivers.sim.terminal import SimConfig
@@ -130,7 +131,14 @@ def run(size: str, seed: int, workdir: Path | None = None) -> tuple[Figures, Unp
         return asyncio.run(campaign.run_unplugs()), campaign
 
 
-def describe(f: Figures, c: Unplugs) -> str:
+class Cuts(Protocol):
+    """What ``describe`` reads of an unplug campaign (ZVT's ``Unplugs`` or nexo's)."""
+
+    cuts: Counter[tuple[str, str, str]]
+    unreached: Counter[tuple[str, str, str]]
+
+
+def describe(f: Figures, c: Cuts) -> str:
     per_command = Counter()  # type: Counter[str]
     for (_, command, _), n in c.cuts.items():
         per_command[command] += n

@@ -128,6 +128,25 @@ async def test_a_paid_session_over_mqtt(site_factory: Any) -> None:
     assert site.link.mqtt.refused == 0  # our own commands never count as forged
 
 
+async def test_a_charger_asked_for_its_state_answers_with_its_reading(site_factory: Any) -> None:
+    """Silent chargers (issue 26): the gateway's `state` command (after a meter silence) is
+    answered by a live charger with a meter message, which the session takes as a reading."""
+    site = await site_factory(plan=Plan(energy_wh=4_000, step_wh=1_000, interval_s=1.0))
+    await site.charger.plug("E1")
+    async with asyncio.timeout(15):
+        while not (rows := site.daemon.store.sessions(limit=5)) or rows[0]["state"] != "charging":
+            await asyncio.sleep(0.05)
+    sid = rows[0]["id"]
+    before = len(rows[0]["data"]["readings"])
+    await site.link.report_state("E1", sid)
+    async with asyncio.timeout(5):
+        while site.charger.evses["E1"].state_requests == 0:
+            await asyncio.sleep(0.02)
+    (row,) = await site.final()
+    assert row["state"] == "completed" and len(row["data"]["readings"]) > before
+    assert site.link.mqtt.refused == 0
+
+
 async def test_the_drivers_target_sizes_the_hold(site_factory: Any) -> None:
     site = await site_factory(strategy="target")
     await site.charger.plug("E1", target_kwh="20")

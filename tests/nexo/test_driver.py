@@ -17,6 +17,7 @@ from drivers.nexo.model import MessageCategory, PaymentType
 from drivers.nexo.service_tracker import ServiceTracker
 from drivers.nexo.wire import Encoding
 from drivers.sim.nexo_poi import NexoPoi
+from gateway.runtime import terminal_calls
 from tests.nexo.conftest import MakeRig, receipt
 
 EUR = "EUR"
@@ -280,3 +281,40 @@ async def test_handles_are_never_reused_across_restarts(make_rig: MakeRig) -> No
     b = await second.sale(eur(100))
     assert a.ref and b.ref and a.ref != b.ref
     assert (await second.reverse(receipt(a))).approved  # the first process's hold still works
+
+
+async def test_a_reversal_recovered_after_a_restart_closes_its_hold(
+    make_rig: MakeRig, encoding: Encoding
+) -> None:
+    """Found by the crash campaign on nexo: a daemon killed while the POI reversed a reservation
+    recovered the Reversal's answer by TransactionStatus, but that answer names no reservation,
+    so the hold stayed open in the driver's ledger and every Reversal again was NotFound."""
+    rig = await make_rig(encoding)
+    first = rig.terminal()
+    pa = await first.preauthorize(eur(4000), "s")
+    assert pa.approved
+    rig.poi.config.lose_answers, rig.poi.config.in_progress = 1, 1000
+    assert (await first.release(receipt(pa), eur(4000))).outcome is Outcome.UNKNOWN
+    await first.close()  # the process dies; the POI has reversed the reservation
+    rig.poi.config.in_progress = 0
+    second = rig.terminal()
+    last = await second.last_result()
+    assert last.approved and last.ref == pa.ref, last
+    assert rig.poi.open_reservations() == []
+    listed = await second.open_preauthorizations()
+    assert listed.approved and listed.open_refs == (), listed
+    await second.close()
+
+
+async def test_a_recovered_approval_is_evidence_for_the_engine(make_rig: MakeRig) -> None:
+    """Found by the crash campaign on nexo: the engine took a last result without a ZVT result
+    code for no evidence, so every capture a kill interrupted ended capture_unconfirmed although
+    TransactionStatus had told the driver exactly what the POI booked."""
+    rig = await make_rig("xml", lose_answers=1, in_progress=1000)
+    first = rig.terminal()
+    assert (await first.preauthorize(eur(4000), "s")).outcome is Outcome.UNKNOWN
+    await first.close()  # the process dies; the POI made the reservation
+    rig.poi.config.in_progress = 0
+    last = await terminal_calls.last_result(rig.terminal())
+    assert last is not None and last.approved and last.amount_minor == 4000, last
+    assert last.ref is not None

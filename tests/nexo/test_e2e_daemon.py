@@ -16,10 +16,12 @@ import pytest
 from drivers.nexo import messages as nm
 from drivers.nexo.asyncio.terminal import NexoTerminal
 from drivers.nexo.model import PaymentType
+from drivers.nexo.wire import PATHS, Encoding
 from drivers.sim.nexo_poi import NexoPoi, PoiConfig, serve_nexo_poi
 from gateway.runtime.app import Daemon
 from gateway.runtime.charger import EvsePlan, SimulatedCharger
 from gateway.settings import parse_settings
+from tests.nexo.conftest import KEY, self_signed
 from tests.payments.test_e2e import price_minor
 
 CONFIG = """
@@ -36,14 +38,15 @@ shutdown_grace_s = 5
 [[terminals]]
 id = "n1"
 protocol = "nexo"
-device = "http://127.0.0.1:{port}/EPASSaleToPOI/3.1"
-encoding = "xml"
+device = "{device}"
+encoding = "{encoding}"
 sale_id = "EVPAY-E2E"
 poi_id = "POI-SIM-1"
 {terminal_extra}
 [charger]
 enabled = true
 mode = "simulated"
+start_paths = {start_paths}
 [[charger.evses]]
 id = "DE*EVP*N1"
 terminal = "n1"
@@ -91,15 +94,33 @@ class Rig:
 
 
 @pytest.fixture
-async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
-    poi = NexoPoi(PoiConfig(encoding="xml"))
-    runner, port = await serve_nexo_poi(poi)
+async def rig(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
+    """The POI in nexo 3.1 XML over http, or (``indirect`` "adyen-json") in Adyen's JSON over
+    https with its certificate pinned and the key's encryption, as a technician configures it."""
+    encoding: Encoding = getattr(request, "param", "xml")
+    tls, pin = self_signed(tmp_path) if encoding == "adyen-json" else (None, b"")
+    poi = NexoPoi(PoiConfig(encoding=encoding, key=KEY if tls else None))
+    runner, port = await serve_nexo_poi(poi, tls=tls)
+    device = f"{'https' if tls else 'http'}://127.0.0.1:{port}{PATHS[encoding]}"
+    adyen = (
+        f'pinned_sha256 = "{pin.hex()}"\nkey = {{ identifier = "{KEY.identifier}", version = '
+        f'{KEY.version}, passphrase = {{ value = "{KEY.passphrase}" }} }}\n'
+        if tls
+        else ""
+    )
     charger = SimulatedCharger([EVSE])
     sites: list[Site] = []
 
-    async def start(strategy: str = "fixed", terminal_extra: str = "") -> Site:
+    async def start(
+        strategy: str = "fixed", terminal_extra: str = "", start_paths: str = '["plug", "kiosk"]'
+    ) -> Site:
         text = CONFIG.format(
-            db=tmp_path / "e2e.sqlite3", port=port, strategy=strategy, terminal_extra=terminal_extra
+            db=tmp_path / "e2e.sqlite3",
+            device=device,
+            encoding=encoding,
+            strategy=strategy,
+            terminal_extra=adyen + terminal_extra,
+            start_paths=start_paths,
         )
         daemon = Daemon(parse_settings(text, "<e2e-nexo>"), charger=charger)
         task = asyncio.create_task(daemon.run())
@@ -129,7 +150,9 @@ def completions(poi: NexoPoi) -> int:
     )
 
 
+@pytest.mark.parametrize("rig", ["xml", "adyen-json"], indirect=True)
 async def test_a_fixed_hold_session_is_paid_through_a_nexo_poi(rig: Rig) -> None:
+    """The generic reservation flow, in both encodings (Adyen's: https, pinned, encrypted)."""
     site = await rig.start()
     assert isinstance(site.daemon.engine.terminals["n1"], NexoTerminal)  # type: ignore[union-attr]
     rig.charger.plug_in(EVSE, EvsePlan(energy_wh=8_000, step_wh=2_000))
@@ -150,6 +173,8 @@ async def test_a_fixed_hold_session_is_paid_through_a_nexo_poi(rig: Rig) -> None
     assert rig.poi.open_reservations() == [] and completions(rig.poi) == 1
     (record,) = site.daemon.store.terminals()
     assert (record["protocol"], record["state"]) == ("nexo", "registered")
+    if rig.poi.config.key is not None:  # every request sealed with the key, none in clear
+        assert rig.poi.raw and all(b"NexoBlob" in raw for raw in rig.poi.raw)
 
 
 @pytest.mark.parametrize("stop", ["graceful", "cancelled"])
@@ -193,3 +218,48 @@ async def test_an_incremental_session_tops_up_by_update_reservation(rig: Rig) ->
     (txn,) = rig.poi.ledger.values()  # one reservation, grown, completed once
     assert txn.amount > Decimal("2.00") and txn.state == "completed"
     assert rig.poi.booked() == Decimal("5.95") and completions(rig.poi) == 1
+
+
+async def test_card_first_reads_the_card_by_card_acquisition(rig: Rig) -> None:
+    """Card first on nexo: the daemon's card loop waits in a CardAcquisition until a card is
+    presented; the session then starts at the terminal's one EVSE, and its reservation names
+    the card read (CardAcquisitionReference), so the driver does not present it twice."""
+    rig.poi.config.tap_required, rig.poi.config.card_wait_s = True, 1.0  # then "no card"
+    site = await rig.start(terminal_extra="card_first = true", start_paths='["card"]')
+    await asyncio.sleep(1.5)  # the loop waits in a CardAcquisition, then in the next one
+    assert site.daemon.store.sessions() == []
+    acquisitions = [m for m in rig.poi.requests if isinstance(m.body, nm.CardAcquisitionRequest)]
+    assert acquisitions, "the card loop asks for a card by CardAcquisition"
+    rig.poi.tap()
+    async with asyncio.timeout(15):
+        while not site.daemon.store.sessions():
+            await asyncio.sleep(0.05)
+    row = await site.wait_final(timeout=30)  # the simulated charger charges its default plan
+    assert row["state"] == "completed", row["data"]["notes"]
+    captured = row["data"]["captured_minor"]
+    assert captured == price_minor(row["data"]["billed_energy_wh"]) and captured > 0
+    reservations = [
+        m.body
+        for m in rig.poi.requests
+        if isinstance(m.body, nm.PaymentRequest)
+        and m.body.payment_type is PaymentType.FIRST_RESERVATION
+    ]
+    (first,) = reservations
+    assert first.payment_data is not None and first.payment_data.card_acquisition_reference
+    assert rig.poi.booked() == Decimal(row["data"]["captured_minor"]) / 100
+    assert rig.poi.open_reservations() == []
+
+
+async def test_a_poi_that_refuses_an_open_reversal_is_never_sent_one(rig: Rig) -> None:
+    """release_open = false (a POI that refuses the Reversal of an uncompleted reservation): a
+    charge with no energy releases nothing; no Reversal goes to the POI, the session ends with
+    its hold left to lapse, visibly, and the POI still holds it (until its validity ends)."""
+    rig.poi.config.refuse_open_reversal = True
+    site = await rig.start(terminal_extra="release_open = false")
+    rig.charger.plug_in(EVSE, EvsePlan(energy_wh=0, step_wh=1_000))
+    row = await site.wait_final()
+    data = row["data"]
+    assert [h["status"] for h in data["holds"]] == ["lapsed"], data["notes"]
+    assert data["captured_minor"] == 0 and "left to lapse" in " ".join(data["notes"])
+    assert not any(isinstance(m.body, nm.ReversalRequest) for m in rig.poi.requests)
+    assert len(rig.poi.open_reservations()) == 1 and rig.poi.booked() == 0

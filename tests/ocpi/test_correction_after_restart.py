@@ -18,7 +18,8 @@ from pydantic import SecretStr
 from drivers.sim.ports import PtyPort
 from drivers.sim.terminal import SimConfig, SimTerminal
 from gateway.ocpi.charger import OcpiChargerLink
-from gateway.ocpi.cpo_sim import CpoSimulator, _auth, _with_ids
+from gateway.ocpi.cpo_sim import CpoSimulator
+from gateway.ocpi.cpo_sim.strict import _auth, _with_ids
 from gateway.ocpi.models import Cdr
 from gateway.ocpi.worker import UpstreamWorker
 from gateway.payments.charger import ChargerEvent, PriceCorrection

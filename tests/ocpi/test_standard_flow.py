@@ -30,6 +30,7 @@ from gateway.payments.charger import PaymentRequested
 from gateway.payments.tariff import Sample, price
 from gateway.runtime.app import Daemon
 from gateway.runtime.engine_host import EngineHost
+from gateway.runtime.engine_parts import SiteRules, TerminalFacts
 from gateway.runtime.engine_worker import EngineWorker
 from gateway.settings import parse_settings
 from gateway.store import Store
@@ -110,8 +111,8 @@ async def test_start_session_pushes_cdr_capture_fac(tmp_path: Path) -> None:
             {"T1": terminal},
             link,
             {"E1": EngineWorker.route("T1", "EUR")},
-            {"T1": port.slave_path},
-            "DE-SITE",
+            TerminalFacts(devices={"T1": port.slave_path}),
+            SiteRules(site="DE-SITE"),
         )
         pusher = OutboxPusher(
             store, client, reg.payments_url(""), now, backoff_min_s=0.05, idle_poll_s=0.05

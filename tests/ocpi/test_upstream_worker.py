@@ -15,7 +15,8 @@ from pydantic import SecretStr
 
 from gateway.errors import ConfigError
 from gateway.ocpi.cpo_sim import CpoSimulator
-from gateway.ocpi.worker import TokenVault, UpstreamWorker
+from gateway.ocpi.registration_keeper import TokenVault
+from gateway.ocpi.worker import UpstreamWorker
 from gateway.payments.charger import ChargeStopped
 from gateway.settings import SecretRef, UpstreamSettings
 from gateway.store import Store

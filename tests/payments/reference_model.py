@@ -277,6 +277,11 @@ class Scenario:
     holds: Sequence[TerminalHold]  # in the order they were approved
     had_reference: bool = True  # the payment has an OCPI authorization reference
     refunded: int = 0  # refunds done (06 31), minor units
+    # Energy the charger reported after the bill was made (a late stop report or CDR), Wh; with
+    # no billed readings, when the charge began as far as the session knows.
+    late_wh: int = 0
+    late_from: datetime | None = None
+    late_told_apart: bool = False  # reported after the outcome went up: a FAC of its own
 
 
 @dataclass(frozen=True)
@@ -288,6 +293,8 @@ class Expected:
     owed: int
     refunded: int
     fac: tuple[str, int] | None  # (status, amount) the CPO must be told, or nothing
+    late_owed: int = 0  # the price of the energy reported late (part of owed)
+    late_fac: tuple[str, int] | None = None  # its own FAC, when told apart
     notes: tuple[str, ...] = field(default=())
 
 
@@ -301,13 +308,32 @@ def expect(s: Scenario) -> Expected:
         left -= take
     captured = sum(h.booked for h in s.holds if h.state == "booked")
     released = sum(h.approved - h.booked for h in s.holds if h.state in ("booked", "released"))
+    late = _late_price(s, price)
     owed = max(0, price - captured)
+    told = owed + (0 if s.late_told_apart else late)
     fac: tuple[str, int] | None = None
-    if s.had_reference and (captured or owed):
-        if captured and not owed:
+    if s.had_reference and (captured or told):
+        if captured and not told:
             fac = ("SUCCESS", captured)
         elif captured:
             fac = ("PARTIAL_SUCCESS", captured)
         else:
-            fac = ("FAILED", owed)
-    return Expected(price, plan, captured, released, owed, s.refunded, fac)
+            fac = ("FAILED", told)
+    late_fac = ("FAILED", late) if s.had_reference and late and s.late_told_apart else None
+    return Expected(price, plan, captured, released, owed + late, s.refunded, fac, late, late_fac)
+
+
+def _late_price(s: Scenario, price: int) -> int:
+    """Energy reported after the bill was made is owed, never dropped (issue 26, item 12): the
+    price of the billed readings with that energy added at the last of them (or at the start
+    of a charge that billed nothing), less what was billed. No time is billed for a gap in
+    which nobody saw the charge, so the energy is priced at one instant."""
+    if s.late_wh <= 0:
+        return 0
+    if s.readings:
+        at, wh = s.readings[-1]
+        full = [*s.readings, (at, wh + s.late_wh)]
+    else:
+        assert s.late_from is not None  # the scenario says when the charge began
+        full = [(s.late_from, 0), (s.late_from, s.late_wh)]
+    return max(0, model_price(s.tariff, full, s.tz) - price)

@@ -298,7 +298,7 @@ async def test_a_terminal_whose_line_was_lost_is_asked_again(site_factory: Any) 
     assert first["state"] == "voided" and site.sim.config.unplug_at is None
     engine = site.daemon.engine
     async with asyncio.timeout(15):
-        while not engine.terminal_state["t1"][0]:
+        while not engine.status.terminal_state["t1"][0]:
             await asyncio.sleep(0.1)
     site.charger.plug_in("DE*EVP*E1", EvsePlan(energy_wh=2_000))
     async with asyncio.timeout(15):

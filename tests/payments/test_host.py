@@ -6,7 +6,7 @@ from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
-from drivers.base import Outcome
+from drivers.base import Capabilities, Outcome
 from gateway.payments import events as e
 from gateway.runtime.engine_host import EngineHost
 from gateway.store import Store
@@ -88,6 +88,16 @@ def test_no_sweep_of_a_terminal_whose_modifications_go_to_an_acquirer(tmp_path: 
     online = replace(policy(), online_deadlines={"T1": timedelta(hours=1)})
     assert EngineHost(store, online, clock).sweep("T1", ("8",), "EUR", "x") == []
     assert EngineHost(store, policy(), clock).sweep("T1", ("8",), "EUR", "x") != []
+
+
+def test_no_sweep_of_a_terminal_that_cannot_release_an_uncompleted_hold(tmp_path: Path) -> None:
+    """release_open = false: a hold nobody owns can only lapse; an orphan session each sweep
+    would release nothing and pile up."""
+    clock = Clock()
+    store = Store.open(tmp_path / "s.sqlite3", clock=clock)
+    lapsing = replace(policy(), capabilities={"T1": Capabilities(release_open=False)})
+    assert EngineHost(store, lapsing, clock).sweep("T1", ("8",), "EUR", "x") == []
+    assert store.sessions() == []
 
 
 def test_a_second_writer_is_noticed_and_the_step_computed_again_from_the_database(

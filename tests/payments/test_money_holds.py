@@ -185,9 +185,9 @@ P_SILENCE = policy(meter_silence={"E1": timedelta(minutes=15)})
 
 def test_a_silent_charger_is_stopped_and_billed_to_its_last_trusted_reading() -> None:
     """Silent chargers: no reading for the EVSE's meter-silence deadline. The charger is asked
-    (the stop, which a live charger answers with its stop report); with no answer the charge is
-    billed to the last trusted reading with the gap on the record; a reading that comes later is
-    a recorded discrepancy (and owed where more was delivered), never lost."""
+    for its state first; with no answer in the bounded wait it is stopped; with no answer to the
+    stop the charge is billed to the last trusted reading with the gap on the record; a reading
+    that comes later is a recorded discrepancy (and owed where more was delivered), never lost."""
     pol = P_SILENCE
     s = at(None, e.CardPresented(SID, "card", "E1", "T1", "EUR"), 0, pol)
     s = at(s, res("preauthorize", Outcome.APPROVED, 5000, 7), 0, pol)
@@ -197,6 +197,10 @@ def test_a_silent_charger_is_stopped_and_billed_to_its_last_trusted_reading() ->
     s = at(s, e.MeterValue(SID, "m2", 11_000, trusted=False), 20, pol)  # unsigned, untrusted
     assert s.timer == (e.TimerKind.SILENCE, T0 + timedelta(minutes=35))
     t = step(s, e.TimerFired(SID, "sil", e.TimerKind.SILENCE), 35, pol)
+    assert t.session is not None and t.session.state is State.CHARGING
+    assert [type(x).__name__ for x in t.commands] == ["RequestChargerState"]
+    assert t.session.timer == (e.TimerKind.STATE, T0 + timedelta(minutes=36))
+    t = step(t.session, e.TimerFired(SID, "state", e.TimerKind.STATE), 36, pol)
     assert t.session is not None and t.session.state is State.STOPPING
     assert [type(x).__name__ for x in t.commands] == ["StopCharger"]
     u = at(t.session, e.TimerFired(SID, "stop", e.TimerKind.STOP), 37, pol)
@@ -212,9 +216,24 @@ def test_a_silent_charger_that_delivered_nothing_has_its_hold_released() -> None
     s = at(s, res("preauthorize", Outcome.APPROVED, 5000, 7), 0, pol)
     s = at(s, e.ChargerStarted(SID, "st", 1000), 1, pol)
     s = at(s, e.TimerFired(SID, "sil", e.TimerKind.SILENCE), 16, pol)
+    s = at(s, e.TimerFired(SID, "state", e.TimerKind.STATE), 17, pol)
     t = step(s, e.TimerFired(SID, "stop", e.TimerKind.STOP), 18, pol)
     assert t.session is not None and t.session.state is State.RELEASING
     assert [type(x).__name__ for x in t.commands] == ["Release"]
+
+
+def test_a_silent_charger_that_answers_the_state_request_goes_on_charging() -> None:
+    """Asked for its state, the charger reports a reading: it is alive, the charge goes on and
+    the silence deadline starts again from that reading (it used to be stopped unasked)."""
+    pol = P_SILENCE
+    s = at(None, e.CardPresented(SID, "card", "E1", "T1", "EUR"), 0, pol)
+    s = at(s, res("preauthorize", Outcome.APPROVED, 5000, 7), 0, pol)
+    s = at(s, e.ChargerStarted(SID, "st", 1000), 1, pol)
+    s = at(s, e.TimerFired(SID, "sil", e.TimerKind.SILENCE), 16, pol)
+    s = at(s, e.MeterValue(SID, "answer", 4_000), 16.5, pol)
+    assert s.state is State.CHARGING
+    assert s.timer == (e.TimerKind.SILENCE, T0 + timedelta(minutes=31.5))
+    assert step(s, e.TimerFired(SID, "state", e.TimerKind.STATE), 17, pol).commands == ()
 
 
 def test_the_meter_silence_deadline_is_set_per_evse_in_the_example_configuration() -> None:

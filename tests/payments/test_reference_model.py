@@ -65,3 +65,32 @@ def test_holds_fill_in_order_and_the_fac_follows_the_terminals_books() -> None:
     assert expect(Scenario(tariff, BERLIN, readings, nothing)).fac == ("FAILED", 2500)
     released = (TerminalHold("1", 1500, "released"),)
     assert expect(Scenario(tariff, BERLIN, [], released)).fac is None
+
+
+def test_energy_reported_late_is_owed_at_one_instant_and_told_where_it_arrived() -> None:
+    """Item 12: energy reported after the bill is owed at the tariff of the last billed reading
+    (no time for the gap nobody saw); in the session's own FAC while it settled, else its own."""
+    tariff = {
+        "currency": "EUR",
+        "elements": [
+            {
+                "price_components": [
+                    {"type": "TIME", "price": "1.00"},
+                    {"type": "ENERGY", "price": "0.50"},
+                ]
+            }
+        ],
+    }
+    readings = [
+        (datetime(2026, 1, 5, 8, tzinfo=UTC), 0),
+        (datetime(2026, 1, 5, 9, tzinfo=UTC), 10_000),
+    ]
+    hold = (TerminalHold("1", 9000, "booked", 600),)  # 1 h + 10 kWh = 6.00
+    got = expect(Scenario(tariff, BERLIN, readings, hold, late_wh=2_000))
+    assert (got.price, got.late_owed, got.owed) == (600, 100, 100)  # 2 kWh, no hour added
+    assert got.fac == ("PARTIAL_SUCCESS", 600) and got.late_fac is None
+    apart = expect(Scenario(tariff, BERLIN, readings, hold, late_wh=2_000, late_told_apart=True))
+    assert apart.fac == ("SUCCESS", 600) and apart.late_fac == ("FAILED", 100)
+    start = readings[0][0]  # a charge that billed nothing: at its start, energy only
+    none = expect(Scenario(tariff, BERLIN, [], (), late_wh=2_000, late_from=start))
+    assert (none.owed, none.fac) == (100, ("FAILED", 100))

@@ -214,7 +214,7 @@ async def test_the_daemon_fails_over_to_the_next_terminal_of_the_route(tmp_path:
             asyncio.timeout(40),
         ):
             await daemon.ready.wait()
-            assert daemon.engine is not None and daemon.engine.health.down() == ["t1"]
+            assert daemon.engine is not None and daemon.engine.status.health.down() == ["t1"]
             charger.plug_in("E1", EvsePlan(energy_wh=2_000, step_wh=1_000))
             while not (rows := daemon.store.sessions()) or not rows[0]["final"]:
                 await asyncio.sleep(0.05)

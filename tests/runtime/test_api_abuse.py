@@ -67,7 +67,7 @@ async def site(tmp_path: Path) -> AsyncIterator[Site]:
     task = asyncio.create_task(daemon.run())
     async with asyncio.timeout(10):
         await daemon.ready.wait()
-        while daemon.engine is None or "t1" not in daemon.engine.terminal_state:
+        while daemon.engine is None or "t1" not in daemon.engine.status.terminal_state:
             await asyncio.sleep(0.05)
     yield Site(daemon, config, task)
     daemon.request_stop("test over")
@@ -262,7 +262,7 @@ async def test_a_step_the_engine_cannot_write_stops_the_daemon_with_74(site: Sit
     engine = site.daemon.engine
     assert engine is not None
     async with asyncio.timeout(10):
-        await engine.idle.wait()
+        await engine.status.idle.wait()
     _fill(site.daemon.store)
     engine.submit(e.ChargerStarted(answer["session"], "started-on-a-full-disk", 0))
     async with asyncio.timeout(10):

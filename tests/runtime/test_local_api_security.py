@@ -59,7 +59,7 @@ async def site(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[
     task = asyncio.create_task(daemon.run())
     async with asyncio.timeout(10):
         await daemon.ready.wait()
-        while daemon.engine is None or "t1" not in daemon.engine.terminal_state:
+        while daemon.engine is None or "t1" not in daemon.engine.status.terminal_state:
             await asyncio.sleep(0.05)
     yield Site(daemon, task)
     daemon.request_stop("test over")

@@ -17,6 +17,7 @@ result is UNKNOWN and ``last_result`` asks again later. Nothing is repeated blin
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -25,6 +26,7 @@ from drivers.money import Money
 from drivers.nexo import messages as nm
 from drivers.nexo import results as r
 from drivers.nexo.asyncio.client import Exchange, NexoClient, NexoOptions
+from drivers.nexo.errors import NexoFormatError, NexoSecurityError
 from drivers.nexo.model import (
     AmountsReq,
     MessageCategory,
@@ -36,6 +38,8 @@ from drivers.nexo.model import (
     TransactionIdentification,
 )
 from drivers.nexo.results import poi_ref
+
+ACQUISITION_TTL_S = 120.0  # a card read first is paid with within this, or read again
 
 
 def _now() -> str:
@@ -49,6 +53,9 @@ class NexoTerminal:
         self.client = NexoClient(options)
         self.currency = options.currency
         self._last: TerminalResult | None = None
+        # Card first: the card the last CardAcquisition read, and when; the next reservation or
+        # sale names it (CardAcquisitionReference) so the driver does not present it twice.
+        self._acquired: tuple[TransactionIdentification, float] | None = None
 
     # ---- lifecycle ----------------------------------------------------------------------------
     async def connect(self) -> TerminalResult:
@@ -158,7 +165,7 @@ class NexoTerminal:
         body = nm.PaymentRequest(
             SaleData(TransactionIdentification(reference[:35] or "evpay", _now())),
             nm.PaymentTransaction(AmountsReq(amount.currency, amount.to_decimal()), original),
-            nm.PaymentData(payment_type=ptype),
+            nm.PaymentData(self._card_read_first(ptype), payment_type=ptype),
         )
         ex = await self.client.service(MessageCategory.PAYMENT, body)
         if ex.reply is None or not isinstance(ex.reply.body, nm.PaymentResponse):
@@ -186,6 +193,15 @@ class NexoTerminal:
         if result.approved:
             self.client.note_hold(hold, "reversed")
         return await self._settle(replace(result, ref=hold), persist, ex.service_id)
+
+    def _card_read_first(self, ptype: PaymentType) -> TransactionIdentification | None:
+        """The card acquisition a new payment goes on (taken once), if one was read lately."""
+        if ptype not in (PaymentType.FIRST_RESERVATION, PaymentType.NORMAL):
+            return None
+        acquired, self._acquired = self._acquired, None
+        if acquired is None or time.monotonic() - acquired[1] > ACQUISITION_TTL_S:
+            return None
+        return acquired[0]
 
     # ---- holds: the reference is the POI transaction ---------------------------------------
     @staticmethod
@@ -272,7 +288,7 @@ class NexoTerminal:
                 return await self._settle(self._recovered_hold(result, ptype), persist, sid)
             if isinstance(msg.body, nm.ReversalResponse):
                 result = r.reversal_result("last_result", msg.body, self.currency, service_id=sid)
-                return await self._settle(result, persist, sid)
+                return await self._settle(self._reversed_hold(result, sid), persist, sid)
             self.client.finish(sid)
         if doubt:
             return TerminalResult("last_result", Outcome.UNKNOWN, doubt, unreachable=True)
@@ -298,6 +314,36 @@ class NexoTerminal:
         )
         return self._with_hold(result, ptype, ref if ref in self.client.handles else None)
 
+    def _reversed_hold(self, result: TerminalResult, service_id: str) -> TerminalResult:
+        """A recovered Reversal's answer names no reservation (its POIData is the reversal's
+        own transaction): the request stored under ``service_id`` does. Its hold is marked
+        reversed when the POI approved, so ``open_preauthorizations`` no longer lists a hold
+        the POI let go (a Reversal of it again would be refused NotFound for ever)."""
+        stored = next(
+            (
+                f
+                for f in self.client.tracker.snapshot()["in_flight"]
+                if f["service_id"] == service_id
+            ),
+            None,
+        )
+        if stored is None:
+            return result
+        try:
+            request = self.client.wire.decode(str(stored["request"]).encode())
+        except (NexoFormatError, NexoSecurityError):
+            return result
+        body = request.body
+        if not isinstance(body, nm.ReversalRequest):
+            return result
+        tid = body.original_poi_transaction.poi_transaction_id
+        ref = poi_ref(tid.transaction_id, tid.time_stamp) if tid is not None else None
+        if ref is None or ref not in self.client.handles:
+            return result
+        if result.approved:
+            self.client.note_hold(ref, "reversed")  # saved with the result's finish()
+        return replace(result, ref=ref)
+
     # ---- other services -----------------------------------------------------------------------
     async def read_card(self, timeout_s: int) -> TerminalResult:
         body = nm.CardAcquisitionRequest(
@@ -309,6 +355,8 @@ class NexoTerminal:
             return self._lost("read_card", ex, money=False)
         ca = ex.reply.body
         tid = ca.poi_data.poi_transaction_id
+        approved = r.outcome_of(ca.response) is Outcome.APPROVED
+        self._acquired = (tid, time.monotonic()) if approved else None
         return replace(
             r.simple_result(
                 "read_card",
