@@ -12,7 +12,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.measure import machine
-from tests.campaigns import crash, fuzz, lost, nexo_lost, nexo_site, powercut, scan, unplug
+from tests.campaigns import (
+    acquirer_crash,
+    crash,
+    fuzz,
+    lost,
+    nexo_lost,
+    nexo_site,
+    powercut,
+    scan,
+    unplug,
+)
 
 
 def _atheris(args: argparse.Namespace, seed: int) -> int:
@@ -103,6 +113,14 @@ def _crash(args: argparse.Namespace) -> int:
     return _report(args, run)
 
 
+def _acquirer_crash(args: argparse.Namespace) -> int:
+    def run(seed: int) -> Outcome:
+        f = acquirer_crash.run(args.size, seed, args.keep)
+        return acquirer_crash.describe(f), f.findings, f.violations
+
+    return _report(args, run)
+
+
 def _powercut(args: argparse.Namespace) -> int:
     def run(seed: int) -> Outcome:
         f, campaign = powercut.run(args.size, seed, args.keep)
@@ -166,6 +184,12 @@ def main(argv: list[str] | None = None) -> int:
     f.set_defaults(handler=_fuzz)
     site_campaigns = (  # name, help, sizes, handler: the real daemon with the site around it
         ("crash", "the real daemon SIGKILLed while EVs charge and pay", crash.SIZES, _crash),
+        (
+            "acquirer-crash",
+            "the daemon SIGKILLed around each acquirer modification and webhook",
+            acquirer_crash.SIZES,
+            _acquirer_crash,
+        ),
         (
             "powercut",
             "the daemon's power cut: its unsynced writes lost or torn",

@@ -20,7 +20,7 @@ import pytest
 from drivers.nexo.wire import Encoding
 from gateway.runtime.charger import EvsePlan
 from gateway.runtime.logs import JsonFormatter
-from tests.campaigns import crash, fuzz, lost, nexo_lost, powercut, scan, unplug
+from tests.campaigns import acquirer_crash, crash, fuzz, lost, nexo_lost, powercut, scan, unplug
 from tests.campaigns.powercut_vfs import MODELS, power_cut
 from tests.site_rig import Site
 
@@ -157,6 +157,16 @@ def test_crash_small(tmp_path: Path) -> None:
     assert figures.kills == 6 and figures.sessions >= 2 and figures.completed >= 1, (
         crash.main_figures(figures)
     )
+
+
+@pytest.mark.slow  # about 70 s on the shared 2-core machine: over the default suite's 40 s
+def test_acquirer_crash_small(tmp_path: Path) -> None:
+    """The daemon killed once at each dangerous point around an acquirer modification and its
+    webhook: one modification per key, the store's amounts are the acquirer's, no FAC against it."""
+    figures = acquirer_crash.run("small", SEED, tmp_path / "run")
+    assert figures.violations == [], acquirer_crash.describe(figures)
+    assert figures.kills == 5 and figures.completed >= 1, acquirer_crash.describe(figures)
+    assert figures.dangerous_kills >= 3 and figures.by_kind["captures"] >= 1
 
 
 _WRITER = """
