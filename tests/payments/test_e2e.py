@@ -321,8 +321,11 @@ async def test_a_top_up_answered_with_the_new_total(site_factory: Any, setting: 
     )
     site.sim.config.extensions = "same_receipt"
     site.sim.config.variants.topup_amount = "total"
-    site.charger.plug_in("DE*EVP*E1", EvsePlan(energy_wh=30_000, step_wh=2_000))
-    row = await site.wait_final(timeout=30)
+    # a meter value every 0.3 s, as a charger's: the top-up has steps of headroom to be approved
+    # in on a loaded machine too (at 20 ms the charge could stop at the first cap before it)
+    plan = EvsePlan(energy_wh=30_000, step_wh=2_000, meter_interval_s=0.3)
+    site.charger.plug_in("DE*EVP*E1", plan)
+    row = await site.wait_final(timeout=60)
     data = row["data"]
     assert row["state"] == "completed", data["notes"]
     tx = site.sim.state.transactions[int(data["ref"])]
