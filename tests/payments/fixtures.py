@@ -7,6 +7,8 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from drivers.base import Outcome
+from gateway.payments import events as e
 from gateway.payments.preauth import HoldPolicy, Strategy
 from gateway.payments.session import Policy
 from gateway.payments.tariff import Dimension, PriceComponent, Restrictions, Tariff, TariffElement
@@ -61,3 +63,19 @@ class Clock:
 
     def advance(self, seconds: float) -> None:
         self.now += timedelta(seconds=seconds)
+
+
+def terminal_result(
+    op: str, outcome: Outcome, amount: int | None, receipt: int | None, **kw: Any
+) -> e.TerminalResultArrived:
+    """A terminal's answer to session ``s1`` (the engine tests' one session), its receipt as the
+    driver's text ref; ``kw`` are the event's other fields (card, for_ref, provisional, ...)."""
+    return e.TerminalResultArrived(
+        session_id="s1",
+        event_id=f"{op}-{outcome}-{amount}-{receipt}-{kw.get('for_ref')}",
+        operation=e.Operation(op),
+        outcome=outcome,
+        amount_minor=amount,
+        ref=None if receipt is None else str(receipt),
+        **kw,
+    )

@@ -19,6 +19,7 @@ from gateway.payments.session import HoldStatus, Session, State, Transition, tra
 from gateway.runtime.engine_setup import build_policy
 from gateway.settings import load_settings
 from tests.payments.fixtures import T0, policy
+from tests.payments.fixtures import terminal_result as res
 
 SID = "s1"
 P_TOPUP = policy("incremental", topup_terminals=frozenset({"T1"}))
@@ -32,20 +33,6 @@ def at(s: Session | None, ev: e.Event, minutes: float, pol: object = P_TOPUP) ->
     t = step(s, ev, minutes, pol)
     assert t.session is not None
     return t.session
-
-
-def res(
-    op: str, outcome: Outcome, amount: int | None, receipt: int | None, **kw: object
-) -> e.Event:
-    return e.TerminalResultArrived(
-        session_id=SID,
-        event_id=f"{op}-{outcome}-{amount}-{receipt}",
-        operation=op,  # type: ignore[arg-type]
-        outcome=outcome,
-        amount_minor=amount,
-        ref=None if receipt is None else str(receipt),
-        **kw,  # type: ignore[arg-type]
-    )
 
 
 def two_holds(stop_wh: int) -> Session:

@@ -18,6 +18,7 @@ from gateway.payments.tariff import Dimension, PriceComponent, Tariff, TariffEle
 from gateway.runtime.engine_host import EngineHost
 from gateway.store import Store
 from tests.payments.fixtures import T0, Clock, policy
+from tests.payments.fixtures import terminal_result as res
 
 SID = "s1"
 MC = {"brand": "MasterCard", "aid": "A0000000041010", "masked_pan": "541333******0074"}
@@ -33,20 +34,6 @@ def at(s: Session | None, ev: e.Event, minutes: float, pol: object = P) -> Sessi
     t = step(s, ev, minutes, pol)
     assert t.session is not None
     return t.session
-
-
-def res(
-    op: str, outcome: Outcome, amount: int | None, receipt: int | None, **kw: object
-) -> e.Event:
-    return e.TerminalResultArrived(
-        session_id=SID,
-        event_id=f"{op}-{outcome}-{amount}-{receipt}-{kw.get('for_ref')}",
-        operation=op,  # type: ignore[arg-type]
-        outcome=outcome,
-        amount_minor=amount,
-        ref=None if receipt is None else str(receipt),
-        **kw,  # type: ignore[arg-type]
-    )
 
 
 # ---- seed 1668930904: a hold's validity counted from its answer --------------------------------
