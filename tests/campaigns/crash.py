@@ -59,7 +59,8 @@ from gateway.store import Store
 from tests.campaigns import scan
 from tests.campaigns.books import BookedHold, stored_ref, zvt_book
 from tests.firmware_bridge.conftest import MOSQUITTO, Broker
-from tests.helpers import EVPAY, free_port, site_toml, subprocess_env
+from tests.helpers import EVPAY, free_port, subprocess_env
+from tests.site_rig import site_toml
 
 # kills, EVSEs, short charges, sessions: at least that many kills, and the kills go on until the
 # store holds at least that many sessions (the full size needs many sessions per kill: 32 EVSEs

@@ -28,15 +28,7 @@ from gateway.settings import SecretRef, UpstreamSettings, parse_settings
 from gateway.store import InboxMessage, SessionRecord, Step, Store
 from tests.helpers import free_port
 from tests.ocpi.test_standard_flow import ocpi_site
-
-PRICING = """
-[pricing]
-fixed_hold = { EUR = "50.00" }
-hold_min = "1.00"
-default_tariff = "T"
-tariffs = [ { id = "T", currency = "EUR", elements = [
-  { price_components = [ { type = "ENERGY", price = "0.50", vat = "19", step_size = 1 } ] } ] } ]
-"""
+from tests.site_rig import tariff_toml
 
 
 def _corrected(first: dict[str, Any], before: float, vat: float) -> dict[str, Any]:
@@ -85,7 +77,14 @@ async def test_a_corrected_cdr_after_a_restart_refunds_the_difference(tmp_path: 
     sim = SimTerminal(SimConfig(password="123456", card_wait_s=0.05))
     serving = asyncio.create_task(sim.serve_line(port))
     db = tmp_path / "d.sqlite3"
-    config = ocpi_site(db, port.slave_path, cpo, free_port()) + PRICING
+    config = ocpi_site(
+        db,
+        port.slave_path,
+        cpo,
+        free_port(),
+        pricing='fixed_hold = { EUR = "50.00" }\nhold_min = "1.00"',
+        tariffs=[tariff_toml()],
+    )
 
     def sessions() -> list[dict[str, Any]]:
         store = Store.open(db, read_only=True)
