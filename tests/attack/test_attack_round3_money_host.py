@@ -13,7 +13,6 @@ from cryptography.fernet import Fernet
 from pydantic import SecretStr
 
 from drivers.base import Outcome
-from drivers.money import Money
 from drivers.sim.terminal import SimConfig
 from gateway.cli.reconcile_cmd import load_facts
 from gateway.ocpi.charger import OcpiChargerLink
@@ -37,6 +36,7 @@ from tests.attack.round3_rig import (
     close_day,
     make_host,
 )
+from tests.ocpi.cdrs import cdr
 from tests.payments.fixtures import terminal_result as res
 from tests.runtime.runner_rig import runner_rig
 
@@ -139,16 +139,7 @@ async def test_another_sessions_capture_waits_for_the_last_result_after_a_restar
             await rig.run(first, heard, e.ChargerStarted("s2", "st", 1000))
             rig.clock.advance(60)  # s2 started before s1's capture was sent
             stop = e.ChargerStopped(session_id="s1", event_id="sp", meter_wh=3000)
-            (capture,) = [x for x in rig.host.handle(stop).commands if isinstance(x, c.Capture)]
-            done = await rig.drivers[-1].capture(  # the terminal captures; the daemon dies unheard
-                capture.ref,
-                Money(capture.held_minor, "EUR"),
-                Money(capture.amount_minor, "EUR"),
-                capture.reference,
-            )
-            assert done.approved
-            await rig.drivers[-1].close()
-            rig.clock.advance(60)
+            _capture, done = await rig.capture_unheard(stop)  # the daemon dies before the answer
 
             # the restart, the terminal unreachable then (not registered, not asked); back now
             second, heard = rig.runner(register_timeout_s=0.2)
@@ -239,21 +230,18 @@ def test_holds_captured_either_side_of_an_end_of_day_count_in_their_own_batches(
 
 
 def _cdr(cdr_id: str, reference: str, before: str) -> Cdr:
-    return Cdr.model_validate(
-        {
-            "country_code": "DE",
-            "party_id": "CPO",
-            "id": cdr_id,
-            "start_date_time": "2026-01-05T08:00:00Z",
-            "end_date_time": "2026-01-05T09:00:00Z",
-            "authorization_reference": reference,
-            "currency": "EUR",
-            "total_cost": {"before_taxes": before},
-            "total_energy": 6,
-            "last_updated": "2026-01-05T09:00:00Z",
-        },
-        context={"decimal_strings": True},
-    )
+    return cdr(cdr_id, before, reference=reference)
+
+
+def _behind_ten_thousand(store: Store) -> None:
+    """The session's first CDR (3.00), then 10,000 later ones of other sessions."""
+    first = _cdr("CDR-1", "EVP-s1", "3.00").to_json()
+    store.apply(Step("first", inbox=[InboxMessage("m-first", "cpo", "cdr", first)]))
+    later = [
+        InboxMessage(f"m{n}", "cpo", "cdr", _cdr(f"X-{n}", f"EVP-x{n}", "1.00").to_json())
+        for n in range(10_000)
+    ]
+    store.apply(Step("later", inbox=later))
 
 
 def test_a_correction_after_a_restart_is_found_behind_ten_thousand_later_cdrs(
@@ -264,13 +252,7 @@ def test_a_correction_after_a_restart_is_found_behind_ten_thousand_later_cdrs(
     settled session drops: its energy is billed already)."""
     store = Store.open(tmp_path / "c.sqlite3")
     try:
-        first = _cdr("CDR-1", "EVP-s1", "3.00").to_json()
-        store.apply(Step("first", inbox=[InboxMessage("m-first", "cpo", "cdr", first)]))
-        later = [
-            InboxMessage(f"m{n}", "cpo", "cdr", _cdr(f"X-{n}", f"EVP-x{n}", "1.00").to_json())
-            for n in range(10_000)
-        ]
-        store.apply(Step("later", inbox=later))
+        _behind_ten_thousand(store)
         link = OcpiChargerLink(
             None, "", "", {"E1": "LOC1"}, ("DE", "EVP"), lambda: datetime.now(UTC), store
         )
@@ -288,13 +270,7 @@ def test_a_correction_stored_before_a_crash_is_replayed_behind_ten_thousand_cdrs
     store = Store.open(tmp_path / "c.sqlite3")
     try:
         store.apply(Step("closed", sessions=[SessionRecord("s1", "completed", {"id": "s1"}, True)]))
-        first = _cdr("CDR-1", "EVP-s1", "3.00").to_json()
-        store.apply(Step("first", inbox=[InboxMessage("m-first", "cpo", "cdr", first)]))
-        later = [
-            InboxMessage(f"m{n}", "cpo", "cdr", _cdr(f"X-{n}", f"EVP-x{n}", "1.00").to_json())
-            for n in range(10_000)
-        ]
-        store.apply(Step("later", inbox=later))
+        _behind_ten_thousand(store)
         corrected = _cdr("CDR-2", "EVP-s1", "2.50").to_json()
         store.apply(Step("corr", inbox=[InboxMessage("m-corr", "cpo", "cdr", corrected)]))
         link = OcpiChargerLink(

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from drivers.base import TerminalResult
+from drivers.money import Money
 from drivers.sim.ports import Port, serve_tcp
 from drivers.sim.terminal import SimConfig, SimTerminal
 from drivers.transport.tcp import TcpTransport
@@ -77,6 +79,21 @@ class RunnerRig:
             else:
                 left.append(cmd)
         return left
+
+    async def capture_unheard(self, stop: e.ChargerStopped) -> tuple[c.Capture, TerminalResult]:
+        """``stop`` into the host, and the capture it leads to carried out by the last driver
+        with no one to hear the answer (the daemon dies): that driver closed, a minute on."""
+        (capture,) = [x for x in self.host.handle(stop).commands if isinstance(x, c.Capture)]
+        done = await self.drivers[-1].capture(
+            capture.ref,
+            Money(capture.held_minor, "EUR"),
+            Money(capture.amount_minor, "EUR"),
+            capture.reference,
+        )
+        assert done.approved
+        await self.drivers[-1].close()
+        self.clock.advance(60)
+        return capture, done
 
 
 @asynccontextmanager

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from drivers.money import Money
 from drivers.sim.terminal import SimConfig
 from gateway.ocpi.fac import fac_from_outcome
 from gateway.payments import commands as c
@@ -116,16 +115,7 @@ async def test_after_a_restart_the_last_result_is_asked_before_another_session_s
             await rig.run(first, heard, e.CardPresented("s1", "card", "E1", "T1", "EUR"))
             await rig.run(first, heard, e.ChargerStarted("s1", "st", 1000))
             stop = e.ChargerStopped(session_id="s1", event_id="sp", meter_wh=3000)
-            (capture,) = [x for x in rig.host.handle(stop).commands if isinstance(x, c.Capture)]
-            done = await rig.drivers[-1].capture(  # the terminal captures; the daemon dies unheard
-                capture.ref,
-                Money(capture.held_minor, "EUR"),
-                Money(capture.amount_minor, "EUR"),
-                capture.reference,
-            )
-            assert done.approved
-            await rig.drivers[-1].close()
-            rig.clock.advance(60)
+            capture, done = await rig.capture_unheard(stop)  # the daemon dies before the answer
 
             # the restart: a new runner, and a new session quicker than s1's enquiry
             gated, _ = rig.runner(register_timeout_s=0.2)
