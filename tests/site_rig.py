@@ -1,5 +1,9 @@
-"""A whole site for end-to-end tests: the real daemon, the simulator terminal on a real pty, the
-in-process charger (whose meter can sign) and the embedded CPO over loopback HTTP."""
+"""Sites for tests. ``site_toml`` and its parts (``tariff_toml``, ``upstream_toml``,
+``nexo_keys``, ``route_site``, ``write_config``) render a site's config from keyword arguments
+with the defaults the tests share, so that no test writes site TOML by hand (the settings tests
+excepted: the text is what they test). ``start_site`` runs a whole site for end-to-end tests:
+the real daemon, the simulator terminal on a real pty, the in-process charger (whose meter can
+sign) and the embedded CPO over loopback HTTP."""
 
 from __future__ import annotations
 
@@ -57,16 +61,12 @@ def tariff_toml(
     """One OCPI tariff as an inline table: energy at ``price`` per kWh (+ ``vat`` %), and a
     ``flat`` start fee as a second element when given."""
     tax = f', vat = "{vat}"' if vat is not None else ""
-    elements = [
-        f'{{ price_components = [ {{ type = "ENERGY", price = "{price}"{tax}, step_size = 1 }} ] }}'
+    parts = [("ENERGY", price)] + ([("FLAT", flat)] if flat is not None else [])
+    components = [
+        f'{{ type = "{kind}", price = "{amount}"{tax}, step_size = 1 }}' for kind, amount in parts
     ]
-    if flat is not None:
-        elements.append(
-            f'{{ price_components = [ {{ type = "FLAT", price = "{flat}"{tax}, step_size = 1 }} ] }}'
-        )
-    return f'{{ id = "{tariff_id}", currency = "{currency}", elements = [\n  ' + (
-        ",\n  ".join(elements) + " ] }"
-    )
+    elements = ",\n  ".join(f"{{ price_components = [ {c} ] }}" for c in components)
+    return f'{{ id = "{tariff_id}", currency = "{currency}", elements = [\n  {elements} ] }}'
 
 
 def nexo_keys(
@@ -119,13 +119,14 @@ def site_toml(
 ) -> str:
     """A whole site's config for the tests that run or parse one, the one place that writes it.
 
-    The terminals (id -> device URL; the ZVT password ``zvt_pin`` unless None; ``terminal_extra`` on
-    each, ``terminal_keys`` per id), the charger (``charger`` lines, None: no charger) with its
-    EVSEs (id -> terminal, ``evse_keys`` on each; default E1 on the first terminal), the pricing
-    (``pricing`` lines, ``tariffs`` as inline tables, default one energy tariff "T" at
-    ``tariff_price`` + ``vat`` %), the store at ``db`` (None: none), the API on ``api_port``,
-    ``[daemon]`` when ``daemon`` has lines, ``[upstream]`` to ``cpo`` when given; ``site_keys``,
-    ``api`` add keys to their sections, ``extra`` adds whole sections."""
+    The terminals (id -> device URL; the ZVT password ``zvt_pin`` unless None; ``terminal_extra``
+    on each, ``terminal_keys`` per id), the charger (``charger`` lines, None: no charger) with
+    its EVSEs (id -> terminal, ``evse_keys`` on each; default E1 on the first terminal), the
+    pricing (``pricing`` lines, ``tariffs`` as inline tables, by default one energy tariff "T"
+    at ``tariff_price`` + ``vat`` %; no tariffs: no ``[pricing]``), the store at ``db`` (None:
+    none), the API on ``api_port``, ``[daemon]`` when ``daemon`` has lines, ``[upstream]`` to
+    ``cpo`` when given; ``site_keys`` and ``api`` add keys to their sections, ``extra`` adds
+    whole sections at the end."""
     per_terminal = terminal_keys or {}
     secret = f'password = {{ value = "{zvt_pin}" }}\n' if zvt_pin is not None else ""
     blocks = "".join(
@@ -228,7 +229,8 @@ class Site:
 
 @pytest.fixture
 async def start_site(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
-    """``await start_site(country, fiscal_on_fac="", wait_s=15, terminal="", extra="")``: a running site."""
+    """``await start_site(country, fiscal_on_fac="", wait_s=15, terminal="", extra="")``: a
+    running site."""
     running: list[tuple[Site, asyncio.Task[int], PtyPort, asyncio.Task[None]]] = []
 
     async def make(
