@@ -19,7 +19,8 @@ from gateway.settings import load_settings
 from gateway.store import JournalEntry, OutboxMessage, SessionRecord, Step, Store
 from gateway.store.export import verify as verify_export
 from gateway.store.journal import public_key_hex
-from tests.helpers import EVPAY, running, subprocess_env, write_config
+from tests.helpers import EVPAY, running, subprocess_env
+from tests.site_rig import write_config
 
 T0 = datetime(2026, 1, 5, 8, tzinfo=UTC)
 
