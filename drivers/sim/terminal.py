@@ -246,6 +246,8 @@ class _Session(PtPayments):
         await self.send_expect_ack(
             m.status_information([Bmp(0x27, b"\x00"), m.bmp_amount(total), totals])
         )
+        if self.sim.config.on_end_of_day is not None:
+            self.sim.config.on_end_of_day(batch)
         self.sim.state.transactions.clear()
         await self.send_expect_ack(m.completion())
 
