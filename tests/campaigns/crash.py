@@ -66,7 +66,7 @@ SIZES = {"small": (6, 2, False, 0), "medium": (40, 2, False, 0), "full": (1000, 
 # The full size's ZVT site closes each terminal's batch once this many EVs plugged in at its
 # EVSEs (nights.py): a batch stays within what BMP 60 counts (255 payments a card group; a
 # session topped up at t1 is two), so that its totals stay evidence.
-BATCH_EVERY = 100
+BATCH_EVERY = 200
 PARTITIONS = {
     "small": 4,
     "medium": 20,

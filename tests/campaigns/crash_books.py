@@ -16,7 +16,7 @@ from gateway.runtime.engine_setup import build_policy, build_terminals
 from gateway.settings import load_settings
 from gateway.store import Store
 from tests.campaigns import scan
-from tests.campaigns.books import stored_ref
+from tests.campaigns.books import BookedHold, stored_ref
 
 if TYPE_CHECKING:
     from tests.campaigns.crash import Campaign
@@ -57,9 +57,8 @@ async def end_of_day(c: Campaign) -> None:
     every outcome it released must agree with what the terminal booked."""
     c.figures.batches_closed = sum(c.nights.batches.values())
     c.figures.nights_missed = c.nights.missed
-    booked = {  # before the end of day closes the terminals' batches
-        (h.terminal, h.ref): h.booked for h in c.book() if h.state == "booked"
-    }
+    book = c.book()  # before the end of day closes the terminals' batches
+    booked = {key: h.booked for key, h in by_generation(book) if h.state == "booked"}
     settings = load_settings(c.config)
     store = Store.open(c.dir / "evpay.sqlite3")
     try:
@@ -85,20 +84,19 @@ async def end_of_day(c: Campaign) -> None:
     for row in rows:
         assert row["id"] in before
         c.figures.unconfirmed_after_end_of_day += row["state"] == "capture_unconfirmed"
-        data = row["data"]
-        out = outcomes.get(row["id"])
-        for hold in data.get("holds", []):
-            took = booked.get((data["terminal"], stored_ref(hold)))
-            if took and out is not None and out["state"] == "capture_failed":
-                c.figures.violations.append(
-                    f"session {row['id']}: its outcome says capture_failed after the end of "
-                    f"day, {data['terminal']} booked {took} on hold {stored_ref(hold)}"
-                )
-            if out is not None and hold["captured_minor"] and not took:
-                c.figures.violations.append(
-                    f"session {row['id']}: captured {hold['captured_minor']} after the end "
-                    f"of day, {data['terminal']} booked nothing on hold {stored_ref(hold)}"
-                )
+    for key, (sid, hold, data) in stored_holds(rows, book, []).items():
+        out = outcomes.get(sid)
+        took = booked.get(key)
+        if took and out is not None and out["state"] == "capture_failed":
+            c.figures.violations.append(
+                f"session {sid}: its outcome says capture_failed after the end of "
+                f"day, {data['terminal']} booked {took} on hold {stored_ref(hold)}"
+            )
+        if out is not None and hold["captured_minor"] and not took:
+            c.figures.violations.append(
+                f"session {sid}: captured {hold['captured_minor']} after the end "
+                f"of day, {data['terminal']} booked nothing on hold {stored_ref(hold)}"
+            )
 
 
 def check(c: Campaign) -> None:
@@ -111,27 +109,20 @@ def check(c: Campaign) -> None:
         store.close()
     if not report.ok:
         f.violations.append(f"the journal does not verify: {report.findings[0].text}")
-    stored: dict[tuple[str, str], tuple[str, dict[str, Any], dict[str, Any]]] = {}
     for row in rows:
-        data = row["data"]
         f.sessions += 1
         if not row["final"]:
             f.violations.append(f"session {row['id']} is left {row['state']}")
         if row["state"] == "completed":
             f.completed += 1
         f.unconfirmed_sessions += row["state"] == "capture_unconfirmed"
-        for hold in data.get("holds", []):
-            key = (data["terminal"], stored_ref(hold))
-            if key in stored and stored[key][0] != row["id"]:
-                f.violations.append(
-                    f"sessions {stored[key][0]} and {row['id']} both hold {key[0]} {key[1]}"
-                )
-            stored[key] = (row["id"], hold, data)
+    book = c.book()
+    stored = stored_holds(rows, book, f.violations)
     booked_total = unconfirmed_total = 0
-    for tx in c.book():
+    for key, tx in by_generation(book):
         terminal = tx.terminal
         f.holds += 1
-        found = stored.get((terminal, tx.ref))
+        found = stored.get(key)
         if tx.state == "booked":
             booked_total += tx.booked
             fac = c.cpo.state.facs.get(found[0][:36]) if found is not None else None
@@ -222,3 +213,46 @@ def main_figures(f: Figures) -> str:
         f"{f.fac_posts} FAC POSTs, "
         f"{f.seconds:.0f} s; {len(f.violations)} violation(s)"
     )
+
+
+Generation = tuple[str, str, int]  # terminal, hold reference, how often the reference came before
+
+
+def by_generation(book: list[BookedHold]) -> list[tuple[Generation, BookedHold]]:
+    """The terminals' holds, each named by its reference and how many holds of the terminal had
+    that reference before it: a ZVT receipt number (4 BCD digits) comes round again after 9,999
+    receipts, in a later batch (``book`` is in the order the holds were made)."""
+    seen: Counter[tuple[str, str]] = Counter()
+    out = []
+    for h in book:
+        out.append(((h.terminal, h.ref, seen[h.terminal, h.ref]), h))
+        seen[h.terminal, h.ref] += 1
+    return out
+
+
+def stored_holds(
+    rows: list[dict[str, Any]], book: list[BookedHold], violations: list[str]
+) -> dict[Generation, tuple[str, dict[str, Any], dict[str, Any]]]:
+    """The store's holds named as ``by_generation`` names the terminals': sessions in the order
+    they began. Two sessions holding one reference are one hold claimed twice (a violation)
+    unless the terminal itself gave that reference to as many holds."""
+    given = Counter((h.terminal, h.ref) for h in book)
+    seen: Counter[tuple[str, str]] = Counter()
+    last: dict[tuple[str, str], str] = {}
+    out: dict[Generation, tuple[str, dict[str, Any], dict[str, Any]]] = {}
+    for row in sorted(rows, key=lambda r: r["created_at"]):
+        data = row["data"]
+        for hold in data.get("holds", []):
+            ref = (data["terminal"], stored_ref(hold))
+            if ref in last and last[ref] != row["id"]:
+                if seen[ref] >= given[ref]:
+                    violations.append(
+                        f"sessions {last[ref]} and {row['id']} both hold {ref[0]} {ref[1]}"
+                    )
+                else:
+                    seen[ref] += 1
+            elif ref not in last:
+                seen[ref] += 1
+            last[ref] = row["id"]
+            out[(*ref, seen[ref] - 1)] = (row["id"], hold, data)
+    return out
