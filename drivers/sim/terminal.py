@@ -304,9 +304,10 @@ class _Session(PtPayments):
 
 
 def _totals_count(payments: int, overflow: Literal["wrap", "cap"]) -> int:
-    """BMP 60's count of one card group: a single binary byte (ZVT 2.16), whatever the number
-    of payments. A terminal's one-byte counter wraps (300 payments are sent as 44); the "cap"
-    variant saturates at 255. Either way the count alone no longer proves the number of
+    """BMP 60's count of one card group: a single binary byte (the spec's individual totals),
+    whatever the number of payments. A one-byte counter wraps (300 payments are sent as 44);
+    the "cap" variant saturates at 255 (docs/ZVT-VARIANTS.md, section 6: no source says which a
+    real terminal does). Either way the count alone no longer proves the number of
     payments past 255: the 6-byte BCD turnover is the evidence (gateway/payments/reconcile.py
     compares counts modulo 256)."""
     return min(payments, 0xFF) if overflow == "cap" else payments % 0x100

@@ -3,11 +3,11 @@ period per card group (``journal_totals``), and how the terminal's count is read
 (``terminal_count``).
 
 ZVT's end of day (06 50) gives, per card group, the number of payments in ONE binary byte and
-the turnover in 6 bytes BCD (BMP 60, ZVT 2.16; EVerest's `SingleAmounts` and ecrterm read the
-count as one unsigned byte; docs/ZVT-VARIANTS.md). A batch with more than 255 payments of one
-group therefore cannot carry its count: a terminal's one-byte counter wraps (300 is sent as 44),
-one that saturates sends 255. The turnover has room for any batch and is the evidence; the count
-is checked as far as one byte can check it.
+the turnover in 6 bytes BCD (BMP 60, individual totals; EVerest's `SingleAmounts` types the count
+u8; docs/ZVT-VARIANTS.md, section 6). A batch with more than 255 payments of one group therefore
+cannot carry its count: a terminal's one-byte counter wraps (300 is sent as 44), one that
+saturates sends 255 (no source read says which; both are read here). The turnover has room for
+any batch and is the evidence; the count is checked as far as one byte can check it.
 """
 
 from __future__ import annotations
