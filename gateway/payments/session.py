@@ -49,6 +49,7 @@ from gateway.payments.corrections import (
     price_corrected,
     refund_requested,
     refund_result,
+    refund_settled,
     settled_with_correction,
 )
 from gateway.payments.events import Operation
@@ -130,6 +131,8 @@ def _dispatch(session: Session | None, event: e.Event, now: datetime, policy: Po
         return refund_result(session, event, now)
     if isinstance(event, e.DebtResolved):
         return debt_resolved(session, event)
+    if isinstance(event, e.RefundSettled):
+        return refund_settled(session, event, now)
     if isinstance(event, e.CaptureEvidence):
         return evidence_decided(session, event, now, policy)
     if isinstance(event, e.OutcomeContradicted):
