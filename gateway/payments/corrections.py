@@ -228,7 +228,9 @@ def refund_result(s: Session, ev: e.TerminalResultArrived, now: datetime) -> Tra
         unknown = RefundStatus.UNKNOWN
         sent = next((r for r in s.refunds if r.id == ev.refund_id and r.status is unknown), None)
     if sent is None:
-        return Transition(s, note="refund result: none in flight (a repeat)")
+        return _after_a_person(s, ev) or Transition(
+            s, note="refund result: none in flight (a repeat)"
+        )
     if ev.provisional and ev.outcome is Outcome.APPROVED:
         # Not given back until the terminal has our acknowledgement (ZVT 2.2.8: it reverses a
         # result nobody acknowledged). A crash here leaves the refund ``sent`` with its receipt,
@@ -272,6 +274,7 @@ def refund_settled(s: Session, ev: e.RefundSettled, now: datetime) -> Transition
         status=RefundStatus.DONE if ev.refunded else RefundStatus.FAILED,
         ref=ev.ref if ev.ref is not None else found.ref,
         message=why,
+        settled_by=ev.by,
     )
     # A person's step runs outside the daemon: nothing reaches a terminal from it. A correction
     # that waited for this refund stays waiting; ``evpay sessions refund-resolve`` stores its
@@ -287,6 +290,24 @@ def waiting_refund_minor(s: Session) -> int:
     if not s.bill.correction_waiting or any(r.pending for r in s.refunds):
         return 0
     return max(0, s.refundable_minor - (s.bill.corrected_minor or 0))
+
+
+def _after_a_person(s: Session, ev: e.TerminalResultArrived) -> Transition | None:
+    """The acquirer's late webhook for a refund a person has settled (``refund_settled``): one
+    that says otherwise is a discrepancy for a person, never applied over their settlement."""
+    settled = next((r for r in s.refunds if r.id == ev.refund_id and r.settled_by), None)
+    if settled is None or ev.outcome is Outcome.UNKNOWN:
+        return None
+    if (ev.outcome is Outcome.APPROVED) == (settled.status is RefundStatus.DONE):
+        return Transition(s, note="refund result: as a person settled it")
+    said = (
+        f"refund {settled.id} settled as {settled.status.value} by a person, but the "
+        f"acquirer now says {ev.outcome.value}: check its report"
+    )
+    if said in s.discrepancies:
+        return Transition(s, note="refund result: a repeat")
+    more = (said,) if len(s.discrepancies) < KEPT else ()
+    return Transition(replace(s, discrepancies=(*s.discrepancies, *more), notes=note(s, said)))
 
 
 def _settled(s: Session, done: Refund, now: datetime, *, terminal: bool = True) -> Transition:

@@ -217,3 +217,26 @@ def test_a_second_refund_while_one_is_unsettled_is_refused_at_once(tmp_path: Pat
     store.close()
     asked = evpay(config, "refund", SID, "--amount", "0.50", "--reason", "more")
     assert asked.returncode == 2 and "another refund" in asked.stderr
+
+
+def test_a_late_webhook_against_a_persons_settlement_is_a_discrepancy(tmp_path: Path) -> None:
+    """The acquirer's webhook that comes after a person settled the refund: one that agrees is
+    a no-op; one that says otherwise is recorded for a person, never applied over them."""
+    _, store, host = seeded(tmp_path)
+    try:
+        settle = e.RefundSettled(
+            session_id=SID,
+            event_id="by-hand",
+            refund_id="goodwill",
+            refunded=False,
+            evidence="not in the report",
+            by="bob",
+        )
+        s = host.handle(settle).session
+        assert s is not None and s.refunds[0].settled_by == "bob"
+        late = result("refund", Outcome.APPROVED, 100, "77", refund_id="goodwill")
+        s = host.handle(late).session
+        assert s is not None and s.refunds[0].status.value == "failed" and s.refunded_minor == 0
+        assert any("settled as failed by a person" in d for d in s.discrepancies)
+    finally:
+        store.close()
