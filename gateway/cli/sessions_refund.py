@@ -156,7 +156,14 @@ def _settle(args: argparse.Namespace) -> int:
             ref=ref,
         )
         host = EngineHost(store, build_policy(settings), lambda: datetime.now(UTC))
-        after = host.handle(event).session
+        handled = host.handle(event)
+        after = handled.session
+        if not handled.applied:  # the daemon stored its outcome meanwhile: nothing settled
+            known = next((r for r in after.refunds if r.id == refund.id), None) if after else None
+            now = known.status.value if known is not None else "gone"
+            raise BadInput(
+                f"refund {refund.id} is {now} now: its outcome became known, not settled"
+            )
         waiting = waiting_refund_minor(after) if after is not None else 0
         if after is not None and waiting:
             _request_waiting_refund(store, after, waiting)
