@@ -46,8 +46,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from cryptography.fernet import Fernet
-
 from drivers.sim.ports import PtyPort, serve_tcp
 from drivers.sim.terminal import SimConfig, SimTerminal
 from firmware_bridge.sim import ChargerSimulator, Plan
@@ -59,7 +57,8 @@ from gateway.store import Store
 from tests.campaigns import scan
 from tests.campaigns.books import BookedHold, stored_ref, zvt_book
 from tests.firmware_bridge.conftest import MOSQUITTO, Broker
-from tests.helpers import EVPAY, free_port, site_toml, subprocess_env
+from tests.helpers import EVPAY, subprocess_env
+from tests.site_rig import site_toml, upstream_toml
 
 # kills, EVSEs, short charges, sessions: at least that many kills, and the kills go on until the
 # store holds at least that many sessions (the full size needs many sessions per kill: 32 EVSEs
@@ -134,13 +133,7 @@ class Campaign:
         self.charger = ChargerSimulator(self.broker.settings("charger"), self.evses)
         self.charger_stop = asyncio.Event()
         self.charger_task = asyncio.create_task(self.charger.run(self.charger_stop))
-        listen = free_port()
-        upstream = (
-            f'[upstream]\nenabled = true\nallow_insecure_http = true\nversions_url = "{self.cpo.versions_url}"\n'
-            f'token_a = {{ value = "{self.cpo.state.token_a}" }}\n'
-            f'key = {{ value = "{Fernet.generate_key().decode()}" }}\n'
-            f'listen = "127.0.0.1:{listen}"\npublic_url = "http://127.0.0.1:{listen}/ocpi/versions"\n'
-        )
+        upstream = upstream_toml(self.cpo)  # our OCPI server on a free loopback port
         routes = ""
         for terminal in (
             "t1",

@@ -26,8 +26,9 @@ from gateway.payments.reconcile import (
 from gateway.payments.schemes import brand_group
 from gateway.runtime.engine_host import EngineHost
 from gateway.store import Store
-from tests.helpers import EVPAY, subprocess_env, write_config
+from tests.helpers import EVPAY, subprocess_env
 from tests.payments.fixtures import Clock, policy
+from tests.site_rig import write_config
 
 DAY = datetime(2026, 11, 25, tzinfo=UTC)
 EOD = DAY + timedelta(hours=23)

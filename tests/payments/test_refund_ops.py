@@ -20,8 +20,9 @@ from gateway.payments.record import from_json, to_json
 from gateway.payments.session import Session, State
 from gateway.runtime.engine_host import EngineHost
 from gateway.store import SessionRecord, Step, Store
-from tests.helpers import EVPAY, subprocess_env, write_config
+from tests.helpers import EVPAY, subprocess_env
 from tests.payments.fixtures import T0, policy
+from tests.site_rig import write_config
 
 SID = "s1"
 

@@ -20,7 +20,8 @@ from gateway.store import InboxMessage, JournalEntry, OutboxMessage, SessionReco
 from gateway.store.export import verify as verify_export
 from gateway.store.journal import public_key_hex
 from gateway.store.retention import CORRECTION_WINDOW
-from tests.helpers import EVPAY, running, subprocess_env, write_config
+from tests.helpers import EVPAY, running, subprocess_env
+from tests.site_rig import write_config
 
 T0 = datetime(2026, 1, 5, 8, tzinfo=UTC)
 
