@@ -1,14 +1,15 @@
-"""One closed end-of-day batch against the journal: what the journal counts in the batch's
-period per card group (``journal_totals``), and how the terminal's count is read against it
-(``terminal_count``).
+"""Does a closed batch's totals match the journal? The terminal's totals per card group and
+currency against the journal's captures in the batch's period (a reversal in the same period
+takes the capture out; a refund lowers the amount): ``missing_in_terminal_totals``,
+``missing_in_journal``, ``amount_mismatch``.
 
 ZVT's end of day (06 50) gives, per card group, the number of payments in ONE binary byte and
 the turnover in 6 bytes BCD (BMP 60, individual totals; EVerest's `SingleAmounts` types the count
 u8; docs/ZVT-VARIANTS.md, section 6). A batch with more than 255 payments of one group therefore
 cannot carry its count: a terminal's one-byte counter wraps (300 is sent as 44), one that
-saturates sends 255 (no source read says which; both are read here). The turnover has room for
-any batch and is the evidence; the count is checked as far as one byte can check it.
-"""
+saturates sends 255 (no source read says which; both are read here, ``terminal_count``). The
+turnover has room for any batch and is the evidence; the count is checked as far as one byte
+can check it."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
 
-from gateway.payments.reconcile_facts import BatchFacts, SessionFacts
+from gateway.payments.reconcile_facts import BatchFacts, Finding, SessionFacts
 
 # What one byte counts: a terminal's count of a card group's payments is modulo this.
 COUNT_MODULUS = 0x100
@@ -37,6 +38,64 @@ def terminal_count(sent: int, *, journal: int) -> int:
         (base - COUNT_MODULUS, base, base + COUNT_MODULUS),
         key=lambda n: (abs(n - journal), n),
     )
+
+
+BATCH_KINDS = frozenset({"missing_in_terminal_totals", "missing_in_journal", "amount_mismatch"})
+
+
+def batch_findings(batch: BatchFacts, sessions: Sequence[SessionFacts]) -> list[Finding]:
+    """The terminal's totals for one closed batch against the journal's for the same period."""
+    count, amount, members = journal_totals(batch, sessions)
+    out = []
+    for brand in sorted(set(count) | set(amount) | set(batch.totals)):
+        sent, t_amount = batch.totals.get(brand, (0, 0))
+        j_count, j_amount = count.get(brand, 0), amount.get(brand, 0)
+        # the count in one byte: past 255 it is read against the journal's (terminal_count)
+        t_count = terminal_count(sent, journal=j_count)
+        if (t_count, t_amount) == (j_count, j_amount):
+            continue
+        # per currency: one end of day's totals in two currencies are two findings, each
+        # resolved on its own
+        key = f"{batch.terminal}:{batch.at.isoformat()}:{brand}:{batch.currency}"
+        said = (
+            f"terminal {batch.terminal}, batch closed {batch.at:%Y-%m-%d %H:%M}, {brand}: "
+            f"terminal {t_count}{f' (sent as {sent})' if sent != t_count else ''} "
+            f"for {t_amount}, journal {j_count} for {j_amount}"
+        )
+        if j_count > t_count:
+            out.append(
+                Finding(
+                    f"missing_in_terminal_totals:{key}",
+                    "missing_in_terminal_totals",
+                    said,
+                    tuple(members[brand]),
+                    j_amount - t_amount,
+                    batch.currency,
+                )
+            )
+        elif t_count > j_count:
+            out.append(
+                Finding(
+                    f"missing_in_journal:{key}",
+                    "missing_in_journal",
+                    said,
+                    (),
+                    t_amount - j_amount,
+                    batch.currency,
+                )
+            )
+        else:
+            out.append(
+                Finding(
+                    f"amount_mismatch:{key}",
+                    "amount_mismatch",
+                    said,
+                    tuple(members[brand]),
+                    j_amount - t_amount,
+                    batch.currency,
+                )
+            )
+    return out
 
 
 def journal_totals(

@@ -19,58 +19,37 @@ reason (a journal entry), and it no longer counts as unexplained.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from gateway.payments.batch_totals import journal_totals, terminal_count
-from gateway.payments.reconcile_facts import BatchFacts as BatchFacts
-from gateway.payments.reconcile_facts import SessionFacts as SessionFacts
-from gateway.payments.reconcile_facts import session_facts as session_facts
+from gateway.payments.batch_totals import BATCH_KINDS, batch_findings, journal_totals
+from gateway.payments.reconcile_facts import (
+    BatchFacts,
+    Facts,
+    Finding,
+    OverdueModification,
+    SessionFacts,
+    UnclaimedWebhook,
+    session_facts,
+)
 
-
-@dataclass(frozen=True, slots=True)
-class OverdueModification:
-    """A modification the acquirer took ("received") with no webhook by its deadline."""
-
-    key: str  # our command key
-    kind: str  # capture, cancel, amount_update, refund
-    session: str | None
-    deadline: datetime
-    amount_minor: int = 0
-    currency: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class UnclaimedWebhook:
-    """A webhook saying the acquirer captured or refunded money that no modification of ours
-    took as its outcome (made elsewhere, or for another amount than we asked)."""
-
-    event: str  # CAPTURE or REFUND
-    psp_reference: str
-    payment: str | None
-    amount_minor: int = 0
-    currency: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Facts:
-    start: datetime
-    end: datetime
-    now: datetime
-    sessions: Sequence[SessionFacts]
-    batches: Sequence[BatchFacts] = ()
-    cdrs: Sequence[tuple[str, str | None]] = ()  # (authorization_reference, session id or None)
-    unacknowledged: Mapping[str, tuple[str, datetime]] = field(
-        default_factory=dict
-    )  # session -> (status, since)
-    resolutions: Mapping[str, str] = field(default_factory=dict)  # finding key -> reason
-    # Sessions outside the window that belong to a batch closed in it: compared with that
-    # batch's totals only (their own findings belong to the window they changed in).
-    batch_sessions: Sequence[SessionFacts] = ()
-    missing_webhooks: Sequence[OverdueModification] = ()
-    unclaimed_webhooks: Sequence[UnclaimedWebhook] = ()
+# The facts and findings (reconcile_facts.py) and the batch totals (batch_totals.py) are read
+# through this module too: it is reconciliation's one way in.
+__all__ = [
+    "BatchFacts",
+    "Facts",
+    "Finding",
+    "OverdueModification",
+    "Report",
+    "SessionFacts",
+    "Tolerances",
+    "UnclaimedWebhook",
+    "journal_totals",
+    "reconcile",
+    "session_facts",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,28 +57,6 @@ class Tolerances:
     energy_wh: int = 50
     owed_within: timedelta = timedelta(hours=24)
     acknowledged_within: timedelta = timedelta(hours=1)
-
-
-@dataclass(frozen=True, slots=True)
-class Finding:
-    key: str
-    kind: str
-    detail: str
-    sessions: tuple[str, ...] = ()
-    amount_minor: int = 0
-    currency: str = ""
-    resolved: str | None = None  # the technician's reason
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "key": self.key,
-            "kind": self.kind,
-            "detail": self.detail,
-            "sessions": list(self.sessions),
-            "amount_minor": self.amount_minor,
-            "currency": self.currency,
-            "resolved": self.resolved,
-        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +86,7 @@ def reconcile(facts: Facts, tol: Tolerances | None = None) -> Report:
     tol = tol or Tolerances()
     found: list[Finding] = []
     for batch in facts.batches:
-        found += _batch(batch, [*facts.sessions, *facts.batch_sessions])
+        found += batch_findings(batch, [*facts.sessions, *facts.batch_sessions])
     for s in facts.sessions:
         found += _session(s, facts, tol)
     paid = {s.reference for s in facts.sessions if s.captured_minor and s.reference}
@@ -173,71 +130,13 @@ def reconcile(facts: Facts, tol: Tolerances | None = None) -> Report:
     return Report(facts.start, facts.end, len(facts.sessions), len(facts.batches), tuple(resolved))
 
 
-_BATCH_KINDS = frozenset({"missing_in_terminal_totals", "missing_in_journal", "amount_mismatch"})
-
-
 def _resolution(f: Finding, resolutions: Mapping[str, str]) -> str | None:
     """The technician's reason for a finding; a batch finding resolved before its key named the
     currency (a batch then had one) is found by that older key."""
     found = resolutions.get(f.key)
-    if found is None and f.kind in _BATCH_KINDS and f.key.endswith(f":{f.currency}"):
+    if found is None and f.kind in BATCH_KINDS and f.key.endswith(f":{f.currency}"):
         found = resolutions.get(f.key.removesuffix(f":{f.currency}"))
     return found
-
-
-def _batch(batch: BatchFacts, sessions: Sequence[SessionFacts]) -> list[Finding]:
-    """The terminal's totals for one closed batch against the journal's for the same period."""
-    count, amount, members = journal_totals(batch, sessions)
-    out = []
-    for brand in sorted(set(count) | set(amount) | set(batch.totals)):
-        sent, t_amount = batch.totals.get(brand, (0, 0))
-        j_count, j_amount = count.get(brand, 0), amount.get(brand, 0)
-        # the count in one byte: past 255 it is read against the journal's (batch_totals.py)
-        t_count = terminal_count(sent, journal=j_count)
-        if (t_count, t_amount) == (j_count, j_amount):
-            continue
-        # per currency: one end of day's totals in two currencies are two findings, each
-        # resolved on its own
-        key = f"{batch.terminal}:{batch.at.isoformat()}:{brand}:{batch.currency}"
-        said = (
-            f"terminal {batch.terminal}, batch closed {batch.at:%Y-%m-%d %H:%M}, {brand}: "
-            f"terminal {t_count}{f' (sent as {sent})' if sent != t_count else ''} "
-            f"for {t_amount}, journal {j_count} for {j_amount}"
-        )
-        if j_count > t_count:
-            out.append(
-                Finding(
-                    f"missing_in_terminal_totals:{key}",
-                    "missing_in_terminal_totals",
-                    said,
-                    tuple(members[brand]),
-                    j_amount - t_amount,
-                    batch.currency,
-                )
-            )
-        elif t_count > j_count:
-            out.append(
-                Finding(
-                    f"missing_in_journal:{key}",
-                    "missing_in_journal",
-                    said,
-                    (),
-                    t_amount - j_amount,
-                    batch.currency,
-                )
-            )
-        else:
-            out.append(
-                Finding(
-                    f"amount_mismatch:{key}",
-                    "amount_mismatch",
-                    said,
-                    tuple(members[brand]),
-                    j_amount - t_amount,
-                    batch.currency,
-                )
-            )
-    return out
 
 
 def _session(s: SessionFacts, facts: Facts, tol: Tolerances) -> list[Finding]:

@@ -1,12 +1,11 @@
-"""What reconciliation reads: a session's money as the journal stored it (``SessionFacts``,
-built from a stored row by ``session_facts``) and one closed end-of-day batch as the terminal
-counted it (``BatchFacts``). Kept apart from the comparisons (reconcile.py, batch_totals.py) so
-that both read the same facts and neither imports the other."""
+"""What reconciliation reads and says: the facts the CLI loads from the store (a stored
+session row becomes ``SessionFacts`` through ``session_facts``; the end-of-day batches, the
+CDRs, the acquirer's overdue and unclaimed webhooks) and the ``Finding`` it reports."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -54,6 +53,71 @@ class BatchFacts:
     at: datetime
     currency: str
     totals: Mapping[str, tuple[int, int]]  # card group -> (count, amount)
+
+
+@dataclass(frozen=True, slots=True)
+class OverdueModification:
+    """A modification the acquirer took ("received") with no webhook by its deadline."""
+
+    key: str  # our command key
+    kind: str  # capture, cancel, amount_update, refund
+    session: str | None
+    deadline: datetime
+    amount_minor: int = 0
+    currency: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class UnclaimedWebhook:
+    """A webhook saying the acquirer captured or refunded money that no modification of ours
+    took as its outcome (made elsewhere, or for another amount than we asked)."""
+
+    event: str  # CAPTURE or REFUND
+    psp_reference: str
+    payment: str | None
+    amount_minor: int = 0
+    currency: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    start: datetime
+    end: datetime
+    now: datetime
+    sessions: Sequence[SessionFacts]
+    batches: Sequence[BatchFacts] = ()
+    cdrs: Sequence[tuple[str, str | None]] = ()  # (authorization_reference, session id or None)
+    unacknowledged: Mapping[str, tuple[str, datetime]] = field(
+        default_factory=dict
+    )  # session -> (status, since)
+    resolutions: Mapping[str, str] = field(default_factory=dict)  # finding key -> reason
+    # Sessions outside the window that belong to a batch closed in it: compared with that
+    # batch's totals only (their own findings belong to the window they changed in).
+    batch_sessions: Sequence[SessionFacts] = ()
+    missing_webhooks: Sequence[OverdueModification] = ()
+    unclaimed_webhooks: Sequence[UnclaimedWebhook] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    key: str
+    kind: str
+    detail: str
+    sessions: tuple[str, ...] = ()
+    amount_minor: int = 0
+    currency: str = ""
+    resolved: str | None = None  # the technician's reason
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "kind": self.kind,
+            "detail": self.detail,
+            "sessions": list(self.sessions),
+            "amount_minor": self.amount_minor,
+            "currency": self.currency,
+            "resolved": self.resolved,
+        }
 
 
 def session_facts(row: dict[str, Any]) -> SessionFacts:
