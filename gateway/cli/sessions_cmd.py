@@ -9,15 +9,15 @@ import json
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drivers.errors import AmountError
 from drivers.money import Money
 from gateway.cli.stores import open_existing
 from gateway.errors import BadInput
-from gateway.payments.record import from_json
-from gateway.runtime.acquirer_runner import split_key
-from gateway.store import InboxMessage, Step, Store
+
+if TYPE_CHECKING:
+    from gateway.store import Store
 
 _NOT_FOUND = 1
 
@@ -55,6 +55,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 def _refund(args: argparse.Namespace) -> int:
     """Store the request; the daemon carries it out (now, or when it next runs). The same
     request twice (session, amount, reason) is one request."""
+    from gateway.store import InboxMessage, Step
+
     reason = " ".join(str(args.reason).split())
     if not reason:
         raise BadInput("--reason must say why")
@@ -102,6 +104,8 @@ def _refund(args: argparse.Namespace) -> int:
 def _check_refund(row: dict[str, Any], amount: Money) -> None:
     """The engine's own rule (Session.refundable_minor), checked here too so that a request it
     would refuse is refused at once, with the figures."""
+    from gateway.payments.record import from_json
+
     d = row["data"]
     available = from_json(d).refundable_minor
     if row["state"] != "completed":
@@ -165,6 +169,8 @@ def _list(args: argparse.Namespace) -> int:
 def acquirer_waits(store: Store, now: datetime) -> dict[str, str]:
     """What each session waits for at the acquirer: a modification not yet taken (the uplink is
     down), or taken and awaiting its webhook until a deadline (past it: a missing webhook)."""
+    from gateway.runtime.acquirer_runner import split_key
+
     out: dict[str, str] = {}
     for m in store.acquirer.waiting():
         named = split_key(m.modification.command_key)
