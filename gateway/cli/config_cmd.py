@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 from gateway.errors import ConfigError
-from gateway.settings import load_checked, load_settings
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -28,6 +27,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from gateway.settings import load_checked, load_settings
+
     try:
         settings = load_settings(args.file) if args.skip_secrets else load_checked(args.file)
     except ConfigError as exc:

@@ -8,13 +8,13 @@ import json
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.errors import GatewayError
-from gateway.runtime import logs
-from gateway.runtime.app import Daemon
-from gateway.settings import Settings, load_checked, load_settings
-from gateway.store import Store
+
+if TYPE_CHECKING:
+    from gateway.settings import Settings
+    from gateway.store import Store
 
 _EXIT_DEGRADED = (
     1  # running, but a part is down (a terminal, the upstream in charger mode ocpi, a worker)
@@ -33,12 +33,17 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def _run(args: argparse.Namespace) -> int:
+    from gateway.runtime import logs
+    from gateway.settings import load_checked
+
     settings = load_checked(args.config)  # every secret resolved and checked before anything starts
     logs.configure(settings.logging.level, settings.logging.format)
     return asyncio.run(_serve(settings))
 
 
 async def _serve(settings: Settings) -> int:
+    from gateway.runtime.app import Daemon
+
     daemon = Daemon(settings)
     return await daemon.run()
 
@@ -61,6 +66,8 @@ def ask_daemon(settings: Settings) -> tuple[dict[str, Any] | None, dict[str, Any
 
 
 def _status(args: argparse.Namespace) -> int:
+    from gateway.settings import load_settings
+
     settings = load_settings(args.config)
     report: dict[str, Any] = {"daemon": None, "store": None}
     status, health, why = ask_daemon(settings)
@@ -91,6 +98,8 @@ def _health(base: str) -> dict[str, Any]:
 
 
 def _store_report(path: Path) -> dict[str, Any]:
+    from gateway.store import Store
+
     if not path.exists():
         return {"path": str(path), "error": "no database yet (the daemon has not run here)"}
     try:

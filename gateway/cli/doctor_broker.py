@@ -8,14 +8,13 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from firmware_bridge import contract as m
-from firmware_bridge import probe
-from firmware_bridge.everest import BASE as EVEREST
-from firmware_bridge.link import BrokerSettings
 from gateway.errors import GatewayError
-from gateway.settings import Settings
+
+if TYPE_CHECKING:
+    from gateway.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +77,11 @@ def broker_access(settings: Settings, conf: Path = MOSQUITTO_CONF) -> list[Check
     """Issue 27: on an anonymous or ACL-less broker anyone can start, meter, stop and authorize
     charges. Asked of the broker itself: an anonymous connect must be refused, and a charger's
     account (``doctor_username``) must not get a command through."""
+    from firmware_bridge import contract as m
+    from firmware_bridge import probe
+    from firmware_bridge.everest import BASE as EVEREST
+    from firmware_bridge.link import BrokerSettings
+
     c = settings.charger
     if not c.enabled or c.mode != "mqtt":
         return [Check("broker access", "skip", "no MQTT charger link")]

@@ -19,24 +19,16 @@ import subprocess
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drivers.errors import DriverError
-from drivers.transport.url import SerialUrl, parse_device_url
-from gateway.acquirer.doctor import acquirer_checks
 from gateway.cli.daemon_cmd import ask_daemon
 from gateway.cli.doctor_broker import Check, broker_access, broker_persistence, rated_power
 from gateway.errors import GatewayError
-from gateway.runtime.engine_setup import build_terminal
-from gateway.settings import (
-    Settings,
-    TerminalSettings,
-    journal_public_key,
-    load_checked,
-    load_settings,
-)
-from gateway.store import Store
-from gateway.store.files import database_files, mode_for, too_open
+
+if TYPE_CHECKING:
+    from gateway.settings import Settings, TerminalSettings
+    from gateway.store import Store
 
 OUTBOX_MAX_AGE_S = 3600.0
 
@@ -71,6 +63,9 @@ def _failed(checks: list[Check]) -> bool:
 
 
 def run_checks(config: Path, min_free_mb: int = 200) -> list[Check]:
+    from gateway.acquirer.doctor import acquirer_checks
+    from gateway.settings import load_checked, load_settings
+
     try:
         settings = load_checked(config)
     except GatewayError as exc:
@@ -115,6 +110,8 @@ def _daemon(settings: Settings) -> tuple[Check, dict[str, Any] | None, dict[str,
 
 
 def _terminals(settings: Settings, health: dict[str, Any] | None) -> list[Check]:
+    from drivers.transport.url import SerialUrl, parse_device_url
+
     out = []
     seen = (health or {}).get("terminals", {})
     for t in settings.terminals:
@@ -155,6 +152,8 @@ def _terminals(settings: Settings, health: dict[str, Any] | None) -> list[Check]
 
 def _probe(settings: Settings, t: TerminalSettings) -> Check:
     """A status enquiry of our own (05 01), for when no daemon holds the device."""
+    from gateway.runtime.engine_setup import build_terminal
+
     name = f"terminal {t.id}"
 
     async def ask() -> Check:
@@ -198,6 +197,8 @@ def _charger(settings: Settings, status: dict[str, Any] | None) -> Check:
 
 
 def _open(settings: Settings) -> Store | None:
+    from gateway.store import Store
+
     if not settings.storage.path.exists():
         return None
     try:
@@ -263,6 +264,8 @@ def _disk(settings: Settings, min_free_mb: int) -> Check:
 
 
 def _store_checks(settings: Settings, store: Store | None) -> list[Check]:
+    from gateway.settings import journal_public_key
+
     if store is None:
         why = (
             "no database yet"
@@ -325,6 +328,8 @@ def _store_checks(settings: Settings, store: Store | None) -> list[Check]:
 def _file_modes(settings: Settings) -> Check:
     """The database, its WAL, SHM and lock: 0600 (0640 with [storage] group), never readable
     by everyone (money records, masked card data, encrypted tokens)."""
+    from gateway.store.files import database_files, mode_for, too_open
+
     group = settings.storage.group
     wide = [w for p in database_files(settings.storage.path) if (w := too_open(p, group))]
     if wide:

@@ -23,11 +23,8 @@ import sys
 from importlib import resources
 from pathlib import Path
 
-from drivers.transport.usb_ids import udev_rules
-from firmware_bridge import broker
 from gateway import __version__
 from gateway.errors import GatewayError
-from gateway.store.files import write_private
 
 PREFIX = "opt/evpay-edge"
 UNIT = "etc/systemd/system/evpay.service"
@@ -78,6 +75,8 @@ def asset(name: str) -> str:
 
 
 def _install(args: argparse.Namespace) -> int:
+    from drivers.transport.usb_ids import udev_rules
+
     root: Path = args.root
     if os.geteuid() != 0:
         raise GatewayError(
@@ -121,6 +120,8 @@ def _broker(root: Path) -> list[str]:
     client id = user name; plain MQTT on loopback only (the TLS listener for chargers on the
     network is written commented out: it needs the site's certificate). Written once: the
     operator adds each charger's user to the password file (mosquitto_passwd)."""
+    from firmware_bridge import broker
+
     passwd = root / MOSQUITTO_PASSWD
     if passwd.exists():
         return [f"kept {passwd} and the broker's ACL (never overwritten)"]
@@ -178,6 +179,8 @@ def _venv(root: Path, source: str | None) -> None:
 
 
 def _write(path: Path, text: str, mode: int) -> str:
+    from gateway.store.files import write_private
+
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists() and path.read_text(encoding="utf-8") == text:
         path.chmod(mode)

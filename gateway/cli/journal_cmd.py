@@ -14,14 +14,13 @@ import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gateway.cli.stores import open_existing
 from gateway.errors import BadInput, GatewayError
-from gateway.settings import journal_public_key, journal_signing_key, load_settings
-from gateway.store.audit import AuditReport
-from gateway.store.export import verify as verify_export
-from gateway.store.files import write_private
-from gateway.store.journal import new_signing_key
+
+if TYPE_CHECKING:
+    from gateway.store.audit import AuditReport
 
 _OK, _TAMPERED = 0, 1
 
@@ -77,6 +76,8 @@ def when(text: str) -> datetime:
 
 
 def _trusted_key(args: argparse.Namespace) -> str | None:
+    from gateway.settings import journal_public_key, load_settings
+
     if args.public_key:
         given = str(args.public_key).strip().lower()
         if len(given) != 64 or any(c not in "0123456789abcdef" for c in given):
@@ -114,6 +115,8 @@ def _wrong_key(report: AuditReport, own: AuditReport) -> None:
 
 
 def _verify_export(args: argparse.Namespace) -> int:
+    from gateway.store.export import verify as verify_export
+
     try:
         text = args.file.read_bytes()
     except OSError as exc:
@@ -158,6 +161,8 @@ def _report(report: AuditReport, as_json: bool, what: str) -> int:
 
 
 def _checkpoint(args: argparse.Namespace) -> int:
+    from gateway.settings import journal_signing_key, load_settings
+
     key = journal_signing_key(load_settings(args.config))
     if key is None:
         raise GatewayError(
@@ -178,6 +183,9 @@ def _checkpoint(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from gateway.settings import load_settings
+    from gateway.store.files import write_private
+
     store = open_existing(args.config)
     try:
         doc = store.journal_export(session=args.session, start=args.start, end=args.end)
@@ -197,6 +205,8 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _keygen(args: argparse.Namespace) -> int:
+    from gateway.store.journal import new_signing_key
+
     if args.out.exists():
         raise GatewayError(f"{args.out} exists; refusing to overwrite a device key")
     fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -210,6 +220,8 @@ def _keygen(args: argparse.Namespace) -> int:
 
 
 def _key(args: argparse.Namespace) -> int:
+    from gateway.settings import journal_public_key, load_settings
+
     public = journal_public_key(load_settings(args.config))
     if public is None:
         raise GatewayError(f"{args.config}: no [journal] signing_key configured")

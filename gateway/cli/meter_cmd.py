@@ -7,8 +7,6 @@ import argparse
 import json
 from pathlib import Path
 
-from gateway.fiscal.ocmf import OcmfError, load_key, parse, verify
-
 _VALID, _INVALID, _UNREADABLE = 0, 1, 2
 
 
@@ -29,6 +27,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def _verify(args: argparse.Namespace) -> int:
+    from gateway.fiscal.ocmf import OcmfError, load_key, parse, verify
+
     try:
         text = (
             Path(args.record[1:]).read_text(encoding="utf-8")

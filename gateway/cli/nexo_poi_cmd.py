@@ -11,17 +11,19 @@ import asyncio
 import os
 import signal
 import ssl
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from drivers.nexo.adyen_crypto import AdyenKey
-from drivers.nexo.wire import ENCODINGS, PATHS
-from drivers.sim.nexo_poi import NexoPoi, PoiConfig, serve_nexo_poi
+from gateway.cli.lazy_choices import choices_from
+
+if TYPE_CHECKING:
+    from drivers.sim.nexo_poi import NexoPoi
 
 
 def add_arguments(term: argparse.ArgumentParser) -> None:
     term.add_argument("--protocol", choices=("zvt", "nexo"), default="zvt")
     nexo = term.add_argument_group("nexo POI (with --protocol nexo)")
-    nexo.add_argument("--encoding", choices=ENCODINGS, default="xml")
+    choices_from(nexo.add_argument("--encoding", default="xml"), "drivers.nexo.wire:ENCODINGS")
     nexo.add_argument("--poi-id", default="POI-SIM-1")
     nexo.add_argument("--no-reservations", action="store_true", help="Normal and Refund only")
     nexo.add_argument("--partial", type=int, metavar="MINOR", help="approve at most this much")
@@ -44,6 +46,9 @@ def add_arguments(term: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from drivers.nexo.adyen_crypto import AdyenKey
+    from drivers.sim.nexo_poi import NexoPoi, PoiConfig
+
     url = urlsplit(args.listen or "")
     if url.scheme not in ("http", "https") or url.hostname != "127.0.0.1":
         print("--listen takes http://127.0.0.1:PORT (or https:// with --tls-cert/--tls-key)")
@@ -76,6 +81,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _serve(poi: NexoPoi, scheme: str, port: int, tls: ssl.SSLContext | None) -> int:
+    from drivers.nexo.wire import PATHS
+    from drivers.sim.nexo_poi import serve_nexo_poi
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

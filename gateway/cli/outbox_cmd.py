@@ -7,9 +7,12 @@ import json
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gateway.cli.stores import open_existing
-from gateway.store import StoredOutbox
+
+if TYPE_CHECKING:
+    from gateway.store import StoredOutbox
 
 _NOT_FOUND = 1
 

@@ -14,27 +14,15 @@ import hashlib
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from drivers.money import Money
 from gateway.cli.journal_cmd import when
 from gateway.cli.stores import open_existing
 from gateway.errors import BadInput
-from gateway.ocpi.charger import session_id_of
-from gateway.payments.events import DebtResolved
-from gateway.payments.reconcile import (
-    BatchFacts,
-    Facts,
-    OverdueModification,
-    Report,
-    UnclaimedWebhook,
-    reconcile,
-    session_facts,
-)
-from gateway.runtime.acquirer_runner import split_key
-from gateway.runtime.engine_host import EngineHost
-from gateway.runtime.engine_setup import build_policy
-from gateway.settings import load_settings
-from gateway.store import JournalEntry, OutboxMessage, Step, Store
+
+if TYPE_CHECKING:
+    from gateway.payments.reconcile import Facts, Report
+    from gateway.store import Store
 
 _CLEAN, _UNEXPLAINED = 0, 1
 # Findings about what a session owes, and which part of its debt a resolution settles.
@@ -65,6 +53,10 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from drivers.money import Money
+    from gateway.payments.reconcile import reconcile
+    from gateway.settings import load_settings
+
     now = datetime.now(UTC)
     end = args.end or now
     start = args.start or end - timedelta(hours=24)
@@ -102,6 +94,12 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _resolve(args: argparse.Namespace) -> int:
+    from gateway.payments.events import DebtResolved
+    from gateway.runtime.engine_host import EngineHost
+    from gateway.runtime.engine_setup import build_policy
+    from gateway.settings import load_settings
+    from gateway.store import JournalEntry, Step
+
     reason = " ".join(str(args.reason or "").split())
     if not reason:
         raise BadInput("--reason must say why the difference is explained")
@@ -139,6 +137,16 @@ def load_facts(
 ) -> Facts:
     """What the store knows for the period, as the pure reconciliation's facts. Without an
     upstream nothing is acknowledged by anyone, so nothing is reported as unacknowledged."""
+    from gateway.ocpi.charger import session_id_of
+    from gateway.payments.reconcile import (
+        BatchFacts,
+        Facts,
+        OverdueModification,
+        UnclaimedWebhook,
+        session_facts,
+    )
+    from gateway.runtime.acquirer_runner import split_key
+
     sessions = [session_facts(r) for r in store.sessions_between(start, end)]
     # One batch's facts per currency it holds: totals are per card group and currency.
     batches = [
@@ -220,6 +228,8 @@ def load_facts(
 
 def queue_report(store: Store, site: str, report: Report) -> None:
     """Queue the report for the CPO; the same report again is not queued twice."""
+    from gateway.store import JournalEntry, OutboxMessage, Step
+
     body = report.to_json()
     report_id = f"{site}-{report.start:%Y%m%dT%H%M}-{report.end:%Y%m%dT%H%M}"[:64]
     digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]

@@ -7,13 +7,14 @@ import argparse
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drivers.money import Money
 from gateway.cli import sessions_refund
 from gateway.cli.stores import open_existing
-from gateway.runtime.acquirer_runner import split_key
-from gateway.store import Store
+
+if TYPE_CHECKING:
+    from gateway.store import Store
 
 _NOT_FOUND = 1
 
@@ -72,6 +73,8 @@ def _list(args: argparse.Namespace) -> int:
 def acquirer_waits(store: Store, now: datetime) -> dict[str, str]:
     """What each session waits for at the acquirer: a modification not yet taken (the uplink is
     down), or taken and awaiting its webhook until a deadline (past it: a missing webhook)."""
+    from gateway.runtime.acquirer_runner import split_key
+
     out: dict[str, str] = {}
     for m in store.acquirer.waiting():
         named = split_key(m.modification.command_key)

@@ -13,20 +13,17 @@ import hashlib
 import json
 import time
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from drivers.errors import AmountError
 from drivers.money import Money
 from gateway.cli.stores import open_existing
 from gateway.errors import BadInput
-from gateway.payments.corrections import refund_refusal, waiting_refund_minor
-from gateway.payments.events import RefundSettled
-from gateway.payments.model import Session
-from gateway.payments.record import from_json
-from gateway.payments.refunds import Refund
-from gateway.runtime.engine_host import EngineHost
-from gateway.runtime.engine_setup import build_policy
-from gateway.settings import load_settings
-from gateway.store import InboxMessage, Step, Store
+
+if TYPE_CHECKING:  # the rest is imported where a command runs (gateway/cli/__init__.py)
+    from gateway.payments.model import Session
+    from gateway.payments.refunds import Refund
+    from gateway.store import Store
 
 _NOT_FOUND = 1
 
@@ -68,6 +65,10 @@ def register(
 def _refund(args: argparse.Namespace) -> int:
     """Store the request; the daemon carries it out (now, or when it next runs). The same
     request twice (session, amount, reason) is one request."""
+    from gateway.payments.corrections import refund_refusal
+    from gateway.payments.record import from_json
+    from gateway.store import InboxMessage, Step
+
     reason = " ".join(str(args.reason).split())
     if not reason:
         raise BadInput("--reason must say why")
@@ -132,6 +133,13 @@ def _settle(args: argparse.Namespace) -> int:
     """A person's settlement of a refund of unknown outcome, as an engine step of the session
     (journaled with who and the evidence): the refund's status, the refunded figure, the debt
     and the CPO's refund message follow as if the terminal had answered."""
+    from gateway.payments.corrections import waiting_refund_minor
+    from gateway.payments.events import RefundSettled
+    from gateway.payments.record import from_json
+    from gateway.runtime.engine_host import EngineHost
+    from gateway.runtime.engine_setup import build_policy
+    from gateway.settings import load_settings
+
     evidence = " ".join(str(args.evidence).split())
     if not evidence:
         raise BadInput("--evidence must say what shows the refund's outcome")
@@ -195,6 +203,8 @@ def _settle(args: argparse.Namespace) -> int:
 def _request_waiting_refund(store: Store, s: Session, amount_minor: int) -> None:
     """The refund a corrected price waited for, stored as a request the daemon carries out
     (source ``cdr``: the debt counts it as the correction's), once per correction."""
+    from gateway.store import InboxMessage, Step
+
     key = hashlib.sha256(f"{s.id}\x00{s.bill.correction_waiting}".encode()).hexdigest()[:32]
     payload = {
         "session_id": s.id,

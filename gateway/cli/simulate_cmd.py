@@ -9,17 +9,15 @@ import os
 import signal
 from collections import deque
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from drivers.sim.ports import PtyPort, serve_tcp
-from drivers.sim.terminal import SimConfig, SimTerminal
-from drivers.transport.url import TcpUrl, parse_device_url
-from firmware_bridge.link import BrokerSettings
-from firmware_bridge.sim import ChargerSimulator, Plan
-from gateway.acquirer.sim import VARIANTS, SimState
-from gateway.acquirer.sim import serve as serve_acquirer
 from gateway.cli import nexo_poi_cmd
-from gateway.ocpi.cpo_sim import QUIRKS, CpoSimulator, CpoState
-from gateway.runtime import logs
+from gateway.cli.lazy_choices import choices_from
+
+if TYPE_CHECKING:
+    from drivers.sim.terminal import SimTerminal
+    from firmware_bridge.sim import ChargerSimulator
+    from gateway.ocpi.cpo_sim import CpoSimulator
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -106,18 +104,17 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     cpo.add_argument(
         "--no-callback", action="store_true", help="do not call the PTP back during registration"
     )
-    cpo.add_argument(
-        "--quirk",
-        action="append",
-        default=[],
-        choices=QUIRKS,
-        help="deviate as some real CPOs do (repeatable)",
+    quirk = cpo.add_argument(
+        "--quirk", action="append", default=[], help="deviate as some real CPOs do (repeatable)"
     )
+    choices_from(quirk, "gateway.ocpi.cpo_sim:QUIRKS")
     cpo.set_defaults(handler=_cpo)
     acq = sub.add_parser("acquirer", help="Adyen's Checkout modifications and signed webhooks")
     acq.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT")
     acq.add_argument("--webhook", required=True, help="the gateway's notifications URL")
-    acq.add_argument("--variant", action="append", default=[], choices=VARIANTS)
+    choices_from(
+        acq.add_argument("--variant", action="append", default=[]), "gateway.acquirer.sim:VARIANTS"
+    )
     acq.add_argument("--merchant-account", default="EVPayTest")
     acq.add_argument("--webhook-user", default="adyen")
     acq.add_argument(
@@ -129,6 +126,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def _terminal(args: argparse.Namespace) -> int:
+    from drivers.sim.terminal import SimConfig, SimTerminal
+    from gateway.runtime import logs
+
     logs.configure("info")
     if args.protocol == "nexo":
         return nexo_poi_cmd.run(args)
@@ -146,6 +146,9 @@ def _terminal(args: argparse.Namespace) -> int:
 
 
 async def _serve(sim: SimTerminal, args: argparse.Namespace) -> int:
+    from drivers.sim.ports import PtyPort, serve_tcp
+    from drivers.transport.url import TcpUrl, parse_device_url
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -179,6 +182,10 @@ async def _serve(sim: SimTerminal, args: argparse.Namespace) -> int:
 
 
 def _charger(args: argparse.Namespace) -> int:
+    from firmware_bridge.link import BrokerSettings
+    from firmware_bridge.sim import ChargerSimulator, Plan
+    from gateway.runtime import logs
+
     logs.configure("info")
     step = max(
         1, int(args.power_kw * 1000 * args.interval / 3600)
@@ -213,6 +220,10 @@ async def _serve_charger(sim: ChargerSimulator, args: argparse.Namespace) -> int
 
 
 def _acquirer(args: argparse.Namespace) -> int:
+    from gateway.acquirer.sim import SimState
+    from gateway.acquirer.sim import serve as serve_acquirer
+    from gateway.runtime import logs
+
     logs.configure("warning")
     host, _, port = args.listen.rpartition(":")
     env = args.secrets_env_prefix
@@ -237,6 +248,9 @@ def _acquirer(args: argparse.Namespace) -> int:
 
 
 def _cpo(args: argparse.Namespace) -> int:
+    from gateway.ocpi.cpo_sim import CpoSimulator, CpoState
+    from gateway.runtime import logs
+
     logs.configure("warning")
     host, _, port = args.listen.rpartition(":")
     state = CpoState()

@@ -15,9 +15,6 @@ from pathlib import Path
 
 from gateway.cli.stores import open_existing
 from gateway.errors import BadInput, StoreCorrupt
-from gateway.payments.record import compact
-from gateway.settings import journal_signing_key, load_settings
-from gateway.store.db import quick_check_path
 
 _DAMAGED = 74
 
@@ -40,6 +37,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def _prune(args: argparse.Namespace) -> int:
+    from gateway.payments.record import compact
+    from gateway.settings import journal_signing_key, load_settings
+
     settings = load_settings(args.config)
     key = journal_signing_key(settings)
     days = settings.journal.retention_days
@@ -82,6 +82,9 @@ def _prune(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    from gateway.settings import load_settings
+    from gateway.store.db import quick_check_path
+
     started = time.monotonic()
     if args.full:
         store = open_existing(args.config)

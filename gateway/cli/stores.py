@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gateway.errors import GatewayError
-from gateway.settings import load_settings
-from gateway.store import Store
+
+if TYPE_CHECKING:
+    from gateway.store import Store
 
 
 def open_existing(config: Path, *, write: bool = False) -> Store:
     """Read-only unless ``write``; a clear error when there is no database yet."""
+    from gateway.settings import load_settings
+    from gateway.store import Store
+
     settings = load_settings(config)
     if not settings.storage.path.exists():
         raise GatewayError(

@@ -20,18 +20,15 @@ import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import TypeAdapter, ValidationError
-
-from drivers.base import PaymentTerminal, TerminalResult
 from drivers.errors import DriverError, TransportError
 from drivers.money import Money
-from drivers.zvt.messages import is_password
+from gateway.cli.lazy_choices import choices_from
 from gateway.errors import ConfigError
-from gateway.runtime import terminal_registry
-from gateway.runtime.terminal_registry import BuildContext
-from gateway.settings import TerminalSettings
+
+if TYPE_CHECKING:
+    from drivers.base import PaymentTerminal, TerminalResult
 
 ACTIONS = (
     "status",
@@ -52,7 +49,6 @@ _EXIT_FAILED = 1
 _EXIT_USAGE = 2
 _EXIT_UNAVAILABLE = 69
 _CARD_ACTIONS = ("preauth", "read-card")
-TERMINAL: TypeAdapter[TerminalSettings] = TypeAdapter(TerminalSettings)
 
 
 class _CliError(Exception):
@@ -72,7 +68,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="serial:///dev/ttyUSB0, tcp://host:port, usb://VID:PID (zvt); "
         "http://HOST:PORT/EPASSaleToPOI/3.1 (nexo)",
     )
-    term.add_argument("--protocol", choices=terminal_registry.protocols(), default="zvt")
+    choices_from(
+        term.add_argument("--protocol", default="zvt"),
+        "gateway.runtime.terminal_registry:protocols",
+    )
     term.add_argument("--poi-id", default="POI-SIM-1", help="nexo: the POI's POIID")
     term.add_argument("--sale-id", default="EVPAY-BENCH", help="nexo: our SaleID")
     term.add_argument(
@@ -115,6 +114,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def _password(args: argparse.Namespace) -> str:
+    from drivers.zvt.messages import is_password
+
     if args.password_file:
         try:
             password = args.password_file.read_text(encoding="utf-8").strip()
@@ -162,6 +163,11 @@ def _ref(args: argparse.Namespace) -> str:
 def _settings(args: argparse.Namespace) -> Any:
     """The terminal's settings as a site config would give them, from the options its
     protocol's settings have (a ZVT password only where the protocol has one)."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from gateway.runtime import terminal_registry
+    from gateway.settings import TerminalSettings
+
     fields = terminal_registry.driver(args.protocol).settings.model_fields
     offered: dict[str, Any] = {
         "poi_id": args.poi_id,
@@ -173,7 +179,7 @@ def _settings(args: argparse.Namespace) -> Any:
         raw["password"] = {"value": _password(args)}
     raw |= {"id": "cli", "protocol": args.protocol, "device": args.device}
     try:
-        return TERMINAL.validate_python(raw)
+        return TypeAdapter(TerminalSettings).validate_python(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"][1:])
@@ -211,6 +217,9 @@ def _fail(args: argparse.Namespace, message: str, code: int) -> int:
 
 
 async def _run(args: argparse.Namespace, settings: Any) -> TerminalResult:
+    from gateway.runtime import terminal_registry
+    from gateway.runtime.terminal_registry import BuildContext
+
     context = BuildContext(currency=args.currency, state_dir=args.state_dir)
     terminal = terminal_registry.build(settings, context)
     try:
