@@ -18,80 +18,21 @@ from typing import Any
 
 import aiohttp
 import pytest
-from cryptography.fernet import Fernet
 
 from drivers.nexo import messages as nm
 from drivers.nexo.model import PaymentType
-from drivers.sim.nexo_poi import NexoPoi, PoiConfig, serve_nexo_poi
+from drivers.sim.nexo_poi import NexoPoi
 from gateway.acquirer.adyen_webhook import hmac_key_bytes, signed_item
-from gateway.acquirer.sim import AdyenSimulator, SimState
+from gateway.acquirer.sim import AdyenSimulator
 from gateway.ocpi.cpo_sim import CpoSimulator
 from gateway.runtime.app import Daemon
 from gateway.runtime.charger import EvsePlan, SimulatedCharger
 from gateway.settings import parse_settings
 from gateway.store.acquirer import StoredModification
-from tests.acquirer.rig import API_KEY, HMAC_KEY, WEBHOOK_PASSWORD, WEBHOOK_USER
-from tests.helpers import EVPAY, free_port, subprocess_env
+from tests.acquirer.adyen_site import EVSE, open_site
+from tests.acquirer.rig import HMAC_KEY, WEBHOOK_PASSWORD, WEBHOOK_USER
+from tests.helpers import EVPAY, subprocess_env
 from tests.payments.test_e2e import price_minor
-
-EVSE = "DE*EVP*A1"
-CONFIG = """
-[site]
-id = "E2E-ADYEN"
-country = "DE"
-timezone = "Europe/Berlin"
-[storage]
-path = "{db}"
-[api]
-port = 0
-[daemon]
-shutdown_grace_s = 5
-[[terminals]]
-id = "a1"
-protocol = "nexo"
-device = "http://127.0.0.1:{poi}/nexo"
-encoding = "adyen-json"
-lab_plain_http = true
-sale_id = "EVPAY-E2E"
-poi_id = "POI-SIM-1"
-modifications = "adyen"
-{terminal_extra}
-[acquirers.adyen]
-base_url = "http://127.0.0.1:{acq}/v71"
-merchant_account = "EVPayTest"
-api_key = {{ value = "{api_key}" }}
-hmac_key = {{ value = "{hmac}" }}
-webhook_username = "{user}"
-webhook_password = {{ value = "{password}" }}
-webhook_deadline_s = {deadline}
-timeout_s = 2
-[upstream]
-enabled = true
-allow_insecure_http = true
-versions_url = "{versions}"
-token_a = {{ value = "{token_a}" }}
-key = {{ value = "{fernet}" }}
-listen = "127.0.0.1:{listen}"
-public_url = "http://127.0.0.1:{listen}/ocpi/versions"
-[charger]
-enabled = true
-mode = "simulated"
-[[charger.evses]]
-id = "{evse}"
-terminal = "a1"
-[pricing]
-strategy = "{strategy}"
-fixed_hold = {{ EUR = "50.00" }}
-incremental_initial = "2.00"
-incremental_step = "2.00"
-hold_min = "1.00"
-safety_margin = "0.10"
-retry_initial_s = 1
-default_tariff = "T1"
-tariffs = [ {{ id = "T1", currency = "EUR", elements = [
-  {{ price_components = [ {{ type = "ENERGY", price = "0.50", vat = "19", step_size = 1 }} ] }},
-  {{ price_components = [ {{ type = "FLAT", price = "1.00", vat = "19", step_size = 1 }} ] }} ] }} ]
-"""
 
 
 @dataclass
@@ -206,43 +147,16 @@ async def rigs(tmp_path: Path) -> AsyncIterator[Open]:
         slow_s: float = 1.0,
         incremental: bool = False,
     ) -> Rig:
-        poi = NexoPoi(PoiConfig(encoding="adyen-json"))
-        poi_runner, poi_port = await serve_nexo_poi(poi)
-        cpo = CpoSimulator()
-        await cpo.start()
-        listen, acq_port = free_port(), free_port()
-        adyen = AdyenSimulator(
-            SimState(
-                api_key=API_KEY,
-                hmac_key=HMAC_KEY,
-                merchant_account="EVPayTest",
-                webhook_url=f"http://127.0.0.1:{listen}/acquirer/adyen/notifications",
-                webhook_user=WEBHOOK_USER,
-                webhook_password=WEBHOOK_PASSWORD,
-                variants=set(variants),
-                slow_s=slow_s,
-            )
-        )
-        if started:
-            await adyen.start("127.0.0.1", acq_port)
-        charger = SimulatedCharger([EVSE])
-        text = CONFIG.format(
-            db=tmp_path / "adyen.sqlite3",
-            poi=poi_port,
-            acq=acq_port,
-            api_key=API_KEY,
-            hmac=HMAC_KEY,
-            user=WEBHOOK_USER,
-            password=WEBHOOK_PASSWORD,
+        parts = await open_site(
+            tmp_path / "adyen.sqlite3",
             deadline=deadline,
-            versions=cpo.versions_url,
-            token_a=cpo.state.token_a,
-            fernet=Fernet.generate_key().decode(),
-            listen=listen,
-            evse=EVSE,
-            strategy="incremental" if incremental else "fixed",
-            terminal_extra="incremental = true" if incremental else "",
+            variants=variants,
+            slow_s=slow_s,
+            started=started,
+            incremental=incremental,
         )
+        charger = SimulatedCharger([EVSE])
+        text = parts.text
 
         async def start() -> Site:
             daemon = Daemon(parse_settings(text, "<e2e-adyen>"), charger=charger)
@@ -258,14 +172,21 @@ async def rigs(tmp_path: Path) -> AsyncIterator[Open]:
                 if not site.task.done():
                     site.daemon.request_stop("test over")
                     await site.task
-            await adyen.stop()
             await charger.close()
-            await cpo.stop()
-            await poi_runner.cleanup()
+            await parts.close()
 
         config = tmp_path / "site.toml"
         config.write_text(text, encoding="utf-8")
-        rig = Rig(poi, charger, cpo, adyen, acq_port, start, config, poi_runner.cleanup)
+        rig = Rig(
+            parts.poi,
+            charger,
+            parts.cpo,
+            parts.adyen,
+            parts.acq_port,
+            start,
+            config,
+            parts.poi_runner.cleanup,
+        )
         opened.append((rig, close))
         return rig
 
