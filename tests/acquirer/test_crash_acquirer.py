@@ -14,13 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
-from cryptography.fernet import Fernet
 
-from drivers.sim.nexo_poi import NexoPoi, PoiConfig, serve_nexo_poi
-from gateway.acquirer.sim import AdyenSimulator, SimState
-from gateway.ocpi.cpo_sim import CpoSimulator
-from tests.acquirer.rig import API_KEY, HMAC_KEY, WEBHOOK_PASSWORD, WEBHOOK_USER
-from tests.acquirer.test_e2e_acquirer import CONFIG, EVSE
+from tests.acquirer.adyen_site import EVSE, open_site
 from tests.helpers import EVPAY, free_port, subprocess_env
 
 
@@ -57,41 +52,18 @@ async def _session_state(db: Path) -> str | None:
 
 
 async def test_killed_around_an_online_capture_it_is_made_once(tmp_path: Path) -> None:
-    poi = NexoPoi(PoiConfig(encoding="adyen-json"))
-    poi_runner, poi_port = await serve_nexo_poi(poi)
-    cpo = CpoSimulator()
-    await cpo.start()
-    listen, acq_port, api = free_port(), free_port(), free_port()
-    adyen = AdyenSimulator(
-        SimState(
-            api_key=API_KEY,
-            hmac_key=HMAC_KEY,
-            merchant_account="EVPayTest",
-            webhook_url=f"http://127.0.0.1:{listen}/acquirer/adyen/notifications",
-            webhook_user=WEBHOOK_USER,
-            webhook_password=WEBHOOK_PASSWORD,
-            variants={"slow"},
-            slow_s=10.0,  # the webhook comes after the second kill and restart
-        )
-    )
+    api = free_port()
     db = tmp_path / "crash.sqlite3"
-    text = CONFIG.format(
-        db=db,
-        poi=poi_port,
-        acq=acq_port,
-        api_key=API_KEY,
-        hmac=HMAC_KEY,
-        user=WEBHOOK_USER,
-        password=WEBHOOK_PASSWORD,
+    parts = await open_site(
+        db,
         deadline=600,
-        versions=cpo.versions_url,
-        token_a=cpo.state.token_a,
-        fernet=Fernet.generate_key().decode(),
-        listen=listen,
-        evse=EVSE,
-        strategy="fixed",
-        terminal_extra="",
-    ).replace("[api]\nport = 0", f"[api]\nport = {api}")
+        variants={"slow"},
+        slow_s=10.0,  # the webhook comes after the second kill and restart
+        started=False,  # the acquirer is not up: the first capture can only be stored
+        api_port=api,
+    )
+    adyen, cpo = parts.adyen, parts.cpo
+    text = parts.text
     config = tmp_path / "site.toml"
     config.write_text(text, encoding="utf-8")
     procs: list[subprocess.Popen[bytes]] = []
@@ -121,7 +93,7 @@ async def test_killed_around_an_online_capture_it_is_made_once(tmp_path: Path) -
         await _until(lambda: modification("queued"))
         await kill(first)  # 1: stored, never taken
         assert not adyen.state.applied
-        await adyen.start("127.0.0.1", acq_port)
+        await adyen.start("127.0.0.1", parts.acq_port)
         second = start()
         await _until(lambda: modification("received"))
         await kill(second)  # 2: taken by the acquirer, its webhook not yet come
@@ -137,9 +109,7 @@ async def test_killed_around_an_online_capture_it_is_made_once(tmp_path: Path) -
             if proc.poll() is None:
                 proc.terminate()
                 await asyncio.to_thread(proc.wait)
-        await adyen.stop()
-        await cpo.stop()
-        await poi_runner.cleanup()
+        await parts.close()
     captures = [m for m in adyen.state.applied if m["what"] == "captures"]
     assert len(captures) == 1  # the same Idempotency-Key across three lives
     (row,) = _query(db, "SELECT data FROM sessions")

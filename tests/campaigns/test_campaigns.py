@@ -159,14 +159,16 @@ def test_crash_small(tmp_path: Path) -> None:
     )
 
 
-@pytest.mark.slow  # about 70 s on the shared 2-core machine: over the default suite's 40 s
 def test_acquirer_crash_small(tmp_path: Path) -> None:
     """The daemon killed once at each dangerous point around an acquirer modification and its
-    webhook: one modification per key, the store's amounts are the acquirer's, no FAC against it."""
+    webhook: one modification per key, the store's amounts are the acquirer's, no FAC against it.
+    In the default suite: 11-17 s on the shared 2-core machine (waits are polls, not sleeps)."""
     figures = acquirer_crash.run("small", SEED, tmp_path / "run")
     assert figures.violations == [], acquirer_crash.describe(figures)
     assert figures.kills == 5 and figures.completed >= 1, acquirer_crash.describe(figures)
-    assert figures.dangerous_kills >= 3 and figures.by_kind["captures"] >= 1
+    aimed = {p: figures.points[p] for p in acquirer_crash.POINTS}
+    assert all(aimed.values()), acquirer_crash.describe(figures)  # each point hit at least once
+    assert figures.by_kind["captures"] >= 1, acquirer_crash.describe(figures)
 
 
 _WRITER = """
