@@ -18,7 +18,7 @@ from gateway.payments.model import Hold, Session, authorization_reference, sale_
 from gateway.payments.moves import Transition, finish, go, note, query
 from gateway.payments.policy import Policy
 from gateway.payments.preauth import initial_hold
-from gateway.payments.settlement import settle_command
+from gateway.payments.settlement import cancel_by_reference, settle_command
 from gateway.payments.states import State, Trigger, next_state
 from gateway.payments.strategy_choice import choose_strategy
 from gateway.payments.tariff import Tariff
@@ -190,6 +190,11 @@ def adopt(
             notes=note(s, "our lost pre-auth found open: released"),
         )
         return settle_command(s, now, policy)
+    if s.terminal in policy.online_deadlines:
+        # The POI's ledger cannot show a hold made while we were away (its answer never stored):
+        # on a terminal whose modifications go online it is cancelled at the acquirer by the
+        # reference we gave the POI, never left without an owner (issue 29, the crash campaign).
+        return cancel_by_reference(s, now, policy)
     why = "no pre-authorisation was made"
     if ev.orphans:
         why = f"open holds {list(ev.orphans)} not attributable to this session: released as orphans"
