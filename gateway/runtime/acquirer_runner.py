@@ -266,7 +266,7 @@ class AcquirerRunner:
             waiting = (RefundStatus.SENT, RefundStatus.UNKNOWN)
             done = any(r.id == named[2] and r.status is RefundStatus.DONE for r in s.refunds)
             if not ok and done:  # REFUND_FAILED after REFUND: the money did not go back
-                return [_contradiction(s, key, m.status, why)]
+                return _contradiction(s, key, m.status, why)
             if not any(r.id == named[2] and r.status in waiting for r in s.refunds):
                 return []
             return [self._result(s.id, eid, Operation.REFUND, ok, why, m, refund=named[2])]
@@ -286,7 +286,9 @@ class AcquirerRunner:
             booked = HoldStatus.CAPTURED if capture else HoldStatus.RELEASED
             if ok or hold.status is not booked:
                 return []
-            return [_contradiction(s, key, m.status, why)]
+            if capture:  # CAPTURE_FAILED after the CAPTURE that was booked: undone
+                return _undone(s, key, m.status, why, hold)
+            return _contradiction(s, key, m.status, why)
         op = Operation.CAPTURE if capture else Operation.RELEASE
         if ok or s.state in (State.CAPTURING, State.RELEASING):
             return [self._result(s.id, eid, op, ok, why, m, hold=hold)]
@@ -408,13 +410,36 @@ def _evidence(
     )
 
 
-def _contradiction(s: Session, key: str, status: str, why: str) -> e.OutcomeContradicted:
-    """A failure reported after the success was booked: recorded on the session as a
-    discrepancy for a person to check, never undone by a guess."""
-    detail = (
+def _detail(key: str, status: str, why: str) -> str:
+    return (
         f"the acquirer reported {status} ({why}) for {key} after its success was "
         "booked: check the acquirer's report"
     )
+
+
+def _known(s: Session, detail: str) -> bool:
+    """Is this contradiction on the session already? Then it is not news: a restart offers the
+    settled outcomes again (the lookback), and only a new one is logged and handed over."""
+    return any(detail in d for d in s.discrepancies)
+
+
+def _undone(s: Session, key: str, status: str, why: str, hold: Hold) -> list[e.Event]:
+    """A failure reported after the capture was booked: the booking is undone by the engine
+    (``payments/capture_undone.py``), once."""
+    detail = _detail(key, status, why)
+    if _known(s, detail):
+        return []
+    _LOGGER.warning("acquirer.capture_undone", extra={"session": s.id, "key": key})
+    eid = f"acquirer-undone:{key}:{status}"
+    return [e.CaptureUndone(session_id=s.id, event_id=eid, ref=hold.ref, detail=detail)]
+
+
+def _contradiction(s: Session, key: str, status: str, why: str) -> list[e.Event]:
+    """A failure reported after the success was booked (a refund's): recorded on the session
+    as a discrepancy for a person to check, never undone by a guess; logged once."""
+    detail = _detail(key, status, why)
+    if _known(s, detail):
+        return []
     _LOGGER.warning("acquirer.contradicted", extra={"session": s.id, "key": key})
     eid = f"acquirer-contradiction:{key}:{status}"
-    return e.OutcomeContradicted(session_id=s.id, event_id=eid, detail=detail)
+    return [e.OutcomeContradicted(session_id=s.id, event_id=eid, detail=detail)]

@@ -407,19 +407,30 @@ async def test_a_refund_goes_to_the_acquirer_when_the_terminal_is_gone(rigs: Ope
     assert (done["method"], done["status"], done["amount_minor"]) == ("acquirer", "done", 200)
 
 
-async def test_a_capture_failed_after_its_capture_is_a_recorded_discrepancy(rigs: Open) -> None:
+async def test_a_capture_failed_after_its_capture_undoes_the_booking(rigs: Open) -> None:
+    """The simulator's "capture failed after received": CAPTURE, then CAPTURE_FAILED. The
+    session is booked completed and its FAC goes; the failure undoes the booking (owed,
+    capture_failed) and the CPO gets the corrected FAC for the same authorization_reference."""
     rig = await rigs(frozenset({"capture_failed"}))
     site = await rig.start()
     await rig.plug(site)
-    await site.wait_state("completed")
+    await site.wait_state("completed", "capture_failed")
     await rig.adyen.settle()
-    async with asyncio.timeout(10):
-        while not site.row()["data"]["discrepancies"]:
-            await asyncio.sleep(0.05)
-    data = site.row()["data"]
-    assert data["captured_minor"] == 595  # booked on the CAPTURE; not undone by a guess
+    row = await site.wait_state("capture_failed")
+    data = row["data"]
+    assert data["captured_minor"] == 0 and data["owed_minor"] == 595, data["notes"]
     (said,) = data["discrepancies"]
-    assert "failed (Capture failed)" in said and ":capture:" in said
+    assert "failed (Capture failed)" in said and ":capture:" in said and "undone" in said
+    sid = row["id"]
+    async with asyncio.timeout(15):
+        while f"{sid[:34]}-C" not in rig.cpo.state.facs:
+            await asyncio.sleep(0.05)
+    corrected = rig.cpo.state.facs[f"{sid[:34]}-C"]
+    assert corrected["capture_status_code"] == "FAILED", corrected
+    first = rig.cpo.state.facs.get(sid[:36])
+    if first is not None:  # the booked outcome went first: the correction names it
+        assert corrected["authorization_reference"] == first["authorization_reference"]
+        assert f"correction of FAC {sid[:36]}" in corrected["capture_status_message"]
 
 
 async def test_a_capture_failed_before_its_capture_leaves_the_price_owed(rigs: Open) -> None:

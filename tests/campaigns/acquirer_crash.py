@@ -59,6 +59,7 @@ DEADLINE_S = 6  # the webhook deadline: a lost webhook makes its capture unconfi
 SLOW_S = 1.5
 LATE_WAIT_S = 60.0  # after the late deliveries, the bound on the wait for every outcome
 CONTRADICTED = "after its success was booked"  # the engine's discrepancy, acquirer_runner.py
+UNDONE = "is undone and owed"  # ... and its booking undone, payments/capture_undone.py
 QUEUED = "SELECT count(*) FROM acquirer_modifications WHERE status = 'queued'"
 RECEIVED = "SELECT count(*) FROM acquirer_modifications WHERE status = 'received'"
 SETTLED = "SELECT count(*) FROM sessions WHERE final = 1"
@@ -331,7 +332,9 @@ class AcquirerCampaign(Campaign):
                 f.violations.append(f"session {sid} is left {row['state']}")
             at_acquirer = sum(captured[p] for p in psps[sid])
             text = f"session {sid} ({row['state']}) captured {data.get('captured_minor', 0)}"
-            fac = self.cpo.state.facs.get(sid[:36]) or {}
+            # a corrected FAC (``-C``: CAPTURE_FAILED after the booked CAPTURE) supersedes
+            fac = self.cpo.state.facs.get(f"{sid[:34]}-C") or self.cpo.state.facs.get(sid[:36])
+            fac = fac or {}
             success = fac.get("capture_status_code") in ("SUCCESS", "PARTIAL_SUCCESS")
             said = _gross_minor(fac["total_costs"]) if success else 0
             wrong = []
@@ -344,10 +347,14 @@ class AcquirerCampaign(Campaign):
             if row["state"] == "capture_unconfirmed":
                 f.unconfirmed_sessions += 1
                 f.findings.append(f"{text}, still unconfirmed; the acquirer has {at_acquirer}")
-            elif any(CONTRADICTED in d for d in data.get("discrepancies", ())):
+            elif any(UNDONE in d for d in data.get("discrepancies", ())):
                 # CAPTURE_FAILED after the CAPTURE that was booked (and told the CPO): the engine
-                # keeps the booking and records a discrepancy for a person (settlement.py's
-                # ``contradicted``). An open finding, not a silent loss: the hold is the session's.
+                # undoes the booking (owed) and corrects the FAC: the books must agree again
+                f.contradicted += 1
+                f.violations += wrong
+            elif any(CONTRADICTED in d for d in data.get("discrepancies", ())):
+                # a contradiction the engine does not undo (a session still settling, a refund's):
+                # a discrepancy for a person. An open finding, not a silent loss.
                 f.contradicted += 1
                 f.findings += [f"{w} (CAPTURE_FAILED after CAPTURE, a discrepancy)" for w in wrong]
                 owned.update(psps[sid])
