@@ -85,14 +85,15 @@ class EngineHost:
 
         Skipped while a pre-authorisation or top-up on this terminal is in flight or
         unresolved: its fresh hold would look like an orphan before its result is stored; and
-        never for a terminal whose modifications go to an acquirer: the terminal does not see
-        the captures made online, so its open holds are not the truth (a release would cancel
-        a payment already captured); nor for a terminal that cannot release an uncompleted
-        hold (``release_open``): there a hold nobody owns can only lapse, and an orphan session
-        made each sweep for it would release nothing."""
-        if self.making_holds(terminal) or terminal in self.policy.online_deadlines:
+        for a terminal that cannot release an uncompleted hold (``release_open``): there a hold
+        nobody owns can only lapse, and an orphan session made each sweep for it would release
+        nothing. A terminal whose modifications go to an acquirer releases at the acquirer; its
+        open list is not the truth (the POI does not see the captures made online): the caller
+        passes only the holds ``online_orphans`` found that no one can own."""
+        if self.making_holds(terminal):
             return []
-        if not self.policy.capabilities_of(terminal).release_open:
+        online = terminal in self.policy.online_deadlines
+        if not online and not self.policy.capabilities_of(terminal).release_open:
             return []
         here = [s for s in self.open_sessions() if s.terminal == terminal]
         owned = self._owned_refs(here, terminal)

@@ -29,6 +29,7 @@ from gateway.payments.routing import CardSeen, Health
 from gateway.payments.states import IN_FLIGHT
 from gateway.runtime.engine_host import EngineHost, Handled
 from gateway.runtime.metrics import Metrics
+from gateway.runtime.online_orphans import online_orphans
 from gateway.runtime.terminal_calls import answer_event, call, last_result, result_event
 
 _LOGGER = logging.getLogger(__name__)
@@ -298,10 +299,11 @@ class TerminalRunner:
             if not put_off:
                 async with self.claim():
                     result = await self.terminal.open_preauthorizations()
+                refs = result.open_refs
+                if result.approved and self.name in self.host.policy.online_deadlines:
+                    refs = online_orphans(self.host, self.name, refs, self.terminal)
                 if result.approved:
-                    for cmd in self.host.sweep(
-                        self.name, result.open_refs, self.currency, self.boot
-                    ):
+                    for cmd in self.host.sweep(self.name, refs, self.currency, self.boot):
                         self.dispatch(cmd)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(SWEEP_RETRY_S if put_off else SWEEP_EVERY_S):
