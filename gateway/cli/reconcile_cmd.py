@@ -30,7 +30,7 @@ from gateway.payments.reconcile import (
     reconcile,
     session_facts,
 )
-from gateway.runtime.acquirer_runner import split_key
+from gateway.runtime.acquirer_outcomes import split_key
 from gateway.runtime.engine_host import EngineHost
 from gateway.runtime.engine_setup import build_policy
 from gateway.settings import load_settings

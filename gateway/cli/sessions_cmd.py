@@ -16,7 +16,7 @@ from drivers.money import Money
 from gateway.cli.stores import open_existing
 from gateway.errors import BadInput
 from gateway.payments.record import from_json
-from gateway.runtime.acquirer_runner import split_key
+from gateway.runtime.acquirer_outcomes import split_key
 from gateway.store import InboxMessage, Step, Store
 
 _NOT_FOUND = 1

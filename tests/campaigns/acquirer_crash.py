@@ -42,7 +42,7 @@ from firmware_bridge.sim import ChargerSimulator
 from gateway.acquirer.adyen_requests import idempotency_key
 from gateway.acquirer.sim import AdyenSimulator, SimState
 from gateway.ocpi.cpo_sim import CpoSimulator
-from gateway.runtime.acquirer_runner import split_key
+from gateway.runtime.acquirer_outcomes import split_key
 from tests.acquirer.rig import API_KEY, HMAC_KEY, WEBHOOK_PASSWORD, WEBHOOK_USER
 from tests.acquirer.test_crash_acquirer import _query
 from tests.acquirer.test_e2e_acquirer import CONFIG
