@@ -5,11 +5,13 @@ every other hold in the list (captured online, the POI does not know) is left al
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from pathlib import Path
 
 from drivers.base import Outcome
 from drivers.money import Money
+from drivers.nexo.asyncio.terminal import NexoTerminal
 from gateway.acquirer.port import Modification
 from gateway.payments import commands as c
 from gateway.payments import events as e
@@ -18,7 +20,10 @@ from gateway.runtime.acquirer_runner import AcquirerRunner
 from gateway.runtime.engine_host import EngineHost
 from gateway.runtime.online_orphans import online_orphans
 from gateway.store import Store
+from tests.acquirer import test_e2e_acquirer as e2e
 from tests.payments.fixtures import Clock, policy
+
+rigs = e2e.rigs  # the real daemon, nexo POI and acquirer simulator on loopback
 
 ONLINE = policy(online_deadlines={"T1": timedelta(seconds=60)})
 
@@ -116,3 +121,27 @@ def test_no_online_sweep_while_a_pre_auth_is_unresolved_or_cancelled_by_referenc
     assert s is not None and s.state is State.RELEASING, s and s.notes
     assert online_orphans(host, "T1", (ref(4),), Poi()) == ()
     store.close()
+
+
+async def test_the_daemon_sweeps_an_online_terminal_and_cancels_its_orphan(
+    rigs: e2e.Open,
+) -> None:
+    """Through the real daemon: a reservation in the POI's ledger that no session knows (made
+    while the sale system's record of it was lost) is an orphan session, cancelled at the
+    simulated acquirer by its pspReference and voided on the CANCELLATION webhook."""
+    rig = await rigs()
+    site = await rig.start()
+    engine = site.daemon.engine
+    terminal = site.daemon.terminals["a1"]
+    assert engine is not None and isinstance(terminal, NexoTerminal)
+    terminal.client.note_hold("T000999.8815000000000999@2026-12-07T12:00:00.000Z", "open")
+    stopping = asyncio.Event()
+    sweep = asyncio.create_task(engine.runners["a1"].sweeper(stopping))
+    try:
+        row = await site.wait_state("voided", "release_unknown", "release_failed")
+    finally:
+        stopping.set()
+        await sweep
+    assert row["state"] == "voided" and row["id"].startswith("orphan-a1-"), row["data"]["notes"]
+    (cancel,) = [m for m in rig.adyen.state.applied if m["what"] == "cancels"]
+    assert cancel["payment"] == "8815000000000999"
