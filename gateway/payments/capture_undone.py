@@ -48,6 +48,8 @@ def capture_undone(s: Session, ev: e.CaptureUndone) -> Transition:
         discrepancies=(*s.discrepancies, *more),
         notes=note(s, why),
     )
+    if s.state is State.CAPTURE_UNCONFIRMED:  # its outcome waits for the evidence: no FAC yet
+        return Transition(s)
     if s.state is State.COMPLETED:
         s = go(s, Trigger.CAPTURE_UNDONE)
     payload = {**outcome_payload(s), "debt_only": False, "correction_of": s.id[:36]}
