@@ -58,8 +58,7 @@ MIXES = ((), ("slow",), ("duplicate",), ("lost",), ("capture_failed",), ("respon
 DEADLINE_S = 6  # the webhook deadline: a lost webhook makes its capture unconfirmed this soon
 SLOW_S = 1.5
 LATE_WAIT_S = 60.0  # after the late deliveries, the bound on the wait for every outcome
-CONTRADICTED = "after its success was booked"  # the engine's discrepancy, acquirer_runner.py
-UNDONE = "is undone and owed"  # ... and its booking undone, payments/capture_undone.py
+CONTRADICTED, UNDONE = "after its success was booked", "is undone and owed"  # capture_undone.py
 QUEUED = "SELECT count(*) FROM acquirer_modifications WHERE status = 'queued'"
 RECEIVED = "SELECT count(*) FROM acquirer_modifications WHERE status = 'received'"
 SETTLED = "SELECT count(*) FROM sessions WHERE final = 1"
@@ -332,9 +331,8 @@ class AcquirerCampaign(Campaign):
                 f.violations.append(f"session {sid} is left {row['state']}")
             at_acquirer = sum(captured[p] for p in psps[sid])
             text = f"session {sid} ({row['state']}) captured {data.get('captured_minor', 0)}"
-            # a corrected FAC (``-C``: CAPTURE_FAILED after the booked CAPTURE) supersedes
-            fac = self.cpo.state.facs.get(f"{sid[:34]}-C") or self.cpo.state.facs.get(sid[:36])
-            fac = fac or {}
+            facs = self.cpo.state.facs  # a corrected FAC (``-C``) supersedes the first
+            fac = facs.get(f"{sid[:34]}-C") or facs.get(sid[:36]) or {}
             success = fac.get("capture_status_code") in ("SUCCESS", "PARTIAL_SUCCESS")
             said = _gross_minor(fac["total_costs"]) if success else 0
             wrong = []
@@ -347,18 +345,13 @@ class AcquirerCampaign(Campaign):
             if row["state"] == "capture_unconfirmed":
                 f.unconfirmed_sessions += 1
                 f.findings.append(f"{text}, still unconfirmed; the acquirer has {at_acquirer}")
-            elif any(UNDONE in d for d in data.get("discrepancies", ())):
-                # CAPTURE_FAILED after the CAPTURE that was booked (and told the CPO): the engine
-                # undoes the booking (owed) and corrects the FAC: the books must agree again
-                f.contradicted += 1
-                f.violations += wrong
-            elif any(CONTRADICTED in d for d in data.get("discrepancies", ())):
-                # a contradiction the engine does not undo (a session still settling, a refund's):
-                # a discrepancy for a person. An open finding, not a silent loss.
+            elif any(CONTRADICTED in d and UNDONE not in d for d in data.get("discrepancies", ())):
+                # not undone (still settling, a refund's): a discrepancy for a person, a finding
                 f.contradicted += 1
                 f.findings += [f"{w} (CAPTURE_FAILED after CAPTURE, a discrepancy)" for w in wrong]
                 owned.update(psps[sid])
-            else:
+            else:  # CAPTURE_FAILED after a booked CAPTURE is undone: the books agree again
+                f.contradicted += any(UNDONE in d for d in data.get("discrepancies", ()))
                 f.violations += wrong
             for hold in data.get("holds", []):
                 tid = hold["ref"].rpartition("@")[0] or hold["ref"]
