@@ -145,7 +145,7 @@ def load_facts(
         UnclaimedWebhook,
         session_facts,
     )
-    from gateway.runtime.acquirer_runner import split_key
+    from gateway.runtime.acquirer_outcomes import split_key
 
     sessions = [session_facts(r) for r in store.sessions_between(start, end)]
     # One batch's facts per currency it holds: totals are per card group and currency.

@@ -73,7 +73,7 @@ def _list(args: argparse.Namespace) -> int:
 def acquirer_waits(store: Store, now: datetime) -> dict[str, str]:
     """What each session waits for at the acquirer: a modification not yet taken (the uplink is
     down), or taken and awaiting its webhook until a deadline (past it: a missing webhook)."""
-    from gateway.runtime.acquirer_runner import split_key
+    from gateway.runtime.acquirer_outcomes import split_key
 
     out: dict[str, str] = {}
     for m in store.acquirer.waiting():

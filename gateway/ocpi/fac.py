@@ -9,6 +9,10 @@ A FAC says what was captured against what was priced, and every amount owed goes
   captured" for money taken;
 - a CAPTURE_UNCONFIRMED session (no evidence either way) sends no outcome at all until the
   end-of-day evidence decides it (``payments/evidence.py``);
+- a booked capture the acquirer reports failed after all (``correction_of``): the session's
+  outcome again, as it is now (FAILED, or PARTIAL_SUCCESS when another hold was captured),
+  under its own FAC id (``<session>-C``) for the same authorization_reference, its message
+  naming the FAC it corrects;
 - energy reported after a session ended (``unpaid_energy_wh``, its message ``debt_only``) →
   FAILED with the amount owed, under its own FAC id (``<session>-U``), since the first
   outcome already went; energy reported late while the session was still settling is owed in
@@ -65,6 +69,9 @@ def fac_from_outcome(
     owed = Money(payload.get("owed_minor", 0), cur)
     sid = str(payload["session_id"])
     fac_id = sid[:34] + "-U" if unpaid else sid[:36]
+    corrects = payload.get("correction_of")
+    if corrects and not unpaid:
+        fac_id = sid[:34] + "-C"
     if unpaid:  # that energy's price only: a debt already told in the first FAC is not repeated
         amount, code = Money(payload.get("unpaid_minor", owed.minor), cur), CaptureStatusCode.FAILED
         message = f"{payload['unpaid_energy_wh']} Wh delivered and never billed: {amount} owed"
@@ -86,6 +93,8 @@ def fac_from_outcome(
         message = f"captured {captured} of {Money(payload['price_minor'], cur)} priced; {owed} owed"
     else:
         amount, code, message = captured, CaptureStatusCode.SUCCESS, "captured at the terminal"
+    if corrects and not unpaid:
+        message = f"correction of FAC {corrects}: the capture failed after its success; {message}"
     gross = amount.to_decimal()
     price_incl = Money(payload["price_minor"], cur).to_decimal()
     price_excl = Decimal(payload.get("price_excl") or "0")

@@ -14,6 +14,7 @@ from gateway.payments import commands as c
 from gateway.payments import events as e
 from gateway.payments.capture import chargeable, release_all
 from gateway.payments.events import TimerKind
+from gateway.payments.lost_settlement import cancel_by_reference
 from gateway.payments.model import Hold, Session, authorization_reference, sale_reference
 from gateway.payments.moves import Transition, finish, go, note, query
 from gateway.payments.policy import Policy
@@ -190,6 +191,11 @@ def adopt(
             notes=note(s, "our lost pre-auth found open: released"),
         )
         return settle_command(s, now, policy)
+    if s.terminal in policy.online_deadlines:
+        # The POI's ledger cannot show a hold made while we were away (its answer never stored):
+        # on a terminal whose modifications go online it is cancelled at the acquirer by the
+        # reference we gave the POI, never left without an owner (issue 29, the crash campaign).
+        return cancel_by_reference(s, now, policy)
     why = "no pre-authorisation was made"
     if ev.orphans:
         why = f"open holds {list(ev.orphans)} not attributable to this session: released as orphans"

@@ -9,7 +9,7 @@ amount the driver declared (``Target.amount_minor``) is a cap: never charged abo
 
 What follows is settlement, not a decision about the amount: ``settlement.py`` sends each
 hold's target (``Capture``/``Release``) and books a hold's target on the terminal's approval
-or its repeat of the last result showing it; the host (``EngineHost._ambiguous``) only decides
+or its repeat of the last result showing it; the host (``last_result_owner.ambiguous``) only decides
 whether such a repeat may be ours.
 """
 

@@ -263,6 +263,17 @@ class OutcomeContradicted:
     detail: str
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CaptureUndone:
+    """The acquirer reported the booked capture of hold ``ref`` failed after all (its
+    CAPTURE_FAILED after the CAPTURE): the booking is undone (``capture_undone.py``)."""
+
+    session_id: str
+    event_id: str
+    ref: str
+    detail: str
+
+
 Event = (
     CardPresented
     | TerminalResultArrived
@@ -281,4 +292,5 @@ Event = (
     | DebtResolved
     | RefundSettled
     | OutcomeContradicted
+    | CaptureUndone
 )

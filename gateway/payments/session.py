@@ -37,6 +37,7 @@ from drivers.base import Outcome
 from gateway.errors import InvariantViolated
 from gateway.payments import events as e
 from gateway.payments.authorization import adopt, orphan, preauth_result, start
+from gateway.payments.capture_undone import capture_undone
 from gateway.payments.charging import (
     after_topup,
     charger_faulted,
@@ -135,6 +136,8 @@ def _dispatch(session: Session | None, event: e.Event, now: datetime, policy: Po
         return evidence_decided(session, event, now, policy)
     if isinstance(event, e.OutcomeContradicted):
         return contradicted(session, event)
+    if isinstance(event, e.CaptureUndone):
+        return capture_undone(session, event)
     if session.final:
         if isinstance(event, e.FiscalDataArrived):
             return fiscal_arrived(session, event, now, policy)

@@ -110,6 +110,7 @@ class Trigger(StrEnum):
     FISCAL_TIMEOUT = "no fiscal data in time / ShowReceipt(pending)"
     EVIDENCE_CAPTURED = "end-of-day totals show the capture / outcome"
     EVIDENCE_NOT_CAPTURED = "end-of-day totals show no capture / outcome"
+    CAPTURE_UNDONE = "acquirer: CAPTURE_FAILED after the booked CAPTURE / corrected outcome"
 
 
 S, T = State, Trigger
@@ -165,12 +166,18 @@ TRANSITIONS: Mapping[tuple[State | None, Trigger], State] = {
     **{(source, trigger): target for source in _SETTLING for trigger, target in _SETTLED.items()},
     (S.CAPTURE_UNCONFIRMED, T.EVIDENCE_CAPTURED): S.COMPLETED,
     (S.CAPTURE_UNCONFIRMED, T.EVIDENCE_NOT_CAPTURED): S.CAPTURE_FAILED,
+    (S.COMPLETED, T.CAPTURE_UNDONE): S.CAPTURE_FAILED,
 }
 
 # The only ways out of a final state: an unconfirmed capture decided later by the terminal's
-# own evidence (``evidence.py``); its outcome waits for that decision (``settlement.py``).
+# own evidence (``evidence.py``); its outcome waits for that decision (``settlement.py``); and a
+# booked capture the acquirer reports failed after all (``capture_undone.py``).
 LATE_EVIDENCE = frozenset(
-    {(S.CAPTURE_UNCONFIRMED, T.EVIDENCE_CAPTURED), (S.CAPTURE_UNCONFIRMED, T.EVIDENCE_NOT_CAPTURED)}
+    {
+        (S.CAPTURE_UNCONFIRMED, T.EVIDENCE_CAPTURED),
+        (S.CAPTURE_UNCONFIRMED, T.EVIDENCE_NOT_CAPTURED),
+        (S.COMPLETED, T.CAPTURE_UNDONE),
+    }
 )
 
 

@@ -45,9 +45,10 @@ from gateway.errors import ModificationRefused, StoreError
 from gateway.payments import commands as c
 from gateway.payments import events as e
 from gateway.payments.events import Operation
-from gateway.payments.model import Hold, HoldStatus, Session, by_reference, sale_reference
-from gateway.payments.refunds import RefundMethod, RefundStatus
+from gateway.payments.model import Session, by_reference, sale_reference
+from gateway.payments.refunds import RefundMethod
 from gateway.payments.states import State
+from gateway.runtime.acquirer_outcomes import hold_of, outcome_events, split_key
 from gateway.runtime.engine_host import EngineHost
 from gateway.settings import AcquirerSettings
 from gateway.store.acquirer import AcquirerBook, StoredModification
@@ -59,22 +60,10 @@ SETTLED_LOOKBACK = timedelta(days=7)  # outcomes offered to the engine again aft
 DELIVERED_MAX = 10_000  # outcomes remembered as handed over; beyond it, offered again (no-ops)
 CANCEL_ATTEMPTS_MAX = 10  # a refused cancel is sent again under a new key at most this often
 _SETTLED = frozenset({"confirmed", "failed", "rejected"})
-_MARKS = {":capture:": "capture", ":release:": "release", ":topup:": "topup", ":refund:": "refund"}
-_CAPTURING = (State.CAPTURING, State.CAPTURE_UNKNOWN, State.CAPTURE_RETRY)
-_RELEASING = (State.RELEASING, State.RELEASE_UNKNOWN, State.RELEASE_RETRY)
 
 Take = Callable[[e.Event], None]
 # (terminal, the hold's text ref) -> the acquirer's reference of that payment, or None
 References = Callable[[str, str], str | None]
-
-
-def split_key(command_key: str) -> tuple[str, str, str] | None:
-    """(session id, command kind, the hold or refund it names) of an engine command key."""
-    for mark, kind in _MARKS.items():
-        session, found, rest = command_key.partition(mark)
-        if found and session:
-            return session, kind, rest.split("~", 1)[0]
-    return None
 
 
 def driver_references(terminals: Mapping[str, object]) -> References:
@@ -88,11 +77,6 @@ def driver_references(terminals: Mapping[str, object]) -> References:
         return str(found) if found else None
 
     return reference
-
-
-def hold_of(s: Session, ref: str) -> Hold | None:
-    """The session's hold named by a text ref."""
-    return next((h for h in s.holds if h.ref == ref), None)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -239,7 +223,7 @@ class AcquirerRunner:
         if stored is None:  # never recorded, so never sent: the acquirer still holds it
             self.take(e.OpenPreauthsReported(s.id, event_id, (hold.ref,)))
         elif stored.status in _SETTLED:
-            for event in self._events(stored, s):
+            for event in outcome_events(stored, s):
                 self.take(event)
         elif capture and stored.deadline is not None and stored.deadline <= now:
             # received, and no webhook by the deadline: unconfirmed, never a success
@@ -250,83 +234,6 @@ class AcquirerRunner:
             self.take(e.OpenPreauthsReported(s.id, event_id, ()))
         else:  # queued, or waiting for its webhook: ask again later
             self.take(e.OpenPreauthsReported(s.id, event_id, (), failed=True))
-
-    # ---- outcomes -----------------------------------------------------------------------------
-
-    def _events(self, m: StoredModification, s: Session) -> list[e.Event]:
-        """The engine events a settled modification means for its session as it is now."""
-        key, kind = m.modification.command_key, m.modification.kind
-        named = split_key(key)
-        ok = m.status == "confirmed"
-        why = m.outcome_reason or m.last_error or ("confirmed" if ok else m.status)
-        eid = f"acquirer:{key}:{m.status}"
-        if named is None:
-            return []
-        if kind == "refund":  # in flight, or marked unknown at its deadline
-            waiting = (RefundStatus.SENT, RefundStatus.UNKNOWN)
-            done = any(r.id == named[2] and r.status is RefundStatus.DONE for r in s.refunds)
-            if not ok and done:  # REFUND_FAILED after REFUND: the money did not go back
-                return [_contradiction(s, key, m.status, why)]
-            if not any(r.id == named[2] and r.status in waiting for r in s.refunds):
-                return []
-            return [self._result(s.id, eid, Operation.REFUND, ok, why, m, refund=named[2])]
-        if kind == "amount_update":  # a top-up raises the session's first hold
-            if not s.topup_minor or not s.holds:  # none awaited (given up as lost)
-                return []
-            return [self._result(s.id, eid, Operation.TOPUP, ok, why, m, topup=s.holds[0])]
-        hold = hold_of(s, named[2])
-        if hold is None:
-            return []
-        capture = kind == "capture"
-        if capture and s.state is State.CAPTURE_UNCONFIRMED:  # a late webhook is evidence
-            code = "CAPTURE" if ok else f"{m.status} ({why})"
-            evidence = f"the acquirer's webhook for {key}: {code}"
-            return [_evidence(s, key, m.status, captured=ok, evidence=evidence)]
-        if s.state not in (_CAPTURING if capture else _RELEASING) or hold is not s.current:
-            booked = HoldStatus.CAPTURED if capture else HoldStatus.RELEASED
-            if ok or hold.status is not booked:
-                return []
-            return [_contradiction(s, key, m.status, why)]
-        op = Operation.CAPTURE if capture else Operation.RELEASE
-        if ok or s.state in (State.CAPTURING, State.RELEASING):
-            return [self._result(s.id, eid, op, ok, why, m, hold=hold)]
-        enquiry = f"acquirer-enquiry:{key}:{m.status}"
-        if s.state is State.RELEASE_UNKNOWN:  # the cancel failed: the hold stands
-            return [e.OpenPreauthsReported(s.id, enquiry, (hold.ref,))]
-        if s.state is State.CAPTURE_UNKNOWN:  # the capture failed: nothing taken
-            evidence = f"the acquirer's answer for {key}: {m.status} ({why})"
-            return [
-                e.OpenPreauthsReported(s.id, enquiry, ()),
-                _evidence(s, key, m.status, captured=False, evidence=evidence),
-            ]
-        return []  # waiting to try again: the retry asks
-
-    @staticmethod
-    def _result(
-        session_id: str,
-        event_id: str,
-        op: Operation,
-        ok: bool,
-        why: str,
-        m: StoredModification,
-        *,
-        hold: Hold | None = None,
-        topup: Hold | None = None,
-        refund: str | None = None,
-    ) -> e.TerminalResultArrived:
-        amount = m.modification.amount
-        return e.TerminalResultArrived(
-            session_id=session_id,
-            event_id=event_id,
-            operation=op,
-            outcome=Outcome.APPROVED if ok else Outcome.DECLINED,
-            # a top-up's webhook confirms the new total; the session adds what it asked
-            amount_minor=amount.minor if amount is not None and topup is None else None,
-            ref=topup.ref if topup is not None else None,
-            message=f"acquirer: {why}",
-            for_ref=hold.ref if hold is not None else None,
-            refund_id=refund,
-        )
 
     def hand_over(self) -> None:
         """Offer each outcome not yet handed over to its session; a refund with no webhook by
@@ -342,7 +249,7 @@ class AcquirerRunner:
                 continue
             self._delivered[key] = m.status
             s = self._session_of(m)
-            for event in self._events(m, s) if s is not None else []:
+            for event in outcome_events(m, s) if s is not None else []:
                 self.take(event)
         for m in self.book.overdue(now):
             key = m.modification.command_key
@@ -395,26 +302,3 @@ class AcquirerRunner:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(DRAIN_EVERY_S):
                         await self._wake.wait()
-
-
-def _evidence(
-    s: Session, key: str, status: str, *, captured: bool, evidence: str
-) -> e.CaptureEvidence:
-    return e.CaptureEvidence(
-        session_id=s.id,
-        event_id=f"acquirer-evidence:{key}:{status}",
-        captured=captured,
-        evidence=evidence,
-    )
-
-
-def _contradiction(s: Session, key: str, status: str, why: str) -> e.OutcomeContradicted:
-    """A failure reported after the success was booked: recorded on the session as a
-    discrepancy for a person to check, never undone by a guess."""
-    detail = (
-        f"the acquirer reported {status} ({why}) for {key} after its success was "
-        "booked: check the acquirer's report"
-    )
-    _LOGGER.warning("acquirer.contradicted", extra={"session": s.id, "key": key})
-    eid = f"acquirer-contradiction:{key}:{status}"
-    return e.OutcomeContradicted(session_id=s.id, event_id=eid, detail=detail)

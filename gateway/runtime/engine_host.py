@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from drivers.base import TerminalResult
 from gateway.errors import StaleRead
@@ -20,6 +20,7 @@ from gateway.payments.record import from_json, to_row
 from gateway.payments.session import FINAL, Policy, Session, State, transition
 from gateway.payments.states import EVSE_FREE
 from gateway.runtime.end_of_day_evidence import decide_unconfirmed
+from gateway.runtime.last_result_owner import IN_FLIGHT_HOLDS, MAKING_HOLDS, ambiguous
 from gateway.runtime.payment_rows import payment_rows
 from gateway.store import (
     EndOfDayRecord,
@@ -83,14 +84,15 @@ class EngineHost:
 
         Skipped while a pre-authorisation or top-up on this terminal is in flight or
         unresolved: its fresh hold would look like an orphan before its result is stored; and
-        never for a terminal whose modifications go to an acquirer: the terminal does not see
-        the captures made online, so its open holds are not the truth (a release would cancel
-        a payment already captured); nor for a terminal that cannot release an uncompleted
-        hold (``release_open``): there a hold nobody owns can only lapse, and an orphan session
-        made each sweep for it would release nothing."""
-        if self.making_holds(terminal) or terminal in self.policy.online_deadlines:
+        for a terminal that cannot release an uncompleted hold (``release_open``): there a hold
+        nobody owns can only lapse, and an orphan session made each sweep for it would release
+        nothing. A terminal whose modifications go to an acquirer releases at the acquirer; its
+        open list is not the truth (the POI does not see the captures made online): the caller
+        passes only the holds ``online_orphans`` found that no one can own."""
+        if self.making_holds(terminal):
             return []
-        if not self.policy.capabilities_of(terminal).release_open:
+        online = terminal in self.policy.online_deadlines
+        if not online and not self.policy.capabilities_of(terminal).release_open:
             return []
         here = [s for s in self.open_sessions() if s.terminal == terminal]
         owned = self._owned_refs(here, terminal)
@@ -110,9 +112,7 @@ class EngineHost:
         return commands
 
     def making_holds(self, terminal: str) -> bool:
-        return any(
-            s.terminal == terminal and s.state in _MAKING_HOLDS for s in self.open_sessions()
-        )
+        return any(s.terminal == terminal and s.state in MAKING_HOLDS for s in self.open_sessions())
 
     def record_terminal(
         self,
@@ -208,13 +208,15 @@ class EngineHost:
         others = [
             s for s in self.open_sessions() if s.terminal == session.terminal and s.id != session.id
         ]
-        if session.state is State.AUTH_UNKNOWN and any(s.state in _IN_FLIGHT_HOLDS for s in others):
+        if session.state is State.AUTH_UNKNOWN and any(s.state in IN_FLIGHT_HOLDS for s in others):
             return replace(event, orphans=(), failed=True, busy=True)
         if session.terminal in self.policy.online_deadlines:  # captured online: not orphans
             return replace(event, orphans=())
         owned = self._owned_refs(others, session.terminal)
         event = replace(event, orphans=tuple(r for r in event.refs if r not in owned))
-        if event.last is not None and self._ambiguous(session, event.last, event.last_asked_at):
+        if event.last is not None and ambiguous(
+            self.store, self.clock(), session, event.last, event.last_asked_at
+        ):
             event = replace(
                 event, last=None
             )  # it may be another session's transaction: no evidence for us
@@ -224,44 +226,6 @@ class EngineHost:
         """Has an end of day on the session's terminal closed the batch its capture is in?"""
         closed = self.store.last_end_of_day(s.terminal)
         return closed is not None and closed >= (s.bill.captured_at or s.created_at)
-
-    def _ambiguous(
-        self, session: Session, last: e.LastResult, asked_at: datetime | None = None
-    ) -> bool:
-        """Could the terminal's last result belong to another session? Yes if another session of
-        this terminal knows that receipt, or — since our capture left — started on the terminal
-        or lost the result of one of its own operations (whose trace we cannot tell from ours).
-        For a lost pre-auth: any other session that may have made its hold (``_may_own``)."""
-        hold = session.current
-        sent = hold.capture_sent_at if hold is not None and hold.capture_sent_at else None
-        since = (sent or self.clock()) - timedelta(days=2)
-        rows = [
-            r
-            for r in self.store.sessions_of_terminal(session.terminal, since)
-            if r["id"] != session.id
-        ]
-        others = [(from_json(r["data"]), r["updated_at"]) for r in rows]
-        known = {
-            n for s, _ in others for h in s.holds for n in (h.ref, h.booking_ref) if n is not None
-        }
-        if last.ref in known:
-            return True
-        if session.state is State.AUTH_UNKNOWN:
-            # A lost pre-auth adopts a hold only if no other session can have made it: the hold
-            # is left to its owner or to the orphan sweep (issue 26, found by the reference model).
-            return any(_may_own(s, last) for s, _ in others)
-        if sent is None:
-            return session.state is State.CAPTURE_UNKNOWN
-        # a session started after the result was asked (the runner's snapshot at start) did
-        # not make it
-        changed = [
-            s
-            for s, updated in others
-            if updated >= sent and (asked_at is None or s.created_at < asked_at)
-        ]
-        return any(
-            s.created_at >= sent or s.lost_results or s.state in _MAKING_HOLDS for s in changed
-        )
 
     def handle(self, event: e.Event) -> Handled:
         for _ in range(3):
@@ -396,22 +360,7 @@ class EngineHost:
 _OPEN_CACHE_LIMIT = (
     10_000  # far more than a site's chargers; beyond it, sessions are read from the store
 )
-_IN_FLIGHT_HOLDS = (State.AUTHORIZING, State.TOPPING_UP)  # a fresh hold may exist, not stored yet
-_MAKING_HOLDS = (*_IN_FLIGHT_HOLDS, State.AUTH_UNKNOWN)  # ... or one not yet attributed
 _WAITING = (State.CAPTURE_RETRY, State.RELEASE_RETRY)  # nothing at the terminal until the retry
-
-
-def _may_own(other: Session, last: e.LastResult) -> bool:
-    """Can ``other`` have made the open hold of this last result, unknown to it? A session making
-    a hold, or whose pre-auth was lost and never attributed (within the amount it asked for),
-    or whose top-up was lost (its first hold uncertain: the amount cannot tell)."""
-    if other.holds and other.holds[0].uncertain:
-        return True
-    if other.state in _MAKING_HOLDS or (other.lost_results and not other.holds):
-        return last.amount_minor is None or last.amount_minor <= max(
-            other.hold_minor, other.topup_minor
-        )
-    return False
 
 
 def _from_another_evse(event: e.Event, session: Session | None) -> bool:

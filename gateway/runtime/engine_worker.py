@@ -213,9 +213,8 @@ class EngineWorker:
         for session in self.host.open_sessions():
             self._take(e.Resumed(session.id, f"resume:{self._loop.boot}"))
             self._arm(session)
-        for name, runner in self.runners.items():
-            if name not in self.online.routes:  # its holds are settled online, not at the POI
-                self._spawn(runner.sweeper(stopping), f"sweeper:{name}")
+        for name, runner in self.runners.items():  # online: only holds nobody can own
+            self._spawn(runner.sweeper(stopping), f"sweeper:{name}")
         if self.acquirers is not None:
             self._spawn(self.acquirers.run(stopping), "acquirer:drain")
         self._spawn(self._requests(stopping), "requests")

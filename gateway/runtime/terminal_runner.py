@@ -17,7 +17,7 @@ import time as monotonic_time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime, time, timedelta
+from datetime import datetime, time
 
 from drivers.base import Outcome, PaymentTerminal, TerminalResult
 from drivers.errors import DriverError
@@ -29,7 +29,9 @@ from gateway.payments.routing import CardSeen, Health
 from gateway.payments.states import IN_FLIGHT
 from gateway.runtime.engine_host import EngineHost, Handled
 from gateway.runtime.metrics import Metrics
+from gateway.runtime.online_orphans import online_orphans
 from gateway.runtime.terminal_calls import answer_event, call, last_result, result_event
+from gateway.runtime.terminal_end_of_day import close_batch, end_of_day_loop
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -298,10 +300,11 @@ class TerminalRunner:
             if not put_off:
                 async with self.claim():
                     result = await self.terminal.open_preauthorizations()
+                refs = result.open_refs
+                if result.approved and self.name in self.host.policy.online_deadlines:
+                    refs = online_orphans(self.host, self.name, refs, self.terminal)
                 if result.approved:
-                    for cmd in self.host.sweep(
-                        self.name, result.open_refs, self.currency, self.boot
-                    ):
+                    for cmd in self.host.sweep(self.name, refs, self.currency, self.boot):
                         self.dispatch(cmd)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(SWEEP_RETRY_S if put_off else SWEEP_EVERY_S):
@@ -333,42 +336,10 @@ class TerminalRunner:
                 await self.ask_last_result()
 
     async def end_of_day_loop(self, at: time, stopping: asyncio.Event) -> None:
-        """The terminal's end of day at ``at`` (site time) every day; while a transaction of the
-        terminal is open it is skipped and tried again ``end_of_day_retry_s`` later."""
-        tz = self.host.policy.tz
-        due = next_local(datetime.now(tz), at)
-        while not stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(0.0, (due - datetime.now(tz)).total_seconds())):
-                    await stopping.wait()
-            if stopping.is_set():
-                return
-            outcome = await self.end_of_day()
-            _LOGGER.info("engine.end_of_day", extra={"terminal": self.name, "outcome": outcome})
-            if outcome == "done":
-                due = next_local(datetime.now(tz) + timedelta(minutes=1), at)
-            else:
-                due = datetime.now(tz) + timedelta(seconds=self.end_of_day_retry_s)
+        await end_of_day_loop(self, at, stopping)  # terminal_end_of_day.py
 
     async def end_of_day(self) -> str:
-        """Close the terminal's batch now, unless a transaction of it is open: "done", or why
-        not. Asked again once the line is ours: a capture retried while the end of day waited
-        for the line was sent before the batch closed and is carried out after it. The batch
-        ends when the end of day began (a capture sent during it is in the next one)."""
-        busy = self.host.open_on_terminal(self.name)
-        if not busy:
-            async with self.claim():
-                busy = self.host.open_on_terminal(self.name)  # again, the line ours now
-                if not busy:
-                    began = self.host.clock()
-                    result = await self.terminal.end_of_day()
-        if busy:
-            self.host.note_end_of_day_skipped(self.name, busy)
-            return f"skipped: session {busy} is open"
-        if not result.approved:
-            return f"refused: {result.message}"
-        self.host.record_end_of_day(self.name, result, self.currency, at=began)
-        return "done"
+        return await close_batch(self)
 
     async def card_loop(
         self, stopping: asyncio.Event, card_read: Callable[[str, CardSeen], None]
@@ -394,13 +365,3 @@ class TerminalRunner:
                 card_read(
                     self.name, CardSeen.from_masked(result.card.brand, result.card.masked_pan)
                 )
-
-
-def next_local(now: datetime, at: time) -> datetime:
-    """The next moment at local wall time ``at`` after ``now`` (aware, in the site's zone)."""
-    candidate = now.replace(hour=at.hour, minute=at.minute, second=at.second, microsecond=0)
-    if candidate > now:
-        return candidate
-    # the wall time again tomorrow (a DST change moves the instant, not the time)
-    tomorrow = candidate + timedelta(days=1)
-    return tomorrow.replace(hour=at.hour, minute=at.minute, second=at.second)

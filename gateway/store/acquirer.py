@@ -126,6 +126,17 @@ class AcquirerBook:
             (to_text(since), limit),
         )
 
+    def touched(self, payment_reference: str) -> bool:
+        """Has any modification of ours, or any webhook, named this payment? Then it is not an
+        orphan: someone captured, cancelled or adjusted it (the sweep of an online terminal)."""
+        with sqlite_errors(self._path):
+            row = self._conn.execute(
+                "SELECT 1 FROM acquirer_modifications WHERE payment_reference = ? UNION ALL"
+                " SELECT 1 FROM acquirer_notifications WHERE original_reference = ? LIMIT 1",
+                (payment_reference, payment_reference),
+            ).fetchone()
+        return row is not None
+
     def overdue(self, now: datetime) -> list[StoredModification]:
         """Taken by the acquirer, no webhook by the deadline: a finding for reconciliation,
         never a success."""

@@ -4,17 +4,20 @@ SQLite store, the Adyen acquirer and its forwarder. Only time is fake (deadlines
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, Protocol
 
 import aiohttp
 from aiohttp import web
 from pydantic import SecretStr
 
 from gateway.acquirer.adyen_client import AdyenAcquirer
+from gateway.acquirer.adyen_webhook import hmac_key_bytes, signed_item
 from gateway.acquirer.forwarding import Forwarder
 from gateway.acquirer.profiles import profile
 from gateway.acquirer.sim import AdyenSimulator, SimState
@@ -22,6 +25,13 @@ from gateway.acquirer.webhook_server import WebhookReceiver
 from gateway.settings import AcquirerSettings, SecretRef
 from gateway.store import Store
 from tests.helpers import free_port
+
+
+class WithAcquirer(Protocol):
+    """A rig with the simulated acquirer (``test_e2e_acquirer.Rig``)."""
+
+    adyen: AdyenSimulator
+
 
 HMAC_KEY = "44782DEF547AAA06C910C43932B1EB0C71FC68D9D0C057550C48EC2ACF6BA056"
 API_KEY = "test-api-key-0123456789"
@@ -127,3 +137,34 @@ async def rig(
         finally:
             await sim.stop()
             store.close()
+
+
+async def post_webhook(
+    rig: WithAcquirer, code: str, applied: dict[str, Any], *, success: bool
+) -> None:
+    """A notification as Adyen sends it late (signed, Basic credentials)."""
+    item = {
+        "eventCode": code,
+        "pspReference": applied["pspReference"],
+        "originalReference": applied["payment"],
+        "merchantAccountCode": "EVPayTest",
+        "merchantReference": applied.get("reference") or "",
+        "success": "true" if success else "false",
+        "eventDate": datetime.now(UTC).isoformat(timespec="seconds"),
+        "reason": "",
+        "amount": applied["amount"],
+    }
+    payload = {
+        "live": "false",
+        "notificationItems": [
+            {"NotificationRequestItem": signed_item(item, hmac_key_bytes(HMAC_KEY))}
+        ],
+    }
+    user = base64.b64encode(f"{WEBHOOK_USER}:{WEBHOOK_PASSWORD}".encode()).decode()
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            rig.adyen.state.webhook_url, json=payload, headers={"Authorization": f"Basic {user}"}
+        ) as reply,
+    ):
+        assert (reply.status, await reply.text()) == (200, "[accepted]")

@@ -68,6 +68,22 @@ def test_an_unresolved_pre_auth_on_an_online_terminal_is_cancelled_by_our_refere
     assert plain is not None and plain.state is State.FAILED
 
 
+def test_a_pre_auth_the_poi_cannot_tell_about_after_a_restart_is_cancelled_by_reference() -> None:
+    """The crash campaign's violation: the POI made the hold while the daemon died; after the
+    restart its ledger shows nothing and its last result is none. On a terminal whose
+    modifications go online the session cancels by our reference (a next action and a
+    deadline), never fails with the hold left unowned."""
+    answered = e.OpenPreauthsReported(SID, "q", (), last=None)
+    t = transition(lost(), answered, T0, ONLINE)
+    s = t.session
+    assert s is not None and s.state is State.RELEASING, s and s.notes
+    (cancel,) = [x for x in t.commands if isinstance(x, c.Release)]
+    assert cancel.ref == f"by-reference:{sale_reference(SID)}"
+    assert s.timer is not None and s.next_deadline is not None  # waits for its webhook
+    plain = transition(lost(), answered, T0, policy()).session  # the terminal settles: as before
+    assert plain is not None and plain.state is State.FAILED
+
+
 def release(key: str, ref: str, held: int) -> c.Release:
     return c.Release(
         key=key, session_id=SID, terminal="T1", ref=ref, held_minor=held, currency="EUR"

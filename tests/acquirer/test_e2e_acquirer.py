@@ -9,21 +9,16 @@ The pre-authorisation is made at the POI; the capture goes to the acquirer, neve
 from __future__ import annotations
 
 import asyncio
-import base64
 from datetime import UTC, datetime
-from typing import Any
-
-import aiohttp
 
 from drivers.nexo import messages as nm
 from drivers.nexo.model import PaymentType
 from drivers.sim.nexo_poi import NexoPoi
-from gateway.acquirer.adyen_webhook import hmac_key_bytes, signed_item
 from tests.acquirer import daemon_rig
 from tests.acquirer.daemon_rig import Open as Open  # re-exported (with Rig, Site and rigs):
 from tests.acquirer.daemon_rig import Rig as Rig  # the acquirer attack and cancel-by-reference
 from tests.acquirer.daemon_rig import Site as Site  # tests import them from here
-from tests.acquirer.rig import HMAC_KEY, WEBHOOK_PASSWORD, WEBHOOK_USER
+from tests.acquirer.rig import post_webhook
 from tests.payments.test_e2e import price_minor
 
 rigs = daemon_rig.rigs  # the fixture (the acquirer attack tests import it from here)
@@ -152,131 +147,3 @@ async def test_killed_after_the_capture_was_sent_before_its_webhook(rigs: Open) 
     assert len(rig.captures()) == 1  # the same Idempotency-Key: applied once
     assert rig.adyen.state.dropped  # the first answer was indeed lost
     await rig.fac()
-
-
-async def test_a_refund_goes_to_the_acquirer_when_the_terminal_is_gone(rigs: Open) -> None:
-    rig = await rigs(frozenset({"slow"}), slow_s=1.0)
-    site = await rig.start()
-    await rig.plug(site)
-    row = await site.wait_state("completed")
-    code, out = await rig.evpay("sessions", "show", row["id"])
-    assert "waiting:" not in out
-    await rig.stop_poi()  # the driver has gone: no terminal to present a card to
-    code, out = await rig.evpay(
-        "sessions", "refund", row["id"], "--amount", "2.00", "--reason", "goodwill", "--wait", "25"
-    )
-    assert code == 0 and "status done" in out, out
-    (refund,) = [m for m in rig.adyen.state.applied if m["what"] == "refunds"]
-    assert refund["payment"] == rig.poi_psp() and refund["amount"]["value"] == 200
-    (done,) = site.row()["data"]["refunds"]
-    assert (done["method"], done["status"], done["amount_minor"]) == ("acquirer", "done", 200)
-
-
-async def test_a_capture_failed_after_its_capture_is_a_recorded_discrepancy(rigs: Open) -> None:
-    rig = await rigs(frozenset({"capture_failed"}))
-    site = await rig.start()
-    await rig.plug(site)
-    await site.wait_state("completed")
-    await rig.adyen.settle()
-    async with asyncio.timeout(10):
-        while not site.row()["data"]["discrepancies"]:
-            await asyncio.sleep(0.05)
-    data = site.row()["data"]
-    assert data["captured_minor"] == 595  # booked on the CAPTURE; not undone by a guess
-    (said,) = data["discrepancies"]
-    assert "failed (Capture failed)" in said and ":capture:" in said
-
-
-async def test_a_capture_failed_before_its_capture_leaves_the_price_owed(rigs: Open) -> None:
-    rig = await rigs(frozenset({"capture_failed", "reorder"}))
-    site = await rig.start()
-    await rig.plug(site)
-    row = await site.wait_state("capture_failed", "capture_unconfirmed", "capture_lapsed")
-    async with asyncio.timeout(10):
-        while not site.row()["final"]:
-            await asyncio.sleep(0.05)
-    data = site.row()["data"]
-    assert data["captured_minor"] == 0 and data["owed_minor"] == 595, (row["state"], data)
-    assert len(rig.captures()) == 1
-
-
-async def test_an_incremental_hold_grows_by_amount_updates_at_the_acquirer(rigs: Open) -> None:
-    rig = await rigs(incremental=True)
-    site = await rig.start()
-    await rig.plug(site, step_wh=500, every_s=0.3)  # the webhook comes before the cap
-    row = await site.wait_state("completed")
-    data = row["data"]
-    assert data["captured_minor"] == 595, data["notes"]
-    updates = [m for m in rig.adyen.state.applied if m["what"] == "amountUpdates"]
-    assert updates and all(u["payment"] == rig.poi_psp() for u in updates)
-    totals = [u["amount"]["value"] for u in updates]
-    assert totals == sorted(totals) and totals[-1] == data["authorized_minor"] >= 595
-    (capture,) = rig.captures()
-    assert capture["amount"]["value"] == 595
-
-
-async def test_a_declined_adjustment_stops_the_charge_at_the_cap(rigs: Open) -> None:
-    rig = await rigs(frozenset({"adjustment_declined"}), incremental=True)
-    site = await rig.start()
-    await rig.plug(site, step_wh=500, every_s=0.3)  # the webhook comes before the cap
-    row = await site.wait_state("completed", "capture_failed", "capture_lapsed")
-    async with asyncio.timeout(10):
-        while not site.row()["final"]:
-            await asyncio.sleep(0.05)
-    data = site.row()["data"]
-    assert data["authorized_minor"] == 200  # the hold never grew
-    refused = any("top-up refused" in n for n in data["notes"])
-    assert data["captured_minor"] <= 200 and refused, data["notes"]
-    assert row["state"] != "charging"
-
-
-async def test_a_refund_without_its_webhook_is_unknown_until_a_late_one_decides(
-    rigs: Open,
-) -> None:
-    rig = await rigs(frozenset({"lost"}), deadline=1.5)
-    site = await rig.start()
-    await rig.plug(site)
-    await site.wait_state("capture_unconfirmed")
-    (capture,) = rig.captures()
-    await post_webhook(rig, "CAPTURE", capture, success=True)
-    row = await site.wait_state("completed")
-    code, out = await rig.evpay(
-        "sessions", "refund", row["id"], "--amount", "1.00", "--reason", "goodwill", "--wait", "20"
-    )
-    assert code == 1 and "status unknown" in out, out  # no webhook by the deadline
-    (refund,) = [m for m in rig.adyen.state.applied if m["what"] == "refunds"]
-    await post_webhook(rig, "REFUND", refund, success=True)  # late: still the evidence
-    async with asyncio.timeout(15):
-        while site.row()["data"]["refunds"][0]["status"] != "done":
-            await asyncio.sleep(0.05)
-    (done,) = site.row()["data"]["refunds"]
-    assert (done["method"], done["amount_minor"]) == ("acquirer", 100)
-
-
-async def post_webhook(rig: Rig, code: str, applied: dict[str, Any], *, success: bool) -> None:
-    """A notification as Adyen sends it late (signed, Basic credentials)."""
-    item = {
-        "eventCode": code,
-        "pspReference": applied["pspReference"],
-        "originalReference": applied["payment"],
-        "merchantAccountCode": "EVPayTest",
-        "merchantReference": applied.get("reference") or "",
-        "success": "true" if success else "false",
-        "eventDate": datetime.now(UTC).isoformat(timespec="seconds"),
-        "reason": "",
-        "amount": applied["amount"],
-    }
-    payload = {
-        "live": "false",
-        "notificationItems": [
-            {"NotificationRequestItem": signed_item(item, hmac_key_bytes(HMAC_KEY))}
-        ],
-    }
-    user = base64.b64encode(f"{WEBHOOK_USER}:{WEBHOOK_PASSWORD}".encode()).decode()
-    async with (
-        aiohttp.ClientSession() as http,
-        http.post(
-            rig.adyen.state.webhook_url, json=payload, headers={"Authorization": f"Basic {user}"}
-        ) as reply,
-    ):
-        assert (reply.status, await reply.text()) == (200, "[accepted]")

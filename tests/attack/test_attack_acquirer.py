@@ -33,9 +33,16 @@ from gateway.ocpi.server import PtpServer
 from gateway.settings import check_secrets, parse_settings
 from gateway.store import Store
 from tests.acquirer import rig as acq
-from tests.acquirer.rig import API_KEY, DEADLINE, HMAC_KEY, WEBHOOK_PASSWORD, WEBHOOK_USER
+from tests.acquirer.rig import (
+    API_KEY,
+    DEADLINE,
+    HMAC_KEY,
+    WEBHOOK_PASSWORD,
+    WEBHOOK_USER,
+    post_webhook,
+)
 from tests.acquirer.test_acquirer_settings import config as settings_text
-from tests.acquirer.test_e2e_acquirer import Open, post_webhook, rigs  # noqa: F401 - fixture
+from tests.acquirer.test_e2e_acquirer import Open, rigs  # noqa: F401 - fixture
 
 EUR = "EUR"
 PAYMENT = "8800000000000042"

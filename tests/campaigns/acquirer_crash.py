@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.acquirer.adyen_requests import idempotency_key
-from gateway.runtime.acquirer_runner import split_key
+from gateway.runtime.acquirer_outcomes import split_key
 from tests.acquirer.adyen_site import open_site
 from tests.acquirer.rig import API_KEY, HMAC_KEY, WEBHOOK_PASSWORD
 from tests.acquirer.test_crash_acquirer import _query
@@ -55,7 +55,7 @@ DEADLINE_S = 4  # the webhook deadline: a lost webhook makes its capture unconfi
 SLOW_S = 1.5
 REPLUG_S = 1.0  # an EV refused (its EVSE's last session still open) asks again this soon
 LATE_WAIT_S = 60.0  # after the late deliveries, the bound on the wait for every outcome
-CONTRADICTED = "after its success was booked"  # the engine's discrepancy, acquirer_runner.py
+CONTRADICTED, UNDONE = "after its success was booked", "is undone and owed"  # capture_undone.py
 QUEUED = "SELECT count(*) FROM acquirer_modifications WHERE status = 'queued'"
 RECEIVED = "SELECT command_key FROM acquirer_modifications WHERE status = 'received'"
 SETTLED = "SELECT count(*) FROM sessions WHERE final = 1"
@@ -278,7 +278,8 @@ class AcquirerCampaign(Campaign):
                 f.violations.append(f"session {sid} is left {row['state']}")
             at_acquirer = sum(captured[p] for p in psps[sid])
             text = f"session {sid} ({row['state']}) captured {data.get('captured_minor', 0)}"
-            fac = self.cpo.state.facs.get(sid[:36]) or {}
+            facs = self.cpo.state.facs  # a corrected FAC (``-C``) supersedes the first
+            fac = facs.get(f"{sid[:34]}-C") or facs.get(sid[:36]) or {}
             success = fac.get("capture_status_code") in ("SUCCESS", "PARTIAL_SUCCESS")
             said = gross_minor(fac["total_costs"]) if success else 0
             wrong = []
@@ -291,14 +292,13 @@ class AcquirerCampaign(Campaign):
             if row["state"] == "capture_unconfirmed":
                 f.unconfirmed_sessions += 1
                 f.findings.append(f"{text}, still unconfirmed; the acquirer has {at_acquirer}")
-            elif any(CONTRADICTED in d for d in data.get("discrepancies", ())):
-                # CAPTURE_FAILED after the CAPTURE that was booked (and told the CPO): the engine
-                # keeps the booking and records a discrepancy for a person (settlement.py's
-                # ``contradicted``). An open finding, not a silent loss: the hold is the session's.
+            elif any(CONTRADICTED in d and UNDONE not in d for d in data.get("discrepancies", ())):
+                # not undone (still settling, a refund's): a discrepancy for a person, a finding
                 f.contradicted += 1
                 f.findings += [f"{w} (CAPTURE_FAILED after CAPTURE, a discrepancy)" for w in wrong]
                 owned.update(psps[sid])
-            else:
+            else:  # CAPTURE_FAILED after a booked CAPTURE is undone: the books agree again
+                f.contradicted += any(UNDONE in d for d in data.get("discrepancies", ()))
                 f.violations += wrong
             for hold in data.get("holds", []):
                 tid = hold["ref"].rpartition("@")[0] or hold["ref"]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from drivers.sim.pt_state import Transaction
 from gateway.runtime.engine_setup import build_policy
-from gateway.runtime.terminal_runner import next_local
+from gateway.runtime.terminal_end_of_day import next_local
 from gateway.settings import load_settings
 from tests.campaigns import nights as n
 from tests.campaigns.nights import Nights

@@ -9,6 +9,7 @@ from pathlib import Path
 from drivers.base import Capabilities, Outcome
 from gateway.payments import events as e
 from gateway.runtime.engine_host import EngineHost
+from gateway.runtime.online_orphans import online_orphans
 from gateway.store import Store
 from tests.payments.fixtures import Clock, policy
 
@@ -80,14 +81,18 @@ def test_sweep_releases_unowned_holds_but_waits_for_preauths_in_flight(tmp_path:
     assert [(type(x).__name__, getattr(x, "ref", None)) for x in commands] == [("Release", "8")]
 
 
-def test_no_sweep_of_a_terminal_whose_modifications_go_to_an_acquirer(tmp_path: Path) -> None:
+def test_an_online_terminal_is_swept_only_for_the_holds_nobody_can_own(tmp_path: Path) -> None:
     """Its holds are captured online: the terminal still lists them as open, and releasing
-    them would cancel payments already captured."""
+    them would cancel payments already captured. Only what ``online_orphans`` leaves reaches
+    the sweep (nothing, from a driver that cannot name the acquirer's payment); what the sweep
+    is given it releases, at the acquirer (tests/acquirer/test_online_sweep.py)."""
     clock = Clock()
     store = Store.open(tmp_path / "s.sqlite3", clock=clock)
     online = replace(policy(), online_deadlines={"T1": timedelta(hours=1)})
-    assert EngineHost(store, online, clock).sweep("T1", ("8",), "EUR", "x") == []
-    assert EngineHost(store, policy(), clock).sweep("T1", ("8",), "EUR", "x") != []
+    host = EngineHost(store, online, clock)
+    assert online_orphans(host, "T1", ("8",), object()) == ()
+    assert host.sweep("T1", ("8",), "EUR", "x") != []
+    assert EngineHost(store, policy(), clock).sweep("T1", ("9",), "EUR", "x") != []
 
 
 def test_no_sweep_of_a_terminal_that_cannot_release_an_uncompleted_hold(tmp_path: Path) -> None:

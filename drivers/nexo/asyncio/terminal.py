@@ -26,7 +26,7 @@ from drivers.money import Money
 from drivers.nexo import messages as nm
 from drivers.nexo import results as r
 from drivers.nexo.asyncio.client import Exchange, NexoClient, NexoOptions
-from drivers.nexo.errors import NexoFormatError, NexoSecurityError
+from drivers.nexo.asyncio.reversal_recovery import reversed_hold
 from drivers.nexo.model import (
     AmountsReq,
     MessageCategory,
@@ -288,7 +288,7 @@ class NexoTerminal:
                 return await self._settle(self._recovered_hold(result, ptype), persist, sid)
             if isinstance(msg.body, nm.ReversalResponse):
                 result = r.reversal_result("last_result", msg.body, self.currency, service_id=sid)
-                return await self._settle(self._reversed_hold(result, sid), persist, sid)
+                return await self._settle(reversed_hold(self.client, result, sid), persist, sid)
             self.client.finish(sid)
         if doubt:
             return TerminalResult("last_result", Outcome.UNKNOWN, doubt, unreachable=True)
@@ -313,36 +313,6 @@ class NexoTerminal:
             result.details.get("poi_time_stamp", ""),
         )
         return self._with_hold(result, ptype, ref if ref in self.client.handles else None)
-
-    def _reversed_hold(self, result: TerminalResult, service_id: str) -> TerminalResult:
-        """A recovered Reversal's answer names no reservation (its POIData is the reversal's
-        own transaction): the request stored under ``service_id`` does. Its hold is marked
-        reversed when the POI approved, so ``open_preauthorizations`` no longer lists a hold
-        the POI let go (a Reversal of it again would be refused NotFound for ever)."""
-        stored = next(
-            (
-                f
-                for f in self.client.tracker.snapshot()["in_flight"]
-                if f["service_id"] == service_id
-            ),
-            None,
-        )
-        if stored is None:
-            return result
-        try:
-            request = self.client.wire.decode(str(stored["request"]).encode())
-        except (NexoFormatError, NexoSecurityError):
-            return result
-        body = request.body
-        if not isinstance(body, nm.ReversalRequest):
-            return result
-        tid = body.original_poi_transaction.poi_transaction_id
-        ref = poi_ref(tid.transaction_id, tid.time_stamp) if tid is not None else None
-        if ref is None or ref not in self.client.handles:
-            return result
-        if result.approved:
-            self.client.note_hold(ref, "reversed")  # saved with the result's finish()
-        return replace(result, ref=ref)
 
     # ---- other services -----------------------------------------------------------------------
     async def read_card(self, timeout_s: int) -> TerminalResult:

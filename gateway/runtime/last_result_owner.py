@@ -1,0 +1,67 @@
+"""Whose is the terminal's last result? (moved from ``engine_host``, which asks it)
+
+Why a rule of its own: a terminal repeats its *last* result, not the result of the operation a
+session lost. Before that result is taken as evidence for a session, every other session of the
+terminal that could have made it must be ruled out; when one cannot be, the result is no
+evidence for anyone (the hold is left to its owner or to the orphan sweep).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from gateway.payments import events as e
+from gateway.payments.record import from_json
+from gateway.payments.session import Session, State
+from gateway.store import Store
+
+IN_FLIGHT_HOLDS = (State.AUTHORIZING, State.TOPPING_UP)  # a fresh hold may exist, not stored yet
+MAKING_HOLDS = (*IN_FLIGHT_HOLDS, State.AUTH_UNKNOWN)  # ... or one not yet attributed
+
+
+def ambiguous(
+    store: Store,
+    now: datetime,
+    session: Session,
+    last: e.LastResult,
+    asked_at: datetime | None = None,
+) -> bool:
+    """Could the terminal's last result belong to another session? Yes if another session of
+    this terminal knows that receipt, or — since our capture left — started on the terminal
+    or lost the result of one of its own operations (whose trace we cannot tell from ours).
+    For a lost pre-auth: any other session that may have made its hold (``may_own``)."""
+    hold = session.current
+    sent = hold.capture_sent_at if hold is not None and hold.capture_sent_at else None
+    since = (sent or now) - timedelta(days=2)
+    rows = [r for r in store.sessions_of_terminal(session.terminal, since) if r["id"] != session.id]
+    others = [(from_json(r["data"]), r["updated_at"]) for r in rows]
+    known = {n for s, _ in others for h in s.holds for n in (h.ref, h.booking_ref) if n is not None}
+    if last.ref in known:
+        return True
+    if session.state is State.AUTH_UNKNOWN:
+        # A lost pre-auth adopts a hold only if no other session can have made it: the hold
+        # is left to its owner or to the orphan sweep (issue 26, found by the reference model).
+        return any(may_own(s, last) for s, _ in others)
+    if sent is None:
+        return session.state is State.CAPTURE_UNKNOWN
+    # a session started after the result was asked (the runner's snapshot at start) did
+    # not make it
+    changed = [
+        s
+        for s, updated in others
+        if updated >= sent and (asked_at is None or s.created_at < asked_at)
+    ]
+    return any(s.created_at >= sent or s.lost_results or s.state in MAKING_HOLDS for s in changed)
+
+
+def may_own(other: Session, last: e.LastResult) -> bool:
+    """Can ``other`` have made the open hold of this last result, unknown to it? A session making
+    a hold, or whose pre-auth was lost and never attributed (within the amount it asked for),
+    or whose top-up was lost (its first hold uncertain: the amount cannot tell)."""
+    if other.holds and other.holds[0].uncertain:
+        return True
+    if other.state in MAKING_HOLDS or (other.lost_results and not other.holds):
+        return last.amount_minor is None or last.amount_minor <= max(
+            other.hold_minor, other.topup_minor
+        )
+    return False
