@@ -138,6 +138,9 @@ class Session:
     target_energy_wh: int | None = None  # the energy the driver declared: the charge stops there
     reference: str | None = None  # OCPI authorization_reference, set at approval
     card: dict[str, str] = field(default_factory=dict)
+    # the terminal's refs as it prints them, where that differs from the ref (ZVT: "42" is
+    # printed 0042), given by the driver; a row stored before this field shows the ref itself
+    ref_display: dict[str, str] = field(default_factory=dict)
     scheme: str | None = None
     expires_at: datetime | None = None
     timer: tuple[TimerKind, datetime] | None = None
@@ -183,6 +186,10 @@ class Session:
     def ref(self) -> str | None:
         """The first hold's reference (the one a session is known by at the terminal)."""
         return self.holds[0].ref if self.holds else None
+
+    def shown(self, ref: str | None) -> str | None:
+        """A ref as the terminal prints it (its slip), the ref itself when the driver gave none."""
+        return None if ref is None else self.ref_display.get(ref, ref)
 
     @property
     def refunded_minor(self) -> int:

@@ -154,6 +154,9 @@ def _dispatch(session: Session | None, event: e.Event, now: datetime, policy: Po
         return Transition(replace(session, discrepancies=(*session.discrepancies, *more)), note=why)
     match event:
         case e.TerminalResultArrived():
+            if event.ref and event.ref_display and event.ref_display != event.ref:
+                shown = {**session.ref_display, event.ref: event.ref_display}
+                session = replace(session, ref_display=shown)
             return _terminal_result(session, event, now, policy)
         case e.OpenPreauthsReported():
             return _open_preauths(session, event, now, policy)

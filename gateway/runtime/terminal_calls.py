@@ -112,6 +112,7 @@ def result_event(
         outcome=result.outcome,
         amount_minor=result.amount.minor if result.amount else None,
         ref=result.ref,
+        ref_display=result.ref_display,
         message=result.message,
         card=card,
         for_ref=for_ref,

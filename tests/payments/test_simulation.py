@@ -44,7 +44,8 @@ from gateway.payments.preauth import Strategy
 from gateway.payments.record import compact, from_json
 from gateway.payments.schemes import Validity
 from gateway.payments.session import FINAL, HoldStatus, Policy, Session, State, violations
-from gateway.payments.tariff import Sample, Tariff, price, tariff_from_ocpi
+from gateway.payments.tariff import Sample, Tariff, price
+from gateway.payments.tariff_ocpi import tariff_from_ocpi
 from gateway.runtime.engine_host import EngineHost
 from gateway.store import Store
 from tests.payments.fixtures import T0, TARIFF, TZ, Clock, policy
