@@ -84,6 +84,9 @@ class LastResult:
     approved: bool
     ref: str | None
     amount_minor: int | None
+    # its trace number: tells a top-up of a hold from the hold's own approval (same ref, and the
+    # same amount when the top-up asks what the hold held); a row stored before it has none
+    trace_no: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

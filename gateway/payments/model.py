@@ -48,6 +48,9 @@ class Hold:
     # hold more than ``amount_minor``, so it is captured by booking the amount (ZVT 06 24), never
     # by releasing a difference (06 23).
     uncertain: bool = False
+    # the trace number of the last top-up that raised this hold: the terminal's last result with
+    # it is that top-up, never a later one whose answer was lost (``topups.topup_enquired``)
+    topup_trace: int | None = None
 
     @property
     def open_minor(self) -> int:
@@ -150,6 +153,8 @@ class Session:
     held_result: LastResult | None = None  # the in-flight result, stored before acknowledged
     topup_refused: bool = False
     topup_minor: int = 0
+    # the top-up's answer was lost and the terminal was asked about it (``topups.topup_enquired``)
+    topup_asked: bool = False
     stop_reason: str | None = None
     notes: tuple[str, ...] = ()
     discrepancies: tuple[str, ...] = ()  # what the terminal said that does not fit what was asked
