@@ -29,8 +29,9 @@ from bench.engine import one_session
 from gateway.runtime.engine_host import EngineHost
 from gateway.runtime.payment_rows import payment_rows
 from gateway.store import JournalEntry, OutboxMessage, PaymentRecord, SessionRecord, Step, Store
-from tests.helpers import free_port, site_toml
+from tests.helpers import free_port
 from tests.payments.fixtures import policy
+from tests.site_rig import site_toml
 
 
 def template(

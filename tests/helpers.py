@@ -53,31 +53,6 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def write_config(directory: Path, *, port: int | None = None, extra: str = "") -> Path:
-    path = directory / "gateway.toml"
-    path.write_text(
-        f"""
-[site]
-id = "TEST-SITE"
-name = "test site"
-country = "DE"
-
-[storage]
-path = "{directory / "evpay.sqlite3"}"
-
-[api]
-host = "127.0.0.1"
-port = {port if port is not None else free_port()}
-
-[daemon]
-shutdown_grace_s = 3.0
-{extra}
-""",
-        encoding="utf-8",
-    )
-    return path
-
-
 def subprocess_env(**extra: str) -> dict[str, str]:
     env = {
         k: v
@@ -87,57 +62,6 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     env["PYTHONPATH"] = str(REPO)
     env.update(extra)
     return env
-
-
-def site_toml(
-    db: Path,
-    terminals: dict[str, str],
-    *,
-    site: str = "TEST",
-    evses: dict[str, str] | None = None,
-    charger: str = 'mode = "simulated"',
-    api: str = "",
-    pricing: str = "",
-    tariff_price: str = "0.50",
-    vat: str | None = "19",
-    extra: str = "",
-    terminal_extra: str = "",
-) -> str:
-    """A whole site's config for daemon tests: the terminals (id -> device URL, password
-    123456), the charger with its EVSEs (id -> terminal; default E1 on the first terminal), a
-    one-component energy tariff "T" at ``tariff_price`` (+ ``vat`` %), the API on port 0;
-    ``api``, ``charger``, ``pricing`` and ``terminal_extra`` (each terminal) add keys to their
-    sections, ``extra`` adds sections."""
-    blocks = "".join(
-        f'[[terminals]]\nid = "{t}"\ndevice = "{d}"\npassword = {{ value = "123456" }}\n{terminal_extra}'
-        for t, d in terminals.items()
-    )
-    evse_blocks = "".join(
-        f'[[charger.evses]]\nid = "{e}"\nterminal = "{t}"\n'
-        for e, t in (evses if evses is not None else {"E1": next(iter(terminals))}).items()
-    )
-    tax = f', vat = "{vat}"' if vat is not None else ""
-    return f"""
-[site]
-id = "{site}"
-country = "DE"
-[storage]
-path = "{db}"
-[api]
-port = 0
-{api}
-{blocks}
-[charger]
-enabled = true
-{charger}
-{evse_blocks}
-[pricing]
-default_tariff = "T"
-{pricing}
-tariffs = [ {{ id = "T", currency = "EUR", elements = [
-  {{ price_components = [ {{ type = "ENERGY", price = "{tariff_price}"{tax}, step_size = 1 }} ] }} ] }} ]
-{extra}
-"""
 
 
 @asynccontextmanager

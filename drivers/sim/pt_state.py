@@ -65,6 +65,9 @@ class SimConfig:
     # its T2 (link_t2_s), when the ECR has already answered it with 80 00.
     result_ack_lost: int = 0
     link_t2_s: float = T2
+    # Called with the batch an end of day (06 50) closes, before the terminal forgets it: a
+    # campaign keeps the books of every batch of a long run.
+    on_end_of_day: Callable[[list[Transaction]], None] | None = None
     # How this terminal model differs from the spec's (drivers/sim/variants.py).
     variants: Variants = field(default_factory=Variants)
 

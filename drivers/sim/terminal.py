@@ -33,6 +33,7 @@ import json
 import logging
 import random
 from dataclasses import asdict
+from typing import Literal
 
 from drivers.errors import ConnectionLost
 from drivers.sim.ports import Port
@@ -231,18 +232,22 @@ class _Session(PtPayments):
         total = max(
             0, sum(t.amount for t in paid) - refunded
         )  # the card group's net turnover (BCD: not below 0)
+        # BMP 60: the batch's first and last receipt (in the order they were given: the receipt
+        # counter wraps from 9999 to 1, so after a wrap the first is the larger number), then
+        # (count, amount) for each card group; the simulator's card is a Mastercard.
         receipts = [t.receipt for t in batch] or [0]
-        # BMP 60: receipt range, then (count, amount) for each card group; the simulator's card is a
-        # Mastercard
+        count = _totals_count(len(paid), self.sim.config.variants.totals_count)
         groups = b"".join(
-            bytes([len(paid) if g == "mastercard" else 0])
+            bytes([count if g == "mastercard" else 0])
             + bcd_encode(total if g == "mastercard" else 0, 6)
             for g in m.TOTALS_GROUPS
         )
-        totals = Bmp(0x60, bcd_encode(min(receipts), 2) + bcd_encode(max(receipts), 2) + groups)
+        totals = Bmp(0x60, bcd_encode(receipts[0], 2) + bcd_encode(receipts[-1], 2) + groups)
         await self.send_expect_ack(
             m.status_information([Bmp(0x27, b"\x00"), m.bmp_amount(total), totals])
         )
+        if self.sim.config.on_end_of_day is not None:
+            self.sim.config.on_end_of_day(batch)
         self.sim.state.transactions.clear()
         await self.send_expect_ack(m.completion())
 
@@ -296,3 +301,13 @@ class _Session(PtPayments):
             m.status_information([Bmp(n, bytes.fromhex(v)) for n, v in last])
         )
         await self.send_expect_ack(m.completion())
+
+
+def _totals_count(payments: int, overflow: Literal["wrap", "cap"]) -> int:
+    """BMP 60's count of one card group: a single binary byte (the spec's individual totals),
+    whatever the number of payments. A one-byte counter wraps (300 payments are sent as 44);
+    the "cap" variant saturates at 255 (docs/ZVT-VARIANTS.md, section 6: no source says which a
+    real terminal does). Either way the count alone no longer proves the number of
+    payments past 255: the 6-byte BCD turnover is the evidence (gateway/payments/reconcile.py
+    compares counts modulo 256)."""
+    return min(payments, 0xFF) if overflow == "cap" else payments % 0x100

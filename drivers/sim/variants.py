@@ -50,3 +50,10 @@ class Variants:
     # -- card first: after a read card (06 C0) the pre-authorisation uses the card just read
     # (False), or the PT asks for the card again, 04 FF 0A "insert card" (True).
     reask_card: bool = False
+    # -- end of day (06 50): BMP 60 counts each card group's payments in ONE binary byte (the
+    # spec's individual totals; EVerest's `SingleAmounts` types it u8; ecrterm, Portalum.Zvt and
+    # kotlin-zvt-library keep BMP 60 opaque). Nothing read says what a terminal sends past 255:
+    # a one-byte counter (or the low byte of a wider one) wraps ("wrap", 300 is sent as 44 --
+    # the default), a terminal that saturates sends 255 ("cap"). The turnover (6 bytes BCD)
+    # stays exact either way. docs/ZVT-VARIANTS.md, section 6.
+    totals_count: Literal["wrap", "cap"] = "wrap"

@@ -120,7 +120,9 @@ class Message:
 
     @property
     def totals(self) -> Totals | None:
-        """BMP 60 after End-of-Day: the receipt range and, per card group, count and amount."""
+        """BMP 60 after End-of-Day: the receipt range and, per card group, count and amount.
+        The count is one binary byte: past 255 payments it wraps or saturates (the gateway reads
+        it against its journal); the amount is exact."""
         raw = self.get(0x60)
         if raw is None or len(raw) < 4 + 7 * len(TOTALS_GROUPS):
             return None

@@ -1,23 +1,19 @@
 """``evpay sessions list|show ID``: charging sessions and their journal, read-only from the
-store."""
+store; ``refund`` and ``refund-resolve`` are in ``sessions_refund.py``."""
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from drivers.errors import AmountError
 from drivers.money import Money
+from gateway.cli import sessions_refund
 from gateway.cli.stores import open_existing
-from gateway.errors import BadInput
-from gateway.payments.record import from_json
 from gateway.runtime.acquirer_runner import split_key
-from gateway.store import InboxMessage, Step, Store
+from gateway.store import Store
 
 _NOT_FOUND = 1
 
@@ -35,100 +31,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     listing.add_argument("--limit", type=int, default=50)
     show = sub.add_parser("show", help="one session with its payments and journal")
     show.add_argument("id")
-    refund = sub.add_parser("refund", help="give back part or all of a completed session's capture")
-    refund.add_argument("id")
-    refund.add_argument("--amount", required=True, help='e.g. "2.50", in the session\'s currency')
-    refund.add_argument(
-        "--reason", required=True, help="why (kept in the journal and sent to the CPO)"
-    )
-    refund.add_argument(
-        "--wait", type=float, default=0.0, help="seconds to wait for the terminal's answer"
-    )
-    for p in (listing, show, refund):
+    for p in (listing, show, *sessions_refund.register(sub)):
         p.add_argument("--config", type=Path, required=True)
         p.add_argument("--json", action="store_true")
     listing.set_defaults(handler=_list)
     show.set_defaults(handler=_show)
-    refund.set_defaults(handler=_refund)
-
-
-def _refund(args: argparse.Namespace) -> int:
-    """Store the request; the daemon carries it out (now, or when it next runs). The same
-    request twice (session, amount, reason) is one request."""
-    reason = " ".join(str(args.reason).split())
-    if not reason:
-        raise BadInput("--reason must say why")
-    store = open_existing(args.config, write=True)
-    try:
-        row = store.session(args.id)
-        if row is None:
-            print(f"no session {args.id}")
-            return _NOT_FOUND
-        d = row["data"]
-        try:
-            amount = Money.parse(str(args.amount), d["currency"])
-        except AmountError as exc:
-            raise BadInput(f"--amount: {exc}") from None
-        key = hashlib.sha256(f"{args.id}\x00{amount.minor}\x00{reason}".encode()).hexdigest()[:32]
-        new = not store.step_applied(f"refund-request:{key}")
-        if (
-            new
-        ):  # a repeat of a stored request is answered with that request's status, not checked again
-            _check_refund(row, amount)
-            payload = {
-                "session_id": args.id,
-                "amount_minor": amount.minor,
-                "reason": reason,
-                "source": "technician",
-            }
-            store.apply(
-                Step(
-                    f"refund-request:{key}",
-                    inbox=[InboxMessage(key, "technician", "refund", payload)],
-                )
-            )
-        status = _wait_refund(store, args.id, f"refund-{key}", args.wait)
-    finally:
-        store.close()
-    said = "requested" if new else "already requested (the same request is carried out once)"
-    print(
-        json.dumps({"request": key, "new": new, "status": status})
-        if args.json
-        else f"refund {key}: {said}; status {status}"
-    )
-    return 0 if status in ("requested", "sent", "done") else 1
-
-
-def _check_refund(row: dict[str, Any], amount: Money) -> None:
-    """The engine's own rule (Session.refundable_minor), checked here too so that a request it
-    would refuse is refused at once, with the figures."""
-    d = row["data"]
-    available = from_json(d).refundable_minor
-    if row["state"] != "completed":
-        raise BadInput(
-            f"session {row['id']} is {row['state']}: only a completed session's capture can be "
-            f"refunded"
-        )
-    if amount.minor <= 0 or amount.minor > available:
-        raise BadInput(
-            f"a refund of {amount} is more than the {_money(available, d['currency'])} captured "
-            f"and "
-            "not yet refunded"
-        )
-
-
-def _wait_refund(store: Store, session_id: str, refund_id: str, wait_s: float) -> str:
-    deadline = time.monotonic() + wait_s
-    while True:
-        row = store.session(session_id)
-        found = next(
-            (r for r in (row or {}).get("data", {}).get("refunds", ()) if r["id"] == refund_id),
-            None,
-        )
-        status = found["status"] if found else "requested"
-        if status not in ("requested", "sent") or time.monotonic() >= deadline:
-            return str(status)
-        time.sleep(0.2)
 
 
 def _money(minor: int, currency: str) -> str:
@@ -295,7 +202,7 @@ def _show(args: argparse.Namespace) -> int:
         slip = f", terminal ref {r['ref']}" if r.get("ref") is not None else ""
         why = f" ({r['message']})" if r.get("message") and r["status"] != "done" else ""
         print(
-            f"  refund {_money(r['amount_minor'], cur)} by {r['method']}: "
+            f"  refund {r['id']} {_money(r['amount_minor'], cur)} by {r['method']}: "
             f"{r['status']}{why}{slip}; "
             f"{r['source']}: {r['reason']}"
         )

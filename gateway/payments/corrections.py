@@ -12,6 +12,7 @@ from dataclasses import replace
 from datetime import datetime
 
 from drivers.base import Outcome
+from drivers.money import Money
 from gateway.payments import commands as c
 from gateway.payments import events as e
 from gateway.payments.model import Session, update
@@ -20,8 +21,9 @@ from gateway.payments.plausibility import KEPT
 from gateway.payments.refunds import Refund, RefundMethod, RefundStatus
 
 
-def _refusal(s: Session, ev: e.RefundRequested) -> str:
-    """Why a refund cannot be made, or "" when it can."""
+def refund_refusal(s: Session, amount_minor: int) -> str:
+    """Why a refund of ``amount_minor`` of this session cannot be made, or "" when it can: the
+    one rule, asked by the engine and by ``evpay sessions refund`` before it stores a request."""
     available = s.refundable_minor
     if not s.final or not s.captured_minor:
         # a settled session's capture: completed, or captured in part (a later hold lapsed or
@@ -32,17 +34,18 @@ def _refusal(s: Session, ev: e.RefundRequested) -> str:
         )
     if any(r.pending for r in s.refunds):
         return "another refund of this session is not settled yet"
-    if ev.amount_minor <= 0:
+    if amount_minor <= 0:
         return "a refund must be above zero"
-    if ev.amount_minor > available:
+    if amount_minor > available:
         return (
-            f"a refund of {ev.amount_minor} exceeds the {available} captured and not yet refunded"
+            f"a refund of {Money(amount_minor, s.currency)} is more than the "
+            f"{Money(available, s.currency)} captured and not yet refunded"
         )
     return ""
 
 
 def refund_requested(s: Session, ev: e.RefundRequested, now: datetime) -> Transition:
-    why = _refusal(s, ev)
+    why = refund_refusal(s, ev.amount_minor)
     booking: list[str | None] = [h.booking_ref for h in s.holds if h.captured_minor]
     whole = (
         not s.refunds
@@ -75,6 +78,8 @@ def refund_requested(s: Session, ev: e.RefundRequested, now: datetime) -> Transi
     s = replace(s, refunds=(*s.refunds, refund))
     if why:
         return Transition(s, note=f"refund refused: {why}")
+    if ev.source == "cdr":  # the refund of a correction that waited (refund-resolve stores it)
+        s = update(s, correction_waiting="")
     cmd = c.RefundPayment(
         key=f"{s.id}:refund:{ev.event_id}",
         session_id=s.id,
@@ -223,7 +228,9 @@ def refund_result(s: Session, ev: e.TerminalResultArrived, now: datetime) -> Tra
         unknown = RefundStatus.UNKNOWN
         sent = next((r for r in s.refunds if r.id == ev.refund_id and r.status is unknown), None)
     if sent is None:
-        return Transition(s, note="refund result: none in flight (a repeat)")
+        return _after_a_person(s, ev) or Transition(
+            s, note="refund result: none in flight (a repeat)"
+        )
     if ev.provisional and ev.outcome is Outcome.APPROVED:
         # Not given back until the terminal has our acknowledgement (ZVT 2.2.8: it reverses a
         # result nobody acknowledged). A crash here leaves the refund ``sent`` with its receipt,
@@ -248,17 +255,76 @@ def refund_result(s: Session, ev: e.TerminalResultArrived, now: datetime) -> Tra
     # A lost answer after a stored approval keeps that approval's reference: it is what
     # the terminal's journal shows if the refund stood (issue 26, item 5).
     receipt = ev.ref if ev.ref is not None else sent.ref
-    done = replace(sent, status=status, ref=receipt, message=ev.message)
+    return _settled(s, replace(sent, status=status, ref=receipt, message=ev.message), now)
+
+
+def refund_settled(s: Session, ev: e.RefundSettled, now: datetime) -> Transition:
+    """A person settled a refund whose outcome we never had, against the terminal's journal
+    or the acquirer's report: journaled with who and the evidence; the refunded figures, the
+    debt and the CPO follow as for the terminal's own answer. A refund whose outcome is known
+    is never settled again (the CLI refuses it; here it is a note)."""
+    found = next((r for r in s.refunds if r.id == ev.refund_id), None)
+    if found is None or not found.pending:
+        said = "no such refund" if found is None else f"its outcome is known ({found.status})"
+        return Transition(s, note=f"refund {ev.refund_id} not settled: {said}")
+    outcome = "refunded" if ev.refunded else "not refunded"
+    why = f"settled by {ev.by} as {outcome}: {ev.evidence}"
+    done = replace(
+        found,
+        status=RefundStatus.DONE if ev.refunded else RefundStatus.FAILED,
+        ref=ev.ref if ev.ref is not None else found.ref,
+        message=why,
+        settled_by=ev.by,
+    )
+    # A person's step runs outside the daemon: nothing reaches a terminal from it. A correction
+    # that waited for this refund stays waiting; ``evpay sessions refund-resolve`` stores its
+    # refund as a request (source ``cdr``) that the daemon carries out.
+    t = _settled(s, done, now, terminal=False)
+    said = f"refund {found.id} of {found.amount_minor} {s.currency} {why}"
+    return Transition(replace(t.session or s, notes=note(t.session or s, said)), t.commands, said)
+
+
+def waiting_refund_minor(s: Session) -> int:
+    """What the correction that waits would refund now (what was captured above the corrected
+    total, left to give back): 0 when none waits or another refund is still in flight."""
+    if not s.bill.correction_waiting or any(r.pending for r in s.refunds):
+        return 0
+    return max(0, s.refundable_minor - (s.bill.corrected_minor or 0))
+
+
+def _after_a_person(s: Session, ev: e.TerminalResultArrived) -> Transition | None:
+    """The acquirer's late webhook for a refund a person has settled (``refund_settled``): one
+    that says otherwise is a discrepancy for a person, never applied over their settlement."""
+    settled = next((r for r in s.refunds if r.id == ev.refund_id and r.settled_by), None)
+    if settled is None or ev.outcome is Outcome.UNKNOWN:
+        return None
+    if (ev.outcome is Outcome.APPROVED) == (settled.status is RefundStatus.DONE):
+        return Transition(s, note="refund result: as a person settled it")
+    said = (
+        f"refund {settled.id} settled as {settled.status.value} by a person, but the "
+        f"acquirer now says {ev.outcome.value}: check its report"
+    )
+    if said in s.discrepancies:
+        return Transition(s, note="refund result: a repeat")
+    more = (said,) if len(s.discrepancies) < KEPT else ()
+    return Transition(replace(s, discrepancies=(*s.discrepancies, *more), notes=note(s, said)))
+
+
+def _settled(s: Session, done: Refund, now: datetime, *, terminal: bool = True) -> Transition:
+    """A refund's answer is stored (``done``: its new status): the debt follows, a correction
+    that waited for it is made now if nothing is in flight (when the step can reach the
+    ``terminal``), and the CPO hears of a refund done."""
+    sent = next(r for r in s.refunds if r.id == done.id)
     s = follow_correction(replace(s, refunds=tuple(done if r is sent else r for r in s.refunds)))
     waiting: tuple[c.Command, ...] = ()
-    if s.bill.correction_waiting and not any(r.pending for r in s.refunds):
+    if terminal and s.bill.correction_waiting and not any(r.pending for r in s.refunds):
         # the correction that arrived while this refund was in flight is made now
         online = sent.method is RefundMethod.ACQUIRER
         more = _refund_above(
             s, s.bill.correction_waiting, "corrected CDR", now, flags=(False, online, True)
         )
         s, waiting = follow_correction(more.session or s), more.commands
-    if status is not RefundStatus.DONE:
+    if done.status is not RefundStatus.DONE:
         return Transition(s, waiting)
     payload = {
         "session_id": s.id,

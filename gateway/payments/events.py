@@ -244,6 +244,20 @@ class DebtResolved:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RefundSettled:
+    """A person settled a refund whose outcome never reached us (``sent`` or ``unknown``)
+    against the terminal's or the acquirer's own record: it was paid (``refunded``) or not."""
+
+    session_id: str
+    event_id: str
+    refund_id: str
+    refunded: bool
+    evidence: str  # what the person looked at (the terminal's journal, the acquirer's report)
+    by: str  # who settled it
+    ref: str | None = None  # the refund's reference in that record, when it shows one
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class OutcomeContradicted:
     """Evidence that came after the session's outcome and says otherwise (an acquirer's
     CAPTURE_FAILED after the CAPTURE that was booked): recorded, never applied silently."""
@@ -269,5 +283,6 @@ Event = (
     | RefundRequested
     | PriceCorrected
     | DebtResolved
+    | RefundSettled
     | OutcomeContradicted
 )

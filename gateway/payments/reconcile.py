@@ -19,99 +19,37 @@ reason (a journal entry), and it no longer counts as unexplained.
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from gateway.payments.refunds import RefundStatus
-from gateway.payments.schemes import brand_group
+from gateway.payments.batch_totals import BATCH_KINDS, batch_findings, journal_totals
+from gateway.payments.reconcile_facts import (
+    BatchFacts,
+    Facts,
+    Finding,
+    OverdueModification,
+    SessionFacts,
+    UnclaimedWebhook,
+    session_facts,
+)
 
-
-@dataclass(frozen=True, slots=True)
-class SessionFacts:
-    id: str
-    terminal: str
-    state: str
-    currency: str
-    brand: str  # card group
-    created_at: datetime
-    updated_at: datetime
-    captured_at: datetime | None
-    captured_minor: int
-    price_minor: int
-    owed_minor: int = 0
-    shortfall_minor: int = 0
-    billed_energy_wh: int = 0
-    reported_energy_wh: int | None = None  # what the charger said it delivered
-    reference: str | None = None
-    reversed: tuple[tuple[datetime, int], ...] = ()  # (when, amount) of reversals (06 30) done
-    refunded: tuple[tuple[datetime, int], ...] = ()  # (when, amount) of refunds (06 31) done
-    refunds_unsettled: int = 0  # refunds sent without an answer
-    # Captured above the CPO's corrected total and not given back (its refund refused, or paid
-    # to another card): money owed to the driver.
-    refund_due_minor: int = 0
-    paid_elsewhere_minor: int = 0  # card-present refunds the terminal paid to another card
-    # The terminal books each captured hold on its own: a session paid from its first hold
-    # and a top-up is two bookings in the batch's count.
-    bookings: int = 1
-    # (when, amount) of each captured hold: the holds of one session may be booked in different
-    # batches (a top-up captured after a retry past the end of day). Empty (a row from before
-    # holds had their own time): the session's captured_at/captured_minor/bookings stand for all.
-    captures: tuple[tuple[datetime, int], ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class BatchFacts:
-    terminal: str
-    period_start: datetime | None
-    at: datetime
-    currency: str
-    totals: Mapping[str, tuple[int, int]]  # card group -> (count, amount)
-
-
-@dataclass(frozen=True, slots=True)
-class OverdueModification:
-    """A modification the acquirer took ("received") with no webhook by its deadline."""
-
-    key: str  # our command key
-    kind: str  # capture, cancel, amount_update, refund
-    session: str | None
-    deadline: datetime
-    amount_minor: int = 0
-    currency: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class UnclaimedWebhook:
-    """A webhook saying the acquirer captured or refunded money that no modification of ours
-    took as its outcome (made elsewhere, or for another amount than we asked)."""
-
-    event: str  # CAPTURE or REFUND
-    psp_reference: str
-    payment: str | None
-    amount_minor: int = 0
-    currency: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Facts:
-    start: datetime
-    end: datetime
-    now: datetime
-    sessions: Sequence[SessionFacts]
-    batches: Sequence[BatchFacts] = ()
-    cdrs: Sequence[tuple[str, str | None]] = ()  # (authorization_reference, session id or None)
-    unacknowledged: Mapping[str, tuple[str, datetime]] = field(
-        default_factory=dict
-    )  # session -> (status, since)
-    resolutions: Mapping[str, str] = field(default_factory=dict)  # finding key -> reason
-    # Sessions outside the window that belong to a batch closed in it: compared with that
-    # batch's totals only (their own findings belong to the window they changed in).
-    batch_sessions: Sequence[SessionFacts] = ()
-    missing_webhooks: Sequence[OverdueModification] = ()
-    unclaimed_webhooks: Sequence[UnclaimedWebhook] = ()
+# The facts and findings (reconcile_facts.py) and the batch totals (batch_totals.py) are read
+# through this module too: it is reconciliation's one way in.
+__all__ = [
+    "BatchFacts",
+    "Facts",
+    "Finding",
+    "OverdueModification",
+    "Report",
+    "SessionFacts",
+    "Tolerances",
+    "UnclaimedWebhook",
+    "journal_totals",
+    "reconcile",
+    "session_facts",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,28 +57,6 @@ class Tolerances:
     energy_wh: int = 50
     owed_within: timedelta = timedelta(hours=24)
     acknowledged_within: timedelta = timedelta(hours=1)
-
-
-@dataclass(frozen=True, slots=True)
-class Finding:
-    key: str
-    kind: str
-    detail: str
-    sessions: tuple[str, ...] = ()
-    amount_minor: int = 0
-    currency: str = ""
-    resolved: str | None = None  # the technician's reason
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "key": self.key,
-            "kind": self.kind,
-            "detail": self.detail,
-            "sessions": list(self.sessions),
-            "amount_minor": self.amount_minor,
-            "currency": self.currency,
-            "resolved": self.resolved,
-        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +86,7 @@ def reconcile(facts: Facts, tol: Tolerances | None = None) -> Report:
     tol = tol or Tolerances()
     found: list[Finding] = []
     for batch in facts.batches:
-        found += _batch(batch, [*facts.sessions, *facts.batch_sessions])
+        found += batch_findings(batch, [*facts.sessions, *facts.batch_sessions])
     for s in facts.sessions:
         found += _session(s, facts, tol)
     paid = {s.reference for s in facts.sessions if s.captured_minor and s.reference}
@@ -214,101 +130,13 @@ def reconcile(facts: Facts, tol: Tolerances | None = None) -> Report:
     return Report(facts.start, facts.end, len(facts.sessions), len(facts.batches), tuple(resolved))
 
 
-_BATCH_KINDS = frozenset({"missing_in_terminal_totals", "missing_in_journal", "amount_mismatch"})
-
-
 def _resolution(f: Finding, resolutions: Mapping[str, str]) -> str | None:
     """The technician's reason for a finding; a batch finding resolved before its key named the
     currency (a batch then had one) is found by that older key."""
     found = resolutions.get(f.key)
-    if found is None and f.kind in _BATCH_KINDS and f.key.endswith(f":{f.currency}"):
+    if found is None and f.kind in BATCH_KINDS and f.key.endswith(f":{f.currency}"):
         found = resolutions.get(f.key.removesuffix(f":{f.currency}"))
     return found
-
-
-def _batch(batch: BatchFacts, sessions: Sequence[SessionFacts]) -> list[Finding]:
-    """The terminal's totals for one closed batch against the journal's for the same period."""
-    count, amount, members = journal_totals(batch, sessions)
-    out = []
-    for brand in sorted(set(count) | set(amount) | set(batch.totals)):
-        t_count, t_amount = batch.totals.get(brand, (0, 0))
-        j_count, j_amount = count.get(brand, 0), amount.get(brand, 0)
-        if (t_count, t_amount) == (j_count, j_amount):
-            continue
-        # per currency: one end of day's totals in two currencies are two findings, each
-        # resolved on its own
-        key = f"{batch.terminal}:{batch.at.isoformat()}:{brand}:{batch.currency}"
-        said = (
-            f"terminal {batch.terminal}, batch closed {batch.at:%Y-%m-%d %H:%M}, {brand}: "
-            f"terminal {t_count} "
-            f"for {t_amount}, journal {j_count} for {j_amount}"
-        )
-        if j_count > t_count:
-            out.append(
-                Finding(
-                    f"missing_in_terminal_totals:{key}",
-                    "missing_in_terminal_totals",
-                    said,
-                    tuple(members[brand]),
-                    j_amount - t_amount,
-                    batch.currency,
-                )
-            )
-        elif t_count > j_count:
-            out.append(
-                Finding(
-                    f"missing_in_journal:{key}",
-                    "missing_in_journal",
-                    said,
-                    (),
-                    t_amount - j_amount,
-                    batch.currency,
-                )
-            )
-        else:
-            out.append(
-                Finding(
-                    f"amount_mismatch:{key}",
-                    "amount_mismatch",
-                    said,
-                    tuple(members[brand]),
-                    j_amount - t_amount,
-                    batch.currency,
-                )
-            )
-    return out
-
-
-def journal_totals(
-    batch: BatchFacts, sessions: Sequence[SessionFacts]
-) -> tuple[dict[str, int], dict[str, int], dict[str, list[str]]]:
-    """What the journal counts in one closed batch, per card group: the count and amount of
-    the captures in its period, and the sessions that make them up."""
-    start = batch.period_start or datetime.min.replace(tzinfo=batch.at.tzinfo)
-    count: dict[str, int] = defaultdict(int)
-    amount: dict[str, int] = defaultdict(int)
-    members: dict[str, list[str]] = defaultdict(list)
-
-    def within(at: datetime) -> bool:
-        return start < at <= batch.at
-
-    for s in sessions:
-        if s.terminal != batch.terminal or s.currency != batch.currency:
-            continue
-        booked = [(at, a) for at, a in s.captures if within(at) and a]
-        if not s.captures and s.captured_at is not None and within(s.captured_at):
-            booked = [(s.captured_at, s.captured_minor)] * bool(s.captured_minor)
-        taken = sum(a for _, a in booked)
-        if booked and sum(a for at, a in s.reversed if within(at)) < taken:
-            # a reversal in the same batch takes the payment out of it
-            count[s.brand] += len(booked) if s.captures else s.bookings
-            amount[s.brand] += taken
-            members[s.brand].append(s.id)
-        refunded = sum(a for at, a in s.refunded if within(at))
-        if refunded:
-            amount[s.brand] -= refunded
-            members[s.brand].append(s.id)
-    return count, amount, members
 
 
 def _session(s: SessionFacts, facts: Facts, tol: Tolerances) -> list[Finding]:
@@ -398,61 +226,3 @@ def _session(s: SessionFacts, facts: Facts, tol: Tolerances) -> list[Finding]:
                 )
             )
     return out
-
-
-def session_facts(row: dict[str, Any]) -> SessionFacts:
-    """A stored session row (``Store.sessions_between``) as the facts reconciliation reads."""
-    d = row["data"]
-
-    refunds = d.get("refunds", ())
-
-    def done(method: str) -> tuple[tuple[datetime, int], ...]:
-        # money that left in the batch, to the driver's card or (06 31) another one
-        return tuple(
-            (datetime.fromisoformat(r["at"]), int(r["amount_minor"]))
-            for r in refunds
-            if r["status"] in (RefundStatus.DONE, RefundStatus.OTHER_CARD) and r["method"] == method
-        )
-
-    def total(*statuses: RefundStatus) -> int:
-        return sum(int(r["amount_minor"]) for r in refunds if r["status"] in statuses)
-
-    corrected = d.get("corrected_minor")
-    left = d["captured_minor"] - total(RefundStatus.DONE, RefundStatus.SENT, RefundStatus.UNKNOWN)
-
-    captured_at = d.get("captured_at")
-    holds = [h for h in d.get("holds", ()) if h.get("captured_minor")]
-    # every captured hold with its own time, or none (a row from before: the session's time)
-    captures = (
-        tuple((datetime.fromisoformat(h["captured_at"]), int(h["captured_minor"])) for h in holds)
-        if all(h.get("captured_at") for h in holds)
-        else ()
-    )
-    return SessionFacts(
-        id=row["id"],
-        terminal=d["terminal"],
-        state=row["state"],
-        currency=d["currency"],
-        brand=brand_group(d.get("card") or {}),
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        captured_at=datetime.fromisoformat(captured_at) if captured_at else None,
-        captured_minor=d["captured_minor"],
-        bookings=sum(1 for h in d.get("holds", ()) if h.get("captured_minor")) or 1,
-        price_minor=d["price_minor"],
-        owed_minor=d.get("owed_minor", 0),
-        shortfall_minor=d.get("shortfall_minor", 0),
-        billed_energy_wh=d.get("billed_energy_wh", 0),
-        reported_energy_wh=d.get("reported_energy_wh"),
-        reference=d.get("reference"),
-        reversed=done("reversal"),
-        refunded=done("refund"),
-        # sent and never answered: a restart between the terminal's answer and its storage
-        # leaves a refund sent, and nobody asks about a final session's refund again
-        refunds_unsettled=sum(
-            1 for r in refunds if r["status"] in (RefundStatus.SENT, RefundStatus.UNKNOWN)
-        ),
-        refund_due_minor=max(0, left - corrected) if corrected is not None else 0,
-        paid_elsewhere_minor=total(RefundStatus.OTHER_CARD),
-        captures=captures,
-    )

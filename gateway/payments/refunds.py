@@ -51,6 +51,8 @@ class Refund:
     at: datetime
     ref: str | None = None  # the terminal's receipt for it
     message: str = ""
+    # who settled it by hand when its outcome never came (``evpay sessions refund-resolve``)
+    settled_by: str = ""
 
     @property
     def pending(self) -> bool:

@@ -10,6 +10,8 @@ concern decides in its own module (the folder explains the engine):
   ``capture.py``: **what we capture**
   (``capture_plan``);
 - ``settlement.py``: what a terminal result proves and what is booked, hold by hold;
+  ``lost_settlement.py``: a lost answer decided by the terminal's open holds and last result;
+  ``late_evidence.py``: the end-of-day totals deciding an unconfirmed capture;
 - ``receipts.py``: the receipt and the CPO's fiscal data; ``corrections.py``: refunds;
 - ``timers.py``: deadlines and restarts; ``moves.py``: the table followed, the outcome sent;
 - ``model.py``: the session record (core + holds, bill, metering, invoice, refunds).
@@ -49,9 +51,12 @@ from gateway.payments.corrections import (
     price_corrected,
     refund_requested,
     refund_result,
+    refund_settled,
     settled_with_correction,
 )
 from gateway.payments.events import Operation
+from gateway.payments.late_evidence import contradicted, evidence_decided
+from gateway.payments.lost_settlement import enquiry_answered, enquiry_failed
 from gateway.payments.model import (
     BilledTo,
     Hold,
@@ -64,13 +69,7 @@ from gateway.payments.moves import CHARGING_STATES, UNKNOWN_STATES, Transition, 
 from gateway.payments.plausibility import KEPT, clipped_stop, screen
 from gateway.payments.policy import Policy
 from gateway.payments.receipts import fiscal_arrived, receipt_facts
-from gateway.payments.settlement import (
-    contradicted,
-    enquiry_answered,
-    enquiry_failed,
-    evidence_decided,
-    settlement_result,
-)
+from gateway.payments.settlement import settlement_result
 from gateway.payments.states import FINAL, HOLDING, State
 from gateway.payments.timers import resumed, timer_fired
 from gateway.payments.topups import topup_enquired, topup_result
@@ -130,6 +129,8 @@ def _dispatch(session: Session | None, event: e.Event, now: datetime, policy: Po
         return refund_result(session, event, now)
     if isinstance(event, e.DebtResolved):
         return debt_resolved(session, event)
+    if isinstance(event, e.RefundSettled):
+        return refund_settled(session, event, now)
     if isinstance(event, e.CaptureEvidence):
         return evidence_decided(session, event, now, policy)
     if isinstance(event, e.OutcomeContradicted):

@@ -18,29 +18,25 @@ from datetime import datetime
 from drivers.base import Outcome
 from gateway.errors import InvariantViolated
 from gateway.fiscal.receipt import ReceiptState
-from gateway.payments import capture, corrections
+from gateway.payments import capture
 from gateway.payments import commands as c
 from gateway.payments import events as e
 from gateway.payments.events import Operation, TimerKind
 from gateway.payments.model import (
-    BY_REFERENCE,
     Hold,
     HoldStatus,
     Session,
     hold_by_ref,
     replace_hold,
-    sale_reference,
 )
 from gateway.payments.moves import (
     Transition,
     finish,
     go,
-    next_try,
     note,
     outcome,
     query,
 )
-from gateway.payments.plausibility import KEPT
 from gateway.payments.policy import Policy
 from gateway.payments.receipts import print_receipt, render
 from gateway.payments.states import State, Trigger
@@ -140,7 +136,7 @@ def _settled(
                     f"{hold.amount_minor}, terminal answered {ev.amount_minor}",
                 ),
             )
-        done = _captured(hold, ev.ref, now)
+        done = captured_as_asked(hold, ev.ref, now)
     else:
         done = replace(
             hold,
@@ -175,7 +171,7 @@ def _uncertain_rest(s: Session, hold: Hold, echo: int | None) -> tuple[Session, 
     return replace(s, discrepancies=(*s.discrepancies, said)), hold
 
 
-def _captured(hold: Hold, booking_ref: str | None, at: datetime) -> Hold:
+def captured_as_asked(hold: Hold, booking_ref: str | None, at: datetime) -> Hold:
     """The hold booked as asked (at ``at``): its target captured, the rest released."""
     target = hold.target_minor or 0
     return replace(
@@ -195,122 +191,6 @@ def _unreleased(s: Session) -> tuple[str, ...]:
         for h in s.holds
         if h.status is HoldStatus.LAPSED and not h.target_minor
     )
-
-
-def enquiry_answered(
-    s: Session, ev: e.OpenPreauthsReported, now: datetime, policy: Policy, held: e.LastResult | None
-) -> Transition:
-    """What the terminal's open holds and last result prove about the hold being settled."""
-    hold = s.current
-    assert hold is not None  # noqa: S101 - an unknown settlement always has an open hold
-    capture = s.state is State.CAPTURE_UNKNOWN
-    if hold.ref in ev.refs:  # the terminal still holds it: our command did not happen
-        at = next_try(s, now, policy)
-        if at is None:
-            return give_up(
-                s, hold, now, policy, "still open as the hold is about to lapse", fate_known=True
-            )
-        kind = "capture" if capture else "release"
-        return Transition(
-            go(
-                s,
-                Trigger.STILL_OPEN,
-                timer=(TimerKind.RETRY, at),
-                attempts=s.attempts + 1,
-                notes=note(s, f"hold {hold.ref} still open: {kind} again later"),
-            )
-        )
-    if not capture and s.expires_at is not None and now >= s.expires_at:
-        # Gone after its validity ended: the issuer may have let it lapse before our release
-        # arrived, so its absence proves no release. Recorded as lapsed (nothing taken either
-        # way), never as a release the terminal may not have made.
-        return give_up(
-            s,
-            hold,
-            now,
-            policy,
-            "gone from the terminal after its validity ended: lapsed (no evidence of the release)",
-            fate_known=True,
-        )
-    if not capture:  # gone while still valid: only our release can have ended it
-        done = replace(hold, released_minor=hold.amount_minor, status=HoldStatus.RELEASED)
-        s = replace(s, notes=note(s, f"hold {hold.ref} no longer open at the terminal: released"))
-        return next_hold(replace_hold(s, hold, done), now, policy)
-    target = hold.target_minor or 0
-    last = ev.last
-    # Its own approval, stored before the crash: the hold is gone, so it stood. Named by
-    # whatever the driver names a booking (ZVT: its own receipt; nexo: the reservation's POI
-    # transaction, the hold's own reference), so no test of the reference is needed here.
-    own = (
-        held is not None
-        and held.approved
-        and held.ref is not None
-        and held.amount_minor in (target, hold.amount_minor - target)
-    )
-    if own and held is not None:
-        last = held
-    # a reference another hold of this session was booked with is that hold's result, not ours
-    booked = {h.booking_ref for h in s.holds if h is not hold}
-    if last is not None and (
-        own
-        or (
-            last.approved
-            and last.ref is not None
-            and last.ref != hold.ref  # the hold's own pre-auth repeated is no capture
-            and last.ref not in booked
-            and last.ref not in ev.refs
-            and last.amount_minor in (target, hold.amount_minor - target)
-        )
-    ):
-        s = replace(
-            s,
-            notes=note(s, f"capture of hold {hold.ref} confirmed by the terminal's last result"),
-        )
-        return next_hold(replace_hold(s, hold, _captured(hold, last.ref, now)), now, policy)
-    done = replace(hold, status=HoldStatus.UNCONFIRMED)
-    s = replace(
-        s,
-        notes=note(s, f"hold {hold.ref} gone from the terminal without evidence of the capture"),
-    )
-    return next_hold(replace_hold(s, hold, done), now, policy)
-
-
-def enquiry_failed(s: Session, now: datetime, policy: Policy, *, busy: bool = False) -> Transition:
-    """The backoff grows on silence only: a terminal that answered busy is there, and the next
-    enquiry comes after the first interval (the deadline still bounds how long we keep asking)."""
-    if busy:
-        s = replace(s, attempts=0)
-    at = next_try(s, now, policy)
-    if at is not None:
-        return Transition(replace(s, attempts=s.attempts + 1, timer=(TimerKind.QUERY, at)))
-    if s.state is State.AUTH_UNKNOWN and s.terminal in policy.online_deadlines:
-        return cancel_by_reference(s, now, policy)
-    if s.state is State.AUTH_UNKNOWN:
-        why = "terminal unreachable: any hold it made is left to the terminal sweep"
-        return finish(go(s, Trigger.UNREACHABLE, notes=note(s, why)))
-    hold = s.current
-    assert hold is not None  # noqa: S101 - an unknown settlement always has an open hold
-    return give_up(
-        s, hold, now, policy, "terminal unreachable until the hold lapsed", fate_known=False
-    )
-
-
-def cancel_by_reference(s: Session, now: datetime, policy: Policy) -> Transition:
-    """A lost pre-auth the terminal could not tell us about, on a terminal whose acquirer takes
-    modifications online: a hold may exist that no session would own, so it is cancelled at the
-    acquirer by the reference we gave the terminal. Its amount is unknown: booked 0, released
-    only on the acquirer's webhook; no webhook leaves it unknown (and visible) like any release."""
-    ref = f"{BY_REFERENCE}{sale_reference(s.id)}"
-    why = "outcome of the pre-auth never known: cancelled at the acquirer by our reference"
-    s = go(
-        s,
-        Trigger.CANCEL_BY_REFERENCE,
-        holds=(Hold(ref, 0, target_minor=0),),
-        expires_at=s.created_at + policy.validity.default,
-        attempts=0,
-        notes=note(s, why),
-    )
-    return settle_command(s, now, policy)
 
 
 def give_up(
@@ -376,57 +256,3 @@ def next_hold(s: Session, now: datetime, policy: Policy) -> Transition:
         s, printed = print_receipt(s, now, policy)
     done = finish(s)
     return Transition(done.session, (*done.commands, *printed))
-
-
-def evidence_decided(
-    s: Session, ev: e.CaptureEvidence, now: datetime, policy: Policy
-) -> Transition:
-    """The terminal's end-of-day totals decided an unconfirmed capture (``evidence.py``): book
-    the unconfirmed holds as asked, or mark them lapsed uncaptured; only now does the outcome
-    go upstream, with the evidence in its notes. The debt is what any other settlement leaves
-    (within the driver's declared amount, never above a person's resolution) and follows a
-    correction that arrived meanwhile: what the evidence shows captured above it is refunded."""
-    if s.state is not State.CAPTURE_UNCONFIRMED:
-        return Transition(s, note=f"capture evidence in {s.state}: ignored")
-    holds = list(s.holds)
-    sent = [h.capture_sent_at for h in holds if h.status is HoldStatus.UNCONFIRMED]
-    for i, h in enumerate(holds):
-        if h.status is HoldStatus.UNCONFIRMED:
-            holds[i] = (
-                _captured(h, None, h.capture_sent_at or now)  # in the batch of our capture
-                if ev.captured
-                else replace(h, status=HoldStatus.LAPSED)
-            )
-    s = replace(s, holds=tuple(holds), notes=note(s, ev.evidence))
-    owed = capture.owed(s)
-    if s.bill.debt_resolved:  # a debt a person settled never grows again
-        owed = min(owed, s.bill.owed_minor)
-    if ev.captured and s.bill.captured_at is None:
-        # in the batch of the capture we sent (reconciliation counts it there); a session
-        # with an earlier capture stays booked at that one (``next_hold``)
-        at = max((t for t in sent if t is not None), default=now)
-        s = replace(s, bill=replace(s.bill, captured_at=at))
-    trigger = Trigger.EVIDENCE_CAPTURED if ev.captured else Trigger.EVIDENCE_NOT_CAPTURED
-    s = go(s, trigger, owed_minor=owed)
-    if s.bill.corrected_minor is None:
-        return finish(s)
-    done = finish(corrections.follow_correction(s))  # the outcome carries the corrected debt
-    assert done.session is not None  # noqa: S101 - finish keeps the session
-    refund = corrections.after_evidence(
-        done.session,
-        now,
-        acquirer=s.terminal in policy.online_deadlines,
-        card_present=s.terminal not in policy.no_card_present_refunds,
-    )
-    return Transition(refund.session, (*done.commands, *refund.commands))
-
-
-def contradicted(s: Session, ev: e.OutcomeContradicted) -> Transition:
-    """Later evidence against the booked outcome: a discrepancy on the session (and a note),
-    for a person to settle against the acquirer's report. The booking is not undone: the
-    money rule books on positive evidence, and which of two contradicting reports stands is
-    the acquirer's to say, not ours to guess."""
-    if ev.detail in s.discrepancies:
-        return Transition(s, note="contradiction: a repeat")
-    more = (ev.detail,) if len(s.discrepancies) < KEPT else ()
-    return Transition(replace(s, discrepancies=(*s.discrepancies, *more), notes=note(s, ev.detail)))

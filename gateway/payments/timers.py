@@ -23,11 +23,12 @@ from gateway.payments.charging import (
     stopped_awaiting_topup,
 )
 from gateway.payments.events import TimerKind
+from gateway.payments.lost_settlement import enquiry_failed
 from gateway.payments.model import Session
 from gateway.payments.moves import UNKNOWN_STATES, Transition, go, note, query
 from gateway.payments.policy import Policy
 from gateway.payments.receipts import fiscal_timeout
-from gateway.payments.settlement import enquiry_failed, settle_command
+from gateway.payments.settlement import settle_command
 from gateway.payments.states import State, Trigger
 from gateway.payments.topups import topup_lost, topup_resumed
 

@@ -16,7 +16,7 @@ Why it is shaped so:
   outcome becomes one engine event whose id is the modification's key and status, so handing
   it over again (a duplicate webhook, a restart) is a step the store skips.
 - A release of a hold whose pspReference never reached us (a lost pre-auth the terminal could
-  not tell us about, ``settlement.cancel_by_reference``) is a cancel by our merchant
+  not tell us about, ``lost_settlement.cancel_by_reference``) is a cancel by our merchant
   reference, the one the terminal was given; its TECHNICAL_CANCEL or CANCELLATION settles it.
 - A missing webhook is never a success: a capture past its deadline becomes unconfirmed (owed,
   listed by reconciliation as ``missing_webhook``); a release past it stays unknown and is asked

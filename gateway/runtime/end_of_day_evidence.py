@@ -3,7 +3,7 @@
 The host stores the closed batch, then hands it here. The candidates are the sessions of the
 terminal that ended ``capture_unconfirmed`` with every unconfirmed capture sent inside the
 batch's period; the journal's own captures of the period are counted as reconciliation counts
-them (``reconcile.journal_totals``), and the rule is ``evidence.decide_by_totals``. A decision
+them (``batch_totals.journal_totals``), and the rule is ``evidence.decide_by_totals``. A decision
 goes to its session as ``CaptureEvidence`` (one store step, its outcome released upstream); a
 batch that decides nothing is journaled with its reason, and the sessions stay listed by
 reconciliation.
@@ -16,9 +16,10 @@ from datetime import datetime, timedelta
 
 from drivers.base import TerminalResult
 from gateway.payments import events as e
+from gateway.payments.batch_totals import journal_totals
 from gateway.payments.evidence import Unconfirmed, Verdict, decide_by_totals
 from gateway.payments.model import HoldStatus, Session
-from gateway.payments.reconcile import BatchFacts, journal_totals, session_facts
+from gateway.payments.reconcile_facts import BatchFacts, session_facts
 from gateway.payments.record import from_json
 from gateway.payments.refunds import RefundStatus
 from gateway.payments.schemes import brand_group

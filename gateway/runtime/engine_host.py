@@ -71,12 +71,10 @@ class EngineHost:
         (``open_here``, already loaded by the caller), and the still-valid holds of a final
         session that owes money (its capture may yet be proven; the sweep must never release the
         hold that secures a debt)."""
-        now = self.clock()
-        owing = [from_json(r["data"]) for r in self.store.sessions(owing=True, limit=100_000)]
-        owners = open_here + [
-            s for s in owing if s.terminal == terminal and s.expires_at and s.expires_at > now
-        ]
-        return {h.ref for s in owners for h in s.holds}
+        owing = self.store.owing_hold_refs(terminal, self.clock())
+        if len(owing) >= self.store.owing_refs_limit:  # the oldest debts' holds may be missing
+            _LOGGER.error("engine.owing_refs_bound", extra={"terminal": terminal})
+        return {h.ref for s in open_here for h in s.holds} | set(owing)
 
     def sweep(
         self, terminal: str, open_refs: tuple[str, ...], currency: str, sweep_id: str

@@ -9,10 +9,11 @@ the same transaction. ``audit`` starts the remaining chain from the cut. A final
 owes nothing and has no journal row left is then compacted: its full row (with its meter
 readings) goes to a ``sessions-*.jsonl`` archive file, the row keeps no default fields and its
 readings go.
-Delivered outbox
-messages and processed inbox requests older than the cutoff go too; dead-lettered ones stay
-(they are an open problem, not history). A step key is known as applied for as long as its
-journal rows are kept: the retention period.
+Delivered outbox messages and processed inbox requests older than the cutoff go too;
+dead-lettered ones stay (they are an open problem, not history), and so does each session's
+first CDR for the ``CORRECTION_WINDOW`` after it came (a later CDR is a correction only beside
+it). A step key is known as applied for as long as its journal rows are kept: the retention
+period.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import os
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +33,17 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gateway.errors import InvariantViolated
 from gateway.store import export as _export
 from gateway.store.audit import audit, cut_message
+from gateway.store.db import from_text, to_text
 from gateway.store.files import write_private
 from gateway.store.journal import dumps, newest_cut, public_key_hex, rows, sign_checkpoint
 
 Compact = Callable[[dict[str, Any]], dict[str, Any]]  # an archived session's row, smaller
+
+# How long a session's first CDR is kept whatever the retention period: a corrected CDR is
+# told from a first one by it (the first bills, a later one refunds or adds to the debt). A CPO
+# corrects within weeks; an acquirer refunds a payment for about a year, so a correction after
+# that could not be refunded anyway.
+CORRECTION_WINDOW = timedelta(days=400)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +76,14 @@ def prune(
     outbox = conn.execute(
         "DELETE FROM outbox WHERE status = 'done' AND done_at < ?", (cutoff,)
     ).rowcount
+    # ... but never a session's first CDR while a corrected CDR may still come: it is what
+    # tells a correction from a first bill (``ocpi.charger``: the oldest CDR stored)
+    window = to_text(from_text(now) - CORRECTION_WINDOW)
     inbox = conn.execute(
-        "DELETE FROM inbox WHERE processed_at IS NOT NULL AND processed_at < ?", (cutoff,)
+        "DELETE FROM inbox WHERE processed_at IS NOT NULL AND processed_at < ?"
+        " AND NOT (kind = 'cdr' AND received_at >= ? AND id IN (SELECT min(id) FROM inbox"
+        " WHERE kind = 'cdr' GROUP BY json_extract(payload, '$.authorization_reference')))",
+        (cutoff, window),
     ).rowcount
     cut, removed, archive = _cut(
         conn, key, now=now, cutoff=cutoff, archive_dir=archive_dir, max_rows=max_rows

@@ -9,7 +9,7 @@ import sqlite3
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from gateway.store.db import from_text, sqlite_errors, to_text
 
@@ -27,6 +27,9 @@ class StoreReads:
     _conn: sqlite3.Connection
     path: Path
     _clock: Callable[[], datetime]
+    # The most hold references of owing sessions one terminal's sweep reads (``owing_hold_refs``):
+    # far above what a terminal holds at once (its holds lapse within days).
+    owing_refs_limit: ClassVar[int] = 100_000
 
     def api_request(self, client: str, key_sha256: str) -> tuple[str, str] | None:
         """(session id, request SHA-256) of the session ``client`` started with this key."""
@@ -62,6 +65,28 @@ class StoreReads:
             (limit,),
         )
         return self._sessions(rows)
+
+    def owing_hold_refs(self, terminal: str, now: datetime) -> list[str]:
+        """References of every hold of the sessions on ``terminal`` that owe money and whose
+        hold is still valid at ``now`` (its capture may yet be proven: the sweep must never
+        release a hold that secures a debt), newest session first, at most ``owing_refs_limit``
+        (past it the oldest are left out: the caller says so). Read in SQL, through the owing index,
+        without loading a session."""
+        owing = (
+            "s.owed_minor > 0 AND coalesce(s.terminal, json_extract(s.data, '$.terminal')) = ?"
+            " AND julianday(json_extract(s.data, '$.expires_at')) > julianday(?)"
+        )
+        rows = self._query(
+            "SELECT ref FROM ("
+            " SELECT json_extract(h.value, '$.ref') AS ref, s.created_at AS at"
+            f" FROM sessions s, json_each(s.data, '$.holds') h WHERE {owing}"
+            # a row from before holds were a list names its one hold at the top level
+            f" UNION ALL SELECT json_extract(s.data, '$.ref'), s.created_at FROM sessions s"
+            f" WHERE {owing}"
+            ") WHERE ref IS NOT NULL GROUP BY ref ORDER BY max(at) DESC LIMIT ?",
+            (terminal, to_text(now), terminal, to_text(now), self.owing_refs_limit),
+        )
+        return [str(ref) for (ref,) in rows]
 
     def sessions_of_terminal(self, terminal: str, since: datetime) -> list[dict[str, Any]]:
         """Sessions on one terminal changed since ``since`` (whose receipts the terminal may

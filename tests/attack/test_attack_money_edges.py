@@ -39,6 +39,7 @@ from gateway.settings import parse_settings
 from gateway.store import Store
 from gateway.wire import OcpiTariff
 from tests.payments.reference_model import model_price
+from tests.site_rig import site_toml, tariff_toml
 
 BERLIN = ZoneInfo("Europe/Berlin")
 SANTIAGO = ZoneInfo("America/Santiago")
@@ -738,29 +739,14 @@ def test_the_model_bills_the_energy_delivered() -> None:
 
 # ---- a terminal no EVSE and no route names --------------------------------------------------
 
-CHF_SITE = """
-[site]
-id = "S"
-country = "CH"
-currency = "CHF"
-[[terminals]]
-id = "t1"
-device = "tcp://127.0.0.1:9"
-password = { value = "123456" }
-[[terminals]]
-id = "t2"
-device = "tcp://127.0.0.1:10"
-password = { value = "123456" }
-[charger]
-enabled = true
-mode = "simulated"
-[[charger.evses]]
-id = "E1"
-terminal = "t1"
-[pricing]
-default_tariff = "T"
-tariffs = [{ id = "T", currency = "CHF", elements = [{ price_components = [{ type = "ENERGY", price = "0.50", step_size = 1 }] }] }]
-"""
+CHF_SITE = site_toml(
+    None,
+    {"t1": "tcp://127.0.0.1:9", "t2": "tcp://127.0.0.1:10"},
+    site="S",
+    country="CH",
+    site_keys='currency = "CHF"',
+    tariffs=[tariff_toml(currency="CHF", vat=None)],
+)
 
 
 def test_an_unreferenced_terminal_works_in_its_own_currency(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from datetime import timedelta
 from gateway.fiscal.meter import SignedMeter
 from gateway.payments import events as e
 from gateway.payments.session import Session, State, transition
+from tests.payments import fixtures
 from tests.payments.fixtures import T0, policy
 from tests.payments.test_session import SID, authorized, charging
 
@@ -15,9 +16,7 @@ RATED = policy(rated_power_w={"E1": 11_000})  # an 11 kW EVSE
 
 
 def at(s: Session, ev: e.Event, minutes: float) -> Session:
-    t = transition(s, ev, T0 + timedelta(minutes=minutes), RATED)
-    assert t.session is not None
-    return t.session
+    return fixtures.at(s, ev, minutes, RATED)
 
 
 def test_many_small_steps_cannot_outrun_the_rated_power() -> None:

@@ -10,7 +10,7 @@ import pytest
 from firmware_bridge.link import BrokerSettings
 from gateway.errors import ConfigError
 from gateway.settings import parse_settings
-from tests.helpers import site_toml
+from tests.site_rig import site_toml
 
 
 @pytest.mark.parametrize(

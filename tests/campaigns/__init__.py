@@ -16,8 +16,10 @@ with the key): ``crash``, ``unplug`` and ``lost-results`` take ``--protocol nexo
 …]``; ``crash`` also ``--kills N`` (the full size's site with N kills, for a run that must end
 by a given time); the fuzz targets ``nexo.*`` are the nexo decoders and the sale endpoint.
 
-- ``crash`` (``crash.py``): the real daemon SIGKILLed at random and at dangerous moments while
-  EVs charge and pay on two terminals; the store, the terminals' books and the CPO must agree.
+- ``crash`` (``crash.py``; ``crash_site.py`` its site, ``moments.py`` when a kill lands,
+  ``nights.py`` the batches closed during the run, ``crash_books.py`` what is compared): the
+  real daemon SIGKILLed at random and at dangerous moments while EVs charge and pay on two
+  terminals; the store, the terminals' books and the CPO must agree.
 - ``powercut`` (``powercut.py``, ``powercut_vfs.py``): the same site, but each death is a power
   cut: a SQLite VFS shim logs every write not yet fsynced, and the files are rewound to their
   last sync with some of those writes kept, reordered or torn; each image must pass the

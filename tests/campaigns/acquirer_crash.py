@@ -47,7 +47,7 @@ from tests.acquirer.rig import API_KEY, HMAC_KEY, WEBHOOK_PASSWORD, WEBHOOK_USER
 from tests.acquirer.test_crash_acquirer import _query
 from tests.acquirer.test_e2e_acquirer import CONFIG
 from tests.campaigns import scan
-from tests.campaigns.crash import Campaign, Figures, _gross_minor
+from tests.campaigns.crash import Campaign, Figures, gross_minor
 from tests.firmware_bridge.conftest import MOSQUITTO, Broker
 from tests.helpers import free_port
 
@@ -333,7 +333,7 @@ class AcquirerCampaign(Campaign):
             text = f"session {sid} ({row['state']}) captured {data.get('captured_minor', 0)}"
             fac = self.cpo.state.facs.get(sid[:36]) or {}
             success = fac.get("capture_status_code") in ("SUCCESS", "PARTIAL_SUCCESS")
-            said = _gross_minor(fac["total_costs"]) if success else 0
+            said = gross_minor(fac["total_costs"]) if success else 0
             wrong = []
             if data.get("captured_minor", 0) != at_acquirer:
                 wrong.append(f"{text}, the acquirer's ledger {at_acquirer}")

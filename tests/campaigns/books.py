@@ -13,12 +13,13 @@ each POI transaction as the store does, however long the run.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from drivers.sim.nexo_poi import NexoPoi
-from drivers.sim.terminal import SimTerminal
+from drivers.sim.terminal import SimTerminal, Transaction
 
 State = Literal["open", "booked", "released"]
 
@@ -39,11 +40,15 @@ def stored_ref(hold: dict[str, Any]) -> str:
     return str(hold["ref"] if "ref" in hold else hold["receipt_no"])
 
 
-def zvt_book(terminal: str, sim: SimTerminal) -> list[BookedHold]:
+def zvt_book(
+    terminal: str, sim: SimTerminal, closed: Iterable[Transaction] = ()
+) -> list[BookedHold]:
+    """The holds of the terminal's closed batches (``closed``, kept by the campaign as each end
+    of day forgets them) and of its open one."""
     states: dict[str, State] = {"open": "open", "booked": "booked"}
     return [
         BookedHold(terminal, str(t.receipt), states.get(t.state, "released"), t.amount, t.booked)
-        for t in sim.state.transactions.values()
+        for t in (*closed, *sim.state.transactions.values())
         if t.kind == "preauth"
     ]
 

@@ -14,7 +14,9 @@ and its acknowledgement awaited — a few milliseconds on, so before the daemon 
 it stored it or after it acknowledged it; the charger just authorized (the approval may not be
 stored yet); the charger just stopped (the capture is on the wire); a FAC POST just reached
 the CPO (the outbox mark may not be written). Kills go on until there were enough of them and
-the store holds enough sessions. After the last kill the daemon runs until every session is
+the store holds enough sessions. The full size's site closes each terminal's batch during the
+run as a site does, the daemon's own daily end of day at the terminal's "night" (``nights.py``).
+After the last kill the daemon runs until every session is
 final, the outbox is empty and every hold open at a terminal is a session's (the sweep
 releases a hold made for a lost top-up), and stops cleanly. Then, from the store, the
 terminals' own books and the CPO's records:
@@ -31,40 +33,40 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import random
 import signal
 import socket
 import subprocess
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from cryptography.fernet import Fernet
-
-from drivers.sim.ports import PtyPort, serve_tcp
-from drivers.sim.terminal import SimConfig, SimTerminal
+from drivers.sim.ports import PtyPort
+from drivers.sim.terminal import SimTerminal
 from firmware_bridge.sim import ChargerSimulator, Plan
 from gateway.ocpi.cpo_sim import CpoSimulator
-from gateway.runtime.engine_host import EngineHost
-from gateway.runtime.engine_setup import build_policy, build_terminals
-from gateway.settings import load_settings
 from gateway.store import Store
-from tests.campaigns import scan
 from tests.campaigns.books import BookedHold, stored_ref, zvt_book
+from tests.campaigns.crash_books import Figures as Figures
+from tests.campaigns.crash_books import check, end_of_day
+from tests.campaigns.crash_books import gross_minor as gross_minor
+from tests.campaigns.crash_books import main_figures as main_figures
+from tests.campaigns.crash_site import partitions, start_zvt_terminals, write_config
+from tests.campaigns.moments import moment
+from tests.campaigns.nights import Nights
 from tests.firmware_bridge.conftest import MOSQUITTO, Broker
-from tests.helpers import EVPAY, free_port, site_toml, subprocess_env
+from tests.helpers import EVPAY, subprocess_env
 
 # kills, EVSEs, short charges, sessions: at least that many kills, and the kills go on until the
 # store holds at least that many sessions (the full size needs many sessions per kill: 32 EVSEs
 # charging a few kWh in up to three meter values, instead of up to 14 kWh in 28)
 SIZES = {"small": (6, 2, False, 0), "medium": (40, 2, False, 0), "full": (1000, 32, True, 5000)}
+# The full size's ZVT site closes each terminal's batch once this many EVs plugged in at its
+# EVSEs (nights.py): a batch stays within what BMP 60 counts (255 payments a card group; a
+# session topped up at t1 is two), so that its totals stay evidence.
+BATCH_EVERY = 200
 PARTITIONS = {
     "small": 4,
     "medium": 20,
@@ -72,34 +74,15 @@ PARTITIONS = {
 }  # outages, alternately the CPO's and the broker's
 
 
-@dataclass
-class Figures:
-    kills: int = 0
-    dangerous_kills: int = 0
-    moments: Counter[str] = field(default_factory=Counter)  # the dangerous kills, by moment
-    plugged: int = 0
-    sessions: int = 0
-    completed: int = 0
-    captured_minor: int = 0
-    booked_minor: int = 0  # what the terminals' own books say was booked
-    holds: int = 0
-    open_holds: int = (
-        0  # still open at the terminals at the end (each owed visibly, or a violation)
-    )
-    fac_posts: int = 0
-    unconfirmed: int = (
-        0  # captures the terminal booked whose evidence never reached the gateway (owed, visibly)
-    )
-    unconfirmed_sessions: int = 0  # sessions that ended capture_unconfirmed (their FAC held)
-    ends_of_day: int = 0  # terminals closed after the last kill
-    unconfirmed_after_end_of_day: int = 0  # still unconfirmed once the totals were read
-    partitions: list[str] = field(default_factory=list)  # what was cut, how long, how long to drain
-    seconds: float = 0.0
-    violations: list[str] = field(default_factory=list)
-
-
 class Campaign:
     PLEASE_WAIT = 2  # t2 repeats "please wait" while it authorises, as serial PTs in the field do
+    # set up by start() (the site: crash_site.py)
+    config: Path
+    sims: dict[str, SimTerminal]
+    tcp: asyncio.Server
+    pty: PtyPort
+    pty_serving: asyncio.Task[None]
+    tty: Path
 
     def __init__(
         self,
@@ -109,8 +92,10 @@ class Campaign:
         evses: int,
         short: bool = False,
         sessions: int = 0,
+        batch_every: int = 0,
     ) -> None:
         self.dir, self.rng, self.kills, self.short = workdir, random.Random(seed), kills, short
+        self.nights = Nights(batch_every)  # the terminals' batches closed during the run
         self.min_sessions = sessions
         self.evses = [f"E{i + 1}" for i in range(evses)]
         self.terminal_of = {e: "t1" if i % 2 == 0 else "t2" for i, e in enumerate(self.evses)}
@@ -134,83 +119,11 @@ class Campaign:
         self.charger = ChargerSimulator(self.broker.settings("charger"), self.evses)
         self.charger_stop = asyncio.Event()
         self.charger_task = asyncio.create_task(self.charger.run(self.charger_stop))
-        listen = free_port()
-        upstream = (
-            f'[upstream]\nenabled = true\nallow_insecure_http = true\nversions_url = "{self.cpo.versions_url}"\n'
-            f'token_a = {{ value = "{self.cpo.state.token_a}" }}\n'
-            f'key = {{ value = "{Fernet.generate_key().decode()}" }}\n'
-            f'listen = "127.0.0.1:{listen}"\npublic_url = "http://127.0.0.1:{listen}/ocpi/versions"\n'
-        )
-        routes = ""
-        for terminal in (
-            "t1",
-            "t2",
-        ):  # each EVSE stays on its terminal; a route never lists no EVSE (= all)
-            for incremental in (True, False):
-                evses = [
-                    e
-                    for e, t in self.terminal_of.items()
-                    if t == terminal and (e in self.incremental) == incremental
-                ]
-                if evses:
-                    routes += (
-                        f'[[routes]]\nid = "{terminal}-{"topup" if incremental else "fixed"}"\n'
-                        f'terminals = ["{terminal}"]\nevses = {json.dumps(evses)}\n'
-                        + ('strategy = "incremental"\n' if incremental else "")
-                    )
-        text = site_toml(
-            self.dir / "evpay.sqlite3",
-            devices,
-            site="CRASH",
-            evses=self.terminal_of,
-            charger=self.broker.toml(),  # the gateway's user on the ACL'd broker
-            pricing='fixed_hold = { EUR = "50.00" }\nhold_min = "1.00"\nincremental_initial = "1.00"\n'
-            'incremental_step = "1.00"\nsafety_margin = "0.10"\n'
-            "retry_max_s = 60",  # after 1,000 kills retries would wait 30 min; the end waits 180 s
-            extra=self.terminal_sections() + upstream + routes,
-            terminal_extra="incremental = true\n",
-        )
-        self.config = self.dir / "gateway.toml"
-        self.config.write_text(text, encoding="utf-8")
+        write_config(self, devices)
 
     async def start_terminals(self) -> dict[str, str]:
         """The ZVT terminals: ``t1`` on TCP, ``t2`` on a pty; their device URLs by id."""
-        self.sims = {
-            "t1": SimTerminal(
-                SimConfig(
-                    password="123456",
-                    card_wait_s=0.05,
-                    echo="booked",
-                    extensions="new_receipt",
-                    state_path=self.dir / "t1.json",
-                    result_ack_timeout_s=2.0,
-                    on_result=self.approval_out.set,
-                    unacked_on_close="keep",
-                )
-            ),
-            "t2": SimTerminal(
-                SimConfig(
-                    password="123456",
-                    card_wait_s=0.05,
-                    echo="reversed",
-                    extensions="same_receipt",
-                    state_path=self.dir / "t2.json",
-                    result_ack_timeout_s=2.0,
-                    on_result=self.approval_out.set,
-                    please_wait=self.PLEASE_WAIT,
-                )
-            ),
-        }
-        self.tcp = await serve_tcp("127.0.0.1", 0, lambda p: self.sims["t1"].serve(p, serial=False))
-        self.pty = PtyPort()
-        self.pty_serving = asyncio.create_task(self._serve_pty())
-        self.tty = (
-            self.dir / "tty-t2"
-        )  # as udev names a serial adapter: the campaigns may re-plug it
-        self.tty.unlink(missing_ok=True)
-        self.tty.symlink_to(self.pty.slave_path)
-        tcp_port = self.tcp.sockets[0].getsockname()[1]
-        return {"t1": f"tcp://127.0.0.1:{tcp_port}", "t2": f"serial://{self.tty}"}
+        return await start_zvt_terminals(self)
 
     def terminal_sections(self) -> str:
         """Terminals written out whole (``start_terminals`` then gives no device URL)."""
@@ -218,7 +131,10 @@ class Campaign:
 
     def book(self) -> list[BookedHold]:
         """Every hold in the terminals' own books."""
-        return [h for name, sim in self.sims.items() for h in zvt_book(name, sim)]
+        closed = self.nights.closed
+        return [
+            h for name, sim in self.sims.items() for h in zvt_book(name, sim, closed.get(name, ()))
+        ]
 
     def secrets(self) -> list[str]:
         """What must appear in no log or database: the CPO's tokens, the terminals' secrets."""
@@ -253,6 +169,9 @@ class Campaign:
         notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         notify.bind(str(notify_path))
         notify.setblocking(False)
+        # the daemon's daily end of day for each terminal in its night (nights.py)
+        text = self.config.read_text(encoding="utf-8")
+        self.config.write_text(self.nights.config(text), encoding="utf-8")
         self.daemon = subprocess.Popen(
             [*self.daemon_command(), "run", "--config", str(self.config)],
             stdout=self.log,
@@ -291,6 +210,9 @@ class Campaign:
         """One EV after another at ``evse``: plug in, charge what the plan says, leave."""
         state = self.charger.evses[evse]
         while not self.stop_plugging.is_set():
+            await self.nights.morning(self.terminal_of[evse], self.stop_plugging)
+            if self.stop_plugging.is_set():
+                return
             authorized = len(state.authorized)
             plan = Plan(
                 energy_wh=self.rng.choice([0, 2_000, 5_000, 9_000, 14_000]),
@@ -305,6 +227,7 @@ class Campaign:
                 )
             await self.charger.plug(evse, plan=plan)
             self.figures.plugged += 1
+            self.nights.plugged_in(self.terminal_of[evse])
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(20):
                     while len(state.authorized) == authorized:
@@ -315,46 +238,11 @@ class Campaign:
                     await task
             await asyncio.sleep(self.rng.uniform(0.05, 0.5))
 
-    MOMENTS = ("approval", "authorized", "stopped", "fac")
-
-    async def _dangerous_moment(self, kind: str) -> None:
-        """Wait for one of the moments a kill hurts most: a terminal's approval (of a hold, a
-        top-up, a capture or a release) sent and its acknowledgement awaited (ZVT 2.2.8: the
-        terminal reverses it if none comes); the charger just authorized; the charger just
-        stopped (the capture under way); a FAC POST just received by the CPO."""
-        authorized = {e: len(s.authorized) for e, s in self.charger.evses.items()}
-        posts = len(self.cpo.state.fac_posts)
-        charging = {e: s.charging for e, s in self.charger.evses.items()}
-        self.approval_out.clear()
-        while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(0.01):
-                    await self.approval_out.wait()
-            if kind == "approval" and self.approval_out.is_set():
-                # A few milliseconds on: the kill lands before the daemon read the result, after
-                # it stored it, or after its acknowledgement, at random.
-                await asyncio.sleep(self.rng.uniform(0.0, 0.03))
-                return
-            self.approval_out.clear()
-            if kind == "fac" and len(self.cpo.state.fac_posts) > posts:
-                return
-            for e, s in self.charger.evses.items():
-                if kind == "authorized" and len(s.authorized) > authorized[e]:
-                    return
-                if (
-                    kind == "stopped"
-                    and s.charging is not None
-                    and charging[e] is s.charging
-                    and s.charging.done()
-                ):
-                    await asyncio.sleep(self.rng.uniform(0.0, 0.3))
-                    return
-
     async def run(self) -> Figures:
         return await self._campaign(self._kills())
 
     async def run_partitions(self, cuts: int, broker: bool = True) -> Figures:
-        return await self._campaign(self._partitions(cuts, broker))
+        return await self._campaign(partitions(self, cuts, broker))
 
     async def _campaign(self, faults: Coroutine[Any, Any, None]) -> Figures:
         """Start everything, run the drivers while ``faults`` happen, let the site settle, stop
@@ -397,42 +285,10 @@ class Campaign:
 
     async def moment(self) -> None:
         """Wait for the next kill: half the time for a dangerous moment, else a random while."""
-        if self.rng.random() < 0.5:
-            kind = self.rng.choice(self.MOMENTS)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(5):
-                    await self._dangerous_moment(kind)
-                    self.figures.dangerous_kills += 1
-                    self.figures.moments[kind] += 1
-        else:
-            await asyncio.sleep(self.rng.uniform(0.1, 2.5))
+        await moment(self)
 
     def after_kill(self) -> None:
         """A kill loses nothing the daemon gave the kernel (the power-cut campaign loses more)."""
-
-    async def _partitions(self, cuts: int, broker: bool) -> None:
-        """Partitions instead of kills: the CPO unreachable (every request answered 503) or the
-        MQTT broker gone, for a few seconds each; after each uplink cut, how long the backlog
-        took to drain."""
-        for i in range(cuts):
-            await asyncio.sleep(self.rng.uniform(1.0, 3.0))
-            outage = self.rng.uniform(2.0, 6.0)
-            if i % 2 == 0 or not broker:
-                self.cpo.state.down = True
-                await asyncio.sleep(outage)
-                self.cpo.state.down = False
-                restored = time.perf_counter()
-                async with asyncio.timeout(120):
-                    await self._quiet(sessions=False)
-                self.figures.partitions.append(
-                    f"uplink cut {outage:.1f} s, backlog drained "
-                    f"{time.perf_counter() - restored:.1f} s after"
-                )
-            else:
-                self.broker.stop()
-                await asyncio.sleep(outage)
-                self.broker.start()
-                self.figures.partitions.append(f"MQTT broker gone {outage:.1f} s")
 
     def _stored_rows(self) -> list[dict[str, Any]]:
         store = Store.open(self.dir / "evpay.sqlite3", read_only=True)
@@ -479,142 +335,10 @@ class Campaign:
     # ---- the books ---------------------------------------------------------------------------
 
     async def end_of_day(self) -> None:
-        """After the books are compared: each terminal's end of day as the daemon's runner makes
-        it (06 50, then the host stores the batch and decides the unconfirmed captures by its
-        totals), with the daemon stopped. Counted: the sessions still unconfirmed after it; and
-        every outcome it released must agree with what the terminal booked."""
-        booked = {  # before the end of day closes the terminals' batches
-            (h.terminal, h.ref): h.booked for h in self.book() if h.state == "booked"
-        }
-        settings = load_settings(self.config)
-        store = Store.open(self.dir / "evpay.sqlite3")
-        try:
-            host = EngineHost(store, build_policy(settings), lambda: datetime.now(UTC))
-            before = {r["id"] for r in store.sessions(limit=1_000_000)}
-            for name, terminal in build_terminals(settings).items():
-                try:
-                    async with asyncio.timeout(30):
-                        await terminal.connect()
-                        result = await terminal.end_of_day()
-                finally:
-                    await terminal.close()
-                if result.approved:
-                    host.record_end_of_day(name, result, "EUR")
-                    self.figures.ends_of_day += 1
-            rows = store.sessions(limit=1_000_000)
-            outcomes = {
-                str(m.payload["session_id"]): m.payload
-                for m in store.outbox.list(kind="session.outcome", limit=1_000_000)
-            }
-        finally:
-            store.close()
-        for row in rows:
-            assert row["id"] in before
-            self.figures.unconfirmed_after_end_of_day += row["state"] == "capture_unconfirmed"
-            data = row["data"]
-            out = outcomes.get(row["id"])
-            for hold in data.get("holds", []):
-                took = booked.get((data["terminal"], stored_ref(hold)))
-                if took and out is not None and out["state"] == "capture_failed":
-                    self.figures.violations.append(
-                        f"session {row['id']}: its outcome says capture_failed after the end of "
-                        f"day, {data['terminal']} booked {took} on hold {stored_ref(hold)}"
-                    )
-                if out is not None and hold["captured_minor"] and not took:
-                    self.figures.violations.append(
-                        f"session {row['id']}: captured {hold['captured_minor']} after the end "
-                        f"of day, {data['terminal']} booked nothing on hold {stored_ref(hold)}"
-                    )
+        await end_of_day(self)
 
     def check(self) -> None:
-        f = self.figures
-        store = Store.open(self.dir / "evpay.sqlite3", read_only=True)
-        try:
-            rows = store.sessions(limit=1_000_000)
-            report = store.verify_journal()
-        finally:
-            store.close()
-        if not report.ok:
-            f.violations.append(f"the journal does not verify: {report.findings[0].text}")
-        stored: dict[tuple[str, str], tuple[str, dict[str, Any], dict[str, Any]]] = {}
-        for row in rows:
-            data = row["data"]
-            f.sessions += 1
-            if not row["final"]:
-                f.violations.append(f"session {row['id']} is left {row['state']}")
-            if row["state"] == "completed":
-                f.completed += 1
-            f.unconfirmed_sessions += row["state"] == "capture_unconfirmed"
-            for hold in data.get("holds", []):
-                key = (data["terminal"], stored_ref(hold))
-                if key in stored and stored[key][0] != row["id"]:
-                    f.violations.append(
-                        f"sessions {stored[key][0]} and {row['id']} both hold {key[0]} {key[1]}"
-                    )
-                stored[key] = (row["id"], hold, data)
-        booked_total = unconfirmed_total = 0
-        for tx in self.book():
-            terminal = tx.terminal
-            f.holds += 1
-            found = stored.get((terminal, tx.ref))
-            if tx.state == "booked":
-                booked_total += tx.booked
-                fac = self.cpo.state.facs.get(found[0][:36]) if found is not None else None
-                if fac is not None and fac.get("capture_status_code") == "FAILED":
-                    f.violations.append(  # the CPO would charge the driver again
-                        f"session {found[0] if found else '?'}: the FAC says FAILED, "
-                        f"{terminal} booked {tx.booked} on hold {tx.ref}"
-                    )
-                if found is None:
-                    f.violations.append(
-                        f"{terminal} booked {tx.booked} on hold {tx.ref}: no session records it"
-                    )
-                elif found[1]["status"] == "unconfirmed" and found[1]["target_minor"] == tx.booked:
-                    f.unconfirmed += 1  # no evidence reached the gateway: owed, visibly
-                    unconfirmed_total += tx.booked
-                elif found[1]["captured_minor"] != tx.booked:
-                    f.violations.append(
-                        f"session {found[0]} captured {found[1]['captured_minor']} on {terminal} "
-                        f"hold {tx.ref}, the terminal booked {tx.booked}"
-                    )
-            elif tx.state == "open":
-                f.open_holds += 1
-                owed = found is not None and (
-                    found[2].get("owed_minor") or found[1]["status"] in ("lapsed", "unconfirmed")
-                )
-                if not owed:
-                    f.violations.append(
-                        f"{terminal} hold {tx.ref} ({tx.amount}) is left open, owed by nobody"
-                    )
-            elif found is not None and found[1]["captured_minor"]:
-                f.violations.append(
-                    f"session {found[0]} claims a capture on {terminal} hold {tx.ref}, "
-                    "which the terminal released"
-                )
-        f.captured_minor = sum(h["captured_minor"] for _, h, _ in stored.values())
-        f.booked_minor = booked_total
-        if f.captured_minor + unconfirmed_total != booked_total:
-            f.violations.append(
-                f"the store captured {f.captured_minor} in all (and {unconfirmed_total} unconfirmed), "
-                f"the terminals booked {booked_total}"
-            )
-        f.fac_posts = len(self.cpo.state.fac_posts)
-        for sid, _hold, data in stored.values():
-            if data["state"] == "completed" and data.get("captured_minor"):
-                fac = self.cpo.state.facs.get(sid[:36])
-                if fac is None:
-                    f.violations.append(f"session {sid}: no FAC at the CPO")
-                elif _gross_minor(fac["total_costs"]) != data["captured_minor"]:
-                    f.violations.append(
-                        f"session {sid}: the FAC says {fac['total_costs']}, "
-                        f"the session captured {data['captured_minor']}"
-                    )
-        self.log.flush()
-        hits = scan.scan_paths(
-            [self.dir / "evpay.sqlite3", self.dir / "daemon.log"],
-            secrets=self.secrets(),
-        )
-        f.violations += [f"card data or a secret: {h}" for h in hits]
+        check(self)
 
 
 def run_partitions(
@@ -627,14 +351,6 @@ def run_partitions(
         where = workdir or Path(tmp)
         where.mkdir(parents=True, exist_ok=True)
         return asyncio.run(Campaign(where, seed, 0, 2).run_partitions(cuts, broker))
-
-
-def _gross_minor(price: dict[str, Any]) -> int:
-    """An OCPI 2.3.0 Price (before_taxes and the taxes' amounts) in cents."""
-    gross = Decimal(str(price["before_taxes"])) + sum(
-        Decimal(str(t["amount"])) for t in price.get("taxes") or ()
-    )
-    return int(gross * 100)
 
 
 def run(
@@ -653,26 +369,6 @@ def run(
         where = workdir or Path(tmp)
         where.mkdir(parents=True, exist_ok=True)
         campaign = site(where, seed, n, evses, short=short, sessions=sessions)
+        if site is Campaign and evses == SIZES["full"][1]:  # the nexo site has no such batch
+            campaign.nights.every = BATCH_EVERY
         return asyncio.run(campaign.run())
-
-
-def main_figures(f: Figures) -> str:
-    if f.partitions:
-        return (
-            f"{len(f.partitions)} partitions ({'; '.join(f.partitions[:4])}{' …' if len(f.partitions) > 4 else ''}), "
-            f"{f.plugged} EVs plugged in, {f.sessions} sessions ({f.completed} completed), {f.holds} holds, "
-            f"{f.captured_minor / 100:.2f} EUR captured, {f.fac_posts} FAC POSTs, {f.seconds:.0f} s; "
-            f"{len(f.violations)} violation(s)"
-        )
-    moments = ", ".join(f"{n} {k}" for k, n in sorted(f.moments.items()))
-    return (
-        f"{f.kills} kills ({f.dangerous_kills} at a dangerous moment: {moments}), {f.plugged} EVs plugged in, "
-        f"{f.sessions} sessions ({f.completed} completed), {f.holds} holds at the terminals "
-        f"({f.open_holds} left open), "
-        f"{f.captured_minor / 100:.2f} EUR captured (the terminals booked "
-        f"{f.booked_minor / 100:.2f}), {f.unconfirmed} captures unconfirmed "
-        f"({f.unconfirmed_sessions} sessions capture_unconfirmed, "
-        f"{f.unconfirmed_after_end_of_day} after {f.ends_of_day} ends of day), "
-        f"{f.fac_posts} FAC POSTs, "
-        f"{f.seconds:.0f} s; {len(f.violations)} violation(s)"
-    )

@@ -38,6 +38,7 @@ from tests.campaigns.books import BookedHold, NexoBook
 from tests.campaigns.crash import Campaign, Figures
 from tests.firmware_bridge.conftest import MOSQUITTO
 from tests.nexo.conftest import KEY, self_signed
+from tests.site_rig import nexo_keys
 
 SLOW_S = 0.05  # t2 answers this late: a POI whose host takes its time
 
@@ -98,16 +99,12 @@ class NexoCampaign(Campaign):
     def terminal_sections(self) -> str:
         blocks = ""
         for name, url in self.urls.items():
-            blocks += (
-                f'[[terminals]]\nid = "{name}"\nprotocol = "nexo"\ndevice = "{url}"\n'
-                f'encoding = "{self.encoding}"\nsale_id = "EVPAY-CRASH"\n'
-                f'poi_id = "{self.pois[name].config.poi_id}"\nincremental = true\n'
+            poi_id = self.pois[name].config.poi_id
+            key = KEY if self.encoding == "adyen-json" else None
+            blocks += f'[[terminals]]\nid = "{name}"\ndevice = "{url}"\nincremental = true\n'
+            blocks += nexo_keys(
+                self.encoding, sale_id="EVPAY-CRASH", poi_id=poi_id, pin=self.pin, key=key
             )
-            if self.encoding == "adyen-json":
-                blocks += (
-                    f'pinned_sha256 = "{self.pin}"\nkey = {{ identifier = "{KEY.identifier}", '
-                    f'version = {KEY.version}, passphrase = {{ value = "{KEY.passphrase}" }} }}\n'
-                )
         return blocks
 
     def after_kill(self) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from gateway.errors import StoreError
 from gateway.store import Store
-from tests.campaigns.crash import Campaign, Figures, _gross_minor
+from tests.campaigns.crash import Campaign, Figures, gross_minor
 from tests.campaigns.powercut_vfs import arm, power_cut
 from tests.firmware_bridge.conftest import MOSQUITTO
 
@@ -115,7 +115,7 @@ class PowerCuts(Campaign):
         for fac_id, fac in self.cpo.state.facs.items():
             self.checked += 1
             data = by_fac.get(fac_id)
-            if data is None or data.get("captured_minor") != _gross_minor(fac["total_costs"]):
+            if data is None or data.get("captured_minor") != gross_minor(fac["total_costs"]):
                 violations.append(
                     f"{which}: the CPO has FAC {fac_id} ({fac['total_costs']}); the image has "
                     f"{'no such session' if data is None else data.get('captured_minor')}"

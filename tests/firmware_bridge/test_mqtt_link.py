@@ -23,7 +23,7 @@ from gateway.runtime.app import Daemon
 from gateway.runtime.mqtt_charger import MqttChargerLink
 from gateway.settings import parse_settings
 from tests.firmware_bridge.conftest import Broker
-from tests.helpers import site_toml
+from tests.site_rig import site_toml
 
 
 def site_config(db: Path, pty: str, broker: Broker, strategy: str = "fixed") -> str:

@@ -16,23 +16,29 @@ from gateway.cli.doctor_cmd import run_checks
 from gateway.runtime.engine_setup import build_terminal
 from gateway.settings import check_secrets, parse_settings
 from tests.nexo.conftest import KEY, self_signed
+from tests.site_rig import nexo_keys, site_toml
 
-SITE = """
-[site]
-id = "S1"
-country = "DE"
-[storage]
-path = "evpay.sqlite3"
-[[terminals]]
-id = "a1"
-protocol = "nexo"
-device = "https://127.0.0.1:{port}/nexo"
-encoding = "adyen-json"
-sale_id = "EVPAY-1"
-poi_id = "POI-SIM-1"
-pinned_sha256 = "{pin}"
-key = {{ identifier = "{key_id}", version = {version}, passphrase = {{ env = "NEXO_PASS" }} }}
-"""
+
+def site(port: int, pin: str) -> str:
+    """One Adyen terminal ``a1`` at the simulator on ``port``; the key's passphrase from the
+    environment (NEXO_PASS)."""
+    adyen = nexo_keys(
+        "adyen-json",
+        sale_id="EVPAY-1",
+        poi_id="POI-SIM-1",
+        pin=pin,
+        key=KEY,
+        passphrase='{ env = "NEXO_PASS" }',
+    )
+    return site_toml(
+        "evpay.sqlite3",
+        {"a1": f"https://127.0.0.1:{port}/nexo"},
+        site="S1",
+        zvt_pin=None,
+        terminal_extra=adyen,
+        charger=None,
+        tariffs=(),
+    )
 
 
 async def test_an_adyen_terminal_from_its_settings_pays(
@@ -41,7 +47,7 @@ async def test_an_adyen_terminal_from_its_settings_pays(
     tls, fingerprint = self_signed(tmp_path)
     poi = NexoPoi(PoiConfig(encoding="adyen-json", key=KEY))
     runner, port = await serve_nexo_poi(poi, tls=tls)
-    text = SITE.format(port=port, pin=fingerprint.hex(), key_id=KEY.identifier, version=1)
+    text = site(port, fingerprint.hex())
     settings = parse_settings(text, str(tmp_path / "site.toml"))
     assert check_secrets(settings) == [
         "terminals.0.key.passphrase: environment variable NEXO_PASS is not set"
@@ -67,12 +73,20 @@ async def test_doctor_asks_a_nexo_terminal_itself(tmp_path: Path) -> None:
     poi = NexoPoi(PoiConfig(encoding="xml"))
     runner, port = await serve_nexo_poi(poi)
     config = tmp_path / "site.toml"
-    nexo = (
-        'protocol = "nexo"\npoi_id = "POI-SIM-1"\ndevice = "http://127.0.0.1:{}/EPASSaleToPOI/3.1"'
+    nexo = 'protocol = "nexo"\npoi_id = "POI-SIM-1"'
+    device = f"http://127.0.0.1:{port}/EPASSaleToPOI/3.1"
+    text = site_toml(
+        "evpay.sqlite3",
+        {"n1": device},
+        site="S1",
+        api_port=1,
+        zvt_pin=None,
+        terminal_extra=nexo,
+        charger=None,
+        tariffs=(),
     )
-    text = '[site]\nid = "S1"\ncountry = "DE"\n[storage]\npath = "evpay.sqlite3"\n[api]\nport = 1\n'
     try:
-        config.write_text(text + '[[terminals]]\nid = "n1"\n' + nexo.format(port), "utf-8")
+        config.write_text(text, "utf-8")
         checks = {c.name: c for c in await asyncio.to_thread(run_checks, config)}
         assert checks["terminal n1"].status == "pass", checks["terminal n1"]
     finally:

@@ -23,46 +23,8 @@ from gateway.runtime.charger import EvsePlan, SimulatedCharger
 from gateway.settings import parse_settings
 from tests.nexo.conftest import KEY, self_signed
 from tests.payments.test_e2e import price_minor
+from tests.site_rig import nexo_keys, site_toml, tariff_toml
 
-CONFIG = """
-[site]
-id = "E2E-NEXO"
-country = "DE"
-timezone = "Europe/Berlin"
-[storage]
-path = "{db}"
-[api]
-port = 0
-[daemon]
-shutdown_grace_s = 5
-[[terminals]]
-id = "n1"
-protocol = "nexo"
-device = "{device}"
-encoding = "{encoding}"
-sale_id = "EVPAY-E2E"
-poi_id = "POI-SIM-1"
-{terminal_extra}
-[charger]
-enabled = true
-mode = "simulated"
-start_paths = {start_paths}
-[[charger.evses]]
-id = "DE*EVP*N1"
-terminal = "n1"
-[pricing]
-strategy = "{strategy}"
-fixed_hold = {{ EUR = "50.00" }}
-incremental_initial = "2.00"
-incremental_step = "2.00"
-hold_min = "1.00"
-safety_margin = "0.10"
-retry_initial_s = 1
-default_tariff = "T1"
-tariffs = [ {{ id = "T1", currency = "EUR", elements = [
-  {{ price_components = [ {{ type = "ENERGY", price = "0.50", vat = "19", step_size = 1 }} ] }},
-  {{ price_components = [ {{ type = "FLAT", price = "1.00", vat = "19", step_size = 1 }} ] }} ] }} ]
-"""
 EVSE = "DE*EVP*N1"
 
 
@@ -102,11 +64,8 @@ async def rig(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[R
     poi = NexoPoi(PoiConfig(encoding=encoding, key=KEY if tls else None))
     runner, port = await serve_nexo_poi(poi, tls=tls)
     device = f"{'https' if tls else 'http'}://127.0.0.1:{port}{PATHS[encoding]}"
-    adyen = (
-        f'pinned_sha256 = "{pin.hex()}"\nkey = {{ identifier = "{KEY.identifier}", version = '
-        f'{KEY.version}, passphrase = {{ value = "{KEY.passphrase}" }} }}\n'
-        if tls
-        else ""
+    nexo = nexo_keys(
+        encoding, sale_id="EVPAY-E2E", poi_id="POI-SIM-1", pin=pin.hex(), key=KEY if tls else None
     )
     charger = SimulatedCharger([EVSE])
     sites: list[Site] = []
@@ -114,13 +73,21 @@ async def rig(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[R
     async def start(
         strategy: str = "fixed", terminal_extra: str = "", start_paths: str = '["plug", "kiosk"]'
     ) -> Site:
-        text = CONFIG.format(
-            db=tmp_path / "e2e.sqlite3",
-            device=device,
-            encoding=encoding,
-            strategy=strategy,
-            terminal_extra=adyen + terminal_extra,
-            start_paths=start_paths,
+        text = site_toml(
+            tmp_path / "e2e.sqlite3",
+            {"n1": device},
+            site="E2E-NEXO",
+            site_keys='timezone = "Europe/Berlin"',
+            daemon="shutdown_grace_s = 5",
+            zvt_pin=None,
+            terminal_extra=nexo + terminal_extra,
+            charger=f'mode = "simulated"\nstart_paths = {start_paths}',
+            evses={EVSE: "n1"},
+            pricing=f'strategy = "{strategy}"\nfixed_hold = {{ EUR = "50.00" }}\n'
+            'incremental_initial = "2.00"\nincremental_step = "2.00"\nhold_min = "1.00"\n'
+            'safety_margin = "0.10"\nretry_initial_s = 1',
+            default_tariff="T1",
+            tariffs=[tariff_toml("T1", flat="1.00")],
         )
         daemon = Daemon(parse_settings(text, "<e2e-nexo>"), charger=charger)
         task = asyncio.create_task(daemon.run())

@@ -12,6 +12,7 @@ from gateway.ocpi.charger import OcpiChargerLink
 from gateway.ocpi.models import Cdr
 from gateway.payments.charger import ChargerEvent, PriceCorrection
 from gateway.store import InboxMessage, Step, Store
+from tests.ocpi.cdrs import cdr as ocpi_cdr
 
 
 class _Client:
@@ -78,22 +79,7 @@ def test_a_corrected_cdr_is_a_price_correction_and_a_replayed_one_is_not() -> No
     link, events = _link(_Client(None))
 
     def cdr(cdr_id: str, before: str, vat: str) -> Cdr:
-        return Cdr.model_validate(
-            {
-                "country_code": "DE",
-                "party_id": "CPO",
-                "id": cdr_id,
-                "start_date_time": "2026-01-05T08:00:00Z",
-                "end_date_time": "2026-01-05T09:00:00Z",
-                "authorization_reference": "EVP-s1",
-                "currency": "EUR",
-                "total_cost": {"before_taxes": before, "taxes": [{"name": "VAT", "amount": vat}]},
-                "total_energy": 6,
-                "invoice_reference_id": "INV-1",
-                "last_updated": "2026-01-05T09:00:00Z",
-            },
-            context={"decimal_strings": True},
-        )
+        return ocpi_cdr(cdr_id, before, vat=vat, invoice_reference_id="INV-1")
 
     link.cdr_pushed(cdr("CDR-1", "3.00", "0.57"))  # the CDR the session is billed with
     link.cdr_pushed(cdr("CDR-1", "3.00", "0.57"))  # the same one replayed: nothing

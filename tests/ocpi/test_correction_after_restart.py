@@ -20,23 +20,15 @@ from drivers.sim.terminal import SimConfig, SimTerminal
 from gateway.ocpi.charger import OcpiChargerLink
 from gateway.ocpi.cpo_sim import CpoSimulator
 from gateway.ocpi.cpo_sim.strict import _auth, _with_ids
-from gateway.ocpi.models import Cdr
 from gateway.ocpi.worker import UpstreamWorker
 from gateway.payments.charger import ChargerEvent, PriceCorrection
 from gateway.runtime.app import Daemon
 from gateway.settings import SecretRef, UpstreamSettings, parse_settings
 from gateway.store import InboxMessage, SessionRecord, Step, Store
 from tests.helpers import free_port
+from tests.ocpi.cdrs import cdr
 from tests.ocpi.test_standard_flow import ocpi_site
-
-PRICING = """
-[pricing]
-fixed_hold = { EUR = "50.00" }
-hold_min = "1.00"
-default_tariff = "T"
-tariffs = [ { id = "T", currency = "EUR", elements = [
-  { price_components = [ { type = "ENERGY", price = "0.50", vat = "19", step_size = 1 } ] } ] } ]
-"""
+from tests.site_rig import tariff_toml
 
 
 def _corrected(first: dict[str, Any], before: float, vat: float) -> dict[str, Any]:
@@ -85,7 +77,14 @@ async def test_a_corrected_cdr_after_a_restart_refunds_the_difference(tmp_path: 
     sim = SimTerminal(SimConfig(password="123456", card_wait_s=0.05))
     serving = asyncio.create_task(sim.serve_line(port))
     db = tmp_path / "d.sqlite3"
-    config = ocpi_site(db, port.slave_path, cpo, free_port()) + PRICING
+    config = ocpi_site(
+        db,
+        port.slave_path,
+        cpo,
+        free_port(),
+        pricing='fixed_hold = { EUR = "50.00" }\nhold_min = "1.00"',
+        tariffs=[tariff_toml()],
+    )
 
     def sessions() -> list[dict[str, Any]]:
         store = Store.open(db, read_only=True)
@@ -137,24 +136,6 @@ async def test_a_corrected_cdr_after_a_restart_refunds_the_difference(tmp_path: 
     assert refund["source"] == "cdr" and refund["amount_minor"] == 357 - 298
 
 
-def _cdr(cdr_id: str, before: str, cur: str = "EUR") -> Cdr:
-    return Cdr.model_validate(
-        {
-            "country_code": "DE",
-            "party_id": "CPO",
-            "id": cdr_id,
-            "start_date_time": "2026-01-05T08:00:00Z",
-            "end_date_time": "2026-01-05T09:00:00Z",
-            "authorization_reference": "EVP-s1",
-            "currency": cur,
-            "total_cost": {"before_taxes": before},
-            "total_energy": 6,
-            "last_updated": "2026-01-05T09:00:00Z",
-        },
-        context={"decimal_strings": True},
-    )
-
-
 def test_a_fresh_link_finds_the_first_cdr_in_the_store_and_passes_the_currency(
     tmp_path: Path,
 ) -> None:
@@ -164,15 +145,15 @@ def test_a_fresh_link_finds_the_first_cdr_in_the_store_and_passes_the_currency(
     for n, (cdr_id, before, cur) in enumerate(
         (("CDR-1", "3.00", "EUR"), ("CDR-2", "2.50", "EUR"), ("CDR-3", "250", "JPY"))
     ):
-        payload = _cdr(cdr_id, before, cur).to_json()
+        payload = cdr(cdr_id, before, currency=cur).to_json()
         store.apply(Step(f"in{n}", inbox=[InboxMessage(f"m{n}", "cpo", "cdr", payload)]))
     link = OcpiChargerLink(
         None, "", "", {"E1": "LOC1"}, ("DE", "EVP"), lambda: datetime.now(UTC), store
     )
     heard: list[ChargerEvent] = []
     link.subscribe(heard.append)
-    link.cdr_pushed(_cdr("CDR-2", "2.50"))  # after a restart: a correction, not a first CDR
-    link.cdr_pushed(_cdr("CDR-3", "250", "JPY"))
+    link.cdr_pushed(cdr("CDR-2", "2.50"))  # after a restart: a correction, not a first CDR
+    link.cdr_pushed(cdr("CDR-3", "250", currency="JPY"))
     store.close()
     assert [h.kind for h in heard] == ["price_corrected", "price_corrected"]
     eur, jpy = heard
@@ -202,7 +183,7 @@ async def test_a_correction_stored_before_a_crash_reaches_a_closed_session_at_st
     closed = SessionRecord("s1", "completed", {"id": "s1"}, final=True)
     store.apply(Step("closed", sessions=[closed]))
     for n, (cdr_id, before) in enumerate((("CDR-1", "3.00"), ("CDR-2", "2.50"))):
-        payload = _cdr(cdr_id, before).to_json()
+        payload = cdr(cdr_id, before).to_json()
         message = InboxMessage(f"m{n}", "cpo", "cdr", payload)
         store.apply(Step(f"in{n}", inbox=[message], inbox_processed=[f"m{n}"]))
     link = OcpiChargerLink(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -13,7 +14,6 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
-from cryptography.fernet import Fernet
 
 from drivers.sim.ports import PtyPort
 from drivers.sim.terminal import SimConfig, SimTerminal
@@ -36,39 +36,31 @@ from gateway.settings import parse_settings
 from gateway.store import Store
 from tests.helpers import EVPAY, free_port, subprocess_env
 from tests.payments.fixtures import TARIFF, TZ, policy
+from tests.site_rig import site_toml, tariff_toml, upstream_toml
 
 
-def ocpi_site(db: Path, pty: str, cpo: CpoSimulator, listen: int, extra: str = "") -> str:
-    """A site in charger mode "ocpi" against the embedded CPO on loopback."""
-    return f"""
-[site]
-id = "OCPI-SITE"
-country = "DE"
-[storage]
-path = "{db}"
-[api]
-port = 0
-{extra}
-[[terminals]]
-id = "t1"
-device = "serial://{pty}"
-password = {{ value = "123456" }}
-[charger]
-enabled = true
-mode = "ocpi"
-[[charger.evses]]
-id = "E1"
-terminal = "t1"
-location = "LOC1"
-[upstream]
-enabled = true
-allow_insecure_http = true  # the embedded CPO on loopback
-versions_url = "{cpo.versions_url}"
-token_a = {{ value = "{cpo.state.token_a}" }}
-key = {{ value = "{Fernet.generate_key().decode()}" }}
-listen = "127.0.0.1:{listen}"
-public_url = "http://127.0.0.1:{listen}/ocpi/versions"
-"""
+def ocpi_site(
+    db: Path,
+    pty: str,
+    cpo: CpoSimulator,
+    listen: int,
+    extra: str = "",
+    *,
+    pricing: str = "",
+    tariffs: Sequence[str] = (),
+) -> str:
+    """A site in charger mode "ocpi" against the embedded CPO on loopback (no own pricing
+    unless ``tariffs`` are given)."""
+    return site_toml(
+        db,
+        {"t1": f"serial://{pty}"},
+        site="OCPI-SITE",
+        charger='mode = "ocpi"',
+        evse_keys='location = "LOC1"',
+        pricing=pricing,
+        tariffs=tariffs,
+        extra=upstream_toml(cpo, listen) + extra,
+    )
 
 
 async def test_start_session_pushes_cdr_capture_fac(tmp_path: Path) -> None:
@@ -292,10 +284,8 @@ async def test_a_pay_request_while_unregistered_is_refused_with_the_reason(tmp_p
         cpo,
         listen,
         "[daemon]\nrestart_backoff_min_s = 5\n",
-    ) + (  # every EVSE is priced (issue 26 item 13), also before the CPO's tariffs come
-        '[pricing]\ndefault_tariff = "T"\ntariffs = [ { id = "T", currency = "EUR", elements = '
-        '[ { price_components = [ { type = "ENERGY", price = "0.50", step_size = 1 } ] } ] } ]\n'
-    )
+        tariffs=[tariff_toml(vat=None)],  # every EVSE is priced (issue 26 item 13), also before
+    )  # the CPO's tariffs come
     config_file = tmp_path / "u.toml"
     config_file.write_text(config, encoding="utf-8")
     daemon = Daemon(parse_settings(config, "<unregistered>"))

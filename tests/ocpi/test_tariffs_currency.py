@@ -15,7 +15,7 @@ from gateway.payments.tariff import Dimension, PriceComponent, Tariff, TariffEle
 from gateway.runtime.app import Daemon
 from gateway.runtime.charger import SimulatedCharger
 from gateway.settings import parse_settings
-from tests.helpers import site_toml
+from tests.site_rig import site_toml
 
 
 def _tariff(tid: str, currency: str, price: str) -> Tariff:

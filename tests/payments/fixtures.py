@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 from drivers.base import Outcome
 from gateway.payments import events as e
 from gateway.payments.preauth import HoldPolicy, Strategy
-from gateway.payments.session import Policy
+from gateway.payments.session import Policy, Session, Transition, transition
 from gateway.payments.tariff import Dimension, PriceComponent, Restrictions, Tariff, TariffElement
 
 TZ = ZoneInfo("Europe/Berlin")
@@ -66,16 +66,39 @@ class Clock:
 
 
 def terminal_result(
-    op: str, outcome: Outcome, amount: int | None, receipt: int | None, **kw: Any
+    op: str,
+    outcome: Outcome,
+    amount: int | None,
+    receipt: int | None,
+    *,
+    sid: str = "s1",
+    **kw: Any,
 ) -> e.TerminalResultArrived:
-    """A terminal's answer to session ``s1`` (the engine tests' one session), its receipt as the
-    driver's text ref; ``kw`` are the event's other fields (card, for_ref, provisional, ...)."""
+    """A terminal's answer to session ``sid`` (the engine tests' one session ``s1`` unless
+    named), its receipt as the driver's text ref; ``kw`` are the event's other fields (card,
+    for_ref, provisional, ...). A provisional answer has an event id of its own."""
+    provisional = "-provisional" if kw.get("provisional") else ""
     return e.TerminalResultArrived(
-        session_id="s1",
-        event_id=f"{op}-{outcome}-{amount}-{receipt}-{kw.get('for_ref')}",
+        session_id=sid,
+        event_id=f"{op}-{outcome}-{amount}-{receipt}-{kw.get('for_ref')}{provisional}",
         operation=e.Operation(op),
         outcome=outcome,
         amount_minor=amount,
         ref=None if receipt is None else str(receipt),
         **kw,
     )
+
+
+FIXED = policy()
+
+
+def step(s: Session | None, ev: e.Event, minutes: float = 0, pol: Policy = FIXED) -> Transition:
+    """The engine's one way in, ``minutes`` after T0, under ``pol`` (the fixed-hold policy)."""
+    return transition(s, ev, T0 + timedelta(minutes=minutes), pol)
+
+
+def at(s: Session | None, ev: e.Event, minutes: float = 0, pol: Policy = FIXED) -> Session:
+    """The session after :func:`step` (which must leave one)."""
+    t = step(s, ev, minutes, pol)
+    assert t.session is not None
+    return t.session

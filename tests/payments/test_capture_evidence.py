@@ -24,10 +24,11 @@ from gateway.payments.refunds import RefundStatus
 from gateway.payments.session import Session, State
 from gateway.runtime.engine_host import EngineHost
 from gateway.store import Store
-from tests.helpers import EVPAY, subprocess_env, write_config
-from tests.payments.fixtures import T0, Clock, policy
-from tests.payments.test_money_correctness import MC, SID, at, capturing, held, res, step
+from tests.helpers import EVPAY, subprocess_env
+from tests.payments.fixtures import T0, Clock, at, policy, step
+from tests.payments.test_money_correctness import MC, SID, capturing, held, res
 from tests.payments.test_refunds import completed, run
+from tests.site_rig import write_config
 
 
 def lost(op: str, *, for_ref: str | None = None) -> e.Event:

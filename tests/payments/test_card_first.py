@@ -13,7 +13,8 @@ from drivers.sim.terminal import SimConfig, SimTerminal
 from gateway.runtime.app import Daemon
 from gateway.runtime.charger import SimulatedCharger
 from gateway.settings import parse_settings
-from tests.helpers import pty_terminal, running, site_toml
+from tests.helpers import pty_terminal, running
+from tests.site_rig import site_toml
 
 
 async def run_site(tmp_path: Path, evses: list[str], scenario: Any) -> list[dict[str, Any]]:

@@ -18,47 +18,7 @@ from gateway.runtime.charger import EvsePlan, SimulatedCharger
 from gateway.settings import Settings, parse_settings
 from gateway.store import Store
 from gateway.store.journal import load_signing_key, new_signing_key, public_key_hex
-
-CONFIG = """
-[site]
-id = "E2E"
-country = "DE"
-timezone = "Europe/Berlin"
-[storage]
-path = "{db}"
-[api]
-port = 0
-[daemon]
-shutdown_grace_s = 5
-[journal]
-signing_key = {{ file = "{key}" }}
-checkpoint_interval_s = 3600
-[[terminals]]
-id = "t1"
-device = "{device}"
-password = {{ value = "123456" }}
-capture_mode = "{capture_mode}"
-{terminal_extra}
-[charger]
-enabled = true
-mode = "simulated"
-[[charger.evses]]
-id = "DE*EVP*E1"
-terminal = "t1"
-[pricing]
-strategy = "{strategy}"
-incremental_initial = "{hold}"
-incremental_step = "{hold}"
-fixed_hold = {{ EUR = "{hold}" }}
-hold_min = "1.00"
-safety_margin = "0.10"
-start_timeout_s = {start_timeout}
-retry_initial_s = 1
-default_tariff = "T1"
-tariffs = [ {{ id = "T1", currency = "EUR", elements = [
-  {{ price_components = [ {{ type = "ENERGY", price = "0.50", vat = "19", step_size = 1 }} ] }},
-  {{ price_components = [ {{ type = "FLAT", price = "1.00", vat = "19", step_size = 1 }} ] }} ] }} ]
-"""
+from tests.site_rig import site_toml, tariff_toml
 
 
 @dataclass
@@ -99,15 +59,20 @@ async def site_factory(tmp_path: Path) -> AsyncIterator[Any]:
         strategy: str = "fixed",
         terminal_extra: str = "",
     ) -> Site:
-        text = CONFIG.format(
-            db=tmp_path / "e2e.sqlite3",
-            key=key_file,
-            device=device or f"serial://{port.slave_path}",
-            hold=hold,
-            start_timeout=start_timeout,
-            capture_mode=capture_mode,
-            strategy=strategy,
-            terminal_extra=terminal_extra,
+        text = site_toml(
+            tmp_path / "e2e.sqlite3",
+            {"t1": device or f"serial://{port.slave_path}"},
+            site="E2E",
+            site_keys='timezone = "Europe/Berlin"',
+            daemon="shutdown_grace_s = 5",
+            terminal_extra=f'capture_mode = "{capture_mode}"\n{terminal_extra}',
+            evses={"DE*EVP*E1": "t1"},
+            pricing=f'strategy = "{strategy}"\nincremental_initial = "{hold}"\n'
+            f'incremental_step = "{hold}"\nfixed_hold = {{ EUR = "{hold}" }}\nhold_min = "1.00"\n'
+            f'safety_margin = "0.10"\nstart_timeout_s = {start_timeout}\nretry_initial_s = 1',
+            default_tariff="T1",
+            tariffs=[tariff_toml("T1", flat="1.00")],
+            extra=f'[journal]\nsigning_key = {{ file = "{key_file}" }}\ncheckpoint_interval_s = 3600\n',
         )
         settings = parse_settings(text, "<e2e>")
         daemon = Daemon(settings, charger=charger)

@@ -18,8 +18,9 @@ from gateway.payments.record import to_json
 from gateway.payments.refunds import RefundStatus
 from gateway.payments.session import Session, State, Transition, transition
 from gateway.store import SessionRecord, Step, Store
-from tests.helpers import EVPAY, subprocess_env, write_config
+from tests.helpers import EVPAY, subprocess_env
 from tests.payments.fixtures import T0, policy
+from tests.site_rig import write_config
 
 SID = "s1"
 SMALL = HoldPolicy(strategy="fixed", fixed_minor={"EUR": 300}, min_minor=100, max_minor=15000)

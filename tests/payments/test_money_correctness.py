@@ -23,28 +23,17 @@ from gateway.payments.session import (
     Policy,
     Session,
     State,
-    Transition,
     outcome_payload,
     transition,
     violations,
 )
 from gateway.runtime.engine_host import EngineHost
 from gateway.store import Store
-from tests.payments.fixtures import T0, Clock, policy
+from tests.payments.fixtures import T0, Clock, at, policy, step
 
 P = policy()
 SID = "s1"
 MC = {"brand": "MasterCard", "aid": "A0000000041010", "masked_pan": "541333******0074"}
-
-
-def at(s: Session | None, ev: e.Event, minutes: float = 0, pol: Policy = P) -> Session:
-    t = transition(s, ev, T0 + timedelta(minutes=minutes), pol)
-    assert t.session is not None
-    return t.session
-
-
-def step(s: Session | None, ev: e.Event, minutes: float = 0, pol: Policy = P) -> Transition:
-    return transition(s, ev, T0 + timedelta(minutes=minutes), pol)
 
 
 def res(

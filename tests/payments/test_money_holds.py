@@ -15,9 +15,10 @@ from gateway.payments import commands as c
 from gateway.payments import events as e
 from gateway.payments.preauth import Target
 from gateway.payments.record import from_json, to_json
-from gateway.payments.session import HoldStatus, Session, State, Transition, transition
+from gateway.payments.session import HoldStatus, Policy, Session, State, Transition
 from gateway.runtime.engine_setup import build_policy
 from gateway.settings import load_settings
+from tests.payments import fixtures
 from tests.payments.fixtures import T0, policy
 from tests.payments.fixtures import terminal_result as res
 
@@ -25,14 +26,12 @@ SID = "s1"
 P_TOPUP = policy("incremental", topup_terminals=frozenset({"T1"}))
 
 
-def step(s: Session | None, ev: e.Event, minutes: float, pol: object = P_TOPUP) -> Transition:
-    return transition(s, ev, T0 + timedelta(minutes=minutes), pol)  # type: ignore[arg-type]
+def step(s: Session | None, ev: e.Event, minutes: float, pol: Policy = P_TOPUP) -> Transition:
+    return fixtures.step(s, ev, minutes, pol)
 
 
-def at(s: Session | None, ev: e.Event, minutes: float, pol: object = P_TOPUP) -> Session:
-    t = step(s, ev, minutes, pol)
-    assert t.session is not None
-    return t.session
+def at(s: Session | None, ev: e.Event, minutes: float, pol: Policy = P_TOPUP) -> Session:
+    return fixtures.at(s, ev, minutes, pol)
 
 
 def two_holds(stop_wh: int) -> Session:

@@ -11,17 +11,16 @@ import pytest
 from gateway.fiscal.meter import SignedMeter
 from gateway.payments import events as e
 from gateway.payments.plausibility import implausible
-from gateway.payments.session import Session, State, transition
-from tests.payments.fixtures import T0, policy
+from gateway.payments.session import Session, State
+from tests.payments import fixtures
+from tests.payments.fixtures import policy
 from tests.payments.test_session import SID, charging
 
 RATED = policy(rated_power_w={"E1": 22_000})  # a 22 kW EVSE
 
 
 def at(s: Session, ev: e.Event, minutes: float) -> Session:
-    t = transition(s, ev, T0 + timedelta(minutes=minutes), RATED)
-    assert t.session is not None
-    return t.session
+    return fixtures.at(s, ev, minutes, RATED)
 
 
 @pytest.mark.parametrize(

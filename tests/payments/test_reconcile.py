@@ -26,8 +26,9 @@ from gateway.payments.reconcile import (
 from gateway.payments.schemes import brand_group
 from gateway.runtime.engine_host import EngineHost
 from gateway.store import Store
-from tests.helpers import EVPAY, subprocess_env, write_config
+from tests.helpers import EVPAY, subprocess_env
 from tests.payments.fixtures import Clock, policy
+from tests.site_rig import write_config
 
 DAY = datetime(2026, 11, 25, tzinfo=UTC)
 EOD = DAY + timedelta(hours=23)
@@ -94,6 +95,24 @@ def test_terminal_totals_against_the_journal() -> None:
     ]
     visa = kinds(day(sessions, {"mastercard": (3, 3000), "visa": (1, 500)}))
     assert visa == [("missing_in_journal", (), 500)]
+
+
+def test_a_card_group_past_255_payments_agrees_by_its_one_byte_count() -> None:
+    """BMP 60 counts a card group in one byte: 300 payments come as 44 (a wrapping counter) or
+    255 (a saturating one). The turnover agrees: no finding (there used to be a false
+    ``missing_in_terminal_totals`` of the whole group)."""
+    sessions = [paid(n, 177) for n in range(300)]
+    for sent in (300 % 256, 255):
+        assert kinds(day(sessions, {"mastercard": (sent, 300 * 177)})) == []
+    # a real difference is still found, and classified by the count the byte stands for
+    missing = kinds(day(sessions, {"mastercard": (299 % 256, 299 * 177)}))
+    assert [(k, a) for k, _, a in missing] == [("missing_in_terminal_totals", 177)]
+    extra = reconcile(day(sessions, {"mastercard": (301 % 256, 301 * 177)})).findings
+    assert [(f.kind, f.amount_minor) for f in extra] == [("missing_in_journal", 177)]
+    assert "terminal 301 (sent as 45)" in extra[0].detail
+    # below 256 in the journal the count is exact: 44 is not 300
+    few = kinds(day(sessions[:44], {"mastercard": (44, 300 * 177)}))
+    assert [k for k, _, _ in few] == ["amount_mismatch"]
 
 
 def test_money_not_settled_is_found() -> None:

@@ -12,27 +12,17 @@ from drivers.base import Outcome
 from gateway.payments import commands as c
 from gateway.payments import events as e
 from gateway.payments.record import from_json, to_json
-from gateway.payments.session import HoldStatus, Session, State, Transition, transition
+from gateway.payments.session import HoldStatus, Session, State
 from gateway.payments.tariff import Dimension, PriceComponent, Tariff, TariffElement
 from gateway.runtime.engine_host import EngineHost
 from gateway.store import Store
-from tests.payments.fixtures import T0, Clock, policy
+from tests.payments.fixtures import T0, Clock, at, policy, step
 from tests.payments.fixtures import terminal_result as res
 
 SID = "s1"
 MC = {"brand": "MasterCard", "aid": "A0000000041010", "masked_pan": "541333******0074"}
 P = policy("fixed")
 P_TOPUP = policy("incremental", topup_terminals=frozenset({"T1"}))
-
-
-def step(s: Session | None, ev: e.Event, minutes: float, pol: object = P) -> Transition:
-    return transition(s, ev, T0 + timedelta(minutes=minutes), pol)  # type: ignore[arg-type]
-
-
-def at(s: Session | None, ev: e.Event, minutes: float, pol: object = P) -> Session:
-    t = step(s, ev, minutes, pol)
-    assert t.session is not None
-    return t.session
 
 
 # ---- seed 1668930904: a hold's validity counted from its answer --------------------------------

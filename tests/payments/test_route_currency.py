@@ -21,55 +21,32 @@ from gateway.runtime.engine_setup import build_engine, build_policy, build_route
 from gateway.settings import parse_settings
 from gateway.store import Store
 from tests.helpers import pty_terminal
+from tests.site_rig import route_site
 
 NOW = datetime(2026, 12, 7, 10, 0, tzinfo=UTC)
 
-SITE = """
-[site]
-id = "S"
-country = "DE"
-[[terminals]]
-id = "t1"
-device = "tcp://127.0.0.1:9"
-password = {{ value = "123456" }}
-incremental = true
-[[terminals]]
-id = "tj"
-device = "{device}"
-password = {{ value = "123456" }}
-currency = "JPY"
-incremental = true
-[charger]
-enabled = true
-mode = "simulated"
-[[charger.evses]]
-id = "E1"
-terminal = "t1"
-[pricing]
-strategy = "incremental"
-default_tariff = "EUR-T"
-incremental_initial = "20.00"
-incremental_step = "15.00"
-safety_margin = "0.50"
-tariffs = [{{ id = "EUR-T", currency = "EUR", elements = [{{ price_components = [{{ type = "ENERGY", price = "0.50", step_size = 1 }}] }}] }},
-           {{ id = "JPY-T", currency = "JPY", elements = [{{ price_components = [{{ type = "ENERGY", price = "55", step_size = 1 }}] }}] }}]
-[[routes]]
-id = "jp"
-terminals = ["tj"]
-evses = ["E1"]
-tariff = "JPY-T"
-hold_min = "500"
-hold_max = "20000"
-safety_margin = "100"
-min_partial_approval = "1000"
-"""
+
+def site(device: str) -> str:
+    """Terminal t1 (EUR) on E1, and "tj" (JPY) at ``device`` that only the route "jp" names."""
+    return route_site(
+        "JPY",
+        price="55",
+        terminal="tj",
+        route="jp",
+        device=device,
+        terminal_extra="incremental = true",
+        pricing='strategy = "incremental"\nincremental_initial = "20.00"\n'
+        'incremental_step = "15.00"\nsafety_margin = "0.50"',
+        route_keys='hold_min = "500"\nhold_max = "20000"\nsafety_margin = "100"\n'
+        'min_partial_approval = "1000"',
+    )
 
 
 async def test_a_route_only_terminal_closes_its_batch_in_its_own_currency(tmp_path: Path) -> None:
     """No EVSE's own terminal is "tj": its currency comes from its route, never "EUR"."""
     async with pty_terminal(SimConfig(password="123456", currency=392)) as (_sim, pty):
         own = 'incremental_initial = "3000"\nincremental_step = "2500"\n'
-        settings = parse_settings(SITE.format(device=f"serial://{pty}") + own, "<route>")
+        settings = parse_settings(site(f"serial://{pty}") + own, "<route>")
         store = Store.open(tmp_path / "r.sqlite3")
         try:
             worker, _terminals, _link = build_engine(
@@ -87,9 +64,9 @@ def test_a_route_in_another_currency_never_inherits_site_currency_minor_units() 
     """The incremental first hold and step are configured in the site's currency (20.00 EUR
     = 2000 minor units): a JPY route must state its own, never use 2000 as yen."""
     with pytest.raises(ConfigError, match="give its incremental_initial and incremental_step"):
-        parse_settings(SITE.format(device="tcp://127.0.0.1:10"), "<route>")
+        parse_settings(site("tcp://127.0.0.1:10"), "<route>")
     own = 'incremental_initial = "3000"\nincremental_step = "2500"\n'
-    settings = parse_settings(SITE.format(device="tcp://127.0.0.1:10") + own, "<route>")
+    settings = parse_settings(site("tcp://127.0.0.1:10") + own, "<route>")
     (route,) = build_routes(settings, build_policy(settings).hold)
     assert route.hold is not None
     assert (route.hold.incremental_initial_minor, route.hold.incremental_step_minor) == (3000, 2500)
@@ -100,7 +77,7 @@ def test_a_route_in_another_currency_states_its_own_margins() -> None:
     site's minor units: a JPY route must give its own (never stop 50 yen below a hold, nor take
     a 500 yen partial approval as the 5.00 EUR minimum); config validate refuses it otherwise."""
     own = 'incremental_initial = "3000"\nincremental_step = "2500"\n'
-    text = SITE.format(device="tcp://127.0.0.1:10") + own
+    text = site("tcp://127.0.0.1:10") + own
     for line in ('safety_margin = "100"\n', 'min_partial_approval = "1000"\n'):
         with pytest.raises(ConfigError, match="give its safety_margin and min_partial_approval"):
             parse_settings(text.replace(line, ""), "<route>")

@@ -23,8 +23,9 @@ from gateway.payments.tariff import Dimension, PriceComponent, Tariff, TariffEle
 from gateway.runtime.app import Daemon
 from gateway.runtime.charger import EvsePlan, SimulatedCharger
 from gateway.settings import parse_settings
-from tests.helpers import pty_terminal, running, site_toml
+from tests.helpers import pty_terminal, running
 from tests.payments.fixtures import T0, policy
+from tests.site_rig import site_toml, tariff_toml
 
 MC = CardSeen.from_masked("MasterCard", "541333******0074")
 VISA = CardSeen.from_masked("VISA", "411111******1111")
@@ -83,28 +84,18 @@ def test_failover_after_consecutive_technical_failures_and_back_after_a_probe() 
     assert choose(ROUTES, "E1", "DE", health) == Choice("default", "t1", "EUR", None)
 
 
-SITE = """
-[site]
-id = "S"
-country = "DE"
-[[terminals]]
-id = "t1"
-device = "tcp://127.0.0.1:20007"
-[[terminals]]
-id = "tj"
-device = "tcp://127.0.0.1:20008"
-currency = "JPY"
-[charger]
-enabled = true
-mode = "simulated"
-[[charger.evses]]
-id = "E1"
-terminal = "t1"
-[pricing]
-default_tariff = "EUR-T"
-tariffs = [{ id = "EUR-T", currency = "EUR", elements = [{ price_components = [{ type = "ENERGY", price = "0.50", step_size = 1 }] }] },
-           { id = "JPY-T", currency = "JPY", elements = [{ price_components = [{ type = "ENERGY", price = "55", step_size = 1 }] }] }]
-"""
+SITE = site_toml(
+    None,
+    {"t1": "tcp://127.0.0.1:20007", "tj": "tcp://127.0.0.1:20008"},
+    site="S",
+    zvt_pin=None,
+    terminal_keys={"tj": 'currency = "JPY"'},
+    default_tariff="EUR-T",
+    tariffs=[
+        tariff_toml("EUR-T", vat=None),
+        tariff_toml("JPY-T", currency="JPY", price="55", vat=None),
+    ],
+)
 
 
 @pytest.mark.parametrize(

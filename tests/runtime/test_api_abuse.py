@@ -26,7 +26,8 @@ from gateway.runtime.charger import SimulatedCharger
 from gateway.runtime.connections import MAX_CONNECTIONS
 from gateway.settings import parse_settings
 from gateway.store import JournalEntry, Step, Store
-from tests.helpers import EVPAY, REPO, site_toml, subprocess_env
+from tests.helpers import EVPAY, REPO, subprocess_env
+from tests.site_rig import site_toml
 
 TOKENS = {"kiosk-1": "kiosk-one-token-0123456789", "kiosk-2": "kiosk-two-token-0123456789"}
 CAP = 16

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from gateway.store.db import latest_version
-from tests.helpers import EVPAY, HANG_GUARD_S, free_port, subprocess_env, write_config
+from tests.helpers import EVPAY, HANG_GUARD_S, free_port, subprocess_env
+from tests.site_rig import write_config
 
 
 class FakeSystemd:

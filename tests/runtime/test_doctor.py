@@ -22,27 +22,22 @@ from gateway.runtime.charger import SimulatedCharger
 from gateway.settings import parse_settings
 from gateway.store import JournalEntry, OutboxMessage, Step, Store
 from tests.helpers import EVPAY, free_port, pty_terminal, running, subprocess_env
+from tests.site_rig import site_toml
 
 
 def site(tmp_path: Path, device: str, extra: str = "", port: int | None = None) -> Path:
+    """A site of one terminal ``t1`` at ``device``, no charger unless ``extra`` adds one."""
     config = tmp_path / "site.toml"
-    config.write_text(
-        f"""
-[site]
-id = "DOC"
-country = "DE"
-[storage]
-path = "{tmp_path / "evpay.sqlite3"}"
-[api]
-port = {port or free_port()}
-[[terminals]]
-id = "t1"
-device = "{device}"
-password = {{ value = "123456" }}
-{extra}
-""",
-        encoding="utf-8",
+    text = site_toml(
+        tmp_path / "evpay.sqlite3",
+        {"t1": device},
+        site="DOC",
+        api_port=port or free_port(),
+        charger=None,
+        tariffs=(),
+        extra=extra,
     )
+    config.write_text(text, encoding="utf-8")
     return config
 
 

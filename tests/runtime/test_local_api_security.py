@@ -21,7 +21,8 @@ from gateway.runtime.app import Daemon
 from gateway.runtime.charger import SimulatedCharger
 from gateway.runtime.engine_worker import ENGINE_QUEUE_MAX
 from gateway.settings import parse_settings
-from tests.helpers import free_port, site_toml
+from tests.helpers import free_port
+from tests.site_rig import site_toml
 
 KIOSK_TOKEN = "kiosk-token-0123456789abcdef"
 

@@ -17,7 +17,8 @@ from gateway.runtime.app import Daemon
 from gateway.runtime.charger import EvsePlan, SimulatedCharger
 from gateway.settings import parse_settings
 from gateway.store import Store
-from tests.helpers import REPO, pty_terminal, running, site_toml
+from tests.helpers import REPO, pty_terminal, running
+from tests.site_rig import site_toml
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from gateway.store import JournalEntry, Step, Store
-from tests.helpers import EVPAY, free_port, subprocess_env, write_config
+from tests.helpers import EVPAY, free_port, subprocess_env
+from tests.site_rig import write_config
 
 TERMINAL = '[[terminals]]\nid = "t1"\ndevice = "tcp://127.0.0.1:1"\npassword = {secret}\n'
 

@@ -78,7 +78,7 @@ async def test_a_store_error_stops_the_daemon_with_its_exit_code(tmp_path: objec
     from gateway.errors import StoreFull
     from gateway.runtime.app import Daemon
     from gateway.settings import load_settings
-    from tests.helpers import write_config
+    from tests.site_rig import write_config
 
     class DiskFull:
         name = "writer"
@@ -101,7 +101,7 @@ async def test_the_watchdog_starves_while_an_essential_part_is_down(tmp_path: ob
     from gateway.runtime.app import Daemon
     from gateway.runtime.sdnotify import Notifier
     from gateway.settings import load_settings
-    from tests.helpers import write_config
+    from tests.site_rig import write_config
 
     class Recorder(Notifier):
         def __init__(self) -> None:

@@ -17,7 +17,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gateway.store import JournalEntry, SessionRecord, Step, Store
 from gateway.store.audit import Content, checkpoint_message, row_hash
 from gateway.store.journal import load_signing_key, new_signing_key, public_key_hex
-from tests.helpers import EVPAY, subprocess_env, write_config
+from tests.helpers import EVPAY, subprocess_env
+from tests.site_rig import write_config
 
 ROWS = 10
 

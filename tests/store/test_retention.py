@@ -16,10 +16,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gateway.errors import InvariantViolated
 from gateway.runtime.app import Daemon
 from gateway.settings import load_settings
-from gateway.store import JournalEntry, OutboxMessage, SessionRecord, Step, Store
+from gateway.store import InboxMessage, JournalEntry, OutboxMessage, SessionRecord, Step, Store
 from gateway.store.export import verify as verify_export
 from gateway.store.journal import public_key_hex
-from tests.helpers import EVPAY, running, subprocess_env, write_config
+from gateway.store.retention import CORRECTION_WINDOW
+from tests.helpers import EVPAY, running, subprocess_env
+from tests.site_rig import write_config
 
 T0 = datetime(2026, 1, 5, 8, tzinfo=UTC)
 
@@ -275,3 +277,36 @@ async def test_the_daemon_archives_by_the_configured_days_into_the_configured_fo
     archived = verify_export(archive.read_bytes(), public_key_hex(key))
     assert archived.ok and archived.rows == 3  # the old session's three rows; the recent stay
     assert not (tmp_path / "journal-archive").exists()  # the configured folder, not the default
+
+
+def test_a_sessions_first_cdr_is_kept_while_a_correction_may_come(tmp_path: Path) -> None:
+    """Issue 26: the first CDR tells a corrected CDR from a first bill (the oldest one stored).
+    Retention used to delete it with every processed message past the cutoff, so a correction
+    after the retention period billed the session again instead of correcting it."""
+    clock = Clock()
+    store = Store.open(tmp_path / "r.sqlite3", clock=clock)
+
+    def cdr(cdr_id: str, reference: str) -> None:
+        clock.now += timedelta(minutes=1)
+        payload = {"id": cdr_id, "authorization_reference": reference}
+        message = InboxMessage(cdr_id, "cpo", "cdr", payload)
+        store.apply(Step(f"inbox:{cdr_id}", inbox=[message], inbox_processed=[cdr_id]))
+
+    cdr("cdr-1", "EVP-s1")
+    cdr("cdr-1-corrected", "EVP-s1")
+    cdr("cdr-2", "EVP-s2")
+    push = InboxMessage("push-1", "cpo", "session", {"id": "x"})
+    store.apply(Step("inbox:push-1", inbox=[push], inbox_processed=["push-1"]))
+    key = Ed25519PrivateKey.generate()
+    try:
+        clock.now += timedelta(days=100)
+        store.prune(key, cutoff=clock.now - timedelta(days=90), archive_dir=tmp_path / "a")
+        kept = sorted(m["message_id"] for m in store.inbox("cdr"))
+        assert kept == ["cdr-1", "cdr-2"] and store.inbox("session") == []
+        first = store.first_inbox("cdr", "authorization_reference", "EVP-s1")
+        assert first is not None and first["payload"]["id"] == "cdr-1"
+        clock.now += CORRECTION_WINDOW  # past the window: a correction could not be refunded
+        store.prune(key, cutoff=clock.now - timedelta(days=90), archive_dir=tmp_path / "a")
+        assert store.inbox("cdr") == []
+    finally:
+        store.close()

@@ -1,0 +1,142 @@
+"""A capture or release whose answer was lost: what the terminal's open holds and its last
+result prove about the hold being settled (``enquiry_answered``), what is done while the
+terminal does not answer (``enquiry_failed``), and a lost pre-auth cancelled at the acquirer by
+our reference (``cancel_by_reference``). Booked only on positive evidence, as in
+``settlement.py``; a hold gone without it is unconfirmed, one gone after its validity lapsed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+
+from gateway.payments import events as e
+from gateway.payments.events import TimerKind
+from gateway.payments.model import (
+    BY_REFERENCE,
+    Hold,
+    HoldStatus,
+    Session,
+    replace_hold,
+    sale_reference,
+)
+from gateway.payments.moves import Transition, finish, go, next_try, note
+from gateway.payments.policy import Policy
+from gateway.payments.settlement import captured_as_asked, give_up, next_hold, settle_command
+from gateway.payments.states import State, Trigger
+
+
+def enquiry_answered(
+    s: Session, ev: e.OpenPreauthsReported, now: datetime, policy: Policy, held: e.LastResult | None
+) -> Transition:
+    """What the terminal's open holds and last result prove about the hold being settled."""
+    hold = s.current
+    assert hold is not None  # noqa: S101 - an unknown settlement always has an open hold
+    capture = s.state is State.CAPTURE_UNKNOWN
+    if hold.ref in ev.refs:  # the terminal still holds it: our command did not happen
+        at = next_try(s, now, policy)
+        if at is None:
+            return give_up(
+                s, hold, now, policy, "still open as the hold is about to lapse", fate_known=True
+            )
+        kind = "capture" if capture else "release"
+        return Transition(
+            go(
+                s,
+                Trigger.STILL_OPEN,
+                timer=(TimerKind.RETRY, at),
+                attempts=s.attempts + 1,
+                notes=note(s, f"hold {hold.ref} still open: {kind} again later"),
+            )
+        )
+    if not capture and s.expires_at is not None and now >= s.expires_at:
+        # Gone after its validity ended: the issuer may have let it lapse before our release
+        # arrived, so its absence proves no release. Recorded as lapsed (nothing taken either
+        # way), never as a release the terminal may not have made.
+        return give_up(
+            s,
+            hold,
+            now,
+            policy,
+            "gone from the terminal after its validity ended: lapsed (no evidence of the release)",
+            fate_known=True,
+        )
+    if not capture:  # gone while still valid: only our release can have ended it
+        done = replace(hold, released_minor=hold.amount_minor, status=HoldStatus.RELEASED)
+        s = replace(s, notes=note(s, f"hold {hold.ref} no longer open at the terminal: released"))
+        return next_hold(replace_hold(s, hold, done), now, policy)
+    target = hold.target_minor or 0
+    last = ev.last
+    # Its own approval, stored before the crash: the hold is gone, so it stood. Named by
+    # whatever the driver names a booking (ZVT: its own receipt; nexo: the reservation's POI
+    # transaction, the hold's own reference), so no test of the reference is needed here.
+    own = (
+        held is not None
+        and held.approved
+        and held.ref is not None
+        and held.amount_minor in (target, hold.amount_minor - target)
+    )
+    if own and held is not None:
+        last = held
+    # a reference another hold of this session was booked with is that hold's result, not ours
+    booked = {h.booking_ref for h in s.holds if h is not hold}
+    if last is not None and (
+        own
+        or (
+            last.approved
+            and last.ref is not None
+            and last.ref != hold.ref  # the hold's own pre-auth repeated is no capture
+            and last.ref not in booked
+            and last.ref not in ev.refs
+            and last.amount_minor in (target, hold.amount_minor - target)
+        )
+    ):
+        s = replace(
+            s,
+            notes=note(s, f"capture of hold {hold.ref} confirmed by the terminal's last result"),
+        )
+        return next_hold(replace_hold(s, hold, captured_as_asked(hold, last.ref, now)), now, policy)
+    done = replace(hold, status=HoldStatus.UNCONFIRMED)
+    s = replace(
+        s,
+        notes=note(s, f"hold {hold.ref} gone from the terminal without evidence of the capture"),
+    )
+    return next_hold(replace_hold(s, hold, done), now, policy)
+
+
+def enquiry_failed(s: Session, now: datetime, policy: Policy, *, busy: bool = False) -> Transition:
+    """The backoff grows on silence only: a terminal that answered busy is there, and the next
+    enquiry comes after the first interval (the deadline still bounds how long we keep asking)."""
+    if busy:
+        s = replace(s, attempts=0)
+    at = next_try(s, now, policy)
+    if at is not None:
+        return Transition(replace(s, attempts=s.attempts + 1, timer=(TimerKind.QUERY, at)))
+    if s.state is State.AUTH_UNKNOWN and s.terminal in policy.online_deadlines:
+        return cancel_by_reference(s, now, policy)
+    if s.state is State.AUTH_UNKNOWN:
+        why = "terminal unreachable: any hold it made is left to the terminal sweep"
+        return finish(go(s, Trigger.UNREACHABLE, notes=note(s, why)))
+    hold = s.current
+    assert hold is not None  # noqa: S101 - an unknown settlement always has an open hold
+    return give_up(
+        s, hold, now, policy, "terminal unreachable until the hold lapsed", fate_known=False
+    )
+
+
+def cancel_by_reference(s: Session, now: datetime, policy: Policy) -> Transition:
+    """A lost pre-auth the terminal could not tell us about, on a terminal whose acquirer takes
+    modifications online: a hold may exist that no session would own, so it is cancelled at the
+    acquirer by the reference we gave the terminal. Its amount is unknown: booked 0, released
+    only on the acquirer's webhook; no webhook leaves it unknown (and visible) like any release."""
+    ref = f"{BY_REFERENCE}{sale_reference(s.id)}"
+    why = "outcome of the pre-auth never known: cancelled at the acquirer by our reference"
+    s = go(
+        s,
+        Trigger.CANCEL_BY_REFERENCE,
+        holds=(Hold(ref, 0, target_minor=0),),
+        expires_at=s.created_at + policy.validity.default,
+        attempts=0,
+        notes=note(s, why),
+    )
+    return settle_command(s, now, policy)
