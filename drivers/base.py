@@ -56,6 +56,9 @@ class TerminalResult:
     result_code: int | None = None
     amount: Money | None = None  # what the terminal approved or booked
     ref: str | None = None  # the hold's or booking's opaque reference, as the driver gives it
+    # ``ref`` as the terminal prints it on its slip (ZVT: 0042 for "42"), for people matching our
+    # FAC and receipt with the slip; None: the ref itself is what is printed
+    ref_display: str | None = None
     trace_no: int | None = None
     terminal_id: str | None = None
     card: CardInfo | None = None

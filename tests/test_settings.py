@@ -272,6 +272,29 @@ def test_a_tariff_restricted_by_current_is_refused_and_reservation_elements_are_
     assert [c.type.value for c in element.components] == ["ENERGY"]
 
 
+def test_a_max_price_excl_vat_only_under_mixed_vat_rates_is_refused_by_config_validate() -> None:
+    """The gross under such a bound is not defined (tariff_ocpi.py ``_bounds_priceable``): the
+    config names the bound and the rates; given including VAT too, it is accepted."""
+    mixed = (
+        '{ id = "M", currency = "CHF", max_price = { excl_vat = 30 }, '
+        "elements = [{ price_components = [{ "
+        'type = "ENERGY", price = "0.40", step_size = 1 }, { type = "TIME", price = "1.00", '
+        "vat = 8.1, step_size = 60 }] }] }"
+    )
+    text = _priced(pricing='default_tariff = "CHF-T"').replace(
+        "tariffs = [", f"tariffs = [{mixed},\n           "
+    )
+    with pytest.raises(ConfigError, match="tariff M: max_price is given excluding VAT only"):
+        parse_settings(text, "<t>")
+    both = mixed.replace(
+        "max_price = { excl_vat = 30 }", "max_price = { excl_vat = 30, incl_vat = 32 }"
+    )
+    text = _priced(pricing='default_tariff = "CHF-T"').replace(
+        "tariffs = [", f"tariffs = [{both},\n           "
+    )
+    assert parse_settings(text, "<t>") is not None
+
+
 def test_an_evse_without_a_tariff_is_refused_unless_free_vend_is_explicit_and_capped() -> None:
     with pytest.raises(ConfigError, match="evse 'E1' has no tariff"):
         parse_settings(_priced(), "<t>")

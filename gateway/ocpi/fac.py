@@ -113,8 +113,9 @@ def fac_from_outcome(
     if card.get("masked_pan"):
         eft.append(f"PAN: {card['masked_pan']}")
     # the hold's reference as the terminal gave it (opaque text; a payload queued before 0013
-    # carries the ZVT receipt number as "receipt_no")
-    ref = payload.get("ref", payload.get("receipt_no"))
+    # carries the ZVT receipt number as "receipt_no"), as the terminal's slip prints it when the
+    # driver said (``ref_display``: ZVT's 0042); a payload queued without it shows the ref
+    ref = payload.get("ref_display") or payload.get("ref", payload.get("receipt_no"))
     if ref is not None:
         eft.append(f"Receipt: {ref}")
     # the receipt's invoice and fiscal lines, so that the CPO's invoice and the driver's receipt

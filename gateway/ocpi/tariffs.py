@@ -19,7 +19,8 @@ from typing import Any
 
 from gateway.ocpi.client import OcpiClient
 from gateway.ocpi.models import Location
-from gateway.payments.tariff import Tariff, UnpriceableTariff, tariff_from_ocpi
+from gateway.payments.tariff import Tariff, UnpriceableTariff
+from gateway.payments.tariff_ocpi import tariff_from_ocpi
 from gateway.store import JournalEntry, OutboxMessage, Step
 from gateway.wire import OcpiTariff
 

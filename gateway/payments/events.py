@@ -63,6 +63,7 @@ class TerminalResultArrived:
     outcome: Outcome
     amount_minor: int | None = None  # what the terminal's result carries (its echo)
     ref: str | None = None  # the terminal's reference of *this* transaction (opaque text)
+    ref_display: str | None = None  # ``ref`` as the terminal prints it (drivers.base)
     message: str = ""
     card: dict[str, str] = field(default_factory=dict)  # masked_pan, brand, aid — never a full PAN
     for_ref: str | None = None  # the hold a capture, release or top-up was sent for
@@ -83,6 +84,9 @@ class LastResult:
     approved: bool
     ref: str | None
     amount_minor: int | None
+    # its trace number: tells a top-up of a hold from the hold's own approval (same ref, and the
+    # same amount when the top-up asks what the hold held); a row stored before it has none
+    trace_no: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -48,6 +48,9 @@ class Hold:
     # hold more than ``amount_minor``, so it is captured by booking the amount (ZVT 06 24), never
     # by releasing a difference (06 23).
     uncertain: bool = False
+    # the trace number of the last top-up that raised this hold: the terminal's last result with
+    # it is that top-up, never a later one whose answer was lost (``topups.topup_enquired``)
+    topup_trace: int | None = None
 
     @property
     def open_minor(self) -> int:
@@ -138,6 +141,9 @@ class Session:
     target_energy_wh: int | None = None  # the energy the driver declared: the charge stops there
     reference: str | None = None  # OCPI authorization_reference, set at approval
     card: dict[str, str] = field(default_factory=dict)
+    # the terminal's refs as it prints them, where that differs from the ref (ZVT: "42" is
+    # printed 0042), given by the driver; a row stored before this field shows the ref itself
+    ref_display: dict[str, str] = field(default_factory=dict)
     scheme: str | None = None
     expires_at: datetime | None = None
     timer: tuple[TimerKind, datetime] | None = None
@@ -147,6 +153,8 @@ class Session:
     held_result: LastResult | None = None  # the in-flight result, stored before acknowledged
     topup_refused: bool = False
     topup_minor: int = 0
+    # the top-up's answer was lost and the terminal was asked about it (``topups.topup_enquired``)
+    topup_asked: bool = False
     stop_reason: str | None = None
     notes: tuple[str, ...] = ()
     discrepancies: tuple[str, ...] = ()  # what the terminal said that does not fit what was asked
@@ -183,6 +191,10 @@ class Session:
     def ref(self) -> str | None:
         """The first hold's reference (the one a session is known by at the terminal)."""
         return self.holds[0].ref if self.holds else None
+
+    def shown(self, ref: str | None) -> str | None:
+        """A ref as the terminal prints it (its slip), the ref itself when the driver gave none."""
+        return None if ref is None else self.ref_display.get(ref, ref)
 
     @property
     def refunded_minor(self) -> int:

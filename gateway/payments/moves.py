@@ -106,6 +106,7 @@ def outcome_payload(s: Session) -> dict[str, Any]:
         "price_excl": s.bill.price_excl,
         "energy_wh": s.metering.billed_energy_wh,
         "ref": s.ref,
+        "ref_display": s.shown(s.ref),  # as the terminal's slip prints it (ZVT: 0042)
         "terminal": s.terminal,
         "evse": s.evse,
         "card": dict(s.card),

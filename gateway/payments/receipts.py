@@ -41,7 +41,7 @@ def receipt_facts(s: Session, now: datetime, policy: Policy) -> ReceiptFacts:
         vat=s.bill.vat,
         tariff=tuple(describe(tariff)) if tariff else (),
         card=s.card,
-        terminal_ref=paid,
+        terminal_ref=s.shown(paid),  # as the terminal's slip prints it
         e_receipt_url=url,
         meter=proof.proof() if (proof := meter_proof(s)) else None,
     )

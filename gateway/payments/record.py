@@ -142,7 +142,8 @@ def _object_decoder(cls: type) -> Codec:
     named = [(f.name, decoder(hints[f.name])) for f in fields(cls)]
     if cls in AS_ROWS:
         if any(f.kw_only for f in fields(cls)):
-            return lambda v: cls(**{n: code(x) for (n, code), x in zip(named, v, strict=True)})
+            # a row written before a field was added ends early: the rest take their defaults
+            return lambda v: cls(**{n: code(x) for (n, code), x in zip(named, v, strict=False)})
         codes = [code for _, code in named]
         return lambda v: cls(*[code(x) for code, x in zip(codes, v, strict=True)])
     plain = [n for n, code in named if code is _same]

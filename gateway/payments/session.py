@@ -73,7 +73,7 @@ from gateway.payments.receipts import fiscal_arrived, receipt_facts
 from gateway.payments.settlement import settlement_result
 from gateway.payments.states import FINAL, HOLDING, State
 from gateway.payments.timers import resumed, timer_fired
-from gateway.payments.topups import topup_result
+from gateway.payments.topups import topup_enquired, topup_result
 
 __all__ = [
     "FINAL",
@@ -158,6 +158,9 @@ def _dispatch(session: Session | None, event: e.Event, now: datetime, policy: Po
         return Transition(replace(session, discrepancies=(*session.discrepancies, *more)), note=why)
     match event:
         case e.TerminalResultArrived():
+            if event.ref and event.ref_display and event.ref_display != event.ref:
+                shown = {**session.ref_display, event.ref: event.ref_display}
+                session = replace(session, ref_display=shown)
             return _terminal_result(session, event, now, policy)
         case e.OpenPreauthsReported():
             return _open_preauths(session, event, now, policy)
@@ -195,7 +198,9 @@ def _terminal_result(
         # arrives (ZVT 2.2.8), so it is evidence for the enquiry after a crash, not the outcome
         # (and a top-up does not raise the cap until it stands). A refusal moves no money.
         if s.state is _PROVISIONAL_IN[ev.operation]:
-            held = e.LastResult(approved=True, ref=ev.ref, amount_minor=ev.amount_minor)
+            held = e.LastResult(
+                approved=True, ref=ev.ref, amount_minor=ev.amount_minor, trace_no=ev.trace_no
+            )
             return Transition(replace(s, held_result=held))
         return Transition(s, note="provisional result: not awaited")
     if s.held_result is not None and ev.outcome is not Outcome.UNKNOWN:
@@ -212,6 +217,8 @@ def _terminal_result(
 def _open_preauths(
     s: Session, ev: e.OpenPreauthsReported, now: datetime, policy: Policy
 ) -> Transition:
+    if s.topup_asked and s.topup_minor:  # asked about a top-up whose answer was lost
+        return after_topup(topup_enquired(s, ev, now, policy), now, policy)
     if s.state not in UNKNOWN_STATES:
         return Transition(s, note="open pre-auths: not waiting for them")
     if ev.failed:

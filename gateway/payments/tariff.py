@@ -32,7 +32,9 @@ Rules (where OCPI leaves room, the choice is written here):
   gross as given (exactly: never divided and multiplied back), and its net is derived from it.
 - ``min_price``/``max_price`` bound the total excluding VAT (the total including VAT is scaled by
   the same factor) and, when the tariff gives them, the total including VAT too (OCPI: "they
-  both apply").
+  both apply"). A bound given excluding VAT only, on a tariff with mixed VAT rates, is refused
+  when the tariff is read (tariff_ocpi.py: the gross under it is not defined).
+- Reading the OCPI JSON (and refusing what cannot be priced) is tariff_ocpi.py's.
 - Elements with a ``reservation`` restriction price reservations, which this site does not sell:
   they are left out. ``min_current``/``max_current`` cannot be evaluated (the meter data has no
   current): such a tariff is refused (``UnpriceableTariff``), never priced as if they were absent.
@@ -42,11 +44,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
 from enum import StrEnum
 from itertools import pairwise
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from drivers.money import currency as currency_info
@@ -239,16 +240,55 @@ def _interval(
             continue
         for i, element in enumerate(tariff.elements):
             if element.component(dim) and element.restrictions.allow(*context):
+                _floor_at_switch(tariff, volumes, i, dim, context[1], context[2])
                 # popped and set again: the dict's order says which element was used last
                 volumes[(i, dim)] = volumes.pop((i, dim), Decimal(0)) + volume
                 break
 
 
+_FLOOR = -1  # volumes[(_FLOOR, dim)]: what an earlier element's step_size already billed
+
+
+def _floor_at_switch(
+    tariff: Tariff, volumes: Volumes, i: int, dim: Dimension, kwh: Decimal, seconds: int
+) -> None:
+    """Before element ``i`` takes over ``dim`` from an element whose own volume limit is reached
+    (its ``max_kwh`` for energy, its ``max_duration`` for time), remember the volume the session
+    was billed for up to here (that element's step_size rounding): the billed volume never goes
+    below it (``_rounded``). An element left because the clock moved on is not such a limit."""
+    used = [j for j, d in volumes if d is dim and j != _FLOOR]
+    if not used or used[-1] == i:
+        return
+    r = tariff.elements[used[-1]].restrictions
+    if dim is Dimension.ENERGY:
+        ended = r.max_kwh is not None and kwh >= r.max_kwh
+    else:
+        ended = r.max_duration is not None and seconds >= r.max_duration
+    if ended:
+        billed = sum((v for (j, d), v in _rounded(tariff, volumes).items() if d is dim), Decimal(0))
+        volumes[(_FLOOR, dim)] = max(volumes.get((_FLOOR, dim), Decimal(0)), billed)
+
+
 def _rounded(tariff: Tariff, volumes: Mapping[tuple[int, Dimension], Decimal]) -> Volumes:
     """The volumes billed: ``step_size`` applied once per dimension, by the element used last,
     to the session's total of that dimension (OCPI's step_size examples: 16:55 + 10 min charging
-    at 1.20/h then 2.40/h, 15-minute steps, bills 5 min + 10 min, not 5 min rounded up twice)."""
-    billed: Volumes = dict(volumes)
+    at 1.20/h then 2.40/h, 15-minute steps, bills 5 min + 10 min, not 5 min rounded up twice).
+
+    OCPI 2.3.0 says a dimension is billed in blocks of ``step_size`` (consumed amounts rounded up
+    to a multiple of it) and that the step_size of the last tariff element used for the dimension
+    is the one applied. Its worked example 1 applies that across a change of the time of day
+    even where it lowers the price (4 min before 17:00 would bill 30 min at 1.20/h, 0.60; the
+    session billed at 17:10 costs 0.50), so a rule "never less than any earlier rounding" would
+    contradict the spec and every CPO's CDR. The spec says nothing of an element that ends
+    because its own volume is used up (``max_kwh``, ``max_duration``: "the first 1 kWh, in 5 kWh
+    steps"). Read literally, 0.9 kWh costs 5 kWh and 1.1 kWh (the last 0.1 under a 1 Wh step)
+    1.1 kWh: more energy for less money, as a tier's block vanishes. There we go beyond the spec:
+    the billed volume is never less than what the session was billed for when such an element
+    handed the dimension over (``_floor_at_switch``); the element used last bills up to that
+    floor. So a volume tier's block stays billed, and the spec's examples are unchanged."""
+    billed: Volumes = {k: v for k, v in volumes.items() if k[0] != _FLOOR}
+    floors = {dim: v for (i, dim), v in volumes.items() if i == _FLOOR}
+    volumes = billed.copy()
     last = {dim: i for i, dim in volumes}  # the dict's order: the last element used wins
     credit = Decimal(0)  # charging time billed beyond the charged time covers parking time
     # (example 1: "within the extra 5 minutes of charging billed") when both are that element's;
@@ -262,7 +302,8 @@ def _rounded(tariff: Tariff, volumes: Mapping[tuple[int, Dimension], Decimal]) -
         step = Decimal((comp.step_size if comp else 1) or 1)
         wanted = max(Decimal(0), total - credit) if dim is Dimension.PARKING_TIME else total
         rounded = (wanted / step).to_integral_value(ROUND_CEILING) * step
-        billed[(i, dim)] = max(Decimal(0), rounded - (total - volumes[(i, dim)]))
+        floored = max(rounded, floors.get(dim, Decimal(0)))
+        billed[(i, dim)] = max(Decimal(0), floored - (total - volumes[(i, dim)]))
         if dim is Dimension.TIME and last.get(Dimension.PARKING_TIME) == i:
             credit = rounded - total
     return billed
@@ -309,110 +350,3 @@ def _total(tariff: Tariff, volumes: Mapping[tuple[int, Dimension], Decimal]) -> 
 def session_samples(start: datetime, energy_wh: int, duration: timedelta) -> list[Sample]:
     """A flat profile: ``energy_wh`` delivered evenly over ``duration`` (for pre-auth targets)."""
     return [Sample(start, 0), Sample(start + duration, energy_wh)]
-
-
-# ---- OCPI JSON → Tariff (the boundary: the OCPI models of the upstream issue reuse this) ----
-
-
-def tariff_from_ocpi(obj: Mapping[str, Any]) -> Tariff:
-    """Build a Tariff from an OCPI Tariff object (dict). ValueError names the bad field;
-    UnpriceableTariff (a ValueError) says why a well-formed tariff cannot be priced here."""
-    tid = str(obj.get("id", "?"))
-    try:
-        charging = [
-            e for e in obj["elements"] if not (e.get("restrictions") or {}).get("reservation")
-        ]
-        for n, e in enumerate(charging):
-            unknown = sorted(_CURRENT & set(e.get("restrictions") or {}))
-            if unknown:
-                raise UnpriceableTariff(
-                    tid,
-                    f"element {n} restricts by {'/'.join(unknown)}: the charging current is not "
-                    "in this site's meter data, so when the element applies cannot be known",
-                )
-        if not charging:
-            raise UnpriceableTariff(tid, "only reservation elements: nothing prices charging")
-        return Tariff(
-            id=tid,
-            currency=str(obj["currency"]),
-            elements=tuple(
-                _element(e, tax_included=obj.get("tax_included") == "YES") for e in charging
-            ),
-            min_price=_price_excl(obj.get("min_price")),
-            max_price=_price_excl(obj.get("max_price")),
-            preauthorize_amount=None
-            if obj.get("preauthorize_amount") is None
-            else Decimal(str(obj["preauthorize_amount"])),
-            min_price_incl=_price_incl(obj.get("min_price")),
-            max_price_incl=_price_incl(obj.get("max_price")),
-        )
-    except UnpriceableTariff:
-        raise
-    except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
-        raise ValueError(f"tariff {tid}: {type(exc).__name__} {exc}") from None
-
-
-_CURRENT = frozenset({"min_current", "max_current"})
-
-
-def _price_incl(value: Any) -> Decimal | None:
-    """The bound including VAT: 2.3.0 ``after_taxes``, 2.2.1 ``incl_vat``, or ``before_taxes``
-    plus the ``taxes`` listed (the wire model's form of a 2.2.1 price)."""
-    if not isinstance(value, Mapping):
-        return None
-    raw = value.get("after_taxes", value.get("incl_vat"))
-    if raw is not None:
-        return Decimal(str(raw))
-    if value.get("taxes") and value.get("before_taxes") is not None:
-        taxes = sum((Decimal(str(t["amount"])) for t in value["taxes"]), Decimal(0))
-        return Decimal(str(value["before_taxes"])) + taxes
-    return None
-
-
-def _price_excl(value: Any) -> Decimal | None:
-    if value is None:
-        return None
-    if isinstance(
-        value, Mapping
-    ):  # {"excl_vat": .., "incl_vat": ..} (2.2.1) or {"before_taxes": ..} (2.3.0)
-        raw = value.get("excl_vat", value.get("before_taxes"))
-        return None if raw is None else Decimal(str(raw))
-    return Decimal(str(value))
-
-
-def _element(e: Mapping[str, Any], *, tax_included: bool) -> TariffElement:
-    comps = tuple(
-        PriceComponent(
-            Dimension(c["type"]),
-            Decimal(str(c["price"])),
-            None if c.get("vat") is None else Decimal(str(c["vat"])),
-            int(c.get("step_size", 1)),
-            tax_included=tax_included,
-        )
-        for c in e["price_components"]
-    )
-    r = e.get("restrictions") or {}
-
-    def dec(key: str) -> Decimal | None:
-        return None if r.get(key) is None else Decimal(str(r[key]))
-
-    def clock(key: str) -> time | None:
-        return None if r.get(key) is None else time.fromisoformat(r[key])
-
-    def day(key: str) -> date | None:
-        return None if r.get(key) is None else date.fromisoformat(r[key])
-
-    restrictions = Restrictions(
-        start_time=clock("start_time"),
-        end_time=clock("end_time"),
-        start_date=day("start_date"),
-        end_date=day("end_date"),
-        min_kwh=dec("min_kwh"),
-        max_kwh=dec("max_kwh"),
-        min_power=dec("min_power"),
-        max_power=dec("max_power"),
-        min_duration=None if r.get("min_duration") is None else int(r["min_duration"]),
-        max_duration=None if r.get("max_duration") is None else int(r["max_duration"]),
-        day_of_week=frozenset(r.get("day_of_week") or ()),
-    )
-    return TariffElement(comps, restrictions)

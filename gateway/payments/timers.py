@@ -30,7 +30,7 @@ from gateway.payments.policy import Policy
 from gateway.payments.receipts import fiscal_timeout
 from gateway.payments.settlement import settle_command
 from gateway.payments.states import State, Trigger
-from gateway.payments.topups import topup_lost
+from gateway.payments.topups import topup_lost, topup_resumed
 
 _ASKED = (State.AUTHORIZING, State.CAPTURING, State.RELEASING)  # a terminal command is out
 
@@ -79,9 +79,9 @@ def resumed(s: Session, now: datetime, policy: Policy) -> Transition:
     if s.state in UNKNOWN_STATES:
         return query(s, now, policy)
     if s.state is State.TOPPING_UP:  # its fate is unknown: keep the old holds as the cap
-        return after_topup(topup_lost(s, "resume", now, policy), now, policy)
+        return after_topup(topup_resumed(s, now, policy), now, policy)
     if stopped_awaiting_topup(s):  # the charge has ended: only the top-up's fate is open
-        return after_topup(topup_lost(s, "resume", now, policy), now, policy)
+        return after_topup(topup_resumed(s, now, policy), now, policy)
     if s.state is State.STOPPING:
         reason = s.stop_reason or "resume"
         return Transition(s, (c.StopCharger(f"{s.id}:stop:resume", s.id, s.evse, reason),))

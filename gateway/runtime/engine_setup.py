@@ -19,7 +19,7 @@ from gateway.payments.preauth import HoldPolicy
 from gateway.payments.routing import Health, Route
 from gateway.payments.schemes import Validity
 from gateway.payments.session import Policy
-from gateway.payments.tariff import tariff_from_ocpi
+from gateway.payments.tariff_ocpi import tariff_from_ocpi
 from gateway.runtime import terminal_registry
 from gateway.runtime.charger import SimulatedCharger
 from gateway.runtime.engine_host import EngineHost

@@ -77,7 +77,9 @@ async def last_result(terminal: PaymentTerminal) -> e.LastResult | None:
     if last.outcome is Outcome.UNKNOWN or (last.result_code is None and not last.approved):
         return None  # ZVT: no result code is no result; nexo has none, its approvals are answers
     amount = last.amount.minor if last.amount else None
-    return e.LastResult(approved=last.approved, ref=last.ref, amount_minor=amount)
+    return e.LastResult(
+        approved=last.approved, ref=last.ref, amount_minor=amount, trace_no=last.trace_no
+    )
 
 
 def result_event(
@@ -112,6 +114,7 @@ def result_event(
         outcome=result.outcome,
         amount_minor=result.amount.minor if result.amount else None,
         ref=result.ref,
+        ref_display=result.ref_display,
         message=result.message,
         card=card,
         for_ref=for_ref,

@@ -10,7 +10,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from drivers.errors import AmountError
 from drivers.money import Money
-from gateway.payments.tariff import tariff_from_ocpi
+from gateway.payments.tariff_ocpi import tariff_from_ocpi
 from gateway.settings.fields import Amount, _Model
 from gateway.settings.terminals import ValidityHours
 from gateway.wire import OcpiTariff

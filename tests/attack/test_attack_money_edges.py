@@ -30,8 +30,8 @@ from gateway.payments.tariff import (
     Tariff,
     UnpriceableTariff,
     price,
-    tariff_from_ocpi,
 )
+from gateway.payments.tariff_ocpi import tariff_from_ocpi
 from gateway.payments.tariff_text import describe, shown_price
 from gateway.runtime.charger import SimulatedCharger
 from gateway.runtime.engine_setup import build_engine

@@ -141,12 +141,33 @@ def model_price(
     for el in elements:
         if {"min_current", "max_current"} & set(el.get("restrictions") or {}):
             raise ValueError("min/max_current: the current is not known, the tariff is refused")
+    rates = {_d(c.get("vat")) or Decimal(0) for el in elements for c in el["price_components"]}
+    for key in ("min_price", "max_price"):
+        if len(rates) > 1 and tariff.get(key) is not None and _bound_incl(tariff[key]) is None:
+            raise ValueError(f"{key} excluding VAT only under mixed VAT rates: refused")
     if not readings:
         return 0
     points = [(at.astimezone(UTC), Decimal(wh)) for at, wh in readings]
     start, wh0 = points[0]
     volume: dict[tuple[int, str], Decimal] = {}
     used: list[tuple[int, str]] = []  # (element, dimension) in the order they were used
+    floor: dict[str, Decimal] = {}  # by dimension: billed when an earlier element handed over
+
+    def add(i: int, kind: str, amount: Decimal, where: _Where) -> None:
+        before = [j for j, k in used if k == kind]
+        if before and before[-1] != i:  # another element takes over: has the one before used
+            # its own volume up? Then never bill less than now (beyond OCPI; the engine's docs)
+            r = elements[before[-1]].get("restrictions") or {}
+            if kind == "ENERGY":
+                limit, reached = _d(r.get("max_kwh")), where.kwh
+            else:
+                limit, reached = _d(r.get("max_duration")), Decimal(where.seconds)
+            if limit is not None and reached >= limit:
+                now = _stepped(elements, volume, used, floor)
+                billed_now = sum((v for (_, k), v in now.items() if k == kind), Decimal(0))
+                floor[kind] = max(floor.get(kind, Decimal(0)), billed_now)
+        volume[(i, kind)] = volume.get((i, kind), Decimal(0)) + amount
+        used.append((i, kind))
 
     def first(kind: str, where: _Where) -> int | None:
         for i, el in enumerate(elements):
@@ -168,8 +189,7 @@ def model_price(
                 ),
             )
             if wh and i is not None:
-                volume[(i, "ENERGY")] = volume.get((i, "ENERGY"), Decimal(0)) + wh
-                used.append((i, "ENERGY"))
+                add(i, "ENERGY", wh, _Where(t0.astimezone(tz), (e0 - wh0) / 1000, 0, None))
             continue
         cuts = {t0, t1}
         at_threshold: dict[datetime, Decimal] = {}  # a kWh cut's energy: the threshold itself
@@ -218,10 +238,20 @@ def model_price(
                 if amount:
                     i = first(kind, where)
                     if i is not None:
-                        volume[(i, kind)] = volume.get((i, kind), Decimal(0)) + amount
-                        used.append((i, kind))
-    # step_size: once per dimension, by the element used last, over the session's total; the
-    # charging time billed beyond the charged time covers parking time (OCPI's examples)
+                        add(i, kind, amount, where)
+    return _price_of(tariff, elements, _stepped(elements, volume, used, floor))
+
+
+def _stepped(
+    elements: Sequence[Mapping[str, Any]],
+    volume: Mapping[tuple[int, str], Decimal],
+    used: Sequence[tuple[int, str]],
+    floor: Mapping[str, Decimal],
+) -> dict[tuple[int, str], Decimal]:
+    """What is billed of each volume. step_size: once per dimension, by the element used last,
+    over the session's total; the charging time billed beyond the charged time covers parking
+    time (OCPI's examples). Beyond OCPI: never less than was billed when an element whose own
+    volume (max_kwh, max_duration) was used up handed the dimension over (``floor``)."""
     billed = dict(volume)
     spare = Decimal(0)
     for kind in ("ENERGY", "TIME", "PARKING_TIME"):
@@ -234,10 +264,20 @@ def model_price(
         total = sum(v for (_, k), v in volume.items() if k == kind)
         due = total if kind != "PARKING_TIME" else max(Decimal(0), total - spare)
         up = (due / step).to_integral_value(ROUND_CEILING) * step
-        billed[(i, kind)] = max(Decimal(0), up - (total - volume[(i, kind)]))
+        least = max(up, floor.get(kind, Decimal(0)))
+        billed[(i, kind)] = max(Decimal(0), least - (total - volume[(i, kind)]))
         parked = [j for j, k in used if k == "PARKING_TIME"]
         if kind == "TIME" and parked and parked[-1] == i:  # same element: parking is covered
             spare = up - total
+    return billed
+
+
+def _price_of(
+    tariff: Mapping[str, Any],
+    elements: Sequence[Mapping[str, Any]],
+    billed: Mapping[tuple[int, str], Decimal],
+) -> int:
+    """The billed volumes at the components' prices, bounded by min/max_price, in minor units."""
     excl = incl = Decimal(0)
     for (i, kind), amount in billed.items():
         comp = next(c for c in elements[i]["price_components"] if c["type"] == kind)

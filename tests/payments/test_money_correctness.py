@@ -622,6 +622,8 @@ def test_the_hold_of_a_lost_top_up_is_captured_by_booking_its_amount(how: str) -
     else:
         assert s.timer is not None
         s = at(s, e.TimerFired(SID, "t", s.timer[0]), 37, pol)  # the answer timeout (6 min)
+        assert s.topup_asked  # the terminal is asked; no answer to that either:
+        s = at(s, e.TimerFired(SID, "t2", e.TimerKind.ANSWER), 43, pol)
     assert s.state is State.CHARGING and s.holds[0].uncertain and s.authorized_minor == 1500
     t = step(s, e.ChargerStopped(session_id=SID, event_id="sp", meter_wh=22_000), 40, pol)
     (cap,) = [x for x in t.commands if isinstance(x, c.Capture)]

@@ -23,8 +23,8 @@ from gateway.payments.tariff import (
     TariffElement,
     UnpriceableTariff,
     price,
-    tariff_from_ocpi,
 )
+from gateway.payments.tariff_ocpi import tariff_from_ocpi
 from tests.payments.fixtures import TARIFF, TZ
 
 DATA = (

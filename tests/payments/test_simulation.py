@@ -44,7 +44,8 @@ from gateway.payments.preauth import Strategy
 from gateway.payments.record import compact, from_json
 from gateway.payments.schemes import Validity
 from gateway.payments.session import FINAL, HoldStatus, Policy, Session, State, violations
-from gateway.payments.tariff import Sample, Tariff, price, tariff_from_ocpi
+from gateway.payments.tariff import Sample, Tariff, price
+from gateway.payments.tariff_ocpi import tariff_from_ocpi
 from gateway.runtime.engine_host import EngineHost
 from gateway.store import Store
 from tests.payments.fixtures import T0, TARIFF, TZ, Clock, policy
@@ -79,6 +80,14 @@ class FakeTerminal:
     holds: dict[str, Hold] = field(default_factory=dict)  # by the reference it gave
     next_receipt: int = 1
     last: e.LastResult | None = None
+    last_key: str = ""  # the command whose transaction ``last`` is
+    trace: int = 0  # the last transaction's trace number (every transaction has its own)
+
+    def _did(self, cmd: c.Command, ref: str, amount: int) -> None:
+        """A transaction done: the terminal's last result (ZVT 06 20) is now this one."""
+        self.trace += 1
+        self.last = e.LastResult(approved=True, ref=ref, amount_minor=amount, trace_no=self.trace)
+        self.last_key = getattr(cmd, "key", "")
 
     def _receipt(self) -> str:
         receipt, self.next_receipt = self.next_receipt, self.next_receipt + 1
@@ -109,7 +118,7 @@ class FakeTerminal:
             receipt = self._receipt()
             _, valid = self.validity.for_card(cmd.terminal, card)
             self.holds[receipt] = Hold(cmd.session_id, amount, self.clock.now + valid, int(receipt))
-            self.last = e.LastResult(approved=True, ref=receipt, amount_minor=amount)
+            self._did(cmd, receipt, amount)
             if r < 0.23:
                 return Outcome.UNKNOWN, None, None  # approved, then the result was lost
             if r < 0.24:
@@ -126,7 +135,7 @@ class FakeTerminal:
             if self.topup != "new":  # the same reservation, increased
                 first.held += cmd.amount_minor
                 answer = first.held if self.topup == "total" else cmd.amount_minor
-                self.last = e.LastResult(approved=True, ref=cmd.ref, amount_minor=answer)
+                self._did(cmd, cmd.ref, answer)
                 if r < 0.35:
                     return Outcome.UNKNOWN, None, None
                 return Outcome.APPROVED, answer, cmd.ref
@@ -134,7 +143,7 @@ class FakeTerminal:
             self.holds[receipt] = Hold(
                 cmd.session_id, cmd.amount_minor, first.expires_at, int(receipt)
             )
-            self.last = e.LastResult(approved=True, ref=receipt, amount_minor=cmd.amount_minor)
+            self._did(cmd, receipt, cmd.amount_minor)
             if r < 0.35:
                 return Outcome.UNKNOWN, None, None
             return Outcome.APPROVED, cmd.amount_minor, receipt
@@ -161,7 +170,7 @@ class FakeTerminal:
                 else amount
             )
             booking = self._receipt()
-            self.last = e.LastResult(approved=True, ref=booking, amount_minor=echo)
+            self._did(cmd, booking, echo)
             if r < 0.21:
                 return Outcome.UNKNOWN, None, None  # done, then the result was lost
             return Outcome.APPROVED, echo, booking
@@ -277,11 +286,12 @@ SUITE_SEED = 424242
 # their shape fails the run now.
 KNOWN_EXCLUSIONS = {
     "item 5": "a capture the terminal booked ends capture_unconfirmed: owed in full and FAILED",
-    "new: lost top-up unused": "found by this model: a top-up raised the first reservation but "
-    "its answer was lost; the session never learns it (it does not ask the terminal), captures "
-    "only the hold it knows and leaves the price above it owed while the terminal held it "
-    "(test_reference_findings.py, strict xfail)",
 }
+# Fixed: "new: lost top-up unused" (a top-up that raised the first reservation, its answer
+# lost: the session now asks the terminal before it bills, test_reference_findings.py). What
+# stays is no defect and is counted apart (``unproven``): the enquiry failed or the terminal's
+# last result was another transaction, so nothing proves the raised hold and the session
+# captures what it can prove, the rest owed and visible.
 
 
 class Simulation:
@@ -306,6 +316,11 @@ class Simulation:
             validity=validity,
         )
         self.excluded: dict[str, list[str]] = {}
+        # sessions the terminal's answer to an enquiry showed a top-up of (its last result)
+        self.topup_shown: set[str] = set()
+        # lost top-ups nothing proved (the enquiry failed, or the terminal's last result was
+        # another transaction): the session must not count money it cannot prove it holds
+        self.unproven: list[str] = []
         echo = "reversed" if seed % 2 else "booked"
         self.terminal = FakeTerminal(
             random.Random(seed + 1), self.clock, self.policy.validity, echo, variant.topup
@@ -348,7 +363,7 @@ class Simulation:
             }[type(cmd)]
             for_ref = None if isinstance(cmd, c.Preauthorize) else cmd.ref
             trace = (
-                int(receipt)
+                self.terminal.trace
                 if receipt is not None and op in (Operation.PREAUTHORIZE, Operation.TOPUP)
                 else None
             )
@@ -367,6 +382,8 @@ class Simulation:
         elif isinstance(cmd, c.QueryOpenPreauths):
             failed = self.rng.random() < 0.15
             last = None if failed or self.rng.random() < 0.1 else self.terminal.last
+            if last is not None and self.terminal.last_key.startswith(f"{sid}:topup"):
+                self.topup_shown.add(sid)  # the terminal's answer shows this session's top-up
             ev = e.OpenPreauthsReported(
                 sid,
                 f"{cmd.key}:{self.seq}",
@@ -711,7 +728,10 @@ class Simulation:
                 and h.approved > mine[h.receipt].amount_minor
                 for h in holds
             )
-            item = self._known(s, want.captured, lost_topup=unknown)
+            if unknown and s.id not in self.topup_shown and s.state is State.COMPLETED:
+                self.unproven.append(f"{s.id} {s.state}: engine {got}, model {expected}")
+                continue  # no evidence of the raised hold ever reached the session: no defect
+            item = self._known(s, want.captured)
             differs = {k for k in expected if got.get(k) != expected[k]}
             if item is None and differs == {"released"} and self._released_at_least(s):
                 continue  # the session says its released figure is a floor: the rest unknown
@@ -736,10 +756,8 @@ class Simulation:
             h.uncertain and f"hold {h.ref}: released at least" in said for h in bigger
         )
 
-    def _known(self, s: Session, booked: int, *, lost_topup: bool = False) -> str | None:
+    def _known(self, s: Session, booked: int) -> str | None:
         """The open session-code defect a disagreement is, or None (then it fails)."""
-        if s.state is State.COMPLETED and s.bill.owed_minor and lost_topup:
-            return "new: lost top-up unused"
         if s.state is State.CAPTURE_UNCONFIRMED and booked:
             return "item 5"
         return None
@@ -782,6 +800,7 @@ def _run(
     print(f"simulation seed {seed} (repeat with --sim-seed {seed})")  # shown when it fails
     totals: dict[str, int] = {}
     excluded: dict[str, list[str]] = {}
+    unproven: list[str] = []
     for strategy in ("fixed", "target", "incremental"):
         path = tmp_path / f"{variant}-{strategy}.sqlite3"
         sim = Simulation(seed, path, strategy, sessions, VARIANTS[variant])
@@ -796,12 +815,17 @@ def _run(
         totals["steps"] = totals.get("steps", 0) + sim.steps
         for item, cases in sim.excluded.items():
             excluded.setdefault(item, []).extend(cases)
+        unproven += sim.unproven
     print(f"simulation {variant} seed {seed}: {totals}")
     for item, cases in sorted(excluded.items()):  # listed, never silent
         print(
             f"  reference model: {len(cases)} known exclusion(s), {item} ({KNOWN_EXCLUSIONS[item]})"
         )
         for case in cases[:3]:
+            print(f"    e.g. {case}")
+    if unproven:  # listed, never silent: a lost top-up the terminal's answers never proved
+        print(f"  reference model: {len(unproven)} lost top-up(s) with no evidence (owed)")
+        for case in unproven[:3]:
             print(f"    e.g. {case}")
     # Faults are frequent on purpose (lost results, crashes), yet sessions must still get charged.
     assert totals.get("completed", 0) > sessions // 2

@@ -12,7 +12,7 @@ from drivers.zvt import messages as m
 from drivers.zvt.asyncio.client import SequenceOutcome
 from drivers.zvt.constants import ABORT_CODES, BUSY_CODES, DECLINE_CODES, result_text
 from drivers.zvt.fields import Tlv, find_tlv
-from drivers.zvt.refs import hold_ref
+from drivers.zvt.refs import display_ref, hold_ref
 
 # Fuel and fleet cards are not bank cards even when a card read returns an AID (Feig practice).
 _NON_PAYMENT_AIDS = ("A00000083", "A00000066")
@@ -103,6 +103,7 @@ class ResultReader:
                 outcome,
                 "status information without a result code",
                 ref=hold_ref(status.receipt_number),
+                ref_display=display_ref(status.receipt_number),
             )
         code = status.result_code
         if (
@@ -136,6 +137,7 @@ class ResultReader:
             code,
             amount=amount,
             ref=hold_ref(status.receipt_number),
+            ref_display=display_ref(status.receipt_number),
             trace_no=status.trace_number,
             terminal_id=status.terminal_id or self.terminal_id,
             card=card,
