@@ -253,17 +253,17 @@ def _floor_at_switch(
     tariff: Tariff, volumes: Volumes, i: int, dim: Dimension, kwh: Decimal, seconds: int
 ) -> None:
     """Before element ``i`` takes over ``dim`` from an element whose own volume limit is reached
-    (its ``max_kwh`` for energy, its ``max_duration`` for time), remember the volume the session
-    was billed for up to here (that element's step_size rounding): the billed volume never goes
-    below it (``_rounded``). An element left because the clock moved on is not such a limit."""
+    (its ``max_kwh`` or its ``max_duration``, whichever dimension it bills: an energy tier may
+    end by its duration, a time tier by its energy), remember the volume the session was billed
+    for up to here (that element's step_size rounding): the billed volume never goes below it
+    (``_rounded``). An element left because the clock moved on is not such a limit."""
     used = [j for j, d in volumes if d is dim and j != _FLOOR]
     if not used or used[-1] == i:
         return
     r = tariff.elements[used[-1]].restrictions
-    if dim is Dimension.ENERGY:
-        ended = r.max_kwh is not None and kwh >= r.max_kwh
-    else:
-        ended = r.max_duration is not None and seconds >= r.max_duration
+    ended = (r.max_kwh is not None and kwh >= r.max_kwh) or (
+        r.max_duration is not None and seconds >= r.max_duration
+    )
     if ended:
         billed = sum((v for (j, d), v in _rounded(tariff, volumes).items() if d is dim), Decimal(0))
         volumes[(_FLOOR, dim)] = max(volumes.get((_FLOOR, dim), Decimal(0)), billed)

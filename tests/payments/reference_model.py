@@ -158,11 +158,11 @@ def model_price(
         if before and before[-1] != i:  # another element takes over: has the one before used
             # its own volume up? Then never bill less than now (beyond OCPI; the engine's docs)
             r = elements[before[-1]].get("restrictions") or {}
-            if kind == "ENERGY":
-                limit, reached = _d(r.get("max_kwh")), where.kwh
-            else:
-                limit, reached = _d(r.get("max_duration")), Decimal(where.seconds)
-            if limit is not None and reached >= limit:
+            max_kwh, max_seconds = _d(r.get("max_kwh")), _d(r.get("max_duration"))
+            # either limit ends the element, whatever the dimension it bills
+            if (max_kwh is not None and where.kwh >= max_kwh) or (
+                max_seconds is not None and where.seconds >= max_seconds
+            ):
                 now = _stepped(elements, volume, used, floor)
                 billed_now = sum((v for (_, k), v in now.items() if k == kind), Decimal(0))
                 floor[kind] = max(floor.get(kind, Decimal(0)), billed_now)
@@ -189,7 +189,8 @@ def model_price(
                 ),
             )
             if wh and i is not None:
-                add(i, "ENERGY", wh, _Where(t0.astimezone(tz), (e0 - wh0) / 1000, 0, None))
+                elapsed = (t0 - start) // timedelta(seconds=1)
+                add(i, "ENERGY", wh, _Where(t0.astimezone(tz), (e0 - wh0) / 1000, elapsed, None))
             continue
         cuts = {t0, t1}
         at_threshold: dict[datetime, Decimal] = {}  # a kWh cut's energy: the threshold itself
