@@ -22,6 +22,7 @@ from tests.attack.test_attack_refs_tariffs import BERLIN, _energy, _tariff
 from tests.payments.fixtures import T0, at, policy, step
 from tests.payments.fixtures import terminal_result as res
 from tests.payments.reference_model import model_price
+from tests.zvt.conftest import Rig
 
 SID = "s1"
 P_TOPUP = policy("incremental", topup_terminals=frozenset({"T1"}))
@@ -407,19 +408,16 @@ def test_a_receipt_number_is_never_cut_to_four_digits() -> None:
     assert [display_ref(n) for n in (0, 42, 9999, 12345)] == ["0000", "0042", "9999", "12345"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BREAK: a capture confirmed by the terminal's last result (lost_settlement.py "
-    "captured_as_asked(hold, last.ref)) books receipt 43 with no display form (LastResult has "
-    "none, terminal_calls.last_result drops TerminalResult.ref_display), so the receipt prints "
-    "'terminal receipt 43' where the slip says 0043; fix: carry ref_display on LastResult and "
-    "record it with the booking",
-)
 def test_a_capture_confirmed_by_the_last_result_shows_the_slips_receipt_number() -> None:
+    """A capture whose answer was lost, confirmed by the terminal's last result (receipt 43):
+    the receipt printed 'terminal receipt 43' where the slip says 0043 (the last result had no
+    display form). Fixed: LastResult carries the driver's ``ref_display``
+    (terminal_calls.last_result) and the booking records it (lost_settlement.py)."""
     s = _charged("0007")
     t = step(s, res("capture", Outcome.UNKNOWN, None, None, for_ref="7"), 32)
     assert t.session is not None
-    last = e.LastResult(approved=True, ref="43", amount_minor=t.session.holds[0].target_minor)
+    target = t.session.holds[0].target_minor
+    last = e.LastResult(approved=True, ref="43", amount_minor=target, ref_display="0043")
     s = at(t.session, e.OpenPreauthsReported(SID, "q", (), last=last), 33)
     assert s.holds[0].booking_ref == "43", s.notes
     assert receipt_facts(s, T0, policy()).terminal_ref == "0043"
@@ -445,3 +443,17 @@ def test_two_holds_keep_their_own_display_forms() -> None:
     fac = fac_from_outcome({**outcome_payload(s), "authorization_reference": "AR"}, T0)
     assert fac is not None and "Receipt: 0007" in (fac.eft_data or [])
     assert receipt_facts(s, T0, policy()).terminal_ref == "0030"
+
+
+async def test_the_terminals_last_result_carries_the_slips_receipt_number(rig: Rig) -> None:
+    """Over a real pty/TCP to the ZVT simulator: 06 20's repeat of a pre-auth, as the engine
+    takes it (terminal_calls.last_result), names the receipt as the slip prints it."""
+    from drivers.money import Money
+    from gateway.runtime.terminal_calls import last_result
+
+    t = rig.make_driver(incremental=True)
+    await t.connect()
+    pre = await t.preauthorize(Money(1000, "EUR"), "AT-1")
+    assert pre.approved and pre.ref is not None and pre.ref_display == f"{int(pre.ref):04d}"
+    last = await last_result(t)
+    assert last is not None and last.ref == pre.ref and last.ref_display == pre.ref_display
