@@ -6,8 +6,10 @@ strict xfail naming its cause and fix."""
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from drivers.base import Outcome
@@ -17,9 +19,11 @@ from gateway.payments.receipts import receipt_facts
 from gateway.payments.session import Session, State
 from gateway.payments.tariff import Sample, UnpriceableTariff, price
 from gateway.payments.tariff_ocpi import tariff_from_ocpi
+from gateway.runtime.engine_host import EngineHost
+from gateway.store import Store
 from gateway.wire import OcpiTariff
 from tests.attack.test_attack_refs_tariffs import BERLIN, _energy, _tariff
-from tests.payments.fixtures import T0, at, policy, step
+from tests.payments.fixtures import T0, Clock, at, policy, step
 from tests.payments.fixtures import terminal_result as res
 from tests.payments.reference_model import model_price
 from tests.zvt.conftest import Rig
@@ -457,3 +461,55 @@ async def test_the_terminals_last_result_carries_the_slips_receipt_number(rig: R
     assert pre.approved and pre.ref is not None and pre.ref_display == f"{int(pre.ref):04d}"
     last = await last_result(t)
     assert last is not None and last.ref == pre.ref and last.ref_display == pre.ref_display
+
+
+async def test_a_tariff_put_by_the_cpo_gets_a_clear_ocpi_answer_never_a_500(
+    server: tuple[str, Store, aiohttp.ClientSession],
+) -> None:
+    """This site pulls tariffs (gateway/ocpi/tariffs.py); it offers no tariffs Receiver. A CPO
+    that PUTs one anyway (with a mixed-VAT bound excl. VAT only) gets an answer with an OCPI
+    body, never a 500 or a traceback, and nothing is stored or used."""
+    base, _store, http = server
+    body = _vat(19, 7, max_price={"excl_vat": 2.0})
+    url = f"{base}/ocpi/ptp/2.3.0/tariffs/DE/CPO/X"
+    async with http.put(url, json=body, headers={"Authorization": "Token dG9rZW4tYg=="}) as r:
+        text = await r.text()
+    assert r.status < 500 and "Traceback" not in text
+    assert r.content_type == "application/json", (r.status, text[:200])
+    assert "status_code" in text and r.status in (400, 404, 405), (r.status, text[:200])
+
+
+def test_a_last_result_whose_receipt_another_session_knows_proves_no_top_up(
+    tmp_path: Path,
+) -> None:
+    """The terminal restarted its receipt numbers (end of day): yesterday's session on the same
+    terminal also had hold 7. The last result 'hold 7 approved, trace 50' may be that one's:
+    the host drops it as evidence (``last_result_owner.ambiguous``), the top-up is not counted."""
+    clock = Clock()
+    store = Store.open(tmp_path / "a.sqlite3", clock=clock)
+    host = EngineHost(store, P_TOPUP, clock)
+    try:
+        host.handle(e.CardPresented("old", "card", "E2", "T1", "EUR"))
+        host.handle(res("preauthorize", Outcome.APPROVED, 1500, 7, sid="old", trace_no=5))
+        host.handle(e.ChargerStarted("old", "st", 0))
+        clock.advance(600)
+        host.handle(e.ChargerStopped(session_id="old", event_id="sp", meter_wh=2000))
+        host.handle(res("capture", Outcome.APPROVED, None, 8, sid="old", for_ref="7"))
+        old = host.load("old")
+        assert old is not None and old.state is State.COMPLETED
+        clock.advance(3600)
+        host.handle(e.CardPresented(SID, "card", "E1", "T1", "EUR"))
+        host.handle(res("preauthorize", Outcome.APPROVED, 1500, 7, trace_no=49))
+        host.handle(e.ChargerStarted(SID, "st", 0))
+        clock.advance(1800)
+        host.handle(e.MeterValue(SID, "m", 21_000))
+        s = host.load(SID)
+        assert s is not None and s.state is State.TOPPING_UP
+        lost = host.handle(res("topup", Outcome.UNKNOWN, None, None, for_ref="7"))
+        assert any(isinstance(x, c.QueryOpenPreauths) for x in lost.commands)
+        clock.advance(5)
+        last = e.LastResult(approved=True, ref="7", amount_minor=1500, trace_no=50)
+        s = host.handle(e.OpenPreauthsReported(SID, "q", ("7",), last=last)).session
+        assert s is not None and s.authorized_minor == 1500 and s.holds[0].uncertain
+    finally:
+        store.close()
