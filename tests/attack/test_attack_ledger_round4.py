@@ -513,3 +513,43 @@ def test_a_last_result_whose_receipt_another_session_knows_proves_no_top_up(
         assert s is not None and s.authorized_minor == 1500 and s.holds[0].uncertain
     finally:
         store.close()
+
+
+def test_a_pulled_mixed_vat_tariff_is_refused_reported_and_the_evse_keeps_its_own(
+    tmp_path: Path,
+) -> None:
+    """The CPO publishes a max_price excl. VAT only on a tariff with 19 % and 7 %: the daemon
+    keeps the EVSE's configured tariff, reports the refusal upstream once with the reason, and
+    a second pull changes nothing."""
+    import asyncio
+
+    from gateway.ocpi.tariffs import pull_tariffs
+    from gateway.runtime.app import Daemon
+    from gateway.runtime.charger import SimulatedCharger
+    from gateway.settings import parse_settings
+    from tests.ocpi.test_tariffs_currency import _Cpo, _owned
+    from tests.site_rig import site_toml
+
+    comps = [
+        {"price_components": [{"type": "ENERGY", "price": 0.3, "vat": 19, "step_size": 1}]},
+        {"price_components": [{"type": "TIME", "price": 1.2, "vat": 7, "step_size": 60}]},
+    ]
+    mixed = _owned({**_tariff(*comps, max_price={"excl_vat": 2.0}), "id": "MIX"})
+    evse = {"uid": "E1", "connectors": [{"id": "1", "tariff_ids": ["MIX"]}]}
+    cpo = _Cpo({"t": [mixed], "l": [_owned({"id": "L1", "evses": [evse]})]})
+    by_evse, catalog = asyncio.run(pull_tariffs(cpo, "t", "l"))  # type: ignore[arg-type]
+    assert by_evse["E1"].refused and "MIX" not in catalog
+    text = site_toml(tmp_path / "t.sqlite3", {"t1": "tcp://127.0.0.1:9"}, evses={"E1": "t1"})
+    daemon = Daemon(parse_settings(text, "<t>"), charger=SimulatedCharger(["E1"]))
+    try:
+        assert daemon.engine is not None
+        daemon._apply_tariffs(by_evse, catalog)
+        daemon._apply_tariffs(by_evse, catalog)
+        kept = daemon.engine.host.policy.tariff("E1")
+        assert kept is not None and kept.id == "T" and not kept.refused
+        [refused] = daemon.store.outbox.list(kind="tariff.refused")
+        assert refused.payload["tariff_id"] == "MIX"
+        assert "max_price is given excluding VAT only" in refused.payload["reason"]
+    finally:
+        daemon.store.close()
+        daemon.lock.release()
