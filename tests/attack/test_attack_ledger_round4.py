@@ -326,3 +326,37 @@ def test_a_last_result_whose_receipt_another_session_knows_proves_no_top_up(
         assert s is not None and s.authorized_minor == 1500 and s.holds[0].uncertain
     finally:
         store.close()
+
+
+def test_a_restart_during_the_enquiry_from_the_stored_row(tmp_path: Path) -> None:
+    """The daemon dies while the enquiry is out; a new host on the same SQLite file resumes the
+    session from its stored row (topup_asked, the top-up still out): it asks again, and with no
+    answer it bills at the answer timeout — never left without a next action."""
+    clock = Clock()
+    path = tmp_path / "a.sqlite3"
+    store = Store.open(path, clock=clock)
+    host = EngineHost(store, P_TOPUP, clock)
+    host.handle(e.CardPresented(SID, "card", "E1", "T1", "EUR"))
+    host.handle(res("preauthorize", Outcome.APPROVED, 1500, 7, trace_no=11))
+    host.handle(e.ChargerStarted(SID, "st", 0))
+    clock.advance(1800)
+    host.handle(e.MeterValue(SID, "m", 21_000))
+    host.handle(res("topup", Outcome.UNKNOWN, None, None, for_ref="7"))
+    host.handle(e.ChargerStopped(session_id=SID, event_id="sp", meter_wh=30_000))
+    store.close()  # the crash: nothing more reaches this host
+    clock.advance(30)
+    store = Store.open(path, clock=clock)
+    try:
+        host = EngineHost(store, P_TOPUP, clock)
+        s = host.load(SID)
+        assert s is not None and s.topup_asked and s.state is State.TOPPING_UP
+        resumed = host.handle(e.Resumed(SID, "resume"))
+        assert [type(x).__name__ for x in resumed.commands] == ["QueryOpenPreauths"]
+        s = resumed.session
+        assert s is not None and s.timer is not None and s.timer[0] is e.TimerKind.ANSWER
+        clock.now = s.timer[1]
+        done = host.handle(e.TimerFired(SID, "answer", e.TimerKind.ANSWER))
+        assert done.session is not None and done.session.state is State.CAPTURING
+        assert [x.ref for x in done.commands if isinstance(x, c.Capture)] == ["7"]
+    finally:
+        store.close()
