@@ -360,3 +360,20 @@ def test_a_restart_during_the_enquiry_from_the_stored_row(tmp_path: Path) -> Non
         assert [x.ref for x in done.commands if isinstance(x, c.Capture)] == ["7"]
     finally:
         store.close()
+
+
+def test_a_refunds_report_names_its_receipt_as_the_slip_prints_it() -> None:
+    """The refund report to the CPO (DEEVPrecon ``session.refund``) named the refund's ZVT
+    receipt as "55" while the FAC and our receipt now print the slip's 0042 form: a CPO matching
+    the refund slip found another number. Fixed: the payload carries ``ref_display`` beside the
+    opaque ``ref`` (corrections.py)."""
+    s = _charged("0007")
+    s = at(s, res("capture", Outcome.APPROVED, None, 42, for_ref="7", ref_display="0042"), 32)
+    ask = e.RefundRequested(session_id=SID, event_id="goodwill", amount_minor=100, reason="x")
+    t = step(s, ask, 40)
+    assert t.session is not None
+    (refund,) = [x for x in t.commands if isinstance(x, c.RefundPayment)]
+    op = "reversal" if refund.method == "reversal" else "refund"
+    done = step(t.session, res(op, Outcome.APPROVED, 100, 55, ref_display="0055"), 41)
+    (message,) = [x for x in done.commands if isinstance(x, c.Enqueue)]
+    assert message.payload["ref"] == "55" and message.payload.get("ref_display") == "0055"
