@@ -336,6 +336,7 @@ def _settled(s: Session, done: Refund, now: datetime, *, terminal: bool = True) 
         "source": done.source,
         "method": done.method.value,
         "ref": done.ref,
+        "ref_display": s.shown(done.ref),  # as the terminal's slip prints it (ZVT: 0055)
     }
     message = c.Enqueue(f"{s.id}:refund:{done.id}", f"session:{s.id}", "session.refund", payload)
     return Transition(s, (message, *waiting))

@@ -87,6 +87,9 @@ class LastResult:
     # its trace number: tells a top-up of a hold from the hold's own approval (same ref, and the
     # same amount when the top-up asks what the hold held); a row stored before it has none
     trace_no: int | None = None
+    # ``ref`` as the terminal prints it (drivers.base ``ref_display``): a booking proven by this
+    # result shows on our receipt as on the slip; a row stored before it has none (the ref)
+    ref_display: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -95,6 +95,9 @@ def enquiry_answered(
             s,
             notes=note(s, f"capture of hold {hold.ref} confirmed by the terminal's last result"),
         )
+        shown = last.ref_display  # the booking as the slip prints it (ZVT: 0043)
+        if last.ref is not None and shown is not None and shown != last.ref:
+            s = replace(s, ref_display={**s.ref_display, last.ref: shown})
         return next_hold(replace_hold(s, hold, captured_as_asked(hold, last.ref, now)), now, policy)
     done = replace(hold, status=HoldStatus.UNCONFIRMED)
     s = replace(

@@ -112,6 +112,14 @@ def transition(
     return result
 
 
+def _as_printed(s: Session, ev: e.TerminalResultArrived) -> Session:
+    """Keep the terminal's ref as its slip prints it (the driver's ``ref_display``), so that the
+    FAC, our receipt and the refund report name what the driver and the CPO find on the slip."""
+    if not ev.ref or not ev.ref_display or ev.ref_display == ev.ref or ev.ref in s.ref_display:
+        return s
+    return replace(s, ref_display={**s.ref_display, ev.ref: ev.ref_display})
+
+
 def _dispatch(session: Session | None, event: e.Event, now: datetime, policy: Policy) -> Transition:
     if session is None:
         if isinstance(event, e.CardPresented):
@@ -119,6 +127,8 @@ def _dispatch(session: Session | None, event: e.Event, now: datetime, policy: Po
         if isinstance(event, e.OrphanFound):
             return orphan(event, now, policy)
         return Transition(None, note="no such session")
+    if isinstance(event, e.TerminalResultArrived):  # every result's, a refund's too
+        session = _as_printed(session, event)
     if isinstance(event, e.RefundRequested):
         return refund_requested(session, event, now)
     if isinstance(event, e.PriceCorrected):
@@ -158,9 +168,6 @@ def _dispatch(session: Session | None, event: e.Event, now: datetime, policy: Po
         return Transition(replace(session, discrepancies=(*session.discrepancies, *more)), note=why)
     match event:
         case e.TerminalResultArrived():
-            if event.ref and event.ref_display and event.ref_display != event.ref:
-                shown = {**session.ref_display, event.ref: event.ref_display}
-                session = replace(session, ref_display=shown)
             return _terminal_result(session, event, now, policy)
         case e.OpenPreauthsReported():
             return _open_preauths(session, event, now, policy)

@@ -253,18 +253,22 @@ def _floor_at_switch(
     tariff: Tariff, volumes: Volumes, i: int, dim: Dimension, kwh: Decimal, seconds: int
 ) -> None:
     """Before element ``i`` takes over ``dim`` from an element whose own volume limit is reached
-    (its ``max_kwh`` for energy, its ``max_duration`` for time), remember the volume the session
-    was billed for up to here (that element's step_size rounding): the billed volume never goes
-    below it (``_rounded``). An element left because the clock moved on is not such a limit."""
+    (its ``max_kwh`` or its ``max_duration``, whichever dimension it bills: an energy tier may
+    end by its duration, a time tier by its energy; or ``i``'s own ``min_kwh``/``min_duration``
+    is reached just there), remember the volume the session was billed
+    for up to here (that element's step_size rounding): the billed volume never goes below it
+    (``_rounded``). An element left because the clock moved on is not such a limit."""
     used = [j for j, d in volumes if d is dim and j != _FLOOR]
     if not used or used[-1] == i:
         return
-    r = tariff.elements[used[-1]].restrictions
-    if dim is Dimension.ENERGY:
-        ended = r.max_kwh is not None and kwh >= r.max_kwh
-    else:
-        ended = r.max_duration is not None and seconds >= r.max_duration
-    if ended:
+    r, n = tariff.elements[used[-1]].restrictions, tariff.elements[i].restrictions
+    ended = (r.max_kwh is not None and kwh >= r.max_kwh) or (
+        r.max_duration is not None and seconds >= r.max_duration
+    )
+    # the same tier written as the next element's own start (its min_kwh/min_duration, where
+    # the piece is cut: ``tariff_restrictions``), not a change of the clock
+    begins = (n.min_kwh is not None and kwh == n.min_kwh) or n.min_duration == seconds
+    if ended or begins:
         billed = sum((v for (j, d), v in _rounded(tariff, volumes).items() if d is dim), Decimal(0))
         volumes[(_FLOOR, dim)] = max(volumes.get((_FLOOR, dim), Decimal(0)), billed)
 
@@ -284,8 +288,10 @@ def _rounded(tariff: Tariff, volumes: Mapping[tuple[int, Dimension], Decimal]) -
     steps"). Read literally, 0.9 kWh costs 5 kWh and 1.1 kWh (the last 0.1 under a 1 Wh step)
     1.1 kWh: more energy for less money, as a tier's block vanishes. There we go beyond the spec:
     the billed volume is never less than what the session was billed for when such an element
-    handed the dimension over (``_floor_at_switch``); the element used last bills up to that
-    floor. So a volume tier's block stays billed, and the spec's examples are unchanged."""
+    handed the dimension over (``_floor_at_switch``; also where the next element starts at its
+    own ``min_kwh``/``min_duration``: the same tier written the other way); the element used
+    last bills up to that floor. So a volume tier's block stays billed, and the spec's examples
+    are unchanged."""
     billed: Volumes = {k: v for k, v in volumes.items() if k[0] != _FLOOR}
     floors = {dim: v for (i, dim), v in volumes.items() if i == _FLOOR}
     volumes = billed.copy()

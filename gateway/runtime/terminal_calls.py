@@ -78,7 +78,11 @@ async def last_result(terminal: PaymentTerminal) -> e.LastResult | None:
         return None  # ZVT: no result code is no result; nexo has none, its approvals are answers
     amount = last.amount.minor if last.amount else None
     return e.LastResult(
-        approved=last.approved, ref=last.ref, amount_minor=amount, trace_no=last.trace_no
+        approved=last.approved,
+        ref=last.ref,
+        amount_minor=amount,
+        trace_no=last.trace_no,
+        ref_display=last.ref_display,
     )
 
 

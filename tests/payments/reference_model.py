@@ -158,11 +158,13 @@ def model_price(
         if before and before[-1] != i:  # another element takes over: has the one before used
             # its own volume up? Then never bill less than now (beyond OCPI; the engine's docs)
             r = elements[before[-1]].get("restrictions") or {}
-            if kind == "ENERGY":
-                limit, reached = _d(r.get("max_kwh")), where.kwh
-            else:
-                limit, reached = _d(r.get("max_duration")), Decimal(where.seconds)
-            if limit is not None and reached >= limit:
+            n = elements[i].get("restrictions") or {}
+            at = {"kwh": where.kwh, "duration": Decimal(where.seconds)}
+            # either limit ends the element, whatever it bills; or the next starts just here
+            maxed = [(_d(r.get(f"max_{k}")), v) for k, v in at.items()]
+            if any(m is not None and v >= m for m, v in maxed) or any(
+                _d(n.get(f"min_{k}")) == v for k, v in at.items()
+            ):
                 now = _stepped(elements, volume, used, floor)
                 billed_now = sum((v for (_, k), v in now.items() if k == kind), Decimal(0))
                 floor[kind] = max(floor.get(kind, Decimal(0)), billed_now)
@@ -189,7 +191,8 @@ def model_price(
                 ),
             )
             if wh and i is not None:
-                add(i, "ENERGY", wh, _Where(t0.astimezone(tz), (e0 - wh0) / 1000, 0, None))
+                elapsed = (t0 - start) // timedelta(seconds=1)
+                add(i, "ENERGY", wh, _Where(t0.astimezone(tz), (e0 - wh0) / 1000, elapsed, None))
             continue
         cuts = {t0, t1}
         at_threshold: dict[datetime, Decimal] = {}  # a kWh cut's energy: the threshold itself
@@ -251,7 +254,8 @@ def _stepped(
     """What is billed of each volume. step_size: once per dimension, by the element used last,
     over the session's total; the charging time billed beyond the charged time covers parking
     time (OCPI's examples). Beyond OCPI: never less than was billed when an element whose own
-    volume (max_kwh, max_duration) was used up handed the dimension over (``floor``)."""
+    volume (max_kwh, max_duration) was used up handed the dimension over, or the next element
+    started there at its own min_kwh/min_duration (``floor``)."""
     billed = dict(volume)
     spare = Decimal(0)
     for kind in ("ENERGY", "TIME", "PARKING_TIME"):
