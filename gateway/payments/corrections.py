@@ -45,6 +45,11 @@ def refund_refusal(s: Session, amount_minor: int) -> str:
 
 
 def refund_requested(s: Session, ev: e.RefundRequested, now: datetime) -> Transition:
+    if ev.source == "cdr" and ev.inbox_id is not None:
+        # the waiting correction's refund ``refund-resolve`` stored: what it gives back is what
+        # the correction asks when it is carried out (a newer correction may have refunded it)
+        waits = s.bill.correction_waiting
+        ev = replace(ev, amount_minor=waiting_refund_minor(s) if waits else 0)
     why = refund_refusal(s, ev.amount_minor)
     booking: list[str | None] = [h.booking_ref for h in s.holds if h.captured_minor]
     whole = (

@@ -22,7 +22,7 @@ from gateway.runtime.acquirer_runner import AcquirerRunner
 from gateway.runtime.engine_host import EngineHost
 from gateway.store import SessionRecord, Step, Store
 from gateway.store.acquirer import StoredModification
-from tests.payments.fixtures import T0
+from tests.payments.fixtures import T0, policy
 from tests.payments.test_refund_ops import SID, evpay, result, seeded
 
 # ---- 1. refund-resolve -----------------------------------------------------------------------
@@ -297,3 +297,42 @@ def test_a_refund_a_person_settled_is_no_longer_an_unknown_missing_webhook(tmp_p
     done = evpay(config, "refund-resolve", SID, "goodwill", "--refunded", "--evidence", "report")
     assert done.returncode == 0, done.stderr
     assert "missing_webhook" not in _reconcile_kinds(config)
+
+
+# ---- 1c. the correction's refund refund-resolve stores, after a newer correction ---------------
+
+
+def test_the_stored_correction_refund_follows_a_newer_correction(tmp_path: Path) -> None:
+    """333 captured, refund A (1.00) unknown, a correction to 2.00 waiting for it. A person
+    settles A as not refunded: the CLI stores the correction's refund of 1.33. Before the daemon
+    carries it out, the CPO corrects again to 2.50: the engine refunds 0.83 at once. The stored
+    1.33 must not then be paid too (2.16 back on a 2.50 charge: the driver paid 1.17)."""
+    config, store, host = seeded(tmp_path, correction=200)
+    store.close()
+    settled = evpay(config, "refund-resolve", SID, "goodwill", "--not-refunded", "--evidence", "r")
+    assert settled.returncode == 0, settled.stderr
+    store = Store.open(tmp_path / "evpay.sqlite3")
+    try:
+        host = EngineHost(store, policy(), lambda: T0 + timedelta(hours=2))
+        newer = e.PriceCorrected(session_id=SID, event_id="cdr-3", total_minor=250, reason="y")
+        s = host.handle(newer).session
+        assert s is not None and s.refunds[-1].amount_minor == 83
+        host.handle(result("refund", Outcome.APPROVED, 83, "10", refund_id="cdr-3"))
+        for request in store.inbox_pending("refund"):  # as engine_worker._requests does
+            p = request["payload"]
+            host.handle(
+                e.RefundRequested(
+                    session_id=SID,
+                    event_id=f"refund-{request['message_id']}",
+                    amount_minor=p["amount_minor"],
+                    reason=p["reason"],
+                    source=p["source"],
+                    inbox_id=request["message_id"],
+                )
+            )
+        after = host.load(SID)
+        assert after is not None
+        given = sum(r.amount_minor for r in after.refunds if r.status.value in ("sent", "done"))
+        assert given <= 333 - 250, [(r.id, r.amount_minor, r.status.value) for r in after.refunds]
+    finally:
+        store.close()
