@@ -302,8 +302,9 @@ def waiting_refund_minor(s: Session) -> int:
 
 
 def _after_a_person(s: Session, ev: e.TerminalResultArrived) -> Transition | None:
-    """The acquirer's late webhook for a refund a person has settled (``refund_settled``): one
-    that says otherwise is a discrepancy for a person, never applied over their settlement."""
+    """The acquirer's late webhook (or the terminal's late answer) for a refund a person has
+    settled (``refund_settled``): one that says otherwise is a discrepancy for a person, never
+    applied over their settlement."""
     if ev.refund_id is not None:
         settled = next((r for r in s.refunds if r.id == ev.refund_id and r.settled_by), None)
     else:  # a terminal's answer names no refund: it answers the last one sent, one at a time
@@ -314,7 +315,8 @@ def _after_a_person(s: Session, ev: e.TerminalResultArrived) -> Transition | Non
         return Transition(s, note="refund result: as a person settled it")
     said = (
         f"refund {settled.id} settled as {settled.status.value} by a person, but the "
-        f"acquirer now says {ev.outcome.value}: check its report"
+        f"{'acquirer' if ev.refund_id else 'terminal'} now says {ev.outcome.value}: check its "
+        "report"
     )
     if said in s.discrepancies:
         return Transition(s, note="refund result: a repeat")
