@@ -238,3 +238,52 @@ def test_terminal_count_reads_the_wrap_both_ways() -> None:
     assert terminal_count(250, journal=260) == 250  # 6 fewer, not 506
     assert terminal_count(255, journal=600) == 600
     assert terminal_count(200, journal=100) == 200
+
+
+def test_a_correction_of_a_compacted_session_refunds_once_across_prunes(tmp_path: Path) -> None:
+    """A completed session (3.33 captured) pruned and compacted (its journal archived, its row
+    kept without defaults); the CPO's correction to 2.00 comes after, and again after the next
+    prune has forgotten its step: 1.33 is refunded once."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from drivers.base import Outcome
+    from gateway.payments.record import compact
+    from tests.payments.test_refund_ops import result
+
+    now = [T0]
+    store = Store.open(tmp_path / "evpay.sqlite3", clock=lambda: now[0])
+    host = EngineHost(store, policy(), lambda: now[0])
+    key = Ed25519PrivateKey.generate()
+
+    def prune(days: int) -> None:
+        now[0] += timedelta(days=days)
+        store.prune(
+            key, cutoff=now[0] - timedelta(days=90), archive_dir=tmp_path / "a", compact=compact
+        )
+
+    correction = e.PriceCorrected(
+        session_id=SID, event_id="price-cdr-2", total_minor=200, reason="x"
+    )
+    try:
+        for n, event in enumerate(
+            (
+                e.CardPresented(SID, "card", "E1", "T1", "EUR"),
+                result("preauthorize", Outcome.APPROVED, 5000, "7"),
+                e.ChargerStarted(SID, "st", 1000),
+                e.ChargerStopped(session_id=SID, event_id="sp", meter_wh=5000),
+                result("capture", Outcome.APPROVED, 333, "8", for_ref="7"),
+            )
+        ):
+            now[0] = T0 + timedelta(minutes=n)
+            host.handle(event)
+        prune(200)
+        sent = host.handle(correction)
+        assert [x.amount_minor for x in sent.commands if isinstance(x, c.RefundPayment)] == [133]
+        host.handle(result("refund", Outcome.APPROVED, 133, "9", refund_id="price-cdr-2"))
+        prune(200)
+        again = host.handle(correction)
+        assert not [x for x in again.commands if isinstance(x, c.RefundPayment)]
+        s = host.load(SID)
+        assert s is not None and s.refunded_minor == 133 and s.bill.owed_minor == 0
+    finally:
+        store.close()
