@@ -13,6 +13,7 @@ from pathlib import Path
 from drivers.base import Outcome
 from drivers.money import Money
 from gateway.acquirer.port import Modification
+from gateway.payments import commands as c
 from gateway.payments import events as e
 from gateway.payments.model import Hold, update
 from gateway.payments.record import from_json, to_json
@@ -334,5 +335,53 @@ def test_the_stored_correction_refund_follows_a_newer_correction(tmp_path: Path)
         assert after is not None
         given = sum(r.amount_minor for r in after.refunds if r.status.value in ("sent", "done"))
         assert given <= 333 - 250, [(r.id, r.amount_minor, r.status.value) for r in after.refunds]
+    finally:
+        store.close()
+
+
+def _carry_out(store: Store, host: EngineHost) -> list[c.RefundPayment]:
+    """What the daemon does with the stored refund requests (engine_worker._requests)."""
+    sent: list[c.RefundPayment] = []
+    for request in store.inbox_pending("refund"):
+        p = request["payload"]
+        handled = host.handle(
+            e.RefundRequested(
+                session_id=SID,
+                event_id=f"refund-{request['message_id']}",
+                amount_minor=p["amount_minor"],
+                reason=p["reason"],
+                source=p["source"],
+                inbox_id=request["message_id"],
+            )
+        )
+        sent += [x for x in handled.commands if isinstance(x, c.RefundPayment)]
+    return sent
+
+
+def test_a_second_settlement_for_the_same_correction_requests_its_refund_again(
+    tmp_path: Path,
+) -> None:
+    """The correction's refund stored by the first settlement is refused (a technician's refund
+    B went out first); B's answer is lost too and a person settles it. The correction still
+    waits: its refund must be requested again, not skipped as the first request's step."""
+    config, store, _ = seeded(tmp_path, correction=200)
+    store.close()
+    first = evpay(config, "refund-resolve", SID, "goodwill", "--not-refunded", "--evidence", "r")
+    assert first.returncode == 0, first.stderr
+    store = Store.open(tmp_path / "evpay.sqlite3")
+    try:
+        host = EngineHost(store, policy(), lambda: T0 + timedelta(hours=2))
+        ask = e.RefundRequested(session_id=SID, event_id="b", amount_minor=50, reason="plug")
+        host.handle(ask)
+        assert _carry_out(store, host) == []  # refused: B is in flight
+        host.handle(result("refund", Outcome.UNKNOWN, None, None))
+    finally:
+        store.close()
+    second = evpay(config, "refund-resolve", SID, "b", "--not-refunded", "--evidence", "r2")
+    assert second.returncode == 0, second.stderr
+    store = Store.open(tmp_path / "evpay.sqlite3")
+    try:
+        host = EngineHost(store, policy(), lambda: T0 + timedelta(hours=3))
+        assert [x.amount_minor for x in _carry_out(store, host)] == [133]
     finally:
         store.close()
