@@ -51,6 +51,8 @@ def refund_requested(s: Session, ev: e.RefundRequested, now: datetime) -> Transi
         waits = s.bill.correction_waiting
         ev = replace(ev, amount_minor=waiting_refund_minor(s) if waits else 0)
     why = refund_refusal(s, ev.amount_minor)
+    if why and ev.source == "cdr" and ev.inbox_id is not None and not s.bill.correction_waiting:
+        why = "the corrected price's refund was made meanwhile: nothing more to give back"
     booking: list[str | None] = [h.booking_ref for h in s.holds if h.captured_minor]
     whole = (
         not s.refunds

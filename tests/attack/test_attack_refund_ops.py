@@ -335,6 +335,7 @@ def test_the_stored_correction_refund_follows_a_newer_correction(tmp_path: Path)
         assert after is not None
         given = sum(r.amount_minor for r in after.refunds if r.status.value in ("sent", "done"))
         assert given <= 333 - 250, [(r.id, r.amount_minor, r.status.value) for r in after.refunds]
+        assert "made meanwhile" in after.refunds[-1].message
     finally:
         store.close()
 
