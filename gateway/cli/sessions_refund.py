@@ -174,7 +174,7 @@ def _settle(args: argparse.Namespace) -> int:
             )
         waiting = waiting_refund_minor(after) if after is not None else 0
         if after is not None and waiting:
-            _request_waiting_refund(store, after, waiting)
+            _request_waiting_refund(store, after, waiting, refund.id)
     finally:
         store.close()
     if after is None:  # the row went between the read and the step: nothing settled
@@ -200,12 +200,15 @@ def _settle(args: argparse.Namespace) -> int:
     return 0
 
 
-def _request_waiting_refund(store: Store, s: Session, amount_minor: int) -> None:
+def _request_waiting_refund(store: Store, s: Session, amount_minor: int, settled: str) -> None:
     """The refund a corrected price waited for, stored as a request the daemon carries out
-    (source ``cdr``: the debt counts it as the correction's), once per correction."""
+    (source ``cdr``: the debt counts it as the correction's), once per correction and refund
+    settled (a first request refused while another refund was in flight is asked again when a
+    person settles that one; the engine gives back what the correction asks then)."""
     from gateway.store import InboxMessage, Step
 
-    key = hashlib.sha256(f"{s.id}\x00{s.bill.correction_waiting}".encode()).hexdigest()[:32]
+    text = f"{s.id}\x00{s.bill.correction_waiting}\x00{settled}"
+    key = hashlib.sha256(text.encode()).hexdigest()[:32]
     payload = {
         "session_id": s.id,
         "amount_minor": amount_minor,

@@ -50,8 +50,9 @@ def batch_findings(batch: BatchFacts, sessions: Sequence[SessionFacts]) -> list[
     for brand in sorted(set(count) | set(amount) | set(batch.totals)):
         sent, t_amount = batch.totals.get(brand, (0, 0))
         j_count, j_amount = count.get(brand, 0), amount.get(brand, 0)
-        # the count in one byte: past 255 it is read against the journal's (terminal_count)
-        t_count = terminal_count(sent, journal=j_count)
+        # the count in one byte: past 255 it is read against the journal's (terminal_count);
+        # a group with no turnover (or not reported) booked nothing, whatever the journal says
+        t_count = terminal_count(sent, journal=j_count) if t_amount else sent
         if (t_count, t_amount) == (j_count, j_amount):
             continue
         # per currency: one end of day's totals in two currencies are two findings, each

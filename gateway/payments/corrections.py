@@ -45,7 +45,14 @@ def refund_refusal(s: Session, amount_minor: int) -> str:
 
 
 def refund_requested(s: Session, ev: e.RefundRequested, now: datetime) -> Transition:
+    if ev.source == "cdr" and ev.inbox_id is not None:
+        # the waiting correction's refund ``refund-resolve`` stored: what it gives back is what
+        # the correction asks when it is carried out (a newer correction may have refunded it)
+        waits = s.bill.correction_waiting
+        ev = replace(ev, amount_minor=waiting_refund_minor(s) if waits else 0)
     why = refund_refusal(s, ev.amount_minor)
+    if why and ev.source == "cdr" and ev.inbox_id is not None and not s.bill.correction_waiting:
+        why = "the corrected price's refund was made meanwhile: nothing more to give back"
     booking: list[str | None] = [h.booking_ref for h in s.holds if h.captured_minor]
     whole = (
         not s.refunds
@@ -222,11 +229,15 @@ def debt_resolved(s: Session, ev: e.DebtResolved) -> Transition:
 
 
 def refund_result(s: Session, ev: e.TerminalResultArrived, now: datetime) -> Transition:
-    sent = next((r for r in s.refunds if r.status is RefundStatus.SENT), None)
-    if sent is None and ev.refund_id is not None and ev.outcome is not Outcome.UNKNOWN:
-        # the acquirer's webhook after the deadline: evidence for the refund marked unknown
-        unknown = RefundStatus.UNKNOWN
-        sent = next((r for r in s.refunds if r.id == ev.refund_id and r.status is unknown), None)
+    # An answer that names its refund (the acquirer's) is that refund's only: after a person
+    # settled one, the next refund may be in flight, and it is not the one answered.
+    # A late webhook (one naming its refund, with an outcome) is also evidence for the refund
+    # marked unknown at its deadline.
+    late = ev.refund_id is not None and ev.outcome is not Outcome.UNKNOWN
+    waiting = (RefundStatus.SENT, RefundStatus.UNKNOWN) if late else (RefundStatus.SENT,)
+    sent = next(
+        (r for r in s.refunds if r.status in waiting and ev.refund_id in (None, r.id)), None
+    )
     if sent is None:
         return _after_a_person(s, ev) or Transition(
             s, note="refund result: none in flight (a repeat)"
@@ -293,16 +304,21 @@ def waiting_refund_minor(s: Session) -> int:
 
 
 def _after_a_person(s: Session, ev: e.TerminalResultArrived) -> Transition | None:
-    """The acquirer's late webhook for a refund a person has settled (``refund_settled``): one
-    that says otherwise is a discrepancy for a person, never applied over their settlement."""
-    settled = next((r for r in s.refunds if r.id == ev.refund_id and r.settled_by), None)
+    """The acquirer's late webhook (or the terminal's late answer) for a refund a person has
+    settled (``refund_settled``): one that says otherwise is a discrepancy for a person, never
+    applied over their settlement."""
+    if ev.refund_id is not None:
+        settled = next((r for r in s.refunds if r.id == ev.refund_id and r.settled_by), None)
+    else:  # a terminal's answer names no refund: it answers the last one sent, one at a time
+        settled = s.refunds[-1] if s.refunds and s.refunds[-1].settled_by else None
     if settled is None or ev.outcome is Outcome.UNKNOWN:
         return None
     if (ev.outcome is Outcome.APPROVED) == (settled.status is RefundStatus.DONE):
         return Transition(s, note="refund result: as a person settled it")
     said = (
         f"refund {settled.id} settled as {settled.status.value} by a person, but the "
-        f"acquirer now says {ev.outcome.value}: check its report"
+        f"{'acquirer' if ev.refund_id else 'terminal'} now says {ev.outcome.value}: check its "
+        "report"
     )
     if said in s.discrepancies:
         return Transition(s, note="refund result: a repeat")

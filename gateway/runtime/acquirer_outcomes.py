@@ -55,8 +55,10 @@ def outcome_events(m: StoredModification, s: Session) -> list[e.Event]:
         done = any(r.id == named[2] and r.status is RefundStatus.DONE for r in s.refunds)
         if not ok and done:  # REFUND_FAILED after REFUND: the money did not go back
             return _contradiction(s, key, m.status, why)
-        if not any(r.id == named[2] and r.status in waiting for r in s.refunds):
+        by_hand = any(r.id == named[2] and r.settled_by for r in s.refunds)
+        if not by_hand and not any(r.id == named[2] and r.status in waiting for r in s.refunds):
             return []
+        # a refund a person settled: the engine checks the webhook against them
         return [modification_result(s.id, eid, Operation.REFUND, ok, why, m, refund=named[2])]
     if kind == "amount_update":  # a top-up raises the session's first hold
         if not s.topup_minor or not s.holds:  # none awaited (given up as lost)

@@ -266,6 +266,7 @@ class AcquirerRunner:
                         operation=Operation.REFUND,
                         outcome=Outcome.UNKNOWN,
                         message="no webhook from the acquirer by the deadline (missing webhook)",
+                        refund_id=named[2] if (named := split_key(key)) is not None else None,
                     )
                 )
 
