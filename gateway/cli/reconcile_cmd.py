@@ -231,7 +231,7 @@ def _settled_by_hand(store: Store, command_key: str) -> bool:
     """Is this the refund a person settled (``evpay sessions refund-resolve``)? Its outcome is
     then known to us: no longer an unknown missing webhook (a late webhook that says otherwise
     is a discrepancy on the session)."""
-    from gateway.runtime.acquirer_runner import split_key
+    from gateway.runtime.acquirer_outcomes import split_key
 
     named = split_key(command_key)
     if named is None or named[1] != "refund":

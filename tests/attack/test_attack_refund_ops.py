@@ -19,7 +19,7 @@ from gateway.payments.model import Hold, update
 from gateway.payments.record import from_json, to_json
 from gateway.payments.refunds import RefundStatus
 from gateway.payments.session import Session, State
-from gateway.runtime.acquirer_runner import AcquirerRunner
+from gateway.runtime.acquirer_outcomes import outcome_events
 from gateway.runtime.engine_host import EngineHost
 from gateway.store import SessionRecord, Step, Store
 from gateway.store.acquirer import StoredModification
@@ -97,12 +97,6 @@ def test_an_overdue_mark_for_a_settled_refund_leaves_the_next_refund_in_flight(
         store.close()
 
 
-def _runner(host: EngineHost) -> AcquirerRunner:
-    return AcquirerRunner(
-        host=host, routes={}, acquirers={}, take=lambda _: None, references=lambda t, r: None
-    )
-
-
 def _webhook(status: str) -> StoredModification:
     mod = Modification(
         command_key=f"{SID}:refund:goodwill",
@@ -123,7 +117,7 @@ def test_the_acquirers_refund_after_a_person_said_not_refunded_reaches_the_sessi
     _, store, host = seeded(tmp_path)
     try:
         s = _settle(host, refunded=False)
-        events = _runner(host)._events(_webhook("confirmed"), s)
+        events = outcome_events(_webhook("confirmed"), s)
         assert events, "the acquirer's confirmed refund was dropped"
         for event in events:
             host.handle(event)
@@ -138,7 +132,7 @@ def test_a_failed_webhook_after_a_person_said_refunded_is_recorded(tmp_path: Pat
     _, store, host = seeded(tmp_path)
     try:
         s = _settle(host, refunded=True)
-        for event in _runner(host)._events(_webhook("failed"), s):
+        for event in outcome_events(_webhook("failed"), s):
             host.handle(event)
         after = host.load(SID)
         assert after is not None and after.refunded_minor == 100
