@@ -9,9 +9,10 @@ discrepancy and the journal say why, and the CPO gets a corrected FAC for the sa
 authorization_reference (``ocpi/fac.py``: its own id, ``<session>-C``). The hold is marked
 lapsed: what the acquirer still holds of it is the session's, never taken again by a guess.
 
-A session that is not final (still settling another hold, or waiting for its receipt) keeps
-the older rule for now: a discrepancy for a person (``settlement.contradicted``); the next
-outcome it sends is computed from its holds as they are then.
+A session that is not final (still settling another hold, or waiting for its receipt), or one
+that gave refunds from the capture (money already returned from it), keeps the older rule for
+now: a discrepancy for a person (``settlement.contradicted``); the next outcome it sends is
+computed from its holds as they are then.
 """
 
 from __future__ import annotations
@@ -37,6 +38,15 @@ def capture_undone(s: Session, ev: e.CaptureUndone) -> Transition:
     if s.state not in _UNDOABLE:
         return contradicted(
             s, e.OutcomeContradicted(session_id=s.id, event_id=ev.event_id, detail=ev.detail)
+        )
+    if s.refundable_minor < hold.captured_minor:
+        # refunds were given (or are on their way) from this capture: undoing it would count
+        # them against nothing (the invariant refunds <= captured); a person settles it
+        # against the acquirer's report, the booking kept as in ``contradicted``
+        given = s.captured_minor - s.refundable_minor
+        why = f"{ev.detail}; not undone: refunds of {given} were given from it"
+        return contradicted(
+            s, e.OutcomeContradicted(session_id=s.id, event_id=ev.event_id, detail=why)
         )
     amount = hold.captured_minor
     s = replace_hold(s, hold, replace(hold, captured_minor=0, status=HoldStatus.LAPSED))
