@@ -9,6 +9,7 @@ where the book decides. A probe that holds stays as a guard."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -26,10 +27,14 @@ from gateway.payments.model import HoldStatus, Session, sale_reference
 from gateway.payments.refunds import Refund, RefundMethod, RefundStatus
 from gateway.payments.session import State, transition, violations
 from gateway.runtime.acquirer_outcomes import outcome_events
+from gateway.runtime.acquirer_runner import AcquirerRunner
 from gateway.runtime.engine_host import EngineHost
+from gateway.runtime.online_orphans import online_orphans
 from gateway.store import Store
 from gateway.store.acquirer import StoredModification
 from tests.acquirer import test_e2e_acquirer as e2e
+from tests.acquirer.rig import API_KEY, HMAC_KEY
+from tests.acquirer.test_online_sweep import Poi, ref
 from tests.payments.fixtures import T0, Clock, policy
 from tests.payments.test_session import completed
 
@@ -408,3 +413,65 @@ async def test_a_hold_captured_online_leaves_the_poi_ledgers_open_list(rigs: e2e
     terminal = site.daemon.terminals["a1"]
     assert isinstance(terminal, NexoTerminal)
     assert terminal.client.handles.get(ref, {}).get("state") != "open", terminal.client.handles
+
+
+def adyen_event(
+    code: str, psp: str, original: str | None, merchant_ref: str, *, success: bool = True
+) -> ModificationEvent:
+    return ModificationEvent(
+        event=code,
+        psp_reference=psp,
+        original_reference=original,
+        merchant_reference=merchant_ref,
+        merchant_account="EVPayTest",
+        success=success,
+        amount=None,
+        reason="" if success else "Payment not found",
+        event_date="2026-12-07T12:00:00+01:00",
+        live=False,
+    )
+
+
+async def test_a_hold_cancelled_by_our_reference_is_no_orphan_after_its_session_ended(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A lost pre-auth cancelled by our merchant reference: the session is voided on the
+    TECHNICAL_CANCEL (its originalReference names the POI's payment, as Adyen sends it). The
+    POI's ledger still lists that payment, which no session knows by its own reference: the
+    online sweep must not make it an orphan (a second cancel, an orphan session) once the
+    session has ended. The warnings logged carry no API key, HMAC key or card data."""
+    clock = Clock()
+    store = Store.open(tmp_path / "c.sqlite3", clock=clock)
+    host = EngineHost(store, ONLINE, clock)
+    sid = "s-lost-0123456789"
+    host.handle(e.CardPresented(sid, "card", "E1", "T1", "EUR"))
+    lost = e.TerminalResultArrived(
+        session_id=sid, event_id="lost", operation=e.Operation.PREAUTHORIZE, outcome=Outcome.UNKNOWN
+    )
+    host.handle(lost)
+    done = host.handle(e.OpenPreauthsReported(sid, "q", ()))
+    (cancel,) = [x for x in done.commands if isinstance(x, c.Release)]
+    taken: list[e.Event] = []
+    runner = AcquirerRunner(
+        host=host,
+        routes={"T1": "adyen"},
+        acquirers={},
+        take=taken.append,
+        references=lambda _t, r: Poi.payment_reference(r),
+    )
+    await runner.execute(cancel)
+    store.acquirer.received(cancel.key, "8816000000000900", clock(), clock() + timedelta(60))
+    payment = "8815000000000004"
+    store.acquirer.record_events(
+        "adyen", [adyen_event("TECHNICAL_CANCEL", "8816000000000900", payment, cancel.key)], clock()
+    )
+    with caplog.at_level(logging.INFO):
+        runner.hand_over()
+    for x in taken:
+        host.handle(x)
+    s = host.load(sid)
+    assert s is not None and s.state is State.VOIDED, s and s.notes
+    assert online_orphans(host, "T1", (ref(4),), Poi()) == ()
+    said = " ".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
+    assert API_KEY not in said and HMAC_KEY not in said
+    store.close()
