@@ -11,8 +11,8 @@ A FAC says what was captured against what was priced, and every amount owed goes
   end-of-day evidence decides it (``payments/evidence.py``);
 - a booked capture the acquirer reports failed after all (``correction_of``): the session's
   outcome again, as it is now (FAILED, or PARTIAL_SUCCESS when another hold was captured),
-  under its own FAC id (``<session>-C``) for the same authorization_reference, its message
-  naming the FAC it corrects;
+  under its own FAC id (``<session>-C``, a later hold's ``-C<n>``: FACs are POSTed once) for
+  the same authorization_reference, its message naming the FAC it corrects;
 - energy reported after a session ended (``unpaid_energy_wh``, its message ``debt_only``) →
   FAILED with the amount owed, under its own FAC id (``<session>-U``), since the first
   outcome already went; energy reported late while the session was still settling is owed in
@@ -71,7 +71,10 @@ def fac_from_outcome(
     fac_id = sid[:34] + "-U" if unpaid else sid[:36]
     corrects = payload.get("correction_of")
     if corrects and not unpaid:
-        fac_id = sid[:34] + "-C"
+        # one correction per undone hold (FACs are POSTed once; "already exists" is success):
+        # the first is -C, a later hold's -C<n>, so a second correction is never swallowed
+        n = int(payload.get("correction_no", 1))
+        fac_id = sid[:34] + "-C" if n <= 1 else sid[:32] + f"-C{n}"
     if unpaid:  # that energy's price only: a debt already told in the first FAC is not repeated
         amount, code = Money(payload.get("unpaid_minor", owed.minor), cur), CaptureStatusCode.FAILED
         message = f"{payload['unpaid_energy_wh']} Wh delivered and never billed: {amount} owed"

@@ -6,12 +6,14 @@ capture, and the later one is its last word: keeping the booking would count mon
 have and leave the CPO with a FAC that says it was captured. So the hold's capture is no
 longer counted, its amount is owed (a visible debt, the session ``capture_failed``), the
 discrepancy and the journal say why, and the CPO gets a corrected FAC for the same
-authorization_reference (``ocpi/fac.py``: its own id, ``<session>-C``). The hold is marked
-lapsed: what the acquirer still holds of it is the session's, never taken again by a guess.
+authorization_reference (``ocpi/fac.py``: its own id, ``<session>-C``, a later hold's
+``-C<n>``). The hold is marked lapsed: what the acquirer still holds of it is the session's,
+never taken again by a guess.
 
-A session that is not final (still settling another hold, or waiting for its receipt) keeps
-the older rule for now: a discrepancy for a person (``settlement.contradicted``); the next
-outcome it sends is computed from its holds as they are then.
+A session that is not final (still settling another hold, or waiting for its receipt), or one
+that gave refunds from the capture (money already returned from it), keeps the older rule for
+now: a discrepancy for a person (``settlement.contradicted``); the next outcome it sends is
+computed from its holds as they are then.
 """
 
 from __future__ import annotations
@@ -38,6 +40,15 @@ def capture_undone(s: Session, ev: e.CaptureUndone) -> Transition:
         return contradicted(
             s, e.OutcomeContradicted(session_id=s.id, event_id=ev.event_id, detail=ev.detail)
         )
+    if s.refundable_minor < hold.captured_minor:
+        # refunds were given (or are on their way) from this capture: undoing it would count
+        # them against nothing (the invariant refunds <= captured); a person settles it
+        # against the acquirer's report, the booking kept as in ``contradicted``
+        given = s.captured_minor - s.refundable_minor
+        why = f"{ev.detail}; not undone: refunds of {given} were given from it"
+        return contradicted(
+            s, e.OutcomeContradicted(session_id=s.id, event_id=ev.event_id, detail=why)
+        )
     amount = hold.captured_minor
     s = replace_hold(s, hold, replace(hold, captured_minor=0, status=HoldStatus.LAPSED))
     why = f"{ev.detail}: the capture of {amount} is undone and owed"
@@ -52,6 +63,11 @@ def capture_undone(s: Session, ev: e.CaptureUndone) -> Transition:
         return Transition(s)
     if s.state is State.COMPLETED:
         s = go(s, Trigger.CAPTURE_UNDONE)
-    payload = {**outcome_payload(s), "debt_only": False, "correction_of": s.id[:36]}
+    payload = {
+        **outcome_payload(s),
+        "debt_only": False,
+        "correction_of": s.id[:36],
+        "correction_no": 1 + [h.ref for h in s.holds].index(hold.ref),  # its FAC id (fac.py)
+    }
     sent = c.Enqueue(f"{s.id}:undone:{hold.ref}", f"session:{s.id}", "session.outcome", payload)
     return Transition(s, (sent,))

@@ -44,7 +44,9 @@ def first_hold_uncertain(s: Session) -> Session:
 def next_try(s: Session, now: datetime, policy: Policy) -> datetime | None:
     """When to ask or try again (exponential backoff), or None once that would be too close to
     the moment the hold lapses (or, for a lost pre-auth, past the time to resolve it)."""
-    at = now + min(policy.retry_initial * (2**s.attempts), policy.retry_max)
+    # the exponent is bounded: with the backoff at retry_max, attempts keep counting for as
+    # long as the hold is valid, and 2**attempts would overflow a timedelta
+    at = now + min(policy.retry_initial * (2 ** min(s.attempts, 30)), policy.retry_max)
     if s.state is State.AUTH_UNKNOWN or s.expires_at is None:
         limit = s.created_at + policy.resolve_auth_within
     else:

@@ -68,7 +68,8 @@ def outcome_events(m: StoredModification, s: Session) -> list[e.Event]:
     if hold is None:
         return []
     capture = kind == "capture"
-    if capture and s.state is State.CAPTURE_UNCONFIRMED:  # a late webhook is evidence
+    unconfirmed = s.state is State.CAPTURE_UNCONFIRMED and hold.status is HoldStatus.UNCONFIRMED
+    if capture and unconfirmed:  # a late webhook is evidence, only for the hold it names
         code = "CAPTURE" if ok else f"{m.status} ({why})"
         evidence = f"the acquirer's webhook for {key}: {code}"
         return [_evidence(s, key, m.status, captured=ok, evidence=evidence)]
