@@ -10,10 +10,16 @@ authorization_reference (``ocpi/fac.py``: its own id, ``<session>-C``, a later h
 ``-C<n>``). The hold is marked lapsed: what the acquirer still holds of it is the session's,
 never taken again by a guess.
 
+Refunds already given (done) from the capture were paid out of money we never received: the
+customer keeps them and the undone capture is owed whole (the price, plus what was given back).
+They stay recorded as refunds; ``Bill.refunded_before_undo_minor`` names the part of them that
+now stands above what is captured, the one case the ledger invariant allows
+(``session.violations``), and the discrepancy says so for a person.
+
 A session that is not final (still settling another hold, or waiting for its receipt), or one
-that gave refunds from the capture (money already returned from it), keeps the older rule for
-now: a discrepancy for a person (``settlement.contradicted``); the next outcome it sends is
-computed from its holds as they are then.
+with a refund of the capture still in flight (its outcome would change what was given), keeps
+the older rule for now: a discrepancy for a person (``settlement.contradicted``); the next
+outcome it sends is computed from its holds as they are then.
 """
 
 from __future__ import annotations
@@ -40,22 +46,24 @@ def capture_undone(s: Session, ev: e.CaptureUndone) -> Transition:
         return contradicted(
             s, e.OutcomeContradicted(session_id=s.id, event_id=ev.event_id, detail=ev.detail)
         )
-    if s.refundable_minor < hold.captured_minor:
-        # refunds were given (or are on their way) from this capture: undoing it would count
-        # them against nothing (the invariant refunds <= captured); a person settles it
-        # against the acquirer's report, the booking kept as in ``contradicted``
-        given = s.captured_minor - s.refundable_minor
+    amount = hold.captured_minor
+    given = max(0, amount - s.refundable_minor)  # refunds that only this capture covered
+    if given and any(r.pending for r in s.refunds):
+        # a refund from this capture is on its way: what it gives is not known yet; a person
+        # settles it against the acquirer's report, the booking kept as in ``contradicted``
         why = f"{ev.detail}; not undone: refunds of {given} were given from it"
         return contradicted(
             s, e.OutcomeContradicted(session_id=s.id, event_id=ev.event_id, detail=why)
         )
-    amount = hold.captured_minor
     s = replace_hold(s, hold, replace(hold, captured_minor=0, status=HoldStatus.LAPSED))
     why = f"{ev.detail}: the capture of {amount} is undone and owed"
+    if given:
+        why += f" (refunds of {given} were given from it: paid out of money never received)"
     more = (why,) if len(s.discrepancies) < KEPT else ()
     s = update(
         s,
         owed_minor=s.bill.owed_minor + amount,
+        refunded_before_undo_minor=s.bill.refunded_before_undo_minor + given,
         discrepancies=(*s.discrepancies, *more),
         notes=note(s, why),
     )

@@ -88,6 +88,10 @@ class Bill:
     corrected_minor: int | None = None
     correction_waiting: str = ""  # a correction's id whose refund waits for one in flight
     debt_resolved: str = ""  # why a person settled the debt (``corrections.debt_resolved``)
+    # Refunds given (done) from a capture the acquirer undid afterwards (``capture_undone.py``):
+    # paid out of money never received, so the refunds stand above what is captured by this much
+    # and no more (``session.violations``); the undone capture itself is owed.
+    refunded_before_undo_minor: int = 0
 
 
 @dataclass(frozen=True, slots=True)

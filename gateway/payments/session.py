@@ -251,8 +251,12 @@ def violations(s: Session) -> list[str]:
             out.append(f"hold {h.ref} is {h.status} with {h.open_minor} open")
     if s.captured_minor > s.authorized_minor:
         out.append(f"captured {s.captured_minor} > held {s.authorized_minor}")
-    if s.refundable_minor < 0:
+    # refunds above what is captured only by the refunds given before their capture was undone
+    before_undo = s.bill.refunded_before_undo_minor
+    if s.refundable_minor + before_undo < 0:
         out.append(f"refunds {s.captured_minor - s.refundable_minor} > captured {s.captured_minor}")
+    if not 0 <= before_undo <= s.refunded_minor:
+        out.append(f"refunded before an undo {before_undo} outside 0..{s.refunded_minor} refunded")
     if s.final:
         owed = s.bill.owed_minor
         explained = owed > 0 or any(

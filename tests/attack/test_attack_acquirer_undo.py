@@ -149,17 +149,6 @@ def test_two_failed_captures_never_send_two_facs_with_one_id() -> None:
     assert all(len(i) <= 36 for i in ids)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BREAK (half fixed): CAPTURE_FAILED after a refund of that capture was done raised"
-        " InvariantViolated ('refunds > captured') out of capture_undone.py, so the event was"
-        " never applied (fixed: the booking stands with a discrepancy for a person, as the older"
-        " rule). Still open: the session stays completed, the money we do not have is counted"
-        " as captured and nothing is owed (evpay sessions --owing does not list it). Fix: let"
-        " the invariant count a capture undone after refunds (owed = capture, a Bill field)"
-    ),
-)
 def test_a_capture_undone_after_a_refund_owes_what_the_customer_kept() -> None:
     """A refund was given back (REFUND webhook, done) from a capture the acquirer then reports
     failed: the customer keeps the refund and paid nothing. The undoing must still apply (never
@@ -344,6 +333,49 @@ def test_capture_failed_while_a_refund_is_in_flight_is_applied(tmp_path: Path) -
         assert not violations(s)
         again = host.handle(replace(undo, event_id="u2"))  # a restart offers it again
         assert again.session == s
+    finally:
+        store.close()
+
+
+def test_a_capture_undone_after_its_refund_is_owed_listed_and_corrected(tmp_path: Path) -> None:
+    """A refund of the capture done (the acquirer's REFUND result), then CAPTURE_FAILED, in a
+    real store: the session is capture_failed and owes the whole capture, the refund stays
+    recorded as refunded (the part given from money never received is named), ``evpay sessions
+    --owing`` lists it, a person reads why, and the CPO's corrected FAC is queued."""
+    clock = Clock()
+    store = Store.open(tmp_path / "d.sqlite3", clock=clock)
+    host, capture = booked_online(store, clock)
+    try:
+        host.handle(
+            e.RefundRequested(session_id=SID, event_id="rf1", amount_minor=100, reason="cdr")
+        )
+        s = host.load(SID)
+        assert s is not None and s.refunds[0].pending
+        paid = e.TerminalResultArrived(
+            session_id=SID,
+            event_id="acquirer:refund:done",
+            operation=e.Operation.REFUND,
+            outcome=Outcome.APPROVED,
+            amount_minor=100,
+            refund_id=s.refunds[0].id,
+        )
+        assert host.handle(paid).applied
+        s = host.load(SID)
+        assert s is not None and s.refunded_minor == 100 and not s.refunds[0].pending, s and s.notes
+        clock.advance(60)
+        undo = e.CaptureUndone(session_id=SID, event_id="u", ref=REF, detail="CAPTURE_FAILED")
+        assert host.handle(undo).applied
+        s = host.load(SID)
+        assert s is not None and s.state is State.CAPTURE_FAILED, s and s.notes
+        assert s.captured_minor == 0 and s.refunded_minor == 100
+        assert s.bill.owed_minor == capture.amount_minor
+        assert s.bill.refunded_before_undo_minor == 100 and not violations(s)
+        assert any("money never received" in d for d in s.discrepancies), s.discrepancies
+        assert [r["id"] for r in store.sessions(owing=True)] == [SID]
+        sent = [m.message_id for m in store.outbox.list(kind="session.outcome")]
+        assert f"{SID}:undone:{REF}" in sent, sent
+        over = violations(replace(s, bill=replace(s.bill, refunded_before_undo_minor=99)))
+        assert over, "only the refunds given before the undo may stand above the capture"
     finally:
         store.close()
 
