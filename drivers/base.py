@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from drivers.money import Money
 
@@ -130,6 +130,20 @@ class PaymentTerminal(Protocol):
     async def print_text(self, lines: Sequence[str]) -> TerminalResult: ...
     async def open_preauthorizations(self) -> TerminalResult: ...
     async def last_result(self) -> TerminalResult: ...
+
+
+@runtime_checkable
+class HoldLedger(Protocol):
+    """A driver that keeps its own ledger of the holds it made (nexo: the POI has no listing,
+    ``open_preauthorizations`` reads the driver's state file). On a terminal whose captures and
+    cancels go to the acquirer the POI never sees them, so the runner tells the driver once the
+    acquirer's webhook settled one; otherwise the hold stays "open" there for ever. A driver
+    whose terminal lists its own holds (ZVT) does not take part."""
+
+    def note_closed(self, ref: str, *, captured: bool) -> None:
+        """The hold ``ref`` was captured (``captured``) or cancelled elsewhere: closed, stored
+        before the call returns so a restart does not reopen it; an unknown ref is ignored."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

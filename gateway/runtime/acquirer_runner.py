@@ -22,6 +22,10 @@ Why it is shaped so:
   listed by reconciliation as ``missing_webhook``); a release past it stays unknown and is asked
   about again until the hold lapses; a refund past it is ``unknown``. A webhook that comes
   later still decides an unconfirmed capture (``CaptureEvidence``): it is the evidence.
+- A capture or cancel the acquirer confirmed closes the hold in the terminal's driver ledger
+  (``HoldLedger``, nexo), which never hears of it otherwise: its open list and the online
+  orphan sweep would grow with every payment. Told on every hand-over (a restart offers the
+  settled ones again), before the session hears: the driver stores it, and skips a known one.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from datetime import datetime, timedelta
 
 import aiohttp
 
-from drivers.base import Outcome
+from drivers.base import HoldLedger, Outcome
 from drivers.money import Money
 from gateway.acquirer.forwarding import Forwarder
 from gateway.acquirer.port import Modification
@@ -64,6 +68,13 @@ _SETTLED = frozenset({"confirmed", "failed", "rejected"})
 Take = Callable[[e.Event], None]
 # (terminal, the hold's text ref) -> the acquirer's reference of that payment, or None
 References = Callable[[str, str], str | None]
+# (terminal, the hold's text ref, captured: else cancelled) -> the driver's ledger is told
+Ledgers = Callable[[str, str, bool], None]
+_CLOSING = {"capture": True, "cancel": False, "cancel_by_reference": False}
+
+
+def _no_ledgers(_terminal: str, _ref: str, _captured: bool) -> None:
+    """No terminal keeps a ledger of its own: nothing to tell."""
 
 
 def driver_references(terminals: Mapping[str, object]) -> References:
@@ -79,6 +90,23 @@ def driver_references(terminals: Mapping[str, object]) -> References:
     return reference
 
 
+def driver_ledgers(terminals: Mapping[str, object]) -> Ledgers:
+    """Tell a terminal's driver that keeps its own hold ledger (``HoldLedger``) that a hold was
+    closed at the acquirer. A driver that cannot store it (a full disk) is logged: the hold
+    stays open in its ledger and is told again on the next start (the settled lookback)."""
+
+    def close(terminal: str, ref: str, captured: bool) -> None:
+        driver = terminals.get(terminal)
+        if not isinstance(driver, HoldLedger):
+            return
+        try:
+            driver.note_closed(ref, captured=captured)
+        except OSError:
+            _LOGGER.exception("acquirer.ledger_not_stored", extra={"terminal": terminal})
+
+    return close
+
+
 @dataclass(slots=True, kw_only=True)
 class AcquirerRunner:
     host: EngineHost
@@ -86,6 +114,7 @@ class AcquirerRunner:
     acquirers: Mapping[str, AcquirerSettings]
     take: Take  # an event back to the engine loop (always taken)
     references: References
+    ledgers: Ledgers = _no_ledgers
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _delivered: dict[str, str] = field(default_factory=dict)  # command key -> status handed over
     _since: datetime | None = None
@@ -223,6 +252,7 @@ class AcquirerRunner:
         if stored is None:  # never recorded, so never sent: the acquirer still holds it
             self.take(e.OpenPreauthsReported(s.id, event_id, (hold.ref,)))
         elif stored.status in _SETTLED:
+            self._close_hold(stored, s)
             for event in outcome_events(stored, s):
                 self.take(event)
         elif capture and stored.deadline is not None and stored.deadline <= now:
@@ -249,6 +279,8 @@ class AcquirerRunner:
                 continue
             self._delivered[key] = m.status
             s = self._session_of(m)
+            if s is not None:
+                self._close_hold(m, s)
             for event in outcome_events(m, s) if s is not None else []:
                 self.take(event)
         for m in self.book.overdue(now):
@@ -269,6 +301,14 @@ class AcquirerRunner:
                         refund_id=named[2] if (named := split_key(key)) is not None else None,
                     )
                 )
+
+    def _close_hold(self, m: StoredModification, s: Session) -> None:
+        """A capture or cancel the acquirer confirmed: the terminal's driver ledger closes the
+        hold it names (whatever the session makes of it now)."""
+        captured = _CLOSING.get(m.modification.kind)
+        named = split_key(m.modification.command_key)
+        if m.status == "confirmed" and captured is not None and named is not None:
+            self.ledgers(s.terminal, named[2], captured)
 
     def _session_of(self, m: StoredModification) -> Session | None:
         named = split_key(m.modification.command_key)

@@ -32,7 +32,11 @@ from gateway.payments.preauth import Target
 from gateway.payments.routing import CardSeen
 from gateway.payments.session import Session
 from gateway.payments.tariff_text import describe
-from gateway.runtime.acquirer_runner import AcquirerRunner, driver_references
+from gateway.runtime.acquirer_runner import (
+    AcquirerRunner,
+    driver_ledgers,
+    driver_references,
+)
 from gateway.runtime.admission import Admission, Admitted, EvseRoute, PayAnswer
 from gateway.runtime.charger_adapter import ChargerAdapter
 from gateway.runtime.engine_host import EngineHost, Handled
@@ -129,6 +133,7 @@ class EngineWorker:
                 acquirers=self.online.acquirers,
                 take=self._take,
                 references=driver_references(self.terminals),
+                ledgers=driver_ledgers(self.terminals),
             )
 
     @staticmethod

@@ -13,10 +13,17 @@ of the captures and cancels made at the acquirer, so its list keeps every paymen
 The sweep then adds its own rule (no open or owing session owns it, no hold being made on the
 terminal) and makes each an orphan session, visible like a ZVT orphan, whose release is a
 cancel at the acquirer by its pspReference (``acquirer_runner``).
+
+Each ref examined costs a store query, so one run examines at most ``MAX_EXAMINED`` of them,
+the oldest first (the list's order: the driver ledger keeps its holds in the order they were
+last touched), and logs the rest as put off to a later run. The list stays short once the
+acquirer runner closes every hold captured or cancelled online in the driver's ledger; a long
+one means holds nobody closes, which a person should see.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from datetime import timedelta
 
@@ -24,13 +31,17 @@ from gateway.payments.model import by_reference
 from gateway.payments.record import from_json
 from gateway.runtime.engine_host import EngineHost
 
+_LOGGER = logging.getLogger(__name__)
+
 LOOKBACK = timedelta(days=35)  # longer than any pre-auth's validity: an older hold has lapsed
+MAX_EXAMINED = 500  # open refs examined per run (oldest first); the rest wait for a later run
 
 
 def online_orphans(
     host: EngineHost, terminal: str, open_refs: Sequence[str], driver: object
 ) -> tuple[str, ...]:
-    """The POI's open holds (``open_refs``, in its order) that no one can own (above)."""
+    """The POI's open holds (``open_refs``, in its order, oldest first) that no one can own
+    (above); of a list longer than ``MAX_EXAMINED`` only its oldest are examined this run."""
     lookup = getattr(driver, "payment_reference", None)
     if lookup is None:  # a driver that cannot tell the acquirer's reference: nothing to name
         return ()
@@ -45,8 +56,14 @@ def online_orphans(
         for n in (h.ref, h.booking_ref)
         if n is not None
     }
+    listed = list(dict.fromkeys(open_refs))
+    if len(listed) > MAX_EXAMINED:
+        _LOGGER.warning(
+            "sweep.online_refs_bounded",
+            extra={"terminal": terminal, "listed": len(listed), "examined": MAX_EXAMINED},
+        )
     out = []
-    for ref in dict.fromkeys(open_refs):
+    for ref in listed[:MAX_EXAMINED]:
         psp = lookup(ref) if ref not in known else None
         if psp and not host.store.acquirer.touched(str(psp)):
             out.append(ref)

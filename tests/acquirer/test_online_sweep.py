@@ -6,17 +6,22 @@ every other hold in the list (captured online, the POI does not know) is left al
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+
 from drivers.base import Outcome
 from drivers.money import Money
+from drivers.nexo.asyncio.client import NexoClient, NexoOptions
 from drivers.nexo.asyncio.terminal import NexoTerminal
-from gateway.acquirer.port import Modification
+from gateway.acquirer.port import Modification, ModificationEvent
 from gateway.payments import commands as c
 from gateway.payments import events as e
 from gateway.payments.session import State
-from gateway.runtime.acquirer_runner import AcquirerRunner
+from gateway.runtime import online_orphans as orphan_rules
+from gateway.runtime.acquirer_runner import AcquirerRunner, driver_ledgers
 from gateway.runtime.engine_host import EngineHost
 from gateway.runtime.online_orphans import online_orphans
 from gateway.store import Store
@@ -145,3 +150,66 @@ async def test_the_daemon_sweeps_an_online_terminal_and_cancels_its_orphan(
     assert row["state"] == "voided" and row["id"].startswith("orphan-a1-"), row["data"]["notes"]
     (cancel,) = [m for m in rig.adyen.state.applied if m["what"] == "cancels"]
     assert cancel["payment"] == "8815000000000999"
+
+
+def test_a_sweep_examines_the_oldest_refs_up_to_its_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A list longer than MAX_EXAMINED: its oldest refs are examined, the rest wait for a later
+    run, and the sweep says so (a long list means holds nobody closes)."""
+    clock = Clock()
+    store = Store.open(tmp_path / "b.sqlite3", clock=clock)
+    host = EngineHost(store, ONLINE, clock)
+    approve(host, "s-owned", ref(1))
+    monkeypatch.setattr(orphan_rules, "MAX_EXAMINED", 2)
+    with caplog.at_level(logging.WARNING):
+        assert online_orphans(host, "T1", (ref(1), ref(3), ref(4)), Poi()) == (ref(3),)
+    assert [r.message for r in caplog.records] == ["sweep.online_refs_bounded"]
+    store.close()
+
+
+async def test_a_cancel_confirmed_online_closes_the_hold_in_the_drivers_ledger(
+    tmp_path: Path,
+) -> None:
+    """The POI never hears of a cancel made at the acquirer: once its webhook settled it, the
+    runner tells the nexo driver, whose state file keeps it closed over a restart, so the hold
+    leaves its open list and the next sweep."""
+    clock = Clock()
+    store = Store.open(tmp_path / "l.sqlite3", clock=clock)
+    host = EngineHost(store, ONLINE, clock)
+    options = NexoOptions(url="http://127.0.0.1:9/nexo", state_path=tmp_path / "poi.json")
+    poi = NexoTerminal("T1", options)
+    poi.client.note_hold(ref(3), "open")
+    (release,) = [
+        x for x in host.sweep("T1", (ref(3),), "EUR", "boot1") if isinstance(x, c.Release)
+    ]
+    taken: list[e.Event] = []
+    runner = AcquirerRunner(
+        host=host,
+        routes={"T1": "adyen"},
+        acquirers={},
+        take=taken.append,
+        references=lambda _t, r: Poi.payment_reference(r),
+        ledgers=driver_ledgers({"T1": poi}),
+    )
+    await runner.execute(release)
+    store.acquirer.received(release.key, "8816000000000901", clock(), clock() + timedelta(60))
+    cancelled = ModificationEvent(
+        event="CANCELLATION",
+        psp_reference="8816000000000901",
+        original_reference="8815000000000003",
+        merchant_reference=release.key,
+        merchant_account="EVPayTest",
+        success=True,
+        amount=None,
+        reason="",
+        event_date="2026-12-07T12:00:00+01:00",
+        live=False,
+    )
+    assert (await poi.open_preauthorizations()).open_refs == (ref(3),)
+    store.acquirer.record_events("adyen", [cancelled], clock())
+    runner.hand_over()
+    assert taken, "the orphan session hears of its cancel"
+    assert (await poi.open_preauthorizations()).open_refs == ()
+    assert NexoClient(options).handles[ref(3)] == {"state": "reversed"}  # after a restart
+    store.close()

@@ -18,6 +18,7 @@ import pytest
 
 from drivers.base import Outcome
 from drivers.money import Money
+from drivers.nexo.asyncio.client import NexoClient
 from drivers.nexo.asyncio.terminal import NexoTerminal
 from gateway.acquirer.port import Modification, ModificationEvent
 from gateway.ocpi.fac import fac_from_outcome
@@ -423,19 +424,6 @@ async def test_a_duplicated_capture_failed_is_undone_once(rigs: e2e.Open) -> Non
     assert len(corrections) == 2, [m.message_id for m in corrections]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BREAK: on a terminal whose modifications go online the nexo driver's ledger never"
-        " closes a hold captured (or cancelled) at the acquirer: it stays 'open' (client.py"
-        " note_hold: open ones are never dropped, MAX_HANDLES bounds only closed ones), so the"
-        " POI's open list and the driver's state file grow with every payment for ever, and"
-        " every sweep (online_orphans) reads each of them and queries the store for those older"
-        " than LOOKBACK. No named bound. Fix: once the acquirer's webhook settles a capture or"
-        " cancel, tell the driver (note_hold(ref, 'completed'/'reversed')), or bound the refs"
-        " online_orphans looks at"
-    ),
-)
 async def test_a_hold_captured_online_leaves_the_poi_ledgers_open_list(rigs: e2e.Open) -> None:
     rig = await rigs()
     site = await rig.start()
@@ -444,7 +432,11 @@ async def test_a_hold_captured_online_leaves_the_poi_ledgers_open_list(rigs: e2e
     ref = row["data"]["holds"][0]["ref"]
     terminal = site.daemon.terminals["a1"]
     assert isinstance(terminal, NexoTerminal)
-    assert terminal.client.handles.get(ref, {}).get("state") != "open", terminal.client.handles
+    assert terminal.client.handles.get(ref, {}).get("state") == "completed", terminal.client.handles
+    assert terminal.options.state_path is not None
+    reloaded = NexoClient(terminal.options)  # a restart reads the state file: still closed
+    assert reloaded.handles[ref]["state"] == "completed"
+    assert ref not in (await terminal.open_preauthorizations()).open_refs
 
 
 def adyen_event(

@@ -213,6 +213,14 @@ class NexoTerminal:
         tid = ref.rpartition("@")[0] or ref
         return r.psp_reference(None, tid)
 
+    def note_closed(self, ref: str, *, captured: bool) -> None:
+        """The hold was captured or cancelled at the acquirer (``HoldLedger``): the ledger marks
+        it closed and is saved now, so the open list (and every sweep) no longer carries it."""
+        if self.client.handles.get(ref, {}).get("state") != "open":
+            return  # not ours, or closed already: nothing to store
+        self.client.note_hold(ref, "completed" if captured else "reversed")
+        self.client.save()
+
     def _tid(self, ref: str) -> TransactionIdentification | None:
         """The POI transaction a reference names, if it is one this sale system made."""
         if ref not in self.client.handles:
