@@ -190,6 +190,49 @@ def test_an_absent_match_decides_nothing_and_a_full_one_decides_all() -> None:
     assert {d.verdict for d in neither.values()} == {Verdict.NOT_CAPTURED}
 
 
+# The 85 captures the full crash run (seed 20261211) left unconfirmed on t1, by amount in minor
+# units: its one end of day counted 215425 against the journal's 207017.
+CRASH_T1_LOST = {19: 2, 60: 22, 79: 7, 100: 31, 119: 12, 179: 11}  # amount: captures
+
+
+def test_a_batch_of_85_lost_captures_all_counted_by_the_terminal_confirms_them_all() -> None:
+    """The full crash run: more than 12 candidates were never weighed ("no way to explain")
+    although the difference was exactly all of them, the one subset that sums to it."""
+    amounts = [a for a, n in CRASH_T1_LOST.items() for _ in range(n)]
+    lost = [cand(f"s{i}", a) for i, a in enumerate(amounts)]
+    assert (len(lost), sum(amounts)) == (85, 215425 - 207017)
+    got = decide_by_totals(
+        lost, terminal={"mastercard": (0, 215425)}, journal={"mastercard": (2218, 207017)}
+    )
+    assert {d.verdict for d in got.values()} == {Verdict.CAPTURED}
+    none = decide_by_totals(
+        lost, terminal={"mastercard": (0, 207017)}, journal={"mastercard": (2218, 207017)}
+    )
+    assert {d.verdict for d in none.values()} == {Verdict.NOT_CAPTURED}
+    one_less = decide_by_totals(  # which of the 31 captures of 100 was not booked: nobody can tell
+        lost, terminal={"mastercard": (0, 215325)}, journal={"mastercard": (2218, 207017)}
+    )
+    assert {d.verdict for d in one_less.values()} == {Verdict.UNDECIDED}
+    assert "at least 2 ways to explain" in one_less["s0"].evidence
+
+
+def test_a_unique_subset_among_many_candidates_is_found() -> None:
+    """Powers of two: every sum has one subset; 13 and more candidates are weighed too."""
+    lost = [cand(f"p{i}", 1 << i) for i in range(14)]
+    got = decide_by_totals(lost, terminal={"mastercard": (3, 1 + 8 + 8192)}, journal={})
+    captured = {sid for sid, d in got.items() if d.verdict is Verdict.CAPTURED}
+    assert captured == {"p0", "p3", "p13"}
+    assert {got[s].verdict for s in got if s not in captured} == {Verdict.NOT_CAPTURED}
+
+
+def test_a_difference_too_large_to_weigh_says_so() -> None:
+    got = decide_by_totals(
+        [cand("a", 100), cand("b", 100)], terminal={"mastercard": (2, 10**8)}, journal={}
+    )
+    assert "too many candidates to explain" in got["a"].evidence
+    assert got["a"].verdict is Verdict.UNDECIDED
+
+
 # ---- through the host and the store: the end of day decides, `evpay reconcile` shows it ------
 
 
