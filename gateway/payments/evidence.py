@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 # Above this many cells (candidates x minor units left to explain) in one card group of one batch
-# the subsets are not counted (a byte a cell, a few seconds at most): such a batch decides nothing,
-# said as such, and is left to a person. 85 lost captures and 84.08 EUR take 0.7 M.
-SUBSET_CELLS_MAX = 4_000_000
+# the subsets are not counted (a byte a cell; about a second of CPU at the bound): such a batch
+# decides nothing, said as such, and is left to a person. 85 lost captures and 84.08 EUR take 0.7 M.
+SUBSET_CELLS_MAX = 1_000_000
 
 
 class Verdict(StrEnum):
@@ -131,6 +131,8 @@ def _unique_subset(
     sum to ``s``, counted up to 2; the single subset is read back from the table."""
     if amount < 0:
         return 0, None
+    if any(c.amount_minor <= 0 for c in members):  # a capture of nothing is in and out alike
+        return 2, None
     ways = [bytearray(amount + 1)]
     ways[0][0] = 1
     for c in members:
