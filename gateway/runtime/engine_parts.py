@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import time
+from typing import Any
 
 from gateway.payments import events as e
 from gateway.payments.routing import Health, Route
@@ -95,3 +96,17 @@ class LoopState:
     subscribed: bool = False
     failure: BaseException | None = None
     failed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def refund_request(m: Mapping[str, Any]) -> e.RefundRequested:
+    """The event a stored refund request (an inbox row ``evpay sessions refund`` or
+    ``refund-resolve`` wrote) is carried out as: one conversion, for the daemon and its tests."""
+    p = m["payload"]
+    return e.RefundRequested(
+        session_id=p["session_id"],
+        event_id=f"refund-{m['message_id']}",
+        amount_minor=int(p["amount_minor"]),
+        reason=str(p["reason"]),
+        source=str(p.get("source", "technician")),
+        inbox_id=m["message_id"],
+    )

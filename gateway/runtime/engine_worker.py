@@ -49,6 +49,7 @@ from gateway.runtime.engine_parts import (
     SiteRules,
     TerminalFacts,
     WorkerStatus,
+    refund_request,
 )
 from gateway.runtime.terminal_calls import answer_event
 from gateway.runtime.terminal_runner import TerminalRunner, note_result
@@ -373,15 +374,7 @@ class EngineWorker:
             for m in pending:
                 if m["message_id"] in self._loop.requested:
                     continue
-                p = m["payload"]
-                refund = e.RefundRequested(
-                    session_id=p["session_id"],
-                    event_id=f"refund-{m['message_id']}",
-                    amount_minor=int(p["amount_minor"]),
-                    reason=str(p["reason"]),
-                    source=str(p.get("source", "technician")),
-                    inbox_id=m["message_id"],
-                )
+                refund = refund_request(m)
                 try:
                     self.submit(refund)
                 except QueueFull as exc:

@@ -21,6 +21,7 @@ from gateway.payments.record import to_json
 from gateway.payments.refunds import RefundStatus
 from gateway.payments.session import Session, State
 from gateway.runtime.engine_host import EngineHost
+from gateway.runtime.engine_parts import refund_request
 from gateway.store import InboxMessage, SessionRecord, Step, Store
 from gateway.store.retention import CORRECTION_WINDOW
 from tests.payments.fixtures import T0, policy
@@ -87,18 +88,8 @@ def test_two_refund_requests_racing_give_back_at_most_the_capture(tmp_path: Path
     try:
         host = EngineHost(store, policy(), lambda: T0 + timedelta(hours=1))
         sent = 0
-        for request in store.inbox_pending("refund"):  # as engine_worker._requests does
-            p = request["payload"]
-            handled = host.handle(
-                e.RefundRequested(
-                    session_id=SID,
-                    event_id=f"refund-{request['message_id']}",
-                    amount_minor=p["amount_minor"],
-                    reason=p["reason"],
-                    source=p["source"],
-                    inbox_id=request["message_id"],
-                )
-            )
+        for request in store.inbox_pending("refund"):  # as the daemon does
+            handled = host.handle(refund_request(request))
             sent += sum(isinstance(x, c.RefundPayment) for x in handled.commands)
         s = host.load(SID)
         assert s is not None and sent == 1

@@ -21,6 +21,7 @@ from gateway.payments.refunds import RefundStatus
 from gateway.payments.session import Session, State
 from gateway.runtime.acquirer_outcomes import outcome_events
 from gateway.runtime.engine_host import EngineHost
+from gateway.runtime.engine_parts import refund_request
 from gateway.store import SessionRecord, Step, Store
 from gateway.store.acquirer import StoredModification
 from tests.payments.fixtures import T0, policy
@@ -313,18 +314,8 @@ def test_the_stored_correction_refund_follows_a_newer_correction(tmp_path: Path)
         s = host.handle(newer).session
         assert s is not None and s.refunds[-1].amount_minor == 83
         host.handle(result("refund", Outcome.APPROVED, 83, "10", refund_id="cdr-3"))
-        for request in store.inbox_pending("refund"):  # as engine_worker._requests does
-            p = request["payload"]
-            host.handle(
-                e.RefundRequested(
-                    session_id=SID,
-                    event_id=f"refund-{request['message_id']}",
-                    amount_minor=p["amount_minor"],
-                    reason=p["reason"],
-                    source=p["source"],
-                    inbox_id=request["message_id"],
-                )
-            )
+        for request in store.inbox_pending("refund"):  # as the daemon does
+            host.handle(refund_request(request))
         after = host.load(SID)
         assert after is not None
         given = sum(r.amount_minor for r in after.refunds if r.status.value in ("sent", "done"))
@@ -338,17 +329,7 @@ def _carry_out(store: Store, host: EngineHost) -> list[c.RefundPayment]:
     """What the daemon does with the stored refund requests (engine_worker._requests)."""
     sent: list[c.RefundPayment] = []
     for request in store.inbox_pending("refund"):
-        p = request["payload"]
-        handled = host.handle(
-            e.RefundRequested(
-                session_id=SID,
-                event_id=f"refund-{request['message_id']}",
-                amount_minor=p["amount_minor"],
-                reason=p["reason"],
-                source=p["source"],
-                inbox_id=request["message_id"],
-            )
-        )
+        handled = host.handle(refund_request(request))
         sent += [x for x in handled.commands if isinstance(x, c.RefundPayment)]
     return sent
 
