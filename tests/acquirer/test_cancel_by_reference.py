@@ -23,7 +23,7 @@ from gateway.runtime.acquirer_runner import AcquirerRunner
 from gateway.runtime.engine_host import EngineHost
 from gateway.store import Store
 from tests.acquirer import test_e2e_acquirer as e2e
-from tests.payments.fixtures import T0, Clock, policy
+from tests.payments.fixtures import T0, Clock, card_and_preauth, policy
 
 rigs = e2e.rigs  # the real daemon, nexo POI and acquirer simulator on loopback
 SID = "s1-0123456789abcdef"
@@ -195,15 +195,7 @@ async def test_only_a_successful_technical_cancel_books_the_release(
     runner = AcquirerRunner(
         host=host, routes={"T1": "adyen"}, acquirers={}, take=taken.append, references=no_psp
     )
-    host.handle(e.CardPresented(SID, "card", "E1", "T1", "EUR"))
-    host.handle(
-        e.TerminalResultArrived(
-            session_id=SID,
-            event_id="r",
-            operation=e.Operation.PREAUTHORIZE,
-            outcome=Outcome.UNKNOWN,
-        )
-    )
+    card_and_preauth(host.handle, SID, outcome=Outcome.UNKNOWN, event_id="r")
     clock.advance(ONLINE.resolve_auth_within.total_seconds() + 1)
     gave_up = host.handle(e.OpenPreauthsReported(SID, "q", (), failed=True))
     (release,) = [x for x in gave_up.commands if isinstance(x, c.Release)]

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from drivers.base import Outcome
 from drivers.money import Money
 from gateway.acquirer.port import ModificationEvent
 from gateway.ocpi.fac import fac_from_outcome
@@ -23,7 +22,7 @@ from gateway.payments.session import State, transition, violations
 from gateway.runtime.acquirer_runner import AcquirerRunner
 from gateway.runtime.engine_host import EngineHost
 from gateway.store import Store
-from tests.payments.fixtures import T0, Clock, policy
+from tests.payments.fixtures import T0, Clock, card_and_preauth, policy
 from tests.payments.test_session import completed
 
 SID = "s1"
@@ -87,17 +86,7 @@ async def test_the_runner_undoes_it_once_and_a_restart_says_nothing(
         )
 
     first = runner()
-    host.handle(e.CardPresented(SID, "card", "E1", "T1", "EUR"))
-    host.handle(
-        e.TerminalResultArrived(
-            session_id=SID,
-            event_id="auth",
-            operation=e.Operation.PREAUTHORIZE,
-            outcome=Outcome.APPROVED,
-            amount_minor=5000,
-            ref=REF,
-        )
-    )
+    card_and_preauth(host.handle, SID, REF)
     host.handle(e.ChargerStarted(SID, "st", 1000))
     stopped = host.handle(e.ChargerStopped(session_id=SID, event_id="stop", meter_wh=5000))
     (capture,) = [x for x in stopped.commands if isinstance(x, c.Capture)]

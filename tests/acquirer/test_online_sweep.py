@@ -26,7 +26,7 @@ from gateway.runtime.engine_host import EngineHost
 from gateway.runtime.online_orphans import online_orphans
 from gateway.store import Store
 from tests.acquirer import test_e2e_acquirer as e2e
-from tests.payments.fixtures import Clock, policy
+from tests.payments.fixtures import Clock, card_and_preauth, policy
 
 rigs = e2e.rigs  # the real daemon, nexo POI and acquirer simulator on loopback
 
@@ -46,27 +46,15 @@ class Poi:
         return tid.rpartition(".")[2] if "." in tid else None
 
 
-def approve(host: EngineHost, sid: str, hold: str) -> None:
-    host.handle(e.CardPresented(sid, "card", "E1", "T1", "EUR"))
-    host.handle(
-        e.TerminalResultArrived(
-            session_id=sid,
-            event_id="auth",
-            operation=e.Operation.PREAUTHORIZE,
-            outcome=Outcome.APPROVED,
-            amount_minor=5000,
-            ref=hold,
-        )
-    )
-
-
 async def test_an_orphan_at_the_poi_of_an_online_terminal_is_cancelled_at_the_acquirer(
     tmp_path: Path,
 ) -> None:
     clock = Clock()
     store = Store.open(tmp_path / "o.sqlite3", clock=clock)
     host = EngineHost(store, ONLINE, clock)
-    approve(host, "s-owned", ref(1))  # a session's hold (open here; settled is the same)
+    card_and_preauth(
+        host.handle, "s-owned", ref(1)
+    )  # a session's hold (open here; settled is the same)
     captured = Modification(
         "s-old:capture:x",
         "capture",
@@ -111,15 +99,7 @@ def test_no_online_sweep_while_a_pre_auth_is_unresolved_or_cancelled_by_referenc
     clock = Clock()
     store = Store.open(tmp_path / "p.sqlite3", clock=clock)
     host = EngineHost(store, ONLINE, clock)
-    host.handle(e.CardPresented("s-lost", "card", "E1", "T1", "EUR"))
-    host.handle(
-        e.TerminalResultArrived(
-            session_id="s-lost",
-            event_id="lost",
-            operation=e.Operation.PREAUTHORIZE,
-            outcome=Outcome.UNKNOWN,
-        )
-    )
+    card_and_preauth(host.handle, "s-lost", outcome=Outcome.UNKNOWN, event_id="lost")
     assert host.sweep("T1", (ref(4),), "EUR", "b") == []  # its hold may be that one
     host.handle(e.OpenPreauthsReported("s-lost", "q", ()))  # -> cancelled by our reference
     s = host.load("s-lost")
@@ -160,7 +140,7 @@ def test_a_sweep_examines_the_oldest_refs_up_to_its_bound(
     clock = Clock()
     store = Store.open(tmp_path / "b.sqlite3", clock=clock)
     host = EngineHost(store, ONLINE, clock)
-    approve(host, "s-owned", ref(1))
+    card_and_preauth(host.handle, "s-owned", ref(1))
     monkeypatch.setattr(orphan_rules, "MAX_EXAMINED", 2)
     with caplog.at_level(logging.WARNING):
         assert online_orphans(host, "T1", (ref(1), ref(3), ref(4)), Poi()) == (ref(3),)

@@ -36,7 +36,7 @@ from gateway.store.acquirer import StoredModification
 from tests.acquirer import test_e2e_acquirer as e2e
 from tests.acquirer.rig import API_KEY, HMAC_KEY
 from tests.acquirer.test_online_sweep import Poi, ref
-from tests.payments.fixtures import T0, Clock, policy
+from tests.payments.fixtures import T0, Clock, card_and_preauth, policy
 from tests.payments.test_session import completed
 
 SID = "s1"
@@ -280,17 +280,7 @@ def booked_online(store: Store, clock: Clock) -> tuple[EngineHost, c.Capture]:
     """A session on an online terminal whose capture was booked (its CAPTURE webhook's result
     handed to the engine), in a real SQLite store."""
     host = EngineHost(store, ONLINE, clock)
-    host.handle(e.CardPresented(SID, "card", "E1", "T1", "EUR"))
-    host.handle(
-        e.TerminalResultArrived(
-            session_id=SID,
-            event_id="auth",
-            operation=e.Operation.PREAUTHORIZE,
-            outcome=Outcome.APPROVED,
-            amount_minor=5000,
-            ref=REF,
-        )
-    )
+    card_and_preauth(host.handle, SID, REF)
     host.handle(e.ChargerStarted(SID, "st", 1000))
     stopped = host.handle(e.ChargerStopped(session_id=SID, event_id="stop", meter_wh=5000))
     (capture,) = [x for x in stopped.commands if isinstance(x, c.Capture)]
@@ -468,11 +458,7 @@ async def test_a_hold_cancelled_by_our_reference_is_no_orphan_after_its_session_
     store = Store.open(tmp_path / "c.sqlite3", clock=clock)
     host = EngineHost(store, ONLINE, clock)
     sid = "s-lost-0123456789"
-    host.handle(e.CardPresented(sid, "card", "E1", "T1", "EUR"))
-    lost = e.TerminalResultArrived(
-        session_id=sid, event_id="lost", operation=e.Operation.PREAUTHORIZE, outcome=Outcome.UNKNOWN
-    )
-    host.handle(lost)
+    card_and_preauth(host.handle, sid, outcome=Outcome.UNKNOWN, event_id="lost")
     done = host.handle(e.OpenPreauthsReported(sid, "q", ()))
     (cancel,) = [x for x in done.commands if isinstance(x, c.Release)]
     taken: list[e.Event] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
@@ -102,3 +103,28 @@ def at(s: Session | None, ev: e.Event, minutes: float = 0, pol: Policy = FIXED) 
     t = step(s, ev, minutes, pol)
     assert t.session is not None
     return t.session
+
+
+def card_and_preauth(
+    handle: Callable[[e.Event], object],
+    sid: str,
+    ref: str | None = None,
+    *,
+    outcome: Outcome = Outcome.APPROVED,
+    amount_minor: int | None = 5000,
+    event_id: str = "auth",
+) -> None:
+    """A card presented at E1 (terminal T1, EUR) and the terminal's answer to its
+    pre-authorisation, handed to ``handle`` (a host's): how the host-level tests start."""
+    handle(e.CardPresented(sid, "card", "E1", "T1", "EUR"))
+    approved = outcome is Outcome.APPROVED
+    handle(
+        e.TerminalResultArrived(
+            session_id=sid,
+            event_id=event_id,
+            operation=e.Operation.PREAUTHORIZE,
+            outcome=outcome,
+            amount_minor=amount_minor if approved else None,
+            ref=ref if approved else None,
+        )
+    )
