@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from gateway.payments.session import Session, State
 from gateway.runtime.engine_host import EngineHost
 from gateway.store import Store
 from tests.helpers import EVPAY, subprocess_env
-from tests.payments.fixtures import T0, Clock, at, policy, step
+from tests.payments.fixtures import T0, TARIFF, Clock, at, policy, step
 from tests.payments.test_money_correctness import MC, SID, capturing, held, res
 from tests.payments.test_refunds import completed, run
 from tests.site_rig import write_config
@@ -236,6 +237,13 @@ def test_a_difference_too_large_to_weigh_says_so() -> None:
 # ---- through the host and the store: the end of day decides, `evpay reconcile` shows it ------
 
 
+# The tests below run on the wall clock (``evpay reconcile``'s window is real time): a tariff
+# without the fixtures' night rate, so that a run near 22:00 Berlin prices both sessions alike.
+DAY_ONLY = policy(
+    tariffs={"*": replace(TARIFF, elements=(TARIFF.elements[0], *TARIFF.elements[2:]))}
+)
+
+
 def lost_capture(host: EngineHost, clock: Clock, sid: str, receipt: int) -> int:
     """A session whose capture answer was lost and whose hold is gone: ends unconfirmed."""
     for ev in (
@@ -295,7 +303,7 @@ def test_an_unconfirmed_capture_waits_listed_then_the_end_of_day_confirms_it(
     config = write_config(tmp_path)
     clock = Clock(datetime.now(UTC) - timedelta(hours=3))
     store = Store.open(tmp_path / "evpay.sqlite3", clock=clock)
-    host = EngineHost(store, policy(), clock)
+    host = EngineHost(store, DAY_ONLY, clock)
     price = lost_capture(host, clock, "s1", 10)
     assert outcomes(store) == {}  # no FAILED upstream for a capture the terminal may have made
     assert evpay_reconcile(config)["capture_unconfirmed"] == ["s1"]
@@ -321,7 +329,7 @@ def test_two_unconfirmed_captures_of_one_amount_and_one_counted_stay_undecided(
 ) -> None:
     clock = Clock(datetime.now(UTC) - timedelta(hours=3))
     store = Store.open(tmp_path / "evpay.sqlite3", clock=clock)
-    host = EngineHost(store, policy(), clock)
+    host = EngineHost(store, DAY_ONLY, clock)
     price = lost_capture(host, clock, "s1", 10)
     assert lost_capture(host, clock, "s2", 20) == price
     batch = TerminalResult(
