@@ -6,7 +6,7 @@ an engine host on a real store with a charge and an end of day on it."""
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 from drivers.base import BrandTotal, Outcome, TerminalResult
@@ -17,7 +17,7 @@ from gateway.payments.record import to_json
 from gateway.payments.session import Policy, Session, State, Transition
 from gateway.runtime.engine_host import EngineHost
 from gateway.store import Store
-from tests.payments.fixtures import T0, Clock, at, policy
+from tests.payments.fixtures import DAY_TARIFF, T0, Clock, at, policy, wall_clock
 from tests.payments.fixtures import terminal_result as res
 
 SID = "s1"
@@ -119,9 +119,11 @@ def partly_captured() -> Session:
 
 
 def make_host(tmp_path: Path, pol: Policy = P) -> tuple[EngineHost, Clock, Store]:
-    clock = Clock(datetime.now(UTC) - timedelta(hours=3))
+    """A host on a real store, on the wall clock: ``pol`` priced with the day tariff, so the
+    hour a run starts at cannot change an amount."""
+    clock = wall_clock()
     store = Store.open(tmp_path / "evpay.sqlite3", clock=clock)
-    return EngineHost(store, pol, clock), clock, store
+    return EngineHost(store, replace(pol, tariffs={"*": DAY_TARIFF}), clock), clock, store
 
 
 def charge_at_host(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
@@ -34,6 +35,17 @@ TARIFF = Tariff(
         ),
     ),
 )
+
+
+# For tests on the wall clock (a real store's windows, ``evpay reconcile``'s default day): the
+# fixtures' tariff without its 22:00-06:00 night rate, so a run at any hour prices alike.
+DAY_TARIFF = replace(TARIFF, elements=(TARIFF.elements[0], *TARIFF.elements[2:]))
+
+
+def wall_clock(hours_ago: float = 3) -> Clock:
+    """A fake clock started ``hours_ago`` before the real now (stores and CLI windows use real
+    time); price with ``DAY_TARIFF`` so the hour of the run cannot change an amount."""
+    return Clock(datetime.now(UTC) - timedelta(hours=hours_ago))
 
 
 def policy(strategy: Strategy = "fixed", **overrides: Any) -> Policy:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-from dataclasses import replace
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -26,7 +24,7 @@ from gateway.payments.session import Session, State
 from gateway.runtime.engine_host import EngineHost
 from gateway.store import Store
 from tests.helpers import EVPAY, subprocess_env
-from tests.payments.fixtures import T0, TARIFF, Clock, at, policy, step
+from tests.payments.fixtures import DAY_TARIFF, T0, Clock, at, policy, step, wall_clock
 from tests.payments.test_money_correctness import MC, SID, capturing, held, res
 from tests.payments.test_refunds import completed, run
 from tests.site_rig import write_config
@@ -237,11 +235,8 @@ def test_a_difference_too_large_to_weigh_says_so() -> None:
 # ---- through the host and the store: the end of day decides, `evpay reconcile` shows it ------
 
 
-# The tests below run on the wall clock (``evpay reconcile``'s window is real time): a tariff
-# without the fixtures' night rate, so that a run near 22:00 Berlin prices both sessions alike.
-DAY_ONLY = policy(
-    tariffs={"*": replace(TARIFF, elements=(TARIFF.elements[0], *TARIFF.elements[2:]))}
-)
+# The tests below run on the wall clock (``evpay reconcile``'s window is real time).
+DAY_ONLY = policy(tariffs={"*": DAY_TARIFF})
 
 
 def lost_capture(host: EngineHost, clock: Clock, sid: str, receipt: int) -> int:
@@ -301,7 +296,7 @@ def test_an_unconfirmed_capture_waits_listed_then_the_end_of_day_confirms_it(
     tmp_path: Path,
 ) -> None:
     config = write_config(tmp_path)
-    clock = Clock(datetime.now(UTC) - timedelta(hours=3))
+    clock = wall_clock()
     store = Store.open(tmp_path / "evpay.sqlite3", clock=clock)
     host = EngineHost(store, DAY_ONLY, clock)
     price = lost_capture(host, clock, "s1", 10)
@@ -327,7 +322,7 @@ def test_an_unconfirmed_capture_waits_listed_then_the_end_of_day_confirms_it(
 def test_two_unconfirmed_captures_of_one_amount_and_one_counted_stay_undecided(
     tmp_path: Path,
 ) -> None:
-    clock = Clock(datetime.now(UTC) - timedelta(hours=3))
+    clock = wall_clock()
     store = Store.open(tmp_path / "evpay.sqlite3", clock=clock)
     host = EngineHost(store, DAY_ONLY, clock)
     price = lost_capture(host, clock, "s1", 10)

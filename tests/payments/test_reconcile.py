@@ -27,7 +27,7 @@ from gateway.payments.schemes import brand_group
 from gateway.runtime.engine_host import EngineHost
 from gateway.store import Store
 from tests.helpers import EVPAY, subprocess_env
-from tests.payments.fixtures import Clock, policy
+from tests.payments.fixtures import DAY_TARIFF, Clock, policy, wall_clock
 from tests.site_rig import write_config
 
 DAY = datetime(2026, 11, 25, tzinfo=UTC)
@@ -239,9 +239,9 @@ def run_session(host: EngineHost, clock: Clock, sid: str, stop_wh: int, reported
 
 def test_a_day_from_the_journal_through_evpay_reconcile(tmp_path: Path) -> None:
     config = write_config(tmp_path)
-    clock = Clock(datetime.now(UTC) - timedelta(hours=3))
+    clock = wall_clock()
     store = Store.open(tmp_path / "evpay.sqlite3", clock=clock)
-    host = EngineHost(store, policy(), clock)
+    host = EngineHost(store, policy(tariffs={"*": DAY_TARIFF}), clock)
     run_session(host, clock, "s1", 5000, 4000)
     run_session(host, clock, "s2", 3000, 2000)
     s1, s2 = host.load("s1"), host.load("s2")

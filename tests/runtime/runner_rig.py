@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 from drivers.base import TerminalResult
@@ -22,7 +21,7 @@ from gateway.payments.routing import Health
 from gateway.runtime.engine_host import EngineHost, Handled
 from gateway.runtime.terminal_runner import TerminalRunner
 from gateway.store import Store
-from tests.payments.fixtures import Clock, policy
+from tests.payments.fixtures import DAY_TARIFF, Clock, policy, wall_clock
 
 
 @dataclass
@@ -109,8 +108,8 @@ async def runner_rig(tmp_path: Path, config: SimConfig) -> AsyncIterator[RunnerR
 
     server = await serve_tcp("127.0.0.1", 0, serve)
     store = Store.open(tmp_path / "evpay.sqlite3")
-    clock = Clock(datetime.now(UTC))
-    host = EngineHost(store, policy(), clock)
+    clock = wall_clock(0)
+    host = EngineHost(store, policy(tariffs={"*": DAY_TARIFF}), clock)
     rig = RunnerRig(sim, server.sockets[0].getsockname()[1], store, clock, host, lines=lines)
     try:
         yield rig
