@@ -7,7 +7,7 @@ import asyncio
 import os
 import socket
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -45,6 +45,13 @@ def imports_of(path: Path, root: Path = REPO) -> set[str]:
                 found.add(name if is_module(name) else base)
     found.discard("")
     return found
+
+
+async def until(condition: Callable[[], object], timeout: float = 10) -> None:
+    """Poll ``condition`` every 20 ms until it is true; TimeoutError after ``timeout`` s."""
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.02)
 
 
 def free_port() -> int:

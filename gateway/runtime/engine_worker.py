@@ -4,7 +4,7 @@ One queue of engine events in, one at a time: each is handed to the host (which 
 step before anything happens) and the step's commands are carried out — terminal commands by
 that terminal's runner (``terminal_runner.py``), charger commands through the ``ChargerLink``.
 Pay requests are admitted or refused by ``admission.py``; charger messages become engine events
-in ``charger_adapter.py``. At start every open session resumes (terminals are asked about
+in ``charger_adapter.py``. At start every session the last run left open resumes (asked about
 anything in flight) and each terminal is swept for holds no session owns.
 
 The queue is bounded: input from outside (a charger message, fiscal data, a stored request, a
@@ -210,13 +210,17 @@ class EngineWorker:
     # ---- the loop ---------------------------------------------------------------------------
 
     async def _begin(self, stopping: asyncio.Event) -> None:
-        """Register the terminals, resume every open session, start each terminal's timers."""
+        """Register the terminals, resume the sessions the last run left open, start each
+        terminal's timers. Those sessions are listed before the first terminal registers: once
+        one is up, a pay request for it starts a session of this run, which is not interrupted
+        (resumed, its pre-auth in flight would be taken as lost and its approval released)."""
+        interrupted = self.host.open_sessions()
         for runner in self.runners.values():  # in turn, each within its deadline
             runner.metrics = self.status.metrics
             await runner.register()
         # READY waits for this: pay requests before it would all be refused
         self.status.registered.set()
-        for session in self.host.open_sessions():
+        for session in interrupted:
             self._take(e.Resumed(session.id, f"resume:{self._loop.boot}"))
             self._arm(session)
         for name, runner in self.runners.items():  # online: only holds nobody can own

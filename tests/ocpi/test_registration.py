@@ -23,7 +23,7 @@ from gateway.ocpi.cpo_sim import CpoSimulator
 from gateway.ocpi.worker import UpstreamWorker
 from gateway.settings import InteropSettings, SecretRef, UpstreamSettings
 from gateway.store import Store
-from tests.helpers import free_port
+from tests.helpers import free_port, until
 from tests.ocpi.test_store_and_forward import outcome
 
 
@@ -70,12 +70,6 @@ async def start(tmp_path: Path, settings: UpstreamSettings, name: str = "g") -> 
     return Gateway(
         worker, store, task, stopping, settings.public_url.removesuffix("/ocpi/versions")
     )
-
-
-async def until(condition: Any, timeout: float = 10) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.02)
 
 
 def token_header(token: str) -> dict[str, str]:
