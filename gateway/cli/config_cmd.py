@@ -15,7 +15,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     validate = sub.add_parser(
         "validate",
         help="validate a config file and resolve every secret it references; exit 2 naming each "
-        "problem",
+        "problem (warnings, e.g. a tariff's step_size a change of power or clock drops, are "
+        "printed and exit 0)",
     )
     validate.add_argument("file", type=Path)
     validate.add_argument(
@@ -27,6 +28,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from gateway.payments.tariff_lint import step_size_hazards
+    from gateway.payments.tariff_ocpi import tariff_from_ocpi
     from gateway.settings import load_checked, load_settings
 
     try:
@@ -34,6 +37,9 @@ def _validate(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 2
+    for tariff in settings.pricing.tariffs:  # warnings: printed, the exit code stays 0
+        for hazard in step_size_hazards(tariff_from_ocpi(tariff)):
+            print(f"{args.file}: warning: {hazard.text()}", file=sys.stderr)
     print(
         f"{args.file}: ok (site {settings.site.id}, {len(settings.terminals)} terminal(s), "
         f"upstream {'on' if settings.upstream.enabled else 'off'}, "

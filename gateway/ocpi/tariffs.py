@@ -10,6 +10,7 @@ REGULAR (RFID/contract) price. ``applicable`` chooses, at the time of the pull.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from collections.abc import Mapping
@@ -20,6 +21,7 @@ from typing import Any
 from gateway.ocpi.client import OcpiClient
 from gateway.ocpi.models import Location
 from gateway.payments.tariff import Tariff, UnpriceableTariff
+from gateway.payments.tariff_lint import step_size_hazards
 from gateway.payments.tariff_ocpi import tariff_from_ocpi
 from gateway.store import JournalEntry, OutboxMessage, Step
 from gateway.wire import OcpiTariff
@@ -155,3 +157,20 @@ def chargeable(
         else:
             refused.append(RefusedTariff(evse, tariff, terminal, currency))
     return usable, refused
+
+
+def step_size_warnings(catalog: Mapping[str, Tariff]) -> list[Step]:
+    """The pulled tariffs whose coarse ``step_size`` a change of power or of the clock drops
+    (``tariff_lint.step_size_hazards``): priced as OCPI says (the CPO's CDR is), but journaled
+    for the operator as ``upstream``/``tariff_step_size``, once per tariff id and findings (the
+    next pull of the same tariff changes nothing; a changed one is said again)."""
+    steps: list[Step] = []
+    for tid, tariff in sorted(catalog.items()):
+        found = [h.text() for h in step_size_hazards(tariff)]
+        if not found:
+            continue
+        digest = hashlib.sha256("\n".join(found).encode()).hexdigest()[:16]
+        payload = {"tariff_id": tid, "warnings": found}
+        entry = JournalEntry("upstream", tid, "tariff_step_size", payload)
+        steps.append(Step(f"tariff-step-size:{tid}:{digest}"[:200], journal=[entry]))
+    return steps

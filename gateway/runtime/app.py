@@ -22,7 +22,7 @@ from gateway import __version__
 from gateway.acquirer.webhook_server import webhook_receivers
 from gateway.errors import GatewayError, QueueFull, StoreError, Unavailable
 from gateway.ocpi.charger import OcpiChargerLink
-from gateway.ocpi.tariffs import chargeable
+from gateway.ocpi.tariffs import chargeable, step_size_warnings
 from gateway.ocpi.worker import UpstreamWorker
 from gateway.payments.charger import ChargerLink
 from gateway.payments.events import FiscalDataArrived
@@ -176,6 +176,9 @@ class Daemon(KioskPayments, Housekeeping):
         for r in refused:  # the EVSE keeps its tariff; the CPO is told why its own is not used
             if self.store.apply(r.step()):
                 _LOGGER.warning("upstream.tariff_refused", extra=r.payload())
+        for warning in step_size_warnings(catalog):  # priced as OCPI says; the operator is told
+            if self.store.apply(warning):
+                _LOGGER.warning("upstream.tariff_step_size", extra=dict(warning.journal[0].data))
         policy = self.engine.host.policy
         self.engine.host.policy = replace(
             policy, tariffs={**policy.tariffs, **by_evse}, catalog={**policy.catalog, **catalog}
