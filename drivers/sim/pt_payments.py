@@ -240,6 +240,9 @@ class PtPayments(PtLine):
     async def partial_reversal(self, cmd: m.Message) -> None:
         if cmd.receipt_number == RECEIPT_NONE:
             await self.send(m.ack())
+            if self.sim.config.variants.open_preauth_answer == "bare":
+                await self.send_expect_ack(m.abort_pt(0xB8))
+                return
             open_ = self.sim.open_preauths()
             first = open_[0] if open_ else RECEIPT_NONE
             listing = Tlv(0x23, children=tuple(Tlv(0x08, bcd_encode(r, 2)) for r in open_))

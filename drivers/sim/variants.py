@@ -57,3 +57,8 @@ class Variants:
     # the default), a terminal that saturates sends 255 ("cap"). The turnover (6 bytes BCD)
     # stays exact either way. docs/ZVT-VARIANTS.md, section 6.
     totals_count: Literal["wrap", "cap"] = "wrap"
+    # -- open pre-auth enquiry (06 23 87 FF FF): "list" answers 06 1E B8 with BMP 87 (the first
+    # open receipt, FF FF when none: a Feig cVEND's capture) and TLV 23 listing them all; "bare"
+    # answers 06 1E 01 B8 with no field at all -- the bytes a failed booking of an unknown
+    # receipt ends with, which list nothing. docs/ZVT-VARIANTS.md, section 7.
+    open_preauth_answer: Literal["list", "bare"] = "list"

@@ -308,6 +308,13 @@ class Message:
         return lines
 
     @property
+    def lists_open_preauths(self) -> bool:
+        """Does this 06 1E B8 carry the enquiry's answer (BMP 87, FF FF when none is open, or
+        the TLV 23 list)? A bare ``06 1E 01 B8`` is the same code a failed booking of an unknown
+        receipt ends with: it lists nothing, so it cannot say that nothing is open."""
+        return self.get(0x87) is not None or find_tlv(self.tlv, 0x23) is not None
+
+    @property
     def open_preauths(self) -> list[int]:
         """06 1E B8 reply to the open pre-auth enquiry: the receipts still open."""
         found: list[int] = []

@@ -46,17 +46,10 @@ class ResultReader:
             return TerminalResult(
                 operation, kind, text, ref=base.ref if base else None, unreachable=True
             )
+        if operation == "open_preauthorizations":
+            return _open_preauths(seq)
         if seq.aborted is not None:
             code = seq.aborted.code
-            message = seq.aborted.message
-            if operation == "open_preauthorizations" and code == 0xB8:
-                return TerminalResult(
-                    operation,
-                    Outcome.APPROVED,
-                    "open pre-authorisations listed",
-                    code,
-                    open_refs=tuple(hold_ref(n) for n in message.open_preauths),
-                )
             return TerminalResult(
                 operation, _classify(code), result_text(code), code, receipt_lines=lines
             )
@@ -150,6 +143,30 @@ class ResultReader:
             if totals
             else None,
         )
+
+
+def _open_preauths(seq: SequenceOutcome) -> TerminalResult:
+    """The enquiry's only answer is 06 1E B8 with BMP 87 (FF FF: none open) and/or TLV 23:
+    the one form that lists. Anything else -- a bare 06 1E B8 (what a failed booking of an
+    unknown receipt ends with, e.g. a stale frame of an earlier exchange), a 06 0F completion
+    (a late end of another command), another code -- is a failed enquiry, never an empty list:
+    the engine reads absence from the list as "released" (docs/ZVT-VARIANTS.md, 7)."""
+    operation = "open_preauthorizations"
+    aborted = seq.aborted
+    if aborted is not None and aborted.code == 0xB8 and aborted.message.lists_open_preauths:
+        refs = tuple(hold_ref(n) for n in aborted.message.open_preauths)
+        return TerminalResult(
+            operation, Outcome.APPROVED, "open pre-authorisations listed", 0xB8, open_refs=refs
+        )
+    if aborted is not None and aborted.code == 0xB8:
+        text = "06 1E B8 without BMP 87 or a TLV 23 list: no answer to the enquiry"
+        return TerminalResult(operation, Outcome.ERROR, text, 0xB8)
+    if aborted is not None:
+        return TerminalResult(
+            operation, _classify(aborted.code), result_text(aborted.code), aborted.code
+        )
+    text = "the terminal ended the enquiry without a 06 1E B8 list: no answer to it"
+    return TerminalResult(operation, Outcome.ERROR, text)
 
 
 def _classify(code: int) -> Outcome:
