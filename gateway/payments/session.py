@@ -70,6 +70,7 @@ from gateway.payments.moves import CHARGING_STATES, UNKNOWN_STATES, Transition, 
 from gateway.payments.plausibility import KEPT, clipped_stop, screen
 from gateway.payments.policy import Policy
 from gateway.payments.receipts import fiscal_arrived, receipt_facts
+from gateway.payments.refund_resume import refund_enquired, refund_resumed
 from gateway.payments.settlement import settlement_result
 from gateway.payments.states import FINAL, HOLDING, State
 from gateway.payments.timers import resumed, timer_fired
@@ -149,6 +150,10 @@ def _dispatch(session: Session | None, event: e.Event, now: datetime, policy: Po
     if isinstance(event, e.CaptureUndone):
         return capture_undone(session, event)
     if session.final:
+        if isinstance(event, e.Resumed):  # a refund whose answer the restart lost is asked
+            return refund_resumed(session)
+        if isinstance(event, e.OpenPreauthsReported):
+            return refund_enquired(session, event, now)
         if isinstance(event, e.FiscalDataArrived):
             return fiscal_arrived(session, event, now, policy)
         if isinstance(event, e.ChargerStopped):

@@ -156,7 +156,7 @@ class TerminalRunner:
             s.id
             for s in self.host.open_sessions()
             if s.terminal == self.name and s.state in _ASKED_AFTER_START
-        }
+        } | {s.id for s in self.host.refunds_sent() if s.terminal == self.name}
         async with self.claim():
             last = await last_result(self.terminal)
         self._snapshot = (last, self.host.clock())
