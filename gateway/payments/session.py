@@ -12,7 +12,8 @@ concern decides in its own module (the folder explains the engine):
 - ``settlement.py``: what a terminal result proves and what is booked, hold by hold;
   ``lost_settlement.py``: a lost answer decided by the terminal's open holds and last result;
   ``late_evidence.py``: the end-of-day totals deciding an unconfirmed capture;
-- ``receipts.py``: the receipt and the CPO's fiscal data; ``corrections.py``: refunds;
+- ``receipts.py``: the receipt and the CPO's fiscal data; ``corrections.py``: refunds
+  (``refund_resume.py``: a refund still sent after a restart, asked about);
 - ``timers.py``: deadlines and restarts; ``moves.py``: the table followed, the outcome sent;
 - ``model.py``: the session record (core + holds, bill, metering, invoice, refunds).
 
