@@ -9,8 +9,10 @@ again blindly: a second 06 30 / 06 31 could pay the driver twice. Instead:
   when the daemon started, before any new transaction could overwrite it. The refund is
   ``done`` only when that result is the approval we stored before the crash (same receipt,
   approved: the terminal's word that the refund stood, as ``TerminalRunner._stood`` reads a
-  live one); anything else — another result, no stored approval, no answer at all — makes it
-  ``unknown``: a visible record that reconciliation lists (``refund_unsettled``) until a person
+  live one) of a reversal (06 30 goes back to the payment's own card). A card-present refund
+  (06 31) so repeated stays ``unknown``: the repeat does not say which card was paid.
+  Anything else — another result, no stored approval, no answer at all — makes it
+  ``unknown`` too: a visible record that reconciliation lists (``refund_unsettled``) until a person
   settles it against the terminal's journal (``evpay sessions refund-resolve``). Never
   ``failed`` on absence of evidence: that would let a second refund of the same money follow.
 - an acquirer's refund is handed to the acquirer runner again under its own command key: its
@@ -79,6 +81,20 @@ def refund_enquired(s: Session, ev: e.OpenPreauthsReported, now: datetime) -> Tr
         and sent.ref is not None
         and last.ref == sent.ref
     )
+    if stood and last is not None and sent.method is RefundMethod.REFUND:
+        # 06 31 pays the card presented, and the repeat names no card: paid, but whether to
+        # the driver's card (``corrections._other_card``) is for a person to read
+        answer = e.TerminalResultArrived(
+            session_id=s.id,
+            event_id=ev.event_id,
+            operation=op,
+            outcome=Outcome.UNKNOWN,
+            message=(
+                f"answer lost by a restart; the terminal repeats its approval {last.ref}, but "
+                "not the card it paid: check the terminal's journal"
+            ),
+        )
+        return refund_result(s, answer, now)
     if stood and last is not None:
         said = f"the terminal's last result after the restart repeats its approval {last.ref}"
         answer = e.TerminalResultArrived(

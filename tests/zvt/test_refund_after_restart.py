@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from drivers.base import TerminalResult
+from drivers.money import Money
 from drivers.sim.terminal import SimConfig
 from drivers.transport.tcp import TcpTransport
 from drivers.zvt.asyncio.terminal import ZvtOptions, ZvtTerminal
@@ -56,8 +57,11 @@ class NoCharger:
         del evse, lines
 
 
-async def completed_with_refund_sent(rig: RunnerRig) -> tuple[Session, c.RefundPayment]:
-    """s1 captured on the terminal; a reversal of it requested (stored ``sent``), not yet run."""
+async def completed_with_refund_sent(
+    rig: RunnerRig, *, part: bool = False
+) -> tuple[Session, c.RefundPayment]:
+    """s1 captured on the terminal; a reversal of it requested (stored ``sent``), not yet run;
+    with ``part``, a card-present refund (06 31) of part of it."""
     runner, heard = rig.runner()
     await runner.register()
     await rig.run(runner, heard, e.CardPresented("s1", "card", "E1", "T1", "EUR"))
@@ -65,11 +69,10 @@ async def completed_with_refund_sent(rig: RunnerRig) -> tuple[Session, c.RefundP
     await rig.run(runner, heard, e.ChargerStopped(session_id="s1", event_id="sp", meter_wh=3000))
     done = rig.host.load("s1")
     assert done is not None and done.state is State.COMPLETED and done.captured_minor
-    asked = e.RefundRequested(
-        session_id="s1", event_id="r", amount_minor=done.captured_minor, reason="fault"
-    )
+    amount = done.captured_minor - (1 if part else 0)
+    asked = e.RefundRequested(session_id="s1", event_id="r", amount_minor=amount, reason="fault")
     (cmd,) = [x for x in rig.host.handle(asked).commands if isinstance(x, c.RefundPayment)]
-    assert cmd.method == "reversal"
+    assert cmd.method == ("refund" if part else "reversal")
     return done, cmd
 
 
@@ -157,3 +160,30 @@ async def test_a_refund_without_evidence_becomes_unknown_and_is_listed(
         row = rig.store.session("s1")
         assert row is not None and session_facts(row).refunds_unsettled == 1
         assert reversals(rig) == (["booked"] if reached else [])  # never sent a second time
+
+
+async def test_a_card_present_refund_repeated_is_unknown_its_card_not_said(
+    tmp_path: Path,
+) -> None:
+    """06 31 pays the card presented, and the terminal's repeat names no card: the stored
+    approval repeated proves the money left, not that it reached the driver's card."""
+    config = SimConfig(password="123456", card_wait_s=0.05, result_ack_timeout_s=2.0)
+    async with runner_rig(tmp_path, config) as rig:
+        _, cmd = await completed_with_refund_sent(rig, part=True)
+
+        async def persist(result: TerminalResult) -> None:
+            held = result_event(cmd, f"{cmd.key}:a:held", result)
+            rig.host.handle(replace(held, provisional=True))
+
+        paid = await rig.drivers[-1].refund(Money(cmd.amount_minor, "EUR"), persist)
+        assert paid.approved
+        await rig.drivers[-1].close()
+        rig.clock.advance(60)
+
+        s = await restarted(rig)
+        (refund,) = s.refunds
+        assert refund.status is RefundStatus.UNKNOWN and refund.ref == paid.ref
+        assert "not the card" in refund.message and s.refunded_minor == 0
+        assert not rig.store.outbox.list(kind="session.refund", limit=10)
+        refunds = [t for t in rig.sim.state.transactions.values() if t.kind == "refund"]
+        assert len(refunds) == 1  # asked, never paid a second time
