@@ -1,8 +1,9 @@
 """``evpay sessions refund ID --amount A --reason R`` asks for a refund of a settled session's
 capture; ``evpay sessions refund-resolve ID REFUND --refunded|--not-refunded --evidence E``
 settles by hand a refund whose outcome never reached us (``sent``, ``unknown``): the terminal
-or the acquirer never said, and only a person can read its journal or report. Both ask the
-engine's own rules (``corrections.refund_refusal``, ``corrections.refund_settled``), so the
+or the acquirer never said, and only a person can read its journal or report. A ``sent`` one
+only once ``REFUND_RESOLVE_MIN_AGE`` has passed: a person must not race its real answer. Both
+ask the engine's own rules (``corrections.refund_refusal``, ``corrections.refund_settled``), so the
 CLI never refuses what the engine allows, nor the reverse."""
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import getpass
 import hashlib
 import json
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from drivers.errors import AmountError
@@ -26,6 +27,10 @@ if TYPE_CHECKING:  # the rest is imported where a command runs (gateway/cli/__in
     from gateway.store import Store
 
 _NOT_FOUND = 1
+# A refund still ``sent`` may still be answered: the terminal's own deadline for an answer
+# (``command_timeout_s``, 330 s by default) and the enquiry after a restart both run well within
+# this. A person settling it sooner would race the real answer, so it is refused until then.
+REFUND_RESOLVE_MIN_AGE = timedelta(minutes=15)
 
 
 def register(
@@ -43,11 +48,13 @@ def register(
         "--wait", type=float, default=0.0, help="seconds to wait for the terminal's answer"
     )
     refund.set_defaults(handler=_refund)
-    settle = sub.add_parser(
-        "refund-resolve",
-        help="settle a refund whose outcome never came (sent, unknown) from the terminal's "
-        "journal or the acquirer's report",
+    said = (
+        "settle a refund whose outcome never came (sent, unknown) from the terminal's journal or "
+        "the acquirer's report; a sent refund only once "
+        f"{REFUND_RESOLVE_MIN_AGE.total_seconds() / 60:.0f} min have passed since it was sent "
+        "(its answer may still come)"
     )
+    settle = sub.add_parser("refund-resolve", help=said, description=said)
     settle.add_argument("id")
     settle.add_argument("refund", help="the refund's id (evpay sessions show)")
     outcome = settle.add_mutually_exclusive_group(required=True)
@@ -152,6 +159,7 @@ def _settle(args: argparse.Namespace) -> int:
             print(f"no session {args.id}")
             return _NOT_FOUND
         refund = _pending_refund(from_json(row["data"]), str(args.refund))
+        _old_enough(refund, datetime.now(UTC))
         ref = str(args.ref) if args.ref else None
         text = f"{args.id}\x00{refund.id}\x00{args.refunded}\x00{evidence}\x00{by}\x00{ref}"
         event = RefundSettled(
@@ -233,6 +241,22 @@ def _pending_refund(session: Session, named: str) -> Refund:
             "unknown refund is settled by hand"
         )
     return found
+
+
+def _old_enough(refund: Refund, now: datetime) -> None:
+    """A ``sent`` refund is settled by hand only once ``REFUND_RESOLVE_MIN_AGE`` has passed
+    since it was sent: before that its answer may still come (an ``unknown`` one is past it)."""
+    from gateway.payments.refunds import RefundStatus
+
+    age = now - refund.at
+    if refund.status is RefundStatus.SENT and age < REFUND_RESOLVE_MIN_AGE:
+        wait = int((REFUND_RESOLVE_MIN_AGE - age).total_seconds()) + 1
+        minimum = int(REFUND_RESOLVE_MIN_AGE.total_seconds() // 60)
+        raise BadInput(
+            f"refund {refund.id} was sent {int(age.total_seconds())} s ago and its answer may "
+            f"still come: a sent refund is settled by hand only {minimum} min after it was "
+            f"sent; wait {wait} s more (or until the daemon marks it unknown)"
+        )
 
 
 def _user() -> str:

@@ -12,7 +12,8 @@ concern decides in its own module (the folder explains the engine):
 - ``settlement.py``: what a terminal result proves and what is booked, hold by hold;
   ``lost_settlement.py``: a lost answer decided by the terminal's open holds and last result;
   ``late_evidence.py``: the end-of-day totals deciding an unconfirmed capture;
-- ``receipts.py``: the receipt and the CPO's fiscal data; ``corrections.py``: refunds;
+- ``receipts.py``: the receipt and the CPO's fiscal data; ``corrections.py``: refunds
+  (``refund_resume.py``: a refund still sent after a restart, asked about);
 - ``timers.py``: deadlines and restarts; ``moves.py``: the table followed, the outcome sent;
 - ``model.py``: the session record (core + holds, bill, metering, invoice, refunds).
 
@@ -70,6 +71,7 @@ from gateway.payments.moves import CHARGING_STATES, UNKNOWN_STATES, Transition, 
 from gateway.payments.plausibility import KEPT, clipped_stop, screen
 from gateway.payments.policy import Policy
 from gateway.payments.receipts import fiscal_arrived, receipt_facts
+from gateway.payments.refund_resume import refund_enquired, refund_resumed
 from gateway.payments.settlement import settlement_result
 from gateway.payments.states import FINAL, HOLDING, State
 from gateway.payments.timers import resumed, timer_fired
@@ -149,6 +151,10 @@ def _dispatch(session: Session | None, event: e.Event, now: datetime, policy: Po
     if isinstance(event, e.CaptureUndone):
         return capture_undone(session, event)
     if session.final:
+        if isinstance(event, e.Resumed):  # a refund whose answer the restart lost is asked
+            return refund_resumed(session)
+        if isinstance(event, e.OpenPreauthsReported):
+            return refund_enquired(session, event, now)
         if isinstance(event, e.FiscalDataArrived):
             return fiscal_arrived(session, event, now, policy)
         if isinstance(event, e.ChargerStopped):

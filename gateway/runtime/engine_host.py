@@ -33,6 +33,8 @@ from gateway.store import (
 )
 
 _LOGGER = logging.getLogger(__name__)
+# Refunds still ``sent`` asked about at one start (each one enquiry, one terminal exchange).
+REFUNDS_RESUMED_MAX = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +68,15 @@ class EngineHost:
 
     def open_sessions(self) -> list[Session]:
         return [from_json(r["data"]) for r in self.store.sessions(open_only=True, limit=100_000)]
+
+    def refunds_sent(self) -> list[Session]:
+        """Final sessions whose refund is still ``sent``: asked about after a start. Past
+        ``REFUNDS_RESUMED_MAX`` the newest wait for the next start (logged); reconciliation
+        lists every one meanwhile (``refund_unsettled``)."""
+        rows = self.store.sessions_refund_sent(REFUNDS_RESUMED_MAX + 1)
+        if len(rows) > REFUNDS_RESUMED_MAX:
+            _LOGGER.error("engine.refunds_sent_bound", extra={"limit": REFUNDS_RESUMED_MAX})
+        return [from_json(r["data"]) for r in rows[:REFUNDS_RESUMED_MAX]]
 
     def _owned_refs(self, open_here: list[Session], terminal: str) -> set[str]:
         """References of holds some session answers for: every hold of the terminal's open sessions

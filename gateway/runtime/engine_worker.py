@@ -5,7 +5,8 @@ step before anything happens) and the step's commands are carried out — termin
 that terminal's runner (``terminal_runner.py``), charger commands through the ``ChargerLink``.
 Pay requests are admitted or refused by ``admission.py``; charger messages become engine events
 in ``charger_adapter.py``. At start every session the last run left open resumes (asked about
-anything in flight) and each terminal is swept for holds no session owns.
+anything in flight), so does every settled session whose refund is still ``sent``
+(``payments/refund_resume.py``), and each terminal is swept for holds no session owns.
 
 The queue is bounded: input from outside (a charger message, fiscal data, a stored request, a
 pay request) is refused with ``QueueFull`` once ``ENGINE_QUEUE_MAX`` events wait. Results of
@@ -215,6 +216,7 @@ class EngineWorker:
         one is up, a pay request for it starts a session of this run, which is not interrupted
         (resumed, its pre-auth in flight would be taken as lost and its approval released)."""
         interrupted = self.host.open_sessions()
+        refunding = self.host.refunds_sent()  # final, but a refund's answer was lost
         for runner in self.runners.values():  # in turn, each within its deadline
             runner.metrics = self.status.metrics
             await runner.register()
@@ -223,6 +225,8 @@ class EngineWorker:
         for session in interrupted:
             self._take(e.Resumed(session.id, f"resume:{self._loop.boot}"))
             self._arm(session)
+        for session in refunding:
+            self._take(e.Resumed(session.id, f"resume:{self._loop.boot}"))
         for name, runner in self.runners.items():  # online: only holds nobody can own
             self._spawn(runner.sweeper(stopping), f"sweeper:{name}")
         if self.acquirers is not None:

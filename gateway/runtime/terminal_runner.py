@@ -101,7 +101,8 @@ class TerminalRunner:
     _commands: int = 0  # waiting for the terminal or at it
     # After a start the terminal's last result (ZVT 06 20) is asked once, before any new
     # session may start on it (a new transaction would overwrite it): the sessions open at that
-    # moment are answered with this snapshot (what it says, and when it was asked).
+    # moment, and the settled ones whose refund is still sent, are answered with this snapshot
+    # (what it says, and when it was asked).
     _asked: asyncio.Event = field(default_factory=asyncio.Event)
     _snapshot: tuple[e.LastResult | None, datetime] | None = None
     _resuming: set[str] = field(default_factory=set)
@@ -156,7 +157,7 @@ class TerminalRunner:
             s.id
             for s in self.host.open_sessions()
             if s.terminal == self.name and s.state in _ASKED_AFTER_START
-        }
+        } | {s.id for s in self.host.refunds_sent() if s.terminal == self.name}
         async with self.claim():
             last = await last_result(self.terminal)
         self._snapshot = (last, self.host.clock())

@@ -88,6 +88,17 @@ class StoreReads:
         )
         return [str(ref) for (ref,) in rows]
 
+    def sessions_refund_sent(self, limit: int) -> list[dict[str, Any]]:
+        """Final sessions with a refund still ``sent`` (its answer never stored), oldest first,
+        at most ``limit``: after a start each is asked about (``payments.refund_resume``)."""
+        rows = self._query(
+            "SELECT id, state, final, data, created_at, updated_at FROM sessions s"
+            " WHERE final = 1 AND EXISTS (SELECT 1 FROM json_each(s.data, '$.refunds') r"
+            " WHERE json_extract(r.value, '$.status') = 'sent') ORDER BY created_at LIMIT ?",
+            (limit,),
+        )
+        return self._sessions(rows)
+
     def sessions_of_terminal(self, terminal: str, since: datetime) -> list[dict[str, Any]]:
         """Sessions on one terminal changed since ``since`` (whose receipts the terminal may
         repeat)."""
