@@ -2,7 +2,9 @@
 result prove about the hold being settled (``enquiry_answered``), what is done while the
 terminal does not answer (``enquiry_failed``), and a lost pre-auth cancelled at the acquirer by
 our reference (``cancel_by_reference``). Booked only on positive evidence, as in
-``settlement.py``; a hold gone without it is unconfirmed, one gone after its validity lapsed.
+``settlement.py``: a capture gone without it is unconfirmed, a hold gone after its validity
+lapsed; a release is proven by its own stored result, the terminal's last result, or two open
+lists a retry interval apart that both omit the hold — never by one list (``_absent``).
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ def enquiry_answered(
     assert hold is not None  # noqa: S101 - an unknown settlement always has an open hold
     capture = s.state is State.CAPTURE_UNKNOWN
     if hold.ref in ev.refs:  # the terminal still holds it: our command did not happen
+        if hold.absent_since is not None:  # an earlier list without it was wrong
+            listed = replace(hold, absent_since=None)
+            s, hold = replace_hold(s, hold, listed), listed
         at = next_try(s, now, policy)
         if at is None:
             return give_up(
@@ -61,50 +66,94 @@ def enquiry_answered(
             "gone from the terminal after its validity ended: lapsed (no evidence of the release)",
             fate_known=True,
         )
-    if not capture:  # gone while still valid: only our release can have ended it
-        done = replace(hold, released_minor=hold.amount_minor, status=HoldStatus.RELEASED)
-        s = replace(s, notes=note(s, f"hold {hold.ref} no longer open at the terminal: released"))
-        return next_hold(replace_hold(s, hold, done), now, policy)
-    target = hold.target_minor or 0
-    last = ev.last
-    # Its own approval, stored before the crash: the hold is gone, so it stood. Named by
-    # whatever the driver names a booking (ZVT: its own receipt; nexo: the reservation's POI
-    # transaction, the hold's own reference), so no test of the reference is needed here.
-    own = (
-        held is not None
-        and held.approved
-        and held.ref is not None
-        and held.amount_minor in (target, hold.amount_minor - target)
-    )
-    if own and held is not None:
-        last = held
-    # a reference another hold of this session was booked with is that hold's result, not ours
-    booked = {h.booking_ref for h in s.holds if h is not hold}
-    if last is not None and (
-        own
-        or (
-            last.approved
-            and last.ref is not None
-            and last.ref != hold.ref  # the hold's own pre-auth repeated is no capture
-            and last.ref not in booked
-            and last.ref not in ev.refs
-            and last.amount_minor in (target, hold.amount_minor - target)
-        )
-    ):
+    last = _proof(s, hold, ev, held)
+    if last is not None:
+        kind = "capture" if capture else "release"
         s = replace(
-            s,
-            notes=note(s, f"capture of hold {hold.ref} confirmed by the terminal's last result"),
+            s, notes=note(s, f"{kind} of hold {hold.ref} confirmed by the terminal's last result")
         )
         shown = last.ref_display  # the booking as the slip prints it (ZVT: 0043)
         if last.ref is not None and shown is not None and shown != last.ref:
             s = replace(s, ref_display={**s.ref_display, last.ref: shown})
-        return next_hold(replace_hold(s, hold, captured_as_asked(hold, last.ref, now)), now, policy)
+        if capture:
+            done = captured_as_asked(hold, last.ref, now)
+        else:
+            done = replace(
+                hold,
+                released_minor=hold.amount_minor,
+                status=HoldStatus.RELEASED,
+                booking_ref=last.ref,
+            )
+        return next_hold(replace_hold(s, hold, done), now, policy)
+    if not capture:
+        return _absent(s, hold, now, policy)
     done = replace(hold, status=HoldStatus.UNCONFIRMED)
     s = replace(
         s,
         notes=note(s, f"hold {hold.ref} gone from the terminal without evidence of the capture"),
     )
     return next_hold(replace_hold(s, hold, done), now, policy)
+
+
+def _proof(
+    s: Session, hold: Hold, ev: e.OpenPreauthsReported, held: e.LastResult | None
+) -> e.LastResult | None:
+    """The result that proves our capture or release of ``hold`` (gone from the terminal), or
+    None. A capture books the target and releases the rest; a release books nothing (ZVT echoes
+    0 or the amount released), so one test serves both with the release's target 0."""
+    target = hold.target_minor or 0
+    # Its own approval, stored before the crash: the hold is gone, so it stood. Named by
+    # whatever the driver names a booking (ZVT: its own receipt; nexo: the reservation's POI
+    # transaction, the hold's own reference), so no test of the reference is needed here.
+    if (
+        held is not None
+        and held.approved
+        and held.ref is not None
+        and held.amount_minor in (target, hold.amount_minor - target)
+    ):
+        return held
+    last = ev.last
+    # a reference another hold of this session was booked with is that hold's result, not ours
+    booked = {h.booking_ref for h in s.holds if h is not hold}
+    if (
+        last is not None
+        and last.approved
+        and last.ref is not None
+        and last.ref != hold.ref  # the hold's own pre-auth repeated is no capture or release
+        and last.ref not in booked
+        and last.ref not in ev.refs
+        and last.amount_minor in (target, hold.amount_minor - target)
+    ):
+        return last
+    return None
+
+
+def _absent(s: Session, hold: Hold, now: datetime, policy: Policy) -> Transition:
+    """A hold to release missing from the terminal's open list, with no result proving the
+    release. One list is no evidence: a stale frame or an empty answer omits a hold still open
+    (the full crash run booked hold 398 released that way and the sweep found it open 56 s
+    later). The first absence is stored on the hold and the terminal asked again after the
+    first retry interval (``policy.retry_initial``); a second list at least that much later
+    that omits it too books the release. The validity's end, if it comes first, is the lapsed
+    path above; a list that shows it again releases it again (``STILL_OPEN``)."""
+    wait = policy.retry_initial
+    first = hold.absent_since
+    if first is not None and now - first >= wait:
+        done = replace(hold, released_minor=hold.amount_minor, status=HoldStatus.RELEASED)
+        why = (
+            f"hold {hold.ref} not open at the terminal in two enquiries "
+            f"{int((now - first).total_seconds())} s apart: released"
+        )
+        return next_hold(replace_hold(replace(s, notes=note(s, why)), hold, done), now, policy)
+    if first is None:
+        first = now
+        s = replace_hold(s, hold, replace(hold, absent_since=now))
+    why = f"hold {hold.ref} not in the terminal's open list: asked again before booking the release"
+    return Transition(
+        replace(
+            s, attempts=s.attempts + 1, timer=(TimerKind.QUERY, first + wait), notes=note(s, why)
+        )
+    )
 
 
 def enquiry_failed(s: Session, now: datetime, policy: Policy, *, busy: bool = False) -> Transition:

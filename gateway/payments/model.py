@@ -51,6 +51,11 @@ class Hold:
     # the trace number of the last top-up that raised this hold: the terminal's last result with
     # it is that top-up, never a later one whose answer was lost (``topups.topup_enquired``)
     topup_trace: int | None = None
+    # A release whose answer was lost: when an enquiry first answered without this hold. One
+    # list proves nothing (a stale or empty answer); a second one at least the first retry
+    # interval later that omits it too proves the release (``lost_settlement``). Stored so a
+    # restart keeps the first sighting; a row stored before it has none.
+    absent_since: datetime | None = None
 
     @property
     def open_minor(self) -> int:

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from gateway.payments import events as e
 from gateway.payments.record import from_json
 from gateway.payments.session import Session, State
+from gateway.payments.states import IN_FLIGHT
 from gateway.store import Store
 
 IN_FLIGHT_HOLDS = (State.AUTHORIZING, State.TOPPING_UP)  # a fresh hold may exist, not stored yet
@@ -42,6 +43,11 @@ def ambiguous(
         # A lost pre-auth adopts a hold only if no other session can have made it: the hold
         # is left to its owner or to the orphan sweep (issue 26, found by the reference model).
         return any(may_own(s, last) for s, _ in others)
+    if session.state is State.RELEASE_UNKNOWN:
+        # A release's result names no hold (a new receipt, 0 or the hold's amount): another
+        # session's release or capture looks the same. Only when none of them can have made it
+        # is it ours; else the release is proven by its stored result or two absences.
+        return any(s.lost_results or s.state in IN_FLIGHT for s, _ in others)
     if sent is None:
         return session.state is State.CAPTURE_UNKNOWN
     # a session started after the result was asked (the runner's snapshot at start) did
