@@ -1,0 +1,142 @@
+"""Round-5 attack (issue 26), part 2: the engine worker at a start. The sessions to resume and
+the refunds still ``sent`` are listed before the first terminal registers
+(engine_worker._begin); the terminal runner's own snapshot list (``_resuming``) is taken when
+its terminal registers. Real parts: the ZVT simulator on loopback TCP, a second terminal that
+never answers (its registration takes its whole deadline), the simulated charger, a real
+SQLite store; the previous run is played by a runner on its own driver, then dropped."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from drivers.sim.terminal import SimConfig
+from gateway.payments import events as e
+from gateway.payments.charger import ChargeStopped
+from gateway.payments.session import Session, State
+from gateway.runtime.charger import SimulatedCharger
+from gateway.runtime.engine_host import EngineHost
+from gateway.runtime.engine_parts import TerminalFacts
+from gateway.runtime.engine_worker import EngineWorker
+from tests.helpers import until
+from tests.payments.fixtures import DAY_TARIFF, policy
+from tests.runtime.runner_rig import RunnerRig, runner_rig
+from tests.runtime.test_resume_this_run import silent, zvt
+
+CONFIG = SimConfig(password="123456", card_wait_s=0.05, result_ack_timeout_s=2.0)
+
+
+async def charging_last_run(rig: RunnerRig, sid: str = "s1", evse: str = "E1") -> Session:
+    """The previous run: ``sid`` holds 50.00 on T1 (a real pre-auth) and charges; then dies."""
+    runner, heard = rig.runner()
+    await runner.register()
+    await rig.run(runner, heard, e.CardPresented(sid, "card", evse, "T1", "EUR"))
+    await rig.run(runner, heard, e.ChargerStarted(sid, "st", 1000))
+    s = rig.host.load(sid)
+    assert s is not None and s.state is State.CHARGING
+    await rig.drivers[-1].close()
+    return s
+
+
+@dataclass
+class Started:
+    engine: EngineWorker
+    host: EngineHost
+    charger: SimulatedCharger
+
+
+@contextlib.asynccontextmanager
+async def restarted(rig: RunnerRig) -> AsyncIterator[Started]:
+    """The next run, started: T1 (the simulator) registers at once, T2 (silent) takes its whole
+    1 s deadline, so ``_begin`` is still registering for about a second."""
+    mute = await asyncio.start_server(silent, "127.0.0.1", 0)
+    host = EngineHost(rig.store, policy(tariffs={"*": DAY_TARIFF}), lambda: datetime.now(UTC))
+    charger = SimulatedCharger(["E1", "E2"])
+    t1, t2 = zvt("T1", rig.port), zvt("T2", mute.sockets[0].getsockname()[1])
+    engine = EngineWorker(
+        host,
+        {"T1": t1, "T2": t2},
+        charger,
+        {"E1": EngineWorker.route("T1", "EUR"), "E2": EngineWorker.route("T2", "EUR")},
+        TerminalFacts(register_timeout_s=1.0),
+    )
+    stopping = asyncio.Event()
+    run = asyncio.create_task(engine.run(stopping))
+    try:
+        await until(lambda: engine.status.terminal_state.get("T1", (False, ""))[0])
+        assert not engine.status.registered.is_set()  # T2 is still registering
+        yield Started(engine, host, charger)
+    finally:
+        stopping.set()
+        await asyncio.gather(run, return_exceptions=True)
+        await charger.close()
+        for driver in (t1, t2):
+            await driver.close()
+        mute.close()
+
+
+def captures(rig: RunnerRig) -> list[str]:
+    kinds = ("booking",)
+    return [t.state for t in rig.sim.state.transactions.values() if t.kind in kinds]
+
+
+async def test_a_stop_heard_while_registering_is_captured_once_and_not_taken_as_lost(
+    tmp_path: Path,
+) -> None:
+    """s1 charged in the last run; its charger reports the stop while T2 still registers. The
+    stop is queued before s1's resume: the capture goes out, then the resume finds s1
+    CAPTURING. It must not take that capture (of this run) as lost."""
+    async with runner_rig(tmp_path, CONFIG) as rig:
+        await charging_last_run(rig)
+        async with restarted(rig) as started:
+            stop = ChargeStopped(
+                evse="E1", session_id="s1", meter_wh=4000, session_energy_wh=3000, reason="full"
+            )
+            started.charger._emit(stop)
+            await until(started.engine.status.registered.is_set)
+            await until(lambda: (s := started.host.load("s1")) is not None and s.final, 30)
+        s = started.host.load("s1")
+        assert s is not None
+        assert s.state is State.COMPLETED and s.captured_minor > 0, s.notes
+        assert len(captures(rig)) == 1
+        steps = [j["data"] for j in rig.store.journal("s1") if j["kind"] == "Resumed"]
+        # the capture of this run was taken as lost: its provisional approval is then "not
+        # awaited" (a line drop after it would leave a capture the terminal made unconfirmed)
+        assert not [d for d in steps if d["from"] != "charging"], steps
+        assert s.notes == ()
+
+
+async def test_a_pay_request_while_registering_at_an_evse_open_from_the_last_run_is_refused(
+    tmp_path: Path,
+) -> None:
+    """One session per EVSE: s1 (last run) still charges at E1 when a pay request for E1
+    comes in while T2 registers (T1 is up, so admission is open)."""
+    async with runner_rig(tmp_path, CONFIG) as rig:
+        await charging_last_run(rig)
+        async with restarted(rig) as started:
+            answer = started.engine.request_payment("E1", "again")
+            assert answer.status == 409 and answer.session_id == "s1", answer
+            await until(started.engine.status.registered.is_set)
+            await until(started.engine.status.idle.is_set)
+        assert [r["id"] for r in rig.store.sessions(open_only=True, limit=10)] == ["s1"]
+        assert len(rig.sim.open_preauths()) == 1  # no second hold
+
+
+async def test_a_session_of_this_run_on_t1_is_not_in_t1s_resume_snapshot(tmp_path: Path) -> None:
+    """T1's ``_resuming`` is taken when T1 registers; a session started at T1 while T2 still
+    registers is not in it (its enquiry, if any, must ask the terminal afresh)."""
+    async with runner_rig(tmp_path, CONFIG) as rig:
+        await charging_last_run(rig)
+        async with restarted(rig) as started:
+            answer = started.engine.request_payment("E2", "new")  # T2 not up: refused
+            assert answer.status >= 400
+            runner = started.engine.runners["T1"]
+            await until(runner._asked.is_set)
+            assert "s1" not in runner._resuming  # CHARGING: nothing in flight to ask about
+            started.charger.plug_in("E1")  # refused: s1 holds E1
+            await until(started.engine.status.registered.is_set)
+            assert runner._resuming <= {"s1"}
