@@ -6,6 +6,7 @@ is tests/attack/test_attack_round5_start.py."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 from datetime import timedelta
 from pathlib import Path
@@ -242,3 +243,40 @@ def test_the_lint_on_a_flat_only_or_single_element_tariff_finds_nothing() -> Non
     assert (
         step_size_hazards(tariff_from_ocpi({"id": "M", "currency": "EUR", "elements": many})) == ()
     )
+
+
+# ---- 2. the known open risk: a killed process's answer taken for the next command ------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BREAK (known open risk, not fixed here: the driver's sequencing is another "
+    "helper's): on the pty the killed process's capture of hold A is answered after the "
+    "restart; ZVT answers name no command, so the next process's capture of hold B reads A's "
+    "80 00 + 04 0F (10.00, receipt 3) as its own: APPROVED while B's command never ran and "
+    "hold B stays open. drivers/zvt/asyncio/client.py settle() only runs when the link thinks "
+    "a frame was left unanswered; fix: drain and drop the line before the first command of a "
+    "new connection, or check the 04 0F's amount/receipt against the command it answers",
+)
+@pytest.mark.parametrize("rig", ["pty"], indirect=True)
+async def test_a_killed_captures_answer_is_not_taken_for_the_next_capture(rig: Rig) -> None:
+    """The process dies right after writing a capture of hold A (book total 10.00); the
+    restarted one registers and captures hold B (20.00) on the same pty."""
+    t = rig.make_driver()
+    assert (await t.connect()).approved
+    a = await t.preauthorize(Money(5000, "EUR"), "R5-A")
+    b = await t.preauthorize(Money(5000, "EUR"), "R5-B")
+    assert a.ref is not None and b.ref is not None
+    loop = asyncio.get_running_loop()
+    capture_a = m.book_total(int(a.ref), 1000, currency("EUR").numeric)
+    t.client.link.send_apdu(capture_a.to_apdu().encode(), loop.time())
+    await t.client.transport.write(t.client.link.data_to_send())
+    await asyncio.sleep(0.05)
+    await t.close()  # killed: nothing read
+    await asyncio.sleep(1.0)
+    fresh = rig.make_driver()
+    await fresh.connect()
+    got = await fresh.capture(b.ref, Money(5000, "EUR"), Money(2000, "EUR"), "R5-B")
+    hold_b = rig.sim.state.transactions[int(b.ref)]
+    # seen: APPROVED, amount 10.00, receipt 3 (A's booking); hold B still "open"
+    assert not got.approved or (got.amount == Money(2000, "EUR") and hold_b.state != "open")
