@@ -50,18 +50,23 @@ class Started:
 
 
 @contextlib.asynccontextmanager
-async def restarted(rig: RunnerRig) -> AsyncIterator[Started]:
+async def restarted(rig: RunnerRig, *, kill: bool = False) -> AsyncIterator[Started]:
     """The next run, started: T1 (the simulator) registers at once, T2 (silent) takes its whole
-    1 s deadline, so ``_begin`` is still registering for about a second."""
+    1 s deadline, so ``_begin`` is still registering for about a second. E1 and E3 pay at T1,
+    E2 at T2. With ``kill``, the run ends as a killed process does: every task cancelled."""
     mute = await asyncio.start_server(silent, "127.0.0.1", 0)
     host = EngineHost(rig.store, policy(tariffs={"*": DAY_TARIFF}), lambda: datetime.now(UTC))
-    charger = SimulatedCharger(["E1", "E2"])
+    charger = SimulatedCharger(["E1", "E2", "E3"])
     t1, t2 = zvt("T1", rig.port), zvt("T2", mute.sockets[0].getsockname()[1])
     engine = EngineWorker(
         host,
         {"T1": t1, "T2": t2},
         charger,
-        {"E1": EngineWorker.route("T1", "EUR"), "E2": EngineWorker.route("T2", "EUR")},
+        {
+            "E1": EngineWorker.route("T1", "EUR"),
+            "E2": EngineWorker.route("T2", "EUR"),
+            "E3": EngineWorker.route("T1", "EUR"),
+        },
         TerminalFacts(register_timeout_s=1.0),
     )
     stopping = asyncio.Event()
@@ -71,8 +76,13 @@ async def restarted(rig: RunnerRig) -> AsyncIterator[Started]:
         assert not engine.status.registered.is_set()  # T2 is still registering
         yield Started(engine, host, charger)
     finally:
+        if kill:
+            for handle in engine._loop.timers.values():
+                handle.cancel()
+            for task in (run, *engine._loop.tasks):
+                task.cancel()
         stopping.set()
-        await asyncio.gather(run, return_exceptions=True)
+        await asyncio.gather(run, *engine._loop.tasks, return_exceptions=True)
         await charger.close()
         for driver in (t1, t2):
             await driver.close()
@@ -140,3 +150,30 @@ async def test_a_session_of_this_run_on_t1_is_not_in_t1s_resume_snapshot(tmp_pat
             started.charger.plug_in("E1")  # refused: s1 holds E1
             await until(started.engine.status.registered.is_set)
             assert runner._resuming <= {"s1"}
+
+
+async def test_killed_while_registering_its_new_session_is_resumed_at_the_next_start(
+    tmp_path: Path,
+) -> None:
+    """A pay request at E3 (T1 up) starts s3 while T2 registers; the process is killed while
+    the card is awaited. The next start finds s3 of the last run: resumed as interrupted,
+    asked about, ended with nothing taken; no hold left open that no session owns."""
+    config = SimConfig(password="123456", card_wait_s=1.5, result_ack_timeout_s=2.0)
+    async with runner_rig(tmp_path, config) as rig:
+        await charging_last_run(rig)
+        async with restarted(rig, kill=True) as started:
+            answer = started.engine.request_payment("E3", "k1")
+            assert answer.status == 202 and answer.session_id is not None
+            new = answer.session_id
+            await asyncio.sleep(0.3)  # the pre-auth is at the terminal, the card awaited
+        stored = rig.host.load(new)
+        assert stored is not None and stored.state is State.AUTHORIZING
+        async with restarted(rig) as again:
+            await until(again.engine.status.registered.is_set)
+            await until(lambda: (x := again.host.load(new)) is not None and x.final, 30)
+            await until(again.engine.status.idle.is_set)
+        s3 = again.host.load(new)
+        assert s3 is not None and s3.captured_minor == 0, s3.notes
+        s1 = again.host.load("s1")
+        assert s1 is not None and s1.state is State.CHARGING
+        assert [str(n) for n in rig.sim.open_preauths()] == [s1.holds[0].ref], s3.notes
