@@ -173,7 +173,8 @@ async def test_killed_while_registering_its_new_session_is_resumed_at_the_next_s
             await until(lambda: (x := again.host.load(new)) is not None and x.final, 30)
             await until(again.engine.status.idle.is_set)
         s3 = again.host.load(new)
-        assert s3 is not None and s3.captured_minor == 0, s3.notes
+        assert s3 is not None
+        assert s3.captured_minor == 0 and not s3.holds, s3.notes
         s1 = again.host.load("s1")
         assert s1 is not None and s1.state is State.CHARGING
         assert [str(n) for n in rig.sim.open_preauths()] == [s1.holds[0].ref], s3.notes
