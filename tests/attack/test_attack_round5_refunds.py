@@ -15,6 +15,8 @@ from gateway.payments.refund_resume import enquiry_key
 from gateway.payments.refunds import RefundStatus
 from gateway.payments.session import Session, State
 from gateway.runtime.engine_host import EngineHost
+from tests.acquirer.test_refund_after_restart import DEADLINE, webhook
+from tests.acquirer.test_refund_after_restart import Rig as AcquirerRig
 from tests.attack.round3_rig import MC, charge_at_host, make_host
 from tests.payments.fixtures import Clock
 from tests.payments.fixtures import terminal_result as res
@@ -129,3 +131,32 @@ def test_a_refund_sent_without_approval_makes_the_last_result_no_ones(tmp_path: 
         assert s.refunds[0].status is RefundStatus.UNKNOWN  # no stored approval: unknown
     finally:
         store.close()
+
+
+async def test_an_acquirer_refund_whose_webhook_is_already_in_the_book_is_decided_once(
+    tmp_path: Path,
+) -> None:
+    """The refund was taken by the acquirer and its REFUND webhook stored in the book, then the
+    daemon died before handing it to the session. The restart hands it over under the same
+    key: done once, no second modification, nothing asked again at a later start."""
+    rig = AcquirerRig(tmp_path)
+    try:
+        await rig.completed()
+        cmd = rig.refund_sent()
+        await rig.runner().execute(cmd)  # the last run put it in the book, sent, taken
+        rig.store.acquirer.received(cmd.key, "PSPREFUND", rig.clock(), rig.clock() + DEADLINE)
+        hook = webhook("REFUND", "PSPREFUND", cmd.key, 100)
+        rig.store.acquirer.record_events("adyen", [hook], rig.clock())
+        runner = rig.runner()
+        (again,) = await rig.resumed(runner, "b2")
+        assert again.key == cmd.key
+        runner.hand_over()
+        s = rig.heard()
+        assert s.refunds[0].status is RefundStatus.DONE and s.refunded_minor == 100
+        stored = rig.store.acquirer.get(cmd.key)
+        assert stored is not None and stored.attempts <= 1, stored
+        assert not await rig.resumed(rig.runner(), "b3")
+        (told,) = rig.store.outbox.list(kind="session.refund", limit=10)
+        assert told.payload["amount_minor"] == 100
+    finally:
+        rig.store.close()
