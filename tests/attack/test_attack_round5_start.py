@@ -10,20 +10,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from drivers.sim.terminal import SimConfig
+from drivers.base import Outcome, TerminalResult
+from drivers.sim.ports import serve_tcp
+from drivers.sim.terminal import SimConfig, SimTerminal
+from gateway.payments import commands as c
 from gateway.payments import events as e
 from gateway.payments.charger import ChargeStopped
+from gateway.payments.refunds import RefundStatus
 from gateway.payments.session import Session, State
 from gateway.runtime.charger import SimulatedCharger
 from gateway.runtime.engine_host import EngineHost
 from gateway.runtime.engine_parts import TerminalFacts
 from gateway.runtime.engine_worker import EngineWorker
-from tests.helpers import until
+from gateway.runtime.terminal_calls import result_event
+from gateway.store import Store
+from tests.helpers import free_port, until
 from tests.payments.fixtures import DAY_TARIFF, policy
+from tests.payments.fixtures import terminal_result as res
 from tests.runtime.runner_rig import RunnerRig, runner_rig
 from tests.runtime.test_resume_this_run import silent, zvt
 
@@ -178,3 +185,110 @@ async def test_killed_while_registering_its_new_session_is_resumed_at_the_next_s
         s1 = again.host.load("s1")
         assert s1 is not None and s1.state is State.CHARGING
         assert [str(n) for n in rig.sim.open_preauths()] == [s1.holds[0].ref], s3.notes
+
+
+async def _completed_with_reversal_sent(rig: RunnerRig, sid: str, evse: str) -> c.RefundPayment:
+    """``sid`` charged and captured at T1 by the last run; a reversal of it stored ``sent``."""
+    runner, heard = rig.runner()
+    await runner.register()
+    await rig.run(runner, heard, e.CardPresented(sid, "card", evse, "T1", "EUR"))
+    await rig.run(runner, heard, e.ChargerStarted(sid, "st", 1000))
+    await rig.run(runner, heard, e.ChargerStopped(session_id=sid, event_id="sp", meter_wh=3000))
+    done = rig.host.load(sid)
+    assert done is not None and done.state is State.COMPLETED
+    asked = e.RefundRequested(
+        session_id=sid, event_id="r", amount_minor=done.captured_minor, reason="fault"
+    )
+    (cmd,) = [x for x in rig.host.handle(asked).commands if isinstance(x, c.RefundPayment)]
+    assert cmd.method == "reversal"
+    return cmd
+
+
+async def test_two_sent_refunds_on_one_terminal_only_the_repeated_one_is_done(
+    tmp_path: Path,
+) -> None:
+    """s1's and s2's reversals both stored ``sent``; s1's went out, approved and stored before
+    our acknowledgement, s2's never reached the terminal. The start asks once per refund with
+    the same snapshot: s1 done, s2 unknown, and the terminal saw one reversal only."""
+    async with runner_rig(tmp_path, CONFIG) as rig:
+        first = await _completed_with_reversal_sent(rig, "s1", "E1")
+        await _completed_with_reversal_sent(rig, "s2", "E3")
+
+        async def persist(result: TerminalResult) -> None:
+            held = result_event(first, f"{first.key}:a:held", result)
+            rig.host.handle(replace(held, provisional=True))
+
+        assert first.ref is not None
+        assert (await rig.drivers[-1].reverse(first.ref, persist)).approved
+        await rig.drivers[-1].close()
+        async with restarted(rig) as started:
+            await until(started.engine.status.registered.is_set)
+
+            def settled() -> bool:
+                both = [started.host.load(sid) for sid in ("s1", "s2")]
+                return all(s is not None and s.refunds[0].status.value != "sent" for s in both)
+
+            await until(settled, 20)
+        s1, s2 = rig.host.load("s1"), rig.host.load("s2")
+        assert s1 is not None and s2 is not None
+        assert s1.refunds[0].status is RefundStatus.DONE, s1.refunds
+        assert s2.refunds[0].status is RefundStatus.UNKNOWN and s2.refunded_minor == 0
+        reversals = [t for t in rig.sim.state.transactions.values() if t.kind == "reversal"]
+        assert [t.state for t in reversals] == ["booked"]  # nothing resent
+
+
+async def test_a_terminal_back_through_an_enquiry_still_takes_pay_requests(tmp_path: Path) -> None:
+    """T2 is down at the start (its registration refused, no snapshot asked). The last run's
+    lost pre-auth on T2 is asked about again 1 s later; T2 is back by then, the driver
+    reconnects for that enquiry and T2 is marked available. Its last result must still be
+    asked (``ask_last_result``) so that money commands may start: a pay request at E2 gets
+    its hold, not "the terminal's last result is not yet asked" for the rest of the run."""
+    store = Store.open(tmp_path / "evpay.sqlite3")
+    pol = policy(tariffs={"*": DAY_TARIFF}, retry_initial=timedelta(seconds=1))
+    host = EngineHost(store, pol, lambda: datetime.now(UTC))
+    host.handle(e.CardPresented("s2", "card", "E2", "T2", "EUR"))
+    host.handle(res("preauthorize", Outcome.UNKNOWN, None, None, sid="s2"))
+    lost = host.load("s2")
+    assert lost is not None and lost.state is State.AUTH_UNKNOWN
+    port = free_port()
+    sim = SimTerminal(SimConfig(password="123456", card_wait_s=0.05, result_ack_timeout_s=2.0))
+    t2 = zvt("T2", port)
+    charger = SimulatedCharger(["E2"])
+    engine = EngineWorker(
+        host,
+        {"T2": t2},
+        charger,
+        {"E2": EngineWorker.route("T2", "EUR")},
+        TerminalFacts(register_timeout_s=1.0),
+    )
+    stopping = asyncio.Event()
+    run = asyncio.create_task(engine.run(stopping))
+    server = None
+    try:
+        await until(engine.status.registered.is_set)
+        board = engine.status.terminal_state
+        assert not board["T2"][0]  # down: refused
+        server = await serve_tcp("127.0.0.1", port, lambda p: sim.serve(p, serial=False))
+        await until(lambda: (s := host.load("s2")) is not None and s.final, 15)
+        await until(lambda: board["T2"][0], 15)
+        await asyncio.sleep(6)  # past the unavailable probe's interval
+        answer = engine.request_payment("E2", "after")
+        assert answer.status == 202 and answer.session_id is not None, answer
+        new = answer.session_id
+
+        def decided() -> bool:
+            s = host.load(new)
+            return s is not None and s.state is not State.AUTHORIZING
+
+        await until(decided, 15)
+        s = host.load(new)
+        assert s is not None
+        assert s.state is State.AUTHORIZED, s.notes
+    finally:
+        stopping.set()
+        await asyncio.gather(run, return_exceptions=True)
+        await charger.close()
+        await t2.close()
+        if server is not None:
+            server.close()
+        store.close()
