@@ -160,3 +160,28 @@ async def test_an_acquirer_refund_whose_webhook_is_already_in_the_book_is_decide
         assert told.payload["amount_minor"] == 100
     finally:
         rig.store.close()
+
+
+def test_two_restarts_in_a_row_ask_again_and_never_resend(tmp_path: Path) -> None:
+    """The first start's enquiry is lost too (killed before its answer): the refund is still
+    ``sent`` and the next start asks again -- an enquiry each time, never a second reversal --
+    and the answer then decides it."""
+    host, clock, store = make_host(tmp_path)
+    try:
+        done = charge_at_host(host, clock, "s1", 7, Outcome.APPROVED)
+        _refund_held(host, clock, "s1", done.captured_minor, held_ref=20)
+        first = host.handle(e.Resumed("s1", "resume:b2")).commands
+        again = host.handle(e.Resumed("s1", "resume:b3")).commands
+        for commands in (first, again):
+            assert [type(x) for x in commands] == [c.QueryOpenPreauths]
+        s = host.load("s1")
+        assert s is not None and s.refunds[0].status is RefundStatus.SENT
+        (rows,) = [store.sessions_refund_sent(10)]
+        assert [r["id"] for r in rows] == ["s1"]  # listed at each start until decided
+        last = e.LastResult(approved=True, ref="20", amount_minor=done.captured_minor)
+        host.handle(e.OpenPreauthsReported("s1", f"{again[0].key}:b", (), last=last))
+        s = host.load("s1")
+        assert s is not None and s.refunds[0].status is RefundStatus.DONE
+        assert not store.sessions_refund_sent(10)
+    finally:
+        store.close()
