@@ -179,7 +179,9 @@ def test_two_restarts_in_a_row_ask_again_and_never_resend(tmp_path: Path) -> Non
         (rows,) = [store.sessions_refund_sent(10)]
         assert [r["id"] for r in rows] == ["s1"]  # listed at each start until decided
         last = e.LastResult(approved=True, ref="20", amount_minor=done.captured_minor)
-        host.handle(e.OpenPreauthsReported("s1", f"{again[0].key}:b", (), last=last))
+        (ask,) = again
+        assert isinstance(ask, c.QueryOpenPreauths)
+        host.handle(e.OpenPreauthsReported("s1", f"{ask.key}:b", (), last=last))
         s = host.load("s1")
         assert s is not None and s.refunds[0].status is RefundStatus.DONE
         assert not store.sessions_refund_sent(10)
