@@ -252,6 +252,13 @@ def _old_enough(refund: Refund, now: datetime) -> None:
     if refund.status is RefundStatus.SENT and age < REFUND_RESOLVE_MIN_AGE:
         wait = int((REFUND_RESOLVE_MIN_AGE - age).total_seconds()) + 1
         minimum = int(REFUND_RESOLVE_MIN_AGE.total_seconds() // 60)
+        if age < timedelta(0):  # stamped by a clock ahead of this one: the sending time counts
+            raise BadInput(
+                f"refund {refund.id} is stamped sent at {refund.at.isoformat()}, "
+                f"{int(-age.total_seconds())} s in the future of this host's clock (check both "
+                f"clocks): a sent refund is settled by hand only {minimum} min after it was "
+                f"sent; wait {wait} s more (or until the daemon marks it unknown)"
+            )
         raise BadInput(
             f"refund {refund.id} was sent {int(age.total_seconds())} s ago and its answer may "
             f"still come: a sent refund is settled by hand only {minimum} min after it was "

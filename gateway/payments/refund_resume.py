@@ -74,12 +74,16 @@ def refund_enquired(s: Session, ev: e.OpenPreauthsReported, now: datetime) -> Tr
         return Transition(s, note="final: ignored")
     op = e.Operation.REVERSAL if sent.method is RefundMethod.REVERSAL else e.Operation.REFUND
     last = ev.last
+    # a receipt the session's pre-auth or capture carries (a terminal that names the reversed
+    # payment in the reversal's result) repeated is that payment's result, no proof of ours
+    own = {n for h in s.holds for n in (h.ref, h.booking_ref) if n is not None}
     stood = (
         not ev.failed
         and last is not None
         and last.approved
         and sent.ref is not None
         and last.ref == sent.ref
+        and sent.ref not in own
     )
     if stood and last is not None and sent.method is RefundMethod.REFUND:
         # 06 31 pays the card presented, and the repeat names no card: paid, but whether to

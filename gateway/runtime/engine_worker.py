@@ -217,16 +217,17 @@ class EngineWorker:
         (resumed, its pre-auth in flight would be taken as lost and its approval released)."""
         interrupted = self.host.open_sessions()
         refunding = self.host.refunds_sent()  # final, but a refund's answer was lost
+        # queued now, ahead of a charger message heard while the terminals register: a stop
+        # handled first would send a capture of this run that the resume then took as lost
+        for session in (*interrupted, *refunding):
+            self._take(e.Resumed(session.id, f"resume:{self._loop.boot}"))
         for runner in self.runners.values():  # in turn, each within its deadline
             runner.metrics = self.status.metrics
             await runner.register()
         # READY waits for this: pay requests before it would all be refused
         self.status.registered.set()
         for session in interrupted:
-            self._take(e.Resumed(session.id, f"resume:{self._loop.boot}"))
             self._arm(session)
-        for session in refunding:
-            self._take(e.Resumed(session.id, f"resume:{self._loop.boot}"))
         for name, runner in self.runners.items():  # online: only holds nobody can own
             self._spawn(runner.sweeper(stopping), f"sweeper:{name}")
         if self.acquirers is not None:

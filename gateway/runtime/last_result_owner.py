@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 
 from gateway.payments import events as e
 from gateway.payments.record import from_json
+from gateway.payments.refunds import RefundStatus
 from gateway.payments.session import Session, State
 from gateway.payments.states import IN_FLIGHT
 from gateway.store import Store
@@ -37,6 +38,7 @@ def ambiguous(
     rows = [r for r in store.sessions_of_terminal(session.terminal, since) if r["id"] != session.id]
     others = [(from_json(r["data"]), r["updated_at"]) for r in rows]
     known = {n for s, _ in others for h in s.holds for n in (h.ref, h.booking_ref) if n is not None}
+    known |= {r.ref for s, _ in others for r in s.refunds if r.ref is not None}  # a refund's
     if last.ref in known:
         return True
     if session.state is State.AUTH_UNKNOWN:
@@ -47,7 +49,7 @@ def ambiguous(
         # A release's result names no hold (a new receipt, 0 or the hold's amount): another
         # session's release or capture looks the same. Only when none of them can have made it
         # is it ours; else the release is proven by its stored result or two absences.
-        return any(s.lost_results or s.state in IN_FLIGHT for s, _ in others)
+        return any(s.lost_results or refund_out(s) or s.state in IN_FLIGHT for s, _ in others)
     if sent is None:
         return session.state is State.CAPTURE_UNKNOWN
     # a session started after the result was asked (the runner's snapshot at start) did
@@ -57,7 +59,16 @@ def ambiguous(
         for s, updated in others
         if updated >= sent and (asked_at is None or s.created_at < asked_at)
     ]
-    return any(s.created_at >= sent or s.lost_results or s.state in MAKING_HOLDS for s in changed)
+    return any(
+        s.created_at >= sent or s.lost_results or refund_out(s) or s.state in MAKING_HOLDS
+        for s in changed
+    )
+
+
+def refund_out(other: Session) -> bool:
+    """A refund of ``other`` whose answer is still awaited (``sent``): its reversal or refund
+    may be the terminal's last result, approved for an amount a capture can have too."""
+    return any(r.status is RefundStatus.SENT for r in other.refunds)
 
 
 def may_own(other: Session, last: e.LastResult) -> bool:

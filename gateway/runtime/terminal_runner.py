@@ -321,7 +321,9 @@ class TerminalRunner:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(min(UNAVAILABLE_PROBE_S, self.probe_every_s)):
                     await stopping.wait()
-            due = self.name in self.board and not self.available
+            # available without its last result asked: back through another command's
+            # reconnect (an enquiry), which no money command may follow until it is asked
+            due = self.name in self.board and not (self.available and self._asked.is_set())
             if loop.time() >= routing_due:
                 due = due or not self.health.up(self.name)
                 routing_due = loop.time() + self.probe_every_s

@@ -11,6 +11,7 @@ from drivers.money import Currency, Money, currency_by_numeric
 from drivers.zvt import messages as m
 from drivers.zvt.asyncio.client import SequenceOutcome
 from drivers.zvt.constants import ABORT_CODES, BUSY_CODES, DECLINE_CODES, result_text
+from drivers.zvt.errors import ZvtDecodeError
 from drivers.zvt.fields import Tlv, find_tlv
 from drivers.zvt.refs import display_ref, hold_ref
 
@@ -154,7 +155,11 @@ def _open_preauths(seq: SequenceOutcome) -> TerminalResult:
     operation = "open_preauthorizations"
     aborted = seq.aborted
     if aborted is not None and aborted.code == 0xB8 and aborted.message.lists_open_preauths:
-        refs = tuple(hold_ref(n) for n in aborted.message.open_preauths)
+        try:
+            refs = tuple(hold_ref(n) for n in aborted.message.open_preauths)
+        except ZvtDecodeError as exc:  # a receipt that is not BCD: nothing is known from it
+            text = f"06 1E B8 with an unreadable list ({exc}): no answer to the enquiry"
+            return TerminalResult(operation, Outcome.ERROR, text, 0xB8)
         return TerminalResult(
             operation, Outcome.APPROVED, "open pre-authorisations listed", 0xB8, open_refs=refs
         )
