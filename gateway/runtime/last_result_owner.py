@@ -38,7 +38,8 @@ def ambiguous(
     rows = [r for r in store.sessions_of_terminal(session.terminal, since) if r["id"] != session.id]
     others = [(from_json(r["data"]), r["updated_at"]) for r in rows]
     known = {n for s, _ in others for h in s.holds for n in (h.ref, h.booking_ref) if n is not None}
-    known |= {r.ref for s, _ in others for r in s.refunds if r.ref is not None}  # a refund's
+    # a refund's receipt (reversal or 06 31) is no capture's and no release's proof
+    known |= {r.ref for s, _ in others for r in s.refunds if r.ref is not None}
     if last.ref in known:
         return True
     if session.state is State.AUTH_UNKNOWN:
