@@ -113,8 +113,9 @@ def _proof(
     ):
         return held
     last = ev.last
-    # a reference another hold of this session was booked with is that hold's result, not ours
-    booked = {h.booking_ref for h in s.holds if h is not hold}
+    # a reference another hold of this session was made or booked with is that hold's result,
+    # not ours (a top-up's own hold of the same amount, omitted by a stale list: attack probe)
+    booked = {n for h in s.holds if h is not hold for n in (h.ref, h.booking_ref)}
     if (
         last is not None
         and last.approved

@@ -34,9 +34,14 @@ def ambiguous(
     hold = session.current
     sent = hold.capture_sent_at if hold is not None and hold.capture_sent_at else None
     since = (sent or now) - timedelta(days=2)
+    if session.state is State.RELEASE_UNKNOWN:
+        # a release proves nothing by its receipt: every session changed since our hold was
+        # made may have made the terminal's last result, however long the charge lasted
+        since = min(since, session.created_at)
     rows = [r for r in store.sessions_of_terminal(session.terminal, since) if r["id"] != session.id]
     others = [(from_json(r["data"]), r["updated_at"]) for r in rows]
     known = {n for s, _ in others for h in s.holds for n in (h.ref, h.booking_ref) if n is not None}
+    known |= {r.ref for s, _ in others for r in s.refunds if r.ref is not None}  # refund receipts
     if last.ref in known:
         return True
     if session.state is State.AUTH_UNKNOWN:
@@ -47,7 +52,10 @@ def ambiguous(
         # A release's result names no hold (a new receipt, 0 or the hold's amount): another
         # session's release or capture looks the same. Only when none of them can have made it
         # is it ours; else the release is proven by its stored result or two absences.
-        return any(s.lost_results or s.state in IN_FLIGHT for s, _ in others)
+        return any(
+            s.lost_results or s.state in IN_FLIGHT or any(r.pending for r in s.refunds)
+            for s, _ in others
+        )
     if sent is None:
         return session.state is State.CAPTURE_UNKNOWN
     # a session started after the result was asked (the runner's snapshot at start) did
