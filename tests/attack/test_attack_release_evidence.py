@@ -12,18 +12,23 @@ from datetime import timedelta
 from pathlib import Path
 
 from drivers.base import Outcome
+from drivers.money import Money
 from gateway.payments import commands as c
 from gateway.payments import events as e
 from gateway.payments.model import HoldStatus
 from gateway.payments.record import from_json, to_json
 from gateway.payments.session import Policy, Session, State
+from gateway.runtime import terminal_calls
 from gateway.runtime.engine_host import EngineHost
 from gateway.store import Store
 from tests.attack.round3_rig import MC, P_TOPUP, make_host, two_holds
+from tests.nexo import conftest as nexo_rigs
+from tests.nexo.conftest import MakeRig
 from tests.payments.fixtures import FIXED, T0, at, step
 from tests.payments.fixtures import terminal_result as res
 
 SID = "s1"
+make_rig = nexo_rigs.make_rig  # the nexo POI simulator's fixture, for the nexo probe
 WAIT = FIXED.retry_initial
 HALF = WAIT.total_seconds() / 120  # half the wait, in minutes
 
@@ -425,3 +430,67 @@ def test_another_sessions_refund_still_out_is_no_evidence(tmp_path: Path) -> Non
         assert s is not None and s.state is State.RELEASE_UNKNOWN, "booked on s2's refund"
     finally:
         store.close()
+
+
+# ---- 8. nexo: the driver's ledger is the open list ---------------------------------------------
+
+
+async def test_nexo_a_lost_reversal_is_booked_only_after_two_ledger_lists(
+    make_rig: MakeRig,
+) -> None:
+    """nexo has no open list: the driver's ledger stands in for it, closed by the POI's
+    TransactionStatus. A reversal whose answer was lost (the daemon killed) is recovered after
+    the restart. In the runner's order (the list, then the last result) the first list still
+    shows the hold (the ledger is closed by ``last_result``), so the release is sent again and
+    the POI answers NotFound; the next lists omit it and the release is booked on the second
+    of them, a wait later, never on the reversal naming the hold itself. The POI has let the
+    reservation go: the booking is true."""
+    rig = await make_rig("xml")
+    first = rig.terminal()
+    pa = await first.preauthorize(Money(5000, "EUR"), "s1")
+    assert pa.approved and pa.ref is not None
+    s = at(None, e.CardPresented(SID, "card", "E1", "T1", "EUR"), 0)
+    auth = e.TerminalResultArrived(
+        session_id=SID,
+        event_id="pa",
+        operation=e.Operation.PREAUTHORIZE,
+        outcome=Outcome.APPROVED,
+        amount_minor=5000,
+        ref=pa.ref,
+    )
+    s = at(at(s, auth, 0), e.TimerFired(SID, "t", e.TimerKind.START), 4)
+    rig.poi.config.lose_answers, rig.poi.config.in_progress = 1, 1000
+    assert (await first.release(pa.ref, Money(5000, "EUR"))).outcome is Outcome.UNKNOWN
+    await first.close()  # the daemon dies; the POI has reversed the reservation
+    rig.poi.config.in_progress = 0
+    s = _lost(s, ref=pa.ref)
+    second = rig.terminal()
+
+    async def enquiry(n: str, minutes: float) -> Session:
+        listed = await second.open_preauthorizations()
+        last = await terminal_calls.last_result(second)
+        assert listed.approved
+        return at(s, e.OpenPreauthsReported(SID, n, listed.open_refs, last=last), minutes)
+
+    s = await enquiry("q1", 6)
+    assert s.state is State.RELEASE_RETRY and s.timer is not None  # the ledger still had it
+    s = at(s, e.TimerFired(SID, "tr", e.TimerKind.RETRY), (s.timer[1] - T0).total_seconds() / 60)
+    assert s.state is State.RELEASING
+    again = await second.release(pa.ref, Money(5000, "EUR"))
+    assert again.outcome is Outcome.ERROR and "NotFound" in again.message
+    answer = e.TerminalResultArrived(
+        session_id=SID,
+        event_id="rel-2",
+        operation=e.Operation.RELEASE,
+        outcome=again.outcome,
+        ref=again.ref,
+        for_ref=pa.ref,
+        message=again.message,
+    )
+    s = at(s, answer, 7)
+    assert s.state is State.RELEASE_UNKNOWN
+    s = await enquiry("q2", 7.1)
+    assert _booked_nothing(s) and s.holds[0].absent_since is not None
+    s = await enquiry("q3", 7.1 + 2 * HALF)
+    assert s.state is State.VOIDED and s.released_minor == 5000
+    assert rig.poi.open_reservations() == []
