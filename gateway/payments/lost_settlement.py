@@ -113,6 +113,10 @@ def _proof(
     ):
         return held
     last = ev.last
+    # this session's own unproven results (a capture gone unconfirmed, a top-up lost) may be
+    # the terminal's last: the host rules out only other sessions' (attack probe)
+    if any(h.status is HoldStatus.UNCONFIRMED or h.uncertain for h in s.holds):
+        return None
     # a reference another hold of this session was made or booked with is that hold's result,
     # not ours (a top-up's own hold of the same amount, omitted by a stale list: attack probe)
     booked = {n for h in s.holds if h is not hold for n in (h.ref, h.booking_ref)}

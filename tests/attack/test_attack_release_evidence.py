@@ -2,33 +2,26 @@
 booked only on its own stored approval, the terminal's unambiguous last result, or two open
 lists ``retry_initial`` apart that both omit the hold (``lost_settlement``). Each probe tries
 one way to book a release (or a capture) the terminal may not have made, or to leave a session
-without a next action; the engine's own core (sans-I/O) or a host on a real SQLite store."""
+without a next action, on the engine's own core (sans-I/O); the probes on a real store and
+the nexo POI simulator are in ``test_attack_release_evidence_host``."""
 
 from __future__ import annotations
 
 import itertools
 from dataclasses import replace
 from datetime import timedelta
-from pathlib import Path
 
 from drivers.base import Outcome
-from drivers.money import Money
 from gateway.payments import commands as c
 from gateway.payments import events as e
 from gateway.payments.model import HoldStatus
 from gateway.payments.record import from_json, to_json
 from gateway.payments.session import Policy, Session, State
-from gateway.runtime import terminal_calls
-from gateway.runtime.engine_host import EngineHost
-from gateway.store import Store
-from tests.attack.round3_rig import MC, P_TOPUP, make_host, two_holds
-from tests.nexo import conftest as nexo_rigs
-from tests.nexo.conftest import MakeRig
+from tests.attack.round3_rig import P_TOPUP, two_holds
 from tests.payments.fixtures import FIXED, T0, at, step
 from tests.payments.fixtures import terminal_result as res
 
 SID = "s1"
-make_rig = nexo_rigs.make_rig  # the nexo POI simulator's fixture, for the nexo probe
 WAIT = FIXED.retry_initial
 HALF = WAIT.total_seconds() / 120  # half the wait, in minutes
 
@@ -176,6 +169,24 @@ def test_a_stored_approval_for_another_hold_is_no_evidence_for_this_one() -> Non
     assert u.holds[0].status is HoldStatus.OPEN, "hold 7 booked on hold 8's stored approval"
 
 
+def test_the_sessions_own_unconfirmed_capture_is_no_evidence_of_its_next_release() -> None:
+    """Hold 7 is captured in full (15.00) and hold 8 released (a price of exactly 15.00). The
+    capture's answer is lost and nothing proves it (the host dropped the last result as
+    another session's): hold 7 unconfirmed. Hold 8's release is then lost, a stale list omits
+    it, and the terminal's last result is hold 7's capture (receipt 30, echoing 0 released):
+    this session's own unproven capture, never a release of hold 8."""
+    s = two_holds(27_000)
+    holds = (replace(s.holds[0], target_minor=1500), replace(s.holds[1], target_minor=0))
+    s = replace(s, holds=holds)
+    s = at(s, res("capture", Outcome.UNKNOWN, None, None, for_ref="7"), 61, P_TOPUP)
+    s = at(s, e.OpenPreauthsReported(SID, "q1", ("8",)), 62, P_TOPUP)
+    assert s.holds[0].status is HoldStatus.UNCONFIRMED and s.state is State.RELEASING
+    s = _lost(s, 63, ref="8")
+    last = e.LastResult(approved=True, ref="30", amount_minor=0)
+    u = at(s, e.OpenPreauthsReported(SID, "q2", (), last=last), 64, P_TOPUP)
+    assert u.holds[1].status is HoldStatus.OPEN, "hold 8 released on hold 7's unproven capture"
+
+
 # ---- 3. the evidence --------------------------------------------------------------------------
 
 
@@ -285,212 +296,3 @@ def test_a_row_stored_before_absent_since_loads_and_is_asked_again() -> None:
     assert _booked_nothing(_listed(old, 6))
     noted = _listed(s, 6)
     assert from_json(to_json(noted)).holds[0].absent_since == T0 + timedelta(minutes=6)
-
-
-# ---- 7. on a real store: the owner of the terminal's last result ------------------------------
-
-
-def _lost_release_at(host: EngineHost, sid: str, receipt: int) -> Session:
-    for ev in (
-        e.CardPresented(sid, "card", "E1", "T1", "EUR"),
-        res("preauthorize", Outcome.APPROVED, 5000, receipt, sid=sid, card=MC),
-        e.ChargerStarted(sid, "st", 1000),
-    ):
-        host.handle(ev)
-    return _release_lost_now(host, sid, receipt)
-
-
-def _release_lost_now(host: EngineHost, sid: str, receipt: int) -> Session:
-    host.handle(e.ChargerStopped(session_id=sid, event_id="sp", meter_wh=1000))
-    host.handle(res("release", Outcome.UNKNOWN, None, None, sid=sid, for_ref=str(receipt)))
-    s = host.load(sid)
-    assert s is not None and s.state is State.RELEASE_UNKNOWN
-    return s
-
-
-def test_a_stale_list_twice_through_the_host_books_nothing(tmp_path: Path) -> None:
-    host, clock, store = make_host(tmp_path)
-    try:
-        _lost_release_at(host, SID, 7)
-        ev = e.OpenPreauthsReported(SID, "q1", ())
-        host.handle(ev)
-        clock.advance(WAIT.total_seconds() + 1)
-        again = host.handle(ev).session  # the same event id: taken once
-        s = host.load(SID)
-        assert s is not None and s.state is State.RELEASE_UNKNOWN, again
-        assert [p["kind"] for p in store.payments(SID)].count("release") == 0
-    finally:
-        store.close()
-
-
-def test_a_restart_with_the_clock_set_back_books_nothing_and_keeps_a_timer(
-    tmp_path: Path,
-) -> None:
-    host, clock, store = make_host(tmp_path)
-    _lost_release_at(host, SID, 7)
-    host.handle(e.OpenPreauthsReported(SID, "q1", ()))
-    store.close()
-    clock.advance(-3600)
-    store = Store.open(tmp_path / "evpay.sqlite3", clock=clock)
-    try:
-        host = EngineHost(store, host.policy, clock)
-        host.handle(e.Resumed(SID, "resume:2"))
-        s = host.handle(e.OpenPreauthsReported(SID, "q2", ())).session
-        assert s is not None and s.state is State.RELEASE_UNKNOWN and s.timer is not None
-    finally:
-        store.close()
-
-
-def test_another_sessions_release_older_than_two_days_is_no_evidence(tmp_path: Path) -> None:
-    """Our session (a Mastercard hold, 30 days valid) charges for three days. Meanwhile s2's
-    release went out and its answer was lost (resolved by two absences, its receipt 9 never
-    seen). Nothing else happened at the terminal, so its last result is still s2's release
-    (receipt 9, 0). Our release is then lost and one stale list omits hold 7: s2's row was
-    last changed three days ago, outside ``ambiguous``'s two-day window, so its release would
-    book ours on one list."""
-    host, clock, store = make_host(tmp_path)
-    try:
-        for ev in (
-            e.CardPresented(SID, "card", "E1", "T1", "EUR"),
-            res("preauthorize", Outcome.APPROVED, 5000, 7, card=MC),
-            e.ChargerStarted(SID, "st", 1000),
-        ):
-            host.handle(ev)
-        clock.advance(60)
-        _lost_release_at(host, "s2", 3)
-        host.handle(e.OpenPreauthsReported("s2", "q1", ("7",)))
-        clock.advance(WAIT.total_seconds())
-        s2 = host.handle(e.OpenPreauthsReported("s2", "q2", ("7",))).session
-        assert s2 is not None and s2.state is State.VOIDED
-        clock.advance(3 * 24 * 3600)
-        _release_lost_now(host, SID, 7)
-        last = e.LastResult(approved=True, ref="9", amount_minor=0)
-        s = host.handle(e.OpenPreauthsReported(SID, "q1", (), last=last)).session
-        assert s is not None and s.state is State.RELEASE_UNKNOWN, "booked on s2's release"
-    finally:
-        store.close()
-
-
-def test_another_sessions_refund_of_the_same_amount_is_no_evidence(tmp_path: Path) -> None:
-    """s2 captured 50.00 (a price above its hold) and refunded all of it (a corrected CDR of
-    0): the terminal's last result is that refund, receipt 11, 50.00 = our hold's amount. The
-    refund's receipt is on s2's refund, not on a hold, and s2 lost nothing: our lost release
-    must not be booked from it on one stale list."""
-    host, clock, store = make_host(tmp_path)
-    try:
-        for ev in (
-            e.CardPresented(SID, "card", "E1", "T1", "EUR"),
-            res("preauthorize", Outcome.APPROVED, 5000, 7, card=MC),
-            e.ChargerStarted(SID, "st", 1000),
-            e.CardPresented("s2", "card", "E2", "T1", "EUR"),
-            res("preauthorize", Outcome.APPROVED, 5000, 3, sid="s2", card=MC),
-            e.ChargerStarted("s2", "st", 1000),
-        ):
-            host.handle(ev)
-        clock.advance(3 * 3600)
-        host.handle(e.ChargerStopped(session_id="s2", event_id="sp", meter_wh=120_000))
-        host.handle(res("capture", Outcome.APPROVED, 5000, 10, sid="s2", for_ref="3"))
-        ask = e.RefundRequested(session_id="s2", event_id="rf", amount_minor=5000, reason="cdr")
-        s2 = host.handle(ask).session
-        assert s2 is not None and s2.captured_minor == 5000
-        host.handle(res("refund", Outcome.APPROVED, 5000, 11, sid="s2", refund_id="rf"))
-        clock.advance(60)
-        _release_lost_now(host, SID, 7)
-        last = e.LastResult(approved=True, ref="11", amount_minor=5000)
-        s = host.handle(e.OpenPreauthsReported(SID, "q1", (), last=last)).session
-        assert s is not None and s.state is State.RELEASE_UNKNOWN, "booked on s2's refund"
-    finally:
-        store.close()
-
-
-def test_another_sessions_refund_still_out_is_no_evidence(tmp_path: Path) -> None:
-    """s2's refund of 50.00 is sent and its answer not yet in (no receipt known): the
-    terminal's last result, receipt 11 of 50.00, may be that refund, so it proves nothing."""
-    host, clock, store = make_host(tmp_path)
-    try:
-        for ev in (
-            e.CardPresented(SID, "card", "E1", "T1", "EUR"),
-            res("preauthorize", Outcome.APPROVED, 5000, 7, card=MC),
-            e.ChargerStarted(SID, "st", 1000),
-            e.CardPresented("s2", "card", "E2", "T1", "EUR"),
-            res("preauthorize", Outcome.APPROVED, 5000, 3, sid="s2", card=MC),
-            e.ChargerStarted("s2", "st", 1000),
-        ):
-            host.handle(ev)
-        clock.advance(3 * 3600)
-        host.handle(e.ChargerStopped(session_id="s2", event_id="sp", meter_wh=120_000))
-        host.handle(res("capture", Outcome.APPROVED, 5000, 10, sid="s2", for_ref="3"))
-        ask = e.RefundRequested(session_id="s2", event_id="rf", amount_minor=5000, reason="cdr")
-        s2 = host.handle(ask).session
-        assert s2 is not None and s2.refunds[-1].pending and not s2.lost_results
-        clock.advance(60)
-        _release_lost_now(host, SID, 7)
-        last = e.LastResult(approved=True, ref="11", amount_minor=5000)
-        s = host.handle(e.OpenPreauthsReported(SID, "q1", (), last=last)).session
-        assert s is not None and s.state is State.RELEASE_UNKNOWN, "booked on s2's refund"
-    finally:
-        store.close()
-
-
-# ---- 8. nexo: the driver's ledger is the open list ---------------------------------------------
-
-
-async def test_nexo_a_lost_reversal_is_booked_only_after_two_ledger_lists(
-    make_rig: MakeRig,
-) -> None:
-    """nexo has no open list: the driver's ledger stands in for it, closed by the POI's
-    TransactionStatus. A reversal whose answer was lost (the daemon killed) is recovered after
-    the restart. In the runner's order (the list, then the last result) the first list still
-    shows the hold (the ledger is closed by ``last_result``), so the release is sent again and
-    the POI answers NotFound; the next lists omit it and the release is booked on the second
-    of them, a wait later, never on the reversal naming the hold itself. The POI has let the
-    reservation go: the booking is true."""
-    rig = await make_rig("xml")
-    first = rig.terminal()
-    pa = await first.preauthorize(Money(5000, "EUR"), "s1")
-    assert pa.approved and pa.ref is not None
-    s = at(None, e.CardPresented(SID, "card", "E1", "T1", "EUR"), 0)
-    auth = e.TerminalResultArrived(
-        session_id=SID,
-        event_id="pa",
-        operation=e.Operation.PREAUTHORIZE,
-        outcome=Outcome.APPROVED,
-        amount_minor=5000,
-        ref=pa.ref,
-    )
-    s = at(at(s, auth, 0), e.TimerFired(SID, "t", e.TimerKind.START), 4)
-    rig.poi.config.lose_answers, rig.poi.config.in_progress = 1, 1000
-    assert (await first.release(pa.ref, Money(5000, "EUR"))).outcome is Outcome.UNKNOWN
-    await first.close()  # the daemon dies; the POI has reversed the reservation
-    rig.poi.config.in_progress = 0
-    s = _lost(s, ref=pa.ref)
-    second = rig.terminal()
-
-    async def enquiry(n: str, minutes: float) -> Session:
-        listed = await second.open_preauthorizations()
-        last = await terminal_calls.last_result(second)
-        assert listed.approved
-        return at(s, e.OpenPreauthsReported(SID, n, listed.open_refs, last=last), minutes)
-
-    s = await enquiry("q1", 6)
-    assert s.state is State.RELEASE_RETRY and s.timer is not None  # the ledger still had it
-    s = at(s, e.TimerFired(SID, "tr", e.TimerKind.RETRY), (s.timer[1] - T0).total_seconds() / 60)
-    assert s.state is State.RELEASING
-    again = await second.release(pa.ref, Money(5000, "EUR"))
-    assert again.outcome is Outcome.ERROR and "NotFound" in again.message
-    answer = e.TerminalResultArrived(
-        session_id=SID,
-        event_id="rel-2",
-        operation=e.Operation.RELEASE,
-        outcome=again.outcome,
-        ref=again.ref,
-        for_ref=pa.ref,
-        message=again.message,
-    )
-    s = at(s, answer, 7)
-    assert s.state is State.RELEASE_UNKNOWN
-    s = await enquiry("q2", 7.1)
-    assert _booked_nothing(s) and s.holds[0].absent_since is not None
-    s = await enquiry("q3", 7.1 + 2 * HALF)
-    assert s.state is State.VOIDED and s.released_minor == 5000
-    assert rig.poi.open_reservations() == []
