@@ -187,6 +187,18 @@ def test_the_sessions_own_unconfirmed_capture_is_no_evidence_of_its_next_release
     assert u.holds[1].status is HoldStatus.OPEN, "hold 8 released on hold 7's unproven capture"
 
 
+def test_a_lost_top_ups_result_is_no_evidence_of_the_holds_release() -> None:
+    """Hold 7 (15.00) had a top-up whose answer was lost (the hold uncertain); on a terminal
+    that makes a top-up a new reservation its result is a new receipt (40) of 15.00. Hold 7's
+    release is then lost and a stale list omits it: receipt 40 may be that top-up, never
+    proof of the release."""
+    s = _releasing()
+    s = replace(s, holds=(replace(s.holds[0], amount_minor=1500, uncertain=True),))
+    last = e.LastResult(approved=True, ref="40", amount_minor=1500)
+    u = _listed(_lost(s), 6, last=last)
+    assert u.holds[0].status is HoldStatus.OPEN, "released on the lost top-up's receipt"
+
+
 # ---- 3. the evidence --------------------------------------------------------------------------
 
 

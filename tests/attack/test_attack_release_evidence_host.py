@@ -231,3 +231,24 @@ async def test_nexo_a_lost_reversal_is_booked_only_after_two_ledger_lists(
     s = await enquiry("q3", 7.1 + 2 * HALF)
     assert s.state is State.VOIDED and s.released_minor == 5000
     assert rig.poi.open_reservations() == []
+
+
+def test_a_lost_result_on_another_terminal_leaves_the_evidence_to_us(tmp_path: Path) -> None:
+    """The fixes must not over-block: s2 on terminal T2 lost a result; T1's last result
+    (receipt 9, 0 released) cannot be s2's, so our release on T1 is booked on it at once."""
+    host, clock, store = make_host(tmp_path)
+    try:
+        for ev in (
+            e.CardPresented("s2", "card", "E2", "T2", "EUR"),
+            res("preauthorize", Outcome.UNKNOWN, None, None, sid="s2"),
+        ):
+            host.handle(ev)
+        s2 = host.load("s2")
+        assert s2 is not None and s2.lost_results
+        clock.advance(60)
+        _lost_release_at(host, SID, 7)
+        last = e.LastResult(approved=True, ref="9", amount_minor=0)
+        s = host.handle(e.OpenPreauthsReported(SID, "q1", (), last=last)).session
+        assert s is not None and s.state is State.VOIDED and s.holds[0].booking_ref == "9"
+    finally:
+        store.close()
