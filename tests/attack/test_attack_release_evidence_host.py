@@ -5,14 +5,18 @@ list). The sans-I/O probes are in ``test_attack_release_evidence``."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+
+import pytest
 
 from drivers.base import Outcome
 from drivers.money import Money
+from drivers.sim.terminal import SimConfig
 from gateway.payments import events as e
 from gateway.payments.session import Session, State
 from gateway.runtime import terminal_calls
-from gateway.runtime.engine_host import EngineHost
+from gateway.runtime.engine_host import EngineHost, Handled
 from gateway.store import Store
 from tests.attack.round3_rig import MC, make_host
 from tests.attack.test_attack_release_evidence import HALF, SID, WAIT, _booked_nothing, _lost
@@ -20,6 +24,7 @@ from tests.nexo import conftest as nexo_rigs
 from tests.nexo.conftest import MakeRig
 from tests.payments.fixtures import T0, at
 from tests.payments.fixtures import terminal_result as res
+from tests.runtime.runner_rig import runner_rig
 
 make_rig = nexo_rigs.make_rig  # the nexo POI simulator's fixture, for the nexo probe
 
@@ -252,3 +257,59 @@ def test_a_lost_result_on_another_terminal_leaves_the_evidence_to_us(tmp_path: P
         assert s is not None and s.state is State.VOIDED and s.holds[0].booking_ref == "9"
     finally:
         store.close()
+
+
+# ---- 9. ZVT end to end: the release's approval stored, the line dropped ------------------------
+
+
+@pytest.mark.parametrize("variant", ["keep", "reverse"])
+async def test_zvt_a_release_approved_then_the_line_dropped_ends_as_the_terminal_did(
+    tmp_path: Path, variant: str
+) -> None:
+    """The engine, its store, the terminal runner and the ZVT driver against the simulator on
+    loopback TCP: a charge without energy is released, and the line drops after the release's
+    approval was stored, before our acknowledgement. The terminal either keeps the release or
+    undoes it (ZVT 2.2.8, the pre-auth open again). The session must end as the terminal did:
+    released exactly when the terminal released, never booked released with the hold open,
+    and the hold never left to a second owner."""
+    config = SimConfig(password="123456", card_wait_s=0.05, result_ack_timeout_s=2.0)
+    config.unacked_on_close = variant  # type: ignore[assignment]
+    async with runner_rig(tmp_path, config) as rig:
+        dropped: list[str] = []
+
+        def process(ev: e.Event) -> Handled:
+            handled = rig.host.handle(ev)
+            if (
+                not dropped
+                and isinstance(ev, e.TerminalResultArrived)
+                and ev.provisional
+                and ev.operation is e.Operation.RELEASE
+            ):
+                rig.lines[-1]._writer.transport.abort()  # type: ignore[attr-defined]
+                dropped.append(ev.event_id)
+            return handled
+
+        runner, heard = rig.runner(process=process)
+        await runner.register()
+        async with asyncio.timeout(60):
+            await rig.run(runner, heard, e.CardPresented(SID, "card", "E1", "T1", "EUR"))
+            await rig.run(runner, heard, e.ChargerStarted(SID, "st", 1000))
+            await rig.run(
+                runner, heard, e.ChargerStopped(session_id=SID, event_id="sp", meter_wh=1000)
+            )
+            assert dropped, "the release was never approved"
+            for n in range(6):  # the session's own timers, as the daemon fires them
+                s = rig.host.load(SID)
+                assert s is not None
+                if s.final:
+                    break
+                assert s.timer is not None, s.state  # a next action and a deadline
+                rig.clock.now = max(rig.clock.now, s.timer[1])
+                await rig.run(runner, heard, e.TimerFired(SID, f"t{n}", s.timer[0]))
+        s = rig.host.load(SID)
+        assert s is not None
+        assert s.state is State.VOIDED, (s.state, s.notes)
+        preauths = [t for t in rig.sim.state.transactions.values() if t.kind == "preauth"]
+        assert [t.state for t in preauths] == ["reversed"]  # the terminal released it, once
+        assert s.released_minor == preauths[0].amount
+        assert rig.host.sweep("T1", (), "EUR", "sweep") == []
