@@ -113,8 +113,16 @@ def _proof(
     ):
         return held
     last = ev.last
-    # a reference another hold of this session was booked with is that hold's result, not ours
-    booked = {h.booking_ref for h in s.holds if h is not hold}
+    # This session's own unproven results may be the terminal's last (the host rules out only
+    # other sessions'): a capture gone unconfirmed; for a release, which two lists prove
+    # anyway, also a lost top-up (a new reservation's receipt of the hold's amount). A capture
+    # of an uncertain hold keeps its proof: its end-of-day evidence is costlier to wait for.
+    release = s.state is State.RELEASE_UNKNOWN
+    if any(h.status is HoldStatus.UNCONFIRMED or (release and h.uncertain) for h in s.holds):
+        return None
+    # a reference another hold of this session was made or booked with is that hold's result,
+    # not ours (a top-up's own hold of the same amount, omitted by a stale list: attack probe)
+    booked = {n for h in s.holds if h is not hold for n in (h.ref, h.booking_ref)}
     if (
         last is not None
         and last.approved

@@ -203,6 +203,9 @@ _PROVISIONAL_IN = {
 }
 
 
+_SETTLE = (Operation.CAPTURE, Operation.RELEASE)
+
+
 def _terminal_result(
     s: Session, ev: e.TerminalResultArrived, now: datetime, policy: Policy
 ) -> Transition:
@@ -210,7 +213,10 @@ def _terminal_result(
         # Approved but not yet acknowledged: the terminal reverses it if our 80 00 never
         # arrives (ZVT 2.2.8), so it is evidence for the enquiry after a crash, not the outcome
         # (and a top-up does not raise the cap until it stands). A refusal moves no money.
-        if s.state is _PROVISIONAL_IN[ev.operation]:
+        # a capture's or release's approval stored only for the hold being settled: one naming
+        # another hold of the session would later be read as this hold's (attack probe)
+        other = s.current is not None and ev.for_ref not in (None, s.current.ref)
+        if s.state is _PROVISIONAL_IN[ev.operation] and not (other and ev.operation in _SETTLE):
             held = e.LastResult(
                 approved=True, ref=ev.ref, amount_minor=ev.amount_minor, trace_no=ev.trace_no
             )

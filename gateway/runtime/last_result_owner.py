@@ -12,7 +12,6 @@ from datetime import datetime, timedelta
 
 from gateway.payments import events as e
 from gateway.payments.record import from_json
-from gateway.payments.refunds import RefundStatus
 from gateway.payments.session import Session, State
 from gateway.payments.states import IN_FLIGHT
 from gateway.store import Store
@@ -35,6 +34,10 @@ def ambiguous(
     hold = session.current
     sent = hold.capture_sent_at if hold is not None and hold.capture_sent_at else None
     since = (sent or now) - timedelta(days=2)
+    if session.state is State.RELEASE_UNKNOWN:
+        # a release proves nothing by its receipt: every session changed since our hold was
+        # made may have made the terminal's last result, however long the charge lasted
+        since = min(since, session.created_at)
     rows = [r for r in store.sessions_of_terminal(session.terminal, since) if r["id"] != session.id]
     others = [(from_json(r["data"]), r["updated_at"]) for r in rows]
     known = {n for s, _ in others for h in s.holds for n in (h.ref, h.booking_ref) if n is not None}
@@ -67,9 +70,10 @@ def ambiguous(
 
 
 def refund_out(other: Session) -> bool:
-    """A refund of ``other`` whose answer is still awaited (``sent``): its reversal or refund
-    may be the terminal's last result, approved for an amount a capture can have too."""
-    return any(r.status is RefundStatus.SENT for r in other.refunds)
+    """A refund of ``other`` whose answer is awaited or whose fate is unknown (``pending``): its
+    reversal or refund may be the terminal's last result, approved for an amount a capture or a
+    release can have too."""
+    return any(r.pending for r in other.refunds)
 
 
 def may_own(other: Session, last: e.LastResult) -> bool:
