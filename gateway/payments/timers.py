@@ -7,6 +7,7 @@ what it may not have heard (an authorisation, a stop): the same message, which i
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 
 from gateway.errors import InvariantViolated
@@ -24,7 +25,7 @@ from gateway.payments.charging import (
 )
 from gateway.payments.events import TimerKind
 from gateway.payments.lost_settlement import enquiry_failed
-from gateway.payments.model import Session
+from gateway.payments.model import Session, replace_hold
 from gateway.payments.moves import UNKNOWN_STATES, Transition, go, note, query
 from gateway.payments.policy import Policy
 from gateway.payments.receipts import fiscal_timeout
@@ -77,7 +78,7 @@ def resumed(s: Session, now: datetime, policy: Policy) -> Transition:
     if s.state in _ASKED:
         return query(go(s, Trigger.LOST), now, policy)
     if s.state in UNKNOWN_STATES:
-        return query(s, now, policy)
+        return query(forget_absences(s), now, policy)
     if s.state is State.TOPPING_UP:  # its fate is unknown: keep the old holds as the cap
         return after_topup(topup_resumed(s, now, policy), now, policy)
     if stopped_awaiting_topup(s):  # the charge has ended: only the top-up's fate is open
@@ -88,3 +89,14 @@ def resumed(s: Session, now: datetime, policy: Policy) -> Transition:
     if s.state is State.AUTHORIZED:  # the authorisation may have died with the process
         return Transition(s, (authorize(s, policy, repeat=True),))
     return Transition(s)
+
+
+def forget_absences(s: Session) -> Session:
+    """A restart starts the two-list count of a lost release again (``lost_settlement``): both
+    lists must come from one run. After a kill a serial line may still carry the dead run's
+    frames, and a clock set at boot may jump forward, so the list asked at the resume, seconds
+    after the last run's first absence, must not count as the second."""
+    hold = s.current
+    if hold is None or hold.absent_since is None:
+        return s
+    return replace_hold(s, hold, replace(hold, absent_since=None))

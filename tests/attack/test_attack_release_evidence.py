@@ -11,8 +11,6 @@ import itertools
 from dataclasses import replace
 from datetime import timedelta
 
-import pytest
-
 from drivers.base import Outcome
 from gateway.payments import commands as c
 from gateway.payments import events as e
@@ -84,21 +82,17 @@ def test_a_clock_moved_backwards_never_books_before_a_real_wait() -> None:
     assert [type(x) for x in fired.commands] == [c.QueryOpenPreauths]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BREAK (open, design): the wait between the two lists is measured on the wall "
-    "clock across a restart (lost_settlement._absent: now - absent_since), so a clock set "
-    "FORWARD at boot (an RTC corrected by NTP) makes the resume's list, seconds after the first "
-    "absence, count as the second; a stale frame left on the line before the kill is the very "
-    "risk. Fix: start the count again at a restart (Resumed clears absent_since; the change "
-    "chose to keep it) or keep a boot id with the first absence and require both in one boot",
-)
 def test_a_clock_moved_forwards_does_not_shorten_the_wait() -> None:
     """The first absence noted, then a restart whose clock is an hour ahead: the list that the
-    resume asks for comes seconds after the first one in real time, yet it books the release."""
+    resume asks for comes seconds after the first one in real time. Was a BREAK (it booked the
+    release); a restart now starts the count again (``timers.forget_absences``), so it takes a
+    second list a wait after the resume's."""
     s = _listed(_lost(_releasing(expires_in_minutes=6000)), 6)
-    ahead = _listed(s, 66, n="resumed")  # seconds later in real time; the clock says +1 h
-    assert _booked_nothing(ahead)
+    s = at(s, e.Resumed(SID, "resume:2"), 66)  # seconds later in real time; the clock says +1 h
+    assert s.holds[0].absent_since is None and s.timer is not None
+    ahead = _listed(s, 66, n="resumed")
+    assert _booked_nothing(ahead) and ahead.holds[0].absent_since is not None
+    assert _listed(ahead, 66 + 2 * HALF, n="later").state is State.VOIDED
 
 
 def test_absent_present_absent_restarts_the_count() -> None:

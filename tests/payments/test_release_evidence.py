@@ -131,7 +131,10 @@ def _lost_at_host(host: EngineHost, sid: str = SID) -> Session:
     return s
 
 
-def test_the_first_absence_survives_a_restart(tmp_path: Path) -> None:
+def test_the_first_absence_is_stored_and_a_restart_counts_again(tmp_path: Path) -> None:
+    """The first absence is stored with the session (nothing of the rule lives in memory), but
+    both lists must come from one run: after a kill, a serial line may still carry the dead
+    run's frames and the clock may be set at boot (``timers.forget_absences``)."""
     host, clock, store = make_host(tmp_path)
     first = _lost_at_host(host).holds[0].absent_since
     assert first == clock.now
@@ -139,13 +142,18 @@ def test_the_first_absence_survives_a_restart(tmp_path: Path) -> None:
     clock.advance(WAIT.total_seconds() / 2)
     store = Store.open(tmp_path / "evpay.sqlite3", clock=clock)
     host = EngineHost(store, host.policy, clock)
+    stored = host.load(SID)
+    assert stored is not None and stored.holds[0].absent_since == first
     resumed = host.handle(e.Resumed(SID, "resume:2"))
     assert [type(x) for x in resumed.commands] == [c.QueryOpenPreauths]
     soon = host.handle(e.OpenPreauthsReported(SID, "q2", ())).session
     assert soon is not None and soon.state is State.RELEASE_UNKNOWN
-    assert soon.holds[0].absent_since == first
+    assert soon.holds[0].absent_since == clock.now  # this run's first absence
+    clock.advance(WAIT.total_seconds() / 2)  # a full wait after the last run's absence
+    again = host.handle(e.OpenPreauthsReported(SID, "q3", ())).session
+    assert again is not None and again.state is State.RELEASE_UNKNOWN
     clock.advance(WAIT.total_seconds() / 2)
-    done = host.handle(e.OpenPreauthsReported(SID, "q3", ())).session
+    done = host.handle(e.OpenPreauthsReported(SID, "q4", ())).session
     assert done is not None and done.state is State.VOIDED
     assert {p["kind"]: p["amount_minor"] for p in store.payments(SID)}["release"] == 5000
     store.close()
