@@ -23,6 +23,7 @@ from drivers.zvt.asyncio.results import ResultReader
 from drivers.zvt.charset import DEFAULT_CHARSET
 from drivers.zvt.constants import Command
 from drivers.zvt.fields import Tlv
+from drivers.zvt.line_quiet import LINE_QUIET_S
 from drivers.zvt.refs import receipt_number
 
 _LOGGER = logging.getLogger(__name__)
@@ -51,6 +52,11 @@ class ZvtOptions:
     topup_amount: Literal["increment", "total"] = "increment"
     t3: float = 5.0
     t4: float = 180.0
+    # Serial only: silence that proves the PT has no frame of an earlier ECR's sequence left
+    # to send (longer than its T2), waited after a line is opened when the PT answers the
+    # opening probe, or after a registration that was not answered as one
+    # (drivers/zvt/line_quiet.py, docs/ZVT-VARIANTS.md 8).
+    line_quiet_s: float = LINE_QUIET_S
 
 
 class ZvtTerminal(ResultReader):
@@ -66,16 +72,26 @@ class ZvtTerminal(ResultReader):
             t3=options.t3,
             t4=options.t4,
             charset=options.charset,
+            line_quiet_s=options.line_quiet_s,
         )
         self.terminal_id: str | None = None
         self._hold_totals: dict[str, Money] = {}  # ref -> what it holds, as last answered
 
     async def connect(self) -> TerminalResult:
         """Open the line and register (06 00), asking for receipts as 06 D3 text blocks."""
-        await self.client.open()
+        try:
+            await self.client.open()
+        except ProtocolError as exc:  # the line never fell quiet (bounded): try again later
+            return TerminalResult("register", Outcome.ERROR, str(exc), unreachable=True)
         result = await self._run("register", self._registration(), ensure=False)
         if result.terminal_id:
             self.terminal_id = result.terminal_id
+        if result.outcome is not Outcome.APPROVED:
+            # Refused, ignored, or answered by something that is no registration answer (the
+            # stale end of a killed ECR's sequence): the PT may still be running a sequence of
+            # its own. No command goes out on this registration: the next one opens the line
+            # again and waits for the full quiet period first (docs/ZVT-VARIANTS.md, 8).
+            self.client.unsettled, self.client.connected = True, False
         return result
 
     async def close(self) -> None:
