@@ -13,7 +13,10 @@ from collections.abc import Awaitable, Callable
 from drivers.base import Outcome, TerminalResult
 from drivers.money import Money, currency
 from drivers.zvt import messages as m
+from drivers.zvt.asyncio.client import SequenceOutcome
+from drivers.zvt.asyncio.results import ResultReader
 from drivers.zvt.asyncio.terminal import ZvtTerminal
+from drivers.zvt.fields import Bmp
 from drivers.zvt.line_quiet import LINE_QUIET_S, LineQuiet
 from drivers.zvt.link import T2
 from drivers.zvt.serial_framing import NAK, frame
@@ -110,3 +113,13 @@ def test_stale_frames_are_refused_and_the_wait_grows() -> None:
     assert not quiet.quiet(6.0) and quiet.quiet(6.2)
     quiet.receive_data(b"\x10", 59.0)  # a PT that keeps talking
     assert quiet.gave_up(60.0) and quiet.next_deadline() == 60.0
+
+
+def test_a_result_in_a_registration_is_no_registration() -> None:
+    """A 04 0F inside a registration is the tail of another ECR's sequence: not registered."""
+    reader = ResultReader()
+    reader.terminal_id, reader._currency = None, currency("EUR")
+    approval = m.status_information([Bmp(0x27, b"\x00"), m.bmp_amount(1234)])
+    seq = SequenceOutcome(accepted=True, results=[approval], completion=m.completion())
+    result = reader._interpret("register", seq, money=False, requested=None)
+    assert result.outcome is Outcome.ERROR and not result.approved
