@@ -86,11 +86,12 @@ class ZvtTerminal(ResultReader):
         result = await self._run("register", self._registration(), ensure=False)
         if result.terminal_id:
             self.terminal_id = result.terminal_id
-        if result.outcome is not Outcome.APPROVED:
-            # Refused, ignored, or answered by something that is no registration answer (the
-            # stale end of a killed ECR's sequence): the PT may still be running a sequence of
-            # its own. No command goes out on this registration: the next one opens the line
-            # again and waits for the full quiet period first (docs/ZVT-VARIANTS.md, 8).
+        if result.outcome is not Outcome.APPROVED and self.client.link_t2:
+            # Serial only: a new TCP connection carries nothing of an old one. Refused,
+            # ignored, or answered by something that is no registration answer (the stale end
+            # of a killed ECR's sequence): the PT may still be running a sequence of its own.
+            # No command goes out on this registration: the next one opens the line again and
+            # waits for the full quiet period first (docs/ZVT-VARIANTS.md, 8).
             self.client.unsettled, self.client.connected = True, False
         return result
 
