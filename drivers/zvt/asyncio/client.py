@@ -91,6 +91,10 @@ class ZvtClient:
         one, so nothing to do. ProtocolError if the line never falls quiet (bounded)."""
         if not isinstance(self.link, SerialLink):
             return
+        async with self._lock:  # no sequence reads the line meanwhile
+            await self._quiesce(self.link)
+
+    async def _quiesce(self, link: SerialLink) -> None:
         loop = asyncio.get_running_loop()
         quiet = LineQuiet(loop.time(), quiet_s=self.line_quiet_s, probe=not self.unsettled)
         while True:
@@ -109,7 +113,7 @@ class ZvtClient:
             quiet.receive_data(data, loop.time())
         self.unsettled = False
         if quiet.stale:
-            self.link.heard_from_peer()  # its link has seen frames of the PT since ours
+            link.heard_from_peer()  # its link has seen frames of the PT since ours
         if quiet.heard:
             _LOGGER.warning(
                 "zvt.stale_refused",

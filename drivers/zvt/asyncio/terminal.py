@@ -8,6 +8,7 @@ receipt number was already learned): the caller recovers with ``open_preauthoriz
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -76,9 +77,17 @@ class ZvtTerminal(ResultReader):
         )
         self.terminal_id: str | None = None
         self._hold_totals: dict[str, Money] = {}  # ref -> what it holds, as last answered
+        self._connecting = asyncio.Lock()
 
     async def connect(self) -> TerminalResult:
-        """Open the line and register (06 00), asking for receipts as 06 D3 text blocks."""
+        """Open the line and register (06 00), asking for receipts as 06 D3 text blocks.
+        One opening at a time: on a serial line it waits for silence first (up to
+        ``LINE_PROBE_S`` on a quiet line), and a command issued meanwhile waits for it
+        instead of opening the line a second time under it."""
+        async with self._connecting:
+            return await self._connect()
+
+    async def _connect(self) -> TerminalResult:
         try:
             await self.client.open()
         except ProtocolError as exc:  # the line never fell quiet (bounded): try again later
@@ -313,7 +322,12 @@ class ZvtTerminal(ResultReader):
     ) -> TerminalResult:
         if ensure and not self.client.connected:
             try:
-                reconnect = await self.connect()
+                async with self._connecting:
+                    reconnect = (
+                        await self._connect()
+                        if not self.client.connected
+                        else TerminalResult("register", Outcome.APPROVED, "opened meanwhile")
+                    )
             except DriverError as exc:
                 return TerminalResult(operation, Outcome.ERROR, str(exc), unreachable=True)
             if reconnect.outcome is not Outcome.APPROVED:
