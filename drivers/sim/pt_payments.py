@@ -21,10 +21,10 @@ class PtPayments(PtLine):
         if self.serial and cfg.result_ack_lost > 0:
             cfg.result_ack_lost -= 1
             self.losing_ack = True
-        await self.send(m.status_information(self._numbered(result)))
-        if cfg.on_result is not None and not self.cut:
-            cfg.on_result()
-        try:
+        try:  # a result the line cannot deliver (refused by NAKs) is unacknowledged too
+            await self.send(m.status_information(self._numbered(result)))
+            if cfg.on_result is not None and not self.cut:
+                cfg.on_result()
             reply = await self.reply(cfg.result_ack_timeout_s)
         except ConnectionLost:
             if cfg.unacked_on_close == "keep":

@@ -106,6 +106,11 @@ class SerialLink(_Outputs):
         """Would the peer's link drop ``apdu`` as a repeat of the frame it last acknowledged?"""
         return self.idle and apdu == self._acked_unanswered
 
+    def heard_from_peer(self) -> None:
+        """The peer sent frames outside this link (refused while the line was quieted,
+        drivers/zvt/line_quiet.py): its link no longer takes our next frame for a repeat."""
+        self._acked_unanswered = None
+
     def receive_data(self, data: bytes, now: float) -> None:
         for event in self._decoder.feed(data):
             if isinstance(event, FrameReceived):

@@ -114,7 +114,8 @@ async def test_start_session_pushes_cdr_capture_fac(tmp_path: Path) -> None:
             asyncio.create_task(pusher.run(stopping)),
         ]
         try:
-            await asyncio.sleep(0.3)  # terminal registered
+            async with asyncio.timeout(10):  # the terminal registered (after a quiet line)
+                await engine.status.registered.wait()
             engine.on_charger_event(PaymentRequested(evse="E1"))  # a driver pays at the terminal
             async with asyncio.timeout(20):
                 while not cpo.state.facs:

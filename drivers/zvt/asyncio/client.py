@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from drivers.errors import ProtocolError
 from drivers.transport.base import Transport
 from drivers.zvt.charset import DEFAULT_CHARSET
+from drivers.zvt.line_quiet import LINE_QUIET_S, LineQuiet
 from drivers.zvt.link import ApduReceived, LinkFailed, SerialLink, StreamLink
 from drivers.zvt.messages import Message
 from drivers.zvt.sequences import (
@@ -62,8 +63,13 @@ class ZvtClient:
         t3: float = 5.0,
         t4: float = 180.0,
         charset: str = DEFAULT_CHARSET,
+        line_quiet_s: float = LINE_QUIET_S,
     ) -> None:
         self.transport = transport
+        self.line_quiet_s = line_quiet_s
+        # The PT may still be in a sequence of its own (a registration not answered as one):
+        # the next open waits for the full quiet period, not only the probe (line_quiet.py).
+        self.unsettled = False
         self.link: SerialLink | StreamLink = SerialLink() if serial_framing else StreamLink()
         self.ecr = EcrSequence(t3=t3, t4=t4, charset=charset)
         self._lock = asyncio.Lock()
@@ -75,7 +81,44 @@ class ZvtClient:
         await self.transport.open()
         self.link.reset()
         self.ecr = EcrSequence(t3=self.ecr.t3, t4=self.ecr.t4, charset=self.ecr.charset)
+        await self.quiesce()
         self.connected = True
+
+    async def quiesce(self) -> None:
+        """On a serial line, refuse (NAK) whatever the PT still sends of an earlier ECR's
+        sequence and return once the line is quiet (drivers/zvt/line_quiet.py). Nothing is
+        ACKed, nothing handed to a sequence. TCP: a new connection carries nothing of the old
+        one, so nothing to do. ProtocolError if the line never falls quiet (bounded)."""
+        if not isinstance(self.link, SerialLink):
+            return
+        async with self._lock:  # no sequence reads the line meanwhile
+            await self._quiesce(self.link)
+
+    async def _quiesce(self, link: SerialLink) -> None:
+        loop = asyncio.get_running_loop()
+        quiet = LineQuiet(loop.time(), quiet_s=self.line_quiet_s, probe=not self.unsettled)
+        while True:
+            out = quiet.data_to_send()
+            if out:
+                await self.transport.write(out)
+            now = loop.time()
+            if quiet.quiet(now):
+                break
+            if quiet.gave_up(now):
+                raise ProtocolError(
+                    f"{self.transport.description}: the line did not fall quiet "
+                    f"(stale frames {quiet.stale})"
+                )
+            data = await self.transport.read(max(quiet.next_deadline() - now, 0.0))
+            quiet.receive_data(data, loop.time())
+        self.unsettled = False
+        if quiet.stale:
+            link.heard_from_peer()  # its link has seen frames of the PT since ours
+        if quiet.heard:
+            _LOGGER.warning(
+                "zvt.stale_refused",
+                extra={"terminal": self.transport.description, "apdus": quiet.stale},
+            )
 
     async def close(self) -> None:
         self.connected = False

@@ -49,6 +49,11 @@ class ResultReader:
             )
         if operation == "open_preauthorizations":
             return _open_preauths(seq)
+        if operation == "register" and seq.results:
+            # A PT answers a registration with 80 00 and 06 0F; a 04 0F in it is the stale
+            # tail of another ECR's sequence (docs/ZVT-VARIANTS.md, 8): not registered.
+            text = "a result (04 0F) is no answer to a registration"
+            return TerminalResult(operation, Outcome.ERROR, text, receipt_lines=lines)
         if seq.aborted is not None:
             code = seq.aborted.code
             return TerminalResult(

@@ -8,6 +8,7 @@ receipt number was already learned): the caller recovers with ``open_preauthoriz
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -23,6 +24,7 @@ from drivers.zvt.asyncio.results import ResultReader
 from drivers.zvt.charset import DEFAULT_CHARSET
 from drivers.zvt.constants import Command
 from drivers.zvt.fields import Tlv
+from drivers.zvt.line_quiet import LINE_QUIET_S
 from drivers.zvt.refs import receipt_number
 
 _LOGGER = logging.getLogger(__name__)
@@ -51,6 +53,11 @@ class ZvtOptions:
     topup_amount: Literal["increment", "total"] = "increment"
     t3: float = 5.0
     t4: float = 180.0
+    # Serial only: silence that proves the PT has no frame of an earlier ECR's sequence left
+    # to send (longer than its T2), waited after a line is opened when the PT answers the
+    # opening probe, or after a registration that was not answered as one
+    # (drivers/zvt/line_quiet.py, docs/ZVT-VARIANTS.md 8).
+    line_quiet_s: float = LINE_QUIET_S
 
 
 class ZvtTerminal(ResultReader):
@@ -66,16 +73,35 @@ class ZvtTerminal(ResultReader):
             t3=options.t3,
             t4=options.t4,
             charset=options.charset,
+            line_quiet_s=options.line_quiet_s,
         )
         self.terminal_id: str | None = None
         self._hold_totals: dict[str, Money] = {}  # ref -> what it holds, as last answered
+        self._connecting = asyncio.Lock()
 
     async def connect(self) -> TerminalResult:
-        """Open the line and register (06 00), asking for receipts as 06 D3 text blocks."""
-        await self.client.open()
+        """Open the line and register (06 00), asking for receipts as 06 D3 text blocks.
+        One opening at a time: on a serial line it waits for silence first (up to
+        ``LINE_PROBE_S`` on a quiet line), and a command issued meanwhile waits for it
+        instead of opening the line a second time under it."""
+        async with self._connecting:
+            return await self._connect()
+
+    async def _connect(self) -> TerminalResult:
+        try:
+            await self.client.open()
+        except ProtocolError as exc:  # the line never fell quiet (bounded): try again later
+            return TerminalResult("register", Outcome.ERROR, str(exc), unreachable=True)
         result = await self._run("register", self._registration(), ensure=False)
         if result.terminal_id:
             self.terminal_id = result.terminal_id
+        if result.outcome is not Outcome.APPROVED and self.client.link_t2:
+            # Serial only: a new TCP connection carries nothing of an old one. Refused,
+            # ignored, or answered by something that is no registration answer (the stale end
+            # of a killed ECR's sequence): the PT may still be running a sequence of its own.
+            # No command goes out on this registration: the next one opens the line again and
+            # waits for the full quiet period first (docs/ZVT-VARIANTS.md, 8).
+            self.client.unsettled, self.client.connected = True, False
         return result
 
     async def close(self) -> None:
@@ -296,7 +322,12 @@ class ZvtTerminal(ResultReader):
     ) -> TerminalResult:
         if ensure and not self.client.connected:
             try:
-                reconnect = await self.connect()
+                async with self._connecting:
+                    reconnect = (
+                        await self._connect()
+                        if not self.client.connected
+                        else TerminalResult("register", Outcome.APPROVED, "opened meanwhile")
+                    )
             except DriverError as exc:
                 return TerminalResult(operation, Outcome.ERROR, str(exc), unreachable=True)
             if reconnect.outcome is not Outcome.APPROVED:
