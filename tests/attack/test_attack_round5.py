@@ -245,19 +245,9 @@ def test_the_lint_on_a_flat_only_or_single_element_tariff_finds_nothing() -> Non
     )
 
 
-# ---- 2. the known open risk: a killed process's answer taken for the next command ------------
+# ---- 2. a killed process's answer taken for the next command (fixed: drivers/zvt/line_quiet) --
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BREAK (known open risk, not fixed here: the driver's sequencing is another "
-    "helper's): on the pty the killed process's capture of hold A is answered after the "
-    "restart; ZVT answers name no command, so the next process's capture of hold B reads A's "
-    "80 00 + 04 0F (10.00, receipt 3) as its own: APPROVED while B's command never ran and "
-    "hold B stays open. drivers/zvt/asyncio/client.py settle() only runs when the link thinks "
-    "a frame was left unanswered; fix: drain and drop the line before the first command of a "
-    "new connection, or check the 04 0F's amount/receipt against the command it answers",
-)
 @pytest.mark.parametrize("rig", ["pty"], indirect=True)
 async def test_a_killed_captures_answer_is_not_taken_for_the_next_capture(rig: Rig) -> None:
     """The process dies right after writing a capture of hold A (book total 10.00); the
@@ -278,5 +268,5 @@ async def test_a_killed_captures_answer_is_not_taken_for_the_next_capture(rig: R
     await fresh.connect()
     got = await fresh.capture(b.ref, Money(5000, "EUR"), Money(2000, "EUR"), "R5-B")
     hold_b = rig.sim.state.transactions[int(b.ref)]
-    # seen: APPROVED, amount 10.00, receipt 3 (A's booking); hold B still "open"
+    # was (before line_quiet): APPROVED, amount 10.00, receipt 3 (A's booking); hold B open
     assert not got.approved or (got.amount == Money(2000, "EUR") and hold_b.state != "open")
