@@ -169,7 +169,11 @@ def _flat(tariff: Tariff, start: Sample, tz: ZoneInfo, volumes: Volumes) -> None
 def _add_interval(
     tariff: Tariff, start: Sample, before: Sample, after: Sample, tz: ZoneInfo, volumes: Volumes
 ) -> None:
-    """Volumes are additive over intervals: a session's price is the sum over its samples' pairs."""
+    """Volumes are additive over intervals: a session's price is the sum over its samples' pairs.
+    A reading repeated (same instant, same energy: a charger sending its last value twice) is
+    no interval: priced, its zero-length point at the end could start a fee's element."""
+    if before.at == after.at and before.energy_wh == after.energy_wh:
+        return
     # In UTC: two datetimes with the same ZoneInfo subtract as wall clocks, so a DST night
     # would bill an hour too many or too few. Elapsed time is what TIME/PARKING_TIME bill.
     points = [

@@ -184,15 +184,15 @@ def model_price(
     for (t0, e0), (t1, e1) in pairwise(points):
         if t1 <= t0:  # readings with one timestamp (a stalled clock): the energy still counts
             wh = max(Decimal(0), e1 - e0)
-            i = first(
-                "ENERGY",
-                _Where(
-                    t0.astimezone(tz), (e0 - wh0) / 1000, (t0 - start) // timedelta(seconds=1), None
-                ),
-            )
+            elapsed = (t0 - start) // timedelta(seconds=1)
+            here = _Where(t0.astimezone(tz), (e0 - wh0) / 1000, elapsed, None)
+            if wh and not any(kind == "FLAT" for _, kind in volume):
+                fee = first("FLAT", here)  # energy delivered under the fee's element
+                if fee is not None:
+                    volume[(fee, "FLAT")] = Decimal(1)
+            i = first("ENERGY", here)
             if wh and i is not None:
-                elapsed = (t0 - start) // timedelta(seconds=1)
-                add(i, "ENERGY", wh, _Where(t0.astimezone(tz), (e0 - wh0) / 1000, elapsed, None))
+                add(i, "ENERGY", wh, here)
             continue
         cuts = {t0, t1}
         at_threshold: dict[datetime, Decimal] = {}  # a kWh cut's energy: the threshold itself

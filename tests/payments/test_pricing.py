@@ -239,3 +239,24 @@ def test_incremental_pricing_equals_pricing_from_scratch(
     assert pricer.price(tariff, seen[:1], TZ) == price(
         tariff, seen[:1], TZ
     )  # an older sequence: no mix-up
+
+
+def test_a_repeated_last_reading_changes_no_price() -> None:
+    """A charger that sends its last meter value twice (same instant, same energy) adds no
+    interval: the zero-length point at 0.5 kWh once started the fee's ``min_kwh`` element
+    (found by the reference-model property test, hypothesis seed 125)."""
+    fee = {
+        "id": "F",
+        "currency": "EUR",
+        "elements": [
+            {
+                "price_components": [{"type": "FLAT", "price": "0.25", "step_size": 0}],
+                "restrictions": {"min_kwh": 0.5},
+            }
+        ],
+    }
+    tariff = tariff_from_ocpi(fee)
+    once = samples((0, 0), (60, 500))
+    twice = [*once, once[-1]]
+    assert price(tariff, twice, TZ).minor == price(tariff, once, TZ).minor == 0
+    assert Pricer().price(tariff, twice, TZ).minor == 0
