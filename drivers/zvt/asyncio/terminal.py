@@ -60,6 +60,13 @@ class ZvtOptions:
     line_quiet_s: float = LINE_QUIET_S
 
 
+async def _no_registration_answer(_result: TerminalResult) -> None:
+    """A 04 0F inside a registration is the stale tail of another ECR's sequence: stop before
+    it is acknowledged (an ACK tells the PT it was delivered and the dead run's transaction
+    stands, unrecorded); unacknowledged, the PT reverses it (ZVT 2.2.8, docs/ZVT-VARIANTS.md 8)."""
+    raise ProtocolError("a result (04 0F) is no answer to a registration")
+
+
 class ZvtTerminal(ResultReader):
     def __init__(
         self, name: str, transport: Transport, *, serial_framing: bool, options: ZvtOptions
@@ -92,7 +99,9 @@ class ZvtTerminal(ResultReader):
             await self.client.open()
         except ProtocolError as exc:  # the line never fell quiet (bounded): try again later
             return TerminalResult("register", Outcome.ERROR, str(exc), unreachable=True)
-        result = await self._run("register", self._registration(), ensure=False)
+        result = await self._run(
+            "register", self._registration(), ensure=False, persist=_no_registration_answer
+        )
         if result.terminal_id:
             self.terminal_id = result.terminal_id
         if result.outcome is not Outcome.APPROVED and self.client.link_t2:
