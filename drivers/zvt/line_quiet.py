@@ -36,6 +36,7 @@ from drivers.zvt.serial_framing import NAK, BadFrame, FrameDecoder, FrameReceive
 LINE_PROBE_S = 0.5  # after our NAK: a PT with a frame in flight repeats it within this
 LINE_QUIET_S = T2 + 1.0  # silence that proves no frame is pending at the PT (> its T2)
 LINE_QUIET_MAX_S = 4 * (RETRIES + 1) * T2  # 60 s: the longest we wait for silence
+STALE_KEPT = 32  # frames named in the log and a failed open's message; the rest only counted
 
 
 class LineQuiet:
@@ -49,7 +50,8 @@ class LineQuiet:
         self._out = bytearray([NAK]) if probe else bytearray()
         self._window = min(LINE_PROBE_S, quiet_s) if probe else quiet_s
         self._start = self._last = now
-        self.stale: list[str] = []  # class and instruction of each frame refused (no card data)
+        self.stale: list[str] = []  # class and instruction of the first frames (no card data)
+        self.refused = 0  # frames heard while quieting, all of them
         self.heard = False
         self._refused: tuple[bytes | None, int] = (None, 0)  # the last frame, NAKs it got
 
@@ -63,7 +65,9 @@ class LineQuiet:
         self.heard, self._last, self._window = True, now, self.quiet_s
         for event in self._decoder.feed(data):
             if isinstance(event, FrameReceived):
-                self.stale.append(event.apdu[:2].hex().upper())
+                self.refused += 1
+                if len(self.stale) < STALE_KEPT:
+                    self.stale.append(event.apdu[:2].hex().upper())
                 self._refuse(bytes(event.apdu))
             elif isinstance(event, BadFrame):
                 self._refuse(b"")

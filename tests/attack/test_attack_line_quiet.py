@@ -23,7 +23,7 @@ from drivers.transport.url import SerialUrl
 from drivers.zvt import messages as m
 from drivers.zvt.asyncio.terminal import ZvtOptions, ZvtTerminal
 from drivers.zvt.fields import Bmp
-from drivers.zvt.line_quiet import LINE_PROBE_S, LineQuiet
+from drivers.zvt.line_quiet import LINE_PROBE_S, STALE_KEPT, LineQuiet
 from drivers.zvt.serial_framing import NAK, frame
 from gateway.payments import events as e
 from gateway.payments.model import HoldStatus
@@ -271,3 +271,12 @@ def test_a_dead_capture_reversed_by_the_terminal_is_not_booked() -> None:
     assert t.session.captured_minor == 0
     assert t.session.holds[0].status is HoldStatus.OPEN
     assert t.session.state is not State.COMPLETED
+
+
+def test_a_babbling_line_keeps_a_bounded_record() -> None:
+    """A PT that sends frames for the whole LINE_QUIET_MAX_S: what is kept of them (logged, and
+    put in the failed open's message, stored as the registration's result) has a named bound."""
+    quiet = LineQuiet(0.0, quiet_s=6.0)
+    chatter = frame(m.abort_pt(0x6C).to_apdu().encode()) * 5000
+    quiet.receive_data(chatter, 1.0)
+    assert len(quiet.stale) <= STALE_KEPT and quiet.refused == 5000
