@@ -30,6 +30,7 @@ from gateway.payments.model import HoldStatus
 from gateway.payments.session import State
 from tests.payments.fixtures import at, step
 from tests.payments.test_money_correctness import SID, capturing, held, res
+from tests.runtime.runner_rig import runner_rig
 from tests.zvt.conftest import SIM_PASSWORD, Rig
 
 EUR20, EUR50 = Money(2000, "EUR"), Money(5000, "EUR")
@@ -280,3 +281,64 @@ def test_a_babbling_line_keeps_a_bounded_record() -> None:
     chatter = frame(m.abort_pt(0x6C).to_apdu().encode()) * 5000
     quiet.receive_data(chatter, 1.0)
     assert len(quiet.stale) <= STALE_KEPT and quiet.refused == 5000
+
+
+async def test_a_process_killed_mid_frame_does_not_block_the_next_registration(
+    line: Line,
+) -> None:
+    """The dead process wrote half of a pre-auth's frame: the PT's receiver is inside a frame
+    when our probe NAK and registration arrive. The fresh process still registers (within a
+    few tries) and no pre-auth is made from the torn frame."""
+    t = line.driver()
+    assert (await t.connect()).approved
+    torn = frame(m.pre_authorisation(2000, 978, tlv=[]).to_apdu().encode())
+    await t.client.transport.write(torn[: len(torn) // 2])
+    await t.close()
+    fresh = line.driver(line_quiet_s=QUIET_S)
+    outcomes = []
+    for _ in range(4):
+        outcomes.append((await fresh.connect()).outcome)
+        if outcomes[-1] is Outcome.APPROVED:
+            break
+    assert outcomes[-1] is Outcome.APPROVED, outcomes
+    assert not line.sim.state.transactions
+    assert (await fresh.preauthorize(EUR50, "AFTER")).amount == EUR50
+
+
+async def test_the_runner_marks_a_noisy_serial_terminal_unavailable_in_time(
+    line: Line, tmp_path: Path
+) -> None:
+    """The runner's registration deadline (here 1 s, 30 s by default) ends the quiet wait
+    before LINE_QUIET_MAX_S: the terminal is marked unavailable in time, the loop stays
+    responsive meanwhile, and once the line is quiet the next registration makes it available."""
+    stop = asyncio.Event()
+
+    async def noise() -> None:
+        while not stop.is_set():
+            await line.port.write(frame(m.intermediate(0x17).to_apdu().encode()))
+            await asyncio.sleep(0.1)
+
+    async with runner_rig(tmp_path, SimConfig()) as rig:
+        runner, _ = rig.runner(register_timeout_s=1.0)
+        runner.terminal = driver = line.driver(line_quiet_s=QUIET_S)
+        rig.drivers.append(driver)
+        noisy = asyncio.create_task(noise())
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.05)
+                ticks += 1
+
+        ticking = asyncio.create_task(ticker())
+        await runner.register()
+        assert loop.time() - began < 2.0 and not runner.available
+        assert ticks >= 10  # the loop kept running while the line was quieted
+        ticking.cancel()
+        stop.set()
+        await asyncio.gather(noisy, ticking, return_exceptions=True)
+        await runner.register()
+        assert runner.available
