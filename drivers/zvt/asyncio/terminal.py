@@ -60,7 +60,7 @@ class ZvtOptions:
     line_quiet_s: float = LINE_QUIET_S
 
 
-async def _no_registration_answer(_result: TerminalResult) -> None:
+async def _no_registration_answer(_result: m.Message) -> None:
     """A 04 0F inside a registration is the stale tail of another ECR's sequence: stop before
     it is acknowledged (an ACK tells the PT it was delivered and the dead run's transaction
     stands, unrecorded); unacknowledged, the PT reverses it (ZVT 2.2.8, docs/ZVT-VARIANTS.md 8)."""
@@ -99,9 +99,7 @@ class ZvtTerminal(ResultReader):
             await self.client.open()
         except ProtocolError as exc:  # the line never fell quiet (bounded): try again later
             return TerminalResult("register", Outcome.ERROR, str(exc), unreachable=True)
-        result = await self._run(
-            "register", self._registration(), ensure=False, persist=_no_registration_answer
-        )
+        result = await self._run("register", self._registration(), ensure=False)
         if result.terminal_id:
             self.terminal_id = result.terminal_id
         if result.outcome is not Outcome.APPROVED and self.client.link_t2:
@@ -347,7 +345,8 @@ class ZvtTerminal(ResultReader):
                     unreachable=True,
                 )
 
-        on_result: OnResult | None = None
+        # a registration's 04 0F is refused unread (it is no answer to it, and never ours)
+        on_result: OnResult | None = _no_registration_answer if operation == "register" else None
         if persist is not None:
             hook = persist
 
