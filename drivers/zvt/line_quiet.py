@@ -18,9 +18,11 @@ acknowledged. So:
 * Any byte heard (the probe's answer, or bytes the OS kept from before the restart) means the
   PT is in a sequence of its own: every whole frame is answered with NAK -- never ACK, which
   would tell the PT its stale message was delivered and let the dead sequence go on -- so the
-  PT's link gives it up after its repeats; then we wait until the line has been quiet for
-  ``quiet_s`` (default ``LINE_QUIET_S``, longer than the PT's T2 retransmission interval: a
-  frame still pending would have been repeated by then).
+  PT's link gives it up after its repeats (one frame is refused at most RETRIES + 1 times in a
+  row: a PT that repeats it on every NAK, even idle, would otherwise answer our NAKs for ever
+  and no open would end; silent, we leave it to its own T2); then we wait until the line has
+  been quiet for ``quiet_s`` (default ``LINE_QUIET_S``, longer than the PT's T2
+  retransmission interval: a frame still pending would have been repeated by then).
 * Bounded: a line that never falls quiet within ``LINE_QUIET_MAX_S`` (four frames' worth of
   the PT's full retransmission window) is a failed open (the caller reports the terminal
   unreachable and tries again later), never an endless wait.
@@ -34,6 +36,7 @@ from drivers.zvt.serial_framing import NAK, BadFrame, FrameDecoder, FrameReceive
 LINE_PROBE_S = 0.5  # after our NAK: a PT with a frame in flight repeats it within this
 LINE_QUIET_S = T2 + 1.0  # silence that proves no frame is pending at the PT (> its T2)
 LINE_QUIET_MAX_S = 4 * (RETRIES + 1) * T2  # 60 s: the longest we wait for silence
+STALE_KEPT = 32  # frames named in the log and a failed open's message; the rest only counted
 
 
 class LineQuiet:
@@ -47,8 +50,10 @@ class LineQuiet:
         self._out = bytearray([NAK]) if probe else bytearray()
         self._window = min(LINE_PROBE_S, quiet_s) if probe else quiet_s
         self._start = self._last = now
-        self.stale: list[str] = []  # class and instruction of each frame refused (no card data)
+        self.stale: list[str] = []  # class and instruction of the first frames (no card data)
+        self.refused = 0  # frames heard while quieting, all of them
         self.heard = False
+        self._refused: tuple[bytes | None, int] = (None, 0)  # the last frame, NAKs it got
 
     def data_to_send(self) -> bytes:
         out, self._out = bytes(self._out), bytearray()
@@ -60,10 +65,19 @@ class LineQuiet:
         self.heard, self._last, self._window = True, now, self.quiet_s
         for event in self._decoder.feed(data):
             if isinstance(event, FrameReceived):
-                self.stale.append(event.apdu[:2].hex().upper())
-                self._out.append(NAK)
+                self.refused += 1
+                if len(self.stale) < STALE_KEPT:
+                    self.stale.append(event.apdu[:2].hex().upper())
+                self._refuse(bytes(event.apdu))
             elif isinstance(event, BadFrame):
-                self._out.append(NAK)
+                self._refuse(b"")
+
+    def _refuse(self, apdu: bytes) -> None:
+        last, naks = self._refused
+        naks = naks if apdu == last else 0
+        if naks <= RETRIES:  # the PT's own link gives a frame up after its repeats
+            self._out.append(NAK)
+        self._refused = (apdu, naks + 1)
 
     def quiet(self, now: float) -> bool:
         return now - self._last >= self._window

@@ -107,7 +107,7 @@ class ZvtClient:
             if quiet.gave_up(now):
                 raise ProtocolError(
                     f"{self.transport.description}: the line did not fall quiet "
-                    f"(stale frames {quiet.stale})"
+                    f"({quiet.refused} stale frames, first {quiet.stale})"
                 )
             data = await self.transport.read(max(quiet.next_deadline() - now, 0.0))
             quiet.receive_data(data, loop.time())
@@ -117,7 +117,11 @@ class ZvtClient:
         if quiet.heard:
             _LOGGER.warning(
                 "zvt.stale_refused",
-                extra={"terminal": self.transport.description, "apdus": quiet.stale},
+                extra={
+                    "terminal": self.transport.description,
+                    "apdus": quiet.stale,
+                    "frames": quiet.refused,
+                },
             )
 
     async def close(self) -> None:

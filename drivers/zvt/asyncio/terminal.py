@@ -60,6 +60,13 @@ class ZvtOptions:
     line_quiet_s: float = LINE_QUIET_S
 
 
+async def _no_registration_answer(_result: m.Message) -> None:
+    """A 04 0F inside a registration is the stale tail of another ECR's sequence: stop before
+    it is acknowledged (an ACK tells the PT it was delivered and the dead run's transaction
+    stands, unrecorded); unacknowledged, the PT reverses it (ZVT 2.2.8, docs/ZVT-VARIANTS.md 8)."""
+    raise ProtocolError("a result (04 0F) is no answer to a registration")
+
+
 class ZvtTerminal(ResultReader):
     def __init__(
         self, name: str, transport: Transport, *, serial_framing: bool, options: ZvtOptions
@@ -338,7 +345,8 @@ class ZvtTerminal(ResultReader):
                     unreachable=True,
                 )
 
-        on_result: OnResult | None = None
+        # a registration's 04 0F is refused unread (it is no answer to it, and never ours)
+        on_result: OnResult | None = _no_registration_answer if operation == "register" else None
         if persist is not None:
             hook = persist
 
