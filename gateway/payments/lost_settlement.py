@@ -24,7 +24,13 @@ from gateway.payments.model import (
 )
 from gateway.payments.moves import Transition, finish, go, next_try, note
 from gateway.payments.policy import Policy
-from gateway.payments.settlement import captured_as_asked, give_up, next_hold, settle_command
+from gateway.payments.settlement import (
+    captured_as_asked,
+    give_up,
+    next_hold,
+    released_as_asked,
+    settle_command,
+)
 from gateway.payments.states import State, Trigger
 
 
@@ -78,12 +84,7 @@ def enquiry_answered(
         if capture:
             done = captured_as_asked(hold, last.ref, now)
         else:
-            done = replace(
-                hold,
-                released_minor=hold.amount_minor,
-                status=HoldStatus.RELEASED,
-                booking_ref=last.ref,
-            )
+            done = released_as_asked(hold, last.ref)
         return next_hold(replace_hold(s, hold, done), now, policy)
     if not capture:
         return _absent(s, hold, now, policy)

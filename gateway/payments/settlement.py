@@ -138,12 +138,7 @@ def _settled(
             )
         done = captured_as_asked(hold, ev.ref, now)
     else:
-        done = replace(
-            hold,
-            released_minor=hold.amount_minor,
-            status=HoldStatus.RELEASED,
-            booking_ref=ev.ref,
-        )
+        done = released_as_asked(hold, ev.ref)
     return next_hold(replace_hold(s, hold, done), now, policy)
 
 
@@ -169,6 +164,13 @@ def _uncertain_rest(s: Session, hold: Hold, echo: int | None) -> tuple[Session, 
         f"may have held more (a top-up's answer was lost) and released that too"
     )
     return replace(s, discrepancies=(*s.discrepancies, said)), hold
+
+
+def released_as_asked(hold: Hold, booking_ref: str | None) -> Hold:
+    """The hold let go whole, its release booked under the terminal's reference."""
+    return replace(
+        hold, released_minor=hold.amount_minor, status=HoldStatus.RELEASED, booking_ref=booking_ref
+    )
 
 
 def captured_as_asked(hold: Hold, booking_ref: str | None, at: datetime) -> Hold:

@@ -22,7 +22,7 @@ from tests.attack.round3_rig import MC, make_host
 from tests.attack.test_attack_release_evidence import HALF, SID, WAIT, _booked_nothing, _lost
 from tests.nexo import conftest as nexo_rigs
 from tests.nexo.conftest import MakeRig
-from tests.payments.fixtures import T0, at
+from tests.payments.fixtures import T0, Clock, at
 from tests.payments.fixtures import terminal_result as res
 from tests.runtime.runner_rig import runner_rig
 
@@ -113,6 +113,25 @@ def test_another_sessions_release_older_than_two_days_is_no_evidence(tmp_path: P
         store.close()
 
 
+def _s2_refunding_all(host: EngineHost, clock: Clock) -> Session | None:
+    """Ours (hold 7 of 50.00) charging beside s2, which captured 50.00 (receipt 10) after three
+    hours and is asked to refund all of it (a corrected CDR of 0): s2 as the refund left it."""
+    for ev in (
+        e.CardPresented(SID, "card", "E1", "T1", "EUR"),
+        res("preauthorize", Outcome.APPROVED, 5000, 7, card=MC),
+        e.ChargerStarted(SID, "st", 1000),
+        e.CardPresented("s2", "card", "E2", "T1", "EUR"),
+        res("preauthorize", Outcome.APPROVED, 5000, 3, sid="s2", card=MC),
+        e.ChargerStarted("s2", "st", 1000),
+    ):
+        host.handle(ev)
+    clock.advance(3 * 3600)
+    host.handle(e.ChargerStopped(session_id="s2", event_id="sp", meter_wh=120_000))
+    host.handle(res("capture", Outcome.APPROVED, 5000, 10, sid="s2", for_ref="3"))
+    ask = e.RefundRequested(session_id="s2", event_id="rf", amount_minor=5000, reason="cdr")
+    return host.handle(ask).session
+
+
 def test_another_sessions_refund_of_the_same_amount_is_no_evidence(tmp_path: Path) -> None:
     """s2 captured 50.00 (a price above its hold) and refunded all of it (a corrected CDR of
     0): the terminal's last result is that refund, receipt 11, 50.00 = our hold's amount. The
@@ -120,20 +139,7 @@ def test_another_sessions_refund_of_the_same_amount_is_no_evidence(tmp_path: Pat
     must not be booked from it on one stale list."""
     host, clock, store = make_host(tmp_path)
     try:
-        for ev in (
-            e.CardPresented(SID, "card", "E1", "T1", "EUR"),
-            res("preauthorize", Outcome.APPROVED, 5000, 7, card=MC),
-            e.ChargerStarted(SID, "st", 1000),
-            e.CardPresented("s2", "card", "E2", "T1", "EUR"),
-            res("preauthorize", Outcome.APPROVED, 5000, 3, sid="s2", card=MC),
-            e.ChargerStarted("s2", "st", 1000),
-        ):
-            host.handle(ev)
-        clock.advance(3 * 3600)
-        host.handle(e.ChargerStopped(session_id="s2", event_id="sp", meter_wh=120_000))
-        host.handle(res("capture", Outcome.APPROVED, 5000, 10, sid="s2", for_ref="3"))
-        ask = e.RefundRequested(session_id="s2", event_id="rf", amount_minor=5000, reason="cdr")
-        s2 = host.handle(ask).session
+        s2 = _s2_refunding_all(host, clock)
         assert s2 is not None and s2.captured_minor == 5000
         host.handle(res("refund", Outcome.APPROVED, 5000, 11, sid="s2", refund_id="rf"))
         clock.advance(60)
@@ -150,20 +156,7 @@ def test_another_sessions_refund_still_out_is_no_evidence(tmp_path: Path) -> Non
     terminal's last result, receipt 11 of 50.00, may be that refund, so it proves nothing."""
     host, clock, store = make_host(tmp_path)
     try:
-        for ev in (
-            e.CardPresented(SID, "card", "E1", "T1", "EUR"),
-            res("preauthorize", Outcome.APPROVED, 5000, 7, card=MC),
-            e.ChargerStarted(SID, "st", 1000),
-            e.CardPresented("s2", "card", "E2", "T1", "EUR"),
-            res("preauthorize", Outcome.APPROVED, 5000, 3, sid="s2", card=MC),
-            e.ChargerStarted("s2", "st", 1000),
-        ):
-            host.handle(ev)
-        clock.advance(3 * 3600)
-        host.handle(e.ChargerStopped(session_id="s2", event_id="sp", meter_wh=120_000))
-        host.handle(res("capture", Outcome.APPROVED, 5000, 10, sid="s2", for_ref="3"))
-        ask = e.RefundRequested(session_id="s2", event_id="rf", amount_minor=5000, reason="cdr")
-        s2 = host.handle(ask).session
+        s2 = _s2_refunding_all(host, clock)
         assert s2 is not None and s2.refunds[-1].pending and not s2.lost_results
         clock.advance(60)
         _release_lost_now(host, SID, 7)

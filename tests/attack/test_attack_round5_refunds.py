@@ -68,6 +68,18 @@ def test_a_refund_approval_echoing_the_captures_receipt_is_no_proof(tmp_path: Pa
         store.close()
 
 
+def _s2_capturing(host: EngineHost, clock: Clock) -> None:
+    """s2 on E2 at T1: hold 11 of 50.00, 2 kWh charged, its capture sent (state capturing)."""
+    for ev in (
+        e.CardPresented("s2", "card", "E2", "T1", "EUR"),
+        res("preauthorize", Outcome.APPROVED, 5000, 11, sid="s2", card=MC),
+        e.ChargerStarted("s2", "st", 1000),
+        e.ChargerStopped(session_id="s2", event_id="sp", meter_wh=3000),
+    ):
+        host.handle(ev)
+        clock.advance(60)
+
+
 def test_a_refunds_approval_is_not_another_sessions_lost_capture(tmp_path: Path) -> None:
     """s2's capture of 2.26 went out and its answer was lost; then s1's reversal of 2.26 went
     out, approved as receipt 20 (stored before our acknowledgement); the daemon died. The
@@ -76,14 +88,7 @@ def test_a_refunds_approval_is_not_another_sessions_lost_capture(tmp_path: Path)
     host, clock, store = make_host(tmp_path)
     try:
         s1 = charge_at_host(host, clock, "s1", 7, Outcome.APPROVED)
-        for ev in (
-            e.CardPresented("s2", "card", "E2", "T1", "EUR"),
-            res("preauthorize", Outcome.APPROVED, 5000, 11, sid="s2", card=MC),
-            e.ChargerStarted("s2", "st", 1000),
-            e.ChargerStopped(session_id="s2", event_id="sp", meter_wh=3000),
-        ):
-            host.handle(ev)
-            clock.advance(60)
+        _s2_capturing(host, clock)
         s2 = host.load("s2")
         assert s2 is not None and s2.state is State.CAPTURING
         assert s2.holds[0].target_minor == s1.captured_minor  # the same price: the same amount
@@ -111,14 +116,7 @@ def test_a_refund_sent_without_approval_makes_the_last_result_no_ones(tmp_path: 
     host, clock, store = make_host(tmp_path)
     try:
         s1 = charge_at_host(host, clock, "s1", 7, Outcome.APPROVED)
-        for ev in (
-            e.CardPresented("s2", "card", "E2", "T1", "EUR"),
-            res("preauthorize", Outcome.APPROVED, 5000, 11, sid="s2", card=MC),
-            e.ChargerStarted("s2", "st", 1000),
-            e.ChargerStopped(session_id="s2", event_id="sp", meter_wh=3000),
-        ):
-            host.handle(ev)
-            clock.advance(60)
+        _s2_capturing(host, clock)
         _refund_held(host, clock, "s1", s1.captured_minor, held_ref=None)
         last = e.LastResult(approved=True, ref="20", amount_minor=s1.captured_minor)
         (ask,) = host.handle(e.Resumed("s2", "resume:b2")).commands

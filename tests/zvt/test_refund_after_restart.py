@@ -7,9 +7,7 @@ reconciliation until a person settles it; the terminal never sees a second rever
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
 from dataclasses import replace
-from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -21,40 +19,13 @@ from drivers.transport.tcp import TcpTransport
 from drivers.zvt.asyncio.terminal import ZvtOptions, ZvtTerminal
 from gateway.payments import commands as c
 from gateway.payments import events as e
-from gateway.payments.charger import ChargerEvent
 from gateway.payments.reconcile import session_facts
 from gateway.payments.refunds import RefundStatus
 from gateway.payments.session import Session, State
+from gateway.runtime.charger import SimulatedCharger
 from gateway.runtime.engine_worker import EngineWorker
 from gateway.runtime.terminal_calls import result_event
 from tests.runtime.runner_rig import RunnerRig, runner_rig
-
-
-class NoCharger:
-    """The charger plays no part here: a link that is told nothing back."""
-
-    def subscribe(self, callback: Callable[[ChargerEvent], None]) -> None:
-        del callback
-
-    async def authorize(
-        self,
-        evse: str,
-        session_id: str,
-        max_cost_minor: int,
-        currency: str,
-        start_by: datetime | None = None,
-        repeat: bool = False,
-    ) -> None:
-        del evse, session_id, max_cost_minor, currency, start_by, repeat
-
-    async def stop(self, evse: str, session_id: str, reason: str) -> None:
-        del evse, session_id, reason
-
-    async def report_state(self, evse: str, session_id: str) -> None:
-        del evse, session_id
-
-    async def display(self, evse: str, lines: Sequence[str]) -> None:
-        del evse, lines
 
 
 async def completed_with_refund_sent(
@@ -87,7 +58,7 @@ async def restarted(rig: RunnerRig) -> Session:
     )
     rig.drivers.append(driver)
     worker = EngineWorker(
-        rig.host, {"T1": driver}, NoCharger(), {"E1": EngineWorker.route("T1", "EUR")}
+        rig.host, {"T1": driver}, SimulatedCharger(["E1"]), {"E1": EngineWorker.route("T1", "EUR")}
     )
     stopping = asyncio.Event()
     task = asyncio.create_task(worker.run(stopping))
