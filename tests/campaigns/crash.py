@@ -68,7 +68,7 @@ SIZES = {"small": (6, 2, False, 0), "medium": (40, 2, False, 0), "full": (1000, 
 # session topped up at t1 is two), so that its totals stay evidence.
 BATCH_EVERY = 200
 PARTITIONS = {
-    "small": 4,
+    "small": 2,  # one CPO outage, one broker outage (the suite's time)
     "medium": 20,
     "full": 200,
 }  # outages, alternately the CPO's and the broker's
