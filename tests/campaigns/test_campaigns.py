@@ -226,6 +226,8 @@ def test_the_power_cut_emulator_keeps_synced_steps_and_loses_the_rest(
         assert kept["none0"] < 60 and min(kept.values()) < max(kept.values()), kept
 
 
+# 45 s: the default suite stays near 15 min; `--run-slow` and `python -m tests.campaigns powercut` run it
+@pytest.mark.slow
 def test_power_cuts_small(tmp_path: Path) -> None:
     """The real daemon's power cut four times (half of them mid-commit) while EVs charge and pay:
     every image passes the integrity check and holds what was acknowledged; the books agree."""
@@ -341,6 +343,8 @@ def test_lost_results_small() -> None:
     assert figures.completed > 0
 
 
+# 50 s: the default suite stays near 15 min; `--run-slow` and `python -m tests.campaigns partition` run it
+@pytest.mark.slow
 def test_partitions_small(tmp_path: Path) -> None:
     """The CPO unreachable, then the MQTT broker gone, while EVs charge and pay: the backlog
     drains, the charger's messages held at the broker arrive, nothing is lost or sent twice,
