@@ -85,21 +85,7 @@ def refund_enquired(s: Session, ev: e.OpenPreauthsReported, now: datetime) -> Tr
         and last.ref == sent.ref
         and sent.ref not in own
     )
-    if stood and last is not None and sent.method is RefundMethod.REFUND:
-        # 06 31 pays the card presented, and the repeat names no card: paid, but whether to
-        # the driver's card (``corrections._other_card``) is for a person to read
-        answer = e.TerminalResultArrived(
-            session_id=s.id,
-            event_id=ev.event_id,
-            operation=op,
-            outcome=Outcome.UNKNOWN,
-            message=(
-                f"answer lost by a restart; the terminal repeats its approval {last.ref}, but "
-                "not the card it paid: check the terminal's journal"
-            ),
-        )
-        return refund_result(s, answer, now)
-    if stood and last is not None:
+    if stood and last is not None and sent.method is not RefundMethod.REFUND:
         said = f"the terminal's last result after the restart repeats its approval {last.ref}"
         answer = e.TerminalResultArrived(
             session_id=s.id,
@@ -112,14 +98,20 @@ def refund_enquired(s: Session, ev: e.OpenPreauthsReported, now: datetime) -> Tr
             message=said,
         )
         return refund_result(s, answer, now)
-    answer = e.TerminalResultArrived(
+    if stood and last is not None:
+        # 06 31 pays the card presented, and the repeat names no card: paid, but whether to
+        # the driver's card (``corrections._other_card``) is for a person to read
+        why = f"the terminal repeats its approval {last.ref}, but not the card it paid"
+    else:
+        why = _shown(ev)
+    unknown = e.TerminalResultArrived(
         session_id=s.id,
         event_id=ev.event_id,
         operation=op,
         outcome=Outcome.UNKNOWN,
-        message=f"answer lost by a restart; {_shown(ev)}: check the terminal's journal",
+        message=f"answer lost by a restart; {why}: check the terminal's journal",
     )
-    return refund_result(s, answer, now)
+    return refund_result(s, unknown, now)
 
 
 def _shown(ev: e.OpenPreauthsReported) -> str:
